@@ -1,0 +1,488 @@
+//! The cache: Redis in production, an in-process map in embedded mode, behind one small trait.
+//!
+//! The database is the source of truth. The cache only accelerates (deny-cache), coordinates
+//! (pub/sub between instances), counts (rate limits) and holds short-lived single-use values.
+//! Every operation returns `Err` when Redis is unreachable; callers must then fall back to the
+//! database or refuse, never admit. Redis failures are bounded by short timeouts and a one-second
+//! circuit breaker, so an outage costs milliseconds, not a hung request.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
+use redis::AsyncCommands;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::{OnceCell, broadcast};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("cache unavailable: {0}")]
+    Unavailable(String),
+}
+
+pub type CacheResult<T> = Result<T, CacheError>;
+
+/// Operations the service needs from Redis. Keys and channels are given without the deployment
+/// prefix; implementations add it.
+pub trait Cache: Send + Sync + fmt::Debug {
+    /// `"redis"` or `"in-process"`.
+    fn kind(&self) -> &'static str;
+    fn ping(&self) -> BoxFuture<'_, CacheResult<()>>;
+    /// Publishes to every instance subscribed to `channel` (this one included).
+    fn publish<'a>(&'a self, channel: &'a str, message: &'a str) -> BoxFuture<'a, CacheResult<()>>;
+    /// Messages published on `channel` from now on. Redis subscriptions reconnect by themselves.
+    fn subscribe(&self, channel: &str) -> broadcast::Receiver<String>;
+    /// Marks `key` for `ttl` (deny-cache entries).
+    fn set_flag<'a>(&'a self, key: &'a str, ttl: Duration) -> BoxFuture<'a, CacheResult<()>>;
+    fn has_flag<'a>(&'a self, key: &'a str) -> BoxFuture<'a, CacheResult<bool>>;
+    /// Increments a counter that expires `window` after its first increment; returns the count.
+    fn incr_window<'a>(&'a self, key: &'a str, window: Duration)
+    -> BoxFuture<'a, CacheResult<u64>>;
+    /// Stores `value` under `key` for `ttl` unless the key exists; `true` when stored.
+    fn put_once<'a>(
+        &'a self,
+        key: &'a str,
+        value: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, CacheResult<bool>>;
+    /// Atomically reads and deletes `key`: of two concurrent takers, one gets the value.
+    fn take<'a>(&'a self, key: &'a str) -> BoxFuture<'a, CacheResult<Option<String>>>;
+}
+
+/// Builds the configured cache: Redis when a URL is given, else in-process.
+pub fn build(url: Option<&str>, prefix: &str) -> CacheResult<std::sync::Arc<dyn Cache>> {
+    Ok(match url {
+        Some(url) => std::sync::Arc::new(RedisCache::new(url, prefix)?),
+        None => std::sync::Arc::new(InProcessCache::default()),
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// In-process
+
+#[derive(Default)]
+pub struct InProcessCache {
+    entries: Mutex<HashMap<String, (String, Instant)>>,
+    channels: Mutex<HashMap<String, broadcast::Sender<String>>>,
+}
+
+impl fmt::Debug for InProcessCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("InProcessCache")
+    }
+}
+
+impl InProcessCache {
+    fn with_entries<T>(&self, f: impl FnOnce(&mut HashMap<String, (String, Instant)>) -> T) -> T {
+        // A poisoned lock only means another thread panicked mid-operation on a plain map; the
+        // map itself is still consistent, so keep serving.
+        let mut guard = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if guard.len() > 10_000 {
+            guard.retain(|_, (_, exp)| *exp > now);
+        }
+        f(&mut guard)
+    }
+
+    fn sender(&self, channel: &str) -> broadcast::Sender<String> {
+        let mut guard = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        guard
+            .entry(channel.to_string())
+            .or_insert_with(|| broadcast::channel(1024).0)
+            .clone()
+    }
+}
+
+fn live(entry: Option<&(String, Instant)>) -> Option<&String> {
+    entry
+        .filter(|(_, exp)| *exp > Instant::now())
+        .map(|(v, _)| v)
+}
+
+impl Cache for InProcessCache {
+    fn kind(&self) -> &'static str {
+        "in-process"
+    }
+    fn ping(&self) -> BoxFuture<'_, CacheResult<()>> {
+        Box::pin(async { Ok(()) })
+    }
+    fn publish<'a>(&'a self, channel: &'a str, message: &'a str) -> BoxFuture<'a, CacheResult<()>> {
+        Box::pin(async move {
+            // No receivers is not an error: nobody is listening yet.
+            let _ = self.sender(channel).send(message.to_string());
+            Ok(())
+        })
+    }
+    fn subscribe(&self, channel: &str) -> broadcast::Receiver<String> {
+        self.sender(channel).subscribe()
+    }
+    fn set_flag<'a>(&'a self, key: &'a str, ttl: Duration) -> BoxFuture<'a, CacheResult<()>> {
+        Box::pin(async move {
+            self.with_entries(|m| m.insert(key.to_string(), ("1".into(), Instant::now() + ttl)));
+            Ok(())
+        })
+    }
+    fn has_flag<'a>(&'a self, key: &'a str) -> BoxFuture<'a, CacheResult<bool>> {
+        Box::pin(async move { Ok(self.with_entries(|m| live(m.get(key)).is_some())) })
+    }
+    fn incr_window<'a>(
+        &'a self,
+        key: &'a str,
+        window: Duration,
+    ) -> BoxFuture<'a, CacheResult<u64>> {
+        Box::pin(async move {
+            Ok(self.with_entries(|m| {
+                let now = Instant::now();
+                let entry = m
+                    .entry(key.to_string())
+                    .or_insert_with(|| ("0".into(), now + window));
+                if entry.1 <= now {
+                    *entry = ("0".into(), now + window);
+                }
+                let n = entry.0.parse::<u64>().unwrap_or(0).saturating_add(1);
+                entry.0 = n.to_string();
+                n
+            }))
+        })
+    }
+    fn put_once<'a>(
+        &'a self,
+        key: &'a str,
+        value: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, CacheResult<bool>> {
+        Box::pin(async move {
+            Ok(self.with_entries(|m| {
+                if live(m.get(key)).is_some() {
+                    return false;
+                }
+                m.insert(key.to_string(), (value.to_string(), Instant::now() + ttl));
+                true
+            }))
+        })
+    }
+    fn take<'a>(&'a self, key: &'a str) -> BoxFuture<'a, CacheResult<Option<String>>> {
+        Box::pin(async move {
+            Ok(self.with_entries(|m| {
+                m.remove(key)
+                    .filter(|(_, exp)| *exp > Instant::now())
+                    .map(|(v, _)| v)
+            }))
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Redis
+
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+const RESPONSE_TIMEOUT: Duration = Duration::from_millis(500);
+const BREAKER: Duration = Duration::from_secs(1);
+
+pub struct RedisCache {
+    client: redis::Client,
+    prefix: String,
+    manager: OnceCell<ConnectionManager>,
+    /// Milliseconds since `epoch` before which no new connection attempt is made.
+    breaker_until_ms: AtomicI64,
+    epoch: Instant,
+    channels: Mutex<HashMap<String, broadcast::Sender<String>>>,
+}
+
+impl fmt::Debug for RedisCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The URL may carry a password: never print it.
+        f.debug_struct("RedisCache")
+            .field("prefix", &self.prefix)
+            .finish()
+    }
+}
+
+fn unavailable(e: impl fmt::Display) -> CacheError {
+    CacheError::Unavailable(e.to_string())
+}
+
+impl RedisCache {
+    /// Validates the URL; the connection is made on first use (so a server can start while Redis
+    /// is down, and serve from the database).
+    pub fn new(url: &str, prefix: &str) -> CacheResult<Self> {
+        let client = redis::Client::open(url).map_err(unavailable)?;
+        Ok(Self {
+            client,
+            prefix: prefix.to_string(),
+            manager: OnceCell::new(),
+            breaker_until_ms: AtomicI64::new(0),
+            epoch: Instant::now(),
+            channels: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn key(&self, key: &str) -> String {
+        format!("{}{}", self.prefix, key)
+    }
+
+    fn now_ms(&self) -> i64 {
+        i64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(i64::MAX)
+    }
+
+    async fn conn(&self) -> CacheResult<ConnectionManager> {
+        if let Some(m) = self.manager.get() {
+            return Ok(m.clone());
+        }
+        if self.now_ms() < self.breaker_until_ms.load(Ordering::Relaxed) {
+            return Err(CacheError::Unavailable(
+                "redis connection circuit open".into(),
+            ));
+        }
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        let result = self
+            .manager
+            .get_or_try_init(|| self.client.get_connection_manager_with_config(config))
+            .await;
+        match result {
+            Ok(m) => Ok(m.clone()),
+            Err(e) => {
+                self.breaker_until_ms.store(
+                    self.now_ms() + BREAKER.as_millis() as i64,
+                    Ordering::Relaxed,
+                );
+                Err(unavailable(e))
+            }
+        }
+    }
+
+    /// Runs one command with an overall deadline (the manager's own timeouts cover most cases;
+    /// this also bounds reconnect loops).
+    async fn with_conn<T, F, Fut>(&self, f: F) -> CacheResult<T>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let conn = self.conn().await?;
+        match tokio::time::timeout(RESPONSE_TIMEOUT * 2, f(conn)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(unavailable(e)),
+            Err(_) => Err(CacheError::Unavailable("redis command timed out".into())),
+        }
+    }
+
+    fn spawn_listener(&self, channel: String, tx: broadcast::Sender<String>) {
+        let client = self.client.clone();
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            tracing::error!("redis subscription requested outside a tokio runtime");
+            return;
+        };
+        handle.spawn(async move {
+            loop {
+                if tx.receiver_count() == 0 {
+                    return; // every subscriber is gone
+                }
+                match client.get_async_pubsub().await {
+                    Ok(mut pubsub) => {
+                        if let Err(e) = pubsub.subscribe(&channel).await {
+                            tracing::warn!(error = %e, "redis subscribe failed");
+                        } else {
+                            let mut stream = pubsub.on_message();
+                            while let Some(msg) = stream.next().await {
+                                if let Ok(payload) = msg.get_payload::<String>() {
+                                    let _ = tx.send(payload);
+                                }
+                            }
+                            tracing::warn!(channel = %channel, "redis subscription lost; reconnecting");
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "redis pub/sub connection failed"),
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        });
+    }
+}
+
+impl Cache for RedisCache {
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+    fn ping(&self) -> BoxFuture<'_, CacheResult<()>> {
+        Box::pin(async move {
+            self.with_conn(
+                |mut c| async move { redis::cmd("PING").query_async::<String>(&mut c).await },
+            )
+            .await
+            .map(|_| ())
+        })
+    }
+    fn publish<'a>(&'a self, channel: &'a str, message: &'a str) -> BoxFuture<'a, CacheResult<()>> {
+        let channel = self.key(channel);
+        Box::pin(async move {
+            self.with_conn(|mut c| async move { c.publish::<_, _, usize>(channel, message).await })
+                .await
+                .map(|_| ())
+        })
+    }
+    fn subscribe(&self, channel: &str) -> broadcast::Receiver<String> {
+        let full = self.key(channel);
+        let mut guard = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tx) = guard.get(&full).filter(|tx| tx.receiver_count() > 0) {
+            return tx.subscribe();
+        }
+        let (tx, rx) = broadcast::channel(1024);
+        guard.insert(full.clone(), tx.clone());
+        drop(guard);
+        self.spawn_listener(full, tx);
+        rx
+    }
+    fn set_flag<'a>(&'a self, key: &'a str, ttl: Duration) -> BoxFuture<'a, CacheResult<()>> {
+        let key = self.key(key);
+        Box::pin(async move {
+            let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+            self.with_conn(|mut c| async move {
+                c.set_options::<_, _, ()>(
+                    key,
+                    "1",
+                    redis::SetOptions::default().with_expiration(redis::SetExpiry::PX(ms)),
+                )
+                .await
+            })
+            .await
+        })
+    }
+    fn has_flag<'a>(&'a self, key: &'a str) -> BoxFuture<'a, CacheResult<bool>> {
+        let key = self.key(key);
+        Box::pin(async move {
+            self.with_conn(|mut c| async move { c.exists::<_, bool>(key).await })
+                .await
+        })
+    }
+    fn incr_window<'a>(
+        &'a self,
+        key: &'a str,
+        window: Duration,
+    ) -> BoxFuture<'a, CacheResult<u64>> {
+        let key = self.key(key);
+        Box::pin(async move {
+            let ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1);
+            self.with_conn(|mut c| async move {
+                // MULTI: create with expiry if absent, then increment - atomic on the server.
+                let (n,): (u64,) = redis::pipe()
+                    .atomic()
+                    .cmd("SET")
+                    .arg(&key)
+                    .arg(0)
+                    .arg("PX")
+                    .arg(ms)
+                    .arg("NX")
+                    .ignore()
+                    .incr(&key, 1)
+                    .query_async(&mut c)
+                    .await?;
+                Ok(n)
+            })
+            .await
+        })
+    }
+    fn put_once<'a>(
+        &'a self,
+        key: &'a str,
+        value: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, CacheResult<bool>> {
+        let key = self.key(key);
+        Box::pin(async move {
+            let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+            self.with_conn(|mut c| async move {
+                let reply: Option<String> = c
+                    .set_options(
+                        key,
+                        value,
+                        redis::SetOptions::default()
+                            .conditional_set(redis::ExistenceCheck::NX)
+                            .with_expiration(redis::SetExpiry::PX(ms)),
+                    )
+                    .await?;
+                Ok(reply.is_some())
+            })
+            .await
+        })
+    }
+    fn take<'a>(&'a self, key: &'a str) -> BoxFuture<'a, CacheResult<Option<String>>> {
+        let key = self.key(key);
+        Box::pin(async move {
+            self.with_conn(|mut c| async move { c.get_del::<_, Option<String>>(key).await })
+                .await
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn in_process_single_use_values() {
+        let c = InProcessCache::default();
+        assert!(
+            c.put_once("code:1", "v", Duration::from_secs(5))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !c.put_once("code:1", "w", Duration::from_secs(5))
+                .await
+                .unwrap()
+        );
+        assert_eq!(c.take("code:1").await.unwrap().as_deref(), Some("v"));
+        assert_eq!(c.take("code:1").await.unwrap(), None, "single use");
+        assert!(
+            c.put_once("code:2", "v", Duration::from_millis(1))
+                .await
+                .unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert_eq!(c.take("code:2").await.unwrap(), None, "expired");
+    }
+
+    #[tokio::test]
+    async fn in_process_counters_flags_and_pubsub() {
+        let c = InProcessCache::default();
+        for i in 1..=3 {
+            assert_eq!(
+                c.incr_window("rl", Duration::from_secs(60)).await.unwrap(),
+                i
+            );
+        }
+        assert!(!c.has_flag("deny:g1").await.unwrap());
+        c.set_flag("deny:g1", Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert!(c.has_flag("deny:g1").await.unwrap());
+        let mut rx = c.subscribe("revocations");
+        c.publish("revocations", "g_1").await.unwrap();
+        assert_eq!(rx.recv().await.unwrap(), "g_1");
+    }
+
+    #[tokio::test]
+    async fn unreachable_redis_fails_fast_and_closed() {
+        // Nothing listens on port 1: every operation must return Err quickly, never "allowed".
+        let c = RedisCache::new("redis://127.0.0.1:1", "t:").unwrap();
+        let started = Instant::now();
+        assert!(c.ping().await.is_err());
+        assert!(c.has_flag("deny:g").await.is_err());
+        assert!(c.take("code").await.is_err());
+        assert!(c.incr_window("rl", Duration::from_secs(1)).await.is_err());
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(!format!("{c:?}").contains("127.0.0.1"));
+    }
+}

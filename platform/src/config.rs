@@ -1,0 +1,537 @@
+//! Typed settings: built-in defaults -> optional TOML file -> `CONSENT_*` environment variables.
+//!
+//! Nested keys use a double underscore (`CONSENT_TOKENS__ACCESS_TOKEN_TTL=5m`); the documented
+//! short names `CONSENT_DATABASE_URL`, `CONSENT_REDIS_URL`, `CONSENT_MASTER_KEY`, `CONSENT_BIND`,
+//! `CONSENT_DATA_DIR`, `CONSENT_LOG_FORMAT`, `CONSENT_PUBLIC_URL`, `CONSENT_DEMO_PASSWORD` and
+//! `CONSENT_DEMO_CLIENT_SECRET` are aliases. Secrets are wrapped in [`Secret`], whose Debug is
+//! redacted, so a settings dump in a log never leaks them.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Format, Serialized, Toml};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A secret value: Debug and Display print `[REDACTED]`; read it with [`Secret::expose`].
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret<T>(T);
+
+impl<T> Secret<T> {
+    pub fn new(value: T) -> Self {
+        Self(value)
+    }
+    pub fn expose(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> fmt::Debug for Secret<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[REDACTED]")
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Secret<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        T::deserialize(d).map(Secret)
+    }
+}
+
+impl<T: Serialize> Serialize for Secret<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+/// A duration written as `<number><unit>` with unit `s`, `m`, `h` or `d` (e.g. `10m`, `180d`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct ConfigDuration(Duration);
+
+impl ConfigDuration {
+    pub const fn secs(s: u64) -> Self {
+        Self(Duration::from_secs(s))
+    }
+    pub const fn minutes(m: u64) -> Self {
+        Self(Duration::from_secs(m * 60))
+    }
+    pub const fn days(d: u64) -> Self {
+        Self(Duration::from_secs(d * 86_400))
+    }
+    pub fn get(self) -> Duration {
+        self.0
+    }
+    pub fn as_chrono(self) -> chrono::Duration {
+        chrono::Duration::from_std(self.0).unwrap_or(chrono::Duration::MAX)
+    }
+}
+
+impl fmt::Debug for ConfigDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Display for ConfigDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.0.as_secs();
+        match s {
+            0 => write!(f, "0s"),
+            s if s % 86_400 == 0 => write!(f, "{}d", s / 86_400),
+            s if s % 3_600 == 0 => write!(f, "{}h", s / 3_600),
+            s if s % 60 == 0 => write!(f, "{}m", s / 60),
+            s => write!(f, "{s}s"),
+        }
+    }
+}
+
+impl FromStr for ConfigDuration {
+    type Err = String;
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        let s = raw.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("invalid duration {raw:?}: expected e.g. 30s, 10m, 12h, 90d"))?;
+        let mult = match unit {
+            "s" | "" => 1,
+            "m" => 60,
+            "h" => 3_600,
+            "d" => 86_400,
+            _ => {
+                return Err(format!(
+                    "invalid duration unit in {raw:?}: use s, m, h or d"
+                ));
+            }
+        };
+        n.checked_mul(mult)
+            .map(|secs| Self(Duration::from_secs(secs)))
+            .ok_or_else(|| format!("duration {raw:?} is too large"))
+    }
+}
+
+impl<'de> Deserialize<'de> for ConfigDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Secs(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Secs(s) => Ok(Self::secs(s)),
+            Raw::Text(t) => t.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+impl Serialize for ConfigDuration {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub redis: RedisSettings,
+    pub security: SecuritySettings,
+    pub tokens: TokenSettings,
+    pub lifecycle: LifecycleSettings,
+    pub demo: DemoSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Address to listen on.
+    pub bind: String,
+    /// Data directory: SQLite file and generated master key in embedded mode.
+    pub data_dir: PathBuf,
+    /// Public base URL, used as the OAuth `issuer`. Defaults to `http://<bind>`.
+    pub public_url: Option<String>,
+    pub log_format: LogFormat,
+    /// Worker threads for the HTTP server (0 = one per core).
+    pub workers: usize,
+    /// Seconds to let in-flight requests finish on shutdown.
+    pub shutdown_timeout: ConfigDuration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `postgres://...` selects PostgreSQL; `sqlite://path` or a plain path selects SQLite.
+    /// Unset: `<data_dir>/consent.db`.
+    pub url: Option<Secret<String>>,
+    pub pool_size: u32,
+    pub connect_timeout: ConfigDuration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSettings {
+    /// `redis://...`; unset means the in-process cache (single instance only).
+    pub url: Option<Secret<String>>,
+    /// Prefix of every key and channel, so several deployments (or tests) can share a server.
+    pub key_prefix: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecuritySettings {
+    /// Base64 (standard or url-safe) of 32 random bytes. Unset: read or generate
+    /// `<data_dir>/master.key`. Every instance sharing a database needs the same key.
+    pub master_key: Option<Secret<String>>,
+    /// Mark session cookies `Secure` (on by default when `public_url` is https).
+    pub secure_cookies: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenSettings {
+    pub access_token_ttl: ConfigDuration,
+    pub refresh_token_ttl: ConfigDuration,
+    pub code_ttl: ConfigDuration,
+    pub par_ttl: ConfigDuration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LifecycleSettings {
+    pub max_grant_lifetime: ConfigDuration,
+    pub dormancy_period: ConfigDuration,
+    pub warning_lead_time: ConfigDuration,
+    pub sweep_interval: ConfigDuration,
+    /// How often the audit chainer links newly written events.
+    pub audit_chain_interval: ConfigDuration,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DemoSettings {
+    /// Password of the demo customers, staff and developer (generated when unset).
+    pub password: Option<Secret<String>>,
+    /// Secret of the demo client (generated when unset).
+    pub client_secret: Option<Secret<String>>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            server: ServerSettings {
+                bind: "127.0.0.1:8080".into(),
+                data_dir: PathBuf::from("./data"),
+                public_url: None,
+                log_format: LogFormat::Text,
+                workers: 0,
+                shutdown_timeout: ConfigDuration::secs(10),
+            },
+            database: DatabaseSettings {
+                url: None,
+                pool_size: 16,
+                connect_timeout: ConfigDuration::secs(5),
+            },
+            redis: RedisSettings {
+                url: None,
+                key_prefix: "consent:".into(),
+            },
+            security: SecuritySettings {
+                master_key: None,
+                secure_cookies: None,
+            },
+            tokens: TokenSettings {
+                access_token_ttl: ConfigDuration::minutes(10),
+                refresh_token_ttl: ConfigDuration::days(30),
+                code_ttl: ConfigDuration::secs(60),
+                par_ttl: ConfigDuration::secs(60),
+            },
+            lifecycle: LifecycleSettings {
+                max_grant_lifetime: ConfigDuration::days(180),
+                dormancy_period: ConfigDuration::days(90),
+                warning_lead_time: ConfigDuration::days(7),
+                sweep_interval: ConfigDuration::minutes(5),
+                audit_chain_interval: ConfigDuration::secs(1),
+            },
+            demo: DemoSettings::default(),
+        }
+    }
+}
+
+/// Configuration could not be loaded or is invalid.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {0}")]
+pub struct ConfigError(String);
+
+const ALIASES: &[(&str, &str)] = &[
+    ("database_url", "database.url"),
+    ("redis_url", "redis.url"),
+    ("master_key", "security.master_key"),
+    ("bind", "server.bind"),
+    ("data_dir", "server.data_dir"),
+    ("log_format", "server.log_format"),
+    ("public_url", "server.public_url"),
+    ("demo_password", "demo.password"),
+    ("demo_client_secret", "demo.client_secret"),
+];
+
+impl Settings {
+    /// Defaults, then `file` (if given; it must exist), then `CONSENT_*` variables from the
+    /// process environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_from(file, std::env::vars())
+    }
+
+    /// Like [`Settings::load`] with an explicit environment (tests use this instead of mutating
+    /// the process environment).
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        // figment's `Env` provider only reads the process environment; taking the pairs as an
+        // argument keeps tests free of global state, so the mapping is done here.
+        let mut overrides = figment::value::Dict::new();
+        for (key, value) in env {
+            let Some(rest) = key.strip_prefix("CONSENT_") else {
+                continue;
+            };
+            let rest = rest.to_ascii_lowercase();
+            let path = ALIASES
+                .iter()
+                .find(|(alias, _)| *alias == rest)
+                .map(|(_, p)| (*p).to_string())
+                .unwrap_or_else(|| rest.replace("__", "."));
+            // Only `SECTION__KEY` names and the aliases are settings; other CONSENT_* variables
+            // (CONSENT_CONFIG, CONSENT_ADMIN_PASSWORD, test switches) belong to other tools.
+            // Within a section an unknown key is still an error, so typos do not pass silently.
+            if !path.contains('.') {
+                continue;
+            }
+            insert_path(&mut overrides, &path, &value);
+        }
+        figment = figment.merge(Serialized::defaults(overrides));
+        let settings: Settings = figment
+            .extract_lossy()
+            .map_err(|e| ConfigError(e.to_string().replace('\n', "; ")))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.database.pool_size == 0 {
+            return Err(ConfigError("database.pool_size must be at least 1".into()));
+        }
+        if self.tokens.code_ttl.get() > Duration::from_secs(60) {
+            return Err(ConfigError(
+                "tokens.code_ttl must be at most 60s (RFC 9700)".into(),
+            ));
+        }
+        if self.tokens.par_ttl.get() > Duration::from_secs(60) {
+            return Err(ConfigError("tokens.par_ttl must be at most 60s".into()));
+        }
+        if self.tokens.access_token_ttl.get().is_zero() {
+            return Err(ConfigError(
+                "tokens.access_token_ttl must be positive".into(),
+            ));
+        }
+        if self.lifecycle.warning_lead_time.get() >= self.lifecycle.max_grant_lifetime.get() {
+            return Err(ConfigError(
+                "lifecycle.warning_lead_time must be shorter than max_grant_lifetime".into(),
+            ));
+        }
+        if let Some(url) = &self.server.public_url {
+            url::Url::parse(url)
+                .map_err(|e| ConfigError(format!("server.public_url is not a URL: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// The OAuth issuer identifier / public base URL, without a trailing slash.
+    pub fn public_url(&self, bound: &str) -> String {
+        self.server
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{bound}"))
+            .trim_end_matches('/')
+            .to_string()
+    }
+
+    /// Whether the database URL selects PostgreSQL.
+    pub fn uses_postgres(&self) -> bool {
+        self.database
+            .url
+            .as_ref()
+            .is_some_and(|u| crate::storage::is_postgres_url(u.expose()))
+    }
+}
+
+fn insert_path(dict: &mut figment::value::Dict, path: &str, value: &str) {
+    use figment::value::Value;
+    let mut parts = path.splitn(2, '.');
+    let head = parts.next().unwrap_or_default().to_string();
+    match parts.next() {
+        None => {
+            // Kept as a string: `extract_lossy` turns "16" into a number only where the
+            // field is numeric, so a numeric-looking password stays a string.
+            dict.insert(head, Value::from(value.to_string()));
+        }
+        Some(rest) => {
+            let entry = dict
+                .entry(head)
+                .or_insert_with(|| Value::from(figment::value::Dict::new()));
+            if let Value::Dict(_, inner) = entry {
+                insert_path(inner, rest, value);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_safe() {
+        let s = Settings::load_from(None, env(&[])).unwrap();
+        assert_eq!(s.server.bind, "127.0.0.1:8080");
+        assert_eq!(s.tokens.access_token_ttl.get(), Duration::from_secs(600));
+        assert_eq!(s.lifecycle.max_grant_lifetime, ConfigDuration::days(180));
+        assert_eq!(s.lifecycle.dormancy_period, ConfigDuration::days(90));
+        assert!(s.tokens.code_ttl.get() <= Duration::from_secs(60));
+        assert!(s.database.url.is_none());
+    }
+
+    #[test]
+    fn file_overrides_defaults_and_env_overrides_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("consent.toml");
+        std::fs::write(
+            &path,
+            "[server]\nbind = \"0.0.0.0:9000\"\n[tokens]\naccess_token_ttl = \"5m\"\n\
+             [lifecycle]\ndormancy_period = \"30d\"\n",
+        )
+        .unwrap();
+        let s = Settings::load_from(
+            Some(&path),
+            env(&[
+                ("CONSENT_BIND", "127.0.0.1:7000"),
+                ("CONSENT_LIFECYCLE__DORMANCY_PERIOD", "45d"),
+                ("CONSENT_DATABASE__POOL_SIZE", "4"),
+                ("UNRELATED", "x"),
+                ("CONSENT_CONFIG", "/elsewhere.toml"),
+                ("CONSENT_REQUIRE_SERVICES", "1"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.server.bind, "127.0.0.1:7000", "env beats file");
+        assert_eq!(
+            s.tokens.access_token_ttl,
+            ConfigDuration::minutes(5),
+            "file beats default"
+        );
+        assert_eq!(s.lifecycle.dormancy_period, ConfigDuration::days(45));
+        assert_eq!(s.database.pool_size, 4);
+    }
+
+    #[test]
+    fn aliases_select_backends() {
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("CONSENT_DATABASE_URL", "postgres://u:hunter2@localhost/db"),
+                ("CONSENT_REDIS_URL", "redis://127.0.0.1:6379"),
+            ]),
+        )
+        .unwrap();
+        assert!(s.uses_postgres());
+        assert_eq!(s.redis.url.unwrap().expose(), "redis://127.0.0.1:6379");
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug() {
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("CONSENT_DATABASE_URL", "postgres://u:hunter2@localhost/db"),
+                (
+                    "CONSENT_MASTER_KEY",
+                    "c2VjcmV0LW1hc3Rlci1rZXktbWF0ZXJpYWwtMzJieXRlcyE=",
+                ),
+                ("CONSENT_DEMO_PASSWORD", "demo-pass-123"),
+            ]),
+        )
+        .unwrap();
+        let dump = format!("{s:?}");
+        assert!(!dump.contains("hunter2"), "{dump}");
+        assert!(!dump.contains("c2VjcmV0"), "{dump}");
+        assert!(!dump.contains("demo-pass-123"), "{dump}");
+        assert!(dump.contains("[REDACTED]"));
+    }
+
+    #[test]
+    fn invalid_values_are_refused_with_a_clear_message() {
+        let bad = [
+            ("CONSENT_TOKENS__ACCESS_TOKEN_TTL", "ten minutes"),
+            ("CONSENT_TOKENS__CODE_TTL", "10m"),
+            ("CONSENT_DATABASE__POOL_SIZE", "0"),
+            ("CONSENT_SERVER__NOPE", "1"),
+            ("CONSENT_PUBLIC_URL", "not a url"),
+        ];
+        for (k, v) in bad {
+            let err = Settings::load_from(None, env(&[(k, v)])).unwrap_err();
+            assert!(
+                err.to_string().starts_with("configuration error"),
+                "{k}: {err}"
+            );
+        }
+        let missing = Settings::load_from(Some(Path::new("/nonexistent/consent.toml")), env(&[]));
+        assert!(missing.unwrap_err().to_string().contains("does not exist"));
+    }
+
+    #[test]
+    fn durations_parse_and_print() {
+        for (raw, secs) in [
+            ("30s", 30),
+            ("10m", 600),
+            ("12h", 43_200),
+            ("90d", 7_776_000),
+            ("45", 45),
+        ] {
+            let d: ConfigDuration = raw.parse().unwrap();
+            assert_eq!(d.get().as_secs(), secs, "{raw}");
+        }
+        assert!("".parse::<ConfigDuration>().is_err());
+        assert!("5w".parse::<ConfigDuration>().is_err());
+        assert!("-5m".parse::<ConfigDuration>().is_err());
+        assert!("99999999999999999999d".parse::<ConfigDuration>().is_err());
+        assert_eq!(ConfigDuration::days(180).to_string(), "180d");
+    }
+}

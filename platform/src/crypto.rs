@@ -1,0 +1,393 @@
+//! Cryptographic building blocks. Nothing here is hand-rolled: AES-256-GCM (aes-gcm), HKDF-SHA256
+//! (hkdf), argon2id (argon2), SHA-256 (sha2), constant-time comparison (subtle), OS randomness.
+
+use std::fmt;
+use std::path::Path;
+
+use aes_gcm::aead::{Aead, KeyInit, OsRng, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CryptoError {
+    #[error("master key must be 32 bytes encoded as base64")]
+    BadMasterKey,
+    #[error("cannot read or write the master key file: {0}")]
+    KeyFile(String),
+    #[error("ciphertext is malformed or was not produced for this record")]
+    Decrypt,
+    #[error("encryption failed")]
+    Encrypt,
+    #[error("password hashing failed")]
+    PasswordHash,
+}
+
+/// The 256-bit root secret. Every other key (field encryption, signing-key wrapping) is derived
+/// from it with HKDF under a distinct label, so compromise of one derived key exposes nothing else.
+#[derive(Clone)]
+pub struct MasterKey(Zeroizing<[u8; 32]>);
+
+impl fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MasterKey([REDACTED])")
+    }
+}
+
+impl MasterKey {
+    pub fn from_base64(encoded: &str) -> Result<Self, CryptoError> {
+        let trimmed = encoded.trim();
+        let bytes = Zeroizing::new(
+            STANDARD
+                .decode(trimmed)
+                .or_else(|_| URL_SAFE_NO_PAD.decode(trimmed.trim_end_matches('=')))
+                .map_err(|_| CryptoError::BadMasterKey)?,
+        );
+        let arr: [u8; 32] = bytes
+            .as_slice()
+            .try_into()
+            .map_err(|_| CryptoError::BadMasterKey)?;
+        Ok(Self(Zeroizing::new(arr)))
+    }
+
+    pub fn generate() -> Self {
+        let mut k = Zeroizing::new([0u8; 32]);
+        OsRng.fill_bytes(k.as_mut());
+        Self(k)
+    }
+
+    pub fn to_base64(&self) -> String {
+        STANDARD.encode(self.0.as_ref())
+    }
+
+    /// Reads `path`, or creates it with a fresh key (mode 0600) if it does not exist.
+    pub fn load_or_generate(path: &Path) -> Result<Self, CryptoError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::from_base64(&text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let key = Self::generate();
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent)
+                        .map_err(|e| CryptoError::KeyFile(e.to_string()))?;
+                }
+                write_private_file(path, key.to_base64().as_bytes())
+                    .map_err(|e| CryptoError::KeyFile(e.to_string()))?;
+                Ok(key)
+            }
+            Err(e) => Err(CryptoError::KeyFile(e.to_string())),
+        }
+    }
+
+    /// A cipher for one purpose (e.g. `"kyc-pii"`, `"signing-keys"`), keyed by HKDF-SHA256.
+    pub fn cipher(&self, purpose: &str) -> FieldCipher {
+        let hk = hkdf::Hkdf::<Sha256>::new(Some(b"consent/v1"), self.0.as_ref());
+        let mut okm = Zeroizing::new([0u8; 32]);
+        // 32 bytes is far below HKDF's 255*HashLen limit, so expand cannot fail.
+        let _ = hk.expand(purpose.as_bytes(), okm.as_mut());
+        FieldCipher {
+            aead: Aes256Gcm::new(okm.as_ref().into()),
+        }
+    }
+
+    /// A derived 32-byte MAC key for one purpose (e.g. CSRF tokens).
+    pub fn mac_key(&self, purpose: &str) -> Zeroizing<[u8; 32]> {
+        let hk = hkdf::Hkdf::<Sha256>::new(Some(b"consent/v1/mac"), self.0.as_ref());
+        let mut okm = Zeroizing::new([0u8; 32]);
+        let _ = hk.expand(purpose.as_bytes(), okm.as_mut());
+        okm
+    }
+}
+
+#[cfg(unix)]
+fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(contents)?;
+    f.sync_all()
+}
+
+#[cfg(not(unix))]
+fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    std::fs::write(path, contents)
+}
+
+/// AES-256-GCM with a random 96-bit nonce per message. The associated data binds a ciphertext to
+/// its place (e.g. `"kyc_submissions.legal_name:<row id>"`), so a ciphertext copied into another
+/// row or column fails to decrypt.
+pub struct FieldCipher {
+    aead: Aes256Gcm,
+}
+
+impl fmt::Debug for FieldCipher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("FieldCipher([REDACTED])")
+    }
+}
+
+const CIPHERTEXT_VERSION: &str = "v1.";
+
+impl FieldCipher {
+    /// Returns `v1.<base64url(nonce || ciphertext+tag)>`.
+    pub fn encrypt(&self, plaintext: &[u8], aad: &str) -> Result<String, CryptoError> {
+        let mut nonce = [0u8; 12];
+        OsRng.fill_bytes(&mut nonce);
+        let ct = self
+            .aead
+            .encrypt(
+                &Nonce::from(nonce),
+                Payload {
+                    msg: plaintext,
+                    aad: aad.as_bytes(),
+                },
+            )
+            .map_err(|_| CryptoError::Encrypt)?;
+        let mut out = Vec::with_capacity(12 + ct.len());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&ct);
+        Ok(format!(
+            "{CIPHERTEXT_VERSION}{}",
+            URL_SAFE_NO_PAD.encode(out)
+        ))
+    }
+
+    pub fn decrypt(&self, encoded: &str, aad: &str) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        let body = encoded
+            .strip_prefix(CIPHERTEXT_VERSION)
+            .ok_or(CryptoError::Decrypt)?;
+        let raw = URL_SAFE_NO_PAD
+            .decode(body)
+            .map_err(|_| CryptoError::Decrypt)?;
+        if raw.len() < 12 + 16 {
+            return Err(CryptoError::Decrypt);
+        }
+        let (nonce, ct) = raw.split_at(12);
+        let nonce: [u8; 12] = nonce.try_into().map_err(|_| CryptoError::Decrypt)?;
+        self.aead
+            .decrypt(
+                &Nonce::from(nonce),
+                Payload {
+                    msg: ct,
+                    aad: aad.as_bytes(),
+                },
+            )
+            .map(Zeroizing::new)
+            .map_err(|_| CryptoError::Decrypt)
+    }
+
+    pub fn encrypt_str(&self, plaintext: &str, aad: &str) -> Result<String, CryptoError> {
+        self.encrypt(plaintext.as_bytes(), aad)
+    }
+
+    pub fn decrypt_str(&self, encoded: &str, aad: &str) -> Result<String, CryptoError> {
+        let bytes = self.decrypt(encoded, aad)?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| CryptoError::Decrypt)
+    }
+}
+
+/// A freshly generated bearer secret (client secret, refresh token, session id, code): a fixed
+/// prefix plus 256 bits of OS randomness, base64url. Debug is redacted. It is stored only as a
+/// [`HashedToken`]; high entropy makes a fast hash safe here (unlike passwords).
+#[derive(Clone)]
+pub struct PlainToken(Zeroizing<String>);
+
+impl fmt::Debug for PlainToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PlainToken([REDACTED])")
+    }
+}
+
+impl PlainToken {
+    pub fn generate(prefix: &str) -> Self {
+        let mut bytes = [0u8; 32];
+        OsRng.fill_bytes(&mut bytes);
+        Self(Zeroizing::new(format!(
+            "{prefix}{}",
+            URL_SAFE_NO_PAD.encode(bytes)
+        )))
+    }
+
+    /// Wraps a token presented by a client (for hashing and comparison only).
+    pub fn from_presented(value: &str) -> Self {
+        Self(Zeroizing::new(value.to_string()))
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn hash(&self) -> HashedToken {
+        HashedToken(hex::encode(Sha256::digest(self.0.as_bytes())))
+    }
+}
+
+/// SHA-256 (hex) of a [`PlainToken`]: what the database stores.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HashedToken(String);
+
+impl HashedToken {
+    pub fn from_stored(hex: String) -> Self {
+        Self(hex)
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+    /// Constant-time comparison with a presented token.
+    pub fn matches(&self, presented: &PlainToken) -> bool {
+        constant_time_eq(self.0.as_bytes(), presented.hash().0.as_bytes())
+    }
+}
+
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.ct_eq(b).into()
+}
+
+/// A random identifier with a domain prefix (`"g_"`, `"evt_"`, ...): 128 bits, base64url.
+pub fn random_id(prefix: &str) -> String {
+    let mut bytes = [0u8; 16];
+    OsRng.fill_bytes(&mut bytes);
+    format!("{prefix}{}", URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// argon2id with OWASP's recommended parameters (19 MiB, t=2, p=1).
+fn argon2() -> Argon2<'static> {
+    let params = Params::new(19 * 1024, 2, 1, None).unwrap_or_default();
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+}
+
+pub fn hash_password(password: &str) -> Result<String, CryptoError> {
+    let salt = SaltString::generate(&mut OsRng);
+    argon2()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|_| CryptoError::PasswordHash)
+}
+
+/// Verifies a password against a stored PHC string. With `None` (unknown user) a dummy hash is
+/// verified anyway so that "no such user" and "wrong password" take the same time.
+pub fn verify_password(password: &str, stored: Option<&str>) -> bool {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let dummy =
+        DUMMY.get_or_init(|| hash_password("dummy-password-for-timing").unwrap_or_default());
+    let (phc, known) = match stored {
+        Some(s) => (s, true),
+        None => (dummy.as_str(), false),
+    };
+    let ok = PasswordHash::new(phc)
+        .map(|h| argon2().verify_password(password.as_bytes(), &h).is_ok())
+        .unwrap_or(false);
+    ok && known
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_encryption_round_trips_and_binds_to_its_row() {
+        let key = MasterKey::generate();
+        let c = key.cipher("kyc-pii");
+        let ct = c
+            .encrypt_str("Acme Payments Ltd", "kyc.legal_name:row1")
+            .unwrap();
+        assert!(!ct.contains("Acme"));
+        assert_eq!(
+            c.decrypt_str(&ct, "kyc.legal_name:row1").unwrap(),
+            "Acme Payments Ltd"
+        );
+        assert!(
+            c.decrypt_str(&ct, "kyc.legal_name:row2").is_err(),
+            "moved to another row"
+        );
+        assert!(
+            key.cipher("other")
+                .decrypt_str(&ct, "kyc.legal_name:row1")
+                .is_err()
+        );
+        assert!(
+            MasterKey::generate()
+                .cipher("kyc-pii")
+                .decrypt_str(&ct, "kyc.legal_name:row1")
+                .is_err()
+        );
+        // tampering with any byte fails authentication
+        let mut bytes = ct.clone().into_bytes();
+        let i = bytes.len() - 3;
+        bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
+        assert!(
+            c.decrypt_str(&String::from_utf8(bytes).unwrap(), "kyc.legal_name:row1")
+                .is_err()
+        );
+        for garbage in ["", "v1.", "v1.!!!", "v2.abc", "v1.AAAA"] {
+            assert!(c.decrypt_str(garbage, "x").is_err(), "{garbage}");
+        }
+        // same plaintext, different nonces
+        assert_ne!(
+            c.encrypt_str("x", "a").unwrap(),
+            c.encrypt_str("x", "a").unwrap()
+        );
+    }
+
+    #[test]
+    fn master_key_parsing_and_file() {
+        assert!(MasterKey::from_base64("short").is_err());
+        assert!(MasterKey::from_base64(&STANDARD.encode([0u8; 31])).is_err());
+        let k = MasterKey::generate();
+        assert_eq!(
+            MasterKey::from_base64(&k.to_base64()).unwrap().to_base64(),
+            k.to_base64()
+        );
+        assert_eq!(format!("{k:?}"), "MasterKey([REDACTED])");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/master.key");
+        let a = MasterKey::load_or_generate(&path).unwrap();
+        let b = MasterKey::load_or_generate(&path).unwrap();
+        assert_eq!(
+            a.to_base64(),
+            b.to_base64(),
+            "generated once, then read back"
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn tokens_are_hashed_and_compared_in_constant_time() {
+        let t = PlainToken::generate("cs_");
+        assert!(t.expose().starts_with("cs_"));
+        assert!(t.expose().len() >= 40);
+        let h = t.hash();
+        assert!(!h.as_str().contains(t.expose()));
+        assert!(h.matches(&PlainToken::from_presented(t.expose())));
+        assert!(!h.matches(&PlainToken::from_presented("cs_wrong")));
+        assert_eq!(format!("{t:?}"), "PlainToken([REDACTED])");
+        assert_ne!(
+            PlainToken::generate("x").expose(),
+            PlainToken::generate("x").expose()
+        );
+    }
+
+    #[test]
+    fn passwords_use_argon2id() {
+        let h = hash_password("correct horse").unwrap();
+        assert!(h.starts_with("$argon2id$"));
+        assert!(verify_password("correct horse", Some(&h)));
+        assert!(!verify_password("wrong", Some(&h)));
+        assert!(!verify_password("correct horse", None));
+        assert!(!verify_password("x", Some("not-a-phc-string")));
+    }
+}

@@ -1,0 +1,142 @@
+//! Shared foundation of the consent service, used by the `consent` server and the
+//! `developer-portal` crate (it exists so that neither depends on the other for storage):
+//!
+//! - [`config`]: typed settings (defaults -> TOML -> `CONSENT_*` env), secrets redacted;
+//! - [`storage`]: diesel over SQLite or PostgreSQL behind one connection type, migrations;
+//! - [`cache`]: Redis or in-process cache behind the [`cache::Cache`] trait;
+//! - [`crypto`]: master key, field encryption, token hashing, passwords;
+//! - [`audit`]: the hash-chained audit log;
+//! - [`problem`]: RFC 9457 problem details, the one error shape of the JSON APIs;
+//! - [`ratelimit`], [`clock`].
+//!
+//! Only [`problem`] knows about HTTP (it implements actix's `ResponseError`); everything else is
+//! plain Rust that services call.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::todo)
+)]
+
+pub mod audit;
+pub mod cache;
+pub mod clock;
+pub mod config;
+pub mod crypto;
+pub mod problem;
+pub mod ratelimit;
+pub mod revocation;
+pub mod session;
+pub mod storage;
+pub mod web;
+
+use std::sync::Arc;
+
+use cache::Cache;
+use clock::SharedClock;
+use config::Settings;
+use crypto::MasterKey;
+use storage::{Backend, Db};
+
+/// What start-up does about pending migrations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MigrationPolicy {
+    /// Apply them (embedded mode, tests, `consent migrate`).
+    Apply,
+    /// Refuse to start while any is pending (shared PostgreSQL: migrate once, explicitly).
+    Require,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error(transparent)]
+    Storage(#[from] storage::StorageError),
+    #[error(transparent)]
+    Crypto(#[from] crypto::CryptoError),
+    #[error(transparent)]
+    Cache(#[from] cache::CacheError),
+    #[error("the database has pending migrations; run `consent migrate` first")]
+    PendingMigrations,
+}
+
+/// The shared services every handler and background job works with.
+#[derive(Debug, Clone)]
+pub struct Platform {
+    pub settings: Arc<Settings>,
+    pub db: Db,
+    pub cache: Arc<dyn Cache>,
+    pub master_key: MasterKey,
+    pub clock: SharedClock,
+    pub audit: audit::AuditLog,
+    pub rate_limiter: ratelimit::RateLimiter,
+}
+
+impl Platform {
+    /// Connects the database and cache, loads (or, in embedded mode, generates) the master key,
+    /// and handles migrations per `policy`.
+    pub fn init(
+        settings: Settings,
+        clock: SharedClock,
+        policy: MigrationPolicy,
+    ) -> Result<Self, InitError> {
+        let db_url = database_url(&settings);
+        let db = Db::connect(
+            &db_url,
+            settings.database.pool_size,
+            settings.database.connect_timeout.get(),
+        )?;
+        match policy {
+            MigrationPolicy::Apply => {
+                let applied = db.migrate()?;
+                if !applied.is_empty() {
+                    tracing::info!(?applied, "database migrations applied");
+                }
+            }
+            MigrationPolicy::Require => {
+                if db.has_pending_migrations()? {
+                    return Err(InitError::PendingMigrations);
+                }
+            }
+        }
+        let master_key = match &settings.security.master_key {
+            Some(encoded) => MasterKey::from_base64(encoded.expose())?,
+            None => {
+                if db.backend() == Backend::Postgres {
+                    tracing::warn!(
+                        "no CONSENT_MASTER_KEY configured: using the data directory's key; every \
+                         instance sharing this database must use the same master key"
+                    );
+                }
+                MasterKey::load_or_generate(&settings.server.data_dir.join("master.key"))?
+            }
+        };
+        let cache = cache::build(
+            settings.redis.url.as_ref().map(|u| u.expose().as_str()),
+            &settings.redis.key_prefix,
+        )?;
+        Ok(Self {
+            audit: audit::AuditLog::new(db.clone()),
+            rate_limiter: ratelimit::RateLimiter::new(cache.clone()),
+            settings: Arc::new(settings),
+            db,
+            cache,
+            master_key,
+            clock,
+        })
+    }
+
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.clock.now()
+    }
+}
+
+/// The configured database URL, or the embedded SQLite file in the data directory.
+pub fn database_url(settings: &Settings) -> String {
+    match &settings.database.url {
+        Some(url) => url.expose().clone(),
+        None => settings
+            .server
+            .data_dir
+            .join("consent.db")
+            .to_string_lossy()
+            .into_owned(),
+    }
+}

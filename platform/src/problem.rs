@@ -1,0 +1,280 @@
+//! One error shape for every JSON API: RFC 9457 problem details (`application/problem+json`).
+//!
+//! Typed errors become an [`ApiError`] in exactly one place each (`From` impls below); the client
+//! sees a clean title and detail, while `Debug`/logs keep the whole cause chain. OAuth endpoints
+//! use their own RFC 6749 shape (in the consent crate), not this one.
+
+use std::fmt;
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpResponse, ResponseError};
+use serde::{Deserialize, Serialize};
+
+use crate::cache::CacheError;
+use crate::storage::StorageError;
+
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// RFC 9457 problem details.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[schema(example = json!({
+    "type": "https://consent.example/problems/validation",
+    "title": "Invalid request",
+    "status": 400,
+    "detail": "redirect_uris[0]: must be an absolute https URL"
+}))]
+pub struct Problem {
+    /// A URI identifying the problem type.
+    #[serde(rename = "type")]
+    pub type_uri: String,
+    /// Short, human-readable summary of the problem type.
+    pub title: String,
+    /// HTTP status code.
+    pub status: u16,
+    /// Explanation specific to this occurrence.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// Field-level errors, when the request body failed validation.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub errors: Vec<FieldError>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct FieldError {
+    /// JSON pointer-ish path of the offending field, e.g. `redirect_uris[0]`.
+    pub field: String,
+    pub message: String,
+}
+
+/// Errors a JSON handler can return.
+#[derive(thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("invalid request")]
+    Validation(Vec<FieldError>),
+    #[error("authentication required")]
+    Unauthorized,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("unsupported media type: {0}")]
+    UnsupportedMediaType(String),
+    #[error("payload too large")]
+    PayloadTooLarge,
+    #[error("too many requests")]
+    TooManyRequests { retry_after_secs: u64 },
+    #[error("service temporarily unavailable")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("internal error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl fmt::Debug for ApiError {
+    // Debug prints the whole cause chain for logs; Display (what clients see) stays clean.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{self}")?;
+        let mut source = std::error::Error::source(self);
+        while let Some(cause) = source {
+            write!(f, "\n  caused by: {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
+
+impl ApiError {
+    pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError::Validation(vec![FieldError {
+            field: field.into(),
+            message: message.into(),
+        }])
+    }
+
+    pub fn internal(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        ApiError::Internal(Box::new(e))
+    }
+
+    fn slug(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(_) => "bad-request",
+            ApiError::Validation(_) => "validation",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::NotFound(_) => "not-found",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::UnsupportedMediaType(_) => "unsupported-media-type",
+            ApiError::PayloadTooLarge => "payload-too-large",
+            ApiError::TooManyRequests { .. } => "rate-limited",
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    pub fn to_problem(&self) -> Problem {
+        let status = self.status_code();
+        let (title, detail, errors) = match self {
+            ApiError::Validation(errs) => (
+                "Invalid request".to_string(),
+                Some(
+                    errs.iter()
+                        .map(|e| format!("{}: {}", e.field, e.message))
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                ),
+                errs.clone(),
+            ),
+            ApiError::Internal(_) => (
+                "Internal server error".to_string(),
+                Some("an unexpected error occurred; it has been logged".to_string()),
+                vec![],
+            ),
+            other => (
+                status.canonical_reason().unwrap_or("Error").to_string(),
+                Some(other.to_string()),
+                vec![],
+            ),
+        };
+        Problem {
+            type_uri: format!("/problems/{}", self.slug()),
+            title,
+            status: status.as_u16(),
+            detail,
+            errors,
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) | ApiError::Validation(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if matches!(self, ApiError::Internal(_) | ApiError::Unavailable(_)) {
+            tracing::error!(error = ?self, "request failed");
+        }
+        let mut resp = HttpResponse::build(self.status_code());
+        resp.insert_header((header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON)));
+        resp.insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
+        match self {
+            ApiError::Unauthorized => {
+                resp.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
+            }
+            ApiError::TooManyRequests { retry_after_secs } => {
+                resp.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
+            }
+            _ => {}
+        }
+        resp.body(serde_json::to_string(&self.to_problem()).unwrap_or_default())
+    }
+}
+
+impl From<StorageError> for ApiError {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::NotFound => ApiError::NotFound("resource"),
+            StorageError::Conflict(_) => ApiError::Conflict("the resource already exists".into()),
+            StorageError::Unavailable(_) => ApiError::Unavailable(Box::new(e)),
+            other => ApiError::Internal(Box::new(other)),
+        }
+    }
+}
+
+impl From<CacheError> for ApiError {
+    fn from(e: CacheError) -> Self {
+        ApiError::Unavailable(Box::new(e))
+    }
+}
+
+/// Turns actix's body/query/path extractor failures into 400/413/415 problems (registered as the
+/// error handler of `JsonConfig`, `QueryConfig`, `PathConfig` and `FormConfig`).
+pub fn json_error(err: actix_web::error::JsonPayloadError) -> ApiError {
+    use actix_web::error::JsonPayloadError as E;
+    match err {
+        E::ContentType => ApiError::UnsupportedMediaType("expected application/json".into()),
+        E::OverflowKnownLength { .. } | E::Overflow { .. } => ApiError::PayloadTooLarge,
+        E::Deserialize(e) if e.is_data() => ApiError::BadRequest(format!("invalid JSON body: {e}")),
+        E::Deserialize(e) => ApiError::BadRequest(format!("malformed JSON: {e}")),
+        other => ApiError::BadRequest(format!("unreadable body: {other}")),
+    }
+}
+
+pub fn query_error(err: actix_web::error::QueryPayloadError) -> ApiError {
+    ApiError::BadRequest(format!("invalid query string: {err}"))
+}
+
+pub fn path_error(err: actix_web::error::PathError) -> ApiError {
+    ApiError::BadRequest(format!("invalid path parameter: {err}"))
+}
+
+pub fn form_error(err: actix_web::error::UrlencodedError) -> ApiError {
+    use actix_web::error::UrlencodedError as E;
+    match err {
+        E::ContentType => {
+            ApiError::UnsupportedMediaType("expected application/x-www-form-urlencoded".into())
+        }
+        E::Overflow { .. } | E::UnknownLength => ApiError::PayloadTooLarge,
+        other => ApiError::BadRequest(format!("invalid form body: {other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::body::MessageBody;
+
+    #[test]
+    fn internal_errors_hide_their_cause_from_clients_but_not_from_logs() {
+        let e = ApiError::internal(std::io::Error::other("disk on fire at /var/secret"));
+        let p = e.to_problem();
+        assert_eq!(p.status, 500);
+        assert!(!p.detail.unwrap().contains("disk"));
+        assert!(format!("{e:?}").contains("disk on fire"));
+    }
+
+    #[test]
+    fn problems_have_the_documented_shape() {
+        let resp = ApiError::field("redirect_uris[0]", "must be https").error_response();
+        assert_eq!(resp.status(), 400);
+        assert_eq!(resp.headers().get("content-type").unwrap(), PROBLEM_JSON);
+        let body = resp.into_body().try_into_bytes().unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["type"], "/problems/validation");
+        assert_eq!(v["status"], 400);
+        assert_eq!(v["errors"][0]["field"], "redirect_uris[0]");
+        let resp = ApiError::TooManyRequests {
+            retry_after_secs: 7,
+        }
+        .error_response();
+        assert_eq!(resp.headers().get("retry-after").unwrap(), "7");
+    }
+
+    #[test]
+    fn storage_errors_map_in_one_place() {
+        assert_eq!(ApiError::from(StorageError::NotFound).status_code(), 404);
+        assert_eq!(
+            ApiError::from(StorageError::Conflict("x".into())).status_code(),
+            409
+        );
+        assert_eq!(
+            ApiError::from(StorageError::Unavailable("pool".into())).status_code(),
+            503
+        );
+    }
+}

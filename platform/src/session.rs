@@ -1,0 +1,189 @@
+//! Browser sessions and CSRF tokens for customers, developers and staff.
+//!
+//! A session cookie carries a random [`PlainToken`]; the database stores only its SHA-256, the
+//! subject, an expiry and the session's CSRF token (synchronizer-token pattern: every state-
+//! changing form carries it and [`Session::check_csrf`] compares in constant time). Each kind of
+//! user has its own cookie, so a developer session can never act as staff.
+//!
+//! Forms shown before login use a double-submit token instead ([`LoginCsrf`]).
+
+use chrono::{DateTime, Duration, SubsecRound, Utc};
+use diesel::prelude::*;
+
+use crate::crypto::{PlainToken, constant_time_eq, random_id};
+use crate::storage::schema::sessions;
+use crate::storage::{AnyConnection, StorageResult};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionKind {
+    Customer,
+    Developer,
+    Staff,
+}
+
+impl SessionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionKind::Customer => "customer",
+            SessionKind::Developer => "developer",
+            SessionKind::Staff => "staff",
+        }
+    }
+
+    /// Cookie name of this kind of session.
+    pub fn cookie_name(self) -> &'static str {
+        match self {
+            SessionKind::Customer => "consent_customer",
+            SessionKind::Developer => "consent_developer",
+            SessionKind::Staff => "consent_staff",
+        }
+    }
+
+    /// Idle-independent absolute lifetime: short for staff, longer for others.
+    pub fn lifetime(self) -> Duration {
+        match self {
+            SessionKind::Customer => Duration::hours(1),
+            SessionKind::Developer => Duration::hours(8),
+            SessionKind::Staff => Duration::hours(4),
+        }
+    }
+}
+
+/// A live session.
+#[derive(Clone)]
+pub struct Session {
+    pub kind: SessionKind,
+    pub subject_id: String,
+    pub csrf_token: String,
+    pub expires_at: DateTime<Utc>,
+    id_hash: String,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("kind", &self.kind)
+            .field("subject_id", &self.subject_id)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    /// Constant-time check of a submitted CSRF token.
+    pub fn check_csrf(&self, submitted: &str) -> bool {
+        constant_time_eq(self.csrf_token.as_bytes(), submitted.as_bytes())
+    }
+}
+
+/// Creates a session; returns the cookie value (shown once, stored hashed) and the session.
+pub fn create(
+    conn: &mut AnyConnection,
+    kind: SessionKind,
+    subject_id: &str,
+    now: DateTime<Utc>,
+) -> StorageResult<(PlainToken, Session)> {
+    let token = PlainToken::generate("sess_");
+    let id_hash = token.hash().as_str().to_string();
+    let csrf_token = random_id("csrf_");
+    let expires_at = (now + kind.lifetime()).trunc_subsecs(0);
+    diesel::insert_into(sessions::table)
+        .values((
+            sessions::id_hash.eq(&id_hash),
+            sessions::subject_type.eq(kind.as_str()),
+            sessions::subject_id.eq(subject_id),
+            sessions::csrf_token.eq(&csrf_token),
+            sessions::created_at.eq(now.naive_utc()),
+            sessions::expires_at.eq(expires_at.naive_utc()),
+        ))
+        .execute(conn)?;
+    Ok((
+        token,
+        Session {
+            kind,
+            subject_id: subject_id.to_string(),
+            csrf_token,
+            expires_at,
+            id_hash,
+        },
+    ))
+}
+
+/// Looks up a live session of `kind` by its cookie value.
+pub fn load(
+    conn: &mut AnyConnection,
+    kind: SessionKind,
+    cookie_value: &str,
+    now: DateTime<Utc>,
+) -> StorageResult<Option<Session>> {
+    let id_hash = PlainToken::from_presented(cookie_value)
+        .hash()
+        .as_str()
+        .to_string();
+    let row: Option<(String, String, chrono::NaiveDateTime)> = sessions::table
+        .filter(sessions::id_hash.eq(&id_hash))
+        .filter(sessions::subject_type.eq(kind.as_str()))
+        .filter(sessions::expires_at.gt(now.naive_utc()))
+        .select((
+            sessions::subject_id,
+            sessions::csrf_token,
+            sessions::expires_at,
+        ))
+        .first(conn)
+        .optional()?;
+    Ok(row.map(|(subject_id, csrf_token, expires_at)| Session {
+        kind,
+        subject_id,
+        csrf_token,
+        expires_at: expires_at.and_utc(),
+        id_hash,
+    }))
+}
+
+/// Ends a session (logout).
+pub fn delete(conn: &mut AnyConnection, session: &Session) -> StorageResult<()> {
+    diesel::delete(sessions::table.filter(sessions::id_hash.eq(&session.id_hash))).execute(conn)?;
+    Ok(())
+}
+
+/// Ends every session of a subject (password change, account suspension).
+pub fn delete_all_for(
+    conn: &mut AnyConnection,
+    kind: SessionKind,
+    subject_id: &str,
+) -> StorageResult<usize> {
+    Ok(diesel::delete(
+        sessions::table
+            .filter(sessions::subject_type.eq(kind.as_str()))
+            .filter(sessions::subject_id.eq(subject_id)),
+    )
+    .execute(conn)?)
+}
+
+/// Removes expired sessions (called by the periodic sweep).
+pub fn purge_expired(conn: &mut AnyConnection, now: DateTime<Utc>) -> StorageResult<usize> {
+    Ok(
+        diesel::delete(sessions::table.filter(sessions::expires_at.le(now.naive_utc())))
+            .execute(conn)?,
+    )
+}
+
+/// Double-submit CSRF token for forms shown before login: a random value in a cookie
+/// ([`LoginCsrf::COOKIE`]) that the form must echo.
+#[derive(Debug)]
+pub struct LoginCsrf;
+
+impl LoginCsrf {
+    pub const COOKIE: &'static str = "consent_csrf";
+
+    pub fn generate() -> String {
+        random_id("lcsrf_")
+    }
+
+    pub fn check(cookie: Option<&str>, submitted: &str) -> bool {
+        match cookie {
+            Some(c) if c.len() >= 16 => constant_time_eq(c.as_bytes(), submitted.as_bytes()),
+            _ => false,
+        }
+    }
+}

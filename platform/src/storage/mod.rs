@@ -1,0 +1,281 @@
+//! Storage: diesel over SQLite (embedded default) or PostgreSQL, one code path, chosen by URL.
+//!
+//! Queries are synchronous diesel calls run on tokio's blocking pool through [`Db::run`] /
+//! [`Db::write`], so they never stall the async executor. Writes go through [`Db::write`], which
+//! opens an `IMMEDIATE` transaction on SQLite (taking the write lock up front avoids
+//! deadlock-prone lock upgrades) and a normal transaction on PostgreSQL.
+
+pub mod models;
+pub mod schema;
+
+use std::path::Path;
+use std::time::Duration;
+
+use diesel::connection::SimpleConnection;
+use diesel::pg::PgConnection;
+use diesel::prelude::*;
+use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnection};
+use diesel::sqlite::SqliteConnection;
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+
+pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/sqlite");
+pub const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/postgres");
+
+/// One connection type over both backends.
+#[derive(diesel::MultiConnection)]
+pub enum AnyConnection {
+    Postgresql(PgConnection),
+    Sqlite(SqliteConnection),
+}
+
+impl std::fmt::Debug for AnyConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AnyConnection::Postgresql(_) => "AnyConnection::Postgresql",
+            AnyConnection::Sqlite(_) => "AnyConnection::Sqlite",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Storage failures, mapped to HTTP in exactly one place (`crate::problem`).
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("record not found")]
+    NotFound,
+    #[error("conflicting record: {0}")]
+    Conflict(String),
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("database error: {0}")]
+    Query(#[source] diesel::result::Error),
+    #[error("migration failed: {0}")]
+    Migration(String),
+    #[error("invalid database url: {0}")]
+    InvalidUrl(String),
+}
+
+impl From<diesel::result::Error> for StorageError {
+    fn from(e: diesel::result::Error) -> Self {
+        use diesel::result::{DatabaseErrorKind, Error};
+        match e {
+            Error::NotFound => StorageError::NotFound,
+            Error::DatabaseError(DatabaseErrorKind::UniqueViolation, info) => {
+                StorageError::Conflict(info.message().to_string())
+            }
+            Error::DatabaseError(DatabaseErrorKind::ClosedConnection, info) => {
+                StorageError::Unavailable(info.message().to_string())
+            }
+            other => StorageError::Query(other),
+        }
+    }
+}
+
+impl From<diesel::r2d2::PoolError> for StorageError {
+    fn from(e: diesel::r2d2::PoolError) -> Self {
+        StorageError::Unavailable(e.to_string())
+    }
+}
+
+pub type StorageResult<T> = Result<T, StorageError>;
+
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// Applies per-connection SQLite settings: WAL for concurrent readers, a busy timeout instead of
+/// immediate `SQLITE_BUSY`, enforced foreign keys, and `synchronous=FULL` so an acknowledged
+/// write survives power loss.
+#[derive(Debug)]
+struct SqlitePragmas;
+
+impl CustomizeConnection<AnyConnection, diesel::r2d2::Error> for SqlitePragmas {
+    fn on_acquire(&self, conn: &mut AnyConnection) -> Result<(), diesel::r2d2::Error> {
+        if let AnyConnection::Sqlite(c) = conn {
+            // busy_timeout first, so the remaining statements wait instead of failing with
+            // "database is locked" while other pool connections open. WAL is set once in
+            // `Db::connect` (it is persistent in the file).
+            c.batch_execute(
+                "PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;",
+            )
+            .map_err(diesel::r2d2::Error::QueryError)?;
+        }
+        Ok(())
+    }
+}
+
+/// A pool of connections to one database.
+#[derive(Clone)]
+pub struct Db {
+    pool: Pool<ConnectionManager<AnyConnection>>,
+    backend: Backend,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db")
+            .field("backend", &self.backend)
+            .finish()
+    }
+}
+
+impl Db {
+    /// Connects to `url` (`postgres://...`, `sqlite://path`, or a file path).
+    pub fn connect(url: &str, pool_size: u32, connect_timeout: Duration) -> StorageResult<Self> {
+        let (backend, conn_url) = if is_postgres_url(url) {
+            (Backend::Postgres, url.to_string())
+        } else {
+            let path = url.strip_prefix("sqlite://").unwrap_or(url);
+            if path.is_empty() {
+                return Err(StorageError::InvalidUrl("empty SQLite path".into()));
+            }
+            if let Some(parent) = Path::new(path)
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+            {
+                std::fs::create_dir_all(parent).map_err(|e| {
+                    StorageError::InvalidUrl(format!("cannot create {}: {e}", parent.display()))
+                })?;
+            }
+            // WAL lets readers proceed during a write; it is a property of the file, so set it
+            // once on a dedicated connection before the pool opens its connections.
+            let mut c = SqliteConnection::establish(path)
+                .map_err(|e| StorageError::Unavailable(e.to_string()))?;
+            c.batch_execute("PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL;")?;
+            (Backend::Sqlite, path.to_string())
+        };
+        let manager = ConnectionManager::<AnyConnection>::new(conn_url);
+        let pool = Pool::builder()
+            .max_size(pool_size)
+            .connection_timeout(connect_timeout)
+            .connection_customizer(Box::new(SqlitePragmas))
+            .build(manager)?;
+        Ok(Self { pool, backend })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    fn conn(&self) -> StorageResult<PooledConnection<ConnectionManager<AnyConnection>>> {
+        Ok(self.pool.get()?)
+    }
+
+    /// Applies pending migrations for this backend; returns the versions applied.
+    pub fn migrate(&self) -> StorageResult<Vec<String>> {
+        let mut conn = self.conn()?;
+        let applied = match &mut *conn {
+            AnyConnection::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS),
+            AnyConnection::Postgresql(c) => c.run_pending_migrations(POSTGRES_MIGRATIONS),
+        }
+        .map_err(|e| StorageError::Migration(e.to_string()))?;
+        Ok(applied.into_iter().map(|v| v.to_string()).collect())
+    }
+
+    pub fn has_pending_migrations(&self) -> StorageResult<bool> {
+        let mut conn = self.conn()?;
+        match &mut *conn {
+            AnyConnection::Sqlite(c) => c.has_pending_migration(SQLITE_MIGRATIONS),
+            AnyConnection::Postgresql(c) => c.has_pending_migration(POSTGRES_MIGRATIONS),
+        }
+        .map_err(|e| StorageError::Migration(e.to_string()))
+    }
+
+    /// Reverts every applied migration (used by tests and `consent migrate --revert-all`).
+    pub fn revert_all(&self) -> StorageResult<Vec<String>> {
+        let mut conn = self.conn()?;
+        let reverted = match &mut *conn {
+            AnyConnection::Sqlite(c) => c.revert_all_migrations(SQLITE_MIGRATIONS),
+            AnyConnection::Postgresql(c) => c.revert_all_migrations(POSTGRES_MIGRATIONS),
+        }
+        .map_err(|e| StorageError::Migration(e.to_string()))?;
+        Ok(reverted.into_iter().map(|v| v.to_string()).collect())
+    }
+
+    /// Runs `f` on a pooled connection on the blocking thread pool.
+    pub async fn run<T, F>(&self, f: F) -> StorageResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut AnyConnection) -> StorageResult<T> + Send + 'static,
+    {
+        let db = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = db.conn()?;
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| StorageError::Unavailable(format!("database task failed: {e}")))?
+    }
+
+    /// Runs `f` inside one write transaction: every acknowledged write is committed before the
+    /// caller answers, and an error rolls everything back (no partial writes).
+    pub async fn write<T, F>(&self, f: F) -> StorageResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut AnyConnection) -> StorageResult<T> + Send + 'static,
+    {
+        self.run(move |conn| write_tx(conn, f)).await
+    }
+
+    /// Synchronous variant of [`Db::write`] for CLI commands and blocking contexts.
+    pub fn write_blocking<T, F>(&self, f: F) -> StorageResult<T>
+    where
+        F: FnOnce(&mut AnyConnection) -> StorageResult<T>,
+    {
+        let mut conn = self.conn()?;
+        write_tx(&mut conn, f)
+    }
+
+    /// Synchronous read for CLI commands and blocking contexts.
+    pub fn run_blocking<T, F>(&self, f: F) -> StorageResult<T>
+    where
+        F: FnOnce(&mut AnyConnection) -> StorageResult<T>,
+    {
+        let mut conn = self.conn()?;
+        f(&mut conn)
+    }
+
+    /// Cheap liveness query for `/readyz`.
+    pub async fn ping(&self) -> StorageResult<()> {
+        self.run(|conn| {
+            diesel::sql_query("SELECT 1").execute(conn)?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// A write transaction on an existing connection (see [`Db::write`]).
+pub fn write_tx<T, F>(conn: &mut AnyConnection, f: F) -> StorageResult<T>
+where
+    F: FnOnce(&mut AnyConnection) -> StorageResult<T>,
+{
+    use diesel::connection::{AnsiTransactionManager, TransactionManager};
+    if let AnyConnection::Sqlite(c) = conn {
+        // `BEGIN IMMEDIATE` through diesel's transaction manager (as
+        // `SqliteConnection::immediate_transaction` does), so nested transactions inside `f`
+        // become savepoints; the multi-connection delegates its transaction state to `c`.
+        AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE")?;
+        let result = f(conn);
+        let AnyConnection::Sqlite(c) = conn else {
+            unreachable!("the backend of a connection does not change")
+        };
+        return match result {
+            Ok(v) => {
+                AnsiTransactionManager::commit_transaction(c)?;
+                Ok(v)
+            }
+            Err(e) => {
+                // A failed rollback marks the connection broken; r2d2 then discards it.
+                let _ = AnsiTransactionManager::rollback_transaction(c);
+                Err(e)
+            }
+        };
+    }
+    conn.transaction(f)
+}

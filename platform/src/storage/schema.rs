@@ -1,0 +1,314 @@
+//! Diesel schema shared by both backends (kept in step with `migrations/{sqlite,postgres}`;
+//! the migration tests fail if a column here is missing from either backend).
+
+diesel::table! {
+    customers (id) {
+        id -> Text,
+        username -> Text,
+        display_name -> Text,
+        password_hash -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    accounts (id) {
+        id -> Text,
+        customer_id -> Text,
+        name -> Text,
+        masked_number -> Text,
+        currency -> Text,
+        balance_minor -> BigInt,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    merchants (id) {
+        id -> Text,
+        name -> Text,
+        category -> Text,
+    }
+}
+
+diesel::table! {
+    transactions (id) {
+        id -> Text,
+        account_id -> Text,
+        booked_at -> Timestamp,
+        amount_minor -> BigInt,
+        currency -> Text,
+        merchant_id -> Text,
+        description -> Text,
+    }
+}
+
+diesel::table! {
+    staff (id) {
+        id -> Text,
+        username -> Text,
+        display_name -> Text,
+        password_hash -> Text,
+        status -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    developers (id) {
+        id -> Text,
+        email -> Text,
+        display_name -> Text,
+        password_hash -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    kyc_submissions (id) {
+        id -> Text,
+        developer_id -> Text,
+        status -> Text,
+        legal_name_enc -> Text,
+        registration_number_enc -> Text,
+        country -> Text,
+        address_enc -> Text,
+        contact_enc -> Text,
+        documents_enc -> Text,
+        decision_reason -> Nullable<Text>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+        submitted_at -> Nullable<Timestamp>,
+        decided_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    kyc_reviews (id) {
+        id -> Text,
+        submission_id -> Text,
+        staff_id -> Text,
+        decision -> Text,
+        justification -> Text,
+        round -> Integer,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    clients (id) {
+        id -> Text,
+        developer_id -> Text,
+        name -> Text,
+        environment -> Text,
+        redirect_uris -> Text,
+        auth_method -> Text,
+        secret_hash -> Text,
+        allowed_actions -> Text,
+        webhook_url -> Nullable<Text>,
+        webhook_secret_enc -> Nullable<Text>,
+        dormancy_days -> Nullable<Integer>,
+        status -> Text,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    grants (id) {
+        id -> Text,
+        customer_id -> Text,
+        client_id -> Text,
+        status -> Text,
+        authorization_details -> Text,
+        created_at -> Timestamp,
+        authorized_at -> Nullable<Timestamp>,
+        expires_at -> Timestamp,
+        last_used_at -> Nullable<Timestamp>,
+        revoked_at -> Nullable<Timestamp>,
+        revoked_by -> Nullable<Text>,
+        warned_at -> Nullable<Timestamp>,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    refresh_tokens (id) {
+        id -> Text,
+        token_hash -> Text,
+        grant_id -> Text,
+        family_id -> Text,
+        status -> Text,
+        created_at -> Timestamp,
+        used_at -> Nullable<Timestamp>,
+        expires_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    issued_tokens (revocation_id) {
+        revocation_id -> Text,
+        grant_id -> Text,
+        family_id -> Nullable<Text>,
+        token_hash -> Nullable<Text>,
+        expires_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    authorization_requests (id) {
+        id -> Text,
+        client_id -> Text,
+        redirect_uri -> Text,
+        state -> Nullable<Text>,
+        code_challenge -> Text,
+        authorization_details -> Text,
+        status -> Text,
+        customer_id -> Nullable<Text>,
+        grant_id -> Nullable<Text>,
+        created_at -> Timestamp,
+        expires_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    authorization_codes (code_hash) {
+        code_hash -> Text,
+        grant_id -> Text,
+        client_id -> Text,
+        redirect_uri -> Text,
+        code_challenge -> Text,
+        created_at -> Timestamp,
+        expires_at -> Timestamp,
+        used_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    revocations (seq) {
+        seq -> BigInt,
+        grant_id -> Text,
+        revocation_id -> Nullable<Text>,
+        reason -> Text,
+        revoked_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    signing_keys (kid) {
+        kid -> BigInt,
+        algorithm -> Text,
+        public_key -> Text,
+        private_key_enc -> Text,
+        status -> Text,
+        created_at -> Timestamp,
+        retired_at -> Nullable<Timestamp>,
+        publish_until -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    audit_events (seq) {
+        seq -> BigInt,
+        event_id -> Text,
+        occurred_at -> Timestamp,
+        actor_type -> Text,
+        actor_id -> Text,
+        action -> Text,
+        target_type -> Text,
+        target_id -> Text,
+        details -> Text,
+        chain_index -> Nullable<BigInt>,
+        prev_hash -> Nullable<Text>,
+        hash -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    audit_chain_head (id) {
+        id -> Integer,
+        last_index -> BigInt,
+        last_hash -> Text,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    approval_requests (id) {
+        id -> Text,
+        action -> Text,
+        target_type -> Text,
+        target_id -> Text,
+        payload -> Text,
+        justification -> Text,
+        requested_by -> Text,
+        status -> Text,
+        decided_by -> Nullable<Text>,
+        decision_justification -> Nullable<Text>,
+        created_at -> Timestamp,
+        decided_at -> Nullable<Timestamp>,
+        expires_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    webhook_outbox (id) {
+        id -> Text,
+        client_id -> Text,
+        event_type -> Text,
+        payload -> Text,
+        status -> Text,
+        attempts -> Integer,
+        next_attempt_at -> Timestamp,
+        last_error -> Nullable<Text>,
+        created_at -> Timestamp,
+        delivered_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    sessions (id_hash) {
+        id_hash -> Text,
+        subject_type -> Text,
+        subject_id -> Text,
+        csrf_token -> Text,
+        created_at -> Timestamp,
+        expires_at -> Timestamp,
+    }
+}
+
+diesel::joinable!(accounts -> customers (customer_id));
+diesel::joinable!(transactions -> accounts (account_id));
+diesel::joinable!(transactions -> merchants (merchant_id));
+diesel::joinable!(kyc_submissions -> developers (developer_id));
+diesel::joinable!(kyc_reviews -> kyc_submissions (submission_id));
+diesel::joinable!(clients -> developers (developer_id));
+diesel::joinable!(grants -> clients (client_id));
+diesel::joinable!(grants -> customers (customer_id));
+diesel::joinable!(refresh_tokens -> grants (grant_id));
+diesel::joinable!(issued_tokens -> grants (grant_id));
+diesel::joinable!(authorization_codes -> grants (grant_id));
+
+diesel::allow_tables_to_appear_in_same_query!(
+    customers,
+    accounts,
+    merchants,
+    transactions,
+    staff,
+    developers,
+    kyc_submissions,
+    kyc_reviews,
+    clients,
+    grants,
+    refresh_tokens,
+    issued_tokens,
+    authorization_requests,
+    authorization_codes,
+    revocations,
+    signing_keys,
+    audit_events,
+    audit_chain_head,
+    approval_requests,
+    webhook_outbox,
+    sessions,
+);

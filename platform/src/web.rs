@@ -1,0 +1,120 @@
+//! Small actix helpers shared by the consent server and the developer portal: session cookies
+//! and session lookup from a request. (Like `problem`, this is HTTP glue, not a service.)
+
+use actix_web::HttpRequest;
+use actix_web::cookie::{Cookie, SameSite, time};
+
+use maud::{DOCTYPE, Markup, html};
+
+use crate::Platform;
+use crate::crypto::PlainToken;
+use crate::problem::ApiError;
+use crate::session::{self, LoginCsrf, Session, SessionKind};
+
+/// Whether cookies get the `Secure` flag: configured, or implied by an https public URL.
+pub fn secure_cookies(platform: &Platform) -> bool {
+    platform
+        .settings
+        .security
+        .secure_cookies
+        .unwrap_or_else(|| {
+            platform
+                .settings
+                .server
+                .public_url
+                .as_deref()
+                .is_some_and(|u| u.starts_with("https://"))
+        })
+}
+
+/// The session cookie: HttpOnly, SameSite=Lax (sent on the top-level GET that an OAuth redirect
+/// makes, never on cross-site POSTs), Secure when served over https.
+pub fn session_cookie(
+    platform: &Platform,
+    kind: SessionKind,
+    token: &PlainToken,
+) -> Cookie<'static> {
+    Cookie::build(kind.cookie_name(), token.expose().to_string())
+        .path("/")
+        .http_only(true)
+        .secure(secure_cookies(platform))
+        .same_site(SameSite::Lax)
+        .max_age(time::Duration::seconds(kind.lifetime().num_seconds()))
+        .finish()
+}
+
+/// A cookie that deletes the session cookie of `kind`.
+pub fn clear_session_cookie(platform: &Platform, kind: SessionKind) -> Cookie<'static> {
+    let mut c = Cookie::build(kind.cookie_name(), "")
+        .path("/")
+        .http_only(true)
+        .secure(secure_cookies(platform))
+        .same_site(SameSite::Lax)
+        .finish();
+    c.make_removal();
+    c
+}
+
+/// The pre-login CSRF cookie (double-submit): SameSite=Strict, HttpOnly.
+pub fn login_csrf_cookie(platform: &Platform, value: &str) -> Cookie<'static> {
+    Cookie::build(LoginCsrf::COOKIE, value.to_string())
+        .path("/")
+        .http_only(true)
+        .secure(secure_cookies(platform))
+        .same_site(SameSite::Strict)
+        .max_age(time::Duration::hours(1))
+        .finish()
+}
+
+/// The live session of `kind` on this request, if any.
+pub async fn current_session(
+    platform: &Platform,
+    req: &HttpRequest,
+    kind: SessionKind,
+) -> Result<Option<Session>, ApiError> {
+    let Some(cookie) = req.cookie(kind.cookie_name()) else {
+        return Ok(None);
+    };
+    let value = cookie.value().to_string();
+    if value.is_empty() || value.len() > 200 {
+        return Ok(None);
+    }
+    let now = platform.now();
+    Ok(platform
+        .db
+        .run(move |c| session::load(c, kind, &value, now))
+        .await?)
+}
+
+/// The bearer token of an `Authorization: Bearer ...` header, if present and well-formed.
+pub fn bearer_token(req: &HttpRequest) -> Option<&str> {
+    let value = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && token.len() <= 4096)
+        .then_some(token.trim())
+}
+
+/// Shared page chrome for every server-rendered page: inline styles only, no scripts, no
+/// external assets (nothing is fetched from a CDN). Maud escapes every interpolated value.
+pub fn page(title: &str, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) }
+                style { (maud::PreEscaped(STYLE)) }
+            }
+            body { main { (body) } }
+        }
+    }
+}
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:46rem;margin:2rem auto;\
+padding:0 1rem;color:#1b1f24;line-height:1.5}a{color:#0b5cad}h1{font-size:1.6rem}\
+ul.links li{margin:.4rem 0}.muted{color:#57606a;font-size:.9rem}";
