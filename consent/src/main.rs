@@ -1,0 +1,239 @@
+//! The `consent` binary: loads configuration, sets up logging, and dispatches a subcommand.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use consent::{Application, ServeOptions};
+use platform::config::Settings;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "consent",
+    version,
+    about = "Granular, time-boxed consent service (OAuth2 + Biscuit)"
+)]
+struct Cli {
+    /// TOML configuration file (defaults -> this file -> CONSENT_* environment variables).
+    #[arg(long, global = true, env = "CONSENT_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server (applies migrations in embedded SQLite mode).
+    Serve {
+        /// Seed demo customers, staff, developer and client (idempotent) and print how to log in.
+        #[arg(long)]
+        demo: bool,
+        /// Address to listen on [default: 127.0.0.1:8080].
+        #[arg(long)]
+        bind: Option<String>,
+        /// Data directory (SQLite file, generated master key) [default: ./data].
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Apply pending database migrations and exit.
+    Migrate {
+        /// Data directory, for the embedded SQLite database.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Print the OpenAPI document.
+    Openapi,
+    /// Run one grant lifecycle pass (expiry and dormancy) and exit; `serve` runs it periodically.
+    Sweep {
+        /// Data directory, for the embedded SQLite database.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Signing keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Staff administration.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Make a new active Ed25519 signing key; the old one stays published until every token it
+    /// signed has expired. Running instances pick the new key up within 30 seconds.
+    Rotate {
+        /// Data directory, for the embedded SQLite database.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Create a staff user (password from CONSENT_ADMIN_PASSWORD, else generated and printed once).
+    Create {
+        #[arg(long)]
+        username: String,
+        #[arg(long)]
+        display_name: String,
+        /// Data directory, for the embedded SQLite database.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+fn load(
+    cli_config: Option<&std::path::Path>,
+    bind: Option<String>,
+    data_dir: Option<PathBuf>,
+) -> anyhow::Result<Settings> {
+    let mut settings = Settings::load(cli_config)?;
+    if let Some(bind) = bind {
+        settings.server.bind = bind;
+    }
+    if let Some(dir) = data_dir {
+        settings.server.data_dir = dir;
+    }
+    Ok(settings)
+}
+
+/// Opens storage for a one-off command: migrates an embedded SQLite database, but requires a
+/// shared PostgreSQL one to be migrated already (as `serve` does).
+fn init_platform(settings: Settings) -> anyhow::Result<platform::Platform> {
+    let policy = if settings.uses_postgres() {
+        platform::MigrationPolicy::Require
+    } else {
+        platform::MigrationPolicy::Apply
+    };
+    Ok(platform::Platform::init(
+        settings,
+        std::sync::Arc::new(platform::clock::SystemClock),
+        policy,
+    )?)
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Openapi => {
+            println!("{}", consent::openapi::spec_json());
+            Ok(())
+        }
+        Command::Sweep { data_dir } => {
+            let settings = load(cli.config.as_deref(), None, data_dir)?;
+            consent::telemetry::init_tracing(settings.server.log_format);
+            let platform = init_platform(settings)?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let report = runtime.block_on(consent::lifecycle::run_once(&platform))?;
+            platform.db.run_blocking(platform::audit::link_all)?;
+            println!("expired: {}, dormant: {}", report.expired, report.dormant);
+            Ok(())
+        }
+        Command::Keys {
+            command: KeysCommand::Rotate { data_dir },
+        } => {
+            let settings = load(cli.config.as_deref(), None, data_dir)?;
+            consent::telemetry::init_tracing(settings.server.log_format);
+            let access_ttl = settings.tokens.access_token_ttl.as_chrono();
+            let platform = init_platform(settings)?;
+            let now = platform.now();
+            let kid = platform.db.run_blocking(|c| {
+                consent::oauth::keys::load_or_init(c, &platform.master_key, now)?;
+                consent::oauth::keys::rotate(
+                    c,
+                    &platform.master_key,
+                    now,
+                    access_ttl,
+                    platform::audit::Actor::system("cli"),
+                )
+            })?;
+            platform.db.run_blocking(platform::audit::link_all)?;
+            println!(
+                "new active signing key: kid {kid} (the previous key stays published for {} minutes)",
+                access_ttl.num_minutes() + 1
+            );
+            Ok(())
+        }
+        Command::Admin {
+            command:
+                AdminCommand::Create {
+                    username,
+                    display_name,
+                    data_dir,
+                },
+        } => {
+            // The admin password is this command's input, not a server setting.
+            let mut settings = Settings::load_from(
+                cli.config.as_deref(),
+                std::env::vars().filter(|(k, _)| k != "CONSENT_ADMIN_PASSWORD"),
+            )?;
+            if let Some(dir) = data_dir {
+                settings.server.data_dir = dir;
+            }
+            consent::telemetry::init_tracing(settings.server.log_format);
+            let platform = init_platform(settings)?;
+            let (password, generated) = match std::env::var("CONSENT_ADMIN_PASSWORD") {
+                Ok(p) if !p.is_empty() => (p, false),
+                _ => (
+                    platform::crypto::PlainToken::generate("")
+                        .expose()
+                        .chars()
+                        .take(24)
+                        .collect::<String>(),
+                    true,
+                ),
+            };
+            let staff =
+                developer_portal::create_staff_user(&platform, &username, &display_name, &password)
+                    .map_err(|e| anyhow::anyhow!("{}", developer_portal::describe(&e)))?;
+            println!("created staff user {} ({})", staff.username, staff.id);
+            if generated {
+                println!("password (shown once): {password}");
+            }
+            Ok(())
+        }
+        Command::Migrate { data_dir } => {
+            let settings = load(cli.config.as_deref(), None, data_dir)?;
+            consent::telemetry::init_tracing(settings.server.log_format);
+            let applied = consent::migrate(&settings)?;
+            if applied.is_empty() {
+                println!("database is up to date");
+            } else {
+                println!("applied migrations: {}", applied.join(", "));
+            }
+            Ok(())
+        }
+        Command::Serve {
+            demo,
+            bind,
+            data_dir,
+        } => {
+            let settings = load(cli.config.as_deref(), bind, data_dir)?;
+            consent::telemetry::init_tracing(settings.server.log_format);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async move {
+                let app = Application::build(
+                    settings,
+                    ServeOptions {
+                        demo,
+                        ..Default::default()
+                    },
+                )
+                .await?;
+                if let Some(report) = app.demo_report() {
+                    println!("{report}");
+                }
+                tracing::info!(address = %app.address(), "consent listening");
+                app.run_until_stopped().await?;
+                Ok(())
+            })
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! OAuth clients as the authorization server sees them, and client authentication
+//! (`client_secret_basic` / `client_secret_post`).
+
+use diesel::prelude::*;
+use grants::Action;
+use platform::crypto::{HashedToken, PlainToken};
+use platform::storage::schema::clients;
+use platform::storage::{AnyConnection, StorageResult};
+
+use super::error::OAuthError;
+
+#[derive(Debug, Clone)]
+pub struct OAuthClient {
+    pub id: String,
+    pub developer_id: String,
+    pub name: String,
+    pub environment: String,
+    pub redirect_uris: Vec<String>,
+    pub auth_method: String,
+    pub allowed_actions: Vec<Action>,
+    pub status: String,
+    secret_hash: String,
+}
+
+impl OAuthClient {
+    pub fn is_production(&self) -> bool {
+        self.environment == "production"
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.status == "active"
+    }
+
+    /// Exact string comparison against the registered list: no prefix, no wildcard, no case
+    /// folding, no normalisation.
+    pub fn has_redirect_uri(&self, uri: &str) -> bool {
+        self.redirect_uris.iter().any(|r| r == uri)
+    }
+}
+
+/// Loads a client by id (any status; callers decide).
+pub fn load(conn: &mut AnyConnection, client_id: &str) -> StorageResult<Option<OAuthClient>> {
+    if client_id.is_empty() || client_id.len() > 128 {
+        return Ok(None);
+    }
+    type Row = (
+        String,
+        String,
+        String,
+        String,
+        String,
+        String,
+        String,
+        String,
+        String,
+    );
+    let row: Option<Row> = clients::table
+        .filter(clients::id.eq(client_id))
+        .filter(clients::status.ne("deleted"))
+        .select((
+            clients::id,
+            clients::developer_id,
+            clients::name,
+            clients::environment,
+            clients::redirect_uris,
+            clients::auth_method,
+            clients::allowed_actions,
+            clients::status,
+            clients::secret_hash,
+        ))
+        .first(conn)
+        .optional()?;
+    Ok(row.map(
+        |(
+            id,
+            developer_id,
+            name,
+            environment,
+            redirect_uris,
+            auth_method,
+            allowed,
+            status,
+            secret_hash,
+        )| {
+            OAuthClient {
+                id,
+                developer_id,
+                name,
+                environment,
+                redirect_uris: serde_json::from_str(&redirect_uris).unwrap_or_default(),
+                auth_method,
+                allowed_actions: serde_json::from_str::<Vec<String>>(&allowed)
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|a| Action::parse_known(a).ok())
+                    .collect(),
+                status,
+                secret_hash,
+            }
+        },
+    ))
+}
+
+/// Credentials presented by a client.
+#[derive(Debug)]
+pub enum ClientCredentials {
+    /// `Authorization: Basic` (client_secret_basic).
+    Basic {
+        client_id: String,
+        secret: PlainToken,
+    },
+    /// `client_id` + `client_secret` form fields (client_secret_post).
+    Post {
+        client_id: String,
+        secret: PlainToken,
+    },
+}
+
+impl ClientCredentials {
+    pub fn client_id(&self) -> &str {
+        match self {
+            ClientCredentials::Basic { client_id, .. }
+            | ClientCredentials::Post { client_id, .. } => client_id,
+        }
+    }
+}
+
+fn invalid_client() -> OAuthError {
+    // One message for every failure: unknown client, wrong secret, wrong method, suspended.
+    OAuthError::InvalidClient("client authentication failed".into())
+}
+
+/// Authenticates a client. Unknown clients and wrong secrets take the same path (a SHA-256 and a
+/// constant-time comparison against a dummy hash) and produce the same error.
+pub fn authenticate(
+    conn: &mut AnyConnection,
+    creds: &ClientCredentials,
+) -> Result<OAuthClient, OAuthError> {
+    let (client_id, secret, method) = match creds {
+        ClientCredentials::Basic { client_id, secret } => {
+            (client_id, secret, "client_secret_basic")
+        }
+        ClientCredentials::Post { client_id, secret } => (client_id, secret, "client_secret_post"),
+    };
+    let client = load(conn, client_id)?;
+    let stored = client
+        .as_ref()
+        .map(|c| c.secret_hash.clone())
+        .unwrap_or_else(|| "0".repeat(64));
+    let secret_ok = HashedToken::from_stored(stored).matches(secret);
+    match client {
+        Some(c) if secret_ok && c.is_active() && method_allowed(&c.auth_method, method) => Ok(c),
+        _ => Err(invalid_client()),
+    }
+}
+
+/// A client registered for `client_secret_basic` may also use `client_secret_post` and vice versa
+/// (both are shared-secret methods of equal strength); other methods are not accepted here.
+fn method_allowed(registered: &str, used: &str) -> bool {
+    matches!(registered, "client_secret_basic" | "client_secret_post")
+        && matches!(used, "client_secret_basic" | "client_secret_post")
+}

@@ -1,0 +1,99 @@
+//! OAuth errors: `Display` is the RFC 6749 / 9126 / 9396 error code. The HTTP response (status,
+//! `WWW-Authenticate`, JSON body, `Cache-Control: no-store`) is built in one place, in
+//! `routes::oauth`.
+
+use platform::cache::CacheError;
+use platform::storage::StorageError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OAuthError {
+    #[error("invalid_request")]
+    InvalidRequest(String),
+    #[error("invalid_client")]
+    InvalidClient(String),
+    #[error("invalid_grant")]
+    InvalidGrant(String),
+    #[error("unauthorized_client")]
+    UnauthorizedClient(String),
+    #[error("unsupported_grant_type")]
+    UnsupportedGrantType(String),
+    #[error("unsupported_response_type")]
+    UnsupportedResponseType(String),
+    #[error("invalid_scope")]
+    InvalidScope(String),
+    #[error("invalid_authorization_details")]
+    InvalidAuthorizationDetails(String),
+    #[error("invalid_request_uri")]
+    InvalidRequestUri(String),
+    #[error("access_denied")]
+    AccessDenied(String),
+    #[error("unsupported_token_type")]
+    UnsupportedTokenType(String),
+    #[error("temporarily_unavailable")]
+    TemporarilyUnavailable(String),
+    #[error("server_error")]
+    ServerError(String),
+}
+
+impl OAuthError {
+    /// The RFC error code.
+    pub fn code(&self) -> String {
+        self.to_string()
+    }
+
+    /// Human-readable `error_description` (never contains secrets).
+    pub fn description(&self) -> &str {
+        match self {
+            OAuthError::InvalidRequest(d)
+            | OAuthError::InvalidClient(d)
+            | OAuthError::InvalidGrant(d)
+            | OAuthError::UnauthorizedClient(d)
+            | OAuthError::UnsupportedGrantType(d)
+            | OAuthError::UnsupportedResponseType(d)
+            | OAuthError::InvalidScope(d)
+            | OAuthError::InvalidAuthorizationDetails(d)
+            | OAuthError::InvalidRequestUri(d)
+            | OAuthError::AccessDenied(d)
+            | OAuthError::UnsupportedTokenType(d)
+            | OAuthError::TemporarilyUnavailable(d)
+            | OAuthError::ServerError(d) => d,
+        }
+    }
+
+    pub fn status(&self) -> u16 {
+        match self {
+            OAuthError::InvalidClient(_) => 401,
+            OAuthError::TemporarilyUnavailable(_) => 503,
+            OAuthError::ServerError(_) => 500,
+            _ => 400,
+        }
+    }
+}
+
+impl From<StorageError> for OAuthError {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::Unavailable(_) => {
+                tracing::warn!(error = %e, "database unavailable");
+                OAuthError::TemporarilyUnavailable("the service is temporarily unavailable".into())
+            }
+            other => {
+                tracing::error!(error = ?other, "storage error in an OAuth flow");
+                OAuthError::ServerError("an unexpected error occurred; it has been logged".into())
+            }
+        }
+    }
+}
+
+impl From<CacheError> for OAuthError {
+    fn from(e: CacheError) -> Self {
+        tracing::warn!(error = %e, "cache unavailable in an OAuth flow");
+        OAuthError::TemporarilyUnavailable("the service is temporarily unavailable".into())
+    }
+}
+
+impl From<diesel::result::Error> for OAuthError {
+    fn from(e: diesel::result::Error) -> Self {
+        StorageError::from(e).into()
+    }
+}

@@ -1,0 +1,482 @@
+//! Rich authorization requests (RFC 9396) of type `account_access`, and plain scopes as shorthand.
+//!
+//! A request is parsed into an [`AccessRequest`] built from the `grants` domain types, so every
+//! id, action, date and window is validated on construction; anything invalid is an OAuth error
+//! and nothing is stored.
+
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use grants::{AccountId, Action, MerchantId, TxWindow};
+use serde::{Deserialize, Serialize};
+
+use super::error::OAuthError;
+
+pub const ACCOUNT_ACCESS: &str = "account_access";
+/// Default lifetime of a consent requested without `expires_at`.
+const DEFAULT_LIFETIME_DAYS: i64 = 90;
+
+/// One `authorization_details` entry as it appears on the wire.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AccountAccessDetail {
+    /// Always `account_access`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Permissions: `accounts:read`, `balances:read`, `transactions:read`.
+    pub actions: Vec<String>,
+    /// Account ids; absent means the customer chooses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accounts: Option<Vec<String>>,
+    /// Start of the transaction window (RFC 3339 or `YYYY-MM-DD`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transactions_from: Option<String>,
+    /// End of the transaction window (RFC 3339 or `YYYY-MM-DD`, inclusive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transactions_until: Option<String>,
+    /// Merchant ids; absent means all merchants.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merchants: Option<Vec<String>>,
+    /// When the consent ends (RFC 3339 or `YYYY-MM-DD`); capped by the server's maximum.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+}
+
+/// A validated request for access.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessRequest {
+    pub actions: Vec<Action>,
+    /// `None`: the customer picks among their accounts.
+    pub accounts: Option<Vec<AccountId>>,
+    pub window: Option<TxWindow>,
+    /// `None`: all merchants.
+    pub merchants: Option<Vec<MerchantId>>,
+    pub expires_at: DateTime<Utc>,
+}
+
+fn bad(msg: impl Into<String>) -> OAuthError {
+    OAuthError::InvalidAuthorizationDetails(msg.into())
+}
+
+/// Parses an RFC 3339 timestamp or a calendar date (`end_of_day` picks 23:59:59 for "until").
+pub fn parse_instant(value: &str, end_of_day: bool) -> Result<DateTime<Utc>, String> {
+    if let Ok(date) = NaiveDate::parse_from_str(value, "%Y-%m-%d") {
+        let time = if end_of_day {
+            date.and_hms_opt(23, 59, 59)
+        } else {
+            date.and_hms_opt(0, 0, 0)
+        };
+        return time
+            .map(|t| t.and_utc())
+            .ok_or_else(|| format!("invalid date {value:?}"));
+    }
+    grants::parse_timestamp(value).map_err(|e| e.to_string())
+}
+
+impl AccessRequest {
+    /// Parses `authorization_details` (a JSON array with one `account_access` entry) and/or
+    /// `scope`. With both, they must ask for the same actions.
+    pub fn parse(
+        authorization_details: Option<&str>,
+        scope: Option<&str>,
+        now: DateTime<Utc>,
+        max_lifetime: Duration,
+    ) -> Result<Self, OAuthError> {
+        let from_scope = scope
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(parse_scope)
+            .transpose()?;
+        let Some(raw) = authorization_details
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        else {
+            let actions = from_scope.ok_or_else(|| {
+                OAuthError::InvalidRequest("authorization_details or scope is required".into())
+            })?;
+            return Ok(Self {
+                actions,
+                accounts: None,
+                window: None,
+                merchants: None,
+                expires_at: now + Duration::days(DEFAULT_LIFETIME_DAYS).min(max_lifetime),
+            });
+        };
+        if raw.len() > 16 * 1024 {
+            return Err(bad("authorization_details is too large"));
+        }
+        let entries: Vec<serde_json::Value> = serde_json::from_str(raw)
+            .map_err(|e| bad(format!("authorization_details must be a JSON array: {e}")))?;
+        let [entry] = entries.as_slice() else {
+            return Err(bad("exactly one authorization_details entry is supported"));
+        };
+        if entry.get("type").and_then(|t| t.as_str()) != Some(ACCOUNT_ACCESS) {
+            return Err(bad(
+                "unsupported authorization_details type; expected \"account_access\"",
+            ));
+        }
+        let detail: AccountAccessDetail = serde_json::from_value(entry.clone())
+            .map_err(|e| bad(format!("invalid account_access entry: {e}")))?;
+        let request = Self::from_detail(&detail, now, max_lifetime)?;
+        if let Some(scope_actions) = from_scope {
+            let mut a = scope_actions;
+            let mut b = request.actions.clone();
+            a.sort();
+            b.sort();
+            if a != b {
+                return Err(OAuthError::InvalidScope(
+                    "scope and authorization_details ask for different actions".into(),
+                ));
+            }
+        }
+        Ok(request)
+    }
+
+    pub fn from_detail(
+        d: &AccountAccessDetail,
+        now: DateTime<Utc>,
+        max_lifetime: Duration,
+    ) -> Result<Self, OAuthError> {
+        if d.kind != ACCOUNT_ACCESS {
+            return Err(bad("unsupported authorization_details type"));
+        }
+        if d.actions.is_empty() {
+            return Err(bad("actions must not be empty"));
+        }
+        let mut actions = Vec::new();
+        for a in &d.actions {
+            let action = Action::parse_known(a).map_err(|e| bad(format!("actions: {e}")))?;
+            if !actions.contains(&action) {
+                actions.push(action);
+            }
+        }
+        let accounts = d
+            .accounts
+            .as_ref()
+            .map(|list| {
+                if list.is_empty() {
+                    return Err(bad("accounts must not be empty when present"));
+                }
+                list.iter()
+                    .map(|a| AccountId::parse(a.clone()).map_err(|e| bad(format!("accounts: {e}"))))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()?;
+        let window = match (&d.transactions_from, &d.transactions_until) {
+            (None, None) => None,
+            (Some(from), Some(until)) => {
+                let from = parse_instant(from, false)
+                    .map_err(|e| bad(format!("transactions_from: {e}")))?;
+                let until = parse_instant(until, true)
+                    .map_err(|e| bad(format!("transactions_until: {e}")))?;
+                Some(
+                    TxWindow::new(from, until)
+                        .map_err(|e| bad(format!("transaction window: {e}")))?,
+                )
+            }
+            _ => return Err(bad("transactions_from and transactions_until go together")),
+        };
+        let merchants = d
+            .merchants
+            .as_ref()
+            .map(|list| {
+                if list.is_empty() {
+                    return Err(bad("merchants must not be empty when present"));
+                }
+                list.iter()
+                    .map(|m| {
+                        MerchantId::parse(m.clone()).map_err(|e| bad(format!("merchants: {e}")))
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()?;
+        let cap = now.checked_add_signed(max_lifetime);
+        let expires_at = match &d.expires_at {
+            Some(e) => parse_instant(e, true).map_err(|e| bad(format!("expires_at: {e}")))?,
+            None => now + Duration::days(DEFAULT_LIFETIME_DAYS).min(max_lifetime),
+        };
+        if expires_at <= now {
+            return Err(bad("expires_at is in the past"));
+        }
+        if cap.is_some_and(|cap| expires_at > cap) {
+            return Err(bad(format!(
+                "expires_at is beyond the maximum consent lifetime of {} days",
+                max_lifetime.num_days()
+            )));
+        }
+        // Validate sizes and duplicates exactly as the token will.
+        grants::GrantScope::new(
+            accounts
+                .clone()
+                .unwrap_or_else(|| vec![placeholder_account()]),
+            actions.clone(),
+            window,
+            merchants.clone(),
+            expires_at,
+        )
+        .map_err(|e| bad(e.to_string()))?;
+        Ok(Self {
+            actions,
+            accounts,
+            window,
+            merchants,
+            expires_at,
+        })
+    }
+
+    /// The RFC 9396 representation (what is stored and returned in token responses).
+    pub fn to_detail(&self) -> AccountAccessDetail {
+        AccountAccessDetail {
+            kind: ACCOUNT_ACCESS.into(),
+            actions: self
+                .actions
+                .iter()
+                .map(|a| a.as_str().to_string())
+                .collect(),
+            accounts: self
+                .accounts
+                .as_ref()
+                .map(|v| v.iter().map(|a| a.as_str().to_string()).collect()),
+            transactions_from: self
+                .window
+                .as_ref()
+                .map(|w| grants::format_timestamp(w.from())),
+            transactions_until: self
+                .window
+                .as_ref()
+                .map(|w| grants::format_timestamp(w.until())),
+            merchants: self
+                .merchants
+                .as_ref()
+                .map(|v| v.iter().map(|m| m.as_str().to_string()).collect()),
+            expires_at: Some(grants::format_timestamp(self.expires_at)),
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(&[self.to_detail()]).unwrap_or_default()
+    }
+
+    /// Reads back a stored representation (written by [`AccessRequest::to_json`]).
+    pub fn from_stored(json: &str) -> Result<Self, OAuthError> {
+        let details: Vec<AccountAccessDetail> = serde_json::from_str(json).map_err(|e| {
+            OAuthError::ServerError(format!("stored authorization details unreadable: {e}"))
+        })?;
+        let [d] = details.as_slice() else {
+            return Err(OAuthError::ServerError(
+                "stored authorization details malformed".into(),
+            ));
+        };
+        // Stored details were validated when written; re-validate without the lifetime cap
+        // (`checked_add_signed` overflows to "no cap").
+        Self::from_detail(d, DateTime::<Utc>::MIN_UTC, Duration::MAX)
+    }
+
+    /// The space-separated scope string of the actions.
+    pub fn scope_string(&self) -> String {
+        self.actions
+            .iter()
+            .map(|a| a.as_str())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// Whether `narrower` asks for no more than `self` (the customer may only narrow).
+    pub fn contains(&self, narrower: &AccessRequest) -> bool {
+        let actions_ok = narrower.actions.iter().all(|a| self.actions.contains(a));
+        let accounts_ok = match (&self.accounts, &narrower.accounts) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(p), Some(c)) => c.iter().all(|a| p.contains(a)),
+        };
+        let window_ok = match (&self.window, &narrower.window) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(p), Some(c)) => p.contains_window(c),
+        };
+        let merchants_ok = match (&self.merchants, &narrower.merchants) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(p), Some(c)) => c.iter().all(|m| p.contains(m)),
+        };
+        actions_ok
+            && accounts_ok
+            && window_ok
+            && merchants_ok
+            && narrower.expires_at <= self.expires_at
+    }
+}
+
+fn placeholder_account() -> AccountId {
+    // Only used to run GrantScope's validation when the customer picks accounts later.
+    AccountId::parse("acc_placeholder").unwrap_or_else(|_| unreachable!("valid literal id"))
+}
+
+fn parse_scope(scope: &str) -> Result<Vec<Action>, OAuthError> {
+    let mut actions = Vec::new();
+    for item in scope.split(' ').filter(|s| !s.is_empty()) {
+        let action = Action::parse_known(item)
+            .map_err(|_| OAuthError::InvalidScope(format!("unknown scope {item:?}")))?;
+        if !actions.contains(&action) {
+            actions.push(action);
+        }
+    }
+    if actions.is_empty() {
+        return Err(OAuthError::InvalidScope("scope is empty".into()));
+    }
+    Ok(actions)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> DateTime<Utc> {
+        parse_instant("2026-06-01T00:00:00Z", false).unwrap()
+    }
+
+    fn parse(json: &str) -> Result<AccessRequest, OAuthError> {
+        AccessRequest::parse(Some(json), None, now(), Duration::days(180))
+    }
+
+    #[test]
+    fn full_request_round_trips() {
+        let r = parse(
+            r#"[{"type":"account_access","actions":["transactions:read","balances:read"],
+            "accounts":["acc_1"],"transactions_from":"2026-01-01","transactions_until":"2026-03-31",
+            "merchants":["m_1"],"expires_at":"2026-09-01T00:00:00Z"}]"#,
+        )
+        .unwrap();
+        assert_eq!(r.actions.len(), 2);
+        assert_eq!(
+            r.window.as_ref().unwrap().until(),
+            parse_instant("2026-03-31T23:59:59Z", false).unwrap()
+        );
+        let again = AccessRequest::from_stored(&r.to_json()).unwrap();
+        assert_eq!(again, r);
+    }
+
+    #[test]
+    fn scope_shorthand() {
+        let r = AccessRequest::parse(
+            None,
+            Some("accounts:read balances:read"),
+            now(),
+            Duration::days(180),
+        )
+        .unwrap();
+        assert_eq!(r.scope_string(), "accounts:read balances:read");
+        assert!(r.accounts.is_none());
+        assert_eq!(r.expires_at, now() + Duration::days(90));
+    }
+
+    #[test]
+    fn every_bad_request_is_refused() {
+        let cases = [
+            ("not json", "invalid_authorization_details"),
+            ("{}", "invalid_authorization_details"),
+            ("[]", "invalid_authorization_details"),
+            (
+                r#"[{"type":"payment_initiation","actions":["accounts:read"]}]"#,
+                "invalid_authorization_details",
+            ),
+            (
+                r#"[{"type":"account_access","actions":[]}]"#,
+                "invalid_authorization_details",
+            ),
+            (
+                r#"[{"type":"account_access","actions":["payments:write"]}]"#,
+                "invalid_authorization_details",
+            ),
+            (
+                r#"[{"type":"account_access","actions":["accounts:read"],"accounts":["bad id"]}]"#,
+                "invalid_authorization_details",
+            ),
+            (
+                r#"[{"type":"account_access","actions":["accounts:read"],"accounts":[]}]"#,
+                "invalid_authorization_details",
+            ),
+            (
+                r#"[{"type":"account_access","actions":["accounts:read"],"transactions_from":"2026-13-01","transactions_until":"2026-12-01"}]"#,
+                "invalid_authorization_details",
+            ),
+            (
+                r#"[{"type":"account_access","actions":["accounts:read"],"transactions_from":"2026-05-01","transactions_until":"2026-01-01"}]"#,
+                "invalid_authorization_details",
+            ),
+            (
+                r#"[{"type":"account_access","actions":["accounts:read"],"transactions_from":"2026-05-01"}]"#,
+                "invalid_authorization_details",
+            ),
+            (
+                r#"[{"type":"account_access","actions":["accounts:read"],"expires_at":"2027-06-01"}]"#,
+                "invalid_authorization_details",
+            ),
+            (
+                r#"[{"type":"account_access","actions":["accounts:read"],"expires_at":"2026-01-01"}]"#,
+                "invalid_authorization_details",
+            ),
+            (
+                r#"[{"type":"account_access","actions":["accounts:read"],"merchants":["m 1"]}]"#,
+                "invalid_authorization_details",
+            ),
+            (
+                r#"[{"type":"account_access","actions":["accounts:read"],"surprise":1}]"#,
+                "invalid_authorization_details",
+            ),
+        ];
+        for (json, code) in cases {
+            let err = parse(json).unwrap_err();
+            assert_eq!(err.code(), code, "{json}");
+        }
+        assert_eq!(
+            AccessRequest::parse(None, Some("openid"), now(), Duration::days(1))
+                .unwrap_err()
+                .code(),
+            "invalid_scope"
+        );
+        assert_eq!(
+            AccessRequest::parse(None, None, now(), Duration::days(1))
+                .unwrap_err()
+                .code(),
+            "invalid_request"
+        );
+    }
+
+    #[test]
+    fn narrowing_is_checked_on_every_dimension() {
+        let parent = parse(r#"[{"type":"account_access","actions":["transactions:read","balances:read"],
+            "accounts":["acc_1","acc_2"],"transactions_from":"2026-01-01","transactions_until":"2026-03-31",
+            "merchants":["m_1","m_2"],"expires_at":"2026-09-01"}]"#).unwrap();
+        assert!(parent.contains(&parent));
+        let mut n = parent.clone();
+        n.accounts = Some(vec![AccountId::parse("acc_1").unwrap()]);
+        n.merchants = Some(vec![MerchantId::parse("m_2").unwrap()]);
+        n.actions = vec![Action::BalancesRead];
+        assert!(parent.contains(&n));
+        let widen = |f: &dyn Fn(&mut AccessRequest)| {
+            let mut w = parent.clone();
+            f(&mut w);
+            assert!(!parent.contains(&w));
+        };
+        widen(&|w| {
+            w.accounts
+                .as_mut()
+                .unwrap()
+                .push(AccountId::parse("acc_3").unwrap())
+        });
+        widen(&|w| w.accounts = None);
+        widen(&|w| w.actions.push(Action::AccountsRead));
+        widen(&|w| w.merchants = None);
+        widen(&|w| {
+            w.merchants
+                .as_mut()
+                .unwrap()
+                .push(MerchantId::parse("m_9").unwrap())
+        });
+        widen(&|w| w.window = None);
+        widen(&|w| {
+            w.window =
+                Some(TxWindow::parse("2025-12-31T00:00:00Z", "2026-03-31T23:59:59Z").unwrap())
+        });
+        widen(&|w| w.expires_at += Duration::days(1));
+    }
+}

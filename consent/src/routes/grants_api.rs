@@ -1,0 +1,528 @@
+//! Grant management for clients (`/api/v1/grants/{id}`), the revocation feed
+//! (`/oauth2/revocations`) and the sandbox bank API (`/sandbox/v1`), which verifies Biscuits
+//! offline through the `grants` crate's public API only: the published key document and the
+//! synced revocation list.
+
+use std::collections::HashMap;
+
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, delete, get, web};
+use chrono::SubsecRound;
+use diesel::prelude::*;
+use grants::error::VerifyError;
+use grants::{AccountId, Action, MerchantId, Request, TxWindow, Verifier};
+use platform::audit::Actor;
+use platform::problem::ApiError;
+use platform::revocation::{RevokedBy, end_grants};
+use platform::storage::schema::{grants as grants_table, revocations};
+use serde::{Deserialize, Serialize};
+use utoipa::OpenApi;
+
+use crate::AppState;
+use crate::oauth::OAuthError;
+use crate::oauth::clients::OAuthClient;
+use crate::oauth::rar::{AccessRequest, AccountAccessDetail, parse_instant};
+use crate::sandbox::{self, AccountView, BalanceView, TransactionView};
+
+/// OpenAPI fragment merged into the server's document.
+#[derive(Debug, OpenApi)]
+#[openapi(
+    paths(client_grant, client_revoke_grant, revocation_feed, sandbox_accounts, sandbox_balances, sandbox_transactions),
+    components(schemas(ClientGrantView, RevocationFeed, RevocationEntry, AccountView, BalanceView, TransactionView)),
+    tags(
+        (name = "client-grants", description = "Grant status and revocation for the client that holds the grant (HTTP Basic client authentication)"),
+        (name = "sandbox", description = "Sandbox bank API: Biscuit bearer tokens verified offline; data filtered by the effective scope"),
+    )
+)]
+pub struct ApiDoc;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(client_grant)
+        .service(client_revoke_grant)
+        .service(revocation_feed)
+        .service(sandbox_accounts)
+        .service(sandbox_balances)
+        .service(sandbox_transactions);
+}
+
+async fn client_from(
+    state: &AppState,
+    req: &HttpRequest,
+    endpoint: &str,
+) -> Result<OAuthClient, ApiError> {
+    let mut none = HashMap::new();
+    crate::routes::oauth::authenticate(state, req, &mut none, endpoint)
+        .await
+        .map_err(|e| match e {
+            OAuthError::TemporarilyUnavailable(_) => ApiError::TooManyRequests {
+                retry_after_secs: 60,
+            },
+            OAuthError::InvalidClient(_) | OAuthError::InvalidRequest(_) => ApiError::Unauthorized,
+            other => ApiError::BadRequest(other.description().to_string()),
+        })
+}
+
+/// A grant as its client sees it.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ClientGrantView {
+    pub grant_id: String,
+    /// `authorized`, `revoked`, `expired`, `rejected`.
+    pub status: String,
+    pub authorization_details: Vec<AccountAccessDetail>,
+    pub created_at: String,
+    pub expires_at: String,
+    pub last_used_at: Option<String>,
+    pub revoked_at: Option<String>,
+    pub revoked_by: Option<String>,
+}
+
+fn ts(t: chrono::NaiveDateTime) -> String {
+    t.and_utc()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+type GrantRow = (
+    String,
+    String,
+    String,
+    chrono::NaiveDateTime,
+    chrono::NaiveDateTime,
+    Option<chrono::NaiveDateTime>,
+    Option<chrono::NaiveDateTime>,
+    Option<String>,
+);
+
+async fn load_client_grant(
+    state: &AppState,
+    client: &OAuthClient,
+    id: String,
+) -> Result<GrantRow, ApiError> {
+    if id.len() > 64 {
+        return Err(ApiError::NotFound("grant"));
+    }
+    let cid = client.id.clone();
+    state
+        .platform
+        .db
+        .run(move |c| {
+            Ok(grants_table::table
+                .filter(grants_table::id.eq(&id))
+                .filter(grants_table::client_id.eq(&cid))
+                .select((
+                    grants_table::id,
+                    grants_table::status,
+                    grants_table::authorization_details,
+                    grants_table::created_at,
+                    grants_table::expires_at,
+                    grants_table::last_used_at,
+                    grants_table::revoked_at,
+                    grants_table::revoked_by,
+                ))
+                .first::<GrantRow>(c)
+                .optional()?)
+        })
+        .await?
+        .ok_or(ApiError::NotFound("grant"))
+}
+
+/// Status and scope of one of the authenticated client's grants.
+#[utoipa::path(get, path = "/api/v1/grants/{id}", tag = "client-grants",
+    params(("id" = String, Path, description = "Grant id (g_...)")),
+    responses(
+        (status = 200, body = ClientGrantView),
+        (status = 401, body = platform::problem::Problem),
+        (status = 404, description = "Unknown, or another client's grant", body = platform::problem::Problem)),
+    security(("client_basic" = [])))]
+#[get("/api/v1/grants/{id}")]
+pub async fn client_grant(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let client = client_from(&state, &req, "grants-api").await?;
+    let (grant_id, status, details, created, expires, last_used, revoked_at, revoked_by) =
+        load_client_grant(&state, &client, id.into_inner()).await?;
+    let details = AccessRequest::from_stored(&details)
+        .map(|a| vec![a.to_detail()])
+        .unwrap_or_default();
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(ClientGrantView {
+            grant_id,
+            status,
+            authorization_details: details,
+            created_at: ts(created),
+            expires_at: ts(expires),
+            last_used_at: last_used.map(ts),
+            revoked_at: revoked_at.map(ts),
+            revoked_by,
+        }))
+}
+
+/// The client ends the consent: the grant is revoked, its refresh tokens invalidated and its
+/// tokens put on the revocation list. Idempotent (204 again for an ended grant).
+#[utoipa::path(delete, path = "/api/v1/grants/{id}", tag = "client-grants",
+    params(("id" = String, Path, description = "Grant id (g_...)")),
+    responses(
+        (status = 204, description = "Revoked (or already ended)"),
+        (status = 401, body = platform::problem::Problem),
+        (status = 404, body = platform::problem::Problem)),
+    security(("client_basic" = [])))]
+#[delete("/api/v1/grants/{id}")]
+pub async fn client_revoke_grant(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let client = client_from(&state, &req, "grants-api").await?;
+    let (grant_id, ..) = load_client_grant(&state, &client, id.into_inner()).await?;
+    let now = state.platform.now();
+    let cid = client.id.clone();
+    let ended = state
+        .platform
+        .db
+        .write(move |c| {
+            end_grants(
+                c,
+                &[grant_id],
+                RevokedBy::Client,
+                "revoked_by_client",
+                &Actor::client(&cid),
+                now,
+            )
+        })
+        .await?;
+    crate::publish_revocations(&state.platform, &ended).await;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct FeedQuery {
+    /// Cursor from the previous page's `next_cursor` (0 or absent: from the beginning).
+    since: Option<i64>,
+    /// Page size, 1..=1000 (default 500).
+    limit: Option<i64>,
+}
+
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RevocationEntry {
+    pub cursor: i64,
+    pub grant_id: String,
+    /// A Biscuit revocation id (hex) when a single token was revoked; absent when the whole
+    /// grant ended (every token carrying `grant(<grant_id>)` is then invalid).
+    pub revocation_id: Option<String>,
+    pub revoked_at: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RevocationFeed {
+    pub revocations: Vec<RevocationEntry>,
+    /// Pass as `since` to get what follows.
+    pub next_cursor: i64,
+    pub has_more: bool,
+}
+
+/// Revocation feed for offline verifiers: grant ids and token revocation ids ended since a
+/// cursor, in order. Client-authenticated (HTTP Basic).
+#[utoipa::path(get, path = "/oauth2/revocations", tag = "oauth", params(FeedQuery),
+    responses(
+        (status = 200, body = RevocationFeed),
+        (status = 400, body = platform::problem::Problem),
+        (status = 401, body = platform::problem::Problem)),
+    security(("client_basic" = [])))]
+#[get("/oauth2/revocations")]
+pub async fn revocation_feed(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    q: web::Query<FeedQuery>,
+) -> Result<HttpResponse, ApiError> {
+    client_from(&state, &req, "revocations").await?;
+    let since = q.since.unwrap_or(0);
+    let limit = q.limit.unwrap_or(500);
+    if since < 0 {
+        return Err(ApiError::field(
+            "since",
+            "must be a cursor returned by this endpoint (>= 0)",
+        ));
+    }
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::field("limit", "must be between 1 and 1000"));
+    }
+    let rows: Vec<(i64, String, Option<String>, chrono::NaiveDateTime)> = state
+        .platform
+        .db
+        .run(move |c| {
+            Ok(revocations::table
+                .filter(revocations::seq.gt(since))
+                .order(revocations::seq.asc())
+                .limit(limit + 1)
+                .select((
+                    revocations::seq,
+                    revocations::grant_id,
+                    revocations::revocation_id,
+                    revocations::revoked_at,
+                ))
+                .load(c)?)
+        })
+        .await?;
+    let has_more = rows.len() as i64 > limit;
+    let entries: Vec<RevocationEntry> = rows
+        .into_iter()
+        .take(limit as usize)
+        .map(|(cursor, grant_id, revocation_id, at)| RevocationEntry {
+            cursor,
+            grant_id,
+            revocation_id,
+            revoked_at: ts(at),
+        })
+        .collect();
+    let next_cursor = entries.last().map(|e| e.cursor).unwrap_or(since);
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(RevocationFeed {
+            revocations: entries,
+            next_cursor,
+            has_more,
+        }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sandbox bank API
+
+/// Maps a verification failure to the resource-server answer (RFC 6750 semantics).
+fn refuse(e: VerifyError) -> ApiError {
+    match e {
+        VerifyError::Denied(reason) => {
+            ApiError::Forbidden(format!("the token does not allow this: {reason}"))
+        }
+        VerifyError::RevocationUnavailable(_) => ApiError::Unavailable(Box::new(e)),
+        other => {
+            tracing::info!(error = %other, "sandbox: token refused");
+            ApiError::Unauthorized
+        }
+    }
+}
+
+/// The bearer token; tokens in the query string are refused, never read.
+fn bearer(req: &HttpRequest) -> Result<String, ApiError> {
+    let in_query = url::form_urlencoded::parse(req.query_string().as_bytes())
+        .any(|(k, _)| k == "access_token" || k == "token");
+    if in_query {
+        return Err(ApiError::BadRequest(
+            "tokens are not accepted in the query string; use the Authorization header".into(),
+        ));
+    }
+    platform::web::bearer_token(req)
+        .map(str::to_string)
+        .ok_or(ApiError::Unauthorized)
+}
+
+fn verify(
+    state: &AppState,
+    token: &str,
+    request: &Request,
+) -> Result<grants::Authorization, ApiError> {
+    // Offline, through grants' public API: the KeySet of the published keys (built once per key
+    // reload, not per request) and the local revocation list (which fails closed when stale).
+    let keys = state.oauth.keys.current().keyset;
+    let list = state.revocations.clone();
+    let check = move |grant: &grants::GrantId,
+                      ids: &[String]|
+          -> Result<bool, grants::error::RevocationLookupError> {
+        list.is_revoked(grant.as_str(), ids)
+            .map_err(grants::error::RevocationLookupError)
+    };
+    Verifier::new(keys, RevocationFn(check))
+        .verify(token, request)
+        .map_err(refuse)
+}
+
+/// Adapter: a fallible closure as a `RevocationCheck`.
+struct RevocationFn<F>(F);
+
+impl<F> grants::RevocationCheck for RevocationFn<F>
+where
+    F: Fn(&grants::GrantId, &[String]) -> Result<bool, grants::error::RevocationLookupError>,
+{
+    fn is_revoked(
+        &self,
+        grant: &grants::GrantId,
+        ids: &[String],
+    ) -> Result<bool, grants::error::RevocationLookupError> {
+        (self.0)(grant, ids)
+    }
+}
+
+async fn report(state: &AppState, auth: &grants::Authorization, what: String) {
+    let (grant, client) = (
+        auth.scope.grant.as_str().to_string(),
+        auth.scope.client.as_str().to_string(),
+    );
+    let now = state.platform.now();
+    if let Err(e) = state
+        .platform
+        .db
+        .write(move |c| sandbox::report_usage(c, &grant, &client, &what, now))
+        .await
+    {
+        tracing::warn!(error = %e, "usage report failed");
+    }
+}
+
+fn account_param(raw: &str) -> Result<AccountId, ApiError> {
+    AccountId::parse(raw.to_string()).map_err(|e| ApiError::field("id", e.to_string()))
+}
+
+/// The accounts the token allows (attenuation included).
+#[utoipa::path(get, path = "/sandbox/v1/accounts", tag = "sandbox",
+    responses((status = 200, body = [AccountView]), (status = 401, body = platform::problem::Problem), (status = 403, body = platform::problem::Problem)),
+    security(("biscuit" = [])))]
+#[get("/sandbox/v1/accounts")]
+pub async fn sandbox_accounts(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let token = bearer(&req)?;
+    let auth = verify(
+        &state,
+        &token,
+        &Request::new(Action::AccountsRead, state.platform.now()),
+    )?;
+    let subject = auth.scope.subject.as_str().to_string();
+    let allowed: Vec<String> = auth
+        .scope
+        .accounts
+        .iter()
+        .map(|a| a.as_str().to_string())
+        .collect();
+    let list = state
+        .platform
+        .db
+        .run(move |c| sandbox::accounts_of(c, &subject, &allowed))
+        .await?;
+    report(&state, &auth, "accounts".into()).await;
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(list))
+}
+
+/// Balance of one account.
+#[utoipa::path(get, path = "/sandbox/v1/accounts/{id}/balances", tag = "sandbox",
+    params(("id" = String, Path, description = "Account id")),
+    responses((status = 200, body = BalanceView), (status = 401, body = platform::problem::Problem), (status = 403, body = platform::problem::Problem), (status = 404, body = platform::problem::Problem)),
+    security(("biscuit" = [])))]
+#[get("/sandbox/v1/accounts/{id}/balances")]
+pub async fn sandbox_balances(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let token = bearer(&req)?;
+    let account = account_param(&id)?;
+    let auth = verify(
+        &state,
+        &token,
+        &Request::new(Action::BalancesRead, state.platform.now()).account(account.clone()),
+    )?;
+    let subject = auth.scope.subject.as_str().to_string();
+    let acc = account.as_str().to_string();
+    let balance = state
+        .platform
+        .db
+        .run(move |c| sandbox::balance(c, &subject, &acc))
+        .await?
+        .ok_or(ApiError::NotFound("account"))?;
+    report(&state, &auth, format!("balances:{}", account.as_str())).await;
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(balance))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct TxQuery {
+    /// Start (RFC 3339 or YYYY-MM-DD); default: the token's window start.
+    from: Option<String>,
+    /// End, inclusive (RFC 3339 or YYYY-MM-DD); default: the token's window end.
+    to: Option<String>,
+    /// Only this merchant.
+    merchant: Option<String>,
+    /// At most this many (1..=500, default 100), newest first.
+    limit: Option<i64>,
+}
+
+/// Transactions of one account, within the token's window and merchants.
+#[utoipa::path(get, path = "/sandbox/v1/accounts/{id}/transactions", tag = "sandbox",
+    params(("id" = String, Path, description = "Account id"), TxQuery),
+    responses((status = 200, body = [TransactionView]), (status = 400, body = platform::problem::Problem), (status = 401, body = platform::problem::Problem), (status = 403, body = platform::problem::Problem), (status = 404, body = platform::problem::Problem)),
+    security(("biscuit" = [])))]
+#[get("/sandbox/v1/accounts/{id}/transactions")]
+pub async fn sandbox_transactions(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+    q: web::Query<TxQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let token = bearer(&req)?;
+    let account = account_param(&id)?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::field("limit", "must be between 1 and 500"));
+    }
+    let from = q
+        .from
+        .as_deref()
+        .map(|f| parse_instant(f, false))
+        .transpose()
+        .map_err(|e| ApiError::field("from", e))?;
+    let to =
+        q.to.as_deref()
+            .map(|t| parse_instant(t, true))
+            .transpose()
+            .map_err(|e| ApiError::field("to", e))?;
+    let merchant = q
+        .merchant
+        .as_deref()
+        .map(|m| MerchantId::parse(m.to_string()))
+        .transpose()
+        .map_err(|e| ApiError::field("merchant", e.to_string()))?;
+    let now = state.platform.now();
+    let mut request = Request::new(Action::TransactionsRead, now).account(account.clone());
+    if let (Some(f), Some(t)) = (from, to) {
+        request = request.tx_range(
+            TxWindow::new(f.trunc_subsecs(0), t.trunc_subsecs(0))
+                .map_err(|e| ApiError::field("from", e.to_string()))?,
+        );
+    } else if from.is_some() || to.is_some() {
+        return Err(ApiError::field("from", "give both from and to, or neither"));
+    }
+    if let Some(m) = &merchant {
+        request = request.merchant(m.clone());
+    }
+    let auth = verify(&state, &token, &request)?;
+    // Filter by the effective scope: the window (intersected with the request) and merchants.
+    let scope = &auth.scope;
+    let (mut lo, mut hi) = (from, to);
+    if let Some(w) = &scope.window {
+        lo = Some(lo.map_or(w.from(), |f| f.max(w.from())));
+        hi = Some(hi.map_or(w.until(), |t| t.min(w.until())));
+    }
+    let merchants: Option<Vec<String>> = match (&merchant, &scope.merchants) {
+        (Some(m), _) => Some(vec![m.as_str().to_string()]),
+        (None, Some(list)) => Some(list.iter().map(|m| m.as_str().to_string()).collect()),
+        (None, None) => None,
+    };
+    let subject = scope.subject.as_str().to_string();
+    let acc = account.as_str().to_string();
+    let txs = state
+        .platform
+        .db
+        .run(move |c| {
+            sandbox::transactions_of(c, &subject, &acc, lo, hi, merchants.as_deref(), limit)
+        })
+        .await?
+        .ok_or(ApiError::NotFound("account"))?;
+    report(&state, &auth, format!("transactions:{}", account.as_str())).await;
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(txs))
+}

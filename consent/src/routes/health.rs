@@ -1,0 +1,73 @@
+//! Operations endpoints: liveness, readiness, Prometheus metrics.
+
+use actix_web::http::header::ContentType;
+use actix_web::{HttpResponse, get, web};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::AppState;
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    /// Always `ok` when the process answers.
+    pub status: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Readiness {
+    /// `ready` when the database answers; `not_ready` otherwise.
+    pub status: String,
+    /// `ok` or `unavailable`.
+    pub database: String,
+    /// `ok`, or `degraded` when Redis is unreachable (the database still decides everything).
+    pub cache: String,
+    /// `redis` or `in-process`.
+    pub cache_kind: String,
+}
+
+/// Liveness: the process is up.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "Process is alive", body = Health)))]
+#[get("/healthz")]
+pub async fn healthz() -> web::Json<Health> {
+    web::Json(Health {
+        status: "ok".into(),
+    })
+}
+
+/// Readiness: the database answers. A Redis outage degrades but does not fail readiness, since
+/// the database is the source of truth.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "Ready to serve", body = Readiness),
+        (status = 503, description = "Database unavailable", body = Readiness)))]
+#[get("/readyz")]
+pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let p = &state.platform;
+    let (db, cache) = tokio::join!(p.db.ping(), p.cache.ping());
+    if let Err(e) = &db {
+        tracing::warn!(error = %e, "readiness: database unavailable");
+    }
+    let body = Readiness {
+        status: if db.is_ok() { "ready" } else { "not_ready" }.into(),
+        database: if db.is_ok() { "ok" } else { "unavailable" }.into(),
+        cache: if cache.is_ok() { "ok" } else { "degraded" }.into(),
+        cache_kind: p.cache.kind().into(),
+    };
+    if db.is_ok() {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+/// Prometheus metrics in the text exposition format.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
+#[get("/metrics")]
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(ContentType::plaintext())
+        .insert_header(("Content-Type", "text/plain; version=0.0.4"))
+        .body(state.metrics.render())
+}

@@ -1,0 +1,31 @@
+//! Route table. Handlers are thin: parse, call a service, render.
+
+pub mod dashboard;
+pub mod grants_api;
+pub mod health;
+pub mod landing;
+pub mod oauth;
+pub mod pages;
+
+use actix_web::web;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(landing::index)
+        .service(health::healthz)
+        .service(health::readyz)
+        .service(health::metrics)
+        .service(oauth::server_metadata)
+        .service(oauth::biscuit_keys)
+        .service(oauth::par_endpoint)
+        .service(oauth::authorize_endpoint)
+        .service(oauth::token_endpoint)
+        .service(oauth::revoke_endpoint)
+        .service(oauth::introspect_endpoint)
+        .service(pages::login_form)
+        .service(pages::login)
+        .service(pages::logout)
+        .service(pages::consent_form)
+        .service(pages::consent_decide)
+        .configure(dashboard::configure)
+        .configure(grants_api::configure);
+}

@@ -1,0 +1,534 @@
+//! OAuth 2.0 endpoints: RFC 8414 metadata, biscuit keys, PAR, authorize, token, revoke,
+//! introspect. Handlers parse, authenticate and call `crate::oauth`; errors become RFC 6749 JSON
+//! in exactly one place ([`OAuthError`]'s `ResponseError`).
+
+use std::collections::HashMap;
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::web::{self, Bytes};
+use actix_web::{HttpRequest, HttpResponse, ResponseError, get, post};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use maud::html;
+use platform::crypto::PlainToken;
+use platform::ratelimit::Decision;
+use platform::web::page;
+use serde::{Deserialize, Serialize};
+
+use crate::AppState;
+use crate::oauth::OAuthError;
+use crate::oauth::clients::{self, ClientCredentials, OAuthClient};
+use crate::oauth::flow::{self, AuthorizationParams, AuthorizeFailure, ParResponse};
+use crate::oauth::tokens::{self, Introspection, TokenResponse};
+
+/// RFC 6749 error body.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct OAuthErrorBody {
+    /// RFC 6749 / 9126 / 9396 error code, e.g. `invalid_grant`.
+    pub error: String,
+    pub error_description: String,
+}
+
+impl ResponseError for OAuthError {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::from_u16(self.status()).unwrap_or(StatusCode::BAD_REQUEST)
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut resp = HttpResponse::build(self.status_code());
+        resp.insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
+        if matches!(self, OAuthError::InvalidClient(_)) {
+            resp.insert_header((
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"consent\""),
+            ));
+        }
+        resp.json(OAuthErrorBody {
+            error: self.code(),
+            error_description: self.description().to_string(),
+        })
+    }
+}
+
+/// Parses an `application/x-www-form-urlencoded` body; a repeated parameter is an error
+/// (RFC 6749 section 3.1).
+fn parse_form(req: &HttpRequest, body: &Bytes) -> Result<HashMap<String, String>, OAuthError> {
+    let ct = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if !ct
+        .to_ascii_lowercase()
+        .starts_with("application/x-www-form-urlencoded")
+    {
+        return Err(OAuthError::InvalidRequest(
+            "the body must be application/x-www-form-urlencoded".into(),
+        ));
+    }
+    let mut out = HashMap::new();
+    for (k, v) in url::form_urlencoded::parse(body) {
+        if out.insert(k.to_string(), v.to_string()).is_some() {
+            return Err(OAuthError::InvalidRequest(format!(
+                "parameter {k} is repeated"
+            )));
+        }
+    }
+    Ok(out)
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    url::form_urlencoded::parse(format!("x={s}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+}
+
+/// Client credentials from `Authorization: Basic` or the form (exactly one method).
+pub(crate) fn credentials(
+    req: &HttpRequest,
+    form: &mut HashMap<String, String>,
+) -> Result<ClientCredentials, OAuthError> {
+    let basic = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Basic ")
+                .or_else(|| v.strip_prefix("basic "))
+        });
+    let post_secret = form.remove("client_secret");
+    match (basic, post_secret) {
+        (Some(_), Some(_)) => Err(OAuthError::InvalidRequest(
+            "use one client authentication method, not two".into(),
+        )),
+        (Some(b64), None) => {
+            let bad = || OAuthError::InvalidClient("client authentication failed".into());
+            let decoded = STANDARD.decode(b64.trim()).map_err(|_| bad())?;
+            let text = String::from_utf8(decoded).map_err(|_| bad())?;
+            let (id, secret) = text.split_once(':').ok_or_else(bad)?;
+            let (id, secret) = (
+                percent_decode(id).ok_or_else(bad)?,
+                percent_decode(secret).ok_or_else(bad)?,
+            );
+            if form.get("client_id").is_some_and(|f| f != &id) {
+                return Err(OAuthError::InvalidRequest(
+                    "client_id does not match the authenticated client".into(),
+                ));
+            }
+            Ok(ClientCredentials::Basic {
+                client_id: id,
+                secret: PlainToken::from_presented(&secret),
+            })
+        }
+        (None, Some(secret)) => {
+            let id = form.get("client_id").cloned().unwrap_or_default();
+            Ok(ClientCredentials::Post {
+                client_id: id,
+                secret: PlainToken::from_presented(&secret),
+            })
+        }
+        (None, None) => Err(OAuthError::InvalidClient(
+            "client authentication is required".into(),
+        )),
+    }
+}
+
+/// Authenticates the client. Successful calls are not throttled (a fintech refreshes tokens for
+/// all its users); failed ones are: after 20 failures in a minute from one address for one client
+/// id, that address is blocked for that client id for a minute. Keyed by address too, so an
+/// attacker cannot lock a fintech out by failing on its client id (secrets are 256-bit, so
+/// guessing is hopeless anyway; this bounds the noise).
+pub(crate) async fn authenticate(
+    state: &AppState,
+    req: &HttpRequest,
+    form: &mut HashMap<String, String>,
+    endpoint: &str,
+) -> Result<OAuthClient, OAuthError> {
+    let creds = credentials(req, form)?;
+    let peer = req
+        .peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    let block_key = format!("client-auth-block:{}:{peer}", creds.client_id());
+    if state
+        .platform
+        .cache
+        .has_flag(&block_key)
+        .await
+        .unwrap_or(false)
+    {
+        return Err(OAuthError::TemporarilyUnavailable(
+            "too many failed authentication attempts; try again in a minute".into(),
+        ));
+    }
+    let fail_bucket = format!("client-auth-fail:{}:{peer}", creds.client_id());
+    let result = state
+        .platform
+        .db
+        .run(move |c| Ok(clients::authenticate(c, &creds)))
+        .await?;
+    if let Err(e) = &result {
+        tracing::info!(endpoint, error = %e, "client authentication failed");
+        metrics::counter!("consent_client_auth_failures_total", "endpoint" => endpoint.to_string())
+            .increment(1);
+        let window = std::time::Duration::from_secs(60);
+        if let Decision::Limited { .. } = state
+            .platform
+            .rate_limiter
+            .check(&fail_bucket, 20, window)
+            .await
+        {
+            let _ = state.platform.cache.set_flag(&block_key, window).await;
+        }
+    }
+    result
+}
+
+fn no_store(mut resp: HttpResponse) -> HttpResponse {
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp.headers_mut()
+        .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    resp
+}
+
+/// RFC 8414 authorization server metadata.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ServerMetadata {
+    pub issuer: String,
+    pub authorization_endpoint: String,
+    pub token_endpoint: String,
+    pub pushed_authorization_request_endpoint: String,
+    pub require_pushed_authorization_requests: bool,
+    pub revocation_endpoint: String,
+    pub introspection_endpoint: String,
+    pub response_types_supported: Vec<String>,
+    pub response_modes_supported: Vec<String>,
+    pub grant_types_supported: Vec<String>,
+    pub token_endpoint_auth_methods_supported: Vec<String>,
+    pub revocation_endpoint_auth_methods_supported: Vec<String>,
+    pub introspection_endpoint_auth_methods_supported: Vec<String>,
+    pub code_challenge_methods_supported: Vec<String>,
+    pub scopes_supported: Vec<String>,
+    pub authorization_details_types_supported: Vec<String>,
+    pub authorization_response_iss_parameter_supported: bool,
+    /// Where resource servers fetch the Biscuit public keys.
+    pub biscuit_keys_uri: String,
+    pub service_documentation: String,
+}
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| (*s).to_string()).collect()
+}
+
+/// Authorization server metadata (RFC 8414).
+#[utoipa::path(get, path = "/.well-known/oauth-authorization-server", tag = "oauth",
+    responses((status = 200, description = "Metadata", body = ServerMetadata)))]
+#[get("/.well-known/oauth-authorization-server")]
+pub async fn server_metadata(state: web::Data<AppState>) -> HttpResponse {
+    let iss = &state.issuer;
+    let auth_methods = strings(&["client_secret_basic", "client_secret_post"]);
+    HttpResponse::Ok().json(ServerMetadata {
+        issuer: iss.clone(),
+        authorization_endpoint: format!("{iss}/oauth2/authorize"),
+        token_endpoint: format!("{iss}/oauth2/token"),
+        pushed_authorization_request_endpoint: format!("{iss}/oauth2/par"),
+        require_pushed_authorization_requests: false,
+        revocation_endpoint: format!("{iss}/oauth2/revoke"),
+        introspection_endpoint: format!("{iss}/oauth2/introspect"),
+        response_types_supported: strings(&["code"]),
+        response_modes_supported: strings(&["query"]),
+        grant_types_supported: strings(&["authorization_code", "refresh_token"]),
+        token_endpoint_auth_methods_supported: auth_methods.clone(),
+        revocation_endpoint_auth_methods_supported: auth_methods.clone(),
+        introspection_endpoint_auth_methods_supported: auth_methods,
+        code_challenge_methods_supported: strings(&["S256"]),
+        scopes_supported: strings(&["accounts:read", "balances:read", "transactions:read"]),
+        authorization_details_types_supported: strings(&["account_access"]),
+        authorization_response_iss_parameter_supported: true,
+        biscuit_keys_uri: format!("{iss}/.well-known/biscuit-keys"),
+        service_documentation: format!("{iss}/docs/"),
+    })
+}
+
+/// Public keys that verify access tokens, with their validity; retired keys stay until every
+/// token they signed has expired.
+#[utoipa::path(get, path = "/.well-known/biscuit-keys", tag = "oauth",
+    responses((status = 200, description = "Biscuit public keys (grants::BiscuitKeys)", body = serde_json::Value)))]
+#[get("/.well-known/biscuit-keys")]
+pub async fn biscuit_keys(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "public, max-age=60"))
+        .json(state.oauth.keys.document())
+}
+
+fn params_from(form: &HashMap<String, String>) -> AuthorizationParams {
+    let get = |k: &str| form.get(k).cloned();
+    AuthorizationParams {
+        client_id: get("client_id"),
+        response_type: get("response_type"),
+        redirect_uri: get("redirect_uri"),
+        state: get("state"),
+        code_challenge: get("code_challenge"),
+        code_challenge_method: get("code_challenge_method"),
+        scope: get("scope"),
+        authorization_details: get("authorization_details"),
+        request_uri: get("request_uri"),
+    }
+}
+
+/// Pushed authorization request (RFC 9126). Client-authenticated; the body carries the
+/// authorization request parameters.
+#[utoipa::path(post, path = "/oauth2/par", tag = "oauth",
+    request_body(content = AuthorizationParams, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 201, description = "Request stored", body = ParResponse),
+        (status = 400, description = "Invalid request", body = OAuthErrorBody),
+        (status = 401, description = "Client authentication failed", body = OAuthErrorBody)))]
+#[post("/oauth2/par")]
+pub async fn par_endpoint(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: Bytes,
+) -> Result<HttpResponse, OAuthError> {
+    let mut form = parse_form(&req, &body)?;
+    let client = authenticate(&state, &req, &mut form, "par").await?;
+    let resp = flow::push(&state.oauth, &client, params_from(&form)).await?;
+    Ok(no_store(HttpResponse::Created().json(resp)))
+}
+
+pub fn error_page(status: StatusCode, title: &str, message: &str) -> HttpResponse {
+    let markup = page(
+        title,
+        html! {
+            h1 { (title) }
+            p { (message) }
+            p.muted { "You can close this window and return to the app." }
+        },
+    );
+    HttpResponse::build(status)
+        .content_type("text/html; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .body(markup.into_string())
+}
+
+pub fn see_other(location: &str) -> HttpResponse {
+    HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, location))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .finish()
+}
+
+/// Authorization endpoint. Valid requests continue to login and the consent page; an unknown
+/// client or unregistered redirect URI gets an error page (never a redirect); other errors are
+/// returned to the client's redirect URI with `state` and `iss`.
+#[utoipa::path(get, path = "/oauth2/authorize", tag = "oauth", params(AuthorizationParams),
+    responses(
+        (status = 303, description = "To the consent page, or back to the client with an error"),
+        (status = 400, description = "Error page (untrusted client or redirect URI)")))]
+#[get("/oauth2/authorize")]
+pub async fn authorize_endpoint(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
+    // Each valid request stores a pending row: bound how fast one address can create them.
+    let ip = req
+        .peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    if let Decision::Limited { .. } = state
+        .platform
+        .rate_limiter
+        .check(
+            &format!("authorize:{ip}"),
+            120,
+            std::time::Duration::from_secs(60),
+        )
+        .await
+    {
+        return error_page(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many requests",
+            "Wait a minute and try again.",
+        );
+    }
+    let mut seen = HashMap::new();
+    for (k, v) in url::form_urlencoded::parse(req.query_string().as_bytes()) {
+        if seen.insert(k.to_string(), v.to_string()).is_some() {
+            return error_page(
+                StatusCode::BAD_REQUEST,
+                "Invalid request",
+                &format!("Parameter {k} is repeated."),
+            );
+        }
+    }
+    match flow::authorize(&state.oauth, params_from(&seen)).await {
+        Ok(id) => see_other(&format!("/oauth2/consent/{id}")),
+        Err(AuthorizeFailure::Page(msg)) => error_page(
+            StatusCode::BAD_REQUEST,
+            "This request cannot be processed",
+            &msg,
+        ),
+        Err(AuthorizeFailure::Redirect {
+            redirect_uri,
+            error,
+            state: st,
+        }) => {
+            let mut url = match url::Url::parse(&redirect_uri) {
+                Ok(u) => u,
+                Err(_) => {
+                    return error_page(
+                        StatusCode::BAD_REQUEST,
+                        "Invalid request",
+                        "Bad redirect URI.",
+                    );
+                }
+            };
+            {
+                let mut q = url.query_pairs_mut();
+                q.append_pair("error", &error.code());
+                q.append_pair("error_description", error.description());
+                if let Some(s) = &st {
+                    q.append_pair("state", s);
+                }
+                q.append_pair("iss", &state.issuer);
+            }
+            see_other(url.as_str())
+        }
+    }
+}
+
+/// Token request (form fields).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct TokenRequest {
+    /// `authorization_code` or `refresh_token`.
+    pub grant_type: String,
+    pub code: Option<String>,
+    pub redirect_uri: Option<String>,
+    pub code_verifier: Option<String>,
+    pub refresh_token: Option<String>,
+}
+
+/// Token endpoint: `authorization_code` (PKCE S256) and `refresh_token` (rotating). The access
+/// token is a Biscuit; the response carries the granted `authorization_details` and `grant_id`.
+#[utoipa::path(post, path = "/oauth2/token", tag = "oauth",
+    request_body(content = TokenRequest, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "Tokens", body = TokenResponse),
+        (status = 400, description = "invalid_grant, invalid_request, unsupported_grant_type", body = OAuthErrorBody),
+        (status = 401, description = "invalid_client", body = OAuthErrorBody)))]
+#[post("/oauth2/token")]
+pub async fn token_endpoint(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: Bytes,
+) -> Result<HttpResponse, OAuthError> {
+    let mut form = parse_form(&req, &body)?;
+    let client = authenticate(&state, &req, &mut form, "token").await?;
+    let svc = state.oauth.clone();
+    let now = state.platform.now();
+    let grant_type = form.get("grant_type").cloned().unwrap_or_default();
+    let result = match grant_type.as_str() {
+        "authorization_code" => {
+            let code = form
+                .remove("code")
+                .ok_or_else(|| OAuthError::InvalidRequest("code is required".into()))?;
+            let redirect_uri = form.remove("redirect_uri");
+            let verifier = form.remove("code_verifier");
+            state
+                .platform
+                .db
+                .run(move |c| {
+                    Ok(tokens::exchange_code(
+                        c,
+                        &svc,
+                        &client,
+                        &code,
+                        redirect_uri.as_deref(),
+                        verifier.as_deref(),
+                        now,
+                    ))
+                })
+                .await?
+        }
+        "refresh_token" => {
+            let rt = form
+                .remove("refresh_token")
+                .ok_or_else(|| OAuthError::InvalidRequest("refresh_token is required".into()))?;
+            state
+                .platform
+                .db
+                .run(move |c| Ok(tokens::refresh(c, &svc, &client, &rt, now)))
+                .await?
+        }
+        "" => Err(OAuthError::InvalidRequest("grant_type is required".into())),
+        other => Err(OAuthError::UnsupportedGrantType(format!(
+            "grant_type {other:?} is not supported"
+        ))),
+    }?;
+    metrics::counter!("consent_tokens_issued_total", "grant_type" => grant_type).increment(1);
+    Ok(no_store(HttpResponse::Ok().json(result)))
+}
+
+/// Body of revocation and introspection requests (plus client authentication).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct TokenParam {
+    /// An access token (Biscuit) or a refresh token.
+    pub token: String,
+    /// `access_token` or `refresh_token` (optional; the token's form decides).
+    pub token_type_hint: Option<String>,
+}
+
+/// Token revocation (RFC 7009). Revoking a refresh token ends its grant; revoking an access
+/// token lists its revocation ids. Always 200 for a well-formed request.
+#[utoipa::path(post, path = "/oauth2/revoke", tag = "oauth",
+    request_body(content = TokenParam, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "Revoked (or unknown token)"),
+        (status = 401, description = "invalid_client", body = OAuthErrorBody)))]
+#[post("/oauth2/revoke")]
+pub async fn revoke_endpoint(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: Bytes,
+) -> Result<HttpResponse, OAuthError> {
+    let mut form = parse_form(&req, &body)?;
+    let client = authenticate(&state, &req, &mut form, "revoke").await?;
+    let token = form
+        .remove("token")
+        .ok_or_else(|| OAuthError::InvalidRequest("token is required".into()))?;
+    let svc = state.oauth.clone();
+    let now = state.platform.now();
+    let ended = state
+        .platform
+        .db
+        .run(move |c| Ok(tokens::revoke(c, &svc, &client, &token, now)))
+        .await??;
+    crate::publish_revocations(&state.platform, &ended).await;
+    Ok(no_store(HttpResponse::Ok().finish()))
+}
+
+/// Token introspection (RFC 7662): grant status and authorization details.
+#[utoipa::path(post, path = "/oauth2/introspect", tag = "oauth",
+    request_body(content = TokenParam, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "Introspection result", body = Introspection),
+        (status = 401, description = "invalid_client", body = OAuthErrorBody)))]
+#[post("/oauth2/introspect")]
+pub async fn introspect_endpoint(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: Bytes,
+) -> Result<HttpResponse, OAuthError> {
+    let mut form = parse_form(&req, &body)?;
+    let client = authenticate(&state, &req, &mut form, "introspect").await?;
+    let token = form
+        .remove("token")
+        .ok_or_else(|| OAuthError::InvalidRequest("token is required".into()))?;
+    let svc = state.oauth.clone();
+    let now = state.platform.now();
+    let result = state
+        .platform
+        .db
+        .run(move |c| Ok(tokens::introspect(c, &svc, &client, &token, now)))
+        .await??;
+    Ok(no_store(HttpResponse::Ok().json(result)))
+}

@@ -1,0 +1,473 @@
+//! Customer pages: login, logout and the consent screen. Server-rendered, no JavaScript, CSRF
+//! token on every form, output escaped by maud, `frame-ancestors 'none'` from the global headers.
+
+use actix_web::http::StatusCode;
+use actix_web::web::{self, Bytes};
+use actix_web::{HttpRequest, HttpResponse, get, post};
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use maud::{Markup, html};
+use platform::crypto::verify_password;
+use platform::ratelimit::Decision;
+use platform::session::{self, LoginCsrf, SessionKind};
+use platform::storage::schema::customers;
+use platform::web::{
+    clear_session_cookie, current_session, login_csrf_cookie, page, session_cookie,
+};
+
+use crate::AppState;
+use crate::oauth::flow::{
+    self, ConsentChoice, ConsentError, Decision as ConsentDecision, PendingConsent,
+};
+use crate::routes::oauth::{error_page, see_other};
+
+/// Only same-site relative paths may be a post-login destination (no open redirects).
+fn safe_next(next: Option<&str>) -> String {
+    match next {
+        Some(n)
+            if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') && n.len() < 512 =>
+        {
+            n.to_string()
+        }
+        _ => "/".to_string(),
+    }
+}
+
+fn form_pairs(body: &Bytes) -> Vec<(String, String)> {
+    url::form_urlencoded::parse(body)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+fn field<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    pairs
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+fn login_page(csrf: &str, next: &str, error: Option<&str>) -> Markup {
+    page(
+        "Log in",
+        html! {
+            h1 { "Log in to your bank" }
+            @if let Some(e) = error { p.error role="alert" { (e) } }
+            form method="post" action="/login" {
+                input type="hidden" name="csrf_token" value=(csrf);
+                input type="hidden" name="next" value=(next);
+                p { label { "Username " input type="text" name="username" autocomplete="username" required; } }
+                p { label { "Password " input type="password" name="password" autocomplete="current-password" required; } }
+                p { button type="submit" { "Log in" } }
+            }
+        },
+    )
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct LoginQuery {
+    next: Option<String>,
+}
+
+#[get("/login")]
+pub async fn login_form(state: web::Data<AppState>, query: web::Query<LoginQuery>) -> HttpResponse {
+    let csrf = LoginCsrf::generate();
+    HttpResponse::Ok()
+        .cookie(login_csrf_cookie(&state.platform, &csrf))
+        .insert_header(("Cache-Control", "no-store"))
+        .content_type("text/html; charset=utf-8")
+        .body(login_page(&csrf, &safe_next(query.next.as_deref()), None).into_string())
+}
+
+#[post("/login")]
+pub async fn login(state: web::Data<AppState>, req: HttpRequest, body: Bytes) -> HttpResponse {
+    let pairs = form_pairs(&body);
+    let next = safe_next(field(&pairs, "next"));
+    let cookie = req.cookie(LoginCsrf::COOKIE).map(|c| c.value().to_string());
+    if !LoginCsrf::check(
+        cookie.as_deref(),
+        field(&pairs, "csrf_token").unwrap_or_default(),
+    ) {
+        return error_page(
+            StatusCode::FORBIDDEN,
+            "Form expired",
+            "The form was not submitted from this site or has expired; reload the login page.",
+        );
+    }
+    let username = field(&pairs, "username")
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    let password = field(&pairs, "password").unwrap_or_default().to_string();
+    // The socket peer, not X-Forwarded-For: a client-supplied header must not pick its bucket.
+    let ip = req
+        .peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    let retry = |msg: &str, status: StatusCode| {
+        let csrf = LoginCsrf::generate();
+        HttpResponse::build(status)
+            .cookie(login_csrf_cookie(&state.platform, &csrf))
+            .content_type("text/html; charset=utf-8")
+            .body(login_page(&csrf, &next, Some(msg)).into_string())
+    };
+    // Per account (guessing one password) and per address (spraying many accounts).
+    for (bucket, limit) in [
+        (format!("login:user:{username}"), 10),
+        (format!("login:ip:{ip}"), 50),
+    ] {
+        if let Decision::Limited { .. } = state
+            .platform
+            .rate_limiter
+            .check(&bucket, limit, std::time::Duration::from_secs(300))
+            .await
+        {
+            return retry(
+                "Too many attempts. Wait a few minutes and try again.",
+                StatusCode::TOO_MANY_REQUESTS,
+            );
+        }
+    }
+    if username.is_empty() || username.len() > 64 || password.is_empty() || password.len() > 256 {
+        return retry("Wrong username or password.", StatusCode::UNAUTHORIZED);
+    }
+    let now = state.platform.now();
+    let user = username.clone();
+    let found = state
+        .platform
+        .db
+        .run(move |c| {
+            Ok(customers::table
+                .filter(customers::username.eq(&user))
+                .select((customers::id, customers::password_hash))
+                .first::<(String, String)>(c)
+                .optional()?)
+        })
+        .await;
+    let Ok(found) = found else {
+        return error_page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Unavailable",
+            "The service is temporarily unavailable; try again.",
+        );
+    };
+    let stored = found.as_ref().map(|(_, h)| h.clone());
+    // argon2 is deliberately slow: verify off the async executor. Unknown users verify a dummy
+    // hash so both failures take the same time.
+    let ok = tokio::task::spawn_blocking(move || verify_password(&password, stored.as_deref()))
+        .await
+        .unwrap_or(false);
+    let Some((customer_id, _)) = found.filter(|_| ok) else {
+        tracing::info!("customer login failed");
+        return retry("Wrong username or password.", StatusCode::UNAUTHORIZED);
+    };
+    let created = state
+        .platform
+        .db
+        .write(move |c| {
+            let s = session::create(c, SessionKind::Customer, &customer_id, now)?;
+            platform::audit::record(
+                c,
+                &platform::audit::NewEvent::new(
+                    platform::audit::Actor::customer(&customer_id),
+                    "customer.login",
+                    platform::audit::Target::new("customer", customer_id.clone()),
+                ),
+                now,
+            )?;
+            Ok(s)
+        })
+        .await;
+    match created {
+        Ok((token, _)) => HttpResponse::SeeOther()
+            .cookie(session_cookie(
+                &state.platform,
+                SessionKind::Customer,
+                &token,
+            ))
+            .insert_header(("Location", next))
+            .finish(),
+        Err(_) => error_page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Unavailable",
+            "The service is temporarily unavailable; try again.",
+        ),
+    }
+}
+
+#[post("/logout")]
+pub async fn logout(state: web::Data<AppState>, req: HttpRequest, body: Bytes) -> HttpResponse {
+    let pairs = form_pairs(&body);
+    if let Ok(Some(s)) = current_session(&state.platform, &req, SessionKind::Customer).await {
+        if !s.check_csrf(field(&pairs, "csrf_token").unwrap_or_default()) {
+            return error_page(
+                StatusCode::FORBIDDEN,
+                "Form expired",
+                "Reload the page and try again.",
+            );
+        }
+        let _ = state
+            .platform
+            .db
+            .write(move |c| session::delete(c, &s))
+            .await;
+    }
+    HttpResponse::SeeOther()
+        .cookie(clear_session_cookie(&state.platform, SessionKind::Customer))
+        .insert_header(("Location", "/login"))
+        .finish()
+}
+
+fn describe(action: &str) -> &'static str {
+    match action {
+        "accounts:read" => "See the names, numbers and currencies of the accounts you choose",
+        "balances:read" => "See the balances of those accounts",
+        "transactions:read" => "See the transactions on those accounts",
+        _ => "A permission this bank does not describe",
+    }
+}
+
+fn date(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d").to_string()
+}
+
+fn consent_page(p: &PendingConsent, csrf: &str, error: Option<&str>, now: DateTime<Utc>) -> Markup {
+    let r = &p.requested;
+    let wants_transactions = r.actions.iter().any(|a| a.as_str() == "transactions:read");
+    page(
+        "Connect an app",
+        html! {
+            h1 { (p.client.name) " wants access to your bank data" }
+            @if p.client.is_production() {
+                @if let Some(name) = &p.verified_legal_name {
+                    p.identity { "Operated by " strong { (name) } " - identity verified by your bank." }
+                } @else {
+                    p.identity.warning { "The operator of this app has not been verified." }
+                }
+            } @else {
+                p.identity.warning { strong { "Sandbox, unverified" } " - a test app; its operator's identity has not been verified." }
+            }
+            @if let Some(e) = error { p.error role="alert" { (e) } }
+            p { "Choose exactly what to share. You can only share less than the app asked for, and you can end this access at any time from " a href="/account/apps" { "your connected apps" } "." }
+            form method="post" action={ "/oauth2/consent/" (p.id) } {
+                input type="hidden" name="csrf_token" value=(csrf);
+                fieldset {
+                    legend { "Accounts" }
+                    @for a in &p.accounts {
+                        p { label { input type="checkbox" name="account" value=(a.id) checked; " " (a.name) " (" (a.masked_number) ", " (a.currency) ")" } }
+                    }
+                }
+                fieldset {
+                    legend { "Permissions" }
+                    @for action in &r.actions {
+                        p { label { input type="checkbox" name="action" value=(action.as_str()) checked; " " (describe(action.as_str())) } }
+                    }
+                }
+                @if wants_transactions {
+                    fieldset {
+                        legend { "Transactions from this period" }
+                        @if let Some(w) = &r.window {
+                            p { label { "From " input type="date" name="transactions_from" value=(date(w.from())) min=(date(w.from())) max=(date(w.until())); } }
+                            p { label { "Until " input type="date" name="transactions_until" value=(date(w.until())) min=(date(w.from())) max=(date(w.until())); } }
+                        } @else {
+                            p.muted { "The app asked for your whole transaction history. To share only a period, give both dates." }
+                            p { label { "From " input type="date" name="transactions_from"; } }
+                            p { label { "Until " input type="date" name="transactions_until"; } }
+                        }
+                    }
+                }
+                @if !p.merchants.is_empty() {
+                    fieldset {
+                        legend { "Only transactions with these merchants" }
+                        @for (id, name) in &p.merchants {
+                            p { label { input type="checkbox" name="merchant" value=(id) checked; " " (name) } }
+                        }
+                    }
+                }
+                fieldset {
+                    legend { "Access ends on" }
+                    p { label { input type="date" name="expires_at" value=(date(r.expires_at)) min=(date(now)) max=(date(r.expires_at)); } }
+                }
+                p {
+                    button type="submit" name="decision" value="approve" { "Allow" }
+                    " "
+                    button type="submit" name="decision" value="deny" { "Deny" }
+                }
+            }
+        },
+    )
+}
+
+/// The consent page's response. Browsers apply CSP `form-action` to the redirect that follows a
+/// form submission, so the policy names the client's registered redirect origin (and nothing
+/// else) besides 'self'.
+fn consent_response(status: StatusCode, p: &PendingConsent, markup: Markup) -> HttpResponse {
+    let origin = url::Url::parse(&p.redirect_uri)
+        .map(|u| u.origin().ascii_serialization())
+        .unwrap_or_default();
+    let csp = format!(
+        "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src 'self'; \
+         object-src 'none'; base-uri 'none'; form-action 'self' {origin}; frame-ancestors 'none'"
+    );
+    HttpResponse::build(status)
+        .content_type("text/html; charset=utf-8")
+        .insert_header(("Cache-Control", "no-store"))
+        .insert_header(("Content-Security-Policy", csp))
+        .body(markup.into_string())
+}
+
+fn consent_error(e: &ConsentError) -> HttpResponse {
+    match e {
+        ConsentError::Unavailable(_) => error_page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Unavailable",
+            &e.to_string(),
+        ),
+        _ => error_page(
+            StatusCode::BAD_REQUEST,
+            "This request cannot be completed",
+            &e.to_string(),
+        ),
+    }
+}
+
+fn valid_request_id(id: &str) -> bool {
+    id.starts_with("areq_") && id.len() <= 64
+}
+
+/// The customer session for a consent request, or the response to send instead (unknown id,
+/// not logged in: to the login page and back).
+async fn consent_session(
+    state: &AppState,
+    req: &HttpRequest,
+    id: &str,
+) -> Result<platform::session::Session, HttpResponse> {
+    if !valid_request_id(id) {
+        return Err(error_page(
+            StatusCode::NOT_FOUND,
+            "Not found",
+            "Unknown authorization request.",
+        ));
+    }
+    match current_session(&state.platform, req, SessionKind::Customer).await {
+        Ok(Some(s)) => Ok(s),
+        Ok(None) => Err(see_other(&format!("/login?next=/oauth2/consent/{id}"))),
+        Err(_) => Err(error_page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Unavailable",
+            "Try again.",
+        )),
+    }
+}
+
+#[get("/oauth2/consent/{id}")]
+pub async fn consent_form(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> HttpResponse {
+    let id = id.into_inner();
+    let session = match consent_session(&state, &req, &id).await {
+        Ok(s) => s,
+        Err(resp) => return resp,
+    };
+    let now = state.platform.now();
+    let svc = state.oauth.clone();
+    let customer = session.subject_id.clone();
+    let result = state
+        .platform
+        .db
+        .run(move |c| Ok(flow::pending(c, &svc, &id, &customer, now)))
+        .await;
+    match result {
+        Ok(Ok(p)) => consent_response(
+            StatusCode::OK,
+            &p,
+            consent_page(&p, &session.csrf_token, None, now),
+        ),
+        Ok(Err(e)) => consent_error(&e),
+        Err(e) => consent_error(&ConsentError::Unavailable(e)),
+    }
+}
+
+#[post("/oauth2/consent/{id}")]
+pub async fn consent_decide(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+    body: Bytes,
+) -> HttpResponse {
+    let id = id.into_inner();
+    let session = match consent_session(&state, &req, &id).await {
+        Ok(s) => s,
+        Err(resp) => return resp,
+    };
+    let pairs = form_pairs(&body);
+    if !session.check_csrf(field(&pairs, "csrf_token").unwrap_or_default()) {
+        return error_page(
+            StatusCode::FORBIDDEN,
+            "Form expired",
+            "The form was not submitted from this site; reload the page.",
+        );
+    }
+    let all = |name: &str| {
+        pairs
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .collect::<Vec<_>>()
+    };
+    let decision = match field(&pairs, "decision") {
+        Some("approve") => ConsentDecision::Approve(ConsentChoice {
+            accounts: all("account"),
+            actions: all("action"),
+            transactions_from: field(&pairs, "transactions_from").map(str::to_string),
+            transactions_until: field(&pairs, "transactions_until").map(str::to_string),
+            merchants: all("merchant"),
+            expires_at: field(&pairs, "expires_at").map(str::to_string),
+        }),
+        Some("deny") => ConsentDecision::Deny,
+        _ => {
+            return error_page(
+                StatusCode::BAD_REQUEST,
+                "Invalid form",
+                "Choose Allow or Deny.",
+            );
+        }
+    };
+    let now = state.platform.now();
+    let svc = state.oauth.clone();
+    let customer = session.subject_id.clone();
+    let rid = id.clone();
+    let result = state
+        .platform
+        .db
+        .run(move |c| Ok(flow::decide(c, &svc, &rid, &customer, &decision, now)))
+        .await;
+    match result {
+        Ok(Ok(location)) => see_other(&location),
+        Ok(Err(ConsentError::Invalid(msg))) => {
+            // Show the form again with the reason; nothing was written.
+            let svc = state.oauth.clone();
+            let customer = session.subject_id.clone();
+            match state
+                .platform
+                .db
+                .run(move |c| Ok(flow::pending(c, &svc, &id, &customer, now)))
+                .await
+            {
+                Ok(Ok(p)) => consent_response(
+                    StatusCode::BAD_REQUEST,
+                    &p,
+                    consent_page(&p, &session.csrf_token, Some(&msg), now),
+                ),
+                _ => error_page(
+                    StatusCode::BAD_REQUEST,
+                    "This request cannot be completed",
+                    &msg,
+                ),
+            }
+        }
+        Ok(Err(e)) => consent_error(&e),
+        Err(e) => consent_error(&ConsentError::Unavailable(e)),
+    }
+}

@@ -1,0 +1,202 @@
+//! The sandbox bank's data, read strictly within an effective scope computed by `grants`
+//! verification: only the token subject's accounts, only the scope's accounts, window and
+//! merchants. Plain Rust over storage.
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use diesel::prelude::*;
+use platform::audit::{self, Actor, NewEvent, Target};
+use platform::storage::schema::{accounts, grants, merchants, transactions};
+use platform::storage::{AnyConnection, StorageResult};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AccountView {
+    pub id: String,
+    pub name: String,
+    pub masked_number: String,
+    pub currency: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct BalanceView {
+    pub account_id: String,
+    /// Minor units (cents).
+    pub amount_minor: i64,
+    pub currency: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TransactionView {
+    pub id: String,
+    pub booked_at: String,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub merchant_id: String,
+    pub merchant_name: String,
+    pub category: String,
+    pub description: String,
+}
+
+/// Accounts of `subject` among `allowed`.
+pub fn accounts_of(
+    c: &mut AnyConnection,
+    subject: &str,
+    allowed: &[String],
+) -> StorageResult<Vec<AccountView>> {
+    let rows: Vec<(String, String, String, String)> = accounts::table
+        .filter(accounts::customer_id.eq(subject))
+        .filter(accounts::id.eq_any(allowed))
+        .order(accounts::id.asc())
+        .select((
+            accounts::id,
+            accounts::name,
+            accounts::masked_number,
+            accounts::currency,
+        ))
+        .load(c)?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, name, masked_number, currency)| AccountView {
+            id,
+            name,
+            masked_number,
+            currency,
+        })
+        .collect())
+}
+
+pub fn balance(
+    c: &mut AnyConnection,
+    subject: &str,
+    account: &str,
+) -> StorageResult<Option<BalanceView>> {
+    let row: Option<(i64, String)> = accounts::table
+        .filter(accounts::customer_id.eq(subject))
+        .filter(accounts::id.eq(account))
+        .select((accounts::balance_minor, accounts::currency))
+        .first(c)
+        .optional()?;
+    Ok(row.map(|(amount_minor, currency)| BalanceView {
+        account_id: account.to_string(),
+        amount_minor,
+        currency,
+    }))
+}
+
+/// Transactions of `subject`'s `account` within `[from, until]`, restricted to `merchants` when
+/// given; newest first, at most `limit`. `None` when the account is not the subject's.
+pub fn transactions_of(
+    c: &mut AnyConnection,
+    subject: &str,
+    account: &str,
+    from: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+    merchant_filter: Option<&[String]>,
+    limit: i64,
+) -> StorageResult<Option<Vec<TransactionView>>> {
+    let owned: i64 = accounts::table
+        .filter(accounts::customer_id.eq(subject))
+        .filter(accounts::id.eq(account))
+        .count()
+        .get_result(c)?;
+    if owned == 0 {
+        return Ok(None);
+    }
+    let mut q = transactions::table
+        .inner_join(merchants::table)
+        .filter(transactions::account_id.eq(account))
+        .into_boxed();
+    if let Some(f) = from {
+        q = q.filter(transactions::booked_at.ge(f.naive_utc()));
+    }
+    if let Some(u) = until {
+        q = q.filter(transactions::booked_at.le(u.naive_utc()));
+    }
+    if let Some(m) = merchant_filter {
+        q = q.filter(transactions::merchant_id.eq_any(m.to_vec()));
+    }
+    type Row = (
+        String,
+        NaiveDateTime,
+        i64,
+        String,
+        String,
+        String,
+        String,
+        String,
+    );
+    let rows: Vec<Row> = q
+        .order(transactions::booked_at.desc())
+        .limit(limit)
+        .select((
+            transactions::id,
+            transactions::booked_at,
+            transactions::amount_minor,
+            transactions::currency,
+            transactions::merchant_id,
+            merchants::name,
+            merchants::category,
+            transactions::description,
+        ))
+        .load(c)?;
+    Ok(Some(
+        rows.into_iter()
+            .map(
+                |(
+                    id,
+                    booked,
+                    amount_minor,
+                    currency,
+                    merchant_id,
+                    merchant_name,
+                    category,
+                    description,
+                )| TransactionView {
+                    id,
+                    booked_at: booked
+                        .and_utc()
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    amount_minor,
+                    currency,
+                    merchant_id,
+                    merchant_name,
+                    category,
+                    description,
+                },
+            )
+            .collect(),
+    ))
+}
+
+/// Records that a resource server served data under `grant` (the customer's activity history
+/// and the grant's `last_used_at`, which dormancy is measured from; written at most once a
+/// minute).
+pub fn report_usage(
+    c: &mut AnyConnection,
+    grant: &str,
+    client: &str,
+    what: &str,
+    now: DateTime<Utc>,
+) -> StorageResult<()> {
+    let cutoff = (now - chrono::Duration::minutes(1)).naive_utc();
+    diesel::update(
+        grants::table.filter(grants::id.eq(grant)).filter(
+            grants::last_used_at
+                .is_null()
+                .or(grants::last_used_at.lt(cutoff)),
+        ),
+    )
+    .set(grants::last_used_at.eq(now.naive_utc()))
+    .execute(c)?;
+    audit::record(
+        c,
+        &NewEvent::new(
+            Actor::client(client),
+            "resource.read",
+            Target::new("grant", grant.to_string()),
+        )
+        .details(serde_json::json!({ "resource": what })),
+        now,
+    )?;
+    Ok(())
+}
