@@ -1,0 +1,765 @@
+//! KYC: the developer's verified legal identity, and its staff review.
+//!
+//! Status machine: `draft` -> `submitted` -> `approved` | `rejected` (with reason) |
+//! `needs_information` -> (edited, resubmitted) -> `submitted` again, in a new review *round*.
+//! A rejection is final. Approval takes two `approve` reviews in the same round from two distinct
+//! active staff members; one `reject` rejects and one `needs_information` sends it back.
+//!
+//! Four-eyes: the two approvals of a round *are* the four-eyes control for KYC. `kyc_reviews`
+//! holds one row per (submission, round, staff member) (a unique constraint), each with its
+//! decision and justification, visible to all staff and audited in the same transaction. (The
+//! generic [`crate::approvals`] requests serve actions one person asks for and another approves,
+//! such as client suspension; a KYC decision instead needs two independent reviews of the same
+//! evidence.)
+//!
+//! PII (legal name, registration number, address, contact person, documents) is encrypted with
+//! the `kyc-pii` key; the AAD binds each field to its row: `kyc_submissions.{field}:{row id}`.
+//! The country is stored in clear (it drives routing of reviews and is not personal).
+
+use std::fmt;
+
+use chrono::{DateTime, NaiveDateTime, SubsecRound, Utc};
+use diesel::prelude::*;
+use platform::audit::{self, Actor, NewEvent, Target};
+use platform::crypto::{FieldCipher, random_id};
+use platform::storage::AnyConnection;
+use platform::storage::models::{KycReview, KycSubmission};
+use platform::storage::schema::{developers, kyc_reviews, kyc_submissions, staff};
+use serde::{Deserialize, Serialize};
+
+use crate::approvals::justification;
+use crate::domain::{self, Errors};
+use crate::error::{PortalError, PortalResult};
+
+/// The purpose label of the KYC field-encryption key.
+pub const PII_KEY: &str = "kyc-pii";
+pub const MAX_DOCUMENTS: usize = 20;
+
+/// AAD of one encrypted field of one submission.
+pub fn aad(field: &str, row_id: &str) -> String {
+    format!("kyc_submissions.{field}:{row_id}")
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KycStatus {
+    Draft,
+    Submitted,
+    Approved,
+    Rejected,
+    NeedsInformation,
+}
+
+impl KycStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Draft => "draft",
+            Self::Submitted => "submitted",
+            Self::Approved => "approved",
+            Self::Rejected => "rejected",
+            Self::NeedsInformation => "needs_information",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Self::Draft,
+            Self::Submitted,
+            Self::Approved,
+            Self::Rejected,
+            Self::NeedsInformation,
+        ]
+        .into_iter()
+        .find(|x| x.as_str() == s)
+    }
+    /// Whether the developer may still edit the details.
+    pub fn editable(self) -> bool {
+        matches!(self, Self::Draft | Self::NeedsInformation)
+    }
+}
+
+/// A staff decision on a submission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReviewDecision {
+    Approve,
+    Reject,
+    NeedsInformation,
+}
+
+impl ReviewDecision {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "approve" => Ok(Self::Approve),
+            "reject" => Ok(Self::Reject),
+            "needs_information" => Ok(Self::NeedsInformation),
+            _ => Err("must be \"approve\", \"reject\" or \"needs_information\"".into()),
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Approve => "approve",
+            Self::Reject => "reject",
+            Self::NeedsInformation => "needs_information",
+        }
+    }
+}
+
+/// Metadata of a supporting document (the document itself is exchanged out of band).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KycDocument {
+    pub kind: String,
+    pub filename: String,
+    pub sha256: String,
+}
+
+impl fmt::Debug for KycDocument {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KycDocument")
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
+}
+
+pub const DOCUMENT_KINDS: [&str; 6] = [
+    "certificate_of_incorporation",
+    "proof_of_address",
+    "identity_document",
+    "license",
+    "ownership_structure",
+    "other",
+];
+
+/// The validated KYC details. Debug is redacted: PII never reaches logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KycDetails {
+    pub legal_name: String,
+    pub registration_number: String,
+    pub country: String,
+    pub address: String,
+    pub contact_person: String,
+    pub documents: Vec<KycDocument>,
+}
+
+impl fmt::Debug for KycDetails {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KycDetails")
+            .field("country", &self.country)
+            .field("documents", &self.documents.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl KycDetails {
+    /// Validates raw input, reporting every invalid field.
+    #[allow(clippy::too_many_arguments)]
+    pub fn parse(
+        legal_name: &str,
+        registration_number: &str,
+        country: &str,
+        address: &str,
+        contact_person: &str,
+        documents: &[KycDocument],
+    ) -> PortalResult<Self> {
+        let mut e = Errors::default();
+        let legal_name = e.check("legal_name", domain::text(legal_name, 200));
+        let registration_number =
+            e.check("registration_number", domain::text(registration_number, 64));
+        let country = e.check("country", domain::country(country));
+        let address = e.check("address", domain::text(address, 500));
+        let contact_person = e.check("contact_person", domain::text(contact_person, 200));
+        if documents.is_empty() {
+            e.push("documents", "list at least one supporting document");
+        }
+        if documents.len() > MAX_DOCUMENTS {
+            e.push("documents", format!("at most {MAX_DOCUMENTS} documents"));
+        }
+        let mut docs = Vec::new();
+        for (i, d) in documents.iter().enumerate().take(MAX_DOCUMENTS) {
+            let kind = d.kind.trim();
+            if !DOCUMENT_KINDS.contains(&kind) {
+                e.push(
+                    format!("documents[{i}].kind"),
+                    format!("must be one of {}", DOCUMENT_KINDS.join(", ")),
+                );
+            }
+            let filename = e.check(
+                &format!("documents[{i}].filename"),
+                domain::text(&d.filename, 255).and_then(|f| {
+                    if f.contains('/') || f.contains('\\') {
+                        Err("must be a file name, not a path".into())
+                    } else {
+                        Ok(f)
+                    }
+                }),
+            );
+            let sha = d.sha256.trim().to_ascii_lowercase();
+            if sha.len() != 64 || !sha.chars().all(|c| c.is_ascii_hexdigit()) {
+                e.push(
+                    format!("documents[{i}].sha256"),
+                    "must be a SHA-256 digest: 64 hexadecimal characters",
+                );
+            }
+            if let Some(filename) = filename {
+                docs.push(KycDocument {
+                    kind: kind.to_string(),
+                    filename,
+                    sha256: sha,
+                });
+            }
+        }
+        e.into_result()?;
+        Ok(Self {
+            legal_name: legal_name.unwrap_or_default(),
+            registration_number: registration_number.unwrap_or_default(),
+            country: country.unwrap_or_default(),
+            address: address.unwrap_or_default(),
+            contact_person: contact_person.unwrap_or_default(),
+            documents: docs,
+        })
+    }
+}
+
+/// A submission with its details decrypted.
+#[derive(Debug, Clone)]
+pub struct KycRecord {
+    pub id: String,
+    pub developer_id: String,
+    pub status: KycStatus,
+    pub round: i32,
+    pub details: KycDetails,
+    pub decision_reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub submitted_at: Option<DateTime<Utc>>,
+    pub decided_at: Option<DateTime<Utc>>,
+}
+
+/// One staff review, as every staff member sees it.
+#[derive(Debug, Clone)]
+pub struct ReviewView {
+    pub id: String,
+    pub staff_id: String,
+    pub staff_username: String,
+    pub decision: String,
+    pub justification: String,
+    pub round: i32,
+    pub created_at: DateTime<Utc>,
+}
+
+/// What a reviewer sees: the decrypted submission, the developer's email, every review.
+#[derive(Debug, Clone)]
+pub struct StaffKycView {
+    pub record: KycRecord,
+    pub developer_email: String,
+    pub reviews: Vec<ReviewView>,
+    /// Approvals in the current round.
+    pub approvals_this_round: usize,
+}
+
+/// A queue entry (no PII beyond the developer's email).
+#[derive(Debug, Clone)]
+pub struct QueueItem {
+    pub id: String,
+    pub developer_email: String,
+    pub country: String,
+    pub status: KycStatus,
+    pub round: i32,
+    pub approvals_this_round: usize,
+    pub submitted_at: Option<DateTime<Utc>>,
+}
+
+fn ts(t: DateTime<Utc>) -> NaiveDateTime {
+    t.naive_utc().trunc_subsecs(0)
+}
+
+fn encrypt_all(cipher: &FieldCipher, id: &str, d: &KycDetails) -> PortalResult<[String; 5]> {
+    let docs = serde_json::to_string(&d.documents)
+        .map_err(|e| PortalError::field("documents", e.to_string()))?;
+    Ok([
+        cipher.encrypt_str(&d.legal_name, &aad("legal_name", id))?,
+        cipher.encrypt_str(&d.registration_number, &aad("registration_number", id))?,
+        cipher.encrypt_str(&d.address, &aad("address", id))?,
+        cipher.encrypt_str(&d.contact_person, &aad("contact", id))?,
+        cipher.encrypt_str(&docs, &aad("documents", id))?,
+    ])
+}
+
+fn decrypt(cipher: &FieldCipher, row: &KycSubmission) -> PortalResult<KycDetails> {
+    let id = &row.id;
+    let documents_json = cipher.decrypt_str(&row.documents_enc, &aad("documents", id))?;
+    Ok(KycDetails {
+        legal_name: cipher.decrypt_str(&row.legal_name_enc, &aad("legal_name", id))?,
+        registration_number: cipher.decrypt_str(
+            &row.registration_number_enc,
+            &aad("registration_number", id),
+        )?,
+        country: row.country.clone(),
+        address: cipher.decrypt_str(&row.address_enc, &aad("address", id))?,
+        contact_person: cipher.decrypt_str(&row.contact_enc, &aad("contact", id))?,
+        documents: serde_json::from_str(&documents_json)
+            .map_err(|_| PortalError::Crypto(platform::crypto::CryptoError::Decrypt))?,
+    })
+}
+
+/// The current review round: 1, plus one for every time staff asked for more information.
+fn current_round(conn: &mut AnyConnection, submission_id: &str) -> PortalResult<i32> {
+    let n: i64 = kyc_reviews::table
+        .filter(kyc_reviews::submission_id.eq(submission_id))
+        .filter(kyc_reviews::decision.eq("needs_information"))
+        .count()
+        .get_result(conn)?;
+    Ok(1 + i32::try_from(n).unwrap_or(i32::MAX - 1))
+}
+
+fn approvals_in_round(
+    conn: &mut AnyConnection,
+    submission_id: &str,
+    round: i32,
+) -> PortalResult<usize> {
+    let n: i64 = kyc_reviews::table
+        .filter(kyc_reviews::submission_id.eq(submission_id))
+        .filter(kyc_reviews::round.eq(round))
+        .filter(kyc_reviews::decision.eq("approve"))
+        .count()
+        .get_result(conn)?;
+    Ok(usize::try_from(n).unwrap_or_default())
+}
+
+fn to_record(
+    conn: &mut AnyConnection,
+    cipher: &FieldCipher,
+    row: &KycSubmission,
+) -> PortalResult<KycRecord> {
+    Ok(KycRecord {
+        id: row.id.clone(),
+        developer_id: row.developer_id.clone(),
+        status: KycStatus::parse(&row.status).unwrap_or(KycStatus::Draft),
+        round: current_round(conn, &row.id)?,
+        details: decrypt(cipher, row)?,
+        decision_reason: row.decision_reason.clone(),
+        created_at: row.created_at.and_utc(),
+        updated_at: row.updated_at.and_utc(),
+        submitted_at: row.submitted_at.map(|t| t.and_utc()),
+        decided_at: row.decided_at.map(|t| t.and_utc()),
+    })
+}
+
+fn row_for_developer(
+    conn: &mut AnyConnection,
+    developer_id: &str,
+) -> PortalResult<Option<KycSubmission>> {
+    Ok(kyc_submissions::table
+        .filter(kyc_submissions::developer_id.eq(developer_id))
+        .select(KycSubmission::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+/// The developer's own submission, decrypted.
+pub fn for_developer(
+    conn: &mut AnyConnection,
+    cipher: &FieldCipher,
+    developer_id: &str,
+) -> PortalResult<Option<KycRecord>> {
+    match row_for_developer(conn, developer_id)? {
+        Some(row) => Ok(Some(to_record(conn, cipher, &row)?)),
+        None => Ok(None),
+    }
+}
+
+/// The status of the developer's submission, if any.
+pub fn status_of(conn: &mut AnyConnection, developer_id: &str) -> PortalResult<Option<KycStatus>> {
+    let s: Option<String> = kyc_submissions::table
+        .filter(kyc_submissions::developer_id.eq(developer_id))
+        .select(kyc_submissions::status)
+        .first(conn)
+        .optional()?;
+    Ok(s.as_deref().and_then(KycStatus::parse))
+}
+
+/// Whether the developer's KYC is approved.
+pub fn is_approved(conn: &mut AnyConnection, developer_id: &str) -> PortalResult<bool> {
+    Ok(kyc_submissions::table
+        .filter(kyc_submissions::developer_id.eq(developer_id))
+        .filter(kyc_submissions::status.eq("approved"))
+        .count()
+        .get_result::<i64>(conn)?
+        == 1)
+}
+
+/// Creates or updates the developer's details (allowed in `draft` and `needs_information`).
+pub fn save(
+    conn: &mut AnyConnection,
+    cipher: &FieldCipher,
+    developer_id: &str,
+    details: &KycDetails,
+    now: DateTime<Utc>,
+) -> PortalResult<KycRecord> {
+    let existing = row_for_developer(conn, developer_id)?;
+    let id = match &existing {
+        Some(row) => {
+            let status = KycStatus::parse(&row.status).unwrap_or(KycStatus::Draft);
+            if !status.editable() {
+                return Err(PortalError::Conflict(format!(
+                    "KYC is {} and can no longer be edited",
+                    status.as_str()
+                )));
+            }
+            row.id.clone()
+        }
+        None => random_id("kyc_"),
+    };
+    let [legal, reg, address, contact, docs] = encrypt_all(cipher, &id, details)?;
+    if existing.is_some() {
+        diesel::update(kyc_submissions::table.filter(kyc_submissions::id.eq(&id)))
+            .set((
+                kyc_submissions::legal_name_enc.eq(legal),
+                kyc_submissions::registration_number_enc.eq(reg),
+                kyc_submissions::country.eq(&details.country),
+                kyc_submissions::address_enc.eq(address),
+                kyc_submissions::contact_enc.eq(contact),
+                kyc_submissions::documents_enc.eq(docs),
+                kyc_submissions::updated_at.eq(ts(now)),
+            ))
+            .execute(conn)?;
+    } else {
+        diesel::insert_into(kyc_submissions::table)
+            .values(KycSubmission {
+                id: id.clone(),
+                developer_id: developer_id.to_string(),
+                status: "draft".into(),
+                legal_name_enc: legal,
+                registration_number_enc: reg,
+                country: details.country.clone(),
+                address_enc: address,
+                contact_enc: contact,
+                documents_enc: docs,
+                decision_reason: None,
+                created_at: ts(now),
+                updated_at: ts(now),
+                submitted_at: None,
+                decided_at: None,
+            })
+            .execute(conn)?;
+    }
+    audit::record(
+        conn,
+        &NewEvent::new(
+            Actor::developer(developer_id),
+            "kyc.saved",
+            Target::new("kyc_submission", &id),
+        ),
+        now,
+    )?;
+    let row =
+        row_for_developer(conn, developer_id)?.ok_or(PortalError::NotFound("KYC submission"))?;
+    to_record(conn, cipher, &row)
+}
+
+/// Submits (or, after `needs_information`, resubmits) the developer's details for review.
+pub fn submit(
+    conn: &mut AnyConnection,
+    cipher: &FieldCipher,
+    developer_id: &str,
+    now: DateTime<Utc>,
+) -> PortalResult<KycRecord> {
+    let row = row_for_developer(conn, developer_id)?.ok_or(PortalError::NotFound(
+        "KYC submission (save your details first)",
+    ))?;
+    let status = KycStatus::parse(&row.status).unwrap_or(KycStatus::Draft);
+    if !status.editable() {
+        return Err(PortalError::Conflict(format!(
+            "KYC is {} and cannot be submitted again",
+            status.as_str()
+        )));
+    }
+    diesel::update(
+        kyc_submissions::table
+            .filter(kyc_submissions::id.eq(&row.id))
+            .filter(kyc_submissions::status.eq(&row.status)),
+    )
+    .set((
+        kyc_submissions::status.eq("submitted"),
+        kyc_submissions::submitted_at.eq(ts(now)),
+        kyc_submissions::updated_at.eq(ts(now)),
+        kyc_submissions::decision_reason.eq(None::<String>),
+        kyc_submissions::decided_at.eq(None::<NaiveDateTime>),
+    ))
+    .execute(conn)?;
+    let round = current_round(conn, &row.id)?;
+    audit::record(
+        conn,
+        &NewEvent::new(
+            Actor::developer(developer_id),
+            if status == KycStatus::Draft {
+                "kyc.submitted"
+            } else {
+                "kyc.resubmitted"
+            },
+            Target::new("kyc_submission", &row.id),
+        )
+        .details(serde_json::json!({ "round": round })),
+        now,
+    )?;
+    let row =
+        row_for_developer(conn, developer_id)?.ok_or(PortalError::NotFound("KYC submission"))?;
+    to_record(conn, cipher, &row)
+}
+
+/// The review queue: submissions in `status` (default `submitted`), oldest first.
+pub fn queue(conn: &mut AnyConnection, status: Option<KycStatus>) -> PortalResult<Vec<QueueItem>> {
+    let status = status.unwrap_or(KycStatus::Submitted);
+    let rows: Vec<(String, String, String, String, Option<NaiveDateTime>)> = kyc_submissions::table
+        .inner_join(developers::table)
+        .filter(kyc_submissions::status.eq(status.as_str()))
+        .order(kyc_submissions::submitted_at.asc())
+        .limit(500)
+        .select((
+            kyc_submissions::id,
+            developers::email,
+            kyc_submissions::country,
+            kyc_submissions::status,
+            kyc_submissions::submitted_at,
+        ))
+        .load(conn)?;
+    let mut out = Vec::with_capacity(rows.len());
+    for (id, email, country, st, submitted_at) in rows {
+        let round = current_round(conn, &id)?;
+        let approvals = approvals_in_round(conn, &id, round)?;
+        out.push(QueueItem {
+            id,
+            developer_email: email,
+            country,
+            status: KycStatus::parse(&st).unwrap_or(status),
+            round,
+            approvals_this_round: approvals,
+            submitted_at: submitted_at.map(|t| t.and_utc()),
+        });
+    }
+    Ok(out)
+}
+
+/// A submission for review, with every review. Viewing decrypted PII is audited.
+pub fn staff_view(
+    conn: &mut AnyConnection,
+    cipher: &FieldCipher,
+    submission_id: &str,
+    viewer_staff_id: &str,
+    now: DateTime<Utc>,
+) -> PortalResult<StaffKycView> {
+    let view = load_staff_view(conn, cipher, submission_id)?;
+    audit::record(
+        conn,
+        &NewEvent::new(
+            Actor::staff(viewer_staff_id),
+            "kyc.viewed",
+            Target::new("kyc_submission", submission_id),
+        ),
+        now,
+    )?;
+    Ok(view)
+}
+
+fn load_staff_view(
+    conn: &mut AnyConnection,
+    cipher: &FieldCipher,
+    submission_id: &str,
+) -> PortalResult<StaffKycView> {
+    let row: KycSubmission = kyc_submissions::table
+        .filter(kyc_submissions::id.eq(submission_id))
+        .select(KycSubmission::as_select())
+        .first(conn)
+        .optional()?
+        .ok_or(PortalError::NotFound("KYC submission"))?;
+    let email: String = developers::table
+        .filter(developers::id.eq(&row.developer_id))
+        .select(developers::email)
+        .first(conn)?;
+    let record = to_record(conn, cipher, &row)?;
+    let reviews: Vec<(KycReview, String)> = kyc_reviews::table
+        .inner_join(staff::table.on(staff::id.eq(kyc_reviews::staff_id)))
+        .filter(kyc_reviews::submission_id.eq(submission_id))
+        .order((
+            kyc_reviews::round.asc(),
+            kyc_reviews::created_at.asc(),
+            kyc_reviews::id.asc(),
+        ))
+        .select((KycReview::as_select(), staff::username))
+        .load(conn)?;
+    let approvals_this_round = reviews
+        .iter()
+        .filter(|(r, _)| r.round == record.round && r.decision == "approve")
+        .count();
+    Ok(StaffKycView {
+        record,
+        developer_email: email,
+        reviews: reviews
+            .into_iter()
+            .map(|(r, username)| ReviewView {
+                id: r.id,
+                staff_id: r.staff_id,
+                staff_username: username,
+                decision: r.decision,
+                justification: r.justification,
+                round: r.round,
+                created_at: r.created_at.and_utc(),
+            })
+            .collect(),
+        approvals_this_round,
+    })
+}
+
+/// Records `staff_id`'s review of a submitted submission, and applies its consequence: a
+/// rejection rejects, a request for information sends it back to the developer, and the second
+/// approval of the round by a distinct staff member approves. Refuses a second review by the same
+/// staff member in a round and reviewers whose username is the developer's email.
+pub fn review(
+    conn: &mut AnyConnection,
+    cipher: &FieldCipher,
+    submission_id: &str,
+    staff_id: &str,
+    decision: ReviewDecision,
+    justification_text: &str,
+    now: DateTime<Utc>,
+) -> PortalResult<StaffKycView> {
+    let justification =
+        justification(justification_text).map_err(|m| PortalError::field("justification", m))?;
+    let (status, developer_id): (String, String) = kyc_submissions::table
+        .filter(kyc_submissions::id.eq(submission_id))
+        .select((kyc_submissions::status, kyc_submissions::developer_id))
+        .first(conn)
+        .optional()?
+        .ok_or(PortalError::NotFound("KYC submission"))?;
+    // Touching the row takes its write lock (PostgreSQL; SQLite's write lock is already held), so
+    // concurrent reviews of one submission are serialised and the second one counts the first's
+    // approval: two simultaneous approvals cannot both see "one approval so far".
+    let locked = diesel::update(
+        kyc_submissions::table
+            .filter(kyc_submissions::id.eq(submission_id))
+            .filter(kyc_submissions::status.eq("submitted")),
+    )
+    .set(kyc_submissions::updated_at.eq(ts(now)))
+    .execute(conn)?;
+    if status != "submitted" || locked != 1 {
+        return Err(PortalError::Conflict(format!(
+            "the submission is {status}, not awaiting review"
+        )));
+    }
+    let (username, staff_status): (String, String) = staff::table
+        .filter(staff::id.eq(staff_id))
+        .select((staff::username, staff::status))
+        .first(conn)
+        .optional()?
+        .ok_or(PortalError::Forbidden("unknown staff member".into()))?;
+    if staff_status != "active" {
+        return Err(PortalError::Forbidden("staff member is not active".into()));
+    }
+    let developer_email: String = developers::table
+        .filter(developers::id.eq(&developer_id))
+        .select(developers::email)
+        .first(conn)?;
+    if username.trim().eq_ignore_ascii_case(developer_email.trim()) {
+        return Err(PortalError::Forbidden(
+            "you cannot review the KYC of your own developer account".into(),
+        ));
+    }
+    let round = current_round(conn, submission_id)?;
+    let mine: i64 = kyc_reviews::table
+        .filter(kyc_reviews::submission_id.eq(submission_id))
+        .filter(kyc_reviews::round.eq(round))
+        .filter(kyc_reviews::staff_id.eq(staff_id))
+        .count()
+        .get_result(conn)?;
+    if mine > 0 {
+        return Err(PortalError::Conflict(
+            "you have already reviewed this submission in this round; a second approval must \
+             come from another staff member"
+                .into(),
+        ));
+    }
+    let review_id = random_id("rev_");
+    diesel::insert_into(kyc_reviews::table)
+        .values(KycReview {
+            id: review_id.clone(),
+            submission_id: submission_id.to_string(),
+            staff_id: staff_id.to_string(),
+            decision: decision.as_str().into(),
+            justification: justification.clone(),
+            round,
+            // Microseconds: reviews of one round are listed in the order they were made.
+            created_at: now.naive_utc().trunc_subsecs(6),
+        })
+        .execute(conn)?;
+    audit::record(
+        conn,
+        &NewEvent::new(
+            Actor::staff(staff_id),
+            "kyc.reviewed",
+            Target::new("kyc_submission", submission_id),
+        )
+        .details(serde_json::json!({
+            "review_id": review_id,
+            "decision": decision.as_str(),
+            "round": round,
+        })),
+        now,
+    )?;
+    let outcome = match decision {
+        ReviewDecision::Approve => {
+            (approvals_in_round(conn, submission_id, round)? >= 2).then_some(KycStatus::Approved)
+        }
+        ReviewDecision::Reject => Some(KycStatus::Rejected),
+        ReviewDecision::NeedsInformation => Some(KycStatus::NeedsInformation),
+    };
+    if let Some(new_status) = outcome {
+        let reason = (new_status != KycStatus::Approved).then_some(justification);
+        let changed = diesel::update(
+            kyc_submissions::table
+                .filter(kyc_submissions::id.eq(submission_id))
+                .filter(kyc_submissions::status.eq("submitted")),
+        )
+        .set((
+            kyc_submissions::status.eq(new_status.as_str()),
+            kyc_submissions::decision_reason.eq(reason),
+            kyc_submissions::decided_at.eq(ts(now)),
+            kyc_submissions::updated_at.eq(ts(now)),
+        ))
+        .execute(conn)?;
+        if changed != 1 {
+            return Err(PortalError::Conflict(
+                "the submission changed during the review; reload and try again".into(),
+            ));
+        }
+        audit::record(
+            conn,
+            &NewEvent::new(
+                Actor::staff(staff_id),
+                match new_status {
+                    KycStatus::Approved => "kyc.approved",
+                    KycStatus::Rejected => "kyc.rejected",
+                    _ => "kyc.needs_information",
+                },
+                Target::new("kyc_submission", submission_id),
+            )
+            .details(serde_json::json!({ "round": round, "developer_id": developer_id })),
+            now,
+        )?;
+    }
+    load_staff_view(conn, cipher, submission_id)
+}
+
+/// The legal name of a developer whose KYC is approved (decrypted), for display to customers.
+pub fn verified_legal_name(
+    conn: &mut AnyConnection,
+    cipher: &FieldCipher,
+    developer_id: &str,
+) -> PortalResult<Option<String>> {
+    let row: Option<(String, String)> = kyc_submissions::table
+        .filter(kyc_submissions::developer_id.eq(developer_id))
+        .filter(kyc_submissions::status.eq("approved"))
+        .select((kyc_submissions::id, kyc_submissions::legal_name_enc))
+        .first(conn)
+        .optional()?;
+    match row {
+        Some((id, enc)) => Ok(Some(cipher.decrypt_str(&enc, &aad("legal_name", &id))?)),
+        None => Ok(None),
+    }
+}

@@ -1,0 +1,122 @@
+//! Developer portal: developer accounts, KYC, four-eyes staff review and client registration.
+//! Its routes are mounted by the `consent` binary through [`configure`] (which expects a
+//! `web::Data<platform::Platform>` in the app); its JSON endpoints are merged into the server's
+//! OpenAPI document through [`ApiDoc`].
+//!
+//! Layers: `api` (JSON handlers) and `pages` (server-rendered HTML) are thin; the services
+//! ([`accounts`], [`kyc`], [`clients`], [`approvals`]) are plain Rust over
+//! `&mut AnyConnection` / `&Platform` with no actix types, so the authorization server calls them
+//! directly, e.g. [`clients::client_display`] for the consent page,
+//! [`clients::revoke_client_grants`], and [`approvals::request`] / [`approvals::decide`] for its
+//! own four-eyes actions.
+//!
+//! Authentication: pages use cookie sessions (`SessionKind::Developer` / `SessionKind::Staff`,
+//! separate cookies) with a per-session CSRF token on every form, and a double-submit cookie on
+//! the sign-up and login forms. The JSON API uses bearer tokens from `POST
+//! /api/v1/developers/login` and `POST /api/v1/admin/login`: rows of the same `sessions` table
+//! (only the SHA-256 of the token is stored), never cookies, so it needs no CSRF defence.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::todo)
+)]
+
+pub mod accounts;
+mod api;
+pub mod approvals;
+mod auth;
+pub mod clients;
+mod countries;
+pub mod domain;
+pub mod error;
+pub mod kyc;
+mod pages;
+mod staff_pages;
+
+use actix_web::web;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+pub use accounts::{StaffAccount, create_staff_user};
+pub use clients::{ClientDisplay, client_display, revoke_client_grants};
+pub use error::{PortalError, PortalResult};
+
+/// OpenAPI fragment of the portal's JSON API.
+#[derive(Debug, OpenApi)]
+#[openapi(
+    paths(
+        api::sign_up,
+        api::developer_login,
+        api::developer_logout,
+        api::me,
+        api::get_kyc,
+        api::put_kyc,
+        api::submit_kyc,
+        api::create_client,
+        api::list_clients,
+        api::get_client,
+        api::update_client,
+        api::delete_client,
+        api::rotate_secret,
+        api::staff_login,
+        api::kyc_queue,
+        api::kyc_detail,
+        api::kyc_review,
+        api::list_approvals,
+        api::get_approval,
+        api::approve,
+        api::reject,
+        api::request_suspension,
+    ),
+    modifiers(&BearerSchemes),
+    tags(
+        (name = "developers", description = "Developer accounts and KYC"),
+        (name = "clients", description = "OAuth client registration (developer bearer token)"),
+        (name = "staff", description = "KYC review and four-eyes approvals (staff bearer token)"),
+    )
+)]
+pub struct ApiDoc;
+
+#[derive(Debug)]
+struct BearerSchemes;
+
+impl Modify for BearerSchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        for (name, desc) in [
+            (
+                "developer_token",
+                "Token from POST /api/v1/developers/login",
+            ),
+            ("staff_token", "Token from POST /api/v1/admin/login"),
+        ] {
+            components.add_security_scheme(
+                name,
+                SecurityScheme::Http(
+                    HttpBuilder::new()
+                        .scheme(HttpAuthScheme::Bearer)
+                        .description(Some(desc))
+                        .build(),
+                ),
+            );
+        }
+    }
+}
+
+/// Mounts the portal's routes: the JSON API and the pages under `/developers`.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    api::configure(cfg);
+    pages::configure(cfg);
+    staff_pages::configure(cfg);
+}
+
+/// A one-line description of a service error for command-line output (field errors included).
+pub fn describe(e: &PortalError) -> String {
+    match e {
+        PortalError::Validation(errs) => errs
+            .iter()
+            .map(|f| format!("{}: {}", f.field, f.message))
+            .collect::<Vec<_>>()
+            .join("; "),
+        other => other.to_string(),
+    }
+}

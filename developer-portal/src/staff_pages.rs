@@ -1,0 +1,377 @@
+//! Staff pages under `/developers/staff`: log in, the KYC review queue, a submission with every
+//! review and a review form, and four-eyes approval requests. Staff sessions use their own
+//! cookie; every form carries the session's CSRF token.
+
+use std::collections::HashMap;
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use maud::{Markup, html};
+use platform::Platform;
+use platform::session::{Session, SessionKind};
+use platform::web::{clear_session_cookie, session_cookie};
+
+use crate::accounts;
+use crate::api::approval_response;
+use crate::approvals::{self, ApprovalStatus};
+use crate::auth::{client_addr, page_session};
+use crate::clients;
+use crate::error::{PortalError, read, write};
+use crate::kyc::{self, KycStatus, ReviewDecision};
+use crate::pages::{
+    Form, csrf_input, csrf_refused, error_page, field, login_csrf, login_csrf_ok, login_form,
+    messages, render, see_other, status_of, unavailable, with_cookie,
+};
+
+type Data = web::Data<Platform>;
+
+async fn session(p: &Platform, req: &HttpRequest) -> Result<Option<Session>, HttpResponse> {
+    page_session(p, req, SessionKind::Staff)
+        .await
+        .map_err(|e| unavailable(&e))
+}
+
+macro_rules! require_staff {
+    ($p:expr, $req:expr) => {
+        match session(&$p, &$req).await {
+            Ok(Some(s)) => s,
+            Ok(None) => return see_other("/developers/staff/login"),
+            Err(resp) => return resp,
+        }
+    };
+}
+
+macro_rules! require_csrf {
+    ($s:expr, $form:expr, $back:expr) => {
+        if !$s.check_csrf(field(&$form, "csrf_token")) {
+            return csrf_refused($back);
+        }
+    };
+}
+
+fn nav(s: &Session) -> Markup {
+    html! {
+        nav {
+            a href="/developers/staff" { "KYC queue" } " · "
+            a href="/developers/staff/approvals" { "Approval requests" } " · "
+            form method="post" action="/developers/staff/logout" style="display:inline" {
+                (csrf_input(&s.csrf_token))
+                button type="submit" { "Log out" }
+            }
+        }
+    }
+}
+
+async fn login_page(p: Data, req: HttpRequest) -> HttpResponse {
+    let (csrf, cookie) = login_csrf(&p, &req);
+    with_cookie(
+        render(
+            StatusCode::OK,
+            "Staff log in",
+            html! {
+                h1 { "Staff log in" }
+                (login_form("/developers/staff/login", &csrf, "username", "Username", "", None))
+            },
+        ),
+        cookie,
+    )
+}
+
+async fn login_submit(p: Data, req: HttpRequest, form: Form) -> HttpResponse {
+    if !login_csrf_ok(&req, &form) {
+        return csrf_refused("/developers/staff/login");
+    }
+    let username = field(&form, "username");
+    match accounts::login(
+        &p,
+        SessionKind::Staff,
+        username,
+        field(&form, "password"),
+        &client_addr(&req),
+    )
+    .await
+    {
+        Ok(l) => with_cookie(
+            see_other("/developers/staff"),
+            Some(session_cookie(&p, SessionKind::Staff, &l.token)),
+        ),
+        Err(e) => {
+            let (csrf, _) = login_csrf(&p, &req);
+            let msg = match &e {
+                PortalError::InvalidCredentials => "Wrong username or password.".to_string(),
+                other => messages(other).join("; "),
+            };
+            render(
+                status_of(&e),
+                "Staff log in",
+                html! {
+                    h1 { "Staff log in" }
+                    (login_form("/developers/staff/login", &csrf, "username", "Username", username, Some(&msg)))
+                },
+            )
+        }
+    }
+}
+
+async fn logout(p: Data, req: HttpRequest, form: Form) -> HttpResponse {
+    let s = require_staff!(p, req);
+    require_csrf!(s, form, "/developers/staff");
+    let now = p.now();
+    if let Err(e) = write(&p, move |c| accounts::logout(c, &s, now)).await {
+        return error_page(&e, "/developers/staff");
+    }
+    with_cookie(
+        see_other("/developers/staff/login"),
+        Some(clear_session_cookie(&p, SessionKind::Staff)),
+    )
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct QueueQuery {
+    status: Option<String>,
+}
+
+async fn queue(p: Data, req: HttpRequest, q: web::Query<QueueQuery>) -> HttpResponse {
+    let s = require_staff!(p, req);
+    let status = q
+        .status
+        .as_deref()
+        .and_then(KycStatus::parse)
+        .unwrap_or(KycStatus::Submitted);
+    match read(&p, move |c| kyc::queue(c, Some(status))).await {
+        Ok(items) => render(
+            StatusCode::OK,
+            "KYC queue",
+            html! {
+                (nav(&s))
+                h1 { "KYC submissions: " (status.as_str()) }
+                p {
+                    @for st in ["submitted", "needs_information", "approved", "rejected"] {
+                        a href=(format!("/developers/staff?status={st}")) { (st) } " "
+                    }
+                }
+                @if items.is_empty() { p id="queue-empty" { "Nothing here." } }
+                table id="queue" {
+                    @for i in &items {
+                        tr {
+                            td { a href=(format!("/developers/staff/kyc/{}", i.id)) { (i.developer_email) } }
+                            td { (i.country) }
+                            td { "round " (i.round) }
+                            td { (i.approvals_this_round) " of 2 approvals" }
+                        }
+                    }
+                }
+            },
+        ),
+        Err(e) => error_page(&e, "/developers/staff"),
+    }
+}
+
+async fn detail(p: Data, req: HttpRequest, path: web::Path<String>) -> HttpResponse {
+    let s = require_staff!(p, req);
+    let id = path.into_inner();
+    let cipher = p.master_key.cipher(kyc::PII_KEY);
+    let staff = s.subject_id.clone();
+    let now = p.now();
+    match write(&p, move |c| kyc::staff_view(c, &cipher, &id, &staff, now)).await {
+        Ok(v) => {
+            let r = &v.record;
+            let d = &r.details;
+            let mine = v
+                .reviews
+                .iter()
+                .any(|x| x.round == r.round && x.staff_id == s.subject_id);
+            render(
+                StatusCode::OK,
+                "KYC submission",
+                html! {
+                    (nav(&s))
+                    h1 { "KYC of " (v.developer_email) }
+                    p { "Status: " strong id="kyc-status" { (r.status.as_str()) } " · round " (r.round) " · " (v.approvals_this_round) " of 2 approvals this round" }
+                    dl {
+                        dt { "Legal name" } dd id="legal-name" { (d.legal_name) }
+                        dt { "Registration number" } dd { (d.registration_number) }
+                        dt { "Country" } dd { (d.country) }
+                        dt { "Address" } dd { (d.address) }
+                        dt { "Contact person" } dd { (d.contact_person) }
+                        dt { "Documents" } dd { ul { @for doc in &d.documents { li { (doc.kind) ": " (doc.filename) " " code { (doc.sha256) } } } } }
+                    }
+                    h2 { "Reviews" }
+                    @if v.reviews.is_empty() { p { "No reviews yet." } }
+                    ul id="reviews" {
+                        @for x in &v.reviews {
+                            li { "Round " (x.round) ": " strong { (x.staff_username) } " - " (x.decision) ": " (x.justification) }
+                        }
+                    }
+                    @if r.status == KycStatus::Submitted && !mine {
+                        h2 { "Your review" }
+                        form method="post" action=(format!("/developers/staff/kyc/{}/review", r.id)) {
+                            (csrf_input(&s.csrf_token))
+                            p {
+                                select name="decision" {
+                                    option value="approve" { "approve" }
+                                    option value="needs_information" { "needs information" }
+                                    option value="reject" { "reject" }
+                                }
+                            }
+                            p { label { "Justification (visible to all staff) " br; textarea name="justification" rows="3" cols="60" required minlength="10" {} } }
+                            button type="submit" { "Record review" }
+                        }
+                    } @else if mine {
+                        p.muted { "You have reviewed this round; a second approval must come from another staff member." }
+                    }
+                },
+            )
+        }
+        Err(e) => error_page(&e, "/developers/staff"),
+    }
+}
+
+async fn review(p: Data, req: HttpRequest, path: web::Path<String>, form: Form) -> HttpResponse {
+    let s = require_staff!(p, req);
+    let id = path.into_inner();
+    let back = format!("/developers/staff/kyc/{id}");
+    require_csrf!(s, form, &back);
+    let decision = match ReviewDecision::parse(field(&form, "decision")) {
+        Ok(d) => d,
+        Err(m) => return error_page(&PortalError::field("decision", m), &back),
+    };
+    let justification = field(&form, "justification").to_string();
+    let cipher = p.master_key.cipher(kyc::PII_KEY);
+    let staff = s.subject_id.clone();
+    let now = p.now();
+    let sid = id.clone();
+    match write(&p, move |c| {
+        kyc::review(c, &cipher, &sid, &staff, decision, &justification, now)
+    })
+    .await
+    {
+        Ok(_) => see_other(&back),
+        Err(e) => error_page(&e, &back),
+    }
+}
+
+async fn approvals_page(p: Data, req: HttpRequest) -> HttpResponse {
+    let s = require_staff!(p, req);
+    let now = p.now();
+    let r = read(&p, move |c| Ok(approvals::list(c, None, now, 100)?)).await;
+    match r {
+        Ok(list) => render(
+            StatusCode::OK,
+            "Approval requests",
+            html! {
+                (nav(&s))
+                h1 { "Four-eyes approval requests" }
+                table id="approvals" {
+                    @for r in list {
+                        @let mine = r.requested_by == s.subject_id;
+                        @let v = approval_response(r, now);
+                        tr {
+                            td { code { (v.action) } " on " (v.target_type) " " code { (v.target_id) } }
+                            td { "by " (v.requested_by) ": " (v.justification) }
+                            td.status { (v.status) }
+                            td {
+                                @if let Some(j) = &v.decision_justification { (v.decided_by.clone().unwrap_or_default()) ": " (j) }
+                                @if v.status == ApprovalStatus::Pending.as_str() && !mine {
+                                    form method="post" action=(format!("/developers/staff/approvals/{}/decide", v.id)) {
+                                        (csrf_input(&s.csrf_token))
+                                        input type="text" name="justification" placeholder="justification" minlength="10" required;
+                                        " " button type="submit" name="decision" value="approve" { "Approve" }
+                                        " " button type="submit" name="decision" value="reject" { "Reject" }
+                                    }
+                                } @else if mine && v.status == ApprovalStatus::Pending.as_str() {
+                                    span.muted { "awaiting another staff member" }
+                                }
+                            }
+                        }
+                    }
+                }
+                h2 { "Request a client suspension" }
+                form method="post" action="/developers/staff/suspensions" {
+                    (csrf_input(&s.csrf_token))
+                    p { label { "Client id " input type="text" name="client_id" required; } }
+                    p { label { "Justification " input type="text" name="justification" minlength="10" required size="60"; } }
+                    button type="submit" { "Request suspension" }
+                }
+            },
+        ),
+        Err(e) => error_page(&e, "/developers/staff"),
+    }
+}
+
+async fn decide(
+    p: Data,
+    req: HttpRequest,
+    path: web::Path<String>,
+    form: web::Form<HashMap<String, String>>,
+) -> HttpResponse {
+    let s = require_staff!(p, req);
+    let back = "/developers/staff/approvals";
+    require_csrf!(s, form, back);
+    let approve = match field(&form, "decision") {
+        "approve" => true,
+        "reject" => false,
+        _ => {
+            return error_page(
+                &PortalError::field("decision", "must be approve or reject"),
+                back,
+            );
+        }
+    };
+    let id = path.into_inner();
+    let staff = s.subject_id.clone();
+    let justification = field(&form, "justification").to_string();
+    let now = p.now();
+    match write(&p, move |c| {
+        clients::decide_and_execute(c, &id, &staff, approve, &justification, now)
+    })
+    .await
+    {
+        Ok(_) => see_other(back),
+        Err(e) => error_page(&e, back),
+    }
+}
+
+async fn request_suspension(p: Data, req: HttpRequest, form: Form) -> HttpResponse {
+    let s = require_staff!(p, req);
+    let back = "/developers/staff/approvals";
+    require_csrf!(s, form, back);
+    let staff = s.subject_id.clone();
+    let client_id = field(&form, "client_id").trim().to_string();
+    let justification = field(&form, "justification").to_string();
+    let now = p.now();
+    match write(&p, move |c| {
+        clients::request_suspension(c, &staff, &client_id, &justification, now)
+    })
+    .await
+    {
+        Ok(_) => see_other(back),
+        Err(e) => error_page(&e, back),
+    }
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/developers/staff").route(web::get().to(queue)))
+        .service(
+            web::resource("/developers/staff/login")
+                .route(web::get().to(login_page))
+                .route(web::post().to(login_submit)),
+        )
+        .service(web::resource("/developers/staff/logout").route(web::post().to(logout)))
+        .service(
+            web::resource("/developers/staff/kyc/{submission_id}").route(web::get().to(detail)),
+        )
+        .service(
+            web::resource("/developers/staff/kyc/{submission_id}/review")
+                .route(web::post().to(review)),
+        )
+        .service(web::resource("/developers/staff/approvals").route(web::get().to(approvals_page)))
+        .service(
+            web::resource("/developers/staff/approvals/{request_id}/decide")
+                .route(web::post().to(decide)),
+        )
+        .service(
+            web::resource("/developers/staff/suspensions")
+                .route(web::post().to(request_suspension)),
+        );
+}
