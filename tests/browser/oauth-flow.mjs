@@ -1,0 +1,92 @@
+// The whole OAuth flow with a stock client library (oauth4webapi, unmodified) for every protocol
+// step, and real headless Chromium for the customer's login and consent (with narrowing).
+// Usage: node oauth-flow.mjs ISSUER CLIENT_ID CLIENT_SECRET REDIRECT_URI USERNAME PASSWORD [SCREENSHOT]
+import * as oauth from 'oauth4webapi';
+import { launch, fail, done } from './lib.mjs';
+
+const [issuerUrl, clientId, clientSecret, redirectUri, username, password, screenshot] = process.argv.slice(2);
+const insecure = { [oauth.allowInsecureRequests]: true }; // the test server speaks plain http on loopback
+
+const issuer = new URL(issuerUrl);
+const as = await oauth.processDiscoveryResponse(issuer, await oauth.discoveryRequest(issuer, { ...insecure, algorithm: 'oauth2' }));
+const client = { client_id: clientId };
+const clientAuth = oauth.ClientSecretBasic(clientSecret);
+
+const verifier = oauth.generateRandomCodeVerifier();
+const challenge = await oauth.calculatePKCECodeChallenge(verifier);
+const state = oauth.generateRandomState();
+const params = new URLSearchParams({
+  redirect_uri: redirectUri,
+  response_type: 'code',
+  code_challenge: challenge,
+  code_challenge_method: 'S256',
+  state,
+  authorization_details: JSON.stringify([{
+    type: 'account_access',
+    actions: ['accounts:read', 'balances:read', 'transactions:read'],
+  }]),
+});
+const parResponse = await oauth.pushedAuthorizationRequest(as, client, clientAuth, params, insecure);
+const par = await oauth.processPushedAuthorizationResponse(as, client, parResponse);
+
+const authUrl = new URL(as.authorization_endpoint);
+authUrl.searchParams.set('client_id', clientId);
+authUrl.searchParams.set('request_uri', par.request_uri);
+
+const { browser, page } = await launch();
+let callbackUrl;
+try {
+  // Nothing listens on the redirect URI: capture the navigation instead.
+  await page.route(`${new URL(redirectUri).origin}/**`, async (route) => {
+    callbackUrl = route.request().url();
+    await route.fulfill({ status: 200, contentType: 'text/plain', body: 'callback received' });
+  });
+  await page.goto(authUrl.href);
+  await page.fill('input[name=username]', username);
+  await page.fill('input[name=password]', password);
+  await page.click('button[type=submit]');
+  await page.waitForSelector('form[action^="/oauth2/consent/"]');
+  const heading = await page.textContent('h1');
+  const accounts = await page.$$eval('input[name=account]', (els) => els.map((e) => e.value));
+  if (accounts.length < 2) fail(`expected several accounts on the consent page, got ${accounts}`);
+  // Narrow: share only the first account, and not balances.
+  for (const value of accounts.slice(1)) await page.uncheck(`input[name=account][value="${value}"]`);
+  await page.uncheck('input[name=action][value="balances:read"]');
+  if (screenshot) await page.screenshot({ path: screenshot, fullPage: true });
+  await page.click('button[value=approve]');
+  await page.waitForFunction(() => document.body.innerText.includes('callback received'));
+  if (!callbackUrl) fail('no callback');
+  if (page.consoleErrors.length) fail(`console errors: ${page.consoleErrors.join('; ')}`);
+
+  // oauth4webapi checks state and the RFC 9207 iss parameter.
+  const callbackParams = oauth.validateAuthResponse(as, client, new URL(callbackUrl), state);
+  const tokenResponse = await oauth.authorizationCodeGrantRequest(as, client, clientAuth, callbackParams, redirectUri, verifier, insecure);
+  const tokens = await oauth.processAuthorizationCodeResponse(as, client, tokenResponse);
+
+  const refreshed = await oauth.processRefreshTokenResponse(as, client,
+    await oauth.refreshTokenGrantRequest(as, client, clientAuth, tokens.refresh_token, insecure));
+
+  const introspection = await oauth.processIntrospectionResponse(as, client,
+    await oauth.introspectionRequest(as, client, clientAuth, refreshed.access_token, insecure));
+
+  await oauth.processRevocationResponse(await oauth.revocationRequest(as, client, clientAuth, refreshed.refresh_token, insecure));
+  const afterRevocation = await oauth.processIntrospectionResponse(as, client,
+    await oauth.introspectionRequest(as, client, clientAuth, refreshed.access_token, insecure));
+
+  done({
+    heading,
+    offeredAccounts: accounts,
+    grantId: tokens.grant_id,
+    scope: tokens.scope,
+    authorizationDetails: tokens.authorization_details,
+    refreshedScope: refreshed.scope,
+    introspectionActive: introspection.active,
+    introspectionAccounts: introspection.authorization_details?.[0]?.accounts,
+    activeAfterRevocation: afterRevocation.active,
+    grantStatusAfterRevocation: afterRevocation.grant_status,
+  });
+} catch (e) {
+  fail(String(e?.stack || e));
+} finally {
+  await browser.close();
+}

@@ -1,0 +1,96 @@
+// Developer portal in real headless Chromium: a developer signs up, creates a sandbox client and
+// sees its secret once, submits KYC; two staff members log in and approve it.
+// Usage: node portal.mjs BASE_URL PASSWORD   (staff ops-a and ops-b must exist with PASSWORD)
+import { launch, fail, done } from './lib.mjs';
+
+const [base, password] = process.argv.slice(2);
+const { browser, page } = await launch();
+const text = async (p, sel) => (await p.textContent(sel)).trim();
+// HTTP failures other than the browser's own favicon probe (checked at the end).
+const failures = [];
+page.on('response', (r) => {
+  if (r.status() >= 400 && !r.url().endsWith('/favicon.ico')) failures.push(`${r.status()} ${r.url()}`);
+});
+
+async function staffReview(username) {
+  const context = await browser.newContext();
+  const p = await context.newPage();
+  await p.goto(`${base}/developers/staff/login`);
+  await p.fill('input[name=username]', username);
+  await p.fill('input[name=password]', password);
+  await Promise.all([p.waitForURL(`${base}/developers/staff`), p.click('button[type=submit]')]);
+  const link = p.locator('#queue a', { hasText: 'browser@fintech.example' });
+  if (await link.count() !== 1) fail(`${username}: submission not in the queue`);
+  await Promise.all([p.waitForLoadState(), link.click()]);
+  if (await text(p, '#legal-name') !== 'Browser Fintech GmbH') fail('staff sees the decrypted legal name');
+  await p.selectOption('select[name=decision]', 'approve');
+  await p.fill('textarea[name=justification]', `${username}: register entry and documents match`);
+  await Promise.all([p.waitForLoadState(), p.click('form[action$="/review"] button[type=submit]')]);
+  const reviews = await text(p, '#reviews');
+  if (!reviews.includes(`${username}: register entry`)) fail(`${username}: review not listed: ${reviews}`);
+  const status = await text(p, '#kyc-status');
+  await context.close();
+  return { reviews, status };
+}
+
+try {
+  // Sign up (double-submit CSRF token in the form).
+  await page.goto(`${base}/developers/signup`);
+  await page.fill('input[name=email]', 'Browser@Fintech.example');
+  await page.fill('input[name=display_name]', 'Browser Dev');
+  await page.fill('input[name=password]', password);
+  await Promise.all([page.waitForURL(`${base}/developers/kyc`), page.click('button[type=submit]')]);
+
+  // A sandbox client: the secret is shown once.
+  await page.goto(`${base}/developers/clients/new`);
+  await page.fill('input[name=name]', 'Browser budget app');
+  await page.fill('textarea[name=redirect_uris]', 'http://127.0.0.1:9000/callback');
+  await Promise.all([page.waitForLoadState(), page.click('form[action="/developers/clients/new"] button[type=submit]')]);
+  const secret = await text(page, '#client-secret');
+  if (!secret.startsWith('cs_')) fail(`secret: ${secret}`);
+  const clientId = await text(page, '#client-id');
+  await page.goto(`${base}/developers/clients/${clientId}`);
+  if (await page.locator('#client-secret').count() !== 0) fail('secret shown twice');
+  if ((await page.content()).includes(secret)) fail('secret in the detail page');
+
+  // A production client is refused before KYC approval.
+  await page.goto(`${base}/developers/clients/new`);
+  await page.fill('input[name=name]', 'Too early');
+  await page.selectOption('select[name=environment]', 'production');
+  await page.fill('textarea[name=redirect_uris]', 'https://app.example.com/cb');
+  const [refused] = await Promise.all([page.waitForResponse((r) => r.request().method() === 'POST'),
+    page.click('form[action="/developers/clients/new"] button[type=submit]')]);
+  if (refused.status() !== 403) fail(`production before KYC: ${refused.status()}`);
+
+  // KYC.
+  await page.goto(`${base}/developers/kyc`);
+  await page.fill('input[name=legal_name]', 'Browser Fintech GmbH');
+  await page.fill('input[name=registration_number]', 'HRB 98765');
+  await page.fill('input[name=country]', 'DE');
+  await page.fill('textarea[name=address]', 'Hauptstrasse 1, 10115 Berlin');
+  await page.fill('input[name=contact_person]', 'Carla Compliance');
+  await page.selectOption('select[name=doc0_kind]', 'certificate_of_incorporation');
+  await page.fill('input[name=doc0_filename]', 'handelsregister.pdf');
+  await page.fill('input[name=doc0_sha256]', 'b'.repeat(64));
+  await Promise.all([page.waitForLoadState(), page.click('button[value=submit]')]);
+  const submitted = await text(page, '#kyc-status');
+  if (submitted !== 'submitted') fail(`kyc status after submit: ${submitted}`);
+
+  // Two staff members approve.
+  const first = await staffReview('ops-a');
+  if (first.status !== 'submitted') fail(`one approval must not approve: ${first.status}`);
+  const second = await staffReview('ops-b');
+  if (second.status !== 'approved') fail(`two approvals approve: ${second.status}`);
+
+  await page.goto(`${base}/developers/kyc`);
+  const kycStatus = await text(page, '#kyc-status');
+  // Resource-load messages are the HTTP statuses checked through `failures`.
+  const jsErrors = page.consoleErrors.filter((e) => !e.startsWith('Failed to load resource'));
+  if (jsErrors.length) fail(`console errors: ${jsErrors.join('; ')}`);
+  if (failures.length !== 1 || !failures[0].startsWith('403 ')) fail(`unexpected HTTP failures: ${failures}`);
+  done({ clientId, kycStatus, reviews: second.reviews });
+} catch (e) {
+  fail(String(e && e.stack || e));
+} finally {
+  await browser.close();
+}

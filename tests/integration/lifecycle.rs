@@ -1,0 +1,339 @@
+//! Grant lifecycle: expiry and dormancy sweeps with a controllable clock.
+
+use std::sync::Arc;
+
+use chrono::{Duration, Utc};
+use diesel::prelude::*;
+use e2e_tests::oauth::*;
+use e2e_tests::{TestApp, backends, spawn_app_with};
+use platform::clock::OffsetClock;
+use platform::storage::schema::{audit_events, clients, grants, revocations};
+use serde_json::{Value, json};
+
+const DEMO: (&str, &str) = (DEMO_CLIENT, DEMO_SECRET);
+
+async fn app_with_clock(backend: e2e_tests::Backend) -> (TestApp, OffsetClock) {
+    let clock = OffsetClock::default();
+    let app = spawn_app_with(
+        backend,
+        consent::ServeOptions {
+            demo: true,
+            clock: Some(Arc::new(clock.clone())),
+            ..Default::default()
+        },
+        |s| {
+            s.tokens.refresh_token_ttl = "180d".parse().unwrap();
+            // The background sweeper stays out of the way; the tests run passes explicitly.
+            s.lifecycle.sweep_interval = "1h".parse().unwrap();
+        },
+    )
+    .await;
+    (app, clock)
+}
+
+/// A real grant through PAR + consent + code exchange, ending on `expires` (YYYY-MM-DD).
+async fn grant(app: &TestApp, expires: &str) -> Value {
+    let (verifier, challenge) = pkce();
+    let acc = app.account_ids("alice").await[0].clone();
+    let rar = details(
+        json!({"type": "account_access", "actions": ["accounts:read"], "expires_at": expires}),
+    );
+    let loc = app
+        .authorize_with_par(
+            DEMO,
+            DEMO_REDIRECT,
+            &rar,
+            &challenge,
+            &[
+                ("decision", "approve"),
+                ("account", &acc),
+                ("action", "accounts:read"),
+            ],
+        )
+        .await;
+    let code = query_param(&loc, "code").unwrap();
+    app.post_token(
+        DEMO,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", DEMO_REDIRECT),
+            ("code_verifier", &verifier),
+        ],
+    )
+    .await
+    .json()
+    .await
+    .unwrap()
+}
+
+async fn status_of(app: &TestApp, id: &str) -> (String, Option<String>) {
+    let id = id.to_string();
+    app.platform
+        .db
+        .run(move |c| {
+            Ok(grants::table
+                .filter(grants::id.eq(id))
+                .select((grants::status, grants::revoked_by))
+                .first(c)?)
+        })
+        .await
+        .unwrap()
+}
+
+fn day(offset: i64) -> String {
+    (Utc::now() + Duration::days(offset))
+        .format("%Y-%m-%d")
+        .to_string()
+}
+
+#[tokio::test]
+async fn expired_and_dormant_grants_end_and_stop_working() {
+    for backend in backends() {
+        let (app, clock) = app_with_clock(backend).await;
+        app.login_customer("alice").await;
+        let short = grant(&app, &day(2)).await;
+        let idle = grant(&app, &day(170)).await;
+        let busy = grant(&app, &day(170)).await;
+
+        // Day 3: the short grant expired; nothing else changes.
+        clock.advance(Duration::days(3));
+        let r = consent::lifecycle::run_once(&app.platform).await.unwrap();
+        assert_eq!((r.expired, r.dormant), (1, 0), "{backend:?}");
+        assert_eq!(
+            status_of(&app, short["grant_id"].as_str().unwrap()).await,
+            ("expired".into(), Some("expiry".into()))
+        );
+        let again = consent::lifecycle::run_once(&app.platform).await.unwrap();
+        assert_eq!((again.expired, again.dormant), (0, 0), "idempotent");
+        // An authorization request nobody decided is purged once expired.
+        let (_, challenge) = pkce();
+        let r = app
+            .get_authorize(&[
+                ("client_id", DEMO_CLIENT),
+                ("response_type", "code"),
+                ("redirect_uri", DEMO_REDIRECT),
+                ("code_challenge", &challenge),
+                ("code_challenge_method", "S256"),
+                ("scope", "accounts:read"),
+            ])
+            .await;
+        assert_eq!(r.status(), 303);
+        let pending = || async {
+            app.platform
+                .db
+                .run(|c| {
+                    use platform::storage::schema::authorization_requests as ar;
+                    Ok(ar::table
+                        .filter(ar::status.eq("pending"))
+                        .count()
+                        .get_result::<i64>(c)?)
+                })
+                .await
+                .unwrap()
+        };
+        assert_eq!(pending().await, 1);
+        consent::lifecycle::run_once(&app.platform).await.unwrap();
+        assert_eq!(
+            pending().await,
+            1,
+            "{backend:?}: still within its 10 minutes"
+        );
+        clock.advance(Duration::minutes(11));
+        let purged = consent::lifecycle::run_once(&app.platform)
+            .await
+            .unwrap()
+            .purged;
+        assert!(purged >= 1);
+        assert_eq!(pending().await, 0, "{backend:?}: undecided request purged");
+        let rt = short["refresh_token"].as_str().unwrap();
+        assert_eq!(
+            app.post_token(
+                DEMO,
+                &[("grant_type", "refresh_token"), ("refresh_token", rt)]
+            )
+            .await
+            .status(),
+            400
+        );
+
+        // Day 60: the busy app refreshes (counts as use); day 95: the idle one is dormant.
+        clock.advance(Duration::days(57));
+        let r = app
+            .post_token(
+                DEMO,
+                &[
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", busy["refresh_token"].as_str().unwrap()),
+                ],
+            )
+            .await;
+        assert_eq!(r.status(), 200);
+        clock.advance(Duration::days(35));
+        let r = consent::lifecycle::run_once(&app.platform).await.unwrap();
+        assert_eq!((r.expired, r.dormant), (0, 1), "{backend:?}");
+        assert_eq!(
+            status_of(&app, idle["grant_id"].as_str().unwrap()).await,
+            ("revoked".into(), Some("dormancy".into()))
+        );
+        assert_eq!(
+            status_of(&app, busy["grant_id"].as_str().unwrap()).await.0,
+            "authorized"
+        );
+        let rt = idle["refresh_token"].as_str().unwrap();
+        let r = app
+            .post_token(
+                DEMO,
+                &[("grant_type", "refresh_token"), ("refresh_token", rt)],
+            )
+            .await;
+        assert_eq!(r.status(), 400);
+
+        // Both transitions are on the revocation list and audited.
+        let (listed, audited) = app
+            .platform
+            .db
+            .run(|c| {
+                Ok((
+                    revocations::table
+                        .filter(revocations::revocation_id.is_null())
+                        .count()
+                        .get_result::<i64>(c)?,
+                    audit_events::table
+                        .filter(audit_events::action.eq_any(["grant.expired", "grant.revoked"]))
+                        .count()
+                        .get_result::<i64>(c)?,
+                ))
+            })
+            .await
+            .unwrap();
+        assert_eq!((listed, audited), (2, 2), "{backend:?}");
+        app.stop().await;
+    }
+}
+
+/// Grants inserted directly (many, fast) for the concurrency and per-client tests.
+async fn insert_grants(
+    app: &TestApp,
+    client: &str,
+    n: usize,
+    expires_in: Duration,
+    last_used_ago: Duration,
+) -> Vec<String> {
+    let customer = e2e_tests::oauth::customer_id(app, "alice").await;
+    let client = client.to_string();
+    let now = app.platform.now();
+    app.platform
+        .db
+        .write(move |c| {
+            let mut ids = Vec::new();
+            for _ in 0..n {
+                let id = platform::crypto::random_id("g_");
+                diesel::insert_into(grants::table)
+                    .values((
+                        grants::id.eq(&id),
+                        grants::customer_id.eq(&customer),
+                        grants::client_id.eq(&client),
+                        grants::status.eq("authorized"),
+                        grants::authorization_details.eq("[]"),
+                        grants::created_at.eq((now - last_used_ago).naive_utc()),
+                        grants::authorized_at.eq((now - last_used_ago).naive_utc()),
+                        grants::last_used_at.eq((now - last_used_ago).naive_utc()),
+                        grants::expires_at.eq((now + expires_in).naive_utc()),
+                        grants::updated_at.eq(now.naive_utc()),
+                    ))
+                    .execute(c)?;
+                ids.push(id);
+            }
+            Ok(ids)
+        })
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn concurrent_sweepers_make_each_transition_exactly_once() {
+    for backend in backends() {
+        let (app, clock) = app_with_clock(backend).await;
+        insert_grants(
+            &app,
+            DEMO_CLIENT,
+            1_500,
+            Duration::days(1),
+            Duration::days(1),
+        )
+        .await;
+        clock.advance(Duration::days(2));
+        let mut tasks = Vec::new();
+        for _ in 0..4 {
+            let p = app.platform.clone();
+            tasks.push(tokio::spawn(async move {
+                consent::lifecycle::run_once(&p).await.unwrap()
+            }));
+        }
+        let mut total = 0;
+        for t in tasks {
+            total += t.await.unwrap().expired;
+        }
+        assert_eq!(total, 1_500, "{backend:?}");
+        let (listed, audited) = app
+            .platform
+            .db
+            .run(|c| {
+                Ok((
+                    revocations::table.count().get_result::<i64>(c)?,
+                    audit_events::table
+                        .filter(audit_events::action.eq("grant.expired"))
+                        .count()
+                        .get_result::<i64>(c)?,
+                ))
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            (listed, audited),
+            (1_500, 1_500),
+            "{backend:?}: each transition once"
+        );
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_client_may_have_a_shorter_dormancy_period() {
+    for backend in backends() {
+        let (app, _clock) = app_with_clock(backend).await;
+        insert_client(
+            &app,
+            "c_short",
+            "sandbox",
+            DEMO_REDIRECT,
+            "cs_short-secret-value-0123456789ab",
+        )
+        .await;
+        app.platform
+            .db
+            .write(|c| {
+                Ok(
+                    diesel::update(clients::table.filter(clients::id.eq("c_short")))
+                        .set(clients::dormancy_days.eq(Some(7)))
+                        .execute(c)?,
+                )
+            })
+            .await
+            .unwrap();
+        let short = insert_grants(&app, "c_short", 3, Duration::days(100), Duration::days(8)).await;
+        let fresh = insert_grants(&app, "c_short", 2, Duration::days(100), Duration::days(6)).await;
+        let demo =
+            insert_grants(&app, DEMO_CLIENT, 2, Duration::days(100), Duration::days(8)).await;
+        let r = consent::lifecycle::run_once(&app.platform).await.unwrap();
+        assert_eq!(r.dormant, 3, "{backend:?}: {r:?}");
+        for id in &short {
+            assert_eq!(status_of(&app, id).await.1.as_deref(), Some("dormancy"));
+        }
+        for id in fresh.iter().chain(&demo) {
+            assert_eq!(status_of(&app, id).await.0, "authorized");
+        }
+        app.stop().await;
+    }
+}

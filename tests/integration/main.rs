@@ -1,0 +1,13 @@
+//! End-to-end tests: one binary, one module per area. Every test runs on SQLite, and also on
+//! PostgreSQL + Redis when `TEST_DATABASE_URL` / `TEST_REDIS_URL` are set.
+
+mod audit;
+mod backends;
+mod dashboard;
+mod demo;
+mod grants_api;
+mod lifecycle;
+mod oauth;
+mod operations;
+mod portal;
+mod storage;

@@ -1,0 +1,1529 @@
+//! OAuth2 authorization server flows, end to end over HTTP, on every backend.
+
+use std::sync::Arc;
+
+use diesel::prelude::*;
+use e2e_tests::oauth::*;
+use e2e_tests::{Backend, TestApp, backends, spawn_app_with, spawn_demo_app};
+use platform::storage::schema::{authorization_requests, grants};
+use serde_json::{Value, json};
+
+const DEMO: (&str, &str) = (DEMO_CLIENT, DEMO_SECRET);
+
+fn rar_all() -> String {
+    details(json!({
+        "type": "account_access",
+        "actions": ["accounts:read", "balances:read", "transactions:read"],
+        "transactions_from": "2026-01-01",
+        "transactions_until": "2026-06-30",
+        "merchants": ["m_fresh_market", "m_bean_there"],
+    }))
+}
+
+async fn count_grants(app: &TestApp) -> i64 {
+    app.platform
+        .db
+        .run(|c| Ok(grants::table.count().get_result(c)?))
+        .await
+        .unwrap()
+}
+
+async fn count_requests(app: &TestApp) -> i64 {
+    app.platform
+        .db
+        .run(|c| Ok(authorization_requests::table.count().get_result(c)?))
+        .await
+        .unwrap()
+}
+
+/// Approves the whole request for alice's first account; returns (code, verifier).
+async fn code_for(app: &TestApp, client: (&str, &str), redirect: &str) -> (String, String) {
+    let (verifier, challenge) = pkce();
+    let acc = app.account_ids("alice").await[0].clone();
+    let loc = app
+        .authorize_with_par(
+            client,
+            redirect,
+            &rar_all(),
+            &challenge,
+            &[
+                ("decision", "approve"),
+                ("account", &acc),
+                ("action", "accounts:read"),
+                ("action", "balances:read"),
+                ("action", "transactions:read"),
+                ("merchant", "m_fresh_market"),
+                ("merchant", "m_bean_there"),
+            ],
+        )
+        .await;
+    (
+        query_param(&loc, "code").expect("code in redirect"),
+        verifier,
+    )
+}
+
+async fn exchange(
+    app: &TestApp,
+    client: (&str, &str),
+    code: &str,
+    verifier: &str,
+) -> reqwest::Response {
+    app.post_token(
+        client,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", DEMO_REDIRECT),
+            ("code_verifier", verifier),
+        ],
+    )
+    .await
+}
+
+#[tokio::test]
+async fn metadata_advertises_the_contract() {
+    let app = spawn_demo_app(Backend::Sqlite).await;
+    let m: Value = app
+        .get("/.well-known/oauth-authorization-server")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(m["issuer"], app.address);
+    assert_eq!(m["code_challenge_methods_supported"], json!(["S256"]));
+    assert_eq!(
+        m["authorization_details_types_supported"],
+        json!(["account_access"])
+    );
+    assert_eq!(m["authorization_response_iss_parameter_supported"], true);
+    assert_eq!(
+        m["pushed_authorization_request_endpoint"],
+        format!("{}/oauth2/par", app.address)
+    );
+    assert_eq!(
+        m["biscuit_keys_uri"],
+        format!("{}/.well-known/biscuit-keys", app.address)
+    );
+    assert!(
+        !m["grant_types_supported"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g == "password" || g == "implicit")
+    );
+    let keys: Value = app
+        .get("/.well-known/biscuit-keys")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(keys["keys"].as_array().unwrap().len(), 1);
+    assert_eq!(keys["keys"][0]["alg"], "Ed25519");
+    app.stop().await;
+}
+
+/// The whole flow with narrowing, then offline verification of the Biscuit, introspection,
+/// refresh rotation and replay detection.
+#[tokio::test]
+async fn full_flow_with_narrowing_refresh_and_replay() {
+    for backend in backends() {
+        let app = spawn_demo_app(backend).await;
+        app.login_customer("alice").await;
+        let accounts = app.account_ids("alice").await;
+        let (verifier, challenge) = pkce();
+        let loc = app
+            .authorize_with_par(
+                DEMO,
+                DEMO_REDIRECT,
+                &rar_all(),
+                &challenge,
+                &[
+                    ("decision", "approve"),
+                    ("account", &accounts[1]),
+                    ("action", "transactions:read"),
+                    ("transactions_from", "2026-02-01"),
+                    ("transactions_until", "2026-03-31"),
+                    ("merchant", "m_bean_there"),
+                    (
+                        "expires_at",
+                        &(chrono::Utc::now() + chrono::Duration::days(30))
+                            .format("%Y-%m-%d")
+                            .to_string(),
+                    ),
+                ],
+            )
+            .await;
+        assert!(loc.starts_with(DEMO_REDIRECT), "{loc}");
+        assert_eq!(query_param(&loc, "state").as_deref(), Some("st-123"));
+        assert_eq!(
+            query_param(&loc, "iss").as_deref(),
+            Some(app.address.as_str())
+        );
+        let code = query_param(&loc, "code").unwrap();
+
+        let r = exchange(&app, DEMO, &code, &verifier).await;
+        assert_eq!(r.status(), 200, "{backend:?}");
+        assert_eq!(r.headers()["cache-control"], "no-store");
+        let tokens: Value = r.json().await.unwrap();
+        assert_eq!(tokens["token_type"], "Bearer");
+        assert!(tokens["expires_in"].as_i64().unwrap() <= 600);
+        assert_eq!(tokens["scope"], "transactions:read");
+        let granted = &tokens["authorization_details"][0];
+        assert_eq!(granted["accounts"], json!([accounts[1]]));
+        assert_eq!(granted["merchants"], json!(["m_bean_there"]));
+        assert_eq!(granted["transactions_from"], "2026-02-01T00:00:00Z");
+        assert_eq!(granted["transactions_until"], "2026-03-31T23:59:59Z");
+        let grant_id = tokens["grant_id"].as_str().unwrap().to_string();
+
+        // A resource server verifies offline with the published keys.
+        let keys = app
+            .get("/.well-known/biscuit-keys")
+            .await
+            .text()
+            .await
+            .unwrap();
+        let verifier_rs = ::grants::Verifier::new(
+            ::grants::KeySet::from_json(&keys).unwrap(),
+            ::grants::NoRevocationCheck,
+        );
+        let access = tokens["access_token"].as_str().unwrap();
+        let now = chrono::Utc::now();
+        let ok = verifier_rs
+            .verify(
+                access,
+                &::grants::Request::new(::grants::Action::TransactionsRead, now)
+                    .account(::grants::AccountId::parse(accounts[1].clone()).unwrap()),
+            )
+            .unwrap();
+        assert_eq!(ok.scope.grant.as_str(), grant_id);
+        assert!(
+            verifier_rs
+                .verify(
+                    access,
+                    &::grants::Request::new(::grants::Action::TransactionsRead, now)
+                        .account(::grants::AccountId::parse(accounts[0].clone()).unwrap())
+                )
+                .is_err(),
+            "an account the customer unticked is refused"
+        );
+        assert!(
+            verifier_rs
+                .verify(
+                    access,
+                    &::grants::Request::new(::grants::Action::BalancesRead, now)
+                )
+                .is_err()
+        );
+
+        let intro = app.post_introspect(DEMO, access).await;
+        assert_eq!(intro["active"], true, "{intro}");
+        assert_eq!(intro["grant_id"], grant_id.as_str());
+        assert_eq!(intro["grant_status"], "authorized");
+        assert_eq!(
+            intro["authorization_details"][0]["accounts"],
+            json!([accounts[1]])
+        );
+
+        // Refresh rotates; the old refresh token is single use, and its replay ends the grant.
+        let rt1 = tokens["refresh_token"].as_str().unwrap().to_string();
+        let r = app
+            .post_token(
+                DEMO,
+                &[("grant_type", "refresh_token"), ("refresh_token", &rt1)],
+            )
+            .await;
+        assert_eq!(r.status(), 200);
+        let t2: Value = r.json().await.unwrap();
+        let rt2 = t2["refresh_token"].as_str().unwrap().to_string();
+        assert_ne!(rt1, rt2);
+        assert_eq!(
+            t2["authorization_details"], tokens["authorization_details"],
+            "refresh never widens"
+        );
+
+        let r = app
+            .post_token(
+                DEMO,
+                &[("grant_type", "refresh_token"), ("refresh_token", &rt1)],
+            )
+            .await;
+        assert_eq!(r.status(), 400);
+        assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
+        let r = app
+            .post_token(
+                DEMO,
+                &[("grant_type", "refresh_token"), ("refresh_token", &rt2)],
+            )
+            .await;
+        assert_eq!(
+            r.status(),
+            400,
+            "the whole family is revoked after a replay"
+        );
+        let intro = app
+            .post_introspect(DEMO, t2["access_token"].as_str().unwrap())
+            .await;
+        assert_eq!(intro["active"], false);
+        assert_eq!(intro["grant_status"], "revoked");
+
+        // Everything above left an audit trail that verifies.
+        app.platform.audit.link_now().await.unwrap();
+        let report = app.platform.audit.verify().await.unwrap();
+        assert!(report.valid);
+        let actions: Vec<String> = app
+            .platform
+            .db
+            .run(|c| {
+                Ok(platform::storage::schema::audit_events::table
+                    .select(platform::storage::schema::audit_events::action)
+                    .load(c)?)
+            })
+            .await
+            .unwrap();
+        for a in [
+            "customer.login",
+            "consent.approved",
+            "token.issued",
+            "token.refreshed",
+            "refresh_token.replayed",
+            "grant.revoked",
+        ] {
+            assert!(
+                actions.iter().any(|x| x == a),
+                "{backend:?}: audit has {a}: {actions:?}"
+            );
+        }
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn redirect_uri_must_match_exactly_and_errors_never_redirect_to_it() {
+    let app = spawn_demo_app(Backend::Sqlite).await;
+    let (_, challenge) = pkce();
+    let variants = [
+        "http://127.0.0.1:8081/callback/",
+        "http://127.0.0.1:8081/Callback",
+        "http://127.0.0.1:8081/callback?x=1",
+        "http://127.0.0.1:8081/callback#frag",
+        "http://127.0.0.1:8081/callbackx",
+        "http://127.0.0.1:8081/",
+        "http://localhost:8081/callback",
+        "https://127.0.0.1:8081/callback",
+        "http://evil.example/callback",
+        "",
+    ];
+    for uri in variants {
+        let r = app
+            .get_authorize(&[
+                ("client_id", DEMO_CLIENT),
+                ("response_type", "code"),
+                ("redirect_uri", uri),
+                ("code_challenge", &challenge),
+                ("code_challenge_method", "S256"),
+                ("scope", "accounts:read"),
+            ])
+            .await;
+        assert_eq!(r.status(), 400, "{uri:?}");
+        assert!(
+            r.headers().get("location").is_none(),
+            "{uri:?}: must not redirect"
+        );
+        assert!(
+            r.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html")
+        );
+    }
+    // Unknown client: error page too.
+    let r = app
+        .get_authorize(&[
+            ("client_id", "c_nope"),
+            ("redirect_uri", DEMO_REDIRECT),
+            ("response_type", "code"),
+        ])
+        .await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(count_requests(&app).await, 0, "nothing stored");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn pkce_is_required_and_s256_only() {
+    let app = spawn_demo_app(Backend::Sqlite).await;
+    let (verifier, challenge) = pkce();
+    let cases: [(&str, Vec<(&str, &str)>); 4] = [
+        ("missing", vec![]),
+        (
+            "plain",
+            vec![
+                ("code_challenge", verifier.as_str()),
+                ("code_challenge_method", "plain"),
+            ],
+        ),
+        (
+            "no method (defaults to plain)",
+            vec![("code_challenge", challenge.as_str())],
+        ),
+        (
+            "malformed",
+            vec![
+                ("code_challenge", "short"),
+                ("code_challenge_method", "S256"),
+            ],
+        ),
+    ];
+    for (name, extra) in cases {
+        let mut params = vec![
+            ("client_id", DEMO_CLIENT),
+            ("response_type", "code"),
+            ("redirect_uri", DEMO_REDIRECT),
+            ("state", "s1"),
+            ("scope", "accounts:read"),
+        ];
+        params.extend(extra);
+        let r = app.get_authorize(&params).await;
+        assert_eq!(r.status(), 303, "{name}");
+        let loc = location(&r);
+        assert!(loc.starts_with(DEMO_REDIRECT), "{name}: {loc}");
+        assert_eq!(
+            query_param(&loc, "error").as_deref(),
+            Some("invalid_request"),
+            "{name}"
+        );
+        assert_eq!(query_param(&loc, "state").as_deref(), Some("s1"));
+        assert_eq!(
+            query_param(&loc, "iss").as_deref(),
+            Some(app.address.as_str())
+        );
+    }
+    // PAR refuses them the same way.
+    let r = app
+        .post_par(
+            DEMO,
+            &[
+                ("response_type", "code"),
+                ("redirect_uri", DEMO_REDIRECT),
+                ("scope", "accounts:read"),
+                ("code_challenge", &verifier),
+                ("code_challenge_method", "plain"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_request");
+    assert_eq!(count_requests(&app).await, 0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn code_is_bound_to_verifier_redirect_and_client_and_single_use() {
+    for backend in backends() {
+        let app = spawn_demo_app(backend).await;
+        insert_client(
+            &app,
+            "c_other",
+            "sandbox",
+            DEMO_REDIRECT,
+            "cs_other-secret-value-0123456789",
+        )
+        .await;
+        app.login_customer("alice").await;
+
+        // Wrong verifier: refused (and the code is burnt).
+        let (code, _) = code_for(&app, DEMO, DEMO_REDIRECT).await;
+        let (wrong, _) = pkce();
+        let r = exchange(&app, DEMO, &code, &wrong).await;
+        assert_eq!(r.status(), 400);
+        assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
+
+        // Missing verifier, wrong redirect_uri.
+        let (code, verifier) = code_for(&app, DEMO, DEMO_REDIRECT).await;
+        let r = app
+            .post_token(
+                DEMO,
+                &[
+                    ("grant_type", "authorization_code"),
+                    ("code", &code),
+                    ("redirect_uri", DEMO_REDIRECT),
+                ],
+            )
+            .await;
+        assert_eq!(r.status(), 400);
+        let (code2, verifier2) = code_for(&app, DEMO, DEMO_REDIRECT).await;
+        let r = app
+            .post_token(
+                DEMO,
+                &[
+                    ("grant_type", "authorization_code"),
+                    ("code", &code2),
+                    ("redirect_uri", "http://127.0.0.1:8081/other"),
+                    ("code_verifier", &verifier2),
+                ],
+            )
+            .await;
+        assert_eq!(r.status(), 400);
+        let _ = verifier;
+
+        // Another client cannot redeem it.
+        let (code3, verifier3) = code_for(&app, DEMO, DEMO_REDIRECT).await;
+        let r = exchange(
+            &app,
+            ("c_other", "cs_other-secret-value-0123456789"),
+            &code3,
+            &verifier3,
+        )
+        .await;
+        assert_eq!(r.status(), 400);
+        assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
+
+        // Reuse: the second exchange fails and revokes what the first one issued.
+        let (code4, verifier4) = code_for(&app, DEMO, DEMO_REDIRECT).await;
+        let first: Value = exchange(&app, DEMO, &code4, &verifier4)
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert!(first["access_token"].is_string(), "{first}");
+        let r = exchange(&app, DEMO, &code4, &verifier4).await;
+        assert_eq!(r.status(), 400, "{backend:?}");
+        assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
+        let intro = app
+            .post_introspect(DEMO, first["access_token"].as_str().unwrap())
+            .await;
+        assert_eq!(
+            intro["active"], false,
+            "{backend:?}: tokens from the first use are revoked"
+        );
+        let r = app
+            .post_token(
+                DEMO,
+                &[
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", first["refresh_token"].as_str().unwrap()),
+                ],
+            )
+            .await;
+        assert_eq!(r.status(), 400);
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn codes_expire_after_sixty_seconds() {
+    let clock = platform::clock::OffsetClock::default();
+    let app = spawn_app_with(
+        Backend::Sqlite,
+        consent::ServeOptions {
+            demo: true,
+            clock: Some(Arc::new(clock.clone())),
+            ..Default::default()
+        },
+        |_| {},
+    )
+    .await;
+    app.login_customer("alice").await;
+    let (code, verifier) = code_for(&app, DEMO, DEMO_REDIRECT).await;
+    clock.advance(chrono::Duration::seconds(61));
+    let r = exchange(&app, DEMO, &code, &verifier).await;
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_grant");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("expired")
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn client_authentication_failures_look_the_same() {
+    let app = spawn_demo_app(Backend::Sqlite).await;
+    let form = [("grant_type", "refresh_token"), ("refresh_token", "rt_x")];
+    let mut bodies = Vec::new();
+    for creds in [
+        (DEMO_CLIENT, "cs_wrong"),
+        ("c_unknown", "cs_whatever"),
+        (DEMO_CLIENT, ""),
+    ] {
+        let r = app.post_token(creds, &form).await;
+        assert_eq!(r.status(), 401, "{creds:?}");
+        assert!(
+            r.headers()["www-authenticate"]
+                .to_str()
+                .unwrap()
+                .starts_with("Basic")
+        );
+        bodies.push(r.json::<Value>().await.unwrap());
+    }
+    assert!(bodies.windows(2).all(|w| w[0] == w[1]), "{bodies:?}");
+    assert_eq!(bodies[0]["error"], "invalid_client");
+    // No credentials at all; and two methods at once.
+    let r = app.post_form("/oauth2/token", None, &form).await;
+    assert_eq!(r.status(), 401);
+    let r = app
+        .post_form(
+            "/oauth2/token",
+            Some(DEMO),
+            &[
+                ("grant_type", "refresh_token"),
+                ("client_secret", DEMO_SECRET),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), 400);
+    // client_secret_post works.
+    let r = app
+        .post_form(
+            "/oauth2/token",
+            None,
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", "rt_unknown"),
+                ("client_id", DEMO_CLIENT),
+                ("client_secret", DEMO_SECRET),
+            ],
+        )
+        .await;
+    assert_eq!(
+        r.status(),
+        400,
+        "authenticated; the refresh token is what is wrong"
+    );
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn token_endpoint_refuses_unsupported_and_malformed_requests() {
+    let app = spawn_demo_app(Backend::Sqlite).await;
+    for gt in [
+        "password",
+        "client_credentials",
+        "implicit",
+        "urn:ietf:params:oauth:grant-type:device_code",
+    ] {
+        let r = app
+            .post_token(
+                DEMO,
+                &[("grant_type", gt), ("username", "alice"), ("password", "x")],
+            )
+            .await;
+        assert_eq!(r.status(), 400, "{gt}");
+        assert_eq!(
+            r.json::<Value>().await.unwrap()["error"],
+            "unsupported_grant_type"
+        );
+    }
+    let r = app.post_token(DEMO, &[("code", "x")]).await;
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_request");
+    let r = app
+        .post_token(DEMO, &[("grant_type", "authorization_code")])
+        .await;
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_request");
+    let r = app
+        .post_token(
+            DEMO,
+            &[
+                ("grant_type", "refresh_token"),
+                ("grant_type", "refresh_token"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"],
+        "invalid_request",
+        "repeated parameter"
+    );
+    let r = app
+        .client
+        .post(app.url("/oauth2/token"))
+        .basic_auth(DEMO_CLIENT, Some(DEMO_SECRET))
+        .json(&json!({"grant_type": "refresh_token"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "JSON bodies are refused");
+    let r = app
+        .post_token(
+            DEMO,
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", "ac_forged"),
+                ("redirect_uri", DEMO_REDIRECT),
+                ("code_verifier", &"a".repeat(43)),
+            ],
+        )
+        .await;
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn par_request_uris_are_single_use_and_bound_to_their_client() {
+    for backend in backends() {
+        let app = spawn_demo_app(backend).await;
+        insert_client(
+            &app,
+            "c_other",
+            "sandbox",
+            DEMO_REDIRECT,
+            "cs_other-secret-value-0123456789",
+        )
+        .await;
+        app.login_customer("alice").await;
+        let (_, challenge) = pkce();
+        let push = || async {
+            let r = app
+                .post_par(
+                    DEMO,
+                    &[
+                        ("response_type", "code"),
+                        ("redirect_uri", DEMO_REDIRECT),
+                        ("code_challenge", &challenge),
+                        ("code_challenge_method", "S256"),
+                        ("scope", "accounts:read"),
+                    ],
+                )
+                .await;
+            assert_eq!(r.status(), 201);
+            let body: Value = r.json().await.unwrap();
+            assert!(body["expires_in"].as_i64().unwrap() <= 60);
+            body["request_uri"].as_str().unwrap().to_string()
+        };
+        // Used by another client: refused with a page.
+        let uri = push().await;
+        let r = app
+            .get_authorize(&[("client_id", "c_other"), ("request_uri", &uri)])
+            .await;
+        assert_eq!(r.status(), 400, "{backend:?}");
+        assert!(r.headers().get("location").is_none());
+        // Single use (the failed attempt above consumed it too).
+        let r = app
+            .get_authorize(&[("client_id", DEMO_CLIENT), ("request_uri", &uri)])
+            .await;
+        assert_eq!(r.status(), 400);
+        let uri = push().await;
+        assert_eq!(
+            app.get_authorize(&[("client_id", DEMO_CLIENT), ("request_uri", &uri)])
+                .await
+                .status(),
+            303
+        );
+        assert_eq!(
+            app.get_authorize(&[("client_id", DEMO_CLIENT), ("request_uri", &uri)])
+                .await
+                .status(),
+            400
+        );
+        // Forged and malformed.
+        for forged in [
+            "urn:ietf:params:oauth:request_uri:forged",
+            "https://evil.example/req",
+            "urn:ietf:params:oauth:request_uri:",
+        ] {
+            let r = app
+                .get_authorize(&[("client_id", DEMO_CLIENT), ("request_uri", forged)])
+                .await;
+            assert_eq!(r.status(), 400, "{forged}");
+        }
+        // PAR itself: bad RAR, request_uri inside, unauthenticated.
+        let r = app
+            .post_par(
+                DEMO,
+                &[
+                    ("response_type", "code"),
+                    ("redirect_uri", DEMO_REDIRECT),
+                    ("code_challenge", &challenge),
+                    ("code_challenge_method", "S256"),
+                    ("authorization_details", "[{\"type\":\"nope\"}]"),
+                ],
+            )
+            .await;
+        assert_eq!(
+            r.json::<Value>().await.unwrap()["error"],
+            "invalid_authorization_details"
+        );
+        let r = app
+            .post_par(DEMO, &[("request_uri", "urn:x"), ("response_type", "code")])
+            .await;
+        assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_request");
+        let r = app
+            .post_form(
+                "/oauth2/par",
+                None,
+                &[("client_id", DEMO_CLIENT), ("response_type", "code")],
+            )
+            .await;
+        assert_eq!(r.status(), 401);
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn production_clients_must_use_par() {
+    let app = spawn_demo_app(Backend::Sqlite).await;
+    insert_client(
+        &app,
+        "c_prod",
+        "production",
+        "https://fintech.example/cb",
+        "cs_prod-secret-value-0123456789ab",
+    )
+    .await;
+    let (_, challenge) = pkce();
+    let r = app
+        .get_authorize(&[
+            ("client_id", "c_prod"),
+            ("response_type", "code"),
+            ("redirect_uri", "https://fintech.example/cb"),
+            ("code_challenge", &challenge),
+            ("code_challenge_method", "S256"),
+            ("scope", "accounts:read"),
+            ("state", "p"),
+        ])
+        .await;
+    assert_eq!(r.status(), 303);
+    let loc = location(&r);
+    assert!(loc.starts_with("https://fintech.example/cb?"));
+    assert_eq!(
+        query_param(&loc, "error").as_deref(),
+        Some("invalid_request")
+    );
+    assert_eq!(query_param(&loc, "state").as_deref(), Some("p"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn bad_authorization_details_are_refused_and_nothing_is_stored() {
+    let app = spawn_demo_app(Backend::Sqlite).await;
+    let (_, challenge) = pkce();
+    let far = (chrono::Utc::now() + chrono::Duration::days(400))
+        .format("%Y-%m-%d")
+        .to_string();
+    let cases = [
+        ("not json", "invalid_authorization_details"),
+        (
+            r#"[{"type":"payment_initiation","actions":["accounts:read"]}]"#,
+            "invalid_authorization_details",
+        ),
+        (
+            r#"[{"type":"account_access","actions":["payments:write"]}]"#,
+            "invalid_authorization_details",
+        ),
+        (
+            r#"[{"type":"account_access","actions":["accounts:read"],"transactions_from":"2026-02-30","transactions_until":"2026-03-01"}]"#,
+            "invalid_authorization_details",
+        ),
+        (
+            r#"[{"type":"account_access","actions":["accounts:read"],"transactions_from":"2026-05-01","transactions_until":"2026-01-01"}]"#,
+            "invalid_authorization_details",
+        ),
+        (
+            &format!(
+                r#"[{{"type":"account_access","actions":["accounts:read"],"expires_at":"{far}"}}]"#
+            ),
+            "invalid_authorization_details",
+        ),
+    ];
+    for (rar, error) in cases {
+        let r = app
+            .get_authorize(&[
+                ("client_id", DEMO_CLIENT),
+                ("response_type", "code"),
+                ("redirect_uri", DEMO_REDIRECT),
+                ("code_challenge", &challenge),
+                ("code_challenge_method", "S256"),
+                ("authorization_details", rar),
+            ])
+            .await;
+        assert_eq!(r.status(), 303, "{rar}");
+        assert_eq!(
+            query_param(&location(&r), "error").as_deref(),
+            Some(error),
+            "{rar}"
+        );
+    }
+    let r = app
+        .get_authorize(&[
+            ("client_id", DEMO_CLIENT),
+            ("response_type", "token"),
+            ("redirect_uri", DEMO_REDIRECT),
+            ("code_challenge", &challenge),
+            ("code_challenge_method", "S256"),
+            ("scope", "accounts:read"),
+        ])
+        .await;
+    assert_eq!(
+        query_param(&location(&r), "error").as_deref(),
+        Some("unsupported_response_type"),
+        "no implicit grant"
+    );
+    let r = app
+        .get_authorize(&[
+            ("client_id", DEMO_CLIENT),
+            ("response_type", "code"),
+            ("redirect_uri", DEMO_REDIRECT),
+            ("code_challenge", &challenge),
+            ("code_challenge_method", "S256"),
+            ("scope", "openid accounts:read"),
+        ])
+        .await;
+    assert_eq!(
+        query_param(&location(&r), "error").as_deref(),
+        Some("invalid_scope")
+    );
+    assert_eq!(count_requests(&app).await, 0);
+    assert_eq!(count_grants(&app).await, 0);
+    app.stop().await;
+}
+
+/// The customer may only narrow: tampered forms that widen anything are refused and write
+/// nothing; a missing CSRF token is refused.
+#[tokio::test]
+async fn tampered_consent_forms_are_refused() {
+    for backend in backends() {
+        let app = spawn_demo_app(backend).await;
+        app.login_customer("alice").await;
+        let alice = app.account_ids("alice").await;
+        let bob = app.account_ids("bob").await;
+        let (_, challenge) = pkce();
+        let rar = details(json!({
+            "type": "account_access",
+            "actions": ["balances:read", "transactions:read"],
+            "accounts": [alice[0]],
+            "transactions_from": "2026-01-01",
+            "transactions_until": "2026-06-30",
+            "merchants": ["m_fresh_market"],
+            "expires_at": (chrono::Utc::now() + chrono::Duration::days(30)).format("%Y-%m-%d").to_string(),
+        }));
+        let r = app
+            .post_par(
+                DEMO,
+                &[
+                    ("response_type", "code"),
+                    ("redirect_uri", DEMO_REDIRECT),
+                    ("code_challenge", &challenge),
+                    ("code_challenge_method", "S256"),
+                    ("authorization_details", &rar),
+                ],
+            )
+            .await;
+        let uri = r.json::<Value>().await.unwrap()["request_uri"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let (path, html) = app
+            .get_consent_page(
+                app.get_authorize(&[("client_id", DEMO_CLIENT), ("request_uri", &uri)])
+                    .await,
+            )
+            .await;
+        assert!(html.contains("demo-client"));
+        assert!(html.contains("Sandbox, unverified"), "sandbox label shown");
+        assert!(
+            !html.contains(&alice[1]),
+            "only the requested account is offered"
+        );
+        let later = (chrono::Utc::now() + chrono::Duration::days(60))
+            .format("%Y-%m-%d")
+            .to_string();
+        let base = |extra: &[(&'static str, String)]| {
+            let mut v: Vec<(&'static str, String)> = vec![
+                ("decision", "approve".into()),
+                ("account", alice[0].clone()),
+                ("action", "balances:read".into()),
+                ("merchant", "m_fresh_market".into()),
+            ];
+            v.extend_from_slice(extra);
+            v
+        };
+        let tampered: Vec<(&str, Vec<(&'static str, String)>)> = vec![
+            ("other account", base(&[("account", alice[1].clone())])),
+            (
+                "someone else's account",
+                base(&[("account", bob[0].clone())]),
+            ),
+            ("extra action", base(&[("action", "accounts:read".into())])),
+            (
+                "extra merchant",
+                base(&[("merchant", "m_sky_travel".into())]),
+            ),
+            (
+                "earlier window start",
+                base(&[
+                    ("transactions_from", "2025-12-01".into()),
+                    ("transactions_until", "2026-06-30".into()),
+                ]),
+            ),
+            (
+                "later window end",
+                base(&[
+                    ("transactions_from", "2026-01-01".into()),
+                    ("transactions_until", "2026-07-31".into()),
+                ]),
+            ),
+            ("later expiry", base(&[("expires_at", later)])),
+            (
+                "no accounts",
+                vec![
+                    ("decision", "approve".into()),
+                    ("action", "balances:read".into()),
+                    ("merchant", "m_fresh_market".into()),
+                ],
+            ),
+            ("no decision", vec![("account", alice[0].clone())]),
+        ];
+        for (name, fields) in tampered {
+            let refs: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let r = app.post_consent(&path, &html, &refs).await;
+            assert_eq!(r.status(), 400, "{backend:?} {name}");
+            assert!(r.headers().get("location").is_none(), "{name}");
+        }
+        let r = app
+            .post_form(
+                &path,
+                None,
+                &[
+                    ("decision", "approve"),
+                    ("account", &alice[0]),
+                    ("action", "balances:read"),
+                    ("merchant", "m_fresh_market"),
+                ],
+            )
+            .await;
+        assert_eq!(r.status(), 403, "missing CSRF token");
+        let r = app
+            .post_form(
+                &path,
+                None,
+                &[
+                    ("csrf_token", "csrf_forged"),
+                    ("decision", "approve"),
+                    ("account", &alice[0]),
+                    ("action", "balances:read"),
+                    ("merchant", "m_fresh_market"),
+                ],
+            )
+            .await;
+        assert_eq!(r.status(), 403, "wrong CSRF token");
+        assert_eq!(count_grants(&app).await, 0, "{backend:?}: nothing written");
+
+        // A proper narrowing still works afterwards; deciding twice does not.
+        let ok = app
+            .post_consent(
+                &path,
+                &html,
+                &[
+                    ("decision", "approve"),
+                    ("account", &alice[0]),
+                    ("action", "balances:read"),
+                    ("merchant", "m_fresh_market"),
+                ],
+            )
+            .await;
+        assert_eq!(ok.status(), 303);
+        let again = app
+            .post_consent(&path, &html, &[("decision", "deny")])
+            .await;
+        assert_eq!(again.status(), 400);
+        assert_eq!(count_grants(&app).await, 1);
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn consent_page_requires_login_and_binds_to_the_customer() {
+    let app = spawn_demo_app(Backend::Sqlite).await;
+    let (_, challenge) = pkce();
+    let r = app
+        .get_authorize(&[
+            ("client_id", DEMO_CLIENT),
+            ("response_type", "code"),
+            ("redirect_uri", DEMO_REDIRECT),
+            ("code_challenge", &challenge),
+            ("code_challenge_method", "S256"),
+            ("scope", "accounts:read"),
+            ("state", "z"),
+        ])
+        .await;
+    let consent = location(&r);
+    let r = app.get(&consent).await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(location(&r), format!("/login?next={consent}"));
+    // Page headers: no framing.
+    let login = app.get("/login").await;
+    assert_eq!(login.headers()["x-frame-options"], "DENY");
+    assert!(
+        login.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("frame-ancestors 'none'")
+    );
+    // Open redirects through `next` are neutralised.
+    let page = login.text().await.unwrap();
+    let csrf = csrf_from(&page);
+    let r = app
+        .post_form(
+            "/login",
+            None,
+            &[
+                ("csrf_token", &csrf),
+                ("username", "alice"),
+                ("password", DEMO_PASSWORD),
+                ("next", "//evil.example/x"),
+            ],
+        )
+        .await;
+    assert_eq!(location(&r), "/");
+    // Login CSRF and wrong password.
+    let r = app
+        .post_form(
+            "/login",
+            None,
+            &[
+                ("csrf_token", "forged"),
+                ("username", "alice"),
+                ("password", DEMO_PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), 403);
+    // Alice opens it first; Bob cannot then decide it.
+    let (path, _) = app
+        .get_consent_page(
+            app.get_authorize(&[
+                ("client_id", DEMO_CLIENT),
+                ("response_type", "code"),
+                ("redirect_uri", DEMO_REDIRECT),
+                ("code_challenge", &challenge),
+                ("code_challenge_method", "S256"),
+                ("scope", "accounts:read"),
+            ])
+            .await,
+        )
+        .await;
+    let bob = e2e_tests::dashboard::customer_client(&app, "bob").await;
+    let r = bob.get(app.url(&path)).send().await.unwrap();
+    assert_eq!(r.status(), 400, "bound to alice");
+    // Deny returns access_denied with state and iss.
+    let (path, html) = app
+        .get_consent_page(
+            app.get_authorize(&[
+                ("client_id", DEMO_CLIENT),
+                ("response_type", "code"),
+                ("redirect_uri", DEMO_REDIRECT),
+                ("code_challenge", &challenge),
+                ("code_challenge_method", "S256"),
+                ("scope", "accounts:read"),
+                ("state", "d"),
+            ])
+            .await,
+        )
+        .await;
+    let r = app
+        .post_consent(&path, &html, &[("decision", "deny")])
+        .await;
+    let loc = location(&r);
+    assert_eq!(query_param(&loc, "error").as_deref(), Some("access_denied"));
+    assert_eq!(query_param(&loc, "state").as_deref(), Some("d"));
+    assert_eq!(
+        query_param(&loc, "iss").as_deref(),
+        Some(app.address.as_str())
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn revocation_endpoint_ends_the_grant() {
+    for backend in backends() {
+        let app = spawn_demo_app(backend).await;
+        app.login_customer("alice").await;
+        let (code, verifier) = code_for(&app, DEMO, DEMO_REDIRECT).await;
+        let t: Value = exchange(&app, DEMO, &code, &verifier)
+            .await
+            .json()
+            .await
+            .unwrap();
+        let access = t["access_token"].as_str().unwrap();
+        let refresh = t["refresh_token"].as_str().unwrap();
+        // Unknown tokens: 200, nothing happens.
+        assert_eq!(
+            app.post_form("/oauth2/revoke", Some(DEMO), &[("token", "rt_unknown")])
+                .await
+                .status(),
+            200
+        );
+        assert_eq!(app.post_introspect(DEMO, access).await["active"], true);
+        // Another client cannot revoke it.
+        insert_client(
+            &app,
+            "c_other",
+            "sandbox",
+            DEMO_REDIRECT,
+            "cs_other-secret-value-0123456789",
+        )
+        .await;
+        app.post_form(
+            "/oauth2/revoke",
+            Some(("c_other", "cs_other-secret-value-0123456789")),
+            &[("token", refresh)],
+        )
+        .await;
+        assert_eq!(app.post_introspect(DEMO, access).await["active"], true);
+        // Its own client can.
+        assert_eq!(
+            app.post_form("/oauth2/revoke", Some(DEMO), &[("token", refresh)])
+                .await
+                .status(),
+            200
+        );
+        let intro = app.post_introspect(DEMO, access).await;
+        assert_eq!(intro["active"], false, "{backend:?}");
+        assert_eq!(intro["grant_status"], "revoked");
+        let r = app
+            .post_token(
+                DEMO,
+                &[("grant_type", "refresh_token"), ("refresh_token", refresh)],
+            )
+            .await;
+        assert_eq!(r.status(), 400);
+        // The revocation feed table got the grant and its token's revocation ids.
+        let rows: i64 = app
+            .platform
+            .db
+            .run(|c| {
+                Ok(platform::storage::schema::revocations::table
+                    .count()
+                    .get_result(c)?)
+            })
+            .await
+            .unwrap();
+        assert!(rows >= 2, "{rows}");
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn introspection_of_garbage_and_foreign_tokens_is_inactive() {
+    let app = spawn_demo_app(Backend::Sqlite).await;
+    for token in [
+        "",
+        "garbage",
+        "rt_nothing",
+        &"A".repeat(9000),
+        "En0KEwoEZ3JhbnQ",
+    ] {
+        let r = app
+            .post_form("/oauth2/introspect", Some(DEMO), &[("token", token)])
+            .await;
+        if token.is_empty() {
+            assert_eq!(r.status(), 200);
+        }
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["active"], false, "{token:.20}");
+    }
+    // A token signed by a key we never published.
+    let foreign = ::grants::SigningKey::generate(1);
+    let now = chrono::Utc::now();
+    let grant = ::grants::Grant {
+        id: ::grants::GrantId::parse("g_forged").unwrap(),
+        client: ::grants::ClientId::parse(DEMO_CLIENT).unwrap(),
+        subject: ::grants::SubjectId::parse("cust_x").unwrap(),
+        scope: ::grants::GrantScope::new(
+            vec![::grants::AccountId::parse("acc_x").unwrap()],
+            vec![::grants::Action::AccountsRead],
+            None,
+            None,
+            now + chrono::Duration::days(1),
+        )
+        .unwrap(),
+    };
+    let forged = ::grants::mint(&foreign, &grant, now + chrono::Duration::minutes(5), now).unwrap();
+    assert_eq!(
+        app.post_introspect(DEMO, &forged.token).await["active"],
+        false
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn key_rotation_keeps_old_tokens_verifiable() {
+    let app = spawn_demo_app(Backend::Sqlite).await;
+    app.login_customer("alice").await;
+    let (code, verifier) = code_for(&app, DEMO, DEMO_REDIRECT).await;
+    let t: Value = exchange(&app, DEMO, &code, &verifier)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let p = app.platform.clone();
+    let now = p.now();
+    let kid =
+        p.db.run(move |c| {
+            consent::oauth::keys::rotate(
+                c,
+                &p.master_key,
+                now,
+                chrono::Duration::minutes(10),
+                platform::audit::Actor::system("test"),
+            )
+        })
+        .await
+        .unwrap();
+    assert_eq!(kid, 2);
+    let p = app.platform.clone();
+    let loaded =
+        p.db.run(move |c| consent::oauth::keys::load(c, &p.master_key.cipher("signing-keys"), now))
+            .await
+            .unwrap();
+    assert_eq!(loaded.active.kid(), 2);
+    assert_eq!(loaded.published.len(), 2, "the retired key stays published");
+    let keys = serde_json::to_string(&::grants::BiscuitKeys {
+        keys: loaded.published,
+    })
+    .unwrap();
+    let v = ::grants::Verifier::new(
+        ::grants::KeySet::from_json(&keys).unwrap(),
+        ::grants::NoRevocationCheck,
+    );
+    assert!(
+        v.verify_listing(
+            t["access_token"].as_str().unwrap(),
+            ::grants::Action::AccountsRead,
+            now
+        )
+        .is_ok()
+    );
+    // Private keys are encrypted at rest.
+    let stored: Vec<String> = app
+        .platform
+        .db
+        .run(|c| {
+            Ok(platform::storage::schema::signing_keys::table
+                .select(platform::storage::schema::signing_keys::private_key_enc)
+                .load(c)?)
+        })
+        .await
+        .unwrap();
+    assert!(stored.iter().all(|s| s.starts_with("v1.")));
+    app.stop().await;
+}
+
+/// A stock OAuth client (npm oauth4webapi, unmodified) completes PAR, authorization-response
+/// validation (state, iss), code exchange, refresh, introspection and revocation, while the
+/// customer logs in and narrows the consent in real headless Chromium.
+#[tokio::test]
+async fn stock_client_and_real_browser_complete_the_flow() {
+    for backend in backends() {
+        let app = spawn_demo_app(backend).await;
+        let alice = app.account_ids("alice").await;
+        let shot = std::env::temp_dir().join(format!("consent-page-{backend:?}.png"));
+        let Some(r) = e2e_tests::browser::run(
+            "oauth-flow.mjs",
+            &[
+                &app.address,
+                DEMO_CLIENT,
+                DEMO_SECRET,
+                DEMO_REDIRECT,
+                "alice",
+                DEMO_PASSWORD,
+                shot.to_str().unwrap(),
+            ],
+        )
+        .await
+        else {
+            return;
+        };
+        assert_eq!(r["ok"], true, "{r}");
+        assert_eq!(r["offeredAccounts"], json!(alice));
+        assert_eq!(r["scope"], "accounts:read transactions:read", "{r}");
+        assert_eq!(
+            r["authorizationDetails"][0]["accounts"],
+            json!([alice[0]]),
+            "narrowed to one account"
+        );
+        assert_eq!(r["refreshedScope"], r["scope"]);
+        assert_eq!(r["introspectionActive"], true);
+        assert_eq!(r["introspectionAccounts"], json!([alice[0]]));
+        assert_eq!(r["activeAfterRevocation"], false);
+        assert_eq!(r["grantStatusAfterRevocation"], "revoked");
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn customer_login_is_throttled() {
+    let app = spawn_demo_app(Backend::Sqlite).await;
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        let page = app.get("/login").await.text().await.unwrap();
+        let csrf = csrf_from(&page);
+        let r = app
+            .post_form(
+                "/login",
+                None,
+                &[
+                    ("csrf_token", &csrf),
+                    ("username", "alice"),
+                    ("password", "wrong-password"),
+                ],
+            )
+            .await;
+        statuses.push(r.status().as_u16());
+    }
+    assert_eq!(&statuses[..10], &[401; 10]);
+    assert_eq!(&statuses[10..], &[429, 429], "{statuses:?}");
+    // Even the right password is refused while throttled.
+    let page = app.get("/login").await.text().await.unwrap();
+    let csrf = csrf_from(&page);
+    let r = app
+        .post_form(
+            "/login",
+            None,
+            &[
+                ("csrf_token", &csrf),
+                ("username", "alice"),
+                ("password", DEMO_PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), 429);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn repeated_client_authentication_failures_block_that_address_for_the_client_id() {
+    let app = spawn_demo_app(Backend::Sqlite).await;
+    let form = [("grant_type", "refresh_token"), ("refresh_token", "rt_x")];
+    for i in 0..20 {
+        let r = app.post_token((DEMO_CLIENT, "cs_wrong"), &form).await;
+        assert_eq!(r.status(), 401, "attempt {i}");
+    }
+    let r = app.post_token((DEMO_CLIENT, "cs_wrong"), &form).await;
+    assert_eq!(r.status(), 401, "the 21st failure trips the block");
+    // Now even the right secret waits out the block.
+    let r = app.post_token(DEMO, &form).await;
+    assert_eq!(r.status(), 503);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"],
+        "temporarily_unavailable"
+    );
+    // The block is per address: the fintech's own servers elsewhere are not locked out.
+    let elsewhere = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap();
+    let r = elsewhere
+        .post(app.url("/oauth2/token"))
+        .basic_auth(DEMO_CLIENT, Some(DEMO_SECRET))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "authenticated from another address");
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn consent_page_shows_the_verified_legal_name_of_production_clients() {
+    let app = spawn_demo_app(Backend::Sqlite).await;
+    insert_client(
+        &app,
+        "c_prod",
+        "production",
+        "https://fintech.example/cb",
+        "cs_prod-secret-value-0123456789ab",
+    )
+    .await;
+    app.login_customer("alice").await;
+    let (_, challenge) = pkce();
+    let r = app
+        .post_par(
+            ("c_prod", "cs_prod-secret-value-0123456789ab"),
+            &[
+                ("response_type", "code"),
+                ("redirect_uri", "https://fintech.example/cb"),
+                ("code_challenge", &challenge),
+                ("code_challenge_method", "S256"),
+                ("scope", "accounts:read"),
+            ],
+        )
+        .await;
+    let uri = r.json::<Value>().await.unwrap()["request_uri"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (_, html) = app
+        .get_consent_page(
+            app.get_authorize(&[("client_id", "c_prod"), ("request_uri", &uri)])
+                .await,
+        )
+        .await;
+    assert!(
+        html.contains("Operated by <strong>Demo Fintech Ltd</strong>"),
+        "{html}"
+    );
+    assert!(!html.contains("Sandbox, unverified"));
+    app.stop().await;
+}
+
+/// Introspection answers minted tokens from their hash and attenuated ones by full verification;
+/// both go inactive when the grant ends.
+#[tokio::test]
+async fn introspection_covers_minted_and_attenuated_tokens() {
+    for backend in backends() {
+        let app = spawn_demo_app(backend).await;
+        app.login_customer("alice").await;
+        let (code, verifier) = code_for(&app, DEMO, DEMO_REDIRECT).await;
+        let t: Value = exchange(&app, DEMO, &code, &verifier)
+            .await
+            .json()
+            .await
+            .unwrap();
+        let access = t["access_token"].as_str().unwrap();
+        let narrowed = ::grants::attenuate(
+            access,
+            &::grants::Attenuation::new().actions([::grants::Action::AccountsRead]),
+            false,
+        )
+        .unwrap();
+        for token in [access, narrowed.as_str()] {
+            let intro = app.post_introspect(DEMO, token).await;
+            assert_eq!(intro["active"], true, "{backend:?}: {intro}");
+            assert_eq!(intro["grant_id"], t["grant_id"]);
+        }
+        // A token of this client's grant presented by another client is inactive.
+        insert_client(
+            &app,
+            "c_other",
+            "sandbox",
+            DEMO_REDIRECT,
+            "cs_other-secret-value-0123456789",
+        )
+        .await;
+        let other = app
+            .post_introspect(("c_other", "cs_other-secret-value-0123456789"), access)
+            .await;
+        assert_eq!(other, json!({"active": false}));
+        app.post_form(
+            "/oauth2/revoke",
+            Some(DEMO),
+            &[("token", t["refresh_token"].as_str().unwrap())],
+        )
+        .await;
+        for token in [access, narrowed.as_str()] {
+            assert_eq!(
+                app.post_introspect(DEMO, token).await["active"],
+                false,
+                "{backend:?}"
+            );
+        }
+        app.stop().await;
+    }
+}

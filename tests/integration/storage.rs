@@ -1,0 +1,169 @@
+//! Migrations (up, down, up again) on both backends, and the diesel schema matching them.
+
+use diesel::prelude::*;
+use e2e_tests::{Backend, PgTestDb, backends};
+use platform::storage::schema::*;
+use platform::storage::{AnyConnection, Db};
+
+fn connect(backend: Backend, dir: &std::path::Path, pg: Option<&PgTestDb>) -> Db {
+    let url = match backend {
+        Backend::Sqlite => dir.join("m.db").to_string_lossy().into_owned(),
+        Backend::Postgres => pg.unwrap().url.clone(),
+    };
+    Db::connect(&url, 2, std::time::Duration::from_secs(5)).unwrap()
+}
+
+fn user_tables(conn: &mut AnyConnection) -> Vec<String> {
+    #[derive(QueryableByName)]
+    struct Name {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        name: String,
+    }
+    let sql = match conn {
+        AnyConnection::Sqlite(_) => {
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name <> '__diesel_schema_migrations' ORDER BY name"
+        }
+        AnyConnection::Postgresql(_) => {
+            "SELECT table_name AS name FROM information_schema.tables WHERE table_schema = 'public' AND table_name <> '__diesel_schema_migrations' ORDER BY table_name"
+        }
+    };
+    diesel::sql_query(sql)
+        .load::<Name>(conn)
+        .unwrap()
+        .into_iter()
+        .map(|n| n.name)
+        .collect()
+}
+
+/// Selecting every column of every table proves `schema.rs` and the migrations agree.
+fn select_all_columns(conn: &mut AnyConnection) -> QueryResult<()> {
+    macro_rules! probe {
+        ($($t:ident),*) => {$(
+            $t::table.select($t::all_columns).limit(1).execute(conn)?;
+        )*};
+    }
+    probe!(
+        customers,
+        accounts,
+        merchants,
+        transactions,
+        staff,
+        developers,
+        kyc_submissions,
+        kyc_reviews,
+        clients,
+        grants,
+        refresh_tokens,
+        issued_tokens,
+        authorization_requests,
+        authorization_codes,
+        revocations,
+        signing_keys,
+        audit_events,
+        audit_chain_head,
+        approval_requests,
+        webhook_outbox,
+        sessions
+    );
+    Ok(())
+}
+
+#[test]
+fn migrations_apply_revert_and_reapply() {
+    for backend in backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let pg = (backend == Backend::Postgres).then(PgTestDb::create);
+        let db = connect(backend, dir.path(), pg.as_ref());
+        assert!(db.has_pending_migrations().unwrap());
+        let applied = db.migrate().unwrap();
+        assert!(!applied.is_empty(), "{backend:?}");
+        assert!(!db.has_pending_migrations().unwrap());
+        assert!(db.migrate().unwrap().is_empty(), "idempotent");
+        db.run_blocking(|c| {
+            assert_eq!(
+                user_tables(c).len(),
+                21,
+                "{backend:?}: {:?}",
+                user_tables(c)
+            );
+            select_all_columns(c).unwrap_or_else(|e| panic!("{backend:?}: schema.rs drifted: {e}"));
+            Ok(())
+        })
+        .unwrap();
+
+        let reverted = db.revert_all().unwrap();
+        assert_eq!(reverted.len(), applied.len());
+        db.run_blocking(|c| {
+            assert!(
+                user_tables(c).is_empty(),
+                "{backend:?}: down left {:?}",
+                user_tables(c)
+            );
+            Ok(())
+        })
+        .unwrap();
+        assert!(db.has_pending_migrations().unwrap());
+        assert_eq!(
+            db.migrate().unwrap(),
+            applied,
+            "{backend:?}: re-apply after down"
+        );
+        db.run_blocking(|c| {
+            select_all_columns(c).unwrap();
+            Ok(())
+        })
+        .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_failed_write_transaction_leaves_nothing_behind() {
+    for backend in backends() {
+        let app = e2e_tests::spawn_app(backend).await;
+        let p = app.platform.clone();
+        let result: Result<(), _> =
+            p.db.write(|c| {
+                diesel::insert_into(merchants::table)
+                    .values((
+                        merchants::id.eq("m_tx"),
+                        merchants::name.eq("T"),
+                        merchants::category.eq("x"),
+                    ))
+                    .execute(c)?;
+                // Duplicate primary key: the whole transaction must roll back.
+                diesel::insert_into(merchants::table)
+                    .values((
+                        merchants::id.eq("m_tx"),
+                        merchants::name.eq("T"),
+                        merchants::category.eq("x"),
+                    ))
+                    .execute(c)?;
+                Ok(())
+            })
+            .await;
+        assert!(
+            matches!(result, Err(platform::storage::StorageError::Conflict(_))),
+            "{backend:?}: {result:?}"
+        );
+        let n: i64 =
+            p.db.run(|c| Ok(merchants::table.count().get_result(c)?))
+                .await
+                .unwrap();
+        assert_eq!(n, 0, "{backend:?}: partial write survived");
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn postgres_server_refuses_to_start_with_pending_migrations() {
+    if !backends().contains(&Backend::Postgres) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pg = PgTestDb::create();
+    let settings = e2e_tests::test_settings(Backend::Postgres, dir.path(), Some(&pg));
+    let err = consent::Application::build(settings, Default::default())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("consent migrate"), "{err}");
+}

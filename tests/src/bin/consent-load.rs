@@ -1,0 +1,443 @@
+//! Load generator for the token endpoint and introspection (issue: authorization server).
+//!
+//! Starts the real server in-process (build with `--release`), prepares grants through the real
+//! HTTP flow or storage, then drives one scenario with N concurrent HTTP/1.1 keep-alive clients
+//! for a fixed time and prints throughput and latency percentiles. Client and server share the
+//! machine's cores, as a wrk run on the same host would.
+//!
+//! ```sh
+//! TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres TEST_REDIS_URL=redis://127.0.0.1:6379 \
+//!     cargo run --release -p e2e-tests --bin consent-load -- --scenario refresh --seconds 10 --concurrency 64
+//! ```
+//! Without `TEST_DATABASE_URL` it runs on SQLite.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use diesel::prelude::*;
+use e2e_tests::oauth::*;
+use e2e_tests::{Backend, TestApp};
+use platform::crypto::PlainToken;
+use platform::storage::schema::{authorization_codes, grants};
+use serde_json::{Value, json};
+
+struct Args {
+    scenario: String,
+    seconds: u64,
+    concurrency: usize,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        scenario: "refresh".into(),
+        seconds: 10,
+        concurrency: 64,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let v = it.next().unwrap_or_default();
+        match flag.as_str() {
+            "--scenario" => a.scenario = v,
+            "--seconds" => a.seconds = v.parse().unwrap_or(10),
+            "--concurrency" => a.concurrency = v.parse().unwrap_or(64),
+            _ => {
+                eprintln!(
+                    "usage: consent-load --scenario refresh|code|introspect|propagation|sweep [--seconds N] [--concurrency N] (PostgreSQL via TEST_DATABASE_URL)"
+                );
+                std::process::exit(2);
+            }
+        }
+    }
+    a
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(1024)
+        .build()
+        .unwrap()
+}
+
+async fn token_call(http: &reqwest::Client, app: &TestApp, form: &[(&str, &str)]) -> Option<Value> {
+    let r = http
+        .post(app.url("/oauth2/token"))
+        .basic_auth(DEMO_CLIENT, Some(DEMO_SECRET))
+        .form(form)
+        .send()
+        .await
+        .ok()?;
+    if r.status() != 200 {
+        return None;
+    }
+    r.json().await.ok()
+}
+
+/// One real flow (PAR, authorize, consent, code exchange) -> the token response.
+async fn real_flow(app: &TestApp) -> Value {
+    let (verifier, challenge) = pkce();
+    let acc = app.account_ids("alice").await[0].clone();
+    let rar = details(
+        json!({"type": "account_access", "actions": ["accounts:read", "transactions:read"]}),
+    );
+    let loc = app
+        .authorize_with_par(
+            (DEMO_CLIENT, DEMO_SECRET),
+            DEMO_REDIRECT,
+            &rar,
+            &challenge,
+            &[
+                ("decision", "approve"),
+                ("account", &acc),
+                ("action", "accounts:read"),
+                ("action", "transactions:read"),
+            ],
+        )
+        .await;
+    let code = query_param(&loc, "code").unwrap();
+    token_call(
+        &app.client,
+        app,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", DEMO_REDIRECT),
+            ("code_verifier", &verifier),
+        ],
+    )
+    .await
+    .expect("code exchange")
+}
+
+/// Inserts `n` authorized grants with fresh codes directly in storage (preparation only).
+async fn seed_codes(app: &TestApp, n: usize, challenge: &str) -> Vec<String> {
+    let template: (String, String) = app
+        .platform
+        .db
+        .run(|c| {
+            Ok(grants::table
+                .select((grants::customer_id, grants::authorization_details))
+                .first(c)?)
+        })
+        .await
+        .unwrap();
+    let codes: Vec<PlainToken> = (0..n).map(|_| PlainToken::generate("ac_")).collect();
+    let rows: Vec<(String, String)> = codes
+        .iter()
+        .map(|c| {
+            (
+                platform::crypto::random_id("g_"),
+                c.hash().as_str().to_string(),
+            )
+        })
+        .collect();
+    let challenge = challenge.to_string();
+    let now = chrono::Utc::now();
+    app.platform
+        .db
+        .write(move |c| {
+            for (gid, hash) in &rows {
+                diesel::insert_into(grants::table)
+                    .values((
+                        grants::id.eq(gid),
+                        grants::customer_id.eq(&template.0),
+                        grants::client_id.eq(DEMO_CLIENT),
+                        grants::status.eq("authorized"),
+                        grants::authorization_details.eq(&template.1),
+                        grants::created_at.eq(now.naive_utc()),
+                        grants::authorized_at.eq(now.naive_utc()),
+                        grants::expires_at.eq((now + chrono::Duration::days(30)).naive_utc()),
+                        grants::updated_at.eq(now.naive_utc()),
+                    ))
+                    .execute(c)?;
+                diesel::insert_into(authorization_codes::table)
+                    .values((
+                        authorization_codes::code_hash.eq(hash),
+                        authorization_codes::grant_id.eq(gid),
+                        authorization_codes::client_id.eq(DEMO_CLIENT),
+                        authorization_codes::redirect_uri.eq(DEMO_REDIRECT),
+                        authorization_codes::code_challenge.eq(&challenge),
+                        authorization_codes::created_at.eq(now.naive_utc()),
+                        authorization_codes::expires_at
+                            .eq((now + chrono::Duration::seconds(60)).naive_utc()),
+                    ))
+                    .execute(c)?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+    codes.into_iter().map(|c| c.expose().to_string()).collect()
+}
+
+#[tokio::main]
+async fn main() {
+    let a = args();
+    let backend = *e2e_tests::backends().last().unwrap_or(&Backend::Sqlite);
+    let app = e2e_tests::spawn_app_with(
+        backend,
+        consent::ServeOptions {
+            demo: true,
+            ..Default::default()
+        },
+        |s| {
+            s.server.workers = 2;
+            s.database.pool_size = 32;
+        },
+    )
+    .await;
+    app.login_customer("alice").await;
+    let first = real_flow(&app).await;
+
+    if a.scenario == "sweep" {
+        sweep_bench(&app, a.concurrency).await;
+        return;
+    }
+    if a.scenario == "propagation" {
+        propagation(&app, backend, a.concurrency.clamp(10, 1000)).await;
+        return;
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let latencies = Arc::new(std::sync::Mutex::new(Vec::<u32>::new()));
+    let app = Arc::new(app);
+    let mut tasks = Vec::new();
+    let (verifier, challenge) = pkce();
+    let codes = if a.scenario == "code" {
+        let n = 40_000usize;
+        let c = seed_codes(&app, n, &challenge).await;
+        Arc::new(std::sync::Mutex::new(c))
+    } else {
+        Arc::new(std::sync::Mutex::new(vec![]))
+    };
+    // Refresh chains: one real grant per worker.
+    let mut chains = Vec::new();
+    if a.scenario == "refresh" {
+        for _ in 0..a.concurrency {
+            chains.push(
+                real_flow(&app).await["refresh_token"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            );
+        }
+    }
+    let access = first["access_token"].as_str().unwrap().to_string();
+    let started = Instant::now();
+    for w in 0..a.concurrency {
+        let (app, stop, done, failed, lat, codes) = (
+            app.clone(),
+            stop.clone(),
+            done.clone(),
+            failed.clone(),
+            latencies.clone(),
+            codes.clone(),
+        );
+        let scenario = a.scenario.clone();
+        let mut rt = chains.get(w).cloned().unwrap_or_default();
+        let access = access.clone();
+        let verifier = verifier.clone();
+        tasks.push(tokio::spawn(async move {
+            let http = client();
+            let mut local = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                let ok = match scenario.as_str() {
+                    "refresh" => match token_call(
+                        &http,
+                        &app,
+                        &[("grant_type", "refresh_token"), ("refresh_token", &rt)],
+                    )
+                    .await
+                    {
+                        Some(v) => {
+                            rt = v["refresh_token"].as_str().unwrap_or_default().to_string();
+                            true
+                        }
+                        None => false,
+                    },
+                    "code" => {
+                        let Some(code) = codes.lock().unwrap().pop() else {
+                            break;
+                        };
+                        token_call(
+                            &http,
+                            &app,
+                            &[
+                                ("grant_type", "authorization_code"),
+                                ("code", &code),
+                                ("redirect_uri", DEMO_REDIRECT),
+                                ("code_verifier", &verifier),
+                            ],
+                        )
+                        .await
+                        .is_some()
+                    }
+                    _ => {
+                        let r = http
+                            .post(app.url("/oauth2/introspect"))
+                            .basic_auth(DEMO_CLIENT, Some(DEMO_SECRET))
+                            .form(&[("token", access.as_str())])
+                            .send()
+                            .await;
+                        match r {
+                            Ok(r) => r
+                                .json::<Value>()
+                                .await
+                                .map(|v| v["active"] == true)
+                                .unwrap_or(false),
+                            Err(_) => false,
+                        }
+                    }
+                };
+                local.push(t.elapsed().as_micros() as u32);
+                if ok {
+                    done.fetch_add(1, Ordering::Relaxed)
+                } else {
+                    failed.fetch_add(1, Ordering::Relaxed)
+                };
+            }
+            lat.lock().unwrap().extend(local);
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(a.seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let _ = t.await;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut lat = latencies.lock().unwrap().clone();
+    lat.sort_unstable();
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0) as f64
+            / 1000.0
+    };
+    let ok = done.load(Ordering::Relaxed);
+    println!(
+        "scenario={} backend={:?} concurrency={} seconds={:.1} ok={} failed={} rate={:.0}/s p50={:.2}ms p99={:.2}ms",
+        a.scenario,
+        backend,
+        a.concurrency,
+        elapsed,
+        ok,
+        failed.load(Ordering::Relaxed),
+        ok as f64 / elapsed,
+        pct(0.50),
+        pct(0.99)
+    );
+}
+
+/// Revocation propagation between two instances on one database (+ Redis when configured):
+/// revoke on A, poll B's sandbox API until it refuses the token; `n` samples.
+async fn propagation(a: &TestApp, backend: Backend, n: usize) {
+    let settings = &a.platform.settings;
+    let (db, prefix, master) = (
+        platform::database_url(settings),
+        settings.redis.key_prefix.clone(),
+        a.platform.master_key.to_base64(),
+    );
+    let b = e2e_tests::spawn_app_with(backend, Default::default(), |s| {
+        s.database.url = Some(platform::config::Secret::new(db.clone()));
+        s.redis.key_prefix = prefix.clone();
+        s.security.master_key = Some(platform::config::Secret::new(master.clone()));
+    })
+    .await;
+    let http = client();
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = real_flow(a).await;
+        let (token, grant) = (
+            t["access_token"].as_str().unwrap().to_string(),
+            t["grant_id"].as_str().unwrap().to_string(),
+        );
+        let ok = http
+            .get(b.url("/sandbox/v1/accounts"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(ok, 200, "B accepts the token before revocation");
+        let r = http
+            .delete(a.url(&format!("/api/v1/grants/{grant}")))
+            .basic_auth(DEMO_CLIENT, Some(DEMO_SECRET))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204);
+        let started = Instant::now();
+        loop {
+            let s = http
+                .get(b.url("/sandbox/v1/accounts"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap()
+                .status();
+            if s == 401 {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(5), "not propagated");
+        }
+        samples.push(started.elapsed());
+    }
+    samples.sort();
+    let pct = |p: f64| samples[((samples.len() as f64 * p) as usize).min(samples.len() - 1)];
+    println!(
+        "scenario=propagation backend={backend:?} samples={} p50={:?} p99={:?} max={:?}",
+        samples.len(),
+        pct(0.50),
+        pct(0.99),
+        samples[samples.len() - 1]
+    );
+}
+
+/// Lifecycle sweep of `n` authorized grants of which 10% are dormant (PostgreSQL only: the rows
+/// are generated server-side with generate_series). Prints the sweep time.
+async fn sweep_bench(app: &TestApp, n: usize) {
+    use diesel::sql_types::{BigInt, Text, Timestamp};
+    if app.platform.db.backend() != platform::storage::Backend::Postgres {
+        eprintln!("the sweep scenario needs TEST_DATABASE_URL (PostgreSQL)");
+        return;
+    }
+    let customer = e2e_tests::oauth::customer_id(app, "alice").await;
+    let now = chrono::Utc::now();
+    let started = Instant::now();
+    app.platform
+        .db
+        .run(move |c| {
+            diesel::sql_query(
+                "INSERT INTO grants (id, customer_id, client_id, status, authorization_details, created_at, \
+                 authorized_at, last_used_at, expires_at, updated_at) \
+                 SELECT 'g_bench_' || i, $1, 'c_demo-client', 'authorized', '[]', $2, $2, \
+                        CASE WHEN i % 10 = 0 THEN $3 ELSE $2 END, $4, $2 \
+                 FROM generate_series(1, $5) AS i",
+            )
+            .bind::<Text, _>(customer)
+            .bind::<Timestamp, _>((now - chrono::Duration::days(1)).naive_utc())
+            .bind::<Timestamp, _>((now - chrono::Duration::days(100)).naive_utc())
+            .bind::<Timestamp, _>((now + chrono::Duration::days(100)).naive_utc())
+            .bind::<BigInt, _>(n as i64)
+            .execute(c)?;
+            diesel::sql_query("ANALYZE grants").execute(c)?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    eprintln!("seeded {n} grants in {:?}", started.elapsed());
+    let started = Instant::now();
+    let report = consent::lifecycle::run_once(&app.platform).await.unwrap();
+    let took = started.elapsed();
+    println!(
+        "scenario=sweep backend=Postgres grants={n} dormant={} expired={} seconds={:.2} rate={:.0} transitions/s",
+        report.dormant,
+        report.expired,
+        took.as_secs_f64(),
+        report.dormant as f64 / took.as_secs_f64()
+    );
+}

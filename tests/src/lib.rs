@@ -1,0 +1,253 @@
+//! Test harness: [`spawn_app`] starts the real server on a random port with its own database
+//! (a fresh SQLite file, or a fresh PostgreSQL database when `TEST_DATABASE_URL` is set) and its
+//! own Redis key prefix (when `TEST_REDIS_URL` is set), and returns a [`TestApp`] with one helper
+//! per endpoint.
+
+pub mod browser;
+pub mod dashboard;
+pub mod oauth;
+pub mod portal;
+
+use std::time::Duration;
+
+use consent::{Application, ServeOptions};
+use diesel::prelude::*;
+use platform::Platform;
+use platform::config::{Secret, Settings};
+
+/// Which storage a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite file + in-process cache (the embedded default).
+    Sqlite,
+    /// PostgreSQL (`TEST_DATABASE_URL`) + Redis (`TEST_REDIS_URL`, if set).
+    Postgres,
+}
+
+/// SQLite always; PostgreSQL too when `TEST_DATABASE_URL` is set.
+pub fn backends() -> Vec<Backend> {
+    let mut v = vec![Backend::Sqlite];
+    if std::env::var("TEST_DATABASE_URL").is_ok_and(|u| !u.is_empty()) {
+        v.push(Backend::Postgres);
+    }
+    v
+}
+
+pub fn redis_url() -> Option<String> {
+    std::env::var("TEST_REDIS_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+}
+
+fn random_suffix() -> String {
+    use rand_like::next;
+    format!("{:016x}", next())
+}
+
+/// Tiny non-crypto uniqueness source for database names and key prefixes.
+mod rand_like {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    pub fn next() -> u64 {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or_default();
+        nanos
+            ^ (u64::from(std::process::id()) << 32)
+            ^ COUNTER
+                .fetch_add(1, Ordering::SeqCst)
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+}
+
+/// A PostgreSQL database created for one test and dropped afterwards.
+#[derive(Debug)]
+pub struct PgTestDb {
+    admin_url: String,
+    pub name: String,
+    pub url: String,
+}
+
+impl PgTestDb {
+    pub fn create() -> Self {
+        let admin_url = std::env::var("TEST_DATABASE_URL").expect("TEST_DATABASE_URL");
+        let name = format!("consent_test_{}", random_suffix());
+        let mut conn = diesel::PgConnection::establish(&admin_url).unwrap_or_else(|e| {
+            panic!("TEST_DATABASE_URL is set but PostgreSQL is unreachable: {e}")
+        });
+        diesel::sql_query(format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .expect("create test database");
+        let mut url = url::Url::parse(&admin_url).expect("TEST_DATABASE_URL is a URL");
+        url.set_path(&format!("/{name}"));
+        Self {
+            admin_url,
+            name,
+            url: url.to_string(),
+        }
+    }
+}
+
+impl Drop for PgTestDb {
+    fn drop(&mut self) {
+        if let Ok(mut conn) = diesel::PgConnection::establish(&self.admin_url) {
+            let _ = diesel::sql_query(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .execute(&mut conn);
+        }
+    }
+}
+
+/// Settings for a test server: random port, its own data dir, database and key prefix.
+pub fn test_settings(backend: Backend, dir: &std::path::Path, pg: Option<&PgTestDb>) -> Settings {
+    let mut s = Settings::default();
+    s.server.bind = "127.0.0.1:0".into();
+    s.server.data_dir = dir.to_path_buf();
+    s.server.workers = 2;
+    s.server.shutdown_timeout = "1s".parse().expect("duration");
+    s.database.pool_size = 8;
+    s.lifecycle.audit_chain_interval = "1s".parse().expect("duration");
+    s.demo.password = Some(Secret::new("demo-password-123".into()));
+    s.demo.client_secret = Some(Secret::new("cs_test-demo-client-secret".into()));
+    if backend == Backend::Postgres {
+        s.database.url = pg.map(|p| Secret::new(p.url.clone()));
+        if let Some(r) = redis_url() {
+            s.redis.url = Some(Secret::new(r));
+            s.redis.key_prefix = format!("test:{}:", random_suffix());
+        }
+    }
+    s
+}
+
+/// A running server for one test.
+pub struct TestApp {
+    pub backend: Backend,
+    /// `http://127.0.0.1:<port>`
+    pub address: String,
+    pub client: reqwest::Client,
+    pub platform: Platform,
+    pub demo: Option<String>,
+    handle: actix_web::dev::ServerHandle,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    _dir: tempfile::TempDir,
+    // Declared last: dropped after the server is stopped.
+    _pg: Option<PgTestDb>,
+}
+
+impl std::fmt::Debug for TestApp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestApp")
+            .field("backend", &self.backend)
+            .field("address", &self.address)
+            .finish()
+    }
+}
+
+/// Starts a server on `backend` with the default test settings.
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, ServeOptions::default(), |_| {}).await
+}
+
+/// Starts a server with the demo data seeded.
+pub async fn spawn_demo_app(backend: Backend) -> TestApp {
+    spawn_app_with(
+        backend,
+        ServeOptions {
+            demo: true,
+            ..Default::default()
+        },
+        |_| {},
+    )
+    .await
+}
+
+pub async fn spawn_app_with(
+    backend: Backend,
+    mut options: ServeOptions,
+    customize: impl FnOnce(&mut Settings),
+) -> TestApp {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pg = (backend == Backend::Postgres).then(PgTestDb::create);
+    let mut settings = test_settings(backend, dir.path(), pg.as_ref());
+    customize(&mut settings);
+    if backend == Backend::Postgres && options.migrations.is_none() {
+        // A fresh test database: migrate it, as `consent migrate` would.
+        options.migrations = Some(platform::MigrationPolicy::Apply);
+    }
+    let app = Application::build(settings, options)
+        .await
+        .expect("server starts");
+    let address = format!("http://{}", app.address());
+    let platform = app.state().platform.clone();
+    let demo = app.demo_report().map(|r| r.to_string());
+    let handle = app.handle();
+    let task = tokio::spawn(app.run_until_stopped());
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .cookie_store(true)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("http client");
+    TestApp {
+        backend,
+        address,
+        client,
+        platform,
+        demo,
+        handle,
+        task: Some(task),
+        _dir: dir,
+        _pg: pg,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn get_healthz(&self) -> reqwest::Response {
+        self.get("/healthz").await
+    }
+
+    pub async fn get_readyz(&self) -> reqwest::Response {
+        self.get("/readyz").await
+    }
+
+    pub async fn get_metrics(&self) -> reqwest::Response {
+        self.get("/metrics").await
+    }
+
+    pub async fn get_openapi(&self) -> reqwest::Response {
+        self.get("/openapi.json").await
+    }
+
+    /// Stops the server gracefully and waits for its background jobs.
+    pub async fn stop(mut self) {
+        self.handle.stop(true).await;
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        // Tests that do not call `stop` still release the port and database connections.
+        let handle = self.handle.clone();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move { handle.stop(false).await });
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! Helpers for the OAuth flows: PKCE, PAR, login, consent and token calls over HTTP.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use diesel::prelude::*;
+use platform::crypto::PlainToken;
+use platform::storage::schema::clients;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::TestApp;
+
+pub const DEMO_CLIENT: &str = "c_demo-client";
+pub const DEMO_SECRET: &str = "cs_test-demo-client-secret";
+pub const DEMO_REDIRECT: &str = "http://127.0.0.1:8081/callback";
+pub const DEMO_PASSWORD: &str = "demo-password-123";
+
+/// A fresh PKCE pair (verifier, S256 challenge).
+pub fn pkce() -> (String, String) {
+    let verifier = PlainToken::generate("").expose().to_string();
+    let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+    (verifier, challenge)
+}
+
+/// The `account_access` request used by most tests.
+pub fn details(json: Value) -> String {
+    serde_json::to_string(&serde_json::json!([json])).unwrap()
+}
+
+/// Pulls `name="csrf_token" value="..."` out of a page.
+pub fn csrf_from(html: &str) -> String {
+    let marker = "name=\"csrf_token\" value=\"";
+    let start = html
+        .find(marker)
+        .map(|i| i + marker.len())
+        .expect("page has a csrf_token");
+    html[start..].split('"').next().unwrap().to_string()
+}
+
+pub fn location(resp: &reqwest::Response) -> String {
+    resp.headers()
+        .get("location")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default()
+}
+
+pub fn query_param(url: &str, name: &str) -> Option<String> {
+    url::Url::parse(url)
+        .ok()?
+        .query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// Registers an extra client directly in storage (the portal is not needed for OAuth tests).
+pub async fn insert_client(
+    app: &TestApp,
+    id: &str,
+    environment: &str,
+    redirect: &str,
+    secret: &str,
+) {
+    let (id, environment, redirect) = (
+        id.to_string(),
+        environment.to_string(),
+        redirect.to_string(),
+    );
+    let hash = PlainToken::from_presented(secret)
+        .hash()
+        .as_str()
+        .to_string();
+    let now = chrono::Utc::now().naive_utc();
+    app.platform
+        .db
+        .write(move |c| {
+            let dev: String = platform::storage::schema::developers::table
+                .select(platform::storage::schema::developers::id)
+                .first(c)?;
+            diesel::insert_into(clients::table)
+                .values((
+                    clients::id.eq(&id),
+                    clients::developer_id.eq(dev),
+                    clients::name.eq(format!("{id} app")),
+                    clients::environment.eq(environment),
+                    clients::redirect_uris.eq(serde_json::json!([redirect]).to_string()),
+                    clients::auth_method.eq("client_secret_basic"),
+                    clients::secret_hash.eq(hash),
+                    clients::allowed_actions
+                        .eq(r#"["accounts:read","balances:read","transactions:read"]"#),
+                    clients::status.eq("active"),
+                    clients::created_at.eq(now),
+                    clients::updated_at.eq(now),
+                ))
+                .execute(c)?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+}
+
+impl TestApp {
+    pub async fn post_form(
+        &self,
+        path: &str,
+        basic: Option<(&str, &str)>,
+        form: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let mut req = self.client.post(self.url(path)).form(form);
+        if let Some((id, secret)) = basic {
+            req = req.basic_auth(id, Some(secret));
+        }
+        req.send().await.expect("request")
+    }
+
+    pub async fn post_par(&self, client: (&str, &str), form: &[(&str, &str)]) -> reqwest::Response {
+        self.post_form("/oauth2/par", Some(client), form).await
+    }
+
+    pub async fn post_token(
+        &self,
+        client: (&str, &str),
+        form: &[(&str, &str)],
+    ) -> reqwest::Response {
+        self.post_form("/oauth2/token", Some(client), form).await
+    }
+
+    pub async fn post_introspect(&self, client: (&str, &str), token: &str) -> Value {
+        self.post_form("/oauth2/introspect", Some(client), &[("token", token)])
+            .await
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Logs a demo customer in (this client keeps the session cookie).
+    pub async fn login_customer(&self, username: &str) {
+        let page = self.get("/login").await.text().await.unwrap();
+        let csrf = csrf_from(&page);
+        let r = self
+            .post_form(
+                "/login",
+                None,
+                &[
+                    ("csrf_token", &csrf),
+                    ("username", username),
+                    ("password", DEMO_PASSWORD),
+                    ("next", "/"),
+                ],
+            )
+            .await;
+        assert_eq!(r.status(), 303, "login of {username}");
+    }
+
+    /// GET /oauth2/authorize with `params`; returns the response (not followed).
+    pub async fn get_authorize(&self, params: &[(&str, &str)]) -> reqwest::Response {
+        let url = url::Url::parse_with_params(&self.url("/oauth2/authorize"), params).unwrap();
+        self.client.get(url).send().await.unwrap()
+    }
+
+    /// Opens the consent page a successful authorize redirected to; returns (path, html).
+    pub async fn get_consent_page(&self, authorize: reqwest::Response) -> (String, String) {
+        assert_eq!(authorize.status(), 303, "authorize redirects to consent");
+        let path = location(&authorize);
+        assert!(path.starts_with("/oauth2/consent/"), "{path}");
+        let r = self.get(&path).await;
+        assert_eq!(r.status(), 200, "consent page for {path}");
+        (path, r.text().await.unwrap())
+    }
+
+    /// Submits the consent form with `fields` (csrf added); returns the response.
+    pub async fn post_consent(
+        &self,
+        path: &str,
+        html: &str,
+        fields: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let csrf = csrf_from(html);
+        let mut form: Vec<(&str, &str)> = vec![("csrf_token", &csrf)];
+        form.extend_from_slice(fields);
+        self.post_form(path, None, &form).await
+    }
+
+    /// PAR + authorize + (already logged-in) consent with `fields`; returns the redirect URL.
+    pub async fn authorize_with_par(
+        &self,
+        client: (&str, &str),
+        redirect: &str,
+        rar: &str,
+        challenge: &str,
+        fields: &[(&str, &str)],
+    ) -> String {
+        let r = self
+            .post_par(
+                client,
+                &[
+                    ("response_type", "code"),
+                    ("redirect_uri", redirect),
+                    ("code_challenge", challenge),
+                    ("code_challenge_method", "S256"),
+                    ("state", "st-123"),
+                    ("authorization_details", rar),
+                ],
+            )
+            .await;
+        assert_eq!(r.status(), 201, "PAR accepted");
+        let body: Value = r.json().await.unwrap();
+        let request_uri = body["request_uri"].as_str().unwrap().to_string();
+        let auth = self
+            .get_authorize(&[("client_id", client.0), ("request_uri", &request_uri)])
+            .await;
+        let (path, html) = self.get_consent_page(auth).await;
+        let r = self.post_consent(&path, &html, fields).await;
+        assert_eq!(r.status(), 303, "consent decision redirects");
+        location(&r)
+    }
+
+    /// The customer's account ids, in id order.
+    pub async fn account_ids(&self, username: &str) -> Vec<String> {
+        use platform::storage::schema::{accounts, customers};
+        let username = username.to_string();
+        self.platform
+            .db
+            .run(move |c| {
+                Ok(accounts::table
+                    .inner_join(customers::table)
+                    .filter(customers::username.eq(username))
+                    .order(accounts::id.asc())
+                    .select(accounts::id)
+                    .load::<String>(c)?)
+            })
+            .await
+            .unwrap()
+    }
+}
+
+/// The customer id of a demo user.
+pub async fn customer_id(app: &TestApp, username: &str) -> String {
+    use platform::storage::schema::customers;
+    let username = username.to_string();
+    app.platform
+        .db
+        .run(move |c| {
+            Ok(customers::table
+                .filter(customers::username.eq(username))
+                .select(customers::id)
+                .first::<String>(c)?)
+        })
+        .await
+        .unwrap()
+}
