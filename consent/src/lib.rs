@@ -13,6 +13,7 @@ pub mod revocation_list;
 pub mod routes;
 pub mod sandbox;
 pub mod telemetry;
+pub mod webhooks;
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -164,7 +165,8 @@ impl Application {
             state
                 .revocations
                 .spawn_sync(state.platform.clone(), shutdown_rx.clone()),
-            lifecycle::spawn_sweeper(state.platform.clone(), sweep_interval, shutdown_rx),
+            lifecycle::spawn_sweeper(state.platform.clone(), sweep_interval, shutdown_rx.clone()),
+            webhooks::spawn_delivery(state.platform.clone(), shutdown_rx),
         ];
 
         Ok(Self {
@@ -246,10 +248,13 @@ fn spawn_key_refresh(
 /// Tells every instance (and the deny-cache) that these grants ended. The database already
 /// holds the revocation; a Redis failure here only delays other instances' caches.
 pub async fn publish_revocations(platform: &Platform, grant_ids: &[String]) {
-    for id in grant_ids {
+    // One message per 1,000 ids (space-separated): a sweep ending 100,000 grants sends 100
+    // messages, not 100,000. Receivers only need the wake-up; the feed in the database is what
+    // they sync from.
+    for ids in grant_ids.chunks(1_000) {
         if let Err(e) = platform
             .cache
-            .publish(platform::revocation::REVOCATION_CHANNEL, id)
+            .publish(platform::revocation::REVOCATION_CHANNEL, &ids.join(" "))
             .await
         {
             tracing::warn!(error = %e, "revocation publish failed; the database remains authoritative");

@@ -6,13 +6,14 @@
 //! through `platform::revocation::end_grants` in the same transaction (status, refresh tokens,
 //! revocation list, audit). Idempotent: an ended grant is never selected again.
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, SubsecRound, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text, Timestamp};
 use platform::Platform;
-use platform::audit::Actor;
+use platform::audit::{Actor, NewEvent, Target};
 use platform::revocation::{RevokedBy, end_grants};
 use platform::storage::{AnyConnection, StorageResult, write_tx};
+use platform::webhooks;
 use serde::Serialize;
 
 const BATCH: i64 = 1_000;
@@ -22,6 +23,10 @@ const BATCH: i64 = 1_000;
 pub struct SweepReport {
     pub expired: usize,
     pub dormant: usize,
+    /// Grants whose client was warned of the coming expiry (`grant.expiring`).
+    pub expiry_warnings: usize,
+    /// Grants whose client was warned of the coming dormancy revocation.
+    pub dormancy_warnings: usize,
     /// Undecided authorization requests and expired sessions deleted.
     pub purged: usize,
     pub ended_grant_ids: Vec<String>,
@@ -34,7 +39,7 @@ struct Id {
 }
 
 /// Numbers `?` placeholders as `$1, $2, ...` for PostgreSQL; SQLite takes `?` as is.
-fn placeholders(c: &AnyConnection, sql: &str) -> String {
+pub(crate) fn placeholders(c: &AnyConnection, sql: &str) -> String {
     if !matches!(c, AnyConnection::Postgresql(_)) {
         return sql.to_string();
     }
@@ -51,7 +56,7 @@ fn placeholders(c: &AnyConnection, sql: &str) -> String {
     out
 }
 
-fn lock_clause(c: &AnyConnection) -> &'static str {
+pub(crate) fn lock_clause(c: &AnyConnection) -> &'static str {
     // Several instances sweeping at once take disjoint batches on PostgreSQL; SQLite's write
     // transaction already serializes them.
     if matches!(c, AnyConnection::Postgresql(_)) {
@@ -75,58 +80,230 @@ fn expired_batch(c: &mut AnyConnection, now: DateTime<Utc>) -> StorageResult<Vec
     Ok(rows.into_iter().map(|r| r.id).collect())
 }
 
-/// Dormant grants: unused (no token issue, refresh or reported read; `last_used_at`, else the
-/// authorization time) for the default period, or for a client's own shorter period.
-fn dormant_batch(
-    c: &mut AnyConnection,
-    now: DateTime<Utc>,
-    default: Duration,
-) -> StorageResult<Vec<String>> {
+/// A dormancy period and the grants it applies to: the default (clients without a shorter
+/// period of their own) or one client's shorter period.
+#[derive(Debug, Clone)]
+struct DormancyRule {
+    client: Option<String>,
+    period: Duration,
+}
+
+/// The default rule first, then the (few) clients with a shorter period of their own.
+fn dormancy_rules(c: &mut AnyConnection, default: Duration) -> StorageResult<Vec<DormancyRule>> {
     use platform::storage::schema::clients;
-    let default_secs = default.num_seconds();
-    let sql = format!(
-        "SELECT g.id AS id FROM grants g JOIN clients cl ON cl.id = g.client_id \
-         WHERE g.status = 'authorized' \
-           AND (cl.dormancy_days IS NULL OR cl.dormancy_days * 86400 >= ?) \
-           AND COALESCE(g.last_used_at, g.authorized_at, g.created_at) <= ? \
-         LIMIT ?{}",
-        lock_clause(c)
-    );
-    let mut ids: Vec<String> = diesel::sql_query(placeholders(c, &sql))
-        .bind::<BigInt, _>(default_secs)
-        .bind::<Timestamp, _>((now - default).naive_utc())
-        .bind::<BigInt, _>(BATCH)
-        .load::<Id>(c)?
-        .into_iter()
-        .map(|r| r.id)
-        .collect();
-    // Clients with a shorter period of their own (few): one query each, with their cutoff.
+    let mut rules = vec![DormancyRule {
+        client: None,
+        period: default,
+    }];
     let shorter: Vec<(String, Option<i32>)> = clients::table
         .filter(clients::dormancy_days.is_not_null())
         .select((clients::id, clients::dormancy_days))
         .load(c)?;
     for (client_id, days) in shorter {
-        let Some(days) = days.filter(|d| i64::from(*d) * 86_400 < default_secs) else {
-            continue;
-        };
-        if ids.len() as i64 >= BATCH {
+        if let Some(days) =
+            days.filter(|d| *d > 0 && i64::from(*d) * 86_400 < default.num_seconds())
+        {
+            rules.push(DormancyRule {
+                client: Some(client_id),
+                period: Duration::days(i64::from(days)),
+            });
+        }
+    }
+    Ok(rules)
+}
+
+/// The instant dormancy is measured from; the partial expression index `grants_activity_idx`
+/// covers exactly this expression for authorized grants.
+const ACTIVITY: &str = "COALESCE(g.last_used_at, g.authorized_at, g.created_at)";
+
+#[derive(QueryableByName)]
+struct ActivityRow {
+    #[diesel(sql_type = Text)]
+    id: String,
+    #[diesel(sql_type = Text)]
+    client_id: String,
+    #[diesel(sql_type = Timestamp)]
+    active_at: chrono::NaiveDateTime,
+}
+
+/// Authorized grants under `rule` last active at or before `cutoff`, plus `extra` conditions;
+/// at most `limit`, locked for this transaction on PostgreSQL (skipping rows another sweeper
+/// holds).
+fn by_activity(
+    c: &mut AnyConnection,
+    rule: &DormancyRule,
+    cutoff: DateTime<Utc>,
+    extra: &str,
+    limit: i64,
+) -> StorageResult<Vec<ActivityRow>> {
+    let rows = match &rule.client {
+        None => {
+            let sql = format!(
+                "SELECT g.id AS id, g.client_id AS client_id, {ACTIVITY} AS active_at \
+                 FROM grants g JOIN clients cl ON cl.id = g.client_id \
+                 WHERE g.status = 'authorized' \
+                   AND (cl.dormancy_days IS NULL OR cl.dormancy_days <= 0 OR cl.dormancy_days * 86400 >= ?) \
+                   AND {ACTIVITY} <= ?{extra} LIMIT ?{}",
+                lock_clause(c)
+            );
+            diesel::sql_query(placeholders(c, &sql))
+                .bind::<BigInt, _>(rule.period.num_seconds())
+                .bind::<Timestamp, _>(cutoff.naive_utc())
+                .bind::<BigInt, _>(limit)
+                .load::<ActivityRow>(c)?
+        }
+        Some(client) => {
+            let sql = format!(
+                "SELECT g.id AS id, g.client_id AS client_id, {ACTIVITY} AS active_at \
+                 FROM grants g \
+                 WHERE g.status = 'authorized' AND g.client_id = ? \
+                   AND {ACTIVITY} <= ?{extra} LIMIT ?{}",
+                lock_clause(c)
+            );
+            diesel::sql_query(placeholders(c, &sql))
+                .bind::<Text, _>(client)
+                .bind::<Timestamp, _>(cutoff.naive_utc())
+                .bind::<BigInt, _>(limit)
+                .load::<ActivityRow>(c)?
+        }
+    };
+    Ok(rows)
+}
+
+/// Dormant grants: unused (no token issue, refresh, introspection or reported read) for their
+/// dormancy period.
+fn dormant_batch(
+    c: &mut AnyConnection,
+    now: DateTime<Utc>,
+    default: Duration,
+) -> StorageResult<Vec<String>> {
+    let mut ids = Vec::new();
+    for rule in dormancy_rules(c, default)? {
+        let left = BATCH - ids.len() as i64;
+        if left <= 0 {
             break;
         }
-        let sql = format!(
-            "SELECT g.id AS id FROM grants g \
-             WHERE g.status = 'authorized' AND g.client_id = ? \
-               AND COALESCE(g.last_used_at, g.authorized_at, g.created_at) <= ? \
-             LIMIT ?{}",
-            lock_clause(c)
+        ids.extend(
+            by_activity(c, &rule, now - rule.period, "", left)?
+                .into_iter()
+                .map(|r| r.id),
         );
-        let more = diesel::sql_query(placeholders(c, &sql))
-            .bind::<Text, _>(&client_id)
-            .bind::<Timestamp, _>((now - Duration::days(i64::from(days))).naive_utc())
-            .bind::<BigInt, _>(BATCH - ids.len() as i64)
-            .load::<Id>(c)?;
-        ids.extend(more.into_iter().map(|r| r.id));
     }
     Ok(ids)
+}
+
+/// One batch of warnings before the end: grants expiring within `lead` that were not warned
+/// for this expiry, then grants within `lead` of their dormancy deadline not warned since their
+/// last use. Marks them, audits, and writes the client's webhook events. Returns (expiring,
+/// dormancy) counts.
+fn warn_batch(
+    c: &mut AnyConnection,
+    now: DateTime<Utc>,
+    default: Duration,
+    lead: Duration,
+) -> StorageResult<(usize, usize)> {
+    use platform::storage::schema::grants;
+    let stamp = now.naive_utc().trunc_subsecs(0);
+    let at = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+
+    #[derive(QueryableByName)]
+    struct ExpiringRow {
+        #[diesel(sql_type = Text)]
+        id: String,
+        #[diesel(sql_type = Text)]
+        client_id: String,
+        #[diesel(sql_type = Timestamp)]
+        expires_at: chrono::NaiveDateTime,
+    }
+    let sql = format!(
+        "SELECT g.id AS id, g.client_id AS client_id, g.expires_at AS expires_at FROM grants g \
+         WHERE g.status = 'authorized' AND g.expires_at > ? AND g.expires_at <= ? \
+           AND g.expiry_warned_at IS NULL \
+         ORDER BY g.expires_at LIMIT ?{}",
+        lock_clause(c)
+    );
+    let expiring = diesel::sql_query(placeholders(c, &sql))
+        .bind::<Timestamp, _>(now.naive_utc())
+        .bind::<Timestamp, _>((now + lead).naive_utc())
+        .bind::<BigInt, _>(BATCH)
+        .load::<ExpiringRow>(c)?;
+    let ids: Vec<&str> = expiring.iter().map(|r| r.id.as_str()).collect();
+    diesel::update(grants::table.filter(grants::id.eq_any(&ids)))
+        .set(grants::expiry_warned_at.eq(stamp))
+        .execute(c)?;
+    let actor = Actor::system("lifecycle-sweeper");
+    let mut events = Vec::new();
+    let mut hooks = Vec::new();
+    for r in &expiring {
+        let ends = at(r.expires_at.and_utc());
+        events.push(
+            NewEvent::new(
+                actor.clone(),
+                "grant.expiry_warning",
+                Target::new("grant", &r.id),
+            )
+            .details(serde_json::json!({ "expires_at": ends })),
+        );
+        hooks.push(webhooks::Event::grant(
+            webhooks::GRANT_EXPIRING,
+            &r.client_id,
+            &r.id,
+            serde_json::json!({ "expires_at": ends }),
+        ));
+    }
+
+    let mut dormant = 0;
+    for rule in dormancy_rules(c, default)? {
+        let left = BATCH - dormant as i64;
+        if left <= 0 {
+            break;
+        }
+        // Warned already for this stretch of inactivity: the warning is newer than the last use.
+        let extra =
+            format!(" AND (g.dormancy_warned_at IS NULL OR g.dormancy_warned_at < {ACTIVITY})");
+        let cutoff = now - (rule.period - lead).max(Duration::zero());
+        let rows = by_activity(c, &rule, cutoff, &extra, left)?;
+        let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+        diesel::update(grants::table.filter(grants::id.eq_any(&ids)))
+            .set(grants::dormancy_warned_at.eq(stamp))
+            .execute(c)?;
+        for r in &rows {
+            let last = at(r.active_at.and_utc());
+            let deadline = at(r.active_at.and_utc() + rule.period);
+            events.push(
+                NewEvent::new(
+                    actor.clone(),
+                    "grant.dormancy_warning",
+                    Target::new("grant", &r.id),
+                )
+                .details(serde_json::json!({ "last_used_at": last, "revoke_after": deadline })),
+            );
+            hooks.push(webhooks::Event::grant(
+                webhooks::GRANT_DORMANCY_WARNING,
+                &r.client_id,
+                &r.id,
+                serde_json::json!({ "last_used_at": last, "revoke_after": deadline }),
+            ));
+        }
+        dormant += rows.len();
+    }
+    platform::audit::record_many(c, &events, now)?;
+    webhooks::enqueue(c, &hooks, now)?;
+    Ok((expiring.len(), dormant))
+}
+
+/// When an authorized grant last active at `active_at` becomes dormant, given its client's own
+/// period (if any) and the default.
+pub fn dormancy_deadline(
+    active_at: DateTime<Utc>,
+    client_days: Option<i32>,
+    default: Duration,
+) -> DateTime<Utc> {
+    let period = client_days
+        .filter(|d| *d > 0)
+        .map(|d| Duration::days(i64::from(d)).min(default))
+        .unwrap_or(default);
+    active_at + period
 }
 
 /// One full lifecycle pass.
@@ -134,6 +311,7 @@ pub fn sweep(
     c: &mut AnyConnection,
     now: DateTime<Utc>,
     dormancy: Duration,
+    lead: Duration,
 ) -> StorageResult<SweepReport> {
     let mut report = SweepReport::default();
     for kind in ["expired", "dormant"] {
@@ -166,6 +344,15 @@ pub fn sweep(
                 report.dormant += ended.len();
             }
             report.ended_grant_ids.extend(ended);
+        }
+    }
+    // Warnings before the end, for what is still live.
+    loop {
+        let (expiring, dormancy) = write_tx(c, |c| warn_batch(c, now, dormancy, lead))?;
+        report.expiry_warnings += expiring;
+        report.dormancy_warnings += dormancy;
+        if expiring + dormancy == 0 {
+            break;
         }
     }
     // Housekeeping: authorization requests nobody decided (they hold no grant) and dead
@@ -214,7 +401,11 @@ pub fn spawn_sweeper(
 pub async fn run_once(platform: &Platform) -> StorageResult<SweepReport> {
     let now = platform.now();
     let dormancy = platform.settings.lifecycle.dormancy_period.as_chrono();
-    let report = platform.db.run(move |c| sweep(c, now, dormancy)).await?;
+    let lead = platform.settings.lifecycle.warning_lead_time.as_chrono();
+    let report = platform
+        .db
+        .run(move |c| sweep(c, now, dormancy, lead))
+        .await?;
     crate::publish_revocations(platform, &report.ended_grant_ids).await;
     metrics::counter!("consent_grants_expired_total").increment(report.expired as u64);
     metrics::counter!("consent_grants_dormant_total").increment(report.dormant as u64);

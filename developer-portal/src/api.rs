@@ -180,6 +180,17 @@ pub struct ClientSecretResponse {
     pub webhook_secret: Option<String>,
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookDeliveryList {
+    pub deliveries: Vec<clients::WebhookDelivery>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct WebhookSecretResponse {
+    /// `whsec_...` (Standard Webhooks format), shown only in this response.
+    pub webhook_secret: String,
+}
+
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ClientList {
     pub clients: Vec<ClientResponse>,
@@ -705,6 +716,75 @@ pub async fn rotate_secret(
         .json(ClientSecretResponse::from(r)))
 }
 
+/// The client's webhook events and their delivery status, newest first (at most 100).
+#[utoipa::path(get, path = "/api/v1/clients/{client_id}/webhook-deliveries", tag = "clients",
+    security(("developer_token" = [])),
+    params(("client_id" = String, Path, description = "Client id")),
+    responses((status = 200, description = "Recent events", body = WebhookDeliveryList),
+        (status = 401, description = "Missing or invalid bearer token", body = platform::problem::Problem),
+        (status = 404, description = "No such client of yours", body = platform::problem::Problem)))]
+pub async fn webhook_deliveries(
+    p: Data,
+    auth: DeveloperAuth,
+    path: web::Path<String>,
+) -> Result<web::Json<WebhookDeliveryList>, ApiError> {
+    let id = id_param(&path, "client")?;
+    let dev = auth.0.subject_id;
+    let deliveries = read(&p, move |c| clients::webhook_deliveries(c, &dev, &id, 100)).await?;
+    Ok(web::Json(WebhookDeliveryList { deliveries }))
+}
+
+/// Send a failed webhook event again (after fixing the receiver).
+#[utoipa::path(post, path = "/api/v1/clients/{client_id}/webhook-deliveries/{event_id}/retry", tag = "clients",
+    security(("developer_token" = [])),
+    params(("client_id" = String, Path, description = "Client id"),
+        ("event_id" = String, Path, description = "Event id (msg_...)")),
+    responses((status = 202, description = "Queued for delivery"),
+        (status = 401, description = "Missing or invalid bearer token", body = platform::problem::Problem),
+        (status = 404, description = "No such client or event", body = platform::problem::Problem),
+        (status = 409, description = "The event is not failed, or the client is not active", body = platform::problem::Problem)))]
+pub async fn redeliver_webhook(
+    p: Data,
+    auth: DeveloperAuth,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (client, event) = path.into_inner();
+    let id = id_param(&client, "client")?;
+    let event = id_param(&event, "webhook event")?;
+    let dev = auth.0.subject_id;
+    let now = p.now();
+    write(&p, move |c| clients::redeliver(c, &dev, &id, &event, now)).await?;
+    Ok(HttpResponse::Accepted().finish())
+}
+
+/// Replace the webhook signing secret; the old one stops at once.
+#[utoipa::path(post, path = "/api/v1/clients/{client_id}/webhook-secret", tag = "clients",
+    security(("developer_token" = [])),
+    params(("client_id" = String, Path, description = "Client id")),
+    responses((status = 200, description = "New webhook secret, shown once", body = WebhookSecretResponse),
+        (status = 401, description = "Missing or invalid bearer token", body = platform::problem::Problem),
+        (status = 404, description = "No such client of yours", body = platform::problem::Problem),
+        (status = 409, description = "Client suspended or without webhook URL", body = platform::problem::Problem)))]
+pub async fn rotate_webhook_secret(
+    p: Data,
+    auth: DeveloperAuth,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = id_param(&path, "client")?;
+    let dev = auth.0.subject_id;
+    let now = p.now();
+    let key = p.master_key.clone();
+    let secret = write(&p, move |c| {
+        clients::rotate_webhook_secret(c, &key, &dev, &id, now)
+    })
+    .await?;
+    Ok(HttpResponse::Ok()
+        .insert_header(("Cache-Control", "no-store"))
+        .json(WebhookSecretResponse {
+            webhook_secret: secret.expose().to_string(),
+        }))
+}
+
 // ----- staff -----
 
 /// Log in as staff: returns a bearer token for `/api/v1/admin`.
@@ -976,6 +1056,18 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(
             web::resource("/api/v1/clients/{client_id}/secret")
                 .route(web::post().to(rotate_secret)),
+        )
+        .service(
+            web::resource("/api/v1/clients/{client_id}/webhook-secret")
+                .route(web::post().to(rotate_webhook_secret)),
+        )
+        .service(
+            web::resource("/api/v1/clients/{client_id}/webhook-deliveries")
+                .route(web::get().to(webhook_deliveries)),
+        )
+        .service(
+            web::resource("/api/v1/clients/{client_id}/webhook-deliveries/{event_id}/retry")
+                .route(web::post().to(redeliver_webhook)),
         )
         .service(web::resource("/api/v1/admin/login").route(web::post().to(staff_login)))
         .service(web::resource("/api/v1/admin/kyc").route(web::get().to(kyc_queue)))

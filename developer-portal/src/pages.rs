@@ -550,6 +550,7 @@ fn client_detail(
     c: &ClientView,
     secret: Option<&str>,
     webhook_secret: Option<&str>,
+    deliveries: &[clients::WebhookDelivery],
     status: StatusCode,
 ) -> HttpResponse {
     render(
@@ -589,6 +590,43 @@ fn client_detail(
                 form method="post" action=(format!("/developers/clients/{}/rotate", c.id)) {
                     (csrf_input(&s.csrf_token))
                     button id="rotate" type="submit" { "Rotate secret" }
+                }
+            }
+            @if c.webhook_url.is_some() {
+                h2 { "Webhook deliveries" }
+                p.muted { "Signed per Standard Webhooks (headers webhook-id, webhook-timestamp, webhook-signature). Failed attempts are retried with exponential backoff." }
+                @if deliveries.is_empty() {
+                    p id="no-deliveries" { "No events yet." }
+                } @else {
+                    table id="webhook-deliveries" {
+                        thead { tr { th { "Event" } th { "Type" } th { "Status" } th { "Attempts" } th { "Last result" } th { "Next attempt / delivered" } th {} } }
+                        tbody {
+                            @for d in deliveries {
+                                tr data-event=(d.id) data-status=(d.status) {
+                                    td { code { (d.id) } }
+                                    td { (d.event_type) }
+                                    td { (d.status) }
+                                    td { (d.attempts) }
+                                    td {
+                                        @if let Some(code) = d.last_status { (code) " " }
+                                        (d.last_error.as_deref().unwrap_or_default())
+                                    }
+                                    td {
+                                        @if let Some(t) = d.delivered_at { (t.format("%Y-%m-%d %H:%M:%S UTC")) }
+                                        @else if let Some(t) = d.next_attempt_at { (t.format("%Y-%m-%d %H:%M:%S UTC")) }
+                                    }
+                                    td {
+                                        @if d.status == "failed" && c.status == "active" {
+                                            form method="post" action=(format!("/developers/clients/{}/webhooks/{}/retry", c.id, d.id)) {
+                                                (csrf_input(&s.csrf_token))
+                                                button type="submit" { "Send again" }
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
                 }
             }
             h2 { "Delete" }
@@ -718,6 +756,7 @@ async fn new_client_submit(p: Data, req: HttpRequest, form: Form) -> HttpRespons
             &created.client,
             Some(created.client_secret.expose()),
             created.webhook_secret.as_ref().map(|w| w.expose()),
+            &[],
             StatusCode::CREATED,
         ),
         Err(e) => new_client_form(&s, Some(&form), &messages(&e), status_of(&e)),
@@ -728,9 +767,33 @@ async fn client_get(p: Data, req: HttpRequest, path: web::Path<String>) -> HttpR
     let s = require_session!(p, req);
     let dev = s.subject_id.clone();
     let id = path.into_inner();
-    match read(&p, move |c| clients::get(c, &dev, &id)).await {
-        Ok(c) => client_detail(&s, &c, None, None, StatusCode::OK),
+    let got = read(&p, move |c| {
+        let client = clients::get(c, &dev, &id)?;
+        let deliveries = clients::webhook_deliveries(c, &dev, &id, 50)?;
+        Ok((client, deliveries))
+    })
+    .await;
+    match got {
+        Ok((c, deliveries)) => client_detail(&s, &c, None, None, &deliveries, StatusCode::OK),
         Err(e) => error_page(&e, "/developers/clients"),
+    }
+}
+
+async fn webhook_retry(
+    p: Data,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    form: Form,
+) -> HttpResponse {
+    let s = require_session!(p, req);
+    let (id, event) = path.into_inner();
+    let back = format!("/developers/clients/{id}");
+    require_csrf!(s, form, &back);
+    let dev = s.subject_id.clone();
+    let now = p.now();
+    match write(&p, move |c| clients::redeliver(c, &dev, &id, &event, now)).await {
+        Ok(()) => see_other(&back),
+        Err(e) => error_page(&e, &back),
     }
 }
 
@@ -763,6 +826,7 @@ async fn client_update(
             &c,
             None,
             webhook_secret.as_ref().map(|w| w.expose()),
+            &[],
             StatusCode::OK,
         ),
         Err(e) => error_page(&e, &back),
@@ -787,6 +851,7 @@ async fn client_rotate(
             &r.client,
             Some(r.client_secret.expose()),
             None,
+            &[],
             StatusCode::OK,
         ),
         Err(e) => error_page(&e, &back),
@@ -843,6 +908,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(
             web::resource("/developers/clients/{client_id}/rotate")
                 .route(web::post().to(client_rotate)),
+        )
+        .service(
+            web::resource("/developers/clients/{client_id}/webhooks/{event_id}/retry")
+                .route(web::post().to(webhook_retry)),
         )
         .service(
             web::resource("/developers/clients/{client_id}/delete")

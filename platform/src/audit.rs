@@ -142,6 +142,37 @@ pub fn record(
     Ok(event_id)
 }
 
+/// Records many events with multi-row inserts (for set-based jobs such as the lifecycle sweep);
+/// same guarantees as [`record`].
+pub fn record_many(
+    conn: &mut AnyConnection,
+    events: &[NewEvent],
+    at: chrono::DateTime<Utc>,
+) -> StorageResult<()> {
+    let occurred_at = at.naive_utc().trunc_subsecs(6);
+    let owned: Vec<(String, String)> = events
+        .iter()
+        .map(|e| (random_id("evt_"), e.details.to_string()))
+        .collect();
+    let rows: Vec<InsertEvent<'_>> = events
+        .iter()
+        .zip(&owned)
+        .map(|(e, (id, details))| InsertEvent {
+            event_id: id,
+            occurred_at,
+            actor_type: e.actor.kind,
+            actor_id: &e.actor.id,
+            action: e.action,
+            target_type: e.target.kind,
+            target_id: &e.target.id,
+            details,
+        })
+        .collect();
+    crate::insert_rows!(conn, audit_events::table, &rows);
+    metrics::counter!("consent_audit_events_recorded_total").increment(events.len() as u64);
+    Ok(())
+}
+
 /// A stored event, as read back for queries and verification.
 #[derive(Debug, Clone, Queryable, Selectable, Serialize)]
 #[diesel(table_name = audit_events)]

@@ -150,6 +150,7 @@ pub struct Settings {
     pub security: SecuritySettings,
     pub tokens: TokenSettings,
     pub lifecycle: LifecycleSettings,
+    pub webhooks: WebhookSettings,
     pub demo: DemoSettings,
 }
 
@@ -218,6 +219,22 @@ pub struct LifecycleSettings {
     pub audit_chain_interval: ConfigDuration,
 }
 
+/// Webhook delivery (the outbox worker in every `consent serve`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSettings {
+    /// How often each instance looks for due deliveries.
+    pub delivery_interval: ConfigDuration,
+    /// Per-attempt HTTP timeout (connect + response).
+    pub timeout: ConfigDuration,
+    /// Delay before the first retry; doubles with each failed attempt (with jitter).
+    pub initial_backoff: ConfigDuration,
+    /// Longest delay between two attempts.
+    pub max_backoff: ConfigDuration,
+    /// Attempts before an event is marked `failed` (it stays visible in the portal).
+    pub max_attempts: u32,
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DemoSettings {
@@ -263,6 +280,13 @@ impl Default for Settings {
                 warning_lead_time: ConfigDuration::days(7),
                 sweep_interval: ConfigDuration::minutes(5),
                 audit_chain_interval: ConfigDuration::secs(1),
+            },
+            webhooks: WebhookSettings {
+                delivery_interval: ConfigDuration::secs(1),
+                timeout: ConfigDuration::secs(10),
+                initial_backoff: ConfigDuration::secs(30),
+                max_backoff: ConfigDuration::secs(6 * 3_600),
+                max_attempts: 12,
             },
             demo: DemoSettings::default(),
         }
@@ -358,6 +382,19 @@ impl Settings {
         if self.lifecycle.warning_lead_time.get() >= self.lifecycle.max_grant_lifetime.get() {
             return Err(ConfigError(
                 "lifecycle.warning_lead_time must be shorter than max_grant_lifetime".into(),
+            ));
+        }
+        let w = &self.webhooks;
+        if w.delivery_interval.get().is_zero()
+            || w.timeout.get().is_zero()
+            || w.initial_backoff.get().is_zero()
+            || w.max_backoff.get() < w.initial_backoff.get()
+            || w.max_attempts == 0
+        {
+            return Err(ConfigError(
+                "webhooks: intervals, timeout and max_attempts must be positive and \
+                 max_backoff at least initial_backoff"
+                    .into(),
             ));
         }
         if let Some(url) = &self.server.public_url {

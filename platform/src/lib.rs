@@ -27,6 +27,7 @@ pub mod revocation;
 pub mod session;
 pub mod storage;
 pub mod web;
+pub mod webhooks;
 
 use std::sync::Arc;
 

@@ -9,6 +9,7 @@ use diesel::prelude::*;
 use crate::audit::{self, Actor, NewEvent, Target};
 use crate::storage::schema::{grants, issued_tokens, refresh_tokens, revocations};
 use crate::storage::{AnyConnection, StorageResult};
+use crate::webhooks;
 
 /// Who or what ended a grant (`grants.revoked_by`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +36,15 @@ impl RevokedBy {
     }
 }
 
+#[derive(Insertable)]
+#[diesel(table_name = revocations, treat_none_as_default_value = false)]
+struct NewRevocation<'a> {
+    grant_id: &'a str,
+    revocation_id: Option<&'a str>,
+    reason: &'a str,
+    revoked_at: chrono::NaiveDateTime,
+}
+
 /// Channel on which ended grant ids are published to every instance.
 pub const REVOCATION_CHANNEL: &str = "revocations";
 
@@ -51,72 +61,101 @@ pub fn end_grants(
     if grant_ids.is_empty() {
         return Ok(vec![]);
     }
-    let live: Vec<String> = grants::table
+    let live: Vec<(String, String)> = grants::table
         .filter(grants::id.eq_any(grant_ids))
         .filter(grants::status.eq_any(["awaiting_authorization", "authorized"]))
-        .select(grants::id)
+        .select((grants::id, grants::client_id))
         .load(conn)?;
     if live.is_empty() {
         return Ok(vec![]);
     }
+    let (live, client_of): (Vec<String>, Vec<String>) = live.into_iter().unzip();
     let now_naive = now.naive_utc();
     let status = if by == RevokedBy::Expiry {
         "expired"
     } else {
         "revoked"
     };
-    diesel::update(grants::table.filter(grants::id.eq_any(&live)))
-        .set((
-            grants::status.eq(status),
-            grants::revoked_at.eq(now_naive),
-            grants::revoked_by.eq(by.as_str()),
-            grants::updated_at.eq(now_naive),
-        ))
+    // Large sets (the lifecycle sweep) go in chunks; each statement stays within bind limits.
+    for ids in live.chunks(1_000) {
+        diesel::update(grants::table.filter(grants::id.eq_any(ids)))
+            .set((
+                grants::status.eq(status),
+                grants::revoked_at.eq(now_naive),
+                grants::revoked_by.eq(by.as_str()),
+                grants::updated_at.eq(now_naive),
+            ))
+            .execute(conn)?;
+        diesel::update(
+            refresh_tokens::table
+                .filter(refresh_tokens::grant_id.eq_any(ids))
+                .filter(refresh_tokens::status.ne("revoked")),
+        )
+        .set(refresh_tokens::status.eq("revoked"))
         .execute(conn)?;
-    diesel::update(
-        refresh_tokens::table
-            .filter(refresh_tokens::grant_id.eq_any(&live))
-            .filter(refresh_tokens::status.ne("revoked")),
-    )
-    .set(refresh_tokens::status.eq("revoked"))
-    .execute(conn)?;
-    let tokens: Vec<(String, String)> = issued_tokens::table
-        .filter(issued_tokens::grant_id.eq_any(&live))
-        .filter(issued_tokens::expires_at.gt(now_naive))
-        .select((issued_tokens::grant_id, issued_tokens::revocation_id))
-        .load(conn)?;
-    for id in &live {
-        diesel::insert_into(revocations::table)
-            .values((
-                revocations::grant_id.eq(id),
-                revocations::reason.eq(reason),
-                revocations::revoked_at.eq(now_naive),
-            ))
-            .execute(conn)?;
-        audit::record(
-            conn,
-            &NewEvent::new(
-                actor.clone(),
-                if status == "expired" {
-                    "grant.expired"
-                } else {
-                    "grant.revoked"
-                },
-                Target::new("grant", id.clone()),
+    }
+    let mut tokens: Vec<(String, String)> = Vec::new();
+    for ids in live.chunks(1_000) {
+        tokens.extend(
+            issued_tokens::table
+                .filter(issued_tokens::grant_id.eq_any(ids))
+                .filter(issued_tokens::expires_at.gt(now_naive))
+                .select((issued_tokens::grant_id, issued_tokens::revocation_id))
+                .load::<(String, String)>(conn)?,
+        );
+    }
+    // The revocation feed: one row per grant, one per unexpired token minted for it.
+    let feed: Vec<NewRevocation<'_>> = live
+        .iter()
+        .map(|id| NewRevocation {
+            grant_id: id,
+            revocation_id: None,
+            reason,
+            revoked_at: now_naive,
+        })
+        .chain(
+            tokens
+                .iter()
+                .map(|(grant_id, revocation_id)| NewRevocation {
+                    grant_id,
+                    revocation_id: Some(revocation_id),
+                    reason,
+                    revoked_at: now_naive,
+                }),
+        )
+        .collect();
+    crate::insert_rows!(conn, revocations::table, &feed);
+    let action = if status == "expired" {
+        "grant.expired"
+    } else {
+        "grant.revoked"
+    };
+    let events: Vec<NewEvent> = live
+        .iter()
+        .map(|id| {
+            NewEvent::new(actor.clone(), action, Target::new("grant", id.clone()))
+                .details(serde_json::json!({ "by": by.as_str(), "reason": reason }))
+        })
+        .collect();
+    audit::record_many(conn, &events, now)?;
+    // The client hears of it through its webhook (same transaction: the outbox).
+    let hooks: Vec<webhooks::Event> = live
+        .iter()
+        .zip(&client_of)
+        .map(|(id, client)| {
+            webhooks::Event::grant(
+                action,
+                client.clone(),
+                id.clone(),
+                serde_json::json!({
+                    "status": status,
+                    "revoked_by": by.as_str(),
+                    "reason": reason,
+                    "at": now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                }),
             )
-            .details(serde_json::json!({ "by": by.as_str(), "reason": reason })),
-            now,
-        )?;
-    }
-    for (grant_id, revocation_id) in tokens {
-        diesel::insert_into(revocations::table)
-            .values((
-                revocations::grant_id.eq(grant_id),
-                revocations::revocation_id.eq(Some(revocation_id)),
-                revocations::reason.eq(reason),
-                revocations::revoked_at.eq(now_naive),
-            ))
-            .execute(conn)?;
-    }
+        })
+        .collect();
+    webhooks::enqueue(conn, &hooks, now)?;
     Ok(live)
 }

@@ -255,6 +255,18 @@ async fn insert_grants(
 async fn concurrent_sweepers_make_each_transition_exactly_once() {
     for backend in backends() {
         let (app, clock) = app_with_clock(backend).await;
+        // The client has a webhook, so each transition also writes one outbox event.
+        app.platform
+            .db
+            .write(|c| {
+                Ok(
+                    diesel::update(clients::table.filter(clients::id.eq(DEMO_CLIENT)))
+                        .set(clients::webhook_url.eq(Some("http://127.0.0.1:9/hook")))
+                        .execute(c)?,
+                )
+            })
+            .await
+            .unwrap();
         insert_grants(
             &app,
             DEMO_CLIENT,
@@ -263,6 +275,8 @@ async fn concurrent_sweepers_make_each_transition_exactly_once() {
             Duration::days(1),
         )
         .await;
+        // These are within the warning lead time once the clock moved on.
+        insert_grants(&app, DEMO_CLIENT, 600, Duration::days(8), Duration::days(1)).await;
         clock.advance(Duration::days(2));
         let mut tasks = Vec::new();
         for _ in 0..4 {
@@ -271,28 +285,45 @@ async fn concurrent_sweepers_make_each_transition_exactly_once() {
                 consent::lifecycle::run_once(&p).await.unwrap()
             }));
         }
-        let mut total = 0;
+        let (mut total, mut warned) = (0, 0);
         for t in tasks {
-            total += t.await.unwrap().expired;
+            let r = t.await.unwrap();
+            total += r.expired;
+            warned += r.expiry_warnings;
         }
-        assert_eq!(total, 1_500, "{backend:?}");
-        let (listed, audited) = app
+        assert_eq!((total, warned), (1_500, 600), "{backend:?}");
+        let (listed, audited, warnings, events) = app
             .platform
             .db
             .run(|c| {
+                use platform::storage::schema::webhook_outbox as o;
                 Ok((
                     revocations::table.count().get_result::<i64>(c)?,
                     audit_events::table
                         .filter(audit_events::action.eq("grant.expired"))
                         .count()
                         .get_result::<i64>(c)?,
+                    audit_events::table
+                        .filter(audit_events::action.eq("grant.expiry_warning"))
+                        .count()
+                        .get_result::<i64>(c)?,
+                    (
+                        o::table
+                            .filter(o::event_type.eq("grant.expired"))
+                            .count()
+                            .get_result::<i64>(c)?,
+                        o::table
+                            .filter(o::event_type.eq("grant.expiring"))
+                            .count()
+                            .get_result::<i64>(c)?,
+                    ),
                 ))
             })
             .await
             .unwrap();
         assert_eq!(
-            (listed, audited),
-            (1_500, 1_500),
+            (listed, audited, warnings, events),
+            (1_500, 1_500, 600, (1_500, 600)),
             "{backend:?}: each transition once"
         );
         app.stop().await;

@@ -7,6 +7,7 @@ pub mod browser;
 pub mod dashboard;
 pub mod oauth;
 pub mod portal;
+pub mod webhooks;
 
 use std::time::Duration;
 
@@ -130,6 +131,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub platform: Platform,
     pub demo: Option<String>,
+    /// The settings it was started with (for [`TestApp::restart`]).
+    pub settings: Settings,
     handle: actix_web::dev::ServerHandle,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     _dir: tempfile::TempDir,
@@ -177,7 +180,17 @@ pub async fn spawn_app_with(
         // A fresh test database: migrate it, as `consent migrate` would.
         options.migrations = Some(platform::MigrationPolicy::Apply);
     }
-    let app = Application::build(settings, options)
+    start(backend, settings, options, dir, pg).await
+}
+
+async fn start(
+    backend: Backend,
+    settings: Settings,
+    options: ServeOptions,
+    dir: tempfile::TempDir,
+    pg: Option<PgTestDb>,
+) -> TestApp {
+    let app = Application::build(settings.clone(), options)
         .await
         .expect("server starts");
     let address = format!("http://{}", app.address());
@@ -197,6 +210,7 @@ pub async fn spawn_app_with(
         client,
         platform,
         demo,
+        settings,
         handle,
         task: Some(task),
         _dir: dir,
@@ -231,6 +245,18 @@ impl TestApp {
 
     pub async fn get_openapi(&self) -> reqwest::Response {
         self.get("/openapi.json").await
+    }
+
+    /// Stops the server and starts a new one on the same database, data directory (master key)
+    /// and settings: what a process restart does.
+    pub async fn restart(mut self, options: ServeOptions) -> TestApp {
+        self.handle.stop(true).await;
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+        let dir = std::mem::replace(&mut self._dir, tempfile::tempdir().expect("tempdir"));
+        let pg = self._pg.take();
+        start(self.backend, self.settings.clone(), options, dir, pg).await
     }
 
     /// Stops the server gracefully and waits for its background jobs.

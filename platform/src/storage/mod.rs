@@ -21,6 +21,32 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/sqlite");
 pub const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/postgres");
 
+/// Inserts many rows of one `Insertable` type in the caller's transaction: multi-row `INSERT`s
+/// of up to 1,000 rows on PostgreSQL (one round trip each), one row per statement on SQLite (an
+/// in-process call; diesel's `MultiConnection` cannot batch there because SQLite lacks the
+/// `DEFAULT` keyword). Evaluates to the number of rows written, or returns the error.
+#[macro_export]
+macro_rules! insert_rows {
+    ($conn:expr, $table:expr, $rows:expr) => {{
+        use diesel::RunQueryDsl as _;
+        let rows = $rows;
+        let mut written = 0usize;
+        match $conn {
+            $crate::storage::AnyConnection::Postgresql(c) => {
+                for chunk in rows.chunks(1_000) {
+                    written += diesel::insert_into($table).values(chunk).execute(c)?;
+                }
+            }
+            $crate::storage::AnyConnection::Sqlite(c) => {
+                for row in rows.iter() {
+                    written += diesel::insert_into($table).values(row).execute(c)?;
+                }
+            }
+        }
+        written
+    }};
+}
+
 /// One connection type over both backends.
 #[derive(diesel::MultiConnection)]
 pub enum AnyConnection {

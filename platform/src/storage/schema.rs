@@ -127,8 +127,9 @@ diesel::table! {
         last_used_at -> Nullable<Timestamp>,
         revoked_at -> Nullable<Timestamp>,
         revoked_by -> Nullable<Text>,
-        warned_at -> Nullable<Timestamp>,
+        expiry_warned_at -> Nullable<Timestamp>,
         updated_at -> Timestamp,
+        dormancy_warned_at -> Nullable<Timestamp>,
     }
 }
 
@@ -256,10 +257,13 @@ diesel::table! {
         id -> Text,
         client_id -> Text,
         event_type -> Text,
+        grant_id -> Nullable<Text>,
         payload -> Text,
         status -> Text,
         attempts -> Integer,
         next_attempt_at -> Timestamp,
+        last_attempt_at -> Nullable<Timestamp>,
+        last_status -> Nullable<Integer>,
         last_error -> Nullable<Text>,
         created_at -> Timestamp,
         delivered_at -> Nullable<Timestamp>,

@@ -1,0 +1,300 @@
+//! Webhook delivery: the outbox worker every `consent serve` runs.
+//!
+//! Events are written to `webhook_outbox` by the state changes themselves (see
+//! `platform::webhooks`). Each pass claims a batch of due events in a short transaction by
+//! pushing their `next_attempt_at` forward by a lease (on PostgreSQL with `FOR UPDATE SKIP
+//! LOCKED`, so instances take disjoint batches), sends them without holding any lock, then records
+//! the outcome. If the process dies between claim and outcome, the lease runs out and another
+//! pass (on any instance) sends the event again: delivery is at least once, and receivers
+//! deduplicate on `webhook-id`. Failed attempts back off exponentially (with jitter) up to
+//! `webhooks.max_backoff`; after `webhooks.max_attempts` the event is `failed` and stays visible
+//! to the developer in the portal. Redirects are not followed; only a 2xx counts as delivered.
+
+use chrono::{DateTime, Duration, SubsecRound, Utc};
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Integer, Nullable, Text, Timestamp};
+use platform::Platform;
+use platform::storage::schema::webhook_outbox;
+use platform::storage::{AnyConnection, StorageResult};
+use rand::Rng;
+
+use crate::lifecycle::{lock_clause, placeholders};
+
+/// Events sent per pass and instance.
+const BATCH: i64 = 50;
+
+/// What one delivery pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct DeliveryReport {
+    pub delivered: usize,
+    /// Attempts that failed and will be retried.
+    pub retrying: usize,
+    /// Events given up on (`failed`).
+    pub failed: usize,
+}
+
+#[derive(QueryableByName, Debug)]
+struct Due {
+    #[diesel(sql_type = Text)]
+    id: String,
+    #[diesel(sql_type = Text)]
+    client_id: String,
+    #[diesel(sql_type = Text)]
+    payload: String,
+    #[diesel(sql_type = Integer)]
+    attempts: i32,
+    #[diesel(sql_type = Text)]
+    client_status: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    webhook_url: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    webhook_secret_enc: Option<String>,
+}
+
+/// Claims up to `limit` due events: each gets one more attempt and a lease until `until`.
+fn claim(
+    c: &mut AnyConnection,
+    now: DateTime<Utc>,
+    until: DateTime<Utc>,
+    limit: i64,
+) -> StorageResult<Vec<Due>> {
+    let sql = format!(
+        "SELECT o.id AS id, o.client_id AS client_id, o.payload AS payload, \
+                o.attempts AS attempts, cl.status AS client_status, cl.webhook_url AS webhook_url, \
+                cl.webhook_secret_enc AS webhook_secret_enc \
+         FROM webhook_outbox o JOIN clients cl ON cl.id = o.client_id \
+         WHERE o.status = 'pending' AND o.next_attempt_at <= ? \
+         ORDER BY o.next_attempt_at LIMIT ?{}",
+        lock_clause(c).replace(" OF g", " OF o")
+    );
+    let mut due = diesel::sql_query(placeholders(c, &sql))
+        .bind::<Timestamp, _>(now.naive_utc())
+        .bind::<BigInt, _>(limit)
+        .load::<Due>(c)?;
+    let ids: Vec<&str> = due.iter().map(|d| d.id.as_str()).collect();
+    diesel::update(webhook_outbox::table.filter(webhook_outbox::id.eq_any(&ids)))
+        .set((
+            webhook_outbox::attempts.eq(webhook_outbox::attempts + 1),
+            webhook_outbox::next_attempt_at.eq(until.naive_utc()),
+            webhook_outbox::last_attempt_at.eq(now.naive_utc().trunc_subsecs(6)),
+        ))
+        .execute(c)?;
+    for d in &mut due {
+        d.attempts += 1;
+    }
+    Ok(due)
+}
+
+/// The delay before attempt `attempts + 1`: `initial * 2^(attempts-1)`, at most `max`, minus up
+/// to a quarter of jitter so that a receiver coming back is not hit by every sender at once.
+pub fn backoff(attempts: i32, initial: Duration, max: Duration) -> Duration {
+    let exp = attempts.saturating_sub(1).clamp(0, 30) as u32;
+    let base = initial
+        .checked_mul(2_i32.saturating_pow(exp))
+        .unwrap_or(max)
+        .min(max);
+    let jitter = rand::thread_rng().gen_range(0.0..0.25);
+    base - Duration::milliseconds((base.num_milliseconds() as f64 * jitter) as i64)
+}
+
+enum Outcome {
+    Delivered(u16),
+    Failed {
+        status: Option<u16>,
+        error: String,
+        /// Retrying cannot help (no URL any more, undecryptable secret).
+        permanent: bool,
+    },
+}
+
+async fn send(platform: &Platform, http: &reqwest::Client, due: &Due, now: i64) -> Outcome {
+    let failed = |error: &str, permanent| Outcome::Failed {
+        status: None,
+        error: error.to_string(),
+        permanent,
+    };
+    if due.client_status == "deleted" {
+        return failed("the client was deleted", true);
+    }
+    let (Some(url), Some(secret_enc)) = (&due.webhook_url, &due.webhook_secret_enc) else {
+        return failed("the client has no webhook URL any more", true);
+    };
+    let cipher = platform
+        .master_key
+        .cipher(developer_portal::clients::WEBHOOK_KEY);
+    let Ok(secret) = cipher.decrypt_str(
+        secret_enc,
+        &developer_portal::clients::webhook_aad(&due.client_id),
+    ) else {
+        tracing::error!(client = %due.client_id, "webhook secret cannot be decrypted");
+        return failed("the webhook secret cannot be used; rotate it", true);
+    };
+    let secret = zeroize::Zeroizing::new(secret);
+    let Ok(signature) = platform::webhooks::sign(&secret, &due.id, now, due.payload.as_bytes())
+    else {
+        return failed("the webhook secret cannot be used; rotate it", true);
+    };
+    let result = http
+        .post(url)
+        .header("content-type", "application/json")
+        .header("webhook-id", &due.id)
+        .header("webhook-timestamp", now.to_string())
+        .header("webhook-signature", signature)
+        .body(due.payload.clone())
+        .send()
+        .await;
+    match result {
+        Ok(r) if r.status().is_success() => Outcome::Delivered(r.status().as_u16()),
+        Ok(r) => Outcome::Failed {
+            status: Some(r.status().as_u16()),
+            error: format!("the receiver answered {}", r.status()),
+            permanent: false,
+        },
+        Err(e) => {
+            let what = if e.is_timeout() {
+                "timed out"
+            } else if e.is_connect() {
+                "could not connect"
+            } else {
+                "request failed"
+            };
+            failed(what, false)
+        }
+    }
+}
+
+/// One pass: claim, send, record.
+pub async fn deliver_due(
+    platform: &Platform,
+    http: &reqwest::Client,
+) -> StorageResult<DeliveryReport> {
+    let settings = platform.settings.webhooks.clone();
+    let now = platform.now();
+    // The lease outlives the attempt (timeout) with room for recording the outcome.
+    let lease = settings.timeout.as_chrono() * 3 + Duration::seconds(5);
+    let due = platform
+        .db
+        .write(move |c| claim(c, now, now + lease, BATCH))
+        .await?;
+    if due.is_empty() {
+        return Ok(DeliveryReport::default());
+    }
+    let stamp = now.timestamp();
+    let outcomes =
+        futures_util::future::join_all(due.iter().map(|d| send(platform, http, d, stamp))).await;
+    let mut report = DeliveryReport::default();
+    let mut updates = Vec::with_capacity(due.len());
+    let done_at = platform.now();
+    for (d, outcome) in due.iter().zip(outcomes) {
+        match outcome {
+            Outcome::Delivered(status) => {
+                report.delivered += 1;
+                updates.push((d.id.clone(), "delivered", Some(status), None, None));
+            }
+            Outcome::Failed {
+                status,
+                error,
+                permanent,
+            } => {
+                if permanent || d.attempts >= settings.max_attempts as i32 {
+                    report.failed += 1;
+                    updates.push((d.id.clone(), "failed", status, Some(error), None));
+                } else {
+                    report.retrying += 1;
+                    let next = done_at
+                        + backoff(
+                            d.attempts,
+                            settings.initial_backoff.as_chrono(),
+                            settings.max_backoff.as_chrono(),
+                        );
+                    updates.push((d.id.clone(), "pending", status, Some(error), Some(next)));
+                }
+            }
+        }
+    }
+    platform
+        .db
+        .write(move |c| {
+            for (id, status, code, error, next) in updates {
+                let target = webhook_outbox::table
+                    .filter(webhook_outbox::id.eq(&id))
+                    .filter(webhook_outbox::status.eq("pending"));
+                let code = code.map(i32::from);
+                if status == "delivered" {
+                    diesel::update(target)
+                        .set((
+                            webhook_outbox::status.eq("delivered"),
+                            webhook_outbox::last_status.eq(code),
+                            webhook_outbox::last_error.eq(None::<String>),
+                            webhook_outbox::delivered_at.eq(done_at.naive_utc().trunc_subsecs(6)),
+                        ))
+                        .execute(c)?;
+                } else {
+                    diesel::update(target)
+                        .set((
+                            webhook_outbox::status.eq(status),
+                            webhook_outbox::last_status.eq(code),
+                            webhook_outbox::last_error.eq(error),
+                        ))
+                        .execute(c)?;
+                    if let Some(next) = next {
+                        diesel::update(webhook_outbox::table.filter(webhook_outbox::id.eq(&id)))
+                            .set(webhook_outbox::next_attempt_at.eq(next.naive_utc()))
+                            .execute(c)?;
+                    }
+                }
+            }
+            Ok(())
+        })
+        .await?;
+    metrics::counter!("consent_webhooks_delivered_total").increment(report.delivered as u64);
+    metrics::counter!("consent_webhooks_attempts_failed_total")
+        .increment((report.retrying + report.failed) as u64);
+    metrics::counter!("consent_webhooks_given_up_total").increment(report.failed as u64);
+    Ok(report)
+}
+
+/// The HTTP client deliveries use: bounded time, no redirects, no cookies.
+pub fn http_client(platform: &Platform) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(platform.settings.webhooks.timeout.get())
+        .connect_timeout(platform.settings.webhooks.timeout.get())
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("consent-webhooks/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+/// Runs [`deliver_due`] every `webhooks.delivery_interval` until shutdown.
+pub fn spawn_delivery(
+    platform: Platform,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let http = match http_client(&platform) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::error!(error = %e, "webhook delivery disabled: no HTTP client");
+                return;
+            }
+        };
+        let mut tick = tokio::time::interval(platform.settings.webhooks.delivery_interval.get());
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            // Drain: keep going while full batches come back.
+            loop {
+                match deliver_due(&platform, &http).await {
+                    Ok(r) if r.delivered + r.retrying + r.failed >= BATCH as usize => continue,
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "webhook delivery pass failed; will retry");
+                        break;
+                    }
+                }
+            }
+        }
+    })
+}

@@ -1,0 +1,712 @@
+//! Signed webhooks through the outbox: a local receiver checks every signature with an
+//! independent Standard Webhooks implementation; the clock is controllable, so warnings,
+//! endings and retries happen when the test says.
+
+use std::sync::Arc;
+use std::time::Duration as StdDuration;
+
+use chrono::Duration;
+use diesel::prelude::*;
+use e2e_tests::webhooks::{Receiver, verify};
+use e2e_tests::{TestApp, backends, spawn_app_with};
+use platform::clock::OffsetClock;
+use platform::storage::schema::{audit_events, grants, webhook_outbox};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const HOOKS_DEV: &str = "hooks@fintech.example";
+const WAIT: StdDuration = StdDuration::from_secs(15);
+
+async fn app(backend: e2e_tests::Backend) -> (TestApp, OffsetClock) {
+    let clock = OffsetClock::default();
+    let app = spawn_app_with(
+        backend,
+        consent::ServeOptions {
+            demo: true,
+            clock: Some(Arc::new(clock.clone())),
+            ..Default::default()
+        },
+        |s| {
+            // Tests run the sweep themselves.
+            s.lifecycle.sweep_interval = "1h".parse().unwrap();
+        },
+    )
+    .await;
+    (app, clock)
+}
+
+/// A developer with a sandbox client whose webhook points at `url`; returns
+/// (developer token, client id, client secret, webhook secret).
+async fn client_with_webhook(app: &TestApp, url: &str) -> (String, String, String, String) {
+    let dev = app.developer_token(HOOKS_DEV).await;
+    let (client_id, secret) = app.sandbox_client(&dev).await;
+    let r = app
+        .api(
+            Method::PATCH,
+            &format!("/api/v1/clients/{client_id}"),
+            Some(&dev),
+            Some(&json!({ "webhook_url": url })),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    let whsec = v["webhook_secret"]
+        .as_str()
+        .expect("secret shown once")
+        .to_string();
+    assert!(whsec.starts_with("whsec_"));
+    (dev, client_id, secret, whsec)
+}
+
+/// Authorized grants of `client`, created `age` ago, expiring in `expires_in`.
+async fn insert_grants(
+    app: &TestApp,
+    client: &str,
+    n: usize,
+    expires_in: Duration,
+    age: Duration,
+) -> Vec<String> {
+    let customer = e2e_tests::oauth::customer_id(app, "alice").await;
+    let client = client.to_string();
+    let now = app.platform.now();
+    app.platform
+        .db
+        .write(move |c| {
+            let mut ids = Vec::new();
+            for _ in 0..n {
+                let id = platform::crypto::random_id("g_");
+                diesel::insert_into(grants::table)
+                    .values((
+                        grants::id.eq(&id),
+                        grants::customer_id.eq(&customer),
+                        grants::client_id.eq(&client),
+                        grants::status.eq("authorized"),
+                        grants::authorization_details.eq("[]"),
+                        grants::created_at.eq((now - age).naive_utc()),
+                        grants::authorized_at.eq((now - age).naive_utc()),
+                        grants::last_used_at.eq((now - age).naive_utc()),
+                        grants::expires_at.eq((now + expires_in).naive_utc()),
+                        grants::updated_at.eq(now.naive_utc()),
+                    ))
+                    .execute(c)?;
+                ids.push(id);
+            }
+            Ok(ids)
+        })
+        .await
+        .unwrap()
+}
+
+async fn deliveries(app: &TestApp, dev: &str, client: &str) -> Vec<Value> {
+    let r = app
+        .api(
+            Method::GET,
+            &format!("/api/v1/clients/{client}/webhook-deliveries"),
+            Some(dev),
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    r.json::<Value>().await.unwrap()["deliveries"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// Polls the portal API until every listed event has `status`.
+async fn wait_status(app: &TestApp, dev: &str, client: &str, status: &str) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let d = deliveries(app, dev, client).await;
+        if (!d.is_empty() && d.iter().all(|e| e["status"] == status))
+            || tokio::time::Instant::now() >= deadline
+        {
+            return d;
+        }
+        tokio::time::sleep(StdDuration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_revocation_reaches_the_client_signed_and_the_portal_shows_it_delivered() {
+    for backend in backends() {
+        let (app, _clock) = app(backend).await;
+        let receiver = Receiver::start().await;
+        let (dev, client_id, secret, whsec) = client_with_webhook(&app, &receiver.url).await;
+        let gid = insert_grants(&app, &client_id, 1, Duration::days(30), Duration::days(1))
+            .await
+            .remove(0);
+
+        // The client ends the grant through its API.
+        let r = app
+            .client
+            .delete(app.url(&format!("/api/v1/grants/{gid}")))
+            .basic_auth(&client_id, Some(&secret))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{backend:?}: {}", r.status());
+
+        let got = receiver.wait_for(1, WAIT).await;
+        assert_eq!(got.len(), 1, "{backend:?}: exactly one event");
+        let hook = &got[0];
+        let now = app.platform.now().timestamp();
+        verify(&whsec, hook, now, 300).unwrap_or_else(|e| panic!("{backend:?}: {e}"));
+        let body = hook.json();
+        assert_eq!(body["type"], "grant.revoked");
+        assert_eq!(body["id"], hook.id.as_str(), "webhook-id is the event id");
+        assert_eq!(body["data"]["grant_id"], gid.as_str());
+        assert_eq!(body["data"]["client_id"], client_id.as_str());
+        assert_eq!(body["data"]["revoked_by"], "client");
+
+        // The check can fail: another secret, a changed body, a replayed old timestamp.
+        let mut forged = hook.clone();
+        forged.body = forged.body.replace("grant.revoked", "grant.expired");
+        assert!(verify(&whsec, &forged, now, 300).is_err());
+        let other = platform::webhooks::generate_secret();
+        assert!(verify(other.expose(), hook, now, 300).is_err());
+        assert!(
+            verify(&whsec, hook, now + 3_600, 300).is_err(),
+            "replay window"
+        );
+
+        let d = wait_status(&app, &dev, &client_id, "delivered").await;
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0]["id"], hook.id.as_str());
+        assert_eq!(
+            (d[0]["attempts"].as_i64(), d[0]["last_status"].as_i64()),
+            (Some(1), Some(204))
+        );
+        assert_eq!(d[0]["payload"], body);
+
+        // Another developer cannot see them.
+        let stranger = app.developer_token("stranger@fintech.example").await;
+        let r = app
+            .api(
+                Method::GET,
+                &format!("/api/v1/clients/{client_id}/webhook-deliveries"),
+                Some(&stranger),
+                None,
+            )
+            .await;
+        assert_eq!(r.status(), 404);
+
+        // The portal page lists the delivery.
+        let web = e2e_tests::portal::browser_client();
+        let csrf = app.form_csrf(&web, "/developers/login").await;
+        let r = web
+            .post(app.url("/developers/login"))
+            .form(&[
+                ("email", HOOKS_DEV),
+                ("password", e2e_tests::portal::PASSWORD),
+                ("csrf_token", &csrf),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.status().is_redirection(),
+            "{backend:?}: page login {}",
+            r.status()
+        );
+        let html = web
+            .get(app.url(&format!("/developers/clients/{client_id}")))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(html.contains("id=\"webhook-deliveries\""), "{backend:?}");
+        assert!(html.contains(&format!(
+            "data-event=\"{}\" data-status=\"delivered\"",
+            hook.id
+        )));
+        receiver.stop().await;
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn warnings_come_once_before_the_end_and_the_endings_follow() {
+    for backend in backends() {
+        let (app, clock) = app(backend).await;
+        let receiver = Receiver::start().await;
+        let (_dev, client_id, _secret, whsec) = client_with_webhook(&app, &receiver.url).await;
+        let expiring =
+            insert_grants(&app, &client_id, 2, Duration::days(5), Duration::days(1)).await;
+        let far = insert_grants(&app, &client_id, 1, Duration::days(60), Duration::days(1)).await;
+        let idle =
+            insert_grants(&app, &client_id, 1, Duration::days(100), Duration::days(85)).await;
+
+        let r = consent::lifecycle::run_once(&app.platform).await.unwrap();
+        assert_eq!(
+            (r.expiry_warnings, r.dormancy_warnings, r.expired, r.dormant),
+            (2, 1, 0, 0),
+            "{backend:?}: {r:?}"
+        );
+        // A second pass warns nobody again.
+        let again = consent::lifecycle::run_once(&app.platform).await.unwrap();
+        assert_eq!((again.expiry_warnings, again.dormancy_warnings), (0, 0));
+
+        let got = receiver.wait_for(3, WAIT).await;
+        assert_eq!(got.len(), 3, "{backend:?}");
+        let now = app.platform.now().timestamp();
+        let mut seen = Vec::new();
+        for h in &got {
+            verify(&whsec, h, now, 300).unwrap();
+            let b = h.json();
+            seen.push((
+                b["type"].as_str().unwrap().to_string(),
+                b["data"]["grant_id"].as_str().unwrap().to_string(),
+            ));
+            if b["type"] == "grant.dormancy_warning" {
+                let deadline = chrono::DateTime::parse_from_rfc3339(
+                    b["data"]["revoke_after"].as_str().unwrap(),
+                )
+                .unwrap();
+                let expected = app.platform.now() + Duration::days(5);
+                assert!((deadline.timestamp() - expected.timestamp()).abs() < 5);
+            }
+        }
+        seen.sort();
+        let mut want = vec![
+            ("grant.dormancy_warning".to_string(), idle[0].clone()),
+            ("grant.expiring".to_string(), expiring[0].clone()),
+            ("grant.expiring".to_string(), expiring[1].clone()),
+        ];
+        want.sort();
+        assert_eq!(seen, want, "{backend:?}: not {far:?}");
+
+        // Six days on: the two expire, the idle one is revoked as dormant (85 + 6 > 90).
+        clock.advance(Duration::days(6));
+        let r = consent::lifecycle::run_once(&app.platform).await.unwrap();
+        assert_eq!((r.expired, r.dormant), (2, 1), "{backend:?}: {r:?}");
+        let got = receiver.wait_for(6, WAIT).await;
+        let mut types: Vec<String> = got[3..]
+            .iter()
+            .map(|h| h.json()["type"].as_str().unwrap().to_string())
+            .collect();
+        types.sort();
+        assert_eq!(types, ["grant.expired", "grant.expired", "grant.revoked"]);
+        let dormant = got[3..]
+            .iter()
+            .map(|h| h.json())
+            .find(|b| b["type"] == "grant.revoked")
+            .unwrap();
+        assert_eq!(dormant["data"]["revoked_by"], "dormancy");
+        assert_eq!(dormant["data"]["grant_id"], idle[0].as_str());
+
+        let warned: i64 = app
+            .platform
+            .db
+            .run(|c| {
+                Ok(audit_events::table
+                    .filter(
+                        audit_events::action
+                            .eq_any(["grant.expiry_warning", "grant.dormancy_warning"]),
+                    )
+                    .count()
+                    .get_result(c)?)
+            })
+            .await
+            .unwrap();
+        assert_eq!(warned, 3, "{backend:?}: warnings are audited");
+        receiver.stop().await;
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_used_grant_is_warned_again_only_after_a_new_stretch_of_inactivity() {
+    for backend in backends() {
+        let (app, clock) = app(backend).await;
+        let receiver = Receiver::start().await;
+        let (_dev, client_id, _secret, _whsec) = client_with_webhook(&app, &receiver.url).await;
+        let id = insert_grants(&app, &client_id, 1, Duration::days(170), Duration::days(84))
+            .await
+            .remove(0);
+        let r = consent::lifecycle::run_once(&app.platform).await.unwrap();
+        assert_eq!(r.dormancy_warnings, 1);
+        // The app uses the grant again: no revocation, and no warning until it idles again.
+        let now = app.platform.now();
+        let gid = id.clone();
+        app.platform
+            .db
+            .write(move |c| {
+                Ok(diesel::update(grants::table.filter(grants::id.eq(gid)))
+                    .set(grants::last_used_at.eq(now.naive_utc()))
+                    .execute(c)?)
+            })
+            .await
+            .unwrap();
+        clock.advance(Duration::days(10));
+        let r = consent::lifecycle::run_once(&app.platform).await.unwrap();
+        assert_eq!((r.dormant, r.dormancy_warnings), (0, 0), "{backend:?}");
+        clock.advance(Duration::days(74));
+        let r = consent::lifecycle::run_once(&app.platform).await.unwrap();
+        assert_eq!((r.dormant, r.dormancy_warnings), (0, 1), "{backend:?}");
+        receiver.stop().await;
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn redelivery_after_the_receiver_was_down() {
+    for backend in backends() {
+        let (app, clock) = app(backend).await;
+        let receiver = Receiver::start().await;
+        receiver.set_failing(true);
+        let (dev, client_id, secret, whsec) = client_with_webhook(&app, &receiver.url).await;
+        let gid = insert_grants(&app, &client_id, 1, Duration::days(30), Duration::days(1))
+            .await
+            .remove(0);
+        let r = app
+            .client
+            .delete(app.url(&format!("/api/v1/grants/{gid}")))
+            .basic_auth(&client_id, Some(&secret))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+
+        let first = receiver.wait_for(1, WAIT).await;
+        assert_eq!(first.len(), 1);
+        // Recorded as a failed attempt, pending, with a backed-off next attempt.
+        let d = {
+            let deadline = tokio::time::Instant::now() + WAIT;
+            loop {
+                let d = deliveries(&app, &dev, &client_id).await;
+                if d[0]["last_status"] == 503 || tokio::time::Instant::now() >= deadline {
+                    break d;
+                }
+                tokio::time::sleep(StdDuration::from_millis(100)).await;
+            }
+        };
+        assert_eq!(d[0]["status"], "pending", "{backend:?}: {d:?}");
+        assert_eq!(d[0]["attempts"], 1);
+        assert_eq!(d[0]["last_status"], 503);
+        let next = chrono::DateTime::parse_from_rfc3339(d[0]["next_attempt_at"].as_str().unwrap())
+            .unwrap();
+        let wait = next.timestamp() - app.platform.now().timestamp();
+        assert!((20..=31).contains(&wait), "{backend:?}: backoff {wait}s");
+        // Nothing is sent again before it is due.
+        tokio::time::sleep(StdDuration::from_millis(1_500)).await;
+        assert_eq!(receiver.received().len(), 1);
+
+        // The receiver is back; the next attempt comes when due, with the same event id.
+        receiver.set_failing(false);
+        clock.advance(Duration::seconds(31));
+        let got = receiver.wait_for(2, WAIT).await;
+        assert_eq!(got.len(), 2, "{backend:?}");
+        assert_eq!(got[1].id, got[0].id, "same webhook-id on redelivery");
+        assert_eq!(got[1].body, got[0].body);
+        verify(&whsec, &got[1], app.platform.now().timestamp(), 300).unwrap();
+        let d = wait_status(&app, &dev, &client_id, "delivered").await;
+        assert_eq!(d[0]["attempts"], 2, "{backend:?}");
+        receiver.stop().await;
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn after_the_last_attempt_an_event_fails_and_the_developer_can_send_it_again() {
+    for backend in backends() {
+        let clock = OffsetClock::default();
+        let app = spawn_app_with(
+            backend,
+            consent::ServeOptions {
+                demo: true,
+                clock: Some(Arc::new(clock.clone())),
+                ..Default::default()
+            },
+            |s| {
+                s.lifecycle.sweep_interval = "1h".parse().unwrap();
+                s.webhooks.max_attempts = 2;
+            },
+        )
+        .await;
+        // Nothing listens on this port.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("http://127.0.0.1:{port}/hook");
+        let (dev, client_id, secret, _whsec) = client_with_webhook(&app, &url).await;
+        let gid = insert_grants(&app, &client_id, 1, Duration::days(30), Duration::days(1))
+            .await
+            .remove(0);
+        let r = app
+            .client
+            .delete(app.url(&format!("/api/v1/grants/{gid}")))
+            .basic_auth(&client_id, Some(&secret))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+        let mut d = Vec::new();
+        for _ in 0..2 {
+            let deadline = tokio::time::Instant::now() + WAIT;
+            let before = d.first().and_then(|e: &Value| e["attempts"].as_i64());
+            loop {
+                d = deliveries(&app, &dev, &client_id).await;
+                if d[0]["attempts"].as_i64() != before && d[0]["last_error"].is_string() {
+                    break;
+                }
+                assert!(tokio::time::Instant::now() < deadline, "{backend:?}: {d:?}");
+                tokio::time::sleep(StdDuration::from_millis(100)).await;
+            }
+            clock.advance(Duration::minutes(2));
+        }
+        let d = wait_status(&app, &dev, &client_id, "failed").await;
+        assert_eq!(d[0]["status"], "failed", "{backend:?}: {d:?}");
+        assert_eq!(d[0]["attempts"], 2);
+        assert_eq!(d[0]["last_error"], "could not connect");
+
+        // Only failed events can be sent again; unknown ids are 404.
+        let retry = |event: String| {
+            let path = format!("/api/v1/clients/{client_id}/webhook-deliveries/{event}/retry");
+            let app = &app;
+            let dev = dev.clone();
+            async move { app.api(Method::POST, &path, Some(&dev), None).await }
+        };
+        assert_eq!(retry("msg_nope".into()).await.status(), 404);
+        // The receiver comes up on that port; the developer asks for the event again.
+        let receiver = Receiver::start_on(port).await;
+        let event = d[0]["id"].as_str().unwrap().to_string();
+        assert_eq!(retry(event.clone()).await.status(), 202);
+        let got = receiver.wait_for(1, WAIT).await;
+        assert_eq!(got.len(), 1, "{backend:?}");
+        assert_eq!(got[0].id, event);
+        let d = wait_status(&app, &dev, &client_id, "delivered").await;
+        assert_eq!(d[0]["status"], "delivered");
+        assert_eq!(
+            retry(event).await.status(),
+            409,
+            "a delivered event is not resent"
+        );
+        receiver.stop().await;
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn nothing_is_lost_when_the_server_stops_between_commit_and_delivery() {
+    for backend in backends() {
+        let clock = OffsetClock::default();
+        let options = consent::ServeOptions {
+            demo: true,
+            clock: Some(Arc::new(clock.clone())),
+            ..Default::default()
+        };
+        let app = spawn_app_with(backend, options.clone(), |s| {
+            s.lifecycle.sweep_interval = "1h".parse().unwrap();
+            // This instance never gets round to delivering (first pass at start only).
+            s.webhooks.delivery_interval = "1h".parse().unwrap();
+        })
+        .await;
+        let receiver = Receiver::start().await;
+        let (_dev, client_id, secret, whsec) = client_with_webhook(&app, &receiver.url).await;
+        let ids = insert_grants(&app, &client_id, 3, Duration::days(30), Duration::days(1)).await;
+        for gid in &ids {
+            let r = app
+                .client
+                .delete(app.url(&format!("/api/v1/grants/{gid}")))
+                .basic_auth(&client_id, Some(&secret))
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success());
+        }
+        // One event was claimed by a worker that then died: its lease is still running.
+        let now = app.platform.now();
+        let claimed = app
+            .platform
+            .db
+            .write(move |c| {
+                let id: String = webhook_outbox::table
+                    .order(webhook_outbox::id.asc())
+                    .select(webhook_outbox::id)
+                    .first(c)?;
+                diesel::update(webhook_outbox::table.filter(webhook_outbox::id.eq(&id)))
+                    .set((
+                        webhook_outbox::attempts.eq(1),
+                        webhook_outbox::next_attempt_at
+                            .eq((now + Duration::seconds(35)).naive_utc()),
+                    ))
+                    .execute(c)?;
+                Ok(id)
+            })
+            .await
+            .unwrap();
+        tokio::time::sleep(StdDuration::from_millis(500)).await;
+        assert!(
+            receiver.received().is_empty(),
+            "{backend:?}: nothing sent yet"
+        );
+
+        let mut app = app;
+        app.settings.webhooks.delivery_interval = "1s".parse().unwrap();
+        let app = app.restart(options.clone()).await;
+        let got = receiver.wait_for(2, WAIT).await;
+        assert_eq!(
+            got.len(),
+            2,
+            "{backend:?}: the unclaimed ones after restart"
+        );
+        assert!(got.iter().all(|h| h.id != claimed));
+        // The claimed one once its lease ran out.
+        clock.advance(Duration::seconds(40));
+        let got = receiver.wait_for(3, WAIT).await;
+        assert_eq!(got.len(), 3, "{backend:?}");
+        let mut grant_ids: Vec<String> = got
+            .iter()
+            .map(|h| {
+                verify(&whsec, h, app.platform.now().timestamp(), 300).unwrap();
+                h.json()["data"]["grant_id"].as_str().unwrap().to_string()
+            })
+            .collect();
+        grant_ids.sort();
+        let mut want = ids.clone();
+        want.sort();
+        assert_eq!(grant_ids, want);
+        receiver.stop().await;
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn concurrent_delivery_passes_send_each_event_once() {
+    for backend in backends() {
+        let clock = OffsetClock::default();
+        let app = spawn_app_with(
+            backend,
+            consent::ServeOptions {
+                demo: true,
+                clock: Some(Arc::new(clock.clone())),
+                ..Default::default()
+            },
+            |s| {
+                s.lifecycle.sweep_interval = "1h".parse().unwrap();
+                s.webhooks.delivery_interval = "1h".parse().unwrap();
+            },
+        )
+        .await;
+        let receiver = Receiver::start().await;
+        let (_dev, client_id, _secret, _whsec) = client_with_webhook(&app, &receiver.url).await;
+        insert_grants(&app, &client_id, 120, Duration::days(3), Duration::days(1)).await;
+        let r = consent::lifecycle::run_once(&app.platform).await.unwrap();
+        assert_eq!(r.expiry_warnings, 120);
+        let http = consent::webhooks::http_client(&app.platform).unwrap();
+        let passes = (0..4).map(|_| {
+            let p = app.platform.clone();
+            let http = http.clone();
+            tokio::spawn(async move {
+                let mut total = 0;
+                loop {
+                    let r = consent::webhooks::deliver_due(&p, &http).await.unwrap();
+                    if r.delivered == 0 {
+                        return total;
+                    }
+                    total += r.delivered;
+                }
+            })
+        });
+        let delivered: usize = futures_join(passes.collect()).await.into_iter().sum();
+        assert_eq!(delivered, 120, "{backend:?}");
+        let mut ids: Vec<String> = receiver.received().into_iter().map(|h| h.id).collect();
+        assert_eq!(ids.len(), 120, "{backend:?}: no duplicates sent");
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), 120);
+        receiver.stop().await;
+        app.stop().await;
+    }
+}
+
+async fn futures_join(handles: Vec<tokio::task::JoinHandle<usize>>) -> Vec<usize> {
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}
+
+#[tokio::test]
+async fn suspension_tells_the_client_and_clients_without_webhooks_get_no_events() {
+    for backend in backends() {
+        let (app, _clock) = app(backend).await;
+        let receiver = Receiver::start().await;
+        let (_dev, client_id, _secret, whsec) = client_with_webhook(&app, &receiver.url).await;
+        let ids = insert_grants(&app, &client_id, 2, Duration::days(30), Duration::days(1)).await;
+        // A client without a webhook: its grants end too, but nothing is queued for it.
+        let quiet_dev = app.developer_token("quiet@fintech.example").await;
+        let (quiet, _) = app.sandbox_client(&quiet_dev).await;
+        insert_grants(&app, &quiet, 1, Duration::days(2), Duration::days(1)).await;
+
+        let ops_a = app.staff_token("ops-a").await;
+        let ops_b = app.staff_token("ops-b").await;
+        let r = app
+            .api(
+                Method::POST,
+                &format!("/api/v1/admin/clients/{client_id}/suspension"),
+                Some(&ops_a),
+                Some(&json!({"justification": "fraud reports from three customers"})),
+            )
+            .await;
+        assert_eq!(r.status(), 202);
+        let rid = r.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let r = app
+            .api(
+                Method::POST,
+                &format!("/api/v1/admin/approvals/{rid}/approve"),
+                Some(&ops_b),
+                Some(&json!({"justification": "confirmed with the fraud team"})),
+            )
+            .await;
+        assert_eq!(r.status(), 200, "{backend:?}");
+
+        let got = receiver.wait_for(3, WAIT).await;
+        assert_eq!(got.len(), 3, "{backend:?}");
+        let now = app.platform.now().timestamp();
+        let mut types = Vec::new();
+        for h in &got {
+            verify(&whsec, h, now, 300).unwrap();
+            let b = h.json();
+            types.push(b["type"].as_str().unwrap().to_string());
+            if b["type"] == "grant.revoked" {
+                assert_eq!(b["data"]["revoked_by"], "staff");
+                assert!(ids.contains(&b["data"]["grant_id"].as_str().unwrap().to_string()));
+            }
+        }
+        types.sort();
+        assert_eq!(
+            types,
+            ["client.suspended", "grant.revoked", "grant.revoked"]
+        );
+
+        let r = consent::lifecycle::run_once(&app.platform).await.unwrap();
+        assert_eq!(
+            r.expiry_warnings, 1,
+            "the quiet client's grant was warned of"
+        );
+        let quiet_events: i64 = app
+            .platform
+            .db
+            .run(move |c| {
+                Ok(webhook_outbox::table
+                    .filter(webhook_outbox::client_id.eq(&quiet))
+                    .count()
+                    .get_result(c)?)
+            })
+            .await
+            .unwrap();
+        assert_eq!(quiet_events, 0, "{backend:?}");
+        receiver.stop().await;
+        app.stop().await;
+    }
+}
