@@ -5,7 +5,8 @@
 //! requests must also prove they come from the bank's own pages or app: forms carry the session's
 //! `csrf_token`, JSON calls send it in the `X-CSRF-Token` header (read it from `GET /api/v1/me`).
 //! Another customer's grant is answered exactly like an unknown one (404). Revoking an already
-//! ended grant is a no-op that succeeds (204 / back to the page).
+//! ended grant is a no-op that succeeds (204 / back to the page). Extending (re-confirming) a
+//! grant that has ended is refused (409 / an error page): the app must ask for access again.
 
 use actix_web::http::StatusCode;
 use actix_web::web::{self, Bytes};
@@ -22,7 +23,9 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::AppState;
-use crate::dashboard::{self, ActivityEvent, GrantView, RevokeOutcome};
+use crate::dashboard::{
+    self, ActivityEvent, ExtendOutcome, GrantNotice, GrantView, LifecyclePolicy, RevokeOutcome,
+};
 use crate::routes::oauth::{error_page, see_other};
 
 /// Header carrying the session's CSRF token on state-changing JSON calls.
@@ -31,13 +34,22 @@ pub const CSRF_HEADER: &str = "X-CSRF-Token";
 /// OpenAPI fragment merged into the server's document.
 #[derive(Debug, OpenApi)]
 #[openapi(
-    paths(me, list_grants, get_grant, revoke_grant, revoke_all_grants, grant_activity),
+    paths(
+        me,
+        list_grants,
+        get_grant,
+        revoke_grant,
+        extend_grant,
+        revoke_all_grants,
+        grant_activity
+    ),
     components(schemas(
         MeResponse,
         GrantListResponse,
         ActivityResponse,
         RevokeAllResponse,
         GrantView,
+        GrantNotice,
         ActivityEvent,
         dashboard::AccountView,
         dashboard::MerchantView,
@@ -77,11 +89,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(revoke_all_form)
         .service(app_page)
         .service(revoke_form)
+        .service(extend_form)
         .service(me)
         .service(list_grants)
         .service(revoke_all_grants)
         .service(get_grant)
         .service(revoke_grant)
+        .service(extend_grant)
         .service(grant_activity);
 }
 
@@ -170,13 +184,18 @@ async fn api_session_csrf(state: &AppState, req: &HttpRequest) -> Result<Session
     Ok(session)
 }
 
+fn policy(state: &AppState) -> LifecyclePolicy {
+    LifecyclePolicy::from_settings(&state.platform.settings)
+}
+
 async fn load_list(state: &AppState, customer: String) -> Result<Vec<GrantView>, ApiError> {
     let p = state.platform.clone();
     let now = p.now();
+    let policy = policy(state);
     Ok(state
         .platform
         .db
-        .run(move |c| dashboard::list_grants(c, &p.master_key, &customer, now))
+        .run(move |c| dashboard::list_grants(c, &p.master_key, &customer, &policy, now))
         .await?)
 }
 
@@ -190,10 +209,11 @@ async fn load_grant(
     }
     let p = state.platform.clone();
     let now = p.now();
+    let policy = policy(state);
     Ok(state
         .platform
         .db
-        .run(move |c| dashboard::get_grant(c, &p.master_key, &customer, &id, now))
+        .run(move |c| dashboard::get_grant(c, &p.master_key, &customer, &id, &policy, now))
         .await?)
 }
 
@@ -233,6 +253,24 @@ async fn do_revoke(
     Ok(outcome)
 }
 
+/// Extends (re-confirms) one grant, committed before this returns.
+async fn do_extend(
+    state: &AppState,
+    customer: String,
+    id: String,
+) -> Result<ExtendOutcome, ApiError> {
+    if !valid_grant_id(&id) {
+        return Ok(ExtendOutcome::NotFound);
+    }
+    let now = state.platform.now();
+    let policy = policy(state);
+    Ok(state
+        .platform
+        .db
+        .write(move |c| dashboard::extend(c, &customer, &id, &policy, now))
+        .await?)
+}
+
 async fn do_revoke_all(state: &AppState, customer: String) -> Result<Vec<String>, ApiError> {
     let now = state.platform.now();
     let ended = state
@@ -248,7 +286,7 @@ async fn do_revoke_all(state: &AppState, customer: String) -> Result<Vec<String>
 // Pages
 
 fn day(t: DateTime<Utc>) -> String {
-    t.format("%-d %b %Y").to_string()
+    dashboard::format_day(t)
 }
 
 fn day_time(t: DateTime<Utc>) -> String {
@@ -281,10 +319,57 @@ fn status_text(g: &GrantView) -> &'static str {
     }
 }
 
+const NOTICE_STYLE: &str = "border:2px solid #bf8700;background:#fff8c5;border-radius:6px;\
+    padding:.5rem .9rem;margin:.6rem 0";
+const FLASH_STYLE: &str = "border:2px solid #1a7f37;background:#dafbe1;border-radius:6px;\
+    padding:.5rem .9rem;margin:.6rem 0";
+
+/// The warning that an app is about to lose its access, with the button that extends it.
+/// `back` is the page the form returns to.
+fn notice_markup(g: &GrantView, n: &GrantNotice, csrf: &str, back: &str) -> Markup {
+    html! {
+        div.notice role="alert" data-kind=(n.kind) style=(NOTICE_STYLE) {
+            p { strong { (n.message) } }
+            form.extend method="post" action={ "/account/apps/" (g.grant_id) "/extend" } {
+                input type="hidden" name="csrf_token" value=(csrf);
+                input type="hidden" name="next" value=(back);
+                button type="submit" { "Extend access for " (g.client_name) }
+            }
+        }
+    }
+}
+
+/// The confirmation shown after an extension (`?extended=<grant id>` on the page).
+fn flash_markup(g: Option<&GrantView>) -> Markup {
+    html! {
+        @if let Some(g) = g {
+            p.flash role="status" style=(FLASH_STYLE) {
+                "Done: " (g.client_name) " stays connected until " (day(g.expires_at)) "."
+            }
+        }
+    }
+}
+
+/// The grant id in the page's `?extended=` confirmation parameter, if any.
+fn extended_param(req: &HttpRequest) -> Option<String> {
+    url::form_urlencoded::parse(req.query_string().as_bytes())
+        .find(|(k, _)| k == "extended")
+        .map(|(_, v)| v.into_owned())
+}
+
 fn grant_card(g: &GrantView, csrf: &str, detail_link: bool) -> Markup {
+    // The list page links to the detail page; forms return to the page they are on.
+    let back = if detail_link {
+        "/account/apps".to_string()
+    } else {
+        format!("/account/apps/{}", g.grant_id)
+    };
     html! {
         section.app data-grant-id=(g.grant_id) data-status=(g.status) {
             h3.app-name { (g.client_name) }
+            @if let Some(n) = &g.notice {
+                (notice_markup(g, n, csrf, &back))
+            }
             @if g.verified {
                 p.operator { "Operated by " strong { (g.operator_label) } " - identity verified by your bank." }
             } @else {
@@ -315,7 +400,10 @@ fn grant_card(g: &GrantView, csrf: &str, detail_link: bool) -> Markup {
                 }
                 dt { "Connected on" } dd { (day(g.authorized_at.unwrap_or(g.created_at))) }
                 @if g.active {
-                    dt { "Access ends on" } dd { (day(g.expires_at)) }
+                    dt { "Access ends on" } dd.expires { (day(g.expires_at)) }
+                    @if let Some(t) = g.dormancy_deadline {
+                        dt { "Disconnected if unused until" } dd.dormancy { (day(t)) }
+                    }
                 } @else if let Some(t) = g.revoked_at {
                     dt { "Ended on" } dd { (day(t)) }
                 } @else {
@@ -346,14 +434,42 @@ fn logout_form(csrf: &str) -> Markup {
     }
 }
 
-fn apps_markup(name: &str, grants: &[GrantView], csrf: &str) -> Markup {
+fn apps_markup(
+    name: &str,
+    grants: &[GrantView],
+    csrf: &str,
+    extended: Option<&GrantView>,
+) -> Markup {
     let (active, past): (Vec<&GrantView>, Vec<&GrantView>) = grants.iter().partition(|g| g.active);
+    let ending: Vec<&GrantView> = active
+        .iter()
+        .copied()
+        .filter(|g| g.notice.is_some())
+        .collect();
     page(
         "Your connected apps",
         html! {
             h1 { "Your connected apps" }
             p.muted { "Logged in as " (name) "." }
             (logout_form(csrf))
+            (flash_markup(extended))
+            @if !ending.is_empty() {
+                section.attention role="alert" style=(NOTICE_STYLE) {
+                    h2 { "Needs your attention" }
+                    @for g in &ending {
+                        @if let Some(n) = &g.notice {
+                            p data-grant-id=(g.grant_id) {
+                                strong { (g.client_name) ": " } (n.message)
+                            }
+                            form.extend method="post" action={ "/account/apps/" (g.grant_id) "/extend" } {
+                                input type="hidden" name="csrf_token" value=(csrf);
+                                input type="hidden" name="next" value="/account/apps";
+                                button type="submit" { "Extend access for " (g.client_name) }
+                            }
+                        }
+                    }
+                }
+            }
             p { "These apps can see some of your bank data because you allowed them to. You can end any app's access at once; it stops working immediately." }
             section id="active" {
                 h2 { "Connected now" }
@@ -379,12 +495,13 @@ fn apps_markup(name: &str, grants: &[GrantView], csrf: &str) -> Markup {
     )
 }
 
-fn detail_markup(g: &GrantView, events: &[ActivityEvent], csrf: &str) -> Markup {
+fn detail_markup(g: &GrantView, events: &[ActivityEvent], csrf: &str, extended: bool) -> Markup {
     page(
         &format!("{} - connected app", g.client_name),
         html! {
             p { a href="/account/apps" { "All connected apps" } }
             h1 { (g.client_name) }
+            (flash_markup(extended.then_some(g)))
             (grant_card(g, csrf, false))
             h2 { "What this app did" }
             @if events.is_empty() {
@@ -434,7 +551,9 @@ pub async fn apps_page(state: web::Data<AppState>, req: HttpRequest) -> HttpResp
         return unavailable_page();
     };
     let name = customer_name(&state, session.subject_id.clone()).await;
-    html_response(apps_markup(&name, &grants, &session.csrf_token))
+    let extended =
+        extended_param(&req).and_then(|id| grants.iter().find(|g| g.grant_id == id && g.active));
+    html_response(apps_markup(&name, &grants, &session.csrf_token, extended))
 }
 
 #[get("/account/apps/{grant_id}")]
@@ -463,7 +582,13 @@ pub async fn app_page(
         Ok(e) => e.unwrap_or_default(),
         Err(_) => return unavailable_page(),
     };
-    html_response(detail_markup(&grant, &events, &session.csrf_token))
+    let extended = grant.active && extended_param(&req).as_deref() == Some(grant.grant_id.as_str());
+    html_response(detail_markup(
+        &grant,
+        &events,
+        &session.csrf_token,
+        extended,
+    ))
 }
 
 #[post("/account/apps/{grant_id}/revoke")]
@@ -483,6 +608,44 @@ pub async fn revoke_form(
     match do_revoke(&state, session.subject_id.clone(), id.into_inner()).await {
         Ok(RevokeOutcome::NotFound) => not_found_page(),
         Ok(_) => see_other("/account/apps"),
+        Err(_) => unavailable_page(),
+    }
+}
+
+/// The customer re-confirms a grant from the page; back to the page it was sent from, with a
+/// confirmation.
+#[post("/account/apps/{grant_id}/extend")]
+pub async fn extend_form(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+    body: Bytes,
+) -> HttpResponse {
+    let session = match page_session(&state, &req, "/account/apps").await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    if !session.check_csrf(&form_field(&body, "csrf_token").unwrap_or_default()) {
+        return csrf_failed_page();
+    }
+    let id = id.into_inner();
+    match do_extend(&state, session.subject_id.clone(), id.clone()).await {
+        Ok(ExtendOutcome::NotFound) => not_found_page(),
+        Ok(ExtendOutcome::Ended { .. }) => error_page(
+            StatusCode::CONFLICT,
+            "Access has ended",
+            "This app's access has already ended, so it cannot be extended. To connect the app \
+             again, start from the app itself.",
+        ),
+        Ok(ExtendOutcome::Extended { .. }) => {
+            // Only the two dashboard pages are valid destinations (no open redirect).
+            let detail = format!("/account/apps/{id}");
+            let back = match form_field(&body, "next") {
+                Some(n) if n == detail => detail,
+                _ => "/account/apps".to_string(),
+            };
+            see_other(&format!("{back}?extended={id}"))
+        }
         Err(_) => unavailable_page(),
     }
 }
@@ -637,6 +800,43 @@ pub async fn revoke_grant(
         RevokeOutcome::NotFound => Err(ApiError::NotFound("grant")),
         RevokeOutcome::Revoked(_) | RevokeOutcome::AlreadyEnded => {
             Ok(HttpResponse::NoContent().finish())
+        }
+    }
+}
+
+/// Extends (re-confirms) one authorized grant that has not ended: its expiry moves to
+/// `max(current expiry, now + min(original lifetime, maximum grant lifetime))`, and the
+/// re-confirmation counts as the app's activity (the dormancy clock restarts), which clears the
+/// grant's `notice`. The app's refresh token keeps working past the old expiry, new access
+/// tokens carry the new expiry, and the app receives a `grant.extended` webhook event.
+/// Answers the updated grant.
+#[utoipa::path(post, path = "/api/v1/me/grants/{id}/extend", tag = "customer",
+    security(("customer_session" = [], "csrf_header" = [])),
+    params(("id" = String, Path, description = "Grant id (`g_...`)")),
+    responses(
+        (status = 200, description = "Extended; the updated grant", body = GrantView),
+        (status = 401, description = "Not logged in", body = platform::problem::Problem),
+        (status = 403, description = "Missing or wrong X-CSRF-Token", body = platform::problem::Problem),
+        (status = 404, description = "No such grant for this customer", body = platform::problem::Problem),
+        (status = 409, description = "The grant has ended (revoked, expired, rejected) or was never authorized; nothing changed", body = platform::problem::Problem)))]
+#[post("/api/v1/me/grants/{id}/extend")]
+pub async fn extend_grant(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let session = api_session_csrf(&state, &req).await?;
+    let id = id.into_inner();
+    match do_extend(&state, session.subject_id.clone(), id.clone()).await? {
+        ExtendOutcome::NotFound => Err(ApiError::NotFound("grant")),
+        ExtendOutcome::Ended { status } => Err(ApiError::Conflict(format!(
+            "the grant is {status} and cannot be extended; the app must ask for access again"
+        ))),
+        ExtendOutcome::Extended { .. } => {
+            let grant = load_grant(&state, session.subject_id, id)
+                .await?
+                .ok_or(ApiError::NotFound("grant"))?;
+            Ok(json_ok(&grant))
         }
     }
 }
