@@ -93,6 +93,9 @@ impl RevocationList {
                             // The subscription ended; keep the periodic sync.
                             published = platform.cache.subscribe(platform::revocation::REVOCATION_CHANNEL);
                         }
+                        // A burst of messages needs one sync, not one each.
+                        use tokio::sync::broadcast::error::TryRecvError;
+                        while let Ok(_) | Err(TryRecvError::Lagged(_)) = published.try_recv() {}
                     }
                     _ = shutdown.changed() => return,
                 }

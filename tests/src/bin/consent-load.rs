@@ -184,6 +184,8 @@ async fn main() {
         |s| {
             s.server.workers = 2;
             s.database.pool_size = 32;
+            // The sweep benchmark writes webhook events; nobody delivers them during the run.
+            s.webhooks.delivery_interval = "1h".parse().unwrap();
         },
     )
     .await;
@@ -424,6 +426,12 @@ async fn sweep_bench(app: &TestApp, n: usize) {
             .bind::<Timestamp, _>((now + chrono::Duration::days(100)).naive_utc())
             .bind::<BigInt, _>(n as i64)
             .execute(c)?;
+            // The client has a webhook: every ending also writes an outbox event.
+            diesel::sql_query(
+                "UPDATE clients SET webhook_url = 'https://hooks.example/consent' \
+                 WHERE id = 'c_demo-client'",
+            )
+            .execute(c)?;
             diesel::sql_query("ANALYZE grants").execute(c)?;
             Ok(())
         })
@@ -434,9 +442,10 @@ async fn sweep_bench(app: &TestApp, n: usize) {
     let report = consent::lifecycle::run_once(&app.platform).await.unwrap();
     let took = started.elapsed();
     println!(
-        "scenario=sweep backend=Postgres grants={n} dormant={} expired={} seconds={:.2} rate={:.0} transitions/s",
+        "scenario=sweep backend=Postgres grants={n} dormant={} expired={} dormancy_warnings={} seconds={:.2} rate={:.0} transitions/s",
         report.dormant,
         report.expired,
+        report.dormancy_warnings,
         took.as_secs_f64(),
         report.dormant as f64 / took.as_secs_f64()
     );
