@@ -368,3 +368,148 @@ async fn a_client_may_have_a_shorter_dormancy_period() {
         app.stop().await;
     }
 }
+
+async fn set_last_used(app: &TestApp, id: &str, ago: Duration) {
+    let (id, at) = (id.to_string(), (app.platform.now() - ago).naive_utc());
+    app.platform
+        .db
+        .write(move |c| {
+            Ok(diesel::update(grants::table.filter(grants::id.eq(id)))
+                .set(grants::last_used_at.eq(at))
+                .execute(c)?)
+        })
+        .await
+        .unwrap();
+}
+
+async fn last_used(app: &TestApp, id: &str) -> chrono::NaiveDateTime {
+    let id = id.to_string();
+    app.platform
+        .db
+        .run(move |c| {
+            Ok(grants::table
+                .filter(grants::id.eq(id))
+                .select(grants::last_used_at)
+                .first::<Option<chrono::NaiveDateTime>>(c)?
+                .unwrap())
+        })
+        .await
+        .unwrap()
+}
+
+async fn post_usage(app: &TestApp, token: Option<&str>, body: &str) -> reqwest::Response {
+    let mut r = app
+        .client
+        .post(app.url("/api/v1/usage"))
+        .header("content-type", "application/json")
+        .body(body.to_string());
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    r.send().await.unwrap()
+}
+
+#[tokio::test]
+async fn introspection_and_resource_server_usage_reports_count_as_use() {
+    for backend in backends() {
+        let (app, clock) = app_with_clock(backend).await;
+        app.login_customer("alice").await;
+        let t = grant(&app, &day(150)).await;
+        let (gid, access) = (
+            t["grant_id"].as_str().unwrap().to_string(),
+            t["access_token"].as_str().unwrap().to_string(),
+        );
+
+        // Introspection by the client is use.
+        set_last_used(&app, &gid, Duration::days(89)).await;
+        let before = last_used(&app, &gid).await;
+        let v = app.post_introspect(DEMO, &access).await;
+        assert_eq!(v["active"], true, "{backend:?}");
+        let after = last_used(&app, &gid).await;
+        assert!(after > before + Duration::days(88), "{backend:?}");
+
+        // So is a resource server's report, authenticated by the token it served.
+        set_last_used(&app, &gid, Duration::days(89)).await;
+        let before = last_used(&app, &gid).await;
+        // Bad reports change nothing.
+        let refused = [
+            (None, r#"{"operation": "accounts:read"}"#, 401),
+            (
+                Some("not-a-biscuit"),
+                r#"{"operation": "accounts:read"}"#,
+                401,
+            ),
+            (Some(access.as_str()), r#"{"operation": "#, 400),
+            (
+                Some(access.as_str()),
+                r#"{"operation": "accounts:write"}"#,
+                400,
+            ),
+            (
+                Some(access.as_str()),
+                r#"{"operation": "accounts:read", "x": 1}"#,
+                400,
+            ),
+            (
+                Some(access.as_str()),
+                r#"{"operation": "transactions:read"}"#,
+                403,
+            ),
+        ];
+        for (token, body, status) in refused {
+            let r = post_usage(&app, token, body).await;
+            assert_eq!(r.status(), status, "{backend:?}: {body}");
+            assert_eq!(r.headers()["content-type"], "application/problem+json");
+            assert_eq!(last_used(&app, &gid).await, before, "{backend:?}: {body}");
+        }
+        let r = post_usage(&app, Some(&access), r#"{"operation": "accounts:read"}"#).await;
+        assert_eq!(r.status(), 204, "{backend:?}");
+        assert!(last_used(&app, &gid).await > before + Duration::days(88));
+
+        // A day later the grant is 1 day idle, not 90: nothing is revoked.
+        clock.advance(Duration::days(1));
+        let r = consent::lifecycle::run_once(&app.platform).await.unwrap();
+        assert_eq!(r.dormant, 0, "{backend:?}");
+        assert_eq!(status_of(&app, &gid).await.0, "authorized");
+
+        // A revoked grant's token is refused (the revocation list decides): take a fresh access
+        // token (the first expired with the clock), see it accepted, revoke, see it refused.
+        let fresh: Value = app
+            .post_token(
+                DEMO,
+                &[
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", t["refresh_token"].as_str().unwrap()),
+                ],
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        let access = fresh["access_token"].as_str().unwrap().to_string();
+        let r = post_usage(&app, Some(&access), r#"{"operation": "accounts:read"}"#).await;
+        assert_eq!(r.status(), 204, "{backend:?}");
+        let r = app
+            .client
+            .delete(app.url(&format!("/api/v1/grants/{gid}")))
+            .basic_auth(DEMO_CLIENT, Some(DEMO_SECRET))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let r = post_usage(&app, Some(&access), r#"{"operation": "accounts:read"}"#).await;
+            if r.status() == 401 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{backend:?}: {}",
+                r.status()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        app.stop().await;
+    }
+}

@@ -584,6 +584,20 @@ pub fn introspect(
             ..inactive
         });
     }
+    // An introspection is use of the grant (dormancy is measured from it), recorded at most once
+    // a minute: the common case costs no write.
+    let cutoff = (now - chrono::Duration::minutes(1)).naive_utc();
+    if grant.last_used_at.is_none_or(|t| t < cutoff) {
+        diesel::update(
+            grants::table.filter(grants::id.eq(&grant.id)).filter(
+                grants::last_used_at
+                    .is_null()
+                    .or(grants::last_used_at.lt(cutoff)),
+            ),
+        )
+        .set(grants::last_used_at.eq(now.naive_utc().trunc_subsecs(0)))
+        .execute(c)?;
+    }
     let access = AccessRequest::from_stored(&grant.details)?;
     Ok(Introspection {
         active: true,

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use actix_web::http::header;
-use actix_web::{HttpRequest, HttpResponse, delete, get, web};
+use actix_web::{HttpRequest, HttpResponse, delete, get, post, web};
 use chrono::SubsecRound;
 use diesel::prelude::*;
 use grants::error::VerifyError;
@@ -27,8 +27,8 @@ use crate::sandbox::{self, AccountView, BalanceView, TransactionView};
 /// OpenAPI fragment merged into the server's document.
 #[derive(Debug, OpenApi)]
 #[openapi(
-    paths(client_grant, client_revoke_grant, revocation_feed, sandbox_accounts, sandbox_balances, sandbox_transactions),
-    components(schemas(ClientGrantView, RevocationFeed, RevocationEntry, AccountView, BalanceView, TransactionView)),
+    paths(client_grant, client_revoke_grant, revocation_feed, usage_report, sandbox_accounts, sandbox_balances, sandbox_transactions),
+    components(schemas(UsageReport, ClientGrantView, RevocationFeed, RevocationEntry, AccountView, BalanceView, TransactionView)),
     tags(
         (name = "client-grants", description = "Grant status and revocation for the client that holds the grant (HTTP Basic client authentication)"),
         (name = "sandbox", description = "Sandbox bank API: Biscuit bearer tokens verified offline; data filtered by the effective scope"),
@@ -40,6 +40,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(client_grant)
         .service(client_revoke_grant)
         .service(revocation_feed)
+        .service(usage_report)
         .service(sandbox_accounts)
         .service(sandbox_balances)
         .service(sandbox_transactions);
@@ -367,6 +368,68 @@ async fn report(state: &AppState, auth: &grants::Authorization, what: String) {
     {
         tracing::warn!(error = %e, "usage report failed");
     }
+}
+
+/// What a resource server served under a token.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UsageReport {
+    /// The operation served, e.g. `transactions:read`; the token must allow it.
+    pub operation: String,
+}
+
+/// A resource server reports that it served data under a Biscuit (sent as the bearer token,
+/// exactly as the client presented it). The grant counts as used, which keeps it from dormancy
+/// revocation, and the read appears in the customer's activity. The token is verified like any
+/// request (signature, expiry, revocation, the operation allowed); reports are recorded at most
+/// once a minute per grant in `last_used_at`.
+#[utoipa::path(post, path = "/api/v1/usage", tag = "client-grants",
+    request_body = UsageReport,
+    responses((status = 204, description = "Recorded"),
+        (status = 400, description = "Malformed body or unknown operation", body = platform::problem::Problem),
+        (status = 401, description = "Missing, invalid, expired or revoked token", body = platform::problem::Problem),
+        (status = 403, description = "The token does not allow the operation", body = platform::problem::Problem),
+        (status = 503, description = "Revocation state or database unavailable", body = platform::problem::Problem)),
+    security(("biscuit" = [])))]
+#[post("/api/v1/usage")]
+pub async fn usage_report(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let token = bearer(&req)?;
+    let report: UsageReport = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("malformed usage report: {e}")))?;
+    let operation = match Action::parse(&report.operation) {
+        Ok(Action::Other(_)) => Err(
+            "unknown operation: use accounts:read, balances:read or transactions:read".to_string(),
+        ),
+        Ok(a) => Ok(a),
+        Err(e) => Err(e.to_string()),
+    }
+    .map_err(|e| ApiError::field("operation", e))?;
+    let auth = verify(
+        &state,
+        &token,
+        &Request::new(operation.clone(), state.platform.now()),
+    )?;
+    let (grant, client) = (
+        auth.scope.grant.as_str().to_string(),
+        auth.scope.client.as_str().to_string(),
+    );
+    let now = state.platform.now();
+    let what = operation
+        .as_str()
+        .split(':')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    state
+        .platform
+        .db
+        .write(move |c| sandbox::report_usage(c, &grant, &client, &what, now))
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
 }
 
 fn account_param(raw: &str) -> Result<AccountId, ApiError> {
