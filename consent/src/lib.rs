@@ -248,16 +248,5 @@ fn spawn_key_refresh(
 /// Tells every instance (and the deny-cache) that these grants ended. The database already
 /// holds the revocation; a Redis failure here only delays other instances' caches.
 pub async fn publish_revocations(platform: &Platform, grant_ids: &[String]) {
-    // One message per 1,000 ids (space-separated): a sweep ending 100,000 grants sends 100
-    // messages, not 100,000. Receivers only need the wake-up; the feed in the database is what
-    // they sync from.
-    for ids in grant_ids.chunks(1_000) {
-        if let Err(e) = platform
-            .cache
-            .publish(platform::revocation::REVOCATION_CHANNEL, &ids.join(" "))
-            .await
-        {
-            tracing::warn!(error = %e, "revocation publish failed; the database remains authoritative");
-        }
-    }
+    platform::revocation::publish(platform, grant_ids).await;
 }

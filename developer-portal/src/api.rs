@@ -690,7 +690,8 @@ pub async fn delete_client(
     let id = id_param(&path, "client")?;
     let dev = auth.0.subject_id;
     let now = p.now();
-    write(&p, move |c| clients::delete(c, &dev, &id, now)).await?;
+    let ended = write(&p, move |c| clients::delete(c, &dev, &id, now)).await?;
+    platform::revocation::publish(&p, &ended).await;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -953,10 +954,11 @@ async fn decide(
     let staff = auth.0.subject_id;
     let justification = body.into_inner().justification;
     let now = p.now();
-    let r = write(&p, move |c| {
+    let (r, ended) = write(&p, move |c| {
         clients::decide_and_execute(c, &id, &staff, approve, &justification, now)
     })
     .await?;
+    platform::revocation::publish(&p, &ended).await;
     Ok(web::Json(approval_response(r, now)))
 }
 

@@ -529,7 +529,8 @@ pub fn request_suspension(
 }
 
 /// Decides an approval request and, when approved, executes the portal's actions (client
-/// suspension) in the same transaction. Actions owned by the authorization server (key rotation,
+/// suspension) in the same transaction; returns the decision and the grants that ended (publish
+/// them with `platform::revocation::publish` after the commit). Actions owned by the authorization server (key rotation,
 /// customer access) are returned approved for their caller to execute.
 pub fn decide_and_execute(
     conn: &mut AnyConnection,
@@ -538,12 +539,13 @@ pub fn decide_and_execute(
     approve: bool,
     justification: &str,
     now: DateTime<Utc>,
-) -> PortalResult<ApprovalRequest> {
+) -> PortalResult<(ApprovalRequest, Vec<String>)> {
     let decided = approvals::decide(conn, request_id, approver, approve, justification, now)?;
+    let mut ended = Vec::new();
     if let Some(ApprovalAction::SuspendClient) = decided.approved_action() {
-        suspend(conn, &decided, now)?;
+        ended = suspend(conn, &decided, now)?;
     }
-    Ok(decided)
+    Ok((decided, ended))
 }
 
 fn suspend(

@@ -871,7 +871,10 @@ async fn client_delete(
     let dev = s.subject_id.clone();
     let now = p.now();
     match write(&p, move |c| clients::delete(c, &dev, &id, now)).await {
-        Ok(_) => see_other("/developers/clients"),
+        Ok(ended) => {
+            platform::revocation::publish(&p, &ended).await;
+            see_other("/developers/clients")
+        }
         Err(e) => error_page(&e, &back),
     }
 }

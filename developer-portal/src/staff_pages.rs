@@ -327,7 +327,10 @@ async fn decide(
     })
     .await
     {
-        Ok(_) => see_other(back),
+        Ok((_, ended)) => {
+            platform::revocation::publish(&p, &ended).await;
+            see_other(back)
+        }
         Err(e) => error_page(&e, back),
     }
 }

@@ -45,6 +45,22 @@ struct NewRevocation<'a> {
     revoked_at: chrono::NaiveDateTime,
 }
 
+/// Tells every instance (Redis pub/sub) that grants ended, after the transaction committed: one
+/// message per 1,000 ids (space-separated). Receivers only need the wake-up (they sync from the
+/// revocation feed in the database), so a failure is logged, not returned: the database stays
+/// authoritative and every instance also polls it each second.
+pub async fn publish(platform: &crate::Platform, grant_ids: &[String]) {
+    for ids in grant_ids.chunks(1_000) {
+        if let Err(e) = platform
+            .cache
+            .publish(REVOCATION_CHANNEL, &ids.join(" "))
+            .await
+        {
+            tracing::warn!(error = %e, "revocation publish failed; the database remains authoritative");
+        }
+    }
+}
+
 /// Channel on which ended grant ids are published to every instance.
 pub const REVOCATION_CHANNEL: &str = "revocations";
 
