@@ -450,8 +450,9 @@ fn corrupt(e: serde_json::Error) -> StorageError {
 /// transaction). Nothing changes unless the outcome is [`ExtendOutcome::Extended`].
 ///
 /// - The new expiry is `max(current expiry, now + min(original lifetime, max_grant_lifetime))`,
-///   in whole seconds, where the original lifetime is `expires_at - authorized_at` (else
-///   `created_at`): the customer renews the consent for as long as they first gave it.
+///   in whole seconds, where the lifetime is `expires_at` minus the last confirmation
+///   (`reconfirmed_at`, else `authorized_at`, else `created_at`): the customer renews the consent
+///   for as long as they last gave it, and repeated extensions do not compound.
 /// - Re-confirming counts as activity: `last_used_at` becomes now, which restarts the dormancy
 ///   clock (the customer has just said they want the app connected), and the expiry and
 ///   dormancy warnings are cleared so that they are sent again before the new end.
@@ -484,13 +485,14 @@ pub fn extend(
     if locked == 0 {
         return Ok(ExtendOutcome::NotFound);
     }
-    let (client_id, status, details, created_at, authorized_at, expires_at): (
+    let (client_id, status, details, created_at, authorized_at, expires_at, reconfirmed_at): (
         String,
         String,
         String,
         NaiveDateTime,
         Option<NaiveDateTime>,
         NaiveDateTime,
+        Option<NaiveDateTime>,
     ) = grants::table
         .filter(grants::id.eq(grant_id))
         .select((
@@ -500,6 +502,7 @@ pub fn extend(
             grants::created_at,
             grants::authorized_at,
             grants::expires_at,
+            grants::reconfirmed_at,
         ))
         .first(conn)?;
     let previous = expires_at.and_utc();
@@ -511,7 +514,11 @@ pub fn extend(
         };
         return Ok(ExtendOutcome::Ended { status });
     }
-    let start = authorized_at.unwrap_or(created_at).and_utc();
+    // The lifetime of the last confirmation: from the last extension, else the authorization.
+    let start = reconfirmed_at
+        .or(authorized_at)
+        .unwrap_or(created_at)
+        .and_utc();
     let lifetime = (previous - start)
         .min(policy.max_grant_lifetime)
         .max(Duration::zero());
@@ -535,6 +542,7 @@ pub fn extend(
             grants::last_used_at.eq(Some(now.trunc_subsecs(0).naive_utc())),
             grants::expiry_warned_at.eq(None::<NaiveDateTime>),
             grants::dormancy_warned_at.eq(None::<NaiveDateTime>),
+            grants::reconfirmed_at.eq(Some(now.trunc_subsecs(0).naive_utc())),
             grants::updated_at.eq(now_naive),
         ))
         .execute(conn)?;
@@ -624,8 +632,9 @@ fn effective_dormancy(
             d
         }
     };
-    Ok(match days {
-        Some(d) => default.min(Duration::days(i64::from(d.max(0)))),
+    // As the sweeper applies it: a non-positive value means "no period of its own".
+    Ok(match days.filter(|d| *d > 0) {
+        Some(d) => default.min(Duration::days(i64::from(d))),
         None => default,
     })
 }

@@ -6,7 +6,7 @@
 //! through `platform::revocation::end_grants` in the same transaction (status, refresh tokens,
 //! revocation list, audit). Idempotent: an ended grant is never selected again.
 
-use chrono::{DateTime, Duration, SubsecRound, Utc};
+use chrono::{DateTime, Duration, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text, Timestamp};
 use platform::Platform;
@@ -27,7 +27,7 @@ pub struct SweepReport {
     pub expiry_warnings: usize,
     /// Grants whose client was warned of the coming dormancy revocation.
     pub dormancy_warnings: usize,
-    /// Undecided authorization requests and expired sessions deleted.
+    /// Undecided authorization requests, expired sessions and old webhook events deleted.
     pub purged: usize,
     pub ended_grant_ids: Vec<String>,
 }
@@ -142,7 +142,7 @@ fn by_activity(
                 "SELECT g.id AS id, g.client_id AS client_id, {ACTIVITY} AS active_at \
                  FROM grants g JOIN clients cl ON cl.id = g.client_id \
                  WHERE g.status = 'authorized' \
-                   AND (cl.dormancy_days IS NULL OR cl.dormancy_days <= 0 OR cl.dormancy_days * 86400 >= ?) \
+                   AND (cl.dormancy_days IS NULL OR cl.dormancy_days <= 0 OR CAST(cl.dormancy_days AS BIGINT) * 86400 >= ?) \
                    AND {ACTIVITY} <= ?{extra} LIMIT ?{}",
                 lock_clause(c)
             );
@@ -203,7 +203,9 @@ fn warn_batch(
     lead: Duration,
 ) -> StorageResult<(usize, usize)> {
     use platform::storage::schema::grants;
-    let stamp = now.naive_utc().trunc_subsecs(0);
+    // Untruncated: a warning is never older than the activity it warned about (activity <= cutoff
+    // <= now), so `dormancy_warned_at < activity` cannot select the same grant again.
+    let stamp = now.naive_utc();
     let at = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
 
     #[derive(QueryableByName)]
@@ -346,8 +348,9 @@ pub fn sweep(
             report.ended_grant_ids.extend(ended);
         }
     }
-    // Warnings before the end, for what is still live.
-    loop {
+    // Warnings before the end, for what is still live. Each batch marks what it selected, so
+    // the passes end; the bound is a second line of defence against a selection that does not.
+    for _ in 0..100_000 {
         let (expiring, dormancy) = write_tx(c, |c| warn_batch(c, now, dormancy, lead))?;
         report.expiry_warnings += expiring;
         report.dormancy_warnings += dormancy;
@@ -365,7 +368,21 @@ pub fn sweep(
                 .filter(ar::expires_at.le(now.naive_utc())),
         )
         .execute(c)?;
-        Ok(stale + platform::session::purge_expired(c, now)?)
+        // Webhook events: delivered ones are kept 30 days, failed ones 90 (the portal shows them).
+        use platform::storage::schema::webhook_outbox as o;
+        let delivered = diesel::delete(
+            o::table
+                .filter(o::status.eq("delivered"))
+                .filter(o::created_at.le((now - Duration::days(30)).naive_utc())),
+        )
+        .execute(c)?;
+        let failed = diesel::delete(
+            o::table
+                .filter(o::status.eq("failed"))
+                .filter(o::created_at.le((now - Duration::days(90)).naive_utc())),
+        )
+        .execute(c)?;
+        Ok(stale + delivered + failed + platform::session::purge_expired(c, now)?)
     })?;
     Ok(report)
 }

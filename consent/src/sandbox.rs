@@ -2,7 +2,7 @@
 //! verification: only the token subject's accounts, only the scope's accounts, window and
 //! merchants. Plain Rust over storage.
 
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::{DateTime, NaiveDateTime, SubsecRound, Utc};
 use diesel::prelude::*;
 use platform::audit::{self, Actor, NewEvent, Target};
 use platform::storage::schema::{accounts, grants, merchants, transactions};
@@ -168,26 +168,31 @@ pub fn transactions_of(
     ))
 }
 
-/// Records that a resource server served data under `grant` (the customer's activity history
-/// and the grant's `last_used_at`, which dormancy is measured from; written at most once a
-/// minute).
+/// Records that a resource server served data under `grant`: the grant's `last_used_at`, which
+/// dormancy is measured from (written at most once a minute), and the customer's activity
+/// history (`resource.read`; for every read when `every_read`, else only with the once-a-minute
+/// write, so that reports from outside cannot flood the audit log).
 pub fn report_usage(
     c: &mut AnyConnection,
     grant: &str,
     client: &str,
     what: &str,
+    every_read: bool,
     now: DateTime<Utc>,
 ) -> StorageResult<()> {
     let cutoff = (now - chrono::Duration::minutes(1)).naive_utc();
-    diesel::update(
+    let touched = diesel::update(
         grants::table.filter(grants::id.eq(grant)).filter(
             grants::last_used_at
                 .is_null()
                 .or(grants::last_used_at.lt(cutoff)),
         ),
     )
-    .set(grants::last_used_at.eq(now.naive_utc()))
+    .set(grants::last_used_at.eq(now.naive_utc().trunc_subsecs(0)))
     .execute(c)?;
+    if touched == 0 && !every_read {
+        return Ok(());
+    }
     audit::record(
         c,
         &NewEvent::new(

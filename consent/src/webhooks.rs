@@ -17,6 +17,7 @@ use platform::Platform;
 use platform::storage::schema::webhook_outbox;
 use platform::storage::{AnyConnection, StorageResult};
 use rand::Rng;
+use std::net::{IpAddr, SocketAddr};
 
 use crate::lifecycle::{lock_clause, placeholders};
 
@@ -119,6 +120,12 @@ async fn send(platform: &Platform, http: &reqwest::Client, due: &Due, now: i64) 
     let (Some(url), Some(secret_enc)) = (&due.webhook_url, &due.webhook_secret_enc) else {
         return failed("the client has no webhook URL any more", true);
     };
+    if !target_allowed(platform, url) {
+        return failed(
+            "the webhook URL points to a non-public address; use a public HTTPS endpoint",
+            true,
+        );
+    }
     let cipher = platform
         .master_key
         .cipher(developer_portal::clients::WEBHOOK_KEY);
@@ -254,14 +261,92 @@ pub async fn deliver_due(
     Ok(report)
 }
 
-/// The HTTP client deliveries use: bounded time, no redirects, no cookies.
+/// Whether `ip` is a public unicast address, the only kind a webhook may reach unless
+/// `webhooks.allow_private_targets` is set.
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            !(v4.is_private()
+                || v4.is_loopback()
+                || v4.is_link_local()
+                || v4.is_broadcast()
+                || v4.is_documentation()
+                || v4.is_unspecified()
+                || v4.is_multicast()
+                || a == 0
+                || a >= 240
+                || (a == 100 && (b & 0xc0) == 64) // 100.64.0.0/10, carrier-grade NAT
+                || (a == 192 && b == 0 && c == 0) // 192.0.0.0/24, protocol assignments
+                || (a == 198 && (b & 0xfe) == 18)) // 198.18.0.0/15, benchmarking
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let s = v6.segments();
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (s[0] & 0xfe00) == 0xfc00 // unique local
+                || (s[0] & 0xffc0) == 0xfe80 // link local
+                || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
+                || (s[0] == 0x0064 && s[1] == 0xff9b)) // NAT64: may embed a private IPv4
+        }
+    }
+}
+
+/// A resolver that only returns public addresses, so a webhook host cannot be pointed at the
+/// bank's network through DNS (including rebinding between check and connect: the connection
+/// uses exactly the addresses returned here).
+struct PublicOnly;
+
+impl reqwest::dns::Resolve for PublicOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((name.as_str(), 0))
+                .await?
+                .filter(|a| is_public(a.ip()))
+                .collect();
+            if addrs.is_empty() {
+                return Err("the webhook host has no public address".into());
+            }
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// Refuses URLs whose host is a non-public IP literal (names are checked by [`PublicOnly`]).
+fn target_allowed(platform: &Platform, url: &str) -> bool {
+    if platform.settings.webhooks.allow_private_targets {
+        return true;
+    }
+    match url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host().map(|h| h.to_owned()))
+    {
+        Some(url::Host::Ipv4(ip)) => is_public(IpAddr::V4(ip)),
+        Some(url::Host::Ipv6(ip)) => is_public(IpAddr::V6(ip)),
+        Some(url::Host::Domain(_)) => true,
+        None => false,
+    }
+}
+
+/// The HTTP client deliveries use: bounded time, no redirects, no cookies, public addresses only
+/// (unless `webhooks.allow_private_targets`).
 pub fn http_client(platform: &Platform) -> reqwest::Result<reqwest::Client> {
-    reqwest::Client::builder()
+    let builder = reqwest::Client::builder()
         .timeout(platform.settings.webhooks.timeout.get())
         .connect_timeout(platform.settings.webhooks.timeout.get())
         .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("consent-webhooks/", env!("CARGO_PKG_VERSION")))
-        .build()
+        .user_agent(concat!("consent-webhooks/", env!("CARGO_PKG_VERSION")));
+    if platform.settings.webhooks.allow_private_targets {
+        builder.build()
+    } else {
+        builder
+            .dns_resolver(std::sync::Arc::new(PublicOnly))
+            .build()
+    }
 }
 
 /// Runs [`deliver_due`] every `webhooks.delivery_interval` until shutdown.
@@ -284,8 +369,8 @@ pub fn spawn_delivery(
                 _ = tick.tick() => {}
                 _ = shutdown.changed() => return,
             }
-            // Drain: keep going while full batches come back.
-            loop {
+            // Drain: keep going while full batches come back (and the server is not stopping).
+            while !*shutdown.borrow() {
                 match deliver_due(&platform, &http).await {
                     Ok(r) if r.delivered + r.retrying + r.failed >= BATCH as usize => continue,
                     Ok(_) => break,
@@ -297,4 +382,53 @@ pub fn spawn_delivery(
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_public_unicast_addresses_are_public() {
+        for private in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "224.0.0.1",
+            "198.18.0.1",
+            "::1",
+            "::",
+            "fc00::1",
+            "fd12:3456::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "64:ff9b::a00:1",
+            "2001:db8::1",
+        ] {
+            assert!(!is_public(private.parse().unwrap()), "{private}");
+        }
+        for public in ["8.8.8.8", "1.1.1.1", "2606:4700::1111", "::ffff:8.8.8.8"] {
+            assert!(is_public(public.parse().unwrap()), "{public}");
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_within_bounds() {
+        let (initial, max) = (Duration::seconds(30), Duration::hours(6));
+        for attempts in 1..40 {
+            let d = backoff(attempts, initial, max);
+            let base = if attempts > 20 {
+                max
+            } else {
+                (initial * 2_i32.pow((attempts - 1) as u32)).min(max)
+            };
+            assert!(d <= base && d >= base * 3 / 4, "{attempts}: {d}");
+        }
+    }
 }

@@ -233,6 +233,10 @@ pub struct WebhookSettings {
     pub max_backoff: ConfigDuration,
     /// Attempts before an event is marked `failed` (it stays visible in the portal).
     pub max_attempts: u32,
+    /// Deliver to loopback, private, link-local and other non-public addresses. Off by default:
+    /// webhook URLs are chosen by developers, and the server must not become their way into the
+    /// bank's network (SSRF). Turn on only for local development and tests.
+    pub allow_private_targets: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -287,6 +291,7 @@ impl Default for Settings {
                 initial_backoff: ConfigDuration::secs(30),
                 max_backoff: ConfigDuration::secs(6 * 3_600),
                 max_attempts: 12,
+                allow_private_targets: false,
             },
             demo: DemoSettings::default(),
         }
@@ -377,6 +382,11 @@ impl Settings {
         if self.tokens.access_token_ttl.get().is_zero() {
             return Err(ConfigError(
                 "tokens.access_token_ttl must be positive".into(),
+            ));
+        }
+        if self.lifecycle.warning_lead_time.get() >= self.lifecycle.dormancy_period.get() {
+            return Err(ConfigError(
+                "lifecycle.warning_lead_time must be shorter than dormancy_period".into(),
             ));
         }
         if self.lifecycle.warning_lead_time.get() >= self.lifecycle.max_grant_lifetime.get() {

@@ -77,11 +77,16 @@ pub fn end_grants(
     if grant_ids.is_empty() {
         return Ok(vec![]);
     }
-    let live: Vec<(String, String)> = grants::table
-        .filter(grants::id.eq_any(grant_ids))
-        .filter(grants::status.eq_any(["awaiting_authorization", "authorized"]))
-        .select((grants::id, grants::client_id))
-        .load(conn)?;
+    let mut live: Vec<(String, String)> = Vec::new();
+    for ids in grant_ids.chunks(1_000) {
+        live.extend(
+            grants::table
+                .filter(grants::id.eq_any(ids))
+                .filter(grants::status.eq_any(["awaiting_authorization", "authorized"]))
+                .select((grants::id, grants::client_id))
+                .load::<(String, String)>(conn)?,
+        );
+    }
     if live.is_empty() {
         return Ok(vec![]);
     }

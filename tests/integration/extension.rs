@@ -506,7 +506,7 @@ async fn extending_moves_the_expiry_everywhere_and_keeps_the_app_working() {
 #[tokio::test]
 async fn extension_is_capped_and_never_shortens() {
     for backend in backends() {
-        let (app, _clock) = app_with_clock(backend).await;
+        let (app, clock) = app_with_clock(backend).await;
         app.login_customer("alice").await;
         let csrf = me_csrf(&app, &app.client).await;
 
@@ -557,6 +557,34 @@ async fn extension_is_capped_and_never_shortens() {
         assert_eq!(
             events[0].1["expires_at"],
             events[0].1["previous_expires_at"]
+        );
+
+        // Repeated extensions renew the last confirmed lifetime; they do not compound. A 30-day
+        // consent extended on day 25 ends on day 55; extended again on day 50, on day 80.
+        let monthly = id_of(&grant(&app, &day(30)).await);
+        let start = row(&app, &monthly).await;
+        let lifetime = start.expires_at - app.platform.now();
+        clock.advance(Duration::days(25));
+        app.login_customer("alice").await;
+        let csrf = me_csrf(&app, &app.client).await;
+        let r = extend_json(&app, &app.client, &monthly, Some(&csrf)).await;
+        assert_eq!(r.status(), 200, "{backend:?}");
+        let first = row(&app, &monthly).await.expires_at;
+        let want = app.platform.now() + lifetime;
+        assert!(
+            (first - want).num_seconds().abs() <= 2,
+            "{backend:?}: {first} vs {want}"
+        );
+        clock.advance(Duration::days(25));
+        app.login_customer("alice").await;
+        let csrf = me_csrf(&app, &app.client).await;
+        let r = extend_json(&app, &app.client, &monthly, Some(&csrf)).await;
+        assert_eq!(r.status(), 200, "{backend:?}");
+        let second = row(&app, &monthly).await.expires_at;
+        let want = app.platform.now() + lifetime;
+        assert!(
+            (second - want).num_seconds().abs() <= 2,
+            "{backend:?}: {second} vs {want}: the lifetime compounded"
         );
         app.stop().await;
     }

@@ -710,3 +710,51 @@ async fn suspension_tells_the_client_and_clients_without_webhooks_get_no_events(
         app.stop().await;
     }
 }
+
+#[tokio::test]
+async fn webhooks_to_non_public_addresses_are_refused_unless_allowed() {
+    for backend in backends() {
+        let clock = OffsetClock::default();
+        let app = spawn_app_with(
+            backend,
+            consent::ServeOptions {
+                demo: true,
+                clock: Some(Arc::new(clock.clone())),
+                ..Default::default()
+            },
+            |s| {
+                s.lifecycle.sweep_interval = "1h".parse().unwrap();
+                s.webhooks.allow_private_targets = false;
+            },
+        )
+        .await;
+        let receiver = Receiver::start().await;
+        let (dev, client_id, secret, _whsec) = client_with_webhook(&app, &receiver.url).await;
+        let gid = insert_grants(&app, &client_id, 1, Duration::days(30), Duration::days(1))
+            .await
+            .remove(0);
+        let r = app
+            .client
+            .delete(app.url(&format!("/api/v1/grants/{gid}")))
+            .basic_auth(&client_id, Some(&secret))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+        let d = wait_status(&app, &dev, &client_id, "failed").await;
+        assert_eq!(d[0]["status"], "failed", "{backend:?}: {d:?}");
+        assert!(
+            d[0]["last_error"]
+                .as_str()
+                .unwrap()
+                .contains("non-public address"),
+            "{d:?}"
+        );
+        assert!(
+            receiver.received().is_empty(),
+            "{backend:?}: nothing sent to 127.0.0.1"
+        );
+        receiver.stop().await;
+        app.stop().await;
+    }
+}

@@ -111,6 +111,8 @@ pub fn test_settings(backend: Backend, dir: &std::path::Path, pg: Option<&PgTest
     s.server.shutdown_timeout = "1s".parse().expect("duration");
     s.database.pool_size = 8;
     s.lifecycle.audit_chain_interval = "1s".parse().expect("duration");
+    // The tests' webhook receivers listen on 127.0.0.1 (one test turns this off again).
+    s.webhooks.allow_private_targets = true;
     s.demo.password = Some(Secret::new("demo-password-123".into()));
     s.demo.client_secret = Some(Secret::new("cs_test-demo-client-secret".into()));
     if backend == Backend::Postgres {

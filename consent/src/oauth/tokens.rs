@@ -587,8 +587,9 @@ pub fn introspect(
     // An introspection is use of the grant (dormancy is measured from it), recorded at most once
     // a minute: the common case costs no write.
     let cutoff = (now - chrono::Duration::minutes(1)).naive_utc();
-    if grant.last_used_at.is_none_or(|t| t < cutoff) {
-        diesel::update(
+    // Best effort: a failed write (e.g. SQLite busy during a sweep) must not fail the answer.
+    if grant.last_used_at.is_none_or(|t| t < cutoff)
+        && let Err(e) = diesel::update(
             grants::table.filter(grants::id.eq(&grant.id)).filter(
                 grants::last_used_at
                     .is_null()
@@ -596,7 +597,9 @@ pub fn introspect(
             ),
         )
         .set(grants::last_used_at.eq(now.naive_utc().trunc_subsecs(0)))
-        .execute(c)?;
+        .execute(c)
+    {
+        tracing::warn!(error = %e, "introspection: recording use of the grant failed");
     }
     let access = AccessRequest::from_stored(&grant.details)?;
     Ok(Introspection {

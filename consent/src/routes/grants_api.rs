@@ -363,7 +363,7 @@ async fn report(state: &AppState, auth: &grants::Authorization, what: String) {
     if let Err(e) = state
         .platform
         .db
-        .write(move |c| sandbox::report_usage(c, &grant, &client, &what, now))
+        .write(move |c| sandbox::report_usage(c, &grant, &client, &what, true, now))
         .await
     {
         tracing::warn!(error = %e, "usage report failed");
@@ -382,7 +382,8 @@ pub struct UsageReport {
 /// exactly as the client presented it). The grant counts as used, which keeps it from dormancy
 /// revocation, and the read appears in the customer's activity. The token is verified like any
 /// request (signature, expiry, revocation, the operation allowed); reports are recorded at most
-/// once a minute per grant in `last_used_at`.
+/// once a minute per grant (`last_used_at` and one activity entry), so repeated reports cost a
+/// verification and one conditional UPDATE, nothing more.
 #[utoipa::path(post, path = "/api/v1/usage", tag = "client-grants",
     request_body = UsageReport,
     responses((status = 204, description = "Recorded"),
@@ -427,7 +428,7 @@ pub async fn usage_report(
     state
         .platform
         .db
-        .write(move |c| sandbox::report_usage(c, &grant, &client, &what, now))
+        .write(move |c| sandbox::report_usage(c, &grant, &client, &what, false, now))
         .await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -14,5 +14,6 @@ CREATE TABLE webhook_outbox (
 CREATE INDEX webhook_outbox_due_idx ON webhook_outbox (status, next_attempt_at);
 
 DROP INDEX grants_activity_idx;
+ALTER TABLE grants DROP COLUMN reconfirmed_at;
 ALTER TABLE grants DROP COLUMN dormancy_warned_at;
 ALTER TABLE grants RENAME COLUMN expiry_warned_at TO warned_at;

@@ -4,6 +4,9 @@
 -- period of inactivity (a later use makes last_used_at newer than dormancy_warned_at again).
 ALTER TABLE grants RENAME COLUMN warned_at TO expiry_warned_at;
 ALTER TABLE grants ADD COLUMN dormancy_warned_at TIMESTAMP;
+-- When the customer last re-confirmed (extended) the grant: an extension renews the lifetime of
+-- the last confirmation, not of everything since the first authorization.
+ALTER TABLE grants ADD COLUMN reconfirmed_at TIMESTAMP;
 -- The dormancy sweep selects on exactly this expression.
 CREATE INDEX grants_activity_idx ON grants ((COALESCE(last_used_at, authorized_at, created_at))) WHERE status = 'authorized';
 

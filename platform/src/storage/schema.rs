@@ -130,6 +130,7 @@ diesel::table! {
         expiry_warned_at -> Nullable<Timestamp>,
         updated_at -> Timestamp,
         dormancy_warned_at -> Nullable<Timestamp>,
+        reconfirmed_at -> Nullable<Timestamp>,
     }
 }
 

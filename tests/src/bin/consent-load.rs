@@ -43,7 +43,7 @@ fn args() -> Args {
             "--concurrency" => a.concurrency = v.parse().unwrap_or(64),
             _ => {
                 eprintln!(
-                    "usage: consent-load --scenario refresh|code|introspect|propagation|sweep [--seconds N] [--concurrency N] (PostgreSQL via TEST_DATABASE_URL)"
+                    "usage: consent-load --scenario refresh|code|introspect|propagation|sweep|hold [--seconds N] [--concurrency N] (PostgreSQL via TEST_DATABASE_URL)"
                 );
                 std::process::exit(2);
             }
@@ -108,6 +108,86 @@ async fn real_flow(app: &TestApp) -> Value {
     )
     .await
     .expect("code exchange")
+}
+
+/// `--scenario hold`: prepares tokens for an external load tool (wrk), writes its Lua scripts to
+/// `target/wrk/`, prints the commands, and keeps the server up for `seconds`. `n` refresh tokens
+/// are seeded (each used once, spread over 64 real grants), so wrk needs no response parsing.
+async fn hold(app: &TestApp, seconds: u64, n: usize) {
+    use platform::storage::schema::refresh_tokens;
+    let n = n.max(1_000);
+    let mut grant_ids = Vec::new();
+    let mut access = String::new();
+    for _ in 0..64 {
+        let t = real_flow(app).await;
+        grant_ids.push(t["grant_id"].as_str().unwrap().to_string());
+        access = t["access_token"].as_str().unwrap().to_string();
+    }
+    let tokens: Vec<PlainToken> = (0..n).map(|_| PlainToken::generate("rt_")).collect();
+    let rows: Vec<(String, String)> = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (grant_ids[i % 64].clone(), t.hash().as_str().to_string()))
+        .collect();
+    let now = chrono::Utc::now();
+    app.platform
+        .db
+        .write(move |c| {
+            for (gid, hash) in &rows {
+                diesel::insert_into(refresh_tokens::table)
+                    .values((
+                        refresh_tokens::id.eq(platform::crypto::random_id("rtk_")),
+                        refresh_tokens::token_hash.eq(hash),
+                        refresh_tokens::grant_id.eq(gid),
+                        refresh_tokens::family_id.eq(platform::crypto::random_id("fam_")),
+                        refresh_tokens::status.eq("active"),
+                        refresh_tokens::created_at.eq(now.naive_utc()),
+                        refresh_tokens::expires_at
+                            .eq((now + chrono::Duration::days(1)).naive_utc()),
+                    ))
+                    .execute(c)?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let dir = std::path::Path::new("target/wrk");
+    std::fs::create_dir_all(dir).unwrap();
+    let list: Vec<String> = tokens.iter().map(|t| t.expose().to_string()).collect();
+    std::fs::write(dir.join("refresh_tokens.txt"), list.join("\n")).unwrap();
+    let basic = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        format!("{DEMO_CLIENT}:{DEMO_SECRET}"),
+    );
+    std::fs::write(
+        dir.join("introspect.lua"),
+        format!(
+            "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/x-www-form-urlencoded\"\n\
+             wrk.headers[\"Authorization\"] = \"Basic {basic}\"\nwrk.body = \"token={access}\"\n\
+             done = function(summary, latency, requests)\n  io.write(string.format(\"non2xx=%d errors=%d\\n\", summary.errors.status, summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))\nend\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("refresh.lua"),
+        format!(
+            "local tokens = {{}}\nfor line in io.lines(\"target/wrk/refresh_tokens.txt\") do tokens[#tokens + 1] = line end\n\
+             local counter = 0\n\
+             setup = function(thread) counter = counter + 1; thread:set(\"tid\", counter) end\n\
+             init = function(args) i = tid end\n\
+             request = function()\n  local t = tokens[i] or \"exhausted\"\n  i = i + NTHREADS\n\
+               return wrk.format(\"POST\", \"/oauth2/token\", {{[\"Content-Type\"] = \"application/x-www-form-urlencoded\", [\"Authorization\"] = \"Basic {basic}\"}}, \"grant_type=refresh_token&refresh_token=\" .. t)\nend\n\
+             done = function(summary, latency, requests)\n  io.write(string.format(\"non2xx=%d errors=%d\\n\", summary.errors.status, summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))\nend\n"
+        ),
+    )
+    .unwrap();
+    println!(
+        "server {} up for {seconds}s with {n} one-use refresh tokens; from another shell:\n  \
+         sed 's/NTHREADS/2/' target/wrk/refresh.lua > target/wrk/refresh2.lua && wrk -t2 -c64 -d10s --latency -s target/wrk/refresh2.lua {}\n  \
+         wrk -t2 -c64 -d10s --latency -s target/wrk/introspect.lua {}/oauth2/introspect",
+        app.address, app.address, app.address
+    );
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
 }
 
 /// Inserts `n` authorized grants with fresh codes directly in storage (preparation only).
@@ -194,6 +274,10 @@ async fn main() {
 
     if a.scenario == "sweep" {
         sweep_bench(&app, a.concurrency).await;
+        return;
+    }
+    if a.scenario == "hold" {
+        hold(&app, a.seconds, a.concurrency).await;
         return;
     }
     if a.scenario == "propagation" {
