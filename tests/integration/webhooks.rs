@@ -113,6 +113,33 @@ async fn deliveries(app: &TestApp, dev: &str, client: &str) -> Vec<Value> {
         .clone()
 }
 
+/// Waits until `n` outbox events are delivered (their outcome recorded, not just received):
+/// moving the clock while an attempt is in flight would expire its lease and send it again.
+async fn wait_delivered(app: &TestApp, n: i64) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let done: i64 = app
+            .platform
+            .db
+            .run(|c| {
+                Ok(webhook_outbox::table
+                    .filter(webhook_outbox::status.eq("delivered"))
+                    .count()
+                    .get_result(c)?)
+            })
+            .await
+            .unwrap();
+        if done >= n {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{done} of {n} delivered"
+        );
+        tokio::time::sleep(StdDuration::from_millis(50)).await;
+    }
+}
+
 /// Polls the portal API until every listed event has `status`.
 async fn wait_status(app: &TestApp, dev: &str, client: &str, status: &str) -> Vec<Value> {
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -270,6 +297,7 @@ async fn warnings_come_once_before_the_end_and_the_endings_follow() {
             }
         }
         seen.sort();
+        wait_delivered(&app, 3).await;
         let mut want = vec![
             ("grant.dormancy_warning".to_string(), idle[0].clone()),
             ("grant.expiring".to_string(), expiring[0].clone()),
@@ -451,7 +479,15 @@ async fn after_the_last_attempt_an_event_fails_and_the_developer_can_send_it_aga
             let before = d.first().and_then(|e: &Value| e["attempts"].as_i64());
             loop {
                 d = deliveries(&app, &dev, &client_id).await;
-                if d[0]["attempts"].as_i64() != before && d[0]["last_error"].is_string() {
+                // The attempt's outcome is recorded: failed, or pending with a backoff (<= 30 s
+                // ahead; a claim in flight holds a 35 s lease instead).
+                let recorded = d[0]["status"] == "failed"
+                    || d[0]["next_attempt_at"].as_str().is_some_and(|t| {
+                        chrono::DateTime::parse_from_rfc3339(t).unwrap().timestamp()
+                            <= app.platform.now().timestamp() + 30
+                    });
+                if d[0]["attempts"].as_i64() != before && d[0]["last_error"].is_string() && recorded
+                {
                     break;
                 }
                 assert!(tokio::time::Instant::now() < deadline, "{backend:?}: {d:?}");
@@ -556,6 +592,7 @@ async fn nothing_is_lost_when_the_server_stops_between_commit_and_delivery() {
             "{backend:?}: the unclaimed ones after restart"
         );
         assert!(got.iter().all(|h| h.id != claimed));
+        wait_delivered(&app, 2).await;
         // The claimed one once its lease ran out.
         clock.advance(Duration::seconds(40));
         let got = receiver.wait_for(3, WAIT).await;
