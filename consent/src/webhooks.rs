@@ -191,6 +191,7 @@ pub async fn deliver_due(
         futures_util::future::join_all(due.iter().map(|d| send(platform, http, d, stamp))).await;
     let mut report = DeliveryReport::default();
     let mut updates = Vec::with_capacity(due.len());
+    let mut deferred: std::collections::HashMap<String, DateTime<Utc>> = Default::default();
     let done_at = platform.now();
     for (d, outcome) in due.iter().zip(outcomes) {
         match outcome {
@@ -215,6 +216,13 @@ pub async fn deliver_due(
                             settings.max_backoff.as_chrono(),
                         );
                     updates.push((d.id.clone(), "pending", status, Some(error), Some(next)));
+                    // The receiver is down (no answer, 5xx, 429): the client's other due events
+                    // wait as long, so a dead endpoint with a large backlog costs one attempt per
+                    // backoff, not whole passes that every other client's events queue behind.
+                    if status.is_none_or(|s| s >= 500 || s == 429) {
+                        let earliest = deferred.entry(d.client_id.clone()).or_insert(next);
+                        *earliest = (*earliest).min(next);
+                    }
                 }
             }
         }
@@ -250,6 +258,17 @@ pub async fn deliver_due(
                             .execute(c)?;
                     }
                 }
+            }
+            for (client, until) in deferred {
+                // Only events due before then (claimed ones hold a later lease and keep it).
+                diesel::update(
+                    webhook_outbox::table
+                        .filter(webhook_outbox::client_id.eq(&client))
+                        .filter(webhook_outbox::status.eq("pending"))
+                        .filter(webhook_outbox::next_attempt_at.lt(until.naive_utc())),
+                )
+                .set(webhook_outbox::next_attempt_at.eq(until.naive_utc()))
+                .execute(c)?;
             }
             Ok(())
         })

@@ -795,3 +795,86 @@ async fn webhooks_to_non_public_addresses_are_refused_unless_allowed() {
         app.stop().await;
     }
 }
+
+#[tokio::test]
+async fn a_dead_receiver_defers_its_backlog_and_does_not_hold_up_other_clients() {
+    for backend in backends() {
+        let clock = OffsetClock::default();
+        let app = spawn_app_with(
+            backend,
+            consent::ServeOptions {
+                demo: true,
+                clock: Some(Arc::new(clock.clone())),
+                ..Default::default()
+            },
+            |s| {
+                s.lifecycle.sweep_interval = "1h".parse().unwrap();
+                // Passes are driven by the test.
+                s.webhooks.delivery_interval = "1h".parse().unwrap();
+            },
+        )
+        .await;
+        // Nothing listens on this port.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let (_dev, dead, _secret, _whsec) =
+            client_with_webhook(&app, &format!("http://127.0.0.1:{port}/hook")).await;
+        insert_grants(&app, &dead, 60, Duration::days(3), Duration::days(1)).await;
+        let r = consent::lifecycle::run_once(&app.platform).await.unwrap();
+        assert_eq!(r.expiry_warnings, 60);
+
+        let http = consent::webhooks::http_client(&app.platform).unwrap();
+        let pass = consent::webhooks::deliver_due(&app.platform, &http)
+            .await
+            .unwrap();
+        assert_eq!((pass.delivered, pass.retrying), (0, 50), "{backend:?}");
+        // The ten not yet attempted wait with the others: none is due now.
+        let now = app.platform.now().naive_utc();
+        let (due, untried) = app
+            .platform
+            .db
+            .run(move |c| {
+                use webhook_outbox as o;
+                Ok((
+                    o::table
+                        .filter(o::status.eq("pending"))
+                        .filter(o::next_attempt_at.le(now))
+                        .count()
+                        .get_result::<i64>(c)?,
+                    o::table
+                        .filter(o::attempts.eq(0))
+                        .count()
+                        .get_result::<i64>(c)?,
+                ))
+            })
+            .await
+            .unwrap();
+        assert_eq!((due, untried), (0, 10), "{backend:?}");
+
+        // Another client's event goes out on the next pass, alone.
+        let receiver = Receiver::start().await;
+        let healthy_dev = app.developer_token("healthy@fintech.example").await;
+        let (healthy, _) = app.sandbox_client(&healthy_dev).await;
+        let r = app
+            .api(
+                Method::PATCH,
+                &format!("/api/v1/clients/{healthy}"),
+                Some(&healthy_dev),
+                Some(&json!({ "webhook_url": receiver.url })),
+            )
+            .await;
+        assert_eq!(r.status(), 200);
+        insert_grants(&app, &healthy, 1, Duration::days(3), Duration::days(1)).await;
+        consent::lifecycle::run_once(&app.platform).await.unwrap();
+        let pass = consent::webhooks::deliver_due(&app.platform, &http)
+            .await
+            .unwrap();
+        assert_eq!((pass.delivered, pass.retrying), (1, 0), "{backend:?}");
+        assert_eq!(receiver.received().len(), 1);
+        receiver.stop().await;
+        app.stop().await;
+    }
+}
