@@ -632,11 +632,7 @@ fn effective_dormancy(
             d
         }
     };
-    // As the sweeper applies it: a non-positive value means "no period of its own".
-    Ok(match days.filter(|d| *d > 0) {
-        Some(d) => default.min(Duration::days(i64::from(d))),
-        None => default,
-    })
+    Ok(crate::lifecycle::dormancy_period(days, default))
 }
 
 /// The notice for an authorized grant ending at `expires_at` (or, if sooner, at its dormancy

@@ -12,7 +12,7 @@ use diesel::sql_types::{BigInt, Text, Timestamp};
 use platform::Platform;
 use platform::audit::{Actor, NewEvent, Target};
 use platform::revocation::{RevokedBy, end_grants};
-use platform::storage::{AnyConnection, StorageResult, write_tx};
+use platform::storage::{AnyConnection, StorageResult, numbered, skip_locked, write_tx};
 use platform::webhooks;
 use serde::Serialize;
 
@@ -38,42 +38,14 @@ struct Id {
     id: String,
 }
 
-/// Numbers `?` placeholders as `$1, $2, ...` for PostgreSQL; SQLite takes `?` as is.
-pub(crate) fn placeholders(c: &AnyConnection, sql: &str) -> String {
-    if !matches!(c, AnyConnection::Postgresql(_)) {
-        return sql.to_string();
-    }
-    let mut out = String::with_capacity(sql.len() + 8);
-    let mut n = 0;
-    for ch in sql.chars() {
-        if ch == '?' {
-            n += 1;
-            out.push_str(&format!("${n}"));
-        } else {
-            out.push(ch);
-        }
-    }
-    out
-}
-
-pub(crate) fn lock_clause(c: &AnyConnection) -> &'static str {
-    // Several instances sweeping at once take disjoint batches on PostgreSQL; SQLite's write
-    // transaction already serializes them.
-    if matches!(c, AnyConnection::Postgresql(_)) {
-        " FOR UPDATE OF g SKIP LOCKED"
-    } else {
-        ""
-    }
-}
-
 fn expired_batch(c: &mut AnyConnection, now: DateTime<Utc>) -> StorageResult<Vec<String>> {
     let sql = format!(
         "SELECT g.id AS id FROM grants g \
          WHERE g.status IN ('authorized', 'awaiting_authorization') AND g.expires_at <= ? \
          ORDER BY g.expires_at LIMIT ?{}",
-        lock_clause(c)
+        skip_locked(c, "g")
     );
-    let rows = diesel::sql_query(placeholders(c, &sql))
+    let rows = diesel::sql_query(numbered(c, &sql))
         .bind::<Timestamp, _>(now.naive_utc())
         .bind::<BigInt, _>(BATCH)
         .load::<Id>(c)?;
@@ -100,16 +72,24 @@ fn dormancy_rules(c: &mut AnyConnection, default: Duration) -> StorageResult<Vec
         .select((clients::id, clients::dormancy_days))
         .load(c)?;
     for (client_id, days) in shorter {
-        if let Some(days) =
-            days.filter(|d| *d > 0 && i64::from(*d) * 86_400 < default.num_seconds())
-        {
+        let period = dormancy_period(days, default);
+        if period < default {
             rules.push(DormancyRule {
                 client: Some(client_id),
-                period: Duration::days(i64::from(days)),
+                period,
             });
         }
     }
     Ok(rules)
+}
+
+/// The dormancy period of a client's grants: its own `dormancy_days` when positive and shorter
+/// than the bank's default, else the default. The one rule the sweeper and the dashboard share.
+pub fn dormancy_period(client_days: Option<i32>, default: Duration) -> Duration {
+    client_days
+        .filter(|d| *d > 0)
+        .map(|d| Duration::days(i64::from(d)).min(default))
+        .unwrap_or(default)
 }
 
 /// The instant dormancy is measured from; the partial expression index `grants_activity_idx`
@@ -144,9 +124,9 @@ fn by_activity(
                  WHERE g.status = 'authorized' \
                    AND (cl.dormancy_days IS NULL OR cl.dormancy_days <= 0 OR CAST(cl.dormancy_days AS BIGINT) * 86400 >= ?) \
                    AND {ACTIVITY} <= ?{extra} LIMIT ?{}",
-                lock_clause(c)
+                skip_locked(c, "g")
             );
-            diesel::sql_query(placeholders(c, &sql))
+            diesel::sql_query(numbered(c, &sql))
                 .bind::<BigInt, _>(rule.period.num_seconds())
                 .bind::<Timestamp, _>(cutoff.naive_utc())
                 .bind::<BigInt, _>(limit)
@@ -158,9 +138,9 @@ fn by_activity(
                  FROM grants g \
                  WHERE g.status = 'authorized' AND g.client_id = ? \
                    AND {ACTIVITY} <= ?{extra} LIMIT ?{}",
-                lock_clause(c)
+                skip_locked(c, "g")
             );
-            diesel::sql_query(placeholders(c, &sql))
+            diesel::sql_query(numbered(c, &sql))
                 .bind::<Text, _>(client)
                 .bind::<Timestamp, _>(cutoff.naive_utc())
                 .bind::<BigInt, _>(limit)
@@ -175,16 +155,16 @@ fn by_activity(
 fn dormant_batch(
     c: &mut AnyConnection,
     now: DateTime<Utc>,
-    default: Duration,
+    rules: &[DormancyRule],
 ) -> StorageResult<Vec<String>> {
     let mut ids = Vec::new();
-    for rule in dormancy_rules(c, default)? {
+    for rule in rules {
         let left = BATCH - ids.len() as i64;
         if left <= 0 {
             break;
         }
         ids.extend(
-            by_activity(c, &rule, now - rule.period, "", left)?
+            by_activity(c, rule, now - rule.period, "", left)?
                 .into_iter()
                 .map(|r| r.id),
         );
@@ -199,7 +179,7 @@ fn dormant_batch(
 fn warn_batch(
     c: &mut AnyConnection,
     now: DateTime<Utc>,
-    default: Duration,
+    rules: &[DormancyRule],
     lead: Duration,
 ) -> StorageResult<(usize, usize)> {
     use platform::storage::schema::grants;
@@ -222,9 +202,9 @@ fn warn_batch(
          WHERE g.status = 'authorized' AND g.expires_at > ? AND g.expires_at <= ? \
            AND g.expiry_warned_at IS NULL \
          ORDER BY g.expires_at LIMIT ?{}",
-        lock_clause(c)
+        skip_locked(c, "g")
     );
-    let expiring = diesel::sql_query(placeholders(c, &sql))
+    let expiring = diesel::sql_query(numbered(c, &sql))
         .bind::<Timestamp, _>(now.naive_utc())
         .bind::<Timestamp, _>((now + lead).naive_utc())
         .bind::<BigInt, _>(BATCH)
@@ -255,7 +235,7 @@ fn warn_batch(
     }
 
     let mut dormant = 0;
-    for rule in dormancy_rules(c, default)? {
+    for rule in rules {
         let left = BATCH - dormant as i64;
         if left <= 0 {
             break;
@@ -264,7 +244,7 @@ fn warn_batch(
         let extra =
             format!(" AND (g.dormancy_warned_at IS NULL OR g.dormancy_warned_at < {ACTIVITY})");
         let cutoff = now - (rule.period - lead).max(Duration::zero());
-        let rows = by_activity(c, &rule, cutoff, &extra, left)?;
+        let rows = by_activity(c, rule, cutoff, &extra, left)?;
         let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
         diesel::update(grants::table.filter(grants::id.eq_any(&ids)))
             .set(grants::dormancy_warned_at.eq(stamp))
@@ -294,20 +274,6 @@ fn warn_batch(
     Ok((expiring.len(), dormant))
 }
 
-/// When an authorized grant last active at `active_at` becomes dormant, given its client's own
-/// period (if any) and the default.
-pub fn dormancy_deadline(
-    active_at: DateTime<Utc>,
-    client_days: Option<i32>,
-    default: Duration,
-) -> DateTime<Utc> {
-    let period = client_days
-        .filter(|d| *d > 0)
-        .map(|d| Duration::days(i64::from(d)).min(default))
-        .unwrap_or(default);
-    active_at + period
-}
-
 /// One full lifecycle pass.
 pub fn sweep(
     c: &mut AnyConnection,
@@ -316,6 +282,8 @@ pub fn sweep(
     lead: Duration,
 ) -> StorageResult<SweepReport> {
     let mut report = SweepReport::default();
+    // Read once per pass (a change of a client's period applies from the next pass).
+    let rules = dormancy_rules(c, dormancy)?;
     for kind in ["expired", "dormant"] {
         loop {
             let ended = write_tx(c, |c| {
@@ -323,7 +291,7 @@ pub fn sweep(
                     (expired_batch(c, now)?, RevokedBy::Expiry, "expired")
                 } else {
                     (
-                        dormant_batch(c, now, dormancy)?,
+                        dormant_batch(c, now, &rules)?,
                         RevokedBy::Dormancy,
                         "dormant",
                     )
@@ -351,7 +319,7 @@ pub fn sweep(
     // Warnings before the end, for what is still live. Each batch marks what it selected, so
     // the passes end; the bound is a second line of defence against a selection that does not.
     for _ in 0..100_000 {
-        let (expiring, dormancy) = write_tx(c, |c| warn_batch(c, now, dormancy, lead))?;
+        let (expiring, dormancy) = write_tx(c, |c| warn_batch(c, now, &rules, lead))?;
         report.expiry_warnings += expiring;
         report.dormancy_warnings += dormancy;
         if expiring + dormancy == 0 {

@@ -14,12 +14,11 @@ use chrono::{DateTime, Duration, SubsecRound, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Integer, Nullable, Text, Timestamp};
 use platform::Platform;
+use platform::crypto::FieldCipher;
 use platform::storage::schema::webhook_outbox;
-use platform::storage::{AnyConnection, StorageResult};
+use platform::storage::{AnyConnection, StorageResult, numbered, skip_locked};
 use rand::Rng;
 use std::net::{IpAddr, SocketAddr};
-
-use crate::lifecycle::{lock_clause, placeholders};
 
 /// Events sent per pass and instance.
 const BATCH: i64 = 50;
@@ -66,9 +65,9 @@ fn claim(
          FROM webhook_outbox o JOIN clients cl ON cl.id = o.client_id \
          WHERE o.status = 'pending' AND o.next_attempt_at <= ? \
          ORDER BY o.next_attempt_at LIMIT ?{}",
-        lock_clause(c).replace(" OF g", " OF o")
+        skip_locked(c, "o")
     );
-    let mut due = diesel::sql_query(placeholders(c, &sql))
+    let mut due = diesel::sql_query(numbered(c, &sql))
         .bind::<Timestamp, _>(now.naive_utc())
         .bind::<BigInt, _>(limit)
         .load::<Due>(c)?;
@@ -98,6 +97,17 @@ pub fn backoff(attempts: i32, initial: Duration, max: Duration) -> Duration {
     base - Duration::milliseconds((base.num_milliseconds() as f64 * jitter) as i64)
 }
 
+/// What one attempt changes on its outbox row (`None`: leave the column as it is).
+#[derive(AsChangeset)]
+#[diesel(table_name = webhook_outbox)]
+struct AttemptOutcome {
+    status: &'static str,
+    last_status: Option<Option<i32>>,
+    last_error: Option<Option<String>>,
+    next_attempt_at: Option<chrono::NaiveDateTime>,
+    delivered_at: Option<chrono::NaiveDateTime>,
+}
+
 enum Outcome {
     Delivered(u16),
     Failed {
@@ -108,7 +118,13 @@ enum Outcome {
     },
 }
 
-async fn send(platform: &Platform, http: &reqwest::Client, due: &Due, now: i64) -> Outcome {
+async fn send(
+    platform: &Platform,
+    cipher: &FieldCipher,
+    http: &reqwest::Client,
+    due: &Due,
+    now: i64,
+) -> Outcome {
     let failed = |error: &str, permanent| Outcome::Failed {
         status: None,
         error: error.to_string(),
@@ -126,9 +142,6 @@ async fn send(platform: &Platform, http: &reqwest::Client, due: &Due, now: i64) 
             true,
         );
     }
-    let cipher = platform
-        .master_key
-        .cipher(developer_portal::clients::WEBHOOK_KEY);
     let Ok(secret) = cipher.decrypt_str(
         secret_enc,
         &developer_portal::clients::webhook_aad(&due.client_id),
@@ -187,8 +200,12 @@ pub async fn deliver_due(
         return Ok(DeliveryReport::default());
     }
     let stamp = now.timestamp();
+    let cipher = platform
+        .master_key
+        .cipher(developer_portal::clients::WEBHOOK_KEY);
     let outcomes =
-        futures_util::future::join_all(due.iter().map(|d| send(platform, http, d, stamp))).await;
+        futures_util::future::join_all(due.iter().map(|d| send(platform, &cipher, http, d, stamp)))
+            .await;
     let mut report = DeliveryReport::default();
     let mut updates = Vec::with_capacity(due.len());
     let mut deferred: std::collections::HashMap<String, DateTime<Utc>> = Default::default();
@@ -231,33 +248,20 @@ pub async fn deliver_due(
         .db
         .write(move |c| {
             for (id, status, code, error, next) in updates {
-                let target = webhook_outbox::table
-                    .filter(webhook_outbox::id.eq(&id))
-                    .filter(webhook_outbox::status.eq("pending"));
-                let code = code.map(i32::from);
-                if status == "delivered" {
-                    diesel::update(target)
-                        .set((
-                            webhook_outbox::status.eq("delivered"),
-                            webhook_outbox::last_status.eq(code),
-                            webhook_outbox::last_error.eq(None::<String>),
-                            webhook_outbox::delivered_at.eq(done_at.naive_utc().trunc_subsecs(6)),
-                        ))
-                        .execute(c)?;
-                } else {
-                    diesel::update(target)
-                        .set((
-                            webhook_outbox::status.eq(status),
-                            webhook_outbox::last_status.eq(code),
-                            webhook_outbox::last_error.eq(error),
-                        ))
-                        .execute(c)?;
-                    if let Some(next) = next {
-                        diesel::update(webhook_outbox::table.filter(webhook_outbox::id.eq(&id)))
-                            .set(webhook_outbox::next_attempt_at.eq(next.naive_utc()))
-                            .execute(c)?;
-                    }
-                }
+                let delivered = status == "delivered";
+                diesel::update(
+                    webhook_outbox::table
+                        .filter(webhook_outbox::id.eq(&id))
+                        .filter(webhook_outbox::status.eq("pending")),
+                )
+                .set(&AttemptOutcome {
+                    status,
+                    last_status: Some(code.map(i32::from)),
+                    last_error: Some(error),
+                    next_attempt_at: next.map(|t| t.naive_utc()),
+                    delivered_at: delivered.then(|| done_at.naive_utc().trunc_subsecs(6)),
+                })
+                .execute(c)?;
             }
             for (client, until) in deferred {
                 // Only events due before then (claimed ones hold a later lease and keep it).

@@ -21,6 +21,37 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/sqlite");
 pub const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/postgres");
 
+/// Raw SQL written with `?` placeholders, numbered `$1, $2, ...` for PostgreSQL (SQLite takes `?`
+/// as is). For the few set-based queries diesel's DSL cannot express (locking clauses, COALESCE
+/// over an expression index).
+pub fn numbered(c: &AnyConnection, sql: &str) -> String {
+    if !matches!(c, AnyConnection::Postgresql(_)) {
+        return sql.to_string();
+    }
+    let mut out = String::with_capacity(sql.len() + 8);
+    let mut n = 0;
+    for ch in sql.chars() {
+        if ch == '?' {
+            n += 1;
+            out.push_str(&format!("${n}"));
+        } else {
+            out.push(ch);
+        }
+    }
+    out
+}
+
+/// ` FOR UPDATE OF <alias> SKIP LOCKED` on PostgreSQL, so that several instances running the same
+/// background job take disjoint rows; nothing on SQLite, whose write transaction (BEGIN
+/// IMMEDIATE) already serializes them.
+pub fn skip_locked(c: &AnyConnection, alias: &str) -> String {
+    if matches!(c, AnyConnection::Postgresql(_)) {
+        format!(" FOR UPDATE OF {alias} SKIP LOCKED")
+    } else {
+        String::new()
+    }
+}
+
 /// Inserts many rows of one `Insertable` type in the caller's transaction: multi-row `INSERT`s
 /// of up to 1,000 rows on PostgreSQL (one round trip each), one row per statement on SQLite (an
 /// in-process call; diesel's `MultiConnection` cannot batch there because SQLite lacks the
