@@ -1,13 +1,12 @@
 //! Lifecycle notices on the dashboard, and consent extension (re-confirmation) from the page and
 //! the JSON API, with a controllable clock.
 
-use std::sync::Arc;
-
 use chrono::{DateTime, Duration, NaiveDateTime, SecondsFormat, Utc};
 use diesel::prelude::*;
 use e2e_tests::dashboard::{customer_client, me_csrf, refresh};
+use e2e_tests::lifecycle::spawn_with_clock;
 use e2e_tests::oauth::*;
-use e2e_tests::{TestApp, backends, spawn_app_with};
+use e2e_tests::{TestApp, backends};
 use platform::clock::OffsetClock;
 use platform::storage::schema::{audit_events, clients, grants, webhook_outbox};
 use serde_json::{Value, json};
@@ -15,23 +14,11 @@ use serde_json::{Value, json};
 const DEMO: (&str, &str) = (DEMO_CLIENT, DEMO_SECRET);
 
 async fn app_with_clock(backend: e2e_tests::Backend) -> (TestApp, OffsetClock) {
-    let clock = OffsetClock::default();
-    let app = spawn_app_with(
-        backend,
-        consent::ServeOptions {
-            demo: true,
-            clock: Some(Arc::new(clock.clone())),
-            ..Default::default()
-        },
-        |s| {
-            // Longer than the grants below: refresh tokens are capped at the grant's expiry.
-            s.tokens.refresh_token_ttl = "180d".parse().unwrap();
-            // The background sweeper stays out of the way.
-            s.lifecycle.sweep_interval = "1h".parse().unwrap();
-        },
-    )
-    .await;
-    (app, clock)
+    // Longer than the grants below: refresh tokens are capped at the grant's expiry.
+    spawn_with_clock(backend, |s| {
+        s.tokens.refresh_token_ttl = "180d".parse().unwrap()
+    })
+    .await
 }
 
 fn day(offset: i64) -> String {

@@ -1,11 +1,10 @@
 //! Grant lifecycle: expiry and dormancy sweeps with a controllable clock.
 
-use std::sync::Arc;
-
 use chrono::{Duration, Utc};
 use diesel::prelude::*;
+use e2e_tests::lifecycle::{insert_grants, spawn_with_clock};
 use e2e_tests::oauth::*;
-use e2e_tests::{TestApp, backends, spawn_app_with};
+use e2e_tests::{TestApp, backends};
 use platform::clock::OffsetClock;
 use platform::storage::schema::{audit_events, clients, grants, revocations};
 use serde_json::{Value, json};
@@ -13,22 +12,11 @@ use serde_json::{Value, json};
 const DEMO: (&str, &str) = (DEMO_CLIENT, DEMO_SECRET);
 
 async fn app_with_clock(backend: e2e_tests::Backend) -> (TestApp, OffsetClock) {
-    let clock = OffsetClock::default();
-    let app = spawn_app_with(
-        backend,
-        consent::ServeOptions {
-            demo: true,
-            clock: Some(Arc::new(clock.clone())),
-            ..Default::default()
-        },
-        |s| {
-            s.tokens.refresh_token_ttl = "180d".parse().unwrap();
-            // The background sweeper stays out of the way; the tests run passes explicitly.
-            s.lifecycle.sweep_interval = "1h".parse().unwrap();
-        },
-    )
-    .await;
-    (app, clock)
+    // Longer than the grants below: refresh tokens are capped at the grant's expiry.
+    spawn_with_clock(backend, |s| {
+        s.tokens.refresh_token_ttl = "180d".parse().unwrap()
+    })
+    .await
 }
 
 /// A real grant through PAR + consent + code exchange, ending on `expires` (YYYY-MM-DD).
@@ -210,45 +198,6 @@ async fn expired_and_dormant_grants_end_and_stop_working() {
         assert_eq!((listed, audited), (2, 2), "{backend:?}");
         app.stop().await;
     }
-}
-
-/// Grants inserted directly (many, fast) for the concurrency and per-client tests.
-async fn insert_grants(
-    app: &TestApp,
-    client: &str,
-    n: usize,
-    expires_in: Duration,
-    last_used_ago: Duration,
-) -> Vec<String> {
-    let customer = e2e_tests::oauth::customer_id(app, "alice").await;
-    let client = client.to_string();
-    let now = app.platform.now();
-    app.platform
-        .db
-        .write(move |c| {
-            let mut ids = Vec::new();
-            for _ in 0..n {
-                let id = platform::crypto::random_id("g_");
-                diesel::insert_into(grants::table)
-                    .values((
-                        grants::id.eq(&id),
-                        grants::customer_id.eq(&customer),
-                        grants::client_id.eq(&client),
-                        grants::status.eq("authorized"),
-                        grants::authorization_details.eq("[]"),
-                        grants::created_at.eq((now - last_used_ago).naive_utc()),
-                        grants::authorized_at.eq((now - last_used_ago).naive_utc()),
-                        grants::last_used_at.eq((now - last_used_ago).naive_utc()),
-                        grants::expires_at.eq((now + expires_in).naive_utc()),
-                        grants::updated_at.eq(now.naive_utc()),
-                    ))
-                    .execute(c)?;
-                ids.push(id);
-            }
-            Ok(ids)
-        })
-        .await
-        .unwrap()
 }
 
 #[tokio::test]

@@ -2,11 +2,11 @@
 //! independent Standard Webhooks implementation; the clock is controllable, so warnings,
 //! endings and retries happen when the test says.
 
-use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 use chrono::Duration;
 use diesel::prelude::*;
+use e2e_tests::lifecycle::{clock_options, free_port, insert_grants, spawn_with_clock};
 use e2e_tests::webhooks::{Receiver, verify};
 use e2e_tests::{TestApp, backends, spawn_app_with};
 use platform::clock::OffsetClock;
@@ -16,24 +16,6 @@ use serde_json::{Value, json};
 
 const HOOKS_DEV: &str = "hooks@fintech.example";
 const WAIT: StdDuration = StdDuration::from_secs(15);
-
-async fn app(backend: e2e_tests::Backend) -> (TestApp, OffsetClock) {
-    let clock = OffsetClock::default();
-    let app = spawn_app_with(
-        backend,
-        consent::ServeOptions {
-            demo: true,
-            clock: Some(Arc::new(clock.clone())),
-            ..Default::default()
-        },
-        |s| {
-            // Tests run the sweep themselves.
-            s.lifecycle.sweep_interval = "1h".parse().unwrap();
-        },
-    )
-    .await;
-    (app, clock)
-}
 
 /// A developer with a sandbox client whose webhook points at `url`; returns
 /// (developer token, client id, client secret, webhook secret).
@@ -56,45 +38,6 @@ async fn client_with_webhook(app: &TestApp, url: &str) -> (String, String, Strin
         .to_string();
     assert!(whsec.starts_with("whsec_"));
     (dev, client_id, secret, whsec)
-}
-
-/// Authorized grants of `client`, created `age` ago, expiring in `expires_in`.
-async fn insert_grants(
-    app: &TestApp,
-    client: &str,
-    n: usize,
-    expires_in: Duration,
-    age: Duration,
-) -> Vec<String> {
-    let customer = e2e_tests::oauth::customer_id(app, "alice").await;
-    let client = client.to_string();
-    let now = app.platform.now();
-    app.platform
-        .db
-        .write(move |c| {
-            let mut ids = Vec::new();
-            for _ in 0..n {
-                let id = platform::crypto::random_id("g_");
-                diesel::insert_into(grants::table)
-                    .values((
-                        grants::id.eq(&id),
-                        grants::customer_id.eq(&customer),
-                        grants::client_id.eq(&client),
-                        grants::status.eq("authorized"),
-                        grants::authorization_details.eq("[]"),
-                        grants::created_at.eq((now - age).naive_utc()),
-                        grants::authorized_at.eq((now - age).naive_utc()),
-                        grants::last_used_at.eq((now - age).naive_utc()),
-                        grants::expires_at.eq((now + expires_in).naive_utc()),
-                        grants::updated_at.eq(now.naive_utc()),
-                    ))
-                    .execute(c)?;
-                ids.push(id);
-            }
-            Ok(ids)
-        })
-        .await
-        .unwrap()
 }
 
 async fn deliveries(app: &TestApp, dev: &str, client: &str) -> Vec<Value> {
@@ -157,7 +100,7 @@ async fn wait_status(app: &TestApp, dev: &str, client: &str, status: &str) -> Ve
 #[tokio::test]
 async fn a_revocation_reaches_the_client_signed_and_the_portal_shows_it_delivered() {
     for backend in backends() {
-        let (app, _clock) = app(backend).await;
+        let (app, _clock) = spawn_with_clock(backend, |_| {}).await;
         let receiver = Receiver::start().await;
         let (dev, client_id, secret, whsec) = client_with_webhook(&app, &receiver.url).await;
         let gid = insert_grants(&app, &client_id, 1, Duration::days(30), Duration::days(1))
@@ -257,7 +200,7 @@ async fn a_revocation_reaches_the_client_signed_and_the_portal_shows_it_delivere
 #[tokio::test]
 async fn warnings_come_once_before_the_end_and_the_endings_follow() {
     for backend in backends() {
-        let (app, clock) = app(backend).await;
+        let (app, clock) = spawn_with_clock(backend, |_| {}).await;
         let receiver = Receiver::start().await;
         let (_dev, client_id, _secret, whsec) = client_with_webhook(&app, &receiver.url).await;
         let expiring =
@@ -348,7 +291,7 @@ async fn warnings_come_once_before_the_end_and_the_endings_follow() {
 #[tokio::test]
 async fn a_used_grant_is_warned_again_only_after_a_new_stretch_of_inactivity() {
     for backend in backends() {
-        let (app, clock) = app(backend).await;
+        let (app, clock) = spawn_with_clock(backend, |_| {}).await;
         let receiver = Receiver::start().await;
         let (_dev, client_id, _secret, _whsec) = client_with_webhook(&app, &receiver.url).await;
         let id = insert_grants(&app, &client_id, 1, Duration::days(170), Duration::days(84))
@@ -382,7 +325,7 @@ async fn a_used_grant_is_warned_again_only_after_a_new_stretch_of_inactivity() {
 #[tokio::test]
 async fn redelivery_after_the_receiver_was_down() {
     for backend in backends() {
-        let (app, clock) = app(backend).await;
+        let (app, clock) = spawn_with_clock(backend, |_| {}).await;
         let receiver = Receiver::start().await;
         receiver.set_failing(true);
         let (dev, client_id, secret, whsec) = client_with_webhook(&app, &receiver.url).await;
@@ -440,26 +383,12 @@ async fn redelivery_after_the_receiver_was_down() {
 #[tokio::test]
 async fn after_the_last_attempt_an_event_fails_and_the_developer_can_send_it_again() {
     for backend in backends() {
-        let clock = OffsetClock::default();
-        let app = spawn_app_with(
-            backend,
-            consent::ServeOptions {
-                demo: true,
-                clock: Some(Arc::new(clock.clone())),
-                ..Default::default()
-            },
-            |s| {
-                s.lifecycle.sweep_interval = "1h".parse().unwrap();
-                s.webhooks.max_attempts = 2;
-            },
-        )
+        let (app, clock) = spawn_with_clock(backend, |s| {
+            s.webhooks.max_attempts = 2;
+        })
         .await;
         // Nothing listens on this port.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let url = format!("http://127.0.0.1:{port}/hook");
         let (dev, client_id, secret, _whsec) = client_with_webhook(&app, &url).await;
         let gid = insert_grants(&app, &client_id, 1, Duration::days(30), Duration::days(1))
@@ -531,11 +460,7 @@ async fn after_the_last_attempt_an_event_fails_and_the_developer_can_send_it_aga
 async fn nothing_is_lost_when_the_server_stops_between_commit_and_delivery() {
     for backend in backends() {
         let clock = OffsetClock::default();
-        let options = consent::ServeOptions {
-            demo: true,
-            clock: Some(Arc::new(clock.clone())),
-            ..Default::default()
-        };
+        let options = clock_options(&clock);
         let app = spawn_app_with(backend, options.clone(), |s| {
             s.lifecycle.sweep_interval = "1h".parse().unwrap();
             // This instance never gets round to delivering (first pass at start only).
@@ -616,19 +541,9 @@ async fn nothing_is_lost_when_the_server_stops_between_commit_and_delivery() {
 #[tokio::test]
 async fn concurrent_delivery_passes_send_each_event_once() {
     for backend in backends() {
-        let clock = OffsetClock::default();
-        let app = spawn_app_with(
-            backend,
-            consent::ServeOptions {
-                demo: true,
-                clock: Some(Arc::new(clock.clone())),
-                ..Default::default()
-            },
-            |s| {
-                s.lifecycle.sweep_interval = "1h".parse().unwrap();
-                s.webhooks.delivery_interval = "1h".parse().unwrap();
-            },
-        )
+        let (app, _clock) = spawn_with_clock(backend, |s| {
+            s.webhooks.delivery_interval = "1h".parse().unwrap();
+        })
         .await;
         let receiver = Receiver::start().await;
         let (_dev, client_id, _secret, _whsec) = client_with_webhook(&app, &receiver.url).await;
@@ -673,7 +588,7 @@ async fn futures_join(handles: Vec<tokio::task::JoinHandle<usize>>) -> Vec<usize
 #[tokio::test]
 async fn suspension_tells_the_client_and_clients_without_webhooks_get_no_events() {
     for backend in backends() {
-        let (app, _clock) = app(backend).await;
+        let (app, _clock) = spawn_with_clock(backend, |_| {}).await;
         let receiver = Receiver::start().await;
         let (_dev, client_id, _secret, whsec) = client_with_webhook(&app, &receiver.url).await;
         let ids = insert_grants(&app, &client_id, 2, Duration::days(30), Duration::days(1)).await;
@@ -751,19 +666,9 @@ async fn suspension_tells_the_client_and_clients_without_webhooks_get_no_events(
 #[tokio::test]
 async fn webhooks_to_non_public_addresses_are_refused_unless_allowed() {
     for backend in backends() {
-        let clock = OffsetClock::default();
-        let app = spawn_app_with(
-            backend,
-            consent::ServeOptions {
-                demo: true,
-                clock: Some(Arc::new(clock.clone())),
-                ..Default::default()
-            },
-            |s| {
-                s.lifecycle.sweep_interval = "1h".parse().unwrap();
-                s.webhooks.allow_private_targets = false;
-            },
-        )
+        let (app, _clock) = spawn_with_clock(backend, |s| {
+            s.webhooks.allow_private_targets = false;
+        })
         .await;
         let receiver = Receiver::start().await;
         let (dev, client_id, secret, _whsec) = client_with_webhook(&app, &receiver.url).await;
@@ -799,27 +704,13 @@ async fn webhooks_to_non_public_addresses_are_refused_unless_allowed() {
 #[tokio::test]
 async fn a_dead_receiver_defers_its_backlog_and_does_not_hold_up_other_clients() {
     for backend in backends() {
-        let clock = OffsetClock::default();
-        let app = spawn_app_with(
-            backend,
-            consent::ServeOptions {
-                demo: true,
-                clock: Some(Arc::new(clock.clone())),
-                ..Default::default()
-            },
-            |s| {
-                s.lifecycle.sweep_interval = "1h".parse().unwrap();
-                // Passes are driven by the test.
-                s.webhooks.delivery_interval = "1h".parse().unwrap();
-            },
-        )
+        let (app, _clock) = spawn_with_clock(backend, |s| {
+            // Passes are driven by the test.
+            s.webhooks.delivery_interval = "1h".parse().unwrap();
+        })
         .await;
         // Nothing listens on this port.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let (_dev, dead, _secret, _whsec) =
             client_with_webhook(&app, &format!("http://127.0.0.1:{port}/hook")).await;
         insert_grants(&app, &dead, 60, Duration::days(3), Duration::days(1)).await;
@@ -874,6 +765,135 @@ async fn a_dead_receiver_defers_its_backlog_and_does_not_hold_up_other_clients()
             .unwrap();
         assert_eq!((pass.delivered, pass.retrying), (1, 0), "{backend:?}");
         assert_eq!(receiver.received().len(), 1);
+        receiver.stop().await;
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn the_webhook_secret_rotates_and_a_failed_event_is_resent_from_the_page() {
+    for backend in backends() {
+        let (app, clock) = spawn_with_clock(backend, |s| s.webhooks.max_attempts = 1).await;
+        let receiver = Receiver::start().await;
+        let (dev, client_id, secret, old) = client_with_webhook(&app, &receiver.url).await;
+
+        // Rotation: a new secret, shown once, not cached; the old one stops verifying.
+        let path = format!("/api/v1/clients/{client_id}/webhook-secret");
+        let r = app.api(Method::POST, &path, Some(&dev), None).await;
+        assert_eq!(r.status(), 200, "{backend:?}");
+        assert_eq!(r.headers()["cache-control"], "no-store");
+        let new = r.json::<Value>().await.unwrap()["webhook_secret"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(new.starts_with("whsec_") && new != old);
+        let gid = insert_grants(&app, &client_id, 1, Duration::days(30), Duration::days(1))
+            .await
+            .remove(0);
+        let r = app
+            .client
+            .delete(app.url(&format!("/api/v1/grants/{gid}")))
+            .basic_auth(&client_id, Some(&secret))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+        let got = receiver.wait_for(1, WAIT).await;
+        assert_eq!(got.len(), 1, "{backend:?}");
+        let now = app.platform.now().timestamp();
+        verify(&new, &got[0], now, 300).unwrap();
+        assert!(
+            verify(&old, &got[0], now, 300).is_err(),
+            "the old secret is cut off"
+        );
+        wait_delivered(&app, 1).await;
+
+        // Another developer's client is not found; a client without webhook cannot rotate one.
+        let other = app.developer_token("other@fintech.example").await;
+        let r = app.api(Method::POST, &path, Some(&other), None).await;
+        assert_eq!(r.status(), 404);
+        let (plain, _) = app.sandbox_client(&other).await;
+        let r = app
+            .api(
+                Method::POST,
+                &format!("/api/v1/clients/{plain}/webhook-secret"),
+                Some(&other),
+                None,
+            )
+            .await;
+        assert_eq!(r.status(), 409);
+
+        // A failed event (one attempt allowed, receiver down) is resent from the client page.
+        receiver.set_failing(true);
+        let gid = insert_grants(&app, &client_id, 1, Duration::days(30), Duration::days(1))
+            .await
+            .remove(0);
+        let r = app
+            .client
+            .delete(app.url(&format!("/api/v1/grants/{gid}")))
+            .basic_auth(&client_id, Some(&secret))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+        let d = wait_status(&app, &dev, &client_id, "failed").await;
+        let failed = d
+            .iter()
+            .find(|e| e["status"] == "failed")
+            .unwrap_or_else(|| panic!("{backend:?}: {d:?}"))["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        receiver.set_failing(false);
+        let web = e2e_tests::portal::browser_client();
+        let csrf = app.form_csrf(&web, "/developers/login").await;
+        let r = web
+            .post(app.url("/developers/login"))
+            .form(&[
+                ("email", HOOKS_DEV),
+                ("password", e2e_tests::portal::PASSWORD),
+                ("csrf_token", &csrf),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_redirection());
+        let page = format!("/developers/clients/{client_id}");
+        let html = web
+            .get(app.url(&page))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let action = format!("/developers/clients/{client_id}/webhooks/{failed}/retry");
+        assert!(html.contains(&action), "{backend:?}: no resend form");
+        // Without the CSRF token: refused, nothing queued.
+        let r = web
+            .post(app.url(&action))
+            .form(&[("x", "")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "{backend:?}");
+        let d = deliveries(&app, &dev, &client_id).await;
+        assert!(
+            d.iter()
+                .any(|e| e["id"] == failed.as_str() && e["status"] == "failed")
+        );
+        let csrf = app.form_csrf(&web, &page).await;
+        let r = web
+            .post(app.url(&action))
+            .form(&[("csrf_token", csrf.as_str())])
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_redirection(), "{backend:?}: {}", r.status());
+        clock.advance(Duration::seconds(1));
+        let got = receiver.wait_for(3, WAIT).await;
+        assert_eq!(got.len(), 3, "{backend:?}: failed attempt + resend");
+        assert_eq!(got[2].id, failed);
         receiver.stop().await;
         app.stop().await;
     }

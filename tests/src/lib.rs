@@ -5,6 +5,7 @@
 
 pub mod browser;
 pub mod dashboard;
+pub mod lifecycle;
 pub mod oauth;
 pub mod portal;
 pub mod webhooks;
