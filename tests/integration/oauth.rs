@@ -1527,3 +1527,83 @@ async fn introspection_covers_minted_and_attenuated_tokens() {
         app.stop().await;
     }
 }
+
+#[tokio::test]
+async fn concurrent_uses_of_one_refresh_token_rotate_once_and_end_the_grant() {
+    for backend in backends() {
+        let app = spawn_demo_app(backend).await;
+        app.login_customer("alice").await;
+        let (code, verifier) = code_for(&app, DEMO, DEMO_REDIRECT).await;
+        let tokens: Value = exchange(&app, DEMO, &code, &verifier)
+            .await
+            .json()
+            .await
+            .unwrap();
+        let rt = tokens["refresh_token"].as_str().unwrap().to_string();
+        let http = reqwest::Client::new();
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..8 {
+            let req = http
+                .post(app.url("/oauth2/token"))
+                .basic_auth(DEMO_CLIENT, Some(DEMO_SECRET))
+                .form(&[("grant_type", "refresh_token"), ("refresh_token", &rt)]);
+            set.spawn(async move {
+                let r = req.send().await.unwrap();
+                (r.status().as_u16(), r.json::<Value>().await.unwrap())
+            });
+        }
+        let mut outcomes = vec![];
+        while let Some(r) = set.join_next().await {
+            outcomes.push(r.unwrap());
+        }
+        let winners: Vec<&Value> = outcomes
+            .iter()
+            .filter(|(s, _)| *s == 200)
+            .map(|(_, b)| b)
+            .collect();
+        assert_eq!(winners.len(), 1, "{backend:?}: {outcomes:?}");
+        for (status, body) in outcomes.iter().filter(|(s, _)| *s != 200) {
+            assert_eq!(*status, 400, "{backend:?}: {body}");
+            assert_eq!(body["error"], "invalid_grant");
+        }
+        // Every other use was a replay: the grant ended, with the token the winner got.
+        let intro = app
+            .post_introspect(DEMO, winners[0]["access_token"].as_str().unwrap())
+            .await;
+        assert_eq!(intro["active"], false, "{backend:?}: {intro}");
+        assert_eq!(intro["grant_status"], "revoked");
+        let r = app
+            .post_token(
+                DEMO,
+                &[
+                    ("grant_type", "refresh_token"),
+                    (
+                        "refresh_token",
+                        winners[0]["refresh_token"].as_str().unwrap(),
+                    ),
+                ],
+            )
+            .await;
+        assert_eq!(r.status(), 400, "{backend:?}");
+        // One refresh, at least one replay, and a chain that still verifies.
+        app.platform.audit.link_now().await.unwrap();
+        assert!(app.platform.audit.verify().await.unwrap().valid);
+        let actions: Vec<String> = app
+            .platform
+            .db
+            .run(|c| {
+                Ok(platform::storage::schema::audit_events::table
+                    .select(platform::storage::schema::audit_events::action)
+                    .load(c)?)
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            actions.iter().filter(|a| *a == "token.refreshed").count(),
+            1,
+            "{backend:?}"
+        );
+        assert!(actions.iter().any(|a| a == "refresh_token.replayed"));
+        app.stop().await;
+    }
+}

@@ -87,45 +87,50 @@ fn invalid_grant(msg: &str) -> OAuthError {
     OAuthError::InvalidGrant(msg.into())
 }
 
-/// Mints an access token and a fresh refresh token for `grant` in `family`, in the caller's
-/// transaction.
-fn issue(
-    c: &mut AnyConnection,
+/// What one token issue produces: the response and what must be stored with it.
+struct Issue {
+    response: TokenResponse,
+    refresh_hash: String,
+    refresh_expires: NaiveDateTime,
+    access_hash: String,
+    /// Revocation ids of the access token, one per block (the first is the authority's).
+    revocation_ids: Vec<String>,
+    access_expires: NaiveDateTime,
+    /// Audit details (ids and times only).
+    details: serde_json::Value,
+}
+
+/// Mints an access token and a fresh refresh token for `grant` in `family` (no I/O).
+fn mint_issue(
     svc: &OAuthService,
     grant: &GrantRow,
     family: &str,
-    action: &'static str,
     now: DateTime<Utc>,
-) -> Result<Result<TokenResponse, OAuthError>, StorageError> {
-    let access = match AccessRequest::from_stored(&grant.details) {
-        Ok(a) => a,
-        Err(e) => return Ok(Err(e)),
-    };
+) -> Result<Issue, OAuthError> {
+    let access = AccessRequest::from_stored(&grant.details)?;
     let server_err =
         |e: &dyn std::fmt::Display| OAuthError::ServerError(format!("cannot mint: {e}"));
-    let scope = match GrantScope::new(
+    let scope = GrantScope::new(
         access.accounts.clone().unwrap_or_default(),
         access.actions.clone(),
         access.window,
         access.merchants.clone(),
         access.expires_at,
-    ) {
-        Ok(s) => s,
-        Err(e) => return Ok(Err(server_err(&e))),
-    };
+    )
+    .map_err(|e| server_err(&e))?;
     let ids = (
         GrantId::parse(grant.id.clone()),
         ClientId::parse(grant.client_id.clone()),
         SubjectId::parse(grant.customer_id.clone()),
     );
     let (Ok(id), Ok(client), Ok(subject)) = ids else {
-        return Ok(Err(OAuthError::ServerError(
+        return Err(OAuthError::ServerError(
             "stored ids do not fit the token vocabulary".into(),
-        )));
+        ));
     };
     let keys = svc.keys.current();
     let ttl = svc.platform.settings.tokens.access_token_ttl.as_chrono();
-    let minted = match ::grants::mint(
+    let minted = ::grants::mint(
         &keys.active,
         &Grant {
             id,
@@ -135,65 +140,96 @@ fn issue(
         },
         now + ttl,
         now,
-    ) {
-        Ok(m) => m,
-        Err(e) => {
-            return Ok(Err(invalid_grant(&format!(
-                "the grant cannot be used: {e}"
-            ))));
-        }
-    };
+    )
+    .map_err(|e| invalid_grant(&format!("the grant cannot be used: {e}")))?;
     let refresh = PlainToken::generate("rt_");
     let refresh_expires =
         (now + svc.platform.settings.tokens.refresh_token_ttl.as_chrono()).min(access.expires_at);
+    let details = serde_json::json!({
+        "kid": minted.kid,
+        "family": family,
+        "expires_at": ::grants::format_timestamp(minted.expires_at),
+    });
+    Ok(Issue {
+        refresh_hash: refresh.hash().as_str().to_string(),
+        refresh_expires: refresh_expires.naive_utc(),
+        access_hash: PlainToken::from_presented(&minted.token)
+            .hash()
+            .as_str()
+            .to_string(),
+        revocation_ids: minted.revocation_ids.clone(),
+        access_expires: minted.expires_at.naive_utc(),
+        details,
+        response: TokenResponse {
+            expires_in: (minted.expires_at - now).num_seconds().max(0),
+            access_token: minted.token,
+            token_type: "Bearer".into(),
+            refresh_token: refresh.expose().to_string(),
+            scope: access.scope_string(),
+            grant_id: grant.id.clone(),
+            authorization_details: vec![access.to_detail()],
+        },
+    })
+}
+
+/// Dormancy works in days: a write per token issue would only add row churn, so `last_used_at`
+/// is refreshed at most once a minute.
+fn use_cutoff(now: DateTime<Utc>) -> NaiveDateTime {
+    (now - chrono::Duration::minutes(1)).naive_utc()
+}
+
+/// Mints and stores an access token and a fresh refresh token for `grant` in `family`, in the
+/// caller's transaction.
+fn issue(
+    c: &mut AnyConnection,
+    svc: &OAuthService,
+    grant: &GrantRow,
+    family: &str,
+    action: &'static str,
+    now: DateTime<Utc>,
+) -> Result<Result<TokenResponse, OAuthError>, StorageError> {
+    let issue = match mint_issue(svc, grant, family, now) {
+        Ok(i) => i,
+        Err(e) => return Ok(Err(e)),
+    };
     diesel::insert_into(refresh_tokens::table)
         .values((
             refresh_tokens::id.eq(random_id("rtk_")),
-            refresh_tokens::token_hash.eq(refresh.hash().as_str()),
+            refresh_tokens::token_hash.eq(&issue.refresh_hash),
             refresh_tokens::grant_id.eq(&grant.id),
             refresh_tokens::family_id.eq(family),
             refresh_tokens::status.eq("active"),
             refresh_tokens::created_at.eq(now.naive_utc()),
-            refresh_tokens::expires_at.eq(refresh_expires.naive_utc()),
+            refresh_tokens::expires_at.eq(issue.refresh_expires),
         ))
         .execute(c)?;
-    let token_hash = PlainToken::from_presented(&minted.token).hash();
-    for (i, rid) in minted.revocation_ids.iter().enumerate() {
+    for (i, rid) in issue.revocation_ids.iter().enumerate() {
         diesel::insert_into(issued_tokens::table)
             .values((
                 issued_tokens::revocation_id.eq(rid),
                 issued_tokens::grant_id.eq(&grant.id),
                 issued_tokens::family_id.eq(Some(family)),
-                issued_tokens::token_hash.eq((i == 0).then_some(token_hash.as_str())),
-                issued_tokens::expires_at.eq(minted.expires_at.naive_utc()),
+                issued_tokens::token_hash.eq((i == 0).then_some(issue.access_hash.as_str())),
+                issued_tokens::expires_at.eq(issue.access_expires),
             ))
             .execute(c)?;
     }
-    // Dormancy works in days: a write per token issue would only add row churn, so
-    // `last_used_at` is refreshed at most once a minute.
-    if grant
-        .last_used_at
-        .is_none_or(|t| t < (now - chrono::Duration::minutes(1)).naive_utc())
-    {
+    if grant.last_used_at.is_none_or(|t| t < use_cutoff(now)) {
         diesel::update(grants::table.filter(grants::id.eq(&grant.id)))
             .set(grants::last_used_at.eq(now.naive_utc().trunc_subsecs(0)))
             .execute(c)?;
     }
     audit::record(
         c,
-        &NewEvent::new(Actor::client(&grant.client_id), action, Target::new("grant", grant.id.clone()))
-            .details(serde_json::json!({ "kid": minted.kid, "family": family, "expires_at": ::grants::format_timestamp(minted.expires_at) })),
+        &NewEvent::new(
+            Actor::client(&grant.client_id),
+            action,
+            Target::new("grant", grant.id.clone()),
+        )
+        .details(issue.details),
         now,
     )?;
-    Ok(Ok(TokenResponse {
-        access_token: minted.token,
-        token_type: "Bearer".into(),
-        expires_in: (minted.expires_at - now).num_seconds().max(0),
-        refresh_token: refresh.expose().to_string(),
-        scope: access.scope_string(),
-        grant_id: grant.id.clone(),
-        authorization_details: vec![access.to_detail()],
-    }))
+    Ok(Ok(issue.response))
 }
 
 /// Ends a grant after a detected replay; the caller's transaction commits it even though the
@@ -316,6 +352,169 @@ pub fn exchange_code(
     })?
 }
 
+/// A refresh token with its grant.
+struct RefreshRow {
+    id: String,
+    family: String,
+    status: String,
+    expires_at: NaiveDateTime,
+    grant: GrantRow,
+}
+
+/// One indexed lookup: the refresh token by hash, joined with its grant.
+fn load_refresh(c: &mut AnyConnection, hash: &str) -> Result<Option<RefreshRow>, StorageError> {
+    type Row = (
+        (String, String, String, NaiveDateTime),
+        (
+            String,
+            String,
+            String,
+            String,
+            String,
+            NaiveDateTime,
+            Option<NaiveDateTime>,
+        ),
+    );
+    let row: Option<Row> = refresh_tokens::table
+        .inner_join(grants::table)
+        .filter(refresh_tokens::token_hash.eq(hash))
+        .select((
+            (
+                refresh_tokens::id,
+                refresh_tokens::family_id,
+                refresh_tokens::status,
+                refresh_tokens::expires_at,
+            ),
+            (
+                grants::id,
+                grants::customer_id,
+                grants::client_id,
+                grants::status,
+                grants::authorization_details,
+                grants::expires_at,
+                grants::last_used_at,
+            ),
+        ))
+        .first(c)
+        .optional()?;
+    Ok(row.map(
+        |(
+            (id, family, status, expires_at),
+            (gid, customer_id, client_id, gstatus, details, gexpires, last_used_at),
+        )| RefreshRow {
+            id,
+            family,
+            status,
+            expires_at,
+            grant: GrantRow {
+                id: gid,
+                customer_id,
+                client_id,
+                status: gstatus,
+                details,
+                expires_at: gexpires,
+                last_used_at,
+            },
+        },
+    ))
+}
+
+/// The whole rotation in one statement (so one round trip and one commit): mark the presented
+/// token used if it is still active and its grant still authorized and unexpired, then, only if
+/// that happened, insert the new refresh token, the access token's revocation ids, the grant's
+/// use and the audit event. The statement is atomic; it returns 1 when it rotated, 0 when a
+/// concurrent request or revocation got there first (the caller then takes the transactional
+/// path, which tells replay from revocation).
+const ROTATE_SQL: &str = "\
+WITH used AS ( \
+    UPDATE refresh_tokens SET status = 'used', used_at = $1 \
+    WHERE id = $2 AND status = 'active' \
+      AND EXISTS (SELECT 1 FROM grants g \
+                  WHERE g.id = $3 AND g.status = 'authorized' AND g.expires_at > $1) \
+    RETURNING grant_id \
+), new_refresh AS ( \
+    INSERT INTO refresh_tokens (id, token_hash, grant_id, family_id, status, created_at, expires_at) \
+    SELECT $4, $5, grant_id, $6, 'active', $1, $7 FROM used \
+), issued AS ( \
+    INSERT INTO issued_tokens (revocation_id, grant_id, family_id, token_hash, expires_at) \
+    SELECT r.rid, u.grant_id, $6, CASE WHEN r.n = 1 THEN $8 END, $9 \
+    FROM used u CROSS JOIN unnest($10::text[]) WITH ORDINALITY AS r(rid, n) \
+), touched AS ( \
+    UPDATE grants SET last_used_at = $11 \
+    WHERE id IN (SELECT grant_id FROM used) AND (last_used_at IS NULL OR last_used_at < $12) \
+), event AS ( \
+    INSERT INTO audit_events \
+        (event_id, occurred_at, actor_type, actor_id, action, target_type, target_id, details) \
+    SELECT $13, $14, 'client', $15, 'token.refreshed', 'grant', grant_id, $16 FROM used \
+) \
+SELECT count(*) AS n FROM used";
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    n: i64,
+}
+
+/// The PostgreSQL fast path of [`refresh`]: one read and one write statement. `None` when the
+/// token is not plainly valid (unknown, used, expired, another client's, grant ended) or a
+/// concurrent request won: the transactional path then decides, with the right error and, for a
+/// replay, the revocation.
+fn refresh_fast(
+    pg: &mut diesel::pg::PgConnection,
+    row: &RefreshRow,
+    svc: &OAuthService,
+    client: &OAuthClient,
+    now: DateTime<Utc>,
+) -> Result<Option<TokenResponse>, StorageError> {
+    use platform::storage::{PgBind as B, PgStatement};
+    let naive_now = now.naive_utc();
+    if row.status != "active"
+        || row.expires_at <= naive_now
+        || row.grant.client_id != client.id
+        || row.grant.status != "authorized"
+        || row.grant.expires_at <= naive_now
+    {
+        return Ok(None);
+    }
+    let Ok(issue) = mint_issue(svc, &row.grant, &row.family, now) else {
+        return Ok(None);
+    };
+    let (new_id, event_id) = (random_id("rtk_"), random_id("evt_"));
+    let (day_now, cutoff, event_at) = (
+        naive_now.trunc_subsecs(0),
+        use_cutoff(now),
+        naive_now.trunc_subsecs(6),
+    );
+    let details = issue.details.to_string();
+    let rotated: Count = PgStatement::new(
+        ROTATE_SQL,
+        vec![
+            B::Timestamp(&naive_now),
+            B::Text(&row.id),
+            B::Text(&row.grant.id),
+            B::Text(&new_id),
+            B::Text(&issue.refresh_hash),
+            B::Text(&row.family),
+            B::Timestamp(&issue.refresh_expires),
+            B::Text(&issue.access_hash),
+            B::Timestamp(&issue.access_expires),
+            B::TextArray(&issue.revocation_ids),
+            B::Timestamp(&day_now),
+            B::Timestamp(&cutoff),
+            B::Text(&event_id),
+            B::Timestamp(&event_at),
+            B::Text(&client.id),
+            B::Text(&details),
+        ],
+    )
+    .get_result(pg)?;
+    if rotated.n != 1 {
+        return Ok(None);
+    }
+    metrics::counter!("consent_audit_events_recorded_total").increment(1);
+    Ok(Some(issue.response))
+}
+
 /// `grant_type=refresh_token`: rotates the refresh token; a replayed one ends the grant.
 pub fn refresh(
     c: &mut AnyConnection,
@@ -328,40 +527,34 @@ pub fn refresh(
         return Err(invalid_grant("the refresh token is invalid"));
     }
     let hash = PlainToken::from_presented(token).hash();
+    if matches!(c, AnyConnection::Postgresql(_))
+        && let Some(row) = load_refresh(c, hash.as_str())?
+        && let AnyConnection::Postgresql(pg) = c
+        && let Some(resp) = refresh_fast(pg, &row, svc, client, now)?
+    {
+        return Ok(resp);
+    }
     write_tx(c, |c| {
-        let row: Option<(String, String, String, String, NaiveDateTime)> = refresh_tokens::table
-            .filter(refresh_tokens::token_hash.eq(hash.as_str()))
-            .select((
-                refresh_tokens::id,
-                refresh_tokens::grant_id,
-                refresh_tokens::family_id,
-                refresh_tokens::status,
-                refresh_tokens::expires_at,
-            ))
-            .first(c)
-            .optional()?;
-        let Some((id, grant_id, family, status, expires_at)) = row else {
+        let Some(row) = load_refresh(c, hash.as_str())? else {
             return Ok(Err(invalid_grant("the refresh token is invalid")));
         };
-        let Some(grant) = load_grant(c, &grant_id)? else {
-            return Ok(Err(invalid_grant("the refresh token is invalid")));
-        };
+        let grant = &row.grant;
         if grant.client_id != client.id {
             return Ok(Err(invalid_grant(
                 "the refresh token was issued to another client",
             )));
         }
-        match status.as_str() {
+        match row.status.as_str() {
             "active" => {}
             "used" => {
-                revoke_for_security(c, &grant_id, &client.id, "refresh_token.replayed", now)?;
+                revoke_for_security(c, &grant.id, &client.id, "refresh_token.replayed", now)?;
                 return Ok(Err(invalid_grant(
                     "the refresh token was already used; the grant has been revoked",
                 )));
             }
             _ => return Ok(Err(invalid_grant("the refresh token has been revoked"))),
         }
-        if expires_at <= now.naive_utc() {
+        if row.expires_at <= now.naive_utc() {
             return Ok(Err(invalid_grant("the refresh token has expired")));
         }
         if grant.status != "authorized" || grant.expires_at <= now.naive_utc() {
@@ -369,7 +562,7 @@ pub fn refresh(
         }
         let won = diesel::update(
             refresh_tokens::table
-                .filter(refresh_tokens::id.eq(&id))
+                .filter(refresh_tokens::id.eq(&row.id))
                 .filter(refresh_tokens::status.eq("active")),
         )
         .set((
@@ -378,12 +571,12 @@ pub fn refresh(
         ))
         .execute(c)?;
         if won != 1 {
-            revoke_for_security(c, &grant_id, &client.id, "refresh_token.replayed", now)?;
+            revoke_for_security(c, &grant.id, &client.id, "refresh_token.replayed", now)?;
             return Ok(Err(invalid_grant(
                 "the refresh token was already used; the grant has been revoked",
             )));
         }
-        issue(c, svc, &grant, &family, "token.refreshed", now)
+        issue(c, svc, grant, &row.family, "token.refreshed", now)
     })?
 }
 
@@ -505,6 +698,70 @@ pub struct Introspection {
     pub authorization_details: Option<Vec<AccountAccessDetail>>,
 }
 
+/// A minted access token by the SHA-256 of its text: its expiry, whether its revocation id is on
+/// the revocation list, and its grant, in one query.
+fn load_minted(
+    c: &mut AnyConnection,
+    hash: &str,
+) -> Result<Option<(NaiveDateTime, bool, GrantRow)>, StorageError> {
+    type Row = (
+        NaiveDateTime,
+        Option<i64>,
+        (
+            String,
+            String,
+            String,
+            String,
+            String,
+            NaiveDateTime,
+            Option<NaiveDateTime>,
+        ),
+    );
+    let row: Option<Row> = issued_tokens::table
+        .inner_join(grants::table)
+        .left_join(
+            revocations::table
+                .on(revocations::revocation_id.eq(issued_tokens::revocation_id.nullable())),
+        )
+        .filter(issued_tokens::token_hash.eq(hash))
+        .select((
+            issued_tokens::expires_at,
+            revocations::seq.nullable(),
+            (
+                grants::id,
+                grants::customer_id,
+                grants::client_id,
+                grants::status,
+                grants::authorization_details,
+                grants::expires_at,
+                grants::last_used_at,
+            ),
+        ))
+        .first(c)
+        .optional()?;
+    Ok(row.map(
+        |(
+            exp,
+            revoked,
+            (id, customer_id, client_id, status, details, expires_at, last_used_at),
+        )| {
+            (
+                exp,
+                revoked.is_some(),
+                GrantRow {
+                    id,
+                    customer_id,
+                    client_id,
+                    status,
+                    details,
+                    expires_at,
+                    last_used_at,
+                },
+            )
+        },
+    ))
+}
+
 /// RFC 7662: a token is active when it is ours, unexpired, not revoked, its grant is authorized
 /// and unexpired, and it belongs to the asking client. Anything else is `{"active": false}`.
 pub fn introspect(
@@ -518,60 +775,38 @@ pub fn introspect(
     if token.is_empty() || token.len() > 8192 {
         return Ok(inactive);
     }
-    let (grant_id, token_type, exp, token_revoked) = if token.starts_with("rt_") {
-        let hash = PlainToken::from_presented(token).hash();
-        let row: Option<(String, String, NaiveDateTime)> = refresh_tokens::table
-            .filter(refresh_tokens::token_hash.eq(hash.as_str()))
-            .select((
-                refresh_tokens::grant_id,
-                refresh_tokens::status,
-                refresh_tokens::expires_at,
-            ))
-            .first(c)
-            .optional()?;
-        match row {
-            Some((g, status, exp)) => (
-                g,
+    let hash = PlainToken::from_presented(token).hash();
+    let (grant, token_type, exp, token_revoked) = if token.starts_with("rt_") {
+        match load_refresh(c, hash.as_str())? {
+            Some(r) => (
+                r.grant,
                 "refresh_token",
-                exp.and_utc(),
-                status != "active" || exp <= now.naive_utc(),
+                r.expires_at.and_utc(),
+                r.status != "active" || r.expires_at <= now.naive_utc(),
             ),
             None => return Ok(inactive),
         }
+    } else if let Some((exp, revoked, grant)) = load_minted(c, hash.as_str())? {
+        // A token exactly as we minted it is found by its hash (its signature was made by us,
+        // and nobody can produce another string with the same SHA-256): one indexed lookup that
+        // also brings its grant and whether it was revoked.
+        if exp <= now.naive_utc() {
+            return Ok(inactive);
+        }
+        (grant, "access_token", exp.and_utc(), revoked)
     } else {
-        // Fast path: a token exactly as we minted it is found by its hash (its signature was made
-        // by us, and nobody can produce another string with the same SHA-256).
-        let hash = PlainToken::from_presented(token).hash();
-        let minted: Option<(String, String, NaiveDateTime)> = issued_tokens::table
-            .filter(issued_tokens::token_hash.eq(hash.as_str()))
-            .select((
-                issued_tokens::grant_id,
-                issued_tokens::revocation_id,
-                issued_tokens::expires_at,
-            ))
-            .first(c)
-            .optional()?;
-        let (grant, revocation_ids, exp) = match minted {
-            Some((g, rid, exp)) => {
-                if exp <= now.naive_utc() {
-                    return Ok(inactive);
-                }
-                (g, vec![rid], exp.and_utc())
-            }
-            // Attenuated (or foreign) tokens: full offline verification.
-            None => match verify_ours(svc, token, now) {
-                Some(t) => (t.grant, t.revocation_ids, t.expires_at),
-                None => return Ok(inactive),
-            },
+        // Attenuated (or foreign) tokens: full offline verification.
+        let Some(t) = verify_ours(svc, token, now) else {
+            return Ok(inactive);
         };
         let revoked: i64 = revocations::table
-            .filter(revocations::revocation_id.eq_any(&revocation_ids))
+            .filter(revocations::revocation_id.eq_any(&t.revocation_ids))
             .count()
             .get_result(c)?;
-        (grant, "access_token", exp, revoked > 0)
-    };
-    let Some(grant) = load_grant(c, &grant_id)? else {
-        return Ok(inactive);
+        let Some(grant) = load_grant(c, &t.grant)? else {
+            return Ok(inactive);
+        };
+        (grant, "access_token", t.expires_at, revoked > 0)
     };
     if grant.client_id != client.id {
         return Ok(inactive);
@@ -586,7 +821,7 @@ pub fn introspect(
     }
     // An introspection is use of the grant (dormancy is measured from it), recorded at most once
     // a minute: the common case costs no write.
-    let cutoff = (now - chrono::Duration::minutes(1)).naive_utc();
+    let cutoff = use_cutoff(now);
     // Best effort: a failed write (e.g. SQLite busy during a sweep) must not fail the answer.
     if grant.last_used_at.is_none_or(|t| t < cutoff)
         && let Err(e) = diesel::update(

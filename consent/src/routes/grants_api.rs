@@ -49,7 +49,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 async fn client_from(
     state: &AppState,
     req: &HttpRequest,
-    endpoint: &str,
+    endpoint: &'static str,
 ) -> Result<OAuthClient, ApiError> {
     let mut none = HashMap::new();
     crate::routes::oauth::authenticate(state, req, &mut none, endpoint)

@@ -143,8 +143,26 @@ pub(crate) async fn authenticate(
     state: &AppState,
     req: &HttpRequest,
     form: &mut HashMap<String, String>,
-    endpoint: &str,
+    endpoint: &'static str,
 ) -> Result<OAuthClient, OAuthError> {
+    with_client(state, req, form, endpoint, |_, client| Ok(client)).await
+}
+
+/// Authenticates the client and, if that succeeds, runs `then` with it on the same pooled
+/// connection (one trip to the blocking pool and one checkout per request, not two).
+pub(crate) async fn with_client<T, F>(
+    state: &AppState,
+    req: &HttpRequest,
+    form: &mut HashMap<String, String>,
+    endpoint: &'static str,
+    then: F,
+) -> Result<T, OAuthError>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut platform::storage::AnyConnection, OAuthClient) -> Result<T, OAuthError>
+        + Send
+        + 'static,
+{
     let creds = credentials(req, form)?;
     let peer = req
         .peer_addr()
@@ -166,23 +184,31 @@ pub(crate) async fn authenticate(
     let result = state
         .platform
         .db
-        .run(move |c| Ok(clients::authenticate(c, &creds)))
+        .run(move |c| {
+            Ok(match clients::authenticate(c, &creds) {
+                Ok(client) => Ok(then(c, client)),
+                Err(e) => Err(e),
+            })
+        })
         .await?;
-    if let Err(e) = &result {
-        tracing::info!(endpoint, error = %e, "client authentication failed");
-        metrics::counter!("consent_client_auth_failures_total", "endpoint" => endpoint.to_string())
-            .increment(1);
-        let window = std::time::Duration::from_secs(60);
-        if let Decision::Limited { .. } = state
-            .platform
-            .rate_limiter
-            .check(&fail_bucket, 20, window)
-            .await
-        {
-            let _ = state.platform.cache.set_flag(&block_key, window).await;
+    match result {
+        Ok(done) => done,
+        Err(e) => {
+            tracing::info!(endpoint, error = %e, "client authentication failed");
+            metrics::counter!("consent_client_auth_failures_total", "endpoint" => endpoint)
+                .increment(1);
+            let window = std::time::Duration::from_secs(60);
+            if let Decision::Limited { .. } = state
+                .platform
+                .rate_limiter
+                .check(&fail_bucket, 20, window)
+                .await
+            {
+                let _ = state.platform.cache.set_flag(&block_key, window).await;
+            }
+            Err(e)
         }
     }
-    result
 }
 
 fn no_store(mut resp: HttpResponse) -> HttpResponse {
@@ -422,47 +448,48 @@ pub async fn token_endpoint(
     body: Bytes,
 ) -> Result<HttpResponse, OAuthError> {
     let mut form = parse_form(&req, &body)?;
-    let client = authenticate(&state, &req, &mut form, "token").await?;
     let svc = state.oauth.clone();
     let now = state.platform.now();
     let grant_type = form.get("grant_type").cloned().unwrap_or_default();
     let result = match grant_type.as_str() {
         "authorization_code" => {
-            let code = form
-                .remove("code")
-                .ok_or_else(|| OAuthError::InvalidRequest("code is required".into()))?;
+            let code = form.remove("code");
             let redirect_uri = form.remove("redirect_uri");
             let verifier = form.remove("code_verifier");
-            state
-                .platform
-                .db
-                .run(move |c| {
-                    Ok(tokens::exchange_code(
-                        c,
-                        &svc,
-                        &client,
-                        &code,
-                        redirect_uri.as_deref(),
-                        verifier.as_deref(),
-                        now,
-                    ))
-                })
-                .await?
+            with_client(&state, &req, &mut form, "token", move |c, client| {
+                let code =
+                    code.ok_or_else(|| OAuthError::InvalidRequest("code is required".into()))?;
+                tokens::exchange_code(
+                    c,
+                    &svc,
+                    &client,
+                    &code,
+                    redirect_uri.as_deref(),
+                    verifier.as_deref(),
+                    now,
+                )
+            })
+            .await
         }
         "refresh_token" => {
-            let rt = form
-                .remove("refresh_token")
-                .ok_or_else(|| OAuthError::InvalidRequest("refresh_token is required".into()))?;
-            state
-                .platform
-                .db
-                .run(move |c| Ok(tokens::refresh(c, &svc, &client, &rt, now)))
-                .await?
+            let rt = form.remove("refresh_token");
+            with_client(&state, &req, &mut form, "token", move |c, client| {
+                let rt = rt.ok_or_else(|| {
+                    OAuthError::InvalidRequest("refresh_token is required".into())
+                })?;
+                tokens::refresh(c, &svc, &client, &rt, now)
+            })
+            .await
         }
-        "" => Err(OAuthError::InvalidRequest("grant_type is required".into())),
-        other => Err(OAuthError::UnsupportedGrantType(format!(
-            "grant_type {other:?} is not supported"
-        ))),
+        other => {
+            // Authenticate first, so an unauthenticated caller learns nothing about the request.
+            authenticate(&state, &req, &mut form, "token").await?;
+            Err(if other.is_empty() {
+                OAuthError::InvalidRequest("grant_type is required".into())
+            } else {
+                OAuthError::UnsupportedGrantType(format!("grant_type {other:?} is not supported"))
+            })
+        }
     }?;
     metrics::counter!("consent_tokens_issued_total", "grant_type" => grant_type).increment(1);
     Ok(no_store(HttpResponse::Ok().json(result)))
@@ -519,16 +546,13 @@ pub async fn introspect_endpoint(
     body: Bytes,
 ) -> Result<HttpResponse, OAuthError> {
     let mut form = parse_form(&req, &body)?;
-    let client = authenticate(&state, &req, &mut form, "introspect").await?;
-    let token = form
-        .remove("token")
-        .ok_or_else(|| OAuthError::InvalidRequest("token is required".into()))?;
+    let token = form.remove("token");
     let svc = state.oauth.clone();
     let now = state.platform.now();
-    let result = state
-        .platform
-        .db
-        .run(move |c| Ok(tokens::introspect(c, &svc, &client, &token, now)))
-        .await??;
+    let result = with_client(&state, &req, &mut form, "introspect", move |c, client| {
+        let token = token.ok_or_else(|| OAuthError::InvalidRequest("token is required".into()))?;
+        tokens::introspect(c, &svc, &client, &token, now)
+    })
+    .await?;
     Ok(no_store(HttpResponse::Ok().json(result)))
 }

@@ -9,12 +9,16 @@ pub mod models;
 pub mod schema;
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
-use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnection};
+use diesel::r2d2::{
+    ConnectionManager, CustomizeConnection, ManageConnection, Pool, PooledConnection,
+};
 use diesel::sqlite::SqliteConnection;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
@@ -40,6 +44,82 @@ pub fn numbered(c: &AnyConnection, sql: &str) -> String {
     }
     out
 }
+
+/// A bind value of a [`PgStatement`].
+#[derive(Debug, Clone, Copy)]
+pub enum PgBind<'a> {
+    Text(&'a str),
+    NullableText(Option<&'a str>),
+    Timestamp(&'a chrono::NaiveDateTime),
+    TextArray(&'a [String]),
+}
+
+/// A fixed SQL statement for PostgreSQL that diesel prepares once per connection and reuses
+/// (`diesel::sql_query` is never cached, so every call would be parsed and planned again). For
+/// the hot paths that need what the query DSL cannot say, such as one statement that rotates a
+/// refresh token and writes everything that goes with it through data-modifying CTEs. The SQL
+/// must be a constant (the statement cache is keyed by its text); `$n` refers to the n-th bind
+/// and may appear more than once.
+#[derive(Debug)]
+pub struct PgStatement<'a> {
+    sql: &'static str,
+    binds: Vec<PgBind<'a>>,
+}
+
+impl<'a> PgStatement<'a> {
+    pub fn new(sql: &'static str, binds: Vec<PgBind<'a>>) -> Self {
+        Self { sql, binds }
+    }
+}
+
+impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for PgStatement<'_> {
+    fn walk_ast<'b>(
+        &'b self,
+        mut out: diesel::query_builder::AstPass<'_, 'b, diesel::pg::Pg>,
+    ) -> QueryResult<()> {
+        use diesel::sql_types::{Array, Nullable, Text, Timestamp};
+        // `$n` in the SQL names the n-th bind. Diesel numbers placeholders itself as binds are
+        // pushed, so each reference is emitted as a fresh placeholder carrying that value.
+        let mut rest = self.sql;
+        while let Some(at) = rest.find('$') {
+            out.push_sql(&rest[..at]);
+            let digits = rest[at + 1..]
+                .bytes()
+                .take_while(u8::is_ascii_digit)
+                .count();
+            let n: usize = rest[at + 1..at + 1 + digits].parse().map_err(|_| {
+                diesel::result::Error::QueryBuilderError("`$` without a bind number".into())
+            })?;
+            let bind = n
+                .checked_sub(1)
+                .and_then(|i| self.binds.get(i))
+                .ok_or_else(|| {
+                    diesel::result::Error::QueryBuilderError(format!("no bind ${n}").into())
+                })?;
+            match bind {
+                PgBind::Text(v) => out.push_bind_param::<Text, str>(v)?,
+                PgBind::NullableText(v) => out.push_bind_param::<Nullable<Text>, _>(v)?,
+                PgBind::Timestamp(v) => out.push_bind_param::<Timestamp, _>(*v)?,
+                PgBind::TextArray(v) => out.push_bind_param::<Array<Text>, [String]>(v)?,
+            }
+            rest = &rest[at + 1 + digits..];
+        }
+        out.push_sql(rest);
+        Ok(())
+    }
+}
+
+impl diesel::query_builder::QueryId for PgStatement<'_> {
+    type QueryId = ();
+    // Keyed by SQL text (and bind types) in diesel's statement cache.
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl diesel::query_builder::Query for PgStatement<'_> {
+    type SqlType = diesel::sql_types::Untyped;
+}
+
+impl RunQueryDsl<PgConnection> for PgStatement<'_> {}
 
 /// ` FOR UPDATE OF <alias> SKIP LOCKED` on PostgreSQL, so that several instances running the same
 /// background job take disjoint rows; nothing on SQLite, whose write transaction (BEGIN
@@ -151,9 +231,9 @@ pub fn is_postgres_url(url: &str) -> bool {
 #[derive(Debug)]
 struct SqlitePragmas;
 
-impl CustomizeConnection<AnyConnection, diesel::r2d2::Error> for SqlitePragmas {
-    fn on_acquire(&self, conn: &mut AnyConnection) -> Result<(), diesel::r2d2::Error> {
-        if let AnyConnection::Sqlite(c) = conn {
+impl CustomizeConnection<PoolConn, diesel::r2d2::Error> for SqlitePragmas {
+    fn on_acquire(&self, conn: &mut PoolConn) -> Result<(), diesel::r2d2::Error> {
+        if let AnyConnection::Sqlite(c) = &mut conn.conn {
             // busy_timeout first, so the remaining statements wait instead of failing with
             // "database is locked" while other pool connections open. WAL is set once in
             // `Db::connect` (it is persistent in the file).
@@ -166,10 +246,66 @@ impl CustomizeConnection<AnyConnection, diesel::r2d2::Error> for SqlitePragmas {
     }
 }
 
+/// A pooled connection and whether it has lost its server.
+///
+/// The pool does not ping a connection on every checkout (that was one extra round trip per
+/// request, a large share of a token grant's cost). Instead each connection watches its own
+/// queries: a statement that fails because the connection is gone (PostgreSQL restarted, network
+/// cut) marks it lost, and the pool discards it when it comes back, so the next request gets a
+/// fresh connection. The one request that met the dead connection fails with 503, as it would
+/// have with a ping (the server can go away between the ping and the query).
+#[derive(Debug)]
+pub struct PoolConn {
+    conn: AnyConnection,
+    lost: Arc<AtomicBool>,
+}
+
+/// Diesel instrumentation that notes a lost connection.
+struct LostWatch(Arc<AtomicBool>);
+
+impl diesel::connection::Instrumentation for LostWatch {
+    fn on_connection_event(&mut self, event: diesel::connection::InstrumentationEvent<'_>) {
+        use diesel::result::{DatabaseErrorKind, Error};
+        if let diesel::connection::InstrumentationEvent::FinishQuery {
+            error:
+                Some(Error::DatabaseError(
+                    DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+                    _,
+                )),
+            ..
+        } = event
+        {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+struct Manager(ConnectionManager<AnyConnection>);
+
+impl ManageConnection for Manager {
+    type Connection = PoolConn;
+    type Error = diesel::r2d2::Error;
+
+    fn connect(&self) -> Result<PoolConn, Self::Error> {
+        let mut conn = self.0.connect()?;
+        let lost = Arc::new(AtomicBool::new(false));
+        conn.set_instrumentation(LostWatch(lost.clone()));
+        Ok(PoolConn { conn, lost })
+    }
+
+    fn is_valid(&self, conn: &mut PoolConn) -> Result<(), Self::Error> {
+        self.0.is_valid(&mut conn.conn)
+    }
+
+    fn has_broken(&self, conn: &mut PoolConn) -> bool {
+        conn.lost.load(Ordering::Relaxed) || self.0.has_broken(&mut conn.conn)
+    }
+}
+
 /// A pool of connections to one database.
 #[derive(Clone)]
 pub struct Db {
-    pool: Pool<ConnectionManager<AnyConnection>>,
+    pool: Pool<Manager>,
     backend: Backend,
 }
 
@@ -206,9 +342,10 @@ impl Db {
             c.batch_execute("PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL;")?;
             (Backend::Sqlite, path.to_string())
         };
-        let manager = ConnectionManager::<AnyConnection>::new(conn_url);
+        let manager = Manager(ConnectionManager::<AnyConnection>::new(conn_url));
         let pool = Pool::builder()
             .max_size(pool_size)
+            .test_on_check_out(false)
             .connection_timeout(connect_timeout)
             .connection_customizer(Box::new(SqlitePragmas))
             .build(manager)?;
@@ -219,14 +356,14 @@ impl Db {
         self.backend
     }
 
-    fn conn(&self) -> StorageResult<PooledConnection<ConnectionManager<AnyConnection>>> {
+    fn conn(&self) -> StorageResult<PooledConnection<Manager>> {
         Ok(self.pool.get()?)
     }
 
     /// Applies pending migrations for this backend; returns the versions applied.
     pub fn migrate(&self) -> StorageResult<Vec<String>> {
         let mut conn = self.conn()?;
-        let applied = match &mut *conn {
+        let applied = match &mut conn.conn {
             AnyConnection::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS),
             AnyConnection::Postgresql(c) => c.run_pending_migrations(POSTGRES_MIGRATIONS),
         }
@@ -236,7 +373,7 @@ impl Db {
 
     pub fn has_pending_migrations(&self) -> StorageResult<bool> {
         let mut conn = self.conn()?;
-        match &mut *conn {
+        match &mut conn.conn {
             AnyConnection::Sqlite(c) => c.has_pending_migration(SQLITE_MIGRATIONS),
             AnyConnection::Postgresql(c) => c.has_pending_migration(POSTGRES_MIGRATIONS),
         }
@@ -246,7 +383,7 @@ impl Db {
     /// Reverts every applied migration (used by tests and `consent migrate --revert-all`).
     pub fn revert_all(&self) -> StorageResult<Vec<String>> {
         let mut conn = self.conn()?;
-        let reverted = match &mut *conn {
+        let reverted = match &mut conn.conn {
             AnyConnection::Sqlite(c) => c.revert_all_migrations(SQLITE_MIGRATIONS),
             AnyConnection::Postgresql(c) => c.revert_all_migrations(POSTGRES_MIGRATIONS),
         }
@@ -263,7 +400,7 @@ impl Db {
         let db = self.clone();
         tokio::task::spawn_blocking(move || {
             let mut conn = db.conn()?;
-            f(&mut conn)
+            f(&mut conn.conn)
         })
         .await
         .map_err(|e| StorageError::Unavailable(format!("database task failed: {e}")))?
@@ -285,7 +422,7 @@ impl Db {
         F: FnOnce(&mut AnyConnection) -> StorageResult<T>,
     {
         let mut conn = self.conn()?;
-        write_tx(&mut conn, f)
+        write_tx(&mut conn.conn, f)
     }
 
     /// Synchronous read for CLI commands and blocking contexts.
@@ -294,7 +431,7 @@ impl Db {
         F: FnOnce(&mut AnyConnection) -> StorageResult<T>,
     {
         let mut conn = self.conn()?;
-        f(&mut conn)
+        f(&mut conn.conn)
     }
 
     /// Cheap liveness query for `/readyz`.
@@ -335,4 +472,47 @@ where
         };
     }
     conn.transaction(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pg_statement_emits_one_placeholder_per_reference() {
+        let now = chrono::NaiveDate::from_ymd_opt(2026, 11, 24)
+            .unwrap()
+            .and_hms_opt(12, 0, 0)
+            .unwrap();
+        let ids = vec!["a".to_string(), "b".to_string()];
+        let stmt = PgStatement::new(
+            "SELECT $2, $1 WHERE x = $2 AND y = ANY($3::text[]) AND z < $10",
+            vec![
+                PgBind::Timestamp(&now),
+                PgBind::Text("t"),
+                PgBind::TextArray(&ids),
+            ],
+        );
+        // `$10` names a bind that does not exist: the statement cannot be built (never sent).
+        use std::fmt::Write as _;
+        let mut sql = String::new();
+        assert!(write!(sql, "{}", diesel::debug_query::<diesel::pg::Pg, _>(&stmt)).is_err());
+        let stmt = PgStatement::new(
+            "SELECT $2, $1 WHERE x = $2 AND y = ANY($3::text[])",
+            vec![
+                PgBind::Timestamp(&now),
+                PgBind::Text("t"),
+                PgBind::TextArray(&ids),
+            ],
+        );
+        let sql = diesel::debug_query::<diesel::pg::Pg, _>(&stmt).to_string();
+        assert!(
+            sql.starts_with("SELECT $1, $2 WHERE x = $3 AND y = ANY($4::text[])"),
+            "{sql}"
+        );
+        assert!(
+            sql.contains(r#"binds: ["t", 2026-11-24T12:00:00, "t", ["a", "b"]]"#),
+            "{sql}"
+        );
+    }
 }
