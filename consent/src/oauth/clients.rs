@@ -38,67 +38,86 @@ impl OAuthClient {
     }
 }
 
-/// Loads a client by id (any status; callers decide).
+/// The client columns [`from_row`] reads, for queries that join `clients`.
+pub type ClientColumns = (
+    clients::id,
+    clients::developer_id,
+    clients::name,
+    clients::environment,
+    clients::redirect_uris,
+    clients::auth_method,
+    clients::allowed_actions,
+    clients::status,
+    clients::secret_hash,
+);
+
+pub const CLIENT_COLUMNS: ClientColumns = (
+    clients::id,
+    clients::developer_id,
+    clients::name,
+    clients::environment,
+    clients::redirect_uris,
+    clients::auth_method,
+    clients::allowed_actions,
+    clients::status,
+    clients::secret_hash,
+);
+
+/// A row of [`CLIENT_COLUMNS`].
+pub type ClientRow = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+);
+
+pub fn from_row(
+    (
+        id,
+        developer_id,
+        name,
+        environment,
+        redirect_uris,
+        auth_method,
+        allowed,
+        status,
+        secret_hash,
+    ): ClientRow,
+) -> OAuthClient {
+    OAuthClient {
+        id,
+        developer_id,
+        name,
+        environment,
+        redirect_uris: serde_json::from_str(&redirect_uris).unwrap_or_default(),
+        auth_method,
+        allowed_actions: serde_json::from_str::<Vec<String>>(&allowed)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|a| Action::parse_known(a).ok())
+            .collect(),
+        status,
+        secret_hash,
+    }
+}
+
+/// Loads a client by id (any status but deleted; callers decide).
 pub fn load(conn: &mut AnyConnection, client_id: &str) -> StorageResult<Option<OAuthClient>> {
     if client_id.is_empty() || client_id.len() > 128 {
         return Ok(None);
     }
-    type Row = (
-        String,
-        String,
-        String,
-        String,
-        String,
-        String,
-        String,
-        String,
-        String,
-    );
-    let row: Option<Row> = clients::table
+    let row: Option<ClientRow> = clients::table
         .filter(clients::id.eq(client_id))
         .filter(clients::status.ne("deleted"))
-        .select((
-            clients::id,
-            clients::developer_id,
-            clients::name,
-            clients::environment,
-            clients::redirect_uris,
-            clients::auth_method,
-            clients::allowed_actions,
-            clients::status,
-            clients::secret_hash,
-        ))
+        .select(CLIENT_COLUMNS)
         .first(conn)
         .optional()?;
-    Ok(row.map(
-        |(
-            id,
-            developer_id,
-            name,
-            environment,
-            redirect_uris,
-            auth_method,
-            allowed,
-            status,
-            secret_hash,
-        )| {
-            OAuthClient {
-                id,
-                developer_id,
-                name,
-                environment,
-                redirect_uris: serde_json::from_str(&redirect_uris).unwrap_or_default(),
-                auth_method,
-                allowed_actions: serde_json::from_str::<Vec<String>>(&allowed)
-                    .unwrap_or_default()
-                    .iter()
-                    .filter_map(|a| Action::parse_known(a).ok())
-                    .collect(),
-                status,
-                secret_hash,
-            }
-        },
-    ))
+    Ok(row.map(from_row))
 }
 
 /// Credentials presented by a client.
@@ -136,13 +155,35 @@ pub fn authenticate(
     conn: &mut AnyConnection,
     creds: &ClientCredentials,
 ) -> Result<OAuthClient, OAuthError> {
-    let (client_id, secret, method) = match creds {
-        ClientCredentials::Basic { client_id, secret } => {
-            (client_id, secret, "client_secret_basic")
+    let client = load(conn, creds.client_id())?;
+    verify(creds, client)
+}
+
+/// Authenticates against `known`, a client row a query already brought (e.g. joined with the
+/// presented token's grant), when it is the presented client's; otherwise loads the client.
+/// Either way the same checks run; this only saves a round trip.
+pub fn authenticate_with(
+    conn: &mut AnyConnection,
+    creds: &ClientCredentials,
+    known: Option<&OAuthClient>,
+) -> Result<OAuthClient, OAuthError> {
+    match known {
+        Some(c) if c.id == creds.client_id() && c.status != "deleted" => {
+            verify(creds, Some(c.clone()))
         }
-        ClientCredentials::Post { client_id, secret } => (client_id, secret, "client_secret_post"),
+        _ => authenticate(conn, creds),
+    }
+}
+
+/// Checks presented credentials against a loaded client (`None`: unknown client).
+fn verify(
+    creds: &ClientCredentials,
+    client: Option<OAuthClient>,
+) -> Result<OAuthClient, OAuthError> {
+    let (secret, method) = match creds {
+        ClientCredentials::Basic { secret, .. } => (secret, "client_secret_basic"),
+        ClientCredentials::Post { secret, .. } => (secret, "client_secret_post"),
     };
-    let client = load(conn, client_id)?;
     let stored = client
         .as_ref()
         .map(|c| c.secret_hash.clone())

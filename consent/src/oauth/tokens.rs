@@ -10,14 +10,14 @@ use platform::audit::{self, Actor, NewEvent, Target};
 use platform::crypto::{PlainToken, constant_time_eq, random_id};
 use platform::revocation::{RevokedBy, end_grants};
 use platform::storage::schema::{
-    authorization_codes, grants, issued_tokens, refresh_tokens, revocations,
+    authorization_codes, clients, grants, issued_tokens, refresh_tokens, revocations,
 };
 use platform::storage::{AnyConnection, StorageError, write_tx};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::OAuthService;
-use super::clients::OAuthClient;
+use super::clients::{self as oauth_clients, ClientCredentials, ClientRow, OAuthClient};
 use super::error::OAuthError;
 use super::rar::{AccessRequest, AccountAccessDetail};
 
@@ -359,9 +359,11 @@ struct RefreshRow {
     status: String,
     expires_at: NaiveDateTime,
     grant: GrantRow,
+    /// The grant's client.
+    client: OAuthClient,
 }
 
-/// One indexed lookup: the refresh token by hash, joined with its grant.
+/// One indexed lookup: the refresh token by hash, joined with its grant and the grant's client.
 fn load_refresh(c: &mut AnyConnection, hash: &str) -> Result<Option<RefreshRow>, StorageError> {
     type Row = (
         (String, String, String, NaiveDateTime),
@@ -375,33 +377,40 @@ fn load_refresh(c: &mut AnyConnection, hash: &str) -> Result<Option<RefreshRow>,
             Option<NaiveDateTime>,
         ),
     );
-    let row: Option<Row> = refresh_tokens::table
-        .inner_join(grants::table)
+    let row: Option<(Row, ClientRow)> = refresh_tokens::table
+        .inner_join(grants::table.inner_join(clients::table))
         .filter(refresh_tokens::token_hash.eq(hash))
         .select((
             (
-                refresh_tokens::id,
-                refresh_tokens::family_id,
-                refresh_tokens::status,
-                refresh_tokens::expires_at,
+                (
+                    refresh_tokens::id,
+                    refresh_tokens::family_id,
+                    refresh_tokens::status,
+                    refresh_tokens::expires_at,
+                ),
+                (
+                    grants::id,
+                    grants::customer_id,
+                    grants::client_id,
+                    grants::status,
+                    grants::authorization_details,
+                    grants::expires_at,
+                    grants::last_used_at,
+                ),
             ),
-            (
-                grants::id,
-                grants::customer_id,
-                grants::client_id,
-                grants::status,
-                grants::authorization_details,
-                grants::expires_at,
-                grants::last_used_at,
-            ),
+            oauth_clients::CLIENT_COLUMNS,
         ))
         .first(c)
         .optional()?;
     Ok(row.map(
         |(
-            (id, family, status, expires_at),
-            (gid, customer_id, client_id, gstatus, details, gexpires, last_used_at),
+            (
+                (id, family, status, expires_at),
+                (gid, customer_id, client_id, gstatus, details, gexpires, last_used_at),
+            ),
+            client,
         )| RefreshRow {
+            client: oauth_clients::from_row(client),
             id,
             family,
             status,
@@ -515,25 +524,35 @@ fn refresh_fast(
     Ok(Some(issue.response))
 }
 
-/// `grant_type=refresh_token`: rotates the refresh token; a replayed one ends the grant.
+/// `grant_type=refresh_token`: authenticates the client, then rotates the refresh token; a
+/// replayed one ends the grant.
+///
+/// The token is looked up first, joined with its grant and the grant's client, so that in the
+/// common case one query serves both client authentication and the token (authentication still
+/// completes before anything about the token is decided or revealed).
 pub fn refresh(
     c: &mut AnyConnection,
     svc: &OAuthService,
-    client: &OAuthClient,
+    creds: &ClientCredentials,
     token: &str,
     now: DateTime<Utc>,
 ) -> Result<TokenResponse, OAuthError> {
-    if token.is_empty() || token.len() > 256 {
-        return Err(invalid_grant("the refresh token is invalid"));
-    }
+    let plausible = !token.is_empty() && token.len() <= 256;
     let hash = PlainToken::from_presented(token).hash();
-    if matches!(c, AnyConnection::Postgresql(_))
-        && let Some(row) = load_refresh(c, hash.as_str())?
-        && let AnyConnection::Postgresql(pg) = c
-        && let Some(resp) = refresh_fast(pg, &row, svc, client, now)?
+    let found = match plausible {
+        true => load_refresh(c, hash.as_str())?,
+        false => None,
+    };
+    let client = oauth_clients::authenticate_with(c, creds, found.as_ref().map(|r| &r.client))?;
+    let Some(row) = found else {
+        return Err(invalid_grant("the refresh token is invalid"));
+    };
+    if let AnyConnection::Postgresql(pg) = c
+        && let Some(resp) = refresh_fast(pg, &row, svc, &client, now)?
     {
         return Ok(resp);
     }
+    let client = &client;
     write_tx(c, |c| {
         let Some(row) = load_refresh(c, hash.as_str())? else {
             return Ok(Err(invalid_grant("the refresh token is invalid")));
@@ -698,12 +717,19 @@ pub struct Introspection {
     pub authorization_details: Option<Vec<AccountAccessDetail>>,
 }
 
-/// A minted access token by the SHA-256 of its text: its expiry, whether its revocation id is on
-/// the revocation list, and its grant, in one query.
-fn load_minted(
-    c: &mut AnyConnection,
-    hash: &str,
-) -> Result<Option<(NaiveDateTime, bool, GrantRow)>, StorageError> {
+/// A minted access token found by the SHA-256 of its text.
+struct Minted {
+    expires_at: NaiveDateTime,
+    /// Its revocation id is on the revocation list.
+    revoked: bool,
+    grant: GrantRow,
+    /// The grant's client.
+    client: OAuthClient,
+}
+
+/// Looks a minted token up with its grant, the grant's client and its revocation status, in one
+/// query.
+fn load_minted(c: &mut AnyConnection, hash: &str) -> Result<Option<Minted>, StorageError> {
     type Row = (
         NaiveDateTime,
         Option<i64>,
@@ -716,9 +742,10 @@ fn load_minted(
             NaiveDateTime,
             Option<NaiveDateTime>,
         ),
+        ClientRow,
     );
     let row: Option<Row> = issued_tokens::table
-        .inner_join(grants::table)
+        .inner_join(grants::table.inner_join(clients::table))
         .left_join(
             revocations::table
                 .on(revocations::revocation_id.eq(issued_tokens::revocation_id.nullable())),
@@ -736,28 +763,29 @@ fn load_minted(
                 grants::expires_at,
                 grants::last_used_at,
             ),
+            oauth_clients::CLIENT_COLUMNS,
         ))
         .first(c)
         .optional()?;
     Ok(row.map(
         |(
-            exp,
+            expires_at,
             revoked,
-            (id, customer_id, client_id, status, details, expires_at, last_used_at),
-        )| {
-            (
-                exp,
-                revoked.is_some(),
-                GrantRow {
-                    id,
-                    customer_id,
-                    client_id,
-                    status,
-                    details,
-                    expires_at,
-                    last_used_at,
-                },
-            )
+            (id, customer_id, client_id, status, details, gexpires, last_used_at),
+            client,
+        )| Minted {
+            expires_at,
+            revoked: revoked.is_some(),
+            grant: GrantRow {
+                id,
+                customer_id,
+                client_id,
+                status,
+                details,
+                expires_at: gexpires,
+                last_used_at,
+            },
+            client: oauth_clients::from_row(client),
         },
     ))
 }
@@ -767,35 +795,49 @@ fn load_minted(
 pub fn introspect(
     c: &mut AnyConnection,
     svc: &OAuthService,
-    client: &OAuthClient,
+    creds: &ClientCredentials,
     token: &str,
     now: DateTime<Utc>,
 ) -> Result<Introspection, OAuthError> {
     let inactive = Introspection::default();
     if token.is_empty() || token.len() > 8192 {
+        oauth_clients::authenticate(c, creds)?;
         return Ok(inactive);
     }
+    // As in `refresh`: the token's row brings its grant's client, which usually is the asking
+    // client, so one query serves authentication and the answer.
     let hash = PlainToken::from_presented(token).hash();
-    let (grant, token_type, exp, token_revoked) = if token.starts_with("rt_") {
-        match load_refresh(c, hash.as_str())? {
+    let (grant, client, token_type, exp, token_revoked) = if token.starts_with("rt_") {
+        let found = load_refresh(c, hash.as_str())?;
+        let client = oauth_clients::authenticate_with(c, creds, found.as_ref().map(|r| &r.client))?;
+        match found {
             Some(r) => (
                 r.grant,
+                client,
                 "refresh_token",
                 r.expires_at.and_utc(),
                 r.status != "active" || r.expires_at <= now.naive_utc(),
             ),
             None => return Ok(inactive),
         }
-    } else if let Some((exp, revoked, grant)) = load_minted(c, hash.as_str())? {
+    } else if let Some(minted) = load_minted(c, hash.as_str())? {
         // A token exactly as we minted it is found by its hash (its signature was made by us,
         // and nobody can produce another string with the same SHA-256): one indexed lookup that
         // also brings its grant and whether it was revoked.
-        if exp <= now.naive_utc() {
+        let client = oauth_clients::authenticate_with(c, creds, Some(&minted.client))?;
+        if minted.expires_at <= now.naive_utc() {
             return Ok(inactive);
         }
-        (grant, "access_token", exp.and_utc(), revoked)
+        (
+            minted.grant,
+            client,
+            "access_token",
+            minted.expires_at.and_utc(),
+            minted.revoked,
+        )
     } else {
-        // Attenuated (or foreign) tokens: full offline verification.
+        // Attenuated (or foreign) tokens: authenticate, then full offline verification.
+        let client = oauth_clients::authenticate(c, creds)?;
         let Some(t) = verify_ours(svc, token, now) else {
             return Ok(inactive);
         };
@@ -806,7 +848,7 @@ pub fn introspect(
         let Some(grant) = load_grant(c, &t.grant)? else {
             return Ok(inactive);
         };
-        (grant, "access_token", t.expires_at, revoked > 0)
+        (grant, client, "access_token", t.expires_at, revoked > 0)
     };
     if grant.client_id != client.id {
         return Ok(inactive);

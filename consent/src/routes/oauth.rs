@@ -13,6 +13,7 @@ use base64::engine::general_purpose::STANDARD;
 use maud::html;
 use platform::crypto::PlainToken;
 use platform::ratelimit::Decision;
+use platform::storage::AnyConnection;
 use platform::web::page;
 use serde::{Deserialize, Serialize};
 
@@ -159,9 +160,28 @@ pub(crate) async fn with_client<T, F>(
 ) -> Result<T, OAuthError>
 where
     T: Send + 'static,
-    F: FnOnce(&mut platform::storage::AnyConnection, OAuthClient) -> Result<T, OAuthError>
-        + Send
-        + 'static,
+    F: FnOnce(&mut AnyConnection, OAuthClient) -> Result<T, OAuthError> + Send + 'static,
+{
+    with_credentials(state, req, form, endpoint, move |c, creds| {
+        let client = clients::authenticate(c, creds)?;
+        then(c, client)
+    })
+    .await
+}
+
+/// Runs `then` with the presented client credentials on one pooled connection; `then` must
+/// authenticate them (through `oauth::clients`) before it decides or reveals anything. Blocked
+/// callers never reach it; an `invalid_client` it returns counts as a failed authentication.
+pub(crate) async fn with_credentials<T, F>(
+    state: &AppState,
+    req: &HttpRequest,
+    form: &mut HashMap<String, String>,
+    endpoint: &'static str,
+    then: F,
+) -> Result<T, OAuthError>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut AnyConnection, &ClientCredentials) -> Result<T, OAuthError> + Send + 'static,
 {
     let creds = credentials(req, form)?;
     let peer = req
@@ -181,34 +201,22 @@ where
         ));
     }
     let fail_bucket = format!("client-auth-fail:{}:{peer}", creds.client_id());
-    let result = state
-        .platform
-        .db
-        .run(move |c| {
-            Ok(match clients::authenticate(c, &creds) {
-                Ok(client) => Ok(then(c, client)),
-                Err(e) => Err(e),
-            })
-        })
-        .await?;
-    match result {
-        Ok(done) => done,
-        Err(e) => {
-            tracing::info!(endpoint, error = %e, "client authentication failed");
-            metrics::counter!("consent_client_auth_failures_total", "endpoint" => endpoint)
-                .increment(1);
-            let window = std::time::Duration::from_secs(60);
-            if let Decision::Limited { .. } = state
-                .platform
-                .rate_limiter
-                .check(&fail_bucket, 20, window)
-                .await
-            {
-                let _ = state.platform.cache.set_flag(&block_key, window).await;
-            }
-            Err(e)
+    let result = state.platform.db.run(move |c| Ok(then(c, &creds))).await?;
+    if let Err(e @ OAuthError::InvalidClient(_)) = &result {
+        tracing::info!(endpoint, error = %e, "client authentication failed");
+        metrics::counter!("consent_client_auth_failures_total", "endpoint" => endpoint)
+            .increment(1);
+        let window = std::time::Duration::from_secs(60);
+        if let Decision::Limited { .. } = state
+            .platform
+            .rate_limiter
+            .check(&fail_bucket, 20, window)
+            .await
+        {
+            let _ = state.platform.cache.set_flag(&block_key, window).await;
         }
     }
+    result
 }
 
 fn no_store(mut resp: HttpResponse) -> HttpResponse {
@@ -473,11 +481,14 @@ pub async fn token_endpoint(
         }
         "refresh_token" => {
             let rt = form.remove("refresh_token");
-            with_client(&state, &req, &mut form, "token", move |c, client| {
-                let rt = rt.ok_or_else(|| {
-                    OAuthError::InvalidRequest("refresh_token is required".into())
-                })?;
-                tokens::refresh(c, &svc, &client, &rt, now)
+            with_credentials(&state, &req, &mut form, "token", move |c, creds| {
+                let Some(rt) = rt else {
+                    clients::authenticate(c, creds)?;
+                    return Err(OAuthError::InvalidRequest(
+                        "refresh_token is required".into(),
+                    ));
+                };
+                tokens::refresh(c, &svc, creds, &rt, now)
             })
             .await
         }
@@ -549,9 +560,12 @@ pub async fn introspect_endpoint(
     let token = form.remove("token");
     let svc = state.oauth.clone();
     let now = state.platform.now();
-    let result = with_client(&state, &req, &mut form, "introspect", move |c, client| {
-        let token = token.ok_or_else(|| OAuthError::InvalidRequest("token is required".into()))?;
-        tokens::introspect(c, &svc, &client, &token, now)
+    let result = with_credentials(&state, &req, &mut form, "introspect", move |c, creds| {
+        let Some(token) = token else {
+            clients::authenticate(c, creds)?;
+            return Err(OAuthError::InvalidRequest("token is required".into()));
+        };
+        tokens::introspect(c, &svc, creds, &token, now)
     })
     .await?;
     Ok(no_store(HttpResponse::Ok().json(result)))

@@ -263,7 +263,10 @@ async fn main() {
         },
         |s| {
             s.server.workers = 2;
-            s.database.pool_size = 32;
+            s.database.pool_size = std::env::var("CONSENT_LOAD_POOL")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(32);
             // The sweep benchmark writes webhook events; nobody delivers them during the run.
             s.webhooks.delivery_interval = "1h".parse().unwrap();
         },
