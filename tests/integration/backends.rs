@@ -27,3 +27,63 @@ async fn redis_is_reachable_when_configured() {
         .await
         .unwrap_or_else(|e| panic!("TEST_REDIS_URL is set but Redis does not answer: {e}"));
 }
+
+/// The pool does not ping connections on checkout; a connection PostgreSQL dropped must still be
+/// discarded after the one query that found it dead, not handed out again and again.
+#[tokio::test]
+async fn pooled_connections_dropped_by_postgres_are_replaced() {
+    use diesel::prelude::*;
+    use platform::storage::{Db, StorageError};
+    if !backends().contains(&Backend::Postgres) {
+        return;
+    }
+    let pg = e2e_tests::PgTestDb::create();
+    let pool_size = 3;
+    let db = Db::connect(&pg.url, pool_size, std::time::Duration::from_secs(5)).unwrap();
+    let ping = |db: &Db| {
+        let db = db.clone();
+        async move {
+            db.run(|c| {
+                diesel::sql_query("SELECT 1").execute(c)?;
+                Ok(())
+            })
+            .await
+        }
+    };
+    // r2d2 opens every connection up front (min_idle = max_size); use them.
+    for _ in 0..pool_size {
+        ping(&db).await.unwrap();
+    }
+    let admin_url = std::env::var("TEST_DATABASE_URL").unwrap();
+    let mut admin = diesel::PgConnection::establish(&admin_url).unwrap();
+    let killed: Vec<TerminatedRow> = diesel::sql_query(format!(
+        "SELECT pg_terminate_backend(pid) AS done FROM pg_stat_activity WHERE datname = '{}'",
+        pg.name
+    ))
+    .load(&mut admin)
+    .unwrap();
+    assert!(!killed.is_empty());
+    // Each dead connection fails at most once (503-class `Unavailable`), then is replaced.
+    let mut failures = 0;
+    for _ in 0..(pool_size as usize + 2) {
+        match ping(&db).await {
+            Ok(()) => {}
+            Err(StorageError::Unavailable(_)) => failures += 1,
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+    assert!(
+        (1..=pool_size as usize).contains(&failures),
+        "the dropped connections fail once each, then are replaced: {failures} failures"
+    );
+    for _ in 0..10 {
+        ping(&db).await.expect("recovered connections work");
+    }
+}
+
+#[derive(diesel::QueryableByName)]
+struct TerminatedRow {
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    #[allow(dead_code)]
+    done: bool,
+}

@@ -9,16 +9,12 @@ pub mod models;
 pub mod schema;
 
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
-use diesel::r2d2::{
-    ConnectionManager, CustomizeConnection, ManageConnection, Pool, PooledConnection,
-};
+use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnection};
 use diesel::sqlite::SqliteConnection;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
@@ -231,9 +227,9 @@ pub fn is_postgres_url(url: &str) -> bool {
 #[derive(Debug)]
 struct SqlitePragmas;
 
-impl CustomizeConnection<PoolConn, diesel::r2d2::Error> for SqlitePragmas {
-    fn on_acquire(&self, conn: &mut PoolConn) -> Result<(), diesel::r2d2::Error> {
-        if let AnyConnection::Sqlite(c) = &mut conn.conn {
+impl CustomizeConnection<AnyConnection, diesel::r2d2::Error> for SqlitePragmas {
+    fn on_acquire(&self, conn: &mut AnyConnection) -> Result<(), diesel::r2d2::Error> {
+        if let AnyConnection::Sqlite(c) = conn {
             // busy_timeout first, so the remaining statements wait instead of failing with
             // "database is locked" while other pool connections open. WAL is set once in
             // `Db::connect` (it is persistent in the file).
@@ -246,66 +242,10 @@ impl CustomizeConnection<PoolConn, diesel::r2d2::Error> for SqlitePragmas {
     }
 }
 
-/// A pooled connection and whether it has lost its server.
-///
-/// The pool does not ping a connection on every checkout (that was one extra round trip per
-/// request, a large share of a token grant's cost). Instead each connection watches its own
-/// queries: a statement that fails because the connection is gone (PostgreSQL restarted, network
-/// cut) marks it lost, and the pool discards it when it comes back, so the next request gets a
-/// fresh connection. The one request that met the dead connection fails with 503, as it would
-/// have with a ping (the server can go away between the ping and the query).
-#[derive(Debug)]
-pub struct PoolConn {
-    conn: AnyConnection,
-    lost: Arc<AtomicBool>,
-}
-
-/// Diesel instrumentation that notes a lost connection.
-struct LostWatch(Arc<AtomicBool>);
-
-impl diesel::connection::Instrumentation for LostWatch {
-    fn on_connection_event(&mut self, event: diesel::connection::InstrumentationEvent<'_>) {
-        use diesel::result::{DatabaseErrorKind, Error};
-        if let diesel::connection::InstrumentationEvent::FinishQuery {
-            error:
-                Some(Error::DatabaseError(
-                    DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
-                    _,
-                )),
-            ..
-        } = event
-        {
-            self.0.store(true, Ordering::Relaxed);
-        }
-    }
-}
-
-struct Manager(ConnectionManager<AnyConnection>);
-
-impl ManageConnection for Manager {
-    type Connection = PoolConn;
-    type Error = diesel::r2d2::Error;
-
-    fn connect(&self) -> Result<PoolConn, Self::Error> {
-        let mut conn = self.0.connect()?;
-        let lost = Arc::new(AtomicBool::new(false));
-        conn.set_instrumentation(LostWatch(lost.clone()));
-        Ok(PoolConn { conn, lost })
-    }
-
-    fn is_valid(&self, conn: &mut PoolConn) -> Result<(), Self::Error> {
-        self.0.is_valid(&mut conn.conn)
-    }
-
-    fn has_broken(&self, conn: &mut PoolConn) -> bool {
-        conn.lost.load(Ordering::Relaxed) || self.0.has_broken(&mut conn.conn)
-    }
-}
-
 /// A pool of connections to one database.
 #[derive(Clone)]
 pub struct Db {
-    pool: Pool<Manager>,
+    pool: Pool<ConnectionManager<AnyConnection>>,
     backend: Backend,
 }
 
@@ -342,7 +282,12 @@ impl Db {
             c.batch_execute("PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL;")?;
             (Backend::Sqlite, path.to_string())
         };
-        let manager = Manager(ConnectionManager::<AnyConnection>::new(conn_url));
+        let manager = ConnectionManager::<AnyConnection>::new(conn_url);
+        // No ping on checkout: it was one extra round trip per request, a large share of a
+        // token grant's cost. A connection the server dropped is not handed out again: the query
+        // that meets it fails (503, as it could after a ping too), libpq then reports an unknown
+        // transaction status, diesel marks the connection broken and r2d2 discards it (tested
+        // in tests/integration/backends.rs).
         let pool = Pool::builder()
             .max_size(pool_size)
             .test_on_check_out(false)
@@ -356,14 +301,14 @@ impl Db {
         self.backend
     }
 
-    fn conn(&self) -> StorageResult<PooledConnection<Manager>> {
+    fn conn(&self) -> StorageResult<PooledConnection<ConnectionManager<AnyConnection>>> {
         Ok(self.pool.get()?)
     }
 
     /// Applies pending migrations for this backend; returns the versions applied.
     pub fn migrate(&self) -> StorageResult<Vec<String>> {
         let mut conn = self.conn()?;
-        let applied = match &mut conn.conn {
+        let applied = match &mut *conn {
             AnyConnection::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS),
             AnyConnection::Postgresql(c) => c.run_pending_migrations(POSTGRES_MIGRATIONS),
         }
@@ -373,7 +318,7 @@ impl Db {
 
     pub fn has_pending_migrations(&self) -> StorageResult<bool> {
         let mut conn = self.conn()?;
-        match &mut conn.conn {
+        match &mut *conn {
             AnyConnection::Sqlite(c) => c.has_pending_migration(SQLITE_MIGRATIONS),
             AnyConnection::Postgresql(c) => c.has_pending_migration(POSTGRES_MIGRATIONS),
         }
@@ -383,7 +328,7 @@ impl Db {
     /// Reverts every applied migration (used by tests and `consent migrate --revert-all`).
     pub fn revert_all(&self) -> StorageResult<Vec<String>> {
         let mut conn = self.conn()?;
-        let reverted = match &mut conn.conn {
+        let reverted = match &mut *conn {
             AnyConnection::Sqlite(c) => c.revert_all_migrations(SQLITE_MIGRATIONS),
             AnyConnection::Postgresql(c) => c.revert_all_migrations(POSTGRES_MIGRATIONS),
         }
@@ -400,7 +345,7 @@ impl Db {
         let db = self.clone();
         tokio::task::spawn_blocking(move || {
             let mut conn = db.conn()?;
-            f(&mut conn.conn)
+            f(&mut conn)
         })
         .await
         .map_err(|e| StorageError::Unavailable(format!("database task failed: {e}")))?
@@ -422,7 +367,7 @@ impl Db {
         F: FnOnce(&mut AnyConnection) -> StorageResult<T>,
     {
         let mut conn = self.conn()?;
-        write_tx(&mut conn.conn, f)
+        write_tx(&mut conn, f)
     }
 
     /// Synchronous read for CLI commands and blocking contexts.
@@ -431,7 +376,7 @@ impl Db {
         F: FnOnce(&mut AnyConnection) -> StorageResult<T>,
     {
         let mut conn = self.conn()?;
-        f(&mut conn.conn)
+        f(&mut conn)
     }
 
     /// Cheap liveness query for `/readyz`.
