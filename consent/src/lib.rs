@@ -126,6 +126,9 @@ impl Application {
                 platform: platform.clone(),
                 keys: oauth::keys::KeyRing::new(keys),
                 issuer: issuer.clone(),
+                answers: std::sync::Arc::new(oauth::answers::AnswerCache::new(
+                    platform.settings.tokens.introspection_cache_ttl.get(),
+                )),
             },
             issuer,
             platform,

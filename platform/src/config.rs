@@ -206,6 +206,9 @@ pub struct TokenSettings {
     pub refresh_token_ttl: ConfigDuration,
     pub code_ttl: ConfigDuration,
     pub par_ttl: ConfigDuration,
+    /// How long an instance may reuse an active introspection answer (0 = never); see
+    /// `consent::oauth::answers`. At most 10 s.
+    pub introspection_cache_ttl: ConfigDuration,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -277,6 +280,7 @@ impl Default for Settings {
                 refresh_token_ttl: ConfigDuration::days(30),
                 code_ttl: ConfigDuration::secs(60),
                 par_ttl: ConfigDuration::secs(60),
+                introspection_cache_ttl: ConfigDuration::secs(1),
             },
             lifecycle: LifecycleSettings {
                 max_grant_lifetime: ConfigDuration::days(180),
@@ -374,6 +378,11 @@ impl Settings {
         if self.tokens.code_ttl.get() > Duration::from_secs(60) {
             return Err(ConfigError(
                 "tokens.code_ttl must be at most 60s (RFC 9700)".into(),
+            ));
+        }
+        if self.tokens.introspection_cache_ttl.get() > Duration::from_secs(10) {
+            return Err(ConfigError(
+                "tokens.introspection_cache_ttl must be at most 10s".into(),
             ));
         }
         if self.tokens.par_ttl.get() > Duration::from_secs(60) {
@@ -548,6 +557,7 @@ mod tests {
         let bad = [
             ("CONSENT_TOKENS__ACCESS_TOKEN_TTL", "ten minutes"),
             ("CONSENT_TOKENS__CODE_TTL", "10m"),
+            ("CONSENT_TOKENS__INTROSPECTION_CACHE_TTL", "11s"),
             ("CONSENT_DATABASE__POOL_SIZE", "0"),
             ("CONSENT_SERVER__NOPE", "1"),
             ("CONSENT_PUBLIC_URL", "not a url"),

@@ -50,6 +50,7 @@ struct NewRevocation<'a> {
 /// revocation feed in the database), so a failure is logged, not returned: the database stays
 /// authoritative and every instance also polls it each second.
 pub async fn publish(platform: &crate::Platform, grant_ids: &[String]) {
+    EPOCH.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     for ids in grant_ids.chunks(1_000) {
         if let Err(e) = platform
             .cache
@@ -59,6 +60,17 @@ pub async fn publish(platform: &crate::Platform, grant_ids: &[String]) {
             tracing::warn!(error = %e, "revocation publish failed; the database remains authoritative");
         }
     }
+}
+
+/// Counts [`publish`] calls in this process (revocations committed here), so per-instance caches
+/// of token answers can tell that something was revoked since they stored an answer, without
+/// waiting for the revocation feed. Callers of `publish` for access-token revocations (which end
+/// no grant) pass an empty list: the count still moves.
+static EPOCH: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The current revocation epoch of this process (see [`publish`]).
+pub fn epoch() -> u64 {
+    EPOCH.load(std::sync::atomic::Ordering::SeqCst)
 }
 
 /// Channel on which ended grant ids are published to every instance.

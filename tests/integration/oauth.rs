@@ -1607,3 +1607,111 @@ async fn concurrent_uses_of_one_refresh_token_rotate_once_and_end_the_grant() {
         app.stop().await;
     }
 }
+
+async fn introspection_cache_hits(app: &TestApp) -> f64 {
+    let text = app.get("/metrics").await.text().await.unwrap();
+    text.lines()
+        .find(|l| l.starts_with("consent_introspection_cache_hits_total"))
+        .and_then(|l| l.split_whitespace().last())
+        .map(|v| v.parse().unwrap())
+        .unwrap_or(0.0)
+}
+
+/// Active introspection answers are reused for a moment (`tokens.introspection_cache_ttl`), but
+/// never for a wrong secret or another client, and never after a revocation made on this
+/// instance; one written elsewhere (straight into the feed here) shows within the TTL.
+#[tokio::test]
+async fn reused_introspection_answers_never_outlive_a_revocation() {
+    for backend in backends() {
+        let app = spawn_demo_app(backend).await;
+        app.login_customer("alice").await;
+        let mut tokens = vec![];
+        for _ in 0..2 {
+            let (code, verifier) = code_for(&app, DEMO, DEMO_REDIRECT).await;
+            let t: Value = exchange(&app, DEMO, &code, &verifier)
+                .await
+                .json()
+                .await
+                .unwrap();
+            tokens.push(t);
+        }
+        let access = tokens[0]["access_token"].as_str().unwrap();
+        let first = app.post_introspect(DEMO, access).await;
+        assert_eq!(first["active"], true, "{backend:?}");
+        let hits = introspection_cache_hits(&app).await;
+        let again = app.post_introspect(DEMO, access).await;
+        assert_eq!(again, first, "a reused answer is the same answer");
+        assert!(
+            introspection_cache_hits(&app).await > hits,
+            "{backend:?}: reused"
+        );
+
+        // A stored answer does not vouch for credentials.
+        let r = app
+            .post_form(
+                "/oauth2/introspect",
+                Some((DEMO_CLIENT, "cs_wrong")),
+                &[("token", access)],
+            )
+            .await;
+        assert_eq!(r.status(), 401, "{backend:?}");
+        insert_client(
+            &app,
+            "c_other",
+            "sandbox",
+            DEMO_REDIRECT,
+            "cs_other-secret-value-0123456789",
+        )
+        .await;
+        let other = app
+            .post_introspect(("c_other", "cs_other-secret-value-0123456789"), access)
+            .await;
+        assert_eq!(other, json!({ "active": false }), "{backend:?}");
+
+        // Revoked here: the very next introspection says so.
+        assert_eq!(
+            app.post_form("/oauth2/revoke", Some(DEMO), &[("token", access)])
+                .await
+                .status(),
+            200
+        );
+        let after = app.post_introspect(DEMO, access).await;
+        assert_eq!(after["active"], false, "{backend:?}: {after}");
+
+        // Revoked elsewhere (the feed row another instance would write): seen within the TTL.
+        let access2 = tokens[1]["access_token"].as_str().unwrap().to_string();
+        assert_eq!(app.post_introspect(DEMO, &access2).await["active"], true);
+        assert_eq!(app.post_introspect(DEMO, &access2).await["active"], true);
+        let grant2 = tokens[1]["grant_id"].as_str().unwrap().to_string();
+        app.platform
+            .db
+            .write(move |c| {
+                use platform::storage::schema::{grants, revocations};
+                diesel::update(grants::table.filter(grants::id.eq(&grant2)))
+                    .set(grants::status.eq("revoked"))
+                    .execute(c)?;
+                diesel::insert_into(revocations::table)
+                    .values((
+                        revocations::grant_id.eq(&grant2),
+                        revocations::reason.eq("test"),
+                        revocations::revoked_at.eq(chrono::Utc::now().naive_utc()),
+                    ))
+                    .execute(c)?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let start = std::time::Instant::now();
+        loop {
+            if app.post_introspect(DEMO, &access2).await["active"] == false {
+                break;
+            }
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(2),
+                "{backend:?}: still active 2 s after the revocation"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        app.stop().await;
+    }
+}

@@ -175,6 +175,15 @@ pub fn authenticate_with(
     }
 }
 
+/// Checks presented credentials against a client row loaded earlier (same checks as
+/// [`authenticate`]).
+pub fn verify_known(creds: &ClientCredentials, client: &OAuthClient) -> Result<(), OAuthError> {
+    if client.id != creds.client_id() {
+        return Err(invalid_client());
+    }
+    verify(creds, Some(client.clone())).map(|_| ())
+}
+
 /// Checks presented credentials against a loaded client (`None`: unknown client).
 fn verify(
     creds: &ClientCredentials,

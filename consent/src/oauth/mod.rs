@@ -8,6 +8,7 @@
 //! primitives it would contribute (exact redirect matching, the S256 comparison) are a few lines
 //! here, tested directly.
 
+pub mod answers;
 pub mod clients;
 pub mod error;
 pub mod flow;
@@ -26,6 +27,8 @@ pub struct OAuthService {
     pub keys: keys::KeyRing,
     /// The issuer identifier (RFC 8414 / RFC 9207 `iss`).
     pub issuer: String,
+    /// Recent active introspection answers (see [`answers`]).
+    pub answers: std::sync::Arc<answers::AnswerCache>,
 }
 
 impl OAuthService {

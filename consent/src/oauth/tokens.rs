@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::OAuthService;
+use super::answers::Basis;
 use super::clients::{self as oauth_clients, ClientCredentials, ClientRow, OAuthClient};
 use super::error::OAuthError;
 use super::rar::{AccessRequest, AccountAccessDetail};
@@ -719,6 +720,7 @@ pub struct Introspection {
 
 /// A minted access token found by the SHA-256 of its text.
 struct Minted {
+    revocation_id: String,
     expires_at: NaiveDateTime,
     /// Its revocation id is on the revocation list.
     revoked: bool,
@@ -731,6 +733,7 @@ struct Minted {
 /// query.
 fn load_minted(c: &mut AnyConnection, hash: &str) -> Result<Option<Minted>, StorageError> {
     type Row = (
+        String,
         NaiveDateTime,
         Option<i64>,
         (
@@ -752,6 +755,7 @@ fn load_minted(c: &mut AnyConnection, hash: &str) -> Result<Option<Minted>, Stor
         )
         .filter(issued_tokens::token_hash.eq(hash))
         .select((
+            issued_tokens::revocation_id,
             issued_tokens::expires_at,
             revocations::seq.nullable(),
             (
@@ -769,11 +773,13 @@ fn load_minted(c: &mut AnyConnection, hash: &str) -> Result<Option<Minted>, Stor
         .optional()?;
     Ok(row.map(
         |(
+            revocation_id,
             expires_at,
             revoked,
             (id, customer_id, client_id, status, details, gexpires, last_used_at),
             client,
         )| Minted {
+            revocation_id,
             expires_at,
             revoked: revoked.is_some(),
             grant: GrantRow {
@@ -798,8 +804,8 @@ pub fn introspect(
     creds: &ClientCredentials,
     token: &str,
     now: DateTime<Utc>,
-) -> Result<Introspection, OAuthError> {
-    let inactive = Introspection::default();
+) -> Result<(Introspection, Option<Basis>), OAuthError> {
+    let inactive = (Introspection::default(), None);
     if token.is_empty() || token.len() > 8192 {
         oauth_clients::authenticate(c, creds)?;
         return Ok(inactive);
@@ -807,6 +813,8 @@ pub fn introspect(
     // As in `refresh`: the token's row brings its grant's client, which usually is the asking
     // client, so one query serves authentication and the answer.
     let hash = PlainToken::from_presented(token).hash();
+    // Set for a minted access token found by its hash: what a reusable answer depends on.
+    let mut minted_rid = None;
     let (grant, client, token_type, exp, token_revoked) = if token.starts_with("rt_") {
         let found = load_refresh(c, hash.as_str())?;
         let client = oauth_clients::authenticate_with(c, creds, found.as_ref().map(|r| &r.client))?;
@@ -828,6 +836,7 @@ pub fn introspect(
         if minted.expires_at <= now.naive_utc() {
             return Ok(inactive);
         }
+        minted_rid = Some(minted.revocation_id);
         (
             minted.grant,
             client,
@@ -855,11 +864,14 @@ pub fn introspect(
     }
     if token_revoked || grant.status != "authorized" || grant.expires_at <= now.naive_utc() {
         // Tell the owning client why: the grant's status (e.g. revoked by the customer).
-        return Ok(Introspection {
-            grant_id: Some(grant.id),
-            grant_status: Some(grant.status),
-            ..inactive
-        });
+        return Ok((
+            Introspection {
+                grant_id: Some(grant.id),
+                grant_status: Some(grant.status),
+                ..Introspection::default()
+            },
+            None,
+        ));
     }
     // An introspection is use of the grant (dormancy is measured from it), recorded at most once
     // a minute: the common case costs no write.
@@ -879,7 +891,14 @@ pub fn introspect(
         tracing::warn!(error = %e, "introspection: recording use of the grant failed");
     }
     let access = AccessRequest::from_stored(&grant.details)?;
-    Ok(Introspection {
+    let basis = minted_rid.map(|rid| Basis {
+        client,
+        grant_id: grant.id.clone(),
+        revocation_ids: vec![rid],
+        token_expires_at: exp,
+        grant_expires_at: grant.expires_at.and_utc(),
+    });
+    let answer = Introspection {
         active: true,
         client_id: Some(grant.client_id),
         sub: Some(grant.customer_id),
@@ -890,7 +909,8 @@ pub fn introspect(
         grant_id: Some(grant.id),
         grant_status: Some(grant.status),
         authorization_details: Some(vec![access.to_detail()]),
-    })
+    };
+    Ok((answer, basis))
 }
 
 #[cfg(test)]

@@ -183,6 +183,24 @@ where
     T: Send + 'static,
     F: FnOnce(&mut AnyConnection, &ClientCredentials) -> Result<T, OAuthError> + Send + 'static,
 {
+    with_credentials_or(state, req, form, endpoint, |_| None, then).await
+}
+
+/// [`with_credentials`], but `answered` may answer first without the database (it must verify the
+/// credentials itself); it runs after the block check.
+pub(crate) async fn with_credentials_or<T, A, F>(
+    state: &AppState,
+    req: &HttpRequest,
+    form: &mut HashMap<String, String>,
+    endpoint: &'static str,
+    answered: A,
+    then: F,
+) -> Result<T, OAuthError>
+where
+    T: Send + 'static,
+    A: FnOnce(&ClientCredentials) -> Option<T>,
+    F: FnOnce(&mut AnyConnection, &ClientCredentials) -> Result<T, OAuthError> + Send + 'static,
+{
     let creds = credentials(req, form)?;
     let peer = req
         .peer_addr()
@@ -199,6 +217,9 @@ where
         return Err(OAuthError::TemporarilyUnavailable(
             "too many failed authentication attempts; try again in a minute".into(),
         ));
+    }
+    if let Some(done) = answered(&creds) {
+        return Ok(done);
     }
     let fail_bucket = format!("client-auth-fail:{}:{peer}", creds.client_id());
     let result = state.platform.db.run(move |c| Ok(then(c, &creds))).await?;
@@ -560,13 +581,35 @@ pub async fn introspect_endpoint(
     let token = form.remove("token");
     let svc = state.oauth.clone();
     let now = state.platform.now();
-    let result = with_credentials(&state, &req, &mut form, "introspect", move |c, creds| {
-        let Some(token) = token else {
-            clients::authenticate(c, creds)?;
-            return Err(OAuthError::InvalidRequest("token is required".into()));
-        };
-        tokens::introspect(c, &svc, creds, &token, now)
-    })
+    // Recent active answers for the same token may be reused (see `oauth::answers`).
+    let answers = state.oauth.answers.clone();
+    let key = token
+        .as_deref()
+        .filter(|_| answers.enabled())
+        .map(|t| PlainToken::from_presented(t).hash().as_str().to_string());
+    let epoch = platform::revocation::epoch();
+    let (result, basis) = with_credentials_or(
+        &state,
+        &req,
+        &mut form,
+        "introspect",
+        |creds| {
+            let key = key.as_deref()?;
+            answers
+                .get(key, creds, now, &state.revocations)
+                .map(|a| (a, None))
+        },
+        move |c, creds| {
+            let Some(token) = token else {
+                clients::authenticate(c, creds)?;
+                return Err(OAuthError::InvalidRequest("token is required".into()));
+            };
+            tokens::introspect(c, &svc, creds, &token, now)
+        },
+    )
     .await?;
+    if let (Some(key), Some(basis)) = (key, basis) {
+        answers.put(key, result.clone(), basis, epoch);
+    }
     Ok(no_store(HttpResponse::Ok().json(result)))
 }

@@ -1,0 +1,125 @@
+//! A short-lived, per-instance memory of positive introspection answers for minted access tokens.
+//!
+//! Resource servers that cannot verify Biscuits offline introspect the same token many times in
+//! its ten minutes. The database answer for an active token is kept for `tokens.introspection_cache_ttl`
+//! (default 1 s; 0 turns it off) and reused only when, at the time of reuse:
+//! - the asking client presents credentials that verify (constant time) against the client row the
+//!   answer was made with, and it is the token's client;
+//! - the token and its grant are still unexpired;
+//! - the instance's revocation list is fresh (synced within 10 s) and lists neither the grant nor
+//!   the token's revocation id;
+//! - no revocation has been published by this process since the answer was stored
+//!   ([`platform::revocation::epoch`]), so a revocation made here is seen by the very next
+//!   introspection here.
+//!
+//! Anything else goes to the database, and only active answers are kept. A revocation made on
+//! another instance reaches this one as the revocation list does (at once over Redis pub/sub, at
+//! most 1 s by the database poll), the same bound offline verifiers have. A client suspended or
+//! whose secret was rotated on another instance can use a stored answer for at most the TTL.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+
+use super::clients::{self, ClientCredentials, OAuthClient};
+use super::tokens::Introspection;
+use crate::revocation_list::RevocationList;
+
+/// Entries kept at most; when full, stale entries are dropped, then everything.
+const CAPACITY: usize = 100_000;
+
+/// What an active answer depends on.
+#[derive(Debug, Clone)]
+pub struct Basis {
+    pub client: OAuthClient,
+    pub grant_id: String,
+    pub revocation_ids: Vec<String>,
+    pub token_expires_at: DateTime<Utc>,
+    pub grant_expires_at: DateTime<Utc>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    answer: Introspection,
+    basis: Basis,
+    stored_at: Instant,
+    epoch: u64,
+}
+
+#[derive(Debug)]
+pub struct AnswerCache {
+    ttl: Duration,
+    entries: Mutex<HashMap<String, Entry>>,
+}
+
+impl AnswerCache {
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        !self.ttl.is_zero()
+    }
+
+    /// A stored answer for the token with SHA-256 `token_hash`, if every condition in the module
+    /// documentation holds now.
+    pub fn get(
+        &self,
+        token_hash: &str,
+        creds: &ClientCredentials,
+        now: DateTime<Utc>,
+        revocations: &RevocationList,
+    ) -> Option<Introspection> {
+        if !self.enabled() {
+            return None;
+        }
+        let (answer, basis) = {
+            let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+            let e = entries.get(token_hash)?;
+            if e.stored_at.elapsed() >= self.ttl || e.epoch != platform::revocation::epoch() {
+                return None;
+            }
+            (e.answer.clone(), e.basis.clone())
+        };
+        if basis.client.id != creds.client_id()
+            || clients::verify_known(creds, &basis.client).is_err()
+            || now >= basis.token_expires_at
+            || now >= basis.grant_expires_at
+            || revocations.is_revoked(&basis.grant_id, &basis.revocation_ids) != Ok(false)
+        {
+            return None;
+        }
+        metrics::counter!("consent_introspection_cache_hits_total").increment(1);
+        Some(answer)
+    }
+
+    /// Keeps an active answer made from the database under the epoch read before that query
+    /// (so a revocation published meanwhile makes it unusable).
+    pub fn put(&self, token_hash: String, answer: Introspection, basis: Basis, epoch: u64) {
+        if !self.enabled() || !answer.active {
+            return;
+        }
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if entries.len() >= CAPACITY {
+            let ttl = self.ttl;
+            entries.retain(|_, e| e.stored_at.elapsed() < ttl);
+            if entries.len() >= CAPACITY {
+                entries.clear();
+            }
+        }
+        entries.insert(
+            token_hash,
+            Entry {
+                answer,
+                basis,
+                stored_at: Instant::now(),
+                epoch,
+            },
+        );
+    }
+}
