@@ -267,6 +267,10 @@ async fn main() {
                 .ok()
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(32);
+            // `0s` measures introspection without reusing answers.
+            if let Ok(ttl) = std::env::var("CONSENT_LOAD_INTROSPECTION_CACHE_TTL") {
+                s.tokens.introspection_cache_ttl = ttl.parse().expect("a duration, e.g. 0s");
+            }
             // The sweep benchmark writes webhook events; nobody delivers them during the run.
             s.webhooks.delivery_interval = "1h".parse().unwrap();
         },
