@@ -28,7 +28,7 @@ use super::tokens::Introspection;
 use crate::revocation_list::RevocationList;
 
 /// Entries kept at most; when full, stale entries are dropped, then everything.
-const CAPACITY: usize = 100_000;
+const CAPACITY: usize = 20_000;
 
 /// What an active answer depends on.
 #[derive(Debug, Clone)]
