@@ -289,7 +289,7 @@ fn write_links(
                     (s, i, p)
                 },
             );
-            diesel::sql_query(
+            let linked = diesel::sql_query(
                 "UPDATE audit_events AS e SET chain_index = v.idx, prev_hash = v.prev, hash = v.hash \
                  FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[]) AS v(seq, idx, prev, hash) \
                  WHERE e.seq = v.seq",
@@ -299,6 +299,10 @@ fn write_links(
             .bind::<Array<Text>, _>(&prevs)
             .bind::<Array<Text>, _>(&hashes)
             .execute(pg)?;
+            if linked != seqs.len() {
+                // Never move the head past events that were not linked.
+                return Err(diesel::result::Error::RollbackTransaction.into());
+            }
         }
         AnyConnection::Sqlite(_) => {
             for ((seq, index, prev), hash) in links.into_iter().zip(&hashes) {

@@ -1604,6 +1604,11 @@ async fn concurrent_uses_of_one_refresh_token_rotate_once_and_end_the_grant() {
             "{backend:?}"
         );
         assert!(actions.iter().any(|a| a == "refresh_token.replayed"));
+        assert_eq!(
+            actions.iter().filter(|a| *a == "grant.revoked").count(),
+            1,
+            "{backend:?}: replays detected at once end the grant once"
+        );
         app.stop().await;
     }
 }
@@ -1619,14 +1624,25 @@ async fn introspection_cache_hits(app: &TestApp) -> f64 {
 
 /// Active introspection answers are reused for a moment (`tokens.introspection_cache_ttl`), but
 /// never for a wrong secret or another client, and never after a revocation made on this
-/// instance; one written elsewhere (straight into the feed here) shows within the TTL.
+/// instance (including a detected refresh-token replay); one written elsewhere (straight into the
+/// feed here) shows as soon as the revocation list has it.
 #[tokio::test]
 async fn reused_introspection_answers_never_outlive_a_revocation() {
     for backend in backends() {
-        let app = spawn_demo_app(backend).await;
+        // The longest TTL allowed, so that a revocation seen within 2 s below is the revocation
+        // list's doing, not the answer's expiry.
+        let app = spawn_app_with(
+            backend,
+            consent::ServeOptions {
+                demo: true,
+                ..Default::default()
+            },
+            |s| s.tokens.introspection_cache_ttl = "10s".parse().unwrap(),
+        )
+        .await;
         app.login_customer("alice").await;
         let mut tokens = vec![];
-        for _ in 0..2 {
+        for _ in 0..3 {
             let (code, verifier) = code_for(&app, DEMO, DEMO_REDIRECT).await;
             let t: Value = exchange(&app, DEMO, &code, &verifier)
                 .await
@@ -1678,7 +1694,20 @@ async fn reused_introspection_answers_never_outlive_a_revocation() {
         let after = app.post_introspect(DEMO, access).await;
         assert_eq!(after["active"], false, "{backend:?}: {after}");
 
-        // Revoked elsewhere (the feed row another instance would write): seen within the TTL.
+        // A replayed refresh token ends its grant here: the next introspection says so.
+        let access3 = tokens[2]["access_token"].as_str().unwrap();
+        let rt3 = tokens[2]["refresh_token"].as_str().unwrap();
+        assert_eq!(app.post_introspect(DEMO, access3).await["active"], true);
+        assert_eq!(app.post_introspect(DEMO, access3).await["active"], true);
+        let refresh = [("grant_type", "refresh_token"), ("refresh_token", rt3)];
+        assert_eq!(app.post_token(DEMO, &refresh).await.status(), 200);
+        assert_eq!(app.post_token(DEMO, &refresh).await.status(), 400);
+        let after = app.post_introspect(DEMO, access3).await;
+        assert_eq!(after["active"], false, "{backend:?}: {after}");
+        assert_eq!(after["grant_status"], "revoked");
+
+        // Revoked elsewhere (the feed row another instance would write): seen as soon as the
+        // revocation list syncs (each second), long before the 10 s TTL.
         let access2 = tokens[1]["access_token"].as_str().unwrap().to_string();
         assert_eq!(app.post_introspect(DEMO, &access2).await["active"], true);
         assert_eq!(app.post_introspect(DEMO, &access2).await["active"], true);

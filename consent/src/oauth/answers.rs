@@ -8,14 +8,16 @@
 //! - the token and its grant are still unexpired;
 //! - the instance's revocation list is fresh (synced within 10 s) and lists neither the grant nor
 //!   the token's revocation id;
-//! - no revocation has been published by this process since the answer was stored
-//!   ([`platform::revocation::epoch`]), so a revocation made here is seen by the very next
-//!   introspection here.
+//! - no revocation has been published by this process since the answer was read from the database
+//!   ([`platform::revocation::epoch`]), so a revocation made here (by a customer, the client, staff,
+//!   the sweeper or a detected replay) is seen by the very next introspection here.
 //!
 //! Anything else goes to the database, and only active answers are kept. A revocation made on
 //! another instance reaches this one as the revocation list does (at once over Redis pub/sub, at
-//! most 1 s by the database poll), the same bound offline verifiers have. A client suspended or
-//! whose secret was rotated on another instance can use a stored answer for at most the TTL.
+//! most 1 s by the database poll), the same bound offline verifiers have. Suspending a client ends
+//! its grants, so that is covered too; a client whose secret was rotated or that was deleted, here
+//! or elsewhere, can still be served a stored answer with its old secret for at most the TTL, and
+//! a grant extension shows up to the TTL late.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -27,7 +29,7 @@ use super::clients::{self, ClientCredentials, OAuthClient};
 use super::tokens::Introspection;
 use crate::revocation_list::RevocationList;
 
-/// Entries kept at most; when full, stale entries are dropped, then everything.
+/// Entries kept at most; when full, the cache starts over.
 const CAPACITY: usize = 20_000;
 
 /// What an active answer depends on.
@@ -98,26 +100,30 @@ impl AnswerCache {
         Some(answer)
     }
 
-    /// Keeps an active answer made from the database under the epoch read before that query
-    /// (so a revocation published meanwhile makes it unusable).
-    pub fn put(&self, token_hash: String, answer: Introspection, basis: Basis, epoch: u64) {
+    /// Keeps an active answer made from the database, with the epoch and time read before that
+    /// query (so a revocation published meanwhile makes it unusable, and its age counts from
+    /// before the read).
+    pub fn put(
+        &self,
+        token_hash: String,
+        answer: Introspection,
+        basis: Basis,
+        (epoch, read_at): (u64, Instant),
+    ) {
         if !self.enabled() || !answer.active {
             return;
         }
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         if entries.len() >= CAPACITY {
-            let ttl = self.ttl;
-            entries.retain(|_, e| e.stored_at.elapsed() < ttl);
-            if entries.len() >= CAPACITY {
-                entries.clear();
-            }
+            // More distinct tokens per TTL than we keep: start over (no scan under the lock).
+            entries.clear();
         }
         entries.insert(
             token_hash,
             Entry {
                 answer,
                 basis,
-                stored_at: Instant::now(),
+                stored_at: read_at,
                 epoch,
             },
         );

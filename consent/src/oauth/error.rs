@@ -13,6 +13,13 @@ pub enum OAuthError {
     InvalidClient(String),
     #[error("invalid_grant")]
     InvalidGrant(String),
+    /// `invalid_grant` after which the server ended the grant (a replayed code or refresh token);
+    /// the caller publishes the revocation once the transaction has committed.
+    #[error("invalid_grant")]
+    GrantRevoked {
+        description: String,
+        grant_id: String,
+    },
     #[error("unauthorized_client")]
     UnauthorizedClient(String),
     #[error("unsupported_grant_type")]
@@ -56,7 +63,8 @@ impl OAuthError {
             | OAuthError::AccessDenied(d)
             | OAuthError::UnsupportedTokenType(d)
             | OAuthError::TemporarilyUnavailable(d)
-            | OAuthError::ServerError(d) => d,
+            | OAuthError::ServerError(d)
+            | OAuthError::GrantRevoked { description: d, .. } => d,
         }
     }
 

@@ -263,6 +263,13 @@ fn revoke_for_security(
     Ok(())
 }
 
+fn replayed(grant_id: &str) -> OAuthError {
+    OAuthError::GrantRevoked {
+        description: "the refresh token was already used; the grant has been revoked".into(),
+        grant_id: grant_id.to_string(),
+    }
+}
+
 fn pkce_matches(verifier: &str, challenge: &str) -> bool {
     let valid = (43..=128).contains(&verifier.len())
         && verifier
@@ -326,9 +333,11 @@ pub fn exchange_code(
         .execute(c)?;
         if used_at.is_some() || won != 1 {
             revoke_for_security(c, &grant_id, &client.id, "authorization_code.reused", now)?;
-            return Ok(Err(invalid_grant(
-                "the authorization code was already used; the grant has been revoked",
-            )));
+            return Ok(Err(OAuthError::GrantRevoked {
+                description: "the authorization code was already used; the grant has been revoked"
+                    .into(),
+                grant_id,
+            }));
         }
         if expires_at <= now.naive_utc() {
             return Ok(Err(invalid_grant("the authorization code has expired")));
@@ -568,9 +577,7 @@ pub fn refresh(
             "active" => {}
             "used" => {
                 revoke_for_security(c, &grant.id, &client.id, "refresh_token.replayed", now)?;
-                return Ok(Err(invalid_grant(
-                    "the refresh token was already used; the grant has been revoked",
-                )));
+                return Ok(Err(replayed(&grant.id)));
             }
             _ => return Ok(Err(invalid_grant("the refresh token has been revoked"))),
         }
@@ -592,9 +599,7 @@ pub fn refresh(
         .execute(c)?;
         if won != 1 {
             revoke_for_security(c, &grant.id, &client.id, "refresh_token.replayed", now)?;
-            return Ok(Err(invalid_grant(
-                "the refresh token was already used; the grant has been revoked",
-            )));
+            return Ok(Err(replayed(&grant.id)));
         }
         issue(c, svc, grant, &row.family, "token.refreshed", now)
     })?

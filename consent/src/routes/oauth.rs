@@ -522,7 +522,12 @@ pub async fn token_endpoint(
                 OAuthError::UnsupportedGrantType(format!("grant_type {other:?} is not supported"))
             })
         }
-    }?;
+    };
+    if let Err(OAuthError::GrantRevoked { grant_id, .. }) = &result {
+        // A replay ended the grant (committed): tell every instance, as other revocations do.
+        crate::publish_revocations(&state.platform, std::slice::from_ref(grant_id)).await;
+    }
+    let result = result?;
     metrics::counter!("consent_tokens_issued_total", "grant_type" => grant_type).increment(1);
     Ok(no_store(HttpResponse::Ok().json(result)))
 }
@@ -587,7 +592,7 @@ pub async fn introspect_endpoint(
         .as_deref()
         .filter(|_| answers.enabled())
         .map(|t| PlainToken::from_presented(t).hash().as_str().to_string());
-    let epoch = platform::revocation::epoch();
+    let read = (platform::revocation::epoch(), std::time::Instant::now());
     let (result, basis) = with_credentials_or(
         &state,
         &req,
@@ -609,7 +614,7 @@ pub async fn introspect_endpoint(
     )
     .await?;
     if let (Some(key), Some(basis)) = (key, basis) {
-        answers.put(key, result.clone(), basis, epoch);
+        answers.put(key, result.clone(), basis, read);
     }
     Ok(no_store(HttpResponse::Ok().json(result)))
 }

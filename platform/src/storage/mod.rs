@@ -10,11 +10,14 @@ pub mod schema;
 
 use std::path::Path;
 use std::time::Duration;
+use std::time::Instant;
 
 use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
-use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnection};
+use diesel::r2d2::{
+    ConnectionManager, CustomizeConnection, ManageConnection, Pool, PooledConnection,
+};
 use diesel::sqlite::SqliteConnection;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
@@ -55,7 +58,8 @@ pub enum PgBind<'a> {
 /// the hot paths that need what the query DSL cannot say, such as one statement that rotates a
 /// refresh token and writes everything that goes with it through data-modifying CTEs. The SQL
 /// must be a constant (the statement cache is keyed by its text); `$n` refers to the n-th bind
-/// and may appear more than once.
+/// and may appear more than once. Every `$` is read as a bind reference, so the SQL must not use
+/// `$` otherwise (no dollar quoting, no `$` inside literals or comments).
 #[derive(Debug)]
 pub struct PgStatement<'a> {
     sql: &'static str,
@@ -227,9 +231,9 @@ pub fn is_postgres_url(url: &str) -> bool {
 #[derive(Debug)]
 struct SqlitePragmas;
 
-impl CustomizeConnection<AnyConnection, diesel::r2d2::Error> for SqlitePragmas {
-    fn on_acquire(&self, conn: &mut AnyConnection) -> Result<(), diesel::r2d2::Error> {
-        if let AnyConnection::Sqlite(c) = conn {
+impl CustomizeConnection<PoolConn, diesel::r2d2::Error> for SqlitePragmas {
+    fn on_acquire(&self, conn: &mut PoolConn) -> Result<(), diesel::r2d2::Error> {
+        if let AnyConnection::Sqlite(c) = &mut conn.conn {
             // busy_timeout first, so the remaining statements wait instead of failing with
             // "database is locked" while other pool connections open. WAL is set once in
             // `Db::connect` (it is persistent in the file).
@@ -242,10 +246,54 @@ impl CustomizeConnection<AnyConnection, diesel::r2d2::Error> for SqlitePragmas {
     }
 }
 
+/// A connection idle at least this long is pinged before it is handed out.
+const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(5);
+
+/// A pooled connection and when it was last handed out.
+///
+/// Pinging on every checkout cost one extra round trip per request, a large share of a token
+/// grant. Busy connections are not pinged; one idle for [`PING_WHEN_IDLE_FOR`] is (a proxy or
+/// firewall may have cut it, or the server restarted meanwhile), and a dead one is replaced before
+/// any request sees it. A busy connection the server drops fails the one query that meets it
+/// (503); libpq then reports an unknown transaction status, diesel marks the connection broken and
+/// r2d2 discards it (tested in tests/integration/backends.rs).
+#[derive(Debug)]
+pub struct PoolConn {
+    conn: AnyConnection,
+    handed_out_at: Instant,
+}
+
+#[derive(Debug)]
+struct Manager(ConnectionManager<AnyConnection>);
+
+impl ManageConnection for Manager {
+    type Connection = PoolConn;
+    type Error = diesel::r2d2::Error;
+
+    fn connect(&self) -> Result<PoolConn, Self::Error> {
+        Ok(PoolConn {
+            conn: self.0.connect()?,
+            handed_out_at: Instant::now(),
+        })
+    }
+
+    fn is_valid(&self, conn: &mut PoolConn) -> Result<(), Self::Error> {
+        if conn.handed_out_at.elapsed() >= PING_WHEN_IDLE_FOR {
+            self.0.is_valid(&mut conn.conn)?;
+        }
+        conn.handed_out_at = Instant::now();
+        Ok(())
+    }
+
+    fn has_broken(&self, conn: &mut PoolConn) -> bool {
+        self.0.has_broken(&mut conn.conn)
+    }
+}
+
 /// A pool of connections to one database.
 #[derive(Clone)]
 pub struct Db {
-    pool: Pool<ConnectionManager<AnyConnection>>,
+    pool: Pool<Manager>,
     backend: Backend,
 }
 
@@ -282,15 +330,11 @@ impl Db {
             c.batch_execute("PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL;")?;
             (Backend::Sqlite, path.to_string())
         };
-        let manager = ConnectionManager::<AnyConnection>::new(conn_url);
-        // No ping on checkout: it was one extra round trip per request, a large share of a
-        // token grant's cost. A connection the server dropped is not handed out again: the query
-        // that meets it fails (503, as it could after a ping too), libpq then reports an unknown
-        // transaction status, diesel marks the connection broken and r2d2 discards it (tested
-        // in tests/integration/backends.rs).
+        let manager = Manager(ConnectionManager::<AnyConnection>::new(conn_url));
         let pool = Pool::builder()
             .max_size(pool_size)
-            .test_on_check_out(false)
+            // `Manager::is_valid` pings only connections idle for a while.
+            .test_on_check_out(true)
             .connection_timeout(connect_timeout)
             .connection_customizer(Box::new(SqlitePragmas))
             .build(manager)?;
@@ -301,14 +345,14 @@ impl Db {
         self.backend
     }
 
-    fn conn(&self) -> StorageResult<PooledConnection<ConnectionManager<AnyConnection>>> {
+    fn conn(&self) -> StorageResult<PooledConnection<Manager>> {
         Ok(self.pool.get()?)
     }
 
     /// Applies pending migrations for this backend; returns the versions applied.
     pub fn migrate(&self) -> StorageResult<Vec<String>> {
         let mut conn = self.conn()?;
-        let applied = match &mut *conn {
+        let applied = match &mut conn.conn {
             AnyConnection::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS),
             AnyConnection::Postgresql(c) => c.run_pending_migrations(POSTGRES_MIGRATIONS),
         }
@@ -318,7 +362,7 @@ impl Db {
 
     pub fn has_pending_migrations(&self) -> StorageResult<bool> {
         let mut conn = self.conn()?;
-        match &mut *conn {
+        match &mut conn.conn {
             AnyConnection::Sqlite(c) => c.has_pending_migration(SQLITE_MIGRATIONS),
             AnyConnection::Postgresql(c) => c.has_pending_migration(POSTGRES_MIGRATIONS),
         }
@@ -328,7 +372,7 @@ impl Db {
     /// Reverts every applied migration (used by tests and `consent migrate --revert-all`).
     pub fn revert_all(&self) -> StorageResult<Vec<String>> {
         let mut conn = self.conn()?;
-        let reverted = match &mut *conn {
+        let reverted = match &mut conn.conn {
             AnyConnection::Sqlite(c) => c.revert_all_migrations(SQLITE_MIGRATIONS),
             AnyConnection::Postgresql(c) => c.revert_all_migrations(POSTGRES_MIGRATIONS),
         }
@@ -345,7 +389,7 @@ impl Db {
         let db = self.clone();
         tokio::task::spawn_blocking(move || {
             let mut conn = db.conn()?;
-            f(&mut conn)
+            f(&mut conn.conn)
         })
         .await
         .map_err(|e| StorageError::Unavailable(format!("database task failed: {e}")))?
@@ -367,7 +411,7 @@ impl Db {
         F: FnOnce(&mut AnyConnection) -> StorageResult<T>,
     {
         let mut conn = self.conn()?;
-        write_tx(&mut conn, f)
+        write_tx(&mut conn.conn, f)
     }
 
     /// Synchronous read for CLI commands and blocking contexts.
@@ -376,7 +420,7 @@ impl Db {
         F: FnOnce(&mut AnyConnection) -> StorageResult<T>,
     {
         let mut conn = self.conn()?;
-        f(&mut conn)
+        f(&mut conn.conn)
     }
 
     /// Cheap liveness query for `/readyz`.
