@@ -1744,3 +1744,68 @@ async fn reused_introspection_answers_never_outlive_a_revocation() {
         app.stop().await;
     }
 }
+
+/// Refreshing records use of the grant (dormancy is measured from it) at most once a minute: the
+/// one-statement rotation skips it, the transactional path writes it when it is due.
+#[tokio::test]
+async fn refreshes_record_use_of_the_grant_once_a_minute() {
+    for backend in backends() {
+        let (app, clock) = e2e_tests::lifecycle::spawn_with_clock(backend, |_| {}).await;
+        app.login_customer("alice").await;
+        let (code, verifier) = code_for(&app, DEMO, DEMO_REDIRECT).await;
+        let t: Value = exchange(&app, DEMO, &code, &verifier)
+            .await
+            .json()
+            .await
+            .unwrap();
+        let grant_id = t["grant_id"].as_str().unwrap().to_string();
+        let last_used = || {
+            let id = grant_id.clone();
+            let db = app.platform.db.clone();
+            async move {
+                db.run(move |c| {
+                    Ok(grants::table
+                        .filter(grants::id.eq(&id))
+                        .select(grants::last_used_at)
+                        .first::<Option<chrono::NaiveDateTime>>(c)?)
+                })
+                .await
+                .unwrap()
+                .expect("the code exchange recorded use")
+            }
+        };
+        let at_exchange = last_used().await;
+        let mut rt = t["refresh_token"].as_str().unwrap().to_string();
+        let mut refresh = async |rt: &mut String| {
+            let r = app
+                .post_token(
+                    DEMO,
+                    &[
+                        ("grant_type", "refresh_token"),
+                        ("refresh_token", rt.as_str()),
+                    ],
+                )
+                .await;
+            assert_eq!(r.status(), 200, "{backend:?}");
+            let body: Value = r.json().await.unwrap();
+            *rt = body["refresh_token"].as_str().unwrap().to_string();
+        };
+        clock.advance(chrono::Duration::seconds(20));
+        refresh(&mut rt).await;
+        assert_eq!(
+            last_used().await,
+            at_exchange,
+            "{backend:?}: within the minute"
+        );
+        clock.advance(chrono::Duration::seconds(61));
+        refresh(&mut rt).await;
+        let later = last_used().await;
+        assert!(
+            later > at_exchange + chrono::Duration::seconds(80),
+            "{backend:?}: {later}"
+        );
+        refresh(&mut rt).await;
+        assert_eq!(last_used().await, later, "{backend:?}: once a minute");
+        app.stop().await;
+    }
+}

@@ -440,10 +440,13 @@ fn load_refresh(c: &mut AnyConnection, hash: &str) -> Result<Option<RefreshRow>,
 
 /// The whole rotation in one statement (so one round trip and one commit): mark the presented
 /// token used if it is still active and its grant still authorized and unexpired, then, only if
-/// that happened, insert the new refresh token, the access token's revocation ids, the grant's
-/// use and the audit event. The statement is atomic; it returns 1 when it rotated, 0 when a
-/// concurrent request or revocation got there first (the caller then takes the transactional
-/// path, which tells replay from revocation).
+/// that happened, insert the new refresh token, the access token's revocation ids and the audit
+/// event. The statement is atomic; it returns 1 when it rotated, 0 when a concurrent request or
+/// revocation got there first (the caller then takes the transactional path, which tells replay
+/// from revocation). It locks the token row and takes only key-share locks on the grant (foreign
+/// keys), so it cannot deadlock with `end_grants`, which locks the grant and then its tokens;
+/// refreshing `grants.last_used_at` (which would lock the grant after the token) is left to the
+/// transactional path, which locks the grant first.
 const ROTATE_SQL: &str = "\
 WITH used AS ( \
     UPDATE refresh_tokens SET status = 'used', used_at = $1 \
@@ -458,13 +461,10 @@ WITH used AS ( \
     INSERT INTO issued_tokens (revocation_id, grant_id, family_id, token_hash, expires_at) \
     SELECT r.rid, u.grant_id, $6, CASE WHEN r.n = 1 THEN $8 END, $9 \
     FROM used u CROSS JOIN unnest($10::text[]) WITH ORDINALITY AS r(rid, n) \
-), touched AS ( \
-    UPDATE grants SET last_used_at = $11 \
-    WHERE id IN (SELECT grant_id FROM used) AND (last_used_at IS NULL OR last_used_at < $12) \
 ), event AS ( \
     INSERT INTO audit_events \
         (event_id, occurred_at, actor_type, actor_id, action, target_type, target_id, details) \
-    SELECT $13, $14, 'client', $15, 'token.refreshed', 'grant', grant_id, $16 FROM used \
+    SELECT $11, $12, 'client', $13, 'token.refreshed', 'grant', grant_id, $14 FROM used \
 ) \
 SELECT count(*) AS n FROM used";
 
@@ -492,6 +492,8 @@ fn refresh_fast(
         || row.grant.client_id != client.id
         || row.grant.status != "authorized"
         || row.grant.expires_at <= naive_now
+        // Use of the grant is due to be recorded (at most once a minute): the transactional path.
+        || row.grant.last_used_at.is_none_or(|t| t < use_cutoff(now))
     {
         return Ok(None);
     }
@@ -499,11 +501,7 @@ fn refresh_fast(
         return Ok(None);
     };
     let (new_id, event_id) = (random_id("rtk_"), random_id("evt_"));
-    let (day_now, cutoff, event_at) = (
-        naive_now.trunc_subsecs(0),
-        use_cutoff(now),
-        naive_now.trunc_subsecs(6),
-    );
+    let event_at = naive_now.trunc_subsecs(6);
     let details = issue.details.to_string();
     let rotated: Count = PgStatement::new(
         ROTATE_SQL,
@@ -518,8 +516,6 @@ fn refresh_fast(
             B::Text(&issue.access_hash),
             B::Timestamp(&issue.access_expires),
             B::TextArray(&issue.revocation_ids),
-            B::Timestamp(&day_now),
-            B::Timestamp(&cutoff),
             B::Text(&event_id),
             B::Timestamp(&event_at),
             B::Text(&client.id),
@@ -564,9 +560,20 @@ pub fn refresh(
     }
     let client = &client;
     write_tx(c, |c| {
-        let Some(row) = load_refresh(c, hash.as_str())? else {
+        let Some(mut row) = load_refresh(c, hash.as_str())? else {
             return Ok(Err(invalid_grant("the refresh token is invalid")));
         };
+        if let AnyConnection::Postgresql(pg) = c {
+            // Grant before token, the order `end_grants` locks them in (no deadlock with a
+            // concurrent revocation); then read both again as they are now.
+            diesel::sql_query("SELECT 1 FROM grants WHERE id = $1 FOR NO KEY UPDATE")
+                .bind::<diesel::sql_types::Text, _>(&row.grant.id)
+                .execute(pg)?;
+            let Some(now_row) = load_refresh(c, hash.as_str())? else {
+                return Ok(Err(invalid_grant("the refresh token is invalid")));
+            };
+            row = now_row;
+        }
         let grant = &row.grant;
         if grant.client_id != client.id {
             return Ok(Err(invalid_grant(
