@@ -1776,7 +1776,7 @@ async fn refreshes_record_use_of_the_grant_once_a_minute() {
         };
         let at_exchange = last_used().await;
         let mut rt = t["refresh_token"].as_str().unwrap().to_string();
-        let mut refresh = async |rt: &mut String| {
+        let refresh = async |rt: &mut String| {
             let r = app
                 .post_token(
                     DEMO,
