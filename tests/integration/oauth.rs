@@ -9,6 +9,12 @@ use platform::storage::schema::{authorization_requests, grants};
 use serde_json::{Value, json};
 
 const DEMO: (&str, &str) = (DEMO_CLIENT, DEMO_SECRET);
+/// A second sandbox client with the demo redirect URI ([`insert_other_client`]).
+const OTHER: (&str, &str) = ("c_other", "cs_other-secret-value-0123456789");
+
+async fn insert_other_client(app: &TestApp) {
+    insert_client(app, OTHER.0, "sandbox", DEMO_REDIRECT, OTHER.1).await;
+}
 
 fn rar_all() -> String {
     details(json!({
@@ -422,14 +428,7 @@ async fn pkce_is_required_and_s256_only() {
 async fn code_is_bound_to_verifier_redirect_and_client_and_single_use() {
     for backend in backends() {
         let app = spawn_demo_app(backend).await;
-        insert_client(
-            &app,
-            "c_other",
-            "sandbox",
-            DEMO_REDIRECT,
-            "cs_other-secret-value-0123456789",
-        )
-        .await;
+        insert_other_client(&app).await;
         app.login_customer("alice").await;
 
         // Wrong verifier: refused (and the code is burnt).
@@ -469,13 +468,7 @@ async fn code_is_bound_to_verifier_redirect_and_client_and_single_use() {
 
         // Another client cannot redeem it.
         let (code3, verifier3) = code_for(&app, DEMO, DEMO_REDIRECT).await;
-        let r = exchange(
-            &app,
-            ("c_other", "cs_other-secret-value-0123456789"),
-            &code3,
-            &verifier3,
-        )
-        .await;
+        let r = exchange(&app, OTHER, &code3, &verifier3).await;
         assert_eq!(r.status(), 400);
         assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
 
@@ -667,14 +660,7 @@ async fn token_endpoint_refuses_unsupported_and_malformed_requests() {
 async fn par_request_uris_are_single_use_and_bound_to_their_client() {
     for backend in backends() {
         let app = spawn_demo_app(backend).await;
-        insert_client(
-            &app,
-            "c_other",
-            "sandbox",
-            DEMO_REDIRECT,
-            "cs_other-secret-value-0123456789",
-        )
-        .await;
+        insert_other_client(&app).await;
         app.login_customer("alice").await;
         let (_, challenge) = pkce();
         let push = || async {
@@ -1160,20 +1146,9 @@ async fn revocation_endpoint_ends_the_grant() {
         );
         assert_eq!(app.post_introspect(DEMO, access).await["active"], true);
         // Another client cannot revoke it.
-        insert_client(
-            &app,
-            "c_other",
-            "sandbox",
-            DEMO_REDIRECT,
-            "cs_other-secret-value-0123456789",
-        )
-        .await;
-        app.post_form(
-            "/oauth2/revoke",
-            Some(("c_other", "cs_other-secret-value-0123456789")),
-            &[("token", refresh)],
-        )
-        .await;
+        insert_other_client(&app).await;
+        app.post_form("/oauth2/revoke", Some(OTHER), &[("token", refresh)])
+            .await;
         assert_eq!(app.post_introspect(DEMO, access).await["active"], true);
         // Its own client can.
         assert_eq!(
@@ -1499,17 +1474,8 @@ async fn introspection_covers_minted_and_attenuated_tokens() {
             assert_eq!(intro["grant_id"], t["grant_id"]);
         }
         // A token of this client's grant presented by another client is inactive.
-        insert_client(
-            &app,
-            "c_other",
-            "sandbox",
-            DEMO_REDIRECT,
-            "cs_other-secret-value-0123456789",
-        )
-        .await;
-        let other = app
-            .post_introspect(("c_other", "cs_other-secret-value-0123456789"), access)
-            .await;
+        insert_other_client(&app).await;
+        let other = app.post_introspect(OTHER, access).await;
         assert_eq!(other, json!({"active": false}));
         app.post_form(
             "/oauth2/revoke",
@@ -1671,17 +1637,8 @@ async fn reused_introspection_answers_never_outlive_a_revocation() {
             )
             .await;
         assert_eq!(r.status(), 401, "{backend:?}");
-        insert_client(
-            &app,
-            "c_other",
-            "sandbox",
-            DEMO_REDIRECT,
-            "cs_other-secret-value-0123456789",
-        )
-        .await;
-        let other = app
-            .post_introspect(("c_other", "cs_other-secret-value-0123456789"), access)
-            .await;
+        insert_other_client(&app).await;
+        let other = app.post_introspect(OTHER, access).await;
         assert_eq!(other, json!({ "active": false }), "{backend:?}");
 
         // Revoked here: the very next introspection says so.

@@ -38,50 +38,26 @@ pub struct TokenResponse {
     pub authorization_details: Vec<AccountAccessDetail>,
 }
 
+/// The grant columns the token endpoint and introspection need.
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = grants)]
 struct GrantRow {
     id: String,
     customer_id: String,
     client_id: String,
     status: String,
+    #[diesel(column_name = authorization_details)]
     details: String,
     expires_at: NaiveDateTime,
     last_used_at: Option<NaiveDateTime>,
 }
 
 fn load_grant(c: &mut AnyConnection, id: &str) -> Result<Option<GrantRow>, StorageError> {
-    type Row = (
-        String,
-        String,
-        String,
-        String,
-        String,
-        NaiveDateTime,
-        Option<NaiveDateTime>,
-    );
-    let row: Option<Row> = grants::table
+    Ok(grants::table
         .filter(grants::id.eq(id))
-        .select((
-            grants::id,
-            grants::customer_id,
-            grants::client_id,
-            grants::status,
-            grants::authorization_details,
-            grants::expires_at,
-            grants::last_used_at,
-        ))
+        .select(GrantRow::as_select())
         .first(c)
-        .optional()?;
-    Ok(row.map(
-        |(id, customer_id, client_id, status, details, expires_at, last_used_at)| GrantRow {
-            id,
-            customer_id,
-            client_id,
-            status,
-            details,
-            expires_at,
-            last_used_at,
-        },
-    ))
+        .optional()?)
 }
 
 fn invalid_grant(msg: &str) -> OAuthError {
@@ -375,65 +351,30 @@ struct RefreshRow {
 
 /// One indexed lookup: the refresh token by hash, joined with its grant and the grant's client.
 fn load_refresh(c: &mut AnyConnection, hash: &str) -> Result<Option<RefreshRow>, StorageError> {
-    type Row = (
-        (String, String, String, NaiveDateTime),
-        (
-            String,
-            String,
-            String,
-            String,
-            String,
-            NaiveDateTime,
-            Option<NaiveDateTime>,
-        ),
-    );
-    let row: Option<(Row, ClientRow)> = refresh_tokens::table
+    type Row = ((String, String, String, NaiveDateTime), GrantRow, ClientRow);
+    let row: Option<Row> = refresh_tokens::table
         .inner_join(grants::table.inner_join(clients::table))
         .filter(refresh_tokens::token_hash.eq(hash))
         .select((
             (
-                (
-                    refresh_tokens::id,
-                    refresh_tokens::family_id,
-                    refresh_tokens::status,
-                    refresh_tokens::expires_at,
-                ),
-                (
-                    grants::id,
-                    grants::customer_id,
-                    grants::client_id,
-                    grants::status,
-                    grants::authorization_details,
-                    grants::expires_at,
-                    grants::last_used_at,
-                ),
+                refresh_tokens::id,
+                refresh_tokens::family_id,
+                refresh_tokens::status,
+                refresh_tokens::expires_at,
             ),
+            GrantRow::as_select(),
             oauth_clients::CLIENT_COLUMNS,
         ))
         .first(c)
         .optional()?;
     Ok(row.map(
-        |(
-            (
-                (id, family, status, expires_at),
-                (gid, customer_id, client_id, gstatus, details, gexpires, last_used_at),
-            ),
-            client,
-        )| RefreshRow {
-            client: oauth_clients::from_row(client),
+        |((id, family, status, expires_at), grant, client)| RefreshRow {
             id,
             family,
             status,
             expires_at,
-            grant: GrantRow {
-                id: gid,
-                customer_id,
-                client_id,
-                status: gstatus,
-                details,
-                expires_at: gexpires,
-                last_used_at,
-            },
+            grant,
+            client: oauth_clients::from_row(client),
         },
     ))
 }
@@ -744,21 +685,7 @@ struct Minted {
 /// Looks a minted token up with its grant, the grant's client and its revocation status, in one
 /// query.
 fn load_minted(c: &mut AnyConnection, hash: &str) -> Result<Option<Minted>, StorageError> {
-    type Row = (
-        String,
-        NaiveDateTime,
-        Option<i64>,
-        (
-            String,
-            String,
-            String,
-            String,
-            String,
-            NaiveDateTime,
-            Option<NaiveDateTime>,
-        ),
-        ClientRow,
-    );
+    type Row = (String, NaiveDateTime, Option<i64>, GrantRow, ClientRow);
     let row: Option<Row> = issued_tokens::table
         .inner_join(grants::table.inner_join(clients::table))
         .left_join(
@@ -770,39 +697,17 @@ fn load_minted(c: &mut AnyConnection, hash: &str) -> Result<Option<Minted>, Stor
             issued_tokens::revocation_id,
             issued_tokens::expires_at,
             revocations::seq.nullable(),
-            (
-                grants::id,
-                grants::customer_id,
-                grants::client_id,
-                grants::status,
-                grants::authorization_details,
-                grants::expires_at,
-                grants::last_used_at,
-            ),
+            GrantRow::as_select(),
             oauth_clients::CLIENT_COLUMNS,
         ))
         .first(c)
         .optional()?;
     Ok(row.map(
-        |(
-            revocation_id,
-            expires_at,
-            revoked,
-            (id, customer_id, client_id, status, details, gexpires, last_used_at),
-            client,
-        )| Minted {
+        |(revocation_id, expires_at, revoked, grant, client)| Minted {
             revocation_id,
             expires_at,
             revoked: revoked.is_some(),
-            grant: GrantRow {
-                id,
-                customer_id,
-                client_id,
-                status,
-                details,
-                expires_at: gexpires,
-                last_used_at,
-            },
+            grant,
             client: oauth_clients::from_row(client),
         },
     ))
