@@ -88,8 +88,7 @@ impl AnswerCache {
             }
             (e.answer.clone(), e.basis.clone())
         };
-        if basis.client.id != creds.client_id()
-            || clients::verify_known(creds, &basis.client).is_err()
+        if clients::verify(creds, Some(&basis.client)).is_err()
             || now >= basis.token_expires_at
             || now >= basis.grant_expires_at
             || revocations.is_revoked(&basis.grant_id, &basis.revocation_ids) != Ok(false)

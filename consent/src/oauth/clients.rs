@@ -38,71 +38,48 @@ impl OAuthClient {
     }
 }
 
-/// The client columns [`from_row`] reads, for queries that join `clients`.
-pub type ClientColumns = (
-    clients::id,
-    clients::developer_id,
-    clients::name,
-    clients::environment,
-    clients::redirect_uris,
-    clients::auth_method,
-    clients::allowed_actions,
-    clients::status,
-    clients::secret_hash,
-);
+/// A `clients` row as stored (for [`load`] and queries that join `clients`); see
+/// [`OAuthClient`] for the parsed form.
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = clients)]
+pub struct ClientRow {
+    id: String,
+    developer_id: String,
+    name: String,
+    environment: String,
+    redirect_uris: String,
+    auth_method: String,
+    allowed_actions: String,
+    status: String,
+    secret_hash: String,
+}
 
-pub const CLIENT_COLUMNS: ClientColumns = (
-    clients::id,
-    clients::developer_id,
-    clients::name,
-    clients::environment,
-    clients::redirect_uris,
-    clients::auth_method,
-    clients::allowed_actions,
-    clients::status,
-    clients::secret_hash,
-);
+impl std::fmt::Debug for ClientRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientRow")
+            .field("id", &self.id)
+            .field("status", &self.status)
+            .finish_non_exhaustive()
+    }
+}
 
-/// A row of [`CLIENT_COLUMNS`].
-pub type ClientRow = (
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-);
-
-pub fn from_row(
-    (
-        id,
-        developer_id,
-        name,
-        environment,
-        redirect_uris,
-        auth_method,
-        allowed,
-        status,
-        secret_hash,
-    ): ClientRow,
-) -> OAuthClient {
-    OAuthClient {
-        id,
-        developer_id,
-        name,
-        environment,
-        redirect_uris: serde_json::from_str(&redirect_uris).unwrap_or_default(),
-        auth_method,
-        allowed_actions: serde_json::from_str::<Vec<String>>(&allowed)
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|a| Action::parse_known(a).ok())
-            .collect(),
-        status,
-        secret_hash,
+impl From<ClientRow> for OAuthClient {
+    fn from(row: ClientRow) -> Self {
+        OAuthClient {
+            id: row.id,
+            developer_id: row.developer_id,
+            name: row.name,
+            environment: row.environment,
+            redirect_uris: serde_json::from_str(&row.redirect_uris).unwrap_or_default(),
+            auth_method: row.auth_method,
+            allowed_actions: serde_json::from_str::<Vec<String>>(&row.allowed_actions)
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|a| Action::parse_known(a).ok())
+                .collect(),
+            status: row.status,
+            secret_hash: row.secret_hash,
+        }
     }
 }
 
@@ -114,10 +91,10 @@ pub fn load(conn: &mut AnyConnection, client_id: &str) -> StorageResult<Option<O
     let row: Option<ClientRow> = clients::table
         .filter(clients::id.eq(client_id))
         .filter(clients::status.ne("deleted"))
-        .select(CLIENT_COLUMNS)
+        .select(ClientRow::as_select())
         .first(conn)
         .optional()?;
-    Ok(row.map(from_row))
+    Ok(row.map(OAuthClient::from))
 }
 
 /// Credentials presented by a client.
@@ -156,7 +133,8 @@ pub fn authenticate(
     creds: &ClientCredentials,
 ) -> Result<OAuthClient, OAuthError> {
     let client = load(conn, creds.client_id())?;
-    verify(creds, client)
+    verify(creds, client.as_ref())?;
+    client.ok_or_else(invalid_client)
 }
 
 /// Authenticates against `known`, a client row a query already brought (e.g. joined with the
@@ -168,38 +146,35 @@ pub fn authenticate_with(
     known: Option<&OAuthClient>,
 ) -> Result<OAuthClient, OAuthError> {
     match known {
-        Some(c) if c.id == creds.client_id() && c.status != "deleted" => {
-            verify(creds, Some(c.clone()))
+        Some(c) if c.id == creds.client_id() => {
+            verify(creds, Some(c))?;
+            Ok(c.clone())
         }
         _ => authenticate(conn, creds),
     }
 }
 
-/// Checks presented credentials against a client row loaded earlier (same checks as
-/// [`authenticate`]).
-pub fn verify_known(creds: &ClientCredentials, client: &OAuthClient) -> Result<(), OAuthError> {
-    if client.id != creds.client_id() {
-        return Err(invalid_client());
-    }
-    verify(creds, Some(client.clone())).map(|_| ())
-}
-
-/// Checks presented credentials against a loaded client (`None`: unknown client).
-fn verify(
-    creds: &ClientCredentials,
-    client: Option<OAuthClient>,
-) -> Result<OAuthClient, OAuthError> {
+/// Checks presented credentials against `client`, a row loaded earlier: the presented client id,
+/// the secret (constant time), an active status and a shared-secret method. `None` (unknown
+/// client) takes the same path against a dummy hash.
+pub fn verify(creds: &ClientCredentials, client: Option<&OAuthClient>) -> Result<(), OAuthError> {
     let (secret, method) = match creds {
         ClientCredentials::Basic { secret, .. } => (secret, "client_secret_basic"),
         ClientCredentials::Post { secret, .. } => (secret, "client_secret_post"),
     };
     let stored = client
-        .as_ref()
         .map(|c| c.secret_hash.clone())
         .unwrap_or_else(|| "0".repeat(64));
     let secret_ok = HashedToken::from_stored(stored).matches(secret);
     match client {
-        Some(c) if secret_ok && c.is_active() && method_allowed(&c.auth_method, method) => Ok(c),
+        Some(c)
+            if secret_ok
+                && c.id == creds.client_id()
+                && c.is_active()
+                && method_allowed(&c.auth_method, method) =>
+        {
+            Ok(())
+        }
         _ => Err(invalid_client()),
     }
 }

@@ -363,7 +363,7 @@ fn load_refresh(c: &mut AnyConnection, hash: &str) -> Result<Option<RefreshRow>,
                 refresh_tokens::expires_at,
             ),
             GrantRow::as_select(),
-            oauth_clients::CLIENT_COLUMNS,
+            ClientRow::as_select(),
         ))
         .first(c)
         .optional()?;
@@ -374,7 +374,7 @@ fn load_refresh(c: &mut AnyConnection, hash: &str) -> Result<Option<RefreshRow>,
             status,
             expires_at,
             grant,
-            client: oauth_clients::from_row(client),
+            client: client.into(),
         },
     ))
 }
@@ -698,7 +698,7 @@ fn load_minted(c: &mut AnyConnection, hash: &str) -> Result<Option<Minted>, Stor
             issued_tokens::expires_at,
             revocations::seq.nullable(),
             GrantRow::as_select(),
-            oauth_clients::CLIENT_COLUMNS,
+            ClientRow::as_select(),
         ))
         .first(c)
         .optional()?;
@@ -708,7 +708,7 @@ fn load_minted(c: &mut AnyConnection, hash: &str) -> Result<Option<Minted>, Stor
             expires_at,
             revoked: revoked.is_some(),
             grant,
-            client: oauth_clients::from_row(client),
+            client: client.into(),
         },
     ))
 }

@@ -48,7 +48,6 @@ pub fn numbered(c: &AnyConnection, sql: &str) -> String {
 #[derive(Debug, Clone, Copy)]
 pub enum PgBind<'a> {
     Text(&'a str),
-    NullableText(Option<&'a str>),
     Timestamp(&'a chrono::NaiveDateTime),
     TextArray(&'a [String]),
 }
@@ -77,7 +76,7 @@ impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for PgStatement<'_> {
         &'b self,
         mut out: diesel::query_builder::AstPass<'_, 'b, diesel::pg::Pg>,
     ) -> QueryResult<()> {
-        use diesel::sql_types::{Array, Nullable, Text, Timestamp};
+        use diesel::sql_types::{Array, Text, Timestamp};
         // `$n` in the SQL names the n-th bind. Diesel numbers placeholders itself as binds are
         // pushed, so each reference is emitted as a fresh placeholder carrying that value.
         let mut rest = self.sql;
@@ -98,7 +97,6 @@ impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for PgStatement<'_> {
                 })?;
             match bind {
                 PgBind::Text(v) => out.push_bind_param::<Text, str>(v)?,
-                PgBind::NullableText(v) => out.push_bind_param::<Nullable<Text>, _>(v)?,
                 PgBind::Timestamp(v) => out.push_bind_param::<Timestamp, _>(*v)?,
                 PgBind::TextArray(v) => out.push_bind_param::<Array<Text>, [String]>(v)?,
             }
