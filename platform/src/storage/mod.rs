@@ -5,6 +5,7 @@
 //! opens an `IMMEDIATE` transaction on SQLite (taking the write lock up front avoids
 //! deadlock-prone lock upgrades) and a normal transaction on PostgreSQL.
 
+pub mod batch;
 pub mod models;
 pub mod schema;
 
@@ -50,6 +51,8 @@ pub enum PgBind<'a> {
     Text(&'a str),
     Timestamp(&'a chrono::NaiveDateTime),
     TextArray(&'a [String]),
+    NullableTextArray(&'a [Option<String>]),
+    TimestampArray(&'a [chrono::NaiveDateTime]),
 }
 
 /// A fixed SQL statement for PostgreSQL that diesel prepares once per connection and reuses
@@ -76,7 +79,7 @@ impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for PgStatement<'_> {
         &'b self,
         mut out: diesel::query_builder::AstPass<'_, 'b, diesel::pg::Pg>,
     ) -> QueryResult<()> {
-        use diesel::sql_types::{Array, Text, Timestamp};
+        use diesel::sql_types::{Array, Nullable, Text, Timestamp};
         // `$n` in the SQL names the n-th bind. Diesel numbers placeholders itself as binds are
         // pushed, so each reference is emitted as a fresh placeholder carrying that value.
         let mut rest = self.sql;
@@ -99,6 +102,12 @@ impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for PgStatement<'_> {
                 PgBind::Text(v) => out.push_bind_param::<Text, str>(v)?,
                 PgBind::Timestamp(v) => out.push_bind_param::<Timestamp, _>(*v)?,
                 PgBind::TextArray(v) => out.push_bind_param::<Array<Text>, [String]>(v)?,
+                PgBind::NullableTextArray(v) => {
+                    out.push_bind_param::<Array<Nullable<Text>>, [Option<String>]>(v)?
+                }
+                PgBind::TimestampArray(v) => {
+                    out.push_bind_param::<Array<Timestamp>, [chrono::NaiveDateTime]>(v)?
+                }
             }
             rest = &rest[at + 1 + digits..];
         }
@@ -203,9 +212,11 @@ impl From<diesel::result::Error> for StorageError {
             Error::DatabaseError(DatabaseErrorKind::UniqueViolation, info) => {
                 StorageError::Conflict(info.message().to_string())
             }
-            Error::DatabaseError(DatabaseErrorKind::ClosedConnection, info) => {
-                StorageError::Unavailable(info.message().to_string())
-            }
+            // Retrying can succeed: the client gets a 503, never a 500.
+            Error::DatabaseError(
+                DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::SerializationFailure,
+                info,
+            ) => StorageError::Unavailable(info.message().to_string()),
             other => StorageError::Query(other),
         }
     }
