@@ -1579,6 +1579,111 @@ async fn concurrent_uses_of_one_refresh_token_rotate_once_and_end_the_grant() {
     }
 }
 
+/// `consent_db_batch_size` (sum, count) of one batcher, from the metrics endpoint.
+async fn batch_sizes(app: &TestApp, batch: &str) -> (f64, f64) {
+    let text = app.get("/metrics").await.text().await.unwrap();
+    let value = |suffix: &str| {
+        let prefix = format!("consent_db_batch_size_{suffix}{{batch=\"{batch}\"}}");
+        text.lines()
+            .find(|l| l.starts_with(&prefix))
+            .and_then(|l| l.split_whitespace().last())
+            .map(|v| v.parse().unwrap())
+            .unwrap_or(0.0)
+    };
+    (value("sum"), value("count"))
+}
+
+/// Refreshes of many grants at once: on PostgreSQL they share their read and rotation
+/// statements (a batch holds several), and still every request gets its own, working tokens,
+/// each refresh is audited once, and every old token is spent.
+#[tokio::test]
+async fn concurrent_refreshes_of_many_grants_share_statements_and_each_rotates_once() {
+    const GRANTS: usize = 12;
+    for backend in backends() {
+        let app = spawn_demo_app(backend).await;
+        app.login_customer("alice").await;
+        let mut current = vec![];
+        for _ in 0..GRANTS {
+            let (code, verifier) = code_for(&app, DEMO, DEMO_REDIRECT).await;
+            let t: Value = exchange(&app, DEMO, &code, &verifier)
+                .await
+                .json()
+                .await
+                .unwrap();
+            current.push(t["refresh_token"].as_str().unwrap().to_string());
+        }
+        let http = reqwest::Client::new();
+        let (mut rounds, mut spent) = (0, vec![]);
+        // Rounds of simultaneous refreshes until one batch held several (at least three rounds).
+        while rounds < 3 || (backend == Backend::Postgres && rounds < 10) {
+            let mut set = tokio::task::JoinSet::new();
+            for (i, rt) in current.iter().enumerate() {
+                let req = http
+                    .post(app.url("/oauth2/token"))
+                    .basic_auth(DEMO_CLIENT, Some(DEMO_SECRET))
+                    .form(&[("grant_type", "refresh_token"), ("refresh_token", rt)]);
+                set.spawn(async move {
+                    let r = req.send().await.unwrap();
+                    (i, r.status().as_u16(), r.json::<Value>().await.unwrap())
+                });
+            }
+            let mut next = current.clone();
+            while let Some(r) = set.join_next().await {
+                let (i, status, body) = r.unwrap();
+                assert_eq!(status, 200, "{backend:?}: {body}");
+                let intro = app
+                    .post_introspect(DEMO, body["access_token"].as_str().unwrap())
+                    .await;
+                assert_eq!(intro["active"], true, "{backend:?}: {intro}");
+                assert_eq!(intro["grant_id"], body["grant_id"]);
+                next[i] = body["refresh_token"].as_str().unwrap().to_string();
+            }
+            spent.extend(std::mem::replace(&mut current, next));
+            rounds += 1;
+            let (sum, count) = batch_sizes(&app, "refresh-rotate").await;
+            if rounds >= 3 && backend == Backend::Postgres && sum > count {
+                break;
+            }
+        }
+        let (sum, count) = batch_sizes(&app, "refresh-rotate").await;
+        match backend {
+            // Every refresh went through the batches, and at least one batch was shared.
+            Backend::Postgres => {
+                assert_eq!(sum as usize, rounds * GRANTS, "rotations: {sum} in {count}");
+                assert!(sum > count, "no batch held two rotations: {sum} in {count}");
+            }
+            Backend::Sqlite => assert_eq!((sum, count), (0.0, 0.0)),
+        }
+        app.platform.audit.link_now().await.unwrap();
+        assert!(app.platform.audit.verify().await.unwrap().valid);
+        let refreshed: i64 = app
+            .platform
+            .db
+            .run(|c| {
+                use platform::storage::schema::audit_events::dsl::*;
+                Ok(audit_events
+                    .filter(action.eq("token.refreshed"))
+                    .count()
+                    .get_result(c)?)
+            })
+            .await
+            .unwrap();
+        assert_eq!(refreshed as usize, rounds * GRANTS, "{backend:?}");
+        // A spent token is a replay: refused, and its grant ends.
+        let r = app
+            .post_token(
+                DEMO,
+                &[
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", &spent[0]),
+                ],
+            )
+            .await;
+        assert_eq!(r.status(), 400, "{backend:?}");
+        app.stop().await;
+    }
+}
+
 async fn introspection_cache_hits(app: &TestApp) -> f64 {
     let text = app.get("/metrics").await.text().await.unwrap();
     text.lines()

@@ -38,8 +38,10 @@ pub struct TokenResponse {
     pub authorization_details: Vec<AccountAccessDetail>,
 }
 
+pub mod batched;
+
 /// The grant columns the token endpoint and introspection need.
-#[derive(Queryable, Selectable)]
+#[derive(Clone, Queryable, Selectable)]
 #[diesel(table_name = grants)]
 struct GrantRow {
     id: String,
@@ -339,6 +341,7 @@ pub fn exchange_code(
 }
 
 /// A refresh token with its grant.
+#[derive(Clone)]
 struct RefreshRow {
     id: String,
     family: String,
@@ -379,104 +382,13 @@ fn load_refresh(c: &mut AnyConnection, hash: &str) -> Result<Option<RefreshRow>,
     ))
 }
 
-/// The whole rotation in one statement (so one round trip and one commit): mark the presented
-/// token used if it is still active and its grant still authorized and unexpired, then, only if
-/// that happened, insert the new refresh token, the access token's revocation ids and the audit
-/// event. The statement is atomic; it returns 1 when it rotated, 0 when a concurrent request or
-/// revocation got there first (the caller then takes the transactional path, which tells replay
-/// from revocation). It locks the token row and takes only key-share locks on the grant (foreign
-/// keys), so it cannot deadlock with `end_grants`, which locks the grant and then its tokens;
-/// refreshing `grants.last_used_at` (which would lock the grant after the token) is left to the
-/// transactional path, which locks the grant first.
-const ROTATE_SQL: &str = "\
-WITH used AS ( \
-    UPDATE refresh_tokens SET status = 'used', used_at = $1 \
-    WHERE id = $2 AND status = 'active' \
-      AND EXISTS (SELECT 1 FROM grants g \
-                  WHERE g.id = $3 AND g.status = 'authorized' AND g.expires_at > $1) \
-    RETURNING grant_id \
-), new_refresh AS ( \
-    INSERT INTO refresh_tokens (id, token_hash, grant_id, family_id, status, created_at, expires_at) \
-    SELECT $4, $5, grant_id, $6, 'active', $1, $7 FROM used \
-), issued AS ( \
-    INSERT INTO issued_tokens (revocation_id, grant_id, family_id, token_hash, expires_at) \
-    SELECT r.rid, u.grant_id, $6, CASE WHEN r.n = 1 THEN $8 END, $9 \
-    FROM used u CROSS JOIN unnest($10::text[]) WITH ORDINALITY AS r(rid, n) \
-), event AS ( \
-    INSERT INTO audit_events \
-        (event_id, occurred_at, actor_type, actor_id, action, target_type, target_id, details) \
-    SELECT $11, $12, 'client', $13, 'token.refreshed', 'grant', grant_id, $14 FROM used \
-) \
-SELECT count(*) AS n FROM used";
-
-#[derive(QueryableByName)]
-struct Count {
-    #[diesel(sql_type = diesel::sql_types::BigInt)]
-    n: i64,
-}
-
-/// The PostgreSQL fast path of [`refresh`]: one read and one write statement. `None` when the
-/// token is not plainly valid (unknown, used, expired, another client's, grant ended) or a
-/// concurrent request won: the transactional path then decides, with the right error and, for a
-/// replay, the revocation.
-fn refresh_fast(
-    pg: &mut diesel::pg::PgConnection,
-    row: &RefreshRow,
-    svc: &OAuthService,
-    client: &OAuthClient,
-    now: DateTime<Utc>,
-) -> Result<Option<TokenResponse>, StorageError> {
-    use platform::storage::{PgBind as B, PgStatement};
-    let naive_now = now.naive_utc();
-    if row.status != "active"
-        || row.expires_at <= naive_now
-        || row.grant.client_id != client.id
-        || row.grant.status != "authorized"
-        || row.grant.expires_at <= naive_now
-        // Use of the grant is due to be recorded (at most once a minute): the transactional path.
-        || row.grant.last_used_at.is_none_or(|t| t < use_cutoff(now))
-    {
-        return Ok(None);
-    }
-    let Ok(issue) = mint_issue(svc, &row.grant, &row.family, now) else {
-        return Ok(None);
-    };
-    let (new_id, event_id) = (random_id("rtk_"), random_id("evt_"));
-    let event_at = naive_now.trunc_subsecs(6);
-    let details = issue.details.to_string();
-    let rotated: Count = PgStatement::new(
-        ROTATE_SQL,
-        vec![
-            B::Timestamp(&naive_now),
-            B::Text(&row.id),
-            B::Text(&row.grant.id),
-            B::Text(&new_id),
-            B::Text(&issue.refresh_hash),
-            B::Text(&row.family),
-            B::Timestamp(&issue.refresh_expires),
-            B::Text(&issue.access_hash),
-            B::Timestamp(&issue.access_expires),
-            B::TextArray(&issue.revocation_ids),
-            B::Text(&event_id),
-            B::Timestamp(&event_at),
-            B::Text(&client.id),
-            B::Text(&details),
-        ],
-    )
-    .get_result(pg)?;
-    if rotated.n != 1 {
-        return Ok(None);
-    }
-    metrics::counter!("consent_audit_events_recorded_total").increment(1);
-    Ok(Some(issue.response))
-}
-
 /// `grant_type=refresh_token`: authenticates the client, then rotates the refresh token; a
 /// replayed one ends the grant.
 ///
 /// The token is looked up first, joined with its grant and the grant's client, so that in the
 /// common case one query serves both client authentication and the token (authentication still
-/// completes before anything about the token is decided or revealed).
+/// completes before anything about the token is decided or revealed). On PostgreSQL,
+/// [`batched::refresh`] answers the plain cases first; this path decides the rest.
 pub fn refresh(
     c: &mut AnyConnection,
     svc: &OAuthService,
@@ -491,13 +403,8 @@ pub fn refresh(
         false => None,
     };
     let client = oauth_clients::authenticate_with(c, creds, found.as_ref().map(|r| &r.client))?;
-    let Some(row) = found else {
+    if found.is_none() {
         return Err(invalid_grant("the refresh token is invalid"));
-    };
-    if let AnyConnection::Postgresql(pg) = c
-        && let Some(resp) = refresh_fast(pg, &row, svc, &client, now)?
-    {
-        return Ok(resp);
     }
     let client = &client;
     write_tx(c, |c| {

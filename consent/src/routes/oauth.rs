@@ -183,11 +183,13 @@ where
     T: Send + 'static,
     F: FnOnce(&mut AnyConnection, &ClientCredentials) -> Result<T, OAuthError> + Send + 'static,
 {
-    with_credentials_or(state, req, form, endpoint, |_| None, then).await
+    with_credentials_or(state, req, form, endpoint, async |_| None, then).await
 }
 
-/// [`with_credentials`], but `answered` may answer first without the database (it must verify the
-/// credentials itself); it runs after the block check.
+/// [`with_credentials`], but `answered` may answer first, without the pooled connection (from
+/// a cache, or through batched statements); it runs after the block check and must verify the
+/// credentials itself. `None` lets `then` decide; an `invalid_client` from either counts toward
+/// the block.
 pub(crate) async fn with_credentials_or<T, A, F>(
     state: &AppState,
     req: &HttpRequest,
@@ -198,7 +200,7 @@ pub(crate) async fn with_credentials_or<T, A, F>(
 ) -> Result<T, OAuthError>
 where
     T: Send + 'static,
-    A: FnOnce(&ClientCredentials) -> Option<T>,
+    A: AsyncFnOnce(&ClientCredentials) -> Option<Result<T, OAuthError>>,
     F: FnOnce(&mut AnyConnection, &ClientCredentials) -> Result<T, OAuthError> + Send + 'static,
 {
     let creds = credentials(req, form)?;
@@ -218,11 +220,11 @@ where
             "too many failed authentication attempts; try again in a minute".into(),
         ));
     }
-    if let Some(done) = answered(&creds) {
-        return Ok(done);
-    }
     let fail_bucket = format!("client-auth-fail:{}:{peer}", creds.client_id());
-    let result = state.platform.db.run(move |c| Ok(then(c, &creds))).await?;
+    let result = match answered(&creds).await {
+        Some(done) => done,
+        None => state.platform.db.run(move |c| Ok(then(c, &creds))).await?,
+    };
     if let Err(e @ OAuthError::InvalidClient(_)) = &result {
         tracing::info!(endpoint, error = %e, "client authentication failed");
         metrics::counter!("consent_client_auth_failures_total", "endpoint" => endpoint)
@@ -502,15 +504,29 @@ pub async fn token_endpoint(
         }
         "refresh_token" => {
             let rt = form.remove("refresh_token");
-            with_credentials(&state, &req, &mut form, "token", move |c, creds| {
-                let Some(rt) = rt else {
-                    clients::authenticate(c, creds)?;
-                    return Err(OAuthError::InvalidRequest(
-                        "refresh_token is required".into(),
-                    ));
+            let (fast_svc, fast_rt) = (svc.clone(), rt.clone());
+            let batched = async move |creds: &ClientCredentials| {
+                let (Some(batch), Some(rt)) = (&fast_svc.refresh_batch, &fast_rt) else {
+                    return None;
                 };
-                tokens::refresh(c, &svc, creds, &rt, now)
-            })
+                tokens::batched::refresh(&fast_svc, batch, creds, rt, now).await
+            };
+            with_credentials_or(
+                &state,
+                &req,
+                &mut form,
+                "token",
+                batched,
+                move |c, creds| {
+                    let Some(rt) = rt else {
+                        clients::authenticate(c, creds)?;
+                        return Err(OAuthError::InvalidRequest(
+                            "refresh_token is required".into(),
+                        ));
+                    };
+                    tokens::refresh(c, &svc, creds, &rt, now)
+                },
+            )
             .await
         }
         other => {
@@ -598,11 +614,11 @@ pub async fn introspect_endpoint(
         &req,
         &mut form,
         "introspect",
-        |creds| {
+        async |creds| {
             let key = key.as_deref()?;
             answers
                 .get(key, creds, now, &state.revocations)
-                .map(|a| (a, None))
+                .map(|a| Ok((a, None)))
         },
         move |c, creds| {
             let Some(token) = token else {

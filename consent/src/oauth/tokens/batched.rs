@@ -1,0 +1,482 @@
+//! The refresh grant on PostgreSQL under load: concurrent refreshes share their statements.
+//!
+//! A refresh needs one read (the token, its grant and the grant's client) and one durable write
+//! (the rotation). Run one by one, PostgreSQL spends most of a refresh on per-statement and
+//! per-commit work - executor start-up, the WAL flush, round trips - rather than on the rows. Here
+//! each of the two goes through a [`Batcher`]: the reads that arrive together are one
+//! `token_hash = ANY($1)` query, and the rotations that arrive together are one statement and one
+//! commit. Client authentication, the checks and minting stay per request, in the request's task.
+//!
+//! Only the plain case is answered here: a known, active, unexpired token of an authorized,
+//! unexpired grant, presented by its own client with valid credentials, whose grant's use was
+//! recorded within the minute. Everything else (unknown token, another client's token, replay,
+//! revocation, expiry, a concurrent use of the same token, use of the grant due to be recorded,
+//! a failed batch statement) returns `None`, and the caller takes the transactional path in
+//! [`super::refresh`], which gives the precise error and revokes on replay. A rotation that did
+//! not happen is never reported as one: the rotation statement marks a token used only if it is
+//! still active and its grant still authorized and unexpired, atomically with everything the
+//! rotation writes.
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, NaiveDateTime, SubsecRound, Utc};
+use diesel::prelude::*;
+use platform::crypto::{PlainToken, random_id};
+use platform::storage::batch::Batcher;
+use platform::storage::schema::{clients, grants, refresh_tokens};
+use platform::storage::{AnyConnection, Db, PgBind as B, PgStatement, StorageError, StorageResult};
+
+use super::super::OAuthService;
+use super::super::clients::{self as oauth_clients, ClientCredentials, ClientRow};
+use super::super::error::OAuthError;
+use super::{GrantRow, RefreshRow, TokenResponse, mint_issue, use_cutoff};
+
+/// At most this many requests share one statement.
+const MAX_BATCH: usize = 128;
+
+/// The two batchers of the refresh grant (PostgreSQL only).
+#[derive(Debug)]
+pub struct RefreshBatch {
+    reads: Batcher<String, Option<RefreshRow>>,
+    rotations: Batcher<Rotation, bool>,
+}
+
+impl RefreshBatch {
+    /// Starts the batch threads; `None` on SQLite, where one writer at a time is the rule anyway.
+    pub fn start(db: &Db) -> StorageResult<Option<Self>> {
+        if db.backend() != platform::storage::Backend::Postgres {
+            return Ok(None);
+        }
+        Ok(Some(Self {
+            reads: Batcher::spawn(db.clone(), "refresh-read", MAX_BATCH, Box::new(read_batch))?,
+            rotations: Batcher::spawn(
+                db.clone(),
+                "refresh-rotate",
+                MAX_BATCH,
+                Box::new(rotate_batch),
+            )?,
+        }))
+    }
+}
+
+/// One rotation: everything the statement writes for one request.
+#[derive(Debug)]
+struct Rotation {
+    at: NaiveDateTime,
+    old_id: String,
+    grant_id: String,
+    new_id: String,
+    new_hash: String,
+    family: String,
+    refresh_expires: NaiveDateTime,
+    access_hash: String,
+    access_expires: NaiveDateTime,
+    revocation_ids: Vec<String>,
+    event_id: String,
+    event_at: NaiveDateTime,
+    client_id: String,
+    details: String,
+}
+
+/// The plain refresh (see the module documentation); `None` sends the request down the
+/// transactional path. An `invalid_client` answer is final: the presented client is the token's
+/// client and its credentials failed, exactly as the transactional path would decide.
+pub async fn refresh(
+    svc: &OAuthService,
+    batch: &RefreshBatch,
+    creds: &ClientCredentials,
+    token: &str,
+    now: DateTime<Utc>,
+) -> Option<Result<TokenResponse, OAuthError>> {
+    if token.is_empty() || token.len() > 256 {
+        return None;
+    }
+    let hash = PlainToken::from_presented(token)
+        .hash()
+        .as_str()
+        .to_string();
+    let row = match batch.reads.submit(hash).await {
+        Ok(Some(row)) => row,
+        Ok(None) => return None,
+        Err(e) => return Some(Err(e.into())),
+    };
+    if row.client.id != creds.client_id() {
+        // The general path authenticates the named client on its own.
+        return None;
+    }
+    // Authentication completes before anything about the token is decided.
+    if let Err(e) = oauth_clients::verify(creds, Some(&row.client)) {
+        return Some(Err(e));
+    }
+    let naive_now = now.naive_utc();
+    if row.status != "active"
+        || row.expires_at <= naive_now
+        || row.grant.client_id != row.client.id
+        || row.grant.status != "authorized"
+        || row.grant.expires_at <= naive_now
+        // Use of the grant is due to be recorded (at most once a minute): the transactional path.
+        || row.grant.last_used_at.is_none_or(|t| t < use_cutoff(now))
+    {
+        return None;
+    }
+    let issue = mint_issue(svc, &row.grant, &row.family, now).ok()?;
+    let rotation = Rotation {
+        at: naive_now,
+        old_id: row.id,
+        grant_id: row.grant.id.clone(),
+        new_id: random_id("rtk_"),
+        new_hash: issue.refresh_hash,
+        family: row.family,
+        refresh_expires: issue.refresh_expires,
+        access_hash: issue.access_hash,
+        access_expires: issue.access_expires,
+        revocation_ids: issue.revocation_ids,
+        event_id: random_id("evt_"),
+        event_at: naive_now.trunc_subsecs(6),
+        client_id: row.client.id,
+        details: issue.details.to_string(),
+    };
+    match batch.rotations.submit(rotation).await {
+        Ok(true) => {
+            metrics::counter!("consent_audit_events_recorded_total").increment(1);
+            Some(Ok(issue.response))
+        }
+        Ok(false) => None,
+        Err(e) => Some(Err(e.into())),
+    }
+}
+
+/// The reads of one batch: one query for every presented hash.
+fn read_batch(c: &mut AnyConnection, hashes: &[String]) -> StorageResult<Vec<Option<RefreshRow>>> {
+    type Row = (
+        (String, String, String, String, NaiveDateTime),
+        GrantRow,
+        ClientRow,
+    );
+    let rows: Vec<Row> = refresh_tokens::table
+        .inner_join(grants::table.inner_join(clients::table))
+        .filter(refresh_tokens::token_hash.eq_any(hashes))
+        .select((
+            (
+                refresh_tokens::token_hash,
+                refresh_tokens::id,
+                refresh_tokens::family_id,
+                refresh_tokens::status,
+                refresh_tokens::expires_at,
+            ),
+            GrantRow::as_select(),
+            ClientRow::as_select(),
+        ))
+        .load(c)?;
+    let mut found: HashMap<String, RefreshRow> = rows
+        .into_iter()
+        .map(|((hash, id, family, status, expires_at), grant, client)| {
+            let row = RefreshRow {
+                id,
+                family,
+                status,
+                expires_at,
+                grant,
+                client: client.into(),
+            };
+            (hash, row)
+        })
+        .collect();
+    // The same token presented twice in one batch: both get the row (the rotation decides).
+    let mut out = Vec::with_capacity(hashes.len());
+    for (i, hash) in hashes.iter().enumerate() {
+        let again = hashes[i + 1..].contains(hash);
+        out.push(match again {
+            true => found.get(hash).cloned(),
+            false => found.remove(hash),
+        });
+    }
+    Ok(out)
+}
+
+/// Every rotation of a batch in one statement, so one commit. Token rows are locked in id order
+/// (`FOR NO KEY UPDATE` under `ORDER BY`), a token is marked used only if it is still active,
+/// belongs to the stated grant and that grant is authorized and unexpired at the request's time,
+/// and only the rotations that marked their token get their new refresh token, issued-token rows
+/// and audit event. The grant is only read (and key-share locked by the foreign keys), never
+/// locked for update, so the statement cannot deadlock with `end_grants` (grant first, then its
+/// tokens). Returns the ids of the tokens it rotated.
+const ROTATE_BATCH_SQL: &str = "\
+WITH input AS ( \
+    SELECT * FROM unnest($1::text[], $2::timestamp[], $3::text[], $4::text[], $5::text[], \
+                         $6::text[], $7::timestamp[], $8::text[], $9::timestamp[], $10::text[], \
+                         $11::text[]) WITH ORDINALITY \
+        AS i(old_id, at, grant_id, new_id, new_hash, family, refresh_expires, event_id, \
+             event_at, client_id, details, n) \
+), locked AS ( \
+    SELECT r.id FROM refresh_tokens r JOIN input i ON r.id = i.old_id \
+    WHERE r.status = 'active' AND r.grant_id = i.grant_id \
+      AND EXISTS (SELECT 1 FROM grants g \
+                  WHERE g.id = i.grant_id AND g.status = 'authorized' AND g.expires_at > i.at) \
+    ORDER BY r.id \
+    FOR NO KEY UPDATE OF r \
+), used AS ( \
+    UPDATE refresh_tokens r SET status = 'used', used_at = i.at \
+    FROM input i \
+    WHERE r.id = i.old_id AND r.status = 'active' AND r.id IN (SELECT id FROM locked) \
+    RETURNING r.id \
+), ok AS ( \
+    SELECT i.* FROM input i JOIN used u ON u.id = i.old_id \
+), new_refresh AS ( \
+    INSERT INTO refresh_tokens (id, token_hash, grant_id, family_id, status, created_at, expires_at) \
+    SELECT new_id, new_hash, grant_id, family, 'active', at, refresh_expires FROM ok ORDER BY n \
+), issued AS ( \
+    INSERT INTO issued_tokens (revocation_id, grant_id, family_id, token_hash, expires_at) \
+    SELECT t.rid, ok.grant_id, ok.family, t.hash, t.expires \
+    FROM unnest($12::text[], $13::text[], $14::text[], $15::timestamp[]) AS t(old_id, rid, hash, expires) \
+    JOIN ok ON ok.old_id = t.old_id \
+), event AS ( \
+    INSERT INTO audit_events \
+        (event_id, occurred_at, actor_type, actor_id, action, target_type, target_id, details) \
+    SELECT event_id, event_at, 'client', client_id, 'token.refreshed', 'grant', grant_id, details \
+    FROM ok ORDER BY n \
+) \
+SELECT id FROM used";
+
+#[derive(QueryableByName)]
+struct Rotated {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    id: String,
+}
+
+fn rotate_batch(c: &mut AnyConnection, jobs: &[Rotation]) -> StorageResult<Vec<bool>> {
+    let AnyConnection::Postgresql(pg) = c else {
+        return Err(StorageError::Unavailable(
+            "batched rotation needs PostgreSQL".into(),
+        ));
+    };
+    // A token presented twice in one batch: only its first rotation is attempted; the others
+    // report "not rotated" and the transactional path treats them as the replays they are.
+    let mut seen = HashSet::new();
+    let take: Vec<bool> = jobs.iter().map(|j| seen.insert(&j.old_id)).collect();
+    let picked = || jobs.iter().zip(&take).filter(|(_, t)| **t).map(|(j, _)| j);
+    let texts = |f: fn(&Rotation) -> &String| picked().map(|j| f(j).clone()).collect::<Vec<_>>();
+    let times = |f: fn(&Rotation) -> NaiveDateTime| picked().map(f).collect::<Vec<_>>();
+    let (old_id, grant_id, new_id, new_hash) = (
+        texts(|j| &j.old_id),
+        texts(|j| &j.grant_id),
+        texts(|j| &j.new_id),
+        texts(|j| &j.new_hash),
+    );
+    let (family, event_id, client_id, details) = (
+        texts(|j| &j.family),
+        texts(|j| &j.event_id),
+        texts(|j| &j.client_id),
+        texts(|j| &j.details),
+    );
+    let (at, refresh_expires, event_at) = (
+        times(|j| j.at),
+        times(|j| j.refresh_expires),
+        times(|j| j.event_at),
+    );
+    // Issued-token rows: one per revocation id; the authority block's carries the token hash.
+    let (mut rid_old, mut rid, mut rid_hash, mut rid_expires) = (vec![], vec![], vec![], vec![]);
+    for j in picked() {
+        for (n, r) in j.revocation_ids.iter().enumerate() {
+            rid_old.push(j.old_id.clone());
+            rid.push(r.clone());
+            rid_hash.push((n == 0).then(|| j.access_hash.clone()));
+            rid_expires.push(j.access_expires);
+        }
+    }
+    let result: Result<Vec<Rotated>, diesel::result::Error> = PgStatement::new(
+        ROTATE_BATCH_SQL,
+        vec![
+            B::TextArray(&old_id),
+            B::TimestampArray(&at),
+            B::TextArray(&grant_id),
+            B::TextArray(&new_id),
+            B::TextArray(&new_hash),
+            B::TextArray(&family),
+            B::TimestampArray(&refresh_expires),
+            B::TextArray(&event_id),
+            B::TimestampArray(&event_at),
+            B::TextArray(&client_id),
+            B::TextArray(&details),
+            B::TextArray(&rid_old),
+            B::TextArray(&rid),
+            B::NullableTextArray(&rid_hash),
+            B::TimestampArray(&rid_expires),
+        ],
+    )
+    .load(pg);
+    let rotated: HashSet<String> = match result.map_err(StorageError::from) {
+        Ok(rows) => rows.into_iter().map(|r| r.id).collect(),
+        // The connection failed: whether the statement committed is unknown, so the requests
+        // fail (503) rather than retry a rotation that may have happened.
+        Err(e @ StorageError::Unavailable(_)) => return Err(e),
+        // PostgreSQL rejected the statement (it rolled back as a whole, e.g. a deadlock with a
+        // concurrent revocation): each request takes the transactional path on its own.
+        Err(e) => {
+            tracing::warn!(error = %e, jobs = jobs.len(), "batched rotation failed; retrying one by one");
+            HashSet::new()
+        }
+    };
+    Ok(jobs
+        .iter()
+        .zip(&take)
+        .map(|(j, t)| *t && rotated.contains(&j.old_id))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    //! The rotation statement's guards, driven directly (PostgreSQL only: set
+    //! `TEST_DATABASE_URL`). Over HTTP a request reaches the statement only with a token its read
+    //! found active, so these are the cases where something changed between read and write.
+
+    use super::*;
+    use diesel::connection::SimpleConnection;
+
+    struct TempDb {
+        admin: String,
+        name: String,
+        db: Db,
+    }
+
+    impl Drop for TempDb {
+        fn drop(&mut self) {
+            if let Ok(mut c) = diesel::pg::PgConnection::establish(&self.admin) {
+                let _ = c.batch_execute(&format!("DROP DATABASE {} WITH (FORCE)", self.name));
+            }
+        }
+    }
+
+    fn temp_db() -> Option<TempDb> {
+        let Some(admin) = std::env::var("TEST_DATABASE_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+        else {
+            // CI promises PostgreSQL: there, a missing URL is an error, not a skip.
+            assert!(
+                std::env::var("CONSENT_REQUIRE_SERVICES").as_deref() != Ok("1"),
+                "CONSENT_REQUIRE_SERVICES=1 but TEST_DATABASE_URL is not set"
+            );
+            return None;
+        };
+        let name = format!("consent_unit_{}", random_id("").to_lowercase());
+        let name: String = name
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        let mut c =
+            diesel::pg::PgConnection::establish(&admin).expect("TEST_DATABASE_URL reachable");
+        c.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+        let mut url = url::Url::parse(&admin).unwrap();
+        url.set_path(&name);
+        let db = Db::connect(url.as_str(), 2, std::time::Duration::from_secs(10)).unwrap();
+        db.migrate().unwrap();
+        Some(TempDb { admin, name, db })
+    }
+
+    fn job(old_id: &str, grant_id: &str, at: NaiveDateTime) -> Rotation {
+        Rotation {
+            at,
+            old_id: old_id.into(),
+            grant_id: grant_id.into(),
+            new_id: random_id("rtk_"),
+            new_hash: random_id("h_"),
+            family: format!("fam_{old_id}"),
+            refresh_expires: at + chrono::Duration::days(1),
+            access_hash: random_id("a_"),
+            access_expires: at + chrono::Duration::minutes(10),
+            revocation_ids: vec![random_id("rid_"), random_id("rid_")],
+            event_id: random_id("evt_"),
+            event_at: at,
+            client_id: "c_1".into(),
+            details: "{}".into(),
+        }
+    }
+
+    fn count(c: &mut AnyConnection, sql: &str) -> i64 {
+        #[derive(QueryableByName)]
+        struct N {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        diesel::sql_query(sql).get_result::<N>(c).unwrap().n
+    }
+
+    #[test]
+    fn only_active_tokens_of_live_grants_rotate_and_nothing_else_is_written() {
+        let Some(t) = temp_db() else {
+            eprintln!(
+                "TEST_DATABASE_URL is not set: the PostgreSQL rotation statement is not tested"
+            );
+            return;
+        };
+        let now = chrono::Utc::now().naive_utc().trunc_subsecs(6);
+        t.db.run_blocking(|c| {
+            c.batch_execute(
+                "INSERT INTO customers VALUES ('cust_1', 'u', 'U', 'x', now()); \
+                 INSERT INTO developers VALUES ('dev_1', 'd@example.com', 'D', 'x', now()); \
+                 INSERT INTO clients (id, developer_id, name, environment, redirect_uris, \
+                     auth_method, secret_hash, allowed_actions, status, created_at, updated_at) \
+                     VALUES ('c_1', 'dev_1', 'App', 'sandbox', '[]', 'client_secret_basic', 'x', \
+                     '[]', 'active', now(), now()); \
+                 INSERT INTO grants (id, customer_id, client_id, status, authorization_details, \
+                     created_at, expires_at, updated_at) VALUES \
+                     ('g_live', 'cust_1', 'c_1', 'authorized', '{}', now(), now() + interval '1 day', now()), \
+                     ('g_revoked', 'cust_1', 'c_1', 'revoked', '{}', now(), now() + interval '1 day', now()), \
+                     ('g_expired', 'cust_1', 'c_1', 'authorized', '{}', now(), now() - interval '1 second', now()); \
+                 INSERT INTO refresh_tokens (id, token_hash, grant_id, family_id, status, created_at, expires_at) VALUES \
+                     ('rt_a', 'ha', 'g_live', 'f', 'active', now(), now() + interval '1 day'), \
+                     ('rt_b', 'hb', 'g_live', 'f', 'active', now(), now() + interval '1 day'), \
+                     ('rt_used', 'hu', 'g_live', 'f', 'used', now(), now() + interval '1 day'), \
+                     ('rt_rev', 'hr', 'g_revoked', 'f', 'active', now(), now() + interval '1 day'), \
+                     ('rt_exp', 'he', 'g_expired', 'f', 'active', now(), now() + interval '1 day');",
+            )?;
+            Ok(())
+        })
+        .unwrap();
+        let jobs = vec![
+            job("rt_a", "g_live", now),
+            // The same token twice in one batch: the first use only.
+            job("rt_a", "g_live", now),
+            // Used by a request that committed since this one's read.
+            job("rt_used", "g_live", now),
+            // Grant revoked, or expired, since the read.
+            job("rt_rev", "g_revoked", now),
+            job("rt_exp", "g_expired", now),
+            // A token stated with another grant than its own.
+            job("rt_b", "g_revoked", now),
+            job("rt_unknown", "g_live", now),
+        ];
+        let out = t.db.run_blocking(|c| rotate_batch(c, &jobs)).unwrap();
+        assert_eq!(out, [true, false, false, false, false, false, false]);
+        // rt_b was left as it was by the job naming another grant.
+        let rt_b = [job("rt_b", "g_live", now)];
+        assert_eq!(
+            t.db.run_blocking(|c| rotate_batch(c, &rt_b)).unwrap(),
+            [true]
+        );
+        t.db.run_blocking(|c| {
+            let statuses = "SELECT count(*) AS n FROM refresh_tokens WHERE \
+                (id IN ('rt_a', 'rt_b', 'rt_used') AND status = 'used') OR \
+                (id IN ('rt_rev', 'rt_exp') AND status = 'active')";
+            assert_eq!(count(c, statuses), 5);
+            // Two new refresh tokens, in their families, with everything that goes with them.
+            let fresh = "SELECT count(*) AS n FROM refresh_tokens WHERE status = 'active' \
+                AND grant_id = 'g_live' AND family_id IN ('fam_rt_a', 'fam_rt_b')";
+            assert_eq!(count(c, fresh), 2);
+            assert_eq!(count(c, "SELECT count(*) AS n FROM refresh_tokens"), 7);
+            assert_eq!(count(c, "SELECT count(*) AS n FROM issued_tokens"), 4);
+            let hashed = "SELECT count(*) AS n FROM issued_tokens WHERE token_hash IS NOT NULL";
+            assert_eq!(count(c, hashed), 2);
+            let events = "SELECT count(*) AS n FROM audit_events \
+                WHERE action = 'token.refreshed' AND target_id = 'g_live' AND actor_id = 'c_1'";
+            assert_eq!(count(c, events), 2);
+            assert_eq!(count(c, "SELECT count(*) AS n FROM audit_events"), 2);
+            Ok(())
+        })
+        .unwrap();
+        // A batch with nothing to rotate writes nothing and says so.
+        let again = t.db.run_blocking(|c| rotate_batch(c, &jobs[..1])).unwrap();
+        assert_eq!(again, [false]);
+    }
+}
