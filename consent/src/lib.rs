@@ -115,8 +115,8 @@ impl Application {
             p.db.run(move |c| oauth::keys::load_or_init(c, &p.master_key, now))
                 .await?
         };
-        let refresh_batch =
-            oauth::tokens::batched::RefreshBatch::start(&platform.db)?.map(std::sync::Arc::new);
+        let batches =
+            oauth::tokens::batched::TokenBatches::start(&platform.db)?.map(std::sync::Arc::new);
         let revocations = revocation_list::RevocationList::default();
         {
             let list = revocations.clone();
@@ -131,7 +131,7 @@ impl Application {
                 answers: std::sync::Arc::new(oauth::answers::AnswerCache::new(
                     platform.settings.tokens.introspection_cache_ttl.get(),
                 )),
-                refresh_batch,
+                batches,
             },
             issuer,
             platform,

@@ -1594,8 +1594,9 @@ async fn batch_sizes(app: &TestApp, batch: &str) -> (f64, f64) {
 }
 
 /// Refreshes of many grants at once: on PostgreSQL they share their read and rotation
-/// statements (a batch holds several), and still every request gets its own, working tokens,
-/// each refresh is audited once, and every old token is spent.
+/// statements (a batch holds several), and still every request gets its own, working tokens
+/// (introspected through the read batch there), each refresh is audited once, and every old token
+/// is spent.
 #[tokio::test]
 async fn concurrent_refreshes_of_many_grants_share_statements_and_each_rotates_once() {
     const GRANTS: usize = 12;
@@ -1653,6 +1654,12 @@ async fn concurrent_refreshes_of_many_grants_share_statements_and_each_rotates_o
                 assert!(sum > count, "no batch held two rotations: {sum} in {count}");
             }
             Backend::Sqlite => assert_eq!((sum, count), (0.0, 0.0)),
+        }
+        // The first introspection of each new token was answered through the read batch.
+        let (introspected, _) = batch_sizes(&app, "introspect-read").await;
+        match backend {
+            Backend::Postgres => assert_eq!(introspected as usize, rounds * GRANTS),
+            Backend::Sqlite => assert_eq!(introspected, 0.0),
         }
         app.platform.audit.link_now().await.unwrap();
         assert!(app.platform.audit.verify().await.unwrap().valid);

@@ -29,8 +29,8 @@ pub struct OAuthService {
     pub issuer: String,
     /// Recent active introspection answers (see [`answers`]).
     pub answers: std::sync::Arc<answers::AnswerCache>,
-    /// Batched refresh reads and rotations (PostgreSQL only; see [`tokens::batched`]).
-    pub refresh_batch: Option<std::sync::Arc<tokens::batched::RefreshBatch>>,
+    /// Batched refresh and introspection statements (PostgreSQL only; see [`tokens::batched`]).
+    pub batches: Option<std::sync::Arc<tokens::batched::TokenBatches>>,
 }
 
 impl OAuthService {

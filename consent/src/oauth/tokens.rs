@@ -579,6 +579,7 @@ pub struct Introspection {
 }
 
 /// A minted access token found by the SHA-256 of its text.
+#[derive(Clone)]
 struct Minted {
     revocation_id: String,
     expires_at: NaiveDateTime,
@@ -683,30 +684,16 @@ pub fn introspect(
         };
         (grant, client, "access_token", t.expires_at, revoked > 0)
     };
-    if grant.client_id != client.id {
-        return Ok(inactive);
-    }
-    if token_revoked || grant.status != "authorized" || grant.expires_at <= now.naive_utc() {
-        // Tell the owning client why: the grant's status (e.g. revoked by the customer).
-        return Ok((
-            Introspection {
-                grant_id: Some(grant.id),
-                grant_status: Some(grant.status),
-                ..Introspection::default()
-            },
-            None,
-        ));
-    }
     // An introspection is use of the grant (dormancy is measured from it), recorded at most once
     // a minute: the common case costs no write.
-    let cutoff = use_cutoff(now);
     // Best effort: a failed write (e.g. SQLite busy during a sweep) must not fail the answer.
-    if grant.last_used_at.is_none_or(|t| t < cutoff)
+    if is_live(&grant, &client, token_revoked, now)
+        && use_due(&grant, now)
         && let Err(e) = diesel::update(
             grants::table.filter(grants::id.eq(&grant.id)).filter(
                 grants::last_used_at
                     .is_null()
-                    .or(grants::last_used_at.lt(cutoff)),
+                    .or(grants::last_used_at.lt(use_cutoff(now))),
             ),
         )
         .set(grants::last_used_at.eq(now.naive_utc().trunc_subsecs(0)))
@@ -714,27 +701,93 @@ pub fn introspect(
     {
         tracing::warn!(error = %e, "introspection: recording use of the grant failed");
     }
-    let access = AccessRequest::from_stored(&grant.details)?;
-    let basis = minted_rid.map(|rid| Basis {
+    let found = Found {
+        grant,
         client,
-        grant_id: grant.id.clone(),
-        revocation_ids: vec![rid],
-        token_expires_at: exp,
-        grant_expires_at: grant.expires_at.and_utc(),
-    });
-    let answer = Introspection {
-        active: true,
-        client_id: Some(grant.client_id),
-        sub: Some(grant.customer_id),
-        scope: Some(access.scope_string()),
-        exp: Some(exp.timestamp()),
-        iss: Some(svc.issuer.clone()),
-        token_type: Some(token_type.into()),
-        grant_id: Some(grant.id),
-        grant_status: Some(grant.status),
-        authorization_details: Some(vec![access.to_detail()]),
+        token_type,
+        exp,
+        token_revoked,
+        minted_rid,
     };
-    Ok((answer, basis))
+    found.answer(svc, now)
+}
+
+/// Whether the grant's use is due to be recorded (at most once a minute).
+fn use_due(grant: &GrantRow, now: DateTime<Utc>) -> bool {
+    grant.last_used_at.is_none_or(|t| t < use_cutoff(now))
+}
+
+/// Whether a token found for `client` is active: the client's own, not revoked, of an authorized
+/// and unexpired grant (the token's own expiry is checked where it is found).
+fn is_live(grant: &GrantRow, client: &OAuthClient, revoked: bool, now: DateTime<Utc>) -> bool {
+    grant.client_id == client.id
+        && !revoked
+        && grant.status == "authorized"
+        && grant.expires_at > now.naive_utc()
+}
+
+/// A token introspection found, for an authenticated client.
+struct Found {
+    grant: GrantRow,
+    client: OAuthClient,
+    token_type: &'static str,
+    exp: DateTime<Utc>,
+    token_revoked: bool,
+    /// The revocation id of a minted access token found by its hash (the answer may be reused).
+    minted_rid: Option<String>,
+}
+
+impl Found {
+    /// The RFC 7662 answer (no I/O).
+    fn answer(
+        self,
+        svc: &OAuthService,
+        now: DateTime<Utc>,
+    ) -> Result<(Introspection, Option<Basis>), OAuthError> {
+        let Found {
+            grant,
+            client,
+            token_type,
+            exp,
+            token_revoked,
+            minted_rid,
+        } = self;
+        if grant.client_id != client.id {
+            return Ok((Introspection::default(), None));
+        }
+        if !is_live(&grant, &client, token_revoked, now) {
+            // Tell the owning client why: the grant's status (e.g. revoked by the customer).
+            return Ok((
+                Introspection {
+                    grant_id: Some(grant.id),
+                    grant_status: Some(grant.status),
+                    ..Introspection::default()
+                },
+                None,
+            ));
+        }
+        let access = AccessRequest::from_stored(&grant.details)?;
+        let basis = minted_rid.map(|rid| Basis {
+            client,
+            grant_id: grant.id.clone(),
+            revocation_ids: vec![rid],
+            token_expires_at: exp,
+            grant_expires_at: grant.expires_at.and_utc(),
+        });
+        let answer = Introspection {
+            active: true,
+            client_id: Some(grant.client_id),
+            sub: Some(grant.customer_id),
+            scope: Some(access.scope_string()),
+            exp: Some(exp.timestamp()),
+            iss: Some(svc.issuer.clone()),
+            token_type: Some(token_type.into()),
+            grant_id: Some(grant.id),
+            grant_status: Some(grant.status),
+            authorization_details: Some(vec![access.to_detail()]),
+        };
+        Ok((answer, basis))
+    }
 }
 
 #[cfg(test)]

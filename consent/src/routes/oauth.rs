@@ -506,7 +506,7 @@ pub async fn token_endpoint(
             let rt = form.remove("refresh_token");
             let (fast_svc, fast_rt) = (svc.clone(), rt.clone());
             let batched = async move |creds: &ClientCredentials| {
-                let (Some(batch), Some(rt)) = (&fast_svc.refresh_batch, &fast_rt) else {
+                let (Some(batch), Some(rt)) = (&fast_svc.batches, &fast_rt) else {
                     return None;
                 };
                 tokens::batched::refresh(&fast_svc, batch, creds, rt, now).await
@@ -609,16 +609,22 @@ pub async fn introspect_endpoint(
         .filter(|_| answers.enabled())
         .map(|t| PlainToken::from_presented(t).hash().as_str().to_string());
     let read = (platform::revocation::epoch(), std::time::Instant::now());
+    let (fast_svc, fast_token) = (svc.clone(), token.clone());
     let (result, basis) = with_credentials_or(
         &state,
         &req,
         &mut form,
         "introspect",
         async |creds| {
-            let key = key.as_deref()?;
-            answers
-                .get(key, creds, now, &state.revocations)
-                .map(|a| Ok((a, None)))
+            if let Some(key) = key.as_deref()
+                && let Some(a) = answers.get(key, creds, now, &state.revocations)
+            {
+                return Some(Ok((a, None)));
+            }
+            let (Some(batch), Some(token)) = (&fast_svc.batches, &fast_token) else {
+                return None;
+            };
+            tokens::batched::introspect(&fast_svc, batch, creds, token, now).await
         },
         move |c, creds| {
             let Some(token) = token else {

@@ -1,4 +1,5 @@
-//! The refresh grant on PostgreSQL under load: concurrent refreshes share their statements.
+//! The refresh grant and introspection on PostgreSQL under load: concurrent requests share their
+//! statements.
 //!
 //! A refresh needs one read (the token, its grant and the grant's client) and one durable write
 //! (the rotation). Run one by one, PostgreSQL spends most of a refresh on per-statement and
@@ -6,6 +7,7 @@
 //! each of the two goes through a [`Batcher`]: the reads that arrive together are one
 //! `token_hash = ANY($1)` query, and the rotations that arrive together are one statement and one
 //! commit. Client authentication, the checks and minting stay per request, in the request's task.
+//! Introspection of a minted access token reads the same way ([`introspect`]).
 //!
 //! Only the plain case is answered here: a known, active, unexpired token of an authorized,
 //! unexpired grant, presented by its own client with valid credentials, whose grant's use was
@@ -23,25 +25,29 @@ use chrono::{DateTime, NaiveDateTime, SubsecRound, Utc};
 use diesel::prelude::*;
 use platform::crypto::{PlainToken, random_id};
 use platform::storage::batch::Batcher;
-use platform::storage::schema::{clients, grants, refresh_tokens};
+use platform::storage::schema::{clients, grants, issued_tokens, refresh_tokens, revocations};
 use platform::storage::{AnyConnection, Db, PgBind as B, PgStatement, StorageError, StorageResult};
 
 use super::super::OAuthService;
 use super::super::clients::{self as oauth_clients, ClientCredentials, ClientRow};
 use super::super::error::OAuthError;
-use super::{GrantRow, RefreshRow, TokenResponse, mint_issue, use_cutoff};
+use super::{
+    Found, GrantRow, Introspection, Minted, RefreshRow, TokenResponse, is_live, mint_issue, use_due,
+};
+use crate::oauth::answers::Basis;
 
 /// At most this many requests share one statement.
 const MAX_BATCH: usize = 128;
 
-/// The two batchers of the refresh grant (PostgreSQL only).
+/// The batchers of the refresh grant and introspection (PostgreSQL only).
 #[derive(Debug)]
-pub struct RefreshBatch {
+pub struct TokenBatches {
     reads: Batcher<String, Option<RefreshRow>>,
     rotations: Batcher<Rotation, bool>,
+    minted: Batcher<String, Option<Minted>>,
 }
 
-impl RefreshBatch {
+impl TokenBatches {
     /// Starts the batch threads; `None` on SQLite, where one writer at a time is the rule anyway.
     pub fn start(db: &Db) -> StorageResult<Option<Self>> {
         if db.backend() != platform::storage::Backend::Postgres {
@@ -54,6 +60,12 @@ impl RefreshBatch {
                 "refresh-rotate",
                 MAX_BATCH,
                 Box::new(rotate_batch),
+            )?,
+            minted: Batcher::spawn(
+                db.clone(),
+                "introspect-read",
+                MAX_BATCH,
+                Box::new(minted_batch),
             )?,
         }))
     }
@@ -83,7 +95,7 @@ struct Rotation {
 /// client and its credentials failed, exactly as the transactional path would decide.
 pub async fn refresh(
     svc: &OAuthService,
-    batch: &RefreshBatch,
+    batch: &TokenBatches,
     creds: &ClientCredentials,
     token: &str,
     now: DateTime<Utc>,
@@ -115,7 +127,7 @@ pub async fn refresh(
         || row.grant.status != "authorized"
         || row.grant.expires_at <= naive_now
         // Use of the grant is due to be recorded (at most once a minute): the transactional path.
-        || row.grant.last_used_at.is_none_or(|t| t < use_cutoff(now))
+        || use_due(&row.grant, now)
     {
         return None;
     }
@@ -146,6 +158,115 @@ pub async fn refresh(
     }
 }
 
+/// Introspection of a minted access token (found by its hash) presented by its own client with
+/// valid credentials; `None` sends anything else (refresh tokens, attenuated or unknown tokens,
+/// another client asking, use of the grant due to be recorded) down [`super::introspect`].
+pub async fn introspect(
+    svc: &OAuthService,
+    batch: &TokenBatches,
+    creds: &ClientCredentials,
+    token: &str,
+    now: DateTime<Utc>,
+) -> Option<Result<(Introspection, Option<Basis>), OAuthError>> {
+    if token.is_empty() || token.len() > 8192 || token.starts_with("rt_") {
+        return None;
+    }
+    let hash = PlainToken::from_presented(token)
+        .hash()
+        .as_str()
+        .to_string();
+    let minted = match batch.minted.submit(hash).await {
+        Ok(Some(m)) => m,
+        Ok(None) => return None,
+        Err(e) => return Some(Err(e.into())),
+    };
+    if minted.client.id != creds.client_id() {
+        return None;
+    }
+    if let Err(e) = oauth_clients::verify(creds, Some(&minted.client)) {
+        return Some(Err(e));
+    }
+    if minted.expires_at <= now.naive_utc() {
+        return Some(Ok((Introspection::default(), None)));
+    }
+    if is_live(&minted.grant, &minted.client, minted.revoked, now) && use_due(&minted.grant, now) {
+        return None;
+    }
+    let found = Found {
+        exp: minted.expires_at.and_utc(),
+        token_revoked: minted.revoked,
+        minted_rid: Some(minted.revocation_id),
+        grant: minted.grant,
+        client: minted.client,
+        token_type: "access_token",
+    };
+    Some(found.answer(svc, now))
+}
+
+/// The introspection reads of one batch: minted tokens by hash, with grant, client and
+/// revocation status.
+fn minted_batch(c: &mut AnyConnection, hashes: &[String]) -> StorageResult<Vec<Option<Minted>>> {
+    type Row = (
+        Option<String>,
+        String,
+        NaiveDateTime,
+        Option<i64>,
+        GrantRow,
+        ClientRow,
+    );
+    let rows: Vec<Row> = issued_tokens::table
+        .inner_join(grants::table.inner_join(clients::table))
+        .left_join(
+            revocations::table
+                .on(revocations::revocation_id.eq(issued_tokens::revocation_id.nullable())),
+        )
+        .filter(issued_tokens::token_hash.eq_any(hashes))
+        .select((
+            issued_tokens::token_hash,
+            issued_tokens::revocation_id,
+            issued_tokens::expires_at,
+            revocations::seq.nullable(),
+            GrantRow::as_select(),
+            ClientRow::as_select(),
+        ))
+        .load(c)?;
+    let found = rows.into_iter().filter_map(
+        |(hash, revocation_id, expires_at, revoked, grant, client)| {
+            let minted = Minted {
+                revocation_id,
+                expires_at,
+                revoked: revoked.is_some(),
+                grant,
+                client: client.into(),
+            };
+            Some((hash?, minted))
+        },
+    );
+    Ok(distribute(hashes, found))
+}
+
+/// One result per key, in order; a key asked for more than once gets a copy each time.
+fn distribute<T: Clone>(
+    keys: &[String],
+    found: impl Iterator<Item = (String, T)>,
+) -> Vec<Option<T>> {
+    let mut found: HashMap<String, T> = found.collect();
+    let mut remaining: HashMap<&str, usize> = HashMap::new();
+    for k in keys {
+        *remaining.entry(k.as_str()).or_default() += 1;
+    }
+    keys.iter()
+        .map(|k| {
+            let left = remaining.get_mut(k.as_str()).expect("counted above");
+            *left -= 1;
+            match *left {
+                0 => found.remove(k),
+                _ => found.get(k).cloned(),
+            }
+        })
+        .collect()
+}
+
 /// The reads of one batch: one query for every presented hash.
 fn read_batch(c: &mut AnyConnection, hashes: &[String]) -> StorageResult<Vec<Option<RefreshRow>>> {
     type Row = (
@@ -168,7 +289,7 @@ fn read_batch(c: &mut AnyConnection, hashes: &[String]) -> StorageResult<Vec<Opt
             ClientRow::as_select(),
         ))
         .load(c)?;
-    let mut found: HashMap<String, RefreshRow> = rows
+    let found = rows
         .into_iter()
         .map(|((hash, id, family, status, expires_at), grant, client)| {
             let row = RefreshRow {
@@ -180,18 +301,8 @@ fn read_batch(c: &mut AnyConnection, hashes: &[String]) -> StorageResult<Vec<Opt
                 client: client.into(),
             };
             (hash, row)
-        })
-        .collect();
-    // The same token presented twice in one batch: both get the row (the rotation decides).
-    let mut out = Vec::with_capacity(hashes.len());
-    for (i, hash) in hashes.iter().enumerate() {
-        let again = hashes[i + 1..].contains(hash);
-        out.push(match again {
-            true => found.get(hash).cloned(),
-            false => found.remove(hash),
         });
-    }
-    Ok(out)
+    Ok(distribute(hashes, found))
 }
 
 /// Every rotation of a batch in one statement, so one commit. Token rows are locked in id order
