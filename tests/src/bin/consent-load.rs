@@ -110,12 +110,15 @@ async fn real_flow(app: &TestApp) -> Value {
     .expect("code exchange")
 }
 
+/// Distinct access tokens `hold` writes for introspection runs (`target/wrk/access_tokens.txt`).
+const INTROSPECT_TOKENS: usize = 2_000;
+
 /// `--scenario hold`: prepares tokens for an external load tool (wrk), writes its Lua scripts to
 /// `target/wrk/`, prints the commands, and keeps the server up for `seconds`. `n` refresh tokens
 /// are seeded (each used once, spread over 64 real grants), so wrk needs no response parsing.
 async fn hold(app: &TestApp, seconds: u64, n: usize) {
     use platform::storage::schema::refresh_tokens;
-    let n = n.max(1_000);
+    let n = n.max(1_000) + INTROSPECT_TOKENS;
     let mut grant_ids = Vec::new();
     let mut access = String::new();
     for _ in 0..64 {
@@ -151,8 +154,27 @@ async fn hold(app: &TestApp, seconds: u64, n: usize) {
         })
         .await
         .unwrap();
+    // Distinct access tokens (from refreshing the last tokens seeded), so that introspection
+    // can be measured without every request asking about the same token.
+    let (tokens, spare) = tokens.split_at(n - INTROSPECT_TOKENS);
+    let mut access_list = Vec::with_capacity(INTROSPECT_TOKENS);
+    for t in spare {
+        let r = app
+            .post_token(
+                (DEMO_CLIENT, DEMO_SECRET),
+                &[
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", t.expose()),
+                ],
+            )
+            .await;
+        assert_eq!(r.status(), 200, "refresh for the introspection token list");
+        let body: serde_json::Value = r.json().await.unwrap();
+        access_list.push(body["access_token"].as_str().unwrap().to_string());
+    }
     let dir = std::path::Path::new("target/wrk");
     std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("access_tokens.txt"), access_list.join("\n")).unwrap();
     let list: Vec<String> = tokens.iter().map(|t| t.expose().to_string()).collect();
     std::fs::write(dir.join("refresh_tokens.txt"), list.join("\n")).unwrap();
     let basic = base64::Engine::encode(
@@ -164,6 +186,19 @@ async fn hold(app: &TestApp, seconds: u64, n: usize) {
         format!(
             "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/x-www-form-urlencoded\"\n\
              wrk.headers[\"Authorization\"] = \"Basic {basic}\"\nwrk.body = \"token={access}\"\n\
+             done = function(summary, latency, requests)\n  io.write(string.format(\"non2xx=%d errors=%d\\n\", summary.errors.status, summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))\nend\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("introspect-many.lua"),
+        format!(
+            "local tokens = {{}}\nfor line in io.lines(\"target/wrk/access_tokens.txt\") do tokens[#tokens + 1] = line end\n\
+             local counter = 0\n\
+             setup = function(thread) counter = counter + 1; thread:set(\"tid\", counter) end\n\
+             init = function(args) i = tid * 997 end\n\
+             request = function()\n  i = i + 1\n  local t = tokens[(i % #tokens) + 1]\n\
+               return wrk.format(\"POST\", \"/oauth2/introspect\", {{[\"Content-Type\"] = \"application/x-www-form-urlencoded\", [\"Authorization\"] = \"Basic {basic}\"}}, \"token=\" .. t)\nend\n\
              done = function(summary, latency, requests)\n  io.write(string.format(\"non2xx=%d errors=%d\\n\", summary.errors.status, summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))\nend\n"
         ),
     )
@@ -182,10 +217,15 @@ async fn hold(app: &TestApp, seconds: u64, n: usize) {
     )
     .unwrap();
     println!(
-        "server {} up for {seconds}s with {n} one-use refresh tokens; from another shell:\n  \
+        "server {} up for {seconds}s with {} one-use refresh tokens; from another shell:\n  \
          sed 's/NTHREADS/2/' target/wrk/refresh.lua > target/wrk/refresh2.lua && wrk -t2 -c64 -d10s --latency -s target/wrk/refresh2.lua {}\n  \
-         wrk -t2 -c64 -d10s --latency -s target/wrk/introspect.lua {}/oauth2/introspect",
-        app.address, app.address, app.address
+         wrk -t2 -c64 -d10s --latency -s target/wrk/introspect.lua {}/oauth2/introspect\n  \
+         wrk -t2 -c64 -d10s --latency -s target/wrk/introspect-many.lua {}   # {INTROSPECT_TOKENS} distinct tokens",
+        app.address,
+        list.len(),
+        app.address,
+        app.address,
+        app.address
     );
     tokio::time::sleep(Duration::from_secs(seconds)).await;
 }
