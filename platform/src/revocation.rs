@@ -89,19 +89,23 @@ pub fn end_grants(
     if grant_ids.is_empty() {
         return Ok(vec![]);
     }
-    // On PostgreSQL, lock the rows first (the lock the UPDATE below takes anyway, in id order), so
-    // two concurrent calls for one grant (say, two replays detected at once) cannot both see it
-    // live: the second waits, then reads it ended and skips it. SQLite's write transaction
-    // already serializes them.
+    // On PostgreSQL, lock the rows first (the locks the UPDATEs below take anyway), each kind in
+    // id order: the grants, so two concurrent calls for one grant (say, two replays detected at
+    // once) cannot both see it live (the second waits, then reads it ended and skips it); then
+    // their active refresh tokens, in the order the batched rotation locks tokens, so that a
+    // rotation batch holding tokens of several of these grants and this call cannot each wait
+    // for a token the other holds. SQLite's write transaction already serializes them.
     if let AnyConnection::Postgresql(pg) = conn {
         use diesel::sql_types::{Array, Text};
-        for ids in grant_ids.chunks(1_000) {
-            diesel::sql_query(
-                "SELECT 1 FROM grants WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE",
-            )
-            .bind::<Array<Text>, _>(ids)
+        diesel::sql_query("SELECT 1 FROM grants WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE")
+            .bind::<Array<Text>, _>(grant_ids)
             .execute(pg)?;
-        }
+        diesel::sql_query(
+            "SELECT 1 FROM refresh_tokens WHERE grant_id = ANY($1) AND status = 'active' \
+             ORDER BY id FOR NO KEY UPDATE",
+        )
+        .bind::<Array<Text>, _>(grant_ids)
+        .execute(pg)?;
     }
     let mut live: Vec<(String, String)> = Vec::new();
     for ids in grant_ids.chunks(1_000) {
