@@ -1,7 +1,7 @@
 //! Grant lifecycle: grants end on their own when they expire and when an app stops using them.
 //!
 //! The sweep is set-based and batched: each batch selects up to `BATCH` due grants with one
-//! indexed query (on PostgreSQL `FOR UPDATE SKIP LOCKED`, so several instances sweeping at once
+//! indexed query (on PostgreSQL `FOR NO KEY UPDATE SKIP LOCKED`, so several instances sweeping at once
 //! take disjoint batches; on SQLite the write transaction serializes sweepers) and ends them
 //! through `platform::revocation::end_grants` in the same transaction (status, refresh tokens,
 //! revocation list, audit). Idempotent: an ended grant is never selected again.

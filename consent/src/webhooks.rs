@@ -2,7 +2,7 @@
 //!
 //! Events are written to `webhook_outbox` by the state changes themselves (see
 //! `platform::webhooks`). Each pass claims a batch of due events in a short transaction by
-//! pushing their `next_attempt_at` forward by a lease (on PostgreSQL with `FOR UPDATE SKIP
+//! pushing their `next_attempt_at` forward by a lease (on PostgreSQL with `FOR NO KEY UPDATE SKIP
 //! LOCKED`, so instances take disjoint batches), sends them without holding any lock, then records
 //! the outcome. If the process dies between claim and outcome, the lease runs out and another
 //! pass (on any instance) sends the event again: delivery is at least once, and receivers

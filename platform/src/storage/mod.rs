@@ -128,12 +128,14 @@ impl diesel::query_builder::Query for PgStatement<'_> {
 
 impl RunQueryDsl<PgConnection> for PgStatement<'_> {}
 
-/// ` FOR UPDATE OF <alias> SKIP LOCKED` on PostgreSQL, so that several instances running the same
-/// background job take disjoint rows; nothing on SQLite, whose write transaction (BEGIN
-/// IMMEDIATE) already serializes them.
+/// ` FOR NO KEY UPDATE OF <alias> SKIP LOCKED` on PostgreSQL, so that several instances running
+/// the same background job take disjoint rows; nothing on SQLite, whose write transaction (BEGIN
+/// IMMEDIATE) already serializes them. `NO KEY`: the jobs change no keys, and a plain `FOR UPDATE`
+/// would also block rows of other tables that reference these (foreign-key checks take key-share
+/// locks), e.g. a refresh inserting its new token under a grant the sweep holds.
 pub fn skip_locked(c: &AnyConnection, alias: &str) -> String {
     if matches!(c, AnyConnection::Postgresql(_)) {
-        format!(" FOR UPDATE OF {alias} SKIP LOCKED")
+        format!(" FOR NO KEY UPDATE OF {alias} SKIP LOCKED")
     } else {
         String::new()
     }
