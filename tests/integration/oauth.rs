@@ -1579,18 +1579,14 @@ async fn concurrent_uses_of_one_refresh_token_rotate_once_and_end_the_grant() {
     }
 }
 
-/// `consent_db_batch_size` (sum, count) of one batcher, from the metrics endpoint.
-async fn batch_sizes(app: &TestApp, batch: &str) -> (f64, f64) {
-    let text = app.get("/metrics").await.text().await.unwrap();
-    let value = |suffix: &str| {
-        let prefix = format!("consent_db_batch_size_{suffix}{{batch=\"{batch}\"}}");
-        text.lines()
-            .find(|l| l.starts_with(&prefix))
-            .and_then(|l| l.split_whitespace().last())
-            .map(|v| v.parse().unwrap())
-            .unwrap_or(0.0)
-    };
-    (value("sum"), value("count"))
+/// This instance's batch counters (refresh reads, rotations, introspection reads), as
+/// (jobs, batches); zeros where nothing is batched (SQLite).
+fn batch_counts(app: &TestApp) -> [(u64, u64); 3] {
+    app.oauth
+        .batches
+        .as_ref()
+        .map(|b| b.counts().map(|c| (c.jobs, c.batches)))
+        .unwrap_or_default()
 }
 
 /// Refreshes of many grants at once: on PostgreSQL they share their read and rotation
@@ -1641,25 +1637,26 @@ async fn concurrent_refreshes_of_many_grants_share_statements_and_each_rotates_o
             }
             spent.extend(std::mem::replace(&mut current, next));
             rounds += 1;
-            let (sum, count) = batch_sizes(&app, "refresh-rotate").await;
-            if rounds >= 3 && backend == Backend::Postgres && sum > count {
+            let (jobs, batches) = batch_counts(&app)[1];
+            if rounds >= 3 && backend == Backend::Postgres && jobs > batches {
                 break;
             }
         }
-        let (sum, count) = batch_sizes(&app, "refresh-rotate").await;
+        let [reads, (jobs, batches), introspections] = batch_counts(&app);
+        let all = (rounds * GRANTS) as u64;
         match backend {
-            // Every refresh went through the batches, and at least one batch was shared.
+            // Every refresh went through the batches, and at least one batch was shared; the
+            // first introspection of each new token was answered through the read batch.
             Backend::Postgres => {
-                assert_eq!(sum as usize, rounds * GRANTS, "rotations: {sum} in {count}");
-                assert!(sum > count, "no batch held two rotations: {sum} in {count}");
+                assert_eq!(reads.0, all, "refresh reads");
+                assert_eq!(jobs, all, "rotations: {jobs} in {batches}");
+                assert!(
+                    jobs > batches,
+                    "no batch held two rotations: {jobs} in {batches}"
+                );
+                assert_eq!(introspections.0, all, "introspections");
             }
-            Backend::Sqlite => assert_eq!((sum, count), (0.0, 0.0)),
-        }
-        // The first introspection of each new token was answered through the read batch.
-        let (introspected, _) = batch_sizes(&app, "introspect-read").await;
-        match backend {
-            Backend::Postgres => assert_eq!(introspected as usize, rounds * GRANTS),
-            Backend::Sqlite => assert_eq!(introspected, 0.0),
+            Backend::Sqlite => assert_eq!([reads, (jobs, batches), introspections], [(0, 0); 3]),
         }
         app.platform.audit.link_now().await.unwrap();
         assert!(app.platform.audit.verify().await.unwrap().valid);

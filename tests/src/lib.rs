@@ -133,6 +133,8 @@ pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
     pub platform: Platform,
+    /// The server's OAuth service (its batch counters, say).
+    pub oauth: consent::oauth::OAuthService,
     pub demo: Option<String>,
     /// The settings it was started with (for [`TestApp::restart`]).
     pub settings: Settings,
@@ -198,6 +200,7 @@ async fn start(
         .expect("server starts");
     let address = format!("http://{}", app.address());
     let platform = app.state().platform.clone();
+    let oauth = app.state().oauth.clone();
     let demo = app.demo_report().map(|r| r.to_string());
     let handle = app.handle();
     let task = tokio::spawn(app.run_until_stopped());
@@ -212,6 +215,7 @@ async fn start(
         address,
         client,
         platform,
+        oauth,
         demo,
         settings,
         handle,

@@ -24,7 +24,7 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, NaiveDateTime, SubsecRound, Utc};
 use diesel::prelude::*;
 use platform::crypto::{PlainToken, random_id};
-use platform::storage::batch::Batcher;
+use platform::storage::batch::{BatchCounts, Batcher};
 use platform::storage::schema::{clients, grants, issued_tokens, refresh_tokens, revocations};
 use platform::storage::{AnyConnection, Db, PgBind as B, PgStatement, StorageError, StorageResult};
 
@@ -71,6 +71,17 @@ impl TokenBatches {
     }
 }
 
+impl TokenBatches {
+    /// Batches run so far: (refresh reads, rotations, introspection reads).
+    pub fn counts(&self) -> [BatchCounts; 3] {
+        [
+            self.reads.counts(),
+            self.rotations.counts(),
+            self.minted.counts(),
+        ]
+    }
+}
+
 /// One rotation: everything the statement writes for one request.
 #[derive(Debug)]
 struct Rotation {
@@ -107,10 +118,9 @@ pub async fn refresh(
         .hash()
         .as_str()
         .to_string();
-    let row = match batch.reads.submit(hash).await {
-        Ok(Some(row)) => row,
-        Ok(None) => return None,
-        Err(e) => return Some(Err(e.into())),
+    // A failed read batch is no answer: the transactional path reads again on its own.
+    let Ok(Some(row)) = batch.reads.submit(hash).await else {
+        return None;
     };
     if row.client.id != creds.client_id() {
         // The general path authenticates the named client on its own.
@@ -175,10 +185,8 @@ pub async fn introspect(
         .hash()
         .as_str()
         .to_string();
-    let minted = match batch.minted.submit(hash).await {
-        Ok(Some(m)) => m,
-        Ok(None) => return None,
-        Err(e) => return Some(Err(e.into())),
+    let Ok(Some(minted)) = batch.minted.submit(hash).await else {
+        return None;
     };
     if minted.client.id != creds.client_id() {
         return None;
@@ -205,7 +213,7 @@ pub async fn introspect(
 
 /// The introspection reads of one batch: minted tokens by hash, with grant, client and
 /// revocation status.
-fn minted_batch(c: &mut AnyConnection, hashes: &[String]) -> StorageResult<Vec<Option<Minted>>> {
+fn minted_batch(db: &Db, hashes: &[String]) -> StorageResult<Vec<Option<Minted>>> {
     type Row = (
         Option<String>,
         String,
@@ -214,22 +222,24 @@ fn minted_batch(c: &mut AnyConnection, hashes: &[String]) -> StorageResult<Vec<O
         GrantRow,
         ClientRow,
     );
-    let rows: Vec<Row> = issued_tokens::table
-        .inner_join(grants::table.inner_join(clients::table))
-        .left_join(
-            revocations::table
-                .on(revocations::revocation_id.eq(issued_tokens::revocation_id.nullable())),
-        )
-        .filter(issued_tokens::token_hash.eq_any(hashes))
-        .select((
-            issued_tokens::token_hash,
-            issued_tokens::revocation_id,
-            issued_tokens::expires_at,
-            revocations::seq.nullable(),
-            GrantRow::as_select(),
-            ClientRow::as_select(),
-        ))
-        .load(c)?;
+    let rows: Vec<Row> = db.run_blocking(|c| {
+        Ok(issued_tokens::table
+            .inner_join(grants::table.inner_join(clients::table))
+            .left_join(
+                revocations::table
+                    .on(revocations::revocation_id.eq(issued_tokens::revocation_id.nullable())),
+            )
+            .filter(issued_tokens::token_hash.eq_any(hashes))
+            .select((
+                issued_tokens::token_hash,
+                issued_tokens::revocation_id,
+                issued_tokens::expires_at,
+                revocations::seq.nullable(),
+                GrantRow::as_select(),
+                ClientRow::as_select(),
+            ))
+            .load(c)?)
+    })?;
     let found = rows.into_iter().filter_map(
         |(hash, revocation_id, expires_at, revoked, grant, client)| {
             let minted = Minted {
@@ -268,27 +278,29 @@ fn distribute<T: Clone>(
 }
 
 /// The reads of one batch: one query for every presented hash.
-fn read_batch(c: &mut AnyConnection, hashes: &[String]) -> StorageResult<Vec<Option<RefreshRow>>> {
+fn read_batch(db: &Db, hashes: &[String]) -> StorageResult<Vec<Option<RefreshRow>>> {
     type Row = (
         (String, String, String, String, NaiveDateTime),
         GrantRow,
         ClientRow,
     );
-    let rows: Vec<Row> = refresh_tokens::table
-        .inner_join(grants::table.inner_join(clients::table))
-        .filter(refresh_tokens::token_hash.eq_any(hashes))
-        .select((
-            (
-                refresh_tokens::token_hash,
-                refresh_tokens::id,
-                refresh_tokens::family_id,
-                refresh_tokens::status,
-                refresh_tokens::expires_at,
-            ),
-            GrantRow::as_select(),
-            ClientRow::as_select(),
-        ))
-        .load(c)?;
+    let rows: Vec<Row> = db.run_blocking(|c| {
+        Ok(refresh_tokens::table
+            .inner_join(grants::table.inner_join(clients::table))
+            .filter(refresh_tokens::token_hash.eq_any(hashes))
+            .select((
+                (
+                    refresh_tokens::token_hash,
+                    refresh_tokens::id,
+                    refresh_tokens::family_id,
+                    refresh_tokens::status,
+                    refresh_tokens::expires_at,
+                ),
+                GrantRow::as_select(),
+                ClientRow::as_select(),
+            ))
+            .load(c)?)
+    })?;
     let found = rows
         .into_iter()
         .map(|((hash, id, family, status, expires_at), grant, client)| {
@@ -309,9 +321,10 @@ fn read_batch(c: &mut AnyConnection, hashes: &[String]) -> StorageResult<Vec<Opt
 /// (`FOR NO KEY UPDATE` under `ORDER BY`), a token is marked used only if it is still active,
 /// belongs to the stated grant and that grant is authorized and unexpired at the request's time,
 /// and only the rotations that marked their token get their new refresh token, issued-token rows
-/// and audit event. The grant is only read (and key-share locked by the foreign keys), never
-/// locked for update, so the statement cannot deadlock with `end_grants` (grant first, then its
-/// tokens). Returns the ids of the tokens it rotated.
+/// and audit event. Lock order: the grants are only read and key-share locked (foreign keys),
+/// which conflicts with no lock but `FOR UPDATE`/deletion, and `end_grants` locks the active
+/// tokens of the grants it ends in id order too, so the two cannot wait on each other in a cycle.
+/// Returns the ids of the tokens it rotated.
 const ROTATE_BATCH_SQL: &str = "\
 WITH input AS ( \
     SELECT * FROM unnest($1::text[], $2::timestamp[], $3::text[], $4::text[], $5::text[], \
@@ -349,18 +362,17 @@ WITH input AS ( \
 ) \
 SELECT id FROM used";
 
+/// How long the rotation statement waits for a row lock before giving up (and the requests take
+/// the transactional path).
+const LOCK_TIMEOUT: &str = "SET LOCAL lock_timeout = '1s'";
+
 #[derive(QueryableByName)]
 struct Rotated {
     #[diesel(sql_type = diesel::sql_types::Text)]
     id: String,
 }
 
-fn rotate_batch(c: &mut AnyConnection, jobs: &[Rotation]) -> StorageResult<Vec<bool>> {
-    let AnyConnection::Postgresql(pg) = c else {
-        return Err(StorageError::Unavailable(
-            "batched rotation needs PostgreSQL".into(),
-        ));
-    };
+fn rotate_batch(db: &Db, jobs: &[Rotation]) -> StorageResult<Vec<bool>> {
     // A token presented twice in one batch: only its first rotation is attempted; the others
     // report "not rotated" and the transactional path treats them as the replays they are.
     let mut seen = HashSet::new();
@@ -395,7 +407,7 @@ fn rotate_batch(c: &mut AnyConnection, jobs: &[Rotation]) -> StorageResult<Vec<b
             rid_expires.push(j.access_expires);
         }
     }
-    let result: Result<Vec<Rotated>, diesel::result::Error> = PgStatement::new(
+    let statement = PgStatement::new(
         ROTATE_BATCH_SQL,
         vec![
             B::TextArray(&old_id),
@@ -414,15 +426,45 @@ fn rotate_batch(c: &mut AnyConnection, jobs: &[Rotation]) -> StorageResult<Vec<b
             B::NullableTextArray(&rid_hash),
             B::TimestampArray(&rid_expires),
         ],
-    )
-    .load(pg);
-    let rotated: HashSet<String> = match result.map_err(StorageError::from) {
+    );
+    let result = db.run_blocking(|c| {
+        let AnyConnection::Postgresql(pg) = c else {
+            return Err(StorageError::Unavailable(
+                "batched rotation needs PostgreSQL".into(),
+            ));
+        };
+        pg.transaction(|pg| {
+            // Every refresh of the instance queues behind this statement: a lock held elsewhere
+            // (a long revocation, a sweep) must not stall them all. Past the timeout the
+            // statement rolls back and each request takes the transactional path.
+            diesel::sql_query(LOCK_TIMEOUT).execute(pg)?;
+            statement.load::<Rotated>(pg)
+        })
+        .map_err(StorageError::from)
+    });
+    let rotated: HashSet<String> = match result {
         Ok(rows) => rows.into_iter().map(|r| r.id).collect(),
-        // The connection failed: whether the statement committed is unknown, so the requests
-        // fail (503) rather than retry a rotation that may have happened.
-        Err(e @ StorageError::Unavailable(_)) => return Err(e),
-        // PostgreSQL rejected the statement (it rolled back as a whole, e.g. a deadlock with a
-        // concurrent revocation): each request takes the transactional path on its own.
+        // The connection failed, perhaps after the commit: the new tokens' hashes tell, read on
+        // a fresh connection. Had the requests failed instead, their clients' retries would be
+        // replays that end their grants. If even that read fails, the requests fail (503).
+        Err(e @ StorageError::Unavailable(_)) => {
+            tracing::warn!(error = %e, jobs = jobs.len(), "batched rotation: outcome unknown; checking");
+            let committed: Vec<String> = db
+                .run_blocking(|c| {
+                    Ok(refresh_tokens::table
+                        .filter(refresh_tokens::token_hash.eq_any(&new_hash))
+                        .select(refresh_tokens::token_hash)
+                        .load(c)?)
+                })
+                .map_err(|_| e)?;
+            let committed: HashSet<String> = committed.into_iter().collect();
+            picked()
+                .filter(|j| committed.contains(&j.new_hash))
+                .map(|j| j.old_id.clone())
+                .collect()
+        }
+        // PostgreSQL rejected the statement (it rolled back as a whole: a lock timeout, a
+        // deadlock): each request takes the transactional path on its own.
         Err(e) => {
             tracing::warn!(error = %e, jobs = jobs.len(), "batched rotation failed; retrying one by one");
             HashSet::new()
@@ -533,6 +575,7 @@ mod tests {
                  INSERT INTO grants (id, customer_id, client_id, status, authorization_details, \
                      created_at, expires_at, updated_at) VALUES \
                      ('g_live', 'cust_1', 'c_1', 'authorized', '{}', now(), now() + interval '1 day', now()), \
+                     ('g_live2', 'cust_1', 'c_1', 'authorized', '{}', now(), now() + interval '1 day', now()), \
                      ('g_revoked', 'cust_1', 'c_1', 'revoked', '{}', now(), now() + interval '1 day', now()), \
                      ('g_expired', 'cust_1', 'c_1', 'authorized', '{}', now(), now() - interval '1 second', now()); \
                  INSERT INTO refresh_tokens (id, token_hash, grant_id, family_id, status, created_at, expires_at) VALUES \
@@ -555,17 +598,14 @@ mod tests {
             job("rt_rev", "g_revoked", now),
             job("rt_exp", "g_expired", now),
             // A token stated with another grant than its own.
-            job("rt_b", "g_revoked", now),
+            job("rt_b", "g_live2", now),
             job("rt_unknown", "g_live", now),
         ];
-        let out = t.db.run_blocking(|c| rotate_batch(c, &jobs)).unwrap();
+        let out = rotate_batch(&t.db, &jobs).unwrap();
         assert_eq!(out, [true, false, false, false, false, false, false]);
         // rt_b was left as it was by the job naming another grant.
         let rt_b = [job("rt_b", "g_live", now)];
-        assert_eq!(
-            t.db.run_blocking(|c| rotate_batch(c, &rt_b)).unwrap(),
-            [true]
-        );
+        assert_eq!(rotate_batch(&t.db, &rt_b).unwrap(), [true]);
         t.db.run_blocking(|c| {
             let statuses = "SELECT count(*) AS n FROM refresh_tokens WHERE \
                 (id IN ('rt_a', 'rt_b', 'rt_used') AND status = 'used') OR \
@@ -587,7 +627,7 @@ mod tests {
         })
         .unwrap();
         // A batch with nothing to rotate writes nothing and says so.
-        let again = t.db.run_blocking(|c| rotate_batch(c, &jobs[..1])).unwrap();
+        let again = rotate_batch(&t.db, &jobs[..1]).unwrap();
         assert_eq!(again, [false]);
     }
 }
