@@ -449,19 +449,7 @@ fn rotate_batch(db: &Db, jobs: &[Rotation]) -> StorageResult<Vec<bool>> {
         // replays that end their grants. If even that read fails, the requests fail (503).
         Err(e @ StorageError::Unavailable(_)) => {
             tracing::warn!(error = %e, jobs = jobs.len(), "batched rotation: outcome unknown; checking");
-            let committed: Vec<String> = db
-                .run_blocking(|c| {
-                    Ok(refresh_tokens::table
-                        .filter(refresh_tokens::token_hash.eq_any(&new_hash))
-                        .select(refresh_tokens::token_hash)
-                        .load(c)?)
-                })
-                .map_err(|_| e)?;
-            let committed: HashSet<String> = committed.into_iter().collect();
-            picked()
-                .filter(|j| committed.contains(&j.new_hash))
-                .map(|j| j.old_id.clone())
-                .collect()
+            committed(db, picked()).map_err(|_| e)?
         }
         // PostgreSQL rejected the statement (it rolled back as a whole: a lock timeout, a
         // deadlock): each request takes the transactional path on its own.
@@ -474,6 +462,27 @@ fn rotate_batch(db: &Db, jobs: &[Rotation]) -> StorageResult<Vec<bool>> {
         .iter()
         .zip(&take)
         .map(|(j, t)| *t && rotated.contains(&j.old_id))
+        .collect())
+}
+
+/// The tokens of `jobs` whose rotation committed, told by their successors' hashes (only the
+/// rotation statement inserts them): for settling a batch whose outcome the connection could not
+/// report.
+fn committed<'a>(
+    db: &Db,
+    jobs: impl Iterator<Item = &'a Rotation> + Clone,
+) -> StorageResult<HashSet<String>> {
+    let hashes: Vec<String> = jobs.clone().map(|j| j.new_hash.clone()).collect();
+    let found: Vec<String> = db.run_blocking(|c| {
+        Ok(refresh_tokens::table
+            .filter(refresh_tokens::token_hash.eq_any(&hashes))
+            .select(refresh_tokens::token_hash)
+            .load(c)?)
+    })?;
+    let found: HashSet<String> = found.into_iter().collect();
+    Ok(jobs
+        .filter(|j| found.contains(&j.new_hash))
+        .map(|j| j.old_id.clone())
         .collect())
 }
 
@@ -629,5 +638,11 @@ mod tests {
         // A batch with nothing to rotate writes nothing and says so.
         let again = rotate_batch(&t.db, &jobs[..1]).unwrap();
         assert_eq!(again, [false]);
+        // Settling an unknown outcome: the rotations that committed are found by their
+        // successors, the others (the duplicate of rt_a, used, revoked, ...) are not.
+        let settled = committed(&t.db, jobs[1..].iter().chain(&rt_b)).unwrap();
+        assert_eq!(settled, HashSet::from(["rt_b".to_string()]));
+        let settled = committed(&t.db, jobs[..1].iter()).unwrap();
+        assert_eq!(settled, HashSet::from(["rt_a".to_string()]));
     }
 }
