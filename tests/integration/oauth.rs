@@ -87,6 +87,14 @@ async fn exchange(
     .await
 }
 
+/// A grant approved by alice for the demo client, exchanged: the token response.
+async fn tokens_for(app: &TestApp) -> Value {
+    let (code, verifier) = code_for(app, DEMO, DEMO_REDIRECT).await;
+    let r = exchange(app, DEMO, &code, &verifier).await;
+    assert_eq!(r.status(), 200, "code exchange");
+    r.json().await.unwrap()
+}
+
 #[tokio::test]
 async fn metadata_advertises_the_contract() {
     let app = spawn_demo_app(Backend::Sqlite).await;
@@ -1129,12 +1137,7 @@ async fn revocation_endpoint_ends_the_grant() {
     for backend in backends() {
         let app = spawn_demo_app(backend).await;
         app.login_customer("alice").await;
-        let (code, verifier) = code_for(&app, DEMO, DEMO_REDIRECT).await;
-        let t: Value = exchange(&app, DEMO, &code, &verifier)
-            .await
-            .json()
-            .await
-            .unwrap();
+        let t = tokens_for(&app).await;
         let access = t["access_token"].as_str().unwrap();
         let refresh = t["refresh_token"].as_str().unwrap();
         // Unknown tokens: 200, nothing happens.
@@ -1230,12 +1233,7 @@ async fn introspection_of_garbage_and_foreign_tokens_is_inactive() {
 async fn key_rotation_keeps_old_tokens_verifiable() {
     let app = spawn_demo_app(Backend::Sqlite).await;
     app.login_customer("alice").await;
-    let (code, verifier) = code_for(&app, DEMO, DEMO_REDIRECT).await;
-    let t: Value = exchange(&app, DEMO, &code, &verifier)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let t = tokens_for(&app).await;
     let p = app.platform.clone();
     let now = p.now();
     let kid =
@@ -1455,12 +1453,7 @@ async fn introspection_covers_minted_and_attenuated_tokens() {
     for backend in backends() {
         let app = spawn_demo_app(backend).await;
         app.login_customer("alice").await;
-        let (code, verifier) = code_for(&app, DEMO, DEMO_REDIRECT).await;
-        let t: Value = exchange(&app, DEMO, &code, &verifier)
-            .await
-            .json()
-            .await
-            .unwrap();
+        let t = tokens_for(&app).await;
         let access = t["access_token"].as_str().unwrap();
         let narrowed = ::grants::attenuate(
             access,
@@ -1499,12 +1492,7 @@ async fn concurrent_uses_of_one_refresh_token_rotate_once_and_end_the_grant() {
     for backend in backends() {
         let app = spawn_demo_app(backend).await;
         app.login_customer("alice").await;
-        let (code, verifier) = code_for(&app, DEMO, DEMO_REDIRECT).await;
-        let tokens: Value = exchange(&app, DEMO, &code, &verifier)
-            .await
-            .json()
-            .await
-            .unwrap();
+        let tokens = tokens_for(&app).await;
         let rt = tokens["refresh_token"].as_str().unwrap().to_string();
         let http = reqwest::Client::new();
         let mut set = tokio::task::JoinSet::new();
@@ -1601,12 +1589,7 @@ async fn concurrent_refreshes_of_many_grants_share_statements_and_each_rotates_o
         app.login_customer("alice").await;
         let mut current = vec![];
         for _ in 0..GRANTS {
-            let (code, verifier) = code_for(&app, DEMO, DEMO_REDIRECT).await;
-            let t: Value = exchange(&app, DEMO, &code, &verifier)
-                .await
-                .json()
-                .await
-                .unwrap();
+            let t = tokens_for(&app).await;
             current.push(t["refresh_token"].as_str().unwrap().to_string());
         }
         let http = reqwest::Client::new();
@@ -1718,12 +1701,7 @@ async fn reused_introspection_answers_never_outlive_a_revocation() {
         app.login_customer("alice").await;
         let mut tokens = vec![];
         for _ in 0..3 {
-            let (code, verifier) = code_for(&app, DEMO, DEMO_REDIRECT).await;
-            let t: Value = exchange(&app, DEMO, &code, &verifier)
-                .await
-                .json()
-                .await
-                .unwrap();
+            let t = tokens_for(&app).await;
             tokens.push(t);
         }
         let access = tokens[0]["access_token"].as_str().unwrap();
@@ -1818,12 +1796,7 @@ async fn refreshes_record_use_of_the_grant_once_a_minute() {
     for backend in backends() {
         let (app, clock) = e2e_tests::lifecycle::spawn_with_clock(backend, |_| {}).await;
         app.login_customer("alice").await;
-        let (code, verifier) = code_for(&app, DEMO, DEMO_REDIRECT).await;
-        let t: Value = exchange(&app, DEMO, &code, &verifier)
-            .await
-            .json()
-            .await
-            .unwrap();
+        let t = tokens_for(&app).await;
         let grant_id = t["grant_id"].as_str().unwrap().to_string();
         let last_used = || {
             let id = grant_id.clone();
