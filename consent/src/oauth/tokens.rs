@@ -352,14 +352,23 @@ struct RefreshRow {
     client: OAuthClient,
 }
 
-/// One indexed lookup: the refresh token by hash, joined with its grant and the grant's client.
-fn load_refresh(c: &mut AnyConnection, hash: &str) -> Result<Option<RefreshRow>, StorageError> {
-    type Row = ((String, String, String, NaiveDateTime), GrantRow, ClientRow);
-    let row: Option<Row> = refresh_tokens::table
+/// Refresh tokens by hash, each joined with its grant and the grant's client: one indexed query
+/// for any number of hashes (one request's, or a batch's). Pairs each row with its hash.
+fn load_refreshes(
+    c: &mut AnyConnection,
+    hashes: &[String],
+) -> Result<Vec<(String, RefreshRow)>, StorageError> {
+    type Row = (
+        (String, String, String, String, NaiveDateTime),
+        GrantRow,
+        ClientRow,
+    );
+    let rows: Vec<Row> = refresh_tokens::table
         .inner_join(grants::table.inner_join(clients::table))
-        .filter(refresh_tokens::token_hash.eq(hash))
+        .filter(refresh_tokens::token_hash.eq_any(hashes))
         .select((
             (
+                refresh_tokens::token_hash,
                 refresh_tokens::id,
                 refresh_tokens::family_id,
                 refresh_tokens::status,
@@ -368,18 +377,28 @@ fn load_refresh(c: &mut AnyConnection, hash: &str) -> Result<Option<RefreshRow>,
             GrantRow::as_select(),
             ClientRow::as_select(),
         ))
-        .first(c)
-        .optional()?;
-    Ok(row.map(
-        |((id, family, status, expires_at), grant, client)| RefreshRow {
-            id,
-            family,
-            status,
-            expires_at,
-            grant,
-            client: client.into(),
-        },
-    ))
+        .load(c)?;
+    Ok(rows
+        .into_iter()
+        .map(|((hash, id, family, status, expires_at), grant, client)| {
+            let row = RefreshRow {
+                id,
+                family,
+                status,
+                expires_at,
+                grant,
+                client: client.into(),
+            };
+            (hash, row)
+        })
+        .collect())
+}
+
+/// [`load_refreshes`] for one hash.
+fn load_refresh(c: &mut AnyConnection, hash: &str) -> Result<Option<RefreshRow>, StorageError> {
+    Ok(load_refreshes(c, &[hash.to_string()])?
+        .pop()
+        .map(|(_, row)| row))
 }
 
 /// `grant_type=refresh_token`: authenticates the client, then rotates the refresh token; a
@@ -403,25 +422,22 @@ pub fn refresh(
         false => None,
     };
     let client = oauth_clients::authenticate_with(c, creds, found.as_ref().map(|r| &r.client))?;
-    if found.is_none() {
+    let Some(found) = found else {
         return Err(invalid_grant("the refresh token is invalid"));
-    }
+    };
     let client = &client;
     write_tx(c, |c| {
-        let Some(mut row) = load_refresh(c, hash.as_str())? else {
-            return Ok(Err(invalid_grant("the refresh token is invalid")));
-        };
         if let AnyConnection::Postgresql(pg) = c {
             // Grant before token, the order `end_grants` locks them in (no deadlock with a
-            // concurrent revocation); then read both again as they are now.
+            // concurrent revocation). A token's grant never changes, so the read above names it.
             diesel::sql_query("SELECT 1 FROM grants WHERE id = $1 FOR NO KEY UPDATE")
-                .bind::<diesel::sql_types::Text, _>(&row.grant.id)
+                .bind::<diesel::sql_types::Text, _>(&found.grant.id)
                 .execute(pg)?;
-            let Some(now_row) = load_refresh(c, hash.as_str())? else {
-                return Ok(Err(invalid_grant("the refresh token is invalid")));
-            };
-            row = now_row;
         }
+        // Token and grant as they are now, inside the transaction (and after the lock).
+        let Some(row) = load_refresh(c, hash.as_str())? else {
+            return Ok(Err(invalid_grant("the refresh token is invalid")));
+        };
         let grant = &row.grant;
         if grant.client_id != client.id {
             return Ok(Err(invalid_grant(
@@ -590,35 +606,71 @@ struct Minted {
     client: OAuthClient,
 }
 
-/// Looks a minted token up with its grant, the grant's client and its revocation status, in one
-/// query.
-fn load_minted(c: &mut AnyConnection, hash: &str) -> Result<Option<Minted>, StorageError> {
-    type Row = (String, NaiveDateTime, Option<i64>, GrantRow, ClientRow);
-    let row: Option<Row> = issued_tokens::table
+impl Minted {
+    /// What introspection found, as asked by the token's own client: `None` once the token has
+    /// expired.
+    fn found(self, now: DateTime<Utc>) -> Option<Found> {
+        (self.expires_at > now.naive_utc()).then(|| Found {
+            grant: self.grant,
+            client: self.client,
+            token_type: "access_token",
+            exp: self.expires_at.and_utc(),
+            token_revoked: self.revoked,
+            minted_rid: Some(self.revocation_id),
+        })
+    }
+}
+
+/// Minted tokens by hash, each with its grant, the grant's client and its revocation status: one
+/// query for any number of hashes. Pairs each with its hash.
+fn load_minteds(
+    c: &mut AnyConnection,
+    hashes: &[String],
+) -> Result<Vec<(String, Minted)>, StorageError> {
+    type Row = (
+        Option<String>,
+        String,
+        NaiveDateTime,
+        Option<i64>,
+        GrantRow,
+        ClientRow,
+    );
+    let rows: Vec<Row> = issued_tokens::table
         .inner_join(grants::table.inner_join(clients::table))
         .left_join(
             revocations::table
                 .on(revocations::revocation_id.eq(issued_tokens::revocation_id.nullable())),
         )
-        .filter(issued_tokens::token_hash.eq(hash))
+        .filter(issued_tokens::token_hash.eq_any(hashes))
         .select((
+            issued_tokens::token_hash,
             issued_tokens::revocation_id,
             issued_tokens::expires_at,
             revocations::seq.nullable(),
             GrantRow::as_select(),
             ClientRow::as_select(),
         ))
-        .first(c)
-        .optional()?;
-    Ok(row.map(
-        |(revocation_id, expires_at, revoked, grant, client)| Minted {
-            revocation_id,
-            expires_at,
-            revoked: revoked.is_some(),
-            grant,
-            client: client.into(),
-        },
-    ))
+        .load(c)?;
+    Ok(rows
+        .into_iter()
+        .filter_map(
+            |(hash, revocation_id, expires_at, revoked, grant, client)| {
+                let minted = Minted {
+                    revocation_id,
+                    expires_at,
+                    revoked: revoked.is_some(),
+                    grant,
+                    client: client.into(),
+                };
+                Some((hash?, minted))
+            },
+        )
+        .collect())
+}
+
+/// [`load_minteds`] for one hash.
+fn load_minted(c: &mut AnyConnection, hash: &str) -> Result<Option<Minted>, StorageError> {
+    Ok(load_minteds(c, &[hash.to_string()])?.pop().map(|(_, m)| m))
 }
 
 /// RFC 7662: a token is active when it is ours, unexpired, not revoked, its grant is authorized
@@ -638,37 +690,30 @@ pub fn introspect(
     // As in `refresh`: the token's row brings its grant's client, which usually is the asking
     // client, so one query serves authentication and the answer.
     let hash = PlainToken::from_presented(token).hash();
-    // Set for a minted access token found by its hash: what a reusable answer depends on.
-    let mut minted_rid = None;
-    let (grant, client, token_type, exp, token_revoked) = if token.starts_with("rt_") {
-        let found = load_refresh(c, hash.as_str())?;
-        let client = oauth_clients::authenticate_with(c, creds, found.as_ref().map(|r| &r.client))?;
-        match found {
-            Some(r) => (
-                r.grant,
-                client,
-                "refresh_token",
-                r.expires_at.and_utc(),
-                r.status != "active" || r.expires_at <= now.naive_utc(),
-            ),
-            None => return Ok(inactive),
+    let found = if token.starts_with("rt_") {
+        let row = load_refresh(c, hash.as_str())?;
+        let client = oauth_clients::authenticate_with(c, creds, row.as_ref().map(|r| &r.client))?;
+        let Some(r) = row else {
+            return Ok(inactive);
+        };
+        Found {
+            token_revoked: r.status != "active" || r.expires_at <= now.naive_utc(),
+            exp: r.expires_at.and_utc(),
+            grant: r.grant,
+            client,
+            token_type: "refresh_token",
+            minted_rid: None,
         }
     } else if let Some(minted) = load_minted(c, hash.as_str())? {
         // A token exactly as we minted it is found by its hash (its signature was made by us,
         // and nobody can produce another string with the same SHA-256): one indexed lookup that
         // also brings its grant and whether it was revoked.
         let client = oauth_clients::authenticate_with(c, creds, Some(&minted.client))?;
-        if minted.expires_at <= now.naive_utc() {
+        let Some(found) = minted.found(now) else {
             return Ok(inactive);
-        }
-        minted_rid = Some(minted.revocation_id);
-        (
-            minted.grant,
-            client,
-            "access_token",
-            minted.expires_at.and_utc(),
-            minted.revoked,
-        )
+        };
+        // Asked by another client, the answer is inactive (`Found::answer`).
+        Found { client, ..found }
     } else {
         // Attenuated (or foreign) tokens: authenticate, then full offline verification.
         let client = oauth_clients::authenticate(c, creds)?;
@@ -682,15 +727,22 @@ pub fn introspect(
         let Some(grant) = load_grant(c, &t.grant)? else {
             return Ok(inactive);
         };
-        (grant, client, "access_token", t.expires_at, revoked > 0)
+        Found {
+            grant,
+            client,
+            token_type: "access_token",
+            exp: t.expires_at,
+            token_revoked: revoked > 0,
+            minted_rid: None,
+        }
     };
     // An introspection is use of the grant (dormancy is measured from it), recorded at most once
     // a minute: the common case costs no write.
     // Best effort: a failed write (e.g. SQLite busy during a sweep) must not fail the answer.
-    if is_live(&grant, &client, token_revoked, now)
-        && use_due(&grant, now)
+    if found.is_live(now)
+        && use_due(&found.grant, now)
         && let Err(e) = diesel::update(
-            grants::table.filter(grants::id.eq(&grant.id)).filter(
+            grants::table.filter(grants::id.eq(&found.grant.id)).filter(
                 grants::last_used_at
                     .is_null()
                     .or(grants::last_used_at.lt(use_cutoff(now))),
@@ -701,29 +753,12 @@ pub fn introspect(
     {
         tracing::warn!(error = %e, "introspection: recording use of the grant failed");
     }
-    let found = Found {
-        grant,
-        client,
-        token_type,
-        exp,
-        token_revoked,
-        minted_rid,
-    };
     found.answer(svc, now)
 }
 
 /// Whether the grant's use is due to be recorded (at most once a minute).
 fn use_due(grant: &GrantRow, now: DateTime<Utc>) -> bool {
     grant.last_used_at.is_none_or(|t| t < use_cutoff(now))
-}
-
-/// Whether a token found for `client` is active: the client's own, not revoked, of an authorized
-/// and unexpired grant (the token's own expiry is checked where it is found).
-fn is_live(grant: &GrantRow, client: &OAuthClient, revoked: bool, now: DateTime<Utc>) -> bool {
-    grant.client_id == client.id
-        && !revoked
-        && grant.status == "authorized"
-        && grant.expires_at > now.naive_utc()
 }
 
 /// A token introspection found, for an authenticated client.
@@ -738,24 +773,34 @@ struct Found {
 }
 
 impl Found {
+    /// Active: the asking client's own token, not revoked, of an authorized and unexpired grant
+    /// (the token's own expiry is checked where it is found).
+    fn is_live(&self, now: DateTime<Utc>) -> bool {
+        self.grant.client_id == self.client.id
+            && !self.token_revoked
+            && self.grant.status == "authorized"
+            && self.grant.expires_at > now.naive_utc()
+    }
+
     /// The RFC 7662 answer (no I/O).
     fn answer(
         self,
         svc: &OAuthService,
         now: DateTime<Utc>,
     ) -> Result<(Introspection, Option<Basis>), OAuthError> {
+        if self.grant.client_id != self.client.id {
+            return Ok((Introspection::default(), None));
+        }
+        let live = self.is_live(now);
         let Found {
             grant,
             client,
             token_type,
             exp,
-            token_revoked,
             minted_rid,
+            ..
         } = self;
-        if grant.client_id != client.id {
-            return Ok((Introspection::default(), None));
-        }
-        if !is_live(&grant, &client, token_revoked, now) {
+        if !live {
             // Tell the owning client why: the grant's status (e.g. revoked by the customer).
             return Ok((
                 Introspection {

@@ -25,14 +25,15 @@ use chrono::{DateTime, NaiveDateTime, SubsecRound, Utc};
 use diesel::prelude::*;
 use platform::crypto::{PlainToken, random_id};
 use platform::storage::batch::{BatchCounts, Batcher};
-use platform::storage::schema::{clients, grants, issued_tokens, refresh_tokens, revocations};
+use platform::storage::schema::refresh_tokens;
 use platform::storage::{AnyConnection, Db, PgBind as B, PgStatement, StorageError, StorageResult};
 
 use super::super::OAuthService;
-use super::super::clients::{self as oauth_clients, ClientCredentials, ClientRow};
+use super::super::clients::{self as oauth_clients, ClientCredentials};
 use super::super::error::OAuthError;
 use super::{
-    Found, GrantRow, Introspection, Minted, RefreshRow, TokenResponse, is_live, mint_issue, use_due,
+    Introspection, Minted, RefreshRow, TokenResponse, load_minteds, load_refreshes, mint_issue,
+    use_due,
 };
 use crate::oauth::answers::Basis;
 
@@ -194,73 +195,25 @@ pub async fn introspect(
     if let Err(e) = oauth_clients::verify(creds, Some(&minted.client)) {
         return Some(Err(e));
     }
-    if minted.expires_at <= now.naive_utc() {
+    let Some(found) = minted.found(now) else {
         return Some(Ok((Introspection::default(), None)));
-    }
-    if is_live(&minted.grant, &minted.client, minted.revoked, now) && use_due(&minted.grant, now) {
+    };
+    if found.is_live(now) && use_due(&found.grant, now) {
         return None;
     }
-    let found = Found {
-        exp: minted.expires_at.and_utc(),
-        token_revoked: minted.revoked,
-        minted_rid: Some(minted.revocation_id),
-        grant: minted.grant,
-        client: minted.client,
-        token_type: "access_token",
-    };
     Some(found.answer(svc, now))
 }
 
 /// The introspection reads of one batch: minted tokens by hash, with grant, client and
 /// revocation status.
 fn minted_batch(db: &Db, hashes: &[String]) -> StorageResult<Vec<Option<Minted>>> {
-    type Row = (
-        Option<String>,
-        String,
-        NaiveDateTime,
-        Option<i64>,
-        GrantRow,
-        ClientRow,
-    );
-    let rows: Vec<Row> = db.run_blocking(|c| {
-        Ok(issued_tokens::table
-            .inner_join(grants::table.inner_join(clients::table))
-            .left_join(
-                revocations::table
-                    .on(revocations::revocation_id.eq(issued_tokens::revocation_id.nullable())),
-            )
-            .filter(issued_tokens::token_hash.eq_any(hashes))
-            .select((
-                issued_tokens::token_hash,
-                issued_tokens::revocation_id,
-                issued_tokens::expires_at,
-                revocations::seq.nullable(),
-                GrantRow::as_select(),
-                ClientRow::as_select(),
-            ))
-            .load(c)?)
-    })?;
-    let found = rows.into_iter().filter_map(
-        |(hash, revocation_id, expires_at, revoked, grant, client)| {
-            let minted = Minted {
-                revocation_id,
-                expires_at,
-                revoked: revoked.is_some(),
-                grant,
-                client: client.into(),
-            };
-            Some((hash?, minted))
-        },
-    );
+    let found = db.run_blocking(|c| load_minteds(c, hashes))?;
     Ok(distribute(hashes, found))
 }
 
 /// One result per key, in order; a key asked for more than once gets a copy each time.
-fn distribute<T: Clone>(
-    keys: &[String],
-    found: impl Iterator<Item = (String, T)>,
-) -> Vec<Option<T>> {
-    let mut found: HashMap<String, T> = found.collect();
+fn distribute<T: Clone>(keys: &[String], found: Vec<(String, T)>) -> Vec<Option<T>> {
+    let mut found: HashMap<String, T> = found.into_iter().collect();
     let mut remaining: HashMap<&str, usize> = HashMap::new();
     for k in keys {
         *remaining.entry(k.as_str()).or_default() += 1;
@@ -279,41 +232,7 @@ fn distribute<T: Clone>(
 
 /// The reads of one batch: one query for every presented hash.
 fn read_batch(db: &Db, hashes: &[String]) -> StorageResult<Vec<Option<RefreshRow>>> {
-    type Row = (
-        (String, String, String, String, NaiveDateTime),
-        GrantRow,
-        ClientRow,
-    );
-    let rows: Vec<Row> = db.run_blocking(|c| {
-        Ok(refresh_tokens::table
-            .inner_join(grants::table.inner_join(clients::table))
-            .filter(refresh_tokens::token_hash.eq_any(hashes))
-            .select((
-                (
-                    refresh_tokens::token_hash,
-                    refresh_tokens::id,
-                    refresh_tokens::family_id,
-                    refresh_tokens::status,
-                    refresh_tokens::expires_at,
-                ),
-                GrantRow::as_select(),
-                ClientRow::as_select(),
-            ))
-            .load(c)?)
-    })?;
-    let found = rows
-        .into_iter()
-        .map(|((hash, id, family, status, expires_at), grant, client)| {
-            let row = RefreshRow {
-                id,
-                family,
-                status,
-                expires_at,
-                grant,
-                client: client.into(),
-            };
-            (hash, row)
-        });
+    let found = db.run_blocking(|c| load_refreshes(c, hashes))?;
     Ok(distribute(hashes, found))
 }
 
