@@ -417,6 +417,7 @@ mod tests {
     struct TempDb {
         admin: String,
         name: String,
+        url: String,
         db: Db,
     }
 
@@ -452,7 +453,12 @@ mod tests {
         url.set_path(&name);
         let db = Db::connect(url.as_str(), 2, std::time::Duration::from_secs(10)).unwrap();
         db.migrate().unwrap();
-        Some(TempDb { admin, name, db })
+        Some(TempDb {
+            admin,
+            name,
+            url: url.to_string(),
+            db,
+        })
     }
 
     fn job(old_id: &str, grant_id: &str, at: NaiveDateTime) -> Rotation {
@@ -511,7 +517,8 @@ mod tests {
                      ('rt_b', 'hb', 'g_live', 'f', 'active', now(), now() + interval '1 day'), \
                      ('rt_used', 'hu', 'g_live', 'f', 'used', now(), now() + interval '1 day'), \
                      ('rt_rev', 'hr', 'g_revoked', 'f', 'active', now(), now() + interval '1 day'), \
-                     ('rt_exp', 'he', 'g_expired', 'f', 'active', now(), now() + interval '1 day');",
+                     ('rt_exp', 'he', 'g_expired', 'f', 'active', now(), now() + interval '1 day'), \
+                     ('rt_c', 'hc', 'g_live', 'f', 'active', now(), now() + interval '1 day');",
             )?;
             Ok(())
         })
@@ -543,7 +550,7 @@ mod tests {
             let fresh = "SELECT count(*) AS n FROM refresh_tokens WHERE status = 'active' \
                 AND grant_id = 'g_live' AND family_id IN ('fam_rt_a', 'fam_rt_b')";
             assert_eq!(count(c, fresh), 2);
-            assert_eq!(count(c, "SELECT count(*) AS n FROM refresh_tokens"), 7);
+            assert_eq!(count(c, "SELECT count(*) AS n FROM refresh_tokens"), 8);
             assert_eq!(count(c, "SELECT count(*) AS n FROM issued_tokens"), 4);
             let hashed = "SELECT count(*) AS n FROM issued_tokens WHERE token_hash IS NOT NULL";
             assert_eq!(count(c, hashed), 2);
@@ -563,5 +570,23 @@ mod tests {
         assert_eq!(settled, HashSet::from(["rt_b".to_string()]));
         let settled = committed(&t.db, jobs[..1].iter()).unwrap();
         assert_eq!(settled, HashSet::from(["rt_a".to_string()]));
+
+        // A token locked elsewhere (a long revocation, say): the batch gives up after the lock
+        // timeout instead of stalling every refresh queued behind it, rotates nothing, and the
+        // request takes the transactional path; once the lock is gone it rotates.
+        let mut locker = diesel::pg::PgConnection::establish(&t.url).unwrap();
+        locker
+            .batch_execute("BEGIN; SELECT 1 FROM refresh_tokens WHERE id = 'rt_c' FOR UPDATE;")
+            .unwrap();
+        let rt_c = [job("rt_c", "g_live", now)];
+        let started = std::time::Instant::now();
+        assert_eq!(rotate_batch(&t.db, &rt_c).unwrap(), [false]);
+        let waited = started.elapsed();
+        assert!(
+            waited < std::time::Duration::from_secs(5),
+            "waited {waited:?}"
+        );
+        locker.batch_execute("ROLLBACK").unwrap();
+        assert_eq!(rotate_batch(&t.db, &rt_c).unwrap(), [true]);
     }
 }
