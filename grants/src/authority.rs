@@ -26,6 +26,15 @@ pub(crate) struct Authority {
     pub expires_at: DateTime<Utc>,
 }
 
+impl Authority {
+    /// Datalog elements of the authority block (its facts and the two expiry checks), for the
+    /// cost of loading it.
+    pub fn elements(&self) -> u64 {
+        let facts = 3 + self.rights.len() + self.accounts.len() + self.merchants.len();
+        (facts + usize::from(self.window.is_some()) * 2 + 2 * 3) as u64
+    }
+}
+
 fn single_str(p: &Predicate) -> Result<&str, String> {
     match p.terms.as_slice() {
         [Term::Str(s)] => Ok(s),
@@ -228,11 +237,12 @@ fn validate_authority(facts: &[Predicate], bounds: &[u64]) -> Result<Authority, 
 /// which is then checked by the full Datalog evaluation.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Hints {
-    sources: Vec<String>,
+    blocks: Vec<BlockBuilder>,
+    mentions: BTreeSet<String>,
     parsed: Option<Literals>,
 }
 
-/// Literals and parsed checks of the attenuation blocks (parsed only when needed).
+/// Literals and parsed checks of the attenuation blocks (collected only when needed).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Literals {
     pub strings: BTreeSet<String>,
@@ -240,37 +250,166 @@ pub(crate) struct Literals {
     /// `Some(min bound)` when every mention of `time` in the blocks is a plain
     /// `check if time($t), $t <= D` (the form this crate and the DESIGN vocabulary write).
     pub simple_expiry: Option<Option<u64>>,
+    /// `Some` when the blocks hold nothing but checks of the exact forms [`crate::Attenuation`]
+    /// writes (and the DESIGN vocabulary documents); what they narrow, put together.
+    pub simple: Option<Narrowing>,
+}
+
+/// What blocks made only of the documented check forms narrow, each dimension intersected over
+/// every check (`None`: not narrowed):
+/// ```text
+/// check if req_account($a), {"acc_1", ...}.contains($a);
+/// check if operation($o), {"balances:read", ...}.contains($o);
+/// check if req_merchant($m), {"m_1", ...}.contains($m);
+/// check if req_tx_range($f, $u), $f >= <from>, $u <= <until>;
+/// check if time($t), $t <= <expiry>;
+/// ```
+/// For such blocks a request value is allowed exactly when it is in every set (and its range
+/// within every bound), so the effective scope is computed here instead of by one Datalog run
+/// per candidate value. Any other form (facts, rules, other checks, `check all`, `reject if`,
+/// `trusting`) makes the blocks not simple, and they are evaluated candidate by candidate.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Narrowing {
+    pub accounts: Option<BTreeSet<String>>,
+    pub actions: Option<BTreeSet<String>>,
+    pub merchants: Option<BTreeSet<String>>,
+    /// Latest `from` bound and earliest `until` bound on requested ranges.
+    pub range_from: Option<u64>,
+    pub range_until: Option<u64>,
+}
+
+impl Narrowing {
+    /// Reads one block; `false` if it is not made of the documented forms only.
+    fn add_block(&mut self, block: &BlockBuilder) -> bool {
+        if !block.facts.is_empty() || !block.rules.is_empty() || !block.scopes.is_empty() {
+            return false;
+        }
+        block.checks.iter().all(|c| self.add_check(c))
+    }
+
+    fn add_check(&mut self, check: &Check) -> bool {
+        if time_bound(check).is_some() {
+            return true; // the expiry is read by `simple_expiry`
+        }
+        let [query] = check.queries.as_slice() else {
+            return false;
+        };
+        if check.kind != CheckKind::One || !query.scopes.is_empty() {
+            return false;
+        }
+        let [pred] = query.body.as_slice() else {
+            return false;
+        };
+        let var = |t: Option<&Term>| match t {
+            Some(Term::Variable(v)) => Some(v.clone()),
+            _ => None,
+        };
+        match (pred.name.as_str(), pred.terms.len()) {
+            (vocab::REQ_ACCOUNT | vocab::OPERATION | vocab::REQ_MERCHANT, 1) => {
+                let Some(v) = var(pred.terms.first()) else {
+                    return false;
+                };
+                let [expr] = query.expressions.as_slice() else {
+                    return false;
+                };
+                let set = match expr.ops.as_slice() {
+                    [
+                        Op::Value(Term::Set(items)),
+                        Op::Value(Term::Variable(x)),
+                        Op::Binary(Binary::Contains),
+                    ] if *x == v => items,
+                    _ => return false,
+                };
+                let mut strings = BTreeSet::new();
+                for item in set {
+                    match item {
+                        Term::Str(s) => strings.insert(s.clone()),
+                        // A set of other terms never contains a string request value.
+                        _ => continue,
+                    };
+                }
+                let slot = match pred.name.as_str() {
+                    vocab::REQ_ACCOUNT => &mut self.accounts,
+                    vocab::OPERATION => &mut self.actions,
+                    _ => &mut self.merchants,
+                };
+                *slot = Some(match slot.take() {
+                    Some(current) => current.intersection(&strings).cloned().collect(),
+                    None => strings,
+                });
+                true
+            }
+            (vocab::REQ_TX_RANGE, 2) => {
+                let (Some(f), Some(u)) = (var(pred.terms.first()), var(pred.terms.get(1))) else {
+                    return false;
+                };
+                if f == u || query.expressions.len() != 2 {
+                    return false;
+                }
+                for expr in &query.expressions {
+                    match expr.ops.as_slice() {
+                        [
+                            Op::Value(Term::Variable(x)),
+                            Op::Value(Term::Date(d)),
+                            Op::Binary(Binary::GreaterOrEqual),
+                        ] if *x == f => {
+                            self.range_from = Some(self.range_from.map_or(*d, |c| c.max(*d)));
+                        }
+                        [
+                            Op::Value(Term::Variable(x)),
+                            Op::Value(Term::Date(d)),
+                            Op::Binary(Binary::LessOrEqual),
+                        ] if *x == u => {
+                            self.range_until = Some(self.range_until.map_or(*d, |c| c.min(*d)));
+                        }
+                        _ => return false,
+                    }
+                }
+                true
+            }
+            _ => false,
+        }
+    }
 }
 
 impl Hints {
-    pub fn add_block(&mut self, source: String) {
-        self.sources.push(source);
+    /// `blocks` as admitted, with the predicate names they mention.
+    pub fn new(blocks: Vec<BlockBuilder>, mentions: BTreeSet<String>) -> Self {
+        Self {
+            blocks,
+            mentions,
+            parsed: None,
+        }
     }
 
-    /// Whether some block may use predicate `name`. Printed Datalog always writes a predicate
-    /// as `name(`, so a textual search never misses one (a false hit only costs work).
+    /// Whether the token has attenuation blocks at all.
+    pub fn any(&self) -> bool {
+        !self.blocks.is_empty()
+    }
+
+    /// Whether some block uses predicate `name` (in a fact, a rule or a check).
     pub fn mentions(&self, name: &str) -> bool {
-        let needle = format!("{name}(");
-        self.sources.iter().any(|s| s.contains(&needle))
+        self.mentions.contains(name)
     }
 
-    pub fn literals(&mut self) -> Result<&Literals, String> {
-        if self.parsed.is_none() {
+    pub fn literals(&mut self) -> &Literals {
+        let blocks = &self.blocks;
+        self.parsed.get_or_insert_with(|| {
             let mut lit = Literals {
                 simple_expiry: Some(None),
+                simple: Some(Narrowing::default()),
                 ..Literals::default()
             };
-            for source in &self.sources {
-                let block = BlockBuilder::new()
-                    .code(source)
-                    .map_err(|e| format!("unreadable attenuation block: {e}"))?;
-                lit.add_block(&block);
+            for block in blocks {
+                lit.add_block(block);
+                if let Some(n) = &mut lit.simple
+                    && !n.add_block(block)
+                {
+                    lit.simple = None;
+                }
             }
-            self.parsed = Some(lit);
-        }
-        self.parsed
-            .as_ref()
-            .ok_or_else(|| "attenuation blocks not parsed".to_owned())
+            lit
+        })
     }
 }
 

@@ -113,6 +113,8 @@ pub enum VerifyError {
     RevocationUnavailable(String),
     #[error("Datalog evaluation exceeded the run limits ({0})")]
     OverLimits(String),
+    #[error("an attenuation block is outside the verification limits ({0})")]
+    Inadmissible(String),
     #[error("request refused: {0}")]
     Denied(#[from] DenyReason),
     #[error("internal verification error: {0}")]

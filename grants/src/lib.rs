@@ -38,7 +38,26 @@
 //! ## Errors and limits
 //! Every refusal is a [`error::VerifyError`]: unknown kid, bad signature, bad encoding,
 //! malformed or incomplete authority block, expired, revoked, revocation store unavailable
-//! (fail closed), over the Datalog [`Limits`], or [`error::DenyReason`] with the failing check.
+//! (fail closed), an attenuation block outside the [`Limits`] (`Inadmissible`), an evaluation
+//! that could exceed the work budget (`OverLimits`), or [`error::DenyReason`] with the failing
+//! check.
+//!
+//! Anyone holding a token can append a block, so a resource server must bound what a block
+//! can cost before evaluating it: biscuit-auth checks its time limit only between fixpoint
+//! iterations, so one check joining a few predicates over a few dozen facts can run for
+//! seconds, and a check that derives nothing never trips the fact limit. [`Verifier::verify`]
+//! therefore
+//! 1. refuses attenuation blocks outside the static limits (facts, rules, checks, queries per
+//!    check, predicates per body, variables, expression size, closure nesting, string and
+//!    collection sizes, recursive rules, foreign functions, `matches` patterns that are not
+//!    literals or compile large) with the reason, before any Datalog runs; then
+//! 2. charges every Datalog run of the verification, *before* running it, with an upper bound on
+//!    the work biscuit-auth's nested-loop evaluation can do for these blocks and this request's
+//!    facts, and refuses once the total would pass [`Limits::max_work`].
+//!
+//! The defaults admit everything [`Attenuation`] writes (up to [`MAX_ACCOUNTS`] accounts and
+//! [`MAX_MERCHANTS`] merchants) and what a reasonable hand-written block needs; the worst token
+//! they admit costs a few milliseconds (BENCHMARKS.md, `cargo bench -p grants --bench hostile`).
 //!
 //! ## Golden samples
 //! `tests/golden/tokens.json` holds tokens minted with a seeded key and seeded block keys, with
@@ -115,6 +134,7 @@
 )]
 
 mod action;
+mod admission;
 mod attenuate;
 mod authority;
 pub mod error;

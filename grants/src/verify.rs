@@ -7,11 +7,12 @@ use std::time::Duration;
 
 use biscuit_auth::builder::{Check, Fact, Policy, Term};
 use biscuit_auth::error::{FailedCheck, Format, Logic, RunLimit, Token};
-use biscuit_auth::{AuthorizerBuilder, AuthorizerLimits, Biscuit};
+use biscuit_auth::{AuthorizerBuilder, AuthorizerLimits, Biscuit, BlockBuilder};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::authority::{Authority, Hints, parse_authority};
+use crate::admission::{self, OwnQuery, Program, RunFactCounts};
+use crate::authority::{Authority, Hints, Narrowing, parse_authority};
 use crate::error::{DenyReason, RevocationLookupError, VerifyError};
 use crate::keys::KeyProvider;
 use crate::time::{MAX_SECS, TxWindow, from_secs, to_secs};
@@ -96,13 +97,41 @@ impl RevocationCheck for NoRevocationCheck {
     }
 }
 
-/// Bounds on the work one verification may do.
+/// Bounds on the work one verification may do. The static limits apply to attenuation blocks
+/// (the authority block is the server's own) and are checked before any Datalog runs; the work
+/// limit bounds the whole verification, every Datalog run of it charged in advance (see the
+/// crate documentation, "Errors and limits"). The defaults admit everything [`crate::Attenuation`]
+/// writes and what a reasonable biscuit-python or biscuit-wasm user writes by hand.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// Largest accepted token (base64 characters).
     pub max_token_len: usize,
     /// Most blocks (authority included).
     pub max_blocks: usize,
+    /// Most facts in one attenuation block.
+    pub max_block_facts: usize,
+    /// Most rules in one attenuation block (rules must not be recursive).
+    pub max_block_rules: usize,
+    /// Most checks in one attenuation block.
+    pub max_block_checks: usize,
+    /// Most alternative queries (`or`) in one check.
+    pub max_check_queries: usize,
+    /// Most predicates in one rule or check body (the join width).
+    pub max_body_predicates: usize,
+    /// Most distinct variables in one rule or check.
+    pub max_rule_variables: usize,
+    /// Most expression operations in one rule or check.
+    pub max_expression_ops: usize,
+    /// Deepest nesting of closures (`.all($x -> ...)`, `.any(...)`).
+    pub max_closure_depth: usize,
+    /// Longest string or byte array literal (bytes).
+    pub max_string_len: usize,
+    /// Most elements of one set, array or map literal.
+    pub max_collection_len: usize,
+    /// Most work units one verification may do, summed over its Datalog runs and charged
+    /// before each run from the blocks' shape (about 8 units per fact visited while matching a
+    /// rule body; see the crate documentation).
+    pub max_work: u64,
     /// Datalog: most facts per run.
     pub max_facts: u64,
     /// Datalog: most rule iterations per run.
@@ -118,16 +147,30 @@ impl Default for Limits {
         Self {
             max_token_len: 16 * 1024,
             max_blocks: 8,
+            max_block_facts: 64,
+            max_block_rules: 16,
+            max_block_checks: 32,
+            max_check_queries: 8,
+            max_body_predicates: 4,
+            max_rule_variables: 8,
+            max_expression_ops: 64,
+            max_closure_depth: 1,
+            max_string_len: 256,
+            max_collection_len: 256,
+            max_work: DEFAULT_MAX_WORK,
             max_facts: 1_000,
             max_iterations: 100,
-            // Facts and iterations bound the work deterministically; the wall-clock limit is
-            // a backstop. It is generous because a preempted thread on a loaded machine can
-            // take milliseconds for a run that normally needs ~20 µs (seen at 5 ms in benches).
+            // The work limit bounds the work deterministically; the wall-clock limit is a
+            // backstop. It is generous because a preempted thread on a loaded machine can take
+            // milliseconds for a run that normally needs ~20 µs (seen at 5 ms in benches).
             max_time: Duration::from_millis(20),
             max_runs: 256,
         }
     }
 }
+
+/// See [`Limits::max_work`].
+const DEFAULT_MAX_WORK: u64 = 3_000_000;
 
 /// What the token allows for the request: the resource server filters its data with it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -163,6 +206,8 @@ pub struct Authorization {
     pub blocks: usize,
     /// Revocation ids (hex), one per block.
     pub revocation_ids: Vec<String>,
+    /// Work units the verification was charged (see [`Limits::max_work`]).
+    pub work: u64,
 }
 
 /// Verifies tokens against a key provider and a revocation check, within [`Limits`].
@@ -192,16 +237,77 @@ struct Evaluation<'a> {
     token: &'a Biscuit,
     authority: &'a Authority,
     limits: &'a Limits,
+    program: &'a Program,
     runs: usize,
+    /// Work units charged so far (see [`Limits::max_work`]).
+    work: u64,
 }
 
+/// The verifier's own queries, as admission charges them: the authority block's two expiry
+/// checks, the account, window and merchant checks and the allow policy.
+const OWN_QUERIES: &[OwnQuery] = &[
+    OwnQuery {
+        body: &[vocab::TIME],
+    },
+    OwnQuery {
+        body: &[vocab::TIME],
+    },
+    OwnQuery {
+        body: &[vocab::REQ_ACCOUNT, vocab::ACCOUNT],
+    },
+    OwnQuery {
+        body: &[vocab::REQ_TX_RANGE, vocab::TX_WINDOW],
+    },
+    OwnQuery {
+        body: &[vocab::REQ_MERCHANT, vocab::MERCHANT],
+    },
+    OwnQuery {
+        body: &[
+            vocab::GRANT,
+            vocab::CLIENT,
+            vocab::SUBJECT,
+            vocab::OPERATION,
+            vocab::RIGHT,
+        ],
+    },
+];
+
 impl Evaluation<'_> {
+    /// Facts by name that a run with request facts `f` holds besides the attenuation blocks.
+    fn fact_counts(&self, f: &RunFacts) -> RunFactCounts {
+        let a = self.authority;
+        let n = |len: usize| len as u64;
+        RunFactCounts(std::collections::HashMap::from([
+            (vocab::GRANT, 1),
+            (vocab::CLIENT, 1),
+            (vocab::SUBJECT, 1),
+            (vocab::RIGHT, n(a.rights.len())),
+            (vocab::ACCOUNT, n(a.accounts.len())),
+            (vocab::TX_WINDOW, u64::from(a.window.is_some())),
+            (vocab::MERCHANT, n(a.merchants.len())),
+            (vocab::TIME, 1),
+            (vocab::OPERATION, 1),
+            (vocab::REQ_ACCOUNT, n(f.accounts.len())),
+            (vocab::REQ_TX_RANGE, n(f.ranges.len())),
+            (vocab::REQ_MERCHANT, n(f.merchants.len())),
+        ]))
+    }
+
     fn run(&mut self, f: &RunFacts) -> Result<Outcome, VerifyError> {
         self.runs += 1;
         if self.runs > self.limits.max_runs {
             return Err(VerifyError::OverLimits(format!(
                 "more than {} evaluations",
                 self.limits.max_runs
+            )));
+        }
+        // Charged before running: a run that could exceed the budget never starts.
+        let cost = self.program.run_cost(&self.fact_counts(f), OWN_QUERIES);
+        self.work = self.work.saturating_add(cost);
+        if self.work > self.limits.max_work {
+            return Err(VerifyError::OverLimits(format!(
+                "evaluating the attenuation blocks could take {} work units, more than {}",
+                self.work, self.limits.max_work
             )));
         }
         let mut result = self.authorize(f);
@@ -389,6 +495,21 @@ impl<K: KeyProvider, R: RevocationCheck> Verifier<K, R> {
             .print_block_source(0)
             .map_err(|e| VerifyError::Malformed(e.to_string()))?;
         let authority = parse_authority(&source).map_err(VerifyError::InvalidAuthority)?;
+        // Attenuation blocks are read and admitted before anything else looks at them.
+        let mut blocks = Vec::with_capacity(token.block_count().saturating_sub(1));
+        for i in 1..token.block_count() {
+            let src = token
+                .print_block_source(i)
+                .map_err(|e| VerifyError::Malformed(e.to_string()))?;
+            blocks.push(
+                BlockBuilder::new()
+                    .code(&src)
+                    .map_err(|e| VerifyError::Malformed(format!("unreadable block {i}: {e}")))?,
+            );
+        }
+        let (program, mentions) = admission::admit(&blocks, authority.elements(), &self.limits)
+            .map_err(VerifyError::Inadmissible)?;
+        let mut hints = Hints::new(blocks, mentions);
         if now > authority.expires_at {
             return Err(VerifyError::Expired);
         }
@@ -407,18 +528,13 @@ impl<K: KeyProvider, R: RevocationCheck> Verifier<K, R> {
         }
         precheck(&authority, request)?;
 
-        let mut hints = Hints::default();
-        for i in 1..token.block_count() {
-            let src = token
-                .print_block_source(i)
-                .map_err(|e| VerifyError::Malformed(e.to_string()))?;
-            hints.add_block(src);
-        }
         let mut eval = Evaluation {
             token: &token,
             authority: &authority,
             limits: &self.limits,
+            program: &program,
             runs: 0,
+            work: 0,
         };
         let scope = resolve(&mut eval, &authority, &mut hints, request)?;
         Ok(Authorization {
@@ -426,6 +542,7 @@ impl<K: KeyProvider, R: RevocationCheck> Verifier<K, R> {
             kid: token.root_key_id().unwrap_or_default(),
             blocks: token.block_count(),
             revocation_ids,
+            work: eval.work,
         })
     }
 
@@ -468,9 +585,128 @@ fn precheck(authority: &Authority, request: &Request) -> Result<(), DenyReason> 
     Ok(())
 }
 
+/// Decides the request and computes the effective scope, for blocks made only of the documented
+/// check forms ([`Narrowing`]): one Datalog run decides, with the request's own values and, for
+/// each dimension it leaves open, the values every check allows (computed here: a value is
+/// allowed exactly when it is in every set and within every bound).
+fn resolve_simple(
+    eval: &mut Evaluation<'_>,
+    authority: &Authority,
+    n: &Narrowing,
+    simple_expiry: Option<u64>,
+    request: &Request,
+) -> Result<EffectiveScope, VerifyError> {
+    let kept = |set: &Option<std::collections::BTreeSet<String>>, v: &str| {
+        set.as_ref().is_none_or(|s| s.contains(v))
+    };
+    let accounts: Vec<AccountId> = match &request.account {
+        Some(a) => vec![a.clone()],
+        None => authority
+            .accounts
+            .iter()
+            .filter(|a| kept(&n.accounts, a.as_str()))
+            .cloned()
+            .collect(),
+    };
+    if accounts.is_empty() {
+        return Err(DenyReason::NothingLeft("account").into());
+    }
+    let merchants: Option<Vec<MerchantId>> = match (&request.merchant, &n.merchants) {
+        (Some(m), _) => Some(vec![m.clone()]),
+        (None, None) => (!authority.merchants.is_empty()).then(|| authority.merchants.clone()),
+        (None, Some(set)) if authority.merchants.is_empty() => Some(
+            set.iter()
+                .filter_map(|s| MerchantId::parse(s.as_str()).ok())
+                .collect(),
+        ),
+        (None, Some(set)) => Some(
+            authority
+                .merchants
+                .iter()
+                .filter(|m| set.contains(m.as_str()))
+                .cloned()
+                .collect(),
+        ),
+    };
+    if merchants.as_ref().is_some_and(Vec::is_empty) {
+        return Err(DenyReason::NothingLeft("merchant").into());
+    }
+    let narrowed_window = n.range_from.is_some() || n.range_until.is_some();
+    let window = match &request.tx_range {
+        Some(r) => Some(*r),
+        None if !narrowed_window => authority.window,
+        None => {
+            let (lo, hi) = authority
+                .window
+                .map(|w| (to_secs(w.from()), to_secs(w.until())))
+                .unwrap_or((0, to_secs(from_secs(MAX_SECS))));
+            let l = lo.max(n.range_from.unwrap_or(0));
+            let h = hi.min(n.range_until.unwrap_or(u64::MAX));
+            if l > h {
+                return Err(DenyReason::NothingLeft("transaction window").into());
+            }
+            if authority.window.is_none() && (l, h) == (lo, hi) {
+                None
+            } else {
+                let t = |s: u64| from_secs(i64::try_from(s).unwrap_or(MAX_SECS));
+                Some(TxWindow::new(t(l), t(h)).map_err(|e| VerifyError::Internal(e.to_string()))?)
+            }
+        }
+    };
+    // The decision: the blocks' checks and the verifier's own, evaluated for real. Open
+    // dimensions the blocks narrow are supplied as their allowed values ("any of them").
+    let facts = RunFacts {
+        time: to_secs(request.now),
+        operation: request.operation.to_string(),
+        accounts: if request.account.is_some() || n.accounts.is_some() {
+            accounts.iter().map(|a| a.to_string()).collect()
+        } else {
+            vec![]
+        },
+        ranges: match (&request.tx_range, &window) {
+            (Some(r), _) => vec![(to_secs(r.from()), to_secs(r.until()))],
+            (None, Some(w)) if narrowed_window => vec![(to_secs(w.from()), to_secs(w.until()))],
+            _ => vec![],
+        },
+        merchants: match (&request.merchant, &merchants) {
+            (Some(m), _) => vec![m.to_string()],
+            (None, Some(list)) if n.merchants.is_some() => {
+                list.iter().map(|m| m.to_string()).collect()
+            }
+            _ => vec![],
+        },
+    };
+    if let Outcome::Denied(reason) = eval.run(&facts)? {
+        return Err(reason.into());
+    }
+    let actions = authority
+        .rights
+        .iter()
+        .filter(|r| **r == request.operation || kept(&n.actions, r.as_str()))
+        .cloned()
+        .collect();
+    let expires_at = match simple_expiry {
+        Some(bound) => authority
+            .expires_at
+            .min(from_secs(i64::try_from(bound).unwrap_or(MAX_SECS))),
+        None => authority.expires_at,
+    };
+    Ok(EffectiveScope {
+        grant: authority.grant.clone(),
+        client: authority.client.clone(),
+        subject: authority.subject.clone(),
+        accounts,
+        actions,
+        window,
+        merchants,
+        expires_at,
+    })
+}
+
 /// Decides the request and computes the effective scope.
 ///
-/// Dimensions the request fixes are supplied as single facts. A dimension the request leaves
+/// Blocks made only of the documented check forms take [`resolve_simple`] (one run). For any
+/// other Datalog: dimensions the request fixes are supplied as single facts. A dimension the request leaves
 /// open and that no attenuation block mentions takes the authority's value. A dimension left
 /// open but mentioned by an attenuation block is resolved by evaluating the *whole* token once
 /// per candidate value (candidates come from the authority block, or for an unlimited
@@ -483,6 +719,12 @@ fn resolve(
     hints: &mut Hints,
     request: &Request,
 ) -> Result<EffectiveScope, VerifyError> {
+    if hints.any() {
+        let literals = hints.literals();
+        if let (Some(n), Some(expiry)) = (literals.simple.clone(), literals.simple_expiry) {
+            return resolve_simple(eval, authority, &n, expiry, request);
+        }
+    }
     let strs = |v: &[AccountId]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>();
     let mut facts = RunFacts {
         time: to_secs(request.now),
@@ -506,7 +748,6 @@ fn resolve(
     } else if authority.merchants.is_empty() {
         hints
             .literals()
-            .map_err(VerifyError::Malformed)?
             .strings
             .iter()
             .filter_map(|s| MerchantId::parse(s.as_str()).ok())
@@ -544,7 +785,6 @@ fn resolve(
             .unwrap_or((0, to_secs(from_secs(MAX_SECS))));
         let mut candidates: Vec<u64> = hints
             .literals()
-            .map_err(VerifyError::Malformed)?
             .dates
             .iter()
             .copied()
@@ -658,7 +898,7 @@ fn resolve(
 
     // Expiry: the latest candidate instant at which the token still works.
     let literals = if hints.mentions(vocab::TIME) {
-        Some(hints.literals().map_err(VerifyError::Malformed)?.clone())
+        Some(hints.literals().clone())
     } else {
         None
     };

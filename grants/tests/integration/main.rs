@@ -3,6 +3,7 @@
 mod cli;
 mod common;
 mod golden;
+mod hostile;
 mod properties;
 mod python_interop;
 mod scope;

@@ -195,3 +195,66 @@ fn attenuation_only_narrows() {
     );
     eprintln!("attenuated tokens: {allows} requests allowed, {denies} refused");
 }
+
+/// `token` plus a block that changes nothing but is not of the documented forms, so the
+/// verifier evaluates the whole token candidate by candidate instead of in one run.
+fn opaque(token: &str) -> String {
+    let root = biscuit_auth::PublicKey::from_bytes(
+        &key(1).public_key().to_bytes(),
+        biscuit_auth::Algorithm::Ed25519,
+    )
+    .unwrap();
+    biscuit_auth::Biscuit::from_base64(token, root)
+        .unwrap()
+        .append(
+            biscuit_auth::BlockBuilder::new()
+                .code("check if true;")
+                .unwrap(),
+        )
+        .unwrap()
+        .to_base64()
+        .unwrap()
+}
+
+#[test]
+fn one_run_and_per_candidate_evaluation_agree() {
+    // Blocks the builder writes are resolved in one run from their sets and bounds; any other
+    // Datalog by one run per candidate value. Both must give the same verdict and scope.
+    let mut runner = proptest::test_runner::TestRunner::new(config());
+    let compared = Cell::new(0usize);
+    let strategy = (
+        scope_strategy(),
+        proptest::collection::vec(attenuation_strategy(), 1..=2),
+        proptest::collection::vec(request_strategy(), 4),
+    );
+    let result = runner.run(&strategy, |(scope, chain, requests)| {
+        let v = verifier();
+        let mut token = grants::mint(&key(1), &grant(scope), now() + Duration::minutes(60), now())
+            .unwrap()
+            .token;
+        for attenuation in &chain {
+            token = grants::attenuate(&token, attenuation, false).unwrap();
+        }
+        let slow = opaque(&token);
+        let mut all = requests.clone();
+        all.push(Request::new(Action::AccountsRead, now()));
+        all.push(Request::new(Action::TransactionsRead, now()).account(acc("acc_1")));
+        for r in &all {
+            let (fast, per_candidate) = (v.verify(&token, r), v.verify(&slow, r));
+            match (&fast, &per_candidate) {
+                (Ok(f), Ok(s)) => prop_assert!(f.scope == s.scope, "{r:?}: {f:?} / {s:?}"),
+                (Err(f), Err(s)) => prop_assert!(
+                    std::mem::discriminant(f) == std::mem::discriminant(s),
+                    "{r:?}: {f} / {s}"
+                ),
+                _ => prop_assert!(false, "{r:?}: {fast:?} / {per_candidate:?}"),
+            }
+            compared.set(compared.get() + 1);
+        }
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    assert!(compared.get() > 500);
+}
