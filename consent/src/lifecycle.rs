@@ -352,6 +352,15 @@ pub fn sweep(
         .execute(c)?;
         Ok(stale + delivered + failed + platform::session::purge_expired(c, now)?)
     })?;
+    // Revocation feed entries whose tokens have all expired (module docs of
+    // platform::revocation, "Retention").
+    loop {
+        let n = write_tx(c, |c| platform::revocation::purge_feed(c, now, 10_000))?;
+        report.purged += n;
+        if n < 10_000 {
+            break;
+        }
+    }
     Ok(report)
 }
 

@@ -2,6 +2,24 @@
 //! refresh tokens, and appends the grant id and the revocation ids of every unexpired token minted
 //! for it to the revocation list (`revocations`, the feed offline verifiers sync from). Runs in
 //! the caller's transaction, so the revocation is durable before it is acknowledged.
+//!
+//! # The feed: commit order, never a skipped row
+//! Readers (every instance's revocation list, `GET /oauth2/revocations`) page by `position`, not
+//! by the insert-time `seq`: a sequence value is taken when a row is inserted, so a transaction
+//! that inserts early and commits late would put its rows *behind* a cursor that already moved
+//! past them. Positions are handed out by [`link_feed`] to committed rows only, by one linker at
+//! a time (an advisory lock on PostgreSQL, the write lock on SQLite), each run continuing after
+//! the last position given; a row committed late simply gets a later position. So positions
+//! only grow in the order rows become visible, and a reader that pages `position > cursor` sees
+//! every committed row exactly once. The instance that committed a revocation links it at once
+//! ([`publish`]); every instance also links what is pending each second (a crash between commit
+//! and linking delays a row by at most that).
+//!
+//! # Retention
+//! Each row carries `expires_at`: the expiry of the token it names, or for a whole grant the
+//! latest expiry of any token minted for it (no token of an ended grant can be minted later).
+//! After that plus [`RETENTION_MARGIN`] the row can refuse nothing, and [`purge_feed`] deletes
+//! it. A reader whose cursor is older than the oldest row loses nothing it needs.
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
@@ -43,15 +61,138 @@ struct NewRevocation<'a> {
     revocation_id: Option<&'a str>,
     reason: &'a str,
     revoked_at: chrono::NaiveDateTime,
+    expires_at: chrono::NaiveDateTime,
 }
 
-/// Tells every instance (Redis pub/sub) that grants ended, after the transaction committed: one
-/// message per 1,000 ids (space-separated). Receivers only need the wake-up (they sync from the
-/// revocation feed in the database), so a failure is logged, not returned: the database stays
-/// authoritative and every instance also polls it each second.
+/// How long a feed entry is kept after the tokens it names have expired: verifiers whose clocks
+/// run behind still refuse them. Documented with the feed (`GET /oauth2/revocations`).
+pub const RETENTION_MARGIN: chrono::Duration = chrono::Duration::hours(1);
+
+/// Arbitrary constant identifying the feed linker's PostgreSQL advisory lock.
+const FEED_LOCK_KEY: i64 = 0x636f_6e73_656e_7402;
+
+/// Gives the next positions to committed feed rows that have none, in `seq` order, up to
+/// `batch` of them; returns how many. Safe to run on every instance at once (see the module
+/// documentation).
+pub fn link_feed(conn: &mut AnyConnection, batch: i64) -> StorageResult<usize> {
+    use crate::storage::schema::revocation_feed_head as head;
+    // The common case, nothing pending, costs one indexed read and no write transaction.
+    let pending: Option<i64> = revocations::table
+        .filter(revocations::position.is_null())
+        .select(revocations::seq)
+        .first(conn)
+        .optional()?;
+    if pending.is_none() {
+        return Ok(0);
+    }
+    crate::storage::write_tx(conn, |conn| {
+        if let AnyConnection::Postgresql(_) = conn {
+            // Held until commit, so the next linker (which waits here) starts after these
+            // positions are visible, and its own snapshot sees every row committed before.
+            diesel::sql_query(format!("SELECT pg_advisory_xact_lock({FEED_LOCK_KEY})"))
+                .execute(conn)?;
+        }
+        let last: i64 = head::table
+            .filter(head::id.eq(1))
+            .select(head::last_position)
+            .first(conn)?;
+        let sql = crate::storage::numbered(
+            conn,
+            "UPDATE revocations SET position = ? + v.n \
+             FROM (SELECT seq, row_number() OVER (ORDER BY seq) AS n FROM revocations \
+                   WHERE position IS NULL ORDER BY seq LIMIT ?) AS v \
+             WHERE revocations.seq = v.seq",
+        );
+        let linked = diesel::sql_query(sql)
+            .bind::<diesel::sql_types::BigInt, _>(last)
+            .bind::<diesel::sql_types::BigInt, _>(batch)
+            .execute(conn)?;
+        if linked > 0 {
+            diesel::update(head::table.filter(head::id.eq(1)))
+                .set(head::last_position.eq(last + linked as i64))
+                .execute(conn)?;
+        }
+        Ok(linked)
+    })
+}
+
+/// Links everything pending (batches of 10,000).
+pub fn link_feed_all(conn: &mut AnyConnection) -> StorageResult<usize> {
+    let mut total = 0;
+    loop {
+        let n = link_feed(conn, 10_000)?;
+        total += n;
+        if n < 10_000 {
+            return Ok(total);
+        }
+    }
+}
+
+/// Deletes feed rows whose tokens expired more than [`RETENTION_MARGIN`] ago (linked rows only,
+/// at most `batch`); returns how many.
+pub fn purge_feed(
+    conn: &mut AnyConnection,
+    now: DateTime<Utc>,
+    batch: i64,
+) -> StorageResult<usize> {
+    let cutoff = (now - RETENTION_MARGIN).naive_utc();
+    let doomed: Vec<i64> = revocations::table
+        .filter(revocations::expires_at.lt(cutoff))
+        .filter(revocations::position.is_not_null())
+        .select(revocations::seq)
+        .limit(batch)
+        .load(conn)?;
+    if doomed.is_empty() {
+        return Ok(0);
+    }
+    Ok(
+        diesel::delete(revocations::table.filter(revocations::seq.eq_any(&doomed)))
+            .execute(conn)?,
+    )
+}
+
+/// Puts single tokens on the revocation list (RFC 7009 revocation of an access token): their
+/// revocation ids (one per block), kept until `expires_at`, the token's expiry.
+pub fn revoke_tokens(
+    conn: &mut AnyConnection,
+    grant_id: &str,
+    revocation_ids: &[String],
+    reason: &str,
+    expires_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> StorageResult<()> {
+    let rows: Vec<NewRevocation<'_>> = revocation_ids
+        .iter()
+        .map(|rid| NewRevocation {
+            grant_id,
+            revocation_id: Some(rid),
+            reason,
+            revoked_at: now.naive_utc(),
+            expires_at: expires_at.max(now).naive_utc(),
+        })
+        .collect();
+    crate::insert_rows!(conn, revocations::table, &rows);
+    Ok(())
+}
+
+/// Tells every instance that grants ended, after the transaction committed: links the new feed
+/// rows (so readers can see them at once), then one Redis message per 1,000 ids
+/// (space-separated). Receivers only need the wake-up (they sync from the revocation feed in the
+/// database), so a failure is logged, not returned: the database stays authoritative, and every
+/// instance also links and polls it each second.
 pub async fn publish(platform: &crate::Platform, grant_ids: &[String]) {
     EPOCH.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    for ids in grant_ids.chunks(1_000) {
+    if let Err(e) = platform.db.run(link_feed_all).await {
+        tracing::warn!(error = %e, "linking the revocation feed failed; the periodic linker retries");
+    }
+    // Single-token revocations end no grant: an empty message still wakes the others up.
+    let empty: [String; 0] = [];
+    let messages = if grant_ids.is_empty() {
+        vec![&empty[..]]
+    } else {
+        grant_ids.chunks(1_000).collect()
+    };
+    for ids in messages {
         if let Err(e) = platform
             .cache
             .publish(REVOCATION_CHANNEL, &ids.join(" "))
@@ -145,15 +286,27 @@ pub fn end_grants(
         .set(refresh_tokens::status.eq("revoked"))
         .execute(conn)?;
     }
-    let mut tokens: Vec<(String, String)> = Vec::new();
+    let mut tokens: Vec<(String, String, chrono::NaiveDateTime)> = Vec::new();
     for ids in live.chunks(1_000) {
         tokens.extend(
             issued_tokens::table
                 .filter(issued_tokens::grant_id.eq_any(ids))
                 .filter(issued_tokens::expires_at.gt(now_naive))
-                .select((issued_tokens::grant_id, issued_tokens::revocation_id))
-                .load::<(String, String)>(conn)?,
+                .select((
+                    issued_tokens::grant_id,
+                    issued_tokens::revocation_id,
+                    issued_tokens::expires_at,
+                ))
+                .load(conn)?,
         );
+    }
+    // A grant's entry matters until the last token minted for it expires (none can be minted
+    // once this commits).
+    let mut last_expiry: std::collections::HashMap<&str, chrono::NaiveDateTime> =
+        std::collections::HashMap::new();
+    for (grant_id, _, expires_at) in &tokens {
+        let e = last_expiry.entry(grant_id.as_str()).or_insert(now_naive);
+        *e = (*e).max(*expires_at);
     }
     // The revocation feed: one row per grant, one per unexpired token minted for it.
     let feed: Vec<NewRevocation<'_>> = live
@@ -163,15 +316,17 @@ pub fn end_grants(
             revocation_id: None,
             reason,
             revoked_at: now_naive,
+            expires_at: last_expiry.get(id.as_str()).copied().unwrap_or(now_naive),
         })
         .chain(
             tokens
                 .iter()
-                .map(|(grant_id, revocation_id)| NewRevocation {
+                .map(|(grant_id, revocation_id, expires_at)| NewRevocation {
                     grant_id,
                     revocation_id: Some(revocation_id),
                     reason,
                     revoked_at: now_naive,
+                    expires_at: *expires_at,
                 }),
         )
         .collect();

@@ -58,6 +58,7 @@ fn select_all_columns(conn: &mut AnyConnection) -> QueryResult<()> {
         authorization_requests,
         authorization_codes,
         revocations,
+        revocation_feed_head,
         signing_keys,
         audit_events,
         audit_chain_head,
@@ -82,7 +83,7 @@ fn migrations_apply_revert_and_reapply() {
         db.run_blocking(|c| {
             assert_eq!(
                 user_tables(c).len(),
-                21,
+                22,
                 "{backend:?}: {:?}",
                 user_tables(c)
             );

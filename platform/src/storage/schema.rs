@@ -193,6 +193,15 @@ diesel::table! {
         revocation_id -> Nullable<Text>,
         reason -> Text,
         revoked_at -> Timestamp,
+        position -> Nullable<BigInt>,
+        expires_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    revocation_feed_head (id) {
+        id -> Integer,
+        last_position -> BigInt,
     }
 }
 
@@ -310,6 +319,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     authorization_requests,
     authorization_codes,
     revocations,
+    revocation_feed_head,
     signing_keys,
     audit_events,
     audit_chain_head,
