@@ -13,6 +13,7 @@ pub mod revocation_list;
 pub mod routes;
 pub mod sandbox;
 pub mod telemetry;
+pub mod verification;
 pub mod webhooks;
 
 use std::net::TcpListener;
@@ -119,8 +120,15 @@ impl Application {
             oauth::tokens::batched::TokenBatches::start(&platform.db)?.map(std::sync::Arc::new);
         let revocations = revocation_list::RevocationList::default();
         {
+            // Rows a crashed instance committed but did not link get their positions first.
             let list = revocations.clone();
-            platform.db.run(move |c| list.sync(c)).await?;
+            platform
+                .db
+                .run(move |c| {
+                    platform::revocation::link_feed_all(c)?;
+                    list.sync(c)
+                })
+                .await?;
         }
         let state = AppState {
             revocations,
@@ -132,6 +140,10 @@ impl Application {
                     platform.settings.tokens.introspection_cache_ttl.get(),
                 )),
                 batches,
+                verify: verification::VerifyPool::new(
+                    platform.settings.server.verify_threads,
+                    platform.settings.server.verify_queue,
+                )?,
             },
             issuer,
             platform,

@@ -166,6 +166,12 @@ pub struct ServerSettings {
     pub log_format: LogFormat,
     /// Worker threads for the HTTP server (0 = one per core).
     pub workers: usize,
+    /// Threads that verify Biscuits (sandbox API, usage reports, introspection and revocation
+    /// of attenuated tokens), apart from the HTTP workers (0 = one per core).
+    pub verify_threads: usize,
+    /// Verifications that may wait for those threads; beyond it requests get 503 with
+    /// `Retry-After` (so a flood of expensive tokens cannot take more than that pool).
+    pub verify_queue: usize,
     /// Seconds to let in-flight requests finish on shutdown.
     pub shutdown_timeout: ConfigDuration,
 }
@@ -260,6 +266,8 @@ impl Default for Settings {
                 public_url: None,
                 log_format: LogFormat::Text,
                 workers: 0,
+                verify_threads: 0,
+                verify_queue: 256,
                 shutdown_timeout: ConfigDuration::secs(10),
             },
             database: DatabaseSettings {
@@ -372,6 +380,9 @@ impl Settings {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        if self.server.verify_queue == 0 {
+            return Err(ConfigError("server.verify_queue must be at least 1".into()));
+        }
         if self.database.pool_size == 0 {
             return Err(ConfigError("database.pool_size must be at least 1".into()));
         }

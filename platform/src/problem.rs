@@ -56,6 +56,10 @@ pub enum ApiError {
     Validation(Vec<FieldError>),
     #[error("authentication required")]
     Unauthorized,
+    /// A bearer token was refused (RFC 6750 `invalid_token`); the reason is shown to the caller
+    /// (it describes their own token) in the problem body and `WWW-Authenticate`.
+    #[error("the access token was refused: {0}")]
+    InvalidToken(String),
     #[error("{0}")]
     Forbidden(String),
     #[error("{0} not found")]
@@ -70,6 +74,12 @@ pub enum ApiError {
     TooManyRequests { retry_after_secs: u64 },
     #[error("service temporarily unavailable")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A bounded resource is at capacity (503 with `Retry-After`).
+    #[error("{reason}")]
+    Overloaded {
+        reason: String,
+        retry_after_secs: u64,
+    },
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -104,13 +114,14 @@ impl ApiError {
             ApiError::BadRequest(_) => "bad-request",
             ApiError::Validation(_) => "validation",
             ApiError::Unauthorized => "unauthorized",
+            ApiError::InvalidToken(_) => "invalid-token",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not-found",
             ApiError::Conflict(_) => "conflict",
             ApiError::UnsupportedMediaType(_) => "unsupported-media-type",
             ApiError::PayloadTooLarge => "payload-too-large",
             ApiError::TooManyRequests { .. } => "rate-limited",
-            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Unavailable(_) | ApiError::Overloaded { .. } => "unavailable",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -153,14 +164,16 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) | ApiError::Validation(_) => StatusCode::BAD_REQUEST,
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized | ApiError::InvalidToken(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::Overloaded { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -176,7 +189,27 @@ impl ResponseError for ApiError {
             ApiError::Unauthorized => {
                 resp.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
             }
-            ApiError::TooManyRequests { retry_after_secs } => {
+            ApiError::InvalidToken(reason) => {
+                // RFC 6750 section 3: quoted-string values; keep them plain printable ASCII.
+                let clean: String = reason
+                    .chars()
+                    .map(|c| match c {
+                        ' '..='~' if c != '"' && c != '\\' => c,
+                        _ => ' ',
+                    })
+                    .take(200)
+                    .collect();
+                let value =
+                    format!("Bearer error=\"invalid_token\", error_description=\"{clean}\"");
+                resp.insert_header((
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_str(&value).unwrap_or(HeaderValue::from_static("Bearer")),
+                ));
+            }
+            ApiError::TooManyRequests { retry_after_secs }
+            | ApiError::Overloaded {
+                retry_after_secs, ..
+            } => {
                 resp.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
             }
             _ => {}
@@ -263,6 +296,20 @@ mod tests {
         }
         .error_response();
         assert_eq!(resp.headers().get("retry-after").unwrap(), "7");
+        let resp = ApiError::Overloaded {
+            reason: "busy".into(),
+            retry_after_secs: 1,
+        }
+        .error_response();
+        assert_eq!(resp.status(), 503);
+        assert_eq!(resp.headers().get("retry-after").unwrap(), "1");
+        let resp =
+            ApiError::InvalidToken("block 1: 65 facts, \"more\"\nthan 64".into()).error_response();
+        assert_eq!(resp.status(), 401);
+        assert_eq!(
+            resp.headers().get("www-authenticate").unwrap(),
+            "Bearer error=\"invalid_token\", error_description=\"block 1: 65 facts,  more  than 64\""
+        );
     }
 
     #[test]

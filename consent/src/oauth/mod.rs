@@ -31,6 +31,8 @@ pub struct OAuthService {
     pub answers: std::sync::Arc<answers::AnswerCache>,
     /// Batched refresh and introspection statements (PostgreSQL only; see [`tokens::batched`]).
     pub batches: Option<std::sync::Arc<tokens::batched::TokenBatches>>,
+    /// Where Biscuits are verified (never on an HTTP worker or inside a database connection).
+    pub verify: crate::verification::VerifyPool,
 }
 
 impl OAuthService {

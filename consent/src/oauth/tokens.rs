@@ -478,19 +478,20 @@ pub fn refresh(
 
 /// RFC 7009. Revoking a refresh token ends its grant (and so every token of it); revoking an
 /// access token puts its revocation ids on the revocation list. Unknown tokens and tokens of
-/// other clients are ignored (the response is the same).
+/// other clients are ignored (the response is the same). An access token must have been
+/// verified beforehand, off the connection ([`verify_offline`]): `verified` is what that found.
 pub fn revoke(
     c: &mut AnyConnection,
-    svc: &OAuthService,
     client: &OAuthClient,
     token: &str,
+    verified: Option<OurToken>,
     now: DateTime<Utc>,
 ) -> Result<Vec<String>, OAuthError> {
-    if token.is_empty() || token.len() > 8192 {
+    if token.is_empty() || token.len() > MAX_PRESENTED_TOKEN {
         return Ok(vec![]);
     }
     let ended = write_tx(c, |c| {
-        if token.starts_with("rt_") {
+        if is_refresh_token(token) {
             let hash = PlainToken::from_presented(token).hash();
             let grant_id: Option<String> = refresh_tokens::table
                 .filter(refresh_tokens::token_hash.eq(hash.as_str()))
@@ -512,22 +513,20 @@ pub fn revoke(
                 _ => Ok(vec![]),
             }
         } else {
-            let Some(auth) = verify_ours(svc, token, now) else {
+            let Some(auth) = verified else {
                 return Ok(vec![]);
             };
             if auth.client != client.id {
                 return Ok(vec![]);
             }
-            for rid in &auth.revocation_ids {
-                diesel::insert_into(revocations::table)
-                    .values((
-                        revocations::grant_id.eq(&auth.grant),
-                        revocations::revocation_id.eq(Some(rid)),
-                        revocations::reason.eq("access_token_revoked_by_client"),
-                        revocations::revoked_at.eq(now.naive_utc()),
-                    ))
-                    .execute(c)?;
-            }
+            platform::revocation::revoke_tokens(
+                c,
+                &auth.grant,
+                &auth.revocation_ids,
+                "access_token_revoked_by_client",
+                auth.expires_at,
+                now,
+            )?;
             audit::record(
                 c,
                 &NewEvent::new(
@@ -543,23 +542,65 @@ pub fn revoke(
     Ok(ended)
 }
 
-struct OurToken {
+/// Longest token text revocation and introspection look at (longer ones are unknown tokens).
+const MAX_PRESENTED_TOKEN: usize = 8192;
+
+/// Refresh tokens are opaque `rt_...`; anything else is read as a Biscuit access token.
+pub fn is_refresh_token(token: &str) -> bool {
+    token.starts_with("rt_")
+}
+
+/// An access token verified as ours: signed by one of our keys and unexpired (any action).
+#[derive(Debug, Clone)]
+pub struct OurToken {
     grant: String,
     client: String,
     revocation_ids: Vec<String>,
     expires_at: DateTime<Utc>,
 }
 
+/// Verifies an access token offline on the verification pool ([`crate::verification`]), never
+/// on the caller's thread or inside a database connection. `Ok(None)`: not a valid token of
+/// ours; `Err`: the pool is full (answer 503).
+pub async fn verify_offline(
+    svc: &OAuthService,
+    token: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<OurToken>, OAuthError> {
+    if token.is_empty() || token.len() > MAX_PRESENTED_TOKEN || is_refresh_token(token) {
+        return Ok(None);
+    }
+    let keys = svc.keys.current().keyset;
+    let token = token.to_string();
+    svc.verify
+        .run(move || verify_ours(keys, &token, now))
+        .await
+        .map_err(|e| OAuthError::TemporarilyUnavailable(e.to_string()))
+}
+
 /// Verifies that `token` is a Biscuit signed by one of our keys and not expired (any action).
-fn verify_ours(svc: &OAuthService, token: &str, now: DateTime<Utc>) -> Option<OurToken> {
+fn verify_ours(
+    keys: std::sync::Arc<::grants::KeySet>,
+    token: &str,
+    now: DateTime<Utc>,
+) -> Option<OurToken> {
     let info = ::grants::inspect(token).ok()?;
     let summary = info.grant?;
-    let keys = svc.keys.current();
-    let verifier = ::grants::Verifier::new(keys.keyset.clone(), ::grants::NoRevocationCheck);
-    let auth = summary
-        .actions
-        .iter()
-        .find_map(|a| verifier.verify_listing(token, a.clone(), now).ok())?;
+    let verifier = ::grants::Verifier::new(keys, ::grants::NoRevocationCheck);
+    // Some granted action must still be allowed. Only a denial depends on the action: any
+    // other refusal (signature, expiry, limits) would repeat for every action, so stop there.
+    let mut auth = None;
+    for action in &summary.actions {
+        match verifier.verify_listing(token, action.clone(), now) {
+            Ok(a) => {
+                auth = Some(a);
+                break;
+            }
+            Err(::grants::error::VerifyError::Denied(_)) => continue,
+            Err(_) => return None,
+        }
+    }
+    let auth = auth?;
     Some(OurToken {
         grant: auth.scope.grant.as_str().to_string(),
         client: auth.scope.client.as_str().to_string(),
@@ -673,6 +714,17 @@ fn load_minted(c: &mut AnyConnection, hash: &str) -> Result<Option<Minted>, Stor
     Ok(load_minteds(c, &[hash.to_string()])?.pop().map(|(_, m)| m))
 }
 
+/// What introspection found with the database alone.
+#[derive(Debug)]
+pub enum Introspected {
+    /// The answer (and, for a minted token, what it rests on, so it may be reused).
+    Answer(Box<(Introspection, Option<Basis>)>),
+    /// Not a token we minted as is (attenuated, or foreign): the client is authenticated;
+    /// verify the token offline ([`verify_offline`], off this connection), then call
+    /// [`introspect_verified`].
+    Unverified(Box<OAuthClient>),
+}
+
 /// RFC 7662: a token is active when it is ours, unexpired, not revoked, its grant is authorized
 /// and unexpired, and it belongs to the asking client. Anything else is `{"active": false}`.
 pub fn introspect(
@@ -681,16 +733,16 @@ pub fn introspect(
     creds: &ClientCredentials,
     token: &str,
     now: DateTime<Utc>,
-) -> Result<(Introspection, Option<Basis>), OAuthError> {
-    let inactive = (Introspection::default(), None);
-    if token.is_empty() || token.len() > 8192 {
+) -> Result<Introspected, OAuthError> {
+    let inactive = Introspected::Answer(Box::new((Introspection::default(), None)));
+    if token.is_empty() || token.len() > MAX_PRESENTED_TOKEN {
         oauth_clients::authenticate(c, creds)?;
         return Ok(inactive);
     }
     // As in `refresh`: the token's row brings its grant's client, which usually is the asking
     // client, so one query serves authentication and the answer.
     let hash = PlainToken::from_presented(token).hash();
-    let found = if token.starts_with("rt_") {
+    let found = if is_refresh_token(token) {
         let row = load_refresh(c, hash.as_str())?;
         let client = oauth_clients::authenticate_with(c, creds, row.as_ref().map(|r| &r.client))?;
         let Some(r) = row else {
@@ -715,30 +767,54 @@ pub fn introspect(
         // Asked by another client, the answer is inactive (`Found::answer`).
         Found { client, ..found }
     } else {
-        // Attenuated (or foreign) tokens: authenticate, then full offline verification.
-        let client = oauth_clients::authenticate(c, creds)?;
-        let Some(t) = verify_ours(svc, token, now) else {
-            return Ok(inactive);
-        };
-        let revoked: i64 = revocations::table
-            .filter(revocations::revocation_id.eq_any(&t.revocation_ids))
-            .count()
-            .get_result(c)?;
-        let Some(grant) = load_grant(c, &t.grant)? else {
-            return Ok(inactive);
-        };
-        Found {
-            grant,
-            client,
-            token_type: "access_token",
-            exp: t.expires_at,
-            token_revoked: revoked > 0,
-            minted_rid: None,
-        }
+        // Attenuated (or foreign) tokens: authenticate; the caller verifies offline.
+        return Ok(Introspected::Unverified(Box::new(
+            oauth_clients::authenticate(c, creds)?,
+        )));
     };
-    // An introspection is use of the grant (dormancy is measured from it), recorded at most once
-    // a minute: the common case costs no write.
-    // Best effort: a failed write (e.g. SQLite busy during a sweep) must not fail the answer.
+    conclude(c, svc, found, now).map(|answer| Introspected::Answer(Box::new(answer)))
+}
+
+/// Introspection of a token [`verify_offline`] found (`None`: not a valid token of ours), for a
+/// client [`introspect`] authenticated.
+pub fn introspect_verified(
+    c: &mut AnyConnection,
+    svc: &OAuthService,
+    client: OAuthClient,
+    verified: Option<OurToken>,
+    now: DateTime<Utc>,
+) -> Result<(Introspection, Option<Basis>), OAuthError> {
+    let Some(t) = verified else {
+        return Ok((Introspection::default(), None));
+    };
+    let revoked: i64 = revocations::table
+        .filter(revocations::revocation_id.eq_any(&t.revocation_ids))
+        .count()
+        .get_result(c)?;
+    let Some(grant) = load_grant(c, &t.grant)? else {
+        return Ok((Introspection::default(), None));
+    };
+    let found = Found {
+        grant,
+        client,
+        token_type: "access_token",
+        exp: t.expires_at,
+        token_revoked: revoked > 0,
+        minted_rid: None,
+    };
+    conclude(c, svc, found, now)
+}
+
+/// Records use of a live grant (dormancy is measured from it) and builds the answer.
+fn conclude(
+    c: &mut AnyConnection,
+    svc: &OAuthService,
+    found: Found,
+    now: DateTime<Utc>,
+) -> Result<(Introspection, Option<Basis>), OAuthError> {
+    // An introspection is use of the grant, recorded at most once a minute: the common case
+    // costs no write. Best effort: a failed write (e.g. SQLite busy during a sweep) must not
+    // fail the answer.
     if found.is_live(now)
         && use_due(&found.grant, now)
         && let Err(e) = diesel::update(

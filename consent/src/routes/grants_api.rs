@@ -207,12 +207,16 @@ pub struct FeedQuery {
 
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RevocationEntry {
+    /// This entry's position in the feed (pass the last one seen as `since`).
     pub cursor: i64,
     pub grant_id: String,
     /// A Biscuit revocation id (hex) when a single token was revoked; absent when the whole
     /// grant ended (every token carrying `grant(<grant_id>)` is then invalid).
     pub revocation_id: Option<String>,
     pub revoked_at: String,
+    /// When the entry stops mattering: every token it names has expired by then, so a
+    /// verifier may forget it (a little after, if its clock may run behind).
+    pub expires_at: String,
 }
 
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
@@ -225,6 +229,12 @@ pub struct RevocationFeed {
 
 /// Revocation feed for offline verifiers: grant ids and token revocation ids ended since a
 /// cursor, in order. Client-authenticated (HTTP Basic).
+///
+/// Guarantee: entries appear in the order they were committed, and a reader that pages with
+/// `since=next_cursor` sees every entry exactly once, whatever the commit order of the
+/// transactions that wrote them (positions are assigned to committed entries only, one linker
+/// at a time). An entry is retained until its `expires_at` plus one hour; a cursor older than
+/// the oldest retained entry stays valid (what was dropped names only expired tokens).
 #[utoipa::path(get, path = "/oauth2/revocations", tag = "oauth", params(FeedQuery),
     responses(
         (status = 200, body = RevocationFeed),
@@ -249,19 +259,27 @@ pub async fn revocation_feed(
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::field("limit", "must be between 1 and 1000"));
     }
-    let rows: Vec<(i64, String, Option<String>, chrono::NaiveDateTime)> = state
+    type Row = (
+        Option<i64>,
+        String,
+        Option<String>,
+        chrono::NaiveDateTime,
+        chrono::NaiveDateTime,
+    );
+    let rows: Vec<Row> = state
         .platform
         .db
         .run(move |c| {
             Ok(revocations::table
-                .filter(revocations::seq.gt(since))
-                .order(revocations::seq.asc())
+                .filter(revocations::position.gt(since))
+                .order(revocations::position.asc())
                 .limit(limit + 1)
                 .select((
-                    revocations::seq,
+                    revocations::position,
                     revocations::grant_id,
                     revocations::revocation_id,
                     revocations::revoked_at,
+                    revocations::expires_at,
                 ))
                 .load(c)?)
         })
@@ -270,12 +288,15 @@ pub async fn revocation_feed(
     let entries: Vec<RevocationEntry> = rows
         .into_iter()
         .take(limit as usize)
-        .map(|(cursor, grant_id, revocation_id, at)| RevocationEntry {
-            cursor,
-            grant_id,
-            revocation_id,
-            revoked_at: ts(at),
-        })
+        .map(
+            |(cursor, grant_id, revocation_id, at, expires)| RevocationEntry {
+                cursor: cursor.unwrap_or_default(),
+                grant_id,
+                revocation_id,
+                revoked_at: ts(at),
+                expires_at: ts(expires),
+            },
+        )
         .collect();
     let next_cursor = entries.last().map(|e| e.cursor).unwrap_or(since);
     Ok(HttpResponse::Ok()
@@ -290,16 +311,20 @@ pub async fn revocation_feed(
 // ---------------------------------------------------------------------------------------------
 // Sandbox bank API
 
-/// Maps a verification failure to the resource-server answer (RFC 6750 semantics).
+/// Maps a verification failure to the resource-server answer (RFC 6750 semantics): what the
+/// token does not allow is 403; a token that is not acceptable at all (bad signature, expired,
+/// revoked, over the verification limits) is 401 with the reason; an unknown revocation state
+/// is 503.
 fn refuse(e: VerifyError) -> ApiError {
     match e {
         VerifyError::Denied(reason) => {
             ApiError::Forbidden(format!("the token does not allow this: {reason}"))
         }
         VerifyError::RevocationUnavailable(_) => ApiError::Unavailable(Box::new(e)),
+        VerifyError::Internal(_) => ApiError::internal(e),
         other => {
             tracing::info!(error = %other, "sandbox: token refused");
-            ApiError::Unauthorized
+            ApiError::InvalidToken(other.to_string())
         }
     }
 }
@@ -318,13 +343,15 @@ fn bearer(req: &HttpRequest) -> Result<String, ApiError> {
         .ok_or(ApiError::Unauthorized)
 }
 
-fn verify(
+/// Verifies offline, through grants' public API, on the verification pool (never on this HTTP
+/// worker, never holding a database connection): the KeySet of the published keys (built once
+/// per key reload, not per request) and the local revocation list (which fails closed when
+/// stale).
+async fn verify(
     state: &AppState,
-    token: &str,
-    request: &Request,
+    token: String,
+    request: Request,
 ) -> Result<grants::Authorization, ApiError> {
-    // Offline, through grants' public API: the KeySet of the published keys (built once per key
-    // reload, not per request) and the local revocation list (which fails closed when stale).
     let keys = state.oauth.keys.current().keyset;
     let list = state.revocations.clone();
     let check = move |grant: &grants::GrantId,
@@ -333,8 +360,15 @@ fn verify(
         list.is_revoked(grant.as_str(), ids)
             .map_err(grants::error::RevocationLookupError)
     };
-    Verifier::new(keys, RevocationFn(check))
-        .verify(token, request)
+    state
+        .oauth
+        .verify
+        .run(move || Verifier::new(keys, RevocationFn(check)).verify(&token, &request))
+        .await
+        .map_err(|busy| ApiError::Overloaded {
+            reason: busy.to_string(),
+            retry_after_secs: 1,
+        })?
         .map_err(refuse)
 }
 
@@ -411,9 +445,10 @@ pub async fn usage_report(
     .map_err(|e| ApiError::field("operation", e))?;
     let auth = verify(
         &state,
-        &token,
-        &Request::new(operation.clone(), state.platform.now()),
-    )?;
+        token,
+        Request::new(operation.clone(), state.platform.now()),
+    )
+    .await?;
     let (grant, client) = (
         auth.scope.grant.as_str().to_string(),
         auth.scope.client.as_str().to_string(),
@@ -449,9 +484,10 @@ pub async fn sandbox_accounts(
     let token = bearer(&req)?;
     let auth = verify(
         &state,
-        &token,
-        &Request::new(Action::AccountsRead, state.platform.now()),
-    )?;
+        token,
+        Request::new(Action::AccountsRead, state.platform.now()),
+    )
+    .await?;
     let subject = auth.scope.subject.as_str().to_string();
     let allowed: Vec<String> = auth
         .scope
@@ -485,9 +521,10 @@ pub async fn sandbox_balances(
     let account = account_param(&id)?;
     let auth = verify(
         &state,
-        &token,
-        &Request::new(Action::BalancesRead, state.platform.now()).account(account.clone()),
-    )?;
+        token,
+        Request::new(Action::BalancesRead, state.platform.now()).account(account.clone()),
+    )
+    .await?;
     let subject = auth.scope.subject.as_str().to_string();
     let acc = account.as_str().to_string();
     let balance = state
@@ -562,7 +599,7 @@ pub async fn sandbox_transactions(
     if let Some(m) = &merchant {
         request = request.merchant(m.clone());
     }
-    let auth = verify(&state, &token, &request)?;
+    let auth = verify(&state, token, request).await?;
     // Filter by the effective scope: the window (intersected with the request) and merchants.
     let scope = &auth.scope;
     let (mut lo, mut hi) = (from, to);

@@ -21,7 +21,7 @@ use crate::AppState;
 use crate::oauth::OAuthError;
 use crate::oauth::clients::{self, ClientCredentials, OAuthClient};
 use crate::oauth::flow::{self, AuthorizationParams, AuthorizeFailure, ParResponse};
-use crate::oauth::tokens::{self, Introspection, TokenResponse};
+use crate::oauth::tokens::{self, Introspected, Introspection, TokenResponse};
 
 /// RFC 6749 error body.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
@@ -44,6 +44,10 @@ impl ResponseError for OAuthError {
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Basic realm=\"consent\""),
             ));
+        }
+        if matches!(self, OAuthError::TemporarilyUnavailable(_)) {
+            // Blocked callers retry after the minute; a full verification pool, shortly.
+            resp.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));
         }
         resp.json(OAuthErrorBody {
             error: self.code(),
@@ -575,12 +579,13 @@ pub async fn revoke_endpoint(
     let token = form
         .remove("token")
         .ok_or_else(|| OAuthError::InvalidRequest("token is required".into()))?;
-    let svc = state.oauth.clone();
     let now = state.platform.now();
+    // An access token is verified on the verification pool, before any connection is taken.
+    let verified = tokens::verify_offline(&state.oauth, &token, now).await?;
     let ended = state
         .platform
         .db
-        .run(move |c| Ok(tokens::revoke(c, &svc, &client, &token, now)))
+        .run(move |c| Ok(tokens::revoke(c, &client, &token, verified, now)))
         .await??;
     crate::publish_revocations(&state.platform, &ended).await;
     Ok(no_store(HttpResponse::Ok().finish()))
@@ -610,7 +615,8 @@ pub async fn introspect_endpoint(
         .map(|t| PlainToken::from_presented(t).hash().as_str().to_string());
     let read = (platform::revocation::epoch(), std::time::Instant::now());
     let (fast_svc, fast_token) = (svc.clone(), token.clone());
-    let (result, basis) = with_credentials_or(
+    let (db_svc, db_token) = (svc.clone(), token.clone());
+    let found = with_credentials_or(
         &state,
         &req,
         &mut form,
@@ -619,22 +625,37 @@ pub async fn introspect_endpoint(
             if let Some(key) = key.as_deref()
                 && let Some(a) = answers.get(key, creds, now, &state.revocations)
             {
-                return Some(Ok((a, None)));
+                return Some(Ok(Introspected::Answer(Box::new((a, None)))));
             }
             let (Some(batch), Some(token)) = (&fast_svc.batches, &fast_token) else {
                 return None;
             };
-            tokens::batched::introspect(&fast_svc, batch, creds, token, now).await
+            tokens::batched::introspect(&fast_svc, batch, creds, token, now)
+                .await
+                .map(|r| r.map(|answer| Introspected::Answer(Box::new(answer))))
         },
         move |c, creds| {
-            let Some(token) = token else {
+            let Some(token) = db_token else {
                 clients::authenticate(c, creds)?;
                 return Err(OAuthError::InvalidRequest("token is required".into()));
             };
-            tokens::introspect(c, &svc, creds, &token, now)
+            tokens::introspect(c, &db_svc, creds, &token, now)
         },
     )
     .await?;
+    let (result, basis) = match found {
+        Introspected::Answer(answer) => *answer,
+        Introspected::Unverified(client) => {
+            // Attenuated tokens: verified on the verification pool, off the connection.
+            let token = token.unwrap_or_default();
+            let verified = tokens::verify_offline(&svc, &token, now).await?;
+            state
+                .platform
+                .db
+                .run(move |c| Ok(tokens::introspect_verified(c, &svc, *client, verified, now)))
+                .await??
+        }
+    };
     if let (Some(key), Some(basis)) = (key, basis) {
         answers.put(key, result.clone(), basis, read);
     }
