@@ -9,41 +9,10 @@ use serde_json::{Value, json};
 const DEMO: (&str, &str) = (DEMO_CLIENT, DEMO_SECRET);
 const OTHER: (&str, &str) = ("c_other", "cs_other-secret-value-0123456789");
 
-/// Consent through plain query parameters (no PAR, so no cache involved), narrowed to alice's
-/// first account, transactions from 2026-01-01..06-30 (relative years are not needed: the demo
-/// data spans the last 365 days), merchants as given. Returns the token response.
+/// Consent through plain query parameters (no PAR, so no cache involved), narrowed as
+/// `fields` say. Returns the token response.
 async fn tokens_for(app: &TestApp, fields: &[(&str, &str)]) -> Value {
-    let (verifier, challenge) = pkce();
-    let rar = details(
-        json!({"type": "account_access", "actions": ["accounts:read", "balances:read", "transactions:read"]}),
-    );
-    let r = app
-        .get_authorize(&[
-            ("client_id", DEMO_CLIENT),
-            ("response_type", "code"),
-            ("redirect_uri", DEMO_REDIRECT),
-            ("code_challenge", &challenge),
-            ("code_challenge_method", "S256"),
-            ("authorization_details", &rar),
-        ])
-        .await;
-    let (path, html) = app.get_consent_page(r).await;
-    let r = app.post_consent(&path, &html, fields).await;
-    assert_eq!(r.status(), 303, "consent");
-    let code = query_param(&location(&r), "code").expect("code");
-    let r = app
-        .post_token(
-            DEMO,
-            &[
-                ("grant_type", "authorization_code"),
-                ("code", &code),
-                ("redirect_uri", DEMO_REDIRECT),
-                ("code_verifier", &verifier),
-            ],
-        )
-        .await;
-    assert_eq!(r.status(), 200);
-    r.json().await.unwrap()
+    app.demo_tokens(fields).await
 }
 
 async fn sandbox(app: &TestApp, path: &str, token: &str) -> reqwest::Response {

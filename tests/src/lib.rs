@@ -135,6 +135,8 @@ pub struct TestApp {
     pub platform: Platform,
     /// The server's OAuth service (its batch counters, say).
     pub oauth: consent::oauth::OAuthService,
+    /// The server's copy of the revocation feed (what its offline verification consults).
+    pub revocations: consent::revocation_list::RevocationList,
     pub demo: Option<String>,
     /// The settings it was started with (for [`TestApp::restart`]).
     pub settings: Settings,
@@ -201,6 +203,7 @@ async fn start(
     let address = format!("http://{}", app.address());
     let platform = app.state().platform.clone();
     let oauth = app.state().oauth.clone();
+    let revocations = app.state().revocations.clone();
     let demo = app.demo_report().map(|r| r.to_string());
     let handle = app.handle();
     let task = tokio::spawn(app.run_until_stopped());
@@ -216,6 +219,7 @@ async fn start(
         client,
         platform,
         oauth,
+        revocations,
         demo,
         settings,
         handle,
@@ -252,6 +256,26 @@ impl TestApp {
 
     pub async fn get_openapi(&self) -> reqwest::Response {
         self.get("/openapi.json").await
+    }
+
+    /// The server's revocation list.
+    pub fn state_revocations(&self) -> consent::revocation_list::RevocationList {
+        self.revocations.clone()
+    }
+
+    /// A second instance on the same database, Redis key prefix and master key (what a fleet
+    /// of servers behind a load balancer shares), with its own port and data directory.
+    pub async fn another_instance(&self) -> TestApp {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut settings = self.settings.clone();
+        settings.server.data_dir = dir.path().to_path_buf();
+        settings.database.url = Some(Secret::new(platform::database_url(&self.settings)));
+        settings.security.master_key = Some(Secret::new(self.platform.master_key.to_base64()));
+        let options = ServeOptions {
+            migrations: Some(platform::MigrationPolicy::Require),
+            ..Default::default()
+        };
+        start(self.backend, settings, options, dir, None).await
     }
 
     /// Stops the server and starts a new one on the same database, data directory (master key)

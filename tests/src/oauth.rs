@@ -214,6 +214,57 @@ impl TestApp {
         location(&r)
     }
 
+    /// Consent by the logged-in customer through plain query parameters (no PAR, so no cache
+    /// involved) for the demo client, narrowed as `fields` say, then the code exchange: the
+    /// token response.
+    pub async fn demo_tokens(&self, fields: &[(&str, &str)]) -> Value {
+        let (verifier, challenge) = pkce();
+        let rar = details(
+            serde_json::json!({"type": "account_access", "actions": ["accounts:read", "balances:read", "transactions:read"]}),
+        );
+        let r = self
+            .get_authorize(&[
+                ("client_id", DEMO_CLIENT),
+                ("response_type", "code"),
+                ("redirect_uri", DEMO_REDIRECT),
+                ("code_challenge", &challenge),
+                ("code_challenge_method", "S256"),
+                ("authorization_details", &rar),
+            ])
+            .await;
+        let (path, html) = self.get_consent_page(r).await;
+        let r = self.post_consent(&path, &html, fields).await;
+        assert_eq!(r.status(), 303, "consent");
+        let code = query_param(&location(&r), "code").expect("code");
+        let r = self
+            .post_token(
+                (DEMO_CLIENT, DEMO_SECRET),
+                &[
+                    ("grant_type", "authorization_code"),
+                    ("code", &code),
+                    ("redirect_uri", DEMO_REDIRECT),
+                    ("code_verifier", &verifier),
+                ],
+            )
+            .await;
+        assert_eq!(r.status(), 200);
+        r.json().await.unwrap()
+    }
+
+    /// [`TestApp::demo_tokens`] approving everything asked for alice's first account (the
+    /// customer must be logged in).
+    pub async fn approved_tokens(&self) -> Value {
+        let acc = self.account_ids("alice").await[0].clone();
+        self.demo_tokens(&[
+            ("decision", "approve"),
+            ("account", &acc),
+            ("action", "accounts:read"),
+            ("action", "balances:read"),
+            ("action", "transactions:read"),
+        ])
+        .await
+    }
+
     /// The customer's account ids, in id order.
     pub async fn account_ids(&self, username: &str) -> Vec<String> {
         use platform::storage::schema::{accounts, customers};

@@ -43,7 +43,7 @@ fn args() -> Args {
             "--concurrency" => a.concurrency = v.parse().unwrap_or(64),
             _ => {
                 eprintln!(
-                    "usage: consent-load --scenario refresh|code|introspect|propagation|sweep|hold [--seconds N] [--concurrency N] (PostgreSQL via TEST_DATABASE_URL)"
+                    "usage: consent-load --scenario refresh|code|introspect|propagation|hostile|revocation-memory|sweep|hold [--seconds N] [--concurrency N] (PostgreSQL via TEST_DATABASE_URL)"
                 );
                 std::process::exit(2);
             }
@@ -331,6 +331,14 @@ async fn main() {
         propagation(&app, backend, a.concurrency.clamp(10, 1000)).await;
         return;
     }
+    if a.scenario == "revocation-memory" {
+        revocation_memory(&app, a.concurrency).await;
+        return;
+    }
+    if a.scenario == "hostile" {
+        hostile(&app, backend, a.seconds, a.concurrency, &first).await;
+        return;
+    }
 
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
@@ -462,6 +470,259 @@ async fn main() {
         ok as f64 / elapsed,
         pct(0.50),
         pct(0.99)
+    );
+}
+
+/// Hostile holders next to ordinary ones, on the sandbox API: `concurrency` clients list
+/// accounts with an ordinary attenuated token while 8 more send hostile tokens (the reported
+/// combinatorial block, refused at admission, and the most expensive block the limits admit,
+/// alternately), in phases without and with them, interleaved A-B-A-B (`seconds` in all).
+/// Then revocation propagation between two instances with the hostile clients still running.
+async fn hostile(app: &TestApp, backend: Backend, seconds: u64, concurrency: usize, first: &Value) {
+    let access = first["access_token"].as_str().unwrap().to_string();
+    let acc = app.account_ids("alice").await[0].clone();
+    let ordinary = ::grants::attenuate(
+        &access,
+        &::grants::Attenuation::new().accounts([::grants::AccountId::parse(acc).unwrap()]),
+        false,
+    )
+    .unwrap();
+    let (reported, worst) = hostile_tokens(app, &access);
+    let http = client();
+    for (name, t) in [
+        ("ordinary", &ordinary),
+        ("reported", &reported),
+        ("worst admissible", &worst),
+    ] {
+        let r = http
+            .get(app.url("/sandbox/v1/accounts"))
+            .bearer_auth(t)
+            .send()
+            .await
+            .unwrap();
+        println!("{name}: {} ({} bytes)", r.status(), t.len());
+    }
+    let phase = Duration::from_secs_f64((seconds as f64 / 4.0).max(1.0));
+    let mut results: Vec<(bool, Vec<u32>, u64)> = Vec::new();
+    for hostile_on in [false, true, false, true] {
+        let stop = Arc::new(AtomicBool::new(false));
+        let attackers = if hostile_on {
+            spawn_attackers(app, &[reported.clone(), worst.clone()], stop.clone())
+        } else {
+            vec![]
+        };
+        let mut tasks = Vec::new();
+        for _ in 0..concurrency {
+            let (url, token, stop) = (
+                app.url("/sandbox/v1/accounts"),
+                ordinary.clone(),
+                stop.clone(),
+            );
+            tasks.push(tokio::spawn(async move {
+                let http = client();
+                let mut lat = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let t = Instant::now();
+                    let r = http.get(&url).bearer_auth(&token).send().await.unwrap();
+                    assert_eq!(r.status(), 200);
+                    let _ = r.bytes().await;
+                    lat.push(t.elapsed().as_micros() as u32);
+                }
+                lat
+            }));
+        }
+        tokio::time::sleep(phase).await;
+        stop.store(true, Ordering::Relaxed);
+        let mut lat = Vec::new();
+        for t in tasks {
+            lat.extend(t.await.unwrap());
+        }
+        let mut hostile_done = 0;
+        for t in attackers {
+            hostile_done += t.await.unwrap();
+        }
+        lat.sort_unstable();
+        results.push((hostile_on, lat, hostile_done));
+    }
+    let pct = |lat: &[u32], p: f64| {
+        lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)] as f64 / 1000.0
+    };
+    for (on, lat, h) in &results {
+        println!(
+            "scenario=hostile backend={backend:?} phase={} ordinary_requests={} rate={:.0}/s p50={:.2}ms p99={:.2}ms hostile_requests={h}",
+            if *on { "with-8-hostile" } else { "baseline" },
+            lat.len(),
+            lat.len() as f64 / phase.as_secs_f64(),
+            pct(lat, 0.5),
+            pct(lat, 0.99)
+        );
+    }
+    let p99 = |on: bool| {
+        let v: Vec<f64> = results
+            .iter()
+            .filter(|r| r.0 == on)
+            .map(|r| pct(&r.1, 0.99))
+            .collect();
+        v.iter().sum::<f64>() / v.len() as f64
+    };
+    println!(
+        "ratio p99 with/without hostile: {:.2}",
+        p99(true) / p99(false)
+    );
+    // Propagation while the attackers keep going (on both instances: `propagation` starts B).
+    let stop = Arc::new(AtomicBool::new(false));
+    let attackers = spawn_attackers(app, &[reported, worst], stop.clone());
+    propagation(app, backend, 100).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in attackers {
+        let _ = t.await;
+    }
+}
+
+/// The reported combinatorial token, and the most expensive token of its family that the
+/// default limits still admit (largest fact count for a two-way join that matches nothing).
+fn hostile_tokens(app: &TestApp, access: &str) -> (String, String) {
+    let key = app.oauth.keys.current();
+    let root = biscuit_auth::PublicKey::from_bytes(
+        &key.active.public_key().to_bytes(),
+        biscuit_auth::Algorithm::Ed25519,
+    )
+    .unwrap();
+    let append = |src: &str| {
+        let b = biscuit_auth::Biscuit::from_base64(access, root).unwrap();
+        b.append(biscuit_auth::BlockBuilder::new().code(src).unwrap())
+            .unwrap()
+            .to_base64()
+            .unwrap()
+    };
+    let facts = |n: usize| (0..n).map(|i| format!("n({i});")).collect::<String>();
+    let reported = append(&format!(
+        "{} check if n($a), n($b), n($c), n($d), $a + $b + $c + $d < 0;",
+        facts(120)
+    ));
+    let verifier = ::grants::Verifier::new(key.keyset.clone(), ::grants::NoRevocationCheck);
+    let admitted = |t: &str| {
+        !matches!(
+            verifier.verify_listing(t, ::grants::Action::AccountsRead, chrono::Utc::now()),
+            Err(::grants::error::VerifyError::Inadmissible(_)
+                | ::grants::error::VerifyError::OverLimits(_))
+        )
+    };
+    let shape = |n: usize| append(&format!("{} check if n($a), n($b), $a + $b < 0;", facts(n)));
+    let (mut lo, mut hi) = (1, 64);
+    while hi - lo > 1 {
+        let mid = (lo + hi) / 2;
+        if admitted(&shape(mid)) {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    println!("worst admissible two-way join: {lo} facts");
+    (reported, shape(lo))
+}
+
+/// 8 clients sending `tokens` in turn to the sandbox API until `stop`; each returns its count.
+fn spawn_attackers(
+    app: &TestApp,
+    tokens: &[String],
+    stop: Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<u64>> {
+    (0..8)
+        .map(|i| {
+            let (url, tokens, stop) = (
+                app.url("/sandbox/v1/accounts"),
+                tokens.to_vec(),
+                stop.clone(),
+            );
+            tokio::spawn(async move {
+                let http = client();
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let t = &tokens[(n as usize + i) % tokens.len()];
+                    if let Ok(r) = http.get(&url).bearer_auth(t).send().await {
+                        let _ = r.bytes().await;
+                    }
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect()
+}
+
+/// Memory of an instance's revocation list: `n` thousand token revocations and a tenth as many
+/// grant revocations written to the feed, linked, then synced into a fresh list; prints the
+/// resident memory it added (Linux /proc/self/statm) and what pruning gives back.
+async fn revocation_memory(app: &TestApp, thousands: usize) {
+    use platform::storage::schema::revocations as r;
+    let n = thousands.max(1) * 1_000;
+    let now = app.platform.now();
+    let live = (now + chrono::Duration::minutes(10)).naive_utc();
+    let gone = (now - chrono::Duration::hours(2)).naive_utc();
+    let started = Instant::now();
+    app.platform
+        .db
+        .write(move |c| {
+            for chunk in (0..n + n / 10).collect::<Vec<_>>().chunks(5_000) {
+                let rows: Vec<_> = chunk
+                    .iter()
+                    .map(|&i| {
+                        let token = i < n;
+                        (
+                            r::grant_id.eq(format!("g_{:022}", i % (n / 10).max(1))),
+                            r::revocation_id.eq(token.then(|| format!("{i:0128x}"))),
+                            r::reason.eq("load"),
+                            r::revoked_at.eq(now.naive_utc()),
+                            // Half of them already expired (what pruning drops).
+                            r::expires_at.eq(if i % 2 == 0 { live } else { gone }),
+                        )
+                    })
+                    .collect();
+                platform::insert_rows!(c, r::table, &rows);
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+    app.platform
+        .db
+        .run(platform::revocation::link_feed_all)
+        .await
+        .unwrap();
+    println!(
+        "wrote and linked {} rows in {:?}",
+        n + n / 10,
+        started.elapsed()
+    );
+    let rss = || {
+        let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+        let pages: u64 = statm
+            .split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        pages * 4096
+    };
+    let list = consent::revocation_list::RevocationList::default();
+    let before = rss();
+    let l = list.clone();
+    let started = Instant::now();
+    app.platform.db.run(move |c| l.sync(c)).await.unwrap();
+    let synced = started.elapsed();
+    let after = rss();
+    let size = list.size();
+    println!(
+        "scenario=revocation-memory tokens={} grants={} sync={synced:?} rss_added={:.1} MiB ({:.0} bytes per entry)",
+        size.tokens,
+        size.grants,
+        (after - before) as f64 / 1048576.0,
+        (after - before) as f64 / (size.tokens + size.grants) as f64
+    );
+    let dropped = list.prune(now);
+    println!(
+        "pruned {dropped} expired entries; rss now {:.1} MiB above the start",
+        rss().saturating_sub(before) as f64 / 1048576.0
     );
 }
 
