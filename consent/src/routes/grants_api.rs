@@ -474,7 +474,7 @@ fn account_param(raw: &str) -> Result<AccountId, ApiError> {
 
 /// The accounts the token allows (attenuation included).
 #[utoipa::path(get, path = "/sandbox/v1/accounts", tag = "sandbox",
-    responses((status = 200, body = [AccountView]), (status = 401, body = platform::problem::Problem), (status = 403, body = platform::problem::Problem)),
+    responses((status = 200, body = [AccountView]), (status = 401, body = platform::problem::Problem), (status = 403, body = platform::problem::Problem), (status = 503, description = "Verification at capacity (Retry-After) or revocation state unavailable", body = platform::problem::Problem)),
     security(("biscuit" = [])))]
 #[get("/sandbox/v1/accounts")]
 pub async fn sandbox_accounts(
@@ -509,7 +509,7 @@ pub async fn sandbox_accounts(
 /// Balance of one account.
 #[utoipa::path(get, path = "/sandbox/v1/accounts/{id}/balances", tag = "sandbox",
     params(("id" = String, Path, description = "Account id")),
-    responses((status = 200, body = BalanceView), (status = 401, body = platform::problem::Problem), (status = 403, body = platform::problem::Problem), (status = 404, body = platform::problem::Problem)),
+    responses((status = 200, body = BalanceView), (status = 401, body = platform::problem::Problem), (status = 403, body = platform::problem::Problem), (status = 404, body = platform::problem::Problem), (status = 503, description = "Verification at capacity (Retry-After) or revocation state unavailable", body = platform::problem::Problem)),
     security(("biscuit" = [])))]
 #[get("/sandbox/v1/accounts/{id}/balances")]
 pub async fn sandbox_balances(
@@ -554,7 +554,7 @@ pub struct TxQuery {
 /// Transactions of one account, within the token's window and merchants.
 #[utoipa::path(get, path = "/sandbox/v1/accounts/{id}/transactions", tag = "sandbox",
     params(("id" = String, Path, description = "Account id"), TxQuery),
-    responses((status = 200, body = [TransactionView]), (status = 400, body = platform::problem::Problem), (status = 401, body = platform::problem::Problem), (status = 403, body = platform::problem::Problem), (status = 404, body = platform::problem::Problem)),
+    responses((status = 200, body = [TransactionView]), (status = 400, body = platform::problem::Problem), (status = 401, body = platform::problem::Problem), (status = 403, body = platform::problem::Problem), (status = 404, body = platform::problem::Problem), (status = 503, description = "Verification at capacity (Retry-After) or revocation state unavailable", body = platform::problem::Problem)),
     security(("biscuit" = [])))]
 #[get("/sandbox/v1/accounts/{id}/transactions")]
 pub async fn sandbox_transactions(
