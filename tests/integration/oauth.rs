@@ -1768,6 +1768,8 @@ async fn reused_introspection_answers_never_outlive_a_revocation() {
                         revocations::grant_id.eq(&grant2),
                         revocations::reason.eq("test"),
                         revocations::revoked_at.eq(chrono::Utc::now().naive_utc()),
+                        revocations::expires_at
+                            .eq((chrono::Utc::now() + chrono::Duration::hours(1)).naive_utc()),
                     ))
                     .execute(c)?;
                 Ok(())

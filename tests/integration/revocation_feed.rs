@@ -159,6 +159,14 @@ async fn feed_entries_expire_with_their_tokens_and_are_purged() {
             );
         }
         let list = app.state_revocations();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while list.is_revoked(&grant, &[]) != Ok(true) {
+            assert!(
+                Instant::now() < deadline,
+                "{backend:?}: the list never synced"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         assert!(list.size().grants >= 1);
         // Past expiry plus the margin, the sweep purges the rows and the list drops them.
         clock.advance(
