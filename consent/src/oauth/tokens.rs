@@ -524,7 +524,7 @@ pub fn revoke(
                 &auth.grant,
                 &auth.revocation_ids,
                 "access_token_revoked_by_client",
-                auth.expires_at,
+                auth.authority_expires_at,
                 now,
             )?;
             audit::record(
@@ -556,7 +556,11 @@ pub struct OurToken {
     grant: String,
     client: String,
     revocation_ids: Vec<String>,
+    /// When this token stops working (attenuated expiry included).
     expires_at: DateTime<Utc>,
+    /// The authority block's expiry: its first revocation id is shared with the token it was
+    /// attenuated from (and that token's other attenuations), which may live until then.
+    authority_expires_at: DateTime<Utc>,
 }
 
 /// Verifies an access token offline on the verification pool ([`crate::verification`]), never
@@ -606,6 +610,7 @@ fn verify_ours(
         client: auth.scope.client.as_str().to_string(),
         revocation_ids: auth.revocation_ids.clone(),
         expires_at: auth.scope.expires_at,
+        authority_expires_at: summary.expires_at,
     })
 }
 

@@ -321,7 +321,6 @@ fn refuse(e: VerifyError) -> ApiError {
             ApiError::Forbidden(format!("the token does not allow this: {reason}"))
         }
         VerifyError::RevocationUnavailable(_) => ApiError::Unavailable(Box::new(e)),
-        VerifyError::Internal(_) => ApiError::internal(e),
         other => {
             tracing::info!(error = %other, "sandbox: token refused");
             ApiError::InvalidToken(other.to_string())
