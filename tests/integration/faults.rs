@@ -1,0 +1,608 @@
+//! Crash and fault safety, with real processes (issue 12): the server is the `consent` binary in
+//! its own process, so it can be SIGKILLed under load and started again on the same storage;
+//! Redis is a private server the test stops and starts (the shared one serves other tests at the
+//! same time). Helpers: `e2e_tests::faults`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use e2e_tests::faults::*;
+use e2e_tests::{Backend, PgTestDb, backends, redis_url};
+
+/// The server binary (compiled from consent/src/main.rs, see tests/Cargo.toml).
+const CONSENT: &str = env!("CARGO_BIN_EXE_consent-e2e");
+
+fn invalid_grant<T: std::fmt::Debug>(a: &Answer<T>) -> bool {
+    a.status() == Some(400) && a.json()["error"] == "invalid_grant"
+}
+
+// ---------------------------------------------------------------------------------------------
+// SIGKILL under load
+
+/// How a grant was revoked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Revocation {
+    /// RFC 7009 `/oauth2/revoke` with the refresh token.
+    Rfc7009,
+    /// `DELETE /api/v1/grants/{id}` by the client.
+    ClientApi,
+    /// `DELETE /api/v1/me/grants/{id}` by the customer.
+    Dashboard,
+}
+
+const REVOCATIONS: [Revocation; 3] = [
+    Revocation::Rfc7009,
+    Revocation::ClientApi,
+    Revocation::Dashboard,
+];
+
+/// What the client knew of one grant when the server died.
+#[derive(Debug, Default)]
+struct Seen {
+    grant_id: String,
+    /// The access tokens 200s returned, newest last.
+    access: Vec<String>,
+    /// The refresh tokens 200s returned, newest last; every other one was used with a 200.
+    refresh: Vec<String>,
+    /// A revocation of it was answered with success.
+    revoked: Option<Revocation>,
+    /// A request about it got no answer (the kill came): its outcome is unknown.
+    unknown: Option<&'static str>,
+}
+
+/// One customer's traffic until the server stops answering: consent flows, two refreshes of
+/// each new grant, and every other grant revoked (by the three routes in turn). Records every
+/// success answer; a refusal while the server runs fails the test.
+async fn crash_worker(n: usize, base: String, connected: Arc<AtomicUsize>) -> Vec<Seen> {
+    let api = Api::new(&base, Duration::from_secs(30));
+    let mut seen: Vec<Seen> = Vec::new();
+    let refused = |what: &str, a: &dyn std::fmt::Debug| -> ! {
+        panic!("worker {n}: {what} refused while the server ran: {a:?}")
+    };
+    match api.login(["alice", "bob"][n % 2]).await {
+        Answer::Done(()) => {}
+        Answer::Lost(_) => return seen,
+        other => refused("login", &other),
+    }
+    let csrf = match api.csrf().await {
+        Answer::Done(c) => c,
+        Answer::Lost(_) => return seen,
+        other => refused("csrf", &other),
+    };
+    for round in 0usize.. {
+        let tokens = match api.connect().await {
+            Answer::Done(t) => t,
+            Answer::Lost(_) => return seen,
+            other => refused("consent flow", &other),
+        };
+        connected.fetch_add(1, Ordering::SeqCst);
+        let mut s = Seen {
+            grant_id: tokens.grant_id,
+            access: vec![tokens.access_token],
+            refresh: vec![tokens.refresh_token],
+            ..Seen::default()
+        };
+        for _ in 0..2 {
+            match api.refresh(s.refresh.last().unwrap()).await {
+                Answer::Done(t) => {
+                    s.access.push(t.access_token);
+                    s.refresh.push(t.refresh_token);
+                }
+                Answer::Lost(_) => {
+                    s.unknown = Some("refresh");
+                    seen.push(s);
+                    return seen;
+                }
+                other => refused("refresh", &other),
+            }
+        }
+        if round % 2 == 1 {
+            let how = REVOCATIONS[(n + round / 2) % 3];
+            let answer = match how {
+                Revocation::Rfc7009 => api.revoke_token(s.refresh.last().unwrap()).await,
+                Revocation::ClientApi => api.client_revoke(&s.grant_id).await,
+                Revocation::Dashboard => api.customer_revoke(&s.grant_id, &csrf).await,
+            };
+            match answer {
+                Answer::Done(()) => s.revoked = Some(how),
+                Answer::Lost(_) => {
+                    s.unknown = Some("revocation");
+                    seen.push(s);
+                    return seen;
+                }
+                other => refused("revocation", &other),
+            }
+        }
+        seen.push(s);
+    }
+    unreachable!()
+}
+
+/// Holds the restarted server to every answer the killed one gave.
+async fn check_after_restart(api: &Api, seen: &[Seen]) {
+    for (i, s) in seen.iter().enumerate() {
+        let g = &s.grant_id;
+        let access = s.access.last().unwrap();
+        let newest = s.refresh.last().unwrap();
+        if let Some(op) = s.unknown {
+            // Whichever way the lost request went, the newest refresh token works at most once.
+            let first = api.refresh(newest).await;
+            assert!(
+                first.is_done() || invalid_grant(&first),
+                "{g}: after a lost {op}: {first:?}"
+            );
+            let again = api.refresh(newest).await;
+            assert!(
+                invalid_grant(&again),
+                "{g}: refresh token reused: {again:?}"
+            );
+            continue;
+        }
+        if let Some(how) = s.revoked {
+            let active = api.introspect(access).await.done("introspection");
+            assert!(
+                !active,
+                "{g}: revoked ({how:?}, 2xx) yet active after the crash"
+            );
+            let r = api.sandbox_accounts(access).await;
+            assert_eq!(
+                r.status(),
+                Some(401),
+                "{g}: revoked ({how:?}) yet the sandbox: {r:?}"
+            );
+            let r = api.refresh(newest).await;
+            assert!(
+                invalid_grant(&r),
+                "{g}: revoked ({how:?}) yet refresh: {r:?}"
+            );
+            continue;
+        }
+        // Consented, exchanged and refreshed with 200s: all of it durable.
+        let active = api.introspect(access).await.done("introspection");
+        assert!(
+            active,
+            "{g}: answered 200 before the crash, inactive after it"
+        );
+        api.sandbox_accounts(access)
+            .await
+            .done(&format!("{g}: sandbox after the crash"));
+        if i % 2 == 0 && s.refresh.len() >= 2 {
+            // A refresh token used with a 200 stays used: presenting it again is a replay.
+            let used = &s.refresh[s.refresh.len() - 2];
+            let r = api.refresh(used).await;
+            assert!(
+                invalid_grant(&r),
+                "{g}: a used refresh token works again: {r:?}"
+            );
+        } else {
+            // The newest refresh token works exactly once.
+            api.refresh(newest)
+                .await
+                .done(&format!("{g}: the newest refresh token after the crash"));
+            let r = api.refresh(newest).await;
+            assert!(invalid_grant(&r), "{g}: refresh token worked twice: {r:?}");
+        }
+    }
+}
+
+async fn sigkill_run(backend: Backend) {
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let pg = (backend == Backend::Postgres).then(PgTestDb::create);
+    let mut config = ServerConfig::new(CONSENT, dir.path());
+    if let Some(pg) = &pg {
+        config = config.postgres(&pg.url);
+        if let Some(url) = redis_url() {
+            config = config.redis(&url);
+        }
+        config.migrate();
+    }
+    let mut server = config.start("before-kill", true).await;
+
+    let connected = Arc::new(AtomicUsize::new(0));
+    let workers: Vec<_> = (0..4)
+        .map(|n| tokio::spawn(crash_worker(n, server.base.clone(), connected.clone())))
+        .collect();
+    // Kill while every worker has a request in flight, once there is something to lose.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while connected.load(Ordering::SeqCst) < 24 && !workers.iter().any(|w| w.is_finished()) {
+        assert!(
+            Instant::now() < deadline,
+            "{backend:?}: too little progress in 60 s:\n{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    server.kill();
+    let mut seen = Vec::new();
+    for w in workers {
+        seen.extend(w.await.expect("worker"));
+    }
+    let killed_after = started.elapsed();
+
+    // The storage as the crash left it: nothing half-written, the linked chain intact.
+    let url = config.storage_url();
+    assert_storage_consistent(&url, None, &format!("{backend:?} after SIGKILL")).await;
+
+    let server = config.start("after-kill", false).await;
+    let api = Api::new(&server.base, Duration::from_secs(30));
+    check_after_restart(&api, &seen).await;
+    // Restarted, it links what the dead process left unlinked; the whole chain verifies.
+    assert_storage_consistent(
+        &url,
+        Some(Duration::from_secs(10)),
+        &format!("{backend:?} after restart"),
+    )
+    .await;
+    assert!(
+        server.errors().is_empty(),
+        "{backend:?}: errors logged after the restart:\n{}",
+        server.errors().join("\n")
+    );
+    let count = |f: &dyn Fn(&Seen) -> bool| seen.iter().filter(|s| f(s)).count();
+    println!(
+        "{backend:?}: SIGKILL after {killed_after:?} with {} grants answered ({} revoked, {} in \
+         flight: {:?}); checked in {:?}",
+        seen.len(),
+        count(&|s| s.revoked.is_some()),
+        count(&|s| s.unknown.is_some()),
+        seen.iter().filter_map(|s| s.unknown).collect::<Vec<_>>(),
+        started.elapsed()
+    );
+    assert!(
+        count(&|s| s.revoked.is_some()) >= 3 && count(&|s| s.unknown.is_none()) >= 6,
+        "{backend:?}: too little was answered before the kill to check anything"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_under_load_loses_no_answered_write() {
+    for backend in backends() {
+        sigkill_run(backend).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Redis outage
+
+/// How long a revocation may take to reach another instance's offline verifier (its copy of the
+/// revocation feed syncs from the database every second) or its introspection answers (reused
+/// for `tokens.introspection_cache_ttl`, 1 s), plus a margin for a busy machine.
+const PROPAGATION: Duration = Duration::from_secs(3);
+
+/// Every Redis call is bounded (500 ms per command, 1 s in all): nothing waits long on a dead
+/// Redis. A request makes one or two such calls; the rest is a margin for a busy machine.
+const QUICK: Duration = Duration::from_secs(5);
+
+/// A grant the Redis test works with, and where its tokens stand.
+#[derive(Debug, Clone)]
+struct Live {
+    grant_id: String,
+    access: String,
+    refresh: String,
+}
+
+/// A revocation answered with success: when, and by which instance.
+#[derive(Debug, Clone, Copy)]
+struct Revoked {
+    at: Instant,
+    by: usize,
+}
+
+/// Something a probe saw that must not happen.
+#[derive(Debug)]
+struct Violation {
+    what: String,
+}
+
+/// Probes every known access token on every instance (sandbox API and introspection) until
+/// `stop`: a token is admitted after its revocation was answered (beyond the propagation
+/// allowance), an answer is slow, or a 500 is a violation.
+async fn probe(
+    apis: Vec<Api>,
+    tokens: Arc<Mutex<Vec<(String, String)>>>,
+    revoked: Arc<Mutex<HashMap<String, Revoked>>>,
+    stop: Arc<AtomicBool>,
+) -> (usize, Vec<Violation>) {
+    let mut violations = Vec::new();
+    let mut probes = 0;
+    while !stop.load(Ordering::SeqCst) {
+        let snapshot = tokens.lock().unwrap().clone();
+        for (grant, access) in snapshot {
+            for (i, api) in apis.iter().enumerate() {
+                let sent = Instant::now();
+                let (sandbox, introspection) =
+                    tokio::join!(api.sandbox_accounts(&access), api.introspect(&access));
+                probes += 2;
+                let took = sent.elapsed();
+                let ended = revoked.lock().unwrap().get(&grant).copied();
+                for (kind, admitted, answer) in [
+                    ("sandbox", sandbox.is_done(), format!("{sandbox:?}")),
+                    (
+                        "introspection",
+                        matches!(introspection, Answer::Done(true)),
+                        format!("{introspection:?}"),
+                    ),
+                ] {
+                    let what = |s: &str| Violation {
+                        what: format!("instance {i} {kind} of {grant}: {s}: {answer}"),
+                    };
+                    if answer.contains("status: 500") || answer.starts_with("Lost") {
+                        violations.push(what("failed"));
+                    }
+                    if took > QUICK {
+                        violations.push(what(&format!("took {took:?}")));
+                    }
+                    let Some(r) = ended else { continue };
+                    // Introspection on the revoking instance reads the database: at once.
+                    // Elsewhere, within the revocation feed's delay.
+                    let allowance = if kind == "introspection" && r.by == i {
+                        Duration::ZERO
+                    } else {
+                        PROPAGATION
+                    };
+                    if admitted && sent > r.at + allowance {
+                        violations.push(what(&format!(
+                            "admitted {:?} after the revocation (by instance {}) was answered",
+                            sent - r.at,
+                            r.by
+                        )));
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (probes, violations)
+}
+
+/// Polls until `check` holds (the instances recover by themselves), at most `within`.
+async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let started = Instant::now();
+    loop {
+        match check().await {
+            Ok(()) => return started.elapsed(),
+            Err(e) if started.elapsed() > within => panic!("{what} not within {within:?}: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+async fn redis_outage_run(backend: Backend, redis_server: std::path::PathBuf) {
+    let started = Instant::now();
+    let mut redis = PrivateRedis::start(redis_server).await;
+    let dir = tempfile::tempdir().unwrap();
+    let pg = (backend == Backend::Postgres).then(PgTestDb::create);
+    let mut config = ServerConfig::new(CONSENT, dir.path()).redis(&redis.url());
+    if let Some(pg) = &pg {
+        config = config.postgres(&pg.url);
+        config.migrate();
+    }
+    // Two instances on one database and one Redis (on SQLite, one database file).
+    let a = config.start("instance-a", true).await;
+    let b = config.start("instance-b", false).await;
+    let customer = Api::new(&a.base, Duration::from_secs(15));
+    customer.login("alice").await.done("login");
+    let csrf = customer.csrf().await.done("csrf");
+    let apis = [customer.clone(), customer.at(&b.base)];
+
+    // Six grants, three through each instance, all admitted everywhere.
+    let mut live = Vec::new();
+    for i in 0..6 {
+        let t = apis[i % 2].connect().await.done("consent flow");
+        live.push(Live {
+            grant_id: t.grant_id,
+            access: t.access_token,
+            refresh: t.refresh_token,
+        });
+    }
+    let tokens = Arc::new(Mutex::new(
+        live.iter()
+            .map(|l| (l.grant_id.clone(), l.access.clone()))
+            .collect::<Vec<_>>(),
+    ));
+    let revoked: Arc<Mutex<HashMap<String, Revoked>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let prober = tokio::spawn(probe(
+        apis.to_vec(),
+        tokens.clone(),
+        revoked.clone(),
+        stop.clone(),
+    ));
+    let pushed_before = apis[0]
+        .par(&e2e_tests::oauth::pkce().1)
+        .await
+        .done("PAR before the outage");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Redis dies (SIGKILL: its keys and every connection are gone).
+    redis.stop();
+    let outage = Instant::now();
+    let timed = |took: Duration, what: &str| {
+        assert!(
+            took < QUICK,
+            "{backend:?}: {what} took {took:?} with Redis down"
+        );
+    };
+    // Revocations need only the database: answered with success on either instance, by every
+    // route, and from then on the token is refused (the probes watch both instances).
+    for (i, how) in REVOCATIONS.iter().enumerate() {
+        let (by, grant) = (i % 2, &live[i]);
+        let sent = Instant::now();
+        let answer = match how {
+            Revocation::Rfc7009 => apis[by].revoke_token(&grant.refresh).await,
+            Revocation::ClientApi => apis[by].client_revoke(&grant.grant_id).await,
+            Revocation::Dashboard => apis[by].customer_revoke(&grant.grant_id, &csrf).await,
+        };
+        timed(sent.elapsed(), &format!("revocation by {how:?}"));
+        answer.done(&format!(
+            "{backend:?}: revocation by {how:?} with Redis down"
+        ));
+        revoked.lock().unwrap().insert(
+            grant.grant_id.clone(),
+            Revoked {
+                at: Instant::now(),
+                by,
+            },
+        );
+    }
+    for (i, api) in apis.iter().enumerate() {
+        // What works from the database keeps working: refresh, introspection, login.
+        let sent = Instant::now();
+        let t = api.refresh(&live[3 + i].refresh).await;
+        timed(sent.elapsed(), "refresh");
+        let t = t.done(&format!(
+            "{backend:?}: refresh on instance {i} with Redis down"
+        ));
+        live[3 + i].refresh = t.refresh_token;
+        assert!(api.introspect(&t.access_token).await.done("introspection"));
+        let fresh = Api::new(&api.base, Duration::from_secs(15));
+        fresh.login("bob").await.done("login with Redis down");
+        let ready = api.readyz().await.done("readyz with Redis down");
+        assert_eq!(ready["cache"], "degraded", "{ready}");
+
+        // What needs Redis fails closed, quickly, with a clear error: PAR (request_uri state
+        // lives in Redis) is a 503 `temporarily_unavailable`.
+        let sent = Instant::now();
+        let par = api.par(&e2e_tests::oauth::pkce().1).await;
+        timed(sent.elapsed(), "PAR");
+        assert_eq!(
+            par.status(),
+            Some(503),
+            "{backend:?}: PAR with Redis down: {par:?}"
+        );
+        assert_eq!(par.json()["error"], "temporarily_unavailable", "{par:?}");
+        // A request_uri pushed before the outage cannot be read: refused, never a consent page.
+        let sent = Instant::now();
+        let authorize = api.authorize(&pushed_before).await;
+        timed(sent.elapsed(), "authorize");
+        let Answer::Refused { status, body, .. } = &authorize else {
+            panic!("{backend:?}: authorize with Redis down: {authorize:?}")
+        };
+        assert!(
+            (400..600).contains(status) && *status != 500,
+            "{backend:?}: authorize with Redis down: {authorize:?}"
+        );
+        assert!(body.contains("temporarily unavailable"), "{body}");
+    }
+    // Let the outage last past the revocations' propagation allowance, so the probes check
+    // the database-only path on both instances.
+    let until = outage + PROPAGATION + Duration::from_secs(1);
+    tokio::time::sleep(until.saturating_duration_since(Instant::now())).await;
+    let outage_lasted = outage.elapsed();
+
+    // Redis is back (empty). Both instances recover without a restart: PAR works again and
+    // readiness reports the cache ok.
+    redis.resume().await;
+    let mut recovered = Vec::new();
+    for api in &apis {
+        recovered.push(
+            eventually(
+                Duration::from_secs(15),
+                "recovery after Redis restart",
+                || async {
+                    let par = api.par(&e2e_tests::oauth::pkce().1).await;
+                    let ready = api.readyz().await;
+                    match (&par, &ready) {
+                        (Answer::Done(_), Answer::Done(r)) if r["cache"] == "ok" => Ok(()),
+                        _ => Err(format!("{par:?} {ready:?}")),
+                    }
+                },
+            )
+            .await,
+        );
+    }
+    // A whole consent flow on each instance, and a revocation after recovery that reaches the
+    // other instance.
+    for i in 0..2 {
+        let t = apis[i].connect().await.done("consent flow after recovery");
+        tokens
+            .lock()
+            .unwrap()
+            .push((t.grant_id.clone(), t.access_token.clone()));
+        apis[1 - i]
+            .sandbox_accounts(&t.access_token)
+            .await
+            .done("sandbox");
+        apis[i]
+            .client_revoke(&t.grant_id)
+            .await
+            .done("revocation after recovery");
+        revoked.lock().unwrap().insert(
+            t.grant_id.clone(),
+            Revoked {
+                at: Instant::now(),
+                by: i,
+            },
+        );
+    }
+    tokio::time::sleep(PROPAGATION + Duration::from_millis(500)).await;
+    stop.store(true, Ordering::SeqCst);
+    let (probes, violations) = prober.await.expect("prober");
+    assert!(
+        violations.is_empty(),
+        "{backend:?}: {} violations in {probes} probes:\n{}",
+        violations.len(),
+        violations
+            .iter()
+            .take(20)
+            .map(|v| v.what.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+
+    // Finally, on both instances: every revoked grant is refused everywhere, the others work.
+    let ended = revoked.lock().unwrap().clone();
+    let all = tokens.lock().unwrap().clone();
+    for api in &apis {
+        for (grant, access) in &all {
+            let sandbox = api.sandbox_accounts(access).await;
+            let active = api.introspect(access).await.done("introspection");
+            if ended.contains_key(grant) {
+                assert_eq!(sandbox.status(), Some(401), "{grant}: {sandbox:?}");
+                assert!(!active, "{grant} revoked yet active");
+            } else {
+                assert!(sandbox.is_done() && active, "{grant}: {sandbox:?} {active}");
+            }
+        }
+        for l in &live[..3] {
+            let r = api.refresh(&l.refresh).await;
+            assert!(
+                invalid_grant(&r),
+                "{}: revoked yet refresh: {r:?}",
+                l.grant_id
+            );
+        }
+    }
+    for server in [&a, &b] {
+        let errors = server.errors();
+        assert!(
+            errors.is_empty(),
+            "{backend:?}: {} logged errors:\n{}",
+            server.name,
+            errors.join("\n")
+        );
+    }
+    println!(
+        "{backend:?}: Redis outage of {outage_lasted:?}, {probes} probes, recovered after \
+         {recovered:?}; {:?} in all",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_outage_admits_no_revoked_token_and_instances_recover() {
+    let Some(redis_server) = PrivateRedis::binary() else {
+        skip("redis outage", "redis-server is not installed");
+        return;
+    };
+    for backend in backends() {
+        redis_outage_run(backend, redis_server.clone()).await;
+    }
+}
