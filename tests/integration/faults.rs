@@ -1,7 +1,7 @@
 //! Crash and fault safety, with real processes (issue 12): the server is the `consent` binary in
 //! its own process, so it can be SIGKILLed under load and started again on the same storage;
-//! Redis is a private server the test stops and starts (the shared one serves other tests at the
-//! same time). Helpers: `e2e_tests::faults`.
+//! Redis and PostgreSQL are private servers the test stops and starts (the shared ones serve
+//! other tests at the same time). Helpers: `e2e_tests::faults`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -605,4 +605,248 @@ async fn redis_outage_admits_no_revoked_token_and_instances_recover() {
     for backend in backends() {
         redis_outage_run(backend, redis_server.clone()).await;
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// PostgreSQL restart
+
+/// One answer of the PostgreSQL test's load.
+#[derive(Debug)]
+struct Sample {
+    kind: &'static str,
+    sent: Instant,
+    took: Duration,
+    /// `Some(status)` of a refusal, `None` for a success; a lost answer fails at once.
+    refused: Option<u16>,
+    body: String,
+}
+
+/// Longest a request may take while PostgreSQL is down: the pool checkout timeout
+/// (`database.connect_timeout`) and a margin for a busy machine; a consent flow is five
+/// requests. A refresh waits up to three checkout timeouts: its read batch waits for a
+/// connection (behind the batch before it, on the batch thread), and when that fails the request
+/// takes the transactional path, which waits again. (Reported with these tests: the batched path
+/// could answer 503 at once when its batch found the database unavailable.)
+fn bound(kind: &str) -> Duration {
+    let margin = Duration::from_secs(3);
+    let one = DB_CONNECT_TIMEOUT + margin;
+    match kind {
+        "consent flow" => one * 5,
+        k if k.starts_with("refresh") => DB_CONNECT_TIMEOUT * 3 + margin,
+        _ => one,
+    }
+}
+
+/// The client gives up after this: an answer this late is a hang.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Requests of every kind that need the database, in a loop until `stop`: refreshes (the
+/// worker's own grant, rotating), introspection, the sandbox API, readiness, and whole consent
+/// flows. A refresh refused with 503 is retried with the same token (what a client does).
+async fn pg_worker(n: usize, api: Api, mut tokens: Tokens, stop: Arc<AtomicBool>) -> Vec<Sample> {
+    let mut samples = Vec::new();
+    let mut record = |kind, sent: Instant, answer: Answer<()>| {
+        let (refused, body) = match answer {
+            Answer::Done(()) => (None, String::new()),
+            Answer::Refused { status, body, .. } => (Some(status), body),
+            Answer::Lost(e) => panic!("worker {n}: {kind}: no answer in the client's time: {e}"),
+        };
+        samples.push(Sample {
+            kind,
+            sent,
+            took: sent.elapsed(),
+            refused,
+            body,
+        });
+    };
+    let mut round = 0usize;
+    while !stop.load(Ordering::SeqCst) {
+        round += 1;
+        let sent = Instant::now();
+        let r = api.refresh(&tokens.refresh_token).await;
+        if let Answer::Done(t) = &r {
+            tokens = t.clone();
+        }
+        if invalid_grant(&r) {
+            // The rotation committed though its answer was a 503 (an unknown outcome): the
+            // retry is a replay, which ends the grant. Carry on with a new grant.
+            record("refresh (retry after unknown outcome)", sent, r.map(|_| ()));
+            if let Answer::Done(t) = api.connect().await {
+                tokens = t;
+            }
+            continue;
+        }
+        record("refresh", sent, r.map(|_| ()));
+        let sent = Instant::now();
+        let r = match api.introspect(&tokens.access_token).await {
+            Answer::Done(false) => Answer::Refused {
+                step: "introspect",
+                status: 200,
+                body: "inactive".into(),
+            },
+            other => other.map(|_| ()),
+        };
+        record("introspection", sent, r);
+        let sent = Instant::now();
+        record(
+            "sandbox",
+            sent,
+            api.sandbox_accounts(&tokens.access_token).await,
+        );
+        let sent = Instant::now();
+        record("readyz", sent, api.readyz().await.map(|_| ()));
+        if (round + n).is_multiple_of(4) {
+            let sent = Instant::now();
+            record("consent flow", sent, api.connect().await.map(|_| ()));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    samples
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restart_under_load_fails_fast_and_recovers() {
+    const TEST: &str = "postgres restart";
+    if !backends().contains(&Backend::Postgres) {
+        eprintln!("{TEST}: PostgreSQL tests run when TEST_DATABASE_URL is set");
+        return;
+    }
+    if let Some(reason) = PrivateCluster::unavailable_reason() {
+        skip(TEST, &reason);
+        return;
+    }
+    let started = Instant::now();
+    let cluster = PrivateCluster::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = ServerConfig::new(CONSENT, dir.path()).postgres(&cluster.url());
+    config.migrate();
+    let server = config.start("on-private-cluster", true).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for n in 0..3 {
+        // Requests are bounded client-side too: a hang shows as a lost answer.
+        let api = Api::new(&server.base, CLIENT_TIMEOUT);
+        api.login(["alice", "bob"][n % 2]).await.done("login");
+        let tokens = api.connect().await.done("consent flow");
+        workers.push(tokio::spawn(pg_worker(n, api, tokens, stop.clone())));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // PostgreSQL crashes (immediate shutdown: backends killed, no checkpoint) and stays down
+    // a while; then it starts again, with crash recovery.
+    let stopping = Instant::now();
+    cluster.stop("immediate").await;
+    let down = Instant::now();
+    tokio::time::sleep(DB_CONNECT_TIMEOUT + Duration::from_secs(2)).await;
+    let restarting = Instant::now();
+    cluster.resume().await;
+    let up = Instant::now();
+
+    // The pool recovers without a server restart: every kind of request succeeds again.
+    let recovered = eventually(Duration::from_secs(20), "recovery", || async {
+        let api = Api::new(&server.base, CLIENT_TIMEOUT);
+        let ready = api.readyz().await;
+        if !ready.is_done() {
+            return Err(format!("{ready:?}"));
+        }
+        api.login("alice").await.done("login after the restart");
+        let t = match api.connect().await {
+            Answer::Done(t) => t,
+            other => return Err(format!("{other:?}")),
+        };
+        let t = match api.refresh(&t.refresh_token).await {
+            Answer::Done(t) => t,
+            other => return Err(format!("{other:?}")),
+        };
+        match api.sandbox_accounts(&t.access_token).await {
+            Answer::Done(()) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    // Let the load run on the recovered pool for a moment.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::SeqCst);
+    let mut samples = Vec::new();
+    for w in workers {
+        samples.extend(w.await.expect("worker"));
+    }
+
+    let slow: Vec<&Sample> = samples.iter().filter(|s| s.took > bound(s.kind)).collect();
+    assert!(
+        slow.is_empty(),
+        "answers slower than their bound: {slow:#?}"
+    );
+    let failed: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| s.refused.is_some_and(|st| st >= 500 && st != 503))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "server errors: {failed:#?}\nlogged:\n{}",
+        server.server_errors().join("\n")
+    );
+    // From the stop until PostgreSQL was back, what was refused was refused with 503 and a
+    // clear error (problem details, an OAuth error, or readiness `not_ready`).
+    let during: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| s.sent >= stopping && s.sent + s.took <= up)
+        .collect();
+    let refused_503 = during.iter().filter(|s| s.refused == Some(503)).count();
+    assert!(
+        refused_503 >= 3,
+        "too few requests answered 503 during the outage: {during:#?}"
+    );
+    for s in &during {
+        if let Some(status) = s.refused {
+            assert_eq!(status, 503, "during the outage: {s:?}");
+            assert!(
+                s.body.contains("unavailable") || s.body.contains("not_ready"),
+                "unclear error during the outage: {s:?}"
+            );
+        }
+    }
+    // While it was down, nothing that needs it succeeded; introspection may answer from its
+    // one-second answer cache.
+    let impossible: Vec<&&Sample> = during
+        .iter()
+        .filter(|s| s.sent >= down && s.sent + s.took <= restarting && s.refused.is_none())
+        .filter(|s| !(s.kind == "introspection" && s.sent < down + Duration::from_secs(2)))
+        .collect();
+    assert!(
+        impossible.is_empty(),
+        "succeeded with the database down: {impossible:#?}"
+    );
+    // After recovery, nothing is refused any more (sent once the pool was back).
+    let back = up + recovered;
+    let after: Vec<&Sample> = samples.iter().filter(|s| s.sent > back).collect();
+    assert!(!after.is_empty(), "no load after the recovery");
+    let refused_after: Vec<&&Sample> = after.iter().filter(|s| s.refused.is_some()).collect();
+    assert!(
+        refused_after.is_empty(),
+        "refused after the recovery: {refused_after:#?}"
+    );
+    let unknown = samples
+        .iter()
+        .filter(|s| s.kind == "refresh (retry after unknown outcome)")
+        .count();
+    println!(
+        "postgres restart: stop took {:?}, down {:?}, start took {:?}, recovered {recovered:?} \
+         after; {} answers ({} during the outage, {refused_503} of them 503; {unknown} refreshes \
+         whose 503 hid a committed rotation); {:?} in all",
+        down - stopping,
+        restarting - down,
+        up - restarting,
+        samples.len(),
+        during.len(),
+        started.elapsed()
+    );
+    // A database outage is logged at ERROR (each refused request, each failed connection
+    // attempt); no request was answered with a server error.
+    assert!(
+        server.server_errors().is_empty(),
+        "server errors logged:\n{}",
+        server.server_errors().join("\n")
+    );
 }

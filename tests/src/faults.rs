@@ -1,6 +1,6 @@
 //! Fault injection: the real `consent` binary as a separate OS process (so a test can SIGKILL it
-//! and start it again on the same storage), a private Redis a test may stop and restart without
-//! disturbing the shared one, an HTTP client that tells a success answer
+//! and start it again on the same storage), private Redis and PostgreSQL servers a test may stop
+//! and restart without disturbing the shared ones, an HTTP client that tells a success answer
 //! from a refusal and from no answer at all, and the storage invariants a crash must not break.
 //!
 //! The binary's path comes from the integration test (`env!("CARGO_BIN_EXE_consent-e2e")`, see
@@ -40,14 +40,25 @@ pub fn skip(test: &str, reason: &str) {
     eprintln!("{test}: skipped: {reason}");
 }
 
-/// An executable `name` on the PATH.
+fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    // /proc/self belongs to the process's effective user.
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+/// An executable `name` on the PATH (or in /usr/sbin, /sbin, which a PATH may lack).
 fn executable(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
         .unwrap_or_default()
         .into_iter()
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
         .map(|d| d.join(name))
         .find(|p| p.is_file())
+}
+
+fn runuser() -> Option<PathBuf> {
+    executable("runuser")
 }
 
 /// A port nothing listens on now (bound, then released).
@@ -279,7 +290,7 @@ impl Drop for ServerProcess {
 }
 
 // ---------------------------------------------------------------------------------------------
-// A private Redis (the shared one serves other tests at the same time)
+// Private Redis and PostgreSQL (the shared ones serve other tests at the same time)
 
 /// A `redis-server` of the test's own on a free port, without persistence. `None` from
 /// [`PrivateRedis::binary`] when Redis is not installed.
@@ -359,6 +370,199 @@ impl PrivateRedis {
 impl Drop for PrivateRedis {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// A PostgreSQL cluster of the test's own (initdb in a temporary directory, its own port and
+/// socket directory), which the test may stop and start under load.
+#[derive(Debug)]
+pub struct PrivateCluster {
+    pub port: u16,
+    bindir: PathBuf,
+    root: tempfile::TempDir,
+    /// initdb refuses to run as root: run the server binaries as `postgres` then.
+    as_postgres: bool,
+}
+
+impl PrivateCluster {
+    /// The PostgreSQL server binaries: `TEST_PG_BINDIR`, else the newest
+    /// /usr/lib/postgresql/*/bin, else `initdb` on the PATH.
+    pub fn bindir() -> Option<PathBuf> {
+        if let Some(dir) = std::env::var_os("TEST_PG_BINDIR") {
+            return Some(PathBuf::from(dir)).filter(|d| d.join("initdb").is_file());
+        }
+        let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let v = e.file_name().to_string_lossy().parse::<u32>().ok()?;
+                Some((v, e.path().join("bin")))
+            })
+            .filter(|(_, bin)| bin.join("initdb").is_file())
+            .collect();
+        versions.sort();
+        versions.pop().map(|(_, bin)| bin).or_else(|| {
+            // A PATH entry may be a symlink farm (/usr/local/bin): the real directory holds
+            // postgres itself.
+            let initdb = std::fs::canonicalize(executable("initdb")?).ok()?;
+            let dir = initdb.parent()?.to_path_buf();
+            dir.join("pg_ctl").is_file().then_some(dir)
+        })
+    }
+
+    /// Why this machine cannot run a private cluster, if it cannot.
+    pub fn unavailable_reason() -> Option<String> {
+        if Self::bindir().is_none() {
+            return Some(
+                "no PostgreSQL server binaries (initdb, pg_ctl; set TEST_PG_BINDIR)".into(),
+            );
+        }
+        if running_as_root() && runuser().is_none() {
+            return Some("running as root without runuser to run initdb as postgres".into());
+        }
+        None
+    }
+
+    /// initdb + start (about two seconds).
+    pub async fn start() -> Self {
+        let bindir = Self::bindir().expect("PostgreSQL binaries");
+        let root = tempfile::tempdir().expect("tempdir");
+        let as_postgres = running_as_root();
+        if as_postgres {
+            let status = Command::new("chown")
+                .arg("postgres:")
+                .arg(root.path())
+                .status()
+                .expect("chown");
+            assert!(status.success(), "chown the cluster directory to postgres");
+        }
+        let cluster = Self {
+            port: free_port(),
+            bindir,
+            root,
+            as_postgres,
+        };
+        let data = cluster.data();
+        cluster.run_blocking(
+            "initdb",
+            &[
+                "-D",
+                &data,
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ],
+        );
+        cluster.resume().await;
+        cluster
+    }
+
+    fn data(&self) -> String {
+        self.root.path().join("data").to_string_lossy().into_owned()
+    }
+
+    pub fn url(&self) -> String {
+        format!(
+            "postgres://postgres@127.0.0.1:{}/postgres?sslmode=disable",
+            self.port
+        )
+    }
+
+    fn command(&self, tool: &str) -> Command {
+        let bin = self.bindir.join(tool);
+        if self.as_postgres {
+            let mut cmd = Command::new(runuser().expect("runuser"));
+            cmd.args(["-u", "postgres", "--"]).arg(bin);
+            cmd
+        } else {
+            Command::new(bin)
+        }
+    }
+
+    fn run_blocking(&self, tool: &str, args: &[&str]) {
+        let out = self
+            .command(tool)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("run {tool}: {e}"));
+        assert!(
+            out.status.success(),
+            "{tool} {args:?}: {}\n{}\n{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(self.root.path().join("postgres.log")).unwrap_or_default()
+        );
+    }
+
+    async fn pg_ctl(&self, args: Vec<String>) {
+        let mut cmd = self.command("pg_ctl");
+        cmd.args(&args).stdin(Stdio::null());
+        let out = tokio::task::spawn_blocking(move || cmd.output())
+            .await
+            .expect("pg_ctl task")
+            .expect("run pg_ctl");
+        assert!(
+            out.status.success(),
+            "pg_ctl {args:?}: {}\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(self.root.path().join("postgres.log")).unwrap_or_default()
+        );
+    }
+
+    /// Stops the server with `mode` (`immediate`: as a crash, no checkpoint; `fast`: backends
+    /// are terminated, then a checkpoint).
+    pub async fn stop(&self, mode: &str) {
+        self.pg_ctl(
+            ["-D", &self.data(), "-m", mode, "-w", "stop"]
+                .map(String::from)
+                .to_vec(),
+        )
+        .await;
+    }
+
+    /// Starts the server (again) and waits until it accepts connections.
+    pub async fn resume(&self) {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off \
+             -c shared_buffers=16MB -c max_connections=60",
+            self.port,
+            self.root.path().display()
+        );
+        let log = self.root.path().join("postgres.log");
+        self.pg_ctl(vec![
+            "-D".into(),
+            self.data(),
+            "-l".into(),
+            log.to_string_lossy().into_owned(),
+            "-w".into(),
+            "-t".into(),
+            "60".into(),
+            "-o".into(),
+            options,
+            "start".into(),
+        ])
+        .await;
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        let _ = self
+            .command("pg_ctl")
+            .args(["-D", &self.data(), "-m", "immediate", "-w", "stop"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
     }
 }
 

@@ -214,9 +214,13 @@ impl From<diesel::result::Error> for StorageError {
             Error::DatabaseError(DatabaseErrorKind::UniqueViolation, info) => {
                 StorageError::Conflict(info.message().to_string())
             }
-            // Retrying can succeed: the client gets a 503, never a 500.
+            // Retrying can succeed: the client gets a 503, never a 500. `UnableToSendCommand` is
+            // libpq failing to send on a connection the server dropped (a PostgreSQL restart:
+            // "no connection to the server"); the connection is then broken and discarded.
             Error::DatabaseError(
-                DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::SerializationFailure,
+                DatabaseErrorKind::ClosedConnection
+                | DatabaseErrorKind::UnableToSendCommand
+                | DatabaseErrorKind::SerializationFailure,
                 info,
             ) => StorageError::Unavailable(info.message().to_string()),
             other => StorageError::Query(other),
@@ -477,6 +481,24 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lost_connections_are_unavailable_not_query_errors() {
+        use diesel::result::{DatabaseErrorKind, Error};
+        for kind in [
+            DatabaseErrorKind::ClosedConnection,
+            DatabaseErrorKind::UnableToSendCommand,
+            DatabaseErrorKind::SerializationFailure,
+        ] {
+            let e = Error::DatabaseError(kind, Box::new("no connection to the server".to_string()));
+            assert!(
+                matches!(StorageError::from(e), StorageError::Unavailable(_)),
+                "{kind:?} is a 503"
+            );
+        }
+        let e = Error::DatabaseError(DatabaseErrorKind::Unknown, Box::new("syntax".to_string()));
+        assert!(matches!(StorageError::from(e), StorageError::Query(_)));
+    }
 
     #[test]
     fn pg_statement_emits_one_placeholder_per_reference() {
