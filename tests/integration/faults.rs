@@ -284,11 +284,22 @@ struct Live {
     refresh: String,
 }
 
-/// A revocation answered with success: when, and by which instance.
+/// A revocation by an instance: when it was answered with success (`None`: not yet).
 #[derive(Debug, Clone, Copy)]
 struct Revoked {
-    at: Instant,
+    at: Option<Instant>,
     by: usize,
+}
+
+type Revocations = Arc<Mutex<HashMap<String, Revoked>>>;
+
+/// Records a revocation by instance `by` as sent (before the request), then as answered.
+fn mark(revoked: &Revocations, grant: &str, by: usize, answered: bool) {
+    let at = answered.then(Instant::now);
+    revoked
+        .lock()
+        .unwrap()
+        .insert(grant.to_string(), Revoked { at, by });
 }
 
 /// Something a probe saw that must not happen.
@@ -298,12 +309,12 @@ struct Violation {
 }
 
 /// Probes every known access token on every instance (sandbox API and introspection) until
-/// `stop`: a token is admitted after its revocation was answered (beyond the propagation
-/// allowance), an answer is slow, or a 500 is a violation.
+/// `stop`. Violations: a token admitted after its revocation was answered (beyond the
+/// propagation allowance), a token never revoked refused, a slow answer, a 500.
 async fn probe(
     apis: Vec<Api>,
     tokens: Arc<Mutex<Vec<(String, String)>>>,
-    revoked: Arc<Mutex<HashMap<String, Revoked>>>,
+    revoked: Revocations,
     stop: Arc<AtomicBool>,
 ) -> (usize, Vec<Violation>) {
     let mut violations = Vec::new();
@@ -335,19 +346,26 @@ async fn probe(
                     if took > QUICK {
                         violations.push(what(&format!("took {took:?}")));
                     }
-                    let Some(r) = ended else { continue };
+                    let (at, by) = match ended {
+                        None if !admitted => {
+                            violations.push(what("refused, never revoked"));
+                            continue;
+                        }
+                        Some(Revoked { at: Some(at), by }) => (at, by),
+                        // Live, or its revocation is in flight.
+                        _ => continue,
+                    };
                     // Introspection on the revoking instance reads the database: at once.
                     // Elsewhere, within the revocation feed's delay.
-                    let allowance = if kind == "introspection" && r.by == i {
+                    let allowance = if kind == "introspection" && by == i {
                         Duration::ZERO
                     } else {
                         PROPAGATION
                     };
-                    if admitted && sent > r.at + allowance {
+                    if admitted && sent > at + allowance {
                         violations.push(what(&format!(
-                            "admitted {:?} after the revocation (by instance {}) was answered",
-                            sent - r.at,
-                            r.by
+                            "admitted {:?} after the revocation (by instance {by}) was answered",
+                            sent - at
                         )));
                     }
                 }
@@ -392,7 +410,7 @@ async fn redis_outage_run(backend: Backend, redis_server: std::path::PathBuf) {
     let csrf = customer.csrf().await.done("csrf");
     let apis = [customer.clone(), customer.at(&b.base)];
 
-    // Six grants, three through each instance, all admitted everywhere.
+    // Six grants, three through each instance.
     let mut live = Vec::new();
     for i in 0..6 {
         let t = apis[i % 2].connect().await.done("consent flow");
@@ -407,7 +425,7 @@ async fn redis_outage_run(backend: Backend, redis_server: std::path::PathBuf) {
             .map(|l| (l.grant_id.clone(), l.access.clone()))
             .collect::<Vec<_>>(),
     ));
-    let revoked: Arc<Mutex<HashMap<String, Revoked>>> = Arc::default();
+    let revoked: Revocations = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let prober = tokio::spawn(probe(
         apis.to_vec(),
@@ -434,6 +452,7 @@ async fn redis_outage_run(backend: Backend, redis_server: std::path::PathBuf) {
     // route, and from then on the token is refused (the probes watch both instances).
     for (i, how) in REVOCATIONS.iter().enumerate() {
         let (by, grant) = (i % 2, &live[i]);
+        mark(&revoked, &grant.grant_id, by, false);
         let sent = Instant::now();
         let answer = match how {
             Revocation::Rfc7009 => apis[by].revoke_token(&grant.refresh).await,
@@ -444,13 +463,7 @@ async fn redis_outage_run(backend: Backend, redis_server: std::path::PathBuf) {
         answer.done(&format!(
             "{backend:?}: revocation by {how:?} with Redis down"
         ));
-        revoked.lock().unwrap().insert(
-            grant.grant_id.clone(),
-            Revoked {
-                at: Instant::now(),
-                by,
-            },
-        );
+        mark(&revoked, &grant.grant_id, by, true);
     }
     for (i, api) in apis.iter().enumerate() {
         // Once a Redis call has failed, the circuit breaker answers the next ones at once for a
@@ -544,17 +557,12 @@ async fn redis_outage_run(backend: Backend, redis_server: std::path::PathBuf) {
             .sandbox_accounts(&t.access_token)
             .await
             .done("sandbox");
+        mark(&revoked, &t.grant_id, i, false);
         apis[i]
             .client_revoke(&t.grant_id)
             .await
             .done("revocation after recovery");
-        revoked.lock().unwrap().insert(
-            t.grant_id.clone(),
-            Revoked {
-                at: Instant::now(),
-                by: i,
-            },
-        );
+        mark(&revoked, &t.grant_id, i, true);
     }
     tokio::time::sleep(PROPAGATION + Duration::from_millis(500)).await;
     stop.store(true, Ordering::SeqCst);
