@@ -229,14 +229,26 @@ impl RedisCache {
         i64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(i64::MAX)
     }
 
+    /// After a failure to reach Redis, calls fail at once until [`BREAKER`] has passed.
+    fn open_breaker(&self) {
+        self.breaker_until_ms.store(
+            self.now_ms() + BREAKER.as_millis() as i64,
+            Ordering::Relaxed,
+        );
+    }
+
+    fn breaker_open(&self) -> bool {
+        self.now_ms() < self.breaker_until_ms.load(Ordering::Relaxed)
+    }
+
     async fn conn(&self) -> CacheResult<ConnectionManager> {
-        if let Some(m) = self.manager.get() {
-            return Ok(m.clone());
-        }
-        if self.now_ms() < self.breaker_until_ms.load(Ordering::Relaxed) {
+        if self.breaker_open() {
             return Err(CacheError::Unavailable(
                 "redis connection circuit open".into(),
             ));
+        }
+        if let Some(m) = self.manager.get() {
+            return Ok(m.clone());
         }
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
@@ -250,17 +262,16 @@ impl RedisCache {
         match result {
             Ok(m) => Ok(m.clone()),
             Err(e) => {
-                self.breaker_until_ms.store(
-                    self.now_ms() + BREAKER.as_millis() as i64,
-                    Ordering::Relaxed,
-                );
+                self.open_breaker();
                 Err(unavailable(e))
             }
         }
     }
 
     /// Runs one command with an overall deadline (the manager's own timeouts cover most cases;
-    /// this also bounds reconnect loops).
+    /// this also bounds reconnect loops). A command that cannot reach Redis opens the breaker:
+    /// otherwise, while Redis is down, every call would wait for the manager's reconnect attempts
+    /// (about half a second each) before failing.
     async fn with_conn<T, F, Fut>(&self, f: F) -> CacheResult<T>
     where
         F: FnOnce(ConnectionManager) -> Fut,
@@ -269,8 +280,17 @@ impl RedisCache {
         let conn = self.conn().await?;
         match tokio::time::timeout(RESPONSE_TIMEOUT * 2, f(conn)).await {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(unavailable(e)),
-            Err(_) => Err(CacheError::Unavailable("redis command timed out".into())),
+            Ok(Err(e)) => {
+                // An error Redis answered (a wrong type, say) says nothing about reachability.
+                if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() {
+                    self.open_breaker();
+                }
+                Err(unavailable(e))
+            }
+            Err(_) => {
+                self.open_breaker();
+                Err(CacheError::Unavailable("redis command timed out".into()))
+            }
         }
     }
 

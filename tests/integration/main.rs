@@ -6,6 +6,7 @@ mod backends;
 mod dashboard;
 mod demo;
 mod extension;
+mod faults;
 mod grants_api;
 mod hostile;
 mod lifecycle;

@@ -5,6 +5,7 @@
 
 pub mod browser;
 pub mod dashboard;
+pub mod faults;
 pub mod lifecycle;
 pub mod oauth;
 pub mod portal;

@@ -214,9 +214,13 @@ impl From<diesel::result::Error> for StorageError {
             Error::DatabaseError(DatabaseErrorKind::UniqueViolation, info) => {
                 StorageError::Conflict(info.message().to_string())
             }
-            // Retrying can succeed: the client gets a 503, never a 500.
+            // Retrying can succeed: the client gets a 503, never a 500. `UnableToSendCommand` is
+            // libpq failing to send on a connection the server dropped (a PostgreSQL restart:
+            // "no connection to the server"); the connection is then broken and discarded.
             Error::DatabaseError(
-                DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::SerializationFailure,
+                DatabaseErrorKind::ClosedConnection
+                | DatabaseErrorKind::UnableToSendCommand
+                | DatabaseErrorKind::SerializationFailure,
                 info,
             ) => StorageError::Unavailable(info.message().to_string()),
             other => StorageError::Query(other),
@@ -275,15 +279,28 @@ pub struct PoolConn {
 }
 
 #[derive(Debug)]
-struct Manager(ConnectionManager<AnyConnection>);
+struct Manager(ConnectionManager<AnyConnection>, Backend, String);
 
 impl ManageConnection for Manager {
     type Connection = PoolConn;
     type Error = diesel::r2d2::Error;
 
+    /// Opens the configured backend only. `AnyConnection::establish` tries PostgreSQL, then
+    /// SQLite with the same URL, and reports neither error ("Invalid connection url for
+    /// multiconnection"): while PostgreSQL is down, the logs and every 503's cause would blame
+    /// the URL instead of saying that the server refused the connection.
     fn connect(&self) -> Result<PoolConn, Self::Error> {
+        use diesel::r2d2::Error::ConnectionError;
+        let conn = match self.1 {
+            Backend::Postgres => AnyConnection::Postgresql(
+                PgConnection::establish(&self.2).map_err(ConnectionError)?,
+            ),
+            Backend::Sqlite => AnyConnection::Sqlite(
+                SqliteConnection::establish(&self.2).map_err(ConnectionError)?,
+            ),
+        };
         Ok(PoolConn {
-            conn: self.0.connect()?,
+            conn,
             handed_out_at: Instant::now(),
         })
     }
@@ -341,7 +358,11 @@ impl Db {
             c.batch_execute("PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL;")?;
             (Backend::Sqlite, path.to_string())
         };
-        let manager = Manager(ConnectionManager::<AnyConnection>::new(conn_url));
+        let manager = Manager(
+            ConnectionManager::<AnyConnection>::new(conn_url.clone()),
+            backend,
+            conn_url,
+        );
         let pool = Pool::builder()
             .max_size(pool_size)
             // `Manager::is_valid` pings only connections idle for a while.
@@ -477,6 +498,37 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lost_connections_are_unavailable_not_query_errors() {
+        use diesel::result::{DatabaseErrorKind, Error};
+        for kind in [
+            DatabaseErrorKind::ClosedConnection,
+            DatabaseErrorKind::UnableToSendCommand,
+            DatabaseErrorKind::SerializationFailure,
+        ] {
+            let e = Error::DatabaseError(kind, Box::new("no connection to the server".to_string()));
+            assert!(
+                matches!(StorageError::from(e), StorageError::Unavailable(_)),
+                "{kind:?} is a 503"
+            );
+        }
+        let e = Error::DatabaseError(DatabaseErrorKind::Unknown, Box::new("syntax".to_string()));
+        assert!(matches!(StorageError::from(e), StorageError::Query(_)));
+    }
+
+    #[test]
+    fn a_refused_connection_says_so() {
+        // Nothing listens on port 1: the pool's error (what a 503 logs as its cause) names the
+        // refused connection, not the URL.
+        let url = "postgres://postgres@127.0.0.1:1/nothing?sslmode=disable";
+        let Err(StorageError::Unavailable(e)) = Db::connect(url, 1, Duration::from_millis(300))
+        else {
+            panic!("connected to 127.0.0.1:1");
+        };
+        assert!(e.contains("127.0.0.1") && e.contains("refused"), "{e}");
+        assert!(!e.contains("Invalid connection url"), "{e}");
+    }
 
     #[test]
     fn pg_statement_emits_one_placeholder_per_reference() {
