@@ -135,7 +135,8 @@ impl RevocationList {
                 .any(|t| state.token_ids.contains_key(&token_key(t))))
     }
 
-    /// Syncs every second, and immediately when a revocation is published by any instance;
+    /// Syncs every second, and immediately when a revocation is published by any instance (or
+    /// committed by this one);
     /// links feed rows left unlinked, and prunes expired entries once a minute.
     pub fn spawn_sync(
         &self,
@@ -146,6 +147,7 @@ impl RevocationList {
         let mut published = platform
             .cache
             .subscribe(platform::revocation::REVOCATION_CHANNEL);
+        let mut local = platform::revocation::local_wakeups().subscribe();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -163,6 +165,8 @@ impl RevocationList {
                         while let Ok(_) | Err(TryRecvError::Lagged(_)) = published.try_recv() {}
                         false
                     }
+                    // A revocation committed by this process (even with Redis down).
+                    _ = local.changed() => false,
                     _ = shutdown.changed() => return,
                 };
                 let l = list.clone();

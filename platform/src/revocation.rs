@@ -185,6 +185,8 @@ pub async fn publish(platform: &crate::Platform, grant_ids: &[String]) {
     if let Err(e) = platform.db.run(link_feed_all).await {
         tracing::warn!(error = %e, "linking the revocation feed failed; the periodic linker retries");
     }
+    // This process's own lists sync at once, whatever Redis does.
+    local_wakeups().send_modify(|n| *n = n.wrapping_add(1));
     // Single-token revocations end no grant: an empty message still wakes the others up.
     let empty: [String; 0] = [];
     let messages = if grant_ids.is_empty() {
@@ -212,6 +214,13 @@ static EPOCH: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0
 /// The current revocation epoch of this process (see [`publish`]).
 pub fn epoch() -> u64 {
     EPOCH.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// Wakes this process's revocation lists after [`publish`] linked new rows, without a round
+/// trip through Redis (which may be down): subscribe, and sync whenever the value changes.
+pub fn local_wakeups() -> &'static tokio::sync::watch::Sender<u64> {
+    static WAKE: std::sync::OnceLock<tokio::sync::watch::Sender<u64>> = std::sync::OnceLock::new();
+    WAKE.get_or_init(|| tokio::sync::watch::channel(0).0)
 }
 
 /// Channel on which ended grant ids are published to every instance.

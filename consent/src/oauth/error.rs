@@ -38,6 +38,10 @@ pub enum OAuthError {
     UnsupportedTokenType(String),
     #[error("temporarily_unavailable")]
     TemporarilyUnavailable(String),
+    /// Client authentication from this address is blocked for a while after repeated failures
+    /// (answered as `temporarily_unavailable`, with `Retry-After: 60`).
+    #[error("temporarily_unavailable")]
+    AuthenticationBlocked(String),
     #[error("server_error")]
     ServerError(String),
 }
@@ -63,6 +67,7 @@ impl OAuthError {
             | OAuthError::AccessDenied(d)
             | OAuthError::UnsupportedTokenType(d)
             | OAuthError::TemporarilyUnavailable(d)
+            | OAuthError::AuthenticationBlocked(d)
             | OAuthError::ServerError(d)
             | OAuthError::GrantRevoked { description: d, .. } => d,
         }
@@ -71,7 +76,7 @@ impl OAuthError {
     pub fn status(&self) -> u16 {
         match self {
             OAuthError::InvalidClient(_) => 401,
-            OAuthError::TemporarilyUnavailable(_) => 503,
+            OAuthError::TemporarilyUnavailable(_) | OAuthError::AuthenticationBlocked(_) => 503,
             OAuthError::ServerError(_) => 500,
             _ => 400,
         }

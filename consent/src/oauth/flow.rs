@@ -52,11 +52,16 @@ pub enum AuthorizeFailure {
         error: OAuthError,
         state: Option<String>,
     },
+    /// The database or the cache could not answer: an error page saying to retry (503).
+    Unavailable(String),
 }
 
 impl From<StorageError> for AuthorizeFailure {
     fn from(e: StorageError) -> Self {
-        AuthorizeFailure::Page(OAuthError::from(e).description().to_string())
+        match OAuthError::from(e) {
+            OAuthError::TemporarilyUnavailable(d) => AuthorizeFailure::Unavailable(d),
+            other => AuthorizeFailure::Page(other.description().to_string()),
+        }
     }
 }
 
@@ -190,6 +195,9 @@ pub async fn push(
     match validate(client, &params, now, svc.max_lifetime()) {
         Ok(_) => {}
         Err(AuthorizeFailure::Page(msg)) => return Err(OAuthError::InvalidRequest(msg)),
+        Err(AuthorizeFailure::Unavailable(msg)) => {
+            return Err(OAuthError::TemporarilyUnavailable(msg));
+        }
         Err(AuthorizeFailure::Redirect { error, .. }) => return Err(error),
     }
     let ttl = svc.platform.settings.tokens.par_ttl.get();
@@ -243,7 +251,7 @@ pub async fn authorize(
                 .take(&format!("par:{id}"))
                 .await
                 .map_err(|_| {
-                    AuthorizeFailure::Page(
+                    AuthorizeFailure::Unavailable(
                         "the service is temporarily unavailable; try again".into(),
                     )
                 })?

@@ -55,8 +55,12 @@ async fn client_from(
     crate::routes::oauth::authenticate(state, req, &mut none, endpoint)
         .await
         .map_err(|e| match e {
-            OAuthError::TemporarilyUnavailable(_) => ApiError::TooManyRequests {
+            OAuthError::AuthenticationBlocked(_) => ApiError::TooManyRequests {
                 retry_after_secs: 60,
+            },
+            OAuthError::TemporarilyUnavailable(reason) => ApiError::Overloaded {
+                reason,
+                retry_after_secs: 1,
             },
             OAuthError::InvalidClient(_) | OAuthError::InvalidRequest(_) => ApiError::Unauthorized,
             other => ApiError::BadRequest(other.description().to_string()),

@@ -45,9 +45,14 @@ impl ResponseError for OAuthError {
                 HeaderValue::from_static("Basic realm=\"consent\""),
             ));
         }
-        if matches!(self, OAuthError::TemporarilyUnavailable(_)) {
-            // Blocked callers retry after the minute; a full verification pool, shortly.
-            resp.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));
+        match self {
+            OAuthError::TemporarilyUnavailable(_) => {
+                resp.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));
+            }
+            OAuthError::AuthenticationBlocked(_) => {
+                resp.insert_header((header::RETRY_AFTER, HeaderValue::from_static("60")));
+            }
+            _ => {}
         }
         resp.json(OAuthErrorBody {
             error: self.code(),
@@ -220,7 +225,7 @@ where
         .await
         .unwrap_or(false)
     {
-        return Err(OAuthError::TemporarilyUnavailable(
+        return Err(OAuthError::AuthenticationBlocked(
             "too many failed authentication attempts; try again in a minute".into(),
         ));
     }
@@ -428,6 +433,16 @@ pub async fn authorize_endpoint(state: web::Data<AppState>, req: HttpRequest) ->
             "This request cannot be processed",
             &msg,
         ),
+        Err(AuthorizeFailure::Unavailable(msg)) => {
+            let mut page = error_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Temporarily unavailable",
+                &msg,
+            );
+            page.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            page
+        }
         Err(AuthorizeFailure::Redirect {
             redirect_uri,
             error,

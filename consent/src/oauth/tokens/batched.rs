@@ -119,9 +119,13 @@ pub async fn refresh(
         .hash()
         .as_str()
         .to_string();
-    // A failed read batch is no answer: the transactional path reads again on its own.
-    let Ok(Some(row)) = batch.reads.submit(hash).await else {
-        return None;
+    // A read batch that failed on its statement is no answer: the transactional path reads
+    // again on its own. An unreachable database is: the other path would only wait for a
+    // connection as long again (nothing was written, so a retry is safe).
+    let row = match batch.reads.submit(hash).await {
+        Ok(Some(row)) => row,
+        Err(e @ StorageError::Unavailable(_)) => return Some(Err(e.into())),
+        Ok(None) | Err(_) => return None,
     };
     if row.client.id != creds.client_id() {
         // The general path authenticates the named client on its own.
@@ -186,8 +190,10 @@ pub async fn introspect(
         .hash()
         .as_str()
         .to_string();
-    let Ok(Some(minted)) = batch.minted.submit(hash).await else {
-        return None;
+    let minted = match batch.minted.submit(hash).await {
+        Ok(Some(minted)) => minted,
+        Err(e @ StorageError::Unavailable(_)) => return Some(Err(e.into())),
+        Ok(None) | Err(_) => return None,
     };
     if minted.client.id != creds.client_id() {
         return None;
