@@ -34,10 +34,10 @@ fn reported_block() -> String {
 }
 
 /// Admitted, and close to the most work the limits allow (a few milliseconds): a two-way join
-/// over 45 facts that matches nothing (`cargo bench -p grants --bench hostile` finds the largest
+/// over 26 facts that matches nothing (`cargo bench -p grants --bench hostile` finds the largest
 /// admitted size of this shape).
 fn costly_block() -> String {
-    format!("{} check if n($a), n($b), $a + $b < 0;", facts(45))
+    format!("{} check if n($a), n($b), $a + $b < 0;", facts(26))
 }
 
 async fn accounts(app: &TestApp, token: &str) -> reqwest::Response {

@@ -294,6 +294,10 @@ async fn seed_codes(app: &TestApp, n: usize, challenge: &str) -> Vec<String> {
 #[tokio::main]
 async fn main() {
     let a = args();
+    if a.scenario == "revocation-memory-child" {
+        revocation_memory_child();
+        return;
+    }
     let backend = *e2e_tests::backends().last().unwrap_or(&Backend::Sqlite);
     let app = e2e_tests::spawn_app_with(
         backend,
@@ -652,8 +656,10 @@ fn spawn_attackers(
 }
 
 /// Memory of an instance's revocation list: `n` thousand token revocations and a tenth as many
-/// grant revocations written to the feed, linked, then synced into a fresh list; prints the
-/// resident memory it added (Linux /proc/self/statm) and what pruning gives back.
+/// grant revocations written to the feed and linked; then a fresh process (this binary again,
+/// so nothing the seeding allocated is counted) syncs them into a new list and prints the
+/// resident memory that added (Linux /proc/self/statm), and what pruning the expired half
+/// leaves.
 async fn revocation_memory(app: &TestApp, thousands: usize) {
     use platform::storage::schema::revocations as r;
     let n = thousands.max(1) * 1_000;
@@ -669,9 +675,15 @@ async fn revocation_memory(app: &TestApp, thousands: usize) {
                     .iter()
                     .map(|&i| {
                         let token = i < n;
+                        // Revocation ids are hex of 64-byte signatures: random-looking.
+                        let id = {
+                            use sha2::Digest;
+                            let d = sha2::Sha512::digest(i.to_le_bytes());
+                            d.iter().map(|b| format!("{b:02x}")).collect::<String>()
+                        };
                         (
                             r::grant_id.eq(format!("g_{:022}", i % (n / 10).max(1))),
-                            r::revocation_id.eq(token.then(|| format!("{i:0128x}"))),
+                            r::revocation_id.eq(token.then_some(id)),
                             r::reason.eq("load"),
                             r::revoked_at.eq(now.naive_utc()),
                             // Half of them already expired (what pruning drops).
@@ -695,6 +707,21 @@ async fn revocation_memory(app: &TestApp, thousands: usize) {
         n + n / 10,
         started.elapsed()
     );
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--scenario", "revocation-memory-child"])
+        .env(
+            "CONSENT_LOAD_DATABASE",
+            platform::database_url(&app.platform.settings),
+        )
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// The measuring half of [`revocation_memory`], in a process of its own.
+fn revocation_memory_child() {
+    let url = std::env::var("CONSENT_LOAD_DATABASE").expect("CONSENT_LOAD_DATABASE");
+    let db = platform::storage::Db::connect(&url, 1, Duration::from_secs(5)).unwrap();
     let rss = || {
         let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
         let pages: u64 = statm
@@ -706,22 +733,25 @@ async fn revocation_memory(app: &TestApp, thousands: usize) {
     };
     let list = consent::revocation_list::RevocationList::default();
     let before = rss();
-    let l = list.clone();
     let started = Instant::now();
-    app.platform.db.run(move |c| l.sync(c)).await.unwrap();
+    db.run_blocking(|c| list.sync(c)).unwrap();
     let synced = started.elapsed();
     let after = rss();
     let size = list.size();
+    let entries = (size.tokens + size.grants) as f64;
     println!(
-        "scenario=revocation-memory tokens={} grants={} sync={synced:?} rss_added={:.1} MiB ({:.0} bytes per entry)",
+        "scenario=revocation-memory tokens={} grants={} sync={synced:?} rss_added={:.1} MiB ({:.0} bytes per entry, {:.1} MiB per million)",
         size.tokens,
         size.grants,
         (after - before) as f64 / 1048576.0,
-        (after - before) as f64 / (size.tokens + size.grants) as f64
+        (after - before) as f64 / entries,
+        (after - before) as f64 / entries * 1e6 / 1048576.0,
     );
-    let dropped = list.prune(now);
+    let dropped = list.prune(chrono::Utc::now());
+    let size = list.size();
     println!(
-        "pruned {dropped} expired entries; rss now {:.1} MiB above the start",
+        "pruned {dropped} expired entries, {} left; rss {:.1} MiB above the start",
+        size.tokens + size.grants,
         rss().saturating_sub(before) as f64 / 1048576.0
     );
 }
