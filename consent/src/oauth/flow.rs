@@ -508,7 +508,9 @@ pub enum Decision {
     Deny,
 }
 
-fn narrowed(
+/// The grant the customer's `choice` makes of the `requested` access, given the accounts the
+/// page `offered`: only ever a narrowing, or an error to show on the page.
+pub fn narrowed(
     requested: &AccessRequest,
     offered: &[OfferedAccount],
     choice: &ConsentChoice,
