@@ -9,7 +9,10 @@ use consent::oauth::rar::AccessRequest;
 use consent::routes::oauth::{client_credentials, params_from, parse_form_body};
 use consent::routes::pages::{consent_decision, form_pairs};
 
-use crate::fixtures::now;
+/// The server's clock: with a fraction of a second, as `Utc::now()` has.
+fn now() -> DateTime<Utc> {
+    crate::fixtures::now() + Duration::milliseconds(250)
+}
 
 /// The server's default maximum consent lifetime.
 fn max_lifetime() -> Duration {

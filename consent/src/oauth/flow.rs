@@ -596,7 +596,9 @@ pub fn narrowed(
     };
     let expires_at = match choice.expires_at.as_deref().filter(|s| !s.is_empty()) {
         Some(e) => {
-            let chosen = parse_instant(e, true).map_err(|_| invalid("end date: not a date"))?;
+            let chosen = super::rar::whole_seconds(
+                parse_instant(e, true).map_err(|_| invalid("end date: not a date"))?,
+            );
             if chosen.date_naive() > requested.expires_at.date_naive() {
                 return Err(invalid("access can only end earlier than requested"));
             }
