@@ -18,7 +18,7 @@ mod forms;
 mod tokens;
 
 pub use forms::{oauth_form, rar};
-pub use tokens::{attenuation_block, token_verify};
+pub use tokens::{Timing, attenuation_block, attenuation_timings, token_verify};
 
 /// A fuzz target: one input in, a panic on a broken property.
 pub type Target = fn(&[u8]);

@@ -217,3 +217,54 @@ pub fn attenuation_block(data: &[u8]) {
         }
     }
 }
+
+/// One verification of [`attenuation_block`], timed: for reproducing a slow finding
+/// (`cargo run -p fuzz-targets --example attenuation_timing -- FILE`).
+#[derive(Debug)]
+pub struct Timing {
+    /// Which fixture token the block was appended to.
+    pub base: &'static str,
+    /// The request.
+    pub request: String,
+    /// How long `verify` took.
+    pub elapsed: std::time::Duration,
+    /// `Ok` or the refusal.
+    pub verdict: String,
+}
+
+/// Appends the input block to each fixture token and times each fixture request's
+/// verification; `None` if the input is not a block that parses and appends.
+pub fn attenuation_timings(data: &[u8]) -> Option<Vec<Timing>> {
+    let block = BlockBuilder::new()
+        .code(std::str::from_utf8(data).ok()?)
+        .ok()?;
+    let f = fixtures();
+    let mut out = Vec::new();
+    for (base, name) in [(&f.limited, "limited"), (&f.open, "open")] {
+        let next = KeyPair::new_with_rng(Algorithm::Ed25519, &mut StdRng::seed_from_u64(0));
+        let token = UnverifiedBiscuit::from_base64(&base.token)
+            .and_then(|t| t.append_with_keypair(&next, block.clone()))
+            .and_then(|t| t.to_base64())
+            .ok()?;
+        for request in &f.requests {
+            let started = std::time::Instant::now();
+            let verdict = f.verifier.verify(&token, request);
+            out.push(Timing {
+                base: name,
+                request: format!(
+                    "{} account={:?} merchant={:?} range={:?}",
+                    request.operation,
+                    request.account.as_ref().map(|a| a.as_str()),
+                    request.merchant.as_ref().map(|m| m.as_str()),
+                    request.tx_range.is_some()
+                ),
+                elapsed: started.elapsed(),
+                verdict: match verdict {
+                    Ok(a) => format!("allowed, {} blocks", a.blocks),
+                    Err(e) => e.to_string(),
+                },
+            });
+        }
+    }
+    Some(out)
+}
