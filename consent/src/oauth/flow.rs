@@ -516,7 +516,9 @@ pub enum Decision {
     Deny,
 }
 
-fn narrowed(
+/// The grant the customer's `choice` makes of the `requested` access, given the accounts the
+/// page `offered`: only ever a narrowing, or an error to show on the page.
+pub fn narrowed(
     requested: &AccessRequest,
     offered: &[OfferedAccount],
     choice: &ConsentChoice,
@@ -602,7 +604,9 @@ fn narrowed(
     };
     let expires_at = match choice.expires_at.as_deref().filter(|s| !s.is_empty()) {
         Some(e) => {
-            let chosen = parse_instant(e, true).map_err(|_| invalid("end date: not a date"))?;
+            let chosen = super::rar::whole_seconds(
+                parse_instant(e, true).map_err(|_| invalid("end date: not a date"))?,
+            );
             if chosen.date_naive() > requested.expires_at.date_naive() {
                 return Err(invalid("access can only end earlier than requested"));
             }

@@ -4,7 +4,7 @@
 //! id, action, date and window is validated on construction; anything invalid is an OAuth error
 //! and nothing is stored.
 
-use chrono::{DateTime, Duration, NaiveDate, Utc};
+use chrono::{DateTime, Duration, NaiveDate, SubsecRound, Utc};
 use grants::{AccountId, Action, MerchantId, TxWindow};
 use serde::{Deserialize, Serialize};
 
@@ -52,6 +52,13 @@ pub struct AccessRequest {
     pub expires_at: DateTime<Utc>,
 }
 
+/// A consent ends on a whole second: that is what is stored (RFC 3339 without a fraction) and
+/// what a token carries (Biscuit dates), so the value read back equals the one parsed. Rounding
+/// down only ever shortens the consent.
+pub fn whole_seconds(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.trunc_subsecs(0)
+}
+
 fn bad(msg: impl Into<String>) -> OAuthError {
     OAuthError::InvalidAuthorizationDetails(msg.into())
 }
@@ -97,7 +104,9 @@ impl AccessRequest {
                 accounts: None,
                 window: None,
                 merchants: None,
-                expires_at: now + Duration::days(DEFAULT_LIFETIME_DAYS).min(max_lifetime),
+                expires_at: whole_seconds(
+                    now + Duration::days(DEFAULT_LIFETIME_DAYS).min(max_lifetime),
+                ),
             });
         };
         if raw.len() > 16 * 1024 {
@@ -189,10 +198,10 @@ impl AccessRequest {
             })
             .transpose()?;
         let cap = now.checked_add_signed(max_lifetime);
-        let expires_at = match &d.expires_at {
+        let expires_at = whole_seconds(match &d.expires_at {
             Some(e) => parse_instant(e, true).map_err(|e| bad(format!("expires_at: {e}")))?,
             None => now + Duration::days(DEFAULT_LIFETIME_DAYS).min(max_lifetime),
-        };
+        });
         if expires_at <= now {
             return Err(bad("expires_at is in the past"));
         }
@@ -352,6 +361,27 @@ mod tests {
         );
         let again = AccessRequest::from_stored(&r.to_json()).unwrap();
         assert_eq!(again, r);
+    }
+
+    #[test]
+    fn sub_second_expiry_is_rounded_down_and_survives_storage() {
+        // Found by the `rar` fuzz target: the fraction was kept in memory and dropped by
+        // `to_json`, so the stored consent differed from the parsed one.
+        let r = parse(
+            r#"[{"type":"account_access","actions":["accounts:read"],"expires_at":"2026-07-01T10:00:00.75Z"}]"#,
+        )
+        .unwrap();
+        assert_eq!(
+            r.expires_at,
+            parse_instant("2026-07-01T10:00:00Z", false).unwrap()
+        );
+        assert_eq!(AccessRequest::from_stored(&r.to_json()).unwrap(), r);
+        // The default lifetime from a clock with a fraction, as in production.
+        let now = now() + Duration::milliseconds(250);
+        let r =
+            AccessRequest::parse(None, Some("accounts:read"), now, Duration::days(180)).unwrap();
+        assert_eq!(r.expires_at, now.trunc_subsecs(0) + Duration::days(90));
+        assert_eq!(AccessRequest::from_stored(&r.to_json()).unwrap(), r);
     }
 
     #[test]

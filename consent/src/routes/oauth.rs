@@ -67,8 +67,17 @@ fn parse_form(req: &HttpRequest, body: &Bytes) -> Result<HashMap<String, String>
     let ct = req
         .headers()
         .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
+        .and_then(|v| v.to_str().ok());
+    parse_form_body(ct, body)
+}
+
+/// [`parse_form`] without the request (`content_type` is the header's value), so that it can be
+/// tested and fuzzed on its own.
+pub fn parse_form_body(
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Result<HashMap<String, String>, OAuthError> {
+    let ct = content_type.unwrap_or_default();
     if !ct
         .to_ascii_lowercase()
         .starts_with("application/x-www-form-urlencoded")
@@ -99,14 +108,23 @@ pub(crate) fn credentials(
     req: &HttpRequest,
     form: &mut HashMap<String, String>,
 ) -> Result<ClientCredentials, OAuthError> {
-    let basic = req
+    let authorization = req
         .headers()
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Basic ")
-                .or_else(|| v.strip_prefix("basic "))
-        });
+        .and_then(|v| v.to_str().ok());
+    client_credentials(authorization, form)
+}
+
+/// [`credentials`] without the request (`authorization` is the header's value), so that it can
+/// be tested and fuzzed on its own. Removes `client_secret` from `form`.
+pub fn client_credentials(
+    authorization: Option<&str>,
+    form: &mut HashMap<String, String>,
+) -> Result<ClientCredentials, OAuthError> {
+    let basic = authorization.and_then(|v| {
+        v.strip_prefix("Basic ")
+            .or_else(|| v.strip_prefix("basic "))
+    });
     let post_secret = form.remove("client_secret");
     match (basic, post_secret) {
         (Some(_), Some(_)) => Err(OAuthError::InvalidRequest(
@@ -329,7 +347,8 @@ pub async fn biscuit_keys(state: web::Data<AppState>) -> HttpResponse {
         .json(state.oauth.keys.document())
 }
 
-fn params_from(form: &HashMap<String, String>) -> AuthorizationParams {
+/// The authorization request parameters of a PAR body.
+pub fn params_from(form: &HashMap<String, String>) -> AuthorizationParams {
     let get = |k: &str| form.get(k).cloned();
     AuthorizationParams {
         client_id: get("client_id"),

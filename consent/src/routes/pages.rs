@@ -33,7 +33,8 @@ fn safe_next(next: Option<&str>) -> String {
     }
 }
 
-fn form_pairs(body: &Bytes) -> Vec<(String, String)> {
+/// A form body's pairs, in order (repeated names kept: the consent form repeats `account`).
+pub fn form_pairs(body: &[u8]) -> Vec<(String, String)> {
     url::form_urlencoded::parse(body)
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect()
@@ -44,6 +45,30 @@ fn field<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .iter()
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.as_str())
+}
+
+/// The customer's decision in the consent form's pairs (the CSRF token is checked apart);
+/// `None` when it is neither Allow nor Deny.
+pub fn consent_decision(pairs: &[(String, String)]) -> Option<ConsentDecision> {
+    let all = |name: &str| {
+        pairs
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .collect::<Vec<_>>()
+    };
+    match field(pairs, "decision") {
+        Some("approve") => Some(ConsentDecision::Approve(ConsentChoice {
+            accounts: all("account"),
+            actions: all("action"),
+            transactions_from: field(pairs, "transactions_from").map(str::to_string),
+            transactions_until: field(pairs, "transactions_until").map(str::to_string),
+            merchants: all("merchant"),
+            expires_at: field(pairs, "expires_at").map(str::to_string),
+        })),
+        Some("deny") => Some(ConsentDecision::Deny),
+        _ => None,
+    }
 }
 
 fn login_page(csrf: &str, next: &str, error: Option<&str>) -> Markup {
@@ -409,30 +434,12 @@ pub async fn consent_decide(
             "The form was not submitted from this site; reload the page.",
         );
     }
-    let all = |name: &str| {
-        pairs
-            .iter()
-            .filter(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-            .collect::<Vec<_>>()
-    };
-    let decision = match field(&pairs, "decision") {
-        Some("approve") => ConsentDecision::Approve(ConsentChoice {
-            accounts: all("account"),
-            actions: all("action"),
-            transactions_from: field(&pairs, "transactions_from").map(str::to_string),
-            transactions_until: field(&pairs, "transactions_until").map(str::to_string),
-            merchants: all("merchant"),
-            expires_at: field(&pairs, "expires_at").map(str::to_string),
-        }),
-        Some("deny") => ConsentDecision::Deny,
-        _ => {
-            return error_page(
-                StatusCode::BAD_REQUEST,
-                "Invalid form",
-                "Choose Allow or Deny.",
-            );
-        }
+    let Some(decision) = consent_decision(&pairs) else {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "Invalid form",
+            "Choose Allow or Deny.",
+        );
     };
     let now = state.platform.now();
     let svc = state.oauth.clone();
