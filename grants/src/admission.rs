@@ -50,10 +50,19 @@ const REGEX_SIZE_LIMIT: usize = 16 * 1024;
 /// The shape of a rule or check query, as far as its cost is concerned.
 #[derive(Clone, Debug)]
 struct Shape {
-    /// Predicate names of the body, in order.
-    body: Vec<String>,
+    /// The body's predicates, in order.
+    body: Vec<BodyPredicate>,
     /// Cost of evaluating the expressions once (for one complete match).
     expr: u64,
+}
+
+/// One predicate of a rule body.
+#[derive(Clone, Debug)]
+struct BodyPredicate {
+    name: String,
+    /// Every term is a constant or a variable bound by an earlier predicate of the body: facts
+    /// are a set, so at most one fact matches it.
+    determined: bool,
 }
 
 /// A rule of an attenuation block: its head name and shape.
@@ -127,7 +136,7 @@ pub(crate) fn admit(
             let shape = shape_of(rule, widths, limits).map_err(at)?;
             program.elements += 1 + rule_size(rule);
             mentions.insert(rule.head.name.clone());
-            mentions.extend(shape.body.iter().cloned());
+            mentions.extend(shape.body.iter().map(|b| b.name.clone()));
             rules.push(RuleShape {
                 head: rule.head.name.clone(),
                 shape,
@@ -143,7 +152,7 @@ pub(crate) fn admit(
             for query in &check.queries {
                 let shape = shape_of(query, widths, limits).map_err(at)?;
                 program.elements += 1 + rule_size(query);
-                mentions.extend(shape.body.iter().cloned());
+                mentions.extend(shape.body.iter().map(|b| b.name.clone()));
                 program.queries.push(shape);
             }
         }
@@ -176,7 +185,7 @@ fn order_rules(rules: Vec<RuleShape>) -> Result<(Vec<RuleShape>, u64), String> {
                 !r.shape
                     .body
                     .iter()
-                    .any(|b| remaining.iter().any(|o| &o.head == b))
+                    .any(|b| remaining.iter().any(|o| o.head == b.name))
             });
         if ready.is_empty() {
             return Err(
@@ -188,7 +197,7 @@ fn order_rules(rules: Vec<RuleShape>) -> Result<(Vec<RuleShape>, u64), String> {
                 .shape
                 .body
                 .iter()
-                .filter_map(|b| level.get(b))
+                .filter_map(|b| level.get(&b.name))
                 .max()
                 .copied()
                 .unwrap_or(0);
@@ -235,10 +244,27 @@ fn shape_of(rule: &Rule, widths: Widths, limits: &Limits) -> Result<Shape, Strin
         variables.len(),
         limits.max_rule_variables,
     )?;
-    Ok(Shape {
-        body: rule.body.iter().map(|p| p.name.clone()).collect(),
-        expr,
-    })
+    let mut bound = BTreeSet::new();
+    let body = rule
+        .body
+        .iter()
+        .map(|p| {
+            let determined = p.terms.iter().all(|t| match t {
+                Term::Variable(v) => bound.contains(v.as_str()),
+                _ => true,
+            });
+            for t in &p.terms {
+                if let Term::Variable(v) = t {
+                    bound.insert(v.as_str());
+                }
+            }
+            BodyPredicate {
+                name: p.name.clone(),
+                determined,
+            }
+        })
+        .collect();
+    Ok(Shape { body, expr })
 }
 
 fn collect_variables<'a>(ops: &'a [Op], out: &mut BTreeSet<&'a str>) {
@@ -447,9 +473,9 @@ impl Program {
         let mut derived: HashMap<&str, u64> = HashMap::new();
         for r in &self.rules {
             let matches = r.shape.body.iter().fold(1u64, |acc, b| {
-                let n = counts.get(b.as_str()).copied().unwrap_or(0)
-                    + derived.get(b.as_str()).copied().unwrap_or(0);
-                acc.saturating_mul(n)
+                let n = counts.get(b.name.as_str()).copied().unwrap_or(0)
+                    + derived.get(b.name.as_str()).copied().unwrap_or(0);
+                acc.saturating_mul(if b.determined { n.min(1) } else { n })
             });
             let d = derived.entry(r.head.as_str()).or_default();
             *d = d.saturating_add(matches);
@@ -460,7 +486,11 @@ impl Program {
         }
         let in_scope: u64 = counts.values().fold(0u64, |a, n| a.saturating_add(*n));
         let trusted: u64 = base.0.values().fold(0u64, |a, n| a.saturating_add(*n));
-        let count = |name: &str| counts.get(name).copied().unwrap_or(0);
+        // Facts one body predicate can match: at most one when its terms are determined.
+        let count = |b: &BodyPredicate| {
+            let n = counts.get(b.name.as_str()).copied().unwrap_or(0);
+            if b.determined { n.min(1) } else { n }
+        };
 
         // Building the authorizer: every element loaded, and every string interned into a table
         // that is searched linearly (biscuit-auth's SymbolTable), about (facts)^2 / 2 compares.
@@ -471,16 +501,11 @@ impl Program {
             .saturating_add(in_scope.saturating_mul(in_scope) / 2);
         let iterations = self.depth + 1;
         for r in &self.rules {
-            let c = body_cost(
-                r.shape.body.iter().map(|b| count(b)),
-                in_scope,
-                r.shape.expr,
-            );
+            let c = body_cost(r.shape.body.iter().map(count), in_scope, r.shape.expr);
             total = total.saturating_add(c.saturating_mul(iterations));
         }
         for q in &self.queries {
-            total =
-                total.saturating_add(body_cost(q.body.iter().map(|b| count(b)), in_scope, q.expr));
+            total = total.saturating_add(body_cost(q.body.iter().map(count), in_scope, q.expr));
         }
         // The verifier's own queries see only the authority's and its own facts (blocks are not
         // trusted), whose values are distinct, and every request value it supplies was taken

@@ -196,7 +196,9 @@ fn everything_the_builder_writes_at_its_maximum_is_admitted() {
     let accounts: Vec<_> = (0..grants::MAX_ACCOUNTS)
         .map(|i| acc(&format!("acc_{i}")))
         .collect();
-    let merchants: Vec<_> = (0..60).map(|i| mer(&format!("m_{i}"))).collect();
+    let merchants: Vec<_> = (0..grants::MAX_MERCHANTS)
+        .map(|i| mer(&format!("m_{i}")))
+        .collect();
     let scope = GrantScope::new(
         accounts.clone(),
         Action::KNOWN.to_vec(),
@@ -208,12 +210,14 @@ fn everything_the_builder_writes_at_its_maximum_is_admitted() {
     let att = Attenuation::new()
         .accounts(accounts[..90].to_vec())
         .actions(Action::KNOWN.to_vec())
-        .merchants(merchants[..50].to_vec())
+        .merchants(merchants[..190].to_vec())
         .window(window("2025-02-01T00:00:00Z", "2025-11-30T23:59:59Z"))
         .expires_at(now() + Duration::minutes(5));
     let t = grants::attenuate(&mint(scope), &att, false).unwrap();
     let ok = verifier().verify(&t, &listing()).unwrap();
     assert_eq!(ok.scope.accounts.len(), 90);
+    assert_eq!(ok.scope.merchants.as_ref().map(Vec::len), Some(190));
+    assert!(ok.work < Limits::default().max_work / 4, "{}", ok.work);
     let ok = verifier()
         .verify(
             &t,
@@ -275,4 +279,30 @@ fn limits_are_configurable() {
     });
     let err = stingy.verify(&mint(full_scope()), &listing()).unwrap_err();
     assert!(matches!(err, VerifyError::OverLimits(_)), "{err:?}");
+}
+
+#[test]
+fn an_allow_list_written_as_facts_over_a_larger_grant_is_admitted() {
+    // Not the documented form (facts and a join), so listings are evaluated account by
+    // account: still within the budget for a grant of 20 accounts.
+    let accounts: Vec<_> = (0..20).map(|i| acc(&format!("acc_{i}"))).collect();
+    let scope = GrantScope::new(
+        accounts.clone(),
+        Action::KNOWN.to_vec(),
+        None,
+        None,
+        now() + Duration::days(30),
+    )
+    .unwrap();
+    let allowed: String = (0..20)
+        .step_by(2)
+        .map(|i| format!("allowed(\"acc_{i}\");"))
+        .collect();
+    let t = append(
+        &mint(scope),
+        &format!("{allowed} check if req_account($a), allowed($a);"),
+    );
+    let ok = verifier().verify(&t, &listing()).unwrap();
+    assert_eq!(ok.scope.accounts.len(), 10);
+    assert!(ok.work < Limits::default().max_work, "{}", ok.work);
 }
