@@ -30,10 +30,13 @@
 //! attenuation block mentions that dimension, the token is evaluated once per candidate value
 //! (the authority's accounts/merchants, or the literals in the blocks when the grant is
 //! unlimited; for the window, the candidate dates found in the blocks) and only values the
-//! Datalog allows are reported. The reported scope is therefore never wider than what the token
-//! allows, whatever Datalog style the attenuator used; it is exact for checks that constrain
-//! one request dimension each (everything [`Attenuation`] writes, and the DESIGN vocabulary).
-//! Unattenuated tokens need a single evaluation.
+//! Datalog allows are reported. Blocks made only of the documented check forms (everything
+//! [`Attenuation`] writes, and the DESIGN vocabulary) are decided in one run instead, and the
+//! reported scope is exact. For other Datalog the per-candidate scope is an approximation: a
+//! check that ties two dimensions together (say, an action allowed only on one account) can make
+//! the listing report each dimension's allowed values separately, wider than any single request
+//! may use. The decision on a concrete request is always exact: it is one evaluation of that
+//! request. Unattenuated tokens need a single evaluation.
 //!
 //! ## Errors and limits
 //! Every refusal is a [`error::VerifyError`]: unknown kid, bad signature, bad encoding,
