@@ -20,7 +20,8 @@ use diesel::prelude::*;
 use platform::audit::{self, Actor, NewEvent, Target};
 use platform::config::Settings;
 use platform::crypto::MasterKey;
-use platform::revocation::{RevokedBy, end_grants};
+use platform::revocation::{Revocations, RevokedBy, end_grants};
+use platform::storage::models::GrantStatus;
 use platform::storage::schema::{
     accounts, audit_events, clients, grants, merchants, refresh_tokens,
 };
@@ -303,7 +304,7 @@ const GRANT_COLUMNS: GrantColumns = (
 );
 
 fn is_live(status: &str) -> bool {
-    matches!(status, "awaiting_authorization" | "authorized")
+    GrantStatus::parse(status).is_some_and(GrantStatus::is_live)
 }
 
 /// Every grant of `customer_id`, newest first: live ones (`active`) and ended ones.
@@ -394,10 +395,11 @@ fn owns(conn: &mut AnyConnection, customer_id: &str, grant_id: &str) -> StorageR
     Ok(n > 0)
 }
 
-/// Revokes one grant of the customer (call inside a write transaction, then publish the ids of
-/// [`RevokeOutcome::Revoked`]).
+/// Revokes one grant of the customer (inside [`platform::revocation::write`], which announces it
+/// once committed).
 pub fn revoke(
     conn: &mut AnyConnection,
+    revoked: &mut Revocations,
     customer_id: &str,
     grant_id: &str,
     now: DateTime<Utc>,
@@ -407,6 +409,7 @@ pub fn revoke(
     }
     let ended = end_grants(
         conn,
+        revoked,
         &[grant_id.to_string()],
         RevokedBy::Customer,
         REVOKED_BY_CUSTOMER,
@@ -420,20 +423,22 @@ pub fn revoke(
     })
 }
 
-/// Revokes every live grant of the customer; returns the ids that ended (call inside a write
-/// transaction).
+/// Revokes every live grant of the customer; returns the ids that ended (inside
+/// [`platform::revocation::write`]).
 pub fn revoke_all(
     conn: &mut AnyConnection,
+    revoked: &mut Revocations,
     customer_id: &str,
     now: DateTime<Utc>,
 ) -> StorageResult<Vec<String>> {
     let live: Vec<String> = grants::table
         .filter(grants::customer_id.eq(customer_id))
-        .filter(grants::status.eq_any(["awaiting_authorization", "authorized"]))
+        .filter(grants::status.eq_any(GrantStatus::LIVE_STR))
         .select(grants::id)
         .load(conn)?;
     end_grants(
         conn,
+        revoked,
         &live,
         RevokedBy::Customer,
         REVOKED_BY_CUSTOMER,
@@ -506,7 +511,7 @@ pub fn extend(
         ))
         .first(conn)?;
     let previous = expires_at.and_utc();
-    if status != "authorized" || previous <= now {
+    if status != GrantStatus::Authorized.as_str() || previous <= now {
         let status = if is_live(&status) && previous <= now {
             "expired".to_string()
         } else {
@@ -796,7 +801,7 @@ fn view(
     } else {
         r.status
     };
-    let (dormancy_deadline, grant_notice) = if status == "authorized" {
+    let (dormancy_deadline, grant_notice) = if status == GrantStatus::Authorized.as_str() {
         let active_since = r
             .last_used_at
             .or(r.authorized_at)

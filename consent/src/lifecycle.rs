@@ -11,7 +11,7 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text, Timestamp};
 use platform::Platform;
 use platform::audit::{Actor, NewEvent, Target};
-use platform::revocation::{RevokedBy, end_grants};
+use platform::revocation::{self, Revocations, RevokedBy, end_grants};
 use platform::storage::{AnyConnection, StorageResult, numbered, skip_locked, write_tx};
 use platform::webhooks;
 use serde::Serialize;
@@ -274,9 +274,11 @@ fn warn_batch(
     Ok((expiring.len(), dormant))
 }
 
-/// One full lifecycle pass.
-pub fn sweep(
+/// One full lifecycle pass (one transaction per batch; what ended is announced when the pass
+/// returns, see [`run_once`]).
+fn sweep(
     c: &mut AnyConnection,
+    revoked: &mut Revocations,
     now: DateTime<Utc>,
     dormancy: Duration,
     lead: Duration,
@@ -298,6 +300,7 @@ pub fn sweep(
                 };
                 end_grants(
                     c,
+                    revoked,
                     &ids,
                     by,
                     reason,
@@ -396,11 +399,7 @@ pub async fn run_once(platform: &Platform) -> StorageResult<SweepReport> {
     let now = platform.now();
     let dormancy = platform.settings.lifecycle.dormancy_period.as_chrono();
     let lead = platform.settings.lifecycle.warning_lead_time.as_chrono();
-    let report = platform
-        .db
-        .run(move |c| sweep(c, now, dormancy, lead))
-        .await?;
-    crate::publish_revocations(platform, &report.ended_grant_ids).await;
+    let report = revocation::run(platform, move |c, r| sweep(c, r, now, dormancy, lead)).await??;
     metrics::counter!("consent_grants_expired_total").increment(report.expired as u64);
     metrics::counter!("consent_grants_dormant_total").increment(report.dormant as u64);
     Ok(report)

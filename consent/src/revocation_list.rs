@@ -1,8 +1,10 @@
 //! The revocation list as an offline verifier keeps it: a local copy of the `revocations` feed,
-//! synced by cursor from the database every second and at once when another instance publishes
-//! on the revocation channel. Redis only makes propagation faster; the periodic sync from the
+//! synced by cursor from the database every `server.revocation_sync_interval` (1 s by default)
+//! and at once when an instance announces a revocation (this one through a local wake-up,
+//! others on the Redis revocation channel). Redis only makes propagation faster; the periodic sync from the
 //! database is what guarantees it, so a Redis outage never lets a revoked token through. A list
-//! that has not synced for `MAX_STALENESS` refuses every token (fails closed).
+//! that has not synced for `MAX_STALENESS` (or three sync intervals, if longer) refuses every
+//! token (fails closed).
 //!
 //! The cursor is the feed's `position`, handed out in commit order by
 //! [`platform::revocation::link_feed`] (which this loop also runs each second, so a row whose
@@ -38,6 +40,8 @@ struct State {
     /// Revoked tokens by the first 128 bits of their revocation id, with their expiry.
     token_ids: HashMap<u128, i64>,
     synced_at: Option<Instant>,
+    /// `MAX_STALENESS` unless the periodic sync is slower (see `spawn_sync`).
+    max_staleness: Option<Duration>,
 }
 
 /// How many entries the list holds.
@@ -125,8 +129,9 @@ impl RevocationList {
     /// `Err` when the list is too stale to trust.
     pub fn is_revoked(&self, grant: &str, token_ids: &[String]) -> Result<bool, String> {
         let state = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        let max = state.max_staleness.unwrap_or(MAX_STALENESS);
         match state.synced_at {
-            Some(t) if t.elapsed() <= MAX_STALENESS => {}
+            Some(t) if t.elapsed() <= max => {}
             _ => return Err("the revocation list is not up to date".into()),
         }
         Ok(state.grants.contains_key(grant)
@@ -135,9 +140,9 @@ impl RevocationList {
                 .any(|t| state.token_ids.contains_key(&token_key(t))))
     }
 
-    /// Syncs every second, and immediately when a revocation is published by any instance (or
-    /// committed by this one);
-    /// links feed rows left unlinked, and prunes expired entries once a minute.
+    /// Syncs every `server.revocation_sync_interval`, and immediately when a revocation is
+    /// announced by any instance (or committed by this one); on the periodic syncs, links feed
+    /// rows left unlinked; prunes expired entries once a minute.
     pub fn spawn_sync(
         &self,
         platform: Platform,
@@ -147,9 +152,14 @@ impl RevocationList {
         let mut published = platform
             .cache
             .subscribe(platform::revocation::REVOCATION_CHANNEL);
-        let mut local = platform::revocation::local_wakeups().subscribe();
+        let mut local = platform.revocation_signals.wakeups();
+        let every = platform.settings.server.revocation_sync_interval.get();
+        {
+            let mut state = self.inner.write().unwrap_or_else(|p| p.into_inner());
+            state.max_staleness = Some(MAX_STALENESS.max(every * 3));
+        }
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut pruned_at = Instant::now();
             loop {

@@ -14,7 +14,7 @@ use crate::accounts::{self, SignUp};
 use crate::approvals::{self, ApprovalRequest, ApprovalStatus};
 use crate::auth::{DeveloperAuth, StaffAuth, client_addr};
 use crate::clients::{self, ClientUpdate, ClientView, ClientWithSecret, NewClient};
-use crate::error::{PortalError, read, write};
+use crate::error::{PortalError, read, write, write_revoking};
 use crate::kyc::{
     self, KycDetails, KycDocument, KycRecord, KycStatus, ReviewDecision, StaffKycView,
 };
@@ -690,8 +690,7 @@ pub async fn delete_client(
     let id = id_param(&path, "client")?;
     let dev = auth.0.subject_id;
     let now = p.now();
-    let ended = write(&p, move |c| clients::delete(c, &dev, &id, now)).await?;
-    platform::revocation::publish(&p, &ended).await;
+    write_revoking(&p, move |c, r| clients::delete(c, r, &dev, &id, now)).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -954,11 +953,10 @@ async fn decide(
     let staff = auth.0.subject_id;
     let justification = body.into_inner().justification;
     let now = p.now();
-    let (r, ended) = write(&p, move |c| {
-        clients::decide_and_execute(c, &id, &staff, approve, &justification, now)
+    let r = write_revoking(&p, move |c, revoked| {
+        clients::decide_and_execute(c, revoked, &id, &staff, approve, &justification, now)
     })
     .await?;
-    platform::revocation::publish(&p, &ended).await;
     Ok(web::Json(approval_response(r, now)))
 }
 

@@ -6,8 +6,9 @@ use chrono::{DateTime, NaiveDateTime, SubsecRound, Utc};
 use diesel::prelude::*;
 use platform::audit::{self, Actor, NewEvent, Target};
 use platform::crypto::{FieldCipher, MasterKey, PlainToken, random_id};
-use platform::revocation::{RevokedBy, end_grants};
+use platform::revocation::{Revocations, RevokedBy, end_grants};
 use platform::storage::models::Client;
+use platform::storage::models::GrantStatus;
 use platform::storage::schema::{clients, grants};
 use platform::storage::{AnyConnection, StorageResult};
 
@@ -358,13 +359,14 @@ pub fn rotate_secret(
 }
 
 /// Deletes a client (status `deleted`; the row stays for the audit trail and foreign keys) and
-/// revokes all its grants. Returns the revoked grant ids.
+/// revokes all its grants.
 pub fn delete(
     conn: &mut AnyConnection,
+    revoked: &mut Revocations,
     developer_id: &str,
     client_id: &str,
     now: DateTime<Utc>,
-) -> PortalResult<Vec<String>> {
+) -> PortalResult<()> {
     owned(conn, developer_id, client_id)?;
     diesel::update(clients::table.filter(clients::id.eq(client_id)))
         .set((
@@ -374,7 +376,7 @@ pub fn delete(
             clients::updated_at.eq(ts(now)),
         ))
         .execute(conn)?;
-    let revoked = revoke_client_grants(conn, client_id, "client", now)?;
+    let ended = revoke_client_grants(conn, revoked, client_id, "client", now)?;
     audit::record(
         conn,
         &NewEvent::new(
@@ -382,10 +384,10 @@ pub fn delete(
             "client.deleted",
             Target::new("client", client_id),
         )
-        .details(serde_json::json!({ "grants_revoked": revoked.len() })),
+        .details(serde_json::json!({ "grants_revoked": ended.len() })),
         now,
     )?;
-    Ok(revoked)
+    Ok(())
 }
 
 /// Revokes every live grant of `client_id` in the caller's transaction: grants awaiting
@@ -395,6 +397,7 @@ pub fn delete(
 /// it. Each grant's revocation is audited. Returns the revoked grant ids.
 pub fn revoke_client_grants(
     conn: &mut AnyConnection,
+    revoked: &mut Revocations,
     client_id: &str,
     revoked_by: &str,
     now: DateTime<Utc>,
@@ -413,12 +416,12 @@ pub fn revoke_client_grants(
     };
     let grant_ids: Vec<String> = grants::table
         .filter(grants::client_id.eq(client_id))
-        .filter(grants::status.eq_any(["awaiting_authorization", "authorized"]))
+        .filter(grants::status.eq_any(GrantStatus::LIVE_STR))
         .order(grants::id.asc())
         .select(grants::id)
         .load(conn)?;
     // The one place grants end (status, refresh tokens, revocation list, audit).
-    let grant_ids = end_grants(conn, &grant_ids, by, reason, &actor, now)?;
+    let grant_ids = end_grants(conn, revoked, &grant_ids, by, reason, &actor, now)?;
     Ok(grant_ids)
 }
 
@@ -529,30 +532,31 @@ pub fn request_suspension(
 }
 
 /// Decides an approval request and, when approved, executes the portal's actions (client
-/// suspension) in the same transaction; returns the decision and the grants that ended (publish
-/// them with `platform::revocation::publish` after the commit). Actions owned by the authorization server (key rotation,
-/// customer access) are returned approved for their caller to execute.
+/// suspension) in the same transaction (inside [`crate::error::write_revoking`], so the grants a
+/// suspension ends are announced after the commit). Actions owned by the authorization server
+/// (key rotation, customer access) are returned approved for their caller to execute.
 pub fn decide_and_execute(
     conn: &mut AnyConnection,
+    revoked: &mut Revocations,
     request_id: &str,
     approver: &str,
     approve: bool,
     justification: &str,
     now: DateTime<Utc>,
-) -> PortalResult<(ApprovalRequest, Vec<String>)> {
+) -> PortalResult<ApprovalRequest> {
     let decided = approvals::decide(conn, request_id, approver, approve, justification, now)?;
-    let mut ended = Vec::new();
     if let Some(ApprovalAction::SuspendClient) = decided.approved_action() {
-        ended = suspend(conn, &decided, now)?;
+        suspend(conn, revoked, &decided, now)?;
     }
-    Ok((decided, ended))
+    Ok(decided)
 }
 
 fn suspend(
     conn: &mut AnyConnection,
+    revoked: &mut Revocations,
     approved: &ApprovalRequest,
     now: DateTime<Utc>,
-) -> PortalResult<Vec<String>> {
+) -> PortalResult<()> {
     let client_id = approved.target.id.as_str();
     let changed = diesel::update(
         clients::table
@@ -569,7 +573,7 @@ fn suspend(
             "the client is no longer active; nothing to suspend".into(),
         ));
     }
-    let revoked = revoke_client_grants(conn, client_id, "staff", now)?;
+    let ended = revoke_client_grants(conn, revoked, client_id, "staff", now)?;
     platform::webhooks::enqueue(
         conn,
         &[platform::webhooks::Event {
@@ -578,7 +582,7 @@ fn suspend(
             grant_id: None,
             data: serde_json::json!({
                 "status": "suspended",
-                "grants_revoked": revoked.len(),
+                "grants_revoked": ended.len(),
                 "at": now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             }),
         }],
@@ -594,11 +598,11 @@ fn suspend(
         .details(serde_json::json!({
             "approval_request": approved.id,
             "requested_by": approved.requested_by,
-            "grants_revoked": revoked.len(),
+            "grants_revoked": ended.len(),
         })),
         now,
     )?;
-    Ok(revoked)
+    Ok(())
 }
 
 /// One webhook event and its delivery, as the developer sees it.

@@ -2,6 +2,7 @@
 
 use platform::crypto::CryptoError;
 use platform::problem::{ApiError, FieldError};
+use platform::revocation::Revocations;
 use platform::storage::{AnyConnection, StorageError, write_tx};
 
 use crate::approvals::ApprovalError;
@@ -115,6 +116,19 @@ where
         .db
         .run(move |conn| Ok(transaction(conn, f)))
         .await?
+}
+
+/// [`write`] for actions that end grants: once the transaction has committed, what `f` revoked
+/// is announced to every instance (see [`platform::revocation::run`]).
+pub async fn write_revoking<T, F>(platform: &platform::Platform, f: F) -> PortalResult<T>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut AnyConnection, &mut Revocations) -> PortalResult<T> + Send + 'static,
+{
+    platform::revocation::run(platform, move |conn, revoked| {
+        transaction(conn, |c| f(c, revoked))
+    })
+    .await?
 }
 
 /// A read on the blocking pool.

@@ -17,7 +17,7 @@ use crate::accounts::{self, SignUp};
 use crate::auth::{client_addr, page_session};
 use crate::clients::{self, ClientUpdate, ClientView, NewClient};
 use crate::domain::ACTIONS;
-use crate::error::{PortalError, read, write};
+use crate::error::{PortalError, read, write, write_revoking};
 use crate::kyc::{self, DOCUMENT_KINDS, KycDetails, KycDocument, KycRecord};
 
 pub(crate) type Form = web::Form<HashMap<String, String>>;
@@ -870,11 +870,8 @@ async fn client_delete(
     require_csrf!(s, form, &back);
     let dev = s.subject_id.clone();
     let now = p.now();
-    match write(&p, move |c| clients::delete(c, &dev, &id, now)).await {
-        Ok(ended) => {
-            platform::revocation::publish(&p, &ended).await;
-            see_other("/developers/clients")
-        }
+    match write_revoking(&p, move |c, r| clients::delete(c, r, &dev, &id, now)).await {
+        Ok(()) => see_other("/developers/clients"),
         Err(e) => error_page(&e, &back),
     }
 }

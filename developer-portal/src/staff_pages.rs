@@ -16,7 +16,7 @@ use crate::api::approval_response;
 use crate::approvals::{self, ApprovalStatus};
 use crate::auth::{client_addr, page_session};
 use crate::clients;
-use crate::error::{PortalError, read, write};
+use crate::error::{PortalError, read, write, write_revoking};
 use crate::kyc::{self, KycStatus, ReviewDecision};
 use crate::pages::{
     Form, csrf_input, csrf_refused, error_page, field, login_csrf, login_csrf_ok, login_form,
@@ -322,15 +322,12 @@ async fn decide(
     let staff = s.subject_id.clone();
     let justification = field(&form, "justification").to_string();
     let now = p.now();
-    match write(&p, move |c| {
-        clients::decide_and_execute(c, &id, &staff, approve, &justification, now)
+    match write_revoking(&p, move |c, r| {
+        clients::decide_and_execute(c, r, &id, &staff, approve, &justification, now)
     })
     .await
     {
-        Ok((_, ended)) => {
-            platform::revocation::publish(&p, &ended).await;
-            see_other(back)
-        }
+        Ok(_) => see_other(back),
         Err(e) => error_page(&e, back),
     }
 }

@@ -172,6 +172,12 @@ pub struct ServerSettings {
     /// Verifications that may wait for those threads; beyond it requests get 503 with
     /// `Retry-After` (so a flood of expensive tokens cannot take more than that pool).
     pub verify_queue: usize,
+    /// How often each instance syncs its revocation list from the database and links feed rows
+    /// left unlinked (announced revocations arrive at once; this bounds the rest, such as a
+    /// revocation committed by an instance that crashed before announcing it). At most 60 s;
+    /// verification fails closed when the list is older than the longer of 10 s and three
+    /// intervals.
+    pub revocation_sync_interval: ConfigDuration,
     /// Seconds to let in-flight requests finish on shutdown.
     pub shutdown_timeout: ConfigDuration,
 }
@@ -268,6 +274,7 @@ impl Default for Settings {
                 workers: 0,
                 verify_threads: 0,
                 verify_queue: 256,
+                revocation_sync_interval: ConfigDuration::secs(1),
                 shutdown_timeout: ConfigDuration::secs(10),
             },
             database: DatabaseSettings {
@@ -382,6 +389,12 @@ impl Settings {
     fn validate(&self) -> Result<(), ConfigError> {
         if self.server.verify_queue == 0 {
             return Err(ConfigError("server.verify_queue must be at least 1".into()));
+        }
+        let sync = self.server.revocation_sync_interval.get();
+        if sync.is_zero() || sync > Duration::from_secs(60) {
+            return Err(ConfigError(
+                "server.revocation_sync_interval must be positive and at most 60s".into(),
+            ));
         }
         if self.database.pool_size == 0 {
             return Err(ConfigError("database.pool_size must be at least 1".into()));

@@ -68,6 +68,8 @@ pub struct Platform {
     pub clock: SharedClock,
     pub audit: audit::AuditLog,
     pub rate_limiter: ratelimit::RateLimiter,
+    /// This instance's revocation announcements (epoch and local wake-ups).
+    pub revocation_signals: Arc<revocation::Signals>,
 }
 
 impl Platform {
@@ -121,6 +123,7 @@ impl Platform {
             cache,
             master_key,
             clock,
+            revocation_signals: Arc::default(),
         })
     }
 

@@ -11,9 +11,9 @@
 //! a time (an advisory lock on PostgreSQL, the write lock on SQLite), each run continuing after
 //! the last position given; a row committed late simply gets a later position. So positions
 //! only grow in the order rows become visible, and a reader that pages `position > cursor` sees
-//! every committed row exactly once. The instance that committed a revocation links it at once
-//! ([`publish`]); every instance also links what is pending each second (a crash between commit
-//! and linking delays a row by at most that).
+//! every committed row exactly once. The instance that committed a revocation links it at once,
+//! when it announces it ([`write`], [`run`]); every instance also links what is pending on each
+//! periodic sync (a crash between commit and linking delays a row by at most that).
 //!
 //! # Retention
 //! Each row carries `expires_at`: the expiry of the token it names, or for a whole grant the
@@ -25,6 +25,7 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 
 use crate::audit::{self, Actor, NewEvent, Target};
+use crate::storage::models::GrantStatus;
 use crate::storage::schema::{grants, issued_tokens, refresh_tokens, revocations};
 use crate::storage::{AnyConnection, StorageResult};
 use crate::webhooks;
@@ -155,6 +156,7 @@ pub fn purge_feed(
 /// revocation ids (one per block), kept until `expires_at`, the token's expiry.
 pub fn revoke_tokens(
     conn: &mut AnyConnection,
+    revoked: &mut Revocations,
     grant_id: &str,
     revocation_ids: &[String],
     reason: &str,
@@ -172,55 +174,174 @@ pub fn revoke_tokens(
         })
         .collect();
     crate::insert_rows!(conn, revocations::table, &rows);
+    revoked.tokens += rows.len();
     Ok(())
 }
 
-/// Tells every instance that grants ended, after the transaction committed: links the new feed
-/// rows (so readers can see them at once), then one Redis message per 1,000 ids
-/// (space-separated). Receivers only need the wake-up (they sync from the revocation feed in the
-/// database), so a failure is logged, not returned: the database stays authoritative, and every
-/// instance also links and polls it each second.
-pub async fn publish(platform: &crate::Platform, grant_ids: &[String]) {
-    EPOCH.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    if let Err(e) = platform.db.run(link_feed_all).await {
-        tracing::warn!(error = %e, "linking the revocation feed failed; the periodic linker retries");
+/// What one transaction revoked, to announce once it has committed. [`end_grants`] and
+/// [`revoke_tokens`] record into it, and only [`write`], [`run`] and [`collect`] create one:
+/// the first two announce it when the closure returns, the last hands back an [`Unannounced`]
+/// receipt. So no path can end a grant and skip the announcement. (A rolled-back transaction
+/// announces nothing through [`write`]; through [`run`], where the closure commits on its own, an
+/// announcement after a rollback only wakes readers up for nothing: they read the feed in the
+/// database.)
+#[derive(Debug)]
+pub struct Revocations {
+    grant_ids: Vec<String>,
+    tokens: usize,
+}
+
+impl Revocations {
+    fn new() -> Self {
+        Self {
+            grant_ids: Vec::new(),
+            tokens: 0,
+        }
     }
-    // This process's own lists sync at once, whatever Redis does.
-    local_wakeups().send_modify(|n| *n = n.wrapping_add(1));
-    // Single-token revocations end no grant: an empty message still wakes the others up.
-    let empty: [String; 0] = [];
-    let messages = if grant_ids.is_empty() {
-        vec![&empty[..]]
-    } else {
-        grant_ids.chunks(1_000).collect()
-    };
-    for ids in messages {
-        if let Err(e) = platform
-            .cache
-            .publish(REVOCATION_CHANNEL, &ids.join(" "))
-            .await
-        {
-            tracing::warn!(error = %e, "revocation publish failed; the database remains authoritative");
+
+    /// The grants ended so far in this transaction.
+    pub fn grant_ids(&self) -> &[String] {
+        &self.grant_ids
+    }
+
+    fn is_empty(&self) -> bool {
+        self.grant_ids.is_empty() && self.tokens == 0
+    }
+
+    /// Tells every instance, after the commit: links the new feed rows (so readers can see them
+    /// at once), wakes this process's lists, then one Redis message per 1,000 ended grant ids
+    /// (space-separated). Receivers only need the wake-up (they sync from the revocation feed in
+    /// the database), so a failure is logged, not returned: the database stays authoritative,
+    /// and every instance also links and polls it periodically.
+    async fn publish(self, platform: &crate::Platform) {
+        if self.is_empty() {
+            return;
+        }
+        platform.revocation_signals.announce();
+        if let Err(e) = platform.db.run(link_feed_all).await {
+            tracing::warn!(error = %e, "linking the revocation feed failed; the periodic linker retries");
+        }
+        // This process's own lists sync at once, whatever Redis does.
+        platform.revocation_signals.wake();
+        // Single-token revocations end no grant: an empty message still wakes the others up.
+        let empty: [String; 0] = [];
+        let messages = if self.grant_ids.is_empty() {
+            vec![&empty[..]]
+        } else {
+            self.grant_ids.chunks(1_000).collect()
+        };
+        for ids in messages {
+            if let Err(e) = platform
+                .cache
+                .publish(REVOCATION_CHANNEL, &ids.join(" "))
+                .await
+            {
+                tracing::warn!(error = %e, "revocation publish failed; the database remains authoritative");
+            }
         }
     }
 }
 
-/// Counts [`publish`] calls in this process (revocations committed here), so per-instance caches
-/// of token answers can tell that something was revoked since they stored an answer, without
-/// waiting for the revocation feed. Callers of `publish` for access-token revocations (which end
-/// no grant) pass an empty list: the count still moves.
-static EPOCH: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-/// The current revocation epoch of this process (see [`publish`]).
-pub fn epoch() -> u64 {
-    EPOCH.load(std::sync::atomic::Ordering::SeqCst)
+/// Runs `f` in one write transaction ([`crate::storage::Db::write`]); once it has committed,
+/// announces what `f` revoked to every instance. The way to call [`end_grants`].
+pub async fn write<T, F>(platform: &crate::Platform, f: F) -> StorageResult<T>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut AnyConnection, &mut Revocations) -> StorageResult<T> + Send + 'static,
+{
+    let (value, pending) = platform
+        .db
+        .write(move |c| match collect(c, f) {
+            (Ok(value), pending) => Ok((value, pending)),
+            // Rolled back: nothing to announce.
+            (Err(e), _) => Err(e),
+        })
+        .await?;
+    pending.announce(platform).await;
+    Ok(value)
 }
 
-/// Wakes this process's revocation lists after [`publish`] linked new rows, without a round
-/// trip through Redis (which may be down): subscribe, and sync whenever the value changes.
-pub fn local_wakeups() -> &'static tokio::sync::watch::Sender<u64> {
-    static WAKE: std::sync::OnceLock<tokio::sync::watch::Sender<u64>> = std::sync::OnceLock::new();
-    WAKE.get_or_init(|| tokio::sync::watch::channel(0).0)
+/// Runs `f` on a pooled connection (`f` opens and commits its own transactions, as the token
+/// endpoint does, which commits a replay's revocation and still answers an error); once it
+/// returns, announces what it revoked.
+pub async fn run<T, F>(platform: &crate::Platform, f: F) -> StorageResult<T>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut AnyConnection, &mut Revocations) -> T + Send + 'static,
+{
+    let (value, pending) = platform.db.run(move |c| Ok(collect(c, f))).await?;
+    pending.announce(platform).await;
+    Ok(value)
+}
+
+/// Runs `f` on a connection the caller holds and manages (its own transaction), collecting what
+/// it revokes into an [`Unannounced`] receipt that the caller must announce after the commit.
+/// For callers that cannot use [`write`] or [`run`] (tests driving two transactions by hand).
+pub fn collect<T>(
+    conn: &mut AnyConnection,
+    f: impl FnOnce(&mut AnyConnection, &mut Revocations) -> T,
+) -> (T, Unannounced) {
+    let mut revoked = Revocations::new();
+    let value = f(conn, &mut revoked);
+    (value, Unannounced(Some(revoked)))
+}
+
+/// Revocations committed (or about to be) that no instance has heard of yet. Announce it once
+/// the transaction has committed: dropped unannounced, other instances would only notice on
+/// their next periodic sync.
+#[must_use = "announce the revocations once the transaction has committed"]
+#[derive(Debug)]
+pub struct Unannounced(Option<Revocations>);
+
+impl Unannounced {
+    /// Tells every instance (see [`Revocations`]).
+    pub async fn announce(mut self, platform: &crate::Platform) {
+        if let Some(revoked) = self.0.take() {
+            revoked.publish(platform).await;
+        }
+    }
+}
+
+/// This instance's view of its own announcements (one per [`crate::Platform`], shared by its
+/// clones).
+#[derive(Debug)]
+pub struct Signals {
+    /// Counts announcements (revocations committed here, grants or single tokens), so caches of
+    /// token answers can tell that something was revoked since they stored an answer, without
+    /// waiting for the revocation feed.
+    epoch: std::sync::atomic::AtomicU64,
+    /// Wakes this instance's revocation lists after an announcement linked new rows, without a
+    /// round trip through Redis (which may be down).
+    wake: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for Signals {
+    fn default() -> Self {
+        Self {
+            epoch: std::sync::atomic::AtomicU64::new(0),
+            wake: tokio::sync::watch::channel(0).0,
+        }
+    }
+}
+
+impl Signals {
+    /// The current revocation epoch of this instance.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Subscribe, and sync whenever the value changes.
+    pub fn wakeups(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.wake.subscribe()
+    }
+
+    fn announce(&self) {
+        self.epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn wake(&self) {
+        self.wake.send_modify(|n| *n = n.wrapping_add(1));
+    }
 }
 
 /// Channel on which ended grant ids are published to every instance.
@@ -230,6 +351,7 @@ pub const REVOCATION_CHANNEL: &str = "revocations";
 /// ended ones are skipped, so calling twice is harmless).
 pub fn end_grants(
     conn: &mut AnyConnection,
+    revoked: &mut Revocations,
     grant_ids: &[String],
     by: RevokedBy,
     reason: &str,
@@ -262,7 +384,7 @@ pub fn end_grants(
         live.extend(
             grants::table
                 .filter(grants::id.eq_any(ids))
-                .filter(grants::status.eq_any(["awaiting_authorization", "authorized"]))
+                .filter(grants::status.eq_any(GrantStatus::LIVE_STR))
                 .select((grants::id, grants::client_id))
                 .load::<(String, String)>(conn)?,
         );
@@ -273,15 +395,15 @@ pub fn end_grants(
     let (live, client_of): (Vec<String>, Vec<String>) = live.into_iter().unzip();
     let now_naive = now.naive_utc();
     let status = if by == RevokedBy::Expiry {
-        "expired"
+        GrantStatus::Expired
     } else {
-        "revoked"
+        GrantStatus::Revoked
     };
     // Large sets (the lifecycle sweep) go in chunks; each statement stays within bind limits.
     for ids in live.chunks(1_000) {
         diesel::update(grants::table.filter(grants::id.eq_any(ids)))
             .set((
-                grants::status.eq(status),
+                grants::status.eq(status.as_str()),
                 grants::revoked_at.eq(now_naive),
                 grants::revoked_by.eq(by.as_str()),
                 grants::updated_at.eq(now_naive),
@@ -340,7 +462,7 @@ pub fn end_grants(
         )
         .collect();
     crate::insert_rows!(conn, revocations::table, &feed);
-    let action = if status == "expired" {
+    let action = if status == GrantStatus::Expired {
         "grant.expired"
     } else {
         "grant.revoked"
@@ -372,5 +494,6 @@ pub fn end_grants(
         })
         .collect();
     webhooks::enqueue(conn, &hooks, now)?;
+    revoked.grant_ids.extend(live.iter().cloned());
     Ok(live)
 }

@@ -1,6 +1,7 @@
 //! End-to-end tests: one binary, one module per area. Every test runs on SQLite, and also on
 //! PostgreSQL + Redis when `TEST_DATABASE_URL` / `TEST_REDIS_URL` are set.
 
+mod announcements;
 mod audit;
 mod backends;
 mod dashboard;

@@ -987,12 +987,11 @@ async fn revoke_client_grants_revokes_grants_refresh_tokens_and_publishes_revoca
             .await
             .unwrap();
         let cid = fx.client_id.clone();
-        let mut revoked = app
-            .platform
-            .db
-            .write(move |c| developer_portal::revoke_client_grants(c, &cid, "staff", now))
-            .await
-            .unwrap();
+        let mut revoked = platform::revocation::write(&app.platform, move |c, r| {
+            developer_portal::revoke_client_grants(c, r, &cid, "staff", now)
+        })
+        .await
+        .unwrap();
         revoked.sort();
         let mut expected = fx.live.clone();
         expected.sort();
@@ -1069,12 +1068,11 @@ async fn revoke_client_grants_revokes_grants_refresh_tokens_and_publishes_revoca
 
         // Idempotent.
         let cid = fx.client_id.clone();
-        let again = app
-            .platform
-            .db
-            .write(move |c| developer_portal::revoke_client_grants(c, &cid, "staff", now))
-            .await
-            .unwrap();
+        let again = platform::revocation::write(&app.platform, move |c, r| {
+            developer_portal::revoke_client_grants(c, r, &cid, "staff", now)
+        })
+        .await
+        .unwrap();
         assert!(again.is_empty());
 
         // Deleting a client through the API revokes its grants with revoked_by = client.

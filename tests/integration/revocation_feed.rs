@@ -9,7 +9,7 @@ use diesel::prelude::*;
 use e2e_tests::oauth::{DEMO_CLIENT, DEMO_SECRET};
 use e2e_tests::{Backend, TestApp, backends, spawn_demo_app};
 use platform::audit::Actor;
-use platform::revocation::{RevokedBy, end_grants, link_feed_all};
+use platform::revocation::{Revocations, RevokedBy, collect, end_grants, link_feed_all, write};
 use platform::storage::AnyConnection;
 use serde_json::Value;
 
@@ -70,9 +70,10 @@ async fn a_transaction_that_commits_late_is_not_skipped() {
         let now = app.platform.now();
         let end = |id: &str| {
             let ids = [id.to_string()];
-            move |c: &mut AnyConnection| {
+            move |c: &mut AnyConnection, r: &mut Revocations| {
                 end_grants(
                     c,
+                    r,
                     &ids,
                     RevokedBy::Staff,
                     "test",
@@ -86,14 +87,19 @@ async fn a_transaction_that_commits_late_is_not_skipped() {
         // so there the commit order is the insert order; the same reads must still hold.
         let mut pg =
             (backend == Backend::Postgres).then(|| (own_connection(&app), own_connection(&app)));
+        let mut pending = None;
         if let Some((a, b)) = &mut pg {
             a.batch_execute("BEGIN").unwrap();
-            assert_eq!(end(&early)(a).unwrap(), vec![early.clone()]);
+            let (ended, early_pending) = collect(a, end(&early));
+            assert_eq!(ended.unwrap(), vec![early.clone()]);
             b.batch_execute("BEGIN").unwrap();
-            assert_eq!(end(&late)(b).unwrap(), vec![late.clone()]);
+            let (ended, late_pending) = collect(b, end(&late));
+            assert_eq!(ended.unwrap(), vec![late.clone()]);
             b.batch_execute("COMMIT").unwrap();
+            late_pending.announce(&app.platform).await;
+            pending = Some(early_pending);
         } else {
-            let ended = app.platform.db.write(end(&late)).await.unwrap();
+            let ended = write(&app.platform, end(&late)).await.unwrap();
             assert_eq!(ended, vec![late.clone()]);
         }
         // A reader (and every instance's linker) runs now: it sees B and moves its cursor.
@@ -102,8 +108,11 @@ async fn a_transaction_that_commits_late_is_not_skipped() {
         assert_eq!(grant_entries(&seen), vec![late.clone()], "{backend:?}");
         if let Some((a, _)) = &mut pg {
             a.batch_execute("COMMIT").unwrap();
+            if let Some(p) = pending.take() {
+                p.announce(&app.platform).await;
+            }
         } else {
-            let ended = app.platform.db.write(end(&early)).await.unwrap();
+            let ended = write(&app.platform, end(&early)).await.unwrap();
             assert_eq!(ended, vec![early.clone()]);
         }
         // The late commit is still ahead of the cursor (linked by this instance's own sync loop

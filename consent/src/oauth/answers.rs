@@ -9,7 +9,7 @@
 //! - the instance's revocation list is fresh (synced within 10 s) and lists neither the grant nor
 //!   the token's revocation id;
 //! - no revocation has been published by this process since the answer was read from the database
-//!   ([`platform::revocation::epoch`]), so a revocation made here (by a customer, the client, staff,
+//!   ([`platform::revocation::Signals::epoch`]), so a revocation made here (by a customer, the client, staff,
 //!   the sweeper or a detected replay) is seen by the very next introspection here.
 //!
 //! Anything else goes to the database, and only active answers are kept. A revocation made on
@@ -20,10 +20,11 @@
 //! a grant extension shows up to the TTL late.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use platform::revocation::Signals;
 
 use super::clients::{self, ClientCredentials, OAuthClient};
 use super::tokens::Introspection;
@@ -54,14 +55,24 @@ struct Entry {
 pub struct AnswerCache {
     ttl: Duration,
     entries: Mutex<HashMap<String, Entry>>,
+    signals: Arc<Signals>,
 }
 
 impl AnswerCache {
-    pub fn new(ttl: Duration) -> Self {
+    /// `signals`: the instance's revocation announcements (an answer stored before one is never
+    /// reused).
+    pub fn new(ttl: Duration, signals: Arc<Signals>) -> Self {
         Self {
             ttl,
             entries: Mutex::new(HashMap::new()),
+            signals,
         }
+    }
+
+    /// The instance's revocation epoch now (read it before the database read an answer is made
+    /// from).
+    pub fn epoch(&self) -> u64 {
+        self.signals.epoch()
     }
 
     pub fn enabled(&self) -> bool {
@@ -83,7 +94,7 @@ impl AnswerCache {
         let (answer, basis) = {
             let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
             let e = entries.get(token_hash)?;
-            if e.stored_at.elapsed() >= self.ttl || e.epoch != platform::revocation::epoch() {
+            if e.stored_at.elapsed() >= self.ttl || e.epoch != self.signals.epoch() {
                 return None;
             }
             (e.answer.clone(), e.basis.clone())

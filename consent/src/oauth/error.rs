@@ -13,13 +13,6 @@ pub enum OAuthError {
     InvalidClient(String),
     #[error("invalid_grant")]
     InvalidGrant(String),
-    /// `invalid_grant` after which the server ended the grant (a replayed code or refresh token);
-    /// the caller publishes the revocation once the transaction has committed.
-    #[error("invalid_grant")]
-    GrantRevoked {
-        description: String,
-        grant_id: String,
-    },
     #[error("unauthorized_client")]
     UnauthorizedClient(String),
     #[error("unsupported_grant_type")]
@@ -68,8 +61,7 @@ impl OAuthError {
             | OAuthError::UnsupportedTokenType(d)
             | OAuthError::TemporarilyUnavailable(d)
             | OAuthError::AuthenticationBlocked(d)
-            | OAuthError::ServerError(d)
-            | OAuthError::GrantRevoked { description: d, .. } => d,
+            | OAuthError::ServerError(d) => d,
         }
     }
 

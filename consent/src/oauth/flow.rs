@@ -5,6 +5,7 @@ use chrono::{DateTime, Duration, SubsecRound, Utc};
 use diesel::prelude::*;
 use platform::audit::{self, Actor, NewEvent, Target};
 use platform::crypto::{PlainToken, random_id};
+use platform::storage::models::GrantStatus;
 use platform::storage::schema::{
     accounts, authorization_codes, authorization_requests, grants, merchants,
 };
@@ -673,14 +674,14 @@ pub fn decide(
             let grant_id = random_id("g_");
             let now_naive = now.naive_utc().trunc_subsecs(0);
             let (status, new_status, granted) = match decision {
-                Decision::Deny => ("rejected", "denied", requested.clone()),
+                Decision::Deny => (GrantStatus::Rejected, "denied", requested.clone()),
                 Decision::Approve(choice) => {
                     let offered = match offered_accounts(c, customer_id, &requested) {
                         Ok(o) => o,
                         Err(e) => return Ok(Err(e)),
                     };
                     match narrowed(&requested, &offered, choice, now) {
-                        Ok(n) => ("authorized", "approved", n),
+                        Ok(n) => (GrantStatus::Authorized, "approved", n),
                         Err(e) => return Ok(Err(e)),
                     }
                 }
@@ -703,16 +704,17 @@ pub fn decide(
                     grants::id.eq(&grant_id),
                     grants::customer_id.eq(customer_id),
                     grants::client_id.eq(&client_id),
-                    grants::status.eq(status),
+                    grants::status.eq(status.as_str()),
                     grants::authorization_details.eq(granted.to_json()),
                     grants::created_at.eq(now_naive),
-                    grants::authorized_at.eq((status == "authorized").then_some(now_naive)),
+                    grants::authorized_at
+                        .eq((status == GrantStatus::Authorized).then_some(now_naive)),
                     grants::expires_at.eq(granted.expires_at.naive_utc()),
                     grants::updated_at.eq(now_naive),
                 ))
                 .execute(c)?;
             let state_ref = state.as_deref();
-            let location = if status == "authorized" {
+            let location = if status == GrantStatus::Authorized {
                 let code = PlainToken::generate("ac_");
                 diesel::insert_into(authorization_codes::table)
                     .values((

@@ -8,7 +8,8 @@ use chrono::{DateTime, NaiveDateTime, SubsecRound, Utc};
 use diesel::prelude::*;
 use platform::audit::{self, Actor, NewEvent, Target};
 use platform::crypto::{PlainToken, constant_time_eq, random_id};
-use platform::revocation::{RevokedBy, end_grants};
+use platform::revocation::{Revocations, RevokedBy, end_grants};
+use platform::storage::models::GrantStatus;
 use platform::storage::schema::{
     authorization_codes, clients, grants, issued_tokens, refresh_tokens, revocations,
 };
@@ -215,6 +216,7 @@ fn issue(
 /// request fails.
 fn revoke_for_security(
     c: &mut AnyConnection,
+    revoked: &mut Revocations,
     grant_id: &str,
     client_id: &str,
     reason: &'static str,
@@ -222,6 +224,7 @@ fn revoke_for_security(
 ) -> Result<(), StorageError> {
     end_grants(
         c,
+        revoked,
         &[grant_id.to_string()],
         RevokedBy::Security,
         reason,
@@ -241,11 +244,8 @@ fn revoke_for_security(
     Ok(())
 }
 
-fn replayed(grant_id: &str) -> OAuthError {
-    OAuthError::GrantRevoked {
-        description: "the refresh token was already used; the grant has been revoked".into(),
-        grant_id: grant_id.to_string(),
-    }
+fn replayed() -> OAuthError {
+    invalid_grant("the refresh token was already used; the grant has been revoked")
 }
 
 fn pkce_matches(verifier: &str, challenge: &str) -> bool {
@@ -257,16 +257,28 @@ fn pkce_matches(verifier: &str, challenge: &str) -> bool {
     valid && constant_time_eq(computed.as_bytes(), challenge.as_bytes())
 }
 
+/// The parameters of `grant_type=authorization_code` besides client authentication.
+#[derive(Debug, Clone, Copy)]
+pub struct CodeExchange<'a> {
+    pub code: &'a str,
+    pub redirect_uri: Option<&'a str>,
+    pub code_verifier: Option<&'a str>,
+}
+
 /// `grant_type=authorization_code`.
 pub fn exchange_code(
     c: &mut AnyConnection,
+    revoked: &mut Revocations,
     svc: &OAuthService,
     client: &OAuthClient,
-    code: &str,
-    redirect_uri: Option<&str>,
-    code_verifier: Option<&str>,
+    exchange: CodeExchange<'_>,
     now: DateTime<Utc>,
 ) -> Result<TokenResponse, OAuthError> {
+    let CodeExchange {
+        code,
+        redirect_uri,
+        code_verifier,
+    } = exchange;
     if code.is_empty() || code.len() > 256 {
         return Err(invalid_grant("the authorization code is invalid"));
     }
@@ -310,12 +322,17 @@ pub fn exchange_code(
         .set(authorization_codes::used_at.eq(now.naive_utc()))
         .execute(c)?;
         if used_at.is_some() || won != 1 {
-            revoke_for_security(c, &grant_id, &client.id, "authorization_code.reused", now)?;
-            return Ok(Err(OAuthError::GrantRevoked {
-                description: "the authorization code was already used; the grant has been revoked"
-                    .into(),
-                grant_id,
-            }));
+            revoke_for_security(
+                c,
+                revoked,
+                &grant_id,
+                &client.id,
+                "authorization_code.reused",
+                now,
+            )?;
+            return Ok(Err(invalid_grant(
+                "the authorization code was already used; the grant has been revoked",
+            )));
         }
         if expires_at <= now.naive_utc() {
             return Ok(Err(invalid_grant("the authorization code has expired")));
@@ -333,7 +350,7 @@ pub fn exchange_code(
         let Some(grant) = load_grant(c, &grant_id)? else {
             return Ok(Err(invalid_grant("the grant no longer exists")));
         };
-        if grant.status != "authorized" || grant.expires_at <= now.naive_utc() {
+        if grant.status != GrantStatus::Authorized.as_str() || grant.expires_at <= now.naive_utc() {
             return Ok(Err(invalid_grant("the grant is no longer active")));
         }
         issue(c, svc, &grant, &random_id("fam_"), "token.issued", now)
@@ -410,6 +427,7 @@ fn load_refresh(c: &mut AnyConnection, hash: &str) -> Result<Option<RefreshRow>,
 /// [`batched::refresh`] answers the plain cases first; this path decides the rest.
 pub fn refresh(
     c: &mut AnyConnection,
+    revoked: &mut Revocations,
     svc: &OAuthService,
     creds: &ClientCredentials,
     token: &str,
@@ -447,15 +465,16 @@ pub fn refresh(
         match row.status.as_str() {
             "active" => {}
             "used" => {
-                revoke_for_security(c, &grant.id, &client.id, "refresh_token.replayed", now)?;
-                return Ok(Err(replayed(&grant.id)));
+                let reason = "refresh_token.replayed";
+                revoke_for_security(c, revoked, &grant.id, &client.id, reason, now)?;
+                return Ok(Err(replayed()));
             }
             _ => return Ok(Err(invalid_grant("the refresh token has been revoked"))),
         }
         if row.expires_at <= now.naive_utc() {
             return Ok(Err(invalid_grant("the refresh token has expired")));
         }
-        if grant.status != "authorized" || grant.expires_at <= now.naive_utc() {
+        if grant.status != GrantStatus::Authorized.as_str() || grant.expires_at <= now.naive_utc() {
             return Ok(Err(invalid_grant("the grant is no longer active")));
         }
         let won = diesel::update(
@@ -469,8 +488,9 @@ pub fn refresh(
         ))
         .execute(c)?;
         if won != 1 {
-            revoke_for_security(c, &grant.id, &client.id, "refresh_token.replayed", now)?;
-            return Ok(Err(replayed(&grant.id)));
+            let reason = "refresh_token.replayed";
+            revoke_for_security(c, revoked, &grant.id, &client.id, reason, now)?;
+            return Ok(Err(replayed()));
         }
         issue(c, svc, grant, &row.family, "token.refreshed", now)
     })?
@@ -482,15 +502,16 @@ pub fn refresh(
 /// verified beforehand, off the connection ([`verify_offline`]): `verified` is what that found.
 pub fn revoke(
     c: &mut AnyConnection,
+    revoked: &mut Revocations,
     client: &OAuthClient,
     token: &str,
     verified: Option<OurToken>,
     now: DateTime<Utc>,
-) -> Result<Vec<String>, OAuthError> {
+) -> Result<(), OAuthError> {
     if token.is_empty() || token.len() > MAX_PRESENTED_TOKEN {
-        return Ok(vec![]);
+        return Ok(());
     }
-    let ended = write_tx(c, |c| {
+    write_tx(c, |c| {
         if is_refresh_token(token) {
             let hash = PlainToken::from_presented(token).hash();
             let grant_id: Option<String> = refresh_tokens::table
@@ -504,6 +525,7 @@ pub fn revoke(
             match load_grant(c, &grant_id)? {
                 Some(g) if g.client_id == client.id => end_grants(
                     c,
+                    revoked,
                     &[grant_id],
                     RevokedBy::Client,
                     "token_revoked_by_client",
@@ -521,6 +543,7 @@ pub fn revoke(
             }
             platform::revocation::revoke_tokens(
                 c,
+                revoked,
                 &auth.grant,
                 &auth.revocation_ids,
                 "access_token_revoked_by_client",
@@ -539,7 +562,7 @@ pub fn revoke(
             Ok(vec![])
         }
     })?;
-    Ok(ended)
+    Ok(())
 }
 
 /// Longest token text revocation and introspection look at (longer ones are unknown tokens).
@@ -859,7 +882,7 @@ impl Found {
     fn is_live(&self, now: DateTime<Utc>) -> bool {
         self.grant.client_id == self.client.id
             && !self.token_revoked
-            && self.grant.status == "authorized"
+            && self.grant.status == GrantStatus::Authorized.as_str()
             && self.grant.expires_at > now.naive_utc()
     }
 

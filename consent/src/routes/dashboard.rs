@@ -232,7 +232,7 @@ async fn load_activity(
         .await?)
 }
 
-/// Revokes one grant (committed before this returns), then tells every instance.
+/// Revokes one grant (committed and announced to every instance before this returns).
 async fn do_revoke(
     state: &AppState,
     customer: String,
@@ -242,15 +242,10 @@ async fn do_revoke(
         return Ok(RevokeOutcome::NotFound);
     }
     let now = state.platform.now();
-    let outcome = state
-        .platform
-        .db
-        .write(move |c| dashboard::revoke(c, &customer, &id, now))
-        .await?;
-    if let RevokeOutcome::Revoked(ids) = &outcome {
-        crate::publish_revocations(&state.platform, ids).await;
-    }
-    Ok(outcome)
+    Ok(platform::revocation::write(&state.platform, move |c, r| {
+        dashboard::revoke(c, r, &customer, &id, now)
+    })
+    .await?)
 }
 
 /// Extends (re-confirms) one grant, committed before this returns.
@@ -273,13 +268,10 @@ async fn do_extend(
 
 async fn do_revoke_all(state: &AppState, customer: String) -> Result<Vec<String>, ApiError> {
     let now = state.platform.now();
-    let ended = state
-        .platform
-        .db
-        .write(move |c| dashboard::revoke_all(c, &customer, now))
-        .await?;
-    crate::publish_revocations(&state.platform, &ended).await;
-    Ok(ended)
+    Ok(platform::revocation::write(&state.platform, move |c, r| {
+        dashboard::revoke_all(c, r, &customer, now)
+    })
+    .await?)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -183,21 +183,18 @@ pub async fn client_revoke_grant(
     let (grant_id, ..) = load_client_grant(&state, &client, id.into_inner()).await?;
     let now = state.platform.now();
     let cid = client.id.clone();
-    let ended = state
-        .platform
-        .db
-        .write(move |c| {
-            end_grants(
-                c,
-                &[grant_id],
-                RevokedBy::Client,
-                "revoked_by_client",
-                &Actor::client(&cid),
-                now,
-            )
-        })
-        .await?;
-    crate::publish_revocations(&state.platform, &ended).await;
+    platform::revocation::write(&state.platform, move |c, r| {
+        end_grants(
+            c,
+            r,
+            &[grant_id],
+            RevokedBy::Client,
+            "revoked_by_client",
+            &Actor::client(&cid),
+            now,
+        )
+    })
+    .await?;
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -13,6 +13,7 @@ use base64::engine::general_purpose::STANDARD;
 use maud::html;
 use platform::crypto::PlainToken;
 use platform::ratelimit::Decision;
+use platform::revocation::{self, Revocations};
 use platform::storage::AnyConnection;
 use platform::web::page;
 use serde::{Deserialize, Serialize};
@@ -173,11 +174,12 @@ pub(crate) async fn authenticate(
     form: &mut HashMap<String, String>,
     endpoint: &'static str,
 ) -> Result<OAuthClient, OAuthError> {
-    with_client(state, req, form, endpoint, |_, client| Ok(client)).await
+    with_client(state, req, form, endpoint, |_, _, client| Ok(client)).await
 }
 
 /// Authenticates the client and, if that succeeds, runs `then` with it on the same pooled
-/// connection (one trip to the blocking pool and one checkout per request, not two).
+/// connection (one trip to the blocking pool and one checkout per request, not two). What `then`
+/// revokes is announced once it returns.
 pub(crate) async fn with_client<T, F>(
     state: &AppState,
     req: &HttpRequest,
@@ -187,11 +189,13 @@ pub(crate) async fn with_client<T, F>(
 ) -> Result<T, OAuthError>
 where
     T: Send + 'static,
-    F: FnOnce(&mut AnyConnection, OAuthClient) -> Result<T, OAuthError> + Send + 'static,
+    F: FnOnce(&mut AnyConnection, &mut Revocations, OAuthClient) -> Result<T, OAuthError>
+        + Send
+        + 'static,
 {
-    with_credentials(state, req, form, endpoint, move |c, creds| {
+    with_credentials(state, req, form, endpoint, move |c, r, creds| {
         let client = clients::authenticate(c, creds)?;
-        then(c, client)
+        then(c, r, client)
     })
     .await
 }
@@ -208,7 +212,9 @@ pub(crate) async fn with_credentials<T, F>(
 ) -> Result<T, OAuthError>
 where
     T: Send + 'static,
-    F: FnOnce(&mut AnyConnection, &ClientCredentials) -> Result<T, OAuthError> + Send + 'static,
+    F: FnOnce(&mut AnyConnection, &mut Revocations, &ClientCredentials) -> Result<T, OAuthError>
+        + Send
+        + 'static,
 {
     with_credentials_or(state, req, form, endpoint, async |_| None, then).await
 }
@@ -228,7 +234,9 @@ pub(crate) async fn with_credentials_or<T, A, F>(
 where
     T: Send + 'static,
     A: AsyncFnOnce(&ClientCredentials) -> Option<Result<T, OAuthError>>,
-    F: FnOnce(&mut AnyConnection, &ClientCredentials) -> Result<T, OAuthError> + Send + 'static,
+    F: FnOnce(&mut AnyConnection, &mut Revocations, &ClientCredentials) -> Result<T, OAuthError>
+        + Send
+        + 'static,
 {
     let creds = credentials(req, form)?;
     let peer = req
@@ -250,7 +258,7 @@ where
     let fail_bucket = format!("client-auth-fail:{}:{peer}", creds.client_id());
     let result = match answered(&creds).await {
         Some(done) => done,
-        None => state.platform.db.run(move |c| Ok(then(c, &creds))).await?,
+        None => revocation::run(&state.platform, move |c, r| then(c, r, &creds)).await?,
     };
     if let Err(e @ OAuthError::InvalidClient(_)) = &result {
         tracing::info!(endpoint, error = %e, "client authentication failed");
@@ -525,16 +533,19 @@ pub async fn token_endpoint(
             let code = form.remove("code");
             let redirect_uri = form.remove("redirect_uri");
             let verifier = form.remove("code_verifier");
-            with_client(&state, &req, &mut form, "token", move |c, client| {
+            with_client(&state, &req, &mut form, "token", move |c, r, client| {
                 let code =
                     code.ok_or_else(|| OAuthError::InvalidRequest("code is required".into()))?;
                 tokens::exchange_code(
                     c,
+                    r,
                     &svc,
                     &client,
-                    &code,
-                    redirect_uri.as_deref(),
-                    verifier.as_deref(),
+                    tokens::CodeExchange {
+                        code: &code,
+                        redirect_uri: redirect_uri.as_deref(),
+                        code_verifier: verifier.as_deref(),
+                    },
                     now,
                 )
             })
@@ -555,14 +566,14 @@ pub async fn token_endpoint(
                 &mut form,
                 "token",
                 batched,
-                move |c, creds| {
+                move |c, r, creds| {
                     let Some(rt) = rt else {
                         clients::authenticate(c, creds)?;
                         return Err(OAuthError::InvalidRequest(
                             "refresh_token is required".into(),
                         ));
                     };
-                    tokens::refresh(c, &svc, creds, &rt, now)
+                    tokens::refresh(c, r, &svc, creds, &rt, now)
                 },
             )
             .await
@@ -577,10 +588,6 @@ pub async fn token_endpoint(
             })
         }
     };
-    if let Err(OAuthError::GrantRevoked { grant_id, .. }) = &result {
-        // A replay ended the grant (committed): tell every instance, as other revocations do.
-        crate::publish_revocations(&state.platform, std::slice::from_ref(grant_id)).await;
-    }
     let result = result?;
     metrics::counter!("consent_tokens_issued_total", "grant_type" => grant_type).increment(1);
     Ok(no_store(HttpResponse::Ok().json(result)))
@@ -616,12 +623,10 @@ pub async fn revoke_endpoint(
     let now = state.platform.now();
     // An access token is verified on the verification pool, before any connection is taken.
     let verified = tokens::verify_offline(&state.oauth, &token, now).await?;
-    let ended = state
-        .platform
-        .db
-        .run(move |c| Ok(tokens::revoke(c, &client, &token, verified, now)))
-        .await??;
-    crate::publish_revocations(&state.platform, &ended).await;
+    revocation::run(&state.platform, move |c, r| {
+        tokens::revoke(c, r, &client, &token, verified, now)
+    })
+    .await??;
     Ok(no_store(HttpResponse::Ok().finish()))
 }
 
@@ -647,7 +652,7 @@ pub async fn introspect_endpoint(
         .as_deref()
         .filter(|_| answers.enabled())
         .map(|t| PlainToken::from_presented(t).hash().as_str().to_string());
-    let read = (platform::revocation::epoch(), std::time::Instant::now());
+    let read = (answers.epoch(), std::time::Instant::now());
     let (fast_svc, fast_token) = (svc.clone(), token.clone());
     let (db_svc, db_token) = (svc.clone(), token.clone());
     let found = with_credentials_or(
@@ -668,7 +673,7 @@ pub async fn introspect_endpoint(
                 .await
                 .map(|r| r.map(|answer| Introspected::Answer(Box::new(answer))))
         },
-        move |c, creds| {
+        move |c, _, creds| {
             let Some(token) = db_token else {
                 clients::authenticate(c, creds)?;
                 return Err(OAuthError::InvalidRequest("token is required".into()));

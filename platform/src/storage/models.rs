@@ -120,3 +120,79 @@ pub struct Client {
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
 }
+
+/// The life of a grant (`grants.status`). The column holds [`GrantStatus::as_str`]; this is the
+/// one place the names are written (the migrations' CHECK constraints list the same set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GrantStatus {
+    /// Pushed or consented, not yet exchanged for tokens.
+    AwaitingAuthorization,
+    Authorized,
+    /// The customer declined.
+    Rejected,
+    Revoked,
+    Expired,
+}
+
+impl GrantStatus {
+    /// The statuses of a grant that can still be used or revoked.
+    pub const LIVE: [GrantStatus; 2] =
+        [GrantStatus::AwaitingAuthorization, GrantStatus::Authorized];
+    /// [`GrantStatus::LIVE`] as column values, for `eq_any` filters.
+    pub const LIVE_STR: [&'static str; 2] = ["awaiting_authorization", "authorized"];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            GrantStatus::AwaitingAuthorization => "awaiting_authorization",
+            GrantStatus::Authorized => "authorized",
+            GrantStatus::Rejected => "rejected",
+            GrantStatus::Revoked => "revoked",
+            GrantStatus::Expired => "expired",
+        }
+    }
+
+    /// Reads a column value; `None` for anything the migrations do not allow.
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            GrantStatus::AwaitingAuthorization,
+            GrantStatus::Authorized,
+            GrantStatus::Rejected,
+            GrantStatus::Revoked,
+            GrantStatus::Expired,
+        ]
+        .into_iter()
+        .find(|g| g.as_str() == s)
+    }
+
+    pub fn is_live(self) -> bool {
+        GrantStatus::LIVE.contains(&self)
+    }
+}
+
+impl std::fmt::Display for GrantStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod grant_status_tests {
+    use super::GrantStatus;
+
+    #[test]
+    fn names_round_trip_and_live_matches() {
+        for s in [
+            "awaiting_authorization",
+            "authorized",
+            "rejected",
+            "revoked",
+            "expired",
+        ] {
+            assert_eq!(GrantStatus::parse(s).unwrap().as_str(), s);
+        }
+        assert_eq!(GrantStatus::parse("active"), None);
+        let live: Vec<&str> = GrantStatus::LIVE.iter().map(|g| g.as_str()).collect();
+        assert_eq!(live, GrantStatus::LIVE_STR);
+    }
+}

@@ -25,6 +25,7 @@ use chrono::{DateTime, NaiveDateTime, SubsecRound, Utc};
 use diesel::prelude::*;
 use platform::crypto::{PlainToken, random_id};
 use platform::storage::batch::{BatchCounts, Batcher};
+use platform::storage::models::GrantStatus;
 use platform::storage::schema::refresh_tokens;
 use platform::storage::{AnyConnection, Db, PgBind as B, PgStatement, StorageError, StorageResult};
 
@@ -139,7 +140,7 @@ pub async fn refresh(
     if row.status != "active"
         || row.expires_at <= naive_now
         || row.grant.client_id != row.client.id
-        || row.grant.status != "authorized"
+        || row.grant.status != GrantStatus::Authorized.as_str()
         || row.grant.expires_at <= naive_now
         // Use of the grant is due to be recorded (at most once a minute): the transactional path.
         || use_due(&row.grant, now)

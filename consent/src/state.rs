@@ -1,0 +1,18 @@
+//! The state one server instance shares with every handler (`web::Data<AppState>`).
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use platform::Platform;
+
+use crate::{oauth, revocation_list};
+
+/// Shared state of one server instance, handed to handlers as `web::Data<AppState>`.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub platform: Platform,
+    pub oauth: oauth::OAuthService,
+    /// This instance's copy of the revocation feed (for offline verification in /sandbox).
+    pub revocations: revocation_list::RevocationList,
+    /// Public base URL / OAuth issuer, without trailing slash.
+    pub issuer: String,
+    pub metrics: PrometheusHandle,
+}
