@@ -121,6 +121,32 @@ pub struct Client {
     pub updated_at: NaiveDateTime,
 }
 
+/// A grant as the services read it (the token endpoint, introspection, the dashboard).
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = grants)]
+pub struct GrantRecord {
+    pub id: String,
+    pub customer_id: String,
+    pub client_id: String,
+    /// A [`GrantStatus`] name.
+    pub status: String,
+    /// JSON: the granted RAR `account_access` detail, from which tokens are minted.
+    pub authorization_details: String,
+    pub created_at: NaiveDateTime,
+    pub authorized_at: Option<NaiveDateTime>,
+    pub expires_at: NaiveDateTime,
+    pub last_used_at: Option<NaiveDateTime>,
+    pub revoked_at: Option<NaiveDateTime>,
+    pub revoked_by: Option<String>,
+}
+
+impl GrantRecord {
+    /// Authorized: tokens may be issued and used.
+    pub fn is_authorized(&self) -> bool {
+        self.status == GrantStatus::Authorized.as_str()
+    }
+}
+
 /// The life of a grant (`grants.status`). The column holds [`GrantStatus::as_str`]; this is the
 /// one place the names are written (the migrations' CHECK constraints list the same set).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]

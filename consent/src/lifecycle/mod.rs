@@ -4,7 +4,10 @@
 //! indexed query (on PostgreSQL `FOR NO KEY UPDATE SKIP LOCKED`, so several instances sweeping at once
 //! take disjoint batches; on SQLite the write transaction serializes sweepers) and ends them
 //! through `platform::revocation::end_grants` in the same transaction (status, refresh tokens,
-//! revocation list, audit). Idempotent: an ended grant is never selected again.
+//! revocation list, audit). Idempotent: an ended grant is never selected again. The rules it
+//! applies (dormancy periods, activity, warning times) are in [`policy`], shared with the dashboard.
+
+pub mod policy;
 
 use chrono::{DateTime, Duration, Utc};
 use diesel::prelude::*;
@@ -15,6 +18,8 @@ use platform::revocation::{self, Revocations, RevokedBy, end_grants};
 use platform::storage::{AnyConnection, StorageResult, numbered, skip_locked, write_tx};
 use platform::webhooks;
 use serde::Serialize;
+
+use self::policy::ACTIVITY_SQL;
 
 const BATCH: i64 = 1_000;
 
@@ -72,7 +77,7 @@ fn dormancy_rules(c: &mut AnyConnection, default: Duration) -> StorageResult<Vec
         .select((clients::id, clients::dormancy_days))
         .load(c)?;
     for (client_id, days) in shorter {
-        let period = dormancy_period(days, default);
+        let period = policy::dormancy_period(days, default);
         if period < default {
             rules.push(DormancyRule {
                 client: Some(client_id),
@@ -82,19 +87,6 @@ fn dormancy_rules(c: &mut AnyConnection, default: Duration) -> StorageResult<Vec
     }
     Ok(rules)
 }
-
-/// The dormancy period of a client's grants: its own `dormancy_days` when positive and shorter
-/// than the bank's default, else the default. The one rule the sweeper and the dashboard share.
-pub fn dormancy_period(client_days: Option<i32>, default: Duration) -> Duration {
-    client_days
-        .filter(|d| *d > 0)
-        .map(|d| Duration::days(i64::from(d)).min(default))
-        .unwrap_or(default)
-}
-
-/// The instant dormancy is measured from; the partial expression index `grants_activity_idx`
-/// covers exactly this expression for authorized grants.
-const ACTIVITY: &str = "COALESCE(g.last_used_at, g.authorized_at, g.created_at)";
 
 #[derive(QueryableByName)]
 struct ActivityRow {
@@ -119,11 +111,11 @@ fn by_activity(
     let rows = match &rule.client {
         None => {
             let sql = format!(
-                "SELECT g.id AS id, g.client_id AS client_id, {ACTIVITY} AS active_at \
+                "SELECT g.id AS id, g.client_id AS client_id, {ACTIVITY_SQL} AS active_at \
                  FROM grants g JOIN clients cl ON cl.id = g.client_id \
                  WHERE g.status = 'authorized' \
                    AND (cl.dormancy_days IS NULL OR cl.dormancy_days <= 0 OR CAST(cl.dormancy_days AS BIGINT) * 86400 >= ?) \
-                   AND {ACTIVITY} <= ?{extra} LIMIT ?{}",
+                   AND {ACTIVITY_SQL} <= ?{extra} LIMIT ?{}",
                 skip_locked(c, "g")
             );
             diesel::sql_query(numbered(c, &sql))
@@ -134,10 +126,10 @@ fn by_activity(
         }
         Some(client) => {
             let sql = format!(
-                "SELECT g.id AS id, g.client_id AS client_id, {ACTIVITY} AS active_at \
+                "SELECT g.id AS id, g.client_id AS client_id, {ACTIVITY_SQL} AS active_at \
                  FROM grants g \
                  WHERE g.status = 'authorized' AND g.client_id = ? \
-                   AND {ACTIVITY} <= ?{extra} LIMIT ?{}",
+                   AND {ACTIVITY_SQL} <= ?{extra} LIMIT ?{}",
                 skip_locked(c, "g")
             );
             diesel::sql_query(numbered(c, &sql))
@@ -242,8 +234,8 @@ fn warn_batch(
         }
         // Warned already for this stretch of inactivity: the warning is newer than the last use.
         let extra =
-            format!(" AND (g.dormancy_warned_at IS NULL OR g.dormancy_warned_at < {ACTIVITY})");
-        let cutoff = now - (rule.period - lead).max(Duration::zero());
+            format!(" AND (g.dormancy_warned_at IS NULL OR g.dormancy_warned_at < {ACTIVITY_SQL})");
+        let cutoff = policy::dormancy_warning_cutoff(now, rule.period, lead);
         let rows = by_activity(c, rule, cutoff, &extra, left)?;
         let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
         diesel::update(grants::table.filter(grants::id.eq_any(&ids)))

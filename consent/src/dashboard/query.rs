@@ -1,0 +1,323 @@
+//! Reading a customer's grants into views (always scoped to the customer).
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Duration, NaiveDateTime, Utc};
+use diesel::prelude::*;
+use platform::crypto::MasterKey;
+use platform::storage::models::{GrantRecord, GrantStatus};
+use platform::storage::schema::{accounts, audit_events, clients, customers, grants, merchants};
+use platform::storage::{AnyConnection, StorageResult};
+
+use super::text::notice;
+use crate::lifecycle::policy;
+use crate::oauth::rar::AccountAccessDetail;
+
+use super::*;
+
+pub(super) fn is_live(status: &str) -> bool {
+    GrantStatus::parse(status).is_some_and(GrantStatus::is_live)
+}
+
+/// Every grant of `customer_id`, newest first: live ones (`active`) and ended ones.
+pub fn list_grants(
+    conn: &mut AnyConnection,
+    master_key: &MasterKey,
+    customer_id: &str,
+    policy: &LifecyclePolicy,
+    now: DateTime<Utc>,
+) -> StorageResult<Vec<GrantView>> {
+    let rows: Vec<GrantRecord> = grants::table
+        .filter(grants::customer_id.eq(customer_id))
+        .order((grants::created_at.desc(), grants::id.desc()))
+        .select(GrantRecord::as_select())
+        .load(conn)?;
+    let mut ctx = Lookup::default();
+    rows.into_iter()
+        .map(|r| view(conn, master_key, customer_id, &mut ctx, r, policy, now))
+        .collect()
+}
+
+/// One grant of `customer_id`; `None` when it does not exist or belongs to someone else.
+pub fn get_grant(
+    conn: &mut AnyConnection,
+    master_key: &MasterKey,
+    customer_id: &str,
+    grant_id: &str,
+    policy: &LifecyclePolicy,
+    now: DateTime<Utc>,
+) -> StorageResult<Option<GrantView>> {
+    let row: Option<GrantRecord> = grants::table
+        .filter(grants::id.eq(grant_id))
+        .filter(grants::customer_id.eq(customer_id))
+        .select(GrantRecord::as_select())
+        .first(conn)
+        .optional()?;
+    let mut ctx = Lookup::default();
+    row.map(|r| view(conn, master_key, customer_id, &mut ctx, r, policy, now))
+        .transpose()
+}
+
+/// The audit events whose target is this grant, newest first; `None` when the grant is not the
+/// customer's.
+pub fn activity(
+    conn: &mut AnyConnection,
+    customer_id: &str,
+    grant_id: &str,
+) -> StorageResult<Option<Vec<ActivityEvent>>> {
+    if !owns(conn, customer_id, grant_id)? {
+        return Ok(None);
+    }
+    let rows: Vec<(String, NaiveDateTime, String, String, String)> = audit_events::table
+        .filter(audit_events::target_type.eq("grant"))
+        .filter(audit_events::target_id.eq(grant_id))
+        .order(audit_events::seq.desc())
+        .limit(ACTIVITY_LIMIT)
+        .select((
+            audit_events::event_id,
+            audit_events::occurred_at,
+            audit_events::action,
+            audit_events::actor_type,
+            audit_events::details,
+        ))
+        .load(conn)?;
+    Ok(Some(
+        rows.into_iter()
+            .map(|(event_id, at, action, actor_type, details)| {
+                let details: serde_json::Value =
+                    serde_json::from_str(&details).unwrap_or(serde_json::Value::Null);
+                ActivityEvent {
+                    event_id,
+                    occurred_at: at.and_utc(),
+                    description: describe_event(&action, &details),
+                    action,
+                    actor_type,
+                }
+            })
+            .collect(),
+    ))
+}
+
+/// The customer's username and display name; `None` for an unknown id.
+pub fn customer_identity(
+    conn: &mut AnyConnection,
+    customer_id: &str,
+) -> StorageResult<Option<(String, String)>> {
+    Ok(customers::table
+        .filter(customers::id.eq(customer_id))
+        .select((customers::username, customers::display_name))
+        .first::<(String, String)>(conn)
+        .optional()?)
+}
+
+pub(super) fn owns(
+    conn: &mut AnyConnection,
+    customer_id: &str,
+    grant_id: &str,
+) -> StorageResult<bool> {
+    let n: i64 = grants::table
+        .filter(grants::id.eq(grant_id))
+        .filter(grants::customer_id.eq(customer_id))
+        .count()
+        .get_result(conn)?;
+    Ok(n > 0)
+}
+
+/// Caches of names looked up while building several views.
+#[derive(Debug, Default)]
+struct Lookup {
+    accounts: Option<HashMap<String, AccountView>>,
+    merchants: HashMap<String, String>,
+    clients: HashMap<String, Option<developer_portal::ClientDisplay>>,
+    /// Each client's own dormancy period in days, if it has one.
+    dormancy_days: HashMap<String, Option<i32>>,
+}
+
+/// The dormancy period that applies to `client_id`'s grants: the bank's default, or the client's
+/// own shorter one (`clients.dormancy_days`), as the lifecycle sweeper applies it.
+fn effective_dormancy(
+    conn: &mut AnyConnection,
+    ctx: &mut Lookup,
+    client_id: &str,
+    default: Duration,
+) -> StorageResult<Duration> {
+    let days = match ctx.dormancy_days.get(client_id) {
+        Some(d) => *d,
+        None => {
+            let d: Option<i32> = clients::table
+                .filter(clients::id.eq(client_id))
+                .select(clients::dormancy_days)
+                .first::<Option<i32>>(conn)
+                .optional()?
+                .flatten();
+            ctx.dormancy_days.insert(client_id.to_string(), d);
+            d
+        }
+    };
+    Ok(policy::dormancy_period(days, default))
+}
+
+fn view(
+    conn: &mut AnyConnection,
+    master_key: &MasterKey,
+    customer_id: &str,
+    ctx: &mut Lookup,
+    r: GrantRecord,
+    policy: &LifecyclePolicy,
+    now: DateTime<Utc>,
+) -> StorageResult<GrantView> {
+    let details: Vec<AccountAccessDetail> =
+        serde_json::from_str(&r.authorization_details).unwrap_or_default();
+    if ctx.accounts.is_none() {
+        let rows: Vec<(String, String, String, String)> = accounts::table
+            .filter(accounts::customer_id.eq(customer_id))
+            .select((
+                accounts::id,
+                accounts::name,
+                accounts::masked_number,
+                accounts::currency,
+            ))
+            .load(conn)?;
+        ctx.accounts = Some(
+            rows.into_iter()
+                .map(|(id, name, masked_number, currency)| {
+                    (
+                        id.clone(),
+                        AccountView {
+                            id,
+                            name,
+                            masked_number,
+                            currency,
+                        },
+                    )
+                })
+                .collect(),
+        );
+    }
+    let known = ctx.accounts.as_ref();
+    let mut actions = Vec::new();
+    let mut account_views = Vec::new();
+    let mut merchant_ids: Option<Vec<String>> = None;
+    let (mut from, mut until) = (None, None);
+    for d in &details {
+        for a in &d.actions {
+            if !actions.iter().any(|v: &ActionView| &v.action == a) {
+                actions.push(ActionView {
+                    action: a.clone(),
+                    description: describe_action(a).into(),
+                });
+            }
+        }
+        for id in d.accounts.iter().flatten() {
+            let v = known
+                .and_then(|m| m.get(id))
+                .cloned()
+                .unwrap_or_else(|| AccountView {
+                    id: id.clone(),
+                    name: id.clone(),
+                    masked_number: String::new(),
+                    currency: String::new(),
+                });
+            account_views.push(v);
+        }
+        if let Some(m) = &d.merchants {
+            merchant_ids.get_or_insert_with(Vec::new).extend(m.clone());
+        }
+        from = from.or(d.transactions_from.clone());
+        until = until.or(d.transactions_until.clone());
+    }
+    let merchant_views = match merchant_ids {
+        None => None,
+        Some(ids) => {
+            let missing: Vec<String> = ids
+                .iter()
+                .filter(|id| !ctx.merchants.contains_key(*id))
+                .cloned()
+                .collect();
+            if !missing.is_empty() {
+                let rows: Vec<(String, String)> = merchants::table
+                    .filter(merchants::id.eq_any(&missing))
+                    .select((merchants::id, merchants::name))
+                    .load(conn)?;
+                ctx.merchants.extend(rows);
+            }
+            Some(
+                ids.into_iter()
+                    .map(|id| MerchantView {
+                        name: ctx
+                            .merchants
+                            .get(&id)
+                            .cloned()
+                            .unwrap_or_else(|| id.clone()),
+                        id,
+                    })
+                    .collect(),
+            )
+        }
+    };
+    let client = match ctx.clients.get(&r.client_id) {
+        Some(c) => c.clone(),
+        None => {
+            let c = developer_portal::client_display(conn, master_key, &r.client_id)?;
+            ctx.clients.insert(r.client_id.clone(), c.clone());
+            c
+        }
+    };
+    let (client_name, environment, verified_legal_name) = match client {
+        Some(c) => (c.name, c.environment, c.verified_legal_name),
+        None => ("Deleted app".to_string(), "unknown".to_string(), None),
+    };
+    let operator_label = match (&verified_legal_name, environment.as_str()) {
+        (Some(name), _) => name.clone(),
+        (None, "sandbox") => "Sandbox, unverified".to_string(),
+        (None, _) => "Unverified operator".to_string(),
+    };
+    let expires_at = r.expires_at.and_utc();
+    let status = if is_live(&r.status) && expires_at <= now {
+        "expired".to_string()
+    } else {
+        r.status
+    };
+    let (dormancy_deadline, grant_notice) = if status == GrantStatus::Authorized.as_str() {
+        let active_since = policy::active_since(r.last_used_at, r.authorized_at, r.created_at);
+        let period = effective_dormancy(conn, ctx, &r.client_id, policy.dormancy_period)?;
+        let deadline = active_since + period;
+        (
+            Some(deadline),
+            notice(
+                expires_at,
+                deadline,
+                active_since,
+                policy.warning_lead_time,
+                now,
+            ),
+        )
+    } else {
+        (None, None)
+    };
+    Ok(GrantView {
+        grant_id: r.id,
+        client_id: r.client_id,
+        client_name,
+        environment,
+        verified: verified_legal_name.is_some(),
+        verified_legal_name,
+        operator_label,
+        active: is_live(&status),
+        status,
+        revoked_by: r.revoked_by,
+        created_at: r.created_at.and_utc(),
+        authorized_at: r.authorized_at.map(|t| t.and_utc()),
+        expires_at,
+        last_used_at: r.last_used_at.map(|t| t.and_utc()),
+        revoked_at: r.revoked_at.map(|t| t.and_utc()),
+        actions,
+        accounts: account_views,
+        transactions_from: from,
+        transactions_until: until,
+        merchants: merchant_views,
+        authorization_details: details,
+        dormancy_deadline,
+        notice: grant_notice,
+    })
+}

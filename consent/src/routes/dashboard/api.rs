@@ -1,0 +1,214 @@
+//! The `/api/v1/me` JSON API for the bank's mobile app (session cookie, `X-CSRF-Token`).
+
+use super::*;
+
+/// The logged-in customer, and the CSRF token that state-changing calls must send in
+/// `X-CSRF-Token`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct MeResponse {
+    pub customer_id: String,
+    pub username: String,
+    pub display_name: String,
+    /// Send this in the `X-CSRF-Token` header of DELETE/POST calls.
+    pub csrf_token: String,
+    /// When the session ends.
+    pub session_expires_at: DateTime<Utc>,
+}
+
+/// The customer's connected apps, newest first; `active` tells live grants from ended ones.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct GrantListResponse {
+    pub grants: Vec<GrantView>,
+}
+
+/// What happened to or through a grant, newest first.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ActivityResponse {
+    pub grant_id: String,
+    pub events: Vec<ActivityEvent>,
+}
+
+/// The grants that revoke-all ended.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RevokeAllResponse {
+    /// How many grants were live and are now revoked.
+    pub revoked: usize,
+    pub grant_ids: Vec<String>,
+}
+
+fn json_ok<T: Serialize>(body: &T) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header(("Cache-Control", "no-store"))
+        .json(body)
+}
+
+/// The logged-in customer and their session's CSRF token.
+#[utoipa::path(get, path = "/api/v1/me", tag = "customer",
+    security(("customer_session" = [])),
+    responses(
+        (status = 200, description = "The customer", body = MeResponse),
+        (status = 401, description = "Not logged in", body = platform::problem::Problem)))]
+#[get("/api/v1/me")]
+pub async fn me(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let session = api_session(&state, &req).await?;
+    let id = session.subject_id.clone();
+    let (username, display_name) = state
+        .platform
+        .db
+        .run(move |c| dashboard::customer_identity(c, &id))
+        .await?
+        .ok_or(ApiError::NotFound("resource"))?;
+    Ok(json_ok(&MeResponse {
+        customer_id: session.subject_id,
+        username,
+        display_name,
+        csrf_token: session.csrf_token,
+        session_expires_at: session.expires_at,
+    }))
+}
+
+/// Every app the customer connected, live and ended, newest first.
+#[utoipa::path(get, path = "/api/v1/me/grants", tag = "customer",
+    security(("customer_session" = [])),
+    responses(
+        (status = 200, description = "The customer's grants", body = GrantListResponse),
+        (status = 401, description = "Not logged in", body = platform::problem::Problem)))]
+#[get("/api/v1/me/grants")]
+pub async fn list_grants(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let session = api_session(&state, &req).await?;
+    let grants = load_list(&state, session.subject_id).await?;
+    Ok(json_ok(&GrantListResponse { grants }))
+}
+
+/// One of the customer's grants.
+#[utoipa::path(get, path = "/api/v1/me/grants/{id}", tag = "customer",
+    security(("customer_session" = [])),
+    params(("id" = String, Path, description = "Grant id (`g_...`)")),
+    responses(
+        (status = 200, description = "The grant", body = GrantView),
+        (status = 401, description = "Not logged in", body = platform::problem::Problem),
+        (status = 404, description = "No such grant for this customer", body = platform::problem::Problem)))]
+#[get("/api/v1/me/grants/{id}")]
+pub async fn get_grant(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let session = api_session(&state, &req).await?;
+    let grant = load_grant(&state, session.subject_id, id.into_inner())
+        .await?
+        .ok_or(ApiError::NotFound("grant"))?;
+    Ok(json_ok(&grant))
+}
+
+/// Revokes one grant at once: its refresh tokens stop working, its access tokens are published
+/// on the revocation feed. Revoking a grant that already ended changes nothing and also answers
+/// 204 (idempotent).
+#[utoipa::path(delete, path = "/api/v1/me/grants/{id}", tag = "customer",
+    security(("customer_session" = [], "csrf_header" = [])),
+    params(("id" = String, Path, description = "Grant id (`g_...`)")),
+    responses(
+        (status = 204, description = "Revoked (or had already ended)"),
+        (status = 401, description = "Not logged in", body = platform::problem::Problem),
+        (status = 403, description = "Missing or wrong X-CSRF-Token", body = platform::problem::Problem),
+        (status = 404, description = "No such grant for this customer", body = platform::problem::Problem)))]
+#[delete("/api/v1/me/grants/{id}")]
+pub async fn revoke_grant(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let session = api_session_csrf(&state, &req).await?;
+    match do_revoke(&state, session.subject_id, id.into_inner()).await? {
+        RevokeOutcome::NotFound => Err(ApiError::NotFound("grant")),
+        RevokeOutcome::Revoked(_) | RevokeOutcome::AlreadyEnded => {
+            Ok(HttpResponse::NoContent().finish())
+        }
+    }
+}
+
+/// Extends (re-confirms) one authorized grant that has not ended: its expiry moves to
+/// `max(current expiry, now + min(original lifetime, maximum grant lifetime))`, and the
+/// re-confirmation counts as the app's activity (the dormancy clock restarts), which clears the
+/// grant's `notice`. The app's refresh token keeps working past the old expiry, new access
+/// tokens carry the new expiry, and the app receives a `grant.extended` webhook event.
+/// Answers the updated grant.
+#[utoipa::path(post, path = "/api/v1/me/grants/{id}/extend", tag = "customer",
+    security(("customer_session" = [], "csrf_header" = [])),
+    params(("id" = String, Path, description = "Grant id (`g_...`)")),
+    responses(
+        (status = 200, description = "Extended; the updated grant", body = GrantView),
+        (status = 401, description = "Not logged in", body = platform::problem::Problem),
+        (status = 403, description = "Missing or wrong X-CSRF-Token", body = platform::problem::Problem),
+        (status = 404, description = "No such grant for this customer", body = platform::problem::Problem),
+        (status = 409, description = "The grant has ended (revoked, expired, rejected) or was never authorized; nothing changed", body = platform::problem::Problem)))]
+#[post("/api/v1/me/grants/{id}/extend")]
+pub async fn extend_grant(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let session = api_session_csrf(&state, &req).await?;
+    let id = id.into_inner();
+    match do_extend(&state, session.subject_id.clone(), id.clone()).await? {
+        ExtendOutcome::NotFound => Err(ApiError::NotFound("grant")),
+        ExtendOutcome::Ended { status } => Err(ApiError::Conflict(format!(
+            "the grant is {status} and cannot be extended; the app must ask for access again"
+        ))),
+        ExtendOutcome::Extended { .. } => {
+            let grant = load_grant(&state, session.subject_id, id)
+                .await?
+                .ok_or(ApiError::NotFound("grant"))?;
+            Ok(json_ok(&grant))
+        }
+    }
+}
+
+/// Revokes every live grant of the customer.
+#[utoipa::path(post, path = "/api/v1/me/grants/revoke-all", tag = "customer",
+    security(("customer_session" = [], "csrf_header" = [])),
+    responses(
+        (status = 200, description = "The grants that were ended", body = RevokeAllResponse),
+        (status = 401, description = "Not logged in", body = platform::problem::Problem),
+        (status = 403, description = "Missing or wrong X-CSRF-Token", body = platform::problem::Problem)))]
+#[post("/api/v1/me/grants/revoke-all")]
+pub async fn revoke_all_grants(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let session = api_session_csrf(&state, &req).await?;
+    let ended = do_revoke_all(&state, session.subject_id).await?;
+    Ok(json_ok(&RevokeAllResponse {
+        revoked: ended.len(),
+        grant_ids: ended,
+    }))
+}
+
+/// What happened to or through a grant (consent, tokens issued and refreshed, data read,
+/// revocation), newest first, in plain language.
+#[utoipa::path(get, path = "/api/v1/me/grants/{id}/activity", tag = "customer",
+    security(("customer_session" = [])),
+    params(("id" = String, Path, description = "Grant id (`g_...`)")),
+    responses(
+        (status = 200, description = "The grant's history", body = ActivityResponse),
+        (status = 401, description = "Not logged in", body = platform::problem::Problem),
+        (status = 404, description = "No such grant for this customer", body = platform::problem::Problem)))]
+#[get("/api/v1/me/grants/{id}/activity")]
+pub async fn grant_activity(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let session = api_session(&state, &req).await?;
+    let id = id.into_inner();
+    let events = load_activity(&state, session.subject_id, id.clone())
+        .await?
+        .ok_or(ApiError::NotFound("grant"))?;
+    Ok(json_ok(&ActivityResponse {
+        grant_id: id,
+        events,
+    }))
+}

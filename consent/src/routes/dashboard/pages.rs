@@ -1,0 +1,139 @@
+//! The `/account/apps` pages: session cookie, CSRF-checked forms, redirects back.
+
+use super::markup::{apps_markup, detail_markup};
+use super::*;
+
+#[get("/account/apps")]
+pub async fn apps_page(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
+    let session = match page_session(&state, &req, "/account/apps").await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let Ok(grants) = load_list(&state, session.subject_id.clone()).await else {
+        return unavailable_page();
+    };
+    let name = customer_name(&state, session.subject_id.clone()).await;
+    let extended =
+        extended_param(&req).and_then(|id| grants.iter().find(|g| g.grant_id == id && g.active));
+    html_response(apps_markup(&name, &grants, &session.csrf_token, extended))
+}
+
+#[get("/account/apps/{grant_id}")]
+pub async fn app_page(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> HttpResponse {
+    let id = id.into_inner();
+    let next = if valid_grant_id(&id) {
+        format!("/account/apps/{id}")
+    } else {
+        "/account/apps".into()
+    };
+    let session = match page_session(&state, &req, &next).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let customer = session.subject_id.clone();
+    let grant = match load_grant(&state, customer.clone(), id.clone()).await {
+        Ok(Some(g)) => g,
+        Ok(None) => return not_found_page(),
+        Err(_) => return unavailable_page(),
+    };
+    let events = match load_activity(&state, customer, id).await {
+        Ok(e) => e.unwrap_or_default(),
+        Err(_) => return unavailable_page(),
+    };
+    let extended = grant.active && extended_param(&req).as_deref() == Some(grant.grant_id.as_str());
+    html_response(detail_markup(
+        &grant,
+        &events,
+        &session.csrf_token,
+        extended,
+    ))
+}
+
+#[post("/account/apps/{grant_id}/revoke")]
+pub async fn revoke_form(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+    body: Bytes,
+) -> HttpResponse {
+    let session = match page_session(&state, &req, "/account/apps").await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    if !session.check_csrf(&form_field(&body, "csrf_token").unwrap_or_default()) {
+        return csrf_failed_page();
+    }
+    match do_revoke(&state, session.subject_id.clone(), id.into_inner()).await {
+        Ok(RevokeOutcome::NotFound) => not_found_page(),
+        Ok(_) => see_other("/account/apps"),
+        Err(_) => unavailable_page(),
+    }
+}
+
+/// The customer re-confirms a grant from the page; back to the page it was sent from, with a
+/// confirmation.
+#[post("/account/apps/{grant_id}/extend")]
+pub async fn extend_form(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+    body: Bytes,
+) -> HttpResponse {
+    let session = match page_session(&state, &req, "/account/apps").await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    if !session.check_csrf(&form_field(&body, "csrf_token").unwrap_or_default()) {
+        return csrf_failed_page();
+    }
+    let id = id.into_inner();
+    match do_extend(&state, session.subject_id.clone(), id.clone()).await {
+        Ok(ExtendOutcome::NotFound) => not_found_page(),
+        Ok(ExtendOutcome::Ended { .. }) => error_page(
+            StatusCode::CONFLICT,
+            "Access has ended",
+            "This app's access has already ended, so it cannot be extended. To connect the app \
+             again, start from the app itself.",
+        ),
+        Ok(ExtendOutcome::Extended { .. }) => {
+            // Only the two dashboard pages are valid destinations (no open redirect).
+            let detail = format!("/account/apps/{id}");
+            let back = match form_field(&body, "next") {
+                Some(n) if n == detail => detail,
+                _ => "/account/apps".to_string(),
+            };
+            see_other(&format!("{back}?extended={id}"))
+        }
+        Err(_) => unavailable_page(),
+    }
+}
+
+#[post("/account/apps/revoke-all")]
+pub async fn revoke_all_form(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: Bytes,
+) -> HttpResponse {
+    let session = match page_session(&state, &req, "/account/apps").await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    if !session.check_csrf(&form_field(&body, "csrf_token").unwrap_or_default()) {
+        return csrf_failed_page();
+    }
+    match do_revoke_all(&state, session.subject_id.clone()).await {
+        Ok(_) => see_other("/account/apps"),
+        Err(_) => unavailable_page(),
+    }
+}
+
+/// The grant id in the page's `?extended=` confirmation parameter, if any.
+fn extended_param(req: &HttpRequest) -> Option<String> {
+    url::form_urlencoded::parse(req.query_string().as_bytes())
+        .find(|(k, _)| k == "extended")
+        .map(|(_, v)| v.into_owned())
+}
