@@ -347,6 +347,44 @@ impl Signals {
 /// Channel on which ended grant ids are published to every instance.
 pub const REVOCATION_CHANNEL: &str = "revocations";
 
+/// Which refresh tokens [`lock_grants`] locks after the grants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenLocks {
+    /// None: the caller locks the one token it needs itself, after the grant.
+    None,
+    /// Every active refresh token of the grants.
+    Active,
+}
+
+/// The lock order for grants and their refresh tokens, the one rule every writer follows
+/// (PostgreSQL; SQLite's write transaction serializes writers anyway): grants first, in id
+/// order, then refresh tokens, in id order (the order the batched rotation statement locks its
+/// tokens in). Following it, two concurrent calls for one grant (say, two replays detected at
+/// once) cannot both see it live: the second waits, then reads it ended; and a rotation batch
+/// holding tokens of several grants and a revocation of those grants cannot each wait for a row
+/// the other holds. The rows locked are those the caller's UPDATEs would lock anyway.
+pub fn lock_grants(
+    conn: &mut AnyConnection,
+    grant_ids: &[String],
+    tokens: TokenLocks,
+) -> StorageResult<()> {
+    if let AnyConnection::Postgresql(pg) = conn {
+        use diesel::sql_types::{Array, Text};
+        diesel::sql_query("SELECT 1 FROM grants WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE")
+            .bind::<Array<Text>, _>(grant_ids)
+            .execute(pg)?;
+        if tokens == TokenLocks::Active {
+            diesel::sql_query(
+                "SELECT 1 FROM refresh_tokens WHERE grant_id = ANY($1) AND status = 'active' \
+                 ORDER BY id FOR NO KEY UPDATE",
+            )
+            .bind::<Array<Text>, _>(grant_ids)
+            .execute(pg)?;
+        }
+    }
+    Ok(())
+}
+
 /// Ends the given grants that are still live. Returns the ids that actually changed (already
 /// ended ones are skipped, so calling twice is harmless).
 pub fn end_grants(
@@ -361,24 +399,7 @@ pub fn end_grants(
     if grant_ids.is_empty() {
         return Ok(vec![]);
     }
-    // On PostgreSQL, lock the rows first (the locks the UPDATEs below take anyway), each kind in
-    // id order: the grants, so two concurrent calls for one grant (say, two replays detected at
-    // once) cannot both see it live (the second waits, then reads it ended and skips it); then
-    // their active refresh tokens, in the order the batched rotation locks tokens, so that a
-    // rotation batch holding tokens of several of these grants and this call cannot each wait
-    // for a token the other holds. SQLite's write transaction already serializes them.
-    if let AnyConnection::Postgresql(pg) = conn {
-        use diesel::sql_types::{Array, Text};
-        diesel::sql_query("SELECT 1 FROM grants WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE")
-            .bind::<Array<Text>, _>(grant_ids)
-            .execute(pg)?;
-        diesel::sql_query(
-            "SELECT 1 FROM refresh_tokens WHERE grant_id = ANY($1) AND status = 'active' \
-             ORDER BY id FOR NO KEY UPDATE",
-        )
-        .bind::<Array<Text>, _>(grant_ids)
-        .execute(pg)?;
-    }
+    lock_grants(conn, grant_ids, TokenLocks::Active)?;
     let mut live: Vec<(String, String)> = Vec::new();
     for ids in grant_ids.chunks(1_000) {
         live.extend(

@@ -26,22 +26,13 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use platform::revocation::Signals;
 
-use super::clients::{self, ClientCredentials, OAuthClient};
+use super::clients::{self, ClientCredentials};
+pub use super::tokens::Basis;
 use super::tokens::Introspection;
 use crate::revocation_list::RevocationList;
 
 /// Entries kept at most; when full, the cache starts over.
 const CAPACITY: usize = 20_000;
-
-/// What an active answer depends on.
-#[derive(Debug, Clone)]
-pub struct Basis {
-    pub client: OAuthClient,
-    pub grant_id: String,
-    pub revocation_ids: Vec<String>,
-    pub token_expires_at: DateTime<Utc>,
-    pub grant_expires_at: DateTime<Utc>,
-}
 
 #[derive(Debug)]
 struct Entry {

@@ -25,7 +25,6 @@ use chrono::{DateTime, NaiveDateTime, SubsecRound, Utc};
 use diesel::prelude::*;
 use platform::crypto::{PlainToken, random_id};
 use platform::storage::batch::{BatchCounts, Batcher};
-use platform::storage::models::GrantStatus;
 use platform::storage::schema::refresh_tokens;
 use platform::storage::{AnyConnection, Db, PgBind as B, PgStatement, StorageError, StorageResult};
 
@@ -33,10 +32,9 @@ use super::super::OAuthService;
 use super::super::clients::{self as oauth_clients, ClientCredentials};
 use super::super::error::OAuthError;
 use super::{
-    Introspection, Minted, RefreshRow, TokenResponse, load_minteds, load_refreshes, mint_issue,
-    use_due,
+    Basis, Introspection, Minted, RefreshRow, TokenResponse, Verdict, load_minteds, load_refreshes,
+    mint_issue, use_due,
 };
-use crate::oauth::answers::Basis;
 
 /// At most this many requests share one statement.
 const MAX_BATCH: usize = 128;
@@ -137,11 +135,7 @@ pub async fn refresh(
         return Some(Err(e));
     }
     let naive_now = now.naive_utc();
-    if row.status != "active"
-        || row.expires_at <= naive_now
-        || row.grant.client_id != row.client.id
-        || row.grant.status != GrantStatus::Authorized.as_str()
-        || row.grant.expires_at <= naive_now
+    if row.verdict(&row.client.id, now) != Verdict::Valid
         // Use of the grant is due to be recorded (at most once a minute): the transactional path.
         || use_due(&row.grant, now)
     {
@@ -247,9 +241,9 @@ fn read_batch(db: &Db, hashes: &[String]) -> StorageResult<Vec<Option<RefreshRow
 /// (`FOR NO KEY UPDATE` under `ORDER BY`), a token is marked used only if it is still active,
 /// belongs to the stated grant and that grant is authorized and unexpired at the request's time,
 /// and only the rotations that marked their token get their new refresh token, issued-token rows
-/// and audit event. Lock order: the grants are only read and key-share locked (foreign keys),
-/// which conflicts with no lock but `FOR UPDATE`/deletion, and `end_grants` locks the active
-/// tokens of the grants it ends in id order too, so the two cannot wait on each other in a cycle.
+/// and audit event. Lock order (`platform::revocation::lock_grants`): the grants are only read
+/// and key-share locked (foreign keys), which conflicts with no lock but `FOR UPDATE`/deletion,
+/// and tokens are locked in id order as that rule says.
 /// Returns the ids of the tokens it rotated.
 const ROTATE_BATCH_SQL: &str = "\
 WITH input AS ( \

@@ -1,0 +1,112 @@
+//! `grant_type=authorization_code`: single-use codes, PKCE S256, replay ends the grant.
+
+use super::*;
+
+pub(super) fn pkce_matches(verifier: &str, challenge: &str) -> bool {
+    let valid = (43..=128).contains(&verifier.len())
+        && verifier
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'));
+    let computed = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+    valid && constant_time_eq(computed.as_bytes(), challenge.as_bytes())
+}
+
+/// The parameters of `grant_type=authorization_code` besides client authentication.
+#[derive(Debug, Clone, Copy)]
+pub struct CodeExchange<'a> {
+    pub code: &'a str,
+    pub redirect_uri: Option<&'a str>,
+    pub code_verifier: Option<&'a str>,
+}
+
+/// `grant_type=authorization_code`.
+pub fn exchange_code(
+    c: &mut AnyConnection,
+    revoked: &mut Revocations,
+    svc: &OAuthService,
+    client: &OAuthClient,
+    exchange: CodeExchange<'_>,
+    now: DateTime<Utc>,
+) -> Result<TokenResponse, OAuthError> {
+    let CodeExchange {
+        code,
+        redirect_uri,
+        code_verifier,
+    } = exchange;
+    if code.is_empty() || code.len() > 256 {
+        return Err(invalid_grant("the authorization code is invalid"));
+    }
+    let hash = PlainToken::from_presented(code).hash();
+    write_tx(c, |c| {
+        type CodeRow = (
+            String,
+            String,
+            String,
+            String,
+            NaiveDateTime,
+            Option<NaiveDateTime>,
+        );
+        let row: Option<CodeRow> = authorization_codes::table
+            .filter(authorization_codes::code_hash.eq(hash.as_str()))
+            .select((
+                authorization_codes::grant_id,
+                authorization_codes::client_id,
+                authorization_codes::redirect_uri,
+                authorization_codes::code_challenge,
+                authorization_codes::expires_at,
+                authorization_codes::used_at,
+            ))
+            .first(c)
+            .optional()?;
+        let Some((grant_id, code_client, code_redirect, challenge, expires_at, used_at)) = row
+        else {
+            return Ok(Err(invalid_grant("the authorization code is invalid")));
+        };
+        if code_client != client.id {
+            return Ok(Err(invalid_grant(
+                "the authorization code was issued to another client",
+            )));
+        }
+        // Single use: whoever flips used_at first wins; anyone else is replaying.
+        let won = diesel::update(
+            authorization_codes::table
+                .filter(authorization_codes::code_hash.eq(hash.as_str()))
+                .filter(authorization_codes::used_at.is_null()),
+        )
+        .set(authorization_codes::used_at.eq(now.naive_utc()))
+        .execute(c)?;
+        if used_at.is_some() || won != 1 {
+            revoke_for_security(
+                c,
+                revoked,
+                &grant_id,
+                &client.id,
+                "authorization_code.reused",
+                now,
+            )?;
+            return Ok(Err(invalid_grant(
+                "the authorization code was already used; the grant has been revoked",
+            )));
+        }
+        if expires_at <= now.naive_utc() {
+            return Ok(Err(invalid_grant("the authorization code has expired")));
+        }
+        if redirect_uri != Some(code_redirect.as_str()) {
+            return Ok(Err(invalid_grant(
+                "redirect_uri does not match the authorization request",
+            )));
+        }
+        if !code_verifier.is_some_and(|v| pkce_matches(v, &challenge)) {
+            return Ok(Err(invalid_grant(
+                "code_verifier does not match the code_challenge",
+            )));
+        }
+        let Some(grant) = load_grant(c, &grant_id)? else {
+            return Ok(Err(invalid_grant("the grant no longer exists")));
+        };
+        if grant.status != GrantStatus::Authorized.as_str() || grant.expires_at <= now.naive_utc() {
+            return Ok(Err(invalid_grant("the grant is no longer active")));
+        }
+        issue(c, svc, &grant, &random_id("fam_"), "token.issued", now)
+    })?
+}

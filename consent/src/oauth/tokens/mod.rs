@@ -1,0 +1,269 @@
+//! The token endpoint (authorization_code, refresh_token), revocation (RFC 7009) and
+//! introspection (RFC 7662).
+
+use ::grants::{ClientId, Grant, GrantId, GrantScope, SubjectId};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, NaiveDateTime, SubsecRound, Utc};
+use diesel::prelude::*;
+use platform::audit::{self, Actor, NewEvent, Target};
+use platform::crypto::{PlainToken, constant_time_eq, random_id};
+use platform::revocation::{Revocations, RevokedBy, end_grants};
+use platform::storage::models::{GrantRecord, GrantStatus};
+use platform::storage::schema::{
+    authorization_codes, clients, grants, issued_tokens, refresh_tokens, revocations,
+};
+use platform::storage::{AnyConnection, StorageError, write_tx};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::OAuthService;
+use super::clients::{self as oauth_clients, ClientCredentials, ClientRow, OAuthClient};
+use super::error::OAuthError;
+use super::rar::{AccessRequest, AccountAccessDetail};
+
+/// RFC 6749 token response, with the granted authorization details (RFC 9396) and grant id.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TokenResponse {
+    /// A Biscuit (base64url).
+    pub access_token: String,
+    /// `Bearer`.
+    pub token_type: String,
+    pub expires_in: i64,
+    /// Opaque, single-use, rotated on every refresh.
+    pub refresh_token: String,
+    pub scope: String,
+    pub grant_id: String,
+    /// What the customer granted (possibly narrowed from the request).
+    pub authorization_details: Vec<AccountAccessDetail>,
+}
+
+pub mod batched;
+mod code;
+mod introspect;
+mod refresh;
+mod revoke;
+
+pub use code::*;
+pub use introspect::*;
+pub use refresh::*;
+pub use revoke::*;
+
+fn load_grant(c: &mut AnyConnection, id: &str) -> Result<Option<GrantRecord>, StorageError> {
+    Ok(grants::table
+        .filter(grants::id.eq(id))
+        .select(GrantRecord::as_select())
+        .first(c)
+        .optional()?)
+}
+
+fn invalid_grant(msg: &str) -> OAuthError {
+    OAuthError::InvalidGrant(msg.into())
+}
+
+/// What one token issue produces: the response and what must be stored with it.
+struct Issue {
+    response: TokenResponse,
+    refresh_hash: String,
+    refresh_expires: NaiveDateTime,
+    access_hash: String,
+    /// Revocation ids of the access token, one per block (the first is the authority's).
+    revocation_ids: Vec<String>,
+    access_expires: NaiveDateTime,
+    /// Audit details (ids and times only).
+    details: serde_json::Value,
+}
+
+/// Mints an access token and a fresh refresh token for `grant` in `family` (no I/O).
+fn mint_issue(
+    svc: &OAuthService,
+    grant: &GrantRecord,
+    family: &str,
+    now: DateTime<Utc>,
+) -> Result<Issue, OAuthError> {
+    let access = AccessRequest::from_stored(&grant.authorization_details)?;
+    let server_err =
+        |e: &dyn std::fmt::Display| OAuthError::ServerError(format!("cannot mint: {e}"));
+    let scope = GrantScope::new(
+        access.accounts.clone().unwrap_or_default(),
+        access.actions.clone(),
+        access.window,
+        access.merchants.clone(),
+        access.expires_at,
+    )
+    .map_err(|e| server_err(&e))?;
+    let ids = (
+        GrantId::parse(grant.id.clone()),
+        ClientId::parse(grant.client_id.clone()),
+        SubjectId::parse(grant.customer_id.clone()),
+    );
+    let (Ok(id), Ok(client), Ok(subject)) = ids else {
+        return Err(OAuthError::ServerError(
+            "stored ids do not fit the token vocabulary".into(),
+        ));
+    };
+    let keys = svc.keys.current();
+    let ttl = svc.platform.settings.tokens.access_token_ttl.as_chrono();
+    let minted = ::grants::mint(
+        &keys.active,
+        &Grant {
+            id,
+            client,
+            subject,
+            scope,
+        },
+        now + ttl,
+        now,
+    )
+    .map_err(|e| invalid_grant(&format!("the grant cannot be used: {e}")))?;
+    let refresh = PlainToken::generate("rt_");
+    let refresh_expires =
+        (now + svc.platform.settings.tokens.refresh_token_ttl.as_chrono()).min(access.expires_at);
+    let details = serde_json::json!({
+        "kid": minted.kid,
+        "family": family,
+        "expires_at": ::grants::format_timestamp(minted.expires_at),
+    });
+    Ok(Issue {
+        refresh_hash: refresh.hash().as_str().to_string(),
+        refresh_expires: refresh_expires.naive_utc(),
+        access_hash: PlainToken::from_presented(&minted.token)
+            .hash()
+            .as_str()
+            .to_string(),
+        revocation_ids: minted.revocation_ids.clone(),
+        access_expires: minted.expires_at.naive_utc(),
+        details,
+        response: TokenResponse {
+            expires_in: (minted.expires_at - now).num_seconds().max(0),
+            access_token: minted.token,
+            token_type: "Bearer".into(),
+            refresh_token: refresh.expose().to_string(),
+            scope: access.scope_string(),
+            grant_id: grant.id.clone(),
+            authorization_details: vec![access.to_detail()],
+        },
+    })
+}
+
+/// Dormancy works in days: a write per token issue would only add row churn, so `last_used_at`
+/// is refreshed at most once a minute.
+fn use_cutoff(now: DateTime<Utc>) -> NaiveDateTime {
+    (now - chrono::Duration::minutes(1)).naive_utc()
+}
+
+/// Mints and stores an access token and a fresh refresh token for `grant` in `family`, in the
+/// caller's transaction.
+fn issue(
+    c: &mut AnyConnection,
+    svc: &OAuthService,
+    grant: &GrantRecord,
+    family: &str,
+    action: &'static str,
+    now: DateTime<Utc>,
+) -> Result<Result<TokenResponse, OAuthError>, StorageError> {
+    let issue = match mint_issue(svc, grant, family, now) {
+        Ok(i) => i,
+        Err(e) => return Ok(Err(e)),
+    };
+    diesel::insert_into(refresh_tokens::table)
+        .values((
+            refresh_tokens::id.eq(random_id("rtk_")),
+            refresh_tokens::token_hash.eq(&issue.refresh_hash),
+            refresh_tokens::grant_id.eq(&grant.id),
+            refresh_tokens::family_id.eq(family),
+            refresh_tokens::status.eq("active"),
+            refresh_tokens::created_at.eq(now.naive_utc()),
+            refresh_tokens::expires_at.eq(issue.refresh_expires),
+        ))
+        .execute(c)?;
+    for (i, rid) in issue.revocation_ids.iter().enumerate() {
+        diesel::insert_into(issued_tokens::table)
+            .values((
+                issued_tokens::revocation_id.eq(rid),
+                issued_tokens::grant_id.eq(&grant.id),
+                issued_tokens::family_id.eq(Some(family)),
+                issued_tokens::token_hash.eq((i == 0).then_some(issue.access_hash.as_str())),
+                issued_tokens::expires_at.eq(issue.access_expires),
+            ))
+            .execute(c)?;
+    }
+    if grant.last_used_at.is_none_or(|t| t < use_cutoff(now)) {
+        diesel::update(grants::table.filter(grants::id.eq(&grant.id)))
+            .set(grants::last_used_at.eq(now.naive_utc().trunc_subsecs(0)))
+            .execute(c)?;
+    }
+    audit::record(
+        c,
+        &NewEvent::new(
+            Actor::client(&grant.client_id),
+            action,
+            Target::new("grant", grant.id.clone()),
+        )
+        .details(issue.details),
+        now,
+    )?;
+    Ok(Ok(issue.response))
+}
+
+/// Ends a grant after a detected replay; the caller's transaction commits it even though the
+/// request fails.
+fn revoke_for_security(
+    c: &mut AnyConnection,
+    revoked: &mut Revocations,
+    grant_id: &str,
+    client_id: &str,
+    reason: &'static str,
+    now: DateTime<Utc>,
+) -> Result<(), StorageError> {
+    end_grants(
+        c,
+        revoked,
+        &[grant_id.to_string()],
+        RevokedBy::Security,
+        reason,
+        &Actor::system("token-endpoint"),
+        now,
+    )?;
+    audit::record(
+        c,
+        &NewEvent::new(
+            Actor::client(client_id),
+            reason,
+            Target::new("grant", grant_id.to_string()),
+        ),
+        now,
+    )?;
+    metrics::counter!("consent_token_replays_total", "kind" => reason).increment(1);
+    Ok(())
+}
+
+fn replayed() -> OAuthError {
+    invalid_grant("the refresh token was already used; the grant has been revoked")
+}
+
+/// Whether the grant's use is due to be recorded (at most once a minute).
+fn use_due(grant: &GrantRecord, now: DateTime<Utc>) -> bool {
+    grant.last_used_at.is_none_or(|t| t < use_cutoff(now))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pkce_s256_matches_rfc7636_appendix_b() {
+        let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+        let challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+        assert!(pkce_matches(verifier, challenge));
+        assert!(!pkce_matches(
+            "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXX",
+            challenge
+        ));
+        assert!(!pkce_matches("short", challenge));
+        assert!(
+            !pkce_matches(challenge, challenge),
+            "plain is never accepted"
+        );
+    }
+}
