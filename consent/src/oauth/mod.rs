@@ -9,7 +9,9 @@
 //! here, tested directly.
 
 pub mod answers;
+pub mod client_auth;
 pub mod clients;
+pub mod endpoints;
 pub mod error;
 pub mod flow;
 pub mod keys;

@@ -8,21 +8,18 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::web::{self, Bytes};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, get, post};
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use maud::html;
-use platform::crypto::PlainToken;
 use platform::ratelimit::Decision;
-use platform::revocation::{self, Revocations};
-use platform::storage::AnyConnection;
 use platform::web::page;
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
 use crate::oauth::OAuthError;
-use crate::oauth::clients::{self, ClientCredentials, OAuthClient};
+pub use crate::oauth::client_auth::client_credentials;
+use crate::oauth::clients::{ClientCredentials, OAuthClient};
+use crate::oauth::endpoints::TokenGrant;
 use crate::oauth::flow::{self, AuthorizationParams, AuthorizeFailure, ParResponse};
-use crate::oauth::tokens::{self, Introspected, Introspection, TokenResponse};
+use crate::oauth::tokens::{Introspection, TokenResponse};
 
 /// RFC 6749 error body.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
@@ -98,12 +95,6 @@ pub fn parse_form_body(
     Ok(out)
 }
 
-fn percent_decode(s: &str) -> Option<String> {
-    url::form_urlencoded::parse(format!("x={s}").as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-}
-
 /// Client credentials from `Authorization: Basic` or the form (exactly one method).
 pub(crate) fn credentials(
     req: &HttpRequest,
@@ -116,165 +107,22 @@ pub(crate) fn credentials(
     client_credentials(authorization, form)
 }
 
-/// [`credentials`] without the request (`authorization` is the header's value), so that it can
-/// be tested and fuzzed on its own. Removes `client_secret` from `form`.
-pub fn client_credentials(
-    authorization: Option<&str>,
-    form: &mut HashMap<String, String>,
-) -> Result<ClientCredentials, OAuthError> {
-    let basic = authorization.and_then(|v| {
-        v.strip_prefix("Basic ")
-            .or_else(|| v.strip_prefix("basic "))
-    });
-    let post_secret = form.remove("client_secret");
-    match (basic, post_secret) {
-        (Some(_), Some(_)) => Err(OAuthError::InvalidRequest(
-            "use one client authentication method, not two".into(),
-        )),
-        (Some(b64), None) => {
-            let bad = || OAuthError::InvalidClient("client authentication failed".into());
-            let decoded = STANDARD.decode(b64.trim()).map_err(|_| bad())?;
-            let text = String::from_utf8(decoded).map_err(|_| bad())?;
-            let (id, secret) = text.split_once(':').ok_or_else(bad)?;
-            let (id, secret) = (
-                percent_decode(id).ok_or_else(bad)?,
-                percent_decode(secret).ok_or_else(bad)?,
-            );
-            if form.get("client_id").is_some_and(|f| f != &id) {
-                return Err(OAuthError::InvalidRequest(
-                    "client_id does not match the authenticated client".into(),
-                ));
-            }
-            Ok(ClientCredentials::Basic {
-                client_id: id,
-                secret: PlainToken::from_presented(&secret),
-            })
-        }
-        (None, Some(secret)) => {
-            let id = form.get("client_id").cloned().unwrap_or_default();
-            Ok(ClientCredentials::Post {
-                client_id: id,
-                secret: PlainToken::from_presented(&secret),
-            })
-        }
-        (None, None) => Err(OAuthError::InvalidClient(
-            "client authentication is required".into(),
-        )),
-    }
+/// The caller's address, as client-authentication throttling keys it.
+fn peer(req: &HttpRequest) -> String {
+    req.peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_else(|| "unknown".into())
 }
 
-/// Authenticates the client. Successful calls are not throttled (a fintech refreshes tokens for
-/// all its users); failed ones are: after 20 failures in a minute from one address for one client
-/// id, that address is blocked for that client id for a minute. Keyed by address too, so an
-/// attacker cannot lock a fintech out by failing on its client id (secrets are 256-bit, so
-/// guessing is hopeless anyway; this bounds the noise).
+/// [`OAuthService::authenticate`] for this request.
 pub(crate) async fn authenticate(
     state: &AppState,
     req: &HttpRequest,
     form: &mut HashMap<String, String>,
     endpoint: &'static str,
 ) -> Result<OAuthClient, OAuthError> {
-    with_client(state, req, form, endpoint, |_, _, client| Ok(client)).await
-}
-
-/// Authenticates the client and, if that succeeds, runs `then` with it on the same pooled
-/// connection (one trip to the blocking pool and one checkout per request, not two). What `then`
-/// revokes is announced once it returns.
-pub(crate) async fn with_client<T, F>(
-    state: &AppState,
-    req: &HttpRequest,
-    form: &mut HashMap<String, String>,
-    endpoint: &'static str,
-    then: F,
-) -> Result<T, OAuthError>
-where
-    T: Send + 'static,
-    F: FnOnce(&mut AnyConnection, &mut Revocations, OAuthClient) -> Result<T, OAuthError>
-        + Send
-        + 'static,
-{
-    with_credentials(state, req, form, endpoint, move |c, r, creds| {
-        let client = clients::authenticate(c, creds)?;
-        then(c, r, client)
-    })
-    .await
-}
-
-/// Runs `then` with the presented client credentials on one pooled connection; `then` must
-/// authenticate them (through `oauth::clients`) before it decides or reveals anything. Blocked
-/// callers never reach it; an `invalid_client` it returns counts as a failed authentication.
-pub(crate) async fn with_credentials<T, F>(
-    state: &AppState,
-    req: &HttpRequest,
-    form: &mut HashMap<String, String>,
-    endpoint: &'static str,
-    then: F,
-) -> Result<T, OAuthError>
-where
-    T: Send + 'static,
-    F: FnOnce(&mut AnyConnection, &mut Revocations, &ClientCredentials) -> Result<T, OAuthError>
-        + Send
-        + 'static,
-{
-    with_credentials_or(state, req, form, endpoint, async |_| None, then).await
-}
-
-/// [`with_credentials`], but `answered` may answer first, without the pooled connection (from
-/// a cache, or through batched statements); it runs after the block check and must verify the
-/// credentials itself. `None` lets `then` decide; an `invalid_client` from either counts toward
-/// the block.
-pub(crate) async fn with_credentials_or<T, A, F>(
-    state: &AppState,
-    req: &HttpRequest,
-    form: &mut HashMap<String, String>,
-    endpoint: &'static str,
-    answered: A,
-    then: F,
-) -> Result<T, OAuthError>
-where
-    T: Send + 'static,
-    A: AsyncFnOnce(&ClientCredentials) -> Option<Result<T, OAuthError>>,
-    F: FnOnce(&mut AnyConnection, &mut Revocations, &ClientCredentials) -> Result<T, OAuthError>
-        + Send
-        + 'static,
-{
     let creds = credentials(req, form)?;
-    let peer = req
-        .peer_addr()
-        .map(|a| a.ip().to_string())
-        .unwrap_or_else(|| "unknown".into());
-    let block_key = format!("client-auth-block:{}:{peer}", creds.client_id());
-    if state
-        .platform
-        .cache
-        .has_flag(&block_key)
-        .await
-        .unwrap_or(false)
-    {
-        return Err(OAuthError::AuthenticationBlocked(
-            "too many failed authentication attempts; try again in a minute".into(),
-        ));
-    }
-    let fail_bucket = format!("client-auth-fail:{}:{peer}", creds.client_id());
-    let result = match answered(&creds).await {
-        Some(done) => done,
-        None => revocation::run(&state.platform, move |c, r| then(c, r, &creds)).await?,
-    };
-    if let Err(e @ OAuthError::InvalidClient(_)) = &result {
-        tracing::info!(endpoint, error = %e, "client authentication failed");
-        metrics::counter!("consent_client_auth_failures_total", "endpoint" => endpoint)
-            .increment(1);
-        let window = std::time::Duration::from_secs(60);
-        if let Decision::Limited { .. } = state
-            .platform
-            .rate_limiter
-            .check(&fail_bucket, 20, window)
-            .await
-        {
-            let _ = state.platform.cache.set_flag(&block_key, window).await;
-        }
-    }
-    result
+    state.oauth.authenticate(creds, &peer(req), endpoint).await
 }
 
 fn no_store(mut resp: HttpResponse) -> HttpResponse {
@@ -525,71 +373,12 @@ pub async fn token_endpoint(
     body: Bytes,
 ) -> Result<HttpResponse, OAuthError> {
     let mut form = parse_form(&req, &body)?;
-    let svc = state.oauth.clone();
+    let grant = TokenGrant::from_form(&mut form);
+    let creds = credentials(&req, &mut form)?;
+    let label = grant.label();
     let now = state.platform.now();
-    let grant_type = form.get("grant_type").cloned().unwrap_or_default();
-    let result = match grant_type.as_str() {
-        "authorization_code" => {
-            let code = form.remove("code");
-            let redirect_uri = form.remove("redirect_uri");
-            let verifier = form.remove("code_verifier");
-            with_client(&state, &req, &mut form, "token", move |c, r, client| {
-                let code =
-                    code.ok_or_else(|| OAuthError::InvalidRequest("code is required".into()))?;
-                tokens::exchange_code(
-                    c,
-                    r,
-                    &svc,
-                    &client,
-                    tokens::CodeExchange {
-                        code: &code,
-                        redirect_uri: redirect_uri.as_deref(),
-                        code_verifier: verifier.as_deref(),
-                    },
-                    now,
-                )
-            })
-            .await
-        }
-        "refresh_token" => {
-            let rt = form.remove("refresh_token");
-            let (fast_svc, fast_rt) = (svc.clone(), rt.clone());
-            let batched = async move |creds: &ClientCredentials| {
-                let (Some(batch), Some(rt)) = (&fast_svc.batches, &fast_rt) else {
-                    return None;
-                };
-                tokens::batched::refresh(&fast_svc, batch, creds, rt, now).await
-            };
-            with_credentials_or(
-                &state,
-                &req,
-                &mut form,
-                "token",
-                batched,
-                move |c, r, creds| {
-                    let Some(rt) = rt else {
-                        clients::authenticate(c, creds)?;
-                        return Err(OAuthError::InvalidRequest(
-                            "refresh_token is required".into(),
-                        ));
-                    };
-                    tokens::refresh(c, r, &svc, creds, &rt, now)
-                },
-            )
-            .await
-        }
-        other => {
-            // Authenticate first, so an unauthenticated caller learns nothing about the request.
-            authenticate(&state, &req, &mut form, "token").await?;
-            Err(if other.is_empty() {
-                OAuthError::InvalidRequest("grant_type is required".into())
-            } else {
-                OAuthError::UnsupportedGrantType(format!("grant_type {other:?} is not supported"))
-            })
-        }
-    };
-    let result = result?;
-    metrics::counter!("consent_tokens_issued_total", "grant_type" => grant_type).increment(1);
+    let result = state.oauth.token(creds, &peer(&req), grant, now).await?;
+    metrics::counter!("consent_tokens_issued_total", "grant_type" => label).increment(1);
     Ok(no_store(HttpResponse::Ok().json(result)))
 }
 
@@ -616,17 +405,10 @@ pub async fn revoke_endpoint(
     body: Bytes,
 ) -> Result<HttpResponse, OAuthError> {
     let mut form = parse_form(&req, &body)?;
-    let client = authenticate(&state, &req, &mut form, "revoke").await?;
-    let token = form
-        .remove("token")
-        .ok_or_else(|| OAuthError::InvalidRequest("token is required".into()))?;
+    let creds = credentials(&req, &mut form)?;
+    let token = form.remove("token");
     let now = state.platform.now();
-    // An access token is verified on the verification pool, before any connection is taken.
-    let verified = tokens::verify_offline(&state.oauth, &token, now).await?;
-    revocation::run(&state.platform, move |c, r| {
-        tokens::revoke(c, r, &client, &token, verified, now)
-    })
-    .await??;
+    state.oauth.revoke(creds, &peer(&req), token, now).await?;
     Ok(no_store(HttpResponse::Ok().finish()))
 }
 
@@ -644,59 +426,11 @@ pub async fn introspect_endpoint(
 ) -> Result<HttpResponse, OAuthError> {
     let mut form = parse_form(&req, &body)?;
     let token = form.remove("token");
-    let svc = state.oauth.clone();
+    let creds = credentials(&req, &mut form)?;
     let now = state.platform.now();
-    // Recent active answers for the same token may be reused (see `oauth::answers`).
-    let answers = state.oauth.answers.clone();
-    let key = token
-        .as_deref()
-        .filter(|_| answers.enabled())
-        .map(|t| PlainToken::from_presented(t).hash().as_str().to_string());
-    let read = (answers.epoch(), std::time::Instant::now());
-    let (fast_svc, fast_token) = (svc.clone(), token.clone());
-    let (db_svc, db_token) = (svc.clone(), token.clone());
-    let found = with_credentials_or(
-        &state,
-        &req,
-        &mut form,
-        "introspect",
-        async |creds| {
-            if let Some(key) = key.as_deref()
-                && let Some(a) = answers.get(key, creds, now, &state.revocations)
-            {
-                return Some(Ok(Introspected::Answer(Box::new((a, None)))));
-            }
-            let (Some(batch), Some(token)) = (&fast_svc.batches, &fast_token) else {
-                return None;
-            };
-            tokens::batched::introspect(&fast_svc, batch, creds, token, now)
-                .await
-                .map(|r| r.map(|answer| Introspected::Answer(Box::new(answer))))
-        },
-        move |c, _, creds| {
-            let Some(token) = db_token else {
-                clients::authenticate(c, creds)?;
-                return Err(OAuthError::InvalidRequest("token is required".into()));
-            };
-            tokens::introspect(c, &db_svc, creds, &token, now)
-        },
-    )
-    .await?;
-    let (result, basis) = match found {
-        Introspected::Answer(answer) => *answer,
-        Introspected::Unverified(client) => {
-            // Attenuated tokens: verified on the verification pool, off the connection.
-            let token = token.unwrap_or_default();
-            let verified = tokens::verify_offline(&svc, &token, now).await?;
-            state
-                .platform
-                .db
-                .run(move |c| Ok(tokens::introspect_verified(c, &svc, *client, verified, now)))
-                .await??
-        }
-    };
-    if let (Some(key), Some(basis)) = (key, basis) {
-        answers.put(key, result.clone(), basis, read);
-    }
+    let result = state
+        .oauth
+        .introspect(creds, &peer(&req), token, &state.revocations, now)
+        .await?;
     Ok(no_store(HttpResponse::Ok().json(result)))
 }

@@ -168,6 +168,20 @@ async fn page_session(
     }
 }
 
+/// The customer session of a form post from the pages, whose `csrf_token` must match it (the
+/// login page without a session, an error page for a wrong token).
+async fn form_session(
+    state: &AppState,
+    req: &HttpRequest,
+    body: &Bytes,
+) -> Result<Session, HttpResponse> {
+    let session = page_session(state, req, "/account/apps").await?;
+    if !session.check_csrf(&form_field(body, "csrf_token").unwrap_or_default()) {
+        return Err(csrf_failed_page());
+    }
+    Ok(session)
+}
+
 /// The customer session of a JSON call (401 without one).
 async fn api_session(state: &AppState, req: &HttpRequest) -> Result<Session, ApiError> {
     current_session(&state.platform, req, SessionKind::Customer)

@@ -60,13 +60,10 @@ pub async fn revoke_form(
     id: web::Path<String>,
     body: Bytes,
 ) -> HttpResponse {
-    let session = match page_session(&state, &req, "/account/apps").await {
+    let session = match form_session(&state, &req, &body).await {
         Ok(s) => s,
         Err(r) => return r,
     };
-    if !session.check_csrf(&form_field(&body, "csrf_token").unwrap_or_default()) {
-        return csrf_failed_page();
-    }
     match do_revoke(&state, session.subject_id.clone(), id.into_inner()).await {
         Ok(RevokeOutcome::NotFound) => not_found_page(),
         Ok(_) => see_other("/account/apps"),
@@ -83,13 +80,10 @@ pub async fn extend_form(
     id: web::Path<String>,
     body: Bytes,
 ) -> HttpResponse {
-    let session = match page_session(&state, &req, "/account/apps").await {
+    let session = match form_session(&state, &req, &body).await {
         Ok(s) => s,
         Err(r) => return r,
     };
-    if !session.check_csrf(&form_field(&body, "csrf_token").unwrap_or_default()) {
-        return csrf_failed_page();
-    }
     let id = id.into_inner();
     match do_extend(&state, session.subject_id.clone(), id.clone()).await {
         Ok(ExtendOutcome::NotFound) => not_found_page(),
@@ -118,13 +112,10 @@ pub async fn revoke_all_form(
     req: HttpRequest,
     body: Bytes,
 ) -> HttpResponse {
-    let session = match page_session(&state, &req, "/account/apps").await {
+    let session = match form_session(&state, &req, &body).await {
         Ok(s) => s,
         Err(r) => return r,
     };
-    if !session.check_csrf(&form_field(&body, "csrf_token").unwrap_or_default()) {
-        return csrf_failed_page();
-    }
     match do_revoke_all(&state, session.subject_id.clone()).await {
         Ok(_) => see_other("/account/apps"),
         Err(_) => unavailable_page(),

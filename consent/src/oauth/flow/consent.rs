@@ -1,320 +1,7 @@
-//! PAR, the authorization endpoint, and the customer's consent decision.
+//! The customer's consent: what is offered, the narrowing they choose, and the decision that
+//! creates the grant and the authorization code.
 
-use ::grants::{AccountId, Action, MerchantId, TxWindow};
-use chrono::{DateTime, Duration, SubsecRound, Utc};
-use diesel::prelude::*;
-use platform::audit::{self, Actor, NewEvent, Target};
-use platform::crypto::{PlainToken, random_id};
-use platform::storage::models::GrantStatus;
-use platform::storage::schema::{
-    accounts, authorization_codes, authorization_requests, grants, merchants,
-};
-use platform::storage::{AnyConnection, StorageError, write_tx};
-use serde::{Deserialize, Serialize};
-
-use super::OAuthService;
-use super::clients::{self, OAuthClient};
-use super::error::OAuthError;
-use super::rar::{AccessRequest, parse_instant};
-
-pub const REQUEST_URI_PREFIX: &str = "urn:ietf:params:oauth:request_uri:";
-/// How long a customer has to log in and decide.
-const DECISION_WINDOW_MINUTES: i64 = 10;
-
-/// Authorization request parameters (query string of `/oauth2/authorize` or body of PAR).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::IntoParams, utoipa::ToSchema)]
-pub struct AuthorizationParams {
-    pub client_id: Option<String>,
-    /// Must be `code`.
-    pub response_type: Option<String>,
-    /// Exactly one of the client's registered redirect URIs.
-    pub redirect_uri: Option<String>,
-    pub state: Option<String>,
-    /// BASE64URL(SHA-256(code_verifier)).
-    pub code_challenge: Option<String>,
-    /// Must be `S256`.
-    pub code_challenge_method: Option<String>,
-    /// Space-separated actions, shorthand for an `account_access` request.
-    pub scope: Option<String>,
-    /// JSON array with one `account_access` entry (RFC 9396).
-    pub authorization_details: Option<String>,
-    /// From PAR (RFC 9126).
-    pub request_uri: Option<String>,
-}
-
-/// Why an authorization request failed, and how to tell the user agent.
-#[derive(Debug)]
-pub enum AuthorizeFailure {
-    /// The client or redirect URI cannot be trusted: show an error page, never redirect.
-    Page(String),
-    /// Redirect to the (validated) redirect URI with an error.
-    Redirect {
-        redirect_uri: String,
-        error: OAuthError,
-        state: Option<String>,
-    },
-    /// The database or the cache could not answer: an error page saying to retry (503).
-    Unavailable(String),
-}
-
-impl From<StorageError> for AuthorizeFailure {
-    fn from(e: StorageError) -> Self {
-        match OAuthError::from(e) {
-            OAuthError::TemporarilyUnavailable(d) => AuthorizeFailure::Unavailable(d),
-            other => AuthorizeFailure::Page(other.description().to_string()),
-        }
-    }
-}
-
-/// A request that passed every check.
-#[derive(Debug, Clone)]
-struct Validated {
-    redirect_uri: String,
-    state: Option<String>,
-    code_challenge: String,
-    access: AccessRequest,
-}
-
-fn is_pkce_charset(s: &str) -> bool {
-    s.bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
-}
-
-/// Checks the client-facing parameters of an authorization request. `Page` failures are the
-/// ones where the redirect URI is not (yet) trusted.
-fn validate(
-    client: &OAuthClient,
-    p: &AuthorizationParams,
-    now: DateTime<Utc>,
-    max_lifetime: Duration,
-) -> Result<Validated, AuthorizeFailure> {
-    let redirect_uri = match p.redirect_uri.as_deref() {
-        Some(uri) if client.has_redirect_uri(uri) => uri.to_string(),
-        Some(_) => {
-            return Err(AuthorizeFailure::Page(
-                "redirect_uri is not registered for this client".into(),
-            ));
-        }
-        None => return Err(AuthorizeFailure::Page("redirect_uri is required".into())),
-    };
-    let state = p.state.clone();
-    let fail = |error: OAuthError| AuthorizeFailure::Redirect {
-        redirect_uri: redirect_uri.clone(),
-        error,
-        state: state.clone(),
-    };
-    if state.as_ref().is_some_and(|s| s.len() > 512) {
-        return Err(fail(OAuthError::InvalidRequest("state is too long".into())));
-    }
-    if p.response_type.as_deref() != Some("code") {
-        return Err(fail(OAuthError::UnsupportedResponseType(
-            "response_type must be \"code\"".into(),
-        )));
-    }
-    let challenge = match (
-        p.code_challenge.as_deref(),
-        p.code_challenge_method.as_deref(),
-    ) {
-        (Some(c), Some("S256")) if (43..=128).contains(&c.len()) && is_pkce_charset(c) => {
-            c.to_string()
-        }
-        (Some(_), Some("S256")) => {
-            return Err(fail(OAuthError::InvalidRequest(
-                "code_challenge is malformed".into(),
-            )));
-        }
-        (None, _) => {
-            return Err(fail(OAuthError::InvalidRequest(
-                "PKCE is required: code_challenge is missing".into(),
-            )));
-        }
-        (Some(_), _) => {
-            return Err(fail(OAuthError::InvalidRequest(
-                "code_challenge_method must be S256 (plain is not allowed)".into(),
-            )));
-        }
-    };
-    let access = AccessRequest::parse(
-        p.authorization_details.as_deref(),
-        p.scope.as_deref(),
-        now,
-        max_lifetime,
-    )
-    .map_err(fail)?;
-    if let Some(a) = access
-        .actions
-        .iter()
-        .find(|a| !client.allowed_actions.contains(a))
-    {
-        return Err(fail(OAuthError::InvalidScope(format!(
-            "this client may not request {a}"
-        ))));
-    }
-    Ok(Validated {
-        redirect_uri,
-        state,
-        code_challenge: challenge,
-        access,
-    })
-}
-
-/// The response of a successful PAR.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct ParResponse {
-    pub request_uri: String,
-    pub expires_in: i64,
-}
-
-#[derive(Serialize, Deserialize)]
-struct PushedRequest {
-    client_id: String,
-    params: AuthorizationParams,
-}
-
-/// RFC 9126: validates and stores the request for `par_ttl`, bound to the authenticated client.
-pub async fn push(
-    svc: &OAuthService,
-    client: &OAuthClient,
-    mut params: AuthorizationParams,
-) -> Result<ParResponse, OAuthError> {
-    if params.request_uri.is_some() {
-        return Err(OAuthError::InvalidRequest(
-            "request_uri is not allowed in a pushed request".into(),
-        ));
-    }
-    if params
-        .client_id
-        .as_deref()
-        .is_some_and(|id| id != client.id)
-    {
-        return Err(OAuthError::InvalidRequest(
-            "client_id does not match the authenticated client".into(),
-        ));
-    }
-    params.client_id = Some(client.id.clone());
-    let now = svc.platform.now();
-    match validate(client, &params, now, svc.max_lifetime()) {
-        Ok(_) => {}
-        Err(AuthorizeFailure::Page(msg)) => return Err(OAuthError::InvalidRequest(msg)),
-        Err(AuthorizeFailure::Unavailable(msg)) => {
-            return Err(OAuthError::TemporarilyUnavailable(msg));
-        }
-        Err(AuthorizeFailure::Redirect { error, .. }) => return Err(error),
-    }
-    let ttl = svc.platform.settings.tokens.par_ttl.get();
-    let id = random_id("");
-    let value = serde_json::to_string(&PushedRequest {
-        client_id: client.id.clone(),
-        params,
-    })
-    .map_err(|e| OAuthError::ServerError(e.to_string()))?;
-    if !svc
-        .platform
-        .cache
-        .put_once(&format!("par:{id}"), &value, ttl)
-        .await?
-    {
-        return Err(OAuthError::ServerError("request_uri collision".into()));
-    }
-    Ok(ParResponse {
-        request_uri: format!("{REQUEST_URI_PREFIX}{id}"),
-        expires_in: ttl.as_secs() as i64,
-    })
-}
-
-/// The authorization endpoint: resolves PAR, validates, and records a pending request the
-/// customer will decide on. Returns its id.
-pub async fn authorize(
-    svc: &OAuthService,
-    params: AuthorizationParams,
-) -> Result<String, AuthorizeFailure> {
-    let Some(client_id) = params.client_id.clone().filter(|c| !c.is_empty()) else {
-        return Err(AuthorizeFailure::Page("client_id is required".into()));
-    };
-    let cid = client_id.clone();
-    let client = svc
-        .platform
-        .db
-        .run(move |c| clients::load(c, &cid))
-        .await?
-        .filter(OAuthClient::is_active)
-        .ok_or_else(|| AuthorizeFailure::Page("unknown or inactive client".into()))?;
-
-    let params = match params.request_uri.as_deref() {
-        Some(uri) => {
-            let id = uri
-                .strip_prefix(REQUEST_URI_PREFIX)
-                .filter(|id| !id.is_empty() && id.len() <= 64)
-                .ok_or_else(|| AuthorizeFailure::Page("request_uri is malformed".into()))?;
-            let stored = svc
-                .platform
-                .cache
-                .take(&format!("par:{id}"))
-                .await
-                .map_err(|_| {
-                    AuthorizeFailure::Unavailable(
-                        "the service is temporarily unavailable; try again".into(),
-                    )
-                })?
-                .ok_or_else(|| {
-                    AuthorizeFailure::Page("request_uri is unknown, expired or already used".into())
-                })?;
-            let pushed: PushedRequest = serde_json::from_str(&stored)
-                .map_err(|_| AuthorizeFailure::Page("request_uri is unreadable".into()))?;
-            if pushed.client_id != client.id {
-                return Err(AuthorizeFailure::Page(
-                    "request_uri was pushed by another client".into(),
-                ));
-            }
-            pushed.params
-        }
-        None => {
-            if client.is_production() {
-                // FAPI 2.0: production clients must push their requests.
-                return Err(match params.redirect_uri.as_deref() {
-                    Some(uri) if client.has_redirect_uri(uri) => AuthorizeFailure::Redirect {
-                        redirect_uri: uri.to_string(),
-                        error: OAuthError::InvalidRequest(
-                            "production clients must use PAR (request_uri)".into(),
-                        ),
-                        state: params.state.clone(),
-                    },
-                    _ => AuthorizeFailure::Page(
-                        "production clients must use PAR (request_uri)".into(),
-                    ),
-                });
-            }
-            params
-        }
-    };
-
-    let now = svc.platform.now();
-    let v = validate(&client, &params, now, svc.max_lifetime())?;
-    let id = random_id("areq_");
-    let row_id = id.clone();
-    let client_id = client.id.clone();
-    svc.platform
-        .db
-        .write(move |c| {
-            diesel::insert_into(authorization_requests::table)
-                .values((
-                    authorization_requests::id.eq(&row_id),
-                    authorization_requests::client_id.eq(&client_id),
-                    authorization_requests::redirect_uri.eq(&v.redirect_uri),
-                    authorization_requests::state.eq(&v.state),
-                    authorization_requests::code_challenge.eq(&v.code_challenge),
-                    authorization_requests::authorization_details.eq(v.access.to_json()),
-                    authorization_requests::status.eq("pending"),
-                    authorization_requests::created_at.eq(now.naive_utc()),
-                    authorization_requests::expires_at
-                        .eq((now + Duration::minutes(DECISION_WINDOW_MINUTES)).naive_utc()),
-                ))
-                .execute(c)?;
-            Ok(())
-        })
-        .await?;
-    Ok(id)
-}
+use super::*;
 
 /// An account the customer may share.
 #[derive(Debug, Clone)]
@@ -359,7 +46,7 @@ impl From<diesel::result::Error> for ConsentError {
     }
 }
 
-type Row = (
+pub(super) type Row = (
     String,
     String,
     Option<String>,
@@ -368,7 +55,11 @@ type Row = (
     Option<String>,
 );
 
-fn load_request(c: &mut AnyConnection, id: &str, now: DateTime<Utc>) -> Result<Row, ConsentError> {
+pub(super) fn load_request(
+    c: &mut AnyConnection,
+    id: &str,
+    now: DateTime<Utc>,
+) -> Result<Row, ConsentError> {
     authorization_requests::table
         .filter(authorization_requests::id.eq(id))
         .filter(authorization_requests::status.eq("pending"))
@@ -386,7 +77,7 @@ fn load_request(c: &mut AnyConnection, id: &str, now: DateTime<Utc>) -> Result<R
         .ok_or(ConsentError::NotPending)
 }
 
-fn offered_accounts(
+pub(super) fn offered_accounts(
     c: &mut AnyConnection,
     customer_id: &str,
     requested: &AccessRequest,
@@ -489,7 +180,7 @@ pub fn pending(
 
 /// The developer's KYC-verified legal name (decrypted), when their KYC is approved - the
 /// developer portal owns that data and its decryption.
-fn verified_legal_name(
+pub(super) fn verified_legal_name(
     c: &mut AnyConnection,
     svc: &OAuthService,
     client: &OAuthClient,
@@ -605,7 +296,7 @@ pub fn narrowed(
     };
     let expires_at = match choice.expires_at.as_deref().filter(|s| !s.is_empty()) {
         Some(e) => {
-            let chosen = super::rar::whole_seconds(
+            let chosen = crate::oauth::rar::whole_seconds(
                 parse_instant(e, true).map_err(|_| invalid("end date: not a date"))?,
             );
             if chosen.date_naive() > requested.expires_at.date_naive() {
@@ -631,7 +322,7 @@ pub fn narrowed(
     Ok(n)
 }
 
-fn with_params(uri: &str, params: &[(&str, &str)]) -> String {
+pub(super) fn with_params(uri: &str, params: &[(&str, &str)]) -> String {
     let mut url = match url::Url::parse(uri) {
         Ok(u) => u,
         Err(_) => return uri.to_string(),

@@ -1,0 +1,170 @@
+//! Client authentication at the token, introspection and revocation endpoints, with its
+//! throttling: plain Rust over the OAuth service (no HTTP types). The handlers read the
+//! credentials from the request ([`client_credentials`] does the parsing) and the caller's
+//! address, then call these.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use platform::crypto::PlainToken;
+use platform::ratelimit::Decision;
+use platform::revocation::{self, Revocations};
+use platform::storage::AnyConnection;
+use std::collections::HashMap;
+
+use super::OAuthService;
+use super::clients::{self, ClientCredentials, OAuthClient};
+use super::error::OAuthError;
+
+fn percent_decode(s: &str) -> Option<String> {
+    url::form_urlencoded::parse(format!("x={s}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+}
+
+/// [`credentials`] without the request (`authorization` is the header's value), so that it can
+/// be tested and fuzzed on its own. Removes `client_secret` from `form`.
+pub fn client_credentials(
+    authorization: Option<&str>,
+    form: &mut HashMap<String, String>,
+) -> Result<ClientCredentials, OAuthError> {
+    let basic = authorization.and_then(|v| {
+        v.strip_prefix("Basic ")
+            .or_else(|| v.strip_prefix("basic "))
+    });
+    let post_secret = form.remove("client_secret");
+    match (basic, post_secret) {
+        (Some(_), Some(_)) => Err(OAuthError::InvalidRequest(
+            "use one client authentication method, not two".into(),
+        )),
+        (Some(b64), None) => {
+            let bad = || OAuthError::InvalidClient("client authentication failed".into());
+            let decoded = STANDARD.decode(b64.trim()).map_err(|_| bad())?;
+            let text = String::from_utf8(decoded).map_err(|_| bad())?;
+            let (id, secret) = text.split_once(':').ok_or_else(bad)?;
+            let (id, secret) = (
+                percent_decode(id).ok_or_else(bad)?,
+                percent_decode(secret).ok_or_else(bad)?,
+            );
+            if form.get("client_id").is_some_and(|f| f != &id) {
+                return Err(OAuthError::InvalidRequest(
+                    "client_id does not match the authenticated client".into(),
+                ));
+            }
+            Ok(ClientCredentials::Basic {
+                client_id: id,
+                secret: PlainToken::from_presented(&secret),
+            })
+        }
+        (None, Some(secret)) => {
+            let id = form.get("client_id").cloned().unwrap_or_default();
+            Ok(ClientCredentials::Post {
+                client_id: id,
+                secret: PlainToken::from_presented(&secret),
+            })
+        }
+        (None, None) => Err(OAuthError::InvalidClient(
+            "client authentication is required".into(),
+        )),
+    }
+}
+
+impl OAuthService {
+    /// Authenticates the client. Successful calls are not throttled (a fintech refreshes tokens for
+    /// all its users); failed ones are: after 20 failures in a minute from one address for one client
+    /// id, that address is blocked for that client id for a minute. Keyed by address too, so an
+    /// attacker cannot lock a fintech out by failing on its client id (secrets are 256-bit, so
+    /// guessing is hopeless anyway; this bounds the noise).
+    pub async fn authenticate(
+        &self,
+        creds: ClientCredentials,
+        peer: &str,
+        endpoint: &'static str,
+    ) -> Result<OAuthClient, OAuthError> {
+        self.with_client(creds, peer, endpoint, |_, _, client| Ok(client))
+            .await
+    }
+
+    /// Authenticates the client and, if that succeeds, runs `then` with it on the same pooled
+    /// connection (one trip to the blocking pool and one checkout per request, not two). What `then`
+    /// revokes is announced once it returns.
+    pub async fn with_client<T, F>(
+        &self,
+        creds: ClientCredentials,
+        peer: &str,
+        endpoint: &'static str,
+        then: F,
+    ) -> Result<T, OAuthError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut AnyConnection, &mut Revocations, OAuthClient) -> Result<T, OAuthError>
+            + Send
+            + 'static,
+    {
+        let then = move |c: &mut AnyConnection, r: &mut Revocations, creds: &ClientCredentials| {
+            let client = clients::authenticate(c, creds)?;
+            then(c, r, client)
+        };
+        self.with_credentials_or(creds, peer, endpoint, async |_| None, then)
+            .await
+    }
+
+    /// Runs `then` with the presented client credentials on one pooled connection; `then` must
+    /// authenticate them (through `oauth::clients`) before it decides or reveals anything. Blocked
+    /// callers never reach it; an `invalid_client` it returns counts as a failed authentication.
+    /// `answered` may answer first, without the pooled connection (from a cache, or through
+    /// batched statements); it runs after the block check and must verify the credentials
+    /// itself. `None` lets `then` decide; an `invalid_client` from either counts toward the block.
+    /// What `then` revokes is announced once it returns.
+    pub async fn with_credentials_or<T, A, F>(
+        &self,
+        creds: ClientCredentials,
+        peer: &str,
+        endpoint: &'static str,
+        answered: A,
+        then: F,
+    ) -> Result<T, OAuthError>
+    where
+        T: Send + 'static,
+        A: AsyncFnOnce(&ClientCredentials) -> Option<Result<T, OAuthError>>,
+        F: FnOnce(
+                &mut AnyConnection,
+                &mut Revocations,
+                &ClientCredentials,
+            ) -> Result<T, OAuthError>
+            + Send
+            + 'static,
+    {
+        let block_key = format!("client-auth-block:{}:{peer}", creds.client_id());
+        if self
+            .platform
+            .cache
+            .has_flag(&block_key)
+            .await
+            .unwrap_or(false)
+        {
+            return Err(OAuthError::AuthenticationBlocked(
+                "too many failed authentication attempts; try again in a minute".into(),
+            ));
+        }
+        let fail_bucket = format!("client-auth-fail:{}:{peer}", creds.client_id());
+        let result = match answered(&creds).await {
+            Some(done) => done,
+            None => revocation::run(&self.platform, move |c, r| then(c, r, &creds)).await?,
+        };
+        if let Err(e @ OAuthError::InvalidClient(_)) = &result {
+            tracing::info!(endpoint, error = %e, "client authentication failed");
+            metrics::counter!("consent_client_auth_failures_total", "endpoint" => endpoint)
+                .increment(1);
+            let window = std::time::Duration::from_secs(60);
+            if let Decision::Limited { .. } = self
+                .platform
+                .rate_limiter
+                .check(&fail_bucket, 20, window)
+                .await
+            {
+                let _ = self.platform.cache.set_flag(&block_key, window).await;
+            }
+        }
+        result
+    }
+}

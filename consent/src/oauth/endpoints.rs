@@ -1,0 +1,210 @@
+//! What the token, revocation and introspection endpoints do, as plain Rust over the OAuth
+//! service (no HTTP types): the choice between the batched path (PostgreSQL, the plain cases)
+//! and the transactional one, reuse of introspection answers, verification of attenuated
+//! tokens on the verification pool. Client authentication and its throttling wrap every call
+//! ([`super::client_auth`]). The handlers in `routes::oauth` parse the form, call these and
+//! render the answer.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use platform::crypto::PlainToken;
+use platform::revocation;
+
+use super::OAuthService;
+use super::clients::{self, ClientCredentials};
+use super::error::OAuthError;
+use super::tokens::{self, Introspected, Introspection, TokenResponse};
+use crate::revocation_list::RevocationList;
+
+/// A token request's grant, read from the form.
+#[derive(Debug, Clone)]
+pub enum TokenGrant {
+    AuthorizationCode {
+        code: Option<String>,
+        redirect_uri: Option<String>,
+        code_verifier: Option<String>,
+    },
+    RefreshToken {
+        refresh_token: Option<String>,
+    },
+    /// Missing (empty) or unsupported `grant_type`.
+    Other(String),
+}
+
+impl TokenGrant {
+    /// Takes the grant's fields out of the form (client credentials stay for authentication).
+    pub fn from_form(form: &mut HashMap<String, String>) -> Self {
+        match form.get("grant_type").map(String::as_str).unwrap_or("") {
+            "authorization_code" => TokenGrant::AuthorizationCode {
+                code: form.remove("code"),
+                redirect_uri: form.remove("redirect_uri"),
+                code_verifier: form.remove("code_verifier"),
+            },
+            "refresh_token" => TokenGrant::RefreshToken {
+                refresh_token: form.remove("refresh_token"),
+            },
+            other => TokenGrant::Other(other.to_string()),
+        }
+    }
+
+    /// The `grant_type` label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            TokenGrant::AuthorizationCode { .. } => "authorization_code",
+            TokenGrant::RefreshToken { .. } => "refresh_token",
+            TokenGrant::Other(_) => "other",
+        }
+    }
+}
+
+impl OAuthService {
+    /// `POST /oauth2/token`.
+    pub async fn token(
+        &self,
+        creds: ClientCredentials,
+        peer: &str,
+        grant: TokenGrant,
+        now: DateTime<Utc>,
+    ) -> Result<TokenResponse, OAuthError> {
+        let svc = self.clone();
+        match grant {
+            TokenGrant::AuthorizationCode {
+                code,
+                redirect_uri,
+                code_verifier,
+            } => {
+                self.with_client(creds, peer, "token", move |c, r, client| {
+                    let code =
+                        code.ok_or_else(|| OAuthError::InvalidRequest("code is required".into()))?;
+                    tokens::exchange_code(
+                        c,
+                        r,
+                        &svc,
+                        &client,
+                        tokens::CodeExchange {
+                            code: &code,
+                            redirect_uri: redirect_uri.as_deref(),
+                            code_verifier: code_verifier.as_deref(),
+                        },
+                        now,
+                    )
+                })
+                .await
+            }
+            TokenGrant::RefreshToken { refresh_token } => {
+                let (fast_svc, fast_rt) = (svc.clone(), refresh_token.clone());
+                let batched = async move |creds: &ClientCredentials| {
+                    let (Some(batch), Some(rt)) = (&fast_svc.batches, &fast_rt) else {
+                        return None;
+                    };
+                    tokens::batched::refresh(&fast_svc, batch, creds, rt, now).await
+                };
+                self.with_credentials_or(creds, peer, "token", batched, move |c, r, creds| {
+                    let Some(rt) = refresh_token else {
+                        clients::authenticate(c, creds)?;
+                        return Err(OAuthError::InvalidRequest(
+                            "refresh_token is required".into(),
+                        ));
+                    };
+                    tokens::refresh(c, r, &svc, creds, &rt, now)
+                })
+                .await
+            }
+            TokenGrant::Other(other) => {
+                // Authenticate first, so an unauthenticated caller learns nothing about the
+                // request.
+                self.authenticate(creds, peer, "token").await?;
+                Err(if other.is_empty() {
+                    OAuthError::InvalidRequest("grant_type is required".into())
+                } else {
+                    OAuthError::UnsupportedGrantType(format!(
+                        "grant_type {other:?} is not supported"
+                    ))
+                })
+            }
+        }
+    }
+
+    /// `POST /oauth2/revoke` (RFC 7009).
+    pub async fn revoke(
+        &self,
+        creds: ClientCredentials,
+        peer: &str,
+        token: Option<String>,
+        now: DateTime<Utc>,
+    ) -> Result<(), OAuthError> {
+        let client = self.authenticate(creds, peer, "revoke").await?;
+        let token = token.ok_or_else(|| OAuthError::InvalidRequest("token is required".into()))?;
+        // An access token is verified on the verification pool, before any connection is taken.
+        let verified = tokens::verify_offline(self, &token, now).await?;
+        revocation::run(&self.platform, move |c, r| {
+            tokens::revoke(c, r, &client, &token, verified, now)
+        })
+        .await?
+    }
+
+    /// `POST /oauth2/introspect` (RFC 7662). Recent active answers for the same token may be
+    /// reused (see `oauth::answers`), checked against this instance's revocation `list`.
+    pub async fn introspect(
+        &self,
+        creds: ClientCredentials,
+        peer: &str,
+        token: Option<String>,
+        list: &RevocationList,
+        now: DateTime<Utc>,
+    ) -> Result<Introspection, OAuthError> {
+        let svc = self.clone();
+        let answers = self.answers.clone();
+        let key = token
+            .as_deref()
+            .filter(|_| answers.enabled())
+            .map(|t| PlainToken::from_presented(t).hash().as_str().to_string());
+        let read = (answers.epoch(), std::time::Instant::now());
+        let (fast_svc, fast_token) = (svc.clone(), token.clone());
+        let (db_svc, db_token) = (svc.clone(), token.clone());
+        let found = self
+            .with_credentials_or(
+                creds,
+                peer,
+                "introspect",
+                async |creds| {
+                    if let Some(key) = key.as_deref()
+                        && let Some(a) = answers.get(key, creds, now, list)
+                    {
+                        return Some(Ok(Introspected::Answer(Box::new((a, None)))));
+                    }
+                    let (Some(batch), Some(token)) = (&fast_svc.batches, &fast_token) else {
+                        return None;
+                    };
+                    tokens::batched::introspect(&fast_svc, batch, creds, token, now)
+                        .await
+                        .map(|r| r.map(|answer| Introspected::Answer(Box::new(answer))))
+                },
+                move |c, _, creds| {
+                    let Some(token) = db_token else {
+                        clients::authenticate(c, creds)?;
+                        return Err(OAuthError::InvalidRequest("token is required".into()));
+                    };
+                    tokens::introspect(c, &db_svc, creds, &token, now)
+                },
+            )
+            .await?;
+        let (result, basis) = match found {
+            Introspected::Answer(answer) => *answer,
+            Introspected::Unverified(client) => {
+                // Attenuated tokens: verified on the verification pool, off the connection.
+                let token = token.unwrap_or_default();
+                let verified = tokens::verify_offline(&svc, &token, now).await?;
+                self.platform
+                    .db
+                    .run(move |c| Ok(tokens::introspect_verified(c, &svc, *client, verified, now)))
+                    .await??
+            }
+        };
+        if let (Some(key), Some(basis)) = (key, basis) {
+            answers.put(key, result.clone(), basis, read);
+        }
+        Ok(result)
+    }
+}

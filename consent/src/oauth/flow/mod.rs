@@ -1,0 +1,26 @@
+//! PAR, the authorization endpoint, and the customer's consent decision.
+//!
+//! `request`: PAR and `/oauth2/authorize`; `consent`: the consent page's data and the decision.
+
+mod consent;
+mod request;
+
+pub use consent::*;
+pub use request::*;
+
+use ::grants::{AccountId, Action, MerchantId, TxWindow};
+use chrono::{DateTime, Duration, SubsecRound, Utc};
+use diesel::prelude::*;
+use platform::audit::{self, Actor, NewEvent, Target};
+use platform::crypto::{PlainToken, random_id};
+use platform::storage::models::GrantStatus;
+use platform::storage::schema::{
+    accounts, authorization_codes, authorization_requests, grants, merchants,
+};
+use platform::storage::{AnyConnection, StorageError, write_tx};
+use serde::{Deserialize, Serialize};
+
+use super::OAuthService;
+use super::clients::{self, OAuthClient};
+use super::error::OAuthError;
+use super::rar::{AccessRequest, parse_instant};
