@@ -164,6 +164,14 @@ impl Evaluation<'_> {
     pub(super) fn allowed(&mut self, f: &RunFacts) -> Result<bool, VerifyError> {
         Ok(matches!(self.run(f)?, Outcome::Allowed))
     }
+
+    /// Runs and turns a denial into the refusal.
+    pub(super) fn decide(&mut self, f: &RunFacts) -> Result<(), VerifyError> {
+        match self.run(f)? {
+            Outcome::Allowed => Ok(()),
+            Outcome::Denied(reason) => Err(reason.into()),
+        }
+    }
 }
 
 /// The verifier's own Datalog, parsed once per process.

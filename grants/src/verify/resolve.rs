@@ -4,13 +4,15 @@
 
 use std::collections::BTreeSet;
 
-use super::eval::{Evaluation, Outcome, RunFacts, check_capacity};
+use chrono::{DateTime, Utc};
+
+use super::eval::{Evaluation, RunFacts, check_capacity};
 use super::{EffectiveScope, Request};
 use crate::authority::{Authority, Hints, Narrowing};
 use crate::error::{DenyReason, VerifyError};
 use crate::time::{MAX_SECS, TxWindow, from_secs, to_secs};
 use crate::vocab;
-use crate::{AccountId, MerchantId};
+use crate::{AccountId, Action, MerchantId};
 
 /// Decides the request and computes the effective scope, for blocks made only of the documented
 /// check forms ([`Narrowing`]): one Datalog run decides, with the request's own values and, for
@@ -39,11 +41,7 @@ fn resolve_simple(
     let merchants: Option<Vec<MerchantId>> = match (&request.merchant, &n.merchants) {
         (Some(m), _) => Some(vec![m.clone()]),
         (None, None) => (!authority.merchants.is_empty()).then(|| authority.merchants.clone()),
-        (None, Some(set)) if authority.merchants.is_empty() => Some(
-            set.iter()
-                .filter_map(|s| MerchantId::parse(s.as_str()).ok())
-                .collect(),
-        ),
+        (None, Some(set)) if authority.merchants.is_empty() => Some(parse_merchants(set)),
         (None, Some(set)) => Some(
             authority
                 .merchants
@@ -61,21 +59,13 @@ fn resolve_simple(
         Some(r) => Some(*r),
         None if !narrowed_window => authority.window,
         None => {
-            let (lo, hi) = authority
-                .window
-                .map(|w| (to_secs(w.from()), to_secs(w.until())))
-                .unwrap_or((0, to_secs(from_secs(MAX_SECS))));
+            let (lo, hi) = window_bounds(authority);
             let l = lo.max(n.range_from.unwrap_or(0));
             let h = hi.min(n.range_until.unwrap_or(u64::MAX));
             if l > h {
                 return Err(DenyReason::NothingLeft("transaction window").into());
             }
-            if authority.window.is_none() && (l, h) == (lo, hi) {
-                None
-            } else {
-                let t = |s: u64| from_secs(i64::try_from(s).unwrap_or(MAX_SECS));
-                Some(TxWindow::new(t(l), t(h)).map_err(|e| VerifyError::Internal(e.to_string()))?)
-            }
+            window_between(authority, (lo, hi), (l, h))?
         }
     };
     // The decision: the blocks' checks and the verifier's own, evaluated for real, with the
@@ -103,9 +93,7 @@ fn resolve_simple(
             _ => vec![],
         },
     };
-    if let Outcome::Denied(reason) = eval.run(&facts)? {
-        return Err(reason.into());
-    }
+    eval.decide(&facts)?;
     let actions = authority
         .rights
         .iter()
@@ -113,21 +101,12 @@ fn resolve_simple(
         .cloned()
         .collect();
     let expires_at = match simple_expiry {
-        Some(bound) => authority
-            .expires_at
-            .min(from_secs(i64::try_from(bound).unwrap_or(MAX_SECS))),
+        Some(bound) => capped_expiry(authority, bound),
         None => authority.expires_at,
     };
-    Ok(EffectiveScope {
-        grant: authority.grant.clone(),
-        client: authority.client.clone(),
-        subject: authority.subject.clone(),
-        accounts,
-        actions,
-        window,
-        merchants,
-        expires_at,
-    })
+    Ok(effective_scope(
+        authority, accounts, actions, window, merchants, expires_at,
+    ))
 }
 
 /// Decides the request and computes the effective scope.
@@ -152,7 +131,6 @@ pub(super) fn resolve(
             return resolve_simple(eval, authority, &n, expiry, request);
         }
     }
-    let strs = |v: &[AccountId]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>();
     let mut facts = RunFacts {
         time: to_secs(request.now),
         operation: request.operation.to_string(),
@@ -164,7 +142,7 @@ pub(super) fn resolve(
     let open_accounts = request.account.is_none() && hints.mentions(vocab::REQ_ACCOUNT);
     facts.accounts = match &request.account {
         Some(a) => vec![a.to_string()],
-        None if open_accounts => strs(&authority.accounts),
+        None if open_accounts => strings(&authority.accounts),
         None => vec![],
     };
 
@@ -173,19 +151,14 @@ pub(super) fn resolve(
     let merchant_candidates: Vec<MerchantId> = if !open_merchants {
         vec![]
     } else if authority.merchants.is_empty() {
-        hints
-            .literals()
-            .strings
-            .iter()
-            .filter_map(|s| MerchantId::parse(s.as_str()).ok())
-            .collect()
+        parse_merchants(&hints.literals().strings)
     } else {
         authority.merchants.clone()
     };
     check_capacity(merchant_candidates.len(), eval.limits)?;
     facts.merchants = match &request.merchant {
         Some(m) => vec![m.to_string()],
-        None => merchant_candidates.iter().map(|m| m.to_string()).collect(),
+        None => strings(&merchant_candidates),
     };
     if open_merchants && merchant_candidates.is_empty() {
         return Err(DenyReason::NothingLeft("merchant").into());
@@ -202,14 +175,9 @@ pub(super) fn resolve(
     };
     if !open_window {
         // The decision itself (open dimensions still supplied as "any candidate").
-        if let Outcome::Denied(reason) = eval.run(&facts)? {
-            return Err(reason.into());
-        }
+        eval.decide(&facts)?;
     } else {
-        let (lo, hi) = authority
-            .window
-            .map(|w| (to_secs(w.from()), to_secs(w.until())))
-            .unwrap_or((0, to_secs(from_secs(MAX_SECS))));
+        let (lo, hi) = window_bounds(authority);
         let mut candidates: Vec<u64> = hints
             .literals()
             .dates
@@ -224,9 +192,7 @@ pub(super) fn resolve(
         check_capacity(candidates.len(), eval.limits)?;
         // Decide first with "any candidate date" so a refusal carries its real reason.
         facts.ranges = candidates.iter().map(|&c| (c, c)).collect();
-        if let Outcome::Denied(reason) = eval.run(&facts)? {
-            return Err(reason.into());
-        }
+        eval.decide(&facts)?;
         let probe = |eval: &mut Evaluation<'_>, from: u64, until: u64| {
             let mut f = facts.clone();
             f.ranges = vec![(from, until)];
@@ -253,53 +219,32 @@ pub(super) fn resolve(
             return Err(DenyReason::NothingLeft("transaction window").into());
         }
         facts.ranges = vec![(l, h)];
-        window = if authority.window.is_none() && (l, h) == (lo, hi) {
-            None
-        } else {
-            let t = |s: u64| from_secs(i64::try_from(s).unwrap_or(MAX_SECS));
-            Some(TxWindow::new(t(l), t(h)).map_err(|e| VerifyError::Internal(e.to_string()))?)
-        };
+        window = window_between(authority, (lo, hi), (l, h))?;
     }
 
     // Accounts of a listing, one evaluation each.
     let accounts = match &request.account {
         Some(a) => vec![a.clone()],
-        None if open_accounts => {
-            let mut allowed = Vec::new();
-            for a in &authority.accounts {
-                let mut f = facts.clone();
-                f.accounts = vec![a.to_string()];
-                if eval.allowed(&f)? {
-                    allowed.push(a.clone());
-                }
-            }
-            if allowed.is_empty() {
-                return Err(DenyReason::NothingLeft("account").into());
-            }
-            facts.accounts = strs(&allowed);
-            allowed
-        }
+        None if open_accounts => allowed_candidates(
+            eval,
+            &mut facts,
+            &authority.accounts,
+            |f| &mut f.accounts,
+            "account",
+        )?,
         None => authority.accounts.clone(),
     };
 
     // Merchants, one evaluation each.
     let merchants = match &request.merchant {
         Some(m) => Some(vec![m.clone()]),
-        None if open_merchants => {
-            let mut allowed = Vec::new();
-            for m in &merchant_candidates {
-                let mut f = facts.clone();
-                f.merchants = vec![m.to_string()];
-                if eval.allowed(&f)? {
-                    allowed.push(m.clone());
-                }
-            }
-            if allowed.is_empty() {
-                return Err(DenyReason::NothingLeft("merchant").into());
-            }
-            facts.merchants = allowed.iter().map(|m| m.to_string()).collect();
-            Some(allowed)
-        }
+        None if open_merchants => Some(allowed_candidates(
+            eval,
+            &mut facts,
+            &merchant_candidates,
+            |f| &mut f.merchants,
+            "merchant",
+        )?),
         None if authority.merchants.is_empty() => None,
         None => Some(authority.merchants.clone()),
     };
@@ -331,9 +276,7 @@ pub(super) fn resolve(
     };
     let expires_at = if let Some(Some(bound)) = literals.as_ref().and_then(|l| l.simple_expiry) {
         // Every time check in the blocks is a plain upper bound: no evaluation needed.
-        authority
-            .expires_at
-            .min(from_secs(i64::try_from(bound).unwrap_or(MAX_SECS)))
+        capped_expiry(authority, bound)
     } else if let Some(literals) = &literals {
         let now = to_secs(request.now);
         let max = to_secs(authority.expires_at);
@@ -357,12 +300,94 @@ pub(super) fn resolve(
                 break;
             }
         }
-        from_secs(i64::try_from(found).unwrap_or(MAX_SECS))
+        instant(found)
     } else {
         authority.expires_at
     };
 
-    Ok(EffectiveScope {
+    Ok(effective_scope(
+        authority, accounts, actions, window, merchants, expires_at,
+    ))
+}
+
+/// The candidates the Datalog allows, one run each with `dimension` of `facts` set to that
+/// candidate alone; refuses when none is. `facts` then supplies the allowed ones ("any of
+/// them") for the dimensions resolved after this one.
+fn allowed_candidates<T: Clone + ToString>(
+    eval: &mut Evaluation<'_>,
+    facts: &mut RunFacts,
+    candidates: &[T],
+    dimension: fn(&mut RunFacts) -> &mut Vec<String>,
+    what: &'static str,
+) -> Result<Vec<T>, VerifyError> {
+    let mut allowed = Vec::new();
+    for c in candidates {
+        let mut f = facts.clone();
+        *dimension(&mut f) = vec![c.to_string()];
+        if eval.allowed(&f)? {
+            allowed.push(c.clone());
+        }
+    }
+    if allowed.is_empty() {
+        return Err(DenyReason::NothingLeft(what).into());
+    }
+    *dimension(facts) = strings(&allowed);
+    Ok(allowed)
+}
+
+fn strings<T: ToString>(values: &[T]) -> Vec<String> {
+    values.iter().map(ToString::to_string).collect()
+}
+
+/// The merchant ids among literal strings of the blocks.
+fn parse_merchants<'a>(literals: impl IntoIterator<Item = &'a String>) -> Vec<MerchantId> {
+    literals
+        .into_iter()
+        .filter_map(|s| MerchantId::parse(s.as_str()).ok())
+        .collect()
+}
+
+/// The authority's transaction window in seconds, or every representable date when it has none.
+fn window_bounds(authority: &Authority) -> (u64, u64) {
+    authority
+        .window
+        .map(|w| (to_secs(w.from()), to_secs(w.until())))
+        .unwrap_or((0, to_secs(from_secs(MAX_SECS))))
+}
+
+/// The window `(l, h)` narrowed from the authority's `(lo, hi)` ([`window_bounds`]): `None` (no
+/// limit) when the authority has no window and nothing narrowed it.
+fn window_between(
+    authority: &Authority,
+    (lo, hi): (u64, u64),
+    (l, h): (u64, u64),
+) -> Result<Option<TxWindow>, VerifyError> {
+    if authority.window.is_none() && (l, h) == (lo, hi) {
+        return Ok(None);
+    }
+    TxWindow::new(instant(l), instant(h))
+        .map(Some)
+        .map_err(|e| VerifyError::Internal(e.to_string()))
+}
+
+/// The authority's expiry, or the blocks' upper time bound if earlier.
+fn capped_expiry(authority: &Authority, bound: u64) -> DateTime<Utc> {
+    authority.expires_at.min(instant(bound))
+}
+
+fn instant(secs: u64) -> DateTime<Utc> {
+    from_secs(i64::try_from(secs).unwrap_or(MAX_SECS))
+}
+
+fn effective_scope(
+    authority: &Authority,
+    accounts: Vec<AccountId>,
+    actions: Vec<Action>,
+    window: Option<TxWindow>,
+    merchants: Option<Vec<MerchantId>>,
+    expires_at: DateTime<Utc>,
+) -> EffectiveScope {
+    EffectiveScope {
         grant: authority.grant.clone(),
         client: authority.client.clone(),
         subject: authority.subject.clone(),
@@ -371,5 +396,5 @@ pub(super) fn resolve(
         window,
         merchants,
         expires_at,
-    })
+    }
 }
