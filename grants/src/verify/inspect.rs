@@ -4,6 +4,7 @@ use biscuit_auth::error::Token;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use super::revocation::hex_ids;
 use crate::authority::parse_authority;
 use crate::error::VerifyError;
 use crate::time::TxWindow;
@@ -77,11 +78,7 @@ pub fn inspect(token: &str) -> Result<TokenInfo, VerifyError> {
     };
     Ok(TokenInfo {
         kid: parsed.root_key_id(),
-        revocation_ids: parsed
-            .revocation_identifiers()
-            .iter()
-            .map(hex::encode)
-            .collect(),
+        revocation_ids: hex_ids(&parsed.revocation_identifiers()),
         blocks,
         grant,
         grant_error,

@@ -31,6 +31,7 @@ use crate::{AccountId, Action, ClientId, GrantId, MerchantId, SubjectId};
 
 use eval::Evaluation;
 pub use inspect::{GrantSummary, TokenInfo, inspect};
+use revocation::hex_ids;
 pub use revocation::{NoRevocationCheck, RevocationCheck};
 
 /// What a resource server is about to do, on whose behalf, and when.
@@ -190,19 +191,18 @@ impl<K: KeyProvider, R: RevocationCheck> Verifier<K, R> {
     pub fn verify(&self, token: &str, request: &Request) -> Result<Authorization, VerifyError> {
         let now = request.now;
         let token = self.decode(token, now)?;
-        let source = token
-            .print_block_source(0)
-            .map_err(|e| VerifyError::Malformed(e.to_string()))?;
-        let authority = parse_authority(&source).map_err(VerifyError::InvalidAuthority)?;
+        let source = |i: usize| {
+            token
+                .print_block_source(i)
+                .map_err(|e| VerifyError::Malformed(e.to_string()))
+        };
+        let authority = parse_authority(&source(0)?).map_err(VerifyError::InvalidAuthority)?;
         // Attenuation blocks are read and admitted before anything else looks at them.
         let mut blocks = Vec::with_capacity(token.block_count().saturating_sub(1));
         for i in 1..token.block_count() {
-            let src = token
-                .print_block_source(i)
-                .map_err(|e| VerifyError::Malformed(e.to_string()))?;
             blocks.push(
                 BlockBuilder::new()
-                    .code(&src)
+                    .code(&source(i)?)
                     .map_err(|e| VerifyError::Malformed(format!("unreadable block {i}: {e}")))?,
             );
         }
@@ -212,11 +212,7 @@ impl<K: KeyProvider, R: RevocationCheck> Verifier<K, R> {
         if now > authority.expires_at {
             return Err(VerifyError::Expired);
         }
-        let revocation_ids: Vec<String> = token
-            .revocation_identifiers()
-            .iter()
-            .map(hex::encode)
-            .collect();
+        let revocation_ids = hex_ids(&token.revocation_identifiers());
         match self
             .revocation
             .is_revoked(&authority.grant, &revocation_ids)

@@ -36,3 +36,8 @@ impl RevocationCheck for NoRevocationCheck {
         Ok(false)
     }
 }
+
+/// A token's revocation ids as a [`RevocationCheck`] receives them: hex, one per block.
+pub(super) fn hex_ids(ids: &[Vec<u8>]) -> Vec<String> {
+    ids.iter().map(hex::encode).collect()
+}
