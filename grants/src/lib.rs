@@ -150,6 +150,7 @@ mod verify;
 mod vocab;
 
 pub use action::{Action, OtherAction};
+pub use admission::Limits;
 pub use attenuate::{Attenuation, attenuate, attenuate_with_rng};
 pub use ids::{AccountId, ClientId, GrantId, MAX_ID_LEN, MerchantId, SubjectId};
 pub use keys::{
@@ -159,6 +160,6 @@ pub use mint::{Grant, MintedToken, mint, mint_with_rng};
 pub use scope::{GrantScope, MAX_ACCOUNTS, MAX_ACTIONS, MAX_MERCHANTS};
 pub use time::{TxWindow, format_timestamp, parse_timestamp};
 pub use verify::{
-    Authorization, EffectiveScope, GrantSummary, Limits, NoRevocationCheck, Request,
-    RevocationCheck, TokenInfo, Verifier, inspect,
+    Authorization, EffectiveScope, GrantSummary, NoRevocationCheck, Request, RevocationCheck,
+    TokenInfo, Verifier, inspect,
 };

@@ -1,0 +1,281 @@
+//! Verification for resource servers: signature, revocation, Datalog authorization and the
+//! effective scope to filter data with.
+//!
+//! - this file: the public API ([`Request`], [`Verifier`], [`Authorization`], [`EffectiveScope`])
+//!   and the order of the steps of [`Verifier::verify`];
+//! - `revocation`: the [`RevocationCheck`] a verifier consults;
+//! - `eval`: one Datalog run of the whole token with the verifier's request facts and rules,
+//!   charged against the work budget before it runs;
+//! - `resolve`: deciding the request and computing the effective scope, in one run for the
+//!   documented check forms or one run per candidate value otherwise;
+//! - `inspect`: reading a token without verifying it.
+
+mod eval;
+mod inspect;
+mod resolve;
+mod revocation;
+
+use std::cell::Cell;
+
+use biscuit_auth::error::{Format, Token};
+use biscuit_auth::{Biscuit, BlockBuilder};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::admission::{self, Limits};
+use crate::authority::{Authority, Hints, parse_authority};
+use crate::error::{DenyReason, VerifyError};
+use crate::keys::KeyProvider;
+use crate::time::TxWindow;
+use crate::{AccountId, Action, ClientId, GrantId, MerchantId, SubjectId};
+
+use eval::Evaluation;
+pub use inspect::{GrantSummary, TokenInfo, inspect};
+use revocation::hex_ids;
+pub use revocation::{NoRevocationCheck, RevocationCheck};
+
+/// What a resource server is about to do, on whose behalf, and when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    /// The action (`operation` fact).
+    pub operation: Action,
+    /// The account concerned; `None` for listings (the allowed accounts are returned).
+    pub account: Option<AccountId>,
+    /// The transaction date range asked for; `None` = "whatever the token allows" (the
+    /// effective window is returned for filtering).
+    pub tx_range: Option<TxWindow>,
+    /// The merchant asked for; `None` = "whatever the token allows".
+    pub merchant: Option<MerchantId>,
+    /// The verifier's clock.
+    pub now: DateTime<Utc>,
+}
+
+impl Request {
+    /// A request for `operation` at `now`, not yet narrowed to an account, range or merchant.
+    pub fn new(operation: Action, now: DateTime<Utc>) -> Self {
+        Self {
+            operation,
+            account: None,
+            tx_range: None,
+            merchant: None,
+            now,
+        }
+    }
+    /// About this account.
+    pub fn account(mut self, account: AccountId) -> Self {
+        self.account = Some(account);
+        self
+    }
+    /// For transactions in this range.
+    pub fn tx_range(mut self, range: TxWindow) -> Self {
+        self.tx_range = Some(range);
+        self
+    }
+    /// For this merchant.
+    pub fn merchant(mut self, merchant: MerchantId) -> Self {
+        self.merchant = Some(merchant);
+        self
+    }
+}
+
+/// What the token allows for the request: the resource server filters its data with it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct EffectiveScope {
+    /// The grant the token was minted for.
+    pub grant: GrantId,
+    /// The client.
+    pub client: ClientId,
+    /// The customer.
+    pub subject: SubjectId,
+    /// Accounts allowed: the request's account, or for a listing every granted account that
+    /// the attenuation blocks still allow.
+    pub accounts: Vec<AccountId>,
+    /// Actions the token still allows on these accounts.
+    pub actions: Vec<Action>,
+    /// Transaction dates allowed (`None` = no limit): the request's range if it gave one.
+    pub window: Option<TxWindow>,
+    /// Merchants allowed (`None` = no limit): the request's merchant if it gave one.
+    pub merchants: Option<Vec<MerchantId>>,
+    /// When the token stops working (the earliest of token, grant and attenuated expiry).
+    #[serde(serialize_with = "crate::time::serialize_ts")]
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A successful verification.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Authorization {
+    /// What the token allows for this request.
+    pub scope: EffectiveScope,
+    /// The key id that verified the signature.
+    pub kid: u32,
+    /// Number of blocks (1 = not attenuated).
+    pub blocks: usize,
+    /// Revocation ids (hex), one per block.
+    pub revocation_ids: Vec<String>,
+    /// Work units the verification was charged (see [`Limits::max_work`]).
+    pub work: u64,
+}
+
+/// Verifies tokens against a key provider and a revocation check, within [`Limits`].
+#[derive(Clone, Debug)]
+pub struct Verifier<K, R> {
+    keys: K,
+    revocation: R,
+    limits: Limits,
+}
+
+impl<K: KeyProvider, R: RevocationCheck> Verifier<K, R> {
+    /// A verifier with default [`Limits`].
+    pub fn new(keys: K, revocation: R) -> Self {
+        Self {
+            keys,
+            revocation,
+            limits: Limits::default(),
+        }
+    }
+
+    /// Replaces the limits.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The key provider.
+    pub fn keys(&self) -> &K {
+        &self.keys
+    }
+
+    /// Decodes and checks the signature with the key chosen by the token's kid.
+    fn decode(&self, token: &str, now: DateTime<Utc>) -> Result<Biscuit, VerifyError> {
+        let token = token.trim();
+        if token.len() > self.limits.max_token_len {
+            return Err(VerifyError::TooLarge {
+                max: self.limits.max_token_len,
+            });
+        }
+        let key_error: Cell<Option<VerifyError>> = Cell::new(None);
+        let provider = |kid: Option<u32>| -> Result<biscuit_auth::PublicKey, Format> {
+            let Some(kid) = kid else {
+                key_error.set(Some(VerifyError::MissingKid));
+                return Err(Format::UnknownPublicKey);
+            };
+            match self.keys.public_key(kid, now) {
+                Some(key) => Ok(key.0),
+                None => {
+                    key_error.set(Some(VerifyError::UnknownKid(kid)));
+                    Err(Format::UnknownPublicKey)
+                }
+            }
+        };
+        let parsed = Biscuit::from_base64(token, provider).map_err(|e| match e {
+            Token::Base64(_) => VerifyError::BadEncoding,
+            Token::Format(Format::UnknownPublicKey) => key_error
+                .take()
+                .unwrap_or(VerifyError::Malformed("unknown public key".into())),
+            Token::Format(Format::Signature(_) | Format::SealedSignature) => {
+                VerifyError::BadSignature
+            }
+            other => VerifyError::Malformed(other.to_string()),
+        })?;
+        if parsed.block_count() > self.limits.max_blocks {
+            return Err(VerifyError::TooManyBlocks {
+                count: parsed.block_count(),
+                max: self.limits.max_blocks,
+            });
+        }
+        Ok(parsed)
+    }
+
+    /// Verifies `token` for `request`. `Ok` means allowed, with the scope to filter data by;
+    /// every `Err` means refuse.
+    pub fn verify(&self, token: &str, request: &Request) -> Result<Authorization, VerifyError> {
+        let now = request.now;
+        let token = self.decode(token, now)?;
+        let source = |i: usize| {
+            token
+                .print_block_source(i)
+                .map_err(|e| VerifyError::Malformed(e.to_string()))
+        };
+        let authority = parse_authority(&source(0)?).map_err(VerifyError::InvalidAuthority)?;
+        // Attenuation blocks are read and admitted before anything else looks at them.
+        let mut blocks = Vec::with_capacity(token.block_count().saturating_sub(1));
+        for i in 1..token.block_count() {
+            blocks.push(
+                BlockBuilder::new()
+                    .code(&source(i)?)
+                    .map_err(|e| VerifyError::Malformed(format!("unreadable block {i}: {e}")))?,
+            );
+        }
+        let (program, mentions) = admission::admit(&blocks, authority.elements(), &self.limits)
+            .map_err(VerifyError::Inadmissible)?;
+        let mut hints = Hints::new(blocks, mentions);
+        if now > authority.expires_at {
+            return Err(VerifyError::Expired);
+        }
+        let revocation_ids = hex_ids(&token.revocation_identifiers());
+        match self
+            .revocation
+            .is_revoked(&authority.grant, &revocation_ids)
+        {
+            Ok(false) => {}
+            Ok(true) => return Err(VerifyError::Revoked),
+            Err(e) => return Err(VerifyError::RevocationUnavailable(e.0)),
+        }
+        precheck(&authority, request)?;
+
+        let mut eval = Evaluation {
+            token: &token,
+            authority: &authority,
+            limits: &self.limits,
+            program: &program,
+            runs: 0,
+            work: 0,
+        };
+        let scope = resolve::resolve(&mut eval, &authority, &mut hints, request)?;
+        Ok(Authorization {
+            scope,
+            kid: token.root_key_id().unwrap_or_default(),
+            blocks: token.block_count(),
+            revocation_ids,
+            work: eval.work,
+        })
+    }
+
+    /// Verifies `token` for a listing (no account named) and returns the accounts the
+    /// resource server may list, in `scope.accounts` (never empty on success).
+    pub fn verify_listing(
+        &self,
+        token: &str,
+        operation: Action,
+        now: DateTime<Utc>,
+    ) -> Result<Authorization, VerifyError> {
+        self.verify(token, &Request::new(operation, now))
+    }
+}
+
+/// Authority-level checks in Rust, for precise reasons (the Datalog repeats them).
+fn precheck(authority: &Authority, request: &Request) -> Result<(), DenyReason> {
+    if !authority.rights.contains(&request.operation) {
+        return Err(DenyReason::ActionNotGranted(request.operation.to_string()));
+    }
+    if let Some(a) = &request.account
+        && !authority.accounts.contains(a)
+    {
+        return Err(DenyReason::AccountNotGranted(a.to_string()));
+    }
+    if let (Some(r), Some(w)) = (&request.tx_range, &authority.window)
+        && !w.contains_window(r)
+    {
+        return Err(DenyReason::OutsideWindow {
+            from: crate::time::format_timestamp(r.from()),
+            until: crate::time::format_timestamp(r.until()),
+        });
+    }
+    if let Some(m) = &request.merchant
+        && !authority.merchants.is_empty()
+        && !authority.merchants.contains(m)
+    {
+        return Err(DenyReason::MerchantNotGranted(m.to_string()));
+    }
+    Ok(())
+}
