@@ -6,11 +6,8 @@
 use std::collections::HashMap;
 
 use actix_web::http::header;
-use actix_web::{HttpRequest, HttpResponse, delete, get, post, web};
-use chrono::SubsecRound;
+use actix_web::{HttpRequest, HttpResponse, delete, get, web};
 use diesel::prelude::*;
-use grants::error::VerifyError;
-use grants::{AccountId, Action, MerchantId, Request, TxWindow, Verifier};
 use platform::audit::Actor;
 use platform::problem::ApiError;
 use platform::revocation::{RevokedBy, end_grants};
@@ -18,17 +15,18 @@ use platform::storage::schema::{grants as grants_table, revocations};
 use serde::{Deserialize, Serialize};
 use utoipa::OpenApi;
 
+use super::bank_api;
 use crate::AppState;
 use crate::oauth::OAuthError;
 use crate::oauth::clients::OAuthClient;
-use crate::oauth::rar::{AccessRequest, AccountAccessDetail, parse_instant};
-use crate::sandbox::{self, AccountView, BalanceView, TransactionView};
+use crate::oauth::rar::{AccessRequest, AccountAccessDetail};
+use crate::sandbox::{AccountView, BalanceView, TransactionView};
 
 /// OpenAPI fragment merged into the server's document.
 #[derive(Debug, OpenApi)]
 #[openapi(
-    paths(client_grant, client_revoke_grant, revocation_feed, usage_report, sandbox_accounts, sandbox_balances, sandbox_transactions),
-    components(schemas(UsageReport, ClientGrantView, RevocationFeed, RevocationEntry, AccountView, BalanceView, TransactionView)),
+    paths(client_grant, client_revoke_grant, revocation_feed, bank_api::usage_report, bank_api::sandbox_accounts, bank_api::sandbox_balances, bank_api::sandbox_transactions),
+    components(schemas(bank_api::UsageReport, ClientGrantView, RevocationFeed, RevocationEntry, AccountView, BalanceView, TransactionView)),
     tags(
         (name = "client-grants", description = "Grant status and revocation for the client that holds the grant (HTTP Basic client authentication)"),
         (name = "sandbox", description = "Sandbox bank API: Biscuit bearer tokens verified offline; data filtered by the effective scope"),
@@ -40,10 +38,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(client_grant)
         .service(client_revoke_grant)
         .service(revocation_feed)
-        .service(usage_report)
-        .service(sandbox_accounts)
-        .service(sandbox_balances)
-        .service(sandbox_transactions);
+        .service(bank_api::usage_report)
+        .service(bank_api::sandbox_accounts)
+        .service(bank_api::sandbox_balances)
+        .service(bank_api::sandbox_transactions);
 }
 
 async fn client_from(
@@ -307,323 +305,4 @@ pub async fn revocation_feed(
             next_cursor,
             has_more,
         }))
-}
-
-// ---------------------------------------------------------------------------------------------
-// Sandbox bank API
-
-/// Maps a verification failure to the resource-server answer (RFC 6750 semantics): what the
-/// token does not allow is 403; a token that is not acceptable at all (bad signature, expired,
-/// revoked, over the verification limits) is 401 with the reason; an unknown revocation state
-/// is 503.
-fn refuse(e: VerifyError) -> ApiError {
-    match e {
-        VerifyError::Denied(reason) => {
-            ApiError::Forbidden(format!("the token does not allow this: {reason}"))
-        }
-        VerifyError::RevocationUnavailable(_) => ApiError::Unavailable(Box::new(e)),
-        other => {
-            tracing::info!(error = %other, "sandbox: token refused");
-            ApiError::InvalidToken(other.to_string())
-        }
-    }
-}
-
-/// The bearer token; tokens in the query string are refused, never read.
-fn bearer(req: &HttpRequest) -> Result<String, ApiError> {
-    let in_query = url::form_urlencoded::parse(req.query_string().as_bytes())
-        .any(|(k, _)| k == "access_token" || k == "token");
-    if in_query {
-        return Err(ApiError::BadRequest(
-            "tokens are not accepted in the query string; use the Authorization header".into(),
-        ));
-    }
-    platform::web::bearer_token(req)
-        .map(str::to_string)
-        .ok_or(ApiError::Unauthorized)
-}
-
-/// Verifies offline, through grants' public API, on the verification pool (never on this HTTP
-/// worker, never holding a database connection): the KeySet of the published keys (built once
-/// per key reload, not per request) and the local revocation list (which fails closed when
-/// stale).
-async fn verify(
-    state: &AppState,
-    token: String,
-    request: Request,
-) -> Result<grants::Authorization, ApiError> {
-    let keys = state.oauth.keys.current().keyset;
-    let list = state.revocations.clone();
-    let check = move |grant: &grants::GrantId,
-                      ids: &[String]|
-          -> Result<bool, grants::error::RevocationLookupError> {
-        list.is_revoked(grant.as_str(), ids)
-            .map_err(grants::error::RevocationLookupError)
-    };
-    state
-        .oauth
-        .verify
-        .run(move || Verifier::new(keys, RevocationFn(check)).verify(&token, &request))
-        .await
-        .map_err(|busy| ApiError::Overloaded {
-            reason: busy.to_string(),
-            retry_after_secs: 1,
-        })?
-        .map_err(refuse)
-}
-
-/// Adapter: a fallible closure as a `RevocationCheck`.
-struct RevocationFn<F>(F);
-
-impl<F> grants::RevocationCheck for RevocationFn<F>
-where
-    F: Fn(&grants::GrantId, &[String]) -> Result<bool, grants::error::RevocationLookupError>,
-{
-    fn is_revoked(
-        &self,
-        grant: &grants::GrantId,
-        ids: &[String],
-    ) -> Result<bool, grants::error::RevocationLookupError> {
-        (self.0)(grant, ids)
-    }
-}
-
-async fn report(state: &AppState, auth: &grants::Authorization, what: String) {
-    let (grant, client) = (
-        auth.scope.grant.as_str().to_string(),
-        auth.scope.client.as_str().to_string(),
-    );
-    let now = state.platform.now();
-    if let Err(e) = state
-        .platform
-        .db
-        .write(move |c| sandbox::report_usage(c, &grant, &client, &what, true, now))
-        .await
-    {
-        tracing::warn!(error = %e, "usage report failed");
-    }
-}
-
-/// What a resource server served under a token.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct UsageReport {
-    /// The operation served, e.g. `transactions:read`; the token must allow it.
-    pub operation: String,
-}
-
-/// A resource server reports that it served data under a Biscuit (sent as the bearer token,
-/// exactly as the client presented it). The grant counts as used, which keeps it from dormancy
-/// revocation, and the read appears in the customer's activity. The token is verified like any
-/// request (signature, expiry, revocation, the operation allowed); reports are recorded at most
-/// once a minute per grant (`last_used_at` and one activity entry), so repeated reports cost a
-/// verification and one conditional UPDATE, nothing more.
-#[utoipa::path(post, path = "/api/v1/usage", tag = "client-grants",
-    request_body = UsageReport,
-    responses((status = 204, description = "Recorded"),
-        (status = 400, description = "Malformed body or unknown operation", body = platform::problem::Problem),
-        (status = 401, description = "Missing, invalid, expired or revoked token", body = platform::problem::Problem),
-        (status = 403, description = "The token does not allow the operation", body = platform::problem::Problem),
-        (status = 503, description = "Revocation state or database unavailable", body = platform::problem::Problem)),
-    security(("biscuit" = [])))]
-#[post("/api/v1/usage")]
-pub async fn usage_report(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    body: web::Bytes,
-) -> Result<HttpResponse, ApiError> {
-    let token = bearer(&req)?;
-    let report: UsageReport = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::BadRequest(format!("malformed usage report: {e}")))?;
-    let operation = match Action::parse(&report.operation) {
-        Ok(Action::Other(_)) => Err(
-            "unknown operation: use accounts:read, balances:read or transactions:read".to_string(),
-        ),
-        Ok(a) => Ok(a),
-        Err(e) => Err(e.to_string()),
-    }
-    .map_err(|e| ApiError::field("operation", e))?;
-    let auth = verify(
-        &state,
-        token,
-        Request::new(operation.clone(), state.platform.now()),
-    )
-    .await?;
-    let (grant, client) = (
-        auth.scope.grant.as_str().to_string(),
-        auth.scope.client.as_str().to_string(),
-    );
-    let now = state.platform.now();
-    let what = operation
-        .as_str()
-        .split(':')
-        .next()
-        .unwrap_or_default()
-        .to_string();
-    state
-        .platform
-        .db
-        .write(move |c| sandbox::report_usage(c, &grant, &client, &what, false, now))
-        .await?;
-    Ok(HttpResponse::NoContent().finish())
-}
-
-fn account_param(raw: &str) -> Result<AccountId, ApiError> {
-    AccountId::parse(raw.to_string()).map_err(|e| ApiError::field("id", e.to_string()))
-}
-
-/// The accounts the token allows (attenuation included).
-#[utoipa::path(get, path = "/sandbox/v1/accounts", tag = "sandbox",
-    responses((status = 200, body = [AccountView]), (status = 401, body = platform::problem::Problem), (status = 403, body = platform::problem::Problem), (status = 503, description = "Verification at capacity (Retry-After) or revocation state unavailable", body = platform::problem::Problem)),
-    security(("biscuit" = [])))]
-#[get("/sandbox/v1/accounts")]
-pub async fn sandbox_accounts(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-) -> Result<HttpResponse, ApiError> {
-    let token = bearer(&req)?;
-    let auth = verify(
-        &state,
-        token,
-        Request::new(Action::AccountsRead, state.platform.now()),
-    )
-    .await?;
-    let subject = auth.scope.subject.as_str().to_string();
-    let allowed: Vec<String> = auth
-        .scope
-        .accounts
-        .iter()
-        .map(|a| a.as_str().to_string())
-        .collect();
-    let list = state
-        .platform
-        .db
-        .run(move |c| sandbox::accounts_of(c, &subject, &allowed))
-        .await?;
-    report(&state, &auth, "accounts".into()).await;
-    Ok(HttpResponse::Ok()
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .json(list))
-}
-
-/// Balance of one account.
-#[utoipa::path(get, path = "/sandbox/v1/accounts/{id}/balances", tag = "sandbox",
-    params(("id" = String, Path, description = "Account id")),
-    responses((status = 200, body = BalanceView), (status = 401, body = platform::problem::Problem), (status = 403, body = platform::problem::Problem), (status = 404, body = platform::problem::Problem), (status = 503, description = "Verification at capacity (Retry-After) or revocation state unavailable", body = platform::problem::Problem)),
-    security(("biscuit" = [])))]
-#[get("/sandbox/v1/accounts/{id}/balances")]
-pub async fn sandbox_balances(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    id: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    let token = bearer(&req)?;
-    let account = account_param(&id)?;
-    let auth = verify(
-        &state,
-        token,
-        Request::new(Action::BalancesRead, state.platform.now()).account(account.clone()),
-    )
-    .await?;
-    let subject = auth.scope.subject.as_str().to_string();
-    let acc = account.as_str().to_string();
-    let balance = state
-        .platform
-        .db
-        .run(move |c| sandbox::balance(c, &subject, &acc))
-        .await?
-        .ok_or(ApiError::NotFound("account"))?;
-    report(&state, &auth, format!("balances:{}", account.as_str())).await;
-    Ok(HttpResponse::Ok()
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .json(balance))
-}
-
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-pub struct TxQuery {
-    /// Start (RFC 3339 or YYYY-MM-DD); default: the token's window start.
-    from: Option<String>,
-    /// End, inclusive (RFC 3339 or YYYY-MM-DD); default: the token's window end.
-    to: Option<String>,
-    /// Only this merchant.
-    merchant: Option<String>,
-    /// At most this many (1..=500, default 100), newest first.
-    limit: Option<i64>,
-}
-
-/// Transactions of one account, within the token's window and merchants.
-#[utoipa::path(get, path = "/sandbox/v1/accounts/{id}/transactions", tag = "sandbox",
-    params(("id" = String, Path, description = "Account id"), TxQuery),
-    responses((status = 200, body = [TransactionView]), (status = 400, body = platform::problem::Problem), (status = 401, body = platform::problem::Problem), (status = 403, body = platform::problem::Problem), (status = 404, body = platform::problem::Problem), (status = 503, description = "Verification at capacity (Retry-After) or revocation state unavailable", body = platform::problem::Problem)),
-    security(("biscuit" = [])))]
-#[get("/sandbox/v1/accounts/{id}/transactions")]
-pub async fn sandbox_transactions(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    id: web::Path<String>,
-    q: web::Query<TxQuery>,
-) -> Result<HttpResponse, ApiError> {
-    let token = bearer(&req)?;
-    let account = account_param(&id)?;
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=500).contains(&limit) {
-        return Err(ApiError::field("limit", "must be between 1 and 500"));
-    }
-    let from = q
-        .from
-        .as_deref()
-        .map(|f| parse_instant(f, false))
-        .transpose()
-        .map_err(|e| ApiError::field("from", e))?;
-    let to =
-        q.to.as_deref()
-            .map(|t| parse_instant(t, true))
-            .transpose()
-            .map_err(|e| ApiError::field("to", e))?;
-    let merchant = q
-        .merchant
-        .as_deref()
-        .map(|m| MerchantId::parse(m.to_string()))
-        .transpose()
-        .map_err(|e| ApiError::field("merchant", e.to_string()))?;
-    let now = state.platform.now();
-    let mut request = Request::new(Action::TransactionsRead, now).account(account.clone());
-    if let (Some(f), Some(t)) = (from, to) {
-        request = request.tx_range(
-            TxWindow::new(f.trunc_subsecs(0), t.trunc_subsecs(0))
-                .map_err(|e| ApiError::field("from", e.to_string()))?,
-        );
-    } else if from.is_some() || to.is_some() {
-        return Err(ApiError::field("from", "give both from and to, or neither"));
-    }
-    if let Some(m) = &merchant {
-        request = request.merchant(m.clone());
-    }
-    let auth = verify(&state, token, request).await?;
-    // Filter by the effective scope: the window (intersected with the request) and merchants.
-    let scope = &auth.scope;
-    let (mut lo, mut hi) = (from, to);
-    if let Some(w) = &scope.window {
-        lo = Some(lo.map_or(w.from(), |f| f.max(w.from())));
-        hi = Some(hi.map_or(w.until(), |t| t.min(w.until())));
-    }
-    let merchants: Option<Vec<String>> = match (&merchant, &scope.merchants) {
-        (Some(m), _) => Some(vec![m.as_str().to_string()]),
-        (None, Some(list)) => Some(list.iter().map(|m| m.as_str().to_string()).collect()),
-        (None, None) => None,
-    };
-    let subject = scope.subject.as_str().to_string();
-    let acc = account.as_str().to_string();
-    let txs = state
-        .platform
-        .db
-        .run(move |c| {
-            sandbox::transactions_of(c, &subject, &acc, lo, hi, merchants.as_deref(), limit)
-        })
-        .await?
-        .ok_or(ApiError::NotFound("account"))?;
-    report(&state, &auth, format!("transactions:{}", account.as_str())).await;
-    Ok(HttpResponse::Ok()
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .json(txs))
 }

@@ -1,5 +1,6 @@
 //! Route table. Handlers are thin: parse, call a service, render.
 
+pub mod bank_api;
 pub mod dashboard;
 pub mod grants_api;
 pub mod health;
