@@ -18,10 +18,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, NaiveDateTime, Utc};
-use diesel::prelude::*;
+use chrono::{DateTime, Utc};
 use platform::Platform;
-use platform::storage::schema::revocations;
 use platform::storage::{AnyConnection, StorageResult};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
@@ -76,26 +74,15 @@ impl RevocationList {
         let mut total = 0;
         loop {
             let cursor = self.inner.read().unwrap_or_else(|p| p.into_inner()).cursor;
-            let rows: Vec<(Option<i64>, String, Option<String>, NaiveDateTime)> =
-                revocations::table
-                    .filter(revocations::position.gt(cursor))
-                    .order(revocations::position.asc())
-                    .limit(PAGE)
-                    .select((
-                        revocations::position,
-                        revocations::grant_id,
-                        revocations::revocation_id,
-                        revocations::expires_at,
-                    ))
-                    .load(conn)?;
+            let rows = platform::revocation::read_feed(conn, cursor, PAGE)?;
             let mut state = self.inner.write().unwrap_or_else(|p| p.into_inner());
-            for (position, grant, token, expires_at) in &rows {
-                let expires = expires_at.and_utc().timestamp();
-                match token {
+            for row in &rows {
+                let expires = row.expires_at.and_utc().timestamp();
+                match &row.revocation_id {
                     Some(t) => keep_latest(&mut state.token_ids, token_key(t), expires),
-                    None => keep_latest(&mut state.grants, grant.as_str().into(), expires),
+                    None => keep_latest(&mut state.grants, row.grant_id.as_str().into(), expires),
                 }
-                state.cursor = state.cursor.max(position.unwrap_or_default());
+                state.cursor = state.cursor.max(row.position.unwrap_or_default());
             }
             total += rows.len();
             if (rows.len() as i64) < PAGE {

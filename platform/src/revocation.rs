@@ -152,6 +152,40 @@ pub fn purge_feed(
     )
 }
 
+/// One linked row of the revocation feed.
+#[derive(Debug, Clone, Queryable)]
+pub struct FeedEntry {
+    /// The reader's cursor after this row (never `None` for a row [`read_feed`] returns).
+    pub position: Option<i64>,
+    pub grant_id: String,
+    /// `None`: the whole grant ended; else one token's revocation id.
+    pub revocation_id: Option<String>,
+    pub revoked_at: chrono::NaiveDateTime,
+    /// After this the row can refuse nothing (see the module documentation).
+    pub expires_at: chrono::NaiveDateTime,
+}
+
+/// Up to `limit` feed rows after the cursor `after`, in commit order (every reader pages this
+/// way: the instances' revocation lists and `GET /oauth2/revocations`).
+pub fn read_feed(
+    conn: &mut AnyConnection,
+    after: i64,
+    limit: i64,
+) -> StorageResult<Vec<FeedEntry>> {
+    Ok(revocations::table
+        .filter(revocations::position.gt(after))
+        .order(revocations::position.asc())
+        .limit(limit)
+        .select((
+            revocations::position,
+            revocations::grant_id,
+            revocations::revocation_id,
+            revocations::revoked_at,
+            revocations::expires_at,
+        ))
+        .load(conn)?)
+}
+
 /// Puts single tokens on the revocation list (RFC 7009 revocation of an access token): their
 /// revocation ids (one per block), kept until `expires_at`, the token's expiry.
 pub fn revoke_tokens(

@@ -25,7 +25,7 @@ mod views;
 
 pub use crate::lifecycle::policy::LifecyclePolicy;
 pub use extend::extend;
-pub use query::{activity, customer_identity, get_grant, list_grants};
+pub use query::{activity, customer_identity, customer_login, get_grant, list_grants};
 pub use text::{describe_action, describe_event, format_day};
 pub use views::*;
 

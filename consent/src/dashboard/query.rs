@@ -98,6 +98,18 @@ pub fn activity(
     ))
 }
 
+/// The id and password hash of the customer with this username, for the login page.
+pub fn customer_login(
+    conn: &mut AnyConnection,
+    username: &str,
+) -> StorageResult<Option<(String, String)>> {
+    Ok(customers::table
+        .filter(customers::username.eq(username))
+        .select((customers::id, customers::password_hash))
+        .first::<(String, String)>(conn)
+        .optional()?)
+}
+
 /// The customer's username and display name; `None` for an unknown id.
 pub fn customer_identity(
     conn: &mut AnyConnection,

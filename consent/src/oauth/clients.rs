@@ -185,3 +185,19 @@ fn method_allowed(registered: &str, used: &str) -> bool {
     matches!(registered, "client_secret_basic" | "client_secret_post")
         && matches!(used, "client_secret_basic" | "client_secret_post")
 }
+
+/// One of `client_id`'s grants (the client grant API); `None` when unknown or another client's.
+pub fn client_grant(
+    c: &mut AnyConnection,
+    client_id: &str,
+    grant_id: &str,
+) -> StorageResult<Option<platform::storage::models::GrantRecord>> {
+    use platform::storage::models::GrantRecord;
+    use platform::storage::schema::grants;
+    Ok(grants::table
+        .filter(grants::id.eq(grant_id))
+        .filter(grants::client_id.eq(client_id))
+        .select(GrantRecord::as_select())
+        .first(c)
+        .optional()?)
+}

@@ -7,11 +7,10 @@ use std::collections::HashMap;
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, delete, get, web};
-use diesel::prelude::*;
 use platform::audit::Actor;
 use platform::problem::ApiError;
 use platform::revocation::{RevokedBy, end_grants};
-use platform::storage::schema::{grants as grants_table, revocations};
+use platform::storage::models::GrantRecord;
 use serde::{Deserialize, Serialize};
 use utoipa::OpenApi;
 
@@ -84,22 +83,11 @@ fn ts(t: chrono::NaiveDateTime) -> String {
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
-type GrantRow = (
-    String,
-    String,
-    String,
-    chrono::NaiveDateTime,
-    chrono::NaiveDateTime,
-    Option<chrono::NaiveDateTime>,
-    Option<chrono::NaiveDateTime>,
-    Option<String>,
-);
-
 async fn load_client_grant(
     state: &AppState,
     client: &OAuthClient,
     id: String,
-) -> Result<GrantRow, ApiError> {
+) -> Result<GrantRecord, ApiError> {
     if id.len() > 64 {
         return Err(ApiError::NotFound("grant"));
     }
@@ -107,23 +95,7 @@ async fn load_client_grant(
     state
         .platform
         .db
-        .run(move |c| {
-            Ok(grants_table::table
-                .filter(grants_table::id.eq(&id))
-                .filter(grants_table::client_id.eq(&cid))
-                .select((
-                    grants_table::id,
-                    grants_table::status,
-                    grants_table::authorization_details,
-                    grants_table::created_at,
-                    grants_table::expires_at,
-                    grants_table::last_used_at,
-                    grants_table::revoked_at,
-                    grants_table::revoked_by,
-                ))
-                .first::<GrantRow>(c)
-                .optional()?)
-        })
+        .run(move |c| crate::oauth::clients::client_grant(c, &cid, &id))
         .await?
         .ok_or(ApiError::NotFound("grant"))
 }
@@ -143,22 +115,21 @@ pub async fn client_grant(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let client = client_from(&state, &req, "grants-api").await?;
-    let (grant_id, status, details, created, expires, last_used, revoked_at, revoked_by) =
-        load_client_grant(&state, &client, id.into_inner()).await?;
-    let details = AccessRequest::from_stored(&details)
+    let g = load_client_grant(&state, &client, id.into_inner()).await?;
+    let details = AccessRequest::from_stored(&g.authorization_details)
         .map(|a| vec![a.to_detail()])
         .unwrap_or_default();
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .json(ClientGrantView {
-            grant_id,
-            status,
+            grant_id: g.id,
+            status: g.status,
             authorization_details: details,
-            created_at: ts(created),
-            expires_at: ts(expires),
-            last_used_at: last_used.map(ts),
-            revoked_at: revoked_at.map(ts),
-            revoked_by,
+            created_at: ts(g.created_at),
+            expires_at: ts(g.expires_at),
+            last_used_at: g.last_used_at.map(ts),
+            revoked_at: g.revoked_at.map(ts),
+            revoked_by: g.revoked_by,
         }))
 }
 
@@ -178,7 +149,9 @@ pub async fn client_revoke_grant(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let client = client_from(&state, &req, "grants-api").await?;
-    let (grant_id, ..) = load_client_grant(&state, &client, id.into_inner()).await?;
+    let grant_id = load_client_grant(&state, &client, id.into_inner())
+        .await?
+        .id;
     let now = state.platform.now();
     let cid = client.id.clone();
     platform::revocation::write(&state.platform, move |c, r| {
@@ -258,44 +231,22 @@ pub async fn revocation_feed(
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::field("limit", "must be between 1 and 1000"));
     }
-    type Row = (
-        Option<i64>,
-        String,
-        Option<String>,
-        chrono::NaiveDateTime,
-        chrono::NaiveDateTime,
-    );
-    let rows: Vec<Row> = state
+    let rows = state
         .platform
         .db
-        .run(move |c| {
-            Ok(revocations::table
-                .filter(revocations::position.gt(since))
-                .order(revocations::position.asc())
-                .limit(limit + 1)
-                .select((
-                    revocations::position,
-                    revocations::grant_id,
-                    revocations::revocation_id,
-                    revocations::revoked_at,
-                    revocations::expires_at,
-                ))
-                .load(c)?)
-        })
+        .run(move |c| platform::revocation::read_feed(c, since, limit + 1))
         .await?;
     let has_more = rows.len() as i64 > limit;
     let entries: Vec<RevocationEntry> = rows
         .into_iter()
         .take(limit as usize)
-        .map(
-            |(cursor, grant_id, revocation_id, at, expires)| RevocationEntry {
-                cursor: cursor.unwrap_or_default(),
-                grant_id,
-                revocation_id,
-                revoked_at: ts(at),
-                expires_at: ts(expires),
-            },
-        )
+        .map(|r| RevocationEntry {
+            cursor: r.position.unwrap_or_default(),
+            grant_id: r.grant_id,
+            revocation_id: r.revocation_id,
+            revoked_at: ts(r.revoked_at),
+            expires_at: ts(r.expires_at),
+        })
         .collect();
     let next_cursor = entries.last().map(|e| e.cursor).unwrap_or(since);
     Ok(HttpResponse::Ok()

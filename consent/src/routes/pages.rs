@@ -5,17 +5,16 @@ use actix_web::http::StatusCode;
 use actix_web::web::{self, Bytes};
 use actix_web::{HttpRequest, HttpResponse, get, post};
 use chrono::{DateTime, Utc};
-use diesel::prelude::*;
 use maud::{Markup, html};
 use platform::crypto::verify_password;
 use platform::ratelimit::Decision;
 use platform::session::{self, LoginCsrf, SessionKind};
-use platform::storage::schema::customers;
 use platform::web::{
     clear_session_cookie, current_session, login_csrf_cookie, page, session_cookie,
 };
 
 use crate::AppState;
+use crate::dashboard;
 use crate::oauth::flow::{
     self, ConsentChoice, ConsentError, Decision as ConsentDecision, PendingConsent,
 };
@@ -160,13 +159,7 @@ pub async fn login(state: web::Data<AppState>, req: HttpRequest, body: Bytes) ->
     let found = state
         .platform
         .db
-        .run(move |c| {
-            Ok(customers::table
-                .filter(customers::username.eq(&user))
-                .select((customers::id, customers::password_hash))
-                .first::<(String, String)>(c)
-                .optional()?)
-        })
+        .run(move |c| dashboard::customer_login(c, &user))
         .await;
     let Ok(found) = found else {
         return error_page(
