@@ -37,15 +37,13 @@ pub struct TransactionView {
     pub description: String,
 }
 
-/// Accounts of `subject` among `allowed`.
-pub fn accounts_of(
+/// Every account of `customer_id`, in id order, as its owner may see it.
+pub fn customer_accounts(
     c: &mut AnyConnection,
-    subject: &str,
-    allowed: &[String],
+    customer_id: &str,
 ) -> StorageResult<Vec<AccountView>> {
     let rows: Vec<(String, String, String, String)> = accounts::table
-        .filter(accounts::customer_id.eq(subject))
-        .filter(accounts::id.eq_any(allowed))
+        .filter(accounts::customer_id.eq(customer_id))
         .order(accounts::id.asc())
         .select((
             accounts::id,
@@ -63,6 +61,17 @@ pub fn accounts_of(
             currency,
         })
         .collect())
+}
+
+/// Accounts of `subject` among `allowed`.
+pub fn accounts_of(
+    c: &mut AnyConnection,
+    subject: &str,
+    allowed: &[String],
+) -> StorageResult<Vec<AccountView>> {
+    let mut accounts = customer_accounts(c, subject)?;
+    accounts.retain(|a| allowed.contains(&a.id));
+    Ok(accounts)
 }
 
 pub fn balance(

@@ -82,29 +82,19 @@ pub(super) fn offered_accounts(
     customer_id: &str,
     requested: &AccessRequest,
 ) -> Result<Vec<OfferedAccount>, ConsentError> {
-    let rows: Vec<(String, String, String, String)> = accounts::table
-        .filter(accounts::customer_id.eq(customer_id))
-        .order(accounts::id.asc())
-        .select((
-            accounts::id,
-            accounts::name,
-            accounts::masked_number,
-            accounts::currency,
-        ))
-        .load(c)?;
-    Ok(rows
+    Ok(crate::sandbox::customer_accounts(c, customer_id)?
         .into_iter()
-        .filter(|(id, ..)| {
+        .filter(|a| {
             requested
                 .accounts
                 .as_ref()
-                .is_none_or(|req| req.iter().any(|a| a.as_str() == id))
+                .is_none_or(|req| req.iter().any(|r| r.as_str() == a.id))
         })
-        .map(|(id, name, masked_number, currency)| OfferedAccount {
-            id,
-            name,
-            masked_number,
-            currency,
+        .map(|a| OfferedAccount {
+            id: a.id,
+            name: a.name,
+            masked_number: a.masked_number,
+            currency: a.currency,
         })
         .collect())
 }
