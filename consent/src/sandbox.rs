@@ -5,7 +5,7 @@
 use chrono::{DateTime, NaiveDateTime, SubsecRound, Utc};
 use diesel::prelude::*;
 use platform::audit::{self, Actor, NewEvent, Target};
-use platform::storage::schema::{accounts, grants, merchants, transactions};
+use platform::storage::schema::{accounts, grant_rows, merchants, transactions};
 use platform::storage::{AnyConnection, StorageResult};
 use serde::{Deserialize, Serialize};
 
@@ -191,13 +191,13 @@ pub fn report_usage(
 ) -> StorageResult<()> {
     let cutoff = (now - chrono::Duration::minutes(1)).naive_utc();
     let touched = diesel::update(
-        grants::table.filter(grants::id.eq(grant)).filter(
-            grants::last_used_at
+        grant_rows::table.filter(grant_rows::id.eq(grant)).filter(
+            grant_rows::last_used_at
                 .is_null()
-                .or(grants::last_used_at.lt(cutoff)),
+                .or(grant_rows::last_used_at.lt(cutoff)),
         ),
     )
-    .set(grants::last_used_at.eq(now.naive_utc().trunc_subsecs(0)))
+    .set(grant_rows::last_used_at.eq(now.naive_utc().trunc_subsecs(0)))
     .execute(c)?;
     if touched == 0 && !every_read {
         return Ok(());

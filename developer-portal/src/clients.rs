@@ -9,7 +9,7 @@ use platform::crypto::{FieldCipher, MasterKey, PlainToken, random_id};
 use platform::revocation::{Revocations, RevokedBy, end_grants};
 use platform::storage::models::Client;
 use platform::storage::models::GrantStatus;
-use platform::storage::schema::{clients, grants};
+use platform::storage::schema::{clients, grant_rows};
 use platform::storage::{AnyConnection, StorageResult};
 
 use crate::approvals::{self, ApprovalAction, ApprovalRequest, ApprovalTarget};
@@ -414,11 +414,11 @@ pub fn revoke_client_grants(
             Actor::system("client-suspension"),
         ),
     };
-    let grant_ids: Vec<String> = grants::table
-        .filter(grants::client_id.eq(client_id))
-        .filter(grants::status.eq_any(GrantStatus::LIVE_STR))
-        .order(grants::id.asc())
-        .select(grants::id)
+    let grant_ids: Vec<String> = grant_rows::table
+        .filter(grant_rows::client_id.eq(client_id))
+        .filter(grant_rows::status.eq_any(GrantStatus::LIVE_STR))
+        .order(grant_rows::id.asc())
+        .select(grant_rows::id)
         .load(conn)?;
     // The one place grants end (status, refresh tokens, revocation list, audit).
     let grant_ids = end_grants(conn, revoked, &grant_ids, by, reason, &actor, now)?;

@@ -26,7 +26,7 @@ use diesel::prelude::*;
 
 use crate::audit::{self, Actor, NewEvent, Target};
 use crate::storage::models::GrantStatus;
-use crate::storage::schema::{grants, issued_tokens, refresh_tokens, revocations};
+use crate::storage::schema::{grant_rows, issued_tokens, refresh_tokens, revocations};
 use crate::storage::{AnyConnection, StorageResult};
 use crate::webhooks;
 
@@ -437,10 +437,10 @@ pub fn end_grants(
     let mut live: Vec<(String, String)> = Vec::new();
     for ids in grant_ids.chunks(1_000) {
         live.extend(
-            grants::table
-                .filter(grants::id.eq_any(ids))
-                .filter(grants::status.eq_any(GrantStatus::LIVE_STR))
-                .select((grants::id, grants::client_id))
+            grant_rows::table
+                .filter(grant_rows::id.eq_any(ids))
+                .filter(grant_rows::status.eq_any(GrantStatus::LIVE_STR))
+                .select((grant_rows::id, grant_rows::client_id))
                 .load::<(String, String)>(conn)?,
         );
     }
@@ -456,12 +456,12 @@ pub fn end_grants(
     };
     // Large sets (the lifecycle sweep) go in chunks; each statement stays within bind limits.
     for ids in live.chunks(1_000) {
-        diesel::update(grants::table.filter(grants::id.eq_any(ids)))
+        diesel::update(grant_rows::table.filter(grant_rows::id.eq_any(ids)))
             .set((
-                grants::status.eq(status.as_str()),
-                grants::revoked_at.eq(now_naive),
-                grants::revoked_by.eq(by.as_str()),
-                grants::updated_at.eq(now_naive),
+                grant_rows::status.eq(status.as_str()),
+                grant_rows::revoked_at.eq(now_naive),
+                grant_rows::revoked_by.eq(by.as_str()),
+                grant_rows::updated_at.eq(now_naive),
             ))
             .execute(conn)?;
         diesel::update(

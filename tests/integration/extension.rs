@@ -8,7 +8,7 @@ use e2e_tests::lifecycle::spawn_with_clock;
 use e2e_tests::oauth::*;
 use e2e_tests::{TestApp, backends};
 use platform::clock::OffsetClock;
-use platform::storage::schema::{audit_events, clients, grants, webhook_outbox};
+use platform::storage::schema::{audit_events, clients, grant_rows, webhook_outbox};
 use serde_json::{Value, json};
 
 const DEMO: (&str, &str) = (DEMO_CLIENT, DEMO_SECRET);
@@ -113,18 +113,18 @@ async fn row(app: &TestApp, id: &str) -> Row {
         .platform
         .db
         .run(move |c| {
-            Ok(grants::table
-                .filter(grants::id.eq(id))
+            Ok(grant_rows::table
+                .filter(grant_rows::id.eq(id))
                 .select((
-                    grants::status,
-                    grants::created_at,
-                    grants::authorized_at,
-                    grants::expires_at,
-                    grants::last_used_at,
-                    grants::authorization_details,
-                    grants::expiry_warned_at,
-                    grants::dormancy_warned_at,
-                    grants::updated_at,
+                    grant_rows::status,
+                    grant_rows::created_at,
+                    grant_rows::authorized_at,
+                    grant_rows::expires_at,
+                    grant_rows::last_used_at,
+                    grant_rows::authorization_details,
+                    grant_rows::expiry_warned_at,
+                    grant_rows::dormancy_warned_at,
+                    grant_rows::updated_at,
                 ))
                 .first(c)?)
         })
@@ -361,10 +361,10 @@ async fn extending_moves_the_expiry_everywhere_and_keeps_the_app_working() {
         // Warnings already sent (by the sweeper) are cleared by the extension.
         set_grant(&app, &id, |c, id| {
             let t = Utc::now().naive_utc();
-            diesel::update(grants::table.filter(grants::id.eq(id)))
+            diesel::update(grant_rows::table.filter(grant_rows::id.eq(id)))
                 .set((
-                    grants::expiry_warned_at.eq(Some(t)),
-                    grants::dormancy_warned_at.eq(Some(t)),
+                    grant_rows::expiry_warned_at.eq(Some(t)),
+                    grant_rows::dormancy_warned_at.eq(Some(t)),
                 ))
                 .execute(c)
         })
@@ -501,8 +501,11 @@ async fn extension_is_capped_and_never_shortens() {
         let long = id_of(&grant(&app, &day(100)).await);
         set_grant(&app, &long, |c, id| {
             let t = (Utc::now() - Duration::days(150)).naive_utc();
-            diesel::update(grants::table.filter(grants::id.eq(id)))
-                .set((grants::created_at.eq(t), grants::authorized_at.eq(Some(t))))
+            diesel::update(grant_rows::table.filter(grant_rows::id.eq(id)))
+                .set((
+                    grant_rows::created_at.eq(t),
+                    grant_rows::authorized_at.eq(Some(t)),
+                ))
                 .execute(c)
         })
         .await;
@@ -524,10 +527,10 @@ async fn extension_is_capped_and_never_shortens() {
         let authorized = (before.expires_at - Duration::days(10)).naive_utc();
         set_grant(&app, &short, move |c, id| {
             let used = (Utc::now() - Duration::days(30)).naive_utc();
-            diesel::update(grants::table.filter(grants::id.eq(id)))
+            diesel::update(grant_rows::table.filter(grant_rows::id.eq(id)))
                 .set((
-                    grants::last_used_at.eq(Some(used)),
-                    grants::authorized_at.eq(Some(authorized)),
+                    grant_rows::last_used_at.eq(Some(used)),
+                    grant_rows::authorized_at.eq(Some(authorized)),
                 ))
                 .execute(c)
         })

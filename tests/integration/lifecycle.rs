@@ -6,7 +6,7 @@ use e2e_tests::lifecycle::{insert_grants, spawn_with_clock};
 use e2e_tests::oauth::*;
 use e2e_tests::{TestApp, backends};
 use platform::clock::OffsetClock;
-use platform::storage::schema::{audit_events, clients, grants, revocations};
+use platform::storage::schema::{audit_events, clients, grant_rows, revocations};
 use serde_json::{Value, json};
 
 const DEMO: (&str, &str) = (DEMO_CLIENT, DEMO_SECRET);
@@ -60,9 +60,9 @@ async fn status_of(app: &TestApp, id: &str) -> (String, Option<String>) {
     app.platform
         .db
         .run(move |c| {
-            Ok(grants::table
-                .filter(grants::id.eq(id))
-                .select((grants::status, grants::revoked_by))
+            Ok(grant_rows::table
+                .filter(grant_rows::id.eq(id))
+                .select((grant_rows::status, grant_rows::revoked_by))
                 .first(c)?)
         })
         .await
@@ -345,9 +345,11 @@ async fn set_last_used(app: &TestApp, id: &str, ago: Duration) {
     app.platform
         .db
         .write(move |c| {
-            Ok(diesel::update(grants::table.filter(grants::id.eq(id)))
-                .set(grants::last_used_at.eq(at))
-                .execute(c)?)
+            Ok(
+                diesel::update(grant_rows::table.filter(grant_rows::id.eq(id)))
+                    .set(grant_rows::last_used_at.eq(at))
+                    .execute(c)?,
+            )
         })
         .await
         .unwrap();
@@ -358,9 +360,9 @@ async fn last_used(app: &TestApp, id: &str) -> chrono::NaiveDateTime {
     app.platform
         .db
         .run(move |c| {
-            Ok(grants::table
-                .filter(grants::id.eq(id))
-                .select(grants::last_used_at)
+            Ok(grant_rows::table
+                .filter(grant_rows::id.eq(id))
+                .select(grant_rows::last_used_at)
                 .first::<Option<chrono::NaiveDateTime>>(c)?
                 .unwrap())
         })

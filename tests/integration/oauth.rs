@@ -5,7 +5,7 @@ use std::sync::Arc;
 use diesel::prelude::*;
 use e2e_tests::oauth::*;
 use e2e_tests::{Backend, TestApp, backends, spawn_app_with, spawn_demo_app};
-use platform::storage::schema::{authorization_requests, grants};
+use platform::storage::schema::{authorization_requests, grant_rows};
 use serde_json::{Value, json};
 
 const DEMO: (&str, &str) = (DEMO_CLIENT, DEMO_SECRET);
@@ -29,7 +29,7 @@ fn rar_all() -> String {
 async fn count_grants(app: &TestApp) -> i64 {
     app.platform
         .db
-        .run(|c| Ok(grants::table.count().get_result(c)?))
+        .run(|c| Ok(grant_rows::table.count().get_result(c)?))
         .await
         .unwrap()
 }
@@ -1759,9 +1759,9 @@ async fn reused_introspection_answers_never_outlive_a_revocation() {
         app.platform
             .db
             .write(move |c| {
-                use platform::storage::schema::{grants, revocations};
-                diesel::update(grants::table.filter(grants::id.eq(&grant2)))
-                    .set(grants::status.eq("revoked"))
+                use platform::storage::schema::{grant_rows, revocations};
+                diesel::update(grant_rows::table.filter(grant_rows::id.eq(&grant2)))
+                    .set(grant_rows::status.eq("revoked"))
                     .execute(c)?;
                 diesel::insert_into(revocations::table)
                     .values((
@@ -1805,9 +1805,9 @@ async fn refreshes_record_use_of_the_grant_once_a_minute() {
             let db = app.platform.db.clone();
             async move {
                 db.run(move |c| {
-                    Ok(grants::table
-                        .filter(grants::id.eq(&id))
-                        .select(grants::last_used_at)
+                    Ok(grant_rows::table
+                        .filter(grant_rows::id.eq(&id))
+                        .select(grant_rows::last_used_at)
                         .first::<Option<chrono::NaiveDateTime>>(c)?)
                 })
                 .await

@@ -920,16 +920,16 @@ fn insert_grants(
         .enumerate()
     {
         let gid = format!("g_{client_id}_{i}");
-        diesel::insert_into(grants::table)
+        diesel::insert_into(grant_rows::table)
             .values((
-                grants::id.eq(&gid),
-                grants::customer_id.eq(&cust),
-                grants::client_id.eq(client_id),
-                grants::status.eq(status),
-                grants::authorization_details.eq("[]"),
-                grants::created_at.eq(now),
-                grants::expires_at.eq(now + Duration::days(30)),
-                grants::updated_at.eq(now),
+                grant_rows::id.eq(&gid),
+                grant_rows::customer_id.eq(&cust),
+                grant_rows::client_id.eq(client_id),
+                grant_rows::status.eq(status),
+                grant_rows::authorization_details.eq("[]"),
+                grant_rows::created_at.eq(now),
+                grant_rows::expires_at.eq(now + Duration::days(30)),
+                grant_rows::updated_at.eq(now),
             ))
             .execute(c)?;
         diesel::insert_into(refresh_tokens::table)
@@ -1003,14 +1003,14 @@ async fn revoke_client_grants_revokes_grants_refresh_tokens_and_publishes_revoca
                 .db
                 .run(move |c| {
                     Ok((
-                        grants::table
-                            .filter(grants::client_id.eq(&cid))
-                            .order(grants::id.asc())
+                        grant_rows::table
+                            .filter(grant_rows::client_id.eq(&cid))
+                            .order(grant_rows::id.asc())
                             .select((
-                                grants::id,
-                                grants::status,
-                                grants::revoked_by,
-                                grants::revoked_at,
+                                grant_rows::id,
+                                grant_rows::status,
+                                grant_rows::revoked_by,
+                                grant_rows::revoked_at,
                             ))
                             .load(c)?,
                         refresh_tokens::table
@@ -1100,10 +1100,10 @@ async fn revoke_client_grants_revokes_grants_refresh_tokens_and_publishes_revoca
             .db
             .run(move |c| {
                 Ok((
-                    grants::table
-                        .filter(grants::client_id.eq(&id))
-                        .filter(grants::status.ne("rejected"))
-                        .select((grants::status, grants::revoked_by))
+                    grant_rows::table
+                        .filter(grant_rows::client_id.eq(&id))
+                        .filter(grant_rows::status.ne("rejected"))
+                        .select((grant_rows::status, grant_rows::revoked_by))
                         .load(c)?,
                     revocations::table
                         .filter(revocations::grant_id.like(format!("g_{id}%")))
@@ -1234,10 +1234,10 @@ async fn client_suspension_needs_a_second_distinct_staff_member() {
             .platform
             .db
             .run(move |c| {
-                Ok(grants::table
-                    .filter(grants::client_id.eq(&id))
-                    .filter(grants::status.eq("revoked"))
-                    .select(grants::revoked_by)
+                Ok(grant_rows::table
+                    .filter(grant_rows::client_id.eq(&id))
+                    .filter(grant_rows::status.eq("revoked"))
+                    .select(grant_rows::revoked_by)
                     .load(c)?)
             })
             .await

@@ -52,7 +52,7 @@ fn select_all_columns(conn: &mut AnyConnection) -> QueryResult<()> {
         kyc_submissions,
         kyc_reviews,
         clients,
-        grants,
+        grant_rows,
         refresh_tokens,
         issued_tokens,
         authorization_requests,

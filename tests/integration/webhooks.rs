@@ -10,7 +10,7 @@ use e2e_tests::lifecycle::{clock_options, free_port, insert_grants, spawn_with_c
 use e2e_tests::webhooks::{Receiver, verify};
 use e2e_tests::{TestApp, backends, spawn_app_with};
 use platform::clock::OffsetClock;
-use platform::storage::schema::{audit_events, grants, webhook_outbox};
+use platform::storage::schema::{audit_events, grant_rows, webhook_outbox};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -305,9 +305,11 @@ async fn a_used_grant_is_warned_again_only_after_a_new_stretch_of_inactivity() {
         app.platform
             .db
             .write(move |c| {
-                Ok(diesel::update(grants::table.filter(grants::id.eq(gid)))
-                    .set(grants::last_used_at.eq(now.naive_utc()))
-                    .execute(c)?)
+                Ok(
+                    diesel::update(grant_rows::table.filter(grant_rows::id.eq(gid)))
+                        .set(grant_rows::last_used_at.eq(now.naive_utc()))
+                        .execute(c)?,
+                )
             })
             .await
             .unwrap();

@@ -147,14 +147,14 @@ pub async fn insert_unverified_client(app: &TestApp, id: &str, redirect: &str, s
 
 /// A grant's (status, revoked_by) straight from storage.
 pub async fn grant_status(app: &TestApp, grant_id: &str) -> (String, Option<String>) {
-    use platform::storage::schema::grants;
+    use platform::storage::schema::grant_rows;
     let id = grant_id.to_string();
     app.platform
         .db
         .run(move |c| {
-            Ok(grants::table
-                .filter(grants::id.eq(id))
-                .select((grants::status, grants::revoked_by))
+            Ok(grant_rows::table
+                .filter(grant_rows::id.eq(id))
+                .select((grant_rows::status, grant_rows::revoked_by))
                 .first(c)?)
         })
         .await

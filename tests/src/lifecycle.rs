@@ -8,7 +8,7 @@ use chrono::Duration;
 use diesel::prelude::*;
 use platform::clock::OffsetClock;
 use platform::config::Settings;
-use platform::storage::schema::grants;
+use platform::storage::schema::grant_rows;
 
 use crate::{Backend, TestApp, spawn_app_with};
 
@@ -54,18 +54,18 @@ pub async fn insert_grants(
             let mut ids = Vec::new();
             for _ in 0..n {
                 let id = platform::crypto::random_id("g_");
-                diesel::insert_into(grants::table)
+                diesel::insert_into(grant_rows::table)
                     .values((
-                        grants::id.eq(&id),
-                        grants::customer_id.eq(&customer),
-                        grants::client_id.eq(&client),
-                        grants::status.eq("authorized"),
-                        grants::authorization_details.eq("[]"),
-                        grants::created_at.eq((now - last_used_ago).naive_utc()),
-                        grants::authorized_at.eq((now - last_used_ago).naive_utc()),
-                        grants::last_used_at.eq((now - last_used_ago).naive_utc()),
-                        grants::expires_at.eq((now + expires_in).naive_utc()),
-                        grants::updated_at.eq(now.naive_utc()),
+                        grant_rows::id.eq(&id),
+                        grant_rows::customer_id.eq(&customer),
+                        grant_rows::client_id.eq(&client),
+                        grant_rows::status.eq("authorized"),
+                        grant_rows::authorization_details.eq("[]"),
+                        grant_rows::created_at.eq((now - last_used_ago).naive_utc()),
+                        grant_rows::authorized_at.eq((now - last_used_ago).naive_utc()),
+                        grant_rows::last_used_at.eq((now - last_used_ago).naive_utc()),
+                        grant_rows::expires_at.eq((now + expires_in).naive_utc()),
+                        grant_rows::updated_at.eq(now.naive_utc()),
                     ))
                     .execute(c)?;
                 ids.push(id);

@@ -4,7 +4,7 @@ use chrono::{DateTime, Duration, NaiveDateTime, SubsecRound, Utc};
 use diesel::prelude::*;
 use platform::audit::{self, Actor, NewEvent, Target};
 use platform::storage::models::GrantStatus;
-use platform::storage::schema::{grants, refresh_tokens};
+use platform::storage::schema::{grant_rows, refresh_tokens};
 use platform::storage::{AnyConnection, StorageError, StorageResult};
 use platform::webhooks;
 
@@ -47,11 +47,11 @@ pub fn extend(
     now: DateTime<Utc>,
 ) -> StorageResult<ExtendOutcome> {
     let locked = diesel::update(
-        grants::table
-            .filter(grants::id.eq(grant_id))
-            .filter(grants::customer_id.eq(customer_id)),
+        grant_rows::table
+            .filter(grant_rows::id.eq(grant_id))
+            .filter(grant_rows::customer_id.eq(customer_id)),
     )
-    .set(grants::updated_at.eq(grants::updated_at))
+    .set(grant_rows::updated_at.eq(grant_rows::updated_at))
     .execute(conn)?;
     if locked == 0 {
         return Ok(ExtendOutcome::NotFound);
@@ -64,16 +64,16 @@ pub fn extend(
         Option<NaiveDateTime>,
         NaiveDateTime,
         Option<NaiveDateTime>,
-    ) = grants::table
-        .filter(grants::id.eq(grant_id))
+    ) = grant_rows::table
+        .filter(grant_rows::id.eq(grant_id))
         .select((
-            grants::client_id,
-            grants::status,
-            grants::authorization_details,
-            grants::created_at,
-            grants::authorized_at,
-            grants::expires_at,
-            grants::reconfirmed_at,
+            grant_rows::client_id,
+            grant_rows::status,
+            grant_rows::authorization_details,
+            grant_rows::created_at,
+            grant_rows::authorized_at,
+            grant_rows::expires_at,
+            grant_rows::reconfirmed_at,
         ))
         .first(conn)?;
     let previous = expires_at.and_utc();
@@ -106,15 +106,15 @@ pub fn extend(
     }
     let stored = serde_json::to_string(&stored).map_err(corrupt)?;
     let now_naive = now.naive_utc();
-    diesel::update(grants::table.filter(grants::id.eq(grant_id)))
+    diesel::update(grant_rows::table.filter(grant_rows::id.eq(grant_id)))
         .set((
-            grants::expires_at.eq(new_expiry.naive_utc()),
-            grants::authorization_details.eq(&stored),
-            grants::last_used_at.eq(Some(now.trunc_subsecs(0).naive_utc())),
-            grants::expiry_warned_at.eq(None::<NaiveDateTime>),
-            grants::dormancy_warned_at.eq(None::<NaiveDateTime>),
-            grants::reconfirmed_at.eq(Some(now.trunc_subsecs(0).naive_utc())),
-            grants::updated_at.eq(now_naive),
+            grant_rows::expires_at.eq(new_expiry.naive_utc()),
+            grant_rows::authorization_details.eq(&stored),
+            grant_rows::last_used_at.eq(Some(now.trunc_subsecs(0).naive_utc())),
+            grant_rows::expiry_warned_at.eq(None::<NaiveDateTime>),
+            grant_rows::dormancy_warned_at.eq(None::<NaiveDateTime>),
+            grant_rows::reconfirmed_at.eq(Some(now.trunc_subsecs(0).naive_utc())),
+            grant_rows::updated_at.eq(now_naive),
         ))
         .execute(conn)?;
     // Refresh tokens are issued with `min(issue + ttl, grant expiry)`: those that reach the old

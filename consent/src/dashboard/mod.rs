@@ -33,7 +33,7 @@ use chrono::{DateTime, Utc};
 use platform::audit::Actor;
 use platform::revocation::{Revocations, RevokedBy, end_grants};
 use platform::storage::models::GrantStatus;
-use platform::storage::schema::grants;
+use platform::storage::schema::grant_rows;
 use platform::storage::{AnyConnection, StorageResult};
 
 use diesel::prelude::*;
@@ -84,10 +84,10 @@ pub fn revoke_all(
     customer_id: &str,
     now: DateTime<Utc>,
 ) -> StorageResult<Vec<String>> {
-    let live: Vec<String> = grants::table
-        .filter(grants::customer_id.eq(customer_id))
-        .filter(grants::status.eq_any(GrantStatus::LIVE_STR))
-        .select(grants::id)
+    let live: Vec<String> = grant_rows::table
+        .filter(grant_rows::customer_id.eq(customer_id))
+        .filter(grant_rows::status.eq_any(GrantStatus::LIVE_STR))
+        .select(grant_rows::id)
         .load(conn)?;
     end_grants(
         conn,

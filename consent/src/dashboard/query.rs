@@ -6,7 +6,9 @@ use chrono::{DateTime, Duration, NaiveDateTime, Utc};
 use diesel::prelude::*;
 use platform::crypto::MasterKey;
 use platform::storage::models::{GrantRecord, GrantStatus};
-use platform::storage::schema::{accounts, audit_events, clients, customers, grants, merchants};
+use platform::storage::schema::{
+    accounts, audit_events, clients, customers, grant_rows, merchants,
+};
 use platform::storage::{AnyConnection, StorageResult};
 
 use super::text::notice;
@@ -27,9 +29,9 @@ pub fn list_grants(
     policy: &LifecyclePolicy,
     now: DateTime<Utc>,
 ) -> StorageResult<Vec<GrantView>> {
-    let rows: Vec<GrantRecord> = grants::table
-        .filter(grants::customer_id.eq(customer_id))
-        .order((grants::created_at.desc(), grants::id.desc()))
+    let rows: Vec<GrantRecord> = grant_rows::table
+        .filter(grant_rows::customer_id.eq(customer_id))
+        .order((grant_rows::created_at.desc(), grant_rows::id.desc()))
         .select(GrantRecord::as_select())
         .load(conn)?;
     let mut ctx = Lookup::default();
@@ -47,9 +49,9 @@ pub fn get_grant(
     policy: &LifecyclePolicy,
     now: DateTime<Utc>,
 ) -> StorageResult<Option<GrantView>> {
-    let row: Option<GrantRecord> = grants::table
-        .filter(grants::id.eq(grant_id))
-        .filter(grants::customer_id.eq(customer_id))
+    let row: Option<GrantRecord> = grant_rows::table
+        .filter(grant_rows::id.eq(grant_id))
+        .filter(grant_rows::customer_id.eq(customer_id))
         .select(GrantRecord::as_select())
         .first(conn)
         .optional()?;
@@ -127,9 +129,9 @@ pub(super) fn owns(
     customer_id: &str,
     grant_id: &str,
 ) -> StorageResult<bool> {
-    let n: i64 = grants::table
-        .filter(grants::id.eq(grant_id))
-        .filter(grants::customer_id.eq(customer_id))
+    let n: i64 = grant_rows::table
+        .filter(grant_rows::id.eq(grant_id))
+        .filter(grant_rows::customer_id.eq(customer_id))
         .count()
         .get_result(conn)?;
     Ok(n > 0)

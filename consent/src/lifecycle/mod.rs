@@ -174,7 +174,7 @@ fn warn_batch(
     rules: &[DormancyRule],
     lead: Duration,
 ) -> StorageResult<(usize, usize)> {
-    use platform::storage::schema::grants;
+    use platform::storage::schema::grant_rows;
     // Untruncated: a warning is never older than the activity it warned about (activity <= cutoff
     // <= now), so `dormancy_warned_at < activity` cannot select the same grant again.
     let stamp = now.naive_utc();
@@ -202,8 +202,8 @@ fn warn_batch(
         .bind::<BigInt, _>(BATCH)
         .load::<ExpiringRow>(c)?;
     let ids: Vec<&str> = expiring.iter().map(|r| r.id.as_str()).collect();
-    diesel::update(grants::table.filter(grants::id.eq_any(&ids)))
-        .set(grants::expiry_warned_at.eq(stamp))
+    diesel::update(grant_rows::table.filter(grant_rows::id.eq_any(&ids)))
+        .set(grant_rows::expiry_warned_at.eq(stamp))
         .execute(c)?;
     let actor = Actor::system("lifecycle-sweeper");
     let mut events = Vec::new();
@@ -238,8 +238,8 @@ fn warn_batch(
         let cutoff = policy::dormancy_warning_cutoff(now, rule.period, lead);
         let rows = by_activity(c, rule, cutoff, &extra, left)?;
         let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
-        diesel::update(grants::table.filter(grants::id.eq_any(&ids)))
-            .set(grants::dormancy_warned_at.eq(stamp))
+        diesel::update(grant_rows::table.filter(grant_rows::id.eq_any(&ids)))
+            .set(grant_rows::dormancy_warned_at.eq(stamp))
             .execute(c)?;
         for r in &rows {
             let last = at(r.active_at.and_utc());

@@ -193,10 +193,10 @@ pub fn client_grant(
     grant_id: &str,
 ) -> StorageResult<Option<platform::storage::models::GrantRecord>> {
     use platform::storage::models::GrantRecord;
-    use platform::storage::schema::grants;
-    Ok(grants::table
-        .filter(grants::id.eq(grant_id))
-        .filter(grants::client_id.eq(client_id))
+    use platform::storage::schema::grant_rows;
+    Ok(grant_rows::table
+        .filter(grant_rows::id.eq(grant_id))
+        .filter(grant_rows::client_id.eq(client_id))
         .select(GrantRecord::as_select())
         .first(c)
         .optional()?)

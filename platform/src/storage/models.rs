@@ -123,7 +123,7 @@ pub struct Client {
 
 /// A grant as the services read it (the token endpoint, introspection, the dashboard).
 #[derive(Debug, Clone, Queryable, Selectable)]
-#[diesel(table_name = grants)]
+#[diesel(table_name = grant_rows)]
 pub struct GrantRecord {
     pub id: String,
     pub customer_id: String,

@@ -115,7 +115,9 @@ diesel::table! {
 }
 
 diesel::table! {
-    grants (id) {
+    /// The `grants` table (named `grant_rows` here so it does not clash with the `grants` crate).
+    #[sql_name = "grants"]
+    grant_rows (id) {
         id -> Text,
         customer_id -> Text,
         client_id -> Text,
@@ -297,11 +299,11 @@ diesel::joinable!(transactions -> merchants (merchant_id));
 diesel::joinable!(kyc_submissions -> developers (developer_id));
 diesel::joinable!(kyc_reviews -> kyc_submissions (submission_id));
 diesel::joinable!(clients -> developers (developer_id));
-diesel::joinable!(grants -> clients (client_id));
-diesel::joinable!(grants -> customers (customer_id));
-diesel::joinable!(refresh_tokens -> grants (grant_id));
-diesel::joinable!(issued_tokens -> grants (grant_id));
-diesel::joinable!(authorization_codes -> grants (grant_id));
+diesel::joinable!(grant_rows -> clients (client_id));
+diesel::joinable!(grant_rows -> customers (customer_id));
+diesel::joinable!(refresh_tokens -> grant_rows (grant_id));
+diesel::joinable!(issued_tokens -> grant_rows (grant_id));
+diesel::joinable!(authorization_codes -> grant_rows (grant_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     customers,
@@ -313,7 +315,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     kyc_submissions,
     kyc_reviews,
     clients,
-    grants,
+    grant_rows,
     refresh_tokens,
     issued_tokens,
     authorization_requests,

@@ -19,7 +19,7 @@ use diesel::prelude::*;
 use e2e_tests::oauth::*;
 use e2e_tests::{Backend, TestApp};
 use platform::crypto::PlainToken;
-use platform::storage::schema::{authorization_codes, grants};
+use platform::storage::schema::{authorization_codes, grant_rows};
 use serde_json::{Value, json};
 
 struct Args {
@@ -236,8 +236,8 @@ async fn seed_codes(app: &TestApp, n: usize, challenge: &str) -> Vec<String> {
         .platform
         .db
         .run(|c| {
-            Ok(grants::table
-                .select((grants::customer_id, grants::authorization_details))
+            Ok(grant_rows::table
+                .select((grant_rows::customer_id, grant_rows::authorization_details))
                 .first(c)?)
         })
         .await
@@ -258,17 +258,17 @@ async fn seed_codes(app: &TestApp, n: usize, challenge: &str) -> Vec<String> {
         .db
         .write(move |c| {
             for (gid, hash) in &rows {
-                diesel::insert_into(grants::table)
+                diesel::insert_into(grant_rows::table)
                     .values((
-                        grants::id.eq(gid),
-                        grants::customer_id.eq(&template.0),
-                        grants::client_id.eq(DEMO_CLIENT),
-                        grants::status.eq("authorized"),
-                        grants::authorization_details.eq(&template.1),
-                        grants::created_at.eq(now.naive_utc()),
-                        grants::authorized_at.eq(now.naive_utc()),
-                        grants::expires_at.eq((now + chrono::Duration::days(30)).naive_utc()),
-                        grants::updated_at.eq(now.naive_utc()),
+                        grant_rows::id.eq(gid),
+                        grant_rows::customer_id.eq(&template.0),
+                        grant_rows::client_id.eq(DEMO_CLIENT),
+                        grant_rows::status.eq("authorized"),
+                        grant_rows::authorization_details.eq(&template.1),
+                        grant_rows::created_at.eq(now.naive_utc()),
+                        grant_rows::authorized_at.eq(now.naive_utc()),
+                        grant_rows::expires_at.eq((now + chrono::Duration::days(30)).naive_utc()),
+                        grant_rows::updated_at.eq(now.naive_utc()),
                     ))
                     .execute(c)?;
                 diesel::insert_into(authorization_codes::table)

@@ -380,18 +380,18 @@ pub fn decide(
             if updated != 1 {
                 return Ok(Err(ConsentError::NotPending));
             }
-            diesel::insert_into(grants::table)
+            diesel::insert_into(grant_rows::table)
                 .values((
-                    grants::id.eq(&grant_id),
-                    grants::customer_id.eq(customer_id),
-                    grants::client_id.eq(&client_id),
-                    grants::status.eq(status.as_str()),
-                    grants::authorization_details.eq(granted.to_json()),
-                    grants::created_at.eq(now_naive),
-                    grants::authorized_at
+                    grant_rows::id.eq(&grant_id),
+                    grant_rows::customer_id.eq(customer_id),
+                    grant_rows::client_id.eq(&client_id),
+                    grant_rows::status.eq(status.as_str()),
+                    grant_rows::authorization_details.eq(granted.to_json()),
+                    grant_rows::created_at.eq(now_naive),
+                    grant_rows::authorized_at
                         .eq((status == GrantStatus::Authorized).then_some(now_naive)),
-                    grants::expires_at.eq(granted.expires_at.naive_utc()),
-                    grants::updated_at.eq(now_naive),
+                    grant_rows::expires_at.eq(granted.expires_at.naive_utc()),
+                    grant_rows::updated_at.eq(now_naive),
                 ))
                 .execute(c)?;
             let state_ref = state.as_deref();

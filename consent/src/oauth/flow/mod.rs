@@ -14,7 +14,9 @@ use diesel::prelude::*;
 use platform::audit::{self, Actor, NewEvent, Target};
 use platform::crypto::{PlainToken, random_id};
 use platform::storage::models::GrantStatus;
-use platform::storage::schema::{authorization_codes, authorization_requests, grants, merchants};
+use platform::storage::schema::{
+    authorization_codes, authorization_requests, grant_rows, merchants,
+};
 use platform::storage::{AnyConnection, StorageError, write_tx};
 use serde::{Deserialize, Serialize};
 

@@ -80,7 +80,7 @@ pub(super) fn load_minteds(
         ClientRow,
     );
     let rows: Vec<Row> = issued_tokens::table
-        .inner_join(grants::table.inner_join(clients::table))
+        .inner_join(grant_rows::table.inner_join(clients::table))
         .left_join(
             revocations::table
                 .on(revocations::revocation_id.eq(issued_tokens::revocation_id.nullable())),
@@ -224,13 +224,15 @@ pub(super) fn conclude(
     if found.is_live(now)
         && use_due(&found.grant, now)
         && let Err(e) = diesel::update(
-            grants::table.filter(grants::id.eq(&found.grant.id)).filter(
-                grants::last_used_at
-                    .is_null()
-                    .or(grants::last_used_at.lt(use_cutoff(now))),
-            ),
+            grant_rows::table
+                .filter(grant_rows::id.eq(&found.grant.id))
+                .filter(
+                    grant_rows::last_used_at
+                        .is_null()
+                        .or(grant_rows::last_used_at.lt(use_cutoff(now))),
+                ),
         )
-        .set(grants::last_used_at.eq(now.naive_utc().trunc_subsecs(0)))
+        .set(grant_rows::last_used_at.eq(now.naive_utc().trunc_subsecs(0)))
         .execute(c)
     {
         tracing::warn!(error = %e, "introspection: recording use of the grant failed");

@@ -11,7 +11,7 @@ use platform::crypto::{PlainToken, constant_time_eq, random_id};
 use platform::revocation::{Revocations, RevokedBy, end_grants};
 use platform::storage::models::{GrantRecord, GrantStatus};
 use platform::storage::schema::{
-    authorization_codes, clients, grants, issued_tokens, refresh_tokens, revocations,
+    authorization_codes, clients, grant_rows, issued_tokens, refresh_tokens, revocations,
 };
 use platform::storage::{AnyConnection, StorageError, write_tx};
 use serde::{Deserialize, Serialize};
@@ -50,8 +50,8 @@ pub use refresh::*;
 pub use revoke::*;
 
 fn load_grant(c: &mut AnyConnection, id: &str) -> Result<Option<GrantRecord>, StorageError> {
-    Ok(grants::table
-        .filter(grants::id.eq(id))
+    Ok(grant_rows::table
+        .filter(grant_rows::id.eq(id))
         .select(GrantRecord::as_select())
         .first(c)
         .optional()?)
@@ -189,8 +189,8 @@ fn issue(
             .execute(c)?;
     }
     if grant.last_used_at.is_none_or(|t| t < use_cutoff(now)) {
-        diesel::update(grants::table.filter(grants::id.eq(&grant.id)))
-            .set(grants::last_used_at.eq(now.naive_utc().trunc_subsecs(0)))
+        diesel::update(grant_rows::table.filter(grant_rows::id.eq(&grant.id)))
+            .set(grant_rows::last_used_at.eq(now.naive_utc().trunc_subsecs(0)))
             .execute(c)?;
     }
     audit::record(

@@ -28,7 +28,7 @@ pub(super) fn load_refreshes(
         ClientRow,
     );
     let rows: Vec<Row> = refresh_tokens::table
-        .inner_join(grants::table.inner_join(clients::table))
+        .inner_join(grant_rows::table.inner_join(clients::table))
         .filter(refresh_tokens::token_hash.eq_any(hashes))
         .select((
             (
