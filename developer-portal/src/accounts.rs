@@ -284,6 +284,19 @@ pub async fn login(
     .await
 }
 
+/// Opens a page session of `kind` for `subject` (after sign-up); returns its token, once.
+pub async fn start_session(
+    platform: &Platform,
+    kind: SessionKind,
+    subject: String,
+) -> PortalResult<PlainToken> {
+    let now = platform.now();
+    write(platform, move |c| {
+        Ok(session::create(c, kind, &subject, now)?.0)
+    })
+    .await
+}
+
 /// The live session behind a bearer token or cookie value, if any. Staff sessions also require
 /// the staff member to still be active.
 pub fn authenticate(

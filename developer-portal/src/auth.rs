@@ -39,6 +39,13 @@ async fn from_bearer(
 
 type Fut<T> = Pin<Box<dyn Future<Output = Result<T, ApiError>>>>;
 
+/// The bearer session of `kind` behind `req`'s `Authorization` header.
+fn bearer_session(req: &HttpRequest, kind: SessionKind) -> Fut<Session> {
+    let p = req.app_data::<web::Data<Platform>>().cloned();
+    let token = bearer_token(req).map(str::to_string);
+    Box::pin(from_bearer(p, token, kind))
+}
+
 /// A developer authenticated by `Authorization: Bearer <token from /api/v1/developers/login>`.
 #[derive(Debug)]
 pub struct DeveloperAuth(pub Session);
@@ -47,13 +54,8 @@ impl FromRequest for DeveloperAuth {
     type Error = ApiError;
     type Future = Fut<Self>;
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let p = req.app_data::<web::Data<Platform>>().cloned();
-        let token = bearer_token(req).map(str::to_string);
-        Box::pin(async move {
-            from_bearer(p, token, SessionKind::Developer)
-                .await
-                .map(DeveloperAuth)
-        })
+        let session = bearer_session(req, SessionKind::Developer);
+        Box::pin(async move { session.await.map(DeveloperAuth) })
     }
 }
 
@@ -66,13 +68,8 @@ impl FromRequest for StaffAuth {
     type Error = ApiError;
     type Future = Fut<Self>;
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let p = req.app_data::<web::Data<Platform>>().cloned();
-        let token = bearer_token(req).map(str::to_string);
-        Box::pin(async move {
-            from_bearer(p, token, SessionKind::Staff)
-                .await
-                .map(StaffAuth)
-        })
+        let session = bearer_session(req, SessionKind::Staff);
+        Box::pin(async move { session.await.map(StaffAuth) })
     }
 }
 

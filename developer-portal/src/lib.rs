@@ -30,7 +30,6 @@ pub mod domain;
 pub mod error;
 pub mod kyc;
 mod pages;
-mod staff_pages;
 
 use actix_web::web;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -44,31 +43,31 @@ pub use error::{PortalError, PortalResult};
 #[derive(Debug, OpenApi)]
 #[openapi(
     paths(
-        api::sign_up,
-        api::developer_login,
-        api::developer_logout,
-        api::me,
-        api::get_kyc,
-        api::put_kyc,
-        api::submit_kyc,
-        api::create_client,
-        api::list_clients,
-        api::get_client,
-        api::update_client,
-        api::delete_client,
-        api::rotate_secret,
-        api::rotate_webhook_secret,
-        api::webhook_deliveries,
-        api::redeliver_webhook,
-        api::staff_login,
-        api::kyc_queue,
-        api::kyc_detail,
-        api::kyc_review,
-        api::list_approvals,
-        api::get_approval,
-        api::approve,
-        api::reject,
-        api::request_suspension,
+        api::accounts::sign_up,
+        api::accounts::developer_login,
+        api::accounts::developer_logout,
+        api::accounts::me,
+        api::kyc::get_kyc,
+        api::kyc::put_kyc,
+        api::kyc::submit_kyc,
+        api::clients::create_client,
+        api::clients::list_clients,
+        api::clients::get_client,
+        api::clients::update_client,
+        api::clients::delete_client,
+        api::clients::rotate_secret,
+        api::clients::rotate_webhook_secret,
+        api::clients::webhook_deliveries,
+        api::clients::redeliver_webhook,
+        api::accounts::staff_login,
+        api::kyc::kyc_queue,
+        api::kyc::kyc_detail,
+        api::kyc::kyc_review,
+        api::approvals::list_approvals,
+        api::approvals::get_approval,
+        api::approvals::approve,
+        api::approvals::reject,
+        api::approvals::request_suspension,
     ),
     modifiers(&BearerSchemes),
     tags(
@@ -109,7 +108,6 @@ impl Modify for BearerSchemes {
 pub fn configure(cfg: &mut web::ServiceConfig) {
     api::configure(cfg);
     pages::configure(cfg);
-    staff_pages::configure(cfg);
 }
 
 /// A one-line description of a service error for command-line output (field errors included).

@@ -2,52 +2,19 @@
 //! review and a review form, and four-eyes approval requests. Staff sessions use their own
 //! cookie; every form carries the session's CSRF token.
 
-use std::collections::HashMap;
-
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use maud::{Markup, html};
-use platform::Platform;
-use platform::session::{Session, SessionKind};
-use platform::web::{clear_session_cookie, session_cookie};
+use platform::session::Session;
 
-use crate::accounts;
-use crate::api::approval_response;
+use super::markup::{csrf_input, error_page, field, render, see_other};
+use super::session::{self, Staff, StaffSession, require_csrf};
+use super::{Data, Form};
+use crate::api::approvals::approval_response;
 use crate::approvals::{self, ApprovalStatus};
-use crate::auth::{client_addr, page_session};
 use crate::clients;
 use crate::error::{PortalError, read, write, write_revoking};
 use crate::kyc::{self, KycStatus, ReviewDecision};
-use crate::pages::{
-    Form, csrf_input, csrf_refused, error_page, field, login_csrf, login_csrf_ok, login_form,
-    messages, render, see_other, status_of, unavailable, with_cookie,
-};
-
-type Data = web::Data<Platform>;
-
-async fn session(p: &Platform, req: &HttpRequest) -> Result<Option<Session>, HttpResponse> {
-    page_session(p, req, SessionKind::Staff)
-        .await
-        .map_err(|e| unavailable(&e))
-}
-
-macro_rules! require_staff {
-    ($p:expr, $req:expr) => {
-        match session(&$p, &$req).await {
-            Ok(Some(s)) => s,
-            Ok(None) => return see_other("/developers/staff/login"),
-            Err(resp) => return resp,
-        }
-    };
-}
-
-macro_rules! require_csrf {
-    ($s:expr, $form:expr, $back:expr) => {
-        if !$s.check_csrf(field(&$form, "csrf_token")) {
-            return csrf_refused($back);
-        }
-    };
-}
 
 fn nav(s: &Session) -> Markup {
     html! {
@@ -63,67 +30,15 @@ fn nav(s: &Session) -> Markup {
 }
 
 async fn login_page(p: Data, req: HttpRequest) -> HttpResponse {
-    let (csrf, cookie) = login_csrf(&p, &req);
-    with_cookie(
-        render(
-            StatusCode::OK,
-            "Staff log in",
-            html! {
-                h1 { "Staff log in" }
-                (login_form("/developers/staff/login", &csrf, "username", "Username", "", None))
-            },
-        ),
-        cookie,
-    )
+    session::login_page::<Staff>(&p, &req, html! {})
 }
 
 async fn login_submit(p: Data, req: HttpRequest, form: Form) -> HttpResponse {
-    if !login_csrf_ok(&req, &form) {
-        return csrf_refused("/developers/staff/login");
-    }
-    let username = field(&form, "username");
-    match accounts::login(
-        &p,
-        SessionKind::Staff,
-        username,
-        field(&form, "password"),
-        &client_addr(&req),
-    )
-    .await
-    {
-        Ok(l) => with_cookie(
-            see_other("/developers/staff"),
-            Some(session_cookie(&p, SessionKind::Staff, &l.token)),
-        ),
-        Err(e) => {
-            let (csrf, _) = login_csrf(&p, &req);
-            let msg = match &e {
-                PortalError::InvalidCredentials => "Wrong username or password.".to_string(),
-                other => messages(other).join("; "),
-            };
-            render(
-                status_of(&e),
-                "Staff log in",
-                html! {
-                    h1 { "Staff log in" }
-                    (login_form("/developers/staff/login", &csrf, "username", "Username", username, Some(&msg)))
-                },
-            )
-        }
-    }
+    session::login_submit::<Staff>(&p, &req, &form).await
 }
 
-async fn logout(p: Data, req: HttpRequest, form: Form) -> HttpResponse {
-    let s = require_staff!(p, req);
-    require_csrf!(s, form, "/developers/staff");
-    let now = p.now();
-    if let Err(e) = write(&p, move |c| accounts::logout(c, &s, now)).await {
-        return error_page(&e, "/developers/staff");
-    }
-    with_cookie(
-        see_other("/developers/staff/login"),
-        Some(clear_session_cookie(&p, SessionKind::Staff)),
-    )
+async fn logout(p: Data, form: Form, s: StaffSession) -> HttpResponse {
+    session::logout(&p, &form, s).await
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -131,8 +46,7 @@ struct QueueQuery {
     status: Option<String>,
 }
 
-async fn queue(p: Data, req: HttpRequest, q: web::Query<QueueQuery>) -> HttpResponse {
-    let s = require_staff!(p, req);
+async fn queue(p: Data, q: web::Query<QueueQuery>, s: StaffSession) -> HttpResponse {
     let status = q
         .status
         .as_deref()
@@ -167,8 +81,7 @@ async fn queue(p: Data, req: HttpRequest, q: web::Query<QueueQuery>) -> HttpResp
     }
 }
 
-async fn detail(p: Data, req: HttpRequest, path: web::Path<String>) -> HttpResponse {
-    let s = require_staff!(p, req);
+async fn detail(p: Data, path: web::Path<String>, s: StaffSession) -> HttpResponse {
     let id = path.into_inner();
     let cipher = p.master_key.cipher(kyc::PII_KEY);
     let staff = s.subject_id.clone();
@@ -227,8 +140,12 @@ async fn detail(p: Data, req: HttpRequest, path: web::Path<String>) -> HttpRespo
     }
 }
 
-async fn review(p: Data, req: HttpRequest, path: web::Path<String>, form: Form) -> HttpResponse {
-    let s = require_staff!(p, req);
+async fn review(
+    p: Data,
+    path: web::Path<String>,
+    form: Form,
+    s: StaffSession,
+) -> HttpResponse {
     let id = path.into_inner();
     let back = format!("/developers/staff/kyc/{id}");
     require_csrf!(s, form, &back);
@@ -251,8 +168,7 @@ async fn review(p: Data, req: HttpRequest, path: web::Path<String>, form: Form) 
     }
 }
 
-async fn approvals_page(p: Data, req: HttpRequest) -> HttpResponse {
-    let s = require_staff!(p, req);
+async fn approvals_page(p: Data, s: StaffSession) -> HttpResponse {
     let now = p.now();
     let r = read(&p, move |c| Ok(approvals::list(c, None, now, 100)?)).await;
     match r {
@@ -301,11 +217,10 @@ async fn approvals_page(p: Data, req: HttpRequest) -> HttpResponse {
 
 async fn decide(
     p: Data,
-    req: HttpRequest,
     path: web::Path<String>,
-    form: web::Form<HashMap<String, String>>,
+    form: Form,
+    s: StaffSession,
 ) -> HttpResponse {
-    let s = require_staff!(p, req);
     let back = "/developers/staff/approvals";
     require_csrf!(s, form, back);
     let approve = match field(&form, "decision") {
@@ -332,8 +247,7 @@ async fn decide(
     }
 }
 
-async fn request_suspension(p: Data, req: HttpRequest, form: Form) -> HttpResponse {
-    let s = require_staff!(p, req);
+async fn request_suspension(p: Data, form: Form, s: StaffSession) -> HttpResponse {
     let back = "/developers/staff/approvals";
     require_csrf!(s, form, back);
     let staff = s.subject_id.clone();

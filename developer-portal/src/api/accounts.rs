@@ -1,0 +1,177 @@
+//! Developer accounts and staff login on the JSON API: sign-up, bearer-token login and logout,
+//! and the authenticated developer.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use chrono::{DateTime, Utc};
+use platform::problem::ApiError;
+use platform::session::SessionKind;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::Data;
+use crate::accounts::{self, SignUp};
+use crate::auth::{DeveloperAuth, client_addr};
+use crate::error::{read, write};
+use crate::kyc::{self, KycStatus};
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignUpRequest {
+    /// Login email; trimmed and lower-cased.
+    #[schema(example = "dev@fintech.example")]
+    pub email: String,
+    /// 12 to 256 characters.
+    #[schema(example = "correct horse battery staple")]
+    pub password: String,
+    #[schema(example = "Dana Developer")]
+    pub display_name: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DeveloperResponse {
+    pub id: String,
+    pub email: String,
+    pub display_name: String,
+    pub created_at: DateTime<Utc>,
+    /// KYC status (`none` before any details are saved).
+    #[schema(example = "submitted")]
+    pub kyc_status: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeveloperLoginRequest {
+    pub email: String,
+    pub password: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StaffLoginRequest {
+    pub username: String,
+    pub password: String,
+}
+
+/// A bearer token for the JSON API (shown once; the server stores only its hash).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TokenResponse {
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Sign up as a developer.
+#[utoipa::path(post, path = "/api/v1/developers", tag = "developers",
+    request_body = SignUpRequest,
+    responses(
+        (status = 201, description = "Account created", body = DeveloperResponse),
+        (status = 400, description = "Invalid email, password or name", body = platform::problem::Problem),
+        (status = 409, description = "Email already registered", body = platform::problem::Problem),
+        (status = 415, description = "Not JSON", body = platform::problem::Problem),
+        (status = 429, description = "Too many sign-ups from this address", body = platform::problem::Problem)))]
+pub async fn sign_up(
+    p: Data,
+    req: HttpRequest,
+    body: web::Json<SignUpRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let input = SignUp::parse(&body.email, &body.password, &body.display_name)?;
+    let dev = accounts::sign_up(&p, input, &client_addr(&req)).await?;
+    Ok(HttpResponse::Created()
+        .insert_header(("Location", "/api/v1/developers/me"))
+        .json(DeveloperResponse {
+            id: dev.id,
+            email: dev.email,
+            display_name: dev.display_name,
+            created_at: dev.created_at,
+            kyc_status: "none".into(),
+        }))
+}
+
+fn token_response(l: accounts::LoggedIn) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header(("Cache-Control", "no-store"))
+        .json(TokenResponse {
+            access_token: l.token.expose().to_string(),
+            token_type: "Bearer".into(),
+            expires_at: l.session.expires_at,
+        })
+}
+
+/// Log in as a developer: returns a bearer token for the JSON API.
+#[utoipa::path(post, path = "/api/v1/developers/login", tag = "developers",
+    request_body = DeveloperLoginRequest,
+    responses(
+        (status = 200, description = "Logged in", body = TokenResponse),
+        (status = 400, description = "Malformed request", body = platform::problem::Problem),
+        (status = 401, description = "Wrong email or password", body = platform::problem::Problem),
+        (status = 429, description = "Too many attempts (see Retry-After)", body = platform::problem::Problem)))]
+pub async fn developer_login(
+    p: Data,
+    req: HttpRequest,
+    body: web::Json<DeveloperLoginRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let l = accounts::login(
+        &p,
+        SessionKind::Developer,
+        &body.email,
+        &body.password,
+        &client_addr(&req),
+    )
+    .await?;
+    Ok(token_response(l))
+}
+
+/// End the bearer token's session.
+#[utoipa::path(post, path = "/api/v1/developers/logout", tag = "developers",
+    security(("developer_token" = [])),
+    responses((status = 204, description = "Logged out"),
+        (status = 401, description = "Missing or invalid bearer token", body = platform::problem::Problem)))]
+pub async fn developer_logout(p: Data, auth: DeveloperAuth) -> Result<HttpResponse, ApiError> {
+    let now = p.now();
+    write(&p, move |c| accounts::logout(c, &auth.0, now)).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// The authenticated developer.
+#[utoipa::path(get, path = "/api/v1/developers/me", tag = "developers",
+    security(("developer_token" = [])),
+    responses((status = 200, description = "The developer", body = DeveloperResponse),
+        (status = 401, description = "Missing or invalid bearer token", body = platform::problem::Problem)))]
+pub async fn me(p: Data, auth: DeveloperAuth) -> Result<web::Json<DeveloperResponse>, ApiError> {
+    let id = auth.0.subject_id;
+    let (dev, status) = read(&p, move |c| {
+        Ok((accounts::developer(c, &id)?, kyc::status_of(c, &id)?))
+    })
+    .await?;
+    Ok(web::Json(DeveloperResponse {
+        id: dev.id,
+        email: dev.email,
+        display_name: dev.display_name,
+        created_at: dev.created_at,
+        kyc_status: status.map_or("none", KycStatus::as_str).into(),
+    }))
+}
+
+/// Log in as staff: returns a bearer token for `/api/v1/admin`.
+#[utoipa::path(post, path = "/api/v1/admin/login", tag = "staff",
+    request_body = StaffLoginRequest,
+    responses((status = 200, description = "Logged in", body = TokenResponse),
+        (status = 400, description = "Malformed request", body = platform::problem::Problem),
+        (status = 401, description = "Wrong username or password", body = platform::problem::Problem),
+        (status = 429, description = "Too many attempts (see Retry-After)", body = platform::problem::Problem)))]
+pub async fn staff_login(
+    p: Data,
+    req: HttpRequest,
+    body: web::Json<StaffLoginRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let l = accounts::login(
+        &p,
+        SessionKind::Staff,
+        &body.username,
+        &body.password,
+        &client_addr(&req),
+    )
+    .await?;
+    Ok(token_response(l))
+}

@@ -1,0 +1,194 @@
+//! Four-eyes approval requests on the JSON API (staff bearer token), and the client suspension
+//! request that opens one.
+
+use actix_web::{HttpResponse, web};
+use chrono::{DateTime, Utc};
+use platform::problem::ApiError;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{Data, StatusQuery, id_param, status_param};
+use crate::approvals::{self, ApprovalRequest, ApprovalStatus};
+use crate::auth::StaffAuth;
+use crate::clients;
+use crate::error::{read, write, write_revoking};
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JustificationRequest {
+    /// At least 10 characters.
+    pub justification: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ApprovalResponse {
+    pub id: String,
+    /// e.g. client.suspend, keys.rotate, customer.grants.access
+    pub action: String,
+    pub target_type: String,
+    pub target_id: String,
+    pub payload: serde_json::Value,
+    pub justification: String,
+    pub requested_by: String,
+    /// pending, approved, rejected or expired.
+    pub status: String,
+    pub decided_by: Option<String>,
+    pub decision_justification: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub decided_at: Option<DateTime<Utc>>,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ApprovalList {
+    pub requests: Vec<ApprovalResponse>,
+}
+
+pub(crate) fn approval_response(r: ApprovalRequest, now: DateTime<Utc>) -> ApprovalResponse {
+    ApprovalResponse {
+        status: r.status_at(now).as_str().into(),
+        id: r.id,
+        action: r.action.as_str().into(),
+        target_type: r.target.kind,
+        target_id: r.target.id,
+        payload: r.payload,
+        justification: r.justification,
+        requested_by: r.requested_by,
+        decided_by: r.decided_by,
+        decision_justification: r.decision_justification,
+        created_at: r.created_at,
+        decided_at: r.decided_at,
+        expires_at: r.expires_at,
+    }
+}
+
+/// Four-eyes approval requests, newest first.
+#[utoipa::path(get, path = "/api/v1/admin/approvals", tag = "staff",
+    security(("staff_token" = [])),
+    params(StatusQuery),
+    responses((status = 200, description = "Requests", body = ApprovalList),
+        (status = 400, description = "Unknown status", body = platform::problem::Problem),
+        (status = 401, description = "Missing or invalid staff token", body = platform::problem::Problem)))]
+pub async fn list_approvals(
+    p: Data,
+    _auth: StaffAuth,
+    q: web::Query<StatusQuery>,
+) -> Result<web::Json<ApprovalList>, ApiError> {
+    let status = status_param(
+        &q,
+        ApprovalStatus::parse,
+        "must be pending, approved, rejected or expired",
+    )?;
+    let now = p.now();
+    let list = read(&p, move |c| Ok(approvals::list(c, status, now, 200)?)).await?;
+    Ok(web::Json(ApprovalList {
+        requests: list
+            .into_iter()
+            .map(|r| approval_response(r, now))
+            .collect(),
+    }))
+}
+
+/// One approval request.
+#[utoipa::path(get, path = "/api/v1/admin/approvals/{request_id}", tag = "staff",
+    security(("staff_token" = [])),
+    params(("request_id" = String, Path, description = "Approval request id")),
+    responses((status = 200, description = "The request", body = ApprovalResponse),
+        (status = 401, description = "Missing or invalid staff token", body = platform::problem::Problem),
+        (status = 404, description = "No such request", body = platform::problem::Problem)))]
+pub async fn get_approval(
+    p: Data,
+    _auth: StaffAuth,
+    path: web::Path<String>,
+) -> Result<web::Json<ApprovalResponse>, ApiError> {
+    let id = id_param(&path, "approval request")?;
+    let now = p.now();
+    let r = read(&p, move |c| Ok(approvals::get(c, &id)?)).await?;
+    Ok(web::Json(approval_response(r, now)))
+}
+
+async fn decide(
+    p: Data,
+    auth: StaffAuth,
+    path: web::Path<String>,
+    body: web::Json<JustificationRequest>,
+    approve: bool,
+) -> Result<web::Json<ApprovalResponse>, ApiError> {
+    let id = id_param(&path, "approval request")?;
+    let staff = auth.0.subject_id;
+    let justification = body.into_inner().justification;
+    let now = p.now();
+    let r = write_revoking(&p, move |c, revoked| {
+        clients::decide_and_execute(c, revoked, &id, &staff, approve, &justification, now)
+    })
+    .await?;
+    Ok(web::Json(approval_response(r, now)))
+}
+
+/// Approve a request made by another staff member; the approved action is executed at once.
+#[utoipa::path(post, path = "/api/v1/admin/approvals/{request_id}/approve", tag = "staff",
+    security(("staff_token" = [])),
+    params(("request_id" = String, Path, description = "Approval request id")),
+    request_body = JustificationRequest,
+    responses((status = 200, description = "Approved and executed", body = ApprovalResponse),
+        (status = 400, description = "Missing justification", body = platform::problem::Problem),
+        (status = 401, description = "Missing or invalid staff token", body = platform::problem::Problem),
+        (status = 403, description = "Your own request", body = platform::problem::Problem),
+        (status = 404, description = "No such request", body = platform::problem::Problem),
+        (status = 409, description = "Already decided or expired", body = platform::problem::Problem)))]
+pub async fn approve(
+    p: Data,
+    auth: StaffAuth,
+    path: web::Path<String>,
+    body: web::Json<JustificationRequest>,
+) -> Result<web::Json<ApprovalResponse>, ApiError> {
+    decide(p, auth, path, body, true).await
+}
+
+/// Reject a request made by another staff member.
+#[utoipa::path(post, path = "/api/v1/admin/approvals/{request_id}/reject", tag = "staff",
+    security(("staff_token" = [])),
+    params(("request_id" = String, Path, description = "Approval request id")),
+    request_body = JustificationRequest,
+    responses((status = 200, description = "Rejected", body = ApprovalResponse),
+        (status = 400, description = "Missing justification", body = platform::problem::Problem),
+        (status = 401, description = "Missing or invalid staff token", body = platform::problem::Problem),
+        (status = 403, description = "Your own request", body = platform::problem::Problem),
+        (status = 404, description = "No such request", body = platform::problem::Problem),
+        (status = 409, description = "Already decided or expired", body = platform::problem::Problem)))]
+pub async fn reject(
+    p: Data,
+    auth: StaffAuth,
+    path: web::Path<String>,
+    body: web::Json<JustificationRequest>,
+) -> Result<web::Json<ApprovalResponse>, ApiError> {
+    decide(p, auth, path, body, false).await
+}
+
+/// Ask for a client's suspension (a second staff member must approve; approval revokes all of
+/// the client's grants).
+#[utoipa::path(post, path = "/api/v1/admin/clients/{client_id}/suspension", tag = "staff",
+    security(("staff_token" = [])),
+    params(("client_id" = String, Path, description = "Client id")),
+    request_body = JustificationRequest,
+    responses((status = 202, description = "Approval request opened", body = ApprovalResponse),
+        (status = 400, description = "Missing justification, or a request is already pending", body = platform::problem::Problem),
+        (status = 401, description = "Missing or invalid staff token", body = platform::problem::Problem),
+        (status = 404, description = "No such client", body = platform::problem::Problem),
+        (status = 409, description = "Client not active", body = platform::problem::Problem)))]
+pub async fn request_suspension(
+    p: Data,
+    auth: StaffAuth,
+    path: web::Path<String>,
+    body: web::Json<JustificationRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let id = id_param(&path, "client")?;
+    let staff = auth.0.subject_id;
+    let justification = body.into_inner().justification;
+    let now = p.now();
+    let r = write(&p, move |c| {
+        clients::request_suspension(c, &staff, &id, &justification, now)
+    })
+    .await?;
+    Ok(HttpResponse::Accepted().json(approval_response(r, now)))
+}

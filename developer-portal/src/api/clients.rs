@@ -1,0 +1,334 @@
+//! OAuth client registration on the JSON API (developer bearer token): clients, their secrets
+//! and their webhook deliveries.
+
+use actix_web::{HttpResponse, web};
+use chrono::{DateTime, Utc};
+use platform::problem::ApiError;
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::ToSchema;
+
+use super::{Data, id_param};
+use crate::auth::DeveloperAuth;
+use crate::clients::{self, ClientUpdate, ClientView, ClientWithSecret, NewClient};
+use crate::error::{read, write, write_revoking};
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateClientRequest {
+    pub name: String,
+    /// `sandbox` (any time) or `production` (approved KYC only).
+    #[schema(example = "sandbox")]
+    pub environment: String,
+    /// Exact redirect URIs: https (http only on loopback, sandbox only), no fragment, no
+    /// wildcard, no user info; 1 to 10, each at most 512 characters.
+    #[schema(example = json!(["https://app.fintech.example/callback"]))]
+    pub redirect_uris: Vec<String>,
+    /// `client_secret_basic` (default) or `client_secret_post`.
+    pub auth_method: Option<String>,
+    /// Subset of accounts:read, balances:read, transactions:read (default: all).
+    pub allowed_actions: Option<Vec<String>>,
+    pub webhook_url: Option<String>,
+}
+
+fn double_option<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateClientRequest {
+    pub name: Option<String>,
+    pub redirect_uris: Option<Vec<String>>,
+    /// A URL sets the webhook; `null` removes it; absent leaves it unchanged.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>, nullable)]
+    pub webhook_url: Option<Option<String>>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ClientResponse {
+    #[schema(example = "c_Zm9vYmFy")]
+    pub client_id: String,
+    pub name: String,
+    pub environment: String,
+    /// active or suspended.
+    pub status: String,
+    pub redirect_uris: Vec<String>,
+    pub auth_method: String,
+    pub allowed_actions: Vec<String>,
+    pub webhook_url: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A client with its secret, returned once by create, secret rotation and (for the webhook
+/// secret) the first update that sets a webhook URL.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ClientSecretResponse {
+    #[serde(flatten)]
+    pub client: ClientResponse,
+    /// Shown only in this response; store it now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
+    /// Webhook signing secret, shown only once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_secret: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookDeliveryList {
+    pub deliveries: Vec<clients::WebhookDelivery>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct WebhookSecretResponse {
+    /// `whsec_...` (Standard Webhooks format), shown only in this response.
+    pub webhook_secret: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ClientList {
+    pub clients: Vec<ClientResponse>,
+}
+
+impl From<ClientView> for ClientResponse {
+    fn from(c: ClientView) -> Self {
+        Self {
+            client_id: c.id,
+            name: c.name,
+            environment: c.environment,
+            status: c.status,
+            redirect_uris: c.redirect_uris,
+            auth_method: c.auth_method,
+            allowed_actions: c.allowed_actions,
+            webhook_url: c.webhook_url,
+            created_at: c.created_at,
+            updated_at: c.updated_at,
+        }
+    }
+}
+
+impl From<ClientWithSecret> for ClientSecretResponse {
+    fn from(c: ClientWithSecret) -> Self {
+        Self {
+            client: c.client.into(),
+            client_secret: Some(c.client_secret.expose().to_string()),
+            webhook_secret: c.webhook_secret.map(|s| s.expose().to_string()),
+        }
+    }
+}
+
+/// Register a client. The secret is in this response only.
+#[utoipa::path(post, path = "/api/v1/clients", tag = "clients",
+    security(("developer_token" = [])),
+    request_body = CreateClientRequest,
+    responses((status = 201, description = "Created; the secret is shown once", body = ClientSecretResponse),
+        (status = 400, description = "Invalid field (e.g. a redirect URI)", body = platform::problem::Problem),
+        (status = 401, description = "Missing or invalid bearer token", body = platform::problem::Problem),
+        (status = 403, description = "Production client without approved KYC", body = platform::problem::Problem)))]
+pub async fn create_client(
+    p: Data,
+    auth: DeveloperAuth,
+    body: web::Json<CreateClientRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let new = NewClient::parse(
+        &body.name,
+        &body.environment,
+        &body.redirect_uris,
+        body.auth_method.as_deref(),
+        body.allowed_actions.as_deref(),
+        body.webhook_url.as_deref(),
+    )?;
+    let key = p.master_key.clone();
+    let dev = auth.0.subject_id;
+    let now = p.now();
+    let created = write(&p, move |c| clients::create(c, &key, &dev, &new, now)).await?;
+    let location = format!("/api/v1/clients/{}", created.client.id);
+    Ok(HttpResponse::Created()
+        .insert_header(("Location", location))
+        .insert_header(("Cache-Control", "no-store"))
+        .json(ClientSecretResponse::from(created)))
+}
+
+/// The developer's clients.
+#[utoipa::path(get, path = "/api/v1/clients", tag = "clients",
+    security(("developer_token" = [])),
+    responses((status = 200, description = "Clients", body = ClientList),
+        (status = 401, description = "Missing or invalid bearer token", body = platform::problem::Problem)))]
+pub async fn list_clients(p: Data, auth: DeveloperAuth) -> Result<web::Json<ClientList>, ApiError> {
+    let dev = auth.0.subject_id;
+    let list = read(&p, move |c| clients::list(c, &dev)).await?;
+    Ok(web::Json(ClientList {
+        clients: list.into_iter().map(Into::into).collect(),
+    }))
+}
+
+/// One of the developer's clients.
+#[utoipa::path(get, path = "/api/v1/clients/{client_id}", tag = "clients",
+    security(("developer_token" = [])),
+    params(("client_id" = String, Path, description = "Client id")),
+    responses((status = 200, description = "The client", body = ClientResponse),
+        (status = 401, description = "Missing or invalid bearer token", body = platform::problem::Problem),
+        (status = 404, description = "No such client of yours", body = platform::problem::Problem)))]
+pub async fn get_client(
+    p: Data,
+    auth: DeveloperAuth,
+    path: web::Path<String>,
+) -> Result<web::Json<ClientResponse>, ApiError> {
+    let id = id_param(&path, "client")?;
+    let dev = auth.0.subject_id;
+    let c = read(&p, move |c| clients::get(c, &dev, &id)).await?;
+    Ok(web::Json(c.into()))
+}
+
+/// Change a client's name, redirect URIs or webhook URL.
+#[utoipa::path(patch, path = "/api/v1/clients/{client_id}", tag = "clients",
+    security(("developer_token" = [])),
+    params(("client_id" = String, Path, description = "Client id")),
+    request_body = UpdateClientRequest,
+    responses((status = 200, description = "Updated (webhook_secret present when a webhook was set for the first time)", body = ClientSecretResponse),
+        (status = 400, description = "Invalid field", body = platform::problem::Problem),
+        (status = 401, description = "Missing or invalid bearer token", body = platform::problem::Problem),
+        (status = 404, description = "No such client of yours", body = platform::problem::Problem),
+        (status = 409, description = "Client suspended", body = platform::problem::Problem)))]
+pub async fn update_client(
+    p: Data,
+    auth: DeveloperAuth,
+    path: web::Path<String>,
+    body: web::Json<UpdateClientRequest>,
+) -> Result<web::Json<ClientSecretResponse>, ApiError> {
+    let id = id_param(&path, "client")?;
+    let body = body.into_inner();
+    if body.name.is_none() && body.redirect_uris.is_none() && body.webhook_url.is_none() {
+        return Err(ApiError::BadRequest(
+            "nothing to update: give name, redirect_uris or webhook_url".into(),
+        ));
+    }
+    let change = ClientUpdate {
+        name: body.name,
+        redirect_uris: body.redirect_uris,
+        webhook_url: body.webhook_url,
+    };
+    let key = p.master_key.clone();
+    let dev = auth.0.subject_id;
+    let now = p.now();
+    let (client, webhook_secret) = write(&p, move |c| {
+        clients::update(c, &key, &dev, &id, &change, now)
+    })
+    .await?;
+    Ok(web::Json(ClientSecretResponse {
+        client: client.into(),
+        client_secret: None,
+        webhook_secret: webhook_secret.map(|s| s.expose().to_string()),
+    }))
+}
+
+/// Delete a client; all its grants and refresh tokens are revoked.
+#[utoipa::path(delete, path = "/api/v1/clients/{client_id}", tag = "clients",
+    security(("developer_token" = [])),
+    params(("client_id" = String, Path, description = "Client id")),
+    responses((status = 204, description = "Deleted"),
+        (status = 401, description = "Missing or invalid bearer token", body = platform::problem::Problem),
+        (status = 404, description = "No such client of yours", body = platform::problem::Problem)))]
+pub async fn delete_client(
+    p: Data,
+    auth: DeveloperAuth,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = id_param(&path, "client")?;
+    let dev = auth.0.subject_id;
+    let now = p.now();
+    write_revoking(&p, move |c, r| clients::delete(c, r, &dev, &id, now)).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Replace the client secret; the old one stops working at once.
+#[utoipa::path(post, path = "/api/v1/clients/{client_id}/secret", tag = "clients",
+    security(("developer_token" = [])),
+    params(("client_id" = String, Path, description = "Client id")),
+    responses((status = 200, description = "New secret, shown once", body = ClientSecretResponse),
+        (status = 401, description = "Missing or invalid bearer token", body = platform::problem::Problem),
+        (status = 404, description = "No such client of yours", body = platform::problem::Problem),
+        (status = 409, description = "Client suspended", body = platform::problem::Problem)))]
+pub async fn rotate_secret(
+    p: Data,
+    auth: DeveloperAuth,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = id_param(&path, "client")?;
+    let dev = auth.0.subject_id;
+    let now = p.now();
+    let r = write(&p, move |c| clients::rotate_secret(c, &dev, &id, now)).await?;
+    Ok(HttpResponse::Ok()
+        .insert_header(("Cache-Control", "no-store"))
+        .json(ClientSecretResponse::from(r)))
+}
+
+/// The client's webhook events and their delivery status, newest first (at most 100).
+#[utoipa::path(get, path = "/api/v1/clients/{client_id}/webhook-deliveries", tag = "clients",
+    security(("developer_token" = [])),
+    params(("client_id" = String, Path, description = "Client id")),
+    responses((status = 200, description = "Recent events", body = WebhookDeliveryList),
+        (status = 401, description = "Missing or invalid bearer token", body = platform::problem::Problem),
+        (status = 404, description = "No such client of yours", body = platform::problem::Problem)))]
+pub async fn webhook_deliveries(
+    p: Data,
+    auth: DeveloperAuth,
+    path: web::Path<String>,
+) -> Result<web::Json<WebhookDeliveryList>, ApiError> {
+    let id = id_param(&path, "client")?;
+    let dev = auth.0.subject_id;
+    let deliveries = read(&p, move |c| clients::webhook_deliveries(c, &dev, &id, 100)).await?;
+    Ok(web::Json(WebhookDeliveryList { deliveries }))
+}
+
+/// Send a failed webhook event again (after fixing the receiver).
+#[utoipa::path(post, path = "/api/v1/clients/{client_id}/webhook-deliveries/{event_id}/retry", tag = "clients",
+    security(("developer_token" = [])),
+    params(("client_id" = String, Path, description = "Client id"),
+        ("event_id" = String, Path, description = "Event id (msg_...)")),
+    responses((status = 202, description = "Queued for delivery"),
+        (status = 401, description = "Missing or invalid bearer token", body = platform::problem::Problem),
+        (status = 404, description = "No such client or event", body = platform::problem::Problem),
+        (status = 409, description = "The event is not failed, or the client is not active", body = platform::problem::Problem)))]
+pub async fn redeliver_webhook(
+    p: Data,
+    auth: DeveloperAuth,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (client, event) = path.into_inner();
+    let id = id_param(&client, "client")?;
+    let event = id_param(&event, "webhook event")?;
+    let dev = auth.0.subject_id;
+    let now = p.now();
+    write(&p, move |c| clients::redeliver(c, &dev, &id, &event, now)).await?;
+    Ok(HttpResponse::Accepted().finish())
+}
+
+/// Replace the webhook signing secret; the old one stops at once.
+#[utoipa::path(post, path = "/api/v1/clients/{client_id}/webhook-secret", tag = "clients",
+    security(("developer_token" = [])),
+    params(("client_id" = String, Path, description = "Client id")),
+    responses((status = 200, description = "New webhook secret, shown once", body = WebhookSecretResponse),
+        (status = 401, description = "Missing or invalid bearer token", body = platform::problem::Problem),
+        (status = 404, description = "No such client of yours", body = platform::problem::Problem),
+        (status = 409, description = "Client suspended or without webhook URL", body = platform::problem::Problem)))]
+pub async fn rotate_webhook_secret(
+    p: Data,
+    auth: DeveloperAuth,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = id_param(&path, "client")?;
+    let dev = auth.0.subject_id;
+    let now = p.now();
+    let key = p.master_key.clone();
+    let secret = write(&p, move |c| {
+        clients::rotate_webhook_secret(c, &key, &dev, &id, now)
+    })
+    .await?;
+    Ok(HttpResponse::Ok()
+        .insert_header(("Cache-Control", "no-store"))
+        .json(WebhookSecretResponse {
+            webhook_secret: secret.expose().to_string(),
+        }))
+}

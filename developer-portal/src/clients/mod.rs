@@ -1,0 +1,461 @@
+//! OAuth clients owned by developers: registration, secrets (shown once, stored as SHA-256),
+//! redirect URIs, webhooks; deletion and staff suspension with revocation of every grant; and the
+//! facts the consent page shows about a client.
+//!
+//! [`webhooks`]: the webhook secret and deliveries; [`suspension`]: staff suspension (four-eyes);
+//! [`display`]: what the consent page shows.
+
+use chrono::{DateTime, NaiveDateTime, SubsecRound, Utc};
+use diesel::prelude::*;
+use platform::audit::{self, Actor, NewEvent, Target};
+use platform::crypto::{MasterKey, PlainToken, random_id};
+use platform::revocation::{Revocations, RevokedBy, end_grants};
+use platform::storage::models::Client;
+use platform::storage::models::GrantStatus;
+use platform::storage::schema::{clients, grant_rows};
+use platform::storage::{AnyConnection, StorageResult};
+
+use crate::domain::{self, AuthMethod, Environment, Errors};
+use crate::error::{PortalError, PortalResult};
+use crate::kyc;
+
+mod display;
+mod suspension;
+mod webhooks;
+
+pub use display::{ClientDisplay, client_display};
+pub use suspension::{decide_and_execute, request_suspension, staff_get};
+pub use webhooks::{
+    WEBHOOK_KEY, WebhookDelivery, redeliver, rotate_webhook_secret, webhook_aad, webhook_deliveries,
+};
+
+/// Clients per developer.
+pub const MAX_CLIENTS: i64 = 50;
+
+/// A client as its owner sees it (never the secret or its hash).
+#[derive(Debug, Clone)]
+pub struct ClientView {
+    pub id: String,
+    pub name: String,
+    pub environment: String,
+    pub status: String,
+    pub redirect_uris: Vec<String>,
+    pub auth_method: String,
+    pub allowed_actions: Vec<String>,
+    pub webhook_url: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<Client> for ClientView {
+    fn from(c: Client) -> Self {
+        Self {
+            redirect_uris: serde_json::from_str(&c.redirect_uris).unwrap_or_default(),
+            allowed_actions: serde_json::from_str(&c.allowed_actions).unwrap_or_default(),
+            id: c.id,
+            name: c.name,
+            environment: c.environment,
+            status: c.status,
+            auth_method: c.auth_method,
+            webhook_url: c.webhook_url,
+            created_at: c.created_at.and_utc(),
+            updated_at: c.updated_at.and_utc(),
+        }
+    }
+}
+
+/// A client with the secrets shown exactly once (after creation or rotation).
+#[derive(Debug)]
+pub struct ClientWithSecret {
+    pub client: ClientView,
+    pub client_secret: PlainToken,
+    /// The webhook signing secret, when a webhook URL was set for the first time.
+    pub webhook_secret: Option<PlainToken>,
+}
+
+/// A validated new client.
+#[derive(Debug, Clone)]
+pub struct NewClient {
+    pub name: String,
+    pub environment: Environment,
+    pub redirect_uris: Vec<String>,
+    pub auth_method: AuthMethod,
+    pub allowed_actions: Vec<String>,
+    pub webhook_url: Option<String>,
+}
+
+impl NewClient {
+    pub fn parse(
+        name: &str,
+        environment: &str,
+        redirect_uris: &[String],
+        auth_method: Option<&str>,
+        allowed_actions: Option<&[String]>,
+        webhook_url: Option<&str>,
+    ) -> PortalResult<Self> {
+        let mut e = Errors::default();
+        let name = e.check("name", domain::text(name, 100));
+        let environment = e.check("environment", Environment::parse(environment));
+        let env = environment.unwrap_or(Environment::Sandbox);
+        let redirect_uris = domain::redirect_uris(redirect_uris, env, &mut e);
+        let auth_method = e.check(
+            "auth_method",
+            AuthMethod::parse(auth_method.unwrap_or("client_secret_basic")),
+        );
+        let allowed_actions = e.check(
+            "allowed_actions",
+            match allowed_actions {
+                Some(list) => domain::allowed_actions(list),
+                None => Ok(domain::ACTIONS.iter().map(|a| a.to_string()).collect()),
+            },
+        );
+        let webhook_url = match webhook_url {
+            Some(w) => e.check("webhook_url", domain::webhook_url(w, env)),
+            None => None,
+        };
+        e.into_result()?;
+        Ok(Self {
+            name: name.unwrap_or_default(),
+            environment: env,
+            redirect_uris,
+            auth_method: auth_method.unwrap_or(AuthMethod::ClientSecretBasic),
+            allowed_actions: allowed_actions.unwrap_or_default(),
+            webhook_url,
+        })
+    }
+}
+
+/// A change to a client; `None` leaves a field as is. `webhook_url: Some(None)` removes it.
+#[derive(Debug, Clone, Default)]
+pub struct ClientUpdate {
+    pub name: Option<String>,
+    pub redirect_uris: Option<Vec<String>>,
+    pub webhook_url: Option<Option<String>>,
+}
+
+fn ts(t: DateTime<Utc>) -> NaiveDateTime {
+    t.naive_utc().trunc_subsecs(0)
+}
+
+fn owned(conn: &mut AnyConnection, developer_id: &str, client_id: &str) -> PortalResult<Client> {
+    // Another developer's client and a deleted client are indistinguishable from a missing one.
+    clients::table
+        .filter(clients::id.eq(client_id))
+        .filter(clients::developer_id.eq(developer_id))
+        .filter(clients::status.ne("deleted"))
+        .select(Client::as_select())
+        .first(conn)
+        .optional()?
+        .ok_or(PortalError::NotFound("client"))
+}
+
+/// Any developer's client, unless deleted.
+fn live(conn: &mut AnyConnection, client_id: &str) -> QueryResult<Option<Client>> {
+    clients::table
+        .filter(clients::id.eq(client_id))
+        .filter(clients::status.ne("deleted"))
+        .select(Client::as_select())
+        .first(conn)
+        .optional()
+}
+
+/// The developer's client, refused unless it is active (a suspended client cannot be changed).
+fn owned_active(
+    conn: &mut AnyConnection,
+    developer_id: &str,
+    client_id: &str,
+) -> PortalResult<Client> {
+    let current = owned(conn, developer_id, client_id)?;
+    if current.status != "active" {
+        return Err(PortalError::Conflict(format!(
+            "the client is {} and cannot be changed",
+            current.status
+        )));
+    }
+    Ok(current)
+}
+
+/// Audits the developer's `action` on their client.
+fn audit_developer(
+    conn: &mut AnyConnection,
+    developer_id: &str,
+    action: &'static str,
+    client_id: &str,
+    details: serde_json::Value,
+    now: DateTime<Utc>,
+) -> PortalResult<()> {
+    audit::record(
+        conn,
+        &NewEvent::new(
+            Actor::developer(developer_id),
+            action,
+            Target::new("client", client_id),
+        )
+        .details(details),
+        now,
+    )?;
+    Ok(())
+}
+
+/// Registers a client. Production clients require approved KYC.
+pub fn create(
+    conn: &mut AnyConnection,
+    master_key: &MasterKey,
+    developer_id: &str,
+    new: &NewClient,
+    now: DateTime<Utc>,
+) -> PortalResult<ClientWithSecret> {
+    if new.environment == Environment::Production && !kyc::is_approved(conn, developer_id)? {
+        return Err(PortalError::Forbidden(
+            "production clients require approved KYC: submit your KYC details and wait for \
+             staff approval, or create a sandbox client"
+                .into(),
+        ));
+    }
+    let count: i64 = clients::table
+        .filter(clients::developer_id.eq(developer_id))
+        .filter(clients::status.ne("deleted"))
+        .count()
+        .get_result(conn)?;
+    if count >= MAX_CLIENTS {
+        return Err(PortalError::Conflict(format!(
+            "at most {MAX_CLIENTS} clients per developer"
+        )));
+    }
+    let id = random_id("c_");
+    let secret = PlainToken::generate("cs_");
+    let webhook_secret = new
+        .webhook_url
+        .as_ref()
+        .map(|_| platform::webhooks::generate_secret());
+    let webhook_secret_enc = match &webhook_secret {
+        Some(s) => Some(
+            master_key
+                .cipher(WEBHOOK_KEY)
+                .encrypt_str(s.expose(), &webhook_aad(&id))?,
+        ),
+        None => None,
+    };
+    let row = Client {
+        id: id.clone(),
+        developer_id: developer_id.to_string(),
+        name: new.name.clone(),
+        environment: new.environment.as_str().into(),
+        redirect_uris: serde_json::json!(new.redirect_uris).to_string(),
+        auth_method: new.auth_method.as_str().into(),
+        secret_hash: secret.hash().as_str().to_string(),
+        allowed_actions: serde_json::json!(new.allowed_actions).to_string(),
+        webhook_url: new.webhook_url.clone(),
+        webhook_secret_enc,
+        dormancy_days: None,
+        status: "active".into(),
+        created_at: ts(now),
+        updated_at: ts(now),
+    };
+    diesel::insert_into(clients::table)
+        .values(&row)
+        .execute(conn)?;
+    audit_developer(
+        conn,
+        developer_id,
+        "client.created",
+        &id,
+        serde_json::json!({ "environment": row.environment }),
+        now,
+    )?;
+    Ok(ClientWithSecret {
+        client: row.into(),
+        client_secret: secret,
+        webhook_secret,
+    })
+}
+
+/// The developer's clients (not deleted), newest first.
+pub fn list(conn: &mut AnyConnection, developer_id: &str) -> PortalResult<Vec<ClientView>> {
+    Ok(clients::table
+        .filter(clients::developer_id.eq(developer_id))
+        .filter(clients::status.ne("deleted"))
+        .order(clients::created_at.desc())
+        .select(Client::as_select())
+        .load(conn)?
+        .into_iter()
+        .map(Into::into)
+        .collect())
+}
+
+pub fn get(
+    conn: &mut AnyConnection,
+    developer_id: &str,
+    client_id: &str,
+) -> PortalResult<ClientView> {
+    owned(conn, developer_id, client_id).map(Into::into)
+}
+
+/// Validates an update against the client's environment and applies it.
+pub fn update(
+    conn: &mut AnyConnection,
+    master_key: &MasterKey,
+    developer_id: &str,
+    client_id: &str,
+    change: &ClientUpdate,
+    now: DateTime<Utc>,
+) -> PortalResult<(ClientView, Option<PlainToken>)> {
+    let current = owned_active(conn, developer_id, client_id)?;
+    let env = Environment::parse(&current.environment).unwrap_or(Environment::Production);
+    let mut e = Errors::default();
+    let name = change
+        .name
+        .as_deref()
+        .and_then(|n| e.check("name", domain::text(n, 100)));
+    let redirect_uris = change
+        .redirect_uris
+        .as_ref()
+        .map(|list| domain::redirect_uris(list, env, &mut e));
+    let webhook = match &change.webhook_url {
+        Some(Some(w)) => e
+            .check("webhook_url", domain::webhook_url(w, env))
+            .map(Some),
+        Some(None) => Some(None),
+        None => None,
+    };
+    e.into_result()?;
+    let name = name.unwrap_or(current.name.clone());
+    let redirect_uris = match redirect_uris {
+        Some(list) => serde_json::json!(list).to_string(),
+        None => current.redirect_uris.clone(),
+    };
+    let (webhook_url, mut webhook_secret_enc) = match webhook {
+        Some(w) => (w, current.webhook_secret_enc.clone()),
+        None => (
+            current.webhook_url.clone(),
+            current.webhook_secret_enc.clone(),
+        ),
+    };
+    let mut new_secret = None;
+    if webhook_url.is_some() && webhook_secret_enc.is_none() {
+        let s = platform::webhooks::generate_secret();
+        webhook_secret_enc = Some(
+            master_key
+                .cipher(WEBHOOK_KEY)
+                .encrypt_str(s.expose(), &webhook_aad(client_id))?,
+        );
+        new_secret = Some(s);
+    }
+    diesel::update(clients::table.filter(clients::id.eq(client_id)))
+        .set((
+            clients::name.eq(&name),
+            clients::redirect_uris.eq(&redirect_uris),
+            clients::webhook_url.eq(&webhook_url),
+            clients::webhook_secret_enc.eq(&webhook_secret_enc),
+            clients::updated_at.eq(ts(now)),
+        ))
+        .execute(conn)?;
+    audit_developer(
+        conn,
+        developer_id,
+        "client.updated",
+        client_id,
+        serde_json::json!({
+            "name": change.name.is_some(),
+            "redirect_uris": change.redirect_uris.is_some(),
+            "webhook_url": change.webhook_url.is_some(),
+        }),
+        now,
+    )?;
+    Ok((owned(conn, developer_id, client_id)?.into(), new_secret))
+}
+
+/// Replaces the client secret; the old one stops working at once. Returns the new one (once).
+pub fn rotate_secret(
+    conn: &mut AnyConnection,
+    developer_id: &str,
+    client_id: &str,
+    now: DateTime<Utc>,
+) -> PortalResult<ClientWithSecret> {
+    owned_active(conn, developer_id, client_id)?;
+    let secret = PlainToken::generate("cs_");
+    diesel::update(clients::table.filter(clients::id.eq(client_id)))
+        .set((
+            clients::secret_hash.eq(secret.hash().as_str()),
+            clients::updated_at.eq(ts(now)),
+        ))
+        .execute(conn)?;
+    audit_developer(
+        conn,
+        developer_id,
+        "client.secret_rotated",
+        client_id,
+        serde_json::json!({}),
+        now,
+    )?;
+    Ok(ClientWithSecret {
+        client: owned(conn, developer_id, client_id)?.into(),
+        client_secret: secret,
+        webhook_secret: None,
+    })
+}
+
+/// Deletes a client (status `deleted`; the row stays for the audit trail and foreign keys) and
+/// revokes all its grants.
+pub fn delete(
+    conn: &mut AnyConnection,
+    revoked: &mut Revocations,
+    developer_id: &str,
+    client_id: &str,
+    now: DateTime<Utc>,
+) -> PortalResult<()> {
+    owned(conn, developer_id, client_id)?;
+    diesel::update(clients::table.filter(clients::id.eq(client_id)))
+        .set((
+            clients::status.eq("deleted"),
+            // Nothing can authenticate as a deleted client, even if its status were misread.
+            clients::secret_hash.eq(format!("deleted:{}", random_id(""))),
+            clients::updated_at.eq(ts(now)),
+        ))
+        .execute(conn)?;
+    let ended = revoke_client_grants(conn, revoked, client_id, "client", now)?;
+    audit_developer(
+        conn,
+        developer_id,
+        "client.deleted",
+        client_id,
+        serde_json::json!({ "grants_revoked": ended.len() }),
+        now,
+    )?;
+    Ok(())
+}
+
+/// Revokes every live grant of `client_id` in the caller's transaction: grants awaiting
+/// authorization or authorized become `revoked` (`revoked_by` = `revoked_by`: `client` when the
+/// developer deletes the client, `staff` when it is suspended), their refresh tokens `revoked`,
+/// and the revocation feed gets one row per grant plus one per Biscuit revocation id issued for
+/// it. Each grant's revocation is audited. Returns the revoked grant ids.
+pub fn revoke_client_grants(
+    conn: &mut AnyConnection,
+    revoked: &mut Revocations,
+    client_id: &str,
+    revoked_by: &str,
+    now: DateTime<Utc>,
+) -> StorageResult<Vec<String>> {
+    let (by, reason, actor) = match revoked_by {
+        "client" => (
+            RevokedBy::Client,
+            "client_deleted",
+            Actor::client(client_id),
+        ),
+        _ => (
+            RevokedBy::Staff,
+            "client_suspended",
+            Actor::system("client-suspension"),
+        ),
+    };
+    let grant_ids: Vec<String> = grant_rows::table
+        .filter(grant_rows::client_id.eq(client_id))
+        .filter(grant_rows::status.eq_any(GrantStatus::LIVE_STR))
+        .order(grant_rows::id.asc())
+        .select(grant_rows::id)
+        .load(conn)?;
+    // The one place grants end (status, refresh tokens, revocation list, audit).
+    let grant_ids = end_grants(conn, revoked, &grant_ids, by, reason, &actor, now)?;
+    Ok(grant_ids)
+}

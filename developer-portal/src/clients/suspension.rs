@@ -1,0 +1,120 @@
+//! Client suspension by staff: one staff member asks, another approves (four-eyes), and the
+//! approval suspends the client and revokes every grant it holds.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use platform::audit::{self, Actor, NewEvent, Target};
+use platform::revocation::Revocations;
+use platform::storage::AnyConnection;
+use platform::storage::schema::clients;
+
+use super::{ClientView, live, revoke_client_grants, ts};
+use crate::approvals::{self, ApprovalAction, ApprovalRequest, ApprovalTarget};
+use crate::error::{PortalError, PortalResult};
+
+/// A client as staff see it (any developer's).
+pub fn staff_get(conn: &mut AnyConnection, client_id: &str) -> PortalResult<ClientView> {
+    live(conn, client_id)?
+        .map(Into::into)
+        .ok_or(PortalError::NotFound("client"))
+}
+
+/// Staff ask for a client's suspension; a second staff member must approve it.
+pub fn request_suspension(
+    conn: &mut AnyConnection,
+    staff_id: &str,
+    client_id: &str,
+    justification: &str,
+    now: DateTime<Utc>,
+) -> PortalResult<ApprovalRequest> {
+    let c = staff_get(conn, client_id)?;
+    if c.status != "active" {
+        return Err(PortalError::Conflict(format!(
+            "the client is already {}",
+            c.status
+        )));
+    }
+    Ok(approvals::request(
+        conn,
+        ApprovalAction::SuspendClient,
+        ApprovalTarget::new("client", client_id),
+        serde_json::json!({ "client_id": client_id }),
+        justification,
+        staff_id,
+        now,
+    )?)
+}
+
+/// Decides an approval request and, when approved, executes the portal's actions (client
+/// suspension) in the same transaction (inside [`crate::error::write_revoking`], so the grants a
+/// suspension ends are announced after the commit). Actions owned by the authorization server
+/// (key rotation, customer access) are returned approved for their caller to execute.
+pub fn decide_and_execute(
+    conn: &mut AnyConnection,
+    revoked: &mut Revocations,
+    request_id: &str,
+    approver: &str,
+    approve: bool,
+    justification: &str,
+    now: DateTime<Utc>,
+) -> PortalResult<ApprovalRequest> {
+    let decided = approvals::decide(conn, request_id, approver, approve, justification, now)?;
+    if let Some(ApprovalAction::SuspendClient) = decided.approved_action() {
+        suspend(conn, revoked, &decided, now)?;
+    }
+    Ok(decided)
+}
+
+fn suspend(
+    conn: &mut AnyConnection,
+    revoked: &mut Revocations,
+    approved: &ApprovalRequest,
+    now: DateTime<Utc>,
+) -> PortalResult<()> {
+    let client_id = approved.target.id.as_str();
+    let changed = diesel::update(
+        clients::table
+            .filter(clients::id.eq(client_id))
+            .filter(clients::status.eq("active")),
+    )
+    .set((
+        clients::status.eq("suspended"),
+        clients::updated_at.eq(ts(now)),
+    ))
+    .execute(conn)?;
+    if changed != 1 {
+        return Err(PortalError::Conflict(
+            "the client is no longer active; nothing to suspend".into(),
+        ));
+    }
+    let ended = revoke_client_grants(conn, revoked, client_id, "staff", now)?;
+    platform::webhooks::enqueue(
+        conn,
+        &[platform::webhooks::Event {
+            client_id: client_id.to_string(),
+            event_type: platform::webhooks::CLIENT_SUSPENDED,
+            grant_id: None,
+            data: serde_json::json!({
+                "status": "suspended",
+                "grants_revoked": ended.len(),
+                "at": now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            }),
+        }],
+        now,
+    )?;
+    audit::record(
+        conn,
+        &NewEvent::new(
+            Actor::staff(approved.decided_by.clone().unwrap_or_default()),
+            "client.suspended",
+            Target::new("client", client_id),
+        )
+        .details(serde_json::json!({
+            "approval_request": approved.id,
+            "requested_by": approved.requested_by,
+            "grants_revoked": ended.len(),
+        })),
+        now,
+    )?;
+    Ok(())
+}

@@ -1,0 +1,171 @@
+//! The developer's KYC form and status.
+
+use std::collections::HashMap;
+
+use actix_web::HttpResponse;
+use actix_web::http::StatusCode;
+use maud::html;
+use platform::session::Session;
+
+use super::markup::{
+    csrf_input, error_list, error_page, field, messages, render, see_other, status_of,
+};
+use super::session::{DeveloperSession, require_csrf};
+use super::{Data, Form, nav};
+use crate::error::{read, write};
+use crate::kyc::{self, DOCUMENT_KINDS, KycDetails, KycDocument, KycRecord};
+
+/// Document rows on the KYC form.
+const DOC_ROWS: usize = 3;
+
+fn kyc_page(
+    s: &Session,
+    record: Option<&KycRecord>,
+    draft: Option<&HashMap<String, String>>,
+    errors: &[String],
+    status: StatusCode,
+) -> HttpResponse {
+    let d: Option<&KycDetails> = record.map(|r| &r.details);
+    let val = |name: &str, from_record: Option<&str>| -> String {
+        match draft {
+            Some(f) => field(f, name).to_string(),
+            None => from_record.unwrap_or_default().to_string(),
+        }
+    };
+    let editable = record.is_none_or(|r| r.status.editable());
+    let doc_val = |i: usize, part: &str| -> String {
+        match draft {
+            Some(f) => field(f, &format!("doc{i}_{part}")).to_string(),
+            None => d
+                .and_then(|d| d.documents.get(i))
+                .map(|x| match part {
+                    "kind" => x.kind.clone(),
+                    "filename" => x.filename.clone(),
+                    _ => x.sha256.clone(),
+                })
+                .unwrap_or_default(),
+        }
+    };
+    render(
+        status,
+        "KYC",
+        html! {
+            (nav(s))
+            h1 { "Know your customer" }
+            @match record {
+                None => p { "Status: " strong id="kyc-status" { "not started" } },
+                Some(r) => {
+                    p { "Status: " strong id="kyc-status" { (r.status.as_str()) } " (review round " (r.round) ")" }
+                    @if let Some(reason) = &r.decision_reason { p { "Reason from our staff: " em id="kyc-reason" { (reason) } } }
+                }
+            }
+            (error_list(errors))
+            @if editable {
+                form method="post" action="/developers/kyc" {
+                    (csrf_input(&s.csrf_token))
+                    p { label { "Legal name " input type="text" name="legal_name" value=(val("legal_name", d.map(|d| d.legal_name.as_str()))) required; } }
+                    p { label { "Registration number " input type="text" name="registration_number" value=(val("registration_number", d.map(|d| d.registration_number.as_str()))) required; } }
+                    p { label { "Country (ISO 3166 alpha-2) " input type="text" name="country" maxlength="2" value=(val("country", d.map(|d| d.country.as_str()))) required; } }
+                    p { label { "Registered address " textarea name="address" rows="3" required { (val("address", d.map(|d| d.address.as_str()))) } } }
+                    p { label { "Contact person " input type="text" name="contact_person" value=(val("contact_person", d.map(|d| d.contact_person.as_str()))) required; } }
+                    fieldset {
+                        legend { "Supporting documents (metadata; send files through the secure channel)" }
+                        @for i in 0..DOC_ROWS {
+                            p {
+                                select name=(format!("doc{i}_kind")) {
+                                    option value="" { "-" }
+                                    @for k in DOCUMENT_KINDS {
+                                        option value=(k) selected[doc_val(i, "kind") == k] { (k) }
+                                    }
+                                }
+                                " " input type="text" name=(format!("doc{i}_filename")) placeholder="file name" value=(doc_val(i, "filename"));
+                                " " input type="text" name=(format!("doc{i}_sha256")) placeholder="SHA-256 (hex)" size="66" value=(doc_val(i, "sha256"));
+                            }
+                        }
+                    }
+                    button type="submit" name="action" value="save" { "Save draft" }
+                    " "
+                    button type="submit" name="action" value="submit" { "Save and submit for review" }
+                }
+            } @else if let Some(d) = d {
+                dl {
+                    dt { "Legal name" } dd { (d.legal_name) }
+                    dt { "Registration number" } dd { (d.registration_number) }
+                    dt { "Country" } dd { (d.country) }
+                    dt { "Address" } dd { (d.address) }
+                    dt { "Contact person" } dd { (d.contact_person) }
+                    dt { "Documents" } dd { ul { @for doc in &d.documents { li { (doc.kind) ": " (doc.filename) } } } }
+                }
+            }
+        },
+    )
+}
+
+pub(super) async fn kyc_get(p: Data, s: DeveloperSession) -> HttpResponse {
+    let cipher = p.master_key.cipher(kyc::PII_KEY);
+    let id = s.subject_id.clone();
+    match read(&p, move |c| kyc::for_developer(c, &cipher, &id)).await {
+        Ok(r) => kyc_page(&s, r.as_ref(), None, &[], StatusCode::OK),
+        Err(e) => error_page(&e, "/developers"),
+    }
+}
+
+pub(super) async fn kyc_post(p: Data, form: Form, s: DeveloperSession) -> HttpResponse {
+    require_csrf!(s, form, "/developers/kyc");
+    let docs: Vec<KycDocument> = (0..DOC_ROWS)
+        .filter(|i| {
+            !(field(&form, &format!("doc{i}_kind")).is_empty()
+                && field(&form, &format!("doc{i}_filename")).trim().is_empty()
+                && field(&form, &format!("doc{i}_sha256")).trim().is_empty())
+        })
+        .map(|i| KycDocument {
+            kind: field(&form, &format!("doc{i}_kind")).to_string(),
+            filename: field(&form, &format!("doc{i}_filename")).to_string(),
+            sha256: field(&form, &format!("doc{i}_sha256")).to_string(),
+        })
+        .collect();
+    let submit = field(&form, "action") == "submit";
+    let cipher = p.master_key.cipher(kyc::PII_KEY);
+    let id = s.subject_id.clone();
+    let now = p.now();
+    let parsed = KycDetails::parse(
+        field(&form, "legal_name"),
+        field(&form, "registration_number"),
+        field(&form, "country"),
+        field(&form, "address"),
+        field(&form, "contact_person"),
+        &docs,
+    );
+    let result = match parsed {
+        Ok(details) => {
+            write(&p, move |c| {
+                let r = kyc::save(c, &cipher, &id, &details, now)?;
+                if submit {
+                    kyc::submit(c, &cipher, &id, now)
+                } else {
+                    Ok(r)
+                }
+            })
+            .await
+        }
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(_) => see_other("/developers/kyc"),
+        Err(e) => {
+            let cipher = p.master_key.cipher(kyc::PII_KEY);
+            let id = s.subject_id.clone();
+            let current = read(&p, move |c| kyc::for_developer(c, &cipher, &id))
+                .await
+                .ok()
+                .flatten();
+            kyc_page(
+                &s,
+                current.as_ref(),
+                Some(&form),
+                &messages(&e),
+                status_of(&e),
+            )
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! What every portal page shares: the HTML layout and response helpers, form fields, error pages
+//! and the login form.
+
+use std::collections::HashMap;
+
+use actix_web::HttpResponse;
+use actix_web::http::StatusCode;
+use actix_web::http::header;
+use maud::{Markup, html};
+use platform::problem::ApiError;
+use platform::web::page;
+
+use crate::error::PortalError;
+
+pub(crate) fn field<'a>(form: &'a HashMap<String, String>, name: &str) -> &'a str {
+    form.get(name).map(String::as_str).unwrap_or_default()
+}
+
+pub(crate) fn render(status: StatusCode, title: &str, body: Markup) -> HttpResponse {
+    HttpResponse::build(status)
+        .content_type("text/html; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .body(page(title, body).into_string())
+}
+
+pub(crate) fn see_other(location: &str) -> HttpResponse {
+    HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, location.to_string()))
+        .finish()
+}
+
+pub(crate) fn csrf_input(token: &str) -> Markup {
+    html! { input type="hidden" name="csrf_token" value=(token); }
+}
+
+/// An error page with a status that matches the failure, and a way back.
+pub(crate) fn error_page(err: &PortalError, back: &str) -> HttpResponse {
+    let api: ApiError = match err {
+        PortalError::Validation(v) => ApiError::Validation(v.clone()),
+        PortalError::InvalidCredentials => ApiError::Unauthorized,
+        PortalError::Forbidden(m) => ApiError::Forbidden(m.clone()),
+        PortalError::NotFound(w) => ApiError::NotFound(w),
+        PortalError::Conflict(m) => ApiError::Conflict(m.clone()),
+        PortalError::RateLimited(s) => ApiError::TooManyRequests {
+            retry_after_secs: *s,
+        },
+        other => {
+            tracing::error!(error = ?other, "portal page failed");
+            ApiError::internal(std::io::Error::other("portal page failed"))
+        }
+    };
+    let p = api.to_problem();
+    let status = StatusCode::from_u16(p.status).unwrap_or(StatusCode::BAD_REQUEST);
+    render(
+        status,
+        &p.title,
+        html! {
+            h1 { (p.title) }
+            @if p.errors.is_empty() {
+                p.error { (p.detail.unwrap_or_default()) }
+            } @else {
+                ul.error { @for e in &p.errors { li { (e.field) ": " (e.message) } } }
+            }
+            p { a href=(back) { "Back" } }
+        },
+    )
+}
+
+pub(crate) fn csrf_refused(back: &str) -> HttpResponse {
+    render(
+        StatusCode::FORBIDDEN,
+        "Forbidden",
+        html! {
+            h1 { "Forbidden" }
+            p.error { "The form's security token is missing or wrong. Reload the page and try again." }
+            p { a href=(back) { "Back" } }
+        },
+    )
+}
+
+pub(crate) fn with_cookie(
+    mut resp: HttpResponse,
+    cookie: Option<actix_web::cookie::Cookie<'static>>,
+) -> HttpResponse {
+    if let Some(c) = cookie {
+        let _ = resp.add_cookie(&c);
+    }
+    resp
+}
+
+/// The page for a session store that cannot be read.
+pub(crate) fn unavailable() -> HttpResponse {
+    render(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Unavailable",
+        html! { h1 { "Temporarily unavailable" } p { "Please try again in a moment." } },
+    )
+}
+
+/// A list of form errors, if any.
+pub(crate) fn error_list(errors: &[String]) -> Markup {
+    html! { @if !errors.is_empty() { ul.error { @for e in errors { li { (e) } } } } }
+}
+
+pub(crate) fn messages(e: &PortalError) -> Vec<String> {
+    match e {
+        PortalError::Validation(v) => v
+            .iter()
+            .map(|f| format!("{}: {}", f.field, f.message))
+            .collect(),
+        other => vec![other.to_string()],
+    }
+}
+
+pub(crate) fn status_of(e: &PortalError) -> StatusCode {
+    match e {
+        PortalError::Validation(_) => StatusCode::BAD_REQUEST,
+        PortalError::InvalidCredentials => StatusCode::UNAUTHORIZED,
+        PortalError::Forbidden(_) => StatusCode::FORBIDDEN,
+        PortalError::NotFound(_) => StatusCode::NOT_FOUND,
+        PortalError::Conflict(_) => StatusCode::CONFLICT,
+        PortalError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+        PortalError::Storage(platform::storage::StorageError::Unavailable(_)) => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+pub(crate) fn login_form(
+    action: &str,
+    csrf: &str,
+    name_field: &str,
+    label: &str,
+    value: &str,
+    error: Option<&str>,
+) -> Markup {
+    html! {
+        @if let Some(e) = error { p.error { (e) } }
+        form method="post" action=(action) {
+            (csrf_input(csrf))
+            p { label { (label) " " input type="text" name=(name_field) value=(value) required; } }
+            p { label { "Password " input type="password" name="password" required; } }
+            button type="submit" { "Log in" }
+        }
+    }
+}
