@@ -140,12 +140,7 @@ async fn detail(p: Data, path: web::Path<String>, s: StaffSession) -> HttpRespon
     }
 }
 
-async fn review(
-    p: Data,
-    path: web::Path<String>,
-    form: Form,
-    s: StaffSession,
-) -> HttpResponse {
+async fn review(p: Data, path: web::Path<String>, form: Form, s: StaffSession) -> HttpResponse {
     let id = path.into_inner();
     let back = format!("/developers/staff/kyc/{id}");
     require_csrf!(s, form, &back);
@@ -215,12 +210,7 @@ async fn approvals_page(p: Data, s: StaffSession) -> HttpResponse {
     }
 }
 
-async fn decide(
-    p: Data,
-    path: web::Path<String>,
-    form: Form,
-    s: StaffSession,
-) -> HttpResponse {
+async fn decide(p: Data, path: web::Path<String>, form: Form, s: StaffSession) -> HttpResponse {
     let back = "/developers/staff/approvals";
     require_csrf!(s, form, back);
     let approve = match field(&form, "decision") {
