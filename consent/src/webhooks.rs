@@ -15,6 +15,7 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Integer, Nullable, Text, Timestamp};
 use platform::Platform;
 use platform::crypto::FieldCipher;
+use platform::storage::models::ClientStatus;
 use platform::storage::schema::webhook_outbox;
 use platform::storage::{AnyConnection, StorageResult, numbered, skip_locked};
 use rand::Rng;
@@ -130,7 +131,7 @@ async fn send(
         error: error.to_string(),
         permanent,
     };
-    if due.client_status == "deleted" {
+    if due.client_status == ClientStatus::Deleted.as_str() {
         return failed("the client was deleted", true);
     }
     let (Some(url), Some(secret_enc)) = (&due.webhook_url, &due.webhook_secret_enc) else {

@@ -2,6 +2,7 @@
 //! API, both rows of the `sessions` table, stored hashed), staff creation for `consent admin
 //! create`.
 
+use platform::storage::models::StaffStatus;
 use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, NaiveDateTime, SubsecRound, Utc};
@@ -244,7 +245,7 @@ pub async fn login(
                 .optional()?,
             _ => staff::table
                 .filter(staff::username.eq(&lookup))
-                .filter(staff::status.eq("active"))
+                .filter(staff::status.eq(StaffStatus::Active.as_str()))
                 .select((staff::id, staff::password_hash))
                 .first(c)
                 .optional()?,
@@ -320,7 +321,7 @@ pub fn authenticate(
 pub fn staff_active(conn: &mut AnyConnection, staff_id: &str) -> PortalResult<bool> {
     Ok(staff::table
         .filter(staff::id.eq(staff_id))
-        .filter(staff::status.eq("active"))
+        .filter(staff::status.eq(StaffStatus::Active.as_str()))
         .count()
         .get_result::<i64>(conn)?
         == 1)

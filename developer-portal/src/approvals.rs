@@ -13,6 +13,7 @@ use chrono::{DateTime, Duration, NaiveDateTime, SubsecRound, Utc};
 use diesel::prelude::*;
 use platform::audit::{self, Actor, NewEvent, Target};
 use platform::crypto::random_id;
+use platform::storage::models::StaffStatus;
 use platform::storage::schema::{approval_requests, staff};
 use platform::storage::{AnyConnection, StorageError};
 
@@ -236,7 +237,7 @@ pub fn justification(raw: &str) -> Result<String, String> {
 fn staff_is_active(conn: &mut AnyConnection, id: &str) -> Result<bool, ApprovalError> {
     Ok(staff::table
         .filter(staff::id.eq(id))
-        .filter(staff::status.eq("active"))
+        .filter(staff::status.eq(StaffStatus::Active.as_str()))
         .count()
         .get_result::<i64>(conn)?
         == 1)

@@ -21,6 +21,7 @@
 //! After that plus [`RETENTION_MARGIN`] the row can refuse nothing, and [`purge_feed`] deletes
 //! it. A reader whose cursor is older than the oldest row loses nothing it needs.
 
+use crate::storage::models::RefreshTokenStatus;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 
@@ -467,9 +468,9 @@ pub fn end_grants(
         diesel::update(
             refresh_tokens::table
                 .filter(refresh_tokens::grant_id.eq_any(ids))
-                .filter(refresh_tokens::status.ne("revoked")),
+                .filter(refresh_tokens::status.ne(RefreshTokenStatus::Revoked.as_str())),
         )
-        .set(refresh_tokens::status.eq("revoked"))
+        .set(refresh_tokens::status.eq(RefreshTokenStatus::Revoked.as_str()))
         .execute(conn)?;
     }
     let mut tokens: Vec<(String, String, chrono::NaiveDateTime)> = Vec::new();

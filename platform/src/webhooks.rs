@@ -12,6 +12,7 @@
 //!
 //! Events are only written for clients that have a webhook URL at the time of the change.
 
+use crate::storage::models::ClientStatus;
 use std::collections::HashSet;
 
 use base64::Engine;
@@ -103,7 +104,7 @@ pub fn enqueue(
     let with_hook: HashSet<String> = clients::table
         .filter(clients::id.eq_any(&ids))
         .filter(clients::webhook_url.is_not_null())
-        .filter(clients::status.ne("deleted"))
+        .filter(clients::status.ne(ClientStatus::Deleted.as_str()))
         .select(clients::id)
         .load::<String>(conn)?
         .into_iter()

@@ -4,6 +4,7 @@ use chrono::{DateTime, Duration, NaiveDateTime, SubsecRound, Utc};
 use diesel::prelude::*;
 use platform::audit::{self, Actor, NewEvent, Target};
 use platform::storage::models::GrantStatus;
+use platform::storage::models::RefreshTokenStatus;
 use platform::storage::schema::{grant_rows, refresh_tokens};
 use platform::storage::{AnyConnection, StorageError, StorageResult};
 use platform::webhooks;
@@ -121,7 +122,7 @@ pub fn extend(
     // expiry were capped by it.
     let capped: Vec<(String, NaiveDateTime, NaiveDateTime)> = refresh_tokens::table
         .filter(refresh_tokens::grant_id.eq(grant_id))
-        .filter(refresh_tokens::status.eq("active"))
+        .filter(refresh_tokens::status.eq(RefreshTokenStatus::Active.as_str()))
         .filter(refresh_tokens::expires_at.ge(expires_at))
         .select((
             refresh_tokens::id,

@@ -4,6 +4,7 @@
 use diesel::prelude::*;
 use grants::Action;
 use platform::crypto::{HashedToken, PlainToken};
+use platform::storage::models::ClientStatus;
 use platform::storage::schema::clients;
 use platform::storage::{AnyConnection, StorageResult};
 
@@ -28,7 +29,7 @@ impl OAuthClient {
     }
 
     pub fn is_active(&self) -> bool {
-        self.status == "active"
+        self.status == ClientStatus::Active.as_str()
     }
 
     /// Exact string comparison against the registered list: no prefix, no wildcard, no case
@@ -90,7 +91,7 @@ pub fn load(conn: &mut AnyConnection, client_id: &str) -> StorageResult<Option<O
     }
     let row: Option<ClientRow> = clients::table
         .filter(clients::id.eq(client_id))
-        .filter(clients::status.ne("deleted"))
+        .filter(clients::status.ne(ClientStatus::Deleted.as_str()))
         .select(ClientRow::as_select())
         .first(conn)
         .optional()?;

@@ -3,6 +3,7 @@
 //! request. Rotation makes a new active key; the old one keeps being published until every token
 //! it signed has expired (`publish_until` = rotation time + access-token TTL + 1 minute).
 
+use platform::storage::models::SigningKeyStatus;
 use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, Duration, SubsecRound, Utc};
@@ -67,7 +68,7 @@ pub fn load_or_init(
 ) -> StorageResult<LoadedKeys> {
     let cipher = master.cipher(PURPOSE);
     let has_active: i64 = signing_keys::table
-        .filter(signing_keys::status.eq("active"))
+        .filter(signing_keys::status.eq(SigningKeyStatus::Active.as_str()))
         .count()
         .get_result(conn)?;
     if has_active == 0 {
@@ -101,7 +102,7 @@ fn insert_key(
             signing_keys::algorithm.eq("Ed25519"),
             signing_keys::public_key.eq(key.public_key().to_string()),
             signing_keys::private_key_enc.eq(private),
-            signing_keys::status.eq("active"),
+            signing_keys::status.eq(SigningKeyStatus::Active.as_str()),
             signing_keys::created_at.eq(now.naive_utc().trunc_subsecs(0)),
         ))
         .execute(conn)?;
@@ -158,7 +159,7 @@ pub fn load(
             Some(created_at.and_utc()),
             publish_until.map(|t| t.and_utc()),
         ));
-        if status == "active" && active.is_none() {
+        if status == SigningKeyStatus::Active.as_str() && active.is_none() {
             active = Some(Arc::new(key));
         }
     }
@@ -188,13 +189,15 @@ pub fn rotate(
         let publish_until = (now + access_ttl + Duration::minutes(1))
             .naive_utc()
             .trunc_subsecs(0);
-        diesel::update(signing_keys::table.filter(signing_keys::status.eq("active")))
-            .set((
-                signing_keys::status.eq("retired"),
-                signing_keys::retired_at.eq(now.naive_utc()),
-                signing_keys::publish_until.eq(publish_until),
-            ))
-            .execute(c)?;
+        diesel::update(
+            signing_keys::table.filter(signing_keys::status.eq(SigningKeyStatus::Active.as_str())),
+        )
+        .set((
+            signing_keys::status.eq("retired"),
+            signing_keys::retired_at.eq(now.naive_utc()),
+            signing_keys::publish_until.eq(publish_until),
+        ))
+        .execute(c)?;
         let key = insert_key(c, &cipher, next, now, actor.clone())?;
         audit::record(
             c,

@@ -11,6 +11,7 @@ use platform::audit::{self, Actor, NewEvent, Target};
 use platform::crypto::{MasterKey, PlainToken, random_id};
 use platform::revocation::{Revocations, RevokedBy, end_grants};
 use platform::storage::models::Client;
+use platform::storage::models::ClientStatus;
 use platform::storage::models::GrantStatus;
 use platform::storage::schema::{clients, grant_rows};
 use platform::storage::{AnyConnection, StorageResult};
@@ -142,7 +143,7 @@ fn owned(conn: &mut AnyConnection, developer_id: &str, client_id: &str) -> Porta
     clients::table
         .filter(clients::id.eq(client_id))
         .filter(clients::developer_id.eq(developer_id))
-        .filter(clients::status.ne("deleted"))
+        .filter(clients::status.ne(ClientStatus::Deleted.as_str()))
         .select(Client::as_select())
         .first(conn)
         .optional()?
@@ -153,7 +154,7 @@ fn owned(conn: &mut AnyConnection, developer_id: &str, client_id: &str) -> Porta
 fn live(conn: &mut AnyConnection, client_id: &str) -> QueryResult<Option<Client>> {
     clients::table
         .filter(clients::id.eq(client_id))
-        .filter(clients::status.ne("deleted"))
+        .filter(clients::status.ne(ClientStatus::Deleted.as_str()))
         .select(Client::as_select())
         .first(conn)
         .optional()
@@ -166,7 +167,7 @@ fn owned_active(
     client_id: &str,
 ) -> PortalResult<Client> {
     let current = owned(conn, developer_id, client_id)?;
-    if current.status != "active" {
+    if current.status != ClientStatus::Active.as_str() {
         return Err(PortalError::Conflict(format!(
             "the client is {} and cannot be changed",
             current.status
@@ -214,7 +215,7 @@ pub fn create(
     }
     let count: i64 = clients::table
         .filter(clients::developer_id.eq(developer_id))
-        .filter(clients::status.ne("deleted"))
+        .filter(clients::status.ne(ClientStatus::Deleted.as_str()))
         .count()
         .get_result(conn)?;
     if count >= MAX_CLIENTS {
@@ -274,7 +275,7 @@ pub fn create(
 pub fn list(conn: &mut AnyConnection, developer_id: &str) -> PortalResult<Vec<ClientView>> {
     Ok(clients::table
         .filter(clients::developer_id.eq(developer_id))
-        .filter(clients::status.ne("deleted"))
+        .filter(clients::status.ne(ClientStatus::Deleted.as_str()))
         .order(clients::created_at.desc())
         .select(Client::as_select())
         .load(conn)?
@@ -407,7 +408,7 @@ pub fn delete(
     owned(conn, developer_id, client_id)?;
     diesel::update(clients::table.filter(clients::id.eq(client_id)))
         .set((
-            clients::status.eq("deleted"),
+            clients::status.eq(ClientStatus::Deleted.as_str()),
             // Nothing can authenticate as a deleted client, even if its status were misread.
             clients::secret_hash.eq(format!("deleted:{}", random_id(""))),
             clients::updated_at.eq(ts(now)),

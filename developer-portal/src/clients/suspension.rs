@@ -6,6 +6,7 @@ use diesel::prelude::*;
 use platform::audit::{self, Actor, NewEvent, Target};
 use platform::revocation::Revocations;
 use platform::storage::AnyConnection;
+use platform::storage::models::ClientStatus;
 use platform::storage::schema::clients;
 
 use super::{ClientView, live, revoke_client_grants, ts};
@@ -28,7 +29,7 @@ pub fn request_suspension(
     now: DateTime<Utc>,
 ) -> PortalResult<ApprovalRequest> {
     let c = staff_get(conn, client_id)?;
-    if c.status != "active" {
+    if c.status != ClientStatus::Active.as_str() {
         return Err(PortalError::Conflict(format!(
             "the client is already {}",
             c.status
@@ -75,10 +76,10 @@ fn suspend(
     let changed = diesel::update(
         clients::table
             .filter(clients::id.eq(client_id))
-            .filter(clients::status.eq("active")),
+            .filter(clients::status.eq(ClientStatus::Active.as_str())),
     )
     .set((
-        clients::status.eq("suspended"),
+        clients::status.eq(ClientStatus::Suspended.as_str()),
         clients::updated_at.eq(ts(now)),
     ))
     .execute(conn)?;

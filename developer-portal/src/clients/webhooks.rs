@@ -5,6 +5,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
 use platform::crypto::{MasterKey, PlainToken};
 use platform::storage::AnyConnection;
+use platform::storage::models::ClientStatus;
 use platform::storage::schema::clients;
 
 use super::{audit_developer, owned, owned_active, ts};
@@ -137,7 +138,7 @@ pub fn redeliver(
 ) -> PortalResult<()> {
     use platform::storage::schema::webhook_outbox as o;
     let client = owned(conn, developer_id, client_id)?;
-    if client.status != "active" {
+    if client.status != ClientStatus::Active.as_str() {
         return Err(PortalError::Conflict(format!(
             "the client is {}; its webhooks cannot be redelivered",
             client.status

@@ -6,6 +6,7 @@ use diesel::prelude::*;
 use platform::audit::{self, Actor, NewEvent, Target};
 use platform::crypto::{FieldCipher, random_id};
 use platform::storage::AnyConnection;
+use platform::storage::models::StaffStatus;
 use platform::storage::models::{KycReview, KycSubmission};
 use platform::storage::schema::{developers, kyc_reviews, kyc_submissions, staff};
 
@@ -161,7 +162,7 @@ pub fn review(
         .first(conn)
         .optional()?
         .ok_or(PortalError::Forbidden("unknown staff member".into()))?;
-    if staff_status != "active" {
+    if staff_status != StaffStatus::Active.as_str() {
         return Err(PortalError::Forbidden("staff member is not active".into()));
     }
     let developer_email: String = developers::table

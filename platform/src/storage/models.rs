@@ -147,6 +147,75 @@ impl GrantRecord {
     }
 }
 
+/// A status column's closed set of values, named once: the enum, its column text, and `parse`.
+macro_rules! status_set {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$vdoc])* $variant),+
+        }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The column value.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),+
+                }
+            }
+
+            /// Reads a column value; `None` for anything the migrations do not allow.
+            pub fn parse(s: &str) -> Option<Self> {
+                Self::ALL.iter().copied().find(|v| v.as_str() == s)
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+status_set! {
+    /// `refresh_tokens.status`.
+    RefreshTokenStatus {
+        Active = "active",
+        /// Rotated: presenting it again is a replay.
+        Used = "used",
+        Revoked = "revoked",
+    }
+}
+
+status_set! {
+    /// `clients.status`.
+    ClientStatus {
+        Active = "active",
+        Suspended = "suspended",
+        /// The row stays for the audit trail and foreign keys.
+        Deleted = "deleted",
+    }
+}
+
+status_set! {
+    /// `staff.status`.
+    StaffStatus {
+        Active = "active",
+        Disabled = "disabled",
+    }
+}
+
+status_set! {
+    /// `signing_keys.status`.
+    SigningKeyStatus {
+        Active = "active",
+        Retired = "retired",
+    }
+}
+
 /// The life of a grant (`grants.status`). The column holds [`GrantStatus::as_str`]; this is the
 /// one place the names are written (the migrations' CHECK constraints list the same set).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -220,5 +289,22 @@ mod grant_status_tests {
         assert_eq!(GrantStatus::parse("active"), None);
         let live: Vec<&str> = GrantStatus::LIVE.iter().map(|g| g.as_str()).collect();
         assert_eq!(live, GrantStatus::LIVE_STR);
+    }
+
+    #[test]
+    fn status_sets_round_trip() {
+        use super::{ClientStatus, RefreshTokenStatus, SigningKeyStatus, StaffStatus};
+        for s in ["active", "used", "revoked"] {
+            assert_eq!(RefreshTokenStatus::parse(s).unwrap().as_str(), s);
+        }
+        for s in ["active", "suspended", "deleted"] {
+            assert_eq!(ClientStatus::parse(s).unwrap().as_str(), s);
+        }
+        assert_eq!(StaffStatus::parse("disabled"), Some(StaffStatus::Disabled));
+        assert_eq!(
+            SigningKeyStatus::parse("retired"),
+            Some(SigningKeyStatus::Retired)
+        );
+        assert_eq!(ClientStatus::parse("gone"), None);
     }
 }

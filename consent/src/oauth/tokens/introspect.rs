@@ -1,6 +1,7 @@
 //! RFC 7662 introspection on the transactional path.
 
 use super::*;
+use platform::storage::models::RefreshTokenStatus;
 
 /// What an active answer depends on (what `oauth::answers` checks before reusing it).
 #[derive(Debug, Clone)]
@@ -155,7 +156,8 @@ pub fn introspect(
             return Ok(inactive);
         };
         Found {
-            token_revoked: r.status != "active" || r.expires_at <= now.naive_utc(),
+            token_revoked: r.status != RefreshTokenStatus::Active.as_str()
+                || r.expires_at <= now.naive_utc(),
             exp: r.expires_at.and_utc(),
             grant: r.grant,
             client,

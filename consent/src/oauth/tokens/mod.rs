@@ -9,6 +9,7 @@ use diesel::prelude::*;
 use platform::audit::{self, Actor, NewEvent, Target};
 use platform::crypto::{PlainToken, constant_time_eq, random_id};
 use platform::revocation::{Revocations, RevokedBy, end_grants};
+use platform::storage::models::RefreshTokenStatus;
 use platform::storage::models::{GrantRecord, GrantStatus};
 use platform::storage::schema::{
     authorization_codes, clients, grant_rows, issued_tokens, refresh_tokens, revocations,
@@ -172,7 +173,7 @@ fn issue(
             refresh_tokens::token_hash.eq(&issue.refresh_hash),
             refresh_tokens::grant_id.eq(&grant.id),
             refresh_tokens::family_id.eq(family),
-            refresh_tokens::status.eq("active"),
+            refresh_tokens::status.eq(RefreshTokenStatus::Active.as_str()),
             refresh_tokens::created_at.eq(now.naive_utc()),
             refresh_tokens::expires_at.eq(issue.refresh_expires),
         ))

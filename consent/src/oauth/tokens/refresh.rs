@@ -1,6 +1,7 @@
 //! `grant_type=refresh_token` on the transactional path: rotation, replay detection.
 
 use platform::revocation::{TokenLocks, lock_grants};
+use platform::storage::models::RefreshTokenStatus;
 
 use super::*;
 
@@ -89,8 +90,8 @@ impl RefreshRow {
             return Verdict::Refused("the refresh token was issued to another client");
         }
         match self.status.as_str() {
-            "active" => {}
-            "used" => return Verdict::Replayed,
+            s if s == RefreshTokenStatus::Active.as_str() => {}
+            s if s == RefreshTokenStatus::Used.as_str() => return Verdict::Replayed,
             _ => return Verdict::Refused("the refresh token has been revoked"),
         }
         if self.expires_at <= now {
@@ -151,10 +152,10 @@ pub fn refresh(
         let won = diesel::update(
             refresh_tokens::table
                 .filter(refresh_tokens::id.eq(&row.id))
-                .filter(refresh_tokens::status.eq("active")),
+                .filter(refresh_tokens::status.eq(RefreshTokenStatus::Active.as_str())),
         )
         .set((
-            refresh_tokens::status.eq("used"),
+            refresh_tokens::status.eq(RefreshTokenStatus::Used.as_str()),
             refresh_tokens::used_at.eq(now.naive_utc()),
         ))
         .execute(c)?;
