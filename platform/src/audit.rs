@@ -353,8 +353,21 @@ pub struct ChainError {
     pub reason: String,
 }
 
-/// Recomputes the whole chain.
+/// Recomputes the whole chain, from one snapshot of the database: the head and every page of
+/// events are read in one read transaction (REPEATABLE READ on PostgreSQL; on SQLite in WAL mode
+/// a transaction reads one snapshot), so a linker running meanwhile on any instance cannot make
+/// the head and the events disagree. Must not be called inside another transaction.
 pub fn verify(conn: &mut AnyConnection) -> StorageResult<ChainReport> {
+    conn.transaction(|c| {
+        if let AnyConnection::Postgresql(pg) = c {
+            diesel::sql_query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                .execute(pg)?;
+        }
+        verify_snapshot(c)
+    })
+}
+
+fn verify_snapshot(conn: &mut AnyConnection) -> StorageResult<ChainReport> {
     let (head_index, head_hash): (i64, String) = audit_chain_head::table
         .filter(audit_chain_head::id.eq(1))
         .select((audit_chain_head::last_index, audit_chain_head::last_hash))
