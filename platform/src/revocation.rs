@@ -234,11 +234,6 @@ impl Revocations {
         }
     }
 
-    /// The grants ended so far in this transaction.
-    pub fn grant_ids(&self) -> &[String] {
-        &self.grant_ids
-    }
-
     fn is_empty(&self) -> bool {
         self.grant_ids.is_empty() && self.tokens == 0
     }

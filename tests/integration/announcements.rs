@@ -58,31 +58,6 @@ fn grant_of(tokens: &Value) -> String {
     tokens["grant_id"].as_str().unwrap().to_string()
 }
 
-/// A code for the demo client approved by the logged-in customer, and its PKCE verifier.
-async fn demo_code(a: &TestApp, account: &str) -> (String, String) {
-    let (verifier, challenge) = pkce();
-    let rar = details(serde_json::json!({"type": "account_access", "actions": ["accounts:read"]}));
-    let r = a
-        .get_authorize(&[
-            ("client_id", DEMO_CLIENT),
-            ("response_type", "code"),
-            ("redirect_uri", DEMO_REDIRECT),
-            ("code_challenge", &challenge),
-            ("code_challenge_method", "S256"),
-            ("authorization_details", &rar),
-        ])
-        .await;
-    let (path, html) = a.get_consent_page(r).await;
-    let fields = [
-        ("decision", "approve"),
-        ("account", account),
-        ("action", "accounts:read"),
-    ];
-    let r = a.post_consent(&path, &html, &fields).await;
-    assert_eq!(r.status(), 303);
-    (query_param(&location(&r), "code").unwrap(), verifier)
-}
-
 #[tokio::test]
 async fn every_revocation_path_reaches_another_instance_at_once() {
     for backend in backends() {
@@ -167,7 +142,13 @@ async fn every_revocation_path_reaches_another_instance_at_once() {
         b_knows_grant(b, "refresh token replay", &grant_of(&t)).await;
 
         // A replayed authorization code ends the grant.
-        let (code, verifier) = demo_code(&a, &acc).await;
+        let (code, verifier) = a
+            .demo_code(&[
+                ("decision", "approve"),
+                ("account", &acc),
+                ("action", "accounts:read"),
+            ])
+            .await;
         let exchange = [
             ("grant_type", "authorization_code"),
             ("code", code.as_str()),
@@ -194,6 +175,45 @@ async fn every_revocation_path_reaches_another_instance_at_once() {
             .await;
         assert_eq!(r.status(), 204);
         b_knows_grant(b, "DELETE /api/v1/clients/{id}", &grant_of(&t)).await;
+
+        // Bank staff suspend a client (four eyes): its grants end.
+        let (cid, _) = a.sandbox_client(&dev).await;
+        let ids = e2e_tests::lifecycle::insert_grants(
+            &a,
+            &cid,
+            1,
+            chrono::Duration::days(30),
+            chrono::Duration::hours(1),
+        )
+        .await;
+        let (ops_a, ops_b) = (
+            a.staff_token("announce-a").await,
+            a.staff_token("announce-b").await,
+        );
+        let why = serde_json::json!({"justification": "fraud reports from three customers"});
+        let r = a
+            .api(
+                Method::POST,
+                &format!("/api/v1/admin/clients/{cid}/suspension"),
+                Some(&ops_a),
+                Some(&why),
+            )
+            .await;
+        assert_eq!(r.status(), 202, "{backend:?}");
+        let rid = r.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let r = a
+            .api(
+                Method::POST,
+                &format!("/api/v1/admin/approvals/{rid}/approve"),
+                Some(&ops_b),
+                Some(&serde_json::json!({"justification": "confirmed with the fraud team"})),
+            )
+            .await;
+        assert_eq!(r.status(), 200, "{backend:?}");
+        b_knows_grant(b, "staff suspension", &ids[0]).await;
 
         // The lifecycle sweep ends an expired grant.
         let ids = e2e_tests::lifecycle::insert_grants(

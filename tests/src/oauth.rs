@@ -215,9 +215,9 @@ impl TestApp {
     }
 
     /// Consent by the logged-in customer through plain query parameters (no PAR, so no cache
-    /// involved) for the demo client, narrowed as `fields` say, then the code exchange: the
-    /// token response.
-    pub async fn demo_tokens(&self, fields: &[(&str, &str)]) -> Value {
+    /// involved) for the demo client, narrowed as `fields` say: the authorization code and its
+    /// PKCE verifier.
+    pub async fn demo_code(&self, fields: &[(&str, &str)]) -> (String, String) {
         let (verifier, challenge) = pkce();
         let rar = details(
             serde_json::json!({"type": "account_access", "actions": ["accounts:read", "balances:read", "transactions:read"]}),
@@ -236,6 +236,12 @@ impl TestApp {
         let r = self.post_consent(&path, &html, fields).await;
         assert_eq!(r.status(), 303, "consent");
         let code = query_param(&location(&r), "code").expect("code");
+        (code, verifier)
+    }
+
+    /// [`TestApp::demo_code`], then the code exchange: the token response.
+    pub async fn demo_tokens(&self, fields: &[(&str, &str)]) -> Value {
+        let (code, verifier) = self.demo_code(fields).await;
         let r = self
             .post_token(
                 (DEMO_CLIENT, DEMO_SECRET),
