@@ -188,7 +188,8 @@ pub fn read_feed(
 }
 
 /// Puts single tokens on the revocation list (RFC 7009 revocation of an access token): their
-/// revocation ids (one per block), kept until `expires_at`, the token's expiry.
+/// revocation ids (one per block), kept until `expires_at`, the token's expiry. Returns how many
+/// ids were newly listed (0: already revoked; nothing changed).
 pub fn revoke_tokens(
     conn: &mut AnyConnection,
     revoked: &mut Revocations,
@@ -197,20 +198,32 @@ pub fn revoke_tokens(
     reason: &str,
     expires_at: DateTime<Utc>,
     now: DateTime<Utc>,
-) -> StorageResult<()> {
+) -> StorageResult<usize> {
+    let until = expires_at.max(now).naive_utc();
+    // Ids already listed for at least as long are not listed again: revoking one token over and
+    // over must not grow the feed every instance syncs (nor announce anything).
+    let listed: Vec<Option<String>> = revocations::table
+        .filter(revocations::revocation_id.eq_any(revocation_ids))
+        .filter(revocations::expires_at.ge(until))
+        .select(revocations::revocation_id)
+        .load(conn)?;
     let rows: Vec<NewRevocation<'_>> = revocation_ids
         .iter()
+        .filter(|rid| !listed.iter().any(|l| l.as_deref() == Some(rid.as_str())))
         .map(|rid| NewRevocation {
             grant_id,
             revocation_id: Some(rid),
             reason,
             revoked_at: now.naive_utc(),
-            expires_at: expires_at.max(now).naive_utc(),
+            expires_at: until,
         })
         .collect();
+    if rows.is_empty() {
+        return Ok(0);
+    }
     crate::insert_rows!(conn, revocations::table, &rows);
     revoked.tokens += rows.len();
-    Ok(())
+    Ok(rows.len())
 }
 
 /// What one transaction revoked, to announce once it has committed. [`end_grants`] and

@@ -133,6 +133,29 @@ async fn every_revocation_path_reaches_another_instance_at_once() {
             .await;
         assert_eq!(r.status(), 200);
         b_refuses_token(b, "/oauth2/revoke (access token)", access).await;
+        // Revoking it again changes nothing: the feed does not grow (a client cannot inflate
+        // what every instance syncs by repeating one revocation).
+        let feed_len = |a: &TestApp| {
+            let db = a.platform.db.clone();
+            async move {
+                db.run(|c| platform::revocation::read_feed(c, 0, 100_000))
+                    .await
+                    .unwrap()
+                    .len()
+            }
+        };
+        let before = feed_len(&a).await;
+        for _ in 0..3 {
+            let r = a
+                .post_form("/oauth2/revoke", Some(DEMO), &[("token", access)])
+                .await;
+            assert_eq!(r.status(), 200);
+        }
+        assert_eq!(
+            feed_len(&a).await,
+            before,
+            "{backend:?}: repeated revocation grew the feed"
+        );
 
         // A replayed refresh token ends the grant.
         let t = connect_app(&a, DEMO, DEMO_REDIRECT, &acc).await;

@@ -47,7 +47,7 @@ pub fn revoke(
             if auth.client != client.id {
                 return Ok(vec![]);
             }
-            platform::revocation::revoke_tokens(
+            let listed = platform::revocation::revoke_tokens(
                 c,
                 revoked,
                 &auth.grant,
@@ -56,6 +56,10 @@ pub fn revoke(
                 auth.authority_expires_at,
                 now,
             )?;
+            if listed == 0 {
+                // Revoked before: nothing changes, so nothing to audit.
+                return Ok(vec![]);
+            }
             audit::record(
                 c,
                 &NewEvent::new(
