@@ -391,9 +391,10 @@ impl Settings {
             return Err(ConfigError("server.verify_queue must be at least 1".into()));
         }
         let sync = self.server.revocation_sync_interval.get();
-        if sync.is_zero() || sync > Duration::from_secs(60) {
+        // Each periodic sync is a database round trip (and a feed link) per instance.
+        if sync < Duration::from_millis(100) || sync > Duration::from_secs(60) {
             return Err(ConfigError(
-                "server.revocation_sync_interval must be positive and at most 60s".into(),
+                "server.revocation_sync_interval must be between 100ms and 60s".into(),
             ));
         }
         if self.database.pool_size == 0 {
@@ -583,6 +584,8 @@ mod tests {
             ("CONSENT_TOKENS__CODE_TTL", "10m"),
             ("CONSENT_TOKENS__INTROSPECTION_CACHE_TTL", "11s"),
             ("CONSENT_DATABASE__POOL_SIZE", "0"),
+            ("CONSENT_SERVER__REVOCATION_SYNC_INTERVAL", "0s"),
+            ("CONSENT_SERVER__REVOCATION_SYNC_INTERVAL", "61s"),
             ("CONSENT_SERVER__NOPE", "1"),
             ("CONSENT_PUBLIC_URL", "not a url"),
         ];
