@@ -15,7 +15,7 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Integer, Nullable, Text, Timestamp};
 use platform::Platform;
 use platform::crypto::FieldCipher;
-use platform::storage::models::ClientStatus;
+use platform::storage::models::{ClientStatus, WebhookStatus};
 use platform::storage::schema::webhook_outbox;
 use platform::storage::{AnyConnection, StorageResult, numbered, skip_locked};
 use rand::Rng;
@@ -253,7 +253,7 @@ pub async fn deliver_due(
                 diesel::update(
                     webhook_outbox::table
                         .filter(webhook_outbox::id.eq(&id))
-                        .filter(webhook_outbox::status.eq("pending")),
+                        .filter(webhook_outbox::status.eq(WebhookStatus::Pending.as_str())),
                 )
                 .set(&AttemptOutcome {
                     status,
@@ -269,7 +269,7 @@ pub async fn deliver_due(
                 diesel::update(
                     webhook_outbox::table
                         .filter(webhook_outbox::client_id.eq(&client))
-                        .filter(webhook_outbox::status.eq("pending"))
+                        .filter(webhook_outbox::status.eq(WebhookStatus::Pending.as_str()))
                         .filter(webhook_outbox::next_attempt_at.lt(until.naive_utc())),
                 )
                 .set(webhook_outbox::next_attempt_at.eq(until.naive_utc()))

@@ -298,35 +298,6 @@ pub async fn start_session(
     .await
 }
 
-/// The live session behind a bearer token or cookie value, if any. Staff sessions also require
-/// the staff member to still be active.
-pub fn authenticate(
-    conn: &mut AnyConnection,
-    kind: SessionKind,
-    token: &str,
-    now: DateTime<Utc>,
-) -> PortalResult<Option<Session>> {
-    if token.is_empty() || token.len() > 200 {
-        return Ok(None);
-    }
-    let Some(s) = session::load(conn, kind, token, now)? else {
-        return Ok(None);
-    };
-    if kind == SessionKind::Staff && !staff_active(conn, &s.subject_id)? {
-        return Ok(None);
-    }
-    Ok(Some(s))
-}
-
-pub fn staff_active(conn: &mut AnyConnection, staff_id: &str) -> PortalResult<bool> {
-    Ok(staff::table
-        .filter(staff::id.eq(staff_id))
-        .filter(staff::status.eq(StaffStatus::Active.as_str()))
-        .count()
-        .get_result::<i64>(conn)?
-        == 1)
-}
-
 /// Ends a session (logout).
 pub fn logout(conn: &mut AnyConnection, s: &Session, now: DateTime<Utc>) -> PortalResult<()> {
     session::delete(conn, s)?;

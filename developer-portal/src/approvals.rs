@@ -65,29 +65,7 @@ impl ApprovalAction {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ApprovalStatus {
-    Pending,
-    Approved,
-    Rejected,
-    Expired,
-}
-
-impl ApprovalStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Approved => "approved",
-            Self::Rejected => "rejected",
-            Self::Expired => "expired",
-        }
-    }
-    pub fn parse(s: &str) -> Option<Self> {
-        [Self::Pending, Self::Approved, Self::Rejected, Self::Expired]
-            .into_iter()
-            .find(|x| x.as_str() == s)
-    }
-}
+pub use platform::storage::models::ApprovalStatus;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApprovalError {
@@ -273,7 +251,7 @@ pub fn request(
         .filter(approval_requests::action.eq(action.as_str()))
         .filter(approval_requests::target_type.eq(&target.kind))
         .filter(approval_requests::target_id.eq(&target.id))
-        .filter(approval_requests::status.eq("pending"))
+        .filter(approval_requests::status.eq(ApprovalStatus::Pending.as_str()))
         .filter(approval_requests::expires_at.gt(ts(now)))
         .count()
         .get_result(conn)?;
@@ -295,7 +273,7 @@ pub fn request(
             approval_requests::payload.eq(payload.to_string()),
             approval_requests::justification.eq(&justification),
             approval_requests::requested_by.eq(requester),
-            approval_requests::status.eq("pending"),
+            approval_requests::status.eq(ApprovalStatus::Pending.as_str()),
             approval_requests::created_at.eq(ts(created_at)),
             approval_requests::expires_at.eq(ts(expires_at)),
         ))
@@ -356,15 +334,15 @@ pub fn list(
     match status {
         Some(ApprovalStatus::Pending) => {
             q = q
-                .filter(approval_requests::status.eq("pending"))
+                .filter(approval_requests::status.eq(ApprovalStatus::Pending.as_str()))
                 .filter(approval_requests::expires_at.gt(ts(now)));
         }
         Some(ApprovalStatus::Expired) => {
             q = q.filter(
                 approval_requests::status
-                    .eq("expired")
+                    .eq(ApprovalStatus::Expired.as_str())
                     .or(approval_requests::status
-                        .eq("pending")
+                        .eq(ApprovalStatus::Pending.as_str())
                         .and(approval_requests::expires_at.le(ts(now)))),
             );
         }
@@ -411,7 +389,7 @@ pub fn decide(
     let changed = diesel::update(
         approval_requests::table
             .filter(approval_requests::id.eq(id))
-            .filter(approval_requests::status.eq("pending")),
+            .filter(approval_requests::status.eq(ApprovalStatus::Pending.as_str())),
     )
     .set((
         approval_requests::status.eq(status.as_str()),
@@ -453,9 +431,9 @@ pub fn decide(
 pub fn expire_stale(conn: &mut AnyConnection, now: DateTime<Utc>) -> Result<usize, ApprovalError> {
     Ok(diesel::update(
         approval_requests::table
-            .filter(approval_requests::status.eq("pending"))
+            .filter(approval_requests::status.eq(ApprovalStatus::Pending.as_str()))
             .filter(approval_requests::expires_at.le(ts(now))),
     )
-    .set(approval_requests::status.eq("expired"))
+    .set(approval_requests::status.eq(ApprovalStatus::Expired.as_str()))
     .execute(conn)?)
 }

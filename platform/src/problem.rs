@@ -267,6 +267,36 @@ pub fn form_error(err: actix_web::error::UrlencodedError) -> ApiError {
     }
 }
 
+/// Error responses that many operations document alike, written once: name one in an operation's
+/// `responses(...)` list (`responses((status = 200, ...), NotLoggedIn)`); each is a [`Problem`].
+pub mod documented {
+    use super::Problem;
+
+    macro_rules! documented {
+        ($($(#[$doc:meta])* $name:ident = $status:literal, $description:literal;)*) => {$(
+            $(#[$doc])*
+            #[derive(Debug, utoipa::IntoResponses)]
+            #[response(status = $status, description = $description)]
+            pub struct $name(pub Problem);
+        )*};
+    }
+
+    documented! {
+        /// The portal API without a developer's bearer token.
+        NoDeveloperToken = 401, "Missing or invalid bearer token";
+        /// The staff API without a staff bearer token.
+        NoStaffToken = 401, "Missing or invalid staff token";
+        /// The customer API without a session cookie.
+        NotLoggedIn = 401, "Not logged in";
+        /// A state-changing customer call without the session's CSRF header.
+        NoCsrfHeader = 403, "Missing or wrong X-CSRF-Token";
+        /// A client id that is not one of the calling developer's.
+        NotYourClient = 404, "No such client of yours";
+        /// A grant id that is not one of the calling customer's.
+        NotYourGrant = 404, "No such grant for this customer";
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,7 +11,8 @@ use chrono::{DateTime, Duration, SubsecRound, Utc};
 use diesel::prelude::*;
 
 use crate::crypto::{PlainToken, constant_time_eq, random_id};
-use crate::storage::schema::sessions;
+use crate::storage::models::StaffStatus;
+use crate::storage::schema::{sessions, staff};
 use crate::storage::{AnyConnection, StorageResult};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,13 +110,17 @@ pub fn create(
     ))
 }
 
-/// Looks up a live session of `kind` by its cookie value.
+/// Looks up a live session of `kind` by its cookie (or bearer) value; a staff session only while
+/// the staff member is active.
 pub fn load(
     conn: &mut AnyConnection,
     kind: SessionKind,
     cookie_value: &str,
     now: DateTime<Utc>,
 ) -> StorageResult<Option<Session>> {
+    if cookie_value.is_empty() || cookie_value.len() > 200 {
+        return Ok(None);
+    }
     let id_hash = PlainToken::from_presented(cookie_value)
         .hash()
         .as_str()
@@ -131,13 +136,30 @@ pub fn load(
         ))
         .first(conn)
         .optional()?;
-    Ok(row.map(|(subject_id, csrf_token, expires_at)| Session {
+    let Some((subject_id, csrf_token, expires_at)) = row else {
+        return Ok(None);
+    };
+    // A staff session lasts only while its staff member is active (suspension ends it at once).
+    if kind == SessionKind::Staff && !staff_active(conn, &subject_id)? {
+        return Ok(None);
+    }
+    Ok(Some(Session {
         kind,
         subject_id,
         csrf_token,
         expires_at: expires_at.and_utc(),
         id_hash,
     }))
+}
+
+/// Whether a staff member exists and is active.
+pub fn staff_active(conn: &mut AnyConnection, staff_id: &str) -> StorageResult<bool> {
+    Ok(staff::table
+        .filter(staff::id.eq(staff_id))
+        .filter(staff::status.eq(StaffStatus::Active.as_str()))
+        .count()
+        .get_result::<i64>(conn)?
+        == 1)
 }
 
 /// Ends a session (logout).

@@ -15,6 +15,7 @@ use diesel::sql_types::{BigInt, Text, Timestamp};
 use platform::Platform;
 use platform::audit::{Actor, NewEvent, Target};
 use platform::revocation::{self, Revocations, RevokedBy, end_grants};
+use platform::storage::models::{AuthorizationRequestStatus, WebhookStatus};
 use platform::storage::{AnyConnection, StorageResult, numbered, skip_locked, write_tx};
 use platform::webhooks;
 use serde::Serialize;
@@ -327,7 +328,7 @@ fn sweep(
         use platform::storage::schema::authorization_requests as ar;
         let stale = diesel::delete(
             ar::table
-                .filter(ar::status.eq("pending"))
+                .filter(ar::status.eq(AuthorizationRequestStatus::Pending.as_str()))
                 .filter(ar::expires_at.le(now.naive_utc())),
         )
         .execute(c)?;
@@ -335,13 +336,13 @@ fn sweep(
         use platform::storage::schema::webhook_outbox as o;
         let delivered = diesel::delete(
             o::table
-                .filter(o::status.eq("delivered"))
+                .filter(o::status.eq(WebhookStatus::Delivered.as_str()))
                 .filter(o::created_at.le((now - Duration::days(30)).naive_utc())),
         )
         .execute(c)?;
         let failed = diesel::delete(
             o::table
-                .filter(o::status.eq("failed"))
+                .filter(o::status.eq(WebhookStatus::Failed.as_str()))
                 .filter(o::created_at.le((now - Duration::days(90)).naive_utc())),
         )
         .execute(c)?;

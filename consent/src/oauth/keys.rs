@@ -135,7 +135,7 @@ pub fn load(
     let rows: Vec<Row> = signing_keys::table
         .filter(
             signing_keys::status
-                .eq("active")
+                .eq(SigningKeyStatus::Active.as_str())
                 .or(signing_keys::publish_until.gt(now.naive_utc())),
         )
         .order(signing_keys::kid.desc())
@@ -193,7 +193,7 @@ pub fn rotate(
             signing_keys::table.filter(signing_keys::status.eq(SigningKeyStatus::Active.as_str())),
         )
         .set((
-            signing_keys::status.eq("retired"),
+            signing_keys::status.eq(SigningKeyStatus::Retired.as_str()),
             signing_keys::retired_at.eq(now.naive_utc()),
             signing_keys::publish_until.eq(publish_until),
         ))

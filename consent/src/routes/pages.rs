@@ -9,9 +9,8 @@ use maud::{Markup, html};
 use platform::crypto::verify_password;
 use platform::ratelimit::Decision;
 use platform::session::{self, LoginCsrf, SessionKind};
-use platform::web::{
-    clear_session_cookie, current_session, login_csrf_cookie, page, session_cookie,
-};
+use platform::web::auth::{CsrfForm, Customer, CustomerSession, PageRefusal};
+use platform::web::{clear_session_cookie, login_csrf_cookie, page, session_cookie};
 
 use crate::AppState;
 use crate::dashboard;
@@ -213,16 +212,18 @@ pub async fn login(state: web::Data<AppState>, req: HttpRequest, body: Bytes) ->
 }
 
 #[post("/logout")]
-pub async fn logout(state: web::Data<AppState>, req: HttpRequest, body: Bytes) -> HttpResponse {
-    let pairs = form_pairs(&body);
-    if let Ok(Some(s)) = current_session(&state.platform, &req, SessionKind::Customer).await {
-        if !s.check_csrf(field(&pairs, "csrf_token").unwrap_or_default()) {
-            return error_page(
-                StatusCode::FORBIDDEN,
-                "Form expired",
-                "Reload the page and try again.",
-            );
-        }
+pub async fn logout(
+    state: web::Data<AppState>,
+    form: Result<CsrfForm<Customer>, actix_web::Error>,
+) -> HttpResponse {
+    // Without a session there is nothing to end (the cookie is cleared all the same); a wrong
+    // CSRF token, or sessions that cannot be read, are answered as on any form.
+    let form = match form {
+        Ok(form) => Some(form),
+        Err(e) if matches!(e.as_error(), Some(PageRefusal::Login(_))) => None,
+        Err(e) => return e.error_response(),
+    };
+    if let Some(CsrfForm { session: s, .. }) = form {
         let _ = state
             .platform
             .db
@@ -352,42 +353,25 @@ fn valid_request_id(id: &str) -> bool {
     id.starts_with("areq_") && id.len() <= 64
 }
 
-/// The customer session for a consent request, or the response to send instead (unknown id,
-/// not logged in: to the login page and back).
-async fn consent_session(
-    state: &AppState,
-    req: &HttpRequest,
-    id: &str,
-) -> Result<platform::session::Session, HttpResponse> {
-    if !valid_request_id(id) {
-        return Err(error_page(
-            StatusCode::NOT_FOUND,
-            "Not found",
-            "Unknown authorization request.",
-        ));
-    }
-    match current_session(&state.platform, req, SessionKind::Customer).await {
-        Ok(Some(s)) => Ok(s),
-        Ok(None) => Err(see_other(&format!("/login?next=/oauth2/consent/{id}"))),
-        Err(_) => Err(error_page(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Unavailable",
-            "Try again.",
-        )),
-    }
+/// The page for a consent request id that cannot exist.
+fn unknown_request() -> HttpResponse {
+    error_page(
+        StatusCode::NOT_FOUND,
+        "Not found",
+        "Unknown authorization request.",
+    )
 }
 
 #[get("/oauth2/consent/{id}")]
 pub async fn consent_form(
     state: web::Data<AppState>,
-    req: HttpRequest,
     id: web::Path<String>,
+    session: CustomerSession,
 ) -> HttpResponse {
     let id = id.into_inner();
-    let session = match consent_session(&state, &req, &id).await {
-        Ok(s) => s,
-        Err(resp) => return resp,
-    };
+    if !valid_request_id(&id) {
+        return unknown_request();
+    }
     let now = state.platform.now();
     let svc = state.oauth.clone();
     let customer = session.subject_id.clone();
@@ -410,24 +394,17 @@ pub async fn consent_form(
 #[post("/oauth2/consent/{id}")]
 pub async fn consent_decide(
     state: web::Data<AppState>,
-    req: HttpRequest,
     id: web::Path<String>,
-    body: Bytes,
+    form: CsrfForm<Customer>,
 ) -> HttpResponse {
     let id = id.into_inner();
-    let session = match consent_session(&state, &req, &id).await {
-        Ok(s) => s,
-        Err(resp) => return resp,
-    };
-    let pairs = form_pairs(&body);
-    if !session.check_csrf(field(&pairs, "csrf_token").unwrap_or_default()) {
-        return error_page(
-            StatusCode::FORBIDDEN,
-            "Form expired",
-            "The form was not submitted from this site; reload the page.",
-        );
+    if !valid_request_id(&id) {
+        return unknown_request();
     }
-    let Some(decision) = consent_decision(&pairs) else {
+    let CsrfForm {
+        session, fields, ..
+    } = form;
+    let Some(decision) = consent_decision(fields.pairs()) else {
         return error_page(
             StatusCode::BAD_REQUEST,
             "Invalid form",

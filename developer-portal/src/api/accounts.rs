@@ -4,6 +4,7 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use platform::problem::ApiError;
+use platform::problem::documented::NoDeveloperToken;
 use platform::session::SessionKind;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -126,7 +127,7 @@ pub async fn developer_login(
 #[utoipa::path(post, path = "/api/v1/developers/logout", tag = "developers",
     security(("developer_token" = [])),
     responses((status = 204, description = "Logged out"),
-        (status = 401, description = "Missing or invalid bearer token", body = platform::problem::Problem)))]
+        NoDeveloperToken))]
 pub async fn developer_logout(p: Data, auth: DeveloperAuth) -> Result<HttpResponse, ApiError> {
     let now = p.now();
     write(&p, move |c| accounts::logout(c, &auth.0, now)).await?;
@@ -137,7 +138,7 @@ pub async fn developer_logout(p: Data, auth: DeveloperAuth) -> Result<HttpRespon
 #[utoipa::path(get, path = "/api/v1/developers/me", tag = "developers",
     security(("developer_token" = [])),
     responses((status = 200, description = "The developer", body = DeveloperResponse),
-        (status = 401, description = "Missing or invalid bearer token", body = platform::problem::Problem)))]
+        NoDeveloperToken))]
 pub async fn me(p: Data, auth: DeveloperAuth) -> Result<web::Json<DeveloperResponse>, ApiError> {
     let id = auth.0.subject_id;
     let (dev, status) = read(&p, move |c| {

@@ -4,10 +4,11 @@
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
 use platform::problem::ApiError;
+use platform::problem::documented::NoStaffToken;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{Data, StatusQuery, id_param, status_param};
+use super::{ApprovalId, ClientId, Data, PathId, StatusQuery, status_param};
 use crate::approvals::{self, ApprovalRequest, ApprovalStatus};
 use crate::auth::StaffAuth;
 use crate::clients;
@@ -68,7 +69,7 @@ pub(crate) fn approval_response(r: ApprovalRequest, now: DateTime<Utc>) -> Appro
     params(StatusQuery),
     responses((status = 200, description = "Requests", body = ApprovalList),
         (status = 400, description = "Unknown status", body = platform::problem::Problem),
-        (status = 401, description = "Missing or invalid staff token", body = platform::problem::Problem)))]
+        NoStaffToken))]
 pub async fn list_approvals(
     p: Data,
     _auth: StaffAuth,
@@ -92,16 +93,15 @@ pub async fn list_approvals(
 /// One approval request.
 #[utoipa::path(get, path = "/api/v1/admin/approvals/{request_id}", tag = "staff",
     security(("staff_token" = [])),
-    params(("request_id" = String, Path, description = "Approval request id")),
+    params(ApprovalId),
     responses((status = 200, description = "The request", body = ApprovalResponse),
-        (status = 401, description = "Missing or invalid staff token", body = platform::problem::Problem),
+        NoStaffToken,
         (status = 404, description = "No such request", body = platform::problem::Problem)))]
 pub async fn get_approval(
     p: Data,
     _auth: StaffAuth,
-    path: web::Path<String>,
+    PathId(id, ..): ApprovalId,
 ) -> Result<web::Json<ApprovalResponse>, ApiError> {
-    let id = id_param(&path, "approval request")?;
     let now = p.now();
     let r = read(&p, move |c| Ok(approvals::get(c, &id)?)).await?;
     Ok(web::Json(approval_response(r, now)))
@@ -110,11 +110,10 @@ pub async fn get_approval(
 async fn decide(
     p: Data,
     auth: StaffAuth,
-    path: web::Path<String>,
+    PathId(id, ..): ApprovalId,
     body: web::Json<JustificationRequest>,
     approve: bool,
 ) -> Result<web::Json<ApprovalResponse>, ApiError> {
-    let id = id_param(&path, "approval request")?;
     let staff = auth.0.subject_id;
     let justification = body.into_inner().justification;
     let now = p.now();
@@ -128,61 +127,60 @@ async fn decide(
 /// Approve a request made by another staff member; the approved action is executed at once.
 #[utoipa::path(post, path = "/api/v1/admin/approvals/{request_id}/approve", tag = "staff",
     security(("staff_token" = [])),
-    params(("request_id" = String, Path, description = "Approval request id")),
+    params(ApprovalId),
     request_body = JustificationRequest,
     responses((status = 200, description = "Approved and executed", body = ApprovalResponse),
         (status = 400, description = "Missing justification", body = platform::problem::Problem),
-        (status = 401, description = "Missing or invalid staff token", body = platform::problem::Problem),
+        NoStaffToken,
         (status = 403, description = "Your own request", body = platform::problem::Problem),
         (status = 404, description = "No such request", body = platform::problem::Problem),
         (status = 409, description = "Already decided or expired", body = platform::problem::Problem)))]
 pub async fn approve(
     p: Data,
     auth: StaffAuth,
-    path: web::Path<String>,
+    id: ApprovalId,
     body: web::Json<JustificationRequest>,
 ) -> Result<web::Json<ApprovalResponse>, ApiError> {
-    decide(p, auth, path, body, true).await
+    decide(p, auth, id, body, true).await
 }
 
 /// Reject a request made by another staff member.
 #[utoipa::path(post, path = "/api/v1/admin/approvals/{request_id}/reject", tag = "staff",
     security(("staff_token" = [])),
-    params(("request_id" = String, Path, description = "Approval request id")),
+    params(ApprovalId),
     request_body = JustificationRequest,
     responses((status = 200, description = "Rejected", body = ApprovalResponse),
         (status = 400, description = "Missing justification", body = platform::problem::Problem),
-        (status = 401, description = "Missing or invalid staff token", body = platform::problem::Problem),
+        NoStaffToken,
         (status = 403, description = "Your own request", body = platform::problem::Problem),
         (status = 404, description = "No such request", body = platform::problem::Problem),
         (status = 409, description = "Already decided or expired", body = platform::problem::Problem)))]
 pub async fn reject(
     p: Data,
     auth: StaffAuth,
-    path: web::Path<String>,
+    id: ApprovalId,
     body: web::Json<JustificationRequest>,
 ) -> Result<web::Json<ApprovalResponse>, ApiError> {
-    decide(p, auth, path, body, false).await
+    decide(p, auth, id, body, false).await
 }
 
 /// Ask for a client's suspension (a second staff member must approve; approval revokes all of
 /// the client's grants).
 #[utoipa::path(post, path = "/api/v1/admin/clients/{client_id}/suspension", tag = "staff",
     security(("staff_token" = [])),
-    params(("client_id" = String, Path, description = "Client id")),
+    params(ClientId),
     request_body = JustificationRequest,
     responses((status = 202, description = "Approval request opened", body = ApprovalResponse),
         (status = 400, description = "Missing justification, or a request is already pending", body = platform::problem::Problem),
-        (status = 401, description = "Missing or invalid staff token", body = platform::problem::Problem),
+        NoStaffToken,
         (status = 404, description = "No such client", body = platform::problem::Problem),
         (status = 409, description = "Client not active", body = platform::problem::Problem)))]
 pub async fn request_suspension(
     p: Data,
     auth: StaffAuth,
-    path: web::Path<String>,
+    PathId(id, ..): ClientId,
     body: web::Json<JustificationRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = id_param(&path, "client")?;
     let staff = auth.0.subject_id;
     let justification = body.into_inner().justification;
     let now = p.now();

@@ -4,10 +4,11 @@
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
 use platform::problem::ApiError;
+use platform::problem::documented::{NoDeveloperToken, NotYourClient};
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
-use super::{Data, id_param};
+use super::{ClientId, Data, EventId, PathId};
 use crate::auth::DeveloperAuth;
 use crate::clients::{self, ClientUpdate, ClientView, ClientWithSecret, NewClient};
 use crate::error::{read, write, write_revoking};
@@ -124,7 +125,7 @@ impl From<ClientWithSecret> for ClientSecretResponse {
     request_body = CreateClientRequest,
     responses((status = 201, description = "Created; the secret is shown once", body = ClientSecretResponse),
         (status = 400, description = "Invalid field (e.g. a redirect URI)", body = platform::problem::Problem),
-        (status = 401, description = "Missing or invalid bearer token", body = platform::problem::Problem),
+        NoDeveloperToken,
         (status = 403, description = "Production client without approved KYC", body = platform::problem::Problem)))]
 pub async fn create_client(
     p: Data,
@@ -154,7 +155,7 @@ pub async fn create_client(
 #[utoipa::path(get, path = "/api/v1/clients", tag = "clients",
     security(("developer_token" = [])),
     responses((status = 200, description = "Clients", body = ClientList),
-        (status = 401, description = "Missing or invalid bearer token", body = platform::problem::Problem)))]
+        NoDeveloperToken))]
 pub async fn list_clients(p: Data, auth: DeveloperAuth) -> Result<web::Json<ClientList>, ApiError> {
     let dev = auth.0.subject_id;
     let list = read(&p, move |c| clients::list(c, &dev)).await?;
@@ -166,16 +167,15 @@ pub async fn list_clients(p: Data, auth: DeveloperAuth) -> Result<web::Json<Clie
 /// One of the developer's clients.
 #[utoipa::path(get, path = "/api/v1/clients/{client_id}", tag = "clients",
     security(("developer_token" = [])),
-    params(("client_id" = String, Path, description = "Client id")),
+    params(ClientId),
     responses((status = 200, description = "The client", body = ClientResponse),
-        (status = 401, description = "Missing or invalid bearer token", body = platform::problem::Problem),
-        (status = 404, description = "No such client of yours", body = platform::problem::Problem)))]
+        NoDeveloperToken,
+        NotYourClient))]
 pub async fn get_client(
     p: Data,
     auth: DeveloperAuth,
-    path: web::Path<String>,
+    PathId(id, ..): ClientId,
 ) -> Result<web::Json<ClientResponse>, ApiError> {
-    let id = id_param(&path, "client")?;
     let dev = auth.0.subject_id;
     let c = read(&p, move |c| clients::get(c, &dev, &id)).await?;
     Ok(web::Json(c.into()))
@@ -184,20 +184,19 @@ pub async fn get_client(
 /// Change a client's name, redirect URIs or webhook URL.
 #[utoipa::path(patch, path = "/api/v1/clients/{client_id}", tag = "clients",
     security(("developer_token" = [])),
-    params(("client_id" = String, Path, description = "Client id")),
+    params(ClientId),
     request_body = UpdateClientRequest,
     responses((status = 200, description = "Updated (webhook_secret present when a webhook was set for the first time)", body = ClientSecretResponse),
         (status = 400, description = "Invalid field", body = platform::problem::Problem),
-        (status = 401, description = "Missing or invalid bearer token", body = platform::problem::Problem),
-        (status = 404, description = "No such client of yours", body = platform::problem::Problem),
+        NoDeveloperToken,
+        NotYourClient,
         (status = 409, description = "Client suspended", body = platform::problem::Problem)))]
 pub async fn update_client(
     p: Data,
     auth: DeveloperAuth,
-    path: web::Path<String>,
+    PathId(id, ..): ClientId,
     body: web::Json<UpdateClientRequest>,
 ) -> Result<web::Json<ClientSecretResponse>, ApiError> {
-    let id = id_param(&path, "client")?;
     let body = body.into_inner();
     if body.name.is_none() && body.redirect_uris.is_none() && body.webhook_url.is_none() {
         return Err(ApiError::BadRequest(
@@ -226,16 +225,15 @@ pub async fn update_client(
 /// Delete a client; all its grants and refresh tokens are revoked.
 #[utoipa::path(delete, path = "/api/v1/clients/{client_id}", tag = "clients",
     security(("developer_token" = [])),
-    params(("client_id" = String, Path, description = "Client id")),
+    params(ClientId),
     responses((status = 204, description = "Deleted"),
-        (status = 401, description = "Missing or invalid bearer token", body = platform::problem::Problem),
-        (status = 404, description = "No such client of yours", body = platform::problem::Problem)))]
+        NoDeveloperToken,
+        NotYourClient))]
 pub async fn delete_client(
     p: Data,
     auth: DeveloperAuth,
-    path: web::Path<String>,
+    PathId(id, ..): ClientId,
 ) -> Result<HttpResponse, ApiError> {
-    let id = id_param(&path, "client")?;
     let dev = auth.0.subject_id;
     let now = p.now();
     write_revoking(&p, move |c, r| clients::delete(c, r, &dev, &id, now)).await?;
@@ -245,17 +243,16 @@ pub async fn delete_client(
 /// Replace the client secret; the old one stops working at once.
 #[utoipa::path(post, path = "/api/v1/clients/{client_id}/secret", tag = "clients",
     security(("developer_token" = [])),
-    params(("client_id" = String, Path, description = "Client id")),
+    params(ClientId),
     responses((status = 200, description = "New secret, shown once", body = ClientSecretResponse),
-        (status = 401, description = "Missing or invalid bearer token", body = platform::problem::Problem),
-        (status = 404, description = "No such client of yours", body = platform::problem::Problem),
+        NoDeveloperToken,
+        NotYourClient,
         (status = 409, description = "Client suspended", body = platform::problem::Problem)))]
 pub async fn rotate_secret(
     p: Data,
     auth: DeveloperAuth,
-    path: web::Path<String>,
+    PathId(id, ..): ClientId,
 ) -> Result<HttpResponse, ApiError> {
-    let id = id_param(&path, "client")?;
     let dev = auth.0.subject_id;
     let now = p.now();
     let r = write(&p, move |c| clients::rotate_secret(c, &dev, &id, now)).await?;
@@ -267,16 +264,15 @@ pub async fn rotate_secret(
 /// The client's webhook events and their delivery status, newest first (at most 100).
 #[utoipa::path(get, path = "/api/v1/clients/{client_id}/webhook-deliveries", tag = "clients",
     security(("developer_token" = [])),
-    params(("client_id" = String, Path, description = "Client id")),
+    params(ClientId),
     responses((status = 200, description = "Recent events", body = WebhookDeliveryList),
-        (status = 401, description = "Missing or invalid bearer token", body = platform::problem::Problem),
-        (status = 404, description = "No such client of yours", body = platform::problem::Problem)))]
+        NoDeveloperToken,
+        NotYourClient))]
 pub async fn webhook_deliveries(
     p: Data,
     auth: DeveloperAuth,
-    path: web::Path<String>,
+    PathId(id, ..): ClientId,
 ) -> Result<web::Json<WebhookDeliveryList>, ApiError> {
-    let id = id_param(&path, "client")?;
     let dev = auth.0.subject_id;
     let deliveries = read(&p, move |c| clients::webhook_deliveries(c, &dev, &id, 100)).await?;
     Ok(web::Json(WebhookDeliveryList { deliveries }))
@@ -285,20 +281,17 @@ pub async fn webhook_deliveries(
 /// Send a failed webhook event again (after fixing the receiver).
 #[utoipa::path(post, path = "/api/v1/clients/{client_id}/webhook-deliveries/{event_id}/retry", tag = "clients",
     security(("developer_token" = [])),
-    params(("client_id" = String, Path, description = "Client id"),
-        ("event_id" = String, Path, description = "Event id (msg_...)")),
+    params(ClientId, EventId),
     responses((status = 202, description = "Queued for delivery"),
-        (status = 401, description = "Missing or invalid bearer token", body = platform::problem::Problem),
+        NoDeveloperToken,
         (status = 404, description = "No such client or event", body = platform::problem::Problem),
         (status = 409, description = "The event is not failed, or the client is not active", body = platform::problem::Problem)))]
 pub async fn redeliver_webhook(
     p: Data,
     auth: DeveloperAuth,
-    path: web::Path<(String, String)>,
+    PathId(id, ..): ClientId,
+    PathId(event, ..): EventId,
 ) -> Result<HttpResponse, ApiError> {
-    let (client, event) = path.into_inner();
-    let id = id_param(&client, "client")?;
-    let event = id_param(&event, "webhook event")?;
     let dev = auth.0.subject_id;
     let now = p.now();
     write(&p, move |c| clients::redeliver(c, &dev, &id, &event, now)).await?;
@@ -308,17 +301,16 @@ pub async fn redeliver_webhook(
 /// Replace the webhook signing secret; the old one stops at once.
 #[utoipa::path(post, path = "/api/v1/clients/{client_id}/webhook-secret", tag = "clients",
     security(("developer_token" = [])),
-    params(("client_id" = String, Path, description = "Client id")),
+    params(ClientId),
     responses((status = 200, description = "New webhook secret, shown once", body = WebhookSecretResponse),
-        (status = 401, description = "Missing or invalid bearer token", body = platform::problem::Problem),
-        (status = 404, description = "No such client of yours", body = platform::problem::Problem),
+        NoDeveloperToken,
+        NotYourClient,
         (status = 409, description = "Client suspended or without webhook URL", body = platform::problem::Problem)))]
 pub async fn rotate_webhook_secret(
     p: Data,
     auth: DeveloperAuth,
-    path: web::Path<String>,
+    PathId(id, ..): ClientId,
 ) -> Result<HttpResponse, ApiError> {
-    let id = id_param(&path, "client")?;
     let dev = auth.0.subject_id;
     let now = p.now();
     let key = p.master_key.clone();

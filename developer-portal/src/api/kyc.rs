@@ -3,15 +3,14 @@
 use actix_web::web;
 use chrono::{DateTime, Utc};
 use platform::problem::ApiError;
+use platform::problem::documented::{NoDeveloperToken, NoStaffToken};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{Data, StatusQuery, id_param, status_param};
+use super::{Data, PathId, StatusQuery, SubmissionId, status_param};
 use crate::auth::{DeveloperAuth, StaffAuth};
 use crate::error::{PortalError, read, write};
-use crate::kyc::{
-    self, KycDetails, KycDocument, KycRecord, KycStatus, ReviewDecision, StaffKycView,
-};
+use crate::kyc::{self, KycDetails, KycDocument, KycRecord, KycStatus, StaffKycView};
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -187,7 +186,7 @@ fn kyc_details(b: &KycRequest) -> Result<KycDetails, PortalError> {
 #[utoipa::path(get, path = "/api/v1/developers/me/kyc", tag = "developers",
     security(("developer_token" = [])),
     responses((status = 200, description = "KYC details and status", body = KycResponse),
-        (status = 401, description = "Missing or invalid bearer token", body = platform::problem::Problem),
+        NoDeveloperToken,
         (status = 404, description = "No KYC details saved yet", body = platform::problem::Problem)))]
 pub async fn get_kyc(p: Data, auth: DeveloperAuth) -> Result<web::Json<KycResponse>, ApiError> {
     let cipher = p.master_key.cipher(kyc::PII_KEY);
@@ -203,7 +202,7 @@ pub async fn get_kyc(p: Data, auth: DeveloperAuth) -> Result<web::Json<KycRespon
     request_body = KycRequest,
     responses((status = 200, description = "Saved", body = KycResponse),
         (status = 400, description = "Invalid field", body = platform::problem::Problem),
-        (status = 401, description = "Missing or invalid bearer token", body = platform::problem::Problem),
+        NoDeveloperToken,
         (status = 409, description = "Under review or decided: no longer editable", body = platform::problem::Problem)))]
 pub async fn put_kyc(
     p: Data,
@@ -222,7 +221,7 @@ pub async fn put_kyc(
 #[utoipa::path(post, path = "/api/v1/developers/me/kyc/submit", tag = "developers",
     security(("developer_token" = [])),
     responses((status = 200, description = "Submitted", body = KycResponse),
-        (status = 401, description = "Missing or invalid bearer token", body = platform::problem::Problem),
+        NoDeveloperToken,
         (status = 404, description = "No KYC details saved yet", body = platform::problem::Problem),
         (status = 409, description = "Already submitted or decided", body = platform::problem::Problem)))]
 pub async fn submit_kyc(p: Data, auth: DeveloperAuth) -> Result<web::Json<KycResponse>, ApiError> {
@@ -239,7 +238,7 @@ pub async fn submit_kyc(p: Data, auth: DeveloperAuth) -> Result<web::Json<KycRes
     params(StatusQuery),
     responses((status = 200, description = "Queue, oldest first", body = KycQueue),
         (status = 400, description = "Unknown status", body = platform::problem::Problem),
-        (status = 401, description = "Missing or invalid staff token", body = platform::problem::Problem)))]
+        NoStaffToken))]
 pub async fn kyc_queue(
     p: Data,
     _auth: StaffAuth,
@@ -270,16 +269,15 @@ pub async fn kyc_queue(
 /// A submission with its decrypted details and every review (viewing is audited).
 #[utoipa::path(get, path = "/api/v1/admin/kyc/{submission_id}", tag = "staff",
     security(("staff_token" = [])),
-    params(("submission_id" = String, Path, description = "KYC submission id")),
+    params(SubmissionId),
     responses((status = 200, description = "Submission and reviews", body = StaffKycResponse),
-        (status = 401, description = "Missing or invalid staff token", body = platform::problem::Problem),
+        NoStaffToken,
         (status = 404, description = "No such submission", body = platform::problem::Problem)))]
 pub async fn kyc_detail(
     p: Data,
     auth: StaffAuth,
-    path: web::Path<String>,
+    PathId(id, ..): SubmissionId,
 ) -> Result<web::Json<StaffKycResponse>, ApiError> {
-    let id = id_param(&path, "KYC submission")?;
     let cipher = p.master_key.cipher(kyc::PII_KEY);
     let staff = auth.0.subject_id;
     let now = p.now();
@@ -291,23 +289,22 @@ pub async fn kyc_detail(
 /// more information. Every review carries a justification visible to all staff.
 #[utoipa::path(post, path = "/api/v1/admin/kyc/{submission_id}/reviews", tag = "staff",
     security(("staff_token" = [])),
-    params(("submission_id" = String, Path, description = "KYC submission id")),
+    params(SubmissionId),
     request_body = KycReviewRequest,
     responses((status = 200, description = "Review recorded; the submission as it now stands", body = StaffKycResponse),
         (status = 400, description = "Unknown decision or missing justification", body = platform::problem::Problem),
-        (status = 401, description = "Missing or invalid staff token", body = platform::problem::Problem),
+        NoStaffToken,
         (status = 403, description = "Conflict of interest", body = platform::problem::Problem),
         (status = 404, description = "No such submission", body = platform::problem::Problem),
         (status = 409, description = "Not awaiting review, or already reviewed by you this round", body = platform::problem::Problem)))]
 pub async fn kyc_review(
     p: Data,
     auth: StaffAuth,
-    path: web::Path<String>,
+    PathId(id, ..): SubmissionId,
     body: web::Json<KycReviewRequest>,
 ) -> Result<web::Json<StaffKycResponse>, ApiError> {
-    let id = id_param(&path, "KYC submission")?;
     let decision =
-        ReviewDecision::parse(&body.decision).map_err(|m| ApiError::field("decision", m))?;
+        kyc::parse_decision(&body.decision).map_err(|m| ApiError::field("decision", m))?;
     let justification = body.into_inner().justification;
     let cipher = p.master_key.cipher(kyc::PII_KEY);
     let staff = auth.0.subject_id;

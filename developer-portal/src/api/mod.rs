@@ -6,10 +6,17 @@
 //! its staff review), [`clients`] (registration, secrets, webhooks) and [`approvals`] (four-eyes
 //! requests). This module holds the routes and the parameter helpers they share.
 
-use actix_web::web;
+use std::future::{Ready, ready};
+use std::marker::PhantomData;
+
+use actix_web::dev::Payload;
+use actix_web::{FromRequest, HttpRequest, web};
 use platform::Platform;
 use platform::problem::ApiError;
 use serde::Deserialize;
+use utoipa::IntoParams;
+use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
+use utoipa::openapi::{Object, Required, Type};
 
 pub mod accounts;
 pub mod approvals;
@@ -25,12 +32,70 @@ pub struct StatusQuery {
     pub status: Option<String>,
 }
 
-/// Path ids longer than any id we issue cannot exist.
-pub(crate) fn id_param(id: &str, what: &'static str) -> Result<String, ApiError> {
-    if id.is_empty() || id.len() > 100 {
-        return Err(ApiError::NotFound(what));
+/// What a path id names: its route parameter, and the word a 404 uses.
+pub(crate) trait IdKind: 'static {
+    const PARAM: &'static str;
+    const WHAT: &'static str;
+    /// The parameter's description in the OpenAPI document.
+    const DESCRIPTION: &'static str;
+}
+
+/// An id from the request path (`PathId(id, ..): ClientId`). Ids longer than any id we issue
+/// cannot exist: 404, before any lookup.
+#[derive(Debug)]
+pub(crate) struct PathId<K>(pub String, PhantomData<K>);
+
+impl<K: IdKind> FromRequest for PathId<K> {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let id = req.match_info().get(K::PARAM).unwrap_or_default();
+        ready(if id.is_empty() || id.len() > 100 {
+            Err(ApiError::NotFound(K::WHAT))
+        } else {
+            Ok(Self(id.to_string(), PhantomData))
+        })
     }
-    Ok(id.to_string())
+}
+
+/// The path parameter, documented once for every route that takes it (`params(ClientId)`).
+impl<K: IdKind> IntoParams for PathId<K> {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![
+            ParameterBuilder::new()
+                .name(K::PARAM)
+                .parameter_in(ParameterIn::Path)
+                .description(Some(K::DESCRIPTION))
+                .required(Required::True)
+                .schema(Some(Object::with_type(Type::String)))
+                .build(),
+        ]
+    }
+}
+
+macro_rules! id_kinds {
+    ($($(#[$doc:meta])* $alias:ident($kind:ident) = $param:literal, $what:literal, $desc:literal;)*) => {$(
+        #[derive(Debug)]
+        pub(crate) enum $kind {}
+        impl IdKind for $kind {
+            const PARAM: &'static str = $param;
+            const WHAT: &'static str = $what;
+            const DESCRIPTION: &'static str = $desc;
+        }
+        $(#[$doc])*
+        pub(crate) type $alias = PathId<$kind>;
+    )*};
+}
+
+id_kinds! {
+    /// `{client_id}`
+    ClientId(Client) = "client_id", "client", "Client id";
+    /// `{event_id}` (a webhook event of a client)
+    EventId(Event) = "event_id", "webhook event", "Event id (msg_...)";
+    /// `{request_id}` (a four-eyes approval request)
+    ApprovalId(Approval) = "request_id", "approval request", "Approval request id";
+    /// `{submission_id}` (a KYC submission)
+    SubmissionId(Submission) = "submission_id", "KYC submission", "KYC submission id";
 }
 
 /// The optional `status` filter of a listing, parsed with `parse`; `expected` lists the values.

@@ -5,7 +5,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
 use platform::crypto::{MasterKey, PlainToken};
 use platform::storage::AnyConnection;
-use platform::storage::models::ClientStatus;
+use platform::storage::models::{ClientStatus, WebhookStatus};
 use platform::storage::schema::clients;
 
 use super::{audit_developer, owned, owned_active, ts};
@@ -162,10 +162,10 @@ pub fn redeliver(
     diesel::update(
         o::table
             .filter(o::id.eq(event_id))
-            .filter(o::status.eq("failed")),
+            .filter(o::status.eq(WebhookStatus::Failed.as_str())),
     )
     .set((
-        o::status.eq("pending"),
+        o::status.eq(WebhookStatus::Pending.as_str()),
         o::attempts.eq(0),
         o::next_attempt_at.eq(ts(now)),
     ))

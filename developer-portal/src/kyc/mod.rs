@@ -46,66 +46,12 @@ pub fn aad(field: &str, row_id: &str) -> String {
     format!("kyc_submissions.{field}:{row_id}")
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KycStatus {
-    Draft,
-    Submitted,
-    Approved,
-    Rejected,
-    NeedsInformation,
-}
+pub use platform::storage::models::{KycStatus, ReviewDecision};
 
-impl KycStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Draft => "draft",
-            Self::Submitted => "submitted",
-            Self::Approved => "approved",
-            Self::Rejected => "rejected",
-            Self::NeedsInformation => "needs_information",
-        }
-    }
-    pub fn parse(s: &str) -> Option<Self> {
-        [
-            Self::Draft,
-            Self::Submitted,
-            Self::Approved,
-            Self::Rejected,
-            Self::NeedsInformation,
-        ]
-        .into_iter()
-        .find(|x| x.as_str() == s)
-    }
-    /// Whether the developer may still edit the details.
-    pub fn editable(self) -> bool {
-        matches!(self, Self::Draft | Self::NeedsInformation)
-    }
-}
-
-/// A staff decision on a submission.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReviewDecision {
-    Approve,
-    Reject,
-    NeedsInformation,
-}
-
-impl ReviewDecision {
-    pub fn parse(s: &str) -> Result<Self, String> {
-        match s {
-            "approve" => Ok(Self::Approve),
-            "reject" => Ok(Self::Reject),
-            "needs_information" => Ok(Self::NeedsInformation),
-            _ => Err("must be \"approve\", \"reject\" or \"needs_information\"".into()),
-        }
-    }
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Approve => "approve",
-            Self::Reject => "reject",
-            Self::NeedsInformation => "needs_information",
-        }
-    }
+/// A staff decision as the review API and page name it.
+pub fn parse_decision(s: &str) -> Result<ReviewDecision, String> {
+    ReviewDecision::parse(s)
+        .ok_or_else(|| "must be \"approve\", \"reject\" or \"needs_information\"".into())
 }
 
 /// Metadata of a supporting document (the document itself is exchanged out of band).
@@ -309,7 +255,7 @@ fn decrypt(cipher: &FieldCipher, row: &KycSubmission) -> PortalResult<KycDetails
 fn current_round(conn: &mut AnyConnection, submission_id: &str) -> PortalResult<i32> {
     let n: i64 = kyc_reviews::table
         .filter(kyc_reviews::submission_id.eq(submission_id))
-        .filter(kyc_reviews::decision.eq("needs_information"))
+        .filter(kyc_reviews::decision.eq(ReviewDecision::NeedsInformation.as_str()))
         .count()
         .get_result(conn)?;
     Ok(1 + i32::try_from(n).unwrap_or(i32::MAX - 1))
@@ -323,7 +269,7 @@ fn approvals_in_round(
     let n: i64 = kyc_reviews::table
         .filter(kyc_reviews::submission_id.eq(submission_id))
         .filter(kyc_reviews::round.eq(round))
-        .filter(kyc_reviews::decision.eq("approve"))
+        .filter(kyc_reviews::decision.eq(ReviewDecision::Approve.as_str()))
         .count()
         .get_result(conn)?;
     Ok(usize::try_from(n).unwrap_or_default())
@@ -385,7 +331,7 @@ pub fn status_of(conn: &mut AnyConnection, developer_id: &str) -> PortalResult<O
 pub fn is_approved(conn: &mut AnyConnection, developer_id: &str) -> PortalResult<bool> {
     Ok(kyc_submissions::table
         .filter(kyc_submissions::developer_id.eq(developer_id))
-        .filter(kyc_submissions::status.eq("approved"))
+        .filter(kyc_submissions::status.eq(KycStatus::Approved.as_str()))
         .count()
         .get_result::<i64>(conn)?
         == 1)
@@ -483,7 +429,7 @@ pub fn submit(
             .filter(kyc_submissions::status.eq(&row.status)),
     )
     .set((
-        kyc_submissions::status.eq("submitted"),
+        kyc_submissions::status.eq(KycStatus::Submitted.as_str()),
         kyc_submissions::submitted_at.eq(ts(now)),
         kyc_submissions::updated_at.eq(ts(now)),
         kyc_submissions::decision_reason.eq(None::<String>),
@@ -518,7 +464,7 @@ pub fn verified_legal_name(
 ) -> PortalResult<Option<String>> {
     let row: Option<(String, String)> = kyc_submissions::table
         .filter(kyc_submissions::developer_id.eq(developer_id))
-        .filter(kyc_submissions::status.eq("approved"))
+        .filter(kyc_submissions::status.eq(KycStatus::Approved.as_str()))
         .select((kyc_submissions::id, kyc_submissions::legal_name_enc))
         .first(conn)
         .optional()?;

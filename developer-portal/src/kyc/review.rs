@@ -147,7 +147,7 @@ pub fn review(
     let locked = diesel::update(
         kyc_submissions::table
             .filter(kyc_submissions::id.eq(submission_id))
-            .filter(kyc_submissions::status.eq("submitted")),
+            .filter(kyc_submissions::status.eq(KycStatus::Submitted.as_str())),
     )
     .set(kyc_submissions::updated_at.eq(ts(now)))
     .execute(conn)?;
@@ -227,7 +227,7 @@ pub fn review(
         let changed = diesel::update(
             kyc_submissions::table
                 .filter(kyc_submissions::id.eq(submission_id))
-                .filter(kyc_submissions::status.eq("submitted")),
+                .filter(kyc_submissions::status.eq(KycStatus::Submitted.as_str())),
         )
         .set((
             kyc_submissions::status.eq(new_status.as_str()),

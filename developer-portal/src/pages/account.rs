@@ -10,13 +10,14 @@ use super::markup::{
     csrf_input, csrf_refused, error_list, error_page, field, messages, render, see_other,
     status_of, with_cookie,
 };
-use super::session::{self, Developer, DeveloperSession, login_csrf, login_csrf_ok};
+use super::session::{self, login_csrf, login_csrf_ok};
 use super::{Data, Form, nav};
 use crate::accounts::{self, SignUp};
 use crate::auth::client_addr;
 use crate::clients::{self};
 use crate::error::read;
 use crate::kyc::{self};
+use platform::web::auth::{CsrfForm, Developer, DeveloperSession};
 
 pub(super) async fn index(p: Data, s: Option<DeveloperSession>) -> HttpResponse {
     let Some(s) = s else {
@@ -122,6 +123,6 @@ pub(super) async fn login_submit(p: Data, req: HttpRequest, form: Form) -> HttpR
     session::login_submit::<Developer>(&p, &req, &form).await
 }
 
-pub(super) async fn logout(p: Data, form: Form, s: DeveloperSession) -> HttpResponse {
-    session::logout(&p, &form, s).await
+pub(super) async fn logout(p: Data, form: CsrfForm<Developer>) -> HttpResponse {
+    session::logout(&p, form).await
 }

@@ -1,8 +1,6 @@
 //! The developer's OAuth clients: list, create, show (with webhook deliveries), edit, rotate the
 //! secret, redeliver a webhook, delete.
 
-use std::collections::HashMap;
-
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use maud::html;
@@ -11,11 +9,11 @@ use platform::session::Session;
 use super::markup::{
     csrf_input, error_list, error_page, field, messages, render, see_other, status_of,
 };
-use super::session::{DeveloperSession, require_csrf};
 use super::{Data, Form, nav};
 use crate::clients::{self, ClientUpdate, ClientView, NewClient};
 use crate::domain::ACTIONS;
 use crate::error::{read, write, write_revoking};
+use platform::web::auth::{CsrfForm, Developer, DeveloperSession};
 
 fn client_detail(
     s: &Session,
@@ -140,7 +138,7 @@ pub(super) async fn clients_list(p: Data, s: DeveloperSession) -> HttpResponse {
 
 fn new_client_form(
     s: &Session,
-    form: Option<&HashMap<String, String>>,
+    form: Option<&Form>,
     errors: &[String],
     status: StatusCode,
 ) -> HttpResponse {
@@ -196,8 +194,14 @@ fn lines(text: &str) -> Vec<String> {
         .collect()
 }
 
-pub(super) async fn new_client_submit(p: Data, form: Form, s: DeveloperSession) -> HttpResponse {
-    require_csrf!(s, form, "/developers/clients/new");
+pub(super) async fn new_client_submit(
+    p: Data,
+    CsrfForm {
+        session: s,
+        fields: form,
+        ..
+    }: CsrfForm<Developer>,
+) -> HttpResponse {
     let actions: Vec<String> = ACTIONS
         .iter()
         .filter(|a| !field(&form, &format!("action_{a}")).is_empty())
@@ -269,12 +273,10 @@ pub(super) async fn client_get(
 pub(super) async fn webhook_retry(
     p: Data,
     path: web::Path<(String, String)>,
-    form: Form,
-    s: DeveloperSession,
+    CsrfForm { session: s, .. }: CsrfForm<Developer>,
 ) -> HttpResponse {
     let (id, event) = path.into_inner();
     let back = client_page(&id);
-    require_csrf!(s, form, &back);
     let dev = s.subject_id.clone();
     let now = p.now();
     match write(&p, move |c| clients::redeliver(c, &dev, &id, &event, now)).await {
@@ -286,12 +288,14 @@ pub(super) async fn webhook_retry(
 pub(super) async fn client_update(
     p: Data,
     path: web::Path<String>,
-    form: Form,
-    s: DeveloperSession,
+    CsrfForm {
+        session: s,
+        fields: form,
+        ..
+    }: CsrfForm<Developer>,
 ) -> HttpResponse {
     let id = path.into_inner();
     let back = client_page(&id);
-    require_csrf!(s, form, &back);
     let webhook = field(&form, "webhook_url").trim().to_string();
     let change = ClientUpdate {
         name: Some(field(&form, "name").to_string()),
@@ -316,12 +320,10 @@ pub(super) async fn client_update(
 pub(super) async fn client_rotate(
     p: Data,
     path: web::Path<String>,
-    form: Form,
-    s: DeveloperSession,
+    CsrfForm { session: s, .. }: CsrfForm<Developer>,
 ) -> HttpResponse {
     let id = path.into_inner();
     let back = client_page(&id);
-    require_csrf!(s, form, &back);
     let dev = s.subject_id.clone();
     let now = p.now();
     match write(&p, move |c| clients::rotate_secret(c, &dev, &id, now)).await {
@@ -333,12 +335,10 @@ pub(super) async fn client_rotate(
 pub(super) async fn client_delete(
     p: Data,
     path: web::Path<String>,
-    form: Form,
-    s: DeveloperSession,
+    CsrfForm { session: s, .. }: CsrfForm<Developer>,
 ) -> HttpResponse {
     let id = path.into_inner();
     let back = client_page(&id);
-    require_csrf!(s, form, &back);
     let dev = s.subject_id.clone();
     let now = p.now();
     match write_revoking(&p, move |c, r| clients::delete(c, r, &dev, &id, now)).await {

@@ -1,7 +1,5 @@
 //! The developer's KYC form and status.
 
-use std::collections::HashMap;
-
 use actix_web::HttpResponse;
 use actix_web::http::StatusCode;
 use maud::html;
@@ -10,10 +8,10 @@ use platform::session::Session;
 use super::markup::{
     csrf_input, error_list, error_page, field, messages, render, see_other, status_of,
 };
-use super::session::{DeveloperSession, require_csrf};
 use super::{Data, Form, nav};
 use crate::error::{read, write};
 use crate::kyc::{self, DOCUMENT_KINDS, KycDetails, KycDocument, KycRecord};
+use platform::web::auth::{CsrfForm, Developer, DeveloperSession};
 
 /// Document rows on the KYC form.
 const DOC_ROWS: usize = 3;
@@ -21,7 +19,7 @@ const DOC_ROWS: usize = 3;
 fn kyc_page(
     s: &Session,
     record: Option<&KycRecord>,
-    draft: Option<&HashMap<String, String>>,
+    draft: Option<&Form>,
     errors: &[String],
     status: StatusCode,
 ) -> HttpResponse {
@@ -110,8 +108,14 @@ pub(super) async fn kyc_get(p: Data, s: DeveloperSession) -> HttpResponse {
     }
 }
 
-pub(super) async fn kyc_post(p: Data, form: Form, s: DeveloperSession) -> HttpResponse {
-    require_csrf!(s, form, "/developers/kyc");
+pub(super) async fn kyc_post(
+    p: Data,
+    CsrfForm {
+        session: s,
+        fields: form,
+        ..
+    }: CsrfForm<Developer>,
+) -> HttpResponse {
     let docs: Vec<KycDocument> = (0..DOC_ROWS)
         .filter(|i| {
             !(field(&form, &format!("doc{i}_kind")).is_empty()

@@ -1,8 +1,6 @@
 //! What every portal page shares: the HTML layout and response helpers, form fields, error pages
 //! and the login form.
 
-use std::collections::HashMap;
-
 use actix_web::HttpResponse;
 use actix_web::http::StatusCode;
 use actix_web::http::header;
@@ -12,8 +10,8 @@ use platform::web::page;
 
 use crate::error::PortalError;
 
-pub(crate) fn field<'a>(form: &'a HashMap<String, String>, name: &str) -> &'a str {
-    form.get(name).map(String::as_str).unwrap_or_default()
+pub(crate) fn field<'a>(form: &'a super::Form, name: &str) -> &'a str {
+    form.get(name)
 }
 
 pub(crate) fn render(status: StatusCode, title: &str, body: Markup) -> HttpResponse {
@@ -66,17 +64,7 @@ pub(crate) fn error_page(err: &PortalError, back: &str) -> HttpResponse {
     )
 }
 
-pub(crate) fn csrf_refused(back: &str) -> HttpResponse {
-    render(
-        StatusCode::FORBIDDEN,
-        "Forbidden",
-        html! {
-            h1 { "Forbidden" }
-            p.error { "The form's security token is missing or wrong. Reload the page and try again." }
-            p { a href=(back) { "Back" } }
-        },
-    )
-}
+pub(crate) use platform::web::auth::csrf_refused_page as csrf_refused;
 
 pub(crate) fn with_cookie(
     mut resp: HttpResponse,
@@ -86,15 +74,6 @@ pub(crate) fn with_cookie(
         let _ = resp.add_cookie(&c);
     }
     resp
-}
-
-/// The page for a session store that cannot be read.
-pub(crate) fn unavailable() -> HttpResponse {
-    render(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "Unavailable",
-        html! { h1 { "Temporarily unavailable" } p { "Please try again in a moment." } },
-    )
 }
 
 /// A list of form errors, if any.

@@ -6,8 +6,6 @@
 //! [`staff`] the staff pages under `/developers/staff`; [`markup`] is their shared layout and
 //! forms, [`session`] their session extractor, CSRF check and login flow.
 
-use std::collections::HashMap;
-
 use actix_web::web;
 use maud::{Markup, html};
 use platform::Platform;
@@ -22,7 +20,7 @@ mod staff;
 
 use markup::csrf_input;
 
-pub(crate) type Form = web::Form<HashMap<String, String>>;
+pub(crate) type Form = platform::web::auth::FormFields;
 pub(crate) type Data = web::Data<Platform>;
 
 /// The developer pages' navigation.

@@ -8,13 +8,14 @@ use maud::{Markup, html};
 use platform::session::Session;
 
 use super::markup::{csrf_input, error_page, field, render, see_other};
-use super::session::{self, Staff, StaffSession, require_csrf};
+use super::session;
 use super::{Data, Form};
 use crate::api::approvals::approval_response;
 use crate::approvals::{self, ApprovalStatus};
 use crate::clients;
 use crate::error::{PortalError, read, write, write_revoking};
-use crate::kyc::{self, KycStatus, ReviewDecision};
+use crate::kyc::{self, KycStatus};
+use platform::web::auth::{CsrfForm, Staff, StaffSession};
 
 fn nav(s: &Session) -> Markup {
     html! {
@@ -37,8 +38,8 @@ async fn login_submit(p: Data, req: HttpRequest, form: Form) -> HttpResponse {
     session::login_submit::<Staff>(&p, &req, &form).await
 }
 
-async fn logout(p: Data, form: Form, s: StaffSession) -> HttpResponse {
-    session::logout(&p, &form, s).await
+async fn logout(p: Data, form: CsrfForm<Staff>) -> HttpResponse {
+    session::logout(&p, form).await
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -140,11 +141,18 @@ async fn detail(p: Data, path: web::Path<String>, s: StaffSession) -> HttpRespon
     }
 }
 
-async fn review(p: Data, path: web::Path<String>, form: Form, s: StaffSession) -> HttpResponse {
+async fn review(
+    p: Data,
+    path: web::Path<String>,
+    CsrfForm {
+        session: s,
+        fields: form,
+        ..
+    }: CsrfForm<Staff>,
+) -> HttpResponse {
     let id = path.into_inner();
     let back = format!("/developers/staff/kyc/{id}");
-    require_csrf!(s, form, &back);
-    let decision = match ReviewDecision::parse(field(&form, "decision")) {
+    let decision = match kyc::parse_decision(field(&form, "decision")) {
         Ok(d) => d,
         Err(m) => return error_page(&PortalError::field("decision", m), &back),
     };
@@ -210,9 +218,16 @@ async fn approvals_page(p: Data, s: StaffSession) -> HttpResponse {
     }
 }
 
-async fn decide(p: Data, path: web::Path<String>, form: Form, s: StaffSession) -> HttpResponse {
+async fn decide(
+    p: Data,
+    path: web::Path<String>,
+    CsrfForm {
+        session: s,
+        fields: form,
+        ..
+    }: CsrfForm<Staff>,
+) -> HttpResponse {
     let back = "/developers/staff/approvals";
-    require_csrf!(s, form, back);
     let approve = match field(&form, "decision") {
         "approve" => true,
         "reject" => false,
@@ -237,9 +252,15 @@ async fn decide(p: Data, path: web::Path<String>, form: Form, s: StaffSession) -
     }
 }
 
-async fn request_suspension(p: Data, form: Form, s: StaffSession) -> HttpResponse {
+async fn request_suspension(
+    p: Data,
+    CsrfForm {
+        session: s,
+        fields: form,
+        ..
+    }: CsrfForm<Staff>,
+) -> HttpResponse {
     let back = "/developers/staff/approvals";
-    require_csrf!(s, form, back);
     let staff = s.subject_id.clone();
     let client_id = field(&form, "client_id").trim().to_string();
     let justification = field(&form, "justification").to_string();

@@ -209,6 +209,63 @@ status_set! {
 }
 
 status_set! {
+    /// `authorization_requests.status` (a pushed request waiting for the customer's decision).
+    AuthorizationRequestStatus {
+        Pending = "pending",
+        Approved = "approved",
+        Denied = "denied",
+    }
+}
+
+status_set! {
+    /// `webhook_outbox.status`.
+    WebhookStatus {
+        Pending = "pending",
+        Delivered = "delivered",
+        /// Retries exhausted; the developer may send it again.
+        Failed = "failed",
+    }
+}
+
+status_set! {
+    /// `kyc_submissions.status`.
+    KycStatus {
+        Draft = "draft",
+        Submitted = "submitted",
+        Approved = "approved",
+        Rejected = "rejected",
+        NeedsInformation = "needs_information",
+    }
+}
+
+impl KycStatus {
+    /// Whether the developer may still edit the details.
+    pub fn editable(self) -> bool {
+        matches!(self, Self::Draft | Self::NeedsInformation)
+    }
+}
+
+status_set! {
+    /// `kyc_reviews.decision`: a staff decision on a submission.
+    ReviewDecision {
+        Approve = "approve",
+        Reject = "reject",
+        NeedsInformation = "needs_information",
+    }
+}
+
+status_set! {
+    /// `approval_requests.status` (four-eyes requests).
+    ApprovalStatus {
+        Pending = "pending",
+        Approved = "approved",
+        Rejected = "rejected",
+        /// Not decided within its time to live.
+        Expired = "expired",
+    }
+}
+
+status_set! {
     /// `signing_keys.status`.
     SigningKeyStatus {
         Active = "active",

@@ -62,7 +62,7 @@ pub(super) fn load_request(
 ) -> Result<Row, ConsentError> {
     authorization_requests::table
         .filter(authorization_requests::id.eq(id))
-        .filter(authorization_requests::status.eq("pending"))
+        .filter(authorization_requests::status.eq(AuthorizationRequestStatus::Pending.as_str()))
         .filter(authorization_requests::expires_at.gt(now.naive_utc()))
         .select((
             authorization_requests::client_id,
@@ -355,14 +355,22 @@ pub fn decide(
             let grant_id = random_id("g_");
             let now_naive = now.naive_utc().trunc_subsecs(0);
             let (status, new_status, granted) = match decision {
-                Decision::Deny => (GrantStatus::Rejected, "denied", requested.clone()),
+                Decision::Deny => (
+                    GrantStatus::Rejected,
+                    AuthorizationRequestStatus::Denied.as_str(),
+                    requested.clone(),
+                ),
                 Decision::Approve(choice) => {
                     let offered = match offered_accounts(c, customer_id, &requested) {
                         Ok(o) => o,
                         Err(e) => return Ok(Err(e)),
                     };
                     match narrowed(&requested, &offered, choice, now) {
-                        Ok(n) => (GrantStatus::Authorized, "approved", n),
+                        Ok(n) => (
+                            GrantStatus::Authorized,
+                            AuthorizationRequestStatus::Approved.as_str(),
+                            n,
+                        ),
                         Err(e) => return Ok(Err(e)),
                     }
                 }
@@ -370,7 +378,10 @@ pub fn decide(
             let updated = diesel::update(
                 authorization_requests::table
                     .filter(authorization_requests::id.eq(id))
-                    .filter(authorization_requests::status.eq("pending")),
+                    .filter(
+                        authorization_requests::status
+                            .eq(AuthorizationRequestStatus::Pending.as_str()),
+                    ),
             )
             .set((
                 authorization_requests::status.eq(new_status),

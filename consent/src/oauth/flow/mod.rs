@@ -13,7 +13,7 @@ use chrono::{DateTime, Duration, SubsecRound, Utc};
 use diesel::prelude::*;
 use platform::audit::{self, Actor, NewEvent, Target};
 use platform::crypto::{PlainToken, random_id};
-use platform::storage::models::GrantStatus;
+use platform::storage::models::{AuthorizationRequestStatus, GrantStatus};
 use platform::storage::schema::{
     authorization_codes, authorization_requests, grant_rows, merchants,
 };

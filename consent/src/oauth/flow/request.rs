@@ -290,7 +290,7 @@ pub async fn authorize(
                     authorization_requests::state.eq(&v.state),
                     authorization_requests::code_challenge.eq(&v.code_challenge),
                     authorization_requests::authorization_details.eq(v.access.to_json()),
-                    authorization_requests::status.eq("pending"),
+                    authorization_requests::status.eq(AuthorizationRequestStatus::Pending.as_str()),
                     authorization_requests::created_at.eq(now.naive_utc()),
                     authorization_requests::expires_at
                         .eq((now + Duration::minutes(DECISION_WINDOW_MINUTES)).naive_utc()),

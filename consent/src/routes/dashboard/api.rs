@@ -1,6 +1,7 @@
 //! The `/api/v1/me` JSON API for the bank's mobile app (session cookie, `X-CSRF-Token`).
 
 use super::*;
+use platform::problem::documented::{NoCsrfHeader, NotLoggedIn, NotYourGrant};
 
 /// The logged-in customer, and the CSRF token that state-changing calls must send in
 /// `X-CSRF-Token`.
@@ -47,10 +48,12 @@ fn json_ok<T: Serialize>(body: &T) -> HttpResponse {
     security(("customer_session" = [])),
     responses(
         (status = 200, description = "The customer", body = MeResponse),
-        (status = 401, description = "Not logged in", body = platform::problem::Problem)))]
+        NotLoggedIn))]
 #[get("/api/v1/me")]
-pub async fn me(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    let session = api_session(&state, &req).await?;
+pub async fn me(
+    state: web::Data<AppState>,
+    ApiSession(session, ..): ApiSession<Customer>,
+) -> Result<HttpResponse, ApiError> {
     let id = session.subject_id.clone();
     let (username, display_name) = state
         .platform
@@ -72,13 +75,12 @@ pub async fn me(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResp
     security(("customer_session" = [])),
     responses(
         (status = 200, description = "The customer's grants", body = GrantListResponse),
-        (status = 401, description = "Not logged in", body = platform::problem::Problem)))]
+        NotLoggedIn))]
 #[get("/api/v1/me/grants")]
 pub async fn list_grants(
     state: web::Data<AppState>,
-    req: HttpRequest,
+    ApiSession(session, ..): ApiSession<Customer>,
 ) -> Result<HttpResponse, ApiError> {
-    let session = api_session(&state, &req).await?;
     let grants = load_list(&state, session.subject_id).await?;
     Ok(json_ok(&GrantListResponse { grants }))
 }
@@ -89,15 +91,14 @@ pub async fn list_grants(
     params(("id" = String, Path, description = "Grant id (`g_...`)")),
     responses(
         (status = 200, description = "The grant", body = GrantView),
-        (status = 401, description = "Not logged in", body = platform::problem::Problem),
-        (status = 404, description = "No such grant for this customer", body = platform::problem::Problem)))]
+        NotLoggedIn,
+        NotYourGrant))]
 #[get("/api/v1/me/grants/{id}")]
 pub async fn get_grant(
     state: web::Data<AppState>,
-    req: HttpRequest,
     id: web::Path<String>,
+    ApiSession(session, ..): ApiSession<Customer>,
 ) -> Result<HttpResponse, ApiError> {
-    let session = api_session(&state, &req).await?;
     let grant = load_grant(&state, session.subject_id, id.into_inner())
         .await?
         .ok_or(ApiError::NotFound("grant"))?;
@@ -112,16 +113,15 @@ pub async fn get_grant(
     params(("id" = String, Path, description = "Grant id (`g_...`)")),
     responses(
         (status = 204, description = "Revoked (or had already ended)"),
-        (status = 401, description = "Not logged in", body = platform::problem::Problem),
-        (status = 403, description = "Missing or wrong X-CSRF-Token", body = platform::problem::Problem),
-        (status = 404, description = "No such grant for this customer", body = platform::problem::Problem)))]
+        NotLoggedIn,
+        NoCsrfHeader,
+        NotYourGrant))]
 #[delete("/api/v1/me/grants/{id}")]
 pub async fn revoke_grant(
     state: web::Data<AppState>,
-    req: HttpRequest,
     id: web::Path<String>,
+    CsrfHeader(session, ..): CsrfHeader<Customer>,
 ) -> Result<HttpResponse, ApiError> {
-    let session = api_session_csrf(&state, &req).await?;
     match do_revoke(&state, session.subject_id, id.into_inner()).await? {
         RevokeOutcome::NotFound => Err(ApiError::NotFound("grant")),
         RevokeOutcome::Revoked(_) | RevokeOutcome::AlreadyEnded => {
@@ -141,17 +141,16 @@ pub async fn revoke_grant(
     params(("id" = String, Path, description = "Grant id (`g_...`)")),
     responses(
         (status = 200, description = "Extended; the updated grant", body = GrantView),
-        (status = 401, description = "Not logged in", body = platform::problem::Problem),
-        (status = 403, description = "Missing or wrong X-CSRF-Token", body = platform::problem::Problem),
-        (status = 404, description = "No such grant for this customer", body = platform::problem::Problem),
+        NotLoggedIn,
+        NoCsrfHeader,
+        NotYourGrant,
         (status = 409, description = "The grant has ended (revoked, expired, rejected) or was never authorized; nothing changed", body = platform::problem::Problem)))]
 #[post("/api/v1/me/grants/{id}/extend")]
 pub async fn extend_grant(
     state: web::Data<AppState>,
-    req: HttpRequest,
     id: web::Path<String>,
+    CsrfHeader(session, ..): CsrfHeader<Customer>,
 ) -> Result<HttpResponse, ApiError> {
-    let session = api_session_csrf(&state, &req).await?;
     let id = id.into_inner();
     match do_extend(&state, session.subject_id.clone(), id.clone()).await? {
         ExtendOutcome::NotFound => Err(ApiError::NotFound("grant")),
@@ -172,14 +171,13 @@ pub async fn extend_grant(
     security(("customer_session" = [], "csrf_header" = [])),
     responses(
         (status = 200, description = "The grants that were ended", body = RevokeAllResponse),
-        (status = 401, description = "Not logged in", body = platform::problem::Problem),
-        (status = 403, description = "Missing or wrong X-CSRF-Token", body = platform::problem::Problem)))]
+        NotLoggedIn,
+        NoCsrfHeader))]
 #[post("/api/v1/me/grants/revoke-all")]
 pub async fn revoke_all_grants(
     state: web::Data<AppState>,
-    req: HttpRequest,
+    CsrfHeader(session, ..): CsrfHeader<Customer>,
 ) -> Result<HttpResponse, ApiError> {
-    let session = api_session_csrf(&state, &req).await?;
     let ended = do_revoke_all(&state, session.subject_id).await?;
     Ok(json_ok(&RevokeAllResponse {
         revoked: ended.len(),
@@ -194,15 +192,14 @@ pub async fn revoke_all_grants(
     params(("id" = String, Path, description = "Grant id (`g_...`)")),
     responses(
         (status = 200, description = "The grant's history", body = ActivityResponse),
-        (status = 401, description = "Not logged in", body = platform::problem::Problem),
-        (status = 404, description = "No such grant for this customer", body = platform::problem::Problem)))]
+        NotLoggedIn,
+        NotYourGrant))]
 #[get("/api/v1/me/grants/{id}/activity")]
 pub async fn grant_activity(
     state: web::Data<AppState>,
-    req: HttpRequest,
     id: web::Path<String>,
+    ApiSession(session, ..): ApiSession<Customer>,
 ) -> Result<HttpResponse, ApiError> {
-    let session = api_session(&state, &req).await?;
     let id = id.into_inner();
     let events = load_activity(&state, session.subject_id, id.clone())
         .await?

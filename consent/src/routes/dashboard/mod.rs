@@ -9,7 +9,8 @@
 //! grant that has ended is refused (409 / an error page): the app must ask for access again.
 //!
 //! `pages` (HTML handlers), `markup` (what the pages show), `api` (the JSON API); this module
-//! holds what they share: session and CSRF checks, and the calls into the dashboard service.
+//! holds the calls into the dashboard service they share. Sessions and CSRF tokens are checked
+//! by platform's extractors (`CustomerSession`, `CsrfForm`, `ApiSession`, `CsrfHeader`).
 
 mod api;
 mod markup;
@@ -18,13 +19,15 @@ mod pages;
 pub use api::{ActivityResponse, GrantListResponse, MeResponse, RevokeAllResponse};
 
 use actix_web::http::StatusCode;
-use actix_web::web::{self, Bytes};
+use actix_web::web;
 use actix_web::{HttpRequest, HttpResponse, delete, get, post};
 use chrono::{DateTime, Utc};
 use maud::{Markup, html};
 use platform::problem::ApiError;
-use platform::session::{Session, SessionKind};
-use platform::web::{current_session, page};
+use platform::session::SessionKind;
+use platform::web::auth::unavailable_page;
+use platform::web::auth::{ApiSession, CsrfForm, CsrfHeader, Customer, CustomerSession};
+use platform::web::page;
 use serde::Serialize;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -36,7 +39,7 @@ use crate::dashboard::{
 use crate::routes::oauth::{error_page, see_other};
 
 /// Header carrying the session's CSRF token on state-changing JSON calls.
-pub const CSRF_HEADER: &str = "X-CSRF-Token";
+pub use platform::web::auth::CSRF_HEADER;
 
 /// OpenAPI fragment merged into the server's document.
 #[derive(Debug, OpenApi)]
@@ -118,25 +121,11 @@ fn valid_grant_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-fn form_field(body: &Bytes, name: &str) -> Option<String> {
-    url::form_urlencoded::parse(body)
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
-}
-
 fn html_response(markup: Markup) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
         .insert_header(("Cache-Control", "no-store"))
         .body(markup.into_string())
-}
-
-fn unavailable_page() -> HttpResponse {
-    error_page(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "Unavailable",
-        "The service is temporarily unavailable; try again.",
-    )
 }
 
 fn not_found_page() -> HttpResponse {
@@ -145,64 +134,6 @@ fn not_found_page() -> HttpResponse {
         "Not found",
         "There is no such connected app.",
     )
-}
-
-fn csrf_failed_page() -> HttpResponse {
-    error_page(
-        StatusCode::FORBIDDEN,
-        "Form expired",
-        "The form was not submitted from this site or has expired; reload the page.",
-    )
-}
-
-/// The customer session for a page, or the redirect to the login page (and back to `next`).
-async fn page_session(
-    state: &AppState,
-    req: &HttpRequest,
-    next: &str,
-) -> Result<Session, HttpResponse> {
-    match current_session(&state.platform, req, SessionKind::Customer).await {
-        Ok(Some(s)) => Ok(s),
-        Ok(None) => Err(see_other(&format!("/login?next={next}"))),
-        Err(_) => Err(unavailable_page()),
-    }
-}
-
-/// The customer session of a form post from the pages, whose `csrf_token` must match it (the
-/// login page without a session, an error page for a wrong token).
-async fn form_session(
-    state: &AppState,
-    req: &HttpRequest,
-    body: &Bytes,
-) -> Result<Session, HttpResponse> {
-    let session = page_session(state, req, "/account/apps").await?;
-    if !session.check_csrf(&form_field(body, "csrf_token").unwrap_or_default()) {
-        return Err(csrf_failed_page());
-    }
-    Ok(session)
-}
-
-/// The customer session of a JSON call (401 without one).
-async fn api_session(state: &AppState, req: &HttpRequest) -> Result<Session, ApiError> {
-    current_session(&state.platform, req, SessionKind::Customer)
-        .await?
-        .ok_or(ApiError::Unauthorized)
-}
-
-/// The session of a state-changing JSON call: logged in and carrying the CSRF header.
-async fn api_session_csrf(state: &AppState, req: &HttpRequest) -> Result<Session, ApiError> {
-    let session = api_session(state, req).await?;
-    let submitted = req
-        .headers()
-        .get(CSRF_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    if submitted.is_empty() || !session.check_csrf(submitted) {
-        return Err(ApiError::Forbidden(format!(
-            "missing or wrong {CSRF_HEADER} header; read csrf_token from GET /api/v1/me"
-        )));
-    }
-    Ok(session)
 }
 
 fn policy(state: &AppState) -> LifecyclePolicy {

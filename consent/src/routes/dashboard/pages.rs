@@ -4,11 +4,11 @@ use super::markup::{apps_markup, detail_markup};
 use super::*;
 
 #[get("/account/apps")]
-pub async fn apps_page(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
-    let session = match page_session(&state, &req, "/account/apps").await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+pub async fn apps_page(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    session: CustomerSession,
+) -> HttpResponse {
     let Ok(grants) = load_list(&state, session.subject_id.clone()).await else {
         return unavailable_page();
     };
@@ -23,17 +23,9 @@ pub async fn app_page(
     state: web::Data<AppState>,
     req: HttpRequest,
     id: web::Path<String>,
+    session: CustomerSession,
 ) -> HttpResponse {
     let id = id.into_inner();
-    let next = if valid_grant_id(&id) {
-        format!("/account/apps/{id}")
-    } else {
-        "/account/apps".into()
-    };
-    let session = match page_session(&state, &req, &next).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     let customer = session.subject_id.clone();
     let grant = match load_grant(&state, customer.clone(), id.clone()).await {
         Ok(Some(g)) => g,
@@ -56,15 +48,10 @@ pub async fn app_page(
 #[post("/account/apps/{grant_id}/revoke")]
 pub async fn revoke_form(
     state: web::Data<AppState>,
-    req: HttpRequest,
     id: web::Path<String>,
-    body: Bytes,
+    form: CsrfForm<Customer>,
 ) -> HttpResponse {
-    let session = match form_session(&state, &req, &body).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    match do_revoke(&state, session.subject_id.clone(), id.into_inner()).await {
+    match do_revoke(&state, form.session.subject_id, id.into_inner()).await {
         Ok(RevokeOutcome::NotFound) => not_found_page(),
         Ok(_) => see_other("/account/apps"),
         Err(_) => unavailable_page(),
@@ -76,16 +63,11 @@ pub async fn revoke_form(
 #[post("/account/apps/{grant_id}/extend")]
 pub async fn extend_form(
     state: web::Data<AppState>,
-    req: HttpRequest,
     id: web::Path<String>,
-    body: Bytes,
+    form: CsrfForm<Customer>,
 ) -> HttpResponse {
-    let session = match form_session(&state, &req, &body).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     let id = id.into_inner();
-    match do_extend(&state, session.subject_id.clone(), id.clone()).await {
+    match do_extend(&state, form.session.subject_id.clone(), id.clone()).await {
         Ok(ExtendOutcome::NotFound) => not_found_page(),
         Ok(ExtendOutcome::Ended { .. }) => error_page(
             StatusCode::CONFLICT,
@@ -96,8 +78,8 @@ pub async fn extend_form(
         Ok(ExtendOutcome::Extended { .. }) => {
             // Only the two dashboard pages are valid destinations (no open redirect).
             let detail = format!("/account/apps/{id}");
-            let back = match form_field(&body, "next") {
-                Some(n) if n == detail => detail,
+            let back = match form.field("next") {
+                n if n == detail => detail,
                 _ => "/account/apps".to_string(),
             };
             see_other(&format!("{back}?extended={id}"))
@@ -107,16 +89,8 @@ pub async fn extend_form(
 }
 
 #[post("/account/apps/revoke-all")]
-pub async fn revoke_all_form(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    body: Bytes,
-) -> HttpResponse {
-    let session = match form_session(&state, &req, &body).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    match do_revoke_all(&state, session.subject_id.clone()).await {
+pub async fn revoke_all_form(state: web::Data<AppState>, form: CsrfForm<Customer>) -> HttpResponse {
+    match do_revoke_all(&state, form.session.subject_id).await {
         Ok(_) => see_other("/account/apps"),
         Err(_) => unavailable_page(),
     }
