@@ -208,9 +208,13 @@ async fn start(
     let demo = app.demo_report().map(|r| r.to_string());
     let handle = app.handle();
     let task = tokio::spawn(app.run_until_stopped());
+    // Pooled connections are dropped well before the server's keep-alive (actix: 5s) closes
+    // them: otherwise, under load, a request can be written to a connection the server is
+    // closing, and a DELETE (not retried) fails with IncompleteMessage.
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .cookie_store(true)
+        .pool_idle_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(30))
         .build()
         .expect("http client");

@@ -2,8 +2,11 @@
 //! (`/api/v1/usage`), which verify Biscuits offline through the `grants` crate's public API only
 //! (the published key document and the synced revocation list), on the verification pool.
 
-use actix_web::http::header;
-use actix_web::{HttpRequest, HttpResponse, get, post, web};
+use platform::web::no_store_json;
+use std::future::{Ready, ready};
+
+use actix_web::dev::Payload;
+use actix_web::{FromRequest, HttpRequest, HttpResponse, get, post, web};
 use chrono::SubsecRound;
 use grants::error::VerifyError;
 use grants::{AccountId, Action, MerchantId, Request, TxWindow, Verifier};
@@ -31,18 +34,27 @@ fn refuse(e: VerifyError) -> ApiError {
     }
 }
 
-/// The bearer token; tokens in the query string are refused, never read.
-fn bearer(req: &HttpRequest) -> Result<String, ApiError> {
-    let in_query = url::form_urlencoded::parse(req.query_string().as_bytes())
-        .any(|(k, _)| k == "access_token" || k == "token");
-    if in_query {
-        return Err(ApiError::BadRequest(
-            "tokens are not accepted in the query string; use the Authorization header".into(),
-        ));
+/// The access token of a resource request (`Authorization: Bearer`); tokens in the query string
+/// are refused, never read.
+#[derive(Debug)]
+pub struct AccessToken(pub String);
+
+impl FromRequest for AccessToken {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let in_query = url::form_urlencoded::parse(req.query_string().as_bytes())
+            .any(|(k, _)| k == "access_token" || k == "token");
+        ready(if in_query {
+            Err(ApiError::BadRequest(
+                "tokens are not accepted in the query string; use the Authorization header".into(),
+            ))
+        } else {
+            platform::web::bearer_token(req)
+                .map(|t| Self(t.to_string()))
+                .ok_or(ApiError::Unauthorized)
+        })
     }
-    platform::web::bearer_token(req)
-        .map(str::to_string)
-        .ok_or(ApiError::Unauthorized)
 }
 
 /// Verifies offline, through grants' public API, on the verification pool (never on this HTTP
@@ -131,10 +143,9 @@ pub struct UsageReport {
 #[post("/api/v1/usage")]
 pub async fn usage_report(
     state: web::Data<AppState>,
-    req: HttpRequest,
     body: web::Bytes,
+    AccessToken(token): AccessToken,
 ) -> Result<HttpResponse, ApiError> {
-    let token = bearer(&req)?;
     let report: UsageReport = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("malformed usage report: {e}")))?;
     let operation = match Action::parse(&report.operation) {
@@ -181,9 +192,8 @@ fn account_param(raw: &str) -> Result<AccountId, ApiError> {
 #[get("/sandbox/v1/accounts")]
 pub async fn sandbox_accounts(
     state: web::Data<AppState>,
-    req: HttpRequest,
+    AccessToken(token): AccessToken,
 ) -> Result<HttpResponse, ApiError> {
-    let token = bearer(&req)?;
     let auth = verify(
         &state,
         token,
@@ -203,9 +213,7 @@ pub async fn sandbox_accounts(
         .run(move |c| sandbox::accounts_of(c, &subject, &allowed))
         .await?;
     report(&state, &auth, "accounts".into()).await;
-    Ok(HttpResponse::Ok()
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .json(list))
+    Ok(no_store_json(&list))
 }
 
 /// Balance of one account.
@@ -216,10 +224,9 @@ pub async fn sandbox_accounts(
 #[get("/sandbox/v1/accounts/{id}/balances")]
 pub async fn sandbox_balances(
     state: web::Data<AppState>,
-    req: HttpRequest,
     id: web::Path<String>,
+    AccessToken(token): AccessToken,
 ) -> Result<HttpResponse, ApiError> {
-    let token = bearer(&req)?;
     let account = account_param(&id)?;
     let auth = verify(
         &state,
@@ -236,9 +243,7 @@ pub async fn sandbox_balances(
         .await?
         .ok_or(ApiError::NotFound("account"))?;
     report(&state, &auth, format!("balances:{}", account.as_str())).await;
-    Ok(HttpResponse::Ok()
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .json(balance))
+    Ok(no_store_json(&balance))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -261,11 +266,10 @@ pub struct TxQuery {
 #[get("/sandbox/v1/accounts/{id}/transactions")]
 pub async fn sandbox_transactions(
     state: web::Data<AppState>,
-    req: HttpRequest,
     id: web::Path<String>,
     q: web::Query<TxQuery>,
+    AccessToken(token): AccessToken,
 ) -> Result<HttpResponse, ApiError> {
-    let token = bearer(&req)?;
     let account = account_param(&id)?;
     let limit = q.limit.unwrap_or(100);
     if !(1..=500).contains(&limit) {
@@ -325,7 +329,5 @@ pub async fn sandbox_transactions(
         .await?
         .ok_or(ApiError::NotFound("account"))?;
     report(&state, &auth, format!("transactions:{}", account.as_str())).await;
-    Ok(HttpResponse::Ok()
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .json(txs))
+    Ok(no_store_json(&txs))
 }

@@ -3,10 +3,14 @@
 //! offline through the `grants` crate's public API only: the published key document and the
 //! synced revocation list.
 
+use platform::web::no_store_json;
 use std::collections::HashMap;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
 
-use actix_web::http::header;
-use actix_web::{HttpRequest, HttpResponse, delete, get, web};
+use actix_web::dev::Payload;
+use actix_web::{FromRequest, HttpRequest, HttpResponse, delete, get, web};
 use platform::audit::Actor;
 use platform::problem::ApiError;
 use platform::revocation::{RevokedBy, end_grants};
@@ -41,6 +45,48 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(bank_api::sandbox_accounts)
         .service(bank_api::sandbox_balances)
         .service(bank_api::sandbox_transactions);
+}
+
+/// Where a client authenticates (its failures are throttled per endpoint).
+pub trait ClientEndpoint: 'static {
+    const NAME: &'static str;
+}
+
+/// `/api/v1/grants/{id}`.
+#[derive(Debug)]
+pub enum GrantsApi {}
+
+impl ClientEndpoint for GrantsApi {
+    const NAME: &'static str = "grants-api";
+}
+
+/// `/oauth2/revocations`.
+#[derive(Debug)]
+pub enum Feed {}
+
+impl ClientEndpoint for Feed {
+    const NAME: &'static str = "revocations";
+}
+
+/// The OAuth client that authenticated this request at `E` (HTTP Basic or its registered
+/// method); 401 otherwise, 429 while its failures are blocked.
+#[derive(Debug)]
+pub struct CallingClient<E>(pub OAuthClient, PhantomData<E>);
+
+impl<E: ClientEndpoint> FromRequest for CallingClient<E> {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move {
+            let state = req
+                .app_data::<web::Data<AppState>>()
+                .cloned()
+                .ok_or_else(|| ApiError::internal(std::io::Error::other("no AppState")))?;
+            let client = client_from(&state, &req, E::NAME).await?;
+            Ok(Self(client, PhantomData))
+        })
+    }
 }
 
 async fn client_from(
@@ -111,26 +157,23 @@ async fn load_client_grant(
 #[get("/api/v1/grants/{id}")]
 pub async fn client_grant(
     state: web::Data<AppState>,
-    req: HttpRequest,
     id: web::Path<String>,
+    CallingClient(client, _): CallingClient<GrantsApi>,
 ) -> Result<HttpResponse, ApiError> {
-    let client = client_from(&state, &req, "grants-api").await?;
     let g = load_client_grant(&state, &client, id.into_inner()).await?;
     let details = AccessRequest::from_stored(&g.authorization_details)
         .map(|a| vec![a.to_detail()])
         .unwrap_or_default();
-    Ok(HttpResponse::Ok()
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .json(ClientGrantView {
-            grant_id: g.id,
-            status: g.status,
-            authorization_details: details,
-            created_at: ts(g.created_at),
-            expires_at: ts(g.expires_at),
-            last_used_at: g.last_used_at.map(ts),
-            revoked_at: g.revoked_at.map(ts),
-            revoked_by: g.revoked_by,
-        }))
+    Ok(no_store_json(&ClientGrantView {
+        grant_id: g.id,
+        status: g.status,
+        authorization_details: details,
+        created_at: ts(g.created_at),
+        expires_at: ts(g.expires_at),
+        last_used_at: g.last_used_at.map(ts),
+        revoked_at: g.revoked_at.map(ts),
+        revoked_by: g.revoked_by,
+    }))
 }
 
 /// The client ends the consent: the grant is revoked, its refresh tokens invalidated and its
@@ -145,10 +188,9 @@ pub async fn client_grant(
 #[delete("/api/v1/grants/{id}")]
 pub async fn client_revoke_grant(
     state: web::Data<AppState>,
-    req: HttpRequest,
     id: web::Path<String>,
+    CallingClient(client, _): CallingClient<GrantsApi>,
 ) -> Result<HttpResponse, ApiError> {
-    let client = client_from(&state, &req, "grants-api").await?;
     let grant_id = load_client_grant(&state, &client, id.into_inner())
         .await?
         .id;
@@ -216,10 +258,9 @@ pub struct RevocationFeed {
 #[get("/oauth2/revocations")]
 pub async fn revocation_feed(
     state: web::Data<AppState>,
-    req: HttpRequest,
     q: web::Query<FeedQuery>,
+    _client: CallingClient<Feed>,
 ) -> Result<HttpResponse, ApiError> {
-    client_from(&state, &req, "revocations").await?;
     let since = q.since.unwrap_or(0);
     let limit = q.limit.unwrap_or(500);
     if since < 0 {
@@ -249,11 +290,9 @@ pub async fn revocation_feed(
         })
         .collect();
     let next_cursor = entries.last().map(|e| e.cursor).unwrap_or(since);
-    Ok(HttpResponse::Ok()
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .json(RevocationFeed {
-            revocations: entries,
-            next_cursor,
-            has_more,
-        }))
+    Ok(no_store_json(&RevocationFeed {
+        revocations: entries,
+        next_cursor,
+        has_more,
+    }))
 }

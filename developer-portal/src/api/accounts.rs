@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use platform::problem::ApiError;
 use platform::problem::documented::NoDeveloperToken;
 use platform::session::SessionKind;
+use platform::web::no_store_json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -90,13 +91,11 @@ pub async fn sign_up(
 }
 
 fn token_response(l: accounts::LoggedIn) -> HttpResponse {
-    HttpResponse::Ok()
-        .insert_header(("Cache-Control", "no-store"))
-        .json(TokenResponse {
-            access_token: l.token.expose().to_string(),
-            token_type: "Bearer".into(),
-            expires_at: l.session.expires_at,
-        })
+    no_store_json(&TokenResponse {
+        access_token: l.token.expose().to_string(),
+        token_type: "Bearer".into(),
+        expires_at: l.session.expires_at,
+    })
 }
 
 /// Log in as a developer: returns a bearer token for the JSON API.

@@ -5,6 +5,7 @@ use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
 use platform::problem::ApiError;
 use platform::problem::documented::{NoDeveloperToken, NotYourClient};
+use platform::web::no_store_json;
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
@@ -256,9 +257,7 @@ pub async fn rotate_secret(
     let dev = auth.0.subject_id;
     let now = p.now();
     let r = write(&p, move |c| clients::rotate_secret(c, &dev, &id, now)).await?;
-    Ok(HttpResponse::Ok()
-        .insert_header(("Cache-Control", "no-store"))
-        .json(ClientSecretResponse::from(r)))
+    Ok(no_store_json(&ClientSecretResponse::from(r)))
 }
 
 /// The client's webhook events and their delivery status, newest first (at most 100).
@@ -318,9 +317,7 @@ pub async fn rotate_webhook_secret(
         clients::rotate_webhook_secret(c, &key, &dev, &id, now)
     })
     .await?;
-    Ok(HttpResponse::Ok()
-        .insert_header(("Cache-Control", "no-store"))
-        .json(WebhookSecretResponse {
-            webhook_secret: secret.expose().to_string(),
-        }))
+    Ok(no_store_json(&WebhookSecretResponse {
+        webhook_secret: secret.expose().to_string(),
+    }))
 }

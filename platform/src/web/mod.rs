@@ -86,6 +86,13 @@ pub async fn current_session(
         .await?)
 }
 
+/// A 200 JSON answer that no cache may keep (tokens, secrets, personal data).
+pub fn no_store_json<T: serde::Serialize>(body: &T) -> actix_web::HttpResponse {
+    actix_web::HttpResponse::Ok()
+        .insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"))
+        .json(body)
+}
+
 /// The bearer token of an `Authorization: Bearer ...` header, if present and well-formed.
 pub fn bearer_token(req: &HttpRequest) -> Option<&str> {
     let value = req

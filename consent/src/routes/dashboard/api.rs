@@ -2,6 +2,7 @@
 
 use super::*;
 use platform::problem::documented::{NoCsrfHeader, NotLoggedIn, NotYourGrant};
+use platform::web::no_store_json;
 
 /// The logged-in customer, and the CSRF token that state-changing calls must send in
 /// `X-CSRF-Token`.
@@ -37,12 +38,6 @@ pub struct RevokeAllResponse {
     pub grant_ids: Vec<String>,
 }
 
-fn json_ok<T: Serialize>(body: &T) -> HttpResponse {
-    HttpResponse::Ok()
-        .insert_header(("Cache-Control", "no-store"))
-        .json(body)
-}
-
 /// The logged-in customer and their session's CSRF token.
 #[utoipa::path(get, path = "/api/v1/me", tag = "customer",
     security(("customer_session" = [])),
@@ -61,7 +56,7 @@ pub async fn me(
         .run(move |c| dashboard::customer_identity(c, &id))
         .await?
         .ok_or(ApiError::NotFound("resource"))?;
-    Ok(json_ok(&MeResponse {
+    Ok(no_store_json(&MeResponse {
         customer_id: session.subject_id,
         username,
         display_name,
@@ -82,7 +77,7 @@ pub async fn list_grants(
     ApiSession(session, ..): ApiSession<Customer>,
 ) -> Result<HttpResponse, ApiError> {
     let grants = load_list(&state, session.subject_id).await?;
-    Ok(json_ok(&GrantListResponse { grants }))
+    Ok(no_store_json(&GrantListResponse { grants }))
 }
 
 /// One of the customer's grants.
@@ -102,7 +97,7 @@ pub async fn get_grant(
     let grant = load_grant(&state, session.subject_id, id.into_inner())
         .await?
         .ok_or(ApiError::NotFound("grant"))?;
-    Ok(json_ok(&grant))
+    Ok(no_store_json(&grant))
 }
 
 /// Revokes one grant at once: its refresh tokens stop working, its access tokens are published
@@ -161,7 +156,7 @@ pub async fn extend_grant(
             let grant = load_grant(&state, session.subject_id, id)
                 .await?
                 .ok_or(ApiError::NotFound("grant"))?;
-            Ok(json_ok(&grant))
+            Ok(no_store_json(&grant))
         }
     }
 }
@@ -179,7 +174,7 @@ pub async fn revoke_all_grants(
     CsrfHeader(session, ..): CsrfHeader<Customer>,
 ) -> Result<HttpResponse, ApiError> {
     let ended = do_revoke_all(&state, session.subject_id).await?;
-    Ok(json_ok(&RevokeAllResponse {
+    Ok(no_store_json(&RevokeAllResponse {
         revoked: ended.len(),
         grant_ids: ended,
     }))
@@ -204,7 +199,7 @@ pub async fn grant_activity(
     let events = load_activity(&state, session.subject_id, id.clone())
         .await?
         .ok_or(ApiError::NotFound("grant"))?;
-    Ok(json_ok(&ActivityResponse {
+    Ok(no_store_json(&ActivityResponse {
         grant_id: id,
         events,
     }))
