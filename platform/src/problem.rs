@@ -294,6 +294,10 @@ pub mod documented {
         NotYourClient = 404, "No such client of yours";
         /// A grant id that is not one of the calling customer's.
         NotYourGrant = 404, "No such grant for this customer";
+        /// A body that is not the documented JSON.
+        Malformed = 400, "Malformed request";
+        /// Login attempts over the limit for the account or the address.
+        TooManyAttempts = 429, "Too many attempts (see Retry-After)";
     }
 }
 

@@ -2,6 +2,7 @@
 //! introspect. Handlers parse, authenticate and call `crate::oauth`; errors become RFC 6749 JSON
 //! in exactly one place ([`OAuthError`]'s `ResponseError`).
 
+use platform::web::peer_ip;
 use std::collections::HashMap;
 
 use actix_web::http::StatusCode;
@@ -107,13 +108,6 @@ pub(crate) fn credentials(
     client_credentials(authorization, form)
 }
 
-/// The caller's address, as client-authentication throttling keys it.
-fn peer(req: &HttpRequest) -> String {
-    req.peer_addr()
-        .map(|a| a.ip().to_string())
-        .unwrap_or_else(|| "unknown".into())
-}
-
 /// [`OAuthService::authenticate`] for this request.
 pub(crate) async fn authenticate(
     state: &AppState,
@@ -122,7 +116,10 @@ pub(crate) async fn authenticate(
     endpoint: &'static str,
 ) -> Result<OAuthClient, OAuthError> {
     let creds = credentials(req, form)?;
-    state.oauth.authenticate(creds, &peer(req), endpoint).await
+    state
+        .oauth
+        .authenticate(creds, &peer_ip(req), endpoint)
+        .await
 }
 
 fn no_store(mut resp: HttpResponse) -> HttpResponse {
@@ -271,10 +268,7 @@ pub fn see_other(location: &str) -> HttpResponse {
 #[get("/oauth2/authorize")]
 pub async fn authorize_endpoint(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
     // Each valid request stores a pending row: bound how fast one address can create them.
-    let ip = req
-        .peer_addr()
-        .map(|a| a.ip().to_string())
-        .unwrap_or_else(|| "unknown".into());
+    let ip = peer_ip(&req);
     if let Decision::Limited { .. } = state
         .platform
         .rate_limiter
@@ -377,7 +371,7 @@ pub async fn token_endpoint(
     let creds = credentials(&req, &mut form)?;
     let label = grant.label();
     let now = state.platform.now();
-    let result = state.oauth.token(creds, &peer(&req), grant, now).await?;
+    let result = state.oauth.token(creds, &peer_ip(&req), grant, now).await?;
     metrics::counter!("consent_tokens_issued_total", "grant_type" => label).increment(1);
     Ok(no_store(HttpResponse::Ok().json(result)))
 }
@@ -408,7 +402,10 @@ pub async fn revoke_endpoint(
     let creds = credentials(&req, &mut form)?;
     let token = form.remove("token");
     let now = state.platform.now();
-    state.oauth.revoke(creds, &peer(&req), token, now).await?;
+    state
+        .oauth
+        .revoke(creds, &peer_ip(&req), token, now)
+        .await?;
     Ok(no_store(HttpResponse::Ok().finish()))
 }
 
@@ -430,7 +427,7 @@ pub async fn introspect_endpoint(
     let now = state.platform.now();
     let result = state
         .oauth
-        .introspect(creds, &peer(&req), token, &state.revocations, now)
+        .introspect(creds, &peer_ip(&req), token, &state.revocations, now)
         .await?;
     Ok(no_store(HttpResponse::Ok().json(result)))
 }

@@ -121,11 +121,7 @@ pub async fn login(state: web::Data<AppState>, req: HttpRequest, body: Bytes) ->
         .trim()
         .to_ascii_lowercase();
     let password = field(&pairs, "password").unwrap_or_default().to_string();
-    // The socket peer, not X-Forwarded-For: a client-supplied header must not pick its bucket.
-    let ip = req
-        .peer_addr()
-        .map(|a| a.ip().to_string())
-        .unwrap_or_else(|| "unknown".into());
+    let ip = platform::web::peer_ip(&req);
     let retry = |msg: &str, status: StatusCode| {
         let csrf = LoginCsrf::generate();
         HttpResponse::build(status)

@@ -5,6 +5,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use platform::problem::ApiError;
 use platform::problem::documented::NoDeveloperToken;
+use platform::problem::documented::{Malformed, TooManyAttempts};
 use platform::session::SessionKind;
 use platform::web::no_store_json;
 use serde::{Deserialize, Serialize};
@@ -54,6 +55,18 @@ pub struct StaffLoginRequest {
     pub password: String,
 }
 
+impl DeveloperResponse {
+    fn new(dev: accounts::DeveloperAccount, kyc: Option<KycStatus>) -> Self {
+        Self {
+            id: dev.id,
+            email: dev.email,
+            display_name: dev.display_name,
+            created_at: dev.created_at,
+            kyc_status: kyc.map_or("none", KycStatus::as_str).into(),
+        }
+    }
+}
+
 /// A bearer token for the JSON API (shown once; the server stores only its hash).
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct TokenResponse {
@@ -81,13 +94,7 @@ pub async fn sign_up(
     let dev = accounts::sign_up(&p, input, &client_addr(&req)).await?;
     Ok(HttpResponse::Created()
         .insert_header(("Location", "/api/v1/developers/me"))
-        .json(DeveloperResponse {
-            id: dev.id,
-            email: dev.email,
-            display_name: dev.display_name,
-            created_at: dev.created_at,
-            kyc_status: "none".into(),
-        }))
+        .json(DeveloperResponse::new(dev, None)))
 }
 
 fn token_response(l: accounts::LoggedIn) -> HttpResponse {
@@ -103,9 +110,9 @@ fn token_response(l: accounts::LoggedIn) -> HttpResponse {
     request_body = DeveloperLoginRequest,
     responses(
         (status = 200, description = "Logged in", body = TokenResponse),
-        (status = 400, description = "Malformed request", body = platform::problem::Problem),
+        Malformed,
         (status = 401, description = "Wrong email or password", body = platform::problem::Problem),
-        (status = 429, description = "Too many attempts (see Retry-After)", body = platform::problem::Problem)))]
+        TooManyAttempts))]
 pub async fn developer_login(
     p: Data,
     req: HttpRequest,
@@ -144,22 +151,16 @@ pub async fn me(p: Data, auth: DeveloperAuth) -> Result<web::Json<DeveloperRespo
         Ok((accounts::developer(c, &id)?, kyc::status_of(c, &id)?))
     })
     .await?;
-    Ok(web::Json(DeveloperResponse {
-        id: dev.id,
-        email: dev.email,
-        display_name: dev.display_name,
-        created_at: dev.created_at,
-        kyc_status: status.map_or("none", KycStatus::as_str).into(),
-    }))
+    Ok(web::Json(DeveloperResponse::new(dev, status)))
 }
 
 /// Log in as staff: returns a bearer token for `/api/v1/admin`.
 #[utoipa::path(post, path = "/api/v1/admin/login", tag = "staff",
     request_body = StaffLoginRequest,
     responses((status = 200, description = "Logged in", body = TokenResponse),
-        (status = 400, description = "Malformed request", body = platform::problem::Problem),
+        Malformed,
         (status = 401, description = "Wrong username or password", body = platform::problem::Problem),
-        (status = 429, description = "Too many attempts (see Retry-After)", body = platform::problem::Problem)))]
+        TooManyAttempts))]
 pub async fn staff_login(
     p: Data,
     req: HttpRequest,

@@ -2,7 +2,6 @@
 //! and their webhook deliveries.
 
 use actix_web::{HttpResponse, web};
-use chrono::{DateTime, Utc};
 use platform::problem::ApiError;
 use platform::problem::documented::{NoDeveloperToken, NotYourClient};
 use platform::web::no_store_json;
@@ -11,7 +10,7 @@ use utoipa::ToSchema;
 
 use super::{ClientId, Data, EventId, PathId};
 use crate::auth::DeveloperAuth;
-use crate::clients::{self, ClientUpdate, ClientView, ClientWithSecret, NewClient};
+use crate::clients::{self, ClientUpdate, ClientWithSecret, NewClient};
 use crate::error::{read, write, write_revoking};
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -47,21 +46,8 @@ pub struct UpdateClientRequest {
     pub webhook_url: Option<Option<String>>,
 }
 
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct ClientResponse {
-    #[schema(example = "c_Zm9vYmFy")]
-    pub client_id: String,
-    pub name: String,
-    pub environment: String,
-    /// active or suspended.
-    pub status: String,
-    pub redirect_uris: Vec<String>,
-    pub auth_method: String,
-    pub allowed_actions: Vec<String>,
-    pub webhook_url: Option<String>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
+/// A client as its owner sees it.
+pub use crate::clients::ClientView as ClientResponse;
 
 /// A client with its secret, returned once by create, secret rotation and (for the webhook
 /// secret) the first update that sets a webhook URL.
@@ -91,23 +77,6 @@ pub struct WebhookSecretResponse {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ClientList {
     pub clients: Vec<ClientResponse>,
-}
-
-impl From<ClientView> for ClientResponse {
-    fn from(c: ClientView) -> Self {
-        Self {
-            client_id: c.id,
-            name: c.name,
-            environment: c.environment,
-            status: c.status,
-            redirect_uris: c.redirect_uris,
-            auth_method: c.auth_method,
-            allowed_actions: c.allowed_actions,
-            webhook_url: c.webhook_url,
-            created_at: c.created_at,
-            updated_at: c.updated_at,
-        }
-    }
 }
 
 impl From<ClientWithSecret> for ClientSecretResponse {

@@ -33,12 +33,18 @@ pub use webhooks::{
 /// Clients per developer.
 pub const MAX_CLIENTS: i64 = 50;
 
-/// A client as its owner sees it (never the secret or its hash).
-#[derive(Debug, Clone)]
+// A client as its owner sees it (never the secret or its hash): the portal pages show it, the
+// JSON API answers it as `ClientResponse`. (A `//` comment: a doc comment would become the
+// schema's description.)
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[schema(as = ClientResponse)]
 pub struct ClientView {
+    #[serde(rename = "client_id")]
+    #[schema(example = "c_Zm9vYmFy")]
     pub id: String,
     pub name: String,
     pub environment: String,
+    /// active or suspended.
     pub status: String,
     pub redirect_uris: Vec<String>,
     pub auth_method: String,

@@ -86,6 +86,14 @@ pub async fn current_session(
         .await?)
 }
 
+/// The caller's address as rate limits and throttling key it: the TCP peer, never a forwarded
+/// header (a client-supplied header must not pick its own bucket).
+pub fn peer_ip(req: &HttpRequest) -> String {
+    req.peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
 /// A 200 JSON answer that no cache may keep (tokens, secrets, personal data).
 pub fn no_store_json<T: serde::Serialize>(body: &T) -> actix_web::HttpResponse {
     actix_web::HttpResponse::Ok()
