@@ -14,18 +14,21 @@
 //! customer may [`extend`] it (re-confirm the consent) as long as it has not ended.
 //!
 //! Parts: [`views`] (what the pages and the API show), [`query`] (reading grants into views),
-//! [`extend`] (re-confirmation), `text` (plain-language wording); revocation is here. The
+//! [`extend`] (re-confirmation), `text` (plain-language wording), `service` ([`CustomerGrants`],
+//! what the handlers call); revocation is here. The
 //! lifecycle rules (dormancy periods, when a notice is due) are shared with the sweeper in
 //! [`crate::lifecycle::policy`].
 
 mod extend;
 mod query;
+mod service;
 mod text;
 mod views;
 
 pub use crate::lifecycle::policy::LifecyclePolicy;
 pub use extend::extend;
 pub use query::{activity, customer_identity, customer_login, get_grant, list_grants};
+pub use service::{CustomerGrants, valid_grant_id};
 pub use text::{describe_action, describe_event, format_day};
 pub use views::*;
 

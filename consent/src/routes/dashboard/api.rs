@@ -49,11 +49,8 @@ pub async fn me(
     state: web::Data<AppState>,
     ApiSession(session, ..): ApiSession<Customer>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = session.subject_id.clone();
-    let (username, display_name) = state
-        .platform
-        .db
-        .run(move |c| dashboard::customer_identity(c, &id))
+    let (username, display_name) = grants(&state, session.clone())
+        .identity()
         .await?
         .ok_or(ApiError::NotFound("resource"))?;
     Ok(no_store_json(&MeResponse {
@@ -76,7 +73,7 @@ pub async fn list_grants(
     state: web::Data<AppState>,
     ApiSession(session, ..): ApiSession<Customer>,
 ) -> Result<HttpResponse, ApiError> {
-    let grants = load_list(&state, session.subject_id).await?;
+    let grants = grants(&state, session).list().await?;
     Ok(no_store_json(&GrantListResponse { grants }))
 }
 
@@ -94,7 +91,8 @@ pub async fn get_grant(
     id: web::Path<String>,
     ApiSession(session, ..): ApiSession<Customer>,
 ) -> Result<HttpResponse, ApiError> {
-    let grant = load_grant(&state, session.subject_id, id.into_inner())
+    let grant = grants(&state, session)
+        .get(&id)
         .await?
         .ok_or(ApiError::NotFound("grant"))?;
     Ok(no_store_json(&grant))
@@ -117,7 +115,7 @@ pub async fn revoke_grant(
     id: web::Path<String>,
     CsrfHeader(session, ..): CsrfHeader<Customer>,
 ) -> Result<HttpResponse, ApiError> {
-    match do_revoke(&state, session.subject_id, id.into_inner()).await? {
+    match grants(&state, session).revoke(&id).await? {
         RevokeOutcome::NotFound => Err(ApiError::NotFound("grant")),
         RevokeOutcome::Revoked(_) | RevokeOutcome::AlreadyEnded => {
             Ok(HttpResponse::NoContent().finish())
@@ -146,16 +144,14 @@ pub async fn extend_grant(
     id: web::Path<String>,
     CsrfHeader(session, ..): CsrfHeader<Customer>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = id.into_inner();
-    match do_extend(&state, session.subject_id.clone(), id.clone()).await? {
+    let grants = grants(&state, session);
+    match grants.extend(&id).await? {
         ExtendOutcome::NotFound => Err(ApiError::NotFound("grant")),
         ExtendOutcome::Ended { status } => Err(ApiError::Conflict(format!(
             "the grant is {status} and cannot be extended; the app must ask for access again"
         ))),
         ExtendOutcome::Extended { .. } => {
-            let grant = load_grant(&state, session.subject_id, id)
-                .await?
-                .ok_or(ApiError::NotFound("grant"))?;
+            let grant = grants.get(&id).await?.ok_or(ApiError::NotFound("grant"))?;
             Ok(no_store_json(&grant))
         }
     }
@@ -173,7 +169,7 @@ pub async fn revoke_all_grants(
     state: web::Data<AppState>,
     CsrfHeader(session, ..): CsrfHeader<Customer>,
 ) -> Result<HttpResponse, ApiError> {
-    let ended = do_revoke_all(&state, session.subject_id).await?;
+    let ended = grants(&state, session).revoke_all().await?;
     Ok(no_store_json(&RevokeAllResponse {
         revoked: ended.len(),
         grant_ids: ended,
@@ -196,7 +192,8 @@ pub async fn grant_activity(
     ApiSession(session, ..): ApiSession<Customer>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
-    let events = load_activity(&state, session.subject_id, id.clone())
+    let events = grants(&state, session)
+        .activity(&id)
         .await?
         .ok_or(ApiError::NotFound("grant"))?;
     Ok(no_store_json(&ActivityResponse {

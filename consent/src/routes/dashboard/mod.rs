@@ -24,7 +24,7 @@ use actix_web::{HttpRequest, HttpResponse, delete, get, post};
 use chrono::{DateTime, Utc};
 use maud::{Markup, html};
 use platform::problem::ApiError;
-use platform::session::SessionKind;
+use platform::session::{Session, SessionKind};
 use platform::web::auth::unavailable_page;
 use platform::web::auth::{ApiSession, CsrfForm, CsrfHeader, Customer, CustomerSession};
 use platform::web::page;
@@ -34,7 +34,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::AppState;
 use crate::dashboard::{
-    self, ActivityEvent, ExtendOutcome, GrantNotice, GrantView, LifecyclePolicy, RevokeOutcome,
+    self, ActivityEvent, CustomerGrants, ExtendOutcome, GrantNotice, GrantView, RevokeOutcome,
 };
 use crate::routes::oauth::{error_page, see_other};
 
@@ -112,15 +112,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 // ---------------------------------------------------------------------------------------------
 // Shared helpers
 
-/// Grant ids are `g_` + URL-safe characters; anything else cannot exist and is a 404.
-fn valid_grant_id(id: &str) -> bool {
-    id.starts_with("g_")
-        && id.len() <= 100
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}
-
 fn html_response(markup: Markup) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
@@ -136,105 +127,7 @@ fn not_found_page() -> HttpResponse {
     )
 }
 
-fn policy(state: &AppState) -> LifecyclePolicy {
-    LifecyclePolicy::from_settings(&state.platform.settings)
-}
-
-async fn load_list(state: &AppState, customer: String) -> Result<Vec<GrantView>, ApiError> {
-    let p = state.platform.clone();
-    let now = p.now();
-    let policy = policy(state);
-    Ok(state
-        .platform
-        .db
-        .run(move |c| dashboard::list_grants(c, &p.master_key, &customer, &policy, now))
-        .await?)
-}
-
-async fn load_grant(
-    state: &AppState,
-    customer: String,
-    id: String,
-) -> Result<Option<GrantView>, ApiError> {
-    if !valid_grant_id(&id) {
-        return Ok(None);
-    }
-    let p = state.platform.clone();
-    let now = p.now();
-    let policy = policy(state);
-    Ok(state
-        .platform
-        .db
-        .run(move |c| dashboard::get_grant(c, &p.master_key, &customer, &id, &policy, now))
-        .await?)
-}
-
-async fn load_activity(
-    state: &AppState,
-    customer: String,
-    id: String,
-) -> Result<Option<Vec<ActivityEvent>>, ApiError> {
-    if !valid_grant_id(&id) {
-        return Ok(None);
-    }
-    Ok(state
-        .platform
-        .db
-        .run(move |c| dashboard::activity(c, &customer, &id))
-        .await?)
-}
-
-/// Revokes one grant (committed and announced to every instance before this returns).
-async fn do_revoke(
-    state: &AppState,
-    customer: String,
-    id: String,
-) -> Result<RevokeOutcome, ApiError> {
-    if !valid_grant_id(&id) {
-        return Ok(RevokeOutcome::NotFound);
-    }
-    let now = state.platform.now();
-    Ok(platform::revocation::write(&state.platform, move |c, r| {
-        dashboard::revoke(c, r, &customer, &id, now)
-    })
-    .await?)
-}
-
-/// Extends (re-confirms) one grant, committed before this returns.
-async fn do_extend(
-    state: &AppState,
-    customer: String,
-    id: String,
-) -> Result<ExtendOutcome, ApiError> {
-    if !valid_grant_id(&id) {
-        return Ok(ExtendOutcome::NotFound);
-    }
-    let now = state.platform.now();
-    let policy = policy(state);
-    Ok(state
-        .platform
-        .db
-        .write(move |c| dashboard::extend(c, &customer, &id, &policy, now))
-        .await?)
-}
-
-async fn do_revoke_all(state: &AppState, customer: String) -> Result<Vec<String>, ApiError> {
-    let now = state.platform.now();
-    Ok(platform::revocation::write(&state.platform, move |c, r| {
-        dashboard::revoke_all(c, r, &customer, now)
-    })
-    .await?)
-}
-
-/// The customer's display name for the page header (empty if it cannot be read).
-async fn customer_name(state: &AppState, id: String) -> String {
-    state
-        .platform
-        .db
-        .run(move |c| dashboard::customer_identity(c, &id))
-        .await
-        .ok()
-        .flatten()
-        .map(|(_, display_name)| display_name)
-        .unwrap_or_default()
+/// The logged-in customer's side of the dashboard service.
+fn grants(state: &AppState, session: Session) -> CustomerGrants {
+    CustomerGrants::new(&state.platform, session.subject_id)
 }

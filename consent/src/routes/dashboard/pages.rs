@@ -9,10 +9,17 @@ pub async fn apps_page(
     req: HttpRequest,
     session: CustomerSession,
 ) -> HttpResponse {
-    let Ok(grants) = load_list(&state, session.subject_id.clone()).await else {
+    let customer = CustomerGrants::new(&state.platform, session.subject_id.clone());
+    let Ok(grants) = customer.list().await else {
         return unavailable_page();
     };
-    let name = customer_name(&state, session.subject_id.clone()).await;
+    let name = customer
+        .identity()
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+        .1;
     let extended =
         extended_param(&req).and_then(|id| grants.iter().find(|g| g.grant_id == id && g.active));
     html_response(apps_markup(&name, &grants, &session.csrf_token, extended))
@@ -25,14 +32,13 @@ pub async fn app_page(
     id: web::Path<String>,
     session: CustomerSession,
 ) -> HttpResponse {
-    let id = id.into_inner();
-    let customer = session.subject_id.clone();
-    let grant = match load_grant(&state, customer.clone(), id.clone()).await {
+    let customer = CustomerGrants::new(&state.platform, session.subject_id.clone());
+    let grant = match customer.get(&id).await {
         Ok(Some(g)) => g,
         Ok(None) => return not_found_page(),
         Err(_) => return unavailable_page(),
     };
-    let events = match load_activity(&state, customer, id).await {
+    let events = match customer.activity(&id).await {
         Ok(e) => e.unwrap_or_default(),
         Err(_) => return unavailable_page(),
     };
@@ -51,7 +57,7 @@ pub async fn revoke_form(
     id: web::Path<String>,
     form: CsrfForm<Customer>,
 ) -> HttpResponse {
-    match do_revoke(&state, form.session.subject_id, id.into_inner()).await {
+    match grants(&state, form.session).revoke(&id).await {
         Ok(RevokeOutcome::NotFound) => not_found_page(),
         Ok(_) => see_other("/account/apps"),
         Err(_) => unavailable_page(),
@@ -66,8 +72,7 @@ pub async fn extend_form(
     id: web::Path<String>,
     form: CsrfForm<Customer>,
 ) -> HttpResponse {
-    let id = id.into_inner();
-    match do_extend(&state, form.session.subject_id.clone(), id.clone()).await {
+    match grants(&state, form.session.clone()).extend(&id).await {
         Ok(ExtendOutcome::NotFound) => not_found_page(),
         Ok(ExtendOutcome::Ended { .. }) => error_page(
             StatusCode::CONFLICT,
@@ -90,7 +95,7 @@ pub async fn extend_form(
 
 #[post("/account/apps/revoke-all")]
 pub async fn revoke_all_form(state: web::Data<AppState>, form: CsrfForm<Customer>) -> HttpResponse {
-    match do_revoke_all(&state, form.session.subject_id).await {
+    match grants(&state, form.session).revoke_all().await {
         Ok(_) => see_other("/account/apps"),
         Err(_) => unavailable_page(),
     }
