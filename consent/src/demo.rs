@@ -11,7 +11,7 @@ use std::fmt;
 use chrono::{Duration, NaiveDateTime, SubsecRound, Timelike};
 use diesel::prelude::*;
 use platform::Platform;
-use platform::audit::{self, Actor, NewEvent, Target};
+use platform::audit::{Actor, NewEvent, Target};
 use platform::crypto::{PlainToken, hash_password};
 use platform::storage::models::*;
 use platform::storage::schema::*;
@@ -207,26 +207,20 @@ pub async fn seed(platform: &Platform) -> anyhow::Result<DemoReport> {
                     &kyc_id,
                     kyc_fields,
                 )?;
-                audit::record(
-                    conn,
-                    &NewEvent::new(
-                        Actor::system("demo-seed"),
-                        "demo.seeded",
-                        Target::new("deployment", "demo"),
-                    ),
-                    now,
-                )?;
+                NewEvent::new(
+                    Actor::system("demo-seed"),
+                    "demo.seeded",
+                    Target::new("deployment", "demo"),
+                )
+                .record(conn, now)?;
             }
             refresh_credentials(conn, &password_hash, &secret_hash)?;
-            audit::record(
-                conn,
-                &NewEvent::new(
-                    Actor::system("demo-seed"),
-                    "demo.credentials_set",
-                    Target::new("deployment", "demo"),
-                ),
-                now,
-            )?;
+            NewEvent::new(
+                Actor::system("demo-seed"),
+                "demo.credentials_set",
+                Target::new("deployment", "demo"),
+            )
+            .record(conn, now)?;
             Ok(seeded_now)
         })
         .await?;

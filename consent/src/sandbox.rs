@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, NaiveDateTime, SubsecRound, Utc};
 use diesel::prelude::*;
-use platform::audit::{self, Actor, NewEvent, Target};
+use platform::audit::{Actor, NewEvent, Target};
 use platform::storage::schema::{accounts, grant_rows, merchants, transactions};
 use platform::storage::{AnyConnection, StorageResult};
 use serde::{Deserialize, Serialize};
@@ -202,15 +202,12 @@ pub fn report_usage(
     if touched == 0 && !every_read {
         return Ok(());
     }
-    audit::record(
-        c,
-        &NewEvent::new(
-            Actor::client(client),
-            "resource.read",
-            Target::new("grant", grant.to_string()),
-        )
-        .details(serde_json::json!({ "resource": what })),
-        now,
-    )?;
+    NewEvent::new(
+        Actor::client(client),
+        "resource.read",
+        Target::new("grant", grant.to_string()),
+    )
+    .details(serde_json::json!({ "resource": what }))
+    .record(c, now)?;
     Ok(())
 }

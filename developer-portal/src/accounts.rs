@@ -8,7 +8,7 @@ use std::time::Duration as StdDuration;
 use chrono::{DateTime, NaiveDateTime, SubsecRound, Utc};
 use diesel::prelude::*;
 use platform::Platform;
-use platform::audit::{self, Actor, NewEvent, Target};
+use platform::audit::{Actor, NewEvent, Target};
 use platform::crypto::{PlainToken, hash_password, random_id, verify_password};
 use platform::ratelimit::Decision;
 use platform::session::{self, Session, SessionKind};
@@ -140,15 +140,12 @@ pub fn insert_developer(
             }
             other => other.into(),
         })?;
-    audit::record(
-        conn,
-        &NewEvent::new(
-            Actor::developer(&row.id),
-            "developer.signed_up",
-            Target::new("developer", &row.id),
-        ),
-        now,
-    )?;
+    NewEvent::new(
+        Actor::developer(&row.id),
+        "developer.signed_up",
+        Target::new("developer", &row.id),
+    )
+    .record(conn, now)?;
     Ok(row.into())
 }
 
@@ -268,18 +265,15 @@ pub async fn login(
             SessionKind::Staff => Actor::staff(&subject_id),
             _ => Actor::developer(&subject_id),
         };
-        audit::record(
-            c,
-            &NewEvent::new(
-                actor,
-                match kind {
-                    SessionKind::Staff => "staff.logged_in",
-                    _ => "developer.logged_in",
-                },
-                Target::new(kind.as_str(), &subject_id),
-            ),
-            now,
-        )?;
+        NewEvent::new(
+            actor,
+            match kind {
+                SessionKind::Staff => "staff.logged_in",
+                _ => "developer.logged_in",
+            },
+            Target::new(kind.as_str(), &subject_id),
+        )
+        .record(c, now)?;
         Ok(LoggedIn { token, session })
     })
     .await
@@ -305,15 +299,12 @@ pub fn logout(conn: &mut AnyConnection, s: &Session, now: DateTime<Utc>) -> Port
         SessionKind::Staff => Actor::staff(&s.subject_id),
         _ => Actor::developer(&s.subject_id),
     };
-    audit::record(
-        conn,
-        &NewEvent::new(
-            actor,
-            "session.ended",
-            Target::new(s.kind.as_str(), &s.subject_id),
-        ),
-        now,
-    )?;
+    NewEvent::new(
+        actor,
+        "session.ended",
+        Target::new(s.kind.as_str(), &s.subject_id),
+    )
+    .record(conn, now)?;
     Ok(())
 }
 
@@ -369,16 +360,13 @@ pub fn insert_staff(
     diesel::insert_into(staff::table)
         .values(&row)
         .execute(conn)?;
-    audit::record(
-        conn,
-        &NewEvent::new(
-            Actor::system("cli"),
-            "staff.created",
-            Target::new("staff", &row.id),
-        )
-        .details(serde_json::json!({ "username": row.username })),
-        now,
-    )?;
+    NewEvent::new(
+        Actor::system("cli"),
+        "staff.created",
+        Target::new("staff", &row.id),
+    )
+    .details(serde_json::json!({ "username": row.username }))
+    .record(conn, now)?;
     Ok(row.into())
 }
 

@@ -11,7 +11,7 @@
 
 use chrono::{DateTime, Duration, NaiveDateTime, SubsecRound, Utc};
 use diesel::prelude::*;
-use platform::audit::{self, Actor, NewEvent, Target};
+use platform::audit::{Actor, NewEvent, Target};
 use platform::crypto::random_id;
 use platform::storage::models::StaffStatus;
 use platform::storage::schema::{approval_requests, staff};
@@ -278,20 +278,17 @@ pub fn request(
             approval_requests::expires_at.eq(ts(expires_at)),
         ))
         .execute(conn)?;
-    audit::record(
-        conn,
-        &NewEvent::new(
-            Actor::staff(requester),
-            "approval.requested",
-            Target::new("approval_request", &id),
-        )
-        .details(serde_json::json!({
-            "action": action.as_str(),
-            "target_type": target.kind,
-            "target_id": target.id,
-        })),
-        now,
-    )?;
+    NewEvent::new(
+        Actor::staff(requester),
+        "approval.requested",
+        Target::new("approval_request", &id),
+    )
+    .details(serde_json::json!({
+        "action": action.as_str(),
+        "target_type": target.kind,
+        "target_id": target.id,
+    }))
+    .record(conn, now)?;
     Ok(ApprovalRequest {
         id,
         action,
@@ -401,25 +398,22 @@ pub fn decide(
     if changed != 1 {
         return Err(ApprovalError::AlreadyDecided("decided"));
     }
-    audit::record(
-        conn,
-        &NewEvent::new(
-            Actor::staff(approver),
-            if approve {
-                "approval.approved"
-            } else {
-                "approval.rejected"
-            },
-            Target::new("approval_request", id),
-        )
-        .details(serde_json::json!({
-            "action": req.action.as_str(),
-            "target_type": req.target.kind,
-            "target_id": req.target.id,
-            "requested_by": req.requested_by,
-        })),
-        now,
-    )?;
+    NewEvent::new(
+        Actor::staff(approver),
+        if approve {
+            "approval.approved"
+        } else {
+            "approval.rejected"
+        },
+        Target::new("approval_request", id),
+    )
+    .details(serde_json::json!({
+        "action": req.action.as_str(),
+        "target_type": req.target.kind,
+        "target_id": req.target.id,
+        "requested_by": req.requested_by,
+    }))
+    .record(conn, now)?;
     req.status = status;
     req.decided_by = Some(approver.to_string());
     req.decision_justification = Some(justification);

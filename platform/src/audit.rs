@@ -119,6 +119,17 @@ struct InsertEvent<'a> {
 
 /// Records `event` on `conn` (call it inside the transaction that makes the change). Returns the
 /// event id.
+impl NewEvent {
+    /// Appends this event to the audit log at `at` (see [`record`]); returns its event id.
+    pub fn record(
+        &self,
+        conn: &mut AnyConnection,
+        at: chrono::DateTime<Utc>,
+    ) -> StorageResult<String> {
+        record(conn, self, at)
+    }
+}
+
 pub fn record(
     conn: &mut AnyConnection,
     event: &NewEvent,

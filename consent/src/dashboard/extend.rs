@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Duration, NaiveDateTime, SubsecRound, Utc};
 use diesel::prelude::*;
-use platform::audit::{self, Actor, NewEvent, Target};
+use platform::audit::{Actor, NewEvent, Target};
 use platform::storage::models::GrantStatus;
 use platform::storage::models::RefreshTokenStatus;
 use platform::storage::schema::{grant_rows, refresh_tokens};
@@ -140,20 +140,17 @@ pub fn extend(
         }
     }
     let previous_formatted = ::grants::format_timestamp(previous);
-    audit::record(
-        conn,
-        &NewEvent::new(
-            Actor::customer(customer_id),
-            "grant.extended",
-            Target::new("grant", grant_id),
-        )
-        .details(serde_json::json!({
-            "previous_expires_at": previous_formatted,
-            "expires_at": formatted,
-            "refresh_tokens_extended": lifted,
-        })),
-        now,
-    )?;
+    NewEvent::new(
+        Actor::customer(customer_id),
+        "grant.extended",
+        Target::new("grant", grant_id),
+    )
+    .details(serde_json::json!({
+        "previous_expires_at": previous_formatted,
+        "expires_at": formatted,
+        "refresh_tokens_extended": lifted,
+    }))
+    .record(conn, now)?;
     webhooks::enqueue(
         conn,
         &[webhooks::Event::grant(

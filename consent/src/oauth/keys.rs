@@ -9,7 +9,7 @@ use std::sync::{Arc, RwLock};
 use chrono::{DateTime, Duration, SubsecRound, Utc};
 use diesel::prelude::*;
 use grants::{BiscuitKeys, KeySet, PublishedKey, SigningKey};
-use platform::audit::{self, Actor, NewEvent, Target};
+use platform::audit::{Actor, NewEvent, Target};
 use platform::crypto::{FieldCipher, MasterKey};
 use platform::storage::schema::signing_keys;
 use platform::storage::{AnyConnection, StorageError, StorageResult, write_tx};
@@ -106,16 +106,13 @@ fn insert_key(
             signing_keys::created_at.eq(now.naive_utc().trunc_subsecs(0)),
         ))
         .execute(conn)?;
-    audit::record(
-        conn,
-        &NewEvent::new(
-            actor,
-            "signing_key.created",
-            Target::new("signing_key", kid.to_string()),
-        )
-        .details(serde_json::json!({ "algorithm": "Ed25519" })),
-        now,
-    )?;
+    NewEvent::new(
+        actor,
+        "signing_key.created",
+        Target::new("signing_key", kid.to_string()),
+    )
+    .details(serde_json::json!({ "algorithm": "Ed25519" }))
+    .record(conn, now)?;
     Ok(key)
 }
 
@@ -199,16 +196,13 @@ pub fn rotate(
         ))
         .execute(c)?;
         let key = insert_key(c, &cipher, next, now, actor.clone())?;
-        audit::record(
-            c,
-            &NewEvent::new(
-                actor,
-                "signing_key.rotated",
-                Target::new("signing_key", next.to_string()),
-            )
-            .details(serde_json::json!({ "previous_kid": max_kid })),
-            now,
-        )?;
+        NewEvent::new(
+            actor,
+            "signing_key.rotated",
+            Target::new("signing_key", next.to_string()),
+        )
+        .details(serde_json::json!({ "previous_kid": max_kid }))
+        .record(c, now)?;
         Ok(key.kid())
     })
 }

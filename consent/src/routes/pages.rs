@@ -178,15 +178,12 @@ pub async fn login(state: web::Data<AppState>, req: HttpRequest, body: Bytes) ->
         .db
         .write(move |c| {
             let s = session::create(c, SessionKind::Customer, &customer_id, now)?;
-            platform::audit::record(
-                c,
-                &platform::audit::NewEvent::new(
-                    platform::audit::Actor::customer(&customer_id),
-                    "customer.login",
-                    platform::audit::Target::new("customer", customer_id.clone()),
-                ),
-                now,
-            )?;
+            platform::audit::NewEvent::new(
+                platform::audit::Actor::customer(&customer_id),
+                "customer.login",
+                platform::audit::Target::new("customer", customer_id.clone()),
+            )
+            .record(c, now)?;
             Ok(s)
         })
         .await;

@@ -7,7 +7,7 @@
 
 use chrono::{DateTime, NaiveDateTime, SubsecRound, Utc};
 use diesel::prelude::*;
-use platform::audit::{self, Actor, NewEvent, Target};
+use platform::audit::{Actor, NewEvent, Target};
 use platform::crypto::{MasterKey, PlainToken, random_id};
 use platform::revocation::{Revocations, RevokedBy, end_grants};
 use platform::storage::models::Client;
@@ -191,16 +191,13 @@ fn audit_developer(
     details: serde_json::Value,
     now: DateTime<Utc>,
 ) -> PortalResult<()> {
-    audit::record(
-        conn,
-        &NewEvent::new(
-            Actor::developer(developer_id),
-            action,
-            Target::new("client", client_id),
-        )
-        .details(details),
-        now,
-    )?;
+    NewEvent::new(
+        Actor::developer(developer_id),
+        action,
+        Target::new("client", client_id),
+    )
+    .details(details)
+    .record(conn, now)?;
     Ok(())
 }
 

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use platform::audit::{self, Actor, NewEvent, Target};
+use platform::audit::{Actor, NewEvent, Target};
 use platform::revocation::Revocations;
 use platform::storage::AnyConnection;
 use platform::storage::models::ClientStatus;
@@ -103,19 +103,16 @@ fn suspend(
         }],
         now,
     )?;
-    audit::record(
-        conn,
-        &NewEvent::new(
-            Actor::staff(approved.decided_by.clone().unwrap_or_default()),
-            "client.suspended",
-            Target::new("client", client_id),
-        )
-        .details(serde_json::json!({
-            "approval_request": approved.id,
-            "requested_by": approved.requested_by,
-            "grants_revoked": ended.len(),
-        })),
-        now,
-    )?;
+    NewEvent::new(
+        Actor::staff(approved.decided_by.clone().unwrap_or_default()),
+        "client.suspended",
+        Target::new("client", client_id),
+    )
+    .details(serde_json::json!({
+        "approval_request": approved.id,
+        "requested_by": approved.requested_by,
+        "grants_revoked": ended.len(),
+    }))
+    .record(conn, now)?;
     Ok(())
 }

@@ -23,7 +23,7 @@ use std::fmt;
 
 use chrono::{DateTime, NaiveDateTime, SubsecRound, Utc};
 use diesel::prelude::*;
-use platform::audit::{self, Actor, NewEvent, Target};
+use platform::audit::{Actor, NewEvent, Target};
 use platform::crypto::{FieldCipher, random_id};
 use platform::storage::AnyConnection;
 use platform::storage::models::KycSubmission;
@@ -392,15 +392,12 @@ pub fn save(
             })
             .execute(conn)?;
     }
-    audit::record(
-        conn,
-        &NewEvent::new(
-            Actor::developer(developer_id),
-            "kyc.saved",
-            Target::new("kyc_submission", &id),
-        ),
-        now,
-    )?;
+    NewEvent::new(
+        Actor::developer(developer_id),
+        "kyc.saved",
+        Target::new("kyc_submission", &id),
+    )
+    .record(conn, now)?;
     let row =
         row_for_developer(conn, developer_id)?.ok_or(PortalError::NotFound("KYC submission"))?;
     to_record(conn, cipher, &row)
@@ -437,20 +434,17 @@ pub fn submit(
     ))
     .execute(conn)?;
     let round = current_round(conn, &row.id)?;
-    audit::record(
-        conn,
-        &NewEvent::new(
-            Actor::developer(developer_id),
-            if status == KycStatus::Draft {
-                "kyc.submitted"
-            } else {
-                "kyc.resubmitted"
-            },
-            Target::new("kyc_submission", &row.id),
-        )
-        .details(serde_json::json!({ "round": round })),
-        now,
-    )?;
+    NewEvent::new(
+        Actor::developer(developer_id),
+        if status == KycStatus::Draft {
+            "kyc.submitted"
+        } else {
+            "kyc.resubmitted"
+        },
+        Target::new("kyc_submission", &row.id),
+    )
+    .details(serde_json::json!({ "round": round }))
+    .record(conn, now)?;
     let row =
         row_for_developer(conn, developer_id)?.ok_or(PortalError::NotFound("KYC submission"))?;
     to_record(conn, cipher, &row)

@@ -419,16 +419,12 @@ pub fn decide(
                         authorization_codes::expires_at.eq((now + code_ttl).naive_utc()),
                     ))
                     .execute(c)?;
-                audit::record(
-                c,
-                &NewEvent::new(Actor::customer(customer_id), "consent.approved", Target::new("grant", grant_id.clone()))
+                NewEvent::new(Actor::customer(customer_id), "consent.approved", Target::new("grant", grant_id.clone()))
                     .details(serde_json::json!({
                         "client_id": client_id,
                         "narrowed": granted != requested,
                         "authorization_details": serde_json::from_str::<serde_json::Value>(&granted.to_json()).unwrap_or_default(),
-                    })),
-                now,
-            )?;
+                    })).record(c, now)?;
                 let mut params = vec![("code", code.expose())];
                 if let Some(s) = state_ref {
                     params.push(("state", s));
@@ -436,16 +432,13 @@ pub fn decide(
                 params.push(("iss", issuer.as_str()));
                 with_params(&redirect_uri, &params)
             } else {
-                audit::record(
-                    c,
-                    &NewEvent::new(
-                        Actor::customer(customer_id),
-                        "consent.denied",
-                        Target::new("grant", grant_id.clone()),
-                    )
-                    .details(serde_json::json!({ "client_id": client_id })),
-                    now,
-                )?;
+                NewEvent::new(
+                    Actor::customer(customer_id),
+                    "consent.denied",
+                    Target::new("grant", grant_id.clone()),
+                )
+                .details(serde_json::json!({ "client_id": client_id }))
+                .record(c, now)?;
                 let mut params = vec![
                     ("error", "access_denied"),
                     ("error_description", "the customer denied the request"),

@@ -11,7 +11,7 @@ pub use request::*;
 use ::grants::{AccountId, Action, MerchantId, TxWindow};
 use chrono::{DateTime, Duration, SubsecRound, Utc};
 use diesel::prelude::*;
-use platform::audit::{self, Actor, NewEvent, Target};
+use platform::audit::{Actor, NewEvent, Target};
 use platform::crypto::{PlainToken, random_id};
 use platform::storage::models::{AuthorizationRequestStatus, GrantStatus};
 use platform::storage::schema::{

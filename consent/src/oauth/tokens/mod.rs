@@ -6,7 +6,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, NaiveDateTime, SubsecRound, Utc};
 use diesel::prelude::*;
-use platform::audit::{self, Actor, NewEvent, Target};
+use platform::audit::{Actor, NewEvent, Target};
 use platform::crypto::{PlainToken, constant_time_eq, random_id};
 use platform::revocation::{Revocations, RevokedBy, end_grants};
 use platform::storage::models::RefreshTokenStatus;
@@ -194,16 +194,13 @@ fn issue(
             .set(grant_rows::last_used_at.eq(now.naive_utc().trunc_subsecs(0)))
             .execute(c)?;
     }
-    audit::record(
-        c,
-        &NewEvent::new(
-            Actor::client(&grant.client_id),
-            action,
-            Target::new("grant", grant.id.clone()),
-        )
-        .details(issue.details),
-        now,
-    )?;
+    NewEvent::new(
+        Actor::client(&grant.client_id),
+        action,
+        Target::new("grant", grant.id.clone()),
+    )
+    .details(issue.details)
+    .record(c, now)?;
     Ok(Ok(issue.response))
 }
 
@@ -226,15 +223,12 @@ fn revoke_for_security(
         &Actor::system("token-endpoint"),
         now,
     )?;
-    audit::record(
-        c,
-        &NewEvent::new(
-            Actor::client(client_id),
-            reason,
-            Target::new("grant", grant_id.to_string()),
-        ),
-        now,
-    )?;
+    NewEvent::new(
+        Actor::client(client_id),
+        reason,
+        Target::new("grant", grant_id.to_string()),
+    )
+    .record(c, now)?;
     metrics::counter!("consent_token_replays_total", "kind" => reason).increment(1);
     Ok(())
 }

@@ -60,15 +60,12 @@ pub fn revoke(
                 // Revoked before: nothing changes, so nothing to audit.
                 return Ok(vec![]);
             }
-            audit::record(
-                c,
-                &NewEvent::new(
-                    Actor::client(&client.id),
-                    "access_token.revoked",
-                    Target::new("grant", auth.grant.clone()),
-                ),
-                now,
-            )?;
+            NewEvent::new(
+                Actor::client(&client.id),
+                "access_token.revoked",
+                Target::new("grant", auth.grant.clone()),
+            )
+            .record(c, now)?;
             Ok(vec![])
         }
     })?;
