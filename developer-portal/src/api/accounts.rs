@@ -14,7 +14,6 @@ use utoipa::ToSchema;
 use super::Data;
 use crate::accounts::{self, SignUp};
 use crate::auth::{DeveloperAuth, client_addr};
-use crate::error::{read, write};
 use crate::kyc::{self, KycStatus};
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -134,9 +133,10 @@ pub async fn developer_login(
     security(("developer_token" = [])),
     responses((status = 204, description = "Logged out"),
         NoDeveloperToken))]
-pub async fn developer_logout(p: Data, auth: DeveloperAuth) -> Result<HttpResponse, ApiError> {
-    let now = p.now();
-    write(&p, move |c| accounts::logout(c, &auth.0, now)).await?;
+pub async fn developer_logout(auth: DeveloperAuth) -> Result<HttpResponse, ApiError> {
+    let session = auth.session.clone();
+    auth.write(move |c, _, now| accounts::logout(c, &session, now))
+        .await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -145,12 +145,10 @@ pub async fn developer_logout(p: Data, auth: DeveloperAuth) -> Result<HttpRespon
     security(("developer_token" = [])),
     responses((status = 200, description = "The developer", body = DeveloperResponse),
         NoDeveloperToken))]
-pub async fn me(p: Data, auth: DeveloperAuth) -> Result<web::Json<DeveloperResponse>, ApiError> {
-    let id = auth.0.subject_id;
-    let (dev, status) = read(&p, move |c| {
-        Ok((accounts::developer(c, &id)?, kyc::status_of(c, &id)?))
-    })
-    .await?;
+pub async fn me(auth: DeveloperAuth) -> Result<web::Json<DeveloperResponse>, ApiError> {
+    let (dev, status) = auth
+        .read(move |c, id, _| Ok((accounts::developer(c, id)?, kyc::status_of(c, id)?)))
+        .await?;
     Ok(web::Json(DeveloperResponse::new(dev, status)))
 }
 

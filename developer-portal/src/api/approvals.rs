@@ -3,16 +3,15 @@
 
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
-use platform::problem::ApiError;
 use platform::problem::documented::NoStaffToken;
+use platform::problem::{ApiError, Problem};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{ApprovalId, ClientId, Data, PathId, StatusQuery, status_param};
+use super::{ApprovalId, ClientId, PathId, StatusQuery, status_param};
 use crate::approvals::{self, ApprovalRequest, ApprovalStatus};
 use crate::auth::StaffAuth;
 use crate::clients;
-use crate::error::{read, write, write_revoking};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -71,8 +70,7 @@ pub(crate) fn approval_response(r: ApprovalRequest, now: DateTime<Utc>) -> Appro
         (status = 400, description = "Unknown status", body = platform::problem::Problem),
         NoStaffToken))]
 pub async fn list_approvals(
-    p: Data,
-    _auth: StaffAuth,
+    auth: StaffAuth,
     q: web::Query<StatusQuery>,
 ) -> Result<web::Json<ApprovalList>, ApiError> {
     let status = status_param(
@@ -80,12 +78,13 @@ pub async fn list_approvals(
         ApprovalStatus::parse,
         "must be pending, approved, rejected or expired",
     )?;
-    let now = p.now();
-    let list = read(&p, move |c| Ok(approvals::list(c, status, now, 200)?)).await?;
+    let list = auth
+        .read(move |c, _, now| Ok(approvals::list(c, status, now, 200)?))
+        .await?;
     Ok(web::Json(ApprovalList {
         requests: list
             .into_iter()
-            .map(|r| approval_response(r, now))
+            .map(|r| approval_response(r, auth.now))
             .collect(),
     }))
 }
@@ -98,30 +97,44 @@ pub async fn list_approvals(
         NoStaffToken,
         (status = 404, description = "No such request", body = platform::problem::Problem)))]
 pub async fn get_approval(
-    p: Data,
-    _auth: StaffAuth,
+    auth: StaffAuth,
     PathId(id, ..): ApprovalId,
 ) -> Result<web::Json<ApprovalResponse>, ApiError> {
-    let now = p.now();
-    let r = read(&p, move |c| Ok(approvals::get(c, &id)?)).await?;
-    Ok(web::Json(approval_response(r, now)))
+    let r = auth
+        .read(move |c, _, _| Ok(approvals::get(c, &id)?))
+        .await?;
+    Ok(web::Json(approval_response(r, auth.now)))
+}
+
+/// Why a staff member's approval or rejection is refused (documents the responses; never built).
+#[derive(Debug, utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum DecisionRefused {
+    #[response(status = 400, description = "Missing justification")]
+    NoJustification(Problem),
+    #[response(status = 401, description = "Missing or invalid staff token")]
+    NoStaffToken(Problem),
+    #[response(status = 403, description = "Your own request")]
+    OwnRequest(Problem),
+    #[response(status = 404, description = "No such request")]
+    NoSuchRequest(Problem),
+    #[response(status = 409, description = "Already decided or expired")]
+    Decided(Problem),
 }
 
 async fn decide(
-    p: Data,
     auth: StaffAuth,
     PathId(id, ..): ApprovalId,
     body: web::Json<JustificationRequest>,
     approve: bool,
 ) -> Result<web::Json<ApprovalResponse>, ApiError> {
-    let staff = auth.0.subject_id;
     let justification = body.into_inner().justification;
-    let now = p.now();
-    let r = write_revoking(&p, move |c, revoked| {
-        clients::decide_and_execute(c, revoked, &id, &staff, approve, &justification, now)
-    })
-    .await?;
-    Ok(web::Json(approval_response(r, now)))
+    let r = auth
+        .write_revoking(move |c, revoked, staff, now| {
+            clients::decide_and_execute(c, revoked, &id, staff, approve, &justification, now)
+        })
+        .await?;
+    Ok(web::Json(approval_response(r, auth.now)))
 }
 
 /// Approve a request made by another staff member; the approved action is executed at once.
@@ -130,18 +143,13 @@ async fn decide(
     params(ApprovalId),
     request_body = JustificationRequest,
     responses((status = 200, description = "Approved and executed", body = ApprovalResponse),
-        (status = 400, description = "Missing justification", body = platform::problem::Problem),
-        NoStaffToken,
-        (status = 403, description = "Your own request", body = platform::problem::Problem),
-        (status = 404, description = "No such request", body = platform::problem::Problem),
-        (status = 409, description = "Already decided or expired", body = platform::problem::Problem)))]
+        DecisionRefused))]
 pub async fn approve(
-    p: Data,
     auth: StaffAuth,
     id: ApprovalId,
     body: web::Json<JustificationRequest>,
 ) -> Result<web::Json<ApprovalResponse>, ApiError> {
-    decide(p, auth, id, body, true).await
+    decide(auth, id, body, true).await
 }
 
 /// Reject a request made by another staff member.
@@ -150,18 +158,13 @@ pub async fn approve(
     params(ApprovalId),
     request_body = JustificationRequest,
     responses((status = 200, description = "Rejected", body = ApprovalResponse),
-        (status = 400, description = "Missing justification", body = platform::problem::Problem),
-        NoStaffToken,
-        (status = 403, description = "Your own request", body = platform::problem::Problem),
-        (status = 404, description = "No such request", body = platform::problem::Problem),
-        (status = 409, description = "Already decided or expired", body = platform::problem::Problem)))]
+        DecisionRefused))]
 pub async fn reject(
-    p: Data,
     auth: StaffAuth,
     id: ApprovalId,
     body: web::Json<JustificationRequest>,
 ) -> Result<web::Json<ApprovalResponse>, ApiError> {
-    decide(p, auth, id, body, false).await
+    decide(auth, id, body, false).await
 }
 
 /// Ask for a client's suspension (a second staff member must approve; approval revokes all of
@@ -176,17 +179,13 @@ pub async fn reject(
         (status = 404, description = "No such client", body = platform::problem::Problem),
         (status = 409, description = "Client not active", body = platform::problem::Problem)))]
 pub async fn request_suspension(
-    p: Data,
     auth: StaffAuth,
     PathId(id, ..): ClientId,
     body: web::Json<JustificationRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let staff = auth.0.subject_id;
     let justification = body.into_inner().justification;
-    let now = p.now();
-    let r = write(&p, move |c| {
-        clients::request_suspension(c, &staff, &id, &justification, now)
-    })
-    .await?;
-    Ok(HttpResponse::Accepted().json(approval_response(r, now)))
+    let r = auth
+        .write(move |c, staff, now| clients::request_suspension(c, staff, &id, &justification, now))
+        .await?;
+    Ok(HttpResponse::Accepted().json(approval_response(r, auth.now)))
 }

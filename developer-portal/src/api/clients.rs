@@ -8,10 +8,9 @@ use platform::web::no_store_json;
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
-use super::{ClientId, Data, EventId, PathId};
+use super::{ClientId, EventId, PathId};
 use crate::auth::DeveloperAuth;
 use crate::clients::{self, ClientUpdate, ClientWithSecret, NewClient};
-use crate::error::{read, write, write_revoking};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -98,7 +97,6 @@ impl From<ClientWithSecret> for ClientSecretResponse {
         NoDeveloperToken,
         (status = 403, description = "Production client without approved KYC", body = platform::problem::Problem)))]
 pub async fn create_client(
-    p: Data,
     auth: DeveloperAuth,
     body: web::Json<CreateClientRequest>,
 ) -> Result<HttpResponse, ApiError> {
@@ -110,10 +108,10 @@ pub async fn create_client(
         body.allowed_actions.as_deref(),
         body.webhook_url.as_deref(),
     )?;
-    let key = p.master_key.clone();
-    let dev = auth.0.subject_id;
-    let now = p.now();
-    let created = write(&p, move |c| clients::create(c, &key, &dev, &new, now)).await?;
+    let key = auth.platform.master_key.clone();
+    let created = auth
+        .write(move |c, dev, now| clients::create(c, &key, dev, &new, now))
+        .await?;
     let location = format!("/api/v1/clients/{}", created.client.id);
     Ok(HttpResponse::Created()
         .insert_header(("Location", location))
@@ -126,9 +124,8 @@ pub async fn create_client(
     security(("developer_token" = [])),
     responses((status = 200, description = "Clients", body = ClientList),
         NoDeveloperToken))]
-pub async fn list_clients(p: Data, auth: DeveloperAuth) -> Result<web::Json<ClientList>, ApiError> {
-    let dev = auth.0.subject_id;
-    let list = read(&p, move |c| clients::list(c, &dev)).await?;
+pub async fn list_clients(auth: DeveloperAuth) -> Result<web::Json<ClientList>, ApiError> {
+    let list = auth.read(move |c, dev, _| clients::list(c, dev)).await?;
     Ok(web::Json(ClientList {
         clients: list.into_iter().map(Into::into).collect(),
     }))
@@ -142,12 +139,12 @@ pub async fn list_clients(p: Data, auth: DeveloperAuth) -> Result<web::Json<Clie
         NoDeveloperToken,
         NotYourClient))]
 pub async fn get_client(
-    p: Data,
     auth: DeveloperAuth,
     PathId(id, ..): ClientId,
 ) -> Result<web::Json<ClientResponse>, ApiError> {
-    let dev = auth.0.subject_id;
-    let c = read(&p, move |c| clients::get(c, &dev, &id)).await?;
+    let c = auth
+        .read(move |c, dev, _| clients::get(c, dev, &id))
+        .await?;
     Ok(web::Json(c.into()))
 }
 
@@ -162,7 +159,6 @@ pub async fn get_client(
         NotYourClient,
         (status = 409, description = "Client suspended", body = platform::problem::Problem)))]
 pub async fn update_client(
-    p: Data,
     auth: DeveloperAuth,
     PathId(id, ..): ClientId,
     body: web::Json<UpdateClientRequest>,
@@ -178,13 +174,10 @@ pub async fn update_client(
         redirect_uris: body.redirect_uris,
         webhook_url: body.webhook_url,
     };
-    let key = p.master_key.clone();
-    let dev = auth.0.subject_id;
-    let now = p.now();
-    let (client, webhook_secret) = write(&p, move |c| {
-        clients::update(c, &key, &dev, &id, &change, now)
-    })
-    .await?;
+    let key = auth.platform.master_key.clone();
+    let (client, webhook_secret) = auth
+        .write(move |c, dev, now| clients::update(c, &key, dev, &id, &change, now))
+        .await?;
     Ok(web::Json(ClientSecretResponse {
         client: client.into(),
         client_secret: None,
@@ -200,13 +193,11 @@ pub async fn update_client(
         NoDeveloperToken,
         NotYourClient))]
 pub async fn delete_client(
-    p: Data,
     auth: DeveloperAuth,
     PathId(id, ..): ClientId,
 ) -> Result<HttpResponse, ApiError> {
-    let dev = auth.0.subject_id;
-    let now = p.now();
-    write_revoking(&p, move |c, r| clients::delete(c, r, &dev, &id, now)).await?;
+    auth.write_revoking(move |c, r, dev, now| clients::delete(c, r, dev, &id, now))
+        .await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -219,13 +210,12 @@ pub async fn delete_client(
         NotYourClient,
         (status = 409, description = "Client suspended", body = platform::problem::Problem)))]
 pub async fn rotate_secret(
-    p: Data,
     auth: DeveloperAuth,
     PathId(id, ..): ClientId,
 ) -> Result<HttpResponse, ApiError> {
-    let dev = auth.0.subject_id;
-    let now = p.now();
-    let r = write(&p, move |c| clients::rotate_secret(c, &dev, &id, now)).await?;
+    let r = auth
+        .write(move |c, dev, now| clients::rotate_secret(c, dev, &id, now))
+        .await?;
     Ok(no_store_json(&ClientSecretResponse::from(r)))
 }
 
@@ -237,12 +227,12 @@ pub async fn rotate_secret(
         NoDeveloperToken,
         NotYourClient))]
 pub async fn webhook_deliveries(
-    p: Data,
     auth: DeveloperAuth,
     PathId(id, ..): ClientId,
 ) -> Result<web::Json<WebhookDeliveryList>, ApiError> {
-    let dev = auth.0.subject_id;
-    let deliveries = read(&p, move |c| clients::webhook_deliveries(c, &dev, &id, 100)).await?;
+    let deliveries = auth
+        .read(move |c, dev, _| clients::webhook_deliveries(c, dev, &id, 100))
+        .await?;
     Ok(web::Json(WebhookDeliveryList { deliveries }))
 }
 
@@ -255,14 +245,12 @@ pub async fn webhook_deliveries(
         (status = 404, description = "No such client or event", body = platform::problem::Problem),
         (status = 409, description = "The event is not failed, or the client is not active", body = platform::problem::Problem)))]
 pub async fn redeliver_webhook(
-    p: Data,
     auth: DeveloperAuth,
     PathId(id, ..): ClientId,
     PathId(event, ..): EventId,
 ) -> Result<HttpResponse, ApiError> {
-    let dev = auth.0.subject_id;
-    let now = p.now();
-    write(&p, move |c| clients::redeliver(c, &dev, &id, &event, now)).await?;
+    auth.write(move |c, dev, now| clients::redeliver(c, dev, &id, &event, now))
+        .await?;
     Ok(HttpResponse::Accepted().finish())
 }
 
@@ -275,17 +263,13 @@ pub async fn redeliver_webhook(
         NotYourClient,
         (status = 409, description = "Client suspended or without webhook URL", body = platform::problem::Problem)))]
 pub async fn rotate_webhook_secret(
-    p: Data,
     auth: DeveloperAuth,
     PathId(id, ..): ClientId,
 ) -> Result<HttpResponse, ApiError> {
-    let dev = auth.0.subject_id;
-    let now = p.now();
-    let key = p.master_key.clone();
-    let secret = write(&p, move |c| {
-        clients::rotate_webhook_secret(c, &key, &dev, &id, now)
-    })
-    .await?;
+    let key = auth.platform.master_key.clone();
+    let secret = auth
+        .write(move |c, dev, now| clients::rotate_webhook_secret(c, &key, dev, &id, now))
+        .await?;
     Ok(no_store_json(&WebhookSecretResponse {
         webhook_secret: secret.expose().to_string(),
     }))

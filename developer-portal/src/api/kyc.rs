@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 
 use super::{Data, PathId, StatusQuery, SubmissionId, status_param};
 use crate::auth::{DeveloperAuth, StaffAuth};
-use crate::error::{PortalError, read, write};
+use crate::error::{PortalError, read};
 use crate::kyc::{self, KycDetails, KycDocument, KycRecord, KycStatus, StaffKycView};
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -188,10 +188,11 @@ fn kyc_details(b: &KycRequest) -> Result<KycDetails, PortalError> {
     responses((status = 200, description = "KYC details and status", body = KycResponse),
         NoDeveloperToken,
         (status = 404, description = "No KYC details saved yet", body = platform::problem::Problem)))]
-pub async fn get_kyc(p: Data, auth: DeveloperAuth) -> Result<web::Json<KycResponse>, ApiError> {
-    let cipher = p.master_key.cipher(kyc::PII_KEY);
-    let id = auth.0.subject_id;
-    let r = read(&p, move |c| kyc::for_developer(c, &cipher, &id)).await?;
+pub async fn get_kyc(auth: DeveloperAuth) -> Result<web::Json<KycResponse>, ApiError> {
+    let cipher = auth.platform.master_key.cipher(kyc::PII_KEY);
+    let r = auth
+        .read(move |c, id, _| kyc::for_developer(c, &cipher, id))
+        .await?;
     r.map(|r| web::Json(r.into()))
         .ok_or(ApiError::NotFound("KYC submission"))
 }
@@ -205,15 +206,14 @@ pub async fn get_kyc(p: Data, auth: DeveloperAuth) -> Result<web::Json<KycRespon
         NoDeveloperToken,
         (status = 409, description = "Under review or decided: no longer editable", body = platform::problem::Problem)))]
 pub async fn put_kyc(
-    p: Data,
     auth: DeveloperAuth,
     body: web::Json<KycRequest>,
 ) -> Result<web::Json<KycResponse>, ApiError> {
     let details = kyc_details(&body)?;
-    let cipher = p.master_key.cipher(kyc::PII_KEY);
-    let id = auth.0.subject_id;
-    let now = p.now();
-    let r = write(&p, move |c| kyc::save(c, &cipher, &id, &details, now)).await?;
+    let cipher = auth.platform.master_key.cipher(kyc::PII_KEY);
+    let r = auth
+        .write(move |c, id, now| kyc::save(c, &cipher, id, &details, now))
+        .await?;
     Ok(web::Json(r.into()))
 }
 
@@ -224,11 +224,11 @@ pub async fn put_kyc(
         NoDeveloperToken,
         (status = 404, description = "No KYC details saved yet", body = platform::problem::Problem),
         (status = 409, description = "Already submitted or decided", body = platform::problem::Problem)))]
-pub async fn submit_kyc(p: Data, auth: DeveloperAuth) -> Result<web::Json<KycResponse>, ApiError> {
-    let cipher = p.master_key.cipher(kyc::PII_KEY);
-    let id = auth.0.subject_id;
-    let now = p.now();
-    let r = write(&p, move |c| kyc::submit(c, &cipher, &id, now)).await?;
+pub async fn submit_kyc(auth: DeveloperAuth) -> Result<web::Json<KycResponse>, ApiError> {
+    let cipher = auth.platform.master_key.cipher(kyc::PII_KEY);
+    let r = auth
+        .write(move |c, id, now| kyc::submit(c, &cipher, id, now))
+        .await?;
     Ok(web::Json(r.into()))
 }
 
@@ -274,14 +274,13 @@ pub async fn kyc_queue(
         NoStaffToken,
         (status = 404, description = "No such submission", body = platform::problem::Problem)))]
 pub async fn kyc_detail(
-    p: Data,
     auth: StaffAuth,
     PathId(id, ..): SubmissionId,
 ) -> Result<web::Json<StaffKycResponse>, ApiError> {
-    let cipher = p.master_key.cipher(kyc::PII_KEY);
-    let staff = auth.0.subject_id;
-    let now = p.now();
-    let v = write(&p, move |c| kyc::staff_view(c, &cipher, &id, &staff, now)).await?;
+    let cipher = auth.platform.master_key.cipher(kyc::PII_KEY);
+    let v = auth
+        .write(move |c, staff, now| kyc::staff_view(c, &cipher, &id, staff, now))
+        .await?;
     Ok(web::Json(v.into()))
 }
 
@@ -298,7 +297,6 @@ pub async fn kyc_detail(
         (status = 404, description = "No such submission", body = platform::problem::Problem),
         (status = 409, description = "Not awaiting review, or already reviewed by you this round", body = platform::problem::Problem)))]
 pub async fn kyc_review(
-    p: Data,
     auth: StaffAuth,
     PathId(id, ..): SubmissionId,
     body: web::Json<KycReviewRequest>,
@@ -306,12 +304,11 @@ pub async fn kyc_review(
     let decision =
         kyc::parse_decision(&body.decision).map_err(|m| ApiError::field("decision", m))?;
     let justification = body.into_inner().justification;
-    let cipher = p.master_key.cipher(kyc::PII_KEY);
-    let staff = auth.0.subject_id;
-    let now = p.now();
-    let v = write(&p, move |c| {
-        kyc::review(c, &cipher, &id, &staff, decision, &justification, now)
-    })
-    .await?;
+    let cipher = auth.platform.master_key.cipher(kyc::PII_KEY);
+    let v = auth
+        .write(move |c, staff, now| {
+            kyc::review(c, &cipher, &id, staff, decision, &justification, now)
+        })
+        .await?;
     Ok(web::Json(v.into()))
 }
