@@ -628,3 +628,58 @@ async fn dashboard_in_a_real_browser() {
         app.stop().await;
     }
 }
+
+/// A login never sends the customer off the site, whatever `next` carries (RFC 9700 4.11; the
+/// classic bypasses: tab, newline, backslash, encoded slashes, schemes, userinfo).
+#[tokio::test]
+async fn login_never_redirects_off_site() {
+    let cases = [
+        ("/%09/evil.example", "/"),
+        ("/\t/evil.example", "/"),
+        ("/\n/evil.example", "/"),
+        ("/%0a/evil.example", "/"),
+        ("//evil.example/x", "/"),
+        ("/\\evil.example", "/"),
+        ("/%5Cevil.example", "/"),
+        ("/%2F%2Fevil.example", "/"),
+        ("/%252F%252Fevil.example", "/"),
+        ("https://evil.example/", "/"),
+        ("https:evil.example", "/"),
+        ("//user@evil.example", "/"),
+        ("/account/apps", "/account/apps"),
+    ];
+    // Logins per address are limited: a fresh server for every few attempts.
+    for batch in cases.chunks(7) {
+        let app = spawn_demo_app(backends()[0]).await;
+        for &(next, expected) in batch {
+            try_login_with_next(&app, next, expected).await;
+        }
+        app.stop().await;
+    }
+}
+
+async fn try_login_with_next(app: &TestApp, next: &str, expected: &str) {
+    {
+        // The login page carries only the cleaned destination.
+        let q: String = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("next", next)
+            .finish();
+        let page = app.get(&format!("/login?{q}")).await.text().await.unwrap();
+        assert!(!page.contains("evil.example"), "{next:?}: {page}");
+        let csrf = csrf_from(&page);
+        let r = app
+            .post_form(
+                "/login",
+                None,
+                &[
+                    ("csrf_token", &csrf),
+                    ("username", "alice"),
+                    ("password", DEMO_PASSWORD),
+                    ("next", next),
+                ],
+            )
+            .await;
+        assert_eq!(r.status(), 303, "{next:?}");
+        assert_eq!(location(&r), expected, "{next:?}");
+    }
+}

@@ -19,16 +19,11 @@ use crate::oauth::flow::{
 };
 use crate::routes::oauth::{error_page, see_other};
 
-/// Only same-site relative paths may be a post-login destination (no open redirects).
+/// Only same-site relative paths may be a post-login destination (no open redirects): see
+/// [`platform::web::return_path`]; anything else goes to `/`.
 fn safe_next(next: Option<&str>) -> String {
-    match next {
-        Some(n)
-            if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') && n.len() < 512 =>
-        {
-            n.to_string()
-        }
-        _ => "/".to_string(),
-    }
+    next.and_then(platform::web::return_path)
+        .unwrap_or_else(|| "/".to_string())
 }
 
 /// A form body's pairs, in order (repeated names kept: the consent form repeats `account`).

@@ -133,3 +133,95 @@ pub fn page(title: &str, body: Markup) -> Markup {
 const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:46rem;margin:2rem auto;\
 padding:0 1rem;color:#1b1f24;line-height:1.5}a{color:#0b5cad}h1{font-size:1.6rem}\
 ul.links li{margin:.4rem 0}.muted{color:#57606a;font-size:.9rem}";
+
+/// A post-login (or other return) destination that can only lead back into this site: a
+/// same-origin relative path, parsed and re-serialised. Refused (`None`): anything not starting
+/// with exactly one `/`, schemes, userinfo and hosts, backslashes, control characters and
+/// whitespace, and the same tricks percent-encoded (`/%09/evil`, `/%2F%2Fevil`, `/%5Cevil`),
+/// since browsers and proxies may decode them before following the redirect.
+pub fn return_path(next: &str) -> Option<String> {
+    const BASE: &str = "https://return.invalid/";
+    if next.len() > 512 || !next.starts_with('/') || next.starts_with("//") {
+        return None;
+    }
+    // The path as written and every percent-decoding of it (at most three rounds) must be free
+    // of anything a browser could read as another origin.
+    let mut seen = next.to_string();
+    for _ in 0..4 {
+        let unsafe_char = seen
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace() || c == '\\');
+        if unsafe_char || seen.contains("//") {
+            return None;
+        }
+        let decoded = percent_encoding::percent_decode_str(&seen)
+            .decode_utf8()
+            .ok()?
+            .into_owned();
+        if decoded == seen {
+            break;
+        }
+        seen = decoded;
+    }
+    if seen.contains('%')
+        && percent_encoding::percent_decode_str(&seen)
+            .decode_utf8()
+            .ok()?
+            != seen
+    {
+        // Still encoded after four rounds: nothing of ours looks like that.
+        return None;
+    }
+    let base = url::Url::parse(BASE).ok()?;
+    let joined = base.join(next).ok()?;
+    if joined.origin() != base.origin() || !joined.username().is_empty() {
+        return None;
+    }
+    let mut out = joined.path().to_string();
+    if let Some(q) = joined.query() {
+        out.push('?');
+        out.push_str(q);
+    }
+    (out.starts_with('/') && !out.starts_with("//")).then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::return_path;
+
+    #[test]
+    fn return_paths_stay_on_this_site() {
+        for ok in [
+            "/account/apps",
+            "/account/apps/g_abc-1",
+            "/oauth2/consent/ar_x?step=1",
+            "/",
+        ] {
+            assert_eq!(return_path(ok).as_deref(), Some(ok), "{ok}");
+        }
+        for bad in [
+            "//evil.example",
+            "/\t/evil.example",
+            "/%09/evil.example",
+            "/\n/evil.example",
+            "/%0a/evil.example",
+            "/\\evil.example",
+            "/%5Cevil.example",
+            "/%5cevil.example",
+            "\\/evil.example",
+            "/%2F%2Fevil.example",
+            "/%2f/evil.example",
+            "/%252F%252Fevil.example",
+            "https://evil.example/",
+            "https:evil.example",
+            "javascript:alert(1)",
+            "//user@evil.example",
+            "/ /evil.example",
+            "evil.example",
+            "",
+        ] {
+            assert_eq!(return_path(bad), None, "{bad:?}");
+        }
+        assert_eq!(return_path(&format!("/{}", "a".repeat(600))), None);
+    }
+}
