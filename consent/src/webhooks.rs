@@ -285,37 +285,45 @@ pub async fn deliver_due(
     Ok(report)
 }
 
-/// Whether `ip` is a public unicast address, the only kind a webhook may reach unless
-/// `webhooks.allow_private_targets` is set.
+/// Whether `ip` is a globally reachable unicast address, the only kind a webhook may reach
+/// unless `webhooks.allow_private_targets` is set. Everything in the IANA special-purpose
+/// registries that is not globally reachable is refused, and so is every address that tunnels or
+/// embeds another one (6to4, Teredo, NAT64, IPv4-compatible), whose real target cannot be told.
 pub fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
             let [a, b, c, _] = v4.octets();
-            !(v4.is_private()
+            let special = v4.is_private()
                 || v4.is_loopback()
                 || v4.is_link_local()
                 || v4.is_broadcast()
                 || v4.is_documentation()
                 || v4.is_unspecified()
                 || v4.is_multicast()
-                || a == 0
-                || a >= 240
+                || a == 0 // 0.0.0.0/8, "this network"
+                || a >= 240 // 240.0.0.0/4, reserved
                 || (a == 100 && (b & 0xc0) == 64) // 100.64.0.0/10, carrier-grade NAT
                 || (a == 192 && b == 0 && c == 0) // 192.0.0.0/24, protocol assignments
-                || (a == 198 && (b & 0xfe) == 18)) // 198.18.0.0/15, benchmarking
+                || (a == 192 && b == 52 && c == 193) // 192.52.193.0/24, AMT
+                || (a == 192 && b == 88 && c == 99) // 192.88.99.0/24, 6to4 relay anycast
+                || (a == 192 && b == 175 && c == 48) // 192.175.48.0/24, direct delegation AS112
+                || (a == 198 && (b & 0xfe) == 18); // 198.18.0.0/15, benchmarking
+            !special
         }
         IpAddr::V6(v6) => {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return is_public(IpAddr::V4(v4));
             }
             let s = v6.segments();
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (s[0] & 0xfe00) == 0xfc00 // unique local
-                || (s[0] & 0xffc0) == 0xfe80 // link local
+            // Only global unicast (2000::/3) can be public: this leaves out ::/96 (IPv4-
+            // compatible), 64:ff9b::/96 and 64:ff9b:1::/48 (NAT64), 100::/64 (discard),
+            // 5f00::/16 (SRv6), fc00::/7, fe80::/10, fec0::/10 (site-local) and ff00::/8.
+            let global_unicast = (s[0] & 0xe000) == 0x2000;
+            let special = (s[0] == 0x2001 && s[1] < 0x0200) // 2001::/23: Teredo, benchmarking, ORCHID...
                 || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
-                || (s[0] == 0x0064 && s[1] == 0xff9b)) // NAT64: may embed a private IPv4
+                || s[0] == 0x2002 // 6to4: embeds an IPv4 address
+                || (s[0] & 0xfff0) == 0x3ff0; // 3fff::/20, documentation
+            global_unicast && !special
         }
     }
 }
@@ -363,6 +371,9 @@ pub fn http_client(platform: &Platform) -> reqwest::Result<reqwest::Client> {
         .timeout(platform.settings.webhooks.timeout.get())
         .connect_timeout(platform.settings.webhooks.timeout.get())
         .redirect(reqwest::redirect::Policy::none())
+        // Never through a proxy from the environment (HTTP(S)_PROXY): the address checks must
+        // apply to the receiver itself, not to a proxy that would then reach anything.
+        .no_proxy()
         .user_agent(concat!("consent-webhooks/", env!("CARGO_PKG_VERSION")));
     if platform.settings.webhooks.allow_private_targets {
         builder.build()
@@ -433,11 +444,37 @@ mod tests {
             "::ffff:127.0.0.1",
             "::ffff:10.0.0.1",
             "64:ff9b::a00:1",
+            "64:ff9b:1::a00:1",
             "2001:db8::1",
+            // Tunnels and embeddings whose real target cannot be told.
+            "2002:a00:1::1",                        // 6to4 of 10.0.0.1
+            "2002:7f00:1::1",                       // 6to4 of 127.0.0.1
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2", // Teredo
+            "::a00:1",                              // IPv4-compatible 10.0.0.1
+            "::7f00:1",                             // IPv4-compatible 127.0.0.1
+            "fec0::1",                              // site-local
+            "100::1",                               // discard
+            "5f00::1",                              // SRv6
+            "3fff::1",                              // documentation
+            "ff02::1",
+            "2001:2::1",    // benchmarking
+            "192.88.99.1",  // 6to4 relay anycast
+            "192.52.193.1", // AMT
+            "192.175.48.1", // AS112
+            "192.0.2.1",
+            "198.51.100.1",
+            "203.0.113.1",
+            "240.0.0.1",
         ] {
             assert!(!is_public(private.parse().unwrap()), "{private}");
         }
-        for public in ["8.8.8.8", "1.1.1.1", "2606:4700::1111", "::ffff:8.8.8.8"] {
+        for public in [
+            "8.8.8.8",
+            "1.1.1.1",
+            "2606:4700::1111",
+            "2a00:1450:4001::200e",
+            "::ffff:8.8.8.8",
+        ] {
             assert!(is_public(public.parse().unwrap()), "{public}");
         }
     }
