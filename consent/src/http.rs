@@ -29,9 +29,20 @@ pub fn extractor_config(cfg: &mut web::ServiceConfig) {
 }
 
 /// Headers on every response. Pages are server-rendered with no third-party content, so the
-/// policy allows only this origin, and nothing may frame us (clickjacking on consent).
-pub fn security_headers() -> DefaultHeaders {
-    DefaultHeaders::new()
+/// policy allows only this origin, and nothing may frame us (clickjacking on consent). Served
+/// over https (an https `server.public_url`), browsers are also told to use nothing else for a
+/// year (HSTS), so a network attacker cannot downgrade a later visit.
+pub fn security_headers(https: bool) -> DefaultHeaders {
+    let headers = DefaultHeaders::new();
+    let headers = if https {
+        headers.add((
+            header::STRICT_TRANSPORT_SECURITY,
+            "max-age=31536000; includeSubDomains",
+        ))
+    } else {
+        headers
+    };
+    headers
         .add((
             header::CONTENT_SECURITY_POLICY,
             "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; \

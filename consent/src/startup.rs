@@ -133,11 +133,13 @@ impl Application {
 
         let data = web::Data::new(state.clone());
         let platform_data = web::Data::new(state.platform.clone());
+        let https = (state.platform.settings.server.public_url.as_deref())
+            .is_some_and(|u| u.starts_with("https://"));
         let mut server = HttpServer::new(move || {
             App::new()
                 .wrap(http::error_normalizer())
                 .wrap(actix_web::middleware::from_fn(http::record_metrics))
-                .wrap(http::security_headers())
+                .wrap(http::security_headers(https))
                 .wrap(tracing_actix_web::TracingLogger::default())
                 .app_data(data.clone())
                 .app_data(platform_data.clone())

@@ -196,3 +196,31 @@ async fn landing_page_and_swagger_ui_render_in_chromium() {
     }
     app.stop().await;
 }
+
+/// Served over https, every answer tells browsers to keep to https (HSTS); over plain http (a
+/// loopback demo) it would be meaningless and is not sent.
+#[tokio::test]
+async fn hsts_is_sent_when_served_over_https() {
+    let backend = backends()[0];
+    let plain = spawn_app(backend).await;
+    let r = plain.get_healthz().await;
+    assert!(
+        r.headers().get("strict-transport-security").is_none(),
+        "{:?}",
+        r.headers()
+    );
+    plain.stop().await;
+    let https = spawn_app_with(backend, Default::default(), |s| {
+        s.server.public_url = Some("https://bank.example".into());
+    })
+    .await;
+    for path in ["/healthz", "/login", "/nowhere"] {
+        let r = https.get(path).await;
+        assert_eq!(
+            r.headers()["strict-transport-security"],
+            "max-age=31536000; includeSubDomains",
+            "{path}"
+        );
+    }
+    https.stop().await;
+}
