@@ -10,7 +10,7 @@ use diesel::prelude::*;
 use platform::Platform;
 use platform::audit::{Actor, NewEvent, Target};
 use platform::crypto::{PlainToken, hash_password, random_id, verify_password};
-use platform::ratelimit::Decision;
+use platform::ratelimit::{Decision, LoginAttempt, LoginLimits};
 use platform::session::{self, Session, SessionKind};
 use platform::storage::models::{Developer, Staff};
 use platform::storage::schema::{developers, staff};
@@ -19,10 +19,6 @@ use platform::storage::{AnyConnection, StorageError};
 use crate::domain::{self, Email, Errors, NewPassword};
 use crate::error::{PortalError, PortalResult, read, transaction, write};
 
-/// Login attempts allowed per account name, and per client address, in [`LOGIN_WINDOW`].
-pub const LOGIN_LIMIT_PER_ACCOUNT: u64 = 10;
-pub const LOGIN_LIMIT_PER_ADDRESS: u64 = 50;
-pub const LOGIN_WINDOW: StdDuration = StdDuration::from_secs(300);
 /// Sign-ups allowed per client address per [`SIGNUP_WINDOW`].
 pub const SIGNUP_LIMIT_PER_ADDRESS: u64 = 30;
 pub const SIGNUP_WINDOW: StdDuration = StdDuration::from_secs(3600);
@@ -215,23 +211,12 @@ pub async fn login(
     }
     e.into_result()?;
     let normalized = normalized.unwrap_or_default();
+    // Failures per account and address, per address and per account: see LoginLimits (an
+    // attacker elsewhere cannot lock the owner out).
     let rl = &platform.rate_limiter;
-    limited(
-        rl.check(
-            &format!("portal-login:{}:{normalized}", kind.as_str()),
-            LOGIN_LIMIT_PER_ACCOUNT,
-            LOGIN_WINDOW,
-        )
-        .await,
-    )?;
-    limited(
-        rl.check(
-            &format!("portal-login-addr:{client_addr}"),
-            LOGIN_LIMIT_PER_ADDRESS,
-            LOGIN_WINDOW,
-        )
-        .await,
-    )?;
+    let limits = LoginLimits::DEFAULT;
+    let attempt = LoginAttempt::new(kind.as_str(), &normalized, client_addr);
+    limited(rl.login_allowed(&limits, &attempt).await)?;
     let lookup = normalized.clone();
     let found: Option<(String, String)> = read(platform, move |c| {
         Ok(match kind {
@@ -256,6 +241,7 @@ pub async fn login(
         .map_err(|e| StorageError::Unavailable(e.to_string()))?;
     let Some((subject_id, _)) = found.filter(|_| ok) else {
         tracing::info!(kind = kind.as_str(), "portal login failed");
+        rl.login_failed(&limits, &attempt).await;
         return Err(PortalError::InvalidCredentials);
     };
     let now = platform.now();

@@ -42,6 +42,8 @@ pub trait Cache: Send + Sync + fmt::Debug {
     /// Increments a counter that expires `window` after its first increment; returns the count.
     fn incr_window<'a>(&'a self, key: &'a str, window: Duration)
     -> BoxFuture<'a, CacheResult<u64>>;
+    /// The current value of an [`Cache::incr_window`] counter (0 when absent or expired).
+    fn count<'a>(&'a self, key: &'a str) -> BoxFuture<'a, CacheResult<u64>>;
     /// Stores `value` under `key` for `ttl` unless the key exists; `true` when stored.
     fn put_once<'a>(
         &'a self,
@@ -128,6 +130,11 @@ impl Cache for InProcessCache {
     }
     fn has_flag<'a>(&'a self, key: &'a str) -> BoxFuture<'a, CacheResult<bool>> {
         Box::pin(async move { Ok(self.with_entries(|m| live(m.get(key)).is_some())) })
+    }
+    fn count<'a>(&'a self, key: &'a str) -> BoxFuture<'a, CacheResult<u64>> {
+        Box::pin(async move {
+            Ok(self.with_entries(|m| live(m.get(key)).and_then(|v| v.parse().ok()).unwrap_or(0)))
+        })
     }
     fn incr_window<'a>(
         &'a self,
@@ -380,6 +387,16 @@ impl Cache for RedisCache {
         Box::pin(async move {
             self.with_conn(|mut c| async move { c.exists::<_, bool>(key).await })
                 .await
+        })
+    }
+    fn count<'a>(&'a self, key: &'a str) -> BoxFuture<'a, CacheResult<u64>> {
+        let key = self.key(key);
+        Box::pin(async move {
+            self.with_conn(|mut c| async move {
+                let v: Option<u64> = c.get(key).await?;
+                Ok(v.unwrap_or(0))
+            })
+            .await
         })
     }
     fn incr_window<'a>(

@@ -51,6 +51,89 @@ impl RateLimiter {
     }
 }
 
+/// Limits on password guessing that an attacker cannot turn against the owner. Only failures
+/// count (a correct password uses nothing up), per (account, address), per address and per
+/// account, within `window`:
+/// - an address that failed `per_pair` times for an account may not try it again;
+/// - an address that failed `per_address` times (spraying many accounts) may not try any;
+/// - an account that failed `per_account` times, from anywhere, is under attack: an address that
+///   has failed for it may not try it again, and every other address has one attempt. The owner,
+///   at an address that has not failed, still logs in with the right password; a distributed
+///   guesser gets one guess per address per window.
+#[derive(Debug, Clone, Copy)]
+pub struct LoginLimits {
+    pub per_pair: u64,
+    pub per_address: u64,
+    pub per_account: u64,
+    pub window: Duration,
+}
+
+impl LoginLimits {
+    /// Customer, developer and staff logins.
+    pub const DEFAULT: LoginLimits = LoginLimits {
+        per_pair: 10,
+        per_address: 50,
+        per_account: 10,
+        window: Duration::from_secs(300),
+    };
+}
+
+/// The counters of one login attempt: `scope` names the kind of account (`customer`,
+/// `developer`, `staff`, ...).
+#[derive(Debug, Clone)]
+pub struct LoginAttempt {
+    pair: String,
+    address: String,
+    account: String,
+}
+
+impl LoginAttempt {
+    pub fn new(scope: &str, account: &str, address: &str) -> Self {
+        Self {
+            pair: format!("lf:{scope}:pair:{account}:{address}"),
+            address: format!("lf:{scope}:addr:{address}"),
+            account: format!("lf:{scope}:acct:{account}"),
+        }
+    }
+}
+
+impl RateLimiter {
+    async fn count(&self, key: &str) -> u64 {
+        match self.shared.count(key).await {
+            Ok(n) => n.max(self.local.count(key).await.unwrap_or(0)),
+            Err(_) => self.local.count(key).await.unwrap_or(0),
+        }
+    }
+
+    async fn bump(&self, key: &str, window: Duration) {
+        if self.shared.incr_window(key, window).await.is_err() {
+            tracing::warn!("login failure counted in-process only (cache unavailable)");
+            let _ = self.local.incr_window(key, window).await;
+        }
+    }
+
+    /// Whether `attempt` may check a password now (see [`LoginLimits`]).
+    pub async fn login_allowed(&self, limits: &LoginLimits, attempt: &LoginAttempt) -> Decision {
+        let pair = self.count(&attempt.pair).await;
+        let under_attack = self.count(&attempt.account).await >= limits.per_account;
+        let pair_limit = if under_attack { 1 } else { limits.per_pair };
+        if pair >= pair_limit || self.count(&attempt.address).await >= limits.per_address {
+            metrics::counter!("consent_rate_limited_total").increment(1);
+            return Decision::Limited {
+                retry_after_secs: limits.window.as_secs().max(1),
+            };
+        }
+        Decision::Allowed
+    }
+
+    /// Counts a wrong password (or unknown account) for `attempt`.
+    pub async fn login_failed(&self, limits: &LoginLimits, attempt: &LoginAttempt) {
+        for key in [&attempt.pair, &attempt.address, &attempt.account] {
+            self.bump(key, limits.window).await;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,5 +170,42 @@ mod tests {
             rl.check("login:a", 1, Duration::from_secs(60)).await,
             Decision::Limited { .. }
         ));
+    }
+
+    #[tokio::test]
+    async fn failed_logins_cannot_lock_the_owner_out() {
+        let rl = RateLimiter::new(Arc::new(InProcessCache::default()));
+        let limits = LoginLimits {
+            per_pair: 3,
+            per_address: 100,
+            per_account: 3,
+            window: Duration::from_secs(60),
+        };
+        let attacker = LoginAttempt::new("customer", "alice", "203.0.113.9");
+        for _ in 0..3 {
+            assert_eq!(
+                rl.login_allowed(&limits, &attacker).await,
+                Decision::Allowed
+            );
+            rl.login_failed(&limits, &attacker).await;
+        }
+        assert!(matches!(
+            rl.login_allowed(&limits, &attacker).await,
+            Decision::Limited { .. }
+        ));
+        // The owner, elsewhere, may still try (and a success counts nothing).
+        let owner = LoginAttempt::new("customer", "alice", "198.51.100.7");
+        assert_eq!(rl.login_allowed(&limits, &owner).await, Decision::Allowed);
+        // Under attack, a new address has one attempt: a failure there blocks it.
+        let other = LoginAttempt::new("customer", "alice", "192.0.2.44");
+        assert_eq!(rl.login_allowed(&limits, &other).await, Decision::Allowed);
+        rl.login_failed(&limits, &other).await;
+        assert!(matches!(
+            rl.login_allowed(&limits, &other).await,
+            Decision::Limited { .. }
+        ));
+        // Another account from the attacker's address is not affected.
+        let bob = LoginAttempt::new("customer", "bob", "203.0.113.9");
+        assert_eq!(rl.login_allowed(&limits, &bob).await, Decision::Allowed);
     }
 }

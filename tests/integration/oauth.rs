@@ -1850,3 +1850,42 @@ async fn refreshes_record_use_of_the_grant_once_a_minute() {
         app.stop().await;
     }
 }
+
+/// Someone failing alice's password from one address cannot lock her out: from her own address
+/// the right password still logs her in. While her account is under attack, any other address
+/// gets one attempt.
+#[tokio::test]
+async fn failed_logins_elsewhere_do_not_lock_the_customer_out() {
+    async fn login(app: &TestApp, client: &reqwest::Client, password: &str) -> u16 {
+        let page = client.get(app.url("/login")).send().await.unwrap();
+        let csrf = csrf_from(&page.text().await.unwrap());
+        let r = client
+            .post(app.url("/login"))
+            .form(&[
+                ("csrf_token", csrf.as_str()),
+                ("username", "alice"),
+                ("password", password),
+            ])
+            .send()
+            .await
+            .unwrap();
+        r.status().as_u16()
+    }
+    for backend in backends() {
+        let app = spawn_demo_app(backend).await;
+        let attacker = app.client_from("127.0.0.1");
+        let mut statuses = Vec::new();
+        for _ in 0..12 {
+            statuses.push(login(&app, &attacker, "wrong-password").await);
+        }
+        assert_eq!(&statuses[10..], &[429, 429], "{backend:?}: {statuses:?}");
+        // The owner, elsewhere.
+        let alice = app.client_from("127.0.0.2");
+        assert_eq!(login(&app, &alice, DEMO_PASSWORD).await, 303, "{backend:?}");
+        // A third address while the account is under attack: one attempt.
+        let other = app.client_from("127.0.0.3");
+        assert_eq!(login(&app, &other, "wrong-again").await, 401, "{backend:?}");
+        assert_eq!(login(&app, &other, DEMO_PASSWORD).await, 429, "{backend:?}");
+        app.stop().await;
+    }
+}

@@ -1563,3 +1563,32 @@ async fn two_simultaneous_approvals_approve() {
         app.stop().await;
     }
 }
+
+/// A developer whose password someone is guessing from one address still logs in from their own.
+#[tokio::test]
+async fn failed_logins_elsewhere_do_not_lock_the_developer_out() {
+    for backend in backends() {
+        let app = spawn_app(backend).await;
+        app.developer_token("owner@fintech.example").await;
+        for _ in 0..12 {
+            app.post_developer_login("owner@fintech.example", "wrong password!!")
+                .await;
+        }
+        assert_eq!(
+            app.post_developer_login("owner@fintech.example", PASSWORD)
+                .await
+                .status(),
+            429,
+            "{backend:?}"
+        );
+        let r = app
+            .client_from("127.0.0.2")
+            .post(app.url("/api/v1/developers/login"))
+            .json(&serde_json::json!({ "email": "owner@fintech.example", "password": PASSWORD }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{backend:?}");
+        app.stop().await;
+    }
+}

@@ -239,6 +239,20 @@ impl TestApp {
         format!("{}{}", self.address, path)
     }
 
+    /// A browser-like client of its own (cookies, no redirects) connecting from another loopback
+    /// address (`127.0.0.2`, `127.0.0.3`, ...), as a second person would, for address-keyed
+    /// limits.
+    pub fn client_from(&self, address: &str) -> reqwest::Client {
+        reqwest::Client::builder()
+            .local_address(Some(address.parse().expect("an IP address")))
+            .redirect(reqwest::redirect::Policy::none())
+            .cookie_store(true)
+            .pool_idle_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("http client")
+    }
+
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.client
             .get(self.url(path))

@@ -7,7 +7,7 @@ use actix_web::{HttpRequest, HttpResponse, get, post};
 use chrono::{DateTime, Utc};
 use maud::{Markup, html};
 use platform::crypto::verify_password;
-use platform::ratelimit::Decision;
+use platform::ratelimit::{Decision, LoginAttempt, LoginLimits};
 use platform::session::{self, LoginCsrf, SessionKind};
 use platform::web::auth::{CsrfForm, Customer, CustomerSession, PageRefusal};
 use platform::web::{clear_session_cookie, login_csrf_cookie, page, session_cookie};
@@ -124,24 +124,19 @@ pub async fn login(state: web::Data<AppState>, req: HttpRequest, body: Bytes) ->
             .content_type("text/html; charset=utf-8")
             .body(login_page(&csrf, &next, Some(msg)).into_string())
     };
-    // Per account (guessing one password) and per address (spraying many accounts).
-    for (bucket, limit) in [
-        (format!("login:user:{username}"), 10),
-        (format!("login:ip:{ip}"), 50),
-    ] {
-        if let Decision::Limited { .. } = state
-            .platform
-            .rate_limiter
-            .check(&bucket, limit, std::time::Duration::from_secs(300))
-            .await
-        {
-            return retry(
-                "Too many attempts. Wait a few minutes and try again.",
-                StatusCode::TOO_MANY_REQUESTS,
-            );
-        }
+    // Failures per account and address, per address and per account: see LoginLimits (an
+    // attacker elsewhere cannot lock the owner out).
+    let limiter = &state.platform.rate_limiter;
+    let limits = LoginLimits::DEFAULT;
+    let attempt = LoginAttempt::new("customer", &username, &ip);
+    if let Decision::Limited { .. } = limiter.login_allowed(&limits, &attempt).await {
+        return retry(
+            "Too many attempts. Wait a few minutes and try again.",
+            StatusCode::TOO_MANY_REQUESTS,
+        );
     }
     if username.is_empty() || username.len() > 64 || password.is_empty() || password.len() > 256 {
+        limiter.login_failed(&limits, &attempt).await;
         return retry("Wrong username or password.", StatusCode::UNAUTHORIZED);
     }
     let now = state.platform.now();
@@ -166,6 +161,7 @@ pub async fn login(state: web::Data<AppState>, req: HttpRequest, body: Bytes) ->
         .unwrap_or(false);
     let Some((customer_id, _)) = found.filter(|_| ok) else {
         tracing::info!("customer login failed");
+        limiter.login_failed(&limits, &attempt).await;
         return retry("Wrong username or password.", StatusCode::UNAUTHORIZED);
     };
     let created = state
