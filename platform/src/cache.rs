@@ -42,8 +42,9 @@ pub trait Cache: Send + Sync + fmt::Debug {
     /// Increments a counter that expires `window` after its first increment; returns the count.
     fn incr_window<'a>(&'a self, key: &'a str, window: Duration)
     -> BoxFuture<'a, CacheResult<u64>>;
-    /// The current value of an [`Cache::incr_window`] counter (0 when absent or expired).
-    fn count<'a>(&'a self, key: &'a str) -> BoxFuture<'a, CacheResult<u64>>;
+    /// The current values of [`Cache::incr_window`] counters (0 when absent or expired), in one
+    /// round trip.
+    fn counts<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, CacheResult<Vec<u64>>>;
     /// Stores `value` under `key` for `ttl` unless the key exists; `true` when stored.
     fn put_once<'a>(
         &'a self,
@@ -131,9 +132,13 @@ impl Cache for InProcessCache {
     fn has_flag<'a>(&'a self, key: &'a str) -> BoxFuture<'a, CacheResult<bool>> {
         Box::pin(async move { Ok(self.with_entries(|m| live(m.get(key)).is_some())) })
     }
-    fn count<'a>(&'a self, key: &'a str) -> BoxFuture<'a, CacheResult<u64>> {
+    fn counts<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, CacheResult<Vec<u64>>> {
         Box::pin(async move {
-            Ok(self.with_entries(|m| live(m.get(key)).and_then(|v| v.parse().ok()).unwrap_or(0)))
+            Ok(self.with_entries(|m| {
+                keys.iter()
+                    .map(|k| live(m.get(*k)).and_then(|v| v.parse().ok()).unwrap_or(0))
+                    .collect()
+            }))
         })
     }
     fn incr_window<'a>(
@@ -389,12 +394,13 @@ impl Cache for RedisCache {
                 .await
         })
     }
-    fn count<'a>(&'a self, key: &'a str) -> BoxFuture<'a, CacheResult<u64>> {
-        let key = self.key(key);
+    fn counts<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, CacheResult<Vec<u64>>> {
+        let keys: Vec<String> = keys.iter().map(|k| self.key(k)).collect();
         Box::pin(async move {
             self.with_conn(|mut c| async move {
-                let v: Option<u64> = c.get(key).await?;
-                Ok(v.unwrap_or(0))
+                // MGET: one round trip; a single key still answers a list.
+                let v: Vec<Option<u64>> = redis::cmd("MGET").arg(&keys).query_async(&mut c).await?;
+                Ok(v.into_iter().map(Option::unwrap_or_default).collect())
             })
             .await
         })

@@ -98,10 +98,21 @@ impl LoginAttempt {
 }
 
 impl RateLimiter {
-    async fn count(&self, key: &str) -> u64 {
-        match self.shared.count(key).await {
-            Ok(n) => n.max(self.local.count(key).await.unwrap_or(0)),
-            Err(_) => self.local.count(key).await.unwrap_or(0),
+    /// Counter values, from the shared cache in one round trip (and at least what this instance
+    /// counted itself while the cache was unavailable).
+    async fn counts(&self, keys: &[&str]) -> Vec<u64> {
+        let local = self
+            .local
+            .counts(keys)
+            .await
+            .unwrap_or_else(|_| vec![0; keys.len()]);
+        match self.shared.counts(keys).await {
+            Ok(shared) => shared
+                .into_iter()
+                .zip(local)
+                .map(|(s, l)| s.max(l))
+                .collect(),
+            Err(_) => local,
         }
     }
 
@@ -114,14 +125,23 @@ impl RateLimiter {
 
     /// Whether `attempt` may check a password now (see [`LoginLimits`]).
     pub async fn login_allowed(&self, limits: &LoginLimits, attempt: &LoginAttempt) -> Decision {
-        let pair = self.count(&attempt.pair).await;
-        let under_attack = self.count(&attempt.account).await >= limits.per_account;
-        let pair_limit = if under_attack { 1 } else { limits.per_pair };
-        if pair >= pair_limit || self.count(&attempt.address).await >= limits.per_address {
+        let counts = self
+            .counts(&[&attempt.pair, &attempt.address, &attempt.account])
+            .await;
+        let limited = Decision::Limited {
+            retry_after_secs: limits.window.as_secs().max(1),
+        };
+        let [pair, address, account] = counts[..] else {
+            return limited;
+        };
+        let pair_limit = if account >= limits.per_account {
+            1
+        } else {
+            limits.per_pair
+        };
+        if pair >= pair_limit || address >= limits.per_address {
             metrics::counter!("consent_rate_limited_total").increment(1);
-            return Decision::Limited {
-                retry_after_secs: limits.window.as_secs().max(1),
-            };
+            return limited;
         }
         Decision::Allowed
     }
@@ -207,5 +227,26 @@ mod tests {
         // Another account from the attacker's address is not affected.
         let bob = LoginAttempt::new("customer", "bob", "203.0.113.9");
         assert_eq!(rl.login_allowed(&limits, &bob).await, Decision::Allowed);
+    }
+
+    #[tokio::test]
+    async fn failed_logins_are_counted_when_redis_is_down() {
+        let dead: Arc<dyn Cache> = Arc::new(RedisCache::new("redis://127.0.0.1:1", "t:").unwrap());
+        let rl = RateLimiter::new(dead);
+        let limits = LoginLimits {
+            per_pair: 2,
+            per_address: 100,
+            per_account: 100,
+            window: Duration::from_secs(60),
+        };
+        let attempt = LoginAttempt::new("client", "c_1", "203.0.113.9");
+        for _ in 0..2 {
+            assert_eq!(rl.login_allowed(&limits, &attempt).await, Decision::Allowed);
+            rl.login_failed(&limits, &attempt).await;
+        }
+        assert!(matches!(
+            rl.login_allowed(&limits, &attempt).await,
+            Decision::Limited { .. }
+        ));
     }
 }

@@ -6,7 +6,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use platform::crypto::PlainToken;
-use platform::ratelimit::Decision;
+use platform::ratelimit::{Decision, LoginAttempt, LoginLimits};
 use platform::revocation::{self, Revocations};
 use platform::storage::AnyConnection;
 use std::collections::HashMap;
@@ -68,12 +68,21 @@ pub fn client_credentials(
     }
 }
 
+/// Failed client authentications: 21 a minute from one address for one client id (then that
+/// address waits out the minute for that id), 200 from one address in all. Never per client id alone: secrets are 256-bit (guessing is hopeless), and an
+/// attacker failing on a fintech's client id must not block the fintech. Counted through the
+/// rate limiter, which keeps counting in-process when Redis is down (the block holds, per
+/// instance, instead of failing open).
+const CLIENT_AUTH_LIMITS: LoginLimits = LoginLimits {
+    per_pair: 21,
+    per_address: 200,
+    per_account: u64::MAX,
+    window: std::time::Duration::from_secs(60),
+};
+
 impl OAuthService {
     /// Authenticates the client. Successful calls are not throttled (a fintech refreshes tokens for
-    /// all its users); failed ones are: after 20 failures in a minute from one address for one client
-    /// id, that address is blocked for that client id for a minute. Keyed by address too, so an
-    /// attacker cannot lock a fintech out by failing on its client id (secrets are 256-bit, so
-    /// guessing is hopeless anyway; this bounds the noise).
+    /// all its users); failed ones are (see [`CLIENT_AUTH_LIMITS`]).
     pub async fn authenticate(
         &self,
         creds: ClientCredentials,
@@ -134,19 +143,14 @@ impl OAuthService {
             + Send
             + 'static,
     {
-        let block_key = format!("client-auth-block:{}:{peer}", creds.client_id());
-        if self
-            .platform
-            .cache
-            .has_flag(&block_key)
-            .await
-            .unwrap_or(false)
+        let limiter = &self.platform.rate_limiter;
+        let attempt = LoginAttempt::new("client", creds.client_id(), peer);
+        if let Decision::Limited { .. } = limiter.login_allowed(&CLIENT_AUTH_LIMITS, &attempt).await
         {
             return Err(OAuthError::AuthenticationBlocked(
                 "too many failed authentication attempts; try again in a minute".into(),
             ));
         }
-        let fail_bucket = format!("client-auth-fail:{}:{peer}", creds.client_id());
         let result = match answered(&creds).await {
             Some(done) => done,
             None => revocation::run(&self.platform, move |c, r| then(c, r, &creds)).await?,
@@ -155,15 +159,7 @@ impl OAuthService {
             tracing::info!(endpoint, error = %e, "client authentication failed");
             metrics::counter!("consent_client_auth_failures_total", "endpoint" => endpoint)
                 .increment(1);
-            let window = std::time::Duration::from_secs(60);
-            if let Decision::Limited { .. } = self
-                .platform
-                .rate_limiter
-                .check(&fail_bucket, 20, window)
-                .await
-            {
-                let _ = self.platform.cache.set_flag(&block_key, window).await;
-            }
+            limiter.login_failed(&CLIENT_AUTH_LIMITS, &attempt).await;
         }
         result
     }
