@@ -319,8 +319,8 @@ pub fn is_public(ip: IpAddr) -> bool {
             // compatible), 64:ff9b::/96 and 64:ff9b:1::/48 (NAT64), 100::/64 (discard),
             // 5f00::/16 (SRv6), fc00::/7, fe80::/10, fec0::/10 (site-local) and ff00::/8.
             let global_unicast = (s[0] & 0xe000) == 0x2000;
-            let special = (s[0] == 0x2001 && s[1] < 0x0200) // 2001::/23: Teredo, benchmarking, ORCHID...
-                || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
+            // 2001::/23 (Teredo, benchmarking, ORCHID...) and 2001:db8::/32 (documentation).
+            let special = (s[0] == 0x2001 && (s[1] < 0x0200 || s[1] == 0x0db8))
                 || s[0] == 0x2002 // 6to4: embeds an IPv4 address
                 || (s[0] & 0xfff0) == 0x3ff0; // 3fff::/20, documentation
             global_unicast && !special

@@ -81,7 +81,7 @@ pub struct ClientList {
 impl From<ClientWithSecret> for ClientSecretResponse {
     fn from(c: ClientWithSecret) -> Self {
         Self {
-            client: c.client.into(),
+            client: c.client,
             client_secret: Some(c.client_secret.expose().to_string()),
             webhook_secret: c.webhook_secret.map(|s| s.expose().to_string()),
         }
@@ -126,9 +126,7 @@ pub async fn create_client(
         NoDeveloperToken))]
 pub async fn list_clients(auth: DeveloperAuth) -> Result<web::Json<ClientList>, ApiError> {
     let list = auth.read(move |c, dev, _| clients::list(c, dev)).await?;
-    Ok(web::Json(ClientList {
-        clients: list.into_iter().map(Into::into).collect(),
-    }))
+    Ok(web::Json(ClientList { clients: list }))
 }
 
 /// One of the developer's clients.
@@ -145,7 +143,7 @@ pub async fn get_client(
     let c = auth
         .read(move |c, dev, _| clients::get(c, dev, &id))
         .await?;
-    Ok(web::Json(c.into()))
+    Ok(web::Json(c))
 }
 
 /// Change a client's name, redirect URIs or webhook URL.
@@ -179,7 +177,7 @@ pub async fn update_client(
         .write(move |c, dev, now| clients::update(c, &key, dev, &id, &change, now))
         .await?;
     Ok(web::Json(ClientSecretResponse {
-        client: client.into(),
+        client,
         client_secret: None,
         webhook_secret: webhook_secret.map(|s| s.expose().to_string()),
     }))
