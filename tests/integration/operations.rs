@@ -224,3 +224,42 @@ async fn hsts_is_sent_when_served_over_https() {
     }
     https.stop().await;
 }
+
+/// `/metrics` is not public: with a metrics token configured, only a caller presenting it gets
+/// the numbers (without one, only loopback callers, as every other test here is).
+#[tokio::test]
+async fn metrics_need_the_configured_token() {
+    let backend = backends()[0];
+    let app = spawn_app_with(backend, Default::default(), |s| {
+        s.server.metrics_token = Some(platform::config::Secret::new(
+            "mt_0123456789abcdef0123456789abcdef".into(),
+        ));
+    })
+    .await;
+    let r = app.get("/metrics").await;
+    assert_eq!(r.status(), 403);
+    assert_eq!(r.json::<Value>().await.unwrap()["status"], 403);
+    let r = app
+        .client
+        .get(app.url("/metrics"))
+        .bearer_auth("mt_wrong")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = app
+        .client
+        .get(app.url("/metrics"))
+        .bearer_auth("mt_0123456789abcdef0123456789abcdef")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("consent_http_requests_total")
+    );
+    app.stop().await;
+}

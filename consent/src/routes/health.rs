@@ -1,7 +1,9 @@
 //! Operations endpoints: liveness, readiness, Prometheus metrics.
 
 use actix_web::http::header::ContentType;
-use actix_web::{HttpResponse, get, web};
+use actix_web::{HttpRequest, HttpResponse, ResponseError, get, web};
+use platform::crypto::constant_time_eq;
+use platform::problem::ApiError;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -61,11 +63,24 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
-/// Prometheus metrics in the text exposition format.
+/// Prometheus metrics in the text exposition format, for loopback callers only, or (with
+/// `server.metrics_token` set) for callers presenting that token as a bearer token.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
+    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"),
+        (status = 403, description = "Not a loopback caller, or not the configured metrics token", body = platform::problem::Problem)))]
 #[get("/metrics")]
-pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+pub async fn metrics(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
+    let allowed = match &state.platform.settings.server.metrics_token {
+        Some(token) => platform::web::bearer_token(&req)
+            .is_some_and(|b| constant_time_eq(b.as_bytes(), token.expose().as_bytes())),
+        None => req.peer_addr().is_some_and(|a| a.ip().is_loopback()),
+    };
+    if !allowed {
+        return ApiError::Forbidden(
+            "metrics are served to loopback callers, or with server.metrics_token".into(),
+        )
+        .error_response();
+    }
     HttpResponse::Ok()
         .content_type(ContentType::plaintext())
         .insert_header(("Content-Type", "text/plain; version=0.0.4"))

@@ -63,6 +63,9 @@ pub struct ServerSettings {
     pub revocation_sync_interval: ConfigDuration,
     /// Seconds to let in-flight requests finish on shutdown.
     pub shutdown_timeout: ConfigDuration,
+    /// `GET /metrics` answers only loopback callers; with this set, it answers only callers
+    /// presenting it as `Authorization: Bearer` (for a scraper on another host).
+    pub metrics_token: Option<Secret<String>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -159,6 +162,7 @@ impl Default for Settings {
                 verify_queue: 256,
                 revocation_sync_interval: ConfigDuration::secs(1),
                 shutdown_timeout: ConfigDuration::secs(10),
+                metrics_token: None,
             },
             database: DatabaseSettings {
                 url: None,
