@@ -125,14 +125,21 @@ impl RateLimiter {
 
     /// Whether `attempt` may check a password now (see [`LoginLimits`]).
     pub async fn login_allowed(&self, limits: &LoginLimits, attempt: &LoginAttempt) -> Decision {
-        let counts = self
-            .counts(&[&attempt.pair, &attempt.address, &attempt.account])
-            .await;
         let limited = Decision::Limited {
             retry_after_secs: limits.window.as_secs().max(1),
         };
-        let [pair, address, account] = counts[..] else {
-            return limited;
+        // Without a per-account limit (client authentication) the account counter is not read.
+        let per_account = limits.per_account < u64::MAX;
+        let counts = if per_account {
+            self.counts(&[&attempt.pair, &attempt.address, &attempt.account])
+                .await
+        } else {
+            self.counts(&[&attempt.pair, &attempt.address]).await
+        };
+        let (pair, address, account) = match counts[..] {
+            [pair, address, account] => (pair, address, account),
+            [pair, address] => (pair, address, 0),
+            _ => return limited,
         };
         let pair_limit = if account >= limits.per_account {
             1
@@ -148,8 +155,10 @@ impl RateLimiter {
 
     /// Counts a wrong password (or unknown account) for `attempt`.
     pub async fn login_failed(&self, limits: &LoginLimits, attempt: &LoginAttempt) {
-        for key in [&attempt.pair, &attempt.address, &attempt.account] {
-            self.bump(key, limits.window).await;
+        self.bump(&attempt.pair, limits.window).await;
+        self.bump(&attempt.address, limits.window).await;
+        if limits.per_account < u64::MAX {
+            self.bump(&attempt.account, limits.window).await;
         }
     }
 }
