@@ -88,12 +88,28 @@ pub struct LoginAttempt {
 }
 
 impl LoginAttempt {
+    /// Keys stay short whatever the caller sends: an account name or address longer than 64
+    /// bytes (a login form or a Basic header can carry kilobytes) is keyed by its SHA-256, so a
+    /// flood of failures cannot fill the cache with large keys.
     pub fn new(scope: &str, account: &str, address: &str) -> Self {
+        let (account, address) = (bounded(account), bounded(address));
         Self {
             pair: format!("lf:{scope}:pair:{account}:{address}"),
             address: format!("lf:{scope}:addr:{address}"),
             account: format!("lf:{scope}:acct:{account}"),
         }
+    }
+}
+
+fn bounded(part: &str) -> std::borrow::Cow<'_, str> {
+    if part.len() <= 64 {
+        part.into()
+    } else {
+        crate::crypto::PlainToken::from_presented(part)
+            .hash()
+            .as_str()
+            .to_string()
+            .into()
     }
 }
 
@@ -257,5 +273,20 @@ mod tests {
             rl.login_allowed(&limits, &attempt).await,
             Decision::Limited { .. }
         ));
+    }
+
+    #[test]
+    fn long_account_names_make_short_distinct_keys() {
+        let a = LoginAttempt::new("customer", &"a".repeat(100_000), "203.0.113.9");
+        let b = LoginAttempt::new("customer", &"b".repeat(100_000), "203.0.113.9");
+        assert!(
+            a.pair.len() < 200 && a.account.len() < 200,
+            "{}",
+            a.pair.len()
+        );
+        assert_ne!(a.account, b.account);
+        assert_eq!(a.address, b.address);
+        let short = LoginAttempt::new("customer", "alice", "203.0.113.9");
+        assert_eq!(short.account, "lf:customer:acct:alice");
     }
 }

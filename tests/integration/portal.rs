@@ -1564,9 +1564,10 @@ async fn two_simultaneous_approvals_approve() {
     }
 }
 
-/// A developer whose password someone is guessing from one address still logs in from their own.
+/// A developer or staff member whose password someone is guessing from one address still logs in
+/// from their own.
 #[tokio::test]
-async fn failed_logins_elsewhere_do_not_lock_the_developer_out() {
+async fn failed_logins_elsewhere_do_not_lock_developers_or_staff_out() {
     for backend in backends() {
         let app = spawn_app(backend).await;
         app.developer_token("owner@fintech.example").await;
@@ -1585,6 +1586,25 @@ async fn failed_logins_elsewhere_do_not_lock_the_developer_out() {
             .client_from("127.0.0.2")
             .post(app.url("/api/v1/developers/login"))
             .json(&serde_json::json!({ "email": "owner@fintech.example", "password": PASSWORD }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{backend:?}");
+        // Staff the same way: failures from one address do not stop ops1 elsewhere (four-eyes
+        // approvals need both staff members).
+        app.staff_token("ops1").await;
+        for _ in 0..12 {
+            app.post_admin_login("ops1", "wrong password!!").await;
+        }
+        assert_eq!(
+            app.post_admin_login("ops1", PASSWORD).await.status(),
+            429,
+            "{backend:?}"
+        );
+        let r = app
+            .client_from("127.0.0.3")
+            .post(app.url("/api/v1/admin/login"))
+            .json(&serde_json::json!({ "username": "ops1", "password": PASSWORD }))
             .send()
             .await
             .unwrap();
