@@ -27,6 +27,10 @@ enum Command {
         /// Seed demo customers, staff, developer and client (idempotent) and print how to log in.
         #[arg(long)]
         demo: bool,
+        /// With --demo on PostgreSQL: seed even though the database is not empty, and reset the
+        /// demo accounts' credentials (refused without it, so a real database never gets them).
+        #[arg(long, requires = "demo")]
+        demo_reset: bool,
         /// Address to listen on [default: 127.0.0.1:8080].
         #[arg(long)]
         bind: Option<String>,
@@ -57,6 +61,33 @@ enum Command {
     Admin {
         #[command(subcommand)]
         command: AdminCommand,
+    },
+    /// The audit log's keyed hash chain.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Link pending events, verify the whole chain and print a signed checkpoint of its head
+    /// (JSON). Ship it somewhere the database's writers cannot reach.
+    Checkpoint {
+        /// Data directory, for the embedded SQLite database.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Verify the chain (every event's keyed hash and link); with --checkpoint, also that every
+    /// event up to that signed checkpoint is still there, unaltered and in order. Exits 1 when
+    /// it does not verify.
+    Verify {
+        /// A checkpoint printed by `consent audit checkpoint`.
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        /// Data directory, for the embedded SQLite database.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
     },
 }
 
@@ -115,9 +146,74 @@ fn init_platform(settings: Settings) -> anyhow::Result<platform::Platform> {
     )?)
 }
 
+/// Links everything pending in the audit chain (one-off commands write events too).
+fn link_audit(platform: &platform::Platform) -> anyhow::Result<()> {
+    let key = platform.audit.key().clone();
+    platform
+        .db
+        .run_blocking(move |c| platform::audit::link_all(c, &key))?;
+    Ok(())
+}
+
+fn audit(cli_config: Option<&std::path::Path>, command: AuditCommand) -> anyhow::Result<()> {
+    let (data_dir, checkpoint_file) = match &command {
+        AuditCommand::Checkpoint { data_dir } => (data_dir.clone(), None),
+        AuditCommand::Verify {
+            checkpoint,
+            data_dir,
+        } => (data_dir.clone(), checkpoint.clone()),
+    };
+    let settings = load(cli_config, None, data_dir)?;
+    consent::telemetry::init_tracing(settings.server.log_format);
+    let platform = init_platform(settings)?;
+    let key = platform.audit.key().clone();
+    match command {
+        AuditCommand::Checkpoint { .. } => {
+            let now = platform.now();
+            match platform
+                .db
+                .run_blocking(|c| platform::audit::checkpoint(c, &key, now))?
+            {
+                Ok(cp) => {
+                    println!("{}", serde_json::to_string_pretty(&cp)?);
+                    Ok(())
+                }
+                Err(report) => {
+                    eprintln!("{}", serde_json::to_string_pretty(&report)?);
+                    anyhow::bail!("the audit chain does not verify; no checkpoint signed")
+                }
+            }
+        }
+        AuditCommand::Verify { .. } => {
+            let report = match checkpoint_file {
+                Some(path) => {
+                    let raw = std::fs::read_to_string(&path)
+                        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+                    let cp: platform::audit::Checkpoint =
+                        serde_json::from_str(&raw).map_err(|e| {
+                            anyhow::anyhow!("{} is not a checkpoint: {e}", path.display())
+                        })?;
+                    platform
+                        .db
+                        .run_blocking(|c| platform::audit::verify_against(c, &key, &cp))?
+                }
+                None => platform
+                    .db
+                    .run_blocking(|c| platform::audit::verify(c, &key))?,
+            };
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            if !report.valid {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Audit { command } => audit(cli.config.as_deref(), command),
         Command::Openapi => {
             println!("{}", consent::openapi::spec_json());
             Ok(())
@@ -130,7 +226,7 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()?;
             let report = runtime.block_on(consent::lifecycle::run_once(&platform))?;
-            platform.db.run_blocking(platform::audit::link_all)?;
+            link_audit(&platform)?;
             println!("expired: {}, dormant: {}", report.expired, report.dormant);
             Ok(())
         }
@@ -152,7 +248,7 @@ fn main() -> anyhow::Result<()> {
                     platform::audit::Actor::system("cli"),
                 )
             })?;
-            platform.db.run_blocking(platform::audit::link_all)?;
+            link_audit(&platform)?;
             println!(
                 "new active signing key: kid {kid} (the previous key stays published for {} minutes)",
                 access_ttl.num_minutes() + 1
@@ -210,6 +306,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Serve {
             demo,
+            demo_reset,
             bind,
             data_dir,
         } => {
@@ -223,6 +320,7 @@ fn main() -> anyhow::Result<()> {
                     settings,
                     ServeOptions {
                         demo,
+                        demo_reset,
                         ..Default::default()
                     },
                 )

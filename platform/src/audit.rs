@@ -1,25 +1,37 @@
-//! Append-only, hash-chained audit log.
+//! Append-only, keyed hash chain of audit events, with signed checkpoints.
 //!
 //! Writing is cheap and contention-free: [`record`] inserts one row inside the caller's own
 //! transaction (so an event exists exactly when its state change committed). Linking is done
 //! afterwards by [`link_pending`], in batches and under one lock (a PostgreSQL advisory lock, or
 //! SQLite's write lock): each unlinked event, in `seq` order, gets the next `chain_index`, the
-//! previous event's hash, and `hash = SHA-256(prev_hash || canonical event)`. An event committed
-//! late (lower `seq` than one already linked) is simply linked in the next batch; chain order is
-//! `chain_index`, so no committed event is ever skipped.
+//! previous event's hash, and `hash = HMAC-SHA-256(chain key, prev_hash || canonical event)`. An
+//! event committed late (lower `seq` than one already linked) is simply linked in the next batch;
+//! chain order is `chain_index`, so no committed event is ever skipped.
 //!
 //! [`verify`] walks the chain and recomputes every hash: an altered field, a deleted event (a gap
-//! or a broken `prev_hash`), or a reordered event is reported with its index. Chained rows are also
-//! protected by database triggers. Limit: someone who can rewrite the whole chain and its head
-//! row at will can forge a consistent history; anchoring the head hash outside the database (logs,
-//! a witness) closes that and is listed as follow-up work.
+//! or a broken `prev_hash`), or a reordered event is reported with its index. Chained rows are
+//! also protected by database triggers.
+//!
+//! The chain key ([`ChainKey`]) is derived from the master key, which is not in the database:
+//! whoever can write the database (and drop the triggers) but does not hold the master key cannot
+//! compute a consistent chain for altered events. One thing they can still do is cut the end off
+//! (delete the newest events and point the head at an earlier one). A [`Checkpoint`] closes that:
+//! `consent audit checkpoint` signs the head (index, hash, time) with an Ed25519 key derived from
+//! the master key; operators ship it off the database (log archive, ticket, WORM store), and
+//! `consent audit verify --checkpoint FILE` proves that every event up to it is still there,
+//! unaltered and in order.
+
+use std::sync::Arc;
 
 use chrono::{NaiveDateTime, SubsecRound, Utc};
 use diesel::prelude::*;
-use serde::Serialize;
-use sha2::{Digest, Sha256};
+use ed25519_dalek::{Signer, SigningKey};
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use zeroize::Zeroizing;
 
-use crate::crypto::random_id;
+use crate::crypto::{MasterKey, random_id};
 use crate::storage::schema::{audit_chain_head, audit_events};
 use crate::storage::{AnyConnection, Db, StorageResult, write_tx};
 
@@ -204,9 +216,44 @@ pub struct StoredEvent {
 
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// The hash of an event at `index` following `prev_hash`. Every field is covered, in a fixed
-/// JSON encoding, so changing any of them (or the position) changes the hash.
-pub fn event_hash(e: &StoredEvent, index: i64, prev_hash: &str) -> String {
+/// The key the chain's hashes are computed under, and the checkpoint signing key, both derived
+/// from the master key (HKDF, one purpose each).
+#[derive(Clone)]
+pub struct ChainKey {
+    /// HMAC keyed once (the 32-byte key zero-padded to SHA-256's block, as HMAC itself does).
+    mac: Hmac<Sha256>,
+    signing: Arc<SigningKey>,
+}
+
+impl std::fmt::Debug for ChainKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChainKey")
+            .field("checkpoint_public_key", &self.public_key_hex())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ChainKey {
+    pub fn derive(master: &MasterKey) -> Self {
+        let seed = master.mac_key("audit-checkpoint-ed25519");
+        let mut block = Zeroizing::new([0u8; 64]);
+        block[..32].copy_from_slice(master.mac_key("audit-chain").as_ref());
+        Self {
+            mac: <Hmac<Sha256> as hmac::digest::KeyInit>::new(block.as_ref().into()),
+            signing: Arc::new(SigningKey::from_bytes(&seed)),
+        }
+    }
+
+    /// The checkpoint verification key (hex), for anyone who checks checkpoints.
+    pub fn public_key_hex(&self) -> String {
+        hex::encode(self.signing.verifying_key().as_bytes())
+    }
+}
+
+/// The hash of an event at `index` following `prev_hash`: HMAC-SHA-256 under the chain key. Every
+/// field is covered, in a fixed JSON encoding, so changing any of them (or the position) changes
+/// the hash.
+pub fn event_hash(key: &ChainKey, e: &StoredEvent, index: i64, prev_hash: &str) -> String {
     let canonical = serde_json::json!([
         index,
         e.seq,
@@ -221,11 +268,11 @@ pub fn event_hash(e: &StoredEvent, index: i64, prev_hash: &str) -> String {
         e.target_id,
         e.details,
     ]);
-    let mut h = Sha256::new();
+    let mut h = key.mac.clone();
     h.update(prev_hash.as_bytes());
     h.update(b"\n");
     h.update(canonical.to_string().as_bytes());
-    hex::encode(h.finalize())
+    hex::encode(h.finalize().into_bytes())
 }
 
 /// Arbitrary constant identifying the chainer's PostgreSQL advisory lock.
@@ -233,7 +280,7 @@ const CHAIN_LOCK_KEY: i64 = 0x636f_6e73_656e_7401;
 
 /// Links up to `batch` unlinked events into the chain; returns how many were linked. Safe to run
 /// concurrently on many instances.
-pub fn link_pending(conn: &mut AnyConnection, batch: i64) -> StorageResult<usize> {
+pub fn link_pending(conn: &mut AnyConnection, key: &ChainKey, batch: i64) -> StorageResult<usize> {
     write_tx(conn, |conn| {
         if let AnyConnection::Postgresql(_) = conn {
             diesel::sql_query(format!("SELECT pg_advisory_xact_lock({CHAIN_LOCK_KEY})"))
@@ -252,7 +299,7 @@ pub fn link_pending(conn: &mut AnyConnection, batch: i64) -> StorageResult<usize
         let mut links = Vec::with_capacity(pending.len());
         for e in &pending {
             let index = last_index + 1;
-            let hash = event_hash(e, index, &last_hash);
+            let hash = event_hash(key, e, index, &last_hash);
             links.push((e.seq, index, std::mem::replace(&mut last_hash, hash)));
             last_index = index;
         }
@@ -331,10 +378,10 @@ fn write_links(
 }
 
 /// Links everything pending (batches of 1,000).
-pub fn link_all(conn: &mut AnyConnection) -> StorageResult<usize> {
+pub fn link_all(conn: &mut AnyConnection, key: &ChainKey) -> StorageResult<usize> {
     let mut total = 0;
     loop {
-        let n = link_pending(conn, 1_000)?;
+        let n = link_pending(conn, key, 1_000)?;
         total += n;
         if n == 0 {
             return Ok(total);
@@ -368,17 +415,66 @@ pub struct ChainError {
 /// events are read in one read transaction (REPEATABLE READ on PostgreSQL; on SQLite in WAL mode
 /// a transaction reads one snapshot), so a linker running meanwhile on any instance cannot make
 /// the head and the events disagree. Must not be called inside another transaction.
-pub fn verify(conn: &mut AnyConnection) -> StorageResult<ChainReport> {
+pub fn verify(conn: &mut AnyConnection, key: &ChainKey) -> StorageResult<ChainReport> {
+    verify_with(conn, key, None)
+}
+
+/// [`verify`], and also that the chain still holds the checkpointed event with the
+/// checkpointed hash (so nothing up to it was altered, deleted, reordered or cut off). The
+/// checkpoint's signature must be this deployment's (see [`Checkpoint::check_signature`]).
+pub fn verify_against(
+    conn: &mut AnyConnection,
+    key: &ChainKey,
+    checkpoint: &Checkpoint,
+) -> StorageResult<ChainReport> {
+    if let Err(reason) = checkpoint.check_signature(key) {
+        return Ok(ChainReport {
+            valid: false,
+            events_checked: 0,
+            unlinked_events: 0,
+            head_index: 0,
+            first_error: Some(ChainError {
+                chain_index: checkpoint.chain_index,
+                reason,
+            }),
+        });
+    }
+    verify_with(conn, key, Some(checkpoint))
+}
+
+fn verify_with(
+    conn: &mut AnyConnection,
+    key: &ChainKey,
+    checkpoint: Option<&Checkpoint>,
+) -> StorageResult<ChainReport> {
     conn.transaction(|c| {
         if let AnyConnection::Postgresql(pg) = c {
             diesel::sql_query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 .execute(pg)?;
         }
-        verify_snapshot(c)
+        let mut report = verify_snapshot(c, key, checkpoint)?;
+        if let Some(cp) = checkpoint
+            && report.valid
+            && report.head_index < cp.chain_index
+        {
+            report.valid = false;
+            report.first_error = Some(ChainError {
+                chain_index: report.head_index + 1,
+                reason: format!(
+                    "the chain ends at {} but the checkpoint vouches for {}: events were removed",
+                    report.head_index, cp.chain_index
+                ),
+            });
+        }
+        Ok(report)
     })
 }
 
-fn verify_snapshot(conn: &mut AnyConnection) -> StorageResult<ChainReport> {
+fn verify_snapshot(
+    conn: &mut AnyConnection,
+    key: &ChainKey,
+    checkpoint: Option<&Checkpoint>,
+) -> StorageResult<ChainReport> {
     let (head_index, head_hash): (i64, String) = audit_chain_head::table
         .filter(audit_chain_head::id.eq(1))
         .select((audit_chain_head::last_index, audit_chain_head::last_hash))
@@ -427,12 +523,23 @@ fn verify_snapshot(conn: &mut AnyConnection) -> StorageResult<ChainReport> {
                 fail(&mut report, index, "previous-hash link is broken".into());
                 return Ok(report);
             }
-            let hash = event_hash(&e, index, &prev_hash);
+            let hash = event_hash(key, &e, index, &prev_hash);
             if e.hash.as_deref() != Some(hash.as_str()) {
                 fail(
                     &mut report,
                     index,
                     "event content does not match its hash".into(),
+                );
+                return Ok(report);
+            }
+            if let Some(cp) = checkpoint
+                && cp.chain_index == index
+                && cp.hash != hash
+            {
+                fail(
+                    &mut report,
+                    index,
+                    "the chain up to here differs from the checkpoint".into(),
                 );
                 return Ok(report);
             }
@@ -454,25 +561,124 @@ fn verify_snapshot(conn: &mut AnyConnection) -> StorageResult<ChainReport> {
     Ok(report)
 }
 
+/// A signed statement of the chain's head: "event `chain_index` has hash `hash`" (and so, by
+/// the chain, every event before it), signed at `issued_at` with the deployment's checkpoint key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Checkpoint {
+    /// Always `consent-audit-checkpoint/1`.
+    pub format: String,
+    pub chain_index: i64,
+    pub hash: String,
+    /// RFC 3339.
+    pub issued_at: String,
+    /// Hex Ed25519 public key of the signer (the deployment's, derived from its master key).
+    pub public_key: String,
+    /// Hex Ed25519 signature over [`Checkpoint::signed_bytes`].
+    pub signature: String,
+}
+
+pub const CHECKPOINT_FORMAT: &str = "consent-audit-checkpoint/1";
+
+impl Checkpoint {
+    /// What is signed: format, index, hash and time, one per line.
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        format!(
+            "{}\n{}\n{}\n{}",
+            self.format, self.chain_index, self.hash, self.issued_at
+        )
+        .into_bytes()
+    }
+
+    /// Refuses a checkpoint not signed by this deployment's key (or altered since).
+    pub fn check_signature(&self, key: &ChainKey) -> Result<(), String> {
+        if self.format != CHECKPOINT_FORMAT {
+            return Err(format!("unknown checkpoint format {:?}", self.format));
+        }
+        let ours = key.signing.verifying_key();
+        if self.public_key != hex::encode(ours.as_bytes()) {
+            return Err("the checkpoint was signed by another key than this deployment's".into());
+        }
+        let signature = hex::decode(&self.signature)
+            .ok()
+            .and_then(|b| ed25519_dalek::Signature::from_slice(&b).ok())
+            .ok_or("the checkpoint's signature is malformed")?;
+        ours.verify_strict(&self.signed_bytes(), &signature)
+            .map_err(|_| "the checkpoint's signature does not verify".to_string())
+    }
+}
+
+/// Links everything pending, verifies the whole chain, and signs its head. Refuses (returns the
+/// failing report) when the chain does not verify: a checkpoint vouches only for a sound chain.
+pub fn checkpoint(
+    conn: &mut AnyConnection,
+    key: &ChainKey,
+    at: chrono::DateTime<Utc>,
+) -> StorageResult<Result<Checkpoint, ChainReport>> {
+    link_all(conn, key)?;
+    let report = verify(conn, key)?;
+    if !report.valid {
+        return Ok(Err(report));
+    }
+    // The hash of the event the verification ended at (the head).
+    let hash: String = audit_chain_head::table
+        .filter(audit_chain_head::id.eq(1))
+        .select(audit_chain_head::last_hash)
+        .first(conn)?;
+    let mut cp = Checkpoint {
+        format: CHECKPOINT_FORMAT.into(),
+        chain_index: report.head_index,
+        hash,
+        issued_at: at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        public_key: key.public_key_hex(),
+        signature: String::new(),
+    };
+    cp.signature = hex::encode(key.signing.sign(&cp.signed_bytes()).to_bytes());
+    Ok(Ok(cp))
+}
+
 /// Handle used by the server: records are written by services directly with [`record`]; this
 /// runs the background linker and verification off the async executor.
 #[derive(Debug, Clone)]
 pub struct AuditLog {
     db: Db,
+    key: ChainKey,
 }
 
 impl AuditLog {
-    pub fn new(db: Db) -> Self {
-        Self { db }
+    pub fn new(db: Db, key: ChainKey) -> Self {
+        Self { db, key }
+    }
+
+    /// The chain key (for one-off commands that link or verify on their own connection).
+    pub fn key(&self) -> &ChainKey {
+        &self.key
     }
 
     /// Links everything pending now.
     pub async fn link_now(&self) -> StorageResult<usize> {
-        self.db.run(link_all).await
+        let key = self.key.clone();
+        self.db.run(move |c| link_all(c, &key)).await
     }
 
     pub async fn verify(&self) -> StorageResult<ChainReport> {
-        self.db.run(verify).await
+        let key = self.key.clone();
+        self.db.run(move |c| verify(c, &key)).await
+    }
+
+    /// [`verify_against`] a checkpoint.
+    pub async fn verify_against(&self, checkpoint: Checkpoint) -> StorageResult<ChainReport> {
+        let key = self.key.clone();
+        self.db
+            .run(move |c| verify_against(c, &key, &checkpoint))
+            .await
+    }
+
+    /// A signed checkpoint of the current head ([`checkpoint`]).
+    pub async fn checkpoint(&self) -> StorageResult<Result<Checkpoint, ChainReport>> {
+        let key = self.key.clone();
+        let now = Utc::now();
+        self.db.run(move |c| checkpoint(c, &key, now)).await
     }
 
     /// Records a single event in its own transaction (for actions with no other write).

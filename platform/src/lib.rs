@@ -116,7 +116,7 @@ impl Platform {
             &settings.redis.key_prefix,
         )?;
         Ok(Self {
-            audit: audit::AuditLog::new(db.clone()),
+            audit: audit::AuditLog::new(db.clone(), audit::ChainKey::derive(&master_key)),
             rate_limiter: ratelimit::RateLimiter::new(cache.clone()),
             settings: Arc::new(settings),
             db,

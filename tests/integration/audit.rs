@@ -197,3 +197,211 @@ async fn tampering_is_detected_at_the_altered_event() {
         }
     }
 }
+
+/// Rewrites the whole chain and its head consistently, as an attacker with database write
+/// access would, computing each hash under `key` (which is not the deployment's).
+fn rewrite_chain(
+    c: &mut AnyConnection,
+    key: &audit::ChainKey,
+) -> platform::storage::StorageResult<()> {
+    use platform::storage::schema::{audit_chain_head, audit_events};
+    drop_guards(c);
+    let events: Vec<audit::StoredEvent> = audit_events::table
+        .filter(audit_events::chain_index.is_not_null())
+        .order(audit_events::chain_index.asc())
+        .select(audit::StoredEvent::as_select())
+        .load(c)?;
+    let mut prev = audit::GENESIS_HASH.to_string();
+    let mut last = 0;
+    for e in &events {
+        let index = e.chain_index.unwrap();
+        let hash = audit::event_hash(key, e, index, &prev);
+        diesel::update(audit_events::table.filter(audit_events::seq.eq(e.seq)))
+            .set((
+                audit_events::prev_hash.eq(&prev),
+                audit_events::hash.eq(&hash),
+            ))
+            .execute(c)?;
+        prev = hash;
+        last = index;
+    }
+    diesel::update(audit_chain_head::table)
+        .set((
+            audit_chain_head::last_index.eq(last),
+            audit_chain_head::last_hash.eq(&prev),
+        ))
+        .execute(c)?;
+    Ok(())
+}
+
+/// The chain is keyed: someone who can write the database but does not hold the master key
+/// cannot recompute a consistent history, even rewriting every row and the head. The one thing
+/// left to them, cutting the end off, is caught by a signed checkpoint taken earlier; a
+/// checkpoint that was altered or signed by another key is refused.
+#[tokio::test]
+async fn keyed_chain_and_checkpoints_defeat_a_database_writer() {
+    for backend in backends() {
+        // A consistent rewrite under another key is detected at the first event.
+        let app = quiet_app(backend).await;
+        seeded_chain(&app, 5).await;
+        let attacker_key = audit::ChainKey::derive(&platform::crypto::MasterKey::generate());
+        app.platform
+            .db
+            .run(move |c| {
+                diesel::sql_query(
+                    "UPDATE audit_events SET details = '{\"n\":999}' WHERE chain_index = 3",
+                )
+                .execute(c)
+                .ok();
+                rewrite_chain(c, &attacker_key)
+            })
+            .await
+            .unwrap();
+        let report = app.platform.audit.verify().await.unwrap();
+        assert!(
+            !report.valid,
+            "{backend:?}: rewrite under another key passed"
+        );
+        assert_eq!(report.first_error.unwrap().chain_index, 1, "{backend:?}");
+        app.stop().await;
+
+        // Truncation: invisible to the chain alone, caught by the checkpoint.
+        let app = quiet_app(backend).await;
+        seeded_chain(&app, 5).await;
+        let cp = app.platform.audit.checkpoint().await.unwrap().unwrap();
+        assert!(cp.chain_index >= 5);
+        assert!(
+            app.platform
+                .audit
+                .verify_against(cp.clone())
+                .await
+                .unwrap()
+                .valid,
+            "{backend:?}: an intact chain verifies against its checkpoint"
+        );
+        for i in 5..8 {
+            app.platform
+                .audit
+                .record_one(event(i), app.platform.now())
+                .await
+                .unwrap();
+        }
+        app.platform.audit.link_now().await.unwrap();
+        assert!(
+            app.platform
+                .audit
+                .verify_against(cp.clone())
+                .await
+                .unwrap()
+                .valid,
+            "{backend:?}: events after the checkpoint are fine"
+        );
+        let cut_from = cp.chain_index - 1;
+        app.platform
+            .db
+            .run(move |c| {
+                use platform::storage::schema::{audit_chain_head, audit_events};
+                drop_guards(c);
+                diesel::delete(audit_events::table.filter(audit_events::chain_index.ge(cut_from)))
+                    .execute(c)?;
+                let (index, hash): (i64, Option<String>) = audit_events::table
+                    .filter(audit_events::chain_index.is_not_null())
+                    .order(audit_events::chain_index.desc())
+                    .select((
+                        audit_events::chain_index.assume_not_null(),
+                        audit_events::hash,
+                    ))
+                    .first(c)?;
+                diesel::update(audit_chain_head::table)
+                    .set((
+                        audit_chain_head::last_index.eq(index),
+                        audit_chain_head::last_hash.eq(hash.unwrap()),
+                    ))
+                    .execute(c)?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        assert!(
+            app.platform.audit.verify().await.unwrap().valid,
+            "the cut chain is consistent on its own (which is why checkpoints exist)"
+        );
+        let report = app.platform.audit.verify_against(cp.clone()).await.unwrap();
+        assert!(
+            !report.valid,
+            "{backend:?}: truncation not caught by the checkpoint"
+        );
+        assert_eq!(
+            report.first_error.unwrap().chain_index,
+            cut_from,
+            "{backend:?}"
+        );
+
+        // Forged checkpoints are refused before anything is compared.
+        let mut moved = cp.clone();
+        moved.chain_index -= 2;
+        let report = app.platform.audit.verify_against(moved).await.unwrap();
+        assert!(!report.valid);
+        assert!(
+            report
+                .first_error
+                .unwrap()
+                .reason
+                .contains("does not verify")
+        );
+        let other = platform::audit::ChainKey::derive(&platform::crypto::MasterKey::generate());
+        let mut foreign = cp.clone();
+        foreign.public_key = other.public_key_hex();
+        let report = app.platform.audit.verify_against(foreign).await.unwrap();
+        assert!(!report.valid);
+        assert!(report.first_error.unwrap().reason.contains("another key"));
+        app.stop().await;
+    }
+}
+
+/// `consent audit checkpoint` prints a signed head that `consent audit verify --checkpoint`
+/// accepts, and an altered checkpoint makes verification fail with exit status 1.
+#[test]
+fn the_audit_commands_sign_and_check_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let run = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_consent-e2e"));
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("CONSENT_") {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.args(args)
+            .arg("--data-dir")
+            .arg(&data)
+            .output()
+            .expect("run consent")
+    };
+    // Something to chain: a key rotation is audited.
+    assert!(run(&["keys", "rotate"]).status.success());
+    let out = run(&["audit", "checkpoint"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cp: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(cp["chain_index"].as_i64().unwrap() >= 1, "{cp}");
+    assert_eq!(cp["format"], "consent-audit-checkpoint/1");
+    let file = dir.path().join("checkpoint.json");
+    std::fs::write(&file, cp.to_string()).unwrap();
+    let out = run(&["audit", "verify", "--checkpoint", file.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let mut forged = cp.clone();
+    forged["hash"] = serde_json::json!("00".repeat(32));
+    std::fs::write(&file, forged.to_string()).unwrap();
+    let out = run(&["audit", "verify", "--checkpoint", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["valid"], false, "{report}");
+}

@@ -223,15 +223,14 @@ async fn sigkill_run(backend: Backend) {
     let killed_after = started.elapsed();
 
     // The storage as the crash left it: nothing half-written, the linked chain intact.
-    let url = config.storage_url();
-    assert_storage_consistent(&url, None, &format!("{backend:?} after SIGKILL")).await;
+    assert_storage_consistent(&config, None, &format!("{backend:?} after SIGKILL")).await;
 
     let server = config.start("after-kill", false).await;
     let api = Api::new(&server.base, Duration::from_secs(30));
     check_after_restart(&api, &seen).await;
     // Restarted, it links what the dead process left unlinked; the whole chain verifies.
     assert_storage_consistent(
-        &url,
+        &config,
         Some(Duration::from_secs(10)),
         &format!("{backend:?} after restart"),
     )

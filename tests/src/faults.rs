@@ -116,6 +116,17 @@ impl ServerConfig {
         self
     }
 
+    /// The master key the server uses (for the audit chain key).
+    pub fn master_key(&self) -> platform::crypto::MasterKey {
+        match &self.master_key {
+            Some(encoded) => platform::crypto::MasterKey::from_base64(encoded).expect("master key"),
+            None => {
+                platform::crypto::MasterKey::load_or_generate(&self.data_dir.join("master.key"))
+                    .expect("the server's generated master key")
+            }
+        }
+    }
+
     /// The storage the server uses, for a test's own connection.
     pub fn storage_url(&self) -> String {
         self.database_url.clone().unwrap_or_else(|| {
@@ -146,6 +157,8 @@ impl ServerConfig {
                 format!("{}s", DB_CONNECT_TIMEOUT.as_secs()),
             )
             .env("CONSENT_LIFECYCLE__AUDIT_CHAIN_INTERVAL", "1s")
+            // The tests speak plain http to every instance (with or without --demo).
+            .env("CONSENT_SECURITY__SECURE_COOKIES", "false")
             .env("CONSENT_REDIS__KEY_PREFIX", &self.redis_prefix);
         if let Some(url) = &self.database_url {
             cmd.env("CONSENT_DATABASE_URL", url);
@@ -1078,8 +1091,15 @@ pub fn broken_invariants(c: &mut AnyConnection) -> StorageResult<Vec<String>> {
 /// Opens the server's storage from the test and checks [`INVARIANTS`] and the audit chain (every
 /// linked event verifies). With `linked_within`, also waits (that long at most) until the chain
 /// has linked every event: a running server links them each second.
-pub async fn assert_storage_consistent(url: &str, linked_within: Option<Duration>, context: &str) {
-    let db = platform::storage::Db::connect(url, 2, Duration::from_secs(10)).expect("open storage");
+pub async fn assert_storage_consistent(
+    config: &ServerConfig,
+    linked_within: Option<Duration>,
+    context: &str,
+) {
+    let url = config.storage_url();
+    let key = platform::audit::ChainKey::derive(&config.master_key());
+    let db =
+        platform::storage::Db::connect(&url, 2, Duration::from_secs(10)).expect("open storage");
     let broken = db.run(broken_invariants).await.expect("invariant queries");
     assert!(
         broken.is_empty(),
@@ -1088,7 +1108,11 @@ pub async fn assert_storage_consistent(url: &str, linked_within: Option<Duration
     );
     let deadline = Instant::now() + linked_within.unwrap_or_default();
     loop {
-        let report = db.run(platform::audit::verify).await.expect("audit verify");
+        let key = key.clone();
+        let report = db
+            .run(move |c| platform::audit::verify(c, &key))
+            .await
+            .expect("audit verify");
         assert!(report.valid, "{context}: audit chain broken: {report:?}");
         assert!(
             report.events_checked + report.unlinked_events > 0,
