@@ -65,6 +65,7 @@ fn grant(id: &str, scope: GrantScope) -> Grant {
         id: GrantId::parse(id).unwrap(),
         client: ClientId::parse("c_app").unwrap(),
         subject: SubjectId::parse("cust_1").unwrap(),
+        environment: grants::Environment::Production,
         scope,
     }
 }

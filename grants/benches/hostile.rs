@@ -78,6 +78,7 @@ fn benches(c: &mut Criterion) {
         id: GrantId::parse("g_1").unwrap(),
         client: ClientId::parse("c_app").unwrap(),
         subject: SubjectId::parse("cust_1").unwrap(),
+        environment: grants::Environment::Production,
         scope: GrantScope::new(
             accounts.clone(),
             Action::KNOWN.to_vec(),

@@ -30,6 +30,7 @@ fn fixtures() -> (SigningKey, Grant, chrono::DateTime<Utc>) {
         id: GrantId::parse("g_1").unwrap(),
         client: ClientId::parse("c_app").unwrap(),
         subject: SubjectId::parse("cust_1").unwrap(),
+        environment: grants::Environment::Production,
         scope,
     };
     (key, grant, now)

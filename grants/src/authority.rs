@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 
 use crate::time::{TxWindow, from_secs};
 use crate::vocab;
-use crate::{AccountId, Action, ClientId, GrantId, MerchantId, SubjectId};
+use crate::{AccountId, Action, ClientId, Environment, GrantId, MerchantId, SubjectId};
 
 /// The authority block's content, validated.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,13 +24,19 @@ pub(crate) struct Authority {
     pub merchants: Vec<MerchantId>,
     /// The earliest `check if time($t), $t <= D` bound (token or grant expiry).
     pub expires_at: DateTime<Utc>,
+    /// From the `environment` fact (absent: production).
+    pub environment: Environment,
 }
 
 impl Authority {
     /// Datalog elements of the authority block (its facts and the two expiry checks), for the
     /// cost of loading it.
     pub fn elements(&self) -> u64 {
-        let facts = 3 + self.rights.len() + self.accounts.len() + self.merchants.len();
+        let facts = 3
+            + self.rights.len()
+            + self.accounts.len()
+            + self.merchants.len()
+            + usize::from(self.environment == Environment::Sandbox);
         (facts + usize::from(self.window.is_some()) * 2 + 2 * 3) as u64
     }
 }
@@ -107,13 +113,14 @@ fn read_any_authority(source: &str) -> Result<(Vec<Predicate>, Vec<u64>), String
 /// `check if time($t), $t <= date;`. Any other line returns `None` and the general parser
 /// decides (so this only saves time, it never accepts something the parser would not).
 fn read_printed_authority(source: &str) -> Option<(Vec<Predicate>, Vec<u64>)> {
-    const STRING_FACTS: [&str; 6] = [
+    const STRING_FACTS: [&str; 7] = [
         vocab::GRANT,
         vocab::CLIENT,
         vocab::SUBJECT,
         vocab::RIGHT,
         vocab::ACCOUNT,
         vocab::MERCHANT,
+        vocab::ENVIRONMENT,
     ];
     let date = |s: &str| -> Option<u64> {
         let t = crate::time::parse_timestamp(s).ok()?;
@@ -152,7 +159,7 @@ fn read_printed_authority(source: &str) -> Option<(Vec<Predicate>, Vec<u64>)> {
 }
 
 fn validate_authority(facts: &[Predicate], bounds: &[u64]) -> Result<Authority, String> {
-    let (mut grant, mut client, mut subject) = (None, None, None);
+    let (mut grant, mut client, mut subject, mut environment) = (None, None, None, None);
     let mut rights = Vec::new();
     let mut accounts = Vec::new();
     let mut merchants = Vec::new();
@@ -169,6 +176,7 @@ fn validate_authority(facts: &[Predicate], bounds: &[u64]) -> Result<Authority, 
             vocab::GRANT => once(&mut grant, p)?,
             vocab::CLIENT => once(&mut client, p)?,
             vocab::SUBJECT => once(&mut subject, p)?,
+            vocab::ENVIRONMENT => once(&mut environment, p)?,
             vocab::RIGHT => push_unique(
                 &mut rights,
                 Action::parse(single_str(p)?).map_err(|e| e.to_string())?,
@@ -220,7 +228,12 @@ fn validate_authority(facts: &[Predicate], bounds: &[u64]) -> Result<Authority, 
     if accounts.is_empty() {
         return Err(missing("account"));
     }
+    let environment = match environment.as_deref() {
+        None => Environment::Production,
+        Some(e) => Environment::parse(e).ok_or_else(|| format!("unknown environment {e:?}"))?,
+    };
     Ok(Authority {
+        environment,
         grant,
         client,
         subject,
@@ -520,6 +533,7 @@ mod tests {
             id: GrantId::parse("g_1").unwrap(),
             client: ClientId::parse("c_app").unwrap(),
             subject: SubjectId::parse("cust_1").unwrap(),
+            environment: crate::Environment::Production,
             scope: crate::GrantScope::new(
                 vec![AccountId::parse("acc_1").unwrap()],
                 Action::KNOWN.to_vec(),

@@ -107,6 +107,13 @@ pub enum VerifyError {
     InvalidAuthority(String),
     #[error("the token expired")]
     Expired,
+    /// The token belongs to another environment than the verifier accepts (a sandbox client's
+    /// token at a production resource server).
+    #[error("a {token} token is not accepted here (this verifier accepts {expected} tokens only)")]
+    WrongEnvironment {
+        token: crate::Environment,
+        expected: crate::Environment,
+    },
     #[error("the grant or token was revoked")]
     Revoked,
     #[error("the revocation status could not be determined: {0}")]

@@ -14,6 +14,7 @@
 //! right("accounts:read"); ...           account("acc_..."); ...
 //! tx_window(<from>, <until>);           // only if the window is limited
 //! merchant("m_..."); ...                // only if merchants are limited
+//! environment("sandbox");               // only for a sandbox client's grant
 //! check if time($t), $t <= <access token expiry>;
 //! check if time($t), $t <= <grant expiry>;
 //! ```
@@ -22,6 +23,14 @@
 //! `time`, `operation`, `req_account`, `req_tx_range`, `req_merchant`. Attenuation blocks only
 //! add `check if` on those request facts (see [`Attenuation`]), so they can only narrow; facts
 //! an attenuation block adds are never trusted by the verifier's policy.
+//!
+//! Sandbox clients (a developer's test apps: no KYC, only test customers may consent to them)
+//! get tokens with `environment("sandbox")`. A production resource server builds its verifier
+//! with `.environment(Environment::Production)` and such tokens are refused
+//! (`VerifyError::WrongEnvironment`); a verifier written with another Biscuit library adds
+//! `reject if environment("sandbox")` to its authorizer. The fact sits in the signed authority
+//! block, so a holder can neither remove it nor, by adding one in an attenuation block, change
+//! what the verifier reads.
 //!
 //! ## Effective scope
 //! [`Verifier::verify`] decides with one Datalog evaluation of the whole token plus the
@@ -77,8 +86,8 @@
 //! ```
 //! use chrono::{Duration, TimeZone, Utc};
 //! use grants::{
-//!     AccountId, Action, Attenuation, ClientId, Grant, GrantId, GrantScope, KeySet, Request,
-//!     SigningKey, SubjectId, Verifier, error::{DenyReason, VerifyError},
+//!     AccountId, Action, Attenuation, ClientId, Environment, Grant, GrantId, GrantScope, KeySet,
+//!     Request, SigningKey, SubjectId, Verifier, error::{DenyReason, VerifyError},
 //! };
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -89,6 +98,7 @@
 //!     id: GrantId::parse("g_42")?,
 //!     client: ClientId::parse("c_budgetapp")?,
 //!     subject: SubjectId::parse("cust_7f3a")?,
+//!     environment: Environment::Production,
 //!     scope: GrantScope::new(
 //!         vec![AccountId::parse("acc_1")?, AccountId::parse("acc_2")?],
 //!         vec![Action::AccountsRead, Action::BalancesRead, Action::TransactionsRead],
@@ -156,7 +166,7 @@ pub use ids::{AccountId, ClientId, GrantId, MAX_ID_LEN, MerchantId, SubjectId};
 pub use keys::{
     BiscuitKeys, KeyAlgorithm, KeyProvider, KeySet, PublicKey, PublishedKey, SigningKey,
 };
-pub use mint::{Grant, MintedToken, mint, mint_with_rng};
+pub use mint::{Environment, Grant, MintedToken, mint, mint_with_rng};
 pub use scope::{GrantScope, MAX_ACCOUNTS, MAX_ACTIONS, MAX_MERCHANTS};
 pub use time::{TxWindow, format_timestamp, parse_timestamp};
 pub use verify::{

@@ -13,6 +13,42 @@ use crate::time::{floor_secs, format_timestamp};
 use crate::vocab::{self, date_term, params};
 use crate::{ClientId, GrantId, GrantScope, SubjectId};
 
+/// Where a client runs. A sandbox client is a developer's test app (no KYC, test customers
+/// only): its tokens carry `environment("sandbox")` in their authority block, and a verifier
+/// set to [`Environment::Production`] refuses them. Production tokens carry no environment fact
+/// (so tokens minted before it existed read as production).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Environment {
+    Sandbox,
+    #[default]
+    Production,
+}
+
+impl Environment {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Environment::Sandbox => "sandbox",
+            Environment::Production => "production",
+        }
+    }
+
+    /// `sandbox` or `production`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "sandbox" => Some(Environment::Sandbox),
+            "production" => Some(Environment::Production),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Environment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A consent as the token needs it: who, for which client, and what.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Grant {
@@ -24,6 +60,8 @@ pub struct Grant {
     pub subject: SubjectId,
     /// What was granted (accounts, actions, window, merchants, grant expiry).
     pub scope: GrantScope,
+    /// The client's environment (sandbox tokens say so).
+    pub environment: Environment,
 }
 
 /// A freshly minted access token.
@@ -114,6 +152,9 @@ fn authority_builder(
         .fact(str_fact(vocab::GRANT, grant.id.as_str()))?
         .fact(str_fact(vocab::CLIENT, grant.client.as_str()))?
         .fact(str_fact(vocab::SUBJECT, grant.subject.as_str()))?;
+    if grant.environment == Environment::Sandbox {
+        b = b.fact(str_fact(vocab::ENVIRONMENT, Environment::Sandbox.as_str()))?;
+    }
     for action in scope.actions() {
         b = b.fact(str_fact(vocab::RIGHT, action.as_str()))?;
     }

@@ -17,6 +17,8 @@ pub(crate) const RIGHT: &str = "right";
 pub(crate) const ACCOUNT: &str = "account";
 pub(crate) const TX_WINDOW: &str = "tx_window";
 pub(crate) const MERCHANT: &str = "merchant";
+/// `environment("sandbox")`: the grant was given to a sandbox client (absent: production).
+pub(crate) const ENVIRONMENT: &str = "environment";
 
 // Request facts (supplied by the verifier only).
 pub(crate) const TIME: &str = "time";

@@ -364,6 +364,14 @@ async fn redirect_uri_must_match_exactly_and_errors_never_redirect_to_it() {
     app.stop().await;
 }
 
+/// An authorization error shown on our own page (400, HTML, no Location) naming `code`.
+async fn assert_error_page(r: reqwest::Response, code: &str, case: &str) {
+    assert_eq!(r.status(), 400, "{case}");
+    assert!(r.headers().get("location").is_none(), "{case}: redirected");
+    let body = r.text().await.unwrap();
+    assert!(body.contains(code), "{case}: {body}");
+}
+
 #[tokio::test]
 async fn pkce_is_required_and_s256_only() {
     let app = spawn_demo_app(Backend::Sqlite).await;
@@ -398,20 +406,10 @@ async fn pkce_is_required_and_s256_only() {
             ("scope", "accounts:read"),
         ];
         params.extend(extra);
+        // An unpushed request of a sandbox client: the error is shown here, not redirected
+        // (nobody vouches for that redirect URI: RFC 9700 4.11.2).
         let r = app.get_authorize(&params).await;
-        assert_eq!(r.status(), 303, "{name}");
-        let loc = location(&r);
-        assert!(loc.starts_with(DEMO_REDIRECT), "{name}: {loc}");
-        assert_eq!(
-            query_param(&loc, "error").as_deref(),
-            Some("invalid_request"),
-            "{name}"
-        );
-        assert_eq!(query_param(&loc, "state").as_deref(), Some("s1"));
-        assert_eq!(
-            query_param(&loc, "iss").as_deref(),
-            Some(app.address.as_str())
-        );
+        assert_error_page(r, "invalid_request", name).await;
     }
     // PAR refuses them the same way.
     let r = app
@@ -835,12 +833,7 @@ async fn bad_authorization_details_are_refused_and_nothing_is_stored() {
                 ("authorization_details", rar),
             ])
             .await;
-        assert_eq!(r.status(), 303, "{rar}");
-        assert_eq!(
-            query_param(&location(&r), "error").as_deref(),
-            Some(error),
-            "{rar}"
-        );
+        assert_error_page(r, error, rar).await;
     }
     let r = app
         .get_authorize(&[
@@ -852,11 +845,7 @@ async fn bad_authorization_details_are_refused_and_nothing_is_stored() {
             ("scope", "accounts:read"),
         ])
         .await;
-    assert_eq!(
-        query_param(&location(&r), "error").as_deref(),
-        Some("unsupported_response_type"),
-        "no implicit grant"
-    );
+    assert_error_page(r, "unsupported_response_type", "no implicit grant").await;
     let r = app
         .get_authorize(&[
             ("client_id", DEMO_CLIENT),
@@ -867,10 +856,7 @@ async fn bad_authorization_details_are_refused_and_nothing_is_stored() {
             ("scope", "openid accounts:read"),
         ])
         .await;
-    assert_eq!(
-        query_param(&location(&r), "error").as_deref(),
-        Some("invalid_scope")
-    );
+    assert_error_page(r, "invalid_scope", "openid").await;
     assert_eq!(count_requests(&app).await, 0);
     assert_eq!(count_grants(&app).await, 0);
     app.stop().await;
@@ -1212,6 +1198,7 @@ async fn introspection_of_garbage_and_foreign_tokens_is_inactive() {
         id: ::grants::GrantId::parse("g_forged").unwrap(),
         client: ::grants::ClientId::parse(DEMO_CLIENT).unwrap(),
         subject: ::grants::SubjectId::parse("cust_x").unwrap(),
+        environment: ::grants::Environment::Production,
         scope: ::grants::GrantScope::new(
             vec![::grants::AccountId::parse("acc_x").unwrap()],
             vec![::grants::Action::AccountsRead],
@@ -1886,6 +1873,221 @@ async fn failed_logins_elsewhere_do_not_lock_the_customer_out() {
         let other = app.client_from("127.0.0.3");
         assert_eq!(login(&app, &other, "wrong-again").await, 401, "{backend:?}");
         assert_eq!(login(&app, &other, DEMO_PASSWORD).await, 429, "{backend:?}");
+        app.stop().await;
+    }
+}
+
+/// Behind a trusted reverse proxy, throttles key on the address it forwards, so one attacker
+/// does not block every customer behind the proxy; from any other peer forwarding headers are
+/// ignored, so an attacker cannot rotate `X-Forwarded-For` to get fresh buckets.
+#[tokio::test]
+async fn throttles_believe_forwarded_addresses_only_from_trusted_proxies() {
+    async fn login(app: &TestApp, client: &reqwest::Client, xff: &str, password: &str) -> u16 {
+        let page = client
+            .get(app.url("/login"))
+            .header("x-forwarded-for", xff)
+            .send()
+            .await
+            .unwrap();
+        let csrf = csrf_from(&page.text().await.unwrap());
+        let r = client
+            .post(app.url("/login"))
+            .header("x-forwarded-for", xff)
+            .form(&[
+                ("csrf_token", csrf.as_str()),
+                ("username", "alice"),
+                ("password", password),
+            ])
+            .send()
+            .await
+            .unwrap();
+        r.status().as_u16()
+    }
+    for backend in backends() {
+        let app = spawn_app_with(
+            backend,
+            consent::ServeOptions {
+                demo: true,
+                ..Default::default()
+            },
+            |s| s.server.trusted_proxies = "127.0.0.1/32".parse().unwrap(),
+        )
+        .await;
+        // Through the proxy (peer 127.0.0.1): the attacker's forwarded address is blocked...
+        let proxy = app.client_from("127.0.0.1");
+        let mut statuses = Vec::new();
+        for _ in 0..11 {
+            statuses.push(login(&app, &proxy, "198.51.100.1", "wrong-password").await);
+        }
+        assert_eq!(statuses[10], 429, "{backend:?}: {statuses:?}");
+        // ...while alice, through the same proxy from her own address, logs in.
+        assert_eq!(
+            login(&app, &proxy, "203.0.113.7, 198.51.100.2", DEMO_PASSWORD).await,
+            303,
+            "{backend:?}"
+        );
+        // An untrusted peer's X-Forwarded-For is ignored: rotating it buys no fresh bucket.
+        let direct = app.client_from("127.0.0.3");
+        let mut statuses = Vec::new();
+        for i in 0..12 {
+            statuses.push(login(&app, &direct, &format!("192.0.2.{i}"), "wrong-password").await);
+        }
+        assert_eq!(statuses.last(), Some(&429), "{backend:?}: {statuses:?}");
+        app.stop().await;
+    }
+}
+
+/// Sandbox clients need no KYC: a real customer never reaches a sandbox client's consent page
+/// (and nothing is bound or granted), a test customer does; sandbox tokens carry
+/// `environment("sandbox")` and a production resource server refuses them, while a production
+/// client's tokens pass it.
+#[tokio::test]
+async fn sandbox_clients_are_for_test_customers_and_their_tokens_for_sandboxes() {
+    use platform::storage::models::{Account, Customer};
+    use platform::storage::schema::{accounts, customers};
+    for backend in backends() {
+        let app = spawn_demo_app(backend).await;
+        let hash = platform::crypto::hash_password(DEMO_PASSWORD).unwrap();
+        app.platform
+            .db
+            .write(move |c| {
+                let now = chrono::SubsecRound::trunc_subsecs(chrono::Utc::now().naive_utc(), 0);
+                diesel::insert_into(customers::table)
+                    .values(Customer {
+                        id: "cust_carol".into(),
+                        username: "carol".into(),
+                        display_name: "Carol Real".into(),
+                        password_hash: hash,
+                        created_at: now,
+                        is_test: false,
+                    })
+                    .execute(c)?;
+                diesel::insert_into(accounts::table)
+                    .values(Account {
+                        id: "acc_carol".into(),
+                        customer_id: "cust_carol".into(),
+                        name: "Current".into(),
+                        masked_number: "•••• 1111".into(),
+                        currency: "EUR".into(),
+                        balance_minor: 100,
+                        created_at: now,
+                    })
+                    .execute(c)?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+
+        // Carol, a real customer, and the demo (sandbox) client: refused before any consent.
+        app.login_customer("carol").await;
+        let (_, challenge) = pkce();
+        let r = app
+            .get_authorize(&[
+                ("client_id", DEMO_CLIENT),
+                ("response_type", "code"),
+                ("redirect_uri", DEMO_REDIRECT),
+                ("code_challenge", &challenge),
+                ("code_challenge_method", "S256"),
+                ("scope", "accounts:read"),
+            ])
+            .await;
+        let path = location(&r);
+        let page = app.get(&path).await;
+        assert_eq!(page.status(), 400, "{backend:?}");
+        let html = page.text().await.unwrap();
+        assert!(html.contains("sandbox"), "{html}");
+        assert!(!html.contains("csrf_token"), "no consent form: {html}");
+        let bound: Vec<Option<String>> = app
+            .platform
+            .db
+            .run(|c| {
+                Ok(authorization_requests::table
+                    .select(authorization_requests::customer_id)
+                    .load(c)?)
+            })
+            .await
+            .unwrap();
+        assert_eq!(bound, vec![None], "{backend:?}: the request stays unbound");
+        // A forged decision for it is refused too.
+        let r = app
+            .post_form(
+                &path,
+                None,
+                &[
+                    ("csrf_token", "x"),
+                    ("decision", "approve"),
+                    ("account", "acc_carol"),
+                ],
+            )
+            .await;
+        assert!(r.status().is_client_error(), "{backend:?}");
+        assert_eq!(count_grants(&app).await, 0, "{backend:?}");
+
+        // Alice, a test customer: the sandbox token says sandbox.
+        app.login_customer("alice").await;
+        let sandbox = app.approved_tokens().await;
+        let keys = app
+            .get("/.well-known/biscuit-keys")
+            .await
+            .text()
+            .await
+            .unwrap();
+        let keys = ::grants::KeySet::from_json(&keys).unwrap();
+        let production_rs = ::grants::Verifier::new(keys.clone(), ::grants::NoRevocationCheck)
+            .environment(::grants::Environment::Production);
+        let acc = app.account_ids("alice").await[0].clone();
+        let request = ::grants::Request::new(::grants::Action::AccountsRead, chrono::Utc::now())
+            .account(::grants::AccountId::parse(acc.clone()).unwrap());
+        assert!(
+            matches!(
+                production_rs.verify(sandbox["access_token"].as_str().unwrap(), &request),
+                Err(::grants::error::VerifyError::WrongEnvironment { .. })
+            ),
+            "{backend:?}"
+        );
+
+        // A production client's token passes the production verifier.
+        insert_client(
+            &app,
+            "c_prod",
+            "production",
+            "https://fintech.example/cb",
+            "cs_prod-secret-value-0123456789ab",
+        )
+        .await;
+        let (verifier, challenge) = pkce();
+        let rar = details(json!({"type": "account_access", "actions": ["accounts:read"]}));
+        let redirect = app
+            .authorize_with_par(
+                ("c_prod", "cs_prod-secret-value-0123456789ab"),
+                "https://fintech.example/cb",
+                &rar,
+                &challenge,
+                &[
+                    ("decision", "approve"),
+                    ("account", &acc),
+                    ("action", "accounts:read"),
+                ],
+            )
+            .await;
+        let code = query_param(&redirect, "code").expect("code");
+        let r = app
+            .post_token(
+                ("c_prod", "cs_prod-secret-value-0123456789ab"),
+                &[
+                    ("grant_type", "authorization_code"),
+                    ("code", &code),
+                    ("redirect_uri", "https://fintech.example/cb"),
+                    ("code_verifier", &verifier),
+                ],
+            )
+            .await;
+        assert_eq!(r.status(), 200, "{backend:?}");
+        let production: Value = r.json().await.unwrap();
+        let ok = production_rs
+            .verify(production["access_token"].as_str().unwrap(), &request)
+            .unwrap();
+        assert_eq!(ok.environment, ::grants::Environment::Production);
         app.stop().await;
     }
 }

@@ -239,6 +239,7 @@ async fn grants_with_tokens(app: &TestApp, client: &str, n: usize) -> Vec<(Strin
                     id: grants::GrantId::parse(id.as_str()).unwrap(),
                     client: grants::ClientId::parse(client.as_str()).unwrap(),
                     subject: grants::SubjectId::parse(customer.as_str()).unwrap(),
+                    environment: grants::Environment::Production,
                     scope: grants::GrantScope::new(
                         vec![grants::AccountId::parse(accounts[0].as_str()).unwrap()],
                         vec![grants::Action::AccountsRead],

@@ -71,6 +71,10 @@ enum Command {
         /// Evaluate at this instant instead of the current time (RFC 3339 UTC).
         #[arg(long)]
         now: Option<String>,
+        /// Accept only tokens of this environment (`production` refuses sandbox clients'
+        /// tokens, as a production resource server must); unset, both are accepted.
+        #[arg(long, value_name = "production|sandbox")]
+        environment: Option<String>,
     },
 }
 
@@ -221,6 +225,7 @@ fn run(cli: Cli) -> Result<bool> {
             to,
             merchant,
             now,
+            environment,
         } => {
             let keys = load_keys(&keys)?;
             let now = match now {
@@ -238,12 +243,18 @@ fn run(cli: Cli) -> Result<bool> {
                 request = request.merchant(MerchantId::parse(m)?);
             }
             // The CLI has no revocation feed; say so rather than imply a full check.
-            let verifier = Verifier::new(keys, NoRevocationCheck);
+            let mut verifier = Verifier::new(keys, NoRevocationCheck);
+            if let Some(e) = environment {
+                verifier = verifier.environment(
+                    grants::Environment::parse(&e)
+                        .ok_or_else(|| anyhow::anyhow!("--environment: production or sandbox"))?,
+                );
+            }
             match verifier.verify(&read_token(&token)?, &request) {
                 Ok(auth) => {
                     println!(
-                        "ALLOW (kid {}, {} block(s); revocation NOT checked)",
-                        auth.kid, auth.blocks
+                        "ALLOW (kid {}, {} block(s), {} token; revocation NOT checked)",
+                        auth.kid, auth.blocks, auth.environment
                     );
                     println!("{}", serde_json::to_string_pretty(&auth.scope)?);
                     Ok(true)

@@ -46,6 +46,8 @@ pub struct GrantSummary {
     /// Earliest expiry in the authority block.
     #[serde(serialize_with = "crate::time::serialize_ts")]
     pub expires_at: DateTime<Utc>,
+    /// `sandbox` for a sandbox client's token, else `production`.
+    pub environment: crate::Environment,
 }
 
 /// Reads a token WITHOUT verifying its signature.
@@ -70,6 +72,7 @@ pub fn inspect(token: &str) -> Result<TokenInfo, VerifyError> {
                 window: a.window,
                 merchants: (!a.merchants.is_empty()).then_some(a.merchants),
                 expires_at: a.expires_at,
+                environment: a.environment,
             }),
             None,
         ),

@@ -27,7 +27,7 @@ use crate::authority::{Authority, Hints, parse_authority};
 use crate::error::{DenyReason, VerifyError};
 use crate::keys::KeyProvider;
 use crate::time::TxWindow;
-use crate::{AccountId, Action, ClientId, GrantId, MerchantId, SubjectId};
+use crate::{AccountId, Action, ClientId, Environment, GrantId, MerchantId, SubjectId};
 
 use eval::Evaluation;
 pub use inspect::{GrantSummary, TokenInfo, inspect};
@@ -114,6 +114,8 @@ pub struct Authorization {
     pub revocation_ids: Vec<String>,
     /// Work units the verification was charged (see [`Limits::max_work`]).
     pub work: u64,
+    /// The environment of the client the grant was given to (`environment` fact).
+    pub environment: Environment,
 }
 
 /// Verifies tokens against a key provider and a revocation check, within [`Limits`].
@@ -122,6 +124,7 @@ pub struct Verifier<K, R> {
     keys: K,
     revocation: R,
     limits: Limits,
+    environment: Option<Environment>,
 }
 
 impl<K: KeyProvider, R: RevocationCheck> Verifier<K, R> {
@@ -131,7 +134,17 @@ impl<K: KeyProvider, R: RevocationCheck> Verifier<K, R> {
             keys,
             revocation,
             limits: Limits::default(),
+            environment: None,
         }
+    }
+
+    /// Accepts only tokens of grants given to `environment`'s clients. A production resource
+    /// server sets [`Environment::Production`]: sandbox clients need no KYC and may only be used
+    /// by test customers, and their tokens (`environment("sandbox")`) are refused. Unset, tokens
+    /// of both are accepted (a sandbox API that also serves production apps' tests).
+    pub fn environment(mut self, environment: Environment) -> Self {
+        self.environment = Some(environment);
+        self
     }
 
     /// Replaces the limits.
@@ -197,6 +210,14 @@ impl<K: KeyProvider, R: RevocationCheck> Verifier<K, R> {
                 .map_err(|e| VerifyError::Malformed(e.to_string()))
         };
         let authority = parse_authority(&source(0)?).map_err(VerifyError::InvalidAuthority)?;
+        if let Some(expected) = self.environment
+            && authority.environment != expected
+        {
+            return Err(VerifyError::WrongEnvironment {
+                token: authority.environment,
+                expected,
+            });
+        }
         // Attenuation blocks are read and admitted before anything else looks at them.
         let mut blocks = Vec::with_capacity(token.block_count().saturating_sub(1));
         for i in 1..token.block_count() {
@@ -238,6 +259,7 @@ impl<K: KeyProvider, R: RevocationCheck> Verifier<K, R> {
             blocks: token.block_count(),
             revocation_ids,
             work: eval.work,
+            environment: authority.environment,
         })
     }
 

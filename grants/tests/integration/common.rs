@@ -41,6 +41,7 @@ pub fn grant(scope: GrantScope) -> Grant {
         id: GrantId::parse("g_1").unwrap(),
         client: grants::ClientId::parse("c_app").unwrap(),
         subject: grants::SubjectId::parse("cust_1").unwrap(),
+        environment: grants::Environment::Production,
         scope,
     }
 }

@@ -430,3 +430,70 @@ fn wall_clock_limit_refuses_instead_of_hanging() {
     let err = v.verify(&mint(full_scope()), &balances_acc1()).unwrap_err();
     assert!(matches!(err, VerifyError::OverLimits(_)), "{err:?}");
 }
+
+/// A sandbox client's token carries `environment("sandbox")` in its (signed) authority block: a
+/// verifier set to production refuses it, whatever attenuation blocks say; production tokens
+/// carry nothing and pass. A sandbox verifier refuses production tokens the same way.
+#[test]
+fn environments_are_kept_apart() {
+    let mut sandbox_grant = grant(full_scope());
+    sandbox_grant.environment = grants::Environment::Sandbox;
+    let sandbox = grants::mint_with_rng(
+        &key(1),
+        &sandbox_grant,
+        now() + Duration::minutes(10),
+        now(),
+        &mut rng(1),
+    )
+    .unwrap()
+    .token;
+    let production = mint(full_scope());
+    let production_verifier = verifier().environment(grants::Environment::Production);
+    let sandbox_verifier = verifier().environment(grants::Environment::Sandbox);
+
+    assert!(matches!(
+        production_verifier.verify(&sandbox, &balances_acc1()),
+        Err(VerifyError::WrongEnvironment {
+            token: grants::Environment::Sandbox,
+            expected: grants::Environment::Production
+        })
+    ));
+    let ok = production_verifier
+        .verify(&production, &balances_acc1())
+        .unwrap();
+    assert_eq!(ok.environment, grants::Environment::Production);
+    assert!(matches!(
+        sandbox_verifier.verify(&production, &balances_acc1()),
+        Err(VerifyError::WrongEnvironment { .. })
+    ));
+    let ok = sandbox_verifier.verify(&sandbox, &balances_acc1()).unwrap();
+    assert_eq!(ok.environment, grants::Environment::Sandbox);
+    // Unset: both pass, and the result says which.
+    assert_eq!(
+        verifier()
+            .verify(&sandbox, &balances_acc1())
+            .unwrap()
+            .environment,
+        grants::Environment::Sandbox
+    );
+    // A holder cannot claim production in an attenuation block: only the authority counts.
+    let claimed = UnverifiedBiscuit::from_base64(&sandbox)
+        .unwrap()
+        .append(
+            BlockBuilder::new()
+                .code("environment(\"production\");")
+                .unwrap(),
+        )
+        .unwrap()
+        .to_base64()
+        .unwrap();
+    assert!(matches!(
+        production_verifier.verify(&claimed, &balances_acc1()),
+        Err(VerifyError::WrongEnvironment { .. })
+    ));
+    let info = grants::inspect(&sandbox).unwrap();
+    assert!(
+        format!("{info:?}").contains("sandbox"),
+        "inspection shows the environment: {info:?}"
+    );
+}

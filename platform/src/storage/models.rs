@@ -14,6 +14,8 @@ pub struct Customer {
     pub display_name: String,
     pub password_hash: String,
     pub created_at: NaiveDateTime,
+    /// A test identity: the only kind that may consent to sandbox clients.
+    pub is_test: bool,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]

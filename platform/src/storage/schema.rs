@@ -8,6 +8,7 @@ diesel::table! {
         display_name -> Text,
         password_hash -> Text,
         created_at -> Timestamp,
+        is_test -> Bool,
     }
 }
 

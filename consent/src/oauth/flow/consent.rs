@@ -36,6 +36,11 @@ pub enum ConsentError {
     NoAccounts,
     #[error("{0}")]
     Invalid(String),
+    #[error(
+        "this app is in its developer's sandbox: it has not been verified by the bank, and only \
+         test customers can connect to it"
+    )]
+    SandboxOnly,
     #[error("the service is temporarily unavailable; try again")]
     Unavailable(#[from] StorageError),
 }
@@ -99,6 +104,34 @@ pub(super) fn offered_accounts(
         .collect())
 }
 
+/// Sandbox clients need no KYC: only test customers may consent to them (checked before the
+/// consent page is shown, and again when a decision is recorded).
+fn sandbox_allowed(
+    c: &mut AnyConnection,
+    client_id: &str,
+    customer_id: &str,
+) -> Result<(), ConsentError> {
+    use platform::storage::schema::{clients as client_rows, customers};
+    let environment: Option<String> = client_rows::table
+        .filter(client_rows::id.eq(client_id))
+        .select(client_rows::environment)
+        .first(c)
+        .optional()?;
+    if environment.as_deref() == Some("production") {
+        return Ok(());
+    }
+    let is_test: Option<bool> = customers::table
+        .filter(customers::id.eq(customer_id))
+        .select(customers::is_test)
+        .first(c)
+        .optional()?;
+    if is_test == Some(true) {
+        Ok(())
+    } else {
+        Err(ConsentError::SandboxOnly)
+    }
+}
+
 /// Loads a pending request for the logged-in customer, binding it to them on first view (a
 /// request cannot then be decided from another customer's session).
 pub fn pending(
@@ -109,6 +142,7 @@ pub fn pending(
     now: DateTime<Utc>,
 ) -> Result<PendingConsent, ConsentError> {
     let (client_id, redirect_uri, _, _, details, bound) = load_request(c, id, now)?;
+    sandbox_allowed(c, &client_id, customer_id)?;
     match bound {
         Some(b) if b != customer_id => return Err(ConsentError::NotPending),
         Some(_) => {}
@@ -361,6 +395,9 @@ pub fn decide(
                     requested.clone(),
                 ),
                 Decision::Approve(choice) => {
+                    if let Err(e) = sandbox_allowed(c, &client_id, customer_id) {
+                        return Ok(Err(e));
+                    }
                     let offered = match offered_accounts(c, customer_id, &requested) {
                         Ok(o) => o,
                         Err(e) => return Ok(Err(e)),

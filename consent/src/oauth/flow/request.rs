@@ -208,6 +208,24 @@ pub async fn push(
     })
 }
 
+/// RFC 9700 4.11.2: an error is sent back to the redirect URI only when someone answers for
+/// that URI: the request was pushed (PAR, client-authenticated) or the client is a production,
+/// KYC-approved one. A sandbox client's unpushed request needs no credentials, so redirecting
+/// its errors would let anyone bounce visitors through our origin to any URI a sandbox client
+/// registered (an open redirector): the error is shown on our page instead.
+fn shown_unless_vouched_for(
+    failure: AuthorizeFailure,
+    pushed: bool,
+    client: &OAuthClient,
+) -> AuthorizeFailure {
+    match failure {
+        AuthorizeFailure::Redirect { error, .. } if !pushed && !client.is_production() => {
+            AuthorizeFailure::Page(format!("{}: {}", error.code(), error.description()))
+        }
+        other => other,
+    }
+}
+
 /// The authorization endpoint: resolves PAR, validates, and records a pending request the
 /// customer will decide on. Returns its id.
 pub async fn authorize(
@@ -226,6 +244,7 @@ pub async fn authorize(
         .filter(OAuthClient::is_active)
         .ok_or_else(|| AuthorizeFailure::Page("unknown or inactive client".into()))?;
 
+    let pushed = params.request_uri.is_some();
     let params = match params.request_uri.as_deref() {
         Some(uri) => {
             let id = uri
@@ -275,7 +294,8 @@ pub async fn authorize(
     };
 
     let now = svc.platform.now();
-    let v = validate(&client, &params, now, svc.max_lifetime())?;
+    let v = validate(&client, &params, now, svc.max_lifetime())
+        .map_err(|f| shown_unless_vouched_for(f, pushed, &client))?;
     let id = random_id("areq_");
     let row_id = id.clone();
     let client_id = client.id.clone();

@@ -141,7 +141,7 @@ pub async fn refresh(
     {
         return None;
     }
-    let issue = mint_issue(svc, &row.grant, &row.family, now).ok()?;
+    let issue = mint_issue(svc, &row.grant, &row.client, &row.family, now).ok()?;
     let rotation = Rotation {
         at: naive_now,
         old_id: row.id,

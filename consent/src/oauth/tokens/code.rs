@@ -107,6 +107,14 @@ pub fn exchange_code(
         if grant.status != GrantStatus::Authorized.as_str() || grant.expires_at <= now.naive_utc() {
             return Ok(Err(invalid_grant("the grant is no longer active")));
         }
-        issue(c, svc, &grant, &random_id("fam_"), "token.issued", now)
+        issue(
+            c,
+            svc,
+            &grant,
+            client,
+            &random_id("fam_"),
+            "token.issued",
+            now,
+        )
     })?
 }

@@ -79,6 +79,7 @@ struct Issue {
 fn mint_issue(
     svc: &OAuthService,
     grant: &GrantRecord,
+    oauth_client: &OAuthClient,
     family: &str,
     now: DateTime<Utc>,
 ) -> Result<Issue, OAuthError> {
@@ -112,6 +113,12 @@ fn mint_issue(
             client,
             subject,
             scope,
+            // A sandbox client's tokens say so: a production verifier refuses them.
+            environment: if oauth_client.is_production() {
+                ::grants::Environment::Production
+            } else {
+                ::grants::Environment::Sandbox
+            },
         },
         now + ttl,
         now,
@@ -159,11 +166,12 @@ fn issue(
     c: &mut AnyConnection,
     svc: &OAuthService,
     grant: &GrantRecord,
+    client: &OAuthClient,
     family: &str,
     action: &'static str,
     now: DateTime<Utc>,
 ) -> Result<Result<TokenResponse, OAuthError>, StorageError> {
-    let issue = match mint_issue(svc, grant, family, now) {
+    let issue = match mint_issue(svc, grant, client, family, now) {
         Ok(i) => i,
         Err(e) => return Ok(Err(e)),
     };

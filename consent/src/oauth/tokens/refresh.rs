@@ -164,6 +164,6 @@ pub fn refresh(
             revoke_for_security(c, revoked, &grant.id, &client.id, reason, now)?;
             return Ok(Err(replayed()));
         }
-        issue(c, svc, grant, &row.family, "token.refreshed", now)
+        issue(c, svc, grant, client, &row.family, "token.refreshed", now)
     })?
 }
