@@ -66,10 +66,17 @@ const BOB_ACCOUNTS: [(&str, &str, &str, &str, i64); 2] = [
     ("joint", "Joint household account", "3390", "EUR", 310_400),
 ];
 
+/// The demo's staff members (username, display name). Each gets a password of its own, generated
+/// at every start: two staff members who share one password are one person, which would make the
+/// four-eyes approvals between them meaningless.
+pub const DEMO_STAFF: [(&str, &str); 2] = [("ops1", "Operations One"), ("ops2", "Operations Two")];
+
 /// Credentials to print at start-up.
 pub struct DemoReport {
     pub password: String,
     pub password_generated: bool,
+    /// (username, password) of each demo staff member.
+    pub staff_passwords: Vec<(&'static str, String)>,
     pub client_secret: String,
     pub client_secret_generated: bool,
     pub seeded_now: bool,
@@ -103,7 +110,7 @@ impl fmt::Display for DemoReport {
         )?;
         writeln!(
             f,
-            "Password for every demo user: {}  ({})",
+            "Password of the demo customers and developer: {}  ({})",
             self.password,
             origin(self.password_generated, "CONSENT_DEMO_PASSWORD")
         )?;
@@ -111,10 +118,13 @@ impl fmt::Display for DemoReport {
             f,
             "  customers: alice, bob         -> log in at /login, see /account/apps"
         )?;
-        writeln!(
-            f,
-            "  staff:     ops1, ops2         -> staff pages under /developers/staff"
-        )?;
+        for (username, password) in &self.staff_passwords {
+            writeln!(
+                f,
+                "  staff:     {username} password {password}  -> staff pages under /developers/staff \
+                 (generated for this run, one per staff member)"
+            )?;
+        }
         writeln!(f, "  developer: {DEMO_DEVELOPER_EMAIL} -> /developers")?;
         writeln!(
             f,
@@ -144,7 +154,31 @@ pub fn account_id(username: &str, slug: &str) -> String {
 }
 
 /// Seeds the demo data (once) and refreshes demo credentials (every time).
-pub async fn seed(platform: &Platform) -> anyhow::Result<DemoReport> {
+///
+/// A PostgreSQL database is shared and long-lived: seeding it is refused when it already holds
+/// customers, staff, developers or clients (it may be a real deployment, whose people must not
+/// get demo credentials), unless `reset` (`serve --demo-reset`) says so. The embedded SQLite
+/// database is the developer's own data directory and is seeded (or refreshed) freely.
+pub async fn seed(platform: &Platform, reset: bool) -> anyhow::Result<DemoReport> {
+    if platform.settings.uses_postgres() && !reset {
+        let people: i64 = platform
+            .db
+            .run(|c| {
+                Ok(customers::table.count().get_result::<i64>(c)?
+                    + staff::table.count().get_result::<i64>(c)?
+                    + developers::table.count().get_result::<i64>(c)?
+                    + clients::table.count().get_result::<i64>(c)?)
+            })
+            .await?;
+        if people > 0 {
+            anyhow::bail!(
+                "refusing to seed demo data: the PostgreSQL database is not empty ({people} \
+                 customers, staff, developers and clients). Demo data and demo credentials \
+                 belong in an empty database; run with --demo-reset to seed anyway and reset \
+                 the demo accounts' credentials"
+            );
+        }
+    }
     let (password, password_generated) = match &platform.settings.demo.password {
         Some(p) => (p.expose().clone(), false),
         None => (
@@ -159,9 +193,24 @@ pub async fn seed(platform: &Platform) -> anyhow::Result<DemoReport> {
     if password.len() < 8 {
         anyhow::bail!("CONSENT_DEMO_PASSWORD must be at least 8 characters");
     }
-    // argon2 is deliberately slow: hash once, off the async executor.
+    let staff_passwords: Vec<(&'static str, String)> = DEMO_STAFF
+        .iter()
+        .map(|(username, _)| {
+            let generated: String = PlainToken::generate("").expose().chars().take(16).collect();
+            (*username, generated)
+        })
+        .collect();
+    // argon2 is deliberately slow: hash off the async executor.
     let pw = password.clone();
     let password_hash = tokio::task::spawn_blocking(move || hash_password(&pw)).await??;
+    let mut staff_hashes: Vec<(&'static str, String)> = Vec::new();
+    for (username, password) in &staff_passwords {
+        let pw = password.clone();
+        staff_hashes.push((
+            username,
+            tokio::task::spawn_blocking(move || hash_password(&pw)).await??,
+        ));
+    }
     let secret_hash = PlainToken::from_presented(&client_secret)
         .hash()
         .as_str()
@@ -214,7 +263,7 @@ pub async fn seed(platform: &Platform) -> anyhow::Result<DemoReport> {
                 )
                 .record(conn, now)?;
             }
-            refresh_credentials(conn, &password_hash, &secret_hash)?;
+            refresh_credentials(conn, &password_hash, &staff_hashes, &secret_hash)?;
             NewEvent::new(
                 Actor::system("demo-seed"),
                 "demo.credentials_set",
@@ -228,6 +277,7 @@ pub async fn seed(platform: &Platform) -> anyhow::Result<DemoReport> {
     Ok(DemoReport {
         password,
         password_generated,
+        staff_passwords,
         client_secret,
         client_secret_generated,
         seeded_now,
@@ -237,14 +287,21 @@ pub async fn seed(platform: &Platform) -> anyhow::Result<DemoReport> {
 fn refresh_credentials(
     conn: &mut AnyConnection,
     password_hash: &str,
+    staff_hashes: &[(&str, String)],
     secret_hash: &str,
 ) -> StorageResult<()> {
+    // The demo customers are test customers (they may use sandbox apps).
     diesel::update(customers::table.filter(customers::username.eq_any(["alice", "bob"])))
-        .set(customers::password_hash.eq(password_hash))
+        .set((
+            customers::password_hash.eq(password_hash),
+            customers::is_test.eq(true),
+        ))
         .execute(conn)?;
-    diesel::update(staff::table.filter(staff::username.eq_any(["ops1", "ops2"])))
-        .set(staff::password_hash.eq(password_hash))
-        .execute(conn)?;
+    for (username, hash) in staff_hashes {
+        diesel::update(staff::table.filter(staff::username.eq(username)))
+            .set(staff::password_hash.eq(hash))
+            .execute(conn)?;
+    }
     diesel::update(developers::table.filter(developers::email.eq(DEMO_DEVELOPER_EMAIL)))
         .set(developers::password_hash.eq(password_hash))
         .execute(conn)?;
@@ -292,6 +349,7 @@ fn insert_data(
                 display_name: display.into(),
                 password_hash: password_hash.into(),
                 created_at: now,
+                is_test: true,
             })
             .execute(conn)?;
         for (slug, name, last4, currency, balance) in accounts_spec {
@@ -316,13 +374,14 @@ fn insert_data(
         }
     }
 
-    for (username, display) in [("ops1", "Operations One"), ("ops2", "Operations Two")] {
+    for (username, display) in DEMO_STAFF {
+        // The password is set right after, per staff member (refresh_credentials).
         diesel::insert_into(staff::table)
             .values(Staff {
                 id: stable_id("staff_", username),
                 username: username.into(),
                 display_name: display.into(),
-                password_hash: password_hash.into(),
+                password_hash: String::new(),
                 status: "active".into(),
                 created_at: now,
             })

@@ -94,9 +94,16 @@ fn normalize<B: MessageBody + 'static>(
     }
     let status = res.status();
     let (req, old) = res.into_parts();
-    let detail = match old.error() {
-        Some(e) => e.to_string(),
-        None => status.canonical_reason().unwrap_or("error").to_string(),
+    // A server error's own words (a framework or handler message) stay in the log, under a
+    // reference the caller can quote; client errors say what was wrong with the request.
+    let correlation_id = status.is_server_error().then(problem::correlation_id);
+    let detail = match (&correlation_id, old.error()) {
+        (Some(id), e) => {
+            tracing::error!(correlation_id = %id, error = ?e, %status, "request failed");
+            format!("an unexpected error occurred; quote {id} to support")
+        }
+        (None, Some(e)) => e.to_string(),
+        (None, None) => status.canonical_reason().unwrap_or("error").to_string(),
     };
     let body = Problem {
         type_uri: format!("/problems/http-{}", status.as_u16()),
@@ -104,6 +111,7 @@ fn normalize<B: MessageBody + 'static>(
         status: status.as_u16(),
         detail: Some(detail),
         errors: vec![],
+        correlation_id,
     };
     let mut new = HttpResponse::build(status);
     new.insert_header((header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON)));
@@ -216,5 +224,29 @@ mod tests {
             .set_payload("{\"name\":\"x\"}")
             .to_request();
         assert_eq!(test::call_service(&app, ok).await.status(), 200);
+    }
+
+    /// A framework-level server error (not one of our typed errors) keeps its words out of the
+    /// answer: the body carries a correlation id that the log line also carries.
+    #[actix_web::test]
+    async fn framework_server_errors_carry_a_reference_not_their_cause() {
+        async fn broken() -> Result<HttpResponse, actix_web::Error> {
+            Err(actix_web::error::ErrorInternalServerError(
+                "pool at 10.0.0.5:5432 exhausted",
+            ))
+        }
+        let app = test::init_service(
+            App::new()
+                .wrap(error_normalizer())
+                .route("/broken", web::get().to(broken)),
+        )
+        .await;
+        let resp =
+            test::call_service(&app, test::TestRequest::get().uri("/broken").to_request()).await;
+        assert_eq!(resp.status(), 500);
+        let body: serde_json::Value = test::read_body_json(resp).await;
+        let id = body["correlation_id"].as_str().unwrap();
+        assert!(body["detail"].as_str().unwrap().contains(id), "{body}");
+        assert!(!body.to_string().contains("10.0.0.5"), "{body}");
     }
 }

@@ -24,10 +24,23 @@ use crate::{
 pub struct ServeOptions {
     /// Seed the demo data and print the credentials.
     pub demo: bool,
+    /// With `demo`: seed even a non-empty PostgreSQL database (and reset the demo accounts'
+    /// credentials there).
+    pub demo_reset: bool,
     /// Time source (tests pass a controllable clock).
     pub clock: Option<SharedClock>,
     /// Override the migration policy (default: apply on SQLite, require on PostgreSQL).
     pub migrations: Option<MigrationPolicy>,
+}
+
+/// Whether a bind address (`127.0.0.1:8080`, `[::1]:80`, `localhost:8080`) is loopback only.
+fn is_loopback(bind: &str) -> bool {
+    match bind.parse::<std::net::SocketAddr>() {
+        Ok(addr) => addr.ip().is_loopback(),
+        Err(_) => bind
+            .rsplit_once(':')
+            .is_some_and(|(host, _)| host.eq_ignore_ascii_case("localhost")),
+    }
 }
 
 /// Applies pending migrations (`consent migrate`).
@@ -62,7 +75,16 @@ impl std::fmt::Debug for Application {
 impl Application {
     /// Connects storage, migrates, seeds (if asked), binds the listener (port 0 picks a free port)
     /// and starts background jobs. Must be called inside a tokio runtime.
-    pub async fn build(settings: Settings, options: ServeOptions) -> anyhow::Result<Self> {
+    pub async fn build(mut settings: Settings, options: ServeOptions) -> anyhow::Result<Self> {
+        if options.demo
+            && settings.security.secure_cookies.is_none()
+            && is_loopback(&settings.server.bind)
+        {
+            // The demo is browsed at http://127.0.0.1: cookies marked Secure (and `__Host-`)
+            // would work in browsers, which treat loopback as secure, but not in curl or other
+            // HTTP clients. Anything not on loopback keeps the secure default.
+            settings.security.secure_cookies = Some(false);
+        }
         let policy = options.migrations.unwrap_or(if settings.uses_postgres() {
             MigrationPolicy::Require
         } else {
@@ -81,7 +103,7 @@ impl Application {
             tokio::task::spawn_blocking(move || Platform::init(settings, clock, policy)).await??;
 
         let demo_report = if options.demo {
-            Some(demo::seed(&platform).await?)
+            Some(demo::seed(&platform, options.demo_reset).await?)
         } else {
             None
         };
@@ -140,7 +162,7 @@ impl Application {
                 .wrap(http::error_normalizer())
                 .wrap(actix_web::middleware::from_fn(http::record_metrics))
                 .wrap(http::security_headers(https))
-                .wrap(tracing_actix_web::TracingLogger::default())
+                .wrap(tracing_actix_web::TracingLogger::<telemetry::RequestSpan>::new())
                 .app_data(data.clone())
                 .app_data(platform_data.clone())
                 .configure(http::extractor_config)

@@ -17,8 +17,8 @@ use platform::web::auth::{Audience, BearerSession, Developer, Staff};
 
 use crate::error::{PortalResult, read, write, write_revoking};
 
-/// The client's address, for rate limiting (the TCP peer: forwarded headers are spoofable).
-pub use platform::web::peer_ip as client_addr;
+/// The client's address, for rate limiting (the TCP peer, or what a trusted proxy says it is).
+pub use platform::web::client_ip as client_addr;
 
 /// The authenticated caller of a JSON API call (a bearer session of `A`), with what its service
 /// call needs: the platform and the time of the request. [`Caller::read`], [`Caller::write`]

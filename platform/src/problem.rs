@@ -38,6 +38,15 @@ pub struct Problem {
     /// Field-level errors, when the request body failed validation.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub errors: Vec<FieldError>,
+    /// On server errors (5xx): a random reference to quote to support. It appears in the
+    /// server's error log next to the cause; the body itself never says what went wrong inside.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub correlation_id: Option<String>,
+}
+
+/// A fresh reference for a server error: logged with its cause, shown to the caller.
+pub fn correlation_id() -> String {
+    crate::crypto::random_id("err_")
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
@@ -127,6 +136,10 @@ impl ApiError {
     }
 
     pub fn to_problem(&self) -> Problem {
+        self.problem_with(None)
+    }
+
+    fn problem_with(&self, correlation_id: Option<String>) -> Problem {
         let status = self.status_code();
         let (title, detail, errors) = match self {
             ApiError::Validation(errs) => (
@@ -141,7 +154,10 @@ impl ApiError {
             ),
             ApiError::Internal(_) => (
                 "Internal server error".to_string(),
-                Some("an unexpected error occurred; it has been logged".to_string()),
+                Some(match &correlation_id {
+                    Some(id) => format!("an unexpected error occurred; quote {id} to support"),
+                    None => "an unexpected error occurred; it has been logged".to_string(),
+                }),
                 vec![],
             ),
             other => (
@@ -156,6 +172,7 @@ impl ApiError {
             status: status.as_u16(),
             detail,
             errors,
+            correlation_id,
         }
     }
 }
@@ -179,8 +196,11 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        if matches!(self, ApiError::Internal(_) | ApiError::Unavailable(_)) {
-            tracing::error!(error = ?self, "request failed");
+        // Failures of ours get a reference that ties the caller's report to the logged cause.
+        let correlation =
+            matches!(self, ApiError::Internal(_) | ApiError::Unavailable(_)).then(correlation_id);
+        if let Some(id) = &correlation {
+            tracing::error!(correlation_id = %id, error = ?self, "request failed");
         }
         let mut resp = HttpResponse::build(self.status_code());
         resp.insert_header((header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON)));
@@ -214,7 +234,7 @@ impl ResponseError for ApiError {
             }
             _ => {}
         }
-        resp.body(serde_json::to_string(&self.to_problem()).unwrap_or_default())
+        resp.body(serde_json::to_string(&self.problem_with(correlation)).unwrap_or_default())
     }
 }
 
@@ -313,6 +333,21 @@ mod tests {
         assert_eq!(p.status, 500);
         assert!(!p.detail.unwrap().contains("disk"));
         assert!(format!("{e:?}").contains("disk on fire"));
+        // The answer carries a reference to the logged cause, and nothing of the cause.
+        let body = e.error_response().into_body().try_into_bytes().unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let id = v["correlation_id"].as_str().unwrap();
+        assert!(id.starts_with("err_") && id.len() > 20, "{v}");
+        assert!(v["detail"].as_str().unwrap().contains(id));
+        assert!(!String::from_utf8_lossy(&body).contains("disk"));
+        let unavailable = ApiError::Unavailable(Box::new(std::io::Error::other("10.0.0.5:5432")));
+        let body = unavailable
+            .error_response()
+            .into_body()
+            .try_into_bytes()
+            .unwrap();
+        assert!(!String::from_utf8_lossy(&body).contains("10.0.0.5"));
+        assert!(String::from_utf8_lossy(&body).contains("correlation_id"));
     }
 
     #[test]

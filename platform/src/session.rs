@@ -31,12 +31,18 @@ impl SessionKind {
         }
     }
 
-    /// Cookie name of this kind of session.
-    pub fn cookie_name(self) -> &'static str {
-        match self {
-            SessionKind::Customer => "consent_customer",
-            SessionKind::Developer => "consent_developer",
-            SessionKind::Staff => "consent_staff",
+    /// Cookie name of this kind of session. Secure cookies carry the `__Host-` prefix: browsers
+    /// then accept them only with `Secure`, `Path=/` and no `Domain`, so neither a sibling
+    /// subdomain nor a plain-http page can plant or overwrite one (session fixation). Browsers
+    /// refuse the prefix on non-Secure cookies, so the development setting drops both.
+    pub fn cookie_name(self, secure: bool) -> &'static str {
+        match (self, secure) {
+            (SessionKind::Customer, true) => "__Host-consent_customer",
+            (SessionKind::Developer, true) => "__Host-consent_developer",
+            (SessionKind::Staff, true) => "__Host-consent_staff",
+            (SessionKind::Customer, false) => "consent_customer",
+            (SessionKind::Developer, false) => "consent_developer",
+            (SessionKind::Staff, false) => "consent_staff",
         }
     }
 
@@ -191,12 +197,19 @@ pub fn purge_expired(conn: &mut AnyConnection, now: DateTime<Utc>) -> StorageRes
 }
 
 /// Double-submit CSRF token for forms shown before login: a random value in a cookie
-/// ([`LoginCsrf::COOKIE`]) that the form must echo.
+/// ([`LoginCsrf::cookie_name`]) that the form must echo.
 #[derive(Debug)]
 pub struct LoginCsrf;
 
 impl LoginCsrf {
-    pub const COOKIE: &'static str = "consent_csrf";
+    /// The cookie's name (`__Host-` prefixed when Secure, as for sessions).
+    pub fn cookie_name(secure: bool) -> &'static str {
+        if secure {
+            "__Host-consent_csrf"
+        } else {
+            "consent_csrf"
+        }
+    }
 
     pub fn generate() -> String {
         random_id("lcsrf_")

@@ -85,7 +85,22 @@ async fn demo_seed_creates_the_documented_data_once() {
             .unwrap();
         assert!(alice_hash.starts_with("$argon2id$"));
         assert!(verify_password("demo-password-123", Some(&alice_hash)));
-        assert!(verify_password("demo-password-123", Some(&ops_hash)));
+        // Staff do not share the demo password, nor one another's (four-eyes needs two people).
+        assert!(!verify_password("demo-password-123", Some(&ops_hash)));
+        let staff_password = |name: &str| {
+            report
+                .lines()
+                .find_map(|l| {
+                    l.trim()
+                        .strip_prefix(&format!("staff:     {name} password "))
+                        .and_then(|rest| rest.split_whitespace().next())
+                        .map(str::to_string)
+                })
+                .unwrap_or_else(|| panic!("{name} in {report}"))
+        };
+        let (ops1, ops2) = (staff_password("ops1"), staff_password("ops2"));
+        assert_ne!(ops1, ops2);
+        assert!(verify_password(&ops2, Some(&ops_hash)));
         assert!(
             platform::crypto::HashedToken::from_stored(secret_hash.clone())
                 .matches(&PlainToken::from_presented("cs_test-demo-client-secret"))
@@ -110,8 +125,17 @@ async fn demo_seed_creates_the_documented_data_once() {
             .unwrap();
         assert_eq!(plain, "Demo Fintech Ltd");
 
+        // A PostgreSQL database that holds people is not seeded without --demo-reset (it may be
+        // a real deployment); the embedded SQLite data dir is the developer's own.
+        let again = consent::demo::seed(&p, false).await;
+        if backend == e2e_tests::Backend::Postgres {
+            let e = again.expect_err("refused").to_string();
+            assert!(e.contains("--demo-reset"), "{e}");
+        } else {
+            again.unwrap();
+        }
         // Seeding again changes no data.
-        consent::demo::seed(&p).await.unwrap();
+        consent::demo::seed(&p, true).await.unwrap();
         assert_eq!(counts().await, first, "{backend:?}: seed is idempotent");
         app.stop().await;
     }

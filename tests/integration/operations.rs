@@ -212,6 +212,7 @@ async fn hsts_is_sent_when_served_over_https() {
     plain.stop().await;
     let https = spawn_app_with(backend, Default::default(), |s| {
         s.server.public_url = Some("https://bank.example".into());
+        s.security.secure_cookies = None;
     })
     .await;
     for path in ["/healthz", "/login", "/nowhere"] {
@@ -223,6 +224,92 @@ async fn hsts_is_sent_when_served_over_https() {
         );
     }
     https.stop().await;
+}
+
+/// The Set-Cookie headers of `r`.
+fn set_cookies(r: &reqwest::Response) -> Vec<String> {
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect()
+}
+
+/// Cookies are `Secure` and `__Host-` prefixed unless a development setting says otherwise
+/// (whatever `public_url` is): a plain-http page or a sibling subdomain cannot plant a session or
+/// CSRF cookie. Only the prefixed name is read back. `--demo` on loopback relaxes it.
+#[tokio::test]
+async fn cookies_are_host_prefixed_and_secure_by_default() {
+    for backend in backends() {
+        let app = spawn_app_with(backend, Default::default(), |s| {
+            s.security.secure_cookies = None;
+        })
+        .await;
+        let r = app.get("/login").await;
+        let cookies = set_cookies(&r);
+        let csrf_cookie = cookies
+            .iter()
+            .find(|c| c.starts_with("__Host-consent_csrf="))
+            .unwrap_or_else(|| panic!("{cookies:?}"));
+        assert!(csrf_cookie.contains("Secure") && csrf_cookie.contains("Path=/"));
+        assert!(!csrf_cookie.to_ascii_lowercase().contains("domain="));
+        let value = csrf_cookie
+            .split(';')
+            .next()
+            .unwrap()
+            .trim_start_matches("__Host-consent_csrf=")
+            .to_string();
+        let csrf = e2e_tests::oauth::csrf_from(&r.text().await.unwrap());
+        let form = [
+            ("csrf_token", csrf.as_str()),
+            ("username", "alice"),
+            ("password", "wrong password"),
+            ("next", "/"),
+        ];
+        // The cookie under its unprefixed name (what a subdomain could plant) is not read.
+        let plain = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let r = plain
+            .post(app.url("/login"))
+            .header("cookie", format!("consent_csrf={value}"))
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "{backend:?}");
+        // Under its own name it is: the form goes through (to a wrong-password answer).
+        let r = plain
+            .post(app.url("/login"))
+            .header("cookie", format!("__Host-consent_csrf={value}"))
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{backend:?}");
+        app.stop().await;
+    }
+    // The loopback demo relaxes it, so curl and plain-http clients keep their sessions.
+    let backend = backends()[0];
+    let demo = e2e_tests::spawn_app_with(
+        backend,
+        consent::ServeOptions {
+            demo: true,
+            ..Default::default()
+        },
+        |s| s.security.secure_cookies = None,
+    )
+    .await;
+    let r = demo.get("/login").await;
+    let cookies = set_cookies(&r);
+    assert!(
+        cookies
+            .iter()
+            .any(|c| c.starts_with("consent_csrf=") && !c.contains("Secure")),
+        "{cookies:?}"
+    );
+    demo.stop().await;
 }
 
 /// `/metrics` is not public: with a metrics token configured, only a caller presenting it gets

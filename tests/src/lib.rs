@@ -115,6 +115,9 @@ pub fn test_settings(backend: Backend, dir: &std::path::Path, pg: Option<&PgTest
     s.lifecycle.audit_chain_interval = "1s".parse().expect("duration");
     // The tests' webhook receivers listen on 127.0.0.1 (one test turns this off again).
     s.webhooks.allow_private_targets = true;
+    // The test client speaks plain http to 127.0.0.1 and would not send Secure cookies back
+    // (the secure default is tested on its own in integration/operations.rs).
+    s.security.secure_cookies = Some(false);
     s.demo.password = Some(Secret::new("demo-password-123".into()));
     s.demo.client_secret = Some(Secret::new("cs_test-demo-client-secret".into()));
     if backend == Backend::Postgres {
@@ -306,6 +309,11 @@ impl TestApp {
         }
         let dir = std::mem::replace(&mut self._dir, tempfile::tempdir().expect("tempdir"));
         let pg = self._pg.take();
+        // The demo data of this same deployment is already there: re-seeding it is asked for.
+        let options = ServeOptions {
+            demo_reset: options.demo,
+            ..options
+        };
         start(self.backend, self.settings.clone(), options, dir, pg).await
     }
 

@@ -2,7 +2,7 @@
 //! introspect. Handlers parse, authenticate and call `crate::oauth`; errors become RFC 6749 JSON
 //! in exactly one place ([`OAuthError`]'s `ResponseError`).
 
-use platform::web::peer_ip;
+use platform::web::client_ip;
 use std::collections::HashMap;
 
 use actix_web::http::StatusCode;
@@ -53,9 +53,19 @@ impl ResponseError for OAuthError {
             }
             _ => {}
         }
+        // A server error's description is ours (what failed inside), not the client's to read:
+        // it goes to the log under a reference that the answer carries instead.
+        let error_description = match self {
+            OAuthError::ServerError(cause) => {
+                let id = platform::problem::correlation_id();
+                tracing::error!(correlation_id = %id, %cause, "OAuth request failed");
+                format!("an unexpected error occurred; quote {id} to support")
+            }
+            other => other.description().to_string(),
+        };
         resp.json(OAuthErrorBody {
             error: self.code(),
-            error_description: self.description().to_string(),
+            error_description,
         })
     }
 }
@@ -118,7 +128,7 @@ pub(crate) async fn authenticate(
     let creds = credentials(req, form)?;
     state
         .oauth
-        .authenticate(creds, &peer_ip(req), endpoint)
+        .authenticate(creds, &client_ip(req), endpoint)
         .await
 }
 
@@ -268,7 +278,7 @@ pub fn see_other(location: &str) -> HttpResponse {
 #[get("/oauth2/authorize")]
 pub async fn authorize_endpoint(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
     // Each valid request stores a pending row: bound how fast one address can create them.
-    let ip = peer_ip(&req);
+    let ip = client_ip(&req);
     if let Decision::Limited { .. } = state
         .platform
         .rate_limiter
@@ -371,7 +381,10 @@ pub async fn token_endpoint(
     let creds = credentials(&req, &mut form)?;
     let label = grant.label();
     let now = state.platform.now();
-    let result = state.oauth.token(creds, &peer_ip(&req), grant, now).await?;
+    let result = state
+        .oauth
+        .token(creds, &client_ip(&req), grant, now)
+        .await?;
     metrics::counter!("consent_tokens_issued_total", "grant_type" => label).increment(1);
     Ok(no_store(HttpResponse::Ok().json(result)))
 }
@@ -404,7 +417,7 @@ pub async fn revoke_endpoint(
     let now = state.platform.now();
     state
         .oauth
-        .revoke(creds, &peer_ip(&req), token, now)
+        .revoke(creds, &client_ip(&req), token, now)
         .await?;
     Ok(no_store(HttpResponse::Ok().finish()))
 }
@@ -427,7 +440,32 @@ pub async fn introspect_endpoint(
     let now = state.platform.now();
     let result = state
         .oauth
-        .introspect(creds, &peer_ip(&req), token, &state.revocations, now)
+        .introspect(creds, &client_ip(&req), token, &state.revocations, now)
         .await?;
     Ok(no_store(HttpResponse::Ok().json(result)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::body::MessageBody;
+
+    /// `server_error` answers name no internals (key material, storage detail): only a reference
+    /// that the error log carries with the cause.
+    #[test]
+    fn server_errors_describe_nothing_internal() {
+        let resp =
+            OAuthError::ServerError("cannot mint: key kid_7 unreadable".into()).error_response();
+        assert_eq!(resp.status(), 500);
+        let body = resp.into_body().try_into_bytes().unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["error"], "server_error");
+        let description = v["error_description"].as_str().unwrap();
+        assert!(!description.contains("kid_7"), "{description}");
+        assert!(description.contains("err_"), "{description}");
+        // Client errors still explain themselves.
+        let resp = OAuthError::InvalidGrant("the code was already used".into()).error_response();
+        let body = resp.into_body().try_into_bytes().unwrap();
+        assert!(String::from_utf8_lossy(&body).contains("already used"));
+    }
 }

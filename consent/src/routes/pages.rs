@@ -100,7 +100,7 @@ pub async fn login_form(state: web::Data<AppState>, query: web::Query<LoginQuery
 pub async fn login(state: web::Data<AppState>, req: HttpRequest, body: Bytes) -> HttpResponse {
     let pairs = form_pairs(&body);
     let next = safe_next(field(&pairs, "next"));
-    let cookie = req.cookie(LoginCsrf::COOKIE).map(|c| c.value().to_string());
+    let cookie = platform::web::login_csrf_value(&state.platform, &req);
     if !LoginCsrf::check(
         cookie.as_deref(),
         field(&pairs, "csrf_token").unwrap_or_default(),
@@ -116,7 +116,7 @@ pub async fn login(state: web::Data<AppState>, req: HttpRequest, body: Bytes) ->
         .trim()
         .to_ascii_lowercase();
     let password = field(&pairs, "password").unwrap_or_default().to_string();
-    let ip = platform::web::peer_ip(&req);
+    let ip = platform::web::client_ip(&req);
     let retry = |msg: &str, status: StatusCode| {
         let csrf = LoginCsrf::generate();
         HttpResponse::build(status)

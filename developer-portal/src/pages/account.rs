@@ -85,7 +85,7 @@ pub(super) async fn signup_page(p: Data, req: HttpRequest) -> HttpResponse {
 }
 
 pub(super) async fn signup_submit(p: Data, req: HttpRequest, form: Form) -> HttpResponse {
-    if !login_csrf_ok(&req, &form) {
+    if !login_csrf_ok(&p, &req, &form) {
         return csrf_refused("/developers/signup");
     }
     let (csrf, _) = login_csrf(&p, &req);

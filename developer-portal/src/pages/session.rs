@@ -10,7 +10,7 @@ use maud::{Markup, html};
 use platform::Platform;
 use platform::session::LoginCsrf;
 use platform::web::auth::{Audience, CsrfForm, Developer, Staff};
-use platform::web::{clear_session_cookie, login_csrf_cookie, session_cookie};
+use platform::web::{clear_session_cookie, login_csrf_cookie, login_csrf_value, session_cookie};
 
 use super::Form;
 use super::markup::{
@@ -50,8 +50,8 @@ pub(crate) fn login_csrf(
     p: &Platform,
     req: &HttpRequest,
 ) -> (String, Option<actix_web::cookie::Cookie<'static>>) {
-    match req.cookie(LoginCsrf::COOKIE) {
-        Some(c) if c.value().len() >= 16 && c.value().len() <= 100 => (c.value().to_string(), None),
+    match login_csrf_value(p, req) {
+        Some(c) if c.len() >= 16 && c.len() <= 100 => (c, None),
         _ => {
             let v = LoginCsrf::generate();
             let cookie = login_csrf_cookie(p, &v);
@@ -60,10 +60,9 @@ pub(crate) fn login_csrf(
     }
 }
 
-pub(crate) fn login_csrf_ok(req: &HttpRequest, form: &Form) -> bool {
-    let cookie = req.cookie(LoginCsrf::COOKIE);
+pub(crate) fn login_csrf_ok(p: &Platform, req: &HttpRequest, form: &Form) -> bool {
     LoginCsrf::check(
-        cookie.as_ref().map(|c| c.value()),
+        login_csrf_value(p, req).as_deref(),
         field(form, "csrf_token"),
     )
 }
@@ -96,7 +95,7 @@ pub(crate) async fn login_submit<K: PageKind>(
     req: &HttpRequest,
     form: &Form,
 ) -> HttpResponse {
-    if !login_csrf_ok(req, form) {
+    if !login_csrf_ok(p, req, form) {
         return csrf_refused(K::LOGIN);
     }
     let name = field(form, K::NAME_FIELD);

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 mod values;
 
-pub use values::{ConfigDuration, Secret};
+pub use values::{Cidr, CidrList, ConfigDuration, Secret};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -66,6 +66,21 @@ pub struct ServerSettings {
     /// `GET /metrics` answers only loopback callers; with this set, it answers only callers
     /// presenting it as `Authorization: Bearer` (for a scraper on another host).
     pub metrics_token: Option<Secret<String>>,
+    /// Reverse proxies (CIDRs) whose forwarding header names the client's address. Requests
+    /// from any other peer are keyed by their TCP peer address, whatever headers they send.
+    /// Empty (the default): forwarding headers are never believed.
+    pub trusted_proxies: CidrList,
+    /// Which header those proxies set: `x-forwarded-for` (default) or `forwarded` (RFC 7239).
+    /// Only the configured one is read, so a client cannot pick the other to smuggle an address.
+    pub forwarded_header: ForwardedHeader,
+}
+
+/// The forwarding header trusted proxies set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ForwardedHeader {
+    XForwardedFor,
+    Forwarded,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -93,7 +108,9 @@ pub struct SecuritySettings {
     /// Base64 (standard or url-safe) of 32 random bytes. Unset: read or generate
     /// `<data_dir>/master.key`. Every instance sharing a database needs the same key.
     pub master_key: Option<Secret<String>>,
-    /// Mark session cookies `Secure` (on by default when `public_url` is https).
+    /// Session and CSRF cookies are `Secure` and `__Host-` prefixed unless this is `false`, a
+    /// development setting for plain-http clients (`serve --demo` on a loopback address sets it
+    /// when unset). Refused together with an https `public_url`.
     pub secure_cookies: Option<bool>,
 }
 
@@ -163,6 +180,8 @@ impl Default for Settings {
                 revocation_sync_interval: ConfigDuration::secs(1),
                 shutdown_timeout: ConfigDuration::secs(10),
                 metrics_token: None,
+                trusted_proxies: CidrList::default(),
+                forwarded_header: ForwardedHeader::XForwardedFor,
             },
             database: DatabaseSettings {
                 url: None,
@@ -331,6 +350,13 @@ impl Settings {
         if let Some(url) = &self.server.public_url {
             url::Url::parse(url)
                 .map_err(|e| ConfigError(format!("server.public_url is not a URL: {e}")))?;
+            if url.starts_with("https://") && self.security.secure_cookies == Some(false) {
+                return Err(ConfigError(
+                    "security.secure_cookies = false is a development setting; it cannot be \
+                     used with an https public_url"
+                        .into(),
+                ));
+            }
         }
         Ok(())
     }

@@ -3,6 +3,9 @@
 //! `problem`, this is HTTP glue, not a service.)
 
 pub mod auth;
+mod client_addr;
+
+pub use client_addr::client_ip;
 
 use actix_web::HttpRequest;
 use actix_web::cookie::{Cookie, SameSite, time};
@@ -14,41 +17,40 @@ use crate::crypto::PlainToken;
 use crate::problem::ApiError;
 use crate::session::{self, LoginCsrf, Session, SessionKind};
 
-/// Whether cookies get the `Secure` flag: configured, or implied by an https public URL.
+/// Whether cookies get the `Secure` flag (and the `__Host-` prefix): always, unless
+/// `security.secure_cookies = false` (a development setting, which `serve --demo` on a loopback
+/// address turns on; refused with an https `public_url`).
 pub fn secure_cookies(platform: &Platform) -> bool {
-    platform
-        .settings
-        .security
-        .secure_cookies
-        .unwrap_or_else(|| {
-            platform
-                .settings
-                .server
-                .public_url
-                .as_deref()
-                .is_some_and(|u| u.starts_with("https://"))
-        })
+    platform.settings.security.secure_cookies.unwrap_or(true)
+}
+
+/// The name of `kind`'s session cookie under this configuration.
+pub fn session_cookie_name(platform: &Platform, kind: SessionKind) -> &'static str {
+    kind.cookie_name(secure_cookies(platform))
 }
 
 /// The session cookie: HttpOnly, SameSite=Lax (sent on the top-level GET that an OAuth redirect
-/// makes, never on cross-site POSTs), Secure when served over https.
+/// makes, never on cross-site POSTs), Secure and `__Host-` prefixed unless in development.
 pub fn session_cookie(
     platform: &Platform,
     kind: SessionKind,
     token: &PlainToken,
 ) -> Cookie<'static> {
-    Cookie::build(kind.cookie_name(), token.expose().to_string())
-        .path("/")
-        .http_only(true)
-        .secure(secure_cookies(platform))
-        .same_site(SameSite::Lax)
-        .max_age(time::Duration::seconds(kind.lifetime().num_seconds()))
-        .finish()
+    Cookie::build(
+        session_cookie_name(platform, kind),
+        token.expose().to_string(),
+    )
+    .path("/")
+    .http_only(true)
+    .secure(secure_cookies(platform))
+    .same_site(SameSite::Lax)
+    .max_age(time::Duration::seconds(kind.lifetime().num_seconds()))
+    .finish()
 }
 
 /// A cookie that deletes the session cookie of `kind`.
 pub fn clear_session_cookie(platform: &Platform, kind: SessionKind) -> Cookie<'static> {
-    let mut c = Cookie::build(kind.cookie_name(), "")
+    let mut c = Cookie::build(session_cookie_name(platform, kind), "")
         .path("/")
         .http_only(true)
         .secure(secure_cookies(platform))
@@ -60,13 +62,22 @@ pub fn clear_session_cookie(platform: &Platform, kind: SessionKind) -> Cookie<'s
 
 /// The pre-login CSRF cookie (double-submit): SameSite=Strict, HttpOnly.
 pub fn login_csrf_cookie(platform: &Platform, value: &str) -> Cookie<'static> {
-    Cookie::build(LoginCsrf::COOKIE, value.to_string())
-        .path("/")
-        .http_only(true)
-        .secure(secure_cookies(platform))
-        .same_site(SameSite::Strict)
-        .max_age(time::Duration::hours(1))
-        .finish()
+    Cookie::build(
+        LoginCsrf::cookie_name(secure_cookies(platform)),
+        value.to_string(),
+    )
+    .path("/")
+    .http_only(true)
+    .secure(secure_cookies(platform))
+    .same_site(SameSite::Strict)
+    .max_age(time::Duration::hours(1))
+    .finish()
+}
+
+/// The pre-login CSRF cookie's value on this request, if any.
+pub fn login_csrf_value(platform: &Platform, req: &HttpRequest) -> Option<String> {
+    req.cookie(LoginCsrf::cookie_name(secure_cookies(platform)))
+        .map(|c| c.value().to_string())
 }
 
 /// The live session of `kind` on this request, if any.
@@ -75,7 +86,7 @@ pub async fn current_session(
     req: &HttpRequest,
     kind: SessionKind,
 ) -> Result<Option<Session>, ApiError> {
-    let Some(cookie) = req.cookie(kind.cookie_name()) else {
+    let Some(cookie) = req.cookie(session_cookie_name(platform, kind)) else {
         return Ok(None);
     };
     let value = cookie.value().to_string();
@@ -84,14 +95,6 @@ pub async fn current_session(
         .db
         .run(move |c| session::load(c, kind, &value, now))
         .await?)
-}
-
-/// The caller's address as rate limits and throttling key it: the TCP peer, never a forwarded
-/// header (a client-supplied header must not pick its own bucket).
-pub fn peer_ip(req: &HttpRequest) -> String {
-    req.peer_addr()
-        .map(|a| a.ip().to_string())
-        .unwrap_or_else(|| "unknown".into())
 }
 
 /// A 200 JSON answer that no cache may keep (tokens, secrets, personal data).

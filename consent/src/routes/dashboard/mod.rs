@@ -80,8 +80,9 @@ impl Modify for CustomerSchemes {
         components.add_security_scheme(
             "customer_session",
             SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
-                SessionKind::Customer.cookie_name(),
-                "Customer session cookie set by POST /login",
+                SessionKind::Customer.cookie_name(true),
+                "Customer session cookie set by POST /login (named `consent_customer`, without \
+                 the `__Host-` prefix, only when `security.secure_cookies = false` in development)",
             ))),
         );
         components.add_security_scheme(
