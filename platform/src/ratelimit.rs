@@ -60,22 +60,48 @@ impl RateLimiter {
 ///   has failed for it may not try it again, and every other address has one attempt. The owner,
 ///   at an address that has not failed, still logs in with the right password; a distributed
 ///   guesser gets one guess per address per window.
+///
+/// Before the block, failures slow down: after `free_failures` failures of an (account,
+/// address) pair, each further failure is answered only after a delay that doubles from
+/// `first_delay` up to `max_delay` (the answer is held back, not the connection's worker: the
+/// wait is a timer). A serial guesser's rate falls long before the block; the owner, who rarely
+/// fails more than a few times, never waits.
 #[derive(Debug, Clone, Copy)]
 pub struct LoginLimits {
     pub per_pair: u64,
     pub per_address: u64,
     pub per_account: u64,
     pub window: Duration,
+    pub free_failures: u64,
+    pub first_delay: Duration,
+    pub max_delay: Duration,
 }
 
 impl LoginLimits {
-    /// Customer, developer and staff logins.
+    /// Customer, developer and staff logins: failures 6 to 10 of a pair wait 0.1, 0.2, 0.4,
+    /// 0.8 and 1.6 s, then the pair is blocked for the window.
     pub const DEFAULT: LoginLimits = LoginLimits {
         per_pair: 10,
         per_address: 50,
         per_account: 10,
         window: Duration::from_secs(300),
+        free_failures: 5,
+        first_delay: Duration::from_millis(100),
+        max_delay: Duration::from_millis(1_600),
     };
+
+    /// How long the answer to a pair's `failures`-th failure is held back.
+    pub fn delay_after(&self, failures: u64) -> Duration {
+        if failures <= self.free_failures {
+            return Duration::ZERO;
+        }
+        let doublings = u32::try_from(failures - self.free_failures - 1)
+            .unwrap_or(u32::MAX)
+            .min(16);
+        self.first_delay
+            .saturating_mul(1 << doublings)
+            .min(self.max_delay)
+    }
 }
 
 /// The counters of one login attempt: `scope` names the kind of account (`customer`,
@@ -132,10 +158,14 @@ impl RateLimiter {
         }
     }
 
-    async fn bump(&self, key: &str, window: Duration) {
-        if self.shared.incr_window(key, window).await.is_err() {
-            tracing::warn!("login failure counted in-process only (cache unavailable)");
-            let _ = self.local.incr_window(key, window).await;
+    /// Counts one failure on `key`; returns the count (as far as it is known).
+    async fn bump(&self, key: &str, window: Duration) -> u64 {
+        match self.shared.incr_window(key, window).await {
+            Ok(n) => n,
+            Err(_) => {
+                tracing::warn!("login failure counted in-process only (cache unavailable)");
+                self.local.incr_window(key, window).await.unwrap_or(0)
+            }
         }
     }
 
@@ -170,11 +200,18 @@ impl RateLimiter {
     }
 
     /// Counts a wrong password (or unknown account) for `attempt`.
+    /// Counts a failed attempt, then waits the progressive delay its pair has earned (see
+    /// [`LoginLimits`]); call it before answering the failure.
     pub async fn login_failed(&self, limits: &LoginLimits, attempt: &LoginAttempt) {
-        self.bump(&attempt.pair, limits.window).await;
+        let pair = self.bump(&attempt.pair, limits.window).await;
         self.bump(&attempt.address, limits.window).await;
         if limits.per_account < u64::MAX {
             self.bump(&attempt.account, limits.window).await;
+        }
+        let delay = limits.delay_after(pair);
+        if !delay.is_zero() {
+            metrics::counter!("consent_login_delayed_total").increment(1);
+            tokio::time::sleep(delay).await;
         }
     }
 }
@@ -225,6 +262,7 @@ mod tests {
             per_address: 100,
             per_account: 3,
             window: Duration::from_secs(60),
+            ..LoginLimits::DEFAULT
         };
         let attacker = LoginAttempt::new("customer", "alice", "203.0.113.9");
         for _ in 0..3 {
@@ -263,6 +301,7 @@ mod tests {
             per_address: 100,
             per_account: 100,
             window: Duration::from_secs(60),
+            ..LoginLimits::DEFAULT
         };
         let attempt = LoginAttempt::new("client", "c_1", "203.0.113.9");
         for _ in 0..2 {
@@ -273,6 +312,39 @@ mod tests {
             rl.login_allowed(&limits, &attempt).await,
             Decision::Limited { .. }
         ));
+    }
+
+    /// Failures slow down before they block: none for the first five of a pair, then doubling
+    /// delays up to the cap (and no overflow for absurd counts).
+    #[test]
+    fn failures_are_delayed_progressively() {
+        let l = LoginLimits::DEFAULT;
+        let delays: Vec<u64> = (1..=12)
+            .map(|n| l.delay_after(n).as_millis() as u64)
+            .collect();
+        assert_eq!(
+            delays,
+            [0, 0, 0, 0, 0, 100, 200, 400, 800, 1_600, 1_600, 1_600]
+        );
+        assert_eq!(l.delay_after(u64::MAX), l.max_delay);
+    }
+
+    /// The delay is served on the failing call itself, from the pair's count: the sixth failure
+    /// waits.
+    #[tokio::test]
+    async fn the_sixth_failure_of_a_pair_waits() {
+        let rl = RateLimiter::new(Arc::new(InProcessCache::default()));
+        let limits = LoginLimits {
+            first_delay: Duration::from_millis(300),
+            ..LoginLimits::DEFAULT
+        };
+        let attempt = LoginAttempt::new("customer", "alice", "203.0.113.9");
+        for _ in 0..5 {
+            rl.login_failed(&limits, &attempt).await;
+        }
+        let started = std::time::Instant::now();
+        rl.login_failed(&limits, &attempt).await;
+        assert!(started.elapsed() >= Duration::from_millis(300));
     }
 
     #[test]

@@ -900,3 +900,69 @@ async fn the_webhook_secret_rotates_and_a_failed_event_is_resent_from_the_page()
         app.stop().await;
     }
 }
+
+/// Webhook deliveries never go through a proxy named by the environment (the address filter
+/// would then vet the proxy, not the target). This test runs the next one in a child process of
+/// this test binary with `HTTP_PROXY`, `HTTPS_PROXY` and `ALL_PROXY` pointing at a port nothing
+/// listens on: the delivery still arrives.
+#[test]
+fn webhook_deliveries_ignore_environment_proxies() {
+    let dead = "http://127.0.0.1:9";
+    let mut cmd = std::process::Command::new(std::env::current_exe().expect("test binary"));
+    cmd.args([
+        "--exact",
+        "webhooks::delivery_under_proxy_environment",
+        "--ignored",
+        "--test-threads=1",
+    ]);
+    for var in [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+    ] {
+        cmd.env(var, dead);
+    }
+    for var in ["NO_PROXY", "no_proxy", "TEST_DATABASE_URL"] {
+        cmd.env_remove(var);
+    }
+    let out = cmd.output().expect("child test run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+#[ignore = "run by webhook_deliveries_ignore_environment_proxies, with proxy variables set"]
+async fn delivery_under_proxy_environment() {
+    if std::env::var("HTTP_PROXY").is_err() {
+        return; // only meaningful in the child process set up above
+    }
+    let (app, _clock) = spawn_with_clock(e2e_tests::Backend::Sqlite, |_| {}).await;
+    let receiver = Receiver::start().await;
+    let (_, client_id, secret, _) = client_with_webhook(&app, &receiver.url).await;
+    let gid = insert_grants(&app, &client_id, 1, Duration::days(30), Duration::days(1))
+        .await
+        .remove(0);
+    let r = app
+        .client
+        .delete(app.url(&format!("/api/v1/grants/{gid}")))
+        .basic_auth(&client_id, Some(&secret))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let got = receiver.wait_for(1, WAIT).await;
+    assert_eq!(
+        got.len(),
+        1,
+        "the delivery went direct, not through the dead proxy"
+    );
+    receiver.stop().await;
+    app.stop().await;
+}

@@ -78,6 +78,11 @@ const CLIENT_AUTH_LIMITS: LoginLimits = LoginLimits {
     per_address: 200,
     per_account: u64::MAX,
     window: std::time::Duration::from_secs(60),
+    // No slowing down: secrets cannot be guessed, and a delay would only hold a fintech's
+    // misconfigured calls (and connections) longer.
+    free_failures: u64::MAX,
+    first_delay: std::time::Duration::ZERO,
+    max_delay: std::time::Duration::ZERO,
 };
 
 impl OAuthService {
