@@ -245,6 +245,7 @@ pub async fn login(
         return Err(PortalError::InvalidCredentials);
     };
     let now = platform.now();
+    let address = client_addr.to_string();
     write(platform, move |c| {
         let (token, session) = session::create(c, kind, &subject_id, now)?;
         let actor = match kind {
@@ -259,6 +260,8 @@ pub async fn login(
             },
             Target::new(kind.as_str(), &subject_id),
         )
+        // Where a login came from is what a security review of the account asks first.
+        .details(serde_json::json!({ "client_address": address }))
         .record(c, now)?;
         Ok(LoggedIn { token, session })
     })

@@ -1926,6 +1926,24 @@ async fn throttles_believe_forwarded_addresses_only_from_trusted_proxies() {
             303,
             "{backend:?}"
         );
+        // The audit trail records where the login came from: the forwarded address.
+        let details: Vec<String> = app
+            .platform
+            .db
+            .run(|c| {
+                use platform::storage::schema::audit_events;
+                Ok(audit_events::table
+                    .filter(audit_events::action.eq("customer.login"))
+                    .select(audit_events::details)
+                    .load(c)?)
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            details,
+            vec![r#"{"client_address":"198.51.100.2"}"#.to_string()],
+            "{backend:?}"
+        );
         // An untrusted peer's X-Forwarded-For is ignored: rotating it buys no fresh bucket.
         let direct = app.client_from("127.0.0.3");
         let mut statuses = Vec::new();

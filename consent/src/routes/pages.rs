@@ -164,6 +164,7 @@ pub async fn login(state: web::Data<AppState>, req: HttpRequest, body: Bytes) ->
         limiter.login_failed(&limits, &attempt).await;
         return retry("Wrong username or password.", StatusCode::UNAUTHORIZED);
     };
+    let address = ip.clone();
     let created = state
         .platform
         .db
@@ -174,6 +175,7 @@ pub async fn login(state: web::Data<AppState>, req: HttpRequest, body: Bytes) ->
                 "customer.login",
                 platform::audit::Target::new("customer", customer_id.clone()),
             )
+            .details(serde_json::json!({ "client_address": address }))
             .record(c, now)?;
             Ok(s)
         })
