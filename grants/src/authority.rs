@@ -26,6 +26,8 @@ pub(crate) struct Authority {
     pub expires_at: DateTime<Utc>,
     /// From the `environment` fact (absent: production).
     pub environment: Environment,
+    /// From the `cnf_jkt` fact: the DPoP key the token is bound to.
+    pub cnf_jkt: Option<String>,
 }
 
 impl Authority {
@@ -36,7 +38,8 @@ impl Authority {
             + self.rights.len()
             + self.accounts.len()
             + self.merchants.len()
-            + usize::from(self.environment == Environment::Sandbox);
+            + usize::from(self.environment == Environment::Sandbox)
+            + usize::from(self.cnf_jkt.is_some());
         (facts + usize::from(self.window.is_some()) * 2 + 2 * 3) as u64
     }
 }
@@ -113,7 +116,7 @@ fn read_any_authority(source: &str) -> Result<(Vec<Predicate>, Vec<u64>), String
 /// `check if time($t), $t <= date;`. Any other line returns `None` and the general parser
 /// decides (so this only saves time, it never accepts something the parser would not).
 fn read_printed_authority(source: &str) -> Option<(Vec<Predicate>, Vec<u64>)> {
-    const STRING_FACTS: [&str; 7] = [
+    const STRING_FACTS: [&str; 8] = [
         vocab::GRANT,
         vocab::CLIENT,
         vocab::SUBJECT,
@@ -121,6 +124,7 @@ fn read_printed_authority(source: &str) -> Option<(Vec<Predicate>, Vec<u64>)> {
         vocab::ACCOUNT,
         vocab::MERCHANT,
         vocab::ENVIRONMENT,
+        vocab::CNF_JKT,
     ];
     let date = |s: &str| -> Option<u64> {
         let t = crate::time::parse_timestamp(s).ok()?;
@@ -160,6 +164,7 @@ fn read_printed_authority(source: &str) -> Option<(Vec<Predicate>, Vec<u64>)> {
 
 fn validate_authority(facts: &[Predicate], bounds: &[u64]) -> Result<Authority, String> {
     let (mut grant, mut client, mut subject, mut environment) = (None, None, None, None);
+    let mut cnf_jkt = None;
     let mut rights = Vec::new();
     let mut accounts = Vec::new();
     let mut merchants = Vec::new();
@@ -177,6 +182,7 @@ fn validate_authority(facts: &[Predicate], bounds: &[u64]) -> Result<Authority, 
             vocab::CLIENT => once(&mut client, p)?,
             vocab::SUBJECT => once(&mut subject, p)?,
             vocab::ENVIRONMENT => once(&mut environment, p)?,
+            vocab::CNF_JKT => once(&mut cnf_jkt, p)?,
             vocab::RIGHT => push_unique(
                 &mut rights,
                 Action::parse(single_str(p)?).map_err(|e| e.to_string())?,
@@ -234,6 +240,7 @@ fn validate_authority(facts: &[Predicate], bounds: &[u64]) -> Result<Authority, 
     };
     Ok(Authority {
         environment,
+        cnf_jkt,
         grant,
         client,
         subject,

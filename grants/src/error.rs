@@ -107,6 +107,12 @@ pub enum VerifyError {
     InvalidAuthority(String),
     #[error("the token expired")]
     Expired,
+    /// The token is bound to a DPoP key and was presented without a proof (as a bearer token).
+    #[error("the token is bound to a DPoP key: present it with a DPoP proof")]
+    ProofRequired,
+    /// The DPoP proof was refused, or proves another key than the token's.
+    #[error(transparent)]
+    Dpop(#[from] crate::dpop::DpopError),
     /// The token belongs to another environment than the verifier accepts (a sandbox client's
     /// token at a production resource server).
     #[error("a {token} token is not accepted here (this verifier accepts {expected} tokens only)")]

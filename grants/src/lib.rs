@@ -15,6 +15,7 @@
 //! tx_window(<from>, <until>);           // only if the window is limited
 //! merchant("m_..."); ...                // only if merchants are limited
 //! environment("sandbox");               // only for a sandbox client's grant
+//! cnf_jkt("<RFC 7638 thumbprint>");     // only for a DPoP-bound token (see [`dpop`])
 //! check if time($t), $t <= <access token expiry>;
 //! check if time($t), $t <= <grant expiry>;
 //! ```
@@ -150,6 +151,7 @@ mod action;
 mod admission;
 mod attenuate;
 mod authority;
+pub mod dpop;
 pub mod error;
 mod ids;
 mod keys;
@@ -166,7 +168,7 @@ pub use ids::{AccountId, ClientId, GrantId, MAX_ID_LEN, MerchantId, SubjectId};
 pub use keys::{
     BiscuitKeys, KeyAlgorithm, KeyProvider, KeySet, PublicKey, PublishedKey, SigningKey,
 };
-pub use mint::{Environment, Grant, MintedToken, mint, mint_with_rng};
+pub use mint::{Environment, Grant, MintedToken, mint, mint_bound, mint_with_rng};
 pub use scope::{GrantScope, MAX_ACCOUNTS, MAX_ACTIONS, MAX_MERCHANTS};
 pub use time::{TxWindow, format_timestamp, parse_timestamp};
 pub use verify::{

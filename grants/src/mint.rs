@@ -99,6 +99,25 @@ pub fn mint(
     mint_with_rng(key, grant, token_expires_at, now, &mut rand::rngs::OsRng)
 }
 
+/// [`mint`] for a DPoP client: the token carries `cnf_jkt(jkt)` (the RFC 7638 thumbprint of the
+/// client's proof key, see [`crate::dpop`]) and verifies only with a proof from that key.
+pub fn mint_bound(
+    key: &SigningKey,
+    grant: &Grant,
+    jkt: &str,
+    token_expires_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<MintedToken, MintError> {
+    mint_inner(
+        key,
+        grant,
+        Some(jkt),
+        token_expires_at,
+        now,
+        &mut rand::rngs::OsRng,
+    )
+}
+
 /// [`mint`] with a caller-supplied CSPRNG for the next-block key (reproducible golden tokens).
 pub fn mint_with_rng<R: RngCore + CryptoRng>(
     key: &SigningKey,
@@ -107,11 +126,32 @@ pub fn mint_with_rng<R: RngCore + CryptoRng>(
     now: DateTime<Utc>,
     rng: &mut R,
 ) -> Result<MintedToken, MintError> {
+    mint_inner(key, grant, None, token_expires_at, now, rng)
+}
+
+fn mint_inner<R: RngCore + CryptoRng>(
+    key: &SigningKey,
+    grant: &Grant,
+    jkt: Option<&str>,
+    token_expires_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+    rng: &mut R,
+) -> Result<MintedToken, MintError> {
+    if let Some(j) = jkt
+        && (j.len() != 43
+            || !j
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+    {
+        return Err(MintError::Biscuit(
+            "cnf_jkt must be a base64url SHA-256 thumbprint".into(),
+        ));
+    }
     let expires_at = floor_secs(token_expires_at.min(grant.scope.expires_at()));
     if expires_at <= now {
         return Err(MintError::AlreadyExpired(format_timestamp(expires_at)));
     }
-    let token = authority_builder(grant, expires_at)
+    let token = authority_builder(grant, jkt, expires_at)
         .and_then(|b| {
             b.root_key_id(key.kid()).build_with_rng(
                 key.keypair(),
@@ -145,6 +185,7 @@ fn str_fact(name: &str, value: &str) -> Fact {
 /// The authority block, built from typed terms (never by string interpolation).
 fn authority_builder(
     grant: &Grant,
+    jkt: Option<&str>,
     token_expires_at: DateTime<Utc>,
 ) -> Result<BiscuitBuilder, biscuit_auth::error::Token> {
     let scope = &grant.scope;
@@ -154,6 +195,9 @@ fn authority_builder(
         .fact(str_fact(vocab::SUBJECT, grant.subject.as_str()))?;
     if grant.environment == Environment::Sandbox {
         b = b.fact(str_fact(vocab::ENVIRONMENT, Environment::Sandbox.as_str()))?;
+    }
+    if let Some(jkt) = jkt {
+        b = b.fact(str_fact(vocab::CNF_JKT, jkt))?;
     }
     for action in scope.actions() {
         b = b.fact(str_fact(vocab::RIGHT, action.as_str()))?;

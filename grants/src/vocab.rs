@@ -19,6 +19,8 @@ pub(crate) const TX_WINDOW: &str = "tx_window";
 pub(crate) const MERCHANT: &str = "merchant";
 /// `environment("sandbox")`: the grant was given to a sandbox client (absent: production).
 pub(crate) const ENVIRONMENT: &str = "environment";
+/// `cnf_jkt("<thumbprint>")`: the token is bound to this DPoP key (RFC 9449, RFC 7638).
+pub(crate) const CNF_JKT: &str = "cnf_jkt";
 
 // Request facts (supplied by the verifier only).
 pub(crate) const TIME: &str = "time";

@@ -48,6 +48,8 @@ pub struct GrantSummary {
     pub expires_at: DateTime<Utc>,
     /// `sandbox` for a sandbox client's token, else `production`.
     pub environment: crate::Environment,
+    /// The DPoP key thumbprint the token is bound to, if any.
+    pub cnf_jkt: Option<String>,
 }
 
 /// Reads a token WITHOUT verifying its signature.
@@ -73,6 +75,7 @@ pub fn inspect(token: &str) -> Result<TokenInfo, VerifyError> {
                 merchants: (!a.merchants.is_empty()).then_some(a.merchants),
                 expires_at: a.expires_at,
                 environment: a.environment,
+                cnf_jkt: a.cnf_jkt,
             }),
             None,
         ),

@@ -24,6 +24,7 @@ use serde::Serialize;
 
 use crate::admission::{self, Limits};
 use crate::authority::{Authority, Hints, parse_authority};
+use crate::dpop::{ProofContext, ReplayStore};
 use crate::error::{DenyReason, VerifyError};
 use crate::keys::KeyProvider;
 use crate::time::TxWindow;
@@ -116,6 +117,8 @@ pub struct Authorization {
     pub work: u64,
     /// The environment of the client the grant was given to (`environment` fact).
     pub environment: Environment,
+    /// The DPoP key thumbprint the token is bound to (`cnf_jkt` fact), proven by the request.
+    pub cnf_jkt: Option<String>,
 }
 
 /// Verifies tokens against a key provider and a revocation check, within [`Limits`].
@@ -200,8 +203,35 @@ impl<K: KeyProvider, R: RevocationCheck> Verifier<K, R> {
     }
 
     /// Verifies `token` for `request`. `Ok` means allowed, with the scope to filter data by;
-    /// every `Err` means refuse.
+    /// every `Err` means refuse. A token bound to a DPoP key is refused here
+    /// ([`VerifyError::ProofRequired`]): use [`Verifier::verify_dpop`].
     pub fn verify(&self, token: &str, request: &Request) -> Result<Authorization, VerifyError> {
+        self.verify_bound(token, request, None)
+    }
+
+    /// Verifies a token presented with a DPoP proof (`Authorization: DPoP <token>` and
+    /// `DPoP: <proof>`): the proof must verify for `ctx` (method, URL, time) and name this token,
+    /// its `jti` must be new to `replay`, and the token must be bound (`cnf_jkt`) to the key
+    /// that signed it. An unbound token presented this way is refused too.
+    pub fn verify_dpop(
+        &self,
+        token: &str,
+        request: &Request,
+        proof: &str,
+        ctx: ProofContext<'_>,
+        replay: &dyn ReplayStore,
+    ) -> Result<Authorization, VerifyError> {
+        let token = token.trim();
+        let proven = crate::dpop::verify_proof(proof, &ctx.for_token(token), replay)?;
+        self.verify_bound(token, request, Some(&proven.jkt))
+    }
+
+    fn verify_bound(
+        &self,
+        token: &str,
+        request: &Request,
+        proven_jkt: Option<&str>,
+    ) -> Result<Authorization, VerifyError> {
         let now = request.now;
         let token = self.decode(token, now)?;
         let source = |i: usize| {
@@ -210,6 +240,12 @@ impl<K: KeyProvider, R: RevocationCheck> Verifier<K, R> {
                 .map_err(|e| VerifyError::Malformed(e.to_string()))
         };
         let authority = parse_authority(&source(0)?).map_err(VerifyError::InvalidAuthority)?;
+        match (authority.cnf_jkt.as_deref(), proven_jkt) {
+            (None, None) => {}
+            (Some(_), None) => return Err(VerifyError::ProofRequired),
+            (Some(bound), Some(proven)) if bound == proven => {}
+            _ => return Err(crate::dpop::DpopError::KeyMismatch.into()),
+        }
         if let Some(expected) = self.environment
             && authority.environment != expected
         {
@@ -260,6 +296,7 @@ impl<K: KeyProvider, R: RevocationCheck> Verifier<K, R> {
             revocation_ids,
             work: eval.work,
             environment: authority.environment,
+            cnf_jkt: authority.cnf_jkt.clone(),
         })
     }
 

@@ -4,6 +4,7 @@
 #[cfg(feature = "cli")]
 mod cli;
 mod common;
+mod dpop;
 mod golden;
 mod hostile;
 mod properties;

@@ -1,0 +1,382 @@
+//! DPoP (RFC 9449): proof-of-possession for access tokens, the resource server's half.
+//!
+//! A token minted for a DPoP key carries `cnf_jkt("<thumbprint>")` in its authority block: the
+//! RFC 7638 SHA-256 thumbprint of the client's public JWK. Attenuation appends blocks and cannot
+//! remove it, so every attenuated copy stays bound. [`crate::Verifier::verify`] refuses a bound
+//! token (`VerifyError::ProofRequired`); [`crate::Verifier::verify_dpop`] accepts it only with a
+//! proof that [`verify_proof`] checked: a compact JWS (`typ` `dpop+jwt`, `alg` ES256 or EdDSA,
+//! the public key in the `jwk` header), signed by the bound key, for this method and URL, recent,
+//! naming this token (`ath`), and never seen before (`jti`, through a [`ReplayStore`]).
+//!
+//! Only what is needed is parsed, strictly: no `none`, no HMAC, no `crit` extensions, no private
+//! key members, bounded sizes.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Duration, Utc};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+
+/// Algorithms accepted in proofs (`dpop_signing_alg_values_supported`).
+pub const DPOP_ALGS: [&str; 2] = ["ES256", "EdDSA"];
+
+/// A proof longer than this is refused before decoding.
+pub const MAX_PROOF_LEN: usize = 4096;
+
+/// Why a DPoP proof was refused. Every variant means "refuse the request".
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum DpopError {
+    #[error("the DPoP proof is malformed: {0}")]
+    Malformed(String),
+    #[error("the DPoP proof uses an unsupported algorithm (ES256 or EdDSA only)")]
+    UnsupportedAlgorithm,
+    #[error("the DPoP proof's signature does not verify")]
+    BadSignature,
+    #[error("the DPoP proof is for another method")]
+    WrongMethod,
+    #[error("the DPoP proof is for another URL")]
+    WrongUrl,
+    #[error("the DPoP proof's iat is outside the accepted window")]
+    Stale,
+    #[error("the DPoP proof does not name this access token (ath)")]
+    WrongTokenHash,
+    #[error("the DPoP proof was already used (jti)")]
+    Replayed,
+    #[error("the DPoP proof was signed by another key than the token is bound to")]
+    KeyMismatch,
+    #[error("the DPoP replay store is unavailable: {0}")]
+    ReplayStoreUnavailable(String),
+}
+
+/// Where single use of proofs is recorded: `first_use` stores `key` until `until` and says
+/// whether it was new (an entry whose `until` has passed at `now`, the verifier's clock, counts
+/// as gone). Resource servers behind several instances use a shared store (Redis);
+/// [`InMemoryReplayStore`] serves one process.
+pub trait ReplayStore {
+    fn first_use(
+        &self,
+        key: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, String>;
+}
+
+/// A per-process replay store (expired entries are dropped as new ones arrive).
+#[derive(Debug, Default)]
+pub struct InMemoryReplayStore {
+    seen: Mutex<HashMap<String, DateTime<Utc>>>,
+}
+
+impl ReplayStore for InMemoryReplayStore {
+    fn first_use(
+        &self,
+        key: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, String> {
+        let mut seen = self.seen.lock().map_err(|_| "poisoned".to_string())?;
+        if seen.len() > 10_000 {
+            seen.retain(|_, t| *t > now);
+        }
+        match seen.get(key) {
+            Some(t) if *t > now => Ok(false),
+            _ => {
+                seen.insert(key.to_string(), until);
+                Ok(true)
+            }
+        }
+    }
+}
+
+/// What the proof must match.
+#[derive(Debug, Clone)]
+pub struct ProofContext<'a> {
+    /// The request's HTTP method (`GET`, `POST`...).
+    pub method: &'a str,
+    /// The request's URL as the client addressed it (query and fragment are ignored).
+    pub url: &'a str,
+    /// The verifier's clock.
+    pub now: DateTime<Utc>,
+    /// How old a proof may be (by its `iat`).
+    pub max_age: Duration,
+    /// How far in the future its `iat` may be (clock skew).
+    pub max_skew: Duration,
+    /// The access token the proof must name (`ath`); `None` at the token endpoint.
+    pub access_token: Option<&'a str>,
+}
+
+impl<'a> ProofContext<'a> {
+    /// A context with the usual windows: proofs up to 60 s old, 5 s ahead.
+    pub fn new(method: &'a str, url: &'a str, now: DateTime<Utc>) -> Self {
+        Self {
+            method,
+            url,
+            now,
+            max_age: Duration::seconds(60),
+            max_skew: Duration::seconds(5),
+            access_token: None,
+        }
+    }
+
+    /// The proof must name `token` in `ath`.
+    pub fn for_token(mut self, token: &'a str) -> Self {
+        self.access_token = Some(token);
+        self
+    }
+}
+
+/// A proof that verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedProof {
+    /// RFC 7638 thumbprint of the signing key (base64url SHA-256).
+    pub jkt: String,
+    pub jti: String,
+    pub iat: DateTime<Utc>,
+    /// The server nonce, if the proof carried one (checking it is the caller's).
+    pub nonce: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Header {
+    typ: Option<String>,
+    alg: String,
+    jwk: serde_json::Map<String, serde_json::Value>,
+    crit: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    jti: String,
+    htm: String,
+    htu: String,
+    iat: i64,
+    ath: Option<String>,
+    nonce: Option<String>,
+}
+
+fn malformed(what: &str) -> DpopError {
+    DpopError::Malformed(what.to_string())
+}
+
+fn b64(part: &str, what: &str) -> Result<Vec<u8>, DpopError> {
+    URL_SAFE_NO_PAD
+        .decode(part)
+        .map_err(|_| malformed(&format!("{what} is not base64url")))
+}
+
+fn member<'a>(
+    jwk: &'a serde_json::Map<String, serde_json::Value>,
+    name: &str,
+) -> Result<&'a str, DpopError> {
+    jwk.get(name)
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| malformed(&format!("jwk.{name} is missing")))
+}
+
+/// The public key of a proof's `jwk` header.
+enum ProofKey {
+    Es256(p256::ecdsa::VerifyingKey),
+    Ed25519(ed25519_dalek::VerifyingKey),
+}
+
+/// Reads the `jwk` header for `alg`, refusing private members and mismatched key types; returns
+/// the key and its RFC 7638 thumbprint.
+fn proof_key(
+    alg: &str,
+    jwk: &serde_json::Map<String, serde_json::Value>,
+) -> Result<(ProofKey, String), DpopError> {
+    if jwk.contains_key("d") || jwk.contains_key("p") || jwk.contains_key("k") {
+        return Err(malformed("jwk holds private or symmetric key material"));
+    }
+    let coordinate = |name: &str| -> Result<[u8; 32], DpopError> {
+        b64(member(jwk, name)?, name)?
+            .try_into()
+            .map_err(|_| malformed(&format!("jwk.{name} must be 32 bytes")))
+    };
+    match (alg, member(jwk, "kty")?, member(jwk, "crv")?) {
+        ("ES256", "EC", "P-256") => {
+            let (x, y) = (coordinate("x")?, coordinate("y")?);
+            let point = p256::EncodedPoint::from_affine_coordinates(&x.into(), &y.into(), false);
+            let key = p256::ecdsa::VerifyingKey::from_encoded_point(&point)
+                .map_err(|_| malformed("jwk is not a P-256 point"))?;
+            let canonical = format!(
+                r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#,
+                URL_SAFE_NO_PAD.encode(x),
+                URL_SAFE_NO_PAD.encode(y)
+            );
+            Ok((ProofKey::Es256(key), thumbprint_of(&canonical)))
+        }
+        ("EdDSA", "OKP", "Ed25519") => {
+            let x = coordinate("x")?;
+            let key = ed25519_dalek::VerifyingKey::from_bytes(&x)
+                .map_err(|_| malformed("jwk is not an Ed25519 key"))?;
+            let canonical = format!(
+                r#"{{"crv":"Ed25519","kty":"OKP","x":"{}"}}"#,
+                URL_SAFE_NO_PAD.encode(x)
+            );
+            Ok((ProofKey::Ed25519(key), thumbprint_of(&canonical)))
+        }
+        ("ES256" | "EdDSA", _, _) => Err(malformed("jwk does not fit alg")),
+        _ => Err(DpopError::UnsupportedAlgorithm),
+    }
+}
+
+fn thumbprint_of(canonical_jwk: &str) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(canonical_jwk.as_bytes()))
+}
+
+/// The RFC 7638 SHA-256 thumbprint (base64url) of a public JWK (P-256 `EC` or Ed25519 `OKP`).
+pub fn jwk_thumbprint(jwk: &serde_json::Value) -> Result<String, DpopError> {
+    let map = jwk
+        .as_object()
+        .ok_or_else(|| malformed("jwk is not an object"))?;
+    let alg = match member(map, "kty")? {
+        "EC" => "ES256",
+        "OKP" => "EdDSA",
+        _ => return Err(DpopError::UnsupportedAlgorithm),
+    };
+    Ok(proof_key(alg, map)?.1)
+}
+
+/// `ath`: base64url SHA-256 of the access token.
+pub fn token_hash(access_token: &str) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(access_token.as_bytes()))
+}
+
+/// `htu` comparison (RFC 9449 section 4.3): scheme, host, port and path, without query and
+/// fragment; scheme and host case-insensitively.
+fn same_target(a: &str, b: &str) -> bool {
+    fn base(u: &str) -> Option<String> {
+        let cut = u.find(['?', '#']).map_or(u, |i| &u[..i]);
+        let (scheme, rest) = cut.split_once("://")?;
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        Some(format!(
+            "{}://{}{}",
+            scheme.to_ascii_lowercase(),
+            authority.to_ascii_lowercase(),
+            path
+        ))
+    }
+    matches!((base(a), base(b)), (Some(x), Some(y)) if x == y)
+}
+
+/// Verifies a DPoP proof for `ctx` and records its `jti` in `replay` (keyed with the key's
+/// thumbprint, until the proof could no longer be accepted anyway).
+pub fn verify_proof(
+    proof: &str,
+    ctx: &ProofContext<'_>,
+    replay: &dyn ReplayStore,
+) -> Result<VerifiedProof, DpopError> {
+    if proof.len() > MAX_PROOF_LEN {
+        return Err(malformed("the proof is too long"));
+    }
+    let mut parts = proof.split('.');
+    let (Some(h), Some(p), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(malformed("not a compact JWS"));
+    };
+    let header: Header = serde_json::from_slice(&b64(h, "header")?)
+        .map_err(|e| malformed(&format!("header: {e}")))?;
+    if header.typ.as_deref() != Some("dpop+jwt") {
+        return Err(malformed("typ must be dpop+jwt"));
+    }
+    if header.crit.is_some() {
+        return Err(malformed("crit extensions are not supported"));
+    }
+    if !DPOP_ALGS.contains(&header.alg.as_str()) {
+        return Err(DpopError::UnsupportedAlgorithm);
+    }
+    let (key, jkt) = proof_key(&header.alg, &header.jwk)?;
+    let signature = b64(s, "signature")?;
+    let signed = &proof.as_bytes()[..h.len() + 1 + p.len()];
+    let valid = match key {
+        ProofKey::Es256(k) => p256::ecdsa::Signature::from_slice(&signature)
+            .ok()
+            .is_some_and(|sig| {
+                use p256::ecdsa::signature::Verifier;
+                k.verify(signed, &sig).is_ok()
+            }),
+        ProofKey::Ed25519(k) => ed25519_dalek::Signature::from_slice(&signature)
+            .ok()
+            .is_some_and(|sig| k.verify_strict(signed, &sig).is_ok()),
+    };
+    if !valid {
+        return Err(DpopError::BadSignature);
+    }
+    let claims: Claims = serde_json::from_slice(&b64(p, "payload")?)
+        .map_err(|e| malformed(&format!("claims: {e}")))?;
+    if claims.jti.is_empty() || claims.jti.len() > 256 {
+        return Err(malformed("jti must be 1 to 256 characters"));
+    }
+    if claims.htm != ctx.method {
+        return Err(DpopError::WrongMethod);
+    }
+    if !same_target(&claims.htu, ctx.url) {
+        return Err(DpopError::WrongUrl);
+    }
+    let iat = DateTime::<Utc>::from_timestamp(claims.iat, 0).ok_or(DpopError::Stale)?;
+    if iat < ctx.now - ctx.max_age || iat > ctx.now + ctx.max_skew {
+        return Err(DpopError::Stale);
+    }
+    if let Some(token) = ctx.access_token {
+        match &claims.ath {
+            Some(ath) if *ath == token_hash(token) => {}
+            _ => return Err(DpopError::WrongTokenHash),
+        }
+    }
+    let key = format!("dpop:{jkt}:{}", token_hash(&claims.jti));
+    match replay.first_use(&key, iat + ctx.max_age + ctx.max_skew, ctx.now) {
+        Ok(true) => {}
+        Ok(false) => return Err(DpopError::Replayed),
+        Err(e) => return Err(DpopError::ReplayStoreUnavailable(e)),
+    }
+    Ok(VerifiedProof {
+        jkt,
+        jti: claims.jti,
+        iat,
+        nonce: claims.nonce,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thumbprint_matches_rfc_7638_example() {
+        // RFC 7638 section 3.1 uses an RSA key; RFC 8037 appendix A.3 gives an Ed25519 one.
+        let jwk = serde_json::json!({
+            "kty": "OKP", "crv": "Ed25519",
+            "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"
+        });
+        assert_eq!(
+            jwk_thumbprint(&jwk).unwrap(),
+            "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k"
+        );
+    }
+
+    #[test]
+    fn targets_compare_without_query_and_case() {
+        assert!(same_target(
+            "HTTPS://Bank.Example/sandbox/v1/accounts?x=1",
+            "https://bank.example/sandbox/v1/accounts"
+        ));
+        assert!(!same_target(
+            "https://bank.example/sandbox/v1/Accounts",
+            "https://bank.example/sandbox/v1/accounts"
+        ));
+        assert!(!same_target(
+            "https://bank.example:8443/a",
+            "https://bank.example/a"
+        ));
+        assert!(!same_target("not a url", "https://bank.example/a"));
+    }
+}
