@@ -290,21 +290,26 @@ fn refresh_credentials(
     staff_hashes: &[(&str, String)],
     secret_hash: &str,
 ) -> StorageResult<()> {
-    // The demo customers are test customers (they may use sandbox apps).
-    diesel::update(customers::table.filter(customers::username.eq_any(["alice", "bob"])))
-        .set((
-            customers::password_hash.eq(password_hash),
-            customers::is_test.eq(true),
-        ))
-        .execute(conn)?;
+    // By the demo's own stable ids, never by name: a real customer called alice, or staff member
+    // called ops1, must not get demo credentials. The demo customers are test customers.
+    diesel::update(
+        customers::table.filter(customers::id.eq_any([customer_id("alice"), customer_id("bob")])),
+    )
+    .set((
+        customers::password_hash.eq(password_hash),
+        customers::is_test.eq(true),
+    ))
+    .execute(conn)?;
     for (username, hash) in staff_hashes {
-        diesel::update(staff::table.filter(staff::username.eq(username)))
+        diesel::update(staff::table.filter(staff::id.eq(stable_id("staff_", username))))
             .set(staff::password_hash.eq(hash))
             .execute(conn)?;
     }
-    diesel::update(developers::table.filter(developers::email.eq(DEMO_DEVELOPER_EMAIL)))
-        .set(developers::password_hash.eq(password_hash))
-        .execute(conn)?;
+    diesel::update(
+        developers::table.filter(developers::id.eq(stable_id("dev_", DEMO_DEVELOPER_EMAIL))),
+    )
+    .set(developers::password_hash.eq(password_hash))
+    .execute(conn)?;
     diesel::update(clients::table.filter(clients::id.eq(DEMO_CLIENT_ID)))
         .set(clients::secret_hash.eq(secret_hash))
         .execute(conn)?;

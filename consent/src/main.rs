@@ -165,7 +165,13 @@ fn audit(cli_config: Option<&std::path::Path>, command: AuditCommand) -> anyhow:
     };
     let settings = load(cli_config, None, data_dir)?;
     consent::telemetry::init_tracing(settings.server.log_format);
-    let platform = init_platform(settings)?;
+    // Never migrate here, even on SQLite: a migration could change what is being verified
+    // (the keyed-chain migration relinks the whole chain). `consent migrate` first.
+    let platform = platform::Platform::init(
+        settings,
+        std::sync::Arc::new(platform::clock::SystemClock),
+        platform::MigrationPolicy::Require,
+    )?;
     let key = platform.audit.key().clone();
     match command {
         AuditCommand::Checkpoint { .. } => {

@@ -76,9 +76,16 @@ impl Application {
     /// Connects storage, migrates, seeds (if asked), binds the listener (port 0 picks a free port)
     /// and starts background jobs. Must be called inside a tokio runtime.
     pub async fn build(mut settings: Settings, options: ServeOptions) -> anyhow::Result<Self> {
+        // Not behind a proxy nor served as https: then the demo is public in fact.
         if options.demo
             && settings.security.secure_cookies.is_none()
             && is_loopback(&settings.server.bind)
+            && settings.server.trusted_proxies.is_empty()
+            && !settings
+                .server
+                .public_url
+                .as_deref()
+                .is_some_and(|u| u.starts_with("https://"))
         {
             // The demo is browsed at http://127.0.0.1: cookies marked Secure (and `__Host-`)
             // would work in browsers, which treat loopback as secure, but not in curl or other

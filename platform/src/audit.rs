@@ -14,8 +14,12 @@
 //!
 //! The chain key ([`ChainKey`]) is derived from the master key, which is not in the database:
 //! whoever can write the database (and drop the triggers) but does not hold the master key cannot
-//! compute a consistent chain for altered events. One thing they can still do is cut the end off
-//! (delete the newest events and point the head at an earlier one). A [`Checkpoint`] closes that:
+//! compute a consistent chain for altered events. What they can still do is cut the end off
+//! (delete the newest events and point the head at an earlier one), or unlink the newest events,
+//! alter them and point the head back, so that a running server links them again under the key.
+//! The linker refuses a head that disagrees with the linked events, and logs the head each time
+//! it advances (an anchor outside the database when logs are shipped off the host), but only
+//! evidence kept outside the database settles it. A [`Checkpoint`] is that evidence:
 //! `consent audit checkpoint` signs the head (index, hash, time) with an Ed25519 key derived from
 //! the master key; operators ship it off the database (log archive, ticket, WORM store), and
 //! `consent audit verify --checkpoint FILE` proves that every event up to it is still there,
@@ -290,6 +294,31 @@ pub fn link_pending(conn: &mut AnyConnection, key: &ChainKey, batch: i64) -> Sto
             .filter(audit_chain_head::id.eq(1))
             .select((audit_chain_head::last_index, audit_chain_head::last_hash))
             .first(conn)?;
+        // Never extend a chain whose head disagrees with its events (a head moved backwards, or
+        // events beyond it): that is tampering, and linking on would re-sign it.
+        let beyond: i64 = audit_events::table
+            .filter(audit_events::chain_index.gt(last_index))
+            .count()
+            .get_result(conn)?;
+        let at_head: Option<Option<String>> = audit_events::table
+            .filter(audit_events::chain_index.eq(last_index))
+            .select(audit_events::hash)
+            .first(conn)
+            .optional()?;
+        let consistent = beyond == 0
+            && match at_head {
+                Some(hash) => hash.as_deref() == Some(last_hash.as_str()),
+                None => last_index == 0 && last_hash == GENESIS_HASH,
+            };
+        if !consistent {
+            tracing::error!(
+                last_index,
+                "audit chain head disagrees with the linked events; not linking (run consent audit verify)"
+            );
+            return Err(crate::storage::StorageError::Conflict(
+                "the audit chain head disagrees with the linked events".into(),
+            ));
+        }
         let pending: Vec<StoredEvent> = audit_events::table
             .filter(audit_events::chain_index.is_null())
             .order(audit_events::seq.asc())
@@ -305,6 +334,9 @@ pub fn link_pending(conn: &mut AnyConnection, key: &ChainKey, batch: i64) -> Sto
         }
         write_links(conn, links, &last_hash)?;
         if !pending.is_empty() {
+            // The head as it advances, in the log: shipped off the host, the log is an anchor
+            // the database's writers cannot rewrite (as checkpoints are).
+            tracing::info!(index = last_index, hash = %last_hash, "audit chain head");
             diesel::update(audit_chain_head::table.filter(audit_chain_head::id.eq(1)))
                 .set((
                     audit_chain_head::last_index.eq(last_index),
@@ -416,7 +448,7 @@ pub struct ChainError {
 /// a transaction reads one snapshot), so a linker running meanwhile on any instance cannot make
 /// the head and the events disagree. Must not be called inside another transaction.
 pub fn verify(conn: &mut AnyConnection, key: &ChainKey) -> StorageResult<ChainReport> {
-    verify_with(conn, key, None)
+    Ok(verify_with(conn, key, None)?.0)
 }
 
 /// [`verify`], and also that the chain still holds the checkpointed event with the
@@ -439,20 +471,20 @@ pub fn verify_against(
             }),
         });
     }
-    verify_with(conn, key, Some(checkpoint))
+    Ok(verify_with(conn, key, Some(checkpoint))?.0)
 }
 
 fn verify_with(
     conn: &mut AnyConnection,
     key: &ChainKey,
     checkpoint: Option<&Checkpoint>,
-) -> StorageResult<ChainReport> {
+) -> StorageResult<(ChainReport, String)> {
     conn.transaction(|c| {
         if let AnyConnection::Postgresql(pg) = c {
             diesel::sql_query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 .execute(pg)?;
         }
-        let mut report = verify_snapshot(c, key, checkpoint)?;
+        let (mut report, head_hash) = verify_snapshot(c, key, checkpoint)?;
         if let Some(cp) = checkpoint
             && report.valid
             && report.head_index < cp.chain_index
@@ -466,7 +498,7 @@ fn verify_with(
                 ),
             });
         }
-        Ok(report)
+        Ok((report, head_hash))
     })
 }
 
@@ -474,7 +506,7 @@ fn verify_snapshot(
     conn: &mut AnyConnection,
     key: &ChainKey,
     checkpoint: Option<&Checkpoint>,
-) -> StorageResult<ChainReport> {
+) -> StorageResult<(ChainReport, String)> {
     let (head_index, head_hash): (i64, String) = audit_chain_head::table
         .filter(audit_chain_head::id.eq(1))
         .select((audit_chain_head::last_index, audit_chain_head::last_hash))
@@ -517,11 +549,11 @@ fn verify_snapshot(
                     expected_index,
                     format!("event {expected_index} is missing"),
                 );
-                return Ok(report);
+                return Ok((report, head_hash));
             }
             if e.prev_hash.as_deref() != Some(prev_hash.as_str()) {
                 fail(&mut report, index, "previous-hash link is broken".into());
-                return Ok(report);
+                return Ok((report, head_hash));
             }
             let hash = event_hash(key, &e, index, &prev_hash);
             if e.hash.as_deref() != Some(hash.as_str()) {
@@ -530,7 +562,7 @@ fn verify_snapshot(
                     index,
                     "event content does not match its hash".into(),
                 );
-                return Ok(report);
+                return Ok((report, head_hash));
             }
             if let Some(cp) = checkpoint
                 && cp.chain_index == index
@@ -541,7 +573,7 @@ fn verify_snapshot(
                     index,
                     "the chain up to here differs from the checkpoint".into(),
                 );
-                return Ok(report);
+                return Ok((report, head_hash));
             }
             report.events_checked += 1;
             expected_index += 1;
@@ -558,7 +590,7 @@ fn verify_snapshot(
             ),
         );
     }
-    Ok(report)
+    Ok((report, head_hash))
 }
 
 /// A signed statement of the chain's head: "event `chain_index` has hash `hash`" (and so, by
@@ -616,15 +648,12 @@ pub fn checkpoint(
     at: chrono::DateTime<Utc>,
 ) -> StorageResult<Result<Checkpoint, ChainReport>> {
     link_all(conn, key)?;
-    let report = verify(conn, key)?;
+    // The head's index and hash from the snapshot that was verified (a linker on another
+    // instance may move the head meanwhile: a later read could pair this index with its hash).
+    let (report, hash) = verify_with(conn, key, None)?;
     if !report.valid {
         return Ok(Err(report));
     }
-    // The hash of the event the verification ended at (the head).
-    let hash: String = audit_chain_head::table
-        .filter(audit_chain_head::id.eq(1))
-        .select(audit_chain_head::last_hash)
-        .first(conn)?;
     let mut cp = Checkpoint {
         format: CHECKPOINT_FORMAT.into(),
         chain_index: report.head_index,

@@ -62,9 +62,9 @@ impl RateLimiter {
 ///   guesser gets one guess per address per window.
 ///
 /// Before the block, failures slow down: after `free_failures` failures of an (account,
-/// address) pair, each further failure is answered only after a delay that doubles from
-/// `first_delay` up to `max_delay` (the answer is held back, not the connection's worker: the
-/// wait is a timer). A serial guesser's rate falls long before the block; the owner, who rarely
+/// address) pair, each further attempt is checked only after a delay that doubles from
+/// `first_delay` up to `max_delay` (held before the check, whatever its outcome, so that
+/// dropping the connection early tells a guesser nothing; a timer, not the worker). A serial guesser's rate falls long before the block; the owner, who rarely
 /// fails more than a few times, never waits.
 #[derive(Debug, Clone, Copy)]
 pub struct LoginLimits {
@@ -196,22 +196,23 @@ impl RateLimiter {
             metrics::counter!("consent_rate_limited_total").increment(1);
             return limited;
         }
+        // The delay is served before the password is checked, whatever the outcome: served
+        // after a failure only, a guesser would drop the connection and read silence as "wrong".
+        let delay = limits.delay_after(pair + 1);
+        if !delay.is_zero() {
+            metrics::counter!("consent_login_delayed_total").increment(1);
+            tokio::time::sleep(delay).await;
+        }
         Decision::Allowed
     }
 
     /// Counts a wrong password (or unknown account) for `attempt`.
-    /// Counts a failed attempt, then waits the progressive delay its pair has earned (see
-    /// [`LoginLimits`]); call it before answering the failure.
+    /// Counts a failed attempt.
     pub async fn login_failed(&self, limits: &LoginLimits, attempt: &LoginAttempt) {
-        let pair = self.bump(&attempt.pair, limits.window).await;
+        self.bump(&attempt.pair, limits.window).await;
         self.bump(&attempt.address, limits.window).await;
         if limits.per_account < u64::MAX {
             self.bump(&attempt.account, limits.window).await;
-        }
-        let delay = limits.delay_after(pair);
-        if !delay.is_zero() {
-            metrics::counter!("consent_login_delayed_total").increment(1);
-            tokio::time::sleep(delay).await;
         }
     }
 }
@@ -329,8 +330,8 @@ mod tests {
         assert_eq!(l.delay_after(u64::MAX), l.max_delay);
     }
 
-    /// The delay is served on the failing call itself, from the pair's count: the sixth failure
-    /// waits.
+    /// The delay is served before the check, from the pair's count: the sixth attempt after five
+    /// failures waits, whatever its outcome will be.
     #[tokio::test]
     async fn the_sixth_failure_of_a_pair_waits() {
         let rl = RateLimiter::new(Arc::new(InProcessCache::default()));
@@ -343,7 +344,7 @@ mod tests {
             rl.login_failed(&limits, &attempt).await;
         }
         let started = std::time::Instant::now();
-        rl.login_failed(&limits, &attempt).await;
+        assert_eq!(rl.login_allowed(&limits, &attempt).await, Decision::Allowed);
         assert!(started.elapsed() >= Duration::from_millis(300));
     }
 

@@ -378,7 +378,9 @@ fn the_audit_commands_sign_and_check_checkpoints() {
             .output()
             .expect("run consent")
     };
-    // Something to chain: a key rotation is audited.
+    // The audit commands never migrate (a migration could change what they check).
+    assert!(!run(&["audit", "verify"]).status.success());
+    // Something to chain: a key rotation is audited (and migrates the embedded database).
     assert!(run(&["keys", "rotate"]).status.success());
     let out = run(&["audit", "checkpoint"]);
     assert!(
@@ -404,4 +406,51 @@ fn the_audit_commands_sign_and_check_checkpoints() {
     assert_eq!(out.status.code(), Some(1));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["valid"], false, "{report}");
+}
+
+/// The linker never extends a chain whose head disagrees with its events (moved back while
+/// later events are still linked): it would re-sign a tampered history.
+#[tokio::test]
+async fn the_linker_refuses_a_head_moved_back() {
+    for backend in backends() {
+        let app = quiet_app(backend).await;
+        seeded_chain(&app, 5).await;
+        app.platform
+            .db
+            .run(|c| {
+                use platform::storage::schema::{audit_chain_head, audit_events};
+                let head: i64 = audit_chain_head::table
+                    .select(audit_chain_head::last_index)
+                    .first(c)?;
+                let hash: Option<String> = audit_events::table
+                    .filter(audit_events::chain_index.eq(head - 2))
+                    .select(audit_events::hash)
+                    .first(c)?;
+                diesel::update(audit_chain_head::table)
+                    .set((
+                        audit_chain_head::last_index.eq(head - 2),
+                        audit_chain_head::last_hash.eq(hash.unwrap()),
+                    ))
+                    .execute(c)?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        app.platform
+            .audit
+            .record_one(event(99), app.platform.now())
+            .await
+            .unwrap();
+        assert!(
+            app.platform.audit.link_now().await.is_err(),
+            "{backend:?}: linked onto a head that was moved back"
+        );
+        let report = app.platform.audit.verify().await.unwrap();
+        assert!(!report.valid, "{backend:?}");
+        assert_eq!(
+            report.unlinked_events, 1,
+            "{backend:?}: the new event stays unlinked"
+        );
+        app.stop().await;
+    }
 }

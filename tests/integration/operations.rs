@@ -349,4 +349,24 @@ async fn metrics_need_the_configured_token() {
             .contains("consent_http_requests_total")
     );
     app.stop().await;
+    // Behind a reverse proxy on the same host, loopback is not enough: the forwarded client
+    // address must be loopback too.
+    let app = spawn_app_with(backend, Default::default(), |s| {
+        s.server.trusted_proxies = "127.0.0.1/32".parse().unwrap();
+    })
+    .await;
+    let r = app
+        .client
+        .get(app.url("/metrics"))
+        .header("x-forwarded-for", "203.0.113.5")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        403,
+        "an internet caller through the local proxy"
+    );
+    assert_eq!(app.get("/metrics").await.status(), 200, "the host itself");
+    app.stop().await;
 }

@@ -62,6 +62,7 @@ fn select_all_columns(conn: &mut AnyConnection) -> QueryResult<()> {
         signing_keys,
         audit_events,
         audit_chain_head,
+        audit_chain_legacy,
         approval_requests,
         webhook_outbox,
         sessions
@@ -83,7 +84,7 @@ fn migrations_apply_revert_and_reapply() {
         db.run_blocking(|c| {
             assert_eq!(
                 user_tables(c).len(),
-                22,
+                23,
                 "{backend:?}: {:?}",
                 user_tables(c)
             );

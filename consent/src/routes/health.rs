@@ -73,7 +73,14 @@ pub async fn metrics(state: web::Data<AppState>, req: HttpRequest) -> HttpRespon
     let allowed = match &state.platform.settings.server.metrics_token {
         Some(token) => platform::web::bearer_token(&req)
             .is_some_and(|b| constant_time_eq(b.as_bytes(), token.expose().as_bytes())),
-        None => req.peer_addr().is_some_and(|a| a.ip().is_loopback()),
+        // Loopback by the TCP peer and by the client address: behind a reverse proxy on the same
+        // host (a trusted proxy on 127.0.0.1) every request comes from loopback.
+        None => {
+            req.peer_addr().is_some_and(|a| a.ip().is_loopback())
+                && platform::web::client_ip(&req)
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
     };
     if !allowed {
         return ApiError::Forbidden(

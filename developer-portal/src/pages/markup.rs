@@ -87,6 +87,15 @@ pub(crate) fn messages(e: &PortalError) -> Vec<String> {
             .iter()
             .map(|f| format!("{}: {}", f.field, f.message))
             .collect(),
+        // Failures of ours say nothing of their cause on the page (database hosts, SQL): the
+        // cause goes to the log under a reference the page shows.
+        other if status_of(other).is_server_error() => {
+            let id = platform::problem::correlation_id();
+            tracing::error!(correlation_id = %id, error = ?other, "portal page failed");
+            vec![format!(
+                "Something went wrong on our side; please try again (reference {id})."
+            )]
+        }
         other => vec![other.to_string()],
     }
 }
@@ -122,5 +131,25 @@ pub(crate) fn login_form(
             p { label { "Password " input type="password" name="password" required; } }
             button type="submit" { "Log in" }
         }
+    }
+}
+
+#[cfg(test)]
+mod server_error_tests {
+    use super::*;
+
+    #[test]
+    fn server_errors_show_a_reference_not_their_cause() {
+        let e = PortalError::Storage(platform::storage::StorageError::Unavailable(
+            "connection to 10.0.0.5:5432 refused".into(),
+        ));
+        let shown = messages(&e).join(" ");
+        assert!(!shown.contains("10.0.0.5"), "{shown}");
+        assert!(shown.contains("err_"), "{shown}");
+        // Client errors still explain themselves.
+        assert_eq!(
+            messages(&PortalError::Conflict("name taken".into())),
+            vec!["name taken".to_string()]
+        );
     }
 }

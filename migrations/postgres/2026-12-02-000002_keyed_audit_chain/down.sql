@@ -7,3 +7,4 @@ UPDATE audit_chain_head
 SET last_index = 0,
     last_hash = '0000000000000000000000000000000000000000000000000000000000000000',
     updated_at = CURRENT_TIMESTAMP;
+DROP TABLE audit_chain_legacy;

@@ -248,6 +248,17 @@ diesel::table! {
 }
 
 diesel::table! {
+    /// The links of the audit chain under the plain SHA-256 of earlier releases, kept as they
+    /// were by the migration to the keyed chain (read-only evidence; nothing writes it).
+    audit_chain_legacy (seq) {
+        seq -> BigInt,
+        chain_index -> Nullable<BigInt>,
+        prev_hash -> Nullable<Text>,
+        hash -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
     approval_requests (id) {
         id -> Text,
         action -> Text,

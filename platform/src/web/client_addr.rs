@@ -68,11 +68,14 @@ fn forwarded_hops(headers: &HeaderMap, header: ForwardedHeader) -> Vec<Option<Ip
     };
     let mut hops = Vec::new();
     for value in headers.get_all(name) {
-        let Ok(value) = value.to_str() else {
-            hops.push(None);
-            continue;
-        };
-        for element in value.split(',') {
+        // Elements are decoded one by one: a proxy appends the real address to whatever the
+        // client sent on the same line, so a non-ASCII byte in the client's part must not make
+        // the proxy's own element unreadable.
+        for element in value.as_bytes().split(|b| *b == b',') {
+            let Ok(element) = std::str::from_utf8(element) else {
+                hops.push(None);
+                continue;
+            };
             hops.push(match header {
                 ForwardedHeader::XForwardedFor => parse_node(element),
                 ForwardedHeader::Forwarded => element
@@ -174,6 +177,16 @@ mod tests {
         // Garbage where the client should be: the last proxy that spoke.
         let h = headers(&[("x-forwarded-for", "1.2.3.4, nonsense, 10.0.0.6")]);
         assert_eq!(resolve(ip("10.9.9.9"), &h, &trusted, XFF), ip("10.0.0.6"));
+        // A non-ASCII byte in the client's part of the line does not hide the real address.
+        let mut h = HeaderMap::new();
+        h.insert(
+            HeaderName::from_static("x-forwarded-for"),
+            HeaderValue::from_bytes(b"\xff\xfe, 198.51.100.7").unwrap(),
+        );
+        assert_eq!(
+            resolve(ip("10.9.9.9"), &h, &trusted, XFF),
+            ip("198.51.100.7")
+        );
     }
 
     #[test]

@@ -209,17 +209,13 @@ pub async fn push(
 }
 
 /// RFC 9700 4.11.2: an error is sent back to the redirect URI only when someone answers for
-/// that URI: the request was pushed (PAR, client-authenticated) or the client is a production,
-/// KYC-approved one. A sandbox client's unpushed request needs no credentials, so redirecting
-/// its errors would let anyone bounce visitors through our origin to any URI a sandbox client
-/// registered (an open redirector): the error is shown on our page instead.
-fn shown_unless_vouched_for(
-    failure: AuthorizeFailure,
-    pushed: bool,
-    client: &OAuthClient,
-) -> AuthorizeFailure {
+/// that URI: a production client, whose developer passed KYC. Anyone may register a sandbox
+/// client with any redirect URI (and push requests for it, say one that expires before use), so
+/// redirecting its errors would make our origin an open redirector: the error is shown on our
+/// page instead.
+fn shown_unless_vouched_for(failure: AuthorizeFailure, client: &OAuthClient) -> AuthorizeFailure {
     match failure {
-        AuthorizeFailure::Redirect { error, .. } if !pushed && !client.is_production() => {
+        AuthorizeFailure::Redirect { error, .. } if !client.is_production() => {
             AuthorizeFailure::Page(format!("{}: {}", error.code(), error.description()))
         }
         other => other,
@@ -244,7 +240,6 @@ pub async fn authorize(
         .filter(OAuthClient::is_active)
         .ok_or_else(|| AuthorizeFailure::Page("unknown or inactive client".into()))?;
 
-    let pushed = params.request_uri.is_some();
     let params = match params.request_uri.as_deref() {
         Some(uri) => {
             let id = uri
@@ -295,7 +290,7 @@ pub async fn authorize(
 
     let now = svc.platform.now();
     let v = validate(&client, &params, now, svc.max_lifetime())
-        .map_err(|f| shown_unless_vouched_for(f, pushed, &client))?;
+        .map_err(|f| shown_unless_vouched_for(f, &client))?;
     let id = random_id("areq_");
     let row_id = id.clone();
     let client_id = client.id.clone();
