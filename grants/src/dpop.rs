@@ -274,6 +274,27 @@ pub fn verify_proof(
     ctx: &ProofContext<'_>,
     replay: &dyn ReplayStore,
 ) -> Result<VerifiedProof, DpopError> {
+    let verified = check_proof(proof, ctx)?;
+    record_use(&verified, ctx, replay)?;
+    Ok(verified)
+}
+
+/// Records the single use of a checked proof (see [`verify_proof`]).
+pub(crate) fn record_use(
+    proof: &VerifiedProof,
+    ctx: &ProofContext<'_>,
+    replay: &dyn ReplayStore,
+) -> Result<(), DpopError> {
+    let key = format!("dpop:{}:{}", proof.jkt, token_hash(&proof.jti));
+    match replay.first_use(&key, proof.iat + ctx.max_age + ctx.max_skew, ctx.now) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(DpopError::Replayed),
+        Err(e) => Err(DpopError::ReplayStoreUnavailable(e)),
+    }
+}
+
+/// Every check of [`verify_proof`] but the replay store.
+pub(crate) fn check_proof(proof: &str, ctx: &ProofContext<'_>) -> Result<VerifiedProof, DpopError> {
     if proof.len() > MAX_PROOF_LEN {
         return Err(malformed("the proof is too long"));
     }
@@ -331,12 +352,6 @@ pub fn verify_proof(
             Some(ath) if *ath == token_hash(token) => {}
             _ => return Err(DpopError::WrongTokenHash),
         }
-    }
-    let key = format!("dpop:{jkt}:{}", token_hash(&claims.jti));
-    match replay.first_use(&key, iat + ctx.max_age + ctx.max_skew, ctx.now) {
-        Ok(true) => {}
-        Ok(false) => return Err(DpopError::Replayed),
-        Err(e) => return Err(DpopError::ReplayStoreUnavailable(e)),
     }
     Ok(VerifiedProof {
         jkt,

@@ -158,14 +158,10 @@ impl RateLimiter {
         }
     }
 
-    /// Counts one failure on `key`; returns the count (as far as it is known).
-    async fn bump(&self, key: &str, window: Duration) -> u64 {
-        match self.shared.incr_window(key, window).await {
-            Ok(n) => n,
-            Err(_) => {
-                tracing::warn!("login failure counted in-process only (cache unavailable)");
-                self.local.incr_window(key, window).await.unwrap_or(0)
-            }
+    async fn bump(&self, key: &str, window: Duration) {
+        if self.shared.incr_window(key, window).await.is_err() {
+            tracing::warn!("login failure counted in-process only (cache unavailable)");
+            let _ = self.local.incr_window(key, window).await;
         }
     }
 

@@ -222,8 +222,13 @@ impl<K: KeyProvider, R: RevocationCheck> Verifier<K, R> {
         replay: &dyn ReplayStore,
     ) -> Result<Authorization, VerifyError> {
         let token = token.trim();
-        let proven = crate::dpop::verify_proof(proof, &ctx.for_token(token), replay)?;
-        self.verify_bound(token, request, Some(&proven.jkt))
+        let ctx = ctx.for_token(token);
+        let proven = crate::dpop::check_proof(proof, &ctx)?;
+        let authorization = self.verify_bound(token, request, Some(&proven.jkt))?;
+        // The jti is recorded only for a proof that opened its token: anyone can sign proofs
+        // with a key of their own, and recording those first would let them fill the store.
+        crate::dpop::record_use(&proven, &ctx, replay)?;
+        Ok(authorization)
     }
 
     fn verify_bound(

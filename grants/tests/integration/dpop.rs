@@ -298,3 +298,45 @@ fn es256_proofs_with_either_s_verify() {
         .verify_dpop(&token, &balances(), &high, ctx(), &replay)
         .unwrap();
 }
+
+/// A proof that does not open its token (another key, an unbound token) records nothing: a
+/// stranger signing proofs with keys of their own cannot fill the replay store, nor burn the
+/// holder's `jti`.
+#[test]
+fn refused_proofs_are_not_recorded() {
+    let key = Key::es256(8);
+    let token = bound_token(&key);
+    let replay = InMemoryReplayStore::default();
+    let c = claims(&token, "shared-jti");
+    let stranger = Key::es256(9);
+    assert_eq!(
+        refused(verifier().verify_dpop(
+            &token,
+            &balances(),
+            &proof_with(&stranger, &c),
+            ctx(),
+            &replay
+        )),
+        DpopError::KeyMismatch
+    );
+    let unbound = mint(full_scope());
+    let c2 = claims(&unbound, "other-jti");
+    assert_eq!(
+        refused(verifier().verify_dpop(
+            &unbound,
+            &balances(),
+            &proof_with(&key, &c2),
+            ctx(),
+            &replay
+        )),
+        DpopError::KeyMismatch
+    );
+    // The holder's proof with the same jti still works once.
+    verifier()
+        .verify_dpop(&token, &balances(), &proof_with(&key, &c), ctx(), &replay)
+        .unwrap();
+    assert_eq!(
+        refused(verifier().verify_dpop(&token, &balances(), &proof_with(&key, &c), ctx(), &replay)),
+        DpopError::Replayed
+    );
+}
