@@ -62,7 +62,10 @@ impl utoipa::Modify for SecuritySchemes {
                     .scheme(HttpAuthScheme::Bearer)
                     .bearer_format("Biscuit")
                     .description(Some(
-                        "A Biscuit access token from /oauth2/token, possibly attenuated",
+                        "A Biscuit access token from /oauth2/token, possibly attenuated. A token \
+                         bound to a DPoP key (`token_type: DPoP`) goes as `Authorization: DPoP \
+                         <token>` with a `DPoP` proof header (RFC 9449) instead; refusals then \
+                         answer with a `WWW-Authenticate: DPoP` challenge.",
                     ))
                     .build(),
             ),

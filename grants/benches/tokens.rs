@@ -1,11 +1,12 @@
 //! Token costs: mint, attenuate, verify+authorize for 1..3 blocks, against a bare Ed25519
-//! verify as the floor. Run: `cargo bench -p grants --bench tokens -- --measurement-time 3`.
+//! verify as the floor, and DPoP proof checks next to it. Run: `cargo bench -p grants --bench tokens -- --measurement-time 3`.
 
 use std::hint::black_box;
 
 use chrono::{Duration, TimeZone, Utc};
 use criterion::{Criterion, criterion_group, criterion_main};
 use ed25519_dalek::{Signer, SigningKey as DalekKey, Verifier as _};
+use grants::dpop::{DpopKey, ProofContext};
 use grants::{
     AccountId, Action, Attenuation, ClientId, Grant, GrantId, GrantScope, KeySet, MerchantId,
     NoRevocationCheck, Request, SigningKey, SubjectId, TxWindow, Verifier,
@@ -115,6 +116,50 @@ fn benches(c: &mut Criterion) {
         })
     });
 
+    // DPoP (RFC 9449): one proof check (JWS parse, key, signature, claims), by algorithm, and a
+    // bound 1-block token verified with its proof (the replay store is a per-process map).
+    let url = "https://bank.example/sandbox/v1/accounts/acc_1/transactions";
+    for key in [DpopKey::generate_es256(), DpopKey::generate_ed25519()] {
+        let proof = key.proof("GET", url, Some(&token), None, now);
+        let ctx = ProofContext::new("GET", url, now).for_token(&token);
+        c.bench_function(&format!("dpop: check one proof, {}", key.alg()), |b| {
+            b.iter(|| grants::dpop::check_proof(black_box(&proof), &ctx).unwrap())
+        });
+    }
+    let key = DpopKey::generate_es256();
+    let bound = grants::mint_bound(
+        &key_for_bound(),
+        &grant,
+        &key.thumbprint(),
+        now + Duration::minutes(10),
+        now,
+    )
+    .unwrap()
+    .token;
+    let bound_verifier = Verifier::new(
+        KeySet::new([key_for_bound().published(None, None)]).unwrap(),
+        NoRevocationCheck,
+    );
+    c.bench_function(
+        "verify+authorize 1 block, DPoP-bound with an ES256 proof",
+        |b| {
+            b.iter_batched(
+                // A fresh store each time: one recorded jti, as a real store holds a few.
+                || {
+                    let proof = key.proof("GET", url, Some(&bound), None, now);
+                    (proof, grants::dpop::InMemoryReplayStore::default())
+                },
+                |(proof, store)| {
+                    let ctx = ProofContext::new("GET", url, now);
+                    bound_verifier
+                        .verify_dpop(&bound, &request, &proof, ctx, &store)
+                        .unwrap()
+                },
+                criterion::BatchSize::SmallInput,
+            )
+        },
+    );
+
     let dalek = DalekKey::from_bytes(&[7; 32]);
     let message = [42u8; 200];
     let signature = dalek.sign(&message);
@@ -122,6 +167,10 @@ fn benches(c: &mut Criterion) {
     c.bench_function("ed25519 verify (floor)", |b| {
         b.iter(|| public.verify(black_box(&message), &signature).unwrap())
     });
+}
+
+fn key_for_bound() -> SigningKey {
+    SigningKey::from_private_bytes(2, &[9; 32]).unwrap()
 }
 
 criterion_group!(tokens, benches);

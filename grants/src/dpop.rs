@@ -178,7 +178,7 @@ fn member<'a>(
 }
 
 /// The public key of a proof's `jwk` header.
-enum ProofKey {
+enum PublicKey {
     Es256(p256::ecdsa::VerifyingKey),
     Ed25519(ed25519_dalek::VerifyingKey),
 }
@@ -188,7 +188,7 @@ enum ProofKey {
 fn proof_key(
     alg: &str,
     jwk: &serde_json::Map<String, serde_json::Value>,
-) -> Result<(ProofKey, String), DpopError> {
+) -> Result<(PublicKey, String), DpopError> {
     if jwk.contains_key("d") || jwk.contains_key("p") || jwk.contains_key("k") {
         return Err(malformed("jwk holds private or symmetric key material"));
     }
@@ -208,7 +208,7 @@ fn proof_key(
                 URL_SAFE_NO_PAD.encode(x),
                 URL_SAFE_NO_PAD.encode(y)
             );
-            Ok((ProofKey::Es256(key), thumbprint_of(&canonical)))
+            Ok((PublicKey::Es256(key), thumbprint_of(&canonical)))
         }
         ("EdDSA", "OKP", "Ed25519") => {
             let x = coordinate("x")?;
@@ -218,7 +218,7 @@ fn proof_key(
                 r#"{{"crv":"Ed25519","kty":"OKP","x":"{}"}}"#,
                 URL_SAFE_NO_PAD.encode(x)
             );
-            Ok((ProofKey::Ed25519(key), thumbprint_of(&canonical)))
+            Ok((PublicKey::Ed25519(key), thumbprint_of(&canonical)))
         }
         ("ES256" | "EdDSA", _, _) => Err(malformed("jwk does not fit alg")),
         _ => Err(DpopError::UnsupportedAlgorithm),
@@ -274,27 +274,67 @@ pub fn verify_proof(
     ctx: &ProofContext<'_>,
     replay: &dyn ReplayStore,
 ) -> Result<VerifiedProof, DpopError> {
-    let verified = check_proof(proof, ctx)?;
-    record_use(&verified, ctx, replay)?;
-    Ok(verified)
+    check_proof(proof, ctx)?.record(replay, ctx.now)
 }
 
-/// Records the single use of a checked proof (see [`verify_proof`]).
-pub(crate) fn record_use(
-    proof: &VerifiedProof,
-    ctx: &ProofContext<'_>,
-    replay: &dyn ReplayStore,
-) -> Result<(), DpopError> {
-    let key = format!("dpop:{}:{}", proof.jkt, token_hash(&proof.jti));
-    match replay.first_use(&key, proof.iat + ctx.max_age + ctx.max_skew, ctx.now) {
-        Ok(true) => Ok(()),
-        Ok(false) => Err(DpopError::Replayed),
-        Err(e) => Err(DpopError::ReplayStoreUnavailable(e)),
+/// A proof that passed every check but single use. It gives its [`VerifiedProof`] only once its
+/// `jti` is recorded: [`CheckedProof::record`] with a [`ReplayStore`], or, for an asynchronous
+/// store (Redis), [`CheckedProof::replay_entry`] to store and [`CheckedProof::recorded`] with the
+/// store's answer.
+#[derive(Debug, Clone)]
+#[must_use = "a proof is accepted only once its jti is recorded"]
+pub struct CheckedProof {
+    proof: VerifiedProof,
+    key: String,
+    until: DateTime<Utc>,
+}
+
+impl CheckedProof {
+    /// The RFC 7638 thumbprint of the key that signed the proof.
+    pub fn jkt(&self) -> &str {
+        &self.proof.jkt
+    }
+
+    /// What single use records: a key (the thumbprint and a hash of the `jti`, so at most 100
+    /// bytes whatever the proof holds) and until when (after that the proof is stale anyway).
+    pub fn replay_entry(&self) -> (&str, DateTime<Utc>) {
+        (&self.key, self.until)
+    }
+
+    /// The proof, given whether recording [`Self::replay_entry`] found it new.
+    pub fn recorded(self, first_use: bool) -> Result<VerifiedProof, DpopError> {
+        if first_use {
+            Ok(self.proof)
+        } else {
+            Err(DpopError::Replayed)
+        }
+    }
+
+    /// Records the use in `replay` (a synchronous store) at the verifier's clock `now`.
+    pub fn record(
+        self,
+        replay: &dyn ReplayStore,
+        now: DateTime<Utc>,
+    ) -> Result<VerifiedProof, DpopError> {
+        match replay.first_use(&self.key, self.until, now) {
+            Ok(first) => self.recorded(first),
+            Err(e) => Err(DpopError::ReplayStoreUnavailable(e)),
+        }
     }
 }
 
-/// Every check of [`verify_proof`] but the replay store.
-pub(crate) fn check_proof(proof: &str, ctx: &ProofContext<'_>) -> Result<VerifiedProof, DpopError> {
+/// Every check of [`verify_proof`] but single use (see [`CheckedProof`]). Servers that verify the
+/// proof's token or client first record the use only after that, so that strangers' proofs never
+/// fill the store.
+pub fn check_proof(proof: &str, ctx: &ProofContext<'_>) -> Result<CheckedProof, DpopError> {
+    let proof = check_signed(proof, ctx)?;
+    let key = format!("dpop:{}:{}", proof.jkt, token_hash(&proof.jti));
+    let until = proof.iat + ctx.max_age + ctx.max_skew;
+    Ok(CheckedProof { proof, key, until })
+}
+
+/// The signature and claims checks of [`check_proof`].
+fn check_signed(proof: &str, ctx: &ProofContext<'_>) -> Result<VerifiedProof, DpopError> {
     if proof.len() > MAX_PROOF_LEN {
         return Err(malformed("the proof is too long"));
     }
@@ -319,13 +359,13 @@ pub(crate) fn check_proof(proof: &str, ctx: &ProofContext<'_>) -> Result<Verifie
     let signature = b64(s, "signature")?;
     let signed = &proof.as_bytes()[..h.len() + 1 + p.len()];
     let valid = match key {
-        ProofKey::Es256(k) => p256::ecdsa::Signature::from_slice(&signature)
+        PublicKey::Es256(k) => p256::ecdsa::Signature::from_slice(&signature)
             .ok()
             .is_some_and(|sig| {
                 use p256::ecdsa::signature::Verifier;
                 k.verify(signed, &sig).is_ok()
             }),
-        ProofKey::Ed25519(k) => ed25519_dalek::Signature::from_slice(&signature)
+        PublicKey::Ed25519(k) => ed25519_dalek::Signature::from_slice(&signature)
             .ok()
             .is_some_and(|sig| k.verify_strict(signed, &sig).is_ok()),
     };
@@ -361,6 +401,138 @@ pub(crate) fn check_proof(proof: &str, ctx: &ProofContext<'_>) -> Result<Verifie
     })
 }
 
+/// The client's half: a DPoP key pair that signs proofs (ES256 or EdDSA). Fintechs that use the
+/// `grants` crate sign with it; the service's tests use it as a client would.
+pub struct DpopKey(Signing);
+
+enum Signing {
+    Es256(p256::ecdsa::SigningKey),
+    Ed25519(ed25519_dalek::SigningKey),
+}
+
+impl std::fmt::Debug for DpopKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The private key never appears in logs: only its algorithm and thumbprint.
+        write!(f, "DpopKey({}, {})", self.alg(), self.thumbprint())
+    }
+}
+
+impl DpopKey {
+    /// A new random P-256 key (ES256).
+    pub fn generate_es256() -> Self {
+        use rand::RngCore;
+        loop {
+            let mut bytes = zeroize::Zeroizing::new([0u8; 32]);
+            rand::rngs::OsRng.fill_bytes(bytes.as_mut());
+            if let Ok(k) = Self::es256_from_bytes(&bytes) {
+                return k;
+            }
+        }
+    }
+
+    /// A new random Ed25519 key (EdDSA).
+    pub fn generate_ed25519() -> Self {
+        use rand::RngCore;
+        let mut bytes = zeroize::Zeroizing::new([0u8; 32]);
+        rand::rngs::OsRng.fill_bytes(bytes.as_mut());
+        Self::ed25519_from_bytes(&bytes)
+    }
+
+    /// A P-256 key from its 32-byte secret scalar.
+    pub fn es256_from_bytes(secret: &[u8; 32]) -> Result<Self, DpopError> {
+        p256::ecdsa::SigningKey::from_slice(secret)
+            .map(|k| Self(Signing::Es256(k)))
+            .map_err(|_| malformed("not a P-256 secret scalar"))
+    }
+
+    /// An Ed25519 key from its 32-byte seed.
+    pub fn ed25519_from_bytes(seed: &[u8; 32]) -> Self {
+        Self(Signing::Ed25519(ed25519_dalek::SigningKey::from_bytes(
+            seed,
+        )))
+    }
+
+    /// `ES256` or `EdDSA`.
+    pub fn alg(&self) -> &'static str {
+        match self.0 {
+            Signing::Es256(_) => "ES256",
+            Signing::Ed25519(_) => "EdDSA",
+        }
+    }
+
+    /// The public JWK (what a proof's `jwk` header carries).
+    pub fn public_jwk(&self) -> serde_json::Value {
+        match &self.0 {
+            Signing::Es256(k) => {
+                let p = k.verifying_key().to_encoded_point(false);
+                let (x, y) = (p.x().map(|x| x.to_vec()), p.y().map(|y| y.to_vec()));
+                serde_json::json!({"kty": "EC", "crv": "P-256",
+                    "x": URL_SAFE_NO_PAD.encode(x.unwrap_or_default()),
+                    "y": URL_SAFE_NO_PAD.encode(y.unwrap_or_default())})
+            }
+            Signing::Ed25519(k) => serde_json::json!({"kty": "OKP", "crv": "Ed25519",
+                "x": URL_SAFE_NO_PAD.encode(k.verifying_key().as_bytes())}),
+        }
+    }
+
+    /// The RFC 7638 thumbprint (`dpop_jkt`, and the token's `cnf_jkt`).
+    pub fn thumbprint(&self) -> String {
+        jwk_thumbprint(&self.public_jwk()).unwrap_or_default()
+    }
+
+    /// Signs a JWS with this key's algorithm over `header` (the `alg` member is set here) and
+    /// `claims`. Exposed for tests that need proofs no honest client would send.
+    pub fn sign_jws(&self, header: &serde_json::Value, claims: &serde_json::Value) -> String {
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let signature = match &self.0 {
+            Signing::Es256(k) => {
+                use p256::ecdsa::signature::Signer;
+                let s: p256::ecdsa::Signature = k.sign(input.as_bytes());
+                s.to_bytes().to_vec()
+            }
+            Signing::Ed25519(k) => {
+                use ed25519_dalek::Signer;
+                k.sign(input.as_bytes()).to_bytes().to_vec()
+            }
+        };
+        format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature))
+    }
+
+    /// A proof for `method` and `url` at `now`, naming `access_token` (`ath`) when given and
+    /// carrying the server's `nonce` when it asked for one; `jti` is 128 random bits.
+    pub fn proof(
+        &self,
+        method: &str,
+        url: &str,
+        access_token: Option<&str>,
+        nonce: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> String {
+        let jti = {
+            use rand::RngCore;
+            let mut bytes = [0u8; 16];
+            rand::rngs::OsRng.fill_bytes(&mut bytes);
+            URL_SAFE_NO_PAD.encode(bytes)
+        };
+        let mut claims = serde_json::json!({
+            "jti": jti, "htm": method, "htu": url, "iat": now.timestamp(),
+        });
+        if let Some(t) = access_token {
+            claims["ath"] = token_hash(t).into();
+        }
+        if let Some(n) = nonce {
+            claims["nonce"] = n.into();
+        }
+        let header =
+            serde_json::json!({"typ": "dpop+jwt", "alg": self.alg(), "jwk": self.public_jwk()});
+        self.sign_jws(&header, &claims)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -393,5 +565,23 @@ mod tests {
             "https://bank.example/a"
         ));
         assert!(!same_target("not a url", "https://bank.example/a"));
+    }
+
+    #[test]
+    fn a_client_key_signs_proofs_its_thumbprint_verifies() {
+        let now = Utc::now();
+        for key in [DpopKey::generate_es256(), DpopKey::generate_ed25519()] {
+            let url = "https://bank.example/oauth2/token";
+            let proof = key.proof("POST", url, None, None, now);
+            let ctx = ProofContext::new("POST", url, now);
+            let store = InMemoryReplayStore::default();
+            let verified = verify_proof(&proof, &ctx, &store).unwrap();
+            assert_eq!(verified.jkt, key.thumbprint());
+            assert_eq!(verify_proof(&proof, &ctx, &store), Err(DpopError::Replayed));
+            assert_eq!(
+                format!("{key:?}"),
+                format!("DpopKey({}, {})", key.alg(), key.thumbprint())
+            );
+        }
     }
 }

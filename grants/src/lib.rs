@@ -172,6 +172,6 @@ pub use mint::{Environment, Grant, MintedToken, mint, mint_bound, mint_with_rng}
 pub use scope::{GrantScope, MAX_ACCOUNTS, MAX_ACTIONS, MAX_MERCHANTS};
 pub use time::{TxWindow, format_timestamp, parse_timestamp};
 pub use verify::{
-    Authorization, EffectiveScope, GrantSummary, NoRevocationCheck, Request, RevocationCheck,
-    TokenInfo, Verifier, inspect,
+    Authorization, EffectiveScope, GrantSummary, NoRevocationCheck, PendingDpop, Request,
+    RevocationCheck, TokenInfo, Verifier, inspect,
 };

@@ -69,6 +69,10 @@ pub enum ApiError {
     /// (it describes their own token) in the problem body and `WWW-Authenticate`.
     #[error("the access token was refused: {0}")]
     InvalidToken(String),
+    /// The DPoP proof of a request was refused (RFC 9449 `invalid_dpop_proof`); the reason goes
+    /// in the problem body and the `WWW-Authenticate: DPoP` challenge.
+    #[error("the DPoP proof was refused: {0}")]
+    InvalidDpopProof(String),
     #[error("{0}")]
     Forbidden(String),
     #[error("{0} not found")]
@@ -124,6 +128,7 @@ impl ApiError {
             ApiError::Validation(_) => "validation",
             ApiError::Unauthorized => "unauthorized",
             ApiError::InvalidToken(_) => "invalid-token",
+            ApiError::InvalidDpopProof(_) => "invalid-dpop-proof",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not-found",
             ApiError::Conflict(_) => "conflict",
@@ -181,7 +186,9 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) | ApiError::Validation(_) => StatusCode::BAD_REQUEST,
-            ApiError::Unauthorized | ApiError::InvalidToken(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized | ApiError::InvalidToken(_) | ApiError::InvalidDpopProof(_) => {
+                StatusCode::UNAUTHORIZED
+            }
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
@@ -210,20 +217,23 @@ impl ResponseError for ApiError {
                 resp.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
             }
             ApiError::InvalidToken(reason) => {
-                // RFC 6750 section 3: quoted-string values; keep them plain printable ASCII.
-                let clean: String = reason
-                    .chars()
-                    .map(|c| match c {
-                        ' '..='~' if c != '"' && c != '\\' => c,
-                        _ => ' ',
-                    })
-                    .take(200)
-                    .collect();
-                let value =
-                    format!("Bearer error=\"invalid_token\", error_description=\"{clean}\"");
+                let value = format!(
+                    "Bearer error=\"invalid_token\", error_description=\"{}\"",
+                    quotable(reason)
+                );
                 resp.insert_header((
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_str(&value).unwrap_or(HeaderValue::from_static("Bearer")),
+                ));
+            }
+            ApiError::InvalidDpopProof(reason) => {
+                let value = format!(
+                    "DPoP error=\"invalid_dpop_proof\", error_description=\"{}\", algs=\"{DPOP_ALGS}\"",
+                    quotable(reason)
+                );
+                resp.insert_header((
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_str(&value).unwrap_or(HeaderValue::from_static("DPoP")),
                 ));
             }
             ApiError::TooManyRequests { retry_after_secs }
@@ -236,6 +246,21 @@ impl ResponseError for ApiError {
         }
         resp.body(serde_json::to_string(&self.problem_with(correlation)).unwrap_or_default())
     }
+}
+
+/// The `algs` of a `DPoP` challenge (RFC 9449 section 7.1): the proof algorithms accepted.
+pub const DPOP_ALGS: &str = "ES256 EdDSA";
+
+/// RFC 6750 section 3: challenge parameters are quoted strings; keep them plain printable ASCII.
+fn quotable(reason: &str) -> String {
+    reason
+        .chars()
+        .map(|c| match c {
+            ' '..='~' if c != '"' && c != '\\' => c,
+            _ => ' ',
+        })
+        .take(200)
+        .collect()
 }
 
 impl From<StorageError> for ApiError {

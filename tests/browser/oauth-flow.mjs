@@ -1,16 +1,21 @@
 // The whole OAuth flow with a stock client library (oauth4webapi, unmodified) for every protocol
 // step, and real headless Chromium for the customer's login and consent (with narrowing).
-// Usage: node oauth-flow.mjs ISSUER CLIENT_ID CLIENT_SECRET REDIRECT_URI USERNAME PASSWORD [SCREENSHOT]
+// MODE `dpop` binds everything to a DPoP key (RFC 9449) the library makes and signs proofs with;
+// `bearer` does not.
+// Usage: node oauth-flow.mjs ISSUER CLIENT_ID CLIENT_SECRET REDIRECT_URI USERNAME PASSWORD MODE [SCREENSHOT]
 import * as oauth from 'oauth4webapi';
 import { launch, fail, done } from './lib.mjs';
 
-const [issuerUrl, clientId, clientSecret, redirectUri, username, password, screenshot] = process.argv.slice(2);
+const [issuerUrl, clientId, clientSecret, redirectUri, username, password, mode, screenshot] = process.argv.slice(2);
+if (mode !== 'bearer' && mode !== 'dpop') fail(`MODE must be bearer or dpop, not ${mode}`);
 const insecure = { [oauth.allowInsecureRequests]: true }; // the test server speaks plain http on loopback
 
 const issuer = new URL(issuerUrl);
 const as = await oauth.processDiscoveryResponse(issuer, await oauth.discoveryRequest(issuer, { ...insecure, algorithm: 'oauth2' }));
 const client = { client_id: clientId };
 const clientAuth = oauth.ClientSecretBasic(clientSecret);
+const DPoP = mode === 'dpop' ? oauth.DPoP(client, await oauth.generateKeyPair('ES256')) : undefined;
+const options = { ...insecure, DPoP };
 
 const verifier = oauth.generateRandomCodeVerifier();
 const challenge = await oauth.calculatePKCECodeChallenge(verifier);
@@ -26,7 +31,7 @@ const params = new URLSearchParams({
     actions: ['accounts:read', 'balances:read', 'transactions:read'],
   }]),
 });
-const parResponse = await oauth.pushedAuthorizationRequest(as, client, clientAuth, params, insecure);
+const parResponse = await oauth.pushedAuthorizationRequest(as, client, clientAuth, params, options);
 const par = await oauth.processPushedAuthorizationResponse(as, client, parResponse);
 
 const authUrl = new URL(as.authorization_endpoint);
@@ -60,16 +65,24 @@ try {
 
   // oauth4webapi checks state and the RFC 9207 iss parameter.
   const callbackParams = oauth.validateAuthResponse(as, client, new URL(callbackUrl), state);
-  const tokenResponse = await oauth.authorizationCodeGrantRequest(as, client, clientAuth, callbackParams, redirectUri, verifier, insecure);
+  const tokenResponse = await oauth.authorizationCodeGrantRequest(as, client, clientAuth, callbackParams, redirectUri, verifier, options);
   const tokens = await oauth.processAuthorizationCodeResponse(as, client, tokenResponse);
 
+  // The sandbox bank API, called as the library calls any protected resource (with a proof in
+  // DPoP mode); then the same token sent as a plain bearer token.
+  const accountsUrl = new URL('/sandbox/v1/accounts', issuer);
+  const served = await oauth.protectedResourceRequest(tokens.access_token, 'GET', accountsUrl, undefined, undefined, options);
+  const asBearer = await fetch(accountsUrl, { headers: { authorization: `Bearer ${tokens.access_token}` } });
+
   const refreshed = await oauth.processRefreshTokenResponse(as, client,
-    await oauth.refreshTokenGrantRequest(as, client, clientAuth, tokens.refresh_token, insecure));
+    await oauth.refreshTokenGrantRequest(as, client, clientAuth, tokens.refresh_token, options));
+  // A bound refresh token is not rotated: the response carries none, and the client keeps its own.
+  const refreshToken = refreshed.refresh_token ?? tokens.refresh_token;
 
   const introspection = await oauth.processIntrospectionResponse(as, client,
     await oauth.introspectionRequest(as, client, clientAuth, refreshed.access_token, insecure));
 
-  await oauth.processRevocationResponse(await oauth.revocationRequest(as, client, clientAuth, refreshed.refresh_token, insecure));
+  await oauth.processRevocationResponse(await oauth.revocationRequest(as, client, clientAuth, refreshToken, insecure));
   const afterRevocation = await oauth.processIntrospectionResponse(as, client,
     await oauth.introspectionRequest(as, client, clientAuth, refreshed.access_token, insecure));
 
@@ -77,6 +90,13 @@ try {
     heading,
     offeredAccounts: accounts,
     grantId: tokens.grant_id,
+    tokenType: tokens.token_type,
+    servedStatus: served.status,
+    servedAccounts: served.ok ? (await served.json()).map((a) => a.id) : null,
+    bearerStatus: asBearer.status,
+    bearerChallenges: asBearer.headers.get('www-authenticate'),
+    refreshRotated: refreshed.refresh_token !== undefined,
+    introspectionJkt: introspection.cnf?.jkt ?? null,
     scope: tokens.scope,
     authorizationDetails: tokens.authorization_details,
     refreshedScope: refreshed.scope,

@@ -6,6 +6,7 @@ mod audit;
 mod backends;
 mod dashboard;
 mod demo;
+mod dpop;
 mod extension;
 mod faults;
 mod grants_api;

@@ -1275,44 +1275,87 @@ async fn key_rotation_keeps_old_tokens_verifiable() {
 }
 
 /// A stock OAuth client (npm oauth4webapi, unmodified) completes PAR, authorization-response
-/// validation (state, iss), code exchange, refresh, introspection and revocation, while the
-/// customer logs in and narrows the consent in real headless Chromium.
+/// validation (state, iss), code exchange, a sandbox API call, refresh, introspection and
+/// revocation, while the customer logs in and narrows the consent in real headless Chromium;
+/// once with bearer tokens and once with everything bound to a DPoP key the library made.
 #[tokio::test]
 async fn stock_client_and_real_browser_complete_the_flow() {
     for backend in backends() {
-        let app = spawn_demo_app(backend).await;
-        let alice = app.account_ids("alice").await;
-        let shot = std::env::temp_dir().join(format!("consent-page-{backend:?}.png"));
-        let Some(r) = e2e_tests::browser::run(
-            "oauth-flow.mjs",
-            &[
-                &app.address,
-                DEMO_CLIENT,
-                DEMO_SECRET,
-                DEMO_REDIRECT,
-                "alice",
-                DEMO_PASSWORD,
-                shot.to_str().unwrap(),
-            ],
-        )
-        .await
-        else {
-            return;
-        };
-        assert_eq!(r["ok"], true, "{r}");
-        assert_eq!(r["offeredAccounts"], json!(alice));
-        assert_eq!(r["scope"], "accounts:read transactions:read", "{r}");
-        assert_eq!(
-            r["authorizationDetails"][0]["accounts"],
-            json!([alice[0]]),
-            "narrowed to one account"
-        );
-        assert_eq!(r["refreshedScope"], r["scope"]);
-        assert_eq!(r["introspectionActive"], true);
-        assert_eq!(r["introspectionAccounts"], json!([alice[0]]));
-        assert_eq!(r["activeAfterRevocation"], false);
-        assert_eq!(r["grantStatusAfterRevocation"], "revoked");
-        app.stop().await;
+        for mode in ["bearer", "dpop"] {
+            let app = spawn_demo_app(backend).await;
+            let alice = app.account_ids("alice").await;
+            let shot = std::env::temp_dir().join(format!("consent-page-{backend:?}-{mode}.png"));
+            let Some(r) = e2e_tests::browser::run(
+                "oauth-flow.mjs",
+                &[
+                    &app.address,
+                    DEMO_CLIENT,
+                    DEMO_SECRET,
+                    DEMO_REDIRECT,
+                    "alice",
+                    DEMO_PASSWORD,
+                    mode,
+                    shot.to_str().unwrap(),
+                ],
+            )
+            .await
+            else {
+                return;
+            };
+            assert_eq!(r["ok"], true, "{r}");
+            assert_eq!(r["offeredAccounts"], json!(alice));
+            assert_eq!(r["scope"], "accounts:read transactions:read", "{r}");
+            assert_eq!(
+                r["authorizationDetails"][0]["accounts"],
+                json!([alice[0]]),
+                "narrowed to one account"
+            );
+            assert_eq!(r["servedStatus"], 200, "{mode}: {r}");
+            assert_eq!(r["servedAccounts"], json!([alice[0]]), "{mode}");
+            assert_eq!(r["refreshedScope"], r["scope"]);
+            assert_eq!(r["introspectionActive"], true);
+            assert_eq!(r["introspectionAccounts"], json!([alice[0]]));
+            assert_eq!(r["activeAfterRevocation"], false);
+            assert_eq!(r["grantStatusAfterRevocation"], "revoked");
+            if mode == "dpop" {
+                // oauth4webapi reports the token type in lower case.
+                assert!(
+                    r["tokenType"]
+                        .as_str()
+                        .unwrap()
+                        .eq_ignore_ascii_case("DPoP"),
+                    "{r}"
+                );
+                assert_eq!(
+                    r["bearerStatus"], 401,
+                    "a bound token used as a bearer token"
+                );
+                assert!(
+                    r["bearerChallenges"]
+                        .as_str()
+                        .unwrap()
+                        .contains("DPoP algs="),
+                    "{r}"
+                );
+                assert_eq!(
+                    r["refreshRotated"], false,
+                    "bound refresh tokens are not rotated"
+                );
+                assert!(r["introspectionJkt"].is_string(), "{r}");
+            } else {
+                assert!(
+                    r["tokenType"]
+                        .as_str()
+                        .unwrap()
+                        .eq_ignore_ascii_case("Bearer"),
+                    "{r}"
+                );
+                assert_eq!(r["bearerStatus"], 200);
+                assert_eq!(r["refreshRotated"], true);
+                assert!(r["introspectionJkt"].is_null());
+            }
+            app.stop().await;
+        }
     }
 }
 

@@ -99,7 +99,7 @@ pub fn load(conn: &mut AnyConnection, client_id: &str) -> StorageResult<Option<O
 }
 
 /// Credentials presented by a client.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum ClientCredentials {
     /// `Authorization: Basic` (client_secret_basic).
     Basic {

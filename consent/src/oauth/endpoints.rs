@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 
+use ::grants::dpop::CheckedProof;
 use chrono::{DateTime, Utc};
 use platform::crypto::PlainToken;
 use platform::revocation;
@@ -59,15 +60,27 @@ impl TokenGrant {
 }
 
 impl OAuthService {
-    /// `POST /oauth2/token`.
+    /// `POST /oauth2/token`. `proof` is the request's DPoP proof, checked for this endpoint; its
+    /// single use is recorded once the client has authenticated (strangers' proofs are never
+    /// stored), and the tokens are bound to its key.
     pub async fn token(
         &self,
         creds: ClientCredentials,
         peer: &str,
         grant: TokenGrant,
+        proof: Option<CheckedProof>,
         now: DateTime<Utc>,
     ) -> Result<TokenResponse, OAuthError> {
         let svc = self.clone();
+        let proven_jkt = match proof {
+            Some(proof) => {
+                // One more authentication (a single indexed read) for DPoP requests: the proof's
+                // use must be recorded before any token is issued, and after the client is known.
+                self.authenticate(creds.clone(), peer, "token").await?;
+                Some(self.record_proof(proof, now).await?)
+            }
+            None => None,
+        };
         match grant {
             TokenGrant::AuthorizationCode {
                 code,
@@ -86,6 +99,7 @@ impl OAuthService {
                             code: &code,
                             redirect_uri: redirect_uri.as_deref(),
                             code_verifier: code_verifier.as_deref(),
+                            proven_jkt: proven_jkt.as_deref(),
                         },
                         now,
                     )
@@ -94,8 +108,11 @@ impl OAuthService {
             }
             TokenGrant::RefreshToken { refresh_token } => {
                 let (fast_svc, fast_rt) = (svc.clone(), refresh_token.clone());
+                let bearer = proven_jkt.is_none();
                 let batched = async move |creds: &ClientCredentials| {
-                    let (Some(batch), Some(rt)) = (&fast_svc.batches, &fast_rt) else {
+                    // The batched path serves bearer refreshes only.
+                    let (Some(batch), Some(rt), true) = (&fast_svc.batches, &fast_rt, bearer)
+                    else {
                         return None;
                     };
                     tokens::batched::refresh(&fast_svc, batch, creds, rt, now).await
@@ -107,7 +124,7 @@ impl OAuthService {
                             "refresh_token is required".into(),
                         ));
                     };
-                    tokens::refresh(c, r, &svc, creds, &rt, now)
+                    tokens::refresh(c, r, &svc, creds, &rt, proven_jkt.as_deref(), now)
                 })
                 .await
             }

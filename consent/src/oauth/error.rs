@@ -29,6 +29,10 @@ pub enum OAuthError {
     AccessDenied(String),
     #[error("unsupported_token_type")]
     UnsupportedTokenType(String),
+    /// RFC 9449: the DPoP proof is missing, malformed, replayed, or signed by another key than
+    /// the one the request, code or refresh token is bound to.
+    #[error("invalid_dpop_proof")]
+    InvalidDpopProof(String),
     #[error("temporarily_unavailable")]
     TemporarilyUnavailable(String),
     /// Client authentication from this address is blocked for a while after repeated failures
@@ -59,6 +63,7 @@ impl OAuthError {
             | OAuthError::InvalidRequestUri(d)
             | OAuthError::AccessDenied(d)
             | OAuthError::UnsupportedTokenType(d)
+            | OAuthError::InvalidDpopProof(d)
             | OAuthError::TemporarilyUnavailable(d)
             | OAuthError::AuthenticationBlocked(d)
             | OAuthError::ServerError(d) => d,
@@ -100,5 +105,17 @@ impl From<CacheError> for OAuthError {
 impl From<diesel::result::Error> for OAuthError {
     fn from(e: diesel::result::Error) -> Self {
         StorageError::from(e).into()
+    }
+}
+
+impl From<::grants::dpop::DpopError> for OAuthError {
+    fn from(e: ::grants::dpop::DpopError) -> Self {
+        match e {
+            ::grants::dpop::DpopError::ReplayStoreUnavailable(why) => {
+                tracing::warn!(error = %why, "DPoP replay store unavailable");
+                OAuthError::TemporarilyUnavailable("the service is temporarily unavailable".into())
+            }
+            other => OAuthError::InvalidDpopProof(other.to_string()),
+        }
     }
 }

@@ -11,6 +11,7 @@
 pub mod answers;
 pub mod client_auth;
 pub mod clients;
+pub mod dpop;
 pub mod endpoints;
 pub mod error;
 pub mod flow;

@@ -8,25 +8,40 @@ use std::future::{Ready, ready};
 use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpRequest, HttpResponse, get, post, web};
 use chrono::SubsecRound;
+use grants::dpop::{DpopError, ProofContext};
 use grants::error::VerifyError;
 use grants::{AccountId, Action, MerchantId, Request, TxWindow, Verifier};
 use platform::problem::ApiError;
+use platform::web::{TokenScheme, presented_token};
 use serde::Deserialize;
 
 use crate::AppState;
+use crate::oauth::dpop;
 use crate::oauth::rar::parse_instant;
 use crate::sandbox::{self, AccountView, BalanceView, TransactionView};
 
-/// Maps a verification failure to the resource-server answer (RFC 6750 semantics): what the
-/// token does not allow is 403; a token that is not acceptable at all (bad signature, expired,
-/// revoked, over the verification limits) is 401 with the reason; an unknown revocation state
-/// is 503.
+/// Maps a verification failure to the resource-server answer (RFC 6750 and RFC 9449 semantics):
+/// what the token does not allow is 403; a token that is not acceptable at all (bad signature,
+/// expired, revoked, over the verification limits, a bound token without its proof) is 401 with
+/// the reason; a refused DPoP proof is 401 `invalid_dpop_proof`; an unknown revocation state or
+/// an unreachable replay store is 503.
 fn refuse(e: VerifyError) -> ApiError {
     match e {
         VerifyError::Denied(reason) => {
             ApiError::Forbidden(format!("the token does not allow this: {reason}"))
         }
-        VerifyError::RevocationUnavailable(_) => ApiError::Unavailable(Box::new(e)),
+        VerifyError::RevocationUnavailable(_)
+        | VerifyError::Dpop(DpopError::ReplayStoreUnavailable(_)) => {
+            ApiError::Unavailable(Box::new(e))
+        }
+        VerifyError::Dpop(proof) => {
+            tracing::info!(error = %proof, "sandbox: DPoP proof refused");
+            ApiError::InvalidDpopProof(proof.to_string())
+        }
+        VerifyError::ProofRequired => ApiError::InvalidToken(
+            "the token is bound to a DPoP key: present it as `Authorization: DPoP` with a proof"
+                .into(),
+        ),
         other => {
             tracing::info!(error = %other, "sandbox: token refused");
             ApiError::InvalidToken(other.to_string())
@@ -34,36 +49,100 @@ fn refuse(e: VerifyError) -> ApiError {
     }
 }
 
-/// The access token of a resource request (`Authorization: Bearer`); tokens in the query string
-/// are refused, never read.
+/// A resource-server refusal: an [`ApiError`] whose 401 answers also offer the `DPoP` scheme
+/// (RFC 9449 section 7.1: `WWW-Authenticate: DPoP algs="..."` beside the `Bearer` challenge).
 #[derive(Debug)]
-pub struct AccessToken(pub String);
+pub struct Refusal(pub ApiError);
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl<E: Into<ApiError>> From<E> for Refusal {
+    fn from(e: E) -> Self {
+        Refusal(e.into())
+    }
+}
+
+impl actix_web::ResponseError for Refusal {
+    fn status_code(&self) -> actix_web::http::StatusCode {
+        self.0.status_code()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut resp = self.0.error_response();
+        if resp.status() == actix_web::http::StatusCode::UNAUTHORIZED
+            && !matches!(self.0, ApiError::InvalidDpopProof(_))
+        {
+            resp.headers_mut().append(
+                actix_web::http::header::WWW_AUTHENTICATE,
+                actix_web::http::header::HeaderValue::from_static(DPOP_CHALLENGE),
+            );
+        }
+        resp
+    }
+}
+
+const DPOP_CHALLENGE: &str = "DPoP algs=\"ES256 EdDSA\"";
+
+/// The access token of a resource request: `Authorization: Bearer <token>`, or
+/// `Authorization: DPoP <token>` with its `DPoP` proof header. Tokens in the query string are
+/// refused, never read.
+#[derive(Debug)]
+pub struct AccessToken {
+    pub token: String,
+    /// The `DPoP` proof, for a token presented with the DPoP scheme.
+    pub proof: Option<String>,
+}
 
 impl FromRequest for AccessToken {
-    type Error = ApiError;
-    type Future = Ready<Result<Self, ApiError>>;
+    type Error = Refusal;
+    type Future = Ready<Result<Self, Refusal>>;
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let in_query = url::form_urlencoded::parse(req.query_string().as_bytes())
-            .any(|(k, _)| k == "access_token" || k == "token");
-        ready(if in_query {
-            Err(ApiError::BadRequest(
-                "tokens are not accepted in the query string; use the Authorization header".into(),
-            ))
-        } else {
-            platform::web::bearer_token(req)
-                .map(|t| Self(t.to_string()))
-                .ok_or(ApiError::Unauthorized)
-        })
+        ready(access_token(req).map_err(Refusal))
+    }
+}
+
+fn access_token(req: &HttpRequest) -> Result<AccessToken, ApiError> {
+    let in_query = url::form_urlencoded::parse(req.query_string().as_bytes())
+        .any(|(k, _)| k == "access_token" || k == "token");
+    if in_query {
+        return Err(ApiError::BadRequest(
+            "tokens are not accepted in the query string; use the Authorization header".into(),
+        ));
+    }
+    let (scheme, token) = presented_token(req).ok_or(ApiError::Unauthorized)?;
+    let proof = dpop::proof_header(req.headers()).map_err(ApiError::InvalidDpopProof)?;
+    match (scheme, proof) {
+        (TokenScheme::Bearer, None) => Ok(AccessToken {
+            token: token.to_string(),
+            proof: None,
+        }),
+        (TokenScheme::Dpop, Some(proof)) => Ok(AccessToken {
+            token: token.to_string(),
+            proof: Some(proof.to_string()),
+        }),
+        (TokenScheme::Dpop, None) => Err(ApiError::InvalidDpopProof(
+            "a DPoP proof header is required with the DPoP scheme".into(),
+        )),
+        (TokenScheme::Bearer, Some(_)) => Err(ApiError::InvalidDpopProof(
+            "a DPoP proof goes with `Authorization: DPoP`, not Bearer".into(),
+        )),
     }
 }
 
 /// Verifies offline, through grants' public API, on the verification pool (never on this HTTP
 /// worker, never holding a database connection): the KeySet of the published keys (built once
 /// per key reload, not per request) and the local revocation list (which fails closed when
-/// stale).
+/// stale). A DPoP-presented token also needs its proof, for this method and URL, signed by the
+/// key the token is bound to; the proof's single use is recorded in the shared cache once the
+/// token verified.
 async fn verify(
     state: &AppState,
-    token: String,
+    http: &HttpRequest,
+    presented: AccessToken,
     request: Request,
 ) -> Result<grants::Authorization, ApiError> {
     let keys = state.oauth.keys.current().keyset;
@@ -74,16 +153,42 @@ async fn verify(
         list.is_revoked(grant.as_str(), ids)
             .map_err(grants::error::RevocationLookupError)
     };
-    state
+    let AccessToken { token, proof } = presented;
+    let busy = |busy: crate::verification::Busy| ApiError::Overloaded {
+        reason: busy.to_string(),
+        retry_after_secs: 1,
+    };
+    let Some(proof) = proof else {
+        return state
+            .oauth
+            .verify
+            .run(move || Verifier::new(keys, RevocationFn(check)).verify(&token, &request))
+            .await
+            .map_err(busy)?
+            .map_err(refuse);
+    };
+    let (method, url, now) = (
+        http.method().as_str().to_string(),
+        state.oauth.proof_url(http.path()),
+        request.now,
+    );
+    let pending = state
         .oauth
         .verify
-        .run(move || Verifier::new(keys, RevocationFn(check)).verify(&token, &request))
+        .run(move || {
+            let ctx = ProofContext::new(&method, &url, now);
+            Verifier::new(keys, RevocationFn(check))
+                .verify_dpop_pending(&token, &request, &proof, ctx)
+        })
         .await
-        .map_err(|busy| ApiError::Overloaded {
-            reason: busy.to_string(),
-            retry_after_secs: 1,
-        })?
-        .map_err(refuse)
+        .map_err(busy)?
+        .map_err(refuse)?;
+    let first = state
+        .oauth
+        .first_use(pending.replay_entry(), now)
+        .await
+        .map_err(|e| ApiError::Unavailable(Box::new(e)))?;
+    pending.accept(first).map_err(refuse)
 }
 
 /// Adapter: a fallible closure as a `RevocationCheck`.
@@ -143,9 +248,15 @@ pub struct UsageReport {
 #[post("/api/v1/usage")]
 pub async fn usage_report(
     state: web::Data<AppState>,
+    req: HttpRequest,
     body: web::Bytes,
-    AccessToken(token): AccessToken,
 ) -> Result<HttpResponse, ApiError> {
+    // The resource server sends the token as the client presented it; it checked the client's
+    // DPoP proof itself (it cannot sign one), so a bound token is accepted either way here. A
+    // report grants nothing and reveals nothing.
+    let token = presented_token(&req)
+        .map(|(_, t)| t.to_string())
+        .ok_or(ApiError::Unauthorized)?;
     let report: UsageReport = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("malformed usage report: {e}")))?;
     let operation = match Action::parse(&report.operation) {
@@ -156,12 +267,25 @@ pub async fn usage_report(
         Err(e) => Err(e.to_string()),
     }
     .map_err(|e| ApiError::field("operation", e))?;
-    let auth = verify(
-        &state,
-        token,
-        Request::new(operation.clone(), state.platform.now()),
-    )
-    .await?;
+    let keys = state.oauth.keys.current().keyset;
+    let list = state.revocations.clone();
+    let check = move |grant: &grants::GrantId, ids: &[String]| {
+        list.is_revoked(grant.as_str(), ids)
+            .map_err(grants::error::RevocationLookupError)
+    };
+    let request = Request::new(operation.clone(), state.platform.now());
+    let auth = state
+        .oauth
+        .verify
+        .run(move || {
+            Verifier::new(keys, RevocationFn(check)).verify_reporting_binding(&token, &request)
+        })
+        .await
+        .map_err(|busy| ApiError::Overloaded {
+            reason: busy.to_string(),
+            retry_after_secs: 1,
+        })?
+        .map_err(refuse)?;
     let (grant, client) = (
         auth.scope.grant.as_str().to_string(),
         auth.scope.client.as_str().to_string(),
@@ -187,15 +311,17 @@ fn account_param(raw: &str) -> Result<AccountId, ApiError> {
 
 /// The accounts the token allows (attenuation included).
 #[utoipa::path(get, path = "/sandbox/v1/accounts", tag = "sandbox",
-    responses((status = 200, body = [AccountView]), (status = 401, body = platform::problem::Problem), (status = 403, body = platform::problem::Problem), (status = 503, description = "Verification at capacity (Retry-After) or revocation state unavailable", body = platform::problem::Problem)),
+    responses((status = 200, body = [AccountView]), (status = 401, description = "Missing, invalid, expired or revoked token, a bound token without its DPoP proof, or a refused proof", body = platform::problem::Problem), (status = 403, body = platform::problem::Problem), (status = 503, description = "Verification at capacity (Retry-After) or revocation state unavailable", body = platform::problem::Problem)),
     security(("biscuit" = [])))]
 #[get("/sandbox/v1/accounts")]
 pub async fn sandbox_accounts(
     state: web::Data<AppState>,
-    AccessToken(token): AccessToken,
-) -> Result<HttpResponse, ApiError> {
+    req: HttpRequest,
+    token: AccessToken,
+) -> Result<HttpResponse, Refusal> {
     let auth = verify(
         &state,
+        &req,
         token,
         Request::new(Action::AccountsRead, state.platform.now()),
     )
@@ -219,17 +345,19 @@ pub async fn sandbox_accounts(
 /// Balance of one account.
 #[utoipa::path(get, path = "/sandbox/v1/accounts/{id}/balances", tag = "sandbox",
     params(("id" = String, Path, description = "Account id")),
-    responses((status = 200, body = BalanceView), (status = 401, body = platform::problem::Problem), (status = 403, body = platform::problem::Problem), (status = 404, body = platform::problem::Problem), (status = 503, description = "Verification at capacity (Retry-After) or revocation state unavailable", body = platform::problem::Problem)),
+    responses((status = 200, body = BalanceView), (status = 401, description = "Missing, invalid, expired or revoked token, a bound token without its DPoP proof, or a refused proof", body = platform::problem::Problem), (status = 403, body = platform::problem::Problem), (status = 404, body = platform::problem::Problem), (status = 503, description = "Verification at capacity (Retry-After) or revocation state unavailable", body = platform::problem::Problem)),
     security(("biscuit" = [])))]
 #[get("/sandbox/v1/accounts/{id}/balances")]
 pub async fn sandbox_balances(
     state: web::Data<AppState>,
+    req: HttpRequest,
     id: web::Path<String>,
-    AccessToken(token): AccessToken,
-) -> Result<HttpResponse, ApiError> {
+    token: AccessToken,
+) -> Result<HttpResponse, Refusal> {
     let account = account_param(&id)?;
     let auth = verify(
         &state,
+        &req,
         token,
         Request::new(Action::BalancesRead, state.platform.now()).account(account.clone()),
     )
@@ -261,19 +389,20 @@ pub struct TxQuery {
 /// Transactions of one account, within the token's window and merchants.
 #[utoipa::path(get, path = "/sandbox/v1/accounts/{id}/transactions", tag = "sandbox",
     params(("id" = String, Path, description = "Account id"), TxQuery),
-    responses((status = 200, body = [TransactionView]), (status = 400, body = platform::problem::Problem), (status = 401, body = platform::problem::Problem), (status = 403, body = platform::problem::Problem), (status = 404, body = platform::problem::Problem), (status = 503, description = "Verification at capacity (Retry-After) or revocation state unavailable", body = platform::problem::Problem)),
+    responses((status = 200, body = [TransactionView]), (status = 400, body = platform::problem::Problem), (status = 401, description = "Missing, invalid, expired or revoked token, a bound token without its DPoP proof, or a refused proof", body = platform::problem::Problem), (status = 403, body = platform::problem::Problem), (status = 404, body = platform::problem::Problem), (status = 503, description = "Verification at capacity (Retry-After) or revocation state unavailable", body = platform::problem::Problem)),
     security(("biscuit" = [])))]
 #[get("/sandbox/v1/accounts/{id}/transactions")]
 pub async fn sandbox_transactions(
     state: web::Data<AppState>,
+    req: HttpRequest,
     id: web::Path<String>,
     q: web::Query<TxQuery>,
-    AccessToken(token): AccessToken,
-) -> Result<HttpResponse, ApiError> {
+    token: AccessToken,
+) -> Result<HttpResponse, Refusal> {
     let account = account_param(&id)?;
     let limit = q.limit.unwrap_or(100);
     if !(1..=500).contains(&limit) {
-        return Err(ApiError::field("limit", "must be between 1 and 500"));
+        return Err(ApiError::field("limit", "must be between 1 and 500").into());
     }
     let from = q
         .from
@@ -300,12 +429,12 @@ pub async fn sandbox_transactions(
                 .map_err(|e| ApiError::field("from", e.to_string()))?,
         );
     } else if from.is_some() || to.is_some() {
-        return Err(ApiError::field("from", "give both from and to, or neither"));
+        return Err(ApiError::field("from", "give both from and to, or neither").into());
     }
     if let Some(m) = &merchant {
         request = request.merchant(m.clone());
     }
-    let auth = verify(&state, token, request).await?;
+    let auth = verify(&state, &req, token, request).await?;
     // Filter by the effective scope: the window (intersected with the request) and merchants.
     let scope = &auth.scope;
     let (mut lo, mut hi) = (from, to);

@@ -18,6 +18,7 @@ use crate::AppState;
 use crate::oauth::OAuthError;
 pub use crate::oauth::client_auth::client_credentials;
 use crate::oauth::clients::{ClientCredentials, OAuthClient};
+use crate::oauth::dpop;
 use crate::oauth::endpoints::TokenGrant;
 use crate::oauth::flow::{self, AuthorizationParams, AuthorizeFailure, ParResponse};
 use crate::oauth::tokens::{Introspection, TokenResponse};
@@ -160,6 +161,8 @@ pub struct ServerMetadata {
     pub scopes_supported: Vec<String>,
     pub authorization_details_types_supported: Vec<String>,
     pub authorization_response_iss_parameter_supported: bool,
+    /// RFC 9449: the algorithms accepted in DPoP proofs.
+    pub dpop_signing_alg_values_supported: Vec<String>,
     /// Where resource servers fetch the Biscuit public keys.
     pub biscuit_keys_uri: String,
     pub service_documentation: String,
@@ -194,6 +197,7 @@ pub async fn server_metadata(state: web::Data<AppState>) -> HttpResponse {
         scopes_supported: strings(&["accounts:read", "balances:read", "transactions:read"]),
         authorization_details_types_supported: strings(&["account_access"]),
         authorization_response_iss_parameter_supported: true,
+        dpop_signing_alg_values_supported: strings(&grants::dpop::DPOP_ALGS),
         biscuit_keys_uri: format!("{iss}/.well-known/biscuit-keys"),
         service_documentation: format!("{iss}/docs/"),
     })
@@ -210,6 +214,20 @@ pub async fn biscuit_keys(state: web::Data<AppState>) -> HttpResponse {
         .json(state.oauth.keys.document())
 }
 
+/// The request's DPoP proof for `POST path`, checked but not yet recorded (see
+/// [`crate::oauth::dpop`]).
+fn dpop_proof(
+    state: &AppState,
+    req: &HttpRequest,
+    path: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Option<grants::dpop::CheckedProof>, OAuthError> {
+    match dpop::proof_header(req.headers()).map_err(OAuthError::InvalidDpopProof)? {
+        Some(proof) => Ok(Some(state.oauth.check_post_proof(proof, path, now)?)),
+        None => Ok(None),
+    }
+}
+
 /// The authorization request parameters of a PAR body.
 pub fn params_from(form: &HashMap<String, String>) -> AuthorizationParams {
     let get = |k: &str| form.get(k).cloned();
@@ -223,6 +241,7 @@ pub fn params_from(form: &HashMap<String, String>) -> AuthorizationParams {
         scope: get("scope"),
         authorization_details: get("authorization_details"),
         request_uri: get("request_uri"),
+        dpop_jkt: get("dpop_jkt"),
     }
 }
 
@@ -241,8 +260,15 @@ pub async fn par_endpoint(
     body: Bytes,
 ) -> Result<HttpResponse, OAuthError> {
     let mut form = parse_form(&req, &body)?;
+    let now = state.platform.now();
+    let proof = dpop_proof(&state, &req, "/oauth2/par", now)?;
     let client = authenticate(&state, &req, &mut form, "par").await?;
-    let resp = flow::push(&state.oauth, &client, params_from(&form)).await?;
+    // A proof's use is recorded only for an authenticated client: strangers fill no store.
+    let proven = match proof {
+        Some(p) => Some(state.oauth.record_proof(p, now).await?),
+        None => None,
+    };
+    let resp = flow::push(&state.oauth, &client, params_from(&form), proven.as_deref()).await?;
     Ok(no_store(HttpResponse::Created().json(resp)))
 }
 
@@ -381,9 +407,10 @@ pub async fn token_endpoint(
     let creds = credentials(&req, &mut form)?;
     let label = grant.label();
     let now = state.platform.now();
+    let proof = dpop_proof(&state, &req, "/oauth2/token", now)?;
     let result = state
         .oauth
-        .token(creds, &client_ip(&req), grant, now)
+        .token(creds, &client_ip(&req), grant, proof, now)
         .await?;
     metrics::counter!("consent_tokens_issued_total", "grant_type" => label).increment(1);
     Ok(no_store(HttpResponse::Ok().json(result)))

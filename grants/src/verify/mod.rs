@@ -206,7 +206,19 @@ impl<K: KeyProvider, R: RevocationCheck> Verifier<K, R> {
     /// every `Err` means refuse. A token bound to a DPoP key is refused here
     /// ([`VerifyError::ProofRequired`]): use [`Verifier::verify_dpop`].
     pub fn verify(&self, token: &str, request: &Request) -> Result<Authorization, VerifyError> {
-        self.verify_bound(token, request, None)
+        self.verify_bound(token, request, Binding::Bearer)
+    }
+
+    /// Every check of [`Verifier::verify`] except the DPoP binding, which is reported instead
+    /// (`Authorization::cnf_jkt`): for the authorization server that minted the token, answering
+    /// introspection (RFC 7662 `cnf`, which the resource server enforces) or revoking. A resource
+    /// server serving a request never calls this.
+    pub fn verify_reporting_binding(
+        &self,
+        token: &str,
+        request: &Request,
+    ) -> Result<Authorization, VerifyError> {
+        self.verify_bound(token, request, Binding::Reported)
     }
 
     /// Verifies a token presented with a DPoP proof (`Authorization: DPoP <token>` and
@@ -221,21 +233,38 @@ impl<K: KeyProvider, R: RevocationCheck> Verifier<K, R> {
         ctx: ProofContext<'_>,
         replay: &dyn ReplayStore,
     ) -> Result<Authorization, VerifyError> {
+        let now = ctx.now;
+        self.verify_dpop_pending(token, request, proof, ctx)?
+            .record(replay, now)
+    }
+
+    /// [`Verifier::verify_dpop`] for servers whose replay store is asynchronous (Redis): every
+    /// check but single use, which the caller records with [`PendingDpop::replay_entry`] before
+    /// [`PendingDpop::accept`] gives the authorization. The `jti` is due for recording only for a
+    /// proof that opened its token: anyone can sign proofs with a key of their own, and recording
+    /// those would let them fill the store.
+    pub fn verify_dpop_pending(
+        &self,
+        token: &str,
+        request: &Request,
+        proof: &str,
+        ctx: ProofContext<'_>,
+    ) -> Result<PendingDpop, VerifyError> {
         let token = token.trim();
         let ctx = ctx.for_token(token);
-        let proven = crate::dpop::check_proof(proof, &ctx)?;
-        let authorization = self.verify_bound(token, request, Some(&proven.jkt))?;
-        // The jti is recorded only for a proof that opened its token: anyone can sign proofs
-        // with a key of their own, and recording those first would let them fill the store.
-        crate::dpop::record_use(&proven, &ctx, replay)?;
-        Ok(authorization)
+        let proof = crate::dpop::check_proof(proof, &ctx)?;
+        let authorization = self.verify_bound(token, request, Binding::Proven(proof.jkt()))?;
+        Ok(PendingDpop {
+            authorization,
+            proof,
+        })
     }
 
     fn verify_bound(
         &self,
         token: &str,
         request: &Request,
-        proven_jkt: Option<&str>,
+        binding: Binding<'_>,
     ) -> Result<Authorization, VerifyError> {
         let now = request.now;
         let token = self.decode(token, now)?;
@@ -245,11 +274,11 @@ impl<K: KeyProvider, R: RevocationCheck> Verifier<K, R> {
                 .map_err(|e| VerifyError::Malformed(e.to_string()))
         };
         let authority = parse_authority(&source(0)?).map_err(VerifyError::InvalidAuthority)?;
-        match (authority.cnf_jkt.as_deref(), proven_jkt) {
-            (None, None) => {}
-            (Some(_), None) => return Err(VerifyError::ProofRequired),
-            (Some(bound), Some(proven)) if bound == proven => {}
-            _ => return Err(crate::dpop::DpopError::KeyMismatch.into()),
+        match (authority.cnf_jkt.as_deref(), binding) {
+            (_, Binding::Reported) | (None, Binding::Bearer) => {}
+            (Some(_), Binding::Bearer) => return Err(VerifyError::ProofRequired),
+            (Some(bound), Binding::Proven(proven)) if bound == proven => {}
+            (_, Binding::Proven(_)) => return Err(crate::dpop::DpopError::KeyMismatch.into()),
         }
         if let Some(expected) = self.environment
             && authority.environment != expected
@@ -342,4 +371,47 @@ fn precheck(authority: &Authority, request: &Request) -> Result<(), DenyReason> 
         return Err(DenyReason::MerchantNotGranted(m.to_string()));
     }
     Ok(())
+}
+
+/// What a verification demands of a token's DPoP binding (`cnf_jkt`).
+#[derive(Debug, Clone, Copy)]
+enum Binding<'a> {
+    /// Presented as a bearer token: a bound token is refused.
+    Bearer,
+    /// Presented with a proof from this key: the token must be bound to it.
+    Proven(&'a str),
+    /// Not enforced, only reported (the authorization server's own introspection).
+    Reported,
+}
+
+/// A DPoP-presented token that verified, waiting for its proof's single use to be recorded (see
+/// [`Verifier::verify_dpop_pending`]).
+#[derive(Debug)]
+#[must_use = "the authorization is given only once the proof's jti is recorded"]
+pub struct PendingDpop {
+    authorization: Authorization,
+    proof: crate::dpop::CheckedProof,
+}
+
+impl PendingDpop {
+    /// What to record, and until when (see [`crate::dpop::CheckedProof::replay_entry`]).
+    pub fn replay_entry(&self) -> (&str, DateTime<Utc>) {
+        self.proof.replay_entry()
+    }
+
+    /// The authorization, given whether recording [`Self::replay_entry`] found the proof new.
+    pub fn accept(self, first_use: bool) -> Result<Authorization, VerifyError> {
+        self.proof.recorded(first_use)?;
+        Ok(self.authorization)
+    }
+
+    /// Records the use in a synchronous store at the verifier's clock `now`.
+    pub fn record(
+        self,
+        replay: &dyn ReplayStore,
+        now: DateTime<Utc>,
+    ) -> Result<Authorization, VerifyError> {
+        self.proof.record(replay, now)?;
+        Ok(self.authorization)
+    }
 }

@@ -147,6 +147,7 @@ diesel::table! {
         created_at -> Timestamp,
         used_at -> Nullable<Timestamp>,
         expires_at -> Timestamp,
+        dpop_jkt -> Nullable<Text>,
     }
 }
 
@@ -157,6 +158,7 @@ diesel::table! {
         family_id -> Nullable<Text>,
         token_hash -> Nullable<Text>,
         expires_at -> Timestamp,
+        dpop_jkt -> Nullable<Text>,
     }
 }
 
@@ -173,6 +175,7 @@ diesel::table! {
         grant_id -> Nullable<Text>,
         created_at -> Timestamp,
         expires_at -> Timestamp,
+        dpop_jkt -> Nullable<Text>,
     }
 }
 
@@ -186,6 +189,7 @@ diesel::table! {
         created_at -> Timestamp,
         expires_at -> Timestamp,
         used_at -> Nullable<Timestamp>,
+        dpop_jkt -> Nullable<Text>,
     }
 }
 

@@ -106,14 +106,41 @@ pub fn no_store_json<T: serde::Serialize>(body: &T) -> actix_web::HttpResponse {
 
 /// The bearer token of an `Authorization: Bearer ...` header, if present and well-formed.
 pub fn bearer_token(req: &HttpRequest) -> Option<&str> {
+    match presented_token(req)? {
+        (TokenScheme::Bearer, token) => Some(token),
+        (TokenScheme::Dpop, _) => None,
+    }
+}
+
+/// How an access token was presented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenScheme {
+    /// `Authorization: Bearer` (RFC 6750).
+    Bearer,
+    /// `Authorization: DPoP`, with a `DPoP` proof header (RFC 9449 section 7.1).
+    Dpop,
+}
+
+/// The access token of `Authorization: Bearer <token>` or `Authorization: DPoP <token>` (schemes
+/// case-insensitive), with its scheme; at most 4096 bytes.
+pub fn presented_token(req: &HttpRequest) -> Option<(TokenScheme, &str)> {
     let value = req
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)?
         .to_str()
         .ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && token.len() <= 4096)
-        .then_some(token.trim())
+    let token = token.trim();
+    if token.is_empty() || token.len() > 4096 {
+        return None;
+    }
+    if scheme.eq_ignore_ascii_case("bearer") {
+        Some((TokenScheme::Bearer, token))
+    } else if scheme.eq_ignore_ascii_case("dpop") {
+        Some((TokenScheme::Dpop, token))
+    } else {
+        None
+    }
 }
 
 /// Shared page chrome for every server-rendered page: inline styles only, no scripts, no

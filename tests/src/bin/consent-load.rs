@@ -43,7 +43,7 @@ fn args() -> Args {
             "--concurrency" => a.concurrency = v.parse().unwrap_or(64),
             _ => {
                 eprintln!(
-                    "usage: consent-load --scenario refresh|code|introspect|propagation|hostile|revocation-memory|sweep|hold [--seconds N] [--concurrency N] (PostgreSQL via TEST_DATABASE_URL)"
+                    "usage: consent-load --scenario refresh|code|introspect|dpop|propagation|hostile|revocation-memory|sweep|hold [--seconds N] [--concurrency N] (PostgreSQL via TEST_DATABASE_URL)"
                 );
                 std::process::exit(2);
             }
@@ -61,13 +61,23 @@ fn client() -> reqwest::Client {
 }
 
 async fn token_call(http: &reqwest::Client, app: &TestApp, form: &[(&str, &str)]) -> Option<Value> {
-    let r = http
+    token_call_with(http, app, form, None).await
+}
+
+async fn token_call_with(
+    http: &reqwest::Client,
+    app: &TestApp,
+    form: &[(&str, &str)],
+    dpop: Option<&str>,
+) -> Option<Value> {
+    let mut req = http
         .post(app.url("/oauth2/token"))
         .basic_auth(DEMO_CLIENT, Some(DEMO_SECRET))
-        .form(form)
-        .send()
-        .await
-        .ok()?;
+        .form(form);
+    if let Some(p) = dpop {
+        req = req.header("DPoP", p);
+    }
+    let r = req.send().await.ok()?;
     if r.status() != 200 {
         return None;
     }
@@ -76,6 +86,12 @@ async fn token_call(http: &reqwest::Client, app: &TestApp, form: &[(&str, &str)]
 
 /// One real flow (PAR, authorize, consent, code exchange) -> the token response.
 async fn real_flow(app: &TestApp) -> Value {
+    real_flow_with(app, None).await
+}
+
+/// [`real_flow`], the code exchanged with a DPoP proof of `key` when given (the tokens, refresh
+/// token included, are then bound to it).
+async fn real_flow_with(app: &TestApp, key: Option<&grants::dpop::DpopKey>) -> Value {
     let (verifier, challenge) = pkce();
     let acc = app.account_ids("alice").await[0].clone();
     let rar = details(
@@ -96,7 +112,16 @@ async fn real_flow(app: &TestApp) -> Value {
         )
         .await;
     let code = query_param(&loc, "code").unwrap();
-    token_call(
+    let proof = key.map(|k| {
+        k.proof(
+            "POST",
+            &app.url("/oauth2/token"),
+            None,
+            None,
+            chrono::Utc::now(),
+        )
+    });
+    token_call_with(
         &app.client,
         app,
         &[
@@ -105,6 +130,7 @@ async fn real_flow(app: &TestApp) -> Value {
             ("redirect_uri", DEMO_REDIRECT),
             ("code_verifier", &verifier),
         ],
+        proof.as_deref(),
     )
     .await
     .expect("code exchange")
@@ -341,6 +367,10 @@ async fn main() {
     }
     if a.scenario == "hostile" {
         hostile(&app, backend, a.seconds, a.concurrency, &first).await;
+        return;
+    }
+    if a.scenario == "dpop" {
+        dpop_bench(&app, backend, a.seconds, a.concurrency).await;
         return;
     }
 
@@ -870,5 +900,152 @@ async fn sweep_bench(app: &TestApp, n: usize) {
         report.dormancy_warnings,
         took.as_secs_f64(),
         report.dormant as f64 / took.as_secs_f64()
+    );
+}
+
+/// `--scenario dpop`: the token endpoint (refresh) and the sandbox API with bearer tokens and
+/// with DPoP-bound tokens, interleaved A-B-A-B in one server (`seconds` per phase), so the
+/// ratio is measured under the same conditions. Proofs are signed before each phase (a client
+/// signs on its own machine; here it would take the server's cores), one per request.
+async fn dpop_bench(app: &TestApp, backend: Backend, seconds: u64, concurrency: usize) {
+    let key = grants::dpop::DpopKey::generate_es256();
+    let mut bearer_rts = Vec::new();
+    let mut dpop_rts = Vec::new();
+    for _ in 0..concurrency {
+        bearer_rts.push(
+            real_flow(app).await["refresh_token"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+        dpop_rts.push(
+            real_flow_with(app, Some(&key)).await["refresh_token"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    let bearer_access = real_flow(app).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let dpop_access = real_flow_with(app, Some(&key)).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let key = Arc::new(key);
+    let mut rates: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
+    for round in 0..2 {
+        for phase in [
+            "refresh bearer",
+            "refresh dpop",
+            "sandbox bearer",
+            "sandbox dpop",
+        ] {
+            // Proofs for this phase: generously more than it can use.
+            let budget = 4_000 * seconds as usize;
+            let proofs: Vec<String> = match phase {
+                "refresh dpop" => {
+                    let url = app.url("/oauth2/token");
+                    (0..budget)
+                        .map(|_| key.proof("POST", &url, None, None, chrono::Utc::now()))
+                        .collect()
+                }
+                "sandbox dpop" => {
+                    let url = app.url("/sandbox/v1/accounts");
+                    (0..budget)
+                        .map(|_| {
+                            key.proof("GET", &url, Some(&dpop_access), None, chrono::Utc::now())
+                        })
+                        .collect()
+                }
+                _ => vec![],
+            };
+            let proofs = Arc::new(std::sync::Mutex::new(proofs));
+            let stop = Arc::new(AtomicBool::new(false));
+            let done = Arc::new(AtomicU64::new(0));
+            let failed = Arc::new(AtomicU64::new(0));
+            let mut tasks = Vec::new();
+            let started = Instant::now();
+            for w in 0..concurrency {
+                let (stop, done, failed, proofs) =
+                    (stop.clone(), done.clone(), failed.clone(), proofs.clone());
+                let base = app.address.clone();
+                let mut rt = match phase {
+                    "refresh bearer" => bearer_rts[w].clone(),
+                    _ => dpop_rts[w].clone(),
+                };
+                let (bearer_access, dpop_access) = (bearer_access.clone(), dpop_access.clone());
+                tasks.push(tokio::spawn(async move {
+                    let http = client();
+                    while !stop.load(Ordering::Relaxed) {
+                        let proof = match phase {
+                            "refresh dpop" | "sandbox dpop" => match proofs.lock().unwrap().pop() {
+                                Some(p) => Some(p),
+                                None => break,
+                            },
+                            _ => None,
+                        };
+                        let req = match phase {
+                            "refresh bearer" | "refresh dpop" => http
+                                .post(format!("{base}/oauth2/token"))
+                                .basic_auth(DEMO_CLIENT, Some(DEMO_SECRET))
+                                .form(&[("grant_type", "refresh_token"), ("refresh_token", &rt)]),
+                            "sandbox bearer" => http
+                                .get(format!("{base}/sandbox/v1/accounts"))
+                                .bearer_auth(&bearer_access),
+                            _ => http
+                                .get(format!("{base}/sandbox/v1/accounts"))
+                                .header("authorization", format!("DPoP {dpop_access}")),
+                        };
+                        let req = match &proof {
+                            Some(p) => req.header("DPoP", p),
+                            None => req,
+                        };
+                        let ok = match req.send().await {
+                            Ok(r) if r.status() == 200 => {
+                                if phase == "refresh bearer" {
+                                    let v: Value = r.json().await.unwrap_or_default();
+                                    rt =
+                                        v["refresh_token"].as_str().unwrap_or_default().to_string();
+                                } else {
+                                    let _ = r.bytes().await;
+                                }
+                                true
+                            }
+                            _ => false,
+                        };
+                        if ok {
+                            done.fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    rt
+                }));
+            }
+            tokio::time::sleep(Duration::from_secs(seconds)).await;
+            stop.store(true, Ordering::Relaxed);
+            for (w, t) in tasks.into_iter().enumerate() {
+                // Bearer refresh tokens rotate: the next round continues each worker's chain.
+                if let (Ok(rt), "refresh bearer") = (t.await, phase) {
+                    bearer_rts[w] = rt;
+                }
+            }
+            let elapsed = started.elapsed().as_secs_f64();
+            let ok = done.load(Ordering::Relaxed);
+            let rate = ok as f64 / elapsed;
+            println!(
+                "scenario=dpop backend={backend:?} round={round} phase=\"{phase}\" ok={ok} failed={} rate={rate:.0}/s",
+                failed.load(Ordering::Relaxed)
+            );
+            rates.entry(phase).or_default().push(rate);
+        }
+    }
+    let mean = |p: &str| rates[p].iter().sum::<f64>() / rates[p].len() as f64;
+    println!(
+        "scenario=dpop backend={backend:?} concurrency={concurrency} token endpoint dpop/bearer = {:.2}; sandbox API dpop/bearer = {:.2}",
+        mean("refresh dpop") / mean("refresh bearer"),
+        mean("sandbox dpop") / mean("sandbox bearer"),
     );
 }

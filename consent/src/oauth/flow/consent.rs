@@ -51,14 +51,19 @@ impl From<diesel::result::Error> for ConsentError {
     }
 }
 
-pub(super) type Row = (
-    String,
-    String,
-    Option<String>,
-    String,
-    String,
-    Option<String>,
-);
+/// A pending authorization request, as the consent page and the decision read it.
+#[derive(Debug, Queryable)]
+pub(super) struct Row {
+    client_id: String,
+    redirect_uri: String,
+    state: Option<String>,
+    code_challenge: String,
+    authorization_details: String,
+    /// The customer who opened it (once one has).
+    customer_id: Option<String>,
+    /// The DPoP key the code will be bound to.
+    dpop_jkt: Option<String>,
+}
 
 pub(super) fn load_request(
     c: &mut AnyConnection,
@@ -76,6 +81,7 @@ pub(super) fn load_request(
             authorization_requests::code_challenge,
             authorization_requests::authorization_details,
             authorization_requests::customer_id,
+            authorization_requests::dpop_jkt,
         ))
         .first(c)
         .optional()?
@@ -141,7 +147,13 @@ pub fn pending(
     customer_id: &str,
     now: DateTime<Utc>,
 ) -> Result<PendingConsent, ConsentError> {
-    let (client_id, redirect_uri, _, _, details, bound) = load_request(c, id, now)?;
+    let Row {
+        client_id,
+        redirect_uri,
+        authorization_details: details,
+        customer_id: bound,
+        ..
+    } = load_request(c, id, now)?;
     sandbox_allowed(c, &client_id, customer_id)?;
     match bound {
         Some(b) if b != customer_id => return Err(ConsentError::NotPending),
@@ -374,11 +386,18 @@ pub fn decide(
     write_tx(
         c,
         |c| -> Result<Result<String, ConsentError>, StorageError> {
-            let (client_id, redirect_uri, state, challenge, details, bound) =
-                match load_request(c, id, now) {
-                    Ok(r) => r,
-                    Err(e) => return Ok(Err(e)),
-                };
+            let Row {
+                client_id,
+                redirect_uri,
+                state,
+                code_challenge: challenge,
+                authorization_details: details,
+                customer_id: bound,
+                dpop_jkt,
+            } = match load_request(c, id, now) {
+                Ok(r) => r,
+                Err(e) => return Ok(Err(e)),
+            };
             if bound.as_deref() != Some(customer_id) {
                 return Ok(Err(ConsentError::NotPending));
             }
@@ -452,6 +471,7 @@ pub fn decide(
                         authorization_codes::client_id.eq(&client_id),
                         authorization_codes::redirect_uri.eq(&redirect_uri),
                         authorization_codes::code_challenge.eq(&challenge),
+                        authorization_codes::dpop_jkt.eq(&dpop_jkt),
                         authorization_codes::created_at.eq(now.naive_utc()),
                         authorization_codes::expires_at.eq((now + code_ttl).naive_utc()),
                     ))

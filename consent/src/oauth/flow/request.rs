@@ -9,6 +9,7 @@ pub(super) const DECISION_WINDOW_MINUTES: i64 = 10;
 
 /// Authorization request parameters (query string of `/oauth2/authorize` or body of PAR).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::IntoParams, utoipa::ToSchema)]
+#[into_params(parameter_in = Query)]
 pub struct AuthorizationParams {
     pub client_id: Option<String>,
     /// Must be `code`.
@@ -26,6 +27,9 @@ pub struct AuthorizationParams {
     pub authorization_details: Option<String>,
     /// From PAR (RFC 9126).
     pub request_uri: Option<String>,
+    /// RFC 9449 section 10: the RFC 7638 thumbprint of the DPoP key the code will be bound to
+    /// (at PAR, a `DPoP` proof header does the same).
+    pub dpop_jkt: Option<String>,
 }
 
 /// Why an authorization request failed, and how to tell the user agent.
@@ -59,6 +63,7 @@ pub(super) struct Validated {
     pub(super) state: Option<String>,
     pub(super) code_challenge: String,
     pub(super) access: AccessRequest,
+    pub(super) dpop_jkt: Option<String>,
 }
 
 pub(super) fn is_pkce_charset(s: &str) -> bool {
@@ -91,6 +96,14 @@ pub(super) fn validate(
     };
     if state.as_ref().is_some_and(|s| s.len() > 512) {
         return Err(fail(OAuthError::InvalidRequest("state is too long".into())));
+    }
+    if p.dpop_jkt
+        .as_deref()
+        .is_some_and(|j| !super::super::dpop::is_thumbprint(j))
+    {
+        return Err(fail(OAuthError::InvalidRequest(
+            "dpop_jkt must be an RFC 7638 SHA-256 thumbprint (43 base64url characters)".into(),
+        )));
     }
     if p.response_type.as_deref() != Some("code") {
         return Err(fail(OAuthError::UnsupportedResponseType(
@@ -141,6 +154,7 @@ pub(super) fn validate(
         state,
         code_challenge: challenge,
         access,
+        dpop_jkt: p.dpop_jkt.clone(),
     })
 }
 
@@ -158,11 +172,23 @@ pub(super) struct PushedRequest {
 }
 
 /// RFC 9126: validates and stores the request for `par_ttl`, bound to the authenticated client.
+/// `proven_jkt` is the key of the request's recorded DPoP proof: the code will be bound to it
+/// (and a `dpop_jkt` parameter must name the same key).
 pub async fn push(
     svc: &OAuthService,
     client: &OAuthClient,
     mut params: AuthorizationParams,
+    proven_jkt: Option<&str>,
 ) -> Result<ParResponse, OAuthError> {
+    match (params.dpop_jkt.as_deref(), proven_jkt) {
+        (Some(named), Some(proven)) if named != proven => {
+            return Err(OAuthError::InvalidDpopProof(
+                "dpop_jkt names another key than the one that signed the DPoP proof".into(),
+            ));
+        }
+        (None, Some(proven)) => params.dpop_jkt = Some(proven.to_string()),
+        _ => {}
+    }
     if params.request_uri.is_some() {
         return Err(OAuthError::InvalidRequest(
             "request_uri is not allowed in a pushed request".into(),
@@ -304,6 +330,7 @@ pub async fn authorize(
                     authorization_requests::redirect_uri.eq(&v.redirect_uri),
                     authorization_requests::state.eq(&v.state),
                     authorization_requests::code_challenge.eq(&v.code_challenge),
+                    authorization_requests::dpop_jkt.eq(&v.dpop_jkt),
                     authorization_requests::authorization_details.eq(v.access.to_json()),
                     authorization_requests::status.eq(AuthorizationRequestStatus::Pending.as_str()),
                     authorization_requests::created_at.eq(now.naive_utc()),

@@ -138,10 +138,12 @@ pub async fn refresh(
     if row.verdict(&row.client.id, now) != Verdict::Valid
         // Use of the grant is due to be recorded (at most once a minute): the transactional path.
         || use_due(&row.grant, now)
+        // DPoP-bound families are not rotated (and their proofs are checked there).
+        || row.dpop_jkt.is_some()
     {
         return None;
     }
-    let issue = mint_issue(svc, &row.grant, &row.client, &row.family, now).ok()?;
+    let issue = mint_issue(svc, &row.grant, &row.client, &row.family, None, now).ok()?;
     let rotation = Rotation {
         at: naive_now,
         old_id: row.id,

@@ -17,6 +17,8 @@ pub struct CodeExchange<'a> {
     pub code: &'a str,
     pub redirect_uri: Option<&'a str>,
     pub code_verifier: Option<&'a str>,
+    /// The key of the request's DPoP proof (checked and recorded by the caller).
+    pub proven_jkt: Option<&'a str>,
 }
 
 /// `grant_type=authorization_code`.
@@ -32,6 +34,7 @@ pub fn exchange_code(
         code,
         redirect_uri,
         code_verifier,
+        proven_jkt,
     } = exchange;
     if code.is_empty() || code.len() > 256 {
         return Err(invalid_grant("the authorization code is invalid"));
@@ -45,6 +48,7 @@ pub fn exchange_code(
             String,
             NaiveDateTime,
             Option<NaiveDateTime>,
+            Option<String>,
         );
         let row: Option<CodeRow> = authorization_codes::table
             .filter(authorization_codes::code_hash.eq(hash.as_str()))
@@ -55,10 +59,12 @@ pub fn exchange_code(
                 authorization_codes::code_challenge,
                 authorization_codes::expires_at,
                 authorization_codes::used_at,
+                authorization_codes::dpop_jkt,
             ))
             .first(c)
             .optional()?;
-        let Some((grant_id, code_client, code_redirect, challenge, expires_at, used_at)) = row
+        let Some((grant_id, code_client, code_redirect, challenge, expires_at, used_at, bound)) =
+            row
         else {
             return Ok(Err(invalid_grant("the authorization code is invalid")));
         };
@@ -67,6 +73,25 @@ pub fn exchange_code(
                 "the authorization code was issued to another client",
             )));
         }
+        // RFC 9449 section 10: a code bound at PAR (`dpop_jkt` or a proof) needs a proof from the
+        // same key. Without a binding, a proof binds the tokens to its key from here on. Checked
+        // before the code is spent, so a thief without the key cannot burn it (and, through the
+        // replay rule, end the customer's grant).
+        let key = match (bound.as_deref(), proven_jkt) {
+            (Some(_), None) => {
+                return Ok(Err(OAuthError::InvalidDpopProof(
+                    "the authorization request was bound to a DPoP key: send a proof it signed"
+                        .into(),
+                )));
+            }
+            (Some(b), Some(p)) if b != p => {
+                return Ok(Err(OAuthError::InvalidDpopProof(
+                    "the DPoP proof was signed by another key than the authorization request named"
+                        .into(),
+                )));
+            }
+            (b, p) => b.or(p),
+        };
         // Single use: whoever flips used_at first wins; anyone else is replaying.
         let won = diesel::update(
             authorization_codes::table
@@ -107,14 +132,13 @@ pub fn exchange_code(
         if grant.status != GrantStatus::Authorized.as_str() || grant.expires_at <= now.naive_utc() {
             return Ok(Err(invalid_grant("the grant is no longer active")));
         }
-        issue(
-            c,
-            svc,
-            &grant,
-            client,
-            &random_id("fam_"),
-            "token.issued",
-            now,
-        )
+        let family = random_id("fam_");
+        let family = Family {
+            id: &family,
+            refresh_jkt: key,
+            access_jkt: key,
+            kept: None,
+        };
+        issue(c, svc, &grant, client, family, "token.issued", now)
     })?
 }

@@ -37,6 +37,17 @@ pub struct Introspection {
     pub grant_status: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub authorization_details: Option<Vec<AccountAccessDetail>>,
+    /// RFC 9449 section 6.2: the token is bound to this DPoP key; serve it only with a proof
+    /// that key signed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<Confirmation>,
+}
+
+/// RFC 7800 confirmation: the key a token is bound to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Confirmation {
+    /// RFC 7638 SHA-256 thumbprint of the DPoP public key (base64url).
+    pub jkt: String,
 }
 
 /// A minted access token found by the SHA-256 of its text.
@@ -49,6 +60,8 @@ pub(super) struct Minted {
     pub(super) grant: GrantRecord,
     /// The grant's client.
     pub(super) client: OAuthClient,
+    /// The DPoP key the token is bound to.
+    pub(super) dpop_jkt: Option<String>,
 }
 
 impl Minted {
@@ -62,6 +75,7 @@ impl Minted {
             exp: self.expires_at.and_utc(),
             token_revoked: self.revoked,
             minted_rid: Some(self.revocation_id),
+            cnf_jkt: self.dpop_jkt,
         })
     }
 }
@@ -77,6 +91,7 @@ pub(super) fn load_minteds(
         String,
         NaiveDateTime,
         Option<i64>,
+        Option<String>,
         GrantRecord,
         ClientRow,
     );
@@ -92,6 +107,7 @@ pub(super) fn load_minteds(
             issued_tokens::revocation_id,
             issued_tokens::expires_at,
             revocations::seq.nullable(),
+            issued_tokens::dpop_jkt,
             GrantRecord::as_select(),
             ClientRow::as_select(),
         ))
@@ -99,13 +115,14 @@ pub(super) fn load_minteds(
     Ok(rows
         .into_iter()
         .filter_map(
-            |(hash, revocation_id, expires_at, revoked, grant, client)| {
+            |(hash, revocation_id, expires_at, revoked, dpop_jkt, grant, client)| {
                 let minted = Minted {
                     revocation_id,
                     expires_at,
                     revoked: revoked.is_some(),
                     grant,
                     client: client.into(),
+                    dpop_jkt,
                 };
                 Some((hash?, minted))
             },
@@ -163,6 +180,7 @@ pub fn introspect(
             client,
             token_type: "refresh_token",
             minted_rid: None,
+            cnf_jkt: r.dpop_jkt,
         }
     } else if let Some(minted) = load_minted(c, hash.as_str())? {
         // A token exactly as we minted it is found by its hash (its signature was made by us,
@@ -209,6 +227,7 @@ pub fn introspect_verified(
         exp: t.expires_at,
         token_revoked: revoked > 0,
         minted_rid: None,
+        cnf_jkt: t.cnf_jkt,
     };
     conclude(c, svc, found, now)
 }
@@ -251,6 +270,8 @@ pub(super) struct Found {
     pub(super) token_revoked: bool,
     /// The revocation id of a minted access token found by its hash (the answer may be reused).
     pub(super) minted_rid: Option<String>,
+    /// The DPoP key the token is bound to.
+    pub(super) cnf_jkt: Option<String>,
 }
 
 impl Found {
@@ -279,6 +300,7 @@ impl Found {
             token_type,
             exp,
             minted_rid,
+            cnf_jkt,
             ..
         } = self;
         if !live {
@@ -311,6 +333,7 @@ impl Found {
             grant_id: Some(grant.id),
             grant_status: Some(grant.status),
             authorization_details: Some(vec![access.to_detail()]),
+            cnf: cnf_jkt.map(|jkt| Confirmation { jkt }),
         };
         Ok((answer, basis))
     }

@@ -28,11 +28,15 @@ use super::rar::{AccessRequest, AccountAccessDetail};
 pub struct TokenResponse {
     /// A Biscuit (base64url).
     pub access_token: String,
-    /// `Bearer`.
+    /// `Bearer`, or `DPoP` for a token bound to the client's DPoP key (RFC 9449): it works only
+    /// with a proof that key signed.
     pub token_type: String,
     pub expires_in: i64,
-    /// Opaque, single-use, rotated on every refresh.
-    pub refresh_token: String,
+    /// Opaque. A bearer family's is single-use and rotated on every refresh. A DPoP-bound
+    /// family's is not rotated (FAPI 2.0): each use needs a fresh proof from the key, so it is
+    /// omitted from refresh responses, and the client keeps using the one it has.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
     pub scope: String,
     pub grant_id: String,
     /// What the customer granted (possibly narrowed from the request).
@@ -62,6 +66,19 @@ fn invalid_grant(msg: &str) -> OAuthError {
     OAuthError::InvalidGrant(msg.into())
 }
 
+/// The refresh token family a token issue belongs to, and its DPoP binding.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Family<'a> {
+    pub(super) id: &'a str,
+    /// The key the family's refresh tokens are bound to (a new family's, when rotating).
+    pub(super) refresh_jkt: Option<&'a str>,
+    /// The key the access token is bound to (`cnf_jkt`).
+    pub(super) access_jkt: Option<&'a str>,
+    /// `Some(id)`: the presented refresh token stays valid (bound families are not rotated);
+    /// `None`: a new refresh token is issued.
+    pub(super) kept: Option<&'a str>,
+}
+
 /// What one token issue produces: the response and what must be stored with it.
 struct Issue {
     response: TokenResponse,
@@ -81,6 +98,7 @@ fn mint_issue(
     grant: &GrantRecord,
     oauth_client: &OAuthClient,
     family: &str,
+    jkt: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<Issue, OAuthError> {
     let access = AccessRequest::from_stored(&grant.authorization_details)?;
@@ -106,23 +124,22 @@ fn mint_issue(
     };
     let keys = svc.keys.current();
     let ttl = svc.platform.settings.tokens.access_token_ttl.as_chrono();
-    let minted = ::grants::mint(
-        &keys.active,
-        &Grant {
-            id,
-            client,
-            subject,
-            scope,
-            // A sandbox client's tokens say so: a production verifier refuses them.
-            environment: if oauth_client.is_production() {
-                ::grants::Environment::Production
-            } else {
-                ::grants::Environment::Sandbox
-            },
+    let grant_facts = Grant {
+        id,
+        client,
+        subject,
+        scope,
+        // A sandbox client's tokens say so: a production verifier refuses them.
+        environment: if oauth_client.is_production() {
+            ::grants::Environment::Production
+        } else {
+            ::grants::Environment::Sandbox
         },
-        now + ttl,
-        now,
-    )
+    };
+    let minted = match jkt {
+        Some(jkt) => ::grants::mint_bound(&keys.active, &grant_facts, jkt, now + ttl, now),
+        None => ::grants::mint(&keys.active, &grant_facts, now + ttl, now),
+    }
     .map_err(|e| invalid_grant(&format!("the grant cannot be used: {e}")))?;
     let refresh = PlainToken::generate("rt_");
     let refresh_expires =
@@ -131,6 +148,7 @@ fn mint_issue(
         "kid": minted.kid,
         "family": family,
         "expires_at": ::grants::format_timestamp(minted.expires_at),
+        "dpop_bound": jkt.is_some(),
     });
     Ok(Issue {
         refresh_hash: refresh.hash().as_str().to_string(),
@@ -145,8 +163,8 @@ fn mint_issue(
         response: TokenResponse {
             expires_in: (minted.expires_at - now).num_seconds().max(0),
             access_token: minted.token,
-            token_type: "Bearer".into(),
-            refresh_token: refresh.expose().to_string(),
+            token_type: if jkt.is_some() { "DPoP" } else { "Bearer" }.into(),
+            refresh_token: Some(refresh.expose().to_string()),
             scope: access.scope_string(),
             grant_id: grant.id.clone(),
             authorization_details: vec![access.to_detail()],
@@ -160,40 +178,53 @@ fn use_cutoff(now: DateTime<Utc>) -> NaiveDateTime {
     (now - chrono::Duration::minutes(1)).naive_utc()
 }
 
-/// Mints and stores an access token and a fresh refresh token for `grant` in `family`, in the
-/// caller's transaction.
+/// Mints and stores an access token for `grant` in `family`, with a fresh refresh token unless
+/// the family keeps its own, in the caller's transaction.
 fn issue(
     c: &mut AnyConnection,
     svc: &OAuthService,
     grant: &GrantRecord,
     client: &OAuthClient,
-    family: &str,
+    family: Family<'_>,
     action: &'static str,
     now: DateTime<Utc>,
 ) -> Result<Result<TokenResponse, OAuthError>, StorageError> {
-    let issue = match mint_issue(svc, grant, client, family, now) {
+    let mut issue = match mint_issue(svc, grant, client, family.id, family.access_jkt, now) {
         Ok(i) => i,
         Err(e) => return Ok(Err(e)),
     };
-    diesel::insert_into(refresh_tokens::table)
-        .values((
-            refresh_tokens::id.eq(random_id("rtk_")),
-            refresh_tokens::token_hash.eq(&issue.refresh_hash),
-            refresh_tokens::grant_id.eq(&grant.id),
-            refresh_tokens::family_id.eq(family),
-            refresh_tokens::status.eq(RefreshTokenStatus::Active.as_str()),
-            refresh_tokens::created_at.eq(now.naive_utc()),
-            refresh_tokens::expires_at.eq(issue.refresh_expires),
-        ))
-        .execute(c)?;
+    match family.kept {
+        None => {
+            diesel::insert_into(refresh_tokens::table)
+                .values((
+                    refresh_tokens::id.eq(random_id("rtk_")),
+                    refresh_tokens::token_hash.eq(&issue.refresh_hash),
+                    refresh_tokens::grant_id.eq(&grant.id),
+                    refresh_tokens::family_id.eq(family.id),
+                    refresh_tokens::status.eq(RefreshTokenStatus::Active.as_str()),
+                    refresh_tokens::created_at.eq(now.naive_utc()),
+                    refresh_tokens::expires_at.eq(issue.refresh_expires),
+                    refresh_tokens::dpop_jkt.eq(family.refresh_jkt),
+                ))
+                .execute(c)?;
+        }
+        Some(kept) => {
+            // Not rotated: the token the client holds slides forward as a new one would have.
+            diesel::update(refresh_tokens::table.filter(refresh_tokens::id.eq(kept)))
+                .set(refresh_tokens::expires_at.eq(issue.refresh_expires))
+                .execute(c)?;
+            issue.response.refresh_token = None;
+        }
+    }
     for (i, rid) in issue.revocation_ids.iter().enumerate() {
         diesel::insert_into(issued_tokens::table)
             .values((
                 issued_tokens::revocation_id.eq(rid),
                 issued_tokens::grant_id.eq(&grant.id),
-                issued_tokens::family_id.eq(Some(family)),
+                issued_tokens::family_id.eq(Some(family.id)),
                 issued_tokens::token_hash.eq((i == 0).then_some(issue.access_hash.as_str())),
                 issued_tokens::expires_at.eq(issue.access_expires),
+                issued_tokens::dpop_jkt.eq(family.access_jkt),
             ))
             .execute(c)?;
     }

@@ -12,6 +12,8 @@ pub(super) struct RefreshRow {
     pub(super) family: String,
     pub(super) status: String,
     pub(super) expires_at: NaiveDateTime,
+    /// The DPoP key the family is bound to: each refresh needs a proof from it.
+    pub(super) dpop_jkt: Option<String>,
     pub(super) grant: GrantRecord,
     /// The grant's client.
     pub(super) client: OAuthClient,
@@ -24,7 +26,14 @@ pub(super) fn load_refreshes(
     hashes: &[String],
 ) -> Result<Vec<(String, RefreshRow)>, StorageError> {
     type Row = (
-        (String, String, String, String, NaiveDateTime),
+        (
+            String,
+            String,
+            String,
+            String,
+            NaiveDateTime,
+            Option<String>,
+        ),
         GrantRecord,
         ClientRow,
     );
@@ -38,6 +47,7 @@ pub(super) fn load_refreshes(
                 refresh_tokens::family_id,
                 refresh_tokens::status,
                 refresh_tokens::expires_at,
+                refresh_tokens::dpop_jkt,
             ),
             GrantRecord::as_select(),
             ClientRow::as_select(),
@@ -45,17 +55,20 @@ pub(super) fn load_refreshes(
         .load(c)?;
     Ok(rows
         .into_iter()
-        .map(|((hash, id, family, status, expires_at), grant, client)| {
-            let row = RefreshRow {
-                id,
-                family,
-                status,
-                expires_at,
-                grant,
-                client: client.into(),
-            };
-            (hash, row)
-        })
+        .map(
+            |((hash, id, family, status, expires_at, dpop_jkt), grant, client)| {
+                let row = RefreshRow {
+                    id,
+                    family,
+                    status,
+                    expires_at,
+                    dpop_jkt,
+                    grant,
+                    client: client.into(),
+                };
+                (hash, row)
+            },
+        )
         .collect())
 }
 
@@ -117,6 +130,7 @@ pub fn refresh(
     svc: &OAuthService,
     creds: &ClientCredentials,
     token: &str,
+    proven_jkt: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<TokenResponse, OAuthError> {
     let plausible = !token.is_empty() && token.len() <= 256;
@@ -149,6 +163,22 @@ pub fn refresh(
             }
             Verdict::Refused(why) => return Ok(Err(invalid_grant(why))),
         }
+        // A bound family (FAPI 2.0): the token is sender-constrained, so it is not rotated, and
+        // a retried refresh whose answer was lost is one more refresh, not a replay.
+        if let Some(bound) = row.dpop_jkt.as_deref() {
+            if proven_jkt != Some(bound) {
+                return Ok(Err(OAuthError::InvalidDpopProof(
+                    "this refresh token is bound to a DPoP key: send a proof it signed".into(),
+                )));
+            }
+            let family = Family {
+                id: &row.family,
+                refresh_jkt: Some(bound),
+                access_jkt: Some(bound),
+                kept: Some(&row.id),
+            };
+            return issue(c, svc, grant, client, family, "token.refreshed", now);
+        }
         let won = diesel::update(
             refresh_tokens::table
                 .filter(refresh_tokens::id.eq(&row.id))
@@ -164,6 +194,13 @@ pub fn refresh(
             revoke_for_security(c, revoked, &grant.id, &client.id, reason, now)?;
             return Ok(Err(replayed()));
         }
-        issue(c, svc, grant, client, &row.family, "token.refreshed", now)
+        // A bearer family stays bearer; a proof binds the new access token (RFC 9449 section 5).
+        let family = Family {
+            id: &row.family,
+            refresh_jkt: None,
+            access_jkt: proven_jkt,
+            kept: None,
+        };
+        issue(c, svc, grant, client, family, "token.refreshed", now)
     })?
 }

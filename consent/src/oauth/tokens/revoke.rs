@@ -86,6 +86,8 @@ pub struct OurToken {
     pub(super) grant: String,
     pub(super) client: String,
     pub(super) revocation_ids: Vec<String>,
+    /// The DPoP key the token is bound to.
+    pub(super) cnf_jkt: Option<String>,
     /// When this token stops working (attenuated expiry included).
     pub(super) expires_at: DateTime<Utc>,
     /// The authority block's expiry: its first revocation id is shared with the token it was
@@ -125,7 +127,10 @@ pub(super) fn verify_ours(
     // other refusal (signature, expiry, limits) would repeat for every action, so stop there.
     let mut auth = None;
     for action in &summary.actions {
-        match verifier.verify_listing(token, action.clone(), now) {
+        // The token's DPoP binding is the resource server's to enforce; introspection reports
+        // it (`cnf.jkt`), and anyone holding the token may revoke it.
+        let listing = ::grants::Request::new(action.clone(), now);
+        match verifier.verify_reporting_binding(token, &listing) {
             Ok(a) => {
                 auth = Some(a);
                 break;
@@ -139,6 +144,7 @@ pub(super) fn verify_ours(
         grant: auth.scope.grant.as_str().to_string(),
         client: auth.scope.client.as_str().to_string(),
         revocation_ids: auth.revocation_ids.clone(),
+        cnf_jkt: auth.cnf_jkt.clone(),
         expires_at: auth.scope.expires_at,
         authority_expires_at: summary.expires_at,
     })
