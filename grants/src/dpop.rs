@@ -12,6 +12,8 @@
 //! key members, bounded sizes.
 
 use std::collections::HashMap;
+
+use crate::jws::{Compact, JwsError, PublicJwk};
 use std::sync::Mutex;
 
 use base64::Engine;
@@ -22,7 +24,7 @@ use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 /// Algorithms accepted in proofs (`dpop_signing_alg_values_supported`).
-pub const DPOP_ALGS: [&str; 2] = ["ES256", "EdDSA"];
+pub const DPOP_ALGS: [&str; 2] = crate::jws::ALGS;
 
 /// A proof longer than this is refused before decoding.
 pub const MAX_PROOF_LEN: usize = 4096;
@@ -141,14 +143,6 @@ pub struct VerifiedProof {
 }
 
 #[derive(Deserialize)]
-struct Header {
-    typ: Option<String>,
-    alg: String,
-    jwk: serde_json::Map<String, serde_json::Value>,
-    crit: Option<serde_json::Value>,
-}
-
-#[derive(Deserialize)]
 struct Claims {
     jti: String,
     htm: String,
@@ -162,84 +156,22 @@ fn malformed(what: &str) -> DpopError {
     DpopError::Malformed(what.to_string())
 }
 
-fn b64(part: &str, what: &str) -> Result<Vec<u8>, DpopError> {
-    URL_SAFE_NO_PAD
-        .decode(part)
-        .map_err(|_| malformed(&format!("{what} is not base64url")))
-}
-
-fn member<'a>(
-    jwk: &'a serde_json::Map<String, serde_json::Value>,
-    name: &str,
-) -> Result<&'a str, DpopError> {
-    jwk.get(name)
-        .and_then(|v| v.as_str())
-        .ok_or_else(|| malformed(&format!("jwk.{name} is missing")))
-}
-
-/// The public key of a proof's `jwk` header.
-enum PublicKey {
-    Es256(p256::ecdsa::VerifyingKey),
-    Ed25519(ed25519_dalek::VerifyingKey),
-}
-
-/// Reads the `jwk` header for `alg`, refusing private members and mismatched key types; returns
-/// the key and its RFC 7638 thumbprint.
-fn proof_key(
-    alg: &str,
-    jwk: &serde_json::Map<String, serde_json::Value>,
-) -> Result<(PublicKey, String), DpopError> {
-    if jwk.contains_key("d") || jwk.contains_key("p") || jwk.contains_key("k") {
-        return Err(malformed("jwk holds private or symmetric key material"));
-    }
-    let coordinate = |name: &str| -> Result<[u8; 32], DpopError> {
-        b64(member(jwk, name)?, name)?
-            .try_into()
-            .map_err(|_| malformed(&format!("jwk.{name} must be 32 bytes")))
-    };
-    match (alg, member(jwk, "kty")?, member(jwk, "crv")?) {
-        ("ES256", "EC", "P-256") => {
-            let (x, y) = (coordinate("x")?, coordinate("y")?);
-            let point = p256::EncodedPoint::from_affine_coordinates(&x.into(), &y.into(), false);
-            let key = p256::ecdsa::VerifyingKey::from_encoded_point(&point)
-                .map_err(|_| malformed("jwk is not a P-256 point"))?;
-            let canonical = format!(
-                r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#,
-                URL_SAFE_NO_PAD.encode(x),
-                URL_SAFE_NO_PAD.encode(y)
-            );
-            Ok((PublicKey::Es256(key), thumbprint_of(&canonical)))
-        }
-        ("EdDSA", "OKP", "Ed25519") => {
-            let x = coordinate("x")?;
-            let key = ed25519_dalek::VerifyingKey::from_bytes(&x)
-                .map_err(|_| malformed("jwk is not an Ed25519 key"))?;
-            let canonical = format!(
-                r#"{{"crv":"Ed25519","kty":"OKP","x":"{}"}}"#,
-                URL_SAFE_NO_PAD.encode(x)
-            );
-            Ok((PublicKey::Ed25519(key), thumbprint_of(&canonical)))
-        }
-        ("ES256" | "EdDSA", _, _) => Err(malformed("jwk does not fit alg")),
-        _ => Err(DpopError::UnsupportedAlgorithm),
-    }
-}
-
-fn thumbprint_of(canonical_jwk: &str) -> String {
-    URL_SAFE_NO_PAD.encode(Sha256::digest(canonical_jwk.as_bytes()))
-}
-
 /// The RFC 7638 SHA-256 thumbprint (base64url) of a public JWK (P-256 `EC` or Ed25519 `OKP`).
 pub fn jwk_thumbprint(jwk: &serde_json::Value) -> Result<String, DpopError> {
     let map = jwk
         .as_object()
         .ok_or_else(|| malformed("jwk is not an object"))?;
-    let alg = match member(map, "kty")? {
-        "EC" => "ES256",
-        "OKP" => "EdDSA",
-        _ => return Err(DpopError::UnsupportedAlgorithm),
-    };
-    Ok(proof_key(alg, map)?.1)
+    Ok(PublicJwk::parse(map)?.thumbprint().to_string())
+}
+
+impl From<JwsError> for DpopError {
+    fn from(e: JwsError) -> Self {
+        match e {
+            JwsError::Malformed(m) => DpopError::Malformed(m),
+            JwsError::UnsupportedAlgorithm => DpopError::UnsupportedAlgorithm,
+            JwsError::BadSignature => DpopError::BadSignature,
+        }
+    }
 }
 
 /// `ath`: base64url SHA-256 of the access token.
@@ -338,42 +270,23 @@ fn check_signed(proof: &str, ctx: &ProofContext<'_>) -> Result<VerifiedProof, Dp
     if proof.len() > MAX_PROOF_LEN {
         return Err(malformed("the proof is too long"));
     }
-    let mut parts = proof.split('.');
-    let (Some(h), Some(p), Some(s), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(malformed("not a compact JWS"));
-    };
-    let header: Header = serde_json::from_slice(&b64(h, "header")?)
-        .map_err(|e| malformed(&format!("header: {e}")))?;
-    if header.typ.as_deref() != Some("dpop+jwt") {
+    let jws = Compact::decode(proof)?;
+    if jws.header.get("typ").and_then(serde_json::Value::as_str) != Some("dpop+jwt") {
         return Err(malformed("typ must be dpop+jwt"));
     }
-    if header.crit.is_some() {
-        return Err(malformed("crit extensions are not supported"));
+    let jwk = jws
+        .header
+        .get("jwk")
+        .and_then(serde_json::Value::as_object)
+        .ok_or_else(|| malformed("jwk is missing"))?;
+    let key = PublicJwk::parse(jwk)?;
+    if key.alg() != jws.alg() {
+        return Err(malformed("jwk does not fit alg"));
     }
-    if !DPOP_ALGS.contains(&header.alg.as_str()) {
-        return Err(DpopError::UnsupportedAlgorithm);
-    }
-    let (key, jkt) = proof_key(&header.alg, &header.jwk)?;
-    let signature = b64(s, "signature")?;
-    let signed = &proof.as_bytes()[..h.len() + 1 + p.len()];
-    let valid = match key {
-        PublicKey::Es256(k) => p256::ecdsa::Signature::from_slice(&signature)
-            .ok()
-            .is_some_and(|sig| {
-                use p256::ecdsa::signature::Verifier;
-                k.verify(signed, &sig).is_ok()
-            }),
-        PublicKey::Ed25519(k) => ed25519_dalek::Signature::from_slice(&signature)
-            .ok()
-            .is_some_and(|sig| k.verify_strict(signed, &sig).is_ok()),
-    };
-    if !valid {
-        return Err(DpopError::BadSignature);
-    }
-    let claims: Claims = serde_json::from_slice(&b64(p, "payload")?)
-        .map_err(|e| malformed(&format!("claims: {e}")))?;
+    jws.verify_with(&key)?;
+    let jkt = key.thumbprint().to_string();
+    let claims: Claims =
+        serde_json::from_slice(&jws.payload).map_err(|e| malformed(&format!("claims: {e}")))?;
     if claims.jti.is_empty() || claims.jti.len() > 256 {
         return Err(malformed("jti must be 1 to 256 characters"));
     }

@@ -154,6 +154,7 @@ mod authority;
 pub mod dpop;
 pub mod error;
 mod ids;
+pub mod jws;
 mod keys;
 mod mint;
 mod scope;
