@@ -462,6 +462,8 @@ fn insert_data(
             status: "active".into(),
             created_at: now,
             updated_at: now,
+            jwks: None,
+            dpop_bound_access_tokens: false,
         })
         .execute(conn)?;
     Ok(())

@@ -169,6 +169,8 @@ impl Environment {
 pub enum AuthMethod {
     ClientSecretBasic,
     ClientSecretPost,
+    /// RFC 7523 assertions signed with a key of the client's registered JWK Set (FAPI 2.0).
+    PrivateKeyJwt,
 }
 
 impl AuthMethod {
@@ -176,15 +178,31 @@ impl AuthMethod {
         match s {
             "client_secret_basic" => Ok(Self::ClientSecretBasic),
             "client_secret_post" => Ok(Self::ClientSecretPost),
-            _ => Err("must be \"client_secret_basic\" or \"client_secret_post\"".into()),
+            "private_key_jwt" => Ok(Self::PrivateKeyJwt),
+            _ => Err(
+                "must be \"client_secret_basic\", \"client_secret_post\" or \"private_key_jwt\""
+                    .into(),
+            ),
         }
     }
     pub fn as_str(self) -> &'static str {
         match self {
             Self::ClientSecretBasic => "client_secret_basic",
             Self::ClientSecretPost => "client_secret_post",
+            Self::PrivateKeyJwt => "private_key_jwt",
         }
     }
+    /// Whether the client holds a shared secret (as opposed to a registered key).
+    pub fn uses_secret(self) -> bool {
+        !matches!(self, Self::PrivateKeyJwt)
+    }
+}
+
+/// A client's public keys for `private_key_jwt`: an RFC 7517 JWK Set given inline (never a URL
+/// to fetch), 1 to 10 public P-256 or Ed25519 signing keys. Returns it as stored (compact JSON).
+pub fn jwks(value: &serde_json::Value) -> Result<String, String> {
+    grants::jws::JwkSet::parse(value).map_err(|e| e.to_string())?;
+    Ok(value.to_string())
 }
 
 /// Actions a client may be allowed to request.

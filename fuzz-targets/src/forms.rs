@@ -118,10 +118,24 @@ pub fn oauth_form(data: &[u8]) {
                         client_id
                     );
                 }
+                Ok(ClientCredentials::Assertion { client_id, .. }) => {
+                    assert!(!form.contains_key("client_secret"));
+                    assert_eq!(
+                        form.get("client_assertion_type").map(String::as_str),
+                        Some(consent::oauth::assertion::ASSERTION_TYPE)
+                    );
+                    if let Some(id) = form.get("client_id") {
+                        assert_eq!(id, &client_id);
+                    }
+                }
+                Ok(ClientCredentials::Proven(_)) => {
+                    panic!("only a checked assertion is proven, never a parsed form")
+                }
                 Err(OAuthError::InvalidRequest(_) | OAuthError::InvalidClient(_)) => {}
                 Err(e) => panic!("unexpected credentials error {e:?}"),
             }
             assert!(!rest.contains_key("client_secret"));
+            assert!(!rest.contains_key("client_assertion"));
         }
         Err(OAuthError::InvalidRequest(_)) => {
             let mut keys: Vec<_> = pairs.iter().map(|(k, _)| k).collect();

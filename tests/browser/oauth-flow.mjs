@@ -1,20 +1,26 @@
 // The whole OAuth flow with a stock client library (oauth4webapi, unmodified) for every protocol
 // step, and real headless Chromium for the customer's login and consent (with narrowing).
 // MODE `dpop` binds everything to a DPoP key (RFC 9449) the library makes and signs proofs with;
-// `bearer` does not.
+// `bearer` does not; `fapi` is `dpop` with private_key_jwt (RFC 7523): CLIENT_SECRET is then the
+// client's private P-256 JWK (kid k1).
 // Usage: node oauth-flow.mjs ISSUER CLIENT_ID CLIENT_SECRET REDIRECT_URI USERNAME PASSWORD MODE [SCREENSHOT]
 import * as oauth from 'oauth4webapi';
 import { launch, fail, done } from './lib.mjs';
 
 const [issuerUrl, clientId, clientSecret, redirectUri, username, password, mode, screenshot] = process.argv.slice(2);
-if (mode !== 'bearer' && mode !== 'dpop') fail(`MODE must be bearer or dpop, not ${mode}`);
+if (!['bearer', 'dpop', 'fapi'].includes(mode)) fail(`MODE must be bearer, dpop or fapi, not ${mode}`);
 const insecure = { [oauth.allowInsecureRequests]: true }; // the test server speaks plain http on loopback
 
 const issuer = new URL(issuerUrl);
 const as = await oauth.processDiscoveryResponse(issuer, await oauth.discoveryRequest(issuer, { ...insecure, algorithm: 'oauth2' }));
 const client = { client_id: clientId };
-const clientAuth = oauth.ClientSecretBasic(clientSecret);
-const DPoP = mode === 'dpop' ? oauth.DPoP(client, await oauth.generateKeyPair('ES256')) : undefined;
+async function privateKeyJwt(jwkText) {
+  const { kid, ...jwk } = JSON.parse(jwkText);
+  const key = await crypto.subtle.importKey('jwk', jwk, { name: 'ECDSA', namedCurve: 'P-256' }, false, ['sign']);
+  return oauth.PrivateKeyJwt({ key, kid });
+}
+const clientAuth = mode === 'fapi' ? await privateKeyJwt(clientSecret) : oauth.ClientSecretBasic(clientSecret);
+const DPoP = mode === 'bearer' ? undefined : oauth.DPoP(client, await oauth.generateKeyPair('ES256'));
 const options = { ...insecure, DPoP };
 
 const verifier = oauth.generateRandomCodeVerifier();

@@ -15,6 +15,7 @@ mod lifecycle;
 mod oauth;
 mod operations;
 mod portal;
+mod private_key_jwt;
 mod revocation_feed;
 mod storage;
 mod webhooks;

@@ -1277,20 +1277,40 @@ async fn key_rotation_keeps_old_tokens_verifiable() {
 /// A stock OAuth client (npm oauth4webapi, unmodified) completes PAR, authorization-response
 /// validation (state, iss), code exchange, a sandbox API call, refresh, introspection and
 /// revocation, while the customer logs in and narrows the consent in real headless Chromium;
-/// once with bearer tokens and once with everything bound to a DPoP key the library made.
+/// with bearer tokens, with everything bound to a DPoP key the library made, and (FAPI 2.0) with
+/// DPoP and private_key_jwt client authentication.
 #[tokio::test]
 async fn stock_client_and_real_browser_complete_the_flow() {
     for backend in backends() {
-        for mode in ["bearer", "dpop"] {
+        for mode in ["bearer", "dpop", "fapi"] {
             let app = spawn_demo_app(backend).await;
             let alice = app.account_ids("alice").await;
             let shot = std::env::temp_dir().join(format!("consent-page-{backend:?}-{mode}.png"));
+            let (client, credential) = match mode {
+                "fapi" => {
+                    let secret: [u8; 32] = rand::random();
+                    let key = grants::dpop::DpopKey::es256_from_bytes(&secret).unwrap();
+                    let mut public = key.public_jwk();
+                    public["kid"] = "k1".into();
+                    let mut private = public.clone();
+                    private["d"] = base64::Engine::encode(
+                        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                        secret,
+                    )
+                    .into();
+                    let jwks = json!({ "keys": [public] });
+                    let keys = ClientAuth::Keys(jwks);
+                    insert_client_with(&app, "c_fapi", "sandbox", DEMO_REDIRECT, keys, true).await;
+                    ("c_fapi", private.to_string())
+                }
+                _ => (DEMO_CLIENT, DEMO_SECRET.to_string()),
+            };
             let Some(r) = e2e_tests::browser::run(
                 "oauth-flow.mjs",
                 &[
                     &app.address,
-                    DEMO_CLIENT,
-                    DEMO_SECRET,
+                    client,
+                    &credential,
                     DEMO_REDIRECT,
                     "alice",
                     DEMO_PASSWORD,
@@ -1317,7 +1337,7 @@ async fn stock_client_and_real_browser_complete_the_flow() {
             assert_eq!(r["introspectionAccounts"], json!([alice[0]]));
             assert_eq!(r["activeAfterRevocation"], false);
             assert_eq!(r["grantStatusAfterRevocation"], "revoked");
-            if mode == "dpop" {
+            if mode != "bearer" {
                 // oauth4webapi reports the token type in lower case.
                 assert!(
                     r["tokenType"]

@@ -60,15 +60,55 @@ pub async fn insert_client(
     redirect: &str,
     secret: &str,
 ) {
+    insert_client_with(
+        app,
+        id,
+        environment,
+        redirect,
+        ClientAuth::Secret(secret),
+        false,
+    )
+    .await;
+}
+
+/// How an inserted client authenticates.
+#[derive(Debug)]
+pub enum ClientAuth<'a> {
+    /// `client_secret_basic` with this secret.
+    Secret(&'a str),
+    /// `private_key_jwt` with this JWK Set.
+    Keys(Value),
+}
+
+/// [`insert_client`] with any authentication method, and `dpop_bound_access_tokens`.
+pub async fn insert_client_with(
+    app: &TestApp,
+    id: &str,
+    environment: &str,
+    redirect: &str,
+    auth: ClientAuth<'_>,
+    dpop_bound: bool,
+) {
     let (id, environment, redirect) = (
         id.to_string(),
         environment.to_string(),
         redirect.to_string(),
     );
-    let hash = PlainToken::from_presented(secret)
-        .hash()
-        .as_str()
-        .to_string();
+    let (method, hash, jwks) = match auth {
+        ClientAuth::Secret(secret) => (
+            "client_secret_basic",
+            PlainToken::from_presented(secret)
+                .hash()
+                .as_str()
+                .to_string(),
+            None,
+        ),
+        ClientAuth::Keys(jwks) => (
+            "private_key_jwt",
+            "none:".to_string(),
+            Some(jwks.to_string()),
+        ),
+    };
     let now = chrono::Utc::now().naive_utc();
     app.platform
         .db
@@ -83,13 +123,15 @@ pub async fn insert_client(
                     clients::name.eq(format!("{id} app")),
                     clients::environment.eq(environment),
                     clients::redirect_uris.eq(serde_json::json!([redirect]).to_string()),
-                    clients::auth_method.eq("client_secret_basic"),
+                    clients::auth_method.eq(method),
                     clients::secret_hash.eq(hash),
                     clients::allowed_actions
                         .eq(r#"["accounts:read","balances:read","transactions:read"]"#),
                     clients::status.eq("active"),
                     clients::created_at.eq(now),
                     clients::updated_at.eq(now),
+                    clients::jwks.eq(jwks),
+                    clients::dpop_bound_access_tokens.eq(dpop_bound),
                 ))
                 .execute(c)?;
             Ok(())

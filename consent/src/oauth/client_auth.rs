@@ -12,6 +12,7 @@ use platform::storage::AnyConnection;
 use std::collections::HashMap;
 
 use super::OAuthService;
+use super::assertion::{ASSERTION_TYPE, claimed_client};
 use super::clients::{self, ClientCredentials, OAuthClient};
 use super::error::OAuthError;
 
@@ -32,6 +33,37 @@ pub fn client_credentials(
             .or_else(|| v.strip_prefix("basic "))
     });
     let post_secret = form.remove("client_secret");
+    let assertion_type = form.remove("client_assertion_type");
+    let assertion = form.remove("client_assertion");
+    match (assertion_type, assertion) {
+        (None, None) => {}
+        (Some(_), Some(_)) if basic.is_some() || post_secret.is_some() => {
+            return Err(OAuthError::InvalidRequest(
+                "use one client authentication method, not two".into(),
+            ));
+        }
+        (Some(t), Some(assertion)) if t == ASSERTION_TYPE => {
+            // RFC 7523 section 3: client_id is optional; the assertion names the client.
+            let client_id = match form.get("client_id") {
+                Some(id) => id.clone(),
+                None => claimed_client(&assertion).unwrap_or_default(),
+            };
+            return Ok(ClientCredentials::Assertion {
+                client_id,
+                assertion,
+            });
+        }
+        (Some(_), Some(_)) => {
+            return Err(OAuthError::InvalidRequest(format!(
+                "client_assertion_type must be {ASSERTION_TYPE}"
+            )));
+        }
+        _ => {
+            return Err(OAuthError::InvalidRequest(
+                "client_assertion and client_assertion_type go together".into(),
+            ));
+        }
+    }
     match (basic, post_secret) {
         (Some(_), Some(_)) => Err(OAuthError::InvalidRequest(
             "use one client authentication method, not two".into(),
@@ -156,9 +188,21 @@ impl OAuthService {
                 "too many failed authentication attempts; try again in a minute".into(),
             ));
         }
-        let result = match answered(&creds).await {
-            Some(done) => done,
-            None => revocation::run(&self.platform, move |c, r| then(c, r, &creds)).await?,
+        // A private_key_jwt assertion is proven first (keys, signature, claims, single use);
+        // the rest sees proven credentials only.
+        let proven = match creds {
+            ClientCredentials::Assertion {
+                client_id,
+                assertion,
+            } => self.prove_assertion(client_id, assertion).await,
+            other => Ok(other),
+        };
+        let result = match proven {
+            Err(e) => Err(e),
+            Ok(creds) => match answered(&creds).await {
+                Some(done) => done,
+                None => revocation::run(&self.platform, move |c, r| then(c, r, &creds)).await?,
+            },
         };
         if let Err(e @ OAuthError::InvalidClient(_)) = &result {
             tracing::info!(endpoint, error = %e, "client authentication failed");

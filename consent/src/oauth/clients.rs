@@ -1,5 +1,6 @@
 //! OAuth clients as the authorization server sees them, and client authentication
-//! (`client_secret_basic` / `client_secret_post`).
+//! (`client_secret_basic` / `client_secret_post`; `private_key_jwt` assertions are checked in
+//! [`super::assertion`] and arrive here proven).
 
 use diesel::prelude::*;
 use grants::Action;
@@ -20,6 +21,11 @@ pub struct OAuthClient {
     pub auth_method: String,
     pub allowed_actions: Vec<Action>,
     pub status: String,
+    /// The registered JWK Set of a `private_key_jwt` client (JSON, parsed when an assertion is
+    /// checked).
+    pub jwks: Option<String>,
+    /// RFC 9449 section 5.2: tokens are issued to this client only with a DPoP proof.
+    pub dpop_bound_access_tokens: bool,
     secret_hash: String,
 }
 
@@ -53,6 +59,8 @@ pub struct ClientRow {
     allowed_actions: String,
     status: String,
     secret_hash: String,
+    jwks: Option<String>,
+    dpop_bound_access_tokens: bool,
 }
 
 impl std::fmt::Debug for ClientRow {
@@ -79,6 +87,8 @@ impl From<ClientRow> for OAuthClient {
                 .filter_map(|a| Action::parse_known(a).ok())
                 .collect(),
             status: row.status,
+            jwks: row.jwks,
+            dpop_bound_access_tokens: row.dpop_bound_access_tokens,
             secret_hash: row.secret_hash,
         }
     }
@@ -111,13 +121,30 @@ pub enum ClientCredentials {
         client_id: String,
         secret: PlainToken,
     },
+    /// `client_assertion_type=urn:ietf:params:oauth:client-assertion-type:jwt-bearer` and a
+    /// signed `client_assertion` (private_key_jwt, RFC 7523), not checked yet.
+    Assertion {
+        client_id: String,
+        assertion: String,
+    },
+    /// An assertion [`super::assertion`] checked (signature by a registered key, claims, single
+    /// use). Only that module makes one.
+    Proven(Proven),
+}
+
+/// A client whose `private_key_jwt` assertion verified.
+#[derive(Debug, Clone)]
+pub struct Proven {
+    pub(super) client_id: String,
 }
 
 impl ClientCredentials {
     pub fn client_id(&self) -> &str {
         match self {
             ClientCredentials::Basic { client_id, .. }
-            | ClientCredentials::Post { client_id, .. } => client_id,
+            | ClientCredentials::Post { client_id, .. }
+            | ClientCredentials::Assertion { client_id, .. }
+            | ClientCredentials::Proven(Proven { client_id }) => client_id,
         }
     }
 }
@@ -162,6 +189,22 @@ pub fn verify(creds: &ClientCredentials, client: Option<&OAuthClient>) -> Result
     let (secret, method) = match creds {
         ClientCredentials::Basic { secret, .. } => (secret, "client_secret_basic"),
         ClientCredentials::Post { secret, .. } => (secret, "client_secret_post"),
+        // Proven before the connection was taken; the row read since must still be that active
+        // private_key_jwt client.
+        ClientCredentials::Proven(Proven { client_id }) => {
+            return match client {
+                Some(c)
+                    if c.id == *client_id
+                        && c.is_active()
+                        && c.auth_method == "private_key_jwt" =>
+                {
+                    Ok(())
+                }
+                _ => Err(invalid_client()),
+            };
+        }
+        // Never proven: refused (`with_credentials_or` proves assertions before this).
+        ClientCredentials::Assertion { .. } => return Err(invalid_client()),
     };
     let stored = client
         .map(|c| c.secret_hash.clone())

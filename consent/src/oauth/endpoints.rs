@@ -72,14 +72,24 @@ impl OAuthService {
         now: DateTime<Utc>,
     ) -> Result<TokenResponse, OAuthError> {
         let svc = self.clone();
-        let proven_jkt = match proof {
+        let (creds, proven_jkt) = match proof {
             Some(proof) => {
                 // One more authentication (a single indexed read) for DPoP requests: the proof's
                 // use must be recorded before any token is issued, and after the client is known.
-                self.authenticate(creds.clone(), peer, "token").await?;
-                Some(self.record_proof(proof, now).await?)
+                let client = self.authenticate(creds.clone(), peer, "token").await?;
+                let jkt = self.record_proof(proof, now).await?;
+                // An assertion is single use: the second pass sees it proven.
+                let creds = match creds {
+                    ClientCredentials::Assertion { .. } => {
+                        ClientCredentials::Proven(clients::Proven {
+                            client_id: client.id,
+                        })
+                    }
+                    other => other,
+                };
+                (creds, Some(jkt))
             }
-            None => None,
+            None => (creds, None),
         };
         match grant {
             TokenGrant::AuthorizationCode {

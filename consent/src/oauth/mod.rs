@@ -9,6 +9,7 @@
 //! here, tested directly.
 
 pub mod answers;
+pub mod assertion;
 pub mod client_auth;
 pub mod clients;
 pub mod dpop;

@@ -155,6 +155,8 @@ pub struct ServerMetadata {
     pub response_modes_supported: Vec<String>,
     pub grant_types_supported: Vec<String>,
     pub token_endpoint_auth_methods_supported: Vec<String>,
+    /// Algorithms accepted in `private_key_jwt` assertions (RFC 7523).
+    pub token_endpoint_auth_signing_alg_values_supported: Vec<String>,
     pub revocation_endpoint_auth_methods_supported: Vec<String>,
     pub introspection_endpoint_auth_methods_supported: Vec<String>,
     pub code_challenge_methods_supported: Vec<String>,
@@ -178,7 +180,11 @@ fn strings(items: &[&str]) -> Vec<String> {
 #[get("/.well-known/oauth-authorization-server")]
 pub async fn server_metadata(state: web::Data<AppState>) -> HttpResponse {
     let iss = &state.issuer;
-    let auth_methods = strings(&["client_secret_basic", "client_secret_post"]);
+    let auth_methods = strings(&[
+        "client_secret_basic",
+        "client_secret_post",
+        "private_key_jwt",
+    ]);
     HttpResponse::Ok().json(ServerMetadata {
         issuer: iss.clone(),
         authorization_endpoint: format!("{iss}/oauth2/authorize"),
@@ -191,6 +197,7 @@ pub async fn server_metadata(state: web::Data<AppState>) -> HttpResponse {
         response_modes_supported: strings(&["query"]),
         grant_types_supported: strings(&["authorization_code", "refresh_token"]),
         token_endpoint_auth_methods_supported: auth_methods.clone(),
+        token_endpoint_auth_signing_alg_values_supported: strings(&grants::jws::ALGS),
         revocation_endpoint_auth_methods_supported: auth_methods.clone(),
         introspection_endpoint_auth_methods_supported: auth_methods,
         code_challenge_methods_supported: strings(&["S256"]),

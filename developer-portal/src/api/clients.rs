@@ -23,8 +23,18 @@ pub struct CreateClientRequest {
     /// wildcard, no user info; 1 to 10, each at most 512 characters.
     #[schema(example = json!(["https://app.fintech.example/callback"]))]
     pub redirect_uris: Vec<String>,
-    /// `client_secret_basic` (default) or `client_secret_post`.
+    /// `client_secret_basic` (default), `client_secret_post`, or `private_key_jwt` (FAPI 2.0:
+    /// RFC 7523 assertions signed with a key of `jwks`; no secret is issued). The RFC 7591 name
+    /// `token_endpoint_auth_method` is accepted too.
+    #[serde(alias = "token_endpoint_auth_method")]
     pub auth_method: Option<String>,
+    /// For `private_key_jwt`: the client's public signing keys, an RFC 7517 JWK Set given inline
+    /// (1 to 10 P-256 or Ed25519 keys; URLs are never fetched).
+    #[schema(value_type = Option<Object>)]
+    pub jwks: Option<serde_json::Value>,
+    /// RFC 9449 section 5.2: the client always uses DPoP; tokens are never issued to it without
+    /// a proof (default false).
+    pub dpop_bound_access_tokens: Option<bool>,
     /// Subset of accounts:read, balances:read, transactions:read (default: all).
     pub allowed_actions: Option<Vec<String>>,
     pub webhook_url: Option<String>,
@@ -39,6 +49,9 @@ fn double_option<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String
 pub struct UpdateClientRequest {
     pub name: Option<String>,
     pub redirect_uris: Option<Vec<String>>,
+    /// New keys for a `private_key_jwt` client (rotate by listing the new key beside the old).
+    #[schema(value_type = Option<Object>)]
+    pub jwks: Option<serde_json::Value>,
     /// A URL sets the webhook; `null` removes it; absent leaves it unchanged.
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<String>, nullable)]
@@ -82,7 +95,7 @@ impl From<ClientWithSecret> for ClientSecretResponse {
     fn from(c: ClientWithSecret) -> Self {
         Self {
             client: c.client,
-            client_secret: Some(c.client_secret.expose().to_string()),
+            client_secret: c.client_secret.map(|s| s.expose().to_string()),
             webhook_secret: c.webhook_secret.map(|s| s.expose().to_string()),
         }
     }
@@ -107,6 +120,10 @@ pub async fn create_client(
         body.auth_method.as_deref(),
         body.allowed_actions.as_deref(),
         body.webhook_url.as_deref(),
+    )?
+    .with_keys(
+        body.jwks.as_ref(),
+        body.dpop_bound_access_tokens.unwrap_or(false),
     )?;
     let key = auth.platform.master_key.clone();
     let created = auth
@@ -162,14 +179,19 @@ pub async fn update_client(
     body: web::Json<UpdateClientRequest>,
 ) -> Result<web::Json<ClientSecretResponse>, ApiError> {
     let body = body.into_inner();
-    if body.name.is_none() && body.redirect_uris.is_none() && body.webhook_url.is_none() {
+    if body.name.is_none()
+        && body.redirect_uris.is_none()
+        && body.webhook_url.is_none()
+        && body.jwks.is_none()
+    {
         return Err(ApiError::BadRequest(
-            "nothing to update: give name, redirect_uris or webhook_url".into(),
+            "nothing to update: give name, redirect_uris, webhook_url or jwks".into(),
         ));
     }
     let change = ClientUpdate {
         name: body.name,
         redirect_uris: body.redirect_uris,
+        jwks: body.jwks,
         webhook_url: body.webhook_url,
     };
     let key = auth.platform.master_key.clone();

@@ -47,7 +47,15 @@ pub struct ClientView {
     /// active or suspended.
     pub status: String,
     pub redirect_uris: Vec<String>,
+    /// `token_endpoint_auth_method` (RFC 7591): `client_secret_basic`, `client_secret_post` or
+    /// `private_key_jwt`.
     pub auth_method: String,
+    /// The public keys of a `private_key_jwt` client (RFC 7517 JWK Set).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub jwks: Option<serde_json::Value>,
+    /// RFC 9449 section 5.2: the client always uses DPoP.
+    pub dpop_bound_access_tokens: bool,
     pub allowed_actions: Vec<String>,
     pub webhook_url: Option<String>,
     pub created_at: DateTime<Utc>,
@@ -64,6 +72,8 @@ impl From<Client> for ClientView {
             environment: c.environment,
             status: c.status,
             auth_method: c.auth_method,
+            jwks: c.jwks.as_deref().and_then(|j| serde_json::from_str(j).ok()),
+            dpop_bound_access_tokens: c.dpop_bound_access_tokens,
             webhook_url: c.webhook_url,
             created_at: c.created_at.and_utc(),
             updated_at: c.updated_at.and_utc(),
@@ -75,7 +85,8 @@ impl From<Client> for ClientView {
 #[derive(Debug)]
 pub struct ClientWithSecret {
     pub client: ClientView,
-    pub client_secret: PlainToken,
+    /// `None` for a `private_key_jwt` client: it has no secret.
+    pub client_secret: Option<PlainToken>,
     /// The webhook signing secret, when a webhook URL was set for the first time.
     pub webhook_secret: Option<PlainToken>,
 }
@@ -89,9 +100,40 @@ pub struct NewClient {
     pub auth_method: AuthMethod,
     pub allowed_actions: Vec<String>,
     pub webhook_url: Option<String>,
+    /// The JWK Set of a `private_key_jwt` client (validated JSON).
+    pub jwks: Option<String>,
+    pub dpop_bound_access_tokens: bool,
 }
 
 impl NewClient {
+    /// Adds the key material (see [`Self::parse`]): a `private_key_jwt` client must register a
+    /// JWK Set, and a shared-secret client must not.
+    pub fn with_keys(
+        mut self,
+        jwks: Option<&serde_json::Value>,
+        dpop_bound_access_tokens: bool,
+    ) -> PortalResult<Self> {
+        let mut e = Errors::default();
+        self.jwks = match (self.auth_method.uses_secret(), jwks) {
+            (false, Some(j)) => e.check("jwks", domain::jwks(j)),
+            (false, None) => {
+                e.push("jwks", "private_key_jwt needs the client's public keys");
+                None
+            }
+            (true, Some(_)) => {
+                e.push(
+                    "jwks",
+                    "keys are registered only with token_endpoint_auth_method private_key_jwt",
+                );
+                None
+            }
+            (true, None) => None,
+        };
+        e.into_result()?;
+        self.dpop_bound_access_tokens = dpop_bound_access_tokens;
+        Ok(self)
+    }
+
     pub fn parse(
         name: &str,
         environment: &str,
@@ -128,6 +170,8 @@ impl NewClient {
             auth_method: auth_method.unwrap_or(AuthMethod::ClientSecretBasic),
             allowed_actions: allowed_actions.unwrap_or_default(),
             webhook_url,
+            jwks: None,
+            dpop_bound_access_tokens: false,
         })
     }
 }
@@ -137,6 +181,9 @@ impl NewClient {
 pub struct ClientUpdate {
     pub name: Option<String>,
     pub redirect_uris: Option<Vec<String>>,
+    /// New keys for a `private_key_jwt` client (key rotation: list the new key beside the old
+    /// one, switch, then drop the old one).
+    pub jwks: Option<serde_json::Value>,
     pub webhook_url: Option<Option<String>>,
 }
 
@@ -227,7 +274,10 @@ pub fn create(
         )));
     }
     let id = random_id("c_");
-    let secret = PlainToken::generate("cs_");
+    let secret = new
+        .auth_method
+        .uses_secret()
+        .then(|| PlainToken::generate("cs_"));
     let webhook_secret = new
         .webhook_url
         .as_ref()
@@ -247,7 +297,11 @@ pub fn create(
         environment: new.environment.as_str().into(),
         redirect_uris: serde_json::json!(new.redirect_uris).to_string(),
         auth_method: new.auth_method.as_str().into(),
-        secret_hash: secret.hash().as_str().to_string(),
+        // A key-authenticated client has no secret: a value no SHA-256 hex digest can equal.
+        secret_hash: match &secret {
+            Some(s) => s.hash().as_str().to_string(),
+            None => format!("none:{}", random_id("")),
+        },
         allowed_actions: serde_json::json!(new.allowed_actions).to_string(),
         webhook_url: new.webhook_url.clone(),
         webhook_secret_enc,
@@ -255,6 +309,8 @@ pub fn create(
         status: "active".into(),
         created_at: ts(now),
         updated_at: ts(now),
+        jwks: new.jwks.clone(),
+        dpop_bound_access_tokens: new.dpop_bound_access_tokens,
     };
     diesel::insert_into(clients::table)
         .values(&row)
@@ -264,7 +320,11 @@ pub fn create(
         developer_id,
         "client.created",
         &id,
-        serde_json::json!({ "environment": row.environment }),
+        serde_json::json!({
+            "environment": row.environment,
+            "auth_method": row.auth_method,
+            "dpop_bound_access_tokens": row.dpop_bound_access_tokens,
+        }),
         now,
     )?;
     Ok(ClientWithSecret {
@@ -315,6 +375,19 @@ pub fn update(
         .redirect_uris
         .as_ref()
         .map(|list| domain::redirect_uris(list, env, &mut e));
+    let jwks = match &change.jwks {
+        Some(j) if current.auth_method == AuthMethod::PrivateKeyJwt.as_str() => {
+            e.check("jwks", domain::jwks(j))
+        }
+        Some(_) => {
+            e.push(
+                "jwks",
+                "keys are registered only with token_endpoint_auth_method private_key_jwt",
+            );
+            None
+        }
+        None => None,
+    };
     let webhook = match &change.webhook_url {
         Some(Some(w)) => e
             .check("webhook_url", domain::webhook_url(w, env))
@@ -351,6 +424,7 @@ pub fn update(
             clients::redirect_uris.eq(&redirect_uris),
             clients::webhook_url.eq(&webhook_url),
             clients::webhook_secret_enc.eq(&webhook_secret_enc),
+            clients::jwks.eq(jwks.as_ref().or(current.jwks.as_ref())),
             clients::updated_at.eq(ts(now)),
         ))
         .execute(conn)?;
@@ -363,6 +437,7 @@ pub fn update(
             "name": change.name.is_some(),
             "redirect_uris": change.redirect_uris.is_some(),
             "webhook_url": change.webhook_url.is_some(),
+            "jwks": change.jwks.is_some(),
         }),
         now,
     )?;
@@ -376,7 +451,14 @@ pub fn rotate_secret(
     client_id: &str,
     now: DateTime<Utc>,
 ) -> PortalResult<ClientWithSecret> {
-    owned_active(conn, developer_id, client_id)?;
+    let current = owned_active(conn, developer_id, client_id)?;
+    if current.auth_method == AuthMethod::PrivateKeyJwt.as_str() {
+        return Err(PortalError::Conflict(
+            "this client authenticates with private_key_jwt and has no secret: register new keys \
+             (jwks) instead"
+                .into(),
+        ));
+    }
     let secret = PlainToken::generate("cs_");
     diesel::update(clients::table.filter(clients::id.eq(client_id)))
         .set((
@@ -394,7 +476,7 @@ pub fn rotate_secret(
     )?;
     Ok(ClientWithSecret {
         client: owned(conn, developer_id, client_id)?.into(),
-        client_secret: secret,
+        client_secret: Some(secret),
         webhook_secret: None,
     })
 }

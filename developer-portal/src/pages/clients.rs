@@ -42,7 +42,11 @@ fn client_detail(
                 dt { "Client id" } dd { code id="client-id" { (c.id) } }
                 dt { "Environment" } dd id="client-environment" { (c.environment) }
                 dt { "Status" } dd { (c.status) }
-                dt { "Authentication" } dd { (c.auth_method) }
+                dt { "Authentication" } dd id="client-auth-method" { (c.auth_method) }
+                @if let Some(jwks) = &c.jwks {
+                    dt { "Public keys" } dd { ul { @for k in key_labels(jwks) { li { code { (k) } } } } }
+                }
+                dt { "DPoP" } dd id="client-dpop" { @if c.dpop_bound_access_tokens { "required (every token is bound to the client's key)" } @else { "optional" } }
                 dt { "Allowed actions" } dd { (c.allowed_actions.join(", ")) }
                 dt { "Redirect URIs" } dd { ul { @for u in &c.redirect_uris { li { code { (u) } } } } }
                 dt { "Webhook" } dd { (c.webhook_url.as_deref().unwrap_or("none")) }
@@ -54,12 +58,17 @@ fn client_detail(
                     p { label { "Name " input type="text" name="name" value=(c.name) required; } }
                     p { label { "Redirect URIs (one per line) " br; textarea name="redirect_uris" rows="4" cols="60" { (c.redirect_uris.join("\n")) } } }
                     p { label { "Webhook URL (empty: none) " input type="url" name="webhook_url" value=(c.webhook_url.as_deref().unwrap_or_default()); } }
+                    @if let Some(jwks) = &c.jwks {
+                        p { label { "Public keys (JWK Set; to rotate, add the new key, switch, then remove the old) " br; textarea name="jwks" rows="6" cols="80" { (jwks) } } }
+                    }
                     button type="submit" { "Save" }
                 }
-                h2 { "Secret" }
-                form method="post" action=(format!("/developers/clients/{}/rotate", c.id)) {
-                    (csrf_input(&s.csrf_token))
-                    button id="rotate" type="submit" { "Rotate secret" }
+                @if c.jwks.is_none() {
+                    h2 { "Secret" }
+                    form method="post" action=(format!("/developers/clients/{}/rotate", c.id)) {
+                        (csrf_input(&s.csrf_token))
+                        button id="rotate" type="submit" { "Rotate secret" }
+                    }
                 }
             }
             @if c.webhook_url.is_some() {
@@ -167,8 +176,11 @@ fn new_client_form(
                     select name="auth_method" {
                         option value="client_secret_basic" { "client_secret_basic" }
                         option value="client_secret_post" selected[v("auth_method") == "client_secret_post"] { "client_secret_post" }
+                        option value="private_key_jwt" selected[v("auth_method") == "private_key_jwt"] { "private_key_jwt (FAPI 2.0; no secret)" }
                     }
                 } }
+                p { label { "Public keys for private_key_jwt (a JWK Set: {\"keys\": [...]}, P-256 or Ed25519) " br; textarea name="jwks" rows="6" cols="80" { (v("jwks")) } } }
+                p { label { input type="checkbox" name="dpop_bound_access_tokens" value="on" checked[!v("dpop_bound_access_tokens").is_empty()]; " Always use DPoP (tokens bound to the client's key)" } }
                 fieldset {
                     legend { "Allowed actions" }
                     @for a in ACTIONS {
@@ -184,6 +196,36 @@ fn new_client_form(
 
 pub(super) async fn new_client_page(_p: Data, s: DeveloperSession) -> HttpResponse {
     new_client_form(&s, None, &[], StatusCode::OK)
+}
+
+/// A form field holding JSON (a JWK Set): `None` when empty.
+fn json_field(form: &Form, name: &str) -> crate::error::PortalResult<Option<serde_json::Value>> {
+    let raw = field(form, name).trim();
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    serde_json::from_str(raw)
+        .map(Some)
+        .map_err(|e| crate::error::PortalError::field(name, format!("is not JSON: {e}")))
+}
+
+/// One line per registered key: its type, kid and thumbprint.
+fn key_labels(jwks: &serde_json::Value) -> Vec<String> {
+    match grants::jws::JwkSet::parse(jwks) {
+        Ok(set) => set
+            .keys()
+            .iter()
+            .map(|k| {
+                format!(
+                    "{} kid={} thumbprint={}",
+                    k.alg(),
+                    k.kid().unwrap_or("-"),
+                    k.thumbprint()
+                )
+            })
+            .collect(),
+        Err(e) => vec![format!("unreadable: {e}")],
+    }
 }
 
 fn lines(text: &str) -> Vec<String> {
@@ -216,6 +258,13 @@ pub(super) async fn new_client_submit(
         Some(&actions),
         (!webhook.is_empty()).then_some(webhook),
     );
+    let parsed = parsed.and_then(|new| {
+        let jwks = json_field(&form, "jwks")?;
+        new.with_keys(
+            jwks.as_ref(),
+            !field(&form, "dpop_bound_access_tokens").is_empty(),
+        )
+    });
     let key = p.master_key.clone();
     let dev = s.subject_id.clone();
     let now = p.now();
@@ -227,7 +276,7 @@ pub(super) async fn new_client_submit(
         Ok(created) => client_detail(
             &s,
             &created.client,
-            Some(created.client_secret.expose()),
+            created.client_secret.as_ref().map(|s| s.expose()),
             created.webhook_secret.as_ref().map(|w| w.expose()),
             &[],
             StatusCode::CREATED,
@@ -297,9 +346,14 @@ pub(super) async fn client_update(
     let id = path.into_inner();
     let back = client_page(&id);
     let webhook = field(&form, "webhook_url").trim().to_string();
+    let jwks = match json_field(&form, "jwks") {
+        Ok(j) => j,
+        Err(e) => return error_page(&e, &back),
+    };
     let change = ClientUpdate {
         name: Some(field(&form, "name").to_string()),
         redirect_uris: Some(lines(field(&form, "redirect_uris"))),
+        jwks,
         webhook_url: Some((!webhook.is_empty()).then_some(webhook)),
     };
     let key = p.master_key.clone();
@@ -327,7 +381,12 @@ pub(super) async fn client_rotate(
     let dev = s.subject_id.clone();
     let now = p.now();
     match write(&p, move |c| clients::rotate_secret(c, &dev, &id, now)).await {
-        Ok(r) => client_changed(&s, &r.client, Some(r.client_secret.expose()), None),
+        Ok(r) => client_changed(
+            &s,
+            &r.client,
+            r.client_secret.as_ref().map(|s| s.expose()),
+            None,
+        ),
         Err(e) => error_page(&e, &back),
     }
 }

@@ -121,6 +121,10 @@ pub struct Client {
     pub status: String,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
+    /// `private_key_jwt` clients: their public keys, an RFC 7517 JWK Set (JSON).
+    pub jwks: Option<String>,
+    /// The client always uses DPoP (RFC 9449 section 5.2).
+    pub dpop_bound_access_tokens: bool,
 }
 
 /// A grant as the services read it (the token endpoint, introspection, the dashboard).

@@ -112,6 +112,8 @@ diesel::table! {
         status -> Text,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        jwks -> Nullable<Text>,
+        dpop_bound_access_tokens -> Bool,
     }
 }
 

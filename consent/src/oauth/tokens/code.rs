@@ -90,6 +90,9 @@ pub fn exchange_code(
                         .into(),
                 )));
             }
+            (None, None) if client.dpop_bound_access_tokens => {
+                return Ok(Err(dpop_required()));
+            }
             (b, p) => b.or(p),
         };
         // Single use: whoever flips used_at first wins; anyone else is replaying.

@@ -62,6 +62,14 @@ fn load_grant(c: &mut AnyConnection, id: &str) -> Result<Option<GrantRecord>, St
         .optional()?)
 }
 
+/// RFC 9449 section 5.2: a client registered with `dpop_bound_access_tokens` gets no token
+/// without a proof.
+fn dpop_required() -> OAuthError {
+    OAuthError::InvalidDpopProof(
+        "this client is registered to use DPoP (dpop_bound_access_tokens): send a proof".into(),
+    )
+}
+
 fn invalid_grant(msg: &str) -> OAuthError {
     OAuthError::InvalidGrant(msg.into())
 }
