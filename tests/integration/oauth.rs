@@ -759,14 +759,7 @@ async fn par_request_uris_are_single_use_and_bound_to_their_client() {
 #[tokio::test]
 async fn production_clients_must_use_par() {
     let app = spawn_demo_app(Backend::Sqlite).await;
-    insert_client(
-        &app,
-        "c_prod",
-        "production",
-        "https://fintech.example/cb",
-        "cs_prod-secret-value-0123456789ab",
-    )
-    .await;
+    FapiClient::register(&app, "c_prod", "production", "https://fintech.example/cb").await;
     let (_, challenge) = pkce();
     let r = app
         .get_authorize(&[
@@ -1456,19 +1449,14 @@ async fn repeated_client_authentication_failures_block_that_address_for_the_clie
 #[tokio::test]
 async fn consent_page_shows_the_verified_legal_name_of_production_clients() {
     let app = spawn_demo_app(Backend::Sqlite).await;
-    insert_client(
-        &app,
-        "c_prod",
-        "production",
-        "https://fintech.example/cb",
-        "cs_prod-secret-value-0123456789ab",
-    )
-    .await;
+    let prod =
+        FapiClient::register(&app, "c_prod", "production", "https://fintech.example/cb").await;
     app.login_customer("alice").await;
     let (_, challenge) = pkce();
-    let r = app
-        .post_par(
-            ("c_prod", "cs_prod-secret-value-0123456789ab"),
+    let r = prod
+        .post(
+            &app,
+            "/oauth2/par",
             &[
                 ("response_type", "code"),
                 ("redirect_uri", "https://fintech.example/cb"),
@@ -1476,6 +1464,7 @@ async fn consent_page_shows_the_verified_legal_name_of_production_clients() {
                 ("code_challenge_method", "S256"),
                 ("scope", "accounts:read"),
             ],
+            true,
         )
         .await;
     let uri = r.json::<Value>().await.unwrap()["request_uri"]
@@ -2127,20 +2116,15 @@ async fn sandbox_clients_are_for_test_customers_and_their_tokens_for_sandboxes()
             "{backend:?}"
         );
 
-        // A production client's token passes the production verifier.
-        insert_client(
-            &app,
-            "c_prod",
-            "production",
-            "https://fintech.example/cb",
-            "cs_prod-secret-value-0123456789ab",
-        )
-        .await;
+        // A production client's token passes the production verifier (with its DPoP proof:
+        // production clients are FAPI 2.0 clients).
+        let prod =
+            FapiClient::register(&app, "c_prod", "production", "https://fintech.example/cb").await;
         let (verifier, challenge) = pkce();
         let rar = details(json!({"type": "account_access", "actions": ["accounts:read"]}));
-        let redirect = app
-            .authorize_with_par(
-                ("c_prod", "cs_prod-secret-value-0123456789ab"),
+        let redirect = prod
+            .authorize(
+                &app,
                 "https://fintech.example/cb",
                 &rar,
                 &challenge,
@@ -2152,21 +2136,29 @@ async fn sandbox_clients_are_for_test_customers_and_their_tokens_for_sandboxes()
             )
             .await;
         let code = query_param(&redirect, "code").expect("code");
-        let r = app
-            .post_token(
-                ("c_prod", "cs_prod-secret-value-0123456789ab"),
-                &[
-                    ("grant_type", "authorization_code"),
-                    ("code", &code),
-                    ("redirect_uri", "https://fintech.example/cb"),
-                    ("code_verifier", &verifier),
-                ],
-            )
-            .await;
+        let exchange = [
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", "https://fintech.example/cb"),
+            ("code_verifier", verifier.as_str()),
+        ];
+        let r = prod.post(&app, "/oauth2/token", &exchange, true).await;
         assert_eq!(r.status(), 200, "{backend:?}");
         let production: Value = r.json().await.unwrap();
+        let access = production["access_token"].as_str().unwrap();
+        let url = "https://bank.example/sandbox/v1/accounts";
+        let proof = prod
+            .dpop
+            .proof("GET", url, Some(access), None, chrono::Utc::now());
+        let replay = ::grants::dpop::InMemoryReplayStore::default();
         let ok = production_rs
-            .verify(production["access_token"].as_str().unwrap(), &request)
+            .verify_dpop(
+                access,
+                &request,
+                &proof,
+                ::grants::dpop::ProofContext::new("GET", url, chrono::Utc::now()),
+                &replay,
+            )
             .unwrap();
         assert_eq!(ok.environment, ::grants::Environment::Production);
         app.stop().await;

@@ -124,7 +124,21 @@ async fn full_path_from_sign_up_to_a_production_client() {
         problem(app.review_kyc(&ops_a, &submission, "reject").await, 409).await;
         problem(app.put_kyc(&dev, &kyc_body()).await, 409).await;
 
-        let r = app.post_client(&dev, &client_body("production")).await;
+        // FAPI 2.0: a production client with a shared secret or bearer tokens is refused.
+        let p = problem(app.post_client(&dev, &client_body("production")).await, 400).await;
+        let fields: Vec<&str> = p["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["field"].as_str().unwrap())
+            .collect();
+        assert_eq!(fields, ["auth_method", "dpop_bound_access_tokens"], "{p}");
+        let mut fapi = client_body("production");
+        let key = grants::dpop::DpopKey::generate_es256();
+        fapi["token_endpoint_auth_method"] = json!("private_key_jwt");
+        fapi["jwks"] = json!({ "keys": [key.public_jwk()] });
+        fapi["dpop_bound_access_tokens"] = json!(true);
+        let r = app.post_client(&dev, &fapi).await;
         assert_eq!(r.status(), 201, "production allowed after approval");
         let prod: Value = r.json().await.unwrap();
         assert_eq!(prod["environment"], "production");

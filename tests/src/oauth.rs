@@ -140,6 +140,110 @@ pub async fn insert_client_with(
         .unwrap();
 }
 
+/// A FAPI 2.0 client, as production clients must be: `private_key_jwt` with `key` (kid `k1`)
+/// and DPoP with `dpop` (`dpop_bound_access_tokens`).
+#[derive(Debug)]
+pub struct FapiClient {
+    pub id: String,
+    pub key: grants::dpop::DpopKey,
+    pub dpop: grants::dpop::DpopKey,
+}
+
+/// `client_assertion_type` of RFC 7523.
+pub const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+impl FapiClient {
+    /// Registers it in storage.
+    pub async fn register(app: &TestApp, id: &str, environment: &str, redirect: &str) -> Self {
+        let key = grants::dpop::DpopKey::generate_es256();
+        let mut jwk = key.public_jwk();
+        jwk["kid"] = "k1".into();
+        let keys = ClientAuth::Keys(serde_json::json!({ "keys": [jwk] }));
+        insert_client_with(app, id, environment, redirect, keys, true).await;
+        Self {
+            id: id.to_string(),
+            key,
+            dpop: grants::dpop::DpopKey::generate_es256(),
+        }
+    }
+
+    /// A fresh assertion for `app`.
+    pub fn assertion(&self, app: &TestApp) -> String {
+        let now = chrono::Utc::now().timestamp();
+        self.key.sign_jws(
+            &serde_json::json!({"alg": self.key.alg(), "kid": "k1", "typ": "JWT"}),
+            &serde_json::json!({
+                "iss": self.id, "sub": self.id, "aud": app.address,
+                "exp": now + 30, "jti": platform::crypto::random_id("j_"),
+            }),
+        )
+    }
+
+    /// POSTs `form` to an OAuth endpoint with an assertion, and a DPoP proof for that endpoint
+    /// when `proof` is set.
+    pub async fn post(
+        &self,
+        app: &TestApp,
+        path: &str,
+        form: &[(&str, &str)],
+        proof: bool,
+    ) -> reqwest::Response {
+        let assertion = self.assertion(app);
+        let mut all = vec![
+            ("client_assertion_type", ASSERTION_TYPE),
+            ("client_assertion", assertion.as_str()),
+        ];
+        all.extend_from_slice(form);
+        let mut req = app.client.post(app.url(path)).form(&all);
+        if proof {
+            let p = self
+                .dpop
+                .proof("POST", &app.url(path), None, None, chrono::Utc::now());
+            req = req.header("DPoP", p);
+        }
+        req.send().await.expect("request")
+    }
+
+    /// PAR (with a proof), authorize, and the logged-in customer's decision: the redirect URL.
+    pub async fn authorize(
+        &self,
+        app: &TestApp,
+        redirect: &str,
+        rar: &str,
+        challenge: &str,
+        fields: &[(&str, &str)],
+    ) -> String {
+        let form = [
+            ("response_type", "code"),
+            ("redirect_uri", redirect),
+            ("code_challenge", challenge),
+            ("code_challenge_method", "S256"),
+            ("state", "st-123"),
+            ("authorization_details", rar),
+        ];
+        let par = self.post(app, "/oauth2/par", &form, true).await;
+        app.consent_to_pushed(&self.id, par, fields).await
+    }
+
+    /// A GET of the sandbox API with a bound access token and a fresh proof.
+    pub async fn get(&self, app: &TestApp, path: &str, access_token: &str) -> reqwest::Response {
+        let p = self.dpop.proof(
+            "GET",
+            &app.url(path),
+            Some(access_token),
+            None,
+            chrono::Utc::now(),
+        );
+        app.client
+            .get(app.url(path))
+            .header("authorization", format!("DPoP {access_token}"))
+            .header("DPoP", p)
+            .send()
+            .await
+            .expect("request")
+    }
+}
+
 impl TestApp {
     pub async fn post_form(
         &self,
@@ -244,11 +348,22 @@ impl TestApp {
                 ],
             )
             .await;
-        assert_eq!(r.status(), 201, "PAR accepted");
-        let body: Value = r.json().await.unwrap();
+        self.consent_to_pushed(client.0, r, fields).await
+    }
+
+    /// After a PAR response: authorize with its `request_uri` and decide on the consent page
+    /// (the customer is logged in); returns the redirect URL.
+    pub async fn consent_to_pushed(
+        &self,
+        client_id: &str,
+        par: reqwest::Response,
+        fields: &[(&str, &str)],
+    ) -> String {
+        assert_eq!(par.status(), 201, "PAR accepted");
+        let body: Value = par.json().await.unwrap();
         let request_uri = body["request_uri"].as_str().unwrap().to_string();
         let auth = self
-            .get_authorize(&[("client_id", client.0), ("request_uri", &request_uri)])
+            .get_authorize(&[("client_id", client_id), ("request_uri", &request_uri)])
             .await;
         let (path, html) = self.get_consent_page(auth).await;
         let r = self.post_consent(&path, &html, fields).await;

@@ -38,6 +38,12 @@ impl OAuthClient {
         self.status == ClientStatus::Active.as_str()
     }
 
+    /// Tokens go to this client only with a DPoP proof: it registered
+    /// `dpop_bound_access_tokens`, or it is a production client (FAPI 2.0).
+    pub fn must_use_dpop(&self) -> bool {
+        self.dpop_bound_access_tokens || self.is_production()
+    }
+
     /// Exact string comparison against the registered list: no prefix, no wildcard, no case
     /// folding, no normalisation.
     pub fn has_redirect_uri(&self, uri: &str) -> bool {
@@ -211,10 +217,13 @@ pub fn verify(creds: &ClientCredentials, client: Option<&OAuthClient>) -> Result
         .unwrap_or_else(|| "0".repeat(64));
     let secret_ok = HashedToken::from_stored(stored).matches(secret);
     match client {
+        // Production clients never authenticate with a shared secret (FAPI 2.0), even one
+        // registered before that rule.
         Some(c)
             if secret_ok
                 && c.id == creds.client_id()
                 && c.is_active()
+                && !c.is_production()
                 && method_allowed(&c.auth_method, method) =>
         {
             Ok(())

@@ -263,6 +263,24 @@ pub fn create(
                 .into(),
         ));
     }
+    // FAPI 2.0: production clients prove themselves with a key and hold only sender-constrained
+    // tokens (sandbox clients may keep shared secrets and bearer tokens).
+    if new.environment == Environment::Production {
+        let mut e = Errors::default();
+        if new.auth_method.uses_secret() {
+            e.push(
+                "auth_method",
+                "production clients authenticate with private_key_jwt (FAPI 2.0)",
+            );
+        }
+        if !new.dpop_bound_access_tokens {
+            e.push(
+                "dpop_bound_access_tokens",
+                "production clients must use DPoP (FAPI 2.0 sender-constrained tokens)",
+            );
+        }
+        e.into_result()?;
+    }
     let count: i64 = clients::table
         .filter(clients::developer_id.eq(developer_id))
         .filter(clients::status.ne(ClientStatus::Deleted.as_str()))

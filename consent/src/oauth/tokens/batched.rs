@@ -140,7 +140,7 @@ pub async fn refresh(
         || use_due(&row.grant, now)
         // DPoP-bound families are not rotated (and their proofs are checked there).
         || row.dpop_jkt.is_some()
-        || row.client.dpop_bound_access_tokens
+        || row.client.must_use_dpop()
     {
         return None;
     }

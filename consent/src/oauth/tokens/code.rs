@@ -90,7 +90,7 @@ pub fn exchange_code(
                         .into(),
                 )));
             }
-            (None, None) if client.dpop_bound_access_tokens => {
+            (None, None) if client.must_use_dpop() => {
                 return Ok(Err(dpop_required()));
             }
             (b, p) => b.or(p),

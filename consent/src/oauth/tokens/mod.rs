@@ -62,11 +62,13 @@ fn load_grant(c: &mut AnyConnection, id: &str) -> Result<Option<GrantRecord>, St
         .optional()?)
 }
 
-/// RFC 9449 section 5.2: a client registered with `dpop_bound_access_tokens` gets no token
-/// without a proof.
+/// RFC 9449 section 5.2: a client registered with `dpop_bound_access_tokens`, and every
+/// production client (FAPI 2.0), gets no token without a proof.
 fn dpop_required() -> OAuthError {
     OAuthError::InvalidDpopProof(
-        "this client is registered to use DPoP (dpop_bound_access_tokens): send a proof".into(),
+        "this client must use DPoP (dpop_bound_access_tokens, or a production client): send a \
+         proof"
+            .into(),
     )
 }
 

@@ -163,7 +163,7 @@ pub fn refresh(
             }
             Verdict::Refused(why) => return Ok(Err(invalid_grant(why))),
         }
-        if client.dpop_bound_access_tokens && proven_jkt.is_none() {
+        if client.must_use_dpop() && proven_jkt.is_none() {
             return Ok(Err(dpop_required()));
         }
         // A bound family (FAPI 2.0): the token is sender-constrained, so it is not rotated, and
