@@ -48,7 +48,8 @@ fn member<'a>(jwk: &'a Map<String, Value>, name: &str) -> Result<&'a str, JwsErr
 
 #[derive(Clone)]
 enum Key {
-    Es256(p256::ecdsa::VerifyingKey),
+    /// The uncompressed SEC1 point (0x04 || x || y), checked to be on the curve.
+    Es256([u8; 65]),
     Ed25519(ed25519_dalek::VerifyingKey),
 }
 
@@ -90,8 +91,10 @@ impl PublicJwk {
                 let (x, y) = (coordinate("x")?, coordinate("y")?);
                 let point =
                     p256::EncodedPoint::from_affine_coordinates(&x.into(), &y.into(), false);
-                let key = p256::ecdsa::VerifyingKey::from_encoded_point(&point)
+                p256::ecdsa::VerifyingKey::from_encoded_point(&point)
                     .map_err(|_| malformed("jwk is not a P-256 point"))?;
+                let mut key = [0u8; 65];
+                key.copy_from_slice(point.as_bytes());
                 let canonical = format!(
                     r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#,
                     URL_SAFE_NO_PAD.encode(x),
@@ -156,12 +159,13 @@ impl PublicJwk {
     /// strictly (no small-order keys, canonical `S`).
     pub fn verifies(&self, signing_input: &[u8], signature: &[u8]) -> bool {
         match &self.key {
-            Key::Es256(k) => p256::ecdsa::Signature::from_slice(signature)
-                .ok()
-                .is_some_and(|sig| {
-                    use p256::ecdsa::signature::Verifier;
-                    k.verify(signing_input, &sig).is_ok()
-                }),
+            // ring: fixed-size (r || s) signatures, either s accepted.
+            Key::Es256(point) => ring::signature::UnparsedPublicKey::new(
+                &ring::signature::ECDSA_P256_SHA256_FIXED,
+                point,
+            )
+            .verify(signing_input, signature)
+            .is_ok(),
             Key::Ed25519(k) => ed25519_dalek::Signature::from_slice(signature)
                 .ok()
                 .is_some_and(|sig| k.verify_strict(signing_input, &sig).is_ok()),

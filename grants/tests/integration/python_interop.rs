@@ -200,3 +200,57 @@ fn biscuit_python_attenuations_verify_like_ours() {
         "allows {allows}, denies {denies}"
     );
 }
+
+/// A DPoP-bound token attenuated by biscuit-python stays bound: without a proof, or with another
+/// key's proof, it is refused; with its key's proof it is served, narrowed by the Python block.
+#[test]
+fn biscuit_python_attenuated_bound_tokens_stay_bound() {
+    if !python_available() {
+        assert!(
+            std::env::var("GRANTS_REQUIRE_PYTHON").as_deref() != Ok("1"),
+            "GRANTS_REQUIRE_PYTHON=1 but python3 with biscuit_auth is unavailable"
+        );
+        eprintln!("SKIPPED biscuit_python_attenuated_bound_tokens_stay_bound: no biscuit_auth");
+        return;
+    }
+    let holder = grants::dpop::DpopKey::generate_es256();
+    let stranger = grants::dpop::DpopKey::generate_ed25519();
+    let bound = grants::mint_bound(
+        &key(1),
+        &grant(full_scope()),
+        &holder.thumbprint(),
+        now() + Duration::minutes(10),
+        now(),
+    )
+    .unwrap()
+    .token;
+    let narrowed = python_attenuate(&bound, &json!([{"accounts": ["acc_1"]}]));
+    let url = "https://bank.example/sandbox/v1/accounts/acc_1/balances";
+    let request = Request::new(Action::BalancesRead, now())
+        .account(grants::AccountId::parse("acc_1").unwrap());
+    let replay = grants::dpop::InMemoryReplayStore::default();
+    let ctx = || grants::dpop::ProofContext::new("GET", url, now());
+    let v = verifier();
+    assert!(matches!(
+        v.verify(&narrowed, &request),
+        Err(VerifyError::ProofRequired)
+    ));
+    let foreign = stranger.proof("GET", url, Some(&narrowed), None, now());
+    assert!(matches!(
+        v.verify_dpop(&narrowed, &request, &foreign, ctx(), &replay),
+        Err(VerifyError::Dpop(grants::dpop::DpopError::KeyMismatch))
+    ));
+    let proof = holder.proof("GET", url, Some(&narrowed), None, now());
+    let ok = v
+        .verify_dpop(&narrowed, &request, &proof, ctx(), &replay)
+        .unwrap();
+    assert_eq!(ok.scope.accounts.len(), 1, "the Python block narrowed it");
+    // Another account: the Python block refuses it, proof or not.
+    let other = Request::new(Action::BalancesRead, now())
+        .account(grants::AccountId::parse("acc_2").unwrap());
+    let proof = holder.proof("GET", url, Some(&narrowed), None, now());
+    assert!(matches!(
+        v.verify_dpop(&narrowed, &other, &proof, ctx(), &replay),
+        Err(VerifyError::Denied(_))
+    ));
+}
