@@ -67,10 +67,12 @@ pub trait ReplayStore {
     ) -> Result<bool, String>;
 }
 
-/// A per-process replay store (expired entries are dropped as new ones arrive).
+/// A per-process replay store. Expired entries are dropped when the map has doubled since the
+/// last sweep (at least 10,000 entries), so the cost per proof stays constant however many are
+/// live.
 #[derive(Debug, Default)]
 pub struct InMemoryReplayStore {
-    seen: Mutex<HashMap<String, DateTime<Utc>>>,
+    seen: Mutex<(HashMap<String, DateTime<Utc>>, usize)>,
 }
 
 impl ReplayStore for InMemoryReplayStore {
@@ -80,9 +82,11 @@ impl ReplayStore for InMemoryReplayStore {
         until: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<bool, String> {
-        let mut seen = self.seen.lock().map_err(|_| "poisoned".to_string())?;
-        if seen.len() > 10_000 {
+        let mut guard = self.seen.lock().map_err(|_| "poisoned".to_string())?;
+        let (seen, sweep_above) = &mut *guard;
+        if seen.len() > (*sweep_above).max(10_000) {
             seen.retain(|_, t| *t > now);
+            *sweep_above = seen.len().saturating_mul(2);
         }
         match seen.get(key) {
             Some(t) if *t > now => Ok(false),
@@ -147,7 +151,8 @@ struct Claims {
     jti: String,
     htm: String,
     htu: String,
-    iat: i64,
+    /// A NumericDate: fractions are allowed (RFC 7519) and dropped.
+    iat: f64,
     ath: Option<String>,
     nonce: Option<String>,
 }
@@ -189,12 +194,17 @@ fn same_target(a: &str, b: &str) -> bool {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
         };
-        Some(format!(
-            "{}://{}{}",
-            scheme.to_ascii_lowercase(),
-            authority.to_ascii_lowercase(),
-            path
-        ))
+        let (scheme, mut authority) = (scheme.to_ascii_lowercase(), authority.to_ascii_lowercase());
+        // The scheme's default port is the same target as no port (`URL.origin` drops it).
+        let default = match scheme.as_str() {
+            "https" => ":443",
+            "http" => ":80",
+            _ => "",
+        };
+        if !default.is_empty() && authority.ends_with(default) {
+            authority.truncate(authority.len() - default.len());
+        }
+        Some(format!("{scheme}://{authority}{path}"))
     }
     matches!((base(a), base(b)), (Some(x), Some(y)) if x == y)
 }
@@ -296,7 +306,10 @@ fn check_signed(proof: &str, ctx: &ProofContext<'_>) -> Result<VerifiedProof, Dp
     if !same_target(&claims.htu, ctx.url) {
         return Err(DpopError::WrongUrl);
     }
-    let iat = DateTime::<Utc>::from_timestamp(claims.iat, 0).ok_or(DpopError::Stale)?;
+    let iat = Some(claims.iat.floor())
+        .filter(|t| t.is_finite() && t.abs() < 1e12)
+        .and_then(|t| DateTime::<Utc>::from_timestamp(t as i64, 0))
+        .ok_or(DpopError::Stale)?;
     if iat < ctx.now - ctx.max_age || iat > ctx.now + ctx.max_skew {
         return Err(DpopError::Stale);
     }
@@ -478,6 +491,15 @@ mod tests {
             "https://bank.example/a"
         ));
         assert!(!same_target("not a url", "https://bank.example/a"));
+        assert!(same_target(
+            "https://bank.example:443/a",
+            "https://bank.example/a"
+        ));
+        assert!(same_target("http://127.0.0.1:80/a", "http://127.0.0.1/a"));
+        assert!(!same_target(
+            "http://bank.example:443/a",
+            "http://bank.example/a"
+        ));
     }
 
     #[test]

@@ -110,6 +110,9 @@ pub enum VerifyError {
     /// The token is bound to a DPoP key and was presented without a proof (as a bearer token).
     #[error("the token is bound to a DPoP key: present it with a DPoP proof")]
     ProofRequired,
+    /// The token is not bound to any key and was presented with a DPoP proof.
+    #[error("the token is not bound to a DPoP key: present it as a bearer token")]
+    NotBound,
     /// The DPoP proof was refused, or proves another key than the token's.
     #[error(transparent)]
     Dpop(#[from] crate::dpop::DpopError),

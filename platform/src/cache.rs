@@ -70,6 +70,10 @@ pub fn build(url: Option<&str>, prefix: &str) -> CacheResult<std::sync::Arc<dyn 
 #[derive(Default)]
 pub struct InProcessCache {
     entries: Mutex<HashMap<String, (String, Instant)>>,
+    /// Expired entries are dropped when the map grows past this (twice what the last sweep
+    /// left, at least 10,000), so sweeping costs O(1) per operation amortised instead of a full
+    /// scan on every call once many entries are live (DPoP proofs live about a minute each).
+    sweep_above: std::sync::atomic::AtomicUsize,
     channels: Mutex<HashMap<String, broadcast::Sender<String>>>,
 }
 
@@ -83,10 +87,13 @@ impl InProcessCache {
     fn with_entries<T>(&self, f: impl FnOnce(&mut HashMap<String, (String, Instant)>) -> T) -> T {
         // A poisoned lock only means another thread panicked mid-operation on a plain map; the
         // map itself is still consistent, so keep serving.
+        use std::sync::atomic::Ordering::Relaxed;
         let mut guard = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        if guard.len() > 10_000 {
+        if guard.len() > self.sweep_above.load(Relaxed).max(10_000) {
+            let now = Instant::now();
             guard.retain(|_, (_, exp)| *exp > now);
+            self.sweep_above
+                .store(guard.len().saturating_mul(2), Relaxed);
         }
         f(&mut guard)
     }

@@ -227,13 +227,9 @@ impl ResponseError for ApiError {
                 ));
             }
             ApiError::InvalidDpopProof(reason) => {
-                let value = format!(
-                    "DPoP error=\"invalid_dpop_proof\", error_description=\"{}\", algs=\"{DPOP_ALGS}\"",
-                    quotable(reason)
-                );
                 resp.insert_header((
                     header::WWW_AUTHENTICATE,
-                    HeaderValue::from_str(&value).unwrap_or(HeaderValue::from_static("DPoP")),
+                    dpop_challenge(Some(("invalid_dpop_proof", reason))),
                 ));
             }
             ApiError::TooManyRequests { retry_after_secs }
@@ -250,6 +246,19 @@ impl ResponseError for ApiError {
 
 /// The `algs` of a `DPoP` challenge (RFC 9449 section 7.1): the proof algorithms accepted.
 pub const DPOP_ALGS: &str = "ES256 EdDSA";
+
+/// A `WWW-Authenticate: DPoP` challenge (RFC 9449 section 7.1), with an error code and
+/// description when given, and the accepted `algs`.
+pub fn dpop_challenge(error: Option<(&str, &str)>) -> HeaderValue {
+    let value = match error {
+        Some((code, description)) => format!(
+            "DPoP error=\"{code}\", error_description=\"{}\", algs=\"{DPOP_ALGS}\"",
+            quotable(description)
+        ),
+        None => format!("DPoP algs=\"{DPOP_ALGS}\""),
+    };
+    HeaderValue::from_str(&value).unwrap_or(HeaderValue::from_static("DPoP"))
+}
 
 /// RFC 6750 section 3: challenge parameters are quoted strings; keep them plain printable ASCII.
 fn quotable(reason: &str) -> String {

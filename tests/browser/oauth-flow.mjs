@@ -82,8 +82,8 @@ try {
 
   const refreshed = await oauth.processRefreshTokenResponse(as, client,
     await oauth.refreshTokenGrantRequest(as, client, clientAuth, tokens.refresh_token, options));
-  // A bound refresh token is not rotated: the response carries none, and the client keeps its own.
-  const refreshToken = refreshed.refresh_token ?? tokens.refresh_token;
+  // A bound refresh token is not rotated: the response answers the same one back.
+  const refreshToken = refreshed.refresh_token;
 
   const introspection = await oauth.processIntrospectionResponse(as, client,
     await oauth.introspectionRequest(as, client, clientAuth, refreshed.access_token, insecure));
@@ -101,7 +101,7 @@ try {
     servedAccounts: served.ok ? (await served.json()).map((a) => a.id) : null,
     bearerStatus: asBearer.status,
     bearerChallenges: asBearer.headers.get('www-authenticate'),
-    refreshRotated: refreshed.refresh_token !== undefined,
+    refreshRotated: refreshed.refresh_token !== tokens.refresh_token,
     introspectionJkt: introspection.cnf?.jkt ?? null,
     scope: tokens.scope,
     authorizationDetails: tokens.authorization_details,

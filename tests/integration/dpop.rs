@@ -352,7 +352,11 @@ async fn a_dpop_client_binds_its_code_tokens_and_refresh_token_to_its_key() {
         assert_eq!(r.status(), 200, "{backend:?}");
         let t2: Value = r.json().await.unwrap();
         assert_eq!(t2["token_type"], "DPoP");
-        assert!(t2.get("refresh_token").is_none(), "not rotated: {t2}");
+        assert_eq!(
+            t2["refresh_token"],
+            rt.as_str(),
+            "not rotated, answered back"
+        );
         let (status, error, _) = error_of(refresh(&app, &rt, Some(&p)).await).await;
         assert_eq!(
             (status, error.as_str()),
@@ -501,5 +505,107 @@ async fn proof_replay_is_refused_across_instances() {
         );
         b.stop().await;
         a.stop().await;
+    }
+}
+
+/// What the review of the first cut asked for: a stranger's proof (failed client authentication)
+/// is not recorded, a proof on a bearer family binds the access token while the refresh token
+/// stays bearer and rotates, the DPoP scheme with an unbound token is refused in a DPoP
+/// challenge, and usage reports of bound tokens need a proof.
+#[tokio::test]
+async fn strangers_bearer_families_unbound_tokens_and_usage_reports() {
+    for backend in backends() {
+        let app = spawn_demo_app(backend).await;
+        app.login_customer("alice").await;
+        let key = DpopKey::generate_es256();
+        let (code, verifier) = bound_code(&app, &[], &[]).await;
+        let form = [
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", DEMO_REDIRECT),
+            ("code_verifier", verifier.as_str()),
+        ];
+        let p = proof(&app, &key, "POST", "/oauth2/token", None);
+        let r = app
+            .client
+            .post(app.url("/oauth2/token"))
+            .basic_auth(DEMO.0, Some("cs_wrong-secret"))
+            .header("DPoP", &p)
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "a stranger");
+        // The same proof, with the right credentials: not burnt by the stranger's attempt.
+        let r = post(&app, "/oauth2/token", &form, &[("DPoP", &p)]).await;
+        assert_eq!(r.status(), 200, "{backend:?}");
+
+        // A bearer family refreshed with a proof: the access token is bound, the refresh token
+        // stays bearer and rotates.
+        let (code, verifier) = bound_code(&app, &[], &[]).await;
+        let bearer: Value = exchange(&app, &code, &verifier, None)
+            .await
+            .json()
+            .await
+            .unwrap();
+        let rt = bearer["refresh_token"].as_str().unwrap();
+        let p = proof(&app, &key, "POST", "/oauth2/token", None);
+        let r = refresh(&app, rt, Some(&p)).await;
+        assert_eq!(r.status(), 200);
+        let t: Value = r.json().await.unwrap();
+        assert_eq!(t["token_type"], "DPoP");
+        assert_ne!(t["refresh_token"], rt, "rotated");
+        let info = grants::inspect(t["access_token"].as_str().unwrap()).unwrap();
+        assert_eq!(info.grant.unwrap().cnf_jkt, Some(key.thumbprint()));
+        let r = refresh(&app, t["refresh_token"].as_str().unwrap(), None).await;
+        assert_eq!(r.status(), 200, "the family itself is not bound");
+
+        // An unbound token with the DPoP scheme: invalid_token, in a DPoP challenge.
+        let access = bearer["access_token"].as_str().unwrap();
+        let path = "/sandbox/v1/accounts";
+        let p = proof(&app, &key, "GET", path, Some(access));
+        let r = sandbox(&app, path, "DPoP", access, Some(&p)).await;
+        assert_eq!(r.status(), 401);
+        let c = challenges(&r);
+        assert!(c[0].starts_with("DPoP error=\"invalid_token\""), "{c:?}");
+        assert!(c[0].contains("not bound"), "{c:?}");
+
+        // Usage reports: a bound token needs its proof; a bearer token goes as before.
+        let bound: Value = {
+            let (code, verifier) = bound_code(&app, &[], &[]).await;
+            let p = proof(&app, &key, "POST", "/oauth2/token", None);
+            exchange(&app, &code, &verifier, Some(&p))
+                .await
+                .json()
+                .await
+                .unwrap()
+        };
+        let bound_access = bound["access_token"].as_str().unwrap();
+        let report = |scheme: &str, token: &str, dpop: Option<String>| {
+            let mut req = app
+                .client
+                .post(app.url("/api/v1/usage"))
+                .header("authorization", format!("{scheme} {token}"))
+                .json(&json!({"operation": "accounts:read"}));
+            if let Some(p) = dpop {
+                req = req.header("DPoP", p);
+            }
+            req.send()
+        };
+        assert_eq!(
+            report("Bearer", bound_access, None).await.unwrap().status(),
+            401
+        );
+        let p = proof(&app, &key, "POST", "/api/v1/usage", Some(bound_access));
+        assert_eq!(
+            report("DPoP", bound_access, Some(p))
+                .await
+                .unwrap()
+                .status(),
+            204
+        );
+        assert_eq!(report("Bearer", access, None).await.unwrap().status(), 204);
+
+        app.stop().await;
     }
 }

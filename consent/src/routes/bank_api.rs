@@ -42,6 +42,9 @@ fn refuse(e: VerifyError) -> ApiError {
             "the token is bound to a DPoP key: present it as `Authorization: DPoP` with a proof"
                 .into(),
         ),
+        VerifyError::NotBound => ApiError::InvalidToken(
+            "the token is not bound to a DPoP key: present it as a Bearer token".into(),
+        ),
         other => {
             tracing::info!(error = %other, "sandbox: token refused");
             ApiError::InvalidToken(other.to_string())
@@ -49,43 +52,56 @@ fn refuse(e: VerifyError) -> ApiError {
     }
 }
 
-/// A resource-server refusal: an [`ApiError`] whose 401 answers also offer the `DPoP` scheme
-/// (RFC 9449 section 7.1: `WWW-Authenticate: DPoP algs="..."` beside the `Bearer` challenge).
+/// A resource-server refusal: an [`ApiError`] whose 401 answers speak DPoP too (RFC 9449
+/// section 7.1). A request that used the DPoP scheme gets its `invalid_token` in a `DPoP`
+/// challenge; any other 401 offers the `DPoP` scheme beside the `Bearer` challenge.
 #[derive(Debug)]
-pub struct Refusal(pub ApiError);
+pub struct Refusal {
+    error: ApiError,
+    /// The request presented its token with the DPoP scheme.
+    dpop: bool,
+}
 
 impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
+        self.error.fmt(f)
     }
 }
 
 impl<E: Into<ApiError>> From<E> for Refusal {
     fn from(e: E) -> Self {
-        Refusal(e.into())
+        Refusal {
+            error: e.into(),
+            dpop: false,
+        }
     }
 }
 
 impl actix_web::ResponseError for Refusal {
     fn status_code(&self) -> actix_web::http::StatusCode {
-        self.0.status_code()
+        self.error.status_code()
     }
 
     fn error_response(&self) -> HttpResponse {
-        let mut resp = self.0.error_response();
-        if resp.status() == actix_web::http::StatusCode::UNAUTHORIZED
-            && !matches!(self.0, ApiError::InvalidDpopProof(_))
-        {
-            resp.headers_mut().append(
-                actix_web::http::header::WWW_AUTHENTICATE,
-                actix_web::http::header::HeaderValue::from_static(DPOP_CHALLENGE),
-            );
+        use actix_web::http::header::WWW_AUTHENTICATE;
+        let mut resp = self.error.error_response();
+        if resp.status() != actix_web::http::StatusCode::UNAUTHORIZED {
+            return resp;
+        }
+        match &self.error {
+            ApiError::InvalidDpopProof(_) => {}
+            ApiError::InvalidToken(reason) if self.dpop => {
+                let challenge = platform::problem::dpop_challenge(Some(("invalid_token", reason)));
+                resp.headers_mut().insert(WWW_AUTHENTICATE, challenge);
+            }
+            _ => {
+                let challenge = platform::problem::dpop_challenge(None);
+                resp.headers_mut().append(WWW_AUTHENTICATE, challenge);
+            }
         }
         resp
     }
 }
-
-const DPOP_CHALLENGE: &str = "DPoP algs=\"ES256 EdDSA\"";
 
 /// The access token of a resource request: `Authorization: Bearer <token>`, or
 /// `Authorization: DPoP <token>` with its `DPoP` proof header. Tokens in the query string are
@@ -101,7 +117,7 @@ impl FromRequest for AccessToken {
     type Error = Refusal;
     type Future = Ready<Result<Self, Refusal>>;
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(access_token(req).map_err(Refusal))
+        ready(access_token(req).map_err(Refusal::from))
     }
 }
 
@@ -140,6 +156,18 @@ fn access_token(req: &HttpRequest) -> Result<AccessToken, ApiError> {
 /// key the token is bound to; the proof's single use is recorded in the shared cache once the
 /// token verified.
 async fn verify(
+    state: &AppState,
+    http: &HttpRequest,
+    presented: AccessToken,
+    request: Request,
+) -> Result<grants::Authorization, Refusal> {
+    let dpop = presented.proof.is_some();
+    verify_presented(state, http, presented, request)
+        .await
+        .map_err(|error| Refusal { error, dpop })
+}
+
+async fn verify_presented(
     state: &AppState,
     http: &HttpRequest,
     presented: AccessToken,
@@ -232,7 +260,9 @@ pub struct UsageReport {
 }
 
 /// A resource server reports that it served data under a Biscuit (sent as the bearer token,
-/// exactly as the client presented it). The grant counts as used, which keeps it from dormancy
+/// exactly as the client presented it; a DPoP-bound token needs a proof of its key for this
+/// request like any other, so it is the client that reports it, and a thief holding only the
+/// token can neither read data nor keep the grant alive). The grant counts as used, which keeps it from dormancy
 /// revocation, and the read appears in the customer's activity. The token is verified like any
 /// request (signature, expiry, revocation, the operation allowed); reports are recorded at most
 /// once a minute per grant (`last_used_at` and one activity entry), so repeated reports cost a
@@ -250,13 +280,8 @@ pub async fn usage_report(
     state: web::Data<AppState>,
     req: HttpRequest,
     body: web::Bytes,
-) -> Result<HttpResponse, ApiError> {
-    // The resource server sends the token as the client presented it; it checked the client's
-    // DPoP proof itself (it cannot sign one), so a bound token is accepted either way here. A
-    // report grants nothing and reveals nothing.
-    let token = presented_token(&req)
-        .map(|(_, t)| t.to_string())
-        .ok_or(ApiError::Unauthorized)?;
+    token: AccessToken,
+) -> Result<HttpResponse, Refusal> {
     let report: UsageReport = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("malformed usage report: {e}")))?;
     let operation = match Action::parse(&report.operation) {
@@ -267,25 +292,8 @@ pub async fn usage_report(
         Err(e) => Err(e.to_string()),
     }
     .map_err(|e| ApiError::field("operation", e))?;
-    let keys = state.oauth.keys.current().keyset;
-    let list = state.revocations.clone();
-    let check = move |grant: &grants::GrantId, ids: &[String]| {
-        list.is_revoked(grant.as_str(), ids)
-            .map_err(grants::error::RevocationLookupError)
-    };
-    let request = Request::new(operation.clone(), state.platform.now());
-    let auth = state
-        .oauth
-        .verify
-        .run(move || {
-            Verifier::new(keys, RevocationFn(check)).verify_reporting_binding(&token, &request)
-        })
-        .await
-        .map_err(|busy| ApiError::Overloaded {
-            reason: busy.to_string(),
-            retry_after_secs: 1,
-        })?
-        .map_err(refuse)?;
+    let now = state.platform.now();
+    let auth = verify(&state, &req, token, Request::new(operation.clone(), now)).await?;
     let (grant, client) = (
         auth.scope.grant.as_str().to_string(),
         auth.scope.client.as_str().to_string(),

@@ -278,7 +278,10 @@ impl<K: KeyProvider, R: RevocationCheck> Verifier<K, R> {
             (_, Binding::Reported) | (None, Binding::Bearer) => {}
             (Some(_), Binding::Bearer) => return Err(VerifyError::ProofRequired),
             (Some(bound), Binding::Proven(proven)) if bound == proven => {}
-            (_, Binding::Proven(_)) => return Err(crate::dpop::DpopError::KeyMismatch.into()),
+            (Some(_), Binding::Proven(_)) => {
+                return Err(crate::dpop::DpopError::KeyMismatch.into());
+            }
+            (None, Binding::Proven(_)) => return Err(VerifyError::NotBound),
         }
         if let Some(expected) = self.environment
             && authority.environment != expected

@@ -271,10 +271,10 @@ fn binding_survives_attenuation_and_cannot_be_added_by_a_holder() {
         .to_base64()
         .unwrap();
     let proof = proof_with(&key, &claims(&claimed, "a2"));
-    assert_eq!(
-        refused(verifier().verify_dpop(&claimed, &balances(), &proof, ctx(), &replay)),
-        DpopError::KeyMismatch
-    );
+    assert!(matches!(
+        verifier().verify_dpop(&claimed, &balances(), &proof, ctx(), &replay),
+        Err(VerifyError::NotBound)
+    ));
     // Inspection shows the binding.
     let info = grants::inspect(&token).unwrap();
     assert_eq!(info.grant.unwrap().cnf_jkt, Some(key.jkt()));
@@ -321,16 +321,16 @@ fn refused_proofs_are_not_recorded() {
     );
     let unbound = mint(full_scope());
     let c2 = claims(&unbound, "other-jti");
-    assert_eq!(
-        refused(verifier().verify_dpop(
+    assert!(matches!(
+        verifier().verify_dpop(
             &unbound,
             &balances(),
             &proof_with(&key, &c2),
             ctx(),
             &replay
-        )),
-        DpopError::KeyMismatch
-    );
+        ),
+        Err(VerifyError::NotBound)
+    ));
     // The holder's proof with the same jti still works once.
     verifier()
         .verify_dpop(&token, &balances(), &proof_with(&key, &c), ctx(), &replay)

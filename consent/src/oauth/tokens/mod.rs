@@ -33,10 +33,9 @@ pub struct TokenResponse {
     pub token_type: String,
     pub expires_in: i64,
     /// Opaque. A bearer family's is single-use and rotated on every refresh. A DPoP-bound
-    /// family's is not rotated (FAPI 2.0): each use needs a fresh proof from the key, so it is
-    /// omitted from refresh responses, and the client keeps using the one it has.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub refresh_token: Option<String>,
+    /// family's is not rotated (FAPI 2.0): each use needs a fresh proof from the key, and a
+    /// refresh answers back the same token.
+    pub refresh_token: String,
     pub scope: String,
     pub grant_id: String,
     /// What the customer granted (possibly narrowed from the request).
@@ -84,9 +83,9 @@ pub(super) struct Family<'a> {
     pub(super) refresh_jkt: Option<&'a str>,
     /// The key the access token is bound to (`cnf_jkt`).
     pub(super) access_jkt: Option<&'a str>,
-    /// `Some(id)`: the presented refresh token stays valid (bound families are not rotated);
-    /// `None`: a new refresh token is issued.
-    pub(super) kept: Option<&'a str>,
+    /// `Some((id, token))`: the presented refresh token stays valid (bound families are not
+    /// rotated) and is answered back; `None`: a new refresh token is issued.
+    pub(super) kept: Option<(&'a str, &'a str)>,
 }
 
 /// What one token issue produces: the response and what must be stored with it.
@@ -174,7 +173,7 @@ fn mint_issue(
             expires_in: (minted.expires_at - now).num_seconds().max(0),
             access_token: minted.token,
             token_type: if jkt.is_some() { "DPoP" } else { "Bearer" }.into(),
-            refresh_token: Some(refresh.expose().to_string()),
+            refresh_token: refresh.expose().to_string(),
             scope: access.scope_string(),
             grant_id: grant.id.clone(),
             authorization_details: vec![access.to_detail()],
@@ -218,12 +217,13 @@ fn issue(
                 ))
                 .execute(c)?;
         }
-        Some(kept) => {
-            // Not rotated: the token the client holds slides forward as a new one would have.
+        Some((kept, presented)) => {
+            // Not rotated: the token the client holds slides forward as a new one would have,
+            // and is answered back (clients that replace their stored token set keep it).
             diesel::update(refresh_tokens::table.filter(refresh_tokens::id.eq(kept)))
                 .set(refresh_tokens::expires_at.eq(issue.refresh_expires))
                 .execute(c)?;
-            issue.response.refresh_token = None;
+            issue.response.refresh_token = presented.to_string();
         }
     }
     for (i, rid) in issue.revocation_ids.iter().enumerate() {

@@ -178,7 +178,7 @@ pub fn refresh(
                 id: &row.family,
                 refresh_jkt: Some(bound),
                 access_jkt: Some(bound),
-                kept: Some(&row.id),
+                kept: Some((&row.id, token)),
             };
             return issue(c, svc, grant, client, family, "token.refreshed", now);
         }
