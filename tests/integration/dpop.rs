@@ -51,19 +51,6 @@ async fn post(
     req.send().await.unwrap()
 }
 
-async fn error_of(r: reqwest::Response) -> (u16, String, String) {
-    let status = r.status().as_u16();
-    let body: Value = r.json().await.unwrap();
-    (
-        status,
-        body["error"].as_str().unwrap_or_default().to_string(),
-        body["error_description"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string(),
-    )
-}
-
 /// PAR (with `extra` parameters and headers), authorize, alice approves everything for her
 /// first account: (code, verifier).
 async fn bound_code(
@@ -179,7 +166,7 @@ async fn a_dpop_client_binds_its_code_tokens_and_refresh_token_to_its_key() {
         // The code needs a proof from the key the request was bound to; a refusal leaves the
         // code unspent (a thief without the key cannot burn it).
         let r = exchange(&app, &code, &verifier, None).await;
-        let (status, error, why) = error_of(r).await;
+        let (status, error, why) = oauth_error(r).await;
         assert_eq!(
             (status, error.as_str()),
             (400, "invalid_dpop_proof"),
@@ -187,7 +174,7 @@ async fn a_dpop_client_binds_its_code_tokens_and_refresh_token_to_its_key() {
         );
         let wrong = proof(&app, &other, "POST", "/oauth2/token", None);
         let (status, error, why) =
-            error_of(exchange(&app, &code, &verifier, Some(&wrong)).await).await;
+            oauth_error(exchange(&app, &code, &verifier, Some(&wrong)).await).await;
         assert_eq!(
             (status, error.as_str()),
             (400, "invalid_dpop_proof"),
@@ -196,7 +183,7 @@ async fn a_dpop_client_binds_its_code_tokens_and_refresh_token_to_its_key() {
         assert!(why.contains("another key"), "{why}");
         // A proof for another endpoint (the PAR proof, replayed here) is refused.
         let (status, error, _) =
-            error_of(exchange(&app, &code, &verifier, Some(&par_proof)).await).await;
+            oauth_error(exchange(&app, &code, &verifier, Some(&par_proof)).await).await;
         assert_eq!((status, error.as_str()), (400, "invalid_dpop_proof"));
 
         let good = proof(&app, &key, "POST", "/oauth2/token", None);
@@ -342,10 +329,10 @@ async fn a_dpop_client_binds_its_code_tokens_and_refresh_token_to_its_key() {
         assert_eq!(intro["cnf"]["jkt"], key.thumbprint());
 
         // Refresh: bound to the same key, not rotated, so a retry is not a replay.
-        let (status, error, _) = error_of(refresh(&app, &rt, None).await).await;
+        let (status, error, _) = oauth_error(refresh(&app, &rt, None).await).await;
         assert_eq!((status, error.as_str()), (400, "invalid_dpop_proof"));
         let wrong = proof(&app, &other, "POST", "/oauth2/token", None);
-        let (status, error, _) = error_of(refresh(&app, &rt, Some(&wrong)).await).await;
+        let (status, error, _) = oauth_error(refresh(&app, &rt, Some(&wrong)).await).await;
         assert_eq!((status, error.as_str()), (400, "invalid_dpop_proof"));
         let p = proof(&app, &key, "POST", "/oauth2/token", None);
         let r = refresh(&app, &rt, Some(&p)).await;
@@ -357,7 +344,7 @@ async fn a_dpop_client_binds_its_code_tokens_and_refresh_token_to_its_key() {
             rt.as_str(),
             "not rotated, answered back"
         );
-        let (status, error, _) = error_of(refresh(&app, &rt, Some(&p)).await).await;
+        let (status, error, _) = oauth_error(refresh(&app, &rt, Some(&p)).await).await;
         assert_eq!(
             (status, error.as_str()),
             (400, "invalid_dpop_proof"),
@@ -404,25 +391,25 @@ async fn par_binding_is_checked_and_dpop_jkt_binds_without_a_proof() {
     // A malformed thumbprint; a proof whose key is not the named one; a proof for another
     // endpoint; two proofs; a proof with a private key in its header.
     let (status, error, _) =
-        error_of(post(&app, "/oauth2/par", &with(&[("dpop_jkt", "short")]), &[]).await).await;
+        oauth_error(post(&app, "/oauth2/par", &with(&[("dpop_jkt", "short")]), &[]).await).await;
     assert_eq!((status, error.as_str()), (400, "invalid_request"));
     let jkt = key.thumbprint();
     let mut form = base.to_vec();
     form.push(("dpop_jkt", &jkt));
     let p = proof(&app, &other, "POST", "/oauth2/par", None);
     let (status, error, _) =
-        error_of(post(&app, "/oauth2/par", &form, &[("DPoP", &p)]).await).await;
+        oauth_error(post(&app, "/oauth2/par", &form, &[("DPoP", &p)]).await).await;
     assert_eq!((status, error.as_str()), (400, "invalid_dpop_proof"));
     let p = proof(&app, &key, "POST", "/oauth2/token", None);
     let (status, error, _) =
-        error_of(post(&app, "/oauth2/par", &base, &[("DPoP", &p)]).await).await;
+        oauth_error(post(&app, "/oauth2/par", &base, &[("DPoP", &p)]).await).await;
     assert_eq!((status, error.as_str()), (400, "invalid_dpop_proof"));
     let (p1, p2) = (
         proof(&app, &key, "POST", "/oauth2/par", None),
         proof(&app, &key, "POST", "/oauth2/par", None),
     );
     let (status, error, _) =
-        error_of(post(&app, "/oauth2/par", &base, &[("DPoP", &p1), ("DPoP", &p2)]).await).await;
+        oauth_error(post(&app, "/oauth2/par", &base, &[("DPoP", &p1), ("DPoP", &p2)]).await).await;
     assert_eq!((status, error.as_str()), (400, "invalid_dpop_proof"));
     let mut leaky = key.public_jwk();
     leaky["d"] = "AAAA".into();
@@ -431,13 +418,14 @@ async fn par_binding_is_checked_and_dpop_jkt_binds_without_a_proof() {
         &json!({"jti": "j1", "htm": "POST", "htu": app.url("/oauth2/par"), "iat": chrono::Utc::now().timestamp()}),
     );
     let (status, error, _) =
-        error_of(post(&app, "/oauth2/par", &base, &[("DPoP", &p)]).await).await;
+        oauth_error(post(&app, "/oauth2/par", &base, &[("DPoP", &p)]).await).await;
     assert_eq!((status, error.as_str()), (400, "invalid_dpop_proof"));
 
     // `dpop_jkt` alone binds the code: another key's proof, or none, is refused; the key's works.
     let (code, verifier) = bound_code(&app, &[("dpop_jkt", &jkt)], &[]).await;
     let wrong = proof(&app, &other, "POST", "/oauth2/token", None);
-    let (status, error, _) = error_of(exchange(&app, &code, &verifier, Some(&wrong)).await).await;
+    let (status, error, _) =
+        oauth_error(exchange(&app, &code, &verifier, Some(&wrong)).await).await;
     assert_eq!((status, error.as_str()), (400, "invalid_dpop_proof"));
     let good = proof(&app, &key, "POST", "/oauth2/token", None);
     let r = exchange(&app, &code, &verifier, Some(&good)).await;
@@ -446,7 +434,8 @@ async fn par_binding_is_checked_and_dpop_jkt_binds_without_a_proof() {
     assert_eq!(tokens["token_type"], "DPoP");
     // Spent: the key holder presenting it again is a replay, which ends the grant.
     let again = proof(&app, &key, "POST", "/oauth2/token", None);
-    let (status, error, _) = error_of(exchange(&app, &code, &verifier, Some(&again)).await).await;
+    let (status, error, _) =
+        oauth_error(exchange(&app, &code, &verifier, Some(&again)).await).await;
     assert_eq!((status, error.as_str()), (400, "invalid_grant"));
 
     // A bearer client's code with a proof at the token endpoint: the tokens are bound from there.

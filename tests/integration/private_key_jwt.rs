@@ -67,13 +67,6 @@ async fn post(
     req.send().await.unwrap()
 }
 
-async fn error_of(r: reqwest::Response) -> (u16, String, String) {
-    let status = r.status().as_u16();
-    let body: Value = r.json().await.unwrap();
-    let text = |k: &str| body[k].as_str().unwrap_or_default().to_string();
-    (status, text("error"), text("error_description"))
-}
-
 /// HS256 (HMAC-SHA256) over `input` with `secret`, written out (RFC 2104) so the test needs no
 /// HMAC crate: what an attacker sends when the public key is used as the HMAC secret.
 fn hs256(secret: &[u8], input: &[u8]) -> Vec<u8> {
@@ -185,7 +178,7 @@ async fn a_fapi_client_authenticates_with_assertions_and_binds_its_tokens() {
         ];
 
         // A DPoP-bound client gets nothing without a proof.
-        let (status, error, _) = error_of(
+        let (status, error, _) = oauth_error(
             post(
                 &app,
                 "/oauth2/token",
@@ -255,7 +248,7 @@ async fn a_fapi_client_authenticates_with_assertions_and_binds_its_tokens() {
         let mut descriptions = std::collections::BTreeSet::new();
         for (case, a) in refused {
             let r = intro(a).await;
-            let (status, error, description) = error_of(r).await;
+            let (status, error, description) = oauth_error(r).await;
             assert_eq!(
                 (status, error.as_str()),
                 (401, "invalid_client"),
@@ -294,7 +287,7 @@ async fn a_fapi_client_authenticates_with_assertions_and_binds_its_tokens() {
             .send()
             .await
             .unwrap();
-        assert_eq!(error_of(r).await.1, "invalid_request");
+        assert_eq!(oauth_error(r).await.1, "invalid_request");
         let r = app
             .client
             .post(app.url("/oauth2/introspect"))
@@ -312,7 +305,7 @@ async fn a_fapi_client_authenticates_with_assertions_and_binds_its_tokens() {
             .send()
             .await
             .unwrap();
-        assert_eq!(error_of(r).await.1, "invalid_request");
+        assert_eq!(oauth_error(r).await.1, "invalid_request");
 
         // The refresh with an assertion and a proof works; revocation with an assertion ends it.
         let proof = dpop.proof("POST", &token_url, None, None, chrono::Utc::now());
@@ -343,7 +336,7 @@ async fn a_fapi_client_authenticates_with_assertions_and_binds_its_tokens() {
             &[("DPoP", &proof)],
         )
         .await;
-        assert_eq!(error_of(r).await.1, "invalid_grant");
+        assert_eq!(oauth_error(r).await.1, "invalid_grant");
         app.stop().await;
     }
 }

@@ -447,6 +447,14 @@ impl TestApp {
     }
 }
 
+/// An OAuth error answer: (status, `error`, `error_description`).
+pub async fn oauth_error(r: reqwest::Response) -> (u16, String, String) {
+    let status = r.status().as_u16();
+    let body: Value = r.json().await.unwrap_or_default();
+    let text = |k: &str| body[k].as_str().unwrap_or_default().to_string();
+    (status, text("error"), text("error_description"))
+}
+
 /// The customer id of a demo user.
 pub async fn customer_id(app: &TestApp, username: &str) -> String {
     use platform::storage::schema::customers;
