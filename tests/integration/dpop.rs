@@ -355,6 +355,12 @@ async fn a_dpop_client_binds_its_code_tokens_and_refresh_token_to_its_key() {
         let r = refresh(&app, &rt, Some(&p)).await;
         assert_eq!(r.status(), 200, "a retried refresh of a bound token");
         let t3: Value = r.json().await.unwrap();
+        assert_eq!(t3["refresh_token"], rt.as_str());
+        if let Some(batches) = &app.oauth.batches {
+            // On PostgreSQL, bound refreshes share the keep statement like bearer ones share
+            // the rotation statement.
+            assert!(batches.counts()[3].jobs >= 1, "{backend:?}");
+        }
         let access3 = t3["access_token"].as_str().unwrap();
         let info = grants::inspect(access3).unwrap();
         assert_eq!(

@@ -1606,9 +1606,9 @@ async fn concurrent_uses_of_one_refresh_token_rotate_once_and_end_the_grant() {
     }
 }
 
-/// This instance's batch counters (refresh reads, rotations, introspection reads), as
-/// (jobs, batches); zeros where nothing is batched (SQLite).
-fn batch_counts(app: &TestApp) -> [(u64, u64); 3] {
+/// This instance's batch counters (refresh reads, rotations, introspection reads, bound
+/// refreshes), as (jobs, batches); zeros where nothing is batched (SQLite).
+fn batch_counts(app: &TestApp) -> [(u64, u64); 4] {
     app.oauth
         .batches
         .as_ref()
@@ -1664,7 +1664,7 @@ async fn concurrent_refreshes_of_many_grants_share_statements_and_each_rotates_o
                 break;
             }
         }
-        let [reads, (jobs, batches), introspections] = batch_counts(&app);
+        let [reads, (jobs, batches), introspections, _] = batch_counts(&app);
         let all = (rounds * GRANTS) as u64;
         match backend {
             // Every refresh went through the batches, and at least one batch was shared; the

@@ -15,6 +15,7 @@ use platform::revocation;
 use super::OAuthService;
 use super::clients::{self, ClientCredentials};
 use super::error::OAuthError;
+use super::tokens::batched::{self, Batched};
 use super::tokens::{self, Introspected, Introspection, TokenResponse};
 use crate::revocation_list::RevocationList;
 
@@ -72,31 +73,13 @@ impl OAuthService {
         now: DateTime<Utc>,
     ) -> Result<TokenResponse, OAuthError> {
         let svc = self.clone();
-        let (creds, proven_jkt) = match proof {
-            Some(proof) => {
-                // One more authentication (a single indexed read) for DPoP requests: the proof's
-                // use must be recorded before any token is issued, and after the client is known.
-                let client = self.authenticate(creds.clone(), peer, "token").await?;
-                let jkt = self.record_proof(proof, now).await?;
-                // An assertion is single use: the second pass sees it proven.
-                let creds = match creds {
-                    ClientCredentials::Assertion { .. } => {
-                        ClientCredentials::Proven(clients::Proven {
-                            client_id: client.id,
-                        })
-                    }
-                    other => other,
-                };
-                (creds, Some(jkt))
-            }
-            None => (creds, None),
-        };
         match grant {
             TokenGrant::AuthorizationCode {
                 code,
                 redirect_uri,
                 code_verifier,
             } => {
+                let (creds, proven_jkt) = self.pre_authenticated(creds, peer, proof, now).await?;
                 self.with_client(creds, peer, "token", move |c, r, client| {
                     let code =
                         code.ok_or_else(|| OAuthError::InvalidRequest("code is required".into()))?;
@@ -117,17 +100,40 @@ impl OAuthService {
                 .await
             }
             TokenGrant::RefreshToken { refresh_token } => {
+                let proven_jkt = proof.as_ref().map(|p| p.jkt().to_string());
                 let (fast_svc, fast_rt) = (svc.clone(), refresh_token.clone());
-                let bearer = proven_jkt.is_none();
-                let batched = async move |creds: &ClientCredentials| {
-                    // The batched path serves bearer refreshes only.
-                    let (Some(batch), Some(rt), true) = (&fast_svc.batches, &fast_rt, bearer)
-                    else {
-                        return None;
-                    };
-                    tokens::batched::refresh(&fast_svc, batch, creds, rt, now).await
+                // The batched path first (PostgreSQL). A proof's use is recorded there once the
+                // client has authenticated; when the request leaves it before that, here, after
+                // authenticating the client, before the transactional path issues anything.
+                let answered = async move |creds: &ClientCredentials| {
+                    if let (Some(batch), Some(rt)) = (&fast_svc.batches, &fast_rt) {
+                        match batched::refresh(&fast_svc, batch, creds, rt, proof.as_ref(), now)
+                            .await
+                        {
+                            Batched::Answered(result) => return Some(result),
+                            Batched::Declined {
+                                proof_recorded: true,
+                            } => return None,
+                            Batched::Declined {
+                                proof_recorded: false,
+                            } => {}
+                        }
+                    }
+                    let proof = proof?;
+                    let known = creds.clone();
+                    let authenticated = fast_svc
+                        .platform
+                        .db
+                        .run(move |c| Ok(clients::authenticate(c, &known)))
+                        .await;
+                    match authenticated {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => return Some(Err(e)),
+                        Err(e) => return Some(Err(e.into())),
+                    }
+                    fast_svc.record_proof(proof, now).await.err().map(Err)
                 };
-                self.with_credentials_or(creds, peer, "token", batched, move |c, r, creds| {
+                self.with_credentials_or(creds, peer, "token", answered, move |c, r, creds| {
                     let Some(rt) = refresh_token else {
                         clients::authenticate(c, creds)?;
                         return Err(OAuthError::InvalidRequest(
@@ -151,6 +157,30 @@ impl OAuthService {
                 })
             }
         }
+    }
+
+    /// For a DPoP code exchange: authenticates the client (one indexed read) and records the
+    /// proof's use before anything is issued, so strangers' proofs are never stored. An
+    /// assertion is single use: the credentials come back proven for the second pass.
+    async fn pre_authenticated(
+        &self,
+        creds: ClientCredentials,
+        peer: &str,
+        proof: Option<CheckedProof>,
+        now: DateTime<Utc>,
+    ) -> Result<(ClientCredentials, Option<String>), OAuthError> {
+        let Some(proof) = proof else {
+            return Ok((creds, None));
+        };
+        let client = self.authenticate(creds.clone(), peer, "token").await?;
+        let jkt = self.record_proof(proof, now).await?;
+        let creds = match creds {
+            ClientCredentials::Assertion { .. } => ClientCredentials::Proven(clients::Proven {
+                client_id: client.id,
+            }),
+            other => other,
+        };
+        Ok((creds, Some(jkt)))
     }
 
     /// `POST /oauth2/revoke` (RFC 7009).

@@ -35,6 +35,7 @@ use super::{
     Basis, Introspection, Minted, RefreshRow, TokenResponse, Verdict, load_minteds, load_refreshes,
     mint_issue, use_due,
 };
+use ::grants::dpop::CheckedProof;
 
 /// At most this many requests share one statement.
 const MAX_BATCH: usize = 128;
@@ -44,6 +45,7 @@ const MAX_BATCH: usize = 128;
 pub struct TokenBatches {
     reads: Batcher<String, Option<RefreshRow>>,
     rotations: Batcher<Rotation, bool>,
+    keeps: Batcher<Keep, bool>,
     minted: Batcher<String, Option<Minted>>,
 }
 
@@ -61,6 +63,7 @@ impl TokenBatches {
                 MAX_BATCH,
                 Box::new(rotate_batch),
             )?,
+            keeps: Batcher::spawn(db.clone(), "refresh-keep", MAX_BATCH, Box::new(keep_batch))?,
             minted: Batcher::spawn(
                 db.clone(),
                 "introspect-read",
@@ -72,12 +75,13 @@ impl TokenBatches {
 }
 
 impl TokenBatches {
-    /// Batches run so far: (refresh reads, rotations, introspection reads).
-    pub fn counts(&self) -> [BatchCounts; 3] {
+    /// Batches run so far: (refresh reads, rotations, introspection reads, bound refreshes).
+    pub fn counts(&self) -> [BatchCounts; 4] {
         [
             self.reads.counts(),
             self.rotations.counts(),
             self.minted.counts(),
+            self.keeps.counts(),
         ]
     }
 }
@@ -101,18 +105,52 @@ struct Rotation {
     details: String,
 }
 
-/// The plain refresh (see the module documentation); `None` sends the request down the
-/// transactional path. An `invalid_client` answer is final: the presented client is the token's
-/// client and its credentials failed, exactly as the transactional path would decide.
+/// One refresh of a DPoP-bound family: its refresh token stays (the expiry slides), the new
+/// access token and the audit event are written. `key` (unique per job) ties the issued-token
+/// rows to the job, since one token may be refreshed twice in a batch.
+#[derive(Debug)]
+struct Keep {
+    key: String,
+    at: NaiveDateTime,
+    token_id: String,
+    grant_id: String,
+    family: String,
+    refresh_expires: NaiveDateTime,
+    access_hash: String,
+    access_expires: NaiveDateTime,
+    revocation_ids: Vec<String>,
+    jkt: String,
+    event_at: NaiveDateTime,
+    client_id: String,
+    details: String,
+}
+
+/// What the batched refresh made of a request.
+#[derive(Debug)]
+pub enum Batched {
+    /// The answer (tokens, or a final error such as `invalid_client`).
+    Answered(Result<TokenResponse, OAuthError>),
+    /// Left to the transactional path; `proof_recorded` says whether the request's DPoP proof was
+    /// already recorded here (after its client authenticated).
+    Declined { proof_recorded: bool },
+}
+
+/// The plain refresh (see the module documentation); [`Batched::Declined`] sends the request down
+/// the transactional path. An `invalid_client` answer is final: the presented client is the
+/// token's client and its credentials failed, exactly as the transactional path would decide.
+/// With a DPoP `proof`, its use is recorded once the client has authenticated (from the row the
+/// read brought), and a bound family is refreshed by the keep statement.
 pub async fn refresh(
     svc: &OAuthService,
     batch: &TokenBatches,
     creds: &ClientCredentials,
     token: &str,
+    proof: Option<&CheckedProof>,
     now: DateTime<Utc>,
-) -> Option<Result<TokenResponse, OAuthError>> {
+) -> Batched {
+    let declined = |proof_recorded| Batched::Declined { proof_recorded };
     if token.is_empty() || token.len() > 256 {
-        return None;
+        return declined(false);
     }
     let hash = PlainToken::from_presented(token)
         .hash()
@@ -123,28 +161,101 @@ pub async fn refresh(
     // connection as long again (nothing was written, so a retry is safe).
     let row = match batch.reads.submit(hash).await {
         Ok(Some(row)) => row,
-        Err(e @ StorageError::Unavailable(_)) => return Some(Err(e.into())),
-        Ok(None) | Err(_) => return None,
+        Err(e @ StorageError::Unavailable(_)) => return Batched::Answered(Err(e.into())),
+        Ok(None) | Err(_) => return declined(false),
     };
     if row.client.id != creds.client_id() {
         // The general path authenticates the named client on its own.
-        return None;
+        return declined(false);
     }
     // Authentication completes before anything about the token is decided.
     if let Err(e) = oauth_clients::verify(creds, Some(&row.client)) {
-        return Some(Err(e));
+        return Batched::Answered(Err(e));
     }
-    let naive_now = now.naive_utc();
+    // The client is known: the proof's single use is recorded now.
+    let proven = match proof {
+        Some(p) => match svc.record_proof(p.clone(), now).await {
+            Ok(jkt) => Some(jkt),
+            Err(e) => return Batched::Answered(Err(e)),
+        },
+        None => None,
+    };
+    let declined = declined(proven.is_some());
     if row.verdict(&row.client.id, now) != Verdict::Valid
         // Use of the grant is due to be recorded (at most once a minute): the transactional path.
         || use_due(&row.grant, now)
-        // DPoP-bound families are not rotated (and their proofs are checked there).
-        || row.dpop_jkt.is_some()
-        || row.client.must_use_dpop()
     {
-        return None;
+        return declined;
     }
-    let issue = mint_issue(svc, &row.grant, &row.client, &row.family, None, now).ok()?;
+    match (row.dpop_jkt.as_deref(), proven.as_deref()) {
+        (Some(bound), Some(proven)) if bound == proven => keep(svc, batch, row, token, now).await,
+        (None, None) if !row.client.must_use_dpop() => rotate(svc, batch, row, now).await,
+        // Anything else (a missing or another key's proof, a proof on a bearer family) is
+        // decided, with its precise error, by the transactional path.
+        _ => declined,
+    }
+}
+
+/// A bound family's refresh through the keep statement.
+async fn keep(
+    svc: &OAuthService,
+    batch: &TokenBatches,
+    row: RefreshRow,
+    presented: &str,
+    now: DateTime<Utc>,
+) -> Batched {
+    let naive_now = now.naive_utc();
+    let declined = Batched::Declined {
+        proof_recorded: true,
+    };
+    let Some(jkt) = row.dpop_jkt.clone() else {
+        return declined;
+    };
+    let Ok(mut issue) = mint_issue(svc, &row.grant, &row.client, &row.family, Some(&jkt), now)
+    else {
+        return declined;
+    };
+    let job = Keep {
+        key: random_id("evt_"),
+        at: naive_now,
+        token_id: row.id,
+        grant_id: row.grant.id.clone(),
+        family: row.family,
+        refresh_expires: issue.refresh_expires,
+        access_hash: issue.access_hash,
+        access_expires: issue.access_expires,
+        revocation_ids: issue.revocation_ids,
+        jkt,
+        event_at: naive_now.trunc_subsecs(6),
+        client_id: row.client.id,
+        details: issue.details.to_string(),
+    };
+    match batch.keeps.submit(job).await {
+        Ok(true) => {
+            metrics::counter!("consent_audit_events_recorded_total").increment(1);
+            // The refresh token stays: the answer gives back the one presented.
+            issue.response.refresh_token = presented.to_string();
+            Batched::Answered(Ok(issue.response))
+        }
+        Ok(false) => declined,
+        Err(e) => Batched::Answered(Err(e.into())),
+    }
+}
+
+/// A bearer family's refresh through the rotation statement.
+async fn rotate(
+    svc: &OAuthService,
+    batch: &TokenBatches,
+    row: RefreshRow,
+    now: DateTime<Utc>,
+) -> Batched {
+    let naive_now = now.naive_utc();
+    let declined = Batched::Declined {
+        proof_recorded: false,
+    };
+    let Ok(issue) = mint_issue(svc, &row.grant, &row.client, &row.family, None, now) else {
+        return declined;
+    };
     let rotation = Rotation {
         at: naive_now,
         old_id: row.id,
@@ -164,10 +275,10 @@ pub async fn refresh(
     match batch.rotations.submit(rotation).await {
         Ok(true) => {
             metrics::counter!("consent_audit_events_recorded_total").increment(1);
-            Some(Ok(issue.response))
+            Batched::Answered(Ok(issue.response))
         }
-        Ok(false) => None,
-        Err(e) => Some(Err(e.into())),
+        Ok(false) => declined,
+        Err(e) => Batched::Answered(Err(e.into())),
     }
 }
 
@@ -388,6 +499,131 @@ fn rotate_batch(db: &Db, jobs: &[Rotation]) -> StorageResult<Vec<bool>> {
         .collect())
 }
 
+/// Every bound-family refresh of a batch in one statement: the refresh tokens are locked in id
+/// order (`FOR NO KEY UPDATE`, the lock order of `platform::revocation::lock_grants`: grants only
+/// read), and a job counts only if its token is still active, bound, of the stated grant, and
+/// that grant authorized and unexpired at the request's time. Those get the token's expiry
+/// extended (not rotated: sender-constrained), their issued-token rows and audit event. A token
+/// refreshed twice in one batch counts twice (both requests held the key). Returns the keys of
+/// the jobs that counted.
+const KEEP_BATCH_SQL: &str = "\
+WITH input AS ( \
+    SELECT * FROM unnest($1::text[], $2::timestamp[], $3::text[], $4::text[], $5::timestamp[], \
+                         $6::timestamp[], $7::text[], $8::text[]) \
+        AS i(key, at, token_id, grant_id, refresh_expires, event_at, client_id, details) \
+), locked AS ( \
+    SELECT r.id, r.grant_id FROM refresh_tokens r \
+    WHERE r.id IN (SELECT token_id FROM input) AND r.status = 'active' \
+      AND r.dpop_jkt IS NOT NULL \
+    ORDER BY r.id \
+    FOR NO KEY UPDATE OF r \
+), ok AS ( \
+    SELECT i.* FROM input i JOIN locked l ON l.id = i.token_id AND l.grant_id = i.grant_id \
+    WHERE EXISTS (SELECT 1 FROM grants g \
+                  WHERE g.id = i.grant_id AND g.status = 'authorized' AND g.expires_at > i.at) \
+), kept AS ( \
+    UPDATE refresh_tokens r SET expires_at = o.refresh_expires \
+    FROM (SELECT token_id, max(refresh_expires) AS refresh_expires FROM ok GROUP BY token_id) o \
+    WHERE r.id = o.token_id \
+), issued AS ( \
+    INSERT INTO issued_tokens (revocation_id, grant_id, family_id, token_hash, expires_at, dpop_jkt) \
+    SELECT t.rid, ok.grant_id, t.family, t.hash, t.expires, t.jkt \
+    FROM unnest($9::text[], $10::text[], $11::text[], $12::text[], $13::timestamp[], $14::text[]) \
+        AS t(key, rid, family, hash, expires, jkt) \
+    JOIN ok ON ok.key = t.key \
+), event AS ( \
+    INSERT INTO audit_events \
+        (event_id, occurred_at, actor_type, actor_id, action, target_type, target_id, details) \
+    SELECT key, event_at, 'client', client_id, 'token.refreshed', 'grant', grant_id, details \
+    FROM ok ORDER BY key \
+) \
+SELECT key AS id FROM ok";
+
+fn keep_batch(db: &Db, jobs: &[Keep]) -> StorageResult<Vec<bool>> {
+    let texts = |f: fn(&Keep) -> &String| jobs.iter().map(|j| f(j).clone()).collect::<Vec<_>>();
+    let times = |f: fn(&Keep) -> NaiveDateTime| jobs.iter().map(f).collect::<Vec<_>>();
+    let (key, token_id, grant_id) = (
+        texts(|j| &j.key),
+        texts(|j| &j.token_id),
+        texts(|j| &j.grant_id),
+    );
+    let (client_id, details) = (texts(|j| &j.client_id), texts(|j| &j.details));
+    let (at, refresh_expires, event_at) = (
+        times(|j| j.at),
+        times(|j| j.refresh_expires),
+        times(|j| j.event_at),
+    );
+    // Issued-token rows: one per revocation id; the authority block's carries the token hash.
+    let (mut r_key, mut rid, mut r_family, mut r_hash, mut r_expires, mut r_jkt) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    for j in jobs {
+        for (n, r) in j.revocation_ids.iter().enumerate() {
+            r_key.push(j.key.clone());
+            rid.push(r.clone());
+            r_family.push(j.family.clone());
+            r_hash.push((n == 0).then(|| j.access_hash.clone()));
+            r_expires.push(j.access_expires);
+            r_jkt.push(j.jkt.clone());
+        }
+    }
+    let statement = PgStatement::new(
+        KEEP_BATCH_SQL,
+        vec![
+            B::TextArray(&key),
+            B::TimestampArray(&at),
+            B::TextArray(&token_id),
+            B::TextArray(&grant_id),
+            B::TimestampArray(&refresh_expires),
+            B::TimestampArray(&event_at),
+            B::TextArray(&client_id),
+            B::TextArray(&details),
+            B::TextArray(&r_key),
+            B::TextArray(&rid),
+            B::TextArray(&r_family),
+            B::NullableTextArray(&r_hash),
+            B::TimestampArray(&r_expires),
+            B::TextArray(&r_jkt),
+        ],
+    );
+    let result = db.run_blocking(|c| {
+        let AnyConnection::Postgresql(pg) = c else {
+            return Err(StorageError::Unavailable(
+                "batched refresh needs PostgreSQL".into(),
+            ));
+        };
+        pg.transaction(|pg| {
+            diesel::sql_query(LOCK_TIMEOUT).execute(pg)?;
+            statement.load::<Rotated>(pg)
+        })
+        .map_err(StorageError::from)
+    });
+    let counted: HashSet<String> = match result {
+        Ok(rows) => rows.into_iter().map(|r| r.id).collect(),
+        // Unknown outcome: a job counted if its audit event exists (only this statement writes
+        // an event with the job's key). A retry after a lost answer is harmless here anyway: a
+        // bound refresh token is not single use.
+        Err(e @ StorageError::Unavailable(_)) => {
+            tracing::warn!(error = %e, jobs = jobs.len(), "batched bound refresh: outcome unknown; checking");
+            let keys = key.clone();
+            db.run_blocking(|c| {
+                use platform::storage::schema::audit_events;
+                Ok(audit_events::table
+                    .filter(audit_events::event_id.eq_any(&keys))
+                    .select(audit_events::event_id)
+                    .load::<String>(c)?)
+            })
+            .map_err(|_| e)?
+            .into_iter()
+            .collect()
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, jobs = jobs.len(), "batched bound refresh failed; retrying one by one");
+            HashSet::new()
+        }
+    };
+    Ok(jobs.iter().map(|j| counted.contains(&j.key)).collect())
+}
+
 /// The tokens of `jobs` whose rotation committed, told by their successors' hashes (only the
 /// rotation statement inserts them): for settling a batch whose outcome the connection could not
 /// report.
@@ -491,6 +727,85 @@ mod tests {
             n: i64,
         }
         diesel::sql_query(sql).get_result::<N>(c).unwrap().n
+    }
+
+    fn keep(token_id: &str, grant_id: &str, at: NaiveDateTime) -> Keep {
+        Keep {
+            key: random_id("evt_"),
+            at,
+            token_id: token_id.into(),
+            grant_id: grant_id.into(),
+            family: "f".into(),
+            refresh_expires: at + chrono::Duration::days(2),
+            access_hash: random_id("a_"),
+            access_expires: at + chrono::Duration::minutes(10),
+            revocation_ids: vec![random_id("rid_")],
+            jkt: "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I".into(),
+            event_at: at,
+            client_id: "c_1".into(),
+            details: "{}".into(),
+        }
+    }
+
+    /// The keep statement: only active, bound tokens of their stated, live grant count; a token
+    /// refreshed twice in one batch counts twice; nothing is rotated or spent.
+    #[test]
+    fn only_bound_active_tokens_of_live_grants_are_kept() {
+        let Some(t) = temp_db() else {
+            eprintln!("TEST_DATABASE_URL is not set: the PostgreSQL keep statement is not tested");
+            return;
+        };
+        let now = chrono::Utc::now().naive_utc().trunc_subsecs(6);
+        t.db.run_blocking(|c| {
+            c.batch_execute(
+                "INSERT INTO customers VALUES ('cust_1', 'u', 'U', 'x', now()); \
+                 INSERT INTO developers VALUES ('dev_1', 'd@example.com', 'D', 'x', now()); \
+                 INSERT INTO clients (id, developer_id, name, environment, redirect_uris, \
+                     auth_method, secret_hash, allowed_actions, status, created_at, updated_at) \
+                     VALUES ('c_1', 'dev_1', 'App', 'sandbox', '[]', 'client_secret_basic', 'x', \
+                     '[]', 'active', now(), now()); \
+                 INSERT INTO grants (id, customer_id, client_id, status, authorization_details, \
+                     created_at, expires_at, updated_at) VALUES \
+                     ('g_live', 'cust_1', 'c_1', 'authorized', '{}', now(), now() + interval '1 day', now()), \
+                     ('g_revoked', 'cust_1', 'c_1', 'revoked', '{}', now(), now() + interval '1 day', now()); \
+                 INSERT INTO refresh_tokens (id, token_hash, grant_id, family_id, status, created_at, expires_at, dpop_jkt) VALUES \
+                     ('rt_bound', 'h1', 'g_live', 'f', 'active', now(), now() + interval '1 hour', 'k'), \
+                     ('rt_bearer', 'h2', 'g_live', 'f', 'active', now(), now() + interval '1 hour', NULL), \
+                     ('rt_revoked', 'h3', 'g_live', 'f', 'revoked', now(), now() + interval '1 hour', 'k'), \
+                     ('rt_ended', 'h4', 'g_revoked', 'f', 'active', now(), now() + interval '1 hour', 'k');",
+            )?;
+            Ok(())
+        })
+        .unwrap();
+        let jobs = vec![
+            keep("rt_bound", "g_live", now),
+            keep("rt_bound", "g_live", now),
+            keep("rt_bearer", "g_live", now),
+            keep("rt_revoked", "g_live", now),
+            keep("rt_ended", "g_revoked", now),
+            keep("rt_bound", "g_revoked", now),
+            keep("rt_unknown", "g_live", now),
+        ];
+        let out = keep_batch(&t.db, &jobs).unwrap();
+        assert_eq!(out, [true, true, false, false, false, false, false]);
+        t.db.run_blocking(|c| {
+            let extended = "SELECT count(*) AS n FROM refresh_tokens WHERE id = 'rt_bound' \
+                AND status = 'active' AND expires_at > now() + interval '1 day'";
+            assert_eq!(count(c, extended), 1);
+            let untouched = "SELECT count(*) AS n FROM refresh_tokens \
+                WHERE id <> 'rt_bound' AND expires_at < now() + interval '2 hours'";
+            assert_eq!(count(c, untouched), 3);
+            assert_eq!(count(c, "SELECT count(*) AS n FROM refresh_tokens"), 4);
+            let issued = "SELECT count(*) AS n FROM issued_tokens WHERE dpop_jkt IS NOT NULL \
+                AND token_hash IS NOT NULL AND grant_id = 'g_live'";
+            assert_eq!(count(c, issued), 2);
+            assert_eq!(count(c, "SELECT count(*) AS n FROM issued_tokens"), 2);
+            let events = "SELECT count(*) AS n FROM audit_events \
+                WHERE action = 'token.refreshed' AND target_id = 'g_live'";
+            assert_eq!(count(c, events), 2);
+            Ok(())
+        })
+        .unwrap();
     }
 
     #[test]
