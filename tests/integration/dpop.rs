@@ -289,6 +289,41 @@ async fn a_dpop_client_binds_its_code_tokens_and_refresh_token_to_its_key() {
                 )),
             ),
         ];
+        // Proof shapes no honest client sends: another typ, a crit header, a jwk of another
+        // type than alg, and one far over the size limit.
+        let claims = |jti: &str| json!({"jti": jti, "htm": "GET", "htu": url, "iat": now, "ath": token_hash(&access)});
+        let header = |extra: Value| {
+            let mut h = json!({"typ": "dpop+jwt", "alg": key.alg(), "jwk": key.public_jwk()});
+            for (k, v) in extra.as_object().unwrap() {
+                h[k] = v.clone();
+            }
+            h
+        };
+        let shapes = [
+            (
+                "typ JWT",
+                key.sign_jws(&header(json!({"typ": "JWT"})), &claims("j-typ")),
+            ),
+            (
+                "crit",
+                key.sign_jws(&header(json!({"crit": ["exp"]})), &claims("j-crit")),
+            ),
+            (
+                "jwk of another type",
+                key.sign_jws(
+                    &header(json!({"jwk": other.public_jwk()})),
+                    &claims("j-jwk"),
+                ),
+            ),
+            (
+                "oversized",
+                key.sign_jws(&header(json!({"pad": "x".repeat(5000)})), &claims("j-big")),
+            ),
+        ];
+        let refused: Vec<(&str, Option<String>)> = refused
+            .into_iter()
+            .chain(shapes.into_iter().map(|(c, p)| (c, Some(p))))
+            .collect();
         for (case, p) in &refused {
             let r = sandbox(&app, path, "DPoP", &access, p.as_deref()).await;
             assert_eq!(r.status(), 401, "{case}");
@@ -603,4 +638,60 @@ async fn strangers_bearer_families_unbound_tokens_and_usage_reports() {
 
         app.stop().await;
     }
+}
+
+/// `dpop_jkt` on a plain (not pushed) authorization request binds the code too (RFC 9449
+/// section 10), and a malformed one is refused before anything is stored.
+#[tokio::test]
+async fn dpop_jkt_on_the_authorization_endpoint_binds_the_code() {
+    let app = spawn_demo_app(Backend::Sqlite).await;
+    app.login_customer("alice").await;
+    let key = DpopKey::generate_es256();
+    let jkt = key.thumbprint();
+    let (verifier, challenge) = pkce();
+    let rar = rar();
+    let params = |jkt: &str| {
+        vec![
+            ("client_id", DEMO.0.to_string()),
+            ("response_type", "code".into()),
+            ("redirect_uri", DEMO_REDIRECT.into()),
+            ("code_challenge", challenge.clone()),
+            ("code_challenge_method", "S256".into()),
+            ("authorization_details", rar.clone()),
+            ("dpop_jkt", jkt.to_string()),
+        ]
+    };
+    let owned = params("not-a-thumbprint");
+    let borrowed: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let r = app.get_authorize(&borrowed).await;
+    assert_eq!(
+        r.status(),
+        400,
+        "a sandbox client's error is shown on our page"
+    );
+    let owned = params(&jkt);
+    let borrowed: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (path, html) = app
+        .get_consent_page(app.get_authorize(&borrowed).await)
+        .await;
+    let acc = app.account_ids("alice").await[0].clone();
+    let r = app
+        .post_consent(
+            &path,
+            &html,
+            &[
+                ("decision", "approve"),
+                ("account", &acc),
+                ("action", "accounts:read"),
+            ],
+        )
+        .await;
+    let code = query_param(&location(&r), "code").unwrap();
+    let (status, error, _) = oauth_error(exchange(&app, &code, &verifier, None).await).await;
+    assert_eq!((status, error.as_str()), (400, "invalid_dpop_proof"));
+    let p = proof(&app, &key, "POST", "/oauth2/token", None);
+    let r = exchange(&app, &code, &verifier, Some(&p)).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["token_type"], "DPoP");
+    app.stop().await;
 }
