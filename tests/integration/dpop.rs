@@ -695,3 +695,57 @@ async fn dpop_jkt_on_the_authorization_endpoint_binds_the_code() {
     assert_eq!(r.json::<Value>().await.unwrap()["token_type"], "DPoP");
     app.stop().await;
 }
+
+/// Concurrent refreshes of one bound family, each with its own proof: every one is served (the
+/// key holder refreshing from several workers is not a replay), each gets a bound access token,
+/// the refresh token stays the same, and the grant stays authorized. On PostgreSQL they share
+/// the keep statement.
+#[tokio::test]
+async fn concurrent_refreshes_of_one_bound_family_are_all_served() {
+    for backend in backends() {
+        let app = spawn_demo_app(backend).await;
+        app.login_customer("alice").await;
+        let key = DpopKey::generate_ed25519();
+        let par_proof = proof(&app, &key, "POST", "/oauth2/par", None);
+        let (code, verifier) = bound_code(&app, &[], &[("DPoP", &par_proof)]).await;
+        let p = proof(&app, &key, "POST", "/oauth2/token", None);
+        let tokens: Value = exchange(&app, &code, &verifier, Some(&p))
+            .await
+            .json()
+            .await
+            .unwrap();
+        let rt = tokens["refresh_token"].as_str().unwrap().to_string();
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..8 {
+            let (http, url, rt) = (app.client.clone(), app.url("/oauth2/token"), rt.clone());
+            let p = key.proof("POST", &url, None, None, chrono::Utc::now());
+            set.spawn(async move {
+                let r = http
+                    .post(url)
+                    .basic_auth(DEMO.0, Some(DEMO.1))
+                    .header("DPoP", p)
+                    .form(&[
+                        ("grant_type", "refresh_token"),
+                        ("refresh_token", rt.as_str()),
+                    ])
+                    .send()
+                    .await
+                    .unwrap();
+                (r.status().as_u16(), r.json::<Value>().await.unwrap())
+            });
+        }
+        let mut access = std::collections::HashSet::new();
+        while let Some(done) = set.join_next().await {
+            let (status, body) = done.unwrap();
+            assert_eq!(status, 200, "{backend:?}: {body}");
+            assert_eq!(body["token_type"], "DPoP");
+            assert_eq!(body["refresh_token"], rt.as_str());
+            access.insert(body["access_token"].as_str().unwrap().to_string());
+        }
+        assert_eq!(access.len(), 8, "each refresh its own access token");
+        let intro = app.post_introspect(DEMO, &rt).await;
+        assert_eq!(intro["active"], true, "{backend:?}: {intro}");
+        assert_eq!(intro["grant_status"], "authorized");
+        app.stop().await;
+    }
+}
