@@ -406,6 +406,25 @@ struct Rotated {
     id: String,
 }
 
+/// Runs a batch statement in its own transaction under [`LOCK_TIMEOUT`]: every refresh of the
+/// instance queues behind it, so a lock held elsewhere (a long revocation, a sweep) must not stall
+/// them all. Past the timeout the statement rolls back and each request takes the transactional
+/// path. Returns the ids the statement selects.
+fn run_under_lock_timeout(db: &Db, statement: PgStatement<'_>) -> StorageResult<Vec<Rotated>> {
+    db.run_blocking(|c| {
+        let AnyConnection::Postgresql(pg) = c else {
+            return Err(StorageError::Unavailable(
+                "batched statements need PostgreSQL".into(),
+            ));
+        };
+        pg.transaction(|pg| {
+            diesel::sql_query(LOCK_TIMEOUT).execute(pg)?;
+            statement.load::<Rotated>(pg)
+        })
+        .map_err(StorageError::from)
+    })
+}
+
 fn rotate_batch(db: &Db, jobs: &[Rotation]) -> StorageResult<Vec<bool>> {
     // A token presented twice in one batch: only its first rotation is attempted; the others
     // report "not rotated" and the transactional path treats them as the replays they are.
@@ -461,21 +480,7 @@ fn rotate_batch(db: &Db, jobs: &[Rotation]) -> StorageResult<Vec<bool>> {
             B::TimestampArray(&rid_expires),
         ],
     );
-    let result = db.run_blocking(|c| {
-        let AnyConnection::Postgresql(pg) = c else {
-            return Err(StorageError::Unavailable(
-                "batched rotation needs PostgreSQL".into(),
-            ));
-        };
-        pg.transaction(|pg| {
-            // Every refresh of the instance queues behind this statement: a lock held elsewhere
-            // (a long revocation, a sweep) must not stall them all. Past the timeout the
-            // statement rolls back and each request takes the transactional path.
-            diesel::sql_query(LOCK_TIMEOUT).execute(pg)?;
-            statement.load::<Rotated>(pg)
-        })
-        .map_err(StorageError::from)
-    });
+    let result = run_under_lock_timeout(db, statement);
     let rotated: HashSet<String> = match result {
         Ok(rows) => rows.into_iter().map(|r| r.id).collect(),
         // The connection failed, perhaps after the commit: the new tokens' hashes tell, read on
@@ -585,18 +590,7 @@ fn keep_batch(db: &Db, jobs: &[Keep]) -> StorageResult<Vec<bool>> {
             B::TextArray(&r_jkt),
         ],
     );
-    let result = db.run_blocking(|c| {
-        let AnyConnection::Postgresql(pg) = c else {
-            return Err(StorageError::Unavailable(
-                "batched refresh needs PostgreSQL".into(),
-            ));
-        };
-        pg.transaction(|pg| {
-            diesel::sql_query(LOCK_TIMEOUT).execute(pg)?;
-            statement.load::<Rotated>(pg)
-        })
-        .map_err(StorageError::from)
-    });
+    let result = run_under_lock_timeout(db, statement);
     let counted: HashSet<String> = match result {
         Ok(rows) => rows.into_iter().map(|r| r.id).collect(),
         // Unknown outcome: a job counted if its audit event exists (only this statement writes
