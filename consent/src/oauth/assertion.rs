@@ -44,6 +44,10 @@ struct Claims {
 /// The client an assertion names (`sub`, else `iss`), read before anything is verified, only to
 /// find the keys to verify it with.
 pub fn claimed_client(assertion: &str) -> Option<String> {
+    // Nothing larger than a JWS the check would accept is decoded, even here.
+    if assertion.len() > ::grants::jws::MAX_JWS_LEN {
+        return None;
+    }
     let payload = assertion.split('.').nth(1)?;
     let bytes = URL_SAFE_NO_PAD.decode(payload).ok()?;
     let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
@@ -169,5 +173,42 @@ impl OAuthService {
             return Err(refused());
         }
         Ok(ClientCredentials::Proven(Proven { client_id }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_never_print_their_secret_or_assertion() {
+        let creds = ClientCredentials::Assertion {
+            client_id: "c_1".into(),
+            assertion: "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJjXzEifQ.c2lnbmF0dXJl".into(),
+        };
+        let shown = format!("{creds:?}");
+        assert!(
+            shown.contains("c_1") && shown.contains("private_key_jwt"),
+            "{shown}"
+        );
+        assert!(!shown.contains("eyJ"), "{shown}");
+        let secret = ClientCredentials::Basic {
+            client_id: "c_2".into(),
+            secret: platform::crypto::PlainToken::from_presented("cs_very-secret"),
+        };
+        assert!(!format!("{secret:?}").contains("very-secret"));
+    }
+
+    #[test]
+    fn the_claimed_client_is_read_only_from_plausible_assertions() {
+        let payload = URL_SAFE_NO_PAD.encode(r#"{"sub":"c_1","iss":"c_1"}"#);
+        assert_eq!(
+            claimed_client(&format!("e30.{payload}.x")).as_deref(),
+            Some("c_1")
+        );
+        let padded = format!("e30.{payload}.{}", "x".repeat(::grants::jws::MAX_JWS_LEN));
+        assert_eq!(claimed_client(&padded), None);
+        let long = URL_SAFE_NO_PAD.encode(format!(r#"{{"sub":"{}"}}"#, "c".repeat(200)));
+        assert_eq!(claimed_client(&format!("e30.{long}.x")), None);
     }
 }

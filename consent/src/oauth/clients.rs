@@ -114,8 +114,9 @@ pub fn load(conn: &mut AnyConnection, client_id: &str) -> StorageResult<Option<O
     Ok(row.map(OAuthClient::from))
 }
 
-/// Credentials presented by a client.
-#[derive(Debug, Clone)]
+/// Credentials presented by a client. `Debug` shows the client id and method only: a secret or
+/// an unexpired assertion is a credential, and never reaches a log.
+#[derive(Clone)]
 pub enum ClientCredentials {
     /// `Authorization: Basic` (client_secret_basic).
     Basic {
@@ -142,6 +143,21 @@ pub enum ClientCredentials {
 #[derive(Debug, Clone)]
 pub struct Proven {
     pub(super) client_id: String,
+}
+
+impl std::fmt::Debug for ClientCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let method = match self {
+            ClientCredentials::Basic { .. } => "client_secret_basic",
+            ClientCredentials::Post { .. } => "client_secret_post",
+            ClientCredentials::Assertion { .. } => "private_key_jwt",
+            ClientCredentials::Proven(_) => "private_key_jwt (proven)",
+        };
+        f.debug_struct("ClientCredentials")
+            .field("client_id", &self.client_id())
+            .field("method", &method)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ClientCredentials {
