@@ -60,38 +60,19 @@ async fn bound_code(
 ) -> (String, String) {
     let (verifier, challenge) = pkce();
     let rar = rar();
-    let mut form = vec![
-        ("response_type", "code"),
-        ("redirect_uri", DEMO_REDIRECT),
-        ("code_challenge", challenge.as_str()),
-        ("code_challenge_method", "S256"),
-        ("authorization_details", rar.as_str()),
-    ];
+    let mut form = par_form(DEMO_REDIRECT, &challenge, &rar).to_vec();
     form.extend_from_slice(extra);
     let r = post(app, "/oauth2/par", &form, headers).await;
-    assert_eq!(r.status(), 201, "PAR");
-    let body: Value = r.json().await.unwrap();
-    let request_uri = body["request_uri"].as_str().unwrap().to_string();
-    let auth = app
-        .get_authorize(&[("client_id", DEMO.0), ("request_uri", &request_uri)])
-        .await;
-    let (path, html) = app.get_consent_page(auth).await;
     let acc = app.account_ids("alice").await[0].clone();
-    let r = app
-        .post_consent(
-            &path,
-            &html,
-            &[
-                ("decision", "approve"),
-                ("account", &acc),
-                ("action", "accounts:read"),
-                ("action", "balances:read"),
-                ("action", "transactions:read"),
-            ],
-        )
-        .await;
-    assert_eq!(r.status(), 303);
-    let code = query_param(&location(&r), "code").expect("code");
+    let fields = [
+        ("decision", "approve"),
+        ("account", acc.as_str()),
+        ("action", "accounts:read"),
+        ("action", "balances:read"),
+        ("action", "transactions:read"),
+    ];
+    let redirect = app.consent_to_pushed(DEMO.0, r, &fields).await;
+    let code = query_param(&redirect, "code").expect("code");
     (code, verifier)
 }
 
@@ -671,22 +652,16 @@ async fn dpop_jkt_on_the_authorization_endpoint_binds_the_code() {
     );
     let owned = params(&jkt);
     let borrowed: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let (path, html) = app
-        .get_consent_page(app.get_authorize(&borrowed).await)
-        .await;
     let acc = app.account_ids("alice").await[0].clone();
-    let r = app
-        .post_consent(
-            &path,
-            &html,
-            &[
-                ("decision", "approve"),
-                ("account", &acc),
-                ("action", "accounts:read"),
-            ],
-        )
+    let fields = [
+        ("decision", "approve"),
+        ("account", acc.as_str()),
+        ("action", "accounts:read"),
+    ];
+    let redirect = app
+        .decide(app.get_authorize(&borrowed).await, &fields)
         .await;
-    let code = query_param(&location(&r), "code").unwrap();
+    let code = query_param(&redirect, "code").unwrap();
     let (status, error, _) = oauth_error(exchange(&app, &code, &verifier, None).await).await;
     assert_eq!((status, error.as_str()), (400, "invalid_dpop_proof"));
     let p = proof(&app, &key, "POST", "/oauth2/token", None);

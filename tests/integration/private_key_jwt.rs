@@ -119,38 +119,18 @@ async fn a_fapi_client_authenticates_with_assertions_and_binds_its_tokens() {
             &app,
             "/oauth2/par",
             &assertion(&app, FAPI, &key, "k1", |_| {}),
-            &[
-                ("response_type", "code"),
-                ("redirect_uri", DEMO_REDIRECT),
-                ("code_challenge", &challenge),
-                ("code_challenge_method", "S256"),
-                ("authorization_details", &rar),
-            ],
+            &par_form(DEMO_REDIRECT, &challenge, &rar),
             &[("DPoP", &par_proof)],
         )
         .await;
-        assert_eq!(r.status(), 201, "{backend:?}");
-        let request_uri = r.json::<Value>().await.unwrap()["request_uri"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        let auth = app
-            .get_authorize(&[("client_id", FAPI), ("request_uri", &request_uri)])
-            .await;
-        let (path, html) = app.get_consent_page(auth).await;
         let acc = app.account_ids("alice").await[0].clone();
-        let r = app
-            .post_consent(
-                &path,
-                &html,
-                &[
-                    ("decision", "approve"),
-                    ("account", &acc),
-                    ("action", "accounts:read"),
-                ],
-            )
-            .await;
-        let code = query_param(&location(&r), "code").unwrap();
+        let fields = [
+            ("decision", "approve"),
+            ("account", acc.as_str()),
+            ("action", "accounts:read"),
+        ];
+        let redirect = app.consent_to_pushed(FAPI, r, &fields).await;
+        let code = query_param(&redirect, "code").unwrap();
         let token_url = app.url("/oauth2/token");
         let exchange = [
             ("grant_type", "authorization_code"),

@@ -15,6 +15,22 @@ pub const DEMO_SECRET: &str = "cs_test-demo-client-secret";
 pub const DEMO_REDIRECT: &str = "http://127.0.0.1:8081/callback";
 pub const DEMO_PASSWORD: &str = "demo-password-123";
 
+/// The fields of a pushed authorization request for `rar` (state `st-123`).
+pub fn par_form<'a>(
+    redirect: &'a str,
+    challenge: &'a str,
+    rar: &'a str,
+) -> [(&'a str, &'a str); 6] {
+    [
+        ("response_type", "code"),
+        ("redirect_uri", redirect),
+        ("code_challenge", challenge),
+        ("code_challenge_method", "S256"),
+        ("state", "st-123"),
+        ("authorization_details", rar),
+    ]
+}
+
 /// A fresh PKCE pair (verifier, S256 challenge).
 pub fn pkce() -> (String, String) {
     let verifier = PlainToken::generate("").expose().to_string();
@@ -213,14 +229,7 @@ impl FapiClient {
         challenge: &str,
         fields: &[(&str, &str)],
     ) -> String {
-        let form = [
-            ("response_type", "code"),
-            ("redirect_uri", redirect),
-            ("code_challenge", challenge),
-            ("code_challenge_method", "S256"),
-            ("state", "st-123"),
-            ("authorization_details", rar),
-        ];
+        let form = par_form(redirect, challenge, rar);
         let par = self.post(app, "/oauth2/par", &form, true).await;
         app.consent_to_pushed(&self.id, par, fields).await
     }
@@ -336,17 +345,7 @@ impl TestApp {
         fields: &[(&str, &str)],
     ) -> String {
         let r = self
-            .post_par(
-                client,
-                &[
-                    ("response_type", "code"),
-                    ("redirect_uri", redirect),
-                    ("code_challenge", challenge),
-                    ("code_challenge_method", "S256"),
-                    ("state", "st-123"),
-                    ("authorization_details", rar),
-                ],
-            )
+            .post_par(client, &par_form(redirect, challenge, rar))
             .await;
         self.consent_to_pushed(client.0, r, fields).await
     }
@@ -365,7 +364,13 @@ impl TestApp {
         let auth = self
             .get_authorize(&[("client_id", client_id), ("request_uri", &request_uri)])
             .await;
-        let (path, html) = self.get_consent_page(auth).await;
+        self.decide(auth, fields).await
+    }
+
+    /// After an authorize response that went to the consent page: the logged-in customer's
+    /// decision with `fields`; returns the redirect URL.
+    pub async fn decide(&self, authorize: reqwest::Response, fields: &[(&str, &str)]) -> String {
+        let (path, html) = self.get_consent_page(authorize).await;
         let r = self.post_consent(&path, &html, fields).await;
         assert_eq!(r.status(), 303, "consent decision redirects");
         location(&r)
