@@ -28,6 +28,8 @@ pub(crate) struct Authority {
     pub environment: Environment,
     /// From the `cnf_jkt` fact: the DPoP key the token is bound to.
     pub cnf_jkt: Option<String>,
+    /// From the `cnf_x5t` fact: the TLS client certificate the token is bound to.
+    pub cnf_x5t: Option<String>,
 }
 
 impl Authority {
@@ -39,7 +41,8 @@ impl Authority {
             + self.accounts.len()
             + self.merchants.len()
             + usize::from(self.environment == Environment::Sandbox)
-            + usize::from(self.cnf_jkt.is_some());
+            + usize::from(self.cnf_jkt.is_some())
+            + usize::from(self.cnf_x5t.is_some());
         (facts + usize::from(self.window.is_some()) * 2 + 2 * 3) as u64
     }
 }
@@ -164,7 +167,7 @@ fn read_printed_authority(source: &str) -> Option<(Vec<Predicate>, Vec<u64>)> {
 
 fn validate_authority(facts: &[Predicate], bounds: &[u64]) -> Result<Authority, String> {
     let (mut grant, mut client, mut subject, mut environment) = (None, None, None, None);
-    let mut cnf_jkt = None;
+    let (mut cnf_jkt, mut cnf_x5t) = (None, None);
     let mut rights = Vec::new();
     let mut accounts = Vec::new();
     let mut merchants = Vec::new();
@@ -183,6 +186,7 @@ fn validate_authority(facts: &[Predicate], bounds: &[u64]) -> Result<Authority, 
             vocab::SUBJECT => once(&mut subject, p)?,
             vocab::ENVIRONMENT => once(&mut environment, p)?,
             vocab::CNF_JKT => once(&mut cnf_jkt, p)?,
+            vocab::CNF_X5T => once(&mut cnf_x5t, p)?,
             vocab::RIGHT => push_unique(
                 &mut rights,
                 Action::parse(single_str(p)?).map_err(|e| e.to_string())?,
@@ -241,6 +245,7 @@ fn validate_authority(facts: &[Predicate], bounds: &[u64]) -> Result<Authority, 
     Ok(Authority {
         environment,
         cnf_jkt,
+        cnf_x5t,
         grant,
         client,
         subject,

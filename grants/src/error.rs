@@ -113,6 +113,13 @@ pub enum VerifyError {
     /// The token is not bound to any key and was presented with a DPoP proof.
     #[error("the token is not bound to a DPoP key: present it as a bearer token")]
     NotBound,
+    /// The token is bound to a TLS client certificate (`cnf_x5t`) and the request's connection
+    /// presented none.
+    #[error("the token is bound to a TLS client certificate: present it over mutual TLS")]
+    CertificateRequired,
+    /// The request's connection presented another certificate than the token is bound to.
+    #[error("the token is bound to another TLS client certificate than this connection's")]
+    CertificateMismatch,
     /// The DPoP proof was refused, or proves another key than the token's.
     #[error(transparent)]
     Dpop(#[from] crate::dpop::DpopError),

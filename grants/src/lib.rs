@@ -16,6 +16,7 @@
 //! merchant("m_..."); ...                // only if merchants are limited
 //! environment("sandbox");               // only for a sandbox client's grant
 //! cnf_jkt("<RFC 7638 thumbprint>");     // only for a DPoP-bound token (see [`dpop`])
+//! cnf_x5t("<certificate thumbprint>");  // only for a certificate-bound token (see [`mtls`])
 //! check if time($t), $t <= <access token expiry>;
 //! check if time($t), $t <= <grant expiry>;
 //! ```
@@ -157,6 +158,7 @@ mod ids;
 pub mod jws;
 mod keys;
 mod mint;
+pub mod mtls;
 mod scope;
 mod time;
 mod verify;
@@ -169,7 +171,9 @@ pub use ids::{AccountId, ClientId, GrantId, MAX_ID_LEN, MerchantId, SubjectId};
 pub use keys::{
     BiscuitKeys, KeyAlgorithm, KeyProvider, KeySet, PublicKey, PublishedKey, SigningKey,
 };
-pub use mint::{Environment, Grant, MintedToken, mint, mint_bound, mint_with_rng};
+pub use mint::{
+    Confirmation, Environment, Grant, MintedToken, mint, mint_bound, mint_confirmed, mint_with_rng,
+};
 pub use scope::{GrantScope, MAX_ACCOUNTS, MAX_ACTIONS, MAX_MERCHANTS};
 pub use time::{TxWindow, format_timestamp, parse_timestamp};
 pub use verify::{

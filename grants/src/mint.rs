@@ -108,14 +108,49 @@ pub fn mint_bound(
     token_expires_at: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Result<MintedToken, MintError> {
+    let cnf = Confirmation {
+        jkt: Some(jkt),
+        x5t: None,
+    };
+    mint_confirmed(key, grant, cnf, token_expires_at, now)
+}
+
+/// The keys a token is bound to (RFC 7800 `cnf`): a DPoP key (`jkt`, RFC 9449) and/or a TLS
+/// client certificate (`x5t#S256`, RFC 8705), each a base64url SHA-256 thumbprint. A verifier
+/// demands proof of every binding the token carries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Confirmation<'a> {
+    /// The RFC 7638 thumbprint of the client's DPoP key (`cnf_jkt`).
+    pub jkt: Option<&'a str>,
+    /// The SHA-256 thumbprint of the client's certificate (`cnf_x5t`, see
+    /// [`crate::mtls::certificate_thumbprint`]).
+    pub x5t: Option<&'a str>,
+}
+
+/// [`mint`] for a sender-constrained client: the token carries `cnf_jkt` and/or `cnf_x5t` and
+/// verifies only for a request that proves them (a DPoP proof from the key, a TLS connection
+/// with the certificate).
+pub fn mint_confirmed(
+    key: &SigningKey,
+    grant: &Grant,
+    cnf: Confirmation<'_>,
+    token_expires_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<MintedToken, MintError> {
     mint_inner(
         key,
         grant,
-        Some(jkt),
+        cnf,
         token_expires_at,
         now,
         &mut rand::rngs::OsRng,
     )
+}
+
+fn is_thumbprint(s: &str) -> bool {
+    s.len() == 43
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// [`mint`] with a caller-supplied CSPRNG for the next-block key (reproducible golden tokens).
@@ -126,32 +161,39 @@ pub fn mint_with_rng<R: RngCore + CryptoRng>(
     now: DateTime<Utc>,
     rng: &mut R,
 ) -> Result<MintedToken, MintError> {
-    mint_inner(key, grant, None, token_expires_at, now, rng)
+    mint_inner(
+        key,
+        grant,
+        Confirmation::default(),
+        token_expires_at,
+        now,
+        rng,
+    )
 }
 
 fn mint_inner<R: RngCore + CryptoRng>(
     key: &SigningKey,
     grant: &Grant,
-    jkt: Option<&str>,
+    cnf: Confirmation<'_>,
     token_expires_at: DateTime<Utc>,
     now: DateTime<Utc>,
     rng: &mut R,
 ) -> Result<MintedToken, MintError> {
-    if let Some(j) = jkt
-        && (j.len() != 43
-            || !j
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
-    {
+    if !cnf.jkt.is_none_or(is_thumbprint) {
         return Err(MintError::Biscuit(
             "cnf_jkt must be a base64url SHA-256 thumbprint".into(),
+        ));
+    }
+    if !cnf.x5t.is_none_or(is_thumbprint) {
+        return Err(MintError::Biscuit(
+            "cnf_x5t must be a base64url SHA-256 thumbprint".into(),
         ));
     }
     let expires_at = floor_secs(token_expires_at.min(grant.scope.expires_at()));
     if expires_at <= now {
         return Err(MintError::AlreadyExpired(format_timestamp(expires_at)));
     }
-    let token = authority_builder(grant, jkt, expires_at)
+    let token = authority_builder(grant, cnf, expires_at)
         .and_then(|b| {
             b.root_key_id(key.kid()).build_with_rng(
                 key.keypair(),
@@ -185,7 +227,7 @@ fn str_fact(name: &str, value: &str) -> Fact {
 /// The authority block, built from typed terms (never by string interpolation).
 fn authority_builder(
     grant: &Grant,
-    jkt: Option<&str>,
+    cnf: Confirmation<'_>,
     token_expires_at: DateTime<Utc>,
 ) -> Result<BiscuitBuilder, biscuit_auth::error::Token> {
     let scope = &grant.scope;
@@ -196,8 +238,11 @@ fn authority_builder(
     if grant.environment == Environment::Sandbox {
         b = b.fact(str_fact(vocab::ENVIRONMENT, Environment::Sandbox.as_str()))?;
     }
-    if let Some(jkt) = jkt {
+    if let Some(jkt) = cnf.jkt {
         b = b.fact(str_fact(vocab::CNF_JKT, jkt))?;
+    }
+    if let Some(x5t) = cnf.x5t {
+        b = b.fact(str_fact(vocab::CNF_X5T, x5t))?;
     }
     for action in scope.actions() {
         b = b.fact(str_fact(vocab::RIGHT, action.as_str()))?;

@@ -21,6 +21,9 @@ pub(crate) const MERCHANT: &str = "merchant";
 pub(crate) const ENVIRONMENT: &str = "environment";
 /// `cnf_jkt("<thumbprint>")`: the token is bound to this DPoP key (RFC 9449, RFC 7638).
 pub(crate) const CNF_JKT: &str = "cnf_jkt";
+/// `cnf_x5t("<thumbprint>")`: the token is bound to this TLS client certificate (RFC 8705
+/// `x5t#S256`).
+pub(crate) const CNF_X5T: &str = "cnf_x5t";
 
 // Request facts (supplied by the verifier only).
 pub(crate) const TIME: &str = "time";

@@ -50,6 +50,8 @@ pub struct GrantSummary {
     pub environment: crate::Environment,
     /// The DPoP key thumbprint the token is bound to, if any.
     pub cnf_jkt: Option<String>,
+    /// The TLS client certificate thumbprint the token is bound to, if any.
+    pub cnf_x5t: Option<String>,
 }
 
 /// Reads a token WITHOUT verifying its signature.
@@ -76,6 +78,7 @@ pub fn inspect(token: &str) -> Result<TokenInfo, VerifyError> {
                 expires_at: a.expires_at,
                 environment: a.environment,
                 cnf_jkt: a.cnf_jkt,
+                cnf_x5t: a.cnf_x5t,
             }),
             None,
         ),

@@ -49,6 +49,10 @@ pub struct Request {
     pub merchant: Option<MerchantId>,
     /// The verifier's clock.
     pub now: DateTime<Utc>,
+    /// The thumbprint ([`crate::mtls::certificate_thumbprint`]) of the TLS client certificate
+    /// the request's connection presented, if any: a certificate-bound token (`cnf_x5t`) verifies
+    /// only with the same one.
+    pub client_certificate: Option<String>,
 }
 
 impl Request {
@@ -60,6 +64,7 @@ impl Request {
             tx_range: None,
             merchant: None,
             now,
+            client_certificate: None,
         }
     }
     /// About this account.
@@ -75,6 +80,11 @@ impl Request {
     /// For this merchant.
     pub fn merchant(mut self, merchant: MerchantId) -> Self {
         self.merchant = Some(merchant);
+        self
+    }
+    /// Over a TLS connection that presented the certificate with this thumbprint (mTLS).
+    pub fn client_certificate(mut self, thumbprint: impl Into<String>) -> Self {
+        self.client_certificate = Some(thumbprint.into());
         self
     }
 }
@@ -119,6 +129,9 @@ pub struct Authorization {
     pub environment: Environment,
     /// The DPoP key thumbprint the token is bound to (`cnf_jkt` fact), proven by the request.
     pub cnf_jkt: Option<String>,
+    /// The TLS client certificate thumbprint the token is bound to (`cnf_x5t` fact), presented
+    /// by the request's connection.
+    pub cnf_x5t: Option<String>,
 }
 
 /// Verifies tokens against a key provider and a revocation check, within [`Limits`].
@@ -283,6 +296,16 @@ impl<K: KeyProvider, R: RevocationCheck> Verifier<K, R> {
             }
             (None, Binding::Proven(_)) => return Err(VerifyError::NotBound),
         }
+        // The certificate binding is independent of the DPoP one: both, when a token has both.
+        if !matches!(binding, Binding::Reported)
+            && let Some(bound) = authority.cnf_x5t.as_deref()
+        {
+            match request.client_certificate.as_deref() {
+                None => return Err(VerifyError::CertificateRequired),
+                Some(presented) if presented == bound => {}
+                Some(_) => return Err(VerifyError::CertificateMismatch),
+            }
+        }
         if let Some(expected) = self.environment
             && authority.environment != expected
         {
@@ -334,6 +357,7 @@ impl<K: KeyProvider, R: RevocationCheck> Verifier<K, R> {
             work: eval.work,
             environment: authority.environment,
             cnf_jkt: authority.cnf_jkt.clone(),
+            cnf_x5t: authority.cnf_x5t.clone(),
         })
     }
 

@@ -7,6 +7,7 @@ mod common;
 mod dpop;
 mod golden;
 mod hostile;
+mod mtls;
 mod properties;
 mod python_interop;
 mod scope;

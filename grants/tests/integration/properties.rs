@@ -103,6 +103,7 @@ fn request_strategy() -> impl Strategy<Value = Request> {
             tx_range: w,
             merchant: m,
             now: now() + Duration::minutes(at),
+            client_certificate: None,
         })
 }
 
