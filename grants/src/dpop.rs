@@ -24,7 +24,7 @@ use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 /// Algorithms accepted in proofs (`dpop_signing_alg_values_supported`).
-pub const DPOP_ALGS: [&str; 2] = crate::jws::ALGS;
+pub const DPOP_ALGS: [&str; 2] = ["ES256", "EdDSA"];
 
 /// A proof longer than this is refused before decoding.
 pub const MAX_PROOF_LEN: usize = 4096;
@@ -281,6 +281,9 @@ fn check_signed(proof: &str, ctx: &ProofContext<'_>) -> Result<VerifiedProof, Dp
         return Err(malformed("the proof is too long"));
     }
     let jws = Compact::decode(proof)?;
+    if !DPOP_ALGS.contains(&jws.alg()) {
+        return Err(crate::jws::JwsError::UnsupportedAlgorithm.into());
+    }
     if jws.header.get("typ").and_then(serde_json::Value::as_str) != Some("dpop+jwt") {
         return Err(malformed("typ must be dpop+jwt"));
     }

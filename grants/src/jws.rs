@@ -1,6 +1,7 @@
-//! Compact JWS (RFC 7515) checked with public JWKs (RFC 7517), strictly: ES256 (P-256) and
-//! EdDSA (Ed25519) only. No `none`, no HMAC (so no "public key as the HMAC secret"), no RSA, no
-//! `crit` extensions, no private or symmetric key members, bounded sizes. DPoP proofs
+//! Compact JWS (RFC 7515) checked with public JWKs (RFC 7517), strictly: ES256 (P-256), PS256
+//! (RSA-PSS, keys of 2048 to 8192 bits) and EdDSA (Ed25519) only, as FAPI 2.0 allows. No `none`,
+//! no HMAC (so no "public key as the HMAC secret"), no RS256 (PKCS#1 v1.5), no `crit`
+//! extensions, no private or symmetric key members, bounded sizes. DPoP proofs
 //! ([`crate::dpop`]) and client assertions (RFC 7523 `private_key_jwt`, checked by the
 //! authorization server against a client's registered JWK Set) use it.
 
@@ -10,8 +11,12 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-/// The algorithms accepted anywhere a JWS is checked.
-pub const ALGS: [&str; 2] = ["ES256", "EdDSA"];
+/// The algorithms accepted anywhere a JWS is checked (DPoP proofs take a subset:
+/// [`crate::dpop::DPOP_ALGS`]).
+pub const ALGS: [&str; 3] = ["ES256", "PS256", "EdDSA"];
+
+/// RSA moduli accepted for PS256, in bytes (2048 to 8192 bits, as ring verifies them).
+const RSA_MODULUS_BYTES: std::ops::RangeInclusive<usize> = 256..=1024;
 
 /// A JWS longer than this is refused before decoding.
 pub const MAX_JWS_LEN: usize = 8192;
@@ -24,7 +29,7 @@ pub const MAX_JWKS_KEYS: usize = 10;
 pub enum JwsError {
     #[error("{0}")]
     Malformed(String),
-    #[error("unsupported algorithm (ES256 or EdDSA only)")]
+    #[error("unsupported algorithm (ES256, PS256 or EdDSA only)")]
     UnsupportedAlgorithm,
     #[error("the signature does not verify")]
     BadSignature,
@@ -50,10 +55,23 @@ fn member<'a>(jwk: &'a Map<String, Value>, name: &str) -> Result<&'a str, JwsErr
 enum Key {
     /// The uncompressed SEC1 point (0x04 || x || y), checked to be on the curve.
     Es256([u8; 65]),
+    /// Modulus and exponent, big-endian without leading zeros.
+    Rsa {
+        n: Vec<u8>,
+        e: Vec<u8>,
+    },
     Ed25519(ed25519_dalek::VerifyingKey),
 }
 
-/// A public key read from a JWK: P-256 (`EC`, for ES256) or Ed25519 (`OKP`, for EdDSA).
+/// An unsigned big-endian integer of a JWK, without leading zeros.
+fn uint(jwk: &Map<String, Value>, name: &str) -> Result<Vec<u8>, JwsError> {
+    let raw = b64(member(jwk, name)?, name)?;
+    let start = raw.iter().position(|b| *b != 0).unwrap_or(raw.len());
+    Ok(raw[start..].to_vec())
+}
+
+/// A public key read from a JWK: P-256 (`EC`, for ES256), RSA (`RSA`, for PS256) or Ed25519
+/// (`OKP`, for EdDSA).
 #[derive(Clone)]
 pub struct PublicJwk {
     key: Key,
@@ -75,7 +93,7 @@ impl PublicJwk {
     /// Reads a public JWK, refusing private and symmetric members, other key types and curves,
     /// and points that are not on the curve. An `alg` or `use` member, if present, must fit.
     pub fn parse(jwk: &Map<String, Value>) -> Result<Self, JwsError> {
-        if ["d", "p", "q", "dp", "dq", "qi", "k"]
+        if ["d", "p", "q", "dp", "dq", "qi", "oth", "k"]
             .iter()
             .any(|m| jwk.contains_key(*m))
         {
@@ -101,6 +119,22 @@ impl PublicJwk {
                     URL_SAFE_NO_PAD.encode(y)
                 );
                 (Key::Es256(key), canonical)
+            }
+            ("RSA", None) => {
+                let (n, e) = (uint(jwk, "n")?, uint(jwk, "e")?);
+                if !RSA_MODULUS_BYTES.contains(&n.len()) {
+                    return Err(malformed("jwk.n: RSA keys must have 2048 to 8192 bits"));
+                }
+                // ring's bounds: an odd exponent from 3 to 2^33 - 1.
+                if e.is_empty() || e.len() > 5 || e.last().is_none_or(|b| b & 1 == 0) || e == [1] {
+                    return Err(malformed("jwk.e is not a usable RSA exponent"));
+                }
+                let canonical = format!(
+                    r#"{{"e":"{}","kty":"RSA","n":"{}"}}"#,
+                    URL_SAFE_NO_PAD.encode(&e),
+                    URL_SAFE_NO_PAD.encode(&n)
+                );
+                (Key::Rsa { n, e }, canonical)
             }
             ("OKP", Some("Ed25519")) => {
                 let x = coordinate("x")?;
@@ -137,10 +171,11 @@ impl PublicJwk {
         Ok(parsed)
     }
 
-    /// `ES256` or `EdDSA`.
+    /// `ES256`, `PS256` or `EdDSA`.
     pub fn alg(&self) -> &'static str {
         match self.key {
             Key::Es256(_) => "ES256",
+            Key::Rsa { .. } => "PS256",
             Key::Ed25519(_) => "EdDSA",
         }
     }
@@ -166,6 +201,14 @@ impl PublicJwk {
             )
             .verify(signing_input, signature)
             .is_ok(),
+            // RSASSA-PSS with SHA-256 and MGF1-SHA-256 (RFC 7518 3.5).
+            Key::Rsa { n, e } => ring::signature::RsaPublicKeyComponents { n, e }
+                .verify(
+                    &ring::signature::RSA_PSS_2048_8192_SHA256,
+                    signing_input,
+                    signature,
+                )
+                .is_ok(),
             Key::Ed25519(k) => ed25519_dalek::Signature::from_slice(signature)
                 .ok()
                 .is_some_and(|sig| k.verify_strict(signing_input, &sig).is_ok()),
@@ -267,7 +310,7 @@ impl JwkSet {
             let key = PublicJwk::parse(map).map_err(|e| match e {
                 JwsError::Malformed(m) => malformed(&format!("keys[{i}]: {m}")),
                 JwsError::UnsupportedAlgorithm => malformed(&format!(
-                    "keys[{i}]: only P-256 (EC) and Ed25519 (OKP) keys are accepted"
+                    "keys[{i}]: only P-256 (EC), RSA and Ed25519 (OKP) keys are accepted"
                 )),
                 other => other,
             })?;
@@ -328,7 +371,10 @@ mod tests {
             json!({"keys": []}),
             json!({"keys": [ed, ed]}),
             json!({"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}),
+            // An RSA key too short for PS256, an even exponent, an RSA private key.
             json!({"keys": [{"kty": "RSA", "n": "AQAB", "e": "AQAB"}]}),
+            json!({"keys": [{"kty": "RSA", "n": URL_SAFE_NO_PAD.encode([0xC5u8; 256]), "e": "AQA"}]}),
+            json!({"keys": [{"kty": "RSA", "n": URL_SAFE_NO_PAD.encode([0xC5u8; 256]), "e": "AQAB", "p": "AQAB"}]}),
             json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo", "d": "AA"}]}),
             json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo", "alg": "ES256"}]}),
             json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo", "use": "enc"}]}),
@@ -339,9 +385,9 @@ mod tests {
     }
 
     #[test]
-    fn only_the_two_algorithms_decode() {
+    fn only_the_three_algorithms_decode() {
         let header = |alg: &str| URL_SAFE_NO_PAD.encode(json!({"alg": alg}).to_string());
-        for alg in ["none", "HS256", "RS256", "PS256", "ES384"] {
+        for alg in ["none", "HS256", "RS256", "PS384", "ES384"] {
             let jws = format!("{}.e30.AAAA", header(alg));
             assert_eq!(
                 Compact::decode(&jws).unwrap_err(),
@@ -351,6 +397,13 @@ mod tests {
         }
         let crit = URL_SAFE_NO_PAD.encode(json!({"alg": "ES256", "crit": ["b64"]}).to_string());
         assert!(Compact::decode(&format!("{crit}.e30.AAAA")).is_err());
-        assert!(Compact::decode(&format!("{}.e30.AAAA", header("ES256"))).is_ok());
+        for alg in ALGS {
+            assert!(Compact::decode(&format!("{}.e30.AAAA", header(alg))).is_ok());
+        }
+        // An RSA key of 2048 bits reads as a PS256 key, its thumbprint over the canonical members.
+        let rsa = json!({"kty": "RSA", "e": "AQAB", "n": URL_SAFE_NO_PAD.encode([0xC5u8; 256])});
+        let key = PublicJwk::parse(rsa.as_object().unwrap()).unwrap();
+        assert_eq!(key.alg(), "PS256");
+        assert!(!key.verifies(b"input", &[0u8; 256]));
     }
 }

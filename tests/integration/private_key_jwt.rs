@@ -404,6 +404,96 @@ async fn the_portal_registers_keys_not_secrets_for_private_key_jwt_clients() {
     );
     assert_eq!(
         m["token_endpoint_auth_signing_alg_values_supported"],
+        json!(["ES256", "PS256", "EdDSA"])
+    );
+    app.stop().await;
+}
+
+/// A PS256 assertion (RSASSA-PSS, SHA-256) signed with the test RSA key, or with PKCS#1 v1.5
+/// (RS256, which FAPI 2.0 forbids) when `pss` is false.
+fn rsa_assertion(app: &TestApp, client: &str, pss: bool) -> String {
+    let pem = include_str!("../fixtures/rsa-2048.pk8.pem");
+    let der: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(der)
+        .unwrap();
+    let key = ring::signature::RsaKeyPair::from_pkcs8(&der).unwrap();
+    let now = chrono::Utc::now().timestamp();
+    let header = json!({"alg": if pss { "PS256" } else { "RS256" }, "kid": "rsa-1"});
+    let claims = json!({
+        "iss": client, "sub": client, "aud": app.address,
+        "exp": now + 30, "jti": platform::crypto::random_id("j_"),
+    });
+    let input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    let mut sig = vec![0u8; key.public().modulus_len()];
+    let padding: &dyn ring::signature::RsaEncoding = if pss {
+        &ring::signature::RSA_PSS_SHA256
+    } else {
+        &ring::signature::RSA_PKCS1_SHA256
+    };
+    key.sign(
+        padding,
+        &ring::rand::SystemRandom::new(),
+        input.as_bytes(),
+        &mut sig,
+    )
+    .unwrap();
+    format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig))
+}
+
+#[tokio::test]
+async fn rsa_keys_authenticate_with_ps256_and_never_with_rs256() {
+    let app = spawn_demo_app(Backend::Sqlite).await;
+    let mut jwk: Value =
+        serde_json::from_str(include_str!("../fixtures/rsa-2048.public.jwk.json")).unwrap();
+    jwk["kid"] = "rsa-1".into();
+    insert_client_with(
+        &app,
+        "c_rsa",
+        "sandbox",
+        "https://fintech.example/cb",
+        ClientAuth::Keys(json!({"keys": [jwk]})),
+        false,
+    )
+    .await;
+    let introspect = |assertion: String| {
+        let app = &app;
+        async move {
+            post(
+                app,
+                "/oauth2/introspect",
+                &assertion,
+                &[("token", "rt_unknown")],
+                &[],
+            )
+            .await
+        }
+    };
+    let r = introspect(rsa_assertion(&app, "c_rsa", true)).await;
+    assert_eq!(r.status(), 200, "PS256 authenticates");
+    let r = introspect(rsa_assertion(&app, "c_rsa", false)).await;
+    assert_eq!(oauth_error(r).await.1, "invalid_client", "RS256 does not");
+    // Another client's name on the same key's assertion, and an unknown client: refused alike.
+    for who in ["c_demo-client", "c_nobody"] {
+        let r = introspect(rsa_assertion(&app, who, true)).await;
+        assert_eq!(oauth_error(r).await.1, "invalid_client", "{who}");
+    }
+    let meta: Value = app
+        .get("/.well-known/oauth-authorization-server")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        meta["token_endpoint_auth_signing_alg_values_supported"],
+        json!(["ES256", "PS256", "EdDSA"])
+    );
+    assert_eq!(
+        meta["dpop_signing_alg_values_supported"],
         json!(["ES256", "EdDSA"])
     );
     app.stop().await;

@@ -5,7 +5,7 @@
 //! An assertion is checked before the request takes a pooled connection, by
 //! [`OAuthService::prove_assertion`] (called from `client_auth::with_credentials_or`, so every
 //! endpoint that authenticates clients, and its throttling, applies): the client's keys are read,
-//! the signature is checked (ES256 or EdDSA only, the key chosen by `kid`), then the claims:
+//! the signature is checked (ES256, PS256 or EdDSA only, the key chosen by `kid`), then the claims:
 //! `iss` = `sub` = the client id, `aud` = this issuer exactly (a string), `exp` in the future and
 //! at most 60 s ahead, `jti` never seen before (recorded in the shared cache until `exp`).
 //! Every failure, an unknown client included, is the same `invalid_client` after the same work (an
@@ -64,6 +64,9 @@ fn dummy_key(alg: &str) -> Option<PublicJwk> {
         "ES256" => serde_json::json!({"kty": "EC", "crv": "P-256",
             "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
             "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}),
+        // A 2048-bit modulus nobody holds the key of.
+        "PS256" => serde_json::json!({"kty": "RSA", "e": "AQAB",
+            "n": "oApn72nzwctlHxTobWyGNaQa9iWWav1-X5hUf6HKMC0TtYJw96Cbkcc3Pgimj-2YHKEGBdepU_bfvem9ASlEPwp-7jcQurDbNLQVEqhVWN1lqb4znlst_MSC7N96Hi8qWcaM_mRLGNgwVjtP5HKF1zYiiAadLpx7noPQ6n5q-jqnBHu-7N3de4vbtrb88uuro8laFKF8RCQmW_9v3D2UAA1EptkNrFKuYKVCCy6pgu0p-DQqIbCjjqhfCAr7wKwoj35Touc_HtIQdPfdQR3jqXd3hw5J683P7Ti_rFJtH2grQZSaatH3y20genndyeb10b6NRDPI3xxO_gs41XnaTQ"}),
         _ => serde_json::json!({"kty": "OKP", "crv": "Ed25519",
             "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}),
     };
