@@ -464,6 +464,8 @@ fn insert_data(
             updated_at: now,
             jwks: None,
             dpop_bound_access_tokens: false,
+            tls_client_auth_subject_dn: None,
+            tls_client_certificate_bound_access_tokens: false,
         })
         .execute(conn)?;
     Ok(())

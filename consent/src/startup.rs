@@ -162,8 +162,17 @@ impl Application {
 
         let data = web::Data::new(state.clone());
         let platform_data = web::Data::new(state.platform.clone());
-        let https = (state.platform.settings.server.public_url.as_deref())
-            .is_some_and(|u| u.starts_with("https://"));
+        let https = state.issuer.starts_with("https://");
+        // `server.tls_cert_file`: HTTPS here, client certificates asked for (RFC 8705).
+        let server_settings = &state.platform.settings.server;
+        let tls = match (
+            &server_settings.tls_cert_file,
+            &server_settings.tls_key_file,
+        ) {
+            (Some(cert), Some(key)) => Some(platform::web::mtls::server_config(cert, key)?),
+            _ => None,
+        };
+        let trust = state.platform.certificate_trust.clone();
         let mut server = HttpServer::new(move || {
             App::new()
                 .wrap(http::error_normalizer())
@@ -178,8 +187,12 @@ impl Application {
                 .service(openapi::swagger_ui())
                 .default_service(web::to(http::not_found))
         })
-        .listen(listener)?
-        .shutdown_timeout(shutdown_timeout);
+        .on_connect(platform::web::mtls::on_connect(trust));
+        server = match tls {
+            Some(config) => server.listen_rustls_0_23(listener, config)?,
+            None => server.listen(listener)?,
+        };
+        let mut server = server.shutdown_timeout(shutdown_timeout);
         if workers > 0 {
             server = server.workers(workers);
         }

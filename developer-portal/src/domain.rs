@@ -171,6 +171,11 @@ pub enum AuthMethod {
     ClientSecretPost,
     /// RFC 7523 assertions signed with a key of the client's registered JWK Set (FAPI 2.0).
     PrivateKeyJwt,
+    /// RFC 8705 2.1: mutual TLS with a certificate from an authority the bank trusts, carrying
+    /// the registered subject DN.
+    TlsClientAuth,
+    /// RFC 8705 2.2: mutual TLS with a certificate the client registered (x5c in its JWK Set).
+    SelfSignedTlsClientAuth,
 }
 
 impl AuthMethod {
@@ -179,10 +184,11 @@ impl AuthMethod {
             "client_secret_basic" => Ok(Self::ClientSecretBasic),
             "client_secret_post" => Ok(Self::ClientSecretPost),
             "private_key_jwt" => Ok(Self::PrivateKeyJwt),
-            _ => Err(
-                "must be \"client_secret_basic\", \"client_secret_post\" or \"private_key_jwt\""
-                    .into(),
-            ),
+            "tls_client_auth" => Ok(Self::TlsClientAuth),
+            "self_signed_tls_client_auth" => Ok(Self::SelfSignedTlsClientAuth),
+            _ => Err("must be \"client_secret_basic\", \"client_secret_post\", \
+                 \"private_key_jwt\", \"tls_client_auth\" or \"self_signed_tls_client_auth\""
+                .into()),
         }
     }
     pub fn as_str(self) -> &'static str {
@@ -190,11 +196,34 @@ impl AuthMethod {
             Self::ClientSecretBasic => "client_secret_basic",
             Self::ClientSecretPost => "client_secret_post",
             Self::PrivateKeyJwt => "private_key_jwt",
+            Self::TlsClientAuth => "tls_client_auth",
+            Self::SelfSignedTlsClientAuth => "self_signed_tls_client_auth",
         }
     }
-    /// Whether the client holds a shared secret (as opposed to a registered key).
+    /// Whether the client holds a shared secret (as opposed to a registered key or certificate).
     pub fn uses_secret(self) -> bool {
-        !matches!(self, Self::PrivateKeyJwt)
+        matches!(self, Self::ClientSecretBasic | Self::ClientSecretPost)
+    }
+    /// Checks the JWK Set this method registers: signing keys for `private_key_jwt`,
+    /// certificates (`x5c`) for `self_signed_tls_client_auth`. `Err` for methods that register
+    /// none, or for a set that does not fit.
+    pub fn check_jwks(self, value: &serde_json::Value) -> Result<String, String> {
+        match self {
+            Self::PrivateKeyJwt => jwks(value),
+            Self::SelfSignedTlsClientAuth => {
+                platform::web::mtls::registered_certificates(value)?;
+                Ok(value.to_string())
+            }
+            _ => Err(
+                "keys are registered only with token_endpoint_auth_method private_key_jwt or \
+                 self_signed_tls_client_auth"
+                    .into(),
+            ),
+        }
+    }
+    /// Whether this method needs a registered JWK Set.
+    pub fn needs_jwks(self) -> bool {
+        matches!(self, Self::PrivateKeyJwt | Self::SelfSignedTlsClientAuth)
     }
 }
 

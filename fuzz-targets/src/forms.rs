@@ -104,7 +104,7 @@ pub fn oauth_form(data: &[u8]) {
                 now(),
             );
             let mut rest = form.clone();
-            match client_credentials(authorization.as_deref(), &mut rest) {
+            match client_credentials(authorization.as_deref(), &mut rest, None) {
                 Ok(ClientCredentials::Basic { client_id, .. }) => {
                     assert!(!form.contains_key("client_secret"));
                     if let Some(id) = form.get("client_id") {
@@ -130,6 +130,9 @@ pub fn oauth_form(data: &[u8]) {
                 }
                 Ok(ClientCredentials::Proven(_)) => {
                     panic!("only a checked assertion is proven, never a parsed form")
+                }
+                Ok(ClientCredentials::Certificate { .. }) => {
+                    panic!("no certificate was presented")
                 }
                 Err(OAuthError::InvalidRequest(_) | OAuthError::InvalidClient(_)) => {}
                 Err(e) => panic!("unexpected credentials error {e:?}"),

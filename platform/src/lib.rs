@@ -56,6 +56,8 @@ pub enum InitError {
     Cache(#[from] cache::CacheError),
     #[error("the database has pending migrations; run `consent migrate` first")]
     PendingMigrations,
+    #[error(transparent)]
+    Tls(#[from] web::mtls::TlsError),
 }
 
 /// The shared services every handler and background job works with.
@@ -70,6 +72,8 @@ pub struct Platform {
     pub rate_limiter: ratelimit::RateLimiter,
     /// This instance's revocation announcements (epoch and local wake-ups).
     pub revocation_signals: Arc<revocation::Signals>,
+    /// The authorities of `tls_client_auth` certificates (`server.client_ca_file`).
+    pub certificate_trust: web::mtls::CertificateTrust,
 }
 
 impl Platform {
@@ -115,7 +119,10 @@ impl Platform {
             settings.redis.url.as_ref().map(|u| u.expose().as_str()),
             &settings.redis.key_prefix,
         )?;
+        let certificate_trust =
+            web::mtls::CertificateTrust::load(settings.server.client_ca_file.as_deref())?;
         Ok(Self {
+            certificate_trust,
             audit: audit::AuditLog::new(db.clone(), audit::ChainKey::derive(&master_key)),
             rate_limiter: ratelimit::RateLimiter::new(cache.clone()),
             settings: Arc::new(settings),

@@ -12,6 +12,7 @@ mod faults;
 mod grants_api;
 mod hostile;
 mod lifecycle;
+mod mtls;
 mod oauth;
 mod operations;
 mod portal;

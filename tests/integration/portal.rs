@@ -143,6 +143,13 @@ async fn full_path_from_sign_up_to_a_production_client() {
         let prod: Value = r.json().await.unwrap();
         assert_eq!(prod["environment"], "production");
         let prod_id = prod["client_id"].as_str().unwrap().to_string();
+        // Mutual TLS qualifies too: tls_client_auth and certificate-bound tokens (RFC 8705).
+        let mut mtls = client_body("production");
+        mtls["token_endpoint_auth_method"] = json!("tls_client_auth");
+        mtls["tls_client_auth_subject_dn"] = json!("CN=prod-app,O=Acme Payments Ltd");
+        mtls["tls_client_certificate_bound_access_tokens"] = json!(true);
+        let r = app.post_client(&dev, &mtls).await;
+        assert_eq!(r.status(), 201, "production mTLS client");
 
         // The consent page sees the verified legal name.
         let key = app.platform.master_key.clone();

@@ -133,7 +133,7 @@ pub fn test_settings(backend: Backend, dir: &std::path::Path, pg: Option<&PgTest
 /// A running server for one test.
 pub struct TestApp {
     pub backend: Backend,
-    /// `http://127.0.0.1:<port>`
+    /// `http://127.0.0.1:<port>` (`https://` when the test configured TLS)
     pub address: String,
     pub client: reqwest::Client,
     pub platform: Platform,
@@ -204,7 +204,11 @@ async fn start(
     let app = Application::build(settings.clone(), options)
         .await
         .expect("server starts");
-    let address = format!("http://{}", app.address());
+    let scheme = match settings.server.tls_cert_file {
+        Some(_) => "https",
+        None => "http",
+    };
+    let address = format!("{scheme}://{}", app.address());
     let platform = app.state().platform.clone();
     let oauth = app.state().oauth.clone();
     let revocations = app.state().revocations.clone();

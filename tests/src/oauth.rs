@@ -94,6 +94,11 @@ pub enum ClientAuth<'a> {
     Secret(&'a str),
     /// `private_key_jwt` with this JWK Set.
     Keys(Value),
+    /// `tls_client_auth` with this certificate subject DN; tokens bound to the certificate.
+    SubjectDn(&'a str),
+    /// `self_signed_tls_client_auth` with the certificates (`x5c`) of this JWK Set; tokens bound
+    /// to the certificate.
+    Certificates(Value),
 }
 
 /// [`insert_client`] with any authentication method, and `dpop_bound_access_tokens`.
@@ -110,6 +115,8 @@ pub async fn insert_client_with(
         environment.to_string(),
         redirect.to_string(),
     );
+    let certificate_bound = matches!(auth, ClientAuth::SubjectDn(_) | ClientAuth::Certificates(_));
+    let mut subject_dn = None;
     let (method, hash, jwks) = match auth {
         ClientAuth::Secret(secret) => (
             "client_secret_basic",
@@ -121,6 +128,15 @@ pub async fn insert_client_with(
         ),
         ClientAuth::Keys(jwks) => (
             "private_key_jwt",
+            "none:".to_string(),
+            Some(jwks.to_string()),
+        ),
+        ClientAuth::SubjectDn(dn) => {
+            subject_dn = Some(dn.to_string());
+            ("tls_client_auth", "none:".to_string(), None)
+        }
+        ClientAuth::Certificates(jwks) => (
+            "self_signed_tls_client_auth",
             "none:".to_string(),
             Some(jwks.to_string()),
         ),
@@ -148,6 +164,8 @@ pub async fn insert_client_with(
                     clients::updated_at.eq(now),
                     clients::jwks.eq(jwks),
                     clients::dpop_bound_access_tokens.eq(dpop_bound),
+                    clients::tls_client_auth_subject_dn.eq(subject_dn),
+                    clients::tls_client_certificate_bound_access_tokens.eq(certificate_bound),
                 ))
                 .execute(c)?;
             Ok(())

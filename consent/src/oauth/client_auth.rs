@@ -9,6 +9,7 @@ use platform::crypto::PlainToken;
 use platform::ratelimit::{Decision, LoginAttempt, LoginLimits};
 use platform::revocation::{self, Revocations};
 use platform::storage::AnyConnection;
+use platform::web::mtls::ClientCertificate;
 use std::collections::HashMap;
 
 use super::OAuthService;
@@ -22,11 +23,14 @@ fn percent_decode(s: &str) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
-/// [`credentials`] without the request (`authorization` is the header's value), so that it can
-/// be tested and fuzzed on its own. Removes `client_secret` from `form`.
+/// [`credentials`] without the request (`authorization` is the header's value, `certificate`
+/// the connection's TLS client certificate), so that it can be tested and fuzzed on its own.
+/// Removes `client_secret` from `form`. A certificate authenticates only when no other method is
+/// used (RFC 8705 section 2: `client_id` in the form); otherwise it only binds tokens.
 pub fn client_credentials(
     authorization: Option<&str>,
     form: &mut HashMap<String, String>,
+    certificate: Option<ClientCertificate>,
 ) -> Result<ClientCredentials, OAuthError> {
     let basic = authorization.and_then(|v| {
         v.strip_prefix("Basic ")
@@ -94,9 +98,15 @@ pub fn client_credentials(
                 secret: PlainToken::from_presented(&secret),
             })
         }
-        (None, None) => Err(OAuthError::InvalidClient(
-            "client authentication is required".into(),
-        )),
+        (None, None) => match (form.get("client_id"), certificate) {
+            (Some(id), Some(certificate)) => Ok(ClientCredentials::Certificate {
+                client_id: id.clone(),
+                certificate,
+            }),
+            _ => Err(OAuthError::InvalidClient(
+                "client authentication is required".into(),
+            )),
+        },
     }
 }
 

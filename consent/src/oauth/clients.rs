@@ -1,6 +1,7 @@
 //! OAuth clients as the authorization server sees them, and client authentication
-//! (`client_secret_basic` / `client_secret_post`; `private_key_jwt` assertions are checked in
-//! [`super::assertion`] and arrive here proven).
+//! (`client_secret_basic` / `client_secret_post`; `tls_client_auth` and
+//! `self_signed_tls_client_auth` with the connection's certificate, RFC 8705; `private_key_jwt`
+//! assertions are checked in [`super::assertion`] and arrive here proven).
 
 use diesel::prelude::*;
 use grants::Action;
@@ -8,6 +9,7 @@ use platform::crypto::{HashedToken, PlainToken};
 use platform::storage::models::ClientStatus;
 use platform::storage::schema::clients;
 use platform::storage::{AnyConnection, StorageResult};
+use platform::web::mtls::{self, ClientCertificate};
 
 use super::error::OAuthError;
 
@@ -26,6 +28,11 @@ pub struct OAuthClient {
     pub jwks: Option<String>,
     /// RFC 9449 section 5.2: tokens are issued to this client only with a DPoP proof.
     pub dpop_bound_access_tokens: bool,
+    /// `tls_client_auth`: the subject DN of the client's certificate.
+    pub tls_client_auth_subject_dn: Option<String>,
+    /// RFC 8705 section 3: tokens are issued to this client only over mutual TLS, bound to the
+    /// certificate.
+    pub tls_client_certificate_bound_access_tokens: bool,
     secret_hash: String,
 }
 
@@ -39,9 +46,16 @@ impl OAuthClient {
     }
 
     /// Tokens go to this client only with a DPoP proof: it registered
-    /// `dpop_bound_access_tokens`, or it is a production client (FAPI 2.0).
+    /// `dpop_bound_access_tokens`, or it is a production client (FAPI 2.0) whose tokens are not
+    /// bound to its certificate instead.
     pub fn must_use_dpop(&self) -> bool {
-        self.dpop_bound_access_tokens || self.is_production()
+        self.dpop_bound_access_tokens
+            || (self.is_production() && !self.tls_client_certificate_bound_access_tokens)
+    }
+
+    /// Tokens go to this client only over mutual TLS, bound to its certificate (RFC 8705).
+    pub fn must_use_certificate(&self) -> bool {
+        self.tls_client_certificate_bound_access_tokens
     }
 
     /// Exact string comparison against the registered list: no prefix, no wildcard, no case
@@ -67,6 +81,8 @@ pub struct ClientRow {
     secret_hash: String,
     jwks: Option<String>,
     dpop_bound_access_tokens: bool,
+    tls_client_auth_subject_dn: Option<String>,
+    tls_client_certificate_bound_access_tokens: bool,
 }
 
 impl std::fmt::Debug for ClientRow {
@@ -95,6 +111,9 @@ impl From<ClientRow> for OAuthClient {
             status: row.status,
             jwks: row.jwks,
             dpop_bound_access_tokens: row.dpop_bound_access_tokens,
+            tls_client_auth_subject_dn: row.tls_client_auth_subject_dn,
+            tls_client_certificate_bound_access_tokens: row
+                .tls_client_certificate_bound_access_tokens,
             secret_hash: row.secret_hash,
         }
     }
@@ -137,6 +156,12 @@ pub enum ClientCredentials {
     /// An assertion [`super::assertion`] checked (signature by a registered key, claims, single
     /// use). Only that module makes one.
     Proven(Proven),
+    /// `client_id` in the form and a TLS client certificate (`tls_client_auth`,
+    /// `self_signed_tls_client_auth`, RFC 8705).
+    Certificate {
+        client_id: String,
+        certificate: ClientCertificate,
+    },
 }
 
 /// A client whose `private_key_jwt` assertion verified.
@@ -152,6 +177,7 @@ impl std::fmt::Debug for ClientCredentials {
             ClientCredentials::Post { .. } => "client_secret_post",
             ClientCredentials::Assertion { .. } => "private_key_jwt",
             ClientCredentials::Proven(_) => "private_key_jwt (proven)",
+            ClientCredentials::Certificate { .. } => "tls_client_auth",
         };
         f.debug_struct("ClientCredentials")
             .field("client_id", &self.client_id())
@@ -166,6 +192,7 @@ impl ClientCredentials {
             ClientCredentials::Basic { client_id, .. }
             | ClientCredentials::Post { client_id, .. }
             | ClientCredentials::Assertion { client_id, .. }
+            | ClientCredentials::Certificate { client_id, .. }
             | ClientCredentials::Proven(Proven { client_id }) => client_id,
         }
     }
@@ -227,6 +254,21 @@ pub fn verify(creds: &ClientCredentials, client: Option<&OAuthClient>) -> Result
         }
         // Never proven: refused (`with_credentials_or` proves assertions before this).
         ClientCredentials::Assertion { .. } => return Err(invalid_client()),
+        ClientCredentials::Certificate {
+            client_id,
+            certificate,
+        } => {
+            return match client {
+                Some(c)
+                    if c.id == *client_id
+                        && c.is_active()
+                        && certificate_authenticates(c, certificate) =>
+                {
+                    Ok(())
+                }
+                _ => Err(invalid_client()),
+            };
+        }
     };
     let stored = client
         .map(|c| c.secret_hash.clone())
@@ -245,6 +287,27 @@ pub fn verify(creds: &ClientCredentials, client: Option<&OAuthClient>) -> Result
             Ok(())
         }
         _ => Err(invalid_client()),
+    }
+}
+
+/// RFC 8705 section 2: a `tls_client_auth` client's certificate chains to a configured authority
+/// and carries the registered subject DN; a `self_signed_tls_client_auth` client's certificate
+/// is one it registered (x5c in its JWK Set, compared by SHA-256 thumbprint).
+fn certificate_authenticates(client: &OAuthClient, cert: &ClientCertificate) -> bool {
+    match client.auth_method.as_str() {
+        "tls_client_auth" => match (&cert.subject_dn, &client.tls_client_auth_subject_dn) {
+            (Some(presented), Some(registered)) => {
+                cert.chain_trusted && mtls::subject_matches(presented, registered)
+            }
+            _ => false,
+        },
+        "self_signed_tls_client_auth" => client
+            .jwks
+            .as_deref()
+            .and_then(|j| serde_json::from_str(j).ok())
+            .and_then(|j| mtls::registered_certificates(&j).ok())
+            .is_some_and(|registered| registered.contains(&cert.thumbprint)),
+        _ => false,
     }
 }
 

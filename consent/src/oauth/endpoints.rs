@@ -63,13 +63,15 @@ impl TokenGrant {
 impl OAuthService {
     /// `POST /oauth2/token`. `proof` is the request's DPoP proof, checked for this endpoint; its
     /// single use is recorded once the client has authenticated (strangers' proofs are never
-    /// stored), and the tokens are bound to its key.
+    /// stored), and the tokens are bound to its key. `certificate` is the thumbprint of the
+    /// request's TLS client certificate: a certificate-bound client's tokens are bound to it.
     pub async fn token(
         &self,
         creds: ClientCredentials,
         peer: &str,
         grant: TokenGrant,
         proof: Option<CheckedProof>,
+        certificate: Option<String>,
         now: DateTime<Utc>,
     ) -> Result<TokenResponse, OAuthError> {
         let svc = self.clone();
@@ -93,6 +95,7 @@ impl OAuthService {
                             redirect_uri: redirect_uri.as_deref(),
                             code_verifier: code_verifier.as_deref(),
                             proven_jkt: proven_jkt.as_deref(),
+                            certificate: certificate.as_deref(),
                         },
                         now,
                     )
@@ -140,7 +143,11 @@ impl OAuthService {
                             "refresh_token is required".into(),
                         ));
                     };
-                    tokens::refresh(c, r, &svc, creds, &rt, proven_jkt.as_deref(), now)
+                    let proven = ::grants::Confirmation {
+                        jkt: proven_jkt.as_deref(),
+                        x5t: certificate.as_deref(),
+                    };
+                    tokens::refresh(c, r, &svc, creds, &rt, proven, now)
                 })
                 .await
             }

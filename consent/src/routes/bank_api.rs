@@ -12,6 +12,7 @@ use grants::dpop::{DpopError, ProofContext};
 use grants::error::VerifyError;
 use grants::{AccountId, Action, MerchantId, Request, TxWindow, Verifier};
 use platform::problem::ApiError;
+use platform::web::mtls::presented_certificate;
 use platform::web::{TokenScheme, presented_token};
 use serde::Deserialize;
 
@@ -182,6 +183,11 @@ async fn verify_presented(
             .map_err(grants::error::RevocationLookupError)
     };
     let AccessToken { token, proof } = presented;
+    // A certificate-bound token (`cnf_x5t`) verifies only over a connection with its certificate.
+    let request = match presented_certificate(http) {
+        Some(cert) => request.client_certificate(cert.thumbprint),
+        None => request,
+    };
     let busy = |busy: crate::verification::Busy| ApiError::Overloaded {
         reason: busy.to_string(),
         retry_after_secs: 1,

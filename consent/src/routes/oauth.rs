@@ -11,6 +11,7 @@ use actix_web::web::{self, Bytes};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, get, post};
 use maud::html;
 use platform::ratelimit::Decision;
+use platform::web::mtls::presented_certificate;
 use platform::web::page;
 use serde::{Deserialize, Serialize};
 
@@ -107,7 +108,8 @@ pub fn parse_form_body(
     Ok(out)
 }
 
-/// Client credentials from `Authorization: Basic` or the form (exactly one method).
+/// Client credentials from `Authorization: Basic`, the form, or the TLS client certificate
+/// (exactly one method).
 pub(crate) fn credentials(
     req: &HttpRequest,
     form: &mut HashMap<String, String>,
@@ -116,7 +118,7 @@ pub(crate) fn credentials(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    client_credentials(authorization, form)
+    client_credentials(authorization, form, presented_certificate(req))
 }
 
 /// [`OAuthService::authenticate`] for this request.
@@ -165,9 +167,25 @@ pub struct ServerMetadata {
     pub authorization_response_iss_parameter_supported: bool,
     /// RFC 9449: the algorithms accepted in DPoP proofs.
     pub dpop_signing_alg_values_supported: Vec<String>,
+    /// RFC 8705: tokens can be bound to the client's TLS certificate (mutual TLS is available:
+    /// this server terminates TLS, or trusted proxies pass certificates on).
+    pub tls_client_certificate_bound_access_tokens: bool,
+    /// RFC 8705 section 5: where clients connect with their certificate (present when mutual
+    /// TLS is available; the same endpoints, on the same host).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mtls_endpoint_aliases: Option<MtlsEndpointAliases>,
     /// Where resource servers fetch the Biscuit public keys.
     pub biscuit_keys_uri: String,
     pub service_documentation: String,
+}
+
+/// RFC 8705 section 5 endpoint aliases.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct MtlsEndpointAliases {
+    pub token_endpoint: String,
+    pub pushed_authorization_request_endpoint: String,
+    pub revocation_endpoint: String,
+    pub introspection_endpoint: String,
 }
 
 fn strings(items: &[&str]) -> Vec<String> {
@@ -180,11 +198,15 @@ fn strings(items: &[&str]) -> Vec<String> {
 #[get("/.well-known/oauth-authorization-server")]
 pub async fn server_metadata(state: web::Data<AppState>) -> HttpResponse {
     let iss = &state.issuer;
-    let auth_methods = strings(&[
+    let mtls = state.platform.settings.mtls_available();
+    let mut auth_methods = strings(&[
         "client_secret_basic",
         "client_secret_post",
         "private_key_jwt",
     ]);
+    if mtls {
+        auth_methods.extend(strings(&["tls_client_auth", "self_signed_tls_client_auth"]));
+    }
     HttpResponse::Ok().json(ServerMetadata {
         issuer: iss.clone(),
         authorization_endpoint: format!("{iss}/oauth2/authorize"),
@@ -205,6 +227,13 @@ pub async fn server_metadata(state: web::Data<AppState>) -> HttpResponse {
         authorization_details_types_supported: strings(&["account_access"]),
         authorization_response_iss_parameter_supported: true,
         dpop_signing_alg_values_supported: strings(&grants::dpop::DPOP_ALGS),
+        tls_client_certificate_bound_access_tokens: mtls,
+        mtls_endpoint_aliases: mtls.then(|| MtlsEndpointAliases {
+            token_endpoint: format!("{iss}/oauth2/token"),
+            pushed_authorization_request_endpoint: format!("{iss}/oauth2/par"),
+            revocation_endpoint: format!("{iss}/oauth2/revoke"),
+            introspection_endpoint: format!("{iss}/oauth2/introspect"),
+        }),
         biscuit_keys_uri: format!("{iss}/.well-known/biscuit-keys"),
         service_documentation: format!("{iss}/docs/"),
     })
@@ -415,9 +444,10 @@ pub async fn token_endpoint(
     let label = grant.label();
     let now = state.platform.now();
     let proof = dpop_proof(&state, &req, "/oauth2/token", now)?;
+    let certificate = presented_certificate(&req).map(|c| c.thumbprint);
     let result = state
         .oauth
-        .token(creds, &client_ip(&req), grant, proof, now)
+        .token(creds, &client_ip(&req), grant, proof, certificate, now)
         .await?;
     metrics::counter!("consent_tokens_issued_total", "grant_type" => label).increment(1);
     Ok(no_store(HttpResponse::Ok().json(result)))

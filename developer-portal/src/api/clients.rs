@@ -23,18 +23,28 @@ pub struct CreateClientRequest {
     /// wildcard, no user info; 1 to 10, each at most 512 characters.
     #[schema(example = json!(["https://app.fintech.example/callback"]))]
     pub redirect_uris: Vec<String>,
-    /// `client_secret_basic` (default), `client_secret_post`, or `private_key_jwt` (FAPI 2.0:
-    /// RFC 7523 assertions signed with a key of `jwks`; no secret is issued). The RFC 7591 name
-    /// `token_endpoint_auth_method` is accepted too.
+    /// `client_secret_basic` (default), `client_secret_post`, `private_key_jwt` (FAPI 2.0:
+    /// RFC 7523 assertions signed with a key of `jwks`), `tls_client_auth` (RFC 8705: mutual TLS
+    /// with a certificate from an authority the bank trusts, carrying
+    /// `tls_client_auth_subject_dn`) or `self_signed_tls_client_auth` (mutual TLS with a
+    /// certificate registered in `jwks` as `x5c`). Only the first two get a secret. The RFC 7591
+    /// name `token_endpoint_auth_method` is accepted too.
     #[serde(alias = "token_endpoint_auth_method")]
     pub auth_method: Option<String>,
-    /// For `private_key_jwt`: the client's public signing keys, an RFC 7517 JWK Set given inline
-    /// (1 to 10 P-256 or Ed25519 keys; URLs are never fetched).
+    /// An RFC 7517 JWK Set given inline (URLs are never fetched): for `private_key_jwt` the
+    /// client's public signing keys (1 to 10 P-256 or Ed25519 keys), for
+    /// `self_signed_tls_client_auth` its certificates (each key's `x5c`, 1 to 10).
     #[schema(value_type = Option<Object>)]
     pub jwks: Option<serde_json::Value>,
     /// RFC 9449 section 5.2: the client always uses DPoP; tokens are never issued to it without
     /// a proof (default false).
     pub dpop_bound_access_tokens: Option<bool>,
+    /// For `tls_client_auth`: the subject DN (RFC 4514, e.g. `CN=app,O=Fintech Ltd,C=GB`) of the
+    /// client's certificate.
+    pub tls_client_auth_subject_dn: Option<String>,
+    /// RFC 8705 section 3: every access token is bound to the TLS certificate the client
+    /// connects with; tokens are never issued to it without one (default false).
+    pub tls_client_certificate_bound_access_tokens: Option<bool>,
     /// Subset of accounts:read, balances:read, transactions:read (default: all).
     pub allowed_actions: Option<Vec<String>>,
     pub webhook_url: Option<String>,
@@ -121,10 +131,14 @@ pub async fn create_client(
         body.allowed_actions.as_deref(),
         body.webhook_url.as_deref(),
     )?
-    .with_keys(
-        body.jwks.as_ref(),
-        body.dpop_bound_access_tokens.unwrap_or(false),
-    )?;
+    .with_keys(&clients::KeyMaterial {
+        jwks: body.jwks.as_ref(),
+        dpop_bound_access_tokens: body.dpop_bound_access_tokens.unwrap_or(false),
+        tls_client_auth_subject_dn: body.tls_client_auth_subject_dn.as_deref(),
+        tls_client_certificate_bound_access_tokens: body
+            .tls_client_certificate_bound_access_tokens
+            .unwrap_or(false),
+    })?;
     let key = auth.platform.master_key.clone();
     let created = auth
         .write(move |c, dev, now| clients::create(c, &key, dev, &new, now))

@@ -47,15 +47,21 @@ pub struct ClientView {
     /// active or suspended.
     pub status: String,
     pub redirect_uris: Vec<String>,
-    /// `token_endpoint_auth_method` (RFC 7591): `client_secret_basic`, `client_secret_post` or
-    /// `private_key_jwt`.
+    /// `token_endpoint_auth_method` (RFC 7591): `client_secret_basic`, `client_secret_post`,
+    /// `private_key_jwt`, `tls_client_auth` or `self_signed_tls_client_auth`.
     pub auth_method: String,
-    /// The public keys of a `private_key_jwt` client (RFC 7517 JWK Set).
+    /// The public keys of a `private_key_jwt` client, or the certificates (`x5c`) of a
+    /// `self_signed_tls_client_auth` client (RFC 7517 JWK Set).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub jwks: Option<serde_json::Value>,
     /// RFC 9449 section 5.2: the client always uses DPoP.
     pub dpop_bound_access_tokens: bool,
+    /// RFC 8705 2.1.2: the subject DN of a `tls_client_auth` client's certificate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_client_auth_subject_dn: Option<String>,
+    /// RFC 8705 section 3: every access token is bound to the client's TLS certificate.
+    pub tls_client_certificate_bound_access_tokens: bool,
     pub allowed_actions: Vec<String>,
     pub webhook_url: Option<String>,
     pub created_at: DateTime<Utc>,
@@ -74,6 +80,9 @@ impl From<Client> for ClientView {
             auth_method: c.auth_method,
             jwks: c.jwks.as_deref().and_then(|j| serde_json::from_str(j).ok()),
             dpop_bound_access_tokens: c.dpop_bound_access_tokens,
+            tls_client_auth_subject_dn: c.tls_client_auth_subject_dn,
+            tls_client_certificate_bound_access_tokens: c
+                .tls_client_certificate_bound_access_tokens,
             webhook_url: c.webhook_url,
             created_at: c.created_at.and_utc(),
             updated_at: c.updated_at.and_utc(),
@@ -85,7 +94,7 @@ impl From<Client> for ClientView {
 #[derive(Debug)]
 pub struct ClientWithSecret {
     pub client: ClientView,
-    /// `None` for a `private_key_jwt` client: it has no secret.
+    /// `None` for a client that authenticates with a key or certificate: it has no secret.
     pub client_secret: Option<PlainToken>,
     /// The webhook signing secret, when a webhook URL was set for the first time.
     pub webhook_secret: Option<PlainToken>,
@@ -100,37 +109,59 @@ pub struct NewClient {
     pub auth_method: AuthMethod,
     pub allowed_actions: Vec<String>,
     pub webhook_url: Option<String>,
-    /// The JWK Set of a `private_key_jwt` client (validated JSON).
+    /// The JWK Set of a `private_key_jwt` or `self_signed_tls_client_auth` client (validated
+    /// JSON).
     pub jwks: Option<String>,
     pub dpop_bound_access_tokens: bool,
+    /// The subject DN of a `tls_client_auth` client (canonical RFC 4514).
+    pub tls_client_auth_subject_dn: Option<String>,
+    pub tls_client_certificate_bound_access_tokens: bool,
 }
 
 impl NewClient {
-    /// Adds the key material (see [`Self::parse`]): a `private_key_jwt` client must register a
-    /// JWK Set, and a shared-secret client must not.
-    pub fn with_keys(
-        mut self,
-        jwks: Option<&serde_json::Value>,
-        dpop_bound_access_tokens: bool,
-    ) -> PortalResult<Self> {
+    /// Adds the key material (see [`Self::parse`]): a `private_key_jwt` client registers its
+    /// signing keys, a `self_signed_tls_client_auth` client its certificates (JWK Set with
+    /// `x5c`), a `tls_client_auth` client its certificate's subject DN; other clients none.
+    pub fn with_keys(mut self, keys: &KeyMaterial<'_>) -> PortalResult<Self> {
         let mut e = Errors::default();
-        self.jwks = match (self.auth_method.uses_secret(), jwks) {
-            (false, Some(j)) => e.check("jwks", domain::jwks(j)),
-            (false, None) => {
-                e.push("jwks", "private_key_jwt needs the client's public keys");
-                None
-            }
-            (true, Some(_)) => {
+        let method = self.auth_method;
+        self.jwks = match (method.needs_jwks(), keys.jwks) {
+            (_, Some(j)) => e.check("jwks", method.check_jwks(j)),
+            (true, None) => {
                 e.push(
                     "jwks",
-                    "keys are registered only with token_endpoint_auth_method private_key_jwt",
+                    format!("{} needs the client's keys", method.as_str()),
                 );
                 None
             }
-            (true, None) => None,
+            (false, None) => None,
+        };
+        self.tls_client_auth_subject_dn = match (method, keys.tls_client_auth_subject_dn) {
+            (AuthMethod::TlsClientAuth, Some(dn)) => e.check(
+                "tls_client_auth_subject_dn",
+                platform::web::mtls::canonical_dn(dn),
+            ),
+            (AuthMethod::TlsClientAuth, None) => {
+                e.push(
+                    "tls_client_auth_subject_dn",
+                    "tls_client_auth needs the subject DN of the client's certificate",
+                );
+                None
+            }
+            (_, Some(_)) => {
+                e.push(
+                    "tls_client_auth_subject_dn",
+                    "a subject DN is registered only with token_endpoint_auth_method \
+                     tls_client_auth",
+                );
+                None
+            }
+            (_, None) => None,
         };
         e.into_result()?;
-        self.dpop_bound_access_tokens = dpop_bound_access_tokens;
+        self.dpop_bound_access_tokens = keys.dpop_bound_access_tokens;
+        self.tls_client_certificate_bound_access_tokens =
+            keys.tls_client_certificate_bound_access_tokens;
         Ok(self)
     }
 
@@ -172,8 +203,19 @@ impl NewClient {
             webhook_url,
             jwks: None,
             dpop_bound_access_tokens: false,
+            tls_client_auth_subject_dn: None,
+            tls_client_certificate_bound_access_tokens: false,
         })
     }
+}
+
+/// What a client registers besides its shared secret, if any (RFC 7591 names).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KeyMaterial<'a> {
+    pub jwks: Option<&'a serde_json::Value>,
+    pub dpop_bound_access_tokens: bool,
+    pub tls_client_auth_subject_dn: Option<&'a str>,
+    pub tls_client_certificate_bound_access_tokens: bool,
 }
 
 /// A change to a client; `None` leaves a field as is. `webhook_url: Some(None)` removes it.
@@ -270,13 +312,15 @@ pub fn create(
         if new.auth_method.uses_secret() {
             e.push(
                 "auth_method",
-                "production clients authenticate with private_key_jwt (FAPI 2.0)",
+                "production clients authenticate with private_key_jwt, tls_client_auth or \
+                 self_signed_tls_client_auth (FAPI 2.0)",
             );
         }
-        if !new.dpop_bound_access_tokens {
+        if !new.dpop_bound_access_tokens && !new.tls_client_certificate_bound_access_tokens {
             e.push(
                 "dpop_bound_access_tokens",
-                "production clients must use DPoP (FAPI 2.0 sender-constrained tokens)",
+                "production clients must use DPoP or certificate-bound tokens \
+                 (tls_client_certificate_bound_access_tokens; FAPI 2.0 sender-constrained tokens)",
             );
         }
         e.into_result()?;
@@ -329,6 +373,8 @@ pub fn create(
         updated_at: ts(now),
         jwks: new.jwks.clone(),
         dpop_bound_access_tokens: new.dpop_bound_access_tokens,
+        tls_client_auth_subject_dn: new.tls_client_auth_subject_dn.clone(),
+        tls_client_certificate_bound_access_tokens: new.tls_client_certificate_bound_access_tokens,
     };
     diesel::insert_into(clients::table)
         .values(&row)
@@ -342,6 +388,8 @@ pub fn create(
             "environment": row.environment,
             "auth_method": row.auth_method,
             "dpop_bound_access_tokens": row.dpop_bound_access_tokens,
+            "tls_client_certificate_bound_access_tokens":
+                row.tls_client_certificate_bound_access_tokens,
         }),
         now,
     )?;
@@ -394,16 +442,10 @@ pub fn update(
         .as_ref()
         .map(|list| domain::redirect_uris(list, env, &mut e));
     let jwks = match &change.jwks {
-        Some(j) if current.auth_method == AuthMethod::PrivateKeyJwt.as_str() => {
-            e.check("jwks", domain::jwks(j))
-        }
-        Some(_) => {
-            e.push(
-                "jwks",
-                "keys are registered only with token_endpoint_auth_method private_key_jwt",
-            );
-            None
-        }
+        Some(j) => match AuthMethod::parse(&current.auth_method) {
+            Ok(method) => e.check("jwks", method.check_jwks(j)),
+            Err(why) => e.check("jwks", Err(why)),
+        },
         None => None,
     };
     let webhook = match &change.webhook_url {
@@ -470,12 +512,12 @@ pub fn rotate_secret(
     now: DateTime<Utc>,
 ) -> PortalResult<ClientWithSecret> {
     let current = owned_active(conn, developer_id, client_id)?;
-    if current.auth_method == AuthMethod::PrivateKeyJwt.as_str() {
-        return Err(PortalError::Conflict(
-            "this client authenticates with private_key_jwt and has no secret: register new keys \
-             (jwks) instead"
-                .into(),
-        ));
+    if !AuthMethod::parse(&current.auth_method).is_ok_and(AuthMethod::uses_secret) {
+        return Err(PortalError::Conflict(format!(
+            "this client authenticates with {} and has no secret: register new keys or \
+             certificates (jwks) instead",
+            current.auth_method
+        )));
     }
     let secret = PlainToken::generate("cs_");
     diesel::update(clients::table.filter(clients::id.eq(client_id)))

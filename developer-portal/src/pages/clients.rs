@@ -47,6 +47,10 @@ fn client_detail(
                     dt { "Public keys" } dd { ul { @for k in key_labels(jwks) { li { code { (k) } } } } }
                 }
                 dt { "DPoP" } dd id="client-dpop" { @if c.dpop_bound_access_tokens { "required (every token is bound to the client's key)" } @else { "optional" } }
+                @if let Some(dn) = &c.tls_client_auth_subject_dn {
+                    dt { "Certificate subject" } dd id="client-subject-dn" { (dn) }
+                }
+                dt { "Mutual TLS" } dd id="client-mtls" { @if c.tls_client_certificate_bound_access_tokens { "required (every token is bound to the client's certificate)" } @else { "optional" } }
                 dt { "Allowed actions" } dd { (c.allowed_actions.join(", ")) }
                 dt { "Redirect URIs" } dd { ul { @for u in &c.redirect_uris { li { code { (u) } } } } }
                 dt { "Webhook" } dd { (c.webhook_url.as_deref().unwrap_or("none")) }
@@ -177,10 +181,14 @@ fn new_client_form(
                         option value="client_secret_basic" { "client_secret_basic" }
                         option value="client_secret_post" selected[v("auth_method") == "client_secret_post"] { "client_secret_post" }
                         option value="private_key_jwt" selected[v("auth_method") == "private_key_jwt"] { "private_key_jwt (FAPI 2.0; no secret)" }
+                        option value="tls_client_auth" selected[v("auth_method") == "tls_client_auth"] { "tls_client_auth (mutual TLS, certificate from the bank's authority; no secret)" }
+                        option value="self_signed_tls_client_auth" selected[v("auth_method") == "self_signed_tls_client_auth"] { "self_signed_tls_client_auth (mutual TLS, registered certificate; no secret)" }
                     }
                 } }
-                p { label { "Public keys for private_key_jwt (a JWK Set: {\"keys\": [...]}, P-256 or Ed25519) " br; textarea name="jwks" rows="6" cols="80" { (v("jwks")) } } }
+                p { label { "Keys (a JWK Set: {\"keys\": [...]}): public P-256 or Ed25519 keys for private_key_jwt, or certificates (x5c) for self_signed_tls_client_auth " br; textarea name="jwks" rows="6" cols="80" { (v("jwks")) } } }
+                p { label { "Certificate subject DN for tls_client_auth (e.g. CN=app,O=Fintech Ltd,C=GB) " input type="text" name="tls_client_auth_subject_dn" size="60" value=(v("tls_client_auth_subject_dn")); } }
                 p { label { input type="checkbox" name="dpop_bound_access_tokens" value="on" checked[!v("dpop_bound_access_tokens").is_empty()]; " Always use DPoP (tokens bound to the client's key)" } }
+                p { label { input type="checkbox" name="tls_client_certificate_bound_access_tokens" value="on" checked[!v("tls_client_certificate_bound_access_tokens").is_empty()]; " Bind tokens to the client's TLS certificate (mutual TLS)" } }
                 fieldset {
                     legend { "Allowed actions" }
                     @for a in ACTIONS {
@@ -260,10 +268,17 @@ pub(super) async fn new_client_submit(
     );
     let parsed = parsed.and_then(|new| {
         let jwks = json_field(&form, "jwks")?;
-        new.with_keys(
-            jwks.as_ref(),
-            !field(&form, "dpop_bound_access_tokens").is_empty(),
-        )
+        let dn = field(&form, "tls_client_auth_subject_dn");
+        new.with_keys(&clients::KeyMaterial {
+            jwks: jwks.as_ref(),
+            dpop_bound_access_tokens: !field(&form, "dpop_bound_access_tokens").is_empty(),
+            tls_client_auth_subject_dn: (!dn.trim().is_empty()).then_some(dn),
+            tls_client_certificate_bound_access_tokens: !field(
+                &form,
+                "tls_client_certificate_bound_access_tokens",
+            )
+            .is_empty(),
+        })
     });
     let key = p.master_key.clone();
     let dev = s.subject_id.clone();

@@ -73,6 +73,22 @@ pub struct ServerSettings {
     /// Which header those proxies set: `x-forwarded-for` (default) or `forwarded` (RFC 7239).
     /// Only the configured one is read, so a client cannot pick the other to smuggle an address.
     pub forwarded_header: ForwardedHeader,
+    /// Terminate TLS here: the server's certificate chain (PEM). With `tls_key_file`, `serve`
+    /// speaks HTTPS and asks every client for a certificate (never requires one): mutual TLS
+    /// for `tls_client_auth`, `self_signed_tls_client_auth` and certificate-bound tokens
+    /// (RFC 8705). Unset: plain HTTP, behind a TLS-terminating proxy.
+    pub tls_cert_file: Option<PathBuf>,
+    /// The server's private key (PEM, PKCS#8, SEC1 or PKCS#1), with `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
+    /// Certificate authorities (PEM) whose client certificates `tls_client_auth` clients may
+    /// authenticate with (by subject DN). Unset: `tls_client_auth` authenticates nobody
+    /// (`self_signed_tls_client_auth` needs no authority).
+    pub client_ca_file: Option<PathBuf>,
+    /// Behind a TLS-terminating proxy: the header in which it passes the client's certificate,
+    /// RFC 9440 `Client-Cert` (`:<base64 DER>:`) or a URL-encoded PEM (nginx
+    /// `$ssl_client_escaped_cert`), with `Client-Cert-Chain` for intermediates. Believed only
+    /// from `trusted_proxies`, which must strip it from what clients send. Unset: never read.
+    pub client_cert_header: Option<String>,
 }
 
 /// The forwarding header trusted proxies set.
@@ -182,6 +198,10 @@ impl Default for Settings {
                 metrics_token: None,
                 trusted_proxies: CidrList::default(),
                 forwarded_header: ForwardedHeader::XForwardedFor,
+                tls_cert_file: None,
+                tls_key_file: None,
+                client_ca_file: None,
+                client_cert_header: None,
             },
             database: DatabaseSettings {
                 url: None,
@@ -347,6 +367,25 @@ impl Settings {
                     .into(),
             ));
         }
+        let s = &self.server;
+        if s.tls_cert_file.is_some() != s.tls_key_file.is_some() {
+            return Err(ConfigError(
+                "server.tls_cert_file and server.tls_key_file go together".into(),
+            ));
+        }
+        if let Some(h) = &s.client_cert_header {
+            if actix_web::http::header::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                return Err(ConfigError(format!(
+                    "server.client_cert_header {h:?} is not a header name"
+                )));
+            }
+            if s.trusted_proxies.is_empty() {
+                return Err(ConfigError(
+                    "server.client_cert_header is read only from trusted_proxies: set                      server.trusted_proxies too"
+                        .into(),
+                ));
+            }
+        }
         if let Some(url) = &self.server.public_url {
             url::Url::parse(url)
                 .map_err(|e| ConfigError(format!("server.public_url is not a URL: {e}")))?;
@@ -366,9 +405,18 @@ impl Settings {
         self.server
             .public_url
             .clone()
-            .unwrap_or_else(|| format!("http://{bound}"))
+            .unwrap_or_else(|| match self.server.tls_cert_file {
+                Some(_) => format!("https://{bound}"),
+                None => format!("http://{bound}"),
+            })
             .trim_end_matches('/')
             .to_string()
+    }
+
+    /// Whether clients can present TLS certificates to this server: it terminates TLS itself, or
+    /// trusted proxies pass them on.
+    pub fn mtls_available(&self) -> bool {
+        self.server.tls_cert_file.is_some() || self.server.client_cert_header.is_some()
     }
 
     /// Whether the database URL selects PostgreSQL.

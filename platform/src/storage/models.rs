@@ -125,6 +125,10 @@ pub struct Client {
     pub jwks: Option<String>,
     /// The client always uses DPoP (RFC 9449 section 5.2).
     pub dpop_bound_access_tokens: bool,
+    /// `tls_client_auth` clients: the subject DN their certificate carries (RFC 8705 2.1.2).
+    pub tls_client_auth_subject_dn: Option<String>,
+    /// Every access token is bound to the client's TLS certificate (RFC 8705 section 3).
+    pub tls_client_certificate_bound_access_tokens: bool,
 }
 
 /// A grant as the services read it (the token endpoint, introspection, the dashboard).

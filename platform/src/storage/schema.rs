@@ -114,6 +114,8 @@ diesel::table! {
         updated_at -> Timestamp,
         jwks -> Nullable<Text>,
         dpop_bound_access_tokens -> Bool,
+        tls_client_auth_subject_dn -> Nullable<Text>,
+        tls_client_certificate_bound_access_tokens -> Bool,
     }
 }
 
@@ -161,6 +163,7 @@ diesel::table! {
         token_hash -> Nullable<Text>,
         expires_at -> Timestamp,
         dpop_jkt -> Nullable<Text>,
+        cnf_x5t -> Nullable<Text>,
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod auth;
 mod client_addr;
+pub mod mtls;
 
 pub use client_addr::client_ip;
 

@@ -32,8 +32,8 @@ use super::super::OAuthService;
 use super::super::clients::{self as oauth_clients, ClientCredentials};
 use super::super::error::OAuthError;
 use super::{
-    Basis, Introspection, Minted, RefreshRow, TokenResponse, Verdict, load_minteds, load_refreshes,
-    mint_issue, use_due,
+    Basis, Introspection, Minted, RefreshRow, TokenResponse, Verdict, dpop_only, load_minteds,
+    load_refreshes, mint_issue, use_due,
 };
 use ::grants::dpop::CheckedProof;
 
@@ -184,6 +184,8 @@ pub async fn refresh(
     if row.verdict(&row.client.id, now) != Verdict::Valid
         // Use of the grant is due to be recorded (at most once a minute): the transactional path.
         || use_due(&row.grant, now)
+        // Tokens bound to the client's certificate: the transactional path.
+        || row.client.must_use_certificate()
     {
         return declined;
     }
@@ -211,8 +213,14 @@ async fn keep(
     let Some(jkt) = row.dpop_jkt.clone() else {
         return declined;
     };
-    let Ok(mut issue) = mint_issue(svc, &row.grant, &row.client, &row.family, Some(&jkt), now)
-    else {
+    let Ok(mut issue) = mint_issue(
+        svc,
+        &row.grant,
+        &row.client,
+        &row.family,
+        dpop_only(&jkt),
+        now,
+    ) else {
         return declined;
     };
     let job = Keep {
@@ -253,7 +261,14 @@ async fn rotate(
     let declined = Batched::Declined {
         proof_recorded: false,
     };
-    let Ok(issue) = mint_issue(svc, &row.grant, &row.client, &row.family, None, now) else {
+    let Ok(issue) = mint_issue(
+        svc,
+        &row.grant,
+        &row.client,
+        &row.family,
+        Default::default(),
+        now,
+    ) else {
         return declined;
     };
     let rotation = Rotation {

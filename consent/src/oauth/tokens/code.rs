@@ -19,6 +19,8 @@ pub struct CodeExchange<'a> {
     pub code_verifier: Option<&'a str>,
     /// The key of the request's DPoP proof (checked and recorded by the caller).
     pub proven_jkt: Option<&'a str>,
+    /// The thumbprint of the request's TLS client certificate.
+    pub certificate: Option<&'a str>,
 }
 
 /// `grant_type=authorization_code`.
@@ -35,6 +37,7 @@ pub fn exchange_code(
         redirect_uri,
         code_verifier,
         proven_jkt,
+        certificate,
     } = exchange;
     if code.is_empty() || code.len() > 256 {
         return Err(invalid_grant("the authorization code is invalid"));
@@ -95,6 +98,12 @@ pub fn exchange_code(
             }
             (b, p) => b.or(p),
         };
+        // RFC 8705: likewise before the code is spent.
+        let x5t = match (client.must_use_certificate(), certificate) {
+            (true, None) => return Ok(Err(certificate_required())),
+            (true, Some(c)) => Some(c),
+            (false, _) => None,
+        };
         // Single use: whoever flips used_at first wins; anyone else is replaying.
         let won = diesel::update(
             authorization_codes::table
@@ -140,6 +149,7 @@ pub fn exchange_code(
             id: &family,
             refresh_jkt: key,
             access_jkt: key,
+            access_x5t: x5t,
             kept: None,
         };
         issue(c, svc, &grant, client, family, "token.issued", now)

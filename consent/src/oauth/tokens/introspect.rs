@@ -37,17 +37,29 @@ pub struct Introspection {
     pub grant_status: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub authorization_details: Option<Vec<AccountAccessDetail>>,
-    /// RFC 9449 section 6.2: the token is bound to this DPoP key; serve it only with a proof
-    /// that key signed.
+    /// RFC 9449 section 6.2 and RFC 8705 section 3.2: the token is bound to this DPoP key
+    /// and/or TLS client certificate; serve it only with a proof that key signed, over a
+    /// connection with that certificate.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cnf: Option<Confirmation>,
 }
 
-/// RFC 7800 confirmation: the key a token is bound to.
+/// RFC 7800 confirmation: the key or certificate a token is bound to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Confirmation {
     /// RFC 7638 SHA-256 thumbprint of the DPoP public key (base64url).
-    pub jkt: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jkt: Option<String>,
+    /// RFC 8705 SHA-256 thumbprint of the TLS client certificate (base64url).
+    #[serde(rename = "x5t#S256", skip_serializing_if = "Option::is_none")]
+    pub x5t_s256: Option<String>,
+}
+
+impl Confirmation {
+    /// The confirmation of a token bound to `jkt` and/or `x5t`; `None` for a bearer token.
+    pub fn of(jkt: Option<String>, x5t: Option<String>) -> Option<Self> {
+        (jkt.is_some() || x5t.is_some()).then_some(Self { jkt, x5t_s256: x5t })
+    }
 }
 
 /// A minted access token found by the SHA-256 of its text.
@@ -62,6 +74,8 @@ pub(super) struct Minted {
     pub(super) client: OAuthClient,
     /// The DPoP key the token is bound to.
     pub(super) dpop_jkt: Option<String>,
+    /// The TLS client certificate the token is bound to.
+    pub(super) cnf_x5t: Option<String>,
 }
 
 impl Minted {
@@ -76,6 +90,7 @@ impl Minted {
             token_revoked: self.revoked,
             minted_rid: Some(self.revocation_id),
             cnf_jkt: self.dpop_jkt,
+            cnf_x5t: self.cnf_x5t,
         })
     }
 }
@@ -91,6 +106,7 @@ pub(super) fn load_minteds(
         String,
         NaiveDateTime,
         Option<i64>,
+        Option<String>,
         Option<String>,
         GrantRecord,
         ClientRow,
@@ -108,6 +124,7 @@ pub(super) fn load_minteds(
             issued_tokens::expires_at,
             revocations::seq.nullable(),
             issued_tokens::dpop_jkt,
+            issued_tokens::cnf_x5t,
             GrantRecord::as_select(),
             ClientRow::as_select(),
         ))
@@ -115,7 +132,7 @@ pub(super) fn load_minteds(
     Ok(rows
         .into_iter()
         .filter_map(
-            |(hash, revocation_id, expires_at, revoked, dpop_jkt, grant, client)| {
+            |(hash, revocation_id, expires_at, revoked, dpop_jkt, cnf_x5t, grant, client)| {
                 let minted = Minted {
                     revocation_id,
                     expires_at,
@@ -123,6 +140,7 @@ pub(super) fn load_minteds(
                     grant,
                     client: client.into(),
                     dpop_jkt,
+                    cnf_x5t,
                 };
                 Some((hash?, minted))
             },
@@ -181,6 +199,8 @@ pub fn introspect(
             token_type: "refresh_token",
             minted_rid: None,
             cnf_jkt: r.dpop_jkt,
+            // A refresh token is bound to the client, not to one certificate (RFC 8705 4).
+            cnf_x5t: None,
         }
     } else if let Some(minted) = load_minted(c, hash.as_str())? {
         // A token exactly as we minted it is found by its hash (its signature was made by us,
@@ -228,6 +248,7 @@ pub fn introspect_verified(
         token_revoked: revoked > 0,
         minted_rid: None,
         cnf_jkt: t.cnf_jkt,
+        cnf_x5t: t.cnf_x5t,
     };
     conclude(c, svc, found, now)
 }
@@ -272,6 +293,8 @@ pub(super) struct Found {
     pub(super) minted_rid: Option<String>,
     /// The DPoP key the token is bound to.
     pub(super) cnf_jkt: Option<String>,
+    /// The TLS client certificate the token is bound to.
+    pub(super) cnf_x5t: Option<String>,
 }
 
 impl Found {
@@ -301,6 +324,7 @@ impl Found {
             exp,
             minted_rid,
             cnf_jkt,
+            cnf_x5t,
             ..
         } = self;
         if !live {
@@ -333,7 +357,7 @@ impl Found {
             grant_id: Some(grant.id),
             grant_status: Some(grant.status),
             authorization_details: Some(vec![access.to_detail()]),
-            cnf: cnf_jkt.map(|jkt| Confirmation { jkt }),
+            cnf: Confirmation::of(cnf_jkt, cnf_x5t),
         };
         Ok((answer, basis))
     }

@@ -71,6 +71,24 @@ fn dpop_required() -> OAuthError {
     )
 }
 
+/// RFC 8705 section 3: a client registered with `tls_client_certificate_bound_access_tokens`
+/// gets no token without a TLS client certificate to bind it to.
+fn certificate_required() -> OAuthError {
+    OAuthError::InvalidRequest(
+        "this client's tokens are bound to its TLS client certificate \
+         (tls_client_certificate_bound_access_tokens): connect with it over mutual TLS"
+            .into(),
+    )
+}
+
+/// The confirmation of a token bound to a DPoP key only.
+fn dpop_only(jkt: &str) -> ::grants::Confirmation<'_> {
+    ::grants::Confirmation {
+        jkt: Some(jkt),
+        x5t: None,
+    }
+}
+
 fn invalid_grant(msg: &str) -> OAuthError {
     OAuthError::InvalidGrant(msg.into())
 }
@@ -83,6 +101,8 @@ pub(super) struct Family<'a> {
     pub(super) refresh_jkt: Option<&'a str>,
     /// The key the access token is bound to (`cnf_jkt`).
     pub(super) access_jkt: Option<&'a str>,
+    /// The TLS client certificate the access token is bound to (`cnf_x5t`).
+    pub(super) access_x5t: Option<&'a str>,
     /// `Some((id, token))`: the presented refresh token stays valid (bound families are not
     /// rotated) and is answered back; `None`: a new refresh token is issued.
     pub(super) kept: Option<(&'a str, &'a str)>,
@@ -107,7 +127,7 @@ fn mint_issue(
     grant: &GrantRecord,
     oauth_client: &OAuthClient,
     family: &str,
-    jkt: Option<&str>,
+    cnf: ::grants::Confirmation<'_>,
     now: DateTime<Utc>,
 ) -> Result<Issue, OAuthError> {
     let access = AccessRequest::from_stored(&grant.authorization_details)?;
@@ -145,11 +165,8 @@ fn mint_issue(
             ::grants::Environment::Sandbox
         },
     };
-    let minted = match jkt {
-        Some(jkt) => ::grants::mint_bound(&keys.active, &grant_facts, jkt, now + ttl, now),
-        None => ::grants::mint(&keys.active, &grant_facts, now + ttl, now),
-    }
-    .map_err(|e| invalid_grant(&format!("the grant cannot be used: {e}")))?;
+    let minted = ::grants::mint_confirmed(&keys.active, &grant_facts, cnf, now + ttl, now)
+        .map_err(|e| invalid_grant(&format!("the grant cannot be used: {e}")))?;
     let refresh = PlainToken::generate("rt_");
     let refresh_expires =
         (now + svc.platform.settings.tokens.refresh_token_ttl.as_chrono()).min(access.expires_at);
@@ -157,7 +174,8 @@ fn mint_issue(
         "kid": minted.kid,
         "family": family,
         "expires_at": ::grants::format_timestamp(minted.expires_at),
-        "dpop_bound": jkt.is_some(),
+        "dpop_bound": cnf.jkt.is_some(),
+        "certificate_bound": cnf.x5t.is_some(),
     });
     Ok(Issue {
         refresh_hash: refresh.hash().as_str().to_string(),
@@ -172,7 +190,8 @@ fn mint_issue(
         response: TokenResponse {
             expires_in: (minted.expires_at - now).num_seconds().max(0),
             access_token: minted.token,
-            token_type: if jkt.is_some() { "DPoP" } else { "Bearer" }.into(),
+            // A certificate-bound token is still presented as Bearer (RFC 8705 section 3).
+            token_type: if cnf.jkt.is_some() { "DPoP" } else { "Bearer" }.into(),
             refresh_token: refresh.expose().to_string(),
             scope: access.scope_string(),
             grant_id: grant.id.clone(),
@@ -198,7 +217,11 @@ fn issue(
     action: &'static str,
     now: DateTime<Utc>,
 ) -> Result<Result<TokenResponse, OAuthError>, StorageError> {
-    let mut issue = match mint_issue(svc, grant, client, family.id, family.access_jkt, now) {
+    let cnf = ::grants::Confirmation {
+        jkt: family.access_jkt,
+        x5t: family.access_x5t,
+    };
+    let mut issue = match mint_issue(svc, grant, client, family.id, cnf, now) {
         Ok(i) => i,
         Err(e) => return Ok(Err(e)),
     };
@@ -235,6 +258,7 @@ fn issue(
                 issued_tokens::token_hash.eq((i == 0).then_some(issue.access_hash.as_str())),
                 issued_tokens::expires_at.eq(issue.access_expires),
                 issued_tokens::dpop_jkt.eq(family.access_jkt),
+                issued_tokens::cnf_x5t.eq(family.access_x5t),
             ))
             .execute(c)?;
     }

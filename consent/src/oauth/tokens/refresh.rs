@@ -130,9 +130,15 @@ pub fn refresh(
     svc: &OAuthService,
     creds: &ClientCredentials,
     token: &str,
-    proven_jkt: Option<&str>,
+    proven: ::grants::Confirmation<'_>,
     now: DateTime<Utc>,
 ) -> Result<TokenResponse, OAuthError> {
+    // What the request proves: a DPoP key (its proof was checked and recorded by the caller),
+    // a TLS client certificate.
+    let ::grants::Confirmation {
+        jkt: proven_jkt,
+        x5t: certificate,
+    } = proven;
     let plausible = !token.is_empty() && token.len() <= 256;
     let hash = PlainToken::from_presented(token).hash();
     let found = match plausible {
@@ -166,6 +172,14 @@ pub fn refresh(
         if client.must_use_dpop() && proven_jkt.is_none() {
             return Ok(Err(dpop_required()));
         }
+        // RFC 8705: a certificate-bound client's tokens are bound to the certificate it connects
+        // with now (a client may renew its certificate; its refresh token is bound to the
+        // client through client authentication, not to one certificate).
+        let x5t = match (client.must_use_certificate(), certificate) {
+            (true, None) => return Ok(Err(certificate_required())),
+            (true, Some(c)) => Some(c),
+            (false, _) => None,
+        };
         // A bound family (FAPI 2.0): the token is sender-constrained, so it is not rotated, and
         // a retried refresh whose answer was lost is one more refresh, not a replay.
         if let Some(bound) = row.dpop_jkt.as_deref() {
@@ -178,6 +192,20 @@ pub fn refresh(
                 id: &row.family,
                 refresh_jkt: Some(bound),
                 access_jkt: Some(bound),
+                access_x5t: x5t,
+                kept: Some((&row.id, token)),
+            };
+            return issue(c, svc, grant, client, family, "token.refreshed", now);
+        }
+        // A certificate-bound client's family is not rotated either (FAPI 2.0): the refresh
+        // token is useless without the client's authentication, and a retried refresh whose
+        // answer was lost must not end the grant.
+        if x5t.is_some() {
+            let family = Family {
+                id: &row.family,
+                refresh_jkt: None,
+                access_jkt: proven_jkt,
+                access_x5t: x5t,
                 kept: Some((&row.id, token)),
             };
             return issue(c, svc, grant, client, family, "token.refreshed", now);
@@ -202,6 +230,7 @@ pub fn refresh(
             id: &row.family,
             refresh_jkt: None,
             access_jkt: proven_jkt,
+            access_x5t: None,
             kept: None,
         };
         issue(c, svc, grant, client, family, "token.refreshed", now)

@@ -88,6 +88,8 @@ pub struct OurToken {
     pub(super) revocation_ids: Vec<String>,
     /// The DPoP key the token is bound to.
     pub(super) cnf_jkt: Option<String>,
+    /// The TLS client certificate the token is bound to.
+    pub(super) cnf_x5t: Option<String>,
     /// When this token stops working (attenuated expiry included).
     pub(super) expires_at: DateTime<Utc>,
     /// The authority block's expiry: its first revocation id is shared with the token it was
@@ -127,8 +129,8 @@ pub(super) fn verify_ours(
     // other refusal (signature, expiry, limits) would repeat for every action, so stop there.
     let mut auth = None;
     for action in &summary.actions {
-        // The token's DPoP binding is the resource server's to enforce; introspection reports
-        // it (`cnf.jkt`), and anyone holding the token may revoke it.
+        // The token's DPoP and certificate bindings are the resource server's to enforce;
+        // introspection reports them (`cnf`), and anyone holding the token may revoke it.
         let listing = ::grants::Request::new(action.clone(), now);
         match verifier.verify_reporting_binding(token, &listing) {
             Ok(a) => {
@@ -145,6 +147,7 @@ pub(super) fn verify_ours(
         client: auth.scope.client.as_str().to_string(),
         revocation_ids: auth.revocation_ids.clone(),
         cnf_jkt: auth.cnf_jkt.clone(),
+        cnf_x5t: auth.cnf_x5t.clone(),
         expires_at: auth.scope.expires_at,
         authority_expires_at: summary.expires_at,
     })
