@@ -17,6 +17,7 @@ mod oauth;
 mod operations;
 mod portal;
 mod private_key_jwt;
+mod python_client;
 mod revocation_feed;
 mod storage;
 mod webhooks;
