@@ -15,8 +15,8 @@ use thiserror::Error;
 /// [`crate::dpop::DPOP_ALGS`]).
 pub const ALGS: [&str; 3] = ["ES256", "PS256", "EdDSA"];
 
-/// RSA moduli accepted for PS256, in bytes (2048 to 8192 bits, as ring verifies them).
-const RSA_MODULUS_BYTES: std::ops::RangeInclusive<usize> = 256..=1024;
+/// RSA moduli accepted for PS256 (as ring verifies them).
+const RSA_MODULUS_BITS: std::ops::RangeInclusive<usize> = 2048..=8192;
 
 /// A JWS longer than this is refused before decoding.
 pub const MAX_JWS_LEN: usize = 8192;
@@ -122,11 +122,15 @@ impl PublicJwk {
             }
             ("RSA", None) => {
                 let (n, e) = (uint(jwk, "n")?, uint(jwk, "e")?);
-                if !RSA_MODULUS_BYTES.contains(&n.len()) {
+                let bits = n.first().map_or(0, |top| {
+                    (n.len() - 1) * 8 + (8 - top.leading_zeros() as usize)
+                });
+                if !RSA_MODULUS_BITS.contains(&bits) {
                     return Err(malformed("jwk.n: RSA keys must have 2048 to 8192 bits"));
                 }
                 // ring's bounds: an odd exponent from 3 to 2^33 - 1.
-                if e.is_empty() || e.len() > 5 || e.last().is_none_or(|b| b & 1 == 0) || e == [1] {
+                let exponent = e.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
+                if e.len() > 5 || !(3..1 << 33).contains(&exponent) || exponent & 1 == 0 {
                     return Err(malformed("jwk.e is not a usable RSA exponent"));
                 }
                 let canonical = format!(
@@ -374,6 +378,9 @@ mod tests {
             // An RSA key too short for PS256, an even exponent, an RSA private key.
             json!({"keys": [{"kty": "RSA", "n": "AQAB", "e": "AQAB"}]}),
             json!({"keys": [{"kty": "RSA", "n": URL_SAFE_NO_PAD.encode([0xC5u8; 256]), "e": "AQA"}]}),
+            // 256 bytes but fewer than 2048 bits; an exponent above 2^33.
+            json!({"keys": [{"kty": "RSA", "n": URL_SAFE_NO_PAD.encode([[0x7Fu8].as_slice(), &[0xC5u8; 255]].concat()), "e": "AQAB"}]}),
+            json!({"keys": [{"kty": "RSA", "n": URL_SAFE_NO_PAD.encode([0xC5u8; 256]), "e": "AgAAAAE"}]}),
             json!({"keys": [{"kty": "RSA", "n": URL_SAFE_NO_PAD.encode([0xC5u8; 256]), "e": "AQAB", "p": "AQAB"}]}),
             json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo", "d": "AA"}]}),
             json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo", "alg": "ES256"}]}),
