@@ -205,7 +205,11 @@ pub async fn server_metadata(state: web::Data<AppState>) -> HttpResponse {
         "private_key_jwt",
     ]);
     if mtls {
-        auth_methods.extend(strings(&["tls_client_auth", "self_signed_tls_client_auth"]));
+        // tls_client_auth authenticates nobody without an authority to chain to.
+        if state.platform.settings.server.client_ca_file.is_some() {
+            auth_methods.push("tls_client_auth".into());
+        }
+        auth_methods.push("self_signed_tls_client_auth".into());
     }
     HttpResponse::Ok().json(ServerMetadata {
         issuer: iss.clone(),

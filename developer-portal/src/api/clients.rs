@@ -32,7 +32,7 @@ pub struct CreateClientRequest {
     #[serde(alias = "token_endpoint_auth_method")]
     pub auth_method: Option<String>,
     /// An RFC 7517 JWK Set given inline (URLs are never fetched): for `private_key_jwt` the
-    /// client's public signing keys (1 to 10 P-256 or Ed25519 keys), for
+    /// client's public signing keys (1 to 10 P-256, RSA (PS256, 2048 to 8192 bits) or Ed25519 keys), for
     /// `self_signed_tls_client_auth` its certificates (each key's `x5c`, 1 to 10).
     #[schema(value_type = Option<Object>)]
     pub jwks: Option<serde_json::Value>,

@@ -185,7 +185,7 @@ fn new_client_form(
                         option value="self_signed_tls_client_auth" selected[v("auth_method") == "self_signed_tls_client_auth"] { "self_signed_tls_client_auth (mutual TLS, registered certificate; no secret)" }
                     }
                 } }
-                p { label { "Keys (a JWK Set: {\"keys\": [...]}): public P-256 or Ed25519 keys for private_key_jwt, or certificates (x5c) for self_signed_tls_client_auth " br; textarea name="jwks" rows="6" cols="80" { (v("jwks")) } } }
+                p { label { "Keys (a JWK Set: {\"keys\": [...]}): public P-256, RSA or Ed25519 keys for private_key_jwt, or certificates (x5c) for self_signed_tls_client_auth " br; textarea name="jwks" rows="6" cols="80" { (v("jwks")) } } }
                 p { label { "Certificate subject DN for tls_client_auth (e.g. CN=app,O=Fintech Ltd,C=GB) " input type="text" name="tls_client_auth_subject_dn" size="60" value=(v("tls_client_auth_subject_dn")); } }
                 p { label { input type="checkbox" name="dpop_bound_access_tokens" value="on" checked[!v("dpop_bound_access_tokens").is_empty()]; " Always use DPoP (tokens bound to the client's key)" } }
                 p { label { input type="checkbox" name="tls_client_certificate_bound_access_tokens" value="on" checked[!v("tls_client_certificate_bound_access_tokens").is_empty()]; " Bind tokens to the client's TLS certificate (mutual TLS)" } }
@@ -219,6 +219,13 @@ fn json_field(form: &Form, name: &str) -> crate::error::PortalResult<Option<serd
 
 /// One line per registered key: its type, kid and thumbprint.
 fn key_labels(jwks: &serde_json::Value) -> Vec<String> {
+    // A self_signed_tls_client_auth client's set holds certificates.
+    if let Ok(certificates) = platform::web::mtls::registered_certificates(jwks) {
+        return certificates
+            .iter()
+            .map(|t| format!("certificate x5t#S256={t}"))
+            .collect();
+    }
     match grants::jws::JwkSet::parse(jwks) {
         Ok(set) => set
             .keys()

@@ -87,7 +87,8 @@ pub struct ServerSettings {
     /// Behind a TLS-terminating proxy: the header in which it passes the client's certificate,
     /// RFC 9440 `Client-Cert` (`:<base64 DER>:`) or a URL-encoded PEM (nginx
     /// `$ssl_client_escaped_cert`), with `Client-Cert-Chain` for intermediates. Believed only
-    /// from `trusted_proxies`, which must strip it from what clients send. Unset: never read.
+    /// from `trusted_proxies`, which must overwrite both on every request. Not with
+    /// `tls_cert_file`. Unset: never read.
     pub client_cert_header: Option<String>,
 }
 
@@ -373,6 +374,15 @@ impl Settings {
                 "server.tls_cert_file and server.tls_key_file go together".into(),
             ));
         }
+        if s.client_cert_header.is_some() && s.tls_cert_file.is_some() {
+            // A proxy that passes TLS through cannot strip a header inside the encrypted
+            // stream: anyone behind it could name any (public) certificate.
+            return Err(ConfigError(
+                "server.client_cert_header is for a TLS-terminating proxy; it cannot be used \
+                 with server.tls_cert_file"
+                    .into(),
+            ));
+        }
         if let Some(h) = &s.client_cert_header {
             if actix_web::http::header::HeaderName::from_bytes(h.as_bytes()).is_err() {
                 return Err(ConfigError(format!(
@@ -469,6 +479,28 @@ mod tests {
         assert_eq!(s.lifecycle.dormancy_period, ConfigDuration::days(90));
         assert!(s.tokens.code_ttl.get() <= Duration::from_secs(60));
         assert!(s.database.url.is_none());
+    }
+
+    #[test]
+    fn tls_settings_are_checked_together() {
+        let load = |pairs: &[(&str, &str)]| Settings::load_from(None, env(pairs));
+        let cert = ("CONSENT_SERVER__TLS_CERT_FILE", "/etc/consent/tls.pem");
+        let key = ("CONSENT_SERVER__TLS_KEY_FILE", "/etc/consent/tls.key");
+        let header = ("CONSENT_SERVER__CLIENT_CERT_HEADER", "client-cert");
+        let proxies = ("CONSENT_SERVER__TRUSTED_PROXIES", "10.0.0.0/8");
+        let s = load(&[cert, key]).unwrap();
+        assert!(s.mtls_available());
+        assert!(s.public_url("127.0.0.1:8443").starts_with("https://"));
+        assert!(load(&[cert]).is_err(), "a certificate without its key");
+        assert!(load(&[header]).is_err(), "a header without trusted proxies");
+        assert!(load(&[header, proxies]).unwrap().mtls_available());
+        assert!(
+            load(&[cert, key, header, proxies]).is_err(),
+            "TLS here and a proxy's header are exclusive"
+        );
+        let bad = ("CONSENT_SERVER__CLIENT_CERT_HEADER", "no spaces allowed");
+        assert!(load(&[bad, proxies]).is_err());
+        assert!(!load(&[]).unwrap().mtls_available());
     }
 
     #[test]

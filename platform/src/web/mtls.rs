@@ -139,18 +139,27 @@ pub fn registered_certificates(jwks: &serde_json::Value) -> Result<Vec<String>, 
     }
     let mut out = Vec::with_capacity(keys.len());
     for (i, key) in keys.iter().enumerate() {
+        if ["d", "p", "q", "dp", "dq", "qi", "oth", "k"]
+            .iter()
+            .any(|m| key.get(*m).is_some())
+        {
+            return Err(format!("key {i} holds private or symmetric key material"));
+        }
         let first = key
             .get("x5c")
             .and_then(|c| c.as_array())
             .and_then(|c| c.first())
             .and_then(|c| c.as_str())
             .ok_or_else(|| format!("key {i} has no x5c certificate"))?;
-        if first.len() > MAX_CERT_LEN * 2 {
+        if first.len() > MAX_CERT_LEN.div_ceil(3) * 4 {
             return Err(format!("key {i}: the certificate is too large"));
         }
         let der = STANDARD
             .decode(first)
             .map_err(|_| format!("key {i}: x5c must be standard base64 of a DER certificate"))?;
+        if der.len() > MAX_CERT_LEN {
+            return Err(format!("key {i}: the certificate is too large"));
+        }
         x509_cert::Certificate::from_der(&der)
             .map_err(|_| format!("key {i}: x5c[0] is not an X.509 certificate"))?;
         out.push(thumbprint(&der));
@@ -219,6 +228,8 @@ impl CertificateTrust {
         if end_entity.len() > MAX_CERT_LEN {
             return None;
         }
+        // A chain longer than a real one only buys an attacker signature checks.
+        let intermediates = &intermediates[..intermediates.len().min(MAX_CHAIN)];
         let subject_dn = Some(subject_dn(end_entity)?);
         let chain_trusted = self.verifier.as_ref().is_some_and(|v| {
             v.verify_client_cert(end_entity, intermediates, UnixTime::now())
@@ -362,13 +373,14 @@ pub fn from_header(
         return None;
     }
     let mut chain = vec![decode_one(value)?];
-    for item in headers.get_all("client-cert-chain") {
-        let Ok(item) = item.to_str() else { return None };
-        for part in item.split(',').take(MAX_CHAIN) {
-            chain.push(decode_one(part.trim())?);
-        }
+    let parts = headers
+        .get_all("client-cert-chain")
+        .filter_map(|item| item.to_str().ok())
+        .flat_map(|item| item.split(','))
+        .take(MAX_CHAIN);
+    for part in parts {
+        chain.push(decode_one(part.trim())?);
     }
-    chain.truncate(1 + MAX_CHAIN);
     trust.judge(&chain)
 }
 
@@ -516,6 +528,7 @@ mod tests {
             serde_json::json!({"keys": [{"kty": "EC"}]}),
             serde_json::json!({"keys": [{"x5c": ["%%%"]}]}),
             serde_json::json!({"keys": [{"x5c": ["AAAA"]}]}),
+            serde_json::json!({"keys": [{"x5c": [STANDARD.encode(cert.der())], "d": "AAAA"}]}),
         ] {
             assert!(registered_certificates(&bad).is_err(), "{bad}");
         }
