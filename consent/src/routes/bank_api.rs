@@ -12,7 +12,7 @@ use grants::dpop::{DpopError, ProofContext};
 use grants::error::VerifyError;
 use grants::{AccountId, Action, MerchantId, Request, TxWindow, Verifier};
 use platform::problem::ApiError;
-use platform::web::mtls::presented_certificate;
+use platform::web::mtls::presented_thumbprint;
 use platform::web::{TokenScheme, presented_token};
 use serde::Deserialize;
 
@@ -184,8 +184,8 @@ async fn verify_presented(
     };
     let AccessToken { token, proof } = presented;
     // A certificate-bound token (`cnf_x5t`) verifies only over a connection with its certificate.
-    let request = match presented_certificate(http) {
-        Some(cert) => request.client_certificate(cert.thumbprint),
+    let request = match presented_thumbprint(http) {
+        Some(thumbprint) => request.client_certificate(thumbprint),
         None => request,
     };
     let busy = |busy: crate::verification::Busy| ApiError::Overloaded {

@@ -11,7 +11,7 @@ use actix_web::web::{self, Bytes};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, get, post};
 use maud::html;
 use platform::ratelimit::Decision;
-use platform::web::mtls::presented_certificate;
+use platform::web::mtls::{ClientCertificate, presented_certificate};
 use platform::web::page;
 use serde::{Deserialize, Serialize};
 
@@ -114,11 +114,20 @@ pub(crate) fn credentials(
     req: &HttpRequest,
     form: &mut HashMap<String, String>,
 ) -> Result<ClientCredentials, OAuthError> {
+    credentials_with(req, form, presented_certificate(req))
+}
+
+/// [`credentials`] with the request's certificate already read.
+fn credentials_with(
+    req: &HttpRequest,
+    form: &mut HashMap<String, String>,
+    certificate: Option<ClientCertificate>,
+) -> Result<ClientCredentials, OAuthError> {
     let authorization = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    client_credentials(authorization, form, presented_certificate(req))
+    client_credentials(authorization, form, certificate)
 }
 
 /// [`OAuthService::authenticate`] for this request.
@@ -444,14 +453,16 @@ pub async fn token_endpoint(
 ) -> Result<HttpResponse, OAuthError> {
     let mut form = parse_form(&req, &body)?;
     let grant = TokenGrant::from_form(&mut form);
-    let creds = credentials(&req, &mut form)?;
+    // Read once: it may authenticate the client and binds the tokens.
+    let certificate = presented_certificate(&req);
+    let thumbprint = certificate.as_ref().map(|c| c.thumbprint.clone());
+    let creds = credentials_with(&req, &mut form, certificate)?;
     let label = grant.label();
     let now = state.platform.now();
     let proof = dpop_proof(&state, &req, "/oauth2/token", now)?;
-    let certificate = presented_certificate(&req).map(|c| c.thumbprint);
     let result = state
         .oauth
-        .token(creds, &client_ip(&req), grant, proof, certificate, now)
+        .token(creds, &client_ip(&req), grant, proof, thumbprint, now)
         .await?;
     metrics::counter!("consent_tokens_issued_total", "grant_type" => label).increment(1);
     Ok(no_store(HttpResponse::Ok().json(result)))

@@ -348,17 +348,51 @@ pub fn on_connect(trust: CertificateTrust) -> impl Fn(&dyn Any, &mut Extensions)
     }
 }
 
-/// The client certificate `req` came with (see the module documentation), or `None`.
-pub fn presented_certificate(req: &HttpRequest) -> Option<ClientCertificate> {
+/// Where a request's certificate is to be read (see the module documentation).
+enum Source<'a> {
+    /// A trusted proxy's header, with the authorities to judge it by.
+    Header(&'a str, &'a CertificateTrust),
+    /// This server's own TLS connection.
+    Connection,
+}
+
+fn source(req: &HttpRequest) -> Option<Source<'_>> {
     let platform = req.app_data::<web::Data<Platform>>()?;
     let server = &platform.settings.server;
     if let Some(header) = &server.client_cert_header {
         let peer = req.peer_addr().map(|a| a.ip());
         if peer.is_some_and(|ip| server.trusted_proxies.contains(ip)) {
-            return from_header(req.headers(), header, &platform.certificate_trust);
+            return Some(Source::Header(header, &platform.certificate_trust));
         }
     }
-    req.conn_data::<ClientCertificate>().cloned()
+    Some(Source::Connection)
+}
+
+/// The client certificate `req` came with (see the module documentation), judged, or `None`.
+pub fn presented_certificate(req: &HttpRequest) -> Option<ClientCertificate> {
+    match source(req)? {
+        Source::Header(name, trust) => from_header(req.headers(), name, trust),
+        Source::Connection => req.conn_data::<ClientCertificate>().cloned(),
+    }
+}
+
+/// Only the thumbprint of the certificate `req` came with, for checking a token's `cnf_x5t`:
+/// behind a proxy, no chain is verified and nothing is parsed for it (a resource request pays
+/// one base64 decode and one SHA-256; a certificate-bound token was only ever minted for a
+/// certificate that authenticated its client).
+pub fn presented_thumbprint(req: &HttpRequest) -> Option<String> {
+    match source(req)? {
+        Source::Header(name, _) => {
+            let value = req.headers().get(name)?.to_str().ok()?.trim();
+            (value.len() <= MAX_CERT_LEN * 3)
+                .then(|| decode_one(value))
+                .flatten()
+                .map(|der| thumbprint(&der))
+        }
+        Source::Connection => req
+            .conn_data::<ClientCertificate>()
+            .map(|c| c.thumbprint.clone()),
+    }
 }
 
 /// A proxy's certificate header: RFC 9440 (`:<base64>:`, chain in `Client-Cert-Chain`) or a
