@@ -140,16 +140,23 @@ fn rar() -> String {
 /// PAR as `client_id` over `http` (authenticated by its certificate: no secret), alice approves:
 /// (code, verifier).
 async fn approved_code(app: &TestApp, http: &reqwest::Client, client_id: &str) -> (String, String) {
+    approved_code_with(app, client_id, |form| {
+        http.post(app.url("/oauth2/par")).form(form)
+    })
+    .await
+}
+
+/// [`approved_code`] with the PAR request `par` builds from the form.
+async fn approved_code_with(
+    app: &TestApp,
+    client_id: &str,
+    par: impl FnOnce(&[(&str, &str)]) -> reqwest::RequestBuilder,
+) -> (String, String) {
     let (verifier, challenge) = pkce();
     let rar = rar();
     let mut form = par_form(REDIRECT, &challenge, &rar).to_vec();
     form.push(("client_id", client_id));
-    let r = http
-        .post(app.url("/oauth2/par"))
-        .form(&form)
-        .send()
-        .await
-        .unwrap();
+    let r = par(&form).send().await.unwrap();
     let acc = app.account_ids("alice").await[0].clone();
     let fields = [
         ("decision", "approve"),
@@ -335,25 +342,13 @@ async fn tls_client_auth_clients_get_tokens_bound_to_their_certificate() {
         )
         .await;
         set_certificate_bound(&app, "c_secret_bound").await;
-        let (code, verifier) = {
-            let (verifier, challenge) = pkce();
-            let rar = rar();
-            let r = impostors[0]
+        let (code, verifier) = approved_code_with(&app, "c_secret_bound", |form| {
+            impostors[0]
                 .post(app.url("/oauth2/par"))
                 .basic_auth("c_secret_bound", Some("cs_bound-secret-1"))
-                .form(&par_form(REDIRECT, &challenge, &rar))
-                .send()
-                .await
-                .unwrap();
-            let acc = app.account_ids("alice").await[0].clone();
-            let fields = [
-                ("decision", "approve"),
-                ("account", acc.as_str()),
-                ("action", "accounts:read"),
-            ];
-            let redirect = app.consent_to_pushed("c_secret_bound", r, &fields).await;
-            (query_param(&redirect, "code").unwrap(), verifier)
-        };
+                .form(form)
+        })
+        .await;
         let token_form = [
             ("grant_type", "authorization_code"),
             ("code", code.as_str()),
@@ -472,7 +467,7 @@ async fn behind_a_proxy_the_certificate_header_counts_only_from_trusted_proxies(
     let cert = pki.issued("mtls-app");
     let header = format!(":{}:", STANDARD.encode(&cert.der));
     app.login_customer("alice").await;
-    let (verifier, challenge) = pkce();
+    let (_, challenge) = pkce();
     let rar = rar();
     let mut form = par_form(REDIRECT, &challenge, &rar).to_vec();
     form.push(("client_id", "c_mtls"));
@@ -488,25 +483,13 @@ async fn behind_a_proxy_the_certificate_header_counts_only_from_trusted_proxies(
     assert_eq!(oauth_error(r).await.1, "invalid_client");
     // From the proxy it is the certificate the proxy verified.
     let proxy = app.client_from("127.0.0.2");
-    let r = proxy
-        .post(app.url("/oauth2/par"))
-        .header("client-cert", &header)
-        .form(&form)
-        .send()
-        .await
-        .unwrap();
-    let redirect = app
-        .consent_to_pushed(
-            "c_mtls",
-            r,
-            &[
-                ("decision", "approve"),
-                ("account", &app.account_ids("alice").await[0]),
-                ("action", "accounts:read"),
-            ],
-        )
-        .await;
-    let code = query_param(&redirect, "code").unwrap();
+    let (code, verifier) = approved_code_with(&app, "c_mtls", |form| {
+        proxy
+            .post(app.url("/oauth2/par"))
+            .header("client-cert", &header)
+            .form(form)
+    })
+    .await;
     let r = proxy
         .post(app.url("/oauth2/token"))
         .header("client-cert", &header)
