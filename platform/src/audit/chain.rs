@@ -1,222 +1,19 @@
-//! Append-only, keyed hash chain of audit events, with signed checkpoints.
-//!
-//! Writing is cheap and contention-free: [`record`] inserts one row inside the caller's own
-//! transaction (so an event exists exactly when its state change committed). Linking is done
-//! afterwards by [`link_pending`], in batches and under one lock (a PostgreSQL advisory lock, or
-//! SQLite's write lock): each unlinked event, in `seq` order, gets the next `chain_index`, the
-//! previous event's hash, and `hash = HMAC-SHA-256(chain key, prev_hash || canonical event)`. An
-//! event committed late (lower `seq` than one already linked) is simply linked in the next batch;
-//! chain order is `chain_index`, so no committed event is ever skipped.
-//!
-//! [`verify`] walks the chain and recomputes every hash: an altered field, a deleted event (a gap
-//! or a broken `prev_hash`), or a reordered event is reported with its index. Chained rows are
-//! also protected by database triggers.
-//!
-//! The chain key ([`ChainKey`]) is derived from the master key, which is not in the database:
-//! whoever can write the database (and drop the triggers) but does not hold the master key cannot
-//! compute a consistent chain for altered events. What they can still do is cut the end off
-//! (delete the newest events and point the head at an earlier one), or unlink the newest events,
-//! alter them and point the head back, so that a running server links them again under the key.
-//! The linker refuses a head that disagrees with the linked events, and logs the head each time
-//! it advances (an anchor outside the database when logs are shipped off the host), but only
-//! evidence kept outside the database settles it. A [`Checkpoint`] is that evidence:
-//! `consent audit checkpoint` signs the head (index, hash, time) with an Ed25519 key derived from
-//! the master key; operators ship it off the database (log archive, ticket, WORM store), and
-//! `consent audit verify --checkpoint FILE` proves that every event up to it is still there,
-//! unaltered and in order.
+//! The keyed hash chain: linking events in order under the chain key, and verifying it.
 
 use std::sync::Arc;
 
-use chrono::{NaiveDateTime, SubsecRound, Utc};
+use chrono::Utc;
 use diesel::prelude::*;
-use ed25519_dalek::{Signer, SigningKey};
+use ed25519_dalek::SigningKey;
 use hmac::{Hmac, Mac};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
-use crate::crypto::{MasterKey, random_id};
+use super::{Checkpoint, StoredEvent};
+use crate::crypto::MasterKey;
 use crate::storage::schema::{audit_chain_head, audit_events};
-use crate::storage::{AnyConnection, Db, StorageResult, write_tx};
-
-/// Who did it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Actor {
-    pub kind: &'static str,
-    pub id: String,
-}
-
-impl Actor {
-    pub fn customer(id: impl Into<String>) -> Self {
-        Self {
-            kind: "customer",
-            id: id.into(),
-        }
-    }
-    pub fn client(id: impl Into<String>) -> Self {
-        Self {
-            kind: "client",
-            id: id.into(),
-        }
-    }
-    pub fn developer(id: impl Into<String>) -> Self {
-        Self {
-            kind: "developer",
-            id: id.into(),
-        }
-    }
-    pub fn staff(id: impl Into<String>) -> Self {
-        Self {
-            kind: "staff",
-            id: id.into(),
-        }
-    }
-    /// The service itself (sweeper, start-up, CLI).
-    pub fn system(component: impl Into<String>) -> Self {
-        Self {
-            kind: "system",
-            id: component.into(),
-        }
-    }
-}
-
-/// What it was done to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Target {
-    pub kind: &'static str,
-    pub id: String,
-}
-
-impl Target {
-    pub fn new(kind: &'static str, id: impl Into<String>) -> Self {
-        Self {
-            kind,
-            id: id.into(),
-        }
-    }
-}
-
-/// An event to record. `details` must never contain secrets or PII (ids and decisions only).
-#[derive(Debug, Clone)]
-pub struct NewEvent {
-    pub actor: Actor,
-    pub action: &'static str,
-    pub target: Target,
-    pub details: serde_json::Value,
-}
-
-impl NewEvent {
-    pub fn new(actor: Actor, action: &'static str, target: Target) -> Self {
-        Self {
-            actor,
-            action,
-            target,
-            details: serde_json::Value::Object(Default::default()),
-        }
-    }
-    pub fn details(mut self, details: serde_json::Value) -> Self {
-        self.details = details;
-        self
-    }
-}
-
-#[derive(Insertable)]
-#[diesel(table_name = audit_events)]
-struct InsertEvent<'a> {
-    event_id: &'a str,
-    occurred_at: NaiveDateTime,
-    actor_type: &'a str,
-    actor_id: &'a str,
-    action: &'a str,
-    target_type: &'a str,
-    target_id: &'a str,
-    details: &'a str,
-}
-
-/// Records `event` on `conn` (call it inside the transaction that makes the change). Returns the
-/// event id.
-impl NewEvent {
-    /// Appends this event to the audit log at `at` (see [`record`]); returns its event id.
-    pub fn record(
-        &self,
-        conn: &mut AnyConnection,
-        at: chrono::DateTime<Utc>,
-    ) -> StorageResult<String> {
-        record(conn, self, at)
-    }
-}
-
-pub fn record(
-    conn: &mut AnyConnection,
-    event: &NewEvent,
-    at: chrono::DateTime<Utc>,
-) -> StorageResult<String> {
-    let event_id = random_id("evt_");
-    let details = event.details.to_string();
-    diesel::insert_into(audit_events::table)
-        .values(InsertEvent {
-            event_id: &event_id,
-            occurred_at: at.naive_utc().trunc_subsecs(6),
-            actor_type: event.actor.kind,
-            actor_id: &event.actor.id,
-            action: event.action,
-            target_type: event.target.kind,
-            target_id: &event.target.id,
-            details: &details,
-        })
-        .execute(conn)?;
-    metrics::counter!("consent_audit_events_recorded_total").increment(1);
-    Ok(event_id)
-}
-
-/// Records many events with multi-row inserts (for set-based jobs such as the lifecycle sweep);
-/// same guarantees as [`record`].
-pub fn record_many(
-    conn: &mut AnyConnection,
-    events: &[NewEvent],
-    at: chrono::DateTime<Utc>,
-) -> StorageResult<()> {
-    let occurred_at = at.naive_utc().trunc_subsecs(6);
-    let owned: Vec<(String, String)> = events
-        .iter()
-        .map(|e| (random_id("evt_"), e.details.to_string()))
-        .collect();
-    let rows: Vec<InsertEvent<'_>> = events
-        .iter()
-        .zip(&owned)
-        .map(|(e, (id, details))| InsertEvent {
-            event_id: id,
-            occurred_at,
-            actor_type: e.actor.kind,
-            actor_id: &e.actor.id,
-            action: e.action,
-            target_type: e.target.kind,
-            target_id: &e.target.id,
-            details,
-        })
-        .collect();
-    crate::insert_rows!(conn, audit_events::table, &rows);
-    metrics::counter!("consent_audit_events_recorded_total").increment(events.len() as u64);
-    Ok(())
-}
-
-/// A stored event, as read back for queries and verification.
-#[derive(Debug, Clone, Queryable, Selectable, Serialize)]
-#[diesel(table_name = audit_events)]
-pub struct StoredEvent {
-    pub seq: i64,
-    pub event_id: String,
-    pub occurred_at: NaiveDateTime,
-    pub actor_type: String,
-    pub actor_id: String,
-    pub action: String,
-    pub target_type: String,
-    pub target_id: String,
-    pub details: String,
-    pub chain_index: Option<i64>,
-    pub prev_hash: Option<String>,
-    pub hash: Option<String>,
-}
+use crate::storage::{AnyConnection, StorageResult, write_tx};
 
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -226,7 +23,7 @@ pub const GENESIS_HASH: &str = "000000000000000000000000000000000000000000000000
 pub struct ChainKey {
     /// HMAC keyed once (the 32-byte key zero-padded to SHA-256's block, as HMAC itself does).
     mac: Hmac<Sha256>,
-    signing: Arc<SigningKey>,
+    pub(super) signing: Arc<SigningKey>,
 }
 
 impl std::fmt::Debug for ChainKey {
@@ -474,7 +271,7 @@ pub fn verify_against(
     Ok(verify_with(conn, key, Some(checkpoint))?.0)
 }
 
-fn verify_with(
+pub(super) fn verify_with(
     conn: &mut AnyConnection,
     key: &ChainKey,
     checkpoint: Option<&Checkpoint>,
@@ -591,160 +388,4 @@ fn verify_snapshot(
         );
     }
     Ok((report, head_hash))
-}
-
-/// A signed statement of the chain's head: "event `chain_index` has hash `hash`" (and so, by
-/// the chain, every event before it), signed at `issued_at` with the deployment's checkpoint key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Checkpoint {
-    /// Always `consent-audit-checkpoint/1`.
-    pub format: String,
-    pub chain_index: i64,
-    pub hash: String,
-    /// RFC 3339.
-    pub issued_at: String,
-    /// Hex Ed25519 public key of the signer (the deployment's, derived from its master key).
-    pub public_key: String,
-    /// Hex Ed25519 signature over [`Checkpoint::signed_bytes`].
-    pub signature: String,
-}
-
-pub const CHECKPOINT_FORMAT: &str = "consent-audit-checkpoint/1";
-
-impl Checkpoint {
-    /// What is signed: format, index, hash and time, one per line.
-    pub fn signed_bytes(&self) -> Vec<u8> {
-        format!(
-            "{}\n{}\n{}\n{}",
-            self.format, self.chain_index, self.hash, self.issued_at
-        )
-        .into_bytes()
-    }
-
-    /// Refuses a checkpoint not signed by this deployment's key (or altered since).
-    pub fn check_signature(&self, key: &ChainKey) -> Result<(), String> {
-        if self.format != CHECKPOINT_FORMAT {
-            return Err(format!("unknown checkpoint format {:?}", self.format));
-        }
-        let ours = key.signing.verifying_key();
-        if self.public_key != hex::encode(ours.as_bytes()) {
-            return Err("the checkpoint was signed by another key than this deployment's".into());
-        }
-        let signature = hex::decode(&self.signature)
-            .ok()
-            .and_then(|b| ed25519_dalek::Signature::from_slice(&b).ok())
-            .ok_or("the checkpoint's signature is malformed")?;
-        ours.verify_strict(&self.signed_bytes(), &signature)
-            .map_err(|_| "the checkpoint's signature does not verify".to_string())
-    }
-}
-
-/// Links everything pending, verifies the whole chain, and signs its head. Refuses (returns the
-/// failing report) when the chain does not verify: a checkpoint vouches only for a sound chain.
-pub fn checkpoint(
-    conn: &mut AnyConnection,
-    key: &ChainKey,
-    at: chrono::DateTime<Utc>,
-) -> StorageResult<Result<Checkpoint, ChainReport>> {
-    link_all(conn, key)?;
-    // The head's index and hash from the snapshot that was verified (a linker on another
-    // instance may move the head meanwhile: a later read could pair this index with its hash).
-    let (report, hash) = verify_with(conn, key, None)?;
-    if !report.valid {
-        return Ok(Err(report));
-    }
-    let mut cp = Checkpoint {
-        format: CHECKPOINT_FORMAT.into(),
-        chain_index: report.head_index,
-        hash,
-        issued_at: at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        public_key: key.public_key_hex(),
-        signature: String::new(),
-    };
-    cp.signature = hex::encode(key.signing.sign(&cp.signed_bytes()).to_bytes());
-    Ok(Ok(cp))
-}
-
-/// Handle used by the server: records are written by services directly with [`record`]; this
-/// runs the background linker and verification off the async executor.
-#[derive(Debug, Clone)]
-pub struct AuditLog {
-    db: Db,
-    key: ChainKey,
-}
-
-impl AuditLog {
-    pub fn new(db: Db, key: ChainKey) -> Self {
-        Self { db, key }
-    }
-
-    /// The chain key (for one-off commands that link or verify on their own connection).
-    pub fn key(&self) -> &ChainKey {
-        &self.key
-    }
-
-    /// Links everything pending now.
-    pub async fn link_now(&self) -> StorageResult<usize> {
-        let key = self.key.clone();
-        self.db.run(move |c| link_all(c, &key)).await
-    }
-
-    pub async fn verify(&self) -> StorageResult<ChainReport> {
-        let key = self.key.clone();
-        self.db.run(move |c| verify(c, &key)).await
-    }
-
-    /// [`verify_against`] a checkpoint.
-    pub async fn verify_against(&self, checkpoint: Checkpoint) -> StorageResult<ChainReport> {
-        let key = self.key.clone();
-        self.db
-            .run(move |c| verify_against(c, &key, &checkpoint))
-            .await
-    }
-
-    /// A signed checkpoint of the current head ([`checkpoint`]).
-    pub async fn checkpoint(&self) -> StorageResult<Result<Checkpoint, ChainReport>> {
-        let key = self.key.clone();
-        let now = Utc::now();
-        self.db.run(move |c| checkpoint(c, &key, now)).await
-    }
-
-    /// Records a single event in its own transaction (for actions with no other write).
-    pub async fn record_one(
-        &self,
-        event: NewEvent,
-        at: chrono::DateTime<Utc>,
-    ) -> StorageResult<String> {
-        self.db.write(move |conn| record(conn, &event, at)).await
-    }
-
-    /// Runs the linker every `interval` until `shutdown` fires, then links once more.
-    pub fn spawn_linker(
-        &self,
-        interval: std::time::Duration,
-        mut shutdown: tokio::sync::watch::Receiver<bool>,
-    ) -> tokio::task::JoinHandle<()> {
-        let this = self.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = shutdown.changed() => {
-                        let _ = this.link_now().await;
-                        return;
-                    }
-                }
-                match this.link_now().await {
-                    Ok(n) if n > 0 => {
-                        metrics::counter!("consent_audit_events_linked_total").increment(n as u64)
-                    }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "audit chain linking failed; will retry"),
-                }
-            }
-        })
-    }
 }
