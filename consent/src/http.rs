@@ -163,42 +163,20 @@ mod tests {
                 .default_service(web::to(not_found)),
         )
         .await;
+        let post = |content_type: &str, body: String| {
+            test::TestRequest::post()
+                .uri("/echo")
+                .insert_header(("content-type", content_type.to_string()))
+                .set_payload(body)
+        };
+        let json = "application/json";
+        let too_long = format!("{{\"name\":\"{}\"}}", "x".repeat(MAX_BODY_BYTES));
         let cases = [
-            (
-                test::TestRequest::post()
-                    .uri("/echo")
-                    .insert_header(("content-type", "application/json"))
-                    .set_payload("{not json"),
-                400,
-            ),
-            (
-                test::TestRequest::post()
-                    .uri("/echo")
-                    .insert_header(("content-type", "application/json"))
-                    .set_payload("{\"name\": 5}"),
-                400,
-            ),
-            (
-                test::TestRequest::post()
-                    .uri("/echo")
-                    .insert_header(("content-type", "application/json"))
-                    .set_payload("{}"),
-                400,
-            ),
-            (
-                test::TestRequest::post()
-                    .uri("/echo")
-                    .insert_header(("content-type", "text/plain"))
-                    .set_payload("{\"name\":\"x\"}"),
-                415,
-            ),
-            (
-                test::TestRequest::post()
-                    .uri("/echo")
-                    .insert_header(("content-type", "application/json"))
-                    .set_payload(format!("{{\"name\":\"{}\"}}", "x".repeat(MAX_BODY_BYTES))),
-                413,
-            ),
+            (post(json, "{not json".into()), 400),
+            (post(json, "{\"name\": 5}".into()), 400),
+            (post(json, "{}".into()), 400),
+            (post("text/plain", "{\"name\":\"x\"}".into()), 415),
+            (post(json, too_long), 413),
             (test::TestRequest::get().uri("/q?n=notanumber"), 400),
             (test::TestRequest::get().uri("/missing"), 404),
             (test::TestRequest::get().uri("/echo"), 404),

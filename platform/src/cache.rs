@@ -419,17 +419,11 @@ impl Cache for RedisCache {
     ) -> BoxFuture<'a, CacheResult<u64>> {
         let key = self.key(key);
         Box::pin(async move {
-            let ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1);
             self.with_conn(|mut c| async move {
                 // MULTI: create with expiry if absent, then increment - atomic on the server.
                 let (n,): (u64,) = redis::pipe()
                     .atomic()
-                    .cmd("SET")
-                    .arg(&key)
-                    .arg(0)
-                    .arg("PX")
-                    .arg(ms)
-                    .arg("NX")
+                    .add_command(set_absent(&key, "0", window))
                     .ignore()
                     .incr(&key, 1)
                     .query_async(&mut c)
@@ -447,17 +441,9 @@ impl Cache for RedisCache {
     ) -> BoxFuture<'a, CacheResult<bool>> {
         let key = self.key(key);
         Box::pin(async move {
-            let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
             self.with_conn(|mut c| async move {
-                let reply: Option<String> = c
-                    .set_options(
-                        key,
-                        value,
-                        redis::SetOptions::default()
-                            .conditional_set(redis::ExistenceCheck::NX)
-                            .with_expiration(redis::SetExpiry::PX(ms)),
-                    )
-                    .await?;
+                let reply: Option<String> =
+                    set_absent(&key, value, ttl).query_async(&mut c).await?;
                 Ok(reply.is_some())
             })
             .await
@@ -470,6 +456,14 @@ impl Cache for RedisCache {
                 .await
         })
     }
+}
+
+/// `SET key value NX PX ttl`: set only if absent, expiring after `ttl` (at least 1 ms).
+fn set_absent(key: &str, value: &str, ttl: Duration) -> redis::Cmd {
+    let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+    let mut cmd = redis::cmd("SET");
+    cmd.arg(key).arg(value).arg("NX").arg("PX").arg(ms);
+    cmd
 }
 
 #[cfg(test)]

@@ -242,6 +242,9 @@ impl HashedToken {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+    pub fn into_string(self) -> String {
+        self.0
+    }
     /// Constant-time comparison with a presented token.
     pub fn matches(&self, presented: &PlainToken) -> bool {
         constant_time_eq(self.0.as_bytes(), presented.hash().0.as_bytes())

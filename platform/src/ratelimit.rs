@@ -133,8 +133,7 @@ fn bounded(part: &str) -> std::borrow::Cow<'_, str> {
     } else {
         crate::crypto::PlainToken::from_presented(part)
             .hash()
-            .as_str()
-            .to_string()
+            .into_string()
             .into()
     }
 }
@@ -218,35 +217,45 @@ mod tests {
     use super::*;
     use crate::cache::RedisCache;
 
+    const MINUTE: Duration = Duration::from_secs(60);
+
     #[tokio::test]
     async fn limits_after_the_allowance() {
         let rl = RateLimiter::new(Arc::new(InProcessCache::default()));
         for _ in 0..3 {
-            assert_eq!(
-                rl.check("login:a", 3, Duration::from_secs(60)).await,
-                Decision::Allowed
-            );
+            assert_eq!(rl.check("login:a", 3, MINUTE).await, Decision::Allowed);
         }
         assert!(matches!(
-            rl.check("login:a", 3, Duration::from_secs(60)).await,
+            rl.check("login:a", 3, MINUTE).await,
             Decision::Limited { .. }
         ));
-        assert_eq!(
-            rl.check("login:b", 3, Duration::from_secs(60)).await,
-            Decision::Allowed
-        );
+        assert_eq!(rl.check("login:b", 3, MINUTE).await, Decision::Allowed);
     }
 
     #[tokio::test]
     async fn keeps_limiting_when_redis_is_down() {
         let dead: Arc<dyn Cache> = Arc::new(RedisCache::new("redis://127.0.0.1:1", "t:").unwrap());
         let rl = RateLimiter::new(dead);
-        assert_eq!(
-            rl.check("login:a", 1, Duration::from_secs(60)).await,
-            Decision::Allowed
-        );
+        assert_eq!(rl.check("login:a", 1, MINUTE).await, Decision::Allowed);
         assert!(matches!(
-            rl.check("login:a", 1, Duration::from_secs(60)).await,
+            rl.check("login:a", 1, MINUTE).await,
+            Decision::Limited { .. }
+        ));
+    }
+
+    /// `failures` attempts are allowed (and each fails), then the next is limited.
+    async fn fails_until_limited(
+        rl: &RateLimiter,
+        limits: &LoginLimits,
+        attempt: &LoginAttempt,
+        failures: usize,
+    ) {
+        for _ in 0..failures {
+            assert_eq!(rl.login_allowed(limits, attempt).await, Decision::Allowed);
+            rl.login_failed(limits, attempt).await;
+        }
+        assert!(matches!(
+            rl.login_allowed(limits, attempt).await,
             Decision::Limited { .. }
         ));
     }
@@ -262,28 +271,13 @@ mod tests {
             ..LoginLimits::DEFAULT
         };
         let attacker = LoginAttempt::new("customer", "alice", "203.0.113.9");
-        for _ in 0..3 {
-            assert_eq!(
-                rl.login_allowed(&limits, &attacker).await,
-                Decision::Allowed
-            );
-            rl.login_failed(&limits, &attacker).await;
-        }
-        assert!(matches!(
-            rl.login_allowed(&limits, &attacker).await,
-            Decision::Limited { .. }
-        ));
+        fails_until_limited(&rl, &limits, &attacker, 3).await;
         // The owner, elsewhere, may still try (and a success counts nothing).
         let owner = LoginAttempt::new("customer", "alice", "198.51.100.7");
         assert_eq!(rl.login_allowed(&limits, &owner).await, Decision::Allowed);
         // Under attack, a new address has one attempt: a failure there blocks it.
         let other = LoginAttempt::new("customer", "alice", "192.0.2.44");
-        assert_eq!(rl.login_allowed(&limits, &other).await, Decision::Allowed);
-        rl.login_failed(&limits, &other).await;
-        assert!(matches!(
-            rl.login_allowed(&limits, &other).await,
-            Decision::Limited { .. }
-        ));
+        fails_until_limited(&rl, &limits, &other, 1).await;
         // Another account from the attacker's address is not affected.
         let bob = LoginAttempt::new("customer", "bob", "203.0.113.9");
         assert_eq!(rl.login_allowed(&limits, &bob).await, Decision::Allowed);
@@ -301,14 +295,7 @@ mod tests {
             ..LoginLimits::DEFAULT
         };
         let attempt = LoginAttempt::new("client", "c_1", "203.0.113.9");
-        for _ in 0..2 {
-            assert_eq!(rl.login_allowed(&limits, &attempt).await, Decision::Allowed);
-            rl.login_failed(&limits, &attempt).await;
-        }
-        assert!(matches!(
-            rl.login_allowed(&limits, &attempt).await,
-            Decision::Limited { .. }
-        ));
+        fails_until_limited(&rl, &limits, &attempt, 2).await;
     }
 
     /// Failures slow down before they block: none for the first five of a pair, then doubling

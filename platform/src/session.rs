@@ -91,7 +91,7 @@ pub fn create(
     now: DateTime<Utc>,
 ) -> StorageResult<(PlainToken, Session)> {
     let token = PlainToken::generate("sess_");
-    let id_hash = token.hash().as_str().to_string();
+    let id_hash = token.hash().into_string();
     let csrf_token = random_id("csrf_");
     let expires_at = (now + kind.lifetime()).trunc_subsecs(0);
     diesel::insert_into(sessions::table)
@@ -129,8 +129,7 @@ pub fn load(
     }
     let id_hash = PlainToken::from_presented(cookie_value)
         .hash()
-        .as_str()
-        .to_string();
+        .into_string();
     let row: Option<(String, String, chrono::NaiveDateTime)> = sessions::table
         .filter(sessions::id_hash.eq(&id_hash))
         .filter(sessions::subject_type.eq(kind.as_str()))

@@ -383,13 +383,7 @@ impl Db {
 
     /// Applies pending migrations for this backend; returns the versions applied.
     pub fn migrate(&self) -> StorageResult<Vec<String>> {
-        let mut conn = self.conn()?;
-        let applied = match &mut conn.conn {
-            AnyConnection::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS),
-            AnyConnection::Postgresql(c) => c.run_pending_migrations(POSTGRES_MIGRATIONS),
-        }
-        .map_err(|e| StorageError::Migration(e.to_string()))?;
-        Ok(applied.into_iter().map(|v| v.to_string()).collect())
+        self.migrations(false)
     }
 
     pub fn has_pending_migrations(&self) -> StorageResult<bool> {
@@ -403,13 +397,30 @@ impl Db {
 
     /// Reverts every applied migration (used by tests and `consent migrate --revert-all`).
     pub fn revert_all(&self) -> StorageResult<Vec<String>> {
-        let mut conn = self.conn()?;
-        let reverted = match &mut conn.conn {
-            AnyConnection::Sqlite(c) => c.revert_all_migrations(SQLITE_MIGRATIONS),
-            AnyConnection::Postgresql(c) => c.revert_all_migrations(POSTGRES_MIGRATIONS),
+        self.migrations(true)
+    }
+
+    /// Applies the pending migrations, or reverts every applied one; the versions touched.
+    fn migrations(&self, revert: bool) -> StorageResult<Vec<String>> {
+        fn on<DB: diesel::backend::Backend>(
+            harness: &mut impl MigrationHarness<DB>,
+            source: EmbeddedMigrations,
+            revert: bool,
+        ) -> StorageResult<Vec<String>> {
+            let versions = if revert {
+                harness.revert_all_migrations(source)
+            } else {
+                harness.run_pending_migrations(source)
+            };
+            versions
+                .map(|v| v.into_iter().map(|v| v.to_string()).collect())
+                .map_err(|e| StorageError::Migration(e.to_string()))
         }
-        .map_err(|e| StorageError::Migration(e.to_string()))?;
-        Ok(reverted.into_iter().map(|v| v.to_string()).collect())
+        let mut conn = self.conn()?;
+        match &mut conn.conn {
+            AnyConnection::Sqlite(c) => on(c, SQLITE_MIGRATIONS, revert),
+            AnyConnection::Postgresql(c) => on(c, POSTGRES_MIGRATIONS, revert),
+        }
     }
 
     /// Runs `f` on a pooled connection on the blocking thread pool.

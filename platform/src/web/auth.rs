@@ -48,37 +48,30 @@ pub trait Audience: 'static {
     const COME_BACK_TO_FORMS: Option<&'static [&'static str]>;
 }
 
-/// Bank customers (dashboard, consent pages).
-#[derive(Debug)]
-pub struct Customer;
+macro_rules! audiences {
+    ($($(#[$doc:meta])* $name:ident: $kind:ident, home $home:literal, login $login:literal,
+        come back to $forms:expr;)*) => {$(
+        $(#[$doc])*
+        #[derive(Debug)]
+        pub struct $name;
 
-impl Audience for Customer {
-    const KIND: SessionKind = SessionKind::Customer;
-    const HOME: &'static str = "/account/apps";
-    const LOGIN: &'static str = "/login";
-    const COME_BACK_TO_FORMS: Option<&'static [&'static str]> = Some(&["/oauth2/consent/"]);
+        impl Audience for $name {
+            const KIND: SessionKind = SessionKind::$kind;
+            const HOME: &'static str = $home;
+            const LOGIN: &'static str = $login;
+            const COME_BACK_TO_FORMS: Option<&'static [&'static str]> = $forms;
+        }
+    )*};
 }
 
-/// Registered developers (portal pages and API).
-#[derive(Debug)]
-pub struct Developer;
-
-impl Audience for Developer {
-    const KIND: SessionKind = SessionKind::Developer;
-    const HOME: &'static str = "/developers";
-    const LOGIN: &'static str = "/developers/login";
-    const COME_BACK_TO_FORMS: Option<&'static [&'static str]> = None;
-}
-
-/// Bank staff (KYC review, approvals).
-#[derive(Debug)]
-pub struct Staff;
-
-impl Audience for Staff {
-    const KIND: SessionKind = SessionKind::Staff;
-    const HOME: &'static str = "/developers/staff";
-    const LOGIN: &'static str = "/developers/staff/login";
-    const COME_BACK_TO_FORMS: Option<&'static [&'static str]> = None;
+audiences! {
+    /// Bank customers (dashboard, consent pages).
+    Customer: Customer, home "/account/apps", login "/login",
+        come back to Some(&["/oauth2/consent/"]);
+    /// Registered developers (portal pages and API).
+    Developer: Developer, home "/developers", login "/developers/login", come back to None;
+    /// Bank staff (KYC review, approvals).
+    Staff: Staff, home "/developers/staff", login "/developers/staff/login", come back to None;
 }
 
 /// Where a visitor of `req` without a session of `A` is sent.
@@ -278,18 +271,17 @@ impl<A: Audience> FromRequest for ApiSession<A> {
 impl<A: Audience> FromRequest for CsrfHeader<A> {
     type Error = ApiError;
     type Future = Fut<Self, ApiError>;
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let req = req.clone();
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let session = ApiSession::<A>::from_request(req, payload);
+        let submitted = req
+            .headers()
+            .get(CSRF_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
         Box::pin(async move {
-            let s = cookie_session::<A>(&req)
-                .await?
-                .ok_or(ApiError::Unauthorized)?;
-            let submitted = req
-                .headers()
-                .get(CSRF_HEADER)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default();
-            if submitted.is_empty() || !s.check_csrf(submitted) {
+            let ApiSession(s, _) = session.await?;
+            if submitted.is_empty() || !s.check_csrf(&submitted) {
                 return Err(ApiError::Forbidden(format!(
                     "missing or wrong {CSRF_HEADER} header; read csrf_token from GET /api/v1/me"
                 )));
