@@ -213,8 +213,7 @@ pub async fn seed(platform: &Platform, reset: bool) -> anyhow::Result<DemoReport
     }
     let secret_hash = PlainToken::from_presented(&client_secret)
         .hash()
-        .as_str()
-        .to_string();
+        .into_string();
     let now = platform.now();
     let pii = platform.master_key.cipher("kyc-pii");
     let webhook = platform.master_key.cipher("webhook-secrets");

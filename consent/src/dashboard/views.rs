@@ -32,6 +32,7 @@ pub struct ActionView {
 }
 
 /// A connected app (one grant) as the customer sees it.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct GrantView {
     pub grant_id: String,
@@ -43,7 +44,6 @@ pub struct GrantView {
     /// Whether the developer's identity (KYC) was verified by the bank.
     pub verified: bool,
     /// The developer's verified legal name; absent when unverified.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub verified_legal_name: Option<String>,
     /// Who operates the app, in plain language: the verified legal name, or
     /// `Sandbox, unverified` / `Unverified operator`.
@@ -54,38 +54,29 @@ pub struct GrantView {
     /// Whether the app can still use this access (and the customer can revoke it).
     pub active: bool,
     /// Who ended it: `customer`, `client`, `staff`, `dormancy`, `expiry`, `security`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub revoked_by: Option<String>,
     pub created_at: DateTime<Utc>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub authorized_at: Option<DateTime<Utc>>,
     pub expires_at: DateTime<Utc>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub last_used_at: Option<DateTime<Utc>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub revoked_at: Option<DateTime<Utc>>,
     pub actions: Vec<ActionView>,
     pub accounts: Vec<AccountView>,
     /// Start of the transaction window; absent: no limit.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub transactions_from: Option<String>,
     /// End of the transaction window; absent: no limit.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub transactions_until: Option<String>,
     /// Merchants the transactions are limited to; absent: all merchants.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub merchants: Option<Vec<MerchantView>>,
     /// The granted RFC 9396 authorization details, exactly as tokens carry them.
     pub authorization_details: Vec<AccountAccessDetail>,
     /// Authorized grants only: when the grant is revoked for dormancy unless the app uses it (or
     /// the customer extends it) before then: the last use (else the authorization) plus the
     /// dormancy period (the bank's default, or the app's shorter one).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub dormancy_deadline: Option<DateTime<Utc>>,
     /// Authorized grants only: present when the grant ends (expiry or dormancy, whichever is
     /// sooner) within the bank's warning lead time (default 7 days). The customer can extend it
     /// with `POST /api/v1/me/grants/{id}/extend`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub notice: Option<GrantNotice>,
 }
 

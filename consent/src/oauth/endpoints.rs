@@ -223,7 +223,7 @@ impl OAuthService {
         let key = token
             .as_deref()
             .filter(|_| answers.enabled())
-            .map(|t| PlainToken::from_presented(t).hash().as_str().to_string());
+            .map(|t| PlainToken::from_presented(t).hash().into_string());
         let read = (answers.epoch(), std::time::Instant::now());
         let (fast_svc, fast_token) = (svc.clone(), token.clone());
         let (db_svc, db_token) = (svc.clone(), token.clone());

@@ -14,44 +14,35 @@ pub struct Basis {
 }
 
 /// RFC 7662 response.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Introspection {
     pub active: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub sub: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub exp: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub iss: Option<String>,
     /// `access_token` or `refresh_token`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub token_type: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub grant_id: Option<String>,
     /// The grant's status (`authorized`, `revoked`, `expired`, ...).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub grant_status: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub authorization_details: Option<Vec<AccountAccessDetail>>,
     /// RFC 9449 section 6.2 and RFC 8705 section 3.2: the token is bound to this DPoP key
     /// and/or TLS client certificate; serve it only with a proof that key signed, over a
     /// connection with that certificate.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub cnf: Option<Confirmation>,
 }
 
 /// RFC 7800 confirmation: the key or certificate a token is bound to.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Confirmation {
     /// RFC 7638 SHA-256 thumbprint of the DPoP public key (base64url).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub jkt: Option<String>,
     /// RFC 8705 SHA-256 thumbprint of the TLS client certificate (base64url).
-    #[serde(rename = "x5t#S256", skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "x5t#S256")]
     pub x5t_s256: Option<String>,
 }
 

@@ -178,12 +178,11 @@ fn mint_issue(
         "certificate_bound": cnf.x5t.is_some(),
     });
     Ok(Issue {
-        refresh_hash: refresh.hash().as_str().to_string(),
+        refresh_hash: refresh.hash().into_string(),
         refresh_expires: refresh_expires.naive_utc(),
         access_hash: PlainToken::from_presented(&minted.token)
             .hash()
-            .as_str()
-            .to_string(),
+            .into_string(),
         revocation_ids: minted.revocation_ids.clone(),
         access_expires: minted.expires_at.naive_utc(),
         details,
