@@ -1,0 +1,268 @@
+//! The rotation statement's guards, driven directly (PostgreSQL only: set
+//! `TEST_DATABASE_URL`). Over HTTP a request reaches the statement only with a token its read
+//! found active, so these are the cases where something changed between read and write.
+
+use super::statements::*;
+use super::*;
+use chrono::NaiveDateTime;
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use platform::storage::AnyConnection;
+use std::collections::HashSet;
+
+struct TempDb {
+    admin: String,
+    name: String,
+    url: String,
+    db: Db,
+}
+
+impl Drop for TempDb {
+    fn drop(&mut self) {
+        if let Ok(mut c) = diesel::pg::PgConnection::establish(&self.admin) {
+            let _ = c.batch_execute(&format!("DROP DATABASE {} WITH (FORCE)", self.name));
+        }
+    }
+}
+
+fn temp_db() -> Option<TempDb> {
+    let Some(admin) = std::env::var("TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    else {
+        // CI promises PostgreSQL: there, a missing URL is an error, not a skip.
+        assert!(
+            std::env::var("CONSENT_REQUIRE_SERVICES").as_deref() != Ok("1"),
+            "CONSENT_REQUIRE_SERVICES=1 but TEST_DATABASE_URL is not set"
+        );
+        return None;
+    };
+    let name = format!("consent_unit_{}", random_id("").to_lowercase());
+    let name: String = name
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
+    let mut c = diesel::pg::PgConnection::establish(&admin).expect("TEST_DATABASE_URL reachable");
+    c.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+    let mut url = url::Url::parse(&admin).unwrap();
+    url.set_path(&name);
+    let db = Db::connect(url.as_str(), 2, std::time::Duration::from_secs(10)).unwrap();
+    db.migrate().unwrap();
+    Some(TempDb {
+        admin,
+        name,
+        url: url.to_string(),
+        db,
+    })
+}
+
+/// A temporary database with customer `cust_1`, developer `dev_1` and its sandbox client `c_1`,
+/// then `rows` (the test's grants and refresh tokens); `None` (and a note) without PostgreSQL.
+fn seeded(statement: &str, rows: &str) -> Option<TempDb> {
+    let Some(t) = temp_db() else {
+        eprintln!("TEST_DATABASE_URL is not set: the PostgreSQL {statement} is not tested");
+        return None;
+    };
+    let fixture = "INSERT INTO customers VALUES ('cust_1', 'u', 'U', 'x', now()); \
+        INSERT INTO developers VALUES ('dev_1', 'd@example.com', 'D', 'x', now()); \
+        INSERT INTO clients (id, developer_id, name, environment, redirect_uris, auth_method, \
+            secret_hash, allowed_actions, status, created_at, updated_at) \
+            VALUES ('c_1', 'dev_1', 'App', 'sandbox', '[]', 'client_secret_basic', 'x', '[]', \
+            'active', now(), now());";
+    t.db.run_blocking(|c| {
+        c.batch_execute(fixture)?;
+        c.batch_execute(rows)?;
+        Ok(())
+    })
+    .unwrap();
+    Some(t)
+}
+
+fn job(old_id: &str, grant_id: &str, at: NaiveDateTime) -> Rotation {
+    Rotation {
+        old_id: old_id.into(),
+        new_id: random_id("rtk_"),
+        new_hash: random_id("h_"),
+        event_id: random_id("evt_"),
+        refreshed: refreshed(grant_id, &format!("fam_{old_id}"), at, 1, 2),
+    }
+}
+
+/// A job's common part: a refresh token living `days`, an access token with `blocks` revocation
+/// ids.
+fn refreshed(
+    grant_id: &str,
+    family: &str,
+    at: NaiveDateTime,
+    days: i64,
+    blocks: usize,
+) -> Refreshed {
+    Refreshed {
+        at,
+        grant_id: grant_id.into(),
+        family: family.into(),
+        refresh_expires: at + chrono::Duration::days(days),
+        access_hash: random_id("a_"),
+        access_expires: at + chrono::Duration::minutes(10),
+        revocation_ids: (0..blocks).map(|_| random_id("rid_")).collect(),
+        event_at: at,
+        client_id: "c_1".into(),
+        details: "{}".into(),
+    }
+}
+
+fn count(c: &mut AnyConnection, sql: &str) -> i64 {
+    #[derive(QueryableByName)]
+    struct N {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    diesel::sql_query(sql).get_result::<N>(c).unwrap().n
+}
+
+fn keep(token_id: &str, grant_id: &str, at: NaiveDateTime) -> Keep {
+    Keep {
+        key: random_id("evt_"),
+        token_id: token_id.into(),
+        jkt: "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I".into(),
+        refreshed: refreshed(grant_id, "f", at, 2, 1),
+    }
+}
+
+/// The keep statement: only active, bound tokens of their stated, live grant count; a token
+/// refreshed twice in one batch counts twice; nothing is rotated or spent.
+#[test]
+fn only_bound_active_tokens_of_live_grants_are_kept() {
+    let Some(t) = seeded(
+        "keep statement",
+        "INSERT INTO grants (id, customer_id, client_id, status, authorization_details, \
+             created_at, expires_at, updated_at) VALUES \
+                 ('g_live', 'cust_1', 'c_1', 'authorized', '{}', now(), now() + interval '1 day', now()), \
+                 ('g_revoked', 'cust_1', 'c_1', 'revoked', '{}', now(), now() + interval '1 day', now()); \
+             INSERT INTO refresh_tokens (id, token_hash, grant_id, family_id, status, created_at, expires_at, dpop_jkt) VALUES \
+                 ('rt_bound', 'h1', 'g_live', 'f', 'active', now(), now() + interval '1 hour', 'k'), \
+                 ('rt_bearer', 'h2', 'g_live', 'f', 'active', now(), now() + interval '1 hour', NULL), \
+                 ('rt_revoked', 'h3', 'g_live', 'f', 'revoked', now(), now() + interval '1 hour', 'k'), \
+                 ('rt_ended', 'h4', 'g_revoked', 'f', 'active', now(), now() + interval '1 hour', 'k');",
+    ) else {
+        return;
+    };
+    let now = chrono::Utc::now().naive_utc().trunc_subsecs(6);
+    let jobs = vec![
+        keep("rt_bound", "g_live", now),
+        keep("rt_bound", "g_live", now),
+        keep("rt_bearer", "g_live", now),
+        keep("rt_revoked", "g_live", now),
+        keep("rt_ended", "g_revoked", now),
+        keep("rt_bound", "g_revoked", now),
+        keep("rt_unknown", "g_live", now),
+    ];
+    let out = keep_batch(&t.db, &jobs).unwrap();
+    assert_eq!(out, [true, true, false, false, false, false, false]);
+    t.db.run_blocking(|c| {
+        let extended = "SELECT count(*) AS n FROM refresh_tokens WHERE id = 'rt_bound' \
+            AND status = 'active' AND expires_at > now() + interval '1 day'";
+        assert_eq!(count(c, extended), 1);
+        let untouched = "SELECT count(*) AS n FROM refresh_tokens \
+            WHERE id <> 'rt_bound' AND expires_at < now() + interval '2 hours'";
+        assert_eq!(count(c, untouched), 3);
+        assert_eq!(count(c, "SELECT count(*) AS n FROM refresh_tokens"), 4);
+        let issued = "SELECT count(*) AS n FROM issued_tokens WHERE dpop_jkt IS NOT NULL \
+            AND token_hash IS NOT NULL AND grant_id = 'g_live'";
+        assert_eq!(count(c, issued), 2);
+        assert_eq!(count(c, "SELECT count(*) AS n FROM issued_tokens"), 2);
+        let events = "SELECT count(*) AS n FROM audit_events \
+            WHERE action = 'token.refreshed' AND target_id = 'g_live'";
+        assert_eq!(count(c, events), 2);
+        Ok(())
+    })
+    .unwrap();
+}
+
+#[test]
+fn only_active_tokens_of_live_grants_rotate_and_nothing_else_is_written() {
+    let Some(t) = seeded(
+        "rotation statement",
+        "INSERT INTO grants (id, customer_id, client_id, status, authorization_details, \
+             created_at, expires_at, updated_at) VALUES \
+                 ('g_live', 'cust_1', 'c_1', 'authorized', '{}', now(), now() + interval '1 day', now()), \
+                 ('g_live2', 'cust_1', 'c_1', 'authorized', '{}', now(), now() + interval '1 day', now()), \
+                 ('g_revoked', 'cust_1', 'c_1', 'revoked', '{}', now(), now() + interval '1 day', now()), \
+                 ('g_expired', 'cust_1', 'c_1', 'authorized', '{}', now(), now() - interval '1 second', now()); \
+             INSERT INTO refresh_tokens (id, token_hash, grant_id, family_id, status, created_at, expires_at) VALUES \
+                 ('rt_a', 'ha', 'g_live', 'f', 'active', now(), now() + interval '1 day'), \
+                 ('rt_b', 'hb', 'g_live', 'f', 'active', now(), now() + interval '1 day'), \
+                 ('rt_used', 'hu', 'g_live', 'f', 'used', now(), now() + interval '1 day'), \
+                 ('rt_rev', 'hr', 'g_revoked', 'f', 'active', now(), now() + interval '1 day'), \
+                 ('rt_exp', 'he', 'g_expired', 'f', 'active', now(), now() + interval '1 day'), \
+                 ('rt_c', 'hc', 'g_live', 'f', 'active', now(), now() + interval '1 day');",
+    ) else {
+        return;
+    };
+    let now = chrono::Utc::now().naive_utc().trunc_subsecs(6);
+    let jobs = vec![
+        job("rt_a", "g_live", now),
+        // The same token twice in one batch: the first use only.
+        job("rt_a", "g_live", now),
+        // Used by a request that committed since this one's read.
+        job("rt_used", "g_live", now),
+        // Grant revoked, or expired, since the read.
+        job("rt_rev", "g_revoked", now),
+        job("rt_exp", "g_expired", now),
+        // A token stated with another grant than its own.
+        job("rt_b", "g_live2", now),
+        job("rt_unknown", "g_live", now),
+    ];
+    let out = rotate_batch(&t.db, &jobs).unwrap();
+    assert_eq!(out, [true, false, false, false, false, false, false]);
+    // rt_b was left as it was by the job naming another grant.
+    let rt_b = [job("rt_b", "g_live", now)];
+    assert_eq!(rotate_batch(&t.db, &rt_b).unwrap(), [true]);
+    t.db.run_blocking(|c| {
+        let statuses = "SELECT count(*) AS n FROM refresh_tokens WHERE \
+            (id IN ('rt_a', 'rt_b', 'rt_used') AND status = 'used') OR \
+            (id IN ('rt_rev', 'rt_exp') AND status = 'active')";
+        assert_eq!(count(c, statuses), 5);
+        // Two new refresh tokens, in their families, with everything that goes with them.
+        let fresh = "SELECT count(*) AS n FROM refresh_tokens WHERE status = 'active' \
+            AND grant_id = 'g_live' AND family_id IN ('fam_rt_a', 'fam_rt_b')";
+        assert_eq!(count(c, fresh), 2);
+        assert_eq!(count(c, "SELECT count(*) AS n FROM refresh_tokens"), 8);
+        assert_eq!(count(c, "SELECT count(*) AS n FROM issued_tokens"), 4);
+        let hashed = "SELECT count(*) AS n FROM issued_tokens WHERE token_hash IS NOT NULL";
+        assert_eq!(count(c, hashed), 2);
+        let events = "SELECT count(*) AS n FROM audit_events \
+            WHERE action = 'token.refreshed' AND target_id = 'g_live' AND actor_id = 'c_1'";
+        assert_eq!(count(c, events), 2);
+        assert_eq!(count(c, "SELECT count(*) AS n FROM audit_events"), 2);
+        Ok(())
+    })
+    .unwrap();
+    // A batch with nothing to rotate writes nothing and says so.
+    let again = rotate_batch(&t.db, &jobs[..1]).unwrap();
+    assert_eq!(again, [false]);
+    // Settling an unknown outcome: the rotations that committed are found by their
+    // successors, the others (the duplicate of rt_a, used, revoked, ...) are not.
+    let settled = committed(&t.db, jobs[1..].iter().chain(&rt_b)).unwrap();
+    assert_eq!(settled, HashSet::from(["rt_b".to_string()]));
+    let settled = committed(&t.db, jobs[..1].iter()).unwrap();
+    assert_eq!(settled, HashSet::from(["rt_a".to_string()]));
+
+    // A token locked elsewhere (a long revocation, say): the batch gives up after the lock
+    // timeout instead of stalling every refresh queued behind it, rotates nothing, and the
+    // request takes the transactional path; once the lock is gone it rotates.
+    let mut locker = diesel::pg::PgConnection::establish(&t.url).unwrap();
+    locker
+        .batch_execute("BEGIN; SELECT 1 FROM refresh_tokens WHERE id = 'rt_c' FOR UPDATE;")
+        .unwrap();
+    let rt_c = [job("rt_c", "g_live", now)];
+    let started = std::time::Instant::now();
+    assert_eq!(rotate_batch(&t.db, &rt_c).unwrap(), [false]);
+    let waited = started.elapsed();
+    assert!(
+        waited < std::time::Duration::from_secs(5),
+        "waited {waited:?}"
+    );
+    locker.batch_execute("ROLLBACK").unwrap();
+    assert_eq!(rotate_batch(&t.db, &rt_c).unwrap(), [true]);
+}
