@@ -105,13 +105,18 @@ impl actix_web::ResponseError for Refusal {
 }
 
 /// The access token of a resource request: `Authorization: Bearer <token>`, or
-/// `Authorization: DPoP <token>` with its `DPoP` proof header. Tokens in the query string are
-/// refused, never read.
+/// `Authorization: DPoP <token>` with its `DPoP` proof header, and what else of the request its
+/// verification needs. Tokens in the query string are refused, never read.
 #[derive(Debug)]
 pub struct AccessToken {
     pub token: String,
     /// The `DPoP` proof, for a token presented with the DPoP scheme.
     pub proof: Option<String>,
+    /// The thumbprint of the connection's TLS client certificate, if any.
+    thumbprint: Option<String>,
+    /// The request's method and path, which a DPoP proof must name.
+    method: String,
+    path: String,
 }
 
 impl FromRequest for AccessToken {
@@ -132,22 +137,27 @@ fn access_token(req: &HttpRequest) -> Result<AccessToken, ApiError> {
     }
     let (scheme, token) = presented_token(req).ok_or(ApiError::Unauthorized)?;
     let proof = dpop::proof_header(req.headers()).map_err(ApiError::InvalidDpopProof)?;
-    match (scheme, proof) {
-        (TokenScheme::Bearer, None) => Ok(AccessToken {
-            token: token.to_string(),
-            proof: None,
-        }),
-        (TokenScheme::Dpop, Some(proof)) => Ok(AccessToken {
-            token: token.to_string(),
-            proof: Some(proof.to_string()),
-        }),
-        (TokenScheme::Dpop, None) => Err(ApiError::InvalidDpopProof(
-            "a DPoP proof header is required with the DPoP scheme".into(),
-        )),
-        (TokenScheme::Bearer, Some(_)) => Err(ApiError::InvalidDpopProof(
-            "a DPoP proof goes with `Authorization: DPoP`, not Bearer".into(),
-        )),
-    }
+    let proof = match (scheme, proof) {
+        (TokenScheme::Bearer, None) => None,
+        (TokenScheme::Dpop, Some(proof)) => Some(proof.to_string()),
+        (TokenScheme::Dpop, None) => {
+            return Err(ApiError::InvalidDpopProof(
+                "a DPoP proof header is required with the DPoP scheme".into(),
+            ));
+        }
+        (TokenScheme::Bearer, Some(_)) => {
+            return Err(ApiError::InvalidDpopProof(
+                "a DPoP proof goes with `Authorization: DPoP`, not Bearer".into(),
+            ));
+        }
+    };
+    Ok(AccessToken {
+        token: token.to_string(),
+        proof,
+        thumbprint: presented_thumbprint(req),
+        method: req.method().as_str().to_string(),
+        path: req.path().to_string(),
+    })
 }
 
 /// Verifies offline, through grants' public API, on the verification pool (never on this HTTP
@@ -158,19 +168,17 @@ fn access_token(req: &HttpRequest) -> Result<AccessToken, ApiError> {
 /// token verified.
 async fn verify(
     state: &AppState,
-    http: &HttpRequest,
     presented: AccessToken,
     request: Request,
 ) -> Result<grants::Authorization, Refusal> {
     let dpop = presented.proof.is_some();
-    verify_presented(state, http, presented, request)
+    verify_presented(state, presented, request)
         .await
         .map_err(|error| Refusal { error, dpop })
 }
 
 async fn verify_presented(
     state: &AppState,
-    http: &HttpRequest,
     presented: AccessToken,
     request: Request,
 ) -> Result<grants::Authorization, ApiError> {
@@ -182,9 +190,15 @@ async fn verify_presented(
         list.is_revoked(grant.as_str(), ids)
             .map_err(grants::error::RevocationLookupError)
     };
-    let AccessToken { token, proof } = presented;
+    let AccessToken {
+        token,
+        proof,
+        thumbprint,
+        method,
+        path,
+    } = presented;
     // A certificate-bound token (`cnf_x5t`) verifies only over a connection with its certificate.
-    let request = match presented_thumbprint(http) {
+    let request = match thumbprint {
         Some(thumbprint) => request.client_certificate(thumbprint),
         None => request,
     };
@@ -201,11 +215,7 @@ async fn verify_presented(
             .map_err(busy)?
             .map_err(refuse);
     };
-    let (method, url, now) = (
-        http.method().as_str().to_string(),
-        state.oauth.proof_url(http.path()),
-        request.now,
-    );
+    let (url, now) = (state.oauth.proof_url(&path), request.now);
     let pending = state
         .oauth
         .verify
@@ -284,7 +294,6 @@ pub struct UsageReport {
 #[post("/api/v1/usage")]
 pub async fn usage_report(
     state: web::Data<AppState>,
-    req: HttpRequest,
     body: web::Bytes,
     token: AccessToken,
 ) -> Result<HttpResponse, Refusal> {
@@ -299,7 +308,7 @@ pub async fn usage_report(
     }
     .map_err(|e| ApiError::field("operation", e))?;
     let now = state.platform.now();
-    let auth = verify(&state, &req, token, Request::new(operation.clone(), now)).await?;
+    let auth = verify(&state, token, Request::new(operation.clone(), now)).await?;
     let (grant, client) = (
         auth.scope.grant.as_str().to_string(),
         auth.scope.client.as_str().to_string(),
@@ -330,12 +339,10 @@ fn account_param(raw: &str) -> Result<AccountId, ApiError> {
 #[get("/sandbox/v1/accounts")]
 pub async fn sandbox_accounts(
     state: web::Data<AppState>,
-    req: HttpRequest,
     token: AccessToken,
 ) -> Result<HttpResponse, Refusal> {
     let auth = verify(
         &state,
-        &req,
         token,
         Request::new(Action::AccountsRead, state.platform.now()),
     )
@@ -364,14 +371,12 @@ pub async fn sandbox_accounts(
 #[get("/sandbox/v1/accounts/{id}/balances")]
 pub async fn sandbox_balances(
     state: web::Data<AppState>,
-    req: HttpRequest,
     id: web::Path<String>,
     token: AccessToken,
 ) -> Result<HttpResponse, Refusal> {
     let account = account_param(&id)?;
     let auth = verify(
         &state,
-        &req,
         token,
         Request::new(Action::BalancesRead, state.platform.now()).account(account.clone()),
     )
@@ -408,7 +413,6 @@ pub struct TxQuery {
 #[get("/sandbox/v1/accounts/{id}/transactions")]
 pub async fn sandbox_transactions(
     state: web::Data<AppState>,
-    req: HttpRequest,
     id: web::Path<String>,
     q: web::Query<TxQuery>,
     token: AccessToken,
@@ -448,7 +452,7 @@ pub async fn sandbox_transactions(
     if let Some(m) = &merchant {
         request = request.merchant(m.clone());
     }
-    let auth = verify(&state, &req, token, request).await?;
+    let auth = verify(&state, token, request).await?;
     // Filter by the effective scope: the window (intersected with the request) and merchants.
     let scope = &auth.scope;
     let (mut lo, mut hi) = (from, to);

@@ -4,7 +4,6 @@
 //! synced revocation list.
 
 use platform::web::no_store_json;
-use std::collections::HashMap;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
@@ -94,8 +93,8 @@ async fn client_from(
     req: &HttpRequest,
     endpoint: &'static str,
 ) -> Result<OAuthClient, ApiError> {
-    let mut none = HashMap::new();
-    crate::routes::oauth::authenticate(state, req, &mut none, endpoint)
+    crate::routes::oauth::ClientPost::without_form(req)
+        .authenticate(state, endpoint)
         .await
         .map_err(|e| match e {
             OAuthError::AuthenticationBlocked(_) => ApiError::TooManyRequests {

@@ -5,10 +5,12 @@
 use platform::web::client_ip;
 use std::collections::HashMap;
 
+use actix_web::dev::Payload;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::web::{self, Bytes};
-use actix_web::{HttpRequest, HttpResponse, ResponseError, get, post};
+use actix_web::{FromRequest, HttpRequest, HttpResponse, ResponseError, get, post};
+use futures_util::future::LocalBoxFuture;
 use maud::html;
 use platform::ratelimit::Decision;
 use platform::web::mtls::{ClientCertificate, presented_certificate};
@@ -72,18 +74,73 @@ impl ResponseError for OAuthError {
     }
 }
 
-/// Parses an `application/x-www-form-urlencoded` body; a repeated parameter is an error
-/// (RFC 6749 section 3.1).
-fn parse_form(req: &HttpRequest, body: &Bytes) -> Result<HashMap<String, String>, OAuthError> {
-    let ct = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok());
-    parse_form_body(ct, body)
+/// A client's POST to an OAuth endpoint: its `application/x-www-form-urlencoded` body (a
+/// repeated parameter is an error, RFC 6749 section 3.1), what can authenticate the client (the
+/// `Authorization` header, the form, the TLS client certificate), and the caller's address.
+pub(crate) struct ClientPost {
+    pub form: HashMap<String, String>,
+    authorization: Option<String>,
+    certificate: Option<ClientCertificate>,
+    pub ip: String,
 }
 
-/// [`parse_form`] without the request (`content_type` is the header's value), so that it can be
-/// tested and fuzzed on its own.
+impl FromRequest for ClientPost {
+    type Error = actix_web::Error;
+    type Future = LocalBoxFuture<'static, Result<Self, actix_web::Error>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let body = Bytes::from_request(req, payload);
+        let content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let mut post = Self::without_form(req);
+        Box::pin(async move {
+            post.form = parse_form_body(content_type.as_deref(), &body.await?)?;
+            Ok(post)
+        })
+    }
+}
+
+impl ClientPost {
+    /// What can authenticate the client of a request whose body is not a form (the grant API).
+    pub(crate) fn without_form(req: &HttpRequest) -> Self {
+        let authorization = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        Self {
+            form: HashMap::new(),
+            authorization,
+            certificate: presented_certificate(req),
+            ip: client_ip(req),
+        }
+    }
+
+    /// The client's credentials (exactly one method), taken out of the form.
+    fn credentials(&mut self) -> Result<ClientCredentials, OAuthError> {
+        client_credentials(
+            self.authorization.as_deref(),
+            &mut self.form,
+            self.certificate.take(),
+        )
+    }
+
+    /// [`OAuthService::authenticate`] for this request at `endpoint`.
+    pub(crate) async fn authenticate(
+        &mut self,
+        state: &AppState,
+        endpoint: &'static str,
+    ) -> Result<OAuthClient, OAuthError> {
+        let creds = self.credentials()?;
+        state.oauth.authenticate(creds, &self.ip, endpoint).await
+    }
+}
+
+/// Parses a form body ([`ClientPost`]; `content_type` is the header's value), on its own so that
+/// it can be tested and fuzzed.
 pub fn parse_form_body(
     content_type: Option<&str>,
     body: &[u8],
@@ -106,42 +163,6 @@ pub fn parse_form_body(
         }
     }
     Ok(out)
-}
-
-/// Client credentials from `Authorization: Basic`, the form, or the TLS client certificate
-/// (exactly one method).
-pub(crate) fn credentials(
-    req: &HttpRequest,
-    form: &mut HashMap<String, String>,
-) -> Result<ClientCredentials, OAuthError> {
-    credentials_with(req, form, presented_certificate(req))
-}
-
-/// [`credentials`] with the request's certificate already read.
-fn credentials_with(
-    req: &HttpRequest,
-    form: &mut HashMap<String, String>,
-    certificate: Option<ClientCertificate>,
-) -> Result<ClientCredentials, OAuthError> {
-    let authorization = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    client_credentials(authorization, form, certificate)
-}
-
-/// [`OAuthService::authenticate`] for this request.
-pub(crate) async fn authenticate(
-    state: &AppState,
-    req: &HttpRequest,
-    form: &mut HashMap<String, String>,
-    endpoint: &'static str,
-) -> Result<OAuthClient, OAuthError> {
-    let creds = credentials(req, form)?;
-    state
-        .oauth
-        .authenticate(creds, &client_ip(req), endpoint)
-        .await
 }
 
 fn no_store(mut resp: HttpResponse) -> HttpResponse {
@@ -306,18 +327,18 @@ pub fn params_from(form: &HashMap<String, String>) -> AuthorizationParams {
 pub async fn par_endpoint(
     state: web::Data<AppState>,
     req: HttpRequest,
-    body: Bytes,
+    mut post: ClientPost,
 ) -> Result<HttpResponse, OAuthError> {
-    let mut form = parse_form(&req, &body)?;
     let now = state.platform.now();
     let proof = dpop_proof(&state, &req, "/oauth2/par", now)?;
-    let client = authenticate(&state, &req, &mut form, "par").await?;
+    let client = post.authenticate(&state, "par").await?;
     // A proof's use is recorded only for an authenticated client: strangers fill no store.
     let proven = match proof {
         Some(p) => Some(state.oauth.record_proof(p, now).await?),
         None => None,
     };
-    let resp = flow::push(&state.oauth, &client, params_from(&form), proven.as_deref()).await?;
+    let params = params_from(&post.form);
+    let resp = flow::push(&state.oauth, &client, params, proven.as_deref()).await?;
     Ok(no_store(HttpResponse::Created().json(resp)))
 }
 
@@ -449,20 +470,18 @@ pub struct TokenRequest {
 pub async fn token_endpoint(
     state: web::Data<AppState>,
     req: HttpRequest,
-    body: Bytes,
+    mut post: ClientPost,
 ) -> Result<HttpResponse, OAuthError> {
-    let mut form = parse_form(&req, &body)?;
-    let grant = TokenGrant::from_form(&mut form);
-    // Read once: it may authenticate the client and binds the tokens.
-    let certificate = presented_certificate(&req);
-    let thumbprint = certificate.as_ref().map(|c| c.thumbprint.clone());
-    let creds = credentials_with(&req, &mut form, certificate)?;
+    let grant = TokenGrant::from_form(&mut post.form);
+    // The certificate may authenticate the client, and binds the tokens.
+    let thumbprint = post.certificate.as_ref().map(|c| c.thumbprint.clone());
+    let creds = post.credentials()?;
     let label = grant.label();
     let now = state.platform.now();
     let proof = dpop_proof(&state, &req, "/oauth2/token", now)?;
     let result = state
         .oauth
-        .token(creds, &client_ip(&req), grant, proof, thumbprint, now)
+        .token(creds, &post.ip, grant, proof, thumbprint, now)
         .await?;
     metrics::counter!("consent_tokens_issued_total", "grant_type" => label).increment(1);
     Ok(no_store(HttpResponse::Ok().json(result)))
@@ -487,17 +506,12 @@ pub struct TokenParam {
 #[post("/oauth2/revoke")]
 pub async fn revoke_endpoint(
     state: web::Data<AppState>,
-    req: HttpRequest,
-    body: Bytes,
+    mut post: ClientPost,
 ) -> Result<HttpResponse, OAuthError> {
-    let mut form = parse_form(&req, &body)?;
-    let creds = credentials(&req, &mut form)?;
-    let token = form.remove("token");
+    let creds = post.credentials()?;
+    let token = post.form.remove("token");
     let now = state.platform.now();
-    state
-        .oauth
-        .revoke(creds, &client_ip(&req), token, now)
-        .await?;
+    state.oauth.revoke(creds, &post.ip, token, now).await?;
     Ok(no_store(HttpResponse::Ok().finish()))
 }
 
@@ -510,16 +524,14 @@ pub async fn revoke_endpoint(
 #[post("/oauth2/introspect")]
 pub async fn introspect_endpoint(
     state: web::Data<AppState>,
-    req: HttpRequest,
-    body: Bytes,
+    mut post: ClientPost,
 ) -> Result<HttpResponse, OAuthError> {
-    let mut form = parse_form(&req, &body)?;
-    let token = form.remove("token");
-    let creds = credentials(&req, &mut form)?;
+    let token = post.form.remove("token");
+    let creds = post.credentials()?;
     let now = state.platform.now();
     let result = state
         .oauth
-        .introspect(creds, &client_ip(&req), token, &state.revocations, now)
+        .introspect(creds, &post.ip, token, &state.revocations, now)
         .await?;
     Ok(no_store(HttpResponse::Ok().json(result)))
 }
