@@ -2,14 +2,17 @@
 //! verification: only the token subject's accounts, only the scope's accounts, window and
 //! merchants. Plain Rust over storage.
 
-use chrono::{DateTime, NaiveDateTime, SubsecRound, Utc};
+use chrono::{DateTime, NaiveDateTime, SecondsFormat, SubsecRound, Utc};
+use diesel::backend::Backend;
+use diesel::deserialize::FromStaticSqlRow;
 use diesel::prelude::*;
+use diesel::sql_types::Timestamp;
 use platform::audit::{Actor, NewEvent, Target};
 use platform::storage::schema::{accounts, grant_rows, merchants, transactions};
 use platform::storage::{AnyConnection, StorageResult};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, Queryable, utoipa::ToSchema)]
 pub struct AccountView {
     pub id: String,
     pub name: String,
@@ -25,9 +28,12 @@ pub struct BalanceView {
     pub currency: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+// Read from a row of (id, booked_at, amount_minor, currency, merchant_id, merchant name,
+// category, description).
+#[derive(Debug, Clone, Serialize, Deserialize, Queryable, utoipa::ToSchema)]
 pub struct TransactionView {
     pub id: String,
+    #[diesel(deserialize_as = ApiTime)]
     pub booked_at: String,
     pub amount_minor: i64,
     pub currency: String,
@@ -37,12 +43,37 @@ pub struct TransactionView {
     pub description: String,
 }
 
+/// A stored time as the API shows it: RFC 3339, whole seconds, `Z`.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct ApiTime(String);
+
+impl<DB> Queryable<Timestamp, DB> for ApiTime
+where
+    DB: Backend,
+    NaiveDateTime: FromStaticSqlRow<Timestamp, DB>,
+{
+    type Row = NaiveDateTime;
+
+    fn build(at: NaiveDateTime) -> diesel::deserialize::Result<Self> {
+        Ok(Self(
+            at.and_utc().to_rfc3339_opts(SecondsFormat::Secs, true),
+        ))
+    }
+}
+
+impl From<ApiTime> for String {
+    fn from(t: ApiTime) -> String {
+        t.0
+    }
+}
+
 /// Every account of `customer_id`, in id order, as its owner may see it.
 pub fn customer_accounts(
     c: &mut AnyConnection,
     customer_id: &str,
 ) -> StorageResult<Vec<AccountView>> {
-    let rows: Vec<(String, String, String, String)> = accounts::table
+    Ok(accounts::table
         .filter(accounts::customer_id.eq(customer_id))
         .order(accounts::id.asc())
         .select((
@@ -51,16 +82,7 @@ pub fn customer_accounts(
             accounts::masked_number,
             accounts::currency,
         ))
-        .load(c)?;
-    Ok(rows
-        .into_iter()
-        .map(|(id, name, masked_number, currency)| AccountView {
-            id,
-            name,
-            masked_number,
-            currency,
-        })
-        .collect())
+        .load(c)?)
 }
 
 /// Accounts of `subject` among `allowed`.
@@ -124,17 +146,7 @@ pub fn transactions_of(
     if let Some(m) = merchant_filter {
         q = q.filter(transactions::merchant_id.eq_any(m.to_vec()));
     }
-    type Row = (
-        String,
-        NaiveDateTime,
-        i64,
-        String,
-        String,
-        String,
-        String,
-        String,
-    );
-    let rows: Vec<Row> = q
+    let rows = q
         .order(transactions::booked_at.desc())
         .limit(limit)
         .select((
@@ -148,33 +160,7 @@ pub fn transactions_of(
             transactions::description,
         ))
         .load(c)?;
-    Ok(Some(
-        rows.into_iter()
-            .map(
-                |(
-                    id,
-                    booked,
-                    amount_minor,
-                    currency,
-                    merchant_id,
-                    merchant_name,
-                    category,
-                    description,
-                )| TransactionView {
-                    id,
-                    booked_at: booked
-                        .and_utc()
-                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                    amount_minor,
-                    currency,
-                    merchant_id,
-                    merchant_name,
-                    category,
-                    description,
-                },
-            )
-            .collect(),
-    ))
+    Ok(Some(rows))
 }
 
 /// Records that a resource server served data under `grant`: the grant's `last_used_at`, which

@@ -19,7 +19,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::OAuthService;
-use super::clients::{self, ClientCredentials, OAuthClient, Proven};
+use super::clients::{ClientCredentials, OAuthClient, Proven};
 use super::error::OAuthError;
 
 /// `client_assertion_type` of RFC 7523 section 2.2.
@@ -147,13 +147,10 @@ impl OAuthService {
         assertion: String,
     ) -> Result<ClientCredentials, OAuthError> {
         let refused = || OAuthError::InvalidClient("client authentication failed".into());
-        let id = client_id.clone();
         let client = self
-            .platform
-            .db
-            .run(move |c| clients::load(c, &id))
+            .active_client(&client_id)
             .await?
-            .filter(|c| c.is_active() && c.auth_method == "private_key_jwt");
+            .filter(|c| c.auth_method == "private_key_jwt");
         let now = self.platform.now();
         let accepted = match check(&assertion, &client_id, client.as_ref(), &self.issuer, now) {
             Ok(a) => a,

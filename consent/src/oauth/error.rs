@@ -5,69 +5,52 @@
 use platform::cache::CacheError;
 use platform::storage::StorageError;
 
-#[derive(Debug, thiserror::Error)]
-pub enum OAuthError {
-    #[error("invalid_request")]
-    InvalidRequest(String),
-    #[error("invalid_client")]
-    InvalidClient(String),
-    #[error("invalid_grant")]
-    InvalidGrant(String),
-    #[error("unauthorized_client")]
-    UnauthorizedClient(String),
-    #[error("unsupported_grant_type")]
-    UnsupportedGrantType(String),
-    #[error("unsupported_response_type")]
-    UnsupportedResponseType(String),
-    #[error("invalid_scope")]
-    InvalidScope(String),
-    #[error("invalid_authorization_details")]
-    InvalidAuthorizationDetails(String),
-    #[error("invalid_request_uri")]
-    InvalidRequestUri(String),
-    #[error("access_denied")]
-    AccessDenied(String),
-    #[error("unsupported_token_type")]
-    UnsupportedTokenType(String),
+/// Declares the errors, each with its RFC error code (its `Display`), and their descriptions.
+macro_rules! oauth_errors {
+    ($($(#[$doc:meta])* $variant:ident = $code:literal,)*) => {
+        /// An OAuth error: the RFC error code and a human-readable description.
+        #[derive(Debug, thiserror::Error)]
+        pub enum OAuthError {
+            $($(#[$doc])* #[error($code)] $variant(String),)*
+        }
+
+        impl OAuthError {
+            /// Human-readable `error_description` (never contains secrets).
+            pub fn description(&self) -> &str {
+                match self {
+                    $(OAuthError::$variant(d))|* => d,
+                }
+            }
+        }
+    };
+}
+
+oauth_errors! {
+    InvalidRequest = "invalid_request",
+    InvalidClient = "invalid_client",
+    InvalidGrant = "invalid_grant",
+    UnauthorizedClient = "unauthorized_client",
+    UnsupportedGrantType = "unsupported_grant_type",
+    UnsupportedResponseType = "unsupported_response_type",
+    InvalidScope = "invalid_scope",
+    InvalidAuthorizationDetails = "invalid_authorization_details",
+    InvalidRequestUri = "invalid_request_uri",
+    AccessDenied = "access_denied",
+    UnsupportedTokenType = "unsupported_token_type",
     /// RFC 9449: the DPoP proof is missing, malformed, replayed, or signed by another key than
     /// the one the request, code or refresh token is bound to.
-    #[error("invalid_dpop_proof")]
-    InvalidDpopProof(String),
-    #[error("temporarily_unavailable")]
-    TemporarilyUnavailable(String),
+    InvalidDpopProof = "invalid_dpop_proof",
+    TemporarilyUnavailable = "temporarily_unavailable",
     /// Client authentication from this address is blocked for a while after repeated failures
     /// (answered as `temporarily_unavailable`, with `Retry-After: 60`).
-    #[error("temporarily_unavailable")]
-    AuthenticationBlocked(String),
-    #[error("server_error")]
-    ServerError(String),
+    AuthenticationBlocked = "temporarily_unavailable",
+    ServerError = "server_error",
 }
 
 impl OAuthError {
     /// The RFC error code.
     pub fn code(&self) -> String {
         self.to_string()
-    }
-
-    /// Human-readable `error_description` (never contains secrets).
-    pub fn description(&self) -> &str {
-        match self {
-            OAuthError::InvalidRequest(d)
-            | OAuthError::InvalidClient(d)
-            | OAuthError::InvalidGrant(d)
-            | OAuthError::UnauthorizedClient(d)
-            | OAuthError::UnsupportedGrantType(d)
-            | OAuthError::UnsupportedResponseType(d)
-            | OAuthError::InvalidScope(d)
-            | OAuthError::InvalidAuthorizationDetails(d)
-            | OAuthError::InvalidRequestUri(d)
-            | OAuthError::AccessDenied(d)
-            | OAuthError::UnsupportedTokenType(d)
-            | OAuthError::InvalidDpopProof(d)
-            | OAuthError::TemporarilyUnavailable(d)
-            | OAuthError::AuthenticationBlocked(d)
-            | OAuthError::ServerError(d) => d,
-        }
     }
 
     pub fn status(&self) -> u16 {

@@ -40,6 +40,16 @@ pub struct OAuthService {
 }
 
 impl OAuthService {
+    /// The active client `id`, if there is one.
+    pub async fn active_client(
+        &self,
+        id: &str,
+    ) -> platform::storage::StorageResult<Option<clients::OAuthClient>> {
+        let id = id.to_string();
+        let client = self.platform.db.run(move |c| clients::load(c, &id)).await?;
+        Ok(client.filter(clients::OAuthClient::is_active))
+    }
+
     pub fn max_lifetime(&self) -> chrono::Duration {
         self.platform
             .settings

@@ -78,6 +78,24 @@ pub fn parse_instant(value: &str, end_of_day: bool) -> Result<DateTime<Utc>, Str
     grants::parse_timestamp(value).map_err(|e| e.to_string())
 }
 
+/// An optional list of ids: absent, or present and not empty, each parsed.
+fn id_list<T, E: std::fmt::Display>(
+    field: &str,
+    list: Option<&[String]>,
+    parse: impl Fn(String) -> Result<T, E>,
+) -> Result<Option<Vec<T>>, OAuthError> {
+    let Some(list) = list else {
+        return Ok(None);
+    };
+    if list.is_empty() {
+        return Err(bad(format!("{field} must not be empty when present")));
+    }
+    list.iter()
+        .map(|id| parse(id.clone()).map_err(|e| bad(format!("{field}: {e}"))))
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
 impl AccessRequest {
     /// Parses `authorization_details` (a JSON array with one `account_access` entry) and/or
     /// `scope`. With both, they must ask for the same actions.
@@ -157,18 +175,7 @@ impl AccessRequest {
                 actions.push(action);
             }
         }
-        let accounts = d
-            .accounts
-            .as_ref()
-            .map(|list| {
-                if list.is_empty() {
-                    return Err(bad("accounts must not be empty when present"));
-                }
-                list.iter()
-                    .map(|a| AccountId::parse(a.clone()).map_err(|e| bad(format!("accounts: {e}"))))
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .transpose()?;
+        let accounts = id_list("accounts", d.accounts.as_deref(), AccountId::parse)?;
         let window = match (&d.transactions_from, &d.transactions_until) {
             (None, None) => None,
             (Some(from), Some(until)) => {
@@ -183,20 +190,7 @@ impl AccessRequest {
             }
             _ => return Err(bad("transactions_from and transactions_until go together")),
         };
-        let merchants = d
-            .merchants
-            .as_ref()
-            .map(|list| {
-                if list.is_empty() {
-                    return Err(bad("merchants must not be empty when present"));
-                }
-                list.iter()
-                    .map(|m| {
-                        MerchantId::parse(m.clone()).map_err(|e| bad(format!("merchants: {e}")))
-                    })
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .transpose()?;
+        let merchants = id_list("merchants", d.merchants.as_deref(), MerchantId::parse)?;
         let cap = now.checked_add_signed(max_lifetime);
         let expires_at = whole_seconds(match &d.expires_at {
             Some(e) => parse_instant(e, true).map_err(|e| bad(format!("expires_at: {e}")))?,

@@ -257,13 +257,9 @@ pub async fn authorize(
     let Some(client_id) = params.client_id.clone().filter(|c| !c.is_empty()) else {
         return Err(AuthorizeFailure::Page("client_id is required".into()));
     };
-    let cid = client_id.clone();
     let client = svc
-        .platform
-        .db
-        .run(move |c| clients::load(c, &cid))
+        .active_client(&client_id)
         .await?
-        .filter(OAuthClient::is_active)
         .ok_or_else(|| AuthorizeFailure::Page("unknown or inactive client".into()))?;
 
     let params = match params.request_uri.as_deref() {
