@@ -1,5 +1,6 @@
 //! Request authentication for the portal's JSON API: bearer tokens (no cookies, so no CSRF
-//! exposure). Pages use platform's cookie extractors (`platform::web::auth`).
+//! exposure). Pages use platform's cookie extractors (`platform::web::auth`); their form posts
+//! reach the same [`Caller`] through `pages::session::Posted`.
 
 use std::future::Future;
 use std::marker::PhantomData;
@@ -39,6 +40,16 @@ pub type DeveloperAuth = Caller<Developer>;
 pub type StaffAuth = Caller<Staff>;
 
 impl<A> Caller<A> {
+    /// The caller of `session` (already authenticated as an `A`), now.
+    pub fn new(platform: web::Data<Platform>, session: Session) -> Self {
+        Self {
+            now: platform.now(),
+            platform,
+            session,
+            audience: PhantomData,
+        }
+    }
+
     /// `f(connection, caller id, now)` on the database pool.
     pub async fn read<T, F>(&self, f: F) -> PortalResult<T>
     where
@@ -83,12 +94,7 @@ impl<A: Audience> FromRequest for Caller<A> {
             let platform = platform.ok_or_else(|| {
                 ApiError::internal(std::io::Error::other("Platform is not registered"))
             })?;
-            Ok(Self {
-                now: platform.now(),
-                platform,
-                session,
-                audience: PhantomData,
-            })
+            Ok(Self::new(platform, session))
         })
     }
 }

@@ -20,6 +20,16 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::todo)
 )]
 
+/// Mounts a route table on `$cfg`: one line per path, each with its methods and handlers
+/// (`"/path" => get list, post create;`). A path answers 405 to a method it does not list.
+macro_rules! routes {
+    ($cfg:expr; $($path:literal => $($method:ident $handler:expr),+;)+) => {
+        $cfg$(.service(
+            actix_web::web::resource($path)$(.route(actix_web::web::$method().to($handler)))+
+        ))+;
+    };
+}
+
 pub mod accounts;
 mod api;
 pub mod approvals;

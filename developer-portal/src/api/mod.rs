@@ -114,80 +114,27 @@ pub(crate) fn status_param<T>(
 
 /// Mounts the JSON routes (full paths, no scopes: `/api/v1/admin` is shared with the server).
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/api/v1/developers").route(web::post().to(accounts::sign_up)))
-        .service(
-            web::resource("/api/v1/developers/login")
-                .route(web::post().to(accounts::developer_login)),
-        )
-        .service(
-            web::resource("/api/v1/developers/logout")
-                .route(web::post().to(accounts::developer_logout)),
-        )
-        .service(web::resource("/api/v1/developers/me").route(web::get().to(accounts::me)))
-        .service(
-            web::resource("/api/v1/developers/me/kyc")
-                .route(web::get().to(kyc::get_kyc))
-                .route(web::put().to(kyc::put_kyc)),
-        )
-        .service(
-            web::resource("/api/v1/developers/me/kyc/submit")
-                .route(web::post().to(kyc::submit_kyc)),
-        )
-        .service(
-            web::resource("/api/v1/clients")
-                .route(web::get().to(clients::list_clients))
-                .route(web::post().to(clients::create_client)),
-        )
-        .service(
-            web::resource("/api/v1/clients/{client_id}")
-                .route(web::get().to(clients::get_client))
-                .route(web::patch().to(clients::update_client))
-                .route(web::delete().to(clients::delete_client)),
-        )
-        .service(
-            web::resource("/api/v1/clients/{client_id}/secret")
-                .route(web::post().to(clients::rotate_secret)),
-        )
-        .service(
-            web::resource("/api/v1/clients/{client_id}/webhook-secret")
-                .route(web::post().to(clients::rotate_webhook_secret)),
-        )
-        .service(
-            web::resource("/api/v1/clients/{client_id}/webhook-deliveries")
-                .route(web::get().to(clients::webhook_deliveries)),
-        )
-        .service(
-            web::resource("/api/v1/clients/{client_id}/webhook-deliveries/{event_id}/retry")
-                .route(web::post().to(clients::redeliver_webhook)),
-        )
-        .service(web::resource("/api/v1/admin/login").route(web::post().to(accounts::staff_login)))
-        .service(web::resource("/api/v1/admin/kyc").route(web::get().to(kyc::kyc_queue)))
-        .service(
-            web::resource("/api/v1/admin/kyc/{submission_id}")
-                .route(web::get().to(kyc::kyc_detail)),
-        )
-        .service(
-            web::resource("/api/v1/admin/kyc/{submission_id}/reviews")
-                .route(web::post().to(kyc::kyc_review)),
-        )
-        .service(
-            web::resource("/api/v1/admin/approvals")
-                .route(web::get().to(approvals::list_approvals)),
-        )
-        .service(
-            web::resource("/api/v1/admin/approvals/{request_id}")
-                .route(web::get().to(approvals::get_approval)),
-        )
-        .service(
-            web::resource("/api/v1/admin/approvals/{request_id}/approve")
-                .route(web::post().to(approvals::approve)),
-        )
-        .service(
-            web::resource("/api/v1/admin/approvals/{request_id}/reject")
-                .route(web::post().to(approvals::reject)),
-        )
-        .service(
-            web::resource("/api/v1/admin/clients/{client_id}/suspension")
-                .route(web::post().to(approvals::request_suspension)),
-        );
+    routes! { cfg;
+        "/api/v1/developers" => post accounts::sign_up;
+        "/api/v1/developers/login" => post accounts::developer_login;
+        "/api/v1/developers/logout" => post accounts::developer_logout;
+        "/api/v1/developers/me" => get accounts::me;
+        "/api/v1/developers/me/kyc" => get kyc::get_kyc, put kyc::put_kyc;
+        "/api/v1/developers/me/kyc/submit" => post kyc::submit_kyc;
+        "/api/v1/clients" => get clients::list_clients, post clients::create_client;
+        "/api/v1/clients/{client_id}" => get clients::get_client, patch clients::update_client, delete clients::delete_client;
+        "/api/v1/clients/{client_id}/secret" => post clients::rotate_secret;
+        "/api/v1/clients/{client_id}/webhook-secret" => post clients::rotate_webhook_secret;
+        "/api/v1/clients/{client_id}/webhook-deliveries" => get clients::webhook_deliveries;
+        "/api/v1/clients/{client_id}/webhook-deliveries/{event_id}/retry" => post clients::redeliver_webhook;
+        "/api/v1/admin/login" => post accounts::staff_login;
+        "/api/v1/admin/kyc" => get kyc::kyc_queue;
+        "/api/v1/admin/kyc/{submission_id}" => get kyc::kyc_detail;
+        "/api/v1/admin/kyc/{submission_id}/reviews" => post kyc::kyc_review;
+        "/api/v1/admin/approvals" => get approvals::list_approvals;
+        "/api/v1/admin/approvals/{request_id}" => get approvals::get_approval;
+        "/api/v1/admin/approvals/{request_id}/approve" => post approvals::approve;
+        "/api/v1/admin/approvals/{request_id}/reject" => post approvals::reject;
+        "/api/v1/admin/clients/{client_id}/suspension" => post approvals::request_suspension;
+    }
 }

@@ -9,11 +9,12 @@ use platform::session::Session;
 use super::markup::{
     csrf_input, error_list, error_page, field, messages, render, see_other, status_of,
 };
+use super::session::{Posted, respond};
 use super::{Data, Form, nav};
 use crate::clients::{self, ClientUpdate, ClientView, NewClient};
 use crate::domain::ACTIONS;
-use crate::error::{read, write, write_revoking};
-use platform::web::auth::{CsrfForm, Developer, DeveloperSession};
+use crate::error::read;
+use platform::web::auth::{Developer, DeveloperSession};
 
 fn client_detail(
     s: &Session,
@@ -251,59 +252,55 @@ fn lines(text: &str) -> Vec<String> {
         .collect()
 }
 
-pub(super) async fn new_client_submit(
-    p: Data,
-    CsrfForm {
-        session: s,
-        fields: form,
-        ..
-    }: CsrfForm<Developer>,
-) -> HttpResponse {
+pub(super) async fn new_client_submit(post: Posted<Developer>) -> HttpResponse {
+    let form = &post.fields;
     let actions: Vec<String> = ACTIONS
         .iter()
-        .filter(|a| !field(&form, &format!("action_{a}")).is_empty())
+        .filter(|a| !field(form, &format!("action_{a}")).is_empty())
         .map(|a| a.to_string())
         .collect();
-    let webhook = field(&form, "webhook_url").trim();
+    let webhook = field(form, "webhook_url").trim();
     let parsed = NewClient::parse(
-        field(&form, "name"),
-        field(&form, "environment"),
-        &lines(field(&form, "redirect_uris")),
-        Some(field(&form, "auth_method")).filter(|m| !m.is_empty()),
+        field(form, "name"),
+        field(form, "environment"),
+        &lines(field(form, "redirect_uris")),
+        Some(field(form, "auth_method")).filter(|m| !m.is_empty()),
         Some(&actions),
         (!webhook.is_empty()).then_some(webhook),
     );
     let parsed = parsed.and_then(|new| {
-        let jwks = json_field(&form, "jwks")?;
-        let dn = field(&form, "tls_client_auth_subject_dn");
+        let jwks = json_field(form, "jwks")?;
+        let dn = field(form, "tls_client_auth_subject_dn");
         new.with_keys(&clients::KeyMaterial {
             jwks: jwks.as_ref(),
-            dpop_bound_access_tokens: !field(&form, "dpop_bound_access_tokens").is_empty(),
+            dpop_bound_access_tokens: !field(form, "dpop_bound_access_tokens").is_empty(),
             tls_client_auth_subject_dn: (!dn.trim().is_empty()).then_some(dn),
             tls_client_certificate_bound_access_tokens: !field(
-                &form,
+                form,
                 "tls_client_certificate_bound_access_tokens",
             )
             .is_empty(),
         })
     });
-    let key = p.master_key.clone();
-    let dev = s.subject_id.clone();
-    let now = p.now();
+    let key = post.platform.master_key.clone();
     let result = match parsed {
-        Ok(new) => write(&p, move |c| clients::create(c, &key, &dev, &new, now)).await,
+        Ok(new) => {
+            post.write(move |c, dev, now| clients::create(c, &key, dev, &new, now))
+                .await
+        }
         Err(e) => Err(e),
     };
+    let s = &post.session;
     match result {
         Ok(created) => client_detail(
-            &s,
+            s,
             &created.client,
             created.client_secret.as_ref().map(|s| s.expose()),
             created.webhook_secret.as_ref().map(|w| w.expose()),
             &[],
             StatusCode::CREATED,
         ),
-        Err(e) => new_client_form(&s, Some(&form), &messages(&e), status_of(&e)),
+        Err(e) => new_client_form(s, Some(form), &messages(&e), status_of(&e)),
     }
 }
 
@@ -342,88 +339,66 @@ pub(super) async fn client_get(
 }
 
 pub(super) async fn webhook_retry(
-    p: Data,
     path: web::Path<(String, String)>,
-    CsrfForm { session: s, .. }: CsrfForm<Developer>,
+    post: Posted<Developer>,
 ) -> HttpResponse {
     let (id, event) = path.into_inner();
     let back = client_page(&id);
-    let dev = s.subject_id.clone();
-    let now = p.now();
-    match write(&p, move |c| clients::redeliver(c, &dev, &id, &event, now)).await {
-        Ok(()) => see_other(&back),
-        Err(e) => error_page(&e, &back),
-    }
+    let done = post
+        .write(move |c, dev, now| clients::redeliver(c, dev, &id, &event, now))
+        .await;
+    respond(done, &back, |()| see_other(&back))
 }
 
 pub(super) async fn client_update(
-    p: Data,
     path: web::Path<String>,
-    CsrfForm {
-        session: s,
-        fields: form,
-        ..
-    }: CsrfForm<Developer>,
+    post: Posted<Developer>,
 ) -> HttpResponse {
+    let form = &post.fields;
     let id = path.into_inner();
     let back = client_page(&id);
-    let webhook = field(&form, "webhook_url").trim().to_string();
-    let jwks = match json_field(&form, "jwks") {
+    let webhook = field(form, "webhook_url").trim().to_string();
+    let jwks = match json_field(form, "jwks") {
         Ok(j) => j,
         Err(e) => return error_page(&e, &back),
     };
     let change = ClientUpdate {
-        name: Some(field(&form, "name").to_string()),
-        redirect_uris: Some(lines(field(&form, "redirect_uris"))),
+        name: Some(field(form, "name").to_string()),
+        redirect_uris: Some(lines(field(form, "redirect_uris"))),
         jwks,
         webhook_url: Some((!webhook.is_empty()).then_some(webhook)),
     };
-    let key = p.master_key.clone();
-    let dev = s.subject_id.clone();
-    let now = p.now();
-    match write(&p, move |c| {
-        clients::update(c, &key, &dev, &id, &change, now)
+    let key = post.platform.master_key.clone();
+    let updated = post
+        .write(move |c, dev, now| clients::update(c, &key, dev, &id, &change, now))
+        .await;
+    respond(updated, &back, |(c, webhook_secret)| {
+        let webhook_secret = webhook_secret.as_ref().map(|w| w.expose());
+        client_changed(&post.session, &c, None, webhook_secret)
     })
-    .await
-    {
-        Ok((c, webhook_secret)) => {
-            client_changed(&s, &c, None, webhook_secret.as_ref().map(|w| w.expose()))
-        }
-        Err(e) => error_page(&e, &back),
-    }
 }
 
 pub(super) async fn client_rotate(
-    p: Data,
     path: web::Path<String>,
-    CsrfForm { session: s, .. }: CsrfForm<Developer>,
+    post: Posted<Developer>,
 ) -> HttpResponse {
-    let id = path.into_inner();
-    let back = client_page(&id);
-    let dev = s.subject_id.clone();
-    let now = p.now();
-    match write(&p, move |c| clients::rotate_secret(c, &dev, &id, now)).await {
-        Ok(r) => client_changed(
-            &s,
-            &r.client,
-            r.client_secret.as_ref().map(|s| s.expose()),
-            None,
-        ),
-        Err(e) => error_page(&e, &back),
-    }
+    let back = client_page(&path);
+    let rotated = post
+        .write(move |c, dev, now| clients::rotate_secret(c, dev, &path, now))
+        .await;
+    respond(rotated, &back, |r| {
+        let secret = r.client_secret.as_ref().map(|s| s.expose());
+        client_changed(&post.session, &r.client, secret, None)
+    })
 }
 
 pub(super) async fn client_delete(
-    p: Data,
     path: web::Path<String>,
-    CsrfForm { session: s, .. }: CsrfForm<Developer>,
+    post: Posted<Developer>,
 ) -> HttpResponse {
-    let id = path.into_inner();
-    let back = client_page(&id);
-    let dev = s.subject_id.clone();
-    let now = p.now();
-    match write_revoking(&p, move |c, r| clients::delete(c, r, &dev, &id, now)).await {
-        Ok(()) => see_other("/developers/clients"),
-        Err(e) => error_page(&e, &back),
-    }
+    let back = client_page(&path);
+    let deleted = post
+        .write_revoking(move |c, r, dev, now| clients::delete(c, r, dev, &path, now))
+        .await;
+    respond(deleted, &back, |()| see_other("/developers/clients"))
 }

@@ -8,10 +8,11 @@ use platform::session::Session;
 use super::markup::{
     csrf_input, error_list, error_page, field, messages, render, see_other, status_of,
 };
+use super::session::Posted;
 use super::{Data, Form, nav};
-use crate::error::{read, write};
+use crate::error::read;
 use crate::kyc::{self, DOCUMENT_KINDS, KycDetails, KycDocument, KycRecord};
-use platform::web::auth::{CsrfForm, Developer, DeveloperSession};
+use platform::web::auth::{Developer, DeveloperSession};
 
 /// Document rows on the KYC form.
 const DOC_ROWS: usize = 3;
@@ -108,44 +109,35 @@ pub(super) async fn kyc_get(p: Data, s: DeveloperSession) -> HttpResponse {
     }
 }
 
-pub(super) async fn kyc_post(
-    p: Data,
-    CsrfForm {
-        session: s,
-        fields: form,
-        ..
-    }: CsrfForm<Developer>,
-) -> HttpResponse {
+pub(super) async fn kyc_post(post: Posted<Developer>) -> HttpResponse {
     let docs: Vec<KycDocument> = (0..DOC_ROWS)
         .filter(|i| {
-            !(field(&form, &format!("doc{i}_kind")).is_empty()
-                && field(&form, &format!("doc{i}_filename")).trim().is_empty()
-                && field(&form, &format!("doc{i}_sha256")).trim().is_empty())
+            !(post.field(&format!("doc{i}_kind")).is_empty()
+                && post.field(&format!("doc{i}_filename")).trim().is_empty()
+                && post.field(&format!("doc{i}_sha256")).trim().is_empty())
         })
         .map(|i| KycDocument {
-            kind: field(&form, &format!("doc{i}_kind")).to_string(),
-            filename: field(&form, &format!("doc{i}_filename")).to_string(),
-            sha256: field(&form, &format!("doc{i}_sha256")).to_string(),
+            kind: post.field(&format!("doc{i}_kind")).to_string(),
+            filename: post.field(&format!("doc{i}_filename")).to_string(),
+            sha256: post.field(&format!("doc{i}_sha256")).to_string(),
         })
         .collect();
-    let submit = field(&form, "action") == "submit";
-    let cipher = p.master_key.cipher(kyc::PII_KEY);
-    let id = s.subject_id.clone();
-    let now = p.now();
+    let submit = post.field("action") == "submit";
     let parsed = KycDetails::parse(
-        field(&form, "legal_name"),
-        field(&form, "registration_number"),
-        field(&form, "country"),
-        field(&form, "address"),
-        field(&form, "contact_person"),
+        post.field("legal_name"),
+        post.field("registration_number"),
+        post.field("country"),
+        post.field("address"),
+        post.field("contact_person"),
         &docs,
     );
     let result = match parsed {
         Ok(details) => {
-            write(&p, move |c| {
-                let r = kyc::save(c, &cipher, &id, &details, now)?;
+            let cipher = post.platform.master_key.cipher(kyc::PII_KEY);
+            post.write(move |c, id, now| {
+                let r = kyc::save(c, &cipher, id, &details, now)?;
                 if submit {
-                    kyc::submit(c, &cipher, &id, now)
+                    kyc::submit(c, &cipher, id, now)
                 } else {
                     Ok(r)
                 }
@@ -157,19 +149,14 @@ pub(super) async fn kyc_post(
     match result {
         Ok(_) => see_other("/developers/kyc"),
         Err(e) => {
-            let cipher = p.master_key.cipher(kyc::PII_KEY);
-            let id = s.subject_id.clone();
-            let current = read(&p, move |c| kyc::for_developer(c, &cipher, &id))
+            let cipher = post.platform.master_key.cipher(kyc::PII_KEY);
+            let current = post
+                .read(move |c, id, _| kyc::for_developer(c, &cipher, id))
                 .await
                 .ok()
                 .flatten();
-            kyc_page(
-                &s,
-                current.as_ref(),
-                Some(&form),
-                &messages(&e),
-                status_of(&e),
-            )
+            let (s, form) = (&post.session, Some(&post.fields));
+            kyc_page(s, current.as_ref(), form, &messages(&e), status_of(&e))
         }
     }
 }

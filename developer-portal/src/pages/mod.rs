@@ -40,45 +40,18 @@ fn nav(s: &Session) -> Markup {
 
 /// Mounts the developer pages, then the staff pages.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/developers").route(web::get().to(account::index)))
-        .service(
-            web::resource("/developers/signup")
-                .route(web::get().to(account::signup_page))
-                .route(web::post().to(account::signup_submit)),
-        )
-        .service(
-            web::resource("/developers/login")
-                .route(web::get().to(account::login_page))
-                .route(web::post().to(account::login_submit)),
-        )
-        .service(web::resource("/developers/logout").route(web::post().to(account::logout)))
-        .service(
-            web::resource("/developers/kyc")
-                .route(web::get().to(kyc::kyc_get))
-                .route(web::post().to(kyc::kyc_post)),
-        )
-        .service(web::resource("/developers/clients").route(web::get().to(clients::clients_list)))
-        .service(
-            web::resource("/developers/clients/new")
-                .route(web::get().to(clients::new_client_page))
-                .route(web::post().to(clients::new_client_submit)),
-        )
-        .service(
-            web::resource("/developers/clients/{client_id}")
-                .route(web::get().to(clients::client_get))
-                .route(web::post().to(clients::client_update)),
-        )
-        .service(
-            web::resource("/developers/clients/{client_id}/rotate")
-                .route(web::post().to(clients::client_rotate)),
-        )
-        .service(
-            web::resource("/developers/clients/{client_id}/webhooks/{event_id}/retry")
-                .route(web::post().to(clients::webhook_retry)),
-        )
-        .service(
-            web::resource("/developers/clients/{client_id}/delete")
-                .route(web::post().to(clients::client_delete)),
-        );
+    routes! { cfg;
+        "/developers" => get account::index;
+        "/developers/signup" => get account::signup_page, post account::signup_submit;
+        "/developers/login" => get account::login_page, post account::login_submit;
+        "/developers/logout" => post account::logout;
+        "/developers/kyc" => get kyc::kyc_get, post kyc::kyc_post;
+        "/developers/clients" => get clients::clients_list;
+        "/developers/clients/new" => get clients::new_client_page, post clients::new_client_submit;
+        "/developers/clients/{client_id}" => get clients::client_get, post clients::client_update;
+        "/developers/clients/{client_id}/rotate" => post clients::client_rotate;
+        "/developers/clients/{client_id}/webhooks/{event_id}/retry" => post clients::webhook_retry;
+        "/developers/clients/{client_id}/delete" => post clients::client_delete;
+    }
     staff::configure(cfg);
 }

@@ -4,8 +4,13 @@
 //!   ([`login_csrf`], [`login_csrf_ok`]). [`login_page`], [`login_submit`] and [`logout`] are the
 //!   flows developer and staff pages share.
 
+use std::future::Future;
+use std::ops::Deref;
+use std::pin::Pin;
+
+use actix_web::dev::Payload;
 use actix_web::http::StatusCode;
-use actix_web::{HttpRequest, HttpResponse};
+use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
 use maud::{Markup, html};
 use platform::Platform;
 use platform::session::LoginCsrf;
@@ -18,8 +23,59 @@ use super::markup::{
     with_cookie,
 };
 use crate::accounts;
-use crate::auth::client_addr;
-use crate::error::{PortalError, write};
+use crate::auth::{Caller, client_addr};
+use crate::error::{PortalError, PortalResult, write};
+
+/// A signed-in `A`'s form post, its CSRF token checked ([`CsrfForm`]): the caller, whose
+/// service calls run with its id and the request's time ([`Caller`]), and the form's fields.
+pub(crate) struct Posted<A> {
+    pub caller: Caller<A>,
+    pub fields: Form,
+}
+
+impl<A> Posted<A> {
+    /// The value of field `name`, empty when absent.
+    pub fn field(&self, name: &str) -> &str {
+        self.fields.get(name)
+    }
+}
+
+impl<A> Deref for Posted<A> {
+    type Target = Caller<A>;
+    fn deref(&self) -> &Caller<A> {
+        &self.caller
+    }
+}
+
+impl<A: Audience> FromRequest for Posted<A> {
+    type Error = actix_web::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, actix_web::Error>>>>;
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let form = CsrfForm::<A>::from_request(req, payload);
+        let platform = web::Data::<Platform>::extract(req);
+        Box::pin(async move {
+            let CsrfForm {
+                session, fields, ..
+            } = form.await?;
+            Ok(Self {
+                caller: Caller::new(platform.await?, session),
+                fields,
+            })
+        })
+    }
+}
+
+/// The page for the outcome of a form: `ok`'s, or the error page that links back to `back`.
+pub(crate) fn respond<T>(
+    outcome: PortalResult<T>,
+    back: &str,
+    ok: impl FnOnce(T) -> HttpResponse,
+) -> HttpResponse {
+    match outcome {
+        Ok(value) => ok(value),
+        Err(e) => error_page(&e, back),
+    }
+}
 
 /// Whose pages: the audience, and the words of its login flow.
 pub(crate) trait PageKind: Audience {

@@ -7,13 +7,13 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use maud::{Markup, html};
 use platform::session::Session;
 
-use super::markup::{csrf_input, error_page, field, render, see_other};
-use super::session;
+use super::markup::{csrf_input, error_page, render, see_other};
+use super::session::{self, Posted, respond};
 use super::{Data, Form};
 use crate::api::approvals::approval_response;
 use crate::approvals::{self, ApprovalStatus};
 use crate::clients;
-use crate::error::{PortalError, read, write, write_revoking};
+use crate::error::{PortalError, read, write};
 use crate::kyc::{self, KycStatus};
 use platform::web::auth::{CsrfForm, Staff, StaffSession};
 
@@ -141,34 +141,20 @@ async fn detail(p: Data, path: web::Path<String>, s: StaffSession) -> HttpRespon
     }
 }
 
-async fn review(
-    p: Data,
-    path: web::Path<String>,
-    CsrfForm {
-        session: s,
-        fields: form,
-        ..
-    }: CsrfForm<Staff>,
-) -> HttpResponse {
-    let id = path.into_inner();
-    let back = format!("/developers/staff/kyc/{id}");
-    let decision = match kyc::parse_decision(field(&form, "decision")) {
+async fn review(path: web::Path<String>, post: Posted<Staff>) -> HttpResponse {
+    let back = format!("/developers/staff/kyc/{path}");
+    let decision = match kyc::parse_decision(post.field("decision")) {
         Ok(d) => d,
         Err(m) => return error_page(&PortalError::field("decision", m), &back),
     };
-    let justification = field(&form, "justification").to_string();
-    let cipher = p.master_key.cipher(kyc::PII_KEY);
-    let staff = s.subject_id.clone();
-    let now = p.now();
-    let sid = id.clone();
-    match write(&p, move |c| {
-        kyc::review(c, &cipher, &sid, &staff, decision, &justification, now)
-    })
-    .await
-    {
-        Ok(_) => see_other(&back),
-        Err(e) => error_page(&e, &back),
-    }
+    let justification = post.field("justification").to_string();
+    let cipher = post.platform.master_key.cipher(kyc::PII_KEY);
+    let reviewed = post
+        .write(move |c, staff, now| {
+            kyc::review(c, &cipher, &path, staff, decision, &justification, now)
+        })
+        .await;
+    respond(reviewed, &back, |_| see_other(&back))
 }
 
 async fn approvals_page(p: Data, s: StaffSession) -> HttpResponse {
@@ -218,85 +204,49 @@ async fn approvals_page(p: Data, s: StaffSession) -> HttpResponse {
     }
 }
 
-async fn decide(
-    p: Data,
-    path: web::Path<String>,
-    CsrfForm {
-        session: s,
-        fields: form,
-        ..
-    }: CsrfForm<Staff>,
-) -> HttpResponse {
-    let back = "/developers/staff/approvals";
-    let approve = match field(&form, "decision") {
+/// Where the approval forms go back to.
+const APPROVALS: &str = "/developers/staff/approvals";
+
+async fn decide(path: web::Path<String>, post: Posted<Staff>) -> HttpResponse {
+    let approve = match post.field("decision") {
         "approve" => true,
         "reject" => false,
         _ => {
             return error_page(
                 &PortalError::field("decision", "must be approve or reject"),
-                back,
+                APPROVALS,
             );
         }
     };
-    let id = path.into_inner();
-    let staff = s.subject_id.clone();
-    let justification = field(&form, "justification").to_string();
-    let now = p.now();
-    match write_revoking(&p, move |c, r| {
-        clients::decide_and_execute(c, r, &id, &staff, approve, &justification, now)
-    })
-    .await
-    {
-        Ok(_) => see_other(back),
-        Err(e) => error_page(&e, back),
-    }
+    let justification = post.field("justification").to_string();
+    let decided = post
+        .write_revoking(move |c, r, staff, now| {
+            clients::decide_and_execute(c, r, &path, staff, approve, &justification, now)
+        })
+        .await;
+    respond(decided, APPROVALS, |_| see_other(APPROVALS))
 }
 
-async fn request_suspension(
-    p: Data,
-    CsrfForm {
-        session: s,
-        fields: form,
-        ..
-    }: CsrfForm<Staff>,
-) -> HttpResponse {
-    let back = "/developers/staff/approvals";
-    let staff = s.subject_id.clone();
-    let client_id = field(&form, "client_id").trim().to_string();
-    let justification = field(&form, "justification").to_string();
-    let now = p.now();
-    match write(&p, move |c| {
-        clients::request_suspension(c, &staff, &client_id, &justification, now)
-    })
-    .await
-    {
-        Ok(_) => see_other(back),
-        Err(e) => error_page(&e, back),
-    }
+async fn request_suspension(post: Posted<Staff>) -> HttpResponse {
+    let client_id = post.field("client_id").trim().to_string();
+    let justification = post.field("justification").to_string();
+    let requested = post
+        .write(move |c, staff, now| {
+            clients::request_suspension(c, staff, &client_id, &justification, now)
+        })
+        .await;
+    respond(requested, APPROVALS, |_| see_other(APPROVALS))
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/developers/staff").route(web::get().to(queue)))
-        .service(
-            web::resource("/developers/staff/login")
-                .route(web::get().to(login_page))
-                .route(web::post().to(login_submit)),
-        )
-        .service(web::resource("/developers/staff/logout").route(web::post().to(logout)))
-        .service(
-            web::resource("/developers/staff/kyc/{submission_id}").route(web::get().to(detail)),
-        )
-        .service(
-            web::resource("/developers/staff/kyc/{submission_id}/review")
-                .route(web::post().to(review)),
-        )
-        .service(web::resource("/developers/staff/approvals").route(web::get().to(approvals_page)))
-        .service(
-            web::resource("/developers/staff/approvals/{request_id}/decide")
-                .route(web::post().to(decide)),
-        )
-        .service(
-            web::resource("/developers/staff/suspensions")
-                .route(web::post().to(request_suspension)),
-        );
+    routes! { cfg;
+        "/developers/staff" => get queue;
+        "/developers/staff/login" => get login_page, post login_submit;
+        "/developers/staff/logout" => post logout;
+        "/developers/staff/kyc/{submission_id}" => get detail;
+        "/developers/staff/kyc/{submission_id}/review" => post review;
+        "/developers/staff/approvals" => get approvals_page;
+        "/developers/staff/approvals/{request_id}/decide" => post decide;
+        "/developers/staff/suspensions" => post request_suspension;
+    }
 }
