@@ -64,6 +64,10 @@ async fn docs_are_served_offline_and_spec_matches_the_committed_file() {
         !html.contains("unpkg.com") && !html.contains("cdn"),
         "no CDN: {html}"
     );
+    // Without the slash: sent to it (the UI's relative assets need it).
+    let r = app.get("/docs").await;
+    assert_eq!(r.status(), 308);
+    assert_eq!(r.headers()["location"], "/docs/");
     let r = app.get("/docs/swagger-ui-bundle.js").await;
     assert_eq!(r.status(), 200, "bundle served from the binary");
     let r = app.get("/docs/swagger-initializer.js").await;

@@ -1,6 +1,7 @@
 //! The landing page at `/`.
 
-use actix_web::get;
+use actix_web::http::header;
+use actix_web::{HttpResponse, get};
 use maud::{Markup, html};
 use platform::web::page;
 
@@ -22,4 +23,12 @@ pub async fn index() -> Markup {
             p.muted { "Health: " a href="/healthz" { "/healthz" } " · " a href="/readyz" { "/readyz" } " · " a href="/metrics" { "/metrics" } }
         },
     )
+}
+
+/// The documentation lives at `/docs/` (Swagger UI's relative assets need the slash).
+#[get("/docs")]
+pub async fn docs() -> HttpResponse {
+    HttpResponse::PermanentRedirect()
+        .insert_header((header::LOCATION, "/docs/"))
+        .finish()
 }

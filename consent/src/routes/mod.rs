@@ -12,6 +12,7 @@ use actix_web::web;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(landing::index)
+        .service(landing::docs)
         .service(health::healthz)
         .service(health::readyz)
         .service(health::metrics)
