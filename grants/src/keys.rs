@@ -193,6 +193,7 @@ impl KeyProvider for SigningKey {
 
 /// Key algorithm in the keys document. Only Ed25519 today.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum KeyAlgorithm {
     /// Ed25519 (RFC 8032).
     Ed25519,
@@ -223,14 +224,20 @@ impl<'de> Deserialize<'de> for KeyAlgorithm {
 /// Biscuit's 32-bit `root_key_id`). A key verifies tokens only inside
 /// `[not_before, not_after]` (either bound may be absent/null).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PublishedKey {
     /// Key id (decimal string on the wire).
     #[serde(serialize_with = "ser_kid", deserialize_with = "de_kid")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, pattern = "^[0-9]{1,10}$"))]
     pub kid: u32,
     /// Always `Ed25519`.
     pub alg: KeyAlgorithm,
     /// `ed25519/<hex>`.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(value_type = String, pattern = "^ed25519/[0-9a-f]{64}$")
+    )]
     pub public_key: PublicKey,
     /// Not valid for verification before this instant.
     #[serde(default)]
@@ -263,6 +270,7 @@ impl PublishedKey {
 
 /// The `GET /.well-known/biscuit-keys` document: `{"keys":[PublishedKey, ...]}`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct BiscuitKeys {
     /// Every key a verifier may need, newest first by convention.

@@ -26,6 +26,7 @@ pub mod ratelimit;
 pub mod revocation;
 pub mod session;
 pub mod storage;
+pub mod values;
 pub mod web;
 pub mod webhooks;
 

@@ -352,6 +352,12 @@ pub mod documented {
         Malformed = 400, "Malformed request";
         /// Login attempts over the limit for the account or the address.
         TooManyAttempts = 429, "Too many attempts (see Retry-After)";
+        /// A body over the size every endpoint accepts.
+        TooLarge = 413, "Body too large";
+        /// Storage or a dependency is down, or the service is at capacity.
+        Unavailable = 503, "Temporarily unavailable (see Retry-After)";
+        /// A body of another content type than the documented one.
+        UnsupportedType = 415, "Body of an unsupported content type";
     }
 }
 

@@ -1424,7 +1424,8 @@ async fn repeated_client_authentication_failures_block_that_address_for_the_clie
     assert_eq!(r.status(), 401, "the 21st failure trips the block");
     // Now even the right secret waits out the block.
     let r = app.post_token(DEMO, &form).await;
-    assert_eq!(r.status(), 503);
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["retry-after"], "60");
     assert_eq!(
         r.json::<Value>().await.unwrap()["error"],
         "temporarily_unavailable"

@@ -15,6 +15,39 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 const HOOKS_DEV: &str = "hooks@fintech.example";
+
+/// The body has exactly the fields the OpenAPI `webhooks` entry of its type documents: the
+/// envelope's, and its `data` schema's (all required there).
+fn assert_documented(body: &Value) {
+    let spec: Value = serde_json::from_str(&consent::openapi::spec_json()).unwrap();
+    let kind = body["type"].as_str().unwrap();
+    let envelope =
+        &spec["webhooks"][kind]["post"]["requestBody"]["content"]["application/json"]["schema"];
+    assert_eq!(
+        envelope["properties"]["type"]["enum"][0], kind,
+        "{kind} documented"
+    );
+    let keys = |v: &Value| {
+        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    };
+    assert_eq!(keys(body), keys(&envelope["properties"]), "{kind} envelope");
+    let data_ref = envelope["properties"]["data"]["$ref"].as_str().unwrap();
+    let data = &spec["components"]["schemas"][data_ref.rsplit('/').next().unwrap()];
+    assert_eq!(
+        keys(&body["data"]),
+        keys(&data["properties"]),
+        "{kind} data"
+    );
+    let mut required: Vec<String> = serde_json::from_value(data["required"].clone()).unwrap();
+    required.sort();
+    assert_eq!(
+        required,
+        keys(&body["data"]),
+        "{kind}: every data field is required"
+    );
+}
 const WAIT: StdDuration = StdDuration::from_secs(15);
 
 /// A developer with a sandbox client whose webhook points at `url`; returns
@@ -123,6 +156,7 @@ async fn a_revocation_reaches_the_client_signed_and_the_portal_shows_it_delivere
         let now = app.platform.now().timestamp();
         verify(&whsec, hook, now, 300).unwrap_or_else(|e| panic!("{backend:?}: {e}"));
         let body = hook.json();
+        assert_documented(&body);
         assert_eq!(body["type"], "grant.revoked");
         assert_eq!(body["id"], hook.id.as_str(), "webhook-id is the event id");
         assert_eq!(body["data"]["grant_id"], gid.as_str());
@@ -226,6 +260,7 @@ async fn warnings_come_once_before_the_end_and_the_endings_follow() {
         for h in &got {
             verify(&whsec, h, now, 300).unwrap();
             let b = h.json();
+            assert_documented(&b);
             seen.push((
                 b["type"].as_str().unwrap().to_string(),
                 b["data"]["grant_id"].as_str().unwrap().to_string(),
@@ -631,6 +666,7 @@ async fn suspension_tells_the_client_and_clients_without_webhooks_get_no_events(
         for h in &got {
             verify(&whsec, h, now, 300).unwrap();
             let b = h.json();
+            assert_documented(&b);
             types.push(b["type"].as_str().unwrap().to_string());
             if b["type"] == "grant.revoked" {
                 assert_eq!(b["data"]["revoked_by"], "staff");

@@ -26,7 +26,7 @@ pub struct MerchantView {
 /// One permission, with its plain-language description.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ActionView {
-    /// `accounts:read`, `balances:read` or `transactions:read`.
+    #[schema(value_type = crate::openapi::values::Permission)]
     pub action: String,
     pub description: String,
 }
@@ -39,7 +39,7 @@ pub struct GrantView {
     pub client_id: String,
     /// The app's name as registered by its developer.
     pub client_name: String,
-    /// `sandbox` or `production`.
+    #[schema(value_type = platform::values::Environment)]
     pub environment: String,
     /// Whether the developer's identity (KYC) was verified by the bank.
     pub verified: bool,
@@ -48,12 +48,14 @@ pub struct GrantView {
     /// Who operates the app, in plain language: the verified legal name, or
     /// `Sandbox, unverified` / `Unverified operator`.
     pub operator_label: String,
-    /// Stored status: `awaiting_authorization`, `authorized`, `rejected`, `revoked`, `expired`.
-    /// An authorized grant whose expiry has passed (not yet swept) is reported as `expired`.
+    /// Stored status. An authorized grant whose expiry has passed (not yet swept) is reported as
+    /// `expired`.
+    #[schema(value_type = platform::storage::models::GrantStatus)]
     pub status: String,
     /// Whether the app can still use this access (and the customer can revoke it).
     pub active: bool,
-    /// Who ended it: `customer`, `client`, `staff`, `dormancy`, `expiry`, `security`.
+    /// Who ended it.
+    #[schema(value_type = Option<platform::values::RevokedBy>)]
     pub revoked_by: Option<String>,
     pub created_at: DateTime<Utc>,
     pub authorized_at: Option<DateTime<Utc>>,
@@ -85,7 +87,7 @@ pub struct GrantView {
 pub struct GrantNotice {
     /// `expiring` (the consent reaches its end date) or `dormant_soon` (the app has not used its
     /// access for a long time and will be disconnected).
-    #[schema(example = "expiring")]
+    #[schema(value_type = crate::openapi::values::NoticeKind, example = "expiring")]
     pub kind: String,
     /// The same in plain language, for display.
     #[schema(example = "This access ends on 3 Dec 2026. Extend it to keep the app connected.")]
@@ -103,7 +105,7 @@ pub struct ActivityEvent {
     pub action: String,
     /// The same in plain language.
     pub description: String,
-    /// `customer`, `client`, `staff` or `system`.
+    #[schema(value_type = platform::values::ActorType)]
     pub actor_type: String,
 }
 

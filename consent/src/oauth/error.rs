@@ -42,7 +42,8 @@ oauth_errors! {
     InvalidDpopProof = "invalid_dpop_proof",
     TemporarilyUnavailable = "temporarily_unavailable",
     /// Client authentication from this address is blocked for a while after repeated failures
-    /// (answered as `temporarily_unavailable`, with `Retry-After: 60`).
+    /// (answered 429 `temporarily_unavailable`, with `Retry-After: 60`: the caller's doing, not
+    /// a fault of the server's, so monitoring does not count a credential spray as an outage).
     AuthenticationBlocked = "temporarily_unavailable",
     ServerError = "server_error",
 }
@@ -56,7 +57,8 @@ impl OAuthError {
     pub fn status(&self) -> u16 {
         match self {
             OAuthError::InvalidClient(_) => 401,
-            OAuthError::TemporarilyUnavailable(_) | OAuthError::AuthenticationBlocked(_) => 503,
+            OAuthError::TemporarilyUnavailable(_) => 503,
+            OAuthError::AuthenticationBlocked(_) => 429,
             OAuthError::ServerError(_) => 500,
             _ => 400,
         }

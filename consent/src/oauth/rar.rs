@@ -18,10 +18,10 @@ const DEFAULT_LIFETIME_DAYS: i64 = 90;
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AccountAccessDetail {
-    /// Always `account_access`.
     #[serde(rename = "type")]
+    #[schema(value_type = crate::openapi::values::DetailType)]
     pub kind: String,
-    /// Permissions: `accounts:read`, `balances:read`, `transactions:read`.
+    #[schema(value_type = Vec<crate::openapi::values::Permission>)]
     pub actions: Vec<String>,
     /// Account ids; absent means the customer chooses.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -4,6 +4,9 @@
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
+pub mod values;
+pub mod webhooks;
+
 #[derive(Debug, OpenApi)]
 #[openapi(
     info(
@@ -12,6 +15,10 @@ use utoipa_swagger_ui::SwaggerUi;
                        server issuing Biscuit capability tokens scoped to accounts, transaction \
                        windows and merchants. JSON APIs report errors as RFC 9457 problem details.",
         license(name = "Apache-2.0"),
+    ),
+    servers(
+        (url = "/", description = "The server that serves this document"),
+        (url = "http://127.0.0.1:8080", description = "Local demo (`cargo run -- serve --demo`)"),
     ),
     paths(
         crate::routes::health::healthz,
@@ -29,6 +36,7 @@ use utoipa_swagger_ui::SwaggerUi;
         platform::problem::Problem,
         platform::problem::FieldError,
         crate::oauth::rar::AccountAccessDetail,
+        crate::routes::oauth::OAuthErrorBody,
     )),
     tags(
         (name = "operations", description = "Health, readiness and metrics"),
@@ -56,6 +64,18 @@ impl utoipa::Modify for SecuritySchemes {
             ),
         );
         components.add_security_scheme(
+            "mutual_tls",
+            SecurityScheme::MutualTls {
+                description: Some(
+                    "RFC 8705 client certificate (`tls_client_auth` or \
+                     `self_signed_tls_client_auth`), when the server terminates TLS or sits \
+                     behind a trusted proxy; the form names the client with `client_id`"
+                        .into(),
+                ),
+                extensions: None,
+            },
+        );
+        components.add_security_scheme(
             "biscuit",
             SecurityScheme::Http(
                 HttpBuilder::new()
@@ -73,6 +93,94 @@ impl utoipa::Modify for SecuritySchemes {
     }
 }
 
+/// What every response of a status says alike, applied to the whole merged document so that no
+/// annotation can forget it:
+/// - a [`Problem`](platform::problem::Problem) body is `application/problem+json` (what
+///   `ApiError` sends); RFC 6749 OAuth errors stay `application/json`;
+/// - a JSON request body may be refused with 413 or 415;
+/// - 401 answers carry `WWW-Authenticate`, 429 and 503 `Retry-After` (when to try again), 303
+///   `Location`.
+struct ResponseConventions;
+
+impl utoipa::Modify for ResponseConventions {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{Header, RefOr, Type, schema::ObjectBuilder};
+        let string = || Header::new(ObjectBuilder::new().schema_type(Type::String));
+        let header = |description: &str| {
+            let mut h = string();
+            h.description = Some(description.to_owned());
+            h
+        };
+        let problem = |description: &str| -> RefOr<utoipa::openapi::Response> {
+            utoipa::openapi::ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    utoipa::openapi::ContentBuilder::new()
+                        .schema(Some(utoipa::openapi::Ref::from_schema_name("Problem")))
+                        .build(),
+                )
+                .build()
+                .into()
+        };
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for op in operations.into_iter().flatten() {
+                // A JSON body of another type, or over the size limit, is refused before the
+                // handler runs (`http::extractor_config`), whatever the operation.
+                let json_body = op
+                    .request_body
+                    .as_ref()
+                    .is_some_and(|b| b.content.contains_key("application/json"));
+                if json_body {
+                    for (status, description) in [
+                        ("413", "Body too large"),
+                        ("415", "Body of an unsupported content type"),
+                    ] {
+                        op.responses
+                            .responses
+                            .entry(status.to_owned())
+                            .or_insert_with(|| problem(description));
+                    }
+                }
+                for (status, response) in op.responses.responses.iter_mut() {
+                    let RefOr::T(response) = response else {
+                        continue;
+                    };
+                    if let Some(json) = response.content.get("application/json")
+                        && matches!(&json.schema, Some(RefOr::Ref(r))
+                            if r.ref_location == "#/components/schemas/Problem")
+                    {
+                        let json = response.content.shift_remove("application/json");
+                        response
+                            .content
+                            .insert(platform::problem::PROBLEM_JSON.to_owned(), json.unwrap());
+                    }
+                    let (name, description) = match status.as_str() {
+                        "401" => (
+                            "WWW-Authenticate",
+                            "The authentication scheme expected (RFC 9110 section 11.6.1)",
+                        ),
+                        "429" | "503" => ("Retry-After", "Seconds to wait before trying again"),
+                        "303" => ("Location", "Where to go next"),
+                        _ => continue,
+                    };
+                    response
+                        .headers
+                        .entry(name.to_owned())
+                        .or_insert_with(|| header(description));
+                }
+            }
+        }
+    }
+}
+
 /// The merged document: the authorization server's and the developer portal's paths.
 pub fn spec() -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
@@ -80,7 +188,33 @@ pub fn spec() -> utoipa::openapi::OpenApi {
     doc.merge(crate::routes::dashboard::ApiDoc::openapi());
     doc.merge(crate::routes::grants_api::ApiDoc::openapi());
     utoipa::Modify::modify(&SecuritySchemes, &mut doc);
+    utoipa::Modify::modify(&ResponseConventions, &mut doc);
+    utoipa::Modify::modify(&Webhooks, &mut doc);
     doc
+}
+
+/// OpenAPI 3.1's `webhooks` (utoipa 5 has no field for it: it goes in through the root's
+/// flattened map, which serializes as a sibling of `paths`) and the schemas of their `data`.
+struct Webhooks;
+
+impl utoipa::Modify for Webhooks {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.schemas.extend(webhooks::data_schemas());
+        openapi
+            .extensions
+            .get_or_insert_with(Default::default)
+            .insert("webhooks".into(), webhooks::webhooks());
+        openapi.tags.get_or_insert_with(Vec::new).push(
+            utoipa::openapi::tag::TagBuilder::new()
+                .name("webhooks")
+                .description(Some(
+                    "Events POSTed to a client's webhook URL (set on the client), signed per \
+                     Standard Webhooks; deliveries and retries are listed in the portal",
+                ))
+                .build(),
+        );
+    }
 }
 
 pub fn spec_json() -> String {

@@ -11,7 +11,8 @@ use chrono::SubsecRound;
 use grants::dpop::{DpopError, ProofContext};
 use grants::error::VerifyError;
 use grants::{AccountId, Action, MerchantId, Request, TxWindow, Verifier};
-use platform::problem::ApiError;
+use platform::problem::documented::Malformed;
+use platform::problem::{ApiError, Problem};
 use platform::web::mtls::presented_thumbprint;
 use platform::web::{TokenScheme, presented_token};
 use serde::Deserialize;
@@ -20,6 +21,30 @@ use crate::AppState;
 use crate::oauth::dpop;
 use crate::oauth::rar::parse_instant;
 use crate::sandbox::{self, AccountView, BalanceView, TransactionView};
+
+/// The answers of the sandbox API that every operation shares.
+#[derive(Debug, utoipa::IntoResponses)]
+#[response(
+    status = 401,
+    description = "Missing, invalid, expired or revoked token, a bound token without its DPoP \
+                   proof, or a refused proof"
+)]
+pub struct TokenRefused(pub Problem);
+
+#[derive(Debug, utoipa::IntoResponses)]
+#[response(status = 403, description = "The token does not allow the operation")]
+pub struct NotPermitted(pub Problem);
+
+#[derive(Debug, utoipa::IntoResponses)]
+#[response(status = 404, description = "No such account of the customer's")]
+pub struct NoSuchAccount(pub Problem);
+
+#[derive(Debug, utoipa::IntoResponses)]
+#[response(
+    status = 503,
+    description = "Verification at capacity (Retry-After) or revocation state unavailable"
+)]
+pub struct VerifierBusy(pub Problem);
 
 /// Maps a verification failure to the resource-server answer (RFC 6750 and RFC 9449 semantics):
 /// what the token does not allow is 403; a token that is not acceptable at all (bad signature,
@@ -334,7 +359,7 @@ fn account_param(raw: &str) -> Result<AccountId, ApiError> {
 
 /// The accounts the token allows (attenuation included).
 #[utoipa::path(get, path = "/sandbox/v1/accounts", tag = "sandbox",
-    responses((status = 200, body = [AccountView]), (status = 401, description = "Missing, invalid, expired or revoked token, a bound token without its DPoP proof, or a refused proof", body = platform::problem::Problem), (status = 403, body = platform::problem::Problem), (status = 503, description = "Verification at capacity (Retry-After) or revocation state unavailable", body = platform::problem::Problem)),
+    responses((status = 200, body = [AccountView]), TokenRefused, NotPermitted, VerifierBusy),
     security(("biscuit" = [])))]
 #[get("/sandbox/v1/accounts")]
 pub async fn sandbox_accounts(
@@ -365,8 +390,8 @@ pub async fn sandbox_accounts(
 
 /// Balance of one account.
 #[utoipa::path(get, path = "/sandbox/v1/accounts/{id}/balances", tag = "sandbox",
-    params(("id" = String, Path, description = "Account id")),
-    responses((status = 200, body = BalanceView), (status = 401, description = "Missing, invalid, expired or revoked token, a bound token without its DPoP proof, or a refused proof", body = platform::problem::Problem), (status = 403, body = platform::problem::Problem), (status = 404, body = platform::problem::Problem), (status = 503, description = "Verification at capacity (Retry-After) or revocation state unavailable", body = platform::problem::Problem)),
+    params(("id" = String, Path, description = "Account id", pattern = "^acc_[A-Za-z0-9_-]+$", max_length = 64)),
+    responses((status = 200, body = BalanceView), Malformed, TokenRefused, NotPermitted, NoSuchAccount, VerifierBusy),
     security(("biscuit" = [])))]
 #[get("/sandbox/v1/accounts/{id}/balances")]
 pub async fn sandbox_balances(
@@ -400,15 +425,17 @@ pub struct TxQuery {
     /// End, inclusive (RFC 3339 or YYYY-MM-DD); default: the token's window end.
     to: Option<String>,
     /// Only this merchant.
+    #[param(pattern = "^m_[A-Za-z0-9_-]+$", max_length = 64)]
     merchant: Option<String>,
-    /// At most this many (1..=500, default 100), newest first.
+    /// At most this many (default 100), newest first.
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<i64>,
 }
 
 /// Transactions of one account, within the token's window and merchants.
 #[utoipa::path(get, path = "/sandbox/v1/accounts/{id}/transactions", tag = "sandbox",
-    params(("id" = String, Path, description = "Account id"), TxQuery),
-    responses((status = 200, body = [TransactionView]), (status = 400, body = platform::problem::Problem), (status = 401, description = "Missing, invalid, expired or revoked token, a bound token without its DPoP proof, or a refused proof", body = platform::problem::Problem), (status = 403, body = platform::problem::Problem), (status = 404, body = platform::problem::Problem), (status = 503, description = "Verification at capacity (Retry-After) or revocation state unavailable", body = platform::problem::Problem)),
+    params(("id" = String, Path, description = "Account id", pattern = "^acc_[A-Za-z0-9_-]+$", max_length = 64), TxQuery),
+    responses((status = 200, body = [TransactionView]), Malformed, TokenRefused, NotPermitted, NoSuchAccount, VerifierBusy),
     security(("biscuit" = [])))]
 #[get("/sandbox/v1/accounts/{id}/transactions")]
 pub async fn sandbox_transactions(

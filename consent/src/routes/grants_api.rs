@@ -12,6 +12,7 @@ use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpRequest, HttpResponse, delete, get, web};
 use platform::audit::Actor;
 use platform::problem::ApiError;
+use platform::problem::documented::{TooManyAttempts, Unavailable};
 use platform::revocation::{RevokedBy, end_grants};
 use platform::storage::models::GrantRecord;
 use serde::{Deserialize, Serialize};
@@ -113,13 +114,18 @@ async fn client_from(
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ClientGrantView {
     pub grant_id: String,
-    /// `authorized`, `revoked`, `expired`, `rejected`.
+    #[schema(value_type = platform::storage::models::GrantStatus)]
     pub status: String,
     pub authorization_details: Vec<AccountAccessDetail>,
+    #[schema(format = DateTime)]
     pub created_at: String,
+    #[schema(format = DateTime)]
     pub expires_at: String,
+    #[schema(format = DateTime)]
     pub last_used_at: Option<String>,
+    #[schema(format = DateTime)]
     pub revoked_at: Option<String>,
+    #[schema(value_type = Option<platform::values::RevokedBy>)]
     pub revoked_by: Option<String>,
 }
 
@@ -147,12 +153,14 @@ async fn load_client_grant(
 
 /// Status and scope of one of the authenticated client's grants.
 #[utoipa::path(get, path = "/api/v1/grants/{id}", tag = "client-grants",
-    params(("id" = String, Path, description = "Grant id (g_...)")),
+    params(("id" = String, Path, description = "Grant id", pattern = "^g_[A-Za-z0-9_-]+$", max_length = 100)),
     responses(
         (status = 200, body = ClientGrantView),
         (status = 401, body = platform::problem::Problem),
-        (status = 404, description = "Unknown, or another client's grant", body = platform::problem::Problem)),
-    security(("client_basic" = [])))]
+        (status = 404, description = "Unknown, or another client's grant", body = platform::problem::Problem),
+        TooManyAttempts,
+        Unavailable),
+    security(("client_basic" = []), ("mutual_tls" = [])))]
 #[get("/api/v1/grants/{id}")]
 pub async fn client_grant(
     state: web::Data<AppState>,
@@ -178,12 +186,14 @@ pub async fn client_grant(
 /// The client ends the consent: the grant is revoked, its refresh tokens invalidated and its
 /// tokens put on the revocation list. Idempotent (204 again for an ended grant).
 #[utoipa::path(delete, path = "/api/v1/grants/{id}", tag = "client-grants",
-    params(("id" = String, Path, description = "Grant id (g_...)")),
+    params(("id" = String, Path, description = "Grant id", pattern = "^g_[A-Za-z0-9_-]+$", max_length = 100)),
     responses(
         (status = 204, description = "Revoked (or already ended)"),
         (status = 401, body = platform::problem::Problem),
-        (status = 404, body = platform::problem::Problem)),
-    security(("client_basic" = [])))]
+        (status = 404, body = platform::problem::Problem),
+        TooManyAttempts,
+        Unavailable),
+    security(("client_basic" = []), ("mutual_tls" = [])))]
 #[delete("/api/v1/grants/{id}")]
 pub async fn client_revoke_grant(
     state: web::Data<AppState>,
@@ -213,8 +223,10 @@ pub async fn client_revoke_grant(
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct FeedQuery {
     /// Cursor from the previous page's `next_cursor` (0 or absent: from the beginning).
+    #[param(minimum = 0)]
     since: Option<i64>,
-    /// Page size, 1..=1000 (default 500).
+    /// Page size (default 500).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
 }
 
@@ -252,8 +264,10 @@ pub struct RevocationFeed {
     responses(
         (status = 200, body = RevocationFeed),
         (status = 400, body = platform::problem::Problem),
-        (status = 401, body = platform::problem::Problem)),
-    security(("client_basic" = [])))]
+        (status = 401, body = platform::problem::Problem),
+        TooManyAttempts,
+        Unavailable),
+    security(("client_basic" = []), ("mutual_tls" = [])))]
 #[get("/oauth2/revocations")]
 pub async fn revocation_feed(
     state: web::Data<AppState>,

@@ -12,18 +12,21 @@ use crate::AppState;
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Health {
     /// Always `ok` when the process answers.
+    #[schema(value_type = crate::openapi::values::LiveState)]
     pub status: String,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Readiness {
     /// `ready` when the database answers; `not_ready` otherwise.
+    #[schema(value_type = crate::openapi::values::ReadyState)]
     pub status: String,
-    /// `ok` or `unavailable`.
+    #[schema(value_type = crate::openapi::values::DependencyState)]
     pub database: String,
-    /// `ok`, or `degraded` when Redis is unreachable (the database still decides everything).
+    /// `degraded` when Redis is unreachable (the database still decides everything).
+    #[schema(value_type = crate::openapi::values::CacheState)]
     pub cache: String,
-    /// `redis` or `in-process`.
+    #[schema(value_type = crate::openapi::values::CacheKind)]
     pub cache_kind: String,
 }
 

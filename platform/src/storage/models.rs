@@ -285,8 +285,15 @@ status_set! {
 
 /// The life of a grant (`grants.status`). The column holds [`GrantStatus::as_str`]; this is the
 /// one place the names are written (the migrations' CHECK constraints list the same set).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
+#[schema(
+    description = "The life of a grant: `awaiting_authorization` (pushed or consented, not \
+                        yet exchanged for tokens), `authorized`, `rejected` (the customer \
+                        declined), `revoked`, `expired`."
+)]
 pub enum GrantStatus {
     /// Pushed or consented, not yet exchanged for tokens.
     AwaitingAuthorization,

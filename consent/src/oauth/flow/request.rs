@@ -12,14 +12,16 @@ pub(super) const DECISION_WINDOW_MINUTES: i64 = 10;
 #[into_params(parameter_in = Query)]
 pub struct AuthorizationParams {
     pub client_id: Option<String>,
-    /// Must be `code`.
+    #[param(value_type = Option<crate::openapi::values::ResponseType>)]
+    #[schema(value_type = Option<crate::openapi::values::ResponseType>)]
     pub response_type: Option<String>,
     /// Exactly one of the client's registered redirect URIs.
     pub redirect_uri: Option<String>,
     pub state: Option<String>,
     /// BASE64URL(SHA-256(code_verifier)).
     pub code_challenge: Option<String>,
-    /// Must be `S256`.
+    #[param(value_type = Option<crate::openapi::values::CodeChallengeMethod>)]
+    #[schema(value_type = Option<crate::openapi::values::CodeChallengeMethod>)]
     pub code_challenge_method: Option<String>,
     /// Space-separated actions, shorthand for an `account_access` request.
     pub scope: Option<String>,

@@ -23,10 +23,11 @@ pub struct Introspection {
     pub scope: Option<String>,
     pub exp: Option<i64>,
     pub iss: Option<String>,
-    /// `access_token` or `refresh_token`.
+    #[schema(value_type = Option<crate::openapi::values::IntrospectedTokenType>)]
     pub token_type: Option<String>,
     pub grant_id: Option<String>,
-    /// The grant's status (`authorized`, `revoked`, `expired`, ...).
+    /// The grant's status.
+    #[schema(value_type = Option<platform::storage::models::GrantStatus>)]
     pub grant_status: Option<String>,
     pub authorization_details: Option<Vec<AccountAccessDetail>>,
     /// RFC 9449 section 6.2 and RFC 8705 section 3.2: the token is bound to this DPoP key

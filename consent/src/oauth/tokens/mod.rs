@@ -28,8 +28,9 @@ use super::rar::{AccessRequest, AccountAccessDetail};
 pub struct TokenResponse {
     /// A Biscuit (base64url).
     pub access_token: String,
-    /// `Bearer`, or `DPoP` for a token bound to the client's DPoP key (RFC 9449): it works only
-    /// with a proof that key signed.
+    /// `DPoP` for a token bound to the client's DPoP key (RFC 9449): it works only with a proof
+    /// that key signed.
+    #[schema(value_type = crate::openapi::values::AccessTokenType)]
     pub token_type: String,
     pub expires_in: i64,
     /// Opaque. A bearer family's is single-use and rotated on every refresh. A DPoP-bound

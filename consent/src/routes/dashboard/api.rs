@@ -39,7 +39,7 @@ pub struct RevokeAllResponse {
 }
 
 /// The logged-in customer and their session's CSRF token.
-#[utoipa::path(get, path = "/api/v1/me", tag = "customer",
+#[utoipa::path(get, path = "/api/v1/me", tag = "customer", operation_id = "customer_me",
     security(("customer_session" = [])),
     responses(
         (status = 200, description = "The customer", body = MeResponse),
@@ -80,7 +80,7 @@ pub async fn list_grants(
 /// One of the customer's grants.
 #[utoipa::path(get, path = "/api/v1/me/grants/{id}", tag = "customer",
     security(("customer_session" = [])),
-    params(("id" = String, Path, description = "Grant id (`g_...`)")),
+    params(("id" = String, Path, description = "Grant id", pattern = "^g_[A-Za-z0-9_-]+$", max_length = 100)),
     responses(
         (status = 200, description = "The grant", body = GrantView),
         NotLoggedIn,
@@ -103,7 +103,7 @@ pub async fn get_grant(
 /// 204 (idempotent).
 #[utoipa::path(delete, path = "/api/v1/me/grants/{id}", tag = "customer",
     security(("customer_session" = [], "csrf_header" = [])),
-    params(("id" = String, Path, description = "Grant id (`g_...`)")),
+    params(("id" = String, Path, description = "Grant id", pattern = "^g_[A-Za-z0-9_-]+$", max_length = 100)),
     responses(
         (status = 204, description = "Revoked (or had already ended)"),
         NotLoggedIn,
@@ -131,7 +131,7 @@ pub async fn revoke_grant(
 /// Answers the updated grant.
 #[utoipa::path(post, path = "/api/v1/me/grants/{id}/extend", tag = "customer",
     security(("customer_session" = [], "csrf_header" = [])),
-    params(("id" = String, Path, description = "Grant id (`g_...`)")),
+    params(("id" = String, Path, description = "Grant id", pattern = "^g_[A-Za-z0-9_-]+$", max_length = 100)),
     responses(
         (status = 200, description = "Extended; the updated grant", body = GrantView),
         NotLoggedIn,
@@ -180,7 +180,7 @@ pub async fn revoke_all_grants(
 /// revocation), newest first, in plain language.
 #[utoipa::path(get, path = "/api/v1/me/grants/{id}/activity", tag = "customer",
     security(("customer_session" = [])),
-    params(("id" = String, Path, description = "Grant id (`g_...`)")),
+    params(("id" = String, Path, description = "Grant id", pattern = "^g_[A-Za-z0-9_-]+$", max_length = 100)),
     responses(
         (status = 200, description = "The grant's history", body = ActivityResponse),
         NotLoggedIn,

@@ -25,6 +25,13 @@ use crate::oauth::dpop;
 use crate::oauth::endpoints::TokenGrant;
 use crate::oauth::flow::{self, AuthorizationParams, AuthorizeFailure, ParResponse};
 use crate::oauth::tokens::{Introspection, TokenResponse};
+pub use forms::{
+    ClientAuthentication, ClientBlocked, ClientRefused, OAuthRefused, OAuthUnavailable, ParRequest,
+    TokenParam, TokenRequest,
+};
+use platform::problem::documented::TooLarge;
+
+mod forms;
 
 /// RFC 6749 error body.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
@@ -276,7 +283,7 @@ pub async fn server_metadata(state: web::Data<AppState>) -> HttpResponse {
 /// Public keys that verify access tokens, with their validity; retired keys stay until every
 /// token they signed has expired.
 #[utoipa::path(get, path = "/.well-known/biscuit-keys", tag = "oauth",
-    responses((status = 200, description = "Biscuit public keys (grants::BiscuitKeys)", body = serde_json::Value)))]
+    responses((status = 200, description = "Biscuit public keys", body = grants::BiscuitKeys)))]
 #[get("/.well-known/biscuit-keys")]
 pub async fn biscuit_keys(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
@@ -318,11 +325,15 @@ pub fn params_from(form: &HashMap<String, String>) -> AuthorizationParams {
 /// Pushed authorization request (RFC 9126). Client-authenticated; the body carries the
 /// authorization request parameters.
 #[utoipa::path(post, path = "/oauth2/par", tag = "oauth",
-    request_body(content = AuthorizationParams, content_type = "application/x-www-form-urlencoded"),
+    request_body(content = ParRequest, content_type = "application/x-www-form-urlencoded"),
+    security(("client_basic" = []), ("mutual_tls" = []), ()),
     responses(
         (status = 201, description = "Request stored", body = ParResponse),
-        (status = 400, description = "Invalid request", body = OAuthErrorBody),
-        (status = 401, description = "Client authentication failed", body = OAuthErrorBody)))]
+        OAuthRefused,
+        ClientRefused,
+        ClientBlocked,
+        TooLarge,
+        OAuthUnavailable))]
 #[post("/oauth2/par")]
 pub async fn par_endpoint(
     state: web::Data<AppState>,
@@ -447,25 +458,18 @@ pub async fn authorize_endpoint(state: web::Data<AppState>, req: HttpRequest) ->
     }
 }
 
-/// Token request (form fields).
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-pub struct TokenRequest {
-    /// `authorization_code` or `refresh_token`.
-    pub grant_type: String,
-    pub code: Option<String>,
-    pub redirect_uri: Option<String>,
-    pub code_verifier: Option<String>,
-    pub refresh_token: Option<String>,
-}
-
 /// Token endpoint: `authorization_code` (PKCE S256) and `refresh_token` (rotating). The access
 /// token is a Biscuit; the response carries the granted `authorization_details` and `grant_id`.
 #[utoipa::path(post, path = "/oauth2/token", tag = "oauth",
     request_body(content = TokenRequest, content_type = "application/x-www-form-urlencoded"),
+    security(("client_basic" = []), ("mutual_tls" = []), ()),
     responses(
         (status = 200, description = "Tokens", body = TokenResponse),
-        (status = 400, description = "invalid_grant, invalid_request, unsupported_grant_type", body = OAuthErrorBody),
-        (status = 401, description = "invalid_client", body = OAuthErrorBody)))]
+        OAuthRefused,
+        ClientRefused,
+        ClientBlocked,
+        TooLarge,
+        OAuthUnavailable))]
 #[post("/oauth2/token")]
 pub async fn token_endpoint(
     state: web::Data<AppState>,
@@ -487,22 +491,18 @@ pub async fn token_endpoint(
     Ok(no_store(HttpResponse::Ok().json(result)))
 }
 
-/// Body of revocation and introspection requests (plus client authentication).
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-pub struct TokenParam {
-    /// An access token (Biscuit) or a refresh token.
-    pub token: String,
-    /// `access_token` or `refresh_token` (optional; the token's form decides).
-    pub token_type_hint: Option<String>,
-}
-
 /// Token revocation (RFC 7009). Revoking a refresh token ends its grant; revoking an access
 /// token lists its revocation ids. Always 200 for a well-formed request.
 #[utoipa::path(post, path = "/oauth2/revoke", tag = "oauth",
     request_body(content = TokenParam, content_type = "application/x-www-form-urlencoded"),
+    security(("client_basic" = []), ("mutual_tls" = []), ()),
     responses(
         (status = 200, description = "Revoked (or unknown token)"),
-        (status = 401, description = "invalid_client", body = OAuthErrorBody)))]
+        OAuthRefused,
+        ClientRefused,
+        ClientBlocked,
+        TooLarge,
+        OAuthUnavailable))]
 #[post("/oauth2/revoke")]
 pub async fn revoke_endpoint(
     state: web::Data<AppState>,
@@ -518,9 +518,14 @@ pub async fn revoke_endpoint(
 /// Token introspection (RFC 7662): grant status and authorization details.
 #[utoipa::path(post, path = "/oauth2/introspect", tag = "oauth",
     request_body(content = TokenParam, content_type = "application/x-www-form-urlencoded"),
+    security(("client_basic" = []), ("mutual_tls" = []), ()),
     responses(
         (status = 200, description = "Introspection result", body = Introspection),
-        (status = 401, description = "invalid_client", body = OAuthErrorBody)))]
+        OAuthRefused,
+        ClientRefused,
+        ClientBlocked,
+        TooLarge,
+        OAuthUnavailable))]
 #[post("/oauth2/introspect")]
 pub async fn introspect_endpoint(
     state: web::Data<AppState>,

@@ -1,0 +1,41 @@
+//! The consent service's own value sets (see [`platform::values`]).
+
+platform::value_sets! {
+    /// A permission a grant can carry (`grants::Action::KNOWN`).
+    Permission = ["accounts:read", "balances:read", "transactions:read"];
+    /// Why a connected app shows a warning: `expiring` (the consent reaches its end date) or
+    /// `dormant_soon` (the app has not used its access for a long time).
+    NoticeKind = ["expiring", "dormant_soon"];
+    /// What kind of token was introspected.
+    IntrospectedTokenType = ["access_token", "refresh_token"];
+    /// How to present an access token: `Bearer`, or `DPoP` for one bound to the client's DPoP
+    /// key (RFC 9449).
+    AccessTokenType = ["Bearer", "DPoP"];
+    /// The one RFC 9396 authorization details type.
+    DetailType = ["account_access"];
+    /// The only response type.
+    ResponseType = ["code"];
+    /// The only PKCE method.
+    CodeChallengeMethod = ["S256"];
+    /// Readiness of a dependency.
+    DependencyState = ["ok", "unavailable"];
+    /// The cache's state: Redis unreachable is `degraded` (the database still decides).
+    CacheState = ["ok", "degraded"];
+    /// Which cache the server runs with.
+    CacheKind = ["redis", "in-process"];
+    /// Readiness as a whole.
+    ReadyState = ["ready", "not_ready"];
+    /// Liveness.
+    LiveState = ["ok"];
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permissions_are_the_actions_tokens_know() {
+        let known: Vec<&str> = grants::Action::KNOWN.iter().map(|a| a.as_str()).collect();
+        assert_eq!(known, Permission::VALUES);
+    }
+}
