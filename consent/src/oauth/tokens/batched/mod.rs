@@ -58,21 +58,18 @@ impl TokenBatches {
         if db.backend() != platform::storage::Backend::Postgres {
             return Ok(None);
         }
+        fn spawn<J: Send + 'static, R: Send + 'static>(
+            db: &Db,
+            name: &'static str,
+            run: impl Fn(&Db, &[J]) -> StorageResult<Vec<R>> + Send + 'static,
+        ) -> StorageResult<Batcher<J, R>> {
+            Batcher::spawn(db.clone(), name, MAX_BATCH, Box::new(run))
+        }
         Ok(Some(Self {
-            reads: Batcher::spawn(db.clone(), "refresh-read", MAX_BATCH, Box::new(read_batch))?,
-            rotations: Batcher::spawn(
-                db.clone(),
-                "refresh-rotate",
-                MAX_BATCH,
-                Box::new(rotate_batch),
-            )?,
-            keeps: Batcher::spawn(db.clone(), "refresh-keep", MAX_BATCH, Box::new(keep_batch))?,
-            minted: Batcher::spawn(
-                db.clone(),
-                "introspect-read",
-                MAX_BATCH,
-                Box::new(minted_batch),
-            )?,
+            reads: spawn(db, "refresh-read", read_batch)?,
+            rotations: spawn(db, "refresh-rotate", rotate_batch)?,
+            keeps: spawn(db, "refresh-keep", keep_batch)?,
+            minted: spawn(db, "introspect-read", minted_batch)?,
         }))
     }
 
