@@ -19,5 +19,6 @@ mod portal;
 mod private_key_jwt;
 mod python_client;
 mod revocation_feed;
+mod schemathesis;
 mod storage;
 mod webhooks;
