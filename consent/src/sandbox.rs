@@ -12,7 +12,9 @@ use platform::storage::schema::{accounts, grant_rows, merchants, transactions};
 use platform::storage::{AnyConnection, StorageResult};
 use serde::{Deserialize, Serialize};
 
+/// An account as the sandbox API returns it.
 #[derive(Debug, Clone, Serialize, Deserialize, Queryable, utoipa::ToSchema)]
+#[schema(as = SandboxAccount)]
 pub struct AccountView {
     pub id: String,
     pub name: String,

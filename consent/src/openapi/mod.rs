@@ -226,3 +226,44 @@ pub fn spec_json() -> String {
 pub fn swagger_ui() -> SwaggerUi {
     SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", spec())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two Rust types documented under one name make utoipa keep one of them silently (the
+    /// portal's session token once answered as the OAuth token response): every name the
+    /// merged documents share must describe the same schema.
+    #[test]
+    fn no_two_types_share_a_schema_name() {
+        let docs = [
+            ApiDoc::openapi(),
+            developer_portal::ApiDoc::openapi(),
+            crate::routes::dashboard::ApiDoc::openapi(),
+            crate::routes::grants_api::ApiDoc::openapi(),
+        ];
+        let mut seen = std::collections::BTreeMap::new();
+        for doc in &docs {
+            for (name, schema) in &doc.components.as_ref().unwrap().schemas {
+                let json = serde_json::to_value(schema).unwrap();
+                if let Some(other) = seen.insert(name.clone(), json.clone()) {
+                    assert_eq!(other, json, "two schemas named {name}");
+                }
+            }
+        }
+        let spec = spec();
+        let mut operation_ids = std::collections::BTreeSet::new();
+        for item in spec.paths.paths.values() {
+            for op in [&item.get, &item.put, &item.post, &item.delete, &item.patch]
+                .into_iter()
+                .flatten()
+            {
+                let id = op.operation_id.clone().unwrap();
+                assert!(
+                    operation_ids.insert(id.clone()),
+                    "operationId {id} used twice"
+                );
+            }
+        }
+    }
+}

@@ -35,8 +35,7 @@ pub struct DeveloperResponse {
     pub email: String,
     pub display_name: String,
     pub created_at: DateTime<Utc>,
-    /// KYC status (`none` before any details are saved).
-    #[schema(example = "submitted")]
+    #[schema(value_type = crate::api::DeveloperKycStatus, example = "submitted")]
     pub kyc_status: String,
 }
 
@@ -66,11 +65,13 @@ impl DeveloperResponse {
     }
 }
 
-/// A bearer token for the JSON API (shown once; the server stores only its hash).
+/// A session token for the portal's JSON API, developer or staff (shown once; the server stores
+/// only its hash). Not an OAuth token.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(as = SessionToken)]
 pub struct TokenResponse {
     pub access_token: String,
-    /// Always `Bearer`.
+    #[schema(value_type = crate::api::SessionTokenType)]
     pub token_type: String,
     pub expires_at: DateTime<Utc>,
 }
@@ -141,7 +142,7 @@ pub async fn developer_logout(auth: DeveloperAuth) -> Result<HttpResponse, ApiEr
 }
 
 /// The authenticated developer.
-#[utoipa::path(get, path = "/api/v1/developers/me", tag = "developers",
+#[utoipa::path(get, path = "/api/v1/developers/me", tag = "developers", operation_id = "developer_me",
     security(("developer_token" = [])),
     responses((status = 200, description = "The developer", body = DeveloperResponse),
         NoDeveloperToken))]

@@ -23,14 +23,17 @@ pub struct JustificationRequest {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ApprovalResponse {
     pub id: String,
-    /// e.g. client.suspend, keys.rotate, customer.grants.access
+    #[schema(value_type = crate::api::ApprovalActionName)]
     pub action: String,
+    /// What the action applies to: `client`, `signing_keys` or `customer`.
     pub target_type: String,
     pub target_id: String,
+    /// The action's parameters (never secrets or PII).
+    #[schema(value_type = Object)]
     pub payload: serde_json::Value,
     pub justification: String,
     pub requested_by: String,
-    /// pending, approved, rejected or expired.
+    #[schema(value_type = crate::api::ApprovalStatus)]
     pub status: String,
     pub decided_by: Option<String>,
     pub decision_justification: Option<String>,

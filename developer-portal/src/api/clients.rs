@@ -16,12 +16,12 @@ use crate::clients::{self, ClientUpdate, ClientWithSecret, NewClient};
 #[serde(deny_unknown_fields)]
 pub struct CreateClientRequest {
     pub name: String,
-    /// `sandbox` (any time) or `production` (approved KYC only).
-    #[schema(example = "sandbox")]
+    /// `production` needs approved KYC.
+    #[schema(value_type = platform::values::Environment, example = "sandbox")]
     pub environment: String,
     /// Exact redirect URIs: https (http only on loopback, sandbox only), no fragment, no
     /// wildcard, no user info; 1 to 10, each at most 512 characters.
-    #[schema(example = json!(["https://app.fintech.example/callback"]))]
+    #[schema(example = json!(["https://app.fintech.example/callback"]), min_items = 1, max_items = 10)]
     pub redirect_uris: Vec<String>,
     /// `client_secret_basic` (default), `client_secret_post`, `private_key_jwt` (FAPI 2.0:
     /// RFC 7523 assertions signed with a key of `jwks`), `tls_client_auth` (RFC 8705: mutual TLS
@@ -30,6 +30,7 @@ pub struct CreateClientRequest {
     /// certificate registered in `jwks` as `x5c`). Only the first two get a secret. The RFC 7591
     /// name `token_endpoint_auth_method` is accepted too.
     #[serde(alias = "token_endpoint_auth_method")]
+    #[schema(value_type = Option<crate::api::AuthMethod>)]
     pub auth_method: Option<String>,
     /// An RFC 7517 JWK Set given inline (URLs are never fetched): for `private_key_jwt` the
     /// client's public signing keys (1 to 10 P-256, RSA (PS256, 2048 to 8192 bits) or Ed25519 keys), for

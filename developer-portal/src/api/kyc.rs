@@ -15,13 +15,12 @@ use crate::kyc::{self, KycDetails, KycDocument, KycRecord, KycStatus, StaffKycVi
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KycDocumentBody {
-    /// certificate_of_incorporation, proof_of_address, identity_document, license,
-    /// ownership_structure or other.
-    #[schema(example = "certificate_of_incorporation")]
+    #[schema(value_type = crate::api::DocumentKind, example = "certificate_of_incorporation")]
     pub kind: String,
     #[schema(example = "incorporation.pdf")]
     pub filename: String,
     /// SHA-256 of the file, hex.
+    #[schema(pattern = "^[0-9a-fA-F]{64}$")]
     pub sha256: String,
 }
 
@@ -41,7 +40,7 @@ pub struct KycRequest {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct KycResponse {
     pub id: String,
-    /// draft, submitted, approved, rejected or needs_information.
+    #[schema(value_type = crate::api::KycStatus)]
     pub status: String,
     /// Review round (a resubmission starts a new one).
     pub round: i32,
@@ -64,6 +63,7 @@ pub struct KycQueueItem {
     pub id: String,
     pub developer_email: String,
     pub country: String,
+    #[schema(value_type = crate::api::KycStatus)]
     pub status: String,
     pub round: i32,
     pub approvals_this_round: usize,
@@ -80,7 +80,7 @@ pub struct KycReviewResponse {
     pub id: String,
     pub staff_id: String,
     pub staff_username: String,
-    /// approve, reject or needs_information.
+    #[schema(value_type = crate::api::KycDecision)]
     pub decision: String,
     pub justification: String,
     pub round: i32,
@@ -101,10 +101,9 @@ pub struct StaffKycResponse {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KycReviewRequest {
-    /// approve, reject or needs_information.
-    #[schema(example = "approve")]
+    #[schema(value_type = crate::api::KycDecision, example = "approve")]
     pub decision: String,
-    /// At least 10 characters.
+    #[schema(min_length = 10)]
     pub justification: String,
 }
 

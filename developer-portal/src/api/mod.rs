@@ -138,3 +138,109 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         "/api/v1/admin/clients/{client_id}/suspension" => post approvals::request_suspension;
     }
 }
+
+platform::value_sets! {
+    /// How a session token is presented.
+    SessionTokenType = ["Bearer"];
+    /// Where a KYC submission stands.
+    KycStatus = ["draft", "submitted", "approved", "rejected", "needs_information"];
+    /// A developer's KYC status: `none` before any details are saved.
+    DeveloperKycStatus = ["none", "draft", "submitted", "approved", "rejected", "needs_information"];
+    /// A staff decision on a KYC submission.
+    KycDecision = ["approve", "reject", "needs_information"];
+    /// What a KYC document is.
+    DocumentKind = [
+        "certificate_of_incorporation",
+        "proof_of_address",
+        "identity_document",
+        "license",
+        "ownership_structure",
+        "other",
+    ];
+    /// How a client authenticates at the token endpoint (RFC 7591 `token_endpoint_auth_method`).
+    AuthMethod = [
+        "client_secret_basic",
+        "client_secret_post",
+        "private_key_jwt",
+        "tls_client_auth",
+        "self_signed_tls_client_auth",
+    ];
+    /// A client's status as its developer sees it.
+    ClientStatus = ["active", "suspended"];
+    /// A four-eyes request's status; a pending request past its time to live is `expired`.
+    ApprovalStatus = ["pending", "approved", "rejected", "expired"];
+    /// The privileged actions that need a second approver.
+    ApprovalActionName = ["client.suspend", "keys.rotate", "customer.grants.access"];
+    /// A webhook event's delivery: `pending` (retried with backoff), `delivered`, `failed`
+    /// (given up).
+    WebhookStatus = ["pending", "delivered", "failed"];
+    /// The webhook event types.
+    WebhookEventType = [
+        "grant.revoked",
+        "grant.expired",
+        "grant.expiring",
+        "grant.dormancy_warning",
+        "grant.extended",
+        "client.suspended",
+    ];
+}
+
+#[cfg(test)]
+mod value_set_tests {
+    use platform::storage::models as m;
+
+    fn names<T: Copy>(all: &[T], f: impl Fn(T) -> &'static str) -> Vec<&'static str> {
+        all.iter().map(|v| f(*v)).collect()
+    }
+
+    /// The documented sets are the ones the code reads and writes.
+    #[test]
+    fn documented_value_sets_match_the_code() {
+        assert_eq!(
+            names(m::KycStatus::ALL, m::KycStatus::as_str),
+            super::KycStatus::VALUES
+        );
+        assert_eq!(
+            super::DeveloperKycStatus::VALUES[1..],
+            *super::KycStatus::VALUES
+        );
+        assert_eq!(
+            names(m::ReviewDecision::ALL, m::ReviewDecision::as_str),
+            super::KycDecision::VALUES
+        );
+        assert_eq!(crate::kyc::DOCUMENT_KINDS, super::DocumentKind::VALUES);
+        assert_eq!(
+            names(m::ApprovalStatus::ALL, m::ApprovalStatus::as_str),
+            super::ApprovalStatus::VALUES
+        );
+        assert_eq!(
+            names(&crate::approvals::ApprovalAction::ALL, |a| a.as_str()),
+            super::ApprovalActionName::VALUES
+        );
+        assert_eq!(
+            names(m::WebhookStatus::ALL, m::WebhookStatus::as_str),
+            super::WebhookStatus::VALUES
+        );
+        assert_eq!(
+            platform::webhooks::EVENT_TYPES,
+            super::WebhookEventType::VALUES
+        );
+        for method in super::AuthMethod::VALUES {
+            assert_eq!(
+                crate::domain::AuthMethod::parse(method).unwrap().as_str(),
+                *method
+            );
+        }
+        for env in platform::values::Environment::VALUES {
+            assert_eq!(
+                crate::domain::Environment::parse(env).unwrap().as_str(),
+                *env
+            );
+        }
+        let shown = [m::ClientStatus::Active, m::ClientStatus::Suspended];
+        assert_eq!(
+            names(&shown, m::ClientStatus::as_str),
+            super::ClientStatus::VALUES
+        );
+    }
+}

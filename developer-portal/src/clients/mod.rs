@@ -43,12 +43,13 @@ pub struct ClientView {
     #[schema(example = "c_Zm9vYmFy")]
     pub id: String,
     pub name: String,
+    #[schema(value_type = platform::values::Environment)]
     pub environment: String,
-    /// active or suspended.
+    #[schema(value_type = crate::api::ClientStatus)]
     pub status: String,
     pub redirect_uris: Vec<String>,
-    /// `token_endpoint_auth_method` (RFC 7591): `client_secret_basic`, `client_secret_post`,
-    /// `private_key_jwt`, `tls_client_auth` or `self_signed_tls_client_auth`.
+    /// `token_endpoint_auth_method` (RFC 7591).
+    #[schema(value_type = crate::api::AuthMethod)]
     pub auth_method: String,
     /// The public keys of a `private_key_jwt` client, or the certificates (`x5c`) of a
     /// `self_signed_tls_client_auth` client (RFC 7517 JWK Set).

@@ -22,11 +22,11 @@ pub fn webhook_aad(client_id: &str) -> String {
 pub struct WebhookDelivery {
     /// The event id (the `webhook-id` header; stable across retries).
     pub id: String,
-    /// e.g. `grant.revoked`, `grant.expiring`.
+    #[schema(value_type = crate::api::WebhookEventType)]
     pub event_type: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub grant_id: Option<String>,
-    /// `pending` (not yet delivered; retried with backoff), `delivered`, `failed` (given up).
+    #[schema(value_type = crate::api::WebhookStatus)]
     pub status: String,
     pub attempts: i32,
     pub created_at: DateTime<Utc>,
