@@ -20,5 +20,6 @@ mod private_key_jwt;
 mod python_client;
 mod revocation_feed;
 mod schemathesis;
+mod sdks;
 mod storage;
 mod webhooks;

@@ -19,6 +19,7 @@ pub async fn index() -> Markup {
                 li { a href="/developers" { "Developer portal" } " - register apps, KYC, clients" }
                 li { a href="/docs/" { "API documentation" } " (OpenAPI: " a href="/openapi.json" { "/openapi.json" } ")" }
                 li { a href="/.well-known/oauth-authorization-server" { "OAuth metadata" } }
+                li { "SDKs: Python and TypeScript, generated from " a href="/openapi.json" { "the spec" } " (" code { "sdks/generate.sh" } " in the source)" }
             }
             p.muted { "Health: " a href="/healthz" { "/healthz" } " · " a href="/readyz" { "/readyz" } " · " a href="/metrics" { "/metrics" } }
         },
