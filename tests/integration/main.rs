@@ -9,6 +9,7 @@ mod demo;
 mod dpop;
 mod extension;
 mod faults;
+mod grant_management;
 mod grants_api;
 mod hostile;
 mod lifecycle;

@@ -60,6 +60,8 @@ pub fn describe_event(action: &str, details: &serde_json::Value) -> String {
             ),
             None => "You extended this app's access".into(),
         },
+        "grant.merged" => "You gave this app more access (its earlier tokens ended)".into(),
+        "grant.replaced" => "You changed this app's access (its earlier tokens ended)".into(),
         "authorization_code.reused" | "refresh_token.replayed" => {
             "A security check failed (a one-time code was reused); access was ended".into()
         }

@@ -40,6 +40,8 @@ oauth_errors! {
     /// RFC 9449: the DPoP proof is missing, malformed, replayed, or signed by another key than
     /// the one the request, code or refresh token is bound to.
     InvalidDpopProof = "invalid_dpop_proof",
+    /// OpenID Grant Management: `grant_id` names no live grant of this client (and customer).
+    InvalidGrantId = "invalid_grant_id",
     TemporarilyUnavailable = "temporarily_unavailable",
     /// Client authentication from this address is blocked for a while after repeated failures
     /// (answered 429 `temporarily_unavailable`, with `Retry-After: 60`: the caller's doing, not

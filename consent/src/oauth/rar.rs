@@ -282,6 +282,41 @@ impl AccessRequest {
             .join(" ")
     }
 
+    /// OpenID Grant Management `merge`: everything either allows, until the later expiry. A window
+    /// becomes the span of both; no limit on either side (accounts, window, merchants) stays no
+    /// limit. Validated again (the union may exceed the limits a grant may carry).
+    pub fn merged(&self, other: &AccessRequest) -> Result<AccessRequest, OAuthError> {
+        fn union<T: Clone + PartialEq>(a: &Option<Vec<T>>, b: &Option<Vec<T>>) -> Option<Vec<T>> {
+            let (a, b) = (a.as_ref()?, b.as_ref()?);
+            let mut out = a.clone();
+            out.extend(b.iter().filter(|x| !a.contains(x)).cloned());
+            Some(out)
+        }
+        let mut actions = self.actions.clone();
+        actions.extend(
+            other
+                .actions
+                .iter()
+                .filter(|a| !self.actions.contains(a))
+                .cloned(),
+        );
+        let window = match (&self.window, &other.window) {
+            (Some(a), Some(b)) => Some(
+                TxWindow::new(a.from().min(b.from()), a.until().max(b.until()))
+                    .map_err(|e| OAuthError::InvalidRequest(e.to_string()))?,
+            ),
+            _ => None,
+        };
+        let merged = AccessRequest {
+            actions,
+            accounts: union(&self.accounts, &other.accounts),
+            window,
+            merchants: union(&self.merchants, &other.merchants),
+            expires_at: self.expires_at.max(other.expires_at),
+        };
+        AccessRequest::from_stored(&merged.to_json())
+    }
+
     /// Whether `narrower` asks for no more than `self` (the customer may only narrow).
     pub fn contains(&self, narrower: &AccessRequest) -> bool {
         let actions_ok = narrower.actions.iter().all(|a| self.actions.contains(a));

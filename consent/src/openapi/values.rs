@@ -13,6 +13,9 @@ platform::value_sets! {
     AccessTokenType = ["Bearer", "DPoP"];
     /// The one RFC 9396 authorization details type.
     DetailType = ["account_access"];
+    /// OpenID Grant Management: what an authorization request does to the grant `grant_id`
+    /// names.
+    GrantManagementAction = ["create", "merge", "replace"];
     /// The only response type.
     ResponseType = ["code"];
     /// The only PKCE method.

@@ -251,6 +251,7 @@ fn consent_page(p: &PendingConsent, csrf: &str, error: Option<&str>, now: DateTi
             } @else {
                 p.identity.warning { strong { "Sandbox, unverified" } " - a test app; its operator's identity has not been verified." }
             }
+            @if let Some(change) = &p.change { (change_notice(change)) }
             @if let Some(e) = error { p.error role="alert" { (e) } }
             p { "Choose exactly what to share. You can only share less than the app asked for, and you can end this access at any time from " a href="/account/apps" { "your connected apps" } "." }
             form method="post" action={ "/oauth2/consent/" (p.id) } {
@@ -300,6 +301,34 @@ fn consent_page(p: &PendingConsent, csrf: &str, error: Option<&str>, now: DateTi
             }
         },
     )
+}
+
+/// Grant Management: what the decision does to the access the customer already gave the app.
+fn change_notice(change: &flow::GrantChange) -> Markup {
+    let c = &change.current;
+    let accounts = c.accounts.as_ref().map_or(0, Vec::len);
+    html! {
+        section.change {
+            @match change.action {
+                flow::GrantAction::Merge => {
+                    h2 { "This adds to the access you already gave this app" }
+                    p { "If you allow, the app keeps what it has now and gains what you choose below, until the later end date." }
+                }
+                flow::GrantAction::Replace => {
+                    h2 { "This replaces the access you already gave this app" }
+                    p { "If you allow, the app has only what you choose below; what it has now ends." }
+                }
+            }
+            p { "What it has now:" }
+            ul {
+                @for action in &c.actions { li { (describe(action.as_str())) } }
+                li { (accounts) " account(s)" }
+                @if let Some(w) = &c.window { li { "transactions from " (date(w.from())) " until " (date(w.until())) } }
+                li { "until " (date(c.expires_at)) }
+            }
+            p.muted { "Either way the app's current access tokens stop working at once; it receives new ones for the access you allow." }
+        }
+    }
 }
 
 /// The consent page's response. Browsers apply CSP `form-action` to the redirect that follows a
@@ -401,11 +430,11 @@ pub async fn consent_decide(
     let svc = state.oauth.clone();
     let customer = session.subject_id.clone();
     let rid = id.clone();
-    let result = state
-        .platform
-        .db
-        .run(move |c| Ok(flow::decide(c, &svc, &rid, &customer, &decision, now)))
-        .await;
+    // A merge or replace ends the grant's earlier tokens: announced once committed.
+    let result = platform::revocation::run(&state.platform, move |c, revoked| {
+        flow::decide(c, revoked, &svc, &rid, &customer, &decision, now)
+    })
+    .await;
     match result {
         Ok(Ok(location)) => see_other(&location),
         Ok(Err(ConsentError::Invalid(msg))) => {

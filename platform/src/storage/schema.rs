@@ -181,6 +181,7 @@ diesel::table! {
         created_at -> Timestamp,
         expires_at -> Timestamp,
         dpop_jkt -> Nullable<Text>,
+        grant_action -> Nullable<Text>,
     }
 }
 

@@ -25,6 +25,17 @@ pub struct PendingConsent {
     pub merchants: Vec<(String, String)>,
     /// KYC-verified legal name of the developer, when verified.
     pub verified_legal_name: Option<String>,
+    /// The request changes a grant the customer already gave this client (Grant Management).
+    pub change: Option<GrantChange>,
+}
+
+/// An existing grant a request merges into or replaces, as the consent page shows it.
+#[derive(Debug, Clone)]
+pub struct GrantChange {
+    pub action: GrantAction,
+    pub grant_id: String,
+    /// What the grant allows now.
+    pub current: AccessRequest,
 }
 
 /// Errors of the consent step: always shown as a page (the request may not be trustworthy).
@@ -41,6 +52,11 @@ pub enum ConsentError {
          test customers can connect to it"
     )]
     SandboxOnly,
+    #[error(
+        "this request would change a connection you have not given this app, or one that has \
+         ended (invalid_grant_id)"
+    )]
+    InvalidGrantId,
     #[error("the service is temporarily unavailable; try again")]
     Unavailable(#[from] StorageError),
 }
@@ -63,6 +79,9 @@ pub(super) struct Row {
     customer_id: Option<String>,
     /// The DPoP key the code will be bound to.
     dpop_jkt: Option<String>,
+    /// Grant Management: the grant a `merge` or `replace` changes.
+    grant_id: Option<String>,
+    grant_action: Option<String>,
 }
 
 pub(super) fn load_request(
@@ -82,6 +101,8 @@ pub(super) fn load_request(
             authorization_requests::authorization_details,
             authorization_requests::customer_id,
             authorization_requests::dpop_jkt,
+            authorization_requests::grant_id,
+            authorization_requests::grant_action,
         ))
         .first(c)
         .optional()?
@@ -152,6 +173,8 @@ pub fn pending(
         redirect_uri,
         authorization_details: details,
         customer_id: bound,
+        grant_id,
+        grant_action,
         ..
     } = load_request(c, id, now)?;
     sandbox_allowed(c, &client_id, customer_id)?;
@@ -174,6 +197,7 @@ pub fn pending(
     let client = clients::load(c, &client_id)?
         .filter(OAuthClient::is_active)
         .ok_or(ConsentError::NotPending)?;
+    let change = change_of(c, grant_id, grant_action, &client_id, customer_id, now)?;
     let requested = AccessRequest::from_stored(&details)
         .map_err(|e| ConsentError::Invalid(e.description().into()))?;
     let accounts = offered_accounts(c, customer_id, &requested)?;
@@ -211,7 +235,34 @@ pub fn pending(
         accounts,
         merchants,
         verified_legal_name,
+        change,
     })
+}
+
+/// The grant a pending request changes, when it is a live grant of this client and customer.
+fn change_of(
+    c: &mut AnyConnection,
+    grant_id: Option<String>,
+    grant_action: Option<String>,
+    client_id: &str,
+    customer_id: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<GrantChange>, ConsentError> {
+    let (Some(id), Some(action)) = (
+        grant_id,
+        grant_action.as_deref().and_then(GrantAction::parse),
+    ) else {
+        return Ok(None);
+    };
+    let grant = live_grant(c, &id, client_id, Some(customer_id), now)?
+        .map_err(|_| ConsentError::InvalidGrantId)?;
+    let current = AccessRequest::from_stored(&grant.authorization_details)
+        .map_err(|e| ConsentError::Invalid(e.description().into()))?;
+    Ok(Some(GrantChange {
+        action,
+        grant_id: id,
+        current,
+    }))
 }
 
 /// The developer's KYC-verified legal name (decrypted), when their KYC is approved - the
@@ -375,6 +426,7 @@ pub(super) fn with_params(uri: &str, params: &[(&str, &str)]) -> String {
 /// Records the customer's decision and returns where to send the browser.
 pub fn decide(
     c: &mut AnyConnection,
+    revoked: &mut platform::revocation::Revocations,
     svc: &OAuthService,
     id: &str,
     customer_id: &str,
@@ -394,6 +446,8 @@ pub fn decide(
                 authorization_details: details,
                 customer_id: bound,
                 dpop_jkt,
+                grant_id: target_id,
+                grant_action,
             } = match load_request(c, id, now) {
                 Ok(r) => r,
                 Err(e) => return Ok(Err(e)),
@@ -405,7 +459,19 @@ pub fn decide(
                 Ok(r) => r,
                 Err(e) => return Ok(Err(ConsentError::Invalid(e.description().into()))),
             };
-            let grant_id = random_id("g_");
+            // Grant Management: `merge` and `replace` change the named grant instead of creating
+            // one.
+            let target = match (grant_action.as_deref().map(GrantAction::parse), target_id) {
+                (None, _) => None,
+                (Some(Some(action)), Some(id)) => Some((action, id)),
+                _ => return Ok(Err(ConsentError::NotPending)),
+            };
+            let grant_id = match &target {
+                Some((_, id)) => id.clone(),
+                None => random_id("g_"),
+            };
+            // The change to apply once every check passed (nothing is written before).
+            let mut change = None;
             let now_naive = now.naive_utc().trunc_subsecs(0);
             let (status, new_status, granted) = match decision {
                 Decision::Deny => (
@@ -421,14 +487,30 @@ pub fn decide(
                         Ok(o) => o,
                         Err(e) => return Ok(Err(e)),
                     };
-                    match narrowed(&requested, &offered, choice, now) {
-                        Ok(n) => (
-                            GrantStatus::Authorized,
-                            AuthorizationRequestStatus::Approved.as_str(),
-                            n,
-                        ),
+                    let chosen = match narrowed(&requested, &offered, choice, now) {
+                        Ok(n) => n,
                         Err(e) => return Ok(Err(e)),
-                    }
+                    };
+                    let granted = match &target {
+                        None => chosen,
+                        Some((action, id)) => {
+                            let grant = match lock_live(c, id, &client_id, customer_id, now)? {
+                                Ok(g) => g,
+                                Err(_) => return Ok(Err(ConsentError::InvalidGrantId)),
+                            };
+                            let granted = match planned(&grant, *action, chosen) {
+                                Ok(g) => g,
+                                Err(e) => return Ok(Err(e)),
+                            };
+                            change = Some((grant, *action));
+                            granted
+                        }
+                    };
+                    (
+                        GrantStatus::Authorized,
+                        AuthorizationRequestStatus::Approved.as_str(),
+                        granted,
+                    )
                 }
             };
             let updated = diesel::update(
@@ -447,20 +529,25 @@ pub fn decide(
             if updated != 1 {
                 return Ok(Err(ConsentError::NotPending));
             }
-            diesel::insert_into(grant_rows::table)
-                .values((
-                    grant_rows::id.eq(&grant_id),
-                    grant_rows::customer_id.eq(customer_id),
-                    grant_rows::client_id.eq(&client_id),
-                    grant_rows::status.eq(status.as_str()),
-                    grant_rows::authorization_details.eq(granted.to_json()),
-                    grant_rows::created_at.eq(now_naive),
-                    grant_rows::authorized_at
-                        .eq((status == GrantStatus::Authorized).then_some(now_naive)),
-                    grant_rows::expires_at.eq(granted.expires_at.naive_utc()),
-                    grant_rows::updated_at.eq(now_naive),
-                ))
-                .execute(c)?;
+            if let Some((grant, action)) = &change {
+                apply(c, revoked, grant, *action, &granted, customer_id, now)?;
+            }
+            if target.is_none() {
+                diesel::insert_into(grant_rows::table)
+                    .values((
+                        grant_rows::id.eq(&grant_id),
+                        grant_rows::customer_id.eq(customer_id),
+                        grant_rows::client_id.eq(&client_id),
+                        grant_rows::status.eq(status.as_str()),
+                        grant_rows::authorization_details.eq(granted.to_json()),
+                        grant_rows::created_at.eq(now_naive),
+                        grant_rows::authorized_at
+                            .eq((status == GrantStatus::Authorized).then_some(now_naive)),
+                        grant_rows::expires_at.eq(granted.expires_at.naive_utc()),
+                        grant_rows::updated_at.eq(now_naive),
+                    ))
+                    .execute(c)?;
+            }
             let state_ref = state.as_deref();
             let location = if status == GrantStatus::Authorized {
                 let code = PlainToken::generate("ac_");

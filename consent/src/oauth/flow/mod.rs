@@ -3,9 +3,11 @@
 //! `request`: PAR and `/oauth2/authorize`; `consent`: the consent page's data and the decision.
 
 mod consent;
+mod grant_management;
 mod request;
 
 pub use consent::*;
+pub use grant_management::*;
 pub use request::*;
 
 use ::grants::{AccountId, Action, MerchantId, TxWindow};

@@ -32,6 +32,17 @@ pub struct AuthorizationParams {
     /// RFC 9449 section 10: the RFC 7638 thumbprint of the DPoP key the code will be bound to
     /// (at PAR, a `DPoP` proof header does the same).
     pub dpop_jkt: Option<String>,
+    /// OpenID Grant Management: the grant a `merge` or `replace` changes (the `grant_id` of an
+    /// earlier token response).
+    #[param(pattern = "^g_[A-Za-z0-9_-]+$", max_length = 100)]
+    #[schema(pattern = "^g_[A-Za-z0-9_-]+$", max_length = 100)]
+    pub grant_id: Option<String>,
+    /// OpenID Grant Management: `create` (the default: a new grant), `merge` (add what the
+    /// customer consents to now to the grant) or `replace` (the grant allows only what the
+    /// customer consents to now).
+    #[param(value_type = Option<crate::openapi::values::GrantManagementAction>)]
+    #[schema(value_type = Option<crate::openapi::values::GrantManagementAction>)]
+    pub grant_management_action: Option<String>,
 }
 
 /// Why an authorization request failed, and how to tell the user agent.
@@ -66,6 +77,8 @@ pub(super) struct Validated {
     pub(super) code_challenge: String,
     pub(super) access: AccessRequest,
     pub(super) dpop_jkt: Option<String>,
+    /// Grant Management: the grant the request changes, and how.
+    pub(super) change: Option<(GrantAction, String)>,
 }
 
 pub(super) fn is_pkce_charset(s: &str) -> bool {
@@ -151,12 +164,14 @@ pub(super) fn validate(
             "this client may not request {a}"
         ))));
     }
+    let change = requested(p).map_err(fail)?;
     Ok(Validated {
         redirect_uri,
         state,
         code_challenge: challenge,
         access,
         dpop_jkt: p.dpop_jkt.clone(),
+        change,
     })
 }
 
@@ -208,7 +223,13 @@ pub async fn push(
     params.client_id = Some(client.id.clone());
     let now = svc.platform.now();
     match validate(client, &params, now, svc.max_lifetime()) {
-        Ok(_) => {}
+        Ok(v) => check_target(svc, &v, &client.id, now)
+            .await
+            .map_err(|f| match f {
+                AuthorizeFailure::Redirect { error, .. } => error,
+                AuthorizeFailure::Page(msg) => OAuthError::InvalidRequest(msg),
+                AuthorizeFailure::Unavailable(msg) => OAuthError::TemporarilyUnavailable(msg),
+            })?,
         Err(AuthorizeFailure::Page(msg)) => return Err(OAuthError::InvalidRequest(msg)),
         Err(AuthorizeFailure::Unavailable(msg)) => {
             return Err(OAuthError::TemporarilyUnavailable(msg));
@@ -234,6 +255,32 @@ pub async fn push(
         request_uri: format!("{REQUEST_URI_PREFIX}{id}"),
         expires_in: ttl.as_secs() as i64,
     })
+}
+
+/// Grant Management: the grant a `merge` or `replace` names must be a live grant of this client
+/// (whose customer is checked once they log in).
+async fn check_target(
+    svc: &OAuthService,
+    v: &Validated,
+    client_id: &str,
+    now: DateTime<Utc>,
+) -> Result<(), AuthorizeFailure> {
+    let Some((_, id)) = v.change.clone() else {
+        return Ok(());
+    };
+    let client_id = client_id.to_string();
+    let found = svc
+        .platform
+        .db
+        .run(move |c| live_grant(c, &id, &client_id, None, now))
+        .await?;
+    found
+        .map(|_| ())
+        .map_err(|error| AuthorizeFailure::Redirect {
+            redirect_uri: v.redirect_uri.clone(),
+            error,
+            state: v.state.clone(),
+        })
 }
 
 /// RFC 9700 4.11.2: an error is sent back to the redirect URI only when someone answers for
@@ -315,6 +362,9 @@ pub async fn authorize(
     let now = svc.platform.now();
     let v = validate(&client, &params, now, svc.max_lifetime())
         .map_err(|f| shown_unless_vouched_for(f, &client))?;
+    check_target(svc, &v, &client.id, now)
+        .await
+        .map_err(|f| shown_unless_vouched_for(f, &client))?;
     let id = random_id("areq_");
     let row_id = id.clone();
     let client_id = client.id.clone();
@@ -330,6 +380,9 @@ pub async fn authorize(
                     authorization_requests::code_challenge.eq(&v.code_challenge),
                     authorization_requests::dpop_jkt.eq(&v.dpop_jkt),
                     authorization_requests::authorization_details.eq(v.access.to_json()),
+                    authorization_requests::grant_id.eq(v.change.as_ref().map(|(_, id)| id)),
+                    authorization_requests::grant_action
+                        .eq(v.change.as_ref().map(|(a, _)| a.as_str())),
                     authorization_requests::status.eq(AuthorizationRequestStatus::Pending.as_str()),
                     authorization_requests::created_at.eq(now.naive_utc()),
                     authorization_requests::expires_at

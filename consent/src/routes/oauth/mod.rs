@@ -214,6 +214,11 @@ pub struct ServerMetadata {
     /// Where resource servers fetch the Biscuit public keys.
     pub biscuit_keys_uri: String,
     pub service_documentation: String,
+    /// OpenID Grant Management.
+    pub grant_management_actions_supported: Vec<String>,
+    /// `GET`/`DELETE {grant_management_endpoint}/{grant_id}`, client-authenticated.
+    pub grant_management_endpoint: String,
+    pub grant_management_action_required: bool,
 }
 
 /// RFC 8705 section 5 endpoint aliases.
@@ -277,6 +282,9 @@ pub async fn server_metadata(state: web::Data<AppState>) -> HttpResponse {
         }),
         biscuit_keys_uri: format!("{iss}/.well-known/biscuit-keys"),
         service_documentation: format!("{iss}/docs/"),
+        grant_management_actions_supported: strings(&flow::ACTIONS_SUPPORTED),
+        grant_management_endpoint: format!("{iss}/api/v1/grants"),
+        grant_management_action_required: false,
     })
 }
 
@@ -319,6 +327,8 @@ pub fn params_from(form: &HashMap<String, String>) -> AuthorizationParams {
         authorization_details: get("authorization_details"),
         request_uri: get("request_uri"),
         dpop_jkt: get("dpop_jkt"),
+        grant_id: get("grant_id"),
+        grant_management_action: get("grant_management_action"),
     }
 }
 

@@ -1,0 +1,1 @@
+ALTER TABLE authorization_requests DROP COLUMN grant_action;
