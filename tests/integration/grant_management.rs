@@ -166,6 +166,7 @@ async fn merge_widens_and_replace_swaps_a_grant_and_the_old_tokens_end() {
             view["authorization_details"][0]["actions"],
             json!(["transactions:read"])
         );
+        assert_eq!(view["scopes"], json!([{ "scope": "transactions:read" }]));
         assert!(view["created_at"].is_string() && view["expires_at"].is_string());
 
         // create (explicit): a new grant beside it.

@@ -2165,3 +2165,28 @@ async fn sandbox_clients_are_for_test_customers_and_their_tokens_for_sandboxes()
         app.stop().await;
     }
 }
+
+/// Each valid authorization request stores a pending row: one address gets 120 a minute, then a
+/// 429 page that says when to come back.
+#[tokio::test]
+async fn authorization_requests_from_one_address_are_bounded() {
+    let app = spawn_demo_app(Backend::Sqlite).await;
+    for i in 0..120 {
+        let r = app.get_authorize(&[("client_id", "c_nobody")]).await;
+        assert_eq!(
+            r.status(),
+            400,
+            "request {i}: an error page, not yet limited"
+        );
+    }
+    let r = app.get_authorize(&[("client_id", "c_nobody")]).await;
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["retry-after"], "60");
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    app.stop().await;
+}

@@ -116,6 +116,8 @@ pub struct ClientGrantView {
     pub grant_id: String,
     #[schema(value_type = platform::storage::models::GrantStatus)]
     pub status: String,
+    /// OpenID Grant Management: the grant's actions as a scope (one entry).
+    pub scopes: Vec<GrantScope>,
     pub authorization_details: Vec<AccountAccessDetail>,
     #[schema(format = DateTime)]
     pub created_at: String,
@@ -127,6 +129,13 @@ pub struct ClientGrantView {
     pub revoked_at: Option<String>,
     #[schema(value_type = Option<platform::values::RevokedBy>)]
     pub revoked_by: Option<String>,
+}
+
+/// A scope entry of a grant (OpenID Grant Management).
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct GrantScope {
+    /// Space-separated actions.
+    pub scope: String,
 }
 
 fn ts(t: chrono::NaiveDateTime) -> String {
@@ -168,13 +177,17 @@ pub async fn client_grant(
     CallingClient(client, _): CallingClient<GrantsApi>,
 ) -> Result<HttpResponse, ApiError> {
     let g = load_client_grant(&state, &client, id.into_inner()).await?;
-    let details = AccessRequest::from_stored(&g.authorization_details)
-        .map(|a| vec![a.to_detail()])
-        .unwrap_or_default();
+    let access = AccessRequest::from_stored(&g.authorization_details).ok();
     Ok(no_store_json(&ClientGrantView {
         grant_id: g.id,
         status: g.status,
-        authorization_details: details,
+        scopes: access
+            .iter()
+            .map(|a| GrantScope {
+                scope: a.scope_string(),
+            })
+            .collect(),
+        authorization_details: access.iter().map(AccessRequest::to_detail).collect(),
         created_at: ts(g.created_at),
         expires_at: ts(g.expires_at),
         last_used_at: g.last_used_at.map(ts),

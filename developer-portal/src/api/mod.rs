@@ -16,7 +16,7 @@ use platform::problem::ApiError;
 use serde::Deserialize;
 use utoipa::IntoParams;
 use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
-use utoipa::openapi::{Object, Required, Type};
+use utoipa::openapi::{ObjectBuilder, Required, Type};
 
 pub mod accounts;
 pub mod approvals;
@@ -38,6 +38,8 @@ pub(crate) trait IdKind: 'static {
     const WHAT: &'static str;
     /// The parameter's description in the OpenAPI document.
     const DESCRIPTION: &'static str;
+    /// The shape of the ids we issue (prefix, then URL-safe characters), for the document.
+    const PATTERN: &'static str;
 }
 
 /// An id from the request path (`PathId(id, ..): ClientId`). Ids longer than any id we issue
@@ -67,20 +69,26 @@ impl<K: IdKind> IntoParams for PathId<K> {
                 .parameter_in(ParameterIn::Path)
                 .description(Some(K::DESCRIPTION))
                 .required(Required::True)
-                .schema(Some(Object::with_type(Type::String)))
+                .schema(Some(
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .pattern(Some(K::PATTERN))
+                        .max_length(Some(100)),
+                ))
                 .build(),
         ]
     }
 }
 
 macro_rules! id_kinds {
-    ($($(#[$doc:meta])* $alias:ident($kind:ident) = $param:literal, $what:literal, $desc:literal;)*) => {$(
+    ($($(#[$doc:meta])* $alias:ident($kind:ident) = $param:literal, $what:literal, $desc:literal, $pattern:literal;)*) => {$(
         #[derive(Debug)]
         pub(crate) enum $kind {}
         impl IdKind for $kind {
             const PARAM: &'static str = $param;
             const WHAT: &'static str = $what;
             const DESCRIPTION: &'static str = $desc;
+            const PATTERN: &'static str = $pattern;
         }
         $(#[$doc])*
         pub(crate) type $alias = PathId<$kind>;
@@ -89,13 +97,13 @@ macro_rules! id_kinds {
 
 id_kinds! {
     /// `{client_id}`
-    ClientId(Client) = "client_id", "client", "Client id";
+    ClientId(Client) = "client_id", "client", "Client id", "^c_[A-Za-z0-9_-]+$";
     /// `{event_id}` (a webhook event of a client)
-    EventId(Event) = "event_id", "webhook event", "Event id (msg_...)";
+    EventId(Event) = "event_id", "webhook event", "Event id", "^msg_[A-Za-z0-9_-]+$";
     /// `{request_id}` (a four-eyes approval request)
-    ApprovalId(Approval) = "request_id", "approval request", "Approval request id";
+    ApprovalId(Approval) = "request_id", "approval request", "Approval request id", "^apr_[A-Za-z0-9_-]+$";
     /// `{submission_id}` (a KYC submission)
-    SubmissionId(Submission) = "submission_id", "KYC submission", "KYC submission id";
+    SubmissionId(Submission) = "submission_id", "KYC submission", "KYC submission id", "^kyc_[A-Za-z0-9_-]+$";
 }
 
 /// The optional `status` filter of a listing, parsed with `parse`; `expected` lists the values.

@@ -391,7 +391,9 @@ pub fn see_other(location: &str) -> HttpResponse {
 #[utoipa::path(get, path = "/oauth2/authorize", tag = "oauth", params(AuthorizationParams),
     responses(
         (status = 303, description = "To the consent page, or back to the client with an error"),
-        (status = 400, description = "Error page (untrusted client or redirect URI)")))]
+        (status = 400, description = "Error page (untrusted client or redirect URI)", body = String, content_type = "text/html"),
+        (status = 429, description = "Error page: too many authorization requests from this address (see Retry-After)", body = String, content_type = "text/html"),
+        (status = 503, description = "Error page: temporarily unavailable (see Retry-After)", body = String, content_type = "text/html")))]
 #[get("/oauth2/authorize")]
 pub async fn authorize_endpoint(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
     // Each valid request stores a pending row: bound how fast one address can create them.
@@ -406,11 +408,14 @@ pub async fn authorize_endpoint(state: web::Data<AppState>, req: HttpRequest) ->
         )
         .await
     {
-        return error_page(
+        let mut page = error_page(
             StatusCode::TOO_MANY_REQUESTS,
             "Too many requests",
             "Wait a minute and try again.",
         );
+        page.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+        return page;
     }
     let mut seen = HashMap::new();
     for (k, v) in url::form_urlencoded::parse(req.query_string().as_bytes()) {
