@@ -50,15 +50,7 @@ async fn grant(app: &TestApp, expires: &str) -> Value {
         .await;
     let code = query_param(&loc, "code").unwrap();
     let r = app
-        .post_token(
-            DEMO,
-            &[
-                ("grant_type", "authorization_code"),
-                ("code", &code),
-                ("redirect_uri", DEMO_REDIRECT),
-                ("code_verifier", &verifier),
-            ],
-        )
+        .exchange_code(DEMO, &code, DEMO_REDIRECT, &verifier)
         .await;
     assert_eq!(r.status(), 200, "code exchange");
     r.json().await.unwrap()

@@ -36,15 +36,7 @@ async fn connect(app: &TestApp, account: &str, actions: &[&str], extra: &[(&str,
     let loc = app.consent_to_pushed(DEMO_CLIENT, par, &fields).await;
     let code = query_param(&loc, "code").expect("code");
     let r = app
-        .post_token(
-            DEMO,
-            &[
-                ("grant_type", "authorization_code"),
-                ("code", &code),
-                ("redirect_uri", DEMO_REDIRECT),
-                ("code_verifier", &verifier),
-            ],
-        )
+        .exchange_code(DEMO, &code, DEMO_REDIRECT, &verifier)
         .await;
     assert_eq!(r.status(), 200, "code exchange");
     r.json().await.unwrap()

@@ -75,16 +75,8 @@ async fn exchange(
     code: &str,
     verifier: &str,
 ) -> reqwest::Response {
-    app.post_token(
-        client,
-        &[
-            ("grant_type", "authorization_code"),
-            ("code", code),
-            ("redirect_uri", DEMO_REDIRECT),
-            ("code_verifier", verifier),
-        ],
-    )
-    .await
+    app.exchange_code(client, code, DEMO_REDIRECT, verifier)
+        .await
 }
 
 /// A grant approved by alice for the demo client, exchanged: the token response.

@@ -368,6 +368,23 @@ impl TestApp {
         self.consent_to_pushed(client.0, r, fields).await
     }
 
+    /// `grant_type=authorization_code` for `code` (sent back to `redirect`) with its PKCE verifier.
+    pub async fn exchange_code(
+        &self,
+        client: (&str, &str),
+        code: &str,
+        redirect: &str,
+        verifier: &str,
+    ) -> reqwest::Response {
+        let form = [
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", redirect),
+            ("code_verifier", verifier),
+        ];
+        self.post_token(client, &form).await
+    }
+
     /// After a PAR response: authorize with its `request_uri` and decide on the consent page
     /// (the customer is logged in); returns the redirect URL.
     pub async fn consent_to_pushed(

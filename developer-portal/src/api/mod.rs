@@ -216,7 +216,6 @@ mod value_set_tests {
             names(m::ReviewDecision::ALL, m::ReviewDecision::as_str),
             super::KycDecision::VALUES
         );
-        assert_eq!(crate::kyc::DOCUMENT_KINDS, super::DocumentKind::VALUES);
         assert_eq!(
             names(m::ApprovalStatus::ALL, m::ApprovalStatus::as_str),
             super::ApprovalStatus::VALUES

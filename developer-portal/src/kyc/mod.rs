@@ -70,14 +70,8 @@ impl fmt::Debug for KycDocument {
     }
 }
 
-pub const DOCUMENT_KINDS: [&str; 6] = [
-    "certificate_of_incorporation",
-    "proof_of_address",
-    "identity_document",
-    "license",
-    "ownership_structure",
-    "other",
-];
+/// The kinds of KYC document (documented as the `DocumentKind` value set).
+pub const DOCUMENT_KINDS: &[&str] = crate::api::DocumentKind::VALUES;
 
 /// The validated KYC details. Debug is redacted: PII never reaches logs.
 #[derive(Clone, PartialEq, Eq)]

@@ -73,7 +73,7 @@ fn kyc_page(
                             p {
                                 select name=(format!("doc{i}_kind")) {
                                     option value="" { "-" }
-                                    @for k in DOCUMENT_KINDS {
+                                    @for &k in DOCUMENT_KINDS {
                                         option value=(k) selected[doc_val(i, "kind") == k] { (k) }
                                     }
                                 }
