@@ -143,6 +143,11 @@ async fn merge_widens_and_replace_swaps_a_grant_and_the_old_tokens_end() {
         assert_eq!(actions_of(&seen), ["transactions:read"], "{backend:?}");
         assert_eq!(refresh_status(&app, &merged).await, 400, "{backend:?}");
         assert_eq!(sandbox_status(&app, &merged).await, 401, "{backend:?}");
+        // Its introspection was answered (and may be remembered) before: not any more.
+        let old = app
+            .post_introspect(DEMO, merged["access_token"].as_str().unwrap())
+            .await;
+        assert_eq!(old["active"], false, "{backend:?}: {old}");
         assert_eq!(refresh_status(&app, &replaced).await, 200, "{backend:?}");
 
         // The grant management endpoint (the client grant API) answers the grant as it is.
