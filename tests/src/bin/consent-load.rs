@@ -253,7 +253,28 @@ async fn hold(app: &TestApp, seconds: u64, n: usize) {
         app.address,
         app.address
     );
-    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    if stop_requested_within(Duration::from_secs(seconds)).await {
+        println!("stopping: signal received");
+    }
+}
+
+/// Waits `d`, or less if SIGTERM or SIGINT arrives (then `true`). The server the tool runs in
+/// process would otherwise swallow SIGTERM for its own graceful shutdown and leave the tool
+/// sleeping (and holding its memory) until `d` ran out.
+async fn stop_requested_within(d: Duration) -> bool {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tokio::time::sleep(d).await;
+        return false;
+    };
+    tokio::select! {
+        _ = tokio::time::sleep(d) => false,
+        _ = term.recv() => true,
+        _ = int.recv() => true,
+    }
 }
 
 /// Inserts `n` authorized grants with fresh codes directly in storage (preparation only).
@@ -355,6 +376,8 @@ async fn main() {
     }
     if a.scenario == "hold" {
         hold(&app, a.seconds, a.concurrency).await;
+        // A graceful stop (as `kill` expects): the server's workers and tasks end here.
+        app.stop().await;
         return;
     }
     if a.scenario == "propagation" {
@@ -478,7 +501,7 @@ async fn main() {
             lat.lock().unwrap().extend(local);
         }));
     }
-    tokio::time::sleep(Duration::from_secs(a.seconds)).await;
+    stop_requested_within(Duration::from_secs(a.seconds)).await;
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
         let _ = t.await;
