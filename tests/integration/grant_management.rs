@@ -314,3 +314,45 @@ async fn grant_ids_that_are_not_the_clients_or_the_customers_are_refused() {
     );
     app.stop().await;
 }
+
+/// A code the customer's earlier change produced, not yet exchanged, does not outlive the next
+/// change: refused as unknown, and the grant stays.
+#[tokio::test]
+async fn a_code_from_before_a_change_is_not_exchanged_after_it() {
+    let app = spawn_demo_app(Backend::Sqlite).await;
+    app.login_customer("alice").await;
+    let acc = app.account_ids("alice").await[0].clone();
+    let first = connect(&app, &acc, &["accounts:read"], &[]).await;
+    let grant = first["grant_id"].as_str().unwrap().to_string();
+    let merge = [
+        ("grant_id", grant.as_str()),
+        ("grant_management_action", "merge"),
+    ];
+    let code_of = |loc: String| query_param(&loc, "code").expect("code");
+    let fields = [
+        ("decision", "approve"),
+        ("account", acc.as_str()),
+        ("action", "balances:read"),
+    ];
+    let (par, stale_verifier) = push(&app, &["balances:read"], &merge).await;
+    let stale = code_of(app.consent_to_pushed(DEMO_CLIENT, par, &fields).await);
+    let (par, verifier) = push(&app, &["balances:read"], &merge).await;
+    let fresh = code_of(app.consent_to_pushed(DEMO_CLIENT, par, &fields).await);
+
+    let r = app
+        .exchange_code(DEMO, &stale, DEMO_REDIRECT, &stale_verifier)
+        .await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
+    let r = app
+        .exchange_code(DEMO, &fresh, DEMO_REDIRECT, &verifier)
+        .await;
+    assert_eq!(
+        r.status(),
+        200,
+        "the grant was not ended as for a replayed code"
+    );
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["grant_id"], grant.as_str());
+    app.stop().await;
+}

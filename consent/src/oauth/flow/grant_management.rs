@@ -139,8 +139,8 @@ pub(super) fn planned(
 }
 
 /// Applies an approved change to `grant` (locked and checked by [`lock_live`]): its new
-/// details and expiry; its refresh tokens end and its unexpired access tokens go on the
-/// revocation feed. Every check is done before: this only writes.
+/// details and expiry; its refresh tokens and unexchanged codes end and its unexpired access
+/// tokens go on the revocation feed. Every check is done before: this only writes.
 pub(super) fn apply(
     c: &mut AnyConnection,
     revoked: &mut Revocations,
@@ -164,6 +164,15 @@ pub(super) fn apply(
             .filter(refresh_tokens::status.eq(RefreshTokenStatus::Active.as_str())),
     )
     .set(refresh_tokens::status.eq(RefreshTokenStatus::Revoked.as_str()))
+    .execute(c)?;
+    // Codes issued for the grant before and not yet exchanged go too (the decision's own code
+    // is written after this). Deleted, not spent: presenting one is then an unknown code, not a
+    // replay that would end the grant the customer just changed.
+    diesel::delete(
+        authorization_codes::table
+            .filter(authorization_codes::grant_id.eq(&grant.id))
+            .filter(authorization_codes::used_at.is_null()),
+    )
     .execute(c)?;
     let live: Vec<(String, NaiveDateTime)> = issued_tokens::table
         .filter(issued_tokens::grant_id.eq(&grant.id))
