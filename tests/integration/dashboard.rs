@@ -100,8 +100,12 @@ async fn dashboard_shows_connected_apps_with_their_narrowed_scope() {
             .unwrap();
         assert!(demo_card.contains("demo-client"), "{demo_card}");
         assert!(
-            demo_card.contains("Demo Fintech Ltd"),
+            demo_card.contains("Operated by <strong>Demo Fintech Ltd</strong>"),
             "verified legal name"
+        );
+        assert!(
+            demo_card.contains("A sandbox app"),
+            "the same line as the consent page"
         );
         assert!(demo_card.contains(&name1) && demo_card.contains(&masked1));
         assert!(!demo_card.contains(&masked0), "only the chosen account");

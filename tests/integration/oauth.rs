@@ -889,7 +889,13 @@ async fn tampered_consent_forms_are_refused() {
             )
             .await;
         assert!(html.contains("demo-client"));
-        assert!(html.contains("Sandbox, unverified"), "sandbox label shown");
+        // The demo developer passed KYC: its sandbox app names it, as the dashboard does
+        // (one decision, `dashboard::operator_markup`), and says it is a sandbox app.
+        assert!(
+            html.contains("Operated by <strong>Demo Fintech Ltd</strong>"),
+            "verified operator shown"
+        );
+        assert!(html.contains("A sandbox app"), "sandbox said");
         assert!(
             !html.contains(&alice[1]),
             "only the requested account is offered"

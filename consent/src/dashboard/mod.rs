@@ -29,7 +29,7 @@ pub use crate::lifecycle::policy::LifecyclePolicy;
 pub use extend::extend;
 pub use query::{activity, customer_identity, customer_login, get_grant, list_grants};
 pub use service::{CustomerGrants, valid_grant_id};
-pub use text::{describe_action, describe_event, format_day};
+pub use text::{describe_action, describe_event, format_day, operator_label, operator_markup};
 pub use views::*;
 
 use chrono::{DateTime, Utc};

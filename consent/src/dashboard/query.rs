@@ -281,11 +281,7 @@ fn view(
         Some(c) => (c.name, c.environment, c.verified_legal_name),
         None => ("Deleted app".to_string(), "unknown".to_string(), None),
     };
-    let operator_label = match (&verified_legal_name, environment.as_str()) {
-        (Some(name), _) => name.clone(),
-        (None, "sandbox") => "Sandbox, unverified".to_string(),
-        (None, _) => "Unverified operator".to_string(),
-    };
+    let operator_label = super::operator_label(&environment, verified_legal_name.as_deref());
     let expires_at = r.expires_at.and_utc();
     let status = if is_live(&r.status) && expires_at <= now {
         "expired".to_string()

@@ -106,6 +106,34 @@ pub(super) fn notice(
     })
 }
 
+/// Who operates an app, as every page and the API tell the customer: decided here only. The
+/// bank's KYC verification is the developer's, so a verified developer's app names its legal
+/// name in sandbox and production alike; otherwise a warning.
+pub fn operator_label(environment: &str, verified_legal_name: Option<&str>) -> String {
+    match (verified_legal_name, environment) {
+        (Some(name), _) => name.to_string(),
+        (None, "sandbox") => "Sandbox, unverified".to_string(),
+        (None, _) => "Unverified operator".to_string(),
+    }
+}
+
+/// The operator line of the consent page and the dashboard (see [`operator_label`]); a sandbox
+/// app also says it only works with test customers.
+pub fn operator_markup(environment: &str, verified_legal_name: Option<&str>) -> maud::Markup {
+    let label = operator_label(environment, verified_legal_name);
+    let sandbox = environment == "sandbox";
+    maud::html! {
+        @if verified_legal_name.is_some() {
+            p.operator { "Operated by " strong { (label) } " - identity verified by your bank."
+                @if sandbox { " A sandbox app: it works only with test customers and test data." } }
+        } @else if sandbox {
+            p.operator.warning { strong { (label) } " - a test app; its operator's identity has not been verified." }
+        } @else {
+            p.operator.warning { strong { (label) } " - the operator of this app has not been verified." }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -242,15 +242,7 @@ fn consent_page(p: &PendingConsent, csrf: &str, error: Option<&str>, now: DateTi
         "Connect an app",
         html! {
             h1 { (p.client.name) " wants access to your bank data" }
-            @if p.client.is_production() {
-                @if let Some(name) = &p.verified_legal_name {
-                    p.identity { "Operated by " strong { (name) } " - identity verified by your bank." }
-                } @else {
-                    p.identity.warning { "The operator of this app has not been verified." }
-                }
-            } @else {
-                p.identity.warning { strong { "Sandbox, unverified" } " - a test app; its operator's identity has not been verified." }
-            }
+            (dashboard::operator_markup(&p.client.environment, p.verified_legal_name.as_deref()))
             @if let Some(change) = &p.change { (change_notice(change)) }
             @if let Some(e) = error { p.error role="alert" { (e) } }
             p { "Choose exactly what to share. You can only share less than the app asked for, and you can end this access at any time from " a href="/account/apps" { "your connected apps" } "." }

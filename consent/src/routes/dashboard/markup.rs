@@ -80,11 +80,7 @@ fn grant_card(g: &GrantView, csrf: &str, detail_link: bool) -> Markup {
             @if let Some(n) = &g.notice {
                 (notice_markup(g, n, csrf, &back))
             }
-            @if g.verified {
-                p.operator { "Operated by " strong { (g.operator_label) } " - identity verified by your bank." }
-            } @else {
-                p.operator.warning { strong { (g.operator_label) } }
-            }
+            (crate::dashboard::operator_markup(&g.environment, g.verified_legal_name.as_deref()))
             dl {
                 dt { "Status" } dd.status { (status_text(g)) }
                 dt { "Accounts" }
