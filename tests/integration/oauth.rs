@@ -2188,3 +2188,68 @@ async fn authorization_requests_from_one_address_are_bounded() {
     );
     app.stop().await;
 }
+
+/// The app asked for transactions with every merchant; the customer shares only those with
+/// one of theirs (chosen among the merchants of their own transactions, offered on the page).
+#[tokio::test]
+async fn a_customer_limits_an_app_that_asked_for_all_merchants_to_one() {
+    let app = spawn_demo_app(Backend::Sqlite).await;
+    app.login_customer("alice").await;
+    let acc = app.account_ids("alice").await[0].clone();
+    let rar = details(json!({"type": "account_access", "actions": ["transactions:read"]}));
+    let (_, challenge) = pkce();
+    let r = app
+        .get_authorize(&[
+            ("client_id", DEMO_CLIENT),
+            ("response_type", "code"),
+            ("redirect_uri", DEMO_REDIRECT),
+            ("code_challenge", &challenge),
+            ("code_challenge_method", "S256"),
+            ("authorization_details", &rar),
+        ])
+        .await;
+    let (_, html) = app.get_consent_page(r).await;
+    assert!(html.contains("The app asked for transactions with all merchants"));
+    assert!(
+        html.contains("name=\"merchant\" value=\"m_bean_there\""),
+        "own merchants offered"
+    );
+
+    let tokens = app
+        .demo_tokens(&[
+            ("decision", "approve"),
+            ("account", &acc),
+            ("action", "transactions:read"),
+            ("merchant", "m_bean_there"),
+        ])
+        .await;
+    assert_eq!(
+        tokens["authorization_details"][0]["merchants"],
+        json!(["m_bean_there"])
+    );
+    let r = app
+        .client
+        .get(app.url(&format!("/sandbox/v1/accounts/{acc}/transactions")))
+        .bearer_auth(tokens["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let list: Vec<Value> = r.json().await.unwrap();
+    assert!(!list.is_empty(), "alice buys coffee");
+    assert!(
+        list.iter().all(|t| t["merchant_id"] == "m_bean_there"),
+        "{list:?}"
+    );
+
+    // Choosing none shares all, as asked.
+    let all = app
+        .demo_tokens(&[
+            ("decision", "approve"),
+            ("account", &acc),
+            ("action", "transactions:read"),
+        ])
+        .await;
+    assert!(all["authorization_details"][0].get("merchants").is_none());
+    app.stop().await;
+}

@@ -440,15 +440,7 @@ impl TestApp {
     pub async fn demo_tokens(&self, fields: &[(&str, &str)]) -> Value {
         let (code, verifier) = self.demo_code(fields).await;
         let r = self
-            .post_token(
-                (DEMO_CLIENT, DEMO_SECRET),
-                &[
-                    ("grant_type", "authorization_code"),
-                    ("code", &code),
-                    ("redirect_uri", DEMO_REDIRECT),
-                    ("code_verifier", &verifier),
-                ],
-            )
+            .exchange_code((DEMO_CLIENT, DEMO_SECRET), &code, DEMO_REDIRECT, &verifier)
             .await;
         assert_eq!(r.status(), 200);
         r.json().await.unwrap()

@@ -273,6 +273,15 @@ fn consent_page(p: &PendingConsent, csrf: &str, error: Option<&str>, now: DateTi
                         }
                     }
                 }
+                @if wants_transactions && !p.own_merchants.is_empty() {
+                    fieldset {
+                        legend { "Merchants" }
+                        p.muted { "The app asked for transactions with all merchants. To share only some, choose them; choose none to share all." }
+                        @for (id, name) in &p.own_merchants {
+                            p { label { input type="checkbox" name="merchant" value=(id); " " (name) } }
+                        }
+                    }
+                }
                 @if !p.merchants.is_empty() {
                     fieldset {
                         legend { "Only transactions with these merchants" }

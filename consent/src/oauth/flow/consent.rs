@@ -23,6 +23,9 @@ pub struct PendingConsent {
     pub accounts: Vec<OfferedAccount>,
     /// Requested merchants with their display names.
     pub merchants: Vec<(String, String)>,
+    /// When the app asked for all merchants: the merchants of the offered accounts'
+    /// transactions (id, name), which the customer may limit the access to.
+    pub own_merchants: Vec<(String, String)>,
     /// KYC-verified legal name of the developer, when verified.
     pub verified_legal_name: Option<String>,
     /// The request changes a grant the customer already gave this client (Grant Management).
@@ -66,6 +69,9 @@ impl From<diesel::result::Error> for ConsentError {
         ConsentError::Unavailable(e.into())
     }
 }
+
+/// At most this many of the customer's own merchants are offered to limit an app to.
+const OWN_MERCHANTS_SHOWN: i64 = 50;
 
 /// A pending authorization request, as the consent page and the decision read it.
 #[derive(Debug, Queryable)]
@@ -226,6 +232,21 @@ pub fn pending(
                 .collect()
         }
     };
+    let own_merchants = match &requested.merchants {
+        Some(_) => vec![],
+        None => {
+            use platform::storage::schema::transactions;
+            let ids: Vec<&str> = accounts.iter().map(|a| a.id.as_str()).collect();
+            transactions::table
+                .inner_join(merchants::table)
+                .filter(transactions::account_id.eq_any(&ids))
+                .select((merchants::id, merchants::name))
+                .distinct()
+                .order(merchants::name)
+                .limit(OWN_MERCHANTS_SHOWN)
+                .load(c)?
+        }
+    };
     let verified_legal_name = verified_legal_name(c, svc, &client)?;
     Ok(PendingConsent {
         id: id.to_string(),
@@ -234,6 +255,7 @@ pub fn pending(
         requested,
         accounts,
         merchants,
+        own_merchants,
         verified_legal_name,
         change,
     })
@@ -366,7 +388,22 @@ pub fn narrowed(
         _ => return Err(invalid("give both ends of the transaction window")),
     };
     let merchants = match &requested.merchants {
-        None => None,
+        // The app asked for all merchants: the customer may still limit it to some. (Only ever
+        // narrower than what was asked; ids unknown to the customer's data just match nothing.)
+        None if choice.merchants.is_empty() => None,
+        None => {
+            let mut list = Vec::new();
+            for m in &choice.merchants {
+                let id = MerchantId::parse(m.clone()).map_err(|_| invalid("malformed merchant"))?;
+                if !list.contains(&id) {
+                    list.push(id);
+                }
+            }
+            if list.len() > ::grants::MAX_MERCHANTS {
+                return Err(invalid("too many merchants"));
+            }
+            Some(list)
+        }
         Some(_) => {
             let mut list = Vec::new();
             for m in &choice.merchants {
