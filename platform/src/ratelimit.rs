@@ -260,16 +260,22 @@ mod tests {
         ));
     }
 
+    /// One-minute login limits: `per_pair` per (account, address) pair and `per_account` per
+    /// account, with an address limit (100) the tests do not reach.
+    fn minute_limits(per_pair: u64, per_account: u64) -> LoginLimits {
+        LoginLimits {
+            per_pair,
+            per_address: 100,
+            per_account,
+            window: Duration::from_secs(60),
+            ..LoginLimits::DEFAULT
+        }
+    }
+
     #[tokio::test]
     async fn failed_logins_cannot_lock_the_owner_out() {
         let rl = RateLimiter::new(Arc::new(InProcessCache::default()));
-        let limits = LoginLimits {
-            per_pair: 3,
-            per_address: 100,
-            per_account: 3,
-            window: Duration::from_secs(60),
-            ..LoginLimits::DEFAULT
-        };
+        let limits = minute_limits(3, 3);
         let attacker = LoginAttempt::new("customer", "alice", "203.0.113.9");
         fails_until_limited(&rl, &limits, &attacker, 3).await;
         // The owner, elsewhere, may still try (and a success counts nothing).
@@ -287,13 +293,7 @@ mod tests {
     async fn failed_logins_are_counted_when_redis_is_down() {
         let dead: Arc<dyn Cache> = Arc::new(RedisCache::new("redis://127.0.0.1:1", "t:").unwrap());
         let rl = RateLimiter::new(dead);
-        let limits = LoginLimits {
-            per_pair: 2,
-            per_address: 100,
-            per_account: 100,
-            window: Duration::from_secs(60),
-            ..LoginLimits::DEFAULT
-        };
+        let limits = minute_limits(2, 100);
         let attempt = LoginAttempt::new("client", "c_1", "203.0.113.9");
         fails_until_limited(&rl, &limits, &attempt, 2).await;
     }

@@ -548,13 +548,14 @@ mod tests {
             .and_hms_opt(12, 0, 0)
             .unwrap();
         let ids = vec!["a".to_string(), "b".to_string()];
+        let binds = [
+            PgBind::Timestamp(&now),
+            PgBind::Text("t"),
+            PgBind::TextArray(&ids),
+        ];
         let stmt = PgStatement::new(
             "SELECT $2, $1 WHERE x = $2 AND y = ANY($3::text[]) AND z < $10",
-            vec![
-                PgBind::Timestamp(&now),
-                PgBind::Text("t"),
-                PgBind::TextArray(&ids),
-            ],
+            binds.to_vec(),
         );
         // `$10` names a bind that does not exist: the statement cannot be built (never sent).
         use std::fmt::Write as _;
@@ -562,11 +563,7 @@ mod tests {
         assert!(write!(sql, "{}", diesel::debug_query::<diesel::pg::Pg, _>(&stmt)).is_err());
         let stmt = PgStatement::new(
             "SELECT $2, $1 WHERE x = $2 AND y = ANY($3::text[])",
-            vec![
-                PgBind::Timestamp(&now),
-                PgBind::Text("t"),
-                PgBind::TextArray(&ids),
-            ],
+            binds.to_vec(),
         );
         let sql = diesel::debug_query::<diesel::pg::Pg, _>(&stmt).to_string();
         assert!(

@@ -39,7 +39,7 @@ pub const MAX_CERT_LEN: usize = 16 * 1024;
 const MAX_CHAIN: usize = 4;
 
 /// The client certificate of a request, as far as this server could judge it.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientCertificate {
     /// RFC 8705 `x5t#S256`: base64url SHA-256 of the DER encoding.
     pub thumbprint: String,
@@ -48,16 +48,6 @@ pub struct ClientCertificate {
     /// The certificate chains to `server.client_ca_file`, is valid now and allowed for client
     /// authentication: only then does its subject DN authenticate a `tls_client_auth` client.
     pub chain_trusted: bool,
-}
-
-impl std::fmt::Debug for ClientCertificate {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClientCertificate")
-            .field("thumbprint", &self.thumbprint)
-            .field("subject_dn", &self.subject_dn)
-            .field("chain_trusted", &self.chain_trusted)
-            .finish()
-    }
 }
 
 /// The base64url SHA-256 of a certificate's DER encoding (RFC 8705 `x5t#S256`).
