@@ -233,7 +233,10 @@ fn main() -> anyhow::Result<()> {
                 .build()?;
             let report = runtime.block_on(consent::lifecycle::run_once(&platform))?;
             link_audit(&platform)?;
-            println!("expired: {}, dormant: {}", report.expired, report.dormant);
+            println!(
+                "expired: {}, dormant: {}, approval requests expired: {}",
+                report.expired, report.dormant, report.approvals_expired
+            );
             Ok(())
         }
         Command::Keys {

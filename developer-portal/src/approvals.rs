@@ -421,13 +421,36 @@ pub fn decide(
     Ok(req)
 }
 
-/// Marks pending requests past their expiry as expired (for a periodic sweep); returns how many.
-pub fn expire_stale(conn: &mut AnyConnection, now: DateTime<Utc>) -> Result<usize, ApprovalError> {
-    Ok(diesel::update(
-        approval_requests::table
-            .filter(approval_requests::status.eq(ApprovalStatus::Pending.as_str()))
-            .filter(approval_requests::expires_at.le(ts(now))),
-    )
-    .set(approval_requests::status.eq(ApprovalStatus::Expired.as_str()))
-    .execute(conn)?)
+/// Marks pending requests past their expiry as expired, each with an `approval.expired` audit
+/// event (the lifecycle sweep runs it in its transaction); returns how many. Reads already report
+/// such a request as expired (`status_at`): this makes the stored status say so too.
+pub fn expire_stale(conn: &mut AnyConnection, now: DateTime<Utc>) -> Result<usize, StorageError> {
+    let stale = approval_requests::table
+        .filter(approval_requests::status.eq(ApprovalStatus::Pending.as_str()))
+        .filter(approval_requests::expires_at.le(ts(now)));
+    let ids: Vec<(String, String)> = stale
+        .select((approval_requests::id, approval_requests::action))
+        .order(approval_requests::id)
+        .limit(10_000)
+        .load(conn)?;
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let only: Vec<&str> = ids.iter().map(|(id, _)| id.as_str()).collect();
+    diesel::update(stale.filter(approval_requests::id.eq_any(&only)))
+        .set(approval_requests::status.eq(ApprovalStatus::Expired.as_str()))
+        .execute(conn)?;
+    let events: Vec<NewEvent> = ids
+        .iter()
+        .map(|(id, action)| {
+            NewEvent::new(
+                Actor::system("lifecycle-sweeper"),
+                "approval.expired",
+                Target::new("approval_request", id.clone()),
+            )
+            .details(serde_json::json!({ "action": action }))
+        })
+        .collect();
+    platform::audit::record_many(conn, &events, now)?;
+    Ok(ids.len())
 }

@@ -486,3 +486,88 @@ async fn introspection_and_resource_server_usage_reports_count_as_use() {
         app.stop().await;
     }
 }
+
+/// Four-eyes requests nobody decided in time are stored as expired by the sweep, each with an
+/// audit event; decided ones and those still in time are left alone.
+#[tokio::test]
+async fn the_sweep_expires_undecided_approval_requests() {
+    use developer_portal::approvals::{self, ApprovalAction, ApprovalStatus, ApprovalTarget};
+    for backend in backends() {
+        let (app, clock) = app_with_clock(backend).await;
+        let a = app.create_staff("ops-a").await;
+        let b = app.create_staff("ops-b").await;
+        let now = app.platform.now();
+        let ask = move |c: &mut platform::storage::AnyConnection, key: &str, at| {
+            approvals::request(
+                c,
+                ApprovalAction::RotateSigningKeys,
+                ApprovalTarget::new("signing_keys", key),
+                json!({}),
+                "the quarterly key rotation",
+                &a,
+                at,
+            )
+            .unwrap()
+            .id
+        };
+        let (stale, decided) = {
+            let (ask, b) = (ask.clone(), b.clone());
+            app.platform
+                .db
+                .write(move |c| {
+                    let stale = ask(c, "k1", now);
+                    let decided = ask(c, "k2", now);
+                    approvals::decide(c, &decided, &b, false, "not needed this quarter", now)
+                        .unwrap();
+                    Ok((stale, decided))
+                })
+                .await
+                .unwrap()
+        };
+        let r = consent::lifecycle::run_once(&app.platform).await.unwrap();
+        assert_eq!(r.approvals_expired, 0, "{backend:?}: still in time");
+
+        clock.advance(Duration::hours(25));
+        let fresh = {
+            let (ask, later) = (ask.clone(), app.platform.now());
+            app.platform
+                .db
+                .write(move |c| Ok(ask(c, "k3", later)))
+                .await
+                .unwrap()
+        };
+        let r = consent::lifecycle::run_once(&app.platform).await.unwrap();
+        assert_eq!(r.approvals_expired, 1, "{backend:?}");
+        let (s, d, f) = (stale.clone(), decided.clone(), fresh.clone());
+        let (statuses, events) = app
+            .platform
+            .db
+            .run(move |c| {
+                let status = |c: &mut platform::storage::AnyConnection, id: &str| {
+                    approvals::get(c, id).unwrap().status
+                };
+                let statuses = [status(c, &s), status(c, &d), status(c, &f)];
+                let events: i64 = audit_events::table
+                    .filter(audit_events::action.eq("approval.expired"))
+                    .filter(audit_events::target_id.eq(&s))
+                    .count()
+                    .get_result(c)?;
+                Ok((statuses, events))
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            statuses,
+            [
+                ApprovalStatus::Expired,
+                ApprovalStatus::Rejected,
+                ApprovalStatus::Pending
+            ],
+            "{backend:?}"
+        );
+        assert_eq!(events, 1, "{backend:?}");
+        let again = consent::lifecycle::run_once(&app.platform).await.unwrap();
+        assert_eq!(again.approvals_expired, 0, "{backend:?}: once");
+        app.stop().await;
+    }
+}

@@ -35,6 +35,8 @@ pub struct SweepReport {
     pub dormancy_warnings: usize,
     /// Undecided authorization requests, expired sessions and old webhook events deleted.
     pub purged: usize,
+    /// Four-eyes approval requests nobody decided in time, now stored as expired.
+    pub approvals_expired: usize,
     pub ended_grant_ids: Vec<String>,
 }
 
@@ -348,6 +350,8 @@ fn sweep(
         .execute(c)?;
         Ok(stale + delivered + failed + platform::session::purge_expired(c, now)?)
     })?;
+    // Four-eyes requests nobody decided in time (reads already report them expired).
+    report.approvals_expired = write_tx(c, |c| developer_portal::approvals::expire_stale(c, now))?;
     // Revocation feed entries whose tokens have all expired (module docs of
     // platform::revocation, "Retention").
     loop {
