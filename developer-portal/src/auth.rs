@@ -39,6 +39,17 @@ pub type DeveloperAuth = Caller<Developer>;
 /// /api/v1/admin/login>`.
 pub type StaffAuth = Caller<Staff>;
 
+/// A service call for a [`Caller`]: `f(connection, caller id, now)`.
+pub trait CallerFn<T>:
+    FnOnce(&mut AnyConnection, &str, DateTime<Utc>) -> PortalResult<T> + Send + 'static
+{
+}
+
+impl<T, F> CallerFn<T> for F where
+    F: FnOnce(&mut AnyConnection, &str, DateTime<Utc>) -> PortalResult<T> + Send + 'static
+{
+}
+
 impl<A> Caller<A> {
     /// The caller of `session` (already authenticated as an `A`), now.
     pub fn new(platform: web::Data<Platform>, session: Session) -> Self {
@@ -50,24 +61,23 @@ impl<A> Caller<A> {
         }
     }
 
-    /// `f(connection, caller id, now)` on the database pool.
-    pub async fn read<T, F>(&self, f: F) -> PortalResult<T>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut AnyConnection, &str, DateTime<Utc>) -> PortalResult<T> + Send + 'static,
-    {
+    /// `f` with the caller's id and the time of the request bound: `f(connection)`.
+    fn bind<T>(
+        &self,
+        f: impl CallerFn<T>,
+    ) -> impl FnOnce(&mut AnyConnection) -> PortalResult<T> + Send + 'static {
         let (id, now) = (self.session.subject_id.clone(), self.now);
-        read(&self.platform, move |c| f(c, &id, now)).await
+        move |c| f(c, &id, now)
+    }
+
+    /// `f(connection, caller id, now)` on the database pool.
+    pub async fn read<T: Send + 'static>(&self, f: impl CallerFn<T>) -> PortalResult<T> {
+        read(&self.platform, self.bind(f)).await
     }
 
     /// `f(connection, caller id, now)` in one write transaction.
-    pub async fn write<T, F>(&self, f: F) -> PortalResult<T>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut AnyConnection, &str, DateTime<Utc>) -> PortalResult<T> + Send + 'static,
-    {
-        let (id, now) = (self.session.subject_id.clone(), self.now);
-        write(&self.platform, move |c| f(c, &id, now)).await
+    pub async fn write<T: Send + 'static>(&self, f: impl CallerFn<T>) -> PortalResult<T> {
+        write(&self.platform, self.bind(f)).await
     }
 
     /// As [`Caller::write`], for a change that ends grants (announced once committed).

@@ -97,12 +97,20 @@ pub async fn sign_up(
         .json(DeveloperResponse::new(dev, None)))
 }
 
-fn token_response(l: accounts::LoggedIn) -> HttpResponse {
-    no_store_json(&TokenResponse {
+/// Logs `name` in for a `kind` session and answers its bearer token.
+async fn login(
+    p: &Data,
+    req: &HttpRequest,
+    kind: SessionKind,
+    name: &str,
+    password: &str,
+) -> Result<HttpResponse, ApiError> {
+    let l = accounts::login(p, kind, name, password, &client_addr(req)).await?;
+    Ok(no_store_json(&TokenResponse {
         access_token: l.token.expose().to_string(),
         token_type: "Bearer".into(),
         expires_at: l.session.expires_at,
-    })
+    }))
 }
 
 /// Log in as a developer: returns a bearer token for the JSON API.
@@ -118,15 +126,14 @@ pub async fn developer_login(
     req: HttpRequest,
     body: web::Json<DeveloperLoginRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let l = accounts::login(
+    login(
         &p,
+        &req,
         SessionKind::Developer,
         &body.email,
         &body.password,
-        &client_addr(&req),
     )
-    .await?;
-    Ok(token_response(l))
+    .await
 }
 
 /// End the bearer token's session.
@@ -165,13 +172,5 @@ pub async fn staff_login(
     req: HttpRequest,
     body: web::Json<StaffLoginRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let l = accounts::login(
-        &p,
-        SessionKind::Staff,
-        &body.username,
-        &body.password,
-        &client_addr(&req),
-    )
-    .await?;
-    Ok(token_response(l))
+    login(&p, &req, SessionKind::Staff, &body.username, &body.password).await
 }

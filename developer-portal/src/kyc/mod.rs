@@ -299,6 +299,22 @@ fn row_for_developer(
         .optional()?)
 }
 
+/// The developer's submission as a change in this transaction left it.
+fn reload(
+    conn: &mut AnyConnection,
+    cipher: &FieldCipher,
+    developer_id: &str,
+) -> PortalResult<KycRecord> {
+    let row =
+        row_for_developer(conn, developer_id)?.ok_or(PortalError::NotFound("KYC submission"))?;
+    to_record(conn, cipher, &row)
+}
+
+/// An audit event on submission `id`.
+fn event(actor: Actor, action: &'static str, id: &str) -> NewEvent {
+    NewEvent::new(actor, action, Target::new("kyc_submission", id))
+}
+
 /// The developer's own submission, decrypted.
 pub fn for_developer(
     conn: &mut AnyConnection,
@@ -386,15 +402,8 @@ pub fn save(
             })
             .execute(conn)?;
     }
-    NewEvent::new(
-        Actor::developer(developer_id),
-        "kyc.saved",
-        Target::new("kyc_submission", &id),
-    )
-    .record(conn, now)?;
-    let row =
-        row_for_developer(conn, developer_id)?.ok_or(PortalError::NotFound("KYC submission"))?;
-    to_record(conn, cipher, &row)
+    event(Actor::developer(developer_id), "kyc.saved", &id).record(conn, now)?;
+    reload(conn, cipher, developer_id)
 }
 
 /// Submits (or, after `needs_information`, resubmits) the developer's details for review.
@@ -428,20 +437,18 @@ pub fn submit(
     ))
     .execute(conn)?;
     let round = current_round(conn, &row.id)?;
-    NewEvent::new(
+    event(
         Actor::developer(developer_id),
         if status == KycStatus::Draft {
             "kyc.submitted"
         } else {
             "kyc.resubmitted"
         },
-        Target::new("kyc_submission", &row.id),
+        &row.id,
     )
     .details(serde_json::json!({ "round": round }))
     .record(conn, now)?;
-    let row =
-        row_for_developer(conn, developer_id)?.ok_or(PortalError::NotFound("KYC submission"))?;
-    to_record(conn, cipher, &row)
+    reload(conn, cipher, developer_id)
 }
 
 /// The legal name of a developer whose KYC is approved (decrypted), for display to customers.

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, NaiveDateTime, SubsecRound, Utc};
 use diesel::prelude::*;
-use platform::audit::{Actor, NewEvent, Target};
+use platform::audit::Actor;
 use platform::crypto::{FieldCipher, random_id};
 use platform::storage::AnyConnection;
 use platform::storage::models::StaffStatus;
@@ -12,7 +12,7 @@ use platform::storage::schema::{developers, kyc_reviews, kyc_submissions, staff}
 
 use super::{
     KycStatus, QueueItem, ReviewDecision, ReviewView, StaffKycView, approvals_in_round,
-    current_round, to_record, ts,
+    current_round, event, to_record, ts,
 };
 use crate::approvals::justification;
 use crate::error::{PortalError, PortalResult};
@@ -59,12 +59,7 @@ pub fn staff_view(
     now: DateTime<Utc>,
 ) -> PortalResult<StaffKycView> {
     let view = load_staff_view(conn, cipher, submission_id)?;
-    NewEvent::new(
-        Actor::staff(viewer_staff_id),
-        "kyc.viewed",
-        Target::new("kyc_submission", submission_id),
-    )
-    .record(conn, now)?;
+    event(Actor::staff(viewer_staff_id), "kyc.viewed", submission_id).record(conn, now)?;
     Ok(view)
 }
 
@@ -198,17 +193,13 @@ pub fn review(
             created_at: now.naive_utc().trunc_subsecs(6),
         })
         .execute(conn)?;
-    NewEvent::new(
-        Actor::staff(staff_id),
-        "kyc.reviewed",
-        Target::new("kyc_submission", submission_id),
-    )
-    .details(serde_json::json!({
-        "review_id": review_id,
-        "decision": decision.as_str(),
-        "round": round,
-    }))
-    .record(conn, now)?;
+    event(Actor::staff(staff_id), "kyc.reviewed", submission_id)
+        .details(serde_json::json!({
+            "review_id": review_id,
+            "decision": decision.as_str(),
+            "round": round,
+        }))
+        .record(conn, now)?;
     let outcome = match decision {
         ReviewDecision::Approve => {
             (approvals_in_round(conn, submission_id, round)? >= 2).then_some(KycStatus::Approved)
@@ -235,14 +226,14 @@ pub fn review(
                 "the submission changed during the review; reload and try again".into(),
             ));
         }
-        NewEvent::new(
+        event(
             Actor::staff(staff_id),
             match new_status {
                 KycStatus::Approved => "kyc.approved",
                 KycStatus::Rejected => "kyc.rejected",
                 _ => "kyc.needs_information",
             },
-            Target::new("kyc_submission", submission_id),
+            submission_id,
         )
         .details(serde_json::json!({ "round": round, "developer_id": developer_id }))
         .record(conn, now)?;
