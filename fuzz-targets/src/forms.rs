@@ -168,7 +168,18 @@ pub fn oauth_form(data: &[u8]) {
                     .iter()
                     .all(|a| offered.iter().any(|o| o.id == a.as_str()))
             );
-            assert_eq!(granted.merchants.is_some(), requested.merchants.is_some());
+            // A merchant limit stays; an app that asked for all merchants is limited only to
+            // the ones the customer chose.
+            match (&requested.merchants, &granted.merchants) {
+                (Some(_), granted) => assert!(granted.is_some()),
+                (None, None) => assert!(choice.merchants.is_empty()),
+                (None, Some(limit)) => assert!(
+                    !limit.is_empty()
+                        && limit
+                            .iter()
+                            .all(|m| choice.merchants.iter().any(|c| c == m.as_str()))
+                ),
+            }
             // The grant must be mintable: tokens are made from it at the token endpoint.
             grants::GrantScope::new(
                 accounts,
