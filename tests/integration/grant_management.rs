@@ -356,3 +356,99 @@ async fn a_code_from_before_a_change_is_not_exchanged_after_it() {
     assert_eq!(body["grant_id"], grant.as_str());
     app.stop().await;
 }
+
+/// A merge that one grant cannot hold without allowing more than either consent (transactions
+/// on one account, balances on another) is refused on the page; the grant and its tokens stay.
+/// Merge and replace need PAR; and nobody can record a decision against another's grant.
+#[tokio::test]
+async fn merges_that_would_widen_forged_links_and_foreign_denials_change_nothing() {
+    let app = spawn_demo_app(Backend::Sqlite).await;
+    app.login_customer("alice").await;
+    let accounts = app.account_ids("alice").await;
+    let first = connect(&app, &accounts[0], &["transactions:read"], &[]).await;
+    let grant = first["grant_id"].as_str().unwrap().to_string();
+    let merge = [
+        ("grant_id", grant.as_str()),
+        ("grant_management_action", "merge"),
+    ];
+
+    let (par, _) = push(&app, &["balances:read"], &merge).await;
+    let body: Value = par.json().await.unwrap();
+    let auth = app
+        .get_authorize(&[
+            ("client_id", DEMO_CLIENT),
+            ("request_uri", body["request_uri"].as_str().unwrap()),
+        ])
+        .await;
+    let (path, html) = app.get_consent_page(auth).await;
+    let fields = [
+        ("decision", "approve"),
+        ("account", accounts[1].as_str()),
+        ("action", "balances:read"),
+    ];
+    let r = app.post_consent(&path, &html, &fields).await;
+    assert_eq!(r.status(), 400);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("cannot be combined into one grant")
+    );
+    let seen = app
+        .post_introspect(DEMO, first["access_token"].as_str().unwrap())
+        .await;
+    assert_eq!(seen["active"], true);
+    assert_eq!(actions_of(&seen), ["transactions:read"]);
+    assert_eq!(refresh_status(&app, &first).await, 200);
+
+    // A front-channel link cannot change a grant.
+    let (_, challenge) = pkce();
+    let rar = rar(&["balances:read"]);
+    let r = app
+        .get_authorize(&[
+            ("client_id", DEMO_CLIENT),
+            ("response_type", "code"),
+            ("redirect_uri", DEMO_REDIRECT),
+            ("code_challenge", &challenge),
+            ("code_challenge_method", "S256"),
+            ("authorization_details", &rar),
+            ("grant_id", &grant),
+            ("grant_management_action", "replace"),
+        ])
+        .await;
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("need a pushed request"));
+
+    // Bob cannot deny a change of Alice's grant on her behalf.
+    let (par, _) = push(&app, &["balances:read"], &merge).await;
+    let body: Value = par.json().await.unwrap();
+    let bob = customer_client(&app, "bob").await;
+    let url = url::Url::parse_with_params(
+        &app.url("/oauth2/authorize"),
+        [
+            ("client_id", DEMO_CLIENT),
+            ("request_uri", body["request_uri"].as_str().unwrap()),
+        ],
+    )
+    .unwrap();
+    let r = bob.get(url).send().await.unwrap();
+    let consent_path = location(&r);
+    // Opening the page binds the request to him (and shows him the refusal).
+    let page = bob.get(app.url(&consent_path)).send().await.unwrap();
+    assert_eq!(page.status(), 400);
+    let csrf = e2e_tests::dashboard::me_csrf(&app, &bob).await;
+    let r = bob
+        .post(app.url(&consent_path))
+        .form(&[("csrf_token", csrf.as_str()), ("decision", "deny")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("invalid_grant_id"));
+    // (Its refresh token was rotated above: the access token tells the grant is untouched.)
+    let seen = app
+        .post_introspect(DEMO, first["access_token"].as_str().unwrap())
+        .await;
+    assert_eq!(seen["active"], true);
+    app.stop().await;
+}

@@ -282,37 +282,94 @@ impl AccessRequest {
             .join(" ")
     }
 
-    /// OpenID Grant Management `merge`: everything either allows, until the later expiry. A window
-    /// becomes the span of both; no limit on either side (accounts, window, merchants) stays no
-    /// limit. Validated again (the union may exceed the limits a grant may carry).
+    /// OpenID Grant Management `merge`: one grant that allows exactly what either allows - never
+    /// more - until the later expiry. A grant is one `account_access` entry (actions x accounts x
+    /// window x merchants), so that exists only when one side contains the other, or when the two
+    /// differ in one dimension alone (more actions over the same accounts, window and merchants;
+    /// more accounts; more merchants; windows that overlap or touch). Anything else (say,
+    /// transactions on account A merged with balances on account B, which would also give
+    /// transactions on B) is refused: the client asks again with `replace` or `create`. A period
+    /// and merchants only limit transaction reads, so they do not count for a side without them.
     pub fn merged(&self, other: &AccessRequest) -> Result<AccessRequest, OAuthError> {
-        fn union<T: Clone + PartialEq>(a: &Option<Vec<T>>, b: &Option<Vec<T>>) -> Option<Vec<T>> {
-            let (a, b) = (a.as_ref()?, b.as_ref()?);
-            let mut out = a.clone();
-            out.extend(b.iter().filter(|x| !a.contains(x)).cloned());
-            Some(out)
+        fn set<T: Clone + Ord>(v: &[T]) -> Vec<T> {
+            let mut v = v.to_vec();
+            v.sort();
+            v.dedup();
+            v
         }
-        let mut actions = self.actions.clone();
-        actions.extend(
-            other
-                .actions
-                .iter()
-                .filter(|a| !self.actions.contains(a))
-                .cloned(),
-        );
-        let window = match (&self.window, &other.window) {
-            (Some(a), Some(b)) => Some(
-                TxWindow::new(a.from().min(b.from()), a.until().max(b.until()))
-                    .map_err(|e| OAuthError::InvalidRequest(e.to_string()))?,
-            ),
-            _ => None,
+        fn union<T: Clone + Ord>(a: &[T], b: &[T]) -> Vec<T> {
+            let mut out = a.to_vec();
+            out.extend(b.iter().filter(|x| !a.contains(x)).cloned());
+            out
+        }
+        let expires_at = self.expires_at.max(other.expires_at);
+        let scope_of = |r: &AccessRequest| AccessRequest {
+            expires_at,
+            ..r.clone()
         };
-        let merged = AccessRequest {
-            actions,
-            accounts: union(&self.accounts, &other.accounts),
-            window,
-            merchants: union(&self.merchants, &other.merchants),
-            expires_at: self.expires_at.max(other.expires_at),
+        let (mut a, mut b) = (scope_of(self), scope_of(other));
+        // A period and merchants limit transaction reads only: a side that cannot read
+        // transactions places no limit there that a merge could lose.
+        let reads_transactions = |r: &AccessRequest| r.actions.contains(&Action::TransactionsRead);
+        if !reads_transactions(&a) {
+            (a.window, a.merchants) = (b.window, b.merchants.clone());
+        }
+        if !reads_transactions(&b) {
+            (b.window, b.merchants) = (a.window, a.merchants.clone());
+        }
+        let merged = if a.contains(&b) {
+            a
+        } else if b.contains(&a) {
+            b
+        } else {
+            let same_actions = set(&a.actions) == set(&b.actions);
+            let same_accounts = a.accounts.as_deref().map(set) == b.accounts.as_deref().map(set);
+            let same_window = a.window == b.window;
+            let same_merchants = a.merchants.as_deref().map(set) == b.merchants.as_deref().map(set);
+            let differing = [same_actions, same_accounts, same_window, same_merchants]
+                .iter()
+                .filter(|same| !**same)
+                .count();
+            let refuse = || {
+                OAuthError::InvalidRequest(
+                    "these two consents cannot be combined into one grant without allowing more \
+                     than either (they differ in more than one of permissions, accounts, period \
+                     and merchants); the app can ask to replace the grant instead"
+                        .into(),
+                )
+            };
+            if differing != 1 {
+                return Err(refuse());
+            }
+            let mut m = a.clone();
+            if !same_actions {
+                m.actions = union(&a.actions, &b.actions);
+            } else if !same_accounts {
+                // Both are lists here (no limit on one side would contain the other).
+                m.accounts = Some(union(
+                    a.accounts.as_deref().unwrap_or_default(),
+                    b.accounts.as_deref().unwrap_or_default(),
+                ));
+            } else if !same_merchants {
+                m.merchants = Some(union(
+                    a.merchants.as_deref().unwrap_or_default(),
+                    b.merchants.as_deref().unwrap_or_default(),
+                ));
+            } else {
+                let (Some(x), Some(y)) = (&a.window, &b.window) else {
+                    return Err(refuse());
+                };
+                // The span is the union only when no day lies between them.
+                let gap = chrono::Duration::seconds(1);
+                if x.from() > y.until() + gap || y.from() > x.until() + gap {
+                    return Err(refuse());
+                }
+                m.window = Some(
+                    TxWindow::new(x.from().min(y.from()), x.until().max(y.until()))
+                        .map_err(|e| OAuthError::InvalidRequest(e.to_string()))?,
+                );
+            }
+            m
         };
         AccessRequest::from_stored(&merged.to_json())
     }
@@ -373,6 +430,85 @@ mod tests {
 
     fn parse(json: &str) -> Result<AccessRequest, OAuthError> {
         AccessRequest::parse(Some(json), None, now(), Duration::days(180))
+    }
+
+    fn grant(actions: &str, extra: &str) -> AccessRequest {
+        parse(&format!(
+            r#"[{{"type":"account_access","actions":[{actions}],"expires_at":"2026-09-01T00:00:00Z"{extra}}}]"#
+        ))
+        .unwrap()
+    }
+
+    /// Merges give exactly what either consent gave, never a combination neither did.
+    #[test]
+    fn merging_never_allows_more_than_either_side() {
+        let a1 = r#","accounts":["acc_1"]"#;
+        let a2 = r#","accounts":["acc_2"]"#;
+        let win =
+            |f: &str, u: &str| format!(r#","transactions_from":"{f}","transactions_until":"{u}""#);
+        // One dimension apart: combined.
+        let m = grant(r#""accounts:read""#, a1)
+            .merged(&grant(r#""balances:read""#, a1))
+            .unwrap();
+        assert_eq!(m.actions.len(), 2);
+        let m = grant(r#""balances:read""#, a1)
+            .merged(&grant(r#""balances:read""#, a2))
+            .unwrap();
+        assert_eq!(m.accounts.unwrap().len(), 2);
+        let tx = r#""transactions:read""#;
+        let m = grant(tx, &format!("{a1}{}", win("2026-01-01", "2026-03-31")))
+            .merged(&grant(
+                tx,
+                &format!("{a1}{}", win("2026-04-01", "2026-05-31")),
+            ))
+            .unwrap();
+        assert_eq!(
+            m.window.unwrap().from(),
+            parse_instant("2026-01-01T00:00:00Z", false).unwrap()
+        );
+        // Transactions on one account and balances on another would give transactions on both.
+        assert!(
+            grant(tx, a1)
+                .merged(&grant(r#""balances:read""#, a2))
+                .is_err()
+        );
+        // Windows with months between them would cover those months.
+        assert!(
+            grant(tx, &format!("{a1}{}", win("2026-01-01", "2026-03-31")))
+                .merged(&grant(
+                    tx,
+                    &format!("{a1}{}", win("2026-11-01", "2026-12-31"))
+                ))
+                .is_err()
+        );
+        // Balances (no period: none applies to balances) plus transactions for a period and one
+        // merchant: the period and merchant stay.
+        let m = grant(r#""balances:read""#, a1)
+            .merged(&grant(
+                tx,
+                &format!(
+                    r#"{a1}{},"merchants":["m_1"]"#,
+                    win("2026-03-01", "2026-05-31")
+                ),
+            ))
+            .unwrap();
+        assert!(
+            m.window.is_some() && m.merchants.as_ref().unwrap().len() == 1,
+            "{m:?}"
+        );
+        assert_eq!(m.actions.len(), 2);
+        // But transactions for all time plus transactions limited to a merchant on another
+        // account would lift the merchant limit there: refused.
+        assert!(
+            grant(tx, a1)
+                .merged(&grant(tx, &format!(r#"{a2},"merchants":["m_1"]"#)))
+                .is_err()
+        );
+        // One containing the other: the larger one, whatever the order.
+        let big = grant(r#""balances:read","accounts:read""#, a1);
+        let small = grant(r#""balances:read""#, a1);
+        assert_eq!(small.merged(&big).unwrap().actions.len(), 2);
+        assert_eq!(big.merged(&small).unwrap().actions.len(), 2);
     }
 
     #[test]

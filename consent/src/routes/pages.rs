@@ -243,7 +243,7 @@ fn consent_page(p: &PendingConsent, csrf: &str, error: Option<&str>, now: DateTi
         html! {
             h1 { (p.client.name) " wants access to your bank data" }
             (dashboard::operator_markup(&p.client.environment, p.verified_legal_name.as_deref()))
-            @if let Some(change) = &p.change { (change_notice(change)) }
+            @if let Some(change) = &p.change { (change_notice(change, &p.accounts)) }
             @if let Some(e) = error { p.error role="alert" { (e) } }
             p { "Choose exactly what to share. You can only share less than the app asked for, and you can end this access at any time from " a href="/account/apps" { "your connected apps" } "." }
             form method="post" action={ "/oauth2/consent/" (p.id) } {
@@ -304,16 +304,24 @@ fn consent_page(p: &PendingConsent, csrf: &str, error: Option<&str>, now: DateTi
     )
 }
 
-/// Grant Management: what the decision does to the access the customer already gave the app.
-fn change_notice(change: &flow::GrantChange) -> Markup {
+/// Grant Management: what the decision does to the access the customer already gave the app,
+/// with what it allows now in full (accounts by name, period, merchants, end date).
+fn change_notice(change: &flow::GrantChange, offered: &[flow::OfferedAccount]) -> Markup {
     let c = &change.current;
-    let accounts = c.accounts.as_ref().map_or(0, Vec::len);
+    let account_name = |id: &str| {
+        offered
+            .iter()
+            .find(|a| a.id == id)
+            .map_or(id.to_string(), |a| {
+                format!("{} ({})", a.name, a.masked_number)
+            })
+    };
     html! {
         section.change {
             @match change.action {
                 flow::GrantAction::Merge => {
                     h2 { "This adds to the access you already gave this app" }
-                    p { "If you allow, the app keeps what it has now and gains what you choose below, until the later end date." }
+                    p { "If you allow, the app keeps what it has now and gains what you choose below. The two must fit in one consent: if together they would allow more than either (say, transactions on an account you only shared balances of), nothing changes and you are told so. The access then lasts until the later of its current end and the end you choose." }
                 }
                 flow::GrantAction::Replace => {
                     h2 { "This replaces the access you already gave this app" }
@@ -323,11 +331,23 @@ fn change_notice(change: &flow::GrantChange) -> Markup {
             p { "What it has now:" }
             ul {
                 @for action in &c.actions { li { (describe(action.as_str())) } }
-                li { (accounts) " account(s)" }
-                @if let Some(w) = &c.window { li { "transactions from " (date(w.from())) " until " (date(w.until())) } }
+                @match &c.accounts {
+                    Some(list) => { @for a in list { li { "account " (account_name(a.as_str())) } } }
+                    None => { li { "all your accounts" } }
+                }
+                @if c.actions.iter().any(|a| a.as_str() == "transactions:read") {
+                    @match &c.window {
+                        Some(w) => { li { "transactions from " (date(w.from())) " until " (date(w.until())) } }
+                        None => { li { "transactions of any date" } }
+                    }
+                    @match &c.merchants {
+                        Some(list) => { li { "only transactions with " (list.len()) " merchant(s)" } }
+                        None => { li { "transactions with any merchant" } }
+                    }
+                }
                 li { "until " (date(c.expires_at)) }
             }
-            p.muted { "Either way the app's current access tokens stop working at once; it receives new ones for the access you allow." }
+            p.muted { "Either way the app's current access tokens stop working (within seconds everywhere); it receives new ones for the access you allow." }
         }
     }
 }

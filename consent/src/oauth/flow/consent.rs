@@ -510,12 +510,23 @@ pub fn decide(
             // The change to apply once every check passed (nothing is written before).
             let mut change = None;
             let now_naive = now.naive_utc().trunc_subsecs(0);
+            // Whether the customer narrowed what the app asked for.
+            let mut narrowed_request = false;
             let (status, new_status, granted) = match decision {
-                Decision::Deny => (
-                    GrantStatus::Rejected,
-                    AuthorizationRequestStatus::Denied.as_str(),
-                    requested.clone(),
-                ),
+                Decision::Deny => {
+                    // A change names a grant of this customer's even when refused: nobody may
+                    // record a decision against someone else's grant.
+                    if let Some((_, id)) = &target
+                        && live_grant(c, id, &client_id, Some(customer_id), now)?.is_err()
+                    {
+                        return Ok(Err(ConsentError::InvalidGrantId));
+                    }
+                    (
+                        GrantStatus::Rejected,
+                        AuthorizationRequestStatus::Denied.as_str(),
+                        requested.clone(),
+                    )
+                }
                 Decision::Approve(choice) => {
                     if let Err(e) = sandbox_allowed(c, &client_id, customer_id) {
                         return Ok(Err(e));
@@ -528,6 +539,7 @@ pub fn decide(
                         Ok(n) => n,
                         Err(e) => return Ok(Err(e)),
                     };
+                    narrowed_request = chosen != requested;
                     let granted = match &target {
                         None => chosen,
                         Some((action, id)) => {
@@ -603,7 +615,7 @@ pub fn decide(
                 NewEvent::new(Actor::customer(customer_id), "consent.approved", Target::new("grant", grant_id.clone()))
                     .details(serde_json::json!({
                         "client_id": client_id,
-                        "narrowed": granted != requested,
+                        "narrowed": narrowed_request,
                         "authorization_details": serde_json::from_str::<serde_json::Value>(&granted.to_json()).unwrap_or_default(),
                     })).record(c, now)?;
                 let mut params = vec![("code", code.expose())];

@@ -176,7 +176,11 @@ pub(super) fn apply(
     .execute(c)?;
     let live: Vec<(String, NaiveDateTime)> = issued_tokens::table
         .filter(issued_tokens::grant_id.eq(&grant.id))
-        .filter(issued_tokens::expires_at.gt(now.naive_utc()))
+        // Recently expired ones too: verifiers whose clocks run behind still accept them.
+        .filter(
+            issued_tokens::expires_at
+                .gt((now - platform::revocation::RETENTION_MARGIN).naive_utc()),
+        )
         .select((issued_tokens::revocation_id, issued_tokens::expires_at))
         .load(c)?;
     if let Some(last) = live.iter().map(|(_, e)| *e).max() {

@@ -340,6 +340,16 @@ pub async fn authorize(
             pushed.params
         }
         None => {
+            // Changing an existing grant takes an authenticated request: a front-channel link
+            // anyone can forge (knowing a grant id) must not be able to end its tokens.
+            if matches!(
+                params.grant_management_action.as_deref(),
+                Some("merge" | "replace")
+            ) {
+                return Err(AuthorizeFailure::Page(
+                    "grant_management_action merge and replace need a pushed request (PAR)".into(),
+                ));
+            }
             if client.is_production() {
                 // FAPI 2.0: production clients must push their requests.
                 return Err(match params.redirect_uri.as_deref() {

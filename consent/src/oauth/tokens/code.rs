@@ -66,8 +66,7 @@ pub fn exchange_code(
             ))
             .first(c)
             .optional()?;
-        let Some((grant_id, code_client, code_redirect, challenge, expires_at, used_at, bound)) =
-            row
+        let Some((grant_id, code_client, code_redirect, challenge, expires_at, _, bound)) = row
         else {
             return Ok(Err(invalid_grant("the authorization code is invalid")));
         };
@@ -103,6 +102,23 @@ pub fn exchange_code(
             (true, None) => return Ok(Err(certificate_required())),
             (true, Some(c)) => Some(c),
             (false, _) => None,
+        };
+        // The grant first (the lock order), so a concurrent Grant Management change (which locks
+        // it, ends its tokens and deletes its unexchanged codes) is either wholly before this
+        // exchange or wholly after it; then the code again, as it is now.
+        platform::revocation::lock_grants(
+            c,
+            std::slice::from_ref(&grant_id),
+            platform::revocation::TokenLocks::None,
+        )?;
+        let used_at: Option<Option<NaiveDateTime>> = authorization_codes::table
+            .filter(authorization_codes::code_hash.eq(hash.as_str()))
+            .select(authorization_codes::used_at)
+            .first(c)
+            .optional()?;
+        let Some(used_at) = used_at else {
+            // Deleted by a change of its grant meanwhile: unknown now, not a replay.
+            return Ok(Err(invalid_grant("the authorization code is invalid")));
         };
         // Single use: whoever flips used_at first wins; anyone else is replaying.
         let won = diesel::update(
