@@ -2208,12 +2208,25 @@ async fn a_customer_limits_an_app_that_asked_for_all_merchants_to_one() {
             ("authorization_details", &rar),
         ])
         .await;
-    let (_, html) = app.get_consent_page(r).await;
+    let (path, html) = app.get_consent_page(r).await;
     assert!(html.contains("The app asked for transactions with all merchants"));
     assert!(
         html.contains("name=\"merchant\" value=\"m_bean_there\""),
         "own merchants offered"
     );
+    // More merchants than a grant may carry are refused before anything else is done.
+    let many: Vec<String> = (0..=grants::MAX_MERCHANTS)
+        .map(|i| format!("m_x{i}"))
+        .collect();
+    let mut fields = vec![
+        ("decision", "approve"),
+        ("account", acc.as_str()),
+        ("action", "transactions:read"),
+    ];
+    fields.extend(many.iter().map(|m| ("merchant", m.as_str())));
+    let r = app.post_consent(&path, &html, &fields).await;
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("too many merchants"));
 
     let tokens = app
         .demo_tokens(&[

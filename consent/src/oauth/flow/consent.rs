@@ -210,41 +210,37 @@ pub fn pending(
     if accounts.is_empty() {
         return Err(ConsentError::NoAccounts);
     }
-    let merchants = match &requested.merchants {
-        None => vec![],
+    // The requested merchants with their names; or, when the app asked for all, the merchants
+    // of the offered accounts' transactions, which the customer may limit it to.
+    let (merchants, own_merchants) = match &requested.merchants {
         Some(list) => {
             let ids: Vec<&str> = list.iter().map(|m| m.as_str()).collect();
             let names: Vec<(String, String)> = merchants::table
                 .filter(merchants::id.eq_any(&ids))
                 .select((merchants::id, merchants::name))
                 .load(c)?;
-            list.iter()
+            let named = list
+                .iter()
                 .map(|m| {
-                    let name = names
-                        .iter()
-                        .find(|(id, _)| id == m.as_str())
-                        .map(|(_, n)| n.clone());
-                    (
-                        m.as_str().to_string(),
-                        name.unwrap_or_else(|| m.as_str().to_string()),
-                    )
+                    let name = names.iter().find(|(id, _)| id == m.as_str());
+                    let name = name.map_or(m.as_str(), |(_, n)| n.as_str());
+                    (m.as_str().to_string(), name.to_string())
                 })
-                .collect()
+                .collect();
+            (named, vec![])
         }
-    };
-    let own_merchants = match &requested.merchants {
-        Some(_) => vec![],
         None => {
             use platform::storage::schema::transactions;
             let ids: Vec<&str> = accounts.iter().map(|a| a.id.as_str()).collect();
-            transactions::table
+            let own = transactions::table
                 .inner_join(merchants::table)
                 .filter(transactions::account_id.eq_any(&ids))
                 .select((merchants::id, merchants::name))
                 .distinct()
                 .order(merchants::name)
                 .limit(OWN_MERCHANTS_SHOWN)
-                .load(c)?
+                .load(c)?;
+            (vec![], own)
         }
     };
     let verified_legal_name = verified_legal_name(c, svc, &client)?;
@@ -387,36 +383,26 @@ pub fn narrowed(
         }
         _ => return Err(invalid("give both ends of the transaction window")),
     };
+    // The merchants chosen: parsed, deduplicated, and refused past the most a grant may carry
+    // before any more work (a form may repeat the field thousands of times).
+    let mut chosen: Vec<MerchantId> = Vec::new();
+    for m in &choice.merchants {
+        let id = MerchantId::parse(m.clone()).map_err(|_| invalid("malformed merchant"))?;
+        if !chosen.contains(&id) {
+            if chosen.len() == ::grants::MAX_MERCHANTS {
+                return Err(invalid("too many merchants"));
+            }
+            chosen.push(id);
+        }
+    }
     let merchants = match &requested.merchants {
         // The app asked for all merchants: the customer may still limit it to some. (Only ever
         // narrower than what was asked; ids unknown to the customer's data just match nothing.)
-        None if choice.merchants.is_empty() => None,
-        None => {
-            let mut list = Vec::new();
-            for m in &choice.merchants {
-                let id = MerchantId::parse(m.clone()).map_err(|_| invalid("malformed merchant"))?;
-                if !list.contains(&id) {
-                    list.push(id);
-                }
-            }
-            if list.len() > ::grants::MAX_MERCHANTS {
-                return Err(invalid("too many merchants"));
-            }
-            Some(list)
+        None if chosen.is_empty() => None,
+        Some(_) if chosen.is_empty() => {
+            return Err(invalid("choose at least one merchant, or deny the request"));
         }
-        Some(_) => {
-            let mut list = Vec::new();
-            for m in &choice.merchants {
-                let id = MerchantId::parse(m.clone()).map_err(|_| invalid("malformed merchant"))?;
-                if !list.contains(&id) {
-                    list.push(id);
-                }
-            }
-            if list.is_empty() {
-                return Err(invalid("choose at least one merchant, or deny the request"));
-            }
-            Some(list)
-        }
+        _ => Some(chosen),
     };
     let expires_at = match choice.expires_at.as_deref().filter(|s| !s.is_empty()) {
         Some(e) => {
