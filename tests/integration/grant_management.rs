@@ -42,6 +42,16 @@ async fn connect(app: &TestApp, account: &str, actions: &[&str], extra: &[(&str,
     r.json().await.unwrap()
 }
 
+/// Alice (logged in on `app.client`) connects the demo client for `accounts:read` on her first
+/// account: (that account, the token response, its grant id).
+async fn alice_connected(app: &TestApp) -> (String, Value, String) {
+    app.login_customer("alice").await;
+    let acc = app.account_ids("alice").await[0].clone();
+    let first = connect(app, &acc, &["accounts:read"], &[]).await;
+    let grant = first["grant_id"].as_str().unwrap().to_string();
+    (acc, first, grant)
+}
+
 fn actions_of(introspection: &Value) -> Vec<String> {
     let mut a: Vec<String> =
         serde_json::from_value(introspection["authorization_details"][0]["actions"].clone())
@@ -74,10 +84,7 @@ async fn sandbox_status(app: &TestApp, token: &Value) -> u16 {
 async fn merge_widens_and_replace_swaps_a_grant_and_the_old_tokens_end() {
     for backend in backends() {
         let app = spawn_demo_app(backend).await;
-        app.login_customer("alice").await;
-        let acc = app.account_ids("alice").await[0].clone();
-        let first = connect(&app, &acc, &["accounts:read"], &[]).await;
-        let grant = first["grant_id"].as_str().unwrap().to_string();
+        let (acc, first, grant) = alice_connected(&app).await;
         assert_eq!(sandbox_status(&app, &first).await, 200, "{backend:?}");
 
         // merge: the consent page says what changes; the grant keeps its id and gains balances.
@@ -182,10 +189,7 @@ async fn merge_widens_and_replace_swaps_a_grant_and_the_old_tokens_end() {
 #[tokio::test]
 async fn a_denied_merge_leaves_the_grant_and_its_tokens_alone() {
     let app = spawn_demo_app(Backend::Sqlite).await;
-    app.login_customer("alice").await;
-    let acc = app.account_ids("alice").await[0].clone();
-    let first = connect(&app, &acc, &["accounts:read"], &[]).await;
-    let grant = first["grant_id"].as_str().unwrap().to_string();
+    let (_, first, grant) = alice_connected(&app).await;
     let (par, _) = push(
         &app,
         &["balances:read"],
@@ -208,10 +212,7 @@ async fn a_denied_merge_leaves_the_grant_and_its_tokens_alone() {
 #[tokio::test]
 async fn grant_ids_that_are_not_the_clients_or_the_customers_are_refused() {
     let app = spawn_demo_app(Backend::Sqlite).await;
-    app.login_customer("alice").await;
-    let acc = app.account_ids("alice").await[0].clone();
-    let first = connect(&app, &acc, &["accounts:read"], &[]).await;
-    let grant = first["grant_id"].as_str().unwrap().to_string();
+    let (_, first, grant) = alice_connected(&app).await;
 
     let refused = |extra: Vec<(&'static str, String)>, error: &'static str| {
         let app = &app;
@@ -320,10 +321,7 @@ async fn grant_ids_that_are_not_the_clients_or_the_customers_are_refused() {
 #[tokio::test]
 async fn a_code_from_before_a_change_is_not_exchanged_after_it() {
     let app = spawn_demo_app(Backend::Sqlite).await;
-    app.login_customer("alice").await;
-    let acc = app.account_ids("alice").await[0].clone();
-    let first = connect(&app, &acc, &["accounts:read"], &[]).await;
-    let grant = first["grant_id"].as_str().unwrap().to_string();
+    let (acc, _, grant) = alice_connected(&app).await;
     let merge = [
         ("grant_id", grant.as_str()),
         ("grant_management_action", "merge"),
