@@ -105,21 +105,12 @@ pub fn exchange_code(
         };
         // The grant first (the lock order), so a concurrent Grant Management change (which locks
         // it, ends its tokens and deletes its unexchanged codes) is either wholly before this
-        // exchange or wholly after it; then the code again, as it is now.
+        // exchange or wholly after it.
         platform::revocation::lock_grants(
             c,
             std::slice::from_ref(&grant_id),
             platform::revocation::TokenLocks::None,
         )?;
-        let used_at: Option<Option<NaiveDateTime>> = authorization_codes::table
-            .filter(authorization_codes::code_hash.eq(hash.as_str()))
-            .select(authorization_codes::used_at)
-            .first(c)
-            .optional()?;
-        let Some(used_at) = used_at else {
-            // Deleted by a change of its grant meanwhile: unknown now, not a replay.
-            return Ok(Err(invalid_grant("the authorization code is invalid")));
-        };
         // Single use: whoever flips used_at first wins; anyone else is replaying.
         let won = diesel::update(
             authorization_codes::table
@@ -128,7 +119,17 @@ pub fn exchange_code(
         )
         .set(authorization_codes::used_at.eq(now.naive_utc()))
         .execute(c)?;
-        if used_at.is_some() || won != 1 {
+        if won != 1 {
+            // Lost: read the code again (only on this path) to tell a replay from a code that a
+            // change of its grant deleted meanwhile, which is unknown now, not a replay.
+            let still_there = authorization_codes::table
+                .filter(authorization_codes::code_hash.eq(hash.as_str()))
+                .count()
+                .get_result::<i64>(c)?
+                > 0;
+            if !still_there {
+                return Ok(Err(invalid_grant("the authorization code is invalid")));
+            }
             revoke_for_security(
                 c,
                 revoked,
