@@ -13,6 +13,7 @@ pub mod openapi;
 pub mod revocation_list;
 pub mod routes;
 pub mod sandbox;
+pub mod ssf;
 pub mod startup;
 pub mod state;
 pub mod telemetry;

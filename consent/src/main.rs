@@ -99,7 +99,16 @@ enum KeysCommand {
         /// Data directory, for the embedded SQLite database.
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Which key: `biscuit` (tokens) or `security-events` (Shared Signals SETs).
+        #[arg(long, value_enum, default_value_t = RotatedKey::Biscuit)]
+        purpose: RotatedKey,
     },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum RotatedKey {
+    Biscuit,
+    SecurityEvents,
 }
 
 #[derive(Debug, Subcommand)]
@@ -240,26 +249,32 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Keys {
-            command: KeysCommand::Rotate { data_dir },
+            command: KeysCommand::Rotate { data_dir, purpose },
         } => {
+            let purpose = match purpose {
+                RotatedKey::Biscuit => consent::oauth::keys::KeyPurpose::Biscuit,
+                RotatedKey::SecurityEvents => consent::oauth::keys::KeyPurpose::SecurityEvents,
+            };
             let settings = load(cli.config.as_deref(), None, data_dir)?;
             consent::telemetry::init_tracing(settings.server.log_format);
             let access_ttl = settings.tokens.access_token_ttl.as_chrono();
             let platform = init_platform(settings)?;
             let now = platform.now();
             let kid = platform.db.run_blocking(|c| {
-                consent::oauth::keys::load_or_init(c, &platform.master_key, now)?;
+                consent::oauth::keys::load_or_init(c, &platform.master_key, now, purpose)?;
                 consent::oauth::keys::rotate(
                     c,
                     &platform.master_key,
                     now,
                     access_ttl,
+                    purpose,
                     platform::audit::Actor::system("cli"),
                 )
             })?;
             link_audit(&platform)?;
             println!(
-                "new active signing key: kid {kid} (the previous key stays published for {} minutes)",
+                "new active {} signing key: kid {kid} (the previous key stays published for {} minutes)",
+                purpose.as_str(),
                 access_ttl.num_minutes() + 1
             );
             Ok(())

@@ -15,7 +15,7 @@ use tokio::sync::watch;
 
 use crate::state::AppState;
 use crate::{
-    demo, http, lifecycle, oauth, openapi, revocation_list, routes, telemetry, verification,
+    demo, http, lifecycle, oauth, openapi, revocation_list, routes, ssf, telemetry, verification,
     webhooks,
 };
 
@@ -122,8 +122,23 @@ impl Application {
         let keys = {
             let p = platform.clone();
             let now = p.now();
-            p.db.run(move |c| oauth::keys::load_or_init(c, &p.master_key, now))
-                .await?
+            p.db.run(move |c| {
+                oauth::keys::load_or_init(c, &p.master_key, now, oauth::keys::KeyPurpose::Biscuit)
+            })
+            .await?
+        };
+        let event_keys = {
+            let p = platform.clone();
+            let now = p.now();
+            p.db.run(move |c| {
+                oauth::keys::load_or_init(
+                    c,
+                    &p.master_key,
+                    now,
+                    oauth::keys::KeyPurpose::SecurityEvents,
+                )
+            })
+            .await?
         };
         let batches =
             oauth::tokens::batched::TokenBatches::start(&platform.db)?.map(std::sync::Arc::new);
@@ -141,6 +156,11 @@ impl Application {
         }
         let state = AppState {
             revocations,
+            ssf: ssf::SsfService::new(
+                platform.clone(),
+                oauth::keys::KeyRing::new(event_keys),
+                issuer.clone(),
+            ),
             oauth: oauth::OAuthService {
                 platform: platform.clone(),
                 keys: oauth::keys::KeyRing::new(keys),
@@ -204,7 +224,8 @@ impl Application {
                 .platform
                 .audit
                 .spawn_linker(chain_interval, shutdown_rx.clone()),
-            spawn_key_refresh(state.oauth.clone(), shutdown_rx.clone()),
+            spawn_key_refresh(state.clone(), shutdown_rx.clone()),
+            ssf::push::spawn_delivery(state.ssf.clone(), shutdown_rx.clone()),
             state
                 .revocations
                 .spawn_sync(state.platform.clone(), shutdown_rx.clone()),
@@ -258,30 +279,43 @@ impl Application {
     }
 }
 
-/// Reloads signing keys every 30 s, so a rotation made by `consent keys rotate` or another
-/// instance is picked up (old keys stay published, so tokens in flight keep verifying).
+/// Reloads signing keys (Biscuit and Security Event Token keys) every 30 s, so a rotation made by
+/// `consent keys rotate` or another instance is picked up (old keys stay published, so what is in
+/// flight keeps verifying).
 fn spawn_key_refresh(
-    svc: oauth::OAuthService,
+    state: AppState,
     mut shutdown: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
+    use oauth::keys::{KeyPurpose, KeyRing};
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
         tick.tick().await;
+        let rings: [(KeyPurpose, KeyRing); 2] = [
+            (KeyPurpose::Biscuit, state.oauth.keys.clone()),
+            (KeyPurpose::SecurityEvents, state.ssf.keys.clone()),
+        ];
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = shutdown.changed() => return,
             }
-            let p = svc.platform.clone();
-            let now = p.now();
-            match p
-                .db
-                .run(move |c| oauth::keys::load(c, &p.master_key.cipher("signing-keys"), now))
-                .await
-            {
-                Ok(keys) => svc.keys.replace(keys),
-                Err(e) => {
-                    tracing::warn!(error = %e, "signing key refresh failed; keeping current keys")
+            for (purpose, ring) in &rings {
+                let p = state.platform.clone();
+                let now = p.now();
+                let purpose = *purpose;
+                match p
+                    .db
+                    .run(move |c| {
+                        oauth::keys::load(c, &p.master_key.cipher("signing-keys"), now, purpose)
+                    })
+                    .await
+                {
+                    Ok(keys) => ring.replace(keys),
+                    Err(e) => tracing::warn!(
+                        error = %e,
+                        purpose = purpose.as_str(),
+                        "signing key refresh failed; keeping current keys"
+                    ),
                 }
             }
         }

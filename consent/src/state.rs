@@ -3,13 +3,15 @@
 use metrics_exporter_prometheus::PrometheusHandle;
 use platform::Platform;
 
-use crate::{oauth, revocation_list};
+use crate::{oauth, revocation_list, ssf};
 
 /// Shared state of one server instance, handed to handlers as `web::Data<AppState>`.
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub platform: Platform,
     pub oauth: oauth::OAuthService,
+    /// The Shared Signals transmitter.
+    pub ssf: ssf::SsfService,
     /// This instance's copy of the revocation feed (for offline verification in /sandbox).
     pub revocations: revocation_list::RevocationList,
     /// Public base URL / OAuth issuer, without trailing slash.

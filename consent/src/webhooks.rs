@@ -349,7 +349,7 @@ impl reqwest::dns::Resolve for PublicOnly {
 }
 
 /// Refuses URLs whose host is a non-public IP literal (names are checked by [`PublicOnly`]).
-fn target_allowed(platform: &Platform, url: &str) -> bool {
+pub(crate) fn target_allowed(platform: &Platform, url: &str) -> bool {
     if platform.settings.webhooks.allow_private_targets {
         return true;
     }

@@ -25,6 +25,7 @@ pub mod problem;
 pub mod ratelimit;
 pub mod revocation;
 pub mod session;
+pub mod ssf;
 pub mod storage;
 pub mod values;
 pub mod web;

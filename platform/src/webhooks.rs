@@ -88,8 +88,9 @@ struct NewRow {
     created_at: chrono::NaiveDateTime,
 }
 
-/// Writes `events` to the outbox in the caller's transaction (multi-row inserts). Events of
-/// clients without a webhook URL, or deleted, are dropped. Returns how many were written.
+/// Writes `events` to the outbox in the caller's transaction (multi-row inserts), and queues them
+/// for the clients' Shared Signals streams ([`crate::ssf::enqueue`]). Webhook events of clients
+/// without a webhook URL, or deleted, are dropped. Returns how many webhook events were written.
 pub fn enqueue(
     conn: &mut AnyConnection,
     events: &[Event],
@@ -98,6 +99,8 @@ pub fn enqueue(
     if events.is_empty() {
         return Ok(0);
     }
+    // The same events, as Security Event Tokens for the clients' SSF streams.
+    crate::ssf::enqueue(conn, events, now)?;
     let mut ids: Vec<&str> = events.iter().map(|e| e.client_id.as_str()).collect();
     ids.sort_unstable();
     ids.dedup();

@@ -450,3 +450,59 @@ async fn merges_that_would_widen_forged_links_and_foreign_denials_change_nothing
     assert_eq!(seen["active"], true);
     app.stop().await;
 }
+
+/// A merge or replace changes what the grant's tokens claim: the client's Shared Signals
+/// receivers get a CAEP token-claims-change with the new scope.
+#[tokio::test]
+async fn a_replaced_grant_is_a_token_claims_change_for_the_clients_receivers() {
+    use base64::Engine;
+    let app = spawn_demo_app(Backend::Sqlite).await;
+    let r = app
+        .client
+        .post(app.url("/ssf/streams"))
+        .basic_auth(DEMO.0, Some(DEMO.1))
+        .json(&json!({
+            "delivery": { "method": "urn:ietf:rfc:8936" },
+            "events_requested": [platform::ssf::CAEP_TOKEN_CLAIMS_CHANGE],
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let stream: Value = r.json().await.unwrap();
+    let (acc, _, grant) = alice_connected(&app).await;
+    connect(
+        &app,
+        &acc,
+        &["transactions:read"],
+        &[("grant_id", &grant), ("grant_management_action", "replace")],
+    )
+    .await;
+    let r = app
+        .client
+        .post(stream["delivery"]["endpoint_url"].as_str().unwrap())
+        .basic_auth(DEMO.0, Some(DEMO.1))
+        .json(&json!({ "returnImmediately": true }))
+        .send()
+        .await
+        .unwrap();
+    let polled: Value = r.json().await.unwrap();
+    let sets = polled["sets"].as_object().unwrap();
+    assert_eq!(sets.len(), 1, "{polled}");
+    let jws = sets.values().next().unwrap().as_str().unwrap();
+    let payload = jws.split('.').nth(1).unwrap();
+    let claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["sub_id"]["id"], grant.as_str());
+    let change = &claims["events"][platform::ssf::CAEP_TOKEN_CLAIMS_CHANGE];
+    assert_eq!(
+        change["claims"]["authorization_details"][0]["actions"],
+        json!(["transactions:read"]),
+        "{claims}"
+    );
+    app.stop().await;
+}

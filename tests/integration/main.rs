@@ -22,5 +22,6 @@ mod python_client;
 mod revocation_feed;
 mod schemathesis;
 mod sdks;
+mod ssf;
 mod storage;
 mod webhooks;

@@ -1221,19 +1221,32 @@ async fn key_rotation_keeps_old_tokens_verifiable() {
                 &p.master_key,
                 now,
                 chrono::Duration::minutes(10),
+                consent::oauth::keys::KeyPurpose::Biscuit,
                 platform::audit::Actor::system("test"),
             )
         })
         .await
         .unwrap();
-    assert_eq!(kid, 2);
+    // kid 1 is the first Biscuit key, kid 2 the Security Event Token key (kids are shared).
+    assert_eq!(kid, 3);
     let p = app.platform.clone();
     let loaded =
-        p.db.run(move |c| consent::oauth::keys::load(c, &p.master_key.cipher("signing-keys"), now))
-            .await
-            .unwrap();
-    assert_eq!(loaded.active.kid(), 2);
-    assert_eq!(loaded.published.len(), 2, "the retired key stays published");
+        p.db.run(move |c| {
+            consent::oauth::keys::load(
+                c,
+                &p.master_key.cipher("signing-keys"),
+                now,
+                consent::oauth::keys::KeyPurpose::Biscuit,
+            )
+        })
+        .await
+        .unwrap();
+    assert_eq!(loaded.active.kid(), 3);
+    assert_eq!(
+        loaded.published.len(),
+        2,
+        "the retired key stays published; the SET key is not a Biscuit key"
+    );
     let keys = serde_json::to_string(&::grants::BiscuitKeys {
         keys: loaded.published,
     })

@@ -65,7 +65,10 @@ fn select_all_columns(conn: &mut AnyConnection) -> QueryResult<()> {
         audit_chain_legacy,
         approval_requests,
         webhook_outbox,
-        sessions
+        sessions,
+        ssf_streams,
+        ssf_excluded_subjects,
+        ssf_events
     );
     Ok(())
 }
@@ -84,7 +87,7 @@ fn migrations_apply_revert_and_reapply() {
         db.run_blocking(|c| {
             assert_eq!(
                 user_tables(c).len(),
-                23,
+                26,
                 "{backend:?}: {:?}",
                 user_tables(c)
             );

@@ -9,6 +9,7 @@ pub mod faults;
 pub mod lifecycle;
 pub mod oauth;
 pub mod portal;
+pub mod ssf;
 pub mod webhooks;
 
 use std::time::Duration;
@@ -139,6 +140,8 @@ pub struct TestApp {
     pub platform: Platform,
     /// The server's OAuth service (its batch counters, say).
     pub oauth: consent::oauth::OAuthService,
+    /// The server's Shared Signals transmitter (its key ring, say).
+    pub ssf: consent::ssf::SsfService,
     /// The server's copy of the revocation feed (what its offline verification consults).
     pub revocations: consent::revocation_list::RevocationList,
     pub demo: Option<String>,
@@ -211,6 +214,7 @@ async fn start(
     let address = format!("{scheme}://{}", app.address());
     let platform = app.state().platform.clone();
     let oauth = app.state().oauth.clone();
+    let ssf = app.state().ssf.clone();
     let revocations = app.state().revocations.clone();
     let demo = app.demo_report().map(|r| r.to_string());
     let handle = app.handle();
@@ -232,6 +236,7 @@ async fn start(
         client,
         platform,
         oauth,
+        ssf,
         revocations,
         demo,
         settings,

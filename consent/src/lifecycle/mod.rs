@@ -348,7 +348,20 @@ fn sweep(
                 .filter(o::created_at.le((now - Duration::days(90)).naive_utc())),
         )
         .execute(c)?;
-        Ok(stale + delivered + failed + platform::session::purge_expired(c, now)?)
+        // Shared Signals events: refused or given-up ones are kept 90 days; a stream nobody reads
+        // keeps at most 30 days of events (a receiver cannot grow the queue without bound).
+        use platform::storage::schema::ssf_events as e;
+        let sets = diesel::delete(
+            e::table.filter(
+                e::created_at
+                    .le((now - Duration::days(90)).naive_utc())
+                    .or(e::status
+                        .eq("pending")
+                        .and(e::created_at.le((now - Duration::days(30)).naive_utc()))),
+            ),
+        )
+        .execute(c)?;
+        Ok(stale + delivered + failed + sets + platform::session::purge_expired(c, now)?)
     })?;
     // Four-eyes requests nobody decided in time (reads already report them expired).
     report.approvals_expired = write_tx(c, |c| developer_portal::approvals::expire_stale(c, now))?;

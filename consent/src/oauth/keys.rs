@@ -16,6 +16,25 @@ use platform::storage::{AnyConnection, StorageError, StorageResult, write_tx};
 
 const PURPOSE: &str = "signing-keys";
 
+/// What a key signs. Each purpose has its own active key and rotation; kids are shared, so a kid
+/// names one key whatever its purpose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyPurpose {
+    /// Biscuit tokens (published at `/.well-known/biscuit-keys`).
+    Biscuit,
+    /// Security Event Tokens, JWS EdDSA (published at `/ssf/jwks`).
+    SecurityEvents,
+}
+
+impl KeyPurpose {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            KeyPurpose::Biscuit => "biscuit",
+            KeyPurpose::SecurityEvents => "security_events",
+        }
+    }
+}
+
 fn aad(kid: i64) -> String {
     format!("signing_keys.private_key:{kid}")
 }
@@ -60,28 +79,38 @@ fn storage_err(e: impl std::fmt::Display) -> StorageError {
     StorageError::Migration(format!("signing key: {e}"))
 }
 
-/// Loads the keys, creating the first one if there is none.
+/// Loads the keys of `purpose`, creating the first one if there is none.
 pub fn load_or_init(
     conn: &mut AnyConnection,
     master: &MasterKey,
     now: DateTime<Utc>,
+    purpose: KeyPurpose,
 ) -> StorageResult<LoadedKeys> {
     let cipher = master.cipher(PURPOSE);
     let has_active: i64 = signing_keys::table
         .filter(signing_keys::status.eq(SigningKeyStatus::Active.as_str()))
+        .filter(signing_keys::purpose.eq(purpose.as_str()))
         .count()
         .get_result(conn)?;
     if has_active == 0 {
-        // Two instances starting at once: the primary key makes the loser's insert fail; it then
-        // simply loads the winner's key.
+        // Two instances starting at once: the primary key or the one-active-key-per-purpose
+        // index makes the loser's insert fail; it then simply loads the winner's key.
         let created = write_tx(conn, |c| {
-            insert_key(c, &cipher, 1, now, Actor::system("startup"))
+            let kid = next_kid(c)?;
+            insert_key(c, &cipher, kid, now, purpose, Actor::system("startup"))
         });
         if let Err(e) = created {
             tracing::debug!(error = %e, "initial signing key already created elsewhere");
         }
     }
-    load(conn, &cipher, now)
+    load(conn, &cipher, now, purpose)
+}
+
+fn next_kid(conn: &mut AnyConnection) -> StorageResult<i64> {
+    let max_kid: Option<i64> = signing_keys::table
+        .select(diesel::dsl::max(signing_keys::kid))
+        .first(conn)?;
+    Ok(max_kid.unwrap_or(0) + 1)
 }
 
 fn insert_key(
@@ -89,6 +118,7 @@ fn insert_key(
     cipher: &FieldCipher,
     kid: i64,
     now: DateTime<Utc>,
+    purpose: KeyPurpose,
     actor: Actor,
 ) -> StorageResult<SigningKey> {
     let kid_u32 = u32::try_from(kid).map_err(storage_err)?;
@@ -104,6 +134,7 @@ fn insert_key(
             signing_keys::private_key_enc.eq(private),
             signing_keys::status.eq(SigningKeyStatus::Active.as_str()),
             signing_keys::created_at.eq(now.naive_utc().trunc_subsecs(0)),
+            signing_keys::purpose.eq(purpose.as_str()),
         ))
         .execute(conn)?;
     NewEvent::new(
@@ -111,16 +142,17 @@ fn insert_key(
         "signing_key.created",
         Target::new("signing_key", kid.to_string()),
     )
-    .details(serde_json::json!({ "algorithm": "Ed25519" }))
+    .details(serde_json::json!({ "algorithm": "Ed25519", "purpose": purpose.as_str() }))
     .record(conn, now)?;
     Ok(key)
 }
 
-/// Reads the active key and every key still to be published.
+/// Reads the active key of `purpose` and every key of it still to be published.
 pub fn load(
     conn: &mut AnyConnection,
     cipher: &FieldCipher,
     now: DateTime<Utc>,
+    purpose: KeyPurpose,
 ) -> StorageResult<LoadedKeys> {
     type Row = (
         i64,
@@ -130,6 +162,7 @@ pub fn load(
         Option<chrono::NaiveDateTime>,
     );
     let rows: Vec<Row> = signing_keys::table
+        .filter(signing_keys::purpose.eq(purpose.as_str()))
         .filter(
             signing_keys::status
                 .eq(SigningKeyStatus::Active.as_str())
@@ -169,25 +202,32 @@ pub fn load(
     })
 }
 
-/// Rotates: a new active key, the old one retired but published for `access_ttl` + 1 minute.
+/// Rotates the keys of `purpose`: a new active key, the old one retired but published for
+/// `access_ttl` + 1 minute (what it signed is verified, or has expired, by then).
 pub fn rotate(
     conn: &mut AnyConnection,
     master: &MasterKey,
     now: DateTime<Utc>,
     access_ttl: Duration,
+    purpose: KeyPurpose,
     actor: Actor,
 ) -> StorageResult<u32> {
     let cipher = master.cipher(PURPOSE);
     write_tx(conn, |c| {
-        let max_kid: Option<i64> = signing_keys::table
-            .select(diesel::dsl::max(signing_keys::kid))
-            .first(c)?;
-        let next = max_kid.unwrap_or(0) + 1;
+        let previous: Option<i64> = signing_keys::table
+            .filter(signing_keys::purpose.eq(purpose.as_str()))
+            .filter(signing_keys::status.eq(SigningKeyStatus::Active.as_str()))
+            .select(signing_keys::kid)
+            .first(c)
+            .optional()?;
+        let next = next_kid(c)?;
         let publish_until = (now + access_ttl + Duration::minutes(1))
             .naive_utc()
             .trunc_subsecs(0);
         diesel::update(
-            signing_keys::table.filter(signing_keys::status.eq(SigningKeyStatus::Active.as_str())),
+            signing_keys::table
+                .filter(signing_keys::status.eq(SigningKeyStatus::Active.as_str()))
+                .filter(signing_keys::purpose.eq(purpose.as_str())),
         )
         .set((
             signing_keys::status.eq(SigningKeyStatus::Retired.as_str()),
@@ -195,13 +235,13 @@ pub fn rotate(
             signing_keys::publish_until.eq(publish_until),
         ))
         .execute(c)?;
-        let key = insert_key(c, &cipher, next, now, actor.clone())?;
+        let key = insert_key(c, &cipher, next, now, purpose, actor.clone())?;
         NewEvent::new(
             actor,
             "signing_key.rotated",
             Target::new("signing_key", next.to_string()),
         )
-        .details(serde_json::json!({ "previous_kid": max_kid }))
+        .details(serde_json::json!({ "previous_kid": previous, "purpose": purpose.as_str() }))
         .record(c, now)?;
         Ok(key.kid())
     })

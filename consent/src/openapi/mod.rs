@@ -187,6 +187,7 @@ pub fn spec() -> utoipa::openapi::OpenApi {
     doc.merge(developer_portal::ApiDoc::openapi());
     doc.merge(crate::routes::dashboard::ApiDoc::openapi());
     doc.merge(crate::routes::grants_api::ApiDoc::openapi());
+    doc.merge(crate::routes::ssf::ApiDoc::openapi());
     utoipa::Modify::modify(&SecuritySchemes, &mut doc);
     utoipa::Modify::modify(&ResponseConventions, &mut doc);
     utoipa::Modify::modify(&Webhooks, &mut doc);
@@ -241,6 +242,7 @@ mod tests {
             developer_portal::ApiDoc::openapi(),
             crate::routes::dashboard::ApiDoc::openapi(),
             crate::routes::grants_api::ApiDoc::openapi(),
+            crate::routes::ssf::ApiDoc::openapi(),
         ];
         let mut seen = std::collections::BTreeMap::new();
         for doc in &docs {

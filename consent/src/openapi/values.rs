@@ -30,6 +30,9 @@ platform::value_sets! {
     ReadyState = ["ready", "not_ready"];
     /// Liveness.
     LiveState = ["ok"];
+    /// A Shared Signals stream's status: `enabled` (events delivered), `paused` (queued, then
+    /// delivered in order once enabled) or `disabled` (dropped).
+    StreamStatusName = ["enabled", "paused", "disabled"];
 }
 
 #[cfg(test)]

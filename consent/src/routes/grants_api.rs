@@ -71,7 +71,7 @@ impl ClientEndpoint for Feed {
 /// The OAuth client that authenticated this request at `E` (HTTP Basic or its registered
 /// method); 401 otherwise, 429 while its failures are blocked.
 #[derive(Debug)]
-pub struct CallingClient<E>(pub OAuthClient, PhantomData<E>);
+pub struct CallingClient<E>(pub OAuthClient, pub PhantomData<E>);
 
 impl<E: ClientEndpoint> FromRequest for CallingClient<E> {
     type Error = ApiError;

@@ -7,6 +7,7 @@ pub mod health;
 pub mod landing;
 pub mod oauth;
 pub mod pages;
+pub mod ssf;
 
 use actix_web::web;
 
@@ -29,5 +30,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(pages::consent_form)
         .service(pages::consent_decide)
         .configure(dashboard::configure)
-        .configure(grants_api::configure);
+        .configure(grants_api::configure)
+        .configure(ssf::configure);
 }

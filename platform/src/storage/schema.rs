@@ -228,6 +228,53 @@ diesel::table! {
         created_at -> Timestamp,
         retired_at -> Nullable<Timestamp>,
         publish_until -> Nullable<Timestamp>,
+        purpose -> Text,
+    }
+}
+
+diesel::table! {
+    ssf_streams (id) {
+        id -> Text,
+        client_id -> Text,
+        delivery_method -> Text,
+        endpoint_url -> Nullable<Text>,
+        authorization_header_enc -> Nullable<Text>,
+        events_requested -> Text,
+        events_delivered -> Text,
+        description -> Nullable<Text>,
+        status -> Text,
+        status_reason -> Nullable<Text>,
+        feed_cursor -> Nullable<BigInt>,
+        push_lease_until -> Nullable<Timestamp>,
+        next_push_at -> Nullable<Timestamp>,
+        push_failures -> Integer,
+        last_error -> Nullable<Text>,
+        last_verification_at -> Nullable<Timestamp>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    ssf_excluded_subjects (stream_id, grant_id) {
+        stream_id -> Text,
+        grant_id -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    ssf_events (seq) {
+        seq -> BigInt,
+        jti -> Text,
+        stream_id -> Text,
+        event_type -> Text,
+        subject -> Text,
+        claims -> Text,
+        status -> Text,
+        attempts -> Integer,
+        last_error -> Nullable<Text>,
+        created_at -> Timestamp,
     }
 }
 
@@ -326,6 +373,9 @@ diesel::joinable!(grant_rows -> customers (customer_id));
 diesel::joinable!(refresh_tokens -> grant_rows (grant_id));
 diesel::joinable!(issued_tokens -> grant_rows (grant_id));
 diesel::joinable!(authorization_codes -> grant_rows (grant_id));
+diesel::joinable!(ssf_streams -> clients (client_id));
+diesel::joinable!(ssf_events -> ssf_streams (stream_id));
+diesel::joinable!(ssf_excluded_subjects -> ssf_streams (stream_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     customers,
@@ -350,4 +400,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     approval_requests,
     webhook_outbox,
     sessions,
+    ssf_streams,
+    ssf_excluded_subjects,
+    ssf_events,
 );

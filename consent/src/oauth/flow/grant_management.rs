@@ -206,5 +206,17 @@ pub(super) fn apply(
         "after": serde_json::from_str::<serde_json::Value>(&granted.to_json()).unwrap_or_default(),
     }))
     .record(c, now)?;
+    // The client's Shared Signals receivers hear that the grant's tokens now claim less or more
+    // (CAEP token-claims-change), in this transaction.
+    platform::ssf::enqueue(
+        c,
+        &[platform::webhooks::Event::grant(
+            platform::ssf::GRANT_SCOPE_CHANGED,
+            grant.client_id.clone(),
+            grant.id.clone(),
+            serde_json::json!({ "authorization_details": [granted.to_detail()] }),
+        )],
+        now,
+    )?;
     Ok(())
 }
