@@ -33,6 +33,21 @@ platform::value_sets! {
     /// A Shared Signals stream's status: `enabled` (events delivered), `paused` (queued, then
     /// delivered in order once enabled) or `disabled` (dropped).
     StreamStatusName = ["enabled", "paused", "disabled"];
+    /// A Shared Signals event type (`platform::ssf::EVENTS_SUPPORTED`; the README says when each
+    /// is sent and what its body holds). `urn:consent:secevent:*` are this service's own;
+    /// session-revoked and token-claims-change are CAEP 1.0's; `revocation` is the revocation
+    /// feed for resource servers, a stream of its own.
+    SsfEventType = [
+        "urn:consent:secevent:grant-revoked",
+        "urn:consent:secevent:grant-expired",
+        "urn:consent:secevent:grant-expiring",
+        "urn:consent:secevent:grant-dormancy-warning",
+        "urn:consent:secevent:grant-extended",
+        "urn:consent:secevent:client-suspended",
+        "https://schemas.openid.net/secevent/caep/event-type/session-revoked",
+        "https://schemas.openid.net/secevent/caep/event-type/token-claims-change",
+        "urn:consent:secevent:revocation",
+    ];
 }
 
 #[cfg(test)]
@@ -43,5 +58,15 @@ mod tests {
     fn permissions_are_the_actions_tokens_know() {
         let known: Vec<&str> = grants::Action::KNOWN.iter().map(|a| a.as_str()).collect();
         assert_eq!(known, Permission::VALUES);
+    }
+
+    #[test]
+    fn documented_event_types_and_stream_statuses_are_the_ones_the_code_knows() {
+        assert_eq!(platform::ssf::EVENTS_SUPPORTED, SsfEventType::VALUES);
+        let statuses: Vec<&str> = platform::ssf::StreamStatus::ALL
+            .iter()
+            .map(|s| s.as_str())
+            .collect();
+        assert_eq!(statuses, StreamStatusName::VALUES);
     }
 }

@@ -50,8 +50,11 @@ pub struct StreamConfiguration {
     pub iss: String,
     /// The receiving client.
     pub aud: String,
+    #[schema(value_type = Vec<crate::openapi::values::SsfEventType>)]
     pub events_supported: Vec<String>,
+    /// As the receiver asked (types this transmitter does not know are kept, not delivered).
     pub events_requested: Vec<String>,
+    #[schema(value_type = Vec<crate::openapi::values::SsfEventType>)]
     pub events_delivered: Vec<String>,
     pub delivery: DeliveryView,
     /// Seconds between two verification requests, at the least.

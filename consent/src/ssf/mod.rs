@@ -103,6 +103,7 @@ pub struct TransmitterConfiguration {
     /// `ALL`: a stream carries events about every grant of its client but those removed.
     pub default_subjects: String,
     /// Not an SSF member: the event types streams may request.
+    #[schema(value_type = Vec<crate::openapi::values::SsfEventType>)]
     pub events_supported: Vec<String>,
 }
 
