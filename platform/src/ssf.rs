@@ -20,39 +20,38 @@ use crate::storage::schema::{ssf_events, ssf_excluded_subjects, ssf_streams};
 use crate::storage::{AnyConnection, StorageResult};
 use crate::webhooks::{self, Event};
 
-/// Our event types (consent-specific, documented in the README and the OpenAPI document).
-pub const GRANT_REVOKED: &str = "urn:consent:secevent:grant-revoked";
-pub const GRANT_EXPIRED: &str = "urn:consent:secevent:grant-expired";
-pub const GRANT_EXPIRING: &str = "urn:consent:secevent:grant-expiring";
-pub const GRANT_DORMANCY_WARNING: &str = "urn:consent:secevent:grant-dormancy-warning";
-pub const GRANT_EXTENDED: &str = "urn:consent:secevent:grant-extended";
-pub const CLIENT_SUSPENDED: &str = "urn:consent:secevent:client-suspended";
-/// One entry of the revocation feed (every grant, for resource servers).
-pub const REVOCATION: &str = "urn:consent:secevent:revocation";
-/// CAEP 1.0: the subject's session (here: the grant, the client's access) was revoked.
-pub const CAEP_SESSION_REVOKED: &str =
-    "https://schemas.openid.net/secevent/caep/event-type/session-revoked";
-/// CAEP 1.0: claims of the subject's tokens changed (a grant's accounts, merchants, window or
-/// actions changed through OpenID Grant Management).
-pub const CAEP_TOKEN_CLAIMS_CHANGE: &str =
-    "https://schemas.openid.net/secevent/caep/event-type/token-claims-change";
+/// Declares the event types a stream may request, each named once: a constant per type, and
+/// [`EVENTS_SUPPORTED`] listing them in this order.
+macro_rules! event_types {
+    ($($(#[$doc:meta])* $name:ident = $uri:literal;)+) => {
+        $($(#[$doc])* pub const $name: &str = $uri;)+
+        /// Every event type a stream may request, in the documented order (verification events
+        /// are always delivered).
+        pub const EVENTS_SUPPORTED: &[&str] = &[$($name),+];
+    };
+}
+
+event_types! {
+    /// Ours (consent-specific, documented in the README and the OpenAPI document).
+    GRANT_REVOKED = "urn:consent:secevent:grant-revoked";
+    GRANT_EXPIRED = "urn:consent:secevent:grant-expired";
+    GRANT_EXPIRING = "urn:consent:secevent:grant-expiring";
+    GRANT_DORMANCY_WARNING = "urn:consent:secevent:grant-dormancy-warning";
+    GRANT_EXTENDED = "urn:consent:secevent:grant-extended";
+    CLIENT_SUSPENDED = "urn:consent:secevent:client-suspended";
+    /// CAEP 1.0: the subject's session (here: the grant, the client's access) was revoked.
+    CAEP_SESSION_REVOKED = "https://schemas.openid.net/secevent/caep/event-type/session-revoked";
+    /// CAEP 1.0: claims of the subject's tokens changed (a grant's accounts, merchants, window
+    /// or actions changed through OpenID Grant Management).
+    CAEP_TOKEN_CLAIMS_CHANGE =
+        "https://schemas.openid.net/secevent/caep/event-type/token-claims-change";
+    /// One entry of the revocation feed (every grant, for resource servers).
+    REVOCATION = "urn:consent:secevent:revocation";
+}
+
 /// SSF 1.0 section 8.1.4: the answer to a verification request.
 pub const SSF_VERIFICATION: &str =
     "https://schemas.openid.net/secevent/ssf/event-type/verification";
-
-/// Our consent events, then CAEP's, then the revocation feed (verification events are always
-/// delivered): every event type a stream may request.
-pub const EVENTS_SUPPORTED: &[&str] = &[
-    GRANT_REVOKED,
-    GRANT_EXPIRED,
-    GRANT_EXPIRING,
-    GRANT_DORMANCY_WARNING,
-    GRANT_EXTENDED,
-    CLIENT_SUSPENDED,
-    CAEP_SESSION_REVOKED,
-    CAEP_TOKEN_CLAIMS_CHANGE,
-    REVOCATION,
-];
 
 /// Event type of a change of a grant's scope, for [`enqueue`] only (no webhook carries it).
 pub const GRANT_SCOPE_CHANGED: &str = "grant.scope_changed";
@@ -84,10 +83,7 @@ fn initiating_entity(revoked_by: &str) -> &'static str {
 
 /// The member of the SET's `events` claim for one event (the body under the event type URI).
 fn event_body(event_type: &str, e: &Event, now: DateTime<Utc>) -> serde_json::Value {
-    let mut body = match &e.data {
-        serde_json::Value::Object(m) => m.clone(),
-        _ => serde_json::Map::new(),
-    };
+    let mut body = e.data_object();
     body.insert("event_timestamp".into(), now.timestamp().into());
     match event_type {
         CAEP_SESSION_REVOKED => {

@@ -72,6 +72,14 @@ impl Event {
             data,
         }
     }
+
+    /// The members of `data` (none when it is not an object).
+    pub fn data_object(&self) -> serde_json::Map<String, serde_json::Value> {
+        match &self.data {
+            serde_json::Value::Object(m) => m.clone(),
+            _ => serde_json::Map::new(),
+        }
+    }
 }
 
 #[derive(Insertable)]
@@ -121,10 +129,7 @@ pub fn enqueue(
         .filter(|e| with_hook.contains(&e.client_id))
         .map(|e| {
             let id = random_id("msg_");
-            let mut data = match &e.data {
-                serde_json::Value::Object(m) => m.clone(),
-                _ => serde_json::Map::new(),
-            };
+            let mut data = e.data_object();
             data.insert("client_id".into(), e.client_id.clone().into());
             if let Some(g) = &e.grant_id {
                 data.insert("grant_id".into(), g.clone().into());
