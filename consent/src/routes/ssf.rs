@@ -2,9 +2,11 @@
 //! metadata and keys (public), stream management and polling (client-authenticated: a client
 //! sees and changes only its own streams). The work is in [`crate::ssf`].
 
+use std::future::Future;
+
 use actix_web::{HttpResponse, delete, get, patch, post, put, web};
 use platform::problem::ApiError;
-use platform::problem::documented::{TooManyAttempts, Unavailable};
+use platform::problem::Problem;
 use platform::web::no_store_json;
 use serde::{Deserialize, Serialize};
 use utoipa::OpenApi;
@@ -22,6 +24,7 @@ use crate::ssf::set::{Jwk, JwkSet};
 /// OpenAPI fragment merged into the server's document.
 #[derive(Debug, OpenApi)]
 #[openapi(
+    modifiers(&ClientAuthenticated),
     paths(ssf_configuration, ssf_jwks, create_stream, read_streams, update_stream, replace_stream, delete_stream, read_status, update_status, add_subject, remove_subject, verify_stream, poll_stream),
     components(schemas(TransmitterConfiguration, JwkSet, Jwk, CreateStream, UpdateStream, DeliveryRequest, DeliveryView, StreamConfiguration, StreamsRead, StreamStatusView, UpdateStatus, SubjectId, SubjectRequest, VerifyRequest, PollRequest, PollResponse, SetError)),
     tags(
@@ -54,11 +57,80 @@ impl ClientEndpoint for Ssf {
     const NAME: &'static str = "ssf";
 }
 
+/// Every operation under `/ssf/` but the keys is client-authenticated (as the token endpoint,
+/// with HTTP Basic or a TLS client certificate): declared here once.
+struct ClientAuthenticated;
+
+impl utoipa::Modify for ClientAuthenticated {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::SecurityRequirement;
+        let schemes = ["client_basic", "mutual_tls"];
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if !path.starts_with("/ssf/") || path == "/ssf/jwks" {
+                continue;
+            }
+            for op in [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.patch,
+                &mut item.delete,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                op.security = Some(
+                    schemes
+                        .iter()
+                        .map(|s| SecurityRequirement::new(*s, Vec::<String>::new()))
+                        .collect(),
+                );
+            }
+        }
+    }
+}
+
+/// What a stream operation may answer besides success.
+#[derive(Debug, utoipa::IntoResponses)]
+pub enum Refusals {
+    #[response(status = 400, description = "Not the documented request")]
+    Invalid(Problem),
+    #[response(status = 401, description = "Client authentication failed")]
+    Unauthenticated(Problem),
+    #[response(status = 404, description = "Unknown, or another client's stream")]
+    NotFound(Problem),
+    #[response(status = 429, description = "Too many attempts (see Retry-After)")]
+    TooMany(Problem),
+    #[response(
+        status = 503,
+        description = "Temporarily unavailable (see Retry-After)"
+    )]
+    Unavailable(Problem),
+}
+
+type State = web::Data<AppState>;
+type Client = CallingClient<Ssf>;
+type Answer = Result<HttpResponse, ApiError>;
+
+/// 200 with `value` as JSON, not to be stored.
+async fn json<T: Serialize>(value: impl Future<Output = Result<T, ApiError>>) -> Answer {
+    Ok(no_store_json(&value.await?))
+}
+
+/// 204 (or `status`) once `done` is.
+async fn empty(done: impl Future<Output = Result<(), ApiError>>, status: u16) -> Answer {
+    done.await?;
+    Ok(
+        HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap_or_default())
+            .finish(),
+    )
+}
+
 /// Transmitter configuration metadata (SSF 1.0 section 7).
 #[utoipa::path(get, path = "/.well-known/ssf-configuration", tag = "shared-signals",
     responses((status = 200, body = TransmitterConfiguration)))]
 #[get("/.well-known/ssf-configuration")]
-pub async fn ssf_configuration(state: web::Data<AppState>) -> HttpResponse {
+pub async fn ssf_configuration(state: State) -> HttpResponse {
     HttpResponse::Ok().json(state.ssf.configuration())
 }
 
@@ -67,7 +139,7 @@ pub async fn ssf_configuration(state: web::Data<AppState>) -> HttpResponse {
 #[utoipa::path(get, path = "/ssf/jwks", tag = "shared-signals",
     responses((status = 200, body = JwkSet)))]
 #[get("/ssf/jwks")]
-pub async fn ssf_jwks(state: web::Data<AppState>) -> HttpResponse {
+pub async fn ssf_jwks(state: State) -> HttpResponse {
     HttpResponse::Ok()
         .insert_header(("cache-control", "public, max-age=60"))
         .json(crate::ssf::set::jwks(&state.ssf.keys.current()))
@@ -80,6 +152,13 @@ pub struct StreamQuery {
     stream_id: Option<String>,
 }
 
+impl StreamQuery {
+    fn required(self) -> Result<String, ApiError> {
+        self.stream_id
+            .ok_or_else(|| ApiError::field("stream_id", "is required"))
+    }
+}
+
 /// One stream (with `stream_id`) or all of the client's streams.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
@@ -88,28 +167,14 @@ pub enum StreamsRead {
     All(Vec<StreamConfiguration>),
 }
 
-fn required(id: Option<String>) -> Result<String, ApiError> {
-    id.ok_or_else(|| ApiError::field("stream_id", "is required"))
-}
-
-/// Creates a stream (at most 5 per client). A push endpoint must be https (http on loopback
-/// for sandbox clients) and a public address.
+/// Creates a stream (at most 5 per client; 409 beyond). A push endpoint must be https (http on
+/// loopback for sandbox clients) and a public address.
 #[utoipa::path(post, path = "/ssf/streams", tag = "shared-signals", request_body = CreateStream,
-    responses(
-        (status = 201, body = StreamConfiguration),
-        (status = 400, body = platform::problem::Problem),
-        (status = 401, body = platform::problem::Problem),
-        (status = 409, description = "The client has 5 streams already", body = platform::problem::Problem),
-        TooManyAttempts,
-        Unavailable),
-    security(("client_basic" = []), ("mutual_tls" = [])))]
+    responses((status = 201, body = StreamConfiguration),
+        (status = 409, description = "The client has 5 streams already", body = Problem), Refusals))]
 #[post("/ssf/streams")]
-pub async fn create_stream(
-    state: web::Data<AppState>,
-    CallingClient(client, _): CallingClient<Ssf>,
-    body: web::Json<CreateStream>,
-) -> Result<HttpResponse, ApiError> {
-    let created = state.ssf.create(&client, body.into_inner()).await?;
+pub async fn create_stream(state: State, c: Client, body: web::Json<CreateStream>) -> Answer {
+    let created = state.ssf.create(&c.0, body.into_inner()).await?;
     Ok(HttpResponse::Created()
         .insert_header(("cache-control", "no-store"))
         .json(created))
@@ -117,219 +182,95 @@ pub async fn create_stream(
 
 /// Reads one stream's configuration, or all of the client's streams.
 #[utoipa::path(get, path = "/ssf/streams", tag = "shared-signals", params(StreamQuery),
-    responses(
-        (status = 200, body = StreamsRead),
-        (status = 401, body = platform::problem::Problem),
-        (status = 404, description = "Unknown, or another client's stream", body = platform::problem::Problem),
-        TooManyAttempts,
-        Unavailable),
-    security(("client_basic" = []), ("mutual_tls" = [])))]
+    responses((status = 200, body = StreamsRead), Refusals))]
 #[get("/ssf/streams")]
-pub async fn read_streams(
-    state: web::Data<AppState>,
-    q: web::Query<StreamQuery>,
-    CallingClient(client, _): CallingClient<Ssf>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn read_streams(state: State, q: web::Query<StreamQuery>, c: Client) -> Answer {
     Ok(match q.into_inner().stream_id {
-        Some(id) => no_store_json(&StreamsRead::One(state.ssf.get(&client, id).await?)),
-        None => no_store_json(&StreamsRead::All(state.ssf.list(&client).await?)),
+        Some(id) => no_store_json(&StreamsRead::One(state.ssf.get(&c.0, id).await?)),
+        None => no_store_json(&StreamsRead::All(state.ssf.list(&c.0).await?)),
     })
 }
 
 /// Changes the members given (SSF 1.0 section 8.1.1.3).
 #[utoipa::path(patch, path = "/ssf/streams", tag = "shared-signals", request_body = UpdateStream,
-    responses(
-        (status = 200, body = StreamConfiguration),
-        (status = 400, body = platform::problem::Problem),
-        (status = 401, body = platform::problem::Problem),
-        (status = 404, body = platform::problem::Problem),
-        TooManyAttempts,
-        Unavailable),
-    security(("client_basic" = []), ("mutual_tls" = [])))]
+    responses((status = 200, body = StreamConfiguration), Refusals))]
 #[patch("/ssf/streams")]
-pub async fn update_stream(
-    state: web::Data<AppState>,
-    CallingClient(client, _): CallingClient<Ssf>,
-    body: web::Json<UpdateStream>,
-) -> Result<HttpResponse, ApiError> {
-    Ok(no_store_json(
-        &state.ssf.update(&client, body.into_inner(), false).await?,
-    ))
+pub async fn update_stream(state: State, c: Client, body: web::Json<UpdateStream>) -> Answer {
+    json(state.ssf.update(&c.0, body.into_inner(), false)).await
 }
 
 /// Replaces the stream's configuration (SSF 1.0 section 8.1.1.4).
 #[utoipa::path(put, path = "/ssf/streams", tag = "shared-signals", request_body = UpdateStream,
-    responses(
-        (status = 200, body = StreamConfiguration),
-        (status = 400, body = platform::problem::Problem),
-        (status = 401, body = platform::problem::Problem),
-        (status = 404, body = platform::problem::Problem),
-        TooManyAttempts,
-        Unavailable),
-    security(("client_basic" = []), ("mutual_tls" = [])))]
+    responses((status = 200, body = StreamConfiguration), Refusals))]
 #[put("/ssf/streams")]
-pub async fn replace_stream(
-    state: web::Data<AppState>,
-    CallingClient(client, _): CallingClient<Ssf>,
-    body: web::Json<UpdateStream>,
-) -> Result<HttpResponse, ApiError> {
-    Ok(no_store_json(
-        &state.ssf.update(&client, body.into_inner(), true).await?,
-    ))
+pub async fn replace_stream(state: State, c: Client, body: web::Json<UpdateStream>) -> Answer {
+    json(state.ssf.update(&c.0, body.into_inner(), true)).await
 }
 
 /// Deletes a stream and what it had queued.
 #[utoipa::path(delete, path = "/ssf/streams", tag = "shared-signals", params(StreamQuery),
-    responses(
-        (status = 204, description = "Deleted"),
-        (status = 400, body = platform::problem::Problem),
-        (status = 401, body = platform::problem::Problem),
-        (status = 404, body = platform::problem::Problem),
-        TooManyAttempts,
-        Unavailable),
-    security(("client_basic" = []), ("mutual_tls" = [])))]
+    responses((status = 204, description = "Deleted"), Refusals))]
 #[delete("/ssf/streams")]
-pub async fn delete_stream(
-    state: web::Data<AppState>,
-    q: web::Query<StreamQuery>,
-    CallingClient(client, _): CallingClient<Ssf>,
-) -> Result<HttpResponse, ApiError> {
-    state
-        .ssf
-        .delete(&client, required(q.into_inner().stream_id)?)
-        .await?;
-    Ok(HttpResponse::NoContent().finish())
+pub async fn delete_stream(state: State, q: web::Query<StreamQuery>, c: Client) -> Answer {
+    empty(state.ssf.delete(&c.0, q.into_inner().required()?), 204).await
 }
 
 /// A stream's status.
 #[utoipa::path(get, path = "/ssf/status", tag = "shared-signals", params(StreamQuery),
-    responses(
-        (status = 200, body = StreamStatusView),
-        (status = 400, body = platform::problem::Problem),
-        (status = 401, body = platform::problem::Problem),
-        (status = 404, body = platform::problem::Problem),
-        TooManyAttempts,
-        Unavailable),
-    security(("client_basic" = []), ("mutual_tls" = [])))]
+    responses((status = 200, body = StreamStatusView), Refusals))]
 #[get("/ssf/status")]
-pub async fn read_status(
-    state: web::Data<AppState>,
-    q: web::Query<StreamQuery>,
-    CallingClient(client, _): CallingClient<Ssf>,
-) -> Result<HttpResponse, ApiError> {
-    let id = required(q.into_inner().stream_id)?;
-    Ok(no_store_json(&state.ssf.status(&client, id).await?))
+pub async fn read_status(state: State, q: web::Query<StreamQuery>, c: Client) -> Answer {
+    json(state.ssf.status(&c.0, q.into_inner().required()?)).await
 }
 
 /// Enables, pauses (events queue, then come in order) or disables (events are dropped) a stream.
 #[utoipa::path(post, path = "/ssf/status", tag = "shared-signals", request_body = UpdateStatus,
-    responses(
-        (status = 200, body = StreamStatusView),
-        (status = 400, body = platform::problem::Problem),
-        (status = 401, body = platform::problem::Problem),
-        (status = 404, body = platform::problem::Problem),
-        TooManyAttempts,
-        Unavailable),
-    security(("client_basic" = []), ("mutual_tls" = [])))]
+    responses((status = 200, body = StreamStatusView), Refusals))]
 #[post("/ssf/status")]
-pub async fn update_status(
-    state: web::Data<AppState>,
-    CallingClient(client, _): CallingClient<Ssf>,
-    body: web::Json<UpdateStatus>,
-) -> Result<HttpResponse, ApiError> {
-    Ok(no_store_json(
-        &state.ssf.set_status(&client, body.into_inner()).await?,
-    ))
+pub async fn update_status(state: State, c: Client, body: web::Json<UpdateStatus>) -> Answer {
+    json(state.ssf.set_status(&c.0, body.into_inner())).await
 }
 
-/// Adds a subject (a grant of the client) back to a stream that had it removed. Streams carry
-/// every grant of their client by default (`default_subjects: ALL`).
+/// Adds a subject (a grant of the client; another's is 400) back to a stream that had it
+/// removed. Streams carry every grant of their client by default (`default_subjects: ALL`).
 #[utoipa::path(post, path = "/ssf/subjects:add", tag = "shared-signals", request_body = SubjectRequest,
-    responses(
-        (status = 200, description = "Added"),
-        (status = 400, description = "Not a grant of this client", body = platform::problem::Problem),
-        (status = 401, body = platform::problem::Problem),
-        (status = 404, body = platform::problem::Problem),
-        TooManyAttempts,
-        Unavailable),
-    security(("client_basic" = []), ("mutual_tls" = [])))]
+    responses((status = 200, description = "Added"), Refusals))]
 #[post("/ssf/subjects:add")]
-pub async fn add_subject(
-    state: web::Data<AppState>,
-    CallingClient(client, _): CallingClient<Ssf>,
-    body: web::Json<SubjectRequest>,
-) -> Result<HttpResponse, ApiError> {
-    state.ssf.subject(&client, body.into_inner(), true).await?;
-    Ok(HttpResponse::Ok().finish())
+pub async fn add_subject(state: State, c: Client, body: web::Json<SubjectRequest>) -> Answer {
+    empty(state.ssf.subject(&c.0, body.into_inner(), true), 200).await
 }
 
 /// Removes a subject (a grant of the client): the stream stops carrying its events.
 #[utoipa::path(post, path = "/ssf/subjects:remove", tag = "shared-signals", request_body = SubjectRequest,
-    responses(
-        (status = 204, description = "Removed"),
-        (status = 400, description = "Not a grant of this client", body = platform::problem::Problem),
-        (status = 401, body = platform::problem::Problem),
-        (status = 404, body = platform::problem::Problem),
-        TooManyAttempts,
-        Unavailable),
-    security(("client_basic" = []), ("mutual_tls" = [])))]
+    responses((status = 204, description = "Removed"), Refusals))]
 #[post("/ssf/subjects:remove")]
-pub async fn remove_subject(
-    state: web::Data<AppState>,
-    CallingClient(client, _): CallingClient<Ssf>,
-    body: web::Json<SubjectRequest>,
-) -> Result<HttpResponse, ApiError> {
-    state.ssf.subject(&client, body.into_inner(), false).await?;
-    Ok(HttpResponse::NoContent().finish())
+pub async fn remove_subject(state: State, c: Client, body: web::Json<SubjectRequest>) -> Answer {
+    empty(state.ssf.subject(&c.0, body.into_inner(), false), 204).await
 }
 
-/// Asks for a verification event on the stream (at most one every 30 seconds).
+/// Asks for a verification event on the stream (at most one every 30 seconds; 429 sooner).
 #[utoipa::path(post, path = "/ssf/verify", tag = "shared-signals", request_body = VerifyRequest,
-    responses(
-        (status = 204, description = "A verification event is queued"),
-        (status = 400, body = platform::problem::Problem),
-        (status = 401, body = platform::problem::Problem),
-        (status = 404, body = platform::problem::Problem),
-        TooManyAttempts,
-        Unavailable),
-    security(("client_basic" = []), ("mutual_tls" = [])))]
+    responses((status = 204, description = "A verification event is queued"), Refusals))]
 #[post("/ssf/verify")]
-pub async fn verify_stream(
-    state: web::Data<AppState>,
-    CallingClient(client, _): CallingClient<Ssf>,
-    body: web::Json<VerifyRequest>,
-) -> Result<HttpResponse, ApiError> {
-    state.ssf.verify(&client, body.into_inner()).await?;
-    Ok(HttpResponse::NoContent().finish())
+pub async fn verify_stream(state: State, c: Client, body: web::Json<VerifyRequest>) -> Answer {
+    empty(state.ssf.verify(&c.0, body.into_inner()), 204).await
 }
 
 /// Polls a poll stream (RFC 8936): acknowledges what was received, then returns what is due,
 /// in order, waiting up to 10 seconds unless `returnImmediately`.
 #[utoipa::path(post, path = "/ssf/poll/{stream_id}", tag = "shared-signals", request_body = PollRequest,
     params(("stream_id" = String, Path, description = "Stream id", pattern = "^ssf_[A-Za-z0-9_-]+$", max_length = 64)),
-    responses(
-        (status = 200, body = PollResponse),
-        (status = 400, body = platform::problem::Problem),
-        (status = 401, body = platform::problem::Problem),
-        (status = 404, body = platform::problem::Problem),
-        TooManyAttempts,
-        Unavailable),
-    security(("client_basic" = []), ("mutual_tls" = [])))]
+    responses((status = 200, body = PollResponse), Refusals))]
 #[post("/ssf/poll/{stream_id}")]
 pub async fn poll_stream(
-    state: web::Data<AppState>,
+    state: State,
     stream_id: web::Path<String>,
-    CallingClient(client, _): CallingClient<Ssf>,
+    c: Client,
     body: web::Json<PollRequest>,
-) -> Result<HttpResponse, ApiError> {
+) -> Answer {
     let stream_id = stream_id.into_inner();
     if stream_id.len() > 64 {
         return Err(ApiError::NotFound("stream"));
     }
-    Ok(no_store_json(
-        &state
-            .ssf
-            .poll(&client, stream_id, body.into_inner())
-            .await?,
-    ))
+    json(state.ssf.poll(&c.0, stream_id, body.into_inner())).await
 }
