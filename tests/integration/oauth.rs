@@ -592,9 +592,14 @@ async fn client_authentication_failures_look_the_same() {
 #[tokio::test]
 async fn token_endpoint_refuses_unsupported_and_malformed_requests() {
     let app = spawn_demo_app(Backend::Sqlite).await;
+    // client_credentials serves only scope=ssf (the Shared Signals API; tests in ssf.rs).
+    let r = app
+        .post_token(DEMO, &[("grant_type", "client_credentials")])
+        .await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_scope");
     for gt in [
         "password",
-        "client_credentials",
         "implicit",
         "urn:ietf:params:oauth:grant-type:device_code",
     ] {

@@ -921,3 +921,125 @@ async fn propagation() {
         app.stop().await;
     }
 }
+
+/// A FAPI client (`private_key_jwt`, credentials in a form) manages its streams with a token of
+/// the client_credentials grant (scope `ssf`); the token is good for the SSF API only, for its
+/// own client's streams only, and nothing else is granted.
+#[tokio::test]
+async fn a_private_key_jwt_client_uses_a_client_credentials_token_for_the_ssf_api() {
+    for backend in backends() {
+        let (app, clock) = spawn_with_clock(backend, |_| {}).await;
+        let fapi = e2e_tests::oauth::FapiClient::register(
+            &app,
+            "c_ssf_fapi",
+            "sandbox",
+            "https://fintech.example/cb",
+        )
+        .await;
+        let form =
+            |scope: &'static str| vec![("grant_type", "client_credentials"), ("scope", scope)];
+        // Nothing but scope=ssf; no DPoP binding pretended; a bad assertion is a bad client.
+        let r = fapi
+            .post(&app, "/oauth2/token", &form("accounts:read"), false)
+            .await;
+        assert_eq!(r.status(), 400);
+        assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_scope");
+        let r = fapi.post(&app, "/oauth2/token", &form("ssf"), true).await;
+        assert_eq!(
+            r.status(),
+            400,
+            "{backend:?}: a DPoP proof is refused, not ignored"
+        );
+        let r = app
+            .client
+            .post(app.url("/oauth2/token"))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("scope", "ssf"),
+                ("client_assertion_type", e2e_tests::oauth::ASSERTION_TYPE),
+                ("client_assertion", "e30.e30.x"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+
+        let r = fapi.post(&app, "/oauth2/token", &form("ssf"), false).await;
+        assert_eq!(r.status(), 200, "{backend:?}");
+        assert_eq!(r.headers()["cache-control"], "no-store");
+        let t: Value = r.json().await.unwrap();
+        assert_eq!(
+            (t["token_type"].as_str(), t["scope"].as_str()),
+            (Some("Bearer"), Some("ssf"))
+        );
+        assert!(t.get("refresh_token").is_none() && t.get("grant_id").is_none());
+        let token = t["access_token"].as_str().unwrap().to_string();
+        let bearer = |m: Method, path: &str, token: &str| {
+            app.client
+                .request(m, app.url(path))
+                .bearer_auth(token.to_string())
+        };
+        let r = bearer(Method::POST, "/ssf/streams", &token)
+            .json(&json!({ "delivery": { "method": "urn:ietf:rfc:8936" } }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "{backend:?}");
+        let stream: Value = r.json().await.unwrap();
+        assert_eq!(stream["aud"], "c_ssf_fapi");
+        let sid = stream["stream_id"].as_str().unwrap();
+        let r = bearer(Method::GET, &format!("/ssf/status?stream_id={sid}"), &token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+
+        // Another client's token does not reach this stream.
+        let (other, other_secret) = client(&app, "ssf-other@fintech.example").await;
+        let r = app
+            .client
+            .post(app.url("/oauth2/token"))
+            .basic_auth(&other, Some(&other_secret))
+            .form(&[("grant_type", "client_credentials"), ("scope", "ssf")])
+            .send()
+            .await
+            .unwrap();
+        let other_token = r.json::<Value>().await.unwrap()["access_token"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let r = bearer(
+            Method::GET,
+            &format!("/ssf/streams?stream_id={sid}"),
+            &other_token,
+        )
+        .send()
+        .await
+        .unwrap();
+        assert_eq!(r.status(), 404);
+        // The token is for the SSF API only.
+        let r = bearer(Method::GET, "/oauth2/revocations", &token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+        let r = bearer(Method::GET, "/sandbox/v1/accounts", &token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+        // A made-up or expired token is refused.
+        let r = bearer(Method::GET, "/ssf/streams", "ssf_at_madeup")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+        clock.advance(Duration::minutes(11));
+        let r = bearer(Method::GET, &format!("/ssf/status?stream_id={sid}"), &token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{backend:?}: expired");
+        app.stop().await;
+    }
+}

@@ -68,7 +68,8 @@ fn select_all_columns(conn: &mut AnyConnection) -> QueryResult<()> {
         sessions,
         ssf_streams,
         ssf_excluded_subjects,
-        ssf_events
+        ssf_events,
+        client_access_tokens
     );
     Ok(())
 }
@@ -87,7 +88,7 @@ fn migrations_apply_revert_and_reapply() {
         db.run_blocking(|c| {
             assert_eq!(
                 user_tables(c).len(),
-                26,
+                27,
                 "{backend:?}: {:?}",
                 user_tables(c)
             );

@@ -361,7 +361,8 @@ fn sweep(
             ),
         )
         .execute(c)?;
-        Ok(stale + delivered + failed + sets + platform::session::purge_expired(c, now)?)
+        let tokens = crate::ssf::access::purge_expired(c, now)?;
+        Ok(stale + delivered + failed + sets + tokens + platform::session::purge_expired(c, now)?)
     })?;
     // Four-eyes requests nobody decided in time (reads already report them expired).
     report.approvals_expired = write_tx(c, |c| developer_portal::approvals::expire_stale(c, now))?;

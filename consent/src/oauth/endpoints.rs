@@ -30,6 +30,10 @@ pub enum TokenGrant {
     RefreshToken {
         refresh_token: Option<String>,
     },
+    /// A token for the SSF API (`crate::ssf::access`), not a grant's.
+    ClientCredentials {
+        scope: Option<String>,
+    },
     /// Missing (empty) or unsupported `grant_type`.
     Other(String),
 }
@@ -46,6 +50,9 @@ impl TokenGrant {
             "refresh_token" => TokenGrant::RefreshToken {
                 refresh_token: form.remove("refresh_token"),
             },
+            "client_credentials" => TokenGrant::ClientCredentials {
+                scope: form.remove("scope"),
+            },
             other => TokenGrant::Other(other.to_string()),
         }
     }
@@ -55,6 +62,7 @@ impl TokenGrant {
         match self {
             TokenGrant::AuthorizationCode { .. } => "authorization_code",
             TokenGrant::RefreshToken { .. } => "refresh_token",
+            TokenGrant::ClientCredentials { .. } => "client_credentials",
             TokenGrant::Other(_) => "other",
         }
     }
@@ -150,6 +158,13 @@ impl OAuthService {
                     tokens::refresh(c, r, &svc, creds, &rt, proven, now)
                 })
                 .await
+            }
+            TokenGrant::ClientCredentials { .. } => {
+                // Its answer is not a grant's tokens: `crate::ssf::access::issue` serves it.
+                self.authenticate(creds, peer, "token").await?;
+                Err(OAuthError::UnsupportedGrantType(
+                    "client_credentials is answered by the token endpoint's SSF path".into(),
+                ))
             }
             TokenGrant::Other(other) => {
                 // Authenticate first, so an unauthenticated caller learns nothing about the

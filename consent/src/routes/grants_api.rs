@@ -94,6 +94,24 @@ async fn client_from(
     req: &HttpRequest,
     endpoint: &'static str,
 ) -> Result<OAuthClient, ApiError> {
+    // The SSF API also takes the tokens of the client_credentials grant (`ssf::access`).
+    if endpoint == crate::routes::ssf::Ssf::NAME {
+        let bearer = req
+            .headers()
+            .get(actix_web::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::to_string);
+        if let Some(token) = bearer {
+            let now = state.platform.now();
+            return state
+                .platform
+                .db
+                .run(move |c| crate::ssf::access::client_of(c, &token, now))
+                .await?
+                .ok_or(ApiError::Unauthorized);
+        }
+    }
     crate::routes::oauth::ClientPost::without_form(req)
         .authenticate(state, endpoint)
         .await

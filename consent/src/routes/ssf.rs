@@ -57,14 +57,29 @@ impl ClientEndpoint for Ssf {
     const NAME: &'static str = "ssf";
 }
 
-/// Every operation under `/ssf/` but the keys is client-authenticated (as the token endpoint,
-/// with HTTP Basic or a TLS client certificate): declared here once.
+/// Every operation under `/ssf/` but the keys is client-authenticated (HTTP Basic or a TLS
+/// client certificate, as at the token endpoint, or a token of the `client_credentials` grant
+/// with scope `ssf` for clients whose credentials go in a form): declared here once.
 struct ClientAuthenticated;
 
 impl utoipa::Modify for ClientAuthenticated {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::SecurityRequirement;
-        let schemes = ["client_basic", "mutual_tls"];
+        use utoipa::openapi::security::{
+            HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+        };
+        openapi.components.get_or_insert_with(Default::default).add_security_scheme(
+            "ssf_token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "A token of the client_credentials grant with scope=ssf (POST /oauth2/token, \
+                         any client authentication method)",
+                    ))
+                    .build(),
+            ),
+        );
+        let schemes = ["client_basic", "mutual_tls", "ssf_token"];
         for (path, item) in openapi.paths.paths.iter_mut() {
             if !path.starts_with("/ssf/") || path == "/ssf/jwks" {
                 continue;

@@ -7,6 +7,7 @@
 //! [`platform::ssf::REVOCATION`] is a resource server's view of the revocation feed (every
 //! grant, as `GET /oauth2/revocations`), read from a cursor kept on the stream.
 
+pub mod access;
 pub mod api;
 pub mod poll;
 pub mod push;

@@ -1,3 +1,4 @@
+DROP TABLE client_access_tokens;
 DROP TABLE ssf_events;
 DROP TABLE ssf_excluded_subjects;
 DROP TABLE ssf_streams;

@@ -65,3 +65,15 @@ CREATE TABLE ssf_events (
     created_at      TIMESTAMP NOT NULL
 );
 CREATE INDEX ssf_events_stream_idx ON ssf_events (stream_id, status, seq);
+
+-- Access tokens of the client_credentials grant (scope `ssf` only): a receiver that
+-- authenticates with private_key_jwt or client_secret_post (credentials in a form) gets one at
+-- the token endpoint and presents it as a Bearer token to the SSF API. Stored as SHA-256.
+CREATE TABLE client_access_tokens (
+    token_hash TEXT PRIMARY KEY,
+    client_id  TEXT NOT NULL REFERENCES clients(id),
+    scope      TEXT NOT NULL CHECK (scope IN ('ssf')),
+    expires_at TIMESTAMP NOT NULL,
+    created_at TIMESTAMP NOT NULL
+);
+CREATE INDEX client_access_tokens_expiry_idx ON client_access_tokens (expires_at);

@@ -264,6 +264,16 @@ diesel::table! {
 }
 
 diesel::table! {
+    client_access_tokens (token_hash) {
+        token_hash -> Text,
+        client_id -> Text,
+        scope -> Text,
+        expires_at -> Timestamp,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
     ssf_events (seq) {
         seq -> BigInt,
         jti -> Text,
@@ -403,4 +413,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     ssf_streams,
     ssf_excluded_subjects,
     ssf_events,
+    client_access_tokens,
 );

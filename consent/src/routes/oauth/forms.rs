@@ -81,6 +81,8 @@ pub struct ParRequest {
 pub enum GrantType {
     AuthorizationCode,
     RefreshToken,
+    /// With `scope=ssf` only: a token for the Shared Signals API.
+    ClientCredentials,
 }
 
 /// Token request (form fields).
@@ -96,6 +98,8 @@ pub struct TokenRequest {
     pub code_verifier: Option<String>,
     /// `refresh_token`: the refresh token.
     pub refresh_token: Option<String>,
+    /// `client_credentials`: `ssf`.
+    pub scope: Option<String>,
     #[serde(flatten)]
     pub client: ClientAuthentication,
 }

@@ -263,7 +263,11 @@ pub async fn server_metadata(state: web::Data<AppState>) -> HttpResponse {
         introspection_endpoint: format!("{iss}/oauth2/introspect"),
         response_types_supported: strings(&["code"]),
         response_modes_supported: strings(&["query"]),
-        grant_types_supported: strings(&["authorization_code", "refresh_token"]),
+        grant_types_supported: strings(&[
+            "authorization_code",
+            "refresh_token",
+            "client_credentials",
+        ]),
         token_endpoint_auth_methods_supported: auth_methods.clone(),
         token_endpoint_auth_signing_alg_values_supported: strings(&grants::jws::ALGS),
         revocation_endpoint_auth_methods_supported: auth_methods.clone(),
@@ -475,11 +479,13 @@ pub async fn authorize_endpoint(state: web::Data<AppState>, req: HttpRequest) ->
 
 /// Token endpoint: `authorization_code` (PKCE S256) and `refresh_token` (rotating). The access
 /// token is a Biscuit; the response carries the granted `authorization_details` and `grant_id`.
+/// `client_credentials` with `scope=ssf` answers an opaque token for the Shared Signals API
+/// (`ClientTokenResponse`), for clients whose credentials go in a form.
 #[utoipa::path(post, path = "/oauth2/token", tag = "oauth",
     request_body(content = TokenRequest, content_type = "application/x-www-form-urlencoded"),
     security(("client_basic" = []), ("mutual_tls" = []), ()),
     responses(
-        (status = 200, description = "Tokens", body = TokenResponse),
+        (status = 200, description = "Tokens", body = TokenAnswer),
         OAuthRefused,
         ClientRefused,
         ClientBlocked,
@@ -498,12 +504,28 @@ pub async fn token_endpoint(
     let label = grant.label();
     let now = state.platform.now();
     let proof = dpop_proof(&state, &req, "/oauth2/token", now)?;
-    let result = state
-        .oauth
-        .token(creds, &post.ip, grant, proof, thumbprint, now)
-        .await?;
+    let result = match grant {
+        TokenGrant::ClientCredentials { scope } => TokenAnswer::Ssf(
+            crate::ssf::access::issue(&state.oauth, creds, &post.ip, scope, proof.is_some(), now)
+                .await?,
+        ),
+        grant => TokenAnswer::Grant(
+            state
+                .oauth
+                .token(creds, &post.ip, grant, proof, thumbprint, now)
+                .await?,
+        ),
+    };
     metrics::counter!("consent_tokens_issued_total", "grant_type" => label).increment(1);
     Ok(no_store(HttpResponse::Ok().json(result)))
+}
+
+/// What the token endpoint answers: a grant's tokens, or (`client_credentials`) an SSF API token.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum TokenAnswer {
+    Grant(TokenResponse),
+    Ssf(crate::ssf::access::ClientTokenResponse),
 }
 
 /// Token revocation (RFC 7009). Revoking a refresh token ends its grant; revoking an access
