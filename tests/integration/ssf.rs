@@ -838,16 +838,24 @@ async fn propagation() {
         let web = e2e_tests::dashboard::customer_client(&app, "alice").await;
         let csrf = e2e_tests::dashboard::me_csrf(&app, &web).await;
 
-        // The poll receiver: long polls back to back, acknowledging what it got.
+        // A second poll stream, read through another instance (PostgreSQL + Redis: the
+        // revocation channel wakes its long poll).
+        let (_, other) = call(
+            &app,
+            c,
+            Method::POST,
+            "/ssf/streams",
+            Some(json!({
+                "delivery": { "method": "urn:ietf:rfc:8936" }, "events_requested": [GRANT_REVOKED],
+            })),
+        )
+        .await;
+        let b = app.another_instance().await;
+        // The poll receivers: long polls back to back, acknowledging what they got.
         let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let poller = {
-            let (http, url, id, secret, done) = (
-                app.client.clone(),
-                app.url(&format!("/ssf/poll/{sid}")),
-                id.clone(),
-                secret.clone(),
-                done.clone(),
-            );
+        let spawn_poller = |url: String| {
+            let (http, id, secret, done) =
+                (app.client.clone(), id.clone(), secret.clone(), done.clone());
             tokio::spawn(async move {
                 let mut seen = std::collections::HashMap::new();
                 let mut ack: Vec<String> = Vec::new();
@@ -877,6 +885,11 @@ async fn propagation() {
                 seen
             })
         };
+        let poller = spawn_poller(app.url(&format!("/ssf/poll/{sid}")));
+        let remote = spawn_poller(b.url(&format!(
+            "/ssf/poll/{}",
+            other["stream_id"].as_str().unwrap()
+        )));
         tokio::time::sleep(StdDuration::from_millis(300)).await;
         let mut started = std::collections::HashMap::new();
         for g in &grants {
@@ -894,8 +907,10 @@ async fn propagation() {
         tokio::time::sleep(StdDuration::from_secs(1)).await;
         done.store(true, std::sync::atomic::Ordering::SeqCst);
         let polled_at = poller.await.unwrap();
+        let remote_at = remote.await.unwrap();
         let ms = |at: std::time::Instant, g: &str| (at - started[g]).as_secs_f64() * 1000.0;
         let mut poll_ms: Vec<f64> = polled_at.iter().map(|(g, at)| ms(*at, g)).collect();
+        let mut remote_ms: Vec<f64> = remote_at.iter().map(|(g, at)| ms(*at, g)).collect();
         let mut push_ms: Vec<f64> = receiver
             .received()
             .iter()
@@ -907,16 +922,24 @@ async fn propagation() {
                 ms(p.at, &g)
             })
             .collect();
-        assert_eq!((poll_ms.len(), push_ms.len()), (N, N), "{backend:?}");
-        poll_ms.sort_by(f64::total_cmp);
-        push_ms.sort_by(f64::total_cmp);
+        assert_eq!(
+            (poll_ms.len(), push_ms.len(), remote_ms.len()),
+            (N, N, N),
+            "{backend:?}"
+        );
+        for v in [&mut poll_ms, &mut push_ms, &mut remote_ms] {
+            v.sort_by(f64::total_cmp);
+        }
         println!(
-            "{backend:?}: {N} customer revocations; poll p50 {:.1} ms p99 {:.1} ms; push p50 {:.1} ms p99 {:.1} ms",
+            "{backend:?}: {N} customer revocations; poll p50 {:.1} ms p99 {:.1} ms; push p50 {:.1} ms p99 {:.1} ms; poll on another instance p50 {:.1} ms p99 {:.1} ms",
             percentile(&poll_ms, 0.5),
             percentile(&poll_ms, 0.99),
             percentile(&push_ms, 0.5),
             percentile(&push_ms, 0.99),
+            percentile(&remote_ms, 0.5),
+            percentile(&remote_ms, 0.99),
         );
+        b.stop().await;
         receiver.stop().await;
         app.stop().await;
     }

@@ -291,8 +291,13 @@ impl SsfService {
         };
         let wait = guard.is_some();
         let deadline = tokio::time::Instant::now() + LONG_POLL;
-        // Woken at once by revocations committed on this instance; others are seen within 250 ms.
+        // Woken at once by revocations committed on this instance or announced by another one
+        // (Redis); anything else is seen within 250 ms.
         let mut wake = self.platform.revocation_signals.wakeups();
+        let mut announced = self
+            .platform
+            .cache
+            .subscribe(platform::revocation::REVOCATION_CHANNEL);
         let result = loop {
             let s = stream.clone();
             let found = self.platform.db.run(move |c| due(c, &s, max + 1)).await;
@@ -301,6 +306,7 @@ impl SsfService {
                     tokio::select! {
                         _ = tokio::time::sleep(Duration::from_millis(250)) => {}
                         _ = wake.changed() => {}
+                        _ = announced.recv() => {}
                     }
                 }
                 other => break other,

@@ -295,7 +295,7 @@ pub async fn deliver_due(svc: &SsfService, http: &reqwest::Client) -> StorageRes
 }
 
 /// Runs [`deliver_due`] every `webhooks.delivery_interval`, and after every revocation committed
-/// on this instance, until shutdown.
+/// on any instance, until shutdown.
 pub fn spawn_delivery(
     svc: SsfService,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
@@ -311,12 +311,20 @@ pub fn spawn_delivery(
         let mut tick =
             tokio::time::interval(svc.platform.settings.webhooks.delivery_interval.get());
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // A revocation committed on this instance starts a pass at once (others wait a tick).
+        // A revocation committed on this instance, or announced by another one on the
+        // revocation channel (Redis), starts a pass at once; other events wait a tick.
         let mut wake = svc.platform.revocation_signals.wakeups();
+        let channel = platform::revocation::REVOCATION_CHANNEL;
+        let mut announced = svc.platform.cache.subscribe(channel);
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = wake.changed() => {}
+                msg = announced.recv() => {
+                    if let Err(tokio::sync::broadcast::error::RecvError::Closed) = msg {
+                        announced = svc.platform.cache.subscribe(channel);
+                    }
+                }
                 _ = shutdown.changed() => return,
             }
             if let Err(e) = deliver_due(&svc, &http).await {
