@@ -321,43 +321,49 @@ pub fn form_error(err: actix_web::error::UrlencodedError) -> ApiError {
     }
 }
 
+/// Declares documented error responses: for each `Name(Body) = status, "description";` a
+/// `pub struct Name(pub Body)` that an operation names in its `responses(...)` list
+/// (`responses((status = 200, ...), NotLoggedIn)`). `Body` is the type of the answer's body (a
+/// [`Problem`], or another error shape such as an OAuth error), named by a single identifier in
+/// scope; the caller's crate needs `utoipa`.
+#[macro_export]
+macro_rules! documented_responses {
+    ($($(#[$doc:meta])* $name:ident($body:ident) = $status:literal, $description:literal;)*) => {$(
+        $(#[$doc])*
+        #[derive(Debug, utoipa::IntoResponses)]
+        #[response(status = $status, description = $description)]
+        pub struct $name(pub $body);
+    )*};
+}
+
 /// Error responses that many operations document alike, written once: name one in an operation's
 /// `responses(...)` list (`responses((status = 200, ...), NotLoggedIn)`); each is a [`Problem`].
 pub mod documented {
     use super::Problem;
 
-    macro_rules! documented {
-        ($($(#[$doc:meta])* $name:ident = $status:literal, $description:literal;)*) => {$(
-            $(#[$doc])*
-            #[derive(Debug, utoipa::IntoResponses)]
-            #[response(status = $status, description = $description)]
-            pub struct $name(pub Problem);
-        )*};
-    }
-
-    documented! {
+    crate::documented_responses! {
         /// The portal API without a developer's bearer token.
-        NoDeveloperToken = 401, "Missing or invalid bearer token";
+        NoDeveloperToken(Problem) = 401, "Missing or invalid bearer token";
         /// The staff API without a staff bearer token.
-        NoStaffToken = 401, "Missing or invalid staff token";
+        NoStaffToken(Problem) = 401, "Missing or invalid staff token";
         /// The customer API without a session cookie.
-        NotLoggedIn = 401, "Not logged in";
+        NotLoggedIn(Problem) = 401, "Not logged in";
         /// A state-changing customer call without the session's CSRF header.
-        NoCsrfHeader = 403, "Missing or wrong X-CSRF-Token";
+        NoCsrfHeader(Problem) = 403, "Missing or wrong X-CSRF-Token";
         /// A client id that is not one of the calling developer's.
-        NotYourClient = 404, "No such client of yours";
+        NotYourClient(Problem) = 404, "No such client of yours";
         /// A grant id that is not one of the calling customer's.
-        NotYourGrant = 404, "No such grant for this customer";
+        NotYourGrant(Problem) = 404, "No such grant for this customer";
         /// A body that is not the documented JSON.
-        Malformed = 400, "Malformed request";
+        Malformed(Problem) = 400, "Malformed request";
         /// Login attempts over the limit for the account or the address.
-        TooManyAttempts = 429, "Too many attempts (see Retry-After)";
+        TooManyAttempts(Problem) = 429, "Too many attempts (see Retry-After)";
         /// A body over the size every endpoint accepts.
-        TooLarge = 413, "Body too large";
+        TooLarge(Problem) = 413, "Body too large";
         /// Storage or a dependency is down, or the service is at capacity.
-        Unavailable = 503, "Temporarily unavailable (see Retry-After)";
+        Unavailable(Problem) = 503, "Temporarily unavailable (see Retry-After)";
         /// A body of another content type than the documented one.
-        UnsupportedType = 415, "Body of an unsupported content type";
+        UnsupportedType(Problem) = 415, "Body of an unsupported content type";
     }
 }
 

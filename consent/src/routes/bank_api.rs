@@ -22,29 +22,16 @@ use crate::oauth::dpop;
 use crate::oauth::rar::parse_instant;
 use crate::sandbox::{self, AccountView, BalanceView, TransactionView};
 
-/// The answers of the sandbox API that every operation shares.
-#[derive(Debug, utoipa::IntoResponses)]
-#[response(
-    status = 401,
-    description = "Missing, invalid, expired or revoked token, a bound token without its DPoP \
-                   proof, or a refused proof"
-)]
-pub struct TokenRefused(pub Problem);
-
-#[derive(Debug, utoipa::IntoResponses)]
-#[response(status = 403, description = "The token does not allow the operation")]
-pub struct NotPermitted(pub Problem);
-
-#[derive(Debug, utoipa::IntoResponses)]
-#[response(status = 404, description = "No such account of the customer's")]
-pub struct NoSuchAccount(pub Problem);
-
-#[derive(Debug, utoipa::IntoResponses)]
-#[response(
-    status = 503,
-    description = "Verification at capacity (Retry-After) or revocation state unavailable"
-)]
-pub struct VerifierBusy(pub Problem);
+platform::documented_responses! {
+    /// The answers of the sandbox API that every operation shares.
+    TokenRefused(Problem) = 401,
+        "Missing, invalid, expired or revoked token, a bound token without its DPoP \
+         proof, or a refused proof";
+    NotPermitted(Problem) = 403, "The token does not allow the operation";
+    NoSuchAccount(Problem) = 404, "No such account of the customer's";
+    VerifierBusy(Problem) = 503,
+        "Verification at capacity (Retry-After) or revocation state unavailable";
+}
 
 /// Maps a verification failure to the resource-server answer (RFC 6750 and RFC 9449 semantics):
 /// what the token does not allow is 403; a token that is not acceptable at all (bad signature,

@@ -7,37 +7,21 @@ use serde::Deserialize;
 use super::OAuthErrorBody;
 use crate::oauth::flow::AuthorizationParams;
 
-/// An RFC 6749 refusal of the request (`invalid_request`, `invalid_grant`, `invalid_scope`,
-/// `unsupported_grant_type`, `invalid_dpop_proof`, ...).
-#[derive(Debug, utoipa::IntoResponses)]
-#[response(status = 400, description = "Refused: an RFC 6749 error code says why")]
-pub struct OAuthRefused(pub OAuthErrorBody);
-
-/// The client did not authenticate.
-#[derive(Debug, utoipa::IntoResponses)]
-#[response(
-    status = 401,
-    description = "invalid_client: client authentication failed"
-)]
-pub struct ClientRefused(pub OAuthErrorBody);
-
-/// `temporarily_unavailable`: storage is down.
-#[derive(Debug, utoipa::IntoResponses)]
-#[response(
-    status = 503,
-    description = "temporarily_unavailable: storage is down (see Retry-After)"
-)]
-pub struct OAuthUnavailable(pub OAuthErrorBody);
-
-/// `temporarily_unavailable`: client authentication from this address is blocked for a while
-/// after repeated failures.
-#[derive(Debug, utoipa::IntoResponses)]
-#[response(
-    status = 429,
-    description = "temporarily_unavailable: too many failed client authentications from this \
-                   address (see Retry-After)"
-)]
-pub struct ClientBlocked(pub OAuthErrorBody);
+platform::documented_responses! {
+    /// An RFC 6749 refusal of the request (`invalid_request`, `invalid_grant`, `invalid_scope`,
+    /// `unsupported_grant_type`, `invalid_dpop_proof`, ...).
+    OAuthRefused(OAuthErrorBody) = 400, "Refused: an RFC 6749 error code says why";
+    /// The client did not authenticate.
+    ClientRefused(OAuthErrorBody) = 401, "invalid_client: client authentication failed";
+    /// `temporarily_unavailable`: storage is down.
+    OAuthUnavailable(OAuthErrorBody) = 503,
+        "temporarily_unavailable: storage is down (see Retry-After)";
+    /// `temporarily_unavailable`: client authentication from this address is blocked for a while
+    /// after repeated failures.
+    ClientBlocked(OAuthErrorBody) = 429,
+        "temporarily_unavailable: too many failed client authentications from this \
+         address (see Retry-After)";
+}
 
 /// Client authentication in the body (RFC 6749 section 2.3.1 `client_secret_post`, RFC 7523
 /// `private_key_jwt`). Clients using `client_secret_basic` send the secret in `Authorization`
