@@ -652,21 +652,15 @@ mod tests {
             f(&mut w);
             assert!(!parent.contains(&w));
         };
-        widen(&|w| {
-            w.accounts
-                .as_mut()
-                .unwrap()
-                .push(AccountId::parse("acc_3").unwrap())
-        });
+        // One more id in a list the parent limits.
+        fn add<T>(list: &mut Option<Vec<T>>, id: T) {
+            list.as_mut().unwrap().push(id);
+        }
+        widen(&|w| add(&mut w.accounts, AccountId::parse("acc_3").unwrap()));
         widen(&|w| w.accounts = None);
         widen(&|w| w.actions.push(Action::AccountsRead));
         widen(&|w| w.merchants = None);
-        widen(&|w| {
-            w.merchants
-                .as_mut()
-                .unwrap()
-                .push(MerchantId::parse("m_9").unwrap())
-        });
+        widen(&|w| add(&mut w.merchants, MerchantId::parse("m_9").unwrap()));
         widen(&|w| w.window = None);
         widen(&|w| {
             w.window =
