@@ -1066,3 +1066,41 @@ async fn a_private_key_jwt_client_uses_a_client_credentials_token_for_the_ssf_ap
         app.stop().await;
     }
 }
+
+/// Ten creates at once for one client: five streams, five 409s (the limit holds under
+/// concurrency, on PostgreSQL by a lock on the client's row).
+#[tokio::test]
+async fn concurrent_creates_stop_at_five_streams() {
+    for backend in backends() {
+        let (app, _clock) = spawn_with_clock(backend, |_| {}).await;
+        let (id, secret) = client(&app, "ssf-race@fintech.example").await;
+        let mut creates = tokio::task::JoinSet::new();
+        for _ in 0..10 {
+            let (http, url) = (app.client.clone(), app.url("/ssf/streams"));
+            let (id, secret) = (id.clone(), secret.clone());
+            creates.spawn(async move {
+                http.post(url)
+                    .basic_auth(&id, Some(&secret))
+                    .json(&json!({ "delivery": { "method": "urn:ietf:rfc:8936" } }))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            });
+        }
+        let mut statuses = creates.join_all().await;
+        statuses.sort();
+        assert_eq!(statuses, [[201; 5], [409; 5]].concat(), "{backend:?}");
+        let (_, list) = call(
+            &app,
+            (id.as_str(), secret.as_str()),
+            Method::GET,
+            "/ssf/streams",
+            None,
+        )
+        .await;
+        assert_eq!(list.as_array().unwrap().len(), 5, "{backend:?}");
+        app.stop().await;
+    }
+}

@@ -201,6 +201,13 @@ impl SsfService {
             .platform
             .db
             .write(move |c| {
+                // Two creates at once for one client wait for each other here, so the count
+                // below holds (SQLite's write transactions are serial already).
+                if let AnyConnection::Postgresql(pg) = c {
+                    diesel::sql_query("SELECT 1 FROM clients WHERE id = $1 FOR NO KEY UPDATE")
+                        .bind::<diesel::sql_types::Text, _>(&client_id)
+                        .execute(pg)?;
+                }
                 let existing: i64 = ssf_streams::table
                     .filter(ssf_streams::client_id.eq(&client_id))
                     .count()
