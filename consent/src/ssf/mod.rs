@@ -132,11 +132,6 @@ impl StreamRow {
     pub fn status(&self) -> StreamStatus {
         StreamStatus::parse(&self.status).unwrap_or(StreamStatus::Disabled)
     }
-
-    /// Whether this stream reads the revocation feed.
-    pub fn reads_feed(&self) -> bool {
-        self.feed_cursor.is_some()
-    }
 }
 
 /// The stream `id` of `client_id`; `None` for another client's stream or none at all (the two

@@ -208,8 +208,15 @@ async fn push_stream(
     svc: &SsfService,
     http: &reqwest::Client,
     stream: StreamRow,
+    lease: std::time::Duration,
 ) -> StorageResult<PushReport> {
     let settings = svc.platform.settings.webhooks.clone();
+    // Another instance may claim the stream once the lease runs out: a pass stops while one
+    // more attempt (bounded by the timeout) and its record still fit, so it never overlaps
+    // another instance's pass (which would send out of order).
+    let stop_at = tokio::time::Instant::now() + lease
+        - settings.timeout.get()
+        - std::time::Duration::from_secs(10);
     let s = stream.clone();
     let due = svc
         .platform
@@ -219,6 +226,9 @@ async fn push_stream(
     let mut report = PushReport::default();
     let mut healthy = true;
     for d in &due {
+        if tokio::time::Instant::now() >= stop_at {
+            break;
+        }
         let outcome = send(svc, http, &stream, d).await;
         match &outcome {
             Outcome::Accepted => report.delivered += 1,
@@ -275,9 +285,12 @@ pub async fn deliver_due(svc: &SsfService, http: &reqwest::Client) -> StorageRes
         .db
         .write(move |c| claim(c, now, now + lease))
         .await?;
-    let results =
-        futures_util::future::join_all(streams.into_iter().map(|s| push_stream(svc, http, s)))
-            .await;
+    let results = futures_util::future::join_all(
+        streams
+            .into_iter()
+            .map(|s| push_stream(svc, http, s, lease.to_std().unwrap_or_default())),
+    )
+    .await;
     let mut report = PushReport::default();
     for r in results {
         match r {
