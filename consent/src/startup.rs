@@ -174,6 +174,7 @@ impl Application {
                     platform.settings.server.verify_threads,
                     platform.settings.server.verify_queue,
                 )?,
+                decoded: ::grants::DecodeCache::default(),
             },
             issuer,
             platform,

@@ -8,8 +8,8 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use ed25519_dalek::{Signer, SigningKey as DalekKey, Verifier as _};
 use grants::dpop::{DpopKey, ProofContext};
 use grants::{
-    AccountId, Action, Attenuation, ClientId, Grant, GrantId, GrantScope, KeySet, MerchantId,
-    NoRevocationCheck, Request, SigningKey, SubjectId, TxWindow, Verifier,
+    AccountId, Action, Attenuation, ClientId, DecodeCache, Grant, GrantId, GrantScope, KeySet,
+    MerchantId, NoRevocationCheck, Request, SigningKey, SubjectId, TxWindow, Verifier,
 };
 
 fn fixtures() -> (SigningKey, Grant, chrono::DateTime<Utc>) {
@@ -70,6 +70,20 @@ fn benches(c: &mut Criterion) {
         c.bench_function(&format!("verify+authorize {name}"), |b| {
             b.iter(|| verifier.verify(black_box(t), &request).unwrap())
         });
+    }
+    // The same tokens presented again to a verifier with a decode cache (a resource server's
+    // steady state: a token is presented for its whole lifetime).
+    let cached = verifier.clone().with_cache(DecodeCache::default());
+    for (name, t) in [
+        ("1 block", &token),
+        ("2 blocks", &two),
+        ("3 blocks", &three),
+    ] {
+        cached.verify(t, &request).unwrap();
+        c.bench_function(
+            &format!("verify+authorize {name}, seen before (cache)"),
+            |b| b.iter(|| cached.verify(black_box(t), &request).unwrap()),
+        );
     }
     c.bench_function("verify listing 2 blocks (per-account evaluation)", |b| {
         b.iter(|| {

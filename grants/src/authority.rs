@@ -264,7 +264,7 @@ fn validate_authority(facts: &[Predicate], bounds: &[u64]) -> Result<Authority, 
 pub(crate) struct Hints {
     blocks: Vec<BlockBuilder>,
     mentions: BTreeSet<String>,
-    parsed: Option<Literals>,
+    parsed: std::sync::OnceLock<Literals>,
 }
 
 /// Literals and parsed checks of the attenuation blocks (collected only when needed).
@@ -403,7 +403,7 @@ impl Hints {
         Self {
             blocks,
             mentions,
-            parsed: None,
+            parsed: std::sync::OnceLock::new(),
         }
     }
 
@@ -417,9 +417,9 @@ impl Hints {
         self.mentions.contains(name)
     }
 
-    pub fn literals(&mut self) -> &Literals {
+    pub fn literals(&self) -> &Literals {
         let blocks = &self.blocks;
-        self.parsed.get_or_insert_with(|| {
+        self.parsed.get_or_init(|| {
             let mut lit = Literals {
                 simple_expiry: Some(None),
                 simple: Some(Narrowing::default()),

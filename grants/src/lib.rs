@@ -177,6 +177,6 @@ pub use mint::{
 pub use scope::{GrantScope, MAX_ACCOUNTS, MAX_ACTIONS, MAX_MERCHANTS};
 pub use time::{TxWindow, format_timestamp, parse_timestamp};
 pub use verify::{
-    Authorization, EffectiveScope, GrantSummary, NoRevocationCheck, PendingDpop, Request,
-    RevocationCheck, TokenInfo, Verifier, inspect,
+    Authorization, CacheStats, DecodeCache, EffectiveScope, GrantSummary, NoRevocationCheck,
+    PendingDpop, Request, RevocationCheck, TokenInfo, Verifier, inspect,
 };

@@ -37,6 +37,9 @@ pub struct OAuthService {
     pub batches: Option<std::sync::Arc<tokens::batched::TokenBatches>>,
     /// Where Biscuits are verified (never on an HTTP worker or inside a database connection).
     pub verify: crate::verification::VerifyPool,
+    /// Tokens verified before, by their bytes: a token presented again (as every token is, for
+    /// its lifetime) skips its signature checks and block parsing (see [`::grants::DecodeCache`]).
+    pub decoded: ::grants::DecodeCache,
 }
 
 impl OAuthService {

@@ -195,6 +195,7 @@ async fn verify_presented(
     request: Request,
 ) -> Result<grants::Authorization, ApiError> {
     let keys = state.oauth.keys.current().keyset;
+    let cache = state.oauth.decoded.clone();
     let list = state.revocations.clone();
     let check = move |grant: &grants::GrantId,
                       ids: &[String]|
@@ -222,7 +223,11 @@ async fn verify_presented(
         return state
             .oauth
             .verify
-            .run(move || Verifier::new(keys, RevocationFn(check)).verify(&token, &request))
+            .run(move || {
+                Verifier::new(keys, RevocationFn(check))
+                    .with_cache(cache)
+                    .verify(&token, &request)
+            })
             .await
             .map_err(busy)?
             .map_err(refuse);
@@ -234,6 +239,7 @@ async fn verify_presented(
         .run(move || {
             let ctx = ProofContext::new(&method, &url, now);
             Verifier::new(keys, RevocationFn(check))
+                .with_cache(cache)
                 .verify_dpop_pending(&token, &request, &proof, ctx)
         })
         .await

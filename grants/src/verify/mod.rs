@@ -10,26 +10,30 @@
 //!   documented check forms or one run per candidate value otherwise;
 //! - `inspect`: reading a token without verifying it.
 
+mod cache;
 mod eval;
 mod inspect;
 mod resolve;
 mod revocation;
 
 use std::cell::Cell;
+use std::sync::Arc;
 
 use biscuit_auth::error::{Format, Token};
 use biscuit_auth::{Biscuit, BlockBuilder};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::admission::{self, Limits};
+use crate::admission::{self, Limits, Program};
 use crate::authority::{Authority, Hints, parse_authority};
 use crate::dpop::{ProofContext, ReplayStore};
 use crate::error::{DenyReason, VerifyError};
-use crate::keys::KeyProvider;
+use crate::keys::{KeyProvider, PublicKey};
 use crate::time::TxWindow;
 use crate::{AccountId, Action, ClientId, Environment, GrantId, MerchantId, SubjectId};
 
+use cache::{BlocksRefused, Decoded};
+pub use cache::{CacheStats, DecodeCache};
 use eval::Evaluation;
 pub use inspect::{GrantSummary, TokenInfo, inspect};
 use revocation::hex_ids;
@@ -141,6 +145,7 @@ pub struct Verifier<K, R> {
     revocation: R,
     limits: Limits,
     environment: Option<Environment>,
+    cache: Option<DecodeCache>,
 }
 
 impl<K: KeyProvider, R: RevocationCheck> Verifier<K, R> {
@@ -151,6 +156,7 @@ impl<K: KeyProvider, R: RevocationCheck> Verifier<K, R> {
             revocation,
             limits: Limits::default(),
             environment: None,
+            cache: None,
         }
     }
 
@@ -174,22 +180,99 @@ impl<K: KeyProvider, R: RevocationCheck> Verifier<K, R> {
         &self.keys
     }
 
-    /// Decodes and checks the signature with the key chosen by the token's kid.
-    fn decode(&self, token: &str, now: DateTime<Utc>) -> Result<Biscuit, VerifyError> {
+    /// Shares `cache` of decoded tokens with this verifier (see [`DecodeCache`]): a token seen
+    /// before skips its signature checks and block parsing; everything that depends on the
+    /// request or the time is still checked every time. Servers that build a verifier per
+    /// request keep one cache for the process and pass it to each.
+    pub fn with_cache(mut self, cache: DecodeCache) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
+    /// The token decoded: from the cache when it has seen these bytes under these limits and
+    /// the key that verified them still verifies tokens at `now`, otherwise afresh.
+    fn decoded(&self, token: &str, now: DateTime<Utc>) -> Result<Arc<Decoded>, VerifyError> {
         let token = token.trim();
         if token.len() > self.limits.max_token_len {
             return Err(VerifyError::TooLarge {
                 max: self.limits.max_token_len,
             });
         }
+        let key = self.cache.as_ref().map(|_| DecodeCache::key(token));
+        if let (Some(cache), Some(key)) = (&self.cache, &key)
+            && let Some(found) = cache.get(key, &self.limits)
+        {
+            match self.keys.public_key(found.kid, now) {
+                Some(root) if root == found.root => return Ok(found),
+                // Another key under the same id: verify afresh.
+                Some(_) => {}
+                None => return Err(VerifyError::UnknownKid(found.kid)),
+            }
+        }
+        let (parsed, kid, root) = self.decode(token, now)?;
+        let source = |i: usize| {
+            parsed
+                .print_block_source(i)
+                .map_err(|e| VerifyError::Malformed(e.to_string()))
+        };
+        let authority = parse_authority(&source(0)?).map_err(VerifyError::InvalidAuthority)?;
+        let admitted = self.admit(&parsed, &authority);
+        let decoded = Arc::new(Decoded {
+            revocation_ids: hex_ids(&parsed.revocation_identifiers()),
+            token: parsed,
+            kid,
+            root,
+            authority,
+            admitted,
+            limits: self.limits.clone(),
+        });
+        if let (Some(cache), Some(key)) = (&self.cache, key) {
+            cache.put(key, token.len(), decoded.clone());
+        }
+        Ok(decoded)
+    }
+
+    /// Reads the attenuation blocks and admits them before anything else looks at them.
+    fn admit(
+        &self,
+        token: &Biscuit,
+        authority: &Authority,
+    ) -> Result<(Hints, Program), BlocksRefused> {
+        let mut blocks = Vec::with_capacity(token.block_count().saturating_sub(1));
+        for i in 1..token.block_count() {
+            let source = token
+                .print_block_source(i)
+                .map_err(|e| BlocksRefused::Unreadable(e.to_string()))?;
+            blocks.push(
+                BlockBuilder::new()
+                    .code(&source)
+                    .map_err(|e| BlocksRefused::Unreadable(format!("unreadable block {i}: {e}")))?,
+            );
+        }
+        let (program, mentions) = admission::admit(&blocks, authority.elements(), &self.limits)
+            .map_err(BlocksRefused::Inadmissible)?;
+        Ok((Hints::new(blocks, mentions), program))
+    }
+
+    /// Decodes and checks the signature with the key chosen by the token's kid; returns the
+    /// token, the kid and the key that verified it.
+    fn decode(
+        &self,
+        token: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(Biscuit, u32, PublicKey), VerifyError> {
         let key_error: Cell<Option<VerifyError>> = Cell::new(None);
+        let used: Cell<Option<(u32, PublicKey)>> = Cell::new(None);
         let provider = |kid: Option<u32>| -> Result<biscuit_auth::PublicKey, Format> {
             let Some(kid) = kid else {
                 key_error.set(Some(VerifyError::MissingKid));
                 return Err(Format::UnknownPublicKey);
             };
             match self.keys.public_key(kid, now) {
-                Some(key) => Ok(key.0),
+                Some(key) => {
+                    used.set(Some((kid, key)));
+                    Ok(key.0)
+                }
                 None => {
                     key_error.set(Some(VerifyError::UnknownKid(kid)));
                     Err(Format::UnknownPublicKey)
@@ -212,7 +295,10 @@ impl<K: KeyProvider, R: RevocationCheck> Verifier<K, R> {
                 max: self.limits.max_blocks,
             });
         }
-        Ok(parsed)
+        let (kid, root) = used
+            .take()
+            .ok_or_else(|| VerifyError::Malformed("no root key was asked for".into()))?;
+        Ok((parsed, kid, root))
     }
 
     /// Verifies `token` for `request`. `Ok` means allowed, with the scope to filter data by;
@@ -280,13 +366,8 @@ impl<K: KeyProvider, R: RevocationCheck> Verifier<K, R> {
         binding: Binding<'_>,
     ) -> Result<Authorization, VerifyError> {
         let now = request.now;
-        let token = self.decode(token, now)?;
-        let source = |i: usize| {
-            token
-                .print_block_source(i)
-                .map_err(|e| VerifyError::Malformed(e.to_string()))
-        };
-        let authority = parse_authority(&source(0)?).map_err(VerifyError::InvalidAuthority)?;
+        let decoded = self.decoded(token, now)?;
+        let authority = &decoded.authority;
         match (authority.cnf_jkt.as_deref(), binding) {
             (_, Binding::Reported) | (None, Binding::Bearer) => {}
             (Some(_), Binding::Bearer) => return Err(VerifyError::ProofRequired),
@@ -314,22 +395,11 @@ impl<K: KeyProvider, R: RevocationCheck> Verifier<K, R> {
                 expected,
             });
         }
-        // Attenuation blocks are read and admitted before anything else looks at them.
-        let mut blocks = Vec::with_capacity(token.block_count().saturating_sub(1));
-        for i in 1..token.block_count() {
-            blocks.push(
-                BlockBuilder::new()
-                    .code(&source(i)?)
-                    .map_err(|e| VerifyError::Malformed(format!("unreadable block {i}: {e}")))?,
-            );
-        }
-        let (program, mentions) = admission::admit(&blocks, authority.elements(), &self.limits)
-            .map_err(VerifyError::Inadmissible)?;
-        let mut hints = Hints::new(blocks, mentions);
+        let (hints, program) = decoded.admitted.as_ref().map_err(BlocksRefused::error)?;
         if now > authority.expires_at {
             return Err(VerifyError::Expired);
         }
-        let revocation_ids = hex_ids(&token.revocation_identifiers());
+        let revocation_ids = decoded.revocation_ids.clone();
         match self
             .revocation
             .is_revoked(&authority.grant, &revocation_ids)
@@ -338,21 +408,21 @@ impl<K: KeyProvider, R: RevocationCheck> Verifier<K, R> {
             Ok(true) => return Err(VerifyError::Revoked),
             Err(e) => return Err(VerifyError::RevocationUnavailable(e.0)),
         }
-        precheck(&authority, request)?;
+        precheck(authority, request)?;
 
         let mut eval = Evaluation {
-            token: &token,
-            authority: &authority,
+            token: &decoded.token,
+            authority,
             limits: &self.limits,
-            program: &program,
+            program,
             runs: 0,
             work: 0,
         };
-        let scope = resolve::resolve(&mut eval, &authority, &mut hints, request)?;
+        let scope = resolve::resolve(&mut eval, authority, hints, request)?;
         Ok(Authorization {
             scope,
-            kid: token.root_key_id().unwrap_or_default(),
-            blocks: token.block_count(),
+            kid: decoded.kid,
+            blocks: decoded.token.block_count(),
             revocation_ids,
             work: eval.work,
             environment: authority.environment,

@@ -122,7 +122,7 @@ fn resolve_simple(
 pub(super) fn resolve(
     eval: &mut Evaluation<'_>,
     authority: &Authority,
-    hints: &mut Hints,
+    hints: &Hints,
     request: &Request,
 ) -> Result<EffectiveScope, VerifyError> {
     if hints.any() {

@@ -144,6 +144,9 @@ fn attenuation_only_narrows() {
     );
     let result = runner.run(&strategy, |(scope, chain, requests)| {
         let v = verifier();
+        // Every answer is also asked of a verifier with a decode cache: it must not differ
+        // (the first request of a token fills the cache, the others are answered from it).
+        let cached = verifier().with_cache(grants::DecodeCache::new(1024 * 1024));
         let root = grants::mint(&key(1), &grant(scope), now() + Duration::minutes(60), now())
             .unwrap()
             .token;
@@ -157,7 +160,10 @@ fn attenuation_only_narrows() {
                 all.push(Request::new(Action::TransactionsRead, now()).account(a));
             }
             for r in &all {
-                let Ok(c) = v.verify(&child, r) else {
+                let fresh = v.verify(&child, r);
+                let again = cached.verify(&child, r);
+                prop_assert_eq!(format!("{fresh:?}"), format!("{again:?}"));
+                let Ok(c) = fresh else {
                     child_denies.set(child_denies.get() + 1);
                     continue;
                 };

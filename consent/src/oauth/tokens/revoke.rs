@@ -110,8 +110,9 @@ pub async fn verify_offline(
     }
     let keys = svc.keys.current().keyset;
     let token = token.to_string();
+    let cache = svc.decoded.clone();
     svc.verify
-        .run(move || verify_ours(keys, &token, now))
+        .run(move || verify_ours(keys, cache, &token, now))
         .await
         .map_err(|e| OAuthError::TemporarilyUnavailable(e.to_string()))
 }
@@ -119,12 +120,14 @@ pub async fn verify_offline(
 /// Verifies that `token` is a Biscuit signed by one of our keys and not expired (any action).
 pub(super) fn verify_ours(
     keys: std::sync::Arc<::grants::KeySet>,
+    cache: ::grants::DecodeCache,
     token: &str,
     now: DateTime<Utc>,
 ) -> Option<OurToken> {
     let info = ::grants::inspect(token).ok()?;
     let summary = info.grant?;
-    let verifier = ::grants::Verifier::new(keys, ::grants::NoRevocationCheck);
+    // One decode for all the actions tried below, and none for a token seen before.
+    let verifier = ::grants::Verifier::new(keys, ::grants::NoRevocationCheck).with_cache(cache);
     // Some granted action must still be allowed. Only a denial depends on the action: any
     // other refusal (signature, expiry, limits) would repeat for every action, so stop there.
     let mut auth = None;
