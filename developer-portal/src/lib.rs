@@ -46,7 +46,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 pub use accounts::{StaffAccount, create_staff_user};
-pub use clients::{ClientDisplay, client_display, revoke_client_grants};
+pub use clients::{ClientDisplay, client_display, developer_legal_name, revoke_client_grants};
 pub use error::{PortalError, PortalResult};
 
 /// OpenAPI fragment of the portal's JSON API.

@@ -47,16 +47,7 @@ pub fn client_display(
     let Some(c) = live(conn, client_id)? else {
         return Ok(None);
     };
-    let cipher: FieldCipher = master_key.cipher(kyc::PII_KEY);
-    let legal = match kyc::verified_legal_name(conn, &cipher, &c.developer_id) {
-        Ok(n) => n,
-        Err(PortalError::Storage(e)) => return Err(e),
-        Err(e) => {
-            // A ciphertext that does not decrypt is not a verified name; never show garbage.
-            tracing::error!(error = ?e, client_id, "KYC legal name does not decrypt");
-            None
-        }
-    };
+    let legal = developer_legal_name(conn, master_key, &c.developer_id)?;
     let c = ClientView::from(c);
     Ok(Some(ClientDisplay {
         redirect_uris: c.redirect_uris,
@@ -68,4 +59,23 @@ pub fn client_display(
         kyc_verified: legal.is_some(),
         verified_legal_name: legal,
     }))
+}
+
+/// The verified legal name of `developer_id` (decrypted), when their KYC is approved: for a
+/// caller that already holds the client's row.
+pub fn developer_legal_name(
+    conn: &mut AnyConnection,
+    master_key: &MasterKey,
+    developer_id: &str,
+) -> StorageResult<Option<String>> {
+    let cipher: FieldCipher = master_key.cipher(kyc::PII_KEY);
+    match kyc::verified_legal_name(conn, &cipher, developer_id) {
+        Ok(n) => Ok(n),
+        Err(PortalError::Storage(e)) => Err(e),
+        Err(e) => {
+            // A ciphertext that does not decrypt is not a verified name; never show garbage.
+            tracing::error!(error = ?e, developer_id, "KYC legal name does not decrypt");
+            Ok(None)
+        }
+    }
 }

@@ -26,7 +26,7 @@ mod registration;
 mod suspension;
 mod webhooks;
 
-pub use display::{ClientDisplay, client_display};
+pub use display::{ClientDisplay, client_display, developer_legal_name};
 pub use registration::{KeyMaterial, NewClient};
 pub use suspension::{decide_and_execute, request_suspension, staff_get};
 pub use webhooks::{

@@ -22,6 +22,9 @@ use platform::crypto::PlainToken;
 use platform::storage::schema::{authorization_codes, grant_rows};
 use serde_json::{Value, json};
 
+#[path = "consent_load/statements.rs"]
+mod statements;
+
 struct Args {
     scenario: String,
     seconds: u64,
@@ -43,7 +46,7 @@ fn args() -> Args {
             "--concurrency" => a.concurrency = v.parse().unwrap_or(64),
             _ => {
                 eprintln!(
-                    "usage: consent-load --scenario refresh|code|introspect|dpop|propagation|hostile|revocation-memory|sweep|hold [--seconds N] [--concurrency N] (PostgreSQL via TEST_DATABASE_URL)"
+                    "usage: consent-load --scenario refresh|code|statements|introspect|dpop|propagation|hostile|revocation-memory|sweep|hold [--seconds N] [--concurrency N] (PostgreSQL via TEST_DATABASE_URL)"
                 );
                 std::process::exit(2);
             }
@@ -242,6 +245,24 @@ async fn hold(app: &TestApp, seconds: u64, n: usize) {
         ),
     )
     .unwrap();
+    // The sandbox API with a two-block token: the holder narrowed its token to one account
+    // offline (the resource server verifies both blocks; the token is reused, as holders do).
+    let account = app.account_ids("alice").await[0].clone();
+    let two_blocks = grants::attenuate(
+        &access,
+        &grants::Attenuation::new().accounts([grants::AccountId::parse(&account).unwrap()]),
+        false,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("sandbox.lua"),
+        format!(
+            "wrk.method = \"GET\"\nwrk.path = \"/sandbox/v1/accounts/{account}/transactions\"\n\
+             wrk.headers[\"Authorization\"] = \"Bearer {two_blocks}\"\n\
+             done = function(summary, latency, requests)\n  io.write(string.format(\"non2xx=%d errors=%d\\n\", summary.errors.status, summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))\nend\n"
+        ),
+    )
+    .unwrap();
     println!(
         "server {} up for {seconds}s with {} one-use refresh tokens; from another shell:\n  \
          sed 's/NTHREADS/2/' target/wrk/refresh.lua > target/wrk/refresh2.lua && wrk -t2 -c64 -d10s --latency -s target/wrk/refresh2.lua {}\n  \
@@ -346,6 +367,10 @@ async fn main() {
         return;
     }
     let backend = *e2e_tests::backends().last().unwrap_or(&Backend::Sqlite);
+    if a.scenario == "statements" {
+        // Before the server opens its first connection.
+        statements::install();
+    }
     let app = e2e_tests::spawn_app_with(
         backend,
         consent::ServeOptions {
@@ -370,6 +395,10 @@ async fn main() {
     app.login_customer("alice").await;
     let first = real_flow(&app).await;
 
+    if a.scenario == "statements" {
+        statements::run(&app, a.concurrency.clamp(1, 100)).await;
+        return;
+    }
     if a.scenario == "sweep" {
         sweep_bench(&app, a.concurrency).await;
         return;

@@ -90,31 +90,6 @@ pub(super) struct Row {
     grant_action: Option<String>,
 }
 
-pub(super) fn load_request(
-    c: &mut AnyConnection,
-    id: &str,
-    now: DateTime<Utc>,
-) -> Result<Row, ConsentError> {
-    authorization_requests::table
-        .filter(authorization_requests::id.eq(id))
-        .filter(authorization_requests::status.eq(AuthorizationRequestStatus::Pending.as_str()))
-        .filter(authorization_requests::expires_at.gt(now.naive_utc()))
-        .select((
-            authorization_requests::client_id,
-            authorization_requests::redirect_uri,
-            authorization_requests::state,
-            authorization_requests::code_challenge,
-            authorization_requests::authorization_details,
-            authorization_requests::customer_id,
-            authorization_requests::dpop_jkt,
-            authorization_requests::grant_id,
-            authorization_requests::grant_action,
-        ))
-        .first(c)
-        .optional()?
-        .ok_or(ConsentError::NotPending)
-}
-
 pub(super) fn offered_accounts(
     c: &mut AnyConnection,
     customer_id: &str,
@@ -137,28 +112,46 @@ pub(super) fn offered_accounts(
         .collect())
 }
 
+/// A pending request with its client and whether `customer_id` is a test customer, in one
+/// query (the consent page and the decision both need the three).
+pub(super) fn load_for(
+    c: &mut AnyConnection,
+    id: &str,
+    customer_id: &str,
+    now: DateTime<Utc>,
+) -> Result<(Row, OAuthClient, bool), ConsentError> {
+    use platform::storage::schema::{clients as client_rows, customers};
+    let found: Option<(Row, clients::ClientRow, Option<bool>)> = authorization_requests::table
+        .inner_join(client_rows::table.on(client_rows::id.eq(authorization_requests::client_id)))
+        .left_join(customers::table.on(customers::id.eq(customer_id)))
+        .filter(authorization_requests::id.eq(id))
+        .filter(authorization_requests::status.eq(AuthorizationRequestStatus::Pending.as_str()))
+        .filter(authorization_requests::expires_at.gt(now.naive_utc()))
+        .select((
+            (
+                authorization_requests::client_id,
+                authorization_requests::redirect_uri,
+                authorization_requests::state,
+                authorization_requests::code_challenge,
+                authorization_requests::authorization_details,
+                authorization_requests::customer_id,
+                authorization_requests::dpop_jkt,
+                authorization_requests::grant_id,
+                authorization_requests::grant_action,
+            ),
+            clients::ClientRow::as_select(),
+            customers::is_test.nullable(),
+        ))
+        .first(c)
+        .optional()?;
+    let (row, client, is_test) = found.ok_or(ConsentError::NotPending)?;
+    Ok((row, OAuthClient::from(client), is_test == Some(true)))
+}
+
 /// Sandbox clients need no KYC: only test customers may consent to them (checked before the
 /// consent page is shown, and again when a decision is recorded).
-fn sandbox_allowed(
-    c: &mut AnyConnection,
-    client_id: &str,
-    customer_id: &str,
-) -> Result<(), ConsentError> {
-    use platform::storage::schema::{clients as client_rows, customers};
-    let environment: Option<String> = client_rows::table
-        .filter(client_rows::id.eq(client_id))
-        .select(client_rows::environment)
-        .first(c)
-        .optional()?;
-    if environment.as_deref() == Some("production") {
-        return Ok(());
-    }
-    let is_test: Option<bool> = customers::table
-        .filter(customers::id.eq(customer_id))
-        .select(customers::is_test)
-        .first(c)
-        .optional()?;
-    if is_test == Some(true) {
+fn sandbox_allowed(client: &OAuthClient, test_customer: bool) -> Result<(), ConsentError> {
+    if client.environment == "production" || test_customer {
         Ok(())
     } else {
         Err(ConsentError::SandboxOnly)
@@ -174,16 +167,20 @@ pub fn pending(
     customer_id: &str,
     now: DateTime<Utc>,
 ) -> Result<PendingConsent, ConsentError> {
-    let Row {
-        client_id,
-        redirect_uri,
-        authorization_details: details,
-        customer_id: bound,
-        grant_id,
-        grant_action,
-        ..
-    } = load_request(c, id, now)?;
-    sandbox_allowed(c, &client_id, customer_id)?;
+    let (
+        Row {
+            client_id,
+            redirect_uri,
+            authorization_details: details,
+            customer_id: bound,
+            grant_id,
+            grant_action,
+            ..
+        },
+        client,
+        test_customer,
+    ) = load_for(c, id, customer_id, now)?;
+    sandbox_allowed(&client, test_customer)?;
     match bound {
         Some(b) if b != customer_id => return Err(ConsentError::NotPending),
         Some(_) => {}
@@ -200,9 +197,9 @@ pub fn pending(
             }
         }
     }
-    let client = clients::load(c, &client_id)?
-        .filter(OAuthClient::is_active)
-        .ok_or(ConsentError::NotPending)?;
+    if !client.is_active() {
+        return Err(ConsentError::NotPending);
+    }
     let change = change_of(c, grant_id, grant_action, &client_id, customer_id, now)?;
     let requested = AccessRequest::from_stored(&details)
         .map_err(|e| ConsentError::Invalid(e.description().into()))?;
@@ -290,10 +287,12 @@ pub(super) fn verified_legal_name(
     svc: &OAuthService,
     client: &OAuthClient,
 ) -> Result<Option<String>, ConsentError> {
-    Ok(
-        developer_portal::client_display(c, &svc.platform.master_key, &client.id)?
-            .and_then(|d| d.verified_legal_name),
-    )
+    // The client's row is at hand: only the developer's KYC is read.
+    Ok(developer_portal::developer_legal_name(
+        c,
+        &svc.platform.master_key,
+        &client.developer_id,
+    )?)
 }
 
 /// What the customer chose on the consent page (raw form values).
@@ -461,17 +460,21 @@ pub fn decide(
     write_tx(
         c,
         |c| -> Result<Result<String, ConsentError>, StorageError> {
-            let Row {
-                client_id,
-                redirect_uri,
-                state,
-                code_challenge: challenge,
-                authorization_details: details,
-                customer_id: bound,
-                dpop_jkt,
-                grant_id: target_id,
-                grant_action,
-            } = match load_request(c, id, now) {
+            let (
+                Row {
+                    client_id,
+                    redirect_uri,
+                    state,
+                    code_challenge: challenge,
+                    authorization_details: details,
+                    customer_id: bound,
+                    dpop_jkt,
+                    grant_id: target_id,
+                    grant_action,
+                },
+                client,
+                test_customer,
+            ) = match load_for(c, id, customer_id, now) {
                 Ok(r) => r,
                 Err(e) => return Ok(Err(e)),
             };
@@ -514,7 +517,7 @@ pub fn decide(
                     )
                 }
                 Decision::Approve(choice) => {
-                    if let Err(e) = sandbox_allowed(c, &client_id, customer_id) {
+                    if let Err(e) = sandbox_allowed(&client, test_customer) {
                         return Ok(Err(e));
                     }
                     let offered = match offered_accounts(c, customer_id, &requested) {

@@ -378,9 +378,10 @@ pub async fn authorize(
     let id = random_id("areq_");
     let row_id = id.clone();
     let client_id = client.id.clone();
+    // One statement, atomic and durable on its own: no transaction around it.
     svc.platform
         .db
-        .write(move |c| {
+        .run(move |c| {
             diesel::insert_into(authorization_requests::table)
                 .values((
                     authorization_requests::id.eq(&row_id),
