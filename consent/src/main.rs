@@ -225,6 +225,34 @@ fn audit(cli_config: Option<&std::path::Path>, command: AuditCommand) -> anyhow:
     }
 }
 
+/// glibc's malloc raises its mmap threshold to the largest block freed (up to 32 MiB): after one
+/// Argon2 hash (19 MiB of working memory), later hashes in a thread are served from its heap and
+/// stay resident once freed, up to one copy per thread that hashed. A fixed threshold keeps every
+/// large block in its own mapping, returned to the system when freed (idle RSS after
+/// `serve --demo`: 69 MB -> 31 MB, BENCHMARKS.md). glibc reads it only at start-up, from the
+/// environment, so the server starts itself again with it set (the same process: `exec`), unless
+/// the operator set it. Memory-safe, unlike calling `mallopt`.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn with_fixed_mmap_threshold() {
+    use std::os::unix::process::CommandExt;
+    const VAR: &str = "MALLOC_MMAP_THRESHOLD_";
+    if std::env::var_os(VAR).is_some() {
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let error = std::process::Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .env(VAR, "131072")
+        .exec();
+    // Only reached when exec failed (the binary was replaced on disk, say): carry on as is.
+    eprintln!("note: running with glibc's default mmap threshold ({error})");
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn with_fixed_mmap_threshold() {}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
@@ -334,6 +362,7 @@ fn main() -> anyhow::Result<()> {
             bind,
             data_dir,
         } => {
+            with_fixed_mmap_threshold();
             let settings = load(cli.config.as_deref(), bind, data_dir)?;
             consent::telemetry::init_tracing(settings.server.log_format);
             let runtime = tokio::runtime::Builder::new_multi_thread()

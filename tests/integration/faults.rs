@@ -200,6 +200,17 @@ async fn sigkill_run(backend: Backend) {
         config.migrate();
     }
     let mut server = config.start("before-kill", true).await;
+    // The server started itself again (same process) with a fixed glibc mmap threshold, so
+    // Argon2's working memory is returned once freed (consent/src/main.rs). The process
+    // listening is the one that was spawned: the tests signal and kill it by its pid.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    assert_eq!(
+        server
+            .environment_variable("MALLOC_MMAP_THRESHOLD_")
+            .as_deref(),
+        Some("131072"),
+        "{backend:?}"
+    );
 
     let connected = Arc::new(AtomicUsize::new(0));
     let workers: Vec<_> = (0..4)

@@ -256,6 +256,17 @@ impl ServerProcess {
         let _ = self.child.wait();
     }
 
+    /// The value of `name` in the running process's environment (Linux: /proc), as the server
+    /// set it for itself.
+    pub fn environment_variable(&self, name: &str) -> Option<String> {
+        let environ = std::fs::read(format!("/proc/{}/environ", self.child.id())).ok()?;
+        let prefix = format!("{name}=");
+        environ
+            .split(|b| *b == 0)
+            .filter_map(|entry| std::str::from_utf8(entry).ok())
+            .find_map(|entry| entry.strip_prefix(&prefix).map(str::to_string))
+    }
+
     /// The process's log (stdout and stderr), for failure messages.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
