@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: our server (PostgreSQL + Redis, every write durable) against npm
+# `oidc-provider` (OpenID-certified, everything in memory), on this machine, in one run.
+#
+#   bash benchmarks/run.sh            # BENCH_SECONDS=10 BENCH_ROUNDS=2 BENCH_CONNECTIONS=64
+#
+# Needs wrk (`apt-get install wrk`), Node.js and the PostgreSQL and Redis of TEST_DATABASE_URL
+# and TEST_REDIS_URL (defaults: the local ones). Installs the peer into benchmarks/node_modules
+# (git-ignored), builds the release load tool, then runs wrk against each path, alternating
+# ours and the peer's (A-B-A-B), and prints the ratios first, then the absolute figures, then
+# memory. Scratch files go to benchmarks/out (git-ignored).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+S=${BENCH_SECONDS:-10}
+ROUNDS=${BENCH_ROUNDS:-2}
+C=${BENCH_CONNECTIONS:-64}
+OUT=benchmarks/out
+export TEST_DATABASE_URL=${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+export TEST_REDIS_URL=${TEST_REDIS_URL:-redis://127.0.0.1:6379}
+
+command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
+command -v node >/dev/null || { echo "Node.js is needed for the peer" >&2; exit 1; }
+[ -d benchmarks/node_modules/oidc-provider ] ||
+    npm ci --prefix benchmarks --no-audit --no-fund --loglevel=error
+cargo build --release --locked -q -p e2e-tests --bin consent-load -p consent --bin consent
+mkdir -p "$OUT"
+
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+
+# Idle memory first, alone: `consent serve --demo` on its embedded defaults (SQLite).
+idle_dir=$(mktemp -d)
+CONSENT_SERVER__BIND=127.0.0.1:0 CONSENT_SERVER__DATA_DIR="$idle_dir" \
+    target/release/consent serve --demo >"$OUT/idle.log" 2>&1 &
+idle=$!
+pids+=("$idle")
+node -e 'setTimeout(() => {}, 1)' # (node warm in the page cache for the peer below)
+sleep 5
+idle_rss=$(rss_kb "$idle")
+kill "$idle"; wait "$idle" 2>/dev/null || true
+rm -rf "$idle_dir"
+
+# Tokens per refresh run: enough one-use tokens for the fastest rate seen, every round.
+N=$((S * ROUNDS * 12000))
+target/release/consent-load --scenario hold --seconds 3600 --concurrency "$N" >"$OUT/ours.log" 2>&1 &
+ours=$!
+pids+=("$ours")
+node benchmarks/peer.mjs --port 3100 --refresh-tokens "$N" --out "$OUT" >"$OUT/peer.log" 2>&1 &
+peer=$!
+pids+=("$peer")
+until grep -q "one-use refresh tokens; from another shell" "$OUT/ours.log" 2>/dev/null; do
+    kill -0 "$ours" 2>/dev/null || { cat "$OUT/ours.log" >&2; exit 1; }
+    sleep 1
+done
+until grep -q "ready" "$OUT/peer.log" 2>/dev/null; do
+    kill -0 "$peer" 2>/dev/null || { cat "$OUT/peer.log" >&2; exit 1; }
+    sleep 1
+done
+OURS=$(grep -o 'server http://[0-9.:]*' "$OUT/ours.log" | head -1 | cut -d' ' -f2)
+PEER=http://127.0.0.1:3100
+# Refresh tokens are single use (both servers rotate them, and a replay ends the grant): each
+# round starts at its own slice of the list.
+one_use() { # SCRIPT ROUND OUT
+    sed -e 's/NTHREADS/2/' -e "s/i = tid end/i = tid + $((($2 - 1) * S * 12000)) end/" "$1" >"$3"
+}
+ours_idle_rss=$(rss_kb "$ours")
+peer_idle_rss=$(rss_kb "$peer")
+
+declare -A rate
+declare -A rss
+# run NAME URL [SCRIPT] [PID]: one wrk run; adds its rate to NAME's list.
+run() {
+    local name=$1 url=$2 script=${3:-} pid=${4:-}
+    local args=(-t2 "-c$C" "-d${S}s" --latency)
+    [ -n "$script" ] && args+=(-s "$script")
+    wrk "${args[@]}" "$url" >"$OUT/wrk.txt" 2>&1
+    local r bad
+    r=$(awk '/^Requests\/sec:/ {print $2}' "$OUT/wrk.txt")
+    bad=$(grep -o 'non2xx=[0-9]*' "$OUT/wrk.txt" | cut -d= -f2 || true)
+    if [ -n "$bad" ] && [ "$bad" != 0 ]; then
+        echo "  $name: $bad non-2xx answers (not counted as a result)" >&2
+        grep -E 'non2xx|Non-2xx' "$OUT/wrk.txt" >&2 || true
+        r=0
+    fi
+    rate[$name]="${rate[$name]:-} $r"
+    [ -n "$pid" ] && rss[$name]="${rss[$name]:-} $(rss_kb "$pid")"
+    printf '  %-34s %10s/s\n' "$name" "$r" >&2
+}
+
+for round in $(seq 1 "$ROUNDS"); do
+    echo "round $round of $ROUNDS (wrk -t2 -c$C -d${S}s each)" >&2
+    one_use target/wrk/refresh.lua "$round" "$OUT/ours_refresh.lua"
+    one_use "$OUT/peer_refresh.lua" "$round" "$OUT/peer_refresh2.lua"
+    run healthz "$OURS/healthz"
+    run refresh "$OURS" "$OUT/ours_refresh.lua" "$ours"
+    run peer_refresh "$PEER" "$OUT/peer_refresh2.lua" "$peer"
+    run peer_client_credentials "$PEER/token" "$OUT/peer_client_credentials.lua" "$peer"
+    run introspection "$OURS" target/wrk/introspect-many.lua
+    run peer_introspection "$PEER" "$OUT/peer_introspect_many.lua"
+    run sandbox_two_blocks "$OURS" target/wrk/sandbox.lua
+done
+
+# Ratios round by round (each pair measured minutes apart at most), then the lowest and highest.
+ratio() {
+    paste <(tr ' ' '\n' <<<"${rate[$1]}" | grep -v '^$') <(tr ' ' '\n' <<<"${rate[$2]}" | grep -v '^$') |
+        awk '{ r = ($2 > 0) ? $1 / $2 : 0; printf "%s%.2fx", (NR > 1 ? ", " : ""), r }'
+}
+maxrss() { tr ' ' '\n' <<<"${rss[$1]:-}" | grep -v '^$' | sort -n | tail -1; }
+
+echo
+echo "machine: $(nproc) cores, $(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | xargs), $(free -g | awk '/Mem:/ {print $2}') GiB;" \
+    "PostgreSQL $(psql "$TEST_DATABASE_URL" -Atc 'show server_version' 2>/dev/null || echo '?'), Node $(node --version), oidc-provider $(node -p 'require("./benchmarks/node_modules/oidc-provider/package.json").version')"
+echo "wrk -t2 -c$C -d${S}s, $ROUNDS rounds interleaved; ratios per round"
+echo
+echo "| ratio | by round | target |"
+echo "|---|---|---|"
+echo "| our refresh (durable) / peer client_credentials (memory) | $(ratio refresh peer_client_credentials) | >= 1.5x |"
+echo "| our refresh (durable) / peer refresh (memory) | $(ratio refresh peer_refresh) | |"
+echo "| our introspection / peer introspection (2,000 distinct tokens) | $(ratio introspection peer_introspection) | >= 8x |"
+echo "| our introspection / our /healthz | $(ratio introspection healthz) | >= 0.60 |"
+echo "| sandbox API, 2-block token / our /healthz | $(ratio sandbox_two_blocks healthz) | |"
+echo
+echo "| path | rates per round (req/s) |"
+echo "|---|---|"
+for k in healthz refresh peer_refresh peer_client_credentials introspection peer_introspection sandbox_two_blocks; do
+    echo "| $k |${rate[$k]} |"
+done
+echo
+echo "| memory (RSS) | ours | peer |"
+echo "|---|---|---|"
+echo "| idle, \`consent serve --demo\` (SQLite) | $((idle_rss / 1024)) MiB | |"
+echo "| idle, tokens prepared (ours: the load tool's process, server in it) | $((ours_idle_rss / 1024)) MiB | $((peer_idle_rss / 1024)) MiB |"
+echo "| after the refresh load | $(($(maxrss refresh) / 1024)) MiB | $(($(maxrss peer_refresh) / 1024)) MiB |"
