@@ -3,6 +3,7 @@
 # `oidc-provider` (OpenID-certified, everything in memory), on this machine, in one run.
 #
 #   bash benchmarks/run.sh            # BENCH_SECONDS=10 BENCH_ROUNDS=2 BENCH_CONNECTIONS=64
+#   BENCH_BACKEND=sqlite bash benchmarks/run.sh   # ours on SQLite and the in-process cache
 #
 # Needs wrk (`apt-get install wrk`), Node.js and the PostgreSQL and Redis of TEST_DATABASE_URL
 # and TEST_REDIS_URL (defaults: the local ones). Installs the peer into benchmarks/node_modules
@@ -16,6 +17,7 @@ S=${BENCH_SECONDS:-10}
 ROUNDS=${BENCH_ROUNDS:-2}
 C=${BENCH_CONNECTIONS:-64}
 OUT=benchmarks/out
+BACKEND=${BENCH_BACKEND:-postgres}
 export TEST_DATABASE_URL=${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 export TEST_REDIS_URL=${TEST_REDIS_URL:-redis://127.0.0.1:6379}
 
@@ -49,7 +51,10 @@ rm -rf "$idle_dir"
 
 # Tokens per refresh run: enough one-use tokens for the fastest rate seen, every round.
 N=$((S * ROUNDS * 12000))
-target/release/consent-load --scenario hold --seconds 3600 --concurrency "$N" >"$OUT/ours.log" 2>&1 &
+ours_env=()
+[ "$BACKEND" = sqlite ] && ours_env=(-u TEST_DATABASE_URL -u TEST_REDIS_URL)
+env "${ours_env[@]}" target/release/consent-load --scenario hold --seconds 3600 --concurrency "$N" \
+    >"$OUT/ours.log" 2>&1 &
 ours=$!
 pids+=("$ours")
 node benchmarks/peer.mjs --port 3100 --refresh-tokens "$N" --out "$OUT" >"$OUT/peer.log" 2>&1 &
@@ -116,8 +121,9 @@ maxrss() { tr ' ' '\n' <<<"${rss[$1]:-}" | grep -v '^$' | sort -n | tail -1; }
 
 echo
 echo "machine: $(nproc) cores, $(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | xargs), $(free -g | awk '/Mem:/ {print $2}') GiB;" \
-    "PostgreSQL $(psql "$TEST_DATABASE_URL" -Atc 'show server_version' 2>/dev/null || echo '?'), Node $(node --version), oidc-provider $(node -p 'require("./benchmarks/node_modules/oidc-provider/package.json").version')"
-echo "wrk -t2 -c$C -d${S}s, $ROUNDS rounds interleaved; ratios per round"
+    "$([ "$BACKEND" = postgres ] && echo "PostgreSQL $(psql "$TEST_DATABASE_URL" -Atc 'show server_version' 2>/dev/null || echo '?'),")" \
+    "Node $(node --version), oidc-provider $(node -p 'require("./benchmarks/node_modules/oidc-provider/package.json").version')"
+echo "ours on $BACKEND; wrk -t2 -c$C -d${S}s, $ROUNDS rounds interleaved; ratios per round"
 echo
 echo "| ratio | by round | target |"
 echo "|---|---|---|"
