@@ -169,21 +169,6 @@ fn refused_blocks_stay_refused_and_other_limits_admit_afresh() {
     cached(&cache).verify(&t, &balances("acc_1")).unwrap();
 }
 
-/// `token` with one more block of `code`, signed offline as a holder would.
-fn append_block(token: &str, code: &str) -> String {
-    let root = biscuit_auth::PublicKey::from_bytes(
-        &key(1).public_key().to_bytes(),
-        biscuit_auth::Algorithm::Ed25519,
-    )
-    .unwrap();
-    biscuit_auth::Biscuit::from_base64(token, root)
-        .unwrap()
-        .append(biscuit_auth::BlockBuilder::new().code(code).unwrap())
-        .unwrap()
-        .to_base64()
-        .unwrap()
-}
-
 #[test]
 fn memory_is_bounded_by_the_budget() {
     // About 4 KiB per entry here: a 32 KiB budget holds a handful per generation.

@@ -2,27 +2,18 @@
 //! before (admission) or instead of (work budget) their evaluation, with a reason; everything
 //! the `Attenuation` builder and a reasonable hand-written block produce is still admitted.
 
-use biscuit_auth::{Algorithm, Biscuit, BlockBuilder, PublicKey};
 use chrono::Duration;
 use grants::error::VerifyError;
 use grants::{Action, Attenuation, GrantScope, Limits, Request};
 
 use crate::common::*;
 
-/// `token` with one more block written as Datalog source (what any holder can do offline).
-fn append(token: &str, source: &str) -> String {
-    let root = PublicKey::from_bytes(&key(1).public_key().to_bytes(), Algorithm::Ed25519).unwrap();
-    let parsed = Biscuit::from_base64(token, root).unwrap();
-    let block = BlockBuilder::new().code(source).unwrap();
-    parsed.append(block).unwrap().to_base64().unwrap()
-}
-
 fn listing() -> Request {
     req(Action::AccountsRead)
 }
 
 fn refused(source: &str) -> VerifyError {
-    let t = append(&mint(full_scope()), source);
+    let t = append_block(&mint(full_scope()), source);
     let err = verifier().verify(&t, &listing()).unwrap_err();
     // And the same for a request naming an account (a different evaluation plan).
     let err2 = verifier()
@@ -64,9 +55,9 @@ fn joins_within_the_static_limits_are_refused_by_the_work_budget() {
     // Spread over several blocks, facts add up in the estimate too.
     let mut t = mint(full_scope());
     for _ in 0..3 {
-        t = append(&t, &facts("n", 40));
+        t = append_block(&t, &facts("n", 40));
     }
-    t = append(&t, "check if n($a), n($b), n($c), $a + $b + $c < 0;");
+    t = append_block(&t, "check if n($a), n($b), n($c), $a + $b + $c < 0;");
     let err = verifier().verify(&t, &listing()).unwrap_err();
     assert!(matches!(err, VerifyError::OverLimits(_)), "{err:?}");
 }
@@ -86,7 +77,7 @@ fn joins_against_the_verifiers_own_facts_are_charged() {
         now() + Duration::days(1),
     )
     .unwrap();
-    let t = append(&mint(scope), &format!("{}{checks}", facts("n", 64)));
+    let t = append_block(&mint(scope), &format!("{}{checks}", facts("n", 64)));
     let err = verifier().verify(&t, &listing()).unwrap_err();
     assert!(matches!(err, VerifyError::OverLimits(_)), "{err:?}");
 }
@@ -97,7 +88,7 @@ fn deep_and_recursive_rules() {
     let chain: String = (0..16)
         .map(|i| format!("r{}($x) <- r{i}($x);", i + 1))
         .collect();
-    let t = append(
+    let t = append_block(
         &mint(full_scope()),
         &format!("r0(1); {chain} check if r16(1);"),
     );
@@ -161,7 +152,7 @@ fn regular_expressions_and_closures() {
     // A literal pattern that compiles large is refused; a plain one is fine.
     let err = refused(r#"check if req_account($a), $a.matches("((a{20}){20}){20}");"#);
     assert!(err.to_string().contains("too complex"), "{err}");
-    let t = append(
+    let t = append_block(
         &mint(full_scope()),
         r#"check if req_account($a), $a.matches("^acc_[0-9]+$");"#,
     );
@@ -175,7 +166,7 @@ fn regular_expressions_and_closures() {
     // Closures may not nest; one level is fine.
     let err = refused("check if [1, 2].all($x -> [3, 4].all($y -> $x < $y));");
     assert!(err.to_string().contains("nested"), "{err}");
-    let t = append(
+    let t = append_block(
         &mint(full_scope()),
         r#"check if req_account($a), ["acc_1", "acc_2"].any($x -> $x == $a);"#,
     );
@@ -255,7 +246,7 @@ fn reasonable_hand_written_blocks_are_admitted() {
             true,
         ),
     ] {
-        let t = append(&mint(full_scope()), source);
+        let t = append_block(&mint(full_scope()), source);
         let r = verifier().verify(&t, &request);
         assert_eq!(r.is_ok(), allowed, "{source}: {r:?}");
         if let Err(e) = r {
@@ -266,7 +257,7 @@ fn reasonable_hand_written_blocks_are_admitted() {
 
 #[test]
 fn limits_are_configurable() {
-    let t = append(&mint(full_scope()), &facts("n", 10));
+    let t = append_block(&mint(full_scope()), &facts("n", 10));
     let strict = verifier().with_limits(Limits {
         max_block_facts: 5,
         ..Limits::default()
@@ -298,7 +289,7 @@ fn an_allow_list_written_as_facts_over_a_larger_grant_is_admitted() {
         .step_by(2)
         .map(|i| format!("allowed(\"acc_{i}\");"))
         .collect();
-    let t = append(
+    let t = append_block(
         &mint(scope),
         &format!("{allowed} check if req_account($a), allowed($a);"),
     );

@@ -206,21 +206,7 @@ fn attenuation_only_narrows() {
 /// `token` plus a block that changes nothing but is not of the documented forms, so the
 /// verifier evaluates the whole token candidate by candidate instead of in one run.
 fn opaque(token: &str) -> String {
-    let root = biscuit_auth::PublicKey::from_bytes(
-        &key(1).public_key().to_bytes(),
-        biscuit_auth::Algorithm::Ed25519,
-    )
-    .unwrap();
-    biscuit_auth::Biscuit::from_base64(token, root)
-        .unwrap()
-        .append(
-            biscuit_auth::BlockBuilder::new()
-                .code("check if true;")
-                .unwrap(),
-        )
-        .unwrap()
-        .to_base64()
-        .unwrap()
+    append_block(token, "check if true;")
 }
 
 #[test]
