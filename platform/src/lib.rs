@@ -27,6 +27,7 @@ pub mod revocation;
 pub mod session;
 pub mod ssf;
 pub mod storage;
+pub mod totp;
 pub mod values;
 pub mod web;
 pub mod webhooks;
