@@ -11,13 +11,14 @@ use platform::Platform;
 use platform::audit::{Actor, NewEvent, Target};
 use platform::crypto::{PlainToken, hash_password, random_id, verify_password};
 use platform::ratelimit::{Decision, LoginAttempt, LoginLimits};
-use platform::session::{self, Session, SessionKind};
+use platform::session::{self, SecondFactorDue, Session, SessionKind};
 use platform::storage::models::{Developer, Staff};
 use platform::storage::schema::{developers, staff};
 use platform::storage::{AnyConnection, StorageError};
 
 use crate::domain::{self, Email, Errors, NewPassword};
 use crate::error::{PortalError, PortalResult, read, transaction, write};
+use crate::second_factor;
 
 /// Sign-ups allowed per client address per [`SIGNUP_WINDOW`].
 pub const SIGNUP_LIMIT_PER_ADDRESS: u64 = 30;
@@ -183,6 +184,8 @@ pub async fn sign_up(
 pub struct LoggedIn {
     pub token: PlainToken,
     pub session: Session,
+    /// What the session still owes ([`crate::second_factor`]); `None`: a full session.
+    pub due: Option<SecondFactorDue>,
 }
 
 /// Logs a developer (`kind` Developer, by email) or staff member (`kind` Staff, by username) in.
@@ -247,7 +250,13 @@ pub async fn login(
     let now = platform.now();
     let address = client_addr.to_string();
     write(platform, move |c| {
-        let (token, session) = session::create(c, kind, &subject_id, now)?;
+        // The password alone opens a full session only for a developer without an
+        // authenticator; otherwise a session that owes the second factor.
+        let due = second_factor::due_after_password(c, kind, &subject_id)?;
+        let (token, session) = match due {
+            Some(due) => session::create_owing(c, kind, &subject_id, due, now)?,
+            None => session::create(c, kind, &subject_id, now)?,
+        };
         let actor = match kind {
             SessionKind::Staff => Actor::staff(&subject_id),
             _ => Actor::developer(&subject_id),
@@ -261,9 +270,16 @@ pub async fn login(
             Target::new(kind.as_str(), &subject_id),
         )
         // Where a login came from is what a security review of the account asks first.
-        .details(serde_json::json!({ "client_address": address }))
+        .details(serde_json::json!({
+            "client_address": address,
+            "second_factor_due": due.map(SecondFactorDue::as_str),
+        }))
         .record(c, now)?;
-        Ok(LoggedIn { token, session })
+        Ok(LoggedIn {
+            token,
+            session,
+            due,
+        })
     })
     .await
 }

@@ -40,6 +40,7 @@ pub mod domain;
 pub mod error;
 pub mod kyc;
 mod pages;
+pub mod second_factor;
 
 use actix_web::web;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -57,6 +58,11 @@ pub use error::{PortalError, PortalResult};
         api::accounts::developer_login,
         api::accounts::developer_logout,
         api::accounts::me,
+        api::second_factor::developer_second_factor_login,
+        api::second_factor::developer_status,
+        api::second_factor::developer_enrol,
+        api::second_factor::developer_confirm,
+        api::second_factor::developer_remove,
         api::kyc::get_kyc,
         api::kyc::put_kyc,
         api::kyc::submit_kyc,
@@ -70,6 +76,9 @@ pub use error::{PortalError, PortalResult};
         api::clients::webhook_deliveries,
         api::clients::redeliver_webhook,
         api::accounts::staff_login,
+        api::second_factor::staff_second_factor_login,
+        api::second_factor::staff_enrol,
+        api::second_factor::staff_confirm,
         api::kyc::kyc_queue,
         api::kyc::kyc_detail,
         api::kyc::kyc_review,

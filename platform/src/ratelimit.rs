@@ -201,8 +201,34 @@ impl RateLimiter {
         Decision::Allowed
     }
 
-    /// Counts a wrong password (or unknown account) for `attempt`.
-    /// Counts a failed attempt.
+    /// Whether `bucket` has had fewer than `limit` failures ([`RateLimiter::failed`]) in its
+    /// current window; asking counts nothing. A hard limit, for checks whose every failure is
+    /// a guess by someone who already passed a first factor.
+    pub async fn failures_allowed(&self, bucket: &str, limit: u64, window: Duration) -> Decision {
+        let key = format!("rl:{bucket}");
+        if self
+            .counts(&[&key])
+            .await
+            .first()
+            .copied()
+            .unwrap_or(u64::MAX)
+            >= limit
+        {
+            metrics::counter!("consent_rate_limited_total").increment(1);
+            Decision::Limited {
+                retry_after_secs: window.as_secs().max(1),
+            }
+        } else {
+            Decision::Allowed
+        }
+    }
+
+    /// Counts one failure on `bucket` (see [`RateLimiter::failures_allowed`]).
+    pub async fn failed(&self, bucket: &str, window: Duration) {
+        self.bump(&format!("rl:{bucket}"), window).await;
+    }
+
+    /// Counts a failed attempt (wrong password or unknown account) for `attempt`.
     pub async fn login_failed(&self, limits: &LoginLimits, attempt: &LoginAttempt) {
         self.bump(&attempt.pair, limits.window).await;
         self.bump(&attempt.address, limits.window).await;

@@ -56,6 +56,38 @@ impl SessionKind {
     }
 }
 
+/// What a session that has passed the password still owes: until it is paid, the session can
+/// do nothing but pay it (every extractor but the second-factor ones refuses it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecondFactorDue {
+    /// The account has an authenticator: a code (or a recovery code) is due.
+    Verify,
+    /// A staff member without an authenticator: enrolment is due.
+    Enrol,
+}
+
+impl SecondFactorDue {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Verify => "verify",
+            Self::Enrol => "enrol",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "verify" => Some(Self::Verify),
+            "enrol" => Some(Self::Enrol),
+            _ => None,
+        }
+    }
+
+    /// How long a half-logged-in session lasts.
+    pub fn lifetime(self) -> Duration {
+        Duration::minutes(10)
+    }
+}
+
 /// A live session.
 #[derive(Clone)]
 pub struct Session {
@@ -90,10 +122,33 @@ pub fn create(
     subject_id: &str,
     now: DateTime<Utc>,
 ) -> StorageResult<(PlainToken, Session)> {
+    insert(conn, kind, subject_id, None, now)
+}
+
+/// Creates a session that owes its second factor (`due`): it lasts minutes and can do nothing
+/// but pay what it owes ([`load_owing`]); paying it opens a full session under a new token.
+pub fn create_owing(
+    conn: &mut AnyConnection,
+    kind: SessionKind,
+    subject_id: &str,
+    due: SecondFactorDue,
+    now: DateTime<Utc>,
+) -> StorageResult<(PlainToken, Session)> {
+    insert(conn, kind, subject_id, Some(due), now)
+}
+
+fn insert(
+    conn: &mut AnyConnection,
+    kind: SessionKind,
+    subject_id: &str,
+    due: Option<SecondFactorDue>,
+    now: DateTime<Utc>,
+) -> StorageResult<(PlainToken, Session)> {
     let token = PlainToken::generate("sess_");
     let id_hash = token.hash().into_string();
     let csrf_token = random_id("csrf_");
-    let expires_at = (now + kind.lifetime()).trunc_subsecs(0);
+    let lifetime = due.map_or(kind.lifetime(), SecondFactorDue::lifetime);
+    let expires_at = (now + lifetime).trunc_subsecs(0);
     diesel::insert_into(sessions::table)
         .values((
             sessions::id_hash.eq(&id_hash),
@@ -102,6 +157,7 @@ pub fn create(
             sessions::csrf_token.eq(&csrf_token),
             sessions::created_at.eq(now.naive_utc()),
             sessions::expires_at.eq(expires_at.naive_utc()),
+            sessions::second_factor.eq(due.map(SecondFactorDue::as_str)),
         ))
         .execute(conn)?;
     Ok((
@@ -116,21 +172,48 @@ pub fn create(
     ))
 }
 
-/// Looks up a live session of `kind` by its cookie (or bearer) value; a staff session only while
-/// the staff member is active.
+/// Looks up a live, full session of `kind` by its cookie (or bearer) value; a staff session
+/// only while the staff member is active. A session that still owes its second factor is not
+/// one ([`load_owing`] reads those).
 pub fn load(
     conn: &mut AnyConnection,
     kind: SessionKind,
     cookie_value: &str,
     now: DateTime<Utc>,
 ) -> StorageResult<Option<Session>> {
+    Ok(match load_any(conn, kind, cookie_value, now)? {
+        Some((s, None)) => Some(s),
+        _ => None,
+    })
+}
+
+/// Looks up a live session of `kind` that owes its second factor, and what it owes.
+pub fn load_owing(
+    conn: &mut AnyConnection,
+    kind: SessionKind,
+    cookie_value: &str,
+    now: DateTime<Utc>,
+) -> StorageResult<Option<(Session, SecondFactorDue)>> {
+    Ok(match load_any(conn, kind, cookie_value, now)? {
+        Some((s, Some(due))) => Some((s, due)),
+        _ => None,
+    })
+}
+
+fn load_any(
+    conn: &mut AnyConnection,
+    kind: SessionKind,
+    cookie_value: &str,
+    now: DateTime<Utc>,
+) -> StorageResult<Option<(Session, Option<SecondFactorDue>)>> {
     if cookie_value.is_empty() || cookie_value.len() > 200 {
         return Ok(None);
     }
     let id_hash = PlainToken::from_presented(cookie_value)
         .hash()
         .into_string();
-    let row: Option<(String, String, chrono::NaiveDateTime)> = sessions::table
+    type Row = (String, String, chrono::NaiveDateTime, Option<String>);
+    let row: Option<Row> = sessions::table
         .filter(sessions::id_hash.eq(&id_hash))
         .filter(sessions::subject_type.eq(kind.as_str()))
         .filter(sessions::expires_at.gt(now.naive_utc()))
@@ -138,23 +221,33 @@ pub fn load(
             sessions::subject_id,
             sessions::csrf_token,
             sessions::expires_at,
+            sessions::second_factor,
         ))
         .first(conn)
         .optional()?;
-    let Some((subject_id, csrf_token, expires_at)) = row else {
+    let Some((subject_id, csrf_token, expires_at, due)) = row else {
         return Ok(None);
+    };
+    // An unknown value owes something this build cannot take: refused both ways.
+    let due = match due.as_deref().map(SecondFactorDue::parse) {
+        None => None,
+        Some(Some(d)) => Some(d),
+        Some(None) => return Ok(None),
     };
     // A staff session lasts only while its staff member is active (suspension ends it at once).
     if kind == SessionKind::Staff && !staff_active(conn, &subject_id)? {
         return Ok(None);
     }
-    Ok(Some(Session {
-        kind,
-        subject_id,
-        csrf_token,
-        expires_at: expires_at.and_utc(),
-        id_hash,
-    }))
+    Ok(Some((
+        Session {
+            kind,
+            subject_id,
+            csrf_token,
+            expires_at: expires_at.and_utc(),
+            id_hash,
+        },
+        due,
+    )))
 }
 
 /// Whether a staff member exists and is active.

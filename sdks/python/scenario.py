@@ -17,8 +17,12 @@ Every call checks what it got; a failure raises and the script exits non-zero.
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
+import struct
 import sys
+import time
 from typing import Any, TypeVar
 
 from consent_client import AuthenticatedClient, Client
@@ -32,7 +36,7 @@ from consent_client.api.developers import (
     submit_kyc,
 )
 from consent_client.api.oauth import revocation_feed
-from consent_client.api.staff import kyc_queue, kyc_review, staff_login
+from consent_client.api.staff import kyc_queue, kyc_review, staff_confirm, staff_enrol, staff_login
 from consent_client.models import (
     AuthMethod,
     ClientGrantView,
@@ -42,6 +46,8 @@ from consent_client.models import (
     DeveloperLoginRequest,
     DeveloperResponse,
     DocumentKind,
+    EnrolledResponse,
+    EnrolmentResponse,
     Environment,
     GrantStatus,
     KycDecision,
@@ -54,6 +60,8 @@ from consent_client.models import (
     KycStatus,
     Problem,
     RevocationFeed,
+    SecondFactorCode,
+    SecondFactorDue,
     SessionToken,
     SignUpRequest,
     StaffLoginRequest,
@@ -62,6 +70,16 @@ from consent_client.models import (
 from consent_client.types import Response
 
 T = TypeVar("T")
+
+
+def totp(secret: str, at: float | None = None) -> str:
+    """RFC 6238 as an authenticator app computes it (HMAC-SHA-1, 6 digits, 30 s)."""
+    key = base64.b32decode(secret + "=" * (-len(secret) % 8))
+    counter = int((time.time() if at is None else at) // 30)
+    digest = hmac.new(key, struct.pack(">Q", counter), hashlib.sha1).digest()
+    offset = digest[-1] & 0x0F
+    value = struct.unpack(">I", digest[offset : offset + 4])[0] & 0x7FFFFFFF
+    return f"{value % 1_000_000:06d}"
 
 EMAIL = "sdk-python@fintech.example"
 DEV_PASSWORD = "a long developer password"
@@ -122,13 +140,26 @@ def portal(base: str, staff1: str, staff2: str, staff_password: str, webhook_url
     submitted = ok("KYC submit", submit_kyc.sync(client=dev), KycResponse)
     assert submitted.status == KycStatus.SUBMITTED, submitted.status
 
-    # Four eyes: two different staff members approve.
+    # Four eyes: two different staff members approve. Their first login owes enrolment of an
+    # authenticator: the password's token sets one up and the first code opens the session.
     for username in (staff1, staff2):
-        session = ok(
+        login = ok(
             f"staff login {username}",
             staff_login.sync(client=public, body=StaffLoginRequest(username=username, password=staff_password)),
             SessionToken,
         )
+        assert login.second_factor_due == SecondFactorDue.ENROL, login.second_factor_due
+        owing = AuthenticatedClient(base_url=base, token=login.access_token, raise_on_unexpected_status=True)
+        enrolment = ok(f"enrol {username}", staff_enrol.sync(client=owing), EnrolmentResponse)
+        assert enrolment.otpauth_uri.startswith("otpauth://totp/"), enrolment.otpauth_uri
+        enrolled = ok(
+            f"confirm {username}",
+            staff_confirm.sync(client=owing, body=SecondFactorCode(code=totp(enrolment.secret))),
+            EnrolledResponse,
+        )
+        assert len(enrolled.recovery_codes) == 10, enrolled.recovery_codes
+        session = enrolled.session
+        assert isinstance(session, SessionToken), session
         staff = AuthenticatedClient(base_url=base, token=session.access_token, raise_on_unexpected_status=True)
         queue = ok("KYC queue", kyc_queue.sync(client=staff), KycQueue)
         item = next(s for s in queue.submissions if s.developer_email == EMAIL)

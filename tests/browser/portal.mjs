@@ -1,6 +1,7 @@
 // Developer portal in real headless Chromium: a developer signs up, creates a sandbox client and
 // sees its secret once, submits KYC; two staff members log in and approve it.
 // Usage: node portal.mjs BASE_URL PASSWORD   (staff ops-a and ops-b must exist with PASSWORD)
+import { createHmac } from 'node:crypto';
 import { launch, fail, done } from './lib.mjs';
 
 const [base, password] = process.argv.slice(2);
@@ -12,13 +13,40 @@ page.on('response', (r) => {
   if (r.status() >= 400 && !r.url().endsWith('/favicon.ico')) failures.push(`${r.status()} ${r.url()}`);
 });
 
+// RFC 6238 as an authenticator app computes it from a base32 secret (HMAC-SHA-1, 6 digits, 30 s).
+function totp(secret) {
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
+  const bits = [...secret.toUpperCase()].map((c) => alphabet.indexOf(c).toString(2).padStart(5, '0')).join('');
+  const key = Buffer.from(bits.match(/.{8}/g).map((b) => parseInt(b, 2)));
+  const counter = Buffer.alloc(8);
+  counter.writeBigUInt64BE(BigInt(Math.floor(Date.now() / 30000)));
+  const digest = createHmac('sha1', key).update(counter).digest();
+  const value = digest.readUInt32BE(digest[19] & 0x0f) & 0x7fffffff;
+  return String(value % 1000000).padStart(6, '0');
+}
+
 async function staffReview(username) {
   const context = await browser.newContext();
   const p = await context.newPage();
   await p.goto(`${base}/developers/staff/login`);
   await p.fill('input[name=username]', username);
   await p.fill('input[name=password]', password);
-  await Promise.all([p.waitForURL(`${base}/developers/staff`), p.click('button[type=submit]')]);
+  // The first login owes an authenticator: the password leads to enrolment, nothing else.
+  await Promise.all([p.waitForURL(`${base}/developers/staff/second-factor`), p.click('button[type=submit]')]);
+  await p.goto(`${base}/developers/staff`);
+  if (!p.url().endsWith('/developers/staff/login')) fail(`${username}: staff pages reachable before the second factor: ${p.url()}`);
+  await p.goto(`${base}/developers/staff/second-factor`);
+  await Promise.all([p.waitForLoadState(), p.click('button[type=submit]')]);
+  const secret = await text(p, '#secret');
+  if (!/^[A-Z2-7]{32}$/.test(secret)) fail(`${username}: secret ${secret}`);
+  await p.fill('input[name=code]', '000000' === totp(secret) ? '111111' : '000000');
+  await Promise.all([p.waitForLoadState(), p.click('button[type=submit]')]);
+  if (!(await text(p, '#error')).includes('wrong')) fail(`${username}: a wrong code was not refused`);
+  if (await text(p, '#secret') !== secret) fail(`${username}: the secret changed after a wrong code`);
+  await p.fill('input[name=code]', totp(secret));
+  await Promise.all([p.waitForLoadState(), p.click('button[type=submit]')]);
+  if (await p.locator('#recovery-codes li').count() !== 10) fail(`${username}: recovery codes not shown`);
+  await Promise.all([p.waitForURL(`${base}/developers/staff`), p.click('#continue')]);
   const link = p.locator('#queue a', { hasText: 'browser@fintech.example' });
   if (await link.count() !== 1) fail(`${username}: submission not in the queue`);
   await Promise.all([p.waitForLoadState(), link.click()]);

@@ -22,6 +22,7 @@ mod python_client;
 mod revocation_feed;
 mod schemathesis;
 mod sdks;
+mod second_factor;
 mod ssf;
 mod storage;
 mod webhooks;

@@ -27,19 +27,6 @@ async fn count(app: &TestApp, table: &'static str) -> i64 {
         .unwrap()
 }
 
-async fn audit_actions(app: &TestApp) -> Vec<String> {
-    app.platform
-        .db
-        .run(|c| {
-            Ok(audit_events::table
-                .order(audit_events::seq.asc())
-                .select(audit_events::action)
-                .load::<String>(c)?)
-        })
-        .await
-        .unwrap()
-}
-
 async fn problem(r: reqwest::Response, status: u16) -> Value {
     assert_eq!(r.status(), status, "expected {status}");
     assert_eq!(r.headers()["content-type"], "application/problem+json");
@@ -173,7 +160,7 @@ async fn full_path_from_sign_up_to_a_production_client() {
         assert_eq!(d_prod.badge(), "by Acme Payments Ltd (verified)");
         assert_eq!(d_sandbox.unwrap().environment, "sandbox");
 
-        let actions = audit_actions(&app).await;
+        let actions = app.audit_actions().await;
         for a in [
             "developer.signed_up",
             "kyc.submitted",
@@ -1084,7 +1071,7 @@ async fn revoke_client_grants_revokes_grants_refresh_tokens_and_publishes_revoca
         );
         assert!(revs.iter().all(|(g, _, _)| *g != fx.ended));
         assert_eq!(revs.iter().filter(|(_, r, _)| r.is_none()).count(), 2);
-        let actions = audit_actions(&app).await;
+        let actions = app.audit_actions().await;
         assert_eq!(actions.iter().filter(|a| *a == "grant.revoked").count(), 2);
 
         // Idempotent.
@@ -1460,18 +1447,7 @@ async fn page_forms_refuse_missing_or_wrong_csrf_tokens_and_change_nothing() {
         assert_eq!(count(&app, "clients").await, 0, "nothing created");
         // Another session's token does not work either.
         let other = browser_client();
-        let t = app.form_csrf(&other, "/developers/signup").await;
-        other
-            .post(app.url("/developers/signup"))
-            .form(&[
-                ("email", "other@fintech.example"),
-                ("display_name", "O"),
-                ("password", PASSWORD),
-                ("csrf_token", &t),
-            ])
-            .send()
-            .await
-            .unwrap();
+        app.sign_up_on_page(&other, "other@fintech.example").await;
         let other_token = app.form_csrf(&other, "/developers/clients/new").await;
         let mut form = fields.to_vec();
         form.push(("csrf_token", &other_token));

@@ -96,11 +96,77 @@ impl TestApp {
         .id
     }
 
-    /// Creates a staff member and returns a bearer token for it.
+    /// Creates a staff member, logs it in and sets up its authenticator (as at a first login);
+    /// returns the full bearer token.
     pub async fn staff_token(&self, username: &str) -> String {
         self.create_staff(username).await;
         let r = self.post_admin_login(username, PASSWORD).await;
         assert_eq!(r.status(), 200, "staff login");
+        let login: Value = r.json().await.unwrap();
+        assert_eq!(login["second_factor_due"], "enrol", "{login}");
+        let (_, _, token) = self.enrol(login["access_token"].as_str().unwrap()).await;
+        token
+    }
+
+    /// Enrols the staff member of the `owing` login token: (secret, recovery codes, full token).
+    pub async fn enrol(&self, owing: &str) -> (String, Vec<String>, String) {
+        let r = self
+            .api(
+                Method::POST,
+                "/api/v1/admin/second-factor",
+                Some(owing),
+                None,
+            )
+            .await;
+        assert_eq!(r.status(), 200, "enrol");
+        let secret = r.json::<Value>().await.unwrap()["secret"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let code = self.totp_code(&secret, 0);
+        let r = self
+            .api(
+                Method::POST,
+                "/api/v1/admin/second-factor/confirm",
+                Some(owing),
+                Some(&json!({ "code": code })),
+            )
+            .await;
+        assert_eq!(r.status(), 200, "confirm");
+        let v: Value = r.json().await.unwrap();
+        let codes = v["recovery_codes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap().to_string())
+            .collect();
+        let token = v["session"]["access_token"].as_str().unwrap().to_string();
+        (secret, codes, token)
+    }
+
+    /// What an authenticator app with `secret` shows `steps_ahead` 30-second steps from the
+    /// server's now.
+    pub fn totp_code(&self, secret: &str, steps_ahead: i64) -> String {
+        let totp = platform::totp::Totp::from_base32(secret).expect("base32 secret");
+        totp.code_for_step(platform::totp::step_at(self.platform.now()) + steps_ahead)
+    }
+
+    /// Logs a staff member with an authenticator in: password, then the code of the step after
+    /// the current one (the current one may have been used already); returns the full token.
+    pub async fn staff_login_with(&self, username: &str, secret: &str) -> String {
+        let r = self.post_admin_login(username, PASSWORD).await;
+        assert_eq!(r.status(), 200, "staff login");
+        let login: Value = r.json().await.unwrap();
+        assert_eq!(login["second_factor_due"], "verify", "{login}");
+        let r = self
+            .api(
+                Method::POST,
+                "/api/v1/admin/login/second-factor",
+                login["access_token"].as_str(),
+                Some(&json!({ "code": self.totp_code(secret, 1) })),
+            )
+            .await;
+        assert_eq!(r.status(), 200, "second factor");
         r.json::<Value>().await.unwrap()["access_token"]
             .as_str()
             .unwrap()
@@ -172,15 +238,52 @@ impl TestApp {
 
     /// GETs a page with `client` and returns the `csrf_token` of its first form.
     pub async fn form_csrf(&self, client: &reqwest::Client, path: &str) -> String {
-        let html = client
+        let html = self.page(client, path).await;
+        csrf_from_html(&html).unwrap_or_else(|| panic!("no csrf_token on {path}: {html}"))
+    }
+
+    /// Signs `email` up through the sign-up page with `client` (which then holds the session).
+    pub async fn sign_up_on_page(&self, client: &reqwest::Client, email: &str) -> Response {
+        let t = self.form_csrf(client, "/developers/signup").await;
+        client
+            .post(self.url("/developers/signup"))
+            .form(&[
+                ("email", email),
+                ("display_name", "Page"),
+                ("password", PASSWORD),
+                ("csrf_token", &t),
+            ])
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// The body of GET `path` with `client` (its cookies).
+    pub async fn page(&self, client: &reqwest::Client, path: &str) -> String {
+        client
             .get(self.url(path))
             .send()
             .await
             .unwrap()
             .text()
             .await
-            .unwrap();
-        csrf_from_html(&html).unwrap_or_else(|| panic!("no csrf_token on {path}: {html}"))
+            .unwrap()
+    }
+
+    /// Every audit event's action, oldest first.
+    pub async fn audit_actions(&self) -> Vec<String> {
+        use diesel::prelude::*;
+        use platform::storage::schema::audit_events;
+        self.platform
+            .db
+            .run(|c| {
+                Ok(audit_events::table
+                    .order(audit_events::seq.asc())
+                    .select(audit_events::action)
+                    .load::<String>(c)?)
+            })
+            .await
+            .unwrap()
     }
 }
 

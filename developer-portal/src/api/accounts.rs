@@ -74,6 +74,24 @@ pub struct TokenResponse {
     #[schema(value_type = crate::api::SessionTokenType)]
     pub token_type: String,
     pub expires_at: DateTime<Utc>,
+    /// Present when the password was right and a second factor is still due: `verify` (send a
+    /// code to `.../login/second-factor`) or `enrol` (staff without an authenticator: set one up
+    /// at `/api/v1/admin/second-factor`). Until then the token is good for nothing else, for ten
+    /// minutes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<crate::api::SecondFactorDue>)]
+    pub second_factor_due: Option<String>,
+}
+
+impl TokenResponse {
+    pub(crate) fn of(l: &accounts::LoggedIn) -> Self {
+        Self {
+            access_token: l.token.expose().to_string(),
+            token_type: "Bearer".into(),
+            expires_at: l.session.expires_at,
+            second_factor_due: l.due.map(|d| d.as_str().to_string()),
+        }
+    }
 }
 
 /// Sign up as a developer.
@@ -106,14 +124,11 @@ async fn login(
     password: &str,
 ) -> Result<HttpResponse, ApiError> {
     let l = accounts::login(p, kind, name, password, &client_addr(req)).await?;
-    Ok(no_store_json(&TokenResponse {
-        access_token: l.token.expose().to_string(),
-        token_type: "Bearer".into(),
-        expires_at: l.session.expires_at,
-    }))
+    Ok(no_store_json(&TokenResponse::of(&l)))
 }
 
-/// Log in as a developer: returns a bearer token for the JSON API.
+/// Log in as a developer: returns a bearer token for the JSON API (which owes a second factor
+/// when the developer has set one up: `second_factor_due`).
 #[utoipa::path(post, path = "/api/v1/developers/login", tag = "developers",
     request_body = DeveloperLoginRequest,
     responses(
@@ -160,7 +175,8 @@ pub async fn me(auth: DeveloperAuth) -> Result<web::Json<DeveloperResponse>, Api
     Ok(web::Json(DeveloperResponse::new(dev, status)))
 }
 
-/// Log in as staff: returns a bearer token for `/api/v1/admin`.
+/// Log in as staff: returns a token that owes the second factor (`second_factor_due`); the code
+/// (or, the first time, enrolment) turns it into a bearer token for `/api/v1/admin`.
 #[utoipa::path(post, path = "/api/v1/admin/login", tag = "staff",
     request_body = StaffLoginRequest,
     responses((status = 200, description = "Logged in", body = TokenResponse),

@@ -22,6 +22,7 @@ pub mod accounts;
 pub mod approvals;
 pub mod clients;
 pub mod kyc;
+pub mod second_factor;
 
 pub(crate) type Data = web::Data<Platform>;
 
@@ -125,8 +126,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     routes! { cfg;
         "/api/v1/developers" => post accounts::sign_up;
         "/api/v1/developers/login" => post accounts::developer_login;
+        "/api/v1/developers/login/second-factor" => post second_factor::developer_second_factor_login;
         "/api/v1/developers/logout" => post accounts::developer_logout;
         "/api/v1/developers/me" => get accounts::me;
+        "/api/v1/developers/me/second-factor" => get second_factor::developer_status, post second_factor::developer_enrol;
+        "/api/v1/developers/me/second-factor/confirm" => post second_factor::developer_confirm;
+        "/api/v1/developers/me/second-factor/removal" => post second_factor::developer_remove;
         "/api/v1/developers/me/kyc" => get kyc::get_kyc, put kyc::put_kyc;
         "/api/v1/developers/me/kyc/submit" => post kyc::submit_kyc;
         "/api/v1/clients" => get clients::list_clients, post clients::create_client;
@@ -136,6 +141,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         "/api/v1/clients/{client_id}/webhook-deliveries" => get clients::webhook_deliveries;
         "/api/v1/clients/{client_id}/webhook-deliveries/{event_id}/retry" => post clients::redeliver_webhook;
         "/api/v1/admin/login" => post accounts::staff_login;
+        "/api/v1/admin/login/second-factor" => post second_factor::staff_second_factor_login;
+        "/api/v1/admin/second-factor" => post second_factor::staff_enrol;
+        "/api/v1/admin/second-factor/confirm" => post second_factor::staff_confirm;
         "/api/v1/admin/kyc" => get kyc::kyc_queue;
         "/api/v1/admin/kyc/{submission_id}" => get kyc::kyc_detail;
         "/api/v1/admin/kyc/{submission_id}/reviews" => post kyc::kyc_review;
@@ -150,6 +158,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 platform::value_sets! {
     /// How a session token is presented.
     SessionTokenType = ["Bearer"];
+    /// What a login token still owes: a code (`verify`) or enrolment of an authenticator (`enrol`).
+    SecondFactorDue = ["verify", "enrol"];
     /// Where a KYC submission stands.
     KycStatus = ["draft", "submitted", "approved", "rejected", "needs_information"];
     /// A developer's KYC status: `none` before any details are saved.

@@ -15,6 +15,7 @@ mod account;
 mod clients;
 mod kyc;
 pub(crate) mod markup;
+mod second_factor;
 pub(crate) mod session;
 mod staff;
 
@@ -30,6 +31,7 @@ fn nav(s: &Session) -> Markup {
             a href="/developers" { "Dashboard" } " · "
             a href="/developers/kyc" { "KYC" } " · "
             a href="/developers/clients" { "Clients" } " · "
+            a href="/developers/second-factor" { "Two-step verification" } " · "
             form.inline method="post" action="/developers/logout" style="display:inline" {
                 (csrf_input(&s.csrf_token))
                 button type="submit" { "Log out" }
@@ -52,6 +54,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         "/developers/clients/{client_id}/rotate" => post clients::client_rotate;
         "/developers/clients/{client_id}/webhooks/{event_id}/retry" => post clients::webhook_retry;
         "/developers/clients/{client_id}/delete" => post clients::client_delete;
+        "/developers/second-factor" => get second_factor::developer_get, post second_factor::developer_post;
     }
     staff::configure(cfg);
+    second_factor::code_route::<platform::web::auth::Developer>(cfg);
+    second_factor::code_route::<platform::web::auth::Staff>(cfg);
+    second_factor::enrol_route::<platform::web::auth::Staff>(cfg);
 }

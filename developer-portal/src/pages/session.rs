@@ -13,7 +13,7 @@ use actix_web::http::StatusCode;
 use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
 use maud::{Markup, html};
 use platform::Platform;
-use platform::session::LoginCsrf;
+use platform::session::{LoginCsrf, SecondFactorDue};
 use platform::web::auth::{Audience, CsrfForm, Developer, Staff};
 use platform::web::{clear_session_cookie, login_csrf_cookie, login_csrf_value, session_cookie};
 
@@ -84,6 +84,10 @@ pub(crate) trait PageKind: Audience {
     const NAME_FIELD: &'static str;
     const NAME_LABEL: &'static str;
     const WRONG_CREDENTIALS: &'static str;
+    /// The page where a login that owes a code enters it.
+    const SECOND_FACTOR: &'static str;
+    /// The page where a login that owes enrolment sets an authenticator up.
+    const ENROL: &'static str;
 }
 
 impl PageKind for Developer {
@@ -91,6 +95,8 @@ impl PageKind for Developer {
     const NAME_FIELD: &'static str = "email";
     const NAME_LABEL: &'static str = "Email";
     const WRONG_CREDENTIALS: &'static str = "Wrong email or password.";
+    const SECOND_FACTOR: &'static str = "/developers/login/second-factor";
+    const ENROL: &'static str = "/developers/second-factor";
 }
 
 impl PageKind for Staff {
@@ -98,6 +104,8 @@ impl PageKind for Staff {
     const NAME_FIELD: &'static str = "username";
     const NAME_LABEL: &'static str = "Username";
     const WRONG_CREDENTIALS: &'static str = "Wrong username or password.";
+    const SECOND_FACTOR: &'static str = "/developers/staff/login/second-factor";
+    const ENROL: &'static str = "/developers/staff/second-factor";
 }
 
 /// The pre-login double-submit token: the cookie's value if it has one, else a new one (and the
@@ -156,8 +164,13 @@ pub(crate) async fn login_submit<K: PageKind>(
     }
     let name = field(form, K::NAME_FIELD);
     match accounts::login(p, K::KIND, name, field(form, "password"), &client_addr(req)).await {
+        // A login that still owes its second factor goes on to the page that takes it.
         Ok(l) => with_cookie(
-            see_other(K::HOME),
+            see_other(match l.due {
+                None => K::HOME,
+                Some(SecondFactorDue::Verify) => K::SECOND_FACTOR,
+                Some(SecondFactorDue::Enrol) => K::ENROL,
+            }),
             Some(session_cookie(p, K::KIND, &l.token)),
         ),
         Err(e) => {

@@ -369,6 +369,27 @@ diesel::table! {
         csrf_token -> Text,
         created_at -> Timestamp,
         expires_at -> Timestamp,
+        second_factor -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    second_factors (subject_type, subject_id) {
+        subject_type -> Text,
+        subject_id -> Text,
+        secret_enc -> Text,
+        last_step -> BigInt,
+        created_at -> Timestamp,
+        confirmed_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    recovery_codes (subject_type, subject_id, code_hash) {
+        subject_type -> Text,
+        subject_id -> Text,
+        code_hash -> Text,
+        created_at -> Timestamp,
     }
 }
 

@@ -9,6 +9,7 @@
 //! | [`ApiSession`] | session cookie (JSON calls from the pages' own origin) | 401 problem |
 //! | [`CsrfHeader`] | session cookie + [`CSRF_HEADER`] | 401 / 403 problem |
 //! | [`BearerSession`] | `Authorization: Bearer` session token (no cookie, so no CSRF) | 401 problem |
+//! | [`OwingBearer`], [`OwingPage`], [`OwingForm`] | a session that has passed the password and still owes its second factor (the only thing it can reach) | as their full-session peers |
 //!
 //! Each is typed by its [`Audience`] ([`Customer`], [`Developer`], [`Staff`]): a developer's
 //! cookie or token can never stand for a staff session, and a staff session lasts only while
@@ -30,7 +31,7 @@ use maud::html;
 use super::{bearer_token, current_session, page};
 use crate::Platform;
 use crate::problem::ApiError;
-use crate::session::{self, Session, SessionKind};
+use crate::session::{self, SecondFactorDue, Session, SessionKind};
 
 /// The header that carries the session's CSRF token on state-changing JSON calls.
 pub const CSRF_HEADER: &str = "X-CSRF-Token";
@@ -382,19 +383,150 @@ impl<A: Audience> FromRequest for CsrfForm<A> {
     type Error = actix_web::Error;
     type Future = Fut<Self, actix_web::Error>;
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let fields = FormFields::from_request(req, payload);
-        let req = req.clone();
+        let checked = csrf_checked(
+            req,
+            payload,
+            A::HOME,
+            |r| async move { page_session::<A>(&r).await },
+            |s| s,
+        );
         Box::pin(async move {
-            let fields = fields.await?;
-            let session = page_session::<A>(&req).await?;
-            if !session.check_csrf(fields.get("csrf_token")) {
-                return Err(PageRefusal::Csrf(A::HOME).into());
-            }
+            let (session, fields) = checked.await?;
             Ok(Self {
                 session,
                 fields,
                 audience: PhantomData,
             })
+        })
+    }
+}
+
+/// The posted fields of `req` and what `load` finds for it (a session, or something holding
+/// one), once that session's CSRF token matches the form's `csrf_token`; otherwise the 403 page
+/// with a way back to `back`, and nothing changes.
+fn csrf_checked<S, F>(
+    req: &HttpRequest,
+    payload: &mut Payload,
+    back: &'static str,
+    load: impl FnOnce(HttpRequest) -> F + 'static,
+    session: fn(&S) -> &Session,
+) -> Fut<(S, FormFields), actix_web::Error>
+where
+    S: 'static,
+    F: Future<Output = Result<S, PageRefusal>> + 'static,
+{
+    let fields = FormFields::from_request(req, payload);
+    let req = req.clone();
+    Box::pin(async move {
+        let fields = fields.await?;
+        let loaded = load(req).await?;
+        if !session(&loaded).check_csrf(fields.get("csrf_token")) {
+            return Err(PageRefusal::Csrf(back).into());
+        }
+        Ok((loaded, fields))
+    })
+}
+
+/// A session of `A` that still owes its second factor ([`SecondFactorDue`]): what the
+/// second-factor endpoints and pages take, and nothing else does (full-session extractors refuse
+/// it, so a password alone reaches nothing).
+#[derive(Debug)]
+pub struct Owing<A> {
+    pub session: Session,
+    pub due: SecondFactorDue,
+    audience: PhantomData<A>,
+}
+
+/// [`Owing`] presented as `Authorization: Bearer <token>`; 401 otherwise.
+#[derive(Debug)]
+pub struct OwingBearer<A>(pub Owing<A>);
+
+/// [`Owing`] by its session cookie; the login page otherwise.
+#[derive(Debug)]
+pub struct OwingPage<A>(pub Owing<A>);
+
+/// A form posted from a second-factor page: [`Owing`] by its cookie, with the session's CSRF
+/// token in the form (else the 403 page, and nothing changes).
+#[derive(Debug)]
+pub struct OwingForm<A> {
+    pub owing: Owing<A>,
+    pub fields: FormFields,
+}
+
+async fn owing<A: Audience>(
+    req: &HttpRequest,
+    presented: Option<String>,
+) -> Result<Option<Owing<A>>, ApiError> {
+    let p = platform_of(req)?;
+    let Some(token) = presented else {
+        return Ok(None);
+    };
+    let now = p.now();
+    let found =
+        p.db.run(move |c| session::load_owing(c, A::KIND, &token, now))
+            .await?;
+    Ok(found.map(|(session, due)| Owing {
+        session,
+        due,
+        audience: PhantomData,
+    }))
+}
+
+async fn owing_page<A: Audience>(req: &HttpRequest) -> Result<Owing<A>, PageRefusal> {
+    let p = platform_of(req).map_err(|_| PageRefusal::Unavailable)?;
+    let cookie = req
+        .cookie(super::session_cookie_name(&p, A::KIND))
+        .map(|c| c.value().to_string());
+    match owing::<A>(req, cookie).await {
+        Ok(Some(o)) => Ok(o),
+        Ok(None) => Err(PageRefusal::Login(A::LOGIN.to_string())),
+        Err(e) => {
+            tracing::error!(error = ?e, "session lookup failed");
+            Err(PageRefusal::Unavailable)
+        }
+    }
+}
+
+impl<A: Audience> FromRequest for OwingBearer<A> {
+    type Error = ApiError;
+    type Future = Fut<Self, ApiError>;
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        let token = bearer_token(&req).map(str::to_string);
+        Box::pin(async move {
+            let token = token.ok_or(ApiError::Unauthorized)?;
+            Ok(Self(
+                owing::<A>(&req, Some(token))
+                    .await?
+                    .ok_or(ApiError::Unauthorized)?,
+            ))
+        })
+    }
+}
+
+impl<A: Audience> FromRequest for OwingPage<A> {
+    type Error = PageRefusal;
+    type Future = Fut<Self, PageRefusal>;
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move { Ok(Self(owing_page::<A>(&req).await?)) })
+    }
+}
+
+impl<A: Audience> FromRequest for OwingForm<A> {
+    type Error = actix_web::Error;
+    type Future = Fut<Self, actix_web::Error>;
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let checked = csrf_checked(
+            req,
+            payload,
+            A::LOGIN,
+            |r| async move { owing_page::<A>(&r).await },
+            |o: &Owing<A>| &o.session,
+        );
+        Box::pin(async move {
+            let (owing, fields) = checked.await?;
+            Ok(Self { owing, fields })
         })
     }
 }

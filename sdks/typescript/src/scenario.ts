@@ -18,15 +18,32 @@ import {
   revocationFeed,
   rotateSecret,
   signUp,
+  staffConfirm,
+  staffEnrol,
   staffLogin,
   submitKyc,
   webhookDeliveries,
 } from './client/index.js';
 import { createClient, createConfig } from './client/client/index.js';
+import { createHmac } from 'node:crypto';
 
 const EMAIL = 'sdk-typescript@fintech.example';
 const DEV_PASSWORD = 'a long developer password';
 const REDIRECT = 'https://app.fintech.example/callback';
+
+/** RFC 6238 as an authenticator app computes it from a base32 secret (HMAC-SHA-1, 6 digits, 30 s). */
+function totp(secret: string, at = Date.now()): string {
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
+  let bits = '';
+  for (const c of secret.toUpperCase()) bits += alphabet.indexOf(c).toString(2).padStart(5, '0');
+  const key = Buffer.from((bits.match(/.{8}/g) ?? []).map((b) => parseInt(b, 2)));
+  const counter = Buffer.alloc(8);
+  counter.writeBigUInt64BE(BigInt(Math.floor(at / 30000)));
+  const digest = createHmac('sha1', key).update(counter).digest();
+  const offset = digest[19]! & 0x0f;
+  const value = digest.readUInt32BE(offset) & 0x7fffffff;
+  return String(value % 1_000_000).padStart(6, '0');
+}
 
 /** A client for `base` that answers every security scheme with `token`. */
 function api(base: string, token?: string) {
@@ -72,10 +89,17 @@ async function portal(base: string, staff1: string, staff2: string, staffPasswor
   const submitted = await must('submitted', submitKyc({ client: dev }));
   check('KYC submitted', submitted.status === 'submitted', submitted);
 
-  // Four eyes: two different staff members approve.
+  // Four eyes: two different staff members approve. Their first login owes enrolment of an
+  // authenticator: the password's token sets one up and the first code opens the session.
   for (const username of [staff1, staff2]) {
     const login = await must('login', staffLogin({ client, body: { username, password: staffPassword } }));
-    const staff = api(base, login.access_token);
+    check('enrolment due', login.second_factor_due === 'enrol', login);
+    const owing = api(base, login.access_token);
+    const enrolment = await must('enrol', staffEnrol({ client: owing }));
+    check('otpauth URI', enrolment.otpauth_uri.startsWith('otpauth://totp/'), enrolment);
+    const enrolled = await must('confirm', staffConfirm({ client: owing, body: { code: totp(enrolment.secret) } }));
+    check('recovery codes', enrolled.recovery_codes.length === 10, enrolled);
+    const staff = api(base, enrolled.session!.access_token);
     const queue = await must('queue', kycQueue({ client: staff }));
     const item = queue.submissions.find((s) => s.developer_email === EMAIL);
     check('in the queue', item !== undefined, queue);

@@ -1,0 +1,532 @@
+//! A second factor at login: TOTP (RFC 6238, [`platform::totp`]) with single-use recovery
+//! codes. Mandatory for staff (a staff member without one can only enrol), optional for
+//! developers.
+//!
+//! After the password, [`crate::accounts::login`] opens a session that owes the factor
+//! ([`SecondFactorDue`]); no extractor but the second-factor ones accepts it. Paying it
+//! ([`pay`]) ends that session and opens a full one under a new token, so a token seen before the
+//! second factor is worth nothing after it.
+//!
+//! - Secrets are encrypted with the master key (purpose `second-factor`, bound to the account).
+//! - A code counts once: the step it belongs to must be later than the last step accepted, and
+//!   the conditional update that records it lets one of two concurrent uses win.
+//! - Recovery codes carry 80 random bits, are stored as SHA-256 and deleted when used.
+//! - Failures are counted per account ([`FAILURES_PER_ACCOUNT`] per [`FAILURE_WINDOW`], wherever
+//!   they come from: whoever is guessing already has the password), then refused until the window
+//!   ends.
+
+use std::time::Duration as StdDuration;
+
+use chrono::{DateTime, NaiveDateTime, SubsecRound, Utc};
+use diesel::prelude::*;
+use platform::Platform;
+use platform::audit::{Actor, NewEvent, Target};
+use platform::crypto::{FieldCipher, PlainToken};
+use platform::ratelimit::Decision;
+use platform::session::{self, SecondFactorDue, Session, SessionKind};
+use platform::storage::AnyConnection;
+use platform::storage::schema::{recovery_codes, second_factors};
+use platform::totp::Totp;
+use rand::RngCore;
+use rand::rngs::OsRng;
+use zeroize::Zeroizing;
+
+use crate::accounts::LoggedIn;
+use crate::error::{PortalError, PortalResult, read, write};
+
+/// Recovery codes issued at enrolment.
+pub const RECOVERY_CODES: usize = 10;
+/// Failed codes an account may have per [`FAILURE_WINDOW`] before every attempt is refused.
+pub const FAILURES_PER_ACCOUNT: u64 = 5;
+pub const FAILURE_WINDOW: StdDuration = StdDuration::from_secs(900);
+/// The issuer shown in authenticator apps.
+pub const ISSUER: &str = "Consent";
+
+/// The master-key purpose of second-factor secrets.
+fn cipher(p: &Platform) -> FieldCipher {
+    p.master_key.cipher("second-factor")
+}
+
+fn aad(kind: SessionKind, subject_id: &str) -> String {
+    format!("second-factor:{}:{subject_id}", kind.as_str())
+}
+
+fn ts(t: DateTime<Utc>) -> NaiveDateTime {
+    t.naive_utc().trunc_subsecs(0)
+}
+
+fn actor(kind: SessionKind, id: &str) -> Actor {
+    match kind {
+        SessionKind::Staff => Actor::staff(id),
+        _ => Actor::developer(id),
+    }
+}
+
+fn record(
+    c: &mut AnyConnection,
+    kind: SessionKind,
+    id: &str,
+    action: &'static str,
+    now: DateTime<Utc>,
+) -> PortalResult<()> {
+    NewEvent::new(actor(kind, id), action, Target::new(kind.as_str(), id)).record(c, now)?;
+    Ok(())
+}
+
+/// Whether the account has a confirmed authenticator.
+pub fn enrolled(c: &mut AnyConnection, kind: SessionKind, id: &str) -> PortalResult<bool> {
+    let n: i64 = second_factors::table
+        .filter(second_factors::subject_type.eq(kind.as_str()))
+        .filter(second_factors::subject_id.eq(id))
+        .filter(second_factors::confirmed_at.is_not_null())
+        .count()
+        .get_result(c)?;
+    Ok(n == 1)
+}
+
+/// What is due after a correct password: the code where an authenticator is set up, enrolment
+/// for staff without one, nothing for a developer without one.
+pub fn due_after_password(
+    c: &mut AnyConnection,
+    kind: SessionKind,
+    id: &str,
+) -> PortalResult<Option<SecondFactorDue>> {
+    Ok(if enrolled(c, kind, id)? {
+        Some(SecondFactorDue::Verify)
+    } else if kind == SessionKind::Staff {
+        Some(SecondFactorDue::Enrol)
+    } else {
+        None
+    })
+}
+
+/// A started enrolment: the secret to put into an authenticator app, shown once.
+#[derive(Debug)]
+pub struct Enrolment {
+    /// Base32, for typing in.
+    pub secret: Zeroizing<String>,
+    /// `otpauth://totp/...`, for apps that import a link (or a QR code made of it).
+    pub uri: Zeroizing<String>,
+}
+
+/// Starts (or starts again) enrolment: a new secret waits for its first code. Refused when the
+/// account already has a confirmed authenticator (remove it first).
+pub fn start_enrolment(
+    c: &mut AnyConnection,
+    cipher: &FieldCipher,
+    kind: SessionKind,
+    id: &str,
+    account_label: &str,
+    now: DateTime<Utc>,
+) -> PortalResult<Enrolment> {
+    if enrolled(c, kind, id)? {
+        return Err(PortalError::Conflict(
+            "a second factor is already set up".into(),
+        ));
+    }
+    let totp = Totp::generate();
+    let secret_enc = cipher.encrypt(totp.expose(), &aad(kind, id))?;
+    delete_factor(c, kind, id)?;
+    diesel::insert_into(second_factors::table)
+        .values((
+            second_factors::subject_type.eq(kind.as_str()),
+            second_factors::subject_id.eq(id),
+            second_factors::secret_enc.eq(&secret_enc),
+            second_factors::last_step.eq(0_i64),
+            second_factors::created_at.eq(ts(now)),
+        ))
+        .execute(c)?;
+    record(c, kind, id, "second_factor.enrolment_started", now)?;
+    Ok(Enrolment {
+        secret: totp.base32(),
+        uri: totp.uri(ISSUER, account_label),
+    })
+}
+
+fn delete_factor(c: &mut AnyConnection, kind: SessionKind, id: &str) -> PortalResult<()> {
+    diesel::delete(
+        second_factors::table
+            .filter(second_factors::subject_type.eq(kind.as_str()))
+            .filter(second_factors::subject_id.eq(id)),
+    )
+    .execute(c)?;
+    Ok(())
+}
+
+fn delete_recovery_codes(c: &mut AnyConnection, kind: SessionKind, id: &str) -> PortalResult<()> {
+    diesel::delete(
+        recovery_codes::table
+            .filter(recovery_codes::subject_type.eq(kind.as_str()))
+            .filter(recovery_codes::subject_id.eq(id)),
+    )
+    .execute(c)?;
+    Ok(())
+}
+
+/// The stored secret and last accepted step; `confirmed` selects a confirmed or a pending one.
+fn stored(
+    c: &mut AnyConnection,
+    cipher: &FieldCipher,
+    kind: SessionKind,
+    id: &str,
+    confirmed: bool,
+) -> PortalResult<Option<(Totp, i64)>> {
+    let row: Option<(String, i64, Option<NaiveDateTime>)> = second_factors::table
+        .filter(second_factors::subject_type.eq(kind.as_str()))
+        .filter(second_factors::subject_id.eq(id))
+        .select((
+            second_factors::secret_enc,
+            second_factors::last_step,
+            second_factors::confirmed_at,
+        ))
+        .first(c)
+        .optional()?;
+    let Some((enc, last, _)) = row.filter(|r| r.2.is_some() == confirmed) else {
+        return Ok(None);
+    };
+    let secret = cipher.decrypt(&enc, &aad(kind, id))?;
+    Ok(Some((Totp::from_bytes(&secret), last)))
+}
+
+/// Records `step` as used if it is later than the last one (of two concurrent uses of one code,
+/// exactly one updates the row); `confirm` also marks enrolment done.
+fn use_step(
+    c: &mut AnyConnection,
+    kind: SessionKind,
+    id: &str,
+    step: i64,
+    confirm: Option<DateTime<Utc>>,
+) -> PortalResult<bool> {
+    let target = second_factors::table
+        .filter(second_factors::subject_type.eq(kind.as_str()))
+        .filter(second_factors::subject_id.eq(id))
+        .filter(second_factors::last_step.lt(step));
+    let n = match confirm {
+        Some(now) => diesel::update(target)
+            .set((
+                second_factors::last_step.eq(step),
+                second_factors::confirmed_at.eq(Some(ts(now))),
+            ))
+            .execute(c)?,
+        None => diesel::update(target)
+            .set(second_factors::last_step.eq(step))
+            .execute(c)?,
+    };
+    Ok(n == 1)
+}
+
+fn recovery_hash(code: &str) -> String {
+    let normalized: String = code
+        .chars()
+        .filter(|ch| ch.is_ascii_alphanumeric())
+        .map(|ch| ch.to_ascii_lowercase())
+        .collect();
+    PlainToken::from_presented(&normalized).hash().into_string()
+}
+
+/// New recovery codes (replacing any): `xxxx-xxxx-xxxx-xxxx`, 80 random bits each, shown once.
+fn issue_recovery_codes(
+    c: &mut AnyConnection,
+    kind: SessionKind,
+    id: &str,
+    now: DateTime<Utc>,
+) -> PortalResult<Vec<Zeroizing<String>>> {
+    delete_recovery_codes(c, kind, id)?;
+    let mut codes = Vec::with_capacity(RECOVERY_CODES);
+    for _ in 0..RECOVERY_CODES {
+        let mut bytes = [0u8; 10];
+        OsRng.fill_bytes(&mut bytes);
+        let b32 = Zeroizing::new(data_encoding::BASE32_NOPAD.encode(&bytes).to_lowercase());
+        let code = Zeroizing::new(
+            b32.as_bytes()
+                .chunks(4)
+                .map(|g| String::from_utf8_lossy(g).into_owned())
+                .collect::<Vec<_>>()
+                .join("-"),
+        );
+        diesel::insert_into(recovery_codes::table)
+            .values((
+                recovery_codes::subject_type.eq(kind.as_str()),
+                recovery_codes::subject_id.eq(id),
+                recovery_codes::code_hash.eq(recovery_hash(&code)),
+                recovery_codes::created_at.eq(ts(now)),
+            ))
+            .execute(c)?;
+        codes.push(code);
+    }
+    Ok(codes)
+}
+
+fn wrong_code() -> PortalError {
+    PortalError::field("code", "wrong or already used code")
+}
+
+/// Confirms enrolment with the app's first code: the authenticator is set up, and the recovery
+/// codes are returned (once).
+pub fn confirm_enrolment(
+    c: &mut AnyConnection,
+    cipher: &FieldCipher,
+    kind: SessionKind,
+    id: &str,
+    code: &str,
+    now: DateTime<Utc>,
+) -> PortalResult<Vec<Zeroizing<String>>> {
+    let Some((totp, last)) = stored(c, cipher, kind, id, false)? else {
+        return Err(PortalError::Conflict(
+            "no enrolment in progress: start one first".into(),
+        ));
+    };
+    let step = totp.check(code.trim(), now, last).ok_or_else(wrong_code)?;
+    if !use_step(c, kind, id, step, Some(now))? {
+        return Err(wrong_code());
+    }
+    let codes = issue_recovery_codes(c, kind, id, now)?;
+    record(c, kind, id, "second_factor.enrolled", now)?;
+    Ok(codes)
+}
+
+/// How a login's second factor was proven.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proof {
+    Code,
+    RecoveryCode,
+}
+
+/// Checks and uses up a code from the authenticator (six digits) or a recovery code.
+pub fn verify(
+    c: &mut AnyConnection,
+    cipher: &FieldCipher,
+    kind: SessionKind,
+    id: &str,
+    code: &str,
+    now: DateTime<Utc>,
+) -> PortalResult<Proof> {
+    let code = code.trim();
+    if code.len() > 64 {
+        return Err(wrong_code());
+    }
+    if code.len() == platform::totp::DIGITS as usize {
+        let Some((totp, last)) = stored(c, cipher, kind, id, true)? else {
+            return Err(wrong_code());
+        };
+        let step = totp.check(code, now, last).ok_or_else(wrong_code)?;
+        return if use_step(c, kind, id, step, None)? {
+            Ok(Proof::Code)
+        } else {
+            Err(wrong_code())
+        };
+    }
+    let used = diesel::delete(
+        recovery_codes::table
+            .filter(recovery_codes::subject_type.eq(kind.as_str()))
+            .filter(recovery_codes::subject_id.eq(id))
+            .filter(recovery_codes::code_hash.eq(recovery_hash(code))),
+    )
+    .execute(c)?;
+    if used == 1 && enrolled(c, kind, id)? {
+        record(c, kind, id, "second_factor.recovery_code_used", now)?;
+        Ok(Proof::RecoveryCode)
+    } else {
+        Err(wrong_code())
+    }
+}
+
+/// Recovery codes an account has left.
+pub fn recovery_codes_left(
+    c: &mut AnyConnection,
+    kind: SessionKind,
+    id: &str,
+) -> PortalResult<i64> {
+    Ok(recovery_codes::table
+        .filter(recovery_codes::subject_type.eq(kind.as_str()))
+        .filter(recovery_codes::subject_id.eq(id))
+        .count()
+        .get_result(c)?)
+}
+
+/// Removes a developer's authenticator (a current code proves the owner asks); staff cannot
+/// go without one.
+pub fn remove(
+    c: &mut AnyConnection,
+    cipher: &FieldCipher,
+    kind: SessionKind,
+    id: &str,
+    code: &str,
+    now: DateTime<Utc>,
+) -> PortalResult<()> {
+    if kind == SessionKind::Staff {
+        return Err(PortalError::Forbidden(
+            "staff cannot remove their second factor".into(),
+        ));
+    }
+    verify(c, cipher, kind, id, code, now)?;
+    delete_factor(c, kind, id)?;
+    delete_recovery_codes(c, kind, id)?;
+    record(c, kind, id, "second_factor.removed", now)?;
+    Ok(())
+}
+
+/// The failure counter of an account.
+fn failures_key(kind: SessionKind, id: &str) -> String {
+    format!("second-factor:{}:{id}", kind.as_str())
+}
+
+async fn throttled(p: &Platform, kind: SessionKind, id: &str) -> PortalResult<()> {
+    match p
+        .rate_limiter
+        .failures_allowed(
+            &failures_key(kind, id),
+            FAILURES_PER_ACCOUNT,
+            FAILURE_WINDOW,
+        )
+        .await
+    {
+        Decision::Allowed => Ok(()),
+        Decision::Limited { retry_after_secs } => Err(PortalError::RateLimited(retry_after_secs)),
+    }
+}
+
+/// Runs `f` (a check of a code) under the account's failure limit: a wrong code counts.
+async fn counted<T: Send + 'static>(
+    p: &Platform,
+    kind: SessionKind,
+    id: &str,
+    f: impl FnOnce(&mut AnyConnection) -> PortalResult<T> + Send + 'static,
+) -> PortalResult<T> {
+    throttled(p, kind, id).await?;
+    let outcome = write(p, f).await;
+    if let Err(PortalError::Validation(_)) = &outcome {
+        tracing::info!(kind = kind.as_str(), "second factor refused");
+        p.rate_limiter
+            .failed(&failures_key(kind, id), FAILURE_WINDOW)
+            .await;
+    }
+    outcome
+}
+
+/// Opens the full session that replaces `owing` (in the same transaction as the proof).
+fn upgrade(c: &mut AnyConnection, owing: &Session, now: DateTime<Utc>) -> PortalResult<LoggedIn> {
+    session::delete(c, owing)?;
+    let (token, session) = session::create(c, owing.kind, &owing.subject_id, now)?;
+    Ok(LoggedIn {
+        token,
+        session,
+        due: None,
+    })
+}
+
+/// Pays a session's `Verify` debt with a code or recovery code: the full session, under a new
+/// token. Wrong codes count towards the account's limit.
+pub async fn pay(
+    p: &Platform,
+    owing: Session,
+    due: SecondFactorDue,
+    code: String,
+) -> PortalResult<LoggedIn> {
+    if due != SecondFactorDue::Verify {
+        return Err(PortalError::Forbidden(
+            "set up a second factor first".into(),
+        ));
+    }
+    let (kind, id) = (owing.kind, owing.subject_id.clone());
+    let cipher = cipher(p);
+    let now = p.now();
+    counted(p, kind, &id.clone(), move |c| {
+        let proof = verify(c, &cipher, kind, &id, &code, now)?;
+        let action = match proof {
+            Proof::Code => "second_factor.verified",
+            Proof::RecoveryCode => "second_factor.verified_with_recovery_code",
+        };
+        record(c, kind, &id, action, now)?;
+        upgrade(c, &owing, now)
+    })
+    .await
+}
+
+/// Starts enrolment for the caller (an owing staff session, or a full developer or staff session
+/// without an authenticator yet).
+pub async fn begin(
+    p: &Platform,
+    kind: SessionKind,
+    id: String,
+    account_label: String,
+) -> PortalResult<Enrolment> {
+    let cipher = cipher(p);
+    let now = p.now();
+    write(p, move |c| {
+        start_enrolment(c, &cipher, kind, &id, &account_label, now)
+    })
+    .await
+}
+
+/// Enrolment confirmed: the recovery codes, and for a session that owed enrolment the full
+/// session that replaces it.
+#[derive(Debug)]
+pub struct Enrolled {
+    pub recovery_codes: Vec<Zeroizing<String>>,
+    pub upgraded: Option<LoggedIn>,
+}
+
+/// Confirms the caller's enrolment with a first code; `owing` is the session that owed it, which
+/// a full session then replaces.
+pub async fn confirm(
+    p: &Platform,
+    kind: SessionKind,
+    id: String,
+    owing: Option<Session>,
+    code: String,
+) -> PortalResult<Enrolled> {
+    let cipher = cipher(p);
+    let now = p.now();
+    counted(p, kind, &id.clone(), move |c| {
+        let recovery_codes = confirm_enrolment(c, &cipher, kind, &id, &code, now)?;
+        let upgraded = owing.map(|s| upgrade(c, &s, now)).transpose()?;
+        Ok(Enrolled {
+            recovery_codes,
+            upgraded,
+        })
+    })
+    .await
+}
+
+/// Removes a developer's authenticator, proven with a current code (which counts if wrong).
+pub async fn remove_for(
+    p: &Platform,
+    kind: SessionKind,
+    id: String,
+    code: String,
+) -> PortalResult<()> {
+    let cipher = cipher(p);
+    let now = p.now();
+    counted(p, kind, &id.clone(), move |c| {
+        remove(c, &cipher, kind, &id, &code, now)
+    })
+    .await
+}
+
+/// The enrolment in progress (its secret again, for the page that confirms it), if any.
+pub async fn pending(
+    p: &Platform,
+    kind: SessionKind,
+    id: String,
+    account_label: String,
+) -> PortalResult<Option<Enrolment>> {
+    let cipher = cipher(p);
+    read(p, move |c| {
+        Ok(
+            stored(c, &cipher, kind, &id, false)?.map(|(totp, _)| Enrolment {
+                secret: totp.base32(),
+                uri: totp.uri(ISSUER, &account_label),
+            }),
+        )
+    })
+    .await
+}
+
+/// Whether the account has an authenticator, and how many recovery codes it has left.
+pub async fn status(p: &Platform, kind: SessionKind, id: String) -> PortalResult<(bool, i64)> {
+    read(p, move |c| {
+        Ok((enrolled(c, kind, &id)?, recovery_codes_left(c, kind, &id)?))
+    })
+    .await
+}

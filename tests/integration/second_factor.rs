@@ -1,0 +1,502 @@
+//! A second factor at login (issue 18): TOTP, mandatory for staff, optional for developers;
+//! codes and recovery codes work once; failures are limited per account; a token that owes the
+//! factor reaches nothing else.
+
+use diesel::prelude::*;
+use e2e_tests::portal::PASSWORD;
+use e2e_tests::{TestApp, backends, spawn_app};
+use platform::storage::schema::second_factors;
+use reqwest::{Method, Response};
+use serde_json::{Value, json};
+
+async fn status_and_body(r: Response) -> (u16, Value) {
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Logs `username` in with the password: the token and what it owes.
+async fn password_login(app: &TestApp, username: &str) -> (String, Value) {
+    let r = app.post_admin_login(username, PASSWORD).await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    (
+        v["access_token"].as_str().unwrap().to_string(),
+        v["second_factor_due"].clone(),
+    )
+}
+
+async fn send_code(app: &TestApp, path: &str, token: &str, code: &str) -> (u16, Value) {
+    status_and_body(
+        app.api(
+            Method::POST,
+            path,
+            Some(token),
+            Some(&json!({ "code": code })),
+        )
+        .await,
+    )
+    .await
+}
+
+async fn get_status(app: &TestApp, path: &str, token: &str) -> u16 {
+    app.api(Method::GET, path, Some(token), None)
+        .await
+        .status()
+        .as_u16()
+}
+
+async fn assert_audited(app: &TestApp, expected: &[&str]) {
+    let actions = app.audit_actions().await;
+    for a in expected {
+        assert!(actions.iter().any(|x| x == a), "{a} in {actions:?}");
+    }
+}
+
+/// Every stored authenticator: (encrypted secret, last step used).
+async fn stored_factors(app: &TestApp) -> Vec<(String, i64)> {
+    app.platform
+        .db
+        .run(|c| {
+            Ok(second_factors::table
+                .select((second_factors::secret_enc, second_factors::last_step))
+                .load(c)?)
+        })
+        .await
+        .unwrap()
+}
+
+async fn last_step(app: &TestApp) -> Vec<i64> {
+    stored_factors(app).await.into_iter().map(|f| f.1).collect()
+}
+
+const STAFF_VERIFY: &str = "/api/v1/admin/login/second-factor";
+const STAFF_ENROL: &str = "/api/v1/admin/second-factor";
+const STAFF_CONFIRM: &str = "/api/v1/admin/second-factor/confirm";
+
+#[tokio::test]
+async fn staff_without_a_second_factor_can_only_enrol() {
+    for backend in backends() {
+        let app = spawn_app(backend).await;
+        app.create_staff("ops1").await;
+        let (owing, due) = password_login(&app, "ops1").await;
+        assert_eq!(due, "enrol", "{backend:?}");
+        // The password alone reaches no staff API, and no code is taken before enrolment.
+        for path in ["/api/v1/admin/kyc", "/api/v1/admin/approvals"] {
+            assert_eq!(
+                get_status(&app, path, &owing).await,
+                401,
+                "{path} {backend:?}"
+            );
+        }
+        let (s, _) = send_code(&app, STAFF_VERIFY, &owing, "123456").await;
+        assert_eq!(s, 403, "{backend:?}");
+        // Confirming before starting is a clean conflict.
+        let (s, _) = send_code(&app, STAFF_CONFIRM, &owing, "123456").await;
+        assert_eq!(s, 409, "{backend:?}");
+
+        let r = app.api(Method::POST, STAFF_ENROL, Some(&owing), None).await;
+        assert_eq!(r.status(), 200, "{backend:?}");
+        assert_eq!(r.headers()["cache-control"], "no-store");
+        let e: Value = r.json().await.unwrap();
+        let secret = e["secret"].as_str().unwrap().to_string();
+        assert!(
+            e["otpauth_uri"]
+                .as_str()
+                .unwrap()
+                .starts_with("otpauth://totp/Consent:ops1?secret="),
+            "{e}"
+        );
+        // The secret is stored encrypted.
+        let stored = stored_factors(&app).await;
+        assert_eq!(stored.len(), 1);
+        assert!(!stored[0].0.contains(&secret), "{backend:?}");
+
+        // A wrong first code changes nothing: still enrolling, the same secret.
+        let wrong = if app.totp_code(&secret, 0) == "000000" {
+            "111111"
+        } else {
+            "000000"
+        };
+        let (s, v) = send_code(&app, STAFF_CONFIRM, &owing, wrong).await;
+        assert_eq!(s, 400, "{v} {backend:?}");
+        assert_eq!(v["errors"][0]["field"], "code", "{v}");
+        let (again, due) = password_login(&app, "ops1").await;
+        assert_eq!(due, "enrol", "{backend:?}");
+        assert_ne!(again, owing);
+
+        let (s, v) = send_code(&app, STAFF_CONFIRM, &owing, &app.totp_code(&secret, 0)).await;
+        assert_eq!(s, 200, "{v} {backend:?}");
+        let codes = v["recovery_codes"].as_array().unwrap();
+        assert_eq!(codes.len(), 10);
+        assert!(codes.iter().all(|c| c.as_str().unwrap().len() == 19), "{v}");
+        let full = v["session"]["access_token"].as_str().unwrap();
+        assert!(v["session"].get("second_factor_due").is_none(), "{v}");
+        assert_eq!(get_status(&app, "/api/v1/admin/kyc", full).await, 200);
+        // The login token ended with the enrolment; it is not a staff session either.
+        let r = app.api(Method::POST, STAFF_ENROL, Some(&owing), None).await;
+        assert_eq!(r.status(), 401, "{backend:?}");
+        assert_eq!(get_status(&app, "/api/v1/admin/kyc", &owing).await, 401);
+        // The other pending login now owes a code, not enrolment.
+        let (s, _) = send_code(&app, STAFF_CONFIRM, &again, &app.totp_code(&secret, 1)).await;
+        assert_eq!(s, 409, "{backend:?}");
+        // A full session cannot enrol again (the endpoints take only owing tokens).
+        let r = app.api(Method::POST, STAFF_ENROL, Some(full), None).await;
+        assert_eq!(r.status(), 401, "{backend:?}");
+
+        assert_audited(
+            &app,
+            &["second_factor.enrolment_started", "second_factor.enrolled"],
+        )
+        .await;
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn codes_and_recovery_codes_work_once() {
+    for backend in backends() {
+        let app = spawn_app(backend).await;
+        app.create_staff("ops1").await;
+        let (owing, _) = password_login(&app, "ops1").await;
+        let (secret, recovery, _) = app.enrol(&owing).await;
+
+        let (login, due) = password_login(&app, "ops1").await;
+        assert_eq!(due, "verify", "{backend:?}");
+        let totp = platform::totp::Totp::from_base32(&secret).unwrap();
+        let used = last_step(&app).await[0];
+        // The code that confirmed enrolment has been used: replayed, refused.
+        let (s, _) = send_code(&app, STAFF_VERIFY, &login, &totp.code_for_step(used)).await;
+        assert_eq!(s, 400, "replay {backend:?}");
+        // Two steps ahead of now is outside the window.
+        let now = platform::totp::step_at(app.platform.now());
+        let ahead = totp.code_for_step(now + 2);
+        if (now - 1..=now + 1).all(|st| totp.code_for_step(st) != ahead) {
+            let (s, _) = send_code(&app, STAFF_VERIFY, &login, &ahead).await;
+            assert_eq!(s, 400, "two steps ahead {backend:?}");
+        }
+        let next = totp.code_for_step(used + 1);
+        let (s, v) = send_code(&app, STAFF_VERIFY, &login, &next).await;
+        assert_eq!(s, 200, "{v} {backend:?}");
+        let full = v["access_token"].as_str().unwrap().to_string();
+        assert_ne!(full, login);
+        assert_eq!(get_status(&app, "/api/v1/admin/kyc", &full).await, 200);
+        assert_eq!(get_status(&app, "/api/v1/admin/kyc", &login).await, 401);
+        // The paid login token is spent.
+        let (s, _) = send_code(&app, STAFF_VERIFY, &login, &next).await;
+        assert_eq!(s, 401, "{backend:?}");
+
+        // The same code on another login: used, refused.
+        let (login2, _) = password_login(&app, "ops1").await;
+        let (s, _) = send_code(&app, STAFF_VERIFY, &login2, &next).await;
+        assert_eq!(s, 400, "{backend:?}");
+        // A recovery code, typed without dashes and in capitals, logs in once.
+        let typed = recovery[0].replace('-', "").to_uppercase();
+        let (s, v) = send_code(&app, STAFF_VERIFY, &login2, &typed).await;
+        assert_eq!(s, 200, "{v} {backend:?}");
+        let (login3, _) = password_login(&app, "ops1").await;
+        let (s, _) = send_code(&app, STAFF_VERIFY, &login3, &recovery[0]).await;
+        assert_eq!(s, 400, "{backend:?}");
+        let (s, _) = send_code(&app, STAFF_VERIFY, &login3, &recovery[1]).await;
+        assert_eq!(s, 200, "{backend:?}");
+        // A developer's token is not a staff login, and garbage is nothing.
+        let dev = app.developer_token("dev@fintech.example").await;
+        for token in [dev.as_str(), "sess_garbage"] {
+            let (s, _) = send_code(&app, STAFF_VERIFY, token, &recovery[2]).await;
+            assert_eq!(s, 401, "{backend:?}");
+        }
+        assert_audited(
+            &app,
+            &[
+                "second_factor.verified",
+                "second_factor.verified_with_recovery_code",
+                "second_factor.recovery_code_used",
+            ],
+        )
+        .await;
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn one_code_sent_twice_at_once_logs_in_once() {
+    for backend in backends() {
+        let app = spawn_app(backend).await;
+        app.create_staff("ops1").await;
+        let (owing, _) = password_login(&app, "ops1").await;
+        let (secret, _, _) = app.enrol(&owing).await;
+        let (a, _) = password_login(&app, "ops1").await;
+        let (b, _) = password_login(&app, "ops1").await;
+        let code = app.totp_code(&secret, 1);
+        let (ra, rb) = tokio::join!(
+            send_code(&app, STAFF_VERIFY, &a, &code),
+            send_code(&app, STAFF_VERIFY, &b, &code)
+        );
+        let mut statuses = [ra.0, rb.0];
+        statuses.sort_unstable();
+        assert_eq!(statuses, [200, 400], "{ra:?} {rb:?} {backend:?}");
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn wrong_codes_are_limited_per_account_wherever_they_come_from() {
+    for backend in backends() {
+        let app = spawn_app(backend).await;
+        app.create_staff("ops1").await;
+        let (owing, _) = password_login(&app, "ops1").await;
+        let (secret, _, _) = app.enrol(&owing).await;
+        let steps = last_step(&app).await;
+        let (login, _) = password_login(&app, "ops1").await;
+        let right = app.totp_code(&secret, 1);
+        let wrong = if right == "000000" {
+            "111111"
+        } else {
+            "000000"
+        };
+        for i in 0..developer_portal::second_factor::FAILURES_PER_ACCOUNT {
+            let (s, _) = send_code(&app, STAFF_VERIFY, &login, wrong).await;
+            assert_eq!(s, 400, "failure {i} {backend:?}");
+        }
+        // Now even the right code is refused, and from another address with a new login too.
+        let (s, v) = send_code(&app, STAFF_VERIFY, &login, &right).await;
+        assert_eq!(s, 429, "{v} {backend:?}");
+        let other = app.client_from("127.0.0.2");
+        let r = other
+            .post(app.url("/api/v1/admin/login"))
+            .json(&json!({ "username": "ops1", "password": PASSWORD }))
+            .send()
+            .await
+            .unwrap();
+        let fresh = r.json::<Value>().await.unwrap()["access_token"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let r = other
+            .post(app.url(STAFF_VERIFY))
+            .bearer_auth(&fresh)
+            .json(&json!({ "code": right }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 429, "{backend:?}");
+        assert!(r.headers().contains_key("retry-after"));
+        // Nothing was used up by the refused attempts.
+        assert_eq!(last_step(&app).await, steps, "{backend:?}");
+        // Another account is not affected.
+        app.create_staff("ops2").await;
+        let (owing2, _) = password_login(&app, "ops2").await;
+        app.enrol(&owing2).await;
+        app.stop().await;
+    }
+}
+
+const DEV_FACTOR: &str = "/api/v1/developers/me/second-factor";
+
+#[tokio::test]
+async fn developers_may_add_a_second_factor_and_remove_it_with_a_code() {
+    for backend in backends() {
+        let app = spawn_app(backend).await;
+        let dev = app.developer_token("dev@fintech.example").await;
+        let status = |token: String| {
+            let app = &app;
+            async move {
+                app.api(Method::GET, DEV_FACTOR, Some(&token), None)
+                    .await
+                    .json::<Value>()
+                    .await
+                    .unwrap()
+            }
+        };
+        assert_eq!(status(dev.clone()).await["enrolled"], false);
+        let r = app.api(Method::POST, DEV_FACTOR, Some(&dev), None).await;
+        assert_eq!(r.status(), 200, "{backend:?}");
+        let secret = r.json::<Value>().await.unwrap()["secret"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let confirm = format!("{DEV_FACTOR}/confirm");
+        let (s, v) = send_code(&app, &confirm, &dev, &app.totp_code(&secret, 0)).await;
+        assert_eq!(s, 200, "{v} {backend:?}");
+        let v_codes: Vec<String> = v["recovery_codes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(v_codes.len(), 10);
+        assert!(v.get("session").is_none(), "{v}");
+        let st = status(dev.clone()).await;
+        assert_eq!(
+            (st["enrolled"].clone(), st["recovery_codes_left"].clone()),
+            (json!(true), json!(10))
+        );
+        // Already set up: a second enrolment is a conflict.
+        let r = app.api(Method::POST, DEV_FACTOR, Some(&dev), None).await;
+        assert_eq!(r.status(), 409, "{backend:?}");
+
+        // From now on the password alone is not a session.
+        let r = app
+            .post_developer_login("dev@fintech.example", PASSWORD)
+            .await;
+        let login: Value = r.json().await.unwrap();
+        assert_eq!(login["second_factor_due"], "verify", "{login}");
+        let owing = login["access_token"].as_str().unwrap();
+        assert_eq!(get_status(&app, "/api/v1/developers/me", owing).await, 401);
+        assert_eq!(get_status(&app, "/api/v1/clients", owing).await, 401);
+        let (s, v) = send_code(
+            &app,
+            "/api/v1/developers/login/second-factor",
+            owing,
+            &app.totp_code(&secret, 1),
+        )
+        .await;
+        assert_eq!(s, 200, "{v} {backend:?}");
+        let full = v["access_token"].as_str().unwrap().to_string();
+        assert_eq!(get_status(&app, "/api/v1/developers/me", &full).await, 200);
+
+        // Removal needs a current, unused code.
+        let removal = format!("{DEV_FACTOR}/removal");
+        let (s, _) = send_code(&app, &removal, &full, &app.totp_code(&secret, 1)).await;
+        assert_eq!(s, 400, "used code {backend:?}");
+        assert_eq!(status(full.clone()).await["enrolled"], true);
+        // A recovery code proves the owner as well.
+        let recovery = v_codes[0].clone();
+        let r = app
+            .api(
+                Method::POST,
+                &removal,
+                Some(&full),
+                Some(&json!({ "code": recovery })),
+            )
+            .await;
+        assert_eq!(r.status(), 204, "{backend:?}");
+        let r = app
+            .post_developer_login("dev@fintech.example", PASSWORD)
+            .await;
+        let login: Value = r.json().await.unwrap();
+        assert!(login.get("second_factor_due").is_none(), "{login}");
+        assert_eq!(
+            get_status(
+                &app,
+                "/api/v1/developers/me",
+                login["access_token"].as_str().unwrap()
+            )
+            .await,
+            200
+        );
+        assert_audited(&app, &["second_factor.removed"]).await;
+        app.stop().await;
+    }
+}
+
+/// The text of the element with `id` in `html` (a `<code>` or `<li>` holds it directly).
+fn element_text(html: &str, id: &str) -> Option<String> {
+    let at = html.find(&format!("id=\"{id}\""))?;
+    let rest = &html[at..];
+    let start = rest.find('>')? + 1;
+    let end = rest[start..].find('<')?;
+    Some(rest[start..start + end].to_string())
+}
+
+#[tokio::test]
+async fn developer_pages_set_up_and_ask_for_the_second_factor() {
+    use e2e_tests::portal::{browser_client, csrf_from_html};
+    for backend in backends() {
+        let app = spawn_app(backend).await;
+        let web = browser_client();
+        let r = app.sign_up_on_page(&web, "page@fintech.example").await;
+        assert_eq!(r.status(), 303, "{backend:?}");
+        let page = app.page(&web, "/developers/second-factor").await;
+        assert!(page.contains("Create a secret"), "{page}");
+        let csrf = csrf_from_html(&page).unwrap();
+        // Without the session's CSRF token nothing starts.
+        let r = web
+            .post(app.url("/developers/second-factor"))
+            .form(&[("step", "start")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "{backend:?}");
+        assert!(last_step(&app).await.is_empty());
+        let page = web
+            .post(app.url("/developers/second-factor"))
+            .form(&[("step", "start"), ("csrf_token", &csrf)])
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let secret = element_text(&page, "secret").expect("secret shown");
+        let r = web
+            .post(app.url("/developers/second-factor"))
+            .form(&[
+                ("code", app.totp_code(&secret, 0).as_str()),
+                ("csrf_token", &csrf),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{backend:?}");
+        let page = r.text().await.unwrap();
+        assert_eq!(page.matches("<li><code>").count(), 10, "{page}");
+
+        // A fresh login: the password leads to the code page, and nothing else opens.
+        let login = browser_client();
+        let t = app.form_csrf(&login, "/developers/login").await;
+        let r = login
+            .post(app.url("/developers/login"))
+            .form(&[
+                ("email", "page@fintech.example"),
+                ("password", PASSWORD),
+                ("csrf_token", &t),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 303);
+        assert_eq!(r.headers()["location"], "/developers/login/second-factor");
+        let r = login
+            .get(app.url("/developers/clients"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 303, "{backend:?}");
+        assert_eq!(r.headers()["location"], "/developers/login");
+        let page = app.page(&login, "/developers/login/second-factor").await;
+        let csrf = csrf_from_html(&page).unwrap();
+        let r = login
+            .post(app.url("/developers/login/second-factor"))
+            .form(&[("code", "12345x"), ("csrf_token", &csrf)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{backend:?}");
+        assert!(
+            r.text()
+                .await
+                .unwrap()
+                .contains("wrong or already used code")
+        );
+        let r = login
+            .post(app.url("/developers/login/second-factor"))
+            .form(&[
+                ("code", app.totp_code(&secret, 1).as_str()),
+                ("csrf_token", &csrf),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 303, "{backend:?}");
+        assert_eq!(r.headers()["location"], "/developers");
+        let r = login
+            .get(app.url("/developers/clients"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{backend:?}");
+        let page = app.page(&login, "/developers/second-factor").await;
+        assert!(page.contains("10 recovery code(s) left"), "{page}");
+        app.stop().await;
+    }
+}
