@@ -123,6 +123,15 @@ enum AdminCommand {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Remove a staff member's authenticator and recovery codes (lost phone) and end their
+    /// sessions: the next login enrols a new one. Audited.
+    ResetSecondFactor {
+        #[arg(long)]
+        username: String,
+        /// Data directory, for the embedded SQLite database.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
 }
 
 fn load(
@@ -343,6 +352,20 @@ fn main() -> anyhow::Result<()> {
             if generated {
                 println!("password (shown once): {password}");
             }
+            Ok(())
+        }
+        Command::Admin {
+            command: AdminCommand::ResetSecondFactor { username, data_dir },
+        } => {
+            let settings = load(cli.config.as_deref(), None, data_dir)?;
+            consent::telemetry::init_tracing(settings.server.log_format);
+            let platform = init_platform(settings)?;
+            let staff = developer_portal::second_factor::reset_staff(&platform, &username)
+                .map_err(|e| anyhow::anyhow!("{}", developer_portal::describe(&e)))?;
+            println!(
+                "second factor of staff user {} ({}) removed; their next login sets up a new one",
+                staff.username, staff.id
+            );
             Ok(())
         }
         Command::Migrate { data_dir } => {

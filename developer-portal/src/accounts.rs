@@ -333,6 +333,16 @@ pub fn staff_member(conn: &mut AnyConnection, id: &str) -> PortalResult<StaffAcc
         .ok_or(PortalError::NotFound("staff member"))
 }
 
+/// The staff member with `username` (normalized), whatever their status.
+pub fn staff_by_username(conn: &mut AnyConnection, username: &str) -> PortalResult<StaffAccount> {
+    let id: Option<String> = staff::table
+        .filter(staff::username.eq(username))
+        .select(staff::id)
+        .first(conn)
+        .optional()?;
+    staff_member(conn, &id.ok_or(PortalError::NotFound("staff member"))?)
+}
+
 /// Inserts a staff member (password already hashed).
 pub fn insert_staff(
     conn: &mut AnyConnection,

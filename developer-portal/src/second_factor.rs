@@ -126,7 +126,8 @@ pub fn start_enrolment(
     }
     let totp = Totp::generate();
     let secret_enc = cipher.encrypt(totp.expose(), &aad(kind, id))?;
-    delete_factor(c, kind, id)?;
+    // A clean slate: an unconfirmed secret started earlier is replaced.
+    forget(c, kind, id)?;
     diesel::insert_into(second_factors::table)
         .values((
             second_factors::subject_type.eq(kind.as_str()),
@@ -143,17 +144,14 @@ pub fn start_enrolment(
     })
 }
 
-fn delete_factor(c: &mut AnyConnection, kind: SessionKind, id: &str) -> PortalResult<()> {
+/// Deletes the account's authenticator and recovery codes, whatever their state.
+fn forget(c: &mut AnyConnection, kind: SessionKind, id: &str) -> PortalResult<()> {
     diesel::delete(
         second_factors::table
             .filter(second_factors::subject_type.eq(kind.as_str()))
             .filter(second_factors::subject_id.eq(id)),
     )
     .execute(c)?;
-    Ok(())
-}
-
-fn delete_recovery_codes(c: &mut AnyConnection, kind: SessionKind, id: &str) -> PortalResult<()> {
     diesel::delete(
         recovery_codes::table
             .filter(recovery_codes::subject_type.eq(kind.as_str()))
@@ -224,14 +222,14 @@ fn recovery_hash(code: &str) -> String {
     PlainToken::from_presented(&normalized).hash().into_string()
 }
 
-/// New recovery codes (replacing any): `xxxx-xxxx-xxxx-xxxx`, 80 random bits each, shown once.
+/// New recovery codes (enrolment started from a clean slate, so there are no others):
+/// `xxxx-xxxx-xxxx-xxxx`, 80 random bits each, shown once.
 fn issue_recovery_codes(
     c: &mut AnyConnection,
     kind: SessionKind,
     id: &str,
     now: DateTime<Utc>,
 ) -> PortalResult<Vec<Zeroizing<String>>> {
-    delete_recovery_codes(c, kind, id)?;
     let mut codes = Vec::with_capacity(RECOVERY_CODES);
     for _ in 0..RECOVERY_CODES {
         let mut bytes = [0u8; 10];
@@ -360,10 +358,32 @@ pub fn remove(
         ));
     }
     verify(c, cipher, kind, id, code, now)?;
-    delete_factor(c, kind, id)?;
-    delete_recovery_codes(c, kind, id)?;
+    forget(c, kind, id)?;
     record(c, kind, id, "second_factor.removed", now)?;
     Ok(())
+}
+
+/// `consent admin reset-second-factor`: a staff member who lost both the authenticator and the
+/// recovery codes enrols again at the next login. Their sessions end; the reset is audited as
+/// the operator's. Blocking (for the CLI).
+pub fn reset_staff(platform: &Platform, username: &str) -> PortalResult<crate::StaffAccount> {
+    let now = platform.now();
+    let username =
+        crate::domain::staff_username(username).map_err(|m| PortalError::field("username", m))?;
+    platform.db.run_blocking(|c| {
+        Ok(crate::error::transaction(c, |c| {
+            let member = crate::accounts::staff_by_username(c, &username)?;
+            forget(c, SessionKind::Staff, &member.id)?;
+            session::delete_all_for(c, SessionKind::Staff, &member.id)?;
+            NewEvent::new(
+                Actor::system("cli"),
+                "second_factor.reset",
+                Target::new("staff", &member.id),
+            )
+            .record(c, now)?;
+            Ok(member)
+        }))
+    })?
 }
 
 /// The failure counter of an account.
@@ -400,6 +420,26 @@ async fn counted<T: Send + 'static>(
         p.rate_limiter
             .failed(&failures_key(kind, id), FAILURE_WINDOW)
             .await;
+        // The failure that reaches the limit is the sign of someone guessing with the password
+        // in hand: the audit log says so once per window (later attempts stop before counting).
+        if throttled(p, kind, id).await.is_err() {
+            tracing::warn!(
+                kind = kind.as_str(),
+                "second factor locked after repeated failures"
+            );
+            let (id, now) = (id.to_string(), p.now());
+            let _ = write(p, move |c| {
+                NewEvent::new(
+                    Actor::system("second-factor"),
+                    "second_factor.locked",
+                    Target::new(kind.as_str(), &id),
+                )
+                .details(serde_json::json!({ "failures": FAILURES_PER_ACCOUNT }))
+                .record(c, now)?;
+                Ok(())
+            })
+            .await;
+        }
     }
     outcome
 }

@@ -365,19 +365,8 @@ async fn keyed_chain_and_checkpoints_defeat_a_database_writer() {
 fn the_audit_commands_sign_and_check_checkpoints() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let run = |args: &[&str]| {
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_consent-e2e"));
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("CONSENT_") {
-                cmd.env_remove(key);
-            }
-        }
-        cmd.args(args)
-            .arg("--data-dir")
-            .arg(&data)
-            .output()
-            .expect("run consent")
-    };
+    let run =
+        |args: &[&str]| e2e_tests::run_consent(env!("CARGO_BIN_EXE_consent-e2e"), &data, &[], args);
     // The audit commands never migrate (a migration could change what they check).
     assert!(!run(&["audit", "verify"]).status.success());
     // Something to chain: a key rotation is audited (and migrates the embedded database).

@@ -282,6 +282,15 @@ async fn wrong_codes_are_limited_per_account_wherever_they_come_from() {
         assert!(r.headers().contains_key("retry-after"));
         // Nothing was used up by the refused attempts.
         assert_eq!(last_step(&app).await, steps, "{backend:?}");
+        let locked = app.audit_actions().await;
+        assert_eq!(
+            locked
+                .iter()
+                .filter(|a| *a == "second_factor.locked")
+                .count(),
+            1,
+            "{locked:?}"
+        );
         // Another account is not affected.
         app.create_staff("ops2").await;
         let (owing2, _) = password_login(&app, "ops2").await;
@@ -499,4 +508,78 @@ async fn developer_pages_set_up_and_ask_for_the_second_factor() {
         assert!(page.contains("10 recovery code(s) left"), "{page}");
         app.stop().await;
     }
+}
+
+#[tokio::test]
+async fn a_reset_staff_member_enrols_again_and_loses_their_sessions() {
+    for backend in backends() {
+        let app = spawn_app(backend).await;
+        let full = app.staff_token("ops1").await;
+        assert_eq!(get_status(&app, "/api/v1/admin/kyc", &full).await, 200);
+        let p = app.platform.clone();
+        let reset = tokio::task::spawn_blocking(move || {
+            developer_portal::second_factor::reset_staff(&p, " OPS1 ")
+        })
+        .await
+        .unwrap();
+        assert_eq!(reset.unwrap().username, "ops1");
+        assert_eq!(
+            get_status(&app, "/api/v1/admin/kyc", &full).await,
+            401,
+            "{backend:?}"
+        );
+        assert!(stored_factors(&app).await.is_empty());
+        let (_, due) = password_login(&app, "ops1").await;
+        assert_eq!(due, "enrol", "{backend:?}");
+        assert_audited(&app, &["second_factor.reset"]).await;
+        let p = app.platform.clone();
+        let unknown = tokio::task::spawn_blocking(move || {
+            developer_portal::second_factor::reset_staff(&p, "nobody")
+        })
+        .await
+        .unwrap();
+        assert!(matches!(
+            unknown,
+            Err(developer_portal::PortalError::NotFound(_))
+        ));
+        app.stop().await;
+    }
+}
+
+/// `consent admin reset-second-factor` on the embedded database.
+#[test]
+fn the_reset_command_names_the_staff_member_or_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let run = |args: &[&str]| {
+        e2e_tests::run_consent(
+            env!("CARGO_BIN_EXE_consent-e2e"),
+            &data,
+            &[("CONSENT_ADMIN_PASSWORD", PASSWORD)],
+            args,
+        )
+    };
+    let created = run(&[
+        "admin",
+        "create",
+        "--username",
+        "ops1",
+        "--display-name",
+        "Ops",
+    ]);
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let out = run(&["admin", "reset-second-factor", "--username", "ops1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("removed"));
+    let out = run(&["admin", "reset-second-factor", "--username", "nobody"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
 }

@@ -346,3 +346,26 @@ impl Drop for TestApp {
         }
     }
 }
+
+/// Runs the `consent` binary at `binary` (an integration test's
+/// `env!("CARGO_BIN_EXE_consent-e2e")`) on the embedded database in `data_dir`, with none of the
+/// caller's `CONSENT_*` variables but `envs`.
+pub fn run_consent(
+    binary: &str,
+    data_dir: &std::path::Path,
+    envs: &[(&str, &str)],
+    args: &[&str],
+) -> std::process::Output {
+    let mut cmd = std::process::Command::new(binary);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("CONSENT_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.envs(envs.iter().copied())
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .output()
+        .expect("run consent")
+}
