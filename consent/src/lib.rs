@@ -14,6 +14,7 @@ pub mod revocation_list;
 pub mod routes;
 pub mod sandbox;
 pub mod ssf;
+pub mod staff_access;
 pub mod startup;
 pub mod state;
 pub mod telemetry;

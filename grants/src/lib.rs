@@ -160,6 +160,7 @@ mod keys;
 mod mint;
 pub mod mtls;
 mod scope;
+pub mod staff;
 mod time;
 mod verify;
 mod vocab;

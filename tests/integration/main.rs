@@ -24,5 +24,6 @@ mod schemathesis;
 mod sdks;
 mod second_factor;
 mod ssf;
+mod staff_access;
 mod storage;
 mod webhooks;

@@ -45,6 +45,17 @@ pub fn describe_event(action: &str, details: &serde_json::Value) -> String {
             _ => "This app's access was ended".into(),
         },
         "grant.expired" => "Access ended on its expiry date".into(),
+        "grant.viewed_by_staff" => {
+            let why = match details.get("category").and_then(|v| v.as_str()) {
+                Some("customer_request") => "at your request",
+                Some("complaint") => "to handle a complaint",
+                Some("fraud_investigation") => "to investigate possible fraud",
+                Some("regulatory_inquiry") => "for a regulator's inquiry",
+                Some("technical_support") => "for technical support",
+                _ => "with a colleague's approval",
+            };
+            format!("Bank staff looked at this access {why}")
+        }
         "grant.expiry_warning" | "grant.expiring" => "Access is about to expire".into(),
         "grant.dormancy_warning" | "grant.dormant_soon" => {
             "Access is about to end because the app has not used it for a long time".into()

@@ -188,6 +188,7 @@ pub fn spec() -> utoipa::openapi::OpenApi {
     doc.merge(crate::routes::dashboard::ApiDoc::openapi());
     doc.merge(crate::routes::grants_api::ApiDoc::openapi());
     doc.merge(crate::routes::ssf::ApiDoc::openapi());
+    doc.merge(crate::routes::staff::ApiDoc::openapi());
     utoipa::Modify::modify(&SecuritySchemes, &mut doc);
     utoipa::Modify::modify(&ResponseConventions, &mut doc);
     utoipa::Modify::modify(&Webhooks, &mut doc);
@@ -243,6 +244,7 @@ mod tests {
             crate::routes::dashboard::ApiDoc::openapi(),
             crate::routes::grants_api::ApiDoc::openapi(),
             crate::routes::ssf::ApiDoc::openapi(),
+            crate::routes::staff::ApiDoc::openapi(),
         ];
         let mut seen = std::collections::BTreeMap::new();
         for doc in &docs {

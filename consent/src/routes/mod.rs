@@ -8,6 +8,7 @@ pub mod landing;
 pub mod oauth;
 pub mod pages;
 pub mod ssf;
+pub mod staff;
 
 use actix_web::web;
 
@@ -31,5 +32,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(pages::consent_decide)
         .configure(dashboard::configure)
         .configure(grants_api::configure)
-        .configure(ssf::configure);
+        .configure(ssf::configure)
+        .configure(staff::configure);
 }

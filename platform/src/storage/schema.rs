@@ -385,6 +385,21 @@ diesel::table! {
 }
 
 diesel::table! {
+    staff_credentials (id) {
+        id -> Text,
+        approval_request_id -> Text,
+        staff_id -> Text,
+        action -> Text,
+        target_type -> Text,
+        target_id -> Text,
+        issued_at -> Timestamp,
+        expires_at -> Timestamp,
+        revoked_at -> Nullable<Timestamp>,
+        revoked_by -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
     recovery_codes (subject_type, subject_id, code_hash) {
         subject_type -> Text,
         subject_id -> Text,

@@ -12,7 +12,7 @@
 //! holds the calls into the dashboard service they share. Sessions and CSRF tokens are checked
 //! by platform's extractors (`CustomerSession`, `CsrfForm`, `ApiSession`, `CsrfHeader`).
 
-mod api;
+pub(crate) mod api;
 mod markup;
 mod pages;
 

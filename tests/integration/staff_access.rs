@@ -1,0 +1,164 @@
+//! Staff access to a customer's grants (issue 18): asked with a justification, approved by a
+//! second staff member, taken once as a Biscuit credential for that customer, checked at every
+//! use, revocable, audited, and shown in the customer's history by role and category.
+
+use e2e_tests::dashboard::customer_client;
+use e2e_tests::oauth::customer_id;
+use e2e_tests::{TestApp, backends, spawn_demo_app};
+use reqwest::{Method, Response};
+use serde_json::{Value, json};
+
+async fn answer(r: Response) -> (u16, Value) {
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn ask(app: &TestApp, staff: &str, customer: &str, category: &str) -> (u16, Value) {
+    let path = format!("/api/v1/admin/customers/{customer}/access-requests");
+    let body = json!({
+        "justification": "Customer complains about an app reading their data",
+        "category": category,
+        "reference": "CASE-2026-0042",
+    });
+    answer(app.api(Method::POST, &path, Some(staff), Some(&body)).await).await
+}
+
+async fn post(app: &TestApp, staff: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+    answer(app.api(Method::POST, path, Some(staff), body).await).await
+}
+
+async fn read_grants(
+    app: &TestApp,
+    staff: &str,
+    customer: &str,
+    credential: Option<&str>,
+) -> (u16, Value) {
+    let mut r = app
+        .client
+        .get(app.url(&format!("/api/v1/admin/customers/{customer}/grants")))
+        .bearer_auth(staff);
+    if let Some(c) = credential {
+        r = r.header("X-Staff-Credential", c);
+    }
+    answer(r.send().await.unwrap()).await
+}
+
+#[tokio::test]
+async fn staff_read_a_customers_grants_only_with_an_approved_credential_of_their_own() {
+    for backend in backends() {
+        let app = spawn_demo_app(backend).await;
+        app.login_customer("alice").await;
+        let grant = app.approved_tokens().await["grant_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let alice = customer_id(&app, "alice").await;
+        let bob = customer_id(&app, "bob").await;
+        let a = app.staff_token("ops-a").await;
+        let b = app.staff_token("ops-b").await;
+
+        // No credential, no read.
+        let (s, _) = read_grants(&app, &a, &alice, None).await;
+        assert_eq!(s, 403, "{backend:?}");
+        // Asking: a category from the list, an existing customer.
+        let (s, v) = ask(&app, &a, &alice, "curiosity").await;
+        assert_eq!(s, 400, "{v} {backend:?}");
+        let (s, _) = ask(&app, &a, "cust_nobody", "complaint").await;
+        assert_eq!(s, 404, "{backend:?}");
+        let (s, v) = ask(&app, &a, &alice, "complaint").await;
+        assert_eq!(s, 201, "{v} {backend:?}");
+        let request = v["request_id"].as_str().unwrap().to_string();
+        let take = format!("/api/v1/admin/approvals/{request}/credential");
+        // Not approved yet; not by the requester; not someone else's to take.
+        assert_eq!(post(&app, &a, &take, None).await.0, 409, "{backend:?}");
+        let approve = format!("/api/v1/admin/approvals/{request}/approve");
+        let why = json!({ "justification": "Checked the complaint ticket, access is needed" });
+        assert_eq!(
+            post(&app, &a, &approve, Some(&why)).await.0,
+            403,
+            "{backend:?}"
+        );
+        assert_eq!(
+            post(&app, &b, &approve, Some(&why)).await.0,
+            200,
+            "{backend:?}"
+        );
+        assert_eq!(post(&app, &b, &take, None).await.0, 404, "{backend:?}");
+        let (s, v) = post(&app, &a, &take, None).await;
+        assert_eq!(s, 201, "{v} {backend:?}");
+        let credential = v["credential"].as_str().unwrap().to_string();
+        let credential_id = v["credential_id"].as_str().unwrap().to_string();
+        // Once per approval.
+        assert_eq!(post(&app, &a, &take, None).await.0, 409, "{backend:?}");
+
+        // Only its holder, only for that customer, only as issued.
+        assert_eq!(
+            read_grants(&app, &b, &alice, Some(&credential)).await.0,
+            403
+        );
+        assert_eq!(read_grants(&app, &a, &bob, Some(&credential)).await.0, 403);
+        // One character in the middle (the signed payload) changed.
+        let mut tampered = credential.clone().into_bytes();
+        let mid = tampered.len() / 2;
+        tampered[mid] = if tampered[mid] == b'A' { b'B' } else { b'A' };
+        let tampered = String::from_utf8(tampered).unwrap();
+        assert_eq!(read_grants(&app, &a, &alice, Some(&tampered)).await.0, 403);
+        assert_eq!(read_grants(&app, &a, &alice, Some("garbage")).await.0, 403);
+        let (s, v) = read_grants(&app, &a, &alice, Some(&credential)).await;
+        assert_eq!(s, 200, "{v} {backend:?}");
+        assert!(
+            v["grants"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|g| g["grant_id"] == grant),
+            "{v}"
+        );
+
+        // Alice sees it in the app's history: bank staff, why, not who.
+        let alice_web = customer_client(&app, "alice").await;
+        let history: Value = alice_web
+            .get(app.url(&format!("/api/v1/me/grants/{grant}/activity")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let seen = history["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["action"] == "grant.viewed_by_staff")
+            .unwrap_or_else(|| panic!("{history}"));
+        assert_eq!(
+            seen["description"],
+            "Bank staff looked at this access to handle a complaint"
+        );
+        assert!(!history.to_string().contains("ops-a"), "{history}");
+
+        // A colleague revokes it: no further reads.
+        let revoke = format!("/api/v1/admin/credentials/{credential_id}/revocation");
+        assert_eq!(post(&app, &b, &revoke, None).await.0, 204, "{backend:?}");
+        assert_eq!(
+            read_grants(&app, &a, &alice, Some(&credential)).await.0,
+            403
+        );
+        assert_eq!(post(&app, &b, &revoke, None).await.0, 404, "{backend:?}");
+
+        let actions = app.audit_actions().await;
+        for expected in [
+            "approval.requested",
+            "staff_credential.issued",
+            "customer.grants.viewed_by_staff",
+            "grant.viewed_by_staff",
+            "staff_credential.revoked",
+        ] {
+            assert!(
+                actions.iter().any(|x| x == expected),
+                "{expected} in {actions:?}"
+            );
+        }
+        app.stop().await;
+    }
+}
