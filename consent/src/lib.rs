@@ -15,6 +15,7 @@ pub mod routes;
 pub mod sandbox;
 pub mod ssf;
 pub mod staff_access;
+pub mod staff_broadcast;
 pub mod startup;
 pub mod state;
 pub mod telemetry;

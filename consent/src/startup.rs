@@ -231,6 +231,7 @@ impl Application {
                 .revocations
                 .spawn_sync(state.platform.clone(), shutdown_rx.clone()),
             lifecycle::spawn_sweeper(state.platform.clone(), sweep_interval, shutdown_rx.clone()),
+            crate::staff_broadcast::spawn(state.platform.clone(), shutdown_rx.clone()),
             webhooks::spawn_delivery(state.platform.clone(), shutdown_rx),
         ];
 

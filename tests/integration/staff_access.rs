@@ -162,3 +162,106 @@ async fn staff_read_a_customers_grants_only_with_an_approved_credential_of_their
         app.stop().await;
     }
 }
+
+const STAFF_CHANNEL_SECRET: &str = "whsec_c3RhZmYtY2hhbm5lbC1zZWNyZXQtZm9yLXRlc3Rz";
+
+#[tokio::test]
+async fn requests_decisions_credentials_and_uses_reach_the_staff_channel_in_order() {
+    use e2e_tests::webhooks::{Receiver, verify};
+    use std::time::Duration;
+    for backend in backends() {
+        let receiver = Receiver::start().await;
+        // The channel is down at first: nothing is lost, the rest waits behind it.
+        receiver.set_failing(true);
+        let url = receiver.url.clone();
+        let app = e2e_tests::spawn_app_with(
+            backend,
+            consent::startup::ServeOptions {
+                demo: true,
+                ..Default::default()
+            },
+            |s| {
+                s.webhooks.staff_url = Some(url);
+                s.webhooks.staff_secret =
+                    Some(platform::config::Secret::new(STAFF_CHANNEL_SECRET.into()));
+            },
+        )
+        .await;
+        let alice = customer_id(&app, "alice").await;
+        let a = app.staff_token("ops-a").await;
+        let b = app.staff_token("ops-b").await;
+        let (s, v) = ask(&app, &a, &alice, "fraud_investigation").await;
+        assert_eq!(s, 201, "{v}");
+        let request = v["request_id"].as_str().unwrap().to_string();
+        let why = json!({ "justification": "Fraud team ticket checked, go ahead" });
+        let approve = format!("/api/v1/admin/approvals/{request}/approve");
+        assert_eq!(post(&app, &b, &approve, Some(&why)).await.0, 200);
+        receiver.wait_for(1, Duration::from_secs(10)).await;
+        receiver.set_failing(false);
+        let take = format!("/api/v1/admin/approvals/{request}/credential");
+        let credential = post(&app, &a, &take, None).await.1["credential"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            read_grants(&app, &a, &alice, Some(&credential)).await.0,
+            200
+        );
+
+        let expected = [
+            "staff.created",
+            "staff.created",
+            "approval.requested",
+            "approval.approved",
+            "staff_credential.issued",
+            "customer.grants.viewed_by_staff",
+        ];
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let delivered = loop {
+            // What the channel accepted (the failed attempts answered 503 and were retried).
+            let ok: Vec<_> = receiver.received();
+            let mut seen: Vec<serde_json::Value> = Vec::new();
+            for r in &ok {
+                let v = r.json();
+                if !seen.iter().any(|s| s["id"] == v["id"]) {
+                    seen.push(v);
+                }
+            }
+            let types: Vec<String> = seen
+                .iter()
+                .map(|v| v["type"].as_str().unwrap().to_string())
+                .collect();
+            if types.len() >= expected.len() || std::time::Instant::now() > deadline {
+                break (types, ok, seen);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        let (types, raw, seen) = delivered;
+        assert_eq!(types, expected, "{backend:?}");
+        // Signed, and in chain order.
+        let now = chrono::Utc::now().timestamp();
+        for r in &raw {
+            verify(STAFF_CHANNEL_SECRET, r, now, 300).unwrap();
+        }
+        let indices: Vec<i64> = seen
+            .iter()
+            .map(|v| v["data"]["chain_index"].as_i64().unwrap())
+            .collect();
+        assert!(indices.windows(2).all(|w| w[0] < w[1]), "{indices:?}");
+        // The first event was refused while the channel was down, and delivered after.
+        assert!(
+            raw.iter()
+                .filter(|r| r.json()["id"] == seen[0]["id"])
+                .count()
+                >= 2,
+            "{backend:?}"
+        );
+        let use_ = seen
+            .iter()
+            .find(|v| v["type"] == "customer.grants.viewed_by_staff")
+            .unwrap();
+        assert_eq!(use_["data"]["details"]["category"], "fraud_investigation");
+        app.stop().await;
+        receiver.stop().await;
+    }
+}

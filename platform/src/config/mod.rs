@@ -172,6 +172,13 @@ pub struct WebhookSettings {
     /// webhook URLs are chosen by developers, and the server must not become their way into the
     /// bank's network (SSRF). Turn on only for local development and tests.
     pub allow_private_targets: bool,
+    /// The staff channel: every privileged staff request, decision, credential and use (and
+    /// second-factor lockouts and resets) is POSTed here as it is linked into the audit chain,
+    /// signed per Standard Webhooks with `staff_secret`. Chosen by the bank's operators, so it
+    /// may be an internal address. Unset: no broadcast.
+    pub staff_url: Option<String>,
+    /// `whsec_` + base64 of the signing key shared with the staff channel (secret).
+    pub staff_secret: Option<Secret<String>>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -238,6 +245,8 @@ impl Default for Settings {
                 max_backoff: ConfigDuration::secs(6 * 3_600),
                 max_attempts: 12,
                 allow_private_targets: false,
+                staff_url: None,
+                staff_secret: None,
             },
             demo: DemoSettings::default(),
         }
@@ -323,6 +332,30 @@ impl Settings {
             return Err(ConfigError(
                 "server.revocation_sync_interval must be between 100ms and 60s".into(),
             ));
+        }
+        // The staff channel needs both its address and its key, and a URL it can post to.
+        match (&self.webhooks.staff_url, &self.webhooks.staff_secret) {
+            (None, None) => {}
+            (Some(url), Some(secret)) => {
+                let ok = url::Url::parse(url)
+                    .is_ok_and(|u| matches!(u.scheme(), "https" | "http") && u.host().is_some());
+                if !ok {
+                    return Err(ConfigError(
+                        "webhooks.staff_url must be an http(s) URL".into(),
+                    ));
+                }
+                if !secret.expose().starts_with("whsec_") || secret.expose().len() < 30 {
+                    return Err(ConfigError(
+                        "webhooks.staff_secret must be whsec_ followed by base64 (24 bytes or more)"
+                            .into(),
+                    ));
+                }
+            }
+            _ => {
+                return Err(ConfigError(
+                    "webhooks.staff_url and webhooks.staff_secret go together".into(),
+                ));
+            }
         }
         if self.database.pool_size == 0 {
             return Err(ConfigError("database.pool_size must be at least 1".into()));

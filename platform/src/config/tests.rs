@@ -148,3 +148,25 @@ fn durations_parse_and_print() {
     assert!("99999999999999999999d".parse::<ConfigDuration>().is_err());
     assert_eq!(ConfigDuration::days(180).to_string(), "180d");
 }
+
+#[test]
+fn the_staff_channel_needs_an_http_url_and_a_webhook_key() {
+    let load = |pairs: &[(&str, &str)]| Settings::load_from(None, env(pairs));
+    let url = (
+        "CONSENT_WEBHOOKS__STAFF_URL",
+        "https://staff-events.bank.internal/hook",
+    );
+    let secret = (
+        "CONSENT_WEBHOOKS__STAFF_SECRET",
+        "whsec_c3RhZmYtY2hhbm5lbC1zZWNyZXQtZm9yLXRlc3Rz",
+    );
+    let s = load(&[url, secret]).unwrap();
+    assert_eq!(s.webhooks.staff_url.as_deref(), Some(url.1));
+    assert!(load(&[url]).is_err(), "a URL without its key");
+    assert!(load(&[secret]).is_err(), "a key without its URL");
+    let ftp = ("CONSENT_WEBHOOKS__STAFF_URL", "ftp://bank.internal/hook");
+    assert!(load(&[ftp, secret]).is_err());
+    let short = ("CONSENT_WEBHOOKS__STAFF_SECRET", "whsec_abc");
+    assert!(load(&[url, short]).is_err());
+    assert!(!format!("{:?}", s.webhooks).contains("c3RhZmY"), "the key is never printed");
+}

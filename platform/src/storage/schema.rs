@@ -400,6 +400,16 @@ diesel::table! {
 }
 
 diesel::table! {
+    staff_broadcast (id) {
+        id -> Integer,
+        chain_index -> BigInt,
+        lease_until -> Nullable<Timestamp>,
+        last_error -> Nullable<Text>,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
     recovery_codes (subject_type, subject_id, code_hash) {
         subject_type -> Text,
         subject_id -> Text,
