@@ -212,7 +212,7 @@ async fn send(
 /// channel is not configured).
 pub fn spawn(
     platform: Platform,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         if platform.settings.webhooks.staff_url.is_none() {
@@ -232,23 +232,13 @@ pub fn spawn(
                 return;
             }
         };
-        let mut tick = tokio::time::interval(platform.settings.webhooks.delivery_interval.get());
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = shutdown.changed() => return,
+        let interval = platform.settings.webhooks.delivery_interval.get();
+        crate::webhooks::drain_every(interval, shutdown, || async {
+            match broadcast_pass(&platform, &http).await {
+                Ok(p) => Ok(p.more && !p.stalled),
+                Err(e) => Err(format!("staff channel pass failed: {e}")),
             }
-            while !*shutdown.borrow() {
-                match broadcast_pass(&platform, &http).await {
-                    Ok(p) if p.more && !p.stalled => continue,
-                    Ok(_) => break,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "staff channel pass failed; will retry");
-                        break;
-                    }
-                }
-            }
-        }
+        })
+        .await;
     })
 }

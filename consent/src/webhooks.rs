@@ -387,7 +387,7 @@ pub fn http_client(platform: &Platform) -> reqwest::Result<reqwest::Client> {
 /// Runs [`deliver_due`] every `webhooks.delivery_interval` until shutdown.
 pub fn spawn_delivery(
     platform: Platform,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let http = match http_client(&platform) {
@@ -397,26 +397,45 @@ pub fn spawn_delivery(
                 return;
             }
         };
-        let mut tick = tokio::time::interval(platform.settings.webhooks.delivery_interval.get());
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = shutdown.changed() => return,
+        let interval = platform.settings.webhooks.delivery_interval.get();
+        drain_every(interval, shutdown, || async {
+            match deliver_due(&platform, &http).await {
+                Ok(r) => Ok(r.delivered + r.retrying + r.failed >= BATCH as usize),
+                Err(e) => Err(format!("webhook delivery pass failed: {e}")),
             }
-            // Drain: keep going while full batches come back (and the server is not stopping).
-            while !*shutdown.borrow() {
-                match deliver_due(&platform, &http).await {
-                    Ok(r) if r.delivered + r.retrying + r.failed >= BATCH as usize => continue,
-                    Ok(_) => break,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "webhook delivery pass failed; will retry");
-                        break;
-                    }
+        })
+        .await;
+    })
+}
+
+/// Every `interval` until `shutdown`: `pass` again and again while it says there may be more
+/// (`Ok(true)`), then wait for the next tick; an `Err` is logged and waits for the next tick.
+pub(crate) async fn drain_every<F, Fut>(
+    interval: std::time::Duration,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    mut pass: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<bool, String>>,
+{
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        while !*shutdown.borrow() {
+            match pass().await {
+                Ok(true) => continue,
+                Ok(false) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "background pass failed; will retry");
+                    break;
                 }
             }
         }
-    })
+    }
 }
 
 #[cfg(test)]

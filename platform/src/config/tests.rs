@@ -168,5 +168,8 @@ fn the_staff_channel_needs_an_http_url_and_a_webhook_key() {
     assert!(load(&[ftp, secret]).is_err());
     let short = ("CONSENT_WEBHOOKS__STAFF_SECRET", "whsec_abc");
     assert!(load(&[url, short]).is_err());
-    assert!(!format!("{:?}", s.webhooks).contains("c3RhZmY"), "the key is never printed");
+    assert!(
+        !format!("{:?}", s.webhooks).contains("c3RhZmY"),
+        "the key is never printed"
+    );
 }
