@@ -25,6 +25,7 @@ use platform::storage::schema::{customers, grant_rows, staff_credentials};
 
 use crate::dashboard::{CustomerGrants, GrantView};
 use crate::oauth::OAuthService;
+use crate::oauth::keys::KeyPurpose;
 
 /// How long a credential is valid once taken.
 pub const CREDENTIAL_LIFETIME: Duration = Duration::minutes(15);
@@ -112,12 +113,20 @@ pub async fn request(
     .await
 }
 
+/// The approved actions a credential is issued for (a suspension is executed by its approval).
+const CREDENTIAL_ACTIONS: [ApprovalAction; 2] = [
+    ApprovalAction::AccessCustomerGrants,
+    ApprovalAction::RotateSigningKeys,
+];
+
 /// A credential, shown once to the staff member it was issued to.
 #[derive(Debug)]
 pub struct Issued {
     pub id: String,
     pub credential: String,
-    pub customer_id: String,
+    pub action: &'static str,
+    pub resource_type: String,
+    pub resource_id: String,
     pub expires_at: DateTime<Utc>,
 }
 
@@ -134,7 +143,7 @@ pub async fn issue(
         let id = id.clone();
         write(oauth, move |c| {
             let approved = approvals::get(c, &request_id)?;
-            if approved.action != ACTION || approved.requested_by != staff_id {
+            if !CREDENTIAL_ACTIONS.contains(&approved.action) || approved.requested_by != staff_id {
                 // Someone else's request, or another action: nothing to hand out here.
                 return Err(PortalError::NotFound("approval request"));
             }
@@ -166,7 +175,7 @@ pub async fn issue(
                     staff_credentials::id.eq(&id),
                     staff_credentials::approval_request_id.eq(&approved.id),
                     staff_credentials::staff_id.eq(&staff_id),
-                    staff_credentials::action.eq(ACTION.as_str()),
+                    staff_credentials::action.eq(approved.action.as_str()),
                     staff_credentials::target_type.eq(&approved.target.kind),
                     staff_credentials::target_id.eq(&approved.target.id),
                     staff_credentials::issued_at.eq(ts(now)),
@@ -180,7 +189,7 @@ pub async fn issue(
             )
             .details(serde_json::json!({
                 "approval_request": approved.id,
-                "action": ACTION.as_str(),
+                "action": approved.action.as_str(),
                 "target_type": approved.target.kind,
                 "target_id": approved.target.id,
                 "approved_by": approved.decided_by,
@@ -190,7 +199,7 @@ pub async fn issue(
             Ok(StaffCredential {
                 id,
                 staff_id,
-                action: ACTION.as_str().into(),
+                action: approved.action.as_str().into(),
                 resource_kind: approved.target.kind,
                 resource_id: approved.target.id,
                 expires_at,
@@ -203,9 +212,43 @@ pub async fn issue(
     Ok(Issued {
         id,
         credential,
-        customer_id: row.resource_id,
+        action: ApprovalAction::parse(&row.action).map_or("", ApprovalAction::as_str),
+        resource_type: row.resource_kind,
+        resource_id: row.resource_id,
         expires_at,
     })
+}
+
+/// Checks `credential` offline for `staff_id` doing `action` on (`kind`, `id`): its id.
+fn verify_use(
+    oauth: &OAuthService,
+    credential: &str,
+    use_: &StaffUse<'_>,
+) -> Result<String, ApiError> {
+    let keys = oauth.keys.current().keyset;
+    verify_staff_credential(credential, &keys, use_, oauth.platform.now())
+        .map_err(|e| ApiError::Forbidden(format!("staff credential refused: {e}")))
+}
+
+/// The approval request behind live credential `id` of `staff_id` (refused when revoked or
+/// expired).
+fn live(
+    c: &mut AnyConnection,
+    id: &str,
+    staff_id: &str,
+    now: DateTime<Utc>,
+) -> PortalResult<String> {
+    staff_credentials::table
+        .filter(staff_credentials::id.eq(id))
+        .filter(staff_credentials::staff_id.eq(staff_id))
+        .filter(staff_credentials::revoked_at.is_null())
+        .filter(staff_credentials::expires_at.gt(ts(now)))
+        .select(staff_credentials::approval_request_id)
+        .first(c)
+        .optional()?
+        .ok_or_else(|| {
+            PortalError::Forbidden("staff credential refused: revoked or expired".into())
+        })
 }
 
 /// The grants of `customer_id`, read by `staff_id` with `credential`: refused unless the
@@ -218,31 +261,17 @@ pub async fn customer_grants(
     credential: &str,
 ) -> Result<Vec<GrantView>, ApiError> {
     let now = oauth.platform.now();
-    let keys = oauth.keys.current().keyset;
     let use_ = StaffUse {
         staff_id: &staff_id,
         action: ACTION.as_str(),
         resource_kind: ACTION.target_kind(),
         resource_id: &customer_id,
     };
-    let id = verify_staff_credential(credential, &keys, &use_, now)
-        .map_err(|e| ApiError::Forbidden(format!("staff credential refused: {e}")))?;
+    let id = verify_use(oauth, credential, &use_)?;
     {
         let (staff_id, customer_id) = (staff_id.clone(), customer_id.clone());
         write(oauth, move |c| {
-            let live: Option<String> = staff_credentials::table
-                .filter(staff_credentials::id.eq(&id))
-                .filter(staff_credentials::staff_id.eq(&staff_id))
-                .filter(staff_credentials::revoked_at.is_null())
-                .filter(staff_credentials::expires_at.gt(ts(now)))
-                .select(staff_credentials::approval_request_id)
-                .first(c)
-                .optional()?;
-            let Some(request_id) = live else {
-                return Err(PortalError::Forbidden(
-                    "staff credential refused: revoked or expired".into(),
-                ));
-            };
+            let request_id = live(c, &id, &staff_id, now)?;
             let payload = approvals::get(c, &request_id)?.payload;
             let details = serde_json::json!({
                 "role": "staff",
@@ -282,6 +311,106 @@ pub async fn customer_grants(
         .await?)
 }
 
+/// The purposes of signing keys staff may rotate through the API.
+pub fn key_purpose(raw: &str) -> Option<KeyPurpose> {
+    match raw {
+        "biscuit" => Some(KeyPurpose::Biscuit),
+        "security_events" => Some(KeyPurpose::SecurityEvents),
+        _ => None,
+    }
+}
+
+/// Staff member `staff_id` asks to rotate the signing keys of `purpose`.
+pub async fn request_key_rotation(
+    oauth: &OAuthService,
+    staff_id: String,
+    purpose: KeyPurpose,
+    justification: String,
+    reference_text: String,
+) -> Result<ApprovalRequest, ApiError> {
+    let now = oauth.platform.now();
+    let action = ApprovalAction::RotateSigningKeys;
+    write(oauth, move |c| {
+        let reference = reference(&reference_text)?;
+        Ok(approvals::request(
+            c,
+            action,
+            ApprovalTarget::new(action.target_kind(), purpose.as_str()),
+            serde_json::json!({ "reference": reference }),
+            &justification,
+            &staff_id,
+            now,
+        )?)
+    })
+    .await
+}
+
+/// Rotates the signing keys of `purpose` with `credential` (approved for exactly that; used up
+/// by the rotation, in the same transaction); the new key id.
+pub async fn rotate_keys(
+    oauth: &OAuthService,
+    staff_id: String,
+    purpose: KeyPurpose,
+    credential: &str,
+) -> Result<u32, ApiError> {
+    let now = oauth.platform.now();
+    let action = ApprovalAction::RotateSigningKeys;
+    let use_ = StaffUse {
+        staff_id: &staff_id,
+        action: action.as_str(),
+        resource_kind: action.target_kind(),
+        resource_id: purpose.as_str(),
+    };
+    let id = verify_use(oauth, credential, &use_)?;
+    let access_ttl = oauth.platform.settings.tokens.access_token_ttl.as_chrono();
+    let master = oauth.platform.master_key.clone();
+    write(oauth, move |c| {
+        live(c, &id, &staff_id, now)?;
+        // The server made both purposes' keys at start-up: this rotates an existing key.
+        let kid = crate::oauth::keys::rotate_in_transaction(
+            c,
+            &master,
+            now,
+            access_ttl,
+            purpose,
+            Actor::staff(&staff_id),
+        )?;
+        end_credential(c, &id, &staff_id, "staff_credential.used", now)?;
+        Ok(kid)
+    })
+    .await
+}
+
+/// Marks live credential `id` ended by `staff_id` (used up or revoked) and audits it.
+fn end_credential(
+    c: &mut AnyConnection,
+    id: &str,
+    staff_id: &str,
+    action: &'static str,
+    now: DateTime<Utc>,
+) -> PortalResult<()> {
+    let changed = diesel::update(
+        staff_credentials::table
+            .filter(staff_credentials::id.eq(id))
+            .filter(staff_credentials::revoked_at.is_null()),
+    )
+    .set((
+        staff_credentials::revoked_at.eq(Some(ts(now))),
+        staff_credentials::revoked_by.eq(Some(staff_id)),
+    ))
+    .execute(c)?;
+    if changed != 1 {
+        return Err(PortalError::NotFound("live staff credential"));
+    }
+    NewEvent::new(
+        Actor::staff(staff_id),
+        action,
+        Target::new("staff_credential", id),
+    )
+    .record(c, now)?;
+    Ok(())
+}
+
 /// Ends credential `credential_id` at once (any active staff member may: a colleague who sees
 /// misuse does not wait for its holder).
 pub async fn revoke(
@@ -291,26 +420,13 @@ pub async fn revoke(
 ) -> Result<(), ApiError> {
     let now = oauth.platform.now();
     write(oauth, move |c| {
-        let changed = diesel::update(
-            staff_credentials::table
-                .filter(staff_credentials::id.eq(&credential_id))
-                .filter(staff_credentials::revoked_at.is_null()),
-        )
-        .set((
-            staff_credentials::revoked_at.eq(Some(ts(now))),
-            staff_credentials::revoked_by.eq(Some(&staff_id)),
-        ))
-        .execute(c)?;
-        if changed != 1 {
-            return Err(PortalError::NotFound("live staff credential"));
-        }
-        NewEvent::new(
-            Actor::staff(&staff_id),
+        end_credential(
+            c,
+            &credential_id,
+            &staff_id,
             "staff_credential.revoked",
-            Target::new("staff_credential", &credential_id),
+            now,
         )
-        .record(c, now)?;
-        Ok(())
     })
     .await
 }

@@ -288,38 +288,41 @@ fn spawn_key_refresh(
     state: AppState,
     mut shutdown: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
-    use oauth::keys::{KeyPurpose, KeyRing};
+    use oauth::keys::KeyPurpose;
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
         tick.tick().await;
-        let rings: [(KeyPurpose, KeyRing); 2] = [
-            (KeyPurpose::Biscuit, state.oauth.keys.clone()),
-            (KeyPurpose::SecurityEvents, state.ssf.keys.clone()),
-        ];
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = shutdown.changed() => return,
             }
-            for (purpose, ring) in &rings {
-                let p = state.platform.clone();
-                let now = p.now();
-                let purpose = *purpose;
-                match p
-                    .db
-                    .run(move |c| {
-                        oauth::keys::load(c, &p.master_key.cipher("signing-keys"), now, purpose)
-                    })
-                    .await
-                {
-                    Ok(keys) => ring.replace(keys),
-                    Err(e) => tracing::warn!(
-                        error = %e,
-                        purpose = purpose.as_str(),
-                        "signing key refresh failed; keeping current keys"
-                    ),
-                }
+            for purpose in [KeyPurpose::Biscuit, KeyPurpose::SecurityEvents] {
+                reload_keys(&state, purpose).await;
             }
         }
     })
+}
+
+/// Reloads this instance's keys of `purpose` from the database (after a rotation here, or
+/// periodically for rotations elsewhere); on failure the current keys stay.
+pub async fn reload_keys(state: &AppState, purpose: oauth::keys::KeyPurpose) {
+    let ring = match purpose {
+        oauth::keys::KeyPurpose::Biscuit => &state.oauth.keys,
+        oauth::keys::KeyPurpose::SecurityEvents => &state.ssf.keys,
+    };
+    let p = state.platform.clone();
+    let now = p.now();
+    match p
+        .db
+        .run(move |c| oauth::keys::load(c, &p.master_key.cipher("signing-keys"), now, purpose))
+        .await
+    {
+        Ok(keys) => ring.replace(keys),
+        Err(e) => tracing::warn!(
+            error = %e,
+            purpose = purpose.as_str(),
+            "signing key refresh failed; keeping current keys"
+        ),
+    }
 }

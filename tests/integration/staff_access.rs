@@ -265,3 +265,88 @@ async fn requests_decisions_credentials_and_uses_reach_the_staff_channel_in_orde
         receiver.stop().await;
     }
 }
+
+#[tokio::test]
+async fn signing_keys_rotate_through_the_api_only_with_a_four_eyes_credential_used_once() {
+    for backend in backends() {
+        let app = spawn_demo_app(backend).await;
+        let alice = customer_id(&app, "alice").await;
+        let a = app.staff_token("ops-a").await;
+        let b = app.staff_token("ops-b").await;
+        let before = app.oauth.keys.current().active.kid();
+        let ask_rotation = |purpose: &'static str| {
+            let (app, a) = (&app, a.clone());
+            async move {
+                let path = format!("/api/v1/admin/keys/{purpose}/rotation-requests");
+                let body = json!({
+                    "justification": "Quarterly rotation of the token signing key",
+                    "reference": "CHG-2026-1201",
+                });
+                post(app, &a, &path, Some(&body)).await
+            }
+        };
+        assert_eq!(ask_rotation("nope").await.0, 404, "{backend:?}");
+        let (s, v) = ask_rotation("biscuit").await;
+        assert_eq!(s, 201, "{v} {backend:?}");
+        assert_eq!(v["action"], "keys.rotate");
+        assert_eq!(
+            (v["target_type"].clone(), v["target_id"].clone()),
+            (json!("signing_keys"), json!("biscuit"))
+        );
+        let request = v["request_id"].as_str().unwrap().to_string();
+        let rotate = "/api/v1/admin/keys/biscuit/rotation";
+        // Without a credential nothing rotates.
+        assert_eq!(post(&app, &a, rotate, None).await.0, 403, "{backend:?}");
+        let why = json!({ "justification": "Change ticket approved by the key custodians" });
+        let approve = format!("/api/v1/admin/approvals/{request}/approve");
+        assert_eq!(post(&app, &b, &approve, Some(&why)).await.0, 200);
+        let (s, v) = post(
+            &app,
+            &a,
+            &format!("/api/v1/admin/approvals/{request}/credential"),
+            None,
+        )
+        .await;
+        assert_eq!(s, 201, "{v}");
+        assert_eq!(v["action"], "keys.rotate");
+        let credential = v["credential"].as_str().unwrap().to_string();
+        let with_credential = |path: String| {
+            let (app, a, credential) = (&app, a.clone(), credential.clone());
+            async move {
+                app.client
+                    .post(app.url(&path))
+                    .bearer_auth(&a)
+                    .header("X-Staff-Credential", credential)
+                    .send()
+                    .await
+                    .unwrap()
+            }
+        };
+        // Not for another purpose, nor for reading a customer's grants.
+        let r = with_credential("/api/v1/admin/keys/security_events/rotation".into()).await;
+        assert_eq!(r.status(), 403, "{backend:?}");
+        assert_eq!(
+            read_grants(&app, &a, &alice, Some(&credential)).await.0,
+            403
+        );
+        assert_eq!(app.oauth.keys.current().active.kid(), before);
+        // With it: rotated, and this instance signs with the new key at once.
+        let r = with_credential(rotate.into()).await;
+        assert_eq!(r.status(), 200, "{backend:?}");
+        let kid = r.json::<Value>().await.unwrap()["kid"].as_u64().unwrap() as u32;
+        assert_ne!(kid, before);
+        assert_eq!(app.oauth.keys.current().active.kid(), kid, "{backend:?}");
+        // Used up.
+        let r = with_credential(rotate.into()).await;
+        assert_eq!(r.status(), 403, "{backend:?}");
+        assert_eq!(app.oauth.keys.current().active.kid(), kid);
+        let actions = app.audit_actions().await;
+        for expected in ["signing_key.rotated", "staff_credential.used"] {
+            assert!(
+                actions.iter().any(|x| x == expected),
+                "{expected} in {actions:?}"
+            );
+        }
+        app.stop().await;
+    }
+}

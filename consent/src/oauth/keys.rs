@@ -212,8 +212,22 @@ pub fn rotate(
     purpose: KeyPurpose,
     actor: Actor,
 ) -> StorageResult<u32> {
-    let cipher = master.cipher(PURPOSE);
     write_tx(conn, |c| {
+        rotate_in_transaction(c, master, now, access_ttl, purpose, actor)
+    })
+}
+
+/// [`rotate`] inside the caller's write transaction.
+pub fn rotate_in_transaction(
+    c: &mut AnyConnection,
+    master: &MasterKey,
+    now: DateTime<Utc>,
+    access_ttl: Duration,
+    purpose: KeyPurpose,
+    actor: Actor,
+) -> StorageResult<u32> {
+    let cipher = master.cipher(PURPOSE);
+    {
         let previous: Option<i64> = signing_keys::table
             .filter(signing_keys::purpose.eq(purpose.as_str()))
             .filter(signing_keys::status.eq(SigningKeyStatus::Active.as_str()))
@@ -244,5 +258,5 @@ pub fn rotate(
         .details(serde_json::json!({ "previous_kid": previous, "purpose": purpose.as_str() }))
         .record(c, now)?;
         Ok(key.kid())
-    })
+    }
 }

@@ -13,6 +13,7 @@ use utoipa::{OpenApi, ToSchema};
 
 use super::dashboard::api::GrantListResponse;
 use crate::AppState;
+use crate::oauth::keys::KeyPurpose;
 use crate::staff_access::{self, StaffAccessCategory};
 
 /// The header that carries a staff credential.
@@ -21,12 +22,21 @@ pub const CREDENTIAL_HEADER: &str = "X-Staff-Credential";
 /// OpenAPI fragment merged into the server's document.
 #[derive(Debug, OpenApi)]
 #[openapi(
-    paths(request_access, take_credential, customer_grants, revoke_credential),
+    paths(
+        request_access,
+        take_credential,
+        customer_grants,
+        revoke_credential,
+        request_key_rotation,
+        rotate_keys
+    ),
     components(schemas(
         AccessRequestBody,
-        AccessRequestResponse,
+        OpenedRequest,
         StaffCredentialResponse,
-        StaffAccessCategory
+        StaffAccessCategory,
+        KeyRotationRequestBody,
+        RotatedKey
     ))
 )]
 pub struct ApiDoc;
@@ -35,7 +45,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(request_access)
         .service(take_credential)
         .service(customer_grants)
-        .service(revoke_credential);
+        .service(revoke_credential)
+        .service(request_key_rotation)
+        .service(rotate_keys);
 }
 
 platform::documented_responses! {
@@ -71,13 +83,45 @@ pub struct AccessRequestBody {
     pub reference: String,
 }
 
-/// An open request for access, waiting for a second staff member.
+/// An open request, waiting for a second staff member.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct AccessRequestResponse {
+pub struct OpenedRequest {
     /// The approval request: a colleague approves it at `/api/v1/admin/approvals/{id}/approve`.
     pub request_id: String,
-    pub customer_id: String,
+    /// `customer.grants.access` or `keys.rotate`.
+    pub action: String,
+    /// What it is about: `customer` or `signing_keys`, and its id.
+    pub target_type: String,
+    pub target_id: String,
     pub expires_at: DateTime<Utc>,
+}
+
+impl From<developer_portal::approvals::ApprovalRequest> for OpenedRequest {
+    fn from(r: developer_portal::approvals::ApprovalRequest) -> Self {
+        Self {
+            request_id: r.id,
+            action: r.action.as_str().into(),
+            target_type: r.target.kind,
+            target_id: r.target.id,
+            expires_at: r.expires_at,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeyRotationRequestBody {
+    /// Why the keys must change (at least 10 characters; every colleague sees it).
+    pub justification: String,
+    /// The change or incident it is for (1 to 100 characters).
+    #[schema(example = "CHG-2026-1201")]
+    pub reference: String,
+}
+
+/// The new active key.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RotatedKey {
+    pub kid: u32,
 }
 
 /// A staff credential, shown once: send it as `X-Staff-Credential` with the staff token.
@@ -85,7 +129,10 @@ pub struct AccessRequestResponse {
 pub struct StaffCredentialResponse {
     pub credential_id: String,
     pub credential: String,
-    pub customer_id: String,
+    /// What it allows (`customer.grants.access` or `keys.rotate`), on what.
+    pub action: String,
+    pub resource_type: String,
+    pub resource_id: String,
     pub expires_at: DateTime<Utc>,
 }
 
@@ -95,7 +142,7 @@ pub struct StaffCredentialResponse {
     security(("staff_token" = [])),
     params(("customer_id" = String, Path, description = "Customer id")),
     request_body = AccessRequestBody,
-    responses((status = 201, description = "Request opened", body = AccessRequestResponse),
+    responses((status = 201, description = "Request opened", body = OpenedRequest),
         (status = 400, description = "Invalid justification or reference, or a request for this customer is already pending", body = Problem),
         NoStaffToken, NoSuchTarget, Malformed))]
 #[post("/api/v1/admin/customers/{customer_id}/access-requests")]
@@ -120,15 +167,11 @@ pub async fn request_access(
         reference,
     )
     .await?;
-    Ok(HttpResponse::Created().json(AccessRequestResponse {
-        request_id: r.id,
-        customer_id: r.target.id,
-        expires_at: r.expires_at,
-    }))
+    Ok(HttpResponse::Created().json(OpenedRequest::from(r)))
 }
 
-/// Take the credential of your approved access request (once, within 15 minutes of the
-/// approval); it is valid for 15 minutes.
+/// Take the credential of your approved request (customer access or key rotation; once, within
+/// 15 minutes of the approval); it is valid for 15 minutes.
 #[utoipa::path(post, path = "/api/v1/admin/approvals/{request_id}/credential", tag = "staff",
     security(("staff_token" = [])),
     params(("request_id" = String, Path, description = "Approval request id")),
@@ -146,7 +189,9 @@ pub async fn take_credential(
     let mut resp = no_store_json(&StaffCredentialResponse {
         credential_id: issued.id,
         credential: issued.credential,
-        customer_id: issued.customer_id,
+        action: issued.action.into(),
+        resource_type: issued.resource_type,
+        resource_id: issued.resource_id,
         expires_at: issued.expires_at,
     });
     *resp.status_mut() = actix_web::http::StatusCode::CREATED;
@@ -197,4 +242,77 @@ pub async fn revoke_credential(
     let id = path_id(&path)?;
     staff_access::revoke(&state.oauth, session.subject_id, id).await?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// The credential in [`CREDENTIAL_HEADER`].
+fn presented_credential(req: &HttpRequest) -> Result<&str, ApiError> {
+    req.headers()
+        .get(CREDENTIAL_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| ApiError::Forbidden(format!("send the credential in {CREDENTIAL_HEADER}")))
+}
+
+fn purpose(raw: &str) -> Result<KeyPurpose, ApiError> {
+    staff_access::key_purpose(raw).ok_or(ApiError::NotFound("key purpose"))
+}
+
+/// Ask to rotate the signing keys of `purpose` (`biscuit` or `security_events`): opens a
+/// four-eyes request that another staff member must approve.
+#[utoipa::path(post, path = "/api/v1/admin/keys/{purpose}/rotation-requests", tag = "staff",
+    security(("staff_token" = [])),
+    params(("purpose" = String, Path, description = "`biscuit` or `security_events`")),
+    request_body = KeyRotationRequestBody,
+    responses((status = 201, description = "Request opened", body = OpenedRequest),
+        (status = 400, description = "Invalid justification or reference, or a rotation of these keys is already pending", body = Problem),
+        NoStaffToken, NoSuchTarget, Malformed))]
+#[post("/api/v1/admin/keys/{purpose}/rotation-requests")]
+pub async fn request_key_rotation(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Json<KeyRotationRequestBody>,
+    BearerSession(session, ..): BearerSession<Staff>,
+) -> Result<HttpResponse, ApiError> {
+    let purpose = purpose(&path)?;
+    let KeyRotationRequestBody {
+        justification,
+        reference,
+    } = body.into_inner();
+    let r = staff_access::request_key_rotation(
+        &state.oauth,
+        session.subject_id,
+        purpose,
+        justification,
+        reference,
+    )
+    .await?;
+    Ok(HttpResponse::Created().json(OpenedRequest::from(r)))
+}
+
+/// Rotate the signing keys of `purpose` with a credential approved for it
+/// (`X-Staff-Credential`; used up by the rotation). The previous key stays published until what
+/// it signed has expired.
+#[utoipa::path(post, path = "/api/v1/admin/keys/{purpose}/rotation", tag = "staff",
+    security(("staff_token" = [])),
+    params(("purpose" = String, Path, description = "`biscuit` or `security_events`"),
+        ("X-Staff-Credential" = String, Header, description = "The credential from `/api/v1/admin/approvals/{request_id}/credential`")),
+    responses((status = 200, description = "The new active key", body = RotatedKey),
+        NoStaffToken, CredentialRefused, NoSuchTarget))]
+#[post("/api/v1/admin/keys/{purpose}/rotation")]
+pub async fn rotate_keys(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    req: HttpRequest,
+    BearerSession(session, ..): BearerSession<Staff>,
+) -> Result<HttpResponse, ApiError> {
+    let purpose = purpose(&path)?;
+    let kid = staff_access::rotate_keys(
+        &state.oauth,
+        session.subject_id,
+        purpose,
+        presented_credential(&req)?,
+    )
+    .await?;
+    // This instance signs with the new key at once; the others within their key refresh.
+    crate::startup::reload_keys(&state, purpose).await;
+    Ok(no_store_json(&RotatedKey { kid }))
 }
