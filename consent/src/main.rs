@@ -299,14 +299,16 @@ fn main() -> anyhow::Result<()> {
             let now = platform.now();
             let kid = platform.db.run_blocking(|c| {
                 consent::oauth::keys::load_or_init(c, &platform.master_key, now, purpose)?;
-                consent::oauth::keys::rotate(
-                    c,
-                    &platform.master_key,
-                    now,
-                    access_ttl,
-                    purpose,
-                    platform::audit::Actor::system("cli"),
-                )
+                platform::storage::write_tx(c, |c| {
+                    consent::oauth::keys::rotate(
+                        c,
+                        &platform.master_key,
+                        now,
+                        access_ttl,
+                        purpose,
+                        platform::audit::Actor::system("cli"),
+                    )
+                })
             })?;
             link_audit(&platform)?;
             println!(

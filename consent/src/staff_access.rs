@@ -80,6 +80,32 @@ fn reference(raw: &str) -> PortalResult<String> {
     Ok(r.to_string())
 }
 
+/// Opens the four-eyes request of `staff_id` for `action` on `target_id`, once `check` has
+/// validated what the request carries (its payload) in the same transaction.
+async fn open(
+    oauth: &OAuthService,
+    staff_id: String,
+    action: ApprovalAction,
+    target_id: String,
+    justification: String,
+    check: impl FnOnce(&mut AnyConnection) -> PortalResult<serde_json::Value> + Send + 'static,
+) -> Result<ApprovalRequest, ApiError> {
+    let now = oauth.platform.now();
+    write(oauth, move |c| {
+        let payload = check(c)?;
+        Ok(approvals::request(
+            c,
+            action,
+            ApprovalTarget::new(action.target_kind(), &target_id),
+            payload,
+            &justification,
+            &staff_id,
+            now,
+        )?)
+    })
+    .await
+}
+
 /// Staff member `staff_id` asks to see customer `customer_id`'s grants.
 pub async fn request(
     oauth: &OAuthService,
@@ -89,27 +115,26 @@ pub async fn request(
     category_text: String,
     reference_text: String,
 ) -> Result<ApprovalRequest, ApiError> {
-    let now = oauth.platform.now();
-    write(oauth, move |c| {
-        let category = category(&category_text)?;
-        let reference = reference(&reference_text)?;
-        let exists: i64 = customers::table
-            .filter(customers::id.eq(&customer_id))
-            .count()
-            .get_result(c)?;
-        if exists == 0 {
-            return Err(PortalError::NotFound("customer"));
-        }
-        Ok(approvals::request(
-            c,
-            ACTION,
-            ApprovalTarget::new(ACTION.target_kind(), &customer_id),
-            serde_json::json!({ "category": category, "reference": reference }),
-            &justification,
-            &staff_id,
-            now,
-        )?)
-    })
+    let customer = customer_id.clone();
+    open(
+        oauth,
+        staff_id,
+        ACTION,
+        customer_id,
+        justification,
+        move |c| {
+            let category = category(&category_text)?;
+            let reference = reference(&reference_text)?;
+            let exists: i64 = customers::table
+                .filter(customers::id.eq(&customer))
+                .count()
+                .get_result(c)?;
+            if exists == 0 {
+                return Err(PortalError::NotFound("customer"));
+            }
+            Ok(serde_json::json!({ "category": category, "reference": reference }))
+        },
+    )
     .await
 }
 
@@ -328,19 +353,10 @@ pub async fn request_key_rotation(
     justification: String,
     reference_text: String,
 ) -> Result<ApprovalRequest, ApiError> {
-    let now = oauth.platform.now();
     let action = ApprovalAction::RotateSigningKeys;
-    write(oauth, move |c| {
-        let reference = reference(&reference_text)?;
-        Ok(approvals::request(
-            c,
-            action,
-            ApprovalTarget::new(action.target_kind(), purpose.as_str()),
-            serde_json::json!({ "reference": reference }),
-            &justification,
-            &staff_id,
-            now,
-        )?)
+    let target = purpose.as_str().to_string();
+    open(oauth, staff_id, action, target, justification, move |_| {
+        Ok(serde_json::json!({ "reference": reference(&reference_text)? }))
     })
     .await
 }
@@ -367,7 +383,7 @@ pub async fn rotate_keys(
     write(oauth, move |c| {
         live(c, &id, &staff_id, now)?;
         // The server made both purposes' keys at start-up: this rotates an existing key.
-        let kid = crate::oauth::keys::rotate_in_transaction(
+        let kid = crate::oauth::keys::rotate(
             c,
             &master,
             now,

@@ -1220,7 +1220,7 @@ async fn key_rotation_keeps_old_tokens_verifiable() {
     let p = app.platform.clone();
     let now = p.now();
     let kid =
-        p.db.run(move |c| {
+        p.db.write(move |c| {
             consent::oauth::keys::rotate(
                 c,
                 &p.master_key,

@@ -69,7 +69,11 @@ fn select_all_columns(conn: &mut AnyConnection) -> QueryResult<()> {
         ssf_streams,
         ssf_excluded_subjects,
         ssf_events,
-        client_access_tokens
+        client_access_tokens,
+        second_factors,
+        recovery_codes,
+        staff_credentials,
+        staff_broadcast
     );
     Ok(())
 }
@@ -88,7 +92,7 @@ fn migrations_apply_revert_and_reapply() {
         db.run_blocking(|c| {
             assert_eq!(
                 user_tables(c).len(),
-                27,
+                31,
                 "{backend:?}: {:?}",
                 user_tables(c)
             );

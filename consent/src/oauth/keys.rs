@@ -203,22 +203,9 @@ pub fn load(
 }
 
 /// Rotates the keys of `purpose`: a new active key, the old one retired but published for
-/// `access_ttl` + 1 minute (what it signed is verified, or has expired, by then).
+/// `access_ttl` + 1 minute (what it signed is verified, or has expired, by then). Runs inside
+/// the caller's write transaction (`write_tx`), with whatever else must change with it.
 pub fn rotate(
-    conn: &mut AnyConnection,
-    master: &MasterKey,
-    now: DateTime<Utc>,
-    access_ttl: Duration,
-    purpose: KeyPurpose,
-    actor: Actor,
-) -> StorageResult<u32> {
-    write_tx(conn, |c| {
-        rotate_in_transaction(c, master, now, access_ttl, purpose, actor)
-    })
-}
-
-/// [`rotate`] inside the caller's write transaction.
-pub fn rotate_in_transaction(
     c: &mut AnyConnection,
     master: &MasterKey,
     now: DateTime<Utc>,
