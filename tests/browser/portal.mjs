@@ -14,12 +14,12 @@ page.on('response', (r) => {
 });
 
 // RFC 6238 as an authenticator app computes it from a base32 secret (HMAC-SHA-1, 6 digits, 30 s).
-function totp(secret) {
+function totp(secret, stepsAhead = 0) {
   const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
   const bits = [...secret.toUpperCase()].map((c) => alphabet.indexOf(c).toString(2).padStart(5, '0')).join('');
   const key = Buffer.from(bits.match(/.{8}/g).map((b) => parseInt(b, 2)));
   const counter = Buffer.alloc(8);
-  counter.writeBigUInt64BE(BigInt(Math.floor(Date.now() / 30000)));
+  counter.writeBigUInt64BE(BigInt(Math.floor(Date.now() / 30000) + stepsAhead));
   const digest = createHmac('sha1', key).update(counter).digest();
   const value = digest.readUInt32BE(digest[19] & 0x0f) & 0x7fffffff;
   return String(value % 1000000).padStart(6, '0');
@@ -58,7 +58,21 @@ async function staffReview(username) {
   if (!reviews.includes(`${username}: register entry`)) fail(`${username}: review not listed: ${reviews}`);
   const status = await text(p, '#kyc-status');
   await context.close();
-  return { reviews, status };
+  return { reviews, status, secret };
+}
+
+// A later login of a staff member with an authenticator: password, then the code page (the
+// next step's code: this step's may have been used at enrolment).
+async function staffLogin(username, secret) {
+  const context = await browser.newContext();
+  const p = await context.newPage();
+  await p.goto(`${base}/developers/staff/login`);
+  await p.fill('input[name=username]', username);
+  await p.fill('input[name=password]', password);
+  await Promise.all([p.waitForURL(`${base}/developers/staff/login/second-factor`), p.click('button[type=submit]')]);
+  await p.fill('input[name=code]', totp(secret, 1));
+  await Promise.all([p.waitForURL(`${base}/developers/staff`), p.click('button[type=submit]')]);
+  return { p, context };
 }
 
 try {
@@ -109,6 +123,28 @@ try {
   if (first.status !== 'submitted') fail(`one approval must not approve: ${first.status}`);
   const second = await staffReview('ops-b');
   if (second.status !== 'approved') fail(`two approvals approve: ${second.status}`);
+
+  // Four eyes on a suspension: ops-a asks, cannot decide it, ops-b approves.
+  const a = await staffLogin('ops-a', first.secret);
+  await a.p.goto(`${base}/developers/staff/approvals`);
+  const ask = 'form[action="/developers/staff/suspensions"]';
+  await a.p.fill(`${ask} input[name=client_id]`, clientId);
+  await a.p.fill(`${ask} input[name=justification]`, 'Client reported for scraping accounts, suspend now');
+  await Promise.all([a.p.waitForLoadState(), a.p.click(`${ask} button[type=submit]`)]);
+  const mine = a.p.locator('#approvals tr', { hasText: clientId });
+  if (await mine.count() !== 1) fail('the suspension request is not listed');
+  if (await mine.locator('form').count() !== 0) fail('the requester can decide their own request');
+  await a.context.close();
+  const b = await staffLogin('ops-b', second.secret);
+  await b.p.goto(`${base}/developers/staff/approvals`);
+  const theirs = b.p.locator('#approvals tr', { hasText: clientId });
+  await theirs.locator('input[name=justification]').fill('Evidence in the ticket checked, approved');
+  await Promise.all([b.p.waitForLoadState(), theirs.locator('button[value=approve]').click()]);
+  const decided = (await b.p.locator('#approvals tr', { hasText: clientId }).locator('td.status').textContent()).trim();
+  if (decided !== 'approved') fail(`suspension after the second staff member: ${decided}`);
+  await b.context.close();
+  await page.goto(`${base}/developers/clients/${clientId}`);
+  if (!(await page.content()).includes('suspended')) fail('the developer does not see the client suspended');
 
   await page.goto(`${base}/developers/kyc`);
   const kycStatus = await text(page, '#kyc-status');
