@@ -446,3 +446,65 @@ pub async fn revoke(
     })
     .await
 }
+
+/// A live credential of a staff member, for their page (never the token itself).
+#[derive(Debug, Clone)]
+pub struct LiveCredential {
+    pub id: String,
+    pub action: String,
+    pub target_type: String,
+    pub target_id: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// What a staff member's credentials page shows: their approved requests still to be taken (in
+/// the redeem window, none taken yet) and their live credentials.
+#[derive(Debug, Default)]
+pub struct Overview {
+    pub ready: Vec<ApprovalRequest>,
+    pub live: Vec<LiveCredential>,
+}
+
+/// The credentials page of `staff_id`.
+pub async fn overview(oauth: &OAuthService, staff_id: String) -> Result<Overview, ApiError> {
+    let now = oauth.platform.now();
+    Ok(developer_portal::error::read(&oauth.platform, move |c| {
+        let taken: Vec<String> = staff_credentials::table
+            .filter(staff_credentials::staff_id.eq(&staff_id))
+            .select(staff_credentials::approval_request_id)
+            .load(c)?;
+        let ready = approvals::list(c, Some(approvals::ApprovalStatus::Approved), now, 200)?
+            .into_iter()
+            .filter(|r| {
+                r.requested_by == staff_id
+                    && CREDENTIAL_ACTIONS.contains(&r.action)
+                    && !taken.contains(&r.id)
+                    && r.decided_at.is_some_and(|at| at + REDEEM_WITHIN > now)
+            })
+            .collect();
+        let live = staff_credentials::table
+            .filter(staff_credentials::staff_id.eq(&staff_id))
+            .filter(staff_credentials::revoked_at.is_null())
+            .filter(staff_credentials::expires_at.gt(ts(now)))
+            .order(staff_credentials::expires_at.asc())
+            .select((
+                staff_credentials::id,
+                staff_credentials::action,
+                staff_credentials::target_type,
+                staff_credentials::target_id,
+                staff_credentials::expires_at,
+            ))
+            .load::<(String, String, String, String, NaiveDateTime)>(c)?
+            .into_iter()
+            .map(|(id, action, target_type, target_id, at)| LiveCredential {
+                id,
+                action,
+                target_type,
+                target_id,
+                expires_at: at.and_utc(),
+            })
+            .collect();
+        Ok(Overview { ready, live })
+    })
+    .await?)
+}

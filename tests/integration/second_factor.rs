@@ -419,33 +419,32 @@ async fn developer_pages_set_up_and_ask_for_the_second_factor() {
         assert!(page.contains("Create a secret"), "{page}");
         let csrf = csrf_from_html(&page).unwrap();
         // Without the session's CSRF token nothing starts.
-        let r = web
-            .post(app.url("/developers/second-factor"))
-            .form(&[("step", "start")])
-            .send()
-            .await
-            .unwrap();
+        let r = app
+            .submit(&web, "/developers/second-factor", &[("step", "start")])
+            .await;
         assert_eq!(r.status(), 403, "{backend:?}");
         assert!(last_step(&app).await.is_empty());
-        let page = web
-            .post(app.url("/developers/second-factor"))
-            .form(&[("step", "start"), ("csrf_token", &csrf)])
-            .send()
+        let page = app
+            .submit(
+                &web,
+                "/developers/second-factor",
+                &[("step", "start"), ("csrf_token", &csrf)],
+            )
             .await
-            .unwrap()
             .text()
             .await
             .unwrap();
         let secret = element_text(&page, "secret").expect("secret shown");
-        let r = web
-            .post(app.url("/developers/second-factor"))
-            .form(&[
-                ("code", app.totp_code(&secret, 0).as_str()),
-                ("csrf_token", &csrf),
-            ])
-            .send()
-            .await
-            .unwrap();
+        let r = app
+            .submit(
+                &web,
+                "/developers/second-factor",
+                &[
+                    ("code", app.totp_code(&secret, 0).as_str()),
+                    ("csrf_token", &csrf),
+                ],
+            )
+            .await;
         assert_eq!(r.status(), 200, "{backend:?}");
         let page = r.text().await.unwrap();
         assert_eq!(page.matches("<li><code>").count(), 10, "{page}");
@@ -453,16 +452,17 @@ async fn developer_pages_set_up_and_ask_for_the_second_factor() {
         // A fresh login: the password leads to the code page, and nothing else opens.
         let login = browser_client();
         let t = app.form_csrf(&login, "/developers/login").await;
-        let r = login
-            .post(app.url("/developers/login"))
-            .form(&[
-                ("email", "page@fintech.example"),
-                ("password", PASSWORD),
-                ("csrf_token", &t),
-            ])
-            .send()
-            .await
-            .unwrap();
+        let r = app
+            .submit(
+                &login,
+                "/developers/login",
+                &[
+                    ("email", "page@fintech.example"),
+                    ("password", PASSWORD),
+                    ("csrf_token", &t),
+                ],
+            )
+            .await;
         assert_eq!(r.status(), 303);
         assert_eq!(r.headers()["location"], "/developers/login/second-factor");
         let r = login
@@ -474,12 +474,13 @@ async fn developer_pages_set_up_and_ask_for_the_second_factor() {
         assert_eq!(r.headers()["location"], "/developers/login");
         let page = app.page(&login, "/developers/login/second-factor").await;
         let csrf = csrf_from_html(&page).unwrap();
-        let r = login
-            .post(app.url("/developers/login/second-factor"))
-            .form(&[("code", "12345x"), ("csrf_token", &csrf)])
-            .send()
-            .await
-            .unwrap();
+        let r = app
+            .submit(
+                &login,
+                "/developers/login/second-factor",
+                &[("code", "12345x"), ("csrf_token", &csrf)],
+            )
+            .await;
         assert_eq!(r.status(), 400, "{backend:?}");
         assert!(
             r.text()
@@ -487,15 +488,16 @@ async fn developer_pages_set_up_and_ask_for_the_second_factor() {
                 .unwrap()
                 .contains("wrong or already used code")
         );
-        let r = login
-            .post(app.url("/developers/login/second-factor"))
-            .form(&[
-                ("code", app.totp_code(&secret, 1).as_str()),
-                ("csrf_token", &csrf),
-            ])
-            .send()
-            .await
-            .unwrap();
+        let r = app
+            .submit(
+                &login,
+                "/developers/login/second-factor",
+                &[
+                    ("code", app.totp_code(&secret, 1).as_str()),
+                    ("csrf_token", &csrf),
+                ],
+            )
+            .await;
         assert_eq!(r.status(), 303, "{backend:?}");
         assert_eq!(r.headers()["location"], "/developers");
         let r = login

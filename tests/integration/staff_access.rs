@@ -350,3 +350,114 @@ async fn signing_keys_rotate_through_the_api_only_with_a_four_eyes_credential_us
         app.stop().await;
     }
 }
+
+/// The `action` of the first form on `html` whose action starts with `prefix`.
+fn form_action(html: &str, prefix: &str) -> Option<String> {
+    let at = html.find(&format!("action=\"{prefix}"))? + "action=\"".len();
+    Some(html[at..].chars().take_while(|c| *c != '"').collect())
+}
+
+/// The value of the hidden input `name` after `after` in `html`.
+fn hidden_value(html: &str, name: &str) -> Option<String> {
+    let at = html.find(&format!("name=\"{name}\" value=\""))? + name.len() + 15;
+    Some(html[at..].chars().take_while(|c| *c != '"').collect())
+}
+
+#[tokio::test]
+async fn the_credentials_page_asks_takes_uses_and_revokes() {
+    use e2e_tests::portal::csrf_from_html;
+    for backend in backends() {
+        let app = spawn_demo_app(backend).await;
+        app.login_customer("alice").await;
+        app.approved_tokens().await;
+        let alice = customer_id(&app, "alice").await;
+        let a = app.staff_browser("ops-a").await;
+        let b = app.staff_browser("ops-b").await;
+        let page = app.page(&a, "/developers/staff/credentials").await;
+        assert!(page.contains("Ask for access"), "{page}");
+        let csrf = csrf_from_html(&page).unwrap();
+        let ask = [
+            ("customer_id", alice.as_str()),
+            ("category", "customer_request"),
+            ("reference", "CASE-77"),
+            (
+                "justification",
+                "The customer asked us to check a connected app",
+            ),
+        ];
+        // Without the session's CSRF token nothing is asked.
+        let r = app
+            .submit(&a, "/developers/staff/credentials/requests", &ask)
+            .await;
+        assert_eq!(r.status(), 403, "{backend:?}");
+        let mut with_csrf = ask.to_vec();
+        with_csrf.push(("csrf_token", &csrf));
+        let r = app
+            .submit(&a, "/developers/staff/credentials/requests", &with_csrf)
+            .await;
+        assert_eq!(r.status(), 303, "{backend:?}");
+        // The colleague approves on the approvals page.
+        let approvals = app.page(&b, "/developers/staff/approvals").await;
+        let decide =
+            form_action(&approvals, "/developers/staff/approvals/").expect("a decision form");
+        let b_csrf = csrf_from_html(&approvals).unwrap();
+        let r = app
+            .submit(
+                &b,
+                &decide,
+                &[
+                    ("decision", "approve"),
+                    ("justification", "Customer's request is on file"),
+                    ("csrf_token", &b_csrf),
+                ],
+            )
+            .await;
+        assert_eq!(r.status(), 303, "{backend:?}");
+        // Ready to take; taken once, shown once, used to read.
+        let page = app.page(&a, "/developers/staff/credentials").await;
+        let request = hidden_value(&page, "request_id").expect("ready to take");
+        let taken = app
+            .submit(
+                &a,
+                "/developers/staff/credentials/take",
+                &[("request_id", request.as_str()), ("csrf_token", &csrf)],
+            )
+            .await
+            .text()
+            .await
+            .unwrap();
+        let credential = hidden_value(&taken, "credential").expect("credential shown");
+        let use_form = [
+            ("credential", credential.as_str()),
+            ("customer_id", alice.as_str()),
+            ("csrf_token", &csrf),
+        ];
+        let read = app
+            .submit(&a, "/developers/staff/credentials/use", &use_form)
+            .await;
+        assert_eq!(read.status(), 200, "{backend:?}");
+        assert!(read.text().await.unwrap().contains("id=\"grants\""));
+        // Listed with its time left; revoked from the page, it reads nothing more.
+        let page = app.page(&a, "/developers/staff/credentials").await;
+        assert!(page.contains("min left"), "{page}");
+        let id = hidden_value(&page, "credential_id").unwrap();
+        let r = app
+            .submit(
+                &a,
+                "/developers/staff/credentials/revoke",
+                &[("credential_id", id.as_str()), ("csrf_token", &csrf)],
+            )
+            .await;
+        assert_eq!(r.status(), 303, "{backend:?}");
+        assert!(
+            !app.page(&a, "/developers/staff/credentials")
+                .await
+                .contains("min left")
+        );
+        let again = app
+            .submit(&a, "/developers/staff/credentials/use", &use_form)
+            .await;
+        assert_eq!(again.status(), 403, "{backend:?}");
+        app.stop().await;
+    }
+}

@@ -108,6 +108,53 @@ impl TestApp {
         token
     }
 
+    /// Creates a staff member and logs it in through the pages, setting up its authenticator:
+    /// a cookie client with a full staff session.
+    pub async fn staff_browser(&self, username: &str) -> reqwest::Client {
+        self.create_staff(username).await;
+        let web = browser_client();
+        let t = self.form_csrf(&web, "/developers/staff/login").await;
+        let r = self
+            .submit(
+                &web,
+                "/developers/staff/login",
+                &[
+                    ("username", username),
+                    ("password", PASSWORD),
+                    ("csrf_token", &t),
+                ],
+            )
+            .await;
+        assert_eq!(r.headers()["location"], "/developers/staff/second-factor");
+        let t = self
+            .form_csrf(&web, "/developers/staff/second-factor")
+            .await;
+        let started = self
+            .submit(
+                &web,
+                "/developers/staff/second-factor",
+                &[("step", "start"), ("csrf_token", &t)],
+            )
+            .await
+            .text()
+            .await
+            .unwrap();
+        let at = started.find("id=\"secret\">").expect("secret shown") + "id=\"secret\">".len();
+        let secret: String = started[at..].chars().take_while(|c| *c != '<').collect();
+        let r = self
+            .submit(
+                &web,
+                "/developers/staff/second-factor",
+                &[
+                    ("code", self.totp_code(&secret, 0).as_str()),
+                    ("csrf_token", &t),
+                ],
+            )
+            .await;
+        assert_eq!(r.status(), 200, "enrolled through the page");
+        web
+    }
+
     /// Enrols the staff member of the `owing` login token: (secret, recovery codes, full token).
     pub async fn enrol(&self, owing: &str) -> (String, Vec<String>, String) {
         let r = self
@@ -245,17 +292,27 @@ impl TestApp {
     /// Signs `email` up through the sign-up page with `client` (which then holds the session).
     pub async fn sign_up_on_page(&self, client: &reqwest::Client, email: &str) -> Response {
         let t = self.form_csrf(client, "/developers/signup").await;
-        client
-            .post(self.url("/developers/signup"))
-            .form(&[
+        self.submit(
+            client,
+            "/developers/signup",
+            &[
                 ("email", email),
                 ("display_name", "Page"),
                 ("password", PASSWORD),
                 ("csrf_token", &t),
-            ])
-            .send()
-            .await
-            .unwrap()
+            ],
+        )
+        .await
+    }
+
+    /// POSTs `form` to `path` with `client` (its cookies).
+    pub async fn submit(
+        &self,
+        client: &reqwest::Client,
+        path: &str,
+        form: &[(&str, &str)],
+    ) -> Response {
+        client.post(self.url(path)).form(form).send().await.unwrap()
     }
 
     /// The body of GET `path` with `client` (its cookies).

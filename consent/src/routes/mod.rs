@@ -9,6 +9,7 @@ pub mod oauth;
 pub mod pages;
 pub mod ssf;
 pub mod staff;
+pub mod staff_pages;
 
 use actix_web::web;
 
@@ -33,5 +34,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .configure(dashboard::configure)
         .configure(grants_api::configure)
         .configure(ssf::configure)
-        .configure(staff::configure);
+        .configure(staff::configure)
+        .configure(staff_pages::configure);
 }

@@ -22,6 +22,7 @@ fn nav(s: &Session) -> Markup {
         nav {
             a href="/developers/staff" { "KYC queue" } " · "
             a href="/developers/staff/approvals" { "Approval requests" } " · "
+            a href="/developers/staff/credentials" { "Credentials" } " · "
             form method="post" action="/developers/staff/logout" style="display:inline" {
                 (csrf_input(&s.csrf_token))
                 button type="submit" { "Log out" }

@@ -1,0 +1,221 @@
+//! The staff page for elevated credentials (`/developers/staff/credentials`): ask to see a
+//! customer's grants, take the credential of an approved request, use it, and see and revoke
+//! one's live credentials with the time they have left. The rules are [`crate::staff_access`]'s;
+//! approving is on the portal's approvals page.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, get, post, web};
+use maud::{Markup, html};
+use platform::problem::ApiError;
+use platform::web::auth::{CsrfForm, Staff, StaffSession, message_page};
+use platform::web::page;
+
+use crate::AppState;
+use crate::staff_access::{self, StaffAccessCategory};
+
+const PAGE: &str = "/developers/staff/credentials";
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(credentials_page)
+        .service(ask)
+        .service(take)
+        .service(use_credential)
+        .service(revoke);
+}
+
+fn csrf(token: &str) -> Markup {
+    html! { input type="hidden" name="csrf_token" value=(token); }
+}
+
+fn render(title: &str, body: Markup) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header(("Cache-Control", "no-store"))
+        .body(page(title, body).into_string())
+}
+
+fn nav() -> Markup {
+    html! {
+        nav {
+            a href="/developers/staff" { "KYC queue" } " · "
+            a href="/developers/staff/approvals" { "Approvals" } " · "
+            a href=(PAGE) { "Credentials" }
+        }
+    }
+}
+
+/// A refusal as the page the staff member sees, with a way back.
+fn refused(e: ApiError) -> HttpResponse {
+    let p = e.to_problem();
+    let detail = if p.errors.is_empty() {
+        p.detail.unwrap_or_default()
+    } else {
+        p.errors
+            .iter()
+            .map(|f| format!("{}: {}", f.field, f.message))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    message_page(
+        StatusCode::from_u16(p.status).unwrap_or(StatusCode::BAD_REQUEST),
+        &p.title,
+        &detail,
+        Some(PAGE),
+    )
+}
+
+fn see_other(to: &str) -> HttpResponse {
+    HttpResponse::SeeOther()
+        .insert_header(("Location", to))
+        .finish()
+}
+
+#[get("/developers/staff/credentials")]
+async fn credentials_page(state: web::Data<AppState>, s: StaffSession) -> HttpResponse {
+    let overview = match staff_access::overview(&state.oauth, s.subject_id.clone()).await {
+        Ok(o) => o,
+        Err(e) => return refused(e),
+    };
+    let now = state.platform.now();
+    render(
+        "Elevated credentials",
+        html! {
+            (nav())
+            h1 { "Elevated credentials" }
+            h2 { "Ask to see a customer's grants" }
+            p { "A colleague approves it on the approvals page; then take the credential here within 15 minutes. It lasts 15 minutes; every use is audited and shown to the customer." }
+            form method="post" action="/developers/staff/credentials/requests" {
+                (csrf(&s.csrf_token))
+                p { label { "Customer id " input type="text" name="customer_id" required maxlength="100"; } }
+                p { label { "Why "
+                    select name="category" {
+                        @for c in StaffAccessCategory::VALUES { option value=(c) { (c.replace('_', " ")) } }
+                    } } }
+                p { label { "Case reference " input type="text" name="reference" required maxlength="100"; } }
+                p { label { "Justification " input type="text" name="justification" minlength="10" required size="60"; } }
+                button type="submit" { "Ask for access" }
+            }
+            h2 { "Approved, ready to take" }
+            @if overview.ready.is_empty() { p.muted #ready-none { "Nothing approved for you right now." } }
+            ul #ready {
+                @for r in &overview.ready {
+                    li {
+                        code { (r.action.as_str()) } " on " (r.target.kind) " " code { (r.target.id) } " "
+                        form.inline method="post" action="/developers/staff/credentials/take" style="display:inline" {
+                            (csrf(&s.csrf_token))
+                            input type="hidden" name="request_id" value=(r.id);
+                            button type="submit" { "Take the credential" }
+                        }
+                    }
+                }
+            }
+            h2 { "My live credentials" }
+            table #live {
+                @for c in &overview.live {
+                    tr {
+                        td { code { (c.action) } " on " (c.target_type) " " code { (c.target_id) } }
+                        td.left { ((c.expires_at - now).num_minutes().max(0)) " min left" }
+                        td {
+                            form method="post" action="/developers/staff/credentials/revoke" {
+                                (csrf(&s.csrf_token))
+                                input type="hidden" name="credential_id" value=(c.id);
+                                button type="submit" { "Revoke" }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+#[post("/developers/staff/credentials/requests")]
+async fn ask(state: web::Data<AppState>, form: CsrfForm<Staff>) -> HttpResponse {
+    let field = |n: &str| form.field(n).to_string();
+    match staff_access::request(
+        &state.oauth,
+        form.session.subject_id.clone(),
+        field("customer_id").trim().to_string(),
+        field("justification"),
+        field("category"),
+        field("reference"),
+    )
+    .await
+    {
+        Ok(_) => see_other("/developers/staff/approvals"),
+        Err(e) => refused(e),
+    }
+}
+
+#[post("/developers/staff/credentials/take")]
+async fn take(state: web::Data<AppState>, form: CsrfForm<Staff>) -> HttpResponse {
+    let request = form.field("request_id").to_string();
+    let issued =
+        match staff_access::issue(&state.oauth, form.session.subject_id.clone(), request).await {
+            Ok(i) => i,
+            Err(e) => return refused(e),
+        };
+    render(
+        "Credential",
+        html! {
+            (nav())
+            h1 { "Your credential" }
+            p { "Shown once. It allows " code { (issued.action) } " on " (issued.resource_type) " "
+                code { (issued.resource_id) } " until " (issued.expires_at.format("%H:%M UTC")) "." }
+            p { "For the API, send it as " code { "X-Staff-Credential" } " with your staff token:" }
+            textarea #credential readonly rows="4" cols="80" { (issued.credential) }
+            @if issued.resource_type == "customer" {
+                form method="post" action="/developers/staff/credentials/use" {
+                    (csrf(&form.session.csrf_token))
+                    input type="hidden" name="credential" value=(issued.credential);
+                    input type="hidden" name="customer_id" value=(issued.resource_id);
+                    button type="submit" { "View the customer's grants now" }
+                }
+            }
+        },
+    )
+}
+
+#[post("/developers/staff/credentials/use")]
+async fn use_credential(state: web::Data<AppState>, form: CsrfForm<Staff>) -> HttpResponse {
+    let customer = form.field("customer_id").to_string();
+    let grants = match staff_access::customer_grants(
+        &state.oauth,
+        form.session.subject_id.clone(),
+        customer.clone(),
+        form.field("credential"),
+    )
+    .await
+    {
+        Ok(g) => g,
+        Err(e) => return refused(e),
+    };
+    render(
+        "Customer's grants",
+        html! {
+            (nav())
+            h1 { "Grants of " code { (customer) } }
+            p.muted { "This read is in the audit log and in the customer's history." }
+            table #grants {
+                tr { th { "App" } th { "Operator" } th { "Status" } th { "Expires" } }
+                @for g in &grants {
+                    tr {
+                        td { (g.client_name) }
+                        td { (g.operator_label) }
+                        td.status { (g.status) }
+                        td { (g.expires_at.format("%Y-%m-%d")) }
+                    }
+                }
+            }
+        },
+    )
+}
+
+#[post("/developers/staff/credentials/revoke")]
+async fn revoke(state: web::Data<AppState>, form: CsrfForm<Staff>) -> HttpResponse {
+    let id = form.field("credential_id").to_string();
+    match staff_access::revoke(&state.oauth, form.session.subject_id.clone(), id).await {
+        Ok(()) => see_other(PAGE),
+        Err(e) => refused(e),
+    }
+}
