@@ -22,6 +22,8 @@ use platform::storage::{AnyConnection, StorageError};
 pub enum ApprovalAction {
     /// Suspend a client (target `client`): its grants and refresh tokens are revoked.
     SuspendClient,
+    /// Let a suspended client work again (target `client`); the grants it lost stay revoked.
+    UnsuspendClient,
     /// Rotate the token signing keys (target `signing_keys`).
     RotateSigningKeys,
     /// Let a staff member see a customer's grants (target `customer`).
@@ -29,8 +31,9 @@ pub enum ApprovalAction {
 }
 
 impl ApprovalAction {
-    pub const ALL: [ApprovalAction; 3] = [
+    pub const ALL: [ApprovalAction; 4] = [
         Self::SuspendClient,
+        Self::UnsuspendClient,
         Self::RotateSigningKeys,
         Self::AccessCustomerGrants,
     ];
@@ -38,6 +41,7 @@ impl ApprovalAction {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::SuspendClient => "client.suspend",
+            Self::UnsuspendClient => "client.unsuspend",
             Self::RotateSigningKeys => "keys.rotate",
             Self::AccessCustomerGrants => "customer.grants.access",
         }
@@ -50,7 +54,7 @@ impl ApprovalAction {
     /// The target kind this action applies to.
     pub fn target_kind(self) -> &'static str {
         match self {
-            Self::SuspendClient => "client",
+            Self::SuspendClient | Self::UnsuspendClient => "client",
             Self::RotateSigningKeys => "signing_keys",
             Self::AccessCustomerGrants => "customer",
         }
@@ -59,7 +63,9 @@ impl ApprovalAction {
     /// How long a request stays open for a second approver.
     pub fn ttl(self) -> Duration {
         match self {
-            Self::SuspendClient | Self::RotateSigningKeys => Duration::hours(24),
+            Self::SuspendClient | Self::UnsuspendClient | Self::RotateSigningKeys => {
+                Duration::hours(24)
+            }
             Self::AccessCustomerGrants => Duration::hours(4),
         }
     }

@@ -87,6 +87,7 @@ pub use error::{PortalError, PortalResult};
         api::approvals::approve,
         api::approvals::reject,
         api::approvals::request_suspension,
+        api::approvals::request_unsuspension,
     ),
     modifiers(&BearerSchemes),
     tags(

@@ -1609,3 +1609,104 @@ async fn failed_logins_elsewhere_do_not_lock_developers_or_staff_out() {
         app.stop().await;
     }
 }
+
+#[tokio::test]
+async fn a_suspended_client_works_again_only_with_a_second_staff_member() {
+    for backend in backends() {
+        let app = spawn_app(backend).await;
+        let dev = app.developer_token("unsuspend@fintech.example").await;
+        let (client_id, _) = app.sandbox_client(&dev).await;
+        let ops_a = app.staff_token("ops-a").await;
+        let ops_b = app.staff_token("ops-b").await;
+        let why = |text: &str| json!({ "justification": text });
+        let decide = |rid: String, who: String| {
+            let app = &app;
+            async move {
+                app.api(
+                    Method::POST,
+                    &format!("/api/v1/admin/approvals/{rid}/approve"),
+                    Some(&who),
+                    Some(&json!({ "justification": "checked the evidence in the ticket" })),
+                )
+                .await
+            }
+        };
+        let unsuspend = format!("/api/v1/admin/clients/{client_id}/unsuspension");
+        // An active client has nothing to restore.
+        problem(
+            app.api(
+                Method::POST,
+                &unsuspend,
+                Some(&ops_a),
+                Some(&why("restore it please")),
+            )
+            .await,
+            409,
+        )
+        .await;
+        let suspend = format!("/api/v1/admin/clients/{client_id}/suspension");
+        let r = app
+            .api(
+                Method::POST,
+                &suspend,
+                Some(&ops_a),
+                Some(&why("fraud reports from customers")),
+            )
+            .await;
+        let rid = r.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            decide(rid, ops_b.clone()).await.status(),
+            200,
+            "{backend:?}"
+        );
+        let status = || {
+            let (app, dev, id) = (&app, dev.clone(), client_id.clone());
+            async move {
+                app.api(
+                    Method::GET,
+                    &format!("/api/v1/clients/{id}"),
+                    Some(&dev),
+                    None,
+                )
+                .await
+                .json::<Value>()
+                .await
+                .unwrap()["status"]
+                    .clone()
+            }
+        };
+        assert_eq!(status().await, "suspended");
+
+        let r = app
+            .api(
+                Method::POST,
+                &unsuspend,
+                Some(&ops_b),
+                Some(&why("the fraud reports were mistaken")),
+            )
+            .await;
+        assert_eq!(r.status(), 202, "{backend:?}");
+        let req: Value = r.json().await.unwrap();
+        assert_eq!(req["action"], "client.unsuspend");
+        let rid = req["id"].as_str().unwrap().to_string();
+        // Not by the requester; nothing changes.
+        assert_eq!(decide(rid.clone(), ops_b.clone()).await.status(), 403);
+        assert_eq!(status().await, "suspended");
+        assert_eq!(
+            decide(rid, ops_a.clone()).await.status(),
+            200,
+            "{backend:?}"
+        );
+        assert_eq!(status().await, "active", "{backend:?}");
+        assert!(
+            app.audit_actions()
+                .await
+                .iter()
+                .any(|a| a == "client.unsuspended")
+        );
+        app.stop().await;
+    }
+}

@@ -183,12 +183,42 @@ pub async fn reject(
         (status = 409, description = "Client not active", body = platform::problem::Problem)))]
 pub async fn request_suspension(
     auth: StaffAuth,
+    id: ClientId,
+    body: web::Json<JustificationRequest>,
+) -> Result<HttpResponse, ApiError> {
+    request_status_change(auth, id, body, true).await
+}
+
+/// Ask for a suspended client to work again (a second staff member must approve; the grants it
+/// lost stay revoked).
+#[utoipa::path(post, path = "/api/v1/admin/clients/{client_id}/unsuspension", tag = "staff",
+    security(("staff_token" = [])),
+    params(ClientId),
+    request_body = JustificationRequest,
+    responses((status = 202, description = "Approval request opened", body = ApprovalResponse),
+        (status = 400, description = "Missing justification, or a request is already pending", body = platform::problem::Problem),
+        NoStaffToken,
+        (status = 404, description = "No such client", body = platform::problem::Problem),
+        (status = 409, description = "Client not suspended", body = platform::problem::Problem)))]
+pub async fn request_unsuspension(
+    auth: StaffAuth,
+    id: ClientId,
+    body: web::Json<JustificationRequest>,
+) -> Result<HttpResponse, ApiError> {
+    request_status_change(auth, id, body, false).await
+}
+
+async fn request_status_change(
+    auth: StaffAuth,
     PathId(id, ..): ClientId,
     body: web::Json<JustificationRequest>,
+    suspend: bool,
 ) -> Result<HttpResponse, ApiError> {
     let justification = body.into_inner().justification;
     let r = auth
-        .write(move |c, staff, now| clients::request_suspension(c, staff, &id, &justification, now))
+        .write(move |c, staff, now| {
+            clients::request_status_change(c, staff, &id, suspend, &justification, now)
+        })
         .await?;
     Ok(HttpResponse::Accepted().json(approval_response(r, auth.now)))
 }

@@ -28,7 +28,7 @@ mod webhooks;
 
 pub use display::{ClientDisplay, client_display, developer_legal_name};
 pub use registration::{KeyMaterial, NewClient};
-pub use suspension::{decide_and_execute, request_suspension, staff_get};
+pub use suspension::{decide_and_execute, request_status_change, staff_get};
 pub use webhooks::{
     WEBHOOK_KEY, WebhookDelivery, redeliver, rotate_webhook_secret, webhook_aad, webhook_deliveries,
 };

@@ -20,24 +20,32 @@ pub fn staff_get(conn: &mut AnyConnection, client_id: &str) -> PortalResult<Clie
         .ok_or(PortalError::NotFound("client"))
 }
 
-/// Staff ask for a client's suspension; a second staff member must approve it.
-pub fn request_suspension(
+/// Staff ask for a client's suspension (`suspend`) or for a suspended client to work again; a
+/// second staff member must approve it.
+pub fn request_status_change(
     conn: &mut AnyConnection,
     staff_id: &str,
     client_id: &str,
+    suspend: bool,
     justification: &str,
     now: DateTime<Utc>,
 ) -> PortalResult<ApprovalRequest> {
     let c = staff_get(conn, client_id)?;
-    if c.status != ClientStatus::Active.as_str() {
+    let (from, action) = if suspend {
+        (ClientStatus::Active, ApprovalAction::SuspendClient)
+    } else {
+        (ClientStatus::Suspended, ApprovalAction::UnsuspendClient)
+    };
+    if c.status != from.as_str() {
         return Err(PortalError::Conflict(format!(
-            "the client is already {}",
-            c.status
+            "the client is {}, not {}",
+            c.status,
+            from.as_str()
         )));
     }
     Ok(approvals::request(
         conn,
-        ApprovalAction::SuspendClient,
+        action,
         ApprovalTarget::new("client", client_id),
         serde_json::json!({ "client_id": client_id }),
         justification,
@@ -60,8 +68,10 @@ pub fn decide_and_execute(
     now: DateTime<Utc>,
 ) -> PortalResult<ApprovalRequest> {
     let decided = approvals::decide(conn, request_id, approver, approve, justification, now)?;
-    if let Some(ApprovalAction::SuspendClient) = decided.approved_action() {
-        suspend(conn, revoked, &decided, now)?;
+    match decided.approved_action() {
+        Some(ApprovalAction::SuspendClient) => suspend(conn, revoked, &decided, now)?,
+        Some(ApprovalAction::UnsuspendClient) => unsuspend(conn, &decided, now)?,
+        _ => {}
     }
     Ok(decided)
 }
@@ -112,6 +122,40 @@ fn suspend(
         "approval_request": approved.id,
         "requested_by": approved.requested_by,
         "grants_revoked": ended.len(),
+    }))
+    .record(conn, now)?;
+    Ok(())
+}
+
+fn unsuspend(
+    conn: &mut AnyConnection,
+    approved: &ApprovalRequest,
+    now: DateTime<Utc>,
+) -> PortalResult<()> {
+    let client_id = approved.target.id.as_str();
+    let changed = diesel::update(
+        clients::table
+            .filter(clients::id.eq(client_id))
+            .filter(clients::status.eq(ClientStatus::Suspended.as_str())),
+    )
+    .set((
+        clients::status.eq(ClientStatus::Active.as_str()),
+        clients::updated_at.eq(ts(now)),
+    ))
+    .execute(conn)?;
+    if changed != 1 {
+        return Err(PortalError::Conflict(
+            "the client is no longer suspended; nothing to restore".into(),
+        ));
+    }
+    NewEvent::new(
+        Actor::staff(approved.decided_by.clone().unwrap_or_default()),
+        "client.unsuspended",
+        Target::new("client", client_id),
+    )
+    .details(serde_json::json!({
+        "approval_request": approved.id,
+        "requested_by": approved.requested_by,
     }))
     .record(conn, now)?;
     Ok(())

@@ -199,6 +199,13 @@ async fn approvals_page(p: Data, s: StaffSession) -> HttpResponse {
                     p { label { "Justification " input type="text" name="justification" minlength="10" required size="60"; } }
                     button type="submit" { "Request suspension" }
                 }
+                h2 { "Request that a suspended client works again" }
+                form method="post" action="/developers/staff/unsuspensions" {
+                    (csrf_input(&s.csrf_token))
+                    p { label { "Client id " input type="text" name="client_id" required; } }
+                    p { label { "Justification " input type="text" name="justification" minlength="10" required size="60"; } }
+                    button type="submit" { "Request unsuspension" }
+                }
             },
         ),
         Err(e) => error_page(&e, "/developers/staff"),
@@ -229,11 +236,19 @@ async fn decide(path: web::Path<String>, post: Posted<Staff>) -> HttpResponse {
 }
 
 async fn request_suspension(post: Posted<Staff>) -> HttpResponse {
+    request_status_change(post, true).await
+}
+
+async fn request_unsuspension(post: Posted<Staff>) -> HttpResponse {
+    request_status_change(post, false).await
+}
+
+async fn request_status_change(post: Posted<Staff>, suspend: bool) -> HttpResponse {
     let client_id = post.field("client_id").trim().to_string();
     let justification = post.field("justification").to_string();
     let requested = post
         .write(move |c, staff, now| {
-            clients::request_suspension(c, staff, &client_id, &justification, now)
+            clients::request_status_change(c, staff, &client_id, suspend, &justification, now)
         })
         .await;
     respond(requested, APPROVALS, |_| see_other(APPROVALS))
@@ -249,5 +264,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         "/developers/staff/approvals" => get approvals_page;
         "/developers/staff/approvals/{request_id}/decide" => post decide;
         "/developers/staff/suspensions" => post request_suspension;
+        "/developers/staff/unsuspensions" => post request_unsuspension;
     }
 }
