@@ -170,6 +170,25 @@ pub async fn reject(
     decide(auth, id, body, false).await
 }
 
+/// Why a request to suspend or unsuspend a client is refused (documents the responses; never
+/// built).
+#[derive(Debug, utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum StatusChangeRefused {
+    #[response(
+        status = 400,
+        description = "Missing justification, or a request is already pending"
+    )]
+    Invalid(Problem),
+    #[response(status = 404, description = "No such client")]
+    NoSuchClient(Problem),
+    #[response(
+        status = 409,
+        description = "The client is not in the status the change starts from (active to suspend, suspended to unsuspend)"
+    )]
+    WrongStatus(Problem),
+}
+
 /// Ask for a client's suspension (a second staff member must approve; approval revokes all of
 /// the client's grants).
 #[utoipa::path(post, path = "/api/v1/admin/clients/{client_id}/suspension", tag = "staff",
@@ -177,10 +196,7 @@ pub async fn reject(
     params(ClientId),
     request_body = JustificationRequest,
     responses((status = 202, description = "Approval request opened", body = ApprovalResponse),
-        (status = 400, description = "Missing justification, or a request is already pending", body = platform::problem::Problem),
-        NoStaffToken,
-        (status = 404, description = "No such client", body = platform::problem::Problem),
-        (status = 409, description = "Client not active", body = platform::problem::Problem)))]
+        StatusChangeRefused, NoStaffToken))]
 pub async fn request_suspension(
     auth: StaffAuth,
     id: ClientId,
@@ -196,10 +212,7 @@ pub async fn request_suspension(
     params(ClientId),
     request_body = JustificationRequest,
     responses((status = 202, description = "Approval request opened", body = ApprovalResponse),
-        (status = 400, description = "Missing justification, or a request is already pending", body = platform::problem::Problem),
-        NoStaffToken,
-        (status = 404, description = "No such client", body = platform::problem::Problem),
-        (status = 409, description = "Client not suspended", body = platform::problem::Problem)))]
+        StatusChangeRefused, NoStaffToken))]
 pub async fn request_unsuspension(
     auth: StaffAuth,
     id: ClientId,

@@ -68,36 +68,44 @@ pub fn decide_and_execute(
     now: DateTime<Utc>,
 ) -> PortalResult<ApprovalRequest> {
     let decided = approvals::decide(conn, request_id, approver, approve, justification, now)?;
+    let client_id = decided.target.id.as_str();
     match decided.approved_action() {
-        Some(ApprovalAction::SuspendClient) => suspend(conn, revoked, &decided, now)?,
-        Some(ApprovalAction::UnsuspendClient) => unsuspend(conn, &decided, now)?,
+        Some(ApprovalAction::SuspendClient) => {
+            move_status(
+                conn,
+                client_id,
+                ClientStatus::Active,
+                ClientStatus::Suspended,
+                now,
+            )?;
+            let ended = suspended(conn, revoked, client_id, now)?;
+            let extra = serde_json::json!({ "grants_revoked": ended });
+            record_change(conn, &decided, "client.suspended", extra, now)?;
+        }
+        Some(ApprovalAction::UnsuspendClient) => {
+            move_status(
+                conn,
+                client_id,
+                ClientStatus::Suspended,
+                ClientStatus::Active,
+                now,
+            )?;
+            let extra = serde_json::json!({});
+            record_change(conn, &decided, "client.unsuspended", extra, now)?;
+        }
         _ => {}
     }
     Ok(decided)
 }
 
-fn suspend(
+/// What a suspension ends: every grant of the client (announced after the commit), and the
+/// client is told; how many grants ended.
+fn suspended(
     conn: &mut AnyConnection,
     revoked: &mut Revocations,
-    approved: &ApprovalRequest,
+    client_id: &str,
     now: DateTime<Utc>,
-) -> PortalResult<()> {
-    let client_id = approved.target.id.as_str();
-    let changed = diesel::update(
-        clients::table
-            .filter(clients::id.eq(client_id))
-            .filter(clients::status.eq(ClientStatus::Active.as_str())),
-    )
-    .set((
-        clients::status.eq(ClientStatus::Suspended.as_str()),
-        clients::updated_at.eq(ts(now)),
-    ))
-    .execute(conn)?;
-    if changed != 1 {
-        return Err(PortalError::Conflict(
-            "the client is no longer active; nothing to suspend".into(),
-        ));
-    }
+) -> PortalResult<usize> {
     let ended = revoke_client_grants(conn, revoked, client_id, "staff", now)?;
     platform::webhooks::enqueue(
         conn,
@@ -113,50 +121,54 @@ fn suspend(
         }],
         now,
     )?;
+    Ok(ended.len())
+}
+
+/// Audits an approved status change as the approver's, with the request and its requester (and
+/// `extra` details).
+fn record_change(
+    conn: &mut AnyConnection,
+    approved: &ApprovalRequest,
+    action: &'static str,
+    mut extra: serde_json::Value,
+    now: DateTime<Utc>,
+) -> PortalResult<()> {
+    extra["approval_request"] = approved.id.clone().into();
+    extra["requested_by"] = approved.requested_by.clone().into();
     NewEvent::new(
         Actor::staff(approved.decided_by.clone().unwrap_or_default()),
-        "client.suspended",
-        Target::new("client", client_id),
+        action,
+        Target::new("client", &approved.target.id),
     )
-    .details(serde_json::json!({
-        "approval_request": approved.id,
-        "requested_by": approved.requested_by,
-        "grants_revoked": ended.len(),
-    }))
+    .details(extra)
     .record(conn, now)?;
     Ok(())
 }
 
-fn unsuspend(
+/// Moves the client from `from` to `to` (a conflict when it is no longer `from`: another
+/// decision came first).
+fn move_status(
     conn: &mut AnyConnection,
-    approved: &ApprovalRequest,
+    client_id: &str,
+    from: ClientStatus,
+    to: ClientStatus,
     now: DateTime<Utc>,
 ) -> PortalResult<()> {
-    let client_id = approved.target.id.as_str();
     let changed = diesel::update(
         clients::table
             .filter(clients::id.eq(client_id))
-            .filter(clients::status.eq(ClientStatus::Suspended.as_str())),
+            .filter(clients::status.eq(from.as_str())),
     )
     .set((
-        clients::status.eq(ClientStatus::Active.as_str()),
+        clients::status.eq(to.as_str()),
         clients::updated_at.eq(ts(now)),
     ))
     .execute(conn)?;
     if changed != 1 {
-        return Err(PortalError::Conflict(
-            "the client is no longer suspended; nothing to restore".into(),
-        ));
+        return Err(PortalError::Conflict(format!(
+            "the client is no longer {}; nothing to change",
+            from.as_str()
+        )));
     }
-    NewEvent::new(
-        Actor::staff(approved.decided_by.clone().unwrap_or_default()),
-        "client.unsuspended",
-        Target::new("client", client_id),
-    )
-    .details(serde_json::json!({
-        "approval_request": approved.id,
-        "requested_by": approved.requested_by,
-    }))
-    .record(conn, now)?;
     Ok(())
 }

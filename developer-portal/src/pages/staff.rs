@@ -192,23 +192,24 @@ async fn approvals_page(p: Data, s: StaffSession) -> HttpResponse {
                         }
                     }
                 }
-                h2 { "Request a client suspension" }
-                form method="post" action="/developers/staff/suspensions" {
-                    (csrf_input(&s.csrf_token))
-                    p { label { "Client id " input type="text" name="client_id" required; } }
-                    p { label { "Justification " input type="text" name="justification" minlength="10" required size="60"; } }
-                    button type="submit" { "Request suspension" }
-                }
-                h2 { "Request that a suspended client works again" }
-                form method="post" action="/developers/staff/unsuspensions" {
-                    (csrf_input(&s.csrf_token))
-                    p { label { "Client id " input type="text" name="client_id" required; } }
-                    p { label { "Justification " input type="text" name="justification" minlength="10" required size="60"; } }
-                    button type="submit" { "Request unsuspension" }
-                }
+                (status_change_form(&s, "/developers/staff/suspensions", "Request a client suspension", "Request suspension"))
+                (status_change_form(&s, "/developers/staff/unsuspensions", "Request that a suspended client works again", "Request unsuspension"))
             },
         ),
         Err(e) => error_page(&e, "/developers/staff"),
+    }
+}
+
+/// A form asking a colleague to approve a client's suspension or unsuspension.
+fn status_change_form(s: &Session, action: &str, title: &str, button: &str) -> Markup {
+    html! {
+        h2 { (title) }
+        form method="post" action=(action) {
+            (csrf_input(&s.csrf_token))
+            p { label { "Client id " input type="text" name="client_id" required; } }
+            p { label { "Justification " input type="text" name="justification" minlength="10" required size="60"; } }
+            button type="submit" { (button) }
+        }
     }
 }
 
