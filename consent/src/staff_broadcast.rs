@@ -27,8 +27,17 @@ pub const ACTIONS: &[&str] = &[
     "customer.grants.viewed_by_staff",
     "second_factor.locked",
     "second_factor.reset",
+    "second_factor.enrolled",
     "staff.created",
 ];
+
+/// Whether the channel carries this event: the actions above, and of the second factor's only
+/// staff members' (a developer's enrolment is not the staff's business). A staff member's
+/// enrolment is announced because it is trust on first use: whoever logs in first with a new
+/// staff member's password sets the authenticator up, and colleagues should see it happen.
+fn carried(action: &str, target_type: &str) -> bool {
+    ACTIONS.contains(&action) && (!action.starts_with("second_factor.") || target_type == "staff")
+}
 
 /// Events read per pass.
 const BATCH: i64 = 100;
@@ -130,7 +139,7 @@ pub async fn broadcast_pass(platform: &Platform, http: &reqwest::Client) -> Stor
     let mut error = None;
     for (index, event_id, at, actor_type, actor_id, action, target_type, target_id, details) in rows
     {
-        if ACTIONS.contains(&action.as_str()) {
+        if carried(&action, &target_type) {
             if pass.sent == SENDS_PER_PASS {
                 pass.more = true;
                 break;
@@ -241,4 +250,19 @@ pub fn spawn(
         })
         .await;
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_channel_carries_staff_events_and_no_developers_second_factor() {
+        assert!(carried("approval.requested", "approval_request"));
+        assert!(carried("second_factor.enrolled", "staff"));
+        assert!(carried("second_factor.locked", "staff"));
+        assert!(!carried("second_factor.enrolled", "developer"));
+        assert!(!carried("second_factor.locked", "developer"));
+        assert!(!carried("token.issued", "grant"));
+    }
 }

@@ -210,7 +210,9 @@ async fn requests_decisions_credentials_and_uses_reach_the_staff_channel_in_orde
 
         let expected = [
             "staff.created",
+            "second_factor.enrolled",
             "staff.created",
+            "second_factor.enrolled",
             "approval.requested",
             "approval.approved",
             "staff_credential.issued",
