@@ -27,6 +27,20 @@ pub(crate) fn see_other(location: &str) -> HttpResponse {
         .finish()
 }
 
+/// A navigation bar: `links` (path, text), then a logout button posting to `logout` with the
+/// session's CSRF token.
+pub(crate) fn nav_bar(links: &[(&str, &str)], logout: &str, csrf: &str) -> Markup {
+    html! {
+        nav {
+            @for (href, text) in links { a href=(href) { (text) } " · " }
+            form.inline method="post" action=(logout) style="display:inline" {
+                (csrf_input(csrf))
+                button type="submit" { "Log out" }
+            }
+        }
+    }
+}
+
 pub(crate) fn csrf_input(token: &str) -> Markup {
     html! { input type="hidden" name="csrf_token" value=(token); }
 }

@@ -7,7 +7,7 @@
 //! forms, [`session`] their session extractor, CSRF check and login flow.
 
 use actix_web::web;
-use maud::{Markup, html};
+use maud::Markup;
 use platform::Platform;
 use platform::session::Session;
 
@@ -19,25 +19,21 @@ mod second_factor;
 pub(crate) mod session;
 mod staff;
 
-use markup::csrf_input;
-
 pub(crate) type Form = platform::web::auth::FormFields;
 pub(crate) type Data = web::Data<Platform>;
 
 /// The developer pages' navigation.
 fn nav(s: &Session) -> Markup {
-    html! {
-        nav {
-            a href="/developers" { "Dashboard" } " · "
-            a href="/developers/kyc" { "KYC" } " · "
-            a href="/developers/clients" { "Clients" } " · "
-            a href="/developers/second-factor" { "Two-step verification" } " · "
-            form.inline method="post" action="/developers/logout" style="display:inline" {
-                (csrf_input(&s.csrf_token))
-                button type="submit" { "Log out" }
-            }
-        }
-    }
+    markup::nav_bar(
+        &[
+            ("/developers", "Dashboard"),
+            ("/developers/kyc", "KYC"),
+            ("/developers/clients", "Clients"),
+            ("/developers/second-factor", "Two-step verification"),
+        ],
+        "/developers/logout",
+        &s.csrf_token,
+    )
 }
 
 /// Mounts the developer pages, then the staff pages.

@@ -18,17 +18,15 @@ use crate::kyc::{self, KycStatus};
 use platform::web::auth::{CsrfForm, Staff, StaffSession};
 
 fn nav(s: &Session) -> Markup {
-    html! {
-        nav {
-            a href="/developers/staff" { "KYC queue" } " · "
-            a href="/developers/staff/approvals" { "Approval requests" } " · "
-            a href="/developers/staff/credentials" { "Credentials" } " · "
-            form method="post" action="/developers/staff/logout" style="display:inline" {
-                (csrf_input(&s.csrf_token))
-                button type="submit" { "Log out" }
-            }
-        }
-    }
+    super::markup::nav_bar(
+        &[
+            ("/developers/staff", "KYC queue"),
+            ("/developers/staff/approvals", "Approval requests"),
+            ("/developers/staff/credentials", "Credentials"),
+        ],
+        "/developers/staff/logout",
+        &s.csrf_token,
+    )
 }
 
 async fn login_page(p: Data, req: HttpRequest) -> HttpResponse {
