@@ -144,8 +144,7 @@ const CREDENTIAL_ACTIONS: [ApprovalAction; 2] = [
     ApprovalAction::RotateSigningKeys,
 ];
 
-/// A credential, shown once to the staff member it was issued to.
-#[derive(Debug)]
+/// A credential, shown once to the staff member it was issued to (never in Debug).
 pub struct Issued {
     pub id: String,
     pub credential: String,
@@ -507,4 +506,16 @@ pub async fn overview(oauth: &OAuthService, staff_id: String) -> Result<Overview
         Ok(Overview { ready, live })
     })
     .await?)
+}
+
+impl std::fmt::Debug for Issued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Issued")
+            .field("id", &self.id)
+            .field("action", &self.action)
+            .field("resource_type", &self.resource_type)
+            .field("resource_id", &self.resource_id)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
 }

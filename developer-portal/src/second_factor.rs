@@ -100,8 +100,7 @@ pub fn due_after_password(
     })
 }
 
-/// A started enrolment: the secret to put into an authenticator app, shown once.
-#[derive(Debug)]
+/// A started enrolment: the secret to put into an authenticator app, shown once (never in Debug).
 pub struct Enrolment {
     /// Base32, for typing in.
     pub secret: Zeroizing<String>,
@@ -499,9 +498,8 @@ pub async fn begin(
     .await
 }
 
-/// Enrolment confirmed: the recovery codes, and for a session that owed enrolment the full
-/// session that replaces it.
-#[derive(Debug)]
+/// Enrolment confirmed: the recovery codes (never in Debug), and for a session that owed
+/// enrolment the full session that replaces it.
 pub struct Enrolled {
     pub recovery_codes: Vec<Zeroizing<String>>,
     pub upgraded: Option<LoggedIn>,
@@ -569,4 +567,38 @@ pub async fn status(p: &Platform, kind: SessionKind, id: String) -> PortalResult
         Ok((enrolled(c, kind, &id)?, recovery_codes_left(c, kind, &id)?))
     })
     .await
+}
+
+impl std::fmt::Debug for Enrolment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Enrolment([REDACTED])")
+    }
+}
+
+impl std::fmt::Debug for Enrolled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Enrolled")
+            .field("recovery_codes", &self.recovery_codes.len())
+            .field("upgraded", &self.upgraded)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod debug_tests {
+    use super::*;
+
+    #[test]
+    fn secrets_and_recovery_codes_never_reach_debug_output() {
+        let e = Enrolment {
+            secret: Zeroizing::new("JBSWY3DPEHPK3PXP".into()),
+            uri: Zeroizing::new("otpauth://totp/x?secret=JBSWY3DPEHPK3PXP".into()),
+        };
+        assert!(!format!("{e:?}").contains("JBSWY3DP"));
+        let done = Enrolled {
+            recovery_codes: vec![Zeroizing::new("abcd-efgh-ijkl-mnop".into())],
+            upgraded: None,
+        };
+        assert!(!format!("{done:?}").contains("abcd"));
+    }
 }

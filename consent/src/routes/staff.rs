@@ -4,6 +4,7 @@
 
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use chrono::{DateTime, Utc};
+use platform::config::Secret;
 use platform::problem::documented::{Malformed, NoStaffToken};
 use platform::problem::{ApiError, Problem};
 use platform::web::auth::{BearerSession, Staff};
@@ -128,7 +129,8 @@ pub struct RotatedKey {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct StaffCredentialResponse {
     pub credential_id: String,
-    pub credential: String,
+    #[schema(value_type = String)]
+    pub credential: Secret<String>,
     /// What it allows (`customer.grants.access` or `keys.rotate`), on what.
     pub action: String,
     pub resource_type: String,
@@ -188,7 +190,7 @@ pub async fn take_credential(
     let issued = staff_access::issue(&state.oauth, session.subject_id, request).await?;
     let mut resp = no_store_json(&StaffCredentialResponse {
         credential_id: issued.id,
-        credential: issued.credential,
+        credential: Secret::new(issued.credential.clone()),
         action: issued.action.into(),
         resource_type: issued.resource_type,
         resource_id: issued.resource_id,

@@ -2,6 +2,7 @@
 //! they choose) and the code that completes a login. See [`crate::second_factor`].
 
 use actix_web::{HttpResponse, web};
+use platform::config::Secret;
 use platform::problem::documented::{NoDeveloperToken, TooManyAttempts};
 use platform::problem::{ApiError, Problem};
 use platform::session::{SecondFactorDue, SessionKind};
@@ -20,8 +21,8 @@ use crate::{accounts, error::read};
 #[serde(deny_unknown_fields)]
 pub struct SecondFactorCode {
     /// The authenticator's current six digits, or (to log in only) an unused recovery code.
-    #[schema(example = "123456")]
-    pub code: String,
+    #[schema(value_type = String, example = "123456")]
+    pub code: Secret<String>,
 }
 
 /// A started enrolment: put the secret into an authenticator app (typed in, or as the
@@ -29,16 +30,18 @@ pub struct SecondFactorCode {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct EnrolmentResponse {
     /// The shared secret, base32.
-    pub secret: String,
+    #[schema(value_type = String)]
+    pub secret: Secret<String>,
     /// `otpauth://totp/...` (Key Uri Format: SHA-1, 6 digits, 30 seconds).
-    pub otpauth_uri: String,
+    #[schema(value_type = String)]
+    pub otpauth_uri: Secret<String>,
 }
 
 impl From<Enrolment> for EnrolmentResponse {
     fn from(e: Enrolment) -> Self {
         Self {
-            secret: e.secret.to_string(),
-            otpauth_uri: e.uri.to_string(),
+            secret: Secret::new(e.secret.to_string()),
+            otpauth_uri: Secret::new(e.uri.to_string()),
         }
     }
 }
@@ -47,7 +50,8 @@ impl From<Enrolment> for EnrolmentResponse {
 /// stored hashed) and, for a login that owed enrolment, the full session's token.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct EnrolledResponse {
-    pub recovery_codes: Vec<String>,
+    #[schema(value_type = Vec<String>)]
+    pub recovery_codes: Secret<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session: Option<TokenResponse>,
 }
@@ -88,7 +92,7 @@ async fn pay<A: Audience>(
     body: SecondFactorCode,
 ) -> Result<HttpResponse, ApiError> {
     owed(&owing, SecondFactorDue::Verify)?;
-    let l = second_factor::pay(p, owing.session, owing.due, body.code).await?;
+    let l = second_factor::pay(p, owing.session, owing.due, body.code.expose().clone()).await?;
     Ok(no_store_json(&TokenResponse::of(&l)))
 }
 
@@ -167,7 +171,7 @@ pub async fn staff_confirm(
         SessionKind::Staff,
         id,
         Some(owing.session),
-        body.into_inner().code,
+        body.into_inner().code.expose().clone(),
     )
     .await?;
     Ok(no_store_json(&enrolled(done)))
@@ -175,7 +179,7 @@ pub async fn staff_confirm(
 
 fn enrolled(done: second_factor::Enrolled) -> EnrolledResponse {
     EnrolledResponse {
-        recovery_codes: done.recovery_codes.iter().map(|c| c.to_string()).collect(),
+        recovery_codes: Secret::new(done.recovery_codes.iter().map(|c| c.to_string()).collect()),
         session: done.upgraded.as_ref().map(TokenResponse::of),
     }
 }
@@ -228,8 +232,14 @@ pub async fn developer_confirm(
     auth: DeveloperAuth,
 ) -> Result<HttpResponse, ApiError> {
     let id = auth.session.subject_id.clone();
-    let done = second_factor::confirm(&p, SessionKind::Developer, id, None, body.into_inner().code)
-        .await?;
+    let done = second_factor::confirm(
+        &p,
+        SessionKind::Developer,
+        id,
+        None,
+        body.into_inner().code.expose().clone(),
+    )
+    .await?;
     Ok(no_store_json(&enrolled(done)))
 }
 
@@ -245,6 +255,12 @@ pub async fn developer_remove(
     auth: DeveloperAuth,
 ) -> Result<HttpResponse, ApiError> {
     let id = auth.session.subject_id.clone();
-    second_factor::remove_for(&p, SessionKind::Developer, id, body.into_inner().code).await?;
+    second_factor::remove_for(
+        &p,
+        SessionKind::Developer,
+        id,
+        body.into_inner().code.expose().clone(),
+    )
+    .await?;
     Ok(HttpResponse::NoContent().finish())
 }
