@@ -177,3 +177,57 @@ async fn postgres_server_refuses_to_start_with_pending_migrations() {
         .unwrap_err();
     assert!(err.to_string().contains("consent migrate"), "{err}");
 }
+
+/// A write transaction inside another (a service composed into its caller's) is a savepoint on
+/// both backends: its failure rolls back only its own writes, and the outer one commits or rolls
+/// back as a whole (a nested BEGIN IMMEDIATE once failed on SQLite).
+#[tokio::test]
+async fn a_nested_write_transaction_is_a_savepoint() {
+    use platform::storage::write_tx;
+    let merchant = |id: &'static str| {
+        (
+            merchants::id.eq(id),
+            merchants::name.eq("T"),
+            merchants::category.eq("x"),
+        )
+    };
+    for backend in backends() {
+        let app = e2e_tests::spawn_app(backend).await;
+        let p = app.platform.clone();
+        p.db.write(move |c| {
+            diesel::insert_into(merchants::table)
+                .values(merchant("m_outer"))
+                .execute(c)?;
+            let inner: Result<(), _> = write_tx(c, |c| {
+                diesel::insert_into(merchants::table)
+                    .values(merchant("m_inner"))
+                    .execute(c)?;
+                diesel::insert_into(merchants::table)
+                    .values(merchant("m_inner"))
+                    .execute(c)?;
+                Ok(())
+            });
+            assert!(inner.is_err(), "the duplicate fails the inner transaction");
+            write_tx(c, |c| {
+                diesel::insert_into(merchants::table)
+                    .values(merchant("m_kept"))
+                    .execute(c)?;
+                Ok(())
+            })
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{backend:?}: {e}"));
+        let ids: Vec<String> =
+            p.db.run(|c| {
+                Ok(merchants::table
+                    .filter(merchants::id.eq_any(["m_outer", "m_inner", "m_kept"]))
+                    .order(merchants::id.asc())
+                    .select(merchants::id)
+                    .load(c)?)
+            })
+            .await
+            .unwrap();
+        assert_eq!(ids, ["m_kept", "m_outer"], "{backend:?}");
+        app.stop().await;
+    }
+}

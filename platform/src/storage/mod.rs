@@ -482,10 +482,16 @@ where
     F: FnOnce(&mut AnyConnection) -> StorageResult<T>,
 {
     use diesel::connection::{AnsiTransactionManager, TransactionManager};
-    if let AnyConnection::Sqlite(c) = conn {
+    if let AnyConnection::Sqlite(c) = conn
+        && AnsiTransactionManager::transaction_manager_status_mut(c)
+            .transaction_depth()?
+            .is_none()
+    {
         // `BEGIN IMMEDIATE` through diesel's transaction manager (as
         // `SqliteConnection::immediate_transaction` does), so nested transactions inside `f`
         // become savepoints; the multi-connection delegates its transaction state to `c`.
+        // Already inside a transaction (a service composed into a caller's), `transaction`
+        // below makes a savepoint: a second BEGIN would fail.
         AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE")?;
         let result = f(conn);
         let AnyConnection::Sqlite(c) = conn else {
