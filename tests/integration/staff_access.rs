@@ -463,3 +463,80 @@ async fn the_credentials_page_asks_takes_uses_and_revokes() {
         app.stop().await;
     }
 }
+
+/// An approval is redeemed within 15 minutes or not at all, and a credential past its time in
+/// the database is refused even while its signed expiry has not come (the row decides).
+#[tokio::test]
+async fn old_approvals_and_expired_credentials_give_no_access() {
+    use diesel::prelude::*;
+    use platform::storage::schema::{approval_requests, staff_credentials};
+    for backend in backends() {
+        let app = spawn_demo_app(backend).await;
+        let alice = customer_id(&app, "alice").await;
+        let a = app.staff_token("ops-a").await;
+        let b = app.staff_token("ops-b").await;
+        let why = json!({ "justification": "Checked the complaint ticket, access is needed" });
+        let approved = |category: &'static str| {
+            let (app, a, b, alice, why) = (&app, a.clone(), b.clone(), alice.clone(), why.clone());
+            async move {
+                let request = ask(app, &a, &alice, category).await.1["request_id"]
+                    .as_str()
+                    .unwrap()
+                    .to_string();
+                let approve = format!("/api/v1/admin/approvals/{request}/approve");
+                assert_eq!(post(app, &b, &approve, Some(&why)).await.0, 200);
+                request
+            }
+        };
+        // Approved 16 minutes ago: too old to take.
+        let old = approved("complaint").await;
+        let id = old.clone();
+        let past = (chrono::Utc::now() - chrono::Duration::minutes(16)).naive_utc();
+        app.platform
+            .db
+            .write(move |c| {
+                diesel::update(approval_requests::table.filter(approval_requests::id.eq(id)))
+                    .set(approval_requests::decided_at.eq(Some(past)))
+                    .execute(c)?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let take = format!("/api/v1/admin/approvals/{old}/credential");
+        let (s, v) = post(&app, &a, &take, None).await;
+        assert_eq!(s, 409, "{v} {backend:?}");
+
+        // Taken in time, then its row expires: refused.
+        let fresh = approved("customer_request").await;
+        let (s, v) = post(
+            &app,
+            &a,
+            &format!("/api/v1/admin/approvals/{fresh}/credential"),
+            None,
+        )
+        .await;
+        assert_eq!(s, 201, "{v} {backend:?}");
+        let credential = v["credential"].as_str().unwrap().to_string();
+        assert_eq!(
+            read_grants(&app, &a, &alice, Some(&credential)).await.0,
+            200
+        );
+        let id = v["credential_id"].as_str().unwrap().to_string();
+        app.platform
+            .db
+            .write(move |c| {
+                diesel::update(staff_credentials::table.filter(staff_credentials::id.eq(id)))
+                    .set(staff_credentials::expires_at.eq(past))
+                    .execute(c)?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            read_grants(&app, &a, &alice, Some(&credential)).await.0,
+            403,
+            "{backend:?}"
+        );
+        app.stop().await;
+    }
+}
