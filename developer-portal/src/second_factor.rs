@@ -11,6 +11,8 @@
 //! - A code counts once: the step it belongs to must be later than the last step accepted, and
 //!   the conditional update that records it lets one of two concurrent uses win.
 //! - Recovery codes carry 80 random bits, are stored as SHA-256 and deleted when used.
+//! - Attempts are capped per account ([`ATTEMPTS_PER_ACCOUNT`], counted before the check, so a
+//!   burst of concurrent guesses is bounded too).
 //! - Failures are counted per account ([`FAILURES_PER_ACCOUNT`] per [`FAILURE_WINDOW`], wherever
 //!   they come from: whoever is guessing already has the password), then refused until the window
 //!   ends.
@@ -39,6 +41,10 @@ pub const RECOVERY_CODES: usize = 10;
 /// Failed codes an account may have per [`FAILURE_WINDOW`] before every attempt is refused.
 pub const FAILURES_PER_ACCOUNT: u64 = 5;
 pub const FAILURE_WINDOW: StdDuration = StdDuration::from_secs(900);
+/// Codes an account may try per [`FAILURE_WINDOW`], right or wrong. Counted before the check:
+/// failures are only known afterwards, so many guesses sent at once would all pass the failure
+/// limit; this bounds such a burst.
+pub const ATTEMPTS_PER_ACCOUNT: u64 = 10;
 /// The issuer shown in authenticator apps.
 pub const ISSUER: &str = "Consent";
 
@@ -390,19 +396,33 @@ fn failures_key(kind: SessionKind, id: &str) -> String {
     format!("second-factor:{}:{id}", kind.as_str())
 }
 
-async fn throttled(p: &Platform, kind: SessionKind, id: &str) -> PortalResult<()> {
-    match p
-        .rate_limiter
-        .failures_allowed(
-            &failures_key(kind, id),
-            FAILURES_PER_ACCOUNT,
-            FAILURE_WINDOW,
-        )
-        .await
-    {
+/// Counts one attempt, refused past [`ATTEMPTS_PER_ACCOUNT`].
+async fn attempt(p: &Platform, kind: SessionKind, id: &str) -> PortalResult<()> {
+    let bucket = format!("{}:attempts", failures_key(kind, id));
+    limited(
+        p.rate_limiter
+            .check(&bucket, ATTEMPTS_PER_ACCOUNT, FAILURE_WINDOW)
+            .await,
+    )
+}
+
+fn limited(d: Decision) -> PortalResult<()> {
+    match d {
         Decision::Allowed => Ok(()),
         Decision::Limited { retry_after_secs } => Err(PortalError::RateLimited(retry_after_secs)),
     }
+}
+
+async fn throttled(p: &Platform, kind: SessionKind, id: &str) -> PortalResult<()> {
+    limited(
+        p.rate_limiter
+            .failures_allowed(
+                &failures_key(kind, id),
+                FAILURES_PER_ACCOUNT,
+                FAILURE_WINDOW,
+            )
+            .await,
+    )
 }
 
 /// Runs `f` (a check of a code) under the account's failure limit: a wrong code counts.
@@ -413,6 +433,7 @@ async fn counted<T: Send + 'static>(
     f: impl FnOnce(&mut AnyConnection) -> PortalResult<T> + Send + 'static,
 ) -> PortalResult<T> {
     throttled(p, kind, id).await?;
+    attempt(p, kind, id).await?;
     let outcome = write(p, f).await;
     if let Err(PortalError::Validation(_)) = &outcome {
         tracing::info!(kind = kind.as_str(), "second factor refused");

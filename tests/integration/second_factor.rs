@@ -585,3 +585,49 @@ fn the_reset_command_names_the_staff_member_or_fails() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
 }
+
+/// Guesses sent all at once are bounded as well: attempts are counted before the codes are
+/// checked, so a burst gets at most the attempt allowance, then every answer is 429.
+#[tokio::test]
+async fn a_burst_of_concurrent_guesses_is_capped_per_account() {
+    use developer_portal::second_factor::ATTEMPTS_PER_ACCOUNT;
+    for backend in backends() {
+        let app = spawn_app(backend).await;
+        app.create_staff("ops1").await;
+        let (owing, _) = password_login(&app, "ops1").await;
+        let (secret, _, _) = app.enrol(&owing).await;
+        let (login, _) = password_login(&app, "ops1").await;
+        let right = app.totp_code(&secret, 1);
+        let wrong = if right == "000000" {
+            "111111"
+        } else {
+            "000000"
+        };
+        let mut burst = tokio::task::JoinSet::new();
+        for _ in 0..30 {
+            let (client, url, login) = (app.client.clone(), app.url(STAFF_VERIFY), login.clone());
+            burst.spawn(async move {
+                let r = client
+                    .post(url)
+                    .bearer_auth(login)
+                    .json(&json!({ "code": wrong }))
+                    .send()
+                    .await
+                    .unwrap();
+                (r.status().as_u16(), ())
+            });
+        }
+        let answers = burst.join_all().await;
+        let checked = answers.iter().filter(|(s, _)| *s == 400).count() as u64;
+        let refused = answers.iter().filter(|(s, _)| *s == 429).count() as u64;
+        assert_eq!(checked + refused, 30, "{answers:?}");
+        // The enrolment's code was one attempt already.
+        assert!(
+            checked < ATTEMPTS_PER_ACCOUNT,
+            "{checked} guesses checked {backend:?}"
+        );
+        let (s, _) = send_code(&app, STAFF_VERIFY, &login, &right).await;
+        assert_eq!(s, 429, "{backend:?}");
+        app.stop().await;
+    }
+}
