@@ -45,7 +45,7 @@ pub fn security_headers(https: bool) -> DefaultHeaders {
     headers
         .add((
             header::CONTENT_SECURITY_POLICY,
-            "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; \
+            "default-src 'self'; img-src 'self' data:; style-src 'self'; \
              script-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; \
              frame-ancestors 'none'",
         ))
@@ -53,6 +53,28 @@ pub fn security_headers(https: bool) -> DefaultHeaders {
         .add((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
         .add((header::REFERRER_POLICY, "no-referrer"))
         .add(("Cross-Origin-Opener-Policy", "same-origin"))
+}
+
+/// Swagger UI (`/docs/`, vendored) sets inline styles from its script, which the site-wide
+/// policy refuses; its pages alone may (styles only: scripts stay 'self'). Runs inside
+/// [`security_headers`], which keeps a policy already set.
+pub async fn docs_policy(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let docs = req.path().starts_with("/docs/");
+    let mut res = next.call(req).await?;
+    if docs {
+        res.headers_mut().insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(
+                "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; \
+                 script-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; \
+                 frame-ancestors 'none'",
+            ),
+        );
+    }
+    Ok(res)
 }
 
 /// Counts requests and their latency per route pattern (never the raw path: ids would explode

@@ -198,6 +198,7 @@ impl Application {
             App::new()
                 .wrap(http::error_normalizer())
                 .wrap(actix_web::middleware::from_fn(http::record_metrics))
+                .wrap(actix_web::middleware::from_fn(http::docs_policy))
                 .wrap(http::security_headers(https))
                 .wrap(tracing_actix_web::TracingLogger::<telemetry::RequestSpan>::new())
                 .app_data(data.clone())

@@ -25,3 +25,31 @@ export function fail(message) {
 export function done(result) {
   console.log(JSON.stringify({ ok: true, ...result }));
 }
+
+// Accessibility: axe-core (WCAG 2.1 A and AA rules, and axe's best practices) on the page as it
+// is now, then the same page at 320 CSS pixels wide, which must not scroll sideways (WCAG 1.4.10
+// reflow). Returns one line per problem; an empty list is a pass. axe is evaluated through the
+// DevTools protocol, which the page's CSP does not govern (the page itself still loads no
+// script but its own).
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+
+const AXE_SOURCE = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
+
+export async function accessibility(page, name) {
+  await page.evaluate(AXE_SOURCE);
+  const violations = await page.evaluate(async () => {
+    const result = await window.axe.run(document, {
+      runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'best-practice'] },
+      resultTypes: ['violations'],
+    });
+    return result.violations.map((v) => `${v.id} (${v.impact}): ${v.help} at ${v.nodes.slice(0, 3).map((n) => n.target.join(' ')).join(', ')}`);
+  });
+  const problems = violations.map((v) => `${name}: ${v}`);
+  const size = page.viewportSize();
+  await page.setViewportSize({ width: 320, height: 640 });
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+  if (overflow > 0) problems.push(`${name}: scrolls sideways by ${overflow}px at 320px wide`);
+  if (size) await page.setViewportSize(size);
+  return problems;
+}

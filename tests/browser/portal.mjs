@@ -2,11 +2,14 @@
 // sees its secret once, submits KYC; two staff members log in and approve it.
 // Usage: node portal.mjs BASE_URL PASSWORD   (staff ops-a and ops-b must exist with PASSWORD)
 import { createHmac } from 'node:crypto';
-import { launch, fail, done } from './lib.mjs';
+import { launch, fail, done, accessibility } from './lib.mjs';
 
 const [base, password] = process.argv.slice(2);
 const { browser, page } = await launch();
 const text = async (p, sel) => (await p.textContent(sel)).trim();
+// axe-core and 320 px reflow problems on every kind of portal page (checked once each).
+const a11y = [];
+const check = async (p, name) => a11y.push(...await accessibility(p, name));
 // HTTP failures other than the browser's own favicon probe (checked at the end).
 const failures = [];
 page.on('response', (r) => {
@@ -29,6 +32,7 @@ async function staffReview(username) {
   const context = await browser.newContext();
   const p = await context.newPage();
   await p.goto(`${base}/developers/staff/login`);
+  if (username === 'ops-a') await check(p, 'staff login');
   await p.fill('input[name=username]', username);
   await p.fill('input[name=password]', password);
   // The first login owes an authenticator: the password leads to enrolment, nothing else.
@@ -38,6 +42,7 @@ async function staffReview(username) {
   await p.goto(`${base}/developers/staff/second-factor`);
   await Promise.all([p.waitForLoadState(), p.click('button[type=submit]')]);
   const secret = await text(p, '#secret');
+  if (username === 'ops-a') await check(p, 'staff enrolment');
   if (!/^[A-Z2-7]{32}$/.test(secret)) fail(`${username}: secret ${secret}`);
   await p.fill('input[name=code]', '000000' === totp(secret) ? '111111' : '000000');
   await Promise.all([p.waitForLoadState(), p.click('button[type=submit]')]);
@@ -46,11 +51,14 @@ async function staffReview(username) {
   await p.fill('input[name=code]', totp(secret));
   await Promise.all([p.waitForLoadState(), p.click('button[type=submit]')]);
   if (await p.locator('#recovery-codes li').count() !== 10) fail(`${username}: recovery codes not shown`);
+  if (username === 'ops-a') await check(p, 'recovery codes');
   await Promise.all([p.waitForURL(`${base}/developers/staff`), p.click('#continue')]);
+  if (username === 'ops-a') await check(p, 'staff queue');
   const link = p.locator('#queue a', { hasText: 'browser@fintech.example' });
   if (await link.count() !== 1) fail(`${username}: submission not in the queue`);
   await Promise.all([p.waitForLoadState(), link.click()]);
   if (await text(p, '#legal-name') !== 'Browser Fintech GmbH') fail('staff sees the decrypted legal name');
+  if (username === 'ops-a') await check(p, 'KYC review');
   await p.selectOption('select[name=decision]', 'approve');
   await p.fill('textarea[name=justification]', `${username}: register entry and documents match`);
   await Promise.all([p.waitForLoadState(), p.click('form[action$="/review"] button[type=submit]')]);
@@ -77,7 +85,10 @@ async function staffLogin(username, secret) {
 
 try {
   // Sign up (double-submit CSRF token in the form).
+  await page.goto(`${base}/developers/login`);
+  await check(page, 'developer login');
   await page.goto(`${base}/developers/signup`);
+  await check(page, 'sign-up');
   await page.fill('input[name=email]', 'Browser@Fintech.example');
   await page.fill('input[name=display_name]', 'Browser Dev');
   await page.fill('input[name=password]', password);
@@ -85,14 +96,21 @@ try {
 
   // A sandbox client: the secret is shown once.
   await page.goto(`${base}/developers/clients/new`);
+  await check(page, 'new client');
   await page.fill('input[name=name]', 'Browser budget app');
   await page.fill('textarea[name=redirect_uris]', 'http://127.0.0.1:9000/callback');
   await Promise.all([page.waitForLoadState(), page.click('form[action="/developers/clients/new"] button[type=submit]')]);
   const secret = await text(page, '#client-secret');
   if (!secret.startsWith('cs_')) fail(`secret: ${secret}`);
   const clientId = await text(page, '#client-id');
+  await check(page, 'client secret');
   await page.goto(`${base}/developers/clients/${clientId}`);
   if (await page.locator('#client-secret').count() !== 0) fail('secret shown twice');
+  await check(page, 'client');
+  for (const path of ['/developers', '/developers/clients', '/developers/second-factor']) {
+    await page.goto(`${base}${path}`);
+    await check(page, path);
+  }
   if ((await page.content()).includes(secret)) fail('secret in the detail page');
 
   // A production client is refused before KYC approval.
@@ -106,6 +124,7 @@ try {
 
   // KYC.
   await page.goto(`${base}/developers/kyc`);
+  await check(page, 'KYC form');
   await page.fill('input[name=legal_name]', 'Browser Fintech GmbH');
   await page.fill('input[name=registration_number]', 'HRB 98765');
   await page.fill('input[name=country]', 'DE');
@@ -126,7 +145,10 @@ try {
 
   // Four eyes on a suspension: ops-a asks, cannot decide it, ops-b approves.
   const a = await staffLogin('ops-a', first.secret);
+  await a.p.goto(`${base}/developers/staff/credentials`);
+  await check(a.p, 'staff credentials');
   await a.p.goto(`${base}/developers/staff/approvals`);
+  await check(a.p, 'approvals');
   const ask = 'form[action="/developers/staff/suspensions"]';
   await a.p.fill(`${ask} input[name=client_id]`, clientId);
   await a.p.fill(`${ask} input[name=justification]`, 'Client reported for scraping accounts, suspend now');
@@ -137,6 +159,7 @@ try {
   await a.context.close();
   const b = await staffLogin('ops-b', second.secret);
   await b.p.goto(`${base}/developers/staff/approvals`);
+  await check(b.p, 'approvals, to decide');
   const theirs = b.p.locator('#approvals tr', { hasText: clientId });
   await theirs.locator('input[name=justification]').fill('Evidence in the ticket checked, approved');
   await Promise.all([b.p.waitForLoadState(), theirs.locator('button[value=approve]').click()]);
@@ -152,7 +175,7 @@ try {
   const jsErrors = page.consoleErrors.filter((e) => !e.startsWith('Failed to load resource'));
   if (jsErrors.length) fail(`console errors: ${jsErrors.join('; ')}`);
   if (failures.length !== 1 || !failures[0].startsWith('403 ')) fail(`unexpected HTTP failures: ${failures}`);
-  done({ clientId, kycStatus, reviews: second.reviews });
+  done({ a11y, clientId, kycStatus, reviews: second.reviews });
 } catch (e) {
   fail(String(e && e.stack || e));
 } finally {

@@ -197,6 +197,7 @@ async fn landing_page_and_swagger_ui_render_in_chromium() {
     let app = spawn_app(Backend::Sqlite).await;
     if let Some(result) = e2e_tests::browser::run("smoke.mjs", &[&app.address]).await {
         assert_eq!(result["ok"], true, "{result}");
+        assert_eq!(result["a11y"], serde_json::json!([]), "{result}");
     }
     app.stop().await;
 }

@@ -1511,6 +1511,7 @@ async fn portal_pages_work_in_chromium() {
     app.create_staff("ops-b").await;
     if let Some(result) = e2e_tests::browser::run("portal.mjs", &[&app.address, PASSWORD]).await {
         assert_eq!(result["ok"], true, "{result}");
+        assert_eq!(result["a11y"], serde_json::json!([]), "axe-core and reflow");
         assert_eq!(result["kycStatus"], "approved", "{result}");
     }
     let statuses: Vec<String> = app

@@ -1,5 +1,6 @@
 //! Route table. Handlers are thin: parse, call a service, render.
 
+pub mod assets;
 pub mod bank_api;
 pub mod dashboard;
 pub mod grants_api;
@@ -15,6 +16,7 @@ use actix_web::web;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(landing::index)
+        .service(assets::asset)
         .service(landing::docs)
         .service(health::healthz)
         .service(health::readyz)

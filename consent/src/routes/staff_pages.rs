@@ -101,7 +101,7 @@ async fn credentials_page(state: web::Data<AppState>, s: StaffSession) -> HttpRe
                 @for r in &overview.ready {
                     li {
                         code { (r.action.as_str()) } " on " (r.target.kind) " " code { (r.target.id) } " "
-                        form.inline method="post" action="/developers/staff/credentials/take" style="display:inline" {
+                        form.inline method="post" action="/developers/staff/credentials/take" {
                             (csrf(&s.csrf_token))
                             input type="hidden" name="request_id" value=(r.id);
                             button type="submit" { "Take the credential" }

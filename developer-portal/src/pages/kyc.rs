@@ -71,14 +71,17 @@ fn kyc_page(
                         legend { "Supporting documents (metadata; send files through the secure channel)" }
                         @for i in 0..DOC_ROWS {
                             p {
-                                select name=(format!("doc{i}_kind")) {
-                                    option value="" { "-" }
-                                    @for &k in DOCUMENT_KINDS {
-                                        option value=(k) selected[doc_val(i, "kind") == k] { (k) }
+                                label {
+                                    "Document " (i + 1) ": kind "
+                                    select name=(format!("doc{i}_kind")) {
+                                        option value="" { "-" }
+                                        @for &k in DOCUMENT_KINDS {
+                                            option value=(k) selected[doc_val(i, "kind") == k] { (k) }
+                                        }
                                     }
                                 }
-                                " " input type="text" name=(format!("doc{i}_filename")) placeholder="file name" value=(doc_val(i, "filename"));
-                                " " input type="text" name=(format!("doc{i}_sha256")) placeholder="SHA-256 (hex)" size="66" value=(doc_val(i, "sha256"));
+                                label { "File name " input type="text" name=(format!("doc{i}_filename")) value=(doc_val(i, "filename")); }
+                                label { "SHA-256 (hex) " input type="text" name=(format!("doc{i}_sha256")) size="66" value=(doc_val(i, "sha256")); }
                             }
                         }
                     }

@@ -33,7 +33,7 @@ pub(crate) fn nav_bar(links: &[(&str, &str)], logout: &str, csrf: &str) -> Marku
     html! {
         nav {
             @for (href, text) in links { a href=(href) { (text) } " · " }
-            form.inline method="post" action=(logout) style="display:inline" {
+            form.inline method="post" action=(logout) {
                 (csrf_input(csrf))
                 button type="submit" { "Log out" }
             }

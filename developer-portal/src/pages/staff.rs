@@ -121,10 +121,13 @@ async fn detail(p: Data, path: web::Path<String>, s: StaffSession) -> HttpRespon
                         form method="post" action=(format!("/developers/staff/kyc/{}/review", r.id)) {
                             (csrf_input(&s.csrf_token))
                             p {
-                                select name="decision" {
-                                    option value="approve" { "approve" }
-                                    option value="needs_information" { "needs information" }
-                                    option value="reject" { "reject" }
+                                label {
+                                    "Decision "
+                                    select name="decision" {
+                                        option value="approve" { "approve" }
+                                        option value="needs_information" { "needs information" }
+                                        option value="reject" { "reject" }
+                                    }
                                 }
                             }
                             p { label { "Justification (visible to all staff) " br; textarea name="justification" rows="3" cols="60" required minlength="10" {} } }
@@ -167,6 +170,7 @@ async fn approvals_page(p: Data, s: StaffSession) -> HttpResponse {
                 (nav(&s))
                 h1 { "Four-eyes approval requests" }
                 table id="approvals" {
+                    thead { tr { th scope="col" { "Request" } th scope="col" { "Asked by, why" } th scope="col" { "Status" } th scope="col" { "Decision" } } }
                     @for r in list {
                         @let mine = r.requested_by == s.subject_id;
                         @let v = approval_response(r, now);
@@ -179,7 +183,7 @@ async fn approvals_page(p: Data, s: StaffSession) -> HttpResponse {
                                 @if v.status == ApprovalStatus::Pending.as_str() && !mine {
                                     form method="post" action=(format!("/developers/staff/approvals/{}/decide", v.id)) {
                                         (csrf_input(&s.csrf_token))
-                                        input type="text" name="justification" placeholder="justification" minlength="10" required;
+                                        label { "Your justification " input type="text" name="justification" minlength="10" required; }
                                         " " button type="submit" name="decision" value="approve" { "Approve" }
                                         " " button type="submit" name="decision" value="reject" { "Reject" }
                                     }

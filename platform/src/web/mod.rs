@@ -144,8 +144,9 @@ pub fn presented_token(req: &HttpRequest) -> Option<(TokenScheme, &str)> {
     }
 }
 
-/// Shared page chrome for every server-rendered page: inline styles only, no scripts, no
-/// external assets (nothing is fetched from a CDN). Maud escapes every interpolated value.
+/// Shared page chrome for every server-rendered page: the one self-hosted stylesheet
+/// (`/assets/app.css`, no inline styles: the CSP allows none), no external assets (nothing is
+/// fetched from a CDN). Maud escapes every interpolated value.
 pub fn page(title: &str, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
@@ -154,16 +155,12 @@ pub fn page(title: &str, body: Markup) -> Markup {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) }
-                style { (maud::PreEscaped(STYLE)) }
+                link rel="stylesheet" href="/assets/app.css";
             }
             body { main { (body) } }
         }
     }
 }
-
-const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:46rem;margin:2rem auto;\
-padding:0 1rem;color:#1b1f24;line-height:1.5}a{color:#0b5cad}h1{font-size:1.6rem}\
-ul.links li{margin:.4rem 0}.muted{color:#57606a;font-size:.9rem}";
 
 /// A post-login (or other return) destination that can only lead back into this site: a
 /// same-origin relative path, parsed and re-serialised. Refused (`None`): anything not starting
