@@ -114,7 +114,7 @@ async fn dashboard_shows_connected_apps_with_their_narrowed_scope() {
             !demo_card.contains("See the balances"),
             "balances were narrowed away"
         );
-        assert!(demo_card.contains("From 2026-02-01 to 2026-03-31"));
+        assert!(demo_card.contains("From 1 Feb 2026 to 31 Mar 2026"));
         assert!(demo_card.contains(&bean) && !demo_card.contains("Fresh Market"));
         assert!(demo_card.contains("Access ends on") && demo_card.contains("Last used"));
         assert!(demo_card.contains(&format!("action=\"/account/apps/{grant_id}/revoke\"")));
@@ -597,7 +597,7 @@ async fn dashboard_in_a_real_browser() {
         let tokens = connect_app(&app, DEMO, DEMO_REDIRECT, &alice[1]).await;
         let grant_id = tokens["grant_id"].as_str().unwrap();
         let (_, masked) = account(&app, &alice[1]).await;
-        let shot = std::env::temp_dir().join(format!("dashboard-{backend:?}.png"));
+        let shot = e2e_tests::browser::screenshot_path("dashboard", backend);
         let Some(r) = e2e_tests::browser::run(
             "dashboard.mjs",
             &[
@@ -613,6 +613,14 @@ async fn dashboard_in_a_real_browser() {
             return;
         };
         assert_eq!(r["ok"], true, "{r}");
+        assert_eq!(r["a11y"], json!([]), "axe-core and reflow");
+        assert!(
+            r["confirmation"]
+                .as_str()
+                .unwrap()
+                .contains("can no longer see your data"),
+            "{r}"
+        );
         assert_eq!(r["activeBefore"], json!([grant_id]), "{r}");
         assert!(r["cardText"].as_str().unwrap().contains(&masked), "{r}");
         assert!(r["cardText"].as_str().unwrap().contains("Demo Fintech Ltd"));

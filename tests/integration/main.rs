@@ -4,6 +4,7 @@
 mod announcements;
 mod audit;
 mod backends;
+mod customer_pages;
 mod dashboard;
 mod demo;
 mod dpop;

@@ -60,3 +60,18 @@ pub async fn run(script: &str, args: &[&str]) -> Option<serde_json::Value> {
             .unwrap_or_else(|e| panic!("{script} printed no JSON ({e}): {stdout}")),
     )
 }
+
+/// Where a browser test saves its screenshot of `name`. With `CONSENT_UPDATE_SCREENSHOTS=1`, the
+/// SQLite run writes `docs/screenshots/<name>.png`, the pictures the README shows (so they are
+/// regenerated from the pages as they are, never drawn by hand); otherwise a temporary file,
+/// so the screenshot code still runs.
+pub fn screenshot_path(name: &str, backend: crate::Backend) -> PathBuf {
+    if backend == crate::Backend::Sqlite
+        && std::env::var("CONSENT_UPDATE_SCREENSHOTS").as_deref() == Ok("1")
+    {
+        let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/screenshots"));
+        std::fs::create_dir_all(&dir).expect("docs/screenshots");
+        return dir.join(format!("{name}.png"));
+    }
+    std::env::temp_dir().join(format!("{name}-{backend:?}-{}.png", std::process::id()))
+}

@@ -27,9 +27,15 @@ mod views;
 
 pub use crate::lifecycle::policy::LifecyclePolicy;
 pub use extend::extend;
-pub use query::{activity, customer_identity, customer_login, get_grant, list_grants};
+pub use query::{
+    ActivityPage, LastRead, activity, activity_page, customer_identity, customer_login, get_grant,
+    last_reads, list_grants,
+};
 pub use service::{CustomerGrants, valid_grant_id};
-pub use text::{describe_action, describe_event, format_day, operator_label, operator_markup};
+pub use text::{
+    AccessSummary, describe_action, describe_event, format_day, operator_label, operator_markup,
+    summary_day,
+};
 pub use views::*;
 
 use chrono::{DateTime, Utc};
@@ -44,8 +50,10 @@ use query::owns;
 
 /// Reason recorded in the revocation feed when a customer ends a grant.
 pub const REVOKED_BY_CUSTOMER: &str = "revoked_by_customer";
-/// At most this many activity events are returned per grant (newest first).
+/// At most this many activity events are returned per grant (newest first), or per page.
 pub const ACTIVITY_LIMIT: i64 = 200;
+/// Events per page of a grant's history on the dashboard.
+pub const HISTORY_PAGE: i64 = 20;
 /// [`GrantNotice::kind`] of a grant that reaches its expiry date soon.
 pub const NOTICE_EXPIRING: &str = "expiring";
 /// [`GrantNotice::kind`] of a grant that is revoked for dormancy soon.

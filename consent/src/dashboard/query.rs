@@ -60,22 +60,51 @@ pub fn get_grant(
         .transpose()
 }
 
-/// The audit events whose target is this grant, newest first; `None` when the grant is not the
-/// customer's.
+/// The audit events whose target is this grant, newest first (at most [`ACTIVITY_LIMIT`]);
+/// `None` when the grant is not the customer's.
 pub fn activity(
     conn: &mut AnyConnection,
     customer_id: &str,
     grant_id: &str,
 ) -> StorageResult<Option<Vec<ActivityEvent>>> {
+    Ok(activity_page(conn, customer_id, grant_id, None, ACTIVITY_LIMIT)?.map(|p| p.events))
+}
+
+/// One page of a grant's history, newest first.
+#[derive(Debug, Clone)]
+pub struct ActivityPage {
+    pub events: Vec<ActivityEvent>,
+    /// The cursor of the next (older) page, when there is one.
+    pub older: Option<i64>,
+}
+
+/// At most `limit` (1 to [`ACTIVITY_LIMIT`]) events of the grant older than the cursor `before`
+/// (an audit sequence number, from [`ActivityPage::older`]); `None` when the grant is not the
+/// customer's. A cursor, not an offset: events recorded while the customer pages do not shift
+/// what the next page shows.
+pub fn activity_page(
+    conn: &mut AnyConnection,
+    customer_id: &str,
+    grant_id: &str,
+    before: Option<i64>,
+    limit: i64,
+) -> StorageResult<Option<ActivityPage>> {
     if !owns(conn, customer_id, grant_id)? {
         return Ok(None);
     }
-    let rows: Vec<(String, NaiveDateTime, String, String, String)> = audit_events::table
+    let limit = limit.clamp(1, ACTIVITY_LIMIT);
+    let mut query = audit_events::table
         .filter(audit_events::target_type.eq("grant"))
         .filter(audit_events::target_id.eq(grant_id))
+        .into_boxed();
+    if let Some(before) = before {
+        query = query.filter(audit_events::seq.lt(before));
+    }
+    let mut rows: Vec<(i64, String, NaiveDateTime, String, String, String)> = query
         .order(audit_events::seq.desc())
-        .limit(ACTIVITY_LIMIT)
+        .limit(limit + 1)
         .select((
+            audit_events::seq,
             audit_events::event_id,
             audit_events::occurred_at,
             audit_events::action,
@@ -83,21 +112,70 @@ pub fn activity(
             audit_events::details,
         ))
         .load(conn)?;
-    Ok(Some(
-        rows.into_iter()
-            .map(|(event_id, at, action, actor_type, details)| {
-                let details: serde_json::Value =
-                    serde_json::from_str(&details).unwrap_or(serde_json::Value::Null);
-                ActivityEvent {
-                    event_id,
-                    occurred_at: at.and_utc(),
-                    description: describe_event(&action, &details),
-                    action,
-                    actor_type,
-                }
-            })
-            .collect(),
-    ))
+    let more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    let older = if more { rows.last().map(|r| r.0) } else { None };
+    let events = rows
+        .into_iter()
+        .map(|(_, event_id, at, action, actor_type, details)| {
+            let details: serde_json::Value =
+                serde_json::from_str(&details).unwrap_or(serde_json::Value::Null);
+            ActivityEvent {
+                event_id,
+                occurred_at: at.and_utc(),
+                description: describe_event(&action, &details),
+                action,
+                actor_type,
+            }
+        })
+        .collect();
+    Ok(Some(ActivityPage { events, older }))
+}
+
+/// The app's latest read of the customer's data through a grant: when, and in plain language
+/// what (from the audit log).
+#[derive(Debug, Clone)]
+pub struct LastRead {
+    pub at: DateTime<Utc>,
+    pub description: String,
+}
+
+/// The latest read through each of `grant_ids` that has one (each id is checked to be the
+/// customer's). One indexed query per grant: a customer has few grants, a grant may have
+/// millions of events.
+pub fn last_reads(
+    conn: &mut AnyConnection,
+    customer_id: &str,
+    grant_ids: &[String],
+) -> StorageResult<HashMap<String, LastRead>> {
+    let mine: Vec<String> = grant_rows::table
+        .filter(grant_rows::customer_id.eq(customer_id))
+        .filter(grant_rows::id.eq_any(grant_ids))
+        .select(grant_rows::id)
+        .load(conn)?;
+    let mut out = HashMap::new();
+    for id in mine {
+        let row: Option<(NaiveDateTime, String)> = audit_events::table
+            .filter(audit_events::target_type.eq("grant"))
+            .filter(audit_events::target_id.eq(&id))
+            .filter(audit_events::action.eq("resource.read"))
+            .order((audit_events::occurred_at.desc(), audit_events::seq.desc()))
+            .select((audit_events::occurred_at, audit_events::details))
+            .first(conn)
+            .optional()?;
+        if let Some((at, details)) = row {
+            let details: serde_json::Value =
+                serde_json::from_str(&details).unwrap_or(serde_json::Value::Null);
+            out.insert(
+                id,
+                LastRead {
+                    at: at.and_utc(),
+                    description: describe_event("resource.read", &details),
+                },
+            );
+        }
+    }
+    Ok(out)
 }
 
 /// The id and password hash of the customer with this username, for the login page.

@@ -6,9 +6,12 @@ use chrono::{DateTime, Utc};
 use platform::Platform;
 use platform::storage::{AnyConnection, StorageResult};
 
+use std::collections::HashMap;
+
 use super::{
-    ActivityEvent, ExtendOutcome, GrantView, LifecyclePolicy, RevokeOutcome, activity,
-    customer_identity, extend, get_grant, list_grants, revoke, revoke_all,
+    ActivityEvent, ActivityPage, ExtendOutcome, GrantView, LastRead, LifecyclePolicy,
+    RevokeOutcome, activity, activity_page, customer_identity, extend, get_grant, last_reads,
+    list_grants, revoke, revoke_all,
 };
 
 /// Grant ids are `g_` + URL-safe characters; anything else cannot exist.
@@ -82,6 +85,30 @@ impl CustomerGrants {
     pub async fn activity(&self, id: &str) -> StorageResult<Option<Vec<ActivityEvent>>> {
         self.read(id, None, |c, me, id, _| activity(c, &me.customer, id))
             .await
+    }
+
+    /// One page of a grant's history older than the cursor `before`; `None` when the grant is
+    /// not the customer's.
+    pub async fn history(
+        &self,
+        id: &str,
+        before: Option<i64>,
+        limit: i64,
+    ) -> StorageResult<Option<ActivityPage>> {
+        if !valid_grant_id(id) {
+            return Ok(None);
+        }
+        let (customer, id) = (self.customer.clone(), id.to_string());
+        let db = self.platform.db.clone();
+        db.run(move |c| activity_page(c, &customer, &id, before, limit))
+            .await
+    }
+
+    /// The latest read through each of the customer's grants among `ids`.
+    pub async fn last_reads(&self, ids: Vec<String>) -> StorageResult<HashMap<String, LastRead>> {
+        let customer = self.customer.clone();
+        let db = self.platform.db.clone();
+        db.run(move |c| last_reads(c, &customer, &ids)).await
     }
 
     /// Revokes one grant (committed and announced to every instance before this returns).

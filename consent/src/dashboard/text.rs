@@ -1,6 +1,6 @@
 //! Plain-language wording: days, permissions, audit events, lifecycle notices.
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, NaiveDate, Utc};
 
 use crate::lifecycle::policy::{self, End};
 
@@ -117,6 +117,89 @@ pub(super) fn notice(
     })
 }
 
+/// What an app may see, as the consent page and each dashboard card say it in one sentence, e.g.
+/// "Moneybox will see balances and transactions of 2 accounts from 1 Jan 2026 to 30 Jun 2026,
+/// until 30 Sep 2026." The consent page's script (`assets/consent.js`) writes the same sentence
+/// as the customer narrows; `tests` below pin the wording both follow.
+#[derive(Debug, Clone)]
+pub struct AccessSummary<'a> {
+    /// The app's name.
+    pub app: &'a str,
+    /// "will see" (consent), "can see" (live grant), "could see" (ended grant).
+    pub verb: &'a str,
+    /// The permissions (`accounts:read`, ...), in any order.
+    pub actions: Vec<&'a str>,
+    /// How many accounts.
+    pub accounts: usize,
+    /// The transaction period, first and last day; `None`: any date.
+    pub window: Option<(NaiveDate, NaiveDate)>,
+    /// The merchants' names; `None`: any merchant.
+    pub merchants: Option<Vec<&'a str>>,
+    /// The last day of access.
+    pub until: NaiveDate,
+}
+
+/// A day as the summary writes it, e.g. `1 Jan 2026`.
+pub fn summary_day(d: NaiveDate) -> String {
+    d.format("%-d %b %Y").to_string()
+}
+
+/// `a`, `a and b`, `a, b and c`.
+fn and_list(items: &[&str]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => (*one).to_string(),
+        [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
+    }
+}
+
+impl AccessSummary<'_> {
+    pub fn sentence(&self) -> String {
+        const ORDER: [(&str, &str); 3] = [
+            ("accounts:read", "account details"),
+            ("balances:read", "balances"),
+            ("transactions:read", "transactions"),
+        ];
+        let what: Vec<&str> = ORDER
+            .iter()
+            .filter(|(a, _)| self.actions.contains(a))
+            .map(|(_, text)| *text)
+            .collect();
+        if what.is_empty() || self.accounts == 0 {
+            return format!("{} {} nothing.", self.app, self.verb);
+        }
+        let accounts = match self.accounts {
+            1 => "1 account".to_string(),
+            n => format!("{n} accounts"),
+        };
+        let mut s = format!(
+            "{} {} {} of {accounts}",
+            self.app,
+            self.verb,
+            and_list(&what)
+        );
+        if self.actions.contains(&"transactions:read") {
+            match self.window {
+                Some((from, until)) => s.push_str(&format!(
+                    " from {} to {}",
+                    summary_day(from),
+                    summary_day(until)
+                )),
+                None => s.push_str(" from any date"),
+            }
+            match self.merchants.as_deref() {
+                Some(names) if names.len() <= 3 => {
+                    s.push_str(&format!(", only with {}", and_list(names)));
+                }
+                Some(names) => s.push_str(&format!(", only with {} merchants", names.len())),
+                None => {}
+            }
+        }
+        s.push_str(&format!(", until {}.", summary_day(self.until)));
+        s
+    }
+}
+
 /// Who operates an app, as every page and the API tell the customer: decided here only. The
 /// bank's KYC verification is the developer's, so a verified developer's app names its legal
 /// name in sandbox and production alike; otherwise a warning.
@@ -148,6 +231,42 @@ pub fn operator_markup(environment: &str, verified_legal_name: Option<&str>) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_summary_says_what_an_app_may_see_in_one_sentence() {
+        let day = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+        let mut s = AccessSummary {
+            app: "Moneybox",
+            verb: "will see",
+            actions: vec!["transactions:read", "balances:read"],
+            accounts: 2,
+            window: Some((day("2026-01-01"), day("2026-06-30"))),
+            merchants: None,
+            until: day("2026-09-30"),
+        };
+        assert_eq!(
+            s.sentence(),
+            "Moneybox will see balances and transactions of 2 accounts from 1 Jan 2026 to \
+             30 Jun 2026, until 30 Sep 2026."
+        );
+        s.merchants = Some(vec!["Car Finance Co"]);
+        s.window = None;
+        s.accounts = 1;
+        assert_eq!(
+            s.sentence(),
+            "Moneybox will see balances and transactions of 1 account from any date, only with \
+             Car Finance Co, until 30 Sep 2026."
+        );
+        s.merchants = Some(vec!["A", "B", "C", "D"]);
+        assert!(s.sentence().contains(", only with 4 merchants,"));
+        s.actions = vec!["accounts:read", "balances:read"];
+        assert_eq!(
+            s.sentence(),
+            "Moneybox will see account details and balances of 1 account, until 30 Sep 2026."
+        );
+        s.accounts = 0;
+        assert_eq!(s.sentence(), "Moneybox will see nothing.");
+    }
 
     #[test]
     fn events_are_described_in_plain_language() {

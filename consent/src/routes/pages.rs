@@ -58,6 +58,7 @@ pub fn consent_decision(pairs: &[(String, String)]) -> Option<ConsentDecision> {
             transactions_until: field(pairs, "transactions_until").map(str::to_string),
             merchants: all("merchant"),
             expires_at: field(pairs, "expires_at").map(str::to_string),
+            period: field(pairs, "period").map(str::to_string),
         })),
         Some("deny") => Some(ConsentDecision::Deny),
         _ => None,
@@ -235,6 +236,34 @@ fn date(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%d").to_string()
 }
 
+/// The sentence at the top of the consent page: what the app would see if the customer allowed
+/// the request as it stands (the script rewrites it as they narrow).
+fn requested_summary(p: &PendingConsent) -> String {
+    let r = &p.requested;
+    dashboard::AccessSummary {
+        app: &p.client.name,
+        verb: "will see",
+        actions: r.actions.iter().map(|a| a.as_str()).collect(),
+        accounts: p.accounts.len(),
+        window: r
+            .window
+            .as_ref()
+            .map(|w| (w.from().date_naive(), w.until().date_naive())),
+        merchants: (!p.merchants.is_empty())
+            .then(|| p.merchants.iter().map(|(_, n)| n.as_str()).collect()),
+        until: r.expires_at.date_naive(),
+    }
+    .sentence()
+}
+
+/// The quick choices of a transaction period (besides the dates themselves); the server reads
+/// them (see `flow::consent::preset_window`), the script only fills in the dates to match.
+const PERIODS: [(&str, &str); 3] = [
+    ("this_year", "This year"),
+    ("last_3_months", "The last 3 months"),
+    ("last_12_months", "The last 12 months"),
+];
+
 fn consent_page(p: &PendingConsent, csrf: &str, error: Option<&str>, now: DateTime<Utc>) -> Markup {
     let r = &p.requested;
     let wants_transactions = r.actions.iter().any(|a| a.as_str() == "transactions:read");
@@ -245,8 +274,9 @@ fn consent_page(p: &PendingConsent, csrf: &str, error: Option<&str>, now: DateTi
             (dashboard::operator_markup(&p.client.environment, p.verified_legal_name.as_deref()))
             @if let Some(change) = &p.change { (change_notice(change, &p.accounts)) }
             @if let Some(e) = error { p.error role="alert" { (e) } }
+            p.summary #summary role="status" aria-live="polite" data-app=(p.client.name) { (requested_summary(p)) }
             p { "Choose exactly what to share. You can only share less than the app asked for, and you can end this access at any time from " a href="/account/apps" { "your connected apps" } "." }
-            form method="post" action={ "/oauth2/consent/" (p.id) } {
+            form #consent method="post" action={ "/oauth2/consent/" (p.id) } data-merchants-required[!p.merchants.is_empty()] {
                 input type="hidden" name="csrf_token" value=(csrf);
                 fieldset {
                     legend { "Accounts" }
@@ -261,13 +291,21 @@ fn consent_page(p: &PendingConsent, csrf: &str, error: Option<&str>, now: DateTi
                     }
                 }
                 @if wants_transactions {
-                    fieldset {
+                    fieldset #period {
                         legend { "Transactions from this period" }
+                        @if r.window.is_none() {
+                            p.muted { "The app asked for your whole transaction history. To share only a period, choose one or give both dates." }
+                        }
+                        div.quick {
+                            label { input type="radio" name="period" value="dates" checked; "These dates" }
+                            @for (value, text) in PERIODS {
+                                label { input type="radio" name="period" value=(value); (text) }
+                            }
+                        }
                         @if let Some(w) = &r.window {
                             p { label { "From " input type="date" name="transactions_from" value=(date(w.from())) min=(date(w.from())) max=(date(w.until())); } }
                             p { label { "Until " input type="date" name="transactions_until" value=(date(w.until())) min=(date(w.from())) max=(date(w.until())); } }
                         } @else {
-                            p.muted { "The app asked for your whole transaction history. To share only a period, give both dates." }
                             p { label { "From " input type="date" name="transactions_from"; } }
                             p { label { "Until " input type="date" name="transactions_until"; } }
                         }
@@ -278,7 +316,7 @@ fn consent_page(p: &PendingConsent, csrf: &str, error: Option<&str>, now: DateTi
                         legend { "Merchants" }
                         p.muted { "The app asked for transactions with all merchants. To share only some, choose them; choose none to share all." }
                         @for (id, name) in &p.own_merchants {
-                            p { label { input type="checkbox" name="merchant" value=(id); " " (name) } }
+                            p { label { input type="checkbox" name="merchant" value=(id) data-name=(name); " " (name) } }
                         }
                     }
                 }
@@ -286,20 +324,20 @@ fn consent_page(p: &PendingConsent, csrf: &str, error: Option<&str>, now: DateTi
                     fieldset {
                         legend { "Only transactions with these merchants" }
                         @for (id, name) in &p.merchants {
-                            p { label { input type="checkbox" name="merchant" value=(id) checked; " " (name) } }
+                            p { label { input type="checkbox" name="merchant" value=(id) data-name=(name) checked; " " (name) } }
                         }
                     }
                 }
                 fieldset {
                     legend { "Access ends on" }
-                    p { label { input type="date" name="expires_at" value=(date(r.expires_at)) min=(date(now)) max=(date(r.expires_at)); } }
+                    p { label { "Last day " input type="date" name="expires_at" value=(date(r.expires_at)) min=(date(now)) max=(date(r.expires_at)); } }
                 }
-                p {
+                p.actions-row {
                     button type="submit" name="decision" value="approve" { "Allow" }
-                    " "
                     button type="submit" name="decision" value="deny" { "Deny" }
                 }
             }
+            script src="/assets/consent.js" defer {}
         },
     )
 }
@@ -360,7 +398,7 @@ fn consent_response(status: StatusCode, p: &PendingConsent, markup: Markup) -> H
         .map(|u| u.origin().ascii_serialization())
         .unwrap_or_default();
     let csp = format!(
-        "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src 'self'; \
+        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; \
          object-src 'none'; base-uri 'none'; form-action 'self' {origin}; frame-ancestors 'none'"
     );
     HttpResponse::build(status)

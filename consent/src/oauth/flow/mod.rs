@@ -1,13 +1,16 @@
 //! PAR, the authorization endpoint, and the customer's consent decision.
 //!
-//! `request`: PAR and `/oauth2/authorize`; `consent`: the consent page's data and the decision.
+//! `request`: PAR and `/oauth2/authorize`; `consent`: the consent page's data and the decision;
+//! `narrowing`: what the customer chose and the grant it makes.
 
 mod consent;
 mod grant_management;
+mod narrowing;
 mod request;
 
 pub use consent::*;
 pub use grant_management::*;
+pub use narrowing::*;
 pub use request::*;
 
 use ::grants::{AccountId, Action, MerchantId, TxWindow};

@@ -1,6 +1,6 @@
 //! The `/account/apps` pages: session cookie, CSRF-checked forms, redirects back.
 
-use super::markup::{apps_markup, detail_markup};
+use super::markup::{Flash, Revoked, apps_markup, detail_markup};
 use super::*;
 
 #[get("/account/apps")]
@@ -13,6 +13,10 @@ pub async fn apps_page(
     let Ok(grants) = customer.list().await else {
         return unavailable_page();
     };
+    let ids = grants.iter().map(|g| g.grant_id.clone()).collect();
+    let Ok(reads) = customer.last_reads(ids).await else {
+        return unavailable_page();
+    };
     let name = customer
         .identity()
         .await
@@ -20,32 +24,66 @@ pub async fn apps_page(
         .flatten()
         .unwrap_or_default()
         .1;
-    let extended =
-        extended_param(&req).and_then(|id| grants.iter().find(|g| g.grant_id == id && g.active));
-    html_response(apps_markup(&name, &grants, &session.csrf_token, extended))
+    let extended = query_param(&req, "extended")
+        .and_then(|id| grants.iter().find(|g| g.grant_id == id && g.active));
+    // `?revoked=` names the grant just ended (or `all`); only the customer's own grants are
+    // named back, and only once they have ended.
+    let revoked = match query_param(&req, "revoked").as_deref() {
+        Some("all") => Some(Revoked::All),
+        Some(id) => grants
+            .iter()
+            .find(|g| g.grant_id == id && !g.active)
+            .map(Revoked::One),
+        None => None,
+    };
+    let flash = Flash { extended, revoked };
+    html_response(apps_markup(
+        &name,
+        &grants,
+        &reads,
+        &session.csrf_token,
+        &flash,
+    ))
+}
+
+/// Query parameters of the grant page: `before`, the history page's cursor.
+#[derive(Debug, serde::Deserialize)]
+pub struct HistoryQuery {
+    before: Option<i64>,
+    extended: Option<String>,
 }
 
 #[get("/account/apps/{grant_id}")]
 pub async fn app_page(
     state: web::Data<AppState>,
-    req: HttpRequest,
+    query: Option<web::Query<HistoryQuery>>,
     id: web::Path<String>,
     session: CustomerSession,
 ) -> HttpResponse {
+    let (before, extended) = match query {
+        Some(q) => (q.before.filter(|b| *b > 0), q.into_inner().extended),
+        None => (None, None),
+    };
     let customer = CustomerGrants::new(&state.platform, session.subject_id.clone());
     let grant = match customer.get(&id).await {
         Ok(Some(g)) => g,
         Ok(None) => return not_found_page(),
         Err(_) => return unavailable_page(),
     };
-    let events = match customer.activity(&id).await {
-        Ok(e) => e.unwrap_or_default(),
+    let history = match customer.history(&id, before, dashboard::HISTORY_PAGE).await {
+        Ok(Some(h)) => h,
+        Ok(None) => return not_found_page(),
         Err(_) => return unavailable_page(),
     };
-    let extended = grant.active && extended_param(&req).as_deref() == Some(grant.grant_id.as_str());
+    let Ok(reads) = customer.last_reads(vec![grant.grant_id.clone()]).await else {
+        return unavailable_page();
+    };
+    let extended = grant.active && extended.as_deref() == Some(grant.grant_id.as_str());
     html_response(detail_markup(
         &grant,
-        &events,
+        reads.get(&grant.grant_id),
+        &history,
+        before.is_some(),
         &session.csrf_token,
         extended,
     ))
@@ -59,7 +97,7 @@ pub async fn revoke_form(
 ) -> HttpResponse {
     match grants(&state, form.session).revoke(&id).await {
         Ok(RevokeOutcome::NotFound) => not_found_page(),
-        Ok(_) => see_other("/account/apps"),
+        Ok(_) => see_other(&format!("/account/apps?revoked={id}")),
         Err(_) => unavailable_page(),
     }
 }
@@ -96,14 +134,14 @@ pub async fn extend_form(
 #[post("/account/apps/revoke-all")]
 pub async fn revoke_all_form(state: web::Data<AppState>, form: CsrfForm<Customer>) -> HttpResponse {
     match grants(&state, form.session).revoke_all().await {
-        Ok(_) => see_other("/account/apps"),
+        Ok(_) => see_other("/account/apps?revoked=all"),
         Err(_) => unavailable_page(),
     }
 }
 
-/// The grant id in the page's `?extended=` confirmation parameter, if any.
-fn extended_param(req: &HttpRequest) -> Option<String> {
+/// One parameter of the page's query string (the confirmations `?extended=` and `?revoked=`).
+fn query_param(req: &HttpRequest, name: &str) -> Option<String> {
     url::form_urlencoded::parse(req.query_string().as_bytes())
-        .find(|(k, _)| k == "extended")
+        .find(|(k, _)| k == name)
         .map(|(_, v)| v.into_owned())
 }
