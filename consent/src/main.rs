@@ -103,6 +103,19 @@ enum KeysCommand {
         #[arg(long, value_enum, default_value_t = RotatedKey::Biscuit)]
         purpose: RotatedKey,
     },
+    /// Create the master key inside the HSM that `security.pkcs11` names (PKCS#11 C_GenerateKey):
+    /// 256 bits, sensitive, never extractable, usable only for HMAC. Refused when a key with that
+    /// label exists. Prints the token's view of the key (JSON) and records it in the audit log.
+    /// For a new deployment: data under an earlier master key is not re-encrypted.
+    HsmGenerate {
+        /// Data directory, for the embedded SQLite database (the audit log).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Print what the HSM reports about the master key (type, sensitive, extractable, whether
+    /// its value can be read) as JSON; exits 1 when it could leave the token. Uses no key
+    /// material.
+    HsmStatus,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -164,8 +177,21 @@ fn init_platform(settings: Settings) -> anyhow::Result<platform::Platform> {
     )?)
 }
 
-/// Links everything pending in the audit chain (one-off commands write events too).
+/// `security.pkcs11`, which the HSM commands need.
+fn pkcs11_settings(settings: &Settings) -> anyhow::Result<platform::config::Pkcs11Settings> {
+    settings.security.pkcs11.clone().ok_or_else(|| {
+        anyhow::anyhow!(
+            "security.pkcs11 is not configured: set module, token_label, key_label and pin \
+             (CONSENT_PKCS11_MODULE, CONSENT_PKCS11_TOKEN_LABEL, CONSENT_PKCS11_KEY_LABEL, \
+             CONSENT_PKCS11_PIN)"
+        )
+    })
+}
+
+/// Links everything pending in the audit chain (one-off commands write events too), after
+/// writing the HSM operations this command did.
 fn link_audit(platform: &platform::Platform) -> anyhow::Result<()> {
+    platform.audit.flush_custody_blocking()?;
     let key = platform.audit.key().clone();
     platform
         .db
@@ -318,6 +344,40 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Keys {
+            command: KeysCommand::HsmGenerate { data_dir },
+        } => {
+            let settings = load(cli.config.as_deref(), None, data_dir)?;
+            consent::telemetry::init_tracing(settings.server.log_format);
+            let hsm = pkcs11_settings(&settings)?;
+            let (report, event) = platform::crypto::hsm::generate_key(&hsm)?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            // Opening the platform on the new key also proves it derives.
+            let platform = init_platform(settings).map_err(|e| {
+                anyhow::anyhow!(
+                    "the key was generated, but starting on it to record that in the audit log \
+                     failed: {e}"
+                )
+            })?;
+            platform
+                .db
+                .write_blocking(|c| platform::audit::record_custody(c, &[event]))?;
+            link_audit(&platform)?;
+            Ok(())
+        }
+        Command::Keys {
+            command: KeysCommand::HsmStatus,
+        } => {
+            let settings = load(cli.config.as_deref(), None, None)?;
+            consent::telemetry::init_tracing(settings.server.log_format);
+            let report = platform::crypto::hsm::inspect_key(&pkcs11_settings(&settings)?)?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            if let Err(e) = report.check() {
+                eprintln!("{e}");
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Command::Admin {
             command:
                 AdminCommand::Create {
@@ -350,6 +410,7 @@ fn main() -> anyhow::Result<()> {
             let staff =
                 developer_portal::create_staff_user(&platform, &username, &display_name, &password)
                     .map_err(|e| anyhow::anyhow!("{}", developer_portal::describe(&e)))?;
+            platform.audit.flush_custody_blocking()?;
             println!("created staff user {} ({})", staff.username, staff.id);
             if generated {
                 println!("password (shown once): {password}");
@@ -364,6 +425,7 @@ fn main() -> anyhow::Result<()> {
             let platform = init_platform(settings)?;
             let staff = developer_portal::second_factor::reset_staff(&platform, &username)
                 .map_err(|e| anyhow::anyhow!("{}", developer_portal::describe(&e)))?;
+            platform.audit.flush_custody_blocking()?;
             println!(
                 "second factor of staff user {} ({}) removed; their next login sets up a new one",
                 staff.username, staff.id

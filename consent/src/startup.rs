@@ -185,6 +185,10 @@ impl Application {
         let platform_data = web::Data::new(state.platform.clone());
         let https = state.issuer.starts_with("https://");
         // `server.tls_cert_file`: HTTPS here, client certificates asked for (RFC 8705).
+        // The HSM derivations of start-up (seed, signing keys) are in the audit log before the
+        // server answers anything; later ones are written by each linking pass.
+        state.platform.audit.flush_custody().await?;
+
         let server_settings = &state.platform.settings.server;
         let tls = match (
             &server_settings.tls_cert_file,

@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::path::Path;
+use std::sync::Arc;
 
 use aes_gcm::aead::{Aead, KeyInit, OsRng, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
@@ -14,6 +15,10 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
+
+pub mod hsm;
+
+pub use hsm::{CustodyEvent, CustodyJournal, HsmError, HsmKeyReport, KeyLocation};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CryptoError {
@@ -27,12 +32,34 @@ pub enum CryptoError {
     Encrypt,
     #[error("password hashing failed")]
     PasswordHash,
+    #[error(transparent)]
+    Hsm(#[from] HsmError),
+    #[error("the {0} key is unavailable: the HSM could not derive it (see the log)")]
+    KeyUnavailable(String),
 }
 
-/// The 256-bit root secret. Every other key (field encryption, signing-key wrapping) is derived
-/// from it with HKDF under a distinct label, so compromise of one derived key exposes nothing else.
+/// HKDF salts of the two kinds of derived keys.
+const CIPHER_SALT: &[u8] = b"consent/v1";
+const MAC_SALT: &[u8] = b"consent/v1/mac";
+
+/// The 256-bit root secret. Every other key (field encryption, signing-key wrapping, the audit
+/// chain) is derived from it with HKDF under a distinct label, so compromise of one derived key
+/// exposes nothing else.
+///
+/// It is held in one of two ways:
+/// - in memory (`security.master_key`, or `<data_dir>/master.key`): HKDF-SHA256 over the 32 bytes;
+/// - in an HSM (`security.pkcs11`, [`MasterKey::open_pkcs11`]): the token computes
+///   `HMAC-SHA256(master, salt || 0x00 || purpose)` (CKM_SHA256_HMAC) and only that per-purpose
+///   value enters memory, where it goes through the same HKDF. The master never leaves the token.
+///
+/// Clones share one key (and, for the HSM, one session and one cache of derived keys).
 #[derive(Clone)]
-pub struct MasterKey(Zeroizing<[u8; 32]>);
+pub struct MasterKey(Arc<Custody>);
+
+enum Custody {
+    Memory(Zeroizing<[u8; 32]>),
+    Hsm(hsm::HsmMasterKey),
+}
 
 impl fmt::Debug for MasterKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -53,17 +80,26 @@ impl MasterKey {
             .as_slice()
             .try_into()
             .map_err(|_| CryptoError::BadMasterKey)?;
-        Ok(Self(Zeroizing::new(arr)))
+        Ok(Self::memory(Zeroizing::new(arr)))
+    }
+
+    fn memory(bytes: Zeroizing<[u8; 32]>) -> Self {
+        Self(Arc::new(Custody::Memory(bytes)))
     }
 
     pub fn generate() -> Self {
         let mut k = Zeroizing::new([0u8; 32]);
         OsRng.fill_bytes(k.as_mut());
-        Self(k)
+        Self::memory(k)
     }
 
-    pub fn to_base64(&self) -> String {
-        STANDARD.encode(self.0.as_ref())
+    /// The key's base64, for handing the same key to another instance; `None` when it is held
+    /// in an HSM (it cannot be read out).
+    pub fn to_base64(&self) -> Option<String> {
+        match self.0.as_ref() {
+            Custody::Memory(bytes) => Some(STANDARD.encode(bytes.as_ref())),
+            Custody::Hsm(_) => None,
+        }
     }
 
     /// Reads `path`, or creates it with a fresh key (mode 0600) if it does not exist.
@@ -71,36 +107,106 @@ impl MasterKey {
         match std::fs::read_to_string(path) {
             Ok(text) => Self::from_base64(&text),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let key = Self::generate();
+                let mut k = Zeroizing::new([0u8; 32]);
+                OsRng.fill_bytes(k.as_mut());
                 if let Some(parent) = path.parent() {
                     std::fs::create_dir_all(parent)
                         .map_err(|e| CryptoError::KeyFile(e.to_string()))?;
                 }
-                write_private_file(path, key.to_base64().as_bytes())
+                let encoded = Zeroizing::new(STANDARD.encode(k.as_ref()));
+                write_private_file(path, encoded.as_bytes())
                     .map_err(|e| CryptoError::KeyFile(e.to_string()))?;
-                Ok(key)
+                Ok(Self::memory(k))
             }
             Err(e) => Err(CryptoError::KeyFile(e.to_string())),
         }
     }
 
-    /// A cipher for one purpose (e.g. `"kyc-pii"`, `"signing-keys"`), keyed by HKDF-SHA256.
-    pub fn cipher(&self, purpose: &str) -> FieldCipher {
-        let hk = hkdf::Hkdf::<Sha256>::new(Some(b"consent/v1"), self.0.as_ref());
-        let mut okm = Zeroizing::new([0u8; 32]);
-        // 32 bytes is far below HKDF's 255*HashLen limit, so expand cannot fail.
-        let _ = hk.expand(purpose.as_bytes(), okm.as_mut());
-        FieldCipher {
-            aead: Aes256Gcm::new(okm.as_ref().into()),
+    /// The master key held in a PKCS#11 token: loads the module, logs in, finds the key by its
+    /// label and checks it cannot leave the token. No key material is read.
+    pub fn open_pkcs11(settings: &crate::config::Pkcs11Settings) -> Result<Self, HsmError> {
+        Ok(Self(Arc::new(Custody::Hsm(hsm::HsmMasterKey::open(
+            settings,
+        )?))))
+    }
+
+    /// Where the key is held, when in an HSM.
+    pub fn hsm_location(&self) -> Option<&KeyLocation> {
+        match self.0.as_ref() {
+            Custody::Memory(_) => None,
+            Custody::Hsm(k) => Some(k.location()),
         }
     }
 
-    /// A derived 32-byte MAC key for one purpose (e.g. CSRF tokens).
-    pub fn mac_key(&self, purpose: &str) -> Zeroizing<[u8; 32]> {
-        let hk = hkdf::Hkdf::<Sha256>::new(Some(b"consent/v1/mac"), self.0.as_ref());
+    /// HSM operations not yet written to the audit log (`None` for a key held in memory).
+    pub fn custody_journal(&self) -> Option<&CustodyJournal> {
+        match self.0.as_ref() {
+            Custody::Memory(_) => None,
+            Custody::Hsm(k) => Some(k.journal()),
+        }
+    }
+
+    /// HKDF-SHA256 under `salt` for `purpose`, from the master (memory) or from the token's
+    /// per-purpose HMAC (HSM).
+    fn derive(
+        &self,
+        key_use: &'static str,
+        salt: &[u8],
+        purpose: &str,
+    ) -> Result<Zeroizing<[u8; 32]>, CryptoError> {
+        let hsm_ikm;
+        let ikm: &[u8] = match self.0.as_ref() {
+            Custody::Memory(bytes) => bytes.as_ref(),
+            Custody::Hsm(k) => {
+                let mut label = Vec::with_capacity(salt.len() + 1 + purpose.len());
+                label.extend_from_slice(salt);
+                label.push(0);
+                label.extend_from_slice(purpose.as_bytes());
+                hsm_ikm = k.derive(key_use, purpose, &label)?;
+                hsm_ikm.as_ref()
+            }
+        };
+        let hk = hkdf::Hkdf::<Sha256>::new(Some(salt), ikm);
         let mut okm = Zeroizing::new([0u8; 32]);
+        // 32 bytes is far below HKDF's 255*HashLen limit, so expand cannot fail.
         let _ = hk.expand(purpose.as_bytes(), okm.as_mut());
-        okm
+        Ok(okm)
+    }
+
+    /// A cipher for one purpose (e.g. `"kyc-pii"`, `"signing-keys"`), keyed by HKDF-SHA256.
+    /// With an HSM that cannot derive it (gone since start-up), the cipher refuses every
+    /// operation ([`CryptoError::KeyUnavailable`]): nothing is written under a wrong key.
+    pub fn cipher(&self, purpose: &str) -> FieldCipher {
+        self.try_cipher(purpose).unwrap_or_else(|_| FieldCipher {
+            aead: Err(purpose.to_string()),
+        })
+    }
+
+    /// [`MasterKey::cipher`], failing when the HSM cannot derive the key.
+    pub fn try_cipher(&self, purpose: &str) -> Result<FieldCipher, CryptoError> {
+        let okm = self.derive("cipher", CIPHER_SALT, purpose)?;
+        Ok(FieldCipher {
+            aead: Ok(Aes256Gcm::new(okm.as_ref().into())),
+        })
+    }
+
+    /// A derived 32-byte MAC key for one purpose (e.g. the audit chain).
+    ///
+    /// With an HSM that cannot derive it, this returns a random key after logging the error, so
+    /// nothing made with it verifies anywhere (fails closed). Start-up derives the keys it needs
+    /// with [`MasterKey::try_mac_key`], which reports the failure instead.
+    pub fn mac_key(&self, purpose: &str) -> Zeroizing<[u8; 32]> {
+        self.try_mac_key(purpose).unwrap_or_else(|e| {
+            tracing::error!(purpose, error = %e, "MAC key unavailable; using a throwaway key");
+            let mut k = Zeroizing::new([0u8; 32]);
+            OsRng.fill_bytes(k.as_mut());
+            k
+        })
+    }
+
+    /// [`MasterKey::mac_key`], failing when the HSM cannot derive the key.
+    pub fn try_mac_key(&self, purpose: &str) -> Result<Zeroizing<[u8; 32]>, CryptoError> {
+        self.derive("mac", MAC_SALT, purpose)
     }
 }
 
@@ -126,7 +232,8 @@ fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
 /// its place (e.g. `"kyc_submissions.legal_name:<row id>"`), so a ciphertext copied into another
 /// row or column fails to decrypt.
 pub struct FieldCipher {
-    aead: Aes256Gcm,
+    /// `Err(purpose)`: the key could not be derived (HSM unavailable); every call fails.
+    aead: Result<Aes256Gcm, String>,
 }
 
 impl fmt::Debug for FieldCipher {
@@ -140,10 +247,10 @@ const CIPHERTEXT_VERSION: &str = "v1.";
 impl FieldCipher {
     /// Returns `v1.<base64url(nonce || ciphertext+tag)>`.
     pub fn encrypt(&self, plaintext: &[u8], aad: &str) -> Result<String, CryptoError> {
+        let aead = self.aead()?;
         let mut nonce = [0u8; 12];
         OsRng.fill_bytes(&mut nonce);
-        let ct = self
-            .aead
+        let ct = aead
             .encrypt(
                 &Nonce::from(nonce),
                 Payload {
@@ -161,7 +268,14 @@ impl FieldCipher {
         ))
     }
 
+    fn aead(&self) -> Result<&Aes256Gcm, CryptoError> {
+        self.aead
+            .as_ref()
+            .map_err(|purpose| CryptoError::KeyUnavailable(purpose.clone()))
+    }
+
     pub fn decrypt(&self, encoded: &str, aad: &str) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        let aead = self.aead()?;
         let body = encoded
             .strip_prefix(CIPHERTEXT_VERSION)
             .ok_or(CryptoError::Decrypt)?;
@@ -173,16 +287,15 @@ impl FieldCipher {
         }
         let (nonce, ct) = raw.split_at(12);
         let nonce: [u8; 12] = nonce.try_into().map_err(|_| CryptoError::Decrypt)?;
-        self.aead
-            .decrypt(
-                &Nonce::from(nonce),
-                Payload {
-                    msg: ct,
-                    aad: aad.as_bytes(),
-                },
-            )
-            .map(Zeroizing::new)
-            .map_err(|_| CryptoError::Decrypt)
+        aead.decrypt(
+            &Nonce::from(nonce),
+            Payload {
+                msg: ct,
+                aad: aad.as_bytes(),
+            },
+        )
+        .map(Zeroizing::new)
+        .map_err(|_| CryptoError::Decrypt)
     }
 
     pub fn encrypt_str(&self, plaintext: &str, aad: &str) -> Result<String, CryptoError> {
@@ -342,12 +455,42 @@ mod tests {
     }
 
     #[test]
+    fn a_cipher_whose_key_is_unavailable_refuses_everything() {
+        let c = FieldCipher {
+            aead: Err("kyc-pii".into()),
+        };
+        let ct = MasterKey::generate()
+            .cipher("kyc-pii")
+            .encrypt_str("x", "a")
+            .unwrap();
+        for r in [c.encrypt_str("x", "a"), c.decrypt_str(&ct, "a")] {
+            let e = r.unwrap_err();
+            assert!(matches!(e, CryptoError::KeyUnavailable(_)), "{e}");
+            assert!(e.to_string().contains("kyc-pii"), "{e}");
+        }
+    }
+
+    #[test]
+    fn file_key_derivations_are_unchanged() {
+        // HKDF-SHA256 over the raw key, salt "consent/v1/mac", info = purpose: what data written
+        // before HSM custody existed was keyed with.
+        let k = MasterKey::from_base64(&STANDARD.encode([7u8; 32])).unwrap();
+        let hk = hkdf::Hkdf::<Sha256>::new(Some(b"consent/v1/mac"), &[7u8; 32]);
+        let mut expected = [0u8; 32];
+        hk.expand(b"audit-chain", &mut expected).unwrap();
+        assert_eq!(*k.mac_key("audit-chain"), expected);
+        assert!(k.custody_journal().is_none() && k.hsm_location().is_none());
+    }
+
+    #[test]
     fn master_key_parsing_and_file() {
         assert!(MasterKey::from_base64("short").is_err());
         assert!(MasterKey::from_base64(&STANDARD.encode([0u8; 31])).is_err());
         let k = MasterKey::generate();
         assert_eq!(
-            MasterKey::from_base64(&k.to_base64()).unwrap().to_base64(),
+            MasterKey::from_base64(&k.to_base64().unwrap())
+                .unwrap()
+                .to_base64(),
             k.to_base64()
         );
         assert_eq!(format!("{k:?}"), "MasterKey([REDACTED])");

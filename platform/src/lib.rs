@@ -4,7 +4,8 @@
 //! - [`config`]: typed settings (defaults -> TOML -> `CONSENT_*` env), secrets redacted;
 //! - [`storage`]: diesel over SQLite or PostgreSQL behind one connection type, migrations;
 //! - [`cache`]: Redis or in-process cache behind the [`cache::Cache`] trait;
-//! - [`crypto`]: master key, field encryption, token hashing, passwords;
+//! - [`crypto`]: master key (in memory, or in an HSM through PKCS#11), field encryption, token
+//!   hashing, passwords;
 //! - [`audit`]: the hash-chained audit log;
 //! - [`problem`]: RFC 9457 problem details, the one error shape of the JSON APIs;
 //! - [`ratelimit`], [`clock`].
@@ -55,6 +56,9 @@ pub enum InitError {
     Storage(#[from] storage::StorageError),
     #[error(transparent)]
     Crypto(#[from] crypto::CryptoError),
+    /// The HSM holding the master key (`security.pkcs11`): module, token, PIN or key.
+    #[error(transparent)]
+    Hsm(#[from] crypto::HsmError),
     #[error(transparent)]
     Cache(#[from] cache::CacheError),
     #[error("the database has pending migrations; run `consent migrate` first")]
@@ -80,8 +84,8 @@ pub struct Platform {
 }
 
 impl Platform {
-    /// Connects the database and cache, loads (or, in embedded mode, generates) the master key,
-    /// and handles migrations per `policy`.
+    /// Connects the database and cache, loads (or, in embedded mode, generates) the master key
+    /// or opens it in the HSM, and handles migrations per `policy`.
     pub fn init(
         settings: Settings,
         clock: SharedClock,
@@ -106,9 +110,22 @@ impl Platform {
                 }
             }
         }
-        let master_key = match &settings.security.master_key {
-            Some(encoded) => MasterKey::from_base64(encoded.expose())?,
-            None => {
+        let master_key = match (&settings.security.master_key, &settings.security.pkcs11) {
+            (Some(encoded), _) => MasterKey::from_base64(encoded.expose())?,
+            (None, Some(hsm)) => {
+                let file = settings.server.data_dir.join("master.key");
+                if file.exists() {
+                    // Data written under that key cannot be read under the HSM's.
+                    tracing::warn!(
+                        path = %file.display(),
+                        "the master key is in the HSM (security.pkcs11) but the data directory \
+                         also has a master.key file: data encrypted under that file key will not \
+                         decrypt (there is no migration between the two)"
+                    );
+                }
+                MasterKey::open_pkcs11(hsm)?
+            }
+            (None, None) => {
                 if db.backend() == Backend::Postgres {
                     tracing::warn!(
                         "no CONSENT_MASTER_KEY configured: using the data directory's key; every \
@@ -124,9 +141,15 @@ impl Platform {
         )?;
         let certificate_trust =
             web::mtls::CertificateTrust::load(settings.server.client_ca_file.as_deref())?;
+        // Derived here (not lazily) so that an HSM that cannot derive stops start-up.
+        let audit = audit::AuditLog::new(db.clone(), audit::ChainKey::try_derive(&master_key)?)
+            .with_custody(master_key.custody_journal().cloned());
+        // The derivations so far (the chain key's), now that the log exists; later ones are
+        // written by each linking pass.
+        audit.flush_custody_blocking()?;
         Ok(Self {
             certificate_trust,
-            audit: audit::AuditLog::new(db.clone(), audit::ChainKey::derive(&master_key)),
+            audit,
             rate_limiter: ratelimit::RateLimiter::new(cache.clone()),
             settings: Arc::new(settings),
             db,

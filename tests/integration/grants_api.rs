@@ -528,7 +528,10 @@ fn shared_settings(app: &TestApp) -> (String, String, String) {
     (
         db,
         s.redis.key_prefix.clone(),
-        app.platform.master_key.to_base64(),
+        app.platform
+            .master_key
+            .to_base64()
+            .expect("the test servers' master key is in memory"),
     )
 }
 

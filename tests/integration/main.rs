@@ -14,6 +14,7 @@ mod grant_management;
 mod grants_api;
 mod hostile;
 mod lifecycle;
+mod hsm;
 mod mtls;
 mod oauth;
 mod operations;

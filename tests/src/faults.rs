@@ -85,6 +85,8 @@ pub struct ServerConfig {
     pub master_key: Option<String>,
     /// Where each started process writes its log.
     pub logs: PathBuf,
+    /// More environment for every process (e.g. `CONSENT_PKCS11_*`, `SOFTHSM2_CONF`).
+    pub env: Vec<(String, String)>,
 }
 
 impl ServerConfig {
@@ -100,6 +102,7 @@ impl ServerConfig {
             redis_prefix: format!("faults:{}:", crate::random_suffix()),
             master_key: None,
             logs,
+            env: Vec::new(),
         }
     }
 
@@ -169,6 +172,7 @@ impl ServerConfig {
         if let Some(key) = &self.master_key {
             cmd.env("CONSENT_MASTER_KEY", key);
         }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         let out = File::create(log).expect("log file");
         let err = out.try_clone().expect("log file");
         cmd.stdin(Stdio::null()).stdout(out).stderr(err);

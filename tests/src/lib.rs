@@ -303,7 +303,8 @@ impl TestApp {
         let mut settings = self.settings.clone();
         settings.server.data_dir = dir.path().to_path_buf();
         settings.database.url = Some(Secret::new(platform::database_url(&self.settings)));
-        settings.security.master_key = Some(Secret::new(self.platform.master_key.to_base64()));
+        // An HSM-held key is shared through the cloned `security.pkcs11` instead.
+        settings.security.master_key = self.platform.master_key.to_base64().map(Secret::new);
         let options = ServeOptions {
             migrations: Some(platform::MigrationPolicy::Require),
             ..Default::default()

@@ -36,12 +36,26 @@ impl std::fmt::Debug for ChainKey {
 
 impl ChainKey {
     pub fn derive(master: &MasterKey) -> Self {
-        let seed = master.mac_key("audit-checkpoint-ed25519");
+        Self::from_keys(
+            &master.mac_key("audit-checkpoint-ed25519"),
+            &master.mac_key("audit-chain"),
+        )
+    }
+
+    /// [`ChainKey::derive`], failing when an HSM-held master key cannot derive the keys
+    /// (start-up uses this, so a broken HSM stops it rather than chaining under a wrong key).
+    pub fn try_derive(master: &MasterKey) -> Result<Self, crate::crypto::CryptoError> {
+        let seed = master.try_mac_key("audit-checkpoint-ed25519")?;
+        let chain = master.try_mac_key("audit-chain")?;
+        Ok(Self::from_keys(&seed, &chain))
+    }
+
+    fn from_keys(seed: &[u8; 32], chain: &[u8; 32]) -> Self {
         let mut block = Zeroizing::new([0u8; 64]);
-        block[..32].copy_from_slice(master.mac_key("audit-chain").as_ref());
+        block[..32].copy_from_slice(chain);
         Self {
             mac: <Hmac<Sha256> as hmac::digest::KeyInit>::new(block.as_ref().into()),
-            signing: Arc::new(SigningKey::from_bytes(&seed)),
+            signing: Arc::new(SigningKey::from_bytes(seed)),
         }
     }
 

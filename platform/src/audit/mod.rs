@@ -35,9 +35,11 @@ use crate::storage::{AnyConnection, Db, StorageResult};
 
 mod chain;
 mod checkpoint;
+mod custody;
 
 pub use chain::*;
 pub use checkpoint::*;
+pub use custody::record_custody;
 
 /// Who did it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -224,11 +226,61 @@ pub struct StoredEvent {
 pub struct AuditLog {
     db: Db,
     key: ChainKey,
+    /// HSM operations to write before each linking pass (an HSM-held master key).
+    custody: Option<crate::crypto::CustodyJournal>,
 }
 
 impl AuditLog {
     pub fn new(db: Db, key: ChainKey) -> Self {
-        Self { db, key }
+        Self {
+            db,
+            key,
+            custody: None,
+        }
+    }
+
+    /// Writes the HSM operations `journal` collects into the log (see [`AuditLog::link_now`]).
+    pub fn with_custody(mut self, journal: Option<crate::crypto::CustodyJournal>) -> Self {
+        self.custody = journal;
+        self
+    }
+
+    /// Writes the HSM operations done since the last call (one event each); on failure they
+    /// stay queued for the next call.
+    pub async fn flush_custody(&self) -> StorageResult<usize> {
+        let Some(journal) = &self.custody else {
+            return Ok(0);
+        };
+        let events = journal.take();
+        if events.is_empty() {
+            return Ok(0);
+        }
+        let copy = events.clone();
+        match self.db.write(move |c| record_custody(c, &copy)).await {
+            Ok(n) => Ok(n),
+            Err(e) => {
+                journal.restore(events);
+                Err(e)
+            }
+        }
+    }
+
+    /// [`AuditLog::flush_custody`] for synchronous callers (start-up, one-off commands).
+    pub fn flush_custody_blocking(&self) -> StorageResult<usize> {
+        let Some(journal) = &self.custody else {
+            return Ok(0);
+        };
+        let events = journal.take();
+        if events.is_empty() {
+            return Ok(0);
+        }
+        match self.db.write_blocking(|c| record_custody(c, &events)) {
+            Ok(n) => Ok(n),
+            Err(e) => {
+                journal.restore(events);
+                Err(e)
+            }
+        }
     }
 
     /// The chain key (for one-off commands that link or verify on their own connection).
@@ -236,8 +288,11 @@ impl AuditLog {
         &self.key
     }
 
-    /// Links everything pending now.
+    /// Links everything pending now (after writing the HSM operations done since the last pass).
     pub async fn link_now(&self) -> StorageResult<usize> {
+        if let Err(e) = self.flush_custody().await {
+            tracing::warn!(error = %e, "writing HSM audit events failed; will retry");
+        }
         let key = self.key.clone();
         self.db.run(move |c| link_all(c, &key)).await
     }

@@ -2,8 +2,9 @@
 //!
 //! Nested keys use a double underscore (`CONSENT_TOKENS__ACCESS_TOKEN_TTL=5m`); the documented
 //! short names `CONSENT_DATABASE_URL`, `CONSENT_REDIS_URL`, `CONSENT_MASTER_KEY`, `CONSENT_BIND`,
-//! `CONSENT_DATA_DIR`, `CONSENT_LOG_FORMAT`, `CONSENT_PUBLIC_URL`, `CONSENT_DEMO_PASSWORD` and
-//! `CONSENT_DEMO_CLIENT_SECRET` are aliases. Secrets are wrapped in [`Secret`], whose Debug is
+//! `CONSENT_DATA_DIR`, `CONSENT_LOG_FORMAT`, `CONSENT_PUBLIC_URL`, `CONSENT_DEMO_PASSWORD`,
+//! `CONSENT_DEMO_CLIENT_SECRET` and `CONSENT_PKCS11_{MODULE,TOKEN_LABEL,KEY_LABEL,PIN}` are
+//! aliases. Secrets are wrapped in [`Secret`], whose Debug is
 //! redacted, so a settings dump in a log never leaks them.
 
 use std::path::{Path, PathBuf};
@@ -123,16 +124,37 @@ pub struct RedisSettings {
 #[serde(deny_unknown_fields)]
 pub struct SecuritySettings {
     /// Base64 (standard or url-safe) of 32 random bytes. Unset: read or generate
-    /// `<data_dir>/master.key`. Every instance sharing a database needs the same key.
+    /// `<data_dir>/master.key` (unless `pkcs11` is set). Every instance sharing a database needs
+    /// the same key.
     pub master_key: Option<Secret<String>>,
     /// Session and CSRF cookies are `Secure` and `__Host-` prefixed unless this is `false`, a
     /// development setting for plain-http clients (`serve --demo` on a loopback address sets it
+    /// Keep the master key in an HSM instead (PKCS#11): it never leaves the token; each purpose's
+    /// key is derived inside it. Not together with `master_key`.
+    pub pkcs11: Option<Pkcs11Settings>,
     /// when unset). Refused together with an https `public_url`.
     pub secure_cookies: Option<bool>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+/// Where the HSM-held master key is: `consent keys hsm-generate` creates it there.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pkcs11Settings {
+    /// The PKCS#11 module (shared library), e.g. `/usr/lib/softhsm/libsofthsm2.so`. Loaded at
+    /// start-up; nothing of it is needed to build.
+    pub module: std::path::PathBuf,
+    /// The token's label. A label rather than a slot number: slot ids are not stable (SoftHSM2
+    /// picks a new one whenever a token is initialised, and HSMs renumber slots when partitions
+    /// change), and exactly one token must carry the label.
+    pub token_label: String,
+    /// The label (CKA_LABEL) of the secret key on that token.
+    pub key_label: String,
+    /// The user PIN of the token.
+    pub pin: Secret<String>,
+}
+
 pub struct TokenSettings {
     pub access_token_ttl: ConfigDuration,
     pub refresh_token_ttl: ConfigDuration,
@@ -267,6 +289,7 @@ const ALIASES: &[(&str, &str)] = &[
     ("log_format", "server.log_format"),
     ("public_url", "server.public_url"),
     ("demo_password", "demo.password"),
+                pkcs11: None,
     ("demo_client_secret", "demo.client_secret"),
 ];
 
@@ -308,6 +331,10 @@ impl Settings {
                 .unwrap_or_else(|| rest.replace("__", "."));
             // Only `SECTION__KEY` names and the aliases are settings; other CONSENT_* variables
             // (CONSENT_CONFIG, CONSENT_ADMIN_PASSWORD, test switches) belong to other tools.
+    ("pkcs11_module", "security.pkcs11.module"),
+    ("pkcs11_token_label", "security.pkcs11.token_label"),
+    ("pkcs11_key_label", "security.pkcs11.key_label"),
+    ("pkcs11_pin", "security.pkcs11.pin"),
             // Within a section an unknown key is still an error, so typos do not pass silently.
             if !path.contains('.') {
                 continue;

@@ -173,3 +173,54 @@ fn the_staff_channel_needs_an_http_url_and_a_webhook_key() {
         "the key is never printed"
     );
 }
+
+#[test]
+fn pkcs11_custody_is_configured_whole_and_never_with_a_master_key() {
+    let module = ("CONSENT_PKCS11_MODULE", "/usr/lib/softhsm/libsofthsm2.so");
+    let token = ("CONSENT_PKCS11_TOKEN_LABEL", "consent");
+    let key = ("CONSENT_SECURITY__PKCS11__KEY_LABEL", "consent-master");
+    let pin = ("CONSENT_PKCS11_PIN", "123456");
+    let load = |pairs: &[(&str, &str)]| Settings::load_from(None, env(pairs));
+    assert!(
+        load(&[]).unwrap().security.pkcs11.is_none(),
+        "the file key by default"
+    );
+    let s = load(&[module, token, key, pin]).unwrap();
+    let p = s.security.pkcs11.as_ref().unwrap();
+    assert_eq!(p.module, Path::new("/usr/lib/softhsm/libsofthsm2.so"));
+    assert_eq!(
+        (p.token_label.as_str(), p.key_label.as_str()),
+        ("consent", "consent-master")
+    );
+    assert_eq!(p.pin.expose(), "123456");
+    assert!(!format!("{s:?}").contains("123456"), "the PIN is redacted");
+
+    let err = load(&[module, token, key]).unwrap_err().to_string();
+    assert!(err.contains("pin"), "{err}");
+    let master = (
+        "CONSENT_MASTER_KEY",
+        "c2VjcmV0LW1hc3Rlci1rZXktbWF0ZXJpYWwtMzJieXRlcyE=",
+    );
+    let err = load(&[module, token, key, pin, master])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("exclusive"), "{err}");
+    for bad in [
+        ("CONSENT_PKCS11_TOKEN_LABEL", ""),
+        (
+            "CONSENT_PKCS11_TOKEN_LABEL",
+            "a-label-longer-than-thirty-two-bytes",
+        ),
+        ("CONSENT_PKCS11_KEY_LABEL", ""),
+        ("CONSENT_PKCS11_PIN", ""),
+        ("CONSENT_PKCS11_MODULE", ""),
+    ] {
+        // The later variable wins (both spellings name the same setting).
+        assert!(load(&[module, token, key, pin, bad]).is_err(), "{bad:?}");
+    }
+    let unknown = ("CONSENT_SECURITY__PKCS11__SLOT", "0");
+    assert!(
+        load(&[module, token, key, pin, unknown]).is_err(),
+        "deny_unknown_fields"
+    );
+}

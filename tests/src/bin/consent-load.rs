@@ -845,7 +845,10 @@ async fn propagation(a: &TestApp, backend: Backend, n: usize) {
     let (db, prefix, master) = (
         platform::database_url(settings),
         settings.redis.key_prefix.clone(),
-        a.platform.master_key.to_base64(),
+        a.platform
+            .master_key
+            .to_base64()
+            .expect("the test servers' master key is in memory"),
     );
     let b = e2e_tests::spawn_app_with(backend, Default::default(), |s| {
         s.database.url = Some(platform::config::Secret::new(db.clone()));
