@@ -4,6 +4,7 @@
 //! modules, no actix types) -> storage (`platform::storage`). [`startup`] builds an instance
 //! (the composition root); [`state`] is what its handlers share.
 
+pub mod customer_login;
 pub mod dashboard;
 pub mod demo;
 pub mod http;

@@ -15,8 +15,8 @@ use tokio::sync::watch;
 
 use crate::state::AppState;
 use crate::{
-    demo, http, lifecycle, oauth, openapi, revocation_list, routes, ssf, telemetry, verification,
-    webhooks,
+    customer_login, demo, http, lifecycle, oauth, openapi, revocation_list, routes, ssf, telemetry,
+    verification, webhooks,
 };
 
 /// Options of one server start beyond the settings.
@@ -176,19 +176,23 @@ impl Application {
                 )?,
                 decoded: ::grants::DecodeCache::default(),
             },
+            customer_login: customer_login::Upstream::from_settings(
+                &platform.settings.customer_login,
+                &issuer,
+            ),
             issuer,
             platform,
             metrics: telemetry::metrics_handle(),
         };
 
-        let data = web::Data::new(state.clone());
-        let platform_data = web::Data::new(state.platform.clone());
-        let https = state.issuer.starts_with("https://");
-        // `server.tls_cert_file`: HTTPS here, client certificates asked for (RFC 8705).
         // The HSM derivations of start-up (seed, signing keys) are in the audit log before the
         // server answers anything; later ones are written by each linking pass.
         state.platform.audit.flush_custody().await?;
 
+        let data = web::Data::new(state.clone());
+        let platform_data = web::Data::new(state.platform.clone());
+        let https = state.issuer.starts_with("https://");
+        // `server.tls_cert_file`: HTTPS here, client certificates asked for (RFC 8705).
         let server_settings = &state.platform.settings.server;
         let tls = match (
             &server_settings.tls_cert_file,

@@ -3,7 +3,7 @@
 use metrics_exporter_prometheus::PrometheusHandle;
 use platform::Platform;
 
-use crate::{oauth, revocation_list, ssf};
+use crate::{customer_login, oauth, revocation_list, ssf};
 
 /// Shared state of one server instance, handed to handlers as `web::Data<AppState>`.
 #[derive(Debug, Clone)]
@@ -16,5 +16,7 @@ pub struct AppState {
     pub revocations: revocation_list::RevocationList,
     /// Public base URL / OAuth issuer, without trailing slash.
     pub issuer: String,
+    /// The bank's OpenID Connect provider for customer login, when configured.
+    pub customer_login: Option<customer_login::Upstream>,
     pub metrics: PrometheusHandle,
 }

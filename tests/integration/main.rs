@@ -4,6 +4,7 @@
 mod announcements;
 mod audit;
 mod backends;
+mod customer_login;
 mod customer_pages;
 mod dashboard;
 mod demo;
@@ -13,8 +14,8 @@ mod faults;
 mod grant_management;
 mod grants_api;
 mod hostile;
-mod lifecycle;
 mod hsm;
+mod lifecycle;
 mod mtls;
 mod oauth;
 mod operations;

@@ -73,7 +73,8 @@ fn select_all_columns(conn: &mut AnyConnection) -> QueryResult<()> {
         second_factors,
         recovery_codes,
         staff_credentials,
-        staff_broadcast
+        staff_broadcast,
+        customer_identities
     );
     Ok(())
 }
@@ -92,7 +93,7 @@ fn migrations_apply_revert_and_reapply() {
         db.run_blocking(|c| {
             assert_eq!(
                 user_tables(c).len(),
-                31,
+                32,
                 "{backend:?}: {:?}",
                 user_tables(c)
             );

@@ -75,3 +75,48 @@ pub fn screenshot_path(name: &str, backend: crate::Backend) -> PathBuf {
     }
     std::env::temp_dir().join(format!("{name}-{backend:?}-{}.png", std::process::id()))
 }
+
+/// Whether the browser tests can run here; `false` (with a message) when they are skipped.
+/// Panics under `CONSENT_REQUIRE_BROWSER=1` when they cannot run, as [`run`] does.
+pub fn available(test: &str) -> bool {
+    match unavailable_reason() {
+        None => true,
+        Some(reason) => {
+            assert!(
+                std::env::var("CONSENT_REQUIRE_BROWSER").as_deref() != Ok("1"),
+                "CONSENT_REQUIRE_BROWSER=1 but {reason}"
+            );
+            eprintln!("skipping {test}: {reason}");
+            false
+        }
+    }
+}
+
+/// Starts `node tests/browser/<script> args...` in the background (killed when dropped) and
+/// waits, at most 30 s, for a line of its output that contains `ready`.
+pub async fn start_node(script: &str, args: &[&str]) -> tokio::process::Child {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new("node")
+        .arg(browser_dir().join(script))
+        .args(args)
+        .current_dir(browser_dir())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.expect("read") {
+            if line.contains("ready") {
+                return;
+            }
+        }
+        panic!("{script} exited before it was ready");
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{script} not ready within 30 s"));
+    // Keep draining its output so that it never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    child
+}

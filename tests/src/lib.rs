@@ -6,6 +6,7 @@
 pub mod browser;
 pub mod dashboard;
 pub mod faults;
+pub mod idp;
 pub mod lifecycle;
 pub mod oauth;
 pub mod portal;

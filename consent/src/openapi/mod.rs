@@ -31,18 +31,22 @@ pub mod webhooks;
         crate::routes::oauth::token_endpoint,
         crate::routes::oauth::revoke_endpoint,
         crate::routes::oauth::introspect_endpoint,
+        crate::routes::customer_login::backchannel_logout,
     ),
     components(schemas(
         platform::problem::Problem,
         platform::problem::FieldError,
         crate::oauth::rar::AccountAccessDetail,
         crate::routes::oauth::OAuthErrorBody,
+        crate::routes::customer_login::BackchannelLogoutForm,
     )),
     tags(
         (name = "operations", description = "Health, readiness and metrics"),
         (name = "oauth", description = "OAuth 2.0 authorization server: PAR (RFC 9126), RAR \
             (RFC 9396) of type account_access, PKCE S256, rotating refresh tokens, revocation \
             (RFC 7009), introspection (RFC 7662). Errors use RFC 6749 codes."),
+        (name = "customer-login", description = "Customer login through the bank's own OpenID \
+            Connect provider: its back-channel logout."),
     ),
 )]
 pub struct ApiDoc;

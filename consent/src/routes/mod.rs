@@ -2,6 +2,7 @@
 
 pub mod assets;
 pub mod bank_api;
+pub mod customer_login;
 pub mod dashboard;
 pub mod grants_api;
 pub mod health;
@@ -28,6 +29,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(oauth::token_endpoint)
         .service(oauth::revoke_endpoint)
         .service(oauth::introspect_endpoint)
+        .service(customer_login::start)
+        .service(customer_login::callback)
+        .service(customer_login::backchannel_logout)
         .service(pages::login_form)
         .service(pages::login)
         .service(pages::logout)

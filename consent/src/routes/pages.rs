@@ -65,18 +65,45 @@ pub fn consent_decision(pairs: &[(String, String)]) -> Option<ConsentDecision> {
     }
 }
 
-fn login_page(csrf: &str, next: &str, error: Option<&str>) -> Markup {
+/// How the login page offers to log in: the bank's provider (its button text), passwords.
+struct LoginMethods<'a> {
+    provider: Option<&'a str>,
+    passwords: bool,
+}
+
+impl<'a> LoginMethods<'a> {
+    fn of(state: &'a AppState) -> Self {
+        Self {
+            provider: state.customer_login.as_ref().map(|u| u.label()),
+            passwords: state.platform.settings.customer_login.passwords,
+        }
+    }
+}
+
+fn login_page(csrf: &str, next: &str, error: Option<&str>, methods: &LoginMethods) -> Markup {
+    let provider_href = format!(
+        "/login/oidc?{}",
+        url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("next", next)
+            .finish()
+    );
     page(
         "Log in",
         html! {
             h1 { "Log in to your bank" }
             @if let Some(e) = error { p.error role="alert" { (e) } }
-            form method="post" action="/login" {
-                input type="hidden" name="csrf_token" value=(csrf);
-                input type="hidden" name="next" value=(next);
-                p { label { "Username " input type="text" name="username" autocomplete="username" required; } }
-                p { label { "Password " input type="password" name="password" autocomplete="current-password" required; } }
-                p { button type="submit" { "Log in" } }
+            @if let Some(label) = methods.provider {
+                p { a.button #provider-login href=(provider_href) { (label) } }
+            }
+            @if methods.passwords {
+                @if methods.provider.is_some() { h2 { "Or with a password of this service" } }
+                form method="post" action="/login" {
+                    input type="hidden" name="csrf_token" value=(csrf);
+                    input type="hidden" name="next" value=(next);
+                    p { label { "Username " input type="text" name="username" autocomplete="username" required; } }
+                    p { label { "Password " input type="password" name="password" autocomplete="current-password" required; } }
+                    p { button type="submit" { "Log in" } }
+                }
             }
         },
     )
@@ -94,11 +121,26 @@ pub async fn login_form(state: web::Data<AppState>, query: web::Query<LoginQuery
         .cookie(login_csrf_cookie(&state.platform, &csrf))
         .insert_header(("Cache-Control", "no-store"))
         .content_type("text/html; charset=utf-8")
-        .body(login_page(&csrf, &safe_next(query.next.as_deref()), None).into_string())
+        .body(
+            login_page(
+                &csrf,
+                &safe_next(query.next.as_deref()),
+                None,
+                &LoginMethods::of(&state),
+            )
+            .into_string(),
+        )
 }
 
 #[post("/login")]
 pub async fn login(state: web::Data<AppState>, req: HttpRequest, body: Bytes) -> HttpResponse {
+    if !state.platform.settings.customer_login.passwords {
+        return error_page(
+            StatusCode::FORBIDDEN,
+            "Log in with your bank",
+            "This service takes no passwords: log in through your bank's login page.",
+        );
+    }
     let pairs = form_pairs(&body);
     let next = safe_next(field(&pairs, "next"));
     let cookie = platform::web::login_csrf_value(&state.platform, &req);
@@ -123,7 +165,7 @@ pub async fn login(state: web::Data<AppState>, req: HttpRequest, body: Bytes) ->
         HttpResponse::build(status)
             .cookie(login_csrf_cookie(&state.platform, &csrf))
             .content_type("text/html; charset=utf-8")
-            .body(login_page(&csrf, &next, Some(msg)).into_string())
+            .body(login_page(&csrf, &next, Some(msg), &LoginMethods::of(&state)).into_string())
     };
     // Failures per account and address, per address and per account: see LoginLimits (an
     // attacker elsewhere cannot lock the owner out).

@@ -35,6 +35,8 @@ pub struct Settings {
     pub tokens: TokenSettings,
     pub lifecycle: LifecycleSettings,
     pub webhooks: WebhookSettings,
+    #[serde(default)]
+    pub customer_login: CustomerLoginSettings,
     pub demo: DemoSettings,
 }
 
@@ -127,17 +129,15 @@ pub struct SecuritySettings {
     /// `<data_dir>/master.key` (unless `pkcs11` is set). Every instance sharing a database needs
     /// the same key.
     pub master_key: Option<Secret<String>>,
-    /// Session and CSRF cookies are `Secure` and `__Host-` prefixed unless this is `false`, a
-    /// development setting for plain-http clients (`serve --demo` on a loopback address sets it
     /// Keep the master key in an HSM instead (PKCS#11): it never leaves the token; each purpose's
     /// key is derived inside it. Not together with `master_key`.
     pub pkcs11: Option<Pkcs11Settings>,
+    /// Session and CSRF cookies are `Secure` and `__Host-` prefixed unless this is `false`, a
+    /// development setting for plain-http clients (`serve --demo` on a loopback address sets it
     /// when unset). Refused together with an https `public_url`.
     pub secure_cookies: Option<bool>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 /// Where the HSM-held master key is: `consent keys hsm-generate` creates it there.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -155,6 +155,8 @@ pub struct Pkcs11Settings {
     pub pin: Secret<String>,
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TokenSettings {
     pub access_token_ttl: ConfigDuration,
     pub refresh_token_ttl: ConfigDuration,
@@ -203,6 +205,49 @@ pub struct WebhookSettings {
     pub staff_secret: Option<Secret<String>>,
 }
 
+/// How customers log in: through the bank's own OpenID Connect provider (authorization code +
+/// PKCE, ID token checked with its `nonce`), with a password of this service's own (the embedded
+/// demo), or both.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CustomerLoginSettings {
+    /// Customers may log in with a password stored here. Switch off when the bank's provider is
+    /// the only way in.
+    pub passwords: bool,
+    /// The provider's issuer URL (discovery at `<issuer>/.well-known/openid-configuration`);
+    /// unset: no provider login. https, except on a loopback address.
+    pub oidc_issuer: Option<String>,
+    /// This service's client id at the provider; its redirect URI is
+    /// `<public_url>/login/oidc/callback`.
+    pub oidc_client_id: Option<String>,
+    /// Its client secret (client_secret_basic).
+    pub oidc_client_secret: Option<Secret<String>>,
+    /// The ID token claim that names the customer's username here (`sub`,
+    /// `preferred_username` or `email`), used to link a subject at its first login.
+    pub oidc_username_claim: String,
+    /// A subject with no customer record gets one at its first login (otherwise refused).
+    pub oidc_create_customers: bool,
+    /// When set, sent as `acr_values` and required in the ID token's `acr`.
+    pub oidc_required_acr: Option<String>,
+    /// The login page's button text.
+    pub oidc_label: String,
+}
+
+impl Default for CustomerLoginSettings {
+    fn default() -> Self {
+        Self {
+            passwords: true,
+            oidc_issuer: None,
+            oidc_client_id: None,
+            oidc_client_secret: None,
+            oidc_username_claim: "sub".into(),
+            oidc_create_customers: false,
+            oidc_required_acr: None,
+            oidc_label: "Log in with your bank".into(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DemoSettings {
@@ -244,6 +289,7 @@ impl Default for Settings {
             },
             security: SecuritySettings {
                 master_key: None,
+                pkcs11: None,
                 secure_cookies: None,
             },
             tokens: TokenSettings {
@@ -270,6 +316,7 @@ impl Default for Settings {
                 staff_url: None,
                 staff_secret: None,
             },
+            customer_login: CustomerLoginSettings::default(),
             demo: DemoSettings::default(),
         }
     }
@@ -284,12 +331,15 @@ const ALIASES: &[(&str, &str)] = &[
     ("database_url", "database.url"),
     ("redis_url", "redis.url"),
     ("master_key", "security.master_key"),
+    ("pkcs11_module", "security.pkcs11.module"),
+    ("pkcs11_token_label", "security.pkcs11.token_label"),
+    ("pkcs11_key_label", "security.pkcs11.key_label"),
+    ("pkcs11_pin", "security.pkcs11.pin"),
     ("bind", "server.bind"),
     ("data_dir", "server.data_dir"),
     ("log_format", "server.log_format"),
     ("public_url", "server.public_url"),
     ("demo_password", "demo.password"),
-                pkcs11: None,
     ("demo_client_secret", "demo.client_secret"),
 ];
 
@@ -331,10 +381,6 @@ impl Settings {
                 .unwrap_or_else(|| rest.replace("__", "."));
             // Only `SECTION__KEY` names and the aliases are settings; other CONSENT_* variables
             // (CONSENT_CONFIG, CONSENT_ADMIN_PASSWORD, test switches) belong to other tools.
-    ("pkcs11_module", "security.pkcs11.module"),
-    ("pkcs11_token_label", "security.pkcs11.token_label"),
-    ("pkcs11_key_label", "security.pkcs11.key_label"),
-    ("pkcs11_pin", "security.pkcs11.pin"),
             // Within a section an unknown key is still an error, so typos do not pass silently.
             if !path.contains('.') {
                 continue;
@@ -347,6 +393,77 @@ impl Settings {
             .map_err(|e| ConfigError(e.to_string().replace('\n', "; ")))?;
         settings.validate()?;
         Ok(settings)
+    }
+
+    fn validate_customer_login(&self) -> Result<(), ConfigError> {
+        let l = &self.customer_login;
+        let Some(issuer) = &l.oidc_issuer else {
+            if !l.passwords {
+                return Err(ConfigError(
+                    "customer_login.passwords = false needs customer_login.oidc_issuer: \
+                     customers would have no way in"
+                        .into(),
+                ));
+            }
+            return Ok(());
+        };
+        let url = url::Url::parse(issuer).map_err(|_| {
+            ConfigError("customer_login.oidc_issuer must be an absolute URL".into())
+        })?;
+        let loopback = matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
+        if url.scheme() != "https" && !(url.scheme() == "http" && loopback) {
+            return Err(ConfigError(
+                "customer_login.oidc_issuer must be https (http only on a loopback address)".into(),
+            ));
+        }
+        if l.oidc_client_id.as_deref().is_none_or(str::is_empty) || l.oidc_client_secret.is_none() {
+            return Err(ConfigError(
+                "customer_login.oidc_issuer needs oidc_client_id and oidc_client_secret".into(),
+            ));
+        }
+        if !matches!(
+            l.oidc_username_claim.as_str(),
+            "sub" | "preferred_username" | "email"
+        ) {
+            return Err(ConfigError(
+                "customer_login.oidc_username_claim must be sub, preferred_username or email"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_key_custody(&self) -> Result<(), ConfigError> {
+        let Some(p) = &self.security.pkcs11 else {
+            return Ok(());
+        };
+        if self.security.master_key.is_some() {
+            return Err(ConfigError(
+                "security.master_key and security.pkcs11 are exclusive: the master key is either \
+                 given or kept in the HSM"
+                    .into(),
+            ));
+        }
+        if p.module.as_os_str().is_empty() {
+            return Err(ConfigError(
+                "security.pkcs11.module must name the PKCS#11 library".into(),
+            ));
+        }
+        // PKCS#11 labels are 32-byte fields (token) or free-form (key); empty matches anything.
+        if p.token_label.is_empty() || p.token_label.len() > 32 {
+            return Err(ConfigError(
+                "security.pkcs11.token_label must be 1 to 32 bytes".into(),
+            ));
+        }
+        if p.key_label.is_empty() {
+            return Err(ConfigError(
+                "security.pkcs11.key_label must not be empty".into(),
+            ));
+        }
+        if p.pin.expose().is_empty() {
+            return Err(ConfigError("security.pkcs11.pin must not be empty".into()));
+        }
+        Ok(())
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -384,6 +501,8 @@ impl Settings {
                 ));
             }
         }
+        self.validate_customer_login()?;
+        self.validate_key_custody()?;
         if self.database.pool_size == 0 {
             return Err(ConfigError("database.pool_size must be at least 1".into()));
         }

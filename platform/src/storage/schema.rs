@@ -400,6 +400,16 @@ diesel::table! {
 }
 
 diesel::table! {
+    customer_identities (issuer, subject) {
+        issuer -> Text,
+        subject -> Text,
+        customer_id -> Text,
+        created_at -> Timestamp,
+        last_login_at -> Timestamp,
+    }
+}
+
+diesel::table! {
     staff_broadcast (id) {
         id -> Integer,
         chain_index -> BigInt,
@@ -460,4 +470,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     ssf_excluded_subjects,
     ssf_events,
     client_access_tokens,
+    customer_identities,
 );
