@@ -199,7 +199,8 @@ async fn revoking_from_the_page_ends_the_grant_everywhere() {
 
         let r = app.post_form(&path, None, &[("csrf_token", &csrf)]).await;
         assert_eq!(r.status(), 303);
-        assert_eq!(location(&r), "/account/apps");
+        // Back to the list, which confirms the revocation.
+        assert_eq!(location(&r), format!("/account/apps?revoked={grant_id}"));
         assert_eq!(
             grant_status(&app, &grant_id).await,
             ("revoked".to_string(), Some("customer".to_string()))
@@ -276,7 +277,7 @@ async fn revoke_all_from_the_page_and_the_api() {
             .post_form("/account/apps/revoke-all", None, &[("csrf_token", &csrf)])
             .await;
         assert_eq!(r.status(), 303, "{backend:?}");
-        assert_eq!(location(&r), "/account/apps");
+        assert_eq!(location(&r), "/account/apps?revoked=all");
         for t in [&t1, &t2] {
             let id = t["grant_id"].as_str().unwrap();
             assert_eq!(grant_status(&app, id).await.0, "revoked");
