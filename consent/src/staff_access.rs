@@ -6,7 +6,7 @@
 //! 2. A different staff member approves it (the portal's approval endpoints; no self-approval).
 //! 3. Within [`REDEEM_WITHIN`] of the approval, the requester (and only they) takes the
 //!    credential ([`issue`]): a Biscuit signed with the server's key (see [`grants::staff`])
-//!    for that action on that customer, valid [`CREDENTIAL_LIFETIME`]; one per approval.
+//!    for that action on that customer, valid `security.staff_credential_ttl` (15 minutes unless set); one per approval.
 //! 4. Each read ([`customer_grants`]) presents it with the staff session; the signature,
 //!    the holder, the action, the resource and the expiry are checked offline, then the row
 //!    (not revoked) and the use is audited against the customer before anything is read.
@@ -27,8 +27,6 @@ use crate::dashboard::{CustomerGrants, GrantView};
 use crate::oauth::OAuthService;
 use crate::oauth::keys::KeyPurpose;
 
-/// How long a credential is valid once taken.
-pub const CREDENTIAL_LIFETIME: Duration = Duration::minutes(15);
 /// How long after its approval a request can still be turned into a credential.
 pub const REDEEM_WITHIN: Duration = Duration::minutes(15);
 const ACTION: ApprovalAction = ApprovalAction::AccessCustomerGrants;
@@ -161,7 +159,9 @@ pub async fn issue(
     request_id: String,
 ) -> Result<Issued, ApiError> {
     let now = oauth.platform.now().trunc_subsecs(0);
-    let expires_at = now + CREDENTIAL_LIFETIME;
+    let lifetime = Duration::from_std(oauth.platform.settings.security.staff_credential_ttl.get())
+        .unwrap_or(REDEEM_WITHIN);
+    let expires_at = now + lifetime;
     let id = random_id("scr_");
     let row = {
         let id = id.clone();

@@ -540,3 +540,52 @@ async fn old_approvals_and_expired_credentials_give_no_access() {
         app.stop().await;
     }
 }
+
+/// The credential's lifetime is the bank's to set (`security.staff_credential_ttl`), within
+/// 1 to 60 minutes.
+#[tokio::test]
+async fn a_credential_lives_as_long_as_the_bank_configures() {
+    let app = e2e_tests::spawn_app_with(
+        e2e_tests::Backend::Sqlite,
+        consent::startup::ServeOptions {
+            demo: true,
+            ..Default::default()
+        },
+        |s| s.security.staff_credential_ttl = platform::config::ConfigDuration::minutes(2),
+    )
+    .await;
+    let alice = customer_id(&app, "alice").await;
+    let a = app.staff_token("ops-a").await;
+    let b = app.staff_token("ops-b").await;
+    let (_, v) = ask(&app, &a, &alice, "complaint").await;
+    let request = v["request_id"].as_str().unwrap().to_string();
+    let why = json!({ "justification": "Checked the complaint ticket, access is needed" });
+    let approve = format!("/api/v1/admin/approvals/{request}/approve");
+    assert_eq!(post(&app, &b, &approve, Some(&why)).await.0, 200);
+    let (s, v) = post(
+        &app,
+        &a,
+        &format!("/api/v1/admin/approvals/{request}/credential"),
+        None,
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let expires: chrono::DateTime<chrono::Utc> = v["expires_at"].as_str().unwrap().parse().unwrap();
+    let left = expires - chrono::Utc::now();
+    assert!(
+        left > chrono::Duration::seconds(90) && left <= chrono::Duration::minutes(2),
+        "{left}"
+    );
+    app.stop().await;
+
+    for ttl in ["30s", "2h"] {
+        let r = platform::config::Settings::load_from(
+            None,
+            [(
+                "CONSENT_SECURITY__STAFF_CREDENTIAL_TTL".to_string(),
+                ttl.to_string(),
+            )],
+        );
+        assert!(r.is_err(), "{ttl}");
+    }
+}

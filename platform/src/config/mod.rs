@@ -136,6 +136,9 @@ pub struct SecuritySettings {
     /// development setting for plain-http clients (`serve --demo` on a loopback address sets it
     /// when unset). Refused together with an https `public_url`.
     pub secure_cookies: Option<bool>,
+    /// How long a staff member's four-eyes credential (reading a customer's grants, rotating
+    /// signing keys) is valid once taken: 1 to 60 minutes.
+    pub staff_credential_ttl: ConfigDuration,
 }
 
 /// Where the HSM-held master key is: `consent keys hsm-generate` creates it there.
@@ -290,6 +293,7 @@ impl Default for Settings {
             security: SecuritySettings {
                 master_key: None,
                 pkcs11: None,
+                staff_credential_ttl: ConfigDuration::minutes(15),
                 secure_cookies: None,
             },
             tokens: TokenSettings {
@@ -502,6 +506,12 @@ impl Settings {
             }
         }
         self.validate_customer_login()?;
+        let ttl = self.security.staff_credential_ttl.get();
+        if ttl < Duration::from_secs(60) || ttl > Duration::from_secs(3_600) {
+            return Err(ConfigError(
+                "security.staff_credential_ttl must be between 1m and 60m".into(),
+            ));
+        }
         self.validate_key_custody()?;
         if self.database.pool_size == 0 {
             return Err(ConfigError("database.pool_size must be at least 1".into()));
