@@ -132,6 +132,21 @@ enum AdminCommand {
         username: String,
         #[arg(long)]
         display_name: String,
+        /// What they may approve, comma-separated: support (asks, approves nothing),
+        /// compliance (access to customers' data, client suspensions), security (key rotation,
+        /// client suspensions).
+        #[arg(long, default_value = "support")]
+        roles: String,
+        /// Data directory, for the embedded SQLite database.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Replace a staff member's roles (see `create --roles`). Audited.
+    SetStaffRoles {
+        #[arg(long)]
+        username: String,
+        #[arg(long)]
+        roles: String,
         /// Data directory, for the embedded SQLite database.
         #[arg(long)]
         data_dir: Option<PathBuf>,
@@ -383,9 +398,12 @@ fn main() -> anyhow::Result<()> {
                 AdminCommand::Create {
                     username,
                     display_name,
+                    roles,
                     data_dir,
                 },
         } => {
+            let roles = developer_portal::StaffRole::parse_list(&roles)
+                .map_err(|m| anyhow::anyhow!("--roles: {m}"))?;
             // The admin password is this command's input, not a server setting.
             let mut settings = Settings::load_from(
                 cli.config.as_deref(),
@@ -407,9 +425,14 @@ fn main() -> anyhow::Result<()> {
                     true,
                 ),
             };
-            let staff =
-                developer_portal::create_staff_user(&platform, &username, &display_name, &password)
-                    .map_err(|e| anyhow::anyhow!("{}", developer_portal::describe(&e)))?;
+            let staff = developer_portal::create_staff_user(
+                &platform,
+                &username,
+                &display_name,
+                &password,
+                &roles,
+            )
+            .map_err(|e| anyhow::anyhow!("{}", developer_portal::describe(&e)))?;
             platform.audit.flush_custody_blocking()?;
             println!("created staff user {} ({})", staff.username, staff.id);
             if generated {
@@ -429,6 +452,28 @@ fn main() -> anyhow::Result<()> {
             println!(
                 "second factor of staff user {} ({}) removed; their next login sets up a new one",
                 staff.username, staff.id
+            );
+            Ok(())
+        }
+        Command::Admin {
+            command:
+                AdminCommand::SetStaffRoles {
+                    username,
+                    roles,
+                    data_dir,
+                },
+        } => {
+            let roles = developer_portal::StaffRole::parse_list(&roles)
+                .map_err(|m| anyhow::anyhow!("--roles: {m}"))?;
+            let settings = load(cli.config.as_deref(), None, data_dir)?;
+            consent::telemetry::init_tracing(settings.server.log_format);
+            let platform = init_platform(settings)?;
+            developer_portal::set_staff_roles(&platform, &username, &roles)
+                .map_err(|e| anyhow::anyhow!("{}", developer_portal::describe(&e)))?;
+            platform.audit.flush_custody_blocking()?;
+            println!(
+                "staff user {username} now has the roles {}",
+                developer_portal::StaffRole::list(&roles)
             );
             Ok(())
         }

@@ -16,6 +16,7 @@ use platform::storage::models::{Developer, Staff};
 use platform::storage::schema::{developers, staff};
 use platform::storage::{AnyConnection, StorageError};
 
+use crate::approvals::StaffRole;
 use crate::domain::{self, Email, Errors, NewPassword};
 use crate::error::{PortalError, PortalResult, read, transaction, write};
 use crate::second_factor;
@@ -349,8 +350,12 @@ pub fn insert_staff(
     username: &str,
     display_name: &str,
     password_hash: &str,
+    roles: &[StaffRole],
     now: DateTime<Utc>,
 ) -> PortalResult<StaffAccount> {
+    if roles.is_empty() {
+        return Err(PortalError::field("roles", "at least one role"));
+    }
     let username =
         domain::staff_username(username).map_err(|m| PortalError::field("username", m))?;
     let display_name =
@@ -373,31 +378,68 @@ pub fn insert_staff(
         created_at: ts(now),
     };
     diesel::insert_into(staff::table)
-        .values(&row)
+        .values((&row, staff::roles.eq(StaffRole::list(roles))))
         .execute(conn)?;
     NewEvent::new(
         Actor::system("cli"),
         "staff.created",
         Target::new("staff", &row.id),
     )
-    .details(serde_json::json!({ "username": row.username }))
+    .details(serde_json::json!({ "username": row.username, "roles": StaffRole::list(roles) }))
     .record(conn, now)?;
     Ok(row.into())
 }
 
-/// `consent admin create`: creates an active staff member. Blocking (for the CLI).
+/// `consent admin create`: creates an active staff member with `roles`. Blocking (for the CLI).
 pub fn create_staff_user(
     platform: &Platform,
     username: &str,
     display_name: &str,
     password: &str,
+    roles: &[StaffRole],
 ) -> PortalResult<StaffAccount> {
     let password = NewPassword::parse(password).map_err(|m| PortalError::field("password", m))?;
     let hash = hash_password(password.expose())?;
     let now = platform.now();
     platform.db.run_blocking(|c| {
         Ok(transaction(c, |c| {
-            insert_staff(c, username, display_name, &hash, now)
+            insert_staff(c, username, display_name, &hash, roles, now)
+        }))
+    })?
+}
+
+/// `consent admin set-staff-roles`: replaces a staff member's roles (audited). Blocking.
+pub fn set_staff_roles(
+    platform: &Platform,
+    username: &str,
+    roles: &[StaffRole],
+) -> PortalResult<()> {
+    if roles.is_empty() {
+        return Err(PortalError::field("roles", "at least one role"));
+    }
+    let now = platform.now();
+    let list = StaffRole::list(roles);
+    platform.db.run_blocking(|c| {
+        Ok(transaction(c, |c| {
+            let id: Option<String> = staff::table
+                .filter(staff::username.eq(username))
+                .select(staff::id)
+                .first(c)
+                .optional()?;
+            let Some(id) = id else {
+                return Err(PortalError::NotFound("staff member"));
+            };
+            diesel::update(staff::table.filter(staff::id.eq(&id)))
+                .set(staff::roles.eq(&list))
+                .execute(c)?;
+            NewEvent::new(
+                Actor::system("cli"),
+                "staff.roles_changed",
+                Target::new("staff", &id),
+            )
+            .details(serde_json::json!({ "roles": list }))
+            .record(c, now)?;
+            Ok(())
         }))
     })?
 }

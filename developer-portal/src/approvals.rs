@@ -30,7 +30,72 @@ pub enum ApprovalAction {
     AccessCustomerGrants,
 }
 
+/// What a staff member may approve. Anyone may ask; approving needs a role the action names
+/// ([`ApprovalAction::approver_roles`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StaffRole {
+    /// Front line: asks for access, approves nothing.
+    Support,
+    /// Approves access to customers' data and client suspensions.
+    Compliance,
+    /// Approves key rotation and client suspensions.
+    Security,
+}
+
+impl StaffRole {
+    pub const ALL: [StaffRole; 3] = [Self::Support, Self::Compliance, Self::Security];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Support => "support",
+            Self::Compliance => "compliance",
+            Self::Security => "security",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == s.trim())
+    }
+
+    /// `support,compliance`: every name known, at least one, no repeats; stored sorted.
+    pub fn parse_list(s: &str) -> Result<Vec<Self>, String> {
+        let mut roles = Vec::new();
+        for name in s.split(',') {
+            let role = Self::parse(name).ok_or_else(|| {
+                format!(
+                    "unknown role {:?} (support, compliance, security)",
+                    name.trim()
+                )
+            })?;
+            if !roles.contains(&role) {
+                roles.push(role);
+            }
+        }
+        roles.sort_by_key(|r| Self::ALL.iter().position(|a| a == r));
+        Ok(roles)
+    }
+
+    pub fn list(roles: &[Self]) -> String {
+        roles
+            .iter()
+            .map(|r| r.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
 impl ApprovalAction {
+    /// The roles of which the approver must have one.
+    pub fn approver_roles(self) -> &'static [StaffRole] {
+        match self {
+            Self::SuspendClient | Self::UnsuspendClient => {
+                &[StaffRole::Compliance, StaffRole::Security]
+            }
+            Self::RotateSigningKeys => &[StaffRole::Security],
+            Self::AccessCustomerGrants => &[StaffRole::Compliance],
+        }
+    }
+
     pub const ALL: [ApprovalAction; 4] = [
         Self::SuspendClient,
         Self::UnsuspendClient,
@@ -83,6 +148,8 @@ pub enum ApprovalError {
     RequesterInactive,
     #[error("the approving staff member is not active")]
     ApproverInactive,
+    #[error("approving this needs the role {0}")]
+    WrongRole(String),
     #[error("the approval request has expired")]
     Expired,
     #[error("the approval request is already {0}")]
@@ -382,6 +449,21 @@ pub fn decide(
     }
     if !staff_is_active(conn, approver)? {
         return Err(ApprovalError::ApproverInactive);
+    }
+    let needed = req.action.approver_roles();
+    let held: String = staff::table
+        .filter(staff::id.eq(approver))
+        .select(staff::roles)
+        .first(conn)?;
+    let held = StaffRole::parse_list(&held).unwrap_or_default();
+    if !needed.iter().any(|r| held.contains(r)) {
+        return Err(ApprovalError::WrongRole(
+            needed
+                .iter()
+                .map(|r| r.as_str())
+                .collect::<Vec<_>>()
+                .join(" or "),
+        ));
     }
     let status = if approve {
         ApprovalStatus::Approved

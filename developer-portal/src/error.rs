@@ -51,6 +51,7 @@ impl From<ApprovalError> for PortalError {
             ApprovalError::SelfApproval => PortalError::Forbidden(
                 "a request cannot be approved by the staff member who made it".into(),
             ),
+            e @ ApprovalError::WrongRole(_) => PortalError::Forbidden(e.to_string()),
             ApprovalError::RequesterInactive | ApprovalError::ApproverInactive => {
                 PortalError::Forbidden("staff member is not active".into())
             }

@@ -46,7 +46,8 @@ use actix_web::web;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-pub use accounts::{StaffAccount, create_staff_user};
+pub use accounts::{StaffAccount, create_staff_user, set_staff_roles};
+pub use approvals::StaffRole;
 pub use clients::{ClientDisplay, client_display, developer_legal_name, revoke_client_grants};
 pub use error::{PortalError, PortalResult};
 

@@ -584,6 +584,41 @@ fn the_reset_command_names_the_staff_member_or_fails() {
     let out = run(&["admin", "reset-second-factor", "--username", "nobody"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
+    // Roles: created with the default (support), changed by the CLI, unknown names refused.
+    let roles = |args: &[&str]| {
+        let mut all = vec!["admin", "set-staff-roles"];
+        all.extend_from_slice(args);
+        run(&all)
+    };
+    assert!(
+        !roles(&["--username", "ops1", "--roles", "root"])
+            .status
+            .success()
+    );
+    assert!(
+        !roles(&["--username", "nobody", "--roles", "security"])
+            .status
+            .success()
+    );
+    let out = roles(&["--username", "ops1", "--roles", "security,compliance"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("compliance,security"));
+    let bad = run(&[
+        "admin",
+        "create",
+        "--username",
+        "ops2",
+        "--display-name",
+        "Ops",
+        "--roles",
+        "admin",
+    ]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown role"));
 }
 
 /// Guesses sent all at once are bounded as well: attempts are counted before the codes are

@@ -589,3 +589,64 @@ async fn a_credential_lives_as_long_as_the_bank_configures() {
         assert!(r.is_err(), "{ttl}");
     }
 }
+
+/// Approving needs the role the action names: compliance for a customer's data, security for
+/// key rotation, either for a client suspension; support approves nothing. Asking needs none.
+#[tokio::test]
+async fn approvals_need_the_right_role() {
+    use developer_portal::StaffRole::{Compliance, Security, Support};
+    for backend in backends() {
+        let app = spawn_demo_app(backend).await;
+        let alice = customer_id(&app, "alice").await;
+        let support = app.staff_token_with_roles("desk-1", &[Support]).await;
+        let compliance = app.staff_token_with_roles("comp-1", &[Compliance]).await;
+        let security = app.staff_token_with_roles("sec-1", &[Security]).await;
+        let why = json!({ "justification": "Checked the complaint ticket, access is needed" });
+        let approve = |id: &str| format!("/api/v1/admin/approvals/{id}/approve");
+
+        // A support agent asks for a customer's grants; only compliance may approve.
+        let (s, v) = ask(&app, &support, &alice, "complaint").await;
+        assert_eq!(s, 201, "{v}");
+        let request = v["request_id"].as_str().unwrap().to_string();
+        let (s, v) = post(&app, &security, &approve(&request), Some(&why)).await;
+        assert_eq!(s, 403, "{backend:?} {v}");
+        assert!(v["detail"].as_str().unwrap().contains("compliance"), "{v}");
+        let (s, _) = post(&app, &support, &approve(&request), Some(&why)).await;
+        assert_eq!(s, 403, "self-approval, and no role");
+        let (s, v) = post(&app, &compliance, &approve(&request), Some(&why)).await;
+        assert_eq!(s, 200, "{backend:?} {v}");
+
+        // Key rotation: compliance may not approve it, security may.
+        let (s, v) = post(
+            &app,
+            &support,
+            "/api/v1/admin/keys/biscuit/rotation-requests",
+            Some(&json!({
+                "justification": "Quarterly rotation of the token signing key",
+                "reference": "CHG-2026-1201",
+            })),
+        )
+        .await;
+        assert_eq!(s, 201, "{v}");
+        let request = v["request_id"].as_str().unwrap().to_string();
+        assert_eq!(
+            post(&app, &compliance, &approve(&request), Some(&why))
+                .await
+                .0,
+            403
+        );
+        assert_eq!(
+            post(&app, &security, &approve(&request), Some(&why))
+                .await
+                .0,
+            200
+        );
+        let actions = app.audit_actions().await;
+        assert_eq!(
+            actions.iter().filter(|a| *a == "approval.approved").count(),
+            2,
+            "refusals change nothing: {actions:?}"
+        );
+        app.stop().await;
+    }
+}

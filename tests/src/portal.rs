@@ -83,12 +83,24 @@ impl TestApp {
             .to_string()
     }
 
-    /// Creates an active staff member (as `consent admin create` does) and returns its id.
+    /// Creates an active staff member with every role (as `consent admin create --roles
+    /// support,compliance,security` does) and returns its id.
     pub async fn create_staff(&self, username: &str) -> String {
+        self.create_staff_with_roles(username, &developer_portal::StaffRole::ALL)
+            .await
+    }
+
+    /// Creates an active staff member with `roles` and returns its id.
+    pub async fn create_staff_with_roles(
+        &self,
+        username: &str,
+        roles: &[developer_portal::StaffRole],
+    ) -> String {
         let p = self.platform.clone();
         let username = username.to_string();
+        let roles = roles.to_vec();
         tokio::task::spawn_blocking(move || {
-            developer_portal::create_staff_user(&p, &username, "Staff Member", PASSWORD)
+            developer_portal::create_staff_user(&p, &username, "Staff Member", PASSWORD, &roles)
         })
         .await
         .unwrap()
@@ -99,7 +111,17 @@ impl TestApp {
     /// Creates a staff member, logs it in and sets up its authenticator (as at a first login);
     /// returns the full bearer token.
     pub async fn staff_token(&self, username: &str) -> String {
-        self.create_staff(username).await;
+        self.staff_token_with_roles(username, &developer_portal::StaffRole::ALL)
+            .await
+    }
+
+    /// [`TestApp::staff_token`] for a staff member created with `roles`.
+    pub async fn staff_token_with_roles(
+        &self,
+        username: &str,
+        roles: &[developer_portal::StaffRole],
+    ) -> String {
+        self.create_staff_with_roles(username, roles).await;
         let r = self.post_admin_login(username, PASSWORD).await;
         assert_eq!(r.status(), 200, "staff login");
         let login: Value = r.json().await.unwrap();

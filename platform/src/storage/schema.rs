@@ -52,6 +52,7 @@ diesel::table! {
         password_hash -> Text,
         status -> Text,
         created_at -> Timestamp,
+        roles -> Text,
     }
 }
 
