@@ -428,6 +428,23 @@ pub fn list(
 /// Approves or rejects request `id` as `approver`. Refuses self-approval, inactive approvers,
 /// decided and expired requests. On approval the caller executes
 /// [`ApprovalRequest::approved_action`] in the same transaction.
+/// A staff member's roles (none for an unknown id).
+pub fn roles_of(conn: &mut AnyConnection, staff_id: &str) -> Result<Vec<StaffRole>, ApprovalError> {
+    let held: Option<String> = staff::table
+        .filter(staff::id.eq(staff_id))
+        .select(staff::roles)
+        .first(conn)
+        .optional()?;
+    Ok(held
+        .and_then(|h| StaffRole::parse_list(&h).ok())
+        .unwrap_or_default())
+}
+
+/// Whether a staff member holding `roles` may decide requests for `action`.
+pub fn may_decide(action: ApprovalAction, roles: &[StaffRole]) -> bool {
+    action.approver_roles().iter().any(|r| roles.contains(r))
+}
+
 pub fn decide(
     conn: &mut AnyConnection,
     id: &str,
@@ -451,12 +468,8 @@ pub fn decide(
         return Err(ApprovalError::ApproverInactive);
     }
     let needed = req.action.approver_roles();
-    let held: String = staff::table
-        .filter(staff::id.eq(approver))
-        .select(staff::roles)
-        .first(conn)?;
-    let held = StaffRole::parse_list(&held).unwrap_or_default();
-    if !needed.iter().any(|r| held.contains(r)) {
+    let held = roles_of(conn, approver)?;
+    if !may_decide(req.action, &held) {
         return Err(ApprovalError::WrongRole(
             needed
                 .iter()

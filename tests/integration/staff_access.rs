@@ -613,6 +613,25 @@ async fn approvals_need_the_right_role() {
         assert!(v["detail"].as_str().unwrap().contains("compliance"), "{v}");
         let (s, _) = post(&app, &support, &approve(&request), Some(&why)).await;
         assert_eq!(s, 403, "self-approval, and no role");
+        // The approvals page offers the decision only to those who may take it.
+        let page = |web: reqwest::Client| {
+            let app = &app;
+            async move {
+                web.get(app.url("/developers/staff/approvals"))
+                    .send()
+                    .await
+                    .unwrap()
+                    .text()
+                    .await
+                    .unwrap()
+            }
+        };
+        let decide_form = format!("/developers/staff/approvals/{request}/decide");
+        let html = page(app.staff_browser_with_roles("sec-2", &[Security]).await).await;
+        assert!(!html.contains(&decide_form), "no form without the role");
+        assert!(html.contains("awaiting a staff member with the role compliance"));
+        let html = page(app.staff_browser_with_roles("comp-2", &[Compliance]).await).await;
+        assert!(html.contains(&decide_form), "the form for compliance");
         let (s, v) = post(&app, &compliance, &approve(&request), Some(&why)).await;
         assert_eq!(s, 200, "{backend:?} {v}");
 

@@ -133,7 +133,17 @@ impl TestApp {
     /// Creates a staff member and logs it in through the pages, setting up its authenticator:
     /// a cookie client with a full staff session.
     pub async fn staff_browser(&self, username: &str) -> reqwest::Client {
-        self.create_staff(username).await;
+        self.staff_browser_with_roles(username, &developer_portal::StaffRole::ALL)
+            .await
+    }
+
+    /// [`TestApp::staff_browser`] for a staff member created with `roles`.
+    pub async fn staff_browser_with_roles(
+        &self,
+        username: &str,
+        roles: &[developer_portal::StaffRole],
+    ) -> reqwest::Client {
+        self.create_staff_with_roles(username, roles).await;
         let web = browser_client();
         let t = self.form_csrf(&web, "/developers/staff/login").await;
         let r = self

@@ -161,9 +161,16 @@ async fn review(path: web::Path<String>, post: Posted<Staff>) -> HttpResponse {
 
 async fn approvals_page(p: Data, s: StaffSession) -> HttpResponse {
     let now = p.now();
-    let r = read(&p, move |c| Ok(approvals::list(c, None, now, 100)?)).await;
+    let me = s.subject_id.clone();
+    let r = read(&p, move |c| {
+        Ok((
+            approvals::list(c, None, now, 100)?,
+            approvals::roles_of(c, &me)?,
+        ))
+    })
+    .await;
     match r {
-        Ok(list) => render(
+        Ok((list, roles)) => render(
             StatusCode::OK,
             "Approval requests",
             html! {
@@ -173,6 +180,8 @@ async fn approvals_page(p: Data, s: StaffSession) -> HttpResponse {
                     thead { tr { th scope="col" { "Request" } th scope="col" { "Asked by, why" } th scope="col" { "Status" } th scope="col" { "Decision" } } }
                     @for r in list {
                         @let mine = r.requested_by == s.subject_id;
+                        @let allowed = approvals::may_decide(r.action, &roles);
+                        @let needs = r.action.approver_roles().iter().map(|x| x.as_str()).collect::<Vec<_>>().join(" or ");
                         @let v = approval_response(r, now);
                         tr {
                             td { code { (v.action) } " on " (v.target_type) " " code { (v.target_id) } }
@@ -180,7 +189,9 @@ async fn approvals_page(p: Data, s: StaffSession) -> HttpResponse {
                             td.status { (v.status) }
                             td {
                                 @if let Some(j) = &v.decision_justification { (v.decided_by.clone().unwrap_or_default()) ": " (j) }
-                                @if v.status == ApprovalStatus::Pending.as_str() && !mine {
+                                @if v.status == ApprovalStatus::Pending.as_str() && !mine && !allowed {
+                                    span.muted { "awaiting a staff member with the role " (needs) }
+                                } @else if v.status == ApprovalStatus::Pending.as_str() && !mine {
                                     form method="post" action=(format!("/developers/staff/approvals/{}/decide", v.id)) {
                                         (csrf_input(&s.csrf_token))
                                         label { "Your justification " input type="text" name="justification" minlength="10" required; }
