@@ -118,22 +118,27 @@ impl std::fmt::Debug for Upstream {
 }
 
 impl Upstream {
-    /// The configured provider, if any; `public_url` is this service's base URL.
-    pub fn from_settings(settings: &CustomerLoginSettings, public_url: &str) -> Option<Self> {
-        let issuer = settings.oidc_issuer.clone()?;
+    /// The configured provider, if any; `public_url` is this service's base URL. A client that
+    /// cannot be built stops start-up rather than leaving a configured login silently absent.
+    pub fn from_settings(
+        settings: &CustomerLoginSettings,
+        public_url: &str,
+    ) -> Result<Option<Self>, reqwest::Error> {
+        let Some(issuer) = settings.oidc_issuer.clone() else {
+            return Ok(None);
+        };
         let http = reqwest::Client::builder()
             // The provider's endpoints answer directly: following a redirect would be an SSRF.
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(10))
-            .build()
-            .ok()?;
-        Some(Self {
+            .build()?;
+        Ok(Some(Self {
             settings: settings.clone(),
             issuer,
             redirect: format!("{}/login/oidc/callback", public_url.trim_end_matches('/')),
             http,
             metadata: Arc::new(Mutex::new(None)),
-        })
+        }))
     }
 
     pub fn label(&self) -> &str {

@@ -179,7 +179,7 @@ impl Application {
             customer_login: customer_login::Upstream::from_settings(
                 &platform.settings.customer_login,
                 &issuer,
-            ),
+            )?,
             issuer,
             platform,
             metrics: telemetry::metrics_handle(),
