@@ -5,7 +5,7 @@
 use diesel::prelude::*;
 use e2e_tests::idp::{CLIENT_ID, CLIENT_SECRET, Mode, TestIdp};
 use e2e_tests::oauth::{
-    DEMO_CLIENT, DEMO_REDIRECT, DEMO_SECRET, details, location, par_form, pkce, query_param,
+    DEMO_CLIENT, DEMO_REDIRECT, DEMO_SECRET, details, location, pkce, query_param,
 };
 use e2e_tests::{Backend, TestApp, backends, spawn_app_with};
 use platform::config::Secret;
@@ -483,25 +483,10 @@ async fn upstream_login_in_chromium_against_oidc_provider() {
     // A fintech's authorization request (PAR), opened in the browser.
     let (verifier, challenge) = pkce();
     let rar = details(json!({"type": "account_access", "actions": ["balances:read"]}));
-    let r = app
-        .post_par(
-            (DEMO_CLIENT, DEMO_SECRET),
-            &par_form(DEMO_REDIRECT, &challenge, &rar),
-        )
-        .await;
-    assert_eq!(r.status(), 201);
-    let body: serde_json::Value = r.json().await.unwrap();
-    let authorize = url::Url::parse_with_params(
-        &app.url("/oauth2/authorize"),
-        &[
-            ("client_id", DEMO_CLIENT),
-            ("request_uri", body["request_uri"].as_str().unwrap()),
-        ],
-    )
-    .unwrap();
+    let authorize = app.pushed_authorize_url(&rar, &challenge).await;
     let r = e2e_tests::browser::run(
         "upstream-login.mjs",
-        &[&app.address, authorize.as_str(), DEMO_REDIRECT, "alice"],
+        &[&app.address, &authorize, DEMO_REDIRECT, "alice"],
     )
     .await
     .expect("the browser is available");

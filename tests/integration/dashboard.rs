@@ -4,7 +4,7 @@ use diesel::prelude::*;
 use e2e_tests::dashboard::*;
 use e2e_tests::oauth::*;
 use e2e_tests::{TestApp, backends, spawn_demo_app};
-use platform::storage::schema::{accounts, merchants};
+use platform::storage::schema::accounts;
 use serde_json::{Value, json};
 
 const DEMO: (&str, &str) = (DEMO_CLIENT, DEMO_SECRET);
@@ -17,20 +17,6 @@ async fn account(app: &TestApp, id: &str) -> (String, String) {
             Ok(accounts::table
                 .filter(accounts::id.eq(id))
                 .select((accounts::name, accounts::masked_number))
-                .first(c)?)
-        })
-        .await
-        .unwrap()
-}
-
-async fn merchant_name(app: &TestApp, id: &str) -> String {
-    let id = id.to_string();
-    app.platform
-        .db
-        .run(move |c| {
-            Ok(merchants::table
-                .filter(merchants::id.eq(id))
-                .select(merchants::name)
                 .first(c)?)
         })
         .await

@@ -172,3 +172,19 @@ pub async fn refresh(app: &TestApp, client: (&str, &str), token: &str) -> (u16, 
     let status = r.status().as_u16();
     (status, r.json().await.unwrap_or(Value::Null))
 }
+
+/// A merchant's display name.
+pub async fn merchant_name(app: &TestApp, id: &str) -> String {
+    use platform::storage::schema::merchants;
+    let id = id.to_string();
+    app.platform
+        .db
+        .run(move |c| {
+            Ok(merchants::table
+                .filter(merchants::id.eq(id))
+                .select(merchants::name)
+                .first(c)?)
+        })
+        .await
+        .unwrap()
+}

@@ -368,6 +368,28 @@ impl TestApp {
         self.consent_to_pushed(client.0, r, fields).await
     }
 
+    /// PAR for the demo client with `rar` and `challenge`; the authorization URL a browser
+    /// opens for it.
+    pub async fn pushed_authorize_url(&self, rar: &str, challenge: &str) -> String {
+        let r = self
+            .post_par(
+                (DEMO_CLIENT, DEMO_SECRET),
+                &par_form(DEMO_REDIRECT, challenge, rar),
+            )
+            .await;
+        assert_eq!(r.status(), 201, "PAR accepted");
+        let body: Value = r.json().await.unwrap();
+        url::Url::parse_with_params(
+            &self.url("/oauth2/authorize"),
+            &[
+                ("client_id", DEMO_CLIENT),
+                ("request_uri", body["request_uri"].as_str().unwrap()),
+            ],
+        )
+        .unwrap()
+        .to_string()
+    }
+
     /// `grant_type=authorization_code` for `code` (sent back to `redirect`) with its PKCE verifier.
     pub async fn exchange_code(
         &self,
