@@ -174,6 +174,7 @@ fn load(
     if let Some(dir) = data_dir {
         settings.server.data_dir = dir;
     }
+    consent::telemetry::init_tracing(settings.server.log_format);
     Ok(settings)
 }
 
@@ -223,7 +224,6 @@ fn audit(cli_config: Option<&std::path::Path>, command: AuditCommand) -> anyhow:
         } => (data_dir.clone(), checkpoint.clone()),
     };
     let settings = load(cli_config, None, data_dir)?;
-    consent::telemetry::init_tracing(settings.server.log_format);
     // Never migrate here, even on SQLite: a migration could change what is being verified
     // (the keyed-chain migration relinks the whole chain). `consent migrate` first.
     let platform = platform::Platform::init(
@@ -275,6 +275,89 @@ fn audit(cli_config: Option<&std::path::Path>, command: AuditCommand) -> anyhow:
     }
 }
 
+fn portal_error(e: developer_portal::PortalError) -> anyhow::Error {
+    anyhow::anyhow!("{}", developer_portal::describe(&e))
+}
+
+fn staff_roles(raw: &str) -> anyhow::Result<Vec<developer_portal::StaffRole>> {
+    developer_portal::StaffRole::parse_list(raw).map_err(|m| anyhow::anyhow!("--roles: {m}"))
+}
+
+fn admin(cli_config: Option<&std::path::Path>, command: AdminCommand) -> anyhow::Result<()> {
+    let message = match command {
+        AdminCommand::Create {
+            username,
+            display_name,
+            roles,
+            data_dir,
+        } => {
+            let roles = staff_roles(&roles)?;
+            // The admin password is this command's input, not a server setting.
+            let mut settings = Settings::load_from(
+                cli_config,
+                std::env::vars().filter(|(k, _)| k != "CONSENT_ADMIN_PASSWORD"),
+            )?;
+            if let Some(dir) = data_dir {
+                settings.server.data_dir = dir;
+            }
+            consent::telemetry::init_tracing(settings.server.log_format);
+            let platform = init_platform(settings)?;
+            let (password, generated) = match std::env::var("CONSENT_ADMIN_PASSWORD") {
+                Ok(p) if !p.is_empty() => (p, false),
+                _ => (
+                    platform::crypto::PlainToken::generate("")
+                        .expose()
+                        .chars()
+                        .take(24)
+                        .collect::<String>(),
+                    true,
+                ),
+            };
+            let staff = developer_portal::create_staff_user(
+                &platform,
+                &username,
+                &display_name,
+                &password,
+                &roles,
+            )
+            .map_err(portal_error)?;
+            platform.audit.flush_custody_blocking()?;
+            let mut message = format!("created staff user {} ({})", staff.username, staff.id);
+            if generated {
+                message.push_str(&format!("\npassword (shown once): {password}"));
+            }
+            message
+        }
+        AdminCommand::ResetSecondFactor { username, data_dir } => {
+            let platform = init_platform(load(cli_config, None, data_dir)?)?;
+            let staff = developer_portal::second_factor::reset_staff(&platform, &username)
+                .map_err(portal_error)?;
+            platform.audit.flush_custody_blocking()?;
+            format!(
+                "second factor of staff user {} ({}) removed; their next login sets up a new one",
+                staff.username, staff.id
+            )
+        }
+        AdminCommand::SetStaffRoles {
+            username,
+            roles,
+            data_dir,
+        } => {
+            let roles = staff_roles(&roles)?;
+            let platform = init_platform(load(cli_config, None, data_dir)?)?;
+            developer_portal::set_staff_roles(&platform, &username, &roles)
+                .map_err(portal_error)?;
+            platform.audit.flush_custody_blocking()?;
+            format!(
+                "staff user {username} now has the roles {}",
+                developer_portal::StaffRole::list(&roles)
+            )
+        }
+    };
+    println!("{message}");
+    Ok(())
+}
+
 /// glibc's malloc raises its mmap threshold to the largest block freed (up to 32 MiB): after one
 /// Argon2 hash (19 MiB of working memory), later hashes in a thread are served from its heap and
 /// stay resident once freed, up to one copy per thread that hashed. A fixed threshold keeps every
@@ -313,7 +396,6 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Sweep { data_dir } => {
             let settings = load(cli.config.as_deref(), None, data_dir)?;
-            consent::telemetry::init_tracing(settings.server.log_format);
             let platform = init_platform(settings)?;
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -334,7 +416,6 @@ fn main() -> anyhow::Result<()> {
                 RotatedKey::SecurityEvents => consent::oauth::keys::KeyPurpose::SecurityEvents,
             };
             let settings = load(cli.config.as_deref(), None, data_dir)?;
-            consent::telemetry::init_tracing(settings.server.log_format);
             let access_ttl = settings.tokens.access_token_ttl.as_chrono();
             let platform = init_platform(settings)?;
             let now = platform.now();
@@ -363,7 +444,6 @@ fn main() -> anyhow::Result<()> {
             command: KeysCommand::HsmGenerate { data_dir },
         } => {
             let settings = load(cli.config.as_deref(), None, data_dir)?;
-            consent::telemetry::init_tracing(settings.server.log_format);
             let hsm = pkcs11_settings(&settings)?;
             let (report, event) = platform::crypto::hsm::generate_key(&hsm)?;
             println!("{}", serde_json::to_string_pretty(&report)?);
@@ -384,7 +464,6 @@ fn main() -> anyhow::Result<()> {
             command: KeysCommand::HsmStatus,
         } => {
             let settings = load(cli.config.as_deref(), None, None)?;
-            consent::telemetry::init_tracing(settings.server.log_format);
             let report = platform::crypto::hsm::inspect_key(&pkcs11_settings(&settings)?)?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             if let Err(e) = report.check() {
@@ -393,93 +472,9 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Admin {
-            command:
-                AdminCommand::Create {
-                    username,
-                    display_name,
-                    roles,
-                    data_dir,
-                },
-        } => {
-            let roles = developer_portal::StaffRole::parse_list(&roles)
-                .map_err(|m| anyhow::anyhow!("--roles: {m}"))?;
-            // The admin password is this command's input, not a server setting.
-            let mut settings = Settings::load_from(
-                cli.config.as_deref(),
-                std::env::vars().filter(|(k, _)| k != "CONSENT_ADMIN_PASSWORD"),
-            )?;
-            if let Some(dir) = data_dir {
-                settings.server.data_dir = dir;
-            }
-            consent::telemetry::init_tracing(settings.server.log_format);
-            let platform = init_platform(settings)?;
-            let (password, generated) = match std::env::var("CONSENT_ADMIN_PASSWORD") {
-                Ok(p) if !p.is_empty() => (p, false),
-                _ => (
-                    platform::crypto::PlainToken::generate("")
-                        .expose()
-                        .chars()
-                        .take(24)
-                        .collect::<String>(),
-                    true,
-                ),
-            };
-            let staff = developer_portal::create_staff_user(
-                &platform,
-                &username,
-                &display_name,
-                &password,
-                &roles,
-            )
-            .map_err(|e| anyhow::anyhow!("{}", developer_portal::describe(&e)))?;
-            platform.audit.flush_custody_blocking()?;
-            println!("created staff user {} ({})", staff.username, staff.id);
-            if generated {
-                println!("password (shown once): {password}");
-            }
-            Ok(())
-        }
-        Command::Admin {
-            command: AdminCommand::ResetSecondFactor { username, data_dir },
-        } => {
-            let settings = load(cli.config.as_deref(), None, data_dir)?;
-            consent::telemetry::init_tracing(settings.server.log_format);
-            let platform = init_platform(settings)?;
-            let staff = developer_portal::second_factor::reset_staff(&platform, &username)
-                .map_err(|e| anyhow::anyhow!("{}", developer_portal::describe(&e)))?;
-            platform.audit.flush_custody_blocking()?;
-            println!(
-                "second factor of staff user {} ({}) removed; their next login sets up a new one",
-                staff.username, staff.id
-            );
-            Ok(())
-        }
-        Command::Admin {
-            command:
-                AdminCommand::SetStaffRoles {
-                    username,
-                    roles,
-                    data_dir,
-                },
-        } => {
-            let roles = developer_portal::StaffRole::parse_list(&roles)
-                .map_err(|m| anyhow::anyhow!("--roles: {m}"))?;
-            let settings = load(cli.config.as_deref(), None, data_dir)?;
-            consent::telemetry::init_tracing(settings.server.log_format);
-            let platform = init_platform(settings)?;
-            developer_portal::set_staff_roles(&platform, &username, &roles)
-                .map_err(|e| anyhow::anyhow!("{}", developer_portal::describe(&e)))?;
-            platform.audit.flush_custody_blocking()?;
-            println!(
-                "staff user {username} now has the roles {}",
-                developer_portal::StaffRole::list(&roles)
-            );
-            Ok(())
-        }
+        Command::Admin { command } => admin(cli.config.as_deref(), command),
         Command::Migrate { data_dir } => {
             let settings = load(cli.config.as_deref(), None, data_dir)?;
-            consent::telemetry::init_tracing(settings.server.log_format);
             let applied = consent::migrate(&settings)?;
             if applied.is_empty() {
                 println!("database is up to date");
@@ -496,7 +491,6 @@ fn main() -> anyhow::Result<()> {
         } => {
             with_fixed_mmap_threshold();
             let settings = load(cli.config.as_deref(), bind, data_dir)?;
-            consent::telemetry::init_tracing(settings.server.log_format);
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;

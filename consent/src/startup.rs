@@ -66,9 +66,7 @@ pub struct Application {
 
 impl std::fmt::Debug for Application {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Application")
-            .field("address", &self.address)
-            .finish()
+        write!(f, "Application listening on {}", self.address)
     }
 }
 

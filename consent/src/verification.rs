@@ -18,19 +18,10 @@ pub struct Busy;
 
 /// A bounded pool of verification threads (cheap to clone; the threads end when the last clone
 /// is dropped).
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct VerifyPool {
     tx: SyncSender<Job>,
-    threads: usize,
     refused: Arc<AtomicUsize>,
-}
-
-impl std::fmt::Debug for VerifyPool {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("VerifyPool")
-            .field("threads", &self.threads)
-            .finish()
-    }
 }
 
 impl VerifyPool {
@@ -51,7 +42,6 @@ impl VerifyPool {
         }
         Ok(Self {
             tx,
-            threads,
             refused: Arc::new(AtomicUsize::new(0)),
         })
     }
