@@ -70,3 +70,13 @@ mod tests {
         assert_eq!(statuses, StreamStatusName::VALUES);
     }
 }
+
+/// The `{id}` of a grant in a path.
+#[derive(Debug, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // describes the path for the OpenAPI document; handlers read a String
+pub struct GrantIdPath {
+    /// Grant id
+    #[param(pattern = "^g_[A-Za-z0-9_-]+$", max_length = 100)]
+    id: String,
+}

@@ -20,6 +20,7 @@ use serde::Deserialize;
 use crate::AppState;
 use crate::oauth::dpop;
 use crate::oauth::rar::parse_instant;
+use crate::routes::State;
 use crate::sandbox::{self, AccountView, BalanceView, TransactionView};
 
 platform::documented_responses! {
@@ -311,7 +312,7 @@ pub struct UsageReport {
     security(("biscuit" = [])))]
 #[post("/api/v1/usage")]
 pub async fn usage_report(
-    state: web::Data<AppState>,
+    state: State,
     body: web::Bytes,
     token: AccessToken,
 ) -> Result<HttpResponse, Refusal> {
@@ -355,10 +356,7 @@ fn account_param(raw: &str) -> Result<AccountId, ApiError> {
     responses((status = 200, body = [AccountView]), TokenRefused, NotPermitted, VerifierBusy),
     security(("biscuit" = [])))]
 #[get("/sandbox/v1/accounts")]
-pub async fn sandbox_accounts(
-    state: web::Data<AppState>,
-    token: AccessToken,
-) -> Result<HttpResponse, Refusal> {
+pub async fn sandbox_accounts(state: State, token: AccessToken) -> Result<HttpResponse, Refusal> {
     let auth = verify(
         &state,
         token,
@@ -388,7 +386,7 @@ pub async fn sandbox_accounts(
     security(("biscuit" = [])))]
 #[get("/sandbox/v1/accounts/{id}/balances")]
 pub async fn sandbox_balances(
-    state: web::Data<AppState>,
+    state: State,
     id: web::Path<String>,
     token: AccessToken,
 ) -> Result<HttpResponse, Refusal> {
@@ -432,7 +430,7 @@ pub struct TxQuery {
     security(("biscuit" = [])))]
 #[get("/sandbox/v1/accounts/{id}/transactions")]
 pub async fn sandbox_transactions(
-    state: web::Data<AppState>,
+    state: State,
     id: web::Path<String>,
     q: web::Query<TxQuery>,
     token: AccessToken,

@@ -13,6 +13,7 @@ use platform::web::{secure_cookies, session_cookie};
 use crate::AppState;
 use crate::customer_login::{ATTEMPT_TTL, LoginError, LogoutError};
 use crate::routes::oauth::{error_page, see_other};
+use crate::routes::{Answer, State};
 
 /// The login attempt's cookie: HttpOnly, and SameSite=Lax so it comes back on the provider's
 /// top-level redirect to the callback (never on a cross-site POST).
@@ -44,7 +45,7 @@ pub struct StartQuery {
 }
 
 #[get("/login/oidc")]
-pub async fn start(state: web::Data<AppState>, query: web::Query<StartQuery>) -> HttpResponse {
+pub async fn start(state: State, query: web::Query<StartQuery>) -> HttpResponse {
     let Some(upstream) = &state.customer_login else {
         return refused(&LoginError::NotConfigured);
     };
@@ -79,7 +80,7 @@ pub struct CallbackQuery {
 
 #[get("/login/oidc/callback")]
 pub async fn callback(
-    state: web::Data<AppState>,
+    state: State,
     req: HttpRequest,
     query: Option<web::Query<CallbackQuery>>,
 ) -> HttpResponse {
@@ -167,10 +168,7 @@ pub struct BackchannelLogoutForm {
         (status = 404, description = "No provider is configured", body = platform::problem::Problem),
         Malformed, TooLarge, UnsupportedType, Unavailable))]
 #[post("/login/oidc/backchannel-logout")]
-pub async fn backchannel_logout(
-    state: web::Data<AppState>,
-    form: web::Form<BackchannelLogoutForm>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn backchannel_logout(state: State, form: web::Form<BackchannelLogoutForm>) -> Answer {
     let Some(upstream) = &state.customer_login else {
         return Err(ApiError::NotFound("no provider login is configured"));
     };

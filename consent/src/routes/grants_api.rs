@@ -23,6 +23,10 @@ use crate::AppState;
 use crate::oauth::OAuthError;
 use crate::oauth::clients::OAuthClient;
 use crate::oauth::rar::{AccessRequest, AccountAccessDetail};
+use crate::routes::{Answer, PathId, State};
+
+/// A client calling the grants API.
+type GrantsCaller = CallingClient<GrantsApi>;
 use crate::sandbox::{AccountView, BalanceView, TransactionView};
 
 /// OpenAPI fragment merged into the server's document.
@@ -180,21 +184,16 @@ async fn load_client_grant(
 
 /// Status and scope of one of the authenticated client's grants.
 #[utoipa::path(get, path = "/api/v1/grants/{id}", tag = "client-grants",
-    params(("id" = String, Path, description = "Grant id", pattern = "^g_[A-Za-z0-9_-]+$", max_length = 100)),
+    params(crate::openapi::values::GrantIdPath),
     responses(
         (status = 200, body = ClientGrantView),
         (status = 401, body = platform::problem::Problem),
         (status = 404, description = "Unknown, or another client's grant", body = platform::problem::Problem),
-        TooManyAttempts,
-        Unavailable),
+        TooManyAttempts, Unavailable),
     security(("client_basic" = []), ("mutual_tls" = [])))]
 #[get("/api/v1/grants/{id}")]
-pub async fn client_grant(
-    state: web::Data<AppState>,
-    id: web::Path<String>,
-    CallingClient(client, _): CallingClient<GrantsApi>,
-) -> Result<HttpResponse, ApiError> {
-    let g = load_client_grant(&state, &client, id.into_inner()).await?;
+pub async fn client_grant(state: State, id: PathId, caller: GrantsCaller) -> Answer {
+    let g = load_client_grant(&state, &caller.0, id.into_inner()).await?;
     let access = AccessRequest::from_stored(&g.authorization_details).ok();
     Ok(no_store_json(&ClientGrantView {
         grant_id: g.id,
@@ -217,20 +216,16 @@ pub async fn client_grant(
 /// The client ends the consent: the grant is revoked, its refresh tokens invalidated and its
 /// tokens put on the revocation list. Idempotent (204 again for an ended grant).
 #[utoipa::path(delete, path = "/api/v1/grants/{id}", tag = "client-grants",
-    params(("id" = String, Path, description = "Grant id", pattern = "^g_[A-Za-z0-9_-]+$", max_length = 100)),
+    params(crate::openapi::values::GrantIdPath),
     responses(
         (status = 204, description = "Revoked (or already ended)"),
         (status = 401, body = platform::problem::Problem),
         (status = 404, body = platform::problem::Problem),
-        TooManyAttempts,
-        Unavailable),
+        TooManyAttempts, Unavailable),
     security(("client_basic" = []), ("mutual_tls" = [])))]
 #[delete("/api/v1/grants/{id}")]
-pub async fn client_revoke_grant(
-    state: web::Data<AppState>,
-    id: web::Path<String>,
-    CallingClient(client, _): CallingClient<GrantsApi>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn client_revoke_grant(state: State, id: PathId, caller: GrantsCaller) -> Answer {
+    let client = caller.0;
     let grant_id = load_client_grant(&state, &client, id.into_inner())
         .await?
         .id;
@@ -296,15 +291,14 @@ pub struct RevocationFeed {
         (status = 200, body = RevocationFeed),
         (status = 400, body = platform::problem::Problem),
         (status = 401, body = platform::problem::Problem),
-        TooManyAttempts,
-        Unavailable),
+        TooManyAttempts, Unavailable),
     security(("client_basic" = []), ("mutual_tls" = [])))]
 #[get("/oauth2/revocations")]
 pub async fn revocation_feed(
-    state: web::Data<AppState>,
+    state: State,
     q: web::Query<FeedQuery>,
     _client: CallingClient<Feed>,
-) -> Result<HttpResponse, ApiError> {
+) -> Answer {
     let since = q.since.unwrap_or(0);
     let limit = q.limit.unwrap_or(500);
     if since < 0 {

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::AppState;
+use crate::routes::State;
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Health {
@@ -72,7 +73,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"),
         (status = 403, description = "Not a loopback caller, or not the configured metrics token", body = platform::problem::Problem)))]
 #[get("/metrics")]
-pub async fn metrics(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
+pub async fn metrics(state: State, req: HttpRequest) -> HttpResponse {
     let allowed = match &state.platform.settings.server.metrics_token {
         Some(token) => platform::web::bearer_token(&req)
             .is_some_and(|b| constant_time_eq(b.as_bytes(), token.expose().as_bytes())),

@@ -13,7 +13,31 @@ pub mod ssf;
 pub mod staff;
 pub mod staff_pages;
 
-use actix_web::web;
+use std::future::Future;
+use std::pin::Pin;
+
+use actix_web::{HttpRequest, web};
+use platform::problem::ApiError;
+
+use crate::AppState;
+
+/// This instance's state, as a handler receives it.
+pub type State = web::Data<AppState>;
+/// An id in a request's path. utoipa infers no parameter from this alias (it would from
+/// `web::Path<String>`), so each handler documents its path parameters in `params(...)` itself.
+pub type PathId = web::Path<String>;
+/// What a JSON handler answers.
+pub type Answer = Result<actix_web::HttpResponse, ApiError>;
+
+/// What an extractor of this crate returns.
+pub type Extracted<T> = Pin<Box<dyn Future<Output = Result<T, ApiError>>>>;
+
+/// This instance's state, for an extractor.
+pub fn app_state(req: &HttpRequest) -> Result<web::Data<AppState>, ApiError> {
+    req.app_data::<web::Data<AppState>>()
+        .cloned()
+        .ok_or_else(|| ApiError::internal(std::io::Error::other("AppState is not registered")))
+}
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(landing::index)

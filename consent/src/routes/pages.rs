@@ -17,6 +17,7 @@ use crate::dashboard;
 use crate::oauth::flow::{
     self, ConsentChoice, ConsentError, Decision as ConsentDecision, PendingConsent,
 };
+use crate::routes::State;
 use crate::routes::oauth::{error_page, see_other};
 
 /// Only same-site relative paths may be a post-login destination (no open redirects): see
@@ -115,7 +116,7 @@ pub struct LoginQuery {
 }
 
 #[get("/login")]
-pub async fn login_form(state: web::Data<AppState>, query: web::Query<LoginQuery>) -> HttpResponse {
+pub async fn login_form(state: State, query: web::Query<LoginQuery>) -> HttpResponse {
     let csrf = LoginCsrf::generate();
     HttpResponse::Ok()
         .cookie(login_csrf_cookie(&state.platform, &csrf))
@@ -133,7 +134,7 @@ pub async fn login_form(state: web::Data<AppState>, query: web::Query<LoginQuery
 }
 
 #[post("/login")]
-pub async fn login(state: web::Data<AppState>, req: HttpRequest, body: Bytes) -> HttpResponse {
+pub async fn login(state: State, req: HttpRequest, body: Bytes) -> HttpResponse {
     if !state.platform.settings.customer_login.passwords {
         return error_page(
             StatusCode::FORBIDDEN,
@@ -242,7 +243,7 @@ pub async fn login(state: web::Data<AppState>, req: HttpRequest, body: Bytes) ->
 
 #[post("/logout")]
 pub async fn logout(
-    state: web::Data<AppState>,
+    state: State,
     form: Result<CsrfForm<Customer>, actix_web::Error>,
 ) -> HttpResponse {
     // Without a session there is nothing to end (the cookie is cleared all the same); a wrong
@@ -480,7 +481,7 @@ fn unknown_request() -> HttpResponse {
 
 #[get("/oauth2/consent/{id}")]
 pub async fn consent_form(
-    state: web::Data<AppState>,
+    state: State,
     id: web::Path<String>,
     session: CustomerSession,
 ) -> HttpResponse {
@@ -509,7 +510,7 @@ pub async fn consent_form(
 
 #[post("/oauth2/consent/{id}")]
 pub async fn consent_decide(
-    state: web::Data<AppState>,
+    state: State,
     id: web::Path<String>,
     form: CsrfForm<Customer>,
 ) -> HttpResponse {

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::OpenApi;
 
 use super::grants_api::{CallingClient, ClientEndpoint};
-use crate::AppState;
+use crate::routes::{Answer, State};
 use crate::ssf::TransmitterConfiguration;
 use crate::ssf::api::{
     CreateStream, DeliveryRequest, DeliveryView, StreamConfiguration, StreamStatusView, SubjectId,
@@ -123,9 +123,7 @@ pub enum Refusals {
     Unavailable(Problem),
 }
 
-type State = web::Data<AppState>;
 type Client = CallingClient<Ssf>;
-type Answer = Result<HttpResponse, ApiError>;
 
 /// 200 with `value` as JSON, not to be stored.
 async fn json<T: Serialize>(value: impl Future<Output = Result<T, ApiError>>) -> Answer {

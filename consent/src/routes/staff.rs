@@ -2,7 +2,9 @@
 //! token): ask, take the credential once a colleague approved, read with it, revoke one. The
 //! rules are [`crate::staff_access`]'s.
 
-use actix_web::{HttpRequest, HttpResponse, get, post, web};
+use actix_web::dev::Payload;
+use actix_web::web::{self, Json};
+use actix_web::{FromRequest, HttpRequest, HttpResponse, get, post};
 use chrono::{DateTime, Utc};
 use platform::config::Secret;
 use platform::problem::documented::{Malformed, NoStaffToken};
@@ -13,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::{OpenApi, ToSchema};
 
 use super::dashboard::api::GrantListResponse;
-use crate::AppState;
 use crate::oauth::keys::KeyPurpose;
+use crate::routes::{Answer, PathId, State};
 use crate::staff_access::{self, StaffAccessCategory};
 
 /// The header that carries a staff credential.
@@ -56,6 +58,62 @@ platform::documented_responses! {
     NoSuchTarget(Problem) = 404, "No such customer, request or credential (of yours)";
     /// A credential that is missing, foreign, changed, for something else, expired or revoked.
     CredentialRefused(Problem) = 403, "Missing or refused staff credential (X-Staff-Credential)";
+}
+
+/// A staff member's call (staff bearer token; 401 without a valid one), with this instance's
+/// state and the staff credential presented in [`CREDENTIAL_HEADER`], if any.
+pub struct StaffCall {
+    state: State,
+    staff: String,
+    credential: Option<String>,
+}
+
+impl std::fmt::Debug for StaffCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the credential.
+        write!(f, "StaffCall by {}", self.staff)
+    }
+}
+
+impl StaffCall {
+    /// The presented credential; 403 without one.
+    fn credential(&self) -> Result<&str, ApiError> {
+        self.credential.as_deref().ok_or_else(|| {
+            ApiError::Forbidden(format!("send the credential in {CREDENTIAL_HEADER}"))
+        })
+    }
+}
+
+impl FromRequest for StaffCall {
+    type Error = ApiError;
+    type Future = super::Extracted<Self>;
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let state = super::app_state(req);
+        let credential = req
+            .headers()
+            .get(CREDENTIAL_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let bearer = BearerSession::<Staff>::from_request(req, payload);
+        Box::pin(async move {
+            let BearerSession(session, ..) = bearer.await?;
+            Ok(Self {
+                state: state?,
+                staff: session.subject_id,
+                credential,
+            })
+        })
+    }
+}
+
+/// The staff credential a read or a change needs, in the OpenAPI document.
+#[derive(Debug, utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // documents the header; [`StaffCall`] reads it
+struct CredentialHeader {
+    /// The credential from `/api/v1/admin/approvals/{request_id}/credential`
+    #[param(rename = "X-Staff-Credential")]
+    credential: String,
 }
 
 /// Ids in paths: 1 to 100 characters of `[A-Za-z0-9_-]`.
@@ -149,26 +207,15 @@ pub struct StaffCredentialResponse {
         NoStaffToken, NoSuchTarget, Malformed))]
 #[post("/api/v1/admin/customers/{customer_id}/access-requests")]
 pub async fn request_access(
-    state: web::Data<AppState>,
-    path: web::Path<String>,
-    body: web::Json<AccessRequestBody>,
-    BearerSession(session, ..): BearerSession<Staff>,
-) -> Result<HttpResponse, ApiError> {
+    path: PathId,
+    body: Json<AccessRequestBody>,
+    call: StaffCall,
+) -> Answer {
     let customer = path_id(&path)?;
-    let AccessRequestBody {
-        justification,
-        category,
-        reference,
-    } = body.into_inner();
-    let r = staff_access::request(
-        &state.oauth,
-        session.subject_id,
-        customer,
-        justification,
-        category,
-        reference,
-    )
-    .await?;
+    let b = body.into_inner();
+    let (why, category, case) = (b.justification, b.category, b.reference);
+    let r = staff_access::request(&call.state.oauth, call.staff, customer, why, category, case);
+    let r = r.await?;
     Ok(HttpResponse::Created().json(OpenedRequest::from(r)))
 }
 
@@ -181,13 +228,9 @@ pub async fn request_access(
         NoStaffToken, NoSuchTarget,
         (status = 409, description = "Not approved, approved too long ago, or already taken", body = Problem)))]
 #[post("/api/v1/admin/approvals/{request_id}/credential")]
-pub async fn take_credential(
-    state: web::Data<AppState>,
-    path: web::Path<String>,
-    BearerSession(session, ..): BearerSession<Staff>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn take_credential(path: PathId, call: StaffCall) -> Answer {
     let request = path_id(&path)?;
-    let issued = staff_access::issue(&state.oauth, session.subject_id, request).await?;
+    let issued = staff_access::issue(&call.state.oauth, call.staff, request).await?;
     let mut resp = no_store_json(&StaffCredentialResponse {
         credential_id: issued.id,
         credential: Secret::new(issued.credential.clone()),
@@ -205,27 +248,15 @@ pub async fn take_credential(
 #[utoipa::path(get, path = "/api/v1/admin/customers/{customer_id}/grants", tag = "staff",
     security(("staff_token" = [])),
     params(("customer_id" = String, Path, description = "Customer id"),
-        ("X-Staff-Credential" = String, Header, description = "The credential from `/api/v1/admin/approvals/{request_id}/credential`")),
+        CredentialHeader),
     responses((status = 200, description = "The customer's grants", body = GrantListResponse),
         NoStaffToken, CredentialRefused, NoSuchTarget))]
 #[get("/api/v1/admin/customers/{customer_id}/grants")]
-pub async fn customer_grants(
-    state: web::Data<AppState>,
-    path: web::Path<String>,
-    req: HttpRequest,
-    BearerSession(session, ..): BearerSession<Staff>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn customer_grants(path: PathId, call: StaffCall) -> Answer {
     let customer = path_id(&path)?;
-    let credential = req
-        .headers()
-        .get(CREDENTIAL_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| {
-            ApiError::Forbidden(format!("send the credential in {CREDENTIAL_HEADER}"))
-        })?;
-    let grants =
-        staff_access::customer_grants(&state.oauth, session.subject_id, customer, credential)
-            .await?;
+    let (oauth, credential) = (&call.state.oauth, call.credential()?);
+    let grants = staff_access::customer_grants(oauth, call.staff.clone(), customer, credential);
+    let grants = grants.await?;
     Ok(no_store_json(&GrantListResponse { grants }))
 }
 
@@ -236,22 +267,10 @@ pub async fn customer_grants(
     responses((status = 204, description = "Revoked"),
         NoStaffToken, NoSuchTarget))]
 #[post("/api/v1/admin/credentials/{credential_id}/revocation")]
-pub async fn revoke_credential(
-    state: web::Data<AppState>,
-    path: web::Path<String>,
-    BearerSession(session, ..): BearerSession<Staff>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn revoke_credential(path: PathId, call: StaffCall) -> Answer {
     let id = path_id(&path)?;
-    staff_access::revoke(&state.oauth, session.subject_id, id).await?;
+    staff_access::revoke(&call.state.oauth, call.staff, id).await?;
     Ok(HttpResponse::NoContent().finish())
-}
-
-/// The credential in [`CREDENTIAL_HEADER`].
-fn presented_credential(req: &HttpRequest) -> Result<&str, ApiError> {
-    req.headers()
-        .get(CREDENTIAL_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| ApiError::Forbidden(format!("send the credential in {CREDENTIAL_HEADER}")))
 }
 
 fn purpose(raw: &str) -> Result<KeyPurpose, ApiError> {
@@ -269,24 +288,15 @@ fn purpose(raw: &str) -> Result<KeyPurpose, ApiError> {
         NoStaffToken, NoSuchTarget, Malformed))]
 #[post("/api/v1/admin/keys/{purpose}/rotation-requests")]
 pub async fn request_key_rotation(
-    state: web::Data<AppState>,
-    path: web::Path<String>,
-    body: web::Json<KeyRotationRequestBody>,
-    BearerSession(session, ..): BearerSession<Staff>,
-) -> Result<HttpResponse, ApiError> {
+    path: PathId,
+    body: Json<KeyRotationRequestBody>,
+    call: StaffCall,
+) -> Answer {
     let purpose = purpose(&path)?;
-    let KeyRotationRequestBody {
-        justification,
-        reference,
-    } = body.into_inner();
-    let r = staff_access::request_key_rotation(
-        &state.oauth,
-        session.subject_id,
-        purpose,
-        justification,
-        reference,
-    )
-    .await?;
+    let b = body.into_inner();
+    let (oauth, why, case) = (&call.state.oauth, b.justification, b.reference);
+    let r = staff_access::request_key_rotation(oauth, call.staff, purpose, why, case);
+    let r = r.await?;
     Ok(HttpResponse::Created().json(OpenedRequest::from(r)))
 }
 
@@ -296,25 +306,16 @@ pub async fn request_key_rotation(
 #[utoipa::path(post, path = "/api/v1/admin/keys/{purpose}/rotation", tag = "staff",
     security(("staff_token" = [])),
     params(("purpose" = String, Path, description = "`biscuit` or `security_events`"),
-        ("X-Staff-Credential" = String, Header, description = "The credential from `/api/v1/admin/approvals/{request_id}/credential`")),
+        CredentialHeader),
     responses((status = 200, description = "The new active key", body = RotatedKey),
         NoStaffToken, CredentialRefused, NoSuchTarget))]
 #[post("/api/v1/admin/keys/{purpose}/rotation")]
-pub async fn rotate_keys(
-    state: web::Data<AppState>,
-    path: web::Path<String>,
-    req: HttpRequest,
-    BearerSession(session, ..): BearerSession<Staff>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn rotate_keys(path: PathId, call: StaffCall) -> Answer {
     let purpose = purpose(&path)?;
-    let kid = staff_access::rotate_keys(
-        &state.oauth,
-        session.subject_id,
-        purpose,
-        presented_credential(&req)?,
-    )
-    .await?;
+    let (oauth, credential) = (&call.state.oauth, call.credential()?);
+    let kid = staff_access::rotate_keys(oauth, call.staff.clone(), purpose, credential);
+    let kid = kid.await?;
     // This instance signs with the new key at once; the others within their key refresh.
-    crate::startup::reload_keys(&state, purpose).await;
+    crate::startup::reload_keys(&call.state, purpose).await;
     Ok(no_store_json(&RotatedKey { kid }))
 }

@@ -10,7 +10,7 @@ use platform::problem::ApiError;
 use platform::web::auth::{CsrfForm, Staff, StaffSession, message_page};
 use platform::web::page;
 
-use crate::AppState;
+use crate::routes::State;
 use crate::staff_access::{self, StaffAccessCategory};
 
 const PAGE: &str = "/developers/staff/credentials";
@@ -71,7 +71,7 @@ fn see_other(to: &str) -> HttpResponse {
 }
 
 #[get("/developers/staff/credentials")]
-async fn credentials_page(state: web::Data<AppState>, s: StaffSession) -> HttpResponse {
+async fn credentials_page(state: State, s: StaffSession) -> HttpResponse {
     let overview = match staff_access::overview(&state.oauth, s.subject_id.clone()).await {
         Ok(o) => o,
         Err(e) => return refused(e),
@@ -130,7 +130,7 @@ async fn credentials_page(state: web::Data<AppState>, s: StaffSession) -> HttpRe
 }
 
 #[post("/developers/staff/credentials/requests")]
-async fn ask(state: web::Data<AppState>, form: CsrfForm<Staff>) -> HttpResponse {
+async fn ask(state: State, form: CsrfForm<Staff>) -> HttpResponse {
     let field = |n: &str| form.field(n).to_string();
     match staff_access::request(
         &state.oauth,
@@ -148,7 +148,7 @@ async fn ask(state: web::Data<AppState>, form: CsrfForm<Staff>) -> HttpResponse 
 }
 
 #[post("/developers/staff/credentials/take")]
-async fn take(state: web::Data<AppState>, form: CsrfForm<Staff>) -> HttpResponse {
+async fn take(state: State, form: CsrfForm<Staff>) -> HttpResponse {
     let request = form.field("request_id").to_string();
     let issued =
         match staff_access::issue(&state.oauth, form.session.subject_id.clone(), request).await {
@@ -177,7 +177,7 @@ async fn take(state: web::Data<AppState>, form: CsrfForm<Staff>) -> HttpResponse
 }
 
 #[post("/developers/staff/credentials/use")]
-async fn use_credential(state: web::Data<AppState>, form: CsrfForm<Staff>) -> HttpResponse {
+async fn use_credential(state: State, form: CsrfForm<Staff>) -> HttpResponse {
     let customer = form.field("customer_id").to_string();
     let grants = match staff_access::customer_grants(
         &state.oauth,
@@ -212,7 +212,7 @@ async fn use_credential(state: web::Data<AppState>, form: CsrfForm<Staff>) -> Ht
 }
 
 #[post("/developers/staff/credentials/revoke")]
-async fn revoke(state: web::Data<AppState>, form: CsrfForm<Staff>) -> HttpResponse {
+async fn revoke(state: State, form: CsrfForm<Staff>) -> HttpResponse {
     let id = form.field("credential_id").to_string();
     match staff_access::revoke(&state.oauth, form.session.subject_id.clone(), id).await {
         Ok(()) => see_other(PAGE),

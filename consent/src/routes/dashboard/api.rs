@@ -1,6 +1,7 @@
 //! The `/api/v1/me` JSON API for the bank's mobile app (session cookie, `X-CSRF-Token`).
 
 use super::*;
+use crate::routes::{Answer, PathId};
 use platform::problem::documented::{NoCsrfHeader, NotLoggedIn, NotYourGrant};
 use platform::web::no_store_json;
 
@@ -45,14 +46,9 @@ pub struct RevokeAllResponse {
         (status = 200, description = "The customer", body = MeResponse),
         NotLoggedIn))]
 #[get("/api/v1/me")]
-pub async fn me(
-    state: web::Data<AppState>,
-    ApiSession(session, ..): ApiSession<Customer>,
-) -> Result<HttpResponse, ApiError> {
-    let (username, display_name) = grants(&state, session.clone())
-        .identity()
-        .await?
-        .ok_or(ApiError::NotFound("resource"))?;
+pub async fn me(my: MyGrants) -> Answer {
+    let (identity, session) = (my.grants.identity().await?, my.session);
+    let (username, display_name) = identity.ok_or(ApiError::NotFound("resource"))?;
     Ok(no_store_json(&MeResponse {
         customer_id: session.subject_id,
         username,
@@ -69,33 +65,22 @@ pub async fn me(
         (status = 200, description = "The customer's grants", body = GrantListResponse),
         NotLoggedIn))]
 #[get("/api/v1/me/grants")]
-pub async fn list_grants(
-    state: web::Data<AppState>,
-    ApiSession(session, ..): ApiSession<Customer>,
-) -> Result<HttpResponse, ApiError> {
-    let grants = grants(&state, session).list().await?;
+pub async fn list_grants(my: MyGrants) -> Answer {
+    let grants = my.grants.list().await?;
     Ok(no_store_json(&GrantListResponse { grants }))
 }
 
 /// One of the customer's grants.
 #[utoipa::path(get, path = "/api/v1/me/grants/{id}", tag = "customer",
     security(("customer_session" = [])),
-    params(("id" = String, Path, description = "Grant id", pattern = "^g_[A-Za-z0-9_-]+$", max_length = 100)),
+    params(crate::openapi::values::GrantIdPath),
     responses(
         (status = 200, description = "The grant", body = GrantView),
-        NotLoggedIn,
-        NotYourGrant))]
+        NotLoggedIn, NotYourGrant))]
 #[get("/api/v1/me/grants/{id}")]
-pub async fn get_grant(
-    state: web::Data<AppState>,
-    id: web::Path<String>,
-    ApiSession(session, ..): ApiSession<Customer>,
-) -> Result<HttpResponse, ApiError> {
-    let grant = grants(&state, session)
-        .get(&id)
-        .await?
-        .ok_or(ApiError::NotFound("grant"))?;
-    Ok(no_store_json(&grant))
+pub async fn get_grant(id: PathId, my: MyGrants) -> Answer {
+    let grant = my.grants.get(&id).await?;
+    Ok(no_store_json(&grant.ok_or(ApiError::NotFound("grant"))?))
 }
 
 /// Revokes one grant at once: its refresh tokens stop working, its access tokens are published
@@ -103,19 +88,13 @@ pub async fn get_grant(
 /// 204 (idempotent).
 #[utoipa::path(delete, path = "/api/v1/me/grants/{id}", tag = "customer",
     security(("customer_session" = [], "csrf_header" = [])),
-    params(("id" = String, Path, description = "Grant id", pattern = "^g_[A-Za-z0-9_-]+$", max_length = 100)),
+    params(crate::openapi::values::GrantIdPath),
     responses(
-        (status = 204, description = "Revoked (or had already ended)"),
-        NotLoggedIn,
-        NoCsrfHeader,
+        (status = 204, description = "Revoked (or had already ended)"), NotLoggedIn, NoCsrfHeader,
         NotYourGrant))]
 #[delete("/api/v1/me/grants/{id}")]
-pub async fn revoke_grant(
-    state: web::Data<AppState>,
-    id: web::Path<String>,
-    CsrfHeader(session, ..): CsrfHeader<Customer>,
-) -> Result<HttpResponse, ApiError> {
-    match grants(&state, session).revoke(&id).await? {
+pub async fn revoke_grant(id: PathId, my: MyGrantsChange) -> Answer {
+    match my.grants.revoke(&id).await? {
         RevokeOutcome::NotFound => Err(ApiError::NotFound("grant")),
         RevokeOutcome::Revoked(_) | RevokeOutcome::AlreadyEnded => {
             Ok(HttpResponse::NoContent().finish())
@@ -131,20 +110,14 @@ pub async fn revoke_grant(
 /// Answers the updated grant.
 #[utoipa::path(post, path = "/api/v1/me/grants/{id}/extend", tag = "customer",
     security(("customer_session" = [], "csrf_header" = [])),
-    params(("id" = String, Path, description = "Grant id", pattern = "^g_[A-Za-z0-9_-]+$", max_length = 100)),
+    params(crate::openapi::values::GrantIdPath),
     responses(
-        (status = 200, description = "Extended; the updated grant", body = GrantView),
-        NotLoggedIn,
-        NoCsrfHeader,
-        NotYourGrant,
+        (status = 200, description = "Extended; the updated grant", body = GrantView), NotLoggedIn,
+        NoCsrfHeader, NotYourGrant,
         (status = 409, description = "The grant has ended (revoked, expired, rejected) or was never authorized; nothing changed", body = platform::problem::Problem)))]
 #[post("/api/v1/me/grants/{id}/extend")]
-pub async fn extend_grant(
-    state: web::Data<AppState>,
-    id: web::Path<String>,
-    CsrfHeader(session, ..): CsrfHeader<Customer>,
-) -> Result<HttpResponse, ApiError> {
-    let grants = grants(&state, session);
+pub async fn extend_grant(id: PathId, my: MyGrantsChange) -> Answer {
+    let grants = my.grants;
     match grants.extend(&id).await? {
         ExtendOutcome::NotFound => Err(ApiError::NotFound("grant")),
         ExtendOutcome::Ended { status } => Err(ApiError::Conflict(format!(
@@ -162,14 +135,10 @@ pub async fn extend_grant(
     security(("customer_session" = [], "csrf_header" = [])),
     responses(
         (status = 200, description = "The grants that were ended", body = RevokeAllResponse),
-        NotLoggedIn,
-        NoCsrfHeader))]
+        NotLoggedIn, NoCsrfHeader))]
 #[post("/api/v1/me/grants/revoke-all")]
-pub async fn revoke_all_grants(
-    state: web::Data<AppState>,
-    CsrfHeader(session, ..): CsrfHeader<Customer>,
-) -> Result<HttpResponse, ApiError> {
-    let ended = grants(&state, session).revoke_all().await?;
+pub async fn revoke_all_grants(my: MyGrantsChange) -> Answer {
+    let ended = my.grants.revoke_all().await?;
     Ok(no_store_json(&RevokeAllResponse {
         revoked: ended.len(),
         grant_ids: ended,
@@ -180,22 +149,15 @@ pub async fn revoke_all_grants(
 /// revocation), newest first, in plain language.
 #[utoipa::path(get, path = "/api/v1/me/grants/{id}/activity", tag = "customer",
     security(("customer_session" = [])),
-    params(("id" = String, Path, description = "Grant id", pattern = "^g_[A-Za-z0-9_-]+$", max_length = 100)),
+    params(crate::openapi::values::GrantIdPath),
     responses(
-        (status = 200, description = "The grant's history", body = ActivityResponse),
-        NotLoggedIn,
+        (status = 200, description = "The grant's history", body = ActivityResponse), NotLoggedIn,
         NotYourGrant))]
 #[get("/api/v1/me/grants/{id}/activity")]
-pub async fn grant_activity(
-    state: web::Data<AppState>,
-    id: web::Path<String>,
-    ApiSession(session, ..): ApiSession<Customer>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn grant_activity(id: PathId, my: MyGrants) -> Answer {
     let id = id.into_inner();
-    let events = grants(&state, session)
-        .activity(&id)
-        .await?
-        .ok_or(ApiError::NotFound("grant"))?;
+    let events = my.grants.activity(&id).await?;
+    let events = events.ok_or(ApiError::NotFound("grant"))?;
     Ok(no_store_json(&ActivityResponse {
         grant_id: id,
         events,

@@ -18,9 +18,10 @@ mod pages;
 
 pub use api::{ActivityResponse, GrantListResponse, MeResponse, RevokeAllResponse};
 
+use actix_web::dev::Payload;
 use actix_web::http::StatusCode;
 use actix_web::web;
-use actix_web::{HttpRequest, HttpResponse, delete, get, post};
+use actix_web::{FromRequest, HttpRequest, HttpResponse, delete, get, post};
 use chrono::{DateTime, Utc};
 use maud::{Markup, html};
 use platform::problem::ApiError;
@@ -29,6 +30,7 @@ use platform::web::auth::unavailable_page;
 use platform::web::auth::{ApiSession, CsrfForm, CsrfHeader, Customer, CustomerSession};
 use platform::web::page;
 use serde::Serialize;
+use std::marker::PhantomData;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -96,18 +98,22 @@ impl Modify for CustomerSchemes {
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(pages::apps_page)
-        .service(pages::revoke_all_form)
-        .service(pages::app_page)
-        .service(pages::revoke_form)
-        .service(pages::extend_form)
-        .service(api::me)
-        .service(api::list_grants)
-        .service(api::revoke_all_grants)
-        .service(api::get_grant)
-        .service(api::revoke_grant)
-        .service(api::extend_grant)
-        .service(api::grant_activity);
+    cfg.service((
+        pages::apps_page,
+        pages::revoke_all_form,
+        pages::app_page,
+        pages::revoke_form,
+        pages::extend_form,
+    ))
+    .service((
+        api::me,
+        api::list_grants,
+        api::revoke_all_grants,
+        api::get_grant,
+        api::revoke_grant,
+        api::extend_grant,
+        api::grant_activity,
+    ));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -131,4 +137,52 @@ fn not_found_page() -> HttpResponse {
 /// The logged-in customer's side of the dashboard service.
 fn grants(state: &AppState, session: Session) -> CustomerGrants {
     CustomerGrants::new(&state.platform, session.subject_id)
+}
+
+/// A JSON call's session wrapper (`ApiSession` for reads, `CsrfHeader` for changes).
+pub trait CustomerCall: FromRequest<Error = ApiError> + 'static {
+    fn session(self) -> Session;
+}
+
+impl CustomerCall for ApiSession<Customer> {
+    fn session(self) -> Session {
+        self.into_inner()
+    }
+}
+
+impl CustomerCall for CsrfHeader<Customer> {
+    fn session(self) -> Session {
+        self.into_inner()
+    }
+}
+
+/// The dashboard service of the customer whose session cookie came with a JSON call, checked
+/// by `W`: [`MyGrants`] for reads, [`MyGrantsChange`] for changes (which must also carry the
+/// session's CSRF token in `X-CSRF-Token`).
+#[derive(Debug)]
+pub struct Mine<W> {
+    pub grants: CustomerGrants,
+    pub session: Session,
+    checked_by: PhantomData<W>,
+}
+
+pub type MyGrants = Mine<ApiSession<Customer>>;
+pub type MyGrantsChange = Mine<CsrfHeader<Customer>>;
+
+impl<W: CustomerCall> FromRequest for Mine<W> {
+    type Error = ApiError;
+    type Future = crate::routes::Extracted<Self>;
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let state = crate::routes::app_state(req);
+        let call = W::from_request(req, payload);
+        Box::pin(async move {
+            let session = call.await?.session();
+            let state = state?;
+            Ok(Self {
+                grants: grants(&state, session.clone()),
+                session,
+                checked_by: PhantomData,
+            })
+        })
+    }
 }

@@ -2,13 +2,10 @@
 
 use super::markup::{Flash, Revoked, apps_markup, detail_markup};
 use super::*;
+use crate::routes::State;
 
 #[get("/account/apps")]
-pub async fn apps_page(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    session: CustomerSession,
-) -> HttpResponse {
+pub async fn apps_page(state: State, req: HttpRequest, session: CustomerSession) -> HttpResponse {
     let customer = CustomerGrants::new(&state.platform, session.subject_id.clone());
     let Ok(grants) = customer.list().await else {
         return unavailable_page();
@@ -55,7 +52,7 @@ pub struct HistoryQuery {
 
 #[get("/account/apps/{grant_id}")]
 pub async fn app_page(
-    state: web::Data<AppState>,
+    state: State,
     query: Option<web::Query<HistoryQuery>>,
     id: web::Path<String>,
     session: CustomerSession,
@@ -91,7 +88,7 @@ pub async fn app_page(
 
 #[post("/account/apps/{grant_id}/revoke")]
 pub async fn revoke_form(
-    state: web::Data<AppState>,
+    state: State,
     id: web::Path<String>,
     form: CsrfForm<Customer>,
 ) -> HttpResponse {
@@ -106,7 +103,7 @@ pub async fn revoke_form(
 /// confirmation.
 #[post("/account/apps/{grant_id}/extend")]
 pub async fn extend_form(
-    state: web::Data<AppState>,
+    state: State,
     id: web::Path<String>,
     form: CsrfForm<Customer>,
 ) -> HttpResponse {
@@ -132,7 +129,7 @@ pub async fn extend_form(
 }
 
 #[post("/account/apps/revoke-all")]
-pub async fn revoke_all_form(state: web::Data<AppState>, form: CsrfForm<Customer>) -> HttpResponse {
+pub async fn revoke_all_form(state: State, form: CsrfForm<Customer>) -> HttpResponse {
     match grants(&state, form.session).revoke_all().await {
         Ok(_) => see_other("/account/apps?revoked=all"),
         Err(_) => unavailable_page(),

@@ -23,6 +23,25 @@ platform::documented_responses! {
          address (see Retry-After)";
 }
 
+/// What every client-authenticated OAuth endpoint may refuse with: [`OAuthRefused`],
+/// [`ClientRefused`], [`ClientBlocked`], a body over the size limit and [`OAuthUnavailable`].
+#[derive(Debug)]
+pub struct ClientCallRefused;
+
+impl utoipa::IntoResponses for ClientCallRefused {
+    fn responses() -> std::collections::BTreeMap<
+        String,
+        utoipa::openapi::RefOr<utoipa::openapi::response::Response>,
+    > {
+        let mut all = OAuthRefused::responses();
+        all.extend(ClientRefused::responses());
+        all.extend(ClientBlocked::responses());
+        all.extend(platform::problem::documented::TooLarge::responses());
+        all.extend(OAuthUnavailable::responses());
+        all
+    }
+}
+
 /// Client authentication in the body (RFC 6749 section 2.3.1 `client_secret_post`, RFC 7523
 /// `private_key_jwt`). Clients using `client_secret_basic` send the secret in `Authorization`
 /// instead, and certificate-authenticated clients (RFC 8705) only their `client_id`. Use one

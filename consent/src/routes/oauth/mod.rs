@@ -25,11 +25,14 @@ use crate::oauth::dpop;
 use crate::oauth::endpoints::TokenGrant;
 use crate::oauth::flow::{self, AuthorizationParams, AuthorizeFailure, ParResponse};
 use crate::oauth::tokens::{Introspection, TokenResponse};
+use crate::routes::State;
+
+/// What an OAuth endpoint answers: its refusals are RFC 6749 errors.
+type OAuthAnswer = Result<HttpResponse, OAuthError>;
 pub use forms::{
-    ClientAuthentication, ClientBlocked, ClientRefused, OAuthRefused, OAuthUnavailable, ParRequest,
-    TokenParam, TokenRequest,
+    ClientAuthentication, ClientBlocked, ClientCallRefused, ClientRefused, OAuthRefused,
+    OAuthUnavailable, ParRequest, TokenParam, TokenRequest,
 };
-use platform::problem::documented::TooLarge;
 
 mod forms;
 
@@ -343,17 +346,9 @@ pub fn params_from(form: &HashMap<String, String>) -> AuthorizationParams {
     security(("client_basic" = []), ("mutual_tls" = []), ()),
     responses(
         (status = 201, description = "Request stored", body = ParResponse),
-        OAuthRefused,
-        ClientRefused,
-        ClientBlocked,
-        TooLarge,
-        OAuthUnavailable))]
+        ClientCallRefused))]
 #[post("/oauth2/par")]
-pub async fn par_endpoint(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    mut post: ClientPost,
-) -> Result<HttpResponse, OAuthError> {
+pub async fn par_endpoint(state: State, req: HttpRequest, mut post: ClientPost) -> OAuthAnswer {
     let now = state.platform.now();
     let proof = dpop_proof(&state, &req, "/oauth2/par", now)?;
     let client = post.authenticate(&state, "par").await?;
@@ -399,7 +394,7 @@ pub fn see_other(location: &str) -> HttpResponse {
         (status = 429, description = "Error page: too many authorization requests from this address (see Retry-After)", body = String, content_type = "text/html"),
         (status = 503, description = "Error page: temporarily unavailable (see Retry-After)", body = String, content_type = "text/html")))]
 #[get("/oauth2/authorize")]
-pub async fn authorize_endpoint(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
+pub async fn authorize_endpoint(state: State, req: HttpRequest) -> HttpResponse {
     // Each valid request stores a pending row: bound how fast one address can create them.
     let ip = client_ip(&req);
     if let Decision::Limited { .. } = state
@@ -486,17 +481,9 @@ pub async fn authorize_endpoint(state: web::Data<AppState>, req: HttpRequest) ->
     security(("client_basic" = []), ("mutual_tls" = []), ()),
     responses(
         (status = 200, description = "Tokens", body = TokenAnswer),
-        OAuthRefused,
-        ClientRefused,
-        ClientBlocked,
-        TooLarge,
-        OAuthUnavailable))]
+        ClientCallRefused))]
 #[post("/oauth2/token")]
-pub async fn token_endpoint(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    mut post: ClientPost,
-) -> Result<HttpResponse, OAuthError> {
+pub async fn token_endpoint(state: State, req: HttpRequest, mut post: ClientPost) -> OAuthAnswer {
     let grant = TokenGrant::from_form(&mut post.form);
     // The certificate may authenticate the client, and binds the tokens.
     let thumbprint = post.certificate.as_ref().map(|c| c.thumbprint.clone());
@@ -535,16 +522,9 @@ pub enum TokenAnswer {
     security(("client_basic" = []), ("mutual_tls" = []), ()),
     responses(
         (status = 200, description = "Revoked (or unknown token)"),
-        OAuthRefused,
-        ClientRefused,
-        ClientBlocked,
-        TooLarge,
-        OAuthUnavailable))]
+        ClientCallRefused))]
 #[post("/oauth2/revoke")]
-pub async fn revoke_endpoint(
-    state: web::Data<AppState>,
-    mut post: ClientPost,
-) -> Result<HttpResponse, OAuthError> {
+pub async fn revoke_endpoint(state: State, mut post: ClientPost) -> OAuthAnswer {
     let creds = post.credentials()?;
     let token = post.form.remove("token");
     let now = state.platform.now();
@@ -558,16 +538,9 @@ pub async fn revoke_endpoint(
     security(("client_basic" = []), ("mutual_tls" = []), ()),
     responses(
         (status = 200, description = "Introspection result", body = Introspection),
-        OAuthRefused,
-        ClientRefused,
-        ClientBlocked,
-        TooLarge,
-        OAuthUnavailable))]
+        ClientCallRefused))]
 #[post("/oauth2/introspect")]
-pub async fn introspect_endpoint(
-    state: web::Data<AppState>,
-    mut post: ClientPost,
-) -> Result<HttpResponse, OAuthError> {
+pub async fn introspect_endpoint(state: State, mut post: ClientPost) -> OAuthAnswer {
     let token = post.form.remove("token");
     let creds = post.credentials()?;
     let now = state.platform.now();
