@@ -190,12 +190,9 @@ pub fn report_usage(
     if touched == 0 && !every_read {
         return Ok(());
     }
-    NewEvent::new(
-        Actor::client(client),
-        "resource.read",
-        Target::new("grant", grant.to_string()),
-    )
-    .details(serde_json::json!({ "resource": what }))
-    .record(c, now)?;
+    let target = Target::new("grant", grant.to_string());
+    NewEvent::new(Actor::client(client), "resource.read", target)
+        .details(serde_json::json!({ "resource": what }))
+        .record(c, now)?;
     Ok(())
 }

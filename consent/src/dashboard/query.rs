@@ -21,43 +21,29 @@ pub(super) fn is_live(status: &str) -> bool {
     GrantStatus::parse(status).is_some_and(GrantStatus::is_live)
 }
 
-/// Every grant of `customer_id`, newest first: live ones (`active`) and ended ones.
-pub fn list_grants(
+/// The grants of `customer_id`, newest first, live ones (`active`) and ended ones: every one, or
+/// only the grant `only` (none when it does not exist or belongs to someone else).
+pub fn grant_views(
     conn: &mut AnyConnection,
     master_key: &MasterKey,
     customer_id: &str,
+    only: Option<&str>,
     policy: &LifecyclePolicy,
     now: DateTime<Utc>,
 ) -> StorageResult<Vec<GrantView>> {
-    let rows: Vec<GrantRecord> = grant_rows::table
+    let mut query = grant_rows::table
         .filter(grant_rows::customer_id.eq(customer_id))
         .order((grant_rows::created_at.desc(), grant_rows::id.desc()))
         .select(GrantRecord::as_select())
-        .load(conn)?;
+        .into_boxed();
+    if let Some(id) = only {
+        query = query.filter(grant_rows::id.eq(id));
+    }
+    let rows: Vec<GrantRecord> = query.load(conn)?;
     let mut ctx = Lookup::default();
     rows.into_iter()
         .map(|r| view(conn, master_key, customer_id, &mut ctx, r, policy, now))
         .collect()
-}
-
-/// One grant of `customer_id`; `None` when it does not exist or belongs to someone else.
-pub fn get_grant(
-    conn: &mut AnyConnection,
-    master_key: &MasterKey,
-    customer_id: &str,
-    grant_id: &str,
-    policy: &LifecyclePolicy,
-    now: DateTime<Utc>,
-) -> StorageResult<Option<GrantView>> {
-    let row: Option<GrantRecord> = grant_rows::table
-        .filter(grant_rows::id.eq(grant_id))
-        .filter(grant_rows::customer_id.eq(customer_id))
-        .select(GrantRecord::as_select())
-        .first(conn)
-        .optional()?;
-    let mut ctx = Lookup::default();
-    row.map(|r| view(conn, master_key, customer_id, &mut ctx, r, policy, now))
-        .transpose()
 }
 
 /// The audit events whose target is this grant, newest first (at most [`ACTIVITY_LIMIT`]);
@@ -195,11 +181,9 @@ pub fn customer_identity(
     conn: &mut AnyConnection,
     customer_id: &str,
 ) -> StorageResult<Option<(String, String)>> {
-    Ok(customers::table
-        .filter(customers::id.eq(customer_id))
-        .select((customers::username, customers::display_name))
-        .first::<(String, String)>(conn)
-        .optional()?)
+    let customer = customers::table.filter(customers::id.eq(customer_id));
+    let names = customer.select((customers::username, customers::display_name));
+    Ok(names.first(conn).optional()?)
 }
 
 pub(super) fn owns(

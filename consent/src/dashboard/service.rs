@@ -10,8 +10,8 @@ use std::collections::HashMap;
 
 use super::{
     ActivityEvent, ActivityPage, ExtendOutcome, GrantView, LastRead, LifecyclePolicy,
-    RevokeOutcome, activity, activity_page, customer_identity, extend, get_grant, last_reads,
-    list_grants, revoke, revoke_all,
+    RevokeOutcome, activity, activity_page, customer_identity, extend, grant_views, last_reads,
+    revoke, revoke_all,
 };
 
 /// Grant ids are `g_` + URL-safe characters; anything else cannot exist.
@@ -62,23 +62,23 @@ impl CustomerGrants {
     pub async fn list(&self) -> StorageResult<Vec<GrantView>> {
         let (me, now) = (self.clone(), self.platform.now());
         let db = self.platform.db.clone();
-        db.run(move |c| list_grants(c, &me.platform.master_key, &me.customer, &me.policy, now))
-            .await
+        db.run(move |c| me.views(c, None, now)).await
     }
 
     /// One grant; `None` when it is not the customer's.
     pub async fn get(&self, id: &str) -> StorageResult<Option<GrantView>> {
-        self.read(id, None, |c, me, id, now| {
-            get_grant(
-                c,
-                &me.platform.master_key,
-                &me.customer,
-                id,
-                &me.policy,
-                now,
-            )
-        })
-        .await
+        let one = |c: &mut AnyConnection, me: &Self, id: &str, now| me.views(c, Some(id), now);
+        Ok(self.read(id, vec![], one).await?.pop())
+    }
+
+    fn views(
+        &self,
+        c: &mut AnyConnection,
+        only: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> StorageResult<Vec<GrantView>> {
+        let key = &self.platform.master_key;
+        grant_views(c, key, &self.customer, only, &self.policy, now)
     }
 
     /// What happened to or through one grant; `None` when it is not the customer's.

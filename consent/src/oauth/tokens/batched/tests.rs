@@ -56,8 +56,9 @@ fn temp_db() -> Option<TempDb> {
     })
 }
 
-/// A temporary database with customer `cust_1`, developer `dev_1` and its sandbox client `c_1`,
-/// then `rows` (the test's grants and refresh tokens); `None` (and a note) without PostgreSQL.
+/// A temporary database with customer `cust_1`, developer `dev_1`, its sandbox client `c_1` and
+/// four grants of theirs (`g_live` and `g_live2` live, `g_revoked`, `g_expired`), then `rows` (the
+/// test's refresh tokens); `None` (and a note) without PostgreSQL.
 fn seeded(statement: &str, rows: &str) -> Option<TempDb> {
     let Some(t) = temp_db() else {
         eprintln!("TEST_DATABASE_URL is not set: the PostgreSQL {statement} is not tested");
@@ -68,7 +69,13 @@ fn seeded(statement: &str, rows: &str) -> Option<TempDb> {
         INSERT INTO clients (id, developer_id, name, environment, redirect_uris, auth_method, \
             secret_hash, allowed_actions, status, created_at, updated_at) \
             VALUES ('c_1', 'dev_1', 'App', 'sandbox', '[]', 'client_secret_basic', 'x', '[]', \
-            'active', now(), now());";
+            'active', now(), now()); \
+        INSERT INTO grants (id, customer_id, client_id, status, authorization_details, \
+            created_at, expires_at, updated_at) VALUES \
+            ('g_live', 'cust_1', 'c_1', 'authorized', '{}', now(), now() + interval '1 day', now()), \
+            ('g_live2', 'cust_1', 'c_1', 'authorized', '{}', now(), now() + interval '1 day', now()), \
+            ('g_revoked', 'cust_1', 'c_1', 'revoked', '{}', now(), now() + interval '1 day', now()), \
+            ('g_expired', 'cust_1', 'c_1', 'authorized', '{}', now(), now() - interval '1 second', now());";
     t.db.run_blocking(|c| {
         c.batch_execute(fixture)?;
         c.batch_execute(rows)?;
@@ -135,11 +142,7 @@ fn keep(token_id: &str, grant_id: &str, at: NaiveDateTime) -> Keep {
 fn only_bound_active_tokens_of_live_grants_are_kept() {
     let Some(t) = seeded(
         "keep statement",
-        "INSERT INTO grants (id, customer_id, client_id, status, authorization_details, \
-             created_at, expires_at, updated_at) VALUES \
-                 ('g_live', 'cust_1', 'c_1', 'authorized', '{}', now(), now() + interval '1 day', now()), \
-                 ('g_revoked', 'cust_1', 'c_1', 'revoked', '{}', now(), now() + interval '1 day', now()); \
-             INSERT INTO refresh_tokens (id, token_hash, grant_id, family_id, status, created_at, expires_at, dpop_jkt) VALUES \
+        "INSERT INTO refresh_tokens (id, token_hash, grant_id, family_id, status, created_at, expires_at, dpop_jkt) VALUES \
                  ('rt_bound', 'h1', 'g_live', 'f', 'active', now(), now() + interval '1 hour', 'k'), \
                  ('rt_bearer', 'h2', 'g_live', 'f', 'active', now(), now() + interval '1 hour', NULL), \
                  ('rt_revoked', 'h3', 'g_live', 'f', 'revoked', now(), now() + interval '1 hour', 'k'), \
@@ -148,15 +151,19 @@ fn only_bound_active_tokens_of_live_grants_are_kept() {
         return;
     };
     let now = chrono::Utc::now().naive_utc().trunc_subsecs(6);
-    let jobs = vec![
-        keep("rt_bound", "g_live", now),
-        keep("rt_bound", "g_live", now),
-        keep("rt_bearer", "g_live", now),
-        keep("rt_revoked", "g_live", now),
-        keep("rt_ended", "g_revoked", now),
-        keep("rt_bound", "g_revoked", now),
-        keep("rt_unknown", "g_live", now),
-    ];
+    // (token, the grant the job states)
+    let jobs: Vec<Keep> = [
+        ("rt_bound", "g_live"),
+        ("rt_bound", "g_live"),
+        ("rt_bearer", "g_live"),
+        ("rt_revoked", "g_live"),
+        ("rt_ended", "g_revoked"),
+        ("rt_bound", "g_revoked"),
+        ("rt_unknown", "g_live"),
+    ]
+    .into_iter()
+    .map(|(token, grant)| keep(token, grant, now))
+    .collect();
     let out = keep_batch(&t.db, &jobs).unwrap();
     assert_eq!(out, [true, true, false, false, false, false, false]);
     t.db.run_blocking(|c| {
@@ -183,13 +190,7 @@ fn only_bound_active_tokens_of_live_grants_are_kept() {
 fn only_active_tokens_of_live_grants_rotate_and_nothing_else_is_written() {
     let Some(t) = seeded(
         "rotation statement",
-        "INSERT INTO grants (id, customer_id, client_id, status, authorization_details, \
-             created_at, expires_at, updated_at) VALUES \
-                 ('g_live', 'cust_1', 'c_1', 'authorized', '{}', now(), now() + interval '1 day', now()), \
-                 ('g_live2', 'cust_1', 'c_1', 'authorized', '{}', now(), now() + interval '1 day', now()), \
-                 ('g_revoked', 'cust_1', 'c_1', 'revoked', '{}', now(), now() + interval '1 day', now()), \
-                 ('g_expired', 'cust_1', 'c_1', 'authorized', '{}', now(), now() - interval '1 second', now()); \
-             INSERT INTO refresh_tokens (id, token_hash, grant_id, family_id, status, created_at, expires_at) VALUES \
+        "INSERT INTO refresh_tokens (id, token_hash, grant_id, family_id, status, created_at, expires_at) VALUES \
                  ('rt_a', 'ha', 'g_live', 'f', 'active', now(), now() + interval '1 day'), \
                  ('rt_b', 'hb', 'g_live', 'f', 'active', now(), now() + interval '1 day'), \
                  ('rt_used', 'hu', 'g_live', 'f', 'used', now(), now() + interval '1 day'), \
