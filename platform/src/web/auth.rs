@@ -363,35 +363,55 @@ impl FromRequest for FormFields {
     }
 }
 
-/// A form posted from one of `A`'s pages: the page session, and the fields, whose
-/// `csrf_token` matched the session's (otherwise the 403 page, and nothing changes).
+/// A form posted from one of `A`'s pages: the session `S` it was posted in (by default the page
+/// session; [`OwingForm`] for the second-factor pages), and the fields, whose `csrf_token`
+/// matched that session's (otherwise the 403 page, and nothing changes).
 #[derive(Debug)]
-pub struct CsrfForm<A> {
-    pub session: Session,
+pub struct CsrfForm<A, S = Session> {
+    pub session: S,
     pub fields: FormFields,
     audience: PhantomData<A>,
 }
 
-impl<A> CsrfForm<A> {
+impl<A, S> CsrfForm<A, S> {
     /// The value of field `name`, empty when absent.
     pub fn field(&self, name: &str) -> &str {
         self.fields.get(name)
     }
 }
 
-impl<A: Audience> FromRequest for CsrfForm<A> {
+/// What a posted form's CSRF token is checked against: a full page session of `A`, or one that
+/// still owes its second factor ([`Owing`]).
+pub trait FormSession<A>: Sized + 'static {
+    /// Where the 403 page leads back to.
+    const BACK: &'static str;
+    /// The session by its cookie; a refusal page when there is none.
+    fn load(req: HttpRequest) -> Fut<Self, PageRefusal>;
+    fn session(&self) -> &Session;
+}
+
+impl<A: Audience> FormSession<A> for Session {
+    const BACK: &'static str = A::HOME;
+    fn load(req: HttpRequest) -> Fut<Self, PageRefusal> {
+        Box::pin(async move { page_session::<A>(&req).await })
+    }
+    fn session(&self) -> &Session {
+        self
+    }
+}
+
+impl<A: Audience, S: FormSession<A>> FromRequest for CsrfForm<A, S> {
     type Error = actix_web::Error;
     type Future = Fut<Self, actix_web::Error>;
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let checked = csrf_checked(
-            req,
-            payload,
-            A::HOME,
-            |r| async move { page_session::<A>(&r).await },
-            |s| s,
-        );
+        let fields = FormFields::from_request(req, payload);
+        let req = req.clone();
         Box::pin(async move {
-            let (session, fields) = checked.await?;
+            let fields = fields.await?;
+            let session = S::load(req).await?;
+            if !session.session().check_csrf(fields.get("csrf_token")) {
+                return Err(PageRefusal::Csrf(S::BACK).into());
+            }
             Ok(Self {
                 session,
                 fields,
@@ -399,32 +419,6 @@ impl<A: Audience> FromRequest for CsrfForm<A> {
             })
         })
     }
-}
-
-/// The posted fields of `req` and what `load` finds for it (a session, or something holding
-/// one), once that session's CSRF token matches the form's `csrf_token`; otherwise the 403 page
-/// with a way back to `back`, and nothing changes.
-fn csrf_checked<S, F>(
-    req: &HttpRequest,
-    payload: &mut Payload,
-    back: &'static str,
-    load: impl FnOnce(HttpRequest) -> F + 'static,
-    session: fn(&S) -> &Session,
-) -> Fut<(S, FormFields), actix_web::Error>
-where
-    S: 'static,
-    F: Future<Output = Result<S, PageRefusal>> + 'static,
-{
-    let fields = FormFields::from_request(req, payload);
-    let req = req.clone();
-    Box::pin(async move {
-        let fields = fields.await?;
-        let loaded = load(req).await?;
-        if !session(&loaded).check_csrf(fields.get("csrf_token")) {
-            return Err(PageRefusal::Csrf(back).into());
-        }
-        Ok((loaded, fields))
-    })
 }
 
 /// A session of `A` that still owes its second factor ([`SecondFactorDue`]): what the
@@ -447,11 +441,7 @@ pub struct OwingPage<A>(pub Owing<A>);
 
 /// A form posted from a second-factor page: [`Owing`] by its cookie, with the session's CSRF
 /// token in the form (else the 403 page, and nothing changes).
-#[derive(Debug)]
-pub struct OwingForm<A> {
-    pub owing: Owing<A>,
-    pub fields: FormFields,
-}
+pub type OwingForm<A> = CsrfForm<A, Owing<A>>;
 
 async fn owing<A: Audience>(
     req: &HttpRequest,
@@ -513,20 +503,12 @@ impl<A: Audience> FromRequest for OwingPage<A> {
     }
 }
 
-impl<A: Audience> FromRequest for OwingForm<A> {
-    type Error = actix_web::Error;
-    type Future = Fut<Self, actix_web::Error>;
-    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let checked = csrf_checked(
-            req,
-            payload,
-            A::LOGIN,
-            |r| async move { owing_page::<A>(&r).await },
-            |o: &Owing<A>| &o.session,
-        );
-        Box::pin(async move {
-            let (owing, fields) = checked.await?;
-            Ok(Self { owing, fields })
-        })
+impl<A: Audience> FormSession<A> for Owing<A> {
+    const BACK: &'static str = A::LOGIN;
+    fn load(req: HttpRequest) -> Fut<Self, PageRefusal> {
+        Box::pin(async move { owing_page::<A>(&req).await })
+    }
+    fn session(&self) -> &Session {
+        &self.session
     }
 }
