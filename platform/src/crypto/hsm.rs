@@ -17,9 +17,7 @@ use chrono::{DateTime, Utc};
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as Pkcs11Error, RvError};
 use cryptoki::mechanism::Mechanism;
-use cryptoki::object::{
-    Attribute, AttributeInfo, AttributeType, KeyType, ObjectClass, ObjectHandle,
-};
+use cryptoki::object::{Attribute, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
@@ -27,6 +25,11 @@ use serde::Serialize;
 use zeroize::Zeroizing;
 
 use crate::config::Pkcs11Settings;
+
+mod admin;
+
+use admin::{check_suitable, report};
+pub use admin::{generate_key, inspect_key};
 
 /// The master key in the HSM could not be reached or used.
 #[derive(Debug, thiserror::Error)]
@@ -234,26 +237,16 @@ impl HsmMasterKey {
         label: &[u8],
     ) -> Result<Zeroizing<[u8; 32]>, HsmError> {
         let cache_key = (key_use, purpose.to_string());
-        if let Some(k) = self
-            .cache
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&cache_key)
-        {
-            return Ok(k.clone());
+        if let Some(k) = self.cached(&cache_key) {
+            return Ok(k);
         }
         // One derivation at a time: a purpose asked for by many threads at once is derived once.
         let mut connection = self
             .connection
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if let Some(k) = self
-            .cache
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&cache_key)
-        {
-            return Ok(k.clone());
+        if let Some(k) = self.cached(&cache_key) {
+            return Ok(k);
         }
         let result = self.hmac(&mut connection, label);
         let error = result.as_ref().err().map(ToString::to_string);
@@ -291,6 +284,14 @@ impl HsmMasterKey {
             .unwrap_or_else(PoisonError::into_inner)
             .insert(cache_key, derived.clone());
         Ok(derived)
+    }
+
+    fn cached(&self, cache_key: &(&'static str, String)) -> Option<Zeroizing<[u8; 32]>> {
+        self.cache
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(cache_key)
+            .cloned()
     }
 
     /// Signs on the current session; if that fails (the token was restarted, the session
@@ -453,149 +454,4 @@ fn connect(
         }
     };
     Ok(Connection { session, key })
-}
-
-fn report(
-    session: &Session,
-    key: ObjectHandle,
-    location: &KeyLocation,
-) -> Result<HsmKeyReport, HsmError> {
-    let attributes = session
-        .get_attributes(
-            key,
-            &[
-                AttributeType::KeyType,
-                AttributeType::Sensitive,
-                AttributeType::Extractable,
-                AttributeType::AlwaysSensitive,
-                AttributeType::NeverExtractable,
-            ],
-        )
-        .map_err(|e| operation_error("C_GetAttributeValue", location, &e))?;
-    let mut r = HsmKeyReport {
-        location: location.clone(),
-        key_type: "unknown".into(),
-        // Absent attributes count against the key.
-        sensitive: false,
-        extractable: true,
-        always_sensitive: None,
-        never_extractable: None,
-        value_readable: true,
-    };
-    for a in attributes {
-        match a {
-            Attribute::KeyType(t) => r.key_type = t.to_string(),
-            Attribute::Sensitive(v) => r.sensitive = v,
-            Attribute::Extractable(v) => r.extractable = v,
-            Attribute::AlwaysSensitive(v) => r.always_sensitive = Some(v),
-            Attribute::NeverExtractable(v) => r.never_extractable = Some(v),
-            _ => {}
-        }
-    }
-    // Asks for the key's value itself; the token must refuse.
-    let value = session
-        .get_attribute_info(key, &[AttributeType::Value])
-        .map_err(|e| operation_error("C_GetAttributeValue", location, &e))?;
-    r.value_readable = matches!(value.first(), Some(AttributeInfo::Available(_)));
-    Ok(r)
-}
-
-impl HsmKeyReport {
-    /// Whether the key may hold the master key: a generic-secret (or HMAC) key that is
-    /// sensitive, not extractable, and whose value the token refuses to hand out.
-    pub fn check(&self) -> Result<(), HsmError> {
-        check_suitable(self)
-    }
-}
-
-fn check_suitable(r: &HsmKeyReport) -> Result<(), HsmError> {
-    let unsuitable = |reason: &str| {
-        Err(HsmError::UnsuitableKey {
-            key_label: r.location.key_label.clone(),
-            reason: reason.into(),
-        })
-    };
-    let generic = KeyType::GENERIC_SECRET.to_string();
-    let hmac = KeyType::SHA256_HMAC.to_string();
-    if r.key_type != generic && r.key_type != hmac {
-        return unsuitable(&format!(
-            "it is a {} key, not {generic} or {hmac}",
-            r.key_type
-        ));
-    }
-    if !r.sensitive || r.extractable || r.value_readable {
-        return unsuitable(
-            "it can leave the token (it must be CKA_SENSITIVE and not CKA_EXTRACTABLE); \
-             create one with `consent keys hsm-generate`",
-        );
-    }
-    Ok(())
-}
-
-/// Reads the key's attributes (`consent keys hsm-status`). Uses no key material.
-pub fn inspect_key(settings: &Pkcs11Settings) -> Result<HsmKeyReport, HsmError> {
-    let location = KeyLocation::of(settings);
-    let context = load_module(&settings.module)?;
-    let slot = find_token(&context, &location)?;
-    let pin = AuthPin::from(settings.pin.expose().as_str());
-    let c = connect(&context, slot, &pin, &location)?;
-    report(&c.session, c.key, &location)
-}
-
-/// Generates the master key inside the token (`consent keys hsm-generate`): 256-bit generic
-/// secret, on the token, private, sensitive, never extractable, not modifiable, usable only to
-/// sign (HMAC). Refuses when a key with the label exists. Returns the token's view of the new key
-/// and the event for the audit log.
-pub fn generate_key(settings: &Pkcs11Settings) -> Result<(HsmKeyReport, CustodyEvent), HsmError> {
-    let location = KeyLocation::of(settings);
-    let context = load_module(&settings.module)?;
-    let slot = find_token(&context, &location)?;
-    let pin = AuthPin::from(settings.pin.expose().as_str());
-    let session = login(&context, slot, &pin, &location)?;
-    if !find_key(&session, &location)?.is_empty() {
-        return Err(HsmError::KeyExists {
-            token_label: location.token_label.clone(),
-            key_label: location.key_label.clone(),
-        });
-    }
-    let template = [
-        Attribute::Class(ObjectClass::SECRET_KEY),
-        Attribute::KeyType(KeyType::GENERIC_SECRET),
-        Attribute::ValueLen(std::ffi::c_ulong::from(KEY_BYTES).into()),
-        Attribute::Label(location.key_label.as_bytes().to_vec()),
-        Attribute::Token(true),
-        Attribute::Private(true),
-        Attribute::Sensitive(true),
-        Attribute::Extractable(false),
-        Attribute::Modifiable(false),
-        Attribute::Sign(true),
-        Attribute::Verify(false),
-        Attribute::Encrypt(false),
-        Attribute::Decrypt(false),
-        Attribute::Wrap(false),
-        Attribute::Unwrap(false),
-        Attribute::Derive(false),
-    ];
-    let key = session
-        .generate_key(&Mechanism::GenericSecretKeyGen, &template)
-        .map_err(|e| operation_error("C_GenerateKey", &location, &e))?;
-    tracing::info!(
-        operation = "generate_key",
-        module = %location.module,
-        token = %location.token_label,
-        key = %location.key_label,
-        "HSM generated the master key"
-    );
-    let r = report(&session, key, &location)?;
-    check_suitable(&r)?;
-    let event = CustodyEvent {
-        at: Utc::now(),
-        operation: "generate_key",
-        location,
-        purpose: None,
-        key_use: None,
-        mechanism: "CKM_GENERIC_SECRET_KEY_GEN",
-        error: None,
-    };
-    Ok((r, event))
 }
