@@ -460,12 +460,36 @@ mod tests {
         CertificateTrust::from_roots(roots).unwrap()
     }
 
-    #[test]
-    fn a_certificate_from_the_authority_is_trusted_and_names_its_subject() {
+    /// The bank's client CA, the trust it makes, and a key with its certificate for `app1`
+    /// (`CN=app1,O=Fintech\, Ltd`) issued by that CA.
+    struct Issued {
+        bank_ca: Ca,
+        trust: CertificateTrust,
+        key: KeyPair,
+        cert: rcgen::Certificate,
+    }
+
+    fn issued_by_bank_ca() -> Issued {
         let bank_ca = ca("Bank client CA");
         let trust = trust_of(&bank_ca);
         let key = KeyPair::generate().unwrap();
         let cert = client_params("app1").signed_by(&key, &bank_ca).unwrap();
+        Issued {
+            bank_ca,
+            trust,
+            key,
+            cert,
+        }
+    }
+
+    #[test]
+    fn a_certificate_from_the_authority_is_trusted_and_names_its_subject() {
+        let Issued {
+            bank_ca,
+            trust,
+            key,
+            cert,
+        } = issued_by_bank_ca();
         let judged = trust.judge(&[cert.der().clone()]).unwrap();
         assert!(judged.chain_trusted);
         assert_eq!(judged.thumbprint, thumbprint(cert.der()));
@@ -500,10 +524,7 @@ mod tests {
 
     #[test]
     fn proxy_headers_are_read_in_both_forms_and_garbage_is_no_certificate() {
-        let bank_ca = ca("Bank client CA");
-        let trust = trust_of(&bank_ca);
-        let key = KeyPair::generate().unwrap();
-        let cert = client_params("app1").signed_by(&key, &bank_ca).unwrap();
+        let Issued { trust, cert, .. } = issued_by_bank_ca();
         let name = "client-cert";
         let with = |v: &str| {
             let mut h = HeaderMap::new();
