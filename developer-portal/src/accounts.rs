@@ -10,7 +10,7 @@ use diesel::prelude::*;
 use platform::Platform;
 use platform::audit::{Actor, NewEvent, Target};
 use platform::crypto::{PlainToken, hash_password, random_id, verify_password};
-use platform::ratelimit::{Decision, LoginAttempt, LoginLimits};
+use platform::ratelimit::{LoginAttempt, LoginLimits};
 use platform::session::{self, SecondFactorDue, Session, SessionKind};
 use platform::storage::models::{Developer, Staff};
 use platform::storage::schema::{developers, staff};
@@ -18,7 +18,7 @@ use platform::storage::{AnyConnection, StorageError};
 
 use crate::approvals::StaffRole;
 use crate::domain::{self, Email, Errors, NewPassword};
-use crate::error::{PortalError, PortalResult, read, transaction, write};
+use crate::error::{PortalError, PortalResult, limited, read, transaction, write};
 use crate::second_factor;
 
 /// Sign-ups allowed per client address per [`SIGNUP_WINDOW`].
@@ -95,13 +95,6 @@ impl SignUp {
 
 fn ts(t: DateTime<Utc>) -> NaiveDateTime {
     t.naive_utc().trunc_subsecs(0)
-}
-
-fn limited(d: Decision) -> PortalResult<()> {
-    match d {
-        Decision::Allowed => Ok(()),
-        Decision::Limited { retry_after_secs } => Err(PortalError::RateLimited(retry_after_secs)),
-    }
 }
 
 /// Inserts a developer (the password already hashed). A taken email is a clean conflict.

@@ -2,6 +2,7 @@
 
 use platform::crypto::CryptoError;
 use platform::problem::{ApiError, FieldError};
+use platform::ratelimit::Decision;
 use platform::revocation::Revocations;
 use platform::storage::{AnyConnection, StorageError, write_tx};
 
@@ -139,4 +140,12 @@ where
     F: FnOnce(&mut AnyConnection) -> PortalResult<T> + Send + 'static,
 {
     platform.db.run(move |conn| Ok(f(conn))).await?
+}
+
+/// A rate limiter's decision as a result: over the limit is a 429 with its `Retry-After`.
+pub(crate) fn limited(d: Decision) -> PortalResult<()> {
+    match d {
+        Decision::Allowed => Ok(()),
+        Decision::Limited { retry_after_secs } => Err(PortalError::RateLimited(retry_after_secs)),
+    }
 }

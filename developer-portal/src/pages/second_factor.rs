@@ -61,11 +61,7 @@ pub(crate) async fn code_get<K: PageKind>(OwingPage(o): OwingPage<K>) -> HttpRes
 
 /// POST: a code; right, the full session and home; wrong, the form again with the reason.
 pub(crate) async fn code_post<K: PageKind>(p: Data, form: OwingForm<K>) -> HttpResponse {
-    let OwingForm {
-        session: owing,
-        fields,
-        ..
-    } = form;
+    let (owing, fields) = (form.session, form.fields);
     if owing.due != SecondFactorDue::Verify {
         return see_other(K::ENROL);
     }
@@ -162,11 +158,7 @@ pub(crate) async fn enrol_get<K: PageKind>(p: Data, OwingPage(o): OwingPage<K>) 
 /// POST: `step=start` creates the secret; a code confirms it (then the recovery codes, and the
 /// full session).
 pub(crate) async fn enrol_post<K: PageKind>(p: Data, form: OwingForm<K>) -> HttpResponse {
-    let OwingForm {
-        session: owing,
-        fields,
-        ..
-    } = form;
+    let (owing, fields) = (form.session, form.fields);
     if owing.due != SecondFactorDue::Enrol {
         return see_other(K::SECOND_FACTOR);
     }

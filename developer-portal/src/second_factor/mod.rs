@@ -1,0 +1,524 @@
+//! A second factor at login: TOTP (RFC 6238, [`platform::totp`]) with single-use recovery
+//! codes. Mandatory for staff (a staff member without one can only enrol), optional for
+//! developers.
+//!
+//! After the password, [`crate::accounts::login`] opens a session that owes the factor
+//! ([`SecondFactorDue`]); no extractor but the second-factor ones accepts it. Paying it
+//! ([`pay`]) ends that session and opens a full one under a new token, so a token seen before the
+//! second factor is worth nothing after it.
+//!
+//! - Secrets are encrypted with the master key (purpose `second-factor`, bound to the account).
+//! - A code counts once: the step it belongs to must be later than the last step accepted, and
+//!   the conditional update that records it lets one of two concurrent uses win.
+//! - Recovery codes carry 80 random bits, are stored as SHA-256 and deleted when used.
+//! - Attempts are capped per account ([`ATTEMPTS_PER_ACCOUNT`], counted before the check, so a
+//!   burst of concurrent guesses is bounded too).
+//! - Failures are counted per account ([`FAILURES_PER_ACCOUNT`] per [`FAILURE_WINDOW`], wherever
+//!   they come from: whoever is guessing already has the password), then refused until the window
+//!   ends.
+
+use std::time::Duration as StdDuration;
+
+use chrono::{DateTime, NaiveDateTime, SubsecRound, Utc};
+use diesel::prelude::*;
+use platform::Platform;
+use platform::audit::{Actor, NewEvent, Target};
+use platform::crypto::{FieldCipher, PlainToken};
+use platform::session::{self, SecondFactorDue, Session, SessionKind};
+use platform::storage::AnyConnection;
+use platform::storage::schema::{recovery_codes, second_factors};
+use platform::totp::Totp;
+use rand::RngCore;
+use rand::rngs::OsRng;
+use zeroize::Zeroizing;
+
+use crate::accounts::LoggedIn;
+use crate::error::{PortalError, PortalResult, read, write};
+
+mod limits;
+
+use limits::counted;
+
+/// Recovery codes issued at enrolment.
+pub const RECOVERY_CODES: usize = 10;
+/// Failed codes an account may have per [`FAILURE_WINDOW`] before every attempt is refused.
+pub const FAILURES_PER_ACCOUNT: u64 = 5;
+pub const FAILURE_WINDOW: StdDuration = StdDuration::from_secs(900);
+/// Codes an account may try per [`FAILURE_WINDOW`], right or wrong. Counted before the check:
+/// failures are only known afterwards, so many guesses sent at once would all pass the failure
+/// limit; this bounds such a burst.
+pub const ATTEMPTS_PER_ACCOUNT: u64 = 10;
+/// The issuer shown in authenticator apps.
+pub const ISSUER: &str = "Consent";
+
+fn ts(t: DateTime<Utc>) -> NaiveDateTime {
+    t.naive_utc().trunc_subsecs(0)
+}
+
+/// One account's second factor as a request works on it: whose it is, the cipher of its secret
+/// (the master key's purpose `second-factor`) and the request's time.
+#[derive(Debug)]
+pub struct Factor {
+    cipher: FieldCipher,
+    kind: SessionKind,
+    id: String,
+    now: DateTime<Utc>,
+}
+
+impl Factor {
+    pub fn new(p: &Platform, kind: SessionKind, id: String) -> Self {
+        Self {
+            cipher: p.master_key.cipher("second-factor"),
+            kind,
+            id,
+            now: p.now(),
+        }
+    }
+
+    /// The secret is bound to its account.
+    fn aad(&self) -> String {
+        format!("second-factor:{}:{}", self.kind.as_str(), self.id)
+    }
+
+    fn record(&self, c: &mut AnyConnection, action: &'static str) -> PortalResult<()> {
+        let (kind, id) = (self.kind, self.id.as_str());
+        let actor = match kind {
+            SessionKind::Staff => Actor::staff(id),
+            _ => Actor::developer(id),
+        };
+        NewEvent::new(actor, action, Target::new(kind.as_str(), id)).record(c, self.now)?;
+        Ok(())
+    }
+}
+
+/// Whether the account has a confirmed authenticator.
+pub fn enrolled(c: &mut AnyConnection, kind: SessionKind, id: &str) -> PortalResult<bool> {
+    let n: i64 = second_factors::table
+        .filter(second_factors::subject_type.eq(kind.as_str()))
+        .filter(second_factors::subject_id.eq(id))
+        .filter(second_factors::confirmed_at.is_not_null())
+        .count()
+        .get_result(c)?;
+    Ok(n == 1)
+}
+
+/// What is due after a correct password: the code where an authenticator is set up, enrolment
+/// for staff without one, nothing for a developer without one.
+pub fn due_after_password(
+    c: &mut AnyConnection,
+    kind: SessionKind,
+    id: &str,
+) -> PortalResult<Option<SecondFactorDue>> {
+    Ok(if enrolled(c, kind, id)? {
+        Some(SecondFactorDue::Verify)
+    } else if kind == SessionKind::Staff {
+        Some(SecondFactorDue::Enrol)
+    } else {
+        None
+    })
+}
+
+/// A started enrolment: the secret to put into an authenticator app, shown once (never in Debug).
+pub struct Enrolment {
+    /// Base32, for typing in.
+    pub secret: Zeroizing<String>,
+    /// `otpauth://totp/...`, for apps that import a link (or a QR code made of it).
+    pub uri: Zeroizing<String>,
+}
+
+impl Factor {
+    /// Starts (or starts again) enrolment: a new secret waits for its first code. Refused when
+    /// the account already has a confirmed authenticator (remove it first).
+    pub fn start_enrolment(
+        &self,
+        c: &mut AnyConnection,
+        account_label: &str,
+    ) -> PortalResult<Enrolment> {
+        let (kind, id) = (self.kind, self.id.as_str());
+        if enrolled(c, kind, id)? {
+            return Err(PortalError::Conflict(
+                "a second factor is already set up".into(),
+            ));
+        }
+        let totp = Totp::generate();
+        let secret_enc = self.cipher.encrypt(totp.expose(), &self.aad())?;
+        // A clean slate: an unconfirmed secret started earlier is replaced.
+        forget(c, kind, id)?;
+        diesel::insert_into(second_factors::table)
+            .values((
+                second_factors::subject_type.eq(kind.as_str()),
+                second_factors::subject_id.eq(id),
+                second_factors::secret_enc.eq(&secret_enc),
+                second_factors::last_step.eq(0_i64),
+                second_factors::created_at.eq(ts(self.now)),
+            ))
+            .execute(c)?;
+        self.record(c, "second_factor.enrolment_started")?;
+        Ok(Enrolment::of(&totp, account_label))
+    }
+
+    /// The stored secret and last accepted step; `confirmed` selects a confirmed or a pending
+    /// one.
+    fn stored(&self, c: &mut AnyConnection, confirmed: bool) -> PortalResult<Option<(Totp, i64)>> {
+        let row: Option<(String, i64, Option<NaiveDateTime>)> = second_factors::table
+            .filter(second_factors::subject_type.eq(self.kind.as_str()))
+            .filter(second_factors::subject_id.eq(&self.id))
+            .select((
+                second_factors::secret_enc,
+                second_factors::last_step,
+                second_factors::confirmed_at,
+            ))
+            .first(c)
+            .optional()?;
+        let Some((enc, last, _)) = row.filter(|r| r.2.is_some() == confirmed) else {
+            return Ok(None);
+        };
+        let secret = self.cipher.decrypt(&enc, &self.aad())?;
+        Ok(Some((Totp::from_bytes(&secret), last)))
+    }
+
+    /// Checks `code` against the stored secret (confirmed or pending) and records its step as
+    /// used if it is later than the last one (of two concurrent uses of one code, exactly one
+    /// updates the row); `confirm` also marks enrolment done.
+    fn use_code(
+        &self,
+        c: &mut AnyConnection,
+        totp: &Totp,
+        last: i64,
+        code: &str,
+        confirm: bool,
+    ) -> PortalResult<()> {
+        let step = totp.check(code, self.now, last).ok_or_else(wrong_code)?;
+        let target = second_factors::table
+            .filter(second_factors::subject_type.eq(self.kind.as_str()))
+            .filter(second_factors::subject_id.eq(&self.id))
+            .filter(second_factors::last_step.lt(step));
+        let n = if confirm {
+            diesel::update(target)
+                .set((
+                    second_factors::last_step.eq(step),
+                    second_factors::confirmed_at.eq(Some(ts(self.now))),
+                ))
+                .execute(c)?
+        } else {
+            diesel::update(target)
+                .set(second_factors::last_step.eq(step))
+                .execute(c)?
+        };
+        if n == 1 { Ok(()) } else { Err(wrong_code()) }
+    }
+
+    /// New recovery codes (enrolment started from a clean slate, so there are no others):
+    /// `xxxx-xxxx-xxxx-xxxx`, 80 random bits each, shown once.
+    fn issue_recovery_codes(&self, c: &mut AnyConnection) -> PortalResult<Vec<Zeroizing<String>>> {
+        let mut codes = Vec::with_capacity(RECOVERY_CODES);
+        for _ in 0..RECOVERY_CODES {
+            let mut bytes = [0u8; 10];
+            OsRng.fill_bytes(&mut bytes);
+            let b32 = Zeroizing::new(data_encoding::BASE32_NOPAD.encode(&bytes).to_lowercase());
+            let code = Zeroizing::new(
+                b32.as_bytes()
+                    .chunks(4)
+                    .map(|g| String::from_utf8_lossy(g).into_owned())
+                    .collect::<Vec<_>>()
+                    .join("-"),
+            );
+            diesel::insert_into(recovery_codes::table)
+                .values((
+                    recovery_codes::subject_type.eq(self.kind.as_str()),
+                    recovery_codes::subject_id.eq(&self.id),
+                    recovery_codes::code_hash.eq(recovery_hash(&code)),
+                    recovery_codes::created_at.eq(ts(self.now)),
+                ))
+                .execute(c)?;
+            codes.push(code);
+        }
+        Ok(codes)
+    }
+
+    /// Confirms enrolment with the app's first code: the authenticator is set up, and the
+    /// recovery codes are returned (once).
+    pub fn confirm_enrolment(
+        &self,
+        c: &mut AnyConnection,
+        code: &str,
+    ) -> PortalResult<Vec<Zeroizing<String>>> {
+        let Some((totp, last)) = self.stored(c, false)? else {
+            return Err(PortalError::Conflict(
+                "no enrolment in progress: start one first".into(),
+            ));
+        };
+        self.use_code(c, &totp, last, code.trim(), true)?;
+        let codes = self.issue_recovery_codes(c)?;
+        self.record(c, "second_factor.enrolled")?;
+        Ok(codes)
+    }
+
+    /// Checks and uses up a code from the authenticator (six digits) or a recovery code.
+    pub fn verify(&self, c: &mut AnyConnection, code: &str) -> PortalResult<Proof> {
+        let (kind, id) = (self.kind, self.id.as_str());
+        let code = code.trim();
+        if code.len() > 64 {
+            return Err(wrong_code());
+        }
+        if code.len() == platform::totp::DIGITS as usize {
+            let Some((totp, last)) = self.stored(c, true)? else {
+                return Err(wrong_code());
+            };
+            self.use_code(c, &totp, last, code, false)?;
+            return Ok(Proof::Code);
+        }
+        let used = diesel::delete(
+            recovery_codes::table
+                .filter(recovery_codes::subject_type.eq(kind.as_str()))
+                .filter(recovery_codes::subject_id.eq(id))
+                .filter(recovery_codes::code_hash.eq(recovery_hash(code))),
+        )
+        .execute(c)?;
+        if used == 1 && enrolled(c, kind, id)? {
+            self.record(c, "second_factor.recovery_code_used")?;
+            Ok(Proof::RecoveryCode)
+        } else {
+            Err(wrong_code())
+        }
+    }
+
+    /// Removes a developer's authenticator (a current code proves the owner asks); staff cannot
+    /// go without one.
+    pub fn remove(&self, c: &mut AnyConnection, code: &str) -> PortalResult<()> {
+        if self.kind == SessionKind::Staff {
+            return Err(PortalError::Forbidden(
+                "staff cannot remove their second factor".into(),
+            ));
+        }
+        self.verify(c, code)?;
+        forget(c, self.kind, &self.id)?;
+        self.record(c, "second_factor.removed")?;
+        Ok(())
+    }
+}
+
+impl Enrolment {
+    fn of(totp: &Totp, account_label: &str) -> Self {
+        Self {
+            secret: totp.base32(),
+            uri: totp.uri(ISSUER, account_label),
+        }
+    }
+}
+
+/// Deletes the account's authenticator and recovery codes, whatever their state.
+fn forget(c: &mut AnyConnection, kind: SessionKind, id: &str) -> PortalResult<()> {
+    diesel::delete(
+        second_factors::table
+            .filter(second_factors::subject_type.eq(kind.as_str()))
+            .filter(second_factors::subject_id.eq(id)),
+    )
+    .execute(c)?;
+    diesel::delete(
+        recovery_codes::table
+            .filter(recovery_codes::subject_type.eq(kind.as_str()))
+            .filter(recovery_codes::subject_id.eq(id)),
+    )
+    .execute(c)?;
+    Ok(())
+}
+
+fn recovery_hash(code: &str) -> String {
+    let normalized: String = code
+        .chars()
+        .filter(|ch| ch.is_ascii_alphanumeric())
+        .map(|ch| ch.to_ascii_lowercase())
+        .collect();
+    PlainToken::from_presented(&normalized).hash().into_string()
+}
+
+fn wrong_code() -> PortalError {
+    PortalError::field("code", "wrong or already used code")
+}
+
+/// How a login's second factor was proven.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proof {
+    Code,
+    RecoveryCode,
+}
+
+/// Recovery codes an account has left.
+pub fn recovery_codes_left(
+    c: &mut AnyConnection,
+    kind: SessionKind,
+    id: &str,
+) -> PortalResult<i64> {
+    Ok(recovery_codes::table
+        .filter(recovery_codes::subject_type.eq(kind.as_str()))
+        .filter(recovery_codes::subject_id.eq(id))
+        .count()
+        .get_result(c)?)
+}
+
+/// `consent admin reset-second-factor`: a staff member who lost both the authenticator and the
+/// recovery codes enrols again at the next login. Their sessions end; the reset is audited as
+/// the operator's. Blocking (for the CLI).
+pub fn reset_staff(platform: &Platform, username: &str) -> PortalResult<crate::StaffAccount> {
+    let now = platform.now();
+    let username =
+        crate::domain::staff_username(username).map_err(|m| PortalError::field("username", m))?;
+    platform.db.run_blocking(|c| {
+        Ok(crate::error::transaction(c, |c| {
+            let member = crate::accounts::staff_by_username(c, &username)?;
+            forget(c, SessionKind::Staff, &member.id)?;
+            session::delete_all_for(c, SessionKind::Staff, &member.id)?;
+            NewEvent::new(
+                Actor::system("cli"),
+                "second_factor.reset",
+                Target::new("staff", &member.id),
+            )
+            .record(c, now)?;
+            Ok(member)
+        }))
+    })?
+}
+
+/// Opens the full session that replaces `owing` (in the same transaction as the proof).
+fn upgrade(c: &mut AnyConnection, owing: &Session, now: DateTime<Utc>) -> PortalResult<LoggedIn> {
+    session::delete(c, owing)?;
+    let (token, session) = session::create(c, owing.kind, &owing.subject_id, now)?;
+    Ok(LoggedIn {
+        token,
+        session,
+        due: None,
+    })
+}
+
+/// Pays a session's `Verify` debt with a code or recovery code: the full session, under a new
+/// token. Wrong codes count towards the account's limit.
+pub async fn pay(
+    p: &Platform,
+    owing: Session,
+    due: SecondFactorDue,
+    code: String,
+) -> PortalResult<LoggedIn> {
+    if due != SecondFactorDue::Verify {
+        return Err(PortalError::Forbidden(
+            "set up a second factor first".into(),
+        ));
+    }
+    let factor = Factor::new(p, owing.kind, owing.subject_id.clone());
+    counted(p, factor, move |c, f| {
+        let action = match f.verify(c, &code)? {
+            Proof::Code => "second_factor.verified",
+            Proof::RecoveryCode => "second_factor.verified_with_recovery_code",
+        };
+        f.record(c, action)?;
+        upgrade(c, &owing, f.now)
+    })
+    .await
+}
+
+/// Starts enrolment for the caller (an owing staff session, or a full developer or staff session
+/// without an authenticator yet).
+pub async fn begin(
+    p: &Platform,
+    kind: SessionKind,
+    id: String,
+    account_label: String,
+) -> PortalResult<Enrolment> {
+    let factor = Factor::new(p, kind, id);
+    write(p, move |c| factor.start_enrolment(c, &account_label)).await
+}
+
+/// Enrolment confirmed: the recovery codes (never in Debug), and for a session that owed
+/// enrolment the full session that replaces it.
+pub struct Enrolled {
+    pub recovery_codes: Vec<Zeroizing<String>>,
+    pub upgraded: Option<LoggedIn>,
+}
+
+/// Confirms the caller's enrolment with a first code; `owing` is the session that owed it, which
+/// a full session then replaces.
+pub async fn confirm(
+    p: &Platform,
+    kind: SessionKind,
+    id: String,
+    owing: Option<Session>,
+    code: String,
+) -> PortalResult<Enrolled> {
+    counted(p, Factor::new(p, kind, id), move |c, f| {
+        let recovery_codes = f.confirm_enrolment(c, &code)?;
+        let upgraded = owing.map(|s| upgrade(c, &s, f.now)).transpose()?;
+        Ok(Enrolled {
+            recovery_codes,
+            upgraded,
+        })
+    })
+    .await
+}
+
+/// Removes a developer's authenticator, proven with a current code (which counts if wrong).
+pub async fn remove_for(
+    p: &Platform,
+    kind: SessionKind,
+    id: String,
+    code: String,
+) -> PortalResult<()> {
+    counted(p, Factor::new(p, kind, id), move |c, f| f.remove(c, &code)).await
+}
+
+/// The enrolment in progress (its secret again, for the page that confirms it), if any.
+pub async fn pending(
+    p: &Platform,
+    kind: SessionKind,
+    id: String,
+    account_label: String,
+) -> PortalResult<Option<Enrolment>> {
+    let factor = Factor::new(p, kind, id);
+    read(p, move |c| {
+        Ok(factor
+            .stored(c, false)?
+            .map(|(totp, _)| Enrolment::of(&totp, &account_label)))
+    })
+    .await
+}
+
+/// Whether the account has an authenticator, and how many recovery codes it has left.
+pub async fn status(p: &Platform, kind: SessionKind, id: String) -> PortalResult<(bool, i64)> {
+    read(p, move |c| {
+        Ok((enrolled(c, kind, &id)?, recovery_codes_left(c, kind, &id)?))
+    })
+    .await
+}
+
+impl std::fmt::Debug for Enrolment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Enrolment([REDACTED])")
+    }
+}
+
+impl std::fmt::Debug for Enrolled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Enrolled")
+            .field("recovery_codes", &self.recovery_codes.len())
+            .field("upgraded", &self.upgraded)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod debug_tests {
+    use super::*;
+
+    #[test]
+    fn secrets_and_recovery_codes_never_reach_debug_output() {
+        let e = Enrolment {
+            secret: Zeroizing::new("JBSWY3DPEHPK3PXP".into()),
+            uri: Zeroizing::new("otpauth://totp/x?secret=JBSWY3DPEHPK3PXP".into()),
+        };
+        assert!(!format!("{e:?}").contains("JBSWY3DP"));
+        let done = Enrolled {
+            recovery_codes: vec![Zeroizing::new("abcd-efgh-ijkl-mnop".into())],
+            upgraded: None,
+        };
+        assert!(!format!("{done:?}").contains("abcd"));
+    }
+}
