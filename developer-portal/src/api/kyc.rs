@@ -7,9 +7,9 @@ use platform::problem::documented::{NoDeveloperToken, NoStaffToken};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{Data, PathId, StatusQuery, SubmissionId, status_param};
+use super::{PathId, StatusQuery, SubmissionId, status_param};
 use crate::auth::{DeveloperAuth, StaffAuth};
-use crate::error::{PortalError, read};
+use crate::error::PortalError;
 use crate::kyc::{self, KycDetails, KycDocument, KycRecord, KycStatus, StaffKycView};
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -129,10 +129,10 @@ impl From<KycRecord> for KycResponse {
                 })
                 .collect(),
             decision_reason: r.decision_reason,
-            created_at: r.created_at,
-            updated_at: r.updated_at,
-            submitted_at: r.submitted_at,
-            decided_at: r.decided_at,
+            created_at: r.times.created_at,
+            updated_at: r.times.updated_at,
+            submitted_at: r.times.submitted_at,
+            decided_at: r.times.decided_at,
         }
     }
 }
@@ -239,8 +239,7 @@ pub async fn submit_kyc(auth: DeveloperAuth) -> Result<web::Json<KycResponse>, A
         (status = 400, description = "Unknown status", body = platform::problem::Problem),
         NoStaffToken))]
 pub async fn kyc_queue(
-    p: Data,
-    _auth: StaffAuth,
+    auth: StaffAuth,
     q: web::Query<StatusQuery>,
 ) -> Result<web::Json<KycQueue>, ApiError> {
     let status = status_param(
@@ -248,7 +247,7 @@ pub async fn kyc_queue(
         KycStatus::parse,
         "must be draft, submitted, approved, rejected or needs_information",
     )?;
-    let items = read(&p, move |c| kyc::queue(c, status)).await?;
+    let items = auth.read(move |c, _, _| kyc::queue(c, status)).await?;
     Ok(web::Json(KycQueue {
         submissions: items
             .into_iter()

@@ -172,10 +172,27 @@ pub struct KycRecord {
     pub round: i32,
     pub details: KycDetails,
     pub decision_reason: Option<String>,
+    pub times: KycTimes,
+}
+
+/// When a submission was created, last changed, (last) submitted and decided.
+#[derive(Debug, Clone, Copy)]
+pub struct KycTimes {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub submitted_at: Option<DateTime<Utc>>,
     pub decided_at: Option<DateTime<Utc>>,
+}
+
+impl KycTimes {
+    fn of(row: &KycSubmission) -> Self {
+        Self {
+            created_at: row.created_at.and_utc(),
+            updated_at: row.updated_at.and_utc(),
+            submitted_at: row.submitted_at.map(|t| t.and_utc()),
+            decided_at: row.decided_at.map(|t| t.and_utc()),
+        }
+    }
 }
 
 /// One staff review, as every staff member sees it.
@@ -281,10 +298,7 @@ fn to_record(
         round: current_round(conn, &row.id)?,
         details: decrypt(cipher, row)?,
         decision_reason: row.decision_reason.clone(),
-        created_at: row.created_at.and_utc(),
-        updated_at: row.updated_at.and_utc(),
-        submitted_at: row.submitted_at.map(|t| t.and_utc()),
-        decided_at: row.decided_at.map(|t| t.and_utc()),
+        times: KycTimes::of(row),
     })
 }
 
