@@ -244,6 +244,17 @@ impl RedisCache {
         format!("{}{}", self.prefix, key)
     }
 
+    /// `f` on a connection and `key` with the deployment prefix, as the trait's boxed future.
+    fn keyed<'a, T, F, Fut>(&'a self, key: &str, f: F) -> BoxFuture<'a, CacheResult<T>>
+    where
+        T: Send + 'a,
+        F: FnOnce(ConnectionManager, String) -> Fut + Send + 'a,
+        Fut: std::future::Future<Output = redis::RedisResult<T>> + Send + 'a,
+    {
+        let key = self.key(key);
+        Box::pin(async move { self.with_conn(|c| f(c, key)).await })
+    }
+
     fn now_ms(&self) -> i64 {
         i64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(i64::MAX)
     }
@@ -380,26 +391,21 @@ impl Cache for RedisCache {
         rx
     }
     fn set_flag<'a>(&'a self, key: &'a str, ttl: Duration) -> BoxFuture<'a, CacheResult<()>> {
-        let key = self.key(key);
-        Box::pin(async move {
-            let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-            self.with_conn(|mut c| async move {
-                c.set_options::<_, _, ()>(
-                    key,
-                    "1",
-                    redis::SetOptions::default().with_expiration(redis::SetExpiry::PX(ms)),
-                )
-                .await
-            })
+        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        self.keyed(key, move |mut c, key| async move {
+            c.set_options::<_, _, ()>(
+                key,
+                "1",
+                redis::SetOptions::default().with_expiration(redis::SetExpiry::PX(ms)),
+            )
             .await
         })
     }
     fn has_flag<'a>(&'a self, key: &'a str) -> BoxFuture<'a, CacheResult<bool>> {
-        let key = self.key(key);
-        Box::pin(async move {
-            self.with_conn(|mut c| async move { c.exists::<_, bool>(key).await })
-                .await
-        })
+        self.keyed(
+            key,
+            |mut c, key| async move { c.exists::<_, bool>(key).await },
+        )
     }
     fn counts<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, CacheResult<Vec<u64>>> {
         let keys: Vec<String> = keys.iter().map(|k| self.key(k)).collect();
@@ -417,20 +423,16 @@ impl Cache for RedisCache {
         key: &'a str,
         window: Duration,
     ) -> BoxFuture<'a, CacheResult<u64>> {
-        let key = self.key(key);
-        Box::pin(async move {
-            self.with_conn(|mut c| async move {
-                // MULTI: create with expiry if absent, then increment - atomic on the server.
-                let (n,): (u64,) = redis::pipe()
-                    .atomic()
-                    .add_command(set_absent(&key, "0", window))
-                    .ignore()
-                    .incr(&key, 1)
-                    .query_async(&mut c)
-                    .await?;
-                Ok(n)
-            })
-            .await
+        self.keyed(key, move |mut c, key| async move {
+            // MULTI: create with expiry if absent, then increment - atomic on the server.
+            let (n,): (u64,) = redis::pipe()
+                .atomic()
+                .add_command(set_absent(&key, "0", window))
+                .ignore()
+                .incr(&key, 1)
+                .query_async(&mut c)
+                .await?;
+            Ok(n)
         })
     }
     fn put_once<'a>(
@@ -439,21 +441,14 @@ impl Cache for RedisCache {
         value: &'a str,
         ttl: Duration,
     ) -> BoxFuture<'a, CacheResult<bool>> {
-        let key = self.key(key);
-        Box::pin(async move {
-            self.with_conn(|mut c| async move {
-                let reply: Option<String> =
-                    set_absent(&key, value, ttl).query_async(&mut c).await?;
-                Ok(reply.is_some())
-            })
-            .await
+        self.keyed(key, move |mut c, key| async move {
+            let reply: Option<String> = set_absent(&key, value, ttl).query_async(&mut c).await?;
+            Ok(reply.is_some())
         })
     }
     fn take<'a>(&'a self, key: &'a str) -> BoxFuture<'a, CacheResult<Option<String>>> {
-        let key = self.key(key);
-        Box::pin(async move {
-            self.with_conn(|mut c| async move { c.get_del::<_, Option<String>>(key).await })
-                .await
+        self.keyed(key, |mut c, key| async move {
+            c.get_del::<_, Option<String>>(key).await
         })
     }
 }
