@@ -1,8 +1,9 @@
 //! Grant lifecycle: grants end on their own when they expire and when an app stops using them.
 //!
 //! The sweep is set-based and batched: each batch selects up to `BATCH` due grants with one
-//! indexed query (on PostgreSQL `FOR NO KEY UPDATE SKIP LOCKED`, so several instances sweeping at once
-//! take disjoint batches; on SQLite the write transaction serializes sweepers) and ends them
+//! indexed query (on PostgreSQL `FOR NO KEY UPDATE SKIP LOCKED`, so several instances sweeping at once,
+//! and the several connections one pass ends grants on, take disjoint batches; on SQLite the
+//! write transaction serializes sweepers) and ends them
 //! through `platform::revocation::end_grants` in the same transaction (status, refresh tokens,
 //! revocation list, audit). Idempotent: an ended grant is never selected again. The rules it
 //! applies (dormancy periods, activity, warning times) are in [`policy`], shared with the dashboard.
@@ -269,18 +270,16 @@ fn warn_batch(
     Ok((expiring.len(), dormant))
 }
 
-/// One full lifecycle pass (one transaction per batch; what ended is announced when the pass
-/// returns, see [`run_once`]).
-fn sweep(
+/// Ends due grants, expired ones first, one transaction per batch, until none is left (what
+/// ended is announced when the caller's [`revocation::run`] returns). Several of these run at
+/// once on PostgreSQL: each batch's selection skips the rows another one has locked.
+fn end_due(
     c: &mut AnyConnection,
     revoked: &mut Revocations,
     now: DateTime<Utc>,
-    dormancy: Duration,
-    lead: Duration,
+    rules: &[DormancyRule],
 ) -> StorageResult<SweepReport> {
     let mut report = SweepReport::default();
-    // Read once per pass (a change of a client's period applies from the next pass).
-    let rules = dormancy_rules(c, dormancy)?;
     for kind in ["expired", "dormant"] {
         loop {
             let ended = write_tx(c, |c| {
@@ -288,7 +287,7 @@ fn sweep(
                     (expired_batch(c, now)?, RevokedBy::Expiry, "expired")
                 } else {
                     (
-                        dormant_batch(c, now, &rules)?,
+                        dormant_batch(c, now, rules)?,
                         RevokedBy::Dormancy,
                         "dormant",
                     )
@@ -314,10 +313,21 @@ fn sweep(
             report.ended_grant_ids.extend(ended);
         }
     }
+    Ok(report)
+}
+
+/// What follows the endings in a pass: warnings before the end, and housekeeping.
+fn upkeep(
+    c: &mut AnyConnection,
+    report: &mut SweepReport,
+    now: DateTime<Utc>,
+    rules: &[DormancyRule],
+    lead: Duration,
+) -> StorageResult<()> {
     // Warnings before the end, for what is still live. Each batch marks what it selected, so
     // the passes end; the bound is a second line of defence against a selection that does not.
     for _ in 0..100_000 {
-        let (expiring, dormancy) = write_tx(c, |c| warn_batch(c, now, &rules, lead))?;
+        let (expiring, dormancy) = write_tx(c, |c| warn_batch(c, now, rules, lead))?;
         report.expiry_warnings += expiring;
         report.dormancy_warnings += dormancy;
         if expiring + dormancy == 0 {
@@ -375,7 +385,18 @@ fn sweep(
             break;
         }
     }
-    Ok(report)
+    Ok(())
+}
+
+/// How many connections end grants at once: one on SQLite (one writer), otherwise one per core
+/// (at most 4), leaving at least half the pool to the requests being served meanwhile.
+fn ending_workers(platform: &Platform) -> usize {
+    if !platform.settings.uses_postgres() {
+        return 1;
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let spare = (platform.settings.database.pool_size / 2).max(1) as usize;
+    cores.clamp(1, 4).min(spare)
 }
 
 /// Runs `sweep` every `interval` (and once at start) until shutdown; publishes what ended.
@@ -405,12 +426,35 @@ pub fn spawn_sweeper(
     })
 }
 
-/// One pass through the pool, then publication of the ended grants to every instance.
+/// One full lifecycle pass: due grants end (on several connections at once on PostgreSQL, each
+/// worker's endings announced to every instance when it finishes), then the warnings and
+/// housekeeping.
 pub async fn run_once(platform: &Platform) -> StorageResult<SweepReport> {
     let now = platform.now();
     let dormancy = platform.settings.lifecycle.dormancy_period.as_chrono();
     let lead = platform.settings.lifecycle.warning_lead_time.as_chrono();
-    let report = revocation::run(platform, move |c, r| sweep(c, r, now, dormancy, lead)).await??;
+    // Read once per pass (a change of a client's period applies from the next pass).
+    let rules = std::sync::Arc::new(
+        platform
+            .db
+            .run(move |c| dormancy_rules(c, dormancy))
+            .await?,
+    );
+    let workers = (0..ending_workers(platform)).map(|_| {
+        let rules = rules.clone();
+        revocation::run(platform, move |c, r| end_due(c, r, now, &rules))
+    });
+    let mut report = SweepReport::default();
+    for ended in futures_util::future::join_all(workers).await {
+        let ended = ended??;
+        report.expired += ended.expired;
+        report.dormant += ended.dormant;
+        report.ended_grant_ids.extend(ended.ended_grant_ids);
+    }
+    let report = platform
+        .db
+        .run(move |c| upkeep(c, &mut report, now, &rules, lead).map(|()| report))
+        .await?;
     metrics::counter!("consent_grants_expired_total").increment(report.expired as u64);
     metrics::counter!("consent_grants_dormant_total").increment(report.dormant as u64);
     Ok(report)
