@@ -40,6 +40,9 @@ pub const ATTEMPT_TTL: Duration = Duration::from_secs(600);
 const METADATA_TTL: Duration = Duration::from_secs(600);
 /// The shortest time between two fetches of the provider's metadata and keys.
 const REFRESH_GAP: Duration = Duration::from_secs(30);
+/// How long a failed fetch is remembered: logins meanwhile answer at once (with the last
+/// metadata fetched, if any) instead of each waiting for the provider's timeout in turn.
+const FAILURE_GAP: Duration = Duration::from_secs(10);
 /// Purpose of the key that encrypts the attempt cookie.
 const COOKIE_PURPOSE: &str = "customer-login-attempt";
 
@@ -106,7 +109,16 @@ pub struct Upstream {
     issuer: String,
     redirect: String,
     http: reqwest::Client,
-    metadata: Arc<Mutex<Option<(Instant, CoreProviderMetadata)>>>,
+    metadata: Arc<Mutex<Discovery>>,
+}
+
+/// What this instance knows of the provider's metadata and keys.
+#[derive(Default)]
+struct Discovery {
+    /// The last metadata fetched, and when.
+    fetched: Option<(Instant, CoreProviderMetadata)>,
+    /// The last fetch that failed since, when, and why.
+    failed: Option<(Instant, String)>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -137,7 +149,7 @@ impl Upstream {
             issuer,
             redirect: format!("{}/login/oidc/callback", public_url.trim_end_matches('/')),
             http,
-            metadata: Arc::new(Mutex::new(None)),
+            metadata: Arc::new(Mutex::new(Discovery::default())),
         }))
     }
 
@@ -146,24 +158,51 @@ impl Upstream {
     }
 
     /// The provider's metadata and keys: discovered, then reused for ten minutes (`refresh`
-    /// fetches them again, for a key the provider has just rotated in).
+    /// fetches them again, for a key the provider has just rotated in). One fetch at a time
+    /// (the others wait for its result). While the provider is unreachable, the last metadata
+    /// fetched keeps serving (except for a refresh), and a failure is remembered for
+    /// [`FAILURE_GAP`], so logins answer at once rather than queueing behind a timeout each.
     async fn metadata(&self, refresh: bool) -> Result<CoreProviderMetadata, LoginError> {
-        let mut cached = self.metadata.lock().await;
+        let mut known = self.metadata.lock().await;
         // A refresh is asked for by a signature that did not verify, which anyone can send (a
         // forged logout token): at most one fetch per REFRESH_GAP, so nobody can make this
         // service hammer the provider.
-        if let Some((at, m)) = cached.as_ref()
+        if let Some((at, m)) = known.fetched.as_ref()
             && (at.elapsed() < REFRESH_GAP || (!refresh && at.elapsed() < METADATA_TTL))
         {
             return Ok(m.clone());
         }
-        let issuer = IssuerUrl::new(self.issuer.clone())
-            .map_err(|e| LoginError::ProviderUnavailable(e.to_string()))?;
-        let m = CoreProviderMetadata::discover_async(issuer, &self.http)
+        let stale = known
+            .fetched
+            .as_ref()
+            .map(|(_, m)| m.clone())
+            .filter(|_| !refresh);
+        if let Some((at, why)) = known.failed.as_ref()
+            && at.elapsed() < FAILURE_GAP
+        {
+            return stale.ok_or_else(|| LoginError::ProviderUnavailable(why.clone()));
+        }
+        match self.discover().await {
+            Ok(m) => {
+                *known = Discovery {
+                    fetched: Some((Instant::now(), m.clone())),
+                    failed: None,
+                };
+                Ok(m)
+            }
+            Err(why) => {
+                tracing::warn!(issuer = %self.issuer, error = %why, "the login provider's metadata could not be fetched");
+                known.failed = Some((Instant::now(), why.clone()));
+                stale.ok_or(LoginError::ProviderUnavailable(why))
+            }
+        }
+    }
+
+    async fn discover(&self) -> Result<CoreProviderMetadata, String> {
+        let issuer = IssuerUrl::new(self.issuer.clone()).map_err(|e| e.to_string())?;
+        CoreProviderMetadata::discover_async(issuer, &self.http)
             .await
-            .map_err(|e| LoginError::ProviderUnavailable(e.to_string()))?;
-        *cached = Some((Instant::now(), m.clone()));
-        Ok(m)
+            .map_err(|e| e.to_string())
     }
 
     fn client(&self, metadata: CoreProviderMetadata) -> Result<Client, LoginError> {

@@ -526,3 +526,57 @@ async fn upstream_login_in_chromium_against_oidc_provider() {
     assert_eq!(linked(&app).await, vec![("alice".to_string(), alice)]);
     app.stop().await;
 }
+
+/// A provider that accepts connections and never answers costs the first login its timeout
+/// (10 s); the logins after it are answered at once (503) instead of each queueing behind a
+/// timeout of its own, and nothing is written.
+#[tokio::test]
+async fn a_provider_that_does_not_answer_holds_up_one_login_not_all() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let issuer = format!("http://{}", listener.local_addr().unwrap());
+    // Accept and hold every connection, answering nothing.
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let app = spawn_app_with(
+        Backend::Sqlite,
+        consent::startup::ServeOptions {
+            demo: true,
+            ..Default::default()
+        },
+        move |s| {
+            let l = &mut s.customer_login;
+            l.oidc_issuer = Some(issuer);
+            l.oidc_client_id = Some(CLIENT_ID.into());
+            l.oidc_client_secret = Some(Secret::new(CLIENT_SECRET.into()));
+        },
+    )
+    .await;
+    let sessions_before = session_count(&app).await;
+    let started = std::time::Instant::now();
+    let first = app.get("/login/oidc?next=/account/apps").await;
+    assert_eq!(first.status(), 503, "the provider is unavailable");
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(9),
+        "the first login waited for the provider"
+    );
+    let started = std::time::Instant::now();
+    let login = || app.get("/login/oidc?next=/account/apps");
+    let (a, b, c, d) = tokio::join!(login(), login(), login(), login());
+    for r in [a, b, c, d] {
+        assert_eq!(r.status(), 503);
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "the failure was remembered: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        session_count(&app).await,
+        sessions_before,
+        "nothing written"
+    );
+}
