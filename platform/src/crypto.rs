@@ -190,21 +190,8 @@ impl MasterKey {
         })
     }
 
-    /// A derived 32-byte MAC key for one purpose (e.g. the audit chain).
-    ///
-    /// With an HSM that cannot derive it, this returns a random key after logging the error, so
-    /// nothing made with it verifies anywhere (fails closed). Start-up derives the keys it needs
-    /// with [`MasterKey::try_mac_key`], which reports the failure instead.
-    pub fn mac_key(&self, purpose: &str) -> Zeroizing<[u8; 32]> {
-        self.try_mac_key(purpose).unwrap_or_else(|e| {
-            tracing::error!(purpose, error = %e, "MAC key unavailable; using a throwaway key");
-            let mut k = Zeroizing::new([0u8; 32]);
-            OsRng.fill_bytes(k.as_mut());
-            k
-        })
-    }
-
-    /// [`MasterKey::mac_key`], failing when the HSM cannot derive the key.
+    /// A derived 32-byte MAC key for one purpose (e.g. the audit chain); an error when an HSM
+    /// cannot derive it (never a substitute key: what it signs must verify later).
     pub fn try_mac_key(&self, purpose: &str) -> Result<Zeroizing<[u8; 32]>, CryptoError> {
         self.derive("mac", MAC_SALT, purpose)
     }
@@ -478,7 +465,7 @@ mod tests {
         let hk = hkdf::Hkdf::<Sha256>::new(Some(b"consent/v1/mac"), &[7u8; 32]);
         let mut expected = [0u8; 32];
         hk.expand(b"audit-chain", &mut expected).unwrap();
-        assert_eq!(*k.mac_key("audit-chain"), expected);
+        assert_eq!(*k.try_mac_key("audit-chain").unwrap(), expected);
         assert!(k.custody_journal().is_none() && k.hsm_location().is_none());
     }
 

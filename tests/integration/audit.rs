@@ -244,7 +244,8 @@ async fn keyed_chain_and_checkpoints_defeat_a_database_writer() {
         // A consistent rewrite under another key is detected at the first event.
         let app = quiet_app(backend).await;
         seeded_chain(&app, 5).await;
-        let attacker_key = audit::ChainKey::derive(&platform::crypto::MasterKey::generate());
+        let attacker_key =
+            audit::ChainKey::try_derive(&platform::crypto::MasterKey::generate()).unwrap();
         app.platform
             .db
             .run(move |c| {
@@ -349,7 +350,8 @@ async fn keyed_chain_and_checkpoints_defeat_a_database_writer() {
                 .reason
                 .contains("does not verify")
         );
-        let other = platform::audit::ChainKey::derive(&platform::crypto::MasterKey::generate());
+        let other = platform::audit::ChainKey::try_derive(&platform::crypto::MasterKey::generate())
+            .unwrap();
         let mut foreign = cp.clone();
         foreign.public_key = other.public_key_hex();
         let report = app.platform.audit.verify_against(foreign).await.unwrap();

@@ -1112,7 +1112,7 @@ pub async fn assert_storage_consistent(
     context: &str,
 ) {
     let url = config.storage_url();
-    let key = platform::audit::ChainKey::derive(&config.master_key());
+    let key = platform::audit::ChainKey::try_derive(&config.master_key()).unwrap();
     let db =
         platform::storage::Db::connect(&url, 2, Duration::from_secs(10)).expect("open storage");
     let broken = db.run(broken_invariants).await.expect("invariant queries");

@@ -35,15 +35,9 @@ impl std::fmt::Debug for ChainKey {
 }
 
 impl ChainKey {
-    pub fn derive(master: &MasterKey) -> Self {
-        Self::from_keys(
-            &master.mac_key("audit-checkpoint-ed25519"),
-            &master.mac_key("audit-chain"),
-        )
-    }
-
-    /// [`ChainKey::derive`], failing when an HSM-held master key cannot derive the keys
-    /// (start-up uses this, so a broken HSM stops it rather than chaining under a wrong key).
+    /// The chain's keys, derived from the master key; an error when an HSM-held master key
+    /// cannot derive them (start-up uses this, so a broken HSM stops it rather than chaining
+    /// under a wrong key).
     pub fn try_derive(master: &MasterKey) -> Result<Self, crate::crypto::CryptoError> {
         let seed = master.try_mac_key("audit-checkpoint-ed25519")?;
         let chain = master.try_mac_key("audit-chain")?;
