@@ -1711,3 +1711,59 @@ async fn a_suspended_client_works_again_only_with_a_second_staff_member() {
         app.stop().await;
     }
 }
+
+/// KYC records hold developers' personal data: support and security staff see the queue, but
+/// reading a submission and reviewing it need the compliance role; a refusal reads and writes
+/// nothing (no review, no `kyc.viewed` event).
+#[tokio::test]
+async fn reading_and_reviewing_kyc_need_the_compliance_role() {
+    use developer_portal::StaffRole;
+    for backend in backends() {
+        let app = spawn_app(backend).await;
+        let dev = app.developer_token("kyc-roles@dev.example").await;
+        let submission = app.submitted_kyc(&dev).await;
+        let detail = format!("/api/v1/admin/kyc/{submission}");
+        for (name, roles) in [
+            ("support-1", &[StaffRole::Support][..]),
+            ("security-1", &[StaffRole::Security, StaffRole::Support][..]),
+        ] {
+            let token = app.staff_token_with_roles(name, roles).await;
+            let queue = app
+                .api(Method::GET, "/api/v1/admin/kyc", Some(&token), None)
+                .await;
+            assert_eq!(queue.status(), 200, "{name} sees the queue");
+            let r = app.api(Method::GET, &detail, Some(&token), None).await;
+            let p = problem(r, 403).await;
+            assert!(p["detail"].as_str().unwrap().contains("compliance role"));
+            problem(app.review_kyc(&token, &submission, "approve").await, 403).await;
+        }
+        assert_eq!(count(&app, "kyc_reviews").await, 0, "no review written");
+        let viewed: i64 = app
+            .platform
+            .db
+            .run(|c| {
+                use diesel::prelude::*;
+                use platform::storage::schema::audit_events as a;
+                Ok(a::table
+                    .filter(a::action.eq("kyc.viewed"))
+                    .count()
+                    .get_result(c)?)
+            })
+            .await
+            .unwrap();
+        assert_eq!(viewed, 0, "nothing was read");
+
+        let compliance = app
+            .staff_token_with_roles("compliance-1", &[StaffRole::Compliance])
+            .await;
+        let r = app.api(Method::GET, &detail, Some(&compliance), None).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(
+            app.review_kyc(&compliance, &submission, "approve")
+                .await
+                .status(),
+            200
+        );
+        assert_eq!(count(&app, "kyc_reviews").await, 1);
+    }
+}

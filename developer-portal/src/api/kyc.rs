@@ -264,12 +264,14 @@ pub async fn kyc_queue(
     }))
 }
 
-/// A submission with its decrypted details and every review (viewing is audited).
+/// A submission with its decrypted details and every review (compliance role; viewing is
+/// audited).
 #[utoipa::path(get, path = "/api/v1/admin/kyc/{submission_id}", tag = "staff",
     security(("staff_token" = [])),
     params(SubmissionId),
     responses((status = 200, description = "Submission and reviews", body = StaffKycResponse),
         NoStaffToken,
+        (status = 403, description = "Not a compliance member", body = platform::problem::Problem),
         (status = 404, description = "No such submission", body = platform::problem::Problem)))]
 pub async fn kyc_detail(
     auth: StaffAuth,
@@ -291,7 +293,7 @@ pub async fn kyc_detail(
     responses((status = 200, description = "Review recorded; the submission as it now stands", body = StaffKycResponse),
         (status = 400, description = "Unknown decision or missing justification", body = platform::problem::Problem),
         NoStaffToken,
-        (status = 403, description = "Conflict of interest", body = platform::problem::Problem),
+        (status = 403, description = "Conflict of interest, or not a compliance member", body = platform::problem::Problem),
         (status = 404, description = "No such submission", body = platform::problem::Problem),
         (status = 409, description = "Not awaiting review, or already reviewed by you this round", body = platform::problem::Problem)))]
 pub async fn kyc_review(

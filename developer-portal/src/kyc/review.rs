@@ -14,7 +14,7 @@ use super::{
     KycStatus, QueueItem, ReviewDecision, ReviewView, StaffKycView, approvals_in_round,
     current_round, event, to_record, ts,
 };
-use crate::approvals::justification;
+use crate::approvals::{StaffRole, justification};
 use crate::error::{PortalError, PortalResult};
 
 /// The review queue: submissions in `status` (default `submitted`), oldest first.
@@ -50,7 +50,19 @@ pub fn queue(conn: &mut AnyConnection, status: Option<KycStatus>) -> PortalResul
     Ok(out)
 }
 
-/// A submission for review, with every review. Viewing decrypted PII is audited.
+/// KYC records hold developers' personal data and documents: reading one and deciding on it
+/// need the compliance role (support sees the queue only).
+fn require_compliance(conn: &mut AnyConnection, staff_id: &str) -> PortalResult<()> {
+    if crate::approvals::roles_of(conn, staff_id)?.contains(&StaffRole::Compliance) {
+        return Ok(());
+    }
+    Err(PortalError::Forbidden(
+        "reading or reviewing a KYC submission needs the compliance role".into(),
+    ))
+}
+
+/// A submission for review, with every review. Viewing decrypted PII needs the compliance role
+/// and is audited.
 pub fn staff_view(
     conn: &mut AnyConnection,
     cipher: &FieldCipher,
@@ -58,6 +70,7 @@ pub fn staff_view(
     viewer_staff_id: &str,
     now: DateTime<Utc>,
 ) -> PortalResult<StaffKycView> {
+    require_compliance(conn, viewer_staff_id)?;
     let view = load_staff_view(conn, cipher, submission_id)?;
     event(Actor::staff(viewer_staff_id), "kyc.viewed", submission_id).record(conn, now)?;
     Ok(view)
@@ -115,7 +128,8 @@ fn load_staff_view(
 /// Records `staff_id`'s review of a submitted submission, and applies its consequence: a
 /// rejection rejects, a request for information sends it back to the developer, and the second
 /// approval of the round by a distinct staff member approves. Refuses a second review by the same
-/// staff member in a round and reviewers whose username is the developer's email.
+/// staff member in a round, reviewers whose username is the developer's email, and staff without
+/// the compliance role.
 pub fn review(
     conn: &mut AnyConnection,
     cipher: &FieldCipher,
@@ -157,6 +171,7 @@ pub fn review(
     if staff_status != StaffStatus::Active.as_str() {
         return Err(PortalError::Forbidden("staff member is not active".into()));
     }
+    require_compliance(conn, staff_id)?;
     let developer_email: String = developers::table
         .filter(developers::id.eq(&developer_id))
         .select(developers::email)
