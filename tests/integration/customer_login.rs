@@ -17,7 +17,15 @@ async fn app_with(
     idp: &TestIdp,
     tune: impl FnOnce(&mut platform::config::CustomerLoginSettings),
 ) -> TestApp {
-    let issuer = idp.issuer.clone();
+    app_for_issuer(backend, idp.issuer.clone(), tune).await
+}
+
+/// The demo app logging customers in through the provider at `issuer`.
+async fn app_for_issuer(
+    backend: Backend,
+    issuer: String,
+    tune: impl FnOnce(&mut platform::config::CustomerLoginSettings),
+) -> TestApp {
     spawn_app_with(
         backend,
         consent::startup::ServeOptions {
@@ -541,20 +549,7 @@ async fn a_provider_that_does_not_answer_holds_up_one_login_not_all() {
             held.push(socket);
         }
     });
-    let app = spawn_app_with(
-        Backend::Sqlite,
-        consent::startup::ServeOptions {
-            demo: true,
-            ..Default::default()
-        },
-        move |s| {
-            let l = &mut s.customer_login;
-            l.oidc_issuer = Some(issuer);
-            l.oidc_client_id = Some(CLIENT_ID.into());
-            l.oidc_client_secret = Some(Secret::new(CLIENT_SECRET.into()));
-        },
-    )
-    .await;
+    let app = app_for_issuer(Backend::Sqlite, issuer, |_| {}).await;
     let sessions_before = session_count(&app).await;
     let started = std::time::Instant::now();
     let first = app.get("/login/oidc?next=/account/apps").await;
