@@ -388,6 +388,8 @@ fn insert_data(
                 password_hash: String::new(),
                 status: "active".into(),
                 created_at: now,
+                // The demo shows four-eyes decisions between its two staff members.
+                roles: "support,compliance,security".into(),
             })
             .execute(conn)?;
     }

@@ -369,9 +369,10 @@ pub fn insert_staff(
         password_hash: password_hash.to_string(),
         status: "active".into(),
         created_at: ts(now),
+        roles: StaffRole::list(roles),
     };
     diesel::insert_into(staff::table)
-        .values((&row, staff::roles.eq(StaffRole::list(roles))))
+        .values(&row)
         .execute(conn)?;
     NewEvent::new(
         Actor::system("cli"),

@@ -59,6 +59,9 @@ pub struct Staff {
     pub password_hash: String,
     pub status: String,
     pub created_at: NaiveDateTime,
+    /// What the member may approve (comma-separated). Every insert states it: the column's
+    /// default (every role) is only for the members who existed before roles did.
+    pub roles: String,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
