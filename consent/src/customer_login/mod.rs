@@ -9,7 +9,7 @@
 //! The login is audited with the provider's `acr` and `amr`.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -20,8 +20,8 @@ use openidconnect::core::{
 };
 use openidconnect::{
     AuthenticationContextClass, AuthorizationCode, ClientId, ClientSecret, CsrfToken,
-    EndpointMaybeSet, EndpointNotSet, EndpointSet, IssuerUrl, Nonce, PkceCodeChallenge,
-    PkceCodeVerifier, RedirectUrl, TokenResponse,
+    EndpointMaybeSet, EndpointNotSet, EndpointSet, Nonce, PkceCodeChallenge, PkceCodeVerifier,
+    RedirectUrl, TokenResponse,
 };
 use openidconnect::{JsonWebKey, JsonWebKeyId};
 use platform::Platform;
@@ -34,15 +34,10 @@ use platform::storage::{AnyConnection, StorageError};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
+mod discovery;
+
 /// How long a started login may take at the provider.
 pub const ATTEMPT_TTL: Duration = Duration::from_secs(600);
-/// How long the provider's metadata and keys are reused before they are fetched again.
-const METADATA_TTL: Duration = Duration::from_secs(600);
-/// The shortest time between two fetches of the provider's metadata and keys.
-const REFRESH_GAP: Duration = Duration::from_secs(30);
-/// How long a failed fetch is remembered: logins meanwhile answer at once (with the last
-/// metadata fetched, if any) instead of each waiting for the provider's timeout in turn.
-const FAILURE_GAP: Duration = Duration::from_secs(10);
 /// Purpose of the key that encrypts the attempt cookie.
 const COOKIE_PURPOSE: &str = "customer-login-attempt";
 
@@ -109,16 +104,7 @@ pub struct Upstream {
     issuer: String,
     redirect: String,
     http: reqwest::Client,
-    metadata: Arc<Mutex<Discovery>>,
-}
-
-/// What this instance knows of the provider's metadata and keys.
-#[derive(Default)]
-struct Discovery {
-    /// The last metadata fetched, and when.
-    fetched: Option<(Instant, CoreProviderMetadata)>,
-    /// The last fetch that failed since, when, and why.
-    failed: Option<(Instant, String)>,
+    metadata: Arc<Mutex<discovery::Discovery>>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -149,60 +135,12 @@ impl Upstream {
             issuer,
             redirect: format!("{}/login/oidc/callback", public_url.trim_end_matches('/')),
             http,
-            metadata: Arc::new(Mutex::new(Discovery::default())),
+            metadata: Arc::new(Mutex::new(discovery::Discovery::default())),
         }))
     }
 
     pub fn label(&self) -> &str {
         &self.settings.oidc_label
-    }
-
-    /// The provider's metadata and keys: discovered, then reused for ten minutes (`refresh`
-    /// fetches them again, for a key the provider has just rotated in). One fetch at a time
-    /// (the others wait for its result). While the provider is unreachable, the last metadata
-    /// fetched keeps serving (except for a refresh), and a failure is remembered for
-    /// [`FAILURE_GAP`], so logins answer at once rather than queueing behind a timeout each.
-    async fn metadata(&self, refresh: bool) -> Result<CoreProviderMetadata, LoginError> {
-        let mut known = self.metadata.lock().await;
-        // A refresh is asked for by a signature that did not verify, which anyone can send (a
-        // forged logout token): at most one fetch per REFRESH_GAP, so nobody can make this
-        // service hammer the provider.
-        if let Some((at, m)) = known.fetched.as_ref()
-            && (at.elapsed() < REFRESH_GAP || (!refresh && at.elapsed() < METADATA_TTL))
-        {
-            return Ok(m.clone());
-        }
-        let stale = known
-            .fetched
-            .as_ref()
-            .map(|(_, m)| m.clone())
-            .filter(|_| !refresh);
-        if let Some((at, why)) = known.failed.as_ref()
-            && at.elapsed() < FAILURE_GAP
-        {
-            return stale.ok_or_else(|| LoginError::ProviderUnavailable(why.clone()));
-        }
-        match self.discover().await {
-            Ok(m) => {
-                *known = Discovery {
-                    fetched: Some((Instant::now(), m.clone())),
-                    failed: None,
-                };
-                Ok(m)
-            }
-            Err(why) => {
-                tracing::warn!(issuer = %self.issuer, error = %why, "the login provider's metadata could not be fetched");
-                known.failed = Some((Instant::now(), why.clone()));
-                stale.ok_or(LoginError::ProviderUnavailable(why))
-            }
-        }
-    }
-
-    async fn discover(&self) -> Result<CoreProviderMetadata, String> {
-        let issuer = IssuerUrl::new(self.issuer.clone()).map_err(|e| e.to_string())?;
-        CoreProviderMetadata::discover_async(issuer, &self.http)
-            .await
-            .map_err(|e| e.to_string())
     }
 
     fn client(&self, metadata: CoreProviderMetadata) -> Result<Client, LoginError> {
