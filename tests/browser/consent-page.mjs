@@ -2,7 +2,7 @@
 // consent page pass axe-core (WCAG 2.1 AA) and reflow at 320 px; the summary sentence follows
 // the customer's narrowing (the page's own script); a quick period choice fills in its dates.
 // Usage: node consent-page.mjs AUTHORIZE_URL REDIRECT_URI USERNAME PASSWORD [SCREENSHOT]
-import { launch, fail, done, accessibility } from './lib.mjs';
+import { launch, fail, done, accessibility, captureCallback } from './lib.mjs';
 
 const [authorizeUrl, redirectUri, username, password, screenshot] = process.argv.slice(2);
 const { browser, page } = await launch();
@@ -10,12 +10,8 @@ const failures = [];
 page.on('response', (r) => {
   if (r.status() >= 400 && new URL(r.url()).pathname !== '/favicon.ico') failures.push(`${r.status()} ${r.url()}`);
 });
-let callbackUrl;
 try {
-  await page.route(`${new URL(redirectUri).origin}/**`, async (route) => {
-    callbackUrl = route.request().url();
-    await route.fulfill({ status: 200, contentType: 'text/plain', body: 'callback received' });
-  });
+  const callback = await captureCallback(page, redirectUri);
   await page.setViewportSize({ width: 800, height: 900 });
   await page.goto(authorizeUrl);
   await page.waitForSelector('form[action="/login"]');
@@ -49,6 +45,7 @@ try {
   if (screenshot) await page.screenshot({ path: screenshot, fullPage: true });
   await page.click('button[value=approve]');
   await page.waitForFunction(() => document.body.innerText.includes('callback received'));
+  const callbackUrl = callback();
   if (!callbackUrl) fail('no callback');
   const errors = page.consoleErrors.filter((e) => !e.startsWith('Failed to load resource'));
   if (errors.length || failures.length) fail(`errors: ${[...errors, ...failures].join('; ')}`);

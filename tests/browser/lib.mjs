@@ -53,3 +53,14 @@ export async function accessibility(page, name) {
   if (size) await page.setViewportSize(size);
   return problems;
 }
+
+/** Captures navigations to `redirectUri`, where nothing listens; returns a function that gives
+ * the last URL captured (undefined before the callback). */
+export async function captureCallback(page, redirectUri) {
+  let url;
+  await page.route(`${new URL(redirectUri).origin}/**`, async (route) => {
+    url = route.request().url();
+    await route.fulfill({ status: 200, contentType: 'text/plain', body: 'callback received' });
+  });
+  return () => url;
+}

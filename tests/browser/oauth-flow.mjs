@@ -5,7 +5,7 @@
 // client's private P-256 JWK (kid k1).
 // Usage: node oauth-flow.mjs ISSUER CLIENT_ID CLIENT_SECRET REDIRECT_URI USERNAME PASSWORD MODE [SCREENSHOT]
 import * as oauth from 'oauth4webapi';
-import { launch, fail, done } from './lib.mjs';
+import { launch, fail, done, captureCallback } from './lib.mjs';
 
 const [issuerUrl, clientId, clientSecret, redirectUri, username, password, mode, screenshot] = process.argv.slice(2);
 if (!['bearer', 'dpop', 'fapi'].includes(mode)) fail(`MODE must be bearer, dpop or fapi, not ${mode}`);
@@ -45,13 +45,8 @@ authUrl.searchParams.set('client_id', clientId);
 authUrl.searchParams.set('request_uri', par.request_uri);
 
 const { browser, page } = await launch();
-let callbackUrl;
 try {
-  // Nothing listens on the redirect URI: capture the navigation instead.
-  await page.route(`${new URL(redirectUri).origin}/**`, async (route) => {
-    callbackUrl = route.request().url();
-    await route.fulfill({ status: 200, contentType: 'text/plain', body: 'callback received' });
-  });
+  const callback = await captureCallback(page, redirectUri);
   await page.goto(authUrl.href);
   await page.fill('input[name=username]', username);
   await page.fill('input[name=password]', password);
@@ -66,6 +61,7 @@ try {
   if (screenshot) await page.screenshot({ path: screenshot, fullPage: true });
   await page.click('button[value=approve]');
   await page.waitForFunction(() => document.body.innerText.includes('callback received'));
+  const callbackUrl = callback();
   if (!callbackUrl) fail('no callback');
   if (page.consoleErrors.length) fail(`console errors: ${page.consoleErrors.join('; ')}`);
 

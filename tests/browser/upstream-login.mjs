@@ -3,16 +3,12 @@
 // own login and consent pages) and back to the consent page; the customer allows, and the
 // dashboard lists the app. The login page (with the provider's button) passes axe-core.
 // Usage: node upstream-login.mjs BASE_URL AUTHORIZE_URL REDIRECT_URI USERNAME
-import { launch, fail, done, accessibility } from './lib.mjs';
+import { launch, fail, done, accessibility, captureCallback } from './lib.mjs';
 
 const [base, authorizeUrl, redirectUri, username] = process.argv.slice(2);
 const { browser, page } = await launch();
-let callbackUrl;
 try {
-  await page.route(`${new URL(redirectUri).origin}/**`, async (route) => {
-    callbackUrl = route.request().url();
-    await route.fulfill({ status: 200, contentType: 'text/plain', body: 'callback received' });
-  });
+  const callback = await captureCallback(page, redirectUri);
   await page.goto(authorizeUrl);
   if (!page.url().includes('/login')) fail(`expected the login page, got ${page.url()}`);
   const a11y = await accessibility(page, 'login with a provider');
@@ -31,6 +27,7 @@ try {
   const summary = (await page.textContent('#summary')).trim();
   await page.click('button[value=approve]');
   await page.waitForFunction(() => document.body.innerText.includes('callback received'));
+  const callbackUrl = callback();
   if (!callbackUrl) fail('no callback');
   await page.goto(`${base}/account/apps`);
   await page.waitForSelector('h1:has-text("Your connected apps")');

@@ -27,6 +27,21 @@ async fn post(app: &TestApp, staff: &str, path: &str, body: Option<&Value>) -> (
     answer(app.api(Method::POST, path, Some(staff), body).await).await
 }
 
+/// `approver` approves `request` (with a justification), then `requester` takes its credential:
+/// the answer to taking it.
+async fn approved_credential(
+    app: &TestApp,
+    requester: &str,
+    approver: &str,
+    request: &str,
+) -> (u16, Value) {
+    let why = json!({ "justification": "Checked the ticket, the change is needed" });
+    let approve = format!("/api/v1/admin/approvals/{request}/approve");
+    assert_eq!(post(app, approver, &approve, Some(&why)).await.0, 200);
+    let take = format!("/api/v1/admin/approvals/{request}/credential");
+    post(app, requester, &take, None).await
+}
+
 async fn read_grants(
     app: &TestApp,
     staff: &str,
@@ -299,16 +314,7 @@ async fn signing_keys_rotate_through_the_api_only_with_a_four_eyes_credential_us
         let rotate = "/api/v1/admin/keys/biscuit/rotation";
         // Without a credential nothing rotates.
         assert_eq!(post(&app, &a, rotate, None).await.0, 403, "{backend:?}");
-        let why = json!({ "justification": "Change ticket approved by the key custodians" });
-        let approve = format!("/api/v1/admin/approvals/{request}/approve");
-        assert_eq!(post(&app, &b, &approve, Some(&why)).await.0, 200);
-        let (s, v) = post(
-            &app,
-            &a,
-            &format!("/api/v1/admin/approvals/{request}/credential"),
-            None,
-        )
-        .await;
+        let (s, v) = approved_credential(&app, &a, &b, &request).await;
         assert_eq!(s, 201, "{v}");
         assert_eq!(v["action"], "keys.rotate");
         let credential = v["credential"].as_str().unwrap().to_string();
@@ -559,16 +565,7 @@ async fn a_credential_lives_as_long_as_the_bank_configures() {
     let b = app.staff_token("ops-b").await;
     let (_, v) = ask(&app, &a, &alice, "complaint").await;
     let request = v["request_id"].as_str().unwrap().to_string();
-    let why = json!({ "justification": "Checked the complaint ticket, access is needed" });
-    let approve = format!("/api/v1/admin/approvals/{request}/approve");
-    assert_eq!(post(&app, &b, &approve, Some(&why)).await.0, 200);
-    let (s, v) = post(
-        &app,
-        &a,
-        &format!("/api/v1/admin/approvals/{request}/credential"),
-        None,
-    )
-    .await;
+    let (s, v) = approved_credential(&app, &a, &b, &request).await;
     assert_eq!(s, 201, "{v}");
     let expires: chrono::DateTime<chrono::Utc> = v["expires_at"].as_str().unwrap().parse().unwrap();
     let left = expires - chrono::Utc::now();
@@ -614,23 +611,14 @@ async fn approvals_need_the_right_role() {
         let (s, _) = post(&app, &support, &approve(&request), Some(&why)).await;
         assert_eq!(s, 403, "self-approval, and no role");
         // The approvals page offers the decision only to those who may take it.
-        let page = |web: reqwest::Client| {
-            let app = &app;
-            async move {
-                web.get(app.url("/developers/staff/approvals"))
-                    .send()
-                    .await
-                    .unwrap()
-                    .text()
-                    .await
-                    .unwrap()
-            }
-        };
+        let approvals = "/developers/staff/approvals";
         let decide_form = format!("/developers/staff/approvals/{request}/decide");
-        let html = page(app.staff_browser_with_roles("sec-2", &[Security]).await).await;
+        let sec = app.staff_browser_with_roles("sec-2", &[Security]).await;
+        let html = app.page(&sec, approvals).await;
         assert!(!html.contains(&decide_form), "no form without the role");
         assert!(html.contains("awaiting a staff member with the role compliance"));
-        let html = page(app.staff_browser_with_roles("comp-2", &[Compliance]).await).await;
+        let comp = app.staff_browser_with_roles("comp-2", &[Compliance]).await;
+        let html = app.page(&comp, approvals).await;
         assert!(html.contains(&decide_form), "the form for compliance");
         let (s, v) = post(&app, &compliance, &approve(&request), Some(&why)).await;
         assert_eq!(s, 200, "{backend:?} {v}");
