@@ -28,6 +28,12 @@ pub enum ApprovalAction {
     RotateSigningKeys,
     /// Let a staff member see a customer's grants (target `customer`).
     AccessCustomerGrants,
+    /// Set a client's dormancy period, or return it to the bank's default (target `client`;
+    /// the value is the request's payload, executed by the approval).
+    SetClientDormancy,
+    /// Let a compliance member read a KYC submission outside its review (target
+    /// `kyc_submission`).
+    ReadKycSubmission,
 }
 
 /// What a staff member may approve. Anyone may ask; approving needs a role the action names
@@ -36,7 +42,7 @@ pub enum ApprovalAction {
 pub enum StaffRole {
     /// Front line: asks for access, approves nothing.
     Support,
-    /// Approves access to customers' data and client suspensions.
+    /// Approves access to customers' data, client suspensions and lifecycle settings.
     Compliance,
     /// Approves key rotation and client suspensions.
     Security,
@@ -92,15 +98,19 @@ impl ApprovalAction {
                 &[StaffRole::Compliance, StaffRole::Security]
             }
             Self::RotateSigningKeys => &[StaffRole::Security],
-            Self::AccessCustomerGrants => &[StaffRole::Compliance],
+            Self::AccessCustomerGrants | Self::SetClientDormancy | Self::ReadKycSubmission => {
+                &[StaffRole::Compliance]
+            }
         }
     }
 
-    pub const ALL: [ApprovalAction; 4] = [
+    pub const ALL: [ApprovalAction; 6] = [
         Self::SuspendClient,
         Self::UnsuspendClient,
         Self::RotateSigningKeys,
         Self::AccessCustomerGrants,
+        Self::SetClientDormancy,
+        Self::ReadKycSubmission,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -109,6 +119,8 @@ impl ApprovalAction {
             Self::UnsuspendClient => "client.unsuspend",
             Self::RotateSigningKeys => "keys.rotate",
             Self::AccessCustomerGrants => "customer.grants.access",
+            Self::SetClientDormancy => "client.dormancy.set",
+            Self::ReadKycSubmission => "kyc.read",
         }
     }
 
@@ -119,24 +131,37 @@ impl ApprovalAction {
     /// The target kind this action applies to.
     pub fn target_kind(self) -> &'static str {
         match self {
-            Self::SuspendClient | Self::UnsuspendClient => "client",
+            Self::SuspendClient | Self::UnsuspendClient | Self::SetClientDormancy => "client",
             Self::RotateSigningKeys => "signing_keys",
             Self::AccessCustomerGrants => "customer",
+            Self::ReadKycSubmission => "kyc_submission",
         }
     }
 
     /// How long a request stays open for a second approver.
     pub fn ttl(self) -> Duration {
         match self {
-            Self::SuspendClient | Self::UnsuspendClient | Self::RotateSigningKeys => {
-                Duration::hours(24)
-            }
-            Self::AccessCustomerGrants => Duration::hours(4),
+            Self::SuspendClient
+            | Self::UnsuspendClient
+            | Self::RotateSigningKeys
+            | Self::SetClientDormancy => Duration::hours(24),
+            Self::AccessCustomerGrants | Self::ReadKycSubmission => Duration::hours(4),
         }
     }
 }
 
 pub use platform::storage::models::ApprovalStatus;
+
+platform::value_sets! {
+    /// Why staff need to see a customer's data or a KYC record (a customer's history names it).
+    StaffAccessCategory = [
+        "customer_request",
+        "complaint",
+        "fraud_investigation",
+        "regulatory_inquiry",
+        "technical_support",
+    ];
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApprovalError {

@@ -47,9 +47,11 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 pub use accounts::{StaffAccount, create_staff_user, set_staff_roles};
+pub use api::kyc::StaffKycResponse;
 pub use approvals::StaffRole;
 pub use clients::{ClientDisplay, client_display, developer_legal_name, revoke_client_grants};
 pub use error::{PortalError, PortalResult};
+pub use pages::staff::{kyc_details, reviews_list};
 
 /// OpenAPI fragment of the portal's JSON API.
 #[derive(Debug, OpenApi)]
@@ -89,6 +91,7 @@ pub use error::{PortalError, PortalResult};
         api::approvals::reject,
         api::approvals::request_suspension,
         api::approvals::request_unsuspension,
+        api::approvals::request_dormancy_change,
     ),
     modifiers(&BearerSchemes),
     tags(

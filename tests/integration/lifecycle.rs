@@ -301,6 +301,63 @@ async fn concurrent_sweepers_make_each_transition_exactly_once() {
     }
 }
 
+/// A problem answer with `status`.
+async fn problem(r: reqwest::Response, status: u16) -> Value {
+    assert_eq!(r.status(), status, "expected {status}");
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let v: Value = r.json().await.unwrap();
+    assert!(v["detail"].as_str().is_some_and(|d| !d.is_empty()), "{v}");
+    v
+}
+
+/// Staff member `by` approves request `id` (the answer).
+async fn approve(app: &TestApp, id: &str, by: &str) -> reqwest::Response {
+    app.api(
+        reqwest::Method::POST,
+        &format!("/api/v1/admin/approvals/{id}/approve"),
+        Some(by),
+        Some(&json!({ "justification": "the agreement with the client says so" })),
+    )
+    .await
+}
+
+/// `client_id`'s dormancy period as stored.
+async fn dormancy_days(app: &TestApp, client_id: &str) -> Option<i32> {
+    let id = client_id.to_string();
+    app.platform
+        .db
+        .run(move |c| {
+            Ok(clients::table
+                .filter(clients::id.eq(id))
+                .select(clients::dormancy_days)
+                .first(c)?)
+        })
+        .await
+        .unwrap()
+}
+
+/// Staff member `requester` asks for `client_id`'s dormancy period to be `days` and `approver`
+/// approves it (four-eyes): the request's id.
+async fn set_dormancy(app: &TestApp, client_id: &str, days: Value) -> String {
+    let requester = app.staff_token("ops-dormancy-a").await;
+    let approver = app.staff_token("ops-dormancy-b").await;
+    let r = app
+        .api(
+            reqwest::Method::POST,
+            &format!("/api/v1/admin/clients/{client_id}/dormancy"),
+            Some(&requester),
+            Some(&json!({ "dormancy_days": days, "justification": "contract: short-lived access only" })),
+        )
+        .await;
+    assert_eq!(r.status(), 202);
+    let req: Value = r.json().await.unwrap();
+    assert_eq!(req["action"], "client.dormancy.set");
+    assert_eq!(req["payload"]["dormancy_days"], days);
+    let id = req["id"].as_str().unwrap().to_string();
+    assert_eq!(approve(app, &id, &approver).await.status(), 200);
+    id
+}
+
 #[tokio::test]
 async fn a_client_may_have_a_shorter_dormancy_period() {
     for backend in backends() {
@@ -313,17 +370,9 @@ async fn a_client_may_have_a_shorter_dormancy_period() {
             "cs_short-secret-value-0123456789ab",
         )
         .await;
-        app.platform
-            .db
-            .write(|c| {
-                Ok(
-                    diesel::update(clients::table.filter(clients::id.eq("c_short")))
-                        .set(clients::dormancy_days.eq(Some(7)))
-                        .execute(c)?,
-                )
-            })
-            .await
-            .unwrap();
+        // Set by staff, four-eyes (the refusals are `a_dormancy_period_needs_...` below).
+        set_dormancy(&app, "c_short", json!(7)).await;
+        assert_eq!(dormancy_days(&app, "c_short").await, Some(7));
         let short = insert_grants(&app, "c_short", 3, Duration::days(100), Duration::days(8)).await;
         let fresh = insert_grants(&app, "c_short", 2, Duration::days(100), Duration::days(6)).await;
         let demo =
@@ -336,6 +385,149 @@ async fn a_client_may_have_a_shorter_dormancy_period() {
         for id in fresh.iter().chain(&demo) {
             assert_eq!(status_of(&app, id).await.0, "authorized");
         }
+        app.stop().await;
+    }
+}
+
+/// A client's dormancy period is a lifecycle setting: one staff member asks for a value, a
+/// compliance member other than them approves that value, and only then is it set. Every bad
+/// request is a 4xx that opens nothing; a refused decision changes nothing.
+#[tokio::test]
+async fn a_dormancy_period_needs_a_second_compliance_member_and_a_sane_value() {
+    use developer_portal::StaffRole;
+    use reqwest::Method;
+    for backend in backends() {
+        let app = e2e_tests::spawn_app(backend).await;
+        let dev = app.developer_token("dormancy@fintech.example").await;
+        let (client_id, _) = app.sandbox_client(&dev).await;
+        let support = app
+            .staff_token_with_roles("support-d", &[StaffRole::Support])
+            .await;
+        let security = app
+            .staff_token_with_roles("security-d", &[StaffRole::Security])
+            .await;
+        let compliance = app
+            .staff_token_with_roles("compliance-d", &[StaffRole::Compliance])
+            .await;
+        let path = format!("/api/v1/admin/clients/{client_id}/dormancy");
+        let ask = |body: Value| {
+            let (app, path, support) = (&app, path.clone(), support.clone());
+            async move {
+                app.api(Method::POST, &path, Some(&support), Some(&body))
+                    .await
+            }
+        };
+        let why = "contract: short-lived access only";
+        for (body, status) in [
+            (json!({ "justification": why }), 400),
+            (json!({ "dormancy_days": 0, "justification": why }), 400),
+            (json!({ "dormancy_days": -5, "justification": why }), 400),
+            (json!({ "dormancy_days": 91, "justification": why }), 400),
+            (json!({ "dormancy_days": 1e30, "justification": why }), 400),
+            (json!({ "dormancy_days": "7", "justification": why }), 400),
+            (json!({ "dormancy_days": 7, "justification": "short" }), 400),
+            (
+                json!({ "dormancy_days": 7, "justification": why, "extra": 1 }),
+                400,
+            ),
+            // Already the bank's default.
+            (json!({ "dormancy_days": null, "justification": why }), 409),
+        ] {
+            problem(ask(body.clone()).await, status).await;
+        }
+        let unknown = app
+            .api(
+                Method::POST,
+                "/api/v1/admin/clients/c_nobody/dormancy",
+                Some(&support),
+                Some(&json!({ "dormancy_days": 7, "justification": why })),
+            )
+            .await;
+        problem(unknown, 404).await;
+        let r = app
+            .api(
+                Method::POST,
+                &path,
+                None,
+                Some(&json!({ "dormancy_days": 7, "justification": why })),
+            )
+            .await;
+        assert_eq!(r.status(), 401, "{backend:?}");
+        assert!(
+            !app.audit_actions()
+                .await
+                .iter()
+                .any(|a| a == "approval.requested"),
+            "{backend:?}: no bad request opened anything"
+        );
+
+        let r = ask(json!({ "dormancy_days": 7, "justification": why })).await;
+        assert_eq!(r.status(), 202, "{backend:?}");
+        let id = r.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        // One open request per client.
+        problem(
+            ask(json!({ "dormancy_days": 8, "justification": why })).await,
+            400,
+        )
+        .await;
+        // Not by the requester, not by a role that does not approve lifecycle settings.
+        problem(approve(&app, &id, &support).await, 403).await;
+        problem(approve(&app, &id, &security).await, 403).await;
+        assert_eq!(dormancy_days(&app, &client_id).await, None, "{backend:?}");
+
+        assert_eq!(approve(&app, &id, &compliance).await.status(), 200);
+        assert_eq!(dormancy_days(&app, &client_id).await, Some(7));
+        // The developer sees it on their client.
+        let mine = app
+            .api(
+                Method::GET,
+                &format!("/api/v1/clients/{client_id}"),
+                Some(&dev),
+                None,
+            )
+            .await;
+        assert_eq!(mine.json::<Value>().await.unwrap()["dormancy_days"], 7);
+        // Audited as the approver's change, with the request and both values.
+        let (actor, details): (String, String) = {
+            let client_id = client_id.clone();
+            app.platform
+                .db
+                .run(move |c| {
+                    Ok(audit_events::table
+                        .filter(audit_events::action.eq("client.dormancy_changed"))
+                        .filter(audit_events::target_id.eq(client_id))
+                        .select((audit_events::actor_id, audit_events::details))
+                        .first(c)?)
+                })
+                .await
+                .unwrap()
+        };
+        let details: Value = serde_json::from_str(&details).unwrap();
+        assert_eq!(
+            (details["from"].clone(), details["to"].clone()),
+            (Value::Null, json!(7))
+        );
+        assert_eq!(details["approval_request"], id.as_str());
+        let approver: String = app
+            .platform
+            .db
+            .run(|c| {
+                use platform::storage::schema::staff;
+                Ok(staff::table
+                    .filter(staff::username.eq("compliance-d"))
+                    .select(staff::id)
+                    .first(c)?)
+            })
+            .await
+            .unwrap();
+        assert_eq!(actor, approver, "{backend:?}");
+
+        // Back to the bank's default, the same way.
+        set_dormancy(&app, &client_id, Value::Null).await;
+        assert_eq!(dormancy_days(&app, &client_id).await, None, "{backend:?}");
         app.stop().await;
     }
 }

@@ -15,6 +15,7 @@ mod grant_management;
 mod grants_api;
 mod hostile;
 mod hsm;
+mod kyc_access;
 mod lifecycle;
 mod mtls;
 mod oauth;

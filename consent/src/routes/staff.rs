@@ -1,6 +1,6 @@
-//! Staff access to a customer's grants on the JSON API (`/api/v1/admin/...`, staff bearer
-//! token): ask, take the credential once a colleague approved, read with it, revoke one. The
-//! rules are [`crate::staff_access`]'s.
+//! Staff access on the JSON API (`/api/v1/admin/...`, staff bearer token) to a customer's
+//! grants, to the signing keys and to KYC submissions outside review: ask, take the credential
+//! once a colleague approved, use it, revoke one. The rules are [`crate::staff_access`]'s.
 
 use actix_web::dev::Payload;
 use actix_web::web::{self, Json};
@@ -31,7 +31,9 @@ pub const CREDENTIAL_HEADER: &str = "X-Staff-Credential";
         customer_grants,
         revoke_credential,
         request_key_rotation,
-        rotate_keys
+        rotate_keys,
+        request_kyc_access,
+        kyc_record
     ),
     components(schemas(
         AccessRequestBody,
@@ -50,12 +52,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(customer_grants)
         .service(revoke_credential)
         .service(request_key_rotation)
-        .service(rotate_keys);
+        .service(rotate_keys)
+        .service(request_kyc_access)
+        .service(kyc_record);
 }
 
 platform::documented_responses! {
     /// An id in the path that names nothing of the kind (or not the caller's).
-    NoSuchTarget(Problem) = 404, "No such customer, request or credential (of yours)";
+    NoSuchTarget(Problem) = 404, "No such customer, submission, request or credential (of yours)";
     /// A credential that is missing, foreign, changed, for something else, expired or revoked.
     CredentialRefused(Problem) = 403, "Missing or refused staff credential (X-Staff-Credential)";
 }
@@ -142,14 +146,24 @@ pub struct AccessRequestBody {
     pub reference: String,
 }
 
+impl From<AccessRequestBody> for staff_access::Reason {
+    fn from(b: AccessRequestBody) -> Self {
+        Self {
+            justification: b.justification,
+            category: b.category,
+            reference: b.reference,
+        }
+    }
+}
+
 /// An open request, waiting for a second staff member.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct OpenedRequest {
     /// The approval request: a colleague approves it at `/api/v1/admin/approvals/{id}/approve`.
     pub request_id: String,
-    /// `customer.grants.access` or `keys.rotate`.
+    /// `customer.grants.access`, `keys.rotate` or `kyc.read`.
     pub action: String,
-    /// What it is about: `customer` or `signing_keys`, and its id.
+    /// What it is about: `customer`, `signing_keys` or `kyc_submission`, and its id.
     pub target_type: String,
     pub target_id: String,
     pub expires_at: DateTime<Utc>,
@@ -189,7 +203,7 @@ pub struct StaffCredentialResponse {
     pub credential_id: String,
     #[schema(value_type = String)]
     pub credential: Secret<String>,
-    /// What it allows (`customer.grants.access` or `keys.rotate`), on what.
+    /// What it allows (`customer.grants.access`, `keys.rotate` or `kyc.read`), on what.
     pub action: String,
     pub resource_type: String,
     pub resource_id: String,
@@ -212,15 +226,13 @@ pub async fn request_access(
     call: StaffCall,
 ) -> Answer {
     let customer = path_id(&path)?;
-    let b = body.into_inner();
-    let (why, category, case) = (b.justification, b.category, b.reference);
-    let r = staff_access::request(&call.state.oauth, call.staff, customer, why, category, case);
-    let r = r.await?;
+    let reason = body.into_inner().into();
+    let r = staff_access::request(&call.state.oauth, call.staff, customer, reason).await?;
     Ok(HttpResponse::Created().json(OpenedRequest::from(r)))
 }
 
-/// Take the credential of your approved request (customer access or key rotation; once, within
-/// 15 minutes of the approval); it is valid for 15 minutes.
+/// Take the credential of your approved request (customer access, key rotation or a KYC read;
+/// once, within 15 minutes of the approval); it is valid for 15 minutes.
 #[utoipa::path(post, path = "/api/v1/admin/approvals/{request_id}/credential", tag = "staff",
     security(("staff_token" = [])),
     params(("request_id" = String, Path, description = "Approval request id")),
@@ -318,4 +330,49 @@ pub async fn rotate_keys(path: PathId, call: StaffCall) -> Answer {
     // This instance signs with the new key at once; the others within their key refresh.
     crate::startup::reload_keys(&call.state, purpose).await;
     Ok(no_store_json(&RotatedKey { kid }))
+}
+
+/// Ask to read a KYC submission outside its review (decided, or back with the developer):
+/// opens a four-eyes request that another compliance member must approve. Compliance role only;
+/// a submission awaiting review is read in the review queue instead (409).
+#[utoipa::path(post, path = "/api/v1/admin/kyc/{submission_id}/access-requests", tag = "staff",
+    security(("staff_token" = [])),
+    params(("submission_id" = String, Path, description = "KYC submission id")),
+    request_body = AccessRequestBody,
+    responses((status = 201, description = "Request opened", body = OpenedRequest),
+        (status = 400, description = "Invalid justification, category or reference, or a request for this submission is already pending", body = Problem),
+        NoStaffToken,
+        (status = 403, description = "Not a compliance member", body = Problem),
+        NoSuchTarget,
+        (status = 409, description = "The submission awaits review", body = Problem),
+        Malformed))]
+#[post("/api/v1/admin/kyc/{submission_id}/access-requests")]
+pub async fn request_kyc_access(
+    path: PathId,
+    body: Json<AccessRequestBody>,
+    call: StaffCall,
+) -> Answer {
+    let submission = path_id(&path)?;
+    let reason = body.into_inner().into();
+    let r = staff_access::kyc::request(&call.state.oauth, call.staff, submission, reason).await?;
+    Ok(HttpResponse::Created().json(OpenedRequest::from(r)))
+}
+
+/// A KYC submission outside its review, with its decrypted details and every review, read with
+/// a staff credential for it (`X-Staff-Credential`; compliance role); every read is audited.
+#[utoipa::path(get, path = "/api/v1/admin/kyc/{submission_id}/record", tag = "staff",
+    security(("staff_token" = [])),
+    params(("submission_id" = String, Path, description = "KYC submission id"),
+        CredentialHeader),
+    responses((status = 200, description = "Submission and reviews", body = developer_portal::StaffKycResponse),
+        NoStaffToken, CredentialRefused, NoSuchTarget))]
+#[get("/api/v1/admin/kyc/{submission_id}/record")]
+pub async fn kyc_record(path: PathId, call: StaffCall) -> Answer {
+    let submission = path_id(&path)?;
+    let (oauth, credential) = (&call.state.oauth, call.credential()?);
+    let view = staff_access::kyc::read(oauth, call.staff.clone(), submission, credential);
+    let view = view.await?;
+    Ok(no_store_json(&developer_portal::StaffKycResponse::from(
+        view,
+    )))
 }

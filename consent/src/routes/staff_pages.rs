@@ -1,6 +1,7 @@
 //! The staff page for elevated credentials (`/developers/staff/credentials`): ask to see a
-//! customer's grants, take the credential of an approved request, use it, and see and revoke
-//! one's live credentials with the time they have left. The rules are [`crate::staff_access`]'s;
+//! customer's grants (or, from a KYC submission's page, to read it outside review), take the
+//! credential of an approved request, use it, and see and revoke one's live credentials with the
+//! time they have left. The rules are [`crate::staff_access`]'s;
 //! approving is on the portal's approvals page.
 
 use actix_web::http::StatusCode;
@@ -18,8 +19,10 @@ const PAGE: &str = "/developers/staff/credentials";
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(credentials_page)
         .service(ask)
+        .service(ask_kyc)
         .service(take)
         .service(use_credential)
+        .service(use_kyc_credential)
         .service(revoke);
 }
 
@@ -129,21 +132,47 @@ async fn credentials_page(state: State, s: StaffSession) -> HttpResponse {
     )
 }
 
-#[post("/developers/staff/credentials/requests")]
-async fn ask(state: State, form: CsrfForm<Staff>) -> HttpResponse {
+/// The reason a request form states, and its target (the form field `target`).
+fn asked(form: &CsrfForm<Staff>, target: &str) -> (String, String, staff_access::Reason) {
     let field = |n: &str| form.field(n).to_string();
-    match staff_access::request(
-        &state.oauth,
-        form.session.subject_id.clone(),
-        field("customer_id").trim().to_string(),
-        field("justification"),
-        field("category"),
-        field("reference"),
-    )
-    .await
-    {
+    let reason = staff_access::Reason {
+        justification: field("justification"),
+        category: field("category"),
+        reference: field("reference"),
+    };
+    let staff = form.session.subject_id.clone();
+    (staff, field(target).trim().to_string(), reason)
+}
+
+/// Where a request goes next: to the approvals page, where a colleague decides it.
+fn opened<T>(r: Result<T, ApiError>) -> HttpResponse {
+    match r {
         Ok(_) => see_other("/developers/staff/approvals"),
         Err(e) => refused(e),
+    }
+}
+
+#[post("/developers/staff/credentials/requests")]
+async fn ask(state: State, form: CsrfForm<Staff>) -> HttpResponse {
+    let (staff, customer, reason) = asked(&form, "customer_id");
+    opened(staff_access::request(&state.oauth, staff, customer, reason).await)
+}
+
+/// Where a credential for resources of `kind` is used on these pages: the form's action, the
+/// field naming the resource, the button (none for key rotation, which is an API call).
+fn use_form(kind: &str) -> Option<(&'static str, &'static str, &'static str)> {
+    match kind {
+        "customer" => Some((
+            "/developers/staff/credentials/use",
+            "customer_id",
+            "View the customer's grants now",
+        )),
+        "kyc_submission" => Some((
+            "/developers/staff/credentials/use-kyc",
+            "submission_id",
+            "Read the KYC submission now",
+        )),
+        _ => None,
     }
 }
 
@@ -164,12 +193,12 @@ async fn take(state: State, form: CsrfForm<Staff>) -> HttpResponse {
                 code { (issued.resource_id) } " until " (issued.expires_at.format("%H:%M UTC")) "." }
             p { "For the API, send it as " code { "X-Staff-Credential" } " with your staff token:" }
             textarea #credential readonly rows="4" cols="80" { (issued.credential) }
-            @if issued.resource_type == "customer" {
-                form method="post" action="/developers/staff/credentials/use" {
+            @if let Some((action, field, label)) = use_form(&issued.resource_type) {
+                form method="post" action=(action) {
                     (csrf(&form.session.csrf_token))
                     input type="hidden" name="credential" value=(issued.credential);
-                    input type="hidden" name="customer_id" value=(issued.resource_id);
-                    button type="submit" { "View the customer's grants now" }
+                    input type="hidden" name=(field) value=(issued.resource_id);
+                    button type="submit" { (label) }
                 }
             }
         },
@@ -207,6 +236,41 @@ async fn use_credential(state: State, form: CsrfForm<Staff>) -> HttpResponse {
                     }
                 }
             }
+        },
+    )
+}
+
+#[post("/developers/staff/credentials/kyc-requests")]
+async fn ask_kyc(state: State, form: CsrfForm<Staff>) -> HttpResponse {
+    let (staff, submission, reason) = asked(&form, "submission_id");
+    opened(staff_access::kyc::request(&state.oauth, staff, submission, reason).await)
+}
+
+#[post("/developers/staff/credentials/use-kyc")]
+async fn use_kyc_credential(state: State, form: CsrfForm<Staff>) -> HttpResponse {
+    let submission = form.field("submission_id").to_string();
+    let v = match staff_access::kyc::read(
+        &state.oauth,
+        form.session.subject_id.clone(),
+        submission,
+        form.field("credential"),
+    )
+    .await
+    {
+        Ok(v) => v,
+        Err(e) => return refused(e),
+    };
+    let (r, d) = (&v.record, &v.record.details);
+    render(
+        "KYC submission",
+        html! {
+            (nav())
+            h1 { "KYC of " (v.developer_email) }
+            p.muted { "This read is in the audit log, with your request's reference." }
+            p { "Status: " strong #kyc-status { (r.status.as_str()) } " · round " (r.round) }
+            @if let Some(reason) = &r.decision_reason { p { "Decision reason: " (reason) } }
+            (developer_portal::kyc_details(d))
+            (developer_portal::reviews_list(&v.reviews))
         },
     )
 }

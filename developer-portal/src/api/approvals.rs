@@ -1,5 +1,5 @@
-//! Four-eyes approval requests on the JSON API (staff bearer token), and the client suspension
-//! request that opens one.
+//! Four-eyes approval requests on the JSON API (staff bearer token), and the client requests that
+//! open one: suspension, unsuspension, a dormancy period.
 
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
@@ -25,7 +25,7 @@ pub struct ApprovalResponse {
     pub id: String,
     #[schema(value_type = crate::api::ApprovalActionName)]
     pub action: String,
-    /// What the action applies to: `client`, `signing_keys` or `customer`.
+    /// What the action applies to: `client`, `signing_keys`, `customer` or `kyc_submission`.
     pub target_type: String,
     pub target_id: String,
     /// The action's parameters (never secrets or PII).
@@ -231,6 +231,70 @@ async fn request_status_change(
     let r = auth
         .write(move |c, staff, now| {
             clients::request_status_change(c, staff, &id, suspend, &justification, now)
+        })
+        .await?;
+    Ok(HttpResponse::Accepted().json(approval_response(r, auth.now)))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DormancyChangeRequest {
+    /// Days without use after which a grant of the client ends: 1 up to the bank's default
+    /// (`lifecycle.dormancy_period`); `null` returns the client to the default. Required.
+    #[serde(default, deserialize_with = "super::clients::double_option")]
+    #[schema(value_type = Option<i64>, nullable, required = true, minimum = 1)]
+    pub dormancy_days: Option<Option<i64>>,
+    /// At least 10 characters.
+    pub justification: String,
+}
+
+/// Why a request to change a client's dormancy period is refused (documents the responses;
+/// never built).
+#[derive(Debug, utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum DormancyChangeRefused {
+    #[response(
+        status = 400,
+        description = "Missing or out-of-range dormancy_days, missing justification, or a request is already pending"
+    )]
+    Invalid(Problem),
+    #[response(status = 404, description = "No such client")]
+    NoSuchClient(Problem),
+    #[response(
+        status = 409,
+        description = "The client's dormancy period is already that"
+    )]
+    Unchanged(Problem),
+}
+
+/// Ask to set a client's dormancy period (a compliance member must approve this exact value; the
+/// approval sets it, and the lifecycle sweep applies it from its next pass).
+#[utoipa::path(post, path = "/api/v1/admin/clients/{client_id}/dormancy", tag = "staff",
+    security(("staff_token" = [])),
+    params(ClientId),
+    request_body = DormancyChangeRequest,
+    responses((status = 202, description = "Approval request opened", body = ApprovalResponse),
+        DormancyChangeRefused, NoStaffToken))]
+pub async fn request_dormancy_change(
+    auth: StaffAuth,
+    PathId(id, ..): ClientId,
+    body: web::Json<DormancyChangeRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let DormancyChangeRequest {
+        dormancy_days,
+        justification,
+    } = body.into_inner();
+    let days = dormancy_days.ok_or_else(|| {
+        crate::error::PortalError::field(
+            "dormancy_days",
+            "is required: a number of days, or null for the bank's default",
+        )
+    })?;
+    let longest =
+        clients::longest_days(auth.platform.settings.lifecycle.dormancy_period.as_chrono());
+    let r = auth
+        .write(move |c, staff, now| {
+            clients::request_dormancy_change(c, staff, &id, days, longest, &justification, now)
         })
         .await?;
     Ok(HttpResponse::Accepted().json(approval_response(r, auth.now)))

@@ -51,8 +51,11 @@ pub struct CreateClientRequest {
     pub webhook_url: Option<String>,
 }
 
-fn double_option<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
-    Option::<String>::deserialize(d).map(Some)
+/// A field that may be absent (outer `None`), `null` (`Some(None)`) or a value.
+pub(super) fn double_option<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -153,6 +153,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         "/api/v1/admin/approvals/{request_id}/reject" => post approvals::reject;
         "/api/v1/admin/clients/{client_id}/suspension" => post approvals::request_suspension;
         "/api/v1/admin/clients/{client_id}/unsuspension" => post approvals::request_unsuspension;
+        "/api/v1/admin/clients/{client_id}/dormancy" => post approvals::request_dormancy_change;
     }
 }
 
@@ -189,7 +190,14 @@ platform::value_sets! {
     /// A four-eyes request's status; a pending request past its time to live is `expired`.
     ApprovalStatus = ["pending", "approved", "rejected", "expired"];
     /// The privileged actions that need a second approver.
-    ApprovalActionName = ["client.suspend", "client.unsuspend", "keys.rotate", "customer.grants.access"];
+    ApprovalActionName = [
+        "client.suspend",
+        "client.unsuspend",
+        "keys.rotate",
+        "customer.grants.access",
+        "client.dormancy.set",
+        "kyc.read",
+    ];
     /// A webhook event's delivery: `pending` (retried with backoff), `delivered`, `failed`
     /// (given up).
     WebhookStatus = ["pending", "delivered", "failed"];

@@ -3,8 +3,9 @@
 //! facts the consent page shows about a client.
 //!
 //! [`registration`]: validation of a new client; [`webhooks`]: the webhook secret and
-//! deliveries; [`suspension`]: staff suspension (four-eyes); [`display`]: what the consent page
-//! shows.
+//! deliveries; [`suspension`]: staff suspension (four-eyes) and the execution of approved client
+//! actions; [`lifecycle`]: a client's dormancy period (staff, four-eyes); [`display`]: what the
+//! consent page shows.
 
 use chrono::{DateTime, NaiveDateTime, SubsecRound, Utc};
 use diesel::prelude::*;
@@ -22,11 +23,13 @@ use crate::error::{PortalError, PortalResult};
 use crate::kyc;
 
 mod display;
+mod lifecycle;
 mod registration;
 mod suspension;
 mod webhooks;
 
 pub use display::{ClientDisplay, client_display, developer_legal_name};
+pub use lifecycle::{longest_days, request_dormancy_change};
 pub use registration::{KeyMaterial, NewClient};
 pub use suspension::{decide_and_execute, request_status_change, staff_get};
 pub use webhooks::{
@@ -68,6 +71,9 @@ pub struct ClientView {
     pub tls_client_certificate_bound_access_tokens: bool,
     pub allowed_actions: Vec<String>,
     pub webhook_url: Option<String>,
+    /// Days without use after which the bank ends a grant of this client, when the bank set a
+    /// period shorter than its default for it (staff, four-eyes); `null`: the bank's default.
+    pub dormancy_days: Option<i32>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -88,6 +94,7 @@ impl From<Client> for ClientView {
             tls_client_certificate_bound_access_tokens: c
                 .tls_client_certificate_bound_access_tokens,
             webhook_url: c.webhook_url,
+            dormancy_days: c.dormancy_days,
             created_at: c.created_at.and_utc(),
             updated_at: c.updated_at.and_utc(),
         }

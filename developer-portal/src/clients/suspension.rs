@@ -55,7 +55,7 @@ pub fn request_status_change(
 }
 
 /// Decides an approval request and, when approved, executes the portal's actions (client
-/// suspension) in the same transaction (inside [`crate::error::write_revoking`], so the grants a
+/// suspension, a client's dormancy period) in the same transaction (inside [`crate::error::write_revoking`], so the grants a
 /// suspension ends are announced after the commit). Actions owned by the authorization server
 /// (key rotation, customer access) are returned approved for their caller to execute.
 pub fn decide_and_execute(
@@ -92,6 +92,10 @@ pub fn decide_and_execute(
             )?;
             let extra = serde_json::json!({});
             record_change(conn, &decided, "client.unsuspended", extra, now)?;
+        }
+        Some(ApprovalAction::SetClientDormancy) => {
+            let extra = super::lifecycle::set_dormancy(conn, &decided, now)?;
+            record_change(conn, &decided, "client.dormancy_changed", extra, now)?;
         }
         _ => {}
     }

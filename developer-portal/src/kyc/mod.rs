@@ -35,7 +35,9 @@ use crate::error::{PortalError, PortalResult};
 
 mod review;
 
-pub use review::{queue, review, staff_view};
+pub use review::{
+    queue, read_outside_review, review, staff_outline, staff_view, submission_status,
+};
 
 /// The purpose label of the KYC field-encryption key.
 pub const PII_KEY: &str = "kyc-pii";
@@ -212,6 +214,19 @@ pub struct ReviewView {
 pub struct StaffKycView {
     pub record: KycRecord,
     pub developer_email: String,
+    pub reviews: Vec<ReviewView>,
+    /// Approvals in the current round.
+    pub approvals_this_round: usize,
+}
+
+/// A submission as any compliance member sees it without reading it: no PII beyond the
+/// developer's email.
+#[derive(Debug, Clone)]
+pub struct KycOutline {
+    pub id: String,
+    pub developer_email: String,
+    pub status: KycStatus,
+    pub round: i32,
     pub reviews: Vec<ReviewView>,
     /// Approvals in the current round.
     pub approvals_this_round: usize,

@@ -1,5 +1,5 @@
-//! Staff review of KYC submissions: the queue, a submission with every review (viewing is
-//! audited), and reviews with their consequences.
+//! Staff review of KYC submissions: the queue, a submission awaiting review with every review
+//! (viewing is audited), its outline outside review, and reviews with their consequences.
 
 use chrono::{DateTime, NaiveDateTime, SubsecRound, Utc};
 use diesel::prelude::*;
@@ -11,7 +11,7 @@ use platform::storage::models::{KycReview, KycSubmission};
 use platform::storage::schema::{developers, kyc_reviews, kyc_submissions, staff};
 
 use super::{
-    KycStatus, QueueItem, ReviewDecision, ReviewView, StaffKycView, approvals_in_round,
+    KycOutline, KycStatus, QueueItem, ReviewDecision, ReviewView, StaffKycView, approvals_in_round,
     current_round, event, to_record, ts,
 };
 use crate::approvals::{StaffRole, justification};
@@ -61,8 +61,11 @@ fn require_compliance(conn: &mut AnyConnection, staff_id: &str) -> PortalResult<
     ))
 }
 
-/// A submission for review, with every review. Viewing decrypted PII needs the compliance role
-/// and is audited.
+/// A submission awaiting review, with every review. Viewing decrypted PII needs the compliance
+/// role and is audited. Outside review (decided, or back with the developer) the submission is
+/// refused here: reading it then needs a request approved by a second compliance member and the
+/// credential it yields (the authorization server's staff access, which calls
+/// [`read_outside_review`]); [`staff_outline`] shows what is not personal data.
 pub fn staff_view(
     conn: &mut AnyConnection,
     cipher: &FieldCipher,
@@ -71,27 +74,80 @@ pub fn staff_view(
     now: DateTime<Utc>,
 ) -> PortalResult<StaffKycView> {
     require_compliance(conn, viewer_staff_id)?;
-    let view = load_staff_view(conn, cipher, submission_id)?;
+    let row = submission(conn, submission_id)?;
+    if row.status != KycStatus::Submitted.as_str() {
+        return Err(PortalError::Forbidden(format!(
+            "the submission is {}, not awaiting review: reading it needs a request approved by \
+             another compliance member (POST /api/v1/admin/kyc/{submission_id}/access-requests)",
+            row.status
+        )));
+    }
+    let view = load_staff_view(conn, cipher, &row)?;
     event(Actor::staff(viewer_staff_id), "kyc.viewed", submission_id).record(conn, now)?;
     Ok(view)
+}
+
+/// A submission outside review, for a compliance member whose approved staff credential for it
+/// the caller has checked; the caller audits the read (with the credential and the request).
+pub fn read_outside_review(
+    conn: &mut AnyConnection,
+    cipher: &FieldCipher,
+    submission_id: &str,
+    viewer_staff_id: &str,
+) -> PortalResult<StaffKycView> {
+    require_compliance(conn, viewer_staff_id)?;
+    let row = submission(conn, submission_id)?;
+    load_staff_view(conn, cipher, &row)
+}
+
+/// What any compliance member sees of a submission without reading it: the developer's email,
+/// the status and every review (no decrypted personal data, not audited, like the queue).
+pub fn staff_outline(
+    conn: &mut AnyConnection,
+    submission_id: &str,
+    viewer_staff_id: &str,
+) -> PortalResult<KycOutline> {
+    require_compliance(conn, viewer_staff_id)?;
+    let row = submission(conn, submission_id)?;
+    outline(conn, &row)
+}
+
+/// The status of submission `submission_id` (404 when there is none).
+pub fn submission_status(conn: &mut AnyConnection, submission_id: &str) -> PortalResult<KycStatus> {
+    let row = submission(conn, submission_id)?;
+    Ok(KycStatus::parse(&row.status).unwrap_or(KycStatus::Draft))
+}
+
+fn submission(conn: &mut AnyConnection, submission_id: &str) -> PortalResult<KycSubmission> {
+    kyc_submissions::table
+        .filter(kyc_submissions::id.eq(submission_id))
+        .select(KycSubmission::as_select())
+        .first(conn)
+        .optional()?
+        .ok_or(PortalError::NotFound("KYC submission"))
 }
 
 fn load_staff_view(
     conn: &mut AnyConnection,
     cipher: &FieldCipher,
-    submission_id: &str,
+    row: &KycSubmission,
 ) -> PortalResult<StaffKycView> {
-    let row: KycSubmission = kyc_submissions::table
-        .filter(kyc_submissions::id.eq(submission_id))
-        .select(KycSubmission::as_select())
-        .first(conn)
-        .optional()?
-        .ok_or(PortalError::NotFound("KYC submission"))?;
+    let o = outline(conn, row)?;
+    Ok(StaffKycView {
+        record: to_record(conn, cipher, row)?,
+        developer_email: o.developer_email,
+        reviews: o.reviews,
+        approvals_this_round: o.approvals_this_round,
+    })
+}
+
+fn outline(conn: &mut AnyConnection, row: &KycSubmission) -> PortalResult<KycOutline> {
+    let submission_id = row.id.as_str();
     let email: String = developers::table
         .filter(developers::id.eq(&row.developer_id))
         .select(developers::email)
         .first(conn)?;
-    let record = to_record(conn, cipher, &row)?;
+    let round = current_round(conn, submission_id)?;
     let reviews: Vec<(KycReview, String)> = kyc_reviews::table
         .inner_join(staff::table.on(staff::id.eq(kyc_reviews::staff_id)))
         .filter(kyc_reviews::submission_id.eq(submission_id))
@@ -104,10 +160,12 @@ fn load_staff_view(
         .load(conn)?;
     let approvals_this_round = reviews
         .iter()
-        .filter(|(r, _)| r.round == record.round && r.decision == "approve")
+        .filter(|(r, _)| r.round == round && r.decision == "approve")
         .count();
-    Ok(StaffKycView {
-        record,
+    Ok(KycOutline {
+        id: row.id.clone(),
+        status: KycStatus::parse(&row.status).unwrap_or(KycStatus::Draft),
+        round,
         developer_email: email,
         reviews: reviews
             .into_iter()
@@ -253,5 +311,6 @@ pub fn review(
         .details(serde_json::json!({ "round": round, "developer_id": developer_id }))
         .record(conn, now)?;
     }
-    load_staff_view(conn, cipher, submission_id)
+    let row = submission(conn, submission_id)?;
+    load_staff_view(conn, cipher, &row)
 }

@@ -17,7 +17,7 @@ mod kyc;
 pub(crate) mod markup;
 mod second_factor;
 pub(crate) mod session;
-mod staff;
+pub(crate) mod staff;
 
 pub(crate) type Form = platform::web::auth::FormFields;
 pub(crate) type Data = web::Data<Platform>;

@@ -1,5 +1,6 @@
 //! Staff pages under `/developers/staff`: log in, the KYC review queue, a submission with every
-//! review and a review form, and four-eyes approval requests. Staff sessions use their own
+//! review and a review form, and four-eyes approval requests (with the forms that open them:
+//! client suspension, unsuspension, dormancy period). Staff sessions use their own
 //! cookie; every form carries the session's CSRF token.
 
 use actix_web::http::StatusCode;
@@ -81,10 +82,21 @@ async fn queue(p: Data, q: web::Query<QueueQuery>, s: StaffSession) -> HttpRespo
     }
 }
 
+/// A submission: in full while it awaits review (the read is audited); outside review, its
+/// outline and a form to ask a colleague for a credential to read it.
 async fn detail(p: Data, path: web::Path<String>, s: StaffSession) -> HttpResponse {
     let id = path.into_inner();
-    let cipher = p.master_key.cipher(kyc::PII_KEY);
     let staff = s.subject_id.clone();
+    let outline = {
+        let (id, staff) = (id.clone(), staff.clone());
+        read(&p, move |c| kyc::staff_outline(c, &id, &staff)).await
+    };
+    match outline {
+        Ok(o) if o.status != KycStatus::Submitted => return outline_page(&s, &o),
+        Ok(_) => {}
+        Err(e) => return error_page(&e, "/developers/staff"),
+    }
+    let cipher = p.master_key.cipher(kyc::PII_KEY);
     let now = p.now();
     match write(&p, move |c| kyc::staff_view(c, &cipher, &id, &staff, now)).await {
         Ok(v) => {
@@ -101,21 +113,8 @@ async fn detail(p: Data, path: web::Path<String>, s: StaffSession) -> HttpRespon
                     (nav(&s))
                     h1 { "KYC of " (v.developer_email) }
                     p { "Status: " strong id="kyc-status" { (r.status.as_str()) } " · round " (r.round) " · " (v.approvals_this_round) " of 2 approvals this round" }
-                    dl {
-                        dt { "Legal name" } dd id="legal-name" { (d.legal_name) }
-                        dt { "Registration number" } dd { (d.registration_number) }
-                        dt { "Country" } dd { (d.country) }
-                        dt { "Address" } dd { (d.address) }
-                        dt { "Contact person" } dd { (d.contact_person) }
-                        dt { "Documents" } dd { ul { @for doc in &d.documents { li { (doc.kind) ": " (doc.filename) " " code { (doc.sha256) } } } } }
-                    }
-                    h2 { "Reviews" }
-                    @if v.reviews.is_empty() { p { "No reviews yet." } }
-                    ul id="reviews" {
-                        @for x in &v.reviews {
-                            li { "Round " (x.round) ": " strong { (x.staff_username) } " - " (x.decision) ": " (x.justification) }
-                        }
-                    }
+                    (kyc_details(d))
+                    (reviews_list(&v.reviews))
                     @if r.status == KycStatus::Submitted && !mine {
                         h2 { "Your review" }
                         form method="post" action=(format!("/developers/staff/kyc/{}/review", r.id)) {
@@ -143,6 +142,60 @@ async fn detail(p: Data, path: web::Path<String>, s: StaffSession) -> HttpRespon
     }
 }
 
+/// A submission's decrypted details (the caller audited the read).
+pub fn kyc_details(d: &kyc::KycDetails) -> Markup {
+    html! {
+        dl {
+            dt { "Legal name" } dd id="legal-name" { (d.legal_name) }
+            dt { "Registration number" } dd { (d.registration_number) }
+            dt { "Country" } dd { (d.country) }
+            dt { "Address" } dd { (d.address) }
+            dt { "Contact person" } dd { (d.contact_person) }
+            dt { "Documents" } dd { ul { @for doc in &d.documents { li { (doc.kind) ": " (doc.filename) " " code { (doc.sha256) } } } } }
+        }
+    }
+}
+
+/// Every review of a submission, with its justification.
+pub fn reviews_list(reviews: &[kyc::ReviewView]) -> Markup {
+    html! {
+        h2 { "Reviews" }
+        @if reviews.is_empty() { p { "No reviews yet." } }
+        ul id="reviews" {
+            @for x in reviews {
+                li { "Round " (x.round) ": " strong { (x.staff_username) } " - " (x.decision) ": " (x.justification) }
+            }
+        }
+    }
+}
+
+/// A submission outside review: no personal data, and the way to ask for it.
+fn outline_page(s: &Session, o: &kyc::KycOutline) -> HttpResponse {
+    render(
+        StatusCode::OK,
+        "KYC submission",
+        html! {
+            (nav(s))
+            h1 { "KYC of " (o.developer_email) }
+            p { "Status: " strong id="kyc-status" { (o.status.as_str()) } " · round " (o.round) " · " (o.approvals_this_round) " of 2 approvals this round" }
+            (reviews_list(&o.reviews))
+            h2 { "Read the submission" }
+            p.muted { "It is not awaiting review: its personal data and documents need a request approved by another compliance member. Take the credential on the credentials page; every read is audited." }
+            form id="kyc-access" method="post" action="/developers/staff/credentials/kyc-requests" {
+                (csrf_input(&s.csrf_token))
+                input type="hidden" name="submission_id" value=(o.id);
+                p { label { "Why "
+                    select name="category" {
+                        @for c in approvals::StaffAccessCategory::VALUES { option value=(c) { (c.replace('_', " ")) } }
+                    } } }
+                p { label { "Case reference " input type="text" name="reference" required maxlength="100"; } }
+                p { label { "Justification " input type="text" name="justification" minlength="10" required size="60"; } }
+                button type="submit" { "Ask to read it" }
+            }
+        },
+    )
+}
+
 async fn review(path: web::Path<String>, post: Posted<Staff>) -> HttpResponse {
     let back = format!("/developers/staff/kyc/{path}");
     let decision = match kyc::parse_decision(post.field("decision")) {
@@ -161,6 +214,7 @@ async fn review(path: web::Path<String>, post: Posted<Staff>) -> HttpResponse {
 
 async fn approvals_page(p: Data, s: StaffSession) -> HttpResponse {
     let now = p.now();
+    let longest = clients::longest_days(p.settings.lifecycle.dormancy_period.as_chrono());
     let me = s.subject_id.clone();
     let r = read(&p, move |c| {
         Ok((
@@ -184,7 +238,10 @@ async fn approvals_page(p: Data, s: StaffSession) -> HttpResponse {
                         @let needs = r.action.approver_roles().iter().map(|x| x.as_str()).collect::<Vec<_>>().join(" or ");
                         @let v = approval_response(r, now);
                         tr {
-                            td { code { (v.action) } " on " (v.target_type) " " code { (v.target_id) } }
+                            td {
+                                code { (v.action) } " on " (v.target_type) " " code { (v.target_id) }
+                                (payload_list(&v.payload))
+                            }
                             td { "by " (v.requested_by) ": " (v.justification) }
                             td.status { (v.status) }
                             td {
@@ -207,9 +264,44 @@ async fn approvals_page(p: Data, s: StaffSession) -> HttpResponse {
                 }
                 (status_change_form(&s, "/developers/staff/suspensions", "Request a client suspension", "Request suspension"))
                 (status_change_form(&s, "/developers/staff/unsuspensions", "Request that a suspended client works again", "Request unsuspension"))
+                h2 { "Request a client's dormancy period" }
+                p.muted { "A grant of the client that nobody uses for this many days ends. At most the bank's default of " (longest) " days; leave it empty to return the client to the default. A compliance member must approve the value." }
+                form method="post" action="/developers/staff/dormancy" {
+                    (csrf_input(&s.csrf_token))
+                    p { label { "Client id " input type="text" name="client_id" required; } }
+                    p { label { "Days " input type="number" name="dormancy_days" min="1" max=(longest); } }
+                    p { label { "Justification " input type="text" name="justification" minlength="10" required size="60"; } }
+                    button type="submit" { "Request dormancy period" }
+                }
             },
         ),
         Err(e) => error_page(&e, "/developers/staff"),
+    }
+}
+
+/// What a request carries (its parameters: a value to set, a category, a reference), for the
+/// approver to read before deciding.
+fn payload_list(payload: &serde_json::Value) -> Markup {
+    let entries: Vec<(String, String)> = payload
+        .as_object()
+        .map(|o| {
+            o.iter()
+                .filter(|(k, _)| k.as_str() != "client_id")
+                .map(|(k, v)| {
+                    let shown = match v {
+                        serde_json::Value::Null => "the bank's default".to_string(),
+                        serde_json::Value::String(t) => t.clone(),
+                        other => other.to_string(),
+                    };
+                    (k.clone(), shown)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    html! {
+        @if !entries.is_empty() {
+            ul.payload { @for (k, v) in &entries { li { (k) ": " strong { (v) } } } }
+        }
     }
 }
 
@@ -268,6 +360,39 @@ async fn request_status_change(post: Posted<Staff>, suspend: bool) -> HttpRespon
     respond(requested, APPROVALS, |_| see_other(APPROVALS))
 }
 
+async fn request_dormancy_change(post: Posted<Staff>) -> HttpResponse {
+    let client_id = post.field("client_id").trim().to_string();
+    let days = match post.field("dormancy_days").trim() {
+        "" => None,
+        n => match n.parse::<i64>() {
+            Ok(d) => Some(d),
+            Err(_) => {
+                return error_page(
+                    &PortalError::field("dormancy_days", "must be a whole number of days"),
+                    APPROVALS,
+                );
+            }
+        },
+    };
+    let longest =
+        clients::longest_days(post.platform.settings.lifecycle.dormancy_period.as_chrono());
+    let justification = post.field("justification").to_string();
+    let requested = post
+        .write(move |c, staff, now| {
+            clients::request_dormancy_change(
+                c,
+                staff,
+                &client_id,
+                days,
+                longest,
+                &justification,
+                now,
+            )
+        })
+        .await;
+    respond(requested, APPROVALS, |_| see_other(APPROVALS))
+}
+
 pub fn configure(cfg: &mut web::ServiceConfig) {
     routes! { cfg;
         "/developers/staff" => get queue;
@@ -279,5 +404,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         "/developers/staff/approvals/{request_id}/decide" => post decide;
         "/developers/staff/suspensions" => post request_suspension;
         "/developers/staff/unsuspensions" => post request_unsuspension;
+        "/developers/staff/dormancy" => post request_dormancy_change;
     }
 }

@@ -11,6 +11,9 @@
 //!    the holder, the action, the resource and the expiry are checked offline, then the row
 //!    (not revoked) and the use is audited against the customer before anything is read.
 //! 5. Any active staff member can revoke a credential ([`revoke`]).
+//!
+//! The same steps serve key rotation ([`request_key_rotation`], [`rotate_keys`]: the credential
+//! is used up by the rotation) and reading a KYC submission outside its review ([`kyc`]).
 
 use chrono::{DateTime, Duration, NaiveDateTime, SubsecRound, Utc};
 use developer_portal::approvals::{self, ApprovalAction, ApprovalRequest, ApprovalTarget};
@@ -27,6 +30,8 @@ use crate::dashboard::{CustomerGrants, GrantView};
 use crate::oauth::OAuthService;
 use crate::oauth::keys::KeyPurpose;
 
+pub mod kyc;
+
 /// How long after its approval a request can still be turned into a credential.
 pub const REDEEM_WITHIN: Duration = Duration::minutes(15);
 const ACTION: ApprovalAction = ApprovalAction::AccessCustomerGrants;
@@ -42,16 +47,7 @@ async fn write<T: Send + 'static>(
     Ok(developer_portal::error::write(&oauth.platform, f).await?)
 }
 
-platform::value_sets! {
-    /// Why staff need to see a customer's data (the customer's history names it).
-    StaffAccessCategory = [
-        "customer_request",
-        "complaint",
-        "fraud_investigation",
-        "regulatory_inquiry",
-        "technical_support",
-    ];
-}
+pub use developer_portal::approvals::StaffAccessCategory;
 
 fn category(raw: &str) -> PortalResult<String> {
     StaffAccessCategory::VALUES
@@ -104,16 +100,33 @@ async fn open(
     .await
 }
 
+/// Why a staff member asks to read someone's data: the justification every colleague sees, the
+/// category the person concerned is told, the case it is for.
+#[derive(Debug, Clone)]
+pub struct Reason {
+    pub justification: String,
+    pub category: String,
+    pub reference: String,
+}
+
+impl Reason {
+    /// The category and the reference checked; the payload of the request.
+    fn payload(&self) -> PortalResult<serde_json::Value> {
+        let category = category(&self.category)?;
+        let reference = reference(&self.reference)?;
+        Ok(serde_json::json!({ "category": category, "reference": reference }))
+    }
+}
+
 /// Staff member `staff_id` asks to see customer `customer_id`'s grants.
 pub async fn request(
     oauth: &OAuthService,
     staff_id: String,
     customer_id: String,
-    justification: String,
-    category_text: String,
-    reference_text: String,
+    reason: Reason,
 ) -> Result<ApprovalRequest, ApiError> {
     let customer = customer_id.clone();
+    let justification = reason.justification.clone();
     open(
         oauth,
         staff_id,
@@ -121,8 +134,7 @@ pub async fn request(
         customer_id,
         justification,
         move |c| {
-            let category = category(&category_text)?;
-            let reference = reference(&reference_text)?;
+            let payload = reason.payload()?;
             let exists: i64 = customers::table
                 .filter(customers::id.eq(&customer))
                 .count()
@@ -130,16 +142,17 @@ pub async fn request(
             if exists == 0 {
                 return Err(PortalError::NotFound("customer"));
             }
-            Ok(serde_json::json!({ "category": category, "reference": reference }))
+            Ok(payload)
         },
     )
     .await
 }
 
 /// The approved actions a credential is issued for (a suspension is executed by its approval).
-const CREDENTIAL_ACTIONS: [ApprovalAction; 2] = [
+const CREDENTIAL_ACTIONS: [ApprovalAction; 3] = [
     ApprovalAction::AccessCustomerGrants,
     ApprovalAction::RotateSigningKeys,
+    ApprovalAction::ReadKycSubmission,
 ];
 
 /// A credential, shown once to the staff member it was issued to (never in Debug).
@@ -243,14 +256,23 @@ pub async fn issue(
     })
 }
 
-/// Checks `credential` offline for `staff_id` doing `action` on (`kind`, `id`): its id.
+/// Checks `credential` offline for `staff_id` doing `action` on `resource_id` (of the action's
+/// target kind): the credential's id.
 fn verify_use(
     oauth: &OAuthService,
     credential: &str,
-    use_: &StaffUse<'_>,
+    staff_id: &str,
+    action: ApprovalAction,
+    resource_id: &str,
 ) -> Result<String, ApiError> {
+    let use_ = StaffUse {
+        staff_id,
+        action: action.as_str(),
+        resource_kind: action.target_kind(),
+        resource_id,
+    };
     let keys = oauth.keys.current().keyset;
-    verify_staff_credential(credential, &keys, use_, oauth.platform.now())
+    verify_staff_credential(credential, &keys, &use_, oauth.platform.now())
         .map_err(|e| ApiError::Forbidden(format!("staff credential refused: {e}")))
 }
 
@@ -285,13 +307,7 @@ pub async fn customer_grants(
     credential: &str,
 ) -> Result<Vec<GrantView>, ApiError> {
     let now = oauth.platform.now();
-    let use_ = StaffUse {
-        staff_id: &staff_id,
-        action: ACTION.as_str(),
-        resource_kind: ACTION.target_kind(),
-        resource_id: &customer_id,
-    };
-    let id = verify_use(oauth, credential, &use_)?;
+    let id = verify_use(oauth, credential, &staff_id, ACTION, &customer_id)?;
     {
         let (staff_id, customer_id) = (staff_id.clone(), customer_id.clone());
         write(oauth, move |c| {
@@ -370,13 +386,7 @@ pub async fn rotate_keys(
 ) -> Result<u32, ApiError> {
     let now = oauth.platform.now();
     let action = ApprovalAction::RotateSigningKeys;
-    let use_ = StaffUse {
-        staff_id: &staff_id,
-        action: action.as_str(),
-        resource_kind: action.target_kind(),
-        resource_id: purpose.as_str(),
-    };
-    let id = verify_use(oauth, credential, &use_)?;
+    let id = verify_use(oauth, credential, &staff_id, action, purpose.as_str())?;
     let access_ttl = oauth.platform.settings.tokens.access_token_ttl.as_chrono();
     let master = oauth.platform.master_key.clone();
     write(oauth, move |c| {
