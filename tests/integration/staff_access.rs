@@ -587,6 +587,73 @@ async fn a_credential_lives_as_long_as_the_bank_configures() {
     }
 }
 
+/// How long an approval can be turned into a credential is the bank's to set
+/// (`security.staff_redeem_window`), within 1 to 60 minutes: past it, ask again.
+#[tokio::test]
+async fn an_approval_is_redeemed_within_the_window_the_bank_configures() {
+    use diesel::prelude::*;
+    use platform::storage::schema::approval_requests;
+    let app = e2e_tests::spawn_app_with(
+        e2e_tests::Backend::Sqlite,
+        consent::startup::ServeOptions {
+            demo: true,
+            ..Default::default()
+        },
+        |s| s.security.staff_redeem_window = platform::config::ConfigDuration::minutes(2),
+    )
+    .await;
+    let alice = customer_id(&app, "alice").await;
+    let a = app.staff_token("ops-a").await;
+    let b = app.staff_token("ops-b").await;
+    let why = json!({ "justification": "Checked the complaint ticket, access is needed" });
+    let mut taken = Vec::new();
+    // Decided 3 minutes ago (past the window), then 1 minute ago (within it).
+    for minutes_ago in [3, 1] {
+        let (_, v) = ask(&app, &a, &alice, "complaint").await;
+        let request = v["request_id"].as_str().unwrap().to_string();
+        let approve = format!("/api/v1/admin/approvals/{request}/approve");
+        assert_eq!(post(&app, &b, &approve, Some(&why)).await.0, 200);
+        let (id, at) = (
+            request.clone(),
+            (chrono::Utc::now() - chrono::Duration::minutes(minutes_ago)).naive_utc(),
+        );
+        app.platform
+            .db
+            .write(move |c| {
+                diesel::update(approval_requests::table.filter(approval_requests::id.eq(id)))
+                    .set(approval_requests::decided_at.eq(Some(at)))
+                    .execute(c)?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let take = format!("/api/v1/admin/approvals/{request}/credential");
+        taken.push(post(&app, &a, &take, None).await);
+    }
+    assert_eq!(taken[0].0, 409, "{}", taken[0].1);
+    assert!(
+        taken[0].1["detail"]
+            .as_str()
+            .unwrap()
+            .contains("older than 2 minutes"),
+        "{}",
+        taken[0].1
+    );
+    assert_eq!(taken[1].0, 201, "{}", taken[1].1);
+    app.stop().await;
+
+    for window in ["30s", "2h"] {
+        let r = platform::config::Settings::load_from(
+            None,
+            [(
+                "CONSENT_SECURITY__STAFF_REDEEM_WINDOW".to_string(),
+                window.to_string(),
+            )],
+        );
+        assert!(r.is_err(), "{window}");
+    }
+}
+
 /// Approving needs the role the action names: compliance for a customer's data, security for
 /// key rotation, either for a client suspension; support approves nothing. Asking needs none.
 #[tokio::test]

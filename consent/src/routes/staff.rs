@@ -232,7 +232,8 @@ pub async fn request_access(
 }
 
 /// Take the credential of your approved request (customer access, key rotation or a KYC read;
-/// once, within 15 minutes of the approval); it is valid for 15 minutes.
+/// once, within `security.staff_redeem_window` of the approval, 15 minutes unless set); it is
+/// valid for `security.staff_credential_ttl` (15 minutes unless set).
 #[utoipa::path(post, path = "/api/v1/admin/approvals/{request_id}/credential", tag = "staff",
     security(("staff_token" = [])),
     params(("request_id" = String, Path, description = "Approval request id")),

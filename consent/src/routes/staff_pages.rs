@@ -80,13 +80,21 @@ async fn credentials_page(state: State, s: StaffSession) -> HttpResponse {
         Err(e) => return refused(e),
     };
     let now = state.platform.now();
+    let window = staff_access::redeem_window(&state.oauth).num_minutes();
+    let lasts = state
+        .platform
+        .settings
+        .security
+        .staff_credential_ttl
+        .as_chrono()
+        .num_minutes();
     render(
         "Elevated credentials",
         html! {
             (nav())
             h1 { "Elevated credentials" }
             h2 { "Ask to see a customer's grants" }
-            p { "A colleague approves it on the approvals page; then take the credential here within 15 minutes. It lasts 15 minutes; every use is audited and shown to the customer." }
+            p { "A colleague approves it on the approvals page; then take the credential here within " (window) " minutes. It lasts " (lasts) " minutes; every use is audited and shown to the customer." }
             form method="post" action="/developers/staff/credentials/requests" {
                 (csrf(&s.csrf_token))
                 p { label { "Customer id " input type="text" name="customer_id" required maxlength="100"; } }

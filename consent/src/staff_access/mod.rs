@@ -4,7 +4,8 @@
 //! 1. A staff member asks ([`request`]) with a justification and a reference (a ticket, a
 //!    complaint number): an approval request `customer.grants.access` on the customer.
 //! 2. A different staff member approves it (the portal's approval endpoints; no self-approval).
-//! 3. Within [`REDEEM_WITHIN`] of the approval, the requester (and only they) takes the
+//! 3. Within `security.staff_redeem_window` of the approval ([`redeem_window`]; 15 minutes
+//!    unless set), the requester (and only they) takes the
 //!    credential ([`issue`]): a Biscuit signed with the server's key (see [`grants::staff`])
 //!    for that action on that customer, valid `security.staff_credential_ttl` (15 minutes unless set); one per approval.
 //! 4. Each read ([`customer_grants`]) presents it with the staff session; the signature,
@@ -32,8 +33,16 @@ use crate::oauth::keys::KeyPurpose;
 
 pub mod kyc;
 
-/// How long after its approval a request can still be turned into a credential.
-pub const REDEEM_WITHIN: Duration = Duration::minutes(15);
+/// How long after its approval a request can still be turned into a credential
+/// (`security.staff_redeem_window`).
+pub fn redeem_window(oauth: &OAuthService) -> Duration {
+    oauth
+        .platform
+        .settings
+        .security
+        .staff_redeem_window
+        .as_chrono()
+}
 const ACTION: ApprovalAction = ApprovalAction::AccessCustomerGrants;
 
 fn ts(t: DateTime<Utc>) -> NaiveDateTime {
@@ -172,9 +181,14 @@ pub async fn issue(
     request_id: String,
 ) -> Result<Issued, ApiError> {
     let now = oauth.platform.now().trunc_subsecs(0);
-    let lifetime = Duration::from_std(oauth.platform.settings.security.staff_credential_ttl.get())
-        .unwrap_or(REDEEM_WITHIN);
+    let lifetime = oauth
+        .platform
+        .settings
+        .security
+        .staff_credential_ttl
+        .as_chrono();
     let expires_at = now + lifetime;
+    let window = redeem_window(oauth);
     let id = random_id("scr_");
     let row = {
         let id = id.clone();
@@ -190,13 +204,11 @@ pub async fn issue(
                     approved.status.as_str()
                 )));
             }
-            if approved
-                .decided_at
-                .is_none_or(|at| at + REDEEM_WITHIN <= now)
-            {
-                return Err(PortalError::Conflict(
-                    "the approval is older than 15 minutes: ask again".into(),
-                ));
+            if approved.decided_at.is_none_or(|at| at + window <= now) {
+                return Err(PortalError::Conflict(format!(
+                    "the approval is older than {} minutes: ask again",
+                    window.num_minutes()
+                )));
             }
             let taken: i64 = staff_credentials::table
                 .filter(staff_credentials::approval_request_id.eq(&approved.id))
@@ -477,6 +489,7 @@ pub struct Overview {
 /// The credentials page of `staff_id`.
 pub async fn overview(oauth: &OAuthService, staff_id: String) -> Result<Overview, ApiError> {
     let now = oauth.platform.now();
+    let window = redeem_window(oauth);
     Ok(developer_portal::error::read(&oauth.platform, move |c| {
         let taken: Vec<String> = staff_credentials::table
             .filter(staff_credentials::staff_id.eq(&staff_id))
@@ -488,7 +501,7 @@ pub async fn overview(oauth: &OAuthService, staff_id: String) -> Result<Overview
                 r.requested_by == staff_id
                     && CREDENTIAL_ACTIONS.contains(&r.action)
                     && !taken.contains(&r.id)
-                    && r.decided_at.is_some_and(|at| at + REDEEM_WITHIN > now)
+                    && r.decided_at.is_some_and(|at| at + window > now)
             })
             .collect();
         let live = staff_credentials::table

@@ -184,11 +184,15 @@ impl Settings {
             }
         }
         self.validate_customer_login()?;
-        let ttl = self.security.staff_credential_ttl.get();
-        if ttl < Duration::from_secs(60) || ttl > Duration::from_secs(3_600) {
-            return Err(ConfigError(
-                "security.staff_credential_ttl must be between 1m and 60m".into(),
-            ));
+        for (name, d) in [
+            ("staff_credential_ttl", self.security.staff_credential_ttl),
+            ("staff_redeem_window", self.security.staff_redeem_window),
+        ] {
+            if d.get() < Duration::from_secs(60) || d.get() > Duration::from_secs(3_600) {
+                return Err(ConfigError(format!(
+                    "security.{name} must be between 1m and 60m"
+                )));
+            }
         }
         self.validate_key_custody()?;
         if self.database.pool_size == 0 {

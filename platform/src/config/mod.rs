@@ -134,9 +134,12 @@ pub struct SecuritySettings {
     /// development setting for plain-http clients (`serve --demo` on a loopback address sets it
     /// when unset). Refused together with an https `public_url`.
     pub secure_cookies: Option<bool>,
-    /// How long a staff member's four-eyes credential (reading a customer's grants, rotating
-    /// signing keys) is valid once taken: 1 to 60 minutes.
+    /// How long a staff member's four-eyes credential (reading a customer's grants or a KYC
+    /// submission, rotating signing keys) is valid once taken: 1 to 60 minutes.
     pub staff_credential_ttl: ConfigDuration,
+    /// How long after its approval a request can still be turned into a credential: 1 to 60
+    /// minutes (an approval is for the need at hand, not a standing permission).
+    pub staff_redeem_window: ConfigDuration,
 }
 
 /// Where the HSM-held master key is: `consent keys hsm-generate` creates it there.
@@ -292,6 +295,7 @@ impl Default for Settings {
                 master_key: None,
                 pkcs11: None,
                 staff_credential_ttl: ConfigDuration::minutes(15),
+                staff_redeem_window: ConfigDuration::minutes(15),
                 secure_cookies: None,
             },
             tokens: TokenSettings {
