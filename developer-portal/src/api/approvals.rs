@@ -248,25 +248,6 @@ pub struct DormancyChangeRequest {
     pub justification: String,
 }
 
-/// Why a request to change a client's dormancy period is refused (documents the responses;
-/// never built).
-#[derive(Debug, utoipa::IntoResponses)]
-#[allow(dead_code)]
-pub enum DormancyChangeRefused {
-    #[response(
-        status = 400,
-        description = "Missing or out-of-range dormancy_days, missing justification, or a request is already pending"
-    )]
-    Invalid(Problem),
-    #[response(status = 404, description = "No such client")]
-    NoSuchClient(Problem),
-    #[response(
-        status = 409,
-        description = "The client's dormancy period is already that"
-    )]
-    Unchanged(Problem),
-}
-
 /// Ask to set a client's dormancy period (a compliance member must approve this exact value; the
 /// approval sets it, and the lifecycle sweep applies it from its next pass).
 #[utoipa::path(post, path = "/api/v1/admin/clients/{client_id}/dormancy", tag = "staff",
@@ -274,7 +255,10 @@ pub enum DormancyChangeRefused {
     params(ClientId),
     request_body = DormancyChangeRequest,
     responses((status = 202, description = "Approval request opened", body = ApprovalResponse),
-        DormancyChangeRefused, NoStaffToken))]
+        (status = 400, description = "Missing or out-of-range dormancy_days, missing justification, or a request is already pending", body = Problem),
+        (status = 404, description = "No such client", body = Problem),
+        (status = 409, description = "The client's dormancy period is already that", body = Problem),
+        NoStaffToken))]
 pub async fn request_dormancy_change(
     auth: StaffAuth,
     PathId(id, ..): ClientId,

@@ -264,14 +264,15 @@ pub async fn kyc_queue(
     }))
 }
 
-/// A submission with its decrypted details and every review (compliance role; viewing is
-/// audited).
+/// A submission awaiting review, with its decrypted details and every review (compliance role;
+/// viewing is audited). Outside review it is read with a four-eyes credential instead:
+/// `/api/v1/admin/kyc/{submission_id}/access-requests`, then `.../record`.
 #[utoipa::path(get, path = "/api/v1/admin/kyc/{submission_id}", tag = "staff",
     security(("staff_token" = [])),
     params(SubmissionId),
     responses((status = 200, description = "Submission and reviews", body = StaffKycResponse),
         NoStaffToken,
-        (status = 403, description = "Not a compliance member", body = platform::problem::Problem),
+        (status = 403, description = "Not a compliance member, or the submission is not awaiting review", body = platform::problem::Problem),
         (status = 404, description = "No such submission", body = platform::problem::Problem)))]
 pub async fn kyc_detail(
     auth: StaffAuth,

@@ -356,6 +356,41 @@ pub fn for_developer(
     }
 }
 
+/// A read of a submission by bank staff outside its review, as its developer is told of it: when
+/// and why (the category of the approved request), never who.
+#[derive(Debug, Clone)]
+pub struct StaffRead {
+    pub at: DateTime<Utc>,
+    pub category: String,
+}
+
+/// The reads of the developer's submission by bank staff outside its review, newest first (at
+/// most 50).
+pub fn staff_reads(conn: &mut AnyConnection, developer_id: &str) -> PortalResult<Vec<StaffRead>> {
+    use platform::storage::schema::audit_events;
+    let Some(row) = row_for_developer(conn, developer_id)? else {
+        return Ok(Vec::new());
+    };
+    let rows: Vec<(NaiveDateTime, String)> = audit_events::table
+        .filter(audit_events::target_type.eq("kyc_submission"))
+        .filter(audit_events::target_id.eq(&row.id))
+        .filter(audit_events::action.eq("kyc.viewed_by_staff"))
+        .order(audit_events::seq.desc())
+        .limit(50)
+        .select((audit_events::occurred_at, audit_events::details))
+        .load(conn)?;
+    Ok(rows
+        .into_iter()
+        .map(|(at, details)| StaffRead {
+            at: at.and_utc(),
+            category: serde_json::from_str::<serde_json::Value>(&details)
+                .ok()
+                .and_then(|d| d["category"].as_str().map(str::to_string))
+                .unwrap_or_default(),
+        })
+        .collect())
+}
+
 /// The status of the developer's submission, if any.
 pub fn status_of(conn: &mut AnyConnection, developer_id: &str) -> PortalResult<Option<KycStatus>> {
     let s: Option<String> = kyc_submissions::table

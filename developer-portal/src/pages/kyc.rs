@@ -20,6 +20,7 @@ const DOC_ROWS: usize = 3;
 fn kyc_page(
     s: &Session,
     record: Option<&KycRecord>,
+    reads: &[kyc::StaffRead],
     draft: Option<&Form>,
     errors: &[String],
     status: StatusCode,
@@ -56,6 +57,13 @@ fn kyc_page(
                 Some(r) => {
                     p { "Status: " strong id="kyc-status" { (r.status.as_str()) } " (review round " (r.round) ")" }
                     @if let Some(reason) = &r.decision_reason { p { "Reason from our staff: " em id="kyc-reason" { (reason) } } }
+                }
+            }
+            @if !reads.is_empty() {
+                h2 { "Read by bank staff" }
+                p.muted { "After its review, bank staff may read your submission only with a colleague's approval, for a stated reason. Each read:" }
+                ul id="staff-reads" {
+                    @for r in reads { li { (r.at.format("%Y-%m-%d %H:%M UTC")) ": " (r.category.replace('_', " ")) } }
                 }
             }
             (error_list(errors))
@@ -106,8 +114,14 @@ fn kyc_page(
 pub(super) async fn kyc_get(p: Data, s: DeveloperSession) -> HttpResponse {
     let cipher = p.master_key.cipher(kyc::PII_KEY);
     let id = s.subject_id.clone();
-    match read(&p, move |c| kyc::for_developer(c, &cipher, &id)).await {
-        Ok(r) => kyc_page(&s, r.as_ref(), None, &[], StatusCode::OK),
+    let loaded = read(&p, move |c| {
+        Ok((
+            kyc::for_developer(c, &cipher, &id)?,
+            kyc::staff_reads(c, &id)?,
+        ))
+    });
+    match loaded.await {
+        Ok((r, reads)) => kyc_page(&s, r.as_ref(), &reads, None, &[], StatusCode::OK),
         Err(e) => error_page(&e, "/developers"),
     }
 }
@@ -159,7 +173,7 @@ pub(super) async fn kyc_post(post: Posted<Developer>) -> HttpResponse {
                 .ok()
                 .flatten();
             let (s, form) = (&post.session, Some(&post.fields));
-            kyc_page(s, current.as_ref(), form, &messages(&e), status_of(&e))
+            kyc_page(s, current.as_ref(), &[], form, &messages(&e), status_of(&e))
         }
     }
 }
