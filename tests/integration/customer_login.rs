@@ -401,6 +401,12 @@ async fn the_provider_logs_a_customer_out_through_the_back_channel() {
                     c.as_object_mut().unwrap().remove("sub");
                 }),
             ),
+            (
+                "no jti",
+                idp.logout_token("alice", false, |c| {
+                    c.as_object_mut().unwrap().remove("jti");
+                }),
+            ),
             ("not a JWT", "not-a-jwt".to_string()),
             ("unsigned", {
                 let t = idp.logout_token("alice", false, |_| {});
@@ -436,10 +442,17 @@ async fn the_provider_logs_a_customer_out_through_the_back_channel() {
         );
         assert_eq!(app.get("/account/apps").await.status(), 200);
 
-        let r = post(idp.logout_token("alice", false, |_| {})).await;
+        let token = idp.logout_token("alice", false, |_| {});
+        let r = post(token.clone()).await;
         assert_eq!(r.status(), 200);
         assert_eq!(app.get("/account/apps").await.status(), 303, "logged out");
         assert_eq!(session_count(&app).await, 0);
+        // The same token again, once the customer is back: refused, and they stay logged in.
+        assert_eq!(log_in(&app).await.status(), 303);
+        assert_eq!(app.get("/account/apps").await.status(), 200);
+        let r = post(token).await;
+        assert_eq!(r.status(), 400, "{backend:?}: a replay");
+        assert_eq!(app.get("/account/apps").await.status(), 200, "{backend:?}");
         assert!(
             app.audit_actions()
                 .await

@@ -346,13 +346,17 @@ pub enum LogoutError {
     ProviderUnavailable,
     #[error("the service is temporarily unavailable")]
     Storage(#[from] StorageError),
+    #[error("the service is temporarily unavailable")]
+    Cache(#[from] platform::cache::CacheError),
 }
 
 impl Upstream {
     /// A back-channel logout from the provider: checks the logout token (signature against the
     /// provider's keys with an asymmetric algorithm, `iss`, `aud`, `iat` within five minutes, the
-    /// back-channel event, a `sub`, no `nonce`) and ends every session of the customer linked to
-    /// its subject; returns how many ended. A subject linked to nobody ends nothing.
+    /// back-channel event, a `sub`, no `nonce`, a `jti` not seen before) and ends every session
+    /// of the customer linked to its subject; returns how many ended. A subject linked to nobody
+    /// ends nothing. A token is accepted once (its `jti` is remembered past its lifetime): a
+    /// captured one replayed later does not end the sessions the customer started since.
     pub async fn backchannel_logout(
         &self,
         platform: &Platform,
@@ -441,6 +445,20 @@ impl Upstream {
             // Logout by session id alone is not supported: sessions here are not the provider's.
             return Err(invalid("no sub"));
         };
+        let jti = claims["jti"]
+            .as_str()
+            .filter(|j| !j.is_empty() && j.len() <= 256)
+            .ok_or(invalid("no jti"))?;
+        // Hashed: the key holds nothing the provider chose verbatim.
+        let replay_key = {
+            use sha2::Digest;
+            let digest = sha2::Sha256::digest(format!("{}\n{jti}", self.issuer).as_bytes());
+            format!("logout-jti:{}", hex::encode(digest))
+        };
+        let remember = std::time::Duration::from_secs(LOGOUT_TOKEN_MAX_AGE as u64 + 120);
+        if !platform.cache.put_once(&replay_key, "1", remember).await? {
+            return Err(invalid("replayed"));
+        }
         let issuer = self.issuer.clone();
         Ok(platform
             .db

@@ -158,8 +158,8 @@ pub struct BackchannelLogoutForm {
 /// Back-channel logout (OpenID Connect Back-Channel Logout 1.0): the bank's provider ends the
 /// sessions of the customer its subject is linked to, server to server. The logout token is
 /// checked as an ID token is (signature against the provider's keys, `iss`, `aud`), and must be
-/// fresh (`iat` within five minutes), carry the back-channel logout event and a `sub`, and no
-/// `nonce`.
+/// fresh (`iat` within five minutes), carry the back-channel logout event, a `sub` and a `jti`
+/// (each accepted once: a replay is refused), and no `nonce`.
 #[utoipa::path(post, path = "/login/oidc/backchannel-logout", tag = "customer-login",
     request_body(content = BackchannelLogoutForm, content_type = "application/x-www-form-urlencoded"),
     responses(
@@ -187,5 +187,6 @@ pub async fn backchannel_logout(state: State, form: web::Form<BackchannelLogoutF
             "the provider's keys cannot be fetched".into(),
         )),
         Err(LogoutError::Storage(e)) => Err(ApiError::Unavailable(Box::new(e))),
+        Err(LogoutError::Cache(e)) => Err(ApiError::Unavailable(Box::new(e))),
     }
 }
