@@ -303,20 +303,7 @@ async fn the_pages_ask_for_a_decided_submission_and_read_it_with_the_credential(
         assert_eq!(count_actions(&app, "kyc.viewed_by_staff").await, 1);
 
         // The developer is told: when and why, not who.
-        let dev = e2e_tests::portal::browser_client();
-        let t = app.form_csrf(&dev, "/developers/login").await;
-        let r = app
-            .submit(
-                &dev,
-                "/developers/login",
-                &[
-                    ("email", "paged@fintech.example"),
-                    ("password", e2e_tests::portal::PASSWORD),
-                    ("csrf_token", &t),
-                ],
-            )
-            .await;
-        assert!(r.status().is_redirection(), "{backend:?}: {}", r.status());
+        let dev = app.developer_browser("paged@fintech.example").await;
         let kyc = app.page(&dev, "/developers/kyc").await;
         let at = kyc.find("id=\"staff-reads\"").expect("the read is listed");
         let listed = &kyc[at..kyc[at..].find("</ul>").unwrap() + at];

@@ -490,6 +490,14 @@ async fn a_dormancy_period_needs_a_second_compliance_member_and_a_sane_value() {
             )
             .await;
         assert_eq!(mine.json::<Value>().await.unwrap()["dormancy_days"], 7);
+        let web = app.developer_browser("dormancy@fintech.example").await;
+        let page = app
+            .page(&web, &format!("/developers/clients/{client_id}"))
+            .await;
+        assert!(
+            page.contains("unused for 7 days ends"),
+            "{backend:?}: {page}"
+        );
         // Audited as the approver's change, with the request and both values.
         let (actor, details): (String, String) = {
             let client_id = client_id.clone();

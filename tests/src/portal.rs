@@ -130,6 +130,22 @@ impl TestApp {
         token
     }
 
+    /// Logs developer `email` (signed up with [`PASSWORD`]) in through the pages: a cookie
+    /// client with a developer session.
+    pub async fn developer_browser(&self, email: &str) -> reqwest::Client {
+        let web = browser_client();
+        let t = self.form_csrf(&web, "/developers/login").await;
+        let r = self
+            .submit(
+                &web,
+                "/developers/login",
+                &[("email", email), ("password", PASSWORD), ("csrf_token", &t)],
+            )
+            .await;
+        assert!(r.status().is_redirection(), "page login: {}", r.status());
+        web
+    }
+
     /// Creates a staff member and logs it in through the pages, setting up its authenticator:
     /// a cookie client with a full staff session.
     pub async fn staff_browser(&self, username: &str) -> reqwest::Client {

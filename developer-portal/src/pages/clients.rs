@@ -55,6 +55,12 @@ fn client_detail(
                 dt { "Allowed actions" } dd { (c.allowed_actions.join(", ")) }
                 dt { "Redirect URIs" } dd { ul { @for u in &c.redirect_uris { li { code { (u) } } } } }
                 dt { "Webhook" } dd { (c.webhook_url.as_deref().unwrap_or("none")) }
+                dt { "Dormancy" } dd id="client-dormancy" {
+                    @match c.dormancy_days {
+                        Some(d) => { "a grant unused for " (d) " days ends (set by the bank for this client)" }
+                        None => { "the bank's default period" }
+                    }
+                }
             }
             @if c.status == "active" {
                 h2 { "Edit" }
