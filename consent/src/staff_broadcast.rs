@@ -26,6 +26,8 @@ pub const ACTIONS: &[&str] = &[
     "staff_credential.revoked",
     "staff_credential.used",
     "client.dormancy_changed",
+    "client.suspended",
+    "client.unsuspended",
     "customer.grants.viewed_by_staff",
     "kyc.viewed_by_staff",
     "second_factor.locked",

@@ -371,12 +371,19 @@ async fn a_client_may_have_a_shorter_dormancy_period() {
         )
         .await;
         // Set by staff, four-eyes (the refusals are `a_dormancy_period_needs_...` below).
-        set_dormancy(&app, "c_short", json!(7)).await;
-        assert_eq!(dormancy_days(&app, "c_short").await, Some(7));
-        let short = insert_grants(&app, "c_short", 3, Duration::days(100), Duration::days(8)).await;
-        let fresh = insert_grants(&app, "c_short", 2, Duration::days(100), Duration::days(6)).await;
-        let demo =
-            insert_grants(&app, DEMO_CLIENT, 2, Duration::days(100), Duration::days(8)).await;
+        set_dormancy(&app, "c_short", json!(10)).await;
+        assert_eq!(dormancy_days(&app, "c_short").await, Some(10));
+        let short =
+            insert_grants(&app, "c_short", 3, Duration::days(100), Duration::days(11)).await;
+        let fresh = insert_grants(&app, "c_short", 2, Duration::days(100), Duration::days(9)).await;
+        let demo = insert_grants(
+            &app,
+            DEMO_CLIENT,
+            2,
+            Duration::days(100),
+            Duration::days(11),
+        )
+        .await;
         let r = consent::lifecycle::run_once(&app.platform).await.unwrap();
         assert_eq!(r.dormant, 3, "{backend:?}: {r:?}");
         for id in &short {
@@ -421,13 +428,19 @@ async fn a_dormancy_period_needs_a_second_compliance_member_and_a_sane_value() {
         for (body, status) in [
             (json!({ "justification": why }), 400),
             (json!({ "dormancy_days": 0, "justification": why }), 400),
+            // Not longer than the 7-day warning lead time: every use would be followed by a
+            // dormancy warning.
+            (json!({ "dormancy_days": 7, "justification": why }), 400),
             (json!({ "dormancy_days": -5, "justification": why }), 400),
             (json!({ "dormancy_days": 91, "justification": why }), 400),
             (json!({ "dormancy_days": 1e30, "justification": why }), 400),
             (json!({ "dormancy_days": "7", "justification": why }), 400),
-            (json!({ "dormancy_days": 7, "justification": "short" }), 400),
             (
-                json!({ "dormancy_days": 7, "justification": why, "extra": 1 }),
+                json!({ "dormancy_days": 10, "justification": "short" }),
+                400,
+            ),
+            (
+                json!({ "dormancy_days": 10, "justification": why, "extra": 1 }),
                 400,
             ),
             // Already the bank's default.
@@ -440,7 +453,7 @@ async fn a_dormancy_period_needs_a_second_compliance_member_and_a_sane_value() {
                 Method::POST,
                 "/api/v1/admin/clients/c_nobody/dormancy",
                 Some(&support),
-                Some(&json!({ "dormancy_days": 7, "justification": why })),
+                Some(&json!({ "dormancy_days": 10, "justification": why })),
             )
             .await;
         problem(unknown, 404).await;
@@ -449,7 +462,7 @@ async fn a_dormancy_period_needs_a_second_compliance_member_and_a_sane_value() {
                 Method::POST,
                 &path,
                 None,
-                Some(&json!({ "dormancy_days": 7, "justification": why })),
+                Some(&json!({ "dormancy_days": 10, "justification": why })),
             )
             .await;
         assert_eq!(r.status(), 401, "{backend:?}");
@@ -461,7 +474,7 @@ async fn a_dormancy_period_needs_a_second_compliance_member_and_a_sane_value() {
             "{backend:?}: no bad request opened anything"
         );
 
-        let r = ask(json!({ "dormancy_days": 7, "justification": why })).await;
+        let r = ask(json!({ "dormancy_days": 10, "justification": why })).await;
         assert_eq!(r.status(), 202, "{backend:?}");
         let id = r.json::<Value>().await.unwrap()["id"]
             .as_str()
@@ -469,7 +482,7 @@ async fn a_dormancy_period_needs_a_second_compliance_member_and_a_sane_value() {
             .to_string();
         // One open request per client.
         problem(
-            ask(json!({ "dormancy_days": 8, "justification": why })).await,
+            ask(json!({ "dormancy_days": 12, "justification": why })).await,
             400,
         )
         .await;
@@ -479,7 +492,7 @@ async fn a_dormancy_period_needs_a_second_compliance_member_and_a_sane_value() {
         assert_eq!(dormancy_days(&app, &client_id).await, None, "{backend:?}");
 
         assert_eq!(approve(&app, &id, &compliance).await.status(), 200);
-        assert_eq!(dormancy_days(&app, &client_id).await, Some(7));
+        assert_eq!(dormancy_days(&app, &client_id).await, Some(10));
         // The developer sees it on their client.
         let mine = app
             .api(
@@ -489,13 +502,13 @@ async fn a_dormancy_period_needs_a_second_compliance_member_and_a_sane_value() {
                 None,
             )
             .await;
-        assert_eq!(mine.json::<Value>().await.unwrap()["dormancy_days"], 7);
+        assert_eq!(mine.json::<Value>().await.unwrap()["dormancy_days"], 10);
         let web = app.developer_browser("dormancy@fintech.example").await;
         let page = app
             .page(&web, &format!("/developers/clients/{client_id}"))
             .await;
         assert!(
-            page.contains("unused for 7 days ends"),
+            page.contains("unused for 10 days ends"),
             "{backend:?}: {page}"
         );
         // Audited as the approver's change, with the request and both values.
@@ -516,7 +529,7 @@ async fn a_dormancy_period_needs_a_second_compliance_member_and_a_sane_value() {
         let details: Value = serde_json::from_str(&details).unwrap();
         assert_eq!(
             (details["from"].clone(), details["to"].clone()),
-            (Value::Null, json!(7))
+            (Value::Null, json!(10))
         );
         assert_eq!(details["approval_request"], id.as_str());
         let approver: String = app

@@ -615,7 +615,7 @@ async fn an_approval_is_redeemed_within_the_window_the_bank_configures() {
         assert_eq!(post(&app, &b, &approve, Some(&why)).await.0, 200);
         let (id, at) = (
             request.clone(),
-            (chrono::Utc::now() - chrono::Duration::minutes(minutes_ago)).naive_utc(),
+            (app.platform.now() - chrono::Duration::minutes(minutes_ago)).naive_utc(),
         );
         app.platform
             .db

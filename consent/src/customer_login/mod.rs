@@ -460,7 +460,7 @@ impl Upstream {
             return Err(invalid("replayed"));
         }
         let issuer = self.issuer.clone();
-        Ok(platform
+        let ended = platform
             .db
             .write(move |c| {
                 let customer: Option<String> = customer_identities::table
@@ -482,7 +482,12 @@ impl Upstream {
                 .record(c, now)?;
                 Ok(ended)
             })
-            .await?)
+            .await;
+        if ended.is_err() {
+            // Nothing ended: the provider's retry of this token must not count as a replay.
+            let _ = platform.cache.take(&replay_key).await;
+        }
+        Ok(ended?)
     }
 }
 

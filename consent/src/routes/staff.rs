@@ -333,9 +333,10 @@ pub async fn rotate_keys(path: PathId, call: StaffCall) -> Answer {
     Ok(no_store_json(&RotatedKey { kid }))
 }
 
-/// Ask to read a KYC submission outside its review (decided, or back with the developer):
-/// opens a four-eyes request that another compliance member must approve. Compliance role only;
-/// a submission awaiting review is read in the review queue instead (409).
+/// Ask to read a decided KYC submission (approved or rejected) outside its review: opens a
+/// four-eyes request that another compliance member must approve. Compliance role only; a
+/// submission awaiting review is read in the review queue instead, and a draft or one back with
+/// its developer is not the bank's to read (409).
 #[utoipa::path(post, path = "/api/v1/admin/kyc/{submission_id}/access-requests", tag = "staff",
     security(("staff_token" = [])),
     params(("submission_id" = String, Path, description = "KYC submission id")),
@@ -345,7 +346,7 @@ pub async fn rotate_keys(path: PathId, call: StaffCall) -> Answer {
         NoStaffToken,
         (status = 403, description = "Not a compliance member", body = Problem),
         NoSuchTarget,
-        (status = 409, description = "The submission awaits review", body = Problem),
+        (status = 409, description = "The submission is not decided (in review, a draft, or back with the developer)", body = Problem),
         Malformed))]
 #[post("/api/v1/admin/kyc/{submission_id}/access-requests")]
 pub async fn request_kyc_access(

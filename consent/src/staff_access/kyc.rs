@@ -1,6 +1,7 @@
 //! Reading a KYC submission outside its review (issue 18). While a submission awaits review,
-//! compliance members read it in the review queue (each read audited); once it is decided, or
-//! back with its developer, its personal data and documents are a privileged read:
+//! compliance members read it in the review queue (each read audited); once it is decided
+//! (approved or rejected), its personal data and documents are a privileged read (a draft, or one
+//! back with its developer, is not the bank's to read: the developer is still editing it):
 //!
 //! 1. A compliance member asks ([`request`]) with a justification, a category and a reference.
 //! 2. A different compliance member approves it.
@@ -30,6 +31,22 @@ fn compliance_only(c: &mut AnyConnection, staff_id: &str) -> PortalResult<()> {
     ))
 }
 
+/// Refuses a submission that is not decided (approved or rejected): one awaiting review is read
+/// in the review queue; a draft or one back with its developer holds what the developer is
+/// still editing, which the bank has not been sent.
+fn decided(c: &mut AnyConnection, submission_id: &str) -> PortalResult<()> {
+    match kyc::submission_status(c, submission_id)? {
+        KycStatus::Approved | KycStatus::Rejected => Ok(()),
+        KycStatus::Submitted => Err(PortalError::Conflict(
+            "the submission awaits review: compliance members read it in the review queue".into(),
+        )),
+        other => Err(PortalError::Conflict(format!(
+            "the submission is {}: the developer has not sent it to the bank",
+            other.as_str()
+        ))),
+    }
+}
+
 /// Compliance member `staff_id` asks to read submission `submission_id` outside its review.
 pub async fn request(
     oauth: &OAuthService,
@@ -46,14 +63,9 @@ pub async fn request(
         submission_id,
         justification,
         move |c| {
-            let payload = reason.payload()?;
             compliance_only(c, &requester)?;
-            if kyc::submission_status(c, &id)? == KycStatus::Submitted {
-                return Err(PortalError::Conflict(
-                    "the submission awaits review: compliance members read it in the review queue"
-                        .into(),
-                ));
-            }
+            let payload = reason.payload()?;
+            decided(c, &id)?;
             Ok(payload)
         },
     )
@@ -75,6 +87,7 @@ pub async fn read(
     let id = verify_use(oauth, credential, &staff_id, ACTION, &submission_id)?;
     write(oauth, move |c| {
         let request_id = live(c, &id, &staff_id, now)?;
+        decided(c, &submission_id)?;
         let payload = approvals::get(c, &request_id)?.payload;
         let view = kyc::read_outside_review(c, &cipher, &submission_id, &staff_id)?;
         NewEvent::new(

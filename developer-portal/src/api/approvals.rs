@@ -119,7 +119,10 @@ pub enum DecisionRefused {
     NoStaffToken(Problem),
     #[response(status = 403, description = "Your own request")]
     OwnRequest(Problem),
-    #[response(status = 404, description = "No such request")]
+    #[response(
+        status = 404,
+        description = "No such request, or the client it changes no longer exists (nothing is decided)"
+    )]
     NoSuchRequest(Problem),
     #[response(status = 409, description = "Already decided or expired")]
     Decided(Problem),
@@ -239,7 +242,8 @@ async fn request_status_change(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DormancyChangeRequest {
-    /// Days without use after which a grant of the client ends: 1 up to the bank's default
+    /// Days without use after which a grant of the client ends: longer than the bank's warning
+    /// lead time (`lifecycle.warning_lead_time`) and at most its default
     /// (`lifecycle.dormancy_period`); `null` returns the client to the default. Required.
     #[serde(default, deserialize_with = "super::clients::double_option")]
     #[schema(value_type = Option<i64>, nullable, required = true, minimum = 1)]
@@ -274,11 +278,10 @@ pub async fn request_dormancy_change(
             "is required: a number of days, or null for the bank's default",
         )
     })?;
-    let longest =
-        clients::longest_days(auth.platform.settings.lifecycle.dormancy_period.as_chrono());
+    let bounds = clients::DormancyBounds::of(&auth.platform.settings.lifecycle);
     let r = auth
         .write(move |c, staff, now| {
-            clients::request_dormancy_change(c, staff, &id, days, longest, &justification, now)
+            clients::request_dormancy_change(c, staff, &id, days, bounds, &justification, now)
         })
         .await?;
     Ok(HttpResponse::Accepted().json(approval_response(r, auth.now)))

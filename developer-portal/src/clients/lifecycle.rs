@@ -16,39 +16,62 @@ use super::{staff_get, ts};
 use crate::approvals::{self, ApprovalAction, ApprovalRequest, ApprovalTarget};
 use crate::error::{PortalError, PortalResult};
 
-/// The longest dormancy period a client may have: the bank's default, in whole days.
-pub fn longest_days(bank_default: chrono::Duration) -> i64 {
-    bank_default.num_days()
+/// The dormancy periods a client may have, in whole days: longer than the bank's warning lead
+/// time (`lifecycle.warning_lead_time`, else every use would be followed by a dormancy warning)
+/// and at most the bank's default (`lifecycle.dormancy_period`: the customers' protection is
+/// never lengthened per client).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DormancyBounds {
+    pub shortest: i64,
+    pub longest: i64,
 }
 
-/// `days` checked against the bank's default of `longest` days.
-fn checked(days: Option<i64>, longest: i64) -> PortalResult<Option<i32>> {
-    match days {
-        None => Ok(None),
-        Some(d) if (1..=longest).contains(&d) => Ok(Some(d as i32)),
-        Some(_) if longest < 1 => Err(PortalError::field(
-            "dormancy_days",
-            "the bank's default dormancy period is under a day: only null (the default) is possible",
-        )),
-        Some(_) => Err(PortalError::field(
-            "dormancy_days",
-            format!("must be null (the bank's default) or 1 to {longest} days"),
-        )),
+impl DormancyBounds {
+    pub fn of(lifecycle: &platform::config::LifecycleSettings) -> Self {
+        let day = 86_400;
+        let lead = i64::try_from(lifecycle.warning_lead_time.get().as_secs()).unwrap_or(i64::MAX);
+        let default = i64::try_from(lifecycle.dormancy_period.get().as_secs()).unwrap_or(i64::MAX);
+        Self {
+            shortest: lead / day + 1,
+            longest: (default / day).min(i64::from(i32::MAX)),
+        }
+    }
+
+    /// `days` checked against the bounds (`None`: the bank's default).
+    fn check(self, days: Option<i64>) -> PortalResult<Option<i32>> {
+        let Self { shortest, longest } = self;
+        match days {
+            None => Ok(None),
+            Some(d) if (shortest..=longest).contains(&d) => i32::try_from(d)
+                .map(Some)
+                .map_err(|_| PortalError::field("dormancy_days", "too large")),
+            Some(_) if shortest > longest => Err(PortalError::field(
+                "dormancy_days",
+                "the bank's settings leave no shorter period possible: only null (the default)",
+            )),
+            Some(_) => Err(PortalError::field(
+                "dormancy_days",
+                format!(
+                    "must be null (the bank's default) or {shortest} to {longest} days (longer \
+                     than the warning lead time, at most the default)"
+                ),
+            )),
+        }
     }
 }
 
 /// Staff member `staff_id` asks to set `client_id`'s dormancy period to `days` (`None`: the
-/// bank's default of `longest` days); a compliance member must approve it.
+/// bank's default) within `bounds`; a compliance member must approve it.
 pub fn request_dormancy_change(
     conn: &mut AnyConnection,
     staff_id: &str,
     client_id: &str,
     days: Option<i64>,
-    longest: i64,
+    bounds: DormancyBounds,
     justification: &str,
     now: DateTime<Utc>,
 ) -> PortalResult<ApprovalRequest> {
-    let days = checked(days, longest)?;
+    let days = bounds.check(days)?;
     let client = staff_get(conn, client_id)?;
     if client.dormancy_days == days {
         return Err(PortalError::Conflict(
@@ -109,17 +132,38 @@ pub(super) fn set_dormancy(
 
 #[cfg(test)]
 mod tests {
-    use super::checked;
+    use super::DormancyBounds;
 
     #[test]
-    fn a_dormancy_period_only_shortens_the_default() {
-        assert_eq!(checked(None, 90).unwrap(), None);
-        assert_eq!(checked(Some(1), 90).unwrap(), Some(1));
-        assert_eq!(checked(Some(90), 90).unwrap(), Some(90));
-        for bad in [0, -1, 91, i64::MAX, i64::MIN] {
-            assert!(checked(Some(bad), 90).is_err(), "{bad}");
+    fn a_dormancy_period_only_shortens_the_default_and_outlasts_the_warning() {
+        let b = DormancyBounds {
+            shortest: 8,
+            longest: 90,
+        };
+        assert_eq!(b.check(None).unwrap(), None);
+        assert_eq!(b.check(Some(8)).unwrap(), Some(8));
+        assert_eq!(b.check(Some(90)).unwrap(), Some(90));
+        for bad in [0, -1, 7, 91, i64::MAX, i64::MIN] {
+            assert!(b.check(Some(bad)).is_err(), "{bad}");
         }
-        assert!(checked(Some(1), 0).is_err());
-        assert_eq!(checked(None, 0).unwrap(), None);
+        let none = DormancyBounds {
+            shortest: 8,
+            longest: 7,
+        };
+        assert!(none.check(Some(7)).is_err());
+        assert_eq!(none.check(None).unwrap(), None);
+    }
+
+    #[test]
+    fn the_bounds_follow_the_settings_and_never_exceed_a_stored_day_count() {
+        let mut s = platform::config::Settings::default().lifecycle;
+        s.warning_lead_time = "7d".parse().unwrap();
+        s.dormancy_period = "90d".parse().unwrap();
+        let b = DormancyBounds::of(&s);
+        assert_eq!((b.shortest, b.longest), (8, 90));
+        s.warning_lead_time = "36h".parse().unwrap();
+        s.dormancy_period = "3000000000d".parse().unwrap();
+        let b = DormancyBounds::of(&s);
+        assert_eq!((b.shortest, b.longest), (2, i64::from(i32::MAX)));
     }
 }

@@ -29,7 +29,7 @@ mod suspension;
 mod webhooks;
 
 pub use display::{ClientDisplay, client_display, developer_legal_name};
-pub use lifecycle::{longest_days, request_dormancy_change};
+pub use lifecycle::{DormancyBounds, request_dormancy_change};
 pub use registration::{KeyMaterial, NewClient};
 pub use suspension::{decide_and_execute, request_status_change, staff_get};
 pub use webhooks::{

@@ -97,7 +97,14 @@ pub fn decide_and_execute(
             let extra = super::lifecycle::set_dormancy(conn, &decided, now)?;
             record_change(conn, &decided, "client.dormancy_changed", extra, now)?;
         }
-        _ => {}
+        // Executed by the authorization server with the credential the approval yields; a
+        // rejection executes nothing.
+        Some(
+            ApprovalAction::RotateSigningKeys
+            | ApprovalAction::AccessCustomerGrants
+            | ApprovalAction::ReadKycSubmission,
+        )
+        | None => {}
     }
     Ok(decided)
 }

@@ -62,9 +62,9 @@ fn require_compliance(conn: &mut AnyConnection, staff_id: &str) -> PortalResult<
 }
 
 /// A submission awaiting review, with every review. Viewing decrypted PII needs the compliance
-/// role and is audited. Outside review (decided, or back with the developer) the submission is
-/// refused here: reading it then needs a request approved by a second compliance member and the
-/// credential it yields (the authorization server's staff access, which calls
+/// role and is audited. Outside review (decided, a draft, or back with the developer) it is
+/// refused here: a decided one is read with a request approved by a second compliance member and
+/// the credential it yields (the authorization server's staff access, which calls
 /// [`read_outside_review`]); [`staff_outline`] shows what is not personal data.
 pub fn staff_view(
     conn: &mut AnyConnection,

@@ -180,7 +180,10 @@ fn outline_page(s: &Session, o: &kyc::KycOutline) -> HttpResponse {
             p { "Status: " strong id="kyc-status" { (o.status.as_str()) } " · round " (o.round) " · " (o.approvals_this_round) " of 2 approvals this round" }
             (reviews_list(&o.reviews))
             h2 { "Read the submission" }
-            p.muted { "It is not awaiting review: its personal data and documents need a request approved by another compliance member. Take the credential on the credentials page; every read is audited." }
+            @if !matches!(o.status, KycStatus::Approved | KycStatus::Rejected) {
+                p.muted #kyc-editing { "The developer is still editing it: there is nothing for the bank to read until it is submitted again." }
+            } @else {
+            p.muted { "It is decided: its personal data and documents need a request approved by another compliance member. Take the credential on the credentials page; every read is audited." }
             form id="kyc-access" method="post" action="/developers/staff/credentials/kyc-requests" {
                 (csrf_input(&s.csrf_token))
                 input type="hidden" name="submission_id" value=(o.id);
@@ -191,6 +194,7 @@ fn outline_page(s: &Session, o: &kyc::KycOutline) -> HttpResponse {
                 p { label { "Case reference " input type="text" name="reference" required maxlength="100"; } }
                 p { label { "Justification " input type="text" name="justification" minlength="10" required size="60"; } }
                 button type="submit" { "Ask to read it" }
+            }
             }
         },
     )
@@ -214,7 +218,7 @@ async fn review(path: web::Path<String>, post: Posted<Staff>) -> HttpResponse {
 
 async fn approvals_page(p: Data, s: StaffSession) -> HttpResponse {
     let now = p.now();
-    let longest = clients::longest_days(p.settings.lifecycle.dormancy_period.as_chrono());
+    let bounds = clients::DormancyBounds::of(&p.settings.lifecycle);
     let me = s.subject_id.clone();
     let r = read(&p, move |c| {
         Ok((
@@ -265,11 +269,11 @@ async fn approvals_page(p: Data, s: StaffSession) -> HttpResponse {
                 (status_change_form(&s, "/developers/staff/suspensions", "Request a client suspension", "Request suspension"))
                 (status_change_form(&s, "/developers/staff/unsuspensions", "Request that a suspended client works again", "Request unsuspension"))
                 h2 { "Request a client's dormancy period" }
-                p.muted { "A grant of the client that nobody uses for this many days ends. At most the bank's default of " (longest) " days; leave it empty to return the client to the default. A compliance member must approve the value." }
+                p.muted { "A grant of the client that nobody uses for this many days ends: " (bounds.shortest) " to " (bounds.longest) " days (the bank's default), or " code { "default" } " to return the client to it. A compliance member must approve the value." }
                 form method="post" action="/developers/staff/dormancy" {
                     (csrf_input(&s.csrf_token))
                     p { label { "Client id " input type="text" name="client_id" required; } }
-                    p { label { "Days " input type="number" name="dormancy_days" min="1" max=(longest); } }
+                    p { label { "Days, or default " input type="text" name="dormancy_days" required size="8"; } }
                     p { label { "Justification " input type="text" name="justification" minlength="10" required size="60"; } }
                     button type="submit" { "Request dormancy period" }
                 }
@@ -362,20 +366,23 @@ async fn request_status_change(post: Posted<Staff>, suspend: bool) -> HttpRespon
 
 async fn request_dormancy_change(post: Posted<Staff>) -> HttpResponse {
     let client_id = post.field("client_id").trim().to_string();
+    // Stated explicitly, as on the API: an empty field is not a silent return to the default.
     let days = match post.field("dormancy_days").trim() {
-        "" => None,
+        "default" => None,
         n => match n.parse::<i64>() {
             Ok(d) => Some(d),
             Err(_) => {
                 return error_page(
-                    &PortalError::field("dormancy_days", "must be a whole number of days"),
+                    &PortalError::field(
+                        "dormancy_days",
+                        "must be a whole number of days, or default",
+                    ),
                     APPROVALS,
                 );
             }
         },
     };
-    let longest =
-        clients::longest_days(post.platform.settings.lifecycle.dormancy_period.as_chrono());
+    let bounds = clients::DormancyBounds::of(&post.platform.settings.lifecycle);
     let justification = post.field("justification").to_string();
     let requested = post
         .write(move |c, staff, now| {
@@ -384,7 +391,7 @@ async fn request_dormancy_change(post: Posted<Staff>) -> HttpResponse {
                 staff,
                 &client_id,
                 days,
-                longest,
+                bounds,
                 &justification,
                 now,
             )
