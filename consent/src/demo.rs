@@ -460,6 +460,7 @@ fn insert_data(
             webhook_url: None,
             webhook_secret_enc: Some(webhook_secret_enc.into()),
             dormancy_days: None,
+            dormancy_since: None,
             status: "active".into(),
             created_at: now,
             updated_at: now,

@@ -361,7 +361,7 @@ async fn set_dormancy(app: &TestApp, client_id: &str, days: Value) -> String {
 #[tokio::test]
 async fn a_client_may_have_a_shorter_dormancy_period() {
     for backend in backends() {
-        let (app, _clock) = app_with_clock(backend).await;
+        let (app, clock) = app_with_clock(backend).await;
         insert_client(
             &app,
             "c_short",
@@ -370,9 +370,11 @@ async fn a_client_may_have_a_shorter_dormancy_period() {
             "cs_short-secret-value-0123456789ab",
         )
         .await;
-        // Set by staff, four-eyes (the refusals are `a_dormancy_period_needs_...` below).
+        // Set by staff, four-eyes (the refusals are `a_dormancy_period_needs_...` below), a
+        // month ago (a change's own grace is `shortening_a_period_...` below).
         set_dormancy(&app, "c_short", json!(10)).await;
         assert_eq!(dormancy_days(&app, "c_short").await, Some(10));
+        clock.advance(Duration::days(30));
         let short =
             insert_grants(&app, "c_short", 3, Duration::days(100), Duration::days(11)).await;
         let fresh = insert_grants(&app, "c_short", 2, Duration::days(100), Duration::days(9)).await;
@@ -391,6 +393,50 @@ async fn a_client_may_have_a_shorter_dormancy_period() {
         }
         for id in fresh.iter().chain(&demo) {
             assert_eq!(status_of(&app, id).await.0, "authorized");
+        }
+        app.stop().await;
+    }
+}
+
+/// Shortening a client's period ends nothing at once: a grant idle for longer than the new
+/// period gets the whole new period from the change, and its warning the lead time before.
+#[tokio::test]
+async fn shortening_a_period_gives_idle_grants_the_whole_new_period_and_a_warning() {
+    for backend in backends() {
+        let (app, clock) = app_with_clock(backend).await;
+        insert_client(
+            &app,
+            "c_short",
+            "sandbox",
+            DEMO_REDIRECT,
+            "cs_short-secret-value-0123456789ab",
+        )
+        .await;
+        let idle = insert_grants(&app, "c_short", 2, Duration::days(100), Duration::days(30)).await;
+        set_dormancy(&app, "c_short", json!(10)).await;
+        let r = consent::lifecycle::run_once(&app.platform).await.unwrap();
+        assert_eq!(
+            (r.dormant, r.dormancy_warnings),
+            (0, 0),
+            "{backend:?}: {r:?}"
+        );
+        // 7 days before the new deadline (the lead time): warned, not ended.
+        clock.advance(Duration::days(4));
+        let r = consent::lifecycle::run_once(&app.platform).await.unwrap();
+        assert_eq!(
+            (r.dormant, r.dormancy_warnings),
+            (0, 2),
+            "{backend:?}: {r:?}"
+        );
+        for id in &idle {
+            assert_eq!(status_of(&app, id).await.0, "authorized");
+        }
+        // Ten days after the change: ended.
+        clock.advance(Duration::days(7));
+        let r = consent::lifecycle::run_once(&app.platform).await.unwrap();
+        assert_eq!(r.dormant, 2, "{backend:?}: {r:?}");
+        for id in &idle {
+            assert_eq!(status_of(&app, id).await.1.as_deref(), Some("dormancy"));
         }
         app.stop().await;
     }

@@ -205,8 +205,8 @@ struct Lookup {
     accounts: Option<HashMap<String, AccountView>>,
     merchants: HashMap<String, String>,
     clients: HashMap<String, Option<developer_portal::ClientDisplay>>,
-    /// Each client's own dormancy period in days, if it has one.
-    dormancy_days: HashMap<String, Option<i32>>,
+    /// Each client's own dormancy period in days, if it has one, and when it was set.
+    dormancy_days: HashMap<String, (Option<i32>, Option<NaiveDateTime>)>,
 }
 
 /// The dormancy period that applies to `client_id`'s grants: the bank's default, or the client's
@@ -216,21 +216,26 @@ fn effective_dormancy(
     ctx: &mut Lookup,
     client_id: &str,
     default: Duration,
-) -> StorageResult<Duration> {
-    let days = match ctx.dormancy_days.get(client_id) {
+) -> StorageResult<policy::DormancyClock> {
+    let (days, since) = match ctx.dormancy_days.get(client_id) {
         Some(d) => *d,
         None => {
-            let d: Option<i32> = clients::table
+            let d: (Option<i32>, Option<NaiveDateTime>) = clients::table
                 .filter(clients::id.eq(client_id))
-                .select(clients::dormancy_days)
-                .first::<Option<i32>>(conn)
+                .select((clients::dormancy_days, clients::dormancy_since))
+                .first(conn)
                 .optional()?
-                .flatten();
+                .unwrap_or_default();
             ctx.dormancy_days.insert(client_id.to_string(), d);
             d
         }
     };
-    Ok(policy::dormancy_period(days, default))
+    let period = policy::dormancy_period(days, default);
+    Ok(policy::DormancyClock {
+        period,
+        since: since.filter(|_| period < default).map(|s| s.and_utc()),
+        default,
+    })
 }
 
 fn view(
@@ -352,8 +357,8 @@ fn view(
     };
     let (dormancy_deadline, grant_notice) = if status == GrantStatus::Authorized.as_str() {
         let active_since = policy::active_since(r.last_used_at, r.authorized_at, r.created_at);
-        let period = effective_dormancy(conn, ctx, &r.client_id, policy.dormancy_period)?;
-        let deadline = active_since + period;
+        let clock = effective_dormancy(conn, ctx, &r.client_id, policy.dormancy_period)?;
+        let deadline = clock.deadline(active_since);
         (
             Some(deadline),
             notice(

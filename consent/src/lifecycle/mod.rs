@@ -66,7 +66,7 @@ fn expired_batch(c: &mut AnyConnection, now: DateTime<Utc>) -> StorageResult<Vec
 #[derive(Debug, Clone)]
 struct DormancyRule {
     client: Option<String>,
-    period: Duration,
+    clock: policy::DormancyClock,
 }
 
 /// The default rule first, then the (few) clients with a shorter period of their own.
@@ -74,18 +74,26 @@ fn dormancy_rules(c: &mut AnyConnection, default: Duration) -> StorageResult<Vec
     use platform::storage::schema::clients;
     let mut rules = vec![DormancyRule {
         client: None,
-        period: default,
+        clock: policy::DormancyClock {
+            period: default,
+            since: None,
+            default,
+        },
     }];
-    let shorter: Vec<(String, Option<i32>)> = clients::table
+    let shorter: Vec<(String, Option<i32>, Option<chrono::NaiveDateTime>)> = clients::table
         .filter(clients::dormancy_days.is_not_null())
-        .select((clients::id, clients::dormancy_days))
+        .select((clients::id, clients::dormancy_days, clients::dormancy_since))
         .load(c)?;
-    for (client_id, days) in shorter {
+    for (client_id, days, since) in shorter {
         let period = policy::dormancy_period(days, default);
         if period < default {
             rules.push(DormancyRule {
                 client: Some(client_id),
-                period,
+                clock: policy::DormancyClock {
+                    period,
+                    since: since.map(|s| s.and_utc()),
+                    default,
+                },
             });
         }
     }
@@ -123,7 +131,7 @@ fn by_activity(
                 skip_locked(c, "g")
             );
             diesel::sql_query(numbered(c, &sql))
-                .bind::<BigInt, _>(rule.period.num_seconds())
+                .bind::<BigInt, _>(rule.clock.period.num_seconds())
                 .bind::<Timestamp, _>(cutoff.naive_utc())
                 .bind::<BigInt, _>(limit)
                 .load::<ActivityRow>(c)?
@@ -160,7 +168,7 @@ fn dormant_batch(
             break;
         }
         ids.extend(
-            by_activity(c, rule, now - rule.period, "", left)?
+            by_activity(c, rule, rule.clock.activity_cutoff(now), "", left)?
                 .into_iter()
                 .map(|r| r.id),
         );
@@ -239,7 +247,7 @@ fn warn_batch(
         // Warned already for this stretch of inactivity: the warning is newer than the last use.
         let extra =
             format!(" AND (g.dormancy_warned_at IS NULL OR g.dormancy_warned_at < {ACTIVITY_SQL})");
-        let cutoff = policy::dormancy_warning_cutoff(now, rule.period, lead);
+        let cutoff = rule.clock.warning_cutoff(now, lead);
         let rows = by_activity(c, rule, cutoff, &extra, left)?;
         let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
         diesel::update(grant_rows::table.filter(grant_rows::id.eq_any(&ids)))
@@ -247,7 +255,7 @@ fn warn_batch(
             .execute(c)?;
         for r in &rows {
             let last = at(r.active_at.and_utc());
-            let deadline = at(r.active_at.and_utc() + rule.period);
+            let deadline = at(rule.clock.deadline(r.active_at.and_utc()));
             events.push(
                 NewEvent::new(
                     actor.clone(),

@@ -81,12 +81,92 @@ pub fn upcoming_end(
     })
 }
 
-/// Grants last active at or before this instant are within `lead` of their dormancy deadline
-/// (the sweeper's warning pass; the same moment [`upcoming_end`] reports as `Dormancy`).
-pub fn dormancy_warning_cutoff(
-    now: DateTime<Utc>,
-    period: Duration,
-    lead: Duration,
-) -> DateTime<Utc> {
-    now - (period - lead).max(Duration::zero())
+/// A client's own dormancy rule: its `period`, set by staff at `since` (none for the bank's
+/// default rule), under the bank's `default` period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DormancyClock {
+    pub period: Duration,
+    pub since: Option<DateTime<Utc>>,
+    pub default: Duration,
+}
+
+impl DormancyClock {
+    /// The moment a grant last active at `active_since` becomes dormant: `period` after its
+    /// activity, or after `since` if that is later (a shortened period gives every grant the
+    /// whole new period, and its warning, from the change), and never later than `default`
+    /// after its activity.
+    pub fn deadline(&self, active_since: DateTime<Utc>) -> DateTime<Utc> {
+        let own = active_since.max(self.since.unwrap_or(active_since)) + self.period;
+        own.min(active_since + self.default)
+    }
+
+    /// The grants that reach their [`DormancyClock::deadline`] by `at` are those last active at
+    /// or before the instant returned (one instant for all of a client's grants, as `since` is
+    /// the client's): `at - period` once `since` is that old, else `at - default`.
+    pub fn activity_cutoff(&self, at: DateTime<Utc>) -> DateTime<Utc> {
+        let own = at - self.period;
+        match self.since {
+            Some(s) if s > own => at - self.default.max(self.period),
+            _ => own,
+        }
+    }
+
+    /// Grants last active at or before this instant are within `lead` of their dormancy deadline
+    /// (the sweeper's warning pass; the same moment [`upcoming_end`] reports as `Dormancy`).
+    pub fn warning_cutoff(&self, now: DateTime<Utc>, lead: Duration) -> DateTime<Utc> {
+        self.activity_cutoff(now + lead).min(now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DormancyClock;
+    use chrono::{DateTime, Duration, Utc};
+
+    /// The sweeper selects by one activity cutoff per client; that selection must be exactly the
+    /// grants whose deadline has come, for every activity, setting time and moment.
+    #[test]
+    fn the_activity_cutoff_selects_exactly_the_grants_past_their_deadline() {
+        let t0 = DateTime::<Utc>::from_timestamp(1_800_000_000, 0).unwrap();
+        let day = Duration::days(1);
+        for since in [None, Some(t0), Some(t0 + day * 5), Some(t0 + day * 40)] {
+            let clock = DormancyClock {
+                period: day * 10,
+                since,
+                default: day * 90,
+            };
+            for at_day in 0..150 {
+                let at = t0 + day * at_day;
+                let cutoff = clock.activity_cutoff(at);
+                for active_day in -100..150 {
+                    let active = t0 + day * active_day;
+                    assert_eq!(
+                        clock.deadline(active) <= at,
+                        active <= cutoff,
+                        "since {since:?}, at day {at_day}, active day {active_day}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_shortened_period_counts_from_its_setting_for_older_grants() {
+        let t0 = DateTime::<Utc>::from_timestamp(1_800_000_000, 0).unwrap();
+        let day = Duration::days(1);
+        let clock = DormancyClock {
+            period: day * 10,
+            since: Some(t0),
+            default: day * 90,
+        };
+        // Idle for 30 days when the period was set: 10 more days, not at once.
+        assert_eq!(clock.deadline(t0 - day * 30), t0 + day * 10);
+        // Idle for 85 days: the bank's default comes first.
+        assert_eq!(clock.deadline(t0 - day * 85), t0 + day * 5);
+        // Used after the change: the period from the use.
+        assert_eq!(clock.deadline(t0 + day * 3), t0 + day * 13);
+        // The warning comes the lead time before.
+        let lead = day * 7;
+        assert_eq!(clock.warning_cutoff(t0 + day * 3, lead), t0);
+    }
 }

@@ -253,7 +253,8 @@ pub struct DormancyChangeRequest {
 }
 
 /// Ask to set a client's dormancy period (a compliance member must approve this exact value; the
-/// approval sets it, and the lifecycle sweep applies it from its next pass).
+/// approval sets it; a grant idle since before the change gets the whole new period, and its
+/// warning, counted from the change).
 #[utoipa::path(post, path = "/api/v1/admin/clients/{client_id}/dormancy", tag = "staff",
     security(("staff_token" = [])),
     params(ClientId),

@@ -121,6 +121,8 @@ pub(super) fn set_dormancy(
     )
     .set((
         clients::dormancy_days.eq(to),
+        // The new period counts from now for grants idle since before it.
+        clients::dormancy_since.eq(to.map(|_| ts(now))),
         clients::updated_at.eq(ts(now)),
     ))
     .execute(conn)?;

@@ -261,6 +261,7 @@ pub fn create(
         webhook_url: new.webhook_url.clone(),
         webhook_secret_enc,
         dormancy_days: None,
+        dormancy_since: None,
         status: "active".into(),
         created_at: ts(now),
         updated_at: ts(now),

@@ -132,6 +132,9 @@ pub struct Client {
     pub tls_client_auth_subject_dn: Option<String>,
     /// Every access token is bound to the client's TLS certificate (RFC 8705 section 3).
     pub tls_client_certificate_bound_access_tokens: bool,
+    /// When staff last set `dormancy_days`: the client's own period counts from here for grants
+    /// idle since before it.
+    pub dormancy_since: Option<NaiveDateTime>,
 }
 
 /// A grant as the services read it (the token endpoint, introspection, the dashboard).

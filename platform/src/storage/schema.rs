@@ -117,6 +117,7 @@ diesel::table! {
         dpop_bound_access_tokens -> Bool,
         tls_client_auth_subject_dn -> Nullable<Text>,
         tls_client_certificate_bound_access_tokens -> Bool,
+        dormancy_since -> Nullable<Timestamp>,
     }
 }
 

@@ -1,0 +1,1 @@
+ALTER TABLE clients DROP COLUMN dormancy_since;
