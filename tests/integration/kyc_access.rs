@@ -332,6 +332,17 @@ async fn the_pages_ask_for_a_decided_submission_and_read_it_with_the_credential(
         let at = kyc.find("id=\"staff-reads\"").expect("the read is listed");
         let listed = &kyc[at..kyc[at..].find("</ul>").unwrap() + at];
         assert!(listed.contains("complaint"), "{listed}");
+        // Also on the form's error page.
+        let t = e2e_tests::portal::csrf_from_html(&kyc).unwrap();
+        let r = app
+            .submit(
+                &dev,
+                "/developers/kyc",
+                &[("legal_name", ""), ("action", "save"), ("csrf_token", &t)],
+            )
+            .await;
+        assert!(r.status().is_client_error(), "{backend:?}: {}", r.status());
+        assert!(r.text().await.unwrap().contains("id=\"staff-reads\""));
         let reader = staff_id(&app, "ops-a").await;
         assert!(
             !kyc.contains(&reader) && !kyc.contains("ops-a"),

@@ -167,13 +167,24 @@ pub(super) async fn kyc_post(post: Posted<Developer>) -> HttpResponse {
         Ok(_) => see_other("/developers/kyc"),
         Err(e) => {
             let cipher = post.platform.master_key.cipher(kyc::PII_KEY);
-            let current = post
-                .read(move |c, id, _| kyc::for_developer(c, &cipher, id))
+            let (current, reads) = post
+                .read(move |c, id, _| {
+                    Ok((
+                        kyc::for_developer(c, &cipher, id)?,
+                        kyc::staff_reads(c, id)?,
+                    ))
+                })
                 .await
-                .ok()
-                .flatten();
+                .unwrap_or_default();
             let (s, form) = (&post.session, Some(&post.fields));
-            kyc_page(s, current.as_ref(), &[], form, &messages(&e), status_of(&e))
+            kyc_page(
+                s,
+                current.as_ref(),
+                &reads,
+                form,
+                &messages(&e),
+                status_of(&e),
+            )
         }
     }
 }
