@@ -339,8 +339,11 @@ async fn dormancy_days(app: &TestApp, client_id: &str) -> Option<i32> {
 /// Staff member `requester` asks for `client_id`'s dormancy period to be `days` and `approver`
 /// approves it (four-eyes): the request's id.
 async fn set_dormancy(app: &TestApp, client_id: &str, days: Value) -> String {
-    let requester = app.staff_token("ops-dormancy-a").await;
-    let approver = app.staff_token("ops-dormancy-b").await;
+    // Fresh staff members per call (usernames are unique).
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let requester = app.staff_token(&format!("ops-dormancy-a{n}")).await;
+    let approver = app.staff_token(&format!("ops-dormancy-b{n}")).await;
     let r = app
         .api(
             reqwest::Method::POST,
@@ -404,16 +407,15 @@ async fn a_client_may_have_a_shorter_dormancy_period() {
 async fn shortening_a_period_gives_idle_grants_the_whole_new_period_and_a_warning() {
     for backend in backends() {
         let (app, clock) = app_with_clock(backend).await;
-        insert_client(
-            &app,
-            "c_short",
-            "sandbox",
-            DEMO_REDIRECT,
-            "cs_short-secret-value-0123456789ab",
-        )
-        .await;
-        let idle = insert_grants(&app, "c_short", 2, Duration::days(100), Duration::days(30)).await;
-        set_dormancy(&app, "c_short", json!(10)).await;
+        let mut idle = Vec::new();
+        for client in ["c_short", "c_longer"] {
+            let secret = format!("cs_{client}-secret-value-0123456789ab");
+            insert_client(&app, client, "sandbox", DEMO_REDIRECT, &secret).await;
+            idle.push(
+                insert_grants(&app, client, 2, Duration::days(100), Duration::days(30)).await,
+            );
+            set_dormancy(&app, client, json!(10)).await;
+        }
         let r = consent::lifecycle::run_once(&app.platform).await.unwrap();
         assert_eq!(
             (r.dormant, r.dormancy_warnings),
@@ -425,17 +427,40 @@ async fn shortening_a_period_gives_idle_grants_the_whole_new_period_and_a_warnin
         let r = consent::lifecycle::run_once(&app.platform).await.unwrap();
         assert_eq!(
             (r.dormant, r.dormancy_warnings),
+            (0, 4),
+            "{backend:?}: {r:?}"
+        );
+        // Lengthened to 20 days: counted from the same moment (day 0), and the warning given
+        // for the old deadline no longer holds.
+        set_dormancy(&app, "c_longer", json!(20)).await;
+        let r = consent::lifecycle::run_once(&app.platform).await.unwrap();
+        assert_eq!(
+            (r.dormant, r.dormancy_warnings),
+            (0, 0),
+            "{backend:?}: {r:?}"
+        );
+        // Ten days after the change: c_short's end; c_longer's are warned at day 13.
+        clock.advance(Duration::days(7));
+        let r = consent::lifecycle::run_once(&app.platform).await.unwrap();
+        assert_eq!(
+            (r.dormant, r.dormancy_warnings),
+            (2, 0),
+            "{backend:?}: {r:?}"
+        );
+        for id in &idle[0] {
+            assert_eq!(status_of(&app, id).await.1.as_deref(), Some("dormancy"));
+        }
+        clock.advance(Duration::days(3));
+        let r = consent::lifecycle::run_once(&app.platform).await.unwrap();
+        assert_eq!(
+            (r.dormant, r.dormancy_warnings),
             (0, 2),
             "{backend:?}: {r:?}"
         );
-        for id in &idle {
-            assert_eq!(status_of(&app, id).await.0, "authorized");
-        }
-        // Ten days after the change: ended.
         clock.advance(Duration::days(7));
         let r = consent::lifecycle::run_once(&app.platform).await.unwrap();
-        assert_eq!(r.dormant, 2, "{backend:?}: {r:?}");
-        for id in &idle {
+        assert_eq!(r.dormant, 2, "{backend:?}: 20 days after day 0: {r:?}");
+        for id in &idle[1] {
             assert_eq!(status_of(&app, id).await.1.as_deref(), Some("dormancy"));
         }
         app.stop().await;

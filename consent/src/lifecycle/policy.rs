@@ -96,7 +96,8 @@ impl DormancyClock {
     /// whole new period, and its warning, from the change), and never later than `default`
     /// after its activity.
     pub fn deadline(&self, active_since: DateTime<Utc>) -> DateTime<Utc> {
-        let own = active_since.max(self.since.unwrap_or(active_since)) + self.period;
+        let period = self.period.min(self.default);
+        let own = active_since.max(self.since.unwrap_or(active_since)) + period;
         own.min(active_since + self.default)
     }
 
@@ -104,9 +105,9 @@ impl DormancyClock {
     /// or before the instant returned (one instant for all of a client's grants, as `since` is
     /// the client's): `at - period` once `since` is that old, else `at - default`.
     pub fn activity_cutoff(&self, at: DateTime<Utc>) -> DateTime<Utc> {
-        let own = at - self.period;
+        let own = at - self.period.min(self.default);
         match self.since {
-            Some(s) if s > own => at - self.default.max(self.period),
+            Some(s) if s > own => at - self.default,
             _ => own,
         }
     }
@@ -129,9 +130,10 @@ mod tests {
     fn the_activity_cutoff_selects_exactly_the_grants_past_their_deadline() {
         let t0 = DateTime::<Utc>::from_timestamp(1_800_000_000, 0).unwrap();
         let day = Duration::days(1);
-        for since in [None, Some(t0), Some(t0 + day * 5), Some(t0 + day * 40)] {
+        let settings = [None, Some(t0), Some(t0 + day * 5), Some(t0 + day * 40)];
+        for (since, period) in settings.into_iter().flat_map(|s| [(s, 10), (s, 120)]) {
             let clock = DormancyClock {
-                period: day * 10,
+                period: day * period,
                 since,
                 default: day * 90,
             };

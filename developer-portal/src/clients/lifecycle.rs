@@ -6,11 +6,12 @@
 //! protection against forgotten grants is never weakened per client. `None` returns the client
 //! to the default.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
 use platform::storage::AnyConnection;
 use platform::storage::models::ClientStatus;
-use platform::storage::schema::clients;
+use platform::storage::models::GrantStatus;
+use platform::storage::schema::{clients, grant_rows};
 
 use super::{staff_get, ts};
 use crate::approvals::{self, ApprovalAction, ApprovalRequest, ApprovalTarget};
@@ -113,22 +114,44 @@ pub(super) fn set_dormancy(
         ),
         None => return Err(PortalError::Conflict("the request carries no value".into())),
     };
-    let from = staff_get(conn, &approved.target.id)?.dormancy_days;
-    let changed = diesel::update(
-        clients::table
-            .filter(clients::id.eq(&approved.target.id))
-            .filter(clients::status.ne(ClientStatus::Deleted.as_str())),
+    let client_id = approved.target.id.as_str();
+    let (from, since): (Option<i32>, Option<NaiveDateTime>) = clients::table
+        .filter(clients::id.eq(client_id))
+        .filter(clients::status.ne(ClientStatus::Deleted.as_str()))
+        .select((clients::dormancy_days, clients::dormancy_since))
+        .first(conn)
+        .optional()?
+        .ok_or(PortalError::NotFound("client"))?;
+    // A shorter period counts from now for grants idle since before it (nothing ends at once);
+    // a longer one keeps the moment the period was last shortened (changing the value back and
+    // forth extends nothing); the default needs none.
+    let shorter = match (from, to) {
+        (_, None) => false,
+        (None, Some(_)) => true,
+        (Some(old), Some(new)) => new < old,
+    };
+    let since = match to {
+        None => None,
+        Some(_) if shorter => Some(ts(now)),
+        Some(_) => since,
+    };
+    diesel::update(clients::table.filter(clients::id.eq(client_id)))
+        .set((
+            clients::dormancy_days.eq(to),
+            clients::dormancy_since.eq(since),
+            clients::updated_at.eq(ts(now)),
+        ))
+        .execute(conn)?;
+    // Each grant's deadline moved: a warning given for the old one no longer holds, and the
+    // next pass warns again before the new one.
+    diesel::update(
+        grant_rows::table
+            .filter(grant_rows::client_id.eq(client_id))
+            .filter(grant_rows::status.eq(GrantStatus::Authorized.as_str()))
+            .filter(grant_rows::dormancy_warned_at.is_not_null()),
     )
-    .set((
-        clients::dormancy_days.eq(to),
-        // The new period counts from now for grants idle since before it.
-        clients::dormancy_since.eq(to.map(|_| ts(now))),
-        clients::updated_at.eq(ts(now)),
-    ))
+    .set(grant_rows::dormancy_warned_at.eq(None::<NaiveDateTime>))
     .execute(conn)?;
-    if changed != 1 {
-        return Err(PortalError::NotFound("client"));
-    }
     Ok(serde_json::json!({ "from": from, "to": to }))
 }
 
