@@ -208,22 +208,6 @@ async fn a_decided_kyc_submission_is_read_only_with_a_four_eyes_credential_of_on
     }
 }
 
-async fn staff_id(app: &TestApp, username: &str) -> String {
-    use diesel::prelude::*;
-    use platform::storage::schema::staff;
-    let username = username.to_string();
-    app.platform
-        .db
-        .run(move |c| {
-            Ok(staff::table
-                .filter(staff::username.eq(username))
-                .select(staff::id)
-                .first(c)?)
-        })
-        .await
-        .unwrap()
-}
-
 /// Gives staff member `username` the one role `role` (as the `consent staff roles` command).
 async fn set_roles(app: &TestApp, username: &'static str, role: StaffRole) {
     let platform = app.platform.clone();
@@ -238,7 +222,7 @@ async fn set_roles(app: &TestApp, username: &'static str, role: StaffRole) {
 /// for it; the credential taken on the credentials page reads it.
 #[tokio::test]
 async fn the_pages_ask_for_a_decided_submission_and_read_it_with_the_credential() {
-    use e2e_tests::portal::csrf_from_html;
+    use e2e_tests::portal::{csrf_from_html, hidden_value};
     for backend in backends() {
         let app = spawn_app(backend).await;
         let a = app.staff_browser("ops-a").await;
@@ -278,39 +262,12 @@ async fn the_pages_ask_for_a_decided_submission_and_read_it_with_the_credential(
             approvals.contains("CASE-9"),
             "the approver sees the reference"
         );
-        let at = approvals
-            .find("action=\"/developers/staff/approvals/")
-            .unwrap()
-            + 8;
-        let decide: String = approvals[at..].chars().take_while(|c| *c != '"').collect();
-        let b_csrf = csrf_from_html(&approvals).unwrap();
-        let r = app
-            .submit(
-                &b,
-                &decide,
-                &[
-                    ("decision", "approve"),
-                    ("justification", "Complaint CASE-9 is on file"),
-                    ("csrf_token", &b_csrf),
-                ],
-            )
-            .await;
+        let r = app.approve_on_page(&b, "Complaint CASE-9 is on file").await;
         assert_eq!(r.status(), 303, "{backend:?}");
 
-        let page = app.page(&a, "/developers/staff/credentials").await;
-        let request = value_of(&page, "request_id");
-        let taken = app
-            .submit(
-                &a,
-                "/developers/staff/credentials/take",
-                &[("request_id", request.as_str()), ("csrf_token", &csrf)],
-            )
-            .await
-            .text()
-            .await
-            .unwrap();
+        let taken = app.take_on_page(&a, &csrf).await;
         assert!(taken.contains("Read the KYC submission now"), "{taken}");
-        let credential = value_of(&taken, "credential");
+        let credential = hidden_value(&taken, "credential").expect("credential shown");
         let r = app
             .submit(
                 &a,
@@ -343,21 +300,11 @@ async fn the_pages_ask_for_a_decided_submission_and_read_it_with_the_credential(
             .await;
         assert!(r.status().is_client_error(), "{backend:?}: {}", r.status());
         assert!(r.text().await.unwrap().contains("id=\"staff-reads\""));
-        let reader = staff_id(&app, "ops-a").await;
+        let reader = app.staff_id("ops-a").await;
         assert!(
             !kyc.contains(&reader) && !kyc.contains("ops-a"),
             "never who: {listed}"
         );
         app.stop().await;
     }
-}
-
-/// The value of the hidden input `name` in `html`.
-fn value_of(html: &str, name: &str) -> String {
-    let at = html
-        .find(&format!("name=\"{name}\" value=\""))
-        .unwrap_or_else(|| panic!("no {name} in {html}"))
-        + name.len()
-        + 15;
-    html[at..].chars().take_while(|c| *c != '"').collect()
 }

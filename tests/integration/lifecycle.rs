@@ -603,19 +603,7 @@ async fn a_dormancy_period_needs_a_second_compliance_member_and_a_sane_value() {
             (Value::Null, json!(10))
         );
         assert_eq!(details["approval_request"], id.as_str());
-        let approver: String = app
-            .platform
-            .db
-            .run(|c| {
-                use platform::storage::schema::staff;
-                Ok(staff::table
-                    .filter(staff::username.eq("compliance-d"))
-                    .select(staff::id)
-                    .first(c)?)
-            })
-            .await
-            .unwrap();
-        assert_eq!(actor, approver, "{backend:?}");
+        assert_eq!(actor, app.staff_id("compliance-d").await, "{backend:?}");
 
         // Back to the bank's default, the same way.
         set_dormancy(&app, &client_id, Value::Null).await;

@@ -359,21 +359,9 @@ async fn signing_keys_rotate_through_the_api_only_with_a_four_eyes_credential_us
     }
 }
 
-/// The `action` of the first form on `html` whose action starts with `prefix`.
-fn form_action(html: &str, prefix: &str) -> Option<String> {
-    let at = html.find(&format!("action=\"{prefix}"))? + "action=\"".len();
-    Some(html[at..].chars().take_while(|c| *c != '"').collect())
-}
-
-/// The value of the hidden input `name` after `after` in `html`.
-fn hidden_value(html: &str, name: &str) -> Option<String> {
-    let at = html.find(&format!("name=\"{name}\" value=\""))? + name.len() + 15;
-    Some(html[at..].chars().take_while(|c| *c != '"').collect())
-}
-
 #[tokio::test]
 async fn the_credentials_page_asks_takes_uses_and_revokes() {
-    use e2e_tests::portal::csrf_from_html;
+    use e2e_tests::portal::{csrf_from_html, hidden_value};
     for backend in backends() {
         let app = spawn_demo_app(backend).await;
         app.login_customer("alice").await;
@@ -405,35 +393,12 @@ async fn the_credentials_page_asks_takes_uses_and_revokes() {
             .await;
         assert_eq!(r.status(), 303, "{backend:?}");
         // The colleague approves on the approvals page.
-        let approvals = app.page(&b, "/developers/staff/approvals").await;
-        let decide =
-            form_action(&approvals, "/developers/staff/approvals/").expect("a decision form");
-        let b_csrf = csrf_from_html(&approvals).unwrap();
         let r = app
-            .submit(
-                &b,
-                &decide,
-                &[
-                    ("decision", "approve"),
-                    ("justification", "Customer's request is on file"),
-                    ("csrf_token", &b_csrf),
-                ],
-            )
+            .approve_on_page(&b, "Customer's request is on file")
             .await;
         assert_eq!(r.status(), 303, "{backend:?}");
         // Ready to take; taken once, shown once, used to read.
-        let page = app.page(&a, "/developers/staff/credentials").await;
-        let request = hidden_value(&page, "request_id").expect("ready to take");
-        let taken = app
-            .submit(
-                &a,
-                "/developers/staff/credentials/take",
-                &[("request_id", request.as_str()), ("csrf_token", &csrf)],
-            )
-            .await
-            .text()
-            .await
-            .unwrap();
+        let taken = app.take_on_page(&a, &csrf).await;
         let credential = hidden_value(&taken, "credential").expect("credential shown");
         let use_form = [
             ("credential", credential.as_str()),

@@ -130,6 +130,58 @@ impl TestApp {
         token
     }
 
+    /// The id of staff member `username`.
+    pub async fn staff_id(&self, username: &str) -> String {
+        use diesel::prelude::*;
+        use platform::storage::schema::staff;
+        let username = username.to_string();
+        self.platform
+            .db
+            .run(move |c| {
+                Ok(staff::table
+                    .filter(staff::username.eq(username))
+                    .select(staff::id)
+                    .first(c)?)
+            })
+            .await
+            .unwrap()
+    }
+
+    /// Staff page client `staff` approves the first request it may decide on the approvals
+    /// page, with `justification`: the answer to the decision.
+    pub async fn approve_on_page(&self, staff: &reqwest::Client, justification: &str) -> Response {
+        let approvals = self.page(staff, "/developers/staff/approvals").await;
+        let decide =
+            form_action(&approvals, "/developers/staff/approvals/").expect("a decision form");
+        let csrf = csrf_from_html(&approvals).unwrap();
+        self.submit(
+            staff,
+            &decide,
+            &[
+                ("decision", "approve"),
+                ("justification", justification),
+                ("csrf_token", &csrf),
+            ],
+        )
+        .await
+    }
+
+    /// Staff page client `staff` takes the credential of its approved request from the
+    /// credentials page: the page that shows it.
+    pub async fn take_on_page(&self, staff: &reqwest::Client, csrf: &str) -> String {
+        let page = self.page(staff, "/developers/staff/credentials").await;
+        let request = hidden_value(&page, "request_id").expect("ready to take");
+        self.submit(
+            staff,
+            "/developers/staff/credentials/take",
+            &[("request_id", request.as_str()), ("csrf_token", csrf)],
+        )
+        .await
+        .text()
+        .await
+        .unwrap()
+    }
+
     /// Logs developer `email` (signed up with [`PASSWORD`]) in through the pages: a cookie
     /// client with a developer session.
     pub async fn developer_browser(&self, email: &str) -> reqwest::Client {
@@ -390,6 +442,18 @@ impl TestApp {
             .await
             .unwrap()
     }
+}
+
+/// The `action` of the first form on `html` whose action starts with `prefix`.
+pub fn form_action(html: &str, prefix: &str) -> Option<String> {
+    let at = html.find(&format!("action=\"{prefix}"))? + "action=\"".len();
+    Some(html[at..].chars().take_while(|c| *c != '"').collect())
+}
+
+/// The value of the first input `name` in `html` (`name="..." value="..."`).
+pub fn hidden_value(html: &str, name: &str) -> Option<String> {
+    let at = html.find(&format!("name=\"{name}\" value=\""))? + name.len() + 15;
+    Some(html[at..].chars().take_while(|c| *c != '"').collect())
 }
 
 /// The value of the first `<input name="csrf_token">` in `html`.
