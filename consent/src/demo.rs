@@ -77,6 +77,9 @@ pub struct DemoReport {
     pub password_generated: bool,
     /// (username, password) of each demo staff member.
     pub staff_passwords: Vec<(&'static str, String)>,
+    /// The enrolment code of each demo staff member without an authenticator yet (new at every
+    /// start), by username.
+    pub staff_enrolment_codes: Vec<(&'static str, String)>,
     pub client_secret: String,
     pub client_secret_generated: bool,
     pub seeded_now: bool,
@@ -124,6 +127,13 @@ impl fmt::Display for DemoReport {
                 "  staff:     {username} password {password}  -> staff pages under /developers/staff \
                  (generated for this run, one per staff member)"
             )?;
+            if let Some((_, code)) = self.staff_enrolment_codes.iter().find(|s| s.0 == *username) {
+                writeln!(
+                    f,
+                    "             {username} enrolment code {code}  (the first login needs it to \
+                     set up an authenticator)"
+                )?;
+            }
         }
         writeln!(f, "  developer: {DEMO_DEVELOPER_EMAIL} -> /developers")?;
         writeln!(
@@ -272,11 +282,28 @@ pub async fn seed(platform: &Platform, reset: bool) -> anyhow::Result<DemoReport
             Ok(seeded_now)
         })
         .await?;
+    let mut staff_enrolment_codes = Vec::new();
+    for (username, _) in DEMO_STAFF {
+        let id = stable_id("staff_", username);
+        let actor = Actor::system("demo-seed");
+        let code = developer_portal::second_factor::enrolment_code_if_unenrolled(
+            platform,
+            actor,
+            platform::session::SessionKind::Staff,
+            id,
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("demo enrolment code: {e}"))?;
+        if let Some(code) = code {
+            staff_enrolment_codes.push((username, code.to_string()));
+        }
+    }
 
     Ok(DemoReport {
         password,
         password_generated,
         staff_passwords,
+        staff_enrolment_codes,
         client_secret,
         client_secret_generated,
         seeded_now,

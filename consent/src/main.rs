@@ -126,7 +126,8 @@ enum RotatedKey {
 
 #[derive(Debug, Subcommand)]
 enum AdminCommand {
-    /// Create a staff user (password from CONSENT_ADMIN_PASSWORD, else generated and printed once).
+    /// Create a staff user (password from CONSENT_ADMIN_PASSWORD, else generated and printed once)
+    /// and print the one-time enrolment code their first login needs.
     Create {
         #[arg(long)]
         username: String,
@@ -152,7 +153,7 @@ enum AdminCommand {
         data_dir: Option<PathBuf>,
     },
     /// Remove a staff member's authenticator and recovery codes (lost phone) and end their
-    /// sessions: the next login enrols a new one. Audited.
+    /// sessions: the next login enrols a new one, with the enrolment code printed. Audited.
     ResetSecondFactor {
         #[arg(long)]
         username: String,
@@ -160,6 +161,15 @@ enum AdminCommand {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+}
+
+/// The enrolment code, for the operator to hand over (separately from the password if they can).
+fn enrolment_code_line(code: &str) -> String {
+    let hours = developer_portal::second_factor::ENROLMENT_CODE_LIFETIME.num_hours();
+    format!(
+        "\nenrolment code (shown once, good for {hours} hours; the first login needs it to set up \
+         an authenticator): {code}"
+    )
 }
 
 fn load(
@@ -313,7 +323,7 @@ fn admin(cli_config: Option<&std::path::Path>, command: AdminCommand) -> anyhow:
                     true,
                 ),
             };
-            let staff = developer_portal::create_staff_user(
+            let (staff, enrolment_code) = developer_portal::create_staff_user(
                 &platform,
                 &username,
                 &display_name,
@@ -326,16 +336,20 @@ fn admin(cli_config: Option<&std::path::Path>, command: AdminCommand) -> anyhow:
             if generated {
                 message.push_str(&format!("\npassword (shown once): {password}"));
             }
+            message.push_str(&enrolment_code_line(&enrolment_code));
             message
         }
         AdminCommand::ResetSecondFactor { username, data_dir } => {
             let platform = init_platform(load(cli_config, None, data_dir)?)?;
-            let staff = developer_portal::second_factor::reset_staff(&platform, &username)
-                .map_err(portal_error)?;
+            let (staff, enrolment_code) =
+                developer_portal::second_factor::reset_staff(&platform, &username)
+                    .map_err(portal_error)?;
             platform.audit.flush_custody_blocking()?;
             format!(
-                "second factor of staff user {} ({}) removed; their next login sets up a new one",
-                staff.username, staff.id
+                "second factor of staff user {} ({}) removed; their next login sets up a new one{}",
+                staff.username,
+                staff.id,
+                enrolment_code_line(&enrolment_code)
             )
         }
         AdminCommand::SetStaffRoles {

@@ -15,6 +15,7 @@ use platform::session::{self, SecondFactorDue, Session, SessionKind};
 use platform::storage::models::{Developer, Staff};
 use platform::storage::schema::{developers, staff};
 use platform::storage::{AnyConnection, StorageError};
+use zeroize::Zeroizing;
 
 use crate::approvals::StaffRole;
 use crate::domain::{self, Email, Errors, NewPassword};
@@ -384,20 +385,30 @@ pub fn insert_staff(
     Ok(row.into())
 }
 
-/// `consent admin create`: creates an active staff member with `roles`. Blocking (for the CLI).
+/// `consent admin create`: creates an active staff member with `roles`, and the one-time
+/// enrolment code their first login needs to set up an authenticator (to hand over with the
+/// password). Blocking (for the CLI).
 pub fn create_staff_user(
     platform: &Platform,
     username: &str,
     display_name: &str,
     password: &str,
     roles: &[StaffRole],
-) -> PortalResult<StaffAccount> {
+) -> PortalResult<(StaffAccount, Zeroizing<String>)> {
     let password = NewPassword::parse(password).map_err(|m| PortalError::field("password", m))?;
     let hash = hash_password(password.expose())?;
     let now = platform.now();
     platform.db.run_blocking(|c| {
         Ok(transaction(c, |c| {
-            insert_staff(c, username, display_name, &hash, roles, now)
+            let staff = insert_staff(c, username, display_name, &hash, roles, now)?;
+            let code = second_factor::issue_enrolment_code(
+                c,
+                Actor::system("cli"),
+                SessionKind::Staff,
+                &staff.id,
+                now,
+            )?;
+            Ok((staff, code))
         }))
     })?
 }

@@ -109,6 +109,12 @@ impl std::fmt::Debug for Session {
 }
 
 impl Session {
+    /// What tells this session from any other of its account (the hash its token is stored
+    /// under; not the token): for state that belongs to one session.
+    pub fn binding(&self) -> &str {
+        &self.id_hash
+    }
+
     /// Constant-time check of a submitted CSRF token.
     pub fn check_csrf(&self, submitted: &str) -> bool {
         constant_time_eq(self.csrf_token.as_bytes(), submitted.as_bytes())

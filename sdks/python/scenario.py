@@ -64,6 +64,7 @@ from consent_client.models import (
     SecondFactorDue,
     SessionToken,
     SignUpRequest,
+    StaffEnrolmentRequest,
     StaffLoginRequest,
     WebhookDeliveryList,
 )
@@ -98,7 +99,9 @@ def status(what: str, response: Response[Any], expected: int) -> None:
         raise SystemExit(f"{what}: HTTP {response.status_code}: {response.content!r}")
 
 
-def portal(base: str, staff1: str, staff2: str, staff_password: str, webhook_url: str) -> dict[str, str]:
+def portal(
+    base: str, staff1: str, staff2: str, staff_password: str, webhook_url: str, code1: str, code2: str
+) -> dict[str, str]:
     public = Client(base_url=base, raise_on_unexpected_status=True)
     ok(
         "sign up",
@@ -141,8 +144,9 @@ def portal(base: str, staff1: str, staff2: str, staff_password: str, webhook_url
     assert submitted.status == KycStatus.SUBMITTED, submitted.status
 
     # Four eyes: two different staff members approve. Their first login owes enrolment of an
-    # authenticator: the password's token sets one up and the first code opens the session.
-    for username in (staff1, staff2):
+    # authenticator: the password's token and the operator's enrolment code set one up, and the
+    # first code opens the session.
+    for username, enrolment_code in ((staff1, code1), (staff2, code2)):
         login = ok(
             f"staff login {username}",
             staff_login.sync(client=public, body=StaffLoginRequest(username=username, password=staff_password)),
@@ -150,7 +154,11 @@ def portal(base: str, staff1: str, staff2: str, staff_password: str, webhook_url
         )
         assert login.second_factor_due == SecondFactorDue.ENROL, login.second_factor_due
         owing = AuthenticatedClient(base_url=base, token=login.access_token, raise_on_unexpected_status=True)
-        enrolment = ok(f"enrol {username}", staff_enrol.sync(client=owing), EnrolmentResponse)
+        enrolment = ok(
+            f"enrol {username}",
+            staff_enrol.sync(client=owing, body=StaffEnrolmentRequest(enrolment_code=enrolment_code)),
+            EnrolmentResponse,
+        )
         assert enrolment.otpauth_uri.startswith("otpauth://totp/"), enrolment.otpauth_uri
         enrolled = ok(
             f"confirm {username}",

@@ -1,10 +1,12 @@
 // Developer portal in real headless Chromium: a developer signs up, creates a sandbox client and
 // sees its secret once, submits KYC; two staff members log in and approve it.
-// Usage: node portal.mjs BASE_URL PASSWORD   (staff ops-a and ops-b must exist with PASSWORD)
+// Usage: node portal.mjs BASE_URL PASSWORD CODE_A CODE_B   (staff ops-a and ops-b must exist with
+// PASSWORD; CODE_A and CODE_B are their enrolment codes)
 import { createHmac } from 'node:crypto';
 import { launch, fail, done, accessibility } from './lib.mjs';
 
-const [base, password] = process.argv.slice(2);
+const [base, password, ...enrolmentCodes] = process.argv.slice(2);
+const enrolmentCode = { 'ops-a': enrolmentCodes[0], 'ops-b': enrolmentCodes[1] };
 const { browser, page } = await launch();
 const text = async (p, sel) => (await p.textContent(sel)).trim();
 // axe-core and 320 px reflow problems on every kind of portal page (checked once each).
@@ -40,6 +42,12 @@ async function staffReview(username) {
   await p.goto(`${base}/developers/staff`);
   if (!p.url().endsWith('/developers/staff/login')) fail(`${username}: staff pages reachable before the second factor: ${p.url()}`);
   await p.goto(`${base}/developers/staff/second-factor`);
+  // The password alone does not enrol: the operator's one-time enrolment code is asked for.
+  await p.fill('input[name=enrolment_code]', 'aaaa-bbbb-cccc-dddd');
+  await Promise.all([p.waitForLoadState(), p.click('button[type=submit]')]);
+  if (!(await text(p, '#error')).includes('enrolment code')) fail(`${username}: a wrong enrolment code was not refused`);
+  if (await p.locator('#secret').count() !== 0) fail(`${username}: a secret shown for a wrong enrolment code`);
+  await p.fill('input[name=enrolment_code]', enrolmentCode[username]);
   await Promise.all([p.waitForLoadState(), p.click('button[type=submit]')]);
   const secret = await text(p, '#secret');
   if (username === 'ops-a') await check(p, 'staff enrolment');

@@ -101,6 +101,28 @@ async fn demo_seed_creates_the_documented_data_once() {
         let (ops1, ops2) = (staff_password("ops1"), staff_password("ops2"));
         assert_ne!(ops1, ops2);
         assert!(verify_password(&ops2, Some(&ops_hash)));
+        // Each demo staff member's first login sets up an authenticator with the enrolment code
+        // printed beside the password.
+        let code = report
+            .lines()
+            .find_map(|l| {
+                l.trim()
+                    .strip_prefix("ops1 enrolment code ")
+                    .and_then(|rest| rest.split_whitespace().next())
+            })
+            .unwrap_or_else(|| panic!("ops1's enrolment code in {report}"));
+        let r = app.post_admin_login("ops1", &ops1).await;
+        let login: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(login["second_factor_due"], "enrol", "{login}");
+        let owing = login["access_token"].as_str().unwrap();
+        let body = serde_json::json!({ "enrolment_code": code });
+        let r = app.api(
+            reqwest::Method::POST,
+            "/api/v1/admin/second-factor",
+            Some(owing),
+            Some(&body),
+        );
+        assert_eq!(r.await.status(), 200, "{backend:?}");
         assert!(
             platform::crypto::HashedToken::from_stored(secret_hash.clone())
                 .matches(&PlainToken::from_presented("cs_test-demo-client-secret"))

@@ -1507,9 +1507,11 @@ async fn page_forms_refuse_missing_or_wrong_csrf_tokens_and_change_nothing() {
 #[tokio::test]
 async fn portal_pages_work_in_chromium() {
     let app = spawn_app(e2e_tests::Backend::Sqlite).await;
-    app.create_staff("ops-a").await;
-    app.create_staff("ops-b").await;
-    if let Some(result) = e2e_tests::browser::run("portal.mjs", &[&app.address, PASSWORD]).await {
+    let a = app.create_staff("ops-a").await;
+    let b = app.create_staff("ops-b").await;
+    let (code_a, code_b) = (app.enrolment_code(&a).await, app.enrolment_code(&b).await);
+    let args = [app.address.as_str(), PASSWORD, &code_a, &code_b];
+    if let Some(result) = e2e_tests::browser::run("portal.mjs", &args).await {
         assert_eq!(result["ok"], true, "{result}");
         assert_eq!(result["a11y"], serde_json::json!([]), "axe-core and reflow");
         assert_eq!(result["kycStatus"], "approved", "{result}");

@@ -51,11 +51,16 @@ async fn run(mut cmd: Command, what: &str) -> Value {
 async fn scenario(name: &str, command: impl Fn() -> Command) {
     let app: TestApp = spawn_demo_app(Backend::Sqlite).await;
     let (staff1, staff2) = (format!("{name}-staff-1"), format!("{name}-staff-2"));
-    app.create_staff(&staff1).await;
-    app.create_staff(&staff2).await;
+    let id1 = app.create_staff(&staff1).await;
+    let id2 = app.create_staff(&staff2).await;
+    let (code1, code2) = (
+        app.enrolment_code(&id1).await,
+        app.enrolment_code(&id2).await,
+    );
     let mut cmd = command();
     cmd.args(["portal", &app.address, &staff1, &staff2, PASSWORD])
-        .arg("https://hooks.fintech.example/consent");
+        .arg("https://hooks.fintech.example/consent")
+        .args([&code1, &code2]);
     let portal = run(cmd, &format!("{name} portal phase")).await;
     let str_of = |k: &str| portal[k].as_str().unwrap().to_string();
     let (client_id, secret) = (str_of("client_id"), str_of("client_secret"));

@@ -77,7 +77,7 @@ const STAFF_CONFIRM: &str = "/api/v1/admin/second-factor/confirm";
 async fn staff_without_a_second_factor_can_only_enrol() {
     for backend in backends() {
         let app = spawn_app(backend).await;
-        app.create_staff("ops1").await;
+        let id = app.create_staff("ops1").await;
         let (owing, due) = password_login(&app, "ops1").await;
         assert_eq!(due, "enrol", "{backend:?}");
         // The password alone reaches no staff API, and no code is taken before enrolment.
@@ -94,7 +94,10 @@ async fn staff_without_a_second_factor_can_only_enrol() {
         let (s, _) = send_code(&app, STAFF_CONFIRM, &owing, "123456").await;
         assert_eq!(s, 409, "{backend:?}");
 
-        let r = app.api(Method::POST, STAFF_ENROL, Some(&owing), None).await;
+        let code = json!({ "enrolment_code": app.enrolment_code(&id).await });
+        let r = app
+            .api(Method::POST, STAFF_ENROL, Some(&owing), Some(&code))
+            .await;
         assert_eq!(r.status(), 200, "{backend:?}");
         assert_eq!(r.headers()["cache-control"], "no-store");
         let e: Value = r.json().await.unwrap();
@@ -524,16 +527,31 @@ async fn a_reset_staff_member_enrols_again_and_loses_their_sessions() {
         })
         .await
         .unwrap();
-        assert_eq!(reset.unwrap().username, "ops1");
+        let (member, code) = reset.unwrap();
+        assert_eq!(member.username, "ops1");
+        // Given at creation, at enrolment (by the test's operator) and now by the reset.
+        let issued = app.audit_actions().await;
+        let issued = issued
+            .iter()
+            .filter(|a| *a == "second_factor.enrolment_code_issued");
+        assert_eq!(issued.count(), 3, "{backend:?}");
         assert_eq!(
             get_status(&app, "/api/v1/admin/kyc", &full).await,
             401,
             "{backend:?}"
         );
         assert!(stored_factors(&app).await.is_empty());
-        let (_, due) = password_login(&app, "ops1").await;
+        let (owing, due) = password_login(&app, "ops1").await;
         assert_eq!(due, "enrol", "{backend:?}");
-        assert_audited(&app, &["second_factor.reset"]).await;
+        // The reset's enrolment code sets the new authenticator up.
+        let body = json!({ "enrolment_code": code.as_str() });
+        let r = app.api(Method::POST, STAFF_ENROL, Some(&owing), Some(&body));
+        assert_eq!(r.await.status(), 200, "{backend:?}");
+        assert_audited(
+            &app,
+            &["second_factor.reset", "second_factor.enrolment_code_issued"],
+        )
+        .await;
         let p = app.platform.clone();
         let unknown = tokio::task::spawn_blocking(move || {
             developer_portal::second_factor::reset_staff(&p, "nobody")
@@ -574,13 +592,20 @@ fn the_reset_command_names_the_staff_member_or_fails() {
         "{}",
         String::from_utf8_lossy(&created.stderr)
     );
+    // The first login's enrolment code: 80 bits as four groups of four, printed once.
+    let printed = String::from_utf8_lossy(&created.stdout);
+    let code = printed.rsplit(": ").next().unwrap().trim();
+    assert!(printed.contains("enrolment code (shown once"), "{printed}");
+    assert_eq!(code.len(), 19, "{printed}");
     let out = run(&["admin", "reset-second-factor", "--username", "ops1"]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("removed"));
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(printed.contains("removed"), "{printed}");
+    assert!(printed.contains("enrolment code (shown once"), "{printed}");
     let out = run(&["admin", "reset-second-factor", "--username", "nobody"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
@@ -663,6 +688,197 @@ async fn a_burst_of_concurrent_guesses_is_capped_per_account() {
         );
         let (s, _) = send_code(&app, STAFF_VERIFY, &login, &right).await;
         assert_eq!(s, 429, "{backend:?}");
+        app.stop().await;
+    }
+}
+
+/// Staff enrolment is not trust on first use: the password alone starts nothing without the
+/// enrolment code the operator handed over, and the enrolment belongs to the login that
+/// started it.
+#[tokio::test]
+async fn a_staff_member_enrols_only_with_their_enrolment_code_in_their_own_login() {
+    use platform::storage::schema::enrolment_codes;
+    for backend in backends() {
+        let app = spawn_app(backend).await;
+        let p = app.platform.clone();
+        let created = tokio::task::spawn_blocking(move || {
+            let roles = [developer_portal::StaffRole::Support];
+            developer_portal::create_staff_user(&p, "ops1", "Ops One", PASSWORD, &roles)
+        })
+        .await
+        .unwrap()
+        .expect("created");
+        let (ops1, code) = (created.0.id, created.1.to_string());
+        let ops2 = app.create_staff("ops2").await;
+        let other_code = app.enrolment_code(&ops2).await;
+        let (owing, _) = password_login(&app, "ops1").await;
+        let enrol = |body: Option<Value>| {
+            let (app, owing) = (&app, owing.clone());
+            async move {
+                let r = app.api(Method::POST, STAFF_ENROL, Some(&owing), body.as_ref());
+                status_and_body(r.await).await
+            }
+        };
+
+        // No body, an empty object, an unknown field, an empty or wrong code, another staff
+        // member's: refused, and nothing stored.
+        let (s, v) = enrol(None).await;
+        assert_eq!(s, 415, "no body {backend:?}");
+        assert_eq!(v["status"], 415, "{v}");
+        for body in [
+            json!({}),
+            json!({ "enrolment_code": code, "extra": 1 }),
+            json!({ "enrolment_code": 7 }),
+        ] {
+            let (s, v) = enrol(Some(body.clone())).await;
+            assert_eq!(s, 400, "{body} {v} {backend:?}");
+        }
+        for wrong in ["", "aaaa-bbbb-cccc-dddd", &other_code] {
+            let (s, v) = enrol(Some(json!({ "enrolment_code": wrong }))).await;
+            assert_eq!(s, 400, "{wrong} {v} {backend:?}");
+            assert_eq!(v["errors"][0]["field"], "enrolment_code", "{v}");
+        }
+        assert!(stored_factors(&app).await.is_empty(), "{backend:?}");
+        assert!(
+            !app.audit_actions()
+                .await
+                .iter()
+                .any(|a| a == "second_factor.enrolment_started")
+        );
+
+        // The right code (case and spacing do not matter) starts it.
+        let typed = format!(" {} ", code.to_uppercase());
+        let (s, v) = enrol(Some(json!({ "enrolment_code": typed }))).await;
+        assert_eq!(s, 200, "{v} {backend:?}");
+        let secret = v["secret"].as_str().unwrap().to_string();
+
+        // Another login with the same password neither sees nor confirms it.
+        let (second, _) = password_login(&app, "ops1").await;
+        let (s, _) = send_code(&app, STAFF_CONFIRM, &second, &app.totp_code(&secret, 0)).await;
+        assert_eq!(s, 409, "another login confirms {backend:?}");
+        let web = e2e_tests::portal::browser_client();
+        let t = app.form_csrf(&web, "/developers/staff/login").await;
+        let form = [
+            ("username", "ops1"),
+            ("password", PASSWORD),
+            ("csrf_token", &t),
+        ];
+        let r = app.submit(&web, "/developers/staff/login", &form).await;
+        assert_eq!(r.headers()["location"], "/developers/staff/second-factor");
+        let page = web
+            .get(app.url("/developers/staff/second-factor"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(page.contains("name=\"enrolment_code\""), "{page}");
+        assert!(
+            !page.contains(&secret),
+            "another login's page shows the secret"
+        );
+
+        // The code is not used up by a start: the other login, with it, starts again (a new
+        // secret). The first login's code then confirms nothing; the restarted one confirms,
+        // and the code is used up.
+        let body = json!({ "enrolment_code": code });
+        let r = app.api(Method::POST, STAFF_ENROL, Some(&second), Some(&body));
+        let (s, v) = status_and_body(r.await).await;
+        assert_eq!(s, 200, "{v} {backend:?}");
+        let restarted = v["secret"].as_str().unwrap().to_string();
+        assert_ne!(restarted, secret);
+        let (s, _) = send_code(&app, STAFF_CONFIRM, &owing, &app.totp_code(&secret, 0)).await;
+        assert_eq!(s, 409, "a replaced enrolment confirmed {backend:?}");
+        let code_now = app.totp_code(&restarted, 0);
+        let (s, v) = send_code(&app, STAFF_CONFIRM, &second, &code_now).await;
+        assert_eq!(s, 200, "{v} {backend:?}");
+        let left = app.platform.db.run(move |c| {
+            Ok(enrolment_codes::table
+                .filter(enrolment_codes::subject_id.eq(ops1))
+                .count()
+                .get_result::<i64>(c)?)
+        });
+        assert_eq!(left.await.unwrap(), 0, "{backend:?}");
+        assert_audited(
+            &app,
+            &[
+                "second_factor.enrolled",
+                "second_factor.enrolment_code_refused",
+            ],
+        )
+        .await;
+
+        // A code replaced by a new one is refused.
+        let p = app.platform.clone();
+        let created = tokio::task::spawn_blocking(move || {
+            let roles = [developer_portal::StaffRole::Support];
+            developer_portal::create_staff_user(&p, "ops3", "Ops Three", PASSWORD, &roles)
+        });
+        let (ops3, first) = created.await.unwrap().expect("created");
+        app.enrolment_code(&ops3.id).await;
+        let (owing3, _) = password_login(&app, "ops3").await;
+        let body = json!({ "enrolment_code": first.as_str() });
+        let r = app.api(Method::POST, STAFF_ENROL, Some(&owing3), Some(&body));
+        assert_eq!(r.await.status(), 400, "a replaced code {backend:?}");
+
+        // Wrong enrolment codes count towards the account's limit: then even the right one is
+        // refused until the window ends. On the page, a wrong code is refused with the form
+        // again; through the API, an expired one too.
+        let web = e2e_tests::portal::browser_client();
+        let t = app.form_csrf(&web, "/developers/staff/login").await;
+        let form = [
+            ("username", "ops2"),
+            ("password", PASSWORD),
+            ("csrf_token", &t),
+        ];
+        let r = app.submit(&web, "/developers/staff/login", &form).await;
+        assert_eq!(r.headers()["location"], "/developers/staff/second-factor");
+        let t = app.form_csrf(&web, "/developers/staff/second-factor").await;
+        let form = [
+            ("step", "start"),
+            ("enrolment_code", "aaaa-bbbb-cccc-dddd"),
+            ("csrf_token", &t),
+        ];
+        let r = app
+            .submit(&web, "/developers/staff/second-factor", &form)
+            .await;
+        assert_eq!(r.status(), 400, "{backend:?}");
+        let page = r.text().await.unwrap();
+        assert!(page.contains("wrong or expired enrolment code"), "{page}");
+        assert!(!page.contains("id=\"secret\""), "{page}");
+
+        let (owing2, _) = password_login(&app, "ops2").await;
+        let good = json!({ "enrolment_code": other_code });
+        let expire = |at: chrono::NaiveDateTime| {
+            let id = ops2.clone();
+            app.platform.db.write(move |c| {
+                Ok(diesel::update(
+                    enrolment_codes::table.filter(enrolment_codes::subject_id.eq(id)),
+                )
+                .set(enrolment_codes::expires_at.eq(at))
+                .execute(c)?)
+            })
+        };
+        let now = app.platform.now().naive_utc();
+        assert_eq!(
+            expire(now - chrono::TimeDelta::seconds(1)).await.unwrap(),
+            1
+        );
+        let r = app.api(Method::POST, STAFF_ENROL, Some(&owing2), Some(&good));
+        let (s, v) = status_and_body(r.await).await;
+        assert_eq!(s, 400, "expired {v} {backend:?}");
+        expire(now + chrono::TimeDelta::hours(1)).await.unwrap();
+        for n in 2..developer_portal::second_factor::FAILURES_PER_ACCOUNT {
+            let bad = ["aaaa-bbbb-cccc-dddd".to_string(), "a".repeat(65)][n as usize % 2].clone();
+            let bad = json!({ "enrolment_code": bad });
+            let r = app.api(Method::POST, STAFF_ENROL, Some(&owing2), Some(&bad));
+            let (s, v) = status_and_body(r.await).await;
+            assert_eq!(s, 400, "{v} {backend:?}");
+            assert_eq!(v["errors"][0]["field"], "enrolment_code", "{v}");
+        }
+        let r = app.api(Method::POST, STAFF_ENROL, Some(&owing2), Some(&good));
+        assert_eq!(r.await.status(), 429, "{backend:?}");
         app.stop().await;
     }
 }

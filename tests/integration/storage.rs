@@ -72,6 +72,7 @@ fn select_all_columns(conn: &mut AnyConnection) -> QueryResult<()> {
         client_access_tokens,
         second_factors,
         recovery_codes,
+        enrolment_codes,
         staff_credentials,
         staff_broadcast,
         customer_identities
@@ -93,7 +94,7 @@ fn migrations_apply_revert_and_reapply() {
         db.run_blocking(|c| {
             assert_eq!(
                 user_tables(c).len(),
-                32,
+                33,
                 "{backend:?}: {:?}",
                 user_tables(c)
             );

@@ -105,7 +105,44 @@ impl TestApp {
         .await
         .unwrap()
         .expect("staff created")
+        .0
         .id
+    }
+
+    /// A new enrolment code for staff member `staff_id` (as `consent admin reset-second-factor`
+    /// gives one, without the reset), replacing the one given at creation.
+    pub async fn enrolment_code(&self, staff_id: &str) -> String {
+        let (id, now) = (staff_id.to_string(), self.platform.now());
+        self.platform
+            .db
+            .write(move |c| {
+                let code = developer_portal::second_factor::issue_enrolment_code(
+                    c,
+                    platform::audit::Actor::system("test"),
+                    platform::session::SessionKind::Staff,
+                    &id,
+                    now,
+                )
+                .expect("enrolment code");
+                Ok(code.to_string())
+            })
+            .await
+            .expect("enrolment code")
+    }
+
+    /// The staff member whose login token `owing` is.
+    pub async fn owing_staff_id(&self, owing: &str) -> String {
+        let (token, now) = (owing.to_string(), self.platform.now());
+        self.platform
+            .db
+            .run(move |c| {
+                platform::session::load_owing(c, platform::session::SessionKind::Staff, &token, now)
+            })
+            .await
+            .expect("session lookup")
+            .expect("a login that owes a second factor")
+            .0
+            .subject_id
     }
 
     /// Creates a staff member, logs it in and sets up its authenticator (as at a first login);
@@ -211,7 +248,8 @@ impl TestApp {
         username: &str,
         roles: &[developer_portal::StaffRole],
     ) -> reqwest::Client {
-        self.create_staff_with_roles(username, roles).await;
+        let id = self.create_staff_with_roles(username, roles).await;
+        let enrolment_code = self.enrolment_code(&id).await;
         let web = browser_client();
         let t = self.form_csrf(&web, "/developers/staff/login").await;
         let r = self
@@ -233,7 +271,11 @@ impl TestApp {
             .submit(
                 &web,
                 "/developers/staff/second-factor",
-                &[("step", "start"), ("csrf_token", &t)],
+                &[
+                    ("step", "start"),
+                    ("enrolment_code", &enrolment_code),
+                    ("csrf_token", &t),
+                ],
             )
             .await
             .text()
@@ -255,14 +297,16 @@ impl TestApp {
         web
     }
 
-    /// Enrols the staff member of the `owing` login token: (secret, recovery codes, full token).
+    /// Enrols the staff member of the `owing` login token, with an enrolment code given to them
+    /// now: (secret, recovery codes, full token).
     pub async fn enrol(&self, owing: &str) -> (String, Vec<String>, String) {
+        let code = self.enrolment_code(&self.owing_staff_id(owing).await).await;
         let r = self
             .api(
                 Method::POST,
                 "/api/v1/admin/second-factor",
                 Some(owing),
-                None,
+                Some(&json!({ "enrolment_code": code })),
             )
             .await;
         assert_eq!(r.status(), 200, "enrol");

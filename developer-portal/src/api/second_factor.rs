@@ -25,6 +25,16 @@ pub struct SecondFactorCode {
     pub code: Secret<String>,
 }
 
+/// What a staff member's enrolment needs besides the login token.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StaffEnrolmentRequest {
+    /// The one-time enrolment code the operator handed over with the password (printed by
+    /// `consent admin create` and `consent admin reset-second-factor`; good for 72 hours).
+    #[schema(value_type = String, example = "abcd-efgh-ijkl-mnop")]
+    pub enrolment_code: Secret<String>,
+}
+
 /// A started enrolment: put the secret into an authenticator app (typed in, or as the
 /// `otpauth://` link), then confirm with its first code. Shown once.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -129,20 +139,30 @@ pub async fn staff_second_factor_login(
 }
 
 /// Set up the staff member's authenticator, with the login token of a staff member who has none
-/// (`second_factor_due: enrol`): answers the secret. Starting again replaces an unconfirmed one.
+/// (`second_factor_due: enrol`) and the enrolment code the operator handed over: answers the
+/// secret. Starting again replaces an unconfirmed one; only this login token may confirm it.
 #[utoipa::path(post, path = "/api/v1/admin/second-factor", tag = "staff",
     security(("staff_token" = [])),
+    request_body = StaffEnrolmentRequest,
     responses((status = 200, description = "Secret to put into an authenticator app", body = EnrolmentResponse),
+        (status = 400, description = "Missing, wrong or expired enrolment code (it counts towards the limit), or a malformed body", body = Problem),
         NoOwingToken,
-        (status = 409, description = "Already set up", body = platform::problem::Problem)))]
+        (status = 409, description = "Already set up", body = Problem),
+        TooManyAttempts))]
 pub async fn staff_enrol(
     p: Data,
     OwingBearer(owing): OwingBearer<Staff>,
+    body: Result<web::Json<StaffEnrolmentRequest>, actix_web::Error>,
 ) -> Result<HttpResponse, ApiError> {
+    // The token first: without one the answer is 401, whatever the body.
     owed(&owing, SecondFactorDue::Enrol)?;
-    let id = owing.session.subject_id.clone();
-    let label = staff_label(&p, id.clone()).await?;
-    let e = second_factor::begin(&p, SessionKind::Staff, id, label).await?;
+    let body = match body {
+        Ok(body) => body,
+        Err(refused) => return Ok(refused.error_response()),
+    };
+    let label = staff_label(&p, owing.session.subject_id.clone()).await?;
+    let code = body.into_inner().enrolment_code.expose().clone();
+    let e = second_factor::begin(&p, &owing.session, label, Some(code)).await?;
     Ok(no_store_json(&EnrolmentResponse::from(e)))
 }
 
@@ -165,15 +185,8 @@ pub async fn staff_confirm(
     OwingBearer(owing): OwingBearer<Staff>,
 ) -> Result<HttpResponse, ApiError> {
     owed(&owing, SecondFactorDue::Enrol)?;
-    let id = owing.session.subject_id.clone();
-    let done = second_factor::confirm(
-        &p,
-        SessionKind::Staff,
-        id,
-        Some(owing.session),
-        body.into_inner().code.expose().clone(),
-    )
-    .await?;
+    let code = body.into_inner().code.expose().clone();
+    let done = second_factor::confirm(&p, owing.session, true, code).await?;
     Ok(no_store_json(&enrolled(done)))
 }
 
@@ -213,7 +226,7 @@ pub async fn developer_enrol(p: Data, auth: DeveloperAuth) -> Result<HttpRespons
         let id = id.clone();
         read(&p, move |c| Ok(accounts::developer(c, &id)?.email)).await?
     };
-    let e = second_factor::begin(&p, SessionKind::Developer, id, label).await?;
+    let e = second_factor::begin(&p, &auth.session, label, None).await?;
     Ok(no_store_json(&EnrolmentResponse::from(e)))
 }
 
@@ -231,15 +244,8 @@ pub async fn developer_confirm(
     body: web::Json<SecondFactorCode>,
     auth: DeveloperAuth,
 ) -> Result<HttpResponse, ApiError> {
-    let id = auth.session.subject_id.clone();
-    let done = second_factor::confirm(
-        &p,
-        SessionKind::Developer,
-        id,
-        None,
-        body.into_inner().code.expose().clone(),
-    )
-    .await?;
+    let code = body.into_inner().code.expose().clone();
+    let done = second_factor::confirm(&p, auth.session.clone(), false, code).await?;
     Ok(no_store_json(&enrolled(done)))
 }
 

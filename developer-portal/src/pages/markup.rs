@@ -101,6 +101,10 @@ pub(crate) fn messages(e: &PortalError) -> Vec<String> {
             .iter()
             .map(|f| format!("{}: {}", f.field, f.message))
             .collect(),
+        // A concurrent write won (a unique key): the database's words stay in the log.
+        PortalError::Storage(platform::storage::StorageError::Conflict(_)) => {
+            vec!["Something changed at the same moment; please try again.".into()]
+        }
         // Failures of ours say nothing of their cause on the page (database hosts, SQL): the
         // cause goes to the log under a reference the page shows.
         other if status_of(other).is_server_error() => {
@@ -120,7 +124,10 @@ pub(crate) fn status_of(e: &PortalError) -> StatusCode {
         PortalError::InvalidCredentials => StatusCode::UNAUTHORIZED,
         PortalError::Forbidden(_) => StatusCode::FORBIDDEN,
         PortalError::NotFound(_) => StatusCode::NOT_FOUND,
-        PortalError::Conflict(_) => StatusCode::CONFLICT,
+        PortalError::Conflict(_)
+        | PortalError::Storage(platform::storage::StorageError::Conflict(_)) => {
+            StatusCode::CONFLICT
+        }
         PortalError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
         PortalError::Storage(platform::storage::StorageError::Unavailable(_)) => {
             StatusCode::SERVICE_UNAVAILABLE

@@ -108,6 +108,12 @@ fn enrol_page(
                     form method="post" action=(action) {
                         (csrf_input(&s.csrf_token))
                         input type="hidden" name="step" value="start";
+                        // Staff enrol only with the one-time code the operator handed over.
+                        @if s.kind == SessionKind::Staff {
+                            p { label { "Enrolment code (from your administrator, with your password) "
+                                input type="text" name="enrolment_code" autocomplete="off"
+                                    maxlength="64" required autofocus; } }
+                        }
                         button type="submit" { "Create a secret" }
                     }
                 }
@@ -141,7 +147,7 @@ async fn pending<K: PageKind>(
     s: &Session,
 ) -> PortalResult<Option<second_factor::Enrolment>> {
     let label = label::<K>(p, s).await?;
-    second_factor::pending(p, K::KIND, s.subject_id.clone(), label).await
+    second_factor::pending(p, s, label).await
 }
 
 /// GET: a staff login that owes enrolment sets an authenticator up.
@@ -164,25 +170,20 @@ pub(crate) async fn enrol_post<K: PageKind>(p: Data, form: OwingForm<K>) -> Http
     }
     let s = owing.session;
     if fields.get("step") == "start" {
+        let code = fields.get("enrolment_code").to_string();
         let started = match label::<K>(&p, &s).await {
-            Ok(label) => second_factor::begin(&p, K::KIND, s.subject_id.clone(), label).await,
+            Ok(label) => second_factor::begin(&p, &s, label, Some(code)).await,
             Err(e) => Err(e),
         };
         return match started {
             Ok(e) => enrol_page(StatusCode::OK, K::ENROL, &s, Some(&e), None),
-            Err(e) => error_page(&e, K::ENROL),
+            Err(e) => {
+                let error = messages(&e).join("; ");
+                enrol_page(status_of(&e), K::ENROL, &s, None, Some(&error))
+            }
         };
     }
-    let id = s.subject_id.clone();
-    match second_factor::confirm(
-        &p,
-        K::KIND,
-        id,
-        Some(s.clone()),
-        fields.get("code").to_string(),
-    )
-    .await
-    {
+    match second_factor::confirm(&p, s.clone(), true, fields.get("code").to_string()).await {
         Ok(done) => match &done.upgraded {
             Some(l) => logged_in::<K>(&p, l, recovery_page(&done, K::HOME)),
             None => error_page(
@@ -248,7 +249,7 @@ pub(crate) async fn developer_post(p: Data, post: CsrfForm<Developer>) -> HttpRe
     match post.field("step") {
         "start" => {
             let started = match label::<Developer>(&p, &s).await {
-                Ok(label) => second_factor::begin(&p, SessionKind::Developer, id, label).await,
+                Ok(label) => second_factor::begin(&p, &s, label, None).await,
                 Err(e) => Err(e),
             };
             match started {
@@ -267,7 +268,7 @@ pub(crate) async fn developer_post(p: Data, post: CsrfForm<Developer>) -> HttpRe
                 }
             }
         }
-        _ => match second_factor::confirm(&p, SessionKind::Developer, id, None, code).await {
+        _ => match second_factor::confirm(&p, s.clone(), false, code).await {
             Ok(done) => recovery_page(&done, Developer::HOME),
             Err(e) => {
                 let shown = pending::<Developer>(&p, &s).await.ok().flatten();

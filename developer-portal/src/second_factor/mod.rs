@@ -11,6 +11,10 @@
 //! - A code counts once: the step it belongs to must be later than the last step accepted, and
 //!   the conditional update that records it lets one of two concurrent uses win.
 //! - Recovery codes carry 80 random bits, are stored as SHA-256 and deleted when used.
+//! - A staff member enrols only with a one-time enrolment code ([`issue_enrolment_code`]) that
+//!   the operator hands over out of band: a password alone, leaked before the first login, does
+//!   not let anyone else set up the authenticator. The enrolment is bound to the session that
+//!   started it: no other session is shown its secret or may confirm it.
 //! - Attempts are capped per account ([`ATTEMPTS_PER_ACCOUNT`], counted before the check, so a
 //!   burst of concurrent guesses is bounded too).
 //! - Failures are counted per account ([`FAILURES_PER_ACCOUNT`] per [`FAILURE_WINDOW`], wherever
@@ -26,7 +30,7 @@ use platform::audit::{Actor, NewEvent, Target};
 use platform::crypto::{FieldCipher, PlainToken};
 use platform::session::{self, SecondFactorDue, Session, SessionKind};
 use platform::storage::AnyConnection;
-use platform::storage::schema::{recovery_codes, second_factors};
+use platform::storage::schema::{enrolment_codes, recovery_codes, second_factors};
 use platform::totp::Totp;
 use rand::RngCore;
 use rand::rngs::OsRng;
@@ -50,6 +54,8 @@ pub const FAILURE_WINDOW: StdDuration = StdDuration::from_secs(900);
 pub const ATTEMPTS_PER_ACCOUNT: u64 = 10;
 /// The issuer shown in authenticator apps.
 pub const ISSUER: &str = "Consent";
+/// How long an enrolment code stays good after the operator was given it.
+pub const ENROLMENT_CODE_LIFETIME: chrono::TimeDelta = chrono::TimeDelta::hours(72);
 
 fn ts(t: DateTime<Utc>) -> NaiveDateTime {
     t.naive_utc().trunc_subsecs(0)
@@ -63,6 +69,9 @@ pub struct Factor {
     kind: SessionKind,
     id: String,
     now: DateTime<Utc>,
+    /// The session the request comes from (its id hash): an enrolment belongs to the session
+    /// that started it.
+    session: Option<String>,
 }
 
 impl Factor {
@@ -72,6 +81,15 @@ impl Factor {
             kind,
             id,
             now: p.now(),
+            session: None,
+        }
+    }
+
+    /// The factor of the account logged in as `s`, working within that session.
+    pub fn in_session(p: &Platform, s: &Session) -> Self {
+        Self {
+            session: Some(s.binding().to_string()),
+            ..Self::new(p, s.kind, s.subject_id.clone())
         }
     }
 
@@ -118,6 +136,14 @@ pub fn due_after_password(
     })
 }
 
+/// A stored authenticator as read for a check: its secret, the last step accepted, and its
+/// ciphertext (which names this very secret in the update that records a use).
+struct Stored {
+    totp: Totp,
+    last: i64,
+    enc: String,
+}
+
 /// A started enrolment: the secret to put into an authenticator app, shown once (never in Debug).
 pub struct Enrolment {
     /// Base32, for typing in.
@@ -127,12 +153,14 @@ pub struct Enrolment {
 }
 
 impl Factor {
-    /// Starts (or starts again) enrolment: a new secret waits for its first code. Refused when
-    /// the account already has a confirmed authenticator (remove it first).
+    /// Starts (or starts again) enrolment in this session: a new secret waits for its first
+    /// code. Refused when the account already has a confirmed authenticator (remove it first),
+    /// and for staff without their valid enrolment code.
     pub fn start_enrolment(
         &self,
         c: &mut AnyConnection,
         account_label: &str,
+        enrolment_code: Option<&str>,
     ) -> PortalResult<Enrolment> {
         let (kind, id) = (self.kind, self.id.as_str());
         if enrolled(c, kind, id)? {
@@ -140,6 +168,12 @@ impl Factor {
                 "a second factor is already set up".into(),
             ));
         }
+        if kind == SessionKind::Staff {
+            self.check_enrolment_code(c, enrolment_code)?;
+        }
+        let Some(session) = &self.session else {
+            return Err(PortalError::Forbidden("enrolment needs a session".into()));
+        };
         let totp = Totp::generate();
         let secret_enc = self.cipher.encrypt(totp.expose(), &self.aad())?;
         // A clean slate: an unconfirmed secret started earlier is replaced.
@@ -151,47 +185,96 @@ impl Factor {
                 second_factors::secret_enc.eq(&secret_enc),
                 second_factors::last_step.eq(0_i64),
                 second_factors::created_at.eq(ts(self.now)),
+                second_factors::started_in.eq(session),
             ))
             .execute(c)?;
         self.record(c, "second_factor.enrolment_started")?;
         Ok(Enrolment::of(&totp, account_label))
     }
 
-    /// The stored secret and last accepted step; `confirmed` selects a confirmed or a pending
-    /// one.
-    fn stored(&self, c: &mut AnyConnection, confirmed: bool) -> PortalResult<Option<(Totp, i64)>> {
-        let row: Option<(String, i64, Option<NaiveDateTime>)> = second_factors::table
+    /// Whether `presented` is the account's enrolment code, unexpired. A wrong one is a field
+    /// error, so it counts towards the account's failure limit.
+    fn check_enrolment_code(
+        &self,
+        c: &mut AnyConnection,
+        presented: Option<&str>,
+    ) -> PortalResult<()> {
+        let presented = presented.map(str::trim).unwrap_or_default();
+        let wrong = || {
+            PortalError::field(
+                "enrolment_code",
+                "wrong or expired enrolment code: ask an administrator for a new one",
+            )
+        };
+        if presented.len() > 64 {
+            return Err(wrong());
+        }
+        if presented.is_empty() {
+            return Err(PortalError::field(
+                "enrolment_code",
+                "required: the enrolment code your administrator gave you with your password",
+            ));
+        }
+        let n: i64 = enrolment_codes::table
+            .filter(enrolment_codes::subject_type.eq(self.kind.as_str()))
+            .filter(enrolment_codes::subject_id.eq(&self.id))
+            .filter(enrolment_codes::code_hash.eq(code_hash(presented)))
+            .filter(enrolment_codes::expires_at.gt(ts(self.now)))
+            .count()
+            .get_result(c)?;
+        if n == 1 { Ok(()) } else { Err(wrong()) }
+    }
+
+    /// The stored secret and last accepted step; `confirmed` selects a confirmed one, or else
+    /// the pending one started in this session.
+    fn stored(&self, c: &mut AnyConnection, confirmed: bool) -> PortalResult<Option<Stored>> {
+        type Row = (String, i64, Option<NaiveDateTime>, Option<String>);
+        let row: Option<Row> = second_factors::table
             .filter(second_factors::subject_type.eq(self.kind.as_str()))
             .filter(second_factors::subject_id.eq(&self.id))
             .select((
                 second_factors::secret_enc,
                 second_factors::last_step,
                 second_factors::confirmed_at,
+                second_factors::started_in,
             ))
             .first(c)
             .optional()?;
-        let Some((enc, last, _)) = row.filter(|r| r.2.is_some() == confirmed) else {
+        let mine = |r: &Row| match confirmed {
+            true => r.2.is_some(),
+            false => r.2.is_none() && r.3.is_some() && r.3 == self.session,
+        };
+        let Some((enc, last, _, _)) = row.filter(mine) else {
             return Ok(None);
         };
         let secret = self.cipher.decrypt(&enc, &self.aad())?;
-        Ok(Some((Totp::from_bytes(&secret), last)))
+        Ok(Some(Stored {
+            totp: Totp::from_bytes(&secret),
+            last,
+            enc,
+        }))
     }
 
     /// Checks `code` against the stored secret (confirmed or pending) and records its step as
     /// used if it is later than the last one (of two concurrent uses of one code, exactly one
-    /// updates the row); `confirm` also marks enrolment done.
+    /// updates the row); `confirm` also marks enrolment done. The update names the very secret
+    /// that was checked: an enrolment restarted meanwhile by another login (a new secret) is
+    /// not confirmed by this one's code.
     fn use_code(
         &self,
         c: &mut AnyConnection,
-        totp: &Totp,
-        last: i64,
+        stored: &Stored,
         code: &str,
         confirm: bool,
     ) -> PortalResult<()> {
-        let step = totp.check(code, self.now, last).ok_or_else(wrong_code)?;
+        let step = (stored.totp)
+            .check(code, self.now, stored.last)
+            .ok_or_else(wrong_code)?;
         let target = second_factors::table
             .filter(second_factors::subject_type.eq(self.kind.as_str()))
             .filter(second_factors::subject_id.eq(&self.id))
+            .filter(second_factors::secret_enc.eq(&stored.enc))
+            .filter(second_factors::confirmed_at.is_not_null().eq(!confirm))
             .filter(second_factors::last_step.lt(step));
         let n = if confirm {
             diesel::update(target)
@@ -213,21 +296,12 @@ impl Factor {
     fn issue_recovery_codes(&self, c: &mut AnyConnection) -> PortalResult<Vec<Zeroizing<String>>> {
         let mut codes = Vec::with_capacity(RECOVERY_CODES);
         for _ in 0..RECOVERY_CODES {
-            let mut bytes = [0u8; 10];
-            OsRng.fill_bytes(&mut bytes);
-            let b32 = Zeroizing::new(data_encoding::BASE32_NOPAD.encode(&bytes).to_lowercase());
-            let code = Zeroizing::new(
-                b32.as_bytes()
-                    .chunks(4)
-                    .map(|g| String::from_utf8_lossy(g).into_owned())
-                    .collect::<Vec<_>>()
-                    .join("-"),
-            );
+            let code = random_code();
             diesel::insert_into(recovery_codes::table)
                 .values((
                     recovery_codes::subject_type.eq(self.kind.as_str()),
                     recovery_codes::subject_id.eq(&self.id),
-                    recovery_codes::code_hash.eq(recovery_hash(&code)),
+                    recovery_codes::code_hash.eq(code_hash(&code)),
                     recovery_codes::created_at.eq(ts(self.now)),
                 ))
                 .execute(c)?;
@@ -236,19 +310,26 @@ impl Factor {
         Ok(codes)
     }
 
-    /// Confirms enrolment with the app's first code: the authenticator is set up, and the
-    /// recovery codes are returned (once).
+    /// Confirms enrolment (started in this session) with the app's first code: the
+    /// authenticator is set up, the enrolment code is used up, and the recovery codes are
+    /// returned (once).
     pub fn confirm_enrolment(
         &self,
         c: &mut AnyConnection,
         code: &str,
     ) -> PortalResult<Vec<Zeroizing<String>>> {
-        let Some((totp, last)) = self.stored(c, false)? else {
+        let Some(pending) = self.stored(c, false)? else {
             return Err(PortalError::Conflict(
                 "no enrolment in progress: start one first".into(),
             ));
         };
-        self.use_code(c, &totp, last, code.trim(), true)?;
+        self.use_code(c, &pending, code.trim(), true)?;
+        diesel::delete(
+            enrolment_codes::table
+                .filter(enrolment_codes::subject_type.eq(self.kind.as_str()))
+                .filter(enrolment_codes::subject_id.eq(&self.id)),
+        )
+        .execute(c)?;
         let codes = self.issue_recovery_codes(c)?;
         self.record(c, "second_factor.enrolled")?;
         Ok(codes)
@@ -262,17 +343,17 @@ impl Factor {
             return Err(wrong_code());
         }
         if code.len() == platform::totp::DIGITS as usize {
-            let Some((totp, last)) = self.stored(c, true)? else {
+            let Some(confirmed) = self.stored(c, true)? else {
                 return Err(wrong_code());
             };
-            self.use_code(c, &totp, last, code, false)?;
+            self.use_code(c, &confirmed, code, false)?;
             return Ok(Proof::Code);
         }
         let used = diesel::delete(
             recovery_codes::table
                 .filter(recovery_codes::subject_type.eq(kind.as_str()))
                 .filter(recovery_codes::subject_id.eq(id))
-                .filter(recovery_codes::code_hash.eq(recovery_hash(code))),
+                .filter(recovery_codes::code_hash.eq(code_hash(code))),
         )
         .execute(c)?;
         if used == 1 && enrolled(c, kind, id)? {
@@ -324,7 +405,81 @@ fn forget(c: &mut AnyConnection, kind: SessionKind, id: &str) -> PortalResult<()
     Ok(())
 }
 
-fn recovery_hash(code: &str) -> String {
+/// `xxxx-xxxx-xxxx-xxxx`: 80 random bits (a recovery or an enrolment code).
+fn random_code() -> Zeroizing<String> {
+    let mut bytes = Zeroizing::new([0u8; 10]);
+    OsRng.fill_bytes(bytes.as_mut());
+    let b32 = Zeroizing::new(
+        data_encoding::BASE32_NOPAD
+            .encode(bytes.as_ref())
+            .to_lowercase(),
+    );
+    Zeroizing::new(
+        b32.as_bytes()
+            .chunks(4)
+            .map(|g| String::from_utf8_lossy(g).into_owned())
+            .collect::<Vec<_>>()
+            .join("-"),
+    )
+}
+
+/// A new enrolment code for the account, replacing any earlier one; good for
+/// [`ENROLMENT_CODE_LIFETIME`] and until an enrolment is confirmed. Shown once, stored hashed,
+/// audited (`second_factor.enrolment_code_issued`, by `actor`).
+pub fn issue_enrolment_code(
+    c: &mut AnyConnection,
+    actor: Actor,
+    kind: SessionKind,
+    id: &str,
+    now: DateTime<Utc>,
+) -> PortalResult<Zeroizing<String>> {
+    let code = random_code();
+    let expires_at = now + ENROLMENT_CODE_LIFETIME;
+    diesel::delete(
+        enrolment_codes::table
+            .filter(enrolment_codes::subject_type.eq(kind.as_str()))
+            .filter(enrolment_codes::subject_id.eq(id)),
+    )
+    .execute(c)?;
+    diesel::insert_into(enrolment_codes::table)
+        .values((
+            enrolment_codes::subject_type.eq(kind.as_str()),
+            enrolment_codes::subject_id.eq(id),
+            enrolment_codes::code_hash.eq(code_hash(&code)),
+            enrolment_codes::created_at.eq(ts(now)),
+            enrolment_codes::expires_at.eq(ts(expires_at)),
+        ))
+        .execute(c)?;
+    NewEvent::new(
+        actor,
+        "second_factor.enrolment_code_issued",
+        Target::new(kind.as_str(), id),
+    )
+    .details(serde_json::json!({ "expires_at": ts(expires_at).and_utc() }))
+    .record(c, now)?;
+    Ok(code)
+}
+
+/// A new enrolment code for an account without an authenticator (the demo's staff members at
+/// every start); `None` for one that has one.
+pub async fn enrolment_code_if_unenrolled(
+    p: &Platform,
+    actor: Actor,
+    kind: SessionKind,
+    id: String,
+) -> PortalResult<Option<Zeroizing<String>>> {
+    let now = p.now();
+    write(p, move |c| {
+        if enrolled(c, kind, &id)? {
+            return Ok(None);
+        }
+        issue_enrolment_code(c, actor, kind, &id, now).map(Some)
+    })
+    .await
+}
+
+/// The stored form of a recovery or enrolment code (case, spaces and dashes do not count).
+fn code_hash(code: &str) -> String {
     let normalized: String = code
         .chars()
         .filter(|ch| ch.is_ascii_alphanumeric())
@@ -358,9 +513,12 @@ pub fn recovery_codes_left(
 }
 
 /// `consent admin reset-second-factor`: a staff member who lost both the authenticator and the
-/// recovery codes enrols again at the next login. Their sessions end; the reset is audited as
-/// the operator's. Blocking (for the CLI).
-pub fn reset_staff(platform: &Platform, username: &str) -> PortalResult<crate::StaffAccount> {
+/// recovery codes enrols again at the next login, with the new enrolment code returned here.
+/// Their sessions end; the reset is audited as the operator's. Blocking (for the CLI).
+pub fn reset_staff(
+    platform: &Platform,
+    username: &str,
+) -> PortalResult<(crate::StaffAccount, Zeroizing<String>)> {
     let now = platform.now();
     let username =
         crate::domain::staff_username(username).map_err(|m| PortalError::field("username", m))?;
@@ -375,7 +533,9 @@ pub fn reset_staff(platform: &Platform, username: &str) -> PortalResult<crate::S
                 Target::new("staff", &member.id),
             )
             .record(c, now)?;
-            Ok(member)
+            let code =
+                issue_enrolment_code(c, Actor::system("cli"), SessionKind::Staff, &member.id, now)?;
+            Ok((member, code))
         }))
     })?
 }
@@ -416,16 +576,39 @@ pub async fn pay(
     .await
 }
 
-/// Starts enrolment for the caller (an owing staff session, or a full developer or staff session
-/// without an authenticator yet).
+/// Starts enrolment in the caller's session (a staff login that owes enrolment, with its
+/// enrolment code; or a developer's full session). A staff member's wrong enrolment code counts
+/// towards the account's failure limit.
 pub async fn begin(
     p: &Platform,
-    kind: SessionKind,
-    id: String,
+    session: &Session,
     account_label: String,
+    enrolment_code: Option<String>,
 ) -> PortalResult<Enrolment> {
-    let factor = Factor::new(p, kind, id);
-    write(p, move |c| factor.start_enrolment(c, &account_label)).await
+    let factor = Factor::in_session(p, session);
+    let start = move |c: &mut AnyConnection, f: &Factor| {
+        f.start_enrolment(c, &account_label, enrolment_code.as_deref())
+    };
+    if session.kind != SessionKind::Staff {
+        return write(p, move |c| start(c, &factor)).await;
+    }
+    let (id, now) = (session.subject_id.clone(), p.now());
+    let outcome = counted(p, factor, start).await;
+    if let Err(PortalError::Validation(_)) = &outcome {
+        // A wrong enrolment code means someone has the password: the log says so each time
+        // (the refused start itself was rolled back).
+        let _ = write(p, move |c| {
+            NewEvent::new(
+                Actor::staff(&id),
+                "second_factor.enrolment_code_refused",
+                Target::new("staff", &id),
+            )
+            .record(c, now)?;
+            Ok(())
+        })
+        .await;
+    }
+    outcome
 }
 
 /// Enrolment confirmed: the recovery codes (never in Debug), and for a session that owed
@@ -435,18 +618,17 @@ pub struct Enrolled {
     pub upgraded: Option<LoggedIn>,
 }
 
-/// Confirms the caller's enrolment with a first code; `owing` is the session that owed it, which
-/// a full session then replaces.
+/// Confirms the enrolment started in `session` with a first code; a session that owed it
+/// (`owing`) is then replaced by a full one.
 pub async fn confirm(
     p: &Platform,
-    kind: SessionKind,
-    id: String,
-    owing: Option<Session>,
+    session: Session,
+    owing: bool,
     code: String,
 ) -> PortalResult<Enrolled> {
-    counted(p, Factor::new(p, kind, id), move |c, f| {
+    counted(p, Factor::in_session(p, &session), move |c, f| {
         let recovery_codes = f.confirm_enrolment(c, &code)?;
-        let upgraded = owing.map(|s| upgrade(c, &s, f.now)).transpose()?;
+        let upgraded = owing.then(|| upgrade(c, &session, f.now)).transpose()?;
         Ok(Enrolled {
             recovery_codes,
             upgraded,
@@ -465,18 +647,18 @@ pub async fn remove_for(
     counted(p, Factor::new(p, kind, id), move |c, f| f.remove(c, &code)).await
 }
 
-/// The enrolment in progress (its secret again, for the page that confirms it), if any.
+/// The enrolment in progress in `session` (its secret again, for the page that confirms it), if
+/// any.
 pub async fn pending(
     p: &Platform,
-    kind: SessionKind,
-    id: String,
+    session: &Session,
     account_label: String,
 ) -> PortalResult<Option<Enrolment>> {
-    let factor = Factor::new(p, kind, id);
+    let factor = Factor::in_session(p, session);
     read(p, move |c| {
         Ok(factor
             .stored(c, false)?
-            .map(|(totp, _)| Enrolment::of(&totp, &account_label)))
+            .map(|s| Enrolment::of(&s.totp, &account_label)))
     })
     .await
 }

@@ -383,6 +383,7 @@ diesel::table! {
         last_step -> BigInt,
         created_at -> Timestamp,
         confirmed_at -> Nullable<Timestamp>,
+        started_in -> Nullable<Text>,
     }
 }
 
@@ -418,6 +419,16 @@ diesel::table! {
         lease_until -> Nullable<Timestamp>,
         last_error -> Nullable<Text>,
         updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    enrolment_codes (subject_type, subject_id) {
+        subject_type -> Text,
+        subject_id -> Text,
+        code_hash -> Text,
+        created_at -> Timestamp,
+        expires_at -> Timestamp,
     }
 }
 

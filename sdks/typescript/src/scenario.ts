@@ -68,7 +68,15 @@ function check(what: string, condition: boolean, detail?: unknown): void {
   }
 }
 
-async function portal(base: string, staff1: string, staff2: string, staffPassword: string, webhookUrl: string) {
+async function portal(
+  base: string,
+  staff1: string,
+  staff2: string,
+  staffPassword: string,
+  webhookUrl: string,
+  code1: string,
+  code2: string,
+) {
   const client = api(base);
   await must('sign up', signUp({ client, body: { email: EMAIL, password: DEV_PASSWORD, display_name: 'SDK Fintech TS' } }));
   const session = await must('session', developerLogin({ client, body: { email: EMAIL, password: DEV_PASSWORD } }));
@@ -90,12 +98,17 @@ async function portal(base: string, staff1: string, staff2: string, staffPasswor
   check('KYC submitted', submitted.status === 'submitted', submitted);
 
   // Four eyes: two different staff members approve. Their first login owes enrolment of an
-  // authenticator: the password's token sets one up and the first code opens the session.
-  for (const username of [staff1, staff2]) {
+  // authenticator: the password's token and the operator's enrolment code set one up, and the
+  // first code opens the session.
+  const staffMembers: [string, string][] = [
+    [staff1, code1],
+    [staff2, code2],
+  ];
+  for (const [username, enrolmentCode] of staffMembers) {
     const login = await must('login', staffLogin({ client, body: { username, password: staffPassword } }));
     check('enrolment due', login.second_factor_due === 'enrol', login);
     const owing = api(base, login.access_token);
-    const enrolment = await must('enrol', staffEnrol({ client: owing }));
+    const enrolment = await must('enrol', staffEnrol({ client: owing, body: { enrolment_code: enrolmentCode } }));
     check('otpauth URI', enrolment.otpauth_uri.startsWith('otpauth://totp/'), enrolment);
     const enrolled = await must('confirm', staffConfirm({ client: owing, body: { code: totp(enrolment.secret) } }));
     check('recovery codes', enrolled.recovery_codes.length === 10, enrolled);
@@ -185,7 +198,7 @@ const a = (i: number): string => {
 };
 const out =
   phase === 'portal'
-    ? await portal(a(0), a(1), a(2), a(3), a(4))
+    ? await portal(a(0), a(1), a(2), a(3), a(4), a(5), a(6))
     : phase === 'grants'
       ? await grants(a(0), a(1), a(2), a(3), a(4))
       : (() => {
