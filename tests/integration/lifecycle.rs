@@ -401,6 +401,53 @@ async fn a_client_may_have_a_shorter_dormancy_period() {
     }
 }
 
+/// A client's period set when the warning lead time was 7 days (8 days, the shortest staff could
+/// set then) still gives its grants the whole lead time once the bank warns 14 days ahead: it
+/// counts as 15 days, so a grant idle for 9 days is warned, not ended.
+#[tokio::test]
+async fn a_raised_warning_lead_time_lengthens_a_client_period_below_it() {
+    for backend in backends() {
+        let (app, _clock) = spawn_with_clock(backend, |s| {
+            s.tokens.refresh_token_ttl = "180d".parse().unwrap();
+            s.lifecycle.warning_lead_time = "14d".parse().unwrap();
+        })
+        .await;
+        let secret = "cs_short-secret-value-0123456789ab";
+        insert_client(&app, "c_short", "sandbox", DEMO_REDIRECT, secret).await;
+        let long_ago = (app.platform.now() - Duration::days(60)).naive_utc();
+        app.platform
+            .db
+            .write(move |c| {
+                Ok(
+                    diesel::update(clients::table.filter(clients::id.eq("c_short")))
+                        .set((
+                            clients::dormancy_days.eq(Some(8)),
+                            clients::dormancy_since.eq(Some(long_ago)),
+                        ))
+                        .execute(c)?,
+                )
+            })
+            .await
+            .unwrap();
+        let idle = insert_grants(&app, "c_short", 2, Duration::days(100), Duration::days(9)).await;
+        let gone = insert_grants(&app, "c_short", 1, Duration::days(100), Duration::days(16)).await;
+        let r = consent::lifecycle::run_once(&app.platform).await.unwrap();
+        assert_eq!(
+            (r.dormant, r.dormancy_warnings),
+            (1, 2),
+            "{backend:?}: {r:?}"
+        );
+        assert_eq!(
+            status_of(&app, &gone[0]).await.1.as_deref(),
+            Some("dormancy")
+        );
+        for id in &idle {
+            assert_eq!(status_of(&app, id).await.0, "authorized", "{backend:?}");
+        }
+        app.stop().await;
+    }
+}
+
 /// Shortening a client's period ends nothing at once: a grant idle for longer than the new
 /// period gets the whole new period from the change, and its warning the lead time before.
 #[tokio::test]

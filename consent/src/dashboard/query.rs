@@ -216,6 +216,7 @@ fn effective_dormancy(
     ctx: &mut Lookup,
     client_id: &str,
     default: Duration,
+    lead: Duration,
 ) -> StorageResult<policy::DormancyClock> {
     let (days, since) = match ctx.dormancy_days.get(client_id) {
         Some(d) => *d,
@@ -230,7 +231,7 @@ fn effective_dormancy(
             d
         }
     };
-    let period = policy::dormancy_period(days, default);
+    let period = policy::dormancy_period(days, default, lead);
     Ok(policy::DormancyClock {
         period,
         since: since.filter(|_| period < default).map(|s| s.and_utc()),
@@ -357,7 +358,13 @@ fn view(
     };
     let (dormancy_deadline, grant_notice) = if status == GrantStatus::Authorized.as_str() {
         let active_since = policy::active_since(r.last_used_at, r.authorized_at, r.created_at);
-        let clock = effective_dormancy(conn, ctx, &r.client_id, policy.dormancy_period)?;
+        let clock = effective_dormancy(
+            conn,
+            ctx,
+            &r.client_id,
+            policy.dormancy_period,
+            policy.warning_lead_time,
+        )?;
         let deadline = clock.deadline(active_since);
         (
             Some(deadline),

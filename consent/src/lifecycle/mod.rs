@@ -70,7 +70,11 @@ struct DormancyRule {
 }
 
 /// The default rule first, then the (few) clients with a shorter period of their own.
-fn dormancy_rules(c: &mut AnyConnection, default: Duration) -> StorageResult<Vec<DormancyRule>> {
+fn dormancy_rules(
+    c: &mut AnyConnection,
+    default: Duration,
+    lead: Duration,
+) -> StorageResult<Vec<DormancyRule>> {
     use platform::storage::schema::clients;
     let mut rules = vec![DormancyRule {
         client: None,
@@ -85,7 +89,7 @@ fn dormancy_rules(c: &mut AnyConnection, default: Duration) -> StorageResult<Vec
         .select((clients::id, clients::dormancy_days, clients::dormancy_since))
         .load(c)?;
     for (client_id, days, since) in shorter {
-        let period = policy::dormancy_period(days, default);
+        let period = policy::dormancy_period(days, default, lead);
         if period < default {
             rules.push(DormancyRule {
                 client: Some(client_id),
@@ -445,7 +449,7 @@ pub async fn run_once(platform: &Platform) -> StorageResult<SweepReport> {
     let rules = std::sync::Arc::new(
         platform
             .db
-            .run(move |c| dormancy_rules(c, dormancy))
+            .run(move |c| dormancy_rules(c, dormancy, lead))
             .await?,
     );
     let workers = (0..ending_workers(platform)).map(|_| {

@@ -29,12 +29,19 @@ impl LifecyclePolicy {
     }
 }
 
-/// The dormancy period of a client's grants: its own `dormancy_days` when positive and shorter
-/// than the bank's default, else the default.
-pub fn dormancy_period(client_days: Option<i32>, default: Duration) -> Duration {
+/// The dormancy period of a client's grants: its own `dormancy_days` when positive, else the
+/// bank's default. Never longer than the default, and never shorter than a day more than the
+/// warning lead time `lead`: staff can only set a period that long, but a bank that raises
+/// `lifecycle.warning_lead_time` later would otherwise give that client's grants less notice than
+/// the lead time (a warning at once after every use).
+pub fn dormancy_period(client_days: Option<i32>, default: Duration, lead: Duration) -> Duration {
     client_days
         .filter(|d| *d > 0)
-        .map(|d| Duration::days(i64::from(d)).min(default))
+        .map(|d| {
+            Duration::days(i64::from(d))
+                .max(lead + Duration::days(1))
+                .min(default)
+        })
         .unwrap_or(default)
 }
 
@@ -121,8 +128,34 @@ impl DormancyClock {
 
 #[cfg(test)]
 mod tests {
-    use super::DormancyClock;
+    use super::{DormancyClock, dormancy_period};
     use chrono::{DateTime, Duration, Utc};
+
+    /// A client's own period applies within its bounds: at least a day more than the lead time
+    /// (a bank that raised the lead time after staff set the period), at most the default.
+    #[test]
+    fn a_client_period_stays_between_the_lead_time_and_the_default() {
+        let (default, lead) = (Duration::days(90), Duration::days(7));
+        let period = |days| dormancy_period(days, default, lead);
+        assert_eq!(period(None), default);
+        assert_eq!(period(Some(0)), default);
+        assert_eq!(period(Some(-3)), default);
+        assert_eq!(period(Some(30)), Duration::days(30));
+        assert_eq!(period(Some(8)), Duration::days(8));
+        // Set as 8 days when the lead was 7; the bank now warns 14 days ahead.
+        assert_eq!(
+            dormancy_period(Some(8), default, Duration::days(14)),
+            Duration::days(15)
+        );
+        assert_eq!(period(Some(1)), Duration::days(8));
+        assert_eq!(period(Some(365)), default);
+        assert_eq!(period(Some(i32::MAX)), default);
+        // A lead time close to the default: the default still bounds it.
+        assert_eq!(
+            dormancy_period(Some(10), default, Duration::days(89) + Duration::hours(12)),
+            default
+        );
+    }
 
     /// The sweeper selects by one activity cutoff per client; that selection must be exactly the
     /// grants whose deadline has come, for every activity, setting time and moment.
