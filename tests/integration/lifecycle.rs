@@ -338,7 +338,7 @@ async fn dormancy_days(app: &TestApp, client_id: &str) -> Option<i32> {
 
 /// Staff member `requester` asks for `client_id`'s dormancy period to be `days` and `approver`
 /// approves it (four-eyes): the request's id.
-async fn set_dormancy(app: &TestApp, client_id: &str, days: Value) -> String {
+async fn set_dormancy(app: &TestApp, client_id: &str, days: Value) -> Value {
     // Fresh staff members per call (usernames are unique).
     static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -358,7 +358,7 @@ async fn set_dormancy(app: &TestApp, client_id: &str, days: Value) -> String {
     assert_eq!(req["payload"]["dormancy_days"], days);
     let id = req["id"].as_str().unwrap().to_string();
     assert_eq!(approve(app, &id, &approver).await.status(), 200);
-    id
+    req["payload"].clone()
 }
 
 #[tokio::test]
@@ -461,7 +461,11 @@ async fn shortening_a_period_gives_idle_grants_the_whole_new_period_and_a_warnin
             idle.push(
                 insert_grants(&app, client, 2, Duration::days(100), Duration::days(30)).await,
             );
-            set_dormancy(&app, client, json!(10)).await;
+            // The approver is shown what the change weighs on: 2 live grants, both idle longer
+            // than the new period.
+            let asked = set_dormancy(&app, client, json!(10)).await;
+            assert_eq!(asked["live_grants"], 2, "{asked}");
+            assert_eq!(asked["grants_idle_longer_than_new_period"], 2, "{asked}");
         }
         let r = consent::lifecycle::run_once(&app.platform).await.unwrap();
         assert_eq!(
@@ -522,7 +526,8 @@ async fn a_dormancy_period_needs_a_second_compliance_member_and_a_sane_value() {
     use developer_portal::StaffRole;
     use reqwest::Method;
     for backend in backends() {
-        let app = e2e_tests::spawn_app(backend).await;
+        // The demo's customers hold the grants that the request counts.
+        let app = e2e_tests::spawn_demo_app(backend).await;
         let dev = app.developer_token("dormancy@fintech.example").await;
         let (client_id, _) = app.sandbox_client(&dev).await;
         let support = app
@@ -592,12 +597,33 @@ async fn a_dormancy_period_needs_a_second_compliance_member_and_a_sane_value() {
             "{backend:?}: no bad request opened anything"
         );
 
+        // The request shows the approver the client's live grants and those idle longer than
+        // the new period (an ended one counts in neither).
+        let one = |idle| insert_grants(&app, &client_id, 1, Duration::days(100), idle);
+        one(Duration::days(30)).await;
+        one(Duration::days(2)).await;
+        let ended = one(Duration::days(40)).await;
+        let end = ended[0].clone();
+        app.platform
+            .db
+            .write(move |c| {
+                Ok(
+                    diesel::update(grant_rows::table.filter(grant_rows::id.eq(end)))
+                        .set(grant_rows::status.eq("revoked"))
+                        .execute(c)?,
+                )
+            })
+            .await
+            .unwrap();
         let r = ask(json!({ "dormancy_days": 10, "justification": why })).await;
         assert_eq!(r.status(), 202, "{backend:?}");
-        let id = r.json::<Value>().await.unwrap()["id"]
-            .as_str()
-            .unwrap()
-            .to_string();
+        let req = r.json::<Value>().await.unwrap();
+        assert_eq!(req["payload"]["live_grants"], 2, "{req}");
+        assert_eq!(
+            req["payload"]["grants_idle_longer_than_new_period"], 1,
+            "{req}"
+        );
+        let id = req["id"].as_str().unwrap().to_string();
         // One open request per client.
         problem(
             ask(json!({ "dormancy_days": 12, "justification": why })).await,

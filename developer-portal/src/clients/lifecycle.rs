@@ -79,6 +79,7 @@ pub fn request_dormancy_change(
             "the client's dormancy period is already that".into(),
         ));
     }
+    let (live_grants, idle_grants) = affected_grants(conn, client_id, days, now)?;
     let action = ApprovalAction::SetClientDormancy;
     Ok(approvals::request(
         conn,
@@ -88,11 +89,51 @@ pub fn request_dormancy_change(
             "client_id": client_id,
             "dormancy_days": days,
             "current_dormancy_days": client.dormancy_days,
+            // What the approver weighs: the client's live grants, and how many of them have
+            // been idle longer than the new period (they end that period after the approval
+            // unless used, their warning the lead time before), as of the request.
+            "live_grants": live_grants,
+            "grants_idle_longer_than_new_period": idle_grants,
         }),
         justification,
         staff_id,
         now,
     )?)
+}
+
+/// The client's live grants, and those of them idle (no use since, else since authorization, else
+/// since creation) for longer than `days` (none for the default).
+fn affected_grants(
+    conn: &mut AnyConnection,
+    client_id: &str,
+    days: Option<i32>,
+    now: DateTime<Utc>,
+) -> PortalResult<(i64, i64)> {
+    let live = || {
+        grant_rows::table
+            .filter(grant_rows::client_id.eq(client_id))
+            .filter(grant_rows::status.eq(GrantStatus::Authorized.as_str()))
+    };
+    let all: i64 = live().count().get_result(conn)?;
+    let Some(days) = days else {
+        return Ok((all, 0));
+    };
+    let cutoff = ts(now - chrono::Duration::days(i64::from(days)));
+    let idle: i64 = live()
+        .filter(
+            grant_rows::last_used_at
+                .lt(cutoff)
+                .or(grant_rows::last_used_at.is_null().and(
+                    grant_rows::authorized_at
+                        .lt(cutoff)
+                        .or(grant_rows::authorized_at
+                            .is_null()
+                            .and(grant_rows::created_at.lt(cutoff))),
+                )),
+        )
+        .count()
+        .get_result(conn)?;
+    Ok((all, idle))
 }
 
 /// Sets the dormancy period the approved request `approved` carries; the change's audit details
