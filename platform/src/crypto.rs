@@ -16,7 +16,10 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
+mod data_keys;
 pub mod hsm;
+
+pub use data_keys::{DataKeyError, KEY_PURPOSES, OpenedKeys, Rewrapped, signing_key_aad};
 
 pub use hsm::{CustodyEvent, CustodyJournal, HsmError, HsmKeyReport, KeyLocation};
 
@@ -36,15 +39,21 @@ pub enum CryptoError {
     Hsm(#[from] HsmError),
     #[error("the {0} key is unavailable: the HSM could not derive it (see the log)")]
     KeyUnavailable(String),
+    #[error("the deployment has no data key of purpose {0} (it is not in KEY_PURPOSES)")]
+    NoDataKey(String),
 }
 
-/// HKDF salts of the two kinds of derived keys.
+/// HKDF salts of the kinds of derived keys.
 const CIPHER_SALT: &[u8] = b"consent/v1";
 const MAC_SALT: &[u8] = b"consent/v1/mac";
+const WRAP_SALT: &[u8] = b"consent/v1/wrap";
 
 /// The 256-bit root secret. Every other key (field encryption, signing-key wrapping, the audit
-/// chain) is derived from it with HKDF under a distinct label, so compromise of one derived key
-/// exposes nothing else.
+/// chain) is a data key of its own purpose, so compromise of one exposes nothing else. Once the
+/// deployment's data keys are open ([`MasterKey::open_data_keys`], at start-up), the master only
+/// wraps them (`data_keys`), and a new master re-wraps them without touching the data
+/// ([`MasterKey::rewrap_data_keys`]). Before that (and for keys made outside a deployment, as in
+/// tests), a purpose's key is derived from the master with HKDF, as the data keys first were.
 ///
 /// It is held in one of two ways:
 /// - in memory (`security.master_key`, or `<data_dir>/master.key`): HKDF-SHA256 over the 32 bytes;
@@ -54,7 +63,13 @@ const MAC_SALT: &[u8] = b"consent/v1/mac";
 ///
 /// Clones share one key (and, for the HSM, one session and one cache of derived keys).
 #[derive(Clone)]
-pub struct MasterKey(Arc<Custody>);
+pub struct MasterKey(Arc<Held>);
+
+struct Held {
+    custody: Custody,
+    /// The deployment's data keys, once open: then every key comes from here.
+    ring: std::sync::OnceLock<data_keys::Ring>,
+}
 
 enum Custody {
     Memory(Zeroizing<[u8; 32]>),
@@ -83,8 +98,15 @@ impl MasterKey {
         Ok(Self::memory(Zeroizing::new(arr)))
     }
 
+    fn held(custody: Custody) -> Self {
+        Self(Arc::new(Held {
+            custody,
+            ring: std::sync::OnceLock::new(),
+        }))
+    }
+
     fn memory(bytes: Zeroizing<[u8; 32]>) -> Self {
-        Self(Arc::new(Custody::Memory(bytes)))
+        Self::held(Custody::Memory(bytes))
     }
 
     pub fn generate() -> Self {
@@ -96,7 +118,7 @@ impl MasterKey {
     /// The key's base64, for handing the same key to another instance; `None` when it is held
     /// in an HSM (it cannot be read out).
     pub fn to_base64(&self) -> Option<String> {
-        match self.0.as_ref() {
+        match &self.0.custody {
             Custody::Memory(bytes) => Some(STANDARD.encode(bytes.as_ref())),
             Custody::Hsm(_) => None,
         }
@@ -125,14 +147,12 @@ impl MasterKey {
     /// The master key held in a PKCS#11 token: loads the module, logs in, finds the key by its
     /// label and checks it cannot leave the token. No key material is read.
     pub fn open_pkcs11(settings: &crate::config::Pkcs11Settings) -> Result<Self, HsmError> {
-        Ok(Self(Arc::new(Custody::Hsm(hsm::HsmMasterKey::open(
-            settings,
-        )?))))
+        Ok(Self::held(Custody::Hsm(hsm::HsmMasterKey::open(settings)?)))
     }
 
     /// Where the key is held, when in an HSM.
     pub fn hsm_location(&self) -> Option<&KeyLocation> {
-        match self.0.as_ref() {
+        match &self.0.custody {
             Custody::Memory(_) => None,
             Custody::Hsm(k) => Some(k.location()),
         }
@@ -140,22 +160,40 @@ impl MasterKey {
 
     /// HSM operations not yet written to the audit log (`None` for a key held in memory).
     pub fn custody_journal(&self) -> Option<&CustodyJournal> {
-        match self.0.as_ref() {
+        match &self.0.custody {
             Custody::Memory(_) => None,
             Custody::Hsm(k) => Some(k.journal()),
         }
     }
 
-    /// HKDF-SHA256 under `salt` for `purpose`, from the master (memory) or from the token's
-    /// per-purpose HMAC (HSM).
+    /// The key of `purpose`: the deployment's data key once they are open (a purpose without one
+    /// is refused, never derived from a master that may not be the one it was made under), else
+    /// derived from the master.
     fn derive(
         &self,
         key_use: &'static str,
         salt: &[u8],
         purpose: &str,
     ) -> Result<Zeroizing<[u8; 32]>, CryptoError> {
+        match self.0.ring.get() {
+            Some(ring) => ring
+                .get(&(key_use, purpose.to_string()))
+                .cloned()
+                .ok_or_else(|| CryptoError::NoDataKey(purpose.to_string())),
+            None => self.derive_from_master(key_use, salt, purpose),
+        }
+    }
+
+    /// HKDF-SHA256 under `salt` for `purpose`, from the master (memory) or from the token's
+    /// per-purpose HMAC (HSM).
+    fn derive_from_master(
+        &self,
+        key_use: &'static str,
+        salt: &[u8],
+        purpose: &str,
+    ) -> Result<Zeroizing<[u8; 32]>, CryptoError> {
         let hsm_ikm;
-        let ikm: &[u8] = match self.0.as_ref() {
+        let ikm: &[u8] = match &self.0.custody {
             Custody::Memory(bytes) => bytes.as_ref(),
             Custody::Hsm(k) => {
                 let mut label = Vec::with_capacity(salt.len() + 1 + purpose.len());

@@ -65,6 +65,8 @@ pub enum InitError {
     PendingMigrations,
     #[error(transparent)]
     Tls(#[from] web::mtls::TlsError),
+    #[error(transparent)]
+    DataKeys(#[from] crypto::DataKeyError),
 }
 
 /// The shared services every handler and background job works with.
@@ -115,12 +117,12 @@ impl Platform {
             (None, Some(hsm)) => {
                 let file = settings.server.data_dir.join("master.key");
                 if file.exists() {
-                    // Data written under that key cannot be read under the HSM's.
+                    // A master replaced by the HSM's can still open what it wrapped.
                     tracing::warn!(
                         path = %file.display(),
                         "the master key is in the HSM (security.pkcs11) but the data directory \
-                         also has a master.key file: data encrypted under that file key will not \
-                         decrypt (there is no migration between the two)"
+                         also has a master.key file: once the data keys are re-wrapped to the \
+                         HSM (`consent keys rewrap`), destroy that file"
                     );
                 }
                 MasterKey::open_pkcs11(hsm)?
@@ -141,6 +143,7 @@ impl Platform {
         )?;
         let certificate_trust =
             web::mtls::CertificateTrust::load(settings.server.client_ca_file.as_deref())?;
+        open_data_keys(&db, &master_key, clock.now())?;
         // Derived here (not lazily) so that an HSM that cannot derive stops start-up.
         let audit = audit::AuditLog::new(db.clone(), audit::ChainKey::try_derive(&master_key)?)
             .with_custody(master_key.custody_journal().cloned());
@@ -163,6 +166,124 @@ impl Platform {
     pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
         self.clock.now()
     }
+
+    /// Wraps the deployment's data keys under `new` instead of the current master, in one
+    /// transaction with its audit event (`master_key.rewrapped`, by `actor`, with both masters'
+    /// ids). No data is re-encrypted. This process keeps its open keys; every instance must be
+    /// restarted with `new` configured (one that starts with the old master is refused).
+    /// Blocking.
+    pub fn rewrap_master_key(
+        &self,
+        new: &MasterKey,
+        actor: audit::Actor,
+    ) -> Result<crypto::Rewrapped, crypto::DataKeyError> {
+        let now = self.now();
+        let mut refused = None;
+        let done = self.db.run_blocking(|c| {
+            storage::write_tx(c, |c| {
+                let r = match self.master_key.rewrap_data_keys(c, new, now) {
+                    Ok(r) => r,
+                    Err(crypto::DataKeyError::Storage(e)) => return Err(e),
+                    Err(e) => {
+                        refused = Some(e);
+                        return Err(storage::StorageError::Conflict("re-wrap refused".into()));
+                    }
+                };
+                audit::NewEvent::new(
+                    actor,
+                    "master_key.rewrapped",
+                    audit::Target::new("master_key", &r.to),
+                )
+                .details(serde_json::json!({
+                    "from": r.from,
+                    "to": r.to,
+                    "to_hsm": new.hsm_location(),
+                    "data_keys": r.keys,
+                }))
+                .record(c, now)?;
+                // The new key's HSM operations, in the same transaction as what they served.
+                if let Some(journal) = new.custody_journal() {
+                    audit::record_custody(c, &journal.take())?;
+                }
+                Ok(r)
+            })
+        });
+        match refused {
+            Some(e) => Err(e),
+            None => Ok(done?),
+        }
+    }
+}
+
+/// Opens the deployment's data keys with `master_key` (adopting them at the first start, audited),
+/// in one write transaction: refused (and nothing kept) when the master is not theirs. Instances
+/// starting at once may both adopt: the one whose insert loses reads the winner's rows again.
+fn open_data_keys(
+    db: &Db,
+    master_key: &MasterKey,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), InitError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match open_data_keys_once(db, master_key, now) {
+            Err(InitError::Storage(storage::StorageError::Conflict(_))) if attempt < 3 => {}
+            other => return other,
+        }
+    }
+}
+
+fn open_data_keys_once(
+    db: &Db,
+    master_key: &MasterKey,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), InitError> {
+    let mut refused = None;
+    let adopted = db.run_blocking(|c| {
+        storage::write_tx(c, |c| match master_key.open_data_keys(c, now) {
+            Ok(keys) if keys.made == 0 => Ok(keys),
+            Ok(keys) => {
+                let (n, adopted) = (keys.made, keys.adopted);
+                let id = master_key.key_id().unwrap_or_else(|_| "unknown".into());
+                audit::NewEvent::new(
+                    audit::Actor::system("start-up"),
+                    "master_key.data_keys_made",
+                    audit::Target::new("master_key", id),
+                )
+                .details(serde_json::json!({
+                    "data_keys": n,
+                    "origin": if adopted { "derived" } else { "random" },
+                }))
+                .record(c, now)?;
+                Ok(keys)
+            }
+            Err(crypto::DataKeyError::Storage(e)) => Err(e),
+            Err(e) => {
+                refused = Some(e);
+                // Rolls the transaction back; `refused` is the answer.
+                Err(storage::StorageError::Conflict("data keys refused".into()))
+            }
+        })
+    });
+    if let Some(e) = refused {
+        return Err(e.into());
+    }
+    // In use only once committed: a retry after a lost race reads the winner's keys.
+    let keys = adopted?;
+    let (made, adopted) = (keys.made, keys.adopted);
+    master_key.use_data_keys(keys);
+    match (made, adopted) {
+        (0, _) => {}
+        (n, true) => tracing::info!(
+            data_keys = n,
+            "data keys adopted from the master key, which now wraps them (data_keys)"
+        ),
+        (n, false) => tracing::info!(
+            data_keys = n,
+            "random data keys made, wrapped by the master key"
+        ),
+    }
+    Ok(())
 }
 
 /// The configured database URL, or the embedded SQLite file in the data directory.

@@ -248,16 +248,15 @@ async fn softhsm_backed_start_rotation_and_restart() {
             consent_page(&api).await.contains("Demo Fintech Ltd"),
             "the KYC legal name decrypts"
         );
-        // Start-up's derivations are recorded before the server listens.
+        // Start-up's derivations are recorded before the server listens: the key that wraps
+        // the data keys and the master's id. The data keys of a new deployment are random, so
+        // no per-purpose key is ever derived from the master.
         let purposes = derived_purposes(&config).await;
-        for p in [
-            "audit-chain",
-            "audit-checkpoint-ed25519",
-            "signing-keys",
-            "kyc-pii",
-            "webhook-secrets",
-        ] {
+        for p in ["data-keys", "master-key-id"] {
             assert!(purposes.iter().any(|x| x == p), "{p} not in {purposes:?}");
+        }
+        for (_, p) in platform::crypto::KEY_PURPOSES {
+            assert!(!purposes.iter().any(|x| x == p), "{p} in {purposes:?}");
         }
         server.kill();
 
@@ -416,5 +415,122 @@ async fn hsm_misconfiguration_is_refused_clearly() {
     assert!(
         !config.data_dir.join("master.key").exists(),
         "refused starts write no key file either"
+    );
+}
+
+/// An existing deployment on the embedded file master moves into the HSM: the key is generated
+/// there (the deployment's data keys are not its yet), the CLI re-wraps them to it with the file
+/// master as the current one, and the server starts on the HSM with everything written before.
+/// The file master is refused from then on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_master_moves_into_the_hsm_by_rewrap() {
+    let Some(hsm) = SoftHsm::init("a_file_master_moves_into_the_hsm_by_rewrap") else {
+        return;
+    };
+    let mut config = ServerConfig::new(CONSENT, hsm.dir.path());
+    let mut server = config.start("file", true).await;
+    let api = Api::new(&server.base, Duration::from_secs(30));
+    api.login("alice").await.done("login");
+    assert!(consent_page(&api).await.contains("Demo Fintech Ltd"));
+    server.kill();
+
+    let dir = data_dir_args(&config);
+    let hsm_env = hsm.env(PIN);
+    let with_hsm: Vec<(&str, &str)> = hsm_env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let generated = consent(
+        &config,
+        &with_hsm,
+        &["keys", "hsm-generate", &dir[0], &dir[1]],
+    );
+    assert!(!generated.status.success(), "{}", text(&generated));
+    assert!(
+        String::from_utf8_lossy(&generated.stderr).contains("rewrap"),
+        "{}",
+        text(&generated)
+    );
+
+    let conf = hsm.conf.to_string_lossy().into_owned();
+    let new_hsm = [("SOFTHSM2_CONF", conf.as_str())];
+    let rewrap = [
+        "keys",
+        "rewrap",
+        "--to-pkcs11-module",
+        MODULE,
+        "--to-pkcs11-token-label",
+        TOKEN,
+        "--to-pkcs11-key-label",
+        KEY,
+        &dir[0],
+        &dir[1],
+    ];
+    let no_pin = consent(&config, &new_hsm, &rewrap);
+    assert!(!no_pin.status.success(), "{}", text(&no_pin));
+    assert!(
+        String::from_utf8_lossy(&no_pin.stderr).contains("CONSENT_NEW_PKCS11_PIN"),
+        "{}",
+        text(&no_pin)
+    );
+    let wrong_pin = [
+        ("SOFTHSM2_CONF", conf.as_str()),
+        ("CONSENT_NEW_PKCS11_PIN", "0000-wrong"),
+    ];
+    let out = consent(&config, &wrong_pin, &rewrap);
+    assert!(!out.status.success(), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("the PIN is incorrect"), "{}", text(&out));
+    assert!(!stderr.contains("0000-wrong"), "the PIN is never printed");
+    let with_pin = [
+        ("SOFTHSM2_CONF", conf.as_str()),
+        ("CONSENT_NEW_PKCS11_PIN", PIN),
+    ];
+    let out = consent(&config, &with_pin, &rewrap);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("data keys re-wrapped"),
+        "{}",
+        text(&out)
+    );
+    assert!(!String::from_utf8_lossy(&out.stderr).contains(PIN));
+
+    // The file master opens nothing now (a command that starts the platform says why).
+    let roles = [
+        "admin",
+        "set-staff-roles",
+        "--username",
+        "nobody",
+        "--roles",
+        "support",
+    ];
+    let args: Vec<&str> = roles
+        .iter()
+        .copied()
+        .chain(dir.iter().map(String::as_str))
+        .collect();
+    let refused = consent(&config, &[], &args);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("wrapped by master key"),
+        "{}",
+        text(&refused)
+    );
+
+    config.env = hsm_env;
+    let server = config.start("hsm", false).await;
+    let api = Api::new(&server.base, Duration::from_secs(30));
+    api.login("alice").await.done("login on the HSM");
+    assert!(
+        consent_page(&api).await.contains("Demo Fintech Ltd"),
+        "PII written under the file master decrypts under the HSM"
+    );
+    let events = audit_events(&config).await;
+    let rewrapped = events.iter().find(|(a, _)| a == "master_key.rewrapped");
+    let (_, details) = rewrapped.expect("the re-wrap is audited");
+    assert_eq!(details["to_hsm"]["key_label"], KEY, "{details}");
+    assert!(
+        events.iter().any(|(a, _)| a == "hsm.generate_key"),
+        "the generation is audited although the deployment did not start on the key"
     );
 }

@@ -17,6 +17,7 @@ mod hostile;
 mod hsm;
 mod kyc_access;
 mod lifecycle;
+mod master_key;
 mod mtls;
 mod oauth;
 mod operations;

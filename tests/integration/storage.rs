@@ -73,6 +73,7 @@ fn select_all_columns(conn: &mut AnyConnection) -> QueryResult<()> {
         second_factors,
         recovery_codes,
         enrolment_codes,
+        data_keys,
         staff_credentials,
         staff_broadcast,
         customer_identities
@@ -94,7 +95,7 @@ fn migrations_apply_revert_and_reapply() {
         db.run_blocking(|c| {
             assert_eq!(
                 user_tables(c).len(),
-                33,
+                34,
                 "{backend:?}: {:?}",
                 user_tables(c)
             );

@@ -1112,9 +1112,22 @@ pub async fn assert_storage_consistent(
     context: &str,
 ) {
     let url = config.storage_url();
-    let key = platform::audit::ChainKey::try_derive(&config.master_key()).unwrap();
     let db =
         platform::storage::Db::connect(&url, 2, Duration::from_secs(10)).expect("open storage");
+    // The chain's key is a data key the master wraps: opened from the server's `data_keys`.
+    let master = config.master_key();
+    let opened = master.clone();
+    let keys = db
+        .write(move |c| {
+            opened
+                .open_data_keys(c, chrono::Utc::now())
+                .map_err(|e| platform::storage::StorageError::Conflict(e.to_string()))
+        })
+        .await
+        .expect("the server's data keys open with its master key");
+    assert_eq!(keys.made, 0, "{context}: the server made its data keys");
+    master.use_data_keys(keys);
+    let key = platform::audit::ChainKey::try_derive(&master).unwrap();
     let broken = db.run(broken_invariants).await.expect("invariant queries");
     assert!(
         broken.is_empty(),

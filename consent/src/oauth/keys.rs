@@ -36,7 +36,7 @@ impl KeyPurpose {
 }
 
 fn aad(kid: i64) -> String {
-    format!("signing_keys.private_key:{kid}")
+    platform::crypto::signing_key_aad(kid)
 }
 
 /// The keys this instance signs and verifies with.

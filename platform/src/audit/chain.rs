@@ -279,6 +279,22 @@ pub fn verify_against(
     Ok(verify_with(conn, key, Some(checkpoint))?.0)
 }
 
+/// Whether the latest linked event's hash is the one `key` gives it: a cheap check that `key` is
+/// this chain's (`None` while nothing is linked).
+pub fn last_link_verifies(conn: &mut AnyConnection, key: &ChainKey) -> StorageResult<Option<bool>> {
+    let last: Option<StoredEvent> = audit_events::table
+        .filter(audit_events::chain_index.is_not_null())
+        .order(audit_events::chain_index.desc())
+        .select(StoredEvent::as_select())
+        .first(conn)
+        .optional()?;
+    Ok(last.map(|e| {
+        let index = e.chain_index.unwrap_or_default();
+        let prev = e.prev_hash.clone().unwrap_or_default();
+        e.hash.as_deref() == Some(event_hash(key, &e, index, &prev).as_str())
+    }))
+}
+
 pub(super) fn verify_with(
     conn: &mut AnyConnection,
     key: &ChainKey,

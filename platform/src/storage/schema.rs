@@ -423,6 +423,19 @@ diesel::table! {
 }
 
 diesel::table! {
+    data_keys (key_use, purpose) {
+        key_use -> Text,
+        purpose -> Text,
+        wrapped_key -> Text,
+        wrapped_by -> Text,
+        origin -> Text,
+        rewraps -> BigInt,
+        created_at -> Timestamp,
+        wrapped_at -> Timestamp,
+    }
+}
+
+diesel::table! {
     enrolment_codes (subject_type, subject_id) {
         subject_type -> Text,
         subject_id -> Text,
