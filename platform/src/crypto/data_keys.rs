@@ -116,6 +116,18 @@ fn random_key() -> Zeroizing<[u8; 32]> {
     key
 }
 
+/// Every stored data key: (use, purpose, wrapped key, wrapping master's id).
+fn stored_rows(conn: &mut AnyConnection) -> Result<Vec<Row>, DataKeyError> {
+    Ok(data_keys::table
+        .select((
+            data_keys::key_use,
+            data_keys::purpose,
+            data_keys::wrapped_key,
+            data_keys::wrapped_by,
+        ))
+        .load(conn)?)
+}
+
 /// Whether anything was written before the data keys (any audit event, or any row of a table
 /// that holds ciphertexts): then they are adopted from the master. Erring towards adoption is
 /// safe (the keys of before); erring towards random keys would lose the data.
@@ -181,14 +193,7 @@ impl MasterKey {
     ) -> Result<OpenedKeys, DataKeyError> {
         let wrapping = self.key_wrapping()?;
         let configured = self.key_id()?;
-        let rows: Vec<Row> = data_keys::table
-            .select((
-                data_keys::key_use,
-                data_keys::purpose,
-                data_keys::wrapped_key,
-                data_keys::wrapped_by,
-            ))
-            .load(conn)?;
+        let rows = stored_rows(conn)?;
         let adopt = rows.is_empty() && written_before(conn)?;
         let mut ring = Ring::new();
         let mut made = 0;
@@ -262,14 +267,7 @@ impl MasterKey {
             return Err(DataKeyError::SameMaster(from));
         }
         let (old_wrapping, new_wrapping) = (self.key_wrapping()?, new.key_wrapping()?);
-        let rows: Vec<Row> = data_keys::table
-            .select((
-                data_keys::key_use,
-                data_keys::purpose,
-                data_keys::wrapped_key,
-                data_keys::wrapped_by,
-            ))
-            .load(conn)?;
+        let rows = stored_rows(conn)?;
         let mut keys = 0;
         for (key_use, purpose, wrapped, wrapped_by) in rows {
             let aad = aad(&key_use, &purpose);
