@@ -91,6 +91,13 @@ impl StaffRole {
 }
 
 impl ApprovalAction {
+    /// Whether the action gives its requester a credential of their own (access to a customer's
+    /// grants or a KYC submission): then each staff member may have one request of it pending
+    /// per target; for a change to shared state, one request per target is pending at a time.
+    pub fn is_personal_access(self) -> bool {
+        matches!(self, Self::AccessCustomerGrants | Self::ReadKycSubmission)
+    }
+
     /// The roles of which the approver must have one.
     pub fn approver_roles(self) -> &'static [StaffRole] {
         match self {
@@ -345,18 +352,25 @@ pub fn request(
     if !staff_is_active(conn, requester)? {
         return Err(ApprovalError::RequesterInactive);
     }
-    let open: i64 = approval_requests::table
+    let mut open = approval_requests::table
         .filter(approval_requests::action.eq(action.as_str()))
         .filter(approval_requests::target_type.eq(&target.kind))
         .filter(approval_requests::target_id.eq(&target.id))
         .filter(approval_requests::status.eq(ApprovalStatus::Pending.as_str()))
         .filter(approval_requests::expires_at.gt(ts(now)))
-        .count()
-        .get_result(conn)?;
-    if open > 0 {
+        .into_boxed();
+    if action.is_personal_access() {
+        open = open.filter(approval_requests::requested_by.eq(requester));
+    }
+    if open.count().get_result::<i64>(conn)? > 0 {
         return Err(ApprovalError::Invalid(
             "target",
-            "an approval request for this action and target is already pending".into(),
+            if action.is_personal_access() {
+                "you already have an approval request for this action and target pending"
+            } else {
+                "an approval request for this action and target is already pending"
+            }
+            .into(),
         ));
     }
     let id = random_id("apr_");

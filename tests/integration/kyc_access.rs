@@ -137,6 +137,13 @@ async fn a_decided_kyc_submission_is_read_only_with_a_four_eyes_credential_of_on
         assert_eq!(v["action"], "kyc.read");
         assert_eq!(v["target_type"], "kyc_submission");
         let request = v["request_id"].as_str().unwrap().to_string();
+        // One pending request per member and submission: the same member again is refused;
+        // another member asks for a credential of their own.
+        let (s, v) = ask(&app, &a, &submission, "regulatory_inquiry").await;
+        assert_eq!(s, 400, "{backend:?}: {v}");
+        let (s, v) = ask(&app, &b, &submission, "complaint").await;
+        assert_eq!(s, 201, "{backend:?}: {v}");
+        assert_ne!(v["request_id"].as_str(), Some(request.as_str()));
         let why = json!({ "justification": "Regulator letter REG-2026-0007 is on file" });
         let approve = format!("/api/v1/admin/approvals/{request}/approve");
         // Not oneself, not without the compliance role.

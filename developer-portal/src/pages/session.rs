@@ -80,21 +80,31 @@ pub(crate) fn respond<T>(
 /// Whose pages: the audience, and the words of its login flow.
 pub(crate) trait PageKind: Audience {
     const LOGIN_TITLE: &'static str;
-    /// The login form's account field: its name and label.
+    /// The login form's account field (`email`, `username`).
     const NAME_FIELD: &'static str;
-    const NAME_LABEL: &'static str;
-    const WRONG_CREDENTIALS: &'static str;
     /// The page where a login that owes a code enters it.
     const SECOND_FACTOR: &'static str;
     /// The page where a login that owes enrolment sets an authenticator up.
     const ENROL: &'static str;
+
+    /// The account field's label: its name, capitalised.
+    fn name_label() -> String {
+        let mut chars = Self::NAME_FIELD.chars();
+        chars
+            .next()
+            .map(|first| first.to_uppercase().chain(chars).collect())
+            .unwrap_or_default()
+    }
+
+    /// What a wrong name or password is told (never which of the two).
+    fn wrong_credentials() -> String {
+        format!("Wrong {} or password.", Self::NAME_FIELD)
+    }
 }
 
 impl PageKind for Developer {
     const LOGIN_TITLE: &'static str = "Developer log in";
     const NAME_FIELD: &'static str = "email";
-    const NAME_LABEL: &'static str = "Email";
-    const WRONG_CREDENTIALS: &'static str = "Wrong email or password.";
     const SECOND_FACTOR: &'static str = "/developers/login/second-factor";
     const ENROL: &'static str = "/developers/second-factor";
 }
@@ -102,8 +112,6 @@ impl PageKind for Developer {
 impl PageKind for Staff {
     const LOGIN_TITLE: &'static str = "Staff log in";
     const NAME_FIELD: &'static str = "username";
-    const NAME_LABEL: &'static str = "Username";
-    const WRONG_CREDENTIALS: &'static str = "Wrong username or password.";
     const SECOND_FACTOR: &'static str = "/developers/staff/login/second-factor";
     const ENROL: &'static str = "/developers/staff/second-factor";
 }
@@ -144,7 +152,7 @@ pub(crate) fn login_page<K: PageKind>(
             K::LOGIN_TITLE,
             html! {
                 h1 { (K::LOGIN_TITLE) }
-                (login_form(K::LOGIN, &csrf, K::NAME_FIELD, K::NAME_LABEL, "", None))
+                (login_form(K::LOGIN, &csrf, K::NAME_FIELD, &K::name_label(), "", None))
                 (footer)
             },
         ),
@@ -176,7 +184,7 @@ pub(crate) async fn login_submit<K: PageKind>(
         Err(e) => {
             let (csrf, _) = login_csrf(p, req);
             let msg = match &e {
-                PortalError::InvalidCredentials => K::WRONG_CREDENTIALS.to_string(),
+                PortalError::InvalidCredentials => K::wrong_credentials(),
                 other => messages(other).join("; "),
             };
             render(
@@ -184,7 +192,7 @@ pub(crate) async fn login_submit<K: PageKind>(
                 K::LOGIN_TITLE,
                 html! {
                     h1 { (K::LOGIN_TITLE) }
-                    (login_form(K::LOGIN, &csrf, K::NAME_FIELD, K::NAME_LABEL, name, Some(&msg)))
+                    (login_form(K::LOGIN, &csrf, K::NAME_FIELD, &K::name_label(), name, Some(&msg)))
                 },
             )
         }
@@ -199,4 +207,18 @@ pub(crate) async fn logout<K: PageKind>(p: &Platform, form: CsrfForm<K>) -> Http
         return error_page(&e, K::HOME);
     }
     with_cookie(see_other(K::LOGIN), Some(clear_session_cookie(p, K::KIND)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PageKind;
+    use platform::web::auth::{Developer, Staff};
+
+    #[test]
+    fn the_login_words_follow_the_account_field() {
+        assert_eq!(Developer::name_label(), "Email");
+        assert_eq!(Staff::name_label(), "Username");
+        assert_eq!(Developer::wrong_credentials(), "Wrong email or password.");
+        assert_eq!(Staff::wrong_credentials(), "Wrong username or password.");
+    }
 }
