@@ -311,3 +311,55 @@ async fn data_keys_are_adopted_only_from_the_master_the_data_was_written_under()
         assert_eq!(count().await.unwrap(), KEY_PURPOSES.len() as i64);
     }
 }
+
+/// Instances starting at once on a new database make the data keys once: every one of them ends
+/// up with the same keys (what one encrypts, another decrypts), whoever's insert won.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_starting_at_once_share_one_set_of_data_keys() {
+    for backend in backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let pg = (backend == Backend::Postgres).then(PgTestDb::create);
+        let mut settings = e2e_tests::test_settings(backend, dir.path(), pg.as_ref());
+        let master = MasterKey::generate().to_base64().unwrap();
+        settings.security.master_key = Some(Secret::new(master));
+        platform::storage::Db::connect(
+            &platform::database_url(&settings),
+            2,
+            std::time::Duration::from_secs(5),
+        )
+        .unwrap()
+        .migrate()
+        .unwrap();
+        let starts: Vec<_> = (0..4)
+            .map(|_| {
+                let s = settings.clone();
+                std::thread::spawn(move || {
+                    Platform::init(
+                        s,
+                        std::sync::Arc::new(platform::clock::SystemClock),
+                        MigrationPolicy::Require,
+                    )
+                })
+            })
+            .collect();
+        let platforms: Vec<Platform> = starts
+            .into_iter()
+            .map(|t| t.join().unwrap().expect("every instance starts"))
+            .collect();
+        let sealed = platforms[0]
+            .master_key
+            .cipher("kyc-pii")
+            .encrypt_str("Acme Payments Ltd", "aad")
+            .unwrap();
+        for p in &platforms[1..] {
+            let opened = p.master_key.cipher("kyc-pii").decrypt_str(&sealed, "aad");
+            assert_eq!(opened.unwrap(), "Acme Payments Ltd", "{backend:?}");
+        }
+        let rows = platforms[0]
+            .db
+            .run(|c| Ok(data_keys::table.count().get_result::<i64>(c)?))
+            .await
+            .unwrap();
+        assert_eq!(rows, KEY_PURPOSES.len() as i64, "{backend:?}");
+    }
+}
