@@ -320,7 +320,28 @@ async fn developers_may_add_a_second_factor_and_remove_it_with_a_code() {
             }
         };
         assert_eq!(status(dev.clone()).await["enrolled"], false);
-        let r = app.api(Method::POST, DEV_FACTOR, Some(&dev), None).await;
+        // The session alone starts nothing: the password again (a stolen session could
+        // otherwise set up an authenticator and lock the owner out).
+        let enrol = |body: Option<Value>| {
+            let (app, dev) = (&app, dev.clone());
+            async move {
+                let r = app.api(Method::POST, DEV_FACTOR, Some(&dev), body.as_ref());
+                status_and_body(r.await).await
+            }
+        };
+        assert_eq!(enrol(None).await.0, 415, "{backend:?}");
+        for wrong in ["", "not the password"] {
+            let (s, v) = enrol(Some(json!({ "password": wrong }))).await;
+            assert_eq!(s, 400, "{v} {backend:?}");
+            assert_eq!(v["errors"][0]["field"], "password", "{v}");
+        }
+        let (s, _) = enrol(Some(json!({ "password": PASSWORD, "extra": 1 }))).await;
+        assert_eq!(s, 400, "{backend:?}");
+        assert!(stored_factors(&app).await.is_empty(), "{backend:?}");
+        let body = json!({ "password": PASSWORD });
+        let r = app
+            .api(Method::POST, DEV_FACTOR, Some(&dev), Some(&body))
+            .await;
         assert_eq!(r.status(), 200, "{backend:?}");
         let secret = r.json::<Value>().await.unwrap()["secret"]
             .as_str()
@@ -343,7 +364,9 @@ async fn developers_may_add_a_second_factor_and_remove_it_with_a_code() {
             (json!(true), json!(10))
         );
         // Already set up: a second enrolment is a conflict.
-        let r = app.api(Method::POST, DEV_FACTOR, Some(&dev), None).await;
+        let r = app
+            .api(Method::POST, DEV_FACTOR, Some(&dev), Some(&body))
+            .await;
         assert_eq!(r.status(), 409, "{backend:?}");
 
         // From now on the password alone is not a session.
@@ -427,11 +450,29 @@ async fn developer_pages_set_up_and_ask_for_the_second_factor() {
             .await;
         assert_eq!(r.status(), 403, "{backend:?}");
         assert!(last_step(&app).await.is_empty());
+        // Without the password, or with a wrong one, neither: the form again, with the reason.
+        for wrong in ["", "not the password"] {
+            let form = [
+                ("step", "start"),
+                ("password", wrong),
+                ("csrf_token", csrf.as_str()),
+            ];
+            let r = app.submit(&web, "/developers/second-factor", &form).await;
+            assert_eq!(r.status(), 400, "{backend:?}");
+            let page = r.text().await.unwrap();
+            assert!(page.contains("password"), "{page}");
+            assert!(element_text(&page, "secret").is_none(), "{page}");
+        }
+        assert!(last_step(&app).await.is_empty());
         let page = app
             .submit(
                 &web,
                 "/developers/second-factor",
-                &[("step", "start"), ("csrf_token", &csrf)],
+                &[
+                    ("step", "start"),
+                    ("password", PASSWORD),
+                    ("csrf_token", &csrf),
+                ],
             )
             .await
             .text()

@@ -35,6 +35,15 @@ pub struct StaffEnrolmentRequest {
     pub enrolment_code: Secret<String>,
 }
 
+/// What a developer's enrolment needs besides the session: the current password again, so that
+/// a stolen session cannot set up an authenticator (and lock the owner out).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeveloperEnrolmentRequest {
+    #[schema(value_type = String)]
+    pub password: Secret<String>,
+}
+
 /// A started enrolment: put the secret into an authenticator app (typed in, or as the
 /// `otpauth://` link), then confirm with its first code. Shown once.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -214,19 +223,33 @@ pub async fn developer_status(
     }))
 }
 
-/// Start setting up an authenticator for the developer's logins: answers the secret.
+/// Start setting up an authenticator for the developer's logins, with the current password:
+/// answers the secret. Only this session may confirm it.
 #[utoipa::path(post, path = "/api/v1/developers/me/second-factor", tag = "developers",
     security(("developer_token" = [])),
+    request_body = DeveloperEnrolmentRequest,
     responses((status = 200, description = "Secret to put into an authenticator app", body = EnrolmentResponse),
+        (status = 400, description = "Missing or wrong password (it counts towards the limit), or a malformed body", body = Problem),
         NoDeveloperToken,
-        (status = 409, description = "Already set up", body = platform::problem::Problem)))]
-pub async fn developer_enrol(p: Data, auth: DeveloperAuth) -> Result<HttpResponse, ApiError> {
+        (status = 409, description = "Already set up", body = Problem),
+        TooManyAttempts))]
+pub async fn developer_enrol(
+    p: Data,
+    auth: DeveloperAuth,
+    body: Result<web::Json<DeveloperEnrolmentRequest>, actix_web::Error>,
+) -> Result<HttpResponse, ApiError> {
+    // The token first: without one the answer is 401, whatever the body.
+    let body = match body {
+        Ok(body) => body,
+        Err(refused) => return Ok(refused.error_response()),
+    };
+    let password = body.into_inner().password.expose().clone();
     let id = auth.session.subject_id.clone();
     let label = {
         let id = id.clone();
         read(&p, move |c| Ok(accounts::developer(c, &id)?.email)).await?
     };
-    let e = second_factor::begin(&p, &auth.session, label, None).await?;
+    let e = second_factor::begin(&p, &auth.session, label, Some(password)).await?;
     Ok(no_store_json(&EnrolmentResponse::from(e)))
 }
 

@@ -113,6 +113,12 @@ fn enrol_page(
                             p { label { "Enrolment code (from your administrator, with your password) "
                                 input type="text" name="enrolment_code" autocomplete="off"
                                     maxlength="64" required autofocus; } }
+                        } @else {
+                            // Developers confirm their password: a stolen session alone sets
+                            // nothing up.
+                            p { label { "Your password "
+                                input type="password" name="password"
+                                    autocomplete="current-password" required autofocus; } }
                         }
                         button type="submit" { "Create a secret" }
                     }
@@ -249,12 +255,18 @@ pub(crate) async fn developer_post(p: Data, post: CsrfForm<Developer>) -> HttpRe
     match post.field("step") {
         "start" => {
             let started = match label::<Developer>(&p, &s).await {
-                Ok(label) => second_factor::begin(&p, &s, label, None).await,
+                Ok(label) => {
+                    let password = post.field("password").to_string();
+                    second_factor::begin(&p, &s, label, Some(password)).await
+                }
                 Err(e) => Err(e),
             };
             match started {
                 Ok(e) => enrol_page(StatusCode::OK, Developer::ENROL, &s, Some(&e), None),
-                Err(e) => error_page(&e, Developer::ENROL),
+                Err(e) => {
+                    let error = messages(&e).join("; ");
+                    enrol_page(status_of(&e), Developer::ENROL, &s, None, Some(&error))
+                }
             }
         }
         "remove" => {

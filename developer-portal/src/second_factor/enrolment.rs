@@ -6,9 +6,10 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use platform::Platform;
 use platform::audit::{Actor, NewEvent, Target};
+use platform::crypto::verify_password;
 use platform::session::{Session, SessionKind};
 use platform::storage::AnyConnection;
-use platform::storage::schema::{enrolment_codes, recovery_codes, second_factors};
+use platform::storage::schema::{developers, enrolment_codes, recovery_codes, second_factors};
 use platform::totp::Totp;
 use zeroize::Zeroizing;
 
@@ -211,22 +212,29 @@ pub async fn enrolment_code_if_unenrolled(
     .await
 }
 
-/// Starts enrolment in the caller's session (a staff login that owes enrolment, with its
-/// enrolment code; or a developer's full session). A staff member's wrong enrolment code counts
-/// towards the account's failure limit.
+/// Starts enrolment in the caller's session, with `proof`: for a staff login that owes
+/// enrolment, its enrolment code; for a developer's full session, the current password. A wrong
+/// one counts towards the account's failure limit.
 pub async fn begin(
     p: &Platform,
     session: &Session,
     account_label: String,
-    enrolment_code: Option<String>,
+    proof: Option<String>,
 ) -> PortalResult<Enrolment> {
     let factor = Factor::in_session(p, session);
-    let start = move |c: &mut AnyConnection, f: &Factor| {
-        f.start_enrolment(c, &account_label, enrolment_code.as_deref())
-    };
     if session.kind != SessionKind::Staff {
-        return write(p, move |c| start(c, &factor)).await;
+        // A developer proves the password again (checked outside the transaction: argon2 is
+        // slow); a wrong one counts towards the account's limit like a wrong code.
+        let checked = password_matches(p, session.subject_id.clone(), proof).await?;
+        return counted(p, factor, move |c, f| {
+            checked?;
+            f.start_enrolment(c, &account_label, None)
+        })
+        .await;
     }
+    let start = move |c: &mut AnyConnection, f: &Factor| {
+        f.start_enrolment(c, &account_label, proof.as_deref())
+    };
     let (id, now) = (session.subject_id.clone(), p.now());
     let outcome = counted(p, factor, start).await;
     if let Err(PortalError::Validation(_)) = &outcome {
@@ -244,6 +252,41 @@ pub async fn begin(
         .await;
     }
     outcome
+}
+
+/// Whether `presented` is developer `id`'s current password: `Err` (a field error) when it is
+/// missing or wrong. A stolen session alone cannot set up an authenticator, which would lock the
+/// owner out at their next login.
+async fn password_matches(
+    p: &Platform,
+    id: String,
+    presented: Option<String>,
+) -> PortalResult<PortalResult<()>> {
+    let presented = Zeroizing::new(presented.unwrap_or_default());
+    if presented.is_empty() {
+        return Ok(Err(PortalError::field(
+            "password",
+            "required: your current password",
+        )));
+    }
+    let stored: Option<String> = read(p, move |c| {
+        Ok(developers::table
+            .filter(developers::id.eq(&id))
+            .select(developers::password_hash)
+            .first(c)
+            .optional()?)
+    })
+    .await?;
+    let ok = tokio::task::spawn_blocking(move || {
+        presented.len() <= 1024 && verify_password(&presented, stored.as_deref())
+    })
+    .await
+    .map_err(|e| platform::storage::StorageError::Unavailable(e.to_string()))?;
+    Ok(if ok {
+        Ok(())
+    } else {
+        Err(PortalError::field("password", "wrong password"))
+    })
 }
 
 /// Enrolment confirmed: the recovery codes (never in Debug), and for a session that owed
