@@ -923,3 +923,28 @@ async fn a_staff_member_enrols_only_with_their_enrolment_code_in_their_own_login
         app.stop().await;
     }
 }
+
+/// Password tries at enrolment are under the account's second-factor limit: after five wrong
+/// ones even the right password is refused until the window ends.
+#[tokio::test]
+async fn a_developers_enrolment_password_tries_are_limited() {
+    use developer_portal::second_factor::FAILURES_PER_ACCOUNT;
+    for backend in backends() {
+        let app = spawn_app(backend).await;
+        let dev = app.developer_token("guessed@fintech.example").await;
+        let enrol = |password: &str| {
+            let body = json!({ "password": password });
+            let (app, dev) = (&app, dev.clone());
+            async move {
+                let r = app.api(Method::POST, DEV_FACTOR, Some(&dev), Some(&body));
+                r.await.status().as_u16()
+            }
+        };
+        for _ in 0..FAILURES_PER_ACCOUNT {
+            assert_eq!(enrol("not the password").await, 400, "{backend:?}");
+        }
+        assert_eq!(enrol(PASSWORD).await, 429, "{backend:?}");
+        assert!(stored_factors(&app).await.is_empty(), "{backend:?}");
+        app.stop().await;
+    }
+}

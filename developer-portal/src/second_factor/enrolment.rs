@@ -223,10 +223,12 @@ pub async fn begin(
 ) -> PortalResult<Enrolment> {
     let factor = Factor::in_session(p, session);
     if session.kind != SessionKind::Staff {
-        // A developer proves the password again (checked outside the transaction: argon2 is
-        // slow); a wrong one counts towards the account's limit like a wrong code.
+        // A developer proves the password again, checked outside the transaction (argon2 is
+        // slow) and only once the attempt is admitted (so argon2 runs at most as often as the
+        // account's attempts allow); a wrong one counts towards the limit like a wrong code.
+        super::limits::admit(p, session.kind, &session.subject_id).await?;
         let checked = password_matches(p, session.subject_id.clone(), proof).await?;
-        return counted(p, factor, move |c, f| {
+        return super::limits::settle(p, factor, move |c, f| {
             checked?;
             f.start_enrolment(c, &account_label, None)
         })

@@ -43,10 +43,25 @@ pub(super) async fn counted<T: Send + 'static>(
     factor: Factor,
     f: impl FnOnce(&mut AnyConnection, &Factor) -> PortalResult<T> + Send + 'static,
 ) -> PortalResult<T> {
+    admit(p, factor.kind, &factor.id).await?;
+    settle(p, factor, f).await
+}
+
+/// Lets one attempt of the account through (refused while it is locked or past its attempts):
+/// before any costly check, such as a password's argon2.
+pub(super) async fn admit(p: &Platform, kind: SessionKind, id: &str) -> PortalResult<()> {
+    throttled(p, kind, id).await?;
+    attempt(p, kind, id).await
+}
+
+/// [`counted`] for an attempt already admitted ([`admit`]).
+pub(super) async fn settle<T: Send + 'static>(
+    p: &Platform,
+    factor: Factor,
+    f: impl FnOnce(&mut AnyConnection, &Factor) -> PortalResult<T> + Send + 'static,
+) -> PortalResult<T> {
     let (kind, id) = (factor.kind, factor.id.clone());
     let id = id.as_str();
-    throttled(p, kind, id).await?;
-    attempt(p, kind, id).await?;
     let outcome = write(p, move |c| f(c, &factor)).await;
     if let Err(PortalError::Validation(_)) = &outcome {
         tracing::info!(kind = kind.as_str(), "second factor refused");
