@@ -624,12 +624,15 @@ async fn a_dormancy_period_needs_a_second_compliance_member_and_a_sane_value() {
             "{req}"
         );
         let id = req["id"].as_str().unwrap().to_string();
-        // One open request per client.
+        // One open request per client, whoever asks (a change to shared state).
         problem(
             ask(json!({ "dormancy_days": 12, "justification": why })).await,
             400,
         )
         .await;
+        let other = json!({ "dormancy_days": 12, "justification": why });
+        let r = app.api(Method::POST, &path, Some(&compliance), Some(&other));
+        problem(r.await, 400).await;
         // Not by the requester, not by a role that does not approve lifecycle settings.
         problem(approve(&app, &id, &support).await, 403).await;
         problem(approve(&app, &id, &security).await, 403).await;

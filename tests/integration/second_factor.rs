@@ -363,11 +363,17 @@ async fn developers_may_add_a_second_factor_and_remove_it_with_a_code() {
             (st["enrolled"].clone(), st["recovery_codes_left"].clone()),
             (json!(true), json!(10))
         );
-        // Already set up: a second enrolment is a conflict.
+        // Already set up: a second enrolment is a conflict, whatever the password (and a
+        // wrong one does not count against the owner then).
         let r = app
             .api(Method::POST, DEV_FACTOR, Some(&dev), Some(&body))
             .await;
         assert_eq!(r.status(), 409, "{backend:?}");
+        for _ in 0..developer_portal::second_factor::FAILURES_PER_ACCOUNT {
+            let wrong = json!({ "password": "not the password" });
+            let r = app.api(Method::POST, DEV_FACTOR, Some(&dev), Some(&wrong));
+            assert_eq!(r.await.status(), 409, "{backend:?}");
+        }
 
         // From now on the password alone is not a session.
         let r = app

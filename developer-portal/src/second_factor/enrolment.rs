@@ -226,6 +226,13 @@ pub async fn begin(
         // A developer proves the password again, checked outside the transaction (argon2 is
         // slow) and only once the attempt is admitted (so argon2 runs at most as often as the
         // account's attempts allow); a wrong one counts towards the limit like a wrong code.
+        // An authenticator already set up is a conflict before any of that.
+        let (kind, id) = (session.kind, session.subject_id.clone());
+        if read(p, move |c| enrolled(c, kind, &id)).await? {
+            return Err(PortalError::Conflict(
+                "a second factor is already set up".into(),
+            ));
+        }
         super::limits::admit(p, session.kind, &session.subject_id).await?;
         let checked = password_matches(p, session.subject_id.clone(), proof).await?;
         return super::limits::settle(p, factor, move |c, f| {
