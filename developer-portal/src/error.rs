@@ -4,7 +4,7 @@ use platform::crypto::CryptoError;
 use platform::problem::{ApiError, FieldError};
 use platform::ratelimit::Decision;
 use platform::revocation::Revocations;
-use platform::storage::{AnyConnection, StorageError, write_tx};
+use platform::storage::{AnyConnection, StorageError};
 
 use crate::approvals::ApprovalError;
 
@@ -93,19 +93,7 @@ pub fn transaction<T, F>(conn: &mut AnyConnection, f: F) -> PortalResult<T>
 where
     F: FnOnce(&mut AnyConnection) -> PortalResult<T>,
 {
-    let mut refusal = None;
-    let result = write_tx(conn, |c| {
-        f(c).map_err(|e| {
-            refusal = Some(e);
-            // Only a marker to make `write_tx` roll back; replaced by the real error below.
-            StorageError::Conflict("rolled back".into())
-        })
-    });
-    match (result, refusal) {
-        (Ok(v), _) => Ok(v),
-        (Err(_), Some(e)) => Err(e),
-        (Err(e), None) => Err(e.into()),
-    }
+    platform::storage::write_tx_as(conn, f)
 }
 
 /// [`transaction`] on the blocking pool of `platform`'s database.

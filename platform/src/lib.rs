@@ -178,17 +178,9 @@ impl Platform {
         actor: audit::Actor,
     ) -> Result<crypto::Rewrapped, crypto::DataKeyError> {
         let now = self.now();
-        let mut refused = None;
-        let done = self.db.run_blocking(|c| {
-            storage::write_tx(c, |c| {
-                let r = match self.master_key.rewrap_data_keys(c, new, now) {
-                    Ok(r) => r,
-                    Err(crypto::DataKeyError::Storage(e)) => return Err(e),
-                    Err(e) => {
-                        refused = Some(e);
-                        return Err(storage::StorageError::Conflict("re-wrap refused".into()));
-                    }
-                };
+        self.db.run_blocking(|c| {
+            Ok(storage::write_tx_as(c, |c| {
+                let r = self.master_key.rewrap_data_keys(c, new, now)?;
                 audit::NewEvent::new(
                     actor,
                     "master_key.rewrapped",
@@ -206,12 +198,8 @@ impl Platform {
                     audit::record_custody(c, &journal.take())?;
                 }
                 Ok(r)
-            })
-        });
-        match refused {
-            Some(e) => Err(e),
-            None => Ok(done?),
-        }
+            }))
+        })?
     }
 }
 
@@ -227,8 +215,9 @@ fn open_data_keys(
     loop {
         attempt += 1;
         match open_data_keys_once(db, master_key, now) {
-            Err(InitError::Storage(storage::StorageError::Conflict(_))) if attempt < 3 => {}
-            other => return other,
+            Err(crypto::DataKeyError::Storage(storage::StorageError::Conflict(_)))
+                if attempt < 3 => {}
+            other => return Ok(other?),
         }
     }
 }
@@ -237,12 +226,11 @@ fn open_data_keys_once(
     db: &Db,
     master_key: &MasterKey,
     now: chrono::DateTime<chrono::Utc>,
-) -> Result<(), InitError> {
-    let mut refused = None;
-    let adopted = db.run_blocking(|c| {
-        storage::write_tx(c, |c| match master_key.open_data_keys(c, now) {
-            Ok(keys) if keys.made == 0 => Ok(keys),
-            Ok(keys) => {
+) -> Result<(), crypto::DataKeyError> {
+    let opened: Result<crypto::OpenedKeys, crypto::DataKeyError> = db.run_blocking(|c| {
+        Ok(storage::write_tx_as(c, |c| {
+            let keys = master_key.open_data_keys(c, now)?;
+            if keys.made > 0 {
                 let (n, adopted) = (keys.made, keys.adopted);
                 let id = master_key.key_id().unwrap_or_else(|_| "unknown".into());
                 audit::NewEvent::new(
@@ -255,21 +243,12 @@ fn open_data_keys_once(
                     "origin": if adopted { "derived" } else { "random" },
                 }))
                 .record(c, now)?;
-                Ok(keys)
             }
-            Err(crypto::DataKeyError::Storage(e)) => Err(e),
-            Err(e) => {
-                refused = Some(e);
-                // Rolls the transaction back; `refused` is the answer.
-                Err(storage::StorageError::Conflict("data keys refused".into()))
-            }
-        })
-    });
-    if let Some(e) = refused {
-        return Err(e.into());
-    }
+            Ok(keys)
+        }))
+    })?;
     // In use only once committed: a retry after a lost race reads the winner's keys.
-    let keys = adopted?;
+    let keys = opened?;
     let (made, adopted) = (keys.made, keys.adopted);
     master_key.use_data_keys(keys);
     match (made, adopted) {

@@ -476,6 +476,28 @@ impl Db {
     }
 }
 
+/// [`write_tx`] for work with an error type of its own: any error rolls the transaction back and
+/// is returned as it is.
+pub fn write_tx_as<T, E, F>(conn: &mut AnyConnection, f: F) -> Result<T, E>
+where
+    E: From<StorageError>,
+    F: FnOnce(&mut AnyConnection) -> Result<T, E>,
+{
+    let mut refusal = None;
+    let result = write_tx(conn, |c| {
+        f(c).map_err(|e| {
+            refusal = Some(e);
+            // Only a marker to make `write_tx` roll back; replaced by the real error below.
+            StorageError::Conflict("rolled back".into())
+        })
+    });
+    match (result, refusal) {
+        (Ok(v), _) => Ok(v),
+        (Err(_), Some(e)) => Err(e),
+        (Err(e), None) => Err(e.into()),
+    }
+}
+
 /// A write transaction on an existing connection (see [`Db::write`]).
 pub fn write_tx<T, F>(conn: &mut AnyConnection, f: F) -> StorageResult<T>
 where
