@@ -28,6 +28,12 @@ async fn demo_legal_name(p: &Platform) -> String {
         .expect("decrypts")
 }
 
+/// The signing keys `app` publishes (`/.well-known/biscuit-keys`).
+async fn published_keys(app: &TestApp) -> Value {
+    let r = app.client.get(app.url("/.well-known/biscuit-keys")).send();
+    r.await.unwrap().json().await.unwrap()
+}
+
 /// Starts a platform on `app`'s database with `master` (base64), as another process would.
 fn start_with(app: &TestApp, master: String) -> Result<Platform, InitError> {
     let mut settings = app.settings.clone();
@@ -96,15 +102,7 @@ async fn a_new_master_key_rewraps_the_data_keys_and_the_old_one_is_refused() {
             .await
             .unwrap();
         let (secret, _, _) = app.enrol(login["access_token"].as_str().unwrap()).await;
-        let keys_before: Value = app
-            .client
-            .get(app.url("/.well-known/biscuit-keys"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let keys_before = published_keys(&app).await;
 
         // The current master is refused as its own successor.
         let same = MasterKey::from_base64(&old).unwrap();
@@ -161,15 +159,7 @@ async fn a_new_master_key_rewraps_the_data_keys_and_the_old_one_is_refused() {
             "Demo Fintech Ltd",
             "{backend:?}"
         );
-        let keys_after: Value = app
-            .client
-            .get(app.url("/.well-known/biscuit-keys"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let keys_after = published_keys(&app).await;
         assert_eq!(
             keys_before, keys_after,
             "the signing keys unwrap under the data key"

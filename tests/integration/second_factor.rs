@@ -803,23 +803,8 @@ async fn a_staff_member_enrols_only_with_their_enrolment_code_in_their_own_login
         let (second, _) = password_login(&app, "ops1").await;
         let (s, _) = send_code(&app, STAFF_CONFIRM, &second, &app.totp_code(&secret, 0)).await;
         assert_eq!(s, 409, "another login confirms {backend:?}");
-        let web = e2e_tests::portal::browser_client();
-        let t = app.form_csrf(&web, "/developers/staff/login").await;
-        let form = [
-            ("username", "ops1"),
-            ("password", PASSWORD),
-            ("csrf_token", &t),
-        ];
-        let r = app.submit(&web, "/developers/staff/login", &form).await;
-        assert_eq!(r.headers()["location"], "/developers/staff/second-factor");
-        let page = web
-            .get(app.url("/developers/staff/second-factor"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let web = app.staff_password_browser("ops1").await;
+        let page = app.page(&web, "/developers/staff/second-factor").await;
         assert!(page.contains("name=\"enrolment_code\""), "{page}");
         assert!(
             !page.contains(&secret),
@@ -872,15 +857,7 @@ async fn a_staff_member_enrols_only_with_their_enrolment_code_in_their_own_login
         // Wrong enrolment codes count towards the account's limit: then even the right one is
         // refused until the window ends. On the page, a wrong code is refused with the form
         // again; through the API, an expired one too.
-        let web = e2e_tests::portal::browser_client();
-        let t = app.form_csrf(&web, "/developers/staff/login").await;
-        let form = [
-            ("username", "ops2"),
-            ("password", PASSWORD),
-            ("csrf_token", &t),
-        ];
-        let r = app.submit(&web, "/developers/staff/login", &form).await;
-        assert_eq!(r.headers()["location"], "/developers/staff/second-factor");
+        let web = app.staff_password_browser("ops2").await;
         let t = app.form_csrf(&web, "/developers/staff/second-factor").await;
         let form = [
             ("step", "start"),

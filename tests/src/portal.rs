@@ -235,6 +235,22 @@ impl TestApp {
         web
     }
 
+    /// Logs staff member `username` (created with [`PASSWORD`], no authenticator yet) in on the
+    /// login page: a cookie client whose session owes enrolment (checked: the answer sends it to
+    /// the enrolment page).
+    pub async fn staff_password_browser(&self, username: &str) -> reqwest::Client {
+        let web = browser_client();
+        let t = self.form_csrf(&web, "/developers/staff/login").await;
+        let form = [
+            ("username", username),
+            ("password", PASSWORD),
+            ("csrf_token", &t),
+        ];
+        let r = self.submit(&web, "/developers/staff/login", &form).await;
+        assert_eq!(r.headers()["location"], "/developers/staff/second-factor");
+        web
+    }
+
     /// Creates a staff member and logs it in through the pages, setting up its authenticator:
     /// a cookie client with a full staff session.
     pub async fn staff_browser(&self, username: &str) -> reqwest::Client {
@@ -250,20 +266,7 @@ impl TestApp {
     ) -> reqwest::Client {
         let id = self.create_staff_with_roles(username, roles).await;
         let enrolment_code = self.enrolment_code(&id).await;
-        let web = browser_client();
-        let t = self.form_csrf(&web, "/developers/staff/login").await;
-        let r = self
-            .submit(
-                &web,
-                "/developers/staff/login",
-                &[
-                    ("username", username),
-                    ("password", PASSWORD),
-                    ("csrf_token", &t),
-                ],
-            )
-            .await;
-        assert_eq!(r.headers()["location"], "/developers/staff/second-factor");
+        let web = self.staff_password_browser(username).await;
         let t = self
             .form_csrf(&web, "/developers/staff/second-factor")
             .await;
