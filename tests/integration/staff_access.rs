@@ -83,6 +83,13 @@ async fn staff_read_a_customers_grants_only_with_an_approved_credential_of_their
         let (s, v) = ask(&app, &a, &alice, "complaint").await;
         assert_eq!(s, 201, "{v} {backend:?}");
         let request = v["request_id"].as_str().unwrap().to_string();
+        // One pending request per staff member and customer: the same member again is refused;
+        // another member asks for a credential of their own.
+        let (s, v) = ask(&app, &a, &alice, "complaint").await;
+        assert_eq!(s, 400, "{v} {backend:?}");
+        let (s, v) = ask(&app, &b, &alice, "complaint").await;
+        assert_eq!(s, 201, "{v} {backend:?}");
+        assert_ne!(v["request_id"].as_str(), Some(request.as_str()));
         let take = format!("/api/v1/admin/approvals/{request}/credential");
         // Not approved yet; not by the requester; not someone else's to take.
         assert_eq!(post(&app, &a, &take, None).await.0, 409, "{backend:?}");
