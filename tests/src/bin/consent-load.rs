@@ -453,8 +453,11 @@ async fn main() {
         }
     }
     let access = first["access_token"].as_str().unwrap().to_string();
+    // When the code scenario runs out of codes: the run ends there, not at the timer.
+    let exhausted = Arc::new(std::sync::OnceLock::<Instant>::new());
     let started = Instant::now();
     for w in 0..a.concurrency {
+        let exhausted = exhausted.clone();
         let (app, stop, done, failed, lat, codes) = (
             app.clone(),
             stop.clone(),
@@ -488,6 +491,7 @@ async fn main() {
                     },
                     "code" => {
                         let Some(code) = codes.lock().unwrap().pop() else {
+                            exhausted.get_or_init(Instant::now);
                             break;
                         };
                         token_call(
@@ -535,7 +539,8 @@ async fn main() {
     for t in tasks {
         let _ = t.await;
     }
-    let elapsed = started.elapsed().as_secs_f64();
+    let ended = exhausted.get().copied().unwrap_or_else(Instant::now);
+    let elapsed = ended.duration_since(started).as_secs_f64();
     let mut lat = latencies.lock().unwrap().clone();
     lat.sort_unstable();
     let pct = |p: f64| {
