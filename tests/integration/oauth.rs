@@ -1623,9 +1623,111 @@ async fn concurrent_uses_of_one_refresh_token_rotate_once_and_end_the_grant() {
     }
 }
 
+/// Code exchanges at once: every code is spent exactly once. A code presented twice at once
+/// gets one answer with tokens and one refusal, and the refusal is a replay that ends the grant;
+/// codes presented once each all get working tokens, each audited once. On PostgreSQL the
+/// exchanges go through the batch statements.
+#[tokio::test]
+async fn concurrent_code_exchanges_spend_each_code_once() {
+    const CODES: usize = 6;
+    for backend in backends() {
+        let app = Arc::new(spawn_demo_app(backend).await);
+        app.login_customer("alice").await;
+        let mut twice = vec![];
+        for _ in 0..CODES {
+            twice.push(code_for(&app, DEMO, DEMO_REDIRECT).await);
+        }
+        let mut set = tokio::task::JoinSet::new();
+        for (i, (code, verifier)) in twice.iter().enumerate() {
+            for _ in 0..2 {
+                let (app, code, verifier) = (app.clone(), code.clone(), verifier.clone());
+                set.spawn(async move {
+                    let r = exchange(&app, DEMO, &code, &verifier).await;
+                    (i, r.status().as_u16(), r.json::<Value>().await.unwrap())
+                });
+            }
+        }
+        let mut answers = vec![vec![]; CODES];
+        while let Some(done) = set.join_next().await {
+            let (i, status, body) = done.unwrap();
+            answers[i].push((status, body));
+        }
+        for pair in &answers {
+            let mut statuses: Vec<u16> = pair.iter().map(|(s, _)| *s).collect();
+            statuses.sort();
+            assert_eq!(statuses, [200, 400], "{backend:?}: {pair:?}");
+            let (_, refused) = pair.iter().find(|(s, _)| *s == 400).unwrap();
+            assert_eq!(refused["error"], "invalid_grant", "{backend:?}");
+            let (_, tokens) = pair.iter().find(|(s, _)| *s == 200).unwrap();
+            let grant_id = tokens["grant_id"].as_str().unwrap();
+            assert_eq!(
+                e2e_tests::dashboard::grant_status(&app, grant_id).await.0,
+                "revoked",
+                "{backend:?}: a code used twice ends its grant"
+            );
+        }
+
+        let mut once = vec![];
+        for _ in 0..CODES {
+            once.push(code_for(&app, DEMO, DEMO_REDIRECT).await);
+        }
+        let mut set = tokio::task::JoinSet::new();
+        for (code, verifier) in once {
+            let app = app.clone();
+            set.spawn(async move {
+                let r = exchange(&app, DEMO, &code, &verifier).await;
+                assert_eq!(r.status(), 200);
+                r.json::<Value>().await.unwrap()
+            });
+        }
+        let mut grants = std::collections::HashSet::new();
+        while let Some(done) = set.join_next().await {
+            let tokens = done.unwrap();
+            let grant_id = tokens["grant_id"].as_str().unwrap();
+            let status = e2e_tests::dashboard::grant_status(&app, grant_id).await.0;
+            assert_eq!(status, "authorized", "{backend:?}");
+            grants.insert(grant_id.to_string());
+            let access = tokens["access_token"].as_str().unwrap();
+            let introspected = app.post_introspect(DEMO, access).await;
+            assert_eq!(introspected["active"], true, "{backend:?}");
+            let r = app
+                .post_token(
+                    DEMO,
+                    &[
+                        ("grant_type", "refresh_token"),
+                        ("refresh_token", tokens["refresh_token"].as_str().unwrap()),
+                    ],
+                )
+                .await;
+            assert_eq!(r.status(), 200, "{backend:?}: the refresh token works");
+        }
+        assert_eq!(grants.len(), CODES);
+        let actions: Vec<String> = app
+            .platform
+            .db
+            .run(|c| {
+                Ok(platform::storage::schema::audit_events::table
+                    .select(platform::storage::schema::audit_events::action)
+                    .load(c)?)
+            })
+            .await
+            .unwrap();
+        let count = |a: &str| actions.iter().filter(|x| *x == a).count();
+        assert_eq!(count("token.issued"), 2 * CODES, "{backend:?}");
+        assert_eq!(count("authorization_code.reused"), CODES, "{backend:?}");
+        let exchanges = batch_counts(&app)[5].0;
+        match backend {
+            Backend::Postgres => assert!(exchanges >= CODES as u64, "{backend:?}: {exchanges}"),
+            Backend::Sqlite => assert_eq!(exchanges, 0),
+        }
+        assert!(app.platform.audit.verify().await.unwrap().valid);
+        Arc::into_inner(app).unwrap().stop().await;
+    }
+}
+
 /// This instance's batch counters (refresh reads, rotations, introspection reads, bound
-/// refreshes), as (jobs, batches); zeros where nothing is batched (SQLite).
-fn batch_counts(app: &TestApp) -> [(u64, u64); 4] {
+/// refreshes, code reads, code exchanges), as (jobs, batches); zeros where nothing is batched (SQLite).
+fn batch_counts(app: &TestApp) -> [(u64, u64); 6] {
     app.oauth
         .batches
         .as_ref()
@@ -1681,7 +1783,7 @@ async fn concurrent_refreshes_of_many_grants_share_statements_and_each_rotates_o
                 break;
             }
         }
-        let [reads, (jobs, batches), introspections, _] = batch_counts(&app);
+        let [reads, (jobs, batches), introspections, ..] = batch_counts(&app);
         let all = (rounds * GRANTS) as u64;
         match backend {
             // Every refresh went through the batches, and at least one batch was shared; the

@@ -90,7 +90,29 @@ impl OAuthService {
                 code_verifier,
             } => {
                 let (creds, proven_jkt) = self.pre_authenticated(creds, peer, proof, now).await?;
-                self.with_client(creds, peer, "token", move |c, r, client| {
+                let (fast_code, fast_svc) = (code.clone(), svc.clone());
+                let (fast_redirect, fast_verifier, fast_jkt, fast_cert) = (
+                    redirect_uri.clone(),
+                    code_verifier.clone(),
+                    proven_jkt.clone(),
+                    certificate.clone(),
+                );
+                // The batched path first (PostgreSQL): the plain exchange; the rest below.
+                let answered = async move |creds: &ClientCredentials| {
+                    let (Some(batch), Some(code)) = (&fast_svc.batches, &fast_code) else {
+                        return None;
+                    };
+                    let exchange = tokens::CodeExchange {
+                        code,
+                        redirect_uri: fast_redirect.as_deref(),
+                        code_verifier: fast_verifier.as_deref(),
+                        proven_jkt: fast_jkt.as_deref(),
+                        certificate: fast_cert.as_deref(),
+                    };
+                    batched::exchange(&fast_svc, batch, creds, exchange, now).await
+                };
+                self.with_credentials_or(creds, peer, "token", answered, move |c, r, creds| {
+                    let client = clients::authenticate(c, creds)?;
                     let code =
                         code.ok_or_else(|| OAuthError::InvalidRequest("code is required".into()))?;
                     tokens::exchange_code(

@@ -23,7 +23,139 @@ pub struct CodeExchange<'a> {
     pub certificate: Option<&'a str>,
 }
 
-/// `grant_type=authorization_code`.
+/// An authorization code, joined with its grant and the grant's client.
+#[derive(Clone)]
+pub(super) struct CodeRow {
+    pub(super) client_id: String,
+    pub(super) redirect_uri: String,
+    pub(super) code_challenge: String,
+    pub(super) expires_at: NaiveDateTime,
+    pub(super) used_at: Option<NaiveDateTime>,
+    /// The DPoP key the authorization request was bound to (PAR's `dpop_jkt` or proof).
+    pub(super) dpop_jkt: Option<String>,
+    pub(super) grant: GrantRecord,
+    /// The grant's client.
+    pub(super) client: OAuthClient,
+}
+
+/// Codes by hash, each joined with its grant and the grant's client: one indexed query for any
+/// number of hashes (a batch's). Pairs each row with its hash.
+pub(super) fn load_codes(
+    c: &mut AnyConnection,
+    hashes: &[String],
+) -> Result<Vec<(String, CodeRow)>, StorageError> {
+    type Row = (
+        (
+            String,
+            String,
+            String,
+            String,
+            NaiveDateTime,
+            Option<NaiveDateTime>,
+            Option<String>,
+        ),
+        GrantRecord,
+        ClientRow,
+    );
+    let rows: Vec<Row> = authorization_codes::table
+        .inner_join(grant_rows::table.inner_join(clients::table))
+        .filter(authorization_codes::code_hash.eq_any(hashes))
+        .select((
+            (
+                authorization_codes::code_hash,
+                authorization_codes::client_id,
+                authorization_codes::redirect_uri,
+                authorization_codes::code_challenge,
+                authorization_codes::expires_at,
+                authorization_codes::used_at,
+                authorization_codes::dpop_jkt,
+            ),
+            GrantRecord::as_select(),
+            ClientRow::as_select(),
+        ))
+        .load(c)?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(
+                (hash, client_id, redirect_uri, code_challenge, expires_at, used_at, dpop_jkt),
+                grant,
+                client,
+            )| {
+                let row = CodeRow {
+                    client_id,
+                    redirect_uri,
+                    code_challenge,
+                    expires_at,
+                    used_at,
+                    dpop_jkt,
+                    grant,
+                    client: client.into(),
+                };
+                (hash, row)
+            },
+        )
+        .collect())
+}
+
+/// The key the tokens of a code are bound to, or why the request is refused: RFC 9449 section
+/// 10, a code bound at PAR (`dpop_jkt` or a proof) needs a proof from the same key; without a
+/// binding, a proof binds the tokens to its key from here on. Decided before the code is spent,
+/// so a thief without the key cannot burn it (and, through the replay rule, end the customer's
+/// grant). Written once for both paths.
+pub(super) fn code_binding<'a>(
+    bound: Option<&'a str>,
+    proven: Option<&'a str>,
+    client: &OAuthClient,
+) -> Result<Option<&'a str>, OAuthError> {
+    match (bound, proven) {
+        (Some(_), None) => Err(OAuthError::InvalidDpopProof(
+            "the authorization request was bound to a DPoP key: send a proof it signed".into(),
+        )),
+        (Some(b), Some(p)) if b != p => Err(OAuthError::InvalidDpopProof(
+            "the DPoP proof was signed by another key than the authorization request named".into(),
+        )),
+        (None, None) if client.must_use_dpop() => Err(dpop_required()),
+        (b, p) => Ok(b.or(p)),
+    }
+}
+
+/// The rules a spent code must meet to be exchanged (it is spent whether or not it meets them):
+/// unexpired, the same redirect URI, the PKCE verifier, a live grant. Written once for both
+/// paths.
+pub(super) fn code_refusal(
+    expires_at: NaiveDateTime,
+    code_redirect: &str,
+    challenge: &str,
+    exchange: &CodeExchange<'_>,
+    grant: &GrantRecord,
+    now: DateTime<Utc>,
+) -> Option<OAuthError> {
+    let now = now.naive_utc();
+    if expires_at <= now {
+        return Some(invalid_grant("the authorization code has expired"));
+    }
+    if exchange.redirect_uri != Some(code_redirect) {
+        return Some(invalid_grant(
+            "redirect_uri does not match the authorization request",
+        ));
+    }
+    if !exchange
+        .code_verifier
+        .is_some_and(|v| pkce_matches(v, challenge))
+    {
+        return Some(invalid_grant(
+            "code_verifier does not match the code_challenge",
+        ));
+    }
+    if !grant.is_authorized() || grant.expires_at <= now {
+        return Some(invalid_grant("the grant is no longer active"));
+    }
+    None
+}
+
+/// `grant_type=authorization_code` on the transactional path ([`super::batched::exchange`]
+/// answers the plain cases first on PostgreSQL).
 pub fn exchange_code(
     c: &mut AnyConnection,
     revoked: &mut Revocations,
@@ -32,13 +164,7 @@ pub fn exchange_code(
     exchange: CodeExchange<'_>,
     now: DateTime<Utc>,
 ) -> Result<TokenResponse, OAuthError> {
-    let CodeExchange {
-        code,
-        redirect_uri,
-        code_verifier,
-        proven_jkt,
-        certificate,
-    } = exchange;
+    let code = exchange.code;
     if code.is_empty() || code.len() > 256 {
         return Err(invalid_grant("the authorization code is invalid"));
     }
@@ -50,7 +176,6 @@ pub fn exchange_code(
             String,
             String,
             NaiveDateTime,
-            Option<NaiveDateTime>,
             Option<String>,
         );
         let row: Option<CodeRow> = authorization_codes::table
@@ -61,13 +186,11 @@ pub fn exchange_code(
                 authorization_codes::redirect_uri,
                 authorization_codes::code_challenge,
                 authorization_codes::expires_at,
-                authorization_codes::used_at,
                 authorization_codes::dpop_jkt,
             ))
             .first(c)
             .optional()?;
-        let Some((grant_id, code_client, code_redirect, challenge, expires_at, _, bound)) = row
-        else {
+        let Some((grant_id, code_client, code_redirect, challenge, expires_at, bound)) = row else {
             return Ok(Err(invalid_grant("the authorization code is invalid")));
         };
         if code_client != client.id {
@@ -75,30 +198,12 @@ pub fn exchange_code(
                 "the authorization code was issued to another client",
             )));
         }
-        // RFC 9449 section 10: a code bound at PAR (`dpop_jkt` or a proof) needs a proof from the
-        // same key. Without a binding, a proof binds the tokens to its key from here on. Checked
-        // before the code is spent, so a thief without the key cannot burn it (and, through the
-        // replay rule, end the customer's grant).
-        let key = match (bound.as_deref(), proven_jkt) {
-            (Some(_), None) => {
-                return Ok(Err(OAuthError::InvalidDpopProof(
-                    "the authorization request was bound to a DPoP key: send a proof it signed"
-                        .into(),
-                )));
-            }
-            (Some(b), Some(p)) if b != p => {
-                return Ok(Err(OAuthError::InvalidDpopProof(
-                    "the DPoP proof was signed by another key than the authorization request named"
-                        .into(),
-                )));
-            }
-            (None, None) if client.must_use_dpop() => {
-                return Ok(Err(dpop_required()));
-            }
-            (b, p) => b.or(p),
+        let key = match code_binding(bound.as_deref(), exchange.proven_jkt, client) {
+            Ok(key) => key,
+            Err(e) => return Ok(Err(e)),
         };
         // RFC 8705: likewise before the code is spent.
-        let x5t = match (client.must_use_certificate(), certificate) {
+        let x5t = match (client.must_use_certificate(), exchange.certificate) {
             (true, None) => return Ok(Err(certificate_required())),
             (true, Some(c)) => Some(c),
             (false, _) => None,
@@ -142,24 +247,18 @@ pub fn exchange_code(
                 "the authorization code was already used; the grant has been revoked",
             )));
         }
-        if expires_at <= now.naive_utc() {
-            return Ok(Err(invalid_grant("the authorization code has expired")));
-        }
-        if redirect_uri != Some(code_redirect.as_str()) {
-            return Ok(Err(invalid_grant(
-                "redirect_uri does not match the authorization request",
-            )));
-        }
-        if !code_verifier.is_some_and(|v| pkce_matches(v, &challenge)) {
-            return Ok(Err(invalid_grant(
-                "code_verifier does not match the code_challenge",
-            )));
-        }
         let Some(grant) = load_grant(c, &grant_id)? else {
             return Ok(Err(invalid_grant("the grant no longer exists")));
         };
-        if grant.status != GrantStatus::Authorized.as_str() || grant.expires_at <= now.naive_utc() {
-            return Ok(Err(invalid_grant("the grant is no longer active")));
+        if let Some(e) = code_refusal(
+            expires_at,
+            &code_redirect,
+            &challenge,
+            &exchange,
+            &grant,
+            now,
+        ) {
+            return Ok(Err(e));
         }
         let family = random_id("fam_");
         let family = Family {

@@ -7,7 +7,8 @@
 //! each of the two goes through a [`Batcher`]: the reads that arrive together are one
 //! `token_hash = ANY($1)` query, and the rotations that arrive together are one statement and one
 //! commit. Client authentication, the checks and minting stay per request, in the request's task.
-//! Introspection of a minted access token reads the same way ([`introspect`]).
+//! Introspection of a minted access token reads the same way ([`introspect`]), and the code
+//! exchange reads and writes the same way ([`exchange`]).
 //!
 //! Only the plain case is answered here: a known, active, unexpired token of an authorized,
 //! unexpired grant, presented by its own client with valid credentials, whose grant's use was
@@ -30,13 +31,16 @@ use super::super::OAuthService;
 use super::super::clients::{self as oauth_clients, ClientCredentials};
 use super::super::error::OAuthError;
 use super::{
-    Basis, Introspection, Minted, RefreshRow, TokenResponse, Verdict, dpop_only, load_minteds,
-    load_refreshes, mint_issue, use_due,
+    Basis, CodeRow, Introspection, Minted, RefreshRow, TokenResponse, Verdict, dpop_only,
+    load_codes, load_minteds, load_refreshes, mint_issue, use_due,
 };
 use ::grants::dpop::CheckedProof;
-use statements::{Keep, Refreshed, Rotation, keep_batch, rotate_batch};
+use statements::{Exchange, Keep, Refreshed, Rotation, exchange_batch, keep_batch, rotate_batch};
 
+mod code;
 mod statements;
+
+pub use code::exchange;
 #[cfg(test)]
 mod tests;
 
@@ -50,6 +54,8 @@ pub struct TokenBatches {
     rotations: Batcher<Rotation, bool>,
     keeps: Batcher<Keep, bool>,
     minted: Batcher<String, Option<Minted>>,
+    codes: Batcher<String, Option<CodeRow>>,
+    exchanges: Batcher<Exchange, bool>,
 }
 
 impl TokenBatches {
@@ -70,16 +76,21 @@ impl TokenBatches {
             rotations: spawn(db, "refresh-rotate", rotate_batch)?,
             keeps: spawn(db, "refresh-keep", keep_batch)?,
             minted: spawn(db, "introspect-read", minted_batch)?,
+            codes: spawn(db, "code-read", code_batch)?,
+            exchanges: spawn(db, "code-exchange", exchange_batch)?,
         }))
     }
 
-    /// Batches run so far: (refresh reads, rotations, introspection reads, bound refreshes).
-    pub fn counts(&self) -> [BatchCounts; 4] {
+    /// Batches run so far: (refresh reads, rotations, introspection reads, bound refreshes,
+    /// code reads, code exchanges).
+    pub fn counts(&self) -> [BatchCounts; 6] {
         [
             self.reads.counts(),
             self.rotations.counts(),
             self.minted.counts(),
             self.keeps.counts(),
+            self.codes.counts(),
+            self.exchanges.counts(),
         ]
     }
 }
@@ -276,6 +287,12 @@ fn distribute<T: Clone>(keys: &[String], found: Vec<(String, T)>) -> Vec<Option<
             }
         })
         .collect()
+}
+
+/// The code reads of one batch: codes by hash, with grant and client.
+fn code_batch(db: &Db, hashes: &[String]) -> StorageResult<Vec<Option<CodeRow>>> {
+    let found = db.run_blocking(|c| load_codes(c, hashes))?;
+    Ok(distribute(hashes, found))
 }
 
 /// The reads of one batch: one query for every presented hash.

@@ -55,6 +55,18 @@ pub(super) struct Keep {
     pub(super) refreshed: Refreshed,
 }
 
+/// One code exchange: the code (by hash) is spent, and the tokens of a new family issued.
+#[derive(Debug)]
+pub(super) struct Exchange {
+    pub(super) code_hash: String,
+    pub(super) refresh_id: String,
+    pub(super) refresh_hash: String,
+    pub(super) event_id: String,
+    /// The DPoP key the family is bound to (refresh and access tokens).
+    pub(super) jkt: Option<String>,
+    pub(super) refreshed: Refreshed,
+}
+
 /// The common columns of a batch, as arrays of one element per job (`$1` to `$8`), and its
 /// issued-token rows (`$9` to `$12`): one per revocation id, the authority block's carrying the
 /// access token's hash, tied to their job by its key.
@@ -196,6 +208,57 @@ WITH input AS ( \
 ) \
 SELECT key AS id FROM ok";
 
+/// Every code exchange of a batch in one statement, so one commit. The grants are locked first,
+/// in id order, and only while authorized (the lock order of `platform::revocation::lock_grants`,
+/// so a concurrent revocation or Grant Management change is wholly before or after this); a code
+/// is spent only if it is unused, unexpired, of the stated grant and client, and that grant is
+/// authorized and unexpired at the request's time, as the locked row says. Only the exchanges
+/// that spent their code get their refresh token, issued-token rows, grant use and audit event.
+/// Returns the hashes of the codes it spent.
+const EXCHANGE_BATCH_SQL: &str = "\
+WITH input AS ( \
+    SELECT * FROM unnest($1::text[], $2::timestamp[], $3::text[], $4::text[], $5::timestamp[], \
+                         $6::timestamp[], $7::text[], $8::text[], $13::text[], $14::text[], \
+                         $15::text[], $16::text[]) WITH ORDINALITY \
+        AS i(code_hash, at, grant_id, family, refresh_expires, event_at, client_id, details, \
+             refresh_id, refresh_hash, event_id, jkt, n) \
+), locked AS MATERIALIZED ( \
+    SELECT g.id, g.expires_at FROM grants g \
+    WHERE g.id IN (SELECT grant_id FROM input) AND g.status = 'authorized' \
+    ORDER BY g.id \
+    FOR NO KEY UPDATE OF g \
+), spent AS ( \
+    UPDATE authorization_codes a SET used_at = i.at \
+    FROM input i \
+    WHERE a.code_hash = i.code_hash AND a.used_at IS NULL AND a.expires_at > i.at \
+      AND a.grant_id = i.grant_id AND a.client_id = i.client_id \
+      AND EXISTS (SELECT 1 FROM locked l WHERE l.id = i.grant_id AND l.expires_at > i.at) \
+    RETURNING a.code_hash \
+), ok AS ( \
+    SELECT i.* FROM input i JOIN spent s ON s.code_hash = i.code_hash \
+), new_refresh AS ( \
+    INSERT INTO refresh_tokens \
+        (id, token_hash, grant_id, family_id, status, created_at, expires_at, dpop_jkt) \
+    SELECT refresh_id, refresh_hash, grant_id, family, 'active', at, refresh_expires, jkt \
+    FROM ok ORDER BY n \
+), issued AS ( \
+    INSERT INTO issued_tokens (revocation_id, grant_id, family_id, token_hash, expires_at, dpop_jkt) \
+    SELECT t.rid, ok.grant_id, ok.family, t.hash, t.expires, ok.jkt \
+    FROM unnest($9::text[], $10::text[], $11::text[], $12::timestamp[]) AS t(key, rid, hash, expires) \
+    JOIN ok ON ok.code_hash = t.key \
+), used AS ( \
+    UPDATE grants g SET last_used_at = date_trunc('second', o.at) \
+    FROM (SELECT grant_id, max(at) AS at FROM ok GROUP BY grant_id) o \
+    WHERE g.id = o.grant_id \
+      AND (g.last_used_at IS NULL OR g.last_used_at < o.at - interval '1 minute') \
+), event AS ( \
+    INSERT INTO audit_events \
+        (event_id, occurred_at, actor_type, actor_id, action, target_type, target_id, details) \
+    SELECT event_id, event_at, 'client', client_id, 'token.issued', 'grant', grant_id, details \
+    FROM ok ORDER BY n \
+) \
+SELECT code_hash AS id FROM spent";
+
 /// How long a batch statement waits for a row lock before giving up (and the requests take the
 /// transactional path).
 const LOCK_TIMEOUT: &str = "SET LOCAL lock_timeout = '1s'";
@@ -319,5 +382,53 @@ pub(super) fn committed<'a>(
     Ok(jobs
         .filter(|j| found.contains(&j.new_hash))
         .map(|j| j.old_id.clone())
+        .collect())
+}
+
+pub(super) fn exchange_batch(db: &Db, jobs: &[Exchange]) -> StorageResult<Vec<bool>> {
+    // A code presented twice in one batch: only its first exchange is attempted; the others
+    // report "not spent" and the transactional path treats them as the replays they are.
+    let mut seen = HashSet::new();
+    let take: Vec<bool> = jobs.iter().map(|j| seen.insert(&j.code_hash)).collect();
+    let picked = || jobs.iter().zip(&take).filter(|(_, t)| **t).map(|(j, _)| j);
+    let columns = Columns::of(picked().map(|j| (&j.code_hash, &j.refreshed)));
+    let own = |f: fn(&Exchange) -> &String| picked().map(|j| f(j).clone()).collect::<Vec<_>>();
+    let (refresh_id, refresh_hash, event_id) = (
+        own(|j| &j.refresh_id),
+        own(|j| &j.refresh_hash),
+        own(|j| &j.event_id),
+    );
+    let jkt: Vec<Option<String>> = picked().map(|j| j.jkt.clone()).collect();
+    let statement = PgStatement::new(
+        EXCHANGE_BATCH_SQL,
+        columns.binds([
+            B::TextArray(&refresh_id),
+            B::TextArray(&refresh_hash),
+            B::TextArray(&event_id),
+            B::NullableTextArray(&jkt),
+        ]),
+    );
+    // Unknown outcome: a code was spent here if its new refresh token exists (only this
+    // statement inserts it). Had the requests failed instead, a client's retry would be a
+    // replay that ends the customer's grant.
+    let settle = || {
+        let hashes: Vec<String> = picked().map(|j| j.refresh_hash.clone()).collect();
+        let found: Vec<String> = db.run_blocking(|c| {
+            Ok(refresh_tokens::table
+                .filter(refresh_tokens::token_hash.eq_any(&hashes))
+                .select(refresh_tokens::token_hash)
+                .load(c)?)
+        })?;
+        let found: HashSet<String> = found.into_iter().collect();
+        Ok(picked()
+            .filter(|j| found.contains(&j.refresh_hash))
+            .map(|j| j.code_hash.clone())
+            .collect())
+    };
+    let spent = run(db, "code exchange", jobs.len(), statement, settle)?;
+    Ok(jobs
+        .iter()
+        .zip(&take)
+        .map(|(j, t)| *t && spent.contains(&j.code_hash))
         .collect())
 }

@@ -1,4 +1,4 @@
-//! The rotation statement's guards, driven directly (PostgreSQL only: set
+//! The batch statements' guards, driven directly (PostgreSQL only: set
 //! `TEST_DATABASE_URL`). Over HTTP a request reaches the statement only with a token its read
 //! found active, so these are the cases where something changed between read and write.
 
@@ -266,4 +266,99 @@ fn only_active_tokens_of_live_grants_rotate_and_nothing_else_is_written() {
     );
     locker.batch_execute("ROLLBACK").unwrap();
     assert_eq!(rotate_batch(&t.db, &rt_c).unwrap(), [true]);
+}
+
+fn exchange_job(code_hash: &str, grant_id: &str, at: NaiveDateTime, jkt: Option<&str>) -> Exchange {
+    Exchange {
+        code_hash: code_hash.into(),
+        refresh_id: random_id("rtk_"),
+        refresh_hash: random_id("h_"),
+        event_id: random_id("evt_"),
+        jkt: jkt.map(Into::into),
+        refreshed: refreshed(grant_id, &format!("fam_{code_hash}"), at, 1, 2),
+    }
+}
+
+/// The exchange statement: a code is spent only if unused, unexpired, of the stated grant, and
+/// that grant is live; only spent codes get tokens, the grant's use and an audit event; a code
+/// twice in one batch is spent once; a grant locked elsewhere makes the batch give up in time.
+#[test]
+fn only_unused_codes_of_live_grants_are_exchanged_and_nothing_else_is_written() {
+    let Some(t) = seeded(
+        "code exchange statement",
+        "INSERT INTO authorization_codes (code_hash, grant_id, client_id, redirect_uri, \
+            code_challenge, created_at, expires_at, used_at) VALUES \
+            ('ca', 'g_live', 'c_1', 'r', 'x', now(), now() + interval '1 minute', NULL), \
+            ('cb', 'g_live', 'c_1', 'r', 'x', now(), now() + interval '1 minute', NULL), \
+            ('cd', 'g_live2', 'c_1', 'r', 'x', now(), now() + interval '1 minute', NULL), \
+            ('cu', 'g_live', 'c_1', 'r', 'x', now(), now() + interval '1 minute', now()), \
+            ('cexp', 'g_live2', 'c_1', 'r', 'x', now(), now() - interval '1 second', NULL), \
+            ('crev', 'g_revoked', 'c_1', 'r', 'x', now(), now() + interval '1 minute', NULL), \
+            ('cend', 'g_expired', 'c_1', 'r', 'x', now(), now() + interval '1 minute', NULL);",
+    ) else {
+        return;
+    };
+    let now = chrono::Utc::now().naive_utc().trunc_subsecs(6);
+    let jkt = "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I";
+    let jobs = vec![
+        exchange_job("ca", "g_live", now, None),
+        // The same code twice in one batch: the first exchange only.
+        exchange_job("ca", "g_live", now, None),
+        // Spent by a request that committed since this one's read.
+        exchange_job("cu", "g_live", now, None),
+        // Expired since the read; grant revoked, or expired, since the read.
+        exchange_job("cexp", "g_live2", now, None),
+        exchange_job("crev", "g_revoked", now, None),
+        exchange_job("cend", "g_expired", now, None),
+        // A code stated with another grant than its own.
+        exchange_job("cb", "g_live2", now, None),
+        exchange_job("unknown", "g_live", now, None),
+        exchange_job("cd", "g_live2", now, Some(jkt)),
+    ];
+    let out = exchange_batch(&t.db, &jobs).unwrap();
+    assert_eq!(
+        out,
+        [true, false, false, false, false, false, false, false, true]
+    );
+    t.db.run_blocking(|c| {
+        let spent = "SELECT count(*) AS n FROM authorization_codes WHERE used_at IS NOT NULL";
+        assert_eq!(count(c, spent), 3, "ca, cd and the one used before");
+        let fresh = "SELECT count(*) AS n FROM refresh_tokens WHERE status = 'active' AND \
+            ((family_id = 'fam_ca' AND grant_id = 'g_live' AND dpop_jkt IS NULL) OR \
+             (family_id = 'fam_cd' AND grant_id = 'g_live2' AND dpop_jkt IS NOT NULL))";
+        assert_eq!(count(c, fresh), 2);
+        assert_eq!(count(c, "SELECT count(*) AS n FROM refresh_tokens"), 2);
+        let issued = "SELECT count(*) AS n FROM issued_tokens WHERE \
+            (grant_id = 'g_live' AND dpop_jkt IS NULL) OR (grant_id = 'g_live2' AND dpop_jkt IS NOT NULL)";
+        assert_eq!(count(c, issued), 4);
+        let hashed = "SELECT count(*) AS n FROM issued_tokens WHERE token_hash IS NOT NULL";
+        assert_eq!(count(c, hashed), 2);
+        let used = "SELECT count(*) AS n FROM grants WHERE last_used_at IS NOT NULL";
+        assert_eq!(count(c, used), 2, "g_live and g_live2");
+        let events = "SELECT count(*) AS n FROM audit_events WHERE action = 'token.issued' \
+            AND actor_id = 'c_1' AND target_id IN ('g_live', 'g_live2')";
+        assert_eq!(count(c, events), 2);
+        assert_eq!(count(c, "SELECT count(*) AS n FROM audit_events"), 2);
+        Ok(())
+    })
+    .unwrap();
+    // Spent is spent: the same code again exchanges nothing.
+    assert_eq!(exchange_batch(&t.db, &jobs[..1]).unwrap(), [false]);
+
+    // A grant locked elsewhere (a revocation, say): the batch gives up after the lock timeout
+    // and the request takes the transactional path; once the lock is gone the code is spent.
+    let mut locker = diesel::pg::PgConnection::establish(&t.url).unwrap();
+    locker
+        .batch_execute("BEGIN; SELECT 1 FROM grants WHERE id = 'g_live' FOR UPDATE;")
+        .unwrap();
+    let cb = [exchange_job("cb", "g_live", now, None)];
+    let started = std::time::Instant::now();
+    assert_eq!(exchange_batch(&t.db, &cb).unwrap(), [false]);
+    let waited = started.elapsed();
+    assert!(
+        waited < std::time::Duration::from_secs(5),
+        "waited {waited:?}"
+    );
+    locker.batch_execute("ROLLBACK").unwrap();
+    assert_eq!(exchange_batch(&t.db, &cb).unwrap(), [true]);
 }
