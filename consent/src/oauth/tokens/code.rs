@@ -23,9 +23,11 @@ pub struct CodeExchange<'a> {
     pub certificate: Option<&'a str>,
 }
 
-/// An authorization code, joined with its grant and the grant's client.
-#[derive(Clone)]
-pub(super) struct CodeRow {
+/// An authorization code as stored.
+#[derive(Clone, Queryable, Selectable)]
+#[diesel(table_name = authorization_codes)]
+pub(super) struct StoredCode {
+    pub(super) code_hash: String,
     pub(super) client_id: String,
     pub(super) redirect_uri: String,
     pub(super) code_challenge: String,
@@ -33,6 +35,12 @@ pub(super) struct CodeRow {
     pub(super) used_at: Option<NaiveDateTime>,
     /// The DPoP key the authorization request was bound to (PAR's `dpop_jkt` or proof).
     pub(super) dpop_jkt: Option<String>,
+}
+
+/// An authorization code, joined with its grant and the grant's client.
+#[derive(Clone)]
+pub(super) struct CodeRow {
+    pub(super) code: StoredCode,
     pub(super) grant: GrantRecord,
     /// The grant's client.
     pub(super) client: OAuthClient,
@@ -44,57 +52,29 @@ pub(super) fn load_codes(
     c: &mut AnyConnection,
     hashes: &[String],
 ) -> Result<Vec<(String, CodeRow)>, StorageError> {
-    type Row = (
-        (
-            String,
-            String,
-            String,
-            String,
-            NaiveDateTime,
-            Option<NaiveDateTime>,
-            Option<String>,
-        ),
-        GrantRecord,
-        ClientRow,
-    );
-    let rows: Vec<Row> = authorization_codes::table
+    let rows: Vec<(StoredCode, GrantRecord, ClientRow)> = authorization_codes::table
         .inner_join(grant_rows::table.inner_join(clients::table))
         .filter(authorization_codes::code_hash.eq_any(hashes))
         .select((
-            (
-                authorization_codes::code_hash,
-                authorization_codes::client_id,
-                authorization_codes::redirect_uri,
-                authorization_codes::code_challenge,
-                authorization_codes::expires_at,
-                authorization_codes::used_at,
-                authorization_codes::dpop_jkt,
-            ),
+            StoredCode::as_select(),
             GrantRecord::as_select(),
             ClientRow::as_select(),
         ))
         .load(c)?;
     Ok(rows
         .into_iter()
-        .map(
-            |(
-                (hash, client_id, redirect_uri, code_challenge, expires_at, used_at, dpop_jkt),
-                grant,
-                client,
-            )| {
-                let row = CodeRow {
-                    client_id,
-                    redirect_uri,
-                    code_challenge,
-                    expires_at,
-                    used_at,
-                    dpop_jkt,
+        .map(|(code, grant, client)| {
+            let hash = code.code_hash.clone();
+            let client = client.into();
+            (
+                hash,
+                CodeRow {
+                    code,
                     grant,
-                    client: client.into(),
-                };
-                (hash, row)
-            },
-        )
+                    client,
+                },
+            )
+        })
         .collect())
 }
 

@@ -11,18 +11,17 @@
 //! rules are the ones that path uses ([`code_binding`], [`code_refusal`]); the statement re-checks
 //! under the grant's row lock what can change between the read and the write.
 
-use chrono::{DateTime, SubsecRound, Utc};
+use chrono::{DateTime, Utc};
 use platform::crypto::{PlainToken, random_id};
-use platform::storage::StorageError;
 
 use super::super::super::OAuthService;
-use super::super::super::clients::{self as oauth_clients, ClientCredentials};
+use super::super::super::clients::ClientCredentials;
 use super::super::super::error::OAuthError;
 use super::super::{
     CodeExchange, TokenResponse, code_binding, code_refusal, dpop_only, mint_issue,
 };
-use super::TokenBatches;
-use super::statements::{Exchange, Refreshed};
+use super::statements::Exchange;
+use super::{TokenBatches, read_authenticated, refreshed};
 
 /// The plain code exchange (see the module documentation); `None` sends the request down the
 /// transactional path. An `invalid_client` answer is final: the presented client is the code's
@@ -39,58 +38,38 @@ pub async fn exchange(
         return None;
     }
     let hash = PlainToken::from_presented(code).hash().into_string();
-    let row = match batch.codes.submit(hash.clone()).await {
-        Ok(Some(row)) => row,
-        Err(e @ StorageError::Unavailable(_)) => return Some(Err(e.into())),
-        Ok(None) | Err(_) => return None,
+    let row = match read_authenticated(&batch.codes, hash.clone(), creds, |r| &r.client).await {
+        Ok(row) => row,
+        Err(e) => return e.map(Err),
     };
-    if row.client.id != creds.client_id() {
-        // The transactional path authenticates the named client on its own.
-        return None;
-    }
-    // Authentication completes before anything about the code is decided.
-    if let Err(e) = oauth_clients::verify(creds, Some(&row.client)) {
-        return Some(Err(e));
-    }
+    let stored = &row.code;
     let refused = code_refusal(
-        row.expires_at,
-        &row.redirect_uri,
-        &row.code_challenge,
+        stored.expires_at,
+        &stored.redirect_uri,
+        &stored.code_challenge,
         &exchange,
         &row.grant,
         now,
     );
-    if row.used_at.is_some()
-        || row.client_id != row.client.id
+    if stored.used_at.is_some()
+        || stored.client_id != row.client.id
         || row.client.must_use_certificate()
         || refused.is_some()
     {
         return None;
     }
-    let key = code_binding(row.dpop_jkt.as_deref(), exchange.proven_jkt, &row.client).ok()?;
+    let key = code_binding(stored.dpop_jkt.as_deref(), exchange.proven_jkt, &row.client).ok()?;
     let key = key.map(str::to_string);
     let family = random_id("fam_");
     let cnf = key.as_deref().map(dpop_only).unwrap_or_default();
     let mut issue = mint_issue(svc, &row.grant, &row.client, &family, cnf, now).ok()?;
-    let naive_now = now.naive_utc();
     let job = Exchange {
         code_hash: hash,
         refresh_id: random_id("rtk_"),
         refresh_hash: std::mem::take(&mut issue.refresh_hash),
         event_id: random_id("evt_"),
         jkt: key,
-        refreshed: Refreshed {
-            at: naive_now,
-            grant_id: row.grant.id,
-            family,
-            refresh_expires: issue.refresh_expires,
-            access_hash: std::mem::take(&mut issue.access_hash),
-            access_expires: issue.access_expires,
-            revocation_ids: std::mem::take(&mut issue.revocation_ids),
-            event_at: naive_now.trunc_subsecs(6),
-            client_id: row.client.id,
-            details: issue.details.to_string(),
-        },
+        refreshed: refreshed(&mut issue, row.grant.id, family, row.client.id, now),
     };
     match batch.exchanges.submit(job).await {
         Ok(true) => {

@@ -31,7 +31,7 @@ use super::super::OAuthService;
 use super::super::clients::{self as oauth_clients, ClientCredentials};
 use super::super::error::OAuthError;
 use super::{
-    Basis, CodeRow, Introspection, Minted, RefreshRow, TokenResponse, Verdict, dpop_only,
+    Basis, CodeRow, Introspection, Issue, Minted, RefreshRow, TokenResponse, Verdict, dpop_only,
     load_codes, load_minteds, load_refreshes, mint_issue, use_due,
 };
 use ::grants::dpop::CheckedProof;
@@ -123,22 +123,11 @@ pub async fn refresh(
         return declined(false);
     }
     let hash = PlainToken::from_presented(token).hash().into_string();
-    // A read batch that failed on its statement is no answer: the transactional path reads
-    // again on its own. An unreachable database is: the other path would only wait for a
-    // connection as long again (nothing was written, so a retry is safe).
-    let row = match batch.reads.submit(hash).await {
-        Ok(Some(row)) => row,
-        Err(e @ StorageError::Unavailable(_)) => return Batched::Answered(Err(e.into())),
-        Ok(None) | Err(_) => return declined(false),
+    let row = match read_authenticated(&batch.reads, hash, creds, |r| &r.client).await {
+        Ok(row) => row,
+        Err(Some(e)) => return Batched::Answered(Err(e)),
+        Err(None) => return declined(false),
     };
-    if row.client.id != creds.client_id() {
-        // The general path authenticates the named client on its own.
-        return declined(false);
-    }
-    // Authentication completes before anything about the token is decided.
-    if let Err(e) = oauth_clients::verify(creds, Some(&row.client)) {
-        return Batched::Answered(Err(e));
-    }
     // The client is known: the proof's single use is recorded now.
     let proven = match proof {
         Some(p) => match svc.record_proof(p.clone(), now).await {
@@ -174,7 +163,6 @@ async fn write(
     presented: &str,
     now: DateTime<Utc>,
 ) -> Batched {
-    let naive_now = now.naive_utc();
     let bound = row.dpop_jkt.clone();
     let declined = Batched::Declined {
         proof_recorded: bound.is_some(),
@@ -183,18 +171,13 @@ async fn write(
     let Ok(mut issue) = mint_issue(svc, &row.grant, &row.client, &row.family, cnf, now) else {
         return declined;
     };
-    let refreshed = Refreshed {
-        at: naive_now,
-        grant_id: row.grant.id.clone(),
-        family: row.family,
-        refresh_expires: issue.refresh_expires,
-        access_hash: std::mem::take(&mut issue.access_hash),
-        access_expires: issue.access_expires,
-        revocation_ids: std::mem::take(&mut issue.revocation_ids),
-        event_at: naive_now.trunc_subsecs(6),
-        client_id: row.client.id,
-        details: issue.details.to_string(),
-    };
+    let refreshed = refreshed(
+        &mut issue,
+        row.grant.id.clone(),
+        row.family,
+        row.client.id,
+        now,
+    );
     let written = match bound {
         Some(jkt) => {
             // The refresh token stays: the answer gives back the one presented.
@@ -243,17 +226,10 @@ pub async fn introspect(
         return None;
     }
     let hash = PlainToken::from_presented(token).hash().into_string();
-    let minted = match batch.minted.submit(hash).await {
-        Ok(Some(minted)) => minted,
-        Err(e @ StorageError::Unavailable(_)) => return Some(Err(e.into())),
-        Ok(None) | Err(_) => return None,
+    let minted = match read_authenticated(&batch.minted, hash, creds, |m| &m.client).await {
+        Ok(minted) => minted,
+        Err(e) => return e.map(Err),
     };
-    if minted.client.id != creds.client_id() {
-        return None;
-    }
-    if let Err(e) = oauth_clients::verify(creds, Some(&minted.client)) {
-        return Some(Err(e));
-    }
     let Some(found) = minted.found(now) else {
         return Some(Ok((Introspection::default(), None)));
     };
@@ -261,6 +237,55 @@ pub async fn introspect(
         return None;
     }
     Some(found.answer(svc, now))
+}
+
+/// What a write statement stores of a minted `issue` (whose access token's hash and revocation
+/// ids move here) for a request at `now`.
+fn refreshed(
+    issue: &mut Issue,
+    grant_id: String,
+    family: String,
+    client_id: String,
+    now: DateTime<Utc>,
+) -> Refreshed {
+    let at = now.naive_utc();
+    Refreshed {
+        at,
+        grant_id,
+        family,
+        refresh_expires: issue.refresh_expires,
+        access_hash: std::mem::take(&mut issue.access_hash),
+        access_expires: issue.access_expires,
+        revocation_ids: std::mem::take(&mut issue.revocation_ids),
+        event_at: at.trunc_subsecs(6),
+        client_id,
+        details: issue.details.to_string(),
+    }
+}
+
+/// A batched read for a request by `creds`: the row `reads` finds for `hash`, once its client
+/// (`client_of`) is the presented one and authenticates. `Err(None)` declines (not found, another
+/// client's, a failed read statement: the transactional path reads and authenticates on its own);
+/// `Err(Some(e))` is a final answer (`invalid_client`, or an unreachable database, which the
+/// other path would only wait for as long again; nothing was written, so a retry is safe).
+/// Authentication completes before anything about the row is decided.
+async fn read_authenticated<R: Send + 'static>(
+    reads: &Batcher<String, Option<R>>,
+    hash: String,
+    creds: &ClientCredentials,
+    client_of: fn(&R) -> &super::super::clients::OAuthClient,
+) -> Result<R, Option<OAuthError>> {
+    let row = match reads.submit(hash).await {
+        Ok(Some(row)) => row,
+        Err(e @ StorageError::Unavailable(_)) => return Err(Some(e.into())),
+        Ok(None) | Err(_) => return Err(None),
+    };
+    let client = client_of(&row);
+    if client.id != creds.client_id() {
+        return Err(None);
+    }
+    oauth_clients::verify(creds, Some(client)).map_err(Some)?;
+    Ok(row)
 }
 
 /// The introspection reads of one batch: minted tokens by hash, with grant, client and

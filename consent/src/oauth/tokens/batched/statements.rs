@@ -310,33 +310,100 @@ fn run(
 }
 
 pub(super) fn rotate_batch(db: &Db, jobs: &[Rotation]) -> StorageResult<Vec<bool>> {
-    // A token presented twice in one batch: only its first rotation is attempted; the others
-    // report "not rotated" and the transactional path treats them as the replays they are.
+    single_use_batch(db, "rotation", ROTATE_BATCH_SQL, jobs)
+}
+
+pub(super) fn exchange_batch(db: &Db, jobs: &[Exchange]) -> StorageResult<Vec<bool>> {
+    single_use_batch(db, "code exchange", EXCHANGE_BATCH_SQL, jobs)
+}
+
+/// A job that uses something up (a bearer refresh token, a code) and issues a new refresh token.
+pub(super) trait SingleUse {
+    /// Whether the statement takes the jobs' DPoP keys (`$16`).
+    const BOUND: bool;
+    /// What the job uses up; the statement returns it for each job that did.
+    fn used(&self) -> &String;
+    /// The new refresh token's id and hash, and the audit event's id (`$13` to `$15`).
+    fn issued(&self) -> [&String; 3];
+    fn jkt(&self) -> Option<String>;
+    fn refreshed(&self) -> &Refreshed;
+}
+
+impl SingleUse for Rotation {
+    const BOUND: bool = false;
+    fn used(&self) -> &String {
+        &self.old_id
+    }
+    fn issued(&self) -> [&String; 3] {
+        [&self.new_id, &self.new_hash, &self.event_id]
+    }
+    fn jkt(&self) -> Option<String> {
+        None
+    }
+    fn refreshed(&self) -> &Refreshed {
+        &self.refreshed
+    }
+}
+
+impl SingleUse for Exchange {
+    const BOUND: bool = true;
+    fn used(&self) -> &String {
+        &self.code_hash
+    }
+    fn issued(&self) -> [&String; 3] {
+        [&self.refresh_id, &self.refresh_hash, &self.event_id]
+    }
+    fn jkt(&self) -> Option<String> {
+        self.jkt.clone()
+    }
+    fn refreshed(&self) -> &Refreshed {
+        &self.refreshed
+    }
+}
+
+/// Runs a single-use statement over a batch. Something presented twice in one batch: only its
+/// first use is attempted; the others report "not done" and the transactional path treats them
+/// as the replays they are. An unknown outcome is settled by [`committed`]: had the requests
+/// failed instead, a client's retry would be a replay that ends the customer's grant.
+fn single_use_batch<J: SingleUse>(
+    db: &Db,
+    what: &str,
+    sql: &'static str,
+    jobs: &[J],
+) -> StorageResult<Vec<bool>> {
     let mut seen = HashSet::new();
-    let take: Vec<bool> = jobs.iter().map(|j| seen.insert(&j.old_id)).collect();
-    let picked = || jobs.iter().zip(&take).filter(|(_, t)| **t).map(|(j, _)| j);
-    let columns = Columns::of(picked().map(|j| (&j.old_id, &j.refreshed)));
-    let own = |f: fn(&Rotation) -> &String| picked().map(|j| f(j).clone()).collect::<Vec<_>>();
-    let (new_id, new_hash, event_id) = (
-        own(|j| &j.new_id),
-        own(|j| &j.new_hash),
-        own(|j| &j.event_id),
-    );
-    let statement = PgStatement::new(
-        ROTATE_BATCH_SQL,
-        columns.binds([
-            B::TextArray(&new_id),
-            B::TextArray(&new_hash),
-            B::TextArray(&event_id),
-        ]),
-    );
-    let rotated = run(db, "rotation", jobs.len(), statement, || {
-        committed(db, picked())
+    let take: Vec<bool> = jobs.iter().map(|j| seen.insert(j.used())).collect();
+    let picked: Vec<&J> = jobs
+        .iter()
+        .zip(&take)
+        .filter(|(_, t)| **t)
+        .map(|(j, _)| j)
+        .collect();
+    let columns = Columns::of(picked.iter().map(|j| (j.used(), j.refreshed())));
+    let own = |n: usize| {
+        picked
+            .iter()
+            .map(|j| j.issued()[n].clone())
+            .collect::<Vec<_>>()
+    };
+    let (new_id, new_hash, event_id) = (own(0), own(1), own(2));
+    let jkt: Vec<Option<String>> = picked.iter().map(|j| j.jkt()).collect();
+    let mut binds = vec![
+        B::TextArray(&new_id),
+        B::TextArray(&new_hash),
+        B::TextArray(&event_id),
+    ];
+    if J::BOUND {
+        binds.push(B::NullableTextArray(&jkt));
+    }
+    let statement = PgStatement::new(sql, columns.binds(binds));
+    let done = run(db, what, jobs.len(), statement, || {
+        committed(db, picked.iter().copied())
     })?;
     Ok(jobs
         .iter()
         .zip(&take)
-        .map(|(j, t)| *t && rotated.contains(&j.old_id))
+        .map(|(j, t)| *t && done.contains(j.used()))
         .collect())
 }
 
@@ -364,14 +431,14 @@ pub(super) fn keep_batch(db: &Db, jobs: &[Keep]) -> StorageResult<Vec<bool>> {
     Ok(jobs.iter().map(|j| counted.contains(&j.key)).collect())
 }
 
-/// The tokens of `jobs` whose rotation committed, told by their successors' hashes (only the
-/// rotation statement inserts them): for settling a batch whose outcome the connection could not
+/// What `jobs` used up in a committed statement, told by their new refresh tokens' hashes (only
+/// the statement inserts them): for settling a batch whose outcome the connection could not
 /// report.
-pub(super) fn committed<'a>(
+pub(super) fn committed<'a, J: SingleUse + 'a>(
     db: &Db,
-    jobs: impl Iterator<Item = &'a Rotation> + Clone,
+    jobs: impl Iterator<Item = &'a J> + Clone,
 ) -> StorageResult<HashSet<String>> {
-    let hashes: Vec<String> = jobs.clone().map(|j| j.new_hash.clone()).collect();
+    let hashes: Vec<String> = jobs.clone().map(|j| j.issued()[1].clone()).collect();
     let found: Vec<String> = db.run_blocking(|c| {
         Ok(refresh_tokens::table
             .filter(refresh_tokens::token_hash.eq_any(&hashes))
@@ -380,55 +447,7 @@ pub(super) fn committed<'a>(
     })?;
     let found: HashSet<String> = found.into_iter().collect();
     Ok(jobs
-        .filter(|j| found.contains(&j.new_hash))
-        .map(|j| j.old_id.clone())
-        .collect())
-}
-
-pub(super) fn exchange_batch(db: &Db, jobs: &[Exchange]) -> StorageResult<Vec<bool>> {
-    // A code presented twice in one batch: only its first exchange is attempted; the others
-    // report "not spent" and the transactional path treats them as the replays they are.
-    let mut seen = HashSet::new();
-    let take: Vec<bool> = jobs.iter().map(|j| seen.insert(&j.code_hash)).collect();
-    let picked = || jobs.iter().zip(&take).filter(|(_, t)| **t).map(|(j, _)| j);
-    let columns = Columns::of(picked().map(|j| (&j.code_hash, &j.refreshed)));
-    let own = |f: fn(&Exchange) -> &String| picked().map(|j| f(j).clone()).collect::<Vec<_>>();
-    let (refresh_id, refresh_hash, event_id) = (
-        own(|j| &j.refresh_id),
-        own(|j| &j.refresh_hash),
-        own(|j| &j.event_id),
-    );
-    let jkt: Vec<Option<String>> = picked().map(|j| j.jkt.clone()).collect();
-    let statement = PgStatement::new(
-        EXCHANGE_BATCH_SQL,
-        columns.binds([
-            B::TextArray(&refresh_id),
-            B::TextArray(&refresh_hash),
-            B::TextArray(&event_id),
-            B::NullableTextArray(&jkt),
-        ]),
-    );
-    // Unknown outcome: a code was spent here if its new refresh token exists (only this
-    // statement inserts it). Had the requests failed instead, a client's retry would be a
-    // replay that ends the customer's grant.
-    let settle = || {
-        let hashes: Vec<String> = picked().map(|j| j.refresh_hash.clone()).collect();
-        let found: Vec<String> = db.run_blocking(|c| {
-            Ok(refresh_tokens::table
-                .filter(refresh_tokens::token_hash.eq_any(&hashes))
-                .select(refresh_tokens::token_hash)
-                .load(c)?)
-        })?;
-        let found: HashSet<String> = found.into_iter().collect();
-        Ok(picked()
-            .filter(|j| found.contains(&j.refresh_hash))
-            .map(|j| j.code_hash.clone())
-            .collect())
-    };
-    let spent = run(db, "code exchange", jobs.len(), statement, settle)?;
-    Ok(jobs
-        .iter()
-        .zip(&take)
-        .map(|(j, t)| *t && spent.contains(&j.code_hash))
+        .filter(|j| found.contains(j.issued()[1]))
+        .map(|j| j.used().clone())
         .collect())
 }
