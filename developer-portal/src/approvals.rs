@@ -352,6 +352,20 @@ pub fn request(
     if !staff_is_active(conn, requester)? {
         return Err(ApprovalError::RequesterInactive);
     }
+    // One opener at a time per action and target (and requester, for personal access): on
+    // PostgreSQL, concurrent openers queue here until the first commits, so the next one's check
+    // below sees its request; SQLite's single writer serialises them already.
+    if let AnyConnection::Postgresql(pg) = conn {
+        let requester_part = if action.is_personal_access() {
+            requester
+        } else {
+            ""
+        };
+        let key = [action.as_str(), &target.kind, &target.id, requester_part].join("\n");
+        diesel::sql_query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind::<diesel::sql_types::Text, _>(key)
+            .execute(pg)?;
+    }
     let mut open = approval_requests::table
         .filter(approval_requests::action.eq(action.as_str()))
         .filter(approval_requests::target_type.eq(&target.kind))

@@ -696,3 +696,49 @@ async fn approvals_need_the_right_role() {
         app.stop().await;
     }
 }
+
+/// Requests opened at the same moment still leave one pending: a shared change (a key rotation)
+/// one per target whoever asks, a personal access one per staff member and customer. Without
+/// the openers' lock, PostgreSQL's read-committed checks let two through.
+#[tokio::test]
+async fn requests_opened_at_once_leave_one_pending() {
+    for backend in backends() {
+        let app = std::sync::Arc::new(spawn_demo_app(backend).await);
+        let alice = customer_id(&app, "alice").await;
+        let staff = [
+            app.staff_token("ops-a").await,
+            app.staff_token("ops-b").await,
+        ];
+        let rotation = json!({
+            "justification": "Quarterly rotation of the token signing key",
+            "reference": "CHG-2026-1201",
+        });
+        let mut set = tokio::task::JoinSet::new();
+        for i in 0..8 {
+            let (app, token, body) = (app.clone(), staff[i % 2].clone(), rotation.clone());
+            set.spawn(async move {
+                let path = "/api/v1/admin/keys/biscuit/rotation-requests";
+                ("rotation", post(&app, &token, path, Some(&body)).await.0)
+            });
+        }
+        for _ in 0..6 {
+            let (app, token, alice) = (app.clone(), staff[0].clone(), alice.clone());
+            set.spawn(async move { ("access", ask(&app, &token, &alice, "complaint").await.0) });
+        }
+        let mut statuses = std::collections::BTreeMap::<&str, Vec<u16>>::new();
+        while let Some(done) = set.join_next().await {
+            let (kind, status) = done.unwrap();
+            statuses.entry(kind).or_default().push(status);
+        }
+        for (kind, mut s) in statuses {
+            s.sort();
+            let mut expected = vec![400; s.len() - 1];
+            expected.insert(0, 201);
+            assert_eq!(s, expected, "{backend:?}: {kind}");
+        }
+        // Another staff member may still ask for their own access.
+        let (s, v) = ask(&app, &staff[1], &alice, "complaint").await;
+        assert_eq!(s, 201, "{backend:?}: {v}");
+        std::sync::Arc::into_inner(app).unwrap().stop().await;
+    }
+}
