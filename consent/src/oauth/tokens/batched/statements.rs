@@ -140,9 +140,11 @@ WITH input AS ( \
                          $15::text[]) WITH ORDINALITY \
         AS i(old_id, at, grant_id, family, refresh_expires, event_at, client_id, details, \
              new_id, new_hash, event_id, n) \
+    WHERE set_config('lock_timeout', '1s', true) IS NOT NULL \
 ), locked AS ( \
     SELECT r.id FROM refresh_tokens r JOIN input i ON r.id = i.old_id \
-    WHERE r.status = 'active' AND r.grant_id = i.grant_id \
+    WHERE r.id = ANY(ARRAY(SELECT old_id FROM input)) \
+      AND r.status = 'active' AND r.grant_id = i.grant_id \
       AND EXISTS (SELECT 1 FROM grants g \
                   WHERE g.id = i.grant_id AND g.status = 'authorized' AND g.expires_at > i.at) \
     ORDER BY r.id \
@@ -181,9 +183,10 @@ WITH input AS ( \
                          $6::timestamp[], $7::text[], $8::text[], $13::text[], $14::text[]) \
         AS i(key, at, grant_id, family, refresh_expires, event_at, client_id, details, \
              token_id, jkt) \
+    WHERE set_config('lock_timeout', '1s', true) IS NOT NULL \
 ), locked AS ( \
     SELECT r.id, r.grant_id FROM refresh_tokens r \
-    WHERE r.id IN (SELECT token_id FROM input) AND r.status = 'active' \
+    WHERE r.id = ANY(ARRAY(SELECT token_id FROM input)) AND r.status = 'active' \
       AND r.dpop_jkt IS NOT NULL \
     ORDER BY r.id \
     FOR NO KEY UPDATE OF r \
@@ -222,9 +225,10 @@ WITH input AS ( \
                          $15::text[], $16::text[]) WITH ORDINALITY \
         AS i(code_hash, at, grant_id, family, refresh_expires, event_at, client_id, details, \
              refresh_id, refresh_hash, event_id, jkt, n) \
+    WHERE set_config('lock_timeout', '1s', true) IS NOT NULL \
 ), locked AS MATERIALIZED ( \
     SELECT g.id, g.expires_at FROM grants g \
-    WHERE g.id IN (SELECT grant_id FROM input) AND g.status = 'authorized' \
+    WHERE g.id = ANY(ARRAY(SELECT grant_id FROM input)) AND g.status = 'authorized' \
     ORDER BY g.id \
     FOR NO KEY UPDATE OF g \
 ), spent AS ( \
@@ -259,20 +263,21 @@ WITH input AS ( \
 ) \
 SELECT code_hash AS id FROM spent";
 
-/// How long a batch statement waits for a row lock before giving up (and the requests take the
-/// transactional path).
-const LOCK_TIMEOUT: &str = "SET LOCAL lock_timeout = '1s'";
-
 #[derive(QueryableByName)]
 struct Counted {
     #[diesel(sql_type = diesel::sql_types::Text)]
     id: String,
 }
 
-/// Runs a batch statement in its own transaction under [`LOCK_TIMEOUT`]: every refresh of the
-/// instance queues behind it, so a lock held elsewhere (a long revocation, a sweep) must not stall
-/// them all. Past the timeout the statement rolls back and each request takes the transactional
-/// path. Returns the ids the statement selects, or, where the connection failed (perhaps after
+/// Runs a batch statement: one statement, so one transaction of its own (autocommit, no `BEGIN`
+/// or `COMMIT` to send). Every refresh of the instance queues behind it, so a lock held elsewhere
+/// (a long revocation, a sweep) must not stall them all: each statement's `input` sets
+/// `lock_timeout` to one second for its own transaction (`set_config(.., true)`) as it reads its
+/// first row, which is before any row is locked: every locking scan looks its rows up by an
+/// array of `input`'s ids (`= ANY(ARRAY(SELECT ..))`), computed before the scan starts. That
+/// form also keeps the lookups on the primary keys whatever the table statistics say (a join
+/// with `input` was planned as a scan of every grant while the statistics were stale).
+/// Past the timeout the statement rolls back and each request takes the transactional path. Returns the ids the statement selects, or, where the connection failed (perhaps after
 /// the commit), what `settle` reads on a fresh connection: had the requests failed instead, a
 /// bearer client's retries would be replays that end its grant. If even that read fails, the
 /// requests fail (503). A statement PostgreSQL rejected (a lock timeout, a deadlock: it rolled
@@ -290,11 +295,7 @@ fn run(
                 "batched statements need PostgreSQL".into(),
             ));
         };
-        pg.transaction(|pg| {
-            diesel::sql_query(LOCK_TIMEOUT).execute(pg)?;
-            statement.load::<Counted>(pg)
-        })
-        .map_err(StorageError::from)
+        statement.load::<Counted>(pg).map_err(StorageError::from)
     });
     match result {
         Ok(rows) => Ok(rows.into_iter().map(|r| r.id).collect()),
