@@ -1725,6 +1725,95 @@ async fn concurrent_code_exchanges_spend_each_code_once() {
     }
 }
 
+/// Decisions on one request at once (two tabs, a double click; approvals and denials mixed):
+/// exactly one is recorded, with its one grant and one event, and the others are told the
+/// request is no longer pending. On PostgreSQL a decision is one statement guarded by the
+/// request's status.
+#[tokio::test]
+async fn concurrent_decisions_on_one_request_record_one() {
+    for backend in backends() {
+        let app = Arc::new(spawn_demo_app(backend).await);
+        app.login_customer("alice").await;
+        let acc = app.account_ids("alice").await[0].clone();
+        let grant_count = || async {
+            let n: i64 = app
+                .platform
+                .db
+                .run(|c| {
+                    Ok(platform::storage::schema::grant_rows::table
+                        .count()
+                        .get_result(c)?)
+                })
+                .await
+                .unwrap();
+            n
+        };
+        let grants_before = grant_count().await;
+        for round in 0..3 {
+            let (verifier, challenge) = pkce();
+            let rar = details(json!({"type": "account_access", "actions": ["accounts:read"]}));
+            let url = app.pushed_authorize_url(&rar, &challenge).await;
+            let authorize = app.client.get(url).send().await.unwrap();
+            let (path, html) = app.get_consent_page(authorize).await;
+            let mut set = tokio::task::JoinSet::new();
+            for i in 0..6 {
+                let (app, path, html, acc) = (app.clone(), path.clone(), html.clone(), acc.clone());
+                set.spawn(async move {
+                    let decision = if i % 2 == 0 { "approve" } else { "deny" };
+                    let fields = [
+                        ("decision", decision),
+                        ("account", acc.as_str()),
+                        ("action", "accounts:read"),
+                    ];
+                    let r = app.post_consent(&path, &html, &fields).await;
+                    let location = (r.status() == 303).then(|| location(&r));
+                    (r.status().as_u16(), location)
+                });
+            }
+            let mut redirects = vec![];
+            while let Some(done) = set.join_next().await {
+                let (status, location) = done.unwrap();
+                match location {
+                    Some(l) => redirects.push(l),
+                    None => assert!((400..500).contains(&status), "{backend:?}: {status}"),
+                }
+            }
+            assert_eq!(
+                redirects.len(),
+                1,
+                "{backend:?} round {round}: {redirects:?}"
+            );
+            if let Some(code) = query_param(&redirects[0], "code") {
+                let r = exchange(&app, DEMO, &code, &verifier).await;
+                assert_eq!(r.status(), 200, "{backend:?}: the one code works");
+            } else {
+                assert_eq!(
+                    query_param(&redirects[0], "error").as_deref(),
+                    Some("access_denied")
+                );
+            }
+        }
+        assert_eq!(grant_count().await, grants_before + 3, "{backend:?}");
+        let actions: Vec<String> = app
+            .platform
+            .db
+            .run(|c| {
+                Ok(platform::storage::schema::audit_events::table
+                    .select(platform::storage::schema::audit_events::action)
+                    .load(c)?)
+            })
+            .await
+            .unwrap();
+        let decided = actions
+            .iter()
+            .filter(|a| *a == "consent.approved" || *a == "consent.denied")
+            .count();
+        assert_eq!(decided, 3, "{backend:?}: one event per request");
+        assert!(app.platform.audit.verify().await.unwrap().valid);
+        Arc::into_inner(app).unwrap().stop().await;
+    }
+}
+
 /// This instance's batch counters (refresh reads, rotations, introspection reads, bound
 /// refreshes, code reads, code exchanges), as (jobs, batches); zeros where nothing is batched (SQLite).
 fn batch_counts(app: &TestApp) -> [(u64, u64); 6] {

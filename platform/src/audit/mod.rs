@@ -122,21 +122,23 @@ impl NewEvent {
     }
 }
 
-#[derive(Insertable)]
+/// An event's row as written: by [`record`], and by a statement that writes the event with the
+/// change it records (a PostgreSQL CTE binds these columns; count it with [`recorded`] once that
+/// statement has committed).
+#[derive(Debug, Clone, Insertable)]
 #[diesel(table_name = audit_events)]
-struct InsertEvent<'a> {
-    event_id: &'a str,
-    occurred_at: NaiveDateTime,
-    actor_type: &'a str,
-    actor_id: &'a str,
-    action: &'a str,
-    target_type: &'a str,
-    target_id: &'a str,
-    details: &'a str,
+pub struct PreparedEvent {
+    pub event_id: String,
+    pub occurred_at: NaiveDateTime,
+    pub actor_type: &'static str,
+    pub actor_id: String,
+    pub action: &'static str,
+    pub target_type: &'static str,
+    pub target_id: String,
+    /// JSON.
+    pub details: String,
 }
 
-/// Records `event` on `conn` (call it inside the transaction that makes the change). Returns the
-/// event id.
 impl NewEvent {
     /// Appends this event to the audit log at `at` (see [`record`]); returns its event id.
     pub fn record(
@@ -146,29 +148,40 @@ impl NewEvent {
     ) -> StorageResult<String> {
         record(conn, self, at)
     }
+
+    /// This event's row at `at`, under a new event id.
+    pub fn prepared(&self, at: chrono::DateTime<Utc>) -> PreparedEvent {
+        PreparedEvent {
+            event_id: random_id("evt_"),
+            occurred_at: at.naive_utc().trunc_subsecs(6),
+            actor_type: self.actor.kind,
+            actor_id: self.actor.id.clone(),
+            action: self.action,
+            target_type: self.target.kind,
+            target_id: self.target.id.clone(),
+            details: self.details.to_string(),
+        }
+    }
 }
 
+/// Counts `n` events written (the metric `consent_audit_events_recorded_total`).
+pub fn recorded(n: u64) {
+    metrics::counter!("consent_audit_events_recorded_total").increment(n);
+}
+
+/// Records `event` on `conn` (call it inside the transaction that makes the change). Returns the
+/// event id.
 pub fn record(
     conn: &mut AnyConnection,
     event: &NewEvent,
     at: chrono::DateTime<Utc>,
 ) -> StorageResult<String> {
-    let event_id = random_id("evt_");
-    let details = event.details.to_string();
+    let row = event.prepared(at);
     diesel::insert_into(audit_events::table)
-        .values(InsertEvent {
-            event_id: &event_id,
-            occurred_at: at.naive_utc().trunc_subsecs(6),
-            actor_type: event.actor.kind,
-            actor_id: &event.actor.id,
-            action: event.action,
-            target_type: event.target.kind,
-            target_id: &event.target.id,
-            details: &details,
-        })
+        .values(&row)
         .execute(conn)?;
-    metrics::counter!("consent_audit_events_recorded_total").increment(1);
-    Ok(event_id)
+    recorded(1);
+    Ok(row.event_id)
 }
 
 /// Records many events with multi-row inserts (for set-based jobs such as the lifecycle sweep);
@@ -178,27 +191,9 @@ pub fn record_many(
     events: &[NewEvent],
     at: chrono::DateTime<Utc>,
 ) -> StorageResult<()> {
-    let occurred_at = at.naive_utc().trunc_subsecs(6);
-    let owned: Vec<(String, String)> = events
-        .iter()
-        .map(|e| (random_id("evt_"), e.details.to_string()))
-        .collect();
-    let rows: Vec<InsertEvent<'_>> = events
-        .iter()
-        .zip(&owned)
-        .map(|(e, (id, details))| InsertEvent {
-            event_id: id,
-            occurred_at,
-            actor_type: e.actor.kind,
-            actor_id: &e.actor.id,
-            action: e.action,
-            target_type: e.target.kind,
-            target_id: &e.target.id,
-            details,
-        })
-        .collect();
+    let rows: Vec<PreparedEvent> = events.iter().map(|e| e.prepared(at)).collect();
     crate::insert_rows!(conn, audit_events::table, &rows);
-    metrics::counter!("consent_audit_events_recorded_total").increment(events.len() as u64);
+    recorded(events.len() as u64);
     Ok(())
 }
 

@@ -76,18 +76,18 @@ const OWN_MERCHANTS_SHOWN: i64 = 50;
 /// A pending authorization request, as the consent page and the decision read it.
 #[derive(Debug, Queryable)]
 pub(super) struct Row {
-    client_id: String,
-    redirect_uri: String,
-    state: Option<String>,
-    code_challenge: String,
-    authorization_details: String,
+    pub(super) client_id: String,
+    pub(super) redirect_uri: String,
+    pub(super) state: Option<String>,
+    pub(super) code_challenge: String,
+    pub(super) authorization_details: String,
     /// The customer who opened it (once one has).
-    customer_id: Option<String>,
+    pub(super) customer_id: Option<String>,
     /// The DPoP key the code will be bound to.
-    dpop_jkt: Option<String>,
+    pub(super) dpop_jkt: Option<String>,
     /// Grant Management: the grant a `merge` or `replace` changes.
-    grant_id: Option<String>,
-    grant_action: Option<String>,
+    pub(super) grant_id: Option<String>,
+    pub(super) grant_action: Option<String>,
 }
 
 pub(super) fn offered_accounts(
@@ -150,7 +150,10 @@ pub(super) fn load_for(
 
 /// Sandbox clients need no KYC: only test customers may consent to them (checked before the
 /// consent page is shown, and again when a decision is recorded).
-fn sandbox_allowed(client: &OAuthClient, test_customer: bool) -> Result<(), ConsentError> {
+pub(super) fn sandbox_allowed(
+    client: &OAuthClient,
+    test_customer: bool,
+) -> Result<(), ConsentError> {
     if client.environment == "production" || test_customer {
         Ok(())
     } else {
@@ -307,195 +310,4 @@ pub(super) fn with_params(uri: &str, params: &[(&str, &str)]) -> String {
         }
     }
     url.to_string()
-}
-
-/// Records the customer's decision and returns where to send the browser.
-pub fn decide(
-    c: &mut AnyConnection,
-    revoked: &mut platform::revocation::Revocations,
-    svc: &OAuthService,
-    id: &str,
-    customer_id: &str,
-    decision: &Decision,
-    now: DateTime<Utc>,
-) -> Result<String, ConsentError> {
-    let code_ttl = svc.platform.settings.tokens.code_ttl.as_chrono();
-    let issuer = svc.issuer.clone();
-    write_tx(
-        c,
-        |c| -> Result<Result<String, ConsentError>, StorageError> {
-            let (
-                Row {
-                    client_id,
-                    redirect_uri,
-                    state,
-                    code_challenge: challenge,
-                    authorization_details: details,
-                    customer_id: bound,
-                    dpop_jkt,
-                    grant_id: target_id,
-                    grant_action,
-                },
-                client,
-                test_customer,
-            ) = match load_for(c, id, customer_id, now) {
-                Ok(r) => r,
-                Err(e) => return Ok(Err(e)),
-            };
-            if bound.as_deref() != Some(customer_id) {
-                return Ok(Err(ConsentError::NotPending));
-            }
-            let requested = match AccessRequest::from_stored(&details) {
-                Ok(r) => r,
-                Err(e) => return Ok(Err(ConsentError::Invalid(e.description().into()))),
-            };
-            // Grant Management: `merge` and `replace` change the named grant instead of creating
-            // one.
-            let target = match (grant_action.as_deref().map(GrantAction::parse), target_id) {
-                (None, _) => None,
-                (Some(Some(action)), Some(id)) => Some((action, id)),
-                _ => return Ok(Err(ConsentError::NotPending)),
-            };
-            let grant_id = match &target {
-                Some((_, id)) => id.clone(),
-                None => random_id("g_"),
-            };
-            // The change to apply once every check passed (nothing is written before).
-            let mut change = None;
-            let now_naive = now.naive_utc().trunc_subsecs(0);
-            // Whether the customer narrowed what the app asked for.
-            let mut narrowed_request = false;
-            let (status, new_status, granted) = match decision {
-                Decision::Deny => {
-                    // A change names a grant of this customer's even when refused: nobody may
-                    // record a decision against someone else's grant.
-                    if let Some((_, id)) = &target
-                        && live_grant(c, id, &client_id, Some(customer_id), now)?.is_err()
-                    {
-                        return Ok(Err(ConsentError::InvalidGrantId));
-                    }
-                    (
-                        GrantStatus::Rejected,
-                        AuthorizationRequestStatus::Denied.as_str(),
-                        requested.clone(),
-                    )
-                }
-                Decision::Approve(choice) => {
-                    if let Err(e) = sandbox_allowed(&client, test_customer) {
-                        return Ok(Err(e));
-                    }
-                    let offered = match offered_accounts(c, customer_id, &requested) {
-                        Ok(o) => o,
-                        Err(e) => return Ok(Err(e)),
-                    };
-                    let chosen = match narrowed(&requested, &offered, choice, now) {
-                        Ok(n) => n,
-                        Err(e) => return Ok(Err(e)),
-                    };
-                    narrowed_request = chosen != requested;
-                    let granted = match &target {
-                        None => chosen,
-                        Some((action, id)) => {
-                            let grant = match lock_live(c, id, &client_id, customer_id, now)? {
-                                Ok(g) => g,
-                                Err(_) => return Ok(Err(ConsentError::InvalidGrantId)),
-                            };
-                            let granted = match planned(&grant, *action, chosen) {
-                                Ok(g) => g,
-                                Err(e) => return Ok(Err(e)),
-                            };
-                            change = Some((grant, *action));
-                            granted
-                        }
-                    };
-                    (
-                        GrantStatus::Authorized,
-                        AuthorizationRequestStatus::Approved.as_str(),
-                        granted,
-                    )
-                }
-            };
-            let updated = diesel::update(
-                authorization_requests::table
-                    .filter(authorization_requests::id.eq(id))
-                    .filter(
-                        authorization_requests::status
-                            .eq(AuthorizationRequestStatus::Pending.as_str()),
-                    ),
-            )
-            .set((
-                authorization_requests::status.eq(new_status),
-                authorization_requests::grant_id.eq(&grant_id),
-            ))
-            .execute(c)?;
-            if updated != 1 {
-                return Ok(Err(ConsentError::NotPending));
-            }
-            if let Some((grant, action)) = &change {
-                apply(c, revoked, grant, *action, &granted, customer_id, now)?;
-            }
-            if target.is_none() {
-                diesel::insert_into(grant_rows::table)
-                    .values((
-                        grant_rows::id.eq(&grant_id),
-                        grant_rows::customer_id.eq(customer_id),
-                        grant_rows::client_id.eq(&client_id),
-                        grant_rows::status.eq(status.as_str()),
-                        grant_rows::authorization_details.eq(granted.to_json()),
-                        grant_rows::created_at.eq(now_naive),
-                        grant_rows::authorized_at
-                            .eq((status == GrantStatus::Authorized).then_some(now_naive)),
-                        grant_rows::expires_at.eq(granted.expires_at.naive_utc()),
-                        grant_rows::updated_at.eq(now_naive),
-                    ))
-                    .execute(c)?;
-            }
-            let state_ref = state.as_deref();
-            let location = if status == GrantStatus::Authorized {
-                let code = PlainToken::generate("ac_");
-                diesel::insert_into(authorization_codes::table)
-                    .values((
-                        authorization_codes::code_hash.eq(code.hash().as_str()),
-                        authorization_codes::grant_id.eq(&grant_id),
-                        authorization_codes::client_id.eq(&client_id),
-                        authorization_codes::redirect_uri.eq(&redirect_uri),
-                        authorization_codes::code_challenge.eq(&challenge),
-                        authorization_codes::dpop_jkt.eq(&dpop_jkt),
-                        authorization_codes::created_at.eq(now.naive_utc()),
-                        authorization_codes::expires_at.eq((now + code_ttl).naive_utc()),
-                    ))
-                    .execute(c)?;
-                NewEvent::new(Actor::customer(customer_id), "consent.approved", Target::new("grant", grant_id.clone()))
-                    .details(serde_json::json!({
-                        "client_id": client_id,
-                        "narrowed": narrowed_request,
-                        "authorization_details": serde_json::from_str::<serde_json::Value>(&granted.to_json()).unwrap_or_default(),
-                    })).record(c, now)?;
-                let mut params = vec![("code", code.expose())];
-                if let Some(s) = state_ref {
-                    params.push(("state", s));
-                }
-                params.push(("iss", issuer.as_str()));
-                with_params(&redirect_uri, &params)
-            } else {
-                NewEvent::new(
-                    Actor::customer(customer_id),
-                    "consent.denied",
-                    Target::new("grant", grant_id.clone()),
-                )
-                .details(serde_json::json!({ "client_id": client_id }))
-                .record(c, now)?;
-                let mut params = vec![
-                    ("error", "access_denied"),
-                    ("error_description", "the customer denied the request"),
-                ];
-                if let Some(s) = state_ref {
-                    params.push(("state", s));
-                }
-                params.push(("iss", issuer.as_str()));
-                with_params(&redirect_uri, &params)
-            };
-            Ok(Ok(location))
-        },
-    )?
 }

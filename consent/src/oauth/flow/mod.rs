@@ -1,14 +1,16 @@
 //! PAR, the authorization endpoint, and the customer's consent decision.
 //!
-//! `request`: PAR and `/oauth2/authorize`; `consent`: the consent page's data and the decision;
-//! `narrowing`: what the customer chose and the grant it makes.
+//! `request`: PAR and `/oauth2/authorize`; `consent`: the consent page's data; `decision`: the
+//! customer's decision; `narrowing`: what the customer chose and the grant it makes.
 
 mod consent;
+mod decision;
 mod grant_management;
 mod narrowing;
 mod request;
 
 pub use consent::*;
+pub use decision::*;
 pub use grant_management::*;
 pub use narrowing::*;
 pub use request::*;
@@ -22,7 +24,7 @@ use platform::storage::models::{AuthorizationRequestStatus, GrantStatus};
 use platform::storage::schema::{
     authorization_codes, authorization_requests, grant_rows, merchants,
 };
-use platform::storage::{AnyConnection, StorageError, write_tx};
+use platform::storage::{AnyConnection, StorageError, write_tx_as};
 use serde::{Deserialize, Serialize};
 
 use super::OAuthService;

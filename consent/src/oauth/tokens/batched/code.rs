@@ -73,7 +73,7 @@ pub async fn exchange(
     };
     match batch.exchanges.submit(job).await {
         Ok(true) => {
-            metrics::counter!("consent_audit_events_recorded_total").increment(1);
+            platform::audit::recorded(1);
             Some(Ok(issue.response))
         }
         Ok(false) => None,

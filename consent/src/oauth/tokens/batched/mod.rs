@@ -204,7 +204,7 @@ async fn write(
     };
     match written {
         Ok(true) => {
-            metrics::counter!("consent_audit_events_recorded_total").increment(1);
+            platform::audit::recorded(1);
             Batched::Answered(Ok(issue.response))
         }
         Ok(false) => declined,
