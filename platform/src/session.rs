@@ -10,10 +10,11 @@
 use chrono::{DateTime, Duration, SubsecRound, Utc};
 use diesel::prelude::*;
 
+use crate::audit::NewEvent;
 use crate::crypto::{PlainToken, constant_time_eq, random_id};
 use crate::storage::models::StaffStatus;
 use crate::storage::schema::{sessions, staff};
-use crate::storage::{AnyConnection, StorageResult};
+use crate::storage::{AnyConnection, StorageResult, write_tx};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionKind {
@@ -143,6 +144,26 @@ pub fn create_owing(
     insert(conn, kind, subject_id, Some(due), now)
 }
 
+/// A new session's token and row (not yet written).
+fn fresh(
+    kind: SessionKind,
+    subject_id: &str,
+    due: Option<SecondFactorDue>,
+    now: DateTime<Utc>,
+) -> (PlainToken, Session) {
+    let token = PlainToken::generate("sess_");
+    let id_hash = token.hash().into_string();
+    let lifetime = due.map_or(kind.lifetime(), SecondFactorDue::lifetime);
+    let session = Session {
+        kind,
+        subject_id: subject_id.to_string(),
+        csrf_token: random_id("csrf_"),
+        expires_at: (now + lifetime).trunc_subsecs(0),
+        id_hash,
+    };
+    (token, session)
+}
+
 fn insert(
     conn: &mut AnyConnection,
     kind: SessionKind,
@@ -150,33 +171,71 @@ fn insert(
     due: Option<SecondFactorDue>,
     now: DateTime<Utc>,
 ) -> StorageResult<(PlainToken, Session)> {
-    let token = PlainToken::generate("sess_");
-    let id_hash = token.hash().into_string();
-    let csrf_token = random_id("csrf_");
-    let lifetime = due.map_or(kind.lifetime(), SecondFactorDue::lifetime);
-    let expires_at = (now + lifetime).trunc_subsecs(0);
+    let (token, session) = fresh(kind, subject_id, due, now);
     diesel::insert_into(sessions::table)
         .values((
-            sessions::id_hash.eq(&id_hash),
+            sessions::id_hash.eq(&session.id_hash),
             sessions::subject_type.eq(kind.as_str()),
             sessions::subject_id.eq(subject_id),
-            sessions::csrf_token.eq(&csrf_token),
+            sessions::csrf_token.eq(&session.csrf_token),
             sessions::created_at.eq(now.naive_utc()),
-            sessions::expires_at.eq(expires_at.naive_utc()),
+            sessions::expires_at.eq(session.expires_at.naive_utc()),
             sessions::second_factor.eq(due.map(SecondFactorDue::as_str)),
         ))
         .execute(conn)?;
-    Ok((
-        token,
-        Session {
-            kind,
-            subject_id: subject_id.to_string(),
-            csrf_token,
-            expires_at,
-            id_hash,
-        },
-    ))
+    Ok((token, session))
 }
+
+/// [`create`] and the audit event that records it (a login), written together: on PostgreSQL
+/// in one statement ([`CREATE_RECORDED_SQL`], its own transaction: nothing else to send), on
+/// SQLite in a transaction of the two inserts. Call it outside a transaction.
+pub fn create_recorded(
+    conn: &mut AnyConnection,
+    kind: SessionKind,
+    subject_id: &str,
+    event: &NewEvent,
+    now: DateTime<Utc>,
+) -> StorageResult<(PlainToken, Session)> {
+    if !matches!(conn, AnyConnection::Postgresql(_)) {
+        return write_tx(conn, |c| {
+            let created = create(c, kind, subject_id, now)?;
+            event.record(c, now)?;
+            Ok(created)
+        });
+    }
+    use diesel::sql_types::{Text, Timestamp};
+    let (token, session) = fresh(kind, subject_id, None, now);
+    let e = event.prepared(now);
+    diesel::sql_query(CREATE_RECORDED_SQL)
+        .bind::<Text, _>(&session.id_hash)
+        .bind::<Text, _>(kind.as_str())
+        .bind::<Text, _>(subject_id)
+        .bind::<Text, _>(&session.csrf_token)
+        .bind::<Timestamp, _>(now.naive_utc())
+        .bind::<Timestamp, _>(session.expires_at.naive_utc())
+        .bind::<Text, _>(&e.event_id)
+        .bind::<Timestamp, _>(e.occurred_at)
+        .bind::<Text, _>(e.actor_type)
+        .bind::<Text, _>(&e.actor_id)
+        .bind::<Text, _>(e.action)
+        .bind::<Text, _>(e.target_type)
+        .bind::<Text, _>(&e.target_id)
+        .bind::<Text, _>(&e.details)
+        .execute(conn)?;
+    crate::audit::recorded(1);
+    Ok((token, session))
+}
+
+/// A full session and its event in one statement (see [`create_recorded`]).
+const CREATE_RECORDED_SQL: &str = "\
+WITH s AS ( \
+    INSERT INTO sessions (id_hash, subject_type, subject_id, csrf_token, created_at, expires_at) \
+    VALUES ($1, $2, $3, $4, $5, $6) \
+    RETURNING id_hash \
+) \
+INSERT INTO audit_events (event_id, occurred_at, actor_type, actor_id, action, target_type, \
+                          target_id, details) \
+SELECT $7, $8, $9, $10, $11, $12, $13, $14 FROM s";
 
 /// Looks up a live, full session of `kind` by its cookie (or bearer) value; a staff session
 /// only while the staff member is active. A session that still owes its second factor is not

@@ -212,16 +212,14 @@ pub async fn login(state: State, req: HttpRequest, body: Bytes) -> HttpResponse 
     let created = state
         .platform
         .db
-        .write(move |c| {
-            let s = session::create(c, SessionKind::Customer, &customer_id, now)?;
-            platform::audit::NewEvent::new(
+        .run(move |c| {
+            let event = platform::audit::NewEvent::new(
                 platform::audit::Actor::customer(&customer_id),
                 "customer.login",
                 platform::audit::Target::new("customer", customer_id.clone()),
             )
-            .details(serde_json::json!({ "client_address": address }))
-            .record(c, now)?;
-            Ok(s)
+            .details(serde_json::json!({ "client_address": address }));
+            session::create_recorded(c, SessionKind::Customer, &customer_id, &event, now)
         })
         .await;
     match created {
