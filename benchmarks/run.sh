@@ -8,14 +8,17 @@
 # Needs wrk (`apt-get install wrk`), Node.js and the PostgreSQL and Redis of TEST_DATABASE_URL
 # and TEST_REDIS_URL (defaults: the local ones). Installs the peer into benchmarks/node_modules
 # (git-ignored), builds the release load tool, then runs wrk against each path, alternating
-# ours and the peer's (A-B-A-B), and prints the ratios first, then the absolute figures, then
-# memory. Scratch files go to benchmarks/out (git-ignored).
+# ours and the peer's (A-B-A-B), whole consent flows with benchmarks/flows.mjs (the same driver
+# for both; BENCH_FLOW_CONCURRENCY=16), counts the database statements of one flow (PostgreSQL),
+# and prints the ratios first, then the absolute figures, then memory. Scratch files go to
+# benchmarks/out (git-ignored).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 S=${BENCH_SECONDS:-10}
 ROUNDS=${BENCH_ROUNDS:-2}
 C=${BENCH_CONNECTIONS:-64}
+FLOW_C=${BENCH_FLOW_CONCURRENCY:-16}
 OUT=benchmarks/out
 BACKEND=${BENCH_BACKEND:-postgres}
 export TEST_DATABASE_URL=${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
@@ -57,10 +60,10 @@ env "${ours_env[@]}" target/release/consent-load --scenario hold --seconds 3600 
     >"$OUT/ours.log" 2>&1 &
 ours=$!
 pids+=("$ours")
-node benchmarks/peer.mjs --port 3100 --refresh-tokens "$N" --out "$OUT" >"$OUT/peer.log" 2>&1 &
+node benchmarks/peer.mjs --port 3100 --refresh-tokens "$N" --codes "$((N / 2))" --out "$OUT" >"$OUT/peer.log" 2>&1 &
 peer=$!
 pids+=("$peer")
-until grep -q "one-use refresh tokens; from another shell" "$OUT/ours.log" 2>/dev/null; do
+until grep -q "one-use refresh tokens and" "$OUT/ours.log" 2>/dev/null; do
     kill -0 "$ours" 2>/dev/null || { cat "$OUT/ours.log" >&2; exit 1; }
     sleep 1
 done
@@ -70,10 +73,10 @@ until grep -q "ready" "$OUT/peer.log" 2>/dev/null; do
 done
 OURS=$(grep -o 'server http://[0-9.:]*' "$OUT/ours.log" | head -1 | cut -d' ' -f2)
 PEER=http://127.0.0.1:3100
-# Refresh tokens are single use (both servers rotate them, and a replay ends the grant): each
-# round starts at its own slice of the list.
-one_use() { # SCRIPT ROUND OUT
-    sed -e 's/NTHREADS/2/' -e "s/i = tid end/i = tid + $((($2 - 1) * S * 12000)) end/" "$1" >"$3"
+# Refresh tokens and codes are single use (both servers rotate refresh tokens, and a replay ends
+# the grant): each round starts at its own slice of the list (PER_ROUND tokens a second).
+one_use() { # SCRIPT ROUND OUT PER_ROUND
+    sed -e 's/NTHREADS/2/' -e "s/i = tid end/i = tid + $((($2 - 1) * S * $4)) end/" "$1" >"$3"
 }
 ours_idle_rss=$(rss_kb "$ours")
 peer_idle_rss=$(rss_kb "$peer")
@@ -98,19 +101,45 @@ run() {
     [ -n "$pid" ] && rss[$name]="${rss[$name]:-} $(rss_kb "$pid")"
     printf '  %-34s %10s/s\n' "$name" "$r" >&2
 }
+# flows NAME CONFIG URL: whole consent flows for S seconds; adds flows/s to NAME's list.
+flows() {
+    local name=$1 r
+    node benchmarks/flows.mjs --config "$2" --url "$3" --seconds "$S" --concurrency "$FLOW_C" >"$OUT/flows.txt" 2>&1
+    r=$(grep -o 'rate=[0-9.]*' "$OUT/flows.txt" | cut -d= -f2)
+    if grep -q '^first failure' "$OUT/flows.txt"; then
+        echo "  $name: failed flows (not counted as a result)" >&2
+        cat "$OUT/flows.txt" >&2
+        r=0
+    fi
+    rate[$name]="${rate[$name]:-} ${r:-0}"
+    printf '  %-34s %10s/s\n' "$name" "${r:-0}" >&2
+}
 
 for round in $(seq 1 "$ROUNDS"); do
     echo "round $round of $ROUNDS (wrk -t2 -c$C -d${S}s each)" >&2
-    one_use target/wrk/refresh.lua "$round" "$OUT/ours_refresh.lua"
-    one_use "$OUT/peer_refresh.lua" "$round" "$OUT/peer_refresh2.lua"
+    one_use target/wrk/refresh.lua "$round" "$OUT/ours_refresh.lua" 12000
+    one_use "$OUT/peer_refresh.lua" "$round" "$OUT/peer_refresh2.lua" 12000
+    one_use target/wrk/code.lua "$round" "$OUT/ours_code.lua" 6000
+    one_use "$OUT/peer_code.lua" "$round" "$OUT/peer_code2.lua" 6000
     run healthz "$OURS/healthz"
     run refresh "$OURS" "$OUT/ours_refresh.lua" "$ours"
     run peer_refresh "$PEER" "$OUT/peer_refresh2.lua" "$peer"
     run peer_client_credentials "$PEER/token" "$OUT/peer_client_credentials.lua" "$peer"
     run introspection "$OURS" target/wrk/introspect-many.lua
     run peer_introspection "$PEER" "$OUT/peer_introspect_many.lua"
+    run code "$OURS" "$OUT/ours_code.lua"
+    run peer_code "$PEER" "$OUT/peer_code2.lua"
     run sandbox_two_blocks "$OURS" target/wrk/sandbox.lua
+    flows flow target/wrk/flow.json "$OURS"
+    flows peer_flow "$OUT/peer_flow.json" "$PEER"
 done
+
+# The database statements of one whole flow (PostgreSQL only), on a fresh server of its own.
+statements=
+if [ "$BACKEND" = postgres ]; then
+    target/release/consent-load --scenario statements --concurrency 30 >"$OUT/statements.txt" 2>&1
+    statements=$(grep -o 'statements_per_flow=[0-9.]*' "$OUT/statements.txt" | cut -d= -f2)
+fi
 
 # Ratios round by round (each pair measured minutes apart at most), then the lowest and highest.
 ratio() {
@@ -129,13 +158,17 @@ echo "| ratio | by round | target |"
 echo "|---|---|---|"
 echo "| our refresh (durable) / peer client_credentials (memory) | $(ratio refresh peer_client_credentials) | >= 1.5x |"
 echo "| our refresh (durable) / peer refresh (memory) | $(ratio refresh peer_refresh) | |"
+echo "| our code exchange / peer code exchange | $(ratio code peer_code) | |"
+echo "| our code exchange / our refresh | $(ratio code refresh) | >= 1x |"
+echo "| our whole consent flows / peer's (flows/s, $FLOW_C at once) | $(ratio flow peer_flow) | >= 2x |"
 echo "| our introspection / peer introspection (2,000 distinct tokens) | $(ratio introspection peer_introspection) | >= 8x |"
 echo "| our introspection / our /healthz | $(ratio introspection healthz) | >= 0.60 |"
 echo "| sandbox API, 2-block token / our /healthz | $(ratio sandbox_two_blocks healthz) | |"
+[ -n "$statements" ] && echo "| database statements of one whole flow (ours, counted) | $statements | <= 12 |"
 echo
 echo "| path | rates per round (req/s) |"
 echo "|---|---|"
-for k in healthz refresh peer_refresh peer_client_credentials introspection peer_introspection sandbox_two_blocks; do
+for k in healthz refresh peer_refresh peer_client_credentials code peer_code introspection peer_introspection sandbox_two_blocks flow peer_flow; do
     echo "| $k |${rate[$k]} |"
 done
 echo

@@ -245,9 +245,39 @@ async fn hold(app: &TestApp, seconds: u64, n: usize) {
         ),
     )
     .unwrap();
+    // One-use authorization codes (half as many as refresh tokens), each of its own grant, valid
+    // for the whole hold, one PKCE verifier for all.
+    let (verifier, challenge) = pkce();
+    let codes = seed_codes(app, n / 2, &challenge, Duration::from_secs(seconds)).await;
+    std::fs::write(dir.join("codes.txt"), codes.join("\n")).unwrap();
+    std::fs::write(
+        dir.join("code.lua"),
+        format!(
+            "local tokens = {{}}\nfor line in io.lines(\"target/wrk/codes.txt\") do tokens[#tokens + 1] = line end\n\
+             local counter = 0\n\
+             setup = function(thread) counter = counter + 1; thread:set(\"tid\", counter) end\n\
+             init = function(args) i = tid end\n\
+             request = function()\n  local t = tokens[i] or \"exhausted\"\n  i = i + NTHREADS\n\
+               return wrk.format(\"POST\", \"/oauth2/token\", {{[\"Content-Type\"] = \"application/x-www-form-urlencoded\", [\"Authorization\"] = \"Basic {basic}\"}}, \"grant_type=authorization_code&redirect_uri={redirect}&code_verifier={verifier}&code=\" .. t)\nend\n\
+             done = function(summary, latency, requests)\n  io.write(string.format(\"non2xx=%d errors=%d\\n\", summary.errors.status, summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))\nend\n",
+            redirect = url::form_urlencoded::byte_serialize(DEMO_REDIRECT.as_bytes()).collect::<String>(),
+        ),
+    )
+    .unwrap();
+    // Whole flows (benchmarks/flows.mjs): the demo client and customer.
+    let account = app.account_ids("alice").await[0].clone();
+    std::fs::write(
+        dir.join("flow.json"),
+        json!({
+            "kind": "ours", "client_id": DEMO_CLIENT, "client_secret": DEMO_SECRET,
+            "redirect_uri": DEMO_REDIRECT, "username": "alice", "password": DEMO_PASSWORD,
+            "account": account, "token_path": "/oauth2/token",
+        })
+        .to_string(),
+    )
+    .unwrap();
     // The sandbox API with a two-block token: the holder narrowed its token to one account
     // offline (the resource server verifies both blocks; the token is reused, as holders do).
-    let account = app.account_ids("alice").await[0].clone();
     let two_blocks = grants::attenuate(
         &access,
         &grants::Attenuation::new().accounts([grants::AccountId::parse(&account).unwrap()]),
@@ -264,12 +294,13 @@ async fn hold(app: &TestApp, seconds: u64, n: usize) {
     )
     .unwrap();
     println!(
-        "server {} up for {seconds}s with {} one-use refresh tokens; from another shell:\n  \
+        "server {} up for {seconds}s with {} one-use refresh tokens and {} codes; from another shell:\n  \
          sed 's/NTHREADS/2/' target/wrk/refresh.lua > target/wrk/refresh2.lua && wrk -t2 -c64 -d10s --latency -s target/wrk/refresh2.lua {}\n  \
          wrk -t2 -c64 -d10s --latency -s target/wrk/introspect.lua {}/oauth2/introspect\n  \
          wrk -t2 -c64 -d10s --latency -s target/wrk/introspect-many.lua {}   # {INTROSPECT_TOKENS} distinct tokens",
         app.address,
         list.len(),
+        codes.len(),
         app.address,
         app.address,
         app.address
@@ -298,8 +329,9 @@ async fn stop_requested_within(d: Duration) -> bool {
     }
 }
 
-/// Inserts `n` authorized grants with fresh codes directly in storage (preparation only).
-async fn seed_codes(app: &TestApp, n: usize, challenge: &str) -> Vec<String> {
+/// Inserts `n` authorized grants with fresh codes (valid for `valid`) directly in storage
+/// (preparation only), a thousand rows per statement on PostgreSQL.
+async fn seed_codes(app: &TestApp, n: usize, challenge: &str, valid: Duration) -> Vec<String> {
     let template: (String, String) = app
         .platform
         .db
@@ -321,36 +353,44 @@ async fn seed_codes(app: &TestApp, n: usize, challenge: &str) -> Vec<String> {
         })
         .collect();
     let challenge = challenge.to_string();
-    let now = chrono::Utc::now();
+    let now = chrono::Utc::now().naive_utc();
+    let expires = now + chrono::Duration::from_std(valid).unwrap();
     app.platform
         .db
         .write(move |c| {
-            for (gid, hash) in &rows {
-                diesel::insert_into(grant_rows::table)
-                    .values((
-                        grant_rows::id.eq(gid),
-                        grant_rows::customer_id.eq(&template.0),
-                        grant_rows::client_id.eq(DEMO_CLIENT),
-                        grant_rows::status.eq("authorized"),
-                        grant_rows::authorization_details.eq(&template.1),
-                        grant_rows::created_at.eq(now.naive_utc()),
-                        grant_rows::authorized_at.eq(now.naive_utc()),
-                        grant_rows::expires_at.eq((now + chrono::Duration::days(30)).naive_utc()),
-                        grant_rows::updated_at.eq(now.naive_utc()),
-                    ))
-                    .execute(c)?;
-                diesel::insert_into(authorization_codes::table)
-                    .values((
-                        authorization_codes::code_hash.eq(hash),
-                        authorization_codes::grant_id.eq(gid),
-                        authorization_codes::client_id.eq(DEMO_CLIENT),
-                        authorization_codes::redirect_uri.eq(DEMO_REDIRECT),
-                        authorization_codes::code_challenge.eq(&challenge),
-                        authorization_codes::created_at.eq(now.naive_utc()),
-                        authorization_codes::expires_at
-                            .eq((now + chrono::Duration::seconds(60)).naive_utc()),
-                    ))
-                    .execute(c)?;
+            for chunk in rows.chunks(1_000) {
+                let grants: Vec<_> = chunk
+                    .iter()
+                    .map(|(gid, _)| {
+                        (
+                            grant_rows::id.eq(gid),
+                            grant_rows::customer_id.eq(&template.0),
+                            grant_rows::client_id.eq(DEMO_CLIENT),
+                            grant_rows::status.eq("authorized"),
+                            grant_rows::authorization_details.eq(&template.1),
+                            grant_rows::created_at.eq(now),
+                            grant_rows::authorized_at.eq(now),
+                            grant_rows::expires_at.eq(now + chrono::Duration::days(30)),
+                            grant_rows::updated_at.eq(now),
+                        )
+                    })
+                    .collect();
+                platform::insert_rows!(c, grant_rows::table, &grants);
+                let codes: Vec<_> = chunk
+                    .iter()
+                    .map(|(gid, hash)| {
+                        (
+                            authorization_codes::code_hash.eq(hash),
+                            authorization_codes::grant_id.eq(gid),
+                            authorization_codes::client_id.eq(DEMO_CLIENT),
+                            authorization_codes::redirect_uri.eq(DEMO_REDIRECT),
+                            authorization_codes::code_challenge.eq(&challenge),
+                            authorization_codes::created_at.eq(now),
+                            authorization_codes::expires_at.eq(expires),
+                        )
+                    })
+                    .collect();
+                platform::insert_rows!(c, authorization_codes::table, &codes);
             }
             Ok(())
         })
@@ -367,6 +407,7 @@ async fn main() {
         return;
     }
     let backend = *e2e_tests::backends().last().unwrap_or(&Backend::Sqlite);
+    let holding = a.scenario == "hold";
     if a.scenario == "statements" {
         // Before the server opens its first connection.
         statements::install();
@@ -389,6 +430,12 @@ async fn main() {
             }
             // The sweep benchmark writes webhook events; nobody delivers them during the run.
             s.webhooks.delivery_interval = "1h".parse().unwrap();
+            // Whole flows (benchmarks/flows.mjs) come from many customers behind one reverse
+            // proxy, as in a deployment: each flow names its own address in X-Forwarded-For, so
+            // the per-address limits (120 authorization requests a minute) apply per customer.
+            if holding {
+                s.server.trusted_proxies = "127.0.0.1/32".parse().unwrap();
+            }
         },
     )
     .await;
@@ -435,7 +482,7 @@ async fn main() {
     let (verifier, challenge) = pkce();
     let codes = if a.scenario == "code" {
         let n = 40_000usize;
-        let c = seed_codes(&app, n, &challenge).await;
+        let c = seed_codes(&app, n, &challenge, Duration::from_secs(60)).await;
         Arc::new(std::sync::Mutex::new(c))
     } else {
         Arc::new(std::sync::Mutex::new(vec![]))
