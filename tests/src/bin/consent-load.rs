@@ -161,24 +161,25 @@ async fn hold(app: &TestApp, seconds: u64, n: usize) {
         .enumerate()
         .map(|(i, t)| (grant_ids[i % 64].clone(), t.hash().as_str().to_string()))
         .collect();
-    let now = chrono::Utc::now();
+    let now = chrono::Utc::now().naive_utc();
     app.platform
         .db
         .write(move |c| {
-            for (gid, hash) in &rows {
-                diesel::insert_into(refresh_tokens::table)
-                    .values((
+            let rows: Vec<_> = rows
+                .iter()
+                .map(|(gid, hash)| {
+                    (
                         refresh_tokens::id.eq(platform::crypto::random_id("rtk_")),
                         refresh_tokens::token_hash.eq(hash),
                         refresh_tokens::grant_id.eq(gid),
                         refresh_tokens::family_id.eq(platform::crypto::random_id("fam_")),
                         refresh_tokens::status.eq("active"),
-                        refresh_tokens::created_at.eq(now.naive_utc()),
-                        refresh_tokens::expires_at
-                            .eq((now + chrono::Duration::days(1)).naive_utc()),
-                    ))
-                    .execute(c)?;
-            }
+                        refresh_tokens::created_at.eq(now),
+                        refresh_tokens::expires_at.eq(now + chrono::Duration::days(1)),
+                    )
+                })
+                .collect();
+            platform::insert_rows!(c, refresh_tokens::table, &rows);
             Ok(())
         })
         .await
@@ -250,6 +251,13 @@ async fn hold(app: &TestApp, seconds: u64, n: usize) {
     let (verifier, challenge) = pkce();
     let codes = seed_codes(app, n / 2, &challenge, Duration::from_secs(seconds)).await;
     std::fs::write(dir.join("codes.txt"), codes.join("\n")).unwrap();
+    // Table statistics as a running deployment has them (autovacuum would gather them within
+    // minutes of a bulk load; until then the planner takes the seeded tables for nearly empty).
+    app.platform
+        .db
+        .run(|c| Ok(diesel::sql_query("ANALYZE").execute(c)?))
+        .await
+        .unwrap();
     std::fs::write(
         dir.join("code.lua"),
         format!(
