@@ -184,6 +184,10 @@ fn only_bound_active_tokens_of_live_grants_are_kept() {
         Ok(())
     })
     .unwrap();
+    // A bound token locked elsewhere: the batch gives up within its lock timeout.
+    gives_up_while_locked(&t, "refresh_tokens WHERE id = 'rt_bound'", || {
+        keep_batch(&t.db, &[keep("rt_bound", "g_live", now)]).unwrap()
+    });
 }
 
 #[test]
@@ -252,20 +256,28 @@ fn only_active_tokens_of_live_grants_rotate_and_nothing_else_is_written() {
     // A token locked elsewhere (a long revocation, say): the batch gives up after the lock
     // timeout instead of stalling every refresh queued behind it, rotates nothing, and the
     // request takes the transactional path; once the lock is gone it rotates.
+    let rt_c = [job("rt_c", "g_live", now)];
+    gives_up_while_locked(&t, "refresh_tokens WHERE id = 'rt_c'", || {
+        rotate_batch(&t.db, &rt_c).unwrap()
+    });
+}
+
+/// With the rows of `locked` (`table WHERE ..`) locked by another transaction, `batch` gives
+/// up within the statement's lock timeout and does nothing; once they are free it succeeds.
+fn gives_up_while_locked(t: &TempDb, locked: &str, batch: impl Fn() -> Vec<bool>) {
     let mut locker = diesel::pg::PgConnection::establish(&t.url).unwrap();
     locker
-        .batch_execute("BEGIN; SELECT 1 FROM refresh_tokens WHERE id = 'rt_c' FOR UPDATE;")
+        .batch_execute(&format!("BEGIN; SELECT 1 FROM {locked} FOR UPDATE;"))
         .unwrap();
-    let rt_c = [job("rt_c", "g_live", now)];
     let started = std::time::Instant::now();
-    assert_eq!(rotate_batch(&t.db, &rt_c).unwrap(), [false]);
+    assert_eq!(batch(), [false]);
     let waited = started.elapsed();
     assert!(
         waited < std::time::Duration::from_secs(5),
         "waited {waited:?}"
     );
     locker.batch_execute("ROLLBACK").unwrap();
-    assert_eq!(rotate_batch(&t.db, &rt_c).unwrap(), [true]);
+    assert_eq!(batch(), [true]);
 }
 
 fn exchange_job(code_hash: &str, grant_id: &str, at: NaiveDateTime, jkt: Option<&str>) -> Exchange {
@@ -347,18 +359,8 @@ fn only_unused_codes_of_live_grants_are_exchanged_and_nothing_else_is_written() 
 
     // A grant locked elsewhere (a revocation, say): the batch gives up after the lock timeout
     // and the request takes the transactional path; once the lock is gone the code is spent.
-    let mut locker = diesel::pg::PgConnection::establish(&t.url).unwrap();
-    locker
-        .batch_execute("BEGIN; SELECT 1 FROM grants WHERE id = 'g_live' FOR UPDATE;")
-        .unwrap();
     let cb = [exchange_job("cb", "g_live", now, None)];
-    let started = std::time::Instant::now();
-    assert_eq!(exchange_batch(&t.db, &cb).unwrap(), [false]);
-    let waited = started.elapsed();
-    assert!(
-        waited < std::time::Duration::from_secs(5),
-        "waited {waited:?}"
-    );
-    locker.batch_execute("ROLLBACK").unwrap();
-    assert_eq!(exchange_batch(&t.db, &cb).unwrap(), [true]);
+    gives_up_while_locked(&t, "grants WHERE id = 'g_live'", || {
+        exchange_batch(&t.db, &cb).unwrap()
+    });
 }
