@@ -49,7 +49,9 @@ use utoipa::{Modify, OpenApi};
 pub use accounts::{StaffAccount, create_staff_user, set_staff_roles};
 pub use api::kyc::StaffKycResponse;
 pub use approvals::StaffRole;
-pub use clients::{ClientDisplay, client_display, developer_legal_name, revoke_client_grants};
+pub use clients::{
+    ClientDisplay, approved_legal_name, client_display, developer_legal_name, revoke_client_grants,
+};
 pub use error::{PortalError, PortalResult};
 pub use pages::staff::{kyc_details, reviews_list};
 

@@ -72,10 +72,27 @@ pub fn developer_legal_name(
     match kyc::verified_legal_name(conn, &cipher, developer_id) {
         Ok(n) => Ok(n),
         Err(PortalError::Storage(e)) => Err(e),
-        Err(e) => {
-            // A ciphertext that does not decrypt is not a verified name; never show garbage.
-            tracing::error!(error = ?e, developer_id, "KYC legal name does not decrypt");
-            Ok(None)
-        }
+        Err(e) => Ok(undecryptable(&e, developer_id)),
     }
+}
+
+/// The legal name of an approved KYC submission the caller has read itself (its id and the
+/// encrypted `legal_name_enc`), decrypted as [`developer_legal_name`] does.
+pub fn approved_legal_name(
+    master_key: &MasterKey,
+    developer_id: &str,
+    submission_id: &str,
+    legal_name_enc: &str,
+) -> Option<String> {
+    let cipher: FieldCipher = master_key.cipher(kyc::PII_KEY);
+    match cipher.decrypt_str(legal_name_enc, &kyc::aad("legal_name", submission_id)) {
+        Ok(n) => Some(n),
+        Err(e) => undecryptable(&e.into(), developer_id),
+    }
+}
+
+/// A ciphertext that does not decrypt is not a verified name; never show garbage.
+fn undecryptable(e: &PortalError, developer_id: &str) -> Option<String> {
+    tracing::error!(error = ?e, developer_id, "KYC legal name does not decrypt");
+    None
 }

@@ -28,7 +28,7 @@ mod registration;
 mod suspension;
 mod webhooks;
 
-pub use display::{ClientDisplay, client_display, developer_legal_name};
+pub use display::{ClientDisplay, approved_legal_name, client_display, developer_legal_name};
 pub use lifecycle::{DormancyBounds, request_dormancy_change};
 pub use registration::{KeyMaterial, NewClient};
 pub use suspension::{decide_and_execute, request_status_change, staff_get};

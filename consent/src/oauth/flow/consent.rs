@@ -1,7 +1,9 @@
 //! The customer's consent: what is offered, the narrowing they choose, and the decision that
 //! creates the grant and the authorization code.
 
+use super::loaded::{Loaded, load};
 use super::*;
+use crate::sandbox::AccountView;
 
 /// An account the customer may share.
 #[derive(Debug, Clone)]
@@ -74,7 +76,8 @@ impl From<diesel::result::Error> for ConsentError {
 const OWN_MERCHANTS_SHOWN: i64 = 50;
 
 /// A pending authorization request, as the consent page and the decision read it.
-#[derive(Debug, Queryable)]
+#[derive(Debug, Queryable, Selectable, QueryableByName)]
+#[diesel(table_name = authorization_requests)]
 pub(super) struct Row {
     pub(super) client_id: String,
     pub(super) redirect_uri: String,
@@ -90,12 +93,12 @@ pub(super) struct Row {
     pub(super) grant_action: Option<String>,
 }
 
+/// The customer's accounts the request may cover.
 pub(super) fn offered_accounts(
-    c: &mut AnyConnection,
-    customer_id: &str,
+    accounts: Vec<AccountView>,
     requested: &AccessRequest,
-) -> Result<Vec<OfferedAccount>, ConsentError> {
-    Ok(crate::sandbox::customer_accounts(c, customer_id)?
+) -> Vec<OfferedAccount> {
+    accounts
         .into_iter()
         .filter(|a| {
             requested
@@ -109,43 +112,7 @@ pub(super) fn offered_accounts(
             masked_number: a.masked_number,
             currency: a.currency,
         })
-        .collect())
-}
-
-/// A pending request with its client and whether `customer_id` is a test customer, in one
-/// query (the consent page and the decision both need the three).
-pub(super) fn load_for(
-    c: &mut AnyConnection,
-    id: &str,
-    customer_id: &str,
-    now: DateTime<Utc>,
-) -> Result<(Row, OAuthClient, bool), ConsentError> {
-    use platform::storage::schema::{clients as client_rows, customers};
-    let found: Option<(Row, clients::ClientRow, Option<bool>)> = authorization_requests::table
-        .inner_join(client_rows::table.on(client_rows::id.eq(authorization_requests::client_id)))
-        .left_join(customers::table.on(customers::id.eq(customer_id)))
-        .filter(authorization_requests::id.eq(id))
-        .filter(authorization_requests::status.eq(AuthorizationRequestStatus::Pending.as_str()))
-        .filter(authorization_requests::expires_at.gt(now.naive_utc()))
-        .select((
-            (
-                authorization_requests::client_id,
-                authorization_requests::redirect_uri,
-                authorization_requests::state,
-                authorization_requests::code_challenge,
-                authorization_requests::authorization_details,
-                authorization_requests::customer_id,
-                authorization_requests::dpop_jkt,
-                authorization_requests::grant_id,
-                authorization_requests::grant_action,
-            ),
-            clients::ClientRow::as_select(),
-            customers::is_test.nullable(),
-        ))
-        .first(c)
-        .optional()?;
-    let (row, client, is_test) = found.ok_or(ConsentError::NotPending)?;
-    Ok((row, OAuthClient::from(client), is_test == Some(true)))
+        .collect()
 }
 
 /// Sandbox clients need no KYC: only test customers may consent to them (checked before the
@@ -170,23 +137,13 @@ pub fn pending(
     customer_id: &str,
     now: DateTime<Utc>,
 ) -> Result<PendingConsent, ConsentError> {
-    let (
-        Row {
-            client_id,
-            redirect_uri,
-            authorization_details: details,
-            customer_id: bound,
-            grant_id,
-            grant_action,
-            ..
-        },
-        client,
-        test_customer,
-    ) = load_for(c, id, customer_id, now)?;
-    sandbox_allowed(&client, test_customer)?;
-    match bound {
+    let loaded = load(c, id, customer_id, now, true)?;
+    sandbox_allowed(&loaded.client, loaded.test_customer)?;
+    match loaded.row.customer_id.as_deref() {
         Some(b) if b != customer_id => return Err(ConsentError::NotPending),
         Some(_) => {}
+        // The read tried to bind it and could not: bound meanwhile, or the client is inactive.
+        None if loaded.bind_tried => return Err(ConsentError::NotPending),
         None => {
             let n = diesel::update(
                 authorization_requests::table
@@ -200,13 +157,27 @@ pub fn pending(
             }
         }
     }
-    if !client.is_active() {
+    if !loaded.client.is_active() {
         return Err(ConsentError::NotPending);
     }
+    let Loaded {
+        row:
+            Row {
+                client_id,
+                redirect_uri,
+                authorization_details: details,
+                grant_id,
+                grant_action,
+                ..
+            },
+        client,
+        mut alongside,
+        ..
+    } = loaded;
     let change = change_of(c, grant_id, grant_action, &client_id, customer_id, now)?;
     let requested = AccessRequest::from_stored(&details)
         .map_err(|e| ConsentError::Invalid(e.description().into()))?;
-    let accounts = offered_accounts(c, customer_id, &requested)?;
+    let accounts = offered_accounts(alongside.accounts(c, customer_id)?, &requested);
     if accounts.is_empty() {
         return Err(ConsentError::NoAccounts);
     }
@@ -243,7 +214,7 @@ pub fn pending(
             (vec![], own)
         }
     };
-    let verified_legal_name = verified_legal_name(c, svc, &client)?;
+    let verified_legal_name = alongside.verified_legal_name(c, svc, &client.developer_id)?;
     Ok(PendingConsent {
         id: id.to_string(),
         client,
@@ -281,21 +252,6 @@ fn change_of(
         grant_id: id,
         current,
     }))
-}
-
-/// The developer's KYC-verified legal name (decrypted), when their KYC is approved - the
-/// developer portal owns that data and its decryption.
-pub(super) fn verified_legal_name(
-    c: &mut AnyConnection,
-    svc: &OAuthService,
-    client: &OAuthClient,
-) -> Result<Option<String>, ConsentError> {
-    // The client's row is at hand: only the developer's KYC is read.
-    Ok(developer_portal::developer_legal_name(
-        c,
-        &svc.platform.master_key,
-        &client.developer_id,
-    )?)
 }
 
 pub(super) fn with_params(uri: &str, params: &[(&str, &str)]) -> String {

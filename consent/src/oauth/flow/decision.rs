@@ -12,7 +12,8 @@ use chrono::NaiveDateTime;
 use diesel::sql_types::{Nullable, Text, Timestamp};
 use platform::storage::models::GrantRecord;
 
-use super::consent::{Row, load_for, offered_accounts, sandbox_allowed, with_params};
+use super::consent::{Row, offered_accounts, sandbox_allowed, with_params};
+use super::loaded::{Loaded, load};
 use super::*;
 
 /// A decision that passed its checks, with what it writes.
@@ -68,7 +69,13 @@ fn plan(
     now: DateTime<Utc>,
     locking: bool,
 ) -> Result<Option<Plan>, ConsentError> {
-    let (row, client, test_customer) = load_for(c, id, customer_id, now)?;
+    let Loaded {
+        row,
+        client,
+        test_customer,
+        mut alongside,
+        ..
+    } = load(c, id, customer_id, now, false)?;
     if row.customer_id.as_deref() != Some(customer_id) {
         return Err(ConsentError::NotPending);
     }
@@ -104,7 +111,7 @@ fn plan(
         }
         Decision::Approve(choice) => {
             sandbox_allowed(&client, test_customer)?;
-            let offered = offered_accounts(c, customer_id, &requested)?;
+            let offered = offered_accounts(alongside.accounts(c, customer_id)?, &requested);
             let chosen = narrowed(&requested, &offered, choice, now)?;
             let narrowed_request = chosen != requested;
             let granted = match &target {

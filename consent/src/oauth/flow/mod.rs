@@ -6,6 +6,7 @@
 mod consent;
 mod decision;
 mod grant_management;
+mod loaded;
 mod narrowing;
 mod request;
 
