@@ -2475,3 +2475,165 @@ async fn a_customer_limits_an_app_that_asked_for_all_merchants_to_one() {
     assert!(all["authorization_details"][0].get("merchants").is_none());
     app.stop().await;
 }
+
+/// A pushed request is recorded with the client's registration it was checked against only while
+/// the client is active and registered exactly so; a change between the push and the
+/// authorization request (redirect URIs, allowed actions, suspension) is decided by the client as
+/// it is then, and a refused request writes nothing.
+#[tokio::test]
+async fn a_pushed_request_is_checked_again_when_its_client_changed_since() {
+    for backend in backends() {
+        let app = spawn_demo_app(backend).await;
+        insert_other_client(&app).await;
+        let rar = details(json!({"type": "account_access", "actions": ["accounts:read"]}));
+        let push = || async {
+            let (_, challenge) = pkce();
+            let r = app
+                .post_par(OTHER, &par_form(DEMO_REDIRECT, &challenge, &rar))
+                .await;
+            assert_eq!(r.status(), 201, "{backend:?}: PAR");
+            let body: Value = r.json().await.unwrap();
+            body["request_uri"].as_str().unwrap().to_string()
+        };
+        let authorize = |uri: String| {
+            let app = &app;
+            async move {
+                app.get_authorize(&[("client_id", OTHER.0), ("request_uri", &uri)])
+                    .await
+            }
+        };
+        let set = |column: &'static str, value: &'static str| {
+            let p = app.platform.clone();
+            async move {
+                p.db.write(move |c| {
+                    use platform::storage::schema::clients;
+                    let target = clients::table.filter(clients::id.eq(OTHER.0));
+                    match column {
+                        "redirect_uris" => diesel::update(target)
+                            .set(clients::redirect_uris.eq(value))
+                            .execute(c)?,
+                        "allowed_actions" => diesel::update(target)
+                            .set(clients::allowed_actions.eq(value))
+                            .execute(c)?,
+                        _ => diesel::update(target)
+                            .set(clients::status.eq(value))
+                            .execute(c)?,
+                    };
+                    Ok(())
+                })
+                .await
+                .unwrap()
+            }
+        };
+        let registered = serde_json::to_string(&[DEMO_REDIRECT]).unwrap();
+        let registered: &'static str = Box::leak(registered.into_boxed_str());
+        let both = serde_json::to_string(&[DEMO_REDIRECT, "https://other.example/cb"]).unwrap();
+        let both: &'static str = Box::leak(both.into_boxed_str());
+
+        // Unchanged: recorded.
+        let before = count_requests(&app).await;
+        let r = authorize(push().await).await;
+        assert_eq!(r.status(), 303, "{backend:?}: unchanged client");
+        assert!(location(&r).starts_with("/oauth2/consent/"));
+        assert_eq!(count_requests(&app).await, before + 1);
+
+        // Changed but still allowing the request (another redirect URI added): recorded.
+        let uri = push().await;
+        set("redirect_uris", both).await;
+        let r = authorize(uri).await;
+        assert_eq!(r.status(), 303, "{backend:?}: a redirect URI added");
+        assert_eq!(count_requests(&app).await, before + 2);
+
+        // The request's redirect URI removed after the push: refused on our page, nothing
+        // written.
+        let uri = push().await;
+        set("redirect_uris", r#"["https://other.example/cb"]"#).await;
+        assert_error_page(
+            authorize(uri).await,
+            "redirect_uri is not registered",
+            "redirect URI removed",
+        )
+        .await;
+        assert_eq!(count_requests(&app).await, before + 2);
+        set("redirect_uris", registered).await;
+
+        // The requested action no longer allowed.
+        let uri = push().await;
+        set("allowed_actions", r#"["balances:read"]"#).await;
+        assert_error_page(
+            authorize(uri).await,
+            "this client may not request accounts:read",
+            "action withdrawn",
+        )
+        .await;
+        assert_eq!(count_requests(&app).await, before + 2);
+        set("allowed_actions", r#"["accounts:read","balances:read"]"#).await;
+
+        // Suspended after the push.
+        let uri = push().await;
+        set("status", "suspended").await;
+        assert_error_page(
+            authorize(uri).await,
+            "unknown or inactive client",
+            "suspended",
+        )
+        .await;
+        assert_eq!(count_requests(&app).await, before + 2, "{backend:?}");
+        // Active again: a request pushed now is recorded.
+        set("status", "active").await;
+        let r = authorize(push().await).await;
+        assert_eq!(r.status(), 303, "{backend:?}: active again");
+        assert_eq!(count_requests(&app).await, before + 3);
+        app.stop().await;
+    }
+}
+
+/// Two customers opening one request's consent page at once: it is bound to exactly one of
+/// them, who sees the page; the other gets the "not pending" page (on PostgreSQL the binding is
+/// part of the page's one read statement).
+#[tokio::test]
+async fn a_request_opened_by_two_customers_at_once_is_bound_to_one() {
+    for backend in backends() {
+        let app = spawn_demo_app(backend).await;
+        let alice = e2e_tests::dashboard::customer_client(&app, "alice").await;
+        let bob = e2e_tests::dashboard::customer_client(&app, "bob").await;
+        for round in 0..8 {
+            let (_, challenge) = pkce();
+            let r = app
+                .get_authorize(&[
+                    ("client_id", DEMO_CLIENT),
+                    ("response_type", "code"),
+                    ("redirect_uri", DEMO_REDIRECT),
+                    ("code_challenge", &challenge),
+                    ("code_challenge_method", "S256"),
+                    ("scope", "accounts:read"),
+                ])
+                .await;
+            let path = location(&r);
+            let id = path.trim_start_matches("/oauth2/consent/").to_string();
+            let url = app.url(&path);
+            let (a, b) = tokio::join!(alice.get(&url).send(), bob.get(&url).send());
+            let (a, b) = (a.unwrap().status().as_u16(), b.unwrap().status().as_u16());
+            let bound: Option<String> = app
+                .platform
+                .db
+                .run(move |c| {
+                    Ok(authorization_requests::table
+                        .filter(authorization_requests::id.eq(&id))
+                        .select(authorization_requests::customer_id)
+                        .first(c)?)
+                })
+                .await
+                .unwrap();
+            let case = format!("{backend:?} round {round}: alice {a}, bob {b}, bound {bound:?}");
+            match (a, b) {
+                (200, 400) => {
+                    assert_eq!(bound, Some(consent::demo::customer_id("alice")), "{case}")
+                }
+                (400, 200) => assert_eq!(bound, Some(consent::demo::customer_id("bob")), "{case}"),
+                _ => panic!("exactly one page: {case}"),
+            }
+        }
+        app.stop().await;
+    }
+}

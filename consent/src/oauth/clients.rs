@@ -10,6 +10,7 @@ use platform::storage::models::ClientStatus;
 use platform::storage::schema::clients;
 use platform::storage::{AnyConnection, StorageResult};
 use platform::web::mtls::{self, ClientCertificate};
+use serde::{Deserialize, Serialize};
 
 use super::error::OAuthError;
 
@@ -34,6 +35,60 @@ pub struct OAuthClient {
     /// certificate.
     pub tls_client_certificate_bound_access_tokens: bool,
     secret_hash: String,
+    /// The registration columns as stored, for recording a request checked against them.
+    registration: Registration,
+}
+
+/// The columns of a client's row that decide whether an authorization request is valid, as
+/// stored (JSON text). A pushed request keeps the registration it was checked against; it is
+/// recorded only while the client is active and its row still says exactly this
+/// (`flow::request`), so a change between the push and the authorization request is never
+/// missed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registration {
+    pub environment: String,
+    pub redirect_uris: String,
+    pub allowed_actions: String,
+}
+
+/// What an authorization request is checked against: a client's registration, read.
+#[derive(Debug, Clone)]
+pub struct RequestPolicy {
+    pub production: bool,
+    pub redirect_uris: Vec<String>,
+    pub allowed_actions: Vec<Action>,
+}
+
+impl RequestPolicy {
+    /// Exact string comparison against the registered list: no prefix, no wildcard, no case
+    /// folding, no normalisation.
+    pub fn has_redirect_uri(&self, uri: &str) -> bool {
+        self.redirect_uris.iter().any(|r| r == uri)
+    }
+}
+
+impl From<&Registration> for RequestPolicy {
+    fn from(r: &Registration) -> Self {
+        RequestPolicy {
+            production: r.environment == "production",
+            redirect_uris: redirect_uris(&r.redirect_uris),
+            allowed_actions: allowed_actions(&r.allowed_actions),
+        }
+    }
+}
+
+/// A stored `redirect_uris` (a JSON array); unreadable is none.
+fn redirect_uris(stored: &str) -> Vec<String> {
+    serde_json::from_str(stored).unwrap_or_default()
+}
+
+/// A stored `allowed_actions` (a JSON array of names): the known actions; unreadable is none.
+fn allowed_actions(stored: &str) -> Vec<Action> {
+    serde_json::from_str::<Vec<String>>(stored)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|a| Action::parse_known(a).ok())
+        .collect()
 }
 
 impl OAuthClient {
@@ -63,11 +118,25 @@ impl OAuthClient {
     pub fn has_redirect_uri(&self, uri: &str) -> bool {
         self.redirect_uris.iter().any(|r| r == uri)
     }
+
+    /// The registration columns as they were read.
+    pub fn registration(&self) -> &Registration {
+        &self.registration
+    }
+
+    /// What an authorization request for this client is checked against.
+    pub fn request_policy(&self) -> RequestPolicy {
+        RequestPolicy {
+            production: self.is_production(),
+            redirect_uris: self.redirect_uris.clone(),
+            allowed_actions: self.allowed_actions.clone(),
+        }
+    }
 }
 
 /// A `clients` row as stored (for [`load`] and queries that join `clients`); see
 /// [`OAuthClient`] for the parsed form.
-#[derive(Queryable, Selectable)]
+#[derive(Queryable, Selectable, QueryableByName)]
 #[diesel(table_name = clients)]
 pub struct ClientRow {
     id: String,
@@ -100,14 +169,9 @@ impl From<ClientRow> for OAuthClient {
             id: row.id,
             developer_id: row.developer_id,
             name: row.name,
-            environment: row.environment,
-            redirect_uris: serde_json::from_str(&row.redirect_uris).unwrap_or_default(),
+            redirect_uris: redirect_uris(&row.redirect_uris),
             auth_method: row.auth_method,
-            allowed_actions: serde_json::from_str::<Vec<String>>(&row.allowed_actions)
-                .unwrap_or_default()
-                .iter()
-                .filter_map(|a| Action::parse_known(a).ok())
-                .collect(),
+            allowed_actions: allowed_actions(&row.allowed_actions),
             status: row.status,
             jwks: row.jwks,
             dpop_bound_access_tokens: row.dpop_bound_access_tokens,
@@ -115,6 +179,12 @@ impl From<ClientRow> for OAuthClient {
             tls_client_certificate_bound_access_tokens: row
                 .tls_client_certificate_bound_access_tokens,
             secret_hash: row.secret_hash,
+            environment: row.environment.clone(),
+            registration: Registration {
+                environment: row.environment,
+                redirect_uris: row.redirect_uris,
+                allowed_actions: row.allowed_actions,
+            },
         }
     }
 }

@@ -29,6 +29,6 @@ use platform::storage::{AnyConnection, StorageError, write_tx_as};
 use serde::{Deserialize, Serialize};
 
 use super::OAuthService;
-use super::clients::{self, OAuthClient};
+use super::clients::{self, OAuthClient, Registration, RequestPolicy};
 use super::error::OAuthError;
 use super::rar::{AccessRequest, parse_instant};

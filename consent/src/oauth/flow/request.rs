@@ -89,7 +89,7 @@ pub(super) fn is_pkce_charset(s: &str) -> bool {
 /// Checks the client-facing parameters of an authorization request. `Page` failures are the
 /// ones where the redirect URI is not (yet) trusted.
 pub(super) fn validate(
-    client: &OAuthClient,
+    client: &RequestPolicy,
     p: &AuthorizationParams,
     now: DateTime<Utc>,
     max_lifetime: Duration,
@@ -186,6 +186,10 @@ pub struct ParResponse {
 pub(super) struct PushedRequest {
     pub(super) client_id: String,
     pub(super) params: AuthorizationParams,
+    /// The client's registration the request was checked against (absent in requests pushed
+    /// before it was kept).
+    #[serde(default)]
+    pub(super) registration: Option<Registration>,
 }
 
 /// RFC 9126: validates and stores the request for `par_ttl`, bound to the authenticated client.
@@ -222,7 +226,7 @@ pub async fn push(
     }
     params.client_id = Some(client.id.clone());
     let now = svc.platform.now();
-    match validate(client, &params, now, svc.max_lifetime()) {
+    match validate(&client.request_policy(), &params, now, svc.max_lifetime()) {
         Ok(v) => check_target(svc, &v, &client.id, now)
             .await
             .map_err(|f| match f {
@@ -241,6 +245,7 @@ pub async fn push(
     let value = serde_json::to_string(&PushedRequest {
         client_id: client.id.clone(),
         params,
+        registration: Some(client.registration().clone()),
     })
     .map_err(|e| OAuthError::ServerError(e.to_string()))?;
     if !svc
@@ -288,9 +293,9 @@ async fn check_target(
 /// client with any redirect URI (and push requests for it, say one that expires before use), so
 /// redirecting its errors would make our origin an open redirector: the error is shown on our
 /// page instead.
-fn shown_unless_vouched_for(failure: AuthorizeFailure, client: &OAuthClient) -> AuthorizeFailure {
+fn shown_unless_vouched_for(failure: AuthorizeFailure, production: bool) -> AuthorizeFailure {
     match failure {
-        AuthorizeFailure::Redirect { error, .. } if !client.is_production() => {
+        AuthorizeFailure::Redirect { error, .. } if !production => {
             AuthorizeFailure::Page(format!("{}: {}", error.code(), error.description()))
         }
         other => other,
@@ -299,6 +304,12 @@ fn shown_unless_vouched_for(failure: AuthorizeFailure, client: &OAuthClient) -> 
 
 /// The authorization endpoint: resolves PAR, validates, and records a pending request the
 /// customer will decide on. Returns its id.
+///
+/// A pushed request was checked against its client's registration when it was pushed; it is
+/// checked again against that registration and recorded by one statement that inserts only while
+/// the client is active and its row still holds exactly that registration. Otherwise (the client
+/// changed or was suspended since, or any check fails) it is checked against the client as it is
+/// now, which decides the answer.
 pub async fn authorize(
     svc: &OAuthService,
     params: AuthorizationParams,
@@ -306,102 +317,168 @@ pub async fn authorize(
     let Some(client_id) = params.client_id.clone().filter(|c| !c.is_empty()) else {
         return Err(AuthorizeFailure::Page("client_id is required".into()));
     };
-    let client = svc
-        .active_client(&client_id)
-        .await?
-        .ok_or_else(|| AuthorizeFailure::Page("unknown or inactive client".into()))?;
-
-    let params = match params.request_uri.as_deref() {
-        Some(uri) => {
-            let id = uri
-                .strip_prefix(REQUEST_URI_PREFIX)
-                .filter(|id| !id.is_empty() && id.len() <= 64)
-                .ok_or_else(|| AuthorizeFailure::Page("request_uri is malformed".into()))?;
-            let stored = svc
-                .platform
-                .cache
-                .take(&format!("par:{id}"))
-                .await
-                .map_err(|_| {
-                    AuthorizeFailure::Unavailable(
-                        "the service is temporarily unavailable; try again".into(),
-                    )
-                })?
-                .ok_or_else(|| {
-                    AuthorizeFailure::Page("request_uri is unknown, expired or already used".into())
-                })?;
-            let pushed: PushedRequest = serde_json::from_str(&stored)
-                .map_err(|_| AuthorizeFailure::Page("request_uri is unreadable".into()))?;
-            if pushed.client_id != client.id {
-                return Err(AuthorizeFailure::Page(
-                    "request_uri was pushed by another client".into(),
-                ));
-            }
-            pushed.params
-        }
-        None => {
-            // Changing an existing grant takes an authenticated request: a front-channel link
-            // anyone can forge (knowing a grant id) must not be able to end its tokens.
-            if matches!(
-                params.grant_management_action.as_deref(),
-                Some("merge" | "replace")
-            ) {
-                return Err(AuthorizeFailure::Page(
-                    "grant_management_action merge and replace need a pushed request (PAR)".into(),
-                ));
-            }
-            if client.is_production() {
-                // FAPI 2.0: production clients must push their requests.
-                return Err(match params.redirect_uri.as_deref() {
-                    Some(uri) if client.has_redirect_uri(uri) => AuthorizeFailure::Redirect {
-                        redirect_uri: uri.to_string(),
-                        error: OAuthError::InvalidRequest(
-                            "production clients must use PAR (request_uri)".into(),
-                        ),
-                        state: params.state.clone(),
-                    },
-                    _ => AuthorizeFailure::Page(
-                        "production clients must use PAR (request_uri)".into(),
-                    ),
-                });
-            }
-            params
-        }
+    let Some(uri) = params.request_uri.as_deref() else {
+        let client = active(svc, &client_id).await?;
+        front_channel_allowed(&client, &params)?;
+        return checked_and_recorded(svc, &client_id, client.registration(), &params)
+            .await?
+            .ok_or_else(inactive);
     };
+    let pushed = take_pushed(svc, uri).await?;
+    if pushed.client_id != client_id {
+        return Err(AuthorizeFailure::Page(
+            "request_uri was pushed by another client".into(),
+        ));
+    }
+    if let Some(registration) = &pushed.registration
+        && let Ok(Some(id)) =
+            checked_and_recorded(svc, &client_id, registration, &pushed.params).await
+    {
+        return Ok(id);
+    }
+    let client = active(svc, &client_id).await?;
+    checked_and_recorded(svc, &client_id, client.registration(), &pushed.params)
+        .await?
+        .ok_or_else(inactive)
+}
 
-    let now = svc.platform.now();
-    let v = validate(&client, &params, now, svc.max_lifetime())
-        .map_err(|f| shown_unless_vouched_for(f, &client))?;
-    check_target(svc, &v, &client.id, now)
+fn inactive() -> AuthorizeFailure {
+    AuthorizeFailure::Page("unknown or inactive client".into())
+}
+
+async fn active(svc: &OAuthService, client_id: &str) -> Result<OAuthClient, AuthorizeFailure> {
+    svc.active_client(client_id).await?.ok_or_else(inactive)
+}
+
+/// Takes a pushed request (it is single-use) by its `request_uri`.
+async fn take_pushed(svc: &OAuthService, uri: &str) -> Result<PushedRequest, AuthorizeFailure> {
+    let id = uri
+        .strip_prefix(REQUEST_URI_PREFIX)
+        .filter(|id| !id.is_empty() && id.len() <= 64)
+        .ok_or_else(|| AuthorizeFailure::Page("request_uri is malformed".into()))?;
+    let stored = svc
+        .platform
+        .cache
+        .take(&format!("par:{id}"))
         .await
-        .map_err(|f| shown_unless_vouched_for(f, &client))?;
+        .map_err(|_| {
+            AuthorizeFailure::Unavailable(
+                "the service is temporarily unavailable; try again".into(),
+            )
+        })?
+        .ok_or_else(|| {
+            AuthorizeFailure::Page("request_uri is unknown, expired or already used".into())
+        })?;
+    serde_json::from_str(&stored)
+        .map_err(|_| AuthorizeFailure::Page("request_uri is unreadable".into()))
+}
+
+/// What a request sent through the front channel (not pushed) may not be.
+fn front_channel_allowed(
+    client: &OAuthClient,
+    params: &AuthorizationParams,
+) -> Result<(), AuthorizeFailure> {
+    // Changing an existing grant takes an authenticated request: a front-channel link anyone can
+    // forge (knowing a grant id) must not be able to end its tokens.
+    if matches!(
+        params.grant_management_action.as_deref(),
+        Some("merge" | "replace")
+    ) {
+        return Err(AuthorizeFailure::Page(
+            "grant_management_action merge and replace need a pushed request (PAR)".into(),
+        ));
+    }
+    if client.is_production() {
+        // FAPI 2.0: production clients must push their requests.
+        return Err(match params.redirect_uri.as_deref() {
+            Some(uri) if client.has_redirect_uri(uri) => AuthorizeFailure::Redirect {
+                redirect_uri: uri.to_string(),
+                error: OAuthError::InvalidRequest(
+                    "production clients must use PAR (request_uri)".into(),
+                ),
+                state: params.state.clone(),
+            },
+            _ => AuthorizeFailure::Page("production clients must use PAR (request_uri)".into()),
+        });
+    }
+    Ok(())
+}
+
+/// Checks a request against a client's registration and records it, in one statement that
+/// inserts only while the client is active and registered exactly so. `None`: it was not
+/// (nothing was written).
+async fn checked_and_recorded(
+    svc: &OAuthService,
+    client_id: &str,
+    registration: &Registration,
+    params: &AuthorizationParams,
+) -> Result<Option<String>, AuthorizeFailure> {
+    let policy = RequestPolicy::from(registration);
+    let now = svc.platform.now();
+    let v = validate(&policy, params, now, svc.max_lifetime())
+        .map_err(|f| shown_unless_vouched_for(f, policy.production))?;
+    check_target(svc, &v, client_id, now)
+        .await
+        .map_err(|f| shown_unless_vouched_for(f, policy.production))?;
     let id = random_id("areq_");
     let row_id = id.clone();
-    let client_id = client.id.clone();
-    // One statement, atomic and durable on its own: no transaction around it.
-    svc.platform
+    let client_id = client_id.to_string();
+    let registration = registration.clone();
+    let inserted = svc
+        .platform
         .db
         .run(move |c| {
-            diesel::insert_into(authorization_requests::table)
-                .values((
-                    authorization_requests::id.eq(&row_id),
-                    authorization_requests::client_id.eq(&client_id),
-                    authorization_requests::redirect_uri.eq(&v.redirect_uri),
-                    authorization_requests::state.eq(&v.state),
-                    authorization_requests::code_challenge.eq(&v.code_challenge),
-                    authorization_requests::dpop_jkt.eq(&v.dpop_jkt),
-                    authorization_requests::authorization_details.eq(v.access.to_json()),
-                    authorization_requests::grant_id.eq(v.change.as_ref().map(|(_, id)| id)),
-                    authorization_requests::grant_action
-                        .eq(v.change.as_ref().map(|(a, _)| a.as_str())),
-                    authorization_requests::status.eq(AuthorizationRequestStatus::Pending.as_str()),
-                    authorization_requests::created_at.eq(now.naive_utc()),
-                    authorization_requests::expires_at
-                        .eq((now + Duration::minutes(DECISION_WINDOW_MINUTES)).naive_utc()),
+            use diesel::sql_types::{Nullable, Text, Timestamp};
+            use platform::storage::models::ClientStatus;
+            use platform::storage::schema::clients;
+            let expires = now + Duration::minutes(DECISION_WINDOW_MINUTES);
+            let change = v.change.as_ref();
+            // One statement, atomic and durable on its own: no transaction around it.
+            Ok(diesel::insert_into(authorization_requests::table)
+                .values(
+                    clients::table
+                        .filter(clients::id.eq(&client_id))
+                        .filter(clients::status.eq(ClientStatus::Active.as_str()))
+                        .filter(clients::environment.eq(&registration.environment))
+                        .filter(clients::redirect_uris.eq(&registration.redirect_uris))
+                        .filter(clients::allowed_actions.eq(&registration.allowed_actions))
+                        .select((
+                            row_id.into_sql::<Text>(),
+                            clients::id,
+                            v.redirect_uri.into_sql::<Text>(),
+                            v.state.into_sql::<Nullable<Text>>(),
+                            v.code_challenge.into_sql::<Text>(),
+                            v.dpop_jkt.into_sql::<Nullable<Text>>(),
+                            v.access.to_json().into_sql::<Text>(),
+                            change
+                                .map(|(_, id)| id.clone())
+                                .into_sql::<Nullable<Text>>(),
+                            change
+                                .map(|(a, _)| a.as_str().to_string())
+                                .into_sql::<Nullable<Text>>(),
+                            AuthorizationRequestStatus::Pending
+                                .as_str()
+                                .into_sql::<Text>(),
+                            now.naive_utc().into_sql::<Timestamp>(),
+                            expires.naive_utc().into_sql::<Timestamp>(),
+                        )),
+                )
+                .into_columns((
+                    authorization_requests::id,
+                    authorization_requests::client_id,
+                    authorization_requests::redirect_uri,
+                    authorization_requests::state,
+                    authorization_requests::code_challenge,
+                    authorization_requests::dpop_jkt,
+                    authorization_requests::authorization_details,
+                    authorization_requests::grant_id,
+                    authorization_requests::grant_action,
+                    authorization_requests::status,
+                    authorization_requests::created_at,
+                    authorization_requests::expires_at,
                 ))
-                .execute(c)?;
-            Ok(())
+                .execute(c)?)
         })
         .await?;
-    Ok(id)
+    Ok((inserted == 1).then_some(id))
 }
