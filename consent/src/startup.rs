@@ -212,6 +212,7 @@ impl Application {
                 .configure(http::extractor_config)
                 .configure(routes::configure)
                 .configure(developer_portal::configure)
+                .service(openapi::document())
                 .service(openapi::swagger_ui())
                 .default_service(web::to(http::not_found))
         })
