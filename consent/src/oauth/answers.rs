@@ -36,7 +36,7 @@ const CAPACITY: usize = 20_000;
 
 #[derive(Debug)]
 struct Entry {
-    answer: Introspection,
+    answer: Arc<Introspection>,
     basis: Basis,
     stored_at: Instant,
     epoch: u64,
@@ -45,7 +45,7 @@ struct Entry {
 #[derive(Debug)]
 pub struct AnswerCache {
     ttl: Duration,
-    entries: Mutex<HashMap<String, Entry>>,
+    entries: Mutex<HashMap<String, Arc<Entry>>>,
     signals: Arc<Signals>,
 }
 
@@ -78,18 +78,21 @@ impl AnswerCache {
         creds: &ClientCredentials,
         now: DateTime<Utc>,
         revocations: &RevocationList,
-    ) -> Option<Introspection> {
+    ) -> Option<Arc<Introspection>> {
         if !self.enabled() {
             return None;
         }
-        let (answer, basis) = {
-            let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-            let e = entries.get(token_hash)?;
-            if e.stored_at.elapsed() >= self.ttl || e.epoch != self.signals.epoch() {
-                return None;
-            }
-            (e.answer.clone(), e.basis.clone())
-        };
+        // Shared, not copied: the lock is held only to find the entry.
+        let e = self
+            .entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(token_hash)?
+            .clone();
+        if e.stored_at.elapsed() >= self.ttl || e.epoch != self.signals.epoch() {
+            return None;
+        }
+        let basis = &e.basis;
         if clients::verify(creds, Some(&basis.client)).is_err()
             || now >= basis.token_expires_at
             || now >= basis.grant_expires_at
@@ -98,7 +101,7 @@ impl AnswerCache {
             return None;
         }
         metrics::counter!("consent_introspection_cache_hits_total").increment(1);
-        Some(answer)
+        Some(e.answer.clone())
     }
 
     /// Keeps an active answer made from the database, with the epoch and time read before that
@@ -107,7 +110,7 @@ impl AnswerCache {
     pub fn put(
         &self,
         token_hash: String,
-        answer: Introspection,
+        answer: Arc<Introspection>,
         basis: Basis,
         (epoch, read_at): (u64, Instant),
     ) {
@@ -121,12 +124,12 @@ impl AnswerCache {
         }
         entries.insert(
             token_hash,
-            Entry {
+            Arc::new(Entry {
                 answer,
                 basis,
                 stored_at: read_at,
                 epoch,
-            },
+            }),
         );
     }
 }

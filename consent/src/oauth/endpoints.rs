@@ -254,7 +254,7 @@ impl OAuthService {
         token: Option<String>,
         list: &RevocationList,
         now: DateTime<Utc>,
-    ) -> Result<Introspection, OAuthError> {
+    ) -> Result<std::sync::Arc<Introspection>, OAuthError> {
         let svc = self.clone();
         let answers = self.answers.clone();
         let key = token
@@ -262,8 +262,8 @@ impl OAuthService {
             .filter(|_| answers.enabled())
             .map(|t| PlainToken::from_presented(t).hash().into_string());
         let read = (answers.epoch(), std::time::Instant::now());
-        let (fast_svc, fast_token) = (svc.clone(), token.clone());
-        let (db_svc, db_token) = (svc.clone(), token.clone());
+        let db_svc = svc.clone();
+        let db_token = token.clone();
         let found = self
             .with_credentials_or(
                 creds,
@@ -273,12 +273,12 @@ impl OAuthService {
                     if let Some(key) = key.as_deref()
                         && let Some(a) = answers.get(key, creds, now, list)
                     {
-                        return Some(Ok(Introspected::Answer(Box::new((a, None)))));
+                        return Some(Ok(Introspected::Reused(a)));
                     }
-                    let (Some(batch), Some(token)) = (&fast_svc.batches, &fast_token) else {
+                    let (Some(batch), Some(token)) = (&self.batches, &token) else {
                         return None;
                     };
-                    tokens::batched::introspect(&fast_svc, batch, creds, token, now)
+                    tokens::batched::introspect(self, batch, creds, token, now)
                         .await
                         .map(|r| r.map(|answer| Introspected::Answer(Box::new(answer))))
                 },
@@ -292,6 +292,7 @@ impl OAuthService {
             )
             .await?;
         let (result, basis) = match found {
+            Introspected::Reused(answer) => return Ok(answer),
             Introspected::Answer(answer) => *answer,
             Introspected::Unverified(client) => {
                 // Attenuated tokens: verified on the verification pool, off the connection.
@@ -303,6 +304,7 @@ impl OAuthService {
                     .await??
             }
         };
+        let result = std::sync::Arc::new(result);
         if let (Some(key), Some(basis)) = (key, basis) {
             answers.put(key, result.clone(), basis, read);
         }
