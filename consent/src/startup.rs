@@ -240,6 +240,10 @@ impl Application {
                 .spawn_sync(state.platform.clone(), shutdown_rx.clone()),
             lifecycle::spawn_sweeper(state.platform.clone(), sweep_interval, shutdown_rx.clone()),
             crate::staff_broadcast::spawn(state.platform.clone(), shutdown_rx.clone()),
+            state
+                .platform
+                .rate_limiter
+                .spawn_failure_watch(shutdown_rx.clone()),
             webhooks::spawn_delivery(state.platform.clone(), shutdown_rx),
         ];
 

@@ -8,8 +8,8 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -34,14 +34,37 @@ pub trait Cache: Send + Sync + fmt::Debug {
     fn ping(&self) -> BoxFuture<'_, CacheResult<()>>;
     /// Publishes to every instance subscribed to `channel` (this one included).
     fn publish<'a>(&'a self, channel: &'a str, message: &'a str) -> BoxFuture<'a, CacheResult<()>>;
+    /// [`Cache::publish`] for a background task: over a connection of its own, so that the
+    /// connection requests use is not made on (and driven from) the background task's runtime.
+    fn publish_background<'a>(
+        &'a self,
+        channel: &'a str,
+        message: &'a str,
+    ) -> BoxFuture<'a, CacheResult<()>> {
+        self.publish(channel, message)
+    }
     /// Messages published on `channel` from now on. Redis subscriptions reconnect by themselves.
     fn subscribe(&self, channel: &str) -> broadcast::Receiver<String>;
+    /// Since when this process's current subscription to `channel` has been receiving: every
+    /// message published on it since then reached its receivers (unless a receiver lagged).
+    /// `None` while no subscription is receiving (not yet subscribed, or reconnecting: messages
+    /// published meanwhile are lost).
+    fn subscribed_at(&self, channel: &str) -> Option<Instant>;
     /// Marks `key` for `ttl` (deny-cache entries).
     fn set_flag<'a>(&'a self, key: &'a str, ttl: Duration) -> BoxFuture<'a, CacheResult<()>>;
     fn has_flag<'a>(&'a self, key: &'a str) -> BoxFuture<'a, CacheResult<bool>>;
     /// Increments a counter that expires `window` after its first increment; returns the count.
     fn incr_window<'a>(&'a self, key: &'a str, window: Duration)
     -> BoxFuture<'a, CacheResult<u64>>;
+    /// [`Cache::incr_window`], and `message` published on `channel`, in one transaction: no
+    /// count is made without its announcement, nor announced without being made.
+    fn incr_window_announced<'a>(
+        &'a self,
+        key: &'a str,
+        window: Duration,
+        channel: &'a str,
+        message: &'a str,
+    ) -> BoxFuture<'a, CacheResult<u64>>;
     /// The current values of [`Cache::incr_window`] counters (0 when absent or expired), in one
     /// round trip.
     fn counts<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, CacheResult<Vec<u64>>>;
@@ -74,7 +97,8 @@ pub struct InProcessCache {
     /// left, at least 10,000), so sweeping costs O(1) per operation amortised instead of a full
     /// scan on every call once many entries are live (DPoP proofs live about a minute each).
     sweep_above: std::sync::atomic::AtomicUsize,
-    channels: Mutex<HashMap<String, broadcast::Sender<String>>>,
+    /// Each channel's sender and when it was made (in-process delivery loses nothing).
+    channels: Mutex<HashMap<String, (broadcast::Sender<String>, Instant)>>,
 }
 
 impl fmt::Debug for InProcessCache {
@@ -102,7 +126,8 @@ impl InProcessCache {
         let mut guard = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         guard
             .entry(channel.to_string())
-            .or_insert_with(|| broadcast::channel(1024).0)
+            .or_insert_with(|| (broadcast::channel(1024).0, Instant::now()))
+            .0
             .clone()
     }
 }
@@ -129,6 +154,23 @@ impl Cache for InProcessCache {
     }
     fn subscribe(&self, channel: &str) -> broadcast::Receiver<String> {
         self.sender(channel).subscribe()
+    }
+    fn subscribed_at(&self, channel: &str) -> Option<Instant> {
+        let guard = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        guard.get(channel).map(|(_, since)| *since)
+    }
+    fn incr_window_announced<'a>(
+        &'a self,
+        key: &'a str,
+        window: Duration,
+        channel: &'a str,
+        message: &'a str,
+    ) -> BoxFuture<'a, CacheResult<u64>> {
+        Box::pin(async move {
+            let n = self.incr_window(key, window).await?;
+            self.publish(channel, message).await?;
+            Ok(n)
+        })
     }
     fn set_flag<'a>(&'a self, key: &'a str, ttl: Duration) -> BoxFuture<'a, CacheResult<()>> {
         Box::pin(async move {
@@ -206,10 +248,18 @@ pub struct RedisCache {
     client: redis::Client,
     prefix: String,
     manager: OnceCell<ConnectionManager>,
+    /// The connection of background publications ([`Cache::publish_background`]).
+    background: OnceCell<ConnectionManager>,
     /// Milliseconds since `epoch` before which no new connection attempt is made.
     breaker_until_ms: AtomicI64,
     epoch: Instant,
-    channels: Mutex<HashMap<String, broadcast::Sender<String>>>,
+    channels: Mutex<HashMap<String, Listener>>,
+}
+
+/// One channel's subscription: its receivers, and since when it has been receiving.
+struct Listener {
+    tx: broadcast::Sender<String>,
+    receiving: Arc<Mutex<Option<Instant>>>,
 }
 
 impl fmt::Debug for RedisCache {
@@ -234,6 +284,7 @@ impl RedisCache {
             client,
             prefix: prefix.to_string(),
             manager: OnceCell::new(),
+            background: OnceCell::new(),
             breaker_until_ms: AtomicI64::new(0),
             epoch: Instant::now(),
             channels: Mutex::new(HashMap::new()),
@@ -271,13 +322,13 @@ impl RedisCache {
         self.now_ms() < self.breaker_until_ms.load(Ordering::Relaxed)
     }
 
-    async fn conn(&self) -> CacheResult<ConnectionManager> {
+    async fn conn(&self, cell: &OnceCell<ConnectionManager>) -> CacheResult<ConnectionManager> {
         if self.breaker_open() {
             return Err(CacheError::Unavailable(
                 "redis connection circuit open".into(),
             ));
         }
-        if let Some(m) = self.manager.get() {
+        if let Some(m) = cell.get() {
             return Ok(m.clone());
         }
         let config = ConnectionManagerConfig::new()
@@ -285,8 +336,7 @@ impl RedisCache {
             .set_response_timeout(Some(RESPONSE_TIMEOUT))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_millis(500));
-        let result = self
-            .manager
+        let result = cell
             .get_or_try_init(|| self.client.get_connection_manager_with_config(config))
             .await;
         match result {
@@ -307,24 +357,49 @@ impl RedisCache {
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
-        let conn = self.conn().await?;
+        self.with_conn_in(&self.manager, true, f).await
+    }
+
+    /// [`RedisCache::with_conn`] on the connection in `cell`; a background call (`breaks`
+    /// false) does not open the breaker: a late beat under load must not send the requests'
+    /// calls to their fallbacks.
+    async fn with_conn_in<T, F, Fut>(
+        &self,
+        cell: &OnceCell<ConnectionManager>,
+        breaks: bool,
+        f: F,
+    ) -> CacheResult<T>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let conn = self.conn(cell).await?;
         match tokio::time::timeout(RESPONSE_TIMEOUT * 2, f(conn)).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {
                 // An error Redis answered (a wrong type, say) says nothing about reachability.
-                if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() {
+                if breaks
+                    && (e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal())
+                {
                     self.open_breaker();
                 }
                 Err(unavailable(e))
             }
             Err(_) => {
-                self.open_breaker();
+                if breaks {
+                    self.open_breaker();
+                }
                 Err(CacheError::Unavailable("redis command timed out".into()))
             }
         }
     }
 
-    fn spawn_listener(&self, channel: String, tx: broadcast::Sender<String>) {
+    fn spawn_listener(
+        &self,
+        channel: String,
+        tx: broadcast::Sender<String>,
+        receiving: Arc<Mutex<Option<Instant>>>,
+    ) {
         let client = self.client.clone();
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             tracing::error!("redis subscription requested outside a tokio runtime");
@@ -340,12 +415,15 @@ impl RedisCache {
                         if let Err(e) = pubsub.subscribe(&channel).await {
                             tracing::warn!(error = %e, "redis subscribe failed");
                         } else {
+                            // Confirmed by Redis: what is published from now on is delivered.
+                            set_receiving(&receiving, Some(Instant::now()));
                             let mut stream = pubsub.on_message();
                             while let Some(msg) = stream.next().await {
                                 if let Ok(payload) = msg.get_payload::<String>() {
                                     let _ = tx.send(payload);
                                 }
                             }
+                            set_receiving(&receiving, None);
                             tracing::warn!(channel = %channel, "redis subscription lost; reconnecting");
                         }
                     }
@@ -378,17 +456,43 @@ impl Cache for RedisCache {
                 .map(|_| ())
         })
     }
+    fn publish_background<'a>(
+        &'a self,
+        channel: &'a str,
+        message: &'a str,
+    ) -> BoxFuture<'a, CacheResult<()>> {
+        let channel = self.key(channel);
+        Box::pin(async move {
+            self.with_conn_in(&self.background, false, |mut c| async move {
+                c.publish::<_, _, usize>(channel, message).await
+            })
+            .await
+            .map(|_| ())
+        })
+    }
     fn subscribe(&self, channel: &str) -> broadcast::Receiver<String> {
         let full = self.key(channel);
         let mut guard = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(tx) = guard.get(&full).filter(|tx| tx.receiver_count() > 0) {
-            return tx.subscribe();
+        if let Some(l) = guard.get(&full).filter(|l| l.tx.receiver_count() > 0) {
+            return l.tx.subscribe();
         }
         let (tx, rx) = broadcast::channel(1024);
-        guard.insert(full.clone(), tx.clone());
+        let receiving = Arc::new(Mutex::new(None));
+        guard.insert(
+            full.clone(),
+            Listener {
+                tx: tx.clone(),
+                receiving: receiving.clone(),
+            },
+        );
         drop(guard);
-        self.spawn_listener(full, tx);
+        self.spawn_listener(full, tx, receiving);
         rx
+    }
+    fn subscribed_at(&self, channel: &str) -> Option<Instant> {
+        let guard = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let listener = guard.get(&self.key(channel))?;
+        *listener.receiving.lock().unwrap_or_else(|p| p.into_inner())
     }
     fn set_flag<'a>(&'a self, key: &'a str, ttl: Duration) -> BoxFuture<'a, CacheResult<()>> {
         let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
@@ -435,6 +539,28 @@ impl Cache for RedisCache {
             Ok(n)
         })
     }
+    fn incr_window_announced<'a>(
+        &'a self,
+        key: &'a str,
+        window: Duration,
+        channel: &'a str,
+        message: &'a str,
+    ) -> BoxFuture<'a, CacheResult<u64>> {
+        let channel = self.key(channel);
+        self.keyed(key, move |mut c, key| async move {
+            // MULTI: the count and its announcement are executed together or not at all.
+            let (n,): (u64,) = redis::pipe()
+                .atomic()
+                .add_command(set_absent(&key, "0", window))
+                .ignore()
+                .incr(&key, 1)
+                .publish(&channel, message)
+                .ignore()
+                .query_async(&mut c)
+                .await?;
+            Ok(n)
+        })
+    }
     fn put_once<'a>(
         &'a self,
         key: &'a str,
@@ -451,6 +577,10 @@ impl Cache for RedisCache {
             c.get_del::<_, Option<String>>(key).await
         })
     }
+}
+
+fn set_receiving(receiving: &Mutex<Option<Instant>>, since: Option<Instant>) {
+    *receiving.lock().unwrap_or_else(|p| p.into_inner()) = since;
 }
 
 /// `SET key value NX PX ttl`: set only if absent, expiring after `ttl` (at least 1 ms).

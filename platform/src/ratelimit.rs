@@ -1,8 +1,12 @@
 //! Fixed-window rate limiting, shared across instances through the cache. When Redis is down the
 //! limiter keeps limiting with a per-instance window instead of failing open.
 
+#[cfg(test)]
+mod shared_tests;
+pub mod watch;
+
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::cache::{Cache, InProcessCache};
 
@@ -10,6 +14,9 @@ use crate::cache::{Cache, InProcessCache};
 pub struct RateLimiter {
     shared: Arc<dyn Cache>,
     local: Arc<InProcessCache>,
+    /// Which failure counters may have moved (see [`watch`]); trusted only once
+    /// [`RateLimiter::spawn_failure_watch`] has run for a window.
+    watch: Arc<watch::FailureWatch>,
 }
 
 /// The outcome of one check.
@@ -24,7 +31,48 @@ impl RateLimiter {
         Self {
             shared,
             local: Arc::new(InProcessCache::default()),
+            watch: Arc::default(),
         }
+    }
+
+    /// Listens to the failure announcements of every instance and publishes this one's beat
+    /// (see [`watch`]), until `shutdown`. Without it, every check reads the shared counters.
+    pub fn spawn_failure_watch(
+        &self,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()> {
+        use tokio::sync::broadcast::error::RecvError;
+        let (shared, watch) = (self.shared.clone(), self.watch.clone());
+        let mut heard = shared.subscribe(watch::CHANNEL);
+        tokio::spawn(async move {
+            let mut beat = tokio::time::interval(watch::BEAT);
+            beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = beat.tick() => {
+                        watch.prune(Instant::now());
+                        let (number, beat) = watch.beat(Instant::now());
+                        if let Err(e) = shared.publish_background(watch::CHANNEL, &beat).await {
+                            // Not waited for: its absence says nothing about delivery.
+                            tracing::warn!(error = %e, "failure watch beat not published");
+                            watch.unsent(number);
+                        }
+                    }
+                    message = heard.recv() => match message {
+                        Ok(m) => watch.heard(&m, Instant::now(), shared.subscribed_at(watch::CHANNEL)),
+                        Err(RecvError::Lagged(n)) => {
+                            tracing::warn!(lost = n, "failure announcements lagged; reading the shared counters");
+                            watch.missed();
+                        }
+                        Err(RecvError::Closed) => {
+                            watch.missed();
+                            heard = shared.subscribe(watch::CHANNEL);
+                        }
+                    },
+                    _ = shutdown.changed() => return,
+                }
+            }
+        })
     }
 
     /// Counts one hit on `bucket` (e.g. `"login:203.0.113.9"`), allowing `limit` per `window`.
@@ -139,14 +187,22 @@ fn bounded(part: &str) -> std::borrow::Cow<'_, str> {
 }
 
 impl RateLimiter {
-    /// Counter values, from the shared cache in one round trip (and at least what this instance
-    /// counted itself while the cache was unavailable).
-    async fn counts(&self, keys: &[&str]) -> Vec<u64> {
+    /// Counter values (windows of `window`): at least what this instance counted itself while
+    /// the cache was unavailable, and what the shared cache holds, read in one round trip unless
+    /// the failure watch knows it holds nothing for these keys.
+    async fn counts(&self, keys: &[&str], window: Duration) -> Vec<u64> {
         let local = self
             .local
             .counts(keys)
             .await
             .unwrap_or_else(|_| vec![0; keys.len()]);
+        let subscribed = self.shared.subscribed_at(watch::CHANNEL);
+        if self
+            .watch
+            .may_skip(keys, window, Instant::now(), subscribed)
+        {
+            return local;
+        }
         match self.shared.counts(keys).await {
             Ok(shared) => shared
                 .into_iter()
@@ -157,8 +213,15 @@ impl RateLimiter {
         }
     }
 
+    /// Counts one failure on `key`, announced to every instance with the count.
     async fn bump(&self, key: &str, window: Duration) {
-        if self.shared.incr_window(key, window).await.is_err() {
+        self.watch.failed_here(key, window, Instant::now());
+        let announcement = watch::announcement(key, window);
+        let counted = self
+            .shared
+            .incr_window_announced(key, window, watch::CHANNEL, &announcement)
+            .await;
+        if counted.is_err() {
             tracing::warn!("login failure counted in-process only (cache unavailable)");
             let _ = self.local.incr_window(key, window).await;
         }
@@ -172,10 +235,14 @@ impl RateLimiter {
         // Without a per-account limit (client authentication) the account counter is not read.
         let per_account = limits.per_account < u64::MAX;
         let counts = if per_account {
-            self.counts(&[&attempt.pair, &attempt.address, &attempt.account])
-                .await
+            self.counts(
+                &[&attempt.pair, &attempt.address, &attempt.account],
+                limits.window,
+            )
+            .await
         } else {
-            self.counts(&[&attempt.pair, &attempt.address]).await
+            self.counts(&[&attempt.pair, &attempt.address], limits.window)
+                .await
         };
         let (pair, address, account) = match counts[..] {
             [pair, address, account] => (pair, address, account),
@@ -207,7 +274,7 @@ impl RateLimiter {
     pub async fn failures_allowed(&self, bucket: &str, limit: u64, window: Duration) -> Decision {
         let key = format!("rl:{bucket}");
         if self
-            .counts(&[&key])
+            .counts(&[&key], window)
             .await
             .first()
             .copied()

@@ -1,0 +1,164 @@
+//! Failure limits across instances: two limiters on one shared cache (in-process, and real
+//! Redis when `TEST_REDIS_URL` is set), each with its failure watch running.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::cache::RedisCache;
+
+/// Short windows, so that the watches trust their subscriptions within the test.
+const LIMITS: LoginLimits = LoginLimits {
+    per_pair: 3,
+    per_address: 100,
+    per_account: u64::MAX,
+    window: Duration::from_millis(300),
+    free_failures: u64::MAX,
+    first_delay: Duration::ZERO,
+    max_delay: Duration::ZERO,
+};
+
+/// A shared cache as two instances see it: its name and each instance's connection.
+type Shared = (&'static str, Arc<dyn Cache>, Arc<dyn Cache>);
+
+/// The shared caches to test on: in-process, and Redis under a fresh prefix when configured.
+fn caches() -> Vec<Shared> {
+    let shared: Arc<dyn Cache> = Arc::new(InProcessCache::default());
+    let mut out = vec![("in-process", shared.clone(), shared)];
+    match std::env::var("TEST_REDIS_URL") {
+        Ok(url) => {
+            let prefix = format!("t-rl-{}:", crate::crypto::random_id("p"));
+            // Two connections, as two servers have.
+            let a: Arc<dyn Cache> = Arc::new(RedisCache::new(&url, &prefix).unwrap());
+            let b: Arc<dyn Cache> = Arc::new(RedisCache::new(&url, &prefix).unwrap());
+            out.push(("redis", a, b));
+        }
+        Err(_) => assert!(
+            std::env::var("CONSENT_REQUIRE_SERVICES").is_err(),
+            "CONSENT_REQUIRE_SERVICES=1 but TEST_REDIS_URL is not set"
+        ),
+    }
+    out
+}
+
+/// Waits until `rl`'s watch trusts its subscription for `window` (at most five seconds).
+async fn trusted(rl: &RateLimiter, window: Duration) {
+    let started = Instant::now();
+    while !rl.watch.may_skip(
+        &[],
+        window,
+        Instant::now(),
+        rl.shared.subscribed_at(watch::CHANNEL),
+    ) {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the watch never trusted its subscription"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A count made behind the limiter's back (no announcement), as a lost message leaves it.
+async fn unannounced_failures(cache: &Arc<dyn Cache>, attempt: &LoginAttempt, n: u64) {
+    for _ in 0..n {
+        cache
+            .incr_window(&attempt.pair, LIMITS.window)
+            .await
+            .unwrap();
+    }
+}
+
+fn limited(d: Decision) -> bool {
+    matches!(d, Decision::Limited { .. })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_on_one_instance_block_on_another_at_once() {
+    for (kind, a_cache, b_cache) in caches() {
+        let (stop, shutdown) = tokio::sync::watch::channel(false);
+        let (a, b) = (RateLimiter::new(a_cache), RateLimiter::new(b_cache.clone()));
+        let tasks = [
+            a.spawn_failure_watch(shutdown.clone()),
+            b.spawn_failure_watch(shutdown),
+        ];
+        trusted(&b, LIMITS.window).await;
+        // Trusted, `b` does not read counters nobody announced: that read is what it saves.
+        let quiet = LoginAttempt::new("client", "c_quiet", "203.0.113.1");
+        unannounced_failures(&b_cache, &quiet, 10).await;
+        assert!(!limited(b.login_allowed(&LIMITS, &quiet).await), "{kind}");
+
+        let attempt = LoginAttempt::new("client", "c_1", "203.0.113.9");
+        for _ in 0..LIMITS.per_pair {
+            assert!(!limited(a.login_allowed(&LIMITS, &attempt).await), "{kind}");
+            a.login_failed(&LIMITS, &attempt).await;
+        }
+        assert!(limited(a.login_allowed(&LIMITS, &attempt).await), "{kind}");
+        // `b` learns of the failures from their announcements: within milliseconds.
+        let started = Instant::now();
+        while !limited(b.login_allowed(&LIMITS, &attempt).await) {
+            assert!(
+                started.elapsed() < Duration::from_millis(200),
+                "{kind}: another instance's failures did not block here"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        // Another address for the same client id is not blocked.
+        let other = LoginAttempt::new("client", "c_1", "198.51.100.7");
+        assert!(!limited(b.login_allowed(&LIMITS, &other).await), "{kind}");
+        stop.send(true).unwrap();
+        for t in tasks {
+            t.await.unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn until_trusted_every_check_reads_the_shared_counters() {
+    for (kind, _, cache) in caches() {
+        let rl = RateLimiter::new(cache.clone());
+        let attempt = LoginAttempt::new("client", "c_2", "203.0.113.9");
+        unannounced_failures(&cache, &attempt, LIMITS.per_pair).await;
+        // No watch running.
+        assert!(limited(rl.login_allowed(&LIMITS, &attempt).await), "{kind}");
+        // A watch that has not listened for a whole window yet.
+        let (stop, shutdown) = tokio::sync::watch::channel(false);
+        let task = rl.spawn_failure_watch(shutdown);
+        let long = LoginLimits {
+            window: Duration::from_secs(60),
+            ..LIMITS
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(limited(rl.login_allowed(&long, &attempt).await), "{kind}");
+        stop.send(true).unwrap();
+        task.await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn lost_announcements_make_every_check_read() {
+    // In-process delivery on one thread: the watch cannot run while the flood is published,
+    // so its receiver overflows for certain.
+    let cache: Arc<dyn Cache> = Arc::new(InProcessCache::default());
+    let rl = RateLimiter::new(cache.clone());
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let task = rl.spawn_failure_watch(shutdown);
+    trusted(&rl, LIMITS.window).await;
+    let attempt = LoginAttempt::new("client", "c_3", "203.0.113.9");
+    unannounced_failures(&cache, &attempt, LIMITS.per_pair).await;
+    assert!(!limited(rl.login_allowed(&LIMITS, &attempt).await));
+    // More announcements than the receiver holds, published without yielding to it.
+    for i in 0..3_000 {
+        let message = watch::announcement(&format!("flood-{i}"), LIMITS.window);
+        cache.publish(watch::CHANNEL, &message).await.unwrap();
+    }
+    let started = Instant::now();
+    while !limited(rl.login_allowed(&LIMITS, &attempt).await) {
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "a lagged watch still skipped the shared counters"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stop.send(true).unwrap();
+    task.await.unwrap();
+}
