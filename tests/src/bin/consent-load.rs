@@ -409,6 +409,10 @@ async fn seed_codes(app: &TestApp, n: usize, challenge: &str, valid: Duration) -
 
 #[tokio::main]
 async fn main() {
+    // The server's own log lines, when asked for (`RUST_LOG=info`, say).
+    if std::env::var_os("RUST_LOG").is_some() {
+        consent::telemetry::init_tracing(platform::config::LogFormat::Text);
+    }
     let a = args();
     if a.scenario == "revocation-memory-child" {
         revocation_memory_child();
