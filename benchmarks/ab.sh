@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Two builds of our server side by side, interleaved A-B-A-B: `/healthz`, introspection (2,000
+# distinct tokens) and refresh, each on a fresh `consent-load --scenario hold` server.
+#
+#   bash benchmarks/ab.sh BASE_DIR NEW_DIR     # directories holding each build's consent-load
+#   S=10 ROUNDS=2 WAIT=75 bash benchmarks/ab.sh ...
+#
+# WAIT is how old each server is (seconds) before its runs: the client-authentication failure
+# watch trusts its subscription only after a whole window (60 s). Run from the repository root
+# (the hold server writes its wrk scripts to target/wrk). Needs wrk and the PostgreSQL and Redis of
+# TEST_DATABASE_URL and TEST_REDIS_URL (defaults: the local ones).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ $# -eq 2 ] || { echo "usage: $0 BASE_DIR NEW_DIR" >&2; exit 2; }
+export TEST_DATABASE_URL=${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+export TEST_REDIS_URL=${TEST_REDIS_URL:-redis://127.0.0.1:6379}
+S=${S:-10}
+ROUNDS=${ROUNDS:-2}
+WAIT=${WAIT:-75}
+OUT=benchmarks/out
+mkdir -p "$OUT"
+rate() { awk '/^Requests\/sec:/ {print $2}' "$1"; }
+for round in $(seq 1 "$ROUNDS"); do
+    for side in base new; do
+        dir=$1
+        [ "$side" = new ] && dir=$2
+        start=$(date +%s)
+        "$dir/consent-load" --scenario hold --seconds 900 --concurrency $((S * 12000)) >"$OUT/ab-hold.log" 2>&1 &
+        pid=$!
+        until grep -q "one-use refresh tokens and" "$OUT/ab-hold.log" 2>/dev/null; do
+            kill -0 "$pid" 2>/dev/null || { cat "$OUT/ab-hold.log" >&2; exit 1; }
+            sleep 1
+        done
+        url=$(grep -o 'server http://[0-9.:]*' "$OUT/ab-hold.log" | head -1 | cut -d' ' -f2)
+        while [ $(($(date +%s) - start)) -lt "$WAIT" ]; do sleep 1; done
+        sed 's/NTHREADS/2/' target/wrk/refresh.lua >"$OUT/ab-refresh.lua"
+        wrk -t2 -c64 "-d${S}s" "$url/healthz" >"$OUT/ab-healthz.txt"
+        wrk -t2 -c64 "-d${S}s" -s target/wrk/introspect-many.lua "$url" >"$OUT/ab-introspect.txt"
+        wrk -t2 -c64 "-d${S}s" -s "$OUT/ab-refresh.lua" "$url" >"$OUT/ab-refresh.txt"
+        h=$(rate "$OUT/ab-healthz.txt") i=$(rate "$OUT/ab-introspect.txt") r=$(rate "$OUT/ab-refresh.txt")
+        echo "round $round $side healthz=$h introspection=$i refresh=$r introspection/healthz=$(awk "BEGIN {printf \"%.3f\", $i / $h}")"
+        grep -h "Non-2xx" "$OUT"/ab-*.txt >&2 || true
+        kill "$pid"
+        wait "$pid" 2>/dev/null || true
+    done
+done
