@@ -57,14 +57,21 @@ pub trait Cache: Send + Sync + fmt::Debug {
     fn incr_window<'a>(&'a self, key: &'a str, window: Duration)
     -> BoxFuture<'a, CacheResult<u64>>;
     /// [`Cache::incr_window`], and `message` published on `channel`, in one transaction: no
-    /// count is made without its announcement, nor announced without being made.
+    /// count is made without its announcement, nor announced without being made. (This default,
+    /// for a cache within one process, counts and then publishes.)
     fn incr_window_announced<'a>(
         &'a self,
         key: &'a str,
         window: Duration,
         channel: &'a str,
         message: &'a str,
-    ) -> BoxFuture<'a, CacheResult<u64>>;
+    ) -> BoxFuture<'a, CacheResult<u64>> {
+        Box::pin(async move {
+            let n = self.incr_window(key, window).await?;
+            self.publish(channel, message).await?;
+            Ok(n)
+        })
+    }
     /// The current values of [`Cache::incr_window`] counters (0 when absent or expired), in one
     /// round trip.
     fn counts<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, CacheResult<Vec<u64>>>;
@@ -158,19 +165,6 @@ impl Cache for InProcessCache {
     fn subscribed_at(&self, channel: &str) -> Option<Instant> {
         let guard = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         guard.get(channel).map(|(_, since)| *since)
-    }
-    fn incr_window_announced<'a>(
-        &'a self,
-        key: &'a str,
-        window: Duration,
-        channel: &'a str,
-        message: &'a str,
-    ) -> BoxFuture<'a, CacheResult<u64>> {
-        Box::pin(async move {
-            let n = self.incr_window(key, window).await?;
-            self.publish(channel, message).await?;
-            Ok(n)
-        })
     }
     fn set_flag<'a>(&'a self, key: &'a str, ttl: Duration) -> BoxFuture<'a, CacheResult<()>> {
         Box::pin(async move {

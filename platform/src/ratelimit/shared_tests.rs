@@ -72,6 +72,15 @@ fn limited(d: Decision) -> bool {
     matches!(d, Decision::Limited { .. })
 }
 
+/// Asks until `rl` limits `attempt`; fails with `why` if that takes longer than `within`.
+async fn limited_within(rl: &RateLimiter, attempt: &LoginAttempt, within: Duration, why: &str) {
+    let started = Instant::now();
+    while !limited(rl.login_allowed(&LIMITS, attempt).await) {
+        assert!(started.elapsed() < within, "{why}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_on_one_instance_block_on_another_at_once() {
     for (kind, a_cache, b_cache) in caches() {
@@ -94,14 +103,8 @@ async fn failures_on_one_instance_block_on_another_at_once() {
         }
         assert!(limited(a.login_allowed(&LIMITS, &attempt).await), "{kind}");
         // `b` learns of the failures from their announcements: within milliseconds.
-        let started = Instant::now();
-        while !limited(b.login_allowed(&LIMITS, &attempt).await) {
-            assert!(
-                started.elapsed() < Duration::from_millis(200),
-                "{kind}: another instance's failures did not block here"
-            );
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+        let why = format!("{kind}: another instance's failures did not block here");
+        limited_within(&b, &attempt, Duration::from_millis(200), &why).await;
         // Another address for the same client id is not blocked.
         let other = LoginAttempt::new("client", "c_1", "198.51.100.7");
         assert!(!limited(b.login_allowed(&LIMITS, &other).await), "{kind}");
@@ -151,14 +154,8 @@ async fn lost_announcements_make_every_check_read() {
         let message = watch::announcement(&format!("flood-{i}"), LIMITS.window);
         cache.publish(watch::CHANNEL, &message).await.unwrap();
     }
-    let started = Instant::now();
-    while !limited(rl.login_allowed(&LIMITS, &attempt).await) {
-        assert!(
-            started.elapsed() < Duration::from_secs(1),
-            "a lagged watch still skipped the shared counters"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let why = "a lagged watch still skipped the shared counters";
+    limited_within(&rl, &attempt, Duration::from_secs(1), why).await;
     stop.send(true).unwrap();
     task.await.unwrap();
 }
