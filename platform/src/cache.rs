@@ -316,7 +316,13 @@ impl RedisCache {
         self.now_ms() < self.breaker_until_ms.load(Ordering::Relaxed)
     }
 
-    async fn conn(&self, cell: &OnceCell<ConnectionManager>) -> CacheResult<ConnectionManager> {
+    /// The connection in `cell`, made on first use; a failure to make it opens the breaker
+    /// when `breaks` (a background caller's failures never do).
+    async fn conn(
+        &self,
+        cell: &OnceCell<ConnectionManager>,
+        breaks: bool,
+    ) -> CacheResult<ConnectionManager> {
         if self.breaker_open() {
             return Err(CacheError::Unavailable(
                 "redis connection circuit open".into(),
@@ -336,7 +342,9 @@ impl RedisCache {
         match result {
             Ok(m) => Ok(m.clone()),
             Err(e) => {
-                self.open_breaker();
+                if breaks {
+                    self.open_breaker();
+                }
                 Err(unavailable(e))
             }
         }
@@ -367,7 +375,7 @@ impl RedisCache {
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
-        let conn = self.conn(cell).await?;
+        let conn = self.conn(cell, breaks).await?;
         match tokio::time::timeout(RESPONSE_TIMEOUT * 2, f(conn)).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {

@@ -47,10 +47,14 @@ impl RateLimiter {
         tokio::spawn(async move {
             let mut beat = tokio::time::interval(watch::BEAT);
             beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut beats = 0u64;
             loop {
                 tokio::select! {
                     _ = beat.tick() => {
-                        watch.prune(Instant::now());
+                        beats += 1;
+                        if beats.is_multiple_of(10) {
+                            watch.prune(Instant::now());
+                        }
                         let (number, beat) = watch.beat(Instant::now());
                         if let Err(e) = shared.publish_background(watch::CHANNEL, &beat).await {
                             // Not waited for: its absence says nothing about delivery.
