@@ -48,6 +48,9 @@ impl RateLimiter {
             let mut beat = tokio::time::interval(watch::BEAT);
             beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut beats = 0u64;
+            // Whether the last beat failed to publish: a Redis outage is logged once, not twice
+            // a second.
+            let mut failing = false;
             loop {
                 tokio::select! {
                     _ = beat.tick() => {
@@ -56,10 +59,20 @@ impl RateLimiter {
                             watch.prune(Instant::now());
                         }
                         let (number, beat) = watch.beat(Instant::now());
-                        if let Err(e) = shared.publish_background(watch::CHANNEL, &beat).await {
-                            // Not waited for: its absence says nothing about delivery.
-                            tracing::warn!(error = %e, "failure watch beat not published");
-                            watch.unsent(number);
+                        match shared.publish_background(watch::CHANNEL, &beat).await {
+                            Err(e) => {
+                                if !failing {
+                                    tracing::warn!(error = %e, "failure watch beats not published; reading the shared counters");
+                                }
+                                failing = true;
+                                // Late until a later beat returns; overtaken, not taken as lost.
+                                watch.unsent(number);
+                            }
+                            Ok(()) if failing => {
+                                tracing::info!("failure watch beats published again");
+                                failing = false;
+                            }
+                            Ok(()) => {}
                         }
                     }
                     message = heard.recv() => match message {

@@ -16,7 +16,7 @@
 //! - while more keys are hot than it keeps ([`MAX_HOT`]).
 //!
 //! What changes against reading on every check: another instance's failure takes effect here
-//! once its announcement arrives (under a millisecond on a healthy link) instead of once its
+//! once its announcement arrives (the tests require 200 ms at most) instead of once its
 //! increment lands, and delivery up to about 1.5 s late ([`STALE`] plus one [`BEAT`]) goes
 //! unnoticed. A burst here that lands within that delay after failures that completed on
 //! another instance passes where the read would have blocked it; only a key with no failure
@@ -118,10 +118,11 @@ impl Default for FailureWatch {
 impl FailureWatch {
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         // A poisoned lock only means a panic elsewhere mid-update of plain data; refusing to
-        // trust is the safe reading of any state it left.
+        // trust is the safe reading of any state it left: trust starts over (a whole window).
         let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if self.state.is_poisoned() {
             guard.since = None;
+            self.state.clear_poison();
         }
         guard
     }
@@ -419,6 +420,24 @@ mod tests {
         assert!(!w.may_skip(&["k"], MINUTE, now + BEAT, Some(resubscribed)));
         let again = beats(&w, now + BEAT, now + BEAT + MINUTE, resubscribed);
         assert!(w.may_skip(&["k"], MINUTE, again, Some(resubscribed)));
+    }
+
+    #[test]
+    fn a_poisoned_watch_starts_trust_over_and_recovers() {
+        let t0 = Instant::now();
+        let (w, now) = trusted(t0);
+        std::thread::scope(|scope| {
+            let poisoner = scope.spawn(|| {
+                let _guard = w.state.lock().unwrap();
+                panic!("poisoning the watch's lock on purpose");
+            });
+            assert!(poisoner.join().is_err());
+        });
+        assert!(w.state.is_poisoned());
+        assert!(!w.may_skip(&["k"], MINUTE, now, Some(t0)));
+        assert!(!w.state.is_poisoned(), "cleared once read safely");
+        let again = beats(&w, now, now + MINUTE, t0);
+        assert!(w.may_skip(&["k"], MINUTE, again, Some(t0)));
     }
 
     #[test]
