@@ -1758,3 +1758,37 @@ async fn reading_and_reviewing_kyc_need_the_compliance_role() {
         assert_eq!(count(&app, "kyc_reviews").await, 1);
     }
 }
+
+/// The cap on clients per developer holds when creates arrive at once: with five places left,
+/// twenty concurrent creates make exactly five clients, and the rest are refused (409).
+#[tokio::test]
+async fn concurrent_creates_never_pass_the_client_cap() {
+    use developer_portal::clients::MAX_CLIENTS;
+    for backend in backends() {
+        let app = spawn_app(backend).await;
+        let dev = app.developer_token("many@fintech.example").await;
+        for _ in 0..MAX_CLIENTS - 5 {
+            let r = app.post_client(&dev, &client_body("sandbox")).await;
+            assert_eq!(r.status(), 201, "{backend:?}");
+        }
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..20 {
+            let (client, url, dev) = (app.client.clone(), app.url("/api/v1/clients"), dev.clone());
+            set.spawn(async move {
+                let r = client
+                    .post(url)
+                    .bearer_auth(dev)
+                    .json(&client_body("sandbox"));
+                r.send().await.unwrap().status().as_u16()
+            });
+        }
+        let mut statuses = set.join_all().await;
+        statuses.sort_unstable();
+        let made = statuses.iter().filter(|s| **s == 201).count();
+        let refused = statuses.iter().filter(|s| **s == 409).count();
+        assert_eq!((made, refused), (5, 15), "{backend:?}: {statuses:?}");
+        let r = app.post_client(&dev, &client_body("sandbox")).await;
+        assert_eq!(r.status(), 409, "{backend:?}");
+        app.stop().await;
+    }
+}

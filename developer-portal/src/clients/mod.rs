@@ -218,6 +218,13 @@ pub fn create(
         }
         e.into_result()?;
     }
+    // Two creates at once for one developer wait for each other here, so the count below holds
+    // (SQLite's write transactions are serial already).
+    if let AnyConnection::Postgresql(pg) = conn {
+        diesel::sql_query("SELECT 1 FROM developers WHERE id = $1 FOR NO KEY UPDATE")
+            .bind::<diesel::sql_types::Text, _>(developer_id)
+            .execute(pg)?;
+    }
     let count: i64 = clients::table
         .filter(clients::developer_id.eq(developer_id))
         .filter(clients::status.ne(ClientStatus::Deleted.as_str()))
