@@ -214,7 +214,12 @@ pub async fn login(
     let rl = &platform.rate_limiter;
     let limits = LoginLimits::DEFAULT;
     let attempt = LoginAttempt::new(kind.as_str(), &normalized, client_addr);
-    limited(rl.login_allowed(&limits, &attempt).await)?;
+    // Counted before the password is checked (guesses sent at once see each other), taken
+    // back below when it is right.
+    let ticket = rl
+        .login_begin(&limits, &attempt)
+        .await
+        .map_err(|refused| PortalError::RateLimited(refused.retry_after_secs))?;
     let lookup = normalized.clone();
     let found: Option<(String, String)> = read(platform, move |c| {
         Ok(match kind {
@@ -239,9 +244,10 @@ pub async fn login(
         .map_err(|e| StorageError::Unavailable(e.to_string()))?;
     let Some((subject_id, _)) = found.filter(|_| ok) else {
         tracing::info!(kind = kind.as_str(), "portal login failed");
-        rl.login_failed(&limits, &attempt).await;
+        ticket.failed();
         return Err(PortalError::InvalidCredentials);
     };
+    rl.login_succeeded(ticket).await;
     let now = platform.now();
     let address = client_addr.to_string();
     write(platform, move |c| {

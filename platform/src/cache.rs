@@ -56,22 +56,20 @@ pub trait Cache: Send + Sync + fmt::Debug {
     /// Increments a counter that expires `window` after its first increment; returns the count.
     fn incr_window<'a>(&'a self, key: &'a str, window: Duration)
     -> BoxFuture<'a, CacheResult<u64>>;
-    /// [`Cache::incr_window`], and `message` published on `channel`, in one transaction: no
-    /// count is made without its announcement, nor announced without being made. (This default,
-    /// for a cache within one process, counts and then publishes.)
-    fn incr_window_announced<'a>(
+    /// [`Cache::incr_window`] on each of `keys`, and each of `messages` published on `channel`,
+    /// in one transaction: no count is made without its announcement, nor announced without
+    /// being made, and concurrent callers see each other's counts whole (never one caller's
+    /// first key counted and its second not yet). Returns the counts, in the order of `keys`.
+    fn incr_windows_announced<'a>(
         &'a self,
-        key: &'a str,
+        keys: &'a [&'a str],
         window: Duration,
         channel: &'a str,
-        message: &'a str,
-    ) -> BoxFuture<'a, CacheResult<u64>> {
-        Box::pin(async move {
-            let n = self.incr_window(key, window).await?;
-            self.publish(channel, message).await?;
-            Ok(n)
-        })
-    }
+        messages: &'a [String],
+    ) -> BoxFuture<'a, CacheResult<Vec<u64>>>;
+    /// Takes one back from a live [`Cache::incr_window`] counter: never below zero, never
+    /// creating the key, and its expiry unchanged.
+    fn decr_window<'a>(&'a self, key: &'a str) -> BoxFuture<'a, CacheResult<()>>;
     /// The current values of [`Cache::incr_window`] counters (0 when absent or expired), in one
     /// round trip.
     fn counts<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, CacheResult<Vec<u64>>>;
@@ -139,6 +137,20 @@ impl InProcessCache {
     }
 }
 
+/// Increments `key`'s window counter in `m` (a new window once the last has ended).
+fn incr_in(m: &mut HashMap<String, (String, Instant)>, key: &str, window: Duration) -> u64 {
+    let now = Instant::now();
+    let entry = m
+        .entry(key.to_string())
+        .or_insert_with(|| ("0".into(), now + window));
+    if entry.1 <= now {
+        *entry = ("0".into(), now + window);
+    }
+    let n = entry.0.parse::<u64>().unwrap_or(0).saturating_add(1);
+    entry.0 = n.to_string();
+    n
+}
+
 fn live(entry: Option<&(String, Instant)>) -> Option<&String> {
     entry
         .filter(|(_, exp)| *exp > Instant::now())
@@ -189,19 +201,35 @@ impl Cache for InProcessCache {
         key: &'a str,
         window: Duration,
     ) -> BoxFuture<'a, CacheResult<u64>> {
+        Box::pin(async move { Ok(self.with_entries(|m| incr_in(m, key, window))) })
+    }
+    fn incr_windows_announced<'a>(
+        &'a self,
+        keys: &'a [&'a str],
+        window: Duration,
+        channel: &'a str,
+        messages: &'a [String],
+    ) -> BoxFuture<'a, CacheResult<Vec<u64>>> {
         Box::pin(async move {
-            Ok(self.with_entries(|m| {
-                let now = Instant::now();
-                let entry = m
-                    .entry(key.to_string())
-                    .or_insert_with(|| ("0".into(), now + window));
-                if entry.1 <= now {
-                    *entry = ("0".into(), now + window);
+            // One lock for every key: concurrent callers see each other's counts whole.
+            let counts =
+                self.with_entries(|m| keys.iter().map(|k| incr_in(m, k, window)).collect());
+            let tx = self.sender(channel);
+            for message in messages {
+                let _ = tx.send(message.clone());
+            }
+            Ok(counts)
+        })
+    }
+    fn decr_window<'a>(&'a self, key: &'a str) -> BoxFuture<'a, CacheResult<()>> {
+        Box::pin(async move {
+            self.with_entries(|m| {
+                if let Some(entry) = m.get_mut(key).filter(|(_, exp)| *exp > Instant::now()) {
+                    let n = entry.0.parse::<u64>().unwrap_or(0).saturating_sub(1);
+                    entry.0 = n.to_string();
                 }
-                let n = entry.0.parse::<u64>().unwrap_or(0).saturating_add(1);
-                entry.0 = n.to_string();
-                n
-            }))
+            });
+            Ok(())
         })
     }
     fn put_once<'a>(
@@ -237,6 +265,13 @@ impl Cache for InProcessCache {
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 const RESPONSE_TIMEOUT: Duration = Duration::from_millis(500);
 const BREAKER: Duration = Duration::from_secs(1);
+/// [`Cache::decr_window`]: decrements a positive counter that exists (DECR keeps its expiry).
+static DECR_LIVE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        "local n = tonumber(redis.call('GET', KEYS[1]) or '0') \
+         if n and n > 0 then return redis.call('DECR', KEYS[1]) end return 0",
+    )
+});
 
 pub struct RedisCache {
     client: redis::Client,
@@ -541,26 +576,43 @@ impl Cache for RedisCache {
             Ok(n)
         })
     }
-    fn incr_window_announced<'a>(
+    fn incr_windows_announced<'a>(
         &'a self,
-        key: &'a str,
+        keys: &'a [&'a str],
         window: Duration,
         channel: &'a str,
-        message: &'a str,
-    ) -> BoxFuture<'a, CacheResult<u64>> {
+        messages: &'a [String],
+    ) -> BoxFuture<'a, CacheResult<Vec<u64>>> {
+        let keys: Vec<String> = keys.iter().map(|k| self.key(k)).collect();
         let channel = self.key(channel);
-        self.keyed(key, move |mut c, key| async move {
-            // MULTI: the count and its announcement are executed together or not at all.
-            let (n,): (u64,) = redis::pipe()
-                .atomic()
-                .add_command(set_absent(&key, "0", window))
-                .ignore()
-                .incr(&key, 1)
-                .publish(&channel, message)
-                .ignore()
-                .query_async(&mut c)
-                .await?;
-            Ok(n)
+        Box::pin(async move {
+            self.with_conn(|mut c| async move {
+                // MULTI: the counts and their announcements are executed together or not at
+                // all, and no other client's command runs between them.
+                let mut pipe = redis::pipe();
+                pipe.atomic();
+                for key in &keys {
+                    pipe.add_command(set_absent(key, "0", window))
+                        .ignore()
+                        .incr(key, 1);
+                }
+                for message in messages {
+                    pipe.publish(&channel, message).ignore();
+                }
+                pipe.query_async::<Vec<u64>>(&mut c).await
+            })
+            .await
+        })
+    }
+    fn decr_window<'a>(&'a self, key: &'a str) -> BoxFuture<'a, CacheResult<()>> {
+        self.keyed(key, |mut c, key| async move {
+            // A script, so that the check and the decrement are one step on the server: DECR
+            // alone would make a counter of -1, without expiry, of a key that has just expired.
+            DECR_LIVE
+                .key(key)
+                .invoke_async::<i64>(&mut c)
+                .await
+                .map(|_| ())
         })
     }
     fn put_once<'a>(

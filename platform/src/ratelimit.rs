@@ -169,6 +169,27 @@ impl LoginLimits {
     }
 }
 
+/// An attempt [`RateLimiter::login_begin`] refused: try again after `retry_after_secs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refused {
+    pub retry_after_secs: u64,
+}
+
+/// A password check admitted by [`RateLimiter::login_begin`], already counted as a failed
+/// attempt: [`RateLimiter::login_succeeded`] takes the count back, [`LoginTicket::failed`] (or
+/// dropping it) leaves it.
+#[must_use = "an admitted attempt stays counted as a failure unless it is marked succeeded"]
+#[derive(Debug)]
+pub struct LoginTicket {
+    /// The counters counted, each with whether in the shared cache (else in-process).
+    counted: Vec<(String, bool)>,
+}
+
+impl LoginTicket {
+    /// The password was wrong (or the attempt refused): the count stays.
+    pub fn failed(self) {}
+}
+
 /// The counters of one login attempt: `scope` names the kind of account (`customer`,
 /// `developer`, `staff`, ...).
 #[derive(Debug, Clone)]
@@ -189,6 +210,17 @@ impl LoginAttempt {
             address: format!("lf:{scope}:addr:{address}"),
             account: format!("lf:{scope}:acct:{account}"),
         }
+    }
+}
+
+impl LoginAttempt {
+    /// Its counters under `limits`: pair, address and, with a per-account limit, account.
+    fn counters(&self, limits: &LoginLimits) -> Vec<&str> {
+        let mut keys = vec![&*self.pair, &*self.address];
+        if limits.per_account < u64::MAX {
+            keys.push(&self.account);
+        }
+        keys
     }
 }
 
@@ -230,21 +262,114 @@ impl RateLimiter {
         }
     }
 
-    /// Counts one failure on `key`, announced to every instance with the count.
-    async fn bump(&self, key: &str, window: Duration) {
-        self.watch.failed_here(key, window, Instant::now());
-        let announcement = watch::announcement(key, window);
+    /// Counts one failure on each of `keys` (in one transaction), announced to every instance
+    /// with the counts; returns the counts (each at least what this instance counted itself
+    /// while the cache was unavailable), and whether they were made in the shared cache (else
+    /// in-process).
+    async fn bump(&self, keys: &[&str], window: Duration) -> (Vec<u64>, bool) {
+        let now = Instant::now();
+        for key in keys {
+            self.watch.failed_here(key, window, now);
+        }
+        let announcements: Vec<String> = keys
+            .iter()
+            .map(|key| watch::announcement(key, window))
+            .collect();
         let counted = self
             .shared
-            .incr_window_announced(key, window, watch::CHANNEL, &announcement)
+            .incr_windows_announced(keys, window, watch::CHANNEL, &announcements)
             .await;
-        if counted.is_err() {
-            tracing::warn!("login failure counted in-process only (cache unavailable)");
-            let _ = self.local.incr_window(key, window).await;
+        match counted {
+            Ok(shared) => {
+                let local = self.local.counts(keys).await.unwrap_or_default();
+                let counts = shared
+                    .iter()
+                    .enumerate()
+                    .map(|(n, s)| (*s).max(local.get(n).copied().unwrap_or(0)))
+                    .collect();
+                (counts, true)
+            }
+            Err(_) => {
+                tracing::warn!("login failure counted in-process only (cache unavailable)");
+                let mut counts = Vec::with_capacity(keys.len());
+                for key in keys {
+                    counts.push(
+                        self.local
+                            .incr_window(key, window)
+                            .await
+                            .unwrap_or(u64::MAX),
+                    );
+                }
+                (counts, false)
+            }
         }
     }
 
-    /// Whether `attempt` may check a password now (see [`LoginLimits`]).
+    /// Admits one password check for `attempt`, or refuses it (see [`LoginLimits`]). The
+    /// attempt is counted as a failure before it is admitted, so the limits apply to every
+    /// attempt admitted so far, those still being checked included: guesses sent all at once
+    /// get no further than guesses sent one after the other. The caller gives the count back
+    /// when the password was right ([`RateLimiter::login_succeeded`]); a refused attempt, and
+    /// one that fails, stays counted (the window still ends when it was going to).
+    ///
+    /// Client authentication uses [`RateLimiter::login_allowed`] instead: a client secret
+    /// cannot be guessed, and counting before the check would cost a shared-cache round trip on
+    /// every successful call.
+    pub async fn login_begin(
+        &self,
+        limits: &LoginLimits,
+        attempt: &LoginAttempt,
+    ) -> Result<LoginTicket, Refused> {
+        let per_account = limits.per_account < u64::MAX;
+        let keys = attempt.counters(limits);
+        let (counts, shared) = self.bump(&keys, limits.window).await;
+        let counted = keys.iter().map(|k| (k.to_string(), shared)).collect();
+        let ticket = LoginTicket { counted };
+        let count = |n: usize| counts.get(n).copied().unwrap_or(u64::MAX);
+        let (pair, address) = (count(0), count(1));
+        let account = if per_account { count(2) } else { 0 };
+        // Each count includes this attempt: it may be at the limit, not past it.
+        let pair_limit = if account > limits.per_account {
+            1
+        } else {
+            limits.per_pair
+        };
+        if pair > pair_limit || address > limits.per_address {
+            metrics::counter!("consent_rate_limited_total").increment(1);
+            ticket.failed();
+            return Err(Refused {
+                retry_after_secs: limits.window.as_secs().max(1),
+            });
+        }
+        // Served before the password is checked, whatever the outcome (see `login_allowed`).
+        let delay = limits.delay_after(pair);
+        if !delay.is_zero() {
+            metrics::counter!("consent_login_delayed_total").increment(1);
+            tokio::time::sleep(delay).await;
+        }
+        Ok(ticket)
+    }
+
+    /// The password of an attempt [`RateLimiter::login_begin`] admitted was right: its count is
+    /// taken back (a correct password uses nothing up). Where the cache that counted it cannot
+    /// be reached, the failure stays counted: the limit errs towards refusing.
+    pub async fn login_succeeded(&self, ticket: LoginTicket) {
+        for (key, shared) in &ticket.counted {
+            let taken = if *shared {
+                self.shared.decr_window(key).await
+            } else {
+                self.local.decr_window(key).await
+            };
+            if taken.is_err() {
+                tracing::warn!("a successful login stays counted as a failure (cache unavailable)");
+            }
+        }
+    }
+
+    /// Whether `attempt` may check a secret now (see [`LoginLimits`]), from the failures counted
+    /// so far ([`RateLimiter::login_failed`]): attempts running at once are not counted yet, so
+    /// this is for secrets that cannot be guessed (client authentication), where it spares the
+    /// successful calls any shared-cache round trip. Passwords use [`RateLimiter::login_begin`].
     pub async fn login_allowed(&self, limits: &LoginLimits, attempt: &LoginAttempt) -> Decision {
         let limited = Decision::Limited {
             retry_after_secs: limits.window.as_secs().max(1),
@@ -309,16 +434,12 @@ impl RateLimiter {
 
     /// Counts one failure on `bucket` (see [`RateLimiter::failures_allowed`]).
     pub async fn failed(&self, bucket: &str, window: Duration) {
-        self.bump(&format!("rl:{bucket}"), window).await;
+        self.bump(&[&format!("rl:{bucket}")], window).await;
     }
 
     /// Counts a failed attempt (wrong password or unknown account) for `attempt`.
     pub async fn login_failed(&self, limits: &LoginLimits, attempt: &LoginAttempt) {
-        self.bump(&attempt.pair, limits.window).await;
-        self.bump(&attempt.address, limits.window).await;
-        if limits.per_account < u64::MAX {
-            self.bump(&attempt.account, limits.window).await;
-        }
+        self.bump(&attempt.counters(limits), limits.window).await;
     }
 }
 
@@ -406,6 +527,24 @@ mod tests {
         let limits = minute_limits(2, 100);
         let attempt = LoginAttempt::new("client", "c_1", "203.0.113.9");
         fails_until_limited(&rl, &limits, &attempt, 2).await;
+    }
+
+    /// Passwords are counted in-process while Redis is down: the allowance still holds, and a
+    /// right password still gives its count back.
+    #[tokio::test]
+    async fn passwords_are_counted_in_process_when_redis_is_down() {
+        let dead: Arc<dyn Cache> = Arc::new(RedisCache::new("redis://127.0.0.1:1", "t:").unwrap());
+        let rl = RateLimiter::new(dead);
+        let limits = minute_limits(2, 100);
+        let attempt = LoginAttempt::new("customer", "alice", "203.0.113.9");
+        for _ in 0..3 {
+            let ticket = rl.login_begin(&limits, &attempt).await.unwrap();
+            rl.login_succeeded(ticket).await;
+        }
+        for _ in 0..2 {
+            rl.login_begin(&limits, &attempt).await.unwrap().failed();
+        }
+        assert!(rl.login_begin(&limits, &attempt).await.is_err());
     }
 
     /// Failures slow down before they block: none for the first five of a pair, then doubling

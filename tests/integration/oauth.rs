@@ -2137,6 +2137,67 @@ async fn failed_logins_elsewhere_do_not_lock_the_customer_out() {
     }
 }
 
+/// Wrong passwords sent all at once get no more guesses than sent one after another: each attempt
+/// is counted before its password is checked, so of 30 at once from one address exactly the
+/// pair's allowance (10) is checked and the rest are refused; and the right password, sent
+/// alone afterwards, counts nothing against the owner.
+#[tokio::test]
+async fn a_burst_of_wrong_passwords_gets_no_more_guesses_than_one_at_a_time() {
+    for backend in backends() {
+        let app = spawn_demo_app(backend).await;
+        // The right password first, three times: it uses nothing up.
+        let owner = app.client_from("127.0.0.1");
+        for _ in 0..3 {
+            let page = owner.get(app.url("/login")).send().await.unwrap();
+            let csrf = csrf_from(&page.text().await.unwrap());
+            let form = [
+                ("csrf_token", csrf.as_str()),
+                ("username", "alice"),
+                ("password", DEMO_PASSWORD),
+            ];
+            let r = owner
+                .post(app.url("/login"))
+                .form(&form)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 303, "{backend:?}");
+        }
+        // Thirty browsers at one address, each with its own login form, post at once.
+        let mut forms = Vec::new();
+        for _ in 0..30 {
+            let client = app.client_from("127.0.0.1");
+            let page = client.get(app.url("/login")).send().await.unwrap();
+            forms.push((client, csrf_from(&page.text().await.unwrap())));
+        }
+        let mut burst = tokio::task::JoinSet::new();
+        for (client, csrf) in forms {
+            let url = app.url("/login");
+            burst.spawn(async move {
+                let form = [
+                    ("csrf_token", csrf.as_str()),
+                    ("username", "alice"),
+                    ("password", "wrong-password"),
+                ];
+                client
+                    .post(url)
+                    .form(&form)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            });
+        }
+        let mut statuses = burst.join_all().await;
+        statuses.sort_unstable();
+        let checked = statuses.iter().filter(|s| **s == 401).count();
+        let refused = statuses.iter().filter(|s| **s == 429).count();
+        assert_eq!((checked, refused), (10, 20), "{backend:?}: {statuses:?}");
+        app.stop().await;
+    }
+}
+
 /// Behind a trusted reverse proxy, throttles key on the address it forwards, so one attacker
 /// does not block every customer behind the proxy; from any other peer forwarding headers are
 /// ignored, so an attacker cannot rotate `X-Forwarded-For` to get fresh buckets.

@@ -1564,6 +1564,51 @@ async fn two_simultaneous_approvals_approve() {
     }
 }
 
+/// Wrong passwords sent all at once are counted before they are checked: of 30 at once, exactly
+/// the allowance (10) is checked and the rest are refused, for developers and staff alike; and
+/// right passwords count nothing.
+#[tokio::test]
+async fn a_burst_of_wrong_passwords_is_capped_at_the_allowance() {
+    async fn burst(app: &TestApp, path: &str, body: Value) -> (usize, usize) {
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..30 {
+            let (client, url, body) = (app.client.clone(), app.url(path), body.clone());
+            set.spawn(async move {
+                client
+                    .post(url)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            });
+        }
+        let statuses = set.join_all().await;
+        let checked = statuses.iter().filter(|s| **s == 401).count();
+        let refused = statuses.iter().filter(|s| **s == 429).count();
+        (checked, refused)
+    }
+    for backend in backends() {
+        let app = spawn_app(backend).await;
+        app.developer_token("burst@fintech.example").await;
+        for _ in 0..3 {
+            let r = app
+                .post_developer_login("burst@fintech.example", PASSWORD)
+                .await;
+            assert_eq!(r.status(), 200, "{backend:?}");
+        }
+        let wrong = json!({ "email": "burst@fintech.example", "password": "wrong password!!" });
+        let developer = burst(&app, "/api/v1/developers/login", wrong).await;
+        assert_eq!(developer, (10, 20), "{backend:?}");
+        app.staff_token("ops1").await;
+        let wrong = json!({ "username": "ops1", "password": "wrong password!!" });
+        let staff = burst(&app, "/api/v1/admin/login", wrong).await;
+        assert_eq!(staff, (10, 20), "{backend:?}");
+        app.stop().await;
+    }
+}
+
 /// A developer or staff member whose password someone is guessing from one address still logs in
 /// from their own.
 #[tokio::test]

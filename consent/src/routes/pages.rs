@@ -7,7 +7,7 @@ use actix_web::{HttpRequest, HttpResponse, get, post};
 use chrono::{DateTime, Utc};
 use maud::{Markup, html};
 use platform::crypto::verify_password;
-use platform::ratelimit::{Decision, LoginAttempt, LoginLimits};
+use platform::ratelimit::{LoginAttempt, LoginLimits};
 use platform::session::{self, LoginCsrf, SessionKind};
 use platform::web::auth::{CsrfForm, Customer, CustomerSession, PageRefusal};
 use platform::web::{clear_session_cookie, login_csrf_cookie, page, session_cookie};
@@ -173,14 +173,16 @@ pub async fn login(state: State, req: HttpRequest, body: Bytes) -> HttpResponse 
     let limiter = &state.platform.rate_limiter;
     let limits = LoginLimits::DEFAULT;
     let attempt = LoginAttempt::new("customer", &username, &ip);
-    if let Decision::Limited { .. } = limiter.login_allowed(&limits, &attempt).await {
+    // Counted before the password is checked (guesses sent at once see each other), taken
+    // back below when it is right.
+    let Ok(ticket) = limiter.login_begin(&limits, &attempt).await else {
         return retry(
             "Too many attempts. Wait a few minutes and try again.",
             StatusCode::TOO_MANY_REQUESTS,
         );
-    }
+    };
     if username.is_empty() || username.len() > 64 || password.is_empty() || password.len() > 256 {
-        limiter.login_failed(&limits, &attempt).await;
+        ticket.failed();
         return retry("Wrong username or password.", StatusCode::UNAUTHORIZED);
     }
     let now = state.platform.now();
@@ -205,9 +207,10 @@ pub async fn login(state: State, req: HttpRequest, body: Bytes) -> HttpResponse 
         .unwrap_or(false);
     let Some((customer_id, _)) = found.filter(|_| ok) else {
         tracing::info!("customer login failed");
-        limiter.login_failed(&limits, &attempt).await;
+        ticket.failed();
         return retry("Wrong username or password.", StatusCode::UNAUTHORIZED);
     };
+    limiter.login_succeeded(ticket).await;
     let address = ip.clone();
     let created = state
         .platform

@@ -159,3 +159,70 @@ async fn lost_announcements_make_every_check_read() {
     stop.send(true).unwrap();
     task.await.unwrap();
 }
+
+/// Passwords: limits without delays, over a minute.
+const PASSWORDS: LoginLimits = LoginLimits {
+    per_pair: 5,
+    per_address: 100,
+    per_account: 8,
+    window: Duration::from_secs(60),
+    free_failures: u64::MAX,
+    first_delay: Duration::ZERO,
+    max_delay: Duration::ZERO,
+};
+
+/// Attempts admitted by `login_begin` are counted before they are checked: thirty at once,
+/// split over two instances, admit exactly the pair's allowance, and the refused ones stay
+/// counted. Checked one at a time (`login_allowed`), all thirty would have passed.
+#[tokio::test]
+async fn attempts_at_once_are_admitted_up_to_the_allowance() {
+    for (name, a, b) in caches() {
+        let (ra, rb) = (RateLimiter::new(a.clone()), RateLimiter::new(b));
+        let attempt = LoginAttempt::new("customer", "alice", "203.0.113.9");
+        let tries = (0..30).map(|n| {
+            let rl = if n % 2 == 0 { &ra } else { &rb };
+            rl.login_begin(&PASSWORDS, &attempt)
+        });
+        let results = futures_util::future::join_all(tries).await;
+        let admitted: Vec<LoginTicket> = results.into_iter().filter_map(Result::ok).collect();
+        assert_eq!(admitted.len(), 5, "{name}");
+        admitted.into_iter().for_each(LoginTicket::failed);
+        let counts = a.counts(&[&attempt.pair, &attempt.account]).await.unwrap();
+        assert_eq!(counts, [30, 30], "{name}");
+        // Another address, while the account is under attack: one attempt.
+        let other = LoginAttempt::new("customer", "alice", "192.0.2.44");
+        ra.login_begin(&PASSWORDS, &other).await.unwrap().failed();
+        assert!(ra.login_begin(&PASSWORDS, &other).await.is_err(), "{name}");
+    }
+}
+
+/// A right password gives its count back: the owner logs in any number of times, and the
+/// counters are where they were. A success after the window has ended brings no counter back.
+#[tokio::test]
+async fn a_right_password_uses_nothing_up() {
+    for (name, a, b) in caches() {
+        let (ra, rb) = (RateLimiter::new(a.clone()), RateLimiter::new(b));
+        let attempt = LoginAttempt::new("customer", "bob", "198.51.100.7");
+        ra.login_begin(&PASSWORDS, &attempt).await.unwrap().failed();
+        for n in 0..20 {
+            let rl = if n % 2 == 0 { &ra } else { &rb };
+            let ticket = rl.login_begin(&PASSWORDS, &attempt).await.unwrap();
+            rl.login_succeeded(ticket).await;
+        }
+        let keys = [&*attempt.pair, &*attempt.address, &*attempt.account];
+        assert_eq!(a.counts(&keys).await.unwrap(), [1, 1, 1], "{name}");
+
+        let brief = LoginLimits {
+            window: Duration::from_millis(50),
+            ..PASSWORDS
+        };
+        let late = LoginAttempt::new("customer", "carol", "198.51.100.8");
+        let ticket = ra.login_begin(&brief, &late).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        ra.login_succeeded(ticket).await;
+        assert!(!a.has_flag(&late.pair).await.unwrap(), "{name}: recreated");
+        let ticket = ra.login_begin(&brief, &late).await.unwrap();
+        ticket.failed();
+        assert_eq!(a.counts(&[&late.pair]).await.unwrap(), [1], "{name}");
+    }
+}
