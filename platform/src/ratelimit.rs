@@ -520,31 +520,24 @@ mod tests {
         assert_eq!(rl.login_allowed(&limits, &bob).await, Decision::Allowed);
     }
 
+    /// While Redis is down, failures are counted in-process: client secrets (counted after the
+    /// check) and passwords (counted before, given back when right) are still limited.
     #[tokio::test]
     async fn failed_logins_are_counted_when_redis_is_down() {
         let dead: Arc<dyn Cache> = Arc::new(RedisCache::new("redis://127.0.0.1:1", "t:").unwrap());
         let rl = RateLimiter::new(dead);
         let limits = minute_limits(2, 100);
-        let attempt = LoginAttempt::new("client", "c_1", "203.0.113.9");
-        fails_until_limited(&rl, &limits, &attempt, 2).await;
-    }
-
-    /// Passwords are counted in-process while Redis is down: the allowance still holds, and a
-    /// right password still gives its count back.
-    #[tokio::test]
-    async fn passwords_are_counted_in_process_when_redis_is_down() {
-        let dead: Arc<dyn Cache> = Arc::new(RedisCache::new("redis://127.0.0.1:1", "t:").unwrap());
-        let rl = RateLimiter::new(dead);
-        let limits = minute_limits(2, 100);
-        let attempt = LoginAttempt::new("customer", "alice", "203.0.113.9");
+        let client = LoginAttempt::new("client", "c_1", "203.0.113.9");
+        fails_until_limited(&rl, &limits, &client, 2).await;
+        let customer = LoginAttempt::new("customer", "alice", "203.0.113.9");
         for _ in 0..3 {
-            let ticket = rl.login_begin(&limits, &attempt).await.unwrap();
+            let ticket = rl.login_begin(&limits, &customer).await.unwrap();
             rl.login_succeeded(ticket).await;
         }
         for _ in 0..2 {
-            rl.login_begin(&limits, &attempt).await.unwrap().failed();
+            rl.login_begin(&limits, &customer).await.unwrap().failed();
         }
-        assert!(rl.login_begin(&limits, &attempt).await.is_err());
+        assert!(rl.login_begin(&limits, &customer).await.is_err());
     }
 
     /// Failures slow down before they block: none for the first five of a pair, then doubling
