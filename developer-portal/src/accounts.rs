@@ -221,7 +221,7 @@ pub async fn login(
         .await
         .map_err(|refused| PortalError::RateLimited(refused.retry_after_secs))?;
     let lookup = normalized.clone();
-    let found: Option<(String, String)> = read(platform, move |c| {
+    let found: PortalResult<Option<(String, String)>> = read(platform, move |c| {
         Ok(match kind {
             SessionKind::Developer => developers::table
                 .filter(developers::email.eq(&lookup))
@@ -236,12 +236,25 @@ pub async fn login(
                 .optional()?,
         })
     })
-    .await?;
+    .await;
+    let found = match found {
+        Ok(found) => found,
+        Err(e) => {
+            rl.login_unchecked(ticket).await;
+            return Err(e);
+        }
+    };
     let stored = found.as_ref().map(|(_, h)| h.clone());
     let presented = password.to_string();
-    let ok = tokio::task::spawn_blocking(move || verify_password(&presented, stored.as_deref()))
-        .await
-        .map_err(|e| StorageError::Unavailable(e.to_string()))?;
+    let ok =
+        tokio::task::spawn_blocking(move || verify_password(&presented, stored.as_deref())).await;
+    let ok = match ok {
+        Ok(ok) => ok,
+        Err(e) => {
+            rl.login_unchecked(ticket).await;
+            return Err(StorageError::Unavailable(e.to_string()).into());
+        }
+    };
     let Some((subject_id, _)) = found.filter(|_| ok) else {
         tracing::info!(kind = kind.as_str(), "portal login failed");
         ticket.failed();

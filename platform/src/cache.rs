@@ -26,6 +26,14 @@ pub enum CacheError {
 
 pub type CacheResult<T> = Result<T, CacheError>;
 
+/// A windowed counter after an increment ([`Cache::incr_windows`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counted {
+    pub count: u64,
+    /// Time left in the counter's window.
+    pub left: Duration,
+}
+
 /// Operations the service needs from Redis. Keys and channels are given without the deployment
 /// prefix; implementations add it.
 pub trait Cache: Send + Sync + fmt::Debug {
@@ -56,20 +64,26 @@ pub trait Cache: Send + Sync + fmt::Debug {
     /// Increments a counter that expires `window` after its first increment; returns the count.
     fn incr_window<'a>(&'a self, key: &'a str, window: Duration)
     -> BoxFuture<'a, CacheResult<u64>>;
-    /// [`Cache::incr_window`] on each of `keys`, and each of `messages` published on `channel`,
-    /// in one transaction: no count is made without its announcement, nor announced without
-    /// being made, and concurrent callers see each other's counts whole (never one caller's
-    /// first key counted and its second not yet). Returns the counts, in the order of `keys`.
-    fn incr_windows_announced<'a>(
+    /// [`Cache::incr_window`] on each of `keys`, and each of `messages` (if any) published on
+    /// `channel`, in one transaction: no count is made without its announcement, nor announced
+    /// without being made, and concurrent callers see each other's counts whole (never one
+    /// caller's first key counted and its second not yet). Returns each key's count and the time
+    /// left in its window, in the order of `keys`.
+    fn incr_windows<'a>(
         &'a self,
         keys: &'a [&'a str],
         window: Duration,
         channel: &'a str,
         messages: &'a [String],
-    ) -> BoxFuture<'a, CacheResult<Vec<u64>>>;
-    /// Takes one back from a live [`Cache::incr_window`] counter: never below zero, never
-    /// creating the key, and its expiry unchanged.
-    fn decr_window<'a>(&'a self, key: &'a str) -> BoxFuture<'a, CacheResult<()>>;
+    ) -> BoxFuture<'a, CacheResult<Vec<Counted>>>;
+    /// Takes one back from each of `keys` whose window has at most `latest` (the same position
+    /// in its list) left: the window it was counted in, not a later one, which has more left.
+    /// Never below zero, never creating a key, expiries unchanged; one transaction.
+    fn decr_windows<'a>(
+        &'a self,
+        keys: &'a [&'a str],
+        latest: &'a [Duration],
+    ) -> BoxFuture<'a, CacheResult<()>>;
     /// The current values of [`Cache::incr_window`] counters (0 when absent or expired), in one
     /// round trip.
     fn counts<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, CacheResult<Vec<u64>>>;
@@ -203,30 +217,51 @@ impl Cache for InProcessCache {
     ) -> BoxFuture<'a, CacheResult<u64>> {
         Box::pin(async move { Ok(self.with_entries(|m| incr_in(m, key, window))) })
     }
-    fn incr_windows_announced<'a>(
+    fn incr_windows<'a>(
         &'a self,
         keys: &'a [&'a str],
         window: Duration,
         channel: &'a str,
         messages: &'a [String],
-    ) -> BoxFuture<'a, CacheResult<Vec<u64>>> {
+    ) -> BoxFuture<'a, CacheResult<Vec<Counted>>> {
         Box::pin(async move {
             // One lock for every key: concurrent callers see each other's counts whole.
-            let counts =
-                self.with_entries(|m| keys.iter().map(|k| incr_in(m, k, window)).collect());
-            let tx = self.sender(channel);
-            for message in messages {
-                let _ = tx.send(message.clone());
+            let counted = self.with_entries(|m| {
+                keys.iter()
+                    .map(|k| {
+                        let count = incr_in(m, k, window);
+                        let left = m.get(*k).map_or(window, |(_, exp)| {
+                            exp.saturating_duration_since(Instant::now())
+                        });
+                        Counted { count, left }
+                    })
+                    .collect()
+            });
+            if !messages.is_empty() {
+                let tx = self.sender(channel);
+                for message in messages {
+                    let _ = tx.send(message.clone());
+                }
             }
-            Ok(counts)
+            Ok(counted)
         })
     }
-    fn decr_window<'a>(&'a self, key: &'a str) -> BoxFuture<'a, CacheResult<()>> {
+    fn decr_windows<'a>(
+        &'a self,
+        keys: &'a [&'a str],
+        latest: &'a [Duration],
+    ) -> BoxFuture<'a, CacheResult<()>> {
         Box::pin(async move {
             self.with_entries(|m| {
-                if let Some(entry) = m.get_mut(key).filter(|(_, exp)| *exp > Instant::now()) {
-                    let n = entry.0.parse::<u64>().unwrap_or(0).saturating_sub(1);
-                    entry.0 = n.to_string();
+                let now = Instant::now();
+                for (key, latest) in keys.iter().zip(latest) {
+                    let Some(entry) = m.get_mut(*key) else {
+                        continue;
+                    };
+                    if entry.1 > now && entry.1.saturating_duration_since(now) <= *latest {
+                        let n = entry.0.parse::<u64>().unwrap_or(0).saturating_sub(1);
+                        entry.0 = n.to_string();
+                    }
                 }
             });
             Ok(())
@@ -265,11 +300,20 @@ impl Cache for InProcessCache {
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 const RESPONSE_TIMEOUT: Duration = Duration::from_millis(500);
 const BREAKER: Duration = Duration::from_secs(1);
-/// [`Cache::decr_window`]: decrements a positive counter that exists (DECR keeps its expiry).
+/// [`Cache::decr_windows`]: decrements each positive counter that exists with at most ARGV[i]
+/// milliseconds left (DECR keeps its expiry); a script, so that the checks and decrements are
+/// one step on the server (DECR alone would make a counter of -1, without expiry, of a key that
+/// has just expired).
 static DECR_LIVE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     redis::Script::new(
-        "local n = tonumber(redis.call('GET', KEYS[1]) or '0') \
-         if n and n > 0 then return redis.call('DECR', KEYS[1]) end return 0",
+        "for i, key in ipairs(KEYS) do \
+           local left = redis.call('PTTL', key) \
+           local n = tonumber(redis.call('GET', key) or '0') \
+           if left > 0 and left <= tonumber(ARGV[i]) and n and n > 0 then \
+             redis.call('DECR', key) \
+           end \
+         end \
+         return 0",
     )
 });
 
@@ -576,13 +620,13 @@ impl Cache for RedisCache {
             Ok(n)
         })
     }
-    fn incr_windows_announced<'a>(
+    fn incr_windows<'a>(
         &'a self,
         keys: &'a [&'a str],
         window: Duration,
         channel: &'a str,
         messages: &'a [String],
-    ) -> BoxFuture<'a, CacheResult<Vec<u64>>> {
+    ) -> BoxFuture<'a, CacheResult<Vec<Counted>>> {
         let keys: Vec<String> = keys.iter().map(|k| self.key(k)).collect();
         let channel = self.key(channel);
         Box::pin(async move {
@@ -594,25 +638,40 @@ impl Cache for RedisCache {
                 for key in &keys {
                     pipe.add_command(set_absent(key, "0", window))
                         .ignore()
-                        .incr(key, 1);
+                        .incr(key, 1)
+                        .pttl(key);
                 }
                 for message in messages {
                     pipe.publish(&channel, message).ignore();
                 }
-                pipe.query_async::<Vec<u64>>(&mut c).await
+                let replies: Vec<(u64, i64)> = pipe.query_async(&mut c).await?;
+                Ok(replies
+                    .into_iter()
+                    .map(|(count, pttl)| Counted {
+                        count,
+                        left: Duration::from_millis(u64::try_from(pttl).unwrap_or(0)),
+                    })
+                    .collect())
             })
             .await
         })
     }
-    fn decr_window<'a>(&'a self, key: &'a str) -> BoxFuture<'a, CacheResult<()>> {
-        self.keyed(key, |mut c, key| async move {
-            // A script, so that the check and the decrement are one step on the server: DECR
-            // alone would make a counter of -1, without expiry, of a key that has just expired.
-            DECR_LIVE
-                .key(key)
-                .invoke_async::<i64>(&mut c)
-                .await
-                .map(|_| ())
+    fn decr_windows<'a>(
+        &'a self,
+        keys: &'a [&'a str],
+        latest: &'a [Duration],
+    ) -> BoxFuture<'a, CacheResult<()>> {
+        let keys: Vec<String> = keys.iter().map(|k| self.key(k)).collect();
+        Box::pin(async move {
+            self.with_conn(|mut c| async move {
+                let mut call = DECR_LIVE.prepare_invoke();
+                for (key, latest) in keys.iter().zip(latest) {
+                    call.key(key)
+                        .arg(u64::try_from(latest.as_millis()).unwrap_or(u64::MAX));
+                }
+                call.invoke_async::<()>(&mut c).await
+            })
+            .await
         })
     }
     fn put_once<'a>(

@@ -155,6 +155,23 @@ impl LoginLimits {
         max_delay: Duration::from_millis(1_600),
     };
 
+    /// Whether an attempt is refused, given the failures counted before it on its pair, its
+    /// address and (with a per-account limit) its account, in that order.
+    fn refuses(&self, before: &[u64]) -> bool {
+        let count = |n: usize| before.get(n).copied().unwrap_or(u64::MAX);
+        let account = if self.per_account < u64::MAX {
+            count(2)
+        } else {
+            0
+        };
+        let pair_limit = if account >= self.per_account {
+            1
+        } else {
+            self.per_pair
+        };
+        count(0) >= pair_limit || count(1) >= self.per_address
+    }
+
     /// How long the answer to a pair's `failures`-th failure is held back.
     pub fn delay_after(&self, failures: u64) -> Duration {
         if failures <= self.free_failures {
@@ -181,12 +198,18 @@ pub struct Refused {
 #[must_use = "an admitted attempt stays counted as a failure unless it is marked succeeded"]
 #[derive(Debug)]
 pub struct LoginTicket {
-    /// The counters counted, each with whether in the shared cache (else in-process).
-    counted: Vec<(String, bool)>,
+    /// The counters counted.
+    keys: Vec<String>,
+    /// Counted in the shared cache (else in-process).
+    shared: bool,
+    /// Time left then in each counter's window.
+    left: Vec<Duration>,
+    counted_at: Instant,
+    window: Duration,
 }
 
 impl LoginTicket {
-    /// The password was wrong (or the attempt refused): the count stays.
+    /// The password was wrong: the count stays.
     pub fn failed(self) {}
 }
 
@@ -263,10 +286,8 @@ impl RateLimiter {
     }
 
     /// Counts one failure on each of `keys` (in one transaction), announced to every instance
-    /// with the counts; returns the counts (each at least what this instance counted itself
-    /// while the cache was unavailable), and whether they were made in the shared cache (else
-    /// in-process).
-    async fn bump(&self, keys: &[&str], window: Duration) -> (Vec<u64>, bool) {
+    /// (see [`watch`]); in-process while the cache is unavailable.
+    async fn bump(&self, keys: &[&str], window: Duration) {
         let now = Instant::now();
         for key in keys {
             self.watch.failed_here(key, window, now);
@@ -277,41 +298,39 @@ impl RateLimiter {
             .collect();
         let counted = self
             .shared
-            .incr_windows_announced(keys, window, watch::CHANNEL, &announcements)
+            .incr_windows(keys, window, watch::CHANNEL, &announcements)
             .await;
-        match counted {
-            Ok(shared) => {
-                let local = self.local.counts(keys).await.unwrap_or_default();
-                let counts = shared
-                    .iter()
-                    .enumerate()
-                    .map(|(n, s)| (*s).max(local.get(n).copied().unwrap_or(0)))
-                    .collect();
-                (counts, true)
-            }
-            Err(_) => {
-                tracing::warn!("login failure counted in-process only (cache unavailable)");
-                let mut counts = Vec::with_capacity(keys.len());
-                for key in keys {
-                    counts.push(
-                        self.local
-                            .incr_window(key, window)
-                            .await
-                            .unwrap_or(u64::MAX),
-                    );
-                }
-                (counts, false)
-            }
+        if counted.is_err() {
+            tracing::warn!("login failure counted in-process only (cache unavailable)");
+            let _ = self.local.incr_windows(keys, window, "", &[]).await;
         }
     }
 
-    /// Admits one password check for `attempt`, or refuses it (see [`LoginLimits`]). The
-    /// attempt is counted as a failure before it is admitted, so the limits apply to every
-    /// attempt admitted so far, those still being checked included: guesses sent all at once
-    /// get no further than guesses sent one after the other. The caller gives the count back
-    /// when the password was right ([`RateLimiter::login_succeeded`]); a refused attempt, and
-    /// one that fails, stays counted (the window still ends when it was going to).
+    /// The counts of `keys` as they stand (no failure watch: one read), at least what this
+    /// instance counted itself while the cache was unavailable.
+    async fn read_counts(&self, keys: &[&str]) -> Vec<u64> {
+        let local = self.local.counts(keys).await.unwrap_or_default();
+        let shared = self.shared.counts(keys).await.unwrap_or_default();
+        (0..keys.len())
+            .map(|n| {
+                let (s, l) = (shared.get(n), local.get(n));
+                s.copied().unwrap_or(0).max(l.copied().unwrap_or(0))
+            })
+            .collect()
+    }
+
+    /// Admits one password check for `attempt`, or refuses it (see [`LoginLimits`]).
     ///
+    /// A refusal on the counts as they stand writes nothing (an address that is blocked cannot
+    /// raise anybody's counters). Otherwise the attempt is counted on its counters at once (one
+    /// transaction) and decided again on what was counted before it, the attempts still being
+    /// checked included: guesses sent all at once get no further than guesses sent one after the
+    /// other. A refusal then gives its count back; an admitted attempt keeps it until
+    /// [`RateLimiter::login_succeeded`] or [`RateLimiter::login_unchecked`] gives it back, and a
+    /// wrong password keeps it for good ([`LoginTicket::failed`]).
+    ///
+    /// Nothing is announced to the failure watch, whose keys serve client authentication:
+    /// passwords read their counters each time (one round trip next to an Argon2 hash).
     /// Client authentication uses [`RateLimiter::login_allowed`] instead: a client secret
     /// cannot be guessed, and counting before the check would cost a shared-cache round trip on
     /// every successful call.
@@ -320,29 +339,51 @@ impl RateLimiter {
         limits: &LoginLimits,
         attempt: &LoginAttempt,
     ) -> Result<LoginTicket, Refused> {
-        let per_account = limits.per_account < u64::MAX;
-        let keys = attempt.counters(limits);
-        let (counts, shared) = self.bump(&keys, limits.window).await;
-        let counted = keys.iter().map(|k| (k.to_string(), shared)).collect();
-        let ticket = LoginTicket { counted };
-        let count = |n: usize| counts.get(n).copied().unwrap_or(u64::MAX);
-        let (pair, address) = (count(0), count(1));
-        let account = if per_account { count(2) } else { 0 };
-        // Each count includes this attempt: it may be at the limit, not past it.
-        let pair_limit = if account > limits.per_account {
-            1
-        } else {
-            limits.per_pair
+        let refused = Refused {
+            retry_after_secs: limits.window.as_secs().max(1),
         };
-        if pair > pair_limit || address > limits.per_address {
+        let keys = attempt.counters(limits);
+        if limits.refuses(&self.read_counts(&keys).await) {
             metrics::counter!("consent_rate_limited_total").increment(1);
-            ticket.failed();
-            return Err(Refused {
-                retry_after_secs: limits.window.as_secs().max(1),
-            });
+            return Err(refused);
+        }
+        let local = self.local.counts(&keys).await.unwrap_or_default();
+        let (counted, shared) = match self
+            .shared
+            .incr_windows(&keys, limits.window, watch::CHANNEL, &[])
+            .await
+        {
+            Ok(counted) => (counted, true),
+            Err(_) => {
+                tracing::warn!("password attempt counted in-process only (cache unavailable)");
+                let counted = self.local.incr_windows(&keys, limits.window, "", &[]).await;
+                (counted.unwrap_or_default(), false)
+            }
+        };
+        // What was counted before this attempt (the shared count includes it, an earlier
+        // in-process count does not).
+        let before: Vec<u64> = (0..keys.len())
+            .map(|n| {
+                let counted = counted
+                    .get(n)
+                    .map_or(u64::MAX, |c| c.count.saturating_sub(1));
+                counted.max(local.get(n).copied().unwrap_or(0))
+            })
+            .collect();
+        let ticket = LoginTicket {
+            keys: keys.iter().map(|k| k.to_string()).collect(),
+            shared,
+            left: counted.iter().map(|c| c.left).collect(),
+            counted_at: Instant::now(),
+            window: limits.window,
+        };
+        if limits.refuses(&before) {
+            metrics::counter!("consent_rate_limited_total").increment(1);
+            self.give_back(ticket).await;
+            return Err(refused);
         }
         // Served before the password is checked, whatever the outcome (see `login_allowed`).
-        let delay = limits.delay_after(pair);
+        let delay = limits.delay_after(before.first().copied().unwrap_or(0) + 1);
         if !delay.is_zero() {
             metrics::counter!("consent_login_delayed_total").increment(1);
             tokio::time::sleep(delay).await;
@@ -351,19 +392,41 @@ impl RateLimiter {
     }
 
     /// The password of an attempt [`RateLimiter::login_begin`] admitted was right: its count is
-    /// taken back (a correct password uses nothing up). Where the cache that counted it cannot
-    /// be reached, the failure stays counted: the limit errs towards refusing.
+    /// given back (a correct password uses nothing up).
     pub async fn login_succeeded(&self, ticket: LoginTicket) {
-        for (key, shared) in &ticket.counted {
-            let taken = if *shared {
-                self.shared.decr_window(key).await
-            } else {
-                self.local.decr_window(key).await
-            };
-            if taken.is_err() {
-                tracing::warn!("a successful login stays counted as a failure (cache unavailable)");
+        self.give_back(ticket).await;
+    }
+
+    /// An attempt [`RateLimiter::login_begin`] admitted ended before its password was checked
+    /// (the database could not be read, say): it was no guess, and its count is given back.
+    pub async fn login_unchecked(&self, ticket: LoginTicket) {
+        self.give_back(ticket).await;
+    }
+
+    /// Takes `ticket`'s counts back in the windows they were made in: a window that has ended
+    /// since took its count with it, and a later one is not touched. In a task of its own, so
+    /// that a caller that goes away meanwhile does not leave it half done. Where the cache that
+    /// counted cannot be reached, the counts stay: the limit errs towards refusing.
+    async fn give_back(&self, ticket: LoginTicket) {
+        let cache: Arc<dyn Cache> = if ticket.shared {
+            self.shared.clone()
+        } else {
+            self.local.clone()
+        };
+        // Time left now in each window counted in; a later window has about a window more.
+        let elapsed = ticket.counted_at.elapsed();
+        let latest: Vec<Duration> = ticket
+            .left
+            .iter()
+            .map(|left| left.saturating_sub(elapsed) + ticket.window / 2)
+            .collect();
+        let task = tokio::spawn(async move {
+            let keys: Vec<&str> = ticket.keys.iter().map(String::as_str).collect();
+            if cache.decr_windows(&keys, &latest).await.is_err() {
+                tracing::warn!("a password attempt stays counted (cache unavailable)");
             }
-        }
+        });
+        let _ = task.await;
     }
 
     /// Whether `attempt` may check a secret now (see [`LoginLimits`]), from the failures counted
@@ -371,12 +434,8 @@ impl RateLimiter {
     /// this is for secrets that cannot be guessed (client authentication), where it spares the
     /// successful calls any shared-cache round trip. Passwords use [`RateLimiter::login_begin`].
     pub async fn login_allowed(&self, limits: &LoginLimits, attempt: &LoginAttempt) -> Decision {
-        let limited = Decision::Limited {
-            retry_after_secs: limits.window.as_secs().max(1),
-        };
         // Without a per-account limit (client authentication) the account counter is not read.
-        let per_account = limits.per_account < u64::MAX;
-        let counts = if per_account {
+        let counts = if limits.per_account < u64::MAX {
             self.counts(
                 &[&attempt.pair, &attempt.address, &attempt.account],
                 limits.window,
@@ -386,23 +445,15 @@ impl RateLimiter {
             self.counts(&[&attempt.pair, &attempt.address], limits.window)
                 .await
         };
-        let (pair, address, account) = match counts[..] {
-            [pair, address, account] => (pair, address, account),
-            [pair, address] => (pair, address, 0),
-            _ => return limited,
-        };
-        let pair_limit = if account >= limits.per_account {
-            1
-        } else {
-            limits.per_pair
-        };
-        if pair >= pair_limit || address >= limits.per_address {
+        if limits.refuses(&counts) {
             metrics::counter!("consent_rate_limited_total").increment(1);
-            return limited;
+            return Decision::Limited {
+                retry_after_secs: limits.window.as_secs().max(1),
+            };
         }
         // The delay is served before the password is checked, whatever the outcome: served
         // after a failure only, a guesser would drop the connection and read silence as "wrong".
-        let delay = limits.delay_after(pair + 1);
+        let delay = limits.delay_after(counts.first().copied().unwrap_or(0) + 1);
         if !delay.is_zero() {
             metrics::counter!("consent_login_delayed_total").increment(1);
             tokio::time::sleep(delay).await;
@@ -538,6 +589,26 @@ mod tests {
             rl.login_begin(&limits, &customer).await.unwrap().failed();
         }
         assert!(rl.login_begin(&limits, &customer).await.is_err());
+    }
+
+    /// Failures this instance counted in-process while Redis was down still count once it is
+    /// back, and exactly: five of five refuse the next attempt, four of five let it through.
+    #[tokio::test]
+    async fn failures_counted_during_an_outage_still_count() {
+        let rl = RateLimiter::new(Arc::new(InProcessCache::default()));
+        let limits = minute_limits(5, 100);
+        let (full, one_left) = (
+            LoginAttempt::new("customer", "alice", "203.0.113.9"),
+            LoginAttempt::new("customer", "bob", "203.0.113.9"),
+        );
+        for _ in 0..5 {
+            rl.local.incr_window(&full.pair, MINUTE).await.unwrap();
+        }
+        for _ in 0..4 {
+            rl.local.incr_window(&one_left.pair, MINUTE).await.unwrap();
+        }
+        assert!(rl.login_begin(&limits, &full).await.is_err());
+        rl.login_begin(&limits, &one_left).await.unwrap().failed();
     }
 
     /// Failures slow down before they block: none for the first five of a pair, then doubling

@@ -2198,6 +2198,66 @@ async fn a_burst_of_wrong_passwords_gets_no_more_guesses_than_one_at_a_time() {
     }
 }
 
+/// An address that is blocked cannot push anybody else's account under attack: its refused
+/// attempts count nothing. After spraying 50 wrong passwords over unknown names (its address
+/// allowance), 15 more tries at alice's account from it are refused, and alice, from her own
+/// address, still has her full allowance (two typos, then her password).
+#[tokio::test]
+async fn a_blocked_address_cannot_put_other_accounts_under_attack() {
+    async fn login(app: &TestApp, client: &reqwest::Client, user: &str, password: &str) -> u16 {
+        let page = client.get(app.url("/login")).send().await.unwrap();
+        let csrf = csrf_from(&page.text().await.unwrap());
+        let form = [
+            ("csrf_token", csrf.as_str()),
+            ("username", user),
+            ("password", password),
+        ];
+        let r = client
+            .post(app.url("/login"))
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        r.status().as_u16()
+    }
+    for backend in backends() {
+        let app = spawn_demo_app(backend).await;
+        let attacker = app.client_from("127.0.0.1");
+        for n in 0..50 {
+            let user = format!("nobody-{n}");
+            assert_eq!(
+                login(&app, &attacker, &user, "guess").await,
+                401,
+                "{backend:?}"
+            );
+        }
+        for _ in 0..15 {
+            assert_eq!(
+                login(&app, &attacker, "alice", "guess").await,
+                429,
+                "{backend:?}"
+            );
+        }
+        let alice = app.client_from("127.0.0.2");
+        assert_eq!(
+            login(&app, &alice, "alice", "typo-1").await,
+            401,
+            "{backend:?}"
+        );
+        assert_eq!(
+            login(&app, &alice, "alice", "typo-2").await,
+            401,
+            "{backend:?}"
+        );
+        assert_eq!(
+            login(&app, &alice, "alice", DEMO_PASSWORD).await,
+            303,
+            "{backend:?}"
+        );
+        app.stop().await;
+    }
+}
+
 /// Behind a trusted reverse proxy, throttles key on the address it forwards, so one attacker
 /// does not block every customer behind the proxy; from any other peer forwarding headers are
 /// ignored, so an attacker cannot rotate `X-Forwarded-For` to get fresh buckets.

@@ -193,6 +193,7 @@ pub async fn login(state: State, req: HttpRequest, body: Bytes) -> HttpResponse 
         .run(move |c| dashboard::customer_login(c, &user))
         .await;
     let Ok(found) = found else {
+        limiter.login_unchecked(ticket).await;
         return error_page(
             StatusCode::SERVICE_UNAVAILABLE,
             "Unavailable",

@@ -172,8 +172,10 @@ const PASSWORDS: LoginLimits = LoginLimits {
 };
 
 /// Attempts admitted by `login_begin` are counted before they are checked: thirty at once,
-/// split over two instances, admit exactly the pair's allowance, and the refused ones stay
-/// counted. Checked one at a time (`login_allowed`), all thirty would have passed.
+/// split over two instances, admit exactly the pair's allowance (checked one at a time with
+/// `login_allowed`, all thirty would have passed), and the refused ones give their counts back,
+/// so a blocked address cannot push the account under attack. An account under attack from
+/// elsewhere gives a new address one attempt.
 #[tokio::test]
 async fn attempts_at_once_are_admitted_up_to_the_allowance() {
     for (name, a, b) in caches() {
@@ -187,17 +189,33 @@ async fn attempts_at_once_are_admitted_up_to_the_allowance() {
         let admitted: Vec<LoginTicket> = results.into_iter().filter_map(Result::ok).collect();
         assert_eq!(admitted.len(), 5, "{name}");
         admitted.into_iter().for_each(LoginTicket::failed);
-        let counts = a.counts(&[&attempt.pair, &attempt.account]).await.unwrap();
-        assert_eq!(counts, [30, 30], "{name}");
-        // Another address, while the account is under attack: one attempt.
-        let other = LoginAttempt::new("customer", "alice", "192.0.2.44");
-        ra.login_begin(&PASSWORDS, &other).await.unwrap().failed();
-        assert!(ra.login_begin(&PASSWORDS, &other).await.is_err(), "{name}");
+        let keys = [&*attempt.pair, &*attempt.account];
+        assert_eq!(a.counts(&keys).await.unwrap(), [5, 5], "{name}");
+        for _ in 0..20 {
+            assert!(
+                rb.login_begin(&PASSWORDS, &attempt).await.is_err(),
+                "{name}"
+            );
+        }
+        assert_eq!(
+            a.counts(&keys).await.unwrap(),
+            [5, 5],
+            "{name}: refusals counted"
+        );
+        // Three failures from a second address put the account (8 a minute) under attack.
+        let second = LoginAttempt::new("customer", "alice", "198.51.100.7");
+        for _ in 0..3 {
+            ra.login_begin(&PASSWORDS, &second).await.unwrap().failed();
+        }
+        let third = LoginAttempt::new("customer", "alice", "192.0.2.44");
+        rb.login_begin(&PASSWORDS, &third).await.unwrap().failed();
+        assert!(ra.login_begin(&PASSWORDS, &third).await.is_err(), "{name}");
     }
 }
 
 /// A right password gives its count back: the owner logs in any number of times, and the
-/// counters are where they were. A success after the window has ended brings no counter back.
+/// counters are where they were. A give-back never reaches into another window: one whose
+/// window has ended brings no counter back, and does not take from the window after it.
 #[tokio::test]
 async fn a_right_password_uses_nothing_up() {
     for (name, a, b) in caches() {
@@ -207,22 +225,34 @@ async fn a_right_password_uses_nothing_up() {
         for n in 0..20 {
             let rl = if n % 2 == 0 { &ra } else { &rb };
             let ticket = rl.login_begin(&PASSWORDS, &attempt).await.unwrap();
-            rl.login_succeeded(ticket).await;
+            if n % 4 == 3 {
+                rl.login_unchecked(ticket).await;
+            } else {
+                rl.login_succeeded(ticket).await;
+            }
         }
         let keys = [&*attempt.pair, &*attempt.address, &*attempt.account];
         assert_eq!(a.counts(&keys).await.unwrap(), [1, 1, 1], "{name}");
 
         let brief = LoginLimits {
-            window: Duration::from_millis(50),
+            window: Duration::from_millis(600),
             ..PASSWORDS
         };
         let late = LoginAttempt::new("customer", "carol", "198.51.100.8");
+        let first = ra.login_begin(&brief, &late).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let second = ra.login_begin(&brief, &late).await.unwrap();
+        second.failed();
+        ra.login_succeeded(first).await;
+        assert_eq!(
+            a.counts(&[&late.pair]).await.unwrap(),
+            [1],
+            "{name}: later window"
+        );
+        tokio::time::sleep(Duration::from_millis(700)).await;
         let ticket = ra.login_begin(&brief, &late).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(120)).await;
+        tokio::time::sleep(Duration::from_millis(700)).await;
         ra.login_succeeded(ticket).await;
         assert!(!a.has_flag(&late.pair).await.unwrap(), "{name}: recreated");
-        let ticket = ra.login_begin(&brief, &late).await.unwrap();
-        ticket.failed();
-        assert_eq!(a.counts(&[&late.pair]).await.unwrap(), [1], "{name}");
     }
 }

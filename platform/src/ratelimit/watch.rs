@@ -2,7 +2,7 @@
 //! read Redis.
 //!
 //! Every failure is counted and announced on [`CHANNEL`] in one Redis transaction
-//! ([`crate::cache::Cache::incr_window_announced`]); every instance hears every announcement and
+//! ([`crate::cache::Cache::incr_windows`]); every instance hears every announcement and
 //! keeps the announced keys "hot" until their window has passed. A check reads the shared
 //! counters when one of its keys is hot, and always while the instance cannot be sure it heard
 //! everything that could still be counted:
