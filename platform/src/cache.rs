@@ -34,6 +34,37 @@ pub struct Counted {
     pub left: Duration,
 }
 
+/// The limits of a login attempt's counters (pair, address and, optionally, account; see
+/// `crate::ratelimit::LoginLimits`), for [`Cache::count_admitted`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttemptLimits {
+    pub per_pair: u64,
+    pub per_address: u64,
+    /// `u64::MAX`: no account counter.
+    pub per_account: u64,
+}
+
+impl AttemptLimits {
+    /// Whether an attempt is refused, given what was counted before it on its pair, its address
+    /// and (with a per-account limit) its account, in that order: the pair is limited to one
+    /// once the account has reached its limit. (The Redis script `COUNT_ADMITTED` is this rule
+    /// too.)
+    pub fn refuses(&self, before: &[u64]) -> bool {
+        let count = |n: usize| before.get(n).copied().unwrap_or(u64::MAX);
+        let account = if self.per_account < u64::MAX {
+            count(2)
+        } else {
+            0
+        };
+        let pair_limit = if account >= self.per_account {
+            1
+        } else {
+            self.per_pair
+        };
+        count(0) >= pair_limit || count(1) >= self.per_address
+    }
+}
+
 /// Operations the service needs from Redis. Keys and channels are given without the deployment
 /// prefix; implementations add it.
 pub trait Cache: Send + Sync + fmt::Debug {
@@ -84,6 +115,18 @@ pub trait Cache: Send + Sync + fmt::Debug {
         keys: &'a [&'a str],
         latest: &'a [Duration],
     ) -> BoxFuture<'a, CacheResult<()>>;
+    /// Counts a login attempt on its counters (`keys`: pair, address and, with a per-account
+    /// limit, account) if `limits` admit it on what was counted before it (each count at least
+    /// its `floors` entry); reading, deciding and counting are one step, so attempts at once
+    /// see each other, and a refused attempt writes nothing. Returns each counter's count and
+    /// time left, or `None` when refused.
+    fn count_admitted<'a>(
+        &'a self,
+        keys: &'a [&'a str],
+        window: Duration,
+        limits: AttemptLimits,
+        floors: &'a [u64],
+    ) -> BoxFuture<'a, CacheResult<Option<Vec<Counted>>>>;
     /// The current values of [`Cache::incr_window`] counters (0 when absent or expired), in one
     /// round trip.
     fn counts<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, CacheResult<Vec<u64>>>;
@@ -267,6 +310,37 @@ impl Cache for InProcessCache {
             Ok(())
         })
     }
+    fn count_admitted<'a>(
+        &'a self,
+        keys: &'a [&'a str],
+        window: Duration,
+        limits: AttemptLimits,
+        floors: &'a [u64],
+    ) -> BoxFuture<'a, CacheResult<Option<Vec<Counted>>>> {
+        Box::pin(async move {
+            Ok(self.with_entries(|m| {
+                let before: Vec<u64> = keys
+                    .iter()
+                    .enumerate()
+                    .map(|(n, k)| {
+                        let count = live(m.get(*k)).and_then(|v| v.parse().ok()).unwrap_or(0);
+                        count.max(floors.get(n).copied().unwrap_or(0))
+                    })
+                    .collect();
+                if limits.refuses(&before) {
+                    return None;
+                }
+                let counted = keys.iter().map(|k| {
+                    let count = incr_in(m, k, window);
+                    let left = m.get(*k).map_or(window, |(_, exp)| {
+                        exp.saturating_duration_since(Instant::now())
+                    });
+                    Counted { count, left }
+                });
+                Some(counted.collect())
+            }))
+        })
+    }
     fn put_once<'a>(
         &'a self,
         key: &'a str,
@@ -314,6 +388,38 @@ static DECR_LIVE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(
            end \
          end \
          return 0",
+    )
+});
+
+/// [`Cache::count_admitted`]: KEYS pair, address[, account]; ARGV window (ms), per pair, per
+/// address, per account, then one floor per key. The rule is [`AttemptLimits::refuses`].
+/// Returns nil when refused (nothing written), else count and time left (ms) of each key.
+static COUNT_ADMITTED: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        "local before = {} \
+         for i, key in ipairs(KEYS) do \
+           local c = tonumber(redis.call('GET', key) or '0') or 0 \
+           local f = tonumber(ARGV[4 + i]) or 0 \
+           if f > c then c = f end \
+           before[i] = c \
+         end \
+         local account = 0 \
+         if #KEYS >= 3 then account = before[3] end \
+         local pair_limit = tonumber(ARGV[2]) \
+         if account >= tonumber(ARGV[4]) then pair_limit = 1 end \
+         if before[1] >= pair_limit or before[2] >= tonumber(ARGV[3]) then return false end \
+         local out = {} \
+         for i, key in ipairs(KEYS) do \
+           redis.call('SET', key, '0', 'NX', 'PX', ARGV[1]) \
+           out[2 * i - 1] = redis.call('INCR', key) \
+           local left = redis.call('PTTL', key) \
+           if left < 0 then \
+             redis.call('PEXPIRE', key, ARGV[1]) \
+             left = tonumber(ARGV[1]) \
+           end \
+           out[2 * i] = left \
+         end \
+         return out",
     )
 });
 
@@ -670,6 +776,40 @@ impl Cache for RedisCache {
                         .arg(u64::try_from(latest.as_millis()).unwrap_or(u64::MAX));
                 }
                 call.invoke_async::<()>(&mut c).await
+            })
+            .await
+        })
+    }
+    fn count_admitted<'a>(
+        &'a self,
+        keys: &'a [&'a str],
+        window: Duration,
+        limits: AttemptLimits,
+        floors: &'a [u64],
+    ) -> BoxFuture<'a, CacheResult<Option<Vec<Counted>>>> {
+        let keys: Vec<String> = keys.iter().map(|k| self.key(k)).collect();
+        let ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1);
+        Box::pin(async move {
+            self.with_conn(|mut c| async move {
+                let mut call = COUNT_ADMITTED.prepare_invoke();
+                call.arg(ms)
+                    .arg(limits.per_pair)
+                    .arg(limits.per_address)
+                    .arg(limits.per_account);
+                for (n, key) in keys.iter().enumerate() {
+                    call.key(key).arg(floors.get(n).copied().unwrap_or(0));
+                }
+                let reply: Option<Vec<i64>> = call.invoke_async(&mut c).await?;
+                Ok(reply.map(|flat| {
+                    flat.chunks(2)
+                        .map(|pair| Counted {
+                            count: u64::try_from(pair[0]).unwrap_or(0),
+                            left: Duration::from_millis(
+                                u64::try_from(pair.get(1).copied().unwrap_or(0)).unwrap_or(0),
+                            ),
+                        })
+                        .collect()
+                }))
             })
             .await
         })

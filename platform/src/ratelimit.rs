@@ -8,7 +8,7 @@ pub mod watch;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::cache::{Cache, InProcessCache};
+use crate::cache::{AttemptLimits, Cache, InProcessCache};
 
 #[derive(Debug, Clone)]
 pub struct RateLimiter {
@@ -155,21 +155,13 @@ impl LoginLimits {
         max_delay: Duration::from_millis(1_600),
     };
 
-    /// Whether an attempt is refused, given the failures counted before it on its pair, its
-    /// address and (with a per-account limit) its account, in that order.
-    fn refuses(&self, before: &[u64]) -> bool {
-        let count = |n: usize| before.get(n).copied().unwrap_or(u64::MAX);
-        let account = if self.per_account < u64::MAX {
-            count(2)
-        } else {
-            0
-        };
-        let pair_limit = if account >= self.per_account {
-            1
-        } else {
-            self.per_pair
-        };
-        count(0) >= pair_limit || count(1) >= self.per_address
+    /// The limits on an attempt's counters (see [`AttemptLimits::refuses`]).
+    fn attempt_limits(&self) -> AttemptLimits {
+        AttemptLimits {
+            per_pair: self.per_pair,
+            per_address: self.per_address,
+            per_account: self.per_account,
+        }
     }
 
     /// How long the answer to a pair's `failures`-th failure is held back.
@@ -205,7 +197,6 @@ pub struct LoginTicket {
     /// Time left then in each counter's window.
     left: Vec<Duration>,
     counted_at: Instant,
-    window: Duration,
 }
 
 impl LoginTicket {
@@ -306,28 +297,15 @@ impl RateLimiter {
         }
     }
 
-    /// The counts of `keys` as they stand (no failure watch: one read), at least what this
-    /// instance counted itself while the cache was unavailable.
-    async fn read_counts(&self, keys: &[&str]) -> Vec<u64> {
-        let local = self.local.counts(keys).await.unwrap_or_default();
-        let shared = self.shared.counts(keys).await.unwrap_or_default();
-        (0..keys.len())
-            .map(|n| {
-                let (s, l) = (shared.get(n), local.get(n));
-                s.copied().unwrap_or(0).max(l.copied().unwrap_or(0))
-            })
-            .collect()
-    }
-
     /// Admits one password check for `attempt`, or refuses it (see [`LoginLimits`]).
     ///
-    /// A refusal on the counts as they stand writes nothing (an address that is blocked cannot
-    /// raise anybody's counters). Otherwise the attempt is counted on its counters at once (one
-    /// transaction) and decided again on what was counted before it, the attempts still being
-    /// checked included: guesses sent all at once get no further than guesses sent one after the
-    /// other. A refusal then gives its count back; an admitted attempt keeps it until
-    /// [`RateLimiter::login_succeeded`] or [`RateLimiter::login_unchecked`] gives it back, and a
-    /// wrong password keeps it for good ([`LoginTicket::failed`]).
+    /// The attempt is decided on what was counted before it, the attempts still being checked
+    /// included, and counted if admitted, in one step ([`Cache::count_admitted`]): guesses sent
+    /// all at once get no further than guesses sent one after the other, and a refused attempt
+    /// writes nothing (an address that is blocked cannot raise anybody's counters). An admitted
+    /// attempt keeps its count until [`RateLimiter::login_succeeded`] or
+    /// [`RateLimiter::login_unchecked`] gives it back; a wrong password keeps it for good
+    /// ([`LoginTicket::failed`]).
     ///
     /// Nothing is announced to the failure watch, whose keys serve client authentication:
     /// passwords read their counters each time (one round trip next to an Argon2 hash).
@@ -339,51 +317,39 @@ impl RateLimiter {
         limits: &LoginLimits,
         attempt: &LoginAttempt,
     ) -> Result<LoginTicket, Refused> {
-        let refused = Refused {
-            retry_after_secs: limits.window.as_secs().max(1),
-        };
         let keys = attempt.counters(limits);
-        if limits.refuses(&self.read_counts(&keys).await) {
-            metrics::counter!("consent_rate_limited_total").increment(1);
-            return Err(refused);
-        }
-        let local = self.local.counts(&keys).await.unwrap_or_default();
-        let (counted, shared) = match self
+        let rule = limits.attempt_limits();
+        // What this instance counted in-process while the cache was unavailable still counts.
+        let floors = self.local.counts(&keys).await.unwrap_or_default();
+        let admitted = match self
             .shared
-            .incr_windows(&keys, limits.window, watch::CHANNEL, &[])
+            .count_admitted(&keys, limits.window, rule, &floors)
             .await
         {
-            Ok(counted) => (counted, true),
+            Ok(admitted) => admitted.map(|counted| (counted, true)),
             Err(_) => {
                 tracing::warn!("password attempt counted in-process only (cache unavailable)");
-                let counted = self.local.incr_windows(&keys, limits.window, "", &[]).await;
-                (counted.unwrap_or_default(), false)
+                let local = self.local.count_admitted(&keys, limits.window, rule, &[]);
+                local.await.ok().flatten().map(|counted| (counted, false))
             }
         };
-        // What was counted before this attempt (the shared count includes it, an earlier
-        // in-process count does not).
-        let before: Vec<u64> = (0..keys.len())
-            .map(|n| {
-                let counted = counted
-                    .get(n)
-                    .map_or(u64::MAX, |c| c.count.saturating_sub(1));
-                counted.max(local.get(n).copied().unwrap_or(0))
-            })
-            .collect();
+        let Some((counted, shared)) = admitted else {
+            metrics::counter!("consent_rate_limited_total").increment(1);
+            return Err(Refused {
+                retry_after_secs: limits.window.as_secs().max(1),
+            });
+        };
+        // Failures of the pair before this attempt, as the delay schedule counts them.
+        let pair = counted.first().map_or(0, |c| c.count.saturating_sub(1));
+        let pair = pair.max(floors.first().copied().unwrap_or(0));
         let ticket = LoginTicket {
             keys: keys.iter().map(|k| k.to_string()).collect(),
             shared,
             left: counted.iter().map(|c| c.left).collect(),
             counted_at: Instant::now(),
-            window: limits.window,
         };
-        if limits.refuses(&before) {
-            metrics::counter!("consent_rate_limited_total").increment(1);
-            self.give_back(ticket).await;
-            return Err(refused);
-        }
         // Served before the password is checked, whatever the outcome (see `login_allowed`).
-        let delay = limits.delay_after(before.first().copied().unwrap_or(0) + 1);
+        let delay = limits.delay_after(pair + 1);
         if !delay.is_zero() {
             metrics::counter!("consent_login_delayed_total").increment(1);
             tokio::time::sleep(delay).await;
@@ -413,12 +379,17 @@ impl RateLimiter {
         } else {
             self.local.clone()
         };
-        // Time left now in each window counted in; a later window has about a window more.
+        // At most the time left now in each window counted in (its time left was read before
+        // `counted_at`; 10 ms for rounding): a later window has about a window more. None where
+        // the window has ended, which took the count with it.
         let elapsed = ticket.counted_at.elapsed();
         let latest: Vec<Duration> = ticket
             .left
             .iter()
-            .map(|left| left.saturating_sub(elapsed) + ticket.window / 2)
+            .map(|left| {
+                left.checked_sub(elapsed)
+                    .map_or(Duration::ZERO, |l| l + Duration::from_millis(10))
+            })
             .collect();
         let task = tokio::spawn(async move {
             let keys: Vec<&str> = ticket.keys.iter().map(String::as_str).collect();
@@ -445,7 +416,7 @@ impl RateLimiter {
             self.counts(&[&attempt.pair, &attempt.address], limits.window)
                 .await
         };
-        if limits.refuses(&counts) {
+        if limits.attempt_limits().refuses(&counts) {
             metrics::counter!("consent_rate_limited_total").increment(1);
             return Decision::Limited {
                 retry_after_secs: limits.window.as_secs().max(1),

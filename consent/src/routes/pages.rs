@@ -173,18 +173,18 @@ pub async fn login(state: State, req: HttpRequest, body: Bytes) -> HttpResponse 
     let limiter = &state.platform.rate_limiter;
     let limits = LoginLimits::DEFAULT;
     let attempt = LoginAttempt::new("customer", &username, &ip);
-    // Counted before the password is checked (guesses sent at once see each other), taken
-    // back below when it is right.
+    // No password is checked for these: nothing to count.
+    if username.is_empty() || username.len() > 64 || password.is_empty() || password.len() > 256 {
+        return retry("Wrong username or password.", StatusCode::UNAUTHORIZED);
+    }
+    // Counted before the password is checked (guesses sent at once see each other), given
+    // back below when it is right or was never checked.
     let Ok(ticket) = limiter.login_begin(&limits, &attempt).await else {
         return retry(
             "Too many attempts. Wait a few minutes and try again.",
             StatusCode::TOO_MANY_REQUESTS,
         );
     };
-    if username.is_empty() || username.len() > 64 || password.is_empty() || password.len() > 256 {
-        ticket.failed();
-        return retry("Wrong username or password.", StatusCode::UNAUTHORIZED);
-    }
     let now = state.platform.now();
     let user = username.clone();
     let found = state
@@ -192,20 +192,26 @@ pub async fn login(state: State, req: HttpRequest, body: Bytes) -> HttpResponse 
         .db
         .run(move |c| dashboard::customer_login(c, &user))
         .await;
-    let Ok(found) = found else {
-        limiter.login_unchecked(ticket).await;
-        return error_page(
+    let unavailable = || {
+        error_page(
             StatusCode::SERVICE_UNAVAILABLE,
             "Unavailable",
             "The service is temporarily unavailable; try again.",
-        );
+        )
+    };
+    let Ok(found) = found else {
+        limiter.login_unchecked(ticket).await;
+        return unavailable();
     };
     let stored = found.as_ref().map(|(_, h)| h.clone());
     // argon2 is deliberately slow: verify off the async executor. Unknown users verify a dummy
     // hash so both failures take the same time.
-    let ok = tokio::task::spawn_blocking(move || verify_password(&password, stored.as_deref()))
-        .await
-        .unwrap_or(false);
+    let verified =
+        tokio::task::spawn_blocking(move || verify_password(&password, stored.as_deref()));
+    let Ok(ok) = verified.await else {
+        limiter.login_unchecked(ticket).await;
+        return unavailable();
+    };
     let Some((customer_id, _)) = found.filter(|_| ok) else {
         tracing::info!("customer login failed");
         ticket.failed();
