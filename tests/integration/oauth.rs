@@ -2104,19 +2104,7 @@ async fn refreshes_record_use_of_the_grant_once_a_minute() {
 #[tokio::test]
 async fn failed_logins_elsewhere_do_not_lock_the_customer_out() {
     async fn login(app: &TestApp, client: &reqwest::Client, password: &str) -> u16 {
-        let page = client.get(app.url("/login")).send().await.unwrap();
-        let csrf = csrf_from(&page.text().await.unwrap());
-        let r = client
-            .post(app.url("/login"))
-            .form(&[
-                ("csrf_token", csrf.as_str()),
-                ("username", "alice"),
-                ("password", password),
-            ])
-            .send()
-            .await
-            .unwrap();
-        r.status().as_u16()
+        page_login(app, client, "alice", password).await
     }
     for backend in backends() {
         let app = spawn_demo_app(backend).await;
@@ -2137,6 +2125,24 @@ async fn failed_logins_elsewhere_do_not_lock_the_customer_out() {
     }
 }
 
+/// Logs `user` in on the login page with `client` (its own cookies and address); the status.
+async fn page_login(app: &TestApp, client: &reqwest::Client, user: &str, password: &str) -> u16 {
+    let page = client.get(app.url("/login")).send().await.unwrap();
+    let csrf = csrf_from(&page.text().await.unwrap());
+    let form = [
+        ("csrf_token", csrf.as_str()),
+        ("username", user),
+        ("password", password),
+    ];
+    let r = client
+        .post(app.url("/login"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    r.status().as_u16()
+}
+
 /// Wrong passwords sent all at once get no more guesses than sent one after another: each attempt
 /// is counted before its password is checked, so of 30 at once from one address exactly the
 /// pair's allowance (10) is checked and the rest are refused; and the right password, sent
@@ -2148,20 +2154,8 @@ async fn a_burst_of_wrong_passwords_gets_no_more_guesses_than_one_at_a_time() {
         // The right password first, three times: it uses nothing up.
         let owner = app.client_from("127.0.0.1");
         for _ in 0..3 {
-            let page = owner.get(app.url("/login")).send().await.unwrap();
-            let csrf = csrf_from(&page.text().await.unwrap());
-            let form = [
-                ("csrf_token", csrf.as_str()),
-                ("username", "alice"),
-                ("password", DEMO_PASSWORD),
-            ];
-            let r = owner
-                .post(app.url("/login"))
-                .form(&form)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 303, "{backend:?}");
+            let status = page_login(&app, &owner, "alice", DEMO_PASSWORD).await;
+            assert_eq!(status, 303, "{backend:?}");
         }
         // Thirty browsers at one address, each with its own login form, post at once.
         let mut forms = Vec::new();
@@ -2204,22 +2198,7 @@ async fn a_burst_of_wrong_passwords_gets_no_more_guesses_than_one_at_a_time() {
 /// address, still has her full allowance (two typos, then her password).
 #[tokio::test]
 async fn a_blocked_address_cannot_put_other_accounts_under_attack() {
-    async fn login(app: &TestApp, client: &reqwest::Client, user: &str, password: &str) -> u16 {
-        let page = client.get(app.url("/login")).send().await.unwrap();
-        let csrf = csrf_from(&page.text().await.unwrap());
-        let form = [
-            ("csrf_token", csrf.as_str()),
-            ("username", user),
-            ("password", password),
-        ];
-        let r = client
-            .post(app.url("/login"))
-            .form(&form)
-            .send()
-            .await
-            .unwrap();
-        r.status().as_u16()
-    }
+    let login = page_login;
     for backend in backends() {
         let app = spawn_demo_app(backend).await;
         let attacker = app.client_from("127.0.0.1");
