@@ -116,8 +116,8 @@ pub trait Cache: Send + Sync + fmt::Debug {
         latest: &'a [Duration],
     ) -> BoxFuture<'a, CacheResult<()>>;
     /// Counts a login attempt on its counters (`keys`: pair, address and, with a per-account
-    /// limit, account) if `limits` admit it on what was counted before it (each count at least
-    /// its `floors` entry); reading, deciding and counting are one step, so attempts at once
+    /// limit, account) if `limits` admit it on what was counted before it (each count plus its
+    /// `floors` entry: failures counted elsewhere, such as in-process during an outage); reading, deciding and counting are one step, so attempts at once
     /// see each other, and a refused attempt writes nothing. Returns each counter's count and
     /// time left, or `None` when refused.
     fn count_admitted<'a>(
@@ -323,8 +323,8 @@ impl Cache for InProcessCache {
                     .iter()
                     .enumerate()
                     .map(|(n, k)| {
-                        let count = live(m.get(*k)).and_then(|v| v.parse().ok()).unwrap_or(0);
-                        count.max(floors.get(n).copied().unwrap_or(0))
+                        let count: u64 = live(m.get(*k)).and_then(|v| v.parse().ok()).unwrap_or(0);
+                        count.saturating_add(floors.get(n).copied().unwrap_or(0))
                     })
                     .collect();
                 if limits.refuses(&before) {
@@ -393,21 +393,20 @@ static DECR_LIVE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(
 
 /// [`Cache::count_admitted`]: KEYS pair, address[, account]; ARGV window (ms), per pair, per
 /// address, per account, then one floor per key. The rule is [`AttemptLimits::refuses`].
-/// Returns nil when refused (nothing written), else count and time left (ms) of each key.
+/// Returns an empty list when refused (nothing written; not `false`, which RESP3 would not turn
+/// into nil), else count and time left (ms) of each key.
 static COUNT_ADMITTED: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     redis::Script::new(
         "local before = {} \
          for i, key in ipairs(KEYS) do \
            local c = tonumber(redis.call('GET', key) or '0') or 0 \
-           local f = tonumber(ARGV[4 + i]) or 0 \
-           if f > c then c = f end \
-           before[i] = c \
+           before[i] = c + (tonumber(ARGV[4 + i]) or 0) \
          end \
          local account = 0 \
          if #KEYS >= 3 then account = before[3] end \
          local pair_limit = tonumber(ARGV[2]) \
          if account >= tonumber(ARGV[4]) then pair_limit = 1 end \
-         if before[1] >= pair_limit or before[2] >= tonumber(ARGV[3]) then return false end \
+         if before[1] >= pair_limit or before[2] >= tonumber(ARGV[3]) then return {} end \
          local out = {} \
          for i, key in ipairs(KEYS) do \
            redis.call('SET', key, '0', 'NX', 'PX', ARGV[1]) \
@@ -799,8 +798,8 @@ impl Cache for RedisCache {
                 for (n, key) in keys.iter().enumerate() {
                     call.key(key).arg(floors.get(n).copied().unwrap_or(0));
                 }
-                let reply: Option<Vec<i64>> = call.invoke_async(&mut c).await?;
-                Ok(reply.map(|flat| {
+                let flat: Vec<i64> = call.invoke_async(&mut c).await?;
+                Ok((!flat.is_empty()).then(|| {
                     flat.chunks(2)
                         .map(|pair| Counted {
                             count: u64::try_from(pair[0]).unwrap_or(0),

@@ -256,3 +256,38 @@ async fn a_right_password_uses_nothing_up() {
         assert!(!a.has_flag(&late.pair).await.unwrap(), "{name}: recreated");
     }
 }
+
+/// Failures an instance counted in-process while the shared cache was down add to the shared
+/// counts once it is back: five of five refuse the next attempt; four of five let one through,
+/// and its failure then fills the pair.
+#[tokio::test]
+async fn failures_counted_during_an_outage_add_to_the_shared_counts() {
+    for (name, a, _) in caches() {
+        let rl = RateLimiter::new(a);
+        let (full, one_left) = (
+            LoginAttempt::new("customer", "alice", "203.0.113.9"),
+            LoginAttempt::new("customer", "bob", "203.0.113.9"),
+        );
+        for _ in 0..5 {
+            rl.local
+                .incr_window(&full.pair, PASSWORDS.window)
+                .await
+                .unwrap();
+        }
+        for _ in 0..4 {
+            rl.local
+                .incr_window(&one_left.pair, PASSWORDS.window)
+                .await
+                .unwrap();
+        }
+        assert!(rl.login_begin(&PASSWORDS, &full).await.is_err(), "{name}");
+        rl.login_begin(&PASSWORDS, &one_left)
+            .await
+            .unwrap()
+            .failed();
+        assert!(
+            rl.login_begin(&PASSWORDS, &one_left).await.is_err(),
+            "{name}"
+        );
+    }
+}
