@@ -22,6 +22,10 @@ use tokio::sync::{OnceCell, broadcast};
 pub enum CacheError {
     #[error("cache unavailable: {0}")]
     Unavailable(String),
+    /// Redis answered, with an error (out of memory, a read-only replica, a reply of the wrong
+    /// type): it is reachable, so what it holds cannot be replaced by this instance's own view.
+    #[error("cache refused the command: {0}")]
+    Failed(String),
 }
 
 pub type CacheResult<T> = Result<T, CacheError>;
@@ -564,12 +568,14 @@ impl RedisCache {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {
                 // An error Redis answered (a wrong type, say) says nothing about reachability.
-                if breaks
-                    && (e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal())
-                {
-                    self.open_breaker();
+                if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() {
+                    if breaks {
+                        self.open_breaker();
+                    }
+                    Err(unavailable(e))
+                } else {
+                    Err(CacheError::Failed(e.to_string()))
                 }
-                Err(unavailable(e))
             }
             Err(_) => {
                 if breaks {

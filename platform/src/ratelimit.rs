@@ -8,7 +8,7 @@ pub mod watch;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::cache::{AttemptLimits, Cache, InProcessCache};
+use crate::cache::{AttemptLimits, Cache, CacheError, InProcessCache};
 
 #[derive(Debug, Clone)]
 pub struct RateLimiter {
@@ -327,7 +327,12 @@ impl RateLimiter {
             .await
         {
             Ok(admitted) => admitted.map(|counted| (counted, true)),
-            Err(_) => {
+            // Reachable but erring: its counts stand, and this instance cannot see them.
+            Err(e @ CacheError::Failed(_)) => {
+                tracing::error!(error = %e, "password attempt refused: the cache answered an error");
+                None
+            }
+            Err(CacheError::Unavailable(_)) => {
                 tracing::warn!("password attempt counted in-process only (cache unavailable)");
                 let local = self.local.count_admitted(&keys, limits.window, rule, &[]);
                 local.await.ok().flatten().map(|counted| (counted, false))

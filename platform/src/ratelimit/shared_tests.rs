@@ -291,3 +291,32 @@ async fn failures_counted_during_an_outage_add_to_the_shared_counts() {
         );
     }
 }
+
+/// A Redis that answers with an error (here: a counter's key holding a list) is reachable, so
+/// its counts stand: the attempt is refused, not admitted on this instance's own counts.
+#[tokio::test]
+async fn a_cache_that_answers_an_error_refuses_the_attempt() {
+    let Ok(url) = std::env::var("TEST_REDIS_URL") else {
+        return; // `caches()` fails the other tests when CI requires Redis
+    };
+    let prefix = format!("t-rl-{}:", crate::crypto::random_id("p"));
+    let rl = RateLimiter::new(Arc::new(RedisCache::new(&url, &prefix).unwrap()));
+    let attempt = LoginAttempt::new("customer", "dave", "203.0.113.9");
+    let client = redis::Client::open(url).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("LPUSH")
+        .arg(format!("{prefix}{}", attempt.pair))
+        .arg("not a counter")
+        .query_async::<()>(&mut c)
+        .await
+        .unwrap();
+    let refused = rl.login_begin(&PASSWORDS, &attempt).await.is_err();
+    let local = rl.local.counts(&[&attempt.pair]).await.unwrap();
+    redis::cmd("DEL")
+        .arg(format!("{prefix}{}", attempt.pair))
+        .query_async::<()>(&mut c)
+        .await
+        .unwrap();
+    assert!(refused);
+    assert_eq!(local, [0]);
+}
