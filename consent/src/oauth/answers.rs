@@ -31,12 +31,40 @@ pub use super::tokens::Basis;
 use super::tokens::Introspection;
 use crate::revocation_list::RevocationList;
 
+/// An introspection answer with its JSON, serialized once: a reused answer is sent as it was
+/// first serialized (cloning either part shares it).
+#[derive(Debug, Clone)]
+pub struct Answer {
+    introspection: Arc<Introspection>,
+    json: bytes::Bytes,
+}
+
+impl Answer {
+    pub fn new(introspection: Introspection) -> Self {
+        // Plain strings, numbers and options: serialization cannot fail.
+        let json = serde_json::to_vec(&introspection).unwrap_or_default();
+        Self {
+            introspection: Arc::new(introspection),
+            json: json.into(),
+        }
+    }
+
+    pub fn introspection(&self) -> &Introspection {
+        &self.introspection
+    }
+
+    /// The answer's JSON (RFC 7662 section 2.2).
+    pub fn json(&self) -> bytes::Bytes {
+        self.json.clone()
+    }
+}
+
 /// Entries kept at most; when full, the cache starts over.
 const CAPACITY: usize = 20_000;
 
 #[derive(Debug)]
 struct Entry {
-    answer: Arc<Introspection>,
+    answer: Answer,
     basis: Basis,
     stored_at: Instant,
     epoch: u64,
@@ -78,7 +106,7 @@ impl AnswerCache {
         creds: &ClientCredentials,
         now: DateTime<Utc>,
         revocations: &RevocationList,
-    ) -> Option<Arc<Introspection>> {
+    ) -> Option<Answer> {
         if !self.enabled() {
             return None;
         }
@@ -110,11 +138,11 @@ impl AnswerCache {
     pub fn put(
         &self,
         token_hash: String,
-        answer: Arc<Introspection>,
+        answer: Answer,
         basis: Basis,
         (epoch, read_at): (u64, Instant),
     ) {
-        if !self.enabled() || !answer.active {
+        if !self.enabled() || !answer.introspection.active {
             return;
         }
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());

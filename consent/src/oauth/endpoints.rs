@@ -13,10 +13,11 @@ use platform::crypto::PlainToken;
 use platform::revocation;
 
 use super::OAuthService;
+use super::answers::Answer;
 use super::clients::{self, ClientCredentials};
 use super::error::OAuthError;
 use super::tokens::batched::{self, Batched};
-use super::tokens::{self, Introspected, Introspection, TokenResponse};
+use super::tokens::{self, Introspected, TokenResponse};
 use crate::revocation_list::RevocationList;
 
 /// A token request's grant, read from the form.
@@ -254,7 +255,7 @@ impl OAuthService {
         token: Option<String>,
         list: &RevocationList,
         now: DateTime<Utc>,
-    ) -> Result<std::sync::Arc<Introspection>, OAuthError> {
+    ) -> Result<Answer, OAuthError> {
         let svc = self.clone();
         let answers = self.answers.clone();
         let key = token
@@ -304,7 +305,7 @@ impl OAuthService {
                     .await??
             }
         };
-        let result = std::sync::Arc::new(result);
+        let result = Answer::new(result);
         if let (Some(key), Some(basis)) = (key, basis) {
             answers.put(key, result.clone(), basis, read);
         }

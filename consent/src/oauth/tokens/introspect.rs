@@ -154,7 +154,7 @@ pub enum Introspected {
     /// The answer (and, for a minted token, what it rests on, so it may be reused).
     Answer(Box<(Introspection, Option<Basis>)>),
     /// An answer reused from the answer cache, shared with it.
-    Reused(std::sync::Arc<Introspection>),
+    Reused(crate::oauth::answers::Answer),
     /// Not a token we minted as is (attenuated, or foreign): the client is authenticated;
     /// verify the token offline ([`verify_offline`], off this connection), then call
     /// [`introspect_verified`].

@@ -548,7 +548,11 @@ pub async fn introspect_endpoint(state: State, mut post: ClientPost) -> OAuthAns
         .oauth
         .introspect(creds, &post.ip, token, &state.revocations, now)
         .await?;
-    Ok(no_store(HttpResponse::Ok().json(&*result)))
+    Ok(no_store(
+        HttpResponse::Ok()
+            .content_type(actix_web::http::header::ContentType::json())
+            .body(result.json()),
+    ))
 }
 
 #[cfg(test)]
