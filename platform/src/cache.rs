@@ -30,7 +30,7 @@ pub enum CacheError {
 
 pub type CacheResult<T> = Result<T, CacheError>;
 
-/// A windowed counter after an increment ([`Cache::incr_windows`]).
+/// A windowed counter after an increment ([`Cache::count_admitted`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Counted {
     pub count: u64,
@@ -102,15 +102,14 @@ pub trait Cache: Send + Sync + fmt::Debug {
     /// [`Cache::incr_window`] on each of `keys`, and each of `messages` (if any) published on
     /// `channel`, in one transaction: no count is made without its announcement, nor announced
     /// without being made, and concurrent callers see each other's counts whole (never one
-    /// caller's first key counted and its second not yet). Returns each key's count and the time
-    /// left in its window, in the order of `keys`.
+    /// caller's first key counted and its second not yet).
     fn incr_windows<'a>(
         &'a self,
         keys: &'a [&'a str],
         window: Duration,
         channel: &'a str,
         messages: &'a [String],
-    ) -> BoxFuture<'a, CacheResult<Vec<Counted>>>;
+    ) -> BoxFuture<'a, CacheResult<()>>;
     /// Takes one back from each of `keys` whose window has at most `latest` (the same position
     /// in its list) left: the window it was counted in, not a later one, which has more left.
     /// Never below zero, never creating a key, expiries unchanged; one transaction.
@@ -121,9 +120,10 @@ pub trait Cache: Send + Sync + fmt::Debug {
     ) -> BoxFuture<'a, CacheResult<()>>;
     /// Counts a login attempt on its counters (`keys`: pair, address and, with a per-account
     /// limit, account) if `limits` admit it on what was counted before it (each count plus its
-    /// `floors` entry: failures counted elsewhere, such as in-process during an outage); reading, deciding and counting are one step, so attempts at once
-    /// see each other, and a refused attempt writes nothing. Returns each counter's count and
-    /// time left, or `None` when refused.
+    /// `floors` entry: failures counted elsewhere, such as in-process during an outage).
+    /// Reading, deciding and counting are one step, so attempts at once see each other, and a
+    /// refused attempt writes nothing. Returns each counter's count and time left, or `None`
+    /// when refused.
     fn count_admitted<'a>(
         &'a self,
         keys: &'a [&'a str],
@@ -199,7 +199,7 @@ impl InProcessCache {
 }
 
 /// Increments `key`'s window counter in `m` (a new window once the last has ended).
-fn incr_in(m: &mut HashMap<String, (String, Instant)>, key: &str, window: Duration) -> u64 {
+fn incr_in(m: &mut HashMap<String, (String, Instant)>, key: &str, window: Duration) -> Counted {
     let now = Instant::now();
     let entry = m
         .entry(key.to_string())
@@ -207,9 +207,12 @@ fn incr_in(m: &mut HashMap<String, (String, Instant)>, key: &str, window: Durati
     if entry.1 <= now {
         *entry = ("0".into(), now + window);
     }
-    let n = entry.0.parse::<u64>().unwrap_or(0).saturating_add(1);
-    entry.0 = n.to_string();
-    n
+    let count = entry.0.parse::<u64>().unwrap_or(0).saturating_add(1);
+    entry.0 = count.to_string();
+    Counted {
+        count,
+        left: entry.1.saturating_duration_since(now),
+    }
 }
 
 fn live(entry: Option<&(String, Instant)>) -> Option<&String> {
@@ -262,7 +265,7 @@ impl Cache for InProcessCache {
         key: &'a str,
         window: Duration,
     ) -> BoxFuture<'a, CacheResult<u64>> {
-        Box::pin(async move { Ok(self.with_entries(|m| incr_in(m, key, window))) })
+        Box::pin(async move { Ok(self.with_entries(|m| incr_in(m, key, window).count)) })
     }
     fn incr_windows<'a>(
         &'a self,
@@ -270,19 +273,13 @@ impl Cache for InProcessCache {
         window: Duration,
         channel: &'a str,
         messages: &'a [String],
-    ) -> BoxFuture<'a, CacheResult<Vec<Counted>>> {
+    ) -> BoxFuture<'a, CacheResult<()>> {
         Box::pin(async move {
             // One lock for every key: concurrent callers see each other's counts whole.
-            let counted = self.with_entries(|m| {
-                keys.iter()
-                    .map(|k| {
-                        let count = incr_in(m, k, window);
-                        let left = m.get(*k).map_or(window, |(_, exp)| {
-                            exp.saturating_duration_since(Instant::now())
-                        });
-                        Counted { count, left }
-                    })
-                    .collect()
+            self.with_entries(|m| {
+                for key in keys {
+                    incr_in(m, key, window);
+                }
             });
             if !messages.is_empty() {
                 let tx = self.sender(channel);
@@ -290,7 +287,7 @@ impl Cache for InProcessCache {
                     let _ = tx.send(message.clone());
                 }
             }
-            Ok(counted)
+            Ok(())
         })
     }
     fn decr_windows<'a>(
@@ -334,14 +331,7 @@ impl Cache for InProcessCache {
                 if limits.refuses(&before) {
                     return None;
                 }
-                let counted = keys.iter().map(|k| {
-                    let count = incr_in(m, k, window);
-                    let left = m.get(*k).map_or(window, |(_, exp)| {
-                        exp.saturating_duration_since(Instant::now())
-                    });
-                    Counted { count, left }
-                });
-                Some(counted.collect())
+                Some(keys.iter().map(|k| incr_in(m, k, window)).collect())
             }))
         })
     }
@@ -737,7 +727,7 @@ impl Cache for RedisCache {
         window: Duration,
         channel: &'a str,
         messages: &'a [String],
-    ) -> BoxFuture<'a, CacheResult<Vec<Counted>>> {
+    ) -> BoxFuture<'a, CacheResult<()>> {
         let keys: Vec<String> = keys.iter().map(|k| self.key(k)).collect();
         let channel = self.key(channel);
         Box::pin(async move {
@@ -750,19 +740,12 @@ impl Cache for RedisCache {
                     pipe.add_command(set_absent(key, "0", window))
                         .ignore()
                         .incr(key, 1)
-                        .pttl(key);
+                        .ignore();
                 }
                 for message in messages {
                     pipe.publish(&channel, message).ignore();
                 }
-                let replies: Vec<(u64, i64)> = pipe.query_async(&mut c).await?;
-                Ok(replies
-                    .into_iter()
-                    .map(|(count, pttl)| Counted {
-                        count,
-                        left: Duration::from_millis(u64::try_from(pttl).unwrap_or(0)),
-                    })
-                    .collect())
+                pipe.query_async::<()>(&mut c).await
             })
             .await
         })
