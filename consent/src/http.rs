@@ -24,6 +24,9 @@ pub fn extractor_config(cfg: &mut web::ServiceConfig) {
             .limit(MAX_BODY_BYTES)
             .error_handler(|e, _| problem::form_error(e).into()),
     )
+    // Bodies read whole as bytes or text (OAuth forms parsed by hand, page forms, usage
+    // reports): the same bound, not actix's 256 KiB default.
+    .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
     .app_data(web::QueryConfig::default().error_handler(|e, _| problem::query_error(e).into()))
     .app_data(web::PathConfig::default().error_handler(|e, _| problem::path_error(e).into()));
 }
@@ -84,17 +87,37 @@ pub async fn record_metrics(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
-    let method = req.method().to_string();
+    let method = method_label(req.method());
     let res = next.call(req).await?;
     let route = res
         .request()
         .match_pattern()
         .unwrap_or_else(|| "unmatched".to_string());
     let status = res.status().as_u16().to_string();
-    metrics::counter!("consent_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status).increment(1);
+    metrics::counter!("consent_http_requests_total", "method" => method, "route" => route.clone(), "status" => status).increment(1);
     metrics::histogram!("consent_http_request_duration_seconds", "method" => method, "route" => route)
         .record(started.elapsed().as_secs_f64());
     Ok(res)
+}
+
+/// The `method` label: the standard methods by name, any other `OTHER`. HTTP lets a client send
+/// any token as its method (actix routes it to a 404 or 405), and every distinct label value is
+/// a series the metrics registry keeps forever: raw methods would let anyone grow the server's
+/// memory and `/metrics` without bound.
+fn method_label(method: &actix_web::http::Method) -> &'static str {
+    use actix_web::http::Method as M;
+    match *method {
+        M::GET => "GET",
+        M::HEAD => "HEAD",
+        M::POST => "POST",
+        M::PUT => "PUT",
+        M::DELETE => "DELETE",
+        M::PATCH => "PATCH",
+        M::OPTIONS => "OPTIONS",
+        M::CONNECT => "CONNECT",
+        M::TRACE => "TRACE",
+        _ => "OTHER",
+    }
 }
 
 /// Error responses that are not already JSON or HTML (actix's own 404/405/400 plain-text bodies)
@@ -169,6 +192,10 @@ mod tests {
         HttpResponse::Ok().finish()
     }
 
+    async fn raw(_: web::Bytes) -> HttpResponse {
+        HttpResponse::Ok().finish()
+    }
+
     async fn query(_: web::Query<std::collections::HashMap<String, u32>>) -> HttpResponse {
         HttpResponse::Ok().finish()
     }
@@ -182,6 +209,7 @@ mod tests {
                 .configure(extractor_config)
                 .route("/echo", web::post().to(echo))
                 .route("/q", web::get().to(query))
+                .route("/raw", web::post().to(raw))
                 .default_service(web::to(not_found)),
         )
         .await;
@@ -198,7 +226,14 @@ mod tests {
             (post(json, "{\"name\": 5}".into()), 400),
             (post(json, "{}".into()), 400),
             (post("text/plain", "{\"name\":\"x\"}".into()), 415),
-            (post(json, too_long), 413),
+            (post(json, too_long.clone()), 413),
+            (
+                test::TestRequest::post()
+                    .uri("/raw")
+                    .insert_header(("content-type", "application/x-www-form-urlencoded"))
+                    .set_payload(too_long),
+                413,
+            ),
             (test::TestRequest::get().uri("/q?n=notanumber"), 400),
             (test::TestRequest::get().uri("/missing"), 404),
             (test::TestRequest::get().uri("/echo"), 404),

@@ -119,6 +119,31 @@ async fn metrics_are_prometheus_text() {
     app.stop().await;
 }
 
+/// Any token is a valid HTTP method. Each one used to become a `method` label value, a series
+/// the registry keeps for the life of the process: a client inventing methods grew the server's
+/// memory and `/metrics` without bound. Non-standard methods are all counted as `OTHER`.
+#[tokio::test]
+async fn invented_methods_do_not_grow_the_metrics() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let invented: Vec<String> = (0..20).map(|i| format!("QZX{i}INVENTED")).collect();
+    for name in &invented {
+        let method = reqwest::Method::from_bytes(name.as_bytes()).unwrap();
+        let r = app
+            .client
+            .request(method, app.url("/healthz"))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_client_error(), "{name}: {}", r.status());
+    }
+    let text = app.get_metrics().await.text().await.unwrap();
+    for name in &invented {
+        assert!(!text.contains(name.as_str()), "{name} became a label");
+    }
+    assert!(text.contains("method=\"OTHER\""), "{text}");
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn unknown_routes_and_wrong_methods_get_problem_details() {
     let app = spawn_app(Backend::Sqlite).await;

@@ -105,6 +105,11 @@ impl AccessRequest {
         now: DateTime<Utc>,
         max_lifetime: Duration,
     ) -> Result<Self, OAuthError> {
+        if scope.is_some_and(|s| s.len() > MAX_SCOPE_BYTES) {
+            return Err(OAuthError::InvalidScope(format!(
+                "scope is longer than {MAX_SCOPE_BYTES} bytes"
+            )));
+        }
         let from_scope = scope
             .map(str::trim)
             .filter(|s| !s.is_empty())
@@ -404,6 +409,10 @@ fn placeholder_account() -> AccountId {
     // Only used to run GrantScope's validation when the customer picks accounts later.
     AccountId::parse("acc_placeholder").unwrap_or_else(|_| unreachable!("valid literal id"))
 }
+
+/// The longest `scope` taken: every known action, space-separated, is far shorter. The request
+/// is kept as sent (PAR stores it until it is used), so padding must not pass.
+const MAX_SCOPE_BYTES: usize = 1024;
 
 fn parse_scope(scope: &str) -> Result<Vec<Action>, OAuthError> {
     let mut actions = Vec::new();

@@ -203,6 +203,14 @@ fn every_bad_request_is_refused() {
             .code(),
         "invalid_scope"
     );
+    // Padding that the split would skip is refused before it is kept (PAR stores the request).
+    let padded = format!("accounts:read{}balances:read", " ".repeat(2000));
+    assert_eq!(
+        AccessRequest::parse(None, Some(&padded), now(), Duration::days(1))
+            .unwrap_err()
+            .code(),
+        "invalid_scope"
+    );
     assert_eq!(
         AccessRequest::parse(None, None, now(), Duration::days(1))
             .unwrap_err()
