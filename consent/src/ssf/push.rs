@@ -128,16 +128,43 @@ async fn send(svc: &SsfService, http: &reqwest::Client, stream: &StreamRow, d: &
     match request.send().await {
         Ok(r) if r.status().is_success() => Outcome::Accepted,
         Ok(r) if r.status() == reqwest::StatusCode::BAD_REQUEST => {
-            let body: serde_json::Value = r.json().await.unwrap_or_default();
-            let err = body["err"].as_str().unwrap_or("invalid_request");
-            let description = body["description"].as_str().unwrap_or("");
-            Outcome::Refused(format!("{err}: {description}").chars().take(300).collect())
+            Outcome::Refused(refusal(r).await)
         }
         Ok(r) => Outcome::Failed(format!("the receiver answered {}", r.status())),
         Err(e) if e.is_timeout() => Outcome::Failed("timed out".into()),
         Err(e) if e.is_connect() => Outcome::Failed("could not connect".into()),
         Err(_) => Outcome::Failed("request failed".into()),
     }
+}
+
+/// The most of a refusal's body that is read. RFC 8935's error object is a few hundred bytes,
+/// and the receiver is whoever registered the stream: a body without end must not be read to
+/// the request timeout into memory.
+const REFUSAL_BODY_MAX: usize = 4 * 1024;
+
+/// What a receiver's 400 says (RFC 8935 section 2.4: `err` and `description`), read from at
+/// most [`REFUSAL_BODY_MAX`] bytes; a longer or unreadable body is a plain `invalid_request`.
+async fn refusal(mut r: reqwest::Response) -> String {
+    let mut body = Vec::new();
+    let mut whole = false;
+    while body.len() <= REFUSAL_BODY_MAX {
+        match r.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            Ok(None) => {
+                whole = true;
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    let body: serde_json::Value = if whole && body.len() <= REFUSAL_BODY_MAX {
+        serde_json::from_slice(&body).unwrap_or_default()
+    } else {
+        serde_json::Value::Null
+    };
+    let err = body["err"].as_str().unwrap_or("invalid_request");
+    let description = body["description"].as_str().unwrap_or("");
+    format!("{err}: {description}").chars().take(300).collect()
 }
 
 /// Records one SET's outcome; `false` when the stream must stop for now.
@@ -345,4 +372,65 @@ pub fn spawn_delivery(
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A receiver on a local port that answers every request with a 400 whose body is `head`
+    /// followed, when `endless`, by padding that never ends.
+    async fn receiver(head: &'static str, endless: bool) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = socket.read(&mut buf).await;
+                    let framing = if endless {
+                        "transfer-encoding: chunked".to_string()
+                    } else {
+                        format!("content-length: {}", head.len())
+                    };
+                    let start = format!(
+                        "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n{framing}\r\n\r\n"
+                    );
+                    let _ = socket.write_all(start.as_bytes()).await;
+                    if !endless {
+                        let _ = socket.write_all(head.as_bytes()).await;
+                        return;
+                    }
+                    let chunk = |data: &str| format!("{:x}\r\n{data}\r\n", data.len());
+                    if socket.write_all(chunk(head).as_bytes()).await.is_err() {
+                        return;
+                    }
+                    let padding = chunk(&" ".repeat(8192));
+                    // Until the client hangs up.
+                    while socket.write_all(padding.as_bytes()).await.is_ok() {}
+                });
+            }
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn a_refusal_is_read_from_a_bounded_body() {
+        let http = reqwest::Client::new();
+        let url = receiver(
+            r#"{"err":"invalid_key","description":"unknown kid"}"#,
+            false,
+        )
+        .await;
+        let r = http.post(&url).send().await.unwrap();
+        assert_eq!(refusal(r).await, "invalid_key: unknown kid");
+
+        // A body without end is read no further than the bound: the answer comes at once (not
+        // at the request timeout), and it is the plain refusal.
+        let url = receiver(r#"{"err":"invalid_key","description":"unknown kid""#, true).await;
+        let r = http.post(&url).send().await.unwrap();
+        let read = tokio::time::timeout(std::time::Duration::from_secs(20), refusal(r));
+        assert_eq!(read.await.expect("read to the bound"), "invalid_request: ");
+    }
 }
