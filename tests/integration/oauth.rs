@@ -1543,6 +1543,82 @@ async fn introspection_covers_minted_and_attenuated_tokens() {
     }
 }
 
+/// An attenuated token introspects as what it allows, never as its grant: RFC 7662 callers act
+/// on `scope` and `authorization_details`, and answering with the grant's whole scope undid the
+/// attenuation for them. Narrowed by the documented facts and by Datalog of the holder's own.
+#[tokio::test]
+async fn an_attenuated_token_introspects_as_what_it_allows() {
+    use ::grants::{Action, Attenuation, MerchantId, TxWindow};
+    for backend in backends() {
+        let app = spawn_demo_app(backend).await;
+        app.login_customer("alice").await;
+        let t = tokens_for(&app).await;
+        let access = t["access_token"].as_str().unwrap();
+        // The demo grant: three actions, two merchants, the first half of 2026.
+        let whole = app.post_introspect(DEMO, access).await;
+        let granted = whole["authorization_details"][0].clone();
+        assert_eq!(
+            (&whole["scope"], &granted["merchants"]),
+            (
+                &json!("accounts:read balances:read transactions:read"),
+                &json!(["m_fresh_market", "m_bean_there"])
+            ),
+            "{backend:?}: {whole}"
+        );
+        assert_eq!(granted["transactions_from"], "2026-01-01T00:00:00Z");
+
+        let now = chrono::Utc::now();
+        let until = chrono::SubsecRound::trunc_subsecs(now + chrono::Duration::minutes(3), 0);
+        let window = |from: &str, to: &str| {
+            let at = |t: &str| chrono::DateTime::parse_from_rfc3339(t).unwrap().to_utc();
+            TxWindow::new(at(from), at(to)).unwrap()
+        };
+        let narrowing = Attenuation::new()
+            .actions([Action::AccountsRead, Action::TransactionsRead])
+            .merchants([MerchantId::parse("m_bean_there").unwrap()])
+            .window(window("2026-02-01T00:00:00Z", "2026-03-31T23:59:59Z"))
+            .expires_at(until);
+        let narrowed = ::grants::attenuate(access, &narrowing, false).unwrap();
+        let intro = app.post_introspect(DEMO, &narrowed).await;
+        assert_eq!(intro["active"], true, "{backend:?}: {intro}");
+        assert_eq!(intro["scope"], "accounts:read transactions:read", "{intro}");
+        assert_eq!(intro["exp"], until.timestamp(), "{intro}");
+        let d = &intro["authorization_details"][0];
+        assert_eq!(d["accounts"], granted["accounts"], "{backend:?}: {intro}");
+        assert_eq!(d["merchants"], json!(["m_bean_there"]), "{intro}");
+        assert_eq!(d["transactions_from"], "2026-02-01T00:00:00Z", "{intro}");
+        assert_eq!(d["transactions_until"], "2026-03-31T23:59:59Z", "{intro}");
+        assert_eq!(
+            d["expires_at"],
+            ::grants::format_timestamp(until),
+            "{intro}"
+        );
+
+        // Datalog of the holder's own: balances only, at one merchant only.
+        let key = app.oauth.keys.current().active;
+        let root = biscuit_auth::PublicKey::from_bytes(
+            &key.public_key().to_bytes(),
+            biscuit_auth::Algorithm::Ed25519,
+        )
+        .unwrap();
+        let block = "check if operation($op), [\"balances:read\"].contains($op); \
+                     check if req_merchant($m), [\"m_fresh_market\"].contains($m);";
+        let custom = biscuit_auth::Biscuit::from_base64(access, root)
+            .unwrap()
+            .append(biscuit_auth::BlockBuilder::new().code(block).unwrap())
+            .unwrap()
+            .to_base64()
+            .unwrap();
+        let intro = app.post_introspect(DEMO, &custom).await;
+        assert_eq!(intro["active"], true, "{backend:?}: {intro}");
+        assert_eq!(intro["scope"], "balances:read", "{backend:?}: {intro}");
+        let d = &intro["authorization_details"][0];
+        assert_eq!(d["merchants"], json!(["m_fresh_market"]), "{intro}");
+        assert_eq!(d["accounts"], granted["accounts"], "{intro}");
+        app.stop().await;
+    }
+}
+
 #[tokio::test]
 async fn concurrent_uses_of_one_refresh_token_rotate_once_and_end_the_grant() {
     for backend in backends() {

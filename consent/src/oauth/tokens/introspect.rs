@@ -83,6 +83,7 @@ impl Minted {
             minted_rid: Some(self.revocation_id),
             cnf_jkt: self.dpop_jkt,
             cnf_x5t: self.cnf_x5t,
+            allows: None,
         })
     }
 }
@@ -195,6 +196,7 @@ pub fn introspect(
             cnf_jkt: r.dpop_jkt,
             // A refresh token is bound to the client, not to one certificate (RFC 8705 4).
             cnf_x5t: None,
+            allows: None,
         }
     } else if let Some(minted) = load_minted(c, hash.as_str())? {
         // A token exactly as we minted it is found by its hash (its signature was made by us,
@@ -243,6 +245,7 @@ pub fn introspect_verified(
         minted_rid: None,
         cnf_jkt: t.cnf_jkt,
         cnf_x5t: t.cnf_x5t,
+        allows: Some(t.allows),
     };
     conclude(c, svc, found, now)
 }
@@ -289,6 +292,8 @@ pub(super) struct Found {
     pub(super) cnf_jkt: Option<String>,
     /// The TLS client certificate the token is bound to.
     pub(super) cnf_x5t: Option<String>,
+    /// What an attenuated token allows (`None`: a token as minted, which allows its grant).
+    pub(super) allows: Option<AccessRequest>,
 }
 
 impl Found {
@@ -319,6 +324,7 @@ impl Found {
             minted_rid,
             cnf_jkt,
             cnf_x5t,
+            allows,
             ..
         } = self;
         if !live {
@@ -332,7 +338,12 @@ impl Found {
                 None,
             ));
         }
-        let access = AccessRequest::from_stored(&grant.authorization_details)?;
+        // An attenuated token reports what it allows, never its grant's whole scope: RFC 7662
+        // callers act on `scope` and `authorization_details`.
+        let access = match allows {
+            Some(allows) => allows,
+            None => AccessRequest::from_stored(&grant.authorization_details)?,
+        };
         let basis = minted_rid.map(|rid| Basis {
             client,
             grant_id: grant.id.clone(),

@@ -95,6 +95,9 @@ pub struct OurToken {
     /// The authority block's expiry: its first revocation id is shared with the token it was
     /// attenuated from (and that token's other attenuations), which may live until then.
     pub(super) authority_expires_at: DateTime<Utc>,
+    /// What the token allows, attenuation included (introspection reports this, not the
+    /// grant's whole scope): see [`allowed_access`].
+    pub(super) allows: AccessRequest,
 }
 
 /// Verifies an access token offline on the verification pool ([`crate::verification`]), never
@@ -128,23 +131,24 @@ pub(super) fn verify_ours(
     let summary = info.grant?;
     // One decode for all the actions tried below, and none for a token seen before.
     let verifier = ::grants::Verifier::new(keys, ::grants::NoRevocationCheck).with_cache(cache);
-    // Some granted action must still be allowed. Only a denial depends on the action: any
-    // other refusal (signature, expiry, limits) would repeat for every action, so stop there.
+    // Some granted action must still be allowed; each one is tried as a listing, and what each
+    // allows makes up what the token allows. Only a denial depends on the action: any other
+    // refusal (signature, expiry, limits) would repeat for every action, so stop there.
     let mut auth = None;
+    let mut others = Vec::new();
     for action in &summary.actions {
         // The token's DPoP and certificate bindings are the resource server's to enforce;
         // introspection reports them (`cnf`), and anyone holding the token may revoke it.
         let listing = ::grants::Request::new(action.clone(), now);
         match verifier.verify_reporting_binding(token, &listing) {
-            Ok(a) => {
-                auth = Some(a);
-                break;
-            }
+            Ok(a) if auth.is_none() => auth = Some((action.clone(), a)),
+            Ok(a) => others.push((action.clone(), a.scope)),
             Err(::grants::error::VerifyError::Denied(_)) => continue,
             Err(_) => return None,
         }
     }
-    let auth = auth?;
+    let (first, auth) = auth?;
+    let allows = allowed_access(first, &auth.scope, &others);
     Some(OurToken {
         grant: auth.scope.grant.as_str().to_string(),
         client: auth.scope.client.as_str().to_string(),
@@ -153,5 +157,122 @@ pub(super) fn verify_ours(
         cnf_x5t: auth.cnf_x5t.clone(),
         expires_at: auth.scope.expires_at,
         authority_expires_at: summary.expires_at,
+        allows,
     })
+}
+
+/// What an attenuated token allows, as the one `account_access` entry an answer carries: an
+/// entry is a product (every action on every account, in the window, at the merchants), so it
+/// holds the first action the token allows with the accounts, window and merchants its listing
+/// allows, then each further allowed action whose own listing allows all of those too, the
+/// dimensions narrowed to what both allow. The entry never reports more than the token allows;
+/// a token whose blocks give different accounts to different actions (not one product) is
+/// reported as the part of it that is one. Expiry: the earliest.
+pub(super) fn allowed_access(
+    first: ::grants::Action,
+    scope: &::grants::EffectiveScope,
+    others: &[(::grants::Action, ::grants::EffectiveScope)],
+) -> AccessRequest {
+    let mut allows = AccessRequest {
+        actions: vec![first],
+        accounts: Some(scope.accounts.clone()),
+        window: scope.window,
+        merchants: scope.merchants.clone(),
+        expires_at: scope.expires_at,
+    };
+    for (action, other) in others {
+        let accounts: Vec<_> = allows
+            .accounts
+            .iter()
+            .flatten()
+            .filter(|a| other.accounts.contains(a))
+            .cloned()
+            .collect();
+        let window = match (allows.window, other.window) {
+            (Some(a), Some(b)) => {
+                let (from, until) = (a.from().max(b.from()), a.until().min(b.until()));
+                match ::grants::TxWindow::new(from, until) {
+                    Ok(w) => Some(w),
+                    Err(_) => continue,
+                }
+            }
+            (a, b) => a.or(b),
+        };
+        let merchants = match (&allows.merchants, &other.merchants) {
+            (Some(a), Some(b)) => Some(a.iter().filter(|m| b.contains(m)).cloned().collect()),
+            (a, b) => a.clone().or_else(|| b.clone()),
+        };
+        if accounts.is_empty() || merchants.as_ref().is_some_and(Vec::is_empty) {
+            continue;
+        }
+        allows.actions.push(action.clone());
+        allows.accounts = Some(accounts);
+        allows.window = window;
+        allows.merchants = merchants;
+        allows.expires_at = allows.expires_at.min(other.expires_at);
+    }
+    allows
+}
+
+#[cfg(test)]
+mod tests {
+    use ::grants::{AccountId, Action, ClientId, EffectiveScope, GrantId, SubjectId, TxWindow};
+    use chrono::{Datelike, TimeZone, Utc};
+
+    use super::allowed_access;
+
+    fn scope(accounts: &[&str], window: Option<(u32, u32)>, hours: i64) -> EffectiveScope {
+        let day = |d: u32| Utc.with_ymd_and_hms(2026, 1, d, 0, 0, 0).unwrap();
+        EffectiveScope {
+            grant: GrantId::parse("g_1").unwrap(),
+            client: ClientId::parse("c_1").unwrap(),
+            subject: SubjectId::parse("cust_1").unwrap(),
+            accounts: accounts
+                .iter()
+                .map(|a| AccountId::parse(*a).unwrap())
+                .collect(),
+            actions: vec![],
+            window: window.map(|(f, u)| TxWindow::new(day(f), day(u)).unwrap()),
+            merchants: None,
+            expires_at: Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 0).unwrap()
+                + chrono::Duration::hours(hours),
+        }
+    }
+
+    /// One entry is a product: an action joins only where it allows every account and date the
+    /// entry already holds, narrowed to what both allow; the earliest expiry counts.
+    #[test]
+    fn the_reported_entry_never_holds_more_than_each_action_allows() {
+        let first = scope(&["acc_a", "acc_b"], Some((1, 20)), 5);
+        let others = [
+            // Fewer accounts and a shorter window: joins, and narrows the entry.
+            (
+                Action::BalancesRead,
+                scope(&["acc_b", "acc_c"], Some((10, 30)), 2),
+            ),
+            // No account in common: left out (it would give it `acc_b`).
+            (Action::TransactionsRead, scope(&["acc_a"], None, 1)),
+        ];
+        let allows = allowed_access(Action::AccountsRead, &first, &others);
+        assert_eq!(
+            allows.actions,
+            vec![Action::AccountsRead, Action::BalancesRead]
+        );
+        assert_eq!(
+            allows.accounts,
+            Some(vec![AccountId::parse("acc_b").unwrap()])
+        );
+        let w = allows.window.unwrap();
+        assert_eq!((w.from().day(), w.until().day()), (10, 20));
+        assert_eq!(allows.expires_at, others[0].1.expires_at);
+
+        // Windows that do not meet: the second action is left out.
+        let others = [(
+            Action::TransactionsRead,
+            scope(&["acc_a", "acc_b"], Some((25, 30)), 0),
+        )];
+        let allows = allowed_access(Action::AccountsRead, &first, &others);
+        assert_eq!(allows.actions, vec![Action::AccountsRead]);
+        assert_eq!(allows.expires_at, first.expires_at);
+    }
 }
