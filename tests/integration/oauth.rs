@@ -2395,6 +2395,109 @@ async fn throttles_believe_forwarded_addresses_only_from_trusted_proxies() {
 /// (and nothing is bound or granted), a test customer does; sandbox tokens carry
 /// `environment("sandbox")` and a production resource server refuses them, while a production
 /// client's tokens pass it.
+/// The consent page of a client that is then suspended or deleted: approving gives the client
+/// nothing. The decision refuses a client that is no longer active, and suspension and deletion
+/// end the client's undecided requests (so a decision racing them finds its request gone).
+#[tokio::test]
+async fn a_client_suspended_or_deleted_while_its_consent_page_is_open_gets_no_grant() {
+    for backend in backends() {
+        let app = spawn_demo_app(backend).await;
+        app.login_customer("alice").await;
+        let acc = app.account_ids("alice").await[0].clone();
+        let dev = app.developer_token("ended@fintech.example").await;
+        let open_page = |client: (String, String)| {
+            let app = &app;
+            async move {
+                let (_, challenge) = pkce();
+                let rar = rar_all();
+                let form = par_form("http://127.0.0.1:9000/callback", &challenge, &rar);
+                let r = app.post_par((&client.0, &client.1), &form).await;
+                assert_eq!(r.status(), 201);
+                let body: Value = r.json().await.unwrap();
+                let uri = body["request_uri"].as_str().unwrap().to_string();
+                let auth = app
+                    .get_authorize(&[("client_id", &client.0), ("request_uri", &uri)])
+                    .await;
+                app.get_consent_page(auth).await
+            }
+        };
+        let count = |table: &'static str, client: &str| {
+            let client = client.to_string();
+            app.platform.db.run(move |c| {
+                Ok(match table {
+                    "grants" => grant_rows::table
+                        .filter(grant_rows::client_id.eq(client))
+                        .count()
+                        .get_result::<i64>(c)?,
+                    _ => authorization_requests::table
+                        .filter(authorization_requests::client_id.eq(client))
+                        .filter(authorization_requests::status.eq("pending"))
+                        .count()
+                        .get_result::<i64>(c)?,
+                })
+            })
+        };
+        let approve = [
+            ("decision", "approve"),
+            ("account", acc.as_str()),
+            ("action", "accounts:read"),
+            ("merchant", "m_bean_there"),
+        ];
+
+        // An active client gets its grant with this approval.
+        let active = app.sandbox_client(&dev).await;
+        let (path, html) = open_page(active.clone()).await;
+        let r = app.post_consent(&path, &html, &approve).await;
+        assert_eq!(r.status(), 303, "{backend:?}: {}", r.text().await.unwrap());
+        assert_eq!(count("grants", &active.0).await.unwrap(), 1, "{backend:?}");
+
+        // Suspended after the page was shown (the status alone: the decision checks it).
+        let suspended = app.sandbox_client(&dev).await;
+        let (path, html) = open_page(suspended.clone()).await;
+        let id = suspended.0.clone();
+        app.platform
+            .db
+            .write(move |c| {
+                use platform::storage::schema::clients;
+                Ok(diesel::update(clients::table.filter(clients::id.eq(id)))
+                    .set(clients::status.eq("suspended"))
+                    .execute(c)?)
+            })
+            .await
+            .unwrap();
+        let r = app.post_consent(&path, &html, &approve).await;
+        assert_eq!(r.status(), 400, "{backend:?}: {}", r.text().await.unwrap());
+        assert_eq!(
+            count("grants", &suspended.0).await.unwrap(),
+            0,
+            "{backend:?}"
+        );
+
+        // Deleted by its developer after the page was shown: its undecided requests end too.
+        let deleted = app.sandbox_client(&dev).await;
+        let (path, html) = open_page(deleted.clone()).await;
+        assert_eq!(count("requests", &deleted.0).await.unwrap(), 1);
+        let r = app
+            .api(
+                reqwest::Method::DELETE,
+                &format!("/api/v1/clients/{}", deleted.0),
+                Some(&dev),
+                None,
+            )
+            .await;
+        assert_eq!(r.status(), 204);
+        assert_eq!(
+            count("requests", &deleted.0).await.unwrap(),
+            0,
+            "{backend:?}"
+        );
+        let r = app.post_consent(&path, &html, &approve).await;
+        assert_eq!(r.status(), 400, "{backend:?}");
+        assert_eq!(count("grants", &deleted.0).await.unwrap(), 0, "{backend:?}");
+        app.stop().await;
+    }
+}
+
 #[tokio::test]
 async fn sandbox_clients_are_for_test_customers_and_their_tokens_for_sandboxes() {
     use platform::storage::models::{Account, Customer};

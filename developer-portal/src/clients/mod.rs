@@ -12,10 +12,10 @@ use diesel::prelude::*;
 use platform::audit::{Actor, NewEvent, Target};
 use platform::crypto::{MasterKey, PlainToken, random_id};
 use platform::revocation::{Revocations, RevokedBy, end_grants};
-use platform::storage::models::Client;
 use platform::storage::models::ClientStatus;
 use platform::storage::models::GrantStatus;
-use platform::storage::schema::{clients, grant_rows};
+use platform::storage::models::{AuthorizationRequestStatus, Client};
+use platform::storage::schema::{authorization_requests, clients, grant_rows};
 use platform::storage::{AnyConnection, StorageResult};
 
 use crate::domain::{self, AuthMethod, Environment, Errors};
@@ -496,13 +496,31 @@ pub fn revoke_client_grants(
             Actor::system("client-suspension"),
         ),
     };
-    let grant_ids: Vec<String> = grant_rows::table
-        .filter(grant_rows::client_id.eq(client_id))
-        .filter(grant_rows::status.eq_any(GrantStatus::LIVE_STR))
-        .order(grant_rows::id.asc())
-        .select(grant_rows::id)
-        .load(conn)?;
+    let live = |conn: &mut AnyConnection| {
+        grant_rows::table
+            .filter(grant_rows::client_id.eq(client_id))
+            .filter(grant_rows::status.eq_any(GrantStatus::LIVE_STR))
+            .order(grant_rows::id.asc())
+            .select(grant_rows::id)
+            .load::<String>(conn)
+    };
     // The one place grants end (status, refresh tokens, revocation list, audit).
-    let grant_ids = end_grants(conn, revoked, &grant_ids, by, reason, &actor, now)?;
-    Ok(grant_ids)
+    let grant_ids = live(conn)?;
+    let mut ended = end_grants(conn, revoked, &grant_ids, by, reason, &actor, now)?;
+    // The client's undecided authorization requests go, so no customer's decision can give it
+    // a grant from here on. A decision being written now holds its request's row: this waits
+    // for it, and what it created is live below (each statement here reads what committed
+    // before it). Done after the first ending, so a Grant Management decision (which locks its
+    // grant before its request) and this (grants, then requests) take locks in one order.
+    diesel::delete(
+        authorization_requests::table
+            .filter(authorization_requests::client_id.eq(client_id))
+            .filter(
+                authorization_requests::status.eq(AuthorizationRequestStatus::Pending.as_str()),
+            ),
+    )
+    .execute(conn)?;
+    let late = live(conn)?;
+    ended.extend(end_grants(conn, revoked, &late, by, reason, &actor, now)?);
+    Ok(ended)
 }

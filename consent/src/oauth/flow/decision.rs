@@ -76,7 +76,10 @@ fn plan(
         mut alongside,
         ..
     } = load(c, id, customer_id, now, false)?;
-    if row.customer_id.as_deref() != Some(customer_id) {
+    // A client suspended or deleted since the page was shown gets nothing (as on the page).
+    // Suspension and deletion also end the client's pending requests, so a decision that reads
+    // the client as active just before either commits finds its request gone.
+    if row.customer_id.as_deref() != Some(customer_id) || !client.is_active() {
         return Err(ConsentError::NotPending);
     }
     let requested = AccessRequest::from_stored(&row.authorization_details)
