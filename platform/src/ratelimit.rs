@@ -218,7 +218,8 @@ impl LoginAttempt {
     /// bytes (a login form or a Basic header can carry kilobytes) is keyed by its SHA-256, so a
     /// flood of failures cannot fill the cache with large keys.
     pub fn new(scope: &str, account: &str, address: &str) -> Self {
-        let (account, address) = (bounded(account), bounded(address));
+        let address = crate::web::throttle_unit(address);
+        let (account, address) = (bounded(account), bounded(&address));
         Self {
             pair: format!("lf:{scope}:pair:{account}:{address}"),
             address: format!("lf:{scope}:addr:{address}"),
@@ -476,6 +477,19 @@ mod tests {
     use crate::cache::RedisCache;
 
     const MINUTE: Duration = Duration::from_secs(60);
+
+    /// Addresses in one IPv6 /64 are one subscriber's: they share the address's counters (and
+    /// their pair counters), as one IPv4 address does.
+    #[test]
+    fn login_counters_key_an_ipv6_client_by_its_64() {
+        let a = LoginAttempt::new("customer", "alice", "2001:db8:1:2::1");
+        let b = LoginAttempt::new("customer", "alice", "2001:db8:1:2:ffff::9");
+        let elsewhere = LoginAttempt::new("customer", "alice", "2001:db8:1:3::1");
+        assert_eq!((&a.address, &a.pair), (&b.address, &b.pair));
+        assert_ne!(a.address, elsewhere.address);
+        assert_ne!(a.pair, elsewhere.pair);
+        assert_eq!(a.account, elsewhere.account);
+    }
 
     #[tokio::test]
     async fn limits_after_the_allowance() {

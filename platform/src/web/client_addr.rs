@@ -19,6 +19,21 @@ use crate::config::{CidrList, ForwardedHeader};
 /// At most this many hops are examined (a header is bounded by actix's header limits anyway).
 const MAX_HOPS: usize = 32;
 
+/// What a throttle counts `address` (as [`client_ip`] gives it) as: an IPv4 address is itself,
+/// an IPv6 address counts as its /64. One subscriber (a home line, a phone, a rented server) is
+/// routed at least a /64 and may send from any address in it, so per-address allowances keyed
+/// on the whole address would give one attacker 2^64 of them.
+pub fn throttle_unit(address: &str) -> std::borrow::Cow<'_, str> {
+    match address.parse::<IpAddr>() {
+        Ok(IpAddr::V6(v6)) if v6.to_ipv4_mapped().is_none() => {
+            let s = v6.segments();
+            let network = std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0);
+            format!("{network}/64").into()
+        }
+        _ => address.into(),
+    }
+}
+
 /// The client's address for `req` (see the module docs); `"unknown"` when there is no peer.
 pub fn client_ip(req: &HttpRequest) -> String {
     let peer = req.peer_addr().map(|a| a.ip());
@@ -216,6 +231,19 @@ mod tests {
         assert_eq!(parse_node("2001:db8::1"), ip("2001:db8::1"));
         assert_eq!(parse_node("_hidden"), None);
         assert_eq!(parse_node("192.0.2.1:notaport"), None);
+    }
+
+    #[test]
+    fn an_ipv6_client_is_throttled_by_its_64() {
+        assert_eq!(throttle_unit("203.0.113.7"), "203.0.113.7");
+        assert_eq!(throttle_unit("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::/64");
+        assert_eq!(
+            throttle_unit("2001:db8:1:2:ffff:1:2:3"),
+            "2001:db8:1:2::/64"
+        );
+        assert_eq!(throttle_unit("2001:db8:1:3::1"), "2001:db8:1:3::/64");
+        assert_eq!(throttle_unit("::ffff:192.0.2.1"), "::ffff:192.0.2.1");
+        assert_eq!(throttle_unit("unknown"), "unknown");
     }
 
     #[test]

@@ -6,7 +6,7 @@ pub mod auth;
 mod client_addr;
 pub mod mtls;
 
-pub use client_addr::client_ip;
+pub use client_addr::{client_ip, throttle_unit};
 
 use actix_web::HttpRequest;
 use actix_web::cookie::{Cookie, SameSite, time};

@@ -397,6 +397,7 @@ pub fn see_other(location: &str) -> HttpResponse {
 pub async fn authorize_endpoint(state: State, req: HttpRequest) -> HttpResponse {
     // Each valid request stores a pending row: bound how fast one address can create them.
     let ip = client_ip(&req);
+    let ip = platform::web::throttle_unit(&ip);
     if let Decision::Limited { .. } = state
         .platform
         .rate_limiter
