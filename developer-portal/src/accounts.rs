@@ -152,7 +152,10 @@ pub async fn sign_up(
         platform
             .rate_limiter
             .check(
-                &format!("portal-signup:{client_addr}"),
+                &format!(
+                    "portal-signup:{}",
+                    platform::web::throttle_unit(client_addr)
+                ),
                 SIGNUP_LIMIT_PER_ADDRESS,
                 SIGNUP_WINDOW,
             )
@@ -163,7 +166,9 @@ pub async fn sign_up(
         password,
         display_name,
     } = input;
-    let hash = tokio::task::spawn_blocking(move || hash_password(password.expose()))
+    let hash = platform
+        .passwords
+        .run(move || hash_password(password.expose()))
         .await
         .map_err(|e| StorageError::Unavailable(e.to_string()))??;
     let now = platform.now();
@@ -246,8 +251,10 @@ pub async fn login(
     };
     let stored = found.as_ref().map(|(_, h)| h.clone());
     let presented = password.to_string();
-    let ok =
-        tokio::task::spawn_blocking(move || verify_password(&presented, stored.as_deref())).await;
+    let ok = platform
+        .passwords
+        .run(move || verify_password(&presented, stored.as_deref()))
+        .await;
     let ok = match ok {
         Ok(ok) => ok,
         Err(e) => {

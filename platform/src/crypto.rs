@@ -18,10 +18,12 @@ use zeroize::Zeroizing;
 
 mod data_keys;
 pub mod hsm;
+mod password_work;
 
 pub use data_keys::{DataKeyError, KEY_PURPOSES, OpenedKeys, Rewrapped, signing_key_aad};
 
 pub use hsm::{CustodyEvent, CustodyJournal, HsmError, HsmKeyReport, KeyLocation};
+pub use password_work::{PasswordBusy, PasswordWork};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CryptoError {

@@ -83,6 +83,8 @@ pub struct Platform {
     pub revocation_signals: Arc<revocation::Signals>,
     /// The authorities of `tls_client_auth` certificates (`server.client_ca_file`).
     pub certificate_trust: web::mtls::CertificateTrust,
+    /// Where every password hash and check runs: a bounded number at once.
+    pub passwords: crypto::PasswordWork,
 }
 
 impl Platform {
@@ -160,6 +162,7 @@ impl Platform {
             master_key,
             clock,
             revocation_signals: Arc::default(),
+            passwords: crypto::PasswordWork::default(),
         })
     }
 

@@ -206,8 +206,10 @@ pub async fn login(state: State, req: HttpRequest, body: Bytes) -> HttpResponse 
     let stored = found.as_ref().map(|(_, h)| h.clone());
     // argon2 is deliberately slow: verify off the async executor. Unknown users verify a dummy
     // hash so both failures take the same time.
-    let verified =
-        tokio::task::spawn_blocking(move || verify_password(&password, stored.as_deref()));
+    let verified = state
+        .platform
+        .passwords
+        .run(move || verify_password(&password, stored.as_deref()));
     let Ok(ok) = verified.await else {
         limiter.login_unchecked(ticket).await;
         return unavailable();

@@ -286,11 +286,11 @@ async fn password_matches(
             .optional()?)
     })
     .await?;
-    let ok = tokio::task::spawn_blocking(move || {
-        presented.len() <= 1024 && verify_password(&presented, stored.as_deref())
-    })
-    .await
-    .map_err(|e| platform::storage::StorageError::Unavailable(e.to_string()))?;
+    let ok = p
+        .passwords
+        .run(move || presented.len() <= 1024 && verify_password(&presented, stored.as_deref()))
+        .await
+        .map_err(|e| platform::storage::StorageError::Unavailable(e.to_string()))?;
     Ok(if ok {
         Ok(())
     } else {
