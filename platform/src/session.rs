@@ -345,6 +345,20 @@ pub fn delete_all_for(
     .execute(conn)?)
 }
 
+/// Ends every other full session of `session`'s subject (a second factor was just set up:
+/// sessions opened with the password alone, perhaps by whoever else knew it, must log in
+/// again). Sessions that still owe a second factor stay: they now owe the new one.
+pub fn delete_other_full(conn: &mut AnyConnection, session: &Session) -> StorageResult<usize> {
+    Ok(diesel::delete(
+        sessions::table
+            .filter(sessions::subject_type.eq(session.kind.as_str()))
+            .filter(sessions::subject_id.eq(&session.subject_id))
+            .filter(sessions::id_hash.ne(&session.id_hash))
+            .filter(sessions::second_factor.is_null()),
+    )
+    .execute(conn)?)
+}
+
 /// Removes expired sessions (called by the periodic sweep).
 pub fn purge_expired(conn: &mut AnyConnection, now: DateTime<Utc>) -> StorageResult<usize> {
     Ok(

@@ -320,6 +320,15 @@ async fn developers_may_add_a_second_factor_and_remove_it_with_a_code() {
             }
         };
         assert_eq!(status(dev.clone()).await["enrolled"], false);
+        // A second session, opened with the password alone (another browser, or a thief).
+        let r = app
+            .post_developer_login("dev@fintech.example", PASSWORD)
+            .await;
+        let elsewhere = r.json::<Value>().await.unwrap()["access_token"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(status(elsewhere.clone()).await["enrolled"], false);
         // The session alone starts nothing: the password again (a stolen session could
         // otherwise set up an authenticator and lock the owner out).
         let enrol = |body: Option<Value>| {
@@ -358,6 +367,11 @@ async fn developers_may_add_a_second_factor_and_remove_it_with_a_code() {
             .collect();
         assert_eq!(v_codes.len(), 10);
         assert!(v.get("session").is_none(), "{v}");
+        // Set up: the password-only session elsewhere has ended; this one goes on.
+        let r = app
+            .api(Method::GET, DEV_FACTOR, Some(&elsewhere), None)
+            .await;
+        assert_eq!(r.status(), 401, "{backend:?}");
         let st = status(dev.clone()).await;
         assert_eq!(
             (st["enrolled"].clone(), st["recovery_codes_left"].clone()),

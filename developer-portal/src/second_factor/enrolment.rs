@@ -315,6 +315,9 @@ pub async fn confirm(
 ) -> PortalResult<Enrolled> {
     counted(p, Factor::in_session(p, &session), move |c, f| {
         let recovery_codes = f.confirm_enrolment(c, &code)?;
+        // Full sessions opened with the password alone (another browser, or whoever else knew
+        // it) end: from here on a login needs the authenticator too.
+        platform::session::delete_other_full(c, &session)?;
         let upgraded = owing.then(|| upgrade(c, &session, f.now)).transpose()?;
         Ok(Enrolled {
             recovery_codes,
