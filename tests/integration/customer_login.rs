@@ -152,6 +152,33 @@ async fn a_customer_logs_in_through_the_banks_provider() {
     }
 }
 
+/// Linked by `email`: only an address the provider says it verified links a subject to the
+/// customer with that username (anyone may put any address on an account at many providers).
+#[tokio::test]
+async fn an_unverified_email_links_nobody() {
+    for backend in backends() {
+        let idp = TestIdp::start().await;
+        idp.log_in_as("Z-77");
+        let app = app_with(backend, &idp, |l| l.oidc_username_claim = "email".into()).await;
+        for claims in [
+            json!({"email": "alice", "email_verified": false}),
+            json!({"email": "alice"}),
+        ] {
+            idp.set_claims(claims.clone());
+            let r = log_in(&app).await;
+            assert_eq!(r.status(), 403, "{backend:?}: {claims}");
+            assert!(linked(&app).await.is_empty(), "{backend:?}: {claims}");
+        }
+        idp.set_claims(json!({"email": "alice", "email_verified": true}));
+        let r = log_in(&app).await;
+        assert_eq!(r.status(), 303, "{backend:?}");
+        let alice = e2e_tests::oauth::customer_id(&app, "alice").await;
+        assert_eq!(linked(&app).await, vec![("Z-77".to_string(), alice)]);
+        app.stop().await;
+        idp.stop().await;
+    }
+}
+
 #[tokio::test]
 async fn a_new_subject_gets_a_customer_record_where_the_bank_allows_it() {
     let idp = TestIdp::start().await;

@@ -269,7 +269,12 @@ impl Upstream {
         let subject = claims.subject().as_str().to_string();
         let username = match self.settings.oidc_username_claim.as_str() {
             "preferred_username" => claims.preferred_username().map(|u| u.as_str().to_string()),
-            "email" => claims.email().map(|e| e.as_str().to_string()),
+            // An address the provider has not verified names nobody: anyone may put any
+            // address on an account at many providers.
+            "email" => claims
+                .email()
+                .filter(|_| claims.email_verified() == Some(true))
+                .map(|e| e.as_str().to_string()),
             _ => Some(subject.clone()),
         }
         .map(|u| u.trim().to_ascii_lowercase())
