@@ -144,6 +144,10 @@ mod tests {
                 other => panic!("only refusals can end before a release: {other:?}"),
             }
         }
+        // Both slots' checks have started (spawned threads start when they start).
+        while running.load(Ordering::SeqCst) < 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         for _ in 0..5 {
             release.send(()).unwrap();
         }
