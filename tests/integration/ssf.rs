@@ -1130,6 +1130,93 @@ async fn a_private_key_jwt_client_uses_a_client_credentials_token_for_the_ssf_ap
 
 /// Ten creates at once for one client: five streams, five 409s (the limit holds under
 /// concurrency, on PostgreSQL by a lock on the client's row).
+/// The revocation feed goes by push only to production clients: a sandbox client (anyone may
+/// sign up for one) cannot create a feed push stream, nor make one by changing the delivery or
+/// the events of a stream it has, and nothing changes when refused. A production client can.
+#[tokio::test]
+async fn the_revocation_feed_is_pushed_only_to_production_clients() {
+    for backend in backends() {
+        let app = e2e_tests::spawn_app_with(backend, Default::default(), |s| {
+            s.webhooks.allow_private_targets = false;
+        })
+        .await;
+        let (id, secret) = client(&app, "ssf-feed@fintech.example").await;
+        let c = (id.as_str(), secret.as_str());
+        let push =
+            json!({ "method": "urn:ietf:rfc:8935", "endpoint_url": "https://rs.example/events" });
+        let poll = json!({ "method": "urn:ietf:rfc:8936" });
+        let create = |body: Value| call(&app, c, Method::POST, "/ssf/streams", Some(body));
+
+        let (status, problem) =
+            create(json!({ "delivery": push, "events_requested": [REVOCATION] })).await;
+        assert_eq!(status, 400, "{backend:?}: {problem}");
+        assert_eq!(
+            problem["errors"][0]["field"], "delivery.method",
+            "{problem}"
+        );
+
+        // A poll feed stream, then push delivery asked for: refused, the stream as it was.
+        let (status, feed) =
+            create(json!({ "delivery": poll, "events_requested": [REVOCATION] })).await;
+        assert_eq!(status, 201, "{feed}");
+        let feed_id = feed["stream_id"].as_str().unwrap().to_string();
+        let patch = json!({ "stream_id": feed_id, "delivery": push });
+        let (status, _) = call(&app, c, Method::PATCH, "/ssf/streams", Some(patch)).await;
+        assert_eq!(status, 400, "{backend:?}");
+        // A push stream of the client's own events, then the feed asked for: refused too.
+        let (status, own) =
+            create(json!({ "delivery": push, "events_requested": [GRANT_REVOKED] })).await;
+        assert_eq!(status, 201, "{own}");
+        let own_id = own["stream_id"].as_str().unwrap().to_string();
+        let patch = json!({ "stream_id": own_id, "events_requested": [REVOCATION] });
+        let (status, _) = call(&app, c, Method::PATCH, "/ssf/streams", Some(patch)).await;
+        assert_eq!(status, 400, "{backend:?}");
+        let (_, streams) = call(&app, c, Method::GET, "/ssf/streams", None).await;
+        let shapes: Vec<(Value, Value)> = streams
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    s["delivery"]["method"].clone(),
+                    s["events_delivered"].clone(),
+                )
+            })
+            .collect();
+        assert!(
+            shapes.contains(&(json!("urn:ietf:rfc:8936"), json!([REVOCATION])))
+                && shapes.contains(&(json!("urn:ietf:rfc:8935"), json!([GRANT_REVOKED]))),
+            "{backend:?}: unchanged: {streams}"
+        );
+
+        // A production client (KYC'd; FAPI: private_key_jwt) has the feed pushed.
+        let fapi = e2e_tests::oauth::FapiClient::register(
+            &app,
+            "c_feed_prod",
+            "production",
+            "https://rs.example/cb",
+        )
+        .await;
+        let form = [("grant_type", "client_credentials"), ("scope", "ssf")];
+        let r = fapi.post(&app, "/oauth2/token", &form, false).await;
+        assert_eq!(r.status(), 200, "{backend:?}");
+        let token = r.json::<Value>().await.unwrap()["access_token"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let r = app
+            .client
+            .post(app.url("/ssf/streams"))
+            .bearer_auth(token)
+            .json(&json!({ "delivery": push, "events_requested": [REVOCATION] }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "{backend:?}: {}", r.text().await.unwrap());
+        app.stop().await;
+    }
+}
+
 #[tokio::test]
 async fn concurrent_creates_stop_at_five_streams() {
     for backend in backends() {

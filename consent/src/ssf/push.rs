@@ -45,6 +45,13 @@ fn claim(
         .inner_join(clients::table)
         .filter(clients::status.ne(ClientStatus::Deleted.as_str()))
         .filter(ssf_streams::delivery_method.eq("push"))
+        // The feed is pushed to production clients only (`streams::feed_push_allowed`; this
+        // also holds for streams set up before that rule).
+        .filter(
+            ssf_streams::feed_cursor
+                .is_null()
+                .or(clients::environment.eq("production")),
+        )
         .filter(ssf_streams::status.eq(StreamStatus::Enabled.as_str()))
         .filter(
             ssf_streams::next_push_at

@@ -92,6 +92,22 @@ struct Delivery {
     authorization_header: Option<String>,
 }
 
+/// The revocation feed is pushed only to production clients. A feed stream gets every entry of
+/// every grant, and each one pushed costs a signature and an outgoing request within a pass
+/// that waits for its slowest receiver: sandbox clients (no KYC, anyone may sign up for them)
+/// pushing the feed to slow receivers by the hundred would hold up the passes that carry
+/// revocations to real resource servers. Sandbox clients poll it (as `/oauth2/revocations`).
+fn feed_push_allowed(client: &OAuthClient, method: &str, feed: bool) -> Result<(), ApiError> {
+    if feed && method == "push" && !client.is_production() {
+        return Err(ApiError::field(
+            "delivery.method",
+            "the revocation feed is pushed only to production clients; a sandbox client \
+             polls it (urn:ietf:rfc:8936)",
+        ));
+    }
+    Ok(())
+}
+
 fn delivery(
     svc: &SsfService,
     client: &OAuthClient,
@@ -196,6 +212,7 @@ impl SsfService {
         let id = random_id("ssf_");
         let header = self.encrypt_header(&id, d.authorization_header.as_deref())?;
         let feed = delivered.iter().any(|t| t == events::REVOCATION);
+        feed_push_allowed(client, d.method, feed)?;
         let (client_id, now) = (client.id.clone(), self.platform.now());
         let row = self
             .platform
@@ -355,8 +372,27 @@ impl SsfService {
             None => None,
         };
         let id = req.stream_id.clone();
+        let sandbox = client.clone();
         let row = self
             .change(client, id, "ssf.stream.updated", move |c, current, now| {
+                // The stream as this change leaves it, read under its row lock (two changes at
+                // once cannot each pass a check that their sum fails).
+                if let AnyConnection::Postgresql(pg) = c {
+                    diesel::sql_query("SELECT 1 FROM ssf_streams WHERE id = $1 FOR UPDATE")
+                        .bind::<diesel::sql_types::Text, _>(&current.id)
+                        .execute(pg)?;
+                }
+                let current = load(c, &current.id)?;
+                let method = d
+                    .as_ref()
+                    .map_or(current.delivery_method.as_str(), |d| d.method);
+                let feed = match &types {
+                    Some((_, delivered)) => delivered.iter().any(|t| t == events::REVOCATION),
+                    None => current.feed_cursor.is_some(),
+                };
+                if let Err(e) = feed_push_allowed(&sandbox, method, feed) {
+                    return Ok(Err(Refused(e)));
+                }
                 let target = ssf_streams::table.filter(ssf_streams::id.eq(&current.id));
                 if let Some(d) = &d {
                     diesel::update(target)
