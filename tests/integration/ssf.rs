@@ -1217,6 +1217,98 @@ async fn the_revocation_feed_is_pushed_only_to_production_clients() {
     }
 }
 
+/// Production and sandbox streams are pushed in lanes that do not wait for each other: a
+/// sandbox receiver that takes every request to the timeout does not hold up a production
+/// client's resource server. Before, both were in one pass, which waited for its slowest
+/// receiver, so the production SET waited for the sandbox timeout.
+#[tokio::test]
+async fn slow_sandbox_receivers_do_not_hold_up_production_streams() {
+    use diesel::prelude::*;
+    let backend = backends().into_iter().last().unwrap();
+    let (app, _clock) = spawn_with_clock(backend, |s| {
+        s.webhooks.timeout = "60s".parse().unwrap();
+    })
+    .await;
+    // A receiver that accepts and never answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hanging = format!("http://{}/events", listener.local_addr().unwrap());
+    let (accepted_tx, mut accepted) = tokio::sync::mpsc::unbounded_channel();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+            let _ = accepted_tx.send(());
+        }
+    });
+    let (id, secret) = client(&app, "ssf-slow@fintech.example").await;
+    let c = (id.as_str(), secret.as_str());
+    let body = json!({ "delivery": { "method": "urn:ietf:rfc:8935", "endpoint_url": hanging } });
+    let (status, slow) = call(&app, c, Method::POST, "/ssf/streams", Some(body)).await;
+    assert_eq!(status, 201, "{slow}");
+    let slow_id = slow["stream_id"].as_str().unwrap().to_string();
+
+    // A production client's stream of its grants' events, to a receiver that answers at once
+    // (pointed at the local receiver in the database: the API takes only https for production).
+    let receiver = SetReceiver::start().await;
+    e2e_tests::oauth::FapiClient::register(
+        &app,
+        "c_lane_prod",
+        "production",
+        "https://rs.example/cb",
+    )
+    .await;
+    let grants = insert_grants(
+        &app,
+        "c_lane_prod",
+        1,
+        Duration::days(30),
+        Duration::days(1),
+    )
+    .await;
+    let url = receiver.url.clone();
+    app.platform
+        .db
+        .write(move |c| {
+            use platform::storage::schema::ssf_streams as s;
+            let now = chrono::Utc::now().naive_utc();
+            Ok(diesel::insert_into(s::table)
+                .values((
+                    s::id.eq("ssf_lane_prod"),
+                    s::client_id.eq("c_lane_prod"),
+                    s::delivery_method.eq("push"),
+                    s::endpoint_url.eq(url),
+                    s::events_requested.eq(format!("[\"{GRANT_REVOKED}\"]")),
+                    s::events_delivered.eq(format!("[\"{GRANT_REVOKED}\"]")),
+                    s::status.eq("enabled"),
+                    s::push_failures.eq(0),
+                    s::created_at.eq(now),
+                    s::updated_at.eq(now),
+                ))
+                .execute(c)?)
+        })
+        .await
+        .unwrap();
+
+    // The sandbox stream's verification goes to the hanging receiver: its pass now waits.
+    let verify = json!({ "stream_id": slow_id });
+    let (status, _) = call(&app, c, Method::POST, "/ssf/verify", Some(verify)).await;
+    assert_eq!(status, 204);
+    tokio::time::timeout(WAIT, accepted.recv())
+        .await
+        .expect("the sandbox push reached the hanging receiver");
+    // Meanwhile a production grant ends: its SET arrives long before the sandbox timeout.
+    revoke_as_customer(&app, &grants[0]).await;
+    let got = receiver.wait_for(1, WAIT).await;
+    assert_eq!(
+        got.len(),
+        1,
+        "{backend:?}: the production SET waited for the sandbox pass"
+    );
+    holder.abort();
+    receiver.stop().await;
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn concurrent_creates_stop_at_five_streams() {
     for backend in backends() {

@@ -34,16 +34,33 @@ pub struct PushReport {
     pub failed_attempts: usize,
 }
 
-/// Takes a lease on up to [`STREAMS_PER_PASS`] streams with something to push.
+/// Streams are pushed in two lanes that never wait for each other: production clients' (KYC'd;
+/// the revocation feed goes only to them) and sandbox clients' (anyone may sign up). A pass
+/// waits for its slowest receiver, so slow sandbox receivers, however many, cannot delay what
+/// production clients' resource servers are sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    Production,
+    Sandbox,
+}
+
+/// Takes a lease on up to [`STREAMS_PER_PASS`] streams of `lane` with something to push.
 fn claim(
     c: &mut AnyConnection,
     now: DateTime<Utc>,
     until: DateTime<Utc>,
+    lane: Lane,
 ) -> StorageResult<Vec<StreamRow>> {
     let now_s = stored(now);
-    let candidates: Vec<String> = ssf_streams::table
+    let mut candidates = ssf_streams::table
         .inner_join(clients::table)
         .filter(clients::status.ne(ClientStatus::Deleted.as_str()))
+        .into_boxed();
+    candidates = match lane {
+        Lane::Production => candidates.filter(clients::environment.eq("production")),
+        Lane::Sandbox => candidates.filter(clients::environment.ne("production")),
+    };
+    let candidates: Vec<String> = candidates
         .filter(ssf_streams::delivery_method.eq("push"))
         // The feed is pushed to production clients only (`streams::feed_push_allowed`; this
         // also holds for streams set up before that rule).
@@ -309,15 +326,19 @@ async fn push_stream(
     Ok(report)
 }
 
-/// One pass over the streams with something to push.
-pub async fn deliver_due(svc: &SsfService, http: &reqwest::Client) -> StorageResult<PushReport> {
+/// One pass over the streams of `lane` with something to push.
+pub async fn deliver_due(
+    svc: &SsfService,
+    http: &reqwest::Client,
+    lane: Lane,
+) -> StorageResult<PushReport> {
     let now = svc.platform.now();
     // The lease outlives a stream's pass (each attempt is bounded by the timeout).
     let lease = svc.platform.settings.webhooks.timeout.as_chrono() * 3 + Duration::seconds(30);
     let streams = svc
         .platform
         .db
-        .write(move |c| claim(c, now, now + lease))
+        .write(move |c| claim(c, now, now + lease, lane))
         .await?;
     let results = futures_util::future::join_all(
         streams
@@ -341,11 +362,11 @@ pub async fn deliver_due(svc: &SsfService, http: &reqwest::Client) -> StorageRes
     Ok(report)
 }
 
-/// Runs [`deliver_due`] every `webhooks.delivery_interval`, and after every revocation committed
-/// on any instance, until shutdown.
+/// Runs [`deliver_due`] for each [`Lane`], each on its own, every `webhooks.delivery_interval`
+/// and after every revocation committed on any instance, until shutdown.
 pub fn spawn_delivery(
     svc: SsfService,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let http = match http_client(&svc.platform) {
@@ -355,30 +376,41 @@ pub fn spawn_delivery(
                 return;
             }
         };
-        let mut tick =
-            tokio::time::interval(svc.platform.settings.webhooks.delivery_interval.get());
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // A revocation committed on this instance, or announced by another one on the
-        // revocation channel (Redis), starts a pass at once; other events wait a tick.
-        let mut wake = svc.platform.revocation_signals.wakeups();
-        let channel = platform::revocation::REVOCATION_CHANNEL;
-        let mut announced = svc.platform.cache.subscribe(channel);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = wake.changed() => {}
-                msg = announced.recv() => {
-                    if let Err(tokio::sync::broadcast::error::RecvError::Closed) = msg {
-                        announced = svc.platform.cache.subscribe(channel);
-                    }
-                }
-                _ = shutdown.changed() => return,
-            }
-            if let Err(e) = deliver_due(&svc, &http).await {
-                tracing::warn!(error = %e, "SSF push pass failed; will retry");
-            }
-        }
+        tokio::join!(
+            lane_loop(&svc, &http, Lane::Production, shutdown.clone()),
+            lane_loop(&svc, &http, Lane::Sandbox, shutdown),
+        );
     })
+}
+
+async fn lane_loop(
+    svc: &SsfService,
+    http: &reqwest::Client,
+    lane: Lane,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(svc.platform.settings.webhooks.delivery_interval.get());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A revocation committed on this instance, or announced by another one on the revocation
+    // channel (Redis), starts a pass at once; other events wait a tick.
+    let mut wake = svc.platform.revocation_signals.wakeups();
+    let channel = platform::revocation::REVOCATION_CHANNEL;
+    let mut announced = svc.platform.cache.subscribe(channel);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = wake.changed() => {}
+            msg = announced.recv() => {
+                if let Err(tokio::sync::broadcast::error::RecvError::Closed) = msg {
+                    announced = svc.platform.cache.subscribe(channel);
+                }
+            }
+            _ = shutdown.changed() => return,
+        }
+        if let Err(e) = deliver_due(svc, http, lane).await {
+            tracing::warn!(error = %e, ?lane, "SSF push pass failed; will retry");
+        }
+    }
 }
 
 #[cfg(test)]
