@@ -2391,10 +2391,6 @@ async fn throttles_believe_forwarded_addresses_only_from_trusted_proxies() {
     }
 }
 
-/// Sandbox clients need no KYC: a real customer never reaches a sandbox client's consent page
-/// (and nothing is bound or granted), a test customer does; sandbox tokens carry
-/// `environment("sandbox")` and a production resource server refuses them, while a production
-/// client's tokens pass it.
 /// The consent page of a client that is then suspended or deleted: approving gives the client
 /// nothing. The decision refuses a client that is no longer active, and suspension and deletion
 /// end the client's undecided requests (so a decision racing them finds its request gone).
@@ -2498,6 +2494,10 @@ async fn a_client_suspended_or_deleted_while_its_consent_page_is_open_gets_no_gr
     }
 }
 
+/// Sandbox clients need no KYC: a real customer never reaches a sandbox client's consent page
+/// (and nothing is bound or granted), a test customer does; sandbox tokens carry
+/// `environment("sandbox")` and a production resource server refuses them, while a production
+/// client's tokens pass it.
 #[tokio::test]
 async fn sandbox_clients_are_for_test_customers_and_their_tokens_for_sandboxes() {
     use platform::storage::models::{Account, Customer};
