@@ -1309,6 +1309,103 @@ async fn slow_sandbox_receivers_do_not_hold_up_production_streams() {
     app.stop().await;
 }
 
+/// More push streams than a pass takes: a stream with something to send is pushed whatever the
+/// others are. Before, a feed stream counted as having work on every pass, so the 20 oldest
+/// (caught up, with nothing to send) took every pass and a newer stream was never pushed.
+#[tokio::test]
+async fn a_stream_with_work_is_pushed_however_many_streams_are_idle() {
+    use diesel::prelude::*;
+    let backend = backends().into_iter().last().unwrap();
+    let (app, _clock) = spawn_with_clock(backend, |_| {}).await;
+    let receiver = SetReceiver::start().await;
+    let stream = |id: String, client: String, events: &str, cursor: Option<i64>, age: i64| {
+        let (url, events) = (receiver.url.clone(), events.to_string());
+        app.platform.db.write(move |c| {
+            use platform::storage::schema::ssf_streams as s;
+            let at = (chrono::Utc::now() - Duration::minutes(age)).naive_utc();
+            Ok(diesel::insert_into(s::table)
+                .values((
+                    s::id.eq(id),
+                    s::client_id.eq(client),
+                    s::delivery_method.eq("push"),
+                    s::endpoint_url.eq(url),
+                    s::events_requested.eq(format!("[\"{events}\"]")),
+                    s::events_delivered.eq(format!("[\"{events}\"]")),
+                    s::status.eq("enabled"),
+                    s::feed_cursor.eq(cursor),
+                    s::push_failures.eq(0),
+                    s::created_at.eq(at),
+                    s::updated_at.eq(at),
+                ))
+                .execute(c)?)
+        })
+    };
+    // Five production clients with five feed streams each, caught up with the feed.
+    let head: i64 = app
+        .platform
+        .db
+        .run(|c| {
+            use platform::storage::schema::revocation_feed_head as h;
+            Ok(h::table.select(h::last_position).first(c)?)
+        })
+        .await
+        .unwrap();
+    for n in 0..5 {
+        let client = format!("c_idle_{n}");
+        e2e_tests::oauth::FapiClient::register(
+            &app,
+            &client,
+            "production",
+            "https://rs.example/cb",
+        )
+        .await;
+        for k in 0..5 {
+            let id = format!("ssf_idle_{n}_{k}");
+            stream(id, client.clone(), REVOCATION, Some(head), 60)
+                .await
+                .unwrap();
+        }
+    }
+    // A newer production stream of a client's own grant events.
+    e2e_tests::oauth::FapiClient::register(&app, "c_busy", "production", "https://rs.example/cb")
+        .await;
+    stream("ssf_busy".into(), "c_busy".into(), GRANT_REVOKED, None, 0)
+        .await
+        .unwrap();
+    let grants = insert_grants(&app, "c_busy", 1, Duration::days(30), Duration::days(1)).await;
+    // Its revocation is also a feed entry, which every feed stream then has to push: 26
+    // streams with work, more than a pass takes.
+    revoke_as_customer(&app, &grants[0]).await;
+    let grant_revoked = |set: &str| {
+        use base64::Engine;
+        let claims = set.split('.').nth(1).unwrap_or_default();
+        let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(claims)
+            .unwrap_or_default();
+        let claims: Value = serde_json::from_slice(&claims).unwrap_or_default();
+        claims["events"].get(GRANT_REVOKED).is_some()
+    };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !receiver.received().iter().any(|p| grant_revoked(&p.set)) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{backend:?}: the stream of the client's own events was never pushed ({} feed SETs)",
+            receiver.received().len()
+        );
+        tokio::time::sleep(StdDuration::from_millis(50)).await;
+    }
+    // And every feed stream got the entry, each once.
+    let got = receiver.wait_for(26, WAIT).await;
+    tokio::time::sleep(StdDuration::from_millis(500)).await;
+    assert_eq!(
+        (got.len(), receiver.received().len()),
+        (26, 26),
+        "{backend:?}"
+    );
+    receiver.stop().await;
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn concurrent_creates_stop_at_five_streams() {
     for backend in backends() {

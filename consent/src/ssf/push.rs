@@ -14,7 +14,7 @@ use chrono::{DateTime, Duration, Utc};
 use diesel::prelude::*;
 use platform::ssf::StreamStatus;
 use platform::storage::models::ClientStatus;
-use platform::storage::schema::{clients, ssf_events, ssf_streams};
+use platform::storage::schema::{clients, revocation_feed_head, ssf_events, ssf_streams};
 use platform::storage::{AnyConnection, StorageResult};
 
 use super::poll::{Due, advance_cursor, due};
@@ -52,6 +52,12 @@ fn claim(
     lane: Lane,
 ) -> StorageResult<Vec<StreamRow>> {
     let now_s = stored(now);
+    // The feed's last position: a feed stream has work only while its cursor is behind it.
+    let head: i64 = revocation_feed_head::table
+        .select(revocation_feed_head::last_position)
+        .first::<i64>(c)
+        .optional()?
+        .unwrap_or(0);
     let mut candidates = ssf_streams::table
         .inner_join(clients::table)
         .filter(clients::status.ne(ClientStatus::Deleted.as_str()))
@@ -80,16 +86,25 @@ fn claim(
                 .is_null()
                 .or(ssf_streams::push_lease_until.le(now_s)),
         )
+        // Something to push: feed entries past the cursor, or queued events.
         .filter(
             ssf_streams::feed_cursor
-                .is_not_null()
+                .lt(head)
+                .assume_not_null()
                 .or(diesel::dsl::exists(
                     ssf_events::table
                         .filter(ssf_events::stream_id.eq(ssf_streams::id))
                         .filter(ssf_events::status.eq("pending")),
                 )),
         )
-        .order(ssf_streams::updated_at.asc())
+        // Round robin: the stream whose last pass ended longest ago first (a released lease
+        // keeps the time it was released), so more streams with work than a pass takes each
+        // get their turn.
+        .order((
+            ssf_streams::push_lease_until.is_not_null(),
+            ssf_streams::push_lease_until.asc(),
+            ssf_streams::updated_at.asc(),
+        ))
         .limit(STREAMS_PER_PASS)
         .select(ssf_streams::id)
         .load(c)?;
@@ -272,7 +287,23 @@ async fn push_stream(
     let due = svc
         .platform
         .db
-        .run(move |c| due(c, &s, EVENTS_PER_PASS))
+        .run(move |c| {
+            // Read before the feed: entries past it are not linked yet.
+            let head: Option<i64> = revocation_feed_head::table
+                .select(revocation_feed_head::last_position)
+                .first(c)
+                .optional()?;
+            let due = due(c, &s, EVENTS_PER_PASS)?;
+            // Nothing retained between the cursor and the head (those entries expired and were
+            // purged): the cursor moves to the head, so the stream has no work until there is
+            // more (it would otherwise be claimed on every pass).
+            if let (true, Some(cursor), Some(head)) = (due.is_empty(), s.feed_cursor, head)
+                && cursor < head
+            {
+                super::poll::advance_cursor(c, &s.id, cursor, head)?;
+            }
+            Ok(due)
+        })
         .await?;
     let mut report = PushReport::default();
     let mut healthy = true;
@@ -304,6 +335,8 @@ async fn push_stream(
         }
     }
     let id = stream.id.clone();
+    // The lease stays, expired, as the time this pass ended: the order streams are claimed in.
+    let released = stored(svc.platform.now());
     svc.platform
         .db
         .write(move |c| {
@@ -312,12 +345,12 @@ async fn push_stream(
                 diesel::update(target)
                     .set((
                         ssf_streams::push_failures.eq(0),
-                        ssf_streams::push_lease_until.eq(None::<chrono::NaiveDateTime>),
+                        ssf_streams::push_lease_until.eq(released),
                     ))
                     .execute(c)?;
             } else {
                 diesel::update(target)
-                    .set(ssf_streams::push_lease_until.eq(None::<chrono::NaiveDateTime>))
+                    .set(ssf_streams::push_lease_until.eq(released))
                     .execute(c)?;
             }
             Ok(())
