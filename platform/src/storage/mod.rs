@@ -223,6 +223,14 @@ impl From<diesel::result::Error> for StorageError {
                 | DatabaseErrorKind::SerializationFailure,
                 info,
             ) => StorageError::Unavailable(info.message().to_string()),
+            // PostgreSQL broke a deadlock (SQLSTATE 40P01) by aborting this transaction: it
+            // wrote nothing, and running it again can succeed. diesel has no kind for it, and
+            // the server's message for it is fixed (with the default, English, lc_messages).
+            Error::DatabaseError(DatabaseErrorKind::Unknown, info)
+                if info.message().starts_with("deadlock detected") =>
+            {
+                StorageError::Unavailable(info.message().to_string())
+            }
             other => StorageError::Query(other),
         }
     }
@@ -554,6 +562,12 @@ mod tests {
         }
         let e = Error::DatabaseError(DatabaseErrorKind::Unknown, Box::new("syntax".to_string()));
         assert!(matches!(StorageError::from(e), StorageError::Query(_)));
+        let deadlock = "deadlock detected".to_string();
+        let e = Error::DatabaseError(DatabaseErrorKind::Unknown, Box::new(deadlock));
+        assert!(
+            matches!(StorageError::from(e), StorageError::Unavailable(_)),
+            "a transaction PostgreSQL aborted to break a deadlock is a 503"
+        );
     }
 
     #[test]
