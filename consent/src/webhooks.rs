@@ -34,6 +34,28 @@ pub struct DeliveryReport {
     pub failed: usize,
 }
 
+/// Deliveries go in two lanes that never wait for each other: production clients' (KYC'd) and
+/// sandbox clients' (anyone may sign up). A pass waits for its slowest receiver, so slow
+/// sandbox receivers, however many, cannot delay what production clients are sent (webhooks
+/// here, SSF push in [`crate::ssf::push`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    Production,
+    Sandbox,
+}
+
+impl Lane {
+    pub const ALL: [Lane; 2] = [Lane::Production, Lane::Sandbox];
+
+    /// The SQL condition on a client's row (aliased `cl`) for this lane.
+    fn client_condition(self) -> &'static str {
+        match self {
+            Lane::Production => "cl.environment = 'production'",
+            Lane::Sandbox => "cl.environment <> 'production'",
+        }
+    }
+}
+
 #[derive(QueryableByName, Debug)]
 struct Due {
     #[diesel(sql_type = Text)]
@@ -52,20 +74,23 @@ struct Due {
     webhook_secret_enc: Option<String>,
 }
 
-/// Claims up to `limit` due events: each gets one more attempt and a lease until `until`.
+/// Claims up to `limit` due events of `lane`: each gets one more attempt and a lease until
+/// `until`.
 fn claim(
     c: &mut AnyConnection,
     now: DateTime<Utc>,
     until: DateTime<Utc>,
     limit: i64,
+    lane: Lane,
 ) -> StorageResult<Vec<Due>> {
     let sql = format!(
         "SELECT o.id AS id, o.client_id AS client_id, o.payload AS payload, \
                 o.attempts AS attempts, cl.status AS client_status, cl.webhook_url AS webhook_url, \
                 cl.webhook_secret_enc AS webhook_secret_enc \
          FROM webhook_outbox o JOIN clients cl ON cl.id = o.client_id \
-         WHERE o.status = 'pending' AND o.next_attempt_at <= ? \
+         WHERE o.status = 'pending' AND o.next_attempt_at <= ? AND {} \
          ORDER BY o.next_attempt_at LIMIT ?{}",
+        lane.client_condition(),
         skip_locked(c, "o")
     );
     let mut due = diesel::sql_query(numbered(c, &sql))
@@ -184,10 +209,26 @@ async fn send(
     }
 }
 
-/// One pass: claim, send, record.
+/// One pass of each lane, one after the other (the delivery loop runs the lanes apart).
 pub async fn deliver_due(
     platform: &Platform,
     http: &reqwest::Client,
+) -> StorageResult<DeliveryReport> {
+    let mut report = DeliveryReport::default();
+    for lane in Lane::ALL {
+        let r = deliver_lane(platform, http, lane).await?;
+        report.delivered += r.delivered;
+        report.retrying += r.retrying;
+        report.failed += r.failed;
+    }
+    Ok(report)
+}
+
+/// One pass of `lane`: claim, send, record.
+pub async fn deliver_lane(
+    platform: &Platform,
+    http: &reqwest::Client,
+    lane: Lane,
 ) -> StorageResult<DeliveryReport> {
     let settings = platform.settings.webhooks.clone();
     let now = platform.now();
@@ -195,7 +236,7 @@ pub async fn deliver_due(
     let lease = settings.timeout.as_chrono() * 3 + Duration::seconds(5);
     let due = platform
         .db
-        .write(move |c| claim(c, now, now + lease, BATCH))
+        .write(move |c| claim(c, now, now + lease, BATCH, lane))
         .await?;
     if due.is_empty() {
         return Ok(DeliveryReport::default());
@@ -398,13 +439,16 @@ pub fn spawn_delivery(
             }
         };
         let interval = platform.settings.webhooks.delivery_interval.get();
-        drain_every(interval, shutdown, || async {
-            match deliver_due(&platform, &http).await {
-                Ok(r) => Ok(r.delivered + r.retrying + r.failed >= BATCH as usize),
-                Err(e) => Err(format!("webhook delivery pass failed: {e}")),
-            }
-        })
-        .await;
+        let lane = |lane: Lane| {
+            let (platform, http) = (&platform, &http);
+            drain_every(interval, shutdown.clone(), move || async move {
+                match deliver_lane(platform, http, lane).await {
+                    Ok(r) => Ok(r.delivered + r.retrying + r.failed >= BATCH as usize),
+                    Err(e) => Err(format!("webhook delivery pass failed ({lane:?}): {e}")),
+                }
+            })
+        };
+        tokio::join!(lane(Lane::Production), lane(Lane::Sandbox));
     })
 }
 

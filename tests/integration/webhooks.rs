@@ -1002,3 +1002,79 @@ async fn delivery_under_proxy_environment() {
     receiver.stop().await;
     app.stop().await;
 }
+
+/// Production and sandbox clients' webhooks go in lanes that do not wait for each other: a
+/// sandbox receiver that takes every request to the timeout does not hold up a production
+/// client's events. Before, both were claimed into one pass, which waited for its slowest
+/// receiver.
+#[tokio::test]
+async fn slow_sandbox_receivers_do_not_hold_up_production_webhooks() {
+    let backend = backends().into_iter().last().unwrap();
+    let (app, _clock) = spawn_with_clock(backend, |s| {
+        s.webhooks.timeout = "60s".parse().unwrap();
+    })
+    .await;
+    // A receiver that accepts and never answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hanging = format!("http://{}/hook", listener.local_addr().unwrap());
+    let (accepted_tx, mut accepted) = tokio::sync::mpsc::unbounded_channel();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+            let _ = accepted_tx.send(());
+        }
+    });
+    let (dev, slow, _, _) = client_with_webhook(&app, &hanging).await;
+    // A second client of the developer's, made a production one (as KYC approval would).
+    let receiver = Receiver::start().await;
+    let (prod, _) = app.sandbox_client(&dev).await;
+    let r = app
+        .api(
+            Method::PATCH,
+            &format!("/api/v1/clients/{prod}"),
+            Some(&dev),
+            Some(&json!({ "webhook_url": receiver.url })),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let id = prod.clone();
+    app.platform
+        .db
+        .write(move |c| {
+            use platform::storage::schema::clients;
+            Ok(diesel::update(clients::table.filter(clients::id.eq(id)))
+                .set(clients::environment.eq("production"))
+                .execute(c)?)
+        })
+        .await
+        .unwrap();
+    let slow_grant = insert_grants(&app, &slow, 1, Duration::days(30), Duration::days(1)).await;
+    let prod_grant = insert_grants(&app, &prod, 1, Duration::days(30), Duration::days(1)).await;
+    let web = e2e_tests::dashboard::customer_client(&app, "alice").await;
+    let csrf = e2e_tests::dashboard::me_csrf(&app, &web).await;
+    let revoke = |grant: String| {
+        let (web, csrf, url) = (&web, &csrf, app.url(&format!("/api/v1/me/grants/{grant}")));
+        async move {
+            let r = web.delete(url).header("X-CSRF-Token", csrf).send().await;
+            assert_eq!(r.unwrap().status(), 204);
+        }
+    };
+    // The sandbox client's event goes to the hanging receiver: its lane now waits.
+    revoke(slow_grant[0].clone()).await;
+    tokio::time::timeout(WAIT, accepted.recv())
+        .await
+        .expect("the sandbox webhook reached the hanging receiver");
+    // Meanwhile a production client's grant ends: its webhook arrives long before the timeout.
+    revoke(prod_grant[0].clone()).await;
+    let got = receiver.wait_for(1, WAIT).await;
+    assert_eq!(
+        got.len(),
+        1,
+        "{backend:?}: the production webhook waited for the sandbox pass"
+    );
+    assert_eq!(got[0].json()["data"]["grant_id"], prod_grant[0].as_str());
+    holder.abort();
+    receiver.stop().await;
+    app.stop().await;
+}

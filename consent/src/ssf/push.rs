@@ -19,6 +19,7 @@ use platform::storage::{AnyConnection, StorageResult};
 
 use super::poll::{Due, advance_cursor, due};
 use super::{HEADER_KEY, SsfService, StreamRow, header_aad, stored};
+pub use crate::webhooks::Lane;
 use crate::webhooks::{backoff, http_client, target_allowed};
 
 /// Streams one pass and instance takes.
@@ -32,16 +33,6 @@ pub struct PushReport {
     pub delivered: usize,
     pub refused: usize,
     pub failed_attempts: usize,
-}
-
-/// Streams are pushed in two lanes that never wait for each other: production clients' (KYC'd;
-/// the revocation feed goes only to them) and sandbox clients' (anyone may sign up). A pass
-/// waits for its slowest receiver, so slow sandbox receivers, however many, cannot delay what
-/// production clients' resource servers are sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Lane {
-    Production,
-    Sandbox,
 }
 
 /// Takes a lease on up to [`STREAMS_PER_PASS`] streams of `lane` with something to push.
