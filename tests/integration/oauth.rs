@@ -1594,15 +1594,18 @@ async fn an_attenuated_token_introspects_as_what_it_allows() {
             "{intro}"
         );
 
-        // Datalog of the holder's own: balances only, at one merchant only.
+        // Datalog of the holder's own beyond the documented forms: what it allows can depend on
+        // the request as a whole (a check may tie an action to a merchant), and one entry could
+        // say more. The answer states no scope: the resource server verifies such a token
+        // offline, for the request at hand.
         let key = app.oauth.keys.current().active;
         let root = biscuit_auth::PublicKey::from_bytes(
             &key.public_key().to_bytes(),
             biscuit_auth::Algorithm::Ed25519,
         )
         .unwrap();
-        let block = "check if operation($op), [\"balances:read\"].contains($op); \
-                     check if req_merchant($m), [\"m_fresh_market\"].contains($m);";
+        let block = "check if operation(\"balances:read\") or operation(\"transactions:read\"), \
+                     req_merchant(\"m_fresh_market\");";
         let custom = biscuit_auth::Biscuit::from_base64(access, root)
             .unwrap()
             .append(biscuit_auth::BlockBuilder::new().code(block).unwrap())
@@ -1611,10 +1614,11 @@ async fn an_attenuated_token_introspects_as_what_it_allows() {
             .unwrap();
         let intro = app.post_introspect(DEMO, &custom).await;
         assert_eq!(intro["active"], true, "{backend:?}: {intro}");
-        assert_eq!(intro["scope"], "balances:read", "{backend:?}: {intro}");
-        let d = &intro["authorization_details"][0];
-        assert_eq!(d["merchants"], json!(["m_fresh_market"]), "{intro}");
-        assert_eq!(d["accounts"], granted["accounts"], "{intro}");
+        assert_eq!(intro["grant_id"], t["grant_id"], "{intro}");
+        assert!(
+            intro.get("scope").is_none() && intro.get("authorization_details").is_none(),
+            "{backend:?}: nothing stated for Datalog of the holder's own: {intro}"
+        );
         app.stop().await;
     }
 }

@@ -136,6 +136,12 @@ pub struct Authorization {
     /// The TLS client certificate thumbprint the token is bound to (`cnf_x5t` fact), presented
     /// by the request's connection.
     pub cnf_x5t: Option<String>,
+    /// `scope` is exactly what the token allows for the dimensions the request left open: its
+    /// attenuation blocks (if any) use only the documented check forms, as [`Attenuation`]
+    /// writes them (the flag errs on the side of `false`). Other Datalog is
+    /// resolved one open dimension at a time, and `scope` may then be wider than any single
+    /// request can use (see the crate documentation); the decision itself is always exact.
+    pub exact: bool,
 }
 
 /// Verifies tokens against a key provider and a revocation check, within [`Limits`].
@@ -418,8 +424,13 @@ impl<K: KeyProvider, R: RevocationCheck> Verifier<K, R> {
             runs: 0,
             work: 0,
         };
+        let exact = !hints.any() || {
+            let literals = hints.literals();
+            literals.simple.is_some() && literals.simple_expiry.is_some()
+        };
         let scope = resolve::resolve(&mut eval, authority, hints, request)?;
         Ok(Authorization {
+            exact,
             scope,
             kid: decoded.kid,
             blocks: decoded.token.block_count(),

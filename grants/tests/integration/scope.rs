@@ -278,3 +278,37 @@ fn window_only_attenuation_still_allows_balances_and_listings() {
             .is_ok()
     );
 }
+
+/// `exact` says whether the reported scope is exactly what the token allows: no attenuation, or
+/// only the documented check forms, decided in one run (other styles may be exact too, but are
+/// not marked so: the flag errs on the side of "not exact"); Datalog that ties two
+/// dimensions together is resolved one dimension at a time, and the listing may report each
+/// dimension's values separately (here both accounts and both merchants, while no single
+/// request may use acc_1 at m_2).
+#[test]
+fn a_scope_is_marked_exact_only_when_it_is() {
+    let parent = mint(full_scope());
+    let listing = |token: &str| {
+        verifier()
+            .verify_listing(token, Action::TransactionsRead, now())
+            .unwrap()
+    };
+    assert!(listing(&parent).exact, "unattenuated");
+    let narrowed = attenuate(
+        &parent,
+        &Attenuation::new()
+            .accounts([acc("acc_1")])
+            .merchants([mer("m_1")]),
+    );
+    assert!(listing(&narrowed).exact, "the documented forms");
+    let tied = append_raw(
+        &parent,
+        r#"check if req_account("acc_1"), req_merchant("m_1") or req_account("acc_2"), req_merchant("m_2");"#,
+    );
+    let tied = listing(&tied);
+    assert!(
+        !tied.exact,
+        "two dimensions tied together: {:?}",
+        tied.scope
+    );
+}

@@ -83,7 +83,7 @@ impl Minted {
             minted_rid: Some(self.revocation_id),
             cnf_jkt: self.dpop_jkt,
             cnf_x5t: self.cnf_x5t,
-            allows: None,
+            allows: Allows::Grant,
         })
     }
 }
@@ -196,7 +196,7 @@ pub fn introspect(
             cnf_jkt: r.dpop_jkt,
             // A refresh token is bound to the client, not to one certificate (RFC 8705 4).
             cnf_x5t: None,
-            allows: None,
+            allows: Allows::Grant,
         }
     } else if let Some(minted) = load_minted(c, hash.as_str())? {
         // A token exactly as we minted it is found by its hash (its signature was made by us,
@@ -245,7 +245,7 @@ pub fn introspect_verified(
         minted_rid: None,
         cnf_jkt: t.cnf_jkt,
         cnf_x5t: t.cnf_x5t,
-        allows: Some(t.allows),
+        allows: t.allows.map_or(Allows::Unstated, Allows::Exactly),
     };
     conclude(c, svc, found, now)
 }
@@ -292,8 +292,20 @@ pub(super) struct Found {
     pub(super) cnf_jkt: Option<String>,
     /// The TLS client certificate the token is bound to.
     pub(super) cnf_x5t: Option<String>,
-    /// What an attenuated token allows (`None`: a token as minted, which allows its grant).
-    pub(super) allows: Option<AccessRequest>,
+    /// What the token allows.
+    pub(super) allows: Allows,
+}
+
+/// What an active answer says the token allows.
+pub(super) enum Allows {
+    /// A token as minted: its grant's scope.
+    Grant,
+    /// An attenuated token of the documented forms: what it allows, exactly.
+    Exactly(AccessRequest),
+    /// An attenuated token with Datalog of the holder's own: nothing is stated (no `scope`, no
+    /// `authorization_details`), since one entry could say more than the token allows; the
+    /// resource server verifies it offline, for the request at hand.
+    Unstated,
 }
 
 impl Found {
@@ -341,8 +353,9 @@ impl Found {
         // An attenuated token reports what it allows, never its grant's whole scope: RFC 7662
         // callers act on `scope` and `authorization_details`.
         let access = match allows {
-            Some(allows) => allows,
-            None => AccessRequest::from_stored(&grant.authorization_details)?,
+            Allows::Grant => Some(AccessRequest::from_stored(&grant.authorization_details)?),
+            Allows::Exactly(allows) => Some(allows),
+            Allows::Unstated => None,
         };
         let basis = minted_rid.map(|rid| Basis {
             client,
@@ -355,13 +368,13 @@ impl Found {
             active: true,
             client_id: Some(grant.client_id),
             sub: Some(grant.customer_id),
-            scope: Some(access.scope_string()),
+            scope: access.as_ref().map(AccessRequest::scope_string),
             exp: Some(exp.timestamp()),
             iss: Some(svc.issuer.clone()),
             token_type: Some(token_type.into()),
             grant_id: Some(grant.id),
             grant_status: Some(grant.status),
-            authorization_details: Some(vec![access.to_detail()]),
+            authorization_details: access.as_ref().map(|a| vec![a.to_detail()]),
             cnf: Confirmation::of(cnf_jkt, cnf_x5t),
         };
         Ok((answer, basis))

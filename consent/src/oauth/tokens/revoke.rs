@@ -96,8 +96,10 @@ pub struct OurToken {
     /// attenuated from (and that token's other attenuations), which may live until then.
     pub(super) authority_expires_at: DateTime<Utc>,
     /// What the token allows, attenuation included (introspection reports this, not the
-    /// grant's whole scope): see [`allowed_access`].
-    pub(super) allows: AccessRequest,
+    /// grant's whole scope): see [`allowed_access`]. `None` when a block is Datalog of the
+    /// holder's own beyond the documented forms: what such a token allows can depend on the
+    /// request as a whole, and one entry could say more than it allows.
+    pub(super) allows: Option<AccessRequest>,
 }
 
 /// Verifies an access token offline on the verification pool ([`crate::verification`]), never
@@ -136,19 +138,26 @@ pub(super) fn verify_ours(
     // refusal (signature, expiry, limits) would repeat for every action, so stop there.
     let mut auth = None;
     let mut others = Vec::new();
+    let mut exact = true;
     for action in &summary.actions {
         // The token's DPoP and certificate bindings are the resource server's to enforce;
         // introspection reports them (`cnf`), and anyone holding the token may revoke it.
         let listing = ::grants::Request::new(action.clone(), now);
         match verifier.verify_reporting_binding(token, &listing) {
-            Ok(a) if auth.is_none() => auth = Some((action.clone(), a)),
-            Ok(a) => others.push((action.clone(), a.scope)),
+            Ok(a) if auth.is_none() => {
+                exact &= a.exact;
+                auth = Some((action.clone(), a));
+            }
+            Ok(a) => {
+                exact &= a.exact;
+                others.push((action.clone(), a.scope));
+            }
             Err(::grants::error::VerifyError::Denied(_)) => continue,
             Err(_) => return None,
         }
     }
     let (first, auth) = auth?;
-    let allows = allowed_access(first, &auth.scope, &others);
+    let allows = exact.then(|| allowed_access(first, &auth.scope, &others));
     Some(OurToken {
         grant: auth.scope.grant.as_str().to_string(),
         client: auth.scope.client.as_str().to_string(),
