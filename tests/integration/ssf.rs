@@ -1229,20 +1229,11 @@ async fn slow_sandbox_receivers_do_not_hold_up_production_streams() {
         s.webhooks.timeout = "60s".parse().unwrap();
     })
     .await;
-    // A receiver that accepts and never answers.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hanging = format!("http://{}/events", listener.local_addr().unwrap());
-    let (accepted_tx, mut accepted) = tokio::sync::mpsc::unbounded_channel();
-    let holder = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = listener.accept().await {
-            held.push(socket);
-            let _ = accepted_tx.send(());
-        }
-    });
+    let mut hanging = e2e_tests::webhooks::HangingReceiver::start().await;
     let (id, secret) = client(&app, "ssf-slow@fintech.example").await;
     let c = (id.as_str(), secret.as_str());
-    let body = json!({ "delivery": { "method": "urn:ietf:rfc:8935", "endpoint_url": hanging } });
+    let body =
+        json!({ "delivery": { "method": "urn:ietf:rfc:8935", "endpoint_url": hanging.url } });
     let (status, slow) = call(&app, c, Method::POST, "/ssf/streams", Some(body)).await;
     assert_eq!(status, 201, "{slow}");
     let slow_id = slow["stream_id"].as_str().unwrap().to_string();
@@ -1293,9 +1284,7 @@ async fn slow_sandbox_receivers_do_not_hold_up_production_streams() {
     let verify = json!({ "stream_id": slow_id });
     let (status, _) = call(&app, c, Method::POST, "/ssf/verify", Some(verify)).await;
     assert_eq!(status, 204);
-    tokio::time::timeout(WAIT, accepted.recv())
-        .await
-        .expect("the sandbox push reached the hanging receiver");
+    hanging.accepted(WAIT).await;
     // Meanwhile a production grant ends: its SET arrives long before the sandbox timeout.
     revoke_as_customer(&app, &grants[0]).await;
     let got = receiver.wait_for(1, WAIT).await;
@@ -1304,7 +1293,6 @@ async fn slow_sandbox_receivers_do_not_hold_up_production_streams() {
         1,
         "{backend:?}: the production SET waited for the sandbox pass"
     );
-    holder.abort();
     receiver.stop().await;
     app.stop().await;
 }

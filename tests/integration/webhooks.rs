@@ -1014,18 +1014,8 @@ async fn slow_sandbox_receivers_do_not_hold_up_production_webhooks() {
         s.webhooks.timeout = "60s".parse().unwrap();
     })
     .await;
-    // A receiver that accepts and never answers.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hanging = format!("http://{}/hook", listener.local_addr().unwrap());
-    let (accepted_tx, mut accepted) = tokio::sync::mpsc::unbounded_channel();
-    let holder = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = listener.accept().await {
-            held.push(socket);
-            let _ = accepted_tx.send(());
-        }
-    });
-    let (dev, slow, _, _) = client_with_webhook(&app, &hanging).await;
+    let mut hanging = e2e_tests::webhooks::HangingReceiver::start().await;
+    let (dev, slow, _, _) = client_with_webhook(&app, &hanging.url).await;
     // A second client of the developer's, made a production one (as KYC approval would).
     let receiver = Receiver::start().await;
     let (prod, _) = app.sandbox_client(&dev).await;
@@ -1062,9 +1052,7 @@ async fn slow_sandbox_receivers_do_not_hold_up_production_webhooks() {
     };
     // The sandbox client's event goes to the hanging receiver: its lane now waits.
     revoke(slow_grant[0].clone()).await;
-    tokio::time::timeout(WAIT, accepted.recv())
-        .await
-        .expect("the sandbox webhook reached the hanging receiver");
+    hanging.accepted(WAIT).await;
     // Meanwhile a production client's grant ends: its webhook arrives long before the timeout.
     revoke(prod_grant[0].clone()).await;
     let got = receiver.wait_for(1, WAIT).await;
@@ -1074,7 +1062,6 @@ async fn slow_sandbox_receivers_do_not_hold_up_production_webhooks() {
         "{backend:?}: the production webhook waited for the sandbox pass"
     );
     assert_eq!(got[0].json()["data"]["grant_id"], prod_grant[0].as_str());
-    holder.abort();
     receiver.stop().await;
     app.stop().await;
 }

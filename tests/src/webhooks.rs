@@ -175,3 +175,47 @@ pub fn verify(secret: &str, r: &Received, now: i64, tolerance: i64) -> Result<()
     }
     Err("no matching signature".into())
 }
+
+/// A receiver that accepts connections and never answers (each request runs to the sender's
+/// timeout). [`HangingReceiver::accepted`] resolves once per connection accepted.
+pub struct HangingReceiver {
+    /// `http://127.0.0.1:<port>/hook`.
+    pub url: String,
+    accepted: tokio::sync::mpsc::UnboundedReceiver<()>,
+    holder: tokio::task::JoinHandle<()>,
+}
+
+impl HangingReceiver {
+    pub async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binds");
+        let url = format!("http://{}/hook", listener.local_addr().expect("bound"));
+        let (tx, accepted) = tokio::sync::mpsc::unbounded_channel();
+        let holder = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+                let _ = tx.send(());
+            }
+        });
+        Self {
+            url,
+            accepted,
+            holder,
+        }
+    }
+
+    /// Waits (at most `timeout`) for the next connection; panics if none comes.
+    pub async fn accepted(&mut self, timeout: Duration) {
+        tokio::time::timeout(timeout, self.accepted.recv())
+            .await
+            .expect("a sender reached the hanging receiver");
+    }
+}
+
+impl Drop for HangingReceiver {
+    fn drop(&mut self) {
+        self.holder.abort();
+    }
+}
