@@ -408,8 +408,14 @@ async fn the_linker_refuses_a_head_moved_back() {
         seeded_chain(&app, 5).await;
         app.platform
             .db
-            .run(|c| {
+            .write(|c| {
                 use platform::storage::schema::{audit_chain_head, audit_events};
+                // Between linking passes (a pass that had read the head before this moves it
+                // back would write its own head over it when it commits).
+                if let AnyConnection::Postgresql(_) = c {
+                    let key = platform::audit::CHAIN_LOCK_KEY;
+                    diesel::sql_query(format!("SELECT pg_advisory_xact_lock({key})")).execute(c)?;
+                }
                 let head: i64 = audit_chain_head::table
                     .select(audit_chain_head::last_index)
                     .first(c)?;

@@ -84,8 +84,9 @@ pub fn event_hash(key: &ChainKey, e: &StoredEvent, index: i64, prev_hash: &str) 
     hex::encode(h.finalize().into_bytes())
 }
 
-/// Arbitrary constant identifying the chainer's PostgreSQL advisory lock.
-const CHAIN_LOCK_KEY: i64 = 0x636f_6e73_656e_7401;
+/// Arbitrary constant identifying the chainer's PostgreSQL advisory lock (every linking pass
+/// holds it for its transaction).
+pub const CHAIN_LOCK_KEY: i64 = 0x636f_6e73_656e_7401;
 
 /// Links up to `batch` unlinked events into the chain; returns how many were linked. Safe to run
 /// concurrently on many instances.
