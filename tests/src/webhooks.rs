@@ -178,6 +178,7 @@ pub fn verify(secret: &str, r: &Received, now: i64, tolerance: i64) -> Result<()
 
 /// A receiver that accepts connections and never answers (each request runs to the sender's
 /// timeout). [`HangingReceiver::accepted`] resolves once per connection accepted.
+#[derive(Debug)]
 pub struct HangingReceiver {
     /// `http://127.0.0.1:<port>/hook`.
     pub url: String,
