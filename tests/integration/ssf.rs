@@ -1293,6 +1293,8 @@ async fn slow_sandbox_receivers_do_not_hold_up_production_streams() {
         1,
         "{backend:?}: the production SET waited for the sandbox pass"
     );
+    // Hung up before the stop, which waits for deliveries in flight (up to the timeout).
+    drop(hanging);
     receiver.stop().await;
     app.stop().await;
 }
