@@ -94,10 +94,7 @@ pub fn link_feed(conn: &mut AnyConnection, batch: i64) -> StorageResult<usize> {
             diesel::sql_query(format!("SELECT pg_advisory_xact_lock({FEED_LOCK_KEY})"))
                 .execute(conn)?;
         }
-        let last: i64 = head::table
-            .filter(head::id.eq(1))
-            .select(head::last_position)
-            .first(conn)?;
+        let last = feed_head(conn)?;
         let sql = crate::storage::numbered(
             conn,
             "UPDATE revocations SET position = ? + v.n \
@@ -164,6 +161,16 @@ pub struct FeedEntry {
     pub revoked_at: chrono::NaiveDateTime,
     /// After this the row can refuse nothing (see the module documentation).
     pub expires_at: chrono::NaiveDateTime,
+}
+
+/// The last position the feed has handed out: every entry up to it is committed and readable
+/// ([`read_feed`]); later ones get later positions.
+pub fn feed_head(conn: &mut AnyConnection) -> StorageResult<i64> {
+    use crate::storage::schema::revocation_feed_head as head;
+    Ok(head::table
+        .filter(head::id.eq(1))
+        .select(head::last_position)
+        .first(conn)?)
 }
 
 /// Up to `limit` feed rows after the cursor `after`, in commit order (every reader pages this

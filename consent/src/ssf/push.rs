@@ -14,7 +14,7 @@ use chrono::{DateTime, Duration, Utc};
 use diesel::prelude::*;
 use platform::ssf::StreamStatus;
 use platform::storage::models::ClientStatus;
-use platform::storage::schema::{clients, revocation_feed_head, ssf_events, ssf_streams};
+use platform::storage::schema::{clients, ssf_events, ssf_streams};
 use platform::storage::{AnyConnection, StorageResult};
 
 use super::poll::{Due, advance_cursor, due};
@@ -44,28 +44,21 @@ fn claim(
 ) -> StorageResult<Vec<StreamRow>> {
     let now_s = stored(now);
     // The feed's last position: a feed stream has work only while its cursor is behind it.
-    let head: i64 = revocation_feed_head::table
-        .select(revocation_feed_head::last_position)
-        .first::<i64>(c)
-        .optional()?
-        .unwrap_or(0);
+    let head = platform::revocation::feed_head(c)?;
     let mut candidates = ssf_streams::table
         .inner_join(clients::table)
         .filter(clients::status.ne(ClientStatus::Deleted.as_str()))
         .into_boxed();
     candidates = match lane {
         Lane::Production => candidates.filter(clients::environment.eq("production")),
-        Lane::Sandbox => candidates.filter(clients::environment.ne("production")),
+        // The feed is pushed to production clients only (`streams::feed_push_allowed`; this
+        // also holds for streams set up before that rule).
+        Lane::Sandbox => candidates
+            .filter(clients::environment.ne("production"))
+            .filter(ssf_streams::feed_cursor.is_null()),
     };
     let candidates: Vec<String> = candidates
         .filter(ssf_streams::delivery_method.eq("push"))
-        // The feed is pushed to production clients only (`streams::feed_push_allowed`; this
-        // also holds for streams set up before that rule).
-        .filter(
-            ssf_streams::feed_cursor
-                .is_null()
-                .or(clients::environment.eq("production")),
-        )
         .filter(ssf_streams::status.eq(StreamStatus::Enabled.as_str()))
         .filter(
             ssf_streams::next_push_at
@@ -279,16 +272,13 @@ async fn push_stream(
         .platform
         .db
         .run(move |c| {
-            // Read before the feed: entries past it are not linked yet.
-            let head: Option<i64> = revocation_feed_head::table
-                .select(revocation_feed_head::last_position)
-                .first(c)
-                .optional()?;
+            // The head first: entries up to it are all readable when the feed is read next.
+            let head = platform::revocation::feed_head(c)?;
             let due = due(c, &s, EVENTS_PER_PASS)?;
             // Nothing retained between the cursor and the head (those entries expired and were
             // purged): the cursor moves to the head, so the stream has no work until there is
             // more (it would otherwise be claimed on every pass).
-            if let (true, Some(cursor), Some(head)) = (due.is_empty(), s.feed_cursor, head)
+            if let (true, Some(cursor)) = (due.is_empty(), s.feed_cursor)
                 && cursor < head
             {
                 super::poll::advance_cursor(c, &s.id, cursor, head)?;
