@@ -424,14 +424,21 @@ pub fn lock_grants(
             .bind::<Array<Text>, _>(grant_ids)
             .execute(pg)?;
         if tokens == TokenLocks::Active {
-            diesel::sql_query(
-                "SELECT 1 FROM refresh_tokens WHERE grant_id = ANY($1) AND status = 'active' \
-                 ORDER BY id FOR NO KEY UPDATE",
-            )
-            .bind::<Array<Text>, _>(grant_ids)
-            .execute(pg)?;
+            lock_active_tokens(pg, grant_ids)?;
         }
     }
+    Ok(())
+}
+
+/// The second step of [`lock_grants`]: every active refresh token of the grants, in id order.
+fn lock_active_tokens(pg: &mut diesel::PgConnection, grant_ids: &[String]) -> StorageResult<()> {
+    use diesel::sql_types::{Array, Text};
+    diesel::sql_query(
+        "SELECT 1 FROM refresh_tokens WHERE grant_id = ANY($1) AND status = 'active' \
+         ORDER BY id FOR NO KEY UPDATE",
+    )
+    .bind::<Array<Text>, _>(grant_ids)
+    .execute(pg)?;
     Ok(())
 }
 
@@ -460,6 +467,41 @@ pub fn end_grants(
                 .load::<(String, String)>(conn)?,
         );
     }
+    end_live(conn, revoked, live, by, reason, actor, now)
+}
+
+/// [`end_grants`] for grants this transaction has already locked (on PostgreSQL, `FOR NO KEY
+/// UPDATE`, as a selection with [`crate::storage::skip_locked`] does) and selected as live, each
+/// with its client: the lifecycle sweep's batches. Saves locking and reading them again; their
+/// refresh tokens are locked here, after the grants, as [`lock_grants`] would.
+pub fn end_locked_grants(
+    conn: &mut AnyConnection,
+    revoked: &mut Revocations,
+    live: Vec<(String, String)>,
+    by: RevokedBy,
+    reason: &str,
+    actor: &Actor,
+    now: DateTime<Utc>,
+) -> StorageResult<Vec<String>> {
+    if let AnyConnection::Postgresql(pg) = conn
+        && !live.is_empty()
+    {
+        let ids: Vec<String> = live.iter().map(|(id, _)| id.clone()).collect();
+        lock_active_tokens(pg, &ids)?;
+    }
+    end_live(conn, revoked, live, by, reason, actor, now)
+}
+
+/// Ends `live` grants (id, client), which the caller has locked and found live.
+fn end_live(
+    conn: &mut AnyConnection,
+    revoked: &mut Revocations,
+    live: Vec<(String, String)>,
+    by: RevokedBy,
+    reason: &str,
+    actor: &Actor,
+    now: DateTime<Utc>,
+) -> StorageResult<Vec<String>> {
     if live.is_empty() {
         return Ok(vec![]);
     }

@@ -4,7 +4,7 @@
 //! indexed query (on PostgreSQL `FOR NO KEY UPDATE SKIP LOCKED`, so several instances sweeping at once,
 //! and the several connections one pass ends grants on, take disjoint batches; on SQLite the
 //! write transaction serializes sweepers) and ends them
-//! through `platform::revocation::end_grants` in the same transaction (status, refresh tokens,
+//! through `platform::revocation::end_locked_grants` in the same transaction (status, refresh tokens,
 //! revocation list, audit). Idempotent: an ended grant is never selected again. The rules it
 //! applies (dormancy periods, activity, warning times) are in [`policy`], shared with the dashboard.
 
@@ -15,7 +15,7 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text, Timestamp};
 use platform::Platform;
 use platform::audit::{Actor, NewEvent, Target};
-use platform::revocation::{self, Revocations, RevokedBy, end_grants};
+use platform::revocation::{self, Revocations, RevokedBy, end_locked_grants};
 use platform::storage::models::{AuthorizationRequestStatus, WebhookStatus};
 use platform::storage::{AnyConnection, StorageResult, numbered, skip_locked, write_tx};
 use platform::webhooks;
@@ -42,14 +42,21 @@ pub struct SweepReport {
 }
 
 #[derive(QueryableByName)]
-struct Id {
+struct GrantOfClient {
     #[diesel(sql_type = Text)]
     id: String,
+    #[diesel(sql_type = Text)]
+    client_id: String,
 }
 
-fn expired_batch(c: &mut AnyConnection, now: DateTime<Utc>) -> StorageResult<Vec<String>> {
+/// Live grants past their expiry, each with its client; locked for this transaction on PostgreSQL
+/// (skipping rows another sweeper holds).
+fn expired_batch(
+    c: &mut AnyConnection,
+    now: DateTime<Utc>,
+) -> StorageResult<Vec<(String, String)>> {
     let sql = format!(
-        "SELECT g.id AS id FROM grants g \
+        "SELECT g.id AS id, g.client_id AS client_id FROM grants g \
          WHERE g.status IN ('authorized', 'awaiting_authorization') AND g.expires_at <= ? \
          ORDER BY g.expires_at LIMIT ?{}",
         skip_locked(c, "g")
@@ -57,8 +64,8 @@ fn expired_batch(c: &mut AnyConnection, now: DateTime<Utc>) -> StorageResult<Vec
     let rows = diesel::sql_query(numbered(c, &sql))
         .bind::<Timestamp, _>(now.naive_utc())
         .bind::<BigInt, _>(BATCH)
-        .load::<Id>(c)?;
-    Ok(rows.into_iter().map(|r| r.id).collect())
+        .load::<GrantOfClient>(c)?;
+    Ok(rows.into_iter().map(|r| (r.id, r.client_id)).collect())
 }
 
 /// A dormancy period and the grants it applies to: the default (clients without a shorter
@@ -159,12 +166,12 @@ fn by_activity(
 }
 
 /// Dormant grants: unused (no token issue, refresh, introspection or reported read) for their
-/// dormancy period.
+/// dormancy period; each with its client, locked as [`expired_batch`]'s are.
 fn dormant_batch(
     c: &mut AnyConnection,
     now: DateTime<Utc>,
     rules: &[DormancyRule],
-) -> StorageResult<Vec<String>> {
+) -> StorageResult<Vec<(String, String)>> {
     let mut ids = Vec::new();
     for rule in rules {
         let left = BATCH - ids.len() as i64;
@@ -174,7 +181,7 @@ fn dormant_batch(
         ids.extend(
             by_activity(c, rule, rule.clock.activity_cutoff(now), "", left)?
                 .into_iter()
-                .map(|r| r.id),
+                .map(|r| (r.id, r.client_id)),
         );
     }
     Ok(ids)
@@ -295,7 +302,8 @@ fn end_due(
     for kind in ["expired", "dormant"] {
         loop {
             let ended = write_tx(c, |c| {
-                let (ids, by, reason) = if kind == "expired" {
+                // Selected live and locked: ended without locking and reading them again.
+                let (mut due, by, reason) = if kind == "expired" {
                     (expired_batch(c, now)?, RevokedBy::Expiry, "expired")
                 } else {
                     (
@@ -304,10 +312,13 @@ fn end_due(
                         "dormant",
                     )
                 };
-                end_grants(
+                // One row per grant (the rules' selections are disjoint; this keeps it so).
+                due.sort_unstable();
+                due.dedup_by(|a, b| a.0 == b.0);
+                end_locked_grants(
                     c,
                     revoked,
-                    &ids,
+                    due,
                     by,
                     reason,
                     &Actor::system("lifecycle-sweeper"),
