@@ -919,3 +919,91 @@ async fn the_sweep_expires_undecided_approval_requests() {
         app.stop().await;
     }
 }
+
+/// Issued-token and refresh-token rows of `grant`.
+async fn token_rows(app: &TestApp, grant: &str) -> (i64, i64) {
+    use platform::storage::schema::{issued_tokens, refresh_tokens};
+    let grant = grant.to_string();
+    app.platform
+        .db
+        .run(move |c| {
+            let issued = issued_tokens::table
+                .filter(issued_tokens::grant_id.eq(&grant))
+                .count()
+                .get_result(c)?;
+            let refresh = refresh_tokens::table
+                .filter(refresh_tokens::grant_id.eq(&grant))
+                .count()
+                .get_result(c)?;
+            Ok((issued, refresh))
+        })
+        .await
+        .unwrap()
+}
+
+/// Spent tokens are purged by the sweep: issued-token rows once their access token has expired
+/// (plus the revocation list's margin), refresh tokens a week past their expiry. Until then a
+/// used refresh token is kept (a replay is recognised); after it, it is an unknown token:
+/// refused as invalid, with nothing ended and no error.
+#[tokio::test]
+async fn spent_tokens_are_purged_after_their_retention() {
+    for backend in backends() {
+        let (app, clock) = e2e_tests::lifecycle::spawn_with_clock(backend, |_| {}).await;
+        app.login_customer("alice").await;
+        let first = app.approved_tokens().await;
+        let grant = first["grant_id"].as_str().unwrap().to_string();
+        let used = first["refresh_token"].as_str().unwrap().to_string();
+        let r = app
+            .post_token(
+                DEMO,
+                &[("grant_type", "refresh_token"), ("refresh_token", &used)],
+            )
+            .await;
+        assert_eq!(r.status(), 200);
+        let second: Value = r.json().await.unwrap();
+        let access = second["access_token"].as_str().unwrap().to_string();
+        let rotated = second["refresh_token"].as_str().unwrap().to_string();
+        let (issued, refresh) = token_rows(&app, &grant).await;
+        assert!(issued >= 2, "{backend:?}: {issued}");
+        assert_eq!(refresh, 2, "{backend:?}: the used token and its successor");
+
+        // Access tokens live 10 minutes; the margin is an hour.
+        clock.advance(Duration::minutes(69));
+        consent::lifecycle::run_once(&app.platform).await.unwrap();
+        assert_eq!(token_rows(&app, &grant).await, (issued, 2), "{backend:?}");
+        assert_eq!(app.post_introspect(DEMO, &access).await["active"], false);
+        clock.advance(Duration::minutes(2));
+        let report = consent::lifecycle::run_once(&app.platform).await.unwrap();
+        assert!(report.purged >= issued as usize, "{backend:?}: {report:?}");
+        assert_eq!(token_rows(&app, &grant).await, (0, 2), "{backend:?}");
+        assert_eq!(
+            app.post_introspect(DEMO, &access).await["active"],
+            false,
+            "{backend:?}: the same answer without the row"
+        );
+
+        // Refresh tokens live 30 days here, and are kept a week after that.
+        clock.advance(Duration::days(36));
+        consent::lifecycle::run_once(&app.platform).await.unwrap();
+        assert_eq!(token_rows(&app, &grant).await, (0, 2), "{backend:?}");
+        clock.advance(Duration::days(1));
+        consent::lifecycle::run_once(&app.platform).await.unwrap();
+        assert_eq!(token_rows(&app, &grant).await, (0, 0), "{backend:?}");
+        for token in [&used, &rotated] {
+            let r = app
+                .post_token(
+                    DEMO,
+                    &[("grant_type", "refresh_token"), ("refresh_token", token)],
+                )
+                .await;
+            assert_eq!(r.status(), 400, "{backend:?}");
+            let body: Value = r.json().await.unwrap();
+            assert_eq!(body["error"], "invalid_grant", "{backend:?}: {body}");
+        }
+        assert_eq!(
+            status_of(&app, &grant).await,
+            ("authorized".to_string(), None),
+            "{backend:?}: an unknown token ends nothing"
+        );
+    }
+}

@@ -400,15 +400,70 @@ fn upkeep(
     // Four-eyes requests nobody decided in time (reads already report them expired).
     report.approvals_expired = write_tx(c, |c| developer_portal::approvals::expire_stale(c, now))?;
     // Revocation feed entries whose tokens have all expired (module docs of
-    // platform::revocation, "Retention").
-    loop {
-        let n = write_tx(c, |c| platform::revocation::purge_feed(c, now, 10_000))?;
-        report.purged += n;
-        if n < 10_000 {
-            break;
+    // platform::revocation, "Retention"), then spent tokens.
+    for purge in [platform::revocation::purge_feed, purge_spent_tokens] {
+        loop {
+            let n = write_tx(c, |c| purge(c, now, PURGE_BATCH))?;
+            report.purged += n;
+            if n < PURGE_BATCH as usize {
+                break;
+            }
         }
     }
     Ok(())
+}
+
+/// Rows a purge deletes per transaction.
+const PURGE_BATCH: i64 = 10_000;
+
+/// How long a refresh token is kept past its expiry. A used one presented again within this
+/// time is still recognised as a replay, and ends its grant; after it, it is an unknown token
+/// (refused as invalid, as an expired one already was).
+pub const REFRESH_TOKEN_RETENTION: Duration = Duration::days(7);
+
+/// Deletes up to `batch` spent token rows, issued tokens first: the rows of access tokens that
+/// expired more than [`platform::revocation::RETENTION_MARGIN`] ago (introspection answers
+/// `active: false` for them with or without the row, and what reads them for revocation, the
+/// feed and Grant Management, reads only those within the margin), then refresh tokens
+/// [`REFRESH_TOKEN_RETENTION`] past their expiry. Without this both tables grew by a row or two
+/// per token issued, for ever. Returns how many rows it deleted.
+fn purge_spent_tokens(
+    c: &mut AnyConnection,
+    now: DateTime<Utc>,
+    batch: i64,
+) -> StorageResult<usize> {
+    use platform::storage::schema::{issued_tokens, refresh_tokens};
+    let cutoff = (now - platform::revocation::RETENTION_MARGIN).naive_utc();
+    let issued: Vec<String> = issued_tokens::table
+        .filter(issued_tokens::expires_at.lt(cutoff))
+        .select(issued_tokens::revocation_id)
+        .limit(batch)
+        .load(c)?;
+    let mut purged = 0;
+    if !issued.is_empty() {
+        purged += diesel::delete(
+            issued_tokens::table.filter(issued_tokens::revocation_id.eq_any(&issued)),
+        )
+        .execute(c)?;
+    }
+    let left = batch - issued.len() as i64;
+    if left <= 0 {
+        return Ok(purged);
+    }
+    let cutoff = (now - REFRESH_TOKEN_RETENTION).naive_utc();
+    let refresh: Vec<String> = refresh_tokens::table
+        // Implied by the expiry (a token is created before it expires); it is what the
+        // created_at index finds them by.
+        .filter(refresh_tokens::created_at.lt(cutoff))
+        .filter(refresh_tokens::expires_at.lt(cutoff))
+        .select(refresh_tokens::id)
+        .limit(left)
+        .load(c)?;
+    if !refresh.is_empty() {
+        purged += diesel::delete(refresh_tokens::table.filter(refresh_tokens::id.eq_any(&refresh)))
+            .execute(c)?;
+    }
+    Ok(purged)
 }
 
 /// How many connections end grants at once: one on SQLite (one writer), otherwise one per core
