@@ -244,6 +244,7 @@ impl Application {
                 .platform
                 .rate_limiter
                 .spawn_failure_watch(shutdown_rx.clone()),
+            platform::crypto::spawn_argon2_memory_release(shutdown_rx.clone()),
             webhooks::spawn_delivery(state.platform.clone(), shutdown_rx),
         ];
 

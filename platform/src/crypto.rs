@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use aes_gcm::aead::{Aead, KeyInit, OsRng, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{self, PasswordHash, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -16,12 +16,16 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
+mod argon2_memory;
 mod data_keys;
 pub mod hsm;
 mod password_work;
 
 pub use data_keys::{DataKeyError, KEY_PURPOSES, OpenedKeys, Rewrapped, signing_key_aad};
 
+pub use argon2_memory::{
+    IDLE_RELEASE, kept_buffers, release_idle, spawn_release as spawn_argon2_memory_release,
+};
 pub use hsm::{CustodyEvent, CustodyJournal, HsmError, HsmKeyReport, KeyLocation};
 pub use password_work::{PasswordBusy, PasswordWork};
 
@@ -404,16 +408,66 @@ pub fn random_id(prefix: &str) -> String {
 
 /// argon2id with OWASP's recommended parameters (19 MiB, t=2, p=1).
 fn argon2() -> Argon2<'static> {
-    let params = Params::new(19 * 1024, 2, 1, None).unwrap_or_default();
-    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, password_params())
 }
 
+fn password_params() -> Params {
+    Params::new(19 * 1024, 2, 1, None).unwrap_or_default()
+}
+
+/// Argon2 into `out` with kept working memory (`argon2_memory`); what the crate's
+/// `PasswordHasher` computes, without allocating 19 MiB afresh each time.
+fn argon2_into(
+    argon: &Argon2<'_>,
+    password: &[u8],
+    salt: password_hash::Salt<'_>,
+    out: &mut [u8],
+) -> Result<(), CryptoError> {
+    let mut salt_bytes = [0u8; 64];
+    let salt = salt
+        .decode_b64(&mut salt_bytes)
+        .map_err(|_| CryptoError::PasswordHash)?;
+    let count = argon.params().block_count();
+    argon2_memory::with_blocks(count, password_params().block_count(), |blocks| {
+        argon.hash_password_into_with_memory(password, salt, out, blocks)
+    })
+    .map_err(|_| CryptoError::PasswordHash)
+}
+
+/// A PHC string (`$argon2id$v=19$m=19456,t=2,p=1$salt$hash`) for a new password.
 pub fn hash_password(password: &str) -> Result<String, CryptoError> {
     let salt = SaltString::generate(&mut OsRng);
-    argon2()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|_| CryptoError::PasswordHash)
+    let argon = argon2();
+    let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
+    argon2_into(&argon, password.as_bytes(), salt.as_salt(), &mut out)?;
+    let bad = |_| CryptoError::PasswordHash;
+    Ok(PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: password_hash::ParamsString::try_from(argon.params()).map_err(bad)?,
+        salt: Some(salt.as_salt()),
+        hash: Some(password_hash::Output::new(&out).map_err(bad)?),
+    }
+    .to_string())
+}
+
+/// Whether `password` is the one `stored` was made from, under the parameters `stored` names
+/// (as the crate's `PasswordVerifier` decides, with kept working memory).
+fn password_matches(password: &[u8], stored: &PasswordHash<'_>) -> Result<bool, CryptoError> {
+    let bad = |_| CryptoError::PasswordHash;
+    let (Some(salt), Some(expected)) = (stored.salt, &stored.hash) else {
+        return Ok(false);
+    };
+    let algorithm = Algorithm::try_from(stored.algorithm).map_err(bad)?;
+    let version = match stored.version {
+        Some(v) => Version::try_from(v).map_err(|_| CryptoError::PasswordHash)?,
+        None => Version::default(),
+    };
+    let params = Params::try_from(stored).map_err(bad)?;
+    let argon = Argon2::new(algorithm, version, params);
+    let mut out = vec![0u8; expected.len()];
+    argon2_into(&argon, password, salt, &mut out)?;
+    Ok(constant_time_eq(&out, expected.as_bytes()))
 }
 
 /// Verifies a password against a stored PHC string. With `None` (unknown user) a dummy hash is
@@ -427,7 +481,8 @@ pub fn verify_password(password: &str, stored: Option<&str>) -> bool {
         None => (dummy.as_str(), false),
     };
     let ok = PasswordHash::new(phc)
-        .map(|h| argon2().verify_password(password.as_bytes(), &h).is_ok())
+        .ok()
+        .and_then(|h| password_matches(password.as_bytes(), &h).ok())
         .unwrap_or(false);
     ok && known
 }
@@ -562,5 +617,34 @@ mod tests {
         assert!(!verify_password("wrong", Some(&h)));
         assert!(!verify_password("correct horse", None));
         assert!(!verify_password("x", Some("not-a-phc-string")));
+    }
+
+    /// Hashing with kept working memory is the crate's own Argon2: each side verifies what the
+    /// other made, and stored hashes with other parameters (or output lengths) still verify.
+    #[test]
+    fn password_hashes_are_the_crates_own() {
+        use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+        let ours = hash_password("correct horse").unwrap();
+        let parsed = PasswordHash::new(&ours).unwrap();
+        assert_eq!(parsed.params.to_string(), "m=19456,t=2,p=1");
+        assert!(argon2().verify_password(b"correct horse", &parsed).is_ok());
+        assert!(argon2().verify_password(b"wrong", &parsed).is_err());
+        let salt = SaltString::generate(&mut OsRng);
+        let theirs = argon2()
+            .hash_password(b"correct horse", &salt)
+            .unwrap()
+            .to_string();
+        assert!(verify_password("correct horse", Some(&theirs)));
+        assert!(!verify_password("correct horse!", Some(&theirs)));
+        let smaller = Argon2::new(
+            Algorithm::Argon2id,
+            Version::V0x13,
+            Params::new(1024, 1, 1, Some(24)).unwrap(),
+        )
+        .hash_password(b"pw", &salt)
+        .unwrap()
+        .to_string();
+        assert!(verify_password("pw", Some(&smaller)));
+        assert!(!verify_password("pW", Some(&smaller)));
     }
 }
