@@ -351,7 +351,9 @@ fn admin(cli_config: Option<&std::path::Path>, command: AdminCommand) -> anyhow:
 /// large block in its own mapping, returned to the system when freed (idle RSS after
 /// `serve --demo`: 69 MB -> 31 MB, BENCHMARKS.md). glibc reads it only at start-up, from the
 /// environment, so the server starts itself again with it set (the same process: `exec`), unless
-/// the operator set it. Memory-safe, unlike calling `mallopt`.
+/// the operator set it. Memory-safe, unlike calling `mallopt`. That mapping is what made every
+/// hash fault in and zero 19 MiB afresh; Argon2's working memory is now kept between checks and
+/// released after two idle seconds instead (`platform::crypto`, `argon2_memory`).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn with_fixed_mmap_threshold() {
     use std::os::unix::process::CommandExt;
