@@ -467,7 +467,13 @@ pub fn end_grants(
                 .load::<(String, String)>(conn)?,
         );
     }
-    end_live(conn, revoked, live, by, reason, actor, now)
+    let ending = Ending {
+        by,
+        reason,
+        actor,
+        now,
+    };
+    end_live(conn, revoked, live, ending)
 }
 
 /// [`end_grants`] for grants this transaction has already locked (on PostgreSQL, `FOR NO KEY
@@ -478,10 +484,7 @@ pub fn end_locked_grants(
     conn: &mut AnyConnection,
     revoked: &mut Revocations,
     live: Vec<(String, String)>,
-    by: RevokedBy,
-    reason: &str,
-    actor: &Actor,
-    now: DateTime<Utc>,
+    ending: Ending<'_>,
 ) -> StorageResult<Vec<String>> {
     if let AnyConnection::Postgresql(pg) = conn
         && !live.is_empty()
@@ -489,7 +492,16 @@ pub fn end_locked_grants(
         let ids: Vec<String> = live.iter().map(|(id, _)| id.clone()).collect();
         lock_active_tokens(pg, &ids)?;
     }
-    end_live(conn, revoked, live, by, reason, actor, now)
+    end_live(conn, revoked, live, ending)
+}
+
+/// Why, by whom and when grants end ([`end_locked_grants`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Ending<'a> {
+    pub by: RevokedBy,
+    pub reason: &'a str,
+    pub actor: &'a Actor,
+    pub now: DateTime<Utc>,
 }
 
 /// Ends `live` grants (id, client), which the caller has locked and found live.
@@ -497,11 +509,14 @@ fn end_live(
     conn: &mut AnyConnection,
     revoked: &mut Revocations,
     live: Vec<(String, String)>,
-    by: RevokedBy,
-    reason: &str,
-    actor: &Actor,
-    now: DateTime<Utc>,
+    ending: Ending<'_>,
 ) -> StorageResult<Vec<String>> {
+    let Ending {
+        by,
+        reason,
+        actor,
+        now,
+    } = ending;
     if live.is_empty() {
         return Ok(vec![]);
     }

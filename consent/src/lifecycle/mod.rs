@@ -315,15 +315,13 @@ fn end_due(
                 // One row per grant (the rules' selections are disjoint; this keeps it so).
                 due.sort_unstable();
                 due.dedup_by(|a, b| a.0 == b.0);
-                end_locked_grants(
-                    c,
-                    revoked,
-                    due,
+                let ending = revocation::Ending {
                     by,
                     reason,
-                    &Actor::system("lifecycle-sweeper"),
+                    actor: &Actor::system("lifecycle-sweeper"),
                     now,
-                )
+                };
+                end_locked_grants(c, revoked, due, ending)
             })?;
             if ended.is_empty() {
                 break;
