@@ -398,21 +398,51 @@ fn upkeep(
     // Four-eyes requests nobody decided in time (reads already report them expired).
     report.approvals_expired = write_tx(c, |c| developer_portal::approvals::expire_stale(c, now))?;
     // Revocation feed entries whose tokens have all expired (module docs of
-    // platform::revocation, "Retention"), then spent tokens.
-    for purge in [platform::revocation::purge_feed, purge_spent_tokens] {
-        loop {
-            let n = write_tx(c, |c| purge(c, now, PURGE_BATCH))?;
-            report.purged += n;
-            if n < PURGE_BATCH as usize {
-                break;
-            }
-        }
-    }
+    // platform::revocation, "Retention").
+    report.purged += purge_within(c, now, platform::revocation::purge_feed, PURGE_BATCH, None)?;
+    report.purged += purge_spent(c, now, PURGE_BATCH, PURGE_BUDGET)?;
     Ok(())
 }
 
 /// Rows a purge deletes per transaction.
 const PURGE_BATCH: i64 = 10_000;
+
+/// How long one pass spends purging spent tokens. The first pass after an upgrade may find
+/// every token ever issued (about 170,000 rows a second here): the rest waits for the next
+/// passes, which are not held up meanwhile (endings come first in a pass).
+const PURGE_BUDGET: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Runs `purge` in transactions of `batch` rows until it finds fewer, or `budget` has passed
+/// after a batch. Returns how many rows it deleted.
+fn purge_within(
+    c: &mut AnyConnection,
+    now: DateTime<Utc>,
+    purge: fn(&mut AnyConnection, DateTime<Utc>, i64) -> StorageResult<usize>,
+    batch: i64,
+    budget: Option<std::time::Duration>,
+) -> StorageResult<usize> {
+    let started = std::time::Instant::now();
+    let mut purged = 0;
+    loop {
+        let n = write_tx(c, |c| purge(c, now, batch))?;
+        purged += n;
+        let spent = budget.is_some_and(|b| started.elapsed() >= b);
+        if n < batch as usize || spent {
+            return Ok(purged);
+        }
+    }
+}
+
+/// Purges spent tokens ([`purge_spent_tokens`]) in transactions of `batch` rows for at most
+/// about `budget`. Returns how many rows it deleted.
+pub fn purge_spent(
+    c: &mut AnyConnection,
+    now: DateTime<Utc>,
+    batch: i64,
+    budget: std::time::Duration,
+) -> StorageResult<usize> {
+    purge_within(c, now, purge_spent_tokens, batch, Some(budget))
+}
 
 /// How long a refresh token is kept past its expiry. A used one presented again within this
 /// time is still recognised as a replay, and ends its grant; after it, it is an unknown token
