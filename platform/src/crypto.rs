@@ -23,9 +23,7 @@ mod password_work;
 
 pub use data_keys::{DataKeyError, KEY_PURPOSES, OpenedKeys, Rewrapped, signing_key_aad};
 
-pub use argon2_memory::{
-    IDLE_RELEASE, kept_buffers, release_idle, spawn_release as spawn_argon2_memory_release,
-};
+pub use argon2_memory::spawn_release as spawn_argon2_memory_release;
 pub use hsm::{CustodyEvent, CustodyJournal, HsmError, HsmKeyReport, KeyLocation};
 pub use password_work::{PasswordBusy, PasswordWork};
 
@@ -424,14 +422,17 @@ fn argon2_into(
     out: &mut [u8],
 ) -> Result<(), CryptoError> {
     let mut salt_bytes = [0u8; 64];
-    let salt = salt
-        .decode_b64(&mut salt_bytes)
-        .map_err(|_| CryptoError::PasswordHash)?;
+    let salt = salt.decode_b64(&mut salt_bytes).map_err(phc_error)?;
     let count = argon.params().block_count();
     argon2_memory::with_blocks(count, password_params().block_count(), |blocks| {
         argon.hash_password_into_with_memory(password, salt, out, blocks)
     })
-    .map_err(|_| CryptoError::PasswordHash)
+    .map_err(phc_error)
+}
+
+/// Any failure of the password hash (a malformed stored string, an unusable parameter).
+fn phc_error<E>(_: E) -> CryptoError {
+    CryptoError::PasswordHash
 }
 
 /// A PHC string (`$argon2id$v=19$m=19456,t=2,p=1$salt$hash`) for a new password.
@@ -440,13 +441,12 @@ pub fn hash_password(password: &str) -> Result<String, CryptoError> {
     let argon = argon2();
     let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
     argon2_into(&argon, password.as_bytes(), salt.as_salt(), &mut out)?;
-    let bad = |_| CryptoError::PasswordHash;
     Ok(PasswordHash {
         algorithm: Algorithm::Argon2id.ident(),
         version: Some(Version::V0x13.into()),
-        params: password_hash::ParamsString::try_from(argon.params()).map_err(bad)?,
+        params: password_hash::ParamsString::try_from(argon.params()).map_err(phc_error)?,
         salt: Some(salt.as_salt()),
-        hash: Some(password_hash::Output::new(&out).map_err(bad)?),
+        hash: Some(password_hash::Output::new(&out).map_err(phc_error)?),
     }
     .to_string())
 }
@@ -454,16 +454,15 @@ pub fn hash_password(password: &str) -> Result<String, CryptoError> {
 /// Whether `password` is the one `stored` was made from, under the parameters `stored` names
 /// (as the crate's `PasswordVerifier` decides, with kept working memory).
 fn password_matches(password: &[u8], stored: &PasswordHash<'_>) -> Result<bool, CryptoError> {
-    let bad = |_| CryptoError::PasswordHash;
     let (Some(salt), Some(expected)) = (stored.salt, &stored.hash) else {
         return Ok(false);
     };
-    let algorithm = Algorithm::try_from(stored.algorithm).map_err(bad)?;
+    let algorithm = Algorithm::try_from(stored.algorithm).map_err(phc_error)?;
     let version = match stored.version {
-        Some(v) => Version::try_from(v).map_err(|_| CryptoError::PasswordHash)?,
+        Some(v) => Version::try_from(v).map_err(phc_error)?,
         None => Version::default(),
     };
-    let params = Params::try_from(stored).map_err(bad)?;
+    let params = Params::try_from(stored).map_err(phc_error)?;
     let argon = Argon2::new(algorithm, version, params);
     let mut out = vec![0u8; expected.len()];
     argon2_into(&argon, password, salt, &mut out)?;

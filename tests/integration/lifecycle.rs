@@ -953,14 +953,8 @@ async fn spent_tokens_are_purged_after_their_retention() {
         let first = app.approved_tokens().await;
         let grant = first["grant_id"].as_str().unwrap().to_string();
         let used = first["refresh_token"].as_str().unwrap().to_string();
-        let r = app
-            .post_token(
-                DEMO,
-                &[("grant_type", "refresh_token"), ("refresh_token", &used)],
-            )
-            .await;
-        assert_eq!(r.status(), 200);
-        let second: Value = r.json().await.unwrap();
+        let (status, second) = e2e_tests::dashboard::refresh(&app, DEMO, &used).await;
+        assert_eq!(status, 200);
         let access = second["access_token"].as_str().unwrap().to_string();
         let rotated = second["refresh_token"].as_str().unwrap().to_string();
         let (issued, refresh) = token_rows(&app, &grant).await;
@@ -1007,14 +1001,8 @@ async fn spent_tokens_are_purged_after_their_retention() {
         consent::lifecycle::run_once(&app.platform).await.unwrap();
         assert_eq!(token_rows(&app, &grant).await, (0, 0), "{backend:?}");
         for token in [&used, &rotated] {
-            let r = app
-                .post_token(
-                    DEMO,
-                    &[("grant_type", "refresh_token"), ("refresh_token", token)],
-                )
-                .await;
-            assert_eq!(r.status(), 400, "{backend:?}");
-            let body: Value = r.json().await.unwrap();
+            let (status, body) = e2e_tests::dashboard::refresh(&app, DEMO, token).await;
+            assert_eq!(status, 400, "{backend:?}");
             assert_eq!(body["error"], "invalid_grant", "{backend:?}: {body}");
         }
         assert_eq!(

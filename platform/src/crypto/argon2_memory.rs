@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use argon2::Block;
 
 /// Unused this long, a kept buffer is released.
-pub const IDLE_RELEASE: Duration = Duration::from_secs(2);
+const IDLE_RELEASE: Duration = Duration::from_secs(2);
 
 /// At most this many buffers are kept (as many checks as [`super::PasswordWork`] ever runs at
 /// once); more at once are allocated and freed as before.
@@ -61,8 +61,8 @@ pub(super) fn with_blocks<T>(
     out
 }
 
-/// Releases the buffers unused for `idle` or longer; returns how many.
-pub fn release_idle(idle: Duration) -> usize {
+/// Releases the buffers unused for `idle` or longer (freed after the lock is let go).
+fn release_idle(idle: Duration) {
     let released: Vec<Kept> = {
         let mut kept = kept();
         let (old, fresh): (Vec<Kept>, Vec<Kept>) =
@@ -70,12 +70,7 @@ pub fn release_idle(idle: Duration) -> usize {
         *kept = fresh;
         old
     };
-    released.len()
-}
-
-/// How many buffers are kept now.
-pub fn kept_buffers() -> usize {
-    kept().len()
+    drop(released);
 }
 
 /// Releases idle buffers every second until `shutdown`, then all of them.
