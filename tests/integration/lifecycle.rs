@@ -1012,3 +1012,77 @@ async fn spent_tokens_are_purged_after_their_retention() {
         );
     }
 }
+
+/// Dormancy is selected by the day of a grant's activity, then by its exact instant: a grant
+/// last used a minute before the cutoff ends, one last used a minute after it (the same day,
+/// most of the time) stays. On PostgreSQL, recording a use rewrites no index entry (a HOT
+/// update: the indexed day is unchanged), while a change of an indexed column does.
+#[tokio::test]
+async fn dormancy_is_decided_to_the_instant_and_recording_a_use_writes_no_index() {
+    use diesel::sql_types::{BigInt, Text};
+    for backend in backends() {
+        let (app, _clock) = app_with_clock(backend).await;
+        app.login_customer("alice").await;
+        let id = |t: &Value| t["grant_id"].as_str().unwrap().to_string();
+        let (before, after) = (grant(&app, &day(170)).await, grant(&app, &day(170)).await);
+        // The bank's default period: 90 days.
+        set_last_used(
+            &app,
+            &id(&before),
+            Duration::days(90) + Duration::minutes(1),
+        )
+        .await;
+        set_last_used(&app, &id(&after), Duration::days(90) - Duration::minutes(1)).await;
+        let r = consent::lifecycle::run_once(&app.platform).await.unwrap();
+        assert_eq!(r.dormant, 1, "{backend:?}");
+        assert_eq!(
+            status_of(&app, &id(&before)).await,
+            ("revoked".into(), Some("dormancy".into())),
+            "{backend:?}"
+        );
+        assert_eq!(status_of(&app, &id(&after)).await.0, "authorized");
+
+        if backend == e2e_tests::Backend::Postgres {
+            #[derive(QueryableByName)]
+            struct Hot {
+                #[diesel(sql_type = BigInt)]
+                hot: i64,
+            }
+            let gid = id(&after);
+            let hot = app
+                .platform
+                .db
+                .write(move |c| {
+                    // This transaction's own counts, so other connections cannot disturb them.
+                    let hot = |c: &mut platform::storage::AnyConnection| {
+                        diesel::sql_query(
+                            "SELECT pg_stat_get_xact_tuples_hot_updated('grants'::regclass) AS hot",
+                        )
+                        .get_result::<Hot>(c)
+                        .map(|h| h.hot)
+                    };
+                    let start = hot(c)?;
+                    // A use, as the token paths record it.
+                    diesel::sql_query(
+                        "UPDATE grants SET last_used_at = date_trunc('second', \
+                         COALESCE(last_used_at, authorized_at) + interval '1 minute') WHERE id = $1",
+                    )
+                    .bind::<Text, _>(&gid)
+                    .execute(c)?;
+                    let used = hot(c)?;
+                    // A change of an indexed column is not HOT: the counter can tell them apart.
+                    diesel::sql_query(
+                        "UPDATE grants SET expires_at = expires_at - interval '1 day' WHERE id = $1",
+                    )
+                    .bind::<Text, _>(&gid)
+                    .execute(c)?;
+                    let moved = hot(c)?;
+                    Ok((used - start, moved - used))
+                })
+                .await
+                .unwrap();
+            assert_eq!(hot, (1, 0), "(use, expiry change) HOT updates");
+        }
+        app.stop().await;
+    }
+}

@@ -21,7 +21,7 @@ use platform::storage::{AnyConnection, StorageResult, numbered, skip_locked, wri
 use platform::webhooks;
 use serde::Serialize;
 
-use self::policy::ACTIVITY_SQL;
+use self::policy::{ACTIVITY_DAY_SQL, ACTIVITY_SQL};
 
 const BATCH: i64 = 1_000;
 
@@ -138,11 +138,12 @@ fn by_activity(
                  FROM grants g JOIN clients cl ON cl.id = g.client_id \
                  WHERE g.status = 'authorized' \
                    AND (cl.dormancy_days IS NULL OR cl.dormancy_days <= 0 OR CAST(cl.dormancy_days AS BIGINT) * 86400 >= ?) \
-                   AND {ACTIVITY_SQL} <= ?{extra} LIMIT ?{}",
+                   AND {ACTIVITY_DAY_SQL} <= date(?) AND {ACTIVITY_SQL} <= ?{extra} LIMIT ?{}",
                 skip_locked(c, "g")
             );
             diesel::sql_query(numbered(c, &sql))
                 .bind::<BigInt, _>(rule.clock.period.num_seconds())
+                .bind::<Timestamp, _>(cutoff.naive_utc())
                 .bind::<Timestamp, _>(cutoff.naive_utc())
                 .bind::<BigInt, _>(limit)
                 .load::<ActivityRow>(c)?
@@ -152,11 +153,12 @@ fn by_activity(
                 "SELECT g.id AS id, g.client_id AS client_id, {ACTIVITY_SQL} AS active_at \
                  FROM grants g \
                  WHERE g.status = 'authorized' AND g.client_id = ? \
-                   AND {ACTIVITY_SQL} <= ?{extra} LIMIT ?{}",
+                   AND {ACTIVITY_DAY_SQL} <= date(?) AND {ACTIVITY_SQL} <= ?{extra} LIMIT ?{}",
                 skip_locked(c, "g")
             );
             diesel::sql_query(numbered(c, &sql))
                 .bind::<Text, _>(client)
+                .bind::<Timestamp, _>(cutoff.naive_utc())
                 .bind::<Timestamp, _>(cutoff.naive_utc())
                 .bind::<BigInt, _>(limit)
                 .load::<ActivityRow>(c)?
