@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Two builds of our server side by side, interleaved A-B-A-B: `/healthz`, introspection (2,000
-# distinct tokens) and refresh, each on a fresh `consent-load --scenario hold` server.
+# distinct tokens), refresh and code exchange, each on a fresh `consent-load --scenario hold`
+# server, run under the malloc setting `consent serve` runs under (see run.sh).
 #
 #   bash benchmarks/ab.sh BASE_DIR NEW_DIR     # directories holding each build's consent-load
 #   S=10 ROUNDS=2 WAIT=75 bash benchmarks/ab.sh ...
@@ -25,7 +26,7 @@ for round in $(seq 1 "$ROUNDS"); do
         dir=$1
         [ "$side" = new ] && dir=$2
         start=$(date +%s)
-        "$dir/consent-load" --scenario hold --seconds 900 --concurrency $((S * 12000)) >"$OUT/ab-hold.log" 2>&1 &
+        MALLOC_MMAP_THRESHOLD_=131072 "$dir/consent-load" --scenario hold --seconds 900 --concurrency $((S * 12000)) >"$OUT/ab-hold.log" 2>&1 &
         pid=$!
         until grep -q "one-use refresh tokens and" "$OUT/ab-hold.log" 2>/dev/null; do
             kill -0 "$pid" 2>/dev/null || { cat "$OUT/ab-hold.log" >&2; exit 1; }
@@ -34,11 +35,16 @@ for round in $(seq 1 "$ROUNDS"); do
         url=$(grep -o 'server http://[0-9.:]*' "$OUT/ab-hold.log" | head -1 | cut -d' ' -f2)
         while [ $(($(date +%s) - start)) -lt "$WAIT" ]; do sleep 1; done
         sed 's/NTHREADS/2/' target/wrk/refresh.lua >"$OUT/ab-refresh.lua"
+        sed 's/NTHREADS/2/' target/wrk/code.lua >"$OUT/ab-code.lua"
         wrk -t2 -c64 "-d${S}s" "$url/healthz" >"$OUT/ab-healthz.txt"
         wrk -t2 -c64 "-d${S}s" -s target/wrk/introspect-many.lua "$url" >"$OUT/ab-introspect.txt"
         wrk -t2 -c64 "-d${S}s" -s "$OUT/ab-refresh.lua" "$url" >"$OUT/ab-refresh.txt"
+        wrk -t2 -c64 "-d${S}s" -s "$OUT/ab-code.lua" "$url" >"$OUT/ab-code.txt"
         h=$(rate "$OUT/ab-healthz.txt") i=$(rate "$OUT/ab-introspect.txt") r=$(rate "$OUT/ab-refresh.txt")
-        echo "round $round $side healthz=$h introspection=$i refresh=$r introspection/healthz=$(awk "BEGIN {printf \"%.3f\", $i / $h}")"
+        x=$(rate "$OUT/ab-code.txt")
+        echo "round $round $side healthz=$h introspection=$i refresh=$r code=$x" \
+            "introspection/healthz=$(awk "BEGIN {printf \"%.3f\", $i / $h}")" \
+            "code/refresh=$(awk "BEGIN {printf \"%.3f\", $x / $r}")"
         grep -h "Non-2xx" "$OUT"/ab-*.txt >&2 || true
         kill "$pid"
         wait "$pid" 2>/dev/null || true

@@ -56,7 +56,10 @@ rm -rf "$idle_dir"
 N=$((S * ROUNDS * 12000))
 ours_env=()
 [ "$BACKEND" = sqlite ] && ours_env=(-u TEST_DATABASE_URL -u TEST_REDIS_URL)
-env "${ours_env[@]}" target/release/consent-load --scenario hold --seconds 3600 --concurrency "$N" \
+# Under the malloc setting `consent serve` gives itself (consent/src/main.rs,
+# with_fixed_mmap_threshold): the load tool runs the server in its own process, and measured
+# under glibc's defaults it would not be the server as deployed.
+env "${ours_env[@]}" MALLOC_MMAP_THRESHOLD_=131072 target/release/consent-load --scenario hold --seconds 3600 --concurrency "$N" \
     >"$OUT/ours.log" 2>&1 &
 ours=$!
 pids+=("$ours")
