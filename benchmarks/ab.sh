@@ -20,19 +20,16 @@ ROUNDS=${ROUNDS:-2}
 WAIT=${WAIT:-75}
 OUT=benchmarks/out
 mkdir -p "$OUT"
+. benchmarks/lib.sh
 rate() { awk '/^Requests\/sec:/ {print $2}' "$1"; }
 for round in $(seq 1 "$ROUNDS"); do
     for side in base new; do
         dir=$1
         [ "$side" = new ] && dir=$2
         start=$(date +%s)
-        MALLOC_MMAP_THRESHOLD_=131072 "$dir/consent-load" --scenario hold --seconds 900 --concurrency $((S * 12000)) >"$OUT/ab-hold.log" 2>&1 &
+        env "$SERVE_MALLOC" "$dir/consent-load" --scenario hold --seconds 900 --concurrency $((S * 12000)) >"$OUT/ab-hold.log" 2>&1 &
         pid=$!
-        until grep -q "one-use refresh tokens and" "$OUT/ab-hold.log" 2>/dev/null; do
-            kill -0 "$pid" 2>/dev/null || { cat "$OUT/ab-hold.log" >&2; exit 1; }
-            sleep 1
-        done
-        url=$(grep -o 'server http://[0-9.:]*' "$OUT/ab-hold.log" | head -1 | cut -d' ' -f2)
+        url=$(hold_ready "$pid" "$OUT/ab-hold.log")
         while [ $(($(date +%s) - start)) -lt "$WAIT" ]; do sleep 1; done
         sed 's/NTHREADS/2/' target/wrk/refresh.lua >"$OUT/ab-refresh.lua"
         sed 's/NTHREADS/2/' target/wrk/code.lua >"$OUT/ab-code.lua"

@@ -19,18 +19,15 @@ export TEST_DATABASE_URL=${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432
 export TEST_REDIS_URL=${TEST_REDIS_URL:-redis://127.0.0.1:6379}
 OUT=benchmarks/out
 mkdir -p "$OUT"
+. benchmarks/lib.sh
 sql() { psql "$TEST_DATABASE_URL" -Atqc "$1"; }
 before=$(sql "SELECT coalesce(max(oid::bigint), 0) FROM pg_database")
 start=$(date +%s)
-MALLOC_MMAP_THRESHOLD_=131072 "$bin/consent-load" --scenario hold --seconds 900 --concurrency 60000 \
+env "$SERVE_MALLOC" "$bin/consent-load" --scenario hold --seconds 900 --concurrency 60000 \
     >"$OUT/cost-hold.log" 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null || true' EXIT
-until grep -q "one-use refresh tokens and" "$OUT/cost-hold.log" 2>/dev/null; do
-    kill -0 "$pid" 2>/dev/null || { cat "$OUT/cost-hold.log" >&2; exit 1; }
-    sleep 1
-done
-url=$(grep -o 'server http://[0-9.:]*' "$OUT/cost-hold.log" | head -1 | cut -d' ' -f2)
+url=$(hold_ready "$pid" "$OUT/cost-hold.log")
 # The server's own database: the one created after this script started.
 db=$(sql "SELECT datname FROM pg_database WHERE oid::bigint > $before ORDER BY oid DESC LIMIT 1")
 dburl=$(sed "s#/[^/]*\$#/$db#" <<<"$TEST_DATABASE_URL")

@@ -30,6 +30,7 @@ command -v node >/dev/null || { echo "Node.js is needed for the peer" >&2; exit 
     npm ci --prefix benchmarks --no-audit --no-fund --loglevel=error
 cargo build --release --locked -q -p e2e-tests --bin consent-load -p consent --bin consent
 mkdir -p "$OUT"
+. benchmarks/lib.sh
 
 pids=()
 cleanup() {
@@ -56,25 +57,16 @@ rm -rf "$idle_dir"
 N=$((S * ROUNDS * 12000))
 ours_env=()
 [ "$BACKEND" = sqlite ] && ours_env=(-u TEST_DATABASE_URL -u TEST_REDIS_URL)
-# Under the malloc setting `consent serve` gives itself (consent/src/main.rs,
-# with_fixed_mmap_threshold): the load tool runs the server in its own process, and measured
-# under glibc's defaults it would not be the server as deployed.
-env "${ours_env[@]}" MALLOC_MMAP_THRESHOLD_=131072 target/release/consent-load --scenario hold --seconds 3600 --concurrency "$N" \
+# Under the malloc setting `consent serve` gives itself (lib.sh).
+env "${ours_env[@]}" "$SERVE_MALLOC" target/release/consent-load --scenario hold --seconds 3600 --concurrency "$N" \
     >"$OUT/ours.log" 2>&1 &
 ours=$!
 pids+=("$ours")
 node benchmarks/peer.mjs --port 3100 --refresh-tokens "$N" --codes "$((N / 2))" --out "$OUT" >"$OUT/peer.log" 2>&1 &
 peer=$!
 pids+=("$peer")
-until grep -q "one-use refresh tokens and" "$OUT/ours.log" 2>/dev/null; do
-    kill -0 "$ours" 2>/dev/null || { cat "$OUT/ours.log" >&2; exit 1; }
-    sleep 1
-done
-until grep -q "ready" "$OUT/peer.log" 2>/dev/null; do
-    kill -0 "$peer" 2>/dev/null || { cat "$OUT/peer.log" >&2; exit 1; }
-    sleep 1
-done
-OURS=$(grep -o 'server http://[0-9.:]*' "$OUT/ours.log" | head -1 | cut -d' ' -f2)
+OURS=$(hold_ready "$ours" "$OUT/ours.log")
+wait_for "$peer" "$OUT/peer.log" "ready"
 PEER=http://127.0.0.1:3100
 # Refresh tokens and codes are single use (both servers rotate refresh tokens, and a replay ends
 # the grant): each round starts at its own slice of the list (PER_ROUND tokens a second).
