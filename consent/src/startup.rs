@@ -159,7 +159,7 @@ impl Application {
                 oauth::keys::KeyRing::new(event_keys),
                 issuer.clone(),
             ),
-            oauth: oauth::OAuthService {
+            oauth: oauth::OAuthService::new(oauth::OAuthParts {
                 platform: platform.clone(),
                 keys: oauth::keys::KeyRing::new(keys),
                 issuer: issuer.clone(),
@@ -173,7 +173,7 @@ impl Application {
                     platform.settings.server.verify_queue,
                 )?,
                 decoded: ::grants::DecodeCache::default(),
-            },
+            }),
             customer_login: customer_login::Upstream::from_settings(
                 &platform.settings.customer_login,
                 &issuer,

@@ -24,9 +24,28 @@ use platform::Platform;
 
 pub use error::OAuthError;
 
-/// Everything the OAuth flows need; cheap to clone (shared state behind `Arc`s).
+/// Everything the OAuth flows need; one `Arc`, so a clone is one reference count (a handler that
+/// moves the service into a blocking call or a batch clones it on every request).
 #[derive(Debug, Clone)]
-pub struct OAuthService {
+pub struct OAuthService(std::sync::Arc<OAuthParts>);
+
+impl OAuthService {
+    pub fn new(parts: OAuthParts) -> Self {
+        Self(std::sync::Arc::new(parts))
+    }
+}
+
+impl std::ops::Deref for OAuthService {
+    type Target = OAuthParts;
+
+    fn deref(&self) -> &OAuthParts {
+        &self.0
+    }
+}
+
+/// What an [`OAuthService`] holds.
+#[derive(Debug)]
+pub struct OAuthParts {
     pub platform: Platform,
     pub keys: keys::KeyRing,
     /// The issuer identifier (RFC 8414 / RFC 9207 `iss`).
