@@ -150,7 +150,7 @@ impl AnswerCache {
             // More distinct tokens per TTL than we keep: start over (no scan under the lock).
             entries.clear();
         }
-        entries.insert(
+        let replaced = entries.insert(
             token_hash,
             Arc::new(Entry {
                 answer,
@@ -159,5 +159,9 @@ impl AnswerCache {
                 epoch,
             }),
         );
+        // An entry replaced is freed after the lock is let go, not while every other
+        // introspection of the instance waits for it.
+        drop(entries);
+        drop(replaced);
     }
 }
