@@ -17,10 +17,17 @@ use super::assertion::{ASSERTION_TYPE, claimed_client};
 use super::clients::{self, ClientCredentials, OAuthClient};
 use super::error::OAuthError;
 
-fn percent_decode(s: &str) -> Option<String> {
-    url::form_urlencoded::parse(format!("x={s}").as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
+/// One `application/x-www-form-urlencoded` value, as a Basic header carries the client id and
+/// secret (RFC 6749 section 2.3.1): `+` is a space, `%XX` a byte, invalid UTF-8 replaced. The
+/// whole value: a literal `&` or `=` in it is part of it.
+fn form_decode(s: &str) -> String {
+    let bytes: Vec<u8> = s
+        .bytes()
+        .map(|b| if b == b'+' { b' ' } else { b })
+        .collect();
+    percent_encoding::percent_decode(&bytes)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// [`credentials`] without the request (`authorization` is the header's value, `certificate`
@@ -77,10 +84,7 @@ pub fn client_credentials(
             let decoded = STANDARD.decode(b64.trim()).map_err(|_| bad())?;
             let text = String::from_utf8(decoded).map_err(|_| bad())?;
             let (id, secret) = text.split_once(':').ok_or_else(bad)?;
-            let (id, secret) = (
-                percent_decode(id).ok_or_else(bad)?,
-                percent_decode(secret).ok_or_else(bad)?,
-            );
+            let (id, secret) = (form_decode(id), form_decode(secret));
             if form.get("client_id").is_some_and(|f| f != &id) {
                 return Err(OAuthError::InvalidRequest(
                     "client_id does not match the authenticated client".into(),
@@ -221,5 +225,44 @@ impl OAuthService {
             limiter.login_failed(&CLIENT_AUTH_LIMITS, &attempt).await;
         }
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn basic(id: &str, secret: &str) -> String {
+        format!("Basic {}", STANDARD.encode(format!("{id}:{secret}")))
+    }
+
+    /// The id and secret in a Basic header are form-encoded (RFC 6749 section 2.3.1): decoded
+    /// whole, `+` as a space, `%XX` as a byte, a literal `&` or `=` kept.
+    #[test]
+    fn basic_credentials_are_form_decoded_whole() {
+        let cases = [
+            ("c_demo", "cs_plain", "c_demo", "cs_plain"),
+            ("c%3Aid", "a+b%2Bc", "c:id", "a b+c"),
+            ("c_demo", "x&y=z", "c_demo", "x&y=z"),
+            ("c_demo", "%FF%41", "c_demo", "\u{FFFD}A"),
+            ("", "", "", ""),
+        ];
+        for (id, secret, want_id, want_secret) in cases {
+            let creds =
+                client_credentials(Some(&basic(id, secret)), &mut HashMap::new(), None).unwrap();
+            let ClientCredentials::Basic { client_id, secret } = creds else {
+                panic!("{id}:{secret} was not read as Basic credentials");
+            };
+            assert_eq!(client_id, want_id);
+            assert_eq!(secret.expose(), want_secret);
+        }
+        // No colon, or not base64: refused as a failed authentication.
+        for header in [
+            format!("Basic {}", STANDARD.encode("nocolon")),
+            "Basic %%".into(),
+        ] {
+            let err = client_credentials(Some(&header), &mut HashMap::new(), None).unwrap_err();
+            assert!(matches!(err, OAuthError::InvalidClient(_)), "{err:?}");
+        }
     }
 }
