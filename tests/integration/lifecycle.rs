@@ -1082,6 +1082,43 @@ async fn dormancy_is_decided_to_the_instant_and_recording_a_use_writes_no_index(
                 .await
                 .unwrap();
             assert_eq!(hot, (1, 0), "(use, expiry change) HOT updates");
+
+            // An update is HOT only with room on its row's page: the tables updated on every
+            // token request keep a tenth of each page free (a page filled by inserts has none).
+            #[derive(QueryableByName)]
+            struct Fill {
+                #[diesel(sql_type = Text)]
+                relname: String,
+                #[diesel(sql_type = Text)]
+                options: String,
+            }
+            let fill = app
+                .platform
+                .db
+                .run(|c| {
+                    diesel::sql_query(
+                        "SELECT relname::text AS relname, \
+                         coalesce(array_to_string(reloptions, ','), '') AS options \
+                         FROM pg_class WHERE oid IN ('grants'::regclass, \
+                         'refresh_tokens'::regclass, 'authorization_codes'::regclass) \
+                         ORDER BY relname",
+                    )
+                    .load::<Fill>(c)
+                    .map_err(Into::into)
+                })
+                .await
+                .unwrap();
+            let fill: Vec<(String, String)> =
+                fill.into_iter().map(|f| (f.relname, f.options)).collect();
+            let want = |t: &str| (t.to_string(), "fillfactor=90".to_string());
+            assert_eq!(
+                fill,
+                vec![
+                    want("authorization_codes"),
+                    want("grants"),
+                    want("refresh_tokens")
+                ]
+            );
         }
         app.stop().await;
     }
