@@ -1062,10 +1062,13 @@ async fn dormancy_is_decided_to_the_instant_and_recording_a_use_writes_no_index(
                         .map(|h| h.hot)
                     };
                     let start = hot(c)?;
-                    // A use, as the token paths record it.
+                    // A use, as the token paths record it: a minute later, or earlier when later
+                    // would be the next day (the clock is the real one: this runs at any hour).
                     diesel::sql_query(
-                        "UPDATE grants SET last_used_at = date_trunc('second', \
-                         COALESCE(last_used_at, authorized_at) + interval '1 minute') WHERE id = $1",
+                        "UPDATE grants SET last_used_at = date_trunc('second', CASE \
+                         WHEN CAST(last_used_at + interval '1 minute' AS DATE) = CAST(last_used_at AS DATE) \
+                         THEN last_used_at + interval '1 minute' \
+                         ELSE last_used_at - interval '1 minute' END) WHERE id = $1",
                     )
                     .bind::<Text, _>(&gid)
                     .execute(c)?;
