@@ -14,7 +14,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
 use platform::Platform;
 use platform::storage::StorageResult;
-use platform::storage::schema::{audit_events, staff_broadcast};
+use platform::storage::schema::{audit_events, audit_links, staff_broadcast};
 
 /// The audit actions the staff channel carries.
 pub const ACTIONS: &[&str] = &[
@@ -118,12 +118,13 @@ pub async fn broadcast_pass(platform: &Platform, http: &reqwest::Client) -> Stor
     let rows: Vec<Row> = platform
         .db
         .run(move |c| {
-            Ok(audit_events::table
-                .filter(audit_events::chain_index.gt(from))
-                .order(audit_events::chain_index.asc())
+            Ok(audit_links::table
+                .inner_join(audit_events::table)
+                .filter(audit_links::chain_index.gt(from))
+                .order(audit_links::chain_index.asc())
                 .limit(BATCH)
                 .select((
-                    audit_events::chain_index.assume_not_null(),
+                    audit_links::chain_index,
                     audit_events::event_id,
                     audit_events::occurred_at,
                     audit_events::actor_type,

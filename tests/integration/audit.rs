@@ -68,6 +68,85 @@ async fn concurrent_writers_and_linkers_build_one_valid_chain() {
     }
 }
 
+/// PostgreSQL, where a transaction that wrote first can commit last: each event is linked once
+/// its transaction has committed, in commit order, and the one that commits late is linked after
+/// it commits, never skipped; an aborted writer holds nothing up. (SQLite has one writer at a
+/// time, so there commit order is insert order.)
+#[tokio::test]
+async fn an_event_committed_late_is_linked_not_skipped() {
+    use diesel::connection::SimpleConnection;
+    use platform::storage::schema::{audit_events, audit_links};
+    let Some(backend) = backends().into_iter().find(|b| *b == Backend::Postgres) else {
+        return;
+    };
+    let app = quiet_app(backend).await;
+    app.platform.audit.link_now().await.unwrap();
+    let base = app.platform.audit.verify().await.unwrap();
+    let url = platform::database_url(&app.platform.settings);
+    let own = || AnyConnection::Postgresql(diesel::PgConnection::establish(&url).unwrap());
+    let (mut a, mut b, mut aborted) = (own(), own(), own());
+    let now = app.platform.now();
+    let write = |c: &mut AnyConnection, i: usize| audit::record(c, &event(i), now).unwrap();
+
+    a.batch_execute("BEGIN").unwrap();
+    write(&mut a, 1); // the lower seq, committed last
+    // B writes more events than a linking pass takes (1,000), in one transaction.
+    b.batch_execute("BEGIN").unwrap();
+    for i in 1000..3500 {
+        write(&mut b, i);
+    }
+    b.batch_execute("COMMIT").unwrap();
+    aborted.batch_execute("BEGIN").unwrap();
+    write(&mut aborted, 3);
+    aborted.batch_execute("ROLLBACK").unwrap();
+
+    app.platform.audit.link_now().await.unwrap();
+    let report = app.platform.audit.verify().await.unwrap();
+    assert!(report.valid, "{report:?}");
+    assert_eq!(
+        report.head_index,
+        base.head_index + 2500,
+        "the committed events are linked while the earlier writer is still open"
+    );
+    assert_eq!(report.unlinked_events, 0);
+    // More passes while the early writer is open: its event stays out of the chain.
+    for i in 4..6 {
+        app.platform
+            .audit
+            .record_one(event(i), app.platform.now())
+            .await
+            .unwrap();
+        app.platform.audit.link_now().await.unwrap();
+    }
+
+    a.batch_execute("COMMIT").unwrap();
+    app.platform.audit.link_now().await.unwrap();
+    let report = app.platform.audit.verify().await.unwrap();
+    assert!(report.valid, "{report:?}");
+    assert_eq!(report.unlinked_events, 0);
+    assert_eq!(report.head_index, base.head_index + 2503);
+    let linked: Vec<String> = app
+        .platform
+        .db
+        .run(move |c| {
+            Ok(audit_links::table
+                .inner_join(audit_events::table)
+                .filter(audit_links::chain_index.gt(base.head_index))
+                .filter(audit_events::action.eq("token.issued"))
+                .order(audit_links::chain_index.asc())
+                .select(audit_events::details)
+                .load(c)?)
+        })
+        .await
+        .unwrap();
+    let expected: Vec<String> = (1000..3500)
+        .chain([4, 5, 1])
+        .map(|n| format!(r#"{{"n":{n}}}"#))
+        .collect();
+    assert_eq!(linked, expected, "in commit order");
+    app.stop().await;
+}
+
 async fn seeded_chain(app: &e2e_tests::TestApp, n: usize) {
     for i in 0..n {
         app.platform
@@ -83,45 +162,73 @@ async fn seeded_chain(app: &e2e_tests::TestApp, n: usize) {
 fn drop_guards(conn: &mut AnyConnection) {
     let sql = match conn {
         AnyConnection::Sqlite(_) => {
-            "DROP TRIGGER audit_events_no_update; DROP TRIGGER audit_events_no_delete;"
+            "DROP TRIGGER audit_events_no_update; DROP TRIGGER audit_events_no_delete; \
+             DROP TRIGGER audit_links_no_update; DROP TRIGGER audit_links_no_delete;"
         }
-        AnyConnection::Postgresql(_) => "DROP TRIGGER audit_events_append_only ON audit_events;",
+        // One implicit transaction: the links first, as every reader and the linker lock them
+        // (the other order can deadlock with one of them).
+        AnyConnection::Postgresql(_) => {
+            "DROP TRIGGER audit_links_append_only ON audit_links; \
+             DROP TRIGGER audit_events_append_only ON audit_events;"
+        }
     };
     diesel::connection::SimpleConnection::batch_execute(conn, sql).unwrap();
 }
 
+/// Neither an event nor a link can be changed or deleted through SQL (and on PostgreSQL neither
+/// table can be truncated): each statement is refused by the guard itself (its message), not by
+/// a mistake in the statement, and the chain is as it was.
 #[tokio::test]
 async fn linked_events_cannot_be_changed_through_sql() {
     for backend in backends() {
         let app = quiet_app(backend).await;
         seeded_chain(&app, 3).await;
-        let err = app
-            .platform
-            .db
-            .run(|c| {
-                Ok(diesel::sql_query(
-                    "UPDATE audit_events SET details = '{}' WHERE chain_index = 2",
-                )
-                .execute(c))
-            })
+        let run = |sql: String| {
+            let db = app.platform.db.clone();
+            async move {
+                db.run(move |c| Ok(diesel::sql_query(sql).execute(c)))
+                    .await
+                    .unwrap()
+            }
+        };
+        let second = "(SELECT seq FROM audit_links WHERE chain_index = 2)";
+        let mut refused = vec![
+            format!("UPDATE audit_events SET details = '{{}}' WHERE seq = {second}"),
+            format!("DELETE FROM audit_events WHERE seq = {second}"),
+            "UPDATE audit_links SET hash = 'x' WHERE chain_index = 2".to_string(),
+            "DELETE FROM audit_links WHERE chain_index = 2".to_string(),
+            // Not yet linked events are not open to change either.
+            "UPDATE audit_events SET details = '{}' WHERE seq NOT IN (SELECT seq FROM audit_links)"
+                .to_string(),
+        ];
+        if backend == Backend::Postgres {
+            refused.push("TRUNCATE audit_events".into());
+            refused.push("TRUNCATE audit_links".into());
+        }
+        app.platform
+            .audit
+            .record_one(event(50), app.platform.now())
             .await
             .unwrap();
-        assert!(
-            err.is_err(),
-            "{backend:?}: update of a linked event must be refused"
+        let before = app.platform.audit.verify().await.unwrap();
+        assert_eq!(before.unlinked_events, 1, "{backend:?}");
+        for sql in refused {
+            let affected = run(sql.clone()).await;
+            assert!(
+                matches!(&affected, Err(e) if e.to_string().contains("is append-only")),
+                "{backend:?}: {sql} must be refused by the guard: {affected:?}"
+            );
+        }
+        // The same kind of statement on an unguarded table does run.
+        assert_eq!(
+            run("UPDATE audit_chain_head SET updated_at = updated_at".into())
+                .await
+                .unwrap(),
+            1
         );
-        let err = app
-            .platform
-            .db
-            .run(|c| {
-                Ok(diesel::sql_query("DELETE FROM audit_events WHERE chain_index = 2").execute(c))
-            })
-            .await
-            .unwrap();
-        assert!(
-            err.is_err(),
-            "{backend:?}: delete of a linked event must be refused"
-        );
+        let after = app.platform.audit.verify().await.unwrap();
+        assert!(after.valid, "{backend:?}: {after:?}");
+        assert_eq!(after, before, "{backend:?}");
         app.stop().await;
     }
 }
@@ -129,58 +236,75 @@ async fn linked_events_cannot_be_changed_through_sql() {
 #[tokio::test]
 async fn tampering_is_detected_at_the_altered_event() {
     // Each case: an attacker with owner rights drops the guards and edits history.
-    let cases: [(&str, &str, i64); 5] = [
+    let at = |i: i64| format!("seq = (SELECT seq FROM audit_links WHERE chain_index = {i})");
+    let cases: [(&str, String, i64); 7] = [
         (
             "altered details",
-            "UPDATE audit_events SET details = '{\"n\":999}' WHERE chain_index = 3",
+            format!(
+                "UPDATE audit_events SET details = '{{\"n\":999}}' WHERE {}",
+                at(3)
+            ),
             3,
         ),
         (
             "altered actor",
-            "UPDATE audit_events SET actor_id = 'c_evil' WHERE chain_index = 2",
+            format!(
+                "UPDATE audit_events SET actor_id = 'c_evil' WHERE {}",
+                at(2)
+            ),
             2,
         ),
         (
             "deleted event",
-            "DELETE FROM audit_events WHERE chain_index = 4",
+            format!("DELETE FROM audit_events WHERE {}", at(4)),
             4,
         ),
         (
             "deleted last event",
-            "DELETE FROM audit_events WHERE chain_index = 5",
+            format!("DELETE FROM audit_events WHERE {}", at(5)),
             5,
         ),
         (
-            "swapped order",
-            "UPDATE audit_events SET chain_index = CASE chain_index WHEN 2 THEN 3 ELSE 2 END WHERE chain_index IN (2, 3)",
-            2,
+            "deleted link",
+            "DELETE FROM audit_links WHERE chain_index = 3".into(),
+            3,
         ),
+        (
+            "altered link",
+            "UPDATE audit_links SET hash = (SELECT hash FROM audit_links WHERE chain_index = 1) \
+             WHERE chain_index = 4"
+                .into(),
+            4,
+        ),
+        ("swapped order", String::new(), 2),
     ];
     for backend in backends() {
-        for (name, sql, at) in cases {
+        for (name, sql, at) in cases.clone() {
             let app = quiet_app(backend).await;
             seeded_chain(&app, 5).await;
-            let sql = sql.to_string();
             app.platform
                 .db
                 .run(move |c| {
+                    use platform::storage::schema::audit_links;
                     drop_guards(c);
-                    if sql.contains("CASE") {
-                        // Swap through a temporary index to dodge the UNIQUE constraint.
-                        diesel::sql_query(
-                            "UPDATE audit_events SET chain_index = -1 WHERE chain_index = 2",
-                        )
-                        .execute(c)?;
-                        diesel::sql_query(
-                            "UPDATE audit_events SET chain_index = 2 WHERE chain_index = 3",
-                        )
-                        .execute(c)?;
-                        diesel::sql_query(
-                            "UPDATE audit_events SET chain_index = 3 WHERE chain_index = -1",
-                        )
-                        .execute(c)?;
+                    if sql.is_empty() {
+                        // The events at 2 and 3 trade places (through a free seq: it is UNIQUE).
+                        let seq = |c: &mut AnyConnection, i: i64| {
+                            audit_links::table
+                                .filter(audit_links::chain_index.eq(i))
+                                .select(audit_links::seq)
+                                .first::<i64>(c)
+                        };
+                        let (two, three) = (seq(c, 2)?, seq(c, 3)?);
+                        for (i, to) in [(2, -1), (3, two), (2, three)] {
+                            diesel::update(
+                                audit_links::table.filter(audit_links::chain_index.eq(i)),
+                            )
+                            .set(audit_links::seq.eq(to))
+                            .execute(c)?;
+                        }
                     } else {
-                        diesel::sql_query(sql).execute(c)?;
+                        assert_eq!(diesel::sql_query(sql).execute(c)?, 1);
                     }
                     Ok(())
                 })
@@ -204,26 +328,22 @@ fn rewrite_chain(
     c: &mut AnyConnection,
     key: &audit::ChainKey,
 ) -> platform::storage::StorageResult<()> {
-    use platform::storage::schema::{audit_chain_head, audit_events};
+    use platform::storage::schema::{audit_chain_head, audit_events, audit_links};
     drop_guards(c);
-    let events: Vec<audit::StoredEvent> = audit_events::table
-        .filter(audit_events::chain_index.is_not_null())
-        .order(audit_events::chain_index.asc())
-        .select(audit::StoredEvent::as_select())
+    let links: Vec<(i64, audit::StoredEvent)> = audit_links::table
+        .inner_join(audit_events::table)
+        .order(audit_links::chain_index.asc())
+        .select((audit_links::chain_index, audit::StoredEvent::as_select()))
         .load(c)?;
     let mut prev = audit::GENESIS_HASH.to_string();
     let mut last = 0;
-    for e in &events {
-        let index = e.chain_index.unwrap();
-        let hash = audit::event_hash(key, e, index, &prev);
-        diesel::update(audit_events::table.filter(audit_events::seq.eq(e.seq)))
-            .set((
-                audit_events::prev_hash.eq(&prev),
-                audit_events::hash.eq(&hash),
-            ))
+    for (index, e) in &links {
+        let hash = audit::event_hash(key, e, *index, &prev);
+        diesel::update(audit_links::table.filter(audit_links::chain_index.eq(index)))
+            .set(audit_links::hash.eq(&hash))
             .execute(c)?;
         prev = hash;
-        last = index;
+        last = *index;
     }
     diesel::update(audit_chain_head::table)
         .set((
@@ -249,12 +369,13 @@ async fn keyed_chain_and_checkpoints_defeat_a_database_writer() {
         app.platform
             .db
             .run(move |c| {
+                rewrite_chain(c, &attacker_key)?;
                 diesel::sql_query(
-                    "UPDATE audit_events SET details = '{\"n\":999}' WHERE chain_index = 3",
+                    "UPDATE audit_events SET details = '{\"n\":999}' \
+                     WHERE seq = (SELECT seq FROM audit_links WHERE chain_index = 3)",
                 )
-                .execute(c)
-                .ok();
-                rewrite_chain(c, &attacker_key)
+                .execute(c)?;
+                Ok(())
             })
             .await
             .unwrap();
@@ -301,22 +422,23 @@ async fn keyed_chain_and_checkpoints_defeat_a_database_writer() {
         app.platform
             .db
             .run(move |c| {
-                use platform::storage::schema::{audit_chain_head, audit_events};
+                use platform::storage::schema::{audit_chain_head, audit_events, audit_links};
                 drop_guards(c);
-                diesel::delete(audit_events::table.filter(audit_events::chain_index.ge(cut_from)))
+                let cut = audit_links::table
+                    .filter(audit_links::chain_index.ge(cut_from))
+                    .select(audit_links::seq);
+                diesel::delete(audit_events::table.filter(audit_events::seq.eq_any(cut)))
                     .execute(c)?;
-                let (index, hash): (i64, Option<String>) = audit_events::table
-                    .filter(audit_events::chain_index.is_not_null())
-                    .order(audit_events::chain_index.desc())
-                    .select((
-                        audit_events::chain_index.assume_not_null(),
-                        audit_events::hash,
-                    ))
+                diesel::delete(audit_links::table.filter(audit_links::chain_index.ge(cut_from)))
+                    .execute(c)?;
+                let (index, hash): (i64, String) = audit_links::table
+                    .order(audit_links::chain_index.desc())
+                    .select((audit_links::chain_index, audit_links::hash))
                     .first(c)?;
                 diesel::update(audit_chain_head::table)
                     .set((
                         audit_chain_head::last_index.eq(index),
-                        audit_chain_head::last_hash.eq(hash.unwrap()),
+                        audit_chain_head::last_hash.eq(hash),
                     ))
                     .execute(c)?;
                 Ok(())
@@ -409,7 +531,7 @@ async fn the_linker_refuses_a_head_moved_back() {
         app.platform
             .db
             .write(|c| {
-                use platform::storage::schema::{audit_chain_head, audit_events};
+                use platform::storage::schema::{audit_chain_head, audit_links};
                 // Between linking passes (a pass that had read the head before this moves it
                 // back would write its own head over it when it commits).
                 if let AnyConnection::Postgresql(_) = c {
@@ -419,14 +541,14 @@ async fn the_linker_refuses_a_head_moved_back() {
                 let head: i64 = audit_chain_head::table
                     .select(audit_chain_head::last_index)
                     .first(c)?;
-                let hash: Option<String> = audit_events::table
-                    .filter(audit_events::chain_index.eq(head - 2))
-                    .select(audit_events::hash)
+                let hash: String = audit_links::table
+                    .filter(audit_links::chain_index.eq(head - 2))
+                    .select(audit_links::hash)
                     .first(c)?;
                 diesel::update(audit_chain_head::table)
                     .set((
                         audit_chain_head::last_index.eq(head - 2),
-                        audit_chain_head::last_hash.eq(hash.unwrap()),
+                        audit_chain_head::last_hash.eq(hash),
                     ))
                     .execute(c)?;
                 Ok(())

@@ -61,6 +61,7 @@ fn select_all_columns(conn: &mut AnyConnection) -> QueryResult<()> {
         revocation_feed_head,
         signing_keys,
         audit_events,
+        audit_links,
         audit_chain_head,
         audit_chain_legacy,
         approval_requests,
@@ -95,7 +96,7 @@ fn migrations_apply_revert_and_reapply() {
         db.run_blocking(|c| {
             assert_eq!(
                 user_tables(c).len(),
-                34,
+                35,
                 "{backend:?}: {:?}",
                 user_tables(c)
             );

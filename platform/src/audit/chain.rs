@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use chrono::Utc;
+use diesel::dsl::sql;
 use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Bool};
 use ed25519_dalek::SigningKey;
 use hmac::{Hmac, Mac};
 use serde::Serialize;
@@ -12,7 +14,7 @@ use zeroize::Zeroizing;
 
 use super::{Checkpoint, StoredEvent};
 use crate::crypto::MasterKey;
-use crate::storage::schema::{audit_chain_head, audit_events};
+use crate::storage::schema::{audit_chain_head, audit_events, audit_links};
 use crate::storage::{AnyConnection, StorageResult, write_tx};
 
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -96,29 +98,34 @@ pub fn link_pending(conn: &mut AnyConnection, key: &ChainKey, batch: i64) -> Sto
             diesel::sql_query(format!("SELECT pg_advisory_xact_lock({CHAIN_LOCK_KEY})"))
                 .execute(conn)?;
         }
-        let (mut last_index, mut last_hash): (i64, String) = audit_chain_head::table
-            .filter(audit_chain_head::id.eq(1))
-            .select((audit_chain_head::last_index, audit_chain_head::last_hash))
-            .first(conn)?;
-        // Never extend a chain whose head disagrees with its events (a head moved backwards, or
-        // events beyond it): that is tampering, and linking on would re-sign it.
-        // Whether any exists, not how many, and in chain_index order: a count, or a bare
-        // LIMIT 1, was planned as a scan of the whole log (15 ms a pass while the sweep wrote
-        // 100,000 events); in index order it is one probe of the chain_index index.
-        let beyond: Option<i64> = audit_events::table
-            .filter(audit_events::chain_index.gt(last_index))
-            .order(audit_events::chain_index.asc())
-            .select(audit_events::seq)
+        let (mut last_index, mut last_hash, floor_xid, floor_seq): (i64, String, i64, i64) =
+            audit_chain_head::table
+                .filter(audit_chain_head::id.eq(1))
+                .select((
+                    audit_chain_head::last_index,
+                    audit_chain_head::last_hash,
+                    audit_chain_head::link_floor_xid,
+                    audit_chain_head::link_floor_seq,
+                ))
+                .first(conn)?;
+        let floor = (floor_xid, floor_seq);
+        // Never extend a chain whose head disagrees with its links (a head moved backwards, or
+        // links beyond it): that is tampering, and linking on would re-sign it.
+        // Whether any exists, not how many, and in chain_index order: one probe of the primary key.
+        let beyond: Option<i64> = audit_links::table
+            .filter(audit_links::chain_index.gt(last_index))
+            .order(audit_links::chain_index.asc())
+            .select(audit_links::chain_index)
             .first(conn)
             .optional()?;
-        let at_head: Option<Option<String>> = audit_events::table
-            .filter(audit_events::chain_index.eq(last_index))
-            .select(audit_events::hash)
+        let at_head: Option<String> = audit_links::table
+            .filter(audit_links::chain_index.eq(last_index))
+            .select(audit_links::hash)
             .first(conn)
             .optional()?;
         let consistent = beyond.is_none()
             && match at_head {
-                Some(hash) => hash.as_deref() == Some(last_hash.as_str()),
+                Some(hash) => hash == last_hash,
                 None => last_index == 0 && last_hash == GENESIS_HASH,
             };
         if !consistent {
@@ -130,21 +137,22 @@ pub fn link_pending(conn: &mut AnyConnection, key: &ChainKey, batch: i64) -> Sto
                 "the audit chain head disagrees with the linked events".into(),
             ));
         }
-        let pending: Vec<StoredEvent> = audit_events::table
-            .filter(audit_events::chain_index.is_null())
-            .order(audit_events::seq.asc())
-            .limit(batch)
-            .select(StoredEvent::as_select())
-            .load(conn)?;
+        let (pending, next_floor) = unlinked_events(conn, floor, batch)?;
+        // Never backwards (the oldest running transaction does not go back either).
+        let next_floor = next_floor.max(floor);
         let mut links = Vec::with_capacity(pending.len());
         for e in &pending {
             let index = last_index + 1;
-            let hash = event_hash(key, e, index, &last_hash);
-            links.push((e.seq, index, std::mem::replace(&mut last_hash, hash)));
+            last_hash = event_hash(key, e, index, &last_hash);
+            links.push(NewLink {
+                chain_index: index,
+                seq: e.seq,
+                hash: last_hash.clone(),
+            });
             last_index = index;
         }
-        write_links(conn, links, &last_hash)?;
         if !pending.is_empty() {
+            crate::insert_rows!(conn, audit_links::table, &links);
             // The head as it advances, in the log: shipped off the host, the log is an anchor
             // the database's writers cannot rewrite (as checkpoints are).
             tracing::info!(index = last_index, hash = %last_hash, "audit chain head");
@@ -152,6 +160,8 @@ pub fn link_pending(conn: &mut AnyConnection, key: &ChainKey, batch: i64) -> Sto
                 .set((
                     audit_chain_head::last_index.eq(last_index),
                     audit_chain_head::last_hash.eq(&last_hash),
+                    audit_chain_head::link_floor_xid.eq(next_floor.0),
+                    audit_chain_head::link_floor_seq.eq(next_floor.1),
                     audit_chain_head::updated_at.eq(Utc::now().naive_utc()),
                 ))
                 .execute(conn)?;
@@ -160,64 +170,104 @@ pub fn link_pending(conn: &mut AnyConnection, key: &ChainKey, batch: i64) -> Sto
     })
 }
 
-/// Writes `(seq, chain_index, prev_hash)` for each event; each event's hash is the next one's
-/// `prev_hash`, and the last one's is the head's. One `UPDATE ... FROM unnest(...)` per batch on
-/// PostgreSQL (a statement per event made the chainer cost as much as the writes it follows);
-/// one statement per event on SQLite, where a statement is an in-process call.
-fn write_links(
+/// One link: event `seq` at `chain_index`, with its hash.
+#[derive(Insertable)]
+#[diesel(table_name = audit_links)]
+struct NewLink {
+    chain_index: i64,
+    seq: i64,
+    hash: String,
+}
+
+/// Up to `batch` committed events that have no link, oldest writer first, and the head's next
+/// link floor: every event before it is linked once these are.
+///
+/// SQLite has one writer at a time, so events commit in `seq` order: the floor is `(0, seq)`, and
+/// the events from it on are exactly the unlinked ones.
+///
+/// On PostgreSQL a lower `seq` can commit after a higher one. Each event records its inserting
+/// transaction (`xid`), and the floor is an (xid, seq) before which every event is linked. A pass
+/// takes, in (xid, seq) order from the floor, the events that have no link (an anti-join on
+/// `audit_links.seq`): what it sees is committed, whatever the commit order. The new floor is the
+/// earlier of `(running, 0)`, where `running` is the oldest transaction still running when the
+/// pass began (`pg_snapshot_xmin`: every transaction below it had ended, so all their events are
+/// visible to this pass and taken unless linked), and, when the batch is full, the position just
+/// after the last event taken (every unlinked visible event before it was taken; when its
+/// transaction is below `running`, so is everything before it). So no event is ever skipped, even
+/// in a transaction that wrote many thousands, and a pass reads only events from the oldest
+/// transaction then running on: one left open for long makes each pass read more, never link
+/// wrongly.
+fn unlinked_events(
     conn: &mut AnyConnection,
-    links: Vec<(i64, i64, String)>,
-    last_hash: &str,
-) -> StorageResult<()> {
-    let hashes: Vec<String> = links
-        .iter()
-        .skip(1)
-        .map(|(_, _, prev)| prev.clone())
-        .chain(std::iter::once(last_hash.to_string()))
-        .collect();
+    floor: (i64, i64),
+    batch: i64,
+) -> StorageResult<(Vec<StoredEvent>, (i64, i64))> {
     match conn {
         AnyConnection::Postgresql(pg) => {
-            use diesel::sql_types::{Array, BigInt, Text};
-            if links.is_empty() {
-                return Ok(());
-            }
-            let (seqs, indexes, prevs): (Vec<i64>, Vec<i64>, Vec<String>) = links.into_iter().fold(
-                (vec![], vec![], vec![]),
-                |(mut s, mut i, mut p), (a, b, c)| {
-                    s.push(a);
-                    i.push(b);
-                    p.push(c);
-                    (s, i, p)
-                },
-            );
-            let linked = diesel::sql_query(
-                "UPDATE audit_events AS e SET chain_index = v.idx, prev_hash = v.prev, hash = v.hash \
-                 FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[]) AS v(seq, idx, prev, hash) \
-                 WHERE e.seq = v.seq",
-            )
-            .bind::<Array<BigInt>, _>(&seqs)
-            .bind::<Array<BigInt>, _>(&indexes)
-            .bind::<Array<Text>, _>(&prevs)
-            .bind::<Array<Text>, _>(&hashes)
-            .execute(pg)?;
-            if linked != seqs.len() {
-                // Never move the head past events that were not linked.
-                return Err(diesel::result::Error::RollbackTransaction.into());
-            }
+            let running: i64 = diesel::select(sql::<BigInt>(
+                "pg_snapshot_xmin(pg_current_snapshot())::text::bigint",
+            ))
+            .get_result(pg)?;
+            // In the order of the (xid, seq) index, which a LIMIT then stops early: qualified, as
+            // a bare `xid` would name the selected bigint, which no index orders.
+            let rows: Vec<(StoredEvent, i64)> = audit_events::table
+                .filter(unlinked_from(floor))
+                .order(sql::<BigInt>("audit_events.xid"))
+                .then_order_by(audit_events::seq.asc())
+                .limit(batch)
+                .select((
+                    StoredEvent::as_select(),
+                    sql::<BigInt>("audit_events.xid::text::bigint AS writer"),
+                ))
+                .load(pg)?;
+            let next = match rows.last() {
+                Some((e, xid)) if rows.len() as i64 == batch => (running, 0).min((*xid, e.seq + 1)),
+                _ => (running, 0),
+            };
+            Ok((rows.into_iter().map(|(e, _)| e).collect(), next))
         }
-        AnyConnection::Sqlite(_) => {
-            for ((seq, index, prev), hash) in links.into_iter().zip(&hashes) {
-                diesel::update(audit_events::table.filter(audit_events::seq.eq(seq)))
-                    .set((
-                        audit_events::chain_index.eq(index),
-                        audit_events::prev_hash.eq(&prev),
-                        audit_events::hash.eq(hash),
-                    ))
-                    .execute(conn)?;
-            }
+        AnyConnection::Sqlite(c) => {
+            let events: Vec<StoredEvent> = audit_events::table
+                .filter(audit_events::seq.ge(floor.1))
+                .order(audit_events::seq.asc())
+                .limit(batch)
+                .select(StoredEvent::as_select())
+                .load(c)?;
+            let next = events.last().map_or(floor, |e| (0, e.seq + 1));
+            Ok((events, next))
         }
     }
-    Ok(())
+}
+
+/// PostgreSQL: events from `floor` on, in (xid, seq) order, with no link. The link is looked up
+/// per event (`OFFSET 0` keeps the subquery from becoming a join): a hash anti-join would read
+/// every link ever written, once per pass.
+fn unlinked_from(
+    (xid, seq): (i64, i64),
+) -> diesel::expression::SqlLiteral<Bool, impl diesel::query_builder::QueryFragment<diesel::pg::Pg>>
+{
+    sql::<Bool>("(audit_events.xid, audit_events.seq) >= ((")
+        .bind::<BigInt, _>(xid)
+        .sql(")::text::xid8, ")
+        .bind::<BigInt, _>(seq)
+        .sql(
+            ") AND NOT EXISTS \
+             (SELECT 1 FROM audit_links AS l WHERE l.seq = audit_events.seq OFFSET 0)",
+        )
+}
+
+/// Events written but not linked yet (committed or not yet linkable), for reports.
+fn unlinked_count(conn: &mut AnyConnection, floor: (i64, i64)) -> StorageResult<i64> {
+    Ok(match conn {
+        AnyConnection::Postgresql(pg) => audit_events::table
+            .filter(unlinked_from(floor))
+            .count()
+            .get_result(pg)?,
+        AnyConnection::Sqlite(c) => audit_events::table
+            .filter(audit_events::seq.ge(floor.1))
+            .count()
+            .get_result(c)?,
+    })
 }
 
 /// Links everything pending (batches of 1,000).
@@ -288,17 +338,31 @@ pub fn verify_against(
 /// Whether the latest linked event's hash is the one `key` gives it: a cheap check that `key` is
 /// this chain's (`None` while nothing is linked).
 pub fn last_link_verifies(conn: &mut AnyConnection, key: &ChainKey) -> StorageResult<Option<bool>> {
-    let last: Option<StoredEvent> = audit_events::table
-        .filter(audit_events::chain_index.is_not_null())
-        .order(audit_events::chain_index.desc())
-        .select(StoredEvent::as_select())
+    let last: Option<(i64, String, StoredEvent)> = audit_links::table
+        .inner_join(audit_events::table)
+        .order(audit_links::chain_index.desc())
+        .select((
+            audit_links::chain_index,
+            audit_links::hash,
+            StoredEvent::as_select(),
+        ))
         .first(conn)
         .optional()?;
-    Ok(last.map(|e| {
-        let index = e.chain_index.unwrap_or_default();
-        let prev = e.prev_hash.clone().unwrap_or_default();
-        e.hash.as_deref() == Some(event_hash(key, &e, index, &prev).as_str())
-    }))
+    let Some((index, hash, e)) = last else {
+        return Ok(None);
+    };
+    let prev = if index == 1 {
+        Some(GENESIS_HASH.to_string())
+    } else {
+        audit_links::table
+            .filter(audit_links::chain_index.eq(index - 1))
+            .select(audit_links::hash)
+            .first(conn)
+            .optional()?
+    };
+    Ok(Some(prev.is_some_and(|prev| {
+        hash == event_hash(key, &e, index, &prev)
+    })))
 }
 
 pub(super) fn verify_with(
@@ -334,14 +398,17 @@ fn verify_snapshot(
     key: &ChainKey,
     checkpoint: Option<&Checkpoint>,
 ) -> StorageResult<(ChainReport, String)> {
-    let (head_index, head_hash): (i64, String) = audit_chain_head::table
-        .filter(audit_chain_head::id.eq(1))
-        .select((audit_chain_head::last_index, audit_chain_head::last_hash))
-        .first(conn)?;
-    let unlinked_events: i64 = audit_events::table
-        .filter(audit_events::chain_index.is_null())
-        .count()
-        .get_result(conn)?;
+    let (head_index, head_hash, floor_xid, floor_seq): (i64, String, i64, i64) =
+        audit_chain_head::table
+            .filter(audit_chain_head::id.eq(1))
+            .select((
+                audit_chain_head::last_index,
+                audit_chain_head::last_hash,
+                audit_chain_head::link_floor_xid,
+                audit_chain_head::link_floor_seq,
+            ))
+            .first(conn)?;
+    let unlinked_events = unlinked_count(conn, (floor_xid, floor_seq))?;
     let mut report = ChainReport {
         valid: true,
         events_checked: 0,
@@ -359,17 +426,21 @@ fn verify_snapshot(
     let mut expected_index = 1_i64;
     let mut prev_hash = GENESIS_HASH.to_string();
     loop {
-        let page: Vec<StoredEvent> = audit_events::table
-            .filter(audit_events::chain_index.ge(expected_index))
-            .order(audit_events::chain_index.asc())
+        let page: Vec<(i64, String, StoredEvent)> = audit_links::table
+            .inner_join(audit_events::table)
+            .filter(audit_links::chain_index.ge(expected_index))
+            .order(audit_links::chain_index.asc())
             .limit(1_000)
-            .select(StoredEvent::as_select())
+            .select((
+                audit_links::chain_index,
+                audit_links::hash,
+                StoredEvent::as_select(),
+            ))
             .load(conn)?;
         if page.is_empty() {
             break;
         }
-        for e in page {
-            let index = e.chain_index.unwrap_or_default();
+        for (index, stored_hash, e) in page {
             if index != expected_index {
                 fail(
                     &mut report,
@@ -378,12 +449,8 @@ fn verify_snapshot(
                 );
                 return Ok((report, head_hash));
             }
-            if e.prev_hash.as_deref() != Some(prev_hash.as_str()) {
-                fail(&mut report, index, "previous-hash link is broken".into());
-                return Ok((report, head_hash));
-            }
             let hash = event_hash(key, &e, index, &prev_hash);
-            if e.hash.as_deref() != Some(hash.as_str()) {
+            if stored_hash != hash {
                 fail(
                     &mut report,
                     index,

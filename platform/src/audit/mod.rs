@@ -3,14 +3,16 @@
 //! Writing is cheap and contention-free: [`record`] inserts one row inside the caller's own
 //! transaction (so an event exists exactly when its state change committed). Linking is done
 //! afterwards by [`link_pending`], in batches and under one lock (a PostgreSQL advisory lock, or
-//! SQLite's write lock): each unlinked event, in `seq` order, gets the next `chain_index`, the
-//! previous event's hash, and `hash = HMAC-SHA-256(chain key, prev_hash || canonical event)`. An
-//! event committed late (lower `seq` than one already linked) is simply linked in the next batch;
-//! chain order is `chain_index`, so no committed event is ever skipped.
+//! SQLite's write lock): each unlinked event, in commit order, gets the next `chain_index` and
+//! `hash = HMAC-SHA-256(chain key, previous hash || canonical event)`, written as one row of the
+//! insert-only `audit_links` (the event itself is never updated). Commit order: on SQLite, with
+//! its one writer, `seq`; on PostgreSQL, each pass links the committed events that have no link
+//! yet, from a floor before which all are linked (transaction id, seq; see [`link_pending`]). So an
+//! event whose transaction commits late is linked after it commits, never skipped.
 //!
-//! [`verify`] walks the chain and recomputes every hash: an altered field, a deleted event (a gap
-//! or a broken `prev_hash`), or a reordered event is reported with its index. Chained rows are
-//! also protected by database triggers.
+//! [`verify`] walks the chain and recomputes every hash: an altered field, a deleted event or link
+//! (a gap), or a reordered event is reported with its index. Both tables are also protected by
+//! database triggers (no UPDATE, no DELETE).
 //!
 //! The chain key ([`ChainKey`]) is derived from the master key, which is not in the database:
 //! whoever can write the database (and drop the triggers) but does not hold the master key cannot
@@ -210,9 +212,6 @@ pub struct StoredEvent {
     pub target_type: String,
     pub target_id: String,
     pub details: String,
-    pub chain_index: Option<i64>,
-    pub prev_hash: Option<String>,
-    pub hash: Option<String>,
 }
 
 /// Handle used by the server: records are written by services directly with [`record`]; this

@@ -301,9 +301,16 @@ diesel::table! {
         target_type -> Text,
         target_id -> Text,
         details -> Text,
-        chain_index -> Nullable<BigInt>,
-        prev_hash -> Nullable<Text>,
-        hash -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    /// The audit chain: event `seq` is at `chain_index`, with `hash` (insert-only). On PostgreSQL
+    /// `audit_events` also has `xid` (its inserting transaction), which only the linker reads.
+    audit_links (chain_index) {
+        chain_index -> BigInt,
+        seq -> BigInt,
+        hash -> Text,
     }
 }
 
@@ -313,6 +320,10 @@ diesel::table! {
         last_index -> BigInt,
         last_hash -> Text,
         updated_at -> Timestamp,
+        /// Every event before (link_floor_xid, link_floor_seq) is linked (PostgreSQL: a
+        /// transaction id; SQLite, one writer: always 0, seq alone; see `audit::link_pending`).
+        link_floor_xid -> BigInt,
+        link_floor_seq -> BigInt,
     }
 }
 
@@ -457,6 +468,7 @@ diesel::table! {
 diesel::joinable!(accounts -> customers (customer_id));
 diesel::joinable!(transactions -> accounts (account_id));
 diesel::joinable!(transactions -> merchants (merchant_id));
+diesel::joinable!(audit_links -> audit_events (seq));
 diesel::joinable!(kyc_submissions -> developers (developer_id));
 diesel::joinable!(kyc_reviews -> kyc_submissions (submission_id));
 diesel::joinable!(clients -> developers (developer_id));
@@ -488,6 +500,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     revocation_feed_head,
     signing_keys,
     audit_events,
+    audit_links,
     audit_chain_head,
     approval_requests,
     webhook_outbox,
