@@ -98,17 +98,7 @@ pub fn link_pending(conn: &mut AnyConnection, key: &ChainKey, batch: i64) -> Sto
             diesel::sql_query(format!("SELECT pg_advisory_xact_lock({CHAIN_LOCK_KEY})"))
                 .execute(conn)?;
         }
-        let (mut last_index, mut last_hash, floor_xid, floor_seq): (i64, String, i64, i64) =
-            audit_chain_head::table
-                .filter(audit_chain_head::id.eq(1))
-                .select((
-                    audit_chain_head::last_index,
-                    audit_chain_head::last_hash,
-                    audit_chain_head::link_floor_xid,
-                    audit_chain_head::link_floor_seq,
-                ))
-                .first(conn)?;
-        let floor = (floor_xid, floor_seq);
+        let (mut last_index, mut last_hash, floor) = read_head(conn)?;
         // Never extend a chain whose head disagrees with its links (a head moved backwards, or
         // links beyond it): that is tampering, and linking on would re-sign it.
         // Whether any exists, not how many, and in chain_index order: one probe of the primary key.
@@ -168,6 +158,20 @@ pub fn link_pending(conn: &mut AnyConnection, key: &ChainKey, batch: i64) -> Sto
         }
         Ok(pending.len())
     })
+}
+
+/// The chain head: last index, last hash, and the link floor (see [`unlinked_events`]).
+fn read_head(conn: &mut AnyConnection) -> StorageResult<(i64, String, (i64, i64))> {
+    let (index, hash, floor_xid, floor_seq) = audit_chain_head::table
+        .filter(audit_chain_head::id.eq(1))
+        .select((
+            audit_chain_head::last_index,
+            audit_chain_head::last_hash,
+            audit_chain_head::link_floor_xid,
+            audit_chain_head::link_floor_seq,
+        ))
+        .first::<(i64, String, i64, i64)>(conn)?;
+    Ok((index, hash, (floor_xid, floor_seq)))
 }
 
 /// One link: event `seq` at `chain_index`, with its hash.
@@ -398,17 +402,8 @@ fn verify_snapshot(
     key: &ChainKey,
     checkpoint: Option<&Checkpoint>,
 ) -> StorageResult<(ChainReport, String)> {
-    let (head_index, head_hash, floor_xid, floor_seq): (i64, String, i64, i64) =
-        audit_chain_head::table
-            .filter(audit_chain_head::id.eq(1))
-            .select((
-                audit_chain_head::last_index,
-                audit_chain_head::last_hash,
-                audit_chain_head::link_floor_xid,
-                audit_chain_head::link_floor_seq,
-            ))
-            .first(conn)?;
-    let unlinked_events = unlinked_count(conn, (floor_xid, floor_seq))?;
+    let (head_index, head_hash, floor) = read_head(conn)?;
+    let unlinked_events = unlinked_count(conn, floor)?;
     let mut report = ChainReport {
         valid: true,
         events_checked: 0,
