@@ -82,7 +82,7 @@ impl RevocationList {
                     Some(t) => keep_latest(&mut state.token_ids, token_key(t), expires),
                     None => keep_latest(&mut state.grants, row.grant_id.as_str().into(), expires),
                 }
-                state.cursor = state.cursor.max(row.position.unwrap_or_default());
+                state.cursor = state.cursor.max(row.position);
             }
             total += rows.len();
             if (rows.len() as i64) < PAGE {

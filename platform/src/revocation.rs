@@ -9,7 +9,10 @@
 //! that inserts early and commits late would put its rows *behind* a cursor that already moved
 //! past them. Positions are handed out by [`link_feed`] to committed rows only, by one linker at
 //! a time (an advisory lock on PostgreSQL, the write lock on SQLite), each run continuing after
-//! the last position given; a row committed late simply gets a later position. So positions
+//! the last position given; a row committed late simply gets a later position. A position is a
+//! row of its own in `revocation_positions` (inserted once; the feed row is never rewritten), and
+//! the linker finds the rows that have none from a floor that never passes a transaction still
+//! running ([`crate::storage::commit_order`]). So positions
 //! only grow in the order rows become visible, and a reader that pages `position > cursor` sees
 //! every committed row exactly once. The instance that committed a revocation links it at once,
 //! when it announces it ([`write`], [`run`]); every instance also links what is pending on each
@@ -27,8 +30,11 @@ use diesel::prelude::*;
 
 use crate::audit::{self, Actor, NewEvent, Target};
 use crate::storage::models::GrantStatus;
-use crate::storage::schema::{grant_rows, issued_tokens, refresh_tokens, revocations};
-use crate::storage::{AnyConnection, StorageResult};
+use crate::storage::schema::revocation_feed_head as head;
+use crate::storage::schema::{
+    grant_rows, issued_tokens, refresh_tokens, revocation_positions, revocations,
+};
+use crate::storage::{AnyConnection, StorageResult, commit_order};
 use crate::webhooks;
 
 /// Who or what ended a grant (`grants.revoked_by`).
@@ -73,18 +79,11 @@ pub const RETENTION_MARGIN: chrono::Duration = chrono::Duration::hours(1);
 /// Arbitrary constant identifying the feed linker's PostgreSQL advisory lock.
 const FEED_LOCK_KEY: i64 = 0x636f_6e73_656e_7402;
 
-/// Gives the next positions to committed feed rows that have none, in `seq` order, up to
+/// Gives the next positions to committed feed rows that have none, oldest writer first, up to
 /// `batch` of them; returns how many. Safe to run on every instance at once (see the module
 /// documentation).
 pub fn link_feed(conn: &mut AnyConnection, batch: i64) -> StorageResult<usize> {
-    use crate::storage::schema::revocation_feed_head as head;
-    // The common case, nothing pending, costs one indexed read and no write transaction.
-    let pending: Option<i64> = revocations::table
-        .filter(revocations::position.is_null())
-        .select(revocations::seq)
-        .first(conn)
-        .optional()?;
-    if pending.is_none() {
+    if !any_pending(conn)? {
         return Ok(0);
     }
     crate::storage::write_tx(conn, |conn| {
@@ -94,25 +93,113 @@ pub fn link_feed(conn: &mut AnyConnection, batch: i64) -> StorageResult<usize> {
             diesel::sql_query(format!("SELECT pg_advisory_xact_lock({FEED_LOCK_KEY})"))
                 .execute(conn)?;
         }
-        let last = feed_head(conn)?;
-        let sql = crate::storage::numbered(
-            conn,
-            "UPDATE revocations SET position = ? + v.n \
-             FROM (SELECT seq, row_number() OVER (ORDER BY seq) AS n FROM revocations \
-                   WHERE position IS NULL ORDER BY seq LIMIT ?) AS v \
-             WHERE revocations.seq = v.seq",
-        );
-        let linked = diesel::sql_query(sql)
-            .bind::<diesel::sql_types::BigInt, _>(last)
-            .bind::<diesel::sql_types::BigInt, _>(batch)
-            .execute(conn)?;
-        if linked > 0 {
-            diesel::update(head::table.filter(head::id.eq(1)))
-                .set(head::last_position.eq(last + linked as i64))
-                .execute(conn)?;
+        let (last, floor) = read_head(conn)?;
+        let (pending, next_floor) = pending_from(conn, floor, batch)?;
+        if pending.is_empty() {
+            return Ok(0);
         }
-        Ok(linked)
+        let positions: Vec<NewPosition> = (last + 1..)
+            .zip(&pending)
+            .map(|(position, &seq)| NewPosition { position, seq })
+            .collect();
+        crate::insert_rows!(conn, revocation_positions::table, &positions);
+        diesel::update(head::table.filter(head::id.eq(1)))
+            .set((
+                head::last_position.eq(last + pending.len() as i64),
+                head::link_floor_xid.eq(next_floor.0),
+                head::link_floor_seq.eq(next_floor.1),
+            ))
+            .execute(conn)?;
+        Ok(pending.len())
     })
+}
+
+/// Whether any committed feed row from the floor on has no position: the common case, nothing
+/// pending, costs one statement (index probes) and no write transaction.
+fn any_pending(conn: &mut AnyConnection) -> StorageResult<bool> {
+    #[derive(QueryableByName)]
+    struct Pending {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        #[allow(dead_code)]
+        seq: i64,
+    }
+    let sql = match conn {
+        AnyConnection::Postgresql(_) => {
+            "SELECT r.seq FROM revocation_feed_head AS h, revocations AS r \
+             WHERE h.id = 1 \
+               AND (r.xid, r.seq) >= (h.link_floor_xid::text::xid8, h.link_floor_seq) \
+               AND NOT EXISTS \
+                   (SELECT 1 FROM revocation_positions AS t WHERE t.seq = r.seq OFFSET 0) \
+             ORDER BY r.xid, r.seq LIMIT 1"
+        }
+        AnyConnection::Sqlite(_) => {
+            "SELECT r.seq FROM revocation_feed_head AS h, revocations AS r \
+             WHERE h.id = 1 AND r.seq >= h.link_floor_seq LIMIT 1"
+        }
+    };
+    Ok(!diesel::sql_query(sql).load::<Pending>(conn)?.is_empty())
+}
+
+/// One feed row's position.
+#[derive(Insertable)]
+#[diesel(table_name = revocation_positions)]
+struct NewPosition {
+    position: i64,
+    seq: i64,
+}
+
+/// The feed head: the last position handed out, and the link floor
+/// ([`crate::storage::commit_order`]).
+fn read_head(conn: &mut AnyConnection) -> StorageResult<(i64, (i64, i64))> {
+    let (last, xid, seq) = head::table
+        .filter(head::id.eq(1))
+        .select((
+            head::last_position,
+            head::link_floor_xid,
+            head::link_floor_seq,
+        ))
+        .first::<(i64, i64, i64)>(conn)?;
+    Ok((last, (xid, seq)))
+}
+
+/// Up to `batch` committed feed rows (their `seq`) that have no position, oldest writer first,
+/// and the head's next floor: every row before it has a position once these do (the floor and
+/// why no row that commits late is skipped: [`crate::storage::commit_order`]).
+fn pending_from(
+    conn: &mut AnyConnection,
+    floor: (i64, i64),
+    batch: i64,
+) -> StorageResult<(Vec<i64>, (i64, i64))> {
+    match conn {
+        AnyConnection::Postgresql(pg) => {
+            let running = commit_order::oldest_running(pg)?;
+            let rows: Vec<(i64, i64)> = revocations::table
+                .filter(commit_order::not_taken_from(
+                    "revocations",
+                    "revocation_positions",
+                    floor,
+                ))
+                .order(commit_order::xid_order("revocations"))
+                .then_order_by(revocations::seq.asc())
+                .limit(batch)
+                .select((revocations::seq, commit_order::xid_of("revocations")))
+                .load(pg)?;
+            let full = rows.len() as i64 == batch;
+            let last = rows.last().filter(|_| full).map(|&(seq, xid)| (xid, seq));
+            let next = commit_order::next_floor(floor, running, last);
+            Ok((rows.into_iter().map(|(seq, _)| seq).collect(), next))
+        }
+        AnyConnection::Sqlite(c) => {
+            let seqs: Vec<i64> = revocations::table
+                .filter(revocations::seq.ge(floor.1))
+                .order(revocations::seq.asc())
+                .limit(batch)
+                .select(revocations::seq)
+                .load(c)?;
+            let next = seqs.last().map_or(floor, |seq| (0, seq + 1));
+            Ok((seqs, next))
+        }
+    }
 }
 
 /// Links everything pending (batches of 10,000).
@@ -127,8 +214,8 @@ pub fn link_feed_all(conn: &mut AnyConnection) -> StorageResult<usize> {
     }
 }
 
-/// Deletes feed rows whose tokens expired more than [`RETENTION_MARGIN`] ago (linked rows only,
-/// at most `batch`); returns how many.
+/// Deletes feed rows whose tokens expired more than [`RETENTION_MARGIN`] ago (rows with a
+/// position only, at most `batch`), and their positions; returns how many.
 pub fn purge_feed(
     conn: &mut AnyConnection,
     now: DateTime<Utc>,
@@ -136,25 +223,31 @@ pub fn purge_feed(
 ) -> StorageResult<usize> {
     let cutoff = (now - RETENTION_MARGIN).naive_utc();
     let doomed: Vec<i64> = revocations::table
+        .inner_join(revocation_positions::table)
         .filter(revocations::expires_at.lt(cutoff))
-        .filter(revocations::position.is_not_null())
         .select(revocations::seq)
         .limit(batch)
         .load(conn)?;
     if doomed.is_empty() {
         return Ok(0);
     }
-    Ok(
-        diesel::delete(revocations::table.filter(revocations::seq.eq_any(&doomed)))
-            .execute(conn)?,
-    )
+    crate::storage::write_tx(conn, |conn| {
+        diesel::delete(
+            revocation_positions::table.filter(revocation_positions::seq.eq_any(&doomed)),
+        )
+        .execute(conn)?;
+        Ok(
+            diesel::delete(revocations::table.filter(revocations::seq.eq_any(&doomed)))
+                .execute(conn)?,
+        )
+    })
 }
 
-/// One linked row of the revocation feed.
+/// One row of the revocation feed, with its position.
 #[derive(Debug, Clone, Queryable)]
 pub struct FeedEntry {
-    /// The reader's cursor after this row (never `None` for a row [`read_feed`] returns).
-    pub position: Option<i64>,
+    /// The reader's cursor after this row.
+    pub position: i64,
     pub grant_id: String,
     /// `None`: the whole grant ended; else one token's revocation id.
     pub revocation_id: Option<String>,
@@ -166,11 +259,7 @@ pub struct FeedEntry {
 /// The last position the feed has handed out: every entry up to it is committed and readable
 /// ([`read_feed`]); later ones get later positions.
 pub fn feed_head(conn: &mut AnyConnection) -> StorageResult<i64> {
-    use crate::storage::schema::revocation_feed_head as head;
-    Ok(head::table
-        .filter(head::id.eq(1))
-        .select(head::last_position)
-        .first(conn)?)
+    Ok(read_head(conn)?.0)
 }
 
 /// Up to `limit` feed rows after the cursor `after`, in commit order (every reader pages this
@@ -180,12 +269,13 @@ pub fn read_feed(
     after: i64,
     limit: i64,
 ) -> StorageResult<Vec<FeedEntry>> {
-    Ok(revocations::table
-        .filter(revocations::position.gt(after))
-        .order(revocations::position.asc())
+    Ok(revocation_positions::table
+        .inner_join(revocations::table)
+        .filter(revocation_positions::position.gt(after))
+        .order(revocation_positions::position.asc())
         .limit(limit)
         .select((
-            revocations::position,
+            revocation_positions::position,
             revocations::grant_id,
             revocations::revocation_id,
             revocations::revoked_at,

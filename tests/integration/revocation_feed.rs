@@ -134,6 +134,115 @@ async fn a_transaction_that_commits_late_is_not_skipped() {
     }
 }
 
+/// PostgreSQL: a writer left open holds the linker's floor back (its row is never passed), while
+/// rows committed after it, more than one linking pass takes, get their positions at once; a
+/// writer that rolls back leaves nothing behind.
+#[tokio::test]
+async fn a_writer_left_open_holds_the_floor_and_later_rows_still_get_positions() {
+    let Some(backend) = backends().into_iter().find(|b| *b == Backend::Postgres) else {
+        return;
+    };
+    let app = spawn_demo_app(backend).await;
+    let ids = e2e_tests::lifecycle::insert_grants(
+        &app,
+        DEMO_CLIENT,
+        27,
+        chrono::Duration::days(30),
+        chrono::Duration::hours(1),
+    )
+    .await;
+    let (_, start) = read_feed(&app, 0).await;
+    let now = app.platform.now();
+    let end = |ids: &[String]| {
+        let ids = ids.to_vec();
+        move |c: &mut AnyConnection, r: &mut Revocations| {
+            end_grants(
+                c,
+                r,
+                &ids,
+                RevokedBy::Staff,
+                "test",
+                &Actor::system("test"),
+                now,
+            )
+        }
+    };
+    let xid = |c: &mut AnyConnection| -> i64 {
+        diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(
+            "pg_current_xact_id()::text::bigint",
+        ))
+        .get_result(c)
+        .unwrap()
+    };
+    let (mut a, mut b, mut aborted) = (
+        own_connection(&app),
+        own_connection(&app),
+        own_connection(&app),
+    );
+    // A writes first (the lowest xid and seq) and stays open.
+    a.batch_execute("BEGIN").unwrap();
+    let (ended, a_pending) = collect(&mut a, end(&ids[..1]));
+    assert_eq!(ended.unwrap().len(), 1);
+    let a_xid = xid(&mut a);
+    // A third writer rolls back.
+    aborted.batch_execute("BEGIN").unwrap();
+    let (ended, aborted_pending) = collect(&mut aborted, end(&ids[1..2]));
+    assert_eq!(ended.unwrap().len(), 1);
+    aborted.batch_execute("ROLLBACK").unwrap();
+    drop(aborted_pending);
+    // B commits 25 rows: three passes of 10 (this instance's own sync loop may take some too).
+    b.batch_execute("BEGIN").unwrap();
+    let (ended, b_pending) = collect(&mut b, end(&ids[2..]));
+    assert_eq!(ended.unwrap().len(), 25);
+    b.batch_execute("COMMIT").unwrap();
+    drop(b_pending);
+    let app_db = app.platform.db.clone();
+    let app_link = move |batch: i64| {
+        let db = app_db.clone();
+        async move {
+            db.run(move |c| platform::revocation::link_feed(c, batch))
+                .await
+                .unwrap()
+        }
+    };
+    for _ in 0..5 {
+        if app_link(10).await == 0 {
+            break;
+        }
+    }
+    let (seen, cursor) = read_feed(&app, start).await;
+    let mut got = grant_entries(&seen);
+    got.sort();
+    let mut want = ids[2..].to_vec();
+    want.sort();
+    assert_eq!(got, want, "B's rows, and neither A's nor the aborted one's");
+    let floor: (i64, i64) = app
+        .platform
+        .db
+        .run(|c| {
+            use platform::storage::schema::revocation_feed_head as h;
+            Ok(h::table
+                .select((h::link_floor_xid, h::link_floor_seq))
+                .first(c)?)
+        })
+        .await
+        .unwrap();
+    assert!(
+        floor <= (a_xid, 0),
+        "the floor {floor:?} passed the open writer {a_xid}"
+    );
+    // A commits: its row gets the next position, after B's (from this pass or the sync loop's).
+    a.batch_execute("COMMIT").unwrap();
+    drop(a_pending);
+    app_link(10).await;
+    let (after, _) = read_feed(&app, cursor).await;
+    assert_eq!(grant_entries(&after), vec![ids[0].clone()]);
+    // Nothing else is pending, and nothing was given two positions.
+    assert_eq!(app_link(10).await, 0);
+    let (all, _) = read_feed(&app, start).await;
+    assert_eq!(all.len(), 26);
+}
+
 #[tokio::test]
 async fn feed_entries_expire_with_their_tokens_and_are_purged() {
     for backend in backends() {
@@ -185,6 +294,21 @@ async fn feed_entries_expire_with_their_tokens_and_are_purged() {
         );
         let report = consent::lifecycle::run_once(&app.platform).await.unwrap();
         assert!(report.purged >= 2, "{report:?}");
+        // Their positions went with them.
+        let orphans: i64 = app
+            .platform
+            .db
+            .run(|c| {
+                use platform::storage::schema::{revocation_positions as p, revocations as r};
+                Ok(p::table
+                    .left_join(r::table)
+                    .filter(r::seq.nullable().is_null())
+                    .count()
+                    .get_result(c)?)
+            })
+            .await
+            .unwrap();
+        assert_eq!(orphans, 0, "{backend:?}");
         let (entries, _) = read_feed(&app, 0).await;
         assert!(entries.iter().all(|e| e["grant_id"] != grant));
         assert!(list.prune(app.platform.now()) >= 2);

@@ -96,7 +96,7 @@ fn migrations_apply_revert_and_reapply() {
         db.run_blocking(|c| {
             assert_eq!(
                 user_tables(c).len(),
-                35,
+                36,
                 "{backend:?}: {:?}",
                 user_tables(c)
             );

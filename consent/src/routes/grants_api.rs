@@ -320,7 +320,7 @@ pub async fn revocation_feed(
         .into_iter()
         .take(limit as usize)
         .map(|r| RevocationEntry {
-            cursor: r.position.unwrap_or_default(),
+            cursor: r.position,
             grant_id: r.grant_id,
             revocation_id: r.revocation_id,
             revoked_at: ts(r.revoked_at),

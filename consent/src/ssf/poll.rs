@@ -12,7 +12,7 @@ use std::time::Duration;
 use diesel::prelude::*;
 use platform::problem::ApiError;
 use platform::ssf::{self as events, StreamStatus};
-use platform::storage::schema::{revocations, ssf_events, ssf_streams};
+use platform::storage::schema::{ssf_events, ssf_streams};
 use platform::storage::{AnyConnection, StorageError, StorageResult};
 use serde::{Deserialize, Serialize};
 
@@ -73,7 +73,7 @@ pub fn due(c: &mut AnyConnection, stream: &StreamRow, limit: i64) -> StorageResu
     let room = limit - out.len() as i64;
     if let (Some(cursor), true) = (stream.feed_cursor, room > 0) {
         for e in platform::revocation::read_feed(c, cursor, room)? {
-            let position = e.position.unwrap_or_default();
+            let position = e.position;
             let mut body = serde_json::json!({
                 "event_timestamp": unix(e.revoked_at),
                 "revoked_at": unix(e.revoked_at),
@@ -146,10 +146,8 @@ pub fn acknowledge(
             .max();
         if let Some(acked) = acked.filter(|a| *a > cursor) {
             // Never past the feed's end: a made-up position cannot skip entries to come.
-            let head: Option<i64> = revocations::table
-                .select(diesel::dsl::max(revocations::position))
-                .first(c)?;
-            let to = acked.min(head.unwrap_or(cursor)).max(cursor);
+            let head = platform::revocation::feed_head(c)?;
+            let to = acked.min(head).max(cursor);
             advance_cursor(c, &stream.id, cursor, to)?;
         }
     }

@@ -3,9 +3,8 @@
 use std::sync::Arc;
 
 use chrono::Utc;
-use diesel::dsl::sql;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Bool};
+use diesel::sql_types::Bool;
 use ed25519_dalek::SigningKey;
 use hmac::{Hmac, Mac};
 use serde::Serialize;
@@ -15,7 +14,7 @@ use zeroize::Zeroizing;
 use super::{Checkpoint, StoredEvent};
 use crate::crypto::MasterKey;
 use crate::storage::schema::{audit_chain_head, audit_events, audit_links};
-use crate::storage::{AnyConnection, StorageResult, write_tx};
+use crate::storage::{AnyConnection, StorageResult, commit_order, write_tx};
 
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -128,8 +127,6 @@ pub fn link_pending(conn: &mut AnyConnection, key: &ChainKey, batch: i64) -> Sto
             ));
         }
         let (pending, next_floor) = unlinked_events(conn, floor, batch)?;
-        // Never backwards (the oldest running transaction does not go back either).
-        let next_floor = next_floor.max(floor);
         let mut links = Vec::with_capacity(pending.len());
         for e in &pending {
             let index = last_index + 1;
@@ -184,23 +181,8 @@ struct NewLink {
 }
 
 /// Up to `batch` committed events that have no link, oldest writer first, and the head's next
-/// link floor: every event before it is linked once these are.
-///
-/// SQLite has one writer at a time, so events commit in `seq` order: the floor is `(0, seq)`, and
-/// the events from it on are exactly the unlinked ones.
-///
-/// On PostgreSQL a lower `seq` can commit after a higher one. Each event records its inserting
-/// transaction (`xid`), and the floor is an (xid, seq) before which every event is linked. A pass
-/// takes, in (xid, seq) order from the floor, the events that have no link (an anti-join on
-/// `audit_links.seq`): what it sees is committed, whatever the commit order. The new floor is the
-/// earlier of `(running, 0)`, where `running` is the oldest transaction still running when the
-/// pass began (`pg_snapshot_xmin`: every transaction below it had ended, so all their events are
-/// visible to this pass and taken unless linked), and, when the batch is full, the position just
-/// after the last event taken (every unlinked visible event before it was taken; when its
-/// transaction is below `running`, so is everything before it). So no event is ever skipped, even
-/// in a transaction that wrote many thousands, and a pass reads only events from the oldest
-/// transaction then running on: one left open for long makes each pass read more, never link
-/// wrongly.
+/// link floor: every event before it is linked once these are (the floor and why no event that
+/// commits late is skipped: [`crate::storage::commit_order`]).
 fn unlinked_events(
     conn: &mut AnyConnection,
     floor: (i64, i64),
@@ -208,26 +190,20 @@ fn unlinked_events(
 ) -> StorageResult<(Vec<StoredEvent>, (i64, i64))> {
     match conn {
         AnyConnection::Postgresql(pg) => {
-            let running: i64 = diesel::select(sql::<BigInt>(
-                "pg_snapshot_xmin(pg_current_snapshot())::text::bigint",
-            ))
-            .get_result(pg)?;
-            // In the order of the (xid, seq) index, which a LIMIT then stops early: qualified, as
-            // a bare `xid` would name the selected bigint, which no index orders.
+            let running = commit_order::oldest_running(pg)?;
             let rows: Vec<(StoredEvent, i64)> = audit_events::table
                 .filter(unlinked_from(floor))
-                .order(sql::<BigInt>("audit_events.xid"))
+                .order(commit_order::xid_order("audit_events"))
                 .then_order_by(audit_events::seq.asc())
                 .limit(batch)
                 .select((
                     StoredEvent::as_select(),
-                    sql::<BigInt>("audit_events.xid::text::bigint AS writer"),
+                    commit_order::xid_of("audit_events"),
                 ))
                 .load(pg)?;
-            let next = match rows.last() {
-                Some((e, xid)) if rows.len() as i64 == batch => (running, 0).min((*xid, e.seq + 1)),
-                _ => (running, 0),
-            };
+            let full = rows.len() as i64 == batch;
+            let last = rows.last().filter(|_| full).map(|(e, xid)| (*xid, e.seq));
+            let next = commit_order::next_floor(floor, running, last);
             Ok((rows.into_iter().map(|(e, _)| e).collect(), next))
         }
         AnyConnection::Sqlite(c) => {
@@ -243,21 +219,12 @@ fn unlinked_events(
     }
 }
 
-/// PostgreSQL: events from `floor` on, in (xid, seq) order, with no link. The link is looked up
-/// per event (`OFFSET 0` keeps the subquery from becoming a join): a hash anti-join would read
-/// every link ever written, once per pass.
+/// PostgreSQL: events from `floor` on with no link.
 fn unlinked_from(
-    (xid, seq): (i64, i64),
+    floor: (i64, i64),
 ) -> diesel::expression::SqlLiteral<Bool, impl diesel::query_builder::QueryFragment<diesel::pg::Pg>>
 {
-    sql::<Bool>("(audit_events.xid, audit_events.seq) >= ((")
-        .bind::<BigInt, _>(xid)
-        .sql(")::text::xid8, ")
-        .bind::<BigInt, _>(seq)
-        .sql(
-            ") AND NOT EXISTS \
-             (SELECT 1 FROM audit_links AS l WHERE l.seq = audit_events.seq OFFSET 0)",
-        )
+    commit_order::not_taken_from("audit_events", "audit_links", floor)
 }
 
 /// Events written but not linked yet (committed or not yet linkable), for reports.

@@ -6,6 +6,7 @@
 //! deadlock-prone lock upgrades) and a normal transaction on PostgreSQL.
 
 pub mod batch;
+pub mod commit_order;
 pub mod models;
 pub mod schema;
 

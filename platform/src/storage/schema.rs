@@ -208,8 +208,14 @@ diesel::table! {
         revocation_id -> Nullable<Text>,
         reason -> Text,
         revoked_at -> Timestamp,
-        position -> Nullable<BigInt>,
         expires_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    revocation_positions (position) {
+        position -> BigInt,
+        seq -> BigInt,
     }
 }
 
@@ -217,6 +223,8 @@ diesel::table! {
     revocation_feed_head (id) {
         id -> Integer,
         last_position -> BigInt,
+        link_floor_xid -> BigInt,
+        link_floor_seq -> BigInt,
     }
 }
 
@@ -469,6 +477,7 @@ diesel::joinable!(accounts -> customers (customer_id));
 diesel::joinable!(transactions -> accounts (account_id));
 diesel::joinable!(transactions -> merchants (merchant_id));
 diesel::joinable!(audit_links -> audit_events (seq));
+diesel::joinable!(revocation_positions -> revocations (seq));
 diesel::joinable!(kyc_submissions -> developers (developer_id));
 diesel::joinable!(kyc_reviews -> kyc_submissions (submission_id));
 diesel::joinable!(clients -> developers (developer_id));
@@ -498,6 +507,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     authorization_codes,
     revocations,
     revocation_feed_head,
+    revocation_positions,
     signing_keys,
     audit_events,
     audit_links,
