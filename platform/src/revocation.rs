@@ -95,7 +95,7 @@ pub fn link_feed(conn: &mut AnyConnection, batch: i64) -> StorageResult<usize> {
         }
         let (last, floor) = read_head(conn)?;
         let (pending, next_floor) = pending_from(conn, floor, batch)?;
-        if pending.is_empty() {
+        if pending.is_empty() && next_floor == floor {
             return Ok(0);
         }
         let positions: Vec<NewPosition> = (last + 1..)
@@ -114,31 +114,39 @@ pub fn link_feed(conn: &mut AnyConnection, batch: i64) -> StorageResult<usize> {
     })
 }
 
-/// Whether any committed feed row from the floor on has no position: the common case, nothing
-/// pending, costs one statement (index probes) and no write transaction.
+/// Whether a linking pass has work: a committed feed row from the floor on has no position, or
+/// (PostgreSQL) the floor lies [`commit_order::STALE_FLOOR_ROWS`] rows or more behind and may move
+/// up. One statement (index probes, the floor read once as an init plan so it bounds the index
+/// scan) and no write transaction: the common case, nothing pending.
 fn any_pending(conn: &mut AnyConnection) -> StorageResult<bool> {
     #[derive(QueryableByName)]
-    struct Pending {
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        #[allow(dead_code)]
-        seq: i64,
+    struct Probe {
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        work: bool,
     }
     let sql = match conn {
-        AnyConnection::Postgresql(_) => {
-            "SELECT r.seq FROM revocation_feed_head AS h, revocations AS r \
-             WHERE h.id = 1 \
-               AND (r.xid, r.seq) >= (h.link_floor_xid::text::xid8, h.link_floor_seq) \
-               AND NOT EXISTS \
-                   (SELECT 1 FROM revocation_positions AS t WHERE t.seq = r.seq OFFSET 0) \
-             ORDER BY r.xid, r.seq LIMIT 1"
-        }
-        AnyConnection::Sqlite(_) => {
-            "SELECT r.seq FROM revocation_feed_head AS h, revocations AS r \
-             WHERE h.id = 1 AND r.seq >= h.link_floor_seq LIMIT 1"
-        }
+        AnyConnection::Postgresql(_) => format!(
+            // The bounded count first: when it holds, the anti-join need not read those rows.
+            "SELECT (SELECT count(*) FROM \
+                       (SELECT 1 FROM revocations AS r WHERE {FROM_FLOOR} LIMIT {stale}) AS s) \
+                    >= {stale} \
+                 OR EXISTS (SELECT 1 FROM revocations AS r WHERE {FROM_FLOOR} \
+                   AND NOT EXISTS \
+                       (SELECT 1 FROM revocation_positions AS t WHERE t.seq = r.seq OFFSET 0)) \
+                 AS work",
+            stale = commit_order::STALE_FLOOR_ROWS
+        ),
+        AnyConnection::Sqlite(_) => "SELECT EXISTS (SELECT 1 FROM revocations WHERE seq >= \
+             (SELECT link_floor_seq FROM revocation_feed_head WHERE id = 1)) AS work"
+            .to_string(),
     };
-    Ok(!diesel::sql_query(sql).load::<Pending>(conn)?.is_empty())
+    Ok(diesel::sql_query(sql).get_result::<Probe>(conn)?.work)
 }
+
+/// PostgreSQL: feed rows from the head's floor on (for [`any_pending`]).
+const FROM_FLOOR: &str = "(r.xid, r.seq) >= \
+    ((SELECT link_floor_xid FROM revocation_feed_head WHERE id = 1)::text::xid8, \
+     (SELECT link_floor_seq FROM revocation_feed_head WHERE id = 1))";
 
 /// One feed row's position.
 #[derive(Insertable)]

@@ -243,6 +243,89 @@ async fn a_writer_left_open_holds_the_floor_and_later_rows_still_get_positions()
     assert_eq!(all.len(), 26);
 }
 
+/// PostgreSQL: rows linked while an unrelated transaction was open leave the floor below them;
+/// once it ends, a pass that links nothing still moves the floor (of the feed and of the audit
+/// chain) past them, so later passes do not read them again.
+#[tokio::test]
+async fn a_floor_left_behind_moves_up_once_the_old_transaction_ends() {
+    let Some(backend) = backends().into_iter().find(|b| *b == Backend::Postgres) else {
+        return;
+    };
+    let app = spawn_demo_app(backend).await;
+    let n = platform::storage::commit_order::STALE_FLOOR_ROWS as usize + 20;
+    let ids = e2e_tests::lifecycle::insert_grants(
+        &app,
+        DEMO_CLIENT,
+        n,
+        chrono::Duration::days(30),
+        chrono::Duration::hours(1),
+    )
+    .await;
+    // A transaction that holds an xid and writes no feed row or event.
+    let mut old = own_connection(&app);
+    old.batch_execute("BEGIN").unwrap();
+    let old_xid: i64 = diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(
+        "pg_current_xact_id()::text::bigint",
+    ))
+    .get_result(&mut old)
+    .unwrap();
+    let now = app.platform.now();
+    let ended = write(&app.platform, move |c, r| {
+        end_grants(
+            c,
+            r,
+            &ids,
+            RevokedBy::Staff,
+            "test",
+            &Actor::system("test"),
+            now,
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(ended.len(), n);
+    app.platform.db.run(link_feed_all).await.unwrap();
+    app.platform.audit.link_now().await.unwrap();
+    let floors = || async {
+        app.platform
+            .db
+            .run(|c| {
+                use platform::storage::schema::{audit_chain_head as a, revocation_feed_head as f};
+                let feed: (i64, i64) = f::table
+                    .select((f::link_floor_xid, f::link_floor_seq))
+                    .first(c)?;
+                let audit: (i64, i64) = a::table
+                    .select((a::link_floor_xid, a::link_floor_seq))
+                    .first(c)?;
+                Ok((feed, audit))
+            })
+            .await
+            .unwrap()
+    };
+    let (feed, audit) = floors().await;
+    assert!(feed <= (old_xid, 0), "{feed:?} passed {old_xid}");
+    assert!(audit <= (old_xid, 0), "{audit:?} passed {old_xid}");
+    old.batch_execute("COMMIT").unwrap();
+    // Nothing is pending; the passes move the floors anyway. (The oldest running transaction is
+    // cluster-wide: another test's open transaction can hold the floors for a moment.)
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert_eq!(app.platform.db.run(link_feed_all).await.unwrap(), 0);
+        app.platform.audit.link_now().await.unwrap();
+        let (feed, audit) = floors().await;
+        if feed.0 > old_xid && audit.0 > old_xid {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the floors stayed at {feed:?} (feed) and {audit:?} (chain), below {old_xid}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let report = app.platform.audit.verify().await.unwrap();
+    assert!(report.valid, "{report:?}");
+}
+
 #[tokio::test]
 async fn feed_entries_expire_with_their_tokens_and_are_purged() {
     for backend in backends() {

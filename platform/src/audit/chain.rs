@@ -127,6 +127,22 @@ pub fn link_pending(conn: &mut AnyConnection, key: &ChainKey, batch: i64) -> Sto
             ));
         }
         let (pending, next_floor) = unlinked_events(conn, floor, batch)?;
+        if pending.is_empty() {
+            // Nothing to link; the floor still moves up past a burst linked while some older
+            // transaction ran (commit_order::floor_worth_moving).
+            if let AnyConnection::Postgresql(pg) = conn
+                && next_floor != floor
+                && commit_order::floor_worth_moving(pg, "audit_events", floor)?
+            {
+                diesel::update(audit_chain_head::table.filter(audit_chain_head::id.eq(1)))
+                    .set((
+                        audit_chain_head::link_floor_xid.eq(next_floor.0),
+                        audit_chain_head::link_floor_seq.eq(next_floor.1),
+                    ))
+                    .execute(conn)?;
+            }
+            return Ok(0);
+        }
         let mut links = Vec::with_capacity(pending.len());
         for e in &pending {
             let index = last_index + 1;
@@ -138,21 +154,19 @@ pub fn link_pending(conn: &mut AnyConnection, key: &ChainKey, batch: i64) -> Sto
             });
             last_index = index;
         }
-        if !pending.is_empty() {
-            crate::insert_rows!(conn, audit_links::table, &links);
-            // The head as it advances, in the log: shipped off the host, the log is an anchor
-            // the database's writers cannot rewrite (as checkpoints are).
-            tracing::info!(index = last_index, hash = %last_hash, "audit chain head");
-            diesel::update(audit_chain_head::table.filter(audit_chain_head::id.eq(1)))
-                .set((
-                    audit_chain_head::last_index.eq(last_index),
-                    audit_chain_head::last_hash.eq(&last_hash),
-                    audit_chain_head::link_floor_xid.eq(next_floor.0),
-                    audit_chain_head::link_floor_seq.eq(next_floor.1),
-                    audit_chain_head::updated_at.eq(Utc::now().naive_utc()),
-                ))
-                .execute(conn)?;
-        }
+        crate::insert_rows!(conn, audit_links::table, &links);
+        // The head as it advances, in the log: shipped off the host, the log is an anchor
+        // the database's writers cannot rewrite (as checkpoints are).
+        tracing::info!(index = last_index, hash = %last_hash, "audit chain head");
+        diesel::update(audit_chain_head::table.filter(audit_chain_head::id.eq(1)))
+            .set((
+                audit_chain_head::last_index.eq(last_index),
+                audit_chain_head::last_hash.eq(&last_hash),
+                audit_chain_head::link_floor_xid.eq(next_floor.0),
+                audit_chain_head::link_floor_seq.eq(next_floor.1),
+                audit_chain_head::updated_at.eq(Utc::now().naive_utc()),
+            ))
+            .execute(conn)?;
         Ok(pending.len())
     })
 }

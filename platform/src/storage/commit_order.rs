@@ -72,6 +72,34 @@ pub fn not_taken_from(
         ))
 }
 
+/// How many rows from the floor on, all taken, make a pass that takes nothing still move the floor
+/// up: below it, reading them again on each pass costs less than writing the head.
+pub const STALE_FLOOR_ROWS: i64 = 512;
+
+/// PostgreSQL: whether at least [`STALE_FLOOR_ROWS`] rows of `table` lie from `floor` on (a
+/// bounded read of the (xid, seq) index). After a burst of rows taken while some transaction was
+/// running, the floor stays below them until the next pass that takes something; a pass that
+/// takes nothing moves it up when this holds, so later passes do not read the burst again.
+pub fn floor_worth_moving(
+    pg: &mut diesel::PgConnection,
+    table: &'static str,
+    (xid, seq): (i64, i64),
+) -> QueryResult<bool> {
+    diesel::select(
+        sql::<Bool>(&format!(
+            "(SELECT count(*) FROM (SELECT 1 FROM {table} WHERE ({table}.xid, {table}.seq) >= (("
+        ))
+        .bind::<BigInt, _>(xid)
+        .sql(")::text::xid8, ")
+        .bind::<BigInt, _>(seq)
+        .sql(") LIMIT ")
+        .bind::<BigInt, _>(STALE_FLOOR_ROWS)
+        .sql(") AS s) >= ")
+        .bind::<BigInt, _>(STALE_FLOOR_ROWS),
+    )
+    .get_result(pg)
+}
+
 /// PostgreSQL: the row's inserting transaction as a bigint (for [`next_floor`]), qualified: a
 /// bare `xid` in ORDER BY would name a selected output column, which no index orders.
 pub fn xid_of(table: &'static str) -> diesel::expression::SqlLiteral<BigInt> {
