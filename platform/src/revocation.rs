@@ -128,11 +128,13 @@ fn any_pending(conn: &mut AnyConnection) -> StorageResult<bool> {
         AnyConnection::Postgresql(_) => format!(
             // The bounded count first: when it holds, the anti-join need not read those rows.
             "SELECT (SELECT count(*) FROM \
-                       (SELECT 1 FROM revocations AS r WHERE {FROM_FLOOR} LIMIT {stale}) AS s) \
+                       (SELECT 1 FROM revocations AS r WHERE {FROM_FLOOR} \
+                        ORDER BY r.xid, r.seq LIMIT {stale}) AS s) \
                     >= {stale} \
                  OR EXISTS (SELECT 1 FROM revocations AS r WHERE {FROM_FLOOR} \
                    AND NOT EXISTS \
-                       (SELECT 1 FROM revocation_positions AS t WHERE t.seq = r.seq OFFSET 0)) \
+                       (SELECT 1 FROM revocation_positions AS t WHERE t.seq = r.seq OFFSET 0) \
+                   ORDER BY r.xid, r.seq LIMIT 1) \
                  AS work",
             stale = commit_order::STALE_FLOOR_ROWS
         ),

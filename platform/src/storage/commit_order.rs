@@ -77,7 +77,8 @@ pub fn not_taken_from(
 pub const STALE_FLOOR_ROWS: i64 = 512;
 
 /// PostgreSQL: whether at least [`STALE_FLOOR_ROWS`] rows of `table` lie from `floor` on (a
-/// bounded read of the (xid, seq) index). After a burst of rows taken while some transaction was
+/// bounded read of the (xid, seq) index; the ORDER BY keeps the planner from a sequential scan
+/// that would read the whole table to find the few rows at its end). After a burst of rows taken while some transaction was
 /// running, the floor stays below them until the next pass that takes something; a pass that
 /// takes nothing moves it up when this holds, so later passes do not read the burst again.
 pub fn floor_worth_moving(
@@ -92,7 +93,7 @@ pub fn floor_worth_moving(
         .bind::<BigInt, _>(xid)
         .sql(")::text::xid8, ")
         .bind::<BigInt, _>(seq)
-        .sql(") LIMIT ")
+        .sql(&format!(") ORDER BY {table}.xid, {table}.seq LIMIT "))
         .bind::<BigInt, _>(STALE_FLOOR_ROWS)
         .sql(") AS s) >= ")
         .bind::<BigInt, _>(STALE_FLOOR_ROWS),
