@@ -9,14 +9,14 @@
 //! that inserts early and commits late would put its rows *behind* a cursor that already moved
 //! past them. Positions are handed out by [`link_feed`] to committed rows only, by one linker at
 //! a time (an advisory lock on PostgreSQL, the write lock on SQLite), each run continuing after
-//! the last position given; a row committed late simply gets a later position. A position is a
-//! row of its own in `revocation_positions` (inserted once; the feed row is never rewritten), and
-//! the linker finds the rows that have none from a floor that never passes a transaction still
-//! running ([`crate::storage::commit_order`]). So positions
-//! only grow in the order rows become visible, and a reader that pages `position > cursor` sees
-//! every committed row exactly once. The instance that committed a revocation links it at once,
-//! when it announces it ([`write`], [`run`]); every instance also links what is pending on each
-//! periodic sync (a crash between commit and linking delays a row by at most that).
+//! the last position given; a row committed late simply gets a later position. So positions only
+//! grow in the order rows become visible, and a reader that pages `position > cursor` sees every
+//! committed row exactly once. A position is a row of its own in `revocation_positions` (inserted
+//! once; the feed row is never rewritten), and the linker finds the rows that have none from a
+//! floor that never passes a transaction still running ([`crate::storage::commit_order`]). The
+//! instance that committed a revocation links it at once, when it announces it ([`write`],
+//! [`run`]); every instance also links what is pending on each periodic sync (a crash between
+//! commit and linking delays a row by at most that).
 //!
 //! # Retention
 //! Each row carries `expires_at`: the expiry of the token it names, or for a whole grant the
