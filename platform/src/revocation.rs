@@ -114,41 +114,22 @@ pub fn link_feed(conn: &mut AnyConnection, batch: i64) -> StorageResult<usize> {
     })
 }
 
-/// Whether a linking pass has work: a committed feed row from the floor on has no position, or
-/// (PostgreSQL) the floor lies [`commit_order::STALE_FLOOR_ROWS`] rows or more behind and may move
-/// up. One statement (index probes, the floor read once as an init plan so it bounds the index
-/// scan) and no write transaction: the common case, nothing pending.
+/// Whether a linking pass has work ([`commit_order::pass_has_work`]; on SQLite, a row from the
+/// floor on): the common case, nothing pending, costs two index reads and no write transaction.
 fn any_pending(conn: &mut AnyConnection) -> StorageResult<bool> {
-    #[derive(QueryableByName)]
-    struct Probe {
-        #[diesel(sql_type = diesel::sql_types::Bool)]
-        work: bool,
-    }
-    let sql = match conn {
-        AnyConnection::Postgresql(_) => format!(
-            // The bounded count first: when it holds, the anti-join need not read those rows.
-            "SELECT (SELECT count(*) FROM \
-                       (SELECT 1 FROM revocations AS r WHERE {FROM_FLOOR} \
-                        ORDER BY r.xid, r.seq LIMIT {stale}) AS s) \
-                    >= {stale} \
-                 OR EXISTS (SELECT 1 FROM revocations AS r WHERE {FROM_FLOOR} \
-                   AND NOT EXISTS \
-                       (SELECT 1 FROM revocation_positions AS t WHERE t.seq = r.seq OFFSET 0) \
-                   ORDER BY r.xid, r.seq LIMIT 1) \
-                 AS work",
-            stale = commit_order::STALE_FLOOR_ROWS
-        ),
-        AnyConnection::Sqlite(_) => "SELECT EXISTS (SELECT 1 FROM revocations WHERE seq >= \
-             (SELECT link_floor_seq FROM revocation_feed_head WHERE id = 1)) AS work"
-            .to_string(),
-    };
-    Ok(diesel::sql_query(sql).get_result::<Probe>(conn)?.work)
+    let (_, floor) = read_head(conn)?;
+    Ok(match conn {
+        AnyConnection::Postgresql(pg) => {
+            commit_order::pass_has_work(pg, "revocations", "revocation_positions", floor)?
+        }
+        AnyConnection::Sqlite(c) => revocations::table
+            .filter(revocations::seq.ge(floor.1))
+            .select(revocations::seq)
+            .first::<i64>(c)
+            .optional()?
+            .is_some(),
+    })
 }
-
-/// PostgreSQL: feed rows from the head's floor on (for [`any_pending`]).
-const FROM_FLOOR: &str = "(r.xid, r.seq) >= \
-    ((SELECT link_floor_xid FROM revocation_feed_head WHERE id = 1)::text::xid8, \
-     (SELECT link_floor_seq FROM revocation_feed_head WHERE id = 1))";
 
 /// One feed row's position.
 #[derive(Insertable)]

@@ -53,6 +53,35 @@ fn own_connection(app: &TestApp) -> AnyConnection {
     AnyConnection::Postgresql(diesel::PgConnection::establish(&url).unwrap())
 }
 
+/// Ends `ids` as staff would, in the caller's transaction (for [`collect`] or [`write`]).
+fn end_by_staff(
+    ids: &[String],
+    now: chrono::DateTime<chrono::Utc>,
+) -> impl FnOnce(&mut AnyConnection, &mut Revocations) -> platform::storage::StorageResult<Vec<String>>
++ use<> {
+    let ids = ids.to_vec();
+    move |c, r| {
+        end_grants(
+            c,
+            r,
+            &ids,
+            RevokedBy::Staff,
+            "test",
+            &Actor::system("test"),
+            now,
+        )
+    }
+}
+
+/// PostgreSQL: the transaction id of `c`'s open transaction (assigning one if it has none).
+fn current_xid(c: &mut AnyConnection) -> i64 {
+    diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(
+        "pg_current_xact_id()::text::bigint",
+    ))
+    .get_result(c)
+    .unwrap()
+}
+
 #[tokio::test]
 async fn a_transaction_that_commits_late_is_not_skipped() {
     for backend in backends() {
@@ -68,20 +97,7 @@ async fn a_transaction_that_commits_late_is_not_skipped() {
         let (early, late) = (ids[0].clone(), ids[1].clone());
         let (_, start) = read_feed(&app, 0).await;
         let now = app.platform.now();
-        let end = |id: &str| {
-            let ids = [id.to_string()];
-            move |c: &mut AnyConnection, r: &mut Revocations| {
-                end_grants(
-                    c,
-                    r,
-                    &ids,
-                    RevokedBy::Staff,
-                    "test",
-                    &Actor::system("test"),
-                    now,
-                )
-            }
-        };
+        let end = |id: &str| end_by_staff(&[id.to_string()], now);
         // PostgreSQL: two connections of our own, so A can insert first (the lower seq) and
         // commit after B. SQLite serializes writers (B could not even start while A is open),
         // so there the commit order is the insert order; the same reads must still hold.
@@ -153,27 +169,7 @@ async fn a_writer_left_open_holds_the_floor_and_later_rows_still_get_positions()
     .await;
     let (_, start) = read_feed(&app, 0).await;
     let now = app.platform.now();
-    let end = |ids: &[String]| {
-        let ids = ids.to_vec();
-        move |c: &mut AnyConnection, r: &mut Revocations| {
-            end_grants(
-                c,
-                r,
-                &ids,
-                RevokedBy::Staff,
-                "test",
-                &Actor::system("test"),
-                now,
-            )
-        }
-    };
-    let xid = |c: &mut AnyConnection| -> i64 {
-        diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(
-            "pg_current_xact_id()::text::bigint",
-        ))
-        .get_result(c)
-        .unwrap()
-    };
+    let end = |ids: &[String]| end_by_staff(ids, now);
     let (mut a, mut b, mut aborted) = (
         own_connection(&app),
         own_connection(&app),
@@ -183,7 +179,7 @@ async fn a_writer_left_open_holds_the_floor_and_later_rows_still_get_positions()
     a.batch_execute("BEGIN").unwrap();
     let (ended, a_pending) = collect(&mut a, end(&ids[..1]));
     assert_eq!(ended.unwrap().len(), 1);
-    let a_xid = xid(&mut a);
+    let a_xid = current_xid(&mut a);
     // A third writer rolls back.
     aborted.batch_execute("BEGIN").unwrap();
     let (ended, aborted_pending) = collect(&mut aborted, end(&ids[1..2]));
@@ -264,25 +260,10 @@ async fn a_floor_left_behind_moves_up_once_the_old_transaction_ends() {
     // A transaction that holds an xid and writes no feed row or event.
     let mut old = own_connection(&app);
     old.batch_execute("BEGIN").unwrap();
-    let old_xid: i64 = diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(
-        "pg_current_xact_id()::text::bigint",
-    ))
-    .get_result(&mut old)
-    .unwrap();
-    let now = app.platform.now();
-    let ended = write(&app.platform, move |c, r| {
-        end_grants(
-            c,
-            r,
-            &ids,
-            RevokedBy::Staff,
-            "test",
-            &Actor::system("test"),
-            now,
-        )
-    })
-    .await
-    .unwrap();
+    let old_xid = current_xid(&mut old);
+    let ended = write(&app.platform, end_by_staff(&ids, app.platform.now()))
+        .await
+        .unwrap();
     assert_eq!(ended.len(), n);
     app.platform.db.run(link_feed_all).await.unwrap();
     app.platform.audit.link_now().await.unwrap();

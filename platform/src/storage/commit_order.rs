@@ -52,10 +52,8 @@ pub fn next_floor(
 }
 
 /// PostgreSQL: `table`'s rows from `floor` on, in (xid, seq) order, with no row in `taken` (whose
-/// `seq` column is unique). The taken row is looked up per row (`OFFSET 0` keeps the subquery from
-/// becoming a join): a hash anti-join would read every entry ever written, once per pass. Order
-/// the query by [`xid_of`]`(table)` then `seq`, which the (xid, seq) index gives, and a LIMIT
-/// stops early.
+/// `seq` column is unique). Order the query by [`xid_order`]`(table)` then `seq`, which the
+/// (xid, seq) index gives, and a LIMIT stops early.
 pub fn not_taken_from(
     table: &'static str,
     taken: &'static str,
@@ -66,39 +64,79 @@ pub fn not_taken_from(
         .bind::<BigInt, _>(xid)
         .sql(")::text::xid8, ")
         .bind::<BigInt, _>(seq)
-        .sql(&format!(
-            ") AND NOT EXISTS \
-             (SELECT 1 FROM {taken} AS t WHERE t.seq = {table}.seq OFFSET 0)"
-        ))
+        .sql(&format!(") AND {}", not_taken(table, taken)))
+}
+
+/// `table`'s row has no row in `taken`. Looked up per row (`OFFSET 0` keeps the subquery from
+/// becoming a join): a hash anti-join would read every entry ever written, once per pass.
+fn not_taken(table: &str, taken: &str) -> String {
+    format!("NOT EXISTS (SELECT 1 FROM {taken} AS t WHERE t.seq = {table}.seq OFFSET 0)")
 }
 
 /// How many rows from the floor on, all taken, make a pass that takes nothing still move the floor
 /// up: below it, reading them again on each pass costs less than writing the head.
 pub const STALE_FLOOR_ROWS: i64 = 512;
 
-/// PostgreSQL: whether at least [`STALE_FLOOR_ROWS`] rows of `table` lie from `floor` on (a
-/// bounded read of the (xid, seq) index; the ORDER BY keeps the planner from a sequential scan
-/// that would read the whole table to find the few rows at its end). After a burst of rows taken while some transaction was
-/// running, the floor stays below them until the next pass that takes something; a pass that
-/// takes nothing moves it up when this holds, so later passes do not read the burst again.
+/// Whether at least [`STALE_FLOOR_ROWS`] rows of `table` lie from the floor (`$1`, `$2`) on: a
+/// bounded read of the (xid, seq) index. The ORDER BY keeps the planner from a sequential scan,
+/// which would read the whole table to find the few rows at its end.
+fn stale_floor_sql(table: &str) -> String {
+    format!(
+        "(SELECT count(*) FROM (SELECT 1 FROM {table} \
+           WHERE ({table}.xid, {table}.seq) >= (($1)::text::xid8, $2) \
+           ORDER BY {table}.xid, {table}.seq LIMIT {STALE_FLOOR_ROWS}) AS s) \
+         >= {STALE_FLOOR_ROWS}"
+    )
+}
+
+#[derive(QueryableByName)]
+struct Answer {
+    #[diesel(sql_type = Bool)]
+    yes: bool,
+}
+
+fn ask(pg: &mut diesel::PgConnection, query: String, (xid, seq): (i64, i64)) -> QueryResult<bool> {
+    Ok(diesel::sql_query(query)
+        .bind::<BigInt, _>(xid)
+        .bind::<BigInt, _>(seq)
+        .get_result::<Answer>(pg)?
+        .yes)
+}
+
+/// PostgreSQL: whether `table`'s floor lies [`STALE_FLOOR_ROWS`] rows or more behind. After a
+/// burst of rows taken while some transaction was running, the floor stays below them until the
+/// next pass that takes something; a pass that takes nothing moves it up when this holds, so
+/// later passes do not read the burst again.
 pub fn floor_worth_moving(
     pg: &mut diesel::PgConnection,
     table: &'static str,
-    (xid, seq): (i64, i64),
+    floor: (i64, i64),
 ) -> QueryResult<bool> {
-    diesel::select(
-        sql::<Bool>(&format!(
-            "(SELECT count(*) FROM (SELECT 1 FROM {table} WHERE ({table}.xid, {table}.seq) >= (("
-        ))
-        .bind::<BigInt, _>(xid)
-        .sql(")::text::xid8, ")
-        .bind::<BigInt, _>(seq)
-        .sql(&format!(") ORDER BY {table}.xid, {table}.seq LIMIT "))
-        .bind::<BigInt, _>(STALE_FLOOR_ROWS)
-        .sql(") AS s) >= ")
-        .bind::<BigInt, _>(STALE_FLOOR_ROWS),
+    ask(
+        pg,
+        format!("SELECT {} AS yes", stale_floor_sql(table)),
+        floor,
     )
-    .get_result(pg)
+}
+
+/// PostgreSQL: whether a pass from `floor` has work: a committed row not taken, or a floor that
+/// may move up ([`floor_worth_moving`]). One statement and no write transaction, for a linker
+/// that probes before it takes its lock. The bounded count comes first: when it holds, the
+/// anti-join need not read those rows.
+pub fn pass_has_work(
+    pg: &mut diesel::PgConnection,
+    table: &'static str,
+    taken: &'static str,
+    floor: (i64, i64),
+) -> QueryResult<bool> {
+    let query = format!(
+        "SELECT {} OR EXISTS (SELECT 1 FROM {table} \
+           WHERE ({table}.xid, {table}.seq) >= (($1)::text::xid8, $2) AND {} \
+           ORDER BY {table}.xid, {table}.seq LIMIT 1) AS yes",
+        stale_floor_sql(table),
+        not_taken(table, taken)
+    );
+    ask(pg, query, floor)
 }
 
 /// PostgreSQL: the row's inserting transaction as a bigint (for [`next_floor`]), qualified: a
