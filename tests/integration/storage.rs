@@ -235,3 +235,97 @@ async fn a_nested_write_transaction_is_a_savepoint() {
         app.stop().await;
     }
 }
+
+/// The plan the database chose for `sql` (literal values, no parameters), as text; on
+/// PostgreSQL with sequential scans disabled, so that an index it can prove applies is used
+/// (on a small table it would read the table either way) and one it cannot is visibly not.
+fn plan_of(db: &Db, sql: &str) -> String {
+    use diesel::sql_types::Text;
+    #[derive(QueryableByName)]
+    struct Line {
+        #[diesel(sql_type = Text)]
+        detail: String,
+    }
+    let sql = sql.to_string();
+    db.write_blocking(move |c| {
+        let lines = match c {
+            AnyConnection::Sqlite(_) => {
+                diesel::sql_query(format!("EXPLAIN QUERY PLAN {sql}")).load::<Line>(c)?
+            }
+            AnyConnection::Postgresql(_) => {
+                diesel::sql_query("SET LOCAL enable_seqscan = off").execute(c)?;
+                // EXPLAIN's column is named "QUERY PLAN"; a function gives it a usable name.
+                diesel::sql_query(
+                    "CREATE OR REPLACE FUNCTION pg_temp.plan_of(q text) RETURNS SETOF text \
+                     LANGUAGE plpgsql AS $$ BEGIN RETURN QUERY EXECUTE 'EXPLAIN ' || q; END $$",
+                )
+                .execute(c)?;
+                diesel::sql_query("SELECT pg_temp.plan_of($1) AS detail")
+                    .bind::<Text, _>(sql)
+                    .load::<Line>(c)?
+            }
+        };
+        Ok(lines
+            .into_iter()
+            .map(|l| l.detail)
+            .collect::<Vec<_>>()
+            .join("\n"))
+    })
+    .unwrap()
+}
+
+/// The selections that run often or against large tables read the indexes made for them, on
+/// both backends: the sweep's expiry selections the index of live grants' expiries (a partial
+/// index, usable only by a query whose status condition matches its predicate), and
+/// introspection's revocation checks the index of token revocation ids (without it, every
+/// answer not cached read the whole revocation feed).
+#[test]
+fn the_hot_selections_read_their_indexes() {
+    let at = "'2026-12-06 12:00:00'";
+    let until = "'2026-12-13 12:00:00'";
+    let selections = [
+        (
+            "expired grants",
+            consent::lifecycle::EXPIRED_SQL
+                .replacen('?', at, 1)
+                .replacen('?', "1000", 1),
+            "grants_live_expiry_idx",
+        ),
+        (
+            "expiring grants",
+            consent::lifecycle::EXPIRING_SQL
+                .replacen('?', at, 1)
+                .replacen('?', until, 1)
+                .replacen('?', "1000", 1),
+            "grants_live_expiry_idx",
+        ),
+        (
+            "revoked token ids (introspection of a verified token)",
+            "SELECT COUNT(*) FROM revocations WHERE revocation_id IN ('rid_a', 'rid_b')".into(),
+            "revocations_revocation_id_idx",
+        ),
+        (
+            "minted tokens with their revocation (introspection)",
+            "SELECT t.token_hash, r.seq FROM issued_tokens t \
+             LEFT JOIN revocations r ON r.revocation_id = t.revocation_id \
+             WHERE t.token_hash IN ('h_a', 'h_b')"
+                .into(),
+            "revocations_revocation_id_idx",
+        ),
+    ];
+    for backend in backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let pg = (backend == Backend::Postgres).then(PgTestDb::create);
+        let db = connect(backend, dir.path(), pg.as_ref());
+        db.migrate().unwrap();
+        for (name, sql, index) in &selections {
+            assert!(!sql.contains('?'), "{name}: every parameter replaced");
+            let plan = plan_of(&db, sql);
+            assert!(
+                plan.contains(index),
+                "{backend:?}, {name}: {index}?\n{plan}"
+            );
+            assert!(!plan.contains("Seq Scan"), "{backend:?}, {name}:\n{plan}");
+        }
+    }
+}

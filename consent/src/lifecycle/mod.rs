@@ -49,18 +49,32 @@ struct GrantOfClient {
     client_id: String,
 }
 
+/// Live grants expired at `?` (now), oldest first, at most `?`: the expired phase's selection.
+/// Its status list is the predicate of `grants_live_expiry_idx` word for word (a bound array,
+/// `= ANY($1)`, would not let PostgreSQL prove the index applies, nor SQLite any other wording);
+/// a test reads its plan on both backends (`storage::the_hot_selections_read_their_indexes`).
+pub const EXPIRED_SQL: &str = "SELECT g.id AS id, g.client_id AS client_id FROM grants g \
+     WHERE g.status IN ('authorized', 'awaiting_authorization') AND g.expires_at <= ? \
+     ORDER BY g.expires_at LIMIT ?";
+
+/// Authorized grants expiring after `?` (now) and at or before `?` (now + lead) and not warned
+/// yet, soonest first, at most `?`: the expiry warnings' selection, through
+/// `grants_live_expiry_idx` as [`EXPIRED_SQL`] is. The index's predicate is repeated before the
+/// narrower status condition: SQLite uses a partial index only for a query that contains its
+/// predicate as written (PostgreSQL would infer it).
+pub const EXPIRING_SQL: &str = "SELECT g.id AS id, g.client_id AS client_id, \
+     g.expires_at AS expires_at FROM grants g \
+     WHERE g.status IN ('authorized', 'awaiting_authorization') AND g.status = 'authorized' \
+       AND g.expires_at > ? AND g.expires_at <= ? AND g.expiry_warned_at IS NULL \
+     ORDER BY g.expires_at LIMIT ?";
+
 /// Live grants past their expiry, each with its client; locked for this transaction on PostgreSQL
 /// (skipping rows another sweeper holds).
 fn expired_batch(
     c: &mut AnyConnection,
     now: DateTime<Utc>,
 ) -> StorageResult<Vec<(String, String)>> {
-    let sql = format!(
-        "SELECT g.id AS id, g.client_id AS client_id FROM grants g \
-         WHERE g.status IN ('authorized', 'awaiting_authorization') AND g.expires_at <= ? \
-         ORDER BY g.expires_at LIMIT ?{}",
-        skip_locked(c, "g")
-    );
+    let sql = format!("{EXPIRED_SQL}{}", skip_locked(c, "g"));
     let rows = diesel::sql_query(numbered(c, &sql))
         .bind::<Timestamp, _>(now.naive_utc())
         .bind::<BigInt, _>(BATCH)
@@ -214,13 +228,7 @@ fn warn_batch(
         #[diesel(sql_type = Timestamp)]
         expires_at: chrono::NaiveDateTime,
     }
-    let sql = format!(
-        "SELECT g.id AS id, g.client_id AS client_id, g.expires_at AS expires_at FROM grants g \
-         WHERE g.status = 'authorized' AND g.expires_at > ? AND g.expires_at <= ? \
-           AND g.expiry_warned_at IS NULL \
-         ORDER BY g.expires_at LIMIT ?{}",
-        skip_locked(c, "g")
-    );
+    let sql = format!("{EXPIRING_SQL}{}", skip_locked(c, "g"));
     let expiring = diesel::sql_query(numbered(c, &sql))
         .bind::<Timestamp, _>(now.naive_utc())
         .bind::<Timestamp, _>((now + lead).naive_utc())
