@@ -72,6 +72,18 @@ struct NewRevocation<'a> {
     expires_at: chrono::NaiveDateTime,
 }
 
+/// Positions `$1 + 1`, `$1 + 2`, ... for the rows `$2` (their `seq`, in feed order), on
+/// PostgreSQL: one statement for any number of them.
+const INSERT_POSITIONS_SQL: &str = "INSERT INTO revocation_positions (position, seq) \
+    SELECT $1 + n, s FROM unnest($2::bigint[]) WITH ORDINALITY AS u(s, n)";
+
+/// The feed rows of ended grants on PostgreSQL, all of one reason and instant (`$1`, `$2`): one
+/// statement for any number of rows (arrays, one per column), in the order given.
+const INSERT_FEED_SQL: &str = "INSERT INTO revocations \
+    (grant_id, revocation_id, reason, revoked_at, expires_at) \
+    SELECT g, r, $1, $2, e FROM unnest($3::text[], $4::text[], $5::timestamp[]) \
+    WITH ORDINALITY AS u(g, r, e, n) ORDER BY n";
+
 /// How long a feed entry is kept after the tokens it names have expired: verifiers whose clocks
 /// run behind still refuse them. Documented with the feed (`GET /oauth2/revocations`).
 pub const RETENTION_MARGIN: chrono::Duration = chrono::Duration::hours(1);
@@ -98,11 +110,20 @@ pub fn link_feed(conn: &mut AnyConnection, batch: i64) -> StorageResult<usize> {
         if pending.is_empty() && next_floor == floor {
             return Ok(0);
         }
-        let positions: Vec<NewPosition> = (last + 1..)
-            .zip(&pending)
-            .map(|(position, &seq)| NewPosition { position, seq })
-            .collect();
-        crate::insert_rows!(conn, revocation_positions::table, &positions);
+        if let AnyConnection::Postgresql(pg) = conn {
+            use crate::storage::{PgBind as B, PgStatement};
+            PgStatement::new(
+                INSERT_POSITIONS_SQL,
+                vec![B::BigInt(last), B::BigIntArray(&pending)],
+            )
+            .execute(pg)?;
+        } else {
+            let positions: Vec<NewPosition> = (last + 1..)
+                .zip(&pending)
+                .map(|(position, &seq)| NewPosition { position, seq })
+                .collect();
+            crate::insert_rows!(conn, revocation_positions::table, &positions);
+        }
         diesel::update(head::table.filter(head::id.eq(1)))
             .set((
                 head::last_position.eq(last + pending.len() as i64),
@@ -670,7 +691,27 @@ fn end_live(
                 }),
         )
         .collect();
-    crate::insert_rows!(conn, revocations::table, &feed);
+    if let AnyConnection::Postgresql(pg) = conn {
+        use crate::storage::{PgBind as B, PgStatement, column};
+        let revocation_id: Vec<Option<String>> = feed
+            .iter()
+            .map(|r| r.revocation_id.map(str::to_string))
+            .collect();
+        let expires_at: Vec<chrono::NaiveDateTime> = feed.iter().map(|r| r.expires_at).collect();
+        PgStatement::new(
+            INSERT_FEED_SQL,
+            vec![
+                B::Text(reason),
+                B::Timestamp(&now_naive),
+                B::TextArray(&column(&feed, |r| r.grant_id.to_string())),
+                B::NullableTextArray(&revocation_id),
+                B::TimestampArray(&expires_at),
+            ],
+        )
+        .execute(pg)?;
+    } else {
+        crate::insert_rows!(conn, revocations::table, &feed);
+    }
     let action = if status == GrantStatus::Expired {
         "grant.expired"
     } else {

@@ -96,7 +96,15 @@ struct NewRow {
     created_at: chrono::NaiveDateTime,
 }
 
-/// Writes `events` to the outbox in the caller's transaction (multi-row inserts), and queues them
+/// The outbox insert on PostgreSQL: new events, pending and due at `$1`, one statement for any
+/// number of them (arrays, one per column).
+const INSERT_OUTBOX_SQL: &str = "INSERT INTO webhook_outbox \
+    (id, client_id, event_type, grant_id, payload, status, attempts, next_attempt_at, created_at) \
+    SELECT i, c, t, g, p, 'pending', 0, $1, $1 \
+    FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) \
+    WITH ORDINALITY AS u(i, c, t, g, p, n) ORDER BY n";
+
+/// Writes `events` to the outbox in the caller's transaction (one statement on PostgreSQL), and queues them
 /// for the clients' Shared Signals streams ([`crate::ssf::enqueue`]). Webhook events of clients
 /// without a webhook URL, or deleted, are dropped. Returns how many webhook events were written.
 pub fn enqueue(
@@ -154,7 +162,25 @@ pub fn enqueue(
             }
         })
         .collect();
-    let written = crate::insert_rows!(conn, webhook_outbox::table, &rows);
+    let written = match conn {
+        AnyConnection::Postgresql(pg) => {
+            use crate::storage::{PgBind as B, PgStatement, column};
+            let grant_id: Vec<Option<String>> = rows.iter().map(|r| r.grant_id.clone()).collect();
+            PgStatement::new(
+                INSERT_OUTBOX_SQL,
+                vec![
+                    B::Timestamp(&at),
+                    B::TextArray(&column(&rows, |r| r.id.clone())),
+                    B::TextArray(&column(&rows, |r| r.client_id.clone())),
+                    B::TextArray(&column(&rows, |r| r.event_type.to_string())),
+                    B::NullableTextArray(&grant_id),
+                    B::TextArray(&column(&rows, |r| r.payload.clone())),
+                ],
+            )
+            .execute(pg)?
+        }
+        AnyConnection::Sqlite(_) => crate::insert_rows!(conn, webhook_outbox::table, &rows),
+    };
     metrics::counter!("consent_webhook_events_enqueued_total").increment(written as u64);
     Ok(written)
 }

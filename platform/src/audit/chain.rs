@@ -154,7 +154,23 @@ pub fn link_pending(conn: &mut AnyConnection, key: &ChainKey, batch: i64) -> Sto
             });
             last_index = index;
         }
-        crate::insert_rows!(conn, audit_links::table, &links);
+        if let AnyConnection::Postgresql(pg) = conn {
+            use crate::storage::{PgBind as B, PgStatement, column};
+            let index: Vec<i64> = links.iter().map(|l| l.chain_index).collect();
+            let seq: Vec<i64> = links.iter().map(|l| l.seq).collect();
+            let hash = column(&links, |l| l.hash.clone());
+            PgStatement::new(
+                INSERT_LINKS_SQL,
+                vec![
+                    B::BigIntArray(&index),
+                    B::BigIntArray(&seq),
+                    B::TextArray(&hash),
+                ],
+            )
+            .execute(pg)?;
+        } else {
+            crate::insert_rows!(conn, audit_links::table, &links);
+        }
         // The head as it advances, in the log: shipped off the host, the log is an anchor
         // the database's writers cannot rewrite (as checkpoints are).
         tracing::info!(index = last_index, hash = %last_hash, "audit chain head");
@@ -184,6 +200,11 @@ fn read_head(conn: &mut AnyConnection) -> StorageResult<(i64, String, (i64, i64)
         .first::<(i64, String, i64, i64)>(conn)?;
     Ok((index, hash, (floor_xid, floor_seq)))
 }
+
+/// The links of one pass on PostgreSQL: one statement for any number of them (arrays, one per
+/// column).
+const INSERT_LINKS_SQL: &str = "INSERT INTO audit_links (chain_index, seq, hash) \
+    SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[])";
 
 /// One link: event `seq` at `chain_index`, with its hash.
 #[derive(Insertable)]

@@ -194,10 +194,47 @@ pub fn record_many(
     at: chrono::DateTime<Utc>,
 ) -> StorageResult<()> {
     let rows: Vec<PreparedEvent> = events.iter().map(|e| e.prepared(at)).collect();
-    crate::insert_rows!(conn, audit_events::table, &rows);
+    if let AnyConnection::Postgresql(pg) = conn {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        use crate::storage::{PgBind as B, PgStatement, column};
+        let occurred_at = at.naive_utc().trunc_subsecs(6);
+        let event_id = column(&rows, |r| r.event_id.clone());
+        let actor_type = column(&rows, |r| r.actor_type.to_string());
+        let actor_id = column(&rows, |r| r.actor_id.clone());
+        let action = column(&rows, |r| r.action.to_string());
+        let target_type = column(&rows, |r| r.target_type.to_string());
+        let target_id = column(&rows, |r| r.target_id.clone());
+        let details = column(&rows, |r| r.details.clone());
+        PgStatement::new(
+            INSERT_EVENTS_SQL,
+            vec![
+                B::Timestamp(&occurred_at),
+                B::TextArray(&event_id),
+                B::TextArray(&actor_type),
+                B::TextArray(&actor_id),
+                B::TextArray(&action),
+                B::TextArray(&target_type),
+                B::TextArray(&target_id),
+                B::TextArray(&details),
+            ],
+        )
+        .execute(pg)?;
+    } else {
+        crate::insert_rows!(conn, audit_events::table, &rows);
+    }
     recorded(events.len() as u64);
     Ok(())
 }
+
+/// [`record_many`] on PostgreSQL: one statement for any number of events (arrays, one per
+/// column), in the order given (`seq` follows it).
+const INSERT_EVENTS_SQL: &str = "INSERT INTO audit_events \
+    (event_id, occurred_at, actor_type, actor_id, action, target_type, target_id, details) \
+    SELECT e, $1, a, b, c, d, f, g \
+    FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[]) \
+    WITH ORDINALITY AS u(e, a, b, c, d, f, g, n) ORDER BY n";
 
 /// A stored event, as read back for queries and verification.
 #[derive(Debug, Clone, Queryable, Selectable, Serialize)]

@@ -54,6 +54,8 @@ pub enum PgBind<'a> {
     TextArray(&'a [String]),
     NullableTextArray(&'a [Option<String>]),
     TimestampArray(&'a [chrono::NaiveDateTime]),
+    BigInt(i64),
+    BigIntArray(&'a [i64]),
 }
 
 /// A fixed SQL statement for PostgreSQL that diesel prepares once per connection and reuses
@@ -80,7 +82,7 @@ impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for PgStatement<'_> {
         &'b self,
         mut out: diesel::query_builder::AstPass<'_, 'b, diesel::pg::Pg>,
     ) -> QueryResult<()> {
-        use diesel::sql_types::{Array, Nullable, Text, Timestamp};
+        use diesel::sql_types::{Array, BigInt, Nullable, Text, Timestamp};
         // `$n` in the SQL names the n-th bind. Diesel numbers placeholders itself as binds are
         // pushed, so each reference is emitted as a fresh placeholder carrying that value.
         let mut rest = self.sql;
@@ -109,6 +111,8 @@ impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for PgStatement<'_> {
                 PgBind::TimestampArray(v) => {
                     out.push_bind_param::<Array<Timestamp>, [chrono::NaiveDateTime]>(v)?
                 }
+                PgBind::BigInt(v) => out.push_bind_param::<BigInt, i64>(v)?,
+                PgBind::BigIntArray(v) => out.push_bind_param::<Array<BigInt>, [i64]>(v)?,
             }
             rest = &rest[at + 1 + digits..];
         }
@@ -128,6 +132,14 @@ impl diesel::query_builder::Query for PgStatement<'_> {
 }
 
 impl RunQueryDsl<PgConnection> for PgStatement<'_> {}
+
+/// One column of `rows`, for a set-based insert on PostgreSQL: `INSERT ... SELECT ... FROM
+/// unnest($1, $2, ...)` with one array bind per column. Unlike a multi-row `VALUES` list (a bind
+/// per value, a new statement text for every row count, parsed and planned on each call), it is
+/// one [`PgStatement`] whatever the number of rows, prepared once per connection.
+pub fn column<T>(rows: &[T], f: impl Fn(&T) -> String) -> Vec<String> {
+    rows.iter().map(f).collect()
+}
 
 /// ` FOR NO KEY UPDATE OF <alias> SKIP LOCKED` on PostgreSQL, so that several instances running
 /// the same background job take disjoint rows; nothing on SQLite, whose write transaction (BEGIN
