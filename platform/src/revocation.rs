@@ -73,12 +73,13 @@ struct NewRevocation<'a> {
 }
 
 /// Positions `$1 + 1`, `$1 + 2`, ... for the rows `$2` (their `seq`, in feed order), on
-/// PostgreSQL: one statement for any number of them.
+/// PostgreSQL: the same statement for any number of them (a linker pass is bounded).
 const INSERT_POSITIONS_SQL: &str = "INSERT INTO revocation_positions (position, seq) \
     SELECT $1 + n, s FROM unnest($2::bigint[]) WITH ORDINALITY AS u(s, n)";
 
-/// The feed rows of ended grants on PostgreSQL, all of one reason and instant (`$1`, `$2`): one
-/// statement for any number of rows (arrays, one per column), in the order given.
+/// The feed rows of ended grants on PostgreSQL, all of one reason and instant (`$1`, `$2`): the
+/// same statement for any number of rows (arrays, one per column; up to
+/// [`crate::storage::ARRAY_ROWS`] each call), in the order given.
 const INSERT_FEED_SQL: &str = "INSERT INTO revocations \
     (grant_id, revocation_id, reason, revoked_at, expires_at) \
     SELECT g, r, $1, $2, e FROM unnest($3::text[], $4::text[], $5::timestamp[]) \
@@ -692,23 +693,26 @@ fn end_live(
         )
         .collect();
     if let AnyConnection::Postgresql(pg) = conn {
-        use crate::storage::{PgBind as B, PgStatement, column};
-        let revocation_id: Vec<Option<String>> = feed
-            .iter()
-            .map(|r| r.revocation_id.map(str::to_string))
-            .collect();
-        let expires_at: Vec<chrono::NaiveDateTime> = feed.iter().map(|r| r.expires_at).collect();
-        PgStatement::new(
-            INSERT_FEED_SQL,
-            vec![
-                B::Text(reason),
-                B::Timestamp(&now_naive),
-                B::TextArray(&column(&feed, |r| r.grant_id.to_string())),
-                B::NullableTextArray(&revocation_id),
-                B::TimestampArray(&expires_at),
-            ],
-        )
-        .execute(pg)?;
+        use crate::storage::{ARRAY_ROWS, PgBind as B, PgStatement, column};
+        for feed in feed.chunks(ARRAY_ROWS) {
+            let revocation_id: Vec<Option<String>> = feed
+                .iter()
+                .map(|r| r.revocation_id.map(str::to_string))
+                .collect();
+            let expires_at: Vec<chrono::NaiveDateTime> =
+                feed.iter().map(|r| r.expires_at).collect();
+            PgStatement::new(
+                INSERT_FEED_SQL,
+                vec![
+                    B::Text(reason),
+                    B::Timestamp(&now_naive),
+                    B::TextArray(&column(feed, |r| r.grant_id.to_string())),
+                    B::NullableTextArray(&revocation_id),
+                    B::TimestampArray(&expires_at),
+                ],
+            )
+            .execute(pg)?;
+        }
     } else {
         crate::insert_rows!(conn, revocations::table, &feed);
     }

@@ -96,8 +96,8 @@ struct NewRow {
     created_at: chrono::NaiveDateTime,
 }
 
-/// The outbox insert on PostgreSQL: new events, pending and due at `$1`, one statement for any
-/// number of them (arrays, one per column).
+/// The outbox insert on PostgreSQL: new events, pending and due at `$1`, the same statement for
+/// any number of them (arrays, one per column; up to [`crate::storage::ARRAY_ROWS`] each call).
 const INSERT_OUTBOX_SQL: &str = "INSERT INTO webhook_outbox \
     (id, client_id, event_type, grant_id, payload, status, attempts, next_attempt_at, created_at) \
     SELECT i, c, t, g, p, 'pending', 0, $1, $1 \
@@ -164,20 +164,25 @@ pub fn enqueue(
         .collect();
     let written = match conn {
         AnyConnection::Postgresql(pg) => {
-            use crate::storage::{PgBind as B, PgStatement, column};
-            let grant_id: Vec<Option<String>> = rows.iter().map(|r| r.grant_id.clone()).collect();
-            PgStatement::new(
-                INSERT_OUTBOX_SQL,
-                vec![
-                    B::Timestamp(&at),
-                    B::TextArray(&column(&rows, |r| r.id.clone())),
-                    B::TextArray(&column(&rows, |r| r.client_id.clone())),
-                    B::TextArray(&column(&rows, |r| r.event_type.to_string())),
-                    B::NullableTextArray(&grant_id),
-                    B::TextArray(&column(&rows, |r| r.payload.clone())),
-                ],
-            )
-            .execute(pg)?
+            use crate::storage::{ARRAY_ROWS, PgBind as B, PgStatement, column};
+            let mut written = 0;
+            for rows in rows.chunks(ARRAY_ROWS) {
+                let grant_id: Vec<Option<String>> =
+                    rows.iter().map(|r| r.grant_id.clone()).collect();
+                written += PgStatement::new(
+                    INSERT_OUTBOX_SQL,
+                    vec![
+                        B::Timestamp(&at),
+                        B::TextArray(&column(rows, |r| r.id.clone())),
+                        B::TextArray(&column(rows, |r| r.client_id.clone())),
+                        B::TextArray(&column(rows, |r| r.event_type.to_string())),
+                        B::NullableTextArray(&grant_id),
+                        B::TextArray(&column(rows, |r| r.payload.clone())),
+                    ],
+                )
+                .execute(pg)?;
+            }
+            written
         }
         AnyConnection::Sqlite(_) => crate::insert_rows!(conn, webhook_outbox::table, &rows),
     };

@@ -201,8 +201,8 @@ fn read_head(conn: &mut AnyConnection) -> StorageResult<(i64, String, (i64, i64)
     Ok((index, hash, (floor_xid, floor_seq)))
 }
 
-/// The links of one pass on PostgreSQL: one statement for any number of them (arrays, one per
-/// column).
+/// The links of one pass on PostgreSQL (a pass is bounded): the same statement for any number
+/// of them (arrays, one per column).
 const INSERT_LINKS_SQL: &str = "INSERT INTO audit_links (chain_index, seq, hash) \
     SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[])";
 

@@ -195,32 +195,31 @@ pub fn record_many(
 ) -> StorageResult<()> {
     let rows: Vec<PreparedEvent> = events.iter().map(|e| e.prepared(at)).collect();
     if let AnyConnection::Postgresql(pg) = conn {
-        if rows.is_empty() {
-            return Ok(());
-        }
-        use crate::storage::{PgBind as B, PgStatement, column};
+        use crate::storage::{ARRAY_ROWS, PgBind as B, PgStatement, column};
         let occurred_at = at.naive_utc().trunc_subsecs(6);
-        let event_id = column(&rows, |r| r.event_id.clone());
-        let actor_type = column(&rows, |r| r.actor_type.to_string());
-        let actor_id = column(&rows, |r| r.actor_id.clone());
-        let action = column(&rows, |r| r.action.to_string());
-        let target_type = column(&rows, |r| r.target_type.to_string());
-        let target_id = column(&rows, |r| r.target_id.clone());
-        let details = column(&rows, |r| r.details.clone());
-        PgStatement::new(
-            INSERT_EVENTS_SQL,
-            vec![
-                B::Timestamp(&occurred_at),
-                B::TextArray(&event_id),
-                B::TextArray(&actor_type),
-                B::TextArray(&actor_id),
-                B::TextArray(&action),
-                B::TextArray(&target_type),
-                B::TextArray(&target_id),
-                B::TextArray(&details),
-            ],
-        )
-        .execute(pg)?;
+        for rows in rows.chunks(ARRAY_ROWS) {
+            let event_id = column(rows, |r| r.event_id.clone());
+            let actor_type = column(rows, |r| r.actor_type.to_string());
+            let actor_id = column(rows, |r| r.actor_id.clone());
+            let action = column(rows, |r| r.action.to_string());
+            let target_type = column(rows, |r| r.target_type.to_string());
+            let target_id = column(rows, |r| r.target_id.clone());
+            let details = column(rows, |r| r.details.clone());
+            PgStatement::new(
+                INSERT_EVENTS_SQL,
+                vec![
+                    B::Timestamp(&occurred_at),
+                    B::TextArray(&event_id),
+                    B::TextArray(&actor_type),
+                    B::TextArray(&actor_id),
+                    B::TextArray(&action),
+                    B::TextArray(&target_type),
+                    B::TextArray(&target_id),
+                    B::TextArray(&details),
+                ],
+            )
+            .execute(pg)?;
+        }
     } else {
         crate::insert_rows!(conn, audit_events::table, &rows);
     }
@@ -228,7 +227,7 @@ pub fn record_many(
     Ok(())
 }
 
-/// [`record_many`] on PostgreSQL: one statement for any number of events (arrays, one per
+/// [`record_many`] on PostgreSQL: the same statement for any number of events (arrays, one per
 /// column), in the order given (`seq` follows it).
 const INSERT_EVENTS_SQL: &str = "INSERT INTO audit_events \
     (event_id, occurred_at, actor_type, actor_id, action, target_type, target_id, details) \

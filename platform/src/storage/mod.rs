@@ -141,6 +141,10 @@ pub fn column<T>(rows: &[T], f: impl Fn(&T) -> String) -> Vec<String> {
     rows.iter().map(f).collect()
 }
 
+/// The most rows one array insert carries (see [`column`]): a transaction that ends a million
+/// grants sends statements of bounded size, as the `VALUES` lists it replaced did (1,000 rows).
+pub const ARRAY_ROWS: usize = 10_000;
+
 /// ` FOR NO KEY UPDATE OF <alias> SKIP LOCKED` on PostgreSQL, so that several instances running
 /// the same background job take disjoint rows; nothing on SQLite, whose write transaction (BEGIN
 /// IMMEDIATE) already serializes them. `NO KEY`: the jobs change no keys, and a plain `FOR UPDATE`
