@@ -276,9 +276,10 @@ fn plan_of(db: &Db, sql: &str) -> String {
 
 /// The selections that run often or against large tables read the indexes made for them, on
 /// both backends: the sweep's expiry selections the index of live grants' expiries (a partial
-/// index, usable only by a query whose status condition matches its predicate), and
-/// introspection's revocation checks the index of token revocation ids (without it, every
-/// answer not cached read the whole revocation feed).
+/// index, usable only by a query whose status condition matches its predicate), its purge of
+/// undecided requests and the dashboard's latest read their partial indexes (the conditions
+/// written out, not bound), and introspection's revocation checks the index of token
+/// revocation ids (without it, every answer not cached read the whole revocation feed).
 #[test]
 fn the_hot_selections_read_their_indexes() {
     let at = "'2026-12-06 12:00:00'";
@@ -298,6 +299,16 @@ fn the_hot_selections_read_their_indexes() {
                 .replacen('?', until, 1)
                 .replacen('?', "1000", 1),
             "grants_live_expiry_idx",
+        ),
+        (
+            "undecided authorization requests (the sweep's purge)",
+            consent::lifecycle::STALE_REQUESTS_SQL.replacen('?', at, 1),
+            "authorization_requests_pending_idx",
+        ),
+        (
+            "a grant's latest read (the dashboard)",
+            consent::dashboard::LAST_READ_SQL.replacen('?', "'g_x'", 1),
+            "audit_events_grant_reads_idx",
         ),
         (
             "revoked token ids (introspection of a verified token)",

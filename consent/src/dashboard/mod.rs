@@ -28,8 +28,8 @@ mod views;
 pub use crate::lifecycle::policy::LifecyclePolicy;
 pub use extend::extend;
 pub use query::{
-    ActivityPage, LastRead, activity, activity_page, customer_identity, customer_login,
-    grant_views, last_reads,
+    ActivityPage, LAST_READ_SQL, LastRead, activity, activity_page, customer_identity,
+    customer_login, grant_views, last_reads,
 };
 pub use service::{CustomerGrants, valid_grant_id};
 pub use text::{

@@ -16,7 +16,7 @@ use diesel::sql_types::{BigInt, Text, Timestamp};
 use platform::Platform;
 use platform::audit::{Actor, NewEvent, Target};
 use platform::revocation::{self, Revocations, RevokedBy, end_locked_grants};
-use platform::storage::models::{AuthorizationRequestStatus, WebhookStatus};
+use platform::storage::models::WebhookStatus;
 use platform::storage::{AnyConnection, StorageResult, numbered, skip_locked, write_tx};
 use platform::webhooks;
 use serde::Serialize;
@@ -67,6 +67,13 @@ pub const EXPIRING_SQL: &str = "SELECT g.id AS id, g.client_id AS client_id, \
      WHERE g.status IN ('authorized', 'awaiting_authorization') AND g.status = 'authorized' \
        AND g.expires_at > ? AND g.expires_at <= ? AND g.expiry_warned_at IS NULL \
      ORDER BY g.expires_at LIMIT ?";
+
+/// Authorization requests nobody decided, expired at `?` (now): deleted by the sweep. The status
+/// is written out, not bound, so that the database can use `authorization_requests_pending_idx`,
+/// which holds only undecided requests (a minute's worth); decided ones are kept, and the table
+/// grows with every consent ever given.
+pub const STALE_REQUESTS_SQL: &str =
+    "DELETE FROM authorization_requests WHERE status = 'pending' AND expires_at <= ?";
 
 /// Live grants past their expiry, each with its client; locked for this transaction on PostgreSQL
 /// (skipping rows another sweeper holds).
@@ -368,13 +375,9 @@ fn upkeep(
     // Housekeeping: authorization requests nobody decided (they hold no grant) and dead
     // sessions. Decided requests stay as the record of which request produced which grant.
     report.purged = write_tx(c, |c| {
-        use platform::storage::schema::authorization_requests as ar;
-        let stale = diesel::delete(
-            ar::table
-                .filter(ar::status.eq(AuthorizationRequestStatus::Pending.as_str()))
-                .filter(ar::expires_at.le(now.naive_utc())),
-        )
-        .execute(c)?;
+        let stale = diesel::sql_query(numbered(c, STALE_REQUESTS_SQL))
+            .bind::<Timestamp, _>(now.naive_utc())
+            .execute(c)?;
         // Webhook events: delivered ones are kept 30 days, failed ones 90 (the portal shows them).
         use platform::storage::schema::webhook_outbox as o;
         let delivered = diesel::delete(

@@ -1,0 +1,2 @@
+DROP INDEX audit_events_grant_reads_idx;
+DROP INDEX authorization_requests_pending_idx;
