@@ -14,15 +14,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -eq 2 ] || { echo "usage: $0 BASE_DIR NEW_DIR" >&2; exit 2; }
-export TEST_DATABASE_URL=${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
-export TEST_REDIS_URL=${TEST_REDIS_URL:-redis://127.0.0.1:6379}
 S=${S:-10}
 ROUNDS=${ROUNDS:-2}
 WAIT=${WAIT:-75}
-OUT=benchmarks/out
-mkdir -p "$OUT"
 . benchmarks/lib.sh
-rate() { awk '/^Requests\/sec:/ {print $2}' "$1"; }
 hz=$(getconf CLK_TCK)
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # wrk_cpu PID OUT ARGS...: one wrk run into OUT; prints the server's CPU per request (microseconds,

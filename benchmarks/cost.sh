@@ -15,10 +15,6 @@ set -euo pipefail
 bin=$(cd "$1" && pwd)
 label=${2:-$1}
 cd "$(dirname "$0")/.."
-export TEST_DATABASE_URL=${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
-export TEST_REDIS_URL=${TEST_REDIS_URL:-redis://127.0.0.1:6379}
-OUT=benchmarks/out
-mkdir -p "$OUT"
 . benchmarks/lib.sh
 sql() { psql "$TEST_DATABASE_URL" -Atqc "$1"; }
 before=$(sql "SELECT coalesce(max(oid::bigint), 0) FROM pg_database")
@@ -56,9 +52,9 @@ for what in refresh code; do
     read -r r1 f1 b1 <<<"$(wal)"
     h1=$(hot)
     n=$(awk '/requests in/ {print $1}' "$OUT/cost-wrk.txt")
-    rate=$(awk '/^Requests\/sec:/ {print $2}' "$OUT/cost-wrk.txt")
+    r=$(rate "$OUT/cost-wrk.txt")
     grep -h 'non2xx' "$OUT/cost-wrk.txt" | grep -v 'non2xx=0 ' >&2 || true
-    awk -v l="$label" -v w="$what" -v rate="$rate" -v n="$n" -v hz="$hz" \
+    awk -v l="$label" -v w="$what" -v rate="$r" -v n="$n" -v hz="$hz" \
         -v rec=$((r1 - r0)) -v fpi=$((f1 - f0)) -v bytes=$((b1 - b0)) \
         -v pg=$((pg1 - pg0)) -v srv=$((s1 - s0)) \
         'BEGIN { printf "%s %s: %s/s, %d requests; per request: %.1f WAL records, %.2f full-page images, %.0f WAL bytes, PostgreSQL CPU %.3f ms, server CPU %.3f ms\n",

@@ -1,4 +1,14 @@
-# Shared by the benchmark scripts (sourced).
+# Shared by the benchmark scripts (sourced from the repository root).
+
+# The PostgreSQL and Redis the load tool uses (the local ones unless set), and the git-ignored
+# folder for scratch files.
+export TEST_DATABASE_URL=${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+export TEST_REDIS_URL=${TEST_REDIS_URL:-redis://127.0.0.1:6379}
+OUT=benchmarks/out
+mkdir -p "$OUT"
+
+# rate FILE: the requests per second of a wrk report.
+rate() { awk '/^Requests\/sec:/ {print $2}' "$1"; }
 
 # The malloc setting `consent serve` gives itself (consent/src/main.rs, with_fixed_mmap_threshold).
 # The load tool runs the server in its own process; started with this, it is the server as

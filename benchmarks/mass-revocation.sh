@@ -14,14 +14,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -eq 2 ] || { echo "usage: $0 BASE_DIR NEW_DIR" >&2; exit 2; }
-export TEST_DATABASE_URL=${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
-export TEST_REDIS_URL=${TEST_REDIS_URL:-redis://127.0.0.1:6379}
 ROWS=${ROWS:-200000}
 S=${S:-10}
 ROUNDS=${ROUNDS:-2}
 WAIT=${WAIT:-75}
-OUT=benchmarks/out
-mkdir -p "$OUT"
 . benchmarks/lib.sh
 psql_at() { psql "$TEST_DATABASE_URL" -qAt "$@"; }
 for round in $(seq 1 "$ROUNDS"); do
@@ -44,7 +40,7 @@ for round in $(seq 1 "$ROUNDS"); do
         fi
         while [ $(($(date +%s) - start)) -lt "$WAIT" ]; do sleep 1; done
         wrk -t2 -c64 "-d${S}s" -s target/wrk/introspect-many.lua "$url" >"$OUT/mr-introspect.txt"
-        echo "round $round $side feed_rows_added=$ROWS introspection=$(awk '/^Requests\/sec:/ {print $2}' "$OUT/mr-introspect.txt")"
+        echo "round $round $side feed_rows_added=$ROWS introspection=$(rate "$OUT/mr-introspect.txt")"
         grep -h "Non-2xx" "$OUT/mr-introspect.txt" >&2 || true
         kill "$pid"
         wait "$pid" 2>/dev/null || true

@@ -19,17 +19,13 @@ S=${BENCH_SECONDS:-10}
 ROUNDS=${BENCH_ROUNDS:-2}
 C=${BENCH_CONNECTIONS:-64}
 FLOW_C=${BENCH_FLOW_CONCURRENCY:-16}
-OUT=benchmarks/out
 BACKEND=${BENCH_BACKEND:-postgres}
-export TEST_DATABASE_URL=${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
-export TEST_REDIS_URL=${TEST_REDIS_URL:-redis://127.0.0.1:6379}
 
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
 command -v node >/dev/null || { echo "Node.js is needed for the peer" >&2; exit 1; }
 [ -d benchmarks/node_modules/oidc-provider ] ||
     npm ci --prefix benchmarks --no-audit --no-fund --loglevel=error
 cargo build --release --locked -q -p e2e-tests --bin consent-load -p consent --bin consent
-mkdir -p "$OUT"
 . benchmarks/lib.sh
 
 pids=()
@@ -85,7 +81,7 @@ run() {
     [ -n "$script" ] && args+=(-s "$script")
     wrk "${args[@]}" "$url" >"$OUT/wrk.txt" 2>&1
     local r bad
-    r=$(awk '/^Requests\/sec:/ {print $2}' "$OUT/wrk.txt")
+    r=$(rate "$OUT/wrk.txt")
     bad=$(grep -o 'non2xx=[0-9]*' "$OUT/wrk.txt" | cut -d= -f2 || true)
     if [ -n "$bad" ] && [ "$bad" != 0 ]; then
         echo "  $name: $bad non-2xx answers (not counted as a result)" >&2
