@@ -82,18 +82,23 @@ fn current_xid(c: &mut AnyConnection) -> i64 {
     .unwrap()
 }
 
+/// `n` authorized grants of the demo client, expiring in 30 days, last used an hour ago.
+async fn live_grants(app: &TestApp, n: usize) -> Vec<String> {
+    e2e_tests::lifecycle::insert_grants(
+        app,
+        DEMO_CLIENT,
+        n,
+        chrono::Duration::days(30),
+        chrono::Duration::hours(1),
+    )
+    .await
+}
+
 #[tokio::test]
 async fn a_transaction_that_commits_late_is_not_skipped() {
     for backend in backends() {
         let app = spawn_demo_app(backend).await;
-        let ids = e2e_tests::lifecycle::insert_grants(
-            &app,
-            DEMO_CLIENT,
-            2,
-            chrono::Duration::days(30),
-            chrono::Duration::hours(1),
-        )
-        .await;
+        let ids = live_grants(&app, 2).await;
         let (early, late) = (ids[0].clone(), ids[1].clone());
         let (_, start) = read_feed(&app, 0).await;
         let now = app.platform.now();
@@ -159,14 +164,7 @@ async fn a_writer_left_open_holds_the_floor_and_later_rows_still_get_positions()
         return;
     };
     let app = spawn_demo_app(backend).await;
-    let ids = e2e_tests::lifecycle::insert_grants(
-        &app,
-        DEMO_CLIENT,
-        27,
-        chrono::Duration::days(30),
-        chrono::Duration::hours(1),
-    )
-    .await;
+    let ids = live_grants(&app, 27).await;
     let (_, start) = read_feed(&app, 0).await;
     let now = app.platform.now();
     let end = |ids: &[String]| end_by_staff(ids, now);
@@ -249,14 +247,7 @@ async fn a_floor_left_behind_moves_up_once_the_old_transaction_ends() {
     };
     let app = spawn_demo_app(backend).await;
     let n = platform::storage::commit_order::STALE_FLOOR_ROWS as usize + 20;
-    let ids = e2e_tests::lifecycle::insert_grants(
-        &app,
-        DEMO_CLIENT,
-        n,
-        chrono::Duration::days(30),
-        chrono::Duration::hours(1),
-    )
-    .await;
+    let ids = live_grants(&app, n).await;
     // A transaction that holds an xid and writes no feed row or event.
     let mut old = own_connection(&app);
     old.batch_execute("BEGIN").unwrap();
