@@ -108,11 +108,7 @@ impl Attenuation {
             )?;
         }
         if let Some(t) = self.expires_at {
-            b = b.code_with_params(
-                crate::vocab::EXPIRY_CHECK,
-                params([("exp", date_term(t))]),
-                none(),
-            )?;
+            b = b.check(crate::vocab::expiry_check(t)?)?;
         }
         Ok(b)
     }

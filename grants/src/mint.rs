@@ -10,7 +10,7 @@ use rand::{CryptoRng, RngCore};
 use crate::error::MintError;
 use crate::keys::SigningKey;
 use crate::time::{floor_secs, format_timestamp};
-use crate::vocab::{self, date_term, params};
+use crate::vocab::{self, date_term};
 use crate::{ClientId, GrantId, GrantScope, SubjectId};
 
 /// Where a client runs. A sandbox client is a developer's test app (no KYC, test customers
@@ -259,14 +259,6 @@ fn authority_builder(
     for merchant in scope.merchants().unwrap_or_default() {
         b = b.fact(str_fact(vocab::MERCHANT, merchant.as_str()))?;
     }
-    b.code_with_params(
-        vocab::EXPIRY_CHECK,
-        params([("exp", date_term(token_expires_at))]),
-        Default::default(),
-    )?
-    .code_with_params(
-        vocab::EXPIRY_CHECK,
-        params([("exp", date_term(scope.expires_at()))]),
-        Default::default(),
-    )
+    b.check(vocab::expiry_check(token_expires_at)?)?
+        .check(vocab::expiry_check(scope.expires_at())?)
 }

@@ -3,8 +3,9 @@
 //! passes when *any* fact matches, so the two families must never share a name.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::LazyLock;
 
-use biscuit_auth::builder::Term;
+use biscuit_auth::builder::{Check, Term};
 use chrono::{DateTime, Utc};
 
 use crate::time::to_secs;
@@ -34,6 +35,16 @@ pub(crate) const REQ_MERCHANT: &str = "req_merchant";
 
 /// The authority block's expiry check; `{exp}` is a date parameter.
 pub(crate) const EXPIRY_CHECK: &str = "check if time($t), $t <= {exp}";
+
+/// [`EXPIRY_CHECK`] with `exp` set. Parsed once per process: every token minted carries two, and
+/// parsing them from text was about a tenth of a mint.
+pub(crate) fn expiry_check(exp: DateTime<Utc>) -> Result<Check, biscuit_auth::error::Token> {
+    static PARSED: LazyLock<Result<Check, biscuit_auth::error::Token>> =
+        LazyLock::new(|| Check::try_from(EXPIRY_CHECK));
+    let mut check = PARSED.clone()?;
+    check.set("exp", date_term(exp))?;
+    Ok(check)
+}
 
 pub(crate) fn date_term(t: DateTime<Utc>) -> Term {
     Term::Date(to_secs(t))
