@@ -340,3 +340,83 @@ fn the_hot_selections_read_their_indexes() {
         }
     }
 }
+
+/// Every refresh writes a row to each of these tables (the rotation: a new refresh token, the
+/// access token's issued-token row and its audit event), so each index on them is an entry (and
+/// a WAL record) per refresh and per code exchange, and no index is here that no query reads:
+/// adding one should be a measured decision, not a default. The dropped family index of refresh
+/// tokens was such an entry (no query reads refresh tokens by family).
+#[test]
+fn the_token_tables_carry_only_the_indexes_their_queries_read() {
+    use diesel::sql_types::Text;
+    #[derive(QueryableByName)]
+    struct Index {
+        #[diesel(sql_type = Text)]
+        tbl: String,
+        #[diesel(sql_type = Text)]
+        name: String,
+    }
+    // PostgreSQL. Recorded events: by sequence (the chain, primary key) and by commit order (the
+    // linker), a target's history, a grant's reads (the dashboard; partial, reads only), event
+    // ids unique. Issued tokens: by revocation id (primary key: the feed), by hash
+    // (introspection), by grant (revoking it), by expiry (the spent-token purge, BRIN). Refresh
+    // tokens: by id (primary key: the batch statements), by hash (the refresh grant), by grant
+    // (revoking or extending it), by creation (the purge, BRIN).
+    let postgres = [
+        ("audit_events", "audit_events_commit_order_idx"),
+        ("audit_events", "audit_events_event_id_key"),
+        ("audit_events", "audit_events_grant_reads_idx"),
+        ("audit_events", "audit_events_target_seq_idx"),
+        ("issued_tokens", "issued_tokens_expiry_brin"),
+        ("issued_tokens", "issued_tokens_grant_idx"),
+        ("issued_tokens", "issued_tokens_token_hash_key"),
+        ("refresh_tokens", "refresh_tokens_created_brin"),
+        ("refresh_tokens", "refresh_tokens_grant_idx"),
+        ("refresh_tokens", "refresh_tokens_token_hash_key"),
+    ];
+    // SQLite: the same, less what only PostgreSQL has (commit order, BRIN, which are B-trees
+    // here), and UNIQUE constraints are its own `sqlite_autoindex_*`.
+    let sqlite = [
+        ("audit_events", "audit_events_grant_reads_idx"),
+        ("audit_events", "audit_events_target_seq_idx"),
+        ("issued_tokens", "issued_tokens_expiry_idx"),
+        ("issued_tokens", "issued_tokens_grant_idx"),
+        ("refresh_tokens", "refresh_tokens_created_idx"),
+        ("refresh_tokens", "refresh_tokens_grant_idx"),
+    ];
+    for backend in backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let pg = (backend == Backend::Postgres).then(PgTestDb::create);
+        let db = connect(backend, dir.path(), pg.as_ref());
+        db.migrate().unwrap();
+        let sql = match backend {
+            // Created indexes only: primary keys and UNIQUE constraints are SQLite's
+            // `sqlite_autoindex_*` (or the rowid) there, and in the list on PostgreSQL.
+            Backend::Sqlite => {
+                "SELECT tbl_name AS tbl, name FROM sqlite_master WHERE type = 'index' \
+                 AND tbl_name IN ('audit_events', 'issued_tokens', 'refresh_tokens') \
+                 AND name NOT LIKE 'sqlite_autoindex_%' ORDER BY tbl_name, name"
+            }
+            Backend::Postgres => {
+                "SELECT tablename AS tbl, indexname AS name FROM pg_indexes \
+                 WHERE schemaname = 'public' \
+                 AND tablename IN ('audit_events', 'issued_tokens', 'refresh_tokens') \
+                 AND indexname NOT LIKE '%_pkey' ORDER BY tablename, indexname"
+            }
+        };
+        let found: Vec<(String, String)> = db
+            .run_blocking(move |c| Ok(diesel::sql_query(sql).load::<Index>(c)?))
+            .unwrap()
+            .into_iter()
+            .map(|i| (i.tbl, i.name))
+            .collect();
+        let want: Vec<(String, String)> = match backend {
+            Backend::Sqlite => &sqlite[..],
+            Backend::Postgres => &postgres[..],
+        }
+        .iter()
+        .map(|(t, n)| (t.to_string(), n.to_string()))
+        .collect();
+        assert_eq!(found, want, "{backend:?}");
+    }
+}
