@@ -1126,3 +1126,105 @@ async fn dormancy_is_decided_to_the_instant_and_recording_a_use_writes_no_index(
         app.stop().await;
     }
 }
+
+/// The sweep deletes webhook events by age and outcome (delivered after 30 days, failed after 90,
+/// pending never) and Shared Signals events (any after 90 days, pending after 30), and nothing
+/// younger.
+#[tokio::test]
+async fn old_webhook_and_shared_signals_events_are_purged_after_their_retention() {
+    use platform::storage::schema::{ssf_events, ssf_streams, webhook_outbox};
+    // (status, age in days, kept)
+    const OUTBOX: [(&str, i64, bool); 5] = [
+        ("delivered", 29, true),
+        ("delivered", 31, false),
+        ("failed", 89, true),
+        ("failed", 91, false),
+        ("pending", 400, true),
+    ];
+    const EVENTS: [(&str, i64, bool); 4] = [
+        ("pending", 29, true),
+        ("pending", 31, false),
+        ("failed", 89, true),
+        ("failed", 91, false),
+    ];
+    for backend in backends() {
+        let (app, _clock) = spawn_with_clock(backend, |_| {}).await;
+        let now = app.platform.now().naive_utc();
+        app.platform
+            .db
+            .run(move |c| {
+                diesel::insert_into(ssf_streams::table)
+                    .values((
+                        ssf_streams::id.eq("st_purge"),
+                        ssf_streams::client_id.eq(DEMO_CLIENT),
+                        ssf_streams::delivery_method.eq("poll"),
+                        ssf_streams::events_requested.eq("[]"),
+                        ssf_streams::events_delivered.eq("[]"),
+                        ssf_streams::status.eq("enabled"),
+                        ssf_streams::push_failures.eq(0),
+                        ssf_streams::created_at.eq(now),
+                        ssf_streams::updated_at.eq(now),
+                    ))
+                    .execute(c)?;
+                for (n, (status, age, _)) in OUTBOX.iter().enumerate() {
+                    diesel::insert_into(webhook_outbox::table)
+                        .values((
+                            webhook_outbox::id.eq(format!("whe_purge_{n}")),
+                            webhook_outbox::client_id.eq(DEMO_CLIENT),
+                            webhook_outbox::event_type.eq("grant.revoked"),
+                            webhook_outbox::payload.eq("{}"),
+                            webhook_outbox::status.eq(*status),
+                            webhook_outbox::attempts.eq(1),
+                            // Not due during the test: the pending one stays pending.
+                            webhook_outbox::next_attempt_at.eq(now + Duration::days(1)),
+                            webhook_outbox::created_at.eq(now - Duration::days(*age)),
+                        ))
+                        .execute(c)?;
+                }
+                for (n, (status, age, _)) in EVENTS.iter().enumerate() {
+                    diesel::insert_into(ssf_events::table)
+                        .values((
+                            ssf_events::jti.eq(format!("jti_purge_{n}")),
+                            ssf_events::stream_id.eq("st_purge"),
+                            ssf_events::event_type.eq("session-revoked"),
+                            ssf_events::subject.eq("{}"),
+                            ssf_events::claims.eq("{}"),
+                            ssf_events::status.eq(*status),
+                            ssf_events::attempts.eq(0),
+                            ssf_events::created_at.eq(now - Duration::days(*age)),
+                        ))
+                        .execute(c)?;
+                }
+                Ok(())
+            })
+            .await
+            .unwrap();
+        consent::lifecycle::run_once(&app.platform).await.unwrap();
+        let (outbox, events) = app
+            .platform
+            .db
+            .run(|c| {
+                let outbox: Vec<String> = webhook_outbox::table
+                    .filter(webhook_outbox::id.like("whe_purge_%"))
+                    .select(webhook_outbox::id)
+                    .order(webhook_outbox::id)
+                    .load(c)?;
+                let events: Vec<String> = ssf_events::table
+                    .filter(ssf_events::jti.like("jti_purge_%"))
+                    .select(ssf_events::jti)
+                    .order(ssf_events::jti)
+                    .load(c)?;
+                Ok((outbox, events))
+            })
+            .await
+            .unwrap();
+        let kept = |prefix: &str, rows: &[(&str, i64, bool)]| -> Vec<String> {
+            (0..rows.len())
+                .filter(|n| rows[*n].2)
+                .map(|n| format!("{prefix}{n}"))
+                .collect()
+        };
+        assert_eq!(outbox, kept("whe_purge_", &OUTBOX), "{backend:?}");
+        assert_eq!(events, kept("jti_purge_", &EVENTS), "{backend:?}");
+    }
+}

@@ -16,7 +16,6 @@ use diesel::sql_types::{BigInt, Text, Timestamp};
 use platform::Platform;
 use platform::audit::{Actor, NewEvent, Target};
 use platform::revocation::{self, Revocations, RevokedBy, end_locked_grants};
-use platform::storage::models::WebhookStatus;
 use platform::storage::{AnyConnection, StorageResult, numbered, skip_locked, write_tx};
 use platform::webhooks;
 use serde::Serialize;
@@ -74,6 +73,18 @@ pub const EXPIRING_SQL: &str = "SELECT g.id AS id, g.client_id AS client_id, \
 /// grows with every consent ever given.
 pub const STALE_REQUESTS_SQL: &str =
     "DELETE FROM authorization_requests WHERE status = 'pending' AND expires_at <= ?";
+
+/// Webhook events the sweep deletes: delivered ones created at or before `?` (30 days ago),
+/// failed ones at or before `?` (90 days ago; the portal shows them). Both conditions are read
+/// through `webhook_outbox_created_brin` on PostgreSQL; the statuses are the table's CHECK values.
+pub const OUTBOX_PURGE_SQL: &str = "DELETE FROM webhook_outbox \
+     WHERE (status = 'delivered' AND created_at <= ?) OR (status = 'failed' AND created_at <= ?)";
+
+/// Shared Signals events the sweep deletes: any created at or before `?` (90 days ago: refused or
+/// given up), and pending ones at or before `?` (30 days ago: a receiver that never reads cannot
+/// grow its queue without bound). Read through `ssf_events_created_brin` on PostgreSQL.
+pub const SSF_PURGE_SQL: &str = "DELETE FROM ssf_events \
+     WHERE created_at <= ? OR (status = 'pending' AND created_at <= ?)";
 
 /// Live grants past their expiry, each with its client; locked for this transaction on PostgreSQL
 /// (skipping rows another sweeper holds).
@@ -378,35 +389,18 @@ fn upkeep(
         let stale = diesel::sql_query(numbered(c, STALE_REQUESTS_SQL))
             .bind::<Timestamp, _>(now.naive_utc())
             .execute(c)?;
-        // Webhook events: delivered ones are kept 30 days, failed ones 90 (the portal shows them).
-        use platform::storage::schema::webhook_outbox as o;
-        let delivered = diesel::delete(
-            o::table
-                .filter(o::status.eq(WebhookStatus::Delivered.as_str()))
-                .filter(o::created_at.le((now - Duration::days(30)).naive_utc())),
-        )
-        .execute(c)?;
-        let failed = diesel::delete(
-            o::table
-                .filter(o::status.eq(WebhookStatus::Failed.as_str()))
-                .filter(o::created_at.le((now - Duration::days(90)).naive_utc())),
-        )
-        .execute(c)?;
-        // Shared Signals events: refused or given-up ones are kept 90 days; a stream nobody reads
-        // keeps at most 30 days of events (a receiver cannot grow the queue without bound).
-        use platform::storage::schema::ssf_events as e;
-        let sets = diesel::delete(
-            e::table.filter(
-                e::created_at
-                    .le((now - Duration::days(90)).naive_utc())
-                    .or(e::status
-                        .eq("pending")
-                        .and(e::created_at.le((now - Duration::days(30)).naive_utc()))),
-            ),
-        )
-        .execute(c)?;
+        let month = (now - Duration::days(30)).naive_utc();
+        let quarter = (now - Duration::days(90)).naive_utc();
+        let webhooks = diesel::sql_query(numbered(c, OUTBOX_PURGE_SQL))
+            .bind::<Timestamp, _>(month)
+            .bind::<Timestamp, _>(quarter)
+            .execute(c)?;
+        let sets = diesel::sql_query(numbered(c, SSF_PURGE_SQL))
+            .bind::<Timestamp, _>(quarter)
+            .bind::<Timestamp, _>(month)
+            .execute(c)?;
         let tokens = crate::ssf::access::purge_expired(c, now)?;
-        Ok(stale + delivered + failed + sets + tokens + platform::session::purge_expired(c, now)?)
+        Ok(stale + webhooks + sets + tokens + platform::session::purge_expired(c, now)?)
     })?;
     // Four-eyes requests nobody decided in time (reads already report them expired).
     report.approvals_expired = write_tx(c, |c| developer_portal::approvals::expire_stale(c, now))?;
