@@ -274,45 +274,19 @@ fn plan_of(db: &Db, sql: &str) -> String {
     .unwrap()
 }
 
-/// 20,000 webhook and Shared Signals events, created a minute apart in table order (as a
-/// deployment writes them), analysed: on empty tables the planner prefers any B-tree to a BRIN
-/// index, whatever it would do with rows. Foreign keys are not checked for these rows (no client
-/// or stream exists; `session_replication_role`, this transaction only).
-fn seed_event_tables(db: &Db) {
-    db.write_blocking(|c| {
-        for sql in [
-            "SET LOCAL session_replication_role = replica",
-            "INSERT INTO webhook_outbox (id, client_id, event_type, payload, status, attempts, \
-             next_attempt_at, created_at) \
-             SELECT 'whe_' || n, 'c_' || (n % 50), 'grant.revoked', '{}', \
-                    CASE WHEN n % 100 = 0 THEN 'failed' ELSE 'delivered' END, 1, t, t \
-             FROM (SELECT n, timestamp '2026-10-20 00:00' + n * interval '1 minute' AS t \
-                   FROM generate_series(1, 20000) n) s",
-            "INSERT INTO ssf_events (jti, stream_id, event_type, subject, claims, status, created_at) \
-             SELECT 'jti_' || n, 'st_' || (n % 50), 'session-revoked', '{}', '{}', 'pending', t \
-             FROM (SELECT n, timestamp '2026-08-20 00:00' + n * interval '5 minutes' AS t \
-                   FROM generate_series(1, 20000) n) s",
-            "ANALYZE webhook_outbox",
-            "ANALYZE ssf_events",
-        ] {
-            diesel::sql_query(sql).execute(c)?;
-        }
-        Ok(())
-    })
-    .unwrap();
-}
-
 /// The selections that run often or against large tables read the indexes made for them, on
 /// both backends: the sweep's expiry selections the index of live grants' expiries (a partial
 /// index, usable only by a query whose status condition matches its predicate), its purge of
 /// undecided requests and the dashboard's latest read their partial indexes (the conditions
 /// written out, not bound), and introspection's revocation checks the index of token
-/// revocation ids (without it, every answer not cached read the whole revocation feed). On
-/// PostgreSQL, the purges of webhook and Shared Signals events by age read their BRIN indexes.
+/// revocation ids (without it, every answer not cached read the whole revocation feed), and the
+/// sweep's purges of webhook and Shared Signals events by age their indexes on creation time.
 #[test]
 fn the_hot_selections_read_their_indexes() {
     let at = "'2026-12-06 12:00:00'";
     let until = "'2026-12-13 12:00:00'";
+    let month = "'2026-11-06 12:00:00'";
+    let quarter = "'2026-09-07 12:00:00'";
     let selections = [
         (
             "expired grants",
@@ -352,24 +326,26 @@ fn the_hot_selections_read_their_indexes() {
                 .into(),
             "revocations_revocation_id_idx",
         ),
-    ];
-    // PostgreSQL only (BRIN; SQLite's tables for these stay small and take no index).
-    let month = "'2026-11-06 12:00:00'";
-    let quarter = "'2026-09-07 12:00:00'";
-    let postgres_only = [
         (
-            "webhook events (the sweep's purge)",
+            "delivered webhook events (the sweep's purge)",
             consent::lifecycle::OUTBOX_PURGE_SQL
                 .replacen('?', month, 1)
                 .replacen('?', quarter, 1),
-            "webhook_outbox_created_brin",
+            "webhook_outbox_delivered_idx",
+        ),
+        (
+            "failed webhook events (the sweep's purge)",
+            consent::lifecycle::OUTBOX_PURGE_SQL
+                .replacen('?', month, 1)
+                .replacen('?', quarter, 1),
+            "webhook_outbox_failed_idx",
         ),
         (
             "Shared Signals events (the sweep's purge)",
             consent::lifecycle::SSF_PURGE_SQL
                 .replacen('?', quarter, 1)
                 .replacen('?', month, 1),
-            "ssf_events_created_brin",
+            "ssf_events_created_idx",
         ),
     ];
     for backend in backends() {
@@ -377,14 +353,7 @@ fn the_hot_selections_read_their_indexes() {
         let pg = (backend == Backend::Postgres).then(PgTestDb::create);
         let db = connect(backend, dir.path(), pg.as_ref());
         db.migrate().unwrap();
-        let extra = match backend {
-            Backend::Postgres => {
-                seed_event_tables(&db);
-                &postgres_only[..]
-            }
-            Backend::Sqlite => &[],
-        };
-        for (name, sql, index) in selections.iter().chain(extra) {
+        for (name, sql, index) in &selections {
             assert!(!sql.contains('?'), "{name}: every parameter replaced");
             let plan = plan_of(&db, sql);
             assert!(

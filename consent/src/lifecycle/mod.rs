@@ -75,14 +75,15 @@ pub const STALE_REQUESTS_SQL: &str =
     "DELETE FROM authorization_requests WHERE status = 'pending' AND expires_at <= ?";
 
 /// Webhook events the sweep deletes: delivered ones created at or before `?` (30 days ago),
-/// failed ones at or before `?` (90 days ago; the portal shows them). Both conditions are read
-/// through `webhook_outbox_created_brin` on PostgreSQL; the statuses are the table's CHECK values.
+/// failed ones at or before `?` (90 days ago; the portal shows them). Each condition is read
+/// through its partial index (`webhook_outbox_delivered_idx`, `webhook_outbox_failed_idx`), whose
+/// predicate it writes out; the statuses are the table's CHECK values.
 pub const OUTBOX_PURGE_SQL: &str = "DELETE FROM webhook_outbox \
      WHERE (status = 'delivered' AND created_at <= ?) OR (status = 'failed' AND created_at <= ?)";
 
 /// Shared Signals events the sweep deletes: any created at or before `?` (90 days ago: refused or
 /// given up), and pending ones at or before `?` (30 days ago: a receiver that never reads cannot
-/// grow its queue without bound). Read through `ssf_events_created_brin` on PostgreSQL.
+/// grow its queue without bound). Read through `ssf_events_created_idx`.
 pub const SSF_PURGE_SQL: &str = "DELETE FROM ssf_events \
      WHERE created_at <= ? OR (status = 'pending' AND created_at <= ?)";
 
