@@ -287,6 +287,10 @@ fn the_hot_selections_read_their_indexes() {
     let until = "'2026-12-13 12:00:00'";
     let month = "'2026-11-06 12:00:00'";
     let quarter = "'2026-09-07 12:00:00'";
+    // One statement, one partial index per arm of its condition.
+    let outbox_purge = consent::lifecycle::OUTBOX_PURGE_SQL
+        .replacen('?', month, 1)
+        .replacen('?', quarter, 1);
     let selections = [
         (
             "expired grants",
@@ -328,16 +332,12 @@ fn the_hot_selections_read_their_indexes() {
         ),
         (
             "delivered webhook events (the sweep's purge)",
-            consent::lifecycle::OUTBOX_PURGE_SQL
-                .replacen('?', month, 1)
-                .replacen('?', quarter, 1),
+            outbox_purge.clone(),
             "webhook_outbox_delivered_idx",
         ),
         (
             "failed webhook events (the sweep's purge)",
-            consent::lifecycle::OUTBOX_PURGE_SQL
-                .replacen('?', month, 1)
-                .replacen('?', quarter, 1),
+            outbox_purge,
             "webhook_outbox_failed_idx",
         ),
         (
