@@ -7,6 +7,7 @@
 //! Lock order (`platform::revocation::lock_grants`): the grants are only read and key-share locked
 //! (foreign keys), which conflicts with no lock but `FOR UPDATE` and deletion, and the refresh
 //! tokens are locked in id order (`FOR NO KEY UPDATE` under `ORDER BY`), as that rule says.
+//! Locked rows are skipped (`SKIP LOCKED`), never waited for: see [`run`].
 
 use std::collections::HashSet;
 
@@ -150,7 +151,7 @@ WITH input AS ( \
       AND r.status = 'active' AND r.grant_id = i.grant_id \
       AND EXISTS (SELECT 1 FROM live g WHERE g.id = i.grant_id AND g.expires_at > i.at) \
     ORDER BY r.id \
-    FOR NO KEY UPDATE OF r \
+    FOR NO KEY UPDATE OF r SKIP LOCKED \
 ), used AS ( \
     UPDATE refresh_tokens r SET status = 'used', used_at = i.at \
     FROM input i \
@@ -194,7 +195,7 @@ WITH input AS ( \
     WHERE r.id = ANY(ARRAY(SELECT token_id FROM input)) AND r.status = 'active' \
       AND r.dpop_jkt IS NOT NULL \
     ORDER BY r.id \
-    FOR NO KEY UPDATE OF r \
+    FOR NO KEY UPDATE OF r SKIP LOCKED \
 ), ok AS ( \
     SELECT i.* FROM input i JOIN locked l ON l.id = i.token_id AND l.grant_id = i.grant_id \
     WHERE EXISTS (SELECT 1 FROM live g WHERE g.id = i.grant_id AND g.expires_at > i.at) \
@@ -234,7 +235,7 @@ WITH input AS ( \
     SELECT g.id, g.expires_at FROM grants g \
     WHERE g.id = ANY(ARRAY(SELECT grant_id FROM input)) AND g.status = 'authorized' \
     ORDER BY g.id \
-    FOR NO KEY UPDATE OF g \
+    FOR NO KEY UPDATE OF g SKIP LOCKED \
 ), spent AS ( \
     UPDATE authorization_codes a SET used_at = i.at \
     FROM input i \
@@ -275,14 +276,18 @@ struct Counted {
 
 /// Runs a batch statement: one statement, so one transaction of its own (autocommit, no `BEGIN`
 /// or `COMMIT` to send). Every refresh of the instance queues behind it, so a lock held elsewhere
-/// (a long revocation, a sweep) must not stall them all: each statement's `input` sets
-/// `lock_timeout` to one second for its own transaction (`set_config(.., true)`) as it reads its
-/// first row, which is before any row is locked: every locking scan looks its rows up by an
-/// array of `input`'s ids (`= ANY(ARRAY(SELECT ..))`), computed before the scan starts. That
-/// form also keeps the lookups on the primary keys whatever the table statistics say: grants
-/// joined with `input` were planned as a scan of every grant while the statistics were stale
-/// (right after a bulk load: 14 ms a batch at 31,000 grants), so the live grants are read that
-/// way too (`live`).
+/// (a long revocation, a grant's extension, a sweep) must not stall them all, nor fail the other
+/// jobs of the batch: each statement locks its rows `SKIP LOCKED`, so a job whose token (or, for
+/// a code exchange, grant) another transaction holds is passed over at once and its request takes
+/// the transactional path, which waits for the lock and decides with the row as it is then. The
+/// other jobs go on. Whatever else the statement might wait for (a foreign key's share lock on a
+/// grant another transaction locked `FOR UPDATE`) is bounded by a `lock_timeout` of one second,
+/// which each statement's `input` sets for its own transaction (`set_config(.., true)`) as it
+/// reads its first row; every locking scan looks its rows up by an array of `input`'s ids
+/// (`= ANY(ARRAY(SELECT ..))`), computed before the scan starts. That form also keeps the lookups
+/// on the primary keys whatever the table statistics say: grants joined with `input` were planned
+/// as a scan of every grant while the statistics were stale (right after a bulk load: 14 ms a
+/// batch at 31,000 grants), so the live grants are read that way too (`live`).
 /// Past the timeout the statement rolls back and each request takes the transactional path. Returns the ids the statement selects, or, where the connection failed (perhaps after
 /// the commit), what `settle` reads on a fresh connection: had the requests failed instead, a
 /// bearer client's retries would be replays that end its grant. If even that read fails, the
