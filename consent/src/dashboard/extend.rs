@@ -119,11 +119,13 @@ pub fn extend(
         ))
         .execute(conn)?;
     // Refresh tokens are issued with `min(issue + ttl, grant expiry)`: those that reach the old
-    // expiry were capped by it.
+    // expiry were capped by it. Updated in id order, the order every other writer locks a grant's
+    // tokens in (`platform::revocation::lock_grants`).
     let capped: Vec<(String, NaiveDateTime, NaiveDateTime)> = refresh_tokens::table
         .filter(refresh_tokens::grant_id.eq(grant_id))
         .filter(refresh_tokens::status.eq(RefreshTokenStatus::Active.as_str()))
         .filter(refresh_tokens::expires_at.ge(expires_at))
+        .order(refresh_tokens::id)
         .select((
             refresh_tokens::id,
             refresh_tokens::created_at,
