@@ -295,13 +295,46 @@ const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(5);
 /// grant. Busy connections are not pinged; one idle for [`PING_WHEN_IDLE_FOR`] is (a proxy or
 /// firewall may have cut it, or the server restarted meanwhile), and a dead one is replaced before
 /// any request sees it. A busy connection the server drops fails the one query that meets it
-/// (503); libpq then reports an unknown transaction status, diesel marks the connection broken and
-/// r2d2 discards it (tested in tests/integration/backends.rs).
+/// (503), and r2d2 discards it: any [`StorageError::Unavailable`] marks the connection broken
+/// (`lost`), since diesel marks it so only inside a transaction (tested in
+/// tests/integration/backends.rs, and for a connection cut mid-statement in the batched token
+/// statements' tests).
 #[derive(Debug)]
 pub struct PoolConn {
     conn: AnyConnection,
     handed_out_at: Instant,
+    /// A query on it failed as [`StorageError::Unavailable`]: the connection may be dead (a
+    /// failure that left it usable, a deadlock say, costs only a new connection).
+    lost: bool,
+    /// The PostgreSQL server process serving the connection (`None` on SQLite, or if it could
+    /// not be read when the connection opened).
+    server: Option<ServerProcess>,
 }
+
+/// One PostgreSQL server process, told apart from a later one with the same pid by its start
+/// time: what [`Db::end_server_process`] ends.
+///
+/// With a pooler in transaction mode between the service and PostgreSQL, this names whichever
+/// server process answered when the connection opened, not the one a later statement runs on:
+/// run the service against PostgreSQL directly or through a pooler in session mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerProcess {
+    pid: i32,
+    /// `backend_start` in microseconds since the epoch.
+    started: i64,
+}
+
+#[derive(QueryableByName)]
+struct ServerProcessRow {
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    pid: i32,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    started: i64,
+}
+
+const SERVER_PROCESS_SQL: &str = "SELECT pid, \
+    (extract(epoch FROM backend_start) * 1000000)::int8 AS started \
+    FROM pg_stat_activity WHERE pid = pg_backend_pid()";
 
 #[derive(Debug)]
 struct Manager(ConnectionManager<AnyConnection>, Backend, String);
@@ -316,17 +349,30 @@ impl ManageConnection for Manager {
     /// the URL instead of saying that the server refused the connection.
     fn connect(&self) -> Result<PoolConn, Self::Error> {
         use diesel::r2d2::Error::ConnectionError;
-        let conn = match self.1 {
-            Backend::Postgres => AnyConnection::Postgresql(
-                PgConnection::establish(&self.2).map_err(ConnectionError)?,
-            ),
-            Backend::Sqlite => AnyConnection::Sqlite(
-                SqliteConnection::establish(&self.2).map_err(ConnectionError)?,
+        let (conn, server) = match self.1 {
+            Backend::Postgres => {
+                let mut pg = PgConnection::establish(&self.2).map_err(ConnectionError)?;
+                let server = diesel::sql_query(SERVER_PROCESS_SQL)
+                    .get_result::<ServerProcessRow>(&mut pg)
+                    .map_err(diesel::r2d2::Error::QueryError)?;
+                let server = ServerProcess {
+                    pid: server.pid,
+                    started: server.started,
+                };
+                (AnyConnection::Postgresql(pg), Some(server))
+            }
+            Backend::Sqlite => (
+                AnyConnection::Sqlite(
+                    SqliteConnection::establish(&self.2).map_err(ConnectionError)?,
+                ),
+                None,
             ),
         };
         Ok(PoolConn {
             conn,
             handed_out_at: Instant::now(),
+            lost: false,
+            server,
         })
     }
 
@@ -339,7 +385,7 @@ impl ManageConnection for Manager {
     }
 
     fn has_broken(&self, conn: &mut PoolConn) -> bool {
-        self.0.has_broken(&mut conn.conn)
+        conn.lost || self.0.has_broken(&mut conn.conn)
     }
 }
 
@@ -455,12 +501,9 @@ impl Db {
         F: FnOnce(&mut AnyConnection) -> StorageResult<T> + Send + 'static,
     {
         let db = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = db.conn()?;
-            f(&mut conn.conn)
-        })
-        .await
-        .map_err(|e| StorageError::Unavailable(format!("database task failed: {e}")))?
+        tokio::task::spawn_blocking(move || db.on_conn(|c| f(&mut c.conn)))
+            .await
+            .map_err(|e| StorageError::Unavailable(format!("database task failed: {e}")))?
     }
 
     /// Runs `f` inside one write transaction: every acknowledged write is committed before the
@@ -478,8 +521,7 @@ impl Db {
     where
         F: FnOnce(&mut AnyConnection) -> StorageResult<T>,
     {
-        let mut conn = self.conn()?;
-        write_tx(&mut conn.conn, f)
+        self.on_conn(|c| write_tx(&mut c.conn, f))
     }
 
     /// Synchronous read for CLI commands and blocking contexts.
@@ -487,8 +529,56 @@ impl Db {
     where
         F: FnOnce(&mut AnyConnection) -> StorageResult<T>,
     {
+        self.on_conn(|c| f(&mut c.conn))
+    }
+
+    /// Runs `f` on a pooled connection, which the pool discards afterwards if `f` failed as
+    /// [`StorageError::Unavailable`].
+    fn on_conn<T>(&self, f: impl FnOnce(&mut PoolConn) -> StorageResult<T>) -> StorageResult<T> {
         let mut conn = self.conn()?;
-        f(&mut conn.conn)
+        let result = f(&mut conn);
+        if matches!(result, Err(StorageError::Unavailable(_))) {
+            conn.lost = true;
+        }
+        result
+    }
+
+    /// [`Db::run_blocking`], also telling `f` the server process the connection is served by
+    /// (for [`Db::end_server_process`] should the connection fail while a statement runs).
+    pub fn run_blocking_on<T, F>(&self, f: F) -> StorageResult<T>
+    where
+        F: FnOnce(&mut AnyConnection, Option<ServerProcess>) -> StorageResult<T>,
+    {
+        self.on_conn(|c| f(&mut c.conn, c.server))
+    }
+
+    /// Ends `server` if it still runs, and returns once it has ended; from then on, nothing it
+    /// was doing can still commit. For a statement whose connection failed before it answered:
+    /// PostgreSQL may still be running it (a connection cut on the way, by a proxy or the
+    /// network, is not seen by the server process until it next writes to it), so its outcome
+    /// can be read only after this. A process already gone is fine; one that does not end within
+    /// 5 s, or a role without the right to end it, is an error ([`StorageError::Unavailable`]).
+    pub fn end_server_process(&self, server: ServerProcess) -> StorageResult<()> {
+        #[derive(QueryableByName)]
+        struct Ended {
+            #[diesel(sql_type = diesel::sql_types::Bool)]
+            ended: bool,
+        }
+        let ended: Vec<Ended> = self.run_blocking(|c| {
+            let sql = "SELECT pg_terminate_backend(pid, 5000) AS ended FROM pg_stat_activity \
+                WHERE pid = $1 AND (extract(epoch FROM backend_start) * 1000000)::int8 = $2";
+            Ok(diesel::sql_query(sql)
+                .bind::<diesel::sql_types::Integer, _>(server.pid)
+                .bind::<diesel::sql_types::BigInt, _>(server.started)
+                .load(c)?)
+        })?;
+        match ended.iter().all(|e| e.ended) {
+            true => Ok(()),
+            false => Err(StorageError::Unavailable(format!(
+                "PostgreSQL process {} did not end within 5 s",
+                server.pid
+            ))),
+        }
     }
 
     /// Cheap liveness query for `/readyz`.

@@ -289,9 +289,9 @@ struct Counted {
 /// as a scan of every grant while the statistics were stale (right after a bulk load: 14 ms a
 /// batch at 31,000 grants), so the live grants are read that way too (`live`).
 /// Past the timeout the statement rolls back and each request takes the transactional path. Returns the ids the statement selects, or, where the connection failed (perhaps after
-/// the commit), what `settle` reads on a fresh connection: had the requests failed instead, a
-/// bearer client's retries would be replays that end its grant. If even that read fails, the
-/// requests fail (503). A statement PostgreSQL rejected (a lock timeout, a deadlock: it rolled
+/// the commit), what `settle` reads on a fresh connection once the statement's server process
+/// has ended: had the requests failed instead, a bearer client's retries would be replays that
+/// end its grant. If the process cannot be ended or that read fails, the requests fail (503). A statement PostgreSQL rejected (a lock timeout, a deadlock: it rolled
 /// back as a whole) counts nothing.
 fn run(
     db: &Db,
@@ -300,7 +300,9 @@ fn run(
     statement: PgStatement<'_>,
     settle: impl FnOnce() -> StorageResult<HashSet<String>>,
 ) -> StorageResult<HashSet<String>> {
-    let result = db.run_blocking(|c| {
+    let mut server = None;
+    let result = db.run_blocking_on(|c, serving| {
+        server = serving;
         let AnyConnection::Postgresql(pg) = c else {
             return Err(StorageError::Unavailable(
                 "batched statements need PostgreSQL".into(),
@@ -312,7 +314,15 @@ fn run(
         Ok(rows) => Ok(rows.into_iter().map(|r| r.id).collect()),
         Err(e @ StorageError::Unavailable(_)) => {
             tracing::warn!(error = %e, jobs, "batched {what}: outcome unknown; checking");
-            settle().map_err(|_| e)
+            // PostgreSQL may still be running the statement (the connection was cut on the
+            // way): read the outcome only once it can no longer commit, or a request declined
+            // here would find its token spent by the statement later, and take that for a
+            // replay that ends the customer's grant.
+            let ended = server.map_or(Ok(()), |s| db.end_server_process(s));
+            ended.and_then(|()| settle()).map_err(|settling| {
+                tracing::warn!(error = %settling, jobs, "batched {what}: outcome still unknown");
+                e
+            })
         }
         Err(e) => {
             tracing::warn!(error = %e, jobs, "batched {what} failed; retrying one by one");

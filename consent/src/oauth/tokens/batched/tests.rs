@@ -397,3 +397,159 @@ fn only_unused_codes_of_live_grants_are_exchanged_and_nothing_else_is_written() 
         || exchange_batch(&t.db, &[exchange_job("cb", "g_live", now, None)]).unwrap(),
     );
 }
+
+/// A relayed connection's service side, and whether it carried bytes since [`Relay::mark`].
+type Links = std::sync::Arc<
+    std::sync::Mutex<
+        Vec<(
+            std::net::TcpStream,
+            std::sync::Arc<std::sync::atomic::AtomicBool>,
+        )>,
+    >,
+>;
+
+/// A TCP relay to PostgreSQL that can cut the connections that carried a statement, on the
+/// service's side only: the server process behind a cut connection does not notice (its socket
+/// stays open and read), as when a proxy or the network drops a connection mid-statement.
+struct Relay {
+    addr: std::net::SocketAddr,
+    links: Links,
+}
+
+impl Relay {
+    fn start(upstream: String) -> Self {
+        use std::io::{Read, Write};
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let links = Links::default();
+        let kept = links.clone();
+        std::thread::spawn(move || {
+            for service in listener.incoming() {
+                let Ok(service) = service else { return };
+                let Ok(server) = std::net::TcpStream::connect(&upstream) else {
+                    return;
+                };
+                let used = std::sync::Arc::new(AtomicBool::new(false));
+                kept.lock()
+                    .unwrap()
+                    .push((service.try_clone().unwrap(), used.clone()));
+                let (mut from, mut to) =
+                    (service.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 8192];
+                    while let Ok(n @ 1..) = from.read(&mut buf) {
+                        used.store(true, Ordering::SeqCst);
+                        if to.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    // The server's side stays open: the other thread still holds and reads it.
+                });
+                let (mut from, mut to) = (server, service);
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 8192];
+                    // Reads until the server closes, whatever became of the service's side.
+                    while let Ok(1..) = from.read(&mut buf).map(|n| {
+                        let _ = to.write_all(&buf[..n]);
+                        n
+                    }) {}
+                });
+            }
+        });
+        Self { addr, links }
+    }
+
+    /// Forgets which connections carried bytes so far.
+    fn mark(&self) {
+        for (_, used) in self.links.lock().unwrap().iter() {
+            used.store(false, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    /// Cuts, on the service's side, every connection that carried bytes since [`Relay::mark`].
+    fn cut_used(&self) -> usize {
+        let mut cut = 0;
+        for (service, used) in self.links.lock().unwrap().iter() {
+            if used.load(std::sync::atomic::Ordering::SeqCst) {
+                let _ = service.shutdown(std::net::Shutdown::Both);
+                cut += 1;
+            }
+        }
+        cut
+    }
+}
+
+/// A rotation whose connection is cut while PostgreSQL still runs it: the batch reads its
+/// outcome only after ending that server process, so the statement cannot commit after the
+/// request was declined (the transactional path would then find the token spent and take the
+/// request for a replay that ends the customer's grant).
+#[test]
+fn a_statement_cut_off_mid_way_is_ended_before_its_outcome_is_read() {
+    let Some(t) = seeded(
+        "rotation statement",
+        "INSERT INTO refresh_tokens (id, token_hash, grant_id, family_id, status, created_at, expires_at) VALUES \
+                 ('rt_w', 'hw', 'g_live', 'f', 'active', now(), now() + interval '1 day'), \
+                 ('rt_x', 'hx', 'g_live', 'f', 'active', now(), now() + interval '1 day');",
+    ) else {
+        return;
+    };
+    let url = url::Url::parse(&t.url).unwrap();
+    let upstream = format!(
+        "{}:{}",
+        url.host_str().unwrap_or("127.0.0.1"),
+        url.port().unwrap_or(5432)
+    );
+    let relay = Relay::start(upstream);
+    let mut relayed = url.clone();
+    relayed.set_host(Some("127.0.0.1")).unwrap();
+    relayed.set_port(Some(relay.addr.port())).unwrap();
+    // One connection, on which the statement is prepared by a first rotation: the next one is
+    // only executed (bind, execute), so once it has its locks it runs to its commit whether or
+    // not anyone reads the answer. (A statement still being prepared would wait for the next
+    // message instead.)
+    let db = Db::connect(relayed.as_str(), 1, std::time::Duration::from_secs(10)).unwrap();
+    let now = chrono::Utc::now().naive_utc().trunc_subsecs(6);
+    assert_eq!(
+        rotate_batch(&db, &[job("rt_w", "g_live", now)]).unwrap(),
+        [true]
+    );
+    // The statement waits for this lock, which its execution takes as it starts (before its
+    // own lock timeout is set).
+    let mut locker = diesel::pg::PgConnection::establish(&t.url).unwrap();
+    locker
+        .batch_execute("BEGIN; LOCK TABLE audit_events IN SHARE MODE;")
+        .unwrap();
+    relay.mark();
+    let running = std::thread::spawn(move || rotate_batch(&db, &[job("rt_x", "g_live", now)]));
+    let waiting = "SELECT count(*) AS n FROM pg_stat_activity \
+        WHERE datname = current_database() AND query LIKE 'WITH input AS%' AND state = 'active'";
+    let started = std::time::Instant::now();
+    while t.db.run_blocking(|c| Ok(count(c, waiting))).unwrap() == 0 {
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(relay.cut_used(), 1);
+    // Not done: the request takes the transactional path.
+    assert_eq!(running.join().unwrap().unwrap(), [false]);
+    locker.batch_execute("ROLLBACK").unwrap();
+    // Had the server process lived on, it would now rotate the token.
+    let started = std::time::Instant::now();
+    while t.db.run_blocking(|c| Ok(count(c, waiting))).unwrap() > 0 {
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    t.db.run_blocking(|c| {
+        let active =
+            "SELECT count(*) AS n FROM refresh_tokens WHERE id = 'rt_x' AND status = 'active'";
+        assert_eq!(
+            count(c, active),
+            1,
+            "the cut-off statement committed after all"
+        );
+        assert_eq!(count(c, "SELECT count(*) AS n FROM refresh_tokens"), 3);
+        Ok(())
+    })
+    .unwrap();
+}
