@@ -62,18 +62,49 @@ impl Answer {
 /// Entries kept at most; when full, the cache starts over.
 const CAPACITY: usize = 20_000;
 
+/// Bytes kept at most, as [`Entry::bytes`] counts them; past it, the cache starts over. An
+/// answer holds its grant's authorization details (up to 16 KiB as pushed) twice, parsed and as
+/// JSON, and a copy of its client's row (with a JWK Set of up to 64 KiB): by count alone, one
+/// client refreshing and introspecting its way to [`CAPACITY`] entries could make the cache
+/// hold a gigabyte. An ordinary answer counts a few KiB, so this keeps thousands.
+const BUDGET: usize = 32 * 1024 * 1024;
+
 #[derive(Debug)]
 struct Entry {
     answer: Answer,
     basis: Basis,
     stored_at: Instant,
     epoch: u64,
+    /// What the entry counts against [`BUDGET`] (see [`counted_bytes`]).
+    bytes: usize,
+}
+
+/// About the memory an entry holds: the answer's JSON, the parsed answer (counted as twice the
+/// JSON: its strings and their headers), the client's row, the revocation ids, the key, and the
+/// maps' overhead.
+fn counted_bytes(key: &str, answer: &Answer, basis: &Basis) -> usize {
+    answer.json.len() * 3
+        + basis.client.heap_bytes()
+        + basis
+            .revocation_ids
+            .iter()
+            .map(|r| r.capacity() + 24)
+            .sum::<usize>()
+        + basis.grant_id.capacity()
+        + key.len()
+        + 512
+}
+
+#[derive(Debug, Default)]
+struct Entries {
+    by_hash: HashMap<String, Arc<Entry>>,
+    bytes: usize,
 }
 
 #[derive(Debug)]
 pub struct AnswerCache {
     ttl: Duration,
-    entries: Mutex<HashMap<String, Arc<Entry>>>,
+    entries: Mutex<Entries>,
     signals: Arc<Signals>,
 }
 
@@ -83,7 +114,7 @@ impl AnswerCache {
     pub fn new(ttl: Duration, signals: Arc<Signals>) -> Self {
         Self {
             ttl,
-            entries: Mutex::new(HashMap::new()),
+            entries: Mutex::default(),
             signals,
         }
     }
@@ -115,6 +146,7 @@ impl AnswerCache {
             .entries
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+            .by_hash
             .get(token_hash)?
             .clone();
         if e.stored_at.elapsed() >= self.ttl || e.epoch != self.signals.epoch() {
@@ -145,23 +177,93 @@ impl AnswerCache {
         if !self.enabled() || !answer.introspection.active {
             return;
         }
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        if entries.len() >= CAPACITY {
-            // More distinct tokens per TTL than we keep: start over (no scan under the lock).
-            entries.clear();
+        let bytes = counted_bytes(&token_hash, &answer, &basis);
+        let entry = Entry {
+            answer,
+            basis,
+            stored_at: read_at,
+            epoch,
+            bytes,
+        };
+        if bytes > BUDGET / 16 {
+            // Not worth a sixteenth of the cache.
+            return;
         }
-        let replaced = entries.insert(
-            token_hash,
-            Arc::new(Entry {
-                answer,
-                basis,
-                stored_at: read_at,
-                epoch,
-            }),
-        );
-        // An entry replaced is freed after the lock is let go, not while every other
-        // introspection of the instance waits for it.
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        // More distinct tokens per TTL than we keep: start over (no scan under the lock). What
+        // was dropped is freed after the lock is let go, not while every other introspection of
+        // the instance waits for it; so is an entry replaced.
+        let dropped = match entries.by_hash.len() >= CAPACITY || entries.bytes + bytes > BUDGET {
+            true => Some(std::mem::take(&mut *entries)),
+            false => None,
+        };
+        let replaced = entries.by_hash.insert(token_hash, Arc::new(entry));
+        entries.bytes += bytes;
+        if let Some(old) = &replaced {
+            entries.bytes -= old.bytes;
+        }
         drop(entries);
         drop(replaced);
+        drop(dropped);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oauth::clients::OAuthClient;
+    use platform::crypto::PlainToken;
+
+    fn answer(details: usize) -> Answer {
+        Answer::new(Introspection {
+            active: true,
+            client_id: Some("c_1".into()),
+            scope: Some("x".repeat(details)),
+            ..Default::default()
+        })
+    }
+
+    fn basis(client: &OAuthClient) -> Basis {
+        Basis {
+            client: client.clone(),
+            grant_id: "g_1".into(),
+            revocation_ids: vec!["ab".repeat(32)],
+            token_expires_at: Utc::now() + chrono::Duration::minutes(10),
+            grant_expires_at: Utc::now() + chrono::Duration::days(1),
+        }
+    }
+
+    fn stored(cache: &AnswerCache) -> (usize, usize) {
+        let entries = cache.entries.lock().unwrap();
+        (entries.by_hash.len(), entries.bytes)
+    }
+
+    /// One client with a large JWK Set, whose answers carry large authorization details, fills
+    /// the cache by bytes long before its entry count: what the cache holds stays within its
+    /// budget, whoever asks.
+    #[test]
+    fn the_cache_holds_at_most_its_budget_in_bytes() {
+        let cache = AnswerCache::new(Duration::from_secs(60), Arc::default());
+        let secret = PlainToken::from_presented("s3cret");
+        let heavy = OAuthClient::for_tests("c_1", secret.hash().as_str(), Some("k".repeat(60_000)));
+        let epoch = (cache.epoch(), Instant::now());
+        for n in 0..2_000 {
+            cache.put(format!("h{n}"), answer(16 * 1024), basis(&heavy), epoch);
+            let (entries, bytes) = stored(&cache);
+            assert!(bytes <= BUDGET, "{bytes} bytes in {entries} entries");
+        }
+        let (entries, _) = stored(&cache);
+        assert!(entries < 500, "{entries} entries of about 110 KiB each");
+        // An ordinary answer counts a few KiB: the cache keeps thousands of them.
+        let light = OAuthClient::for_tests("c_2", secret.hash().as_str(), None);
+        let cache = AnswerCache::new(Duration::from_secs(60), Arc::default());
+        for n in 0..5_000 {
+            cache.put(format!("h{n}"), answer(600), basis(&light), epoch);
+        }
+        let (entries, bytes) = stored(&cache);
+        assert_eq!(entries, 5_000, "{bytes} bytes");
+        // Replacing an entry counts it once.
+        cache.put("h0".into(), answer(600), basis(&light), epoch);
+        assert_eq!(stored(&cache), (5_000, bytes));
     }
 }

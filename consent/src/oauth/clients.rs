@@ -163,6 +163,62 @@ impl std::fmt::Debug for ClientRow {
     }
 }
 
+impl OAuthClient {
+    /// About the heap memory this client's copy holds (what a cache holding it counts): its
+    /// strings' capacities, plus the vectors' slots.
+    pub fn heap_bytes(&self) -> usize {
+        let strings = [
+            &self.id,
+            &self.developer_id,
+            &self.name,
+            &self.environment,
+            &self.auth_method,
+            &self.status,
+            &self.secret_hash,
+            &self.registration.environment,
+            &self.registration.redirect_uris,
+            &self.registration.allowed_actions,
+        ];
+        let optional = [&self.jwks, &self.tls_client_auth_subject_dn];
+        strings.iter().map(|s| s.capacity()).sum::<usize>()
+            + optional
+                .iter()
+                .flat_map(|s| s.as_ref())
+                .map(String::capacity)
+                .sum::<usize>()
+            + self
+                .redirect_uris
+                .iter()
+                .map(|u| u.capacity() + 24)
+                .sum::<usize>()
+            + self.allowed_actions.capacity() * std::mem::size_of::<Action>()
+    }
+}
+
+#[cfg(test)]
+impl OAuthClient {
+    /// An active sandbox `client_secret_basic` client with the SHA-256 `secret_hash` and the JWK
+    /// Set `jwks`, for unit tests.
+    pub(crate) fn for_tests(id: &str, secret_hash: &str, jwks: Option<String>) -> Self {
+        ClientRow {
+            id: id.into(),
+            developer_id: "dev_1".into(),
+            name: "App".into(),
+            environment: "sandbox".into(),
+            redirect_uris: "[]".into(),
+            auth_method: "client_secret_basic".into(),
+            allowed_actions: "[]".into(),
+            status: ClientStatus::Active.as_str().into(),
+            secret_hash: secret_hash.into(),
+            jwks,
+            dpop_bound_access_tokens: false,
+            tls_client_auth_subject_dn: None,
+            tls_client_certificate_bound_access_tokens: false,
+        }
+        .into()
+    }
+}
+
 impl From<ClientRow> for OAuthClient {
     fn from(row: ClientRow) -> Self {
         OAuthClient {
