@@ -74,6 +74,7 @@ struct Generations {
     current: HashMap<[u8; 32], (Arc<Decoded>, usize)>,
     current_bytes: usize,
     previous: HashMap<[u8; 32], (Arc<Decoded>, usize)>,
+    previous_bytes: usize,
     hits: u64,
     misses: u64,
 }
@@ -85,13 +86,15 @@ pub struct CacheStats {
     pub misses: u64,
     /// Entries held, both generations.
     pub entries: usize,
+    /// Their estimated size in bytes, both generations.
+    pub bytes: usize,
 }
 
 impl DecodeCache {
     /// Estimated bytes a generation holds before it is replaced (the cache holds up to twice
-    /// this). A token of ordinary size costs about 4 KiB decoded, so the default keeps the
-    /// last ~2,000-4,000 distinct tokens.
-    pub const DEFAULT_BUDGET: usize = 8 * 1024 * 1024;
+    /// this). A token of ordinary size (about 600 bytes) counts 13 KiB decoded, so the default
+    /// keeps the last ~1,200-2,400 distinct tokens.
+    pub const DEFAULT_BUDGET: usize = 16 * 1024 * 1024;
 
     /// A cache holding about `budget` bytes per generation (see [`Self::DEFAULT_BUDGET`]).
     pub fn new(budget: usize) -> Self {
@@ -108,7 +111,16 @@ impl DecodeCache {
             hits: g.hits,
             misses: g.misses,
             entries: g.current.len() + g.previous.len(),
+            bytes: g.current_bytes + g.previous_bytes,
         }
+    }
+
+    /// The bytes an entry for a token of `token_len` characters counts against the budget: the
+    /// parsed token, the blocks read back and admitted, and the serialized form. Measured with a
+    /// counting allocator (BENCHMARKS.md, "Decode cache: what an entry holds"): up to 20 times
+    /// the text for tokens of many small facts or checks, 1 to 16 KiB long.
+    pub(super) fn estimate(token_len: usize) -> usize {
+        token_len * 24 + 2048
     }
 
     pub(super) fn key(token: &str) -> [u8; 32] {
@@ -127,6 +139,7 @@ impl DecodeCache {
             Some((d, _)) => Some(d.clone()),
             None => match g.previous.remove(key) {
                 Some((d, size)) => {
+                    g.previous_bytes -= size;
                     let found = d.clone();
                     g.insert(*key, d, size, self.budget);
                     Some(found)
@@ -144,9 +157,7 @@ impl DecodeCache {
     }
 
     pub(super) fn put(&self, key: [u8; 32], token_len: usize, decoded: Arc<Decoded>) {
-        // The parsed token, the blocks read back and admitted, and the serialized form: a few
-        // times the text, plus the maps' own overhead.
-        let size = token_len * 4 + 512;
+        let size = Self::estimate(token_len);
         if size > self.budget {
             return;
         }
@@ -158,7 +169,7 @@ impl Generations {
     fn insert(&mut self, key: [u8; 32], decoded: Arc<Decoded>, size: usize, budget: usize) {
         if self.current_bytes + size > budget {
             self.previous = std::mem::take(&mut self.current);
-            self.current_bytes = 0;
+            self.previous_bytes = std::mem::take(&mut self.current_bytes);
         }
         if let Some((_, old)) = self.current.insert(key, (decoded, size)) {
             self.current_bytes -= old;
