@@ -240,6 +240,10 @@ pub async fn delete_client(
 }
 
 /// Replace the client secret; the old one stops working at once.
+///
+/// One exception: an introspection answer stored before the rotation (by this instance or
+/// another) may be reused with the old secret for at most `tokens.introspection_cache_ttl`
+/// (1 s by default, 10 s at most).
 #[utoipa::path(post, path = "/api/v1/clients/{client_id}/secret", tag = "clients",
     security(("developer_token" = [])),
     params(ClientId),

@@ -405,7 +405,9 @@ pub fn update(
     Ok((owned(conn, developer_id, client_id)?.into(), new_secret))
 }
 
-/// Replaces the client secret; the old one stops working at once. Returns the new one (once).
+/// Replaces the client secret; the old one stops working at once, except that an introspection
+/// answer stored before may be reused with it for at most `tokens.introspection_cache_ttl` (1 s
+/// by default). Returns the new one (once).
 pub fn rotate_secret(
     conn: &mut AnyConnection,
     developer_id: &str,
