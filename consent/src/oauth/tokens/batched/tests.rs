@@ -450,10 +450,9 @@ impl Relay {
                 std::thread::spawn(move || {
                     let mut buf = [0u8; 8192];
                     // Reads until the server closes, whatever became of the service's side.
-                    while let Ok(1..) = from.read(&mut buf).map(|n| {
+                    while let Ok(n @ 1..) = from.read(&mut buf) {
                         let _ = to.write_all(&buf[..n]);
-                        n
-                    }) {}
+                    }
                 });
             }
         });
