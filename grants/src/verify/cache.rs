@@ -117,8 +117,8 @@ impl DecodeCache {
 
     /// The bytes an entry for a token of `token_len` characters counts against the budget: the
     /// parsed token, the blocks read back and admitted, and the serialized form. Measured with a
-    /// counting allocator (BENCHMARKS.md, "Decode cache: what an entry holds"): up to 20 times
-    /// the text for tokens of many small facts or checks, 1 to 16 KiB long.
+    /// counting allocator (BENCHMARKS.md, "Review fixes: two caches bounded by bytes"): up to 20
+    /// times the text for tokens of many small facts or checks, 1 to 16 KiB long.
     pub(super) fn estimate(token_len: usize) -> usize {
         token_len * 24 + 2048
     }

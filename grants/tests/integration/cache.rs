@@ -169,17 +169,24 @@ fn refused_blocks_stay_refused_and_other_limits_admit_afresh() {
     cached(&cache).verify(&t, &balances("acc_1")).unwrap();
 }
 
+/// `n` distinct tokens: `token` narrowed to expire a second apart.
+fn narrowed_by_expiry(token: &str, n: i64) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            let until = now() + Duration::seconds(60 + i);
+            attenuate(token, &Attenuation::new().expires_at(until))
+        })
+        .collect()
+}
+
 #[test]
 fn memory_is_bounded_by_the_budget() {
-    // About 4 KiB per entry here: a 32 KiB budget holds a handful per generation.
-    let cache = DecodeCache::new(32 * 1024);
+    // About 20 KiB counted per entry here: a 128 KiB budget holds a handful per generation.
+    let budget = 128 * 1024;
+    let cache = DecodeCache::new(budget);
     let token = mint(full_scope());
-    for i in 0..200 {
-        let t = attenuate(
-            &token,
-            &Attenuation::new().expires_at(now() + Duration::seconds(60 + i)),
-        );
-        cached(&cache).verify(&t, &balances("acc_1")).unwrap();
+    for t in &narrowed_by_expiry(&token, 200) {
+        cached(&cache).verify(t, &balances("acc_1")).unwrap();
     }
     let stats = cache.stats();
     assert_eq!(stats.misses, 200);
@@ -188,8 +195,32 @@ fn memory_is_bounded_by_the_budget() {
         "{} entries held",
         stats.entries
     );
+    assert!(stats.bytes <= 2 * budget, "{} bytes counted", stats.bytes);
     // A token larger than the whole budget is verified but not kept.
     let tiny = DecodeCache::new(100);
     cached(&tiny).verify(&token, &balances("acc_1")).unwrap();
     assert_eq!(tiny.stats().entries, 0);
+}
+
+/// A hit in the older generation moves the entry to the newer one, and the counted bytes move
+/// with it: each entry is counted once, in the generation that holds it.
+#[test]
+fn an_entry_moved_between_generations_is_counted_once() {
+    let tokens = narrowed_by_expiry(&mint(full_scope()), 4);
+    // What one of these tokens counts (they differ only in a date's digits).
+    let one = DecodeCache::new(1024 * 1024);
+    cached(&one).verify(&tokens[0], &balances("acc_1")).unwrap();
+    let each = one.stats().bytes;
+    // Three entries fit a generation; the fourth starts the next one.
+    let cache = DecodeCache::new(each * 7 / 2);
+    for t in &tokens {
+        cached(&cache).verify(t, &balances("acc_1")).unwrap();
+    }
+    assert_eq!((cache.stats().entries, cache.stats().bytes), (4, 4 * each));
+    // The first token is in the older generation: the hit moves it.
+    cached(&cache)
+        .verify(&tokens[0], &balances("acc_1"))
+        .unwrap();
+    let stats = cache.stats();
+    assert_eq!((stats.hits, stats.entries, stats.bytes), (1, 4, 4 * each));
 }
