@@ -306,8 +306,8 @@ pub struct PoolConn {
     /// A query on it failed as [`StorageError::Unavailable`]: the connection may be dead (a
     /// failure that left it usable, a deadlock say, costs only a new connection).
     lost: bool,
-    /// The PostgreSQL server process serving the connection (`None` on SQLite, or if it could
-    /// not be read when the connection opened).
+    /// The PostgreSQL server process serving the connection, read when it opened (`None` on
+    /// SQLite).
     server: Option<ServerProcess>,
 }
 
@@ -317,17 +317,11 @@ pub struct PoolConn {
 /// With a pooler in transaction mode between the service and PostgreSQL, this names whichever
 /// server process answered when the connection opened, not the one a later statement runs on:
 /// run the service against PostgreSQL directly or through a pooler in session mode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, QueryableByName)]
 pub struct ServerProcess {
-    pid: i32,
-    /// `backend_start` in microseconds since the epoch.
-    started: i64,
-}
-
-#[derive(QueryableByName)]
-struct ServerProcessRow {
     #[diesel(sql_type = diesel::sql_types::Integer)]
     pid: i32,
+    /// `backend_start` in microseconds since the epoch.
     #[diesel(sql_type = diesel::sql_types::BigInt)]
     started: i64,
 }
@@ -353,12 +347,8 @@ impl ManageConnection for Manager {
             Backend::Postgres => {
                 let mut pg = PgConnection::establish(&self.2).map_err(ConnectionError)?;
                 let server = diesel::sql_query(SERVER_PROCESS_SQL)
-                    .get_result::<ServerProcessRow>(&mut pg)
+                    .get_result::<ServerProcess>(&mut pg)
                     .map_err(diesel::r2d2::Error::QueryError)?;
-                let server = ServerProcess {
-                    pid: server.pid,
-                    started: server.started,
-                };
                 (AnyConnection::Postgresql(pg), Some(server))
             }
             Backend::Sqlite => (
