@@ -479,6 +479,18 @@ impl Relay {
     }
 }
 
+/// Polls `done` every 20 ms; fails after 10 s.
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let started = std::time::Instant::now();
+    while !done() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "{what}: timed out"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// A rotation whose connection is cut while PostgreSQL still runs it: the batch reads its
 /// outcome only after ending that server process, so the statement cannot commit after the
 /// request was declined (the transactional path would then find the token spent and take the
@@ -521,23 +533,21 @@ fn a_statement_cut_off_mid_way_is_ended_before_its_outcome_is_read() {
         .unwrap();
     relay.mark();
     let running = std::thread::spawn(move || rotate_batch(&db, &[job("rt_x", "g_live", now)]));
-    let waiting = "SELECT count(*) AS n FROM pg_stat_activity \
-        WHERE datname = current_database() AND query LIKE 'WITH input AS%' AND state = 'active'";
-    let started = std::time::Instant::now();
-    while t.db.run_blocking(|c| Ok(count(c, waiting))).unwrap() == 0 {
-        assert!(started.elapsed() < std::time::Duration::from_secs(10));
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    // The batch statements running in the test's database.
+    let running_statements = || {
+        let sql = "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() \
+            AND query LIKE 'WITH input AS%' AND state = 'active'";
+        t.db.run_blocking(|c| Ok(count(c, sql))).unwrap()
+    };
+    wait_until("the statement waits for its lock", || {
+        running_statements() == 1
+    });
     assert_eq!(relay.cut_used(), 1);
     // Not done: the request takes the transactional path.
     assert_eq!(running.join().unwrap().unwrap(), [false]);
     locker.batch_execute("ROLLBACK").unwrap();
     // Had the server process lived on, it would now rotate the token.
-    let started = std::time::Instant::now();
-    while t.db.run_blocking(|c| Ok(count(c, waiting))).unwrap() > 0 {
-        assert!(started.elapsed() < std::time::Duration::from_secs(10));
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    wait_until("no statement runs", || running_statements() == 0);
     std::thread::sleep(std::time::Duration::from_millis(200));
     t.db.run_blocking(|c| {
         let active =
